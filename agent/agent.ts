@@ -1,0 +1,97 @@
+import type { Server } from 'node:http';
+import { ConfigError, messageOf } from './errors.js';
+import type { DozeConfig } from './config/schema.js';
+import { Detector } from './detector/detector.js';
+import { ManagedInstance } from './detector/managed-instance.js';
+import type { Logger } from './log.js';
+import { checkTools } from './preflight.js';
+import { CheckMarking } from './netfilter/check-marking.js';
+import { createRuntime } from './runtimes/create-runtime.js';
+import { monotonicNs } from './sources/bpf-records.js';
+import { EbpfSource } from './sources/ebpf-source.js';
+import { Metrics } from './status/metrics.js';
+import { createStatusApp, listen } from './status/server.js';
+
+export interface AgentOptions {
+  /** Override the compiled eBPF object (tests, packaging). */
+  objectPath?: string;
+}
+
+/** One agent per node: wires the traffic source, the detector, the runtimes and the status API. */
+export class Agent {
+  private server: Server | undefined;
+  private marking: CheckMarking | undefined;
+
+  private constructor(
+    readonly config: DozeConfig,
+    readonly detector: Detector,
+    readonly source: EbpfSource,
+    readonly metrics: Metrics,
+    private readonly log: Logger,
+  ) {}
+
+  static async start(config: DozeConfig, log: Logger, options: AgentOptions = {}): Promise<Agent> {
+    await checkTools(config.healthChecks.fromUid !== undefined || config.healthChecks.fromSources.length > 0 ? ['tc', 'bpftool', 'stdbuf', 'ip', 'iptables'] : undefined);
+    // Probe every runtime before touching the kernel: a bad instance is a config error.
+    const prepared = [];
+    for (const [index, instanceConfig] of config.instances.entries()) {
+      const runtime = createRuntime(instanceConfig.runtime);
+      const probe = await runtime.probe();
+      if (!probe.ok) throw new ConfigError(`instances[${index}] (${instanceConfig.id}).runtime: ${probe.reason}`);
+      prepared.push({ instanceConfig, runtime });
+    }
+    const source = new EbpfSource({ bpffs: config.bpffs, checkMark: config.healthChecks.mark, objectPath: options.objectPath, log });
+    await source.start();
+    const detector = new Detector(source, log);
+    const metrics = new Metrics(detector);
+    const agent = new Agent(config, detector, source, metrics, log);
+    try {
+      const checks = config.healthChecks;
+      if (checks.fromUid !== undefined || checks.fromSources.length > 0) {
+        agent.marking = new CheckMarking({ mark: checks.mark, fromUid: checks.fromUid, fromSources: checks.fromSources }, config.netfilter.chainPrefix);
+        await agent.marking.install();
+      }
+      for (const { instanceConfig, runtime } of prepared) {
+        await detector.add(new ManagedInstance(instanceConfig, runtime, monotonicNs()));
+      }
+      const app = createStatusApp({ detector, metrics, token: config.token, log, refresh: () => agent.refreshCounters() });
+      agent.server = await listen(app, config.listen);
+    } catch (error) {
+      await agent.stop().catch(() => undefined);
+      throw error;
+    }
+    detector.start();
+    log.info({ listen: config.listen, instances: config.instances.length }, 'doze agent running');
+    return agent;
+  }
+
+  /** Refresh idle times for the status API from one counters read. */
+  async refreshCounters(): Promise<void> {
+    const counters = await this.source.counters();
+    for (const instance of this.detector.instances()) {
+      const c = counters.get(instance.ip);
+      if (c) instance.lastSeenNs = c.lastSeenNs;
+    }
+  }
+
+  /** Clean exit: wake everything this agent put to sleep, then remove its programs, maps and listeners. */
+  async stop(): Promise<void> {
+    await this.detector.stop({ wakeAll: true });
+    if (this.server) {
+      const closed = new Promise<void>((resolve) => this.server!.close(() => resolve()));
+      this.server.closeAllConnections();
+      await closed;
+    }
+    for (const instance of this.detector.instances()) {
+      await this.detector.remove(instance.id, { wake: false }).catch((error) => this.log.warn({ instance: instance.id, err: messageOf(error) }, 'cleanup failed'));
+    }
+    await this.source.close({ removePins: true });
+    await this.marking?.remove().catch((error) => this.log.warn({ err: messageOf(error) }, 'removing netfilter rules failed'));
+    this.log.info('doze agent stopped');
+  }
+
+  get address(): string {
+    const a = this.server?.address();
+    return a && typeof a === 'object' ? `${a.address}:${a.port}` : this.config.listen;
+  }
+}

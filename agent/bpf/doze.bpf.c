@@ -1,0 +1,270 @@
+// SPDX-License-Identifier: GPL-2.0
+// doze's tc programs: per-instance traffic counters, per-connection request
+// tracking and wake events. Attached to an instance's host-side interface:
+// egress = packets into the instance, ingress = packets out of it.
+// Every path returns TC_ACT_UNSPEC: doze observes, it never decides a packet's
+// fate, and filters after it on the same hook still run.
+//
+// Build: clang -O2 -g -Wall -Werror -target bpf -mcpu=v3 \
+//          -I/usr/include/$(uname -m)-linux-gnu -c doze.bpf.c -o doze.bpf.o
+// (the Makefile carries this line; the agent loads the object with tc).
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/in.h>
+#include <linux/tcp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+// Instance states the agent writes into doze_state. The program only ever
+// moves SLEEPING or PAUSING to SIGNALLED, once, and tells the agent.
+#define DOZE_AWAKE 0
+#define DOZE_SLEEPING 1
+#define DOZE_SIGNALLED 2
+#define DOZE_PAUSING 3
+
+// Connection flags.
+#define CONN_CHECK (1 << 0)      // a health-check connection: never counts
+#define CONN_FIN_CLIENT (1 << 1)
+#define CONN_FIN_SERVER (1 << 2)
+#define CONN_RST (1 << 3)
+
+struct doze_counters {
+	__u64 packets;      // unmarked packets into the instance
+	__u64 last_seen_ns; // bpf_ktime of the last one (CLOCK_MONOTONIC)
+	__u64 checks;       // marked (health-check) packets, skipped
+	__u64 out_packets;  // packets out of the instance
+};
+
+// Oriented client -> instance, whichever direction the packet went.
+struct doze_conn_key {
+	__u32 client_addr;
+	__u32 instance_addr;
+	__u16 client_port;
+	__u16 instance_port;
+};
+
+struct doze_conn {
+	__u64 last_ns;           // any packet, either direction
+	__u64 client_payload_ns; // last payload from the client
+	__u64 server_payload_ns; // last payload from the instance
+	__u32 flags;
+	__u32 pad;
+};
+
+struct doze_wake_event {
+	__u32 instance_addr;
+	__u32 ifindex;
+	__u64 ts_ns;
+};
+
+struct doze_settings {
+	__u32 check_mark; // skb->mark bits that identify health-check traffic
+	__u32 pad;
+};
+
+// iproute2's loader honours the legacy pinning field; libbpf-style .maps
+// with LIBBPF_PIN_BY_NAME work with iproute2 built on libbpf (Debian's is).
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32); // instance IPv4 address, network byte order
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} doze_state SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct doze_counters);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} doze_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct doze_conn_key);
+	__type(value, struct doze_conn);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} doze_conns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(__u32));
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} doze_wake_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct doze_settings);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} doze_settings SEC(".maps");
+
+struct parsed {
+	__u32 saddr, daddr;
+	__u16 sport, dport;
+	__u8 is_tcp;
+	__u8 syn, ack, fin, rst;
+	__u32 payload;
+};
+
+static __always_inline int parse(struct __sk_buff *skb, struct parsed *p)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > data_end)
+		return -1;
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
+		return -1;
+	struct iphdr *ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > data_end)
+		return -1;
+	p->saddr = ip->saddr;
+	p->daddr = ip->daddr;
+	p->is_tcp = 0;
+	if (ip->protocol != IPPROTO_TCP || ip->ihl != 5)
+		return 0; // counted, not tracked as a connection
+	struct tcphdr *tcp = (void *)(ip + 1);
+	if ((void *)(tcp + 1) > data_end) {
+		// Header not in the linear area: pull it in and re-check.
+		if (bpf_skb_pull_data(skb, sizeof(*eth) + sizeof(*ip) + sizeof(*tcp)))
+			return 0;
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+		ip = data + sizeof(*eth);
+		tcp = (void *)(ip + 1);
+		if ((void *)(tcp + 1) > data_end)
+			return 0;
+	}
+	__u32 ip_len = bpf_ntohs(ip->tot_len);
+	__u32 hdr_len = sizeof(*ip) + tcp->doff * 4;
+	p->is_tcp = 1;
+	p->sport = tcp->source;
+	p->dport = tcp->dest;
+	p->syn = tcp->syn;
+	p->ack = tcp->ack;
+	p->fin = tcp->fin;
+	p->rst = tcp->rst;
+	p->payload = ip_len > hdr_len ? ip_len - hdr_len : 0;
+	return 0;
+}
+
+static __always_inline __u32 check_mark(void)
+{
+	__u32 zero = 0;
+	struct doze_settings *s = bpf_map_lookup_elem(&doze_settings, &zero);
+	return s ? s->check_mark : 0;
+}
+
+// Packets into the instance: count, track the connection, wake a sleeper.
+SEC("tc/egress")
+int doze_egress(struct __sk_buff *skb)
+{
+	struct parsed p = {};
+	if (parse(skb, &p) < 0)
+		return TC_ACT_UNSPEC;
+	__u32 *state = bpf_map_lookup_elem(&doze_state, &p.daddr);
+	if (!state)
+		return TC_ACT_UNSPEC; // not a managed instance
+	struct doze_counters *c = bpf_map_lookup_elem(&doze_counters, &p.daddr);
+	__u64 now = bpf_ktime_get_ns();
+	__u32 mark = check_mark();
+	int is_check = mark && (skb->mark & mark);
+
+	if (p.is_tcp) {
+		struct doze_conn_key k = {
+			.client_addr = p.saddr,
+			.instance_addr = p.daddr,
+			.client_port = p.sport,
+			.instance_port = p.dport,
+		};
+		struct doze_conn *conn = bpf_map_lookup_elem(&doze_conns, &k);
+		// Only a client's SYN opens a tracked connection, so replies to the
+		// instance's own outbound connections are never taken for requests.
+		if (p.syn && !p.ack) {
+			struct doze_conn fresh = { .last_ns = now };
+			if (is_check)
+				fresh.flags = CONN_CHECK;
+			bpf_map_update_elem(&doze_conns, &k, &fresh, BPF_ANY);
+			conn = bpf_map_lookup_elem(&doze_conns, &k);
+		}
+		if (conn) {
+			// A connection that started marked stays a check connection.
+			if (conn->flags & CONN_CHECK)
+				is_check = 1;
+			conn->last_ns = now;
+			if (p.payload)
+				conn->client_payload_ns = now;
+			if (p.fin)
+				__sync_fetch_and_or(&conn->flags, CONN_FIN_CLIENT);
+			if (p.rst)
+				__sync_fetch_and_or(&conn->flags, CONN_RST);
+		}
+	}
+
+	if (is_check) {
+		if (c)
+			__sync_fetch_and_add(&c->checks, 1);
+		return TC_ACT_UNSPEC;
+	}
+	if (c) {
+		__sync_fetch_and_add(&c->packets, 1);
+		c->last_seen_ns = now;
+	}
+	__u32 seen = *state;
+	if (seen == DOZE_SLEEPING || seen == DOZE_PAUSING) {
+		// Only the packet that wins the swap signals: one event per sleep.
+		if (__sync_val_compare_and_swap(state, seen, DOZE_SIGNALLED) == seen) {
+			struct doze_wake_event ev = {
+				.instance_addr = p.daddr,
+				.ifindex = skb->ifindex,
+				.ts_ns = now,
+			};
+			bpf_perf_event_output(skb, &doze_wake_events, BPF_F_CURRENT_CPU,
+					      &ev, sizeof(ev));
+		}
+	}
+	return TC_ACT_UNSPEC;
+}
+
+// Packets out of the instance: the server side of each connection.
+SEC("tc/ingress")
+int doze_ingress(struct __sk_buff *skb)
+{
+	struct parsed p = {};
+	if (parse(skb, &p) < 0)
+		return TC_ACT_UNSPEC;
+	struct doze_counters *c = bpf_map_lookup_elem(&doze_counters, &p.saddr);
+	if (!c)
+		return TC_ACT_UNSPEC;
+	__sync_fetch_and_add(&c->out_packets, 1);
+	if (!p.is_tcp)
+		return TC_ACT_UNSPEC;
+	struct doze_conn_key k = {
+		.client_addr = p.daddr,
+		.instance_addr = p.saddr,
+		.client_port = p.dport,
+		.instance_port = p.sport,
+	};
+	struct doze_conn *conn = bpf_map_lookup_elem(&doze_conns, &k);
+	if (!conn)
+		return TC_ACT_UNSPEC; // outbound connection of the instance: not a request
+	__u64 now = bpf_ktime_get_ns();
+	conn->last_ns = now;
+	if (p.payload)
+		conn->server_payload_ns = now;
+	if (p.fin)
+		__sync_fetch_and_or(&conn->flags, CONN_FIN_SERVER);
+	if (p.rst)
+		__sync_fetch_and_or(&conn->flags, CONN_RST);
+	return TC_ACT_UNSPEC;
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,90 @@
+import { parseArgs } from 'node:util';
+import { Agent } from '../agent.js';
+import { loadConfigFile, overridesFromEnv } from '../config/load.js';
+import { DozeError, messageOf } from '../errors.js';
+import { createLogger, LOG_LEVELS, type LogLevel } from '../log.js';
+import { EXIT } from './exit-codes.js';
+
+export const AGENT_HELP = `Usage: doze agent --config FILE [options]
+
+Runs the doze agent on this node: watches each instance's traffic with eBPF,
+puts idle instances to sleep and wakes them on the next request.
+
+Options:
+  -c, --config FILE      agent config (JSON); see README "Configuration"
+      --listen HOST:PORT status API / page / metrics address (env DOZE_LISTEN)
+      --token TOKEN      bearer token for actions (env DOZE_TOKEN)
+      --log-level LEVEL  ${LOG_LEVELS.join('|')} (env DOZE_LOG_LEVEL)
+  -h, --help             show this help
+
+Flags override DOZE_* variables, which override the file.
+SIGTERM or SIGINT: wake every sleeping instance, remove programs and maps, exit 0.
+Exit codes: 0 clean stop, 1 runtime failure, 2 usage or config error.`;
+
+export async function agentCommand(argv: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        config: { type: 'string', short: 'c' },
+        listen: { type: 'string' },
+        token: { type: 'string' },
+        'log-level': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+    }));
+  } catch (error) {
+    process.stderr.write(`doze agent: ${messageOf(error)}\n\n${AGENT_HELP}\n`);
+    return EXIT.usage;
+  }
+  if (values.help) {
+    process.stdout.write(`${AGENT_HELP}\n`);
+    return EXIT.ok;
+  }
+  if (!values.config) {
+    process.stderr.write(`doze agent: --config FILE is required\n\n${AGENT_HELP}\n`);
+    return EXIT.usage;
+  }
+  let config;
+  try {
+    config = await loadConfigFile(values.config, [
+      overridesFromEnv(process.env),
+      { listen: values.listen, token: values.token, logLevel: values['log-level'] },
+    ]);
+  } catch (error) {
+    process.stderr.write(`doze agent: ${messageOf(error)}\n`);
+    return EXIT.usage;
+  }
+  const log = createLogger(config.logLevel as LogLevel);
+  let agent: Agent;
+  try {
+    agent = await Agent.start(config, log);
+  } catch (error) {
+    log.fatal({ code: error instanceof DozeError ? error.code : undefined, err: messageOf(error) }, 'agent failed to start');
+    process.stderr.write(`doze agent: ${messageOf(error)}\n`);
+    return error instanceof DozeError && error.code === 'E_CONFIG' ? EXIT.usage : EXIT.failure;
+  }
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = (signal: string) => {
+      if (stopping) {
+        log.warn({ signal }, 'second signal: exiting without cleanup');
+        resolve(EXIT.failure);
+        return;
+      }
+      stopping = true;
+      log.info({ signal }, 'stopping: waking sleepers and cleaning up');
+      agent.stop().then(
+        () => resolve(EXIT.ok),
+        (error) => {
+          log.error({ err: messageOf(error) }, 'cleanup failed');
+          resolve(EXIT.failure);
+        },
+      );
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+  });
+}

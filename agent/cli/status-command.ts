@@ -1,0 +1,75 @@
+import { parseArgs } from 'node:util';
+import axios from 'axios';
+import { z } from 'zod';
+import { messageOf } from '../errors.js';
+import { EXIT } from './exit-codes.js';
+
+export const STATUS_HELP = `Usage: doze status [--addr URL] [--json]
+
+Shows the instances a running agent manages.
+
+Options:
+      --addr URL   agent status address (default http://127.0.0.1:7070, env DOZE_ADDR)
+      --json       print the JSON the API returns
+  -h, --help       show this help
+
+Exit codes: 0 ok, 1 agent unreachable or bad answer, 2 usage error.`;
+
+const instanceList = z.array(
+  z.looseObject({
+    id: z.string(),
+    state: z.string(),
+    sleeps: z.number(),
+    wakes: z.number(),
+    lastWakeMs: z.number().nullable(),
+    idleForMs: z.number(),
+    checksAnswered: z.number(),
+    failure: z.string().nullable().optional(),
+    heldBy: z.string().nullable().optional(),
+  }),
+);
+
+export function formatTable(rows: string[][]): string {
+  const widths = rows[0]!.map((_, col) => Math.max(...rows.map((r) => r[col]!.length)));
+  return rows.map((r) => r.map((cell, col) => cell.padEnd(widths[col]!)).join('  ').trimEnd()).join('\n');
+}
+
+export async function statusCommand(argv: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({ args: argv, options: { addr: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } }));
+  } catch (error) {
+    process.stderr.write(`doze status: ${messageOf(error)}\n\n${STATUS_HELP}\n`);
+    return EXIT.usage;
+  }
+  if (values.help) {
+    process.stdout.write(`${STATUS_HELP}\n`);
+    return EXIT.ok;
+  }
+  const base = (values.addr ?? process.env.DOZE_ADDR ?? 'http://127.0.0.1:7070').replace(/\/$/, '');
+  let data: unknown;
+  try {
+    data = (await axios.get(`${base}/api/instances`, { timeout: 5000 })).data;
+  } catch (error) {
+    process.stderr.write(`doze status: agent at ${base} is unreachable: ${messageOf(error)}\n`);
+    return EXIT.failure;
+  }
+  const parsed = instanceList.safeParse(data);
+  if (!parsed.success) {
+    process.stderr.write(`doze status: unexpected answer from ${base}/api/instances\n`);
+    return EXIT.failure;
+  }
+  if (values.json) {
+    process.stdout.write(`${JSON.stringify(parsed.data, null, 2)}\n`);
+    return EXIT.ok;
+  }
+  const rows = [['INSTANCE', 'STATE', 'IDLE', 'LAST WAKE', 'SLEEPS', 'WAKES', 'CHECKS', 'NOTE']];
+  for (const i of parsed.data) {
+    rows.push([
+      i.id, i.state, `${(i.idleForMs / 1000).toFixed(1)}s`, i.lastWakeMs === null ? '-' : `${i.lastWakeMs.toFixed(2)}ms`,
+      String(i.sleeps), String(i.wakes), String(i.checksAnswered), i.failure ?? i.heldBy ?? '',
+    ]);
+  }
+  process.stdout.write(`${formatTable(rows)}\n`);
+  return EXIT.ok;
+}

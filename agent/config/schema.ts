@@ -1,0 +1,87 @@
+import { z } from 'zod';
+import { parseDuration } from './duration.js';
+
+/** A duration written as "500ms" / "30s" / "5m", or a number of milliseconds. */
+const duration = z.union([
+  z.number().int().nonnegative(),
+  z.string().transform((text, ctx) => {
+    const ms = parseDuration(text);
+    if (ms === undefined) {
+      ctx.addIssue({ code: 'custom', message: `${JSON.stringify(text)} is not a duration (use e.g. "500ms", "30s", "5m")` });
+      return z.NEVER;
+    }
+    return ms;
+  }),
+]);
+
+const hostPort = z.string().regex(/^[^\s:]+:\d{1,5}$/, 'expected "host:port"');
+
+const ipv4 = z.ipv4({ message: 'expected an IPv4 address' });
+
+/** Instance address "10.0.0.2:8080": the eBPF programs key instances by IPv4 address. */
+const instanceAddress = z.string().refine((text) => {
+  const [host, port] = text.split(':');
+  return ipv4.safeParse(host).success && port !== undefined && /^\d{1,5}$/.test(port) && Number(port) > 0 && Number(port) < 65536;
+}, 'expected "IPv4:port", e.g. "10.200.0.2:8080"');
+
+const mark = z
+  .union([z.number().int().positive(), z.string().regex(/^(0x[0-9a-fA-F]+|\d+)$/, 'expected a number such as "0x1"')])
+  .transform((value) => (typeof value === 'number' ? value : Number(value)))
+  .refine((value) => value > 0 && value <= 0xffffffff, 'must be a 32-bit non-zero mark')
+  // CNI portmap owns 0x2000 on Nomad nodes (see DESIGN.md).
+  .refine((value) => (value & 0x2000) === 0, 'must not use bit 0x2000 (CNI portmap uses it on Nomad nodes)');
+
+export const freezerRuntimeSchema = z.strictObject({
+  kind: z.literal('freezer'),
+  /** Path relative to the freezer hierarchy ("doze/web"), or absolute. */
+  cgroup: z.string().min(1),
+});
+
+export const fakeRuntimeSchema = z.strictObject({
+  kind: z.literal('fake'),
+  pauseMs: z.number().int().nonnegative().default(0),
+  resumeMs: z.number().int().nonnegative().default(0),
+  failResume: z.boolean().default(false),
+});
+
+export const runtimeSchema = z.discriminatedUnion('kind', [freezerRuntimeSchema, fakeRuntimeSchema]);
+
+export const IDLE_POLICIES = ['requests', 'connections', 'traffic'] as const;
+export const WAKE_MODES = ['retry', 'hold'] as const;
+
+export const instanceSchema = z.strictObject({
+  id: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'ids are 1-64 characters of letters, digits, "_", "." and "-"'),
+  address: instanceAddress,
+  interface: z.string().regex(/^[A-Za-z0-9_.@-]{1,15}$/, 'an interface name of at most 15 characters'),
+  idleTimeout: duration.default(500),
+  idlePolicy: z.enum(IDLE_POLICIES).default('requests'),
+  wake: z.enum(WAKE_MODES).default('retry'),
+  minAwake: duration.default(0),
+  maxAwake: duration.optional(),
+  wakeTimeout: duration.default(5000),
+  pauseTimeout: duration.default(5000),
+  runtime: runtimeSchema,
+});
+
+export const configSchema = z.strictObject({
+  listen: hostPort.default('127.0.0.1:7070'),
+  token: z.string().min(1).optional(),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  bpffs: z.string().default('/sys/fs/bpf'),
+  stub: z.strictObject({ listen: hostPort.default('127.0.0.1:7071') }).prefault({}),
+  healthChecks: z
+    .strictObject({
+      mark: mark.default(0x1),
+      fromUid: z.number().int().nonnegative().optional(),
+      fromSources: z.array(z.string()).default([]),
+    })
+    .prefault({}),
+  /** Names of the iptables chains the agent owns ("DOZE" -> DOZE-MARK, DOZE-STUB). */
+  netfilter: z.strictObject({ chainPrefix: z.string().regex(/^[A-Z][A-Z0-9_-]{0,19}$/, 'upper-case letters, digits, "_" or "-", at most 20').default('DOZE') }).prefault({}),
+  instances: z.array(instanceSchema).default([]),
+});
+
+export type DozeConfig = z.infer<typeof configSchema>;
+export type InstanceConfig = z.infer<typeof instanceSchema>;
+export type RuntimeConfig = z.infer<typeof runtimeSchema>;
+export type IdlePolicy = (typeof IDLE_POLICIES)[number];

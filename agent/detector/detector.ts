@@ -1,0 +1,302 @@
+import { EventEmitter } from 'node:events';
+import { messageOf, withDeadline } from '../errors.js';
+import type { Logger } from '../log.js';
+import { BpfInstanceState, monotonicNs, type Connection, type InstanceCounters, type WakeEvent } from '../sources/bpf-records.js';
+import type { TrafficSource } from '../sources/traffic-source.js';
+import { decideIdle, type IdleVerdict } from './idle-decision.js';
+import type { ManagedInstance } from './managed-instance.js';
+import { canTransition, type InstanceState } from './states.js';
+
+const MS = 1_000_000n;
+
+export interface TransitionEvent {
+  instance: ManagedInstance;
+  from: InstanceState;
+  to: InstanceState;
+  reason: string;
+  at: number;
+}
+
+export interface DetectorEvents {
+  transition: [TransitionEvent];
+  woke: [ManagedInstance, number];
+  wakeFailed: [ManagedInstance, string];
+  slept: [ManagedInstance];
+}
+
+/**
+ * Drives every instance's state machine: reads counters only when some
+ * instance's idle deadline is due (one timer for all, so cost follows active
+ * instances), sleeps idle ones, and wakes sleepers on pushed wake events.
+ */
+export class Detector extends EventEmitter<DetectorEvents> {
+  private readonly byId = new Map<string, ManagedInstance>();
+  private readonly byIp = new Map<string, ManagedInstance>();
+  private timer: NodeJS.Timeout | undefined;
+  private ticking = false;
+  private stopped = false;
+
+  constructor(private readonly source: TrafficSource, private readonly log: Logger) {
+    super();
+    source.onWake((event) => this.onWakeEvent(event));
+    source.onGap((reason) => void this.rescan(reason));
+  }
+
+  instances(): ManagedInstance[] {
+    return [...this.byId.values()];
+  }
+
+  get(id: string): ManagedInstance | undefined {
+    return this.byId.get(id);
+  }
+
+  /** Start managing an instance; adopts a workload left paused by an earlier agent. */
+  async add(instance: ManagedInstance): Promise<void> {
+    await this.source.attach(instance.config.interface); // creates the pinned maps on first use
+    await this.source.track(instance.ip);
+    this.byId.set(instance.id, instance);
+    this.byIp.set(instance.ip, instance);
+    const observed = await instance.runtime.inspect();
+    const bpfState = (await this.source.states()).get(instance.ip);
+    if (observed === 'paused' || observed === 'transitioning') {
+      // Left asleep by a previous agent (crash): it is ours to wake.
+      this.setState(instance, 'pausing', 'adopted a paused workload after restart');
+      await this.source.setState(instance.ip, BpfInstanceState.sleeping);
+      this.setState(instance, 'sleeping', 'adopted');
+      if (bpfState === BpfInstanceState.signalled) void this.wake(instance, 'traffic arrived while no agent was running');
+    } else {
+      await this.source.setState(instance.ip, BpfInstanceState.awake);
+    }
+    this.schedule();
+  }
+
+  async remove(id: string, options: { wake: boolean }): Promise<void> {
+    const instance = this.byId.get(id);
+    if (!instance) return;
+    if (options.wake) await this.wake(instance, 'no longer managed');
+    this.byId.delete(id);
+    this.byIp.delete(instance.ip);
+    await this.source.untrack(instance.ip);
+    await this.source.detach(instance.config.interface);
+  }
+
+  start(): void {
+    this.stopped = false;
+    this.schedule();
+  }
+
+  /** Stop deciding; with `wakeAll`, resume every instance this agent put to sleep (nobody else would). */
+  async stop(options: { wakeAll: boolean }): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    if (options.wakeAll) {
+      await Promise.all(this.instances().map((i) => this.wake(i, 'agent stopping').catch(() => undefined)));
+    }
+  }
+
+  /** Put an instance to sleep now (operator action), skipping the idle check. */
+  sleepNow(id: string): Promise<boolean> {
+    const instance = this.byId.get(id);
+    if (!instance) return Promise.resolve(false);
+    return this.sleep(instance, undefined, 'requested by operator');
+  }
+
+  wake(instance: ManagedInstance, reason: string, eventNs?: bigint): Promise<void> {
+    if (eventNs !== undefined && instance.wakeEventNs === undefined) instance.wakeEventNs = eventNs;
+    return instance.exclusive(async () => {
+      if (instance.state !== 'sleeping' && instance.state !== 'failed') return;
+      const startNs = instance.wakeEventNs ?? monotonicNs();
+      this.setState(instance, 'waking', reason);
+      try {
+        await withDeadline(`resuming ${instance.id}`, instance.config.wakeTimeout, instance.runtime.resume(instance.config.wakeTimeout));
+      } catch (error) {
+        const why = `wake failed: ${messageOf(error)}`;
+        instance.failure = why;
+        instance.wakeEventNs = undefined;
+        // No more wake events for an instance that cannot come back; the stub reports it critical.
+        await this.source.setState(instance.ip, BpfInstanceState.awake).catch(() => undefined);
+        this.setState(instance, 'failed', why);
+        this.log.error({ instance: instance.id, err: messageOf(error) }, 'wake failed');
+        this.emit('wakeFailed', instance, why);
+        return;
+      }
+      await this.source.setState(instance.ip, BpfInstanceState.awake);
+      const nowNs = monotonicNs();
+      const tookMs = Number(nowNs - startNs) / 1e6;
+      instance.failure = undefined;
+      instance.wakeEventNs = undefined;
+      instance.wakeRequested = false;
+      instance.wakes++;
+      instance.lastWakeMs = tookMs;
+      instance.awakeSinceNs = nowNs;
+      instance.nextCheckNs = nowNs + BigInt(Math.max(instance.config.idleTimeout, instance.config.minAwake)) * MS;
+      this.setState(instance, 'running', reason);
+      this.emit('woke', instance, tookMs / 1000);
+      this.schedule();
+    });
+  }
+
+  private sleep(instance: ManagedInstance, decidedLastSeenNs: bigint | undefined, reason: string): Promise<boolean> {
+    return instance.exclusive(async () => {
+      if (instance.state !== 'running') return false;
+      instance.wakeRequested = false;
+      this.setState(instance, 'pausing', reason);
+      // From here on any packet raises a wake event. A packet that came between
+      // the decision and this point shows up as a newer last_seen: abort.
+      await this.source.setState(instance.ip, BpfInstanceState.pausing);
+      if (decidedLastSeenNs !== undefined) {
+        const now = (await this.source.counters()).get(instance.ip);
+        if (!now || now.lastSeenNs !== decidedLastSeenNs || instance.wakeRequested) {
+          await this.abortSleep(instance, 'traffic arrived while deciding');
+          return false;
+        }
+      }
+      try {
+        await withDeadline(`pausing ${instance.id}`, instance.config.pauseTimeout, instance.runtime.pause(instance.config.pauseTimeout));
+      } catch (error) {
+        // Never leave it half paused: undo, stay awake, say why.
+        await instance.runtime.resume(instance.config.wakeTimeout).catch(() => undefined);
+        await this.abortSleep(instance, `pause failed: ${messageOf(error)}`);
+        this.log.warn({ instance: instance.id, err: messageOf(error) }, 'pause failed; instance stays awake');
+        return false;
+      }
+      await this.source.setState(instance.ip, BpfInstanceState.sleeping);
+      instance.sleeps++;
+      instance.heldBy = undefined;
+      this.setState(instance, 'sleeping', reason);
+      this.emit('slept', instance);
+      if (instance.wakeRequested) {
+        // A request raced the pause: answer it now (queued behind this transition).
+        void this.wake(instance, 'traffic arrived while pausing');
+      }
+      return true;
+    });
+  }
+
+  private async abortSleep(instance: ManagedInstance, why: string): Promise<void> {
+    await this.source.setState(instance.ip, BpfInstanceState.awake);
+    instance.wakeRequested = false;
+    instance.wakeEventNs = undefined;
+    this.setState(instance, 'running', why);
+    instance.nextCheckNs = monotonicNs() + BigInt(instance.config.idleTimeout) * MS;
+    this.schedule();
+  }
+
+  private onWakeEvent(event: WakeEvent): void {
+    const instance = this.byIp.get(event.instanceAddr);
+    if (!instance) return;
+    if (instance.state === 'pausing') {
+      instance.wakeRequested = true;
+      instance.wakeEventNs ??= event.tsNs;
+    } else if (instance.state === 'sleeping') {
+      void this.wake(instance, 'traffic', event.tsNs);
+    }
+  }
+
+  /** After lost events: any sleeper the kernel marked as signalled gets woken. */
+  private async rescan(reason: string): Promise<void> {
+    this.log.warn({ reason }, 'wake events may have been lost; rescanning instance states');
+    const states = await this.source.states().catch(() => new Map<string, BpfInstanceState>());
+    for (const [ip, state] of states) {
+      const instance = this.byIp.get(ip);
+      if (instance && state === BpfInstanceState.signalled) {
+        if (instance.state === 'pausing') instance.wakeRequested = true;
+        else void this.wake(instance, 'traffic (found by rescan)');
+      }
+    }
+  }
+
+  private setState(instance: ManagedInstance, to: InstanceState, reason: string): void {
+    const from = instance.state;
+    if (from === to) return;
+    if (!canTransition(from, to)) {
+      this.log.error({ instance: instance.id, from, to }, 'refused an invalid transition');
+      return;
+    }
+    instance.state = to;
+    instance.stateSinceMs = Date.now();
+    this.log.info({ instance: instance.id, from, to, reason }, 'transition');
+    this.emit('transition', { instance, from, to, reason, at: Date.now() });
+  }
+
+  /** One timer, set for the earliest idle deadline among running instances. */
+  private schedule(): void {
+    if (this.stopped) return;
+    clearTimeout(this.timer);
+    let earliest: bigint | undefined;
+    for (const instance of this.byId.values()) {
+      if (instance.state !== 'running') continue;
+      if (earliest === undefined || instance.nextCheckNs < earliest) earliest = instance.nextCheckNs;
+    }
+    if (earliest === undefined) return;
+    const delayMs = Math.max(0, Number(earliest - monotonicNs()) / 1e6);
+    this.timer = setTimeout(() => void this.tick(), Math.ceil(delayMs));
+  }
+
+  private async tick(): Promise<void> {
+    if (this.ticking || this.stopped) return;
+    this.ticking = true;
+    try {
+      const nowNs = monotonicNs();
+      const due = this.instances().filter((i) => i.state === 'running' && i.nextCheckNs <= nowNs);
+      if (due.length === 0) return;
+      const counters = await this.source.counters();
+      let connections: Connection[] | undefined;
+      for (const instance of due) {
+        const c = counters.get(instance.ip);
+        let verdict = this.evaluate(instance, c, nowNs);
+        if (verdict.kind === 'needs-connections') {
+          connections ??= await this.source.connections();
+          verdict = this.evaluate(instance, c, nowNs, connections.filter((conn) => conn.instanceAddr === instance.ip));
+        }
+        this.apply(instance, verdict, c);
+      }
+    } catch (error) {
+      this.log.error({ err: messageOf(error) }, 'reading counters failed; retrying');
+      for (const i of this.instances()) if (i.state === 'running') i.nextCheckNs = monotonicNs() + 100n * MS;
+    } finally {
+      this.ticking = false;
+      this.schedule();
+    }
+  }
+
+  private evaluate(instance: ManagedInstance, c: InstanceCounters | undefined, nowNs: bigint, connections?: Connection[]): IdleVerdict {
+    const lastSeen = c?.lastSeenNs ?? 0n;
+    instance.lastSeenNs = lastSeen;
+    return decideIdle(
+      {
+        nowNs,
+        lastActivityNs: lastSeen > instance.awakeSinceNs ? lastSeen : instance.awakeSinceNs,
+        idleTimeoutMs: instance.config.idleTimeout,
+        minAwakeUntilNs: instance.awakeSinceNs + BigInt(instance.config.minAwake) * MS,
+        maxAwakeMs: instance.config.maxAwake,
+        policy: instance.config.idlePolicy,
+      },
+      connections,
+    );
+  }
+
+  private apply(instance: ManagedInstance, verdict: IdleVerdict, c: InstanceCounters | undefined): void {
+    switch (verdict.kind) {
+      case 'active':
+        instance.heldBy = undefined;
+        instance.nextCheckNs = verdict.recheckAtNs;
+        return;
+      case 'held':
+        instance.heldBy = verdict.reason;
+        instance.nextCheckNs = verdict.recheckAtNs;
+        return;
+      case 'idle':
+        instance.nextCheckNs = monotonicNs() + BigInt(instance.config.idleTimeout) * MS;
+        void this.sleep(instance, c?.lastSeenNs ?? 0n, verdict.reason);
+        return;
+      case 'needs-connections':
+        return;
+    }
+  }
+
+  idleForMs(instance: ManagedInstance): number {
+    const since = instance.lastSeenNs > instance.awakeSinceNs ? instance.lastSeenNs : instance.awakeSinceNs;
+    return Math.max(0, Number(monotonicNs() - since) / 1e6);
+  }
+}

@@ -1,0 +1,61 @@
+import type { IdlePolicy } from '../config/schema.js';
+import { ConnFlag, type Connection } from '../sources/bpf-records.js';
+
+const MS = 1_000_000n;
+
+export interface IdleInputs {
+  nowNs: bigint;
+  /** Last unmarked inbound packet, or when the instance last woke, whichever is later. */
+  lastActivityNs: bigint;
+  idleTimeoutMs: number;
+  minAwakeUntilNs: bigint;
+  maxAwakeMs: number | undefined;
+  policy: IdlePolicy;
+}
+
+export type IdleVerdict =
+  | { kind: 'active'; recheckAtNs: bigint }
+  | { kind: 'needs-connections' }
+  | { kind: 'held'; reason: string; recheckAtNs: bigint }
+  | { kind: 'idle'; reason: string };
+
+/** A connection whose last payload came from the client and is not answered yet. */
+export function isRequestInFlight(c: Connection): boolean {
+  if (c.flags & (ConnFlag.check | ConnFlag.rst | ConnFlag.finServer)) return false;
+  return c.clientPayloadNs > c.serverPayloadNs;
+}
+
+/** Established and not closed by both sides (or reset). */
+export function isOpen(c: Connection): boolean {
+  if (c.flags & (ConnFlag.check | ConnFlag.rst)) return false;
+  return (c.flags & (ConnFlag.finClient | ConnFlag.finServer)) !== (ConnFlag.finClient | ConnFlag.finServer);
+}
+
+/** How often a held instance is looked at again: often enough to sleep soon after the last answer. */
+export function holdRecheckMs(idleTimeoutMs: number): number {
+  return Math.min(Math.max(Math.floor(idleTimeoutMs / 5), 20), 1000);
+}
+
+/**
+ * Pure idle decision. Phase one needs only counters; phase two (policies
+ * `requests` and `connections`) also needs the instance's tracked connections.
+ */
+export function decideIdle(inputs: IdleInputs, connections?: Connection[]): IdleVerdict {
+  const idleAt = inputs.lastActivityNs + BigInt(inputs.idleTimeoutMs) * MS;
+  const earliest = idleAt > inputs.minAwakeUntilNs ? idleAt : inputs.minAwakeUntilNs;
+  if (inputs.nowNs < earliest) return { kind: 'active', recheckAtNs: earliest };
+  const quietMs = Number((inputs.nowNs - inputs.lastActivityNs) / MS);
+  if (inputs.policy === 'traffic') return { kind: 'idle', reason: `no traffic for ${quietMs} ms` };
+  if (!connections) return { kind: 'needs-connections' };
+  if (inputs.maxAwakeMs !== undefined && quietMs >= inputs.maxAwakeMs) {
+    return { kind: 'idle', reason: `max_awake: no packet for ${quietMs} ms despite open connections` };
+  }
+  const recheckAtNs = inputs.nowNs + BigInt(holdRecheckMs(inputs.idleTimeoutMs)) * MS;
+  const inFlight = connections.filter(isRequestInFlight).length;
+  if (inFlight > 0) return { kind: 'held', reason: `${inFlight} request(s) in flight`, recheckAtNs };
+  if (inputs.policy === 'connections') {
+    const open = connections.filter(isOpen).length;
+    if (open > 0) return { kind: 'held', reason: `${open} open connection(s)`, recheckAtNs };
+  }
+  return { kind: 'idle', reason: `no traffic for ${quietMs} ms and nothing in flight` };
+}

@@ -1,0 +1,48 @@
+/** Every error doze raises on purpose carries a stable code and the original cause. */
+export class DozeError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'DozeError';
+    this.code = code;
+  }
+}
+
+export class ConfigError extends DozeError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('E_CONFIG', message, options);
+    this.name = 'ConfigError';
+  }
+}
+
+export class RuntimeError extends DozeError {
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(code, message, options);
+    this.name = 'RuntimeError';
+  }
+}
+
+export class DeadlineError extends DozeError {
+  constructor(what: string, ms: number) {
+    super('E_DEADLINE', `${what} did not finish within ${ms} ms`);
+    this.name = 'DeadlineError';
+  }
+}
+
+/** Rejects with a DeadlineError when `work` outlives `ms`; the timer never keeps the process alive. */
+export async function withDeadline<T>(what: string, ms: number, work: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new DeadlineError(what, ms)), ms);
+    timer.unref();
+  });
+  try {
+    return await Promise.race([work, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

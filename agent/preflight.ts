@@ -1,0 +1,16 @@
+import { DozeError } from './errors.js';
+import { run, PACKAGE_OF } from './sources/exec.js';
+
+/** Fails fast, naming the Debian package, when a tool the agent drives is missing. */
+export async function checkTools(tools: string[] = ['tc', 'bpftool', 'stdbuf', 'ip']): Promise<void> {
+  const missing: string[] = [];
+  for (const tool of tools) {
+    try {
+      await run(tool, tool === 'stdbuf' || tool === 'iptables' ? ['--version'] : tool === 'ip' || tool === 'tc' ? ['-V'] : ['version'], { timeoutMs: 5000 });
+    } catch (error) {
+      if (error instanceof DozeError && error.code === 'E_MISSING_TOOL') missing.push(`${tool} (Debian package ${PACKAGE_OF[tool] ?? tool})`);
+      else throw error;
+    }
+  }
+  if (missing.length > 0) throw new DozeError('E_MISSING_TOOL', `missing tools: ${missing.join(', ')}`);
+}

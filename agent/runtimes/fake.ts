@@ -1,0 +1,50 @@
+import { RuntimeError } from '../errors.js';
+import type { ProbeResult, Runtime, RuntimeObservedState } from './runtime.js';
+
+export interface FakeRuntimeKnobs {
+  pauseMs?: number;
+  resumeMs?: number;
+  failResume?: boolean;
+  failPause?: boolean;
+}
+
+/** A runtime with failure knobs (after Nomad's mock driver): slow pauses, failing resumes. */
+export class FakeRuntime implements Runtime {
+  readonly kind = 'fake';
+  readonly capabilities = { keepsProcess: true, freesMemory: false };
+  state: RuntimeObservedState = 'running';
+  pauses = 0;
+  resumes = 0;
+
+  constructor(public knobs: FakeRuntimeKnobs = {}) {}
+
+  async probe(): Promise<ProbeResult> {
+    return { ok: true };
+  }
+
+  async pause(): Promise<void> {
+    this.state = 'transitioning';
+    await delay(this.knobs.pauseMs ?? 0);
+    if (this.knobs.failPause) {
+      this.state = 'running';
+      throw new RuntimeError('E_FAKE_PAUSE', 'fake runtime: pause failed on purpose');
+    }
+    this.pauses++;
+    this.state = 'paused';
+  }
+
+  async resume(): Promise<void> {
+    await delay(this.knobs.resumeMs ?? 0);
+    if (this.knobs.failResume) throw new RuntimeError('E_FAKE_RESUME', 'fake runtime: resume failed on purpose');
+    this.resumes++;
+    this.state = 'running';
+  }
+
+  async inspect(): Promise<RuntimeObservedState> {
+    return this.state;
+  }
+}
+
+function delay(ms: number): Promise<void> {
+  return ms > 0 ? new Promise((resolve) => setTimeout(resolve, ms)) : Promise.resolve();
+}

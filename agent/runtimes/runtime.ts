@@ -1,0 +1,29 @@
+/** What a runtime can do, declared up front so callers never guess. */
+export interface RuntimeCapabilities {
+  /** The workload's process survives a sleep (freezer, QEMU stop/cont). */
+  keepsProcess: boolean;
+  /** A sleep frees the workload's memory. */
+  freesMemory: boolean;
+}
+
+export type RuntimeObservedState = 'running' | 'paused' | 'transitioning' | 'gone';
+
+export interface ProbeResult {
+  ok: boolean;
+  reason?: string;
+}
+
+/**
+ * Puts one instance to sleep and wakes it. Every call takes a deadline,
+ * is idempotent (pausing a paused instance succeeds) and is safe after an
+ * agent restart, because it acts on the workload's real state.
+ */
+export interface Runtime {
+  readonly kind: string;
+  readonly capabilities: RuntimeCapabilities;
+  /** Can this runtime work here, for this instance? Checked at config load. */
+  probe(): Promise<ProbeResult>;
+  pause(deadlineMs: number): Promise<void>;
+  resume(deadlineMs: number): Promise<void>;
+  inspect(): Promise<RuntimeObservedState>;
+}

@@ -1,0 +1,78 @@
+import { bytesToIpv4 } from './ipv4.js';
+
+/** Mirrors of the structs in agent/bpf/doze.bpf.c (little-endian x86_64/arm64 layout). */
+
+export const BpfInstanceState = { awake: 0, sleeping: 1, signalled: 2, pausing: 3 } as const;
+export type BpfInstanceState = (typeof BpfInstanceState)[keyof typeof BpfInstanceState];
+
+export const ConnFlag = { check: 1, finClient: 2, finServer: 4, rst: 8 } as const;
+
+export interface InstanceCounters {
+  packets: bigint;
+  lastSeenNs: bigint;
+  checks: bigint;
+  outPackets: bigint;
+}
+
+export const COUNTERS_SIZE = 32;
+
+export function decodeCounters(value: Buffer): InstanceCounters {
+  return {
+    packets: value.readBigUInt64LE(0),
+    lastSeenNs: value.readBigUInt64LE(8),
+    checks: value.readBigUInt64LE(16),
+    outPackets: value.readBigUInt64LE(24),
+  };
+}
+
+export interface Connection {
+  clientAddr: string;
+  instanceAddr: string;
+  clientPort: number;
+  instancePort: number;
+  lastNs: bigint;
+  clientPayloadNs: bigint;
+  serverPayloadNs: bigint;
+  flags: number;
+}
+
+export function decodeConnection(key: Buffer, value: Buffer): Connection {
+  return {
+    clientAddr: bytesToIpv4(key, 0),
+    instanceAddr: bytesToIpv4(key, 4),
+    clientPort: key.readUInt16BE(8),
+    instancePort: key.readUInt16BE(10),
+    lastNs: value.readBigUInt64LE(0),
+    clientPayloadNs: value.readBigUInt64LE(8),
+    serverPayloadNs: value.readBigUInt64LE(16),
+    flags: value.readUInt32LE(24),
+  };
+}
+
+export interface WakeEvent {
+  instanceAddr: string;
+  ifindex: number;
+  tsNs: bigint;
+}
+
+export function decodeWakeEvent(data: Buffer): WakeEvent | undefined {
+  if (data.length < 16) return undefined;
+  return { instanceAddr: bytesToIpv4(data, 0), ifindex: data.readUInt32LE(4), tsNs: data.readBigUInt64LE(8) };
+}
+
+export function encodeState(state: BpfInstanceState): Buffer {
+  const buffer = Buffer.alloc(4);
+  buffer.writeUInt32LE(state);
+  return buffer;
+}
+
+export function encodeSettings(checkMark: number): Buffer {
+  const buffer = Buffer.alloc(8);
+  buffer.writeUInt32LE(checkMark >>> 0);
+  return buffer;
+}
+
+/** Same clock as bpf_ktime_get_ns(): CLOCK_MONOTONIC, which process.hrtime uses on Linux. */
+export function monotonicNs(): bigint {
+  return process.hrtime.bigint();
+}

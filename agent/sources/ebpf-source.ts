@@ -1,0 +1,154 @@
+import { access, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { DozeError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { BpfTool } from './bpftool.js';
+import {
+  BpfInstanceState, COUNTERS_SIZE, decodeConnection, decodeCounters, encodeSettings, encodeState,
+  type Connection, type InstanceCounters, type WakeEvent,
+} from './bpf-records.js';
+import { bytesToIpv4, ipv4ToBytes } from './ipv4.js';
+import * as tc from './tc.js';
+import type { TrafficSource } from './traffic-source.js';
+import { WakeEventStream } from './wake-events.js';
+
+export const MAP_NAMES = ['doze_state', 'doze_counters', 'doze_conns', 'doze_wake_events', 'doze_settings'] as const;
+
+/** The compiled object sits in agent/bpf/ both in the source tree and in dist/ (the Makefile copies it). */
+export function defaultObjectPath(): string {
+  return fileURLToPath(new URL('../bpf/doze.bpf.o', import.meta.url));
+}
+
+export interface EbpfSourceOptions {
+  bpffs: string;
+  checkMark: number;
+  objectPath?: string;
+  log: Logger;
+}
+
+export class EbpfSource implements TrafficSource {
+  private readonly bpftool = new BpfTool();
+  private readonly events: WakeEventStream;
+  private readonly devices = new Map<string, number>();
+  private readonly objectPath: string;
+  private readonly globals: string;
+
+  constructor(private readonly options: EbpfSourceOptions) {
+    this.objectPath = options.objectPath ?? defaultObjectPath();
+    this.globals = join(options.bpffs, 'tc', 'globals');
+    this.events = new WakeEventStream(this.pin('doze_wake_events'));
+  }
+
+  pin(name: (typeof MAP_NAMES)[number]): string {
+    return join(this.globals, name);
+  }
+
+  async start(): Promise<void> {
+    try {
+      await access(this.objectPath);
+    } catch {
+      throw new DozeError('E_NO_BPF_OBJECT', `eBPF object ${this.objectPath} is missing: run "make build" (needs clang and libbpf-dev)`);
+    }
+    if (!(await this.mapsPinned())) {
+      // Loading the programs once (on no device) is the only way tc creates the pins;
+      // the first attach does it. Until then there is nothing to read.
+      return;
+    }
+    await this.afterPinsExist();
+  }
+
+  async attach(device: string): Promise<void> {
+    const users = this.devices.get(device) ?? 0;
+    if (users === 0) {
+      const hadPins = await this.mapsPinned();
+      await tc.attach(device, this.objectPath, this.options.bpffs);
+      if (!hadPins) await this.afterPinsExist();
+      this.options.log.info({ device }, 'eBPF programs attached');
+    }
+    this.devices.set(device, users + 1);
+  }
+
+  async detach(device: string): Promise<void> {
+    const users = this.devices.get(device) ?? 0;
+    if (users <= 1) {
+      this.devices.delete(device);
+      await tc.detach(device);
+      this.options.log.info({ device }, 'eBPF programs detached');
+    } else {
+      this.devices.set(device, users - 1);
+    }
+  }
+
+  async track(address: string): Promise<void> {
+    const key = ipv4ToBytes(address);
+    const existing = (await this.bpftool.dump(this.pin('doze_counters'))).some((e) => e.key.equals(key));
+    if (!existing) await this.bpftool.update(this.pin('doze_counters'), key, Buffer.alloc(COUNTERS_SIZE));
+    const states = await this.states();
+    if (!states.has(address)) await this.setState(address, BpfInstanceState.awake);
+  }
+
+  async untrack(address: string): Promise<void> {
+    const key = ipv4ToBytes(address);
+    await this.bpftool.deleteIfPresent(this.pin('doze_state'), key);
+    await this.bpftool.deleteIfPresent(this.pin('doze_counters'), key);
+  }
+
+  setState(address: string, state: BpfInstanceState): Promise<void> {
+    return this.bpftool.update(this.pin('doze_state'), ipv4ToBytes(address), encodeState(state));
+  }
+
+  async counters(): Promise<Map<string, InstanceCounters>> {
+    const entries = await this.bpftool.dump(this.pin('doze_counters'));
+    return new Map(entries.map((e) => [bytesToIpv4(e.key), decodeCounters(e.value)]));
+  }
+
+  async states(): Promise<Map<string, BpfInstanceState>> {
+    const entries = await this.bpftool.dump(this.pin('doze_state'));
+    return new Map(entries.map((e) => [bytesToIpv4(e.key), e.value.readUInt32LE(0) as BpfInstanceState]));
+  }
+
+  async connections(): Promise<Connection[]> {
+    const entries = await this.bpftool.dump(this.pin('doze_conns'));
+    return entries.map((e) => decodeConnection(e.key, e.value));
+  }
+
+  onWake(listener: (event: WakeEvent) => void): void {
+    this.events.on('wake', listener);
+  }
+
+  onGap(listener: (reason: string) => void): void {
+    this.events.on('gap', listener);
+  }
+
+  async close({ removePins }: { removePins: boolean }): Promise<void> {
+    this.events.stop();
+    for (const device of [...this.devices.keys()]) {
+      try {
+        await tc.detach(device);
+      } catch (error) {
+        this.options.log.warn({ device, err: error }, 'detach failed');
+      }
+    }
+    this.devices.clear();
+    this.bpftool.close();
+    if (removePins) {
+      for (const name of MAP_NAMES) await rm(this.pin(name), { force: true });
+    }
+  }
+
+  private async mapsPinned(): Promise<boolean> {
+    try {
+      await access(this.pin('doze_wake_events'));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  private async afterPinsExist(): Promise<void> {
+    await this.bpftool.update(this.pin('doze_settings'), Buffer.alloc(4), encodeSettings(this.options.checkMark));
+    this.events.start();
+    await this.events.ready();
+  }
+}

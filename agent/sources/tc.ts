@@ -1,0 +1,85 @@
+import { z } from 'zod';
+import { run } from './exec.js';
+
+/** doze's filters sit at this preference on both clsact hooks; the handle marks them as ours. */
+export const DOZE_TC_PREF = 100;
+export const DOZE_TC_HANDLE = '0xd0';
+export const DOZE_PROGRAMS = { egress: 'doze_egress', ingress: 'doze_ingress' } as const;
+export type Hook = keyof typeof DOZE_PROGRAMS;
+
+const qdiscList = z.array(z.looseObject({ kind: z.string() }));
+const filterList = z.array(
+  z.looseObject({
+    pref: z.number().optional(),
+    kind: z.string().optional(),
+    options: z.looseObject({ handle: z.string().optional(), prog: z.looseObject({ id: z.number(), name: z.string().optional() }).optional() }).optional(),
+  }),
+);
+
+export interface AttachedFilter {
+  hook: Hook;
+  pref: number;
+  programId: number;
+  programName: string | undefined;
+}
+
+async function hasClsact(device: string): Promise<boolean> {
+  const { stdout } = await run('tc', ['-j', 'qdisc', 'show', 'dev', device]);
+  return qdiscList.parse(JSON.parse(stdout || '[]')).some((q) => q.kind === 'clsact');
+}
+
+export async function listFilters(device: string): Promise<AttachedFilter[]> {
+  const found: AttachedFilter[] = [];
+  for (const hook of ['egress', 'ingress'] as const) {
+    const { stdout, code } = await run('tc', ['-j', 'filter', 'show', 'dev', device, hook], { allowFailure: true });
+    if (code !== 0) continue; // no clsact qdisc yet
+    for (const f of filterList.parse(JSON.parse(stdout || '[]'))) {
+      if (f.kind === 'bpf' && f.options?.prog && f.pref !== undefined) {
+        found.push({ hook, pref: f.pref, programId: f.options.prog.id, programName: f.options.prog.name });
+      }
+    }
+  }
+  return found;
+}
+
+/**
+ * Attaches both programs to a device. `replace` makes this idempotent: a
+ * filter left by a crashed agent is swapped for the current object, and the
+ * pinned maps it used are reused because the programs pin them by name.
+ */
+export async function attach(device: string, objectPath: string, bpffs: string): Promise<void> {
+  if (!(await hasClsact(device))) {
+    const added = await run('tc', ['qdisc', 'add', 'dev', device, 'clsact'], { allowFailure: true });
+    if (added.code !== 0 && !(await hasClsact(device))) {
+      throw new Error(`cannot add a clsact qdisc to ${device}: ${added.stderr.trim()}`);
+    }
+  }
+  for (const hook of ['egress', 'ingress'] as const) {
+    // TC_BPF_MNT points tc at the bpffs whose tc/globals holds the pinned maps.
+    await run('tc', [
+      'filter', 'replace', 'dev', device, hook,
+      'pref', String(DOZE_TC_PREF), 'handle', DOZE_TC_HANDLE,
+      'bpf', 'da', 'obj', objectPath, 'sec', `tc/${hook}`,
+    ], { env: { ...process.env, TC_BPF_MNT: bpffs } });
+  }
+}
+
+/** Removes doze's filters; removes the clsact qdisc too when nothing else uses it. */
+export async function detach(device: string): Promise<void> {
+  const exists = await run('ip', ['link', 'show', 'dev', device], { allowFailure: true });
+  if (exists.code !== 0) return; // the interface left with its instance
+  for (const hook of ['egress', 'ingress'] as const) {
+    await run('tc', ['filter', 'del', 'dev', device, hook, 'pref', String(DOZE_TC_PREF), 'handle', DOZE_TC_HANDLE, 'bpf'], { allowFailure: true });
+  }
+  const remaining = await listFilters(device);
+  if (remaining.length === 0 && (await hasClsact(device))) {
+    await run('tc', ['qdisc', 'del', 'dev', device, 'clsact'], { allowFailure: true });
+  }
+}
+
+export async function isAttached(device: string): Promise<boolean> {
+  const filters = await listFilters(device);
+  return (['egress', 'ingress'] as const).every((hook) =>
+    filters.some((f) => f.hook === hook && f.pref === DOZE_TC_PREF && f.programName === DOZE_PROGRAMS[hook]),
+  );
+}

@@ -1,0 +1,24 @@
+import type { Connection, InstanceCounters, BpfInstanceState, WakeEvent } from './bpf-records.js';
+
+/**
+ * Where the detector learns about traffic: per-instance counters, tracked
+ * connections, and wake events pushed when a packet reaches a sleeper.
+ * The eBPF source is the real one; tests of pure logic may use a fake.
+ */
+export interface TrafficSource {
+  start(): Promise<void>;
+  /** Attach the programs to a host-side interface (reference counted). */
+  attach(device: string): Promise<void>;
+  detach(device: string): Promise<void>;
+  /** Begin counting an instance address; keeps existing counters after a restart. */
+  track(address: string): Promise<void>;
+  untrack(address: string): Promise<void>;
+  setState(address: string, state: BpfInstanceState): Promise<void>;
+  counters(): Promise<Map<string, InstanceCounters>>;
+  states(): Promise<Map<string, BpfInstanceState>>;
+  connections(): Promise<Connection[]>;
+  onWake(listener: (event: WakeEvent) => void): void;
+  onGap(listener: (reason: string) => void): void;
+  /** Detach everything; `removePins` also removes the pinned maps (clean exit). */
+  close(options: { removePins: boolean }): Promise<void>;
+}

@@ -1,0 +1,42 @@
+import type { Detector } from '../detector/detector.js';
+import type { ManagedInstance } from '../detector/managed-instance.js';
+import type { InstanceState } from '../detector/states.js';
+
+/** The status API's instance record (DESIGN.md contract; extend, never rename). */
+export interface InstanceView {
+  id: string;
+  state: InstanceState;
+  sleeps: number;
+  wakes: number;
+  lastWakeMs: number | null;
+  idleForMs: number;
+  checksAnswered: number;
+  address: string;
+  interface: string;
+  runtime: string;
+  idlePolicy: string;
+  idleTimeoutMs: number;
+  heldBy: string | null;
+  failure: string | null;
+  stateSince: string;
+}
+
+export function viewOf(detector: Detector, i: ManagedInstance): InstanceView {
+  return {
+    id: i.id,
+    state: i.state,
+    sleeps: i.sleeps,
+    wakes: i.wakes,
+    lastWakeMs: i.lastWakeMs === undefined ? null : Math.round(i.lastWakeMs * 1000) / 1000,
+    idleForMs: Math.round(detector.idleForMs(i)),
+    checksAnswered: i.checksAnswered,
+    address: i.config.address,
+    interface: i.config.interface,
+    runtime: i.runtime.kind,
+    idlePolicy: i.config.idlePolicy,
+    idleTimeoutMs: i.config.idleTimeout,
+    heldBy: i.heldBy ?? null,
+    failure: i.failure ?? null,
+    stateSince: new Date(i.stateSinceMs).toISOString(),
+  };
+}

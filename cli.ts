@@ -1,0 +1,42 @@
+#!/usr/bin/env node
+import { agentCommand } from './agent/cli/agent-command.js';
+import { EXIT } from './agent/cli/exit-codes.js';
+import { statusCommand } from './agent/cli/status-command.js';
+
+const HELP = `Usage: doze COMMAND [options]
+
+Scale-to-zero for Nomad + Consul: idle allocations sleep, traffic wakes them.
+
+Commands:
+  agent    run the node agent (doze agent --help)
+  status   show what a running agent manages (doze status --help)
+
+Run "doze COMMAND --help" for a command's options.
+Exit codes: 0 ok, 1 failure, 2 usage or config error.`;
+
+const commands: Record<string, (argv: string[]) => Promise<number>> = {
+  agent: agentCommand,
+  status: statusCommand,
+};
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(`${HELP}\n`);
+    return name ? EXIT.ok : EXIT.usage;
+  }
+  const command = commands[name];
+  if (!command) {
+    process.stderr.write(`doze: unknown command ${JSON.stringify(name)}\n\n${HELP}\n`);
+    return EXIT.usage;
+  }
+  return command(rest);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error) => {
+    process.stderr.write(`doze: ${error instanceof Error ? error.stack : String(error)}\n`);
+    process.exit(EXIT.failure);
+  },
+);

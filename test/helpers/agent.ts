@@ -1,0 +1,45 @@
+import type { ExecutionContext } from 'ava';
+import { Agent } from '../../agent/agent.js';
+import { parseConfig } from '../../agent/config/load.js';
+import type { InstanceState } from '../../agent/detector/states.js';
+import { createLogger } from '../../agent/log.js';
+import { createBpffs } from './bpffs.js';
+import { uniqueSuffix } from './names.js';
+
+/** Starts an in-process agent on a private bpffs and private iptables chains; stops it at teardown. */
+export async function startAgent(t: ExecutionContext, config: Record<string, unknown>): Promise<Agent> {
+  const bpffs = await createBpffs(t);
+  const parsed = parseConfig({
+    listen: '127.0.0.1:0',
+    logLevel: process.env.DOZE_TEST_LOG ? 'debug' : 'silent',
+    bpffs,
+    netfilter: { chainPrefix: `DZ${uniqueSuffix().toUpperCase()}` },
+    ...config,
+  });
+  const agent = await Agent.start(parsed, createLogger(parsed.logLevel));
+  let stopped = false;
+  t.teardown(async () => {
+    if (!stopped) await agent.stop();
+    stopped = true;
+  });
+  return agent;
+}
+
+/** Resolves when the instance enters `state` (an event, not a poll); rejects after the deadline. */
+export function nextState(agent: Agent, id: string, state: InstanceState, timeoutMs = 5000): Promise<number> {
+  const started = performance.now();
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      agent.detector.off('transition', listener);
+      reject(new Error(`${id} did not become ${state} within ${timeoutMs} ms (now ${agent.detector.get(id)?.state})`));
+    }, timeoutMs);
+    const listener = (e: { instance: { id: string }; to: InstanceState }) => {
+      if (e.instance.id === id && e.to === state) {
+        clearTimeout(timer);
+        agent.detector.off('transition', listener);
+        resolve(performance.now() - started);
+      }
+    };
+    agent.detector.on('transition', listener);
+  });
+}

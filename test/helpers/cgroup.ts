@@ -1,0 +1,50 @@
+import type { ExecutionContext } from 'ava';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, rmdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { uniqueSuffix } from './names.js';
+
+const V1 = '/sys/fs/cgroup/freezer';
+
+export interface TestCgroup {
+  /** Path relative to the freezer hierarchy, as doze's config takes it. */
+  name: string;
+  dir: string;
+  freezerState(): Promise<string>;
+  procsFile: string;
+}
+
+/** A freezer cgroup under doze-test/; teardown thaws it, kills what is left and removes it. */
+export async function createFreezerCgroup(t: ExecutionContext): Promise<TestCgroup> {
+  if (!existsSync(V1)) throw new Error('these tests use the cgroup v1 freezer at /sys/fs/cgroup/freezer');
+  const name = `doze-test/dz-${uniqueSuffix()}`;
+  const dir = join(V1, name);
+  t.teardown(() => removeCgroup(dir));
+  await mkdir(dir, { recursive: true });
+  return {
+    name,
+    dir,
+    procsFile: join(dir, 'cgroup.procs'),
+    freezerState: async () => (await readFile(join(dir, 'freezer.state'), 'utf8')).trim(),
+  };
+}
+
+export async function removeCgroup(dir: string): Promise<void> {
+  await writeFile(join(dir, 'freezer.state'), 'THAWED').catch(() => undefined);
+  const pids = (await readFile(join(dir, 'cgroup.procs'), 'utf8').catch(() => '')).split('\n').filter(Boolean);
+  for (const pid of pids) {
+    try {
+      process.kill(Number(pid), 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  for (let i = 0; i < 100; i++) {
+    try {
+      await rmdir(dir);
+      return;
+    } catch {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+}

@@ -1,0 +1,23 @@
+import http from 'node:http';
+
+export interface HttpResult {
+  status: number;
+  body: string;
+  ms: number;
+}
+
+/** One GET on a fresh connection (no keep-alive pool), with a hard deadline. */
+export function get(url: string, timeoutMs = 5000, agent: http.Agent | false = false): Promise<HttpResult> {
+  const started = performance.now();
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, { agent, timeout: timeoutMs }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (body += chunk));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body, ms: performance.now() - started }));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`GET ${url} timed out after ${timeoutMs} ms`)));
+    req.on('error', reject);
+  });
+}
