@@ -2,17 +2,13 @@ import { z } from 'zod';
 import { parseDuration } from './duration.js';
 
 /** A duration written as "500ms" / "30s" / "5m", or a number of milliseconds. */
-const duration = z.union([
-  z.number().int().nonnegative(),
-  z.string().transform((text, ctx) => {
-    const ms = parseDuration(text);
-    if (ms === undefined) {
-      ctx.addIssue({ code: 'custom', message: `${JSON.stringify(text)} is not a duration (use e.g. "500ms", "30s", "5m")` });
-      return z.NEVER;
-    }
-    return ms;
-  }),
-]);
+const duration = z.unknown().transform((value, ctx) => {
+  if (typeof value === 'number' && Number.isInteger(value) && value >= 0) return value;
+  const ms = typeof value === 'string' ? parseDuration(value) : undefined;
+  if (ms !== undefined) return ms;
+  ctx.addIssue({ code: 'custom', message: `${JSON.stringify(value)} is not a duration (use e.g. "500ms", "30s", "5m", or milliseconds)` });
+  return z.NEVER;
+});
 
 const hostPort = z.string().regex(/^[^\s:]+:\d{1,5}$/, 'expected "host:port"');
 
