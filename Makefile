@@ -25,7 +25,7 @@ agent/bpf/%.bpf.o: agent/bpf/%.bpf.c
 
 dist/.built: $(TS_SRC) tsconfig.json tsconfig.build.json package.json $(BPF_OBJ)
 	npx tsc -p tsconfig.build.json
-	mkdir -p dist/agent/bpf && cp $(BPF_OBJ) dist/agent/bpf/
+	mkdir -p dist/agent/bpf && cp $(BPF_OBJ) dist/agent/bpf/ && cp demo/app.mjs dist/demo/
 	chmod +x dist/cli.js
 	touch $@
 

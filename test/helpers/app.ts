@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import type { TestCgroup } from './cgroup.js';
 import type { TestNetns } from './netns.js';
 
-export const APP_PATH = fileURLToPath(new URL('../fixtures/app.mjs', import.meta.url));
+export const APP_PATH = fileURLToPath(new URL('../../demo/app.mjs', import.meta.url));
 export const APP_PORT = 8080;
 
 export interface TestApp {

@@ -1,0 +1,187 @@
+/**
+ * `make demo`: the agent on an embedded default. Creates a network namespace
+ * joined by a veth pair, runs a small HTTP app inside a freezer cgroup, and
+ * starts the agent on it. Ctrl-C wakes the app and removes everything.
+ * `--self-test` runs the same setup non-interactively: sleep, wake by a
+ * request, check the answer, clean up, exit 0.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomInt } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, rmdir, writeFile, mkdtemp } from 'node:fs/promises';
+import http from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { Agent } from '../agent/agent.js';
+import { parseConfig } from '../agent/config/load.js';
+import { messageOf } from '../agent/errors.js';
+import { createLogger } from '../agent/log.js';
+import { run } from '../agent/sources/exec.js';
+
+const HELP = `Usage: make demo   (or: node dist/demo/demo.js [--self-test] [--listen HOST:PORT])
+
+Runs doze on a local instance: a namespace "dz-demo-…" with an HTTP app at
+10.213.254.2:8080 in a freezer cgroup, the agent, and its status page.
+  --self-test          run unattended: wait for sleep, wake with a request, exit
+  --listen HOST:PORT   status page address (default 127.0.0.1:7070)
+  --idle DURATION      idle timeout (default 2s, so you can watch it)
+Needs root (namespaces, tc, eBPF, cgroups). Ctrl-C cleans up.`;
+
+const APP = fileURLToPath(new URL(existsSync(fileURLToPath(new URL('./app.mjs', import.meta.url))) ? './app.mjs' : '../../demo/app.mjs', import.meta.url));
+const say = (line: string) => process.stdout.write(`${line}\n`);
+
+interface Setup {
+  ns: string;
+  hostIf: string;
+  hostIp: string;
+  appIp: string;
+  cgroupName: string;
+  cgroupDir: string;
+  app?: ChildProcess;
+}
+
+async function create(selfTest: boolean): Promise<Setup> {
+  const id = randomInt(0, 0xffffff).toString(16).padStart(6, '0');
+  const third = selfTest ? 200 + randomInt(0, 50) : 254;
+  const fourth = selfTest ? randomInt(0, 63) * 4 : 0;
+  const s: Setup = {
+    ns: `dz-demo-${id}`, hostIf: `dz${id}h`,
+    hostIp: `10.213.${third}.${fourth + 1}`, appIp: `10.213.${third}.${fourth + 2}`,
+    cgroupName: `doze-demo/dz-${id}`, cgroupDir: `/sys/fs/cgroup/freezer/doze-demo/dz-${id}`,
+  };
+  await run('ip', ['netns', 'add', s.ns]);
+  await run('ip', ['link', 'add', s.hostIf, 'type', 'veth', 'peer', 'name', `dz${id}i`, 'netns', s.ns]);
+  await run('ip', ['addr', 'add', `${s.hostIp}/30`, 'dev', s.hostIf]);
+  await run('ip', ['link', 'set', s.hostIf, 'up']);
+  await run('ip', ['-n', s.ns, 'addr', 'add', `${s.appIp}/30`, 'dev', `dz${id}i`]);
+  await run('ip', ['-n', s.ns, 'link', 'set', `dz${id}i`, 'up']);
+  await run('ip', ['-n', s.ns, 'link', 'set', 'lo', 'up']);
+  await mkdir(s.cgroupDir, { recursive: true });
+  const script = `echo $$ > ${s.cgroupDir}/cgroup.procs && exec ip netns exec ${s.ns} ${process.execPath} ${APP} ${s.appIp} 8080 demo`;
+  s.app = spawn('sh', ['-c', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise<void>((resolve, reject) => {
+    s.app!.stdout!.once('data', () => resolve());
+    s.app!.once('exit', (code) => reject(new Error(`demo app exited with ${code}`)));
+  });
+  return s;
+}
+
+async function destroy(s: Setup): Promise<void> {
+  await writeFile(join(s.cgroupDir, 'freezer.state'), 'THAWED').catch(() => undefined);
+  s.app?.kill('SIGKILL');
+  await run('ip', ['link', 'del', s.hostIf], { allowFailure: true }).catch(() => undefined);
+  await run('ip', ['netns', 'del', s.ns], { allowFailure: true }).catch(() => undefined);
+  for (let i = 0; i < 50; i++) {
+    const procs = await readFile(join(s.cgroupDir, 'cgroup.procs'), 'utf8').catch(() => '');
+    if (procs.trim() === '') break;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  await rmdir(s.cgroupDir).catch(() => undefined);
+}
+
+function get(url: string): Promise<{ status: number; body: string; ms: number }> {
+  const started = performance.now();
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, { agent: false, timeout: 5000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8').on('data', (c: string) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body, ms: performance.now() - started }));
+    });
+    req.on('timeout', () => req.destroy(new Error('timed out')));
+    req.on('error', reject);
+  });
+}
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({ options: { 'self-test': { type: 'boolean' }, listen: { type: 'string' }, idle: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
+  if (values.help) {
+    say(HELP);
+    return 0;
+  }
+  if (process.getuid?.() !== 0) {
+    process.stderr.write('doze demo: needs root (network namespaces, tc, eBPF, cgroups). Try: sudo make demo\n');
+    return 2;
+  }
+  if (!existsSync('/sys/fs/cgroup/freezer')) {
+    process.stderr.write('doze demo: needs the cgroup v1 freezer at /sys/fs/cgroup/freezer\n');
+    return 2;
+  }
+  const selfTest = values['self-test'] ?? false;
+  const setup = await create(selfTest);
+  const configFile = join(await mkdtemp(join(tmpdir(), 'doze-demo-')), 'doze.json');
+  const rawConfig = {
+    listen: values.listen ?? (selfTest ? '127.0.0.1:0' : '127.0.0.1:7070'),
+    logLevel: 'warn',
+    instances: [{
+      id: 'demo', address: `${setup.appIp}:8080`, interface: setup.hostIf,
+      idleTimeout: values.idle ?? (selfTest ? '300ms' : '2s'),
+      runtime: { kind: 'freezer', cgroup: setup.cgroupName },
+    }],
+  };
+  await writeFile(configFile, JSON.stringify(rawConfig, null, 2));
+  let agent: Agent | undefined;
+  try {
+    agent = await Agent.start(parseConfig(rawConfig), createLogger('warn'));
+  } catch (error) {
+    process.stderr.write(`doze demo: agent failed to start: ${messageOf(error)}\n`);
+    await destroy(setup);
+    return 1;
+  }
+  agent.detector.on('transition', (e) => say(`  ${new Date(e.at).toISOString().slice(11, 23)}  ${e.instance.id}: ${e.from} → ${e.to}  (${e.reason})`));
+  agent.detector.on('woke', (i, seconds) => say(`  woke ${i.id} in ${(seconds * 1000).toFixed(2)} ms (first packet → resumed)`));
+
+  const cleanup = async () => {
+    await agent?.stop().catch((error) => process.stderr.write(`cleanup: ${messageOf(error)}\n`));
+    await destroy(setup);
+  };
+
+  if (selfTest) {
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('never fell asleep')), 10_000);
+        agent!.detector.on('slept', () => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+      const frozen = (await readFile(join(setup.cgroupDir, 'freezer.state'), 'utf8')).trim();
+      const answer = await get(`http://${setup.appIp}:8080/`);
+      say(`self-test: cgroup was ${frozen}; first request answered ${answer.status} in ${answer.ms.toFixed(1)} ms: ${answer.body.trim()}`);
+      return frozen === 'FROZEN' && answer.status === 200 ? 0 : 1;
+    } finally {
+      await cleanup();
+    }
+  }
+
+  say(`
+doze demo is running.
+  app        http://${setup.appIp}:8080/   (namespace ${setup.ns}, cgroup freezer:${setup.cgroupName})
+  status     http://${agent.address}/        JSON: http://${agent.address}/api/instances   metrics: /metrics
+  config     ${configFile}
+
+Try:
+  curl http://${setup.appIp}:8080/            # wakes it; the counter in the answer survives every sleep
+  cat ${setup.cgroupDir}/freezer.state        # FROZEN while it sleeps
+  node dist/cli.js status --addr http://${agent.address}
+
+It falls asleep after ${rawConfig.instances[0]!.idleTimeout} without traffic. Ctrl-C wakes it and removes everything.
+`);
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', () => resolve());
+    process.once('SIGTERM', () => resolve());
+  });
+  say('\nstopping: waking the app, removing programs, namespace and cgroup…');
+  await cleanup();
+  say('done.');
+  return 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (error) => {
+    process.stderr.write(`doze demo: ${messageOf(error)}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,22 @@
+import test from 'ava';
+import { REPO } from '../helpers/cli.js';
+import { requireRoot } from '../helpers/root.js';
+import { spawn } from 'node:child_process';
+
+test('the demo sets up, sleeps, wakes on a request and cleans up (--self-test)', async (t) => {
+  if (!requireRoot(t)) return;
+  const child = spawn(process.execPath, ['--import', 'tsx', 'demo/demo.ts', '--self-test'], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
+  child.stderr.setEncoding('utf8').on('data', (c: string) => (out += c));
+  const code = await new Promise<number | null>((resolve) => {
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    child.on('exit', (c) => {
+      clearTimeout(timer);
+      resolve(c);
+    });
+  });
+  t.is(code, 0, out);
+  t.regex(out, /running → pausing/);
+  t.regex(out, /self-test: cgroup was FROZEN; first request answered 200/);
+});
