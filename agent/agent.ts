@@ -1,6 +1,7 @@
 import type { Server } from 'node:http';
 import { ConfigError, messageOf } from './errors.js';
-import type { DozeConfig } from './config/schema.js';
+import type { DozeConfig, InstanceConfig } from './config/schema.js';
+import type { Runtime } from './runtimes/runtime.js';
 import { Detector } from './detector/detector.js';
 import { ManagedInstance } from './detector/managed-instance.js';
 import type { Logger } from './log.js';
@@ -15,6 +16,8 @@ import { createStatusApp, listen } from './status/server.js';
 export interface AgentOptions {
   /** Override the compiled eBPF object (tests, packaging). */
   objectPath?: string;
+  /** Wrap each instance's runtime (tests inject slow or failing behaviour around a real one). */
+  wrapRuntime?: (runtime: Runtime, instance: InstanceConfig) => Runtime;
 }
 
 /** One agent per node: wires the traffic source, the detector, the runtimes and the status API. */
@@ -35,7 +38,8 @@ export class Agent {
     // Probe every runtime before touching the kernel: a bad instance is a config error.
     const prepared = [];
     for (const [index, instanceConfig] of config.instances.entries()) {
-      const runtime = createRuntime(instanceConfig.runtime);
+      const base = createRuntime(instanceConfig.runtime);
+      const runtime = options.wrapRuntime ? options.wrapRuntime(base, instanceConfig) : base;
       const probe = await runtime.probe();
       if (!probe.ok) throw new ConfigError(`instances[${index}] (${instanceConfig.id}).runtime: ${probe.reason}`);
       prepared.push({ instanceConfig, runtime });

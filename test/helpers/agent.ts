@@ -1,5 +1,5 @@
 import type { ExecutionContext } from 'ava';
-import { Agent } from '../../agent/agent.js';
+import { Agent, type AgentOptions } from '../../agent/agent.js';
 import { parseConfig } from '../../agent/config/load.js';
 import type { InstanceState } from '../../agent/detector/states.js';
 import { createLogger } from '../../agent/log.js';
@@ -7,7 +7,7 @@ import { createBpffs } from './bpffs.js';
 import { uniqueSuffix } from './names.js';
 
 /** Starts an in-process agent on a private bpffs and private iptables chains; stops it at teardown. */
-export async function startAgent(t: ExecutionContext, config: Record<string, unknown>): Promise<Agent> {
+export async function startAgent(t: ExecutionContext, config: Record<string, unknown>, options: AgentOptions = {}): Promise<Agent> {
   const bpffs = await createBpffs(t);
   const parsed = parseConfig({
     listen: '127.0.0.1:0',
@@ -16,7 +16,7 @@ export async function startAgent(t: ExecutionContext, config: Record<string, unk
     netfilter: { chainPrefix: `DZ${uniqueSuffix().toUpperCase()}` },
     ...config,
   });
-  const agent = await Agent.start(parsed, createLogger(parsed.logLevel));
+  const agent = await Agent.start(parsed, createLogger(parsed.logLevel), options);
   let stopped = false;
   t.teardown(async () => {
     if (!stopped) await agent.stop();

@@ -1,0 +1,291 @@
+/**
+ * The health stub: answers the health checks of SLEEPING instances on their
+ * behalf, so Consul keeps them passing and Nomad does not restart them.
+ *
+ * Addressing: one TCP listener per managed instance (`open(id)` → ephemeral
+ * port on `host`, 127.0.0.1 by default). The netfilter redirect sends an
+ * instance's marked check connections to its port, so the port alone says
+ * which instance a check is for: no Host header or SNI guessing, and it works
+ * for TCP checks, which carry no bytes at all.
+ *
+ * Honesty: `status(id)` is asked at request time and only `sleeping` earns a
+ * positive answer. Per connection the first bytes are sniffed:
+ *  - HTTP/2 client preface ("PRI * HTTP/2.0") → gRPC over h2c:
+ *    grpc.health.v1.Health/Check answers SERVING (sleeping) or NOT_SERVING
+ *    (failed); anything not managed gets grpc-status UNAVAILABLE.
+ *  - anything else → HTTP/1.1: 200 with a body naming the instance while it
+ *    sleeps, 503 naming the failure once failed, 503 otherwise.
+ *  - no bytes, then close → it was a TCP check; the kernel's accept was the
+ *    answer (Consul: "TCP check passes when the connect succeeds").
+ * Every answer closes the connection (HTTP/1.1 `Connection: close`, h2
+ * GOAWAY after the call), so a pooled client (Nomad-provider checks keep
+ * connections alive) must reconnect and meets the redirect decision anew:
+ * no stub connection outlives the sleep it was made for.
+ *
+ * Failure (`markFailed(id)`): a TCP check cannot be refused per connection:
+ * the kernel has accepted before any code runs. So the instance's listener
+ * is closed: new connections are refused, which Consul counts as critical
+ * for TCP checks AND for HTTP and gRPC checks (a failed connect is a failed
+ * request). Connections already open in that moment still get the honest
+ * answer: 503 / NOT_SERVING. The same applies to `other`: the agent should
+ * keep a listener open only while the instance's redirect is in place; a
+ * connection that reaches it anyway gets 503 / UNAVAILABLE (a bare TCP
+ * connect has already succeeded by then, and is not counted).
+ *
+ * Counting: `onAnswered(id, kind)` fires once per check the stub vouched for
+ * (200, SERVING, or a TCP accept while sleeping): the source of
+ * `checksAnswered` and `doze_health_checks_answered_total`. Refusals and 503s
+ * are not counted: they are not answers on the instance's behalf.
+ */
+import net from 'node:net';
+import http from 'node:http';
+import http2 from 'node:http2';
+import { DozeError } from '../errors.js';
+
+export type StubStatus = 'sleeping' | 'failed' | 'other';
+export type CheckKind = 'http' | 'tcp' | 'grpc';
+
+export interface StubServerOptions {
+  /** Decides every answer at request time. */
+  status: (instanceId: string) => StubStatus;
+  /** One call per check answered on a sleeping instance's behalf. */
+  onAnswered?: (instanceId: string, kind: CheckKind) => void;
+  /** Address the per-instance listeners bind to. */
+  host?: string;
+  /** A connection that sends nothing is closed after this long (Consul's check timeout is 10 s). */
+  idleTimeoutMs?: number;
+}
+
+interface Listener {
+  id: string;
+  server: net.Server;
+  port: number;
+  sockets: Set<net.Socket>;
+  http1: http.Server;
+  h2: http2.Http2Server;
+  /** Set by markFailed: overrides `status` for connections still open. */
+  failure?: string;
+}
+
+const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
+const HEALTH_CHECK_PATH = '/grpc.health.v1.Health/Check';
+/** grpc.health.v1.HealthCheckResponse.ServingStatus */
+const SERVING = 1;
+const NOT_SERVING = 2;
+/** gRPC status codes (grpc/doc/statuscodes.md). */
+const GRPC_OK = 0;
+const GRPC_UNIMPLEMENTED = 12;
+const GRPC_UNAVAILABLE = 14;
+
+export class StubServer {
+  private readonly listeners = new Map<string, Listener>();
+  private readonly answered = new Map<string, number>();
+  private readonly host: string;
+  private readonly idleTimeoutMs: number;
+
+  constructor(private readonly options: StubServerOptions) {
+    this.host = options.host ?? '127.0.0.1';
+    this.idleTimeoutMs = options.idleTimeoutMs ?? 10_000;
+  }
+
+  /** Starts (or returns) the instance's listener; resolves with its port. Reopens a failed instance's listener. */
+  async open(instanceId: string): Promise<number> {
+    const existing = this.listeners.get(instanceId);
+    if (existing && existing.failure === undefined) return existing.port;
+    if (existing) await this.close(instanceId);
+
+    const entry = this.createListener(instanceId);
+    await new Promise<void>((resolve, reject) => {
+      entry.server.once('error', (error) =>
+        reject(new DozeError('E_STUB_LISTEN', `health stub for ${instanceId} cannot listen on ${this.host}: ${error.message}`, { cause: error })));
+      entry.server.listen({ host: this.host, port: 0 }, () => resolve());
+    });
+    const address = entry.server.address();
+    if (address === null || typeof address === 'string') {
+      entry.server.close();
+      throw new DozeError('E_STUB_LISTEN', `health stub for ${instanceId} has no TCP address`);
+    }
+    entry.port = address.port;
+    this.listeners.set(instanceId, entry);
+    return entry.port;
+  }
+
+  /** The instance's stub port while its listener is open. */
+  port(instanceId: string): number | undefined {
+    const entry = this.listeners.get(instanceId);
+    return entry && entry.failure === undefined ? entry.port : undefined;
+  }
+
+  /**
+   * The instance's wake failed: stop accepting at once (new connections are
+   * refused: critical for every check type) while connections already open
+   * get 503 / NOT_SERVING naming `reason`.
+   */
+  markFailed(instanceId: string, reason = 'its wake failed'): void {
+    const entry = this.listeners.get(instanceId);
+    if (!entry) return;
+    entry.failure = reason;
+    // Closing the handle is synchronous: the very next connect is refused.
+    if (entry.server.listening) entry.server.close();
+  }
+
+  /** Removes the instance's listener and drops its open connections. */
+  async close(instanceId: string): Promise<void> {
+    const entry = this.listeners.get(instanceId);
+    if (!entry) return;
+    this.listeners.delete(instanceId);
+    const closed = new Promise<void>((resolve) => {
+      if (!entry.server.listening) return resolve();
+      entry.server.close(() => resolve());
+    });
+    for (const socket of entry.sockets) socket.destroy();
+    entry.sockets.clear();
+    // A server closed by markFailed has nothing left to wait for once its sockets are gone.
+    await closed;
+  }
+
+  /** Checks answered on the instance's behalf so far. */
+  answeredCount(instanceId: string): number {
+    return this.answered.get(instanceId) ?? 0;
+  }
+
+  instanceIds(): string[] {
+    return [...this.listeners.keys()];
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all([...this.listeners.keys()].map((id) => this.close(id)));
+  }
+
+  private createListener(id: string): Listener {
+    const entry: Listener = {
+      id,
+      server: net.createServer(),
+      port: 0,
+      sockets: new Set(),
+      http1: http.createServer((req, res) => this.answerHttp(entry, req, res)),
+      h2: http2.createServer(),
+    };
+    // Clients that never finish a request must not pin sockets.
+    entry.http1.requestTimeout = this.idleTimeoutMs;
+    entry.http1.headersTimeout = this.idleTimeoutMs;
+    entry.h2.on('stream', (stream, headers) => this.answerGrpc(entry, stream, headers));
+    entry.h2.on('sessionError', () => undefined);
+    entry.server.on('connection', (socket) => this.accept(entry, socket));
+    return entry;
+  }
+
+  private statusOf(entry: Listener): StubStatus {
+    return entry.failure !== undefined ? 'failed' : this.options.status(entry.id);
+  }
+
+  private count(entry: Listener, kind: CheckKind): void {
+    this.answered.set(entry.id, (this.answered.get(entry.id) ?? 0) + 1);
+    this.options.onAnswered?.(entry.id, kind);
+  }
+
+  /** Sniffs the first bytes to tell TCP, HTTP/1.1 and HTTP/2 (gRPC) checks apart. */
+  private accept(entry: Listener, socket: net.Socket): void {
+    entry.sockets.add(socket);
+    socket.once('close', () => entry.sockets.delete(socket));
+    socket.on('error', () => socket.destroy());
+    // The kernel already accepted: what it answered is decided by the status now.
+    const acceptedWhile = this.statusOf(entry);
+    let head = Buffer.alloc(0);
+
+    const idle = setTimeout(() => socket.destroy(), this.idleTimeoutMs);
+    idle.unref();
+    const stopSniffing = () => {
+      clearTimeout(idle);
+      socket.off('data', onData);
+      socket.off('end', onEnd);
+    };
+    const onEnd = () => {
+      stopSniffing();
+      // Connect, then close with nothing sent: a TCP check.
+      if (head.length === 0 && acceptedWhile === 'sleeping') this.count(entry, 'tcp');
+      socket.destroy();
+    };
+    const onData = (chunk: Buffer) => {
+      head = Buffer.concat([head, chunk]);
+      const n = Math.min(head.length, PREFACE.length);
+      const prefaceSoFar = head.subarray(0, n).equals(PREFACE.subarray(0, n));
+      if (prefaceSoFar && head.length < PREFACE.length) return; // could still be h2: read on
+      stopSniffing();
+      socket.pause();
+      socket.unshift(head);
+      if (prefaceSoFar) {
+        // The h2 session reads what is buffered on the socket itself; resuming here would drop the preface.
+        entry.h2.emit('connection', socket);
+      } else {
+        entry.http1.emit('connection', socket);
+        socket.resume();
+      }
+    };
+    socket.on('data', onData);
+    socket.on('end', onEnd);
+  }
+
+  private answerHttp(entry: Listener, req: http.IncomingMessage, res: http.ServerResponse): void {
+    const status = this.statusOf(entry);
+    const [code, body] =
+      status === 'sleeping' ? [200, `doze: ${entry.id} is asleep; answering its health check\n`]
+      : status === 'failed' ? [503, `doze: ${entry.id} failed: ${entry.failure ?? 'its wake failed'}\n`]
+      : [503, `doze: ${entry.id} is not managed by the stub\n`];
+    res.writeHead(code, {
+      'content-type': 'text/plain; charset=utf-8',
+      'content-length': Buffer.byteLength(body),
+      'cache-control': 'no-store',
+      connection: 'close',
+    });
+    res.end(req.method === 'HEAD' ? undefined : body);
+    if (code === 200) this.count(entry, 'http');
+  }
+
+  private answerGrpc(entry: Listener, stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
+    stream.on('error', () => undefined);
+    // One call per connection, like the stub's HTTP/1.1 answers.
+    stream.once('close', () => {
+      if (!stream.session?.closed) stream.session?.close();
+    });
+    if (headers[':method'] !== 'POST' || headers[':path'] !== HEALTH_CHECK_PATH) {
+      return grpcTrailersOnly(stream, GRPC_UNIMPLEMENTED, `doze stub serves only ${HEALTH_CHECK_PATH}`);
+    }
+    // Drain the request (HealthCheckRequest{service}); the answer is instance-wide whatever the service name.
+    stream.resume();
+    stream.once('end', () => {
+      if (stream.destroyed) return;
+      const status = this.statusOf(entry);
+      if (status === 'other') {
+        return grpcTrailersOnly(stream, GRPC_UNAVAILABLE, `doze: ${entry.id} is not managed by the stub`);
+      }
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+      stream.once('wantTrailers', () => stream.sendTrailers({ 'grpc-status': String(GRPC_OK) }));
+      stream.end(grpcFrame(healthCheckResponse(status === 'sleeping' ? SERVING : NOT_SERVING)));
+      if (status === 'sleeping') this.count(entry, 'grpc');
+    });
+  }
+}
+
+/** HealthCheckResponse { status = 1 (enum, varint) }: tag 0x08, then the value. */
+function healthCheckResponse(status: number): Buffer {
+  return Buffer.from([0x08, status]);
+}
+
+/** gRPC length-prefixed message: compressed flag (0), 4-byte big-endian length, payload. */
+function grpcFrame(message: Buffer): Buffer {
+  const frame = Buffer.alloc(5 + message.length);
+  frame.writeUInt8(0, 0);
+  frame.writeUInt32BE(message.length, 1);
+  message.copy(frame, 5);
+  return frame;
+}
+
+/** An error answer with no message: status and grpc-status in one HEADERS frame. */
+function grpcTrailersOnly(stream: http2.ServerHttp2Stream, code: number, message: string): void {
+  if (stream.headersSent || stream.destroyed) return;
+  stream.respond(
+    { ':status': 200, 'content-type': 'application/grpc', 'grpc-status': String(code), 'grpc-message': encodeURIComponent(message) },
+    { endStream: true },
+  );
+}

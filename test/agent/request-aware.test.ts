@@ -1,0 +1,102 @@
+import test from 'ava';
+import http from 'node:http';
+import { get } from '../helpers/http.js';
+import { nextState, startAgent } from '../helpers/agent.js';
+import { createInstance } from '../helpers/instance.js';
+import { requireRoot } from '../helpers/root.js';
+import type { Runtime } from '../../agent/runtimes/runtime.js';
+
+const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+test.serial('requests: a request 5× the idle timeout gets its full answer and is never frozen under it', async (t) => {
+  if (!requireRoot(t)) return;
+  const inst = await createInstance(t);
+  const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '300ms', idlePolicy: 'requests' })] });
+  const states = new Set<string>();
+  let done = false;
+  const sampling = (async () => {
+    while (!done) {
+      states.add(await inst.cgroup.freezerState());
+      await delay(10);
+    }
+  })();
+  const answer = await get(`${inst.app.url}/slow?ms=1500`, 5000);
+  const answeredAt = performance.now();
+  done = true;
+  await sampling;
+  t.is(answer.status, 200);
+  t.regex(answer.body, /slow answer after 1500 ms/);
+  t.deepEqual([...states], ['THAWED'], 'the cgroup was never frozen during the request');
+  t.is(agent.detector.get('web')!.sleeps, 0);
+  await nextState(agent, 'web', 'sleeping', 2000);
+  const after = performance.now() - answeredAt;
+  t.true(after <= 300 + 100 + 50, `slept ${after.toFixed(0)} ms after the answer (idle timeout 300 ms)`);
+});
+
+test.serial('requests: an idle keep-alive connection does not keep the instance awake; the next request on it wakes it', async (t) => {
+  if (!requireRoot(t)) return;
+  const inst = await createInstance(t);
+  const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '300ms', idlePolicy: 'requests' })] });
+  const pool = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  t.teardown(() => pool.destroy());
+  const first = await get(`${inst.app.url}/`, 3000, pool);
+  t.is(first.status, 200);
+  await nextState(agent, 'web', 'sleeping', 2000);
+  t.is(await inst.cgroup.freezerState(), 'FROZEN');
+  const reused = new Promise<boolean>((resolve) => pool.once('free', () => resolve(true)));
+  const running = nextState(agent, 'web', 'running', 3000);
+  const second = await get(`${inst.app.url}/`, 3000, pool);
+  await running;
+  t.is(second.status, 200);
+  t.true(await reused);
+  t.is(Object.values(pool.freeSockets).flat().length, 1, 'still one pooled connection: the same one was reused');
+  t.is(agent.detector.get('web')!.wakes, 1);
+});
+
+test.serial('connections: a server-sent-events stream pushing every 2× the idle timeout gets every push on time', async (t) => {
+  if (!requireRoot(t)) return;
+  const inst = await createInstance(t);
+  const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '250ms', idlePolicy: 'connections' })] });
+  const arrivals: number[] = [];
+  const started = performance.now();
+  await new Promise<void>((resolve, reject) => {
+    const req = http.get(`${inst.app.url}/stream?every=500&count=4`, { agent: false, timeout: 5000 }, (res) => {
+      res.setEncoding('utf8').on('data', () => arrivals.push(performance.now() - started));
+      res.on('end', () => resolve());
+    });
+    req.on('error', reject);
+    req.on('timeout', () => req.destroy(new Error('stream timed out')));
+  });
+  t.is(arrivals.length >= 4, true, `${arrivals.length} pushes`);
+  const gaps = arrivals.slice(1).map((at, i) => at - arrivals[i]!);
+  for (const gap of gaps) t.true(gap < 650, `a push came ${gap.toFixed(0)} ms after the previous one (every 500 ms)`);
+  t.is(agent.detector.get('web')!.sleeps, 0, 'never slept while the stream was open');
+  await nextState(agent, 'web', 'sleeping', 2000);
+});
+
+test.serial('a request sent while the instance is pausing is answered, and nothing is left paused', async (t) => {
+  if (!requireRoot(t)) return;
+  const inst = await createInstance(t);
+  // A pause that freezes at once but takes 400 ms to report: the request hits a frozen app mid-transition.
+  const slowPause = (runtime: Runtime): Runtime => ({
+    kind: runtime.kind,
+    capabilities: runtime.capabilities,
+    probe: () => runtime.probe(),
+    pause: async (deadline) => {
+      await runtime.pause(deadline);
+      await delay(400);
+    },
+    resume: (deadline) => runtime.resume(deadline),
+    inspect: () => runtime.inspect(),
+  });
+  const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '200ms' })] }, { wrapRuntime: slowPause });
+  await nextState(agent, 'web', 'pausing', 2000);
+  await delay(50);
+  t.is(await inst.cgroup.freezerState(), 'FROZEN');
+  const running = nextState(agent, 'web', 'running', 3000);
+  const answer = await get(`${inst.app.url}/`, 3000);
+  await running;
+  t.is(answer.status, 200);
+  t.is(await inst.cgroup.freezerState(), 'THAWED');
+  t.is(agent.detector.get('web')!.state, 'running');
+});
