@@ -23,6 +23,10 @@ check-tools:
 agent/bpf/%.bpf.o: agent/bpf/%.bpf.c
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
+# Counting-only variant, for bench/ to price the connection tracking.
+bench/doze-count-only.bpf.o: agent/bpf/doze.bpf.c
+	$(CLANG) $(BPF_CFLAGS) -DDOZE_COUNT_ONLY -c $< -o $@
+
 dist/.built: $(TS_SRC) tsconfig.json tsconfig.build.json package.json $(BPF_OBJ)
 	npx tsc -p tsconfig.build.json
 	mkdir -p dist/agent/bpf && cp $(BPF_OBJ) dist/agent/bpf/ && cp demo/app.mjs dist/demo/
@@ -41,8 +45,8 @@ test-live: build
 demo: build
 	node dist/demo/demo.js
 
-bench: build
+bench: build bench/doze-count-only.bpf.o
 	npx tsx bench/run.ts
 
 clean:
-	rm -rf dist $(BPF_OBJ) artifacts
+	rm -rf dist $(BPF_OBJ) bench/*.o artifacts

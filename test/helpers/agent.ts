@@ -1,4 +1,4 @@
-import type { ExecutionContext } from 'ava';
+import type { Teardown } from './teardown.js';
 import { Agent, type AgentOptions } from '../../agent/agent.js';
 import { parseConfig } from '../../agent/config/load.js';
 import type { InstanceState } from '../../agent/detector/states.js';
@@ -7,7 +7,7 @@ import { createBpffs } from './bpffs.js';
 import { uniqueSuffix } from './names.js';
 
 /** Starts an in-process agent on a private bpffs and private iptables chains; stops it at teardown. */
-export async function startAgent(t: ExecutionContext, config: Record<string, unknown>, options: AgentOptions = {}): Promise<Agent> {
+export async function startAgent(t: Teardown, config: Record<string, unknown>, options: AgentOptions = {}): Promise<Agent> {
   const bpffs = await createBpffs(t);
   const parsed = parseConfig({
     listen: '127.0.0.1:0',

@@ -1,4 +1,4 @@
-import type { ExecutionContext } from 'ava';
+import type { Teardown } from './teardown.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { TestCgroup } from './cgroup.js';
@@ -17,7 +17,7 @@ export interface TestApp {
  * Starts the fixture app inside the namespace, already inside the cgroup
  * (the shell joins the cgroup before it execs, so no thread escapes it).
  */
-export async function startApp(t: ExecutionContext, ns: TestNetns, cgroup: TestCgroup, name = 'app'): Promise<TestApp> {
+export async function startApp(t: Teardown, ns: TestNetns, cgroup: TestCgroup, name = 'app'): Promise<TestApp> {
   const script = `echo $$ > ${cgroup.procsFile} && exec ip netns exec ${ns.name} ${process.execPath} ${APP_PATH} ${ns.instanceIp} ${APP_PORT} ${name}`;
   const child = spawn('sh', ['-c', script], { stdio: ['ignore', 'pipe', 'inherit'] });
   t.teardown(() => {

@@ -1,4 +1,4 @@
-import type { ExecutionContext } from 'ava';
+import type { Teardown } from './teardown.js';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -15,7 +15,7 @@ export interface TestCgroup {
 }
 
 /** A freezer cgroup under doze-test/; teardown thaws it, kills what is left and removes it. */
-export async function createFreezerCgroup(t: ExecutionContext): Promise<TestCgroup> {
+export async function createFreezerCgroup(t: Teardown): Promise<TestCgroup> {
   if (!existsSync(V1)) throw new Error('these tests use the cgroup v1 freezer at /sys/fs/cgroup/freezer');
   const name = `doze-test/dz-${uniqueSuffix()}`;
   const dir = join(V1, name);

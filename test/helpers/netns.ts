@@ -1,4 +1,4 @@
-import type { ExecutionContext } from 'ava';
+import type { Teardown } from './teardown.js';
 import { randomInt } from 'node:crypto';
 import { uniqueSuffix } from './names.js';
 import { sh, shQuiet } from './sh.js';
@@ -16,7 +16,7 @@ export interface TestNetns {
  * 10.213.0.0/16 (test hosts only this test talks to). Teardown registered
  * in the same call.
  */
-export async function createNetns(t: ExecutionContext): Promise<TestNetns> {
+export async function createNetns(t: Teardown): Promise<TestNetns> {
   const id = uniqueSuffix();
   const block = randomInt(0, 16384) * 4;
   const hostIp = `10.213.${block >> 8}.${(block & 0xff) + 1}`;

@@ -1,0 +1,139 @@
+import { analyzeGroup } from './managed-group.js';
+import type { IdlePolicy, SleepMode, WakeMode } from './meta-keys.js';
+import type { NomadAllocation, NomadJob, NomadNetworkResource } from './nomad-schemas.js';
+
+/*
+ * Pure mapping from a (validated) Nomad allocation to the instance doze
+ * manages for it. Address rules (Nomad's client networking, see
+ * shared/REFERENCE.md): in bridge mode traffic reaches the allocation's own
+ * IP (NetworkStatus.Address) on the port's `To` (Value when To is unset), and
+ * the host-side veth must be found in the kernel (host-veth.ts); in host mode
+ * there is no interface of its own, so traffic is attributed by host IP and
+ * port.
+ */
+
+export interface NomadInstance {
+  /** Stable, filesystem- and metric-safe: "<job>.<group>.<alloc id prefix>". */
+  id: string;
+  allocId: string;
+  namespace: string;
+  jobId: string;
+  group: string;
+  task: string;
+  driver: string;
+  /** "IPv4:port" the eBPF programs key traffic by. */
+  address: string;
+  /** Host-side interface; unknown here for bridge mode (see findHostVeth), absent in host mode. */
+  interface?: string;
+  networkMode: 'bridge' | 'host';
+  service: string;
+  idleTimeoutMs: number;
+  idlePolicy: IdlePolicy;
+  wake: WakeMode;
+  mode: SleepMode;
+  minAwakeMs: number;
+  maxAwakeMs: number | undefined;
+  maxSleepMs: number | undefined;
+}
+
+export type AllocationMapping =
+  | { kind: 'instance'; instance: NomadInstance }
+  /** Not doze's (not enabled, stopped) or not ready yet (no address): look again on the next update. */
+  | { kind: 'ignored'; reason: string }
+  /** Annotated for doze but unusable: report it, do not manage it. */
+  | { kind: 'invalid'; reason: string };
+
+const TERMINAL_CLIENT = new Set(['complete', 'failed', 'lost']);
+
+/** An allocation doze may keep managing: Nomad wants it running and the client has not finished it. */
+export function isAllocationLive(alloc: Pick<NomadAllocation, 'DesiredStatus' | 'ClientStatus'>): boolean {
+  return alloc.DesiredStatus === 'run' && !TERMINAL_CLIENT.has(alloc.ClientStatus);
+}
+
+/**
+ * `job` defaults to the allocation's embedded job; event-stream allocations
+ * have none, so pass the job read from Nomad.
+ */
+export function allocationInstance(alloc: NomadAllocation, job: NomadJob | null | undefined = alloc.Job): AllocationMapping {
+  if (!isAllocationLive(alloc)) return { kind: 'ignored', reason: `allocation is ${alloc.DesiredStatus}/${alloc.ClientStatus}` };
+  if (!job) return { kind: 'invalid', reason: `allocation ${alloc.ID} carries no job: read it with GET /v1/allocation/${alloc.ID}` };
+  const group = job.TaskGroups.find((g) => g.Name === alloc.TaskGroup);
+  if (!group) return { kind: 'invalid', reason: `job ${JSON.stringify(job.ID)} has no group ${JSON.stringify(alloc.TaskGroup)}` };
+  const analysis = analyzeGroup(job, group);
+  if (analysis.problems.length > 0) return { kind: 'invalid', reason: analysis.problems.join('; ') };
+  const managed = analysis.managed;
+  if (!managed) return { kind: 'ignored', reason: 'doze.enabled is not true for any main task' };
+
+  const networkMode = managed.networkMode === 'bridge' ? 'bridge' : managed.networkMode === 'host' ? 'host' : undefined;
+  if (!networkMode) return { kind: 'invalid', reason: `network mode ${JSON.stringify(managed.networkMode)} is not supported (bridge or host)` };
+  const address = instanceAddress(alloc, managed.task, managed.service.portLabel, networkMode);
+  if ('pending' in address) return { kind: 'ignored', reason: address.pending };
+  if ('invalid' in address) return { kind: 'invalid', reason: address.invalid };
+
+  const { settings } = managed;
+  return {
+    kind: 'instance',
+    instance: {
+      id: instanceId(job.ID, group.Name, alloc.ID),
+      allocId: alloc.ID,
+      namespace: alloc.Namespace || job.Namespace || 'default',
+      jobId: job.ID,
+      group: group.Name,
+      task: managed.task,
+      driver: managed.driver,
+      address: address.address,
+      networkMode,
+      service: managed.service.name,
+      idleTimeoutMs: settings.idleTimeoutMs,
+      idlePolicy: settings.idlePolicy,
+      wake: settings.wake,
+      mode: settings.mode,
+      minAwakeMs: settings.minAwakeMs,
+      maxAwakeMs: settings.maxAwakeMs,
+      maxSleepMs: settings.maxSleepMs,
+    },
+  };
+}
+
+type AddressResult = { address: string } | { pending: string } | { invalid: string };
+
+function instanceAddress(alloc: NomadAllocation, task: string, label: string, mode: 'bridge' | 'host'): AddressResult {
+  const port = findPort(alloc, task, label);
+  if (!port) return { invalid: `allocation ${alloc.ID} has no port ${JSON.stringify(label)}` };
+  if (mode === 'bridge') {
+    const ip = alloc.NetworkStatus?.Address;
+    // Nomad fills NetworkStatus once the client has set the namespace up.
+    if (!ip) return { pending: `allocation ${alloc.ID} has no bridge address yet` };
+    return { address: `${ip}:${port.to > 0 ? port.to : port.value}` };
+  }
+  if (!port.hostIp) return { invalid: `allocation ${alloc.ID}: port ${JSON.stringify(label)} has no host address` };
+  return { address: `${port.hostIp}:${port.value}` };
+}
+
+interface FoundPort {
+  value: number;
+  to: number;
+  hostIp: string | undefined;
+}
+
+/** Shared.Ports first (Nomad ≥ 1.0), then the older per-network port lists; a numeric label is a literal port. */
+function findPort(alloc: NomadAllocation, task: string, label: string): FoundPort | undefined {
+  const resources = alloc.AllocatedResources;
+  const hostIp = resources?.Shared?.Ports?.find((p) => p.HostIP)?.HostIP ?? resources?.Shared?.Networks?.find((n) => n.IP)?.IP;
+  if (/^\d+$/.test(label)) return { value: Number(label), to: Number(label), hostIp };
+  const mapped = resources?.Shared?.Ports?.find((p) => p.Label === label);
+  if (mapped) return { value: mapped.Value, to: mapped.To ?? 0, hostIp: mapped.HostIP || hostIp };
+  const networks: NomadNetworkResource[] = [...(resources?.Shared?.Networks ?? []), ...(resources?.Tasks?.[task]?.Networks ?? [])];
+  for (const network of networks) {
+    const port = [...(network.DynamicPorts ?? []), ...(network.ReservedPorts ?? [])].find((p) => p.Label === label);
+    if (port?.Value) return { value: port.Value, to: port.To ?? 0, hostIp: network.IP || hostIp };
+  }
+  return undefined;
+}
+
+/** Instance ids match the agent's rule: 1-64 of [A-Za-z0-9_.-]. */
+export function instanceId(jobId: string, group: string, allocId: string): string {
+  const clean = (text: string) => text.replace(/[^A-Za-z0-9_-]+/g, '_');
+  const suffix = `.${allocId.replace(/[^A-Za-z0-9]/g, '').slice(0, 8)}`;
+  return `${clean(jobId)}.${clean(group)}`.slice(0, 64 - suffix.length) + suffix;
+}

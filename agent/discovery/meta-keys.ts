@@ -1,0 +1,190 @@
+import { formatDuration, parseDuration } from '../config/duration.js';
+
+/*
+ * Every `doze.*` Nomad meta key, with its type, default and meaning. Job,
+ * group and task meta are merged the way Nomad merges them (the narrower
+ * wins). Docs (docs/nomad.md) carry the table `metaKeysMarkdown()` renders,
+ * and a test fails when the two drift or when a key is used undeclared.
+ */
+
+export const IDLE_POLICIES = ['requests', 'connections', 'traffic'] as const;
+export const SLEEP_MODES = ['snapshot', 'pause', 'scale'] as const;
+export const WAKE_MODES = ['retry', 'hold'] as const;
+
+export type IdlePolicy = (typeof IDLE_POLICIES)[number];
+export type SleepMode = (typeof SLEEP_MODES)[number];
+export type WakeMode = (typeof WAKE_MODES)[number];
+
+interface KeyBase {
+  key: `doze.${string}`;
+  description: string;
+}
+export type MetaKeyDeclaration =
+  | (KeyBase & { type: 'boolean'; default: 'true' | 'false' })
+  | (KeyBase & { type: 'duration'; default: string | undefined })
+  | (KeyBase & { type: 'enum'; values: readonly string[]; default: string });
+
+export const META_KEYS = [
+  { key: 'doze.enabled', type: 'boolean', default: 'false', description: 'Let doze manage this job, group or task. Nothing else is read unless it resolves to true.' },
+  { key: 'doze.idle_timeout', type: 'duration', default: '5m', description: 'How long an instance must be idle (per doze.idle_policy) before it sleeps.' },
+  { key: 'doze.idle_policy', type: 'enum', values: IDLE_POLICIES, default: 'requests', description: 'What counts as idle: `requests` = no client packet and no request in flight; `connections` = also no open client connection; `traffic` = no inbound packet at all.' },
+  { key: 'doze.mode', type: 'enum', values: SLEEP_MODES, default: 'pause', description: 'How it sleeps: `pause` freezes the task (cgroup freezer, memory kept); `snapshot` saves a VM to disk and frees its memory; `scale` sets the group count to 0 through Nomad (services leave the catalog).' },
+  { key: 'doze.wake', type: 'enum', values: WAKE_MODES, default: 'retry', description: 'How the first packet to a sleeping instance is treated: `retry` drops it and the client retransmits (about 1 s for a new TCP connection); `hold` holds it until the instance is awake.' },
+  { key: 'doze.min_awake', type: 'duration', default: '0s', description: 'Shortest time an instance stays awake after a wake, however idle.' },
+  { key: 'doze.max_awake', type: 'duration', default: undefined, description: 'With open but silent connections, sleep anyway after this long without a client packet. At least doze.idle_timeout. Unset: connections may hold an instance awake forever.' },
+  { key: 'doze.max_sleep', type: 'duration', default: undefined, description: 'Wake an instance that has slept this long even without traffic (e.g. for periodic work). Unset: sleep until traffic comes.' },
+] as const satisfies readonly MetaKeyDeclaration[];
+
+export type MetaKey = (typeof META_KEYS)[number]['key'];
+
+const DECLARED = new Map<string, MetaKeyDeclaration>(META_KEYS.map((d) => [d.key, d]));
+
+export function isDeclaredMetaKey(key: string): key is MetaKey {
+  return DECLARED.has(key);
+}
+
+/** Settings of one managed instance, after defaults and precedence. */
+export interface DozeSettings {
+  enabled: boolean;
+  idleTimeoutMs: number;
+  idlePolicy: IdlePolicy;
+  mode: SleepMode;
+  wake: WakeMode;
+  minAwakeMs: number;
+  maxAwakeMs: number | undefined;
+  maxSleepMs: number | undefined;
+}
+
+/** One level of meta: `job "web"`, `group "web"`, `group "web" task "app"`. */
+export interface MetaLayer {
+  place: string;
+  meta: Record<string, string> | null | undefined;
+}
+
+export function jobPlace(job: string): string {
+  return `job ${JSON.stringify(job)}`;
+}
+export function groupPlace(group: string): string {
+  return `group ${JSON.stringify(group)}`;
+}
+export function taskPlace(group: string, task: string): string {
+  return `group ${JSON.stringify(group)} task ${JSON.stringify(task)}`;
+}
+
+type Parsed = { ok: true; value: boolean | number | string } | { ok: false; why: string };
+
+/** Go's strconv.ParseBool spellings, since Nomad users write meta for Go programs too. */
+const TRUE = new Set(['1', 't', 'T', 'TRUE', 'true', 'True']);
+const FALSE = new Set(['0', 'f', 'F', 'FALSE', 'false', 'False']);
+
+function parseValue(decl: MetaKeyDeclaration, text: string): Parsed {
+  switch (decl.type) {
+    case 'boolean':
+      if (TRUE.has(text.trim())) return { ok: true, value: true };
+      if (FALSE.has(text.trim())) return { ok: true, value: false };
+      return { ok: false, why: 'is not a boolean (use "true" or "false")' };
+    case 'duration': {
+      const ms = parseDuration(text);
+      return ms === undefined ? { ok: false, why: 'is not a duration (use e.g. "500ms", "30s", "5m", "1h")' } : { ok: true, value: ms };
+    }
+    case 'enum':
+      return decl.values.includes(text.trim()) ? { ok: true, value: text.trim() } : { ok: false, why: `is not one of ${decl.values.join(', ')}` };
+  }
+}
+
+/**
+ * Problems with the `doze.*` keys written at one place: unknown keys (with a
+ * suggestion) and values that do not parse. Other meta is not doze's.
+ */
+export function checkMetaLayer(layer: MetaLayer): string[] {
+  const problems: string[] = [];
+  for (const [key, value] of Object.entries(layer.meta ?? {})) {
+    if (!key.startsWith('doze.')) continue;
+    const decl = DECLARED.get(key);
+    if (!decl) {
+      const guess = closestKey(key);
+      problems.push(`${layer.place}: ${key}: unknown doze meta key${guess ? ` (did you mean ${guess}?)` : ` (known: ${META_KEYS.map((d) => d.key).join(', ')})`}`);
+      continue;
+    }
+    const parsed = parseValue(decl, value);
+    if (!parsed.ok) problems.push(`${layer.place}: ${key}: ${JSON.stringify(value)} ${parsed.why}`);
+  }
+  return problems;
+}
+
+/**
+ * Resolves doze settings from layers ordered broad to narrow (job, group,
+ * task): for each key the narrowest layer that sets it wins, else the
+ * default. Problems name the place and value; settings are only meaningful
+ * when there are none.
+ */
+export function resolveDozeMeta(layers: readonly MetaLayer[]): { settings: DozeSettings; problems: string[] } {
+  const problems = layers.flatMap(checkMetaLayer);
+  const winner = (key: MetaKey): { value: Parsed; place: string; text: string } | undefined => {
+    for (let i = layers.length - 1; i >= 0; i--) {
+      const layer = layers[i]!;
+      const text = layer.meta?.[key];
+      if (text !== undefined) return { value: parseValue(DECLARED.get(key)!, text), place: layer.place, text };
+    }
+    return undefined;
+  };
+  const get = <T>(key: MetaKey): T | undefined => {
+    const decl = DECLARED.get(key)!;
+    const found = winner(key);
+    // An invalid value is reported above; the default stands in for it.
+    const parsed = found?.value.ok ? found.value : decl.default === undefined ? undefined : parseValue(decl, decl.default);
+    return parsed?.ok ? (parsed.value as T) : undefined;
+  };
+  const settings: DozeSettings = {
+    enabled: get<boolean>('doze.enabled')!,
+    idleTimeoutMs: get<number>('doze.idle_timeout')!,
+    idlePolicy: get<IdlePolicy>('doze.idle_policy')!,
+    mode: get<SleepMode>('doze.mode')!,
+    wake: get<WakeMode>('doze.wake')!,
+    minAwakeMs: get<number>('doze.min_awake')!,
+    maxAwakeMs: get<number>('doze.max_awake'),
+    maxSleepMs: get<number>('doze.max_sleep'),
+  };
+  const maxAwake = winner('doze.max_awake');
+  if (maxAwake?.value.ok && settings.maxAwakeMs !== undefined && settings.maxAwakeMs < settings.idleTimeoutMs) {
+    problems.push(`${maxAwake.place}: doze.max_awake: ${JSON.stringify(maxAwake.text)} is shorter than doze.idle_timeout (${formatDuration(settings.idleTimeoutMs)})`);
+  }
+  if (settings.idleTimeoutMs === 0 && winner('doze.idle_timeout')?.value.ok) {
+    const found = winner('doze.idle_timeout')!;
+    problems.push(`${found.place}: doze.idle_timeout: ${JSON.stringify(found.text)} must be longer than 0`);
+  }
+  return { settings, problems: [...new Set(problems)] };
+}
+
+/** The declared key nearest to a misspelt one, if it is plausibly a typo. */
+function closestKey(key: string): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const { key: known } of META_KEYS) {
+    const distance = editDistance(key, known);
+    if (distance < bestDistance) [best, bestDistance] = [known, distance];
+  }
+  return bestDistance <= 3 ? best : undefined;
+}
+
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++) {
+      current[j] = Math.min(previous[j]! + 1, current[j - 1]! + 1, previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    previous = current;
+  }
+  return previous[b.length]!;
+}
+
+/** The table docs/nomad.md carries, generated from META_KEYS. */
+export function metaKeysMarkdown(): string {
+  const rows = META_KEYS.map((d) => {
+    const type = d.type === 'enum' ? d.values.map((v) => `\`${v}\``).join(' \\| ') : d.type;
+    const fallback = d.default === undefined ? 'unset' : `\`${d.default}\``;
+    return `| \`${d.key}\` | ${type} | ${fallback} | ${d.description} |`;
+  });
+  return ['| key | type | default | meaning |', '| --- | --- | --- | --- |', ...rows].join('\n');
+}

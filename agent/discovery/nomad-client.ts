@@ -1,0 +1,229 @@
+import { readFileSync } from 'node:fs';
+import https from 'node:https';
+import axios, { type AxiosInstance, type AxiosResponse } from 'axios';
+import { z } from 'zod';
+import { DozeError, messageOf } from '../errors.js';
+import {
+  allocationSchema,
+  formatIssues,
+  jobRegisterResponseSchema,
+  jobSchema,
+  type NomadAllocation,
+  type NomadJob,
+  type NomadJobRegisterResponse,
+} from './nomad-schemas.js';
+
+/*
+ * A thin typed client for the few Nomad HTTP endpoints doze uses (no
+ * maintained Nomad client exists on npm). Every response body is validated
+ * before it is returned; every failure is a NomadError with a stable code.
+ */
+
+export interface NomadTlsOptions {
+  /** PEM files, as NOMAD_CACERT / NOMAD_CLIENT_CERT / NOMAD_CLIENT_KEY name them. */
+  caFile?: string;
+  certFile?: string;
+  keyFile?: string;
+  /** Name to verify the server certificate against (NOMAD_TLS_SERVER_NAME). */
+  serverName?: string;
+}
+
+export interface NomadClientOptions {
+  /** e.g. "http://127.0.0.1:4646" (NOMAD_ADDR). */
+  address: string;
+  token?: string;
+  namespace?: string;
+  region?: string;
+  tls?: NomadTlsOptions;
+  /** Deadline of a non-blocking request. */
+  timeoutMs?: number;
+}
+
+export interface BlockingQuery {
+  /** Return only once Nomad's index for the resource is past this (X-Nomad-Index of the previous answer). */
+  index?: number;
+  /** How long Nomad may hold the request (Nomad's default 5 min, maximum 10 min). */
+  waitMs?: number;
+  signal?: AbortSignal;
+}
+
+export interface Indexed<T> {
+  /** X-Nomad-Index: pass it back as `index` to block until something changes. */
+  index: number;
+  value: T;
+}
+
+export type NomadErrorCode =
+  /** Connection refused, reset, timed out, TLS failure: nothing was learned. */
+  | 'E_NOMAD_UNREACHABLE'
+  /** Nomad answered with a non-2xx status; `status` and Nomad's message are kept. */
+  | 'E_NOMAD_HTTP'
+  /** Nomad answered 2xx with a body (or headers) doze cannot use. */
+  | 'E_NOMAD_RESPONSE';
+
+export class NomadError extends DozeError {
+  declare readonly code: NomadErrorCode;
+  readonly status: number | undefined;
+  constructor(code: NomadErrorCode, message: string, options: { cause?: unknown; status?: number } = {}) {
+    super(code, message, { cause: options.cause });
+    this.name = 'NomadError';
+    this.status = options.status;
+  }
+}
+
+/** Nomad holds a blocking query up to wait + wait/16 (jitter); allow that plus a margin. */
+function blockingTimeoutMs(waitMs: number): number {
+  return waitMs + Math.ceil(waitMs / 16) + 5000;
+}
+
+export class NomadClient {
+  readonly address: string;
+  readonly namespace: string | undefined;
+  readonly region: string | undefined;
+  /** Shared with the event stream, which needs the same headers and TLS. */
+  readonly http: AxiosInstance;
+  private readonly timeoutMs: number;
+
+  constructor(options: NomadClientOptions) {
+    let url: URL;
+    try {
+      url = new URL(options.address);
+    } catch (error) {
+      throw new DozeError('E_CONFIG', `Nomad address ${JSON.stringify(options.address)} is not a URL (expected e.g. "http://127.0.0.1:4646")`, { cause: error });
+    }
+    this.address = url.origin;
+    this.namespace = options.namespace;
+    this.region = options.region;
+    this.timeoutMs = options.timeoutMs ?? 10_000;
+    const headers: Record<string, string> = { Accept: 'application/json' };
+    if (options.token) headers['X-Nomad-Token'] = options.token;
+    this.http = axios.create({
+      baseURL: this.address,
+      headers,
+      httpsAgent: url.protocol === 'https:' ? httpsAgent(options.tls) : undefined,
+      // Status and JSON are judged here, so failures carry Nomad's own message.
+      validateStatus: () => true,
+      responseType: 'text',
+      transformResponse: [(data: unknown) => data],
+      maxRedirects: 0,
+      proxy: false,
+    });
+  }
+
+  /** Query parameters every request carries: namespace and region, unless overridden. */
+  params(extra: Record<string, string | number | undefined> = {}): Record<string, string> {
+    const out: Record<string, string> = {};
+    const all = { namespace: this.namespace, region: this.region, ...extra };
+    for (const [key, value] of Object.entries(all)) if (value !== undefined && value !== '') out[key] = String(value);
+    return out;
+  }
+
+  /** `GET /v1/node/:id/allocations`: every allocation placed on one client node (with its job). */
+  nodeAllocations(nodeId: string, query: BlockingQuery = {}): Promise<Indexed<NomadAllocation[]>> {
+    return this.read(`/v1/node/${encodeURIComponent(nodeId)}/allocations`, z.array(allocationSchema), query);
+  }
+
+  /** `GET /v1/allocation/:id`: one allocation, with its job. */
+  allocation(allocId: string, query: BlockingQuery = {}): Promise<Indexed<NomadAllocation>> {
+    return this.read(`/v1/allocation/${encodeURIComponent(allocId)}`, allocationSchema, query);
+  }
+
+  /** `GET /v1/job/:id`. */
+  job(jobId: string, query: BlockingQuery = {}): Promise<Indexed<NomadJob>> {
+    return this.read(`/v1/job/${encodeURIComponent(jobId)}`, jobSchema, query);
+  }
+
+  /**
+   * `POST /v1/jobs/parse`: Nomad's own HCL parser. The job comes back as
+   * loose JSON: validating it is the caller's business (the job helper
+   * reports problems by place, not as a schema dump).
+   */
+  async parseJob(jobHcl: string): Promise<Record<string, unknown>> {
+    const response = await this.send('POST', '/v1/jobs/parse', { JobHCL: jobHcl, Canonicalize: true });
+    return this.body(response, 'POST /v1/jobs/parse', z.record(z.string(), z.unknown()));
+  }
+
+  /** `POST /v1/jobs`: register (create or update) a job. */
+  async registerJob(job: Record<string, unknown>): Promise<NomadJobRegisterResponse> {
+    const response = await this.send('POST', '/v1/jobs', { Job: job });
+    return this.body(response, 'POST /v1/jobs', jobRegisterResponseSchema);
+  }
+
+  /** `POST /v1/job/:id/scale`: set one group's count (scale mode). */
+  async scaleGroup(jobId: string, group: string, count: number, message: string): Promise<NomadJobRegisterResponse> {
+    const path = `/v1/job/${encodeURIComponent(jobId)}/scale`;
+    const response = await this.send('POST', path, { Count: count, Target: { Group: group }, Message: message });
+    return this.body(response, `POST ${path}`, jobRegisterResponseSchema);
+  }
+
+  private async read<T>(path: string, schema: z.ZodType<T>, query: BlockingQuery): Promise<Indexed<T>> {
+    const blocking = query.index !== undefined && query.index > 0;
+    const waitMs = query.waitMs ?? 300_000;
+    const params = this.params(blocking ? { index: query.index, wait: `${waitMs}ms` } : {});
+    const what = `GET ${path}`;
+    const response = await this.request(what, () =>
+      this.http.get<string>(path, { params, timeout: blocking ? blockingTimeoutMs(waitMs) : this.timeoutMs, signal: query.signal }),
+    );
+    const value = this.body(response, what, schema);
+    const header = response.headers['x-nomad-index'];
+    const index = Number(header);
+    if (header === undefined || !Number.isSafeInteger(index) || index < 0) {
+      throw new NomadError('E_NOMAD_RESPONSE', `Nomad ${what} answered without a valid X-Nomad-Index header (got ${JSON.stringify(header ?? null)})`);
+    }
+    return { index, value };
+  }
+
+  private send(method: 'POST', path: string, body: unknown): Promise<AxiosResponse<string>> {
+    return this.request(`${method} ${path}`, () =>
+      this.http.request<string>({ method, url: path, data: body, params: this.params(), timeout: this.timeoutMs, headers: { 'Content-Type': 'application/json' } }),
+    );
+  }
+
+  private async request(what: string, call: () => Promise<AxiosResponse<string>>): Promise<AxiosResponse<string>> {
+    try {
+      return await call();
+    } catch (error) {
+      if (axios.isCancel(error)) throw new NomadError('E_NOMAD_UNREACHABLE', `Nomad ${what} was cancelled`, { cause: error });
+      throw new NomadError('E_NOMAD_UNREACHABLE', `Nomad at ${this.address} is unreachable (${what}): ${messageOf(error)}`, { cause: error });
+    }
+  }
+
+  /** Checks the status, parses JSON and validates it: the one place a Nomad answer becomes a typed value. */
+  body<T>(response: AxiosResponse<string>, what: string, schema: z.ZodType<T>): T {
+    const text = typeof response.data === 'string' ? response.data : '';
+    if (response.status < 200 || response.status >= 300) {
+      // Nomad's error bodies are plain text ("alloc not found", "Permission denied").
+      const detail = text.trim().slice(0, 2000) || '(empty body)';
+      throw new NomadError('E_NOMAD_HTTP', `Nomad ${what} failed with HTTP ${response.status}: ${detail}`, { status: response.status });
+    }
+    let raw: unknown;
+    try {
+      raw = JSON.parse(text);
+    } catch (error) {
+      throw new NomadError('E_NOMAD_RESPONSE', `Nomad ${what} answered with a body that is not JSON: ${JSON.stringify(text.slice(0, 120))}`, { cause: error, status: response.status });
+    }
+    const parsed = schema.safeParse(raw);
+    if (!parsed.success) {
+      throw new NomadError('E_NOMAD_RESPONSE', `Nomad ${what} answered with an unexpected body: ${formatIssues(parsed.error)}`, { cause: parsed.error, status: response.status });
+    }
+    return parsed.data;
+  }
+}
+
+function httpsAgent(tls: NomadTlsOptions = {}): https.Agent {
+  const read = (file: string | undefined, what: string) => {
+    if (!file) return undefined;
+    try {
+      return readFileSync(file);
+    } catch (error) {
+      throw new DozeError('E_CONFIG', `cannot read the Nomad TLS ${what} ${file}: ${(error as NodeJS.ErrnoException).code ?? messageOf(error)}`, { cause: error });
+    }
+  };
+  return new https.Agent({
+    ca: read(tls.caFile, 'CA certificate'),
+    cert: read(tls.certFile, 'client certificate'),
+    key: read(tls.keyFile, 'client key'),
+    servername: tls.serverName,
+    keepAlive: true,
+  });
+}

@@ -1,0 +1,175 @@
+import { z } from 'zod';
+
+/*
+ * The parts of Nomad's API JSON that doze reads, validated where they enter.
+ * Field names are Nomad's (PascalCase, from its `api` Go package). Go encodes
+ * nil slices and maps as null, so every collection is nullish. Big payloads
+ * are loose objects: fields doze does not read pass through untouched, which
+ * matters when the helper sends a job back to Nomad.
+ */
+
+const stringMap = z.record(z.string(), z.string()).nullish();
+
+export const portSchema = z.looseObject({
+  Label: z.string(),
+  Value: z.number().int().optional(),
+  /** Port inside the allocation's network namespace (bridge mode); 0 or -1 means "same as Value". */
+  To: z.number().int().optional(),
+  HostNetwork: z.string().optional(),
+});
+
+export const networkResourceSchema = z.looseObject({
+  Mode: z.string().optional(),
+  Device: z.string().optional(),
+  /** The host's address for this network (not the allocation's bridge address). */
+  IP: z.string().optional(),
+  DynamicPorts: z.array(portSchema).nullish(),
+  ReservedPorts: z.array(portSchema).nullish(),
+});
+
+export const serviceCheckSchema = z.looseObject({
+  Name: z.string().optional(),
+  Type: z.string(),
+  PortLabel: z.string().optional(),
+  Path: z.string().optional(),
+  AddressMode: z.string().optional(),
+  /** Nanoseconds (Go time.Duration). */
+  Interval: z.number().optional(),
+  Timeout: z.number().optional(),
+  CheckRestart: z.looseObject({ Limit: z.number().int().optional(), Grace: z.number().optional() }).nullish(),
+});
+
+export const serviceSchema = z.looseObject({
+  Name: z.string().optional(),
+  PortLabel: z.string().optional(),
+  Provider: z.string().optional(),
+  AddressMode: z.string().optional(),
+  TaskName: z.string().optional(),
+  Checks: z.array(serviceCheckSchema).nullish(),
+});
+
+export const constraintSchema = z.looseObject({
+  LTarget: z.string().optional(),
+  RTarget: z.string().optional(),
+  Operand: z.string(),
+});
+
+export const taskSchema = z.looseObject({
+  Name: z.string().min(1),
+  Driver: z.string().min(1),
+  Meta: stringMap,
+  Services: z.array(serviceSchema).nullish(),
+  Lifecycle: z.looseObject({ Hook: z.string().optional(), Sidecar: z.boolean().optional() }).nullish(),
+  Resources: z.looseObject({ Networks: z.array(networkResourceSchema).nullish() }).nullish(),
+  Constraints: z.array(constraintSchema).nullish(),
+});
+
+export const taskGroupSchema = z.looseObject({
+  Name: z.string().min(1),
+  Count: z.number().int().nonnegative().nullish(),
+  Meta: stringMap,
+  Tasks: z.array(taskSchema).min(1),
+  Networks: z.array(networkResourceSchema).nullish(),
+  Services: z.array(serviceSchema).nullish(),
+  Constraints: z.array(constraintSchema).nullish(),
+  Scaling: z.looseObject({ Min: z.number().int().nullish(), Max: z.number().int().nullish(), Enabled: z.boolean().nullish() }).nullish(),
+});
+
+export const jobSchema = z.looseObject({
+  ID: z.string().min(1),
+  Name: z.string().optional(),
+  Namespace: z.string().optional(),
+  Region: z.string().optional(),
+  /** service (default), batch, system, sysbatch. */
+  Type: z.string().nullish(),
+  Meta: stringMap,
+  Constraints: z.array(constraintSchema).nullish(),
+  TaskGroups: z.array(taskGroupSchema).min(1),
+  ModifyIndex: z.number().int().optional(),
+  Version: z.number().int().optional(),
+});
+
+/** `AllocatedResources.Shared.Ports[]`: the ports the scheduler gave an allocation. */
+export const portMappingSchema = z.looseObject({
+  Label: z.string(),
+  Value: z.number().int(),
+  To: z.number().int().optional(),
+  /** The host's address the port is bound on. */
+  HostIP: z.string().optional(),
+});
+
+export const allocationSchema = z.looseObject({
+  ID: z.string().min(1),
+  Namespace: z.string().optional(),
+  Name: z.string().optional(),
+  NodeID: z.string(),
+  NodeName: z.string().optional(),
+  JobID: z.string().min(1),
+  /** Present on reads; Nomad strips it from event stream payloads to keep events small. */
+  Job: jobSchema.nullish(),
+  TaskGroup: z.string().min(1),
+  /** run | stop | evict */
+  DesiredStatus: z.string(),
+  /** pending | running | complete | failed | lost | unknown */
+  ClientStatus: z.string(),
+  TaskStates: z.record(z.string(), z.looseObject({ State: z.string().optional() }).nullable()).nullish(),
+  AllocatedResources: z
+    .looseObject({
+      Tasks: z.record(z.string(), z.looseObject({ Networks: z.array(networkResourceSchema).nullish() }).nullable()).nullish(),
+      Shared: z
+        .looseObject({
+          Networks: z.array(networkResourceSchema).nullish(),
+          Ports: z.array(portMappingSchema).nullish(),
+        })
+        .nullish(),
+    })
+    .nullish(),
+  /** Bridge/CNI allocations: Address is the allocation's own IP on the bridge. */
+  NetworkStatus: z.looseObject({ InterfaceName: z.string().optional(), Address: z.string().optional() }).nullish(),
+  CreateIndex: z.number().int().nonnegative(),
+  ModifyIndex: z.number().int().nonnegative(),
+});
+
+export const jobRegisterResponseSchema = z.looseObject({
+  EvalID: z.string(),
+  EvalCreateIndex: z.number().int().optional(),
+  JobModifyIndex: z.number().int().optional(),
+  Warnings: z.string().optional(),
+});
+
+/** One frame of `/v1/event/stream`; `{}` (no Index, no Events) is a heartbeat. */
+export const eventFrameSchema = z.looseObject({
+  Index: z.number().int().nonnegative().optional(),
+  Events: z.array(z.unknown()).nullish(),
+});
+
+export const eventSchema = z.looseObject({
+  Topic: z.string(),
+  Type: z.string(),
+  Key: z.string(),
+  Namespace: z.string().optional(),
+  FilterKeys: z.array(z.string()).nullish(),
+  Index: z.number().int().nonnegative(),
+  Payload: z.record(z.string(), z.unknown()),
+});
+
+export type NomadPort = z.infer<typeof portSchema>;
+export type NomadNetworkResource = z.infer<typeof networkResourceSchema>;
+export type NomadServiceCheck = z.infer<typeof serviceCheckSchema>;
+export type NomadService = z.infer<typeof serviceSchema>;
+export type NomadConstraint = z.infer<typeof constraintSchema>;
+export type NomadTask = z.infer<typeof taskSchema>;
+export type NomadTaskGroup = z.infer<typeof taskGroupSchema>;
+export type NomadJob = z.infer<typeof jobSchema>;
+export type NomadAllocation = z.infer<typeof allocationSchema>;
+export type NomadJobRegisterResponse = z.infer<typeof jobRegisterResponseSchema>;
+
+/** "TaskGroups[0].Tasks[1].Driver: Invalid input: expected string, received undefined; …" */
+export function formatIssues(error: z.ZodError, limit = 5): string {
+  const lines = error.issues.slice(0, limit).map((issue) => {
+    const path = issue.path.reduce<string>((text, key) => (typeof key === 'number' ? `${text}[${key}]` : text ? `${text}.${String(key)}` : String(key)), '');
+    return `${path || '(top level)'}: ${issue.message}`;
+  });
+  if (error.issues.length > limit) lines.push(`…and ${error.issues.length - limit} more`);
+  return lines.join('; ');
+}

@@ -1,0 +1,16 @@
+/** `make bench`: every benchmark in turn; prints ratios and percentiles from one run. */
+import { benchWake } from './wake.js';
+
+const benches: Array<[string, () => Promise<string[]>]> = [['wake', () => benchWake(Number(process.env.DOZE_BENCH_CYCLES ?? 200))]];
+
+if (process.getuid?.() !== 0) {
+  process.stderr.write('make bench needs root (namespaces, tc, eBPF, cgroups)\n');
+  process.exit(2);
+}
+const only = process.argv[2];
+for (const [name, bench] of benches) {
+  if (only && name !== only) continue;
+  const lines = await bench();
+  process.stdout.write(`\n== ${name}\n${lines.join('\n')}\n`);
+}
+process.exit(0);
