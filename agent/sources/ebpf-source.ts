@@ -12,6 +12,7 @@ import { bytesToIpv4, ipv4ToBytes } from './ipv4.js';
 import * as tc from './tc.js';
 import type { TrafficSource } from './traffic-source.js';
 import { WakeEventStream } from './wake-events.js';
+import { reapStaleReaders } from './stale-readers.js';
 
 export const MAP_NAMES = ['doze_state', 'doze_counters', 'doze_conns', 'doze_wake_events', 'doze_settings'] as const;
 
@@ -147,6 +148,8 @@ export class EbpfSource implements TrafficSource {
   }
 
   private async afterPinsExist(): Promise<void> {
+    const reaped = await reapStaleReaders(this.pin('doze_wake_events'));
+    if (reaped > 0) this.options.log.warn({ reaped }, 'killed wake-event readers left by a previous agent');
     await this.bpftool.update(this.pin('doze_settings'), Buffer.alloc(4), encodeSettings(this.options.checkMark));
     this.events.start();
     await this.events.ready();

@@ -1,0 +1,73 @@
+import test from 'ava';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { ChildProcess } from 'node:child_process';
+import { createBpffs } from '../helpers/bpffs.js';
+import { CHECKER_UID } from '../helpers/checker.js';
+import { spawnCli } from '../helpers/cli.js';
+import { get } from '../helpers/http.js';
+import { createInstance } from '../helpers/instance.js';
+import { uniqueSuffix } from '../helpers/names.js';
+import { requireRoot } from '../helpers/root.js';
+import { sh } from '../helpers/sh.js';
+
+/** Resolves when the agent's JSON log shows `pattern`. */
+function logShows(agent: ChildProcess, pattern: RegExp, timeoutMs = 15_000): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let buffered = '';
+    const timer = setTimeout(() => reject(new Error(`agent log never matched ${pattern}:\n${buffered.slice(-2000)}`)), timeoutMs);
+    agent.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+      buffered += chunk;
+      if (pattern.test(buffered)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+}
+
+test.serial('after SIGKILL and a restart: no duplicate or stale rule or filter, and the sleeper still wakes on traffic', async (t) => {
+  if (!requireRoot(t)) return;
+  const inst = await createInstance(t);
+  const bpffs = await createBpffs(t);
+  const prefix = `DZ${uniqueSuffix().toUpperCase()}`;
+  const config = join(await mkdtemp(join(tmpdir(), 'dz-agent-')), 'doze.json');
+  await writeFile(config, JSON.stringify({
+    listen: '127.0.0.1:0', bpffs, netfilter: { chainPrefix: prefix }, healthChecks: { fromUid: CHECKER_UID },
+    instances: [inst.config({ idleTimeout: '200ms' })],
+  }));
+
+  const first = spawnCli(['agent', '--config', config]);
+  t.teardown(() => first.kill('SIGKILL'));
+  await logShows(first, /"to":"sleeping"/);
+  const killed = new Promise((resolve) => first.on('exit', resolve));
+  first.kill('SIGKILL');
+  await killed;
+  t.is(await inst.cgroup.freezerState(), 'FROZEN', 'a crash leaves the instance asleep');
+
+  const second = spawnCli(['agent', '--config', config]);
+  t.teardown(() => second.kill('SIGKILL'));
+  await logShows(second, /doze agent running/);
+  t.is(await inst.cgroup.freezerState(), 'FROZEN', 'the restarted agent adopts the sleeper');
+
+  const answer = await get(`${inst.app.url}/`, 3000);
+  t.is(answer.status, 200);
+  t.regex(answer.body, /hello from web/);
+  t.is(await inst.cgroup.freezerState(), 'THAWED');
+
+  const mangle = await sh('iptables', ['-t', 'mangle', '-S']);
+  t.is(mangle.split('\n').filter((l) => l.startsWith('-A OUTPUT') && l.includes(`${prefix}-MARK-OUT`)).length, 1, 'one jump, not two');
+  t.is(mangle.split('\n').filter((l) => l.startsWith('-A PREROUTING') && l.includes(`${prefix}-MARK-IN`)).length, 1);
+  t.is(mangle.split('\n').filter((l) => l.startsWith(`-A ${prefix}-MARK-OUT`) && l.includes('uid-owner')).length, 1, 'the chain was rebuilt, not appended to');
+  for (const hook of ['egress', 'ingress']) {
+    const filters = await sh('tc', ['filter', 'show', 'dev', inst.ns.hostIf, hook]);
+    t.is((filters.match(/doze_(egress|ingress)/g) ?? []).length, 1, `one doze filter on ${hook}`);
+  }
+  const readers = await sh('sh', ['-c', `ps -eo args | grep -c "[e]vent_pipe pinned ${bpffs}" || true`]);
+  t.is(readers.trim(), '1', 'the dead agent\'s wake-event reader was reaped');
+
+  const exited = new Promise((resolve) => second.on('exit', resolve));
+  second.kill('SIGTERM');
+  t.is(await exited, 0);
+});
