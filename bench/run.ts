@@ -1,7 +1,11 @@
 /** `make bench`: every benchmark in turn; prints ratios and percentiles from one run. */
+import { benchTcCost } from './tc-cost.js';
 import { benchWake } from './wake.js';
 
-const benches: Array<[string, () => Promise<string[]>]> = [['wake', () => benchWake(Number(process.env.DOZE_BENCH_CYCLES ?? 200))]];
+const benches: Array<[string, () => Promise<string[]>]> = [
+  ['wake', () => benchWake(Number(process.env.DOZE_BENCH_CYCLES ?? 200))],
+  ['tc-cost', benchTcCost],
+];
 
 if (process.getuid?.() !== 0) {
   process.stderr.write('make bench needs root (namespaces, tc, eBPF, cgroups)\n');

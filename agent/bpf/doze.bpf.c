@@ -175,8 +175,12 @@ int doze_egress(struct __sk_buff *skb)
 		return TC_ACT_UNSPEC; // not a managed instance
 	struct doze_counters *c = bpf_map_lookup_elem(&doze_counters, &p.daddr);
 	__u64 now = bpf_ktime_get_ns();
-	__u32 mark = check_mark();
-	int is_check = mark && (skb->mark & mark);
+	// Most packets carry no mark at all: skip the settings lookup for them.
+	int is_check = 0;
+	if (skb->mark) {
+		__u32 mark = check_mark();
+		is_check = mark && (skb->mark & mark);
+	}
 
 #ifndef DOZE_COUNT_ONLY // bench/ builds a counting-only variant to price the tracking
 	if (p.is_tcp) {
