@@ -7,6 +7,10 @@ import { ManagedInstance } from './detector/managed-instance.js';
 import type { Logger } from './log.js';
 import { checkTools } from './preflight.js';
 import { CheckMarking } from './netfilter/check-marking.js';
+import { CheckRedirect } from './netfilter/check-redirect.js';
+import { StubServer, type StubStatus } from './health/stub-server.js';
+import type { SleepHooks } from './detector/detector.js';
+import { portOf } from './sources/ipv4.js';
 import { createRuntime } from './runtimes/create-runtime.js';
 import { monotonicNs } from './sources/bpf-records.js';
 import { EbpfSource } from './sources/ebpf-source.js';
@@ -24,17 +28,19 @@ export interface AgentOptions {
 export class Agent {
   private server: Server | undefined;
   private marking: CheckMarking | undefined;
+  private redirect: CheckRedirect | undefined;
 
   private constructor(
     readonly config: DozeConfig,
     readonly detector: Detector,
     readonly source: EbpfSource,
     readonly metrics: Metrics,
+    readonly stub: StubServer,
     private readonly log: Logger,
   ) {}
 
   static async start(config: DozeConfig, log: Logger, options: AgentOptions = {}): Promise<Agent> {
-    await checkTools(config.healthChecks.fromUid !== undefined || config.healthChecks.fromSources.length > 0 ? ['tc', 'bpftool', 'stdbuf', 'ip', 'iptables'] : undefined);
+    await checkTools(config.healthChecks.fromUid !== undefined || config.healthChecks.fromSources.length > 0 ? ['tc', 'ip', 'iptables'] : undefined);
     // Probe every runtime before touching the kernel: a bad instance is a config error.
     const prepared = [];
     for (const [index, instanceConfig] of config.instances.entries()) {
@@ -46,14 +52,44 @@ export class Agent {
     }
     const source = new EbpfSource({ bpffs: config.bpffs, checkMark: config.healthChecks.mark, objectPath: options.objectPath, log });
     await source.start();
-    const detector = new Detector(source, log);
+    const checks = config.healthChecks;
+    const checksMarked = checks.fromUid !== undefined || checks.fromSources.length > 0;
+    // The detector and the stub need each other; the hooks close over `agent`, set just below.
+    let agent!: Agent;
+    const stub = new StubServer({
+      host: config.stub.listen.slice(0, config.stub.listen.lastIndexOf(':')),
+      status: (id) => stubStatus(agent.detector.get(id)?.state),
+      failureReason: (id) => agent.detector.get(id)?.failure,
+      onAnswered: (id) => {
+        const instance = agent.detector.get(id);
+        if (!instance) return;
+        instance.checksAnswered++;
+        agent.metrics.checksAnswered.inc({ instance: id, runtime: instance.runtime.kind });
+      },
+    });
+    const hooks: SleepHooks = {
+      guardChecks: checksMarked,
+      beforePause: async (instance) => {
+        const stubPort = stub.port(instance.id) ?? (await stub.open(instance.id));
+        await agent.redirect?.add(instance.id, { ip: instance.ip, port: portOf(instance.config.address), stubHost: stub.host, stubPort });
+      },
+      awake: async (instance) => {
+        await agent.redirect?.remove(instance.id);
+      },
+      wakeFailed: async (instance, reason) => {
+        // Refuse from now on: Consul goes critical, Nomad reschedules.
+        stub.markFailed(instance.id, reason);
+      },
+    };
+    const detector = new Detector(source, log, hooks);
     const metrics = new Metrics(detector);
-    const agent = new Agent(config, detector, source, metrics, log);
+    agent = new Agent(config, detector, source, metrics, stub, log);
     try {
-      const checks = config.healthChecks;
-      if (checks.fromUid !== undefined || checks.fromSources.length > 0) {
+      if (checksMarked) {
         agent.marking = new CheckMarking({ mark: checks.mark, fromUid: checks.fromUid, fromSources: checks.fromSources }, config.netfilter.chainPrefix);
         await agent.marking.install();
+        agent.redirect = new CheckRedirect(checks.mark, config.netfilter.chainPrefix);
+        await agent.redirect.install();
       }
       for (const { instanceConfig, runtime } of prepared) {
         await detector.add(new ManagedInstance(instanceConfig, runtime, monotonicNs()));
@@ -90,6 +126,8 @@ export class Agent {
       await this.detector.remove(instance.id, { wake: false }).catch((error) => this.log.warn({ instance: instance.id, err: messageOf(error) }, 'cleanup failed'));
     }
     await this.source.close({ removePins: true });
+    await this.stub.stop();
+    await this.redirect?.uninstall().catch((error) => this.log.warn({ err: messageOf(error) }, 'removing redirect rules failed'));
     await this.marking?.remove().catch((error) => this.log.warn({ err: messageOf(error) }, 'removing netfilter rules failed'));
     this.log.info('doze agent stopped');
   }
@@ -98,4 +136,11 @@ export class Agent {
     const a = this.server?.address();
     return a && typeof a === 'object' ? `${a.address}:${a.port}` : this.config.listen;
   }
+}
+
+/** Only an instance that is asleep or on its way (and can come back) gets a positive answer. */
+function stubStatus(state: string | undefined): StubStatus {
+  if (state === 'pausing' || state === 'sleeping' || state === 'waking') return 'sleeping';
+  if (state === 'failed') return 'failed';
+  return 'other';
 }

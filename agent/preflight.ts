@@ -2,7 +2,7 @@ import { DozeError } from './errors.js';
 import { run, PACKAGE_OF } from './sources/exec.js';
 
 /** Fails fast, naming the Debian package, when a tool the agent drives is missing. */
-export async function checkTools(tools: string[] = ['tc', 'bpftool', 'stdbuf', 'ip']): Promise<void> {
+export async function checkTools(tools: string[] = ['tc', 'ip']): Promise<void> {
   const missing: string[] = [];
   for (const tool of tools) {
     try {

@@ -3,7 +3,7 @@ import { messageOf, withDeadline } from '../errors.js';
 import type { Logger } from '../log.js';
 import { BpfInstanceState, monotonicNs, type Connection, type InstanceCounters, type WakeEvent } from '../sources/bpf-records.js';
 import type { TrafficSource } from '../sources/traffic-source.js';
-import { decideIdle, type IdleVerdict } from './idle-decision.js';
+import { decideIdle, holdRecheckMs, isCheckInFlight, type IdleVerdict } from './idle-decision.js';
 import type { ManagedInstance } from './managed-instance.js';
 import { canTransition, type InstanceState } from './states.js';
 
@@ -16,6 +16,21 @@ export interface TransitionEvent {
   reason: string;
   at: number;
 }
+
+/**
+ * What must happen around a sleep besides the runtime: the health-check
+ * redirect goes up before the pause and comes down before `running`.
+ */
+export interface SleepHooks {
+  beforePause(instance: ManagedInstance): Promise<void>;
+  /** The instance is awake again (sleep aborted, or woken): undo beforePause. */
+  awake(instance: ManagedInstance): Promise<void>;
+  wakeFailed(instance: ManagedInstance, reason: string): Promise<void>;
+  /** True when health-check connections must be drained before a pause. */
+  guardChecks: boolean;
+}
+
+const NO_HOOKS: SleepHooks = { beforePause: async () => {}, awake: async () => {}, wakeFailed: async () => {}, guardChecks: false };
 
 export interface DetectorEvents {
   transition: [TransitionEvent];
@@ -36,7 +51,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
   private ticking = false;
   private stopped = false;
 
-  constructor(private readonly source: TrafficSource, private readonly log: Logger) {
+  constructor(private readonly source: TrafficSource, private readonly log: Logger, private readonly hooks: SleepHooks = NO_HOOKS) {
     super();
     source.onWake((event) => this.onWakeEvent(event));
     source.onGap((reason) => void this.rescan(reason));
@@ -61,6 +76,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
     if (observed === 'paused' || observed === 'transitioning') {
       // Left asleep by a previous agent (crash): it is ours to wake.
       this.setState(instance, 'pausing', 'adopted a paused workload after restart');
+      await this.hooks.beforePause(instance);
       await this.source.setState(instance.ip, BpfInstanceState.sleeping);
       this.setState(instance, 'sleeping', 'adopted');
       if (bpfState === BpfInstanceState.signalled) void this.wake(instance, 'traffic arrived while no agent was running');
@@ -116,6 +132,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
         // No more wake events for an instance that cannot come back; the stub reports it critical.
         await this.source.setState(instance.ip, BpfInstanceState.awake).catch(() => undefined);
         this.setState(instance, 'failed', why);
+        await this.hooks.wakeFailed(instance, why).catch((e) => this.log.error({ instance: instance.id, err: messageOf(e) }, 'reporting the failure failed'));
         this.log.error({ instance: instance.id, err: messageOf(error) }, 'wake failed');
         this.emit('wakeFailed', instance, why);
         return;
@@ -124,6 +141,8 @@ export class Detector extends EventEmitter<DetectorEvents> {
       const nowNs = monotonicNs();
       const tookMs = Number(nowNs - startNs) / 1e6;
       await this.source.setState(instance.ip, BpfInstanceState.awake);
+      // Checks reach the instance itself again before it is declared running.
+      await this.hooks.awake(instance);
       instance.failure = undefined;
       instance.wakeEventNs = undefined;
       instance.wakeRequested = false;
@@ -145,8 +164,18 @@ export class Detector extends EventEmitter<DetectorEvents> {
       // From here on any packet raises a wake event. A packet that came between
       // the decision and this point shows up as a newer last_seen: abort.
       await this.source.setState(instance.ip, BpfInstanceState.pausing);
+      // New checks go to the stub from here; one already talking to the
+      // instance would hang on the frozen process, so wait for it instead.
+      await this.hooks.beforePause(instance);
+      if (this.hooks.guardChecks) {
+        const pending = (await this.source.connections()).filter((c) => c.instanceAddr === instance.ip && isCheckInFlight(c));
+        if (pending.length > 0) {
+          await this.abortSleep(instance, `${pending.length} health check(s) in flight`, holdRecheckMs(instance.config.idleTimeout));
+          return false;
+        }
+      }
       if (decidedLastSeenNs !== undefined) {
-        const now = (await this.source.counters()).get(instance.ip);
+        const now = await this.source.counter(instance.ip);
         if (!now || now.lastSeenNs !== decidedLastSeenNs || instance.wakeRequested) {
           await this.abortSleep(instance, 'traffic arrived while deciding');
           return false;
@@ -174,12 +203,13 @@ export class Detector extends EventEmitter<DetectorEvents> {
     });
   }
 
-  private async abortSleep(instance: ManagedInstance, why: string): Promise<void> {
+  private async abortSleep(instance: ManagedInstance, why: string, retryInMs = instance.config.idleTimeout): Promise<void> {
     await this.source.setState(instance.ip, BpfInstanceState.awake);
+    await this.hooks.awake(instance);
     instance.wakeRequested = false;
     instance.wakeEventNs = undefined;
     this.setState(instance, 'running', why);
-    instance.nextCheckNs = monotonicNs() + BigInt(instance.config.idleTimeout) * MS;
+    instance.nextCheckNs = monotonicNs() + BigInt(retryInMs) * MS;
     this.schedule();
   }
 

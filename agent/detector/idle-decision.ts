@@ -25,6 +25,12 @@ export function isRequestInFlight(c: Connection): boolean {
   return c.clientPayloadNs > c.serverPayloadNs;
 }
 
+/** A health-check connection still waiting for its answer: pausing now would make it hang. */
+export function isCheckInFlight(c: Connection): boolean {
+  if (!(c.flags & ConnFlag.check) || c.flags & (ConnFlag.rst | ConnFlag.finServer)) return false;
+  return c.clientPayloadNs > c.serverPayloadNs;
+}
+
 /** Established and not closed by both sides (or reset). */
 export function isOpen(c: Connection): boolean {
   if (c.flags & (ConnFlag.check | ConnFlag.rst)) return false;

@@ -85,11 +85,15 @@ export class NomadClient {
   private readonly timeoutMs: number;
 
   constructor(options: NomadClientOptions) {
-    let url: URL;
+    let url: URL | undefined;
     try {
       url = new URL(options.address);
-    } catch (error) {
-      throw new DozeError('E_CONFIG', `Nomad address ${JSON.stringify(options.address)} is not a URL (expected e.g. "http://127.0.0.1:4646")`, { cause: error });
+    } catch {
+      // reported below
+    }
+    // "localhost:4646" parses as a URL with scheme "localhost:": insist on http(s).
+    if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
+      throw new DozeError('E_CONFIG', `Nomad address ${JSON.stringify(options.address)} is not an http(s) URL (expected e.g. "http://127.0.0.1:4646")`);
     }
     this.address = url.origin;
     this.namespace = options.namespace;

@@ -44,7 +44,7 @@ export interface AllocationEventOptions extends BackoffOptions {
   heartbeatTimeoutMs?: number;
   /** Connection failures and malformed frames: reported, then survived. */
   onError?: (error: NomadError) => void;
-  /** Each (re)connection, with the index it resumes from. */
+  /** Each accepted (re)connection, with the index it resumes from. */
   onConnect?: (fromIndex: number) => void;
 }
 
@@ -95,7 +95,6 @@ export async function* allocationEvents(client: NomadClient, options: Allocation
 
     try {
       armWatchdog();
-      options.onConnect?.(fromIndex);
       const response = await client.http.get<Readable>('/v1/event/stream', {
         params: client.params({ topic: 'Allocation', index: fromIndex, namespace: options.namespace ?? client.namespace }),
         responseType: 'stream',
@@ -110,6 +109,7 @@ export async function* allocationEvents(client: NomadClient, options: Allocation
         failure = error;
       } else {
         backoffMs = 0;
+        options.onConnect?.(fromIndex);
         const stream = response.data;
         stream.setEncoding('utf8');
         stream.on('data', (chunk: string) => {

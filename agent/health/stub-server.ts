@@ -27,10 +27,12 @@
  * is closed: new connections are refused, which Consul counts as critical
  * for TCP checks AND for HTTP and gRPC checks (a failed connect is a failed
  * request). Connections already open in that moment still get the honest
- * answer: 503 / NOT_SERVING. The same applies to `other`: the agent should
- * keep a listener open only while the instance's redirect is in place; a
- * connection that reaches it anyway gets 503 / UNAVAILABLE (a bare TCP
- * connect has already succeeded by then, and is not counted).
+ * answer: 503 / NOT_SERVING. Should `status` report failed before markFailed
+ * is called, the first connection that sees it closes the listener itself,
+ * and `open` refuses to listen for a failed instance. An awake instance's
+ * listener (`other`) gets no checks, as no redirect points at it; a
+ * connection that reaches it anyway (redirected just before a wake) gets
+ * 503 / UNAVAILABLE (a bare TCP connect has succeeded by then: not counted).
  *
  * Counting: `onAnswered(id, kind)` fires once per check the stub vouched for
  * (200, SERVING, or a TCP accept while sleeping): the source of
@@ -48,6 +50,8 @@ export type CheckKind = 'http' | 'tcp' | 'grpc';
 export interface StubServerOptions {
   /** Decides every answer at request time. */
   status: (instanceId: string) => StubStatus;
+  /** Why an instance failed, for the 503 body (e.g. the detector's failure text). */
+  failureReason?: (instanceId: string) => string | undefined;
   /** One call per check answered on a sleeping instance's behalf. */
   onAnswered?: (instanceId: string, kind: CheckKind) => void;
   /** Address the per-instance listeners bind to. */
@@ -80,7 +84,8 @@ const GRPC_UNAVAILABLE = 14;
 export class StubServer {
   private readonly listeners = new Map<string, Listener>();
   private readonly answered = new Map<string, number>();
-  private readonly host: string;
+  private readonly opening = new Map<string, Promise<number>>();
+  readonly host: string;
   private readonly idleTimeoutMs: number;
 
   constructor(private readonly options: StubServerOptions) {
@@ -88,8 +93,24 @@ export class StubServer {
     this.idleTimeoutMs = options.idleTimeoutMs ?? 10_000;
   }
 
-  /** Starts (or returns) the instance's listener; resolves with its port. Reopens a failed instance's listener. */
+  /**
+   * Starts (or returns) the instance's listener; resolves with its port.
+   * Refuses while `status` says failed (a listener would accept TCP checks);
+   * after a recovery it replaces the listener markFailed closed.
+   */
   async open(instanceId: string): Promise<number> {
+    if (this.options.status(instanceId) === 'failed') {
+      throw new DozeError('E_STUB_FAILED', `health stub will not listen for ${instanceId}: it is failed`);
+    }
+    // Concurrent opens share one listener.
+    const pending = this.opening.get(instanceId);
+    if (pending) return pending;
+    const opened = this.listen(instanceId).finally(() => this.opening.delete(instanceId));
+    this.opening.set(instanceId, opened);
+    return opened;
+  }
+
+  private async listen(instanceId: string): Promise<number> {
     const existing = this.listeners.get(instanceId);
     if (existing && existing.failure === undefined) return existing.port;
     if (existing) await this.close(instanceId);
@@ -121,10 +142,10 @@ export class StubServer {
    * refused: critical for every check type) while connections already open
    * get 503 / NOT_SERVING naming `reason`.
    */
-  markFailed(instanceId: string, reason = 'its wake failed'): void {
+  markFailed(instanceId: string, reason?: string): void {
     const entry = this.listeners.get(instanceId);
     if (!entry) return;
-    entry.failure = reason;
+    entry.failure = reason ?? this.options.failureReason?.(instanceId) ?? 'its wake failed';
     // Closing the handle is synchronous: the very next connect is refused.
     if (entry.server.listening) entry.server.close();
   }
@@ -169,6 +190,7 @@ export class StubServer {
     // Clients that never finish a request must not pin sockets.
     entry.http1.requestTimeout = this.idleTimeoutMs;
     entry.http1.headersTimeout = this.idleTimeoutMs;
+    entry.h2.setTimeout(this.idleTimeoutMs);
     entry.h2.on('stream', (stream, headers) => this.answerGrpc(entry, stream, headers));
     entry.h2.on('sessionError', () => undefined);
     entry.server.on('connection', (socket) => this.accept(entry, socket));
@@ -191,6 +213,8 @@ export class StubServer {
     socket.on('error', () => socket.destroy());
     // The kernel already accepted: what it answered is decided by the status now.
     const acceptedWhile = this.statusOf(entry);
+    // Failed without markFailed: stop accepting now, so the next TCP check is refused.
+    if (acceptedWhile === 'failed' && entry.failure === undefined) this.markFailed(entry.id);
     let head = Buffer.alloc(0);
 
     const idle = setTimeout(() => socket.destroy(), this.idleTimeoutMs);
@@ -230,7 +254,7 @@ export class StubServer {
     const status = this.statusOf(entry);
     const [code, body] =
       status === 'sleeping' ? [200, `doze: ${entry.id} is asleep; answering its health check\n`]
-      : status === 'failed' ? [503, `doze: ${entry.id} failed: ${entry.failure ?? 'its wake failed'}\n`]
+      : status === 'failed' ? [503, `doze: ${entry.id} failed: ${entry.failure ?? this.options.failureReason?.(entry.id) ?? 'its wake failed'}\n`]
       : [503, `doze: ${entry.id} is not managed by the stub\n`];
     res.writeHead(code, {
       'content-type': 'text/plain; charset=utf-8',

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DozeError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { BpfTool } from './bpftool.js';
+import { defaultHelperPath, MapClient } from './map-client.js';
 import {
   BpfInstanceState, COUNTERS_SIZE, decodeConnection, decodeCounters, encodeSettings, encodeState,
   type Connection, type InstanceCounters, type WakeEvent,
@@ -12,7 +12,6 @@ import { bytesToIpv4, ipv4ToBytes } from './ipv4.js';
 import * as tc from './tc.js';
 import type { TrafficSource } from './traffic-source.js';
 import { WakeEventStream } from './wake-events.js';
-import { reapStaleReaders } from './stale-readers.js';
 
 export const MAP_NAMES = ['doze_state', 'doze_counters', 'doze_conns', 'doze_wake_events', 'doze_settings'] as const;
 
@@ -29,7 +28,7 @@ export interface EbpfSourceOptions {
 }
 
 export class EbpfSource implements TrafficSource {
-  private readonly bpftool = new BpfTool();
+  private readonly maps = new MapClient();
   private readonly events: WakeEventStream;
   private readonly devices = new Map<string, number>();
   private readonly objectPath: string;
@@ -46,10 +45,12 @@ export class EbpfSource implements TrafficSource {
   }
 
   async start(): Promise<void> {
-    try {
-      await access(this.objectPath);
-    } catch {
-      throw new DozeError('E_NO_BPF_OBJECT', `eBPF object ${this.objectPath} is missing: run "make build" (needs clang and libbpf-dev)`);
+    for (const [what, path] of [['eBPF object', this.objectPath], ['map helper', defaultHelperPath()]] as const) {
+      try {
+        await access(path);
+      } catch {
+        throw new DozeError('E_NOT_BUILT', `${what} ${path} is missing: run "make build" (needs clang and libbpf-dev)`);
+      }
     }
     if (!(await this.mapsPinned())) {
       // Loading the programs once (on no device) is the only way tc creates the pins;
@@ -83,34 +84,38 @@ export class EbpfSource implements TrafficSource {
 
   async track(address: string): Promise<void> {
     const key = ipv4ToBytes(address);
-    const existing = (await this.bpftool.dump(this.pin('doze_counters'))).some((e) => e.key.equals(key));
-    if (!existing) await this.bpftool.update(this.pin('doze_counters'), key, Buffer.alloc(COUNTERS_SIZE));
-    const states = await this.states();
-    if (!states.has(address)) await this.setState(address, BpfInstanceState.awake);
+    // Keep what a previous agent left: counters and a signalled state are evidence.
+    if (!(await this.maps.lookup(this.pin('doze_counters'), key))) await this.maps.update(this.pin('doze_counters'), key, Buffer.alloc(COUNTERS_SIZE));
+    if (!(await this.maps.lookup(this.pin('doze_state'), key))) await this.setState(address, BpfInstanceState.awake);
   }
 
   async untrack(address: string): Promise<void> {
     const key = ipv4ToBytes(address);
-    await this.bpftool.deleteIfPresent(this.pin('doze_state'), key);
-    await this.bpftool.deleteIfPresent(this.pin('doze_counters'), key);
+    await this.maps.delete(this.pin('doze_state'), key);
+    await this.maps.delete(this.pin('doze_counters'), key);
   }
 
   setState(address: string, state: BpfInstanceState): Promise<void> {
-    return this.bpftool.update(this.pin('doze_state'), ipv4ToBytes(address), encodeState(state));
+    return this.maps.update(this.pin('doze_state'), ipv4ToBytes(address), encodeState(state));
   }
 
   async counters(): Promise<Map<string, InstanceCounters>> {
-    const entries = await this.bpftool.dump(this.pin('doze_counters'));
+    const entries = await this.maps.dump(this.pin('doze_counters'));
     return new Map(entries.map((e) => [bytesToIpv4(e.key), decodeCounters(e.value)]));
   }
 
+  async counter(address: string): Promise<InstanceCounters | undefined> {
+    const value = await this.maps.lookup(this.pin('doze_counters'), ipv4ToBytes(address));
+    return value ? decodeCounters(value) : undefined;
+  }
+
   async states(): Promise<Map<string, BpfInstanceState>> {
-    const entries = await this.bpftool.dump(this.pin('doze_state'));
+    const entries = await this.maps.dump(this.pin('doze_state'));
     return new Map(entries.map((e) => [bytesToIpv4(e.key), e.value.readUInt32LE(0) as BpfInstanceState]));
   }
 
   async connections(): Promise<Connection[]> {
-    const entries = await this.bpftool.dump(this.pin('doze_conns'));
+    const entries = await this.maps.dump(this.pin('doze_conns'));
     return entries.map((e) => decodeConnection(e.key, e.value));
   }
 
@@ -132,7 +137,7 @@ export class EbpfSource implements TrafficSource {
       }
     }
     this.devices.clear();
-    this.bpftool.close();
+    this.maps.close();
     if (removePins) {
       for (const name of MAP_NAMES) await rm(this.pin(name), { force: true });
     }
@@ -148,9 +153,7 @@ export class EbpfSource implements TrafficSource {
   }
 
   private async afterPinsExist(): Promise<void> {
-    const reaped = await reapStaleReaders(this.pin('doze_wake_events'));
-    if (reaped > 0) this.options.log.warn({ reaped }, 'killed wake-event readers left by a previous agent');
-    await this.bpftool.update(this.pin('doze_settings'), Buffer.alloc(4), encodeSettings(this.options.checkMark));
+    await this.maps.update(this.pin('doze_settings'), Buffer.alloc(4), encodeSettings(this.options.checkMark));
     this.events.start();
     await this.events.ready();
   }

@@ -15,6 +15,7 @@ export interface TrafficSource {
   untrack(address: string): Promise<void>;
   setState(address: string, state: BpfInstanceState): Promise<void>;
   counters(): Promise<Map<string, InstanceCounters>>;
+  counter(address: string): Promise<InstanceCounters | undefined>;
   states(): Promise<Map<string, BpfInstanceState>>;
   connections(): Promise<Connection[]>;
   onWake(listener: (event: WakeEvent) => void): void;

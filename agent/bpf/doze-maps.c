@@ -1,0 +1,257 @@
+// SPDX-License-Identifier: MPL-2.0
+// doze-maps: the agent's window on its pinned BPF maps, as a long-lived
+// co-process speaking lines (bpftool's JSON is too slow for 10k-entry dumps
+// and cannot be flushed per command).
+//
+//   doze-maps serve          commands on stdin, one answer per command:
+//     dump PATH              -> "ok N" then N lines "KEYHEX VALUEHEX"
+//     lookup PATH KEYHEX     -> "ok 1" + one line, or "ok 0" when absent
+//     update PATH KEYHEX VALUEHEX -> "ok 0"
+//     delete PATH KEYHEX     -> "ok 0" (absent is fine)
+//     any failure            -> "err MESSAGE"; the process keeps serving
+//   doze-maps events PATH    perf event array reader: "ready", then
+//                            "sample HEX" / "lost N" lines; exits when orphaned
+//
+// Build: cc -O2 -Wall -Werror doze-maps.c -lbpf -o doze-maps (see Makefile).
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MAX_LINE 65536
+#define MAX_MAPS 32
+
+struct opened {
+	char path[4096];
+	int fd;
+	__u32 key_size, value_size;
+};
+
+static struct opened maps[MAX_MAPS];
+static int n_maps;
+
+static struct opened *open_map(const char *path)
+{
+	for (int i = 0; i < n_maps; i++)
+		if (strcmp(maps[i].path, path) == 0)
+			return &maps[i];
+	int fd = bpf_obj_get(path);
+	if (fd < 0)
+		return NULL;
+	struct bpf_map_info info = {};
+	__u32 len = sizeof(info);
+	if (bpf_obj_get_info_by_fd(fd, &info, &len)) {
+		close(fd);
+		return NULL;
+	}
+	if (n_maps == MAX_MAPS) { // recycle the oldest slot
+		close(maps[0].fd);
+		memmove(&maps[0], &maps[1], sizeof(maps[0]) * (MAX_MAPS - 1));
+		n_maps--;
+	}
+	struct opened *m = &maps[n_maps++];
+	snprintf(m->path, sizeof(m->path), "%s", path);
+	m->fd = fd;
+	m->key_size = info.key_size;
+	m->value_size = info.value_size;
+	return m;
+}
+
+// A pin may be removed and recreated (agent restart): drop a cached fd on error.
+static void forget(struct opened *m)
+{
+	int i = m - maps;
+	close(m->fd);
+	memmove(&maps[i], &maps[i + 1], sizeof(maps[0]) * (n_maps - i - 1));
+	n_maps--;
+}
+
+static void put_hex(const unsigned char *b, __u32 n)
+{
+	static const char digits[] = "0123456789abcdef";
+	for (__u32 i = 0; i < n; i++) {
+		putchar(digits[b[i] >> 4]);
+		putchar(digits[b[i] & 15]);
+	}
+}
+
+static int parse_hex(const char *s, unsigned char *out, __u32 n)
+{
+	if (!s || strlen(s) != n * 2)
+		return -1;
+	for (__u32 i = 0; i < n; i++) {
+		unsigned int v;
+		if (sscanf(s + 2 * i, "%2x", &v) != 1)
+			return -1;
+		out[i] = v;
+	}
+	return 0;
+}
+
+static void fail(const char *what, const char *path)
+{
+	printf("err %s %s: %s\n", what, path ? path : "", strerror(errno ? errno : EINVAL));
+}
+
+static void do_dump(struct opened *m)
+{
+	unsigned char key[512], next[512], value[4096];
+	if (m->key_size > sizeof(key) || m->value_size > sizeof(value)) {
+		errno = E2BIG;
+		fail("dump", m->path);
+		return;
+	}
+	// Collect first so the count line can lead.
+	size_t cap = 1024, n = 0, rec = m->key_size + m->value_size;
+	unsigned char *all = malloc(cap * rec);
+	void *prev = NULL;
+	while (all && bpf_map_get_next_key(m->fd, prev, next) == 0) {
+		memcpy(key, next, m->key_size);
+		prev = key;
+		if (bpf_map_lookup_elem(m->fd, key, value))
+			continue; // deleted meanwhile (LRU eviction)
+		if (n == cap) {
+			cap *= 2;
+			unsigned char *grown = realloc(all, cap * rec);
+			if (!grown)
+				break;
+			all = grown;
+		}
+		memcpy(all + n * rec, key, m->key_size);
+		memcpy(all + n * rec + m->key_size, value, m->value_size);
+		n++;
+	}
+	printf("ok %zu\n", n);
+	for (size_t i = 0; i < n; i++) {
+		put_hex(all + i * rec, m->key_size);
+		putchar(' ');
+		put_hex(all + i * rec + m->key_size, m->value_size);
+		putchar('\n');
+	}
+	free(all);
+}
+
+static int serve(void)
+{
+	static char line[MAX_LINE];
+	unsigned char key[512], value[4096];
+	while (fgets(line, sizeof(line), stdin)) {
+		line[strcspn(line, "\n")] = 0;
+		char *cmd = strtok(line, " ");
+		char *path = strtok(NULL, " ");
+		char *khex = strtok(NULL, " ");
+		char *vhex = strtok(NULL, " ");
+		errno = 0;
+		if (!cmd || !path) {
+			fail("usage", NULL);
+			goto next;
+		}
+		struct opened *m = open_map(path);
+		if (!m) {
+			fail("open", path);
+			goto next;
+		}
+		if (strcmp(cmd, "dump") == 0) {
+			do_dump(m);
+		} else if (parse_hex(khex, key, m->key_size)) {
+			errno = EINVAL;
+			fail("key", path);
+		} else if (strcmp(cmd, "lookup") == 0) {
+			if (bpf_map_lookup_elem(m->fd, key, value) == 0) {
+				printf("ok 1\n");
+				put_hex(key, m->key_size);
+				putchar(' ');
+				put_hex(value, m->value_size);
+				putchar('\n');
+			} else if (errno == ENOENT) {
+				printf("ok 0\n");
+			} else {
+				fail("lookup", path);
+				forget(m);
+			}
+		} else if (strcmp(cmd, "update") == 0) {
+			if (parse_hex(vhex, value, m->value_size)) {
+				errno = EINVAL;
+				fail("value", path);
+			} else if (bpf_map_update_elem(m->fd, key, value, BPF_ANY) == 0) {
+				printf("ok 0\n");
+			} else {
+				fail("update", path);
+				forget(m);
+			}
+		} else if (strcmp(cmd, "delete") == 0) {
+			if (bpf_map_delete_elem(m->fd, key) == 0 || errno == ENOENT)
+				printf("ok 0\n");
+			else
+				fail("delete", path);
+		} else {
+			fail("unknown command", cmd);
+		}
+	next:
+		fflush(stdout);
+	}
+	return 0;
+}
+
+static void on_sample(void *ctx, int cpu, void *data, __u32 size)
+{
+	(void)ctx;
+	(void)cpu;
+	fputs("sample ", stdout);
+	put_hex(data, size);
+	putchar('\n');
+	fflush(stdout);
+}
+
+static void on_lost(void *ctx, int cpu, __u64 count)
+{
+	(void)ctx;
+	(void)cpu;
+	printf("lost %llu\n", (unsigned long long)count);
+	fflush(stdout);
+}
+
+static int events(const char *path)
+{
+	int fd = bpf_obj_get(path);
+	if (fd < 0) {
+		fail("open", path);
+		return 1;
+	}
+	struct perf_buffer *pb = perf_buffer__new(fd, 8, on_sample, on_lost, NULL, NULL);
+	if (!pb) {
+		fail("perf_buffer", path);
+		return 1;
+	}
+	printf("ready\n");
+	fflush(stdout);
+	pid_t parent = getppid();
+	for (;;) {
+		int err = perf_buffer__poll(pb, 250);
+		if (err < 0 && err != -EINTR) {
+			errno = -err;
+			fail("poll", path);
+			break;
+		}
+		if (getppid() != parent)
+			break; // the agent is gone
+	}
+	perf_buffer__free(pb);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	signal(SIGPIPE, SIG_DFL);
+	libbpf_set_print(NULL);
+	if (argc == 2 && strcmp(argv[1], "serve") == 0)
+		return serve();
+	if (argc == 3 && strcmp(argv[1], "events") == 0)
+		return events(argv[2]);
+	fprintf(stderr, "usage: doze-maps serve | doze-maps events PINNED_PERF_ARRAY\n");
+	return 2;
+}

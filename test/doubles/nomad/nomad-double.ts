@@ -1,0 +1,496 @@
+/**
+ * A test double of the Nomad HTTP API subset doze uses, on 127.0.0.1 port 0.
+ * It is not Nomad: it speaks Nomad's wire formats so the client, discovery
+ * and the job helper can be tested without a Nomad binary (none can be
+ * installed here). Shapes and rules follow Nomad's source and docs:
+ *
+ * - JSON fields are PascalCase; nil collections are null, as Go encodes them.
+ * - Reads carry X-Nomad-Index (+ X-Nomad-KnownLeader, X-Nomad-LastContact);
+ *   blocking queries honour `index` and `wait` (default 5 min, max 10 min).
+ *   Index rules: an allocation's ModifyIndex; a node's allocations the
+ *   highest of theirs (the allocs table index when it has none); a job its
+ *   ModifyIndex.
+ * - `/v1/event/stream`: a `{}` heartbeat on connect and every `heartbeatMs`
+ *   (Nomad: 30 s); frames `{"Index","Events"}`; `index=N` starts at the first
+ *   buffered frame with Index >= N, or replays the newest when N is past it
+ *   (nomad/stream/event_buffer.go StartAtClosest); a bounded buffer (Nomad's
+ *   default 100). Allocation payloads have `Job` stripped (nomad/state/
+ *   events.go). Topic and namespace filters apply; a frame left with no
+ *   event is not sent. `framing: "concatenated"` writes frames without
+ *   newlines, as Nomad's own encoder may.
+ * - Errors are plain-text bodies with Nomad's status codes and wording
+ *   ("Permission denied" 403, "alloc not found" 404, job validation 500).
+ * - `POST /v1/jobs/parse` uses the job helper's offline parser
+ *   (@cdktf/hcl2json + plugin/hcl-to-api-job.ts), not Nomad's HCL parser, and
+ *   Canonicalize fills only a few defaults: tests through it check the HTTP
+ *   exchange, not Nomad's HCL semantics.
+ *
+ * Not covered: scheduling (registering a job places nothing: tests add
+ * allocations with addAllocation), evaluations and deployments (EvalIDs are
+ * random), ACL policies (one token or none), multiple regions, blocking
+ * jitter, gzip, the HCLv1 parser, TLS, and every endpoint not listed above.
+ */
+import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import http from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+
+type Obj = Record<string, unknown>;
+
+export interface NomadDoubleOptions {
+  /** When set, every request must carry it as X-Nomad-Token (else 403). */
+  token?: string;
+  heartbeatMs?: number;
+  eventBufferSize?: number;
+  framing?: 'ndjson' | 'concatenated';
+}
+
+export interface RecordedRequest {
+  method: string;
+  path: string;
+  query: URLSearchParams;
+  headers: http.IncomingHttpHeaders;
+  body: string;
+}
+
+export interface AllocationSpec {
+  jobId: string;
+  group: string;
+  namespace?: string;
+  nodeId?: string;
+  clientStatus?: string;
+  /** Bridge-mode allocation address (NetworkStatus.Address); generated when omitted. */
+  bridgeAddress?: string;
+  /** The node's address, for host ports. */
+  hostIp?: string;
+}
+
+interface Frame {
+  Index: number;
+  Events: Obj[];
+}
+
+interface Stream {
+  res: http.ServerResponse;
+  topics: Set<string>;
+  namespace: string;
+  heartbeat: NodeJS.Timeout;
+}
+
+interface Injection {
+  method: string;
+  path: string;
+  status: number;
+  body: string;
+  headers: Record<string, string>;
+}
+
+const MAX_WAIT_MS = 600_000;
+
+export class NomadDouble {
+  readonly requests: RecordedRequest[] = [];
+  readonly scaleRequests: { jobId: string; body: Obj }[] = [];
+  private server!: http.Server;
+  private readonly sockets = new Set<Socket>();
+  private readonly streams = new Set<Stream>();
+  private readonly changes = new EventEmitter();
+  private readonly jobs = new Map<string, Obj>();
+  private readonly allocs = new Map<string, Obj>();
+  private readonly buffer: Frame[] = [];
+  private readonly injections: Injection[] = [];
+  private index = 10;
+  private allocsTableIndex = 1;
+  private nextBridgeIp = 2;
+  private nextPort = 20000;
+  url = '';
+
+  private constructor(private readonly options: Required<Omit<NomadDoubleOptions, 'token'>> & { token?: string }) {
+    this.changes.setMaxListeners(0);
+  }
+
+  static async start(options: NomadDoubleOptions = {}): Promise<NomadDouble> {
+    const double = new NomadDouble({ heartbeatMs: 30_000, eventBufferSize: 100, framing: 'ndjson', ...options });
+    double.server = http.createServer((req, res) => void double.handle(req, res));
+    double.server.on('connection', (socket) => {
+      double.sockets.add(socket);
+      socket.on('close', () => double.sockets.delete(socket));
+    });
+    await new Promise<void>((resolve) => double.server.listen(0, '127.0.0.1', resolve));
+    double.url = `http://127.0.0.1:${(double.server.address() as AddressInfo).port}`;
+    return double;
+  }
+
+  async close(): Promise<void> {
+    for (const stream of this.streams) clearInterval(stream.heartbeat);
+    this.streams.clear();
+    for (const socket of this.sockets) socket.destroy();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  /** Current raft-like index. */
+  get lastIndex(): number {
+    return this.index;
+  }
+
+  get openStreams(): number {
+    return this.streams.size;
+  }
+
+  /** Cuts every open event stream mid-flight, as a restarting server or a broken network would. */
+  dropEventStreams(): void {
+    for (const stream of this.streams) {
+      clearInterval(stream.heartbeat);
+      stream.res.socket?.destroy();
+    }
+    this.streams.clear();
+  }
+
+  /** The next request matching method and path gets this answer instead. */
+  injectOnce(method: string, path: string, answer: { status?: number; body: string; headers?: Record<string, string> }): void {
+    this.injections.push({ method, path, status: answer.status ?? 200, body: answer.body, headers: answer.headers ?? {} });
+  }
+
+  /** Writes raw bytes to every open event stream (malformed-frame tests). */
+  writeToStreams(text: string): void {
+    for (const stream of this.streams) stream.res.write(text);
+  }
+
+  /** Stores a job as Nomad would after registering it (with a few canonical defaults). */
+  registerJob(input: Obj): Obj {
+    const index = ++this.index;
+    const namespace = typeof input.Namespace === 'string' && input.Namespace ? input.Namespace : 'default';
+    const key = `${namespace}/${String(input.ID)}`;
+    const previous = this.jobs.get(key);
+    const job: Obj = {
+      Region: 'global',
+      Type: 'service',
+      Priority: 50,
+      Datacenters: ['*'],
+      Meta: null,
+      Constraints: null,
+      ...structuredClone(input),
+      Namespace: namespace,
+      Status: 'pending',
+      Version: previous ? (previous.Version as number) + 1 : 0,
+      CreateIndex: previous ? previous.CreateIndex : index,
+      ModifyIndex: index,
+      JobModifyIndex: index,
+    };
+    job.TaskGroups = (job.TaskGroups as Obj[]).map((g) => ({ Count: 1, Meta: null, Networks: null, Services: null, Constraints: null, ...g }));
+    this.jobs.set(key, job);
+    this.changes.emit('change');
+    return job;
+  }
+
+  getJob(jobId: string, namespace = 'default'): Obj | undefined {
+    return this.jobs.get(`${namespace}/${jobId}`);
+  }
+
+  /** Places an allocation of a registered job's group on a node (PlanResult event). */
+  addAllocation(spec: AllocationSpec): Obj {
+    const namespace = spec.namespace ?? 'default';
+    const job = this.jobs.get(`${namespace}/${spec.jobId}`);
+    if (!job) throw new Error(`double: register job ${spec.jobId} first`);
+    const group = (job.TaskGroups as Obj[]).find((g) => g.Name === spec.group);
+    if (!group) throw new Error(`double: job ${spec.jobId} has no group ${spec.group}`);
+    const hostIp = spec.hostIp ?? '10.0.0.5';
+    const network = ((group.Networks as Obj[] | null) ?? [])[0];
+    const mode = (network?.Mode as string) || 'host';
+    const ports: Obj[] = [];
+    const allocatedNetwork = network ? structuredClone(network) : undefined;
+    for (const kind of ['DynamicPorts', 'ReservedPorts'] as const) {
+      const list = (allocatedNetwork?.[kind] as Obj[] | null | undefined) ?? [];
+      for (const port of list) {
+        if (kind === 'DynamicPorts') port.Value = this.nextPort++;
+        ports.push({ Label: port.Label, Value: port.Value, To: port.To ?? 0, HostIP: hostIp });
+      }
+    }
+    if (allocatedNetwork) allocatedNetwork.IP = hostIp;
+    const id = randomUUID();
+    const index = ++this.index;
+    const tasks = (group.Tasks as Obj[]).map((t) => String(t.Name));
+    const alloc: Obj = {
+      ID: id,
+      Namespace: namespace,
+      EvalID: randomUUID(),
+      Name: `${spec.jobId}.${spec.group}[0]`,
+      NodeID: spec.nodeId ?? 'node-1',
+      NodeName: spec.nodeId ?? 'node-1',
+      JobID: spec.jobId,
+      Job: structuredClone(job),
+      TaskGroup: spec.group,
+      DesiredStatus: 'run',
+      DesiredDescription: '',
+      ClientStatus: spec.clientStatus ?? 'running',
+      ClientDescription: '',
+      TaskStates: Object.fromEntries(tasks.map((t) => [t, { State: 'running', Failed: false, Restarts: 0, Events: null }])),
+      AllocatedResources: {
+        Tasks: Object.fromEntries(tasks.map((t) => [t, { Cpu: { CpuShares: 100 }, Memory: { MemoryMB: 64, MemoryMaxMB: 0 }, Networks: null, Devices: null }])),
+        Shared: { DiskMB: 300, Networks: allocatedNetwork ? [allocatedNetwork] : null, Ports: ports.length ? ports : null },
+      },
+      NetworkStatus: mode === 'bridge' ? { InterfaceName: 'eth0', Address: spec.bridgeAddress ?? `172.26.64.${this.nextBridgeIp++}`, AddressIPv6: '', DNS: null } : null,
+      DeploymentID: '',
+      CreateIndex: index,
+      ModifyIndex: index,
+      AllocModifyIndex: index,
+      CreateTime: Date.now() * 1_000_000,
+      ModifyTime: Date.now() * 1_000_000,
+    };
+    this.allocs.set(id, alloc);
+    this.allocsTableIndex = index;
+    this.publish(index, 'PlanResult', alloc);
+    return structuredClone(alloc);
+  }
+
+  /** Changes fields of an allocation (AllocationUpdated event, or the given type). */
+  updateAllocation(allocId: string, patch: Obj, type = 'AllocationUpdated'): Obj {
+    const alloc = this.allocs.get(allocId);
+    if (!alloc) throw new Error(`double: no allocation ${allocId}`);
+    const index = ++this.index;
+    Object.assign(alloc, patch, { ModifyIndex: index, ModifyTime: Date.now() * 1_000_000 });
+    this.allocsTableIndex = index;
+    this.publish(index, type, alloc);
+    return structuredClone(alloc);
+  }
+
+  /** The server asks the allocation to stop, then its client reports it complete: two events, as in Nomad. */
+  stopAllocation(allocId: string): void {
+    this.updateAllocation(allocId, { DesiredStatus: 'stop', DesiredDescription: 'alloc is being stopped' }, 'AllocationUpdateDesiredStatus');
+    this.updateAllocation(allocId, { ClientStatus: 'complete' });
+  }
+
+  private publish(index: number, type: string, alloc: Obj): void {
+    const payload = structuredClone(alloc);
+    payload.Job = null; // Nomad strips the job from allocation events.
+    const frame: Frame = {
+      Index: index,
+      Events: [{ Topic: 'Allocation', Type: type, Key: alloc.ID, Namespace: alloc.Namespace, FilterKeys: [alloc.JobID, alloc.DeploymentID], Index: index, Payload: { Allocation: payload } }],
+    };
+    this.buffer.push(frame);
+    if (this.buffer.length > this.options.eventBufferSize) this.buffer.shift();
+    for (const stream of this.streams) this.sendFrame(stream, frame);
+    this.changes.emit('change');
+  }
+
+  private sendFrame(stream: Stream, frame: Frame): void {
+    const events = frame.Events.filter((e) => (stream.topics.has('*') || stream.topics.has(String(e.Topic))) && (stream.namespace === '*' || e.Namespace === stream.namespace));
+    if (events.length === 0) return;
+    stream.res.write(this.frameText({ Index: frame.Index, Events: events }));
+  }
+
+  private frameText(value: unknown): string {
+    return JSON.stringify(value) + (this.options.framing === 'ndjson' ? '\n' : '');
+  }
+
+  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://double');
+    let body = '';
+    for await (const chunk of req) body += String(chunk);
+    this.requests.push({ method: req.method ?? 'GET', path: url.pathname, query: url.searchParams, headers: req.headers, body });
+
+    const injected = this.injections.findIndex((i) => i.method === req.method && i.path === url.pathname);
+    if (injected >= 0) {
+      const [answer] = this.injections.splice(injected, 1);
+      res.writeHead(answer!.status, { 'Content-Type': 'application/json', ...answer!.headers });
+      res.end(answer!.body);
+      return;
+    }
+    if (this.options.token !== undefined && req.headers['x-nomad-token'] !== this.options.token) return this.text(res, 403, 'Permission denied');
+
+    const parts = url.pathname.split('/').filter(Boolean).map(decodeURIComponent);
+    const route = `${req.method} /${parts.slice(0, 2).join('/')}`;
+    try {
+      if (req.method === 'GET' && parts[0] === 'v1' && parts[1] === 'node' && parts[3] === 'allocations' && parts.length === 4) {
+        return await this.blocking(req, res, url, () => this.nodeAllocations(parts[2]!));
+      }
+      if (req.method === 'GET' && parts[1] === 'allocation' && parts.length === 3) {
+        return await this.blocking(req, res, url, () => {
+          const alloc = this.allocs.get(parts[2]!);
+          return alloc ? { index: alloc.ModifyIndex as number, body: alloc } : { status: 404, text: 'alloc not found' };
+        });
+      }
+      if (req.method === 'GET' && parts[1] === 'job' && parts.length === 3) {
+        return await this.blocking(req, res, url, () => {
+          const job = this.jobs.get(`${url.searchParams.get('namespace') || 'default'}/${parts[2]}`);
+          return job ? { index: job.ModifyIndex as number, body: job } : { status: 404, text: 'job not found' };
+        });
+      }
+      if (req.method === 'GET' && url.pathname === '/v1/event/stream') return this.eventStream(req, res, url);
+      if (req.method === 'POST' && url.pathname === '/v1/jobs/parse') return await this.parse(res, body);
+      if ((req.method === 'POST' || req.method === 'PUT') && url.pathname === '/v1/jobs') return this.register(res, body, url);
+      if ((req.method === 'POST' || req.method === 'PUT') && parts[1] === 'job' && parts[3] === 'scale' && parts.length === 4) return this.scale(res, parts[2]!, body, url);
+      return this.text(res, 404, `Invalid URL (${route})`);
+    } catch (error) {
+      return this.text(res, 500, String(error));
+    }
+  }
+
+  private text(res: http.ServerResponse, status: number, text: string): void {
+    res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8' });
+    res.end(text);
+  }
+
+  private json(res: http.ServerResponse, value: unknown, index?: number): void {
+    const headers: Record<string, string> = { 'Content-Type': 'application/json' };
+    if (index !== undefined) Object.assign(headers, { 'X-Nomad-Index': String(index), 'X-Nomad-KnownLeader': 'true', 'X-Nomad-LastContact': '0' });
+    res.writeHead(200, headers);
+    res.end(JSON.stringify(value));
+  }
+
+  private nodeAllocations(nodeId: string): { index: number; body: unknown } {
+    const list = [...this.allocs.values()].filter((a) => a.NodeID === nodeId);
+    const index = list.length ? Math.max(...list.map((a) => a.ModifyIndex as number)) : this.allocsTableIndex;
+    return { index, body: list };
+  }
+
+  /** Answers now, or once the resource's index passes `index`, or when `wait` runs out. */
+  private async blocking(req: http.IncomingMessage, res: http.ServerResponse, url: URL, read: () => { index: number; body: unknown } | { status: number; text: string }): Promise<void> {
+    const minIndex = Number(url.searchParams.get('index') ?? 0);
+    const waitMs = Math.min(parseWait(url.searchParams.get('wait')) ?? 300_000, MAX_WAIT_MS);
+    const deadline = Date.now() + waitMs;
+    let closed = false;
+    res.on('close', () => (closed = true));
+    while (true) {
+      const result = read();
+      if ('status' in result) return this.text(res, result.status, result.text);
+      if (!(minIndex > 0) || result.index > minIndex || Date.now() >= deadline) return this.json(res, result.body, Math.max(result.index, 1));
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          this.changes.off('change', done);
+          req.socket.off('close', done);
+          resolve();
+        };
+        const timer = setTimeout(done, Math.max(deadline - Date.now(), 0));
+        this.changes.on('change', done);
+        req.socket.once('close', done);
+      });
+      if (closed) return;
+    }
+  }
+
+  private eventStream(req: http.IncomingMessage, res: http.ServerResponse, url: URL): void {
+    const rawIndex = url.searchParams.get('index') ?? '0';
+    if (!/^\d+$/.test(rawIndex)) return this.text(res, 400, `Unable to parse index: strconv.Atoi: parsing "${rawIndex}": invalid syntax`);
+    const index = Number(rawIndex);
+    const topicParams = url.searchParams.getAll('topic');
+    // "Allocation" and "Allocation:*" both mean every allocation event.
+    const topics = new Set(topicParams.length ? topicParams.map((t) => t.split(':')[0]!) : ['*']);
+    res.writeHead(200, { 'Content-Type': 'application/json', 'Cache-Control': 'no-cache' });
+    res.write(this.frameText({}));
+    const stream: Stream = {
+      res,
+      topics,
+      namespace: url.searchParams.get('namespace') || 'default',
+      heartbeat: setInterval(() => res.write(this.frameText({})), this.options.heartbeatMs),
+    };
+    stream.heartbeat.unref();
+    this.streams.add(stream);
+    req.socket.on('close', () => {
+      clearInterval(stream.heartbeat);
+      this.streams.delete(stream);
+    });
+    // StartAtClosest: the first frame at or after `index`, else the newest; 0 replays the buffer.
+    let start = index === 0 ? 0 : this.buffer.findIndex((f) => f.Index >= index);
+    if (start < 0) start = this.buffer.length - 1;
+    for (const frame of this.buffer.slice(Math.max(start, 0))) this.sendFrame(stream, frame);
+  }
+
+  private async parse(res: http.ServerResponse, body: string): Promise<void> {
+    let request: Obj;
+    try {
+      request = JSON.parse(body) as Obj;
+    } catch {
+      return this.text(res, 400, 'Invalid request body');
+    }
+    if (typeof request.JobHCL !== 'string') return this.text(res, 400, 'Job HCL is empty');
+    const { parseHclOffline } = await import('../../../plugin/parse-hcl-offline.js');
+    let job: Obj;
+    try {
+      job = await parseHclOffline('input.hcl', request.JobHCL);
+    } catch (error) {
+      return this.text(res, 400, (error as Error).message);
+    }
+    if (request.Canonicalize === true) {
+      job = { Namespace: 'default', Region: 'global', Type: 'service', Priority: 50, ...job };
+      job.TaskGroups = ((job.TaskGroups as Obj[]) ?? []).map((g) => ({ Count: 1, ...g }));
+    }
+    return this.json(res, job);
+  }
+
+  private register(res: http.ServerResponse, body: string, url: URL): void {
+    let request: Obj;
+    try {
+      request = JSON.parse(body) as Obj;
+    } catch (error) {
+      return this.text(res, 400, `Invalid request body: ${(error as Error).message}`);
+    }
+    const job = request.Job as Obj | undefined;
+    const errors = validateJob(job);
+    if (errors.length) return this.text(res, 500, `${errors.length} error${errors.length > 1 ? 's' : ''} occurred:\n${errors.map((e) => `\t* ${e}\n`).join('')}\n`);
+    if (!job!.Namespace && url.searchParams.get('namespace')) job!.Namespace = url.searchParams.get('namespace');
+    const stored = this.registerJob(job!);
+    return this.json(res, { EvalID: randomUUID(), EvalCreateIndex: stored.ModifyIndex, JobModifyIndex: stored.JobModifyIndex, Warnings: '', Index: stored.ModifyIndex, LastContact: 0, KnownLeader: false });
+  }
+
+  private scale(res: http.ServerResponse, jobId: string, body: string, url: URL): void {
+    const job = this.jobs.get(`${url.searchParams.get('namespace') || 'default'}/${jobId}`);
+    if (!job) return this.text(res, 404, `job "${jobId}" not found`);
+    let request: Obj;
+    try {
+      request = JSON.parse(body) as Obj;
+    } catch {
+      return this.text(res, 400, 'Invalid request body');
+    }
+    const groupName = (request.Target as Obj | undefined)?.Group;
+    if (typeof groupName !== 'string' || !groupName) return this.text(res, 400, 'missing task group name');
+    const group = (job.TaskGroups as Obj[]).find((g) => g.Name === groupName);
+    if (!group) return this.text(res, 400, `task group "${groupName}" specified for scaling does not exist in job`);
+    const count = request.Count;
+    if (count !== undefined && count !== null) {
+      if (typeof count !== 'number' || !Number.isInteger(count) || count < 0) return this.text(res, 400, 'scaling action count can\'t be negative');
+      const scaling = group.Scaling as Obj | null | undefined;
+      if (typeof scaling?.Min === 'number' && count < scaling.Min) return this.text(res, 400, `group count was less than scaling policy minimum: ${count} < ${scaling.Min}`);
+      if (typeof scaling?.Max === 'number' && count > scaling.Max) return this.text(res, 400, `group count was greater than scaling policy maximum: ${count} > ${scaling.Max}`);
+    }
+    this.scaleRequests.push({ jobId, body: request });
+    const index = ++this.index;
+    if (typeof count === 'number') {
+      group.Count = count;
+      job.ModifyIndex = index;
+      job.JobModifyIndex = index;
+      job.Version = (job.Version as number) + 1;
+      // Without a scheduler, scaling down stops the newest surplus allocations.
+      const live = [...this.allocs.values()].filter((a) => a.JobID === jobId && a.TaskGroup === groupName && a.DesiredStatus === 'run');
+      for (const alloc of live.slice(count).reverse()) this.stopAllocation(alloc.ID as string);
+    }
+    this.changes.emit('change');
+    return this.json(res, { EvalID: randomUUID(), EvalCreateIndex: index, JobModifyIndex: job.JobModifyIndex, Warnings: '', Index: index, LastContact: 0, KnownLeader: false });
+  }
+}
+
+/** The handful of structural rules Nomad's Job.Validate enforces that tests rely on. */
+function validateJob(job: Obj | undefined): string[] {
+  if (!job || typeof job !== 'object') return ['Missing job'];
+  const errors: string[] = [];
+  if (typeof job.ID !== 'string' || !job.ID) errors.push('Missing job ID');
+  const groups = job.TaskGroups;
+  if (!Array.isArray(groups) || groups.length === 0) errors.push('Missing job task groups');
+  else {
+    for (const [i, group] of (groups as Obj[]).entries()) {
+      if (!group.Name) errors.push(`Task group ${i + 1} missing name`);
+      const tasks = group.Tasks;
+      if (!Array.isArray(tasks) || tasks.length === 0) errors.push(`Task group ${String(group.Name)} validation failed: Missing tasks for task group`);
+      else for (const task of tasks as Obj[]) if (!task.Driver) errors.push(`Task ${String(task.Name)} validation failed: Missing task driver`);
+    }
+  }
+  return errors;
+}
+
+/** Go duration as Nomad's `wait` takes it ("500ms", "5s", "1m"). */
+function parseWait(text: string | null): number | undefined {
+  if (!text) return undefined;
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m)$/.exec(text);
+  if (!match) return undefined;
+  return Number(match[1]) * ({ ms: 1, s: 1000, m: 60_000 } as const)[match[2] as 'ms' | 's' | 'm'];
+}
