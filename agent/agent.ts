@@ -114,21 +114,30 @@ export class Agent {
     }
   }
 
-  /** Clean exit: wake everything this agent put to sleep, then remove its programs, maps and listeners. */
+  /** Clean exit: wake everything this agent put to sleep, then remove its programs, maps, rules and listeners. */
   async stop(): Promise<void> {
-    await this.detector.stop({ wakeAll: true });
-    if (this.server) {
+    // Every step runs even if an earlier one failed: nothing may be left behind.
+    const step = async (what: string, work: () => Promise<unknown>) => {
+      try {
+        await work();
+      } catch (error) {
+        this.log.warn({ err: messageOf(error) }, `${what} failed during shutdown`);
+      }
+    };
+    await step('waking instances', () => this.detector.stop({ wakeAll: true }));
+    await step('closing the status API', async () => {
+      if (!this.server) return;
       const closed = new Promise<void>((resolve) => this.server!.close(() => resolve()));
       this.server.closeAllConnections();
       await closed;
-    }
+    });
     for (const instance of this.detector.instances()) {
-      await this.detector.remove(instance.id, { wake: false }).catch((error) => this.log.warn({ instance: instance.id, err: messageOf(error) }, 'cleanup failed'));
+      await step(`releasing ${instance.id}`, () => this.detector.remove(instance.id, { wake: false }));
     }
-    await this.source.close({ removePins: true });
-    await this.stub.stop();
-    await this.redirect?.uninstall().catch((error) => this.log.warn({ err: messageOf(error) }, 'removing redirect rules failed'));
-    await this.marking?.remove().catch((error) => this.log.warn({ err: messageOf(error) }, 'removing netfilter rules failed'));
+    await step('removing eBPF programs and maps', () => this.source.close({ removePins: true }));
+    await step('closing the health stub', () => this.stub.stop());
+    await step('removing redirect rules', async () => this.redirect?.uninstall());
+    await step('removing marking rules', async () => this.marking?.remove());
     this.log.info('doze agent stopped');
   }
 

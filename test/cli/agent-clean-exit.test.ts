@@ -7,6 +7,7 @@ import { CHECKER_UID } from '../helpers/checker.js';
 import { spawnCli } from '../helpers/cli.js';
 import { createInstance } from '../helpers/instance.js';
 import { uniqueSuffix } from '../helpers/names.js';
+import { sweepChainsAtTeardown } from '../helpers/netfilter.js';
 import { requireRoot } from '../helpers/root.js';
 import { sh } from '../helpers/sh.js';
 
@@ -16,6 +17,8 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     const inst = await createInstance(t);
     const bpffs = await createBpffs(t);
     const prefix = `DZ${uniqueSuffix().toUpperCase()}`;
+  sweepChainsAtTeardown(t, prefix);
+    sweepChainsAtTeardown(t, prefix);
     const dir = await mkdtemp(join(tmpdir(), 'dz-agent-'));
     const config = join(dir, 'doze.json');
     await writeFile(config, JSON.stringify({

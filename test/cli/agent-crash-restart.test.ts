@@ -9,6 +9,7 @@ import { spawnCli } from '../helpers/cli.js';
 import { get } from '../helpers/http.js';
 import { createInstance } from '../helpers/instance.js';
 import { uniqueSuffix } from '../helpers/names.js';
+import { sweepChainsAtTeardown } from '../helpers/netfilter.js';
 import { requireRoot } from '../helpers/root.js';
 import { sh } from '../helpers/sh.js';
 
@@ -32,6 +33,7 @@ test.serial('after SIGKILL and a restart: no duplicate or stale rule or filter, 
   const inst = await createInstance(t);
   const bpffs = await createBpffs(t);
   const prefix = `DZ${uniqueSuffix().toUpperCase()}`;
+  sweepChainsAtTeardown(t, prefix);
   const config = join(await mkdtemp(join(tmpdir(), 'dz-agent-')), 'doze.json');
   await writeFile(config, JSON.stringify({
     listen: '127.0.0.1:0', bpffs, netfilter: { chainPrefix: prefix }, healthChecks: { fromUid: CHECKER_UID },
@@ -50,12 +52,18 @@ test.serial('after SIGKILL and a restart: no duplicate or stale rule or filter, 
   t.teardown(() => second.kill('SIGKILL'));
   await logShows(second, /doze agent running/);
   t.is(await inst.cgroup.freezerState(), 'FROZEN', 'the restarted agent adopts the sleeper');
+  const nat = (await sh('iptables', ['-t', 'nat', '-S'])).split('\n');
+  t.is(nat.filter((l) => l.startsWith('-A OUTPUT') && l.includes(`${prefix}-STUB`)).length, 1, 'one jump to the redirect chain');
+  t.is(nat.filter((l) => l.startsWith(`-A ${prefix}-STUB`)).length, 1, 'one redirect, for the adopted sleeper');
 
+  const running = logShows(second, /"to":"running"/);
   const answer = await get(`${inst.app.url}/`, 3000);
+  await running;
   t.is(answer.status, 200);
   t.regex(answer.body, /hello from web/);
   t.is(await inst.cgroup.freezerState(), 'THAWED');
 
+  t.is((await sh('iptables', ['-t', 'nat', '-S', `${prefix}-STUB`])).split('\n').filter((l) => l.startsWith('-A')).length, 0, 'redirect removed on wake');
   const mangle = await sh('iptables', ['-t', 'mangle', '-S']);
   t.is(mangle.split('\n').filter((l) => l.startsWith('-A OUTPUT') && l.includes(`${prefix}-MARK-OUT`)).length, 1, 'one jump, not two');
   t.is(mangle.split('\n').filter((l) => l.startsWith('-A PREROUTING') && l.includes(`${prefix}-MARK-IN`)).length, 1);
@@ -64,7 +72,7 @@ test.serial('after SIGKILL and a restart: no duplicate or stale rule or filter, 
     const filters = await sh('tc', ['filter', 'show', 'dev', inst.ns.hostIf, hook]);
     t.is((filters.match(/doze_(egress|ingress)/g) ?? []).length, 1, `one doze filter on ${hook}`);
   }
-  const readers = await sh('sh', ['-c', `ps -eo args | grep -c "[e]vent_pipe pinned ${bpffs}" || true`]);
+  const readers = await sh('sh', ['-c', `ps -eo args | grep -c "[d]oze-maps events ${bpffs}" || true`]);
   t.is(readers.trim(), '1', 'the dead agent\'s wake-event reader was reaped');
 
   const exited = new Promise((resolve) => second.on('exit', resolve));

@@ -5,15 +5,18 @@ import type { InstanceState } from '../../agent/detector/states.js';
 import { createLogger } from '../../agent/log.js';
 import { createBpffs } from './bpffs.js';
 import { uniqueSuffix } from './names.js';
+import { sweepChainsAtTeardown } from './netfilter.js';
 
 /** Starts an in-process agent on a private bpffs and private iptables chains; stops it at teardown. */
 export async function startAgent(t: Teardown, config: Record<string, unknown>, options: AgentOptions = {}): Promise<Agent> {
   const bpffs = await createBpffs(t);
+  const chainPrefix = `DZ${uniqueSuffix().toUpperCase()}`;
+  sweepChainsAtTeardown(t, chainPrefix);
   const parsed = parseConfig({
     listen: '127.0.0.1:0',
     logLevel: process.env.DOZE_TEST_LOG ? 'debug' : 'silent',
     bpffs,
-    netfilter: { chainPrefix: `DZ${uniqueSuffix().toUpperCase()}` },
+    netfilter: { chainPrefix },
     ...config,
   });
   const agent = await Agent.start(parsed, createLogger(parsed.logLevel), options);

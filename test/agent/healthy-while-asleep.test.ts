@@ -1,0 +1,127 @@
+import test from 'ava';
+import { CheckRunner } from '../doubles/consul/check-runner.js';
+import { nextState, startAgent } from '../helpers/agent.js';
+import { APP_PORT } from '../helpers/app.js';
+import { CHECKER_UID } from '../helpers/checker.js';
+import { get } from '../helpers/http.js';
+import { createInstance } from '../helpers/instance.js';
+import { requireRoot } from '../helpers/root.js';
+import { sh } from '../helpers/sh.js';
+import { RuntimeError } from '../../agent/errors.js';
+import type { Runtime } from '../../agent/runtimes/runtime.js';
+
+/** Consul's check runner (the double), probing as the checker uid so doze's marking applies. */
+async function consulChecks(t: { teardown(fn: () => unknown): void }, url: string, intervalMs = 100): Promise<CheckRunner> {
+  const runner = await CheckRunner.create({ uid: CHECKER_UID, stagger: false });
+  t.teardown(() => runner.stop());
+  runner.add({ id: 'web-http', kind: 'http', target: url, intervalMs, timeoutMs: 1000 });
+  runner.add({ id: 'web-tcp', kind: 'tcp', target: url.replace(/^http:\/\//, '').replace(/\/.*$/, ''), intervalMs, timeoutMs: 1000 });
+  return runner;
+}
+
+test.serial('50 sleep/wake cycles with checks every 100 ms: never a non-passing check, and no check wakes the instance', async (t) => {
+  if (!requireRoot(t)) return;
+  const inst = await createInstance(t);
+  const agent = await startAgent(t, { healthChecks: { fromUid: CHECKER_UID }, instances: [inst.config({ idleTimeout: '200ms' })] });
+  const runner = await consulChecks(t, `${inst.app.url}/health`);
+  await new Promise<void>((resolve) => {
+    const off = runner.subscribe((u) => {
+      if (runner.status('web-http') === 'passing' && runner.status('web-tcp') === 'passing') {
+        off();
+        resolve();
+      }
+      void u;
+    });
+  });
+  const startedAt = Date.now();
+  const cycles = 50;
+  for (let i = 0; i < cycles; i++) {
+    await nextState(agent, 'web', 'sleeping', 5000);
+    // Let a few checks hit the sleeper (two intervals), then wake it with a real request.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    t.is(agent.detector.get('web')!.state, 'sleeping', `cycle ${i}: a check woke the instance`);
+    const running = nextState(agent, 'web', 'running', 3000);
+    const r = await get(`${inst.app.url}/`, 3000);
+    await running;
+    t.is(r.status, 200);
+  }
+  const results = runner.history.filter((r) => r.at >= startedAt);
+  const bad = results.filter((r) => r.status !== 'passing');
+  t.true(results.length >= cycles * 4, `${results.length} checks ran`);
+  t.deepEqual(bad.map((r) => `${r.checkId} ${r.status} ${r.output}`), [], 'every check passed');
+  const instance = agent.detector.get('web')!;
+  t.is(instance.wakes, cycles, 'only the real requests woke it');
+  t.true(instance.checksAnswered >= cycles * 2, `stub answered ${instance.checksAnswered} checks`);
+  const metrics = await (await fetch(`http://${agent.address}/metrics`)).text();
+  t.regex(metrics, /doze_health_checks_answered_total\{instance="web",runtime="freezer"\} \d+/);
+});
+
+test.serial('a real request during sleep gets the app\'s own answer, not the stub\'s', async (t) => {
+  if (!requireRoot(t)) return;
+  const inst = await createInstance(t);
+  const agent = await startAgent(t, { healthChecks: { fromUid: CHECKER_UID }, instances: [inst.config({ idleTimeout: '200ms' })] });
+  const runner = await consulChecks(t, `${inst.app.url}/`);
+  await nextState(agent, 'web', 'sleeping', 5000);
+  const stubbed = await runner.probe({ kind: 'http', url: `${inst.app.url}/`, timeoutMs: 1000, outputMaxSize: 4096 });
+  t.regex(stubbed.output, /doze: web is asleep/, 'a check during sleep is answered by the stub');
+  const r = await get(`${inst.app.url}/`, 3000);
+  t.is(r.status, 200);
+  t.regex(r.body, /^hello from web #\d+/);
+  t.notRegex(r.body, /doze/);
+});
+
+test.serial('a resume that fails turns the checks critical within two intervals and is reported', async (t) => {
+  if (!requireRoot(t)) return;
+  const inst = await createInstance(t);
+  let failResume = false;
+  const flaky = (runtime: Runtime): Runtime => ({
+    kind: runtime.kind,
+    capabilities: runtime.capabilities,
+    probe: () => runtime.probe(),
+    pause: (d) => runtime.pause(d),
+    resume: (d) => (failResume ? Promise.reject(new RuntimeError('E_TEST', 'resume refused on purpose')) : runtime.resume(d)),
+    inspect: () => runtime.inspect(),
+  });
+  const agent = await startAgent(t, { healthChecks: { fromUid: CHECKER_UID }, instances: [inst.config({ idleTimeout: '200ms' })] }, { wrapRuntime: flaky });
+  const interval = 100;
+  const runner = await consulChecks(t, `${inst.app.url}/`, interval);
+  await nextState(agent, 'web', 'sleeping', 5000);
+  failResume = true;
+  const failed = nextState(agent, 'web', 'failed', 3000);
+  void get(`${inst.app.url}/`, 500).catch(() => undefined); // the app stays frozen: this request cannot be answered
+  await failed;
+  const failedAt = Date.now();
+  const critical = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('checks never went critical')), 3000);
+    const off = runner.subscribe(() => {
+      if (runner.status('web-http') === 'critical' && runner.status('web-tcp') === 'critical') {
+        clearTimeout(timer);
+        off();
+        resolve(Date.now() - failedAt);
+      }
+    });
+  });
+  t.true(critical <= 2 * interval + 50, `critical ${critical} ms after the failure`);
+  const view = await (await fetch(`http://${agent.address}/api/instances`)).json() as Array<{ id: string; state: string; failure: string }>;
+  t.is(view[0]!.state, 'failed');
+  t.regex(view[0]!.failure, /wake failed: resume refused on purpose/);
+  const metrics = await (await fetch(`http://${agent.address}/metrics`)).text();
+  t.regex(metrics, /doze_wake_failures_total\{instance="web",runtime="freezer"\} 1/);
+});
+
+test.serial('unmarked traffic is never redirected; the redirect exists only while asleep', async (t) => {
+  if (!requireRoot(t)) return;
+  const inst = await createInstance(t);
+  const agent = await startAgent(t, { healthChecks: { fromUid: CHECKER_UID }, instances: [inst.config({ idleTimeout: '200ms' })] });
+  const chain = `${agent.config.netfilter.chainPrefix}-STUB`;
+  const rules = async () => (await sh('iptables', ['-t', 'nat', '-S', chain])).split('\n').filter((l) => l.startsWith('-A'));
+  t.deepEqual(await rules(), []);
+  await nextState(agent, 'web', 'sleeping', 5000);
+  const asleep = await rules();
+  t.is(asleep.length, 1);
+  t.regex(asleep[0]!, new RegExp(`-d ${inst.ns.instanceIp}/32 -p tcp -m tcp --dport ${APP_PORT} -m mark --mark 0x1/0x1`));
+  const running = nextState(agent, 'web', 'running', 3000);
+  t.regex((await get(`${inst.app.url}/`, 3000)).body, /hello from web/);
+  await running;
+  t.deepEqual(await rules(), [], 'removed before the instance is declared running');
+});
