@@ -23,17 +23,21 @@ check-tools:
 agent/bpf/%.bpf.o: agent/bpf/%.bpf.c
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
+# The agent's map reader/writer and wake-event reader (agent/sources/map-client.ts).
+agent/bpf/doze-maps: agent/bpf/doze-maps.c
+	$(CC) -O2 -Wall -Werror $< -lbpf -o $@
+
 # Counting-only variant, for bench/ to price the connection tracking.
 bench/doze-count-only.bpf.o: agent/bpf/doze.bpf.c
 	$(CLANG) $(BPF_CFLAGS) -DDOZE_COUNT_ONLY -c $< -o $@
 
-dist/.built: $(TS_SRC) tsconfig.json tsconfig.build.json package.json $(BPF_OBJ)
+dist/.built: $(TS_SRC) tsconfig.json tsconfig.build.json package.json $(BPF_OBJ) agent/bpf/doze-maps
 	npx tsc -p tsconfig.build.json
-	mkdir -p dist/agent/bpf && cp $(BPF_OBJ) dist/agent/bpf/ && cp demo/app.mjs dist/demo/
+	mkdir -p dist/agent/bpf && cp $(BPF_OBJ) agent/bpf/doze-maps dist/agent/bpf/ && cp demo/app.mjs dist/demo/
 	chmod +x dist/cli.js
 	touch $@
 
-build: check-tools $(BPF_OBJ) dist/.built
+build: check-tools $(BPF_OBJ) agent/bpf/doze-maps dist/.built
 
 test: build
 	npx tsc --noEmit -p tsconfig.json
@@ -49,4 +53,4 @@ bench: build bench/doze-count-only.bpf.o
 	npx tsx bench/run.ts
 
 clean:
-	rm -rf dist $(BPF_OBJ) bench/*.o artifacts
+	rm -rf dist $(BPF_OBJ) agent/bpf/doze-maps bench/*.o artifacts

@@ -1,0 +1,210 @@
+import { parseArgs } from 'node:util';
+import { EXIT } from '../agent/cli/exit-codes.js';
+import { formatDuration } from '../agent/config/duration.js';
+import { NomadClient, NomadError } from '../agent/discovery/nomad-client.js';
+import { DozeError, messageOf } from '../agent/errors.js';
+import { checkJob, type JobCheck } from './check-job.js';
+import { loadJobspec } from './load-jobspec.js';
+import { prepareJob } from './prepare-job.js';
+
+const CONNECTION_OPTIONS = `Nomad options (each falls back to Nomad's own environment variable):
+      --nomad-addr URL      Nomad HTTP API (NOMAD_ADDR); without it HCL is parsed offline
+      --token TOKEN         ACL token, sent as X-Nomad-Token (NOMAD_TOKEN)
+      --namespace NS        (NOMAD_NAMESPACE)
+      --region REGION       (NOMAD_REGION)
+      --ca-cert FILE        CA certificate for https (NOMAD_CACERT)
+      --client-cert FILE    client certificate (NOMAD_CLIENT_CERT)
+      --client-key FILE     client key (NOMAD_CLIENT_KEY)
+      --offline             never call Nomad to parse, even with NOMAD_ADDR set
+  -h, --help                show this help`;
+
+const EXITS = 'Exit codes: 0 ok, 1 invalid job (or Nomad rejected it), 2 usage or connection error.';
+
+export const JOB_HELP = `Usage: doze job validate|render|run FILE [options]
+
+Prepares Nomad jobs annotated with doze.* meta. FILE is HCL (parsed by Nomad's
+/v1/jobs/parse when a Nomad address is given, else offline) or JSON (API JSON
+with or without the outer "Job", or HCL's JSON syntax).
+
+Commands:
+  validate   check the job and its doze.* meta; print what doze will manage
+  render     print the prepared job as API JSON ({"Job": …})
+  run        register the prepared job with Nomad (POST /v1/jobs)
+
+Preparing adds the constraint \${meta.doze.agent} = "true" to every group doze
+manages, so its allocations land on nodes that run the agent.
+
+${CONNECTION_OPTIONS}
+
+${EXITS}`;
+
+const SUBCOMMAND_HELP: Record<string, string> = {
+  validate: `Usage: doze job validate FILE [options]
+
+Checks the job's structure and doze.* meta (names the place and value of each
+problem) and that each managed group has a service with a check and a port.
+Prints what doze will manage.
+
+${CONNECTION_OPTIONS}
+
+${EXITS}`,
+  render: `Usage: doze job render FILE [options]
+
+Validates the job, then prints it as Nomad API JSON ({"Job": …}) with doze's
+additions, ready for \`nomad job run -json\` or POST /v1/jobs.
+
+${CONNECTION_OPTIONS}
+
+${EXITS}`,
+  run: `Usage: doze job run FILE --nomad-addr URL [options]
+
+Validates and prepares the job, then registers it with Nomad (POST /v1/jobs)
+and prints the evaluation id. Needs a Nomad address.
+
+${CONNECTION_OPTIONS}
+
+${EXITS}`,
+};
+
+export interface JobCommandIo {
+  stdout: (text: string) => void;
+  stderr: (text: string) => void;
+  env: NodeJS.ProcessEnv;
+}
+
+const defaultIo: JobCommandIo = {
+  stdout: (text) => process.stdout.write(text),
+  stderr: (text) => process.stderr.write(text),
+  env: process.env,
+};
+
+/** `doze job …`: argv excludes "job". Returns the exit code. */
+export async function jobCommand(argv: string[], io: JobCommandIo = defaultIo): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        'nomad-addr': { type: 'string' },
+        token: { type: 'string' },
+        namespace: { type: 'string' },
+        region: { type: 'string' },
+        'ca-cert': { type: 'string' },
+        'client-cert': { type: 'string' },
+        'client-key': { type: 'string' },
+        offline: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (error) {
+    io.stderr(`doze job: ${messageOf(error)}\n\n${JOB_HELP}\n`);
+    return EXIT.usage;
+  }
+  const { values, positionals } = parsed;
+  const [sub, file, ...extra] = positionals;
+  if (values.help || sub === 'help') {
+    io.stdout(`${(sub && SUBCOMMAND_HELP[sub]) || JOB_HELP}\n`);
+    return EXIT.ok;
+  }
+  const usage = (message: string) => {
+    io.stderr(`doze job${sub ? ` ${sub}` : ''}: ${message}\n\n${(sub && SUBCOMMAND_HELP[sub]) || JOB_HELP}\n`);
+    return EXIT.usage;
+  };
+  if (!sub) return usage('missing command (validate, render or run)');
+  if (!SUBCOMMAND_HELP[sub]) return usage(`unknown command ${JSON.stringify(sub)}`);
+  if (!file) return usage('missing FILE');
+  if (extra.length > 0) return usage(`unexpected argument ${JSON.stringify(extra[0])}`);
+
+  const env = io.env;
+  const address = values.offline ? undefined : values['nomad-addr'] ?? (env.NOMAD_ADDR || undefined);
+  if (sub === 'run' && values.offline) return usage('--offline cannot register a job: run needs Nomad');
+  if (sub === 'run' && !address) return usage('run needs a Nomad address (--nomad-addr or NOMAD_ADDR)');
+  const prefix = `doze job ${sub}`;
+
+  let nomad: NomadClient | undefined;
+  try {
+    nomad = address
+      ? new NomadClient({
+          address,
+          token: values.token ?? (env.NOMAD_TOKEN || undefined),
+          namespace: values.namespace ?? (env.NOMAD_NAMESPACE || undefined),
+          region: values.region ?? (env.NOMAD_REGION || undefined),
+          tls: {
+            caFile: values['ca-cert'] ?? (env.NOMAD_CACERT || undefined),
+            certFile: values['client-cert'] ?? (env.NOMAD_CLIENT_CERT || undefined),
+            keyFile: values['client-key'] ?? (env.NOMAD_CLIENT_KEY || undefined),
+            serverName: env.NOMAD_TLS_SERVER_NAME || undefined,
+          },
+        })
+      : undefined;
+  } catch (error) {
+    return usage(messageOf(error));
+  }
+
+  let loaded;
+  try {
+    loaded = await loadJobspec(file, nomad);
+  } catch (error) {
+    if (error instanceof DozeError && error.code === 'E_JOB_PARSE') {
+      io.stderr(`${prefix}: ${file} is not a valid jobspec:\n  ${error.message.replace(/\n/g, '\n  ')}\n`);
+      return EXIT.failure;
+    }
+    io.stderr(`${prefix}: ${messageOf(error)}\n`);
+    return EXIT.usage;
+  }
+
+  const check = checkJob(loaded.job);
+  if (check.problems.length > 0 || !check.job) {
+    io.stderr(`${prefix}: ${file} is invalid:\n${check.problems.map((p) => `  ${p}\n`).join('')}`);
+    return EXIT.failure;
+  }
+  // Warnings only for a valid job: next to problems they are noise.
+  for (const warning of check.warnings) io.stderr(`warning: ${warning}\n`);
+  const prepared = prepareJob(loaded.job, check);
+
+  if (sub === 'validate') {
+    io.stdout(summary(check, loaded.parsedBy));
+    return EXIT.ok;
+  }
+  if (sub === 'render') {
+    io.stdout(`${JSON.stringify({ Job: prepared }, null, 2)}\n`);
+    return EXIT.ok;
+  }
+  try {
+    const result = await nomad!.registerJob(prepared);
+    io.stdout(`registered job ${JSON.stringify(check.job.ID)}: evaluation ${result.EvalID}\n`);
+    if (result.Warnings) io.stderr(`warning: Nomad: ${result.Warnings.trim()}\n`);
+    return EXIT.ok;
+  } catch (error) {
+    // Nomad reports a job it refuses (validation, ACL-free policy checks) as 400 or 500.
+    if (error instanceof NomadError && error.code === 'E_NOMAD_HTTP' && (error.status === 400 || error.status === 500)) {
+      io.stderr(`${prefix}: Nomad rejected job ${JSON.stringify(check.job.ID)}: ${error.message}\n`);
+      return EXIT.failure;
+    }
+    io.stderr(`${prefix}: ${messageOf(error)}\n`);
+    return EXIT.usage;
+  }
+}
+
+function summary(check: JobCheck, parsedBy: string): string {
+  const lines = [`job ${JSON.stringify(check.job!.ID)} is valid (parsed ${parsedBy === 'nomad' ? 'by Nomad' : parsedBy === 'offline' ? 'offline' : 'as JSON'})`];
+  for (const group of check.groups) {
+    const m = group.managed;
+    if (!m) {
+      lines.push(`  group ${JSON.stringify(group.name)}: not managed by doze`);
+      continue;
+    }
+    const s = m.settings;
+    const extras = [
+      s.minAwakeMs > 0 ? `min_awake ${formatDuration(s.minAwakeMs)}` : '',
+      s.maxAwakeMs !== undefined ? `max_awake ${formatDuration(s.maxAwakeMs)}` : '',
+      s.maxSleepMs !== undefined ? `max_sleep ${formatDuration(s.maxSleepMs)}` : '',
+    ].filter(Boolean);
+    lines.push(
+      `  group ${JSON.stringify(group.name)}: doze ${s.mode}, task ${JSON.stringify(m.task)}, service ${JSON.stringify(m.service.name)} on port ${JSON.stringify(m.service.portLabel)} (${m.networkMode} network), ` +
+        `idle after ${formatDuration(s.idleTimeoutMs)} (${s.idlePolicy}), wake ${s.wake}${extras.length ? `, ${extras.join(', ')}` : ''}`,
+    );
+  }
+  return `${lines.join('\n')}\n`;
+}
