@@ -1,10 +1,12 @@
 /** `make bench`: every benchmark in turn; prints ratios and percentiles from one run. */
+import { benchStub } from './stub.js';
 import { benchTcCost } from './tc-cost.js';
 import { benchWake } from './wake.js';
 
 const benches: Array<[string, () => Promise<string[]>]> = [
   ['wake', () => benchWake(Number(process.env.DOZE_BENCH_CYCLES ?? 200))],
   ['tc-cost', benchTcCost],
+  ['stub', benchStub],
 ];
 
 if (process.getuid?.() !== 0) {

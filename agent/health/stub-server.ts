@@ -62,6 +62,7 @@ export interface StubServerOptions {
 
 interface Listener {
   id: string;
+  host: string;
   server: net.Server;
   port: number;
   sockets: Set<net.Socket>;
@@ -98,28 +99,28 @@ export class StubServer {
    * Refuses while `status` says failed (a listener would accept TCP checks);
    * after a recovery it replaces the listener markFailed closed.
    */
-  async open(instanceId: string): Promise<number> {
+  async open(instanceId: string, host = this.host): Promise<number> {
     if (this.options.status(instanceId) === 'failed') {
       throw new DozeError('E_STUB_FAILED', `health stub will not listen for ${instanceId}: it is failed`);
     }
     // Concurrent opens share one listener.
     const pending = this.opening.get(instanceId);
     if (pending) return pending;
-    const opened = this.listen(instanceId).finally(() => this.opening.delete(instanceId));
+    const opened = this.listen(instanceId, host).finally(() => this.opening.delete(instanceId));
     this.opening.set(instanceId, opened);
     return opened;
   }
 
-  private async listen(instanceId: string): Promise<number> {
+  private async listen(instanceId: string, host: string): Promise<number> {
     const existing = this.listeners.get(instanceId);
-    if (existing && existing.failure === undefined) return existing.port;
+    if (existing && existing.failure === undefined && existing.host === host) return existing.port;
     if (existing) await this.close(instanceId);
 
-    const entry = this.createListener(instanceId);
+    const entry = this.createListener(instanceId, host);
     await new Promise<void>((resolve, reject) => {
       entry.server.once('error', (error) =>
-        reject(new DozeError('E_STUB_LISTEN', `health stub for ${instanceId} cannot listen on ${this.host}: ${error.message}`, { cause: error })));
-      entry.server.listen({ host: this.host, port: 0 }, () => resolve());
+        reject(new DozeError('E_STUB_LISTEN', `health stub for ${instanceId} cannot listen on ${host}: ${error.message}`, { cause: error })));
+      entry.server.listen({ host, port: 0 }, () => resolve());
     });
     const address = entry.server.address();
     if (address === null || typeof address === 'string') {
@@ -178,9 +179,10 @@ export class StubServer {
     await Promise.all([...this.listeners.keys()].map((id) => this.close(id)));
   }
 
-  private createListener(id: string): Listener {
+  private createListener(id: string, host: string): Listener {
     const entry: Listener = {
       id,
+      host,
       server: net.createServer(),
       port: 0,
       sockets: new Set(),
@@ -235,6 +237,10 @@ export class StubServer {
       const n = Math.min(head.length, PREFACE.length);
       const prefaceSoFar = head.subarray(0, n).equals(PREFACE.subarray(0, n));
       if (prefaceSoFar && head.length < PREFACE.length) return; // could still be h2: read on
+      if (!prefaceSoFar && this.answerPlainGet(entry, socket, head)) {
+        stopSniffing();
+        return;
+      }
       stopSniffing();
       socket.pause();
       socket.unshift(head);
@@ -250,12 +256,36 @@ export class StubServer {
     socket.on('end', onEnd);
   }
 
-  private answerHttp(entry: Listener, req: http.IncomingMessage, res: http.ServerResponse): void {
+  /**
+   * Fast path for what Consul and Nomad send: a complete bodiless GET/HEAD in
+   * the first segment, answered with prebuilt bytes instead of node:http's
+   * parser. Anything else goes to node:http.
+   */
+  private answerPlainGet(entry: Listener, socket: net.Socket, head: Buffer): boolean {
+    const end = head.indexOf('\r\n\r\n');
+    if (end < 0 || end + 4 !== head.length) return false;
+    const text = head.toString('latin1', 0, end);
+    const match = /^(GET|HEAD) [^ ]+ HTTP\/1\.[01]\r\n/.exec(text);
+    if (!match || /\r\n(content-length|transfer-encoding|expect):/i.test(text)) return false;
+    const [code, body] = this.httpAnswer(entry);
+    const reason = code === 200 ? 'OK' : 'Service Unavailable';
+    socket.end(
+      `HTTP/1.1 ${code} ${reason}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
+        `cache-control: no-store\r\nconnection: close\r\n\r\n${match[1] === 'HEAD' ? '' : body}`,
+    );
+    if (code === 200) this.count(entry, 'http');
+    return true;
+  }
+
+  private httpAnswer(entry: Listener): [number, string] {
     const status = this.statusOf(entry);
-    const [code, body] =
-      status === 'sleeping' ? [200, `doze: ${entry.id} is asleep; answering its health check\n`]
+    return status === 'sleeping' ? [200, `doze: ${entry.id} is asleep; answering its health check\n`]
       : status === 'failed' ? [503, `doze: ${entry.id} failed: ${entry.failure ?? this.options.failureReason?.(entry.id) ?? 'its wake failed'}\n`]
       : [503, `doze: ${entry.id} is not managed by the stub\n`];
+  }
+
+  private answerHttp(entry: Listener, req: http.IncomingMessage, res: http.ServerResponse): void {
+    const [code, body] = this.httpAnswer(entry);
     res.writeHead(code, {
       'content-type': 'text/plain; charset=utf-8',
       'content-length': Buffer.byteLength(body),
