@@ -1,0 +1,140 @@
+/**
+ * Property-based tests over everything that enters doze from outside:
+ * config files, jobspec meta annotations, Nomad payloads and the kernel's
+ * map records. The property is always the same: a clear error or a value,
+ * never a crash.
+ */
+import test from 'ava';
+import fc from 'fast-check';
+import { parseConfig } from '../../agent/config/load.js';
+import { parseDuration } from '../../agent/config/duration.js';
+import { ConfigError } from '../../agent/errors.js';
+import { META_KEYS, resolveDozeMeta } from '../../agent/discovery/meta-keys.js';
+import { allocationSchema } from '../../agent/discovery/nomad-schemas.js';
+import { allocationInstance } from '../../agent/discovery/allocation-instance.js';
+import { decodeConnection, decodeCounters, decodeWakeEvent } from '../../agent/sources/bpf-records.js';
+
+const RUNS = { numRuns: 300 };
+
+const instanceArb = fc.record(
+  {
+    id: fc.oneof(fc.string(), fc.constantFrom('web', 'api-1')),
+    address: fc.oneof(fc.string(), fc.constantFrom('10.200.0.2:8080', '10.200.0.3:80', '1.2.3.4:0', '256.1.1.1:80')),
+    interface: fc.oneof(fc.string(), fc.constantFrom('dz-web-h', 'veth0123abcd')),
+    idleTimeout: fc.oneof(fc.string(), fc.integer(), fc.constantFrom('500ms', '30s', '5 parsecs')),
+    idlePolicy: fc.oneof(fc.string(), fc.constantFrom('requests', 'connections', 'traffic')),
+    maxAwake: fc.oneof(fc.string(), fc.integer()),
+    runtime: fc.oneof(fc.anything(), fc.record({ kind: fc.constantFrom('freezer', 'fake', 'criu'), cgroup: fc.string() })),
+  },
+  { requiredKeys: [] },
+);
+
+const configArb = fc.oneof(
+  fc.anything(),
+  fc.record(
+    {
+      listen: fc.oneof(fc.string(), fc.constant('127.0.0.1:7070')),
+      token: fc.anything(),
+      healthChecks: fc.oneof(fc.anything(), fc.record({ mark: fc.oneof(fc.string(), fc.integer()), fromUid: fc.integer() }, { requiredKeys: [] })),
+      instances: fc.oneof(fc.anything(), fc.array(instanceArb, { maxLength: 4 })),
+    },
+    { requiredKeys: [] },
+  ),
+);
+
+test('config: any input gives a valid config or a ConfigError that names a field', (t) => {
+  fc.assert(
+    fc.property(configArb, (raw) => {
+      try {
+        const config = parseConfig(raw);
+        // Whatever was accepted is usable: every instance has a positive-port IPv4 address.
+        for (const i of config.instances) {
+          const [host, port] = i.address.split(':');
+          if (host!.split('.').length !== 4 || !(Number(port) > 0)) return false;
+        }
+        return true;
+      } catch (error) {
+        return error instanceof ConfigError && /is invalid:\n {2}\S|expected a JSON object/.test(error.message);
+      }
+    }),
+    RUNS,
+  );
+  t.pass();
+});
+
+test('durations: parse or refuse, never throw, never negative', (t) => {
+  fc.assert(
+    fc.property(fc.string(), (text) => {
+      const ms = parseDuration(text);
+      return ms === undefined || (Number.isFinite(ms) && ms >= 0);
+    }),
+    RUNS,
+  );
+  t.pass();
+});
+
+const metaArb = fc.dictionary(
+  fc.oneof(fc.constantFrom(...META_KEYS.map((k) => k.key)), fc.constantFrom('doze.idle_timout', 'doze.', 'other.key'), fc.string()),
+  fc.oneof(fc.string(), fc.constantFrom('true', 'false', '5m', '5 parsecs', 'requests', 'hold', 'pause')),
+  { maxKeys: 6 },
+);
+
+test('meta annotations: settings or problems that name the place and the key', (t) => {
+  fc.assert(
+    fc.property(metaArb, metaArb, metaArb, (job, group, task) => {
+      const layers = [
+        { place: 'job "j"', meta: job },
+        { place: 'group "g"', meta: group },
+        { place: 'task "g"/"t"', meta: task },
+      ];
+      const { problems } = resolveDozeMeta(layers);
+      return problems.every((p) => /^(job "j"|group "g"|task "g"\/"t"): doze\./.test(p));
+    }),
+    RUNS,
+  );
+  t.pass();
+});
+
+test('Nomad allocations: the edge schema rejects junk, and what passes maps to an instance or a reason', (t) => {
+  const allocationish = fc.record(
+    {
+      ID: fc.oneof(fc.uuid(), fc.anything()),
+      JobID: fc.oneof(fc.string(), fc.anything()),
+      TaskGroup: fc.oneof(fc.string(), fc.anything()),
+      DesiredStatus: fc.oneof(fc.constantFrom('run', 'stop'), fc.anything()),
+      ClientStatus: fc.oneof(fc.constantFrom('running', 'pending', 'complete'), fc.anything()),
+      NodeID: fc.string(),
+      Job: fc.oneof(fc.constant(null), fc.anything()),
+    },
+    { requiredKeys: [] },
+  );
+  fc.assert(
+    fc.property(fc.oneof(fc.anything(), allocationish), (raw) => {
+      const parsed = allocationSchema.safeParse(raw);
+      if (!parsed.success) return true;
+      const mapped = allocationInstance(parsed.data);
+      return mapped.kind === 'instance' || mapped.reason.length > 0;
+    }),
+    RUNS,
+  );
+  t.pass();
+});
+
+test('kernel records: any bytes decode or are refused, never throw', (t) => {
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 40 }), fc.uint8Array({ maxLength: 40 }), (a, b) => {
+      const key = Buffer.from(a);
+      const value = Buffer.from(b);
+      try {
+        if (value.length >= 32) decodeCounters(value);
+        if (key.length >= 12 && value.length >= 28) decodeConnection(key, value);
+      } catch {
+        return false;
+      }
+      const event = decodeWakeEvent(value);
+      return event === undefined ? value.length < 16 : /^\d+\.\d+\.\d+\.\d+$/.test(event.instanceAddr);
+    }),
+    RUNS,
+  );
+  t.pass();
+});
