@@ -6,6 +6,9 @@
 //   doze-maps serve          commands on stdin, one answer per command:
 //     dump PATH              -> "ok N" then N lines "KEYHEX VALUEHEX"
 //     lookup PATH KEYHEX     -> "ok 1" + one line, or "ok 0" when absent
+//     lookupn PATH KEYHEX... -> "ok N" + a line per key found (one round trip
+//                               for many keys: the detector's cost follows
+//                               the instances it looks at, not the map size)
 //     update PATH KEYHEX VALUEHEX -> "ok 0"
 //     delete PATH KEYHEX     -> "ok 0" (absent is fine)
 //     any failure            -> "err MESSAGE"; the process keeps serving
@@ -135,6 +138,40 @@ static void do_dump(struct opened *m)
 	free(all);
 }
 
+// Keys arrive as the rest of the line (the first two already split off by strtok).
+// Values are kept from the one lookup, so the count line always matches the rows.
+static void lookup_many(struct opened *m, char *first, char *second)
+{
+	static char *keys[8192];
+	int n_keys = 0, n_found = 0;
+	if (first)
+		keys[n_keys++] = first;
+	if (second)
+		keys[n_keys++] = second;
+	char *k;
+	while (n_keys < 8192 && (k = strtok(NULL, " ")))
+		keys[n_keys++] = k;
+	size_t rec = m->key_size + m->value_size;
+	unsigned char *rows = malloc((n_keys ? n_keys : 1) * rec);
+	if (!rows) {
+		fail("lookupn", m->path);
+		return;
+	}
+	for (int i = 0; i < n_keys; i++) {
+		unsigned char *row = rows + n_found * rec;
+		if (!parse_hex(keys[i], row, m->key_size) && !bpf_map_lookup_elem(m->fd, row, row + m->key_size))
+			n_found++;
+	}
+	printf("ok %d\n", n_found);
+	for (int i = 0; i < n_found; i++) {
+		put_hex(rows + i * rec, m->key_size);
+		putchar(' ');
+		put_hex(rows + i * rec + m->key_size, m->value_size);
+		putchar('\n');
+	}
+	free(rows);
+}
+
 static int serve(void)
 {
 	static char line[MAX_LINE];
@@ -145,6 +182,15 @@ static int serve(void)
 		char *path = strtok(NULL, " ");
 		char *khex = strtok(NULL, " ");
 		char *vhex = strtok(NULL, " ");
+		if (cmd && path && strcmp(cmd, "lookupn") == 0) {
+			struct opened *m = open_map(path);
+			if (!m) {
+				fail("open", path);
+				goto next;
+			}
+			lookup_many(m, khex, vhex);
+			goto next;
+		}
 		errno = 0;
 		if (!cmd || !path) {
 			fail("usage", NULL);

@@ -271,7 +271,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
       const nowNs = monotonicNs();
       const due = this.instances().filter((i) => i.state === 'running' && i.nextCheckNs <= nowNs);
       if (due.length === 0) return;
-      const counters = await this.source.counters();
+      const counters = await this.source.countersOf(due.map((i) => i.ip));
       let connections: Connection[] | undefined;
       for (const instance of due) {
         const c = counters.get(instance.ip);

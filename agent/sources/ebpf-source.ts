@@ -104,6 +104,12 @@ export class EbpfSource implements TrafficSource {
     return new Map(entries.map((e) => [bytesToIpv4(e.key), decodeCounters(e.value)]));
   }
 
+  /** Counters of just these instances: the cost follows the instances asked about, not the map. */
+  async countersOf(addresses: string[]): Promise<Map<string, InstanceCounters>> {
+    const entries = await this.maps.lookupMany(this.pin('doze_counters'), addresses.map(ipv4ToBytes));
+    return new Map(entries.map((e) => [bytesToIpv4(e.key), decodeCounters(e.value)]));
+  }
+
   async counter(address: string): Promise<InstanceCounters | undefined> {
     const value = await this.maps.lookup(this.pin('doze_counters'), ipv4ToBytes(address));
     return value ? decodeCounters(value) : undefined;

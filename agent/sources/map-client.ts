@@ -44,6 +44,18 @@ export class MapClient {
     return lines[0] === undefined ? undefined : parseEntry(lines[0]).value;
   }
 
+  /** Many keys in one round trip; absent keys are simply missing from the answer. */
+  async lookupMany(path: string, keys: Buffer[]): Promise<MapEntry[]> {
+    if (keys.length === 0) return [];
+    const entries: MapEntry[] = [];
+    // The helper reads lines of up to 64 KiB: chunk long key lists.
+    for (let i = 0; i < keys.length; i += 2000) {
+      const chunk = keys.slice(i, i + 2000).map((k) => k.toString('hex')).join(' ');
+      entries.push(...(await this.request(`lookupn ${path} ${chunk}`)).map(parseEntry));
+    }
+    return entries;
+  }
+
   async update(path: string, key: Buffer, value: Buffer): Promise<void> {
     await this.request(`update ${path} ${key.toString('hex')} ${value.toString('hex')}`);
   }
