@@ -11,17 +11,21 @@ import { CheckRedirect } from './netfilter/check-redirect.js';
 import { StubServer, type StubStatus } from './health/stub-server.js';
 import type { SleepHooks } from './detector/detector.js';
 import { portOf } from './sources/ipv4.js';
+import { routeSource } from './netfilter/route-source.js';
 import { createRuntime } from './runtimes/create-runtime.js';
 import { monotonicNs } from './sources/bpf-records.js';
 import { EbpfSource } from './sources/ebpf-source.js';
 import { Metrics } from './status/metrics.js';
 import { createStatusApp, listen } from './status/server.js';
+import { startNomadInstances, type NomadInstances, type NomadInstancesTuning } from './discovery/nomad-instances.js';
 
 export interface AgentOptions {
   /** Override the compiled eBPF object (tests, packaging). */
   objectPath?: string;
   /** Wrap each instance's runtime (tests inject slow or failing behaviour around a real one). */
   wrapRuntime?: (runtime: Runtime, instance: InstanceConfig) => Runtime;
+  /** Backoff and retry knobs of Nomad/Consul discovery (tests). */
+  nomadInstances?: NomadInstancesTuning;
 }
 
 /** One agent per node: wires the traffic source, the detector, the runtimes and the status API. */
@@ -29,6 +33,8 @@ export class Agent {
   private server: Server | undefined;
   private marking: CheckMarking | undefined;
   private redirect: CheckRedirect | undefined;
+  /** Nomad/Consul discovery, when `nomad` or `consul` is configured (agent/discovery/nomad-instances.ts). */
+  discovery: NomadInstances | undefined;
 
   private constructor(
     readonly config: DozeConfig,
@@ -70,8 +76,10 @@ export class Agent {
     const hooks: SleepHooks = {
       guardChecks: checksMarked,
       beforePause: async (instance) => {
-        const stubPort = stub.port(instance.id) ?? (await stub.open(instance.id));
-        await agent.redirect?.add(instance.id, { ip: instance.ip, port: portOf(instance.config.address), stubHost: stub.host, stubPort });
+        if (!agent.redirect) return;
+        const host = (await routeSource(instance.ip)) ?? stub.host;
+        const stubPort = await stub.open(instance.id, host);
+        await agent.redirect.add(instance.id, { ip: instance.ip, port: portOf(instance.config.address), stubHost: host, stubPort });
       },
       awake: async (instance) => {
         await agent.redirect?.remove(instance.id);
@@ -94,8 +102,24 @@ export class Agent {
       for (const { instanceConfig, runtime } of prepared) {
         await detector.add(new ManagedInstance(instanceConfig, runtime, monotonicNs()));
       }
-      const app = createStatusApp({ detector, metrics, token: config.token, log, refresh: () => agent.refreshCounters() });
+      const app = createStatusApp({ detector, metrics, token: config.token, log, refresh: () => agent.refreshCounters(), discovery: () => agent.discovery?.report() });
       agent.server = await listen(app, config.listen);
+      // --- Nomad + Consul discovery: allocations become instances (agent/discovery/nomad-instances.ts) ---
+      if (config.nomad || config.consul) {
+        agent.discovery = await startNomadInstances({
+          ...options.nomadInstances,
+          config,
+          detector,
+          log,
+          wrapRuntime: options.wrapRuntime,
+          statusAddress: () => agent.address,
+          release: async (id) => {
+            await agent.redirect?.remove(id);
+            await stub.close(id);
+          },
+        });
+      }
+      // --- end Nomad + Consul discovery ---
     } catch (error) {
       await agent.stop().catch(() => undefined);
       throw error;
@@ -124,6 +148,7 @@ export class Agent {
         this.log.warn({ err: messageOf(error) }, `${what} failed during shutdown`);
       }
     };
+    await step('stopping Nomad/Consul discovery', async () => this.discovery?.stop());
     await step('waking instances', () => this.detector.stop({ wakeAll: true }));
     await step('closing the status API', async () => {
       if (!this.server) return;

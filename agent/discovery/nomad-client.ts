@@ -4,10 +4,12 @@ import axios, { type AxiosInstance, type AxiosResponse } from 'axios';
 import { z } from 'zod';
 import { DozeError, messageOf } from '../errors.js';
 import {
+  agentSelfSchema,
   allocationSchema,
   formatIssues,
   jobRegisterResponseSchema,
   jobSchema,
+  type NomadAgentSelf,
   type NomadAllocation,
   type NomadJob,
   type NomadJobRegisterResponse,
@@ -130,6 +132,24 @@ export class NomadClient {
   /** `GET /v1/allocation/:id`: one allocation, with its job. */
   allocation(allocId: string, query: BlockingQuery = {}): Promise<Indexed<NomadAllocation>> {
     return this.read(`/v1/allocation/${encodeURIComponent(allocId)}`, allocationSchema, query);
+  }
+
+  /**
+   * `GET /v1/agent/self` of the agent at `address`: this client node's id
+   * (`stats.client.node_id`, from Nomad's client Stats()). A server-only
+   * agent has no `client` stats: that is an E_NOMAD_RESPONSE naming the fix.
+   */
+  async agentSelf(options: { signal?: AbortSignal } = {}): Promise<NomadAgentSelf> {
+    const what = 'GET /v1/agent/self';
+    const response = await this.request(what, () =>
+      this.http.get<string>('/v1/agent/self', { params: this.params({ namespace: undefined }), timeout: this.timeoutMs, signal: options.signal }),
+    );
+    const self = this.body(response, what, agentSelfSchema);
+    const nodeId = self.stats?.['client']?.['node_id'];
+    if (!nodeId) {
+      throw new NomadError('E_NOMAD_RESPONSE', `the Nomad agent at ${this.address} is not a client (${what} has no stats.client.node_id): point doze at the local client agent, or set nomad.nodeId`, { status: response.status });
+    }
+    return { nodeId, name: self.member?.Name, region: self.config?.Region ?? undefined, datacenter: self.config?.Datacenter ?? undefined };
   }
 
   /** `GET /v1/job/:id`. */

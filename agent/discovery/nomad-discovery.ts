@@ -35,6 +35,8 @@ export interface NomadDiscoveryOptions {
   onRemove: (allocId: string, reason: string) => void;
   /** Annotated for doze but unusable (bad meta, no service): report, do not manage. */
   onInvalid?: (allocId: string, reason: string) => void;
+  /** An allocation that was judged and not managed (ignored or invalid) stopped or left the node. */
+  onForget?: (allocId: string) => void;
   onStatus?: (status: DiscoveryStatus) => void;
   onError?: (error: NomadError) => void;
 }
@@ -124,13 +126,14 @@ export class NomadDiscovery {
       this.judge(alloc, alloc.Job);
     }
     for (const allocId of this.known.keys()) if (!present.has(allocId)) this.remove(allocId, 'allocation is no longer on this node');
+    for (const allocId of [...this.judged.keys()]) if (!present.has(allocId)) this.forget(allocId);
   }
 
   /** One allocation from the stream (without its job). */
   private async apply(alloc: NomadAllocation): Promise<void> {
     if (alloc.NodeID !== this.options.nodeId) return;
     if (!isAllocationLive(alloc)) {
-      this.judged.delete(alloc.ID);
+      if (this.judged.has(alloc.ID)) this.forget(alloc.ID);
       if (this.known.has(alloc.ID)) this.remove(alloc.ID, `allocation is ${alloc.DesiredStatus}/${alloc.ClientStatus}`);
       return;
     }
@@ -159,6 +162,11 @@ export class NomadDiscovery {
     this.judged.set(alloc.ID, alloc.ModifyIndex);
     if (this.known.has(alloc.ID)) this.remove(alloc.ID, mapping.reason);
     if (mapping.kind === 'invalid') this.options.onInvalid?.(alloc.ID, mapping.reason);
+  }
+
+  private forget(allocId: string): void {
+    this.judged.delete(allocId);
+    this.options.onForget?.(allocId);
   }
 
   private remove(allocId: string, reason: string): void {

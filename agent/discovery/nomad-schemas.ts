@@ -153,6 +153,24 @@ export const eventSchema = z.looseObject({
   Payload: z.record(z.string(), z.unknown()),
 });
 
+/**
+ * `GET /v1/agent/self`: Nomad's agentSelf struct has lower-case JSON keys
+ * (`config`, `member`, `stats`); stats are string maps per subsystem, and a
+ * client agent's `stats.client.node_id` is its node id.
+ */
+export const agentSelfSchema = z.looseObject({
+  config: z.looseObject({ Region: z.string().nullish(), Datacenter: z.string().nullish() }).nullish(),
+  member: z.looseObject({ Name: z.string().optional() }).nullish(),
+  stats: z.record(z.string(), z.record(z.string(), z.string()).nullish()).nullish(),
+});
+
+export interface NomadAgentSelf {
+  nodeId: string;
+  name: string | undefined;
+  region: string | undefined;
+  datacenter: string | undefined;
+}
+
 export type NomadPort = z.infer<typeof portSchema>;
 export type NomadNetworkResource = z.infer<typeof networkResourceSchema>;
 export type NomadServiceCheck = z.infer<typeof serviceCheckSchema>;

@@ -3,6 +3,7 @@ import type { Server } from 'node:http';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { Detector } from '../detector/detector.js';
 import type { Logger } from '../log.js';
+import { statusReport, type DiscoveryReport } from './connections.js';
 import { viewOf } from './instance-view.js';
 import type { Metrics } from './metrics.js';
 import { renderStatusPage } from './page.js';
@@ -14,6 +15,8 @@ export interface StatusServerOptions {
   log: Logger;
   /** Refreshes idle times from the counters before answering (one map read). */
   refresh: () => Promise<void>;
+  /** Nomad/Consul connections and allocations for `GET /api/status` (agent/status/connections.ts). */
+  discovery?: () => DiscoveryReport | undefined;
 }
 
 function tokenMatches(header: string | undefined, token: string): boolean {
@@ -43,6 +46,10 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
   app.get('/api/instances', async (_req, res) => {
     await options.refresh().catch(() => undefined);
     res.json(detector.instances().map((i) => viewOf(detector, i)));
+  });
+
+  app.get('/api/status', (_req, res) => {
+    res.json(statusReport(detector, options.discovery?.()));
   });
 
   app.get('/api/instances/:id', async (req, res) => {

@@ -18,6 +18,9 @@
  *   events.go). Topic and namespace filters apply; a frame left with no
  *   event is not sent. `framing: "concatenated"` writes frames without
  *   newlines, as Nomad's own encoder may.
+ * - `GET /v1/agent/self`: `{config, member, stats}` (lower-case keys, as
+ *   Nomad's agentSelf struct), `stats.client.node_id` unless `agentNodeId`
+ *   is null (a server-only agent).
  * - Errors are plain-text bodies with Nomad's status codes and wording
  *   ("Permission denied" 403, "alloc not found" 404, job validation 500).
  * - `POST /v1/jobs/parse` uses the job helper's offline parser
@@ -43,6 +46,8 @@ export interface NomadDoubleOptions {
   heartbeatMs?: number;
   eventBufferSize?: number;
   framing?: 'ndjson' | 'concatenated';
+  /** Node id `GET /v1/agent/self` reports as `stats.client.node_id`; null: a server-only agent (no client stats). */
+  agentNodeId?: string | null;
 }
 
 export interface RecordedRequest {
@@ -54,6 +59,8 @@ export interface RecordedRequest {
 }
 
 export interface AllocationSpec {
+  /** Allocation id (a UUID in Nomad); generated when omitted. Tests that name kernel objects after it pick it first. */
+  id?: string;
   jobId: string;
   group: string;
   namespace?: string;
@@ -104,7 +111,7 @@ export class NomadDouble {
   private nextPort = 20000;
   url = '';
 
-  private constructor(private readonly options: Required<Omit<NomadDoubleOptions, 'token'>> & { token?: string }) {
+  private constructor(private readonly options: Required<Omit<NomadDoubleOptions, 'token' | 'agentNodeId'>> & { token?: string; agentNodeId?: string | null }) {
     this.changes.setMaxListeners(0);
   }
 
@@ -206,7 +213,8 @@ export class NomadDouble {
       }
     }
     if (allocatedNetwork) allocatedNetwork.IP = hostIp;
-    const id = randomUUID();
+    const id = spec.id ?? randomUUID();
+    if (this.allocs.has(id)) throw new Error(`double: allocation ${id} exists`);
     const index = ++this.index;
     const tasks = (group.Tasks as Obj[]).map((t) => String(t.Name));
     const alloc: Obj = {
@@ -316,6 +324,7 @@ export class NomadDouble {
         });
       }
       if (req.method === 'GET' && url.pathname === '/v1/event/stream') return this.eventStream(req, res, url);
+      if (req.method === 'GET' && url.pathname === '/v1/agent/self') return this.json(res, this.agentSelf());
       if (req.method === 'POST' && url.pathname === '/v1/jobs/parse') return await this.parse(res, body);
       if ((req.method === 'POST' || req.method === 'PUT') && url.pathname === '/v1/jobs') return this.register(res, body, url);
       if ((req.method === 'POST' || req.method === 'PUT') && parts[1] === 'job' && parts[3] === 'scale' && parts.length === 4) return this.scale(res, parts[2]!, body, url);
@@ -335,6 +344,18 @@ export class NomadDouble {
     if (index !== undefined) Object.assign(headers, { 'X-Nomad-Index': String(index), 'X-Nomad-KnownLeader': 'true', 'X-Nomad-LastContact': '0' });
     res.writeHead(200, headers);
     res.end(JSON.stringify(value));
+  }
+
+  /** Nomad's agentSelf: lower-case top-level keys; a client agent's stats carry `client.node_id`. */
+  private agentSelf(): Obj {
+    const nodeId = this.options.agentNodeId === undefined ? 'node-1' : this.options.agentNodeId;
+    const stats: Obj = { runtime: { arch: 'amd64', goroutines: '42' }, nomad: { leader: 'true' } };
+    if (nodeId !== null) stats.client = { node_id: nodeId, known_servers: '127.0.0.1:4647', num_allocations: String(this.allocs.size), last_heartbeat: '1.2s', heartbeat_ttl: '15s' };
+    return {
+      config: { Region: 'global', Datacenter: 'dc1', NodeName: 'double', Version: { Version: '1.9.0' } },
+      member: { Name: 'double.global', Addr: '127.0.0.1', Port: 4648, Status: 'alive', Tags: {} },
+      stats,
+    };
   }
 
   private nodeAllocations(nodeId: string): { index: number; body: unknown } {

@@ -1,0 +1,176 @@
+import { readFileSync } from 'node:fs';
+import https from 'node:https';
+import Consul from 'consul';
+import { z } from 'zod';
+import type { ConsulConfig } from '../config/schema.js';
+import { DozeError, messageOf } from '../errors.js';
+import { formatIssues } from './nomad-schemas.js';
+
+/*
+ * The few Consul agent endpoints doze uses, through the npm `consul` client
+ * (2.x, promise API), with every answer validated here:
+ *   GET /v1/agent/checks, GET /v1/agent/services,
+ *   PUT /v1/agent/service/register, PUT /v1/agent/service/deregister/:id,
+ *   PUT /v1/agent/check/pass|warn|fail/:id?note=…  (TTL checks only)
+ * Consul's JSON is PascalCase. Nomad registers its services as
+ * `_nomad-task-<allocID>-<task|group>-<service>-<port>` (shared/REFERENCE.md),
+ * which is how a check maps back to an allocation; a Nomad script check is a
+ * TTL check in Consul (Nomad runs the script and heartbeats the result).
+ */
+
+export type ConsulErrorCode =
+  /** Connection refused, reset, timed out, TLS failure. */
+  | 'E_CONSUL_UNREACHABLE'
+  /** Consul answered with a non-2xx status. */
+  | 'E_CONSUL_HTTP'
+  /** Consul answered 2xx with a body doze cannot use. */
+  | 'E_CONSUL_RESPONSE';
+
+export class ConsulError extends DozeError {
+  declare readonly code: ConsulErrorCode;
+  readonly status: number | undefined;
+  constructor(code: ConsulErrorCode, message: string, options: { cause?: unknown; status?: number } = {}) {
+    super(code, message, { cause: options.cause });
+    this.name = 'ConsulError';
+    this.status = options.status;
+  }
+}
+
+const checkSchema = z.looseObject({
+  CheckID: z.string().min(1),
+  Name: z.string().optional(),
+  /** passing | warning | critical (maintenance on node checks). */
+  Status: z.string(),
+  ServiceID: z.string().nullish(),
+  ServiceName: z.string().nullish(),
+  /** "ttl", "http", "tcp", "grpc", "script", … (empty on old agents). */
+  Type: z.string().nullish(),
+  Output: z.string().nullish(),
+});
+const checksSchema = z.record(z.string(), checkSchema);
+const servicesSchema = z.record(
+  z.string(),
+  z.looseObject({ ID: z.string(), Service: z.string(), Port: z.number().int().optional(), Address: z.string().optional(), Meta: z.record(z.string(), z.string()).nullish() }),
+);
+
+export type ConsulCheck = z.infer<typeof checkSchema>;
+export type ConsulService = z.infer<(typeof servicesSchema)['valueType']>;
+
+/** Service-id prefix of every service Nomad registers for one allocation. */
+export function nomadServicePrefix(allocId: string): string {
+  return `_nomad-task-${allocId}-`;
+}
+
+/** Nomad's registrations for one allocation, TTL checks only (script checks and TTL checks alike). */
+export function allocationTtlChecks(checks: ConsulCheck[], allocId: string): ConsulCheck[] {
+  const prefix = nomadServicePrefix(allocId);
+  return checks.filter((c) => (c.ServiceID ?? '').startsWith(prefix) && (c.Type ?? '').toLowerCase() === 'ttl');
+}
+
+export interface ServiceRegistration {
+  id: string;
+  name: string;
+  address?: string;
+  port?: number;
+  tags?: string[];
+  meta?: Record<string, string>;
+  check?: { name: string; http: string; interval: string; timeout: string; deregistercriticalserviceafter?: string };
+}
+
+interface PapiLikeError {
+  isResponse?: boolean;
+  statusCode?: number;
+  message?: string;
+}
+
+export class ConsulAgentClient {
+  readonly address: string;
+  private readonly consul: Consul;
+
+  constructor(config: Pick<ConsulConfig, 'address' | 'token' | 'tls'>, timeoutMs = 5000) {
+    let url: URL | undefined;
+    try {
+      url = new URL(config.address);
+    } catch {
+      // reported below
+    }
+    if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
+      throw new DozeError('E_CONFIG', `Consul address ${JSON.stringify(config.address)} is not an http(s) URL (expected e.g. "http://127.0.0.1:8500")`);
+    }
+    this.address = url.origin;
+    const secure = url.protocol === 'https:';
+    this.consul = new Consul({
+      host: url.hostname,
+      port: url.port ? Number(url.port) : secure ? 443 : 80,
+      secure,
+      defaults: { ...(config.token ? { token: config.token } : {}), timeout: timeoutMs } as { token?: string },
+      ...(secure ? { agent: tlsAgent(config.tls) } : {}),
+    });
+  }
+
+  /** `GET /v1/agent/checks`, as a list. */
+  async checks(): Promise<ConsulCheck[]> {
+    const raw = await this.call('GET /v1/agent/checks', () => this.consul.agent.check.list());
+    return Object.values(this.validate('GET /v1/agent/checks', checksSchema, raw));
+  }
+
+  /** `GET /v1/agent/services`: id → service. */
+  async services(): Promise<Record<string, ConsulService>> {
+    const raw = await this.call('GET /v1/agent/services', () => this.consul.agent.service.list());
+    return this.validate('GET /v1/agent/services', servicesSchema, raw);
+  }
+
+  async register(service: ServiceRegistration): Promise<void> {
+    await this.call('PUT /v1/agent/service/register', () => this.consul.agent.service.register(service));
+  }
+
+  async deregister(serviceId: string): Promise<void> {
+    await this.call(`PUT /v1/agent/service/deregister/${serviceId}`, () => this.consul.agent.service.deregister(serviceId));
+  }
+
+  /** `PUT /v1/agent/check/{pass,warn,fail}/:id?note=…` (TTL checks only). */
+  async updateTtl(checkId: string, status: 'pass' | 'warn' | 'fail', note: string): Promise<void> {
+    const check = this.consul.agent.check;
+    await this.call(`PUT /v1/agent/check/${status}/${checkId}`, () => check[status]({ id: checkId, note }));
+  }
+
+  destroy(): void {
+    this.consul.destroy();
+  }
+
+  private async call<T>(what: string, work: () => Promise<T>): Promise<T> {
+    try {
+      return await work();
+    } catch (error) {
+      const e = error as PapiLikeError;
+      if (e?.isResponse) {
+        throw new ConsulError('E_CONSUL_HTTP', `Consul ${what} failed with HTTP ${e.statusCode}: ${e.message ?? ''}`, { cause: error, status: e.statusCode });
+      }
+      throw new ConsulError('E_CONSUL_UNREACHABLE', `Consul at ${this.address} is unreachable (${what}): ${messageOf(error)}`, { cause: error });
+    }
+  }
+
+  private validate<T>(what: string, schema: z.ZodType<T>, raw: unknown): T {
+    const parsed = schema.safeParse(raw);
+    if (!parsed.success) throw new ConsulError('E_CONSUL_RESPONSE', `Consul ${what} answered with an unexpected body: ${formatIssues(parsed.error)}`, { cause: parsed.error });
+    return parsed.data;
+  }
+}
+
+function tlsAgent(tls: ConsulConfig['tls']): https.Agent {
+  const read = (file: string | undefined, what: string) => {
+    if (!file) return undefined;
+    try {
+      return readFileSync(file);
+    } catch (error) {
+      throw new DozeError('E_CONFIG', `cannot read the Consul TLS ${what} ${file}: ${(error as NodeJS.ErrnoException).code ?? messageOf(error)}`, { cause: error });
+    }
+  };
+  return new https.Agent({
+    ca: read(tls?.caFile, 'CA certificate'),
+    cert: read(tls?.certFile, 'client certificate'),
+    key: read(tls?.keyFile, 'client key'),
+    servername: tls?.serverName,
+    keepAlive: true,
+  });
+}

@@ -1,0 +1,424 @@
+import type { DozeConfig, InstanceConfig } from '../config/schema.js';
+import { instanceSchema } from '../config/schema.js';
+import { describeIssues } from '../config/load.js';
+import type { Detector, TransitionEvent } from '../detector/detector.js';
+import { ManagedInstance } from '../detector/managed-instance.js';
+import { messageOf } from '../errors.js';
+import type { Logger } from '../log.js';
+import { createRuntime } from '../runtimes/create-runtime.js';
+import type { Runtime } from '../runtimes/runtime.js';
+import { monotonicNs } from '../sources/bpf-records.js';
+import { hostOf } from '../sources/ipv4.js';
+import { ConnectionTracker, type AllocationStatus, type DiscoveryReport } from '../status/connections.js';
+import type { NomadInstance } from './allocation-instance.js';
+import { nextBackoff, sleep } from './backoff.js';
+import { ConsulLink } from './consul-link.js';
+import { findHostVeth } from './host-veth.js';
+import { NomadClient } from './nomad-client.js';
+import { NomadDiscovery, type DiscoveryStatus } from './nomad-discovery.js';
+import { findNomadTaskCgroup, nomadTaskCgroupCandidates, OWN_CGROUP_DRIVERS } from './task-cgroup.js';
+
+/*
+ * Nomad allocations → detector instances, on one client node.
+ *
+ * NomadDiscovery reports which allocations are annotated for doze; this
+ * module turns each into a managed instance:
+ *  - address: the allocation's bridge IP and the port's `to`;
+ *  - interface: the host side of its veth, found through
+ *    /var/run/netns/<allocID> (host-veth.ts);
+ *  - runtime by `doze.mode`: `pause` → the freezer on the task's cgroup
+ *    (task-cgroup.ts; the cgroup root is `nomad.cgroupRoot`). `snapshot` and
+ *    `scale` are reported invalid, with the reason, and left alone.
+ * An allocation whose namespace or cgroup is not there yet is `pending` and
+ * retried with backoff. When Nomad stops an allocation (desired status stop
+ * or evict, or the client finished it) the instance is woken FIRST (a frozen
+ * v1 task cannot receive Nomad's kill signal, shared/REFERENCE.md), then its
+ * programs, map entries, redirect rule and stub listener are removed.
+ *
+ * Nomad unreachable: nothing is removed, known instances keep sleeping and
+ * waking, `GET /api/status` shows the connection down, and discovery
+ * reconnects with backoff (resuming the event stream from its last index).
+ * The node id defaults to the local agent's (GET /v1/agent/self), asked with
+ * the same backoff until it answers.
+ */
+
+export interface NomadInstancesTuning {
+  minBackoffMs?: number;
+  maxBackoffMs?: number;
+  /** Retry delay bounds for an allocation whose namespace or cgroup is not ready. */
+  pendingMinMs?: number;
+  pendingMaxMs?: number;
+  /** Where named network namespaces live (iproute2's /var/run/netns). */
+  netnsDir?: string;
+  /** How often the Consul registration is verified. */
+  consulResyncMs?: number;
+}
+
+export interface NomadInstancesOptions extends NomadInstancesTuning {
+  config: Pick<DozeConfig, 'nomad' | 'consul'>;
+  detector: Detector;
+  log: Logger;
+  /** The status API's "host:port", for the doze-agent check. */
+  statusAddress: () => string;
+  /** Undoes the agent's per-instance sleep plumbing (redirect rule, stub listener) once an instance is dropped. */
+  release: (instanceId: string) => Promise<void>;
+  wrapRuntime?: (runtime: Runtime, instance: InstanceConfig) => Runtime;
+}
+
+type TrackedState = AllocationStatus['state'] | 'removed';
+
+interface Tracked {
+  allocId: string;
+  nomad: NomadInstance;
+  state: TrackedState;
+  reason?: string;
+  interface?: string;
+  cgroup?: string;
+  runtime?: Runtime;
+  /** Detector id while managed. */
+  managedId?: string;
+  retry?: NodeJS.Timeout;
+  backoffMs: number;
+}
+
+/** Discovery-reported invalid allocations kept for the status API (oldest dropped first). */
+const MAX_INVALID = 200;
+
+export async function startNomadInstances(options: NomadInstancesOptions): Promise<NomadInstances> {
+  const instances = new NomadInstances(options);
+  instances.start();
+  return instances;
+}
+
+export class NomadInstances {
+  readonly consul: ConsulLink | undefined;
+  readonly nomadTracker: ConnectionTracker | undefined;
+  private readonly client: NomadClient | undefined;
+  private readonly controller = new AbortController();
+  private readonly tracked = new Map<string, Tracked>();
+  private readonly byInstance = new Map<string, Tracked>();
+  private readonly invalid = new Map<string, AllocationStatus>();
+  private readonly queues = new Map<string, Promise<void>>();
+  private discovery: NomadDiscovery | undefined;
+  private nodeId: string | undefined;
+  private running: Promise<void> | undefined;
+  private readonly log: Logger;
+
+  constructor(private readonly options: NomadInstancesOptions) {
+    this.log = options.log.child({ component: 'nomad' });
+    const { nomad, consul } = options.config;
+    if (nomad) {
+      this.client = new NomadClient({ address: nomad.address, token: nomad.token, namespace: nomad.namespace, region: nomad.region, tls: nomad.tls });
+      this.nomadTracker = new ConnectionTracker(this.client.address, (status) => {
+        if (status.connected) this.log.info({ nomad: status.address, ...status.detail }, 'Nomad reachable');
+        else this.log.warn({ nomad: status.address, err: status.error }, 'Nomad unreachable; known instances keep being managed, reconnecting with backoff');
+      });
+      this.nodeId = nomad.nodeId;
+    }
+    if (consul) {
+      this.consul = new ConsulLink({
+        config: consul,
+        log: this.log.child({ component: 'consul' }),
+        statusAddress: options.statusAddress,
+        signal: this.controller.signal,
+        nodeId: () => this.nodeId,
+        resyncMs: options.consulResyncMs,
+        minBackoffMs: options.minBackoffMs,
+        maxBackoffMs: options.maxBackoffMs,
+      });
+    }
+  }
+
+  start(): void {
+    this.options.detector.on('transition', this.onTransition);
+    this.consul?.start();
+    if (this.client) this.running = this.runNomad();
+  }
+
+  /** For GET /api/status. */
+  report(): DiscoveryReport {
+    const allocations: AllocationStatus[] = [];
+    for (const t of this.tracked.values()) {
+      if (t.state === 'removed') continue;
+      allocations.push({
+        allocId: t.allocId,
+        instance: t.nomad.id,
+        job: t.nomad.jobId,
+        group: t.nomad.group,
+        task: t.nomad.task,
+        state: t.state,
+        ...(t.reason ? { reason: t.reason } : {}),
+        ...(t.interface ? { interface: t.interface } : {}),
+        ...(t.cgroup ? { cgroup: t.cgroup } : {}),
+      });
+    }
+    for (const entry of this.invalid.values()) if (!this.tracked.has(entry.allocId)) allocations.push({ ...entry });
+    return {
+      connections: {
+        ...(this.nomadTracker ? { nomad: this.nomadTracker.status() } : {}),
+        ...(this.consul ? { consul: this.consul.tracker.status() } : {}),
+      },
+      allocations,
+    };
+  }
+
+  /** The allocation an instance id belongs to, if it came from Nomad. */
+  allocationOf(instanceId: string): string | undefined {
+    return this.byInstance.get(instanceId)?.allocId;
+  }
+
+  /**
+   * Stops discovery and the Consul link. Managed instances stay in the
+   * detector: the agent's own shutdown wakes and releases them.
+   */
+  async stop(): Promise<void> {
+    this.controller.abort();
+    this.options.detector.off('transition', this.onTransition);
+    for (const t of this.tracked.values()) clearTimeout(t.retry);
+    await this.running?.catch(() => undefined);
+    await Promise.all([...this.queues.values()]).catch(() => undefined);
+    await this.consul?.stop();
+  }
+
+  private readonly onTransition = (event: TransitionEvent): void => {
+    const t = this.byInstance.get(event.instance.id);
+    if (!t || !this.consul) return;
+    if (event.to === 'sleeping') this.consul.sleeping(event.instance.id, t.allocId);
+    else if (event.to === 'failed') void this.consul.failed(event.instance.id, event.reason);
+    else if (event.from === 'sleeping' || event.to === 'running') this.consul.awake(event.instance.id);
+  };
+
+  private async runNomad(): Promise<void> {
+    const signal = this.controller.signal;
+    const client = this.client!;
+    const tracker = this.nomadTracker!;
+    if (!this.nodeId) {
+      let backoffMs = 0;
+      while (!signal.aborted && !this.nodeId) {
+        try {
+          this.nodeId = (await client.agentSelf({ signal })).nodeId;
+          this.log.info({ nodeId: this.nodeId }, 'Nomad node id from the local agent');
+        } catch (error) {
+          if (signal.aborted) return;
+          tracker.down(`cannot learn this node's id: ${messageOf(error)}`);
+          backoffMs = nextBackoff(backoffMs, this.options);
+          await sleep(backoffMs, signal);
+        }
+      }
+      if (!this.nodeId) return;
+    }
+    const nodeId = this.nodeId;
+    this.discovery = new NomadDiscovery(client, {
+      nodeId,
+      namespace: this.options.config.nomad?.namespace ?? '*',
+      signal,
+      minBackoffMs: this.options.minBackoffMs,
+      maxBackoffMs: this.options.maxBackoffMs,
+      onInstance: (instance) => this.enqueue(instance.allocId, () => this.admit(instance)),
+      onRemove: (allocId, reason) => this.enqueue(allocId, () => this.removeAllocation(allocId, reason)),
+      onInvalid: (allocId, reason) => this.noteInvalid(allocId, reason),
+      onForget: (allocId) => this.invalid.delete(allocId),
+      onStatus: (status) => this.onDiscoveryStatus(nodeId, status),
+      onError: (error) => this.log.debug({ code: error.code, err: error.message }, 'Nomad request failed'),
+    });
+    // run() returns only when aborted; an unexpected throw (a bug, not Nomad) is logged and retried.
+    let backoffMs = 0;
+    while (!signal.aborted) {
+      try {
+        await this.discovery.run();
+      } catch (error) {
+        if (signal.aborted) return;
+        this.log.error({ err: messageOf(error) }, 'Nomad discovery stopped unexpectedly; restarting it');
+        tracker.down(messageOf(error));
+        backoffMs = nextBackoff(backoffMs, this.options);
+        await sleep(backoffMs, signal);
+      }
+    }
+  }
+
+  private onDiscoveryStatus(nodeId: string, status: DiscoveryStatus): void {
+    const detail = { nodeId, source: status.source };
+    if (status.connected) this.nomadTracker!.up(detail);
+    else this.nomadTracker!.down(status.error ?? 'disconnected', detail);
+  }
+
+  /** Work on one allocation runs in order; different allocations proceed independently. */
+  private enqueue(allocId: string, work: () => Promise<void>): void {
+    const previous = this.queues.get(allocId) ?? Promise.resolve();
+    const next = previous.then(work).catch((error) => this.log.error({ alloc: allocId, err: messageOf(error) }, 'handling an allocation failed'));
+    this.queues.set(allocId, next);
+    void next.finally(() => {
+      if (this.queues.get(allocId) === next) this.queues.delete(allocId);
+    });
+  }
+
+  private async admit(instance: NomadInstance): Promise<void> {
+    if (this.controller.signal.aborted) return;
+    const existing = this.tracked.get(instance.allocId);
+    if (existing && JSON.stringify(existing.nomad) === JSON.stringify(instance) && existing.state !== 'removed') return;
+    if (existing) await this.drop(existing, 'allocation changed');
+    this.invalid.delete(instance.allocId);
+    const t: Tracked = { allocId: instance.allocId, nomad: instance, state: 'pending', backoffMs: 0 };
+    this.tracked.set(instance.allocId, t);
+    const unsupported = this.unsupported(instance);
+    if (unsupported) {
+      this.markInvalid(t, unsupported);
+      return;
+    }
+    await this.tryManage(t);
+  }
+
+  /** Why this agent cannot manage an instance at all (until a later version), or undefined. */
+  private unsupported(instance: NomadInstance): string | undefined {
+    if (instance.mode !== 'pause') {
+      return `doze.mode ${JSON.stringify(instance.mode)} is not supported by this agent yet (supported: "pause"); the allocation runs unmanaged`;
+    }
+    if (instance.networkMode !== 'bridge') {
+      return `${instance.networkMode} network mode: the allocation has no interface of its own for doze's programs; only bridge mode is supported so far`;
+    }
+    if (OWN_CGROUP_DRIVERS.has(instance.driver)) {
+      return `the ${instance.driver} driver keeps task ${JSON.stringify(instance.task)} in its own cgroup, not Nomad's nomad/<alloc>.<task>: pause mode supports exec, raw_exec, java and other executor-based drivers`;
+    }
+    if (process.env.NOMAD_ALLOC_ID && instance.allocId === process.env.NOMAD_ALLOC_ID) {
+      return 'this is the doze agent\'s own allocation: the agent never manages itself';
+    }
+    return undefined;
+  }
+
+  private async tryManage(t: Tracked): Promise<void> {
+    if (this.tracked.get(t.allocId) !== t || t.state !== 'pending' || this.controller.signal.aborted) return;
+    const { nomad: instance } = t;
+    const root = this.options.config.nomad?.cgroupRoot ?? '/sys/fs/cgroup';
+
+    const clash = this.clash(instance);
+    if (clash) return this.markInvalid(t, clash);
+
+    try {
+      t.interface = await findHostVeth(instance.allocId, { netnsDir: this.options.netnsDir });
+    } catch (error) {
+      return this.markPending(t, `host-side interface: ${messageOf(error)}`);
+    }
+    const cgroup = await findNomadTaskCgroup(root, instance.allocId, instance.task);
+    if (!cgroup) {
+      const looked = nomadTaskCgroupCandidates(root, instance.allocId, instance.task).map((c) => c.path);
+      return this.markPending(t, `task ${JSON.stringify(instance.task)} has no freezer cgroup yet (looked for ${looked.join(', ')})`);
+    }
+    t.cgroup = cgroup.path;
+
+    const raw = {
+      id: instance.id,
+      address: instance.address,
+      interface: t.interface,
+      idleTimeout: instance.idleTimeoutMs,
+      idlePolicy: instance.idlePolicy,
+      wake: instance.wake,
+      minAwake: instance.minAwakeMs,
+      ...(instance.maxAwakeMs !== undefined ? { maxAwake: instance.maxAwakeMs } : {}),
+      runtime: { kind: 'freezer', cgroup: cgroup.path },
+    };
+    const parsed = instanceSchema.safeParse(raw);
+    if (!parsed.success) return this.markInvalid(t, `cannot be an instance:\n${describeIssues(parsed.error.issues, raw)}`);
+    const config = parsed.data;
+
+    const base = createRuntime(config.runtime);
+    const runtime = this.options.wrapRuntime ? this.options.wrapRuntime(base, config) : base;
+    const probe = await runtime.probe();
+    if (!probe.ok) return this.markPending(t, `runtime: ${probe.reason ?? 'unavailable'}`);
+
+    // The clash check again: the awaits above let another allocation in.
+    const lateClash = this.clash(instance);
+    if (lateClash) return this.markInvalid(t, lateClash);
+    if (this.tracked.get(t.allocId) !== t || this.controller.signal.aborted) return;
+    try {
+      await this.options.detector.add(new ManagedInstance(config, runtime, monotonicNs()));
+    } catch (error) {
+      // Undo whatever part of add() happened, then try again later (the veth may have been replaced).
+      await this.options.detector.remove(config.id, { wake: false }).catch(() => undefined);
+      return this.markPending(t, `attaching to ${t.interface} failed: ${messageOf(error)}`);
+    }
+    clearTimeout(t.retry);
+    t.state = 'managed';
+    t.reason = undefined;
+    t.runtime = runtime;
+    t.managedId = config.id;
+    t.backoffMs = 0;
+    this.byInstance.set(config.id, t);
+    this.log.info({ instance: config.id, alloc: t.allocId, address: config.address, interface: t.interface, cgroup: t.cgroup }, 'managing allocation');
+  }
+
+  /** Another instance (static, or another allocation) already has this id or address. */
+  private clash(instance: NomadInstance): string | undefined {
+    const ip = hostOf(instance.address);
+    for (const other of this.options.detector.instances()) {
+      const owner = this.byInstance.get(other.id);
+      if (owner?.allocId === instance.allocId) continue;
+      if (other.id === instance.id) return `instance id ${JSON.stringify(instance.id)} is already taken by ${owner ? `allocation ${owner.allocId}` : 'a configured instance'}`;
+      if (other.ip === ip) return `address ${ip} is already managed as ${JSON.stringify(other.id)} (instances are keyed by IPv4 address)`;
+    }
+    return undefined;
+  }
+
+  private markPending(t: Tracked, reason: string): void {
+    if (t.reason !== reason) this.log.info({ alloc: t.allocId, instance: t.nomad.id, reason }, 'allocation not ready for doze yet; retrying');
+    t.state = 'pending';
+    t.reason = reason;
+    t.backoffMs = nextBackoff(t.backoffMs, { minBackoffMs: this.options.pendingMinMs ?? 100, maxBackoffMs: this.options.pendingMaxMs ?? 5000 });
+    clearTimeout(t.retry);
+    t.retry = setTimeout(() => this.enqueue(t.allocId, () => this.tryManage(t)), t.backoffMs);
+    t.retry.unref();
+  }
+
+  private markInvalid(t: Tracked, reason: string): void {
+    clearTimeout(t.retry);
+    if (t.reason !== reason || t.state !== 'invalid') this.log.warn({ alloc: t.allocId, instance: t.nomad.id, reason }, 'allocation annotated for doze cannot be managed');
+    t.state = 'invalid';
+    t.reason = reason;
+  }
+
+  /** Invalid annotations NomadDiscovery found (the allocation never became an instance). */
+  private noteInvalid(allocId: string, reason: string): void {
+    const previous = this.invalid.get(allocId);
+    if (previous?.reason !== reason) this.log.warn({ alloc: allocId, reason }, 'allocation annotated for doze is invalid');
+    this.invalid.delete(allocId);
+    this.invalid.set(allocId, { allocId, state: 'invalid', reason });
+    while (this.invalid.size > MAX_INVALID) this.invalid.delete(this.invalid.keys().next().value!);
+  }
+
+  private async removeAllocation(allocId: string, reason: string): Promise<void> {
+    this.invalid.delete(allocId);
+    const t = this.tracked.get(allocId);
+    if (!t) return;
+    await this.drop(t, reason);
+    if (this.tracked.get(allocId) === t) this.tracked.delete(allocId);
+  }
+
+  /** Wake first (a frozen task cannot be stopped by Nomad), then remove programs, map entries, rules, stub. */
+  private async drop(t: Tracked, reason: string): Promise<void> {
+    clearTimeout(t.retry);
+    const wasManaged = t.state === 'managed';
+    t.state = 'removed';
+    const id = t.managedId;
+    if (!wasManaged || !id) return;
+    const { detector } = this.options;
+    this.consul?.awake(id);
+    const instance = detector.get(id);
+    const wakeTimeout = instance?.config.wakeTimeout ?? 5000;
+    try {
+      await detector.remove(id, { wake: true });
+    } catch (error) {
+      this.log.warn({ instance: id, err: messageOf(error) }, 'removing the instance failed part way');
+    }
+    // A sleep decided just before the removal may still have completed: never leave a task frozen.
+    if (t.runtime) {
+      const state = await t.runtime.inspect().catch(() => 'gone' as const);
+      if (state === 'paused' || state === 'transitioning') {
+        await t.runtime.resume(wakeTimeout).catch((error) => this.log.error({ instance: id, err: messageOf(error) }, 'could not thaw a dropped instance'));
+      }
+    }
+    await this.options.release(id).catch((error) => this.log.warn({ instance: id, err: messageOf(error) }, 'releasing the instance\'s rules failed'));
+    this.byInstance.delete(id);
+    t.managedId = undefined;
+    this.log.info({ instance: id, alloc: t.allocId, reason }, 'allocation no longer managed');
+  }
+}
+

@@ -1,0 +1,96 @@
+import type { Detector } from '../detector/detector.js';
+
+/*
+ * `GET /api/status`: the agent as a whole, beside the per-instance
+ * `/api/instances` (whose contract stays as it is). It says how many
+ * instances are in which state, whether the agent is in touch with Nomad and
+ * Consul (a lost connection never stops the instances it already manages),
+ * and what became of each Nomad allocation annotated for doze: managed,
+ * pending (its namespace or cgroup is not there yet) or invalid, with why.
+ */
+
+export interface ConnectionStatus {
+  address: string;
+  connected: boolean;
+  /** When `connected` last changed (ISO 8601). */
+  since: string;
+  /** The last error, while disconnected. */
+  error?: string;
+  /** Extra facts: the Nomad node id and event source, the Consul registration. */
+  detail?: Record<string, unknown>;
+}
+
+export interface AllocationStatus {
+  allocId: string;
+  /** The instance id it is (or would be) managed as. */
+  instance?: string;
+  job?: string;
+  group?: string;
+  task?: string;
+  state: 'managed' | 'pending' | 'invalid';
+  reason?: string;
+  /** Host-side interface, once found. */
+  interface?: string;
+  cgroup?: string;
+}
+
+/** What discovery contributes; absent on an agent with static instances only. */
+export interface DiscoveryReport {
+  connections: { nomad?: ConnectionStatus; consul?: ConnectionStatus };
+  allocations: AllocationStatus[];
+}
+
+export interface StatusReport extends DiscoveryReport {
+  instances: { total: number; byState: Record<string, number> };
+}
+
+export function statusReport(detector: Detector, discovery: DiscoveryReport | undefined): StatusReport {
+  const byState: Record<string, number> = {};
+  const instances = detector.instances();
+  for (const instance of instances) byState[instance.state] = (byState[instance.state] ?? 0) + 1;
+  return {
+    instances: { total: instances.length, byState },
+    connections: discovery?.connections ?? {},
+    allocations: discovery?.allocations ?? [],
+  };
+}
+
+/** One upstream's reachability, with the time it last flipped. */
+export class ConnectionTracker {
+  private state: ConnectionStatus;
+
+  constructor(address: string, private readonly onChange?: (status: ConnectionStatus) => void) {
+    this.state = { address, connected: false, since: new Date().toISOString(), error: 'not contacted yet' };
+  }
+
+  get connected(): boolean {
+    return this.state.connected;
+  }
+
+  up(detail?: Record<string, unknown>): void {
+    this.set(true, undefined, detail);
+  }
+
+  down(error: string, detail?: Record<string, unknown>): void {
+    this.set(false, error, detail);
+  }
+
+  status(): ConnectionStatus {
+    return { ...this.state, ...(this.state.detail ? { detail: { ...this.state.detail } } : {}) };
+  }
+
+  private set(connected: boolean, error: string | undefined, detail: Record<string, unknown> | undefined): void {
+    const flipped = connected !== this.state.connected;
+    const next: ConnectionStatus = {
+      address: this.state.address,
+      connected,
+      since: flipped ? new Date().toISOString() : this.state.since,
+    };
+    if (error !== undefined) next.error = error;
+    const mergedDetail = detail ? { ...this.state.detail, ...detail } : this.state.detail;
+    if (mergedDetail) next.detail = mergedDetail;
+    const changed = flipped || next.error !== this.state.error || JSON.stringify(next.detail) !== JSON.stringify(this.state.detail);
+    this.state = next;
+    if (changed) this.onChange?.(this.status());
+  }
+}

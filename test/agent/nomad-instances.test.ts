@@ -1,0 +1,337 @@
+import test, { type ExecutionContext } from 'ava';
+import { randomUUID } from 'node:crypto';
+import net from 'node:net';
+import type { Agent } from '../../agent/agent.js';
+import { listRules } from '../../agent/netfilter/iptables.js';
+import { isAttached, listFilters } from '../../agent/sources/tc.js';
+import type { StatusReport } from '../../agent/status/connections.js';
+import { AgentApiDouble } from '../doubles/consul/agent-api.js';
+import { CheckRunner } from '../doubles/consul/check-runner.js';
+import { webJob } from '../doubles/nomad/fixtures.js';
+import type { NomadDouble } from '../doubles/nomad/nomad-double.js';
+import { startNomadDouble } from '../doubles/nomad/with-double.js';
+import { nextState, startAgent } from '../helpers/agent.js';
+import { CHECKER_UID } from '../helpers/checker.js';
+import { get } from '../helpers/http.js';
+import { createAllocationEnv, createNomadCgroupRoot, pickTestAddresses, type NomadCgroupRoot, type TestAllocation } from '../helpers/nomad-alloc.js';
+import { requireRoot } from '../helpers/root.js';
+
+/*
+ * Allocations in the Nomad double become instances of a real agent: real
+ * namespaces named after the allocation, veths, task cgroups laid out like
+ * Nomad's (under a private cgroup root), tc programs, freezer, iptables.
+ */
+
+const FAST = { minBackoffMs: 20, maxBackoffMs: 200, pendingMinMs: 20, pendingMaxMs: 200, consulResyncMs: 200 };
+
+/** A bridge-mode service job whose task runs under the exec driver (Nomad's task cgroups). */
+function execJob(meta: Record<string, string>, options: { id?: string; networkMode?: 'bridge' | 'host'; driver?: string } = {}): Record<string, unknown> {
+  const job = webJob({ id: options.id ?? 'web', groupMeta: { 'doze.enabled': 'true', 'doze.idle_timeout': '300ms', ...meta }, networkMode: options.networkMode });
+  const group = (job.TaskGroups as Array<{ Tasks: Array<Record<string, unknown>> }>)[0]!;
+  group.Tasks[0]!.Driver = options.driver ?? 'exec';
+  group.Tasks[0]!.Config = { command: '/usr/bin/node', args: ['app.mjs'] };
+  return job;
+}
+
+async function status(agent: Agent): Promise<StatusReport> {
+  const r = await get(`http://${agent.address}/api/status`);
+  return JSON.parse(r.body) as StatusReport;
+}
+
+async function until<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 5000, everyMs = 10): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, everyMs));
+  }
+}
+
+async function nomadAgent(t: ExecutionContext, nomad: { url: string }, cgroups: NomadCgroupRoot, extra: Record<string, unknown> = {}): Promise<Agent> {
+  return startAgent(t, {
+    healthChecks: { mark: '0x1', fromUid: CHECKER_UID },
+    nomad: { address: nomad.url, cgroupRoot: cgroups.root },
+    ...extra,
+  }, { nomadInstances: FAST });
+}
+
+function place(nomad: NomadDouble, env: TestAllocation, jobId = 'web'): Record<string, unknown> {
+  return nomad.addAllocation({ id: env.allocId, jobId, group: 'web', nodeId: 'node-1', bridgeAddress: env.ns.instanceIp });
+}
+
+function instanceIdOf(alloc: Record<string, unknown>, jobId = 'web'): string {
+  return `${jobId}.web.${String(alloc.ID).replace(/-/g, '').slice(0, 8)}`;
+}
+
+async function stubRules(agent: Agent): Promise<string[]> {
+  return (await listRules('nat', `${agent.config.netfilter.chainPrefix}-STUB`)).filter((l) => l.startsWith('-A '));
+}
+
+test.serial('an allocation becomes an instance within a second, sleeps, wakes on traffic, and is dropped (woken, programs and rules gone) when it stops', async (t) => {
+  if (!requireRoot(t)) return;
+  const nomad = await startNomadDouble(t);
+  nomad.registerJob(execJob({}));
+  const cgroups = await createNomadCgroupRoot(t);
+  const env = await createAllocationEnv(t, cgroups);
+  const agent = await nomadAgent(t, nomad, cgroups);
+  // No nomad.nodeId: the agent asks GET /v1/agent/self (the double says node-1).
+  await until('the event stream', async () => (await status(agent)).connections.nomad?.detail?.source === 'stream');
+  t.true(nomad.requests.some((r) => r.path === '/v1/agent/self'));
+
+  const started = performance.now();
+  const alloc = place(nomad, env);
+  const id = instanceIdOf(alloc);
+  const instance = await until('the instance', () => agent.detector.get(id), 1000, 2);
+  const took = performance.now() - started;
+  t.log(`allocation → managed instance in ${took.toFixed(1)} ms`);
+  t.true(took < 1000, `took ${took.toFixed(1)} ms`);
+  t.is(instance.config.address, `${env.ns.instanceIp}:8080`);
+  t.is(instance.config.interface, env.ns.hostIf, 'the host side of the veth whose peer is eth0 in /var/run/netns/<allocID>');
+  t.deepEqual(instance.config.runtime, { kind: 'freezer', cgroup: `${cgroups.root}/freezer/nomad/${env.allocId}.app` });
+  t.is(instance.config.idleTimeout, 300);
+  t.true(await isAttached(env.ns.hostIf));
+  const report = await status(agent);
+  t.like(report.allocations.find((a) => a.allocId === env.allocId), { state: 'managed', instance: id, interface: env.ns.hostIf, task: 'app' });
+  t.like(report.connections.nomad, { connected: true, address: nomad.url, detail: { nodeId: 'node-1', source: 'stream' } });
+
+  // Sleeps when idle, wakes on a request.
+  await nextState(agent, id, 'sleeping', 3000);
+  t.is(await env.cgroup.freezerState(), 'FROZEN');
+  t.is((await stubRules(agent)).filter((r) => r.includes(`doze:${id}`)).length, 1, 'checks of the sleeper are redirected to the stub');
+  const running = nextState(agent, id, 'running', 3000);
+  const r = await get(`${env.app.url}/`);
+  await running;
+  t.is(r.status, 200);
+  t.true(r.ms < 500, `first request took ${r.ms.toFixed(1)} ms`);
+
+  // Asleep again, then Nomad stops the allocation: woken first, then everything of it goes.
+  await nextState(agent, id, 'sleeping', 3000);
+  const transitions: string[] = [];
+  agent.detector.on('transition', (e) => {
+    if (e.instance.id === id) transitions.push(`${e.from}→${e.to} (${e.reason})`);
+  });
+  nomad.stopAllocation(env.allocId);
+  await until('the instance to go', () => (agent.detector.get(id) ? undefined : true), 2000, 2);
+  t.deepEqual(transitions, ['sleeping→waking (no longer managed)', 'waking→running (no longer managed)']);
+  t.is(await env.cgroup.freezerState(), 'THAWED', 'woken before release, so Nomad\'s kill signal can land');
+  await until('the rules and stub to go', async () => ((await stubRules(agent)).length === 0 && agent.stub.port(id) === undefined ? true : undefined), 2000);
+  t.deepEqual(await listFilters(env.ns.hostIf), [], 'tc programs detached');
+  t.false((await agent.source.states()).has(env.ns.instanceIp), 'map entries removed');
+  t.is((await get(`${env.app.url}/`)).status, 200, 'the task itself is left running for Nomad to stop');
+  t.is((await status(agent)).allocations.length, 0);
+});
+
+test.serial('an allocation whose namespace and cgroup appear later is pending, then managed', async (t) => {
+  if (!requireRoot(t)) return;
+  const nomad = await startNomadDouble(t);
+  nomad.registerJob(execJob({}));
+  const cgroups = await createNomadCgroupRoot(t);
+  const agent = await nomadAgent(t, nomad, cgroups, { nomad: { address: nomad.url, cgroupRoot: cgroups.root, nodeId: 'node-1' } });
+  const allocId = randomUUID();
+  const addresses = pickTestAddresses();
+  const alloc = nomad.addAllocation({ id: allocId, jobId: 'web', group: 'web', nodeId: 'node-1', bridgeAddress: addresses.instanceIp });
+  const pending = await until('pending', async () => (await status(agent)).allocations.find((a) => a.allocId === allocId && a.state === 'pending'));
+  t.regex(pending.reason ?? '', /network namespace .*does not exist/);
+  t.false(nomad.requests.some((r) => r.path === '/v1/agent/self'), 'nomad.nodeId given: no need to ask');
+  // The namespace exists, the task has not started yet.
+  const env = await createAllocationEnv(t, cgroups, { allocId, addresses });
+  const id = instanceIdOf(alloc);
+  const instance = await until('managed', () => agent.detector.get(id), 3000);
+  t.is(instance.config.address, `${env.ns.instanceIp}:8080`);
+  await nextState(agent, id, 'sleeping', 3000);
+  t.is(await env.cgroup.freezerState(), 'FROZEN');
+});
+
+test.serial('cgroup v2 layout (nomad.slice/share.slice/<alloc>.<task>.scope) is found and frozen with cgroup.freeze', async (t) => {
+  if (!requireRoot(t)) return;
+  const nomad = await startNomadDouble(t);
+  nomad.registerJob(execJob({}));
+  const cgroups = await createNomadCgroupRoot(t, 2);
+  const env = await createAllocationEnv(t, cgroups);
+  const agent = await nomadAgent(t, nomad, cgroups);
+  const id = instanceIdOf(place(nomad, env));
+  const instance = await until('the instance', () => agent.detector.get(id), 3000);
+  t.deepEqual(instance.config.runtime, { kind: 'freezer', cgroup: `${cgroups.root}/nomad.slice/share.slice/${env.allocId}.app.scope` });
+  await nextState(agent, id, 'sleeping', 3000);
+  t.is(await env.cgroup.freezerState(), 'FROZEN');
+  const running = nextState(agent, id, 'running', 3000);
+  t.is((await get(`${env.app.url}/`)).status, 200);
+  await running;
+  nomad.stopAllocation(env.allocId);
+  await until('the instance to go', () => (agent.detector.get(id) ? undefined : true), 2000);
+  t.is(await env.cgroup.freezerState(), 'THAWED');
+});
+
+test.serial('modes and setups not supported yet are reported invalid with a reason, and nothing crashes', async (t) => {
+  if (!requireRoot(t)) return;
+  const nomad = await startNomadDouble(t);
+  nomad.registerJob(execJob({ 'doze.mode': 'snapshot' }, { id: 'vm' }));
+  nomad.registerJob(execJob({ 'doze.mode': 'scale' }, { id: 'batch' }));
+  nomad.registerJob(execJob({}, { id: 'hostnet', networkMode: 'host' }));
+  nomad.registerJob(execJob({}, { id: 'dock', driver: 'docker' }));
+  nomad.registerJob(execJob({ 'doze.idle_timeout': '5 parsecs' }, { id: 'typo' }));
+  const cgroups = await createNomadCgroupRoot(t);
+  const agent = await nomadAgent(t, nomad, cgroups);
+  const allocs = Object.fromEntries(['vm', 'batch', 'hostnet', 'dock', 'typo'].map((jobId) => [jobId, String(nomad.addAllocation({ jobId, group: 'web', nodeId: 'node-1' }).ID)]));
+  const report = await until('five verdicts', async () => {
+    const s = await status(agent);
+    return s.allocations.filter((a) => a.state === 'invalid').length === 5 ? s : undefined;
+  });
+  const reason = (jobId: string) => report.allocations.find((a) => a.allocId === allocs[jobId])?.reason ?? '';
+  t.regex(reason('vm'), /doze\.mode "snapshot" is not supported by this agent yet/);
+  t.regex(reason('batch'), /doze\.mode "scale" is not supported by this agent yet/);
+  t.regex(reason('hostnet'), /host network mode/);
+  t.regex(reason('dock'), /docker driver/);
+  t.regex(reason('typo'), /doze\.idle_timeout: "5 parsecs" is not a duration/);
+  t.is(agent.detector.instances().length, 0);
+  // Stopping them is quiet (an invalid annotation is forgotten too); the agent is still fine.
+  nomad.stopAllocation(allocs.vm!);
+  nomad.stopAllocation(allocs.typo!);
+  await until('the verdicts to go', async () => ((await status(agent)).allocations.some((a) => a.allocId === allocs.vm || a.allocId === allocs.typo) ? undefined : true));
+  t.is((await status(agent)).allocations.length, 3);
+  t.is((await get(`http://${agent.address}/healthz`)).status, 200);
+});
+
+/** A TCP relay in front of the Nomad double that can be cut and restored on the same port. */
+class Relay {
+  private server: net.Server | undefined;
+  private readonly sockets = new Set<net.Socket>();
+  port = 0;
+
+  constructor(private readonly target: number) {}
+
+  async up(): Promise<void> {
+    const server = net.createServer((client) => {
+      const upstream = net.connect(this.target, '127.0.0.1');
+      for (const s of [client, upstream]) {
+        this.sockets.add(s);
+        s.on('close', () => this.sockets.delete(s));
+        s.on('error', () => undefined);
+      }
+      client.pipe(upstream).pipe(client);
+    });
+    await new Promise<void>((resolve) => server.listen(this.port, '127.0.0.1', resolve));
+    this.port = (server.address() as net.AddressInfo).port;
+    this.server = server;
+  }
+
+  async down(): Promise<void> {
+    const server = this.server;
+    this.server = undefined;
+    for (const s of this.sockets) s.destroy();
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+}
+
+test.serial('Nomad unreachable: known instances keep sleeping and waking, the status says so, and discovery resumes on reconnect', async (t) => {
+  if (!requireRoot(t)) return;
+  const nomad = await startNomadDouble(t);
+  nomad.registerJob(execJob({}));
+  const relay = new Relay(Number(new URL(nomad.url).port));
+  await relay.up();
+  t.teardown(() => relay.down());
+  const cgroups = await createNomadCgroupRoot(t);
+  const first = await createAllocationEnv(t, cgroups);
+  const second = await createAllocationEnv(t, cgroups);
+  const agent = await nomadAgent(t, { url: `http://127.0.0.1:${relay.port}` }, cgroups);
+  const id1 = instanceIdOf(place(nomad, first));
+  await until('the first instance', () => agent.detector.get(id1), 3000);
+
+  await relay.down();
+  const down = await until('the outage to show', async () => {
+    const nomadStatus = (await status(agent)).connections.nomad;
+    return nomadStatus && !nomadStatus.connected ? nomadStatus : undefined;
+  }, 3000);
+  t.regex(down.error ?? '', /unreachable|ECONNREFUSED|socket hang up|ECONNRESET|aborted/i);
+  // While Nomad is away: the known instance still sleeps and wakes.
+  for (let cycle = 0; cycle < 2; cycle++) {
+    await nextState(agent, id1, 'sleeping', 3000);
+    t.is(await first.cgroup.freezerState(), 'FROZEN');
+    const running = nextState(agent, id1, 'running', 3000);
+    t.is((await get(`${first.app.url}/`)).status, 200);
+    await running;
+  }
+  // A placement made during the outage arrives once the stream resumes from its index.
+  const id2 = instanceIdOf(place(nomad, second));
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  t.is(agent.detector.get(id2), undefined);
+  t.truthy(agent.detector.get(id1), 'nothing is dropped while Nomad is unreachable');
+  await relay.up();
+  await until('the second instance', () => agent.detector.get(id2), 5000);
+  const back = (await status(agent)).connections.nomad!;
+  t.true(back.connected);
+  t.is(back.detail?.source, 'stream');
+  const resumed = nomad.requests.filter((r) => r.path === '/v1/event/stream').map((r) => Number(r.query.get('index')));
+  t.true(resumed.length >= 2, `stream (re)connections from indexes ${resumed.join(', ')}`);
+});
+
+test.serial('Consul: the agent registers as doze-agent, and a sleeping allocation\'s TTL (script) checks are passed through the agent API', async (t) => {
+  if (!requireRoot(t)) return;
+  const runner = await CheckRunner.create({ stagger: false });
+  t.teardown(() => runner.stop());
+  const consul = await AgentApiDouble.start({ runner });
+  t.teardown(() => consul.close());
+  const nomad = await startNomadDouble(t);
+  nomad.registerJob(execJob({ 'doze.idle_timeout': '1h' }));
+  const cgroups = await createNomadCgroupRoot(t);
+  const env = await createAllocationEnv(t, cgroups);
+  const agent = await nomadAgent(t, nomad, cgroups, { consul: { address: consul.url, ttlPassInterval: '200ms', checkInterval: '200ms' } });
+
+  // doze-agent, with an HTTP check on /healthz that Consul's runner finds passing.
+  const port = Number(agent.address.slice(agent.address.lastIndexOf(':') + 1));
+  const registered = await until('the registration with the node id', () => consul.listServices().find((s) => s.ID === 'doze-agent' && s.Meta['nomad_node_id']));
+  t.like(registered, { Service: 'doze-agent', Port: port, Tags: ['doze'], Meta: { nomad_node_id: 'node-1' } });
+  await until('the agent check to pass', () => consul.listChecks().find((c) => c.ServiceID === 'doze-agent' && c.Status === 'passing'));
+  t.is(consul.check('service:doze-agent')?.Definition.HTTP, `http://127.0.0.1:${port}/healthz`);
+
+  // What Nomad registers for the allocation: a script check (a TTL check in Consul) that passes,
+  // one that was already failing, and another allocation's that doze must leave alone.
+  const other = randomUUID();
+  const register = (serviceId: string, checks: unknown[]) => fetch(`${consul.url}/v1/agent/service/register`, { method: 'PUT', body: JSON.stringify({ ID: serviceId, Name: 'web', Port: 20000, Checks: checks }) });
+  await register(`_nomad-task-${env.allocId}-group-web-web-http`, [
+    { CheckID: '_nomad-check-script', Name: 'script', TTL: '1500ms', Status: 'passing' },
+    { CheckID: '_nomad-check-broken', Name: 'broken', TTL: '1500ms', Status: 'critical' },
+  ]);
+  await register(`_nomad-task-${other}-group-web-web-http`, [{ CheckID: '_nomad-check-other', Name: 'other', TTL: '1500ms', Status: 'passing' }]);
+
+  const id = instanceIdOf(place(nomad, env));
+  await until('the instance', () => agent.detector.get(id), 3000);
+  const r = await fetch(`http://${agent.address}/api/instances/${id}/sleep`, { method: 'POST' });
+  t.is(r.status, 200);
+  t.is(agent.detector.get(id)!.state, 'sleeping');
+  await new Promise((resolve) => setTimeout(resolve, 2500)); // well past the 1.5 s TTL
+  t.like(consul.check('_nomad-check-script'), { Status: 'passing' });
+  t.regex(consul.check('_nomad-check-script')!.Output, /doze: .* is asleep/);
+  t.like(consul.check('_nomad-check-broken'), { Status: 'critical' }, 'a check that was failing is not vouched for');
+  t.like(consul.check('_nomad-check-other'), { Status: 'critical', Output: 'TTL expired' }, 'other allocations are left alone');
+  t.deepEqual(agent.discovery!.consul!.vouchedChecks(id), ['_nomad-check-script']);
+  t.like((await status(agent)).connections.consul, { connected: true, address: consul.url });
+
+  // Awake: doze stops vouching; with no heartbeat from the (test's absent) Nomad, the TTL lapses.
+  const running = nextState(agent, id, 'running', 3000);
+  t.is((await get(`${env.app.url}/`)).status, 200);
+  await running;
+  await until('the TTL to lapse', () => (consul.check('_nomad-check-script')?.Status === 'critical' ? true : undefined), 3000);
+
+  // Consul down: the status says so; the instance keeps sleeping and waking.
+  await consul.close();
+  await until('the Consul outage to show', async () => ((await status(agent)).connections.consul?.connected === false ? true : undefined), 3000);
+  await fetch(`http://${agent.address}/api/instances/${id}/sleep`, { method: 'POST' });
+  t.is(agent.detector.get(id)!.state, 'sleeping');
+  const again = nextState(agent, id, 'running', 3000);
+  t.is((await get(`${env.app.url}/`)).status, 200);
+  await again;
+});
+
+test.serial('a clean stop deregisters doze-agent from Consul', async (t) => {
+  if (!requireRoot(t)) return;
+  const consul = await AgentApiDouble.start();
+  t.teardown(() => consul.close());
+  const agent = await startAgent(t, { consul: { address: consul.url } }, { nomadInstances: FAST });
+  await until('the registration', () => consul.listServices().find((s) => s.ID === 'doze-agent'));
+  t.like((await status(agent)).connections, { consul: { connected: true } });
+  t.is((await status(agent)).connections.nomad, undefined, 'no nomad section: no Nomad connection');
+  await agent.discovery!.stop();
+  t.deepEqual(consul.listServices(), []);
+});
