@@ -40,7 +40,27 @@ export const fakeRuntimeSchema = z.strictObject({
   failResume: z.boolean().default(false),
 });
 
-export const runtimeSchema = z.discriminatedUnion('kind', [freezerRuntimeSchema, fakeRuntimeSchema]);
+/** sun_path holds 108 bytes with its NUL (Nomad's qemu driver checks the same before launch). */
+const UNIX_SOCKET_PATH_MAX = 107;
+
+export const qemuRuntimeSchema = z.strictObject({
+  kind: z.literal('qemu'),
+  /** The VM's QMP socket (`-qmp unix:PATH,server=on,wait=off`). */
+  qmp: z
+    .string()
+    .refine((path) => path.startsWith('/'), 'must be an absolute path')
+    .refine((path) => Buffer.byteLength(path) <= UNIX_SOCKET_PATH_MAX, `a unix socket path has at most ${UNIX_SOCKET_PATH_MAX} bytes; use a shorter directory`),
+  /** `pause`: QMP stop/cont, the QEMU process stays (snapshot modes need `doze vm`). */
+  mode: z.literal('pause', { message: 'only "pause" is supported for kind "qemu" (snapshot needs the doze vm owner process)' }).default('pause'),
+  /** Push guest RAM out of memory while asleep (needs it in a memory-backend-file,share=on on disk). */
+  reclaim: z.boolean().default(true),
+  /** QEMU's memory cgroup, where its memory is measured: relative to the v1 memory hierarchy or cgroup2, or absolute. */
+  memoryCgroup: z.string().min(1).optional(),
+  /** The guest RAM file; found through QMP (query-memdev, mem-path) when omitted. */
+  ramFile: z.string().min(1).optional(),
+});
+
+export const runtimeSchema = z.discriminatedUnion('kind', [freezerRuntimeSchema, fakeRuntimeSchema, qemuRuntimeSchema]);
 
 export const IDLE_POLICIES = ['requests', 'connections', 'traffic'] as const;
 export const WAKE_MODES = ['retry', 'hold'] as const;
@@ -59,6 +79,47 @@ export const instanceSchema = z.strictObject({
   runtime: runtimeSchema,
 });
 
+// --- Nomad + Consul discovery (agent/discovery/nomad-instances.ts) ---------------------------------
+/** "http://127.0.0.1:4646": an http(s) URL, as NOMAD_ADDR / CONSUL_HTTP_ADDR are written. */
+const httpUrl = z.url({ protocol: /^https?$/, message: 'expected an http(s) URL such as "http://127.0.0.1:4646"' });
+
+/** PEM files for an https address (NOMAD_CACERT / NOMAD_CLIENT_CERT / NOMAD_CLIENT_KEY and Consul's equivalents). */
+const tlsFilesSchema = z.strictObject({
+  caFile: z.string().min(1).optional(),
+  certFile: z.string().min(1).optional(),
+  keyFile: z.string().min(1).optional(),
+  serverName: z.string().min(1).optional(),
+});
+
+export const nomadSchema = z.strictObject({
+  address: httpUrl,
+  token: z.string().min(1).optional(),
+  /** Namespace of the allocation event stream; default "*" (every namespace the token can read). */
+  namespace: z.string().min(1).optional(),
+  region: z.string().min(1).optional(),
+  /** This client node's id; default: asked from the local Nomad agent (GET /v1/agent/self, stats.client.node_id). */
+  nodeId: z.string().min(1).optional(),
+  tls: tlsFilesSchema.optional(),
+  /** Root of the cgroup filesystem holding Nomad's task cgroups (v1 freezer/nomad/…, v2 nomad.slice/…). */
+  cgroupRoot: z.string().startsWith('/', 'an absolute path').default('/sys/fs/cgroup'),
+});
+
+export const consulSchema = z.strictObject({
+  address: httpUrl,
+  token: z.string().min(1).optional(),
+  tls: tlsFilesSchema.optional(),
+  /** Register the agent as service "doze-agent" with an HTTP check on its /healthz. */
+  register: z.boolean().default(true),
+  /** Interval of that check. */
+  checkInterval: duration.default(10_000),
+  /**
+   * How often a sleeping instance's TTL checks are passed on its behalf. Nomad registers a script check
+   * as a TTL check of interval + 31 s (its ttlCheckBuffer), so 10 s stays well inside every TTL.
+   */
+  ttlPassInterval: duration.default(10_000),
+});
+// --- end Nomad + Consul ---------------------------------------------------------------------------
+
 export const configSchema = z.strictObject({
   listen: hostPort.default('127.0.0.1:7070'),
   token: z.string().min(1).optional(),
@@ -75,9 +136,15 @@ export const configSchema = z.strictObject({
   /** Names of the iptables chains the agent owns ("DOZE" -> DOZE-MARK, DOZE-STUB). */
   netfilter: z.strictObject({ chainPrefix: z.string().regex(/^[A-Z][A-Z0-9_-]{0,19}$/, 'upper-case letters, digits, "_" or "-", at most 20').default('DOZE') }).prefault({}),
   instances: z.array(instanceSchema).default([]),
+  /** Discover instances from this node's Nomad allocations. */
+  nomad: nomadSchema.optional(),
+  /** Register the agent in Consul and pass sleeping instances' TTL checks. */
+  consul: consulSchema.optional(),
 });
 
 export type DozeConfig = z.infer<typeof configSchema>;
 export type InstanceConfig = z.infer<typeof instanceSchema>;
 export type RuntimeConfig = z.infer<typeof runtimeSchema>;
 export type IdlePolicy = (typeof IDLE_POLICIES)[number];
+export type NomadConfig = z.infer<typeof nomadSchema>;
+export type ConsulConfig = z.infer<typeof consulSchema>;

@@ -26,4 +26,6 @@ export interface Runtime {
   pause(deadlineMs: number): Promise<void>;
   resume(deadlineMs: number): Promise<void>;
   inspect(): Promise<RuntimeObservedState>;
+  /** Release what the runtime holds open (a QMP connection); the workload is left as it is. */
+  close?(): Promise<void>;
 }

@@ -1,0 +1,154 @@
+// SPDX-License-Identifier: MPL-2.0
+// doze-pageout: push a shared file mapping's pages out of memory, and only
+// them. The qemu runtime runs it on a stopped VM's guest RAM file:
+//   1. fdatasync(FILE): memory reclaim never writes file pages itself;
+//   2. process_madvise(MADV_PAGEOUT) (Linux 5.10+) on every mapping of FILE in
+//      the process that maps it: unmaps the pages (measured on 6.18: the pages
+//      leave the process but stay in the page cache);
+//   3. posix_fadvise(POSIX_FADV_DONTNEED): drops the now clean, unmapped pages.
+// QEMU's own code and heap stay resident (a memory-cgroup-wide reclaim evicts
+// them too and slows the next `cont`).
+//
+//   doze-pageout FILE [PID]  PID: the process to look in first (else every
+//                            process mapping FILE); prints "PID MAPPINGS BYTES"
+//                            per process
+//   exit 0 done, 3 no process maps FILE (the cache is dropped anyway),
+//   1 error (message on stderr)
+//
+// Build: cc -O2 -Wall -Werror doze-pageout.c -o doze-pageout (see Makefile).
+#define _GNU_SOURCE
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#ifndef MADV_PAGEOUT
+#define MADV_PAGEOUT 21
+#endif
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_process_madvise
+#define SYS_process_madvise 440
+#endif
+
+#define MAX_RANGES 1024
+// process_madvise takes at most MAX_RW_COUNT bytes per call: advise in 1 GiB pieces.
+#define CHUNK (1UL << 30)
+
+static int collect(pid_t pid, const char *file, struct iovec *ranges, int max) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/maps", (int)pid);
+  FILE *maps = fopen(path, "r");
+  if (!maps) return -1;
+  char line[8192];
+  int n = 0;
+  while (fgets(line, sizeof line, maps)) {
+    unsigned long start, end;
+    int at = 0;
+    if (sscanf(line, "%lx-%lx %*s %*s %*s %*s %n", &start, &end, &at) < 2 || at == 0) continue;
+    char *name = line + at;
+    name[strcspn(name, "\n")] = '\0';
+    if (strcmp(name, file) != 0) continue;
+    for (unsigned long from = start; from < end && n < max; from += CHUNK) {
+      ranges[n].iov_base = (void *)from;
+      ranges[n].iov_len = end - from < CHUNK ? end - from : CHUNK;
+      n++;
+    }
+  }
+  fclose(maps);
+  return n;
+}
+
+static int pageout(pid_t pid, struct iovec *ranges, int n, unsigned long *bytes) {
+  int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+  if (pidfd < 0) return -1;
+  *bytes = 0;
+  for (int i = 0; i < n; i++) {
+    // One range per call: a partial result then only ever concerns this range.
+    while (ranges[i].iov_len > 0) {
+      long done = syscall(SYS_process_madvise, pidfd, &ranges[i], 1UL, MADV_PAGEOUT, 0U);
+      if (done < 0) {
+        if (errno == EINTR) continue;
+        int saved = errno;
+        close(pidfd);
+        errno = saved;
+        return -1;
+      }
+      if (done == 0) break;
+      *bytes += (unsigned long)done;
+      ranges[i].iov_base = (char *)ranges[i].iov_base + done;
+      ranges[i].iov_len -= (unsigned long)done;
+    }
+  }
+  close(pidfd);
+  return 0;
+}
+
+static struct iovec ranges[MAX_RANGES];
+
+static int one(pid_t pid, const char *file, int *found) {
+  int n = collect(pid, file, ranges, MAX_RANGES);
+  if (n <= 0) return 0;
+  unsigned long bytes = 0;
+  if (pageout(pid, ranges, n, &bytes) < 0) {
+    fprintf(stderr, "doze-pageout: process_madvise(MADV_PAGEOUT) on pid %d: %s\n", (int)pid, strerror(errno));
+    return -1;
+  }
+  printf("%d %d %lu\n", (int)pid, n, bytes);
+  (*found)++;
+  return 0;
+}
+
+static int drop(int fd, const char *file, int found) {
+  int err = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  close(fd);
+  if (err) {
+    fprintf(stderr, "doze-pageout: dropping %s from the page cache: %s\n", file, strerror(err));
+    return 1;
+  }
+  return found ? 0 : 3;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2 || argc > 3) {
+    fprintf(stderr, "usage: doze-pageout FILE [PID]\n");
+    return 1;
+  }
+  char *file = realpath(argv[1], NULL);
+  if (!file) {
+    fprintf(stderr, "doze-pageout: %s: %s\n", argv[1], strerror(errno));
+    return 1;
+  }
+  int fd = open(file, O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || fdatasync(fd) < 0) {
+    fprintf(stderr, "doze-pageout: writing back %s: %s\n", file, strerror(errno));
+    return 1;
+  }
+  int found = 0;
+  if (argc == 3) {
+    if (one((pid_t)atoi(argv[2]), file, &found) < 0) return 1;
+    if (found) return drop(fd, file, found);
+  }
+  DIR *proc = opendir("/proc");
+  if (!proc) {
+    fprintf(stderr, "doze-pageout: /proc: %s\n", strerror(errno));
+    return 1;
+  }
+  struct dirent *entry;
+  while ((entry = readdir(proc))) {
+    if (!isdigit((unsigned char)entry->d_name[0])) continue;
+    if (one((pid_t)atoi(entry->d_name), file, &found) < 0) {
+      closedir(proc);
+      return 1;
+    }
+  }
+  closedir(proc);
+  return drop(fd, file, found);
+}

@@ -1,0 +1,104 @@
+/**
+ * VM benchmark (issue 11): a live test guest (TCG, 256 MiB, 100 MiB written into its RAM at
+ * boot, as in DESIGN.md's table) managed by the agent, per QEMU mode, over N sleep/wake cycles:
+ *  - time to sleep (pausing → sleeping, reclaim included),
+ *  - memory: the VM's memory cgroup and the RAM file's resident pages, awake → asleep,
+ *  - doze's own wake overhead (wake event → `cont` returned: the agent's clock pair),
+ *  - wake time as a client sees it (first request to the sleeping VM → answer) against the same
+ *    request to the awake VM. Packets wait in the tap's queue while the VM is stopped, so a
+ *    "retry" wake needs no SYN retransmission here.
+ */
+import type { Agent } from '../agent/agent.js';
+import type { TransitionEvent } from '../agent/detector/detector.js';
+import { nextState, startAgent } from '../test/helpers/agent.js';
+import { get } from '../test/helpers/http.js';
+import { startGuest, type TestGuest } from '../test/helpers/qemu-guest.js';
+import { Cleanups } from '../test/helpers/teardown.js';
+import { percentile, summary, verdict } from './stats.js';
+import { synRetransmits } from './tcp-counters.js';
+
+const MiB = 1024 * 1024;
+
+interface ModeResult {
+  sleepMs: number[];
+  overheadMs: number[];
+  asleepMs: number[];
+  awakeMs: number[];
+  cgroupAwake: number[];
+  cgroupAsleep: number[];
+  ramAwake: number[];
+  ramAsleep: number[];
+  retransmits: number;
+}
+
+async function runMode(guest: TestGuest, reclaim: boolean, cycles: number): Promise<ModeResult> {
+  const cleanups = new Cleanups();
+  try {
+    const agent: Agent = await startAgent(cleanups, {
+      instances: [{
+        id: 'vm', address: guest.address, interface: guest.tap, idleTimeout: '200ms', pauseTimeout: '10s',
+        runtime: { kind: 'qemu', qmp: guest.qmp, reclaim, memoryCgroup: guest.memoryCgroup },
+      }],
+    });
+    cleanups.teardown(() => agent.detector.get('vm')?.runtime.close?.());
+    const r: ModeResult = { sleepMs: [], overheadMs: [], asleepMs: [], awakeMs: [], cgroupAwake: [], cgroupAsleep: [], ramAwake: [], ramAsleep: [], retransmits: 0 };
+    let pausingAt = 0;
+    const onTransition = (e: TransitionEvent) => {
+      if (e.to === 'pausing') pausingAt = performance.now();
+      if (e.to === 'sleeping' && pausingAt) r.sleepMs.push(performance.now() - pausingAt);
+    };
+    agent.detector.on('transition', onTransition);
+    const retransBefore = await synRetransmits();
+    for (let i = 0; i < cycles; i++) {
+      // Awake: the working set the guest touched since the last wake (plus, first time, the fill).
+      r.cgroupAwake.push(await guest.cgroupBytes());
+      r.ramAwake.push(await guest.ramResidentBytes());
+      await nextState(agent, 'vm', 'sleeping', 15_000);
+      r.cgroupAsleep.push(await guest.cgroupBytes());
+      r.ramAsleep.push(await guest.ramResidentBytes());
+      const running = nextState(agent, 'vm', 'running', 5000);
+      const cold = await get(guest.url, 5000);
+      await running;
+      if (cold.status !== 200) throw new Error(`cycle ${i}: status ${cold.status}`);
+      r.asleepMs.push(cold.ms);
+      r.overheadMs.push(agent.detector.get('vm')!.lastWakeMs!);
+      r.awakeMs.push((await get(guest.url, 5000)).ms);
+    }
+    r.retransmits = (await synRetransmits()) - retransBefore;
+    agent.detector.off('transition', onTransition);
+    return r;
+  } finally {
+    await cleanups.run();
+  }
+}
+
+function report(label: string, r: ModeResult, targetWakeMs: number): string[] {
+  const mib = (values: number[]) => (percentile(values, 50) / MiB).toFixed(0);
+  const freed = r.ramAwake.map((awake, i) => (awake > 0 ? (awake - r.ramAsleep[i]!) / awake : 0));
+  return [
+    `-- ${label}`,
+    summary('time to sleep (pausing → sleeping)', r.sleepMs),
+    summary("doze's wake overhead (event → cont returned)", r.overheadMs),
+    summary('wake: first request, VM asleep', r.asleepMs),
+    summary('same request, VM awake', r.awakeMs),
+    `memory cgroup awake → asleep (p50)               ${mib(r.cgroupAwake)} → ${mib(r.cgroupAsleep)} MiB`,
+    `RAM file resident awake → asleep (p50)           ${mib(r.ramAwake)} → ${mib(r.ramAsleep)} MiB (${(percentile(freed, 50) * 100).toFixed(0)} % freed; first cycle ${(r.ramAwake[0]! / MiB).toFixed(0)} → ${(r.ramAsleep[0]! / MiB).toFixed(0)} MiB)`,
+    `state written: 0 (the QEMU process and its device state stay); SYN retransmissions: ${r.retransmits}`,
+    verdict(percentile(r.overheadMs, 50) <= 10, "target doze's wake overhead ≤ 10 ms (pause)"),
+    verdict(percentile(r.asleepMs, 50) <= targetWakeMs, `target wake ≤ ${targetWakeMs} ms (p50)`),
+  ];
+}
+
+export async function benchVm(cycles = 10): Promise<string[]> {
+  const cleanups = new Cleanups();
+  try {
+    const guest = await startGuest(cleanups, { memMiB: 256, fillMiB: 100, memoryCgroup: true });
+    const lines = [`vm (QEMU under TCG, 1 vCPU, 256 MiB guest with 100 MiB written at boot; ${cycles} cycles per mode, idle timeout 200 ms; booted to HTTP in ${guest.bootMs.toFixed(0)} ms)`];
+    lines.push(...report('pause, memory kept (stop/cont)', await runMode(guest, false, cycles), 60));
+    lines.push(...report('pause + reclaim (RAM file written back, paged out of QEMU and dropped: doze-pageout)', await runMode(guest, true, cycles), 200));
+    lines.push('reference (DESIGN.md, shell prototype, a QMP client process per step): stop/cont wake 102 ms; reclaim wake 195–231 ms, cgroup 172 → 88 MiB');
+    return lines;
+  } finally {
+    await cleanups.run();
+  }
+}
