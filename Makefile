@@ -9,7 +9,7 @@ BPF_SRC := $(wildcard agent/bpf/*.bpf.c)
 BPF_OBJ := $(BPF_SRC:.c=.o)
 TS_SRC := $(shell find cli.ts agent plugin demo -name '*.ts' 2>/dev/null)
 
-.PHONY: all setup build test test-live demo bench clean check-tools
+.PHONY: all setup build test test-live demo bench clean check-tools guest check-guest-tools
 
 all: build
 
@@ -27,19 +27,42 @@ agent/bpf/%.bpf.o: agent/bpf/%.bpf.c
 agent/bpf/doze-maps: agent/bpf/doze-maps.c
 	$(CC) -O2 -Wall -Werror $< -lbpf -o $@
 
+# The qemu runtime's page-out helper (agent/runtimes/qemu/memory-reclaim.ts).
+QEMU_HELPER := agent/runtimes/qemu/doze-pageout
+$(QEMU_HELPER): agent/runtimes/qemu/doze-pageout.c
+	$(CC) -O2 -Wall -Werror $< -o $@
+
 # Counting-only variant, for bench/ to price the connection tracking.
 bench/doze-count-only.bpf.o: agent/bpf/doze.bpf.c
 	$(CLANG) $(BPF_CFLAGS) -DDOZE_COUNT_ONLY -c $< -o $@
 
-dist/.built: $(TS_SRC) tsconfig.json tsconfig.build.json package.json $(BPF_OBJ) agent/bpf/doze-maps
+# install(1) replaces files instead of writing into them: a running agent's helper is not "busy".
+dist/.built: $(TS_SRC) tsconfig.json tsconfig.build.json package.json $(BPF_OBJ) agent/bpf/doze-maps $(QEMU_HELPER)
 	npx tsc -p tsconfig.build.json
-	mkdir -p dist/agent/bpf && cp $(BPF_OBJ) agent/bpf/doze-maps dist/agent/bpf/ && cp demo/app.mjs dist/demo/
+	install -D -m 644 -t dist/agent/bpf $(BPF_OBJ)
+	install -D -m 755 -t dist/agent/bpf agent/bpf/doze-maps
+	install -D -m 755 -t dist/agent/runtimes/qemu $(QEMU_HELPER)
+	install -D -m 644 -t dist/demo demo/app.mjs
 	chmod +x dist/cli.js
 	touch $@
 
-build: check-tools $(BPF_OBJ) agent/bpf/doze-maps dist/.built
+build: check-tools $(BPF_OBJ) agent/bpf/doze-maps $(QEMU_HELPER) dist/.built
 
-test: build
+# The live test guest (test/helpers/qemu-guest.ts, bench/): Debian's linux-image-cloud-amd64
+# kernel + a busybox-static initramfs serving an in-memory counter over HTTP. Build output only.
+GUEST_SRC := scripts/build-guest.sh scripts/guest/init scripts/guest/http-handler
+
+check-guest-tools:
+	@{ ls /boot/vmlinuz-*-cloud-amd64 && dpkg -s busybox-static && command -v cpio && command -v qemu-system-x86_64; } >/dev/null 2>&1 \
+	  || bash scripts/setup.sh
+
+build/guest/.built: $(GUEST_SRC) $(wildcard /boot/vmlinuz-*-cloud-amd64)
+	bash scripts/build-guest.sh build/guest
+	touch $@
+
+guest: check-guest-tools build/guest/.built
+
+test: build guest
 	npx tsc --noEmit -p tsconfig.json
 	node scripts/run-tests.mjs
 
@@ -53,4 +76,4 @@ bench: build bench/doze-count-only.bpf.o
 	npx tsx bench/run.ts
 
 clean:
-	rm -rf dist $(BPF_OBJ) agent/bpf/doze-maps bench/*.o artifacts
+	rm -rf dist $(BPF_OBJ) agent/bpf/doze-maps bench/*.o artifacts build/guest $(QEMU_HELPER)

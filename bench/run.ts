@@ -1,12 +1,16 @@
 /** `make bench`: every benchmark in turn; prints ratios and percentiles from one run. */
+import { benchScale } from './scale.js';
 import { benchStub } from './stub.js';
 import { benchTcCost } from './tc-cost.js';
+import { benchVm } from './vm.js';
 import { benchWake } from './wake.js';
 
 const benches: Array<[string, () => Promise<string[]>]> = [
   ['wake', () => benchWake(Number(process.env.DOZE_BENCH_CYCLES ?? 200))],
   ['tc-cost', benchTcCost],
   ['stub', benchStub],
+  ['scale', benchScale],
+  ['vm', () => benchVm(Number(process.env.DOZE_BENCH_VM_CYCLES ?? 10))],
 ];
 
 if (process.getuid?.() !== 0) {
