@@ -10,7 +10,7 @@ import { CheckMarking } from './netfilter/check-marking.js';
 import { CheckRedirect } from './netfilter/check-redirect.js';
 import { StubServer, type StubStatus } from './health/stub-server.js';
 import type { SleepHooks } from './detector/detector.js';
-import { portOf } from './sources/ipv4.js';
+import { hostOf, portOf } from './sources/ipv4.js';
 import { routeSource } from './netfilter/route-source.js';
 import { createRuntime } from './runtimes/create-runtime.js';
 import { monotonicNs } from './sources/bpf-records.js';
@@ -79,7 +79,9 @@ export class Agent {
         if (!agent.redirect) return;
         const host = (await routeSource(instance.ip)) ?? stub.host;
         const stubPort = await stub.open(instance.id, host);
-        await agent.redirect.add(instance.id, { ip: instance.ip, port: portOf(instance.config.address), stubHost: host, stubPort });
+        for (const address of [instance.config.address, ...instance.config.checkAddresses]) {
+          await agent.redirect.add(instance.id, { ip: hostOf(address), port: portOf(address), stubHost: host, stubPort });
+        }
       },
       awake: async (instance) => {
         await agent.redirect?.remove(instance.id);

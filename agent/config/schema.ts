@@ -68,6 +68,8 @@ export const WAKE_MODES = ['retry', 'hold'] as const;
 export const instanceSchema = z.strictObject({
   id: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'ids are 1-64 characters of letters, digits, "_", "." and "-"'),
   address: instanceAddress,
+  /** Other "IPv4:port" addresses its health checks are sent to (a mapped host port); redirected too. */
+  checkAddresses: z.array(instanceAddress).default([]),
   interface: z.string().regex(/^[A-Za-z0-9_.@-]{1,15}$/, 'an interface name of at most 15 characters'),
   idleTimeout: duration.default(500),
   idlePolicy: z.enum(IDLE_POLICIES).default('requests'),

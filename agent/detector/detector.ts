@@ -89,11 +89,17 @@ export class Detector extends EventEmitter<DetectorEvents> {
   async remove(id: string, options: { wake: boolean }): Promise<void> {
     const instance = this.byId.get(id);
     if (!instance) return;
+    instance.removed = true; // a tick already under way must not put it to sleep now
     if (options.wake) await this.wake(instance, 'no longer managed');
+    await instance.exclusive(async () => {}); // let a transition under way finish first
     this.byId.delete(id);
     this.byIp.delete(instance.ip);
-    await this.source.untrack(instance.ip);
-    await this.source.detach(instance.config.interface);
+    try {
+      await this.source.untrack(instance.ip);
+      await this.source.detach(instance.config.interface);
+    } finally {
+      await instance.runtime.close?.().catch((error) => this.log.warn({ instance: id, err: messageOf(error) }, 'closing the runtime failed'));
+    }
   }
 
   start(): void {
@@ -158,7 +164,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
 
   private sleep(instance: ManagedInstance, decidedLastSeenNs: bigint | undefined, reason: string): Promise<boolean> {
     return instance.exclusive(async () => {
-      if (instance.state !== 'running') return false;
+      if (instance.state !== 'running' || instance.removed) return false;
       instance.wakeRequested = false;
       this.setState(instance, 'pausing', reason);
       // From here on any packet raises a wake event. A packet that came between

@@ -23,6 +23,12 @@ export interface NomadInstance {
   driver: string;
   /** "IPv4:port" the eBPF programs key traffic by. */
   address: string;
+  /**
+   * Where checks for it may also arrive: a bridge allocation's mapped host
+   * port. Nomad's default check address_mode is "host", so Consul probes
+   * host_ip:host_port and the CNI DNAT only rewrites it after doze's redirect.
+   */
+  checkAddresses: string[];
   /** Host-side interface; unknown here for bridge mode (see findHostVeth), absent in host mode. */
   interface?: string;
   networkMode: 'bridge' | 'host';
@@ -82,6 +88,7 @@ export function allocationInstance(alloc: NomadAllocation, job: NomadJob | null 
       task: managed.task,
       driver: managed.driver,
       address: address.address,
+      checkAddresses: address.checkAddresses,
       networkMode,
       service: managed.service.name,
       idleTimeoutMs: settings.idleTimeoutMs,
@@ -95,7 +102,7 @@ export function allocationInstance(alloc: NomadAllocation, job: NomadJob | null 
   };
 }
 
-type AddressResult = { address: string } | { pending: string } | { invalid: string };
+type AddressResult = { address: string; checkAddresses: string[] } | { pending: string } | { invalid: string };
 
 function instanceAddress(alloc: NomadAllocation, task: string, label: string, mode: 'bridge' | 'host'): AddressResult {
   const port = findPort(alloc, task, label);
@@ -104,10 +111,11 @@ function instanceAddress(alloc: NomadAllocation, task: string, label: string, mo
     const ip = alloc.NetworkStatus?.Address;
     // Nomad fills NetworkStatus once the client has set the namespace up.
     if (!ip) return { pending: `allocation ${alloc.ID} has no bridge address yet` };
-    return { address: `${ip}:${port.to > 0 ? port.to : port.value}` };
+    const hostSide = port.hostIp && port.value > 0 ? [`${port.hostIp}:${port.value}`] : [];
+    return { address: `${ip}:${port.to > 0 ? port.to : port.value}`, checkAddresses: hostSide };
   }
   if (!port.hostIp) return { invalid: `allocation ${alloc.ID}: port ${JSON.stringify(label)} has no host address` };
-  return { address: `${port.hostIp}:${port.value}` };
+  return { address: `${port.hostIp}:${port.value}`, checkAddresses: [] };
 }
 
 interface FoundPort {

@@ -308,6 +308,7 @@ export class NomadInstances {
     const raw = {
       id: instance.id,
       address: instance.address,
+      checkAddresses: instance.checkAddresses,
       interface: t.interface,
       idleTimeout: instance.idleTimeoutMs,
       idlePolicy: instance.idlePolicy,

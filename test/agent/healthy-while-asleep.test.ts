@@ -125,3 +125,34 @@ test.serial('unmarked traffic is never redirected; the redirect exists only whil
   await running;
   t.deepEqual(await rules(), [], 'removed before the instance is declared running');
 });
+
+test.serial('checks sent to a mapped host port (Nomad\'s default address_mode) are answered too', async (t) => {
+  if (!requireRoot(t)) return;
+  const inst = await createInstance(t);
+  // A port map like CNI portmap's: host_ip:hostPort → instance:8080, in nat OUTPUT after doze's jump.
+  const hostPort = 20000 + Math.floor(Math.random() * 20000);
+  const chain = `DZPM${Math.floor(Math.random() * 1e6)}`;
+  const dnat = ['-d', `${inst.ns.hostIp}/32`, '-p', 'tcp', '--dport', String(hostPort), '-j', 'DNAT', '--to-destination', inst.app.address];
+  t.teardown(async () => {
+    await sh('iptables', ['-t', 'nat', '-D', 'OUTPUT', '-j', chain]).catch(() => undefined);
+    await sh('iptables', ['-t', 'nat', '-F', chain]).catch(() => undefined);
+    await sh('iptables', ['-t', 'nat', '-X', chain]).catch(() => undefined);
+  });
+  await sh('iptables', ['-t', 'nat', '-N', chain]);
+  await sh('iptables', ['-t', 'nat', '-A', chain, ...dnat]);
+  await sh('iptables', ['-t', 'nat', '-A', 'OUTPUT', '-j', chain]);
+  const agent = await startAgent(t, {
+    healthChecks: { fromUid: CHECKER_UID },
+    instances: [inst.config({ idleTimeout: '200ms', checkAddresses: [`${inst.ns.hostIp}:${hostPort}`] })],
+  });
+  const runner = await CheckRunner.create({ uid: CHECKER_UID, stagger: false });
+  t.teardown(() => runner.stop());
+  const url = `http://${inst.ns.hostIp}:${hostPort}/`;
+  const awake = await runner.probe({ kind: 'http', url, timeoutMs: 1000, outputMaxSize: 4096 });
+  t.regex(awake.output, /hello from web/, 'awake: the port map reaches the app');
+  await nextState(agent, 'web', 'sleeping', 5000);
+  const asleep = await runner.probe({ kind: 'http', url, timeoutMs: 1000, outputMaxSize: 4096 });
+  t.is(asleep.status, 'passing');
+  t.regex(asleep.output, /doze: web is asleep/);
+  t.is(agent.detector.get('web')!.state, 'sleeping');
+});

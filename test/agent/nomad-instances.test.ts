@@ -98,7 +98,9 @@ test.serial('an allocation becomes an instance within a second, sleeps, wakes on
   // Sleeps when idle, wakes on a request.
   await nextState(agent, id, 'sleeping', 3000);
   t.is(await env.cgroup.freezerState(), 'FROZEN');
-  t.is((await stubRules(agent)).filter((r) => r.includes(`doze:${id}`)).length, 1, 'checks of the sleeper are redirected to the stub');
+  const redirects = (await stubRules(agent)).filter((r) => r.includes(`doze:${id}`));
+  t.true(redirects.some((r) => r.includes(`-d ${env.ns.instanceIp}/32`)), 'checks of the sleeper are redirected to the stub');
+  t.is(redirects.length, 1 + instance.config.checkAddresses.length, 'and so are checks to its mapped host port');
   const running = nextState(agent, id, 'running', 3000);
   const r = await get(`${env.app.url}/`);
   await running;
