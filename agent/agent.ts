@@ -91,7 +91,7 @@ export class Agent {
         stub.markFailed(instance.id, reason);
       },
     };
-    const detector = new Detector(source, log, hooks);
+    const detector = new Detector(source, log, { hooks, budget: config.budget });
     const metrics = new Metrics(detector);
     agent = new Agent(config, detector, source, metrics, stub, log);
     try {

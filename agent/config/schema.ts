@@ -78,6 +78,8 @@ export const instanceSchema = z.strictObject({
   maxAwake: duration.optional(),
   wakeTimeout: duration.default(5000),
   pauseTimeout: duration.default(5000),
+  /** MiB this instance holds while awake, for budget.maxActiveMemory (Nomad: the task's memory). */
+  memory: z.number().int().nonnegative().default(0),
   runtime: runtimeSchema,
 });
 
@@ -133,6 +135,15 @@ export const configSchema = z.strictObject({
       mark: mark.default(0x1),
       fromUid: z.number().int().nonnegative().optional(),
       fromSources: z.array(z.string()).default([]),
+    })
+    .prefault({}),
+  /** Node budget: more instances than fit awake; a wake that would exceed it puts the least recently used to sleep. */
+  budget: z
+    .strictObject({
+      maxActive: z.number().int().positive().optional(),
+      maxActiveMemory: z.number().int().positive().optional(),
+      /** Wakes that may wait for room at once; past it a wake goes ahead over budget (never hurt a request). */
+      maxQueued: z.number().int().nonnegative().default(64),
     })
     .prefault({}),
   /** Names of the iptables chains the agent owns ("DOZE" -> DOZE-MARK, DOZE-STUB). */

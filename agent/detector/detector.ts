@@ -3,7 +3,8 @@ import { messageOf, withDeadline } from '../errors.js';
 import type { Logger } from '../log.js';
 import { BpfInstanceState, monotonicNs, type Connection, type InstanceCounters, type WakeEvent } from '../sources/bpf-records.js';
 import type { TrafficSource } from '../sources/traffic-source.js';
-import { decideIdle, holdRecheckMs, isCheckInFlight, type IdleVerdict } from './idle-decision.js';
+import { decideIdle, holdRecheckMs, isCheckInFlight, isOpen, isRequestInFlight, type IdleVerdict } from './idle-decision.js';
+import { chooseVictims, type BudgetLimits, type BudgetMember } from '../scheduler/budget.js';
 import type { ManagedInstance } from './managed-instance.js';
 import { canTransition, type InstanceState } from './states.js';
 
@@ -30,6 +31,11 @@ export interface SleepHooks {
   guardChecks: boolean;
 }
 
+export interface DetectorOptions {
+  hooks?: SleepHooks;
+  budget?: BudgetLimits & { maxQueued: number };
+}
+
 const NO_HOOKS: SleepHooks = { beforePause: async () => {}, awake: async () => {}, wakeFailed: async () => {}, guardChecks: false };
 
 export interface DetectorEvents {
@@ -51,8 +57,17 @@ export class Detector extends EventEmitter<DetectorEvents> {
   private ticking = false;
   private stopped = false;
 
-  constructor(private readonly source: TrafficSource, private readonly log: Logger, private readonly hooks: SleepHooks = NO_HOOKS) {
+  private readonly hooks: SleepHooks;
+  private readonly budget: (BudgetLimits & { maxQueued: number }) | undefined;
+  private readonly roomWaiters = new Set<() => void>();
+  /** Wakes that went ahead over budget because nothing could sleep in time (never hurt a request). */
+  budgetOverruns = 0;
+
+  constructor(private readonly source: TrafficSource, private readonly log: Logger, options: DetectorOptions = {}) {
     super();
+    this.hooks = options.hooks ?? NO_HOOKS;
+    const b = options.budget;
+    this.budget = b && (b.maxActive !== undefined || b.maxActiveMemory !== undefined) ? b : undefined;
     source.onWake((event) => this.onWakeEvent(event));
     source.onGap((reason) => void this.rescan(reason));
   }
@@ -94,6 +109,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
     await instance.exclusive(async () => {}); // let a transition under way finish first
     this.byId.delete(id);
     this.byIp.delete(instance.ip);
+    this.signalRoom();
     try {
       await this.source.untrack(instance.ip);
       await this.source.detach(instance.config.interface);
@@ -127,6 +143,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
     if (eventNs !== undefined && instance.wakeEventNs === undefined) instance.wakeEventNs = eventNs;
     return instance.exclusive(async () => {
       if (instance.state !== 'sleeping' && instance.state !== 'failed') return;
+      if (this.budget && !this.stopped) await this.makeRoom(instance);
       const startNs = instance.wakeEventNs ?? monotonicNs();
       this.setState(instance, 'waking', reason);
       try {
@@ -209,6 +226,81 @@ export class Detector extends EventEmitter<DetectorEvents> {
     });
   }
 
+  /**
+   * Node budget: before `instance` wakes, put the least recently used awake
+   * instances to sleep until it fits (never one within min_awake or serving a
+   * request). When none can sleep, wait for room in a bounded queue, up to the
+   * wake deadline; then wake anyway and count an overrun.
+   */
+  private async makeRoom(instance: ManagedInstance): Promise<void> {
+    const budget = this.budget!;
+    const queued = () => this.instances().filter((i) => i.queuedSinceMs !== undefined).length;
+    const until = Date.now() + instance.config.wakeTimeout;
+    try {
+      while (Date.now() < until) {
+        const members = await this.budgetMembers();
+        const victims = chooseVictims(budget, members, { id: instance.id, memory: instance.config.memory });
+        if (victims?.length === 0) return;
+        if (victims) {
+          const results = await Promise.all(
+            victims.map((v) => this.sleep(this.byId.get(v.id)!, this.byId.get(v.id)!.lastSeenNs, `budget: making room for ${instance.id}`)),
+          );
+          if (results.every(Boolean)) continue;
+        }
+        if (instance.queuedSinceMs === undefined) {
+          if (queued() >= budget.maxQueued) break;
+          instance.queuedSinceMs = Date.now();
+          this.log.info({ instance: instance.id }, 'wake waits for room in the node budget');
+        }
+        await this.waitForRoom(Math.min(until - Date.now(), 250));
+      }
+      this.budgetOverruns++;
+      this.log.warn({ instance: instance.id }, 'node budget: nothing could sleep in time; waking over budget');
+    } finally {
+      instance.queuedSinceMs = undefined;
+    }
+  }
+
+  private async budgetMembers(): Promise<BudgetMember[]> {
+    const all = this.instances();
+    const running = all.filter((i) => i.state === 'running' && !i.removed);
+    const counters = await this.source.countersOf(running.map((i) => i.ip));
+    const needConnections = running.some((i) => i.config.idlePolicy !== 'traffic');
+    const connections = needConnections ? await this.source.connections() : [];
+    const nowNs = monotonicNs();
+    return all.map((i) => {
+      const c = counters.get(i.ip);
+      if (c) i.lastSeenNs = c.lastSeenNs;
+      const lastActivityNs = i.lastSeenNs > i.awakeSinceNs ? i.lastSeenNs : i.awakeSinceNs;
+      const mine = connections.filter((conn) => conn.instanceAddr === i.ip);
+      const busy = i.config.idlePolicy === 'traffic' ? false
+        : mine.some(isRequestInFlight) || (i.config.idlePolicy === 'connections' && mine.some(isOpen));
+      return {
+        id: i.id,
+        active: i.state === 'running' || i.state === 'waking' || i.state === 'pausing',
+        memory: i.config.memory,
+        lastActivityNs,
+        evictable: i.state === 'running' && !i.removed && !busy && nowNs >= i.awakeSinceNs + BigInt(i.config.minAwake) * MS,
+      };
+    });
+  }
+
+  private waitForRoom(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.roomWaiters.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, Math.max(ms, 1));
+      this.roomWaiters.add(done);
+    });
+  }
+
+  private signalRoom(): void {
+    for (const waiter of [...this.roomWaiters]) waiter();
+  }
+
   private async abortSleep(instance: ManagedInstance, why: string, retryInMs = instance.config.idleTimeout): Promise<void> {
     await this.source.setState(instance.ip, BpfInstanceState.awake);
     await this.hooks.awake(instance);
@@ -252,6 +344,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
     }
     instance.state = to;
     instance.stateSinceMs = Date.now();
+    if (to === 'sleeping' || to === 'failed') this.signalRoom();
     this.log.info({ instance: instance.id, from, to, reason }, 'transition');
     this.emit('transition', { instance, from, to, reason, at: Date.now() });
   }

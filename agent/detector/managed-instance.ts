@@ -21,6 +21,8 @@ export class ManagedInstance {
   /** When the pending wake's first packet was seen (bpf clock), for doze_wake_seconds. */
   wakeEventNs: bigint | undefined;
   stateSinceMs = Date.now();
+  /** When this instance's wake started waiting for room in the node budget (epoch ms). */
+  queuedSinceMs: number | undefined;
   /** Set when management ends: no new sleep may start. */
   removed = false;
   private queue: Promise<unknown> = Promise.resolve();

@@ -19,6 +19,9 @@ export interface InstanceView {
   heldBy: string | null;
   failure: string | null;
   stateSince: string;
+  /** Set while the wake waits for room in the node budget. */
+  queuedSince: string | null;
+  memory: number;
 }
 
 export function viewOf(detector: Detector, i: ManagedInstance): InstanceView {
@@ -38,5 +41,7 @@ export function viewOf(detector: Detector, i: ManagedInstance): InstanceView {
     heldBy: i.heldBy ?? null,
     failure: i.failure ?? null,
     stateSince: new Date(i.stateSinceMs).toISOString(),
+    queuedSince: i.queuedSinceMs === undefined ? null : new Date(i.queuedSinceMs).toISOString(),
+    memory: i.config.memory,
   };
 }

@@ -31,6 +31,22 @@ export class Metrics {
         for (const [state, n] of counts) this.set({ state }, n);
       },
     });
+    new Gauge({
+      name: 'doze_wakes_queued',
+      help: 'Wakes waiting for room in the node budget',
+      registers: [this.registry],
+      collect() {
+        this.set(detector.instances().filter((i) => i.queuedSinceMs !== undefined).length);
+      },
+    });
+    new Gauge({
+      name: 'doze_budget_overruns',
+      help: 'Wakes that went ahead over the node budget because nothing could sleep in time (cumulative)',
+      registers: [this.registry],
+      collect() {
+        this.set(detector.budgetOverruns);
+      },
+    });
     const labels = (i: { id: string; runtime: { kind: string } }) => ({ instance: i.id, runtime: i.runtime.kind });
     detector.on('slept', (i) => this.sleeps.inc(labels(i)));
     detector.on('woke', (i, seconds) => {

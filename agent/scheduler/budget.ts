@@ -1,0 +1,49 @@
+/**
+ * The node budget: how many instances (and how much memory) may be awake at
+ * once. Pure decisions, so they are tested without a kernel; the detector
+ * does the sleeping and the waiting.
+ */
+export interface BudgetLimits {
+  maxActive?: number;
+  /** MiB, summed over awake instances' declared memory. */
+  maxActiveMemory?: number;
+}
+
+export interface BudgetMember {
+  id: string;
+  /** Awake or about to be: running, waking, pausing. */
+  active: boolean;
+  memory: number;
+  /** Last inbound packet or wake, whichever is later (bpf clock). */
+  lastActivityNs: bigint;
+  /** May be put to sleep now: running, past min_awake, nothing in flight. */
+  evictable: boolean;
+}
+
+export function fits(limits: BudgetLimits, active: BudgetMember[], incoming: { memory: number }): boolean {
+  if (limits.maxActive !== undefined && active.length + 1 > limits.maxActive) return false;
+  if (limits.maxActiveMemory !== undefined) {
+    const used = active.reduce((sum, m) => sum + m.memory, 0);
+    if (used + incoming.memory > limits.maxActiveMemory) return false;
+  }
+  return true;
+}
+
+/**
+ * Which awake instances to put to sleep, least recently used first, so that
+ * `incoming` fits. Undefined when even evicting every evictable one is not
+ * enough: the wake must wait.
+ */
+export function chooseVictims(limits: BudgetLimits, members: BudgetMember[], incoming: { id: string; memory: number }): BudgetMember[] | undefined {
+  const active = members.filter((m) => m.active && m.id !== incoming.id);
+  if (fits(limits, active, incoming)) return [];
+  const candidates = active.filter((m) => m.evictable).sort((a, b) => (a.lastActivityNs < b.lastActivityNs ? -1 : a.lastActivityNs > b.lastActivityNs ? 1 : 0));
+  const victims: BudgetMember[] = [];
+  let remaining = active;
+  for (const candidate of candidates) {
+    victims.push(candidate);
+    remaining = remaining.filter((m) => m.id !== candidate.id);
+    if (fits(limits, remaining, incoming)) return victims;
+  }
+  return undefined;
+}
