@@ -60,6 +60,10 @@ export class Detector extends EventEmitter<DetectorEvents> {
   private readonly hooks: SleepHooks;
   private readonly budget: (BudgetLimits & { maxQueued: number }) | undefined;
   private readonly roomWaiters = new Set<() => void>();
+  get budgetLimits(): (BudgetLimits & { maxQueued: number }) | undefined {
+    return this.budget;
+  }
+
   /** Wakes that went ahead over budget because nothing could sleep in time (never hurt a request). */
   budgetOverruns = 0;
 

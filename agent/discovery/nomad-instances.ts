@@ -331,7 +331,9 @@ export class NomadInstances {
     if (lateClash) return this.markInvalid(t, lateClash);
     if (this.tracked.get(t.allocId) !== t || this.controller.signal.aborted) return;
     try {
-      await this.options.detector.add(new ManagedInstance(config, runtime, monotonicNs()));
+      const managed = new ManagedInstance(config, runtime, monotonicNs());
+      managed.origin = { allocId: instance.allocId, jobId: instance.jobId, group: instance.group, task: instance.task };
+      await this.options.detector.add(managed);
     } catch (error) {
       // Undo whatever part of add() happened, then try again later (the veth may have been replaced).
       await this.options.detector.remove(config.id, { wake: false }).catch(() => undefined);

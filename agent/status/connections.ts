@@ -40,16 +40,38 @@ export interface DiscoveryReport {
   allocations: AllocationStatus[];
 }
 
+export interface BudgetReport {
+  maxActive: number | null;
+  maxActiveMemory: number | null;
+  active: number;
+  activeMemory: number;
+  queued: number;
+  overruns: number;
+}
+
 export interface StatusReport extends DiscoveryReport {
   instances: { total: number; byState: Record<string, number> };
+  budget: BudgetReport;
 }
+
+const ACTIVE = new Set(['running', 'waking', 'pausing']);
 
 export function statusReport(detector: Detector, discovery: DiscoveryReport | undefined): StatusReport {
   const byState: Record<string, number> = {};
   const instances = detector.instances();
   for (const instance of instances) byState[instance.state] = (byState[instance.state] ?? 0) + 1;
+  const active = instances.filter((i) => ACTIVE.has(i.state));
+  const limits = detector.budgetLimits;
   return {
     instances: { total: instances.length, byState },
+    budget: {
+      maxActive: limits?.maxActive ?? null,
+      maxActiveMemory: limits?.maxActiveMemory ?? null,
+      active: active.length,
+      activeMemory: active.reduce((sum, i) => sum + i.config.memory, 0),
+      queued: instances.filter((i) => i.queuedSinceMs !== undefined).length,
+      overruns: detector.budgetOverruns,
+    },
     connections: discovery?.connections ?? {},
     allocations: discovery?.allocations ?? [],
   };

@@ -22,6 +22,8 @@ export interface InstanceView {
   /** Set while the wake waits for room in the node budget. */
   queuedSince: string | null;
   memory: number;
+  /** Nomad allocation, job, group and task, when discovered from Nomad. */
+  origin: { allocId: string; jobId: string; group: string; task: string } | null;
 }
 
 export function viewOf(detector: Detector, i: ManagedInstance): InstanceView {
@@ -43,5 +45,6 @@ export function viewOf(detector: Detector, i: ManagedInstance): InstanceView {
     stateSince: new Date(i.stateSinceMs).toISOString(),
     queuedSince: i.queuedSinceMs === undefined ? null : new Date(i.queuedSinceMs).toISOString(),
     memory: i.config.memory,
+    origin: i.origin ?? null,
   };
 }

@@ -7,6 +7,7 @@ import { statusReport, type DiscoveryReport } from './connections.js';
 import { viewOf } from './instance-view.js';
 import type { Metrics } from './metrics.js';
 import { renderStatusPage } from './page.js';
+import { TransitionLog } from './transition-log.js';
 
 export interface StatusServerOptions {
   detector: Detector;
@@ -39,8 +40,22 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
     next();
   };
 
-  app.get('/', (_req, res) => {
-    res.type('html').send(renderStatusPage());
+  const transitions = new TransitionLog(detector);
+
+  app.get('/', async (_req, res) => {
+    await options.refresh().catch(() => undefined);
+    res.type('html').send(
+      renderStatusPage({
+        instances: detector.instances().map((i) => viewOf(detector, i)),
+        status: statusReport(detector, options.discovery?.()),
+        transitions: transitions.after(0),
+      }),
+    );
+  });
+
+  app.get('/api/transitions', (req, res) => {
+    const after = Number(req.query.after ?? 0);
+    res.json(transitions.after(Number.isFinite(after) ? after : 0));
   });
 
   app.get('/api/instances', async (_req, res) => {

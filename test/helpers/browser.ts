@@ -1,0 +1,19 @@
+import { existsSync } from 'node:fs';
+import { chromium, type Browser } from 'playwright-core';
+import type { Teardown } from './teardown.js';
+
+export const CHROMIUM = '/usr/bin/chromium';
+
+/**
+ * Debian's Chromium, headless, with the flags this closed network needs
+ * (DESIGN.md); playwright gives each launch a fresh profile. Closed at teardown.
+ */
+export async function launchBrowser(t: Teardown): Promise<Browser | undefined> {
+  if (!existsSync(CHROMIUM)) return undefined;
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  t.teardown(() => browser.close());
+  return browser;
+}
