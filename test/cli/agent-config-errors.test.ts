@@ -59,3 +59,10 @@ test('an instance whose cgroup has no freezer is a config error naming it', asyn
   t.is(result.code, 2, result.stderr);
   t.regex(result.stderr, /instances\[0\] \(web\)\.runtime: cgroup "doze-test\/does-not-exist" has no freezer/);
 });
+
+test('a missing tool is a clear startup error naming its Debian package', async (t) => {
+  const file = await configFile(JSON.stringify({ listen: '127.0.0.1:0', instances: [] }));
+  const result = await runCli(['agent', '--config', file], { PATH: '/nonexistent' });
+  t.is(result.code, 1, result.stderr);
+  t.regex(result.stderr, /missing tools: tc \(Debian package iproute2\), ip \(Debian package iproute2\)/);
+});
