@@ -6,12 +6,8 @@ import { Detector } from './detector/detector.js';
 import { ManagedInstance } from './detector/managed-instance.js';
 import type { Logger } from './log.js';
 import { checkTools } from './preflight.js';
-import { CheckMarking } from './netfilter/check-marking.js';
-import { CheckRedirect } from './netfilter/check-redirect.js';
-import { StubServer, type StubStatus } from './health/stub-server.js';
-import type { SleepHooks } from './detector/detector.js';
-import { hostOf, portOf } from './sources/ipv4.js';
-import { routeSource } from './netfilter/route-source.js';
+import type { StubServer } from './health/stub-server.js';
+import { SleepGuards } from './sleep-guards.js';
 import { createRuntime } from './runtimes/create-runtime.js';
 import { monotonicNs } from './sources/bpf-records.js';
 import { EbpfSource } from './sources/ebpf-source.js';
@@ -31,8 +27,6 @@ export interface AgentOptions {
 /** One agent per node: wires the traffic source, the detector, the runtimes and the status API. */
 export class Agent {
   private server: Server | undefined;
-  private marking: CheckMarking | undefined;
-  private redirect: CheckRedirect | undefined;
   /** Nomad/Consul discovery, when `nomad` or `consul` is configured (agent/discovery/nomad-instances.ts). */
   discovery: NomadInstances | undefined;
 
@@ -41,7 +35,7 @@ export class Agent {
     readonly detector: Detector,
     readonly source: EbpfSource,
     readonly metrics: Metrics,
-    readonly stub: StubServer,
+    readonly guards: SleepGuards,
     private readonly log: Logger,
   ) {}
 
@@ -58,49 +52,21 @@ export class Agent {
     }
     const source = new EbpfSource({ bpffs: config.bpffs, checkMark: config.healthChecks.mark, objectPath: options.objectPath, log });
     await source.start();
-    const checks = config.healthChecks;
-    const checksMarked = checks.fromUid !== undefined || checks.fromSources.length > 0;
-    // The detector and the stub need each other; the hooks close over `agent`, set just below.
+    // The detector and the guards need each other; the context closes over `agent`, set just below.
     let agent!: Agent;
-    const stub = new StubServer({
-      host: config.stub.listen.slice(0, config.stub.listen.lastIndexOf(':')),
-      status: (id) => stubStatus(agent.detector.get(id)?.state),
-      failureReason: (id) => agent.detector.get(id)?.failure,
-      onAnswered: (id) => {
-        const instance = agent.detector.get(id);
-        if (!instance) return;
+    const guards = new SleepGuards(config, {
+      instance: (id) => agent.detector.get(id),
+      wake: (instance, reason) => void agent.detector.wake(instance, reason),
+      onCheckAnswered: (instance) => {
         instance.checksAnswered++;
-        agent.metrics.checksAnswered.inc({ instance: id, runtime: instance.runtime.kind });
+        agent.metrics.checksAnswered.inc({ instance: instance.id, runtime: instance.runtime.kind });
       },
-    });
-    const hooks: SleepHooks = {
-      guardChecks: checksMarked,
-      beforePause: async (instance) => {
-        if (!agent.redirect) return;
-        const host = (await routeSource(instance.ip)) ?? stub.host;
-        const stubPort = await stub.open(instance.id, host);
-        for (const address of [instance.config.address, ...instance.config.checkAddresses]) {
-          await agent.redirect.add(instance.id, { ip: hostOf(address), port: portOf(address), stubHost: host, stubPort });
-        }
-      },
-      awake: async (instance) => {
-        await agent.redirect?.remove(instance.id);
-      },
-      wakeFailed: async (instance, reason) => {
-        // Refuse from now on: Consul goes critical, Nomad reschedules.
-        stub.markFailed(instance.id, reason);
-      },
-    };
-    const detector = new Detector(source, log, { hooks, budget: config.budget });
+    }, log);
+    const detector = new Detector(source, log, { hooks: guards, budget: config.budget });
     const metrics = new Metrics(detector);
-    agent = new Agent(config, detector, source, metrics, stub, log);
+    agent = new Agent(config, detector, source, metrics, guards, log);
     try {
-      if (checksMarked) {
-        agent.marking = new CheckMarking({ mark: checks.mark, fromUid: checks.fromUid, fromSources: checks.fromSources }, config.netfilter.chainPrefix);
-        await agent.marking.install();
-        agent.redirect = new CheckRedirect(checks.mark, config.netfilter.chainPrefix);
-        await agent.redirect.install();
-      }
+      await guards.install();
       for (const { instanceConfig, runtime } of prepared) {
         await detector.add(new ManagedInstance(instanceConfig, runtime, monotonicNs()));
       }
@@ -115,10 +81,7 @@ export class Agent {
           log,
           wrapRuntime: options.wrapRuntime,
           statusAddress: () => agent.address,
-          release: async (id) => {
-            await agent.redirect?.remove(id);
-            await stub.close(id);
-          },
+          release: (id) => guards.release(id),
         });
       }
       // --- end Nomad + Consul discovery ---
@@ -162,21 +125,16 @@ export class Agent {
       await step(`releasing ${instance.id}`, () => this.detector.remove(instance.id, { wake: false }));
     }
     await step('removing eBPF programs and maps', () => this.source.close({ removePins: true }));
-    await step('closing the health stub', () => this.stub.stop());
-    await step('removing redirect rules', async () => this.redirect?.uninstall());
-    await step('removing marking rules', async () => this.marking?.remove());
+    await step('removing guards (stub, hold, netfilter)', () => this.guards.stop());
     this.log.info('doze agent stopped');
+  }
+
+  get stub(): StubServer {
+    return this.guards.stub;
   }
 
   get address(): string {
     const a = this.server?.address();
     return a && typeof a === 'object' ? `${a.address}:${a.port}` : this.config.listen;
   }
-}
-
-/** Only an instance that is asleep or on its way (and can come back) gets a positive answer. */
-function stubStatus(state: string | undefined): StubStatus {
-  if (state === 'pausing' || state === 'sleeping' || state === 'waking') return 'sleeping';
-  if (state === 'failed') return 'failed';
-  return 'other';
 }

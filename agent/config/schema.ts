@@ -43,24 +43,103 @@ export const fakeRuntimeSchema = z.strictObject({
 /** sun_path holds 108 bytes with its NUL (Nomad's qemu driver checks the same before launch). */
 const UNIX_SOCKET_PATH_MAX = 107;
 
+/** An absolute unix socket path that fits sun_path. */
+const unixSocketPath = z
+  .string()
+  .refine((path) => path.startsWith('/'), 'must be an absolute path')
+  .refine((path) => Buffer.byteLength(path) <= UNIX_SOCKET_PATH_MAX, `a unix socket path has at most ${UNIX_SOCKET_PATH_MAX} bytes; use a shorter directory`);
+
 export const qemuRuntimeSchema = z.strictObject({
   kind: z.literal('qemu'),
-  /** The VM's QMP socket (`-qmp unix:PATH,server=on,wait=off`). */
-  qmp: z
-    .string()
-    .refine((path) => path.startsWith('/'), 'must be an absolute path')
-    .refine((path) => Buffer.byteLength(path) <= UNIX_SOCKET_PATH_MAX, `a unix socket path has at most ${UNIX_SOCKET_PATH_MAX} bytes; use a shorter directory`),
-  /** `pause`: QMP stop/cont, the QEMU process stays (snapshot modes need `doze vm`). */
-  mode: z.literal('pause', { message: 'only "pause" is supported for kind "qemu" (snapshot needs the doze vm owner process)' }).default('pause'),
+  /** The VM's QMP socket (`-qmp unix:PATH,server=on,wait=off`); pause mode. */
+  qmp: unixSocketPath.optional(),
+  /** `pause`: QMP stop/cont, the QEMU process stays. `snapshot`: QEMU exits behind its `doze vm run` owner. */
+  mode: z.enum(['pause', 'snapshot'], { message: 'mode is "pause" (QMP stop/cont) or "snapshot" (needs the VM run by "doze vm run")' }).default('pause'),
+  /** snapshot mode: the `doze vm run` owner's control socket (`<state dir>/control.sock`). */
+  control: unixSocketPath.optional(),
   /** Push guest RAM out of memory while asleep (needs it in a memory-backend-file,share=on on disk). */
   reclaim: z.boolean().default(true),
   /** QEMU's memory cgroup, where its memory is measured: relative to the v1 memory hierarchy or cgroup2, or absolute. */
   memoryCgroup: z.string().min(1).optional(),
   /** The guest RAM file; found through QMP (query-memdev, mem-path) when omitted. */
   ramFile: z.string().min(1).optional(),
+}).superRefine((runtime, ctx) => {
+  if (runtime.mode === 'pause' && runtime.qmp === undefined) ctx.addIssue({ code: 'custom', path: ['qmp'], message: "pause mode needs the VM's QMP socket" });
+  if (runtime.mode === 'snapshot' && runtime.control === undefined) {
+    ctx.addIssue({ code: 'custom', path: ['control'], message: 'snapshot mode needs the control socket of the VM\'s "doze vm run" owner (<state dir>/control.sock)' });
+  }
 });
 
-export const runtimeSchema = z.discriminatedUnion('kind', [freezerRuntimeSchema, fakeRuntimeSchema, qemuRuntimeSchema]);
+// --- Cloud Hypervisor, Firecracker, Nomad scale (agent/runtimes/cloud-hypervisor.ts, firecracker.ts, nomad-scale.ts; docs/runtimes.md) ---
+/** A VMM's API socket: absolute, and short enough for sun_path (checked here, not at the first sleep). */
+const vmmSocketPath = z
+  .string()
+  .refine((path) => path.startsWith('/'), 'must be an absolute path')
+  .refine((path) => Buffer.byteLength(path) <= UNIX_SOCKET_PATH_MAX, `a unix socket path has at most ${UNIX_SOCKET_PATH_MAX} bytes; use a shorter directory`);
+const absolutePath = z.string().startsWith('/', 'must be an absolute path');
+/** A helper program: its path (or a name on PATH) and leading arguments. */
+const commandSpec = z.strictObject({ binary: z.string().min(1), args: z.array(z.string()).default([]) });
+
+export const cloudHypervisorRuntimeSchema = z.strictObject({
+  kind: z.literal('cloud-hypervisor'),
+  /** The VMM's API socket (`cloud-hypervisor --api-socket path=…`). */
+  socket: vmmSocketPath,
+  /** Snapshot each paused VM here (`<dir>/current`), so a VMM that restarts while it sleeps can restore it. */
+  snapshotDir: absolutePath.optional(),
+  /** The runtime's handle file (what a restarted agent needs to wake the VM). */
+  handleFile: absolutePath.optional(),
+});
+
+export const firecrackerRuntimeSchema = z
+  .strictObject({
+    kind: z.literal('firecracker'),
+    /** The process's API socket (`firecracker --api-sock …`). */
+    socket: vmmSocketPath,
+    /** `pause`: PATCH /vm, the process stays. `snapshot`: snapshot, stop the process, load into a fresh one on wake. */
+    mode: z.enum(['pause', 'snapshot']).default('pause'),
+    snapshotDir: absolutePath.optional(),
+    /** snapshot mode: Diff snapshots after the first Full one (merged with snapshotEditor). */
+    diffSnapshots: z.boolean().default(true),
+    /** snapshot mode: the Firecracker binary to start fresh processes with (`--api-sock <socket>` is appended). */
+    launcher: commandSpec.optional(),
+    /** Firecracker's `snapshot-editor` (merges Diff layers: `edit-memory rebase`). */
+    snapshotEditor: commandSpec.optional(),
+    /** Tap devices to restore the snapshot's interfaces onto (PUT /snapshot/load network_overrides). */
+    networkOverrides: z.array(z.strictObject({ iface_id: z.string().min(1), host_dev_name: z.string().regex(/^[A-Za-z0-9_.@-]{1,15}$/, 'a tap name of at most 15 characters') })).default([]),
+    handleFile: absolutePath.optional(),
+  })
+  .superRefine((runtime, ctx) => {
+    if (runtime.mode !== 'snapshot') return;
+    if (!runtime.snapshotDir) ctx.addIssue({ code: 'custom', path: ['snapshotDir'], message: 'snapshot mode needs a snapshot directory' });
+    if (!runtime.launcher) ctx.addIssue({ code: 'custom', path: ['launcher'], message: 'snapshot mode needs launcher.binary: a snapshot loads only into a fresh Firecracker process' });
+    if (runtime.diffSnapshots && !runtime.snapshotEditor) {
+      ctx.addIssue({ code: 'custom', path: ['snapshotEditor'], message: 'Diff snapshots are merged with Firecracker\'s snapshot-editor: set snapshotEditor.binary, or diffSnapshots: false' });
+    }
+  });
+
+export const nomadScaleRuntimeSchema = z.strictObject({
+  kind: z.literal('nomad-scale'),
+  job: z.string().min(1),
+  group: z.string().min(1),
+  /** The port label whose address a wake reports (default: the allocation's first port). */
+  port: z.string().min(1).optional(),
+  /** Count to scale back to when none was remembered. */
+  wakeCount: z.number().int().positive().optional(),
+  /** The Nomad API (default NOMAD_ADDR, else http://127.0.0.1:4646). */
+  nomad: z
+    .strictObject({
+      address: z.url({ protocol: /^https?$/, message: 'expected an http(s) URL such as "http://127.0.0.1:4646"' }),
+      token: z.string().min(1).optional(),
+      namespace: z.string().min(1).optional(),
+      region: z.string().min(1).optional(),
+    })
+    .optional(),
+  /** Where the group's previous count is kept across agent restarts. */
+  handleFile: absolutePath.optional(),
+});
+// --- end Cloud Hypervisor, Firecracker, Nomad scale ---
+
+export const runtimeSchema = z.discriminatedUnion('kind', [freezerRuntimeSchema, fakeRuntimeSchema, qemuRuntimeSchema, cloudHypervisorRuntimeSchema, firecrackerRuntimeSchema, nomadScaleRuntimeSchema]);
 
 export const IDLE_POLICIES = ['requests', 'connections', 'traffic'] as const;
 export const WAKE_MODES = ['retry', 'hold'] as const;
@@ -74,6 +153,10 @@ export const instanceSchema = z.strictObject({
   idleTimeout: duration.default(500),
   idlePolicy: z.enum(IDLE_POLICIES).default('requests'),
   wake: z.enum(WAKE_MODES).default('retry'),
+  /** hold: connections held at once while it wakes; the excess takes the retry path. */
+  maxHeld: z.number().int().positive().default(32),
+  /** hold: a held connection is reset after this long without a wake. */
+  holdTimeout: duration.default(10_000),
   minAwake: duration.default(0),
   maxAwake: duration.optional(),
   wakeTimeout: duration.default(5000),

@@ -23,6 +23,8 @@ export class ManagedInstance {
   stateSinceMs = Date.now();
   /** When this instance's wake started waiting for room in the node budget (epoch ms). */
   queuedSinceMs: number | undefined;
+  /** Connections held while it wakes (hold mode). */
+  held = 0;
   /** Where it came from, when discovered from Nomad (shown on the status page). */
   origin: { allocId: string; jobId: string; group: string; task: string } | undefined;
   /** Set when management ends: no new sleep may start. */

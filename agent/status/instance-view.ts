@@ -22,6 +22,9 @@ export interface InstanceView {
   /** Set while the wake waits for room in the node budget. */
   queuedSince: string | null;
   memory: number;
+  /** Connections held while it wakes (wake mode hold). */
+  held: number;
+  wake: string;
   /** Nomad allocation, job, group and task, when discovered from Nomad. */
   origin: { allocId: string; jobId: string; group: string; task: string } | null;
 }
@@ -45,6 +48,8 @@ export function viewOf(detector: Detector, i: ManagedInstance): InstanceView {
     stateSince: new Date(i.stateSinceMs).toISOString(),
     queuedSince: i.queuedSinceMs === undefined ? null : new Date(i.queuedSinceMs).toISOString(),
     memory: i.config.memory,
+    held: i.held,
+    wake: i.config.wake,
     origin: i.origin ?? null,
   };
 }

@@ -47,6 +47,16 @@ export class Metrics {
         this.set(detector.budgetOverruns);
       },
     });
+    new Gauge({
+      name: 'doze_held_connections',
+      help: 'Connections held while their instance wakes (hold mode)',
+      labelNames: ['instance', 'runtime'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const i of detector.instances()) if (i.config.wake === 'hold') this.set({ instance: i.id, runtime: i.runtime.kind }, i.held);
+      },
+    });
     const labels = (i: { id: string; runtime: { kind: string } }) => ({ instance: i.id, runtime: i.runtime.kind });
     detector.on('slept', (i) => this.sleeps.inc(labels(i)));
     detector.on('woke', (i, seconds) => {

@@ -16,7 +16,8 @@ export function renderRows(list: InstanceView[]): string {
   if (list.length === 0) return '<tr><td colspan="10" class="muted">no instances yet</td></tr>';
   return list
     .map((i) => {
-      const note = i.failure ?? (i.queuedSince ? `waiting for room in the node budget since ${i.queuedSince.slice(11, 19)}` : i.heldBy) ?? '';
+      const note =
+        i.failure ?? (i.held > 0 ? `${i.held} connection(s) held while it wakes` : i.queuedSince ? `waiting for room in the node budget since ${i.queuedSince.slice(11, 19)}` : i.heldBy) ?? '';
       const origin = i.origin ? `${esc(i.origin.jobId)}/${esc(i.origin.group)}<br><span class="muted">${esc(i.origin.allocId.slice(0, 8))}</span>` : '<span class="muted">static</span>';
       return (
         `<tr data-id="${esc(i.id)}" data-state="${esc(i.state)}">` +

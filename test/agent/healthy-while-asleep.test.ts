@@ -114,7 +114,7 @@ test.serial('unmarked traffic is never redirected; the redirect exists only whil
   const inst = await createInstance(t);
   const agent = await startAgent(t, { healthChecks: { fromUid: CHECKER_UID }, instances: [inst.config({ idleTimeout: '200ms' })] });
   const chain = `${agent.config.netfilter.chainPrefix}-STUB`;
-  const rules = async () => (await sh('iptables', ['-t', 'nat', '-S', chain])).split('\n').filter((l) => l.startsWith('-A'));
+  const rules = async () => (await sh('iptables', ['-t', 'nat', '-S', chain])).split('\n').filter((l) => l.startsWith('-A') && l.includes('doze:'));
   t.deepEqual(await rules(), []);
   await nextState(agent, 'web', 'sleeping', 5000);
   const asleep = await rules();

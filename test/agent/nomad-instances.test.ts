@@ -65,7 +65,7 @@ function instanceIdOf(alloc: Record<string, unknown>, jobId = 'web'): string {
 }
 
 async function stubRules(agent: Agent): Promise<string[]> {
-  return (await listRules('nat', `${agent.config.netfilter.chainPrefix}-STUB`)).filter((l) => l.startsWith('-A '));
+  return (await listRules('nat', `${agent.config.netfilter.chainPrefix}-STUB`)).filter((l) => l.startsWith('-A ') && l.includes('doze:'));
 }
 
 test.serial('an allocation becomes an instance within a second, sleeps, wakes on traffic, and is dropped (woken, programs and rules gone) when it stops', async (t) => {

@@ -1,0 +1,90 @@
+import { iptables, iptablesSucceeds, listRules, removeChain, ensureJump, resetChain, splitRule } from './iptables.js';
+
+export interface DnatTarget {
+  /** Address the connections are sent to. */
+  ip: string;
+  port: number;
+  /** Where they go instead (a local listener of the agent). */
+  toHost: string;
+  toPort: number;
+}
+
+/**
+ * An agent-owned nat chain of per-instance DNAT rules, tagged `doze:<id>`,
+ * jumped to first from its parents (OUTPUT for local clients, PREROUTING for
+ * others), so it acts before Nomad's CNI port-map DNAT. nat rules see only a
+ * connection's first packet: a connection is redirected wholly or not at all.
+ */
+export class DnatChain {
+  constructor(
+    readonly chain: string,
+    private readonly parents: string[],
+    /** Extra match arguments every rule carries (mark, connlimit…). */
+    private readonly match: string[],
+  ) {}
+
+  /** Builds the chain empty: a restarted agent re-adds rules for what it finds asleep. */
+  async install(): Promise<void> {
+    await resetChain('nat', this.chain);
+    // Measured here (iptables-nft): once the last DNAT rule leaves the nat table, replies of
+    // connections it translated are no longer translated back, and those connections die. So a
+    // DNAT that can never match (TCP to the broadcast address) stays for the chain's lifetime,
+    // and removing an instance's rule never cuts a check or held connection in flight.
+    await iptables('nat', ['-A', this.chain, '-d', '255.255.255.255/32', '-p', 'tcp', '-m', 'comment', '--comment', 'doze anchor, keeps NAT replies translated', '-j', 'DNAT', '--to-destination', '127.0.0.1:9']);
+    for (const parent of this.parents) await ensureJump('nat', parent, this.chain, 'doze');
+  }
+
+  async add(id: string, target: DnatTarget): Promise<void> {
+    const rule = [
+      '-d', `${target.ip}/32`, '-p', 'tcp', '--dport', String(target.port), ...this.match,
+      '-m', 'comment', '--comment', `doze:${id}`,
+      '-j', 'DNAT', '--to-destination', `${target.toHost}:${target.toPort}`,
+    ];
+    if (!(await iptablesSucceeds('nat', ['-C', this.chain, ...rule]))) await iptables('nat', ['-A', this.chain, ...rule]);
+  }
+
+  /** Removes every rule tagged for this instance (whatever address or port it had). */
+  async remove(id: string): Promise<void> {
+    for (const line of await listRules('nat', this.chain)) {
+      if (line.startsWith(`-A ${this.chain} `) && line.includes(`doze:${id}`)) {
+        await iptables('nat', ['-D', ...splitRule(line.slice(3))]);
+      }
+    }
+  }
+
+  /** The per-instance rules (the anchor is not one). */
+  async active(): Promise<string[]> {
+    return (await listRules('nat', this.chain)).filter((l) => l.startsWith(`-A ${this.chain} `) && l.includes('doze:'));
+  }
+
+  async uninstall(): Promise<void> {
+    await removeChain('nat', this.parents, this.chain);
+  }
+}
+
+const hex = (mark: number) => `0x${mark.toString(16)}`;
+
+/**
+ * Health checks of sleeping instances → their stub. Only marked connections
+ * match; unmarked traffic is never redirected.
+ */
+export function checkRedirect(mark: number, prefix = 'DOZE'): DnatChain {
+  return new DnatChain(`${prefix}-STUB`, ['OUTPUT'], ['-m', 'mark', '--mark', `${hex(mark)}/${hex(mark)}`]);
+}
+
+/**
+ * Hold mode: the first unmarked connections to a sleeping instance → the
+ * agent's hold listener, at most `maxHeld` at a time (connlimit counts live
+ * connections to the instance's address); past that, connections go to the
+ * instance as usual (the retry path) instead of queueing without limit.
+ */
+export function holdRedirect(mark: number, prefix = 'DOZE'): { chain: DnatChain; forInstance: (maxHeld: number) => DnatChain } {
+  const chainName = `${prefix}-HOLD`;
+  const base = ['-m', 'mark', '!', '--mark', `${hex(mark)}/${hex(mark)}`];
+  const chain = new DnatChain(chainName, ['OUTPUT', 'PREROUTING'], base);
+  return {
+    chain,
+    forInstance: (maxHeld) =>
+      new DnatChain(chainName, ['OUTPUT', 'PREROUTING'], [...base, '-m', 'connlimit', '--connlimit-upto', String(maxHeld), '--connlimit-mask', '32', '--connlimit-daddr']),
+  };
+}

@@ -1,0 +1,141 @@
+/**
+ * What surrounds a sleep besides the runtime (the detector's SleepHooks):
+ * health checks marked and redirected to the stub, and, in hold mode, first
+ * connections redirected to the hold listener. Owns the netfilter chains and
+ * the listeners, and removes them all on stop.
+ */
+import type { DozeConfig } from './config/schema.js';
+import type { SleepHooks } from './detector/detector.js';
+import type { ManagedInstance } from './detector/managed-instance.js';
+import { messageOf } from './errors.js';
+import { StubServer, type StubStatus } from './health/stub-server.js';
+import { HoldServer, type HoldState } from './hold/hold-server.js';
+import type { Logger } from './log.js';
+import { CheckMarking } from './netfilter/check-marking.js';
+import { checkRedirect, holdRedirect, type DnatChain } from './netfilter/dnat-chain.js';
+import { routeSource } from './netfilter/route-source.js';
+import { hostOf, portOf } from './sources/ipv4.js';
+
+export interface SleepGuardsContext {
+  instance(id: string): ManagedInstance | undefined;
+  wake(instance: ManagedInstance, reason: string): void;
+  onCheckAnswered(instance: ManagedInstance): void;
+}
+
+export class SleepGuards implements SleepHooks {
+  readonly stub: StubServer;
+  readonly hold: HoldServer;
+  readonly guardChecks: boolean;
+  private marking: CheckMarking | undefined;
+  private checks: DnatChain | undefined;
+  private readonly holds: ReturnType<typeof holdRedirect>;
+  private holdInstalled = false;
+
+  constructor(private readonly config: DozeConfig, private readonly context: SleepGuardsContext, private readonly log: Logger) {
+    const c = config.healthChecks;
+    this.guardChecks = c.fromUid !== undefined || c.fromSources.length > 0;
+    this.stub = new StubServer({
+      host: config.stub.listen.slice(0, config.stub.listen.lastIndexOf(':')),
+      status: (id) => stubStatus(context.instance(id)?.state),
+      failureReason: (id) => context.instance(id)?.failure,
+      onAnswered: (id) => {
+        const instance = context.instance(id);
+        if (instance) context.onCheckAnswered(instance);
+      },
+    });
+    this.hold = new HoldServer({
+      state: (id) => holdState(context.instance(id)?.state),
+      onHeld: (id) => {
+        const instance = context.instance(id);
+        if (instance) context.wake(instance, 'held connection');
+      },
+      upstream: (id) => {
+        const instance = context.instance(id);
+        return instance ? { host: instance.ip, port: portOf(instance.config.address) } : undefined;
+      },
+      holdTimeoutMs: (id) => context.instance(id)?.config.holdTimeout ?? 10_000,
+      onHeldChange: (id, held) => {
+        const instance = context.instance(id);
+        if (instance) instance.held = held;
+      },
+    });
+    this.holds = holdRedirect(c.mark, config.netfilter.chainPrefix);
+  }
+
+  /** Marking and the check redirect exist only when checks can be identified. */
+  async install(): Promise<void> {
+    const c = this.config.healthChecks;
+    if (this.guardChecks) {
+      this.marking = new CheckMarking({ mark: c.mark, fromUid: c.fromUid, fromSources: c.fromSources }, this.config.netfilter.chainPrefix);
+      await this.marking.install();
+      this.checks = checkRedirect(c.mark, this.config.netfilter.chainPrefix);
+      await this.checks.install();
+    }
+  }
+
+  async beforePause(instance: ManagedInstance): Promise<void> {
+    const addresses = [instance.config.address, ...instance.config.checkAddresses];
+    const needHost = this.checks !== undefined || instance.config.wake === 'hold';
+    if (!needHost) return;
+    const host = (await routeSource(instance.ip)) ?? this.stub.host;
+    if (this.checks) {
+      const port = await this.stub.open(instance.id, host);
+      for (const a of addresses) await this.checks.add(instance.id, { ip: hostOf(a), port: portOf(a), toHost: host, toPort: port });
+    }
+    if (instance.config.wake === 'hold') {
+      if (!this.holdInstalled) {
+        await this.holds.chain.install();
+        this.holdInstalled = true;
+      }
+      const port = await this.hold.open(instance.id, host);
+      this.hold.arm(instance.id);
+      const chain = this.holds.forInstance(instance.config.maxHeld);
+      for (const a of addresses) await chain.add(instance.id, { ip: hostOf(a), port: portOf(a), toHost: host, toPort: port });
+    }
+  }
+
+  async awake(instance: ManagedInstance): Promise<void> {
+    await this.checks?.remove(instance.id);
+    if (this.holdInstalled) await this.holds.chain.remove(instance.id);
+    // Resumed by now: what was held goes through.
+    this.hold.release(instance.id);
+  }
+
+  async wakeFailed(instance: ManagedInstance, reason: string): Promise<void> {
+    // Refuse from now on: Consul goes critical, Nomad reschedules; held clients learn at once.
+    this.stub.markFailed(instance.id, reason);
+    this.hold.fail(instance.id);
+    if (this.holdInstalled) await this.holds.chain.remove(instance.id);
+  }
+
+  /** An instance leaves management: its rules and listeners go with it. */
+  async release(id: string): Promise<void> {
+    await this.checks?.remove(id);
+    if (this.holdInstalled) await this.holds.chain.remove(id);
+    await this.stub.close(id);
+    await this.hold.close(id);
+  }
+
+  async stop(): Promise<void> {
+    const step = async (what: string, work: () => Promise<unknown>) =>
+      work().catch((error) => this.log.warn({ err: messageOf(error) }, `${what} failed during shutdown`));
+    await step('closing the health stub', () => this.stub.stop());
+    await step('closing the hold listeners', () => this.hold.stop());
+    await step('removing redirect rules', async () => this.checks?.uninstall());
+    await step('removing hold rules', async () => (this.holdInstalled ? this.holds.chain.uninstall() : undefined));
+    await step('removing marking rules', async () => this.marking?.remove());
+  }
+}
+
+/** Only an instance that is asleep or on its way (and can come back) gets a positive answer. */
+function stubStatus(state: string | undefined): StubStatus {
+  if (state === 'pausing' || state === 'sleeping' || state === 'waking') return 'sleeping';
+  if (state === 'failed') return 'failed';
+  return 'other';
+}
+
+function holdState(state: string | undefined): HoldState {
+  if (state === 'running') return 'serving';
+  if (state === 'failed' || state === undefined) return 'failed';
+  return 'waiting';
+}
