@@ -5,12 +5,16 @@ import { z } from 'zod';
 import { DozeError, messageOf } from '../errors.js';
 import {
   agentSelfSchema,
+  allocationChecksSchema,
   allocationSchema,
+  allocationStubSchema,
   formatIssues,
   jobRegisterResponseSchema,
   jobSchema,
   type NomadAgentSelf,
   type NomadAllocation,
+  type NomadAllocationChecks,
+  type NomadAllocationStub,
   type NomadJob,
   type NomadJobRegisterResponse,
 } from './nomad-schemas.js';
@@ -132,6 +136,18 @@ export class NomadClient {
   /** `GET /v1/allocation/:id`: one allocation, with its job. */
   allocation(allocId: string, query: BlockingQuery = {}): Promise<Indexed<NomadAllocation>> {
     return this.read(`/v1/allocation/${encodeURIComponent(allocId)}`, allocationSchema, query);
+  }
+
+  /** `GET /v1/job/:id/allocations`: every allocation of one job (list stubs), including stopped ones. */
+  jobAllocations(jobId: string, query: BlockingQuery = {}): Promise<Indexed<NomadAllocationStub[]>> {
+    return this.read(`/v1/job/${encodeURIComponent(jobId)}/allocations`, z.array(allocationStubSchema), query);
+  }
+
+  /** `GET /v1/allocation/:id/checks`: the status of the allocation's Nomad-provider checks (Nomad ≥ 1.4). */
+  async allocationChecks(allocId: string, options: { signal?: AbortSignal } = {}): Promise<NomadAllocationChecks> {
+    const path = `/v1/allocation/${encodeURIComponent(allocId)}/checks`;
+    const response = await this.request(`GET ${path}`, () => this.http.get<string>(path, { params: this.params(), timeout: this.timeoutMs, signal: options.signal }));
+    return this.body(response, `GET ${path}`, allocationChecksSchema);
   }
 
   /**

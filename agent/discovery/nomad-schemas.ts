@@ -130,6 +130,38 @@ export const allocationSchema = z.looseObject({
   ModifyIndex: z.number().int().nonnegative(),
 });
 
+/** `AllocDeploymentStatus`: set once a deployment has judged the allocation (Healthy stays null until then). */
+export const allocDeploymentStatusSchema = z.looseObject({
+  Healthy: z.boolean().nullish(),
+  Timestamp: z.string().optional(),
+  Canary: z.boolean().optional(),
+});
+
+/** `AllocListStub`, as `GET /v1/job/:id/allocations` lists them (no Job, no NetworkStatus, no DeploymentID). */
+export const allocationStubSchema = z.looseObject({
+  ID: z.string().min(1),
+  Namespace: z.string().optional(),
+  Name: z.string().optional(),
+  NodeID: z.string(),
+  JobID: z.string().min(1),
+  TaskGroup: z.string().min(1),
+  DesiredStatus: z.string(),
+  ClientStatus: z.string(),
+  TaskStates: z.record(z.string(), z.looseObject({ State: z.string().optional() }).nullable()).nullish(),
+  DeploymentStatus: allocDeploymentStatusSchema.nullish(),
+  CreateIndex: z.number().int().nonnegative(),
+  ModifyIndex: z.number().int().nonnegative(),
+});
+
+/**
+ * `GET /v1/allocation/:id/checks` (Nomad ≥ 1.4): the allocation's Nomad-provider
+ * checks by id, each with Status "success" | "failure" | "pending"; `{}` without any.
+ */
+export const allocationChecksSchema = z.record(
+  z.string(),
+  z.looseObject({ Status: z.string(), Mode: z.string().optional(), Check: z.string().optional(), Service: z.string().optional(), Output: z.string().optional() }),
+);
+
 export const jobRegisterResponseSchema = z.looseObject({
   EvalID: z.string(),
   EvalCreateIndex: z.number().int().optional(),
@@ -181,6 +213,8 @@ export type NomadTaskGroup = z.infer<typeof taskGroupSchema>;
 export type NomadJob = z.infer<typeof jobSchema>;
 export type NomadAllocation = z.infer<typeof allocationSchema>;
 export type NomadJobRegisterResponse = z.infer<typeof jobRegisterResponseSchema>;
+export type NomadAllocationStub = z.infer<typeof allocationStubSchema>;
+export type NomadAllocationChecks = z.infer<typeof allocationChecksSchema>;
 
 /** "TaskGroups[0].Tasks[1].Driver: Invalid input: expected string, received undefined; …" */
 export function formatIssues(error: z.ZodError, limit = 5): string {

@@ -1,4 +1,4 @@
-import { RuntimeError } from '../errors.js';
+import { RuntimeError, withDeadline } from '../errors.js';
 import type { ProbeResult, Runtime, RuntimeObservedState } from './runtime.js';
 
 export interface FakeRuntimeKnobs {
@@ -22,7 +22,16 @@ export class FakeRuntime implements Runtime {
     return { ok: true };
   }
 
-  async pause(): Promise<void> {
+  /** Both calls honour their deadline (E_DEADLINE) when given one; the slow work still finishes behind it. */
+  async pause(deadlineMs?: number): Promise<void> {
+    return deadlineMs === undefined ? this.doPause() : withDeadline('fake runtime: pause', deadlineMs, this.doPause());
+  }
+
+  async resume(deadlineMs?: number): Promise<void> {
+    return deadlineMs === undefined ? this.doResume() : withDeadline('fake runtime: resume', deadlineMs, this.doResume());
+  }
+
+  private async doPause(): Promise<void> {
     this.state = 'transitioning';
     await delay(this.knobs.pauseMs ?? 0);
     if (this.knobs.failPause) {
@@ -33,7 +42,7 @@ export class FakeRuntime implements Runtime {
     this.state = 'paused';
   }
 
-  async resume(): Promise<void> {
+  private async doResume(): Promise<void> {
     await delay(this.knobs.resumeMs ?? 0);
     if (this.knobs.failResume) throw new RuntimeError('E_FAKE_RESUME', 'fake runtime: resume failed on purpose');
     this.resumes++;

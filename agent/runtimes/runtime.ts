@@ -8,6 +8,16 @@ export interface RuntimeCapabilities {
 
 export type RuntimeObservedState = 'running' | 'paused' | 'transitioning' | 'gone';
 
+/**
+ * What a runtime persists to wake what it put to sleep after an agent restart
+ * (see runtime-handle.ts): versioned, tagged with the runtime's kind.
+ */
+export interface RuntimeHandle {
+  version: number;
+  kind: string;
+  [key: string]: unknown;
+}
+
 export interface ProbeResult {
   ok: boolean;
   reason?: string;
@@ -26,6 +36,8 @@ export interface Runtime {
   pause(deadlineMs: number): Promise<void>;
   resume(deadlineMs: number): Promise<void>;
   inspect(): Promise<RuntimeObservedState>;
+  /** The runtime's current handle, for status and tests (runtimes that keep none omit this). */
+  handle?(): RuntimeHandle | undefined;
   /** Release what the runtime holds open (a QMP connection); the workload is left as it is. */
   close?(): Promise<void>;
 }

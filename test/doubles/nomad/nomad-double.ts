@@ -28,8 +28,18 @@
  *   Canonicalize fills only a few defaults: tests through it check the HTTP
  *   exchange, not Nomad's HCL semantics.
  *
+ * - `GET /v1/job/:id/allocations`: list stubs (no Job, no NetworkStatus),
+ *   blocking on the highest ModifyIndex of the job's allocations.
+ *   `GET /v1/allocation/:id/checks`: the Nomad-provider check results a test
+ *   set (setChecks), `{}` otherwise.
+ * - With `placeOnScale`, scaling a group up places the missing allocations on
+ *   one node: pending, running after `runningAfterMs`, and (with
+ *   `deployment`) DeploymentStatus.Healthy true after `healthyAfterMs`; named
+ *   `checks` go from pending to success at the same time. A stand-in for the
+ *   scheduler and the client, not a model of either.
+ *
  * Not covered: scheduling (registering a job places nothing: tests add
- * allocations with addAllocation), evaluations and deployments (EvalIDs are
+ * allocations with addAllocation; only placeOnScale places any), evaluations and deployments (EvalIDs are
  * random), ACL policies (one token or none), multiple regions, blocking
  * jitter, gzip, the HCLv1 parser, TLS, and every endpoint not listed above.
  */
@@ -48,6 +58,18 @@ export interface NomadDoubleOptions {
   framing?: 'ndjson' | 'concatenated';
   /** Node id `GET /v1/agent/self` reports as `stats.client.node_id`; null: a server-only agent (no client stats). */
   agentNodeId?: string | null;
+  /** Scaling a group up places its missing allocations (see the header). */
+  placeOnScale?: PlaceOnScale;
+}
+
+export interface PlaceOnScale {
+  runningAfterMs?: number;
+  /** The allocation is deployment-tracked: DeploymentStatus.Healthy turns true this long after it runs. */
+  deployment?: boolean;
+  healthyAfterMs?: number;
+  /** Nomad-provider check ids; pending until healthy, then success. */
+  checks?: string[];
+  nodeId?: string;
 }
 
 export interface RecordedRequest {
@@ -105,13 +127,17 @@ export class NomadDouble {
   private readonly allocs = new Map<string, Obj>();
   private readonly buffer: Frame[] = [];
   private readonly injections: Injection[] = [];
+  /** Delay before every answer (deadline tests). */
+  delayMs = 0;
+  private readonly checks = new Map<string, Obj>();
+  private readonly timers = new Set<NodeJS.Timeout>();
   private index = 10;
   private allocsTableIndex = 1;
   private nextBridgeIp = 2;
   private nextPort = 20000;
   url = '';
 
-  private constructor(private readonly options: Required<Omit<NomadDoubleOptions, 'token' | 'agentNodeId'>> & { token?: string; agentNodeId?: string | null }) {
+  private constructor(private readonly options: Required<Omit<NomadDoubleOptions, 'token' | 'agentNodeId' | 'placeOnScale'>> & { token?: string; agentNodeId?: string | null; placeOnScale?: PlaceOnScale }) {
     this.changes.setMaxListeners(0);
   }
 
@@ -128,6 +154,7 @@ export class NomadDouble {
   }
 
   async close(): Promise<void> {
+    for (const timer of this.timers) clearTimeout(timer);
     for (const stream of this.streams) clearInterval(stream.heartbeat);
     this.streams.clear();
     for (const socket of this.sockets) socket.destroy();
@@ -261,6 +288,19 @@ export class NomadDouble {
     return structuredClone(alloc);
   }
 
+  /** Sets the results `GET /v1/allocation/:id/checks` reports (check id → Status "success" | "failure" | "pending"). */
+  setChecks(allocId: string, statuses: Record<string, string>): void {
+    this.checks.set(
+      allocId,
+      Object.fromEntries(Object.entries(statuses).map(([id, status]) => [id, { ID: id, Check: id, Group: '', Mode: 'healthiness', Output: '', Service: 'web', Status: status, StatusCode: status === 'success' ? 200 : 0, Task: '', Timestamp: Math.floor(Date.now() / 1000) }])),
+    );
+  }
+
+  /** Allocations of a job (full objects), for assertions. */
+  jobAllocationsOf(jobId: string, namespace = 'default'): Obj[] {
+    return [...this.allocs.values()].filter((a) => a.JobID === jobId && a.Namespace === namespace).map((a) => structuredClone(a));
+  }
+
   /** The server asks the allocation to stop, then its client reports it complete: two events, as in Nomad. */
   stopAllocation(allocId: string): void {
     this.updateAllocation(allocId, { DesiredStatus: 'stop', DesiredDescription: 'alloc is being stopped' }, 'AllocationUpdateDesiredStatus');
@@ -294,6 +334,7 @@ export class NomadDouble {
     const url = new URL(req.url ?? '/', 'http://double');
     let body = '';
     for await (const chunk of req) body += String(chunk);
+    if (this.delayMs > 0) await new Promise((resolve) => setTimeout(resolve, this.delayMs));
     this.requests.push({ method: req.method ?? 'GET', path: url.pathname, query: url.searchParams, headers: req.headers, body });
 
     const injected = this.injections.findIndex((i) => i.method === req.method && i.path === url.pathname);
@@ -316,6 +357,13 @@ export class NomadDouble {
           const alloc = this.allocs.get(parts[2]!);
           return alloc ? { index: alloc.ModifyIndex as number, body: alloc } : { status: 404, text: 'alloc not found' };
         });
+      }
+      if (req.method === 'GET' && parts[1] === 'job' && parts[3] === 'allocations' && parts.length === 4) {
+        return await this.blocking(req, res, url, () => this.jobAllocationStubs(parts[2]!, url.searchParams.get('namespace') || 'default'));
+      }
+      if (req.method === 'GET' && parts[1] === 'allocation' && parts[3] === 'checks' && parts.length === 4) {
+        if (!this.allocs.has(parts[2]!)) return this.text(res, 404, 'alloc not found');
+        return this.json(res, this.checks.get(parts[2]!) ?? {});
       }
       if (req.method === 'GET' && parts[1] === 'job' && parts.length === 3) {
         return await this.blocking(req, res, url, () => {
@@ -362,6 +410,39 @@ export class NomadDouble {
     const list = [...this.allocs.values()].filter((a) => a.NodeID === nodeId);
     const index = list.length ? Math.max(...list.map((a) => a.ModifyIndex as number)) : this.allocsTableIndex;
     return { index, body: list };
+  }
+
+  /** AllocListStub: no Job, no NetworkStatus (nomad/structs Allocation.Stub). */
+  private jobAllocationStubs(jobId: string, namespace: string): { index: number; body: unknown } {
+    const list = [...this.allocs.values()].filter((a) => a.JobID === jobId && a.Namespace === namespace);
+    const index = list.length ? Math.max(...list.map((a) => a.ModifyIndex as number)) : this.allocsTableIndex;
+    const stubs = list.map((a) => {
+      const { Job: _job, NetworkStatus: _network, DeploymentID: _deployment, ...stub } = structuredClone(a);
+      return { ...stub, JobType: 'service', JobVersion: 0, DeploymentStatus: a.DeploymentStatus ?? null };
+    });
+    return { index, body: stubs };
+  }
+
+  /** placeOnScale: pending now, running later, healthy later still. */
+  private place(jobId: string, group: string, namespace: string, how: PlaceOnScale): void {
+    const alloc = this.addAllocation({ jobId, group, namespace, nodeId: how.nodeId, clientStatus: 'pending' });
+    const id = alloc.ID as string;
+    const tasks = Object.keys(alloc.TaskStates as Obj);
+    this.updateAllocation(id, { TaskStates: Object.fromEntries(tasks.map((t) => [t, { State: 'pending', Failed: false, Restarts: 0, Events: null }])), DeploymentID: how.deployment ? randomUUID() : '', DeploymentStatus: null });
+    if (how.checks?.length) this.setChecks(id, Object.fromEntries(how.checks.map((c) => [c, 'pending'])));
+    const later = (ms: number, fn: () => void) => {
+      const timer = setTimeout(() => {
+        this.timers.delete(timer);
+        if (this.allocs.get(id)?.DesiredStatus === 'run') fn();
+      }, ms);
+      this.timers.add(timer);
+    };
+    const runningAfter = how.runningAfterMs ?? 0;
+    later(runningAfter, () => this.updateAllocation(id, { ClientStatus: 'running', TaskStates: Object.fromEntries(tasks.map((t) => [t, { State: 'running', Failed: false, Restarts: 0, Events: null }])) }));
+    later(runningAfter + (how.healthyAfterMs ?? 0), () => {
+      if (how.checks?.length) this.setChecks(id, Object.fromEntries(how.checks.map((c) => [c, 'success'])));
+      if (how.deployment) this.updateAllocation(id, { DeploymentStatus: { Healthy: true, Timestamp: new Date().toISOString(), Canary: false, ModifyIndex: this.index + 1 } });
+    });
   }
 
   /** Answers now, or once the resource's index passes `index`, or when `wait` runs out. */
@@ -484,6 +565,7 @@ export class NomadDouble {
       // Without a scheduler, scaling down stops the newest surplus allocations.
       const live = [...this.allocs.values()].filter((a) => a.JobID === jobId && a.TaskGroup === groupName && a.DesiredStatus === 'run');
       for (const alloc of live.slice(count).reverse()) this.stopAllocation(alloc.ID as string);
+      if (this.options.placeOnScale) for (let i = live.length; i < count; i++) this.place(jobId, groupName, String(job.Namespace), this.options.placeOnScale);
     }
     this.changes.emit('change');
     return this.json(res, { EvalID: randomUUID(), EvalCreateIndex: index, JobModifyIndex: job.JobModifyIndex, Warnings: '', Index: index, LastContact: 0, KnownLeader: false });

@@ -1,0 +1,236 @@
+import { z } from 'zod';
+import type { NomadClient } from '../discovery/nomad-client.js';
+import type { NomadAllocation, NomadAllocationStub, NomadJob } from '../discovery/nomad-schemas.js';
+import { DeadlineError, RuntimeError, messageOf, withDeadline } from '../errors.js';
+import { readHandle, writeHandle } from './runtime-handle.js';
+import type { ProbeResult, Runtime, RuntimeHandle, RuntimeObservedState } from './runtime.js';
+import { Budget } from './vmm/unix-http.js';
+
+/*
+ * `scale` mode (deep sleep): the task group is scaled to 0 through Nomad's API
+ * (`POST /v1/job/:id/scale {Count: 0, Target: {Group}, Message}`) and back to
+ * its previous count on wake. Everything the group had is freed, and so is
+ * its registration: a group at count 0 has no allocations, so its services
+ * leave the catalog (hashicorp/nomad#19731), and the wake lands on a new
+ * allocation, maybe on another node, with a new address. So:
+ * - the previous count is remembered in the runtime's handle (a file, when
+ *   configured) before the group is scaled down, so a restarted agent can
+ *   still scale it back;
+ * - wake waits (within its deadline) for a new allocation of the group that
+ *   runs, whose deployment health (when the allocation is deployment-tracked:
+ *   Nomad's own verdict on its checks) is healthy, and whose Nomad-provider
+ *   checks pass; then `address()` reports where it listens.
+ * Tested against test/doubles/nomad (no Nomad binary here).
+ */
+
+export interface NomadScaleOptions {
+  nomad: NomadClient;
+  jobId: string;
+  group: string;
+  /** The port label whose address `address()` reports; default: the allocation's first port. */
+  port?: string;
+  /** Count to scale back to when none was remembered (a handle lost with the agent). Default 1. */
+  wakeCount?: number;
+  /** The runtime's handle (JSON), where the previous count survives an agent restart. */
+  handleFile?: string;
+  /** Longest single blocking query while waiting (Nomad holds it until something changes). */
+  maxWaitMs?: number;
+}
+
+const handleSchema = z.strictObject({
+  version: z.literal(1),
+  kind: z.literal('nomad-scale'),
+  jobId: z.string(),
+  group: z.string(),
+  /** The group's count before doze scaled it to 0. */
+  previousCount: z.number().int().positive().nullable(),
+  asleep: z.boolean(),
+  /** The allocation the last wake found healthy, and its address. */
+  allocId: z.string().nullable(),
+  address: z.string().nullable(),
+});
+type ScaleHandle = z.infer<typeof handleSchema>;
+
+const PROBE_MS = 5000;
+const INSPECT_MS = 2000;
+/** Client statuses after which an allocation holds nothing any more. */
+const TERMINAL = new Set(['complete', 'failed', 'lost']);
+
+export class NomadScaleRuntime implements Runtime {
+  readonly kind = 'nomad-scale';
+  readonly capabilities = { keepsProcess: false, freesMemory: true };
+  private state: ScaleHandle;
+  private loaded = false;
+
+  constructor(readonly options: NomadScaleOptions) {
+    this.state = { version: 1, kind: 'nomad-scale', jobId: options.jobId, group: options.group, previousCount: null, asleep: false, allocId: null, address: null };
+  }
+
+  async probe(): Promise<ProbeResult> {
+    try {
+      await this.loadHandle();
+      const job = await withDeadline(`reading job ${this.options.jobId}`, PROBE_MS, this.options.nomad.job(this.options.jobId));
+      const type = job.value.Type ?? 'service';
+      if (type !== 'service') return { ok: false, reason: `job ${this.options.jobId} is a ${type} job: only service jobs can be scaled to 0 and back` };
+      if (!job.value.TaskGroups.some((g) => g.Name === this.options.group)) return { ok: false, reason: `job ${this.options.jobId} has no group ${JSON.stringify(this.options.group)}` };
+      return { ok: true };
+    } catch (error) {
+      return { ok: false, reason: messageOf(error) };
+    }
+  }
+
+  async pause(deadlineMs: number): Promise<void> {
+    const budget = new Budget(`scaling ${this.where} to 0`, deadlineMs);
+    await this.loadHandle();
+    const count = this.countOf(await this.within(budget, (signal) => this.options.nomad.job(this.options.jobId, { signal })).then((r) => r.value));
+    if (count > 0) {
+      // Remember the count first: once the group is at 0, nothing in Nomad says what it was.
+      await this.saveHandle({ previousCount: count, asleep: true });
+      await this.within(budget, () => this.options.nomad.scaleGroup(this.options.jobId, this.options.group, 0, `doze: idle, scaled to 0 (was ${count}); doze scales it back on the next request`));
+    } else if (!this.state.asleep) {
+      await this.saveHandle({ asleep: true });
+    }
+    // Asleep once no allocation of the group holds anything.
+    await this.waitFor(budget, (allocs) => (allocs.some((a) => !TERMINAL.has(a.ClientStatus)) ? undefined : true));
+  }
+
+  async resume(deadlineMs: number): Promise<void> {
+    const budget = new Budget(`scaling ${this.where} back up`, deadlineMs);
+    await this.loadHandle();
+    const count = this.countOf(await this.within(budget, (signal) => this.options.nomad.job(this.options.jobId, { signal })).then((r) => r.value));
+    let known = new Set<string>();
+    if (count === 0) {
+      const target = this.state.previousCount ?? this.options.wakeCount ?? 1;
+      known = new Set((await this.within(budget, (signal) => this.options.nomad.jobAllocations(this.options.jobId, { signal }))).value.filter((a) => a.TaskGroup === this.options.group).map((a) => a.ID));
+      await this.within(budget, () => this.options.nomad.scaleGroup(this.options.jobId, this.options.group, target, `doze: woken by traffic, scaled back to ${target}`));
+    }
+    // A group already up (a resume that timed out, or someone scaled it) counts as woken once an allocation is healthy.
+    const alloc = await this.waitFor(budget, async (allocs, signal) => {
+      for (const stub of allocs) {
+        if (known.has(stub.ID) || stub.DesiredStatus !== 'run' || stub.ClientStatus !== 'running') continue;
+        if (!Object.values(stub.TaskStates ?? {}).every((s) => s?.State === 'running')) continue;
+        if (stub.DeploymentStatus?.Healthy === false) continue;
+        const full = (await this.options.nomad.allocation(stub.ID, { signal })).value;
+        if (await this.healthy(full, signal)) return full;
+      }
+      return undefined;
+    });
+    await this.saveHandle({ asleep: false, allocId: alloc.ID, address: addressOf(alloc, this.options.port) ?? null });
+  }
+
+  async inspect(): Promise<RuntimeObservedState> {
+    try {
+      await this.loadHandle();
+      const budget = new Budget(`inspecting ${this.where}`, INSPECT_MS);
+      const job = await this.within(budget, (signal) => this.options.nomad.job(this.options.jobId, { signal }));
+      const allocs = (await this.within(budget, (signal) => this.options.nomad.jobAllocations(this.options.jobId, { signal }))).value.filter((a) => a.TaskGroup === this.options.group);
+      if (this.countOf(job.value) === 0) return allocs.some((a) => !TERMINAL.has(a.ClientStatus)) ? 'transitioning' : 'paused';
+      const running = allocs.some((a) => a.DesiredStatus === 'run' && a.ClientStatus === 'running' && a.DeploymentStatus?.Healthy !== false);
+      return running ? 'running' : 'transitioning';
+    } catch {
+      return 'gone';
+    }
+  }
+
+  /** Where the group's current allocation listens ("ip:port"), as found by the last wake; it may change at every wake. */
+  address(): string | undefined {
+    return this.state.address ?? undefined;
+  }
+
+  /** The allocation the last wake found healthy. */
+  allocationId(): string | undefined {
+    return this.state.allocId ?? undefined;
+  }
+
+  handle(): RuntimeHandle {
+    return { ...this.state };
+  }
+
+  private get where(): string {
+    return `group ${JSON.stringify(this.options.group)} of job ${JSON.stringify(this.options.jobId)}`;
+  }
+
+  private countOf(job: NomadJob): number {
+    const group = job.TaskGroups.find((g) => g.Name === this.options.group);
+    if (!group) throw new RuntimeError('E_RUNTIME_MISSING', `job ${this.options.jobId} has no group ${JSON.stringify(this.options.group)} any more`);
+    return group.Count ?? 1;
+  }
+
+  /** Deployment-tracked: Nomad's health verdict; plus every Nomad-provider check passing. */
+  private async healthy(alloc: NomadAllocation, signal: AbortSignal): Promise<boolean> {
+    const deployment = alloc['DeploymentID'];
+    const status = z.looseObject({ Healthy: z.boolean().nullish() }).nullish().safeParse(alloc['DeploymentStatus']);
+    if (typeof deployment === 'string' && deployment !== '' && !(status.success && status.data?.Healthy === true)) return false;
+    let checks: Record<string, { Status: string }>;
+    try {
+      checks = await this.options.nomad.allocationChecks(alloc.ID, { signal });
+    } catch (error) {
+      // Nomad < 1.4 has no checks endpoint: deployment health is all there is.
+      if ((error as { status?: number }).status === 404) return true;
+      throw error;
+    }
+    return Object.values(checks).every((c) => c.Status === 'success');
+  }
+
+  /**
+   * Re-reads the job's allocations (blocking queries: Nomad answers when they
+   * change) until `accept` returns a value, within the budget.
+   */
+  private async waitFor<T>(budget: Budget, accept: (allocs: NomadAllocationStub[], signal: AbortSignal) => T | undefined | Promise<T | undefined>): Promise<T> {
+    let index = 0;
+    for (;;) {
+      const found = await this.within(budget, async (signal) => {
+        const waitMs = Math.max(Math.min(budget.left() - 50, this.options.maxWaitMs ?? 30_000), 10);
+        const result = await this.options.nomad.jobAllocations(this.options.jobId, { index, waitMs, signal });
+        index = result.index;
+        return accept(result.value.filter((a) => a.TaskGroup === this.options.group), signal);
+      });
+      if (found !== undefined) return found;
+      // A blocking query that returned with nothing new (its wait ran out): ask again.
+    }
+  }
+
+  /** Runs a Nomad call with what is left of the budget; a call cut off by it is aborted. */
+  private async within<T>(budget: Budget, call: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    const left = budget.left();
+    const controller = new AbortController();
+    try {
+      return await withDeadline(budget.what, left, call(controller.signal));
+    } catch (error) {
+      if (error instanceof DeadlineError) throw new DeadlineError(budget.what, budget.totalMs);
+      throw error;
+    } finally {
+      controller.abort();
+    }
+  }
+
+  private async loadHandle(): Promise<void> {
+    if (this.loaded) return;
+    if (this.options.handleFile) {
+      const saved = await readHandle(this.options.handleFile, handleSchema);
+      if (saved && (saved.jobId !== this.options.jobId || saved.group !== this.options.group)) {
+        throw new RuntimeError('E_HANDLE', `runtime handle ${this.options.handleFile} belongs to group ${saved.group} of job ${saved.jobId}, not to ${this.where}`);
+      }
+      if (saved) this.state = saved;
+    }
+    this.loaded = true;
+  }
+
+  private async saveHandle(change: Partial<Omit<ScaleHandle, 'version' | 'kind' | 'jobId' | 'group'>>): Promise<void> {
+    this.state = { ...this.state, ...change };
+    if (this.options.handleFile) await writeHandle(this.options.handleFile, this.state);
+  }
+}
+
+/**
+ * "ip:port" of an allocation's port: the allocation's own bridge address and
+ * the port inside it (`To`) in bridge mode, the host address and port otherwise.
+ */
+export function addressOf(alloc: NomadAllocation, label?: string): string | undefined {
+  const ports = alloc.AllocatedResources?.Shared?.Ports ?? [];
+  const port = label === undefined ? ports[0] : ports.find((p) => p.Label === label);
+  if (!port) return undefined;
+  const bridge = alloc.NetworkStatus?.Address;
+  if (bridge) return `${bridge}:${port.To !== undefined && port.To > 0 ? port.To : port.Value}`;
+  return port.HostIP ? `${port.HostIP}:${port.Value}` : undefined;
+}

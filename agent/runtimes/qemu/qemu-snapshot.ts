@@ -1,0 +1,112 @@
+import { messageOf } from '../../errors.js';
+import type { ProbeResult, Runtime, RuntimeObservedState } from '../runtime.js';
+import { OwnerClient, OwnerError, type OwnerState, type OwnerStatus } from './owner-protocol.js';
+
+export interface QemuSnapshotOptions {
+  /** The `doze vm run` owner's control socket (`<state dir>/control.sock`). */
+  control: string;
+}
+
+const PROBE_MS = 3000;
+const INSPECT_MS = 1000;
+
+export function observedFromOwnerState(state: OwnerState): RuntimeObservedState {
+  switch (state) {
+    case 'running':
+      return 'running';
+    case 'sleeping':
+      return 'paused';
+    case 'starting':
+    case 'saving':
+    case 'restoring':
+      return 'transitioning';
+    default:
+      return 'gone'; // stopping, failed
+  }
+}
+
+/**
+ * `snapshot` mode: the VM's `doze vm run` owner saves its device state and lets QEMU
+ * exit (guest RAM stays in its file on disk, dropped from memory), and restores it on
+ * wake (agent/runtimes/qemu/vm-owner.ts). The runtime keeps one connection to the
+ * owner's control socket, reopened when the owner restarts; all it must remember
+ * to wake a VM after an agent restart is that socket's path (the owner keeps the
+ * rest in its handle, `<state dir>/vm.json`).
+ */
+export class QemuSnapshotRuntime implements Runtime {
+  readonly kind = 'qemu';
+  readonly mode = 'snapshot';
+  readonly capabilities = { keepsProcess: false, freesMemory: true };
+  private client: OwnerClient | undefined;
+  private connecting: Promise<OwnerClient> | undefined;
+  private closed = false;
+  /** The owner's last answer (timings of the last sleep and wake), for status and benchmarks. */
+  lastStatus: OwnerStatus | undefined;
+
+  constructor(private readonly options: QemuSnapshotOptions) {}
+
+  async probe(): Promise<ProbeResult> {
+    let status: OwnerStatus;
+    try {
+      status = await this.request('status', PROBE_MS);
+    } catch (error) {
+      return { ok: false, reason: `doze vm control socket ${this.options.control} does not answer: ${messageOf(error)} (snapshot mode needs the VM started by "doze vm run")` };
+    }
+    if (observedFromOwnerState(status.state) === 'gone') return { ok: false, reason: `the VM behind ${this.options.control} is ${status.state}: nothing to manage` };
+    return { ok: true };
+  }
+
+  async pause(deadlineMs: number): Promise<void> {
+    await this.request('sleep', deadlineMs);
+  }
+
+  async resume(deadlineMs: number): Promise<void> {
+    await this.request('wake', deadlineMs);
+  }
+
+  async inspect(): Promise<RuntimeObservedState> {
+    try {
+      return observedFromOwnerState((await this.request('status', INSPECT_MS)).state);
+    } catch {
+      return 'gone';
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.client?.close();
+    this.client = undefined;
+  }
+
+  /** One request within `deadlineMs` (connecting included); a connection found dead is reopened once. */
+  private async request(op: 'sleep' | 'wake' | 'status', deadlineMs: number): Promise<OwnerStatus> {
+    const until = performance.now() + deadlineMs;
+    const remaining = () => Math.max(1, Math.round(until - performance.now()));
+    const hadClient = this.client?.isOpen ?? false;
+    try {
+      this.lastStatus = await (await this.connection(remaining())).request(op, remaining());
+    } catch (error) {
+      if (!(hadClient && error instanceof OwnerError && error.code === 'E_OWNER_CLOSED') || this.closed) throw error;
+      this.lastStatus = await (await this.connection(remaining())).request(op, remaining());
+    }
+    return this.lastStatus;
+  }
+
+  private async connection(deadlineMs: number): Promise<OwnerClient> {
+    if (this.closed) throw new OwnerError('E_OWNER_CLOSED', `runtime for ${this.options.control} was closed`);
+    if (this.client?.isOpen) return this.client;
+    this.connecting ??= OwnerClient.connect(this.options.control, deadlineMs)
+      .then((client) => {
+        if (this.closed) {
+          client.close();
+          throw new OwnerError('E_OWNER_CLOSED', `runtime for ${this.options.control} was closed`);
+        }
+        this.client = client;
+        return client;
+      })
+      .finally(() => {
+        this.connecting = undefined;
+      });
+    return this.connecting;
+  }
+}

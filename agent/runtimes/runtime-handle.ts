@@ -1,0 +1,45 @@
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import type { z } from 'zod';
+import { RuntimeError } from '../errors.js';
+
+/*
+ * A runtime's handle: a small versioned JSON record of what it needs to wake
+ * what it put to sleep (a group's previous count, which snapshot is current),
+ * kept in a file so a restarted agent can still wake it. Written atomically
+ * (temporary file + rename): a crash leaves the old handle or the new one.
+ */
+
+export async function readHandle<T>(file: string, schema: z.ZodType<T>): Promise<T | undefined> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new RuntimeError('E_HANDLE', `cannot read runtime handle ${file}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`, { cause: error });
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (error) {
+    throw new RuntimeError('E_HANDLE', `runtime handle ${file} is not JSON`, { cause: error });
+  }
+  const parsed = schema.safeParse(raw);
+  if (!parsed.success) {
+    const issues = parsed.error.issues.slice(0, 3).map((i) => `${i.path.join('.') || '(top level)'}: ${i.message}`).join('; ');
+    throw new RuntimeError('E_HANDLE', `runtime handle ${file} does not fit this runtime (${issues}): remove it only if nothing is asleep`, { cause: parsed.error });
+  }
+  return parsed.data;
+}
+
+export async function writeHandle(file: string, value: unknown): Promise<void> {
+  const tmp = `${file}.${process.pid}.tmp`;
+  try {
+    await mkdir(dirname(file), { recursive: true });
+    await writeFile(tmp, `${JSON.stringify(value, null, 2)}\n`, { mode: 0o600 });
+    await rename(tmp, file);
+  } catch (error) {
+    await rm(tmp, { force: true }).catch(() => undefined);
+    throw new RuntimeError('E_HANDLE', `cannot write runtime handle ${file}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`, { cause: error });
+  }
+}

@@ -1,0 +1,118 @@
+import http from 'node:http';
+import { z } from 'zod';
+import { DeadlineError, RuntimeError } from '../../errors.js';
+
+/*
+ * One JSON request over a VMM's unix API socket (Cloud Hypervisor, Firecracker),
+ * with a deadline. A connection per call: both VMMs serve their API from a
+ * single thread, and a call is rare (a sleep, a wake), so pooling buys nothing
+ * and a stale pooled connection to a restarted VMM would cost a failed call.
+ */
+
+export interface UnixHttpResponse {
+  status: number;
+  /** The body as text ('' for 204). */
+  text: string;
+}
+
+export type VmmErrorCode =
+  /** The socket is missing or nothing accepts on it: the VMM process is gone. */
+  | 'E_VMM_UNREACHABLE'
+  /** The VMM answered with an error status; `status` and its message are kept. */
+  | 'E_VMM_HTTP'
+  /** The VMM answered 2xx with a body doze cannot use. */
+  | 'E_VMM_RESPONSE'
+  /** The VM is in a state the operation cannot start from (booted elsewhere, shut down). */
+  | 'E_VMM_STATE';
+
+export class VmmError extends RuntimeError {
+  declare readonly code: VmmErrorCode;
+  readonly status: number | undefined;
+  constructor(code: VmmErrorCode, message: string, options: { cause?: unknown; status?: number } = {}) {
+    super(code, message, { cause: options.cause });
+    this.name = 'VmmError';
+    this.status = options.status;
+  }
+}
+
+export async function unixRequest(socketPath: string, method: string, path: string, body: unknown, deadlineMs: number): Promise<UnixHttpResponse> {
+  const what = `${method} ${path} on ${socketPath}`;
+  if (deadlineMs <= 0) throw new DeadlineError(what, deadlineMs);
+  const payload = body === undefined ? undefined : JSON.stringify(body);
+  return new Promise<UnixHttpResponse>((resolve, reject) => {
+    const headers: Record<string, string | number> = { Accept: 'application/json' };
+    if (payload !== undefined) {
+      headers['Content-Type'] = 'application/json';
+      headers['Content-Length'] = Buffer.byteLength(payload);
+    }
+    const req = http.request({ socketPath, method, path, headers, agent: false });
+    const timer = setTimeout(() => {
+      req.destroy();
+      reject(new DeadlineError(what, deadlineMs));
+    }, deadlineMs);
+    timer.unref();
+    req.on('response', (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (chunk: Buffer) => chunks.push(chunk));
+      res.on('end', () => {
+        clearTimeout(timer);
+        resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') });
+      });
+      res.on('error', (error) => {
+        clearTimeout(timer);
+        reject(new VmmError('E_VMM_UNREACHABLE', `${what}: the answer was cut off: ${error.message}`, { cause: error }));
+      });
+    });
+    req.on('error', (error: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      reject(new VmmError('E_VMM_UNREACHABLE', `${what}: ${error.code ?? error.message}`, { cause: error }));
+    });
+    req.end(payload);
+  });
+}
+
+/** Parses and validates a 2xx JSON answer. */
+export function jsonBody<T>(response: UnixHttpResponse, what: string, schema: z.ZodType<T>): T {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(response.text);
+  } catch (error) {
+    throw new VmmError('E_VMM_RESPONSE', `${what} answered with a body that is not JSON: ${JSON.stringify(response.text.slice(0, 120))}`, { cause: error, status: response.status });
+  }
+  const parsed = schema.safeParse(raw);
+  if (!parsed.success) {
+    const issues = parsed.error.issues.slice(0, 3).map((i) => `${i.path.join('.') || '(top level)'}: ${i.message}`).join('; ');
+    throw new VmmError('E_VMM_RESPONSE', `${what} answered with an unexpected body: ${issues}`, { cause: parsed.error, status: response.status });
+  }
+  return parsed.data;
+}
+
+/** One deadline shared by the several calls of one operation. */
+export class Budget {
+  private readonly until: number;
+  constructor(readonly what: string, readonly totalMs: number) {
+    this.until = performance.now() + totalMs;
+  }
+
+  /** Milliseconds left; throws E_DEADLINE when none are. */
+  left(): number {
+    const left = Math.floor(this.until - performance.now());
+    if (left <= 0) throw new DeadlineError(this.what, this.totalMs);
+    return left;
+  }
+
+  /** Runs `work` with whatever is left, as a DeadlineError naming the whole operation when it runs out. */
+  async run<T>(work: (leftMs: number) => Promise<T>): Promise<T> {
+    try {
+      return await work(this.left());
+    } catch (error) {
+      if (error instanceof DeadlineError) throw new DeadlineError(this.what, this.totalMs);
+      throw error;
+    }
+  }
+}
+
+export function fileUrl(dir: string): string {
+  // Cloud Hypervisor parses the URL and takes its path: absolute paths only, no host part.
+  return `file://${dir}`;
+}

@@ -1,0 +1,97 @@
+import test, { type ExecutionContext } from 'ava';
+import type { DozeError } from '../../agent/errors.js';
+import type { Runtime } from '../../agent/runtimes/runtime.js';
+
+/*
+ * The runtime contract (after Nomad's DriverHarness): the same ava tests for
+ * any Runtime. A test file calls runtimeContract() with a factory that builds
+ * one runtime over its own workload (a double or a real one) per test; a
+ * factory that cannot run here returns a reason, and the tests pass with it
+ * logged (probe()'s reason, as STYLE.md asks).
+ */
+
+export interface ContractSubject {
+  runtime: Runtime;
+  /** Makes the workload's control plane answer this many ms late (0: on time). */
+  slowDown(ms: number): void;
+  /** State-changing requests the workload has received so far, when the subject can count them. */
+  mutations?(): number;
+}
+
+export interface ContractOptions {
+  /** A deadline every normal call fits in comfortably. */
+  deadlineMs?: number;
+  /** A deadline short enough to miss when the workload answers `slowMs` late. */
+  shortDeadlineMs?: number;
+  slowMs?: number;
+}
+
+type Factory = (t: ExecutionContext) => Promise<ContractSubject | string>;
+
+export function runtimeContract(name: string, factory: Factory, options: ContractOptions = {}): void {
+  const deadline = options.deadlineMs ?? 5000;
+  const short = options.shortDeadlineMs ?? 50;
+  const slow = options.slowMs ?? 300;
+
+  const withSubject = (title: string, body: (t: ExecutionContext, subject: ContractSubject) => Promise<void>) =>
+    test(`${name} contract: ${title}`, async (t) => {
+      const subject = await factory(t);
+      if (typeof subject === 'string') {
+        t.log(`skipped: ${subject}`);
+        t.pass();
+        return;
+      }
+      t.teardown(() => subject.runtime.close?.());
+      const probe = await subject.runtime.probe();
+      t.true(probe.ok, probe.reason);
+      await body(t, subject);
+    });
+
+  withSubject('probe succeeds and inspect reports a running workload', async (t, { runtime }) => {
+    t.is(await runtime.inspect(), 'running');
+  });
+
+  withSubject('pause then resume, and inspect reflects each', async (t, { runtime }) => {
+    await runtime.pause(deadline);
+    t.is(await runtime.inspect(), 'paused');
+    await runtime.resume(deadline);
+    t.is(await runtime.inspect(), 'running');
+    await runtime.pause(deadline);
+    t.is(await runtime.inspect(), 'paused', 'a second cycle works too');
+    await runtime.resume(deadline);
+    t.is(await runtime.inspect(), 'running');
+  });
+
+  withSubject('a second pause of a paused workload succeeds and changes nothing', async (t, subject) => {
+    const { runtime } = subject;
+    await runtime.pause(deadline);
+    const before = subject.mutations?.();
+    await t.notThrowsAsync(runtime.pause(deadline));
+    if (before !== undefined) t.is(subject.mutations!(), before, 'the second pause sent no state change');
+    t.is(await runtime.inspect(), 'paused');
+  });
+
+  withSubject('resume of a running workload is a no-op', async (t, subject) => {
+    const { runtime } = subject;
+    const before = subject.mutations?.();
+    await t.notThrowsAsync(runtime.resume(deadline));
+    if (before !== undefined) t.is(subject.mutations!(), before, 'resume sent no state change');
+    t.is(await runtime.inspect(), 'running');
+  });
+
+  withSubject('a call past its deadline rejects with E_DEADLINE, and the runtime works afterwards', async (t, subject) => {
+    const { runtime } = subject;
+    subject.slowDown(slow);
+    const started = performance.now();
+    const error = await t.throwsAsync<DozeError>(runtime.pause(short));
+    t.is(error?.code, 'E_DEADLINE', error?.message);
+    t.true(performance.now() - started < slow, 'the call gave up at its deadline, not when the workload answered');
+    subject.slowDown(0);
+    // Whatever the late request did lands now; the runtime acts on the real state from here.
+    await new Promise((resolve) => setTimeout(resolve, slow * 2));
+    await runtime.pause(deadline);
+    t.is(await runtime.inspect(), 'paused');
+    await runtime.resume(deadline);
+    t.is(await runtime.inspect(), 'running');
+  });
+}

@@ -1,0 +1,14 @@
+import { FakeRuntime } from '../../agent/runtimes/fake.js';
+import { runtimeContract } from './contract.js';
+
+// The fake runtime (failure knobs, after Nomad's mock driver) keeps the same contract as the real ones.
+runtimeContract('fake', async () => {
+  const runtime = new FakeRuntime();
+  return {
+    runtime,
+    slowDown: (ms) => {
+      runtime.knobs.pauseMs = ms;
+      runtime.knobs.resumeMs = ms;
+    },
+  };
+});
