@@ -7,8 +7,7 @@ import { get } from '../helpers/http.js';
 import { createInstance } from '../helpers/instance.js';
 import { requireRoot } from '../helpers/root.js';
 import { sh } from '../helpers/sh.js';
-import { RuntimeError } from '../../agent/errors.js';
-import type { Runtime } from '../../agent/runtimes/runtime.js';
+import { tweakRuntime } from '../helpers/runtime-wrappers.js';
 
 /** Consul's check runner (the double), probing as the checker uid so doze's marking applies. */
 async function consulChecks(t: { teardown(fn: () => unknown): void }, url: string, intervalMs = 100): Promise<CheckRunner> {
@@ -74,15 +73,7 @@ test.serial('a resume that fails turns the checks critical within two intervals 
   if (!requireRoot(t)) return;
   const inst = await createInstance(t);
   let failResume = false;
-  const flaky = (runtime: Runtime): Runtime => ({
-    kind: runtime.kind,
-    capabilities: runtime.capabilities,
-    probe: () => runtime.probe(),
-    pause: (d) => runtime.pause(d),
-    resume: (d) => (failResume ? Promise.reject(new RuntimeError('E_TEST', 'resume refused on purpose')) : runtime.resume(d)),
-    inspect: () => runtime.inspect(),
-  });
-  const agent = await startAgent(t, { healthChecks: { fromUid: CHECKER_UID }, instances: [inst.config({ idleTimeout: '200ms' })] }, { wrapRuntime: flaky });
+  const agent = await startAgent(t, { healthChecks: { fromUid: CHECKER_UID }, instances: [inst.config({ idleTimeout: '200ms' })] }, { wrapRuntime: tweakRuntime({ failResume: () => failResume }) });
   const interval = 100;
   const runner = await consulChecks(t, `${inst.app.url}/`, interval);
   await nextState(agent, 'web', 'sleeping', 5000);

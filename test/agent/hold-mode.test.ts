@@ -4,31 +4,12 @@ import { nextState, startAgent } from '../helpers/agent.js';
 import { createInstance } from '../helpers/instance.js';
 import { requireRoot } from '../helpers/root.js';
 import { sh } from '../helpers/sh.js';
-import { RuntimeError } from '../../agent/errors.js';
-import type { Runtime } from '../../agent/runtimes/runtime.js';
-
-const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** A freezer whose resume takes `resumeMs` longer, or fails: a wake slow enough to hold connections through. */
-function slowResume(resumeMs: number, fail = false) {
-  return (runtime: Runtime): Runtime => ({
-    kind: runtime.kind,
-    capabilities: runtime.capabilities,
-    probe: () => runtime.probe(),
-    pause: (d) => runtime.pause(d),
-    resume: async (d) => {
-      await delay(resumeMs);
-      if (fail) throw new RuntimeError('E_TEST', 'resume refused on purpose');
-      await runtime.resume(d);
-    },
-    inspect: () => runtime.inspect(),
-  });
-}
+import { tweakRuntime } from '../helpers/runtime-wrappers.js';
 
 test.serial('hold: more connections than maxHeld during a wake are all answered; at most maxHeld are held', async (t) => {
   if (!requireRoot(t)) return;
   const inst = await createInstance(t);
-  const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '10m', wake: 'hold', maxHeld: 2 })] }, { wrapRuntime: slowResume(400) });
+  const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '10m', wake: 'hold', maxHeld: 2 })] }, { wrapRuntime: tweakRuntime({ resumeDelayMs: 400 }) });
   await agent.detector.sleepNow('web');
   const chain = `${agent.config.netfilter.chainPrefix}-HOLD`;
   t.regex(await sh('iptables', ['-t', 'nat', '-S', chain]), /connlimit-upto 2/);
@@ -49,7 +30,7 @@ test.serial('hold: a failed wake resets every held connection at once, not at it
   const agent = await startAgent(
     t,
     { instances: [inst.config({ idleTimeout: '10m', wake: 'hold', maxHeld: 4, holdTimeout: '5s' })] },
-    { wrapRuntime: slowResume(200, true) },
+    { wrapRuntime: tweakRuntime({ resumeDelayMs: 200, failResume: () => true }) },
   );
   await agent.detector.sleepNow('web');
   const started = performance.now();
@@ -69,7 +50,7 @@ test.serial('hold: a held connection past its deadline is reset, not left hangin
   const agent = await startAgent(
     t,
     { instances: [inst.config({ idleTimeout: '10m', wake: 'hold', holdTimeout: '300ms', wakeTimeout: '5s' })] },
-    { wrapRuntime: slowResume(1500) },
+    { wrapRuntime: tweakRuntime({ resumeDelayMs: 1500 }) },
   );
   await agent.detector.sleepNow('web');
   const started = performance.now();

@@ -4,7 +4,7 @@ import { get } from '../helpers/http.js';
 import { nextState, startAgent } from '../helpers/agent.js';
 import { createInstance } from '../helpers/instance.js';
 import { requireRoot } from '../helpers/root.js';
-import type { Runtime } from '../../agent/runtimes/runtime.js';
+import { tweakRuntime } from '../helpers/runtime-wrappers.js';
 
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -78,18 +78,7 @@ test.serial('a request sent while the instance is pausing is answered, and nothi
   if (!requireRoot(t)) return;
   const inst = await createInstance(t);
   // A pause that freezes at once but takes 400 ms to report: the request hits a frozen app mid-transition.
-  const slowPause = (runtime: Runtime): Runtime => ({
-    kind: runtime.kind,
-    capabilities: runtime.capabilities,
-    probe: () => runtime.probe(),
-    pause: async (deadline) => {
-      await runtime.pause(deadline);
-      await delay(400);
-    },
-    resume: (deadline) => runtime.resume(deadline),
-    inspect: () => runtime.inspect(),
-  });
-  const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '200ms' })] }, { wrapRuntime: slowPause });
+  const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '200ms' })] }, { wrapRuntime: tweakRuntime({ pauseLingerMs: 400 }) });
   await nextState(agent, 'web', 'pausing', 2000);
   await delay(50);
   t.is(await inst.cgroup.freezerState(), 'FROZEN');

@@ -2,31 +2,15 @@ import test from 'ava';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { ChildProcess } from 'node:child_process';
 import { createBpffs } from '../helpers/bpffs.js';
 import { CHECKER_UID } from '../helpers/checker.js';
-import { spawnCli } from '../helpers/cli.js';
+import { logShows, spawnCli } from '../helpers/cli.js';
 import { get } from '../helpers/http.js';
 import { createInstance } from '../helpers/instance.js';
 import { uniqueSuffix } from '../helpers/names.js';
 import { sweepChainsAtTeardown } from '../helpers/netfilter.js';
 import { requireRoot } from '../helpers/root.js';
 import { sh } from '../helpers/sh.js';
-
-/** Resolves when the agent's JSON log shows `pattern`. */
-function logShows(agent: ChildProcess, pattern: RegExp, timeoutMs = 15_000): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let buffered = '';
-    const timer = setTimeout(() => reject(new Error(`agent log never matched ${pattern}:\n${buffered.slice(-2000)}`)), timeoutMs);
-    agent.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
-      buffered += chunk;
-      if (pattern.test(buffered)) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-  });
-}
 
 test.serial('after SIGKILL and a restart: no duplicate or stale rule or filter, and the sleeper still wakes on traffic', async (t) => {
   if (!requireRoot(t)) return;

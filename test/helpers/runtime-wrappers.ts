@@ -1,0 +1,33 @@
+import { RuntimeError } from '../../agent/errors.js';
+import type { Runtime } from '../../agent/runtimes/runtime.js';
+
+const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+export interface RuntimeTweaks {
+  /** Extra time after a pause has taken effect (aim a request at the `pausing` window). */
+  pauseLingerMs?: number;
+  /** Extra time before a resume starts (hold connections through a slow wake). */
+  resumeDelayMs?: number;
+  /** Whether a resume fails (read at call time, so a test can flip it). */
+  failResume?: () => boolean;
+}
+
+/** Wraps a real runtime (for AgentOptions.wrapRuntime) to make it slow or failing at chosen points. */
+export function tweakRuntime(tweaks: RuntimeTweaks) {
+  return (runtime: Runtime): Runtime => ({
+    kind: runtime.kind,
+    capabilities: runtime.capabilities,
+    probe: () => runtime.probe(),
+    pause: async (deadline) => {
+      await runtime.pause(deadline);
+      if (tweaks.pauseLingerMs) await delay(tweaks.pauseLingerMs);
+    },
+    resume: async (deadline) => {
+      if (tweaks.resumeDelayMs) await delay(tweaks.resumeDelayMs);
+      if (tweaks.failResume?.()) throw new RuntimeError('E_TEST', 'resume refused on purpose');
+      await runtime.resume(deadline);
+    },
+    inspect: () => runtime.inspect(),
+    close: runtime.close ? () => runtime.close!() : undefined,
+  });
+}
