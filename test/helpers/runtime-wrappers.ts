@@ -10,6 +10,8 @@ export interface RuntimeTweaks {
   resumeDelayMs?: number;
   /** Whether a resume fails (read at call time, so a test can flip it). */
   failResume?: () => boolean;
+  /** Whether a pause fails after taking effect (the agent must undo it). */
+  failPause?: () => boolean;
 }
 
 /** Wraps a real runtime (for AgentOptions.wrapRuntime) to make it slow or failing at chosen points. */
@@ -21,6 +23,7 @@ export function tweakRuntime(tweaks: RuntimeTweaks) {
     pause: async (deadline) => {
       await runtime.pause(deadline);
       if (tweaks.pauseLingerMs) await delay(tweaks.pauseLingerMs);
+      if (tweaks.failPause?.()) throw new RuntimeError('E_TEST', 'pause failed on purpose (after freezing)');
     },
     resume: async (deadline) => {
       if (tweaks.resumeDelayMs) await delay(tweaks.resumeDelayMs);
