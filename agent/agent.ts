@@ -40,7 +40,8 @@ export class Agent {
   ) {}
 
   static async start(config: DozeConfig, log: Logger, options: AgentOptions = {}): Promise<Agent> {
-    await checkTools(config.healthChecks.fromUid !== undefined || config.healthChecks.fromSources.length > 0 ? ['tc', 'ip', 'iptables'] : undefined);
+    const checks = config.healthChecks;
+    await checkTools(checks.fromUid !== undefined || checks.fromUser !== undefined || checks.fromSources.length > 0 ? ['tc', 'ip', 'iptables'] : undefined);
     // Probe every runtime before touching the kernel: a bad instance is a config error.
     const prepared = [];
     for (const [index, instanceConfig] of config.instances.entries()) {

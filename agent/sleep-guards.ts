@@ -7,7 +7,8 @@
 import type { DozeConfig } from './config/schema.js';
 import type { SleepHooks } from './detector/detector.js';
 import type { ManagedInstance } from './detector/managed-instance.js';
-import { messageOf } from './errors.js';
+import { readFile } from 'node:fs/promises';
+import { ConfigError, messageOf } from './errors.js';
 import { StubServer, type StubStatus } from './health/stub-server.js';
 import { HoldServer, type HoldState } from './hold/hold-server.js';
 import type { Logger } from './log.js';
@@ -33,7 +34,7 @@ export class SleepGuards implements SleepHooks {
 
   constructor(private readonly config: DozeConfig, private readonly context: SleepGuardsContext, private readonly log: Logger) {
     const c = config.healthChecks;
-    this.guardChecks = c.fromUid !== undefined || c.fromSources.length > 0;
+    this.guardChecks = c.fromUid !== undefined || c.fromUser !== undefined || c.fromSources.length > 0;
     this.stub = new StubServer({
       host: config.stub.listen.slice(0, config.stub.listen.lastIndexOf(':')),
       status: (id) => stubStatus(context.instance(id)?.state),
@@ -66,7 +67,8 @@ export class SleepGuards implements SleepHooks {
   async install(): Promise<void> {
     const c = this.config.healthChecks;
     if (this.guardChecks) {
-      this.marking = new CheckMarking({ mark: c.mark, fromUid: c.fromUid, fromSources: c.fromSources }, this.config.netfilter.chainPrefix);
+      const fromUid = c.fromUid ?? (c.fromUser === undefined ? undefined : await uidOf(c.fromUser));
+      this.marking = new CheckMarking({ mark: c.mark, fromUid, fromSources: c.fromSources }, this.config.netfilter.chainPrefix);
       await this.marking.install();
       this.checks = checkRedirect(c.mark, this.config.netfilter.chainPrefix);
       await this.checks.install();
@@ -125,6 +127,15 @@ export class SleepGuards implements SleepHooks {
     await step('removing hold rules', async () => (this.holdInstalled ? this.holds.chain.uninstall() : undefined));
     await step('removing marking rules', async () => this.marking?.remove());
   }
+}
+
+/** A user's uid from /etc/passwd; a missing user is a config error, named. */
+async function uidOf(user: string): Promise<number> {
+  const passwd = await readFile('/etc/passwd', 'utf8');
+  const line = passwd.split('\n').find((l) => l.split(':')[0] === user);
+  const uid = line === undefined ? Number.NaN : Number(line.split(':')[2]);
+  if (!Number.isInteger(uid)) throw new ConfigError(`healthChecks.fromUser: there is no user ${JSON.stringify(user)} on this node`);
+  return uid;
 }
 
 /** Only an instance that is asleep or on its way (and can come back) gets a positive answer. */

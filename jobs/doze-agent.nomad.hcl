@@ -72,7 +72,7 @@ job "doze-agent" {
           {
             "listen": "{{ env "NOMAD_ADDR_status" }}",
             "stub": { "listen": "127.0.0.1:7071" },
-            "healthChecks": { "mark": "0x1" },
+            "healthChecks": { "mark": "0x1", "fromUser": "consul" },
             "nomad": { "address": "http://127.0.0.1:4646" },
             "consul": { "address": "http://127.0.0.1:8500" }
           }

@@ -217,6 +217,8 @@ export const configSchema = z.strictObject({
     .strictObject({
       mark: mark.default(0x1),
       fromUid: z.number().int().nonnegative().optional(),
+      /** The same by user name ("consul"), looked up in /etc/passwd at start. */
+      fromUser: z.string().regex(/^[a-z_][a-z0-9_.-]*\$?$/i, 'a user name').optional(),
       fromSources: z.array(z.string()).default([]),
     })
     .prefault({}),

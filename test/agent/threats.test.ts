@@ -35,3 +35,13 @@ test.serial('only the configured checker identity is trusted: another local user
   await running;
   t.is(agent.detector.get('web')!.wakes, 1, 'and, not being the checker, wakes it: it cannot pass for a check');
 });
+
+test.serial('checks can be identified by user name; an unknown user is a config error naming it', async (t) => {
+  if (!requireRoot(t)) return;
+  const inst = await createInstance(t);
+  const agent = await startAgent(t, { healthChecks: { fromUser: 'nobody' }, instances: [inst.config({ idleTimeout: '10m' })] });
+  await agent.detector.sleepNow('web');
+  t.true(await tcpProbeAs(CHECKER_UID, inst.ns.instanceIp, APP_PORT));
+  t.is(agent.detector.get('web')!.state, 'sleeping', 'nobody (uid 65534) is the checker');
+  await t.throwsAsync(() => startAgent(t, { healthChecks: { fromUser: 'no-such-user' }, instances: [] }), { message: /healthChecks\.fromUser: there is no user "no-such-user"/ });
+});
