@@ -2,6 +2,7 @@
 import { agentCommand } from './agent/cli/agent-command.js';
 import { EXIT } from './agent/cli/exit-codes.js';
 import { statusCommand } from './agent/cli/status-command.js';
+import { vmCommand } from './agent/cli/vm-command.js';
 import { jobCommand } from './plugin/job-command.js';
 
 const HELP = `Usage: doze COMMAND [options]
@@ -12,6 +13,7 @@ Commands:
   agent    run the node agent (doze agent --help)
   status   show what a running agent manages (doze status --help)
   job      validate, render or run Nomad jobs annotated for doze (doze job --help)
+  vm       run a QEMU VM under a doze owner, for snapshot sleep (doze vm --help)
 
 Run "doze COMMAND --help" for a command's options.
 Exit codes: 0 ok, 1 failure, 2 usage or config error.`;
@@ -20,6 +22,7 @@ const commands: Record<string, (argv: string[]) => Promise<number>> = {
   agent: agentCommand,
   status: statusCommand,
   job: (argv) => jobCommand(argv),
+  vm: vmCommand,
 };
 
 async function main(argv: string[]): Promise<number> {

@@ -2,7 +2,7 @@
 import { benchScale } from './scale.js';
 import { benchStub } from './stub.js';
 import { benchTcCost } from './tc-cost.js';
-import { benchVm } from './vm.js';
+import { benchVm, benchVmSnapshot } from './vm.js';
 import { benchWake } from './wake.js';
 
 const benches: Array<[string, () => Promise<string[]>]> = [
@@ -11,6 +11,7 @@ const benches: Array<[string, () => Promise<string[]>]> = [
   ['stub', benchStub],
   ['scale', benchScale],
   ['vm', () => benchVm(Number(process.env.DOZE_BENCH_VM_CYCLES ?? 10))],
+  ['vm-snapshot', () => benchVmSnapshot(Number(process.env.DOZE_BENCH_VM_CYCLES ?? 10))],
 ];
 
 if (process.getuid?.() !== 0) {

@@ -24,5 +24,5 @@ test('a QMP socket path longer than a unix socket allows is refused at config lo
 
 test('a relative QMP path and an unsupported mode are refused with the reason', (t) => {
   t.regex(t.throws(() => parseConfig({ instances: [instance({ qmp: 'qmp.sock' })] })).message, /runtime\.qmp: must be an absolute path/);
-  t.regex(t.throws(() => parseConfig({ instances: [instance({ qmp: '/q.sock', mode: 'snapshot' })] })).message, /runtime\.mode: only "pause" is supported/);
+  t.regex(t.throws(() => parseConfig({ instances: [instance({ qmp: '/q.sock', mode: 'hibernate' })] })).message, /runtime\.mode: mode is "pause" \(QMP stop\/cont\) or "snapshot"/);
 });

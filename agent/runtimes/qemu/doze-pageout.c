@@ -11,7 +11,9 @@
 //
 //   doze-pageout FILE [PID]  PID: the process to look in first (else every
 //                            process mapping FILE); prints "PID MAPPINGS BYTES"
-//                            per process
+//                            per process. PID 0: nothing maps FILE (its process
+//                            exited, doze vm's snapshot sleep): write back and
+//                            drop only, exit 0
 //   exit 0 done, 3 no process maps FILE (the cache is dropped anyway),
 //   1 error (message on stderr)
 //
@@ -132,6 +134,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   int found = 0;
+  if (argc == 3 && atoi(argv[2]) == 0) return drop(fd, file, 1);
   if (argc == 3) {
     if (one((pid_t)atoi(argv[2]), file, &found) < 0) return 1;
     if (found) return drop(fd, file, found);

@@ -1,0 +1,121 @@
+import { resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { parseDuration } from '../config/duration.js';
+import { ConfigError, messageOf } from '../errors.js';
+import { createLogger, LOG_LEVELS, type LogLevel } from '../log.js';
+import { VmOwner } from '../runtimes/qemu/vm-owner.js';
+import { EXIT } from './exit-codes.js';
+
+export const VM_HELP = `Usage: doze vm run [options] -- qemu-system-x86_64 ARGS...
+
+Runs a QEMU VM under a long-lived owner process (what Nomad runs as the task), so the
+VM can sleep as a snapshot: QEMU exits, its device state and guest RAM stay on disk,
+and a wake restores it behind the same owner.
+
+doze vm adds to the QEMU command line a QMP socket and guest RAM as a shared file in
+the state directory, and opens a control socket there for the agent
+(runtime { "kind": "qemu", "mode": "snapshot", "control": "<state dir>/control.sock" }).
+
+Options:
+      --state-dir DIR       where the RAM file, sockets, snapshot and handle (vm.json) live;
+                            on disk, not tmpfs (default: $NOMAD_TASK_DIR/doze-vm)
+      --memory-cgroup CG    start QEMU in this existing memory cgroup (relative to the v1
+                            memory hierarchy or cgroup2, or absolute)
+      --prespawn            while asleep, keep a QEMU waiting with -incoming defer
+                            (faster wakes; holds about 50 MiB while asleep)
+      --shutdown MODE       how a running VM is stopped on SIGTERM/SIGINT: powerdown
+                            (ACPI, then quit at the deadline; default) or quit
+      --stop-timeout DUR    bound for a stop (default 4s; keep it below the task's kill_timeout)
+      --log-level LEVEL     ${LOG_LEVELS.join('|')} (default info; logs go to stderr)
+  -h, --help                show this help
+
+Exit codes: 0 stopped by a signal or the guest powered off, 1 QEMU failed, 2 usage error.`;
+
+export async function vmCommand(argv: string[]): Promise<number> {
+  const [sub, ...rest] = argv;
+  if (!sub || sub === '--help' || sub === '-h' || sub === 'help') {
+    process.stdout.write(`${VM_HELP}\n`);
+    return sub ? EXIT.ok : EXIT.usage;
+  }
+  if (sub !== 'run') {
+    process.stderr.write(`doze vm: unknown subcommand ${JSON.stringify(sub)}\n\n${VM_HELP}\n`);
+    return EXIT.usage;
+  }
+  const split = rest.indexOf('--');
+  const ours = split < 0 ? rest : rest.slice(0, split);
+  const qemuArgv = split < 0 ? [] : rest.slice(split + 1);
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: ours,
+      options: {
+        'state-dir': { type: 'string' },
+        'memory-cgroup': { type: 'string' },
+        prespawn: { type: 'boolean' },
+        shutdown: { type: 'string' },
+        'stop-timeout': { type: 'string' },
+        'log-level': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    }));
+  } catch (error) {
+    process.stderr.write(`doze vm run: ${messageOf(error)}\n\n${VM_HELP}\n`);
+    return EXIT.usage;
+  }
+  if (values.help) {
+    process.stdout.write(`${VM_HELP}\n`);
+    return EXIT.ok;
+  }
+  const usage = (why: string) => {
+    process.stderr.write(`doze vm run: ${why}\n`);
+    return EXIT.usage;
+  };
+  if (qemuArgv.length === 0) return usage('give the QEMU command line after "--"');
+  const stateDir = values['state-dir'] ?? (process.env.NOMAD_TASK_DIR ? `${process.env.NOMAD_TASK_DIR}/doze-vm` : undefined);
+  if (!stateDir) return usage('--state-dir is required outside Nomad');
+  const shutdown = values.shutdown ?? 'powerdown';
+  if (shutdown !== 'powerdown' && shutdown !== 'quit') return usage('--shutdown is powerdown or quit');
+  const stopTimeoutMs = values['stop-timeout'] === undefined ? 4000 : parseDuration(values['stop-timeout']);
+  if (stopTimeoutMs === undefined) return usage(`--stop-timeout ${JSON.stringify(values['stop-timeout'])} is not a duration`);
+  const level = (values['log-level'] ?? 'info') as LogLevel;
+  if (!LOG_LEVELS.includes(level)) return usage(`--log-level is one of ${LOG_LEVELS.join(', ')}`);
+  const log = createLogger(level, 2);
+
+  let owner: VmOwner;
+  try {
+    owner = new VmOwner({ stateDir: resolve(stateDir), qemuArgv, memoryCgroup: values['memory-cgroup'], prespawn: values.prespawn ?? false, shutdown, stopTimeoutMs, log });
+  } catch (error) {
+    if (error instanceof ConfigError) return usage(error.message);
+    throw error;
+  }
+
+  return new Promise<number>((done) => {
+    let signals = 0;
+    const stop = (signal: string) => {
+      signals++;
+      if (signals > 1) {
+        void owner.hurry();
+        return;
+      }
+      owner.shutdown(`${signal} received`).then(
+        () => done(EXIT.ok),
+        (error: unknown) => {
+          log.error({ err: messageOf(error) }, 'stopping the VM failed');
+          done(EXIT.failure);
+        },
+      );
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+    owner.on('exit', (code) => {
+      owner.shutdown('QEMU exited').finally(() => done(code));
+    });
+    owner.start().then(
+      () => log.info({ control: owner.layout.control, state: owner.state }, 'doze vm running'),
+      (error: unknown) => {
+        log.error({ err: messageOf(error) }, 'starting the VM failed');
+        owner.shutdown('start failed').finally(() => done(error instanceof ConfigError ? EXIT.usage : EXIT.failure));
+      },
+    );
+  });
+}

@@ -1,0 +1,620 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { EventEmitter } from 'node:events';
+import { chmod, mkdir, open, readFile, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
+import { createServer, type Server, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { ConfigError, DeadlineError, RuntimeError, messageOf, withDeadline } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import { inMemoryFilesystem, locateMemoryCgroup, pageoutFile } from './memory-reclaim.js';
+import { OwnerClient, OwnerError, ownerRequestSchema, type OwnerState, type OwnerStatus, type SleepTimings, type WakeTimings } from './owner-protocol.js';
+import { QmpClient } from './qmp-client.js';
+import { commandLineInputFiles, composeCommandLine, ownedFiles, shellQuote, vmLayout, type VmHandle, type VmLayout } from './vm-command-line.js';
+
+export interface VmOwnerOptions {
+  stateDir: string;
+  /** The user's QEMU command line, binary first. */
+  qemuArgv: string[];
+  /** A memory cgroup every QEMU process is started in (relative to the v1 memory hierarchy or cgroup2, or absolute). */
+  memoryCgroup?: string;
+  /** While asleep, keep a receiving QEMU waiting with `-incoming defer`: faster wakes, ~50 MiB held. */
+  prespawn?: boolean;
+  /** How a running VM is stopped on SIGTERM: ACPI `system_powerdown` (then `quit` at the deadline) or `quit` at once. */
+  shutdown?: 'powerdown' | 'quit';
+  /** Upper bound for a stop (Nomad's kill_timeout is 5 s by default). */
+  stopTimeoutMs?: number;
+  log: Logger;
+  pageoutHelper?: string;
+}
+
+const QMP_MS = 3000;
+const BOOT_QMP_MS = 10_000;
+const QUIT_MS = 2000;
+const POLL_MS = 2;
+/** Device state is a few hundred KiB: never let the default 32 MiB/s bandwidth limit pace it. */
+const MIGRATE_BANDWIDTH = 100 * 2 ** 30;
+
+const migrateInfoSchema = z.looseObject({ status: z.string().optional(), 'error-desc': z.string().optional() });
+const statusSchema = z.looseObject({ status: z.string() });
+const handleSchema = z.looseObject({
+  version: z.literal(1),
+  pid: z.number(),
+  state: z.string(),
+  commandLine: z.array(z.string()),
+});
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** One QEMU process the owner started, with its QMP connection once negotiated. */
+class QemuProcess {
+  readonly pid: number;
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+  qmp: QmpClient | undefined;
+  /** Set before doze itself quits or kills it: its exit is not news. */
+  expectedExit = false;
+  private stderrTail = '';
+
+  constructor(private readonly child: ChildProcess) {
+    if (child.pid === undefined) throw new RuntimeError('E_QEMU_SPAWN', 'QEMU could not be started');
+    this.pid = child.pid;
+    this.exited = new Promise((resolve) => {
+      child.once('exit', (code, signal) => {
+        this.exit = { code, signal };
+        this.qmp?.close();
+        resolve({ code, signal });
+      });
+    });
+    child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
+      process.stderr.write(chunk);
+      this.stderrTail = (this.stderrTail + chunk).slice(-2000);
+    });
+  }
+
+  get alive(): boolean {
+    return this.exit === undefined;
+  }
+
+  get stderr(): string {
+    return this.stderrTail.trim();
+  }
+
+  describeExit(): string {
+    const how = this.exit ? (this.exit.signal ? `signal ${this.exit.signal}` : `code ${this.exit.code}`) : 'still running';
+    return `QEMU (pid ${this.pid}) exited with ${how}${this.stderr ? `: ${this.stderr.slice(-500)}` : ''}`;
+  }
+
+  /** Connects to QMP, retrying while QEMU starts up and creates the socket. */
+  async connect(path: string, deadlineMs: number): Promise<QmpClient> {
+    const until = performance.now() + deadlineMs;
+    for (;;) {
+      if (!this.alive) throw new RuntimeError('E_QEMU_EXITED', this.describeExit());
+      const left = Math.round(until - performance.now());
+      if (left <= 0) throw new DeadlineError(`QEMU (pid ${this.pid}) QMP socket ${path}`, deadlineMs);
+      try {
+        this.qmp = await QmpClient.connect(path, left);
+        return this.qmp;
+      } catch {
+        await delay(POLL_MS);
+      }
+    }
+  }
+
+  async kill(): Promise<void> {
+    this.expectedExit = true;
+    if (!this.alive) return;
+    this.child.kill('SIGKILL');
+    await this.exited;
+  }
+
+  /** QMP quit (or SIGKILL when it does not answer), and waits for the process to go. */
+  async quit(deadlineMs: number): Promise<void> {
+    this.expectedExit = true;
+    if (!this.alive) return;
+    await this.qmp?.execute('quit', undefined, Math.min(deadlineMs, QUIT_MS)).catch(() => undefined);
+    const gone = await Promise.race([this.exited.then(() => true), delay(deadlineMs).then(() => false)]);
+    if (!gone) await this.kill();
+  }
+}
+
+export interface VmOwnerEvents {
+  /** QEMU went away on its own while the VM was running (guest poweroff: code 0; crash: non-zero). */
+  exit: [code: number];
+}
+
+/**
+ * The long-lived owner of one QEMU VM (`doze vm run`): what Nomad runs as the task,
+ * so QEMU may exit while the VM sleeps and be restored behind it (DESIGN.md,
+ * "Nomad supervises a task's process").
+ *
+ * Sleep (snapshot, device state only): QMP `stop`, capability `x-ignore-shared`,
+ * `migrate` to `exec:cat > <state dir>/device.state.part` (QEMU 7.2 has no `file:`
+ * URI), QEMU quits, the device state is made durable and renamed, and the RAM
+ * file (guest RAM, shared, on disk) is written back and dropped from the page
+ * cache (doze-pageout), so no memory stays behind. Wake: a QEMU with the same
+ * command line plus `-incoming defer` (or one pre-spawned while asleep),
+ * `migrate-incoming exec:cat <device.state>`, `cont`; guest RAM faults back
+ * lazily from the file. The tap device and its neighbour entry live outside
+ * QEMU and survive.
+ */
+export class VmOwner extends EventEmitter<VmOwnerEvents> {
+  readonly layout: VmLayout;
+  readonly argv: string[];
+  readonly ramBytes: number;
+  private currentState: OwnerState = 'starting';
+  private qemu: QemuProcess | undefined;
+  private receiver: QemuProcess | undefined;
+  private receiverReady: Promise<QemuProcess | undefined> | undefined;
+  /** The pre-spawned QEMU answered QMP and waits for a device state. */
+  private receiverIsReady = false;
+  private readonly processes = new Set<QemuProcess>();
+  private cgroupProcs: string | undefined;
+  private server: Server | undefined;
+  private readonly clients = new Set<Socket>();
+  private chain: Promise<unknown> = Promise.resolve();
+  private stopping: Promise<void> | undefined;
+  private createdDir = false;
+  lastSleep: SleepTimings | undefined;
+  lastWake: WakeTimings | undefined;
+
+  constructor(private readonly options: VmOwnerOptions) {
+    super();
+    this.layout = vmLayout(options.stateDir);
+    const composed = composeCommandLine(options.qemuArgv, this.layout);
+    this.argv = composed.argv;
+    this.ramBytes = composed.ramBytes;
+  }
+
+  get state(): OwnerState {
+    return this.currentState;
+  }
+
+  status(): OwnerStatus {
+    return {
+      state: this.currentState,
+      qemuPid: this.qemu?.alive ? this.qemu.pid : null,
+      receiverPid: this.receiver?.alive && this.receiverIsReady ? this.receiver.pid : null,
+      lastSleep: this.lastSleep ?? null,
+      lastWake: this.lastWake ?? null,
+    };
+  }
+
+  /**
+   * Prepares the state directory, opens the control socket and boots the VM, or,
+   * when the directory holds a snapshot a previous owner left asleep for the same
+   * command line, comes up sleeping (the next wake restores it).
+   */
+  async start(): Promise<void> {
+    const { stateDir } = this.layout;
+    try {
+      await stat(stateDir);
+    } catch {
+      await mkdir(stateDir, { recursive: true, mode: 0o700 });
+      this.createdDir = true;
+    }
+    const fs = await inMemoryFilesystem(stateDir);
+    if (fs) throw new ConfigError(`state directory ${stateDir} is on ${fs}: guest RAM there would never leave memory; use a directory on disk`);
+    if (this.options.memoryCgroup) {
+      const cg = await locateMemoryCgroup(this.options.memoryCgroup);
+      if (!cg) throw new ConfigError(`memory cgroup ${JSON.stringify(this.options.memoryCgroup)} not found (looked under the v1 memory hierarchy and cgroup2)`);
+      this.cgroupProcs = join(cg.dir, 'cgroup.procs');
+    }
+    const adopted = await this.inspectPrevious();
+    await this.listen();
+    if (adopted) {
+      this.currentState = 'sleeping';
+      this.options.log.info({ stateDir }, 'found the snapshot a previous owner left asleep: the next wake restores it');
+      await this.writeHandle();
+      if (this.options.prespawn) this.prespawn();
+      return;
+    }
+    await rm(this.layout.qmp, { force: true });
+    const proc = this.spawnQemu(this.argv);
+    this.qemu = proc;
+    this.watch(proc);
+    await proc.connect(this.layout.qmp, BOOT_QMP_MS);
+    this.currentState = 'running';
+    await this.writeHandle();
+    this.options.log.info({ qemuPid: proc.pid, stateDir }, 'VM started');
+  }
+
+  /** Puts the VM to sleep (idempotent); serialized with wakes. */
+  sleep(deadlineMs: number): Promise<OwnerStatus> {
+    return this.serial(() => withDeadline('doze vm sleep', deadlineMs, this.doSleep()));
+  }
+
+  /** Wakes the VM (idempotent); serialized with sleeps. */
+  wake(deadlineMs: number): Promise<OwnerStatus> {
+    return this.serial(() => withDeadline('doze vm wake', deadlineMs, this.doWake(deadlineMs)));
+  }
+
+  /**
+   * Nomad's stop: a running VM is shut down gracefully within the deadline, a
+   * sleeping one is discarded; no QEMU process and none of the owner's files stay.
+   */
+  shutdown(reason: string): Promise<void> {
+    this.stopping ??= this.doShutdown(reason);
+    return this.stopping;
+  }
+
+  /** A second stop signal: no more grace. */
+  async hurry(): Promise<void> {
+    await Promise.all([...this.processes].map((p) => p.kill()));
+  }
+
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.chain.then(fn, fn);
+    this.chain = run.catch(() => undefined);
+    return run;
+  }
+
+  private async doSleep(): Promise<OwnerStatus> {
+    if (this.currentState === 'sleeping') return this.status();
+    if (this.currentState !== 'running' || !this.qemu?.qmp) throw new OwnerError('E_OWNER_STATE', `cannot sleep while ${this.currentState}`);
+    const proc = this.qemu;
+    const qmp = this.qemu.qmp;
+    const part = `${this.layout.deviceState}.part`;
+    const started = performance.now();
+    const since = () => performance.now() - started;
+    this.currentState = 'saving';
+    let stopMs = 0;
+    let savedMs = 0;
+    try {
+      await qmp.execute('stop', undefined, QMP_MS);
+      stopMs = since();
+      await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] }, QMP_MS);
+      await qmp.execute('migrate-set-parameters', { 'max-bandwidth': MIGRATE_BANDWIDTH }, QMP_MS);
+      await rm(part, { force: true });
+      await qmp.execute('migrate', { uri: `exec:cat > ${shellQuote(part)}` }, QMP_MS);
+      await this.migrationDone(proc);
+      savedMs = since();
+    } catch (error) {
+      if (this.stopping) throw error;
+      if (proc.alive) {
+        // Never leave it half asleep: the VM keeps running.
+        await qmp.execute('migrate_cancel', undefined, QMP_MS).catch(() => undefined);
+        await qmp.execute('cont', undefined, QMP_MS).catch(() => undefined);
+        this.currentState = 'running';
+        throw new OwnerError('E_SLEEP', `saving device state failed, the VM keeps running: ${messageOf(error)}`, { cause: error });
+      }
+      this.fail(proc);
+      throw error;
+    }
+    // From here the snapshot is complete: QEMU may go.
+    await proc.quit(QUIT_MS);
+    this.processes.delete(proc);
+    this.qemu = undefined;
+    const exitedMs = since();
+    const fh = await open(part, 'r');
+    let stateBytes: number;
+    try {
+      await fh.datasync();
+      stateBytes = (await fh.stat()).size;
+    } finally {
+      await fh.close();
+    }
+    await rename(part, this.layout.deviceState);
+    await this.syncDir();
+    // No process maps these any more (PID 0): write back and drop from the page cache the guest
+    // RAM, the device state and what QEMU read (kernel, initrd, disk images), all charged to the VM.
+    const drops = [this.layout.ramFile, this.layout.deviceState, ...commandLineInputFiles(this.argv)];
+    await Promise.all(drops.map((file) => pageoutFile(file, 0, 10_000, this.options.pageoutHelper)));
+    this.lastSleep = { stopMs, savedMs, exitedMs, totalMs: since(), stateBytes };
+    this.currentState = 'sleeping';
+    await this.writeHandle();
+    this.options.log.info({ ...this.lastSleep }, 'VM asleep: QEMU exited, device state saved, guest RAM dropped from memory');
+    if (this.options.prespawn) this.prespawn();
+    return this.status();
+  }
+
+  private async doWake(deadlineMs: number): Promise<OwnerStatus> {
+    if (this.currentState === 'running') return this.status();
+    if (this.currentState !== 'sleeping') throw new OwnerError('E_OWNER_STATE', `cannot wake while ${this.currentState}`);
+    const started = performance.now();
+    const since = () => performance.now() - started;
+    this.currentState = 'restoring';
+    let proc = await this.takeReceiver();
+    const prespawned = proc !== undefined;
+    let qmpMs = 0;
+    let loadedMs = 0;
+    let contMs = 0;
+    try {
+      if (!proc) {
+        proc = this.spawnReceiver();
+        await this.prepareReceiver(proc, deadlineMs);
+      }
+      qmpMs = since();
+      const qmp = proc.qmp!;
+      await qmp.execute('migrate-incoming', { uri: `exec:cat ${shellQuote(this.layout.deviceState)}` }, QMP_MS);
+      const status = await this.incomingDone(proc);
+      loadedMs = since();
+      if (status !== 'running') await qmp.execute('cont', undefined, QMP_MS);
+      contMs = since();
+    } catch (error) {
+      if (proc) {
+        await proc.kill();
+        this.processes.delete(proc);
+      }
+      if (!this.stopping) this.currentState = 'sleeping';
+      throw new OwnerError('E_WAKE', `restoring the VM failed, the snapshot is kept: ${messageOf(error)}${proc && !proc.alive && proc.stderr ? ` (${proc.stderr.slice(-300)})` : ''}`, { cause: error });
+    }
+    if (this.stopping) {
+      await proc.kill();
+      throw new OwnerError('E_OWNER_STOPPING', 'doze vm is stopping');
+    }
+    this.qemu = proc;
+    this.currentState = 'running';
+    this.lastWake = { prespawned, qmpMs, loadedMs, contMs };
+    this.watch(proc);
+    // The snapshot is stale from the first instruction the guest runs: never restore it again.
+    await rm(this.layout.deviceState, { force: true });
+    await this.writeHandle();
+    this.options.log.info({ qemuPid: proc.pid, ...this.lastWake }, 'VM restored and running');
+    return this.status();
+  }
+
+  /** Waits for the outgoing migration to finish; rejects when it fails or QEMU dies. */
+  private async migrationDone(proc: QemuProcess): Promise<void> {
+    for (;;) {
+      if (!proc.alive) throw new RuntimeError('E_QEMU_EXITED', proc.describeExit());
+      const info = migrateInfoSchema.parse(await proc.qmp!.execute('query-migrate', undefined, QMP_MS));
+      if (info.status === 'completed') return;
+      if (info.status === 'failed' || info.status === 'cancelled') throw new RuntimeError('E_MIGRATE', `migration ${info.status}${info['error-desc'] ? `: ${info['error-desc']}` : ''}`);
+      await delay(POLL_MS);
+    }
+  }
+
+  /** Waits until the receiving QEMU has loaded the device state; returns its run state. */
+  private async incomingDone(proc: QemuProcess): Promise<string> {
+    for (;;) {
+      if (!proc.alive) throw new RuntimeError('E_QEMU_EXITED', proc.describeExit());
+      const { status } = statusSchema.parse(await proc.qmp!.execute('query-status', undefined, QMP_MS));
+      if (status !== 'inmigrate') {
+        if (status === 'paused' || status === 'postmigrate' || status === 'running') return status;
+        throw new RuntimeError('E_MIGRATE', `the restored VM is in state ${status}`);
+      }
+      await delay(POLL_MS);
+    }
+  }
+
+  private spawnQemu(argv: string[]): QemuProcess {
+    const [binary, ...args] = argv;
+    // The shell joins the cgroup before exec, so every QEMU thread and page is charged there.
+    const child = this.cgroupProcs
+      ? spawn('/bin/sh', ['-c', 'echo $$ > "$0" && exec "$@"', this.cgroupProcs, binary!, ...args], { stdio: ['ignore', 'inherit', 'pipe'] })
+      : spawn(binary!, args, { stdio: ['ignore', 'inherit', 'pipe'] });
+    const proc = new QemuProcess(child);
+    this.processes.add(proc);
+    child.once('error', () => undefined); // surfaces as an exit
+    return proc;
+  }
+
+  private watch(proc: QemuProcess): void {
+    void proc.exited.then(({ code }) => {
+      this.processes.delete(proc);
+      if (proc.expectedExit || this.stopping || proc !== this.qemu) return;
+      this.options.log.error({ qemuPid: proc.pid, code }, `QEMU exited while the VM was ${this.currentState}: ${proc.describeExit()}`);
+      if (this.currentState === 'running') this.fail(proc);
+    });
+  }
+
+  /** QEMU is gone and nothing can bring the VM back: the owner exits, Nomad decides what next. */
+  private fail(proc: QemuProcess): void {
+    this.currentState = 'failed';
+    this.emit('exit', proc.exit?.code === 0 ? 0 : 1);
+  }
+
+  /** A QEMU waiting for a device state (`-incoming defer`), in the same cgroup and with the same command line. */
+  private spawnReceiver(): QemuProcess {
+    void rm(this.layout.qmp, { force: true });
+    return this.spawnQemu([...this.argv, '-incoming', 'defer']);
+  }
+
+  private async prepareReceiver(proc: QemuProcess, deadlineMs: number): Promise<void> {
+    const qmp = await proc.connect(this.layout.qmp, deadlineMs);
+    await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] }, QMP_MS);
+  }
+
+  private prespawn(): void {
+    const proc = this.spawnReceiver();
+    this.receiver = proc;
+    void proc.exited.then(() => {
+      this.processes.delete(proc);
+      if (this.receiver === proc) {
+        this.receiver = undefined;
+        this.receiverReady = undefined;
+        if (!proc.expectedExit) this.options.log.warn({ qemuPid: proc.pid }, `the pre-spawned QEMU went away; the next wake starts a new one: ${proc.describeExit()}`);
+      }
+    });
+    this.receiverIsReady = false;
+    this.receiverReady = this.prepareReceiver(proc, BOOT_QMP_MS).then(
+      () => {
+        if (this.receiver === proc) this.receiverIsReady = true;
+        return proc;
+      },
+      async (error: unknown) => {
+        this.options.log.warn({ err: messageOf(error) }, 'pre-spawning a QEMU failed; the next wake starts a new one');
+        await proc.kill();
+        return undefined;
+      },
+    );
+  }
+
+  private async takeReceiver(): Promise<QemuProcess | undefined> {
+    const ready = this.receiverReady;
+    this.receiver = undefined;
+    this.receiverReady = undefined;
+    const proc = ready ? await ready : undefined;
+    return proc?.alive ? proc : undefined;
+  }
+
+  private async doShutdown(reason: string): Promise<void> {
+    const was = this.currentState;
+    this.currentState = 'stopping';
+    const stopTimeoutMs = this.options.stopTimeoutMs ?? 4000;
+    this.options.log.info({ reason, was }, 'stopping the VM');
+    const receiver = this.receiver;
+    this.receiver = undefined;
+    this.receiverReady = undefined;
+    await receiver?.kill();
+    const proc = this.qemu;
+    if (proc?.alive && was === 'running' && proc.qmp?.isOpen) {
+      // Graceful: ACPI power button (a guest without a handler ignores it) or quit, then force.
+      proc.expectedExit = true;
+      const graceMs = Math.max(0, stopTimeoutMs - QUIT_MS - 500);
+      if ((this.options.shutdown ?? 'powerdown') === 'powerdown' && graceMs > 0) {
+        await proc.qmp.execute('system_powerdown', undefined, QMP_MS).catch(() => undefined);
+        await Promise.race([proc.exited, delay(graceMs)]);
+      }
+      await proc.quit(QUIT_MS);
+    }
+    // Whatever else is alive (a sleep or wake under way, a receiver): no more grace.
+    await Promise.all([...this.processes].map((p) => p.kill()));
+    this.processes.clear();
+    for (const socket of this.clients) socket.destroy();
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    await this.removeFiles();
+  }
+
+  async removeFiles(): Promise<void> {
+    await Promise.all(ownedFiles(this.layout).map((file) => rm(file, { force: true })));
+    // Removed when empty (always, if doze created it); a directory holding other files stays.
+    await rmdir(this.layout.stateDir).catch(() => undefined);
+  }
+
+  /**
+   * Reads the handle a previous owner left. Refuses to run beside a live owner of
+   * the same directory; returns true when its snapshot can be restored (asleep,
+   * same command line, files present); otherwise clears its leftovers.
+   */
+  private async inspectPrevious(): Promise<boolean> {
+    let raw: string;
+    try {
+      raw = await readFile(this.layout.handle, 'utf8');
+    } catch {
+      await this.clearLeftovers();
+      return false;
+    }
+    const handle = handleSchema.safeParse((() => { try { return JSON.parse(raw) as unknown; } catch { return undefined; } })());
+    if (handle.success && handle.data.pid !== process.pid && (await this.ownerAnswers())) {
+      throw new ConfigError(`another doze vm (pid ${handle.data.pid}) owns ${this.layout.stateDir}`);
+    }
+    const sameVm = handle.success && handle.data.state === 'sleeping' && JSON.stringify(handle.data.commandLine) === JSON.stringify(this.argv);
+    if (sameVm) {
+      try {
+        const [ram] = await Promise.all([stat(this.layout.ramFile), stat(this.layout.deviceState)]);
+        if (ram.size === this.ramBytes) return true;
+      } catch {
+        // a file is missing: boot afresh
+      }
+    }
+    this.options.log.warn({ stateDir: this.layout.stateDir }, 'discarding what a previous owner left in the state directory');
+    await this.clearLeftovers();
+    return false;
+  }
+
+  private async ownerAnswers(): Promise<boolean> {
+    try {
+      const client = await OwnerClient.connect(this.layout.control, 500);
+      client.close();
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  private async clearLeftovers(): Promise<void> {
+    await Promise.all(ownedFiles(this.layout).map((file) => rm(file, { force: true })));
+  }
+
+  private async listen(): Promise<void> {
+    await rm(this.layout.control, { force: true });
+    const server = createServer((socket) => this.serve(socket));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.layout.control, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    await chmod(this.layout.control, 0o600);
+    this.server = server;
+  }
+
+  private serve(socket: Socket): void {
+    this.clients.add(socket);
+    socket.setEncoding('utf8');
+    let buffer = '';
+    const reply = (message: Record<string, unknown>) => {
+      if (!socket.destroyed) socket.write(`${JSON.stringify(message)}\n`);
+    };
+    socket.on('data', (chunk: string) => {
+      buffer += chunk;
+      if (buffer.length > 65536) socket.destroy();
+      for (let nl = buffer.indexOf('\n'); nl >= 0; nl = buffer.indexOf('\n')) {
+        const line = buffer.slice(0, nl).trim();
+        buffer = buffer.slice(nl + 1);
+        if (!line) continue;
+        let raw: unknown;
+        try {
+          raw = JSON.parse(line);
+        } catch {
+          reply({ id: null, ok: false, code: 'E_PROTOCOL', error: 'not JSON' });
+          continue;
+        }
+        const request = ownerRequestSchema.safeParse(raw);
+        if (!request.success) {
+          const id = typeof raw === 'object' && raw !== null && 'id' in raw ? (raw as { id: unknown }).id : null;
+          reply({ id: typeof id === 'number' || typeof id === 'string' ? id : null, ok: false, code: 'E_PROTOCOL', error: 'expected {"id", "op": "sleep" | "wake" | "status", "deadlineMs"?}' });
+          continue;
+        }
+        const { id, op, deadlineMs } = request.data;
+        if (op === 'status') {
+          reply({ id, ok: true, ...this.status() });
+          continue;
+        }
+        if (this.stopping) {
+          reply({ id, ok: false, code: 'E_OWNER_STOPPING', error: 'doze vm is stopping', state: this.currentState });
+          continue;
+        }
+        const work = op === 'sleep' ? this.sleep(deadlineMs ?? 30_000) : this.wake(deadlineMs ?? 30_000);
+        work.then(
+          (status) => reply({ id, ok: true, ...status }),
+          (error: unknown) => reply({ id, ok: false, code: (error as { code?: string }).code ?? 'E_OWNER', error: messageOf(error), state: this.currentState }),
+        );
+      }
+    });
+    socket.on('error', () => undefined);
+    socket.on('close', () => this.clients.delete(socket));
+  }
+
+  private async writeHandle(): Promise<void> {
+    const handle: VmHandle = {
+      version: 1,
+      pid: process.pid,
+      stateDir: this.layout.stateDir,
+      control: this.layout.control,
+      qmp: this.layout.qmp,
+      ramFile: this.layout.ramFile,
+      deviceState: this.layout.deviceState,
+      commandLine: this.argv,
+      state: this.currentState,
+      qemuPid: this.qemu?.alive ? this.qemu.pid : null,
+      updatedAt: new Date().toISOString(),
+    };
+    const tmp = `${this.layout.handle}.tmp`;
+    await writeFile(tmp, `${JSON.stringify(handle, null, 2)}\n`, { mode: 0o600 });
+    await rename(tmp, this.layout.handle);
+  }
+
+  private async syncDir(): Promise<void> {
+    const dir = await open(this.layout.stateDir, 'r');
+    try {
+      await dir.sync();
+    } finally {
+      await dir.close();
+    }
+  }
+}
