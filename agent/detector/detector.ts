@@ -176,7 +176,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
       instance.wakes++;
       instance.lastWakeMs = tookMs;
       instance.awakeSinceNs = nowNs;
-      instance.nextCheckNs = nowNs + BigInt(Math.max(instance.config.idleTimeout, instance.config.minAwake)) * MS;
+      instance.nextCheckNs = nowNs + BigInt(Math.max(instance.config.idleTimeout, instance.minAwakeMs)) * MS;
       this.setState(instance, 'running', reason);
       this.emit('woke', instance, tookMs / 1000);
       this.schedule();
@@ -284,7 +284,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
         active: i.state === 'running' || i.state === 'waking' || i.state === 'pausing',
         memory: i.config.memory,
         lastActivityNs,
-        evictable: i.state === 'running' && !i.removed && !busy && nowNs >= i.awakeSinceNs + BigInt(i.config.minAwake) * MS,
+        evictable: i.state === 'running' && !i.removed && !busy && nowNs >= i.awakeSinceNs + BigInt(i.minAwakeMs) * MS,
       };
     });
   }
@@ -402,7 +402,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
         nowNs,
         lastActivityNs: lastSeen > instance.awakeSinceNs ? lastSeen : instance.awakeSinceNs,
         idleTimeoutMs: instance.config.idleTimeout,
-        minAwakeUntilNs: instance.awakeSinceNs + BigInt(instance.config.minAwake) * MS,
+        minAwakeUntilNs: instance.awakeSinceNs + BigInt(instance.minAwakeMs) * MS,
         maxAwakeMs: instance.config.maxAwake,
         policy: instance.config.idlePolicy,
       },

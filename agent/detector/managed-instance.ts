@@ -4,6 +4,9 @@ import type { Runtime } from '../runtimes/runtime.js';
 import type { InstanceState } from './states.js';
 
 /** One instance under management: its config, runtime, state and counters for the status API. */
+/** Covers the client's first two SYN retransmissions (1 s, then 3 s after the first attempt). */
+export const RETRANSMIT_GRACE_MS = 3000;
+
 export class ManagedInstance {
   state: InstanceState = 'running';
   sleeps = 0;
@@ -38,6 +41,17 @@ export class ManagedInstance {
 
   get id(): string {
     return this.config.id;
+  }
+
+  /**
+   * Minimum time awake after a wake. A runtime whose process is gone while
+   * asleep (VM snapshot, scale) drops the first SYN when waking by `retry`;
+   * the client retransmits after 1 s (then 3 s), so the instance stays awake
+   * long enough to take that retransmission instead of sleeping before it lands.
+   */
+  get minAwakeMs(): number {
+    const dropsFirstSyn = !this.runtime.capabilities.keepsProcess && this.config.wake === 'retry';
+    return Math.max(this.config.minAwake, dropsFirstSyn ? RETRANSMIT_GRACE_MS : 0);
   }
 
   get ip(): string {
