@@ -316,7 +316,7 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
     const since = () => performance.now() - started;
     this.currentState = 'restoring';
     let proc = await this.takeReceiver();
-    const prespawned = proc !== undefined;
+    let prespawned = proc !== undefined;
     let qmpMs = 0;
     let loadedMs = 0;
     let contMs = 0;
@@ -326,8 +326,22 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
         await this.prepareReceiver(proc, deadlineMs);
       }
       qmpMs = since();
-      const qmp = proc.qmp!;
-      await qmp.execute('migrate-incoming', { uri: `exec:cat ${shellQuote(this.layout.deviceState)}` }, QMP_MS);
+      let qmp = proc.qmp!;
+      try {
+        await qmp.execute('migrate-incoming', { uri: `exec:cat ${shellQuote(this.layout.deviceState)}` }, QMP_MS);
+      } catch (error) {
+        // A pre-spawned QEMU can die (or lose its monitor) between the check and its use:
+        // the snapshot is untouched, so start a fresh receiver once rather than fail the wake.
+        if (!prespawned) throw error;
+        this.options.log.warn({ err: messageOf(error) }, 'the pre-spawned QEMU did not take the snapshot; starting a new one');
+        await proc.kill();
+        this.processes.delete(proc);
+        prespawned = false;
+        proc = this.spawnReceiver();
+        await this.prepareReceiver(proc, deadlineMs);
+        qmp = proc.qmp!;
+        await qmp.execute('migrate-incoming', { uri: `exec:cat ${shellQuote(this.layout.deviceState)}` }, QMP_MS);
+      }
       const status = await this.incomingDone(proc);
       loadedMs = since();
       if (status !== 'running') await qmp.execute('cont', undefined, QMP_MS);
@@ -447,7 +461,7 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
     this.receiver = undefined;
     this.receiverReady = undefined;
     const proc = ready ? await ready : undefined;
-    return proc?.alive ? proc : undefined;
+    return proc?.alive && proc.qmp?.isOpen ? proc : undefined;
   }
 
   private async doShutdown(reason: string): Promise<void> {
