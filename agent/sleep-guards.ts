@@ -98,6 +98,7 @@ export class SleepGuards implements SleepHooks {
 
   async awake(instance: ManagedInstance): Promise<void> {
     await this.checks?.remove(instance.id);
+    this.stub.closeConnections(instance.id);
     if (this.holdInstalled) await this.holds.chain.remove(instance.id);
     // Resumed by now: what was held goes through.
     this.hold.release(instance.id);

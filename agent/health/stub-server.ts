@@ -17,10 +17,12 @@
  *    sleeps, 503 naming the failure once failed, 503 otherwise.
  *  - no bytes, then close → it was a TCP check; the kernel's accept was the
  *    answer (Consul: "TCP check passes when the connect succeeds").
- * Every answer closes the connection (HTTP/1.1 `Connection: close`, h2
- * GOAWAY after the call), so a pooled client (Nomad-provider checks keep
- * connections alive) must reconnect and meets the redirect decision anew:
- * no stub connection outlives the sleep it was made for.
+ * Connections: Consul's HTTP checks ask for `Connection: close` and get it; a
+ * client that keeps connections alive (Nomad-provider checks pool them) may
+ * keep its stub connection while the instance sleeps, and `closeConnections`
+ * cuts every stub connection when the instance wakes, so the pool reconnects
+ * and meets the redirect decision anew: no stub connection outlives the sleep
+ * it was made for. h2 sessions get a GOAWAY after each call.
  *
  * Failure (`markFailed(id)`): a TCP check cannot be refused per connection:
  * the kernel has accepted before any code runs. So the instance's listener
@@ -237,9 +239,17 @@ export class StubServer {
       const n = Math.min(head.length, PREFACE.length);
       const prefaceSoFar = head.subarray(0, n).equals(PREFACE.subarray(0, n));
       if (prefaceSoFar && head.length < PREFACE.length) return; // could still be h2: read on
-      if (!prefaceSoFar && this.answerPlainGet(entry, socket, head)) {
-        stopSniffing();
-        return;
+      if (!prefaceSoFar) {
+        const answered = this.answerPlainGet(entry, socket, head);
+        if (answered === 'closed') {
+          stopSniffing();
+          return;
+        }
+        if (answered === 'kept') {
+          head = Buffer.alloc(0); // the next request on this keep-alive connection
+          idle.refresh();
+          return;
+        }
       }
       stopSniffing();
       socket.pause();
@@ -258,23 +268,35 @@ export class StubServer {
 
   /**
    * Fast path for what Consul and Nomad send: a complete bodiless GET/HEAD in
-   * the first segment, answered with prebuilt bytes instead of node:http's
-   * parser. Anything else goes to node:http.
+   * one segment, answered with prebuilt bytes instead of node:http's parser.
+   * Consul sends `Connection: close` (a new connection per check) and gets it;
+   * a pooling client (Nomad-provider checks) may keep the connection while the
+   * instance sleeps: `closeConnections` cuts them all when it wakes, so the
+   * pool reconnects to the instance itself. Anything else goes to node:http.
    */
-  private answerPlainGet(entry: Listener, socket: net.Socket, head: Buffer): boolean {
+  private answerPlainGet(entry: Listener, socket: net.Socket, head: Buffer): 'closed' | 'kept' | false {
     const end = head.indexOf('\r\n\r\n');
     if (end < 0 || end + 4 !== head.length) return false;
     const text = head.toString('latin1', 0, end);
-    const match = /^(GET|HEAD) [^ ]+ HTTP\/1\.[01]\r\n/.exec(text);
+    const match = /^(GET|HEAD) [^ ]+ HTTP\/1\.([01])\r\n/.exec(text);
     if (!match || /\r\n(content-length|transfer-encoding|expect):/i.test(text)) return false;
     const [code, body] = this.httpAnswer(entry);
+    const keep = code === 200 && match[2] === '1' && !/\r\nconnection:[^\r]*close/i.test(text);
     const reason = code === 200 ? 'OK' : 'Service Unavailable';
-    socket.end(
+    const response =
       `HTTP/1.1 ${code} ${reason}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
-        `cache-control: no-store\r\nconnection: close\r\n\r\n${match[1] === 'HEAD' ? '' : body}`,
-    );
+      `cache-control: no-store\r\nconnection: ${keep ? 'keep-alive' : 'close'}\r\n\r\n${match[1] === 'HEAD' ? '' : body}`;
+    if (keep) socket.write(response);
+    else socket.end(response);
     if (code === 200) this.count(entry, 'http');
-    return true;
+    return keep ? 'kept' : 'closed';
+  }
+
+  /** The instance is awake again: no stub connection may outlive its sleep (kept-alive ones included). */
+  closeConnections(instanceId: string): void {
+    const entry = this.listeners.get(instanceId);
+    if (!entry) return;
+    for (const socket of entry.sockets) socket.destroy();
   }
 
   private httpAnswer(entry: Listener): [number, string] {

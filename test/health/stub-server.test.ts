@@ -271,3 +271,29 @@ test('many sequential checks stay correct (each a new connection)', async (t) =>
   }
   t.is(stub.answeredCount('web'), 200);
 });
+
+test('a keep-alive client is answered on one connection while the instance sleeps, and cut when it wakes', async (t) => {
+  const { StubServer: Stub } = await import('../../agent/health/stub-server.js');
+  const net = await import('node:net');
+  let state: 'sleeping' | 'other' = 'sleeping';
+  const stub = new Stub({ status: () => state });
+  t.teardown(() => stub.stop());
+  const port = await stub.open('web');
+  const socket = net.connect(port, '127.0.0.1');
+  t.teardown(() => socket.destroy());
+  await new Promise((resolve) => socket.once('connect', resolve));
+  const answers: string[] = [];
+  socket.setEncoding('utf8').on('data', (chunk: string) => answers.push(chunk));
+  for (let i = 0; i < 3; i++) {
+    socket.write('GET /health HTTP/1.1\r\nHost: x\r\n\r\n');
+    await new Promise((resolve) => socket.once('data', resolve));
+  }
+  t.is(answers.length, 3);
+  for (const a of answers) t.regex(a, /^HTTP\/1\.1 200 OK[\s\S]*connection: keep-alive/);
+  t.is(stub.answeredCount('web'), 3);
+  const closed = new Promise((resolve) => socket.once('close', resolve));
+  state = 'other';
+  stub.closeConnections('web');
+  await closed;
+  t.pass('the pooled connection was cut at wake');
+});
