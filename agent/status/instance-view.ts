@@ -14,6 +14,8 @@ export interface InstanceView {
   address: string;
   interface: string;
   runtime: string;
+  /** The runtime's sleep mode where it has several (qemu, firecracker: pause or snapshot). */
+  mode: string | null;
   idlePolicy: string;
   idleTimeoutMs: number;
   heldBy: string | null;
@@ -41,6 +43,7 @@ export function viewOf(detector: Detector, i: ManagedInstance): InstanceView {
     address: i.config.address,
     interface: i.config.interface,
     runtime: i.runtime.kind,
+    mode: 'mode' in i.config.runtime && typeof i.config.runtime.mode === 'string' ? i.config.runtime.mode : null,
     idlePolicy: i.config.idlePolicy,
     idleTimeoutMs: i.config.idleTimeout,
     heldBy: i.heldBy ?? null,

@@ -23,7 +23,7 @@ export function renderRows(list: InstanceView[]): string {
         `<tr data-id="${esc(i.id)}" data-state="${esc(i.state)}">` +
         `<td><b>${esc(i.id)}</b><br><span class="muted">${esc(i.address)}</span></td>` +
         `<td><span class="state ${esc(i.state)}">${esc(i.state)}</span></td>` +
-        `<td>${esc(i.runtime)}<br><span class="muted">${esc(i.idlePolicy)}, idle ${secs(i.idleTimeoutMs)}</span></td>` +
+        `<td>${esc(i.runtime)}${i.mode ? ` ${esc(i.mode)}` : ''}<br><span class="muted">${esc(i.idlePolicy)}, idle ${secs(i.idleTimeoutMs)}, wake ${esc(i.wake)}</span></td>` +
         `<td>${origin}</td>` +
         `<td>${i.state === 'running' ? secs(i.idleForMs) : '–'}</td>` +
         `<td>${i.lastWakeMs === null ? '–' : `${i.lastWakeMs.toFixed(2)} ms`}</td>` +
