@@ -293,6 +293,9 @@ static int events(const char *path)
 int main(int argc, char **argv)
 {
 	signal(SIGPIPE, SIG_DFL);
+	// The agent owns this process's lifetime (stdin EOF, SIGTERM, or the agent
+	// dying): a Ctrl-C meant for the agent must not take the helper first.
+	signal(SIGINT, SIG_IGN);
 	libbpf_set_print(NULL);
 	if (argc == 2 && strcmp(argv[1], "serve") == 0)
 		return serve();
