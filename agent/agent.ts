@@ -13,6 +13,7 @@ import { monotonicNs } from './sources/bpf-records.js';
 import { EbpfSource } from './sources/ebpf-source.js';
 import { Metrics } from './status/metrics.js';
 import { createStatusApp, listen } from './status/server.js';
+import { InstanceRegistry } from './registry.js';
 import { startNomadInstances, type NomadInstances, type NomadInstancesTuning } from './discovery/nomad-instances.js';
 
 export interface AgentOptions {
@@ -29,6 +30,8 @@ export class Agent {
   private server: Server | undefined;
   /** Nomad/Consul discovery, when `nomad` or `consul` is configured (agent/discovery/nomad-instances.ts). */
   discovery: NomadInstances | undefined;
+  /** Instances registered through the status API (`doze vm run --register`; agent/registry.ts). */
+  registry!: InstanceRegistry;
 
   private constructor(
     readonly config: DozeConfig,
@@ -66,12 +69,13 @@ export class Agent {
     const detector = new Detector(source, log, { hooks: guards, budget: config.budget });
     const metrics = new Metrics(detector);
     agent = new Agent(config, detector, source, metrics, guards, log);
+    agent.registry = new InstanceRegistry({ detector, log, release: (id) => guards.release(id), wrapRuntime: options.wrapRuntime });
     try {
       await guards.install();
       for (const { instanceConfig, runtime } of prepared) {
         await detector.add(new ManagedInstance(instanceConfig, runtime, monotonicNs()));
       }
-      const app = createStatusApp({ detector, metrics, token: config.token, log, refresh: () => agent.refreshCounters(), discovery: () => agent.discovery?.report() });
+      const app = createStatusApp({ detector, metrics, token: config.token, log, refresh: () => agent.refreshCounters(), discovery: () => agent.discovery?.report(), registry: agent.registry });
       agent.server = await listen(app, config.listen);
       // --- Nomad + Consul discovery: allocations become instances (agent/discovery/nomad-instances.ts) ---
       if (config.nomad || config.consul) {
@@ -83,6 +87,8 @@ export class Agent {
           wrapRuntime: options.wrapRuntime,
           statusAddress: () => agent.address,
           release: (id) => guards.release(id),
+          // An allocation that stopped takes the instance its doze vm owner registered with it (the owner may have died unheard).
+          unregister: async (id) => void (await agent.registry.unregister(id, 'its Nomad allocation stopped')),
         });
       }
       // --- end Nomad + Consul discovery ---

@@ -1,16 +1,21 @@
 # A virtual machine that is snapshotted when idle (doze.mode = "snapshot").
 #
-# Snapshot saves the VM's device state (and its RAM, when RAM is not already
-# file-backed) and frees its memory; a wake restores it. With QEMU, file-backed
-# guest RAM makes both cheap: the snapshot writes only device state (KiB) and
-# a restore maps the RAM file back (measured under TCG: about 0.1 s to sleep,
-# 0.3 s to wake; KVM is faster).
+# Snapshot saves the VM's device state and frees its memory: QEMU exits while
+# the VM sleeps and its guest RAM, kept in a file, leaves memory; a wake
+# restores it (measured under TCG: about 0.1 s to sleep, 0.3 s to wake; KVM is
+# faster). QEMU exiting would be a dead task to Nomad, so `doze job run` (or
+# `doze job render`) turns this ordinary qemu task into a raw_exec task that
+# runs it under `doze vm run`, which owns QEMU, registers the VM with the
+# node's agent and unregisters it on stop (docs/qemu.md, "From a qemu task").
 #
-# Nomad's qemu driver gives the VM no interface of its own: clients and
-# checks reach a host port that QEMU forwards into the guest (user-mode
-# networking), so doze attributes traffic by host address and port.
+# The VM sits on a tap, not on the qemu driver's user-mode networking: doze
+# counts traffic on the VM's own interface, and a user-mode port forward
+# closes with QEMU. The tap must exist before the task starts, with the host
+# side of a /30 on it (here 10.213.7.1/30; the guest is 10.213.7.2 and serves
+# on port 80): see docs/qemu.md for a node setup.
 #
 #   doze job validate jobs/vm-snapshot.nomad.hcl
+#   doze job render   jobs/vm-snapshot.nomad.hcl
 
 job "vm" {
   type = "service"
@@ -29,13 +34,12 @@ job "vm" {
       "doze.wake"      = "hold"
     }
 
-    network {
-      port "http" {}
-    }
-
     service {
       name = "vm-http"
-      port = "http"
+      # The guest is reached on its tap address and its own port, not on a
+      # host port: doze wakes the VM on this port.
+      address = "10.213.7.2"
+      port    = "80"
 
       check {
         type     = "tcp"
@@ -57,13 +61,11 @@ job "vm" {
         image_path        = "local/guest.qcow2"
         accelerator       = "kvm"
         graceful_shutdown = true
-        port_map {
-          http = 80
-        }
-        # doze drives the VM over QMP; the socket lives in the task dir (keep
-        # its path short: unix socket paths are limited to 107 bytes). Allow
-        # "-qmp" in the client's qemu args_allowlist.
-        args = ["-qmp", "unix:${NOMAD_TASK_DIR}/dz-qmp.sock,server=on,wait=off"]
+        # The tap doze vm attaches the VM to (created on the node beforehand).
+        args = [
+          "-netdev", "tap,id=net0,ifname=dzvm0t,script=no,downscript=no",
+          "-device", "virtio-net-pci,netdev=net0",
+        ]
       }
 
       artifact {

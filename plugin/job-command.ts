@@ -6,6 +6,7 @@ import { DozeError, messageOf } from '../agent/errors.js';
 import { checkJob, type JobCheck } from './check-job.js';
 import { loadJobspec } from './load-jobspec.js';
 import { prepareJob } from './prepare-job.js';
+import { DEFAULT_VM_RENDER, renderVmTasks } from './render-vm-task.js';
 
 const CONNECTION_OPTIONS = `Nomad options (each falls back to Nomad's own environment variable):
       --nomad-addr URL      Nomad HTTP API (NOMAD_ADDR); without it HCL is parsed offline
@@ -16,6 +17,8 @@ const CONNECTION_OPTIONS = `Nomad options (each falls back to Nomad's own enviro
       --client-cert FILE    client certificate (NOMAD_CLIENT_CERT)
       --client-key FILE     client key (NOMAD_CLIENT_KEY)
       --offline             never call Nomad to parse, even with NOMAD_ADDR set
+      --agent-url URL       the node agent as a task reaches it, for qemu tasks rendered into
+                            doze vm run (default ${DEFAULT_VM_RENDER.agentUrl})
   -h, --help                show this help`;
 
 const EXITS = 'Exit codes: 0 ok, 1 invalid job (or Nomad rejected it), 2 usage or connection error.';
@@ -32,7 +35,9 @@ Commands:
   run        register the prepared job with Nomad (POST /v1/jobs)
 
 Preparing adds the constraint \${meta.doze.agent} = "true" to every group doze
-manages, so its allocations land on nodes that run the agent.
+manages, so its allocations land on nodes that run the agent, and turns each
+qemu task with doze.mode = "snapshot" into a raw_exec task that runs it under
+"doze vm run" (docs/qemu.md).
 
 ${CONNECTION_OPTIONS}
 
@@ -94,6 +99,7 @@ export async function jobCommand(argv: string[], io: JobCommandIo = defaultIo): 
         'client-cert': { type: 'string' },
         'client-key': { type: 'string' },
         offline: { type: 'boolean' },
+        'agent-url': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -159,12 +165,19 @@ export async function jobCommand(argv: string[], io: JobCommandIo = defaultIo): 
     io.stderr(`${prefix}: ${file} is invalid:\n${check.problems.map((p) => `  ${p}\n`).join('')}`);
     return EXIT.failure;
   }
+  const agentUrl = values['agent-url'] ?? DEFAULT_VM_RENDER.agentUrl;
+  if (!/^https?:\/\/[^/\s]+\/?$/.test(agentUrl)) return usage(`--agent-url ${JSON.stringify(agentUrl)}: expected a URL such as ${DEFAULT_VM_RENDER.agentUrl}`);
+  const vm = renderVmTasks(loaded.job, check, { ...DEFAULT_VM_RENDER, agentUrl });
+  if (vm.problems.length > 0) {
+    io.stderr(`${prefix}: ${file} is invalid:\n${vm.problems.map((p) => `  ${p}\n`).join('')}`);
+    return EXIT.failure;
+  }
   // Warnings only for a valid job: next to problems they are noise.
-  for (const warning of check.warnings) io.stderr(`warning: ${warning}\n`);
-  const prepared = prepareJob(loaded.job, check);
+  for (const warning of [...check.warnings, ...vm.warnings]) io.stderr(`warning: ${warning}\n`);
+  const prepared = prepareJob(vm.job, check);
 
   if (sub === 'validate') {
-    io.stdout(summary(check, loaded.parsedBy));
+    io.stdout(summary(check, loaded.parsedBy, vm.rendered));
     return EXIT.ok;
   }
   if (sub === 'render') {
@@ -187,7 +200,7 @@ export async function jobCommand(argv: string[], io: JobCommandIo = defaultIo): 
   }
 }
 
-function summary(check: JobCheck, parsedBy: string): string {
+function summary(check: JobCheck, parsedBy: string, rendered: { group: string; task: string; tap: string; guestPort: number }[]): string {
   const lines = [`job ${JSON.stringify(check.job!.ID)} is valid (parsed ${parsedBy === 'nomad' ? 'by Nomad' : parsedBy === 'offline' ? 'offline' : 'as JSON'})`];
   for (const group of check.groups) {
     const m = group.managed;
@@ -205,6 +218,8 @@ function summary(check: JobCheck, parsedBy: string): string {
       `  group ${JSON.stringify(group.name)}: doze ${s.mode}, task ${JSON.stringify(m.task)}, service ${JSON.stringify(m.service.name)} on port ${JSON.stringify(m.service.portLabel)} (${m.networkMode} network), ` +
         `idle after ${formatDuration(s.idleTimeoutMs)} (${s.idlePolicy}), wake ${s.wake}${extras.length ? `, ${extras.join(', ')}` : ''}`,
     );
+    const vm = rendered.find((r) => r.group === group.name);
+    if (vm) lines.push(`    task ${JSON.stringify(vm.task)} runs under doze vm run (raw_exec), tap ${JSON.stringify(vm.tap)}, guest port ${vm.guestPort}`);
   }
   return `${lines.join('\n')}\n`;
 }

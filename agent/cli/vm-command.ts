@@ -3,7 +3,9 @@ import { parseArgs } from 'node:util';
 import { parseDuration } from '../config/duration.js';
 import { ConfigError, messageOf } from '../errors.js';
 import { createLogger, LOG_LEVELS, type LogLevel } from '../log.js';
+import { vmLayout } from '../runtimes/qemu/vm-command-line.js';
 import { VmOwner } from '../runtimes/qemu/vm-owner.js';
+import { AgentRegistration, registrationDraft, validateRegistration } from '../runtimes/qemu/vm-registration.js';
 import { EXIT } from './exit-codes.js';
 
 export const VM_HELP = `Usage: doze vm run [options] -- qemu-system-x86_64 ARGS...
@@ -27,6 +29,20 @@ Options:
                             (ACPI, then quit at the deadline; default) or quit
       --stop-timeout DUR    bound for a stop (default 4s; keep it below the task's kill_timeout)
       --log-level LEVEL     ${LOG_LEVELS.join('|')} (default info; logs go to stderr)
+
+Registration with the node's agent (PUT /api/instances/{id} once the VM runs, repeated
+every 10s; DELETE, which wakes and releases it, when doze vm stops):
+      --register URL        the agent's status API, e.g. http://127.0.0.1:7070
+      --token TOKEN         the agent's bearer token (default: $DOZE_TOKEN)
+      --instance-json JSON  instance fields (idleTimeout, idlePolicy, wake, memory, ...);
+                            the flags below override them, the runtime is always this
+                            owner's snapshot runtime
+      --id ID               default: <job>.<group>.<alloc id prefix> from NOMAD_* (as
+                            Nomad discovery names the allocation)
+      --interface TAP       the VM's tap (created outside QEMU, so it survives sleeps);
+                            default: the ifname= of a -netdev tap on the QEMU command line
+      --address IP:PORT     the guest's address, or:
+      --guest-port PORT     the guest is the other host of the tap's /30 (or /31)
   -h, --help                show this help
 
 Exit codes: 0 stopped by a signal or the guest powered off, 1 QEMU failed, 2 usage error.`;
@@ -55,6 +71,13 @@ export async function vmCommand(argv: string[]): Promise<number> {
         shutdown: { type: 'string' },
         'stop-timeout': { type: 'string' },
         'log-level': { type: 'string' },
+        register: { type: 'string' },
+        token: { type: 'string' },
+        'instance-json': { type: 'string' },
+        id: { type: 'string' },
+        interface: { type: 'string' },
+        address: { type: 'string' },
+        'guest-port': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     }));
@@ -81,6 +104,34 @@ export async function vmCommand(argv: string[]): Promise<number> {
   if (!LOG_LEVELS.includes(level)) return usage(`--log-level is one of ${LOG_LEVELS.join(', ')}`);
   const log = createLogger(level, 2);
 
+  let registration: AgentRegistration | undefined;
+  const registering = ['instance-json', 'id', 'interface', 'address', 'guest-port', 'token'] as const;
+  if (values.register === undefined) {
+    const stray = registering.find((flag) => values[flag] !== undefined);
+    if (stray) return usage(`--${stray} needs --register URL`);
+  } else {
+    if (!/^https?:\/\/[^/\s]+\/?$/.test(values.register)) return usage(`--register ${JSON.stringify(values.register)}: expected the agent's URL, e.g. http://127.0.0.1:7070`);
+    const guestPort = values['guest-port'] === undefined ? undefined : Number(values['guest-port']);
+    if (guestPort !== undefined && !(Number.isInteger(guestPort) && guestPort > 0 && guestPort < 65536)) return usage('--guest-port is a port number');
+    try {
+      const draft = registrationDraft({
+        instanceJson: values['instance-json'],
+        id: values.id,
+        address: values.address,
+        interface: values.interface,
+        guestPort,
+        qemuArgv,
+        control: vmLayout(resolve(stateDir)).control,
+      });
+      // Every field but a tap-derived address is checked now, before a VM starts.
+      validateRegistration(guestPort === undefined ? draft : { ...draft, address: `192.0.2.1:${guestPort}` });
+      registration = new AgentRegistration({ url: values.register, token: values.token ?? (process.env.DOZE_TOKEN || undefined), draft, guestPort, log });
+    } catch (error) {
+      if (error instanceof ConfigError) return usage(error.message);
+      throw error;
+    }
+  }
+
   let owner: VmOwner;
   try {
     owner = new VmOwner({ stateDir: resolve(stateDir), qemuArgv, memoryCgroup: values['memory-cgroup'], prespawn: values.prespawn ?? false, shutdown, stopTimeoutMs, log });
@@ -97,7 +148,8 @@ export async function vmCommand(argv: string[]): Promise<number> {
         void owner.hurry();
         return;
       }
-      owner.shutdown(`${signal} received`).then(
+      const unregistered = registration ? registration.stop() : Promise.resolve();
+      unregistered.then(() => owner.shutdown(`${signal} received`)).then(
         () => done(EXIT.ok),
         (error: unknown) => {
           log.error({ err: messageOf(error) }, 'stopping the VM failed');
@@ -108,10 +160,14 @@ export async function vmCommand(argv: string[]): Promise<number> {
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
     owner.on('exit', (code) => {
-      owner.shutdown('QEMU exited').finally(() => done(code));
+      const unregistered = registration ? registration.stop() : Promise.resolve();
+      void unregistered.then(() => owner.shutdown('QEMU exited')).finally(() => done(code));
     });
     owner.start().then(
-      () => log.info({ control: owner.layout.control, state: owner.state }, 'doze vm running'),
+      () => {
+        log.info({ control: owner.layout.control, state: owner.state }, 'doze vm running');
+        if (registration && signals === 0) void registration.start();
+      },
       (error: unknown) => {
         log.error({ err: messageOf(error) }, 'starting the VM failed');
         owner.shutdown('start failed').finally(() => done(error instanceof ConfigError ? EXIT.usage : EXIT.failure));

@@ -3,12 +3,15 @@ import { messageOf, withDeadline } from '../errors.js';
 import type { Logger } from '../log.js';
 import { BpfInstanceState, monotonicNs, type Connection, type InstanceCounters, type WakeEvent } from '../sources/bpf-records.js';
 import type { TrafficSource } from '../sources/traffic-source.js';
+import type { RuntimeObservedState } from '../runtimes/runtime.js';
 import { decideIdle, holdRecheckMs, isCheckInFlight, isOpen, isRequestInFlight, type IdleVerdict } from './idle-decision.js';
 import { chooseVictims, type BudgetLimits, type BudgetMember } from '../scheduler/budget.js';
 import type { ManagedInstance } from './managed-instance.js';
 import { canTransition, type InstanceState } from './states.js';
 
 const MS = 1_000_000n;
+/** How often add() re-inspects a runtime found mid-transition after a restart. */
+const SETTLE_POLL_MS = 20;
 
 export interface TransitionEvent {
   instance: ManagedInstance;
@@ -90,7 +93,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
     await this.source.track(instance.ip);
     this.byId.set(instance.id, instance);
     this.byIp.set(instance.ip, instance);
-    const observed = await instance.runtime.inspect();
+    const observed = await this.settledState(instance);
     const bpfState = (await this.source.states()).get(instance.ip);
     if (observed === 'paused' || observed === 'transitioning') {
       // Left asleep by a previous agent (crash): it is ours to wake.
@@ -103,6 +106,24 @@ export class Detector extends EventEmitter<DetectorEvents> {
       await this.source.setState(instance.ip, BpfInstanceState.awake);
     }
     this.schedule();
+  }
+
+  /**
+   * The runtime's state, once a transition an earlier agent started (and died in)
+   * has finished: a VM owner still saving or restoring settles on sleeping or
+   * running, and is adopted as what it became, not as asleep half way. Bounded by
+   * the instance's deadlines; still transitioning past them, it is adopted as
+   * asleep (the next request resumes it).
+   */
+  private async settledState(instance: ManagedInstance): Promise<RuntimeObservedState> {
+    const until = Date.now() + Math.max(instance.config.pauseTimeout, instance.config.wakeTimeout);
+    let observed = await instance.runtime.inspect();
+    while (observed === 'transitioning' && Date.now() < until) {
+      await new Promise((resolve) => setTimeout(resolve, SETTLE_POLL_MS));
+      observed = await instance.runtime.inspect();
+    }
+    if (observed === 'transitioning') this.log.warn({ instance: instance.id }, 'the runtime is still transitioning; adopting it as asleep');
+    return observed;
   }
 
   async remove(id: string, options: { wake: boolean }): Promise<void> {
@@ -155,6 +176,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
       } catch (error) {
         const why = `wake failed: ${messageOf(error)}`;
         instance.failure = why;
+        instance.lastError = { message: why, atMs: Date.now() };
         instance.wakeEventNs = undefined;
         // No more wake events for an instance that cannot come back; the stub reports it critical.
         await this.source.setState(instance.ip, BpfInstanceState.awake).catch(() => undefined);
@@ -213,7 +235,9 @@ export class Detector extends EventEmitter<DetectorEvents> {
       } catch (error) {
         // Never leave it half paused: undo, stay awake, say why.
         await instance.runtime.resume(instance.config.wakeTimeout).catch(() => undefined);
-        await this.abortSleep(instance, `pause failed: ${messageOf(error)}`);
+        const why = `pause failed: ${messageOf(error)}`;
+        instance.lastError = { message: why, atMs: Date.now() };
+        await this.abortSleep(instance, why);
         this.log.warn({ instance: instance.id, err: messageOf(error) }, 'pause failed; instance stays awake');
         return false;
       }

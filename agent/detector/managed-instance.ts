@@ -14,6 +14,8 @@ export class ManagedInstance {
   lastWakeMs: number | undefined;
   checksAnswered = 0;
   failure: string | undefined;
+  /** The last failed transition (a sleep undone, a failed wake), kept after the instance recovers. */
+  lastError: { message: string; atMs: number } | undefined;
   /** Why the instance is held awake past its idle timeout, if it is. */
   heldBy: string | undefined;
   awakeSinceNs: bigint;
@@ -30,6 +32,8 @@ export class ManagedInstance {
   held = 0;
   /** Where it came from, when discovered from Nomad (shown on the status page). */
   origin: { allocId: string; jobId: string; group: string; task: string } | undefined;
+  /** Who added it: the config file, Nomad discovery, or a registration through the status API. */
+  source: 'static' | 'nomad' | 'api' = 'static';
   /** Set when management ends: no new sleep may start. */
   removed = false;
   private queue: Promise<unknown> = Promise.resolve();

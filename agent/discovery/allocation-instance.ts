@@ -40,6 +40,12 @@ export interface NomadInstance {
   minAwakeMs: number;
   maxAwakeMs: number | undefined;
   maxSleepMs: number | undefined;
+  /**
+   * The task runs the VM under `doze vm run --register` (what `doze job render` makes of a
+   * snapshot-mode qemu task): the owner registers the VM with the agent itself, so discovery
+   * does not manage it, and only takes the registration away when the allocation stops.
+   */
+  vmOwner: boolean;
 }
 
 export type AllocationMapping =
@@ -72,7 +78,12 @@ export function allocationInstance(alloc: NomadAllocation, job: NomadJob | null 
 
   const networkMode = managed.networkMode === 'bridge' ? 'bridge' : managed.networkMode === 'host' ? 'host' : undefined;
   if (!networkMode) return { kind: 'invalid', reason: `network mode ${JSON.stringify(managed.networkMode)} is not supported (bridge or host)` };
-  const address = instanceAddress(alloc, managed.task, managed.service.portLabel, networkMode);
+  const vmOwner = isVmOwnerTask(group.Tasks.find((task) => task.Name === managed.task));
+  const found = instanceAddress(alloc, managed.task, managed.service.portLabel, networkMode);
+  // A doze vm owner registers its VM's own address (the guest behind its tap): Nomad's is only informative.
+  // Snapshot mode always needs that owner, so without one the reason to report is that, not the address.
+  const ownAddress = vmOwner || managed.settings.mode === 'snapshot';
+  const address = ownAddress && !('address' in found) ? { address: '', checkAddresses: [] } : found;
   if ('pending' in address) return { kind: 'ignored', reason: address.pending };
   if ('invalid' in address) return { kind: 'invalid', reason: address.invalid };
 
@@ -98,8 +109,19 @@ export function allocationInstance(alloc: NomadAllocation, job: NomadJob | null 
       minAwakeMs: settings.minAwakeMs,
       maxAwakeMs: settings.maxAwakeMs,
       maxSleepMs: settings.maxSleepMs,
+      vmOwner,
     },
   };
+}
+
+/** A raw_exec/exec task running `doze vm run … --register URL … -- qemu…` (plugin/render-vm-task.ts renders it). */
+export function isVmOwnerTask(task: { Driver: string; Config?: unknown } | undefined): boolean {
+  if (!task || (task.Driver !== 'raw_exec' && task.Driver !== 'exec')) return false;
+  const config = task.Config as { args?: unknown } | null | undefined;
+  const args = Array.isArray(config?.args) ? config.args : [];
+  const split = args.indexOf('--');
+  const ours = split < 0 ? args : args.slice(0, split);
+  return ours[0] === 'vm' && ours[1] === 'run' && ours.includes('--register');
 }
 
 type AddressResult = { address: string; checkAddresses: string[] } | { pending: string } | { invalid: string };

@@ -30,6 +30,12 @@ export class WakeEventStream extends EventEmitter<WakeEventStreamEvents> {
   }
 
   start(): void {
+    // Idempotent: two instances attached at once (Nomad's first list) both find the pins new;
+    // a second reader would replace the first in `child` and outlive stop().
+    if (this.child && this.child.exitCode === null && this.child.signalCode === null) {
+      this.stopped = false;
+      return;
+    }
     this.stopped = false;
     this.isReady = false;
     const child = spawn(this.helperPath, ['events', this.pinnedPath], { stdio: ['ignore', 'pipe', 'pipe'] });

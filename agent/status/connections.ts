@@ -27,7 +27,8 @@ export interface AllocationStatus {
   job?: string;
   group?: string;
   task?: string;
-  state: 'managed' | 'pending' | 'invalid';
+  /** `registered`: a `doze vm run --register` task; its owner registers the VM with the agent itself. */
+  state: 'managed' | 'pending' | 'invalid' | 'registered';
   reason?: string;
   /** Host-side interface, once found. */
   interface?: string;

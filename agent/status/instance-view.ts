@@ -20,6 +20,8 @@ export interface InstanceView {
   idleTimeoutMs: number;
   heldBy: string | null;
   failure: string | null;
+  /** The last failed transition, e.g. a sleep undone because the snapshot could not be written; kept after recovery. */
+  lastError: { message: string; at: string } | null;
   stateSince: string;
   /** Set while the wake waits for room in the node budget. */
   queuedSince: string | null;
@@ -29,6 +31,8 @@ export interface InstanceView {
   wake: string;
   /** Nomad allocation, job, group and task, when discovered from Nomad. */
   origin: { allocId: string; jobId: string; group: string; task: string } | null;
+  /** Who added it: `static` (config file), `nomad` (discovery) or `api` (PUT /api/instances/{id}, e.g. doze vm run --register). */
+  source: 'static' | 'nomad' | 'api';
 }
 
 export function viewOf(detector: Detector, i: ManagedInstance): InstanceView {
@@ -48,11 +52,13 @@ export function viewOf(detector: Detector, i: ManagedInstance): InstanceView {
     idleTimeoutMs: i.config.idleTimeout,
     heldBy: i.heldBy ?? null,
     failure: i.failure ?? null,
+    lastError: i.lastError ? { message: i.lastError.message, at: new Date(i.lastError.atMs).toISOString() } : null,
     stateSince: new Date(i.stateSinceMs).toISOString(),
     queuedSince: i.queuedSinceMs === undefined ? null : new Date(i.queuedSinceMs).toISOString(),
     memory: i.config.memory,
     held: i.held,
     wake: i.config.wake,
     origin: i.origin ?? null,
+    source: i.source,
   };
 }

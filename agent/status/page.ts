@@ -18,7 +18,7 @@ export function renderRows(list: InstanceView[]): string {
     .map((i) => {
       const note =
         i.failure ?? (i.held > 0 ? `${i.held} connection(s) held while it wakes` : i.queuedSince ? `waiting for room in the node budget since ${i.queuedSince.slice(11, 19)}` : i.heldBy) ?? '';
-      const origin = i.origin ? `${esc(i.origin.jobId)}/${esc(i.origin.group)}<br><span class="muted">${esc(i.origin.allocId.slice(0, 8))}</span>` : '<span class="muted">static</span>';
+      const origin = i.origin ? `${esc(i.origin.jobId)}/${esc(i.origin.group)}<br><span class="muted">${esc(i.origin.allocId.slice(0, 8))}</span>` : `<span class="muted">${esc(i.source)}</span>`;
       return (
         `<tr data-id="${esc(i.id)}" data-state="${esc(i.state)}">` +
         `<td><b>${esc(i.id)}</b><br><span class="muted">${esc(i.address)}</span></td>` +

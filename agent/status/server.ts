@@ -1,7 +1,10 @@
 import { timingSafeEqual } from 'node:crypto';
 import type { Server } from 'node:http';
 import express, { type NextFunction, type Request, type Response } from 'express';
+import { describeIssues } from '../config/load.js';
+import { instanceSchema } from '../config/schema.js';
 import type { Detector } from '../detector/detector.js';
+import type { InstanceRegistry } from '../registry.js';
 import type { Logger } from '../log.js';
 import { statusReport, type DiscoveryReport } from './connections.js';
 import { viewOf } from './instance-view.js';
@@ -18,6 +21,8 @@ export interface StatusServerOptions {
   refresh: () => Promise<void>;
   /** Nomad/Consul connections and allocations for `GET /api/status` (agent/status/connections.ts). */
   discovery?: () => DiscoveryReport | undefined;
+  /** Instances registered at run time (PUT/DELETE /api/instances/{id}); without it those routes answer 404. */
+  registry?: InstanceRegistry;
 }
 
 function tokenMatches(header: string | undefined, token: string): boolean {
@@ -94,6 +99,34 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
       res.status(404).json({ error: `unknown action ${JSON.stringify(action)} (sleep, wake)` });
     }
   });
+
+  // --- run-time registration (agent/registry.ts; doze vm run --register) ---
+  app.put('/api/instances/:id', requireToken, async (req, res) => {
+    if (!options.registry) return void res.status(404).json({ error: 'this agent takes no registrations' });
+    const body: unknown = req.body;
+    if (body === null || typeof body !== 'object' || Array.isArray(body)) return void res.status(400).json({ error: 'expected an instance as a JSON object' });
+    const id = String(req.params.id);
+    const raw = { ...(body as Record<string, unknown>), id: (body as { id?: unknown }).id ?? id };
+    const parsed = instanceSchema.safeParse(raw);
+    if (!parsed.success) {
+      const fields = parsed.error.issues.map((issue) => ({ path: issue.path.join('.'), message: issue.message }));
+      return void res.status(400).json({ error: `invalid instance:\n${describeIssues(parsed.error.issues, raw)}`, fields });
+    }
+    if (parsed.data.id !== id) {
+      return void res.status(400).json({ error: `the body's id ${JSON.stringify(parsed.data.id)} is not the path's ${JSON.stringify(id)}`, fields: [{ path: 'id', message: 'must match the path' }] });
+    }
+    const result = await options.registry.register(parsed.data);
+    if ('error' in result) return void res.status(result.status).json({ error: result.error });
+    res.status(result.status).json(viewOf(detector, result.instance));
+  });
+
+  app.delete('/api/instances/:id', requireToken, async (req, res) => {
+    if (!options.registry) return void res.status(404).json({ error: 'this agent takes no registrations' });
+    const result = await options.registry.unregister(String(req.params.id));
+    if ('error' in result) return void res.status(result.status).json({ error: result.error });
+    res.json({ ...viewOf(detector, result.instance), removed: true });
+  });
+  // --- end run-time registration ---
 
   app.get('/metrics', async (_req, res) => {
     res.type(metrics.registry.contentType).send(await metrics.registry.metrics());

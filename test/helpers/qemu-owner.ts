@@ -18,6 +18,8 @@ export interface OwnedGuestOptions {
   /** Extra `doze vm run` options (e.g. --prespawn). */
   ownerArgs?: string[];
   bootTimeoutMs?: number;
+  /** Where the owner keeps its state (default /var/tmp/dz-vm-<id>); removed at teardown. */
+  stateDir?: string;
 }
 
 export interface OwnerProcess {
@@ -83,7 +85,7 @@ export async function startOwnedGuest(t: Teardown, options: OwnedGuestOptions = 
   const mac = `52:54:00:${id.slice(0, 2)}:${id.slice(2, 4)}:${id.slice(4, 6)}`;
   const tap = `dz${id}t`;
   // On disk (a RAM file on tmpfs frees nothing) and short (unix socket paths).
-  const stateDir = `/var/tmp/dz-vm-${id}`;
+  const stateDir = options.stateDir ?? `/var/tmp/dz-vm-${id}`;
   const memoryCgroup = `doze-test/dz-${id}`;
   const memoryCgroupDir = join(MEMORY_V1, memoryCgroup);
   const owners: OwnerProcess[] = [];

@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import { chmod, mkdir, open, readFile, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, open, readFile, rename, rm, rmdir, stat, statfs, writeFile } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { z } from 'zod';
@@ -33,6 +33,8 @@ const QUIT_MS = 2000;
 const POLL_MS = 2;
 /** Device state is a few hundred KiB: never let the default 32 MiB/s bandwidth limit pace it. */
 const MIGRATE_BANDWIDTH = 100 * 2 ** 30;
+/** Less room than this (or than the last device state) in the state directory is named in a failed sleep's reason. */
+const MIN_STATE_ROOM = 2 ** 20;
 
 const migrateInfoSchema = z.looseObject({ status: z.string().optional(), 'error-desc': z.string().optional() });
 const statusSchema = z.looseObject({ status: z.string() });
@@ -56,6 +58,8 @@ class QemuProcess {
   /** Set before doze itself quits or kills it: its exit is not news. */
   expectedExit = false;
   private stderrTail = '';
+  /** Characters of stderr seen so far (a mark for stderrSince). */
+  stderrSeen = 0;
 
   constructor(private readonly child: ChildProcess) {
     if (child.pid === undefined) throw new RuntimeError('E_QEMU_SPAWN', 'QEMU could not be started');
@@ -70,7 +74,14 @@ class QemuProcess {
     child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
       process.stderr.write(chunk);
       this.stderrTail = (this.stderrTail + chunk).slice(-2000);
+      this.stderrSeen += chunk.length;
     });
+  }
+
+  /** What QEMU (and the commands it runs, e.g. a migration's `cat`) wrote to stderr since `mark` (at most its tail). */
+  stderrSince(mark: number): string {
+    const n = Math.min(this.stderrSeen - mark, this.stderrTail.length);
+    return n > 0 ? this.stderrTail.slice(-n).trim() : '';
   }
 
   get alive(): boolean {
@@ -259,6 +270,7 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
     const started = performance.now();
     const since = () => performance.now() - started;
     this.currentState = 'saving';
+    const stderrMark = proc.stderrSeen;
     let stopMs = 0;
     let savedMs = 0;
     try {
@@ -277,7 +289,8 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
         await qmp.execute('migrate_cancel', undefined, QMP_MS).catch(() => undefined);
         await qmp.execute('cont', undefined, QMP_MS).catch(() => undefined);
         this.currentState = 'running';
-        throw new OwnerError('E_SLEEP', `saving device state failed, the VM keeps running: ${messageOf(error)}`, { cause: error });
+        const detail = await this.saveFailureDetail(proc, stderrMark, part);
+        throw new OwnerError('E_SLEEP', `saving device state failed, the VM keeps running: ${messageOf(error)}${detail}`, { cause: error });
       }
       this.fail(proc);
       throw error;
@@ -367,6 +380,25 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
     await this.writeHandle();
     this.options.log.info({ qemuPid: proc.pid, ...this.lastWake }, 'VM restored and running');
     return this.status();
+  }
+
+  /**
+   * Why a device-state write failed, beyond QEMU's "Broken pipe": what the writer
+   * (`cat`) said on stderr, e.g. "No space left on device", and the state
+   * directory's free space when it is short. The partial file is removed.
+   */
+  private async saveFailureDetail(proc: QemuProcess, stderrMark: number, part: string): Promise<string> {
+    await delay(20); // the writer's message on QEMU's stderr may trail the QMP answer
+    const details: string[] = [];
+    const said = proc.stderrSince(stderrMark).split('\n').map((l) => l.trim()).filter(Boolean).slice(-3).join('; ');
+    if (said) details.push(said.slice(-300));
+    const fs = await statfs(this.layout.stateDir).catch(() => undefined);
+    if (fs) {
+      const free = fs.bavail * fs.bsize;
+      if (free < Math.max(this.lastSleep?.stateBytes ?? 0, MIN_STATE_ROOM)) details.push(`the state directory ${this.layout.stateDir} has ${Math.floor(free / 1024)} KiB free`);
+    }
+    await rm(part, { force: true }).catch(() => undefined);
+    return details.length > 0 ? ` (${details.join('; ')})` : '';
   }
 
   /** Waits for the outgoing migration to finish; rejects when it fails or QEMU dies. */

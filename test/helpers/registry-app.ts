@@ -1,0 +1,59 @@
+import type { ExecutionContext } from 'ava';
+import type { AddressInfo } from 'node:net';
+import type { InstanceConfig } from '../../agent/config/schema.js';
+import { instanceSchema } from '../../agent/config/schema.js';
+import { Detector } from '../../agent/detector/detector.js';
+import { ManagedInstance } from '../../agent/detector/managed-instance.js';
+import { createLogger } from '../../agent/log.js';
+import { InstanceRegistry } from '../../agent/registry.js';
+import { monotonicNs } from '../../agent/sources/bpf-records.js';
+import { createRuntime } from '../../agent/runtimes/create-runtime.js';
+import type { Runtime } from '../../agent/runtimes/runtime.js';
+import { Metrics } from '../../agent/status/metrics.js';
+import { createStatusApp, listen } from '../../agent/status/server.js';
+import { FakeTrafficSource } from './fake-traffic-source.js';
+
+export interface RegistryApp {
+  url: string;
+  detector: Detector;
+  registry: InstanceRegistry;
+  source: FakeTrafficSource;
+  /** Instance ids whose rules and listeners were released, in order. */
+  released: string[];
+  /** Adds a configured (source "static") instance. */
+  addStatic(raw: Record<string, unknown>): Promise<ManagedInstance>;
+}
+
+/**
+ * The status API with a real detector and registry over a fake traffic source
+ * (no kernel objects, no root): the registration routes end to end.
+ */
+export async function startRegistryApp(t: ExecutionContext, options: { token?: string; createRuntime?: (config: InstanceConfig) => Runtime } = {}): Promise<RegistryApp> {
+  const log = createLogger('silent');
+  const source = new FakeTrafficSource();
+  const detector = new Detector(source, log);
+  const released: string[] = [];
+  const registry = new InstanceRegistry({ detector, log, release: async (id) => void released.push(id), createRuntime: options.createRuntime });
+  const app = createStatusApp({ detector, metrics: new Metrics(detector), token: options.token, log, refresh: async () => {}, registry });
+  const server = await listen(app, '127.0.0.1:0');
+  detector.start();
+  t.teardown(async () => {
+    await detector.stop({ wakeAll: false });
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    detector,
+    registry,
+    source,
+    released,
+    async addStatic(raw) {
+      const config: InstanceConfig = instanceSchema.parse(raw);
+      const instance = new ManagedInstance(config, createRuntime(config.runtime), monotonicNs());
+      await detector.add(instance);
+      return instance;
+    },
+  };
+}
