@@ -17,7 +17,9 @@ export function renderRows(list: InstanceView[]): string {
   return list
     .map((i) => {
       const note =
-        i.failure ?? (i.held > 0 ? `${i.held} connection(s) held while it wakes` : i.queuedSince ? `waiting for room in the node budget since ${i.queuedSince.slice(11, 19)}` : i.heldBy) ?? '';
+        i.failure ??
+        (i.held > 0 ? `${i.held} connection(s) held while it wakes` : i.queuedSince ? `waiting for room in the node budget since ${i.queuedSince.slice(11, 19)}` : i.heldBy) ??
+        (i.lastError ? `last error: ${i.lastError.message}` : '');
       const origin = i.origin ? `${esc(i.origin.jobId)}/${esc(i.origin.group)}<br><span class="muted">${esc(i.origin.allocId.slice(0, 8))}</span>` : `<span class="muted">${esc(i.source)}</span>`;
       return (
         `<tr data-id="${esc(i.id)}" data-state="${esc(i.state)}">` +
