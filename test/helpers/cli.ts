@@ -37,7 +37,7 @@ export function runCli(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 
 }
 
 /** Resolves when the agent's JSON log shows `pattern`. */
-export function logShows(agent: ChildProcess, pattern: RegExp, timeoutMs = 15_000): Promise<void> {
+export function logShows(agent: ChildProcess, pattern: RegExp, timeoutMs = 20_000): Promise<void> {
   return new Promise((resolve, reject) => {
     let buffered = '';
     const timer = setTimeout(() => reject(new Error(`agent log never matched ${pattern}:\n${buffered.slice(-2000)}`)), timeoutMs);

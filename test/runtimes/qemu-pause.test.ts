@@ -1,5 +1,4 @@
 import test from 'ava';
-import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,7 +8,7 @@ import { QemuPauseRuntime } from '../../agent/runtimes/qemu/qemu-pause.js';
 import { QmpClient } from '../../agent/runtimes/qemu/qmp-client.js';
 import { nextState, startAgent } from '../helpers/agent.js';
 import { createBpffs } from '../helpers/bpffs.js';
-import { spawnCli } from '../helpers/cli.js';
+import { spawnCli, logShows } from '../helpers/cli.js';
 import { uniqueSuffix } from '../helpers/names.js';
 import { sweepChainsAtTeardown } from '../helpers/netfilter.js';
 import { get } from '../helpers/http.js';
@@ -170,20 +169,6 @@ test.serial('probe finds the RAM file through QMP and names what is missing', as
   t.true((await ok.memoryBytes())! > 0);
 });
 
-/** Resolves when the agent's JSON log shows `pattern`. */
-function logShows(agent: ChildProcess, pattern: RegExp, timeoutMs = 20_000): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let buffered = '';
-    const timer = setTimeout(() => reject(new Error(`agent log never matched ${pattern}:\n${buffered.slice(-2000)}`)), timeoutMs);
-    agent.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
-      buffered += chunk;
-      if (pattern.test(buffered)) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-  });
-}
 
 async function qemuStatus(qmp: string): Promise<string> {
   const client = await QmpClient.connect(qmp, 3000);

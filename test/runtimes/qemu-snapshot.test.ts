@@ -11,7 +11,7 @@ import { commandLineInputFiles, composeCommandLine, parseMemorySize, vmLayout } 
 import type { Runtime } from '../../agent/runtimes/runtime.js';
 import { nextState, startAgent } from '../helpers/agent.js';
 import { createBpffs } from '../helpers/bpffs.js';
-import { spawnCli } from '../helpers/cli.js';
+import { spawnCli, logShows } from '../helpers/cli.js';
 import { get } from '../helpers/http.js';
 import { uniqueSuffix } from '../helpers/names.js';
 import { sweepChainsAtTeardown } from '../helpers/netfilter.js';
@@ -282,20 +282,6 @@ test.serial('a request that arrives while the VM is going to sleep is answered, 
   t.is((await guest.qemuPids()).length, 1);
 });
 
-/** Resolves when the agent's JSON log shows `pattern`. */
-function logShows(agent: ChildProcess, pattern: RegExp, timeoutMs = 20_000): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let buffered = '';
-    const timer = setTimeout(() => reject(new Error(`agent log never matched ${pattern}:\n${buffered.slice(-2000)}`)), timeoutMs);
-    agent.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
-      buffered += chunk;
-      if (pattern.test(buffered)) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-  });
-}
 
 test.serial('agent SIGKILLed while the VM sleeps as a snapshot: a restarted agent adopts it, and the next request restores it with its memory intact', async (t) => {
   t.timeout(TEST_TIMEOUT_MS);
