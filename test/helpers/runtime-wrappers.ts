@@ -14,9 +14,10 @@ export interface RuntimeTweaks {
   failPause?: () => boolean;
 }
 
-/** Wraps a real runtime (for AgentOptions.wrapRuntime) to make it slow or failing at chosen points. */
+/** Wraps a real runtime (for AgentOptions.wrapRuntime) to make it slow or failing at chosen points; `inner` is the real one. */
 export function tweakRuntime(tweaks: RuntimeTweaks) {
-  return (runtime: Runtime): Runtime => ({
+  return (runtime: Runtime): Runtime & { inner: Runtime } => ({
+    inner: runtime,
     kind: runtime.kind,
     capabilities: runtime.capabilities,
     probe: () => runtime.probe(),

@@ -1,4 +1,5 @@
 import test from 'ava';
+import { tweakRuntime } from '../helpers/runtime-wrappers.js';
 import { mkdtemp, rm, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -106,18 +107,7 @@ test.serial('a request that arrives while the VM is pausing is answered, and not
   const guest = await startGuest(t, { memoryCgroup: true, fillMiB: 32 });
   const before = await guest.count();
   // Stop (and reclaim) at once, but report 400 ms later: the request hits a stopped VM mid-transition.
-  const slowPause = (runtime: Runtime): Runtime & { inner: Runtime } => ({
-    inner: runtime,
-    kind: runtime.kind,
-    capabilities: runtime.capabilities,
-    probe: () => runtime.probe(),
-    pause: async (deadline) => {
-      await runtime.pause(deadline);
-      await delay(400);
-    },
-    resume: (deadline) => runtime.resume(deadline),
-    inspect: () => runtime.inspect(),
-  });
+  const slowPause = tweakRuntime({ pauseLingerMs: 400 });
   const agent = await startManaged(t, guest, { reclaim: true, memoryCgroup: guest.memoryCgroup }, {}, slowPause);
   await nextState(agent, 'vm', 'pausing', 10_000);
   await delay(100);

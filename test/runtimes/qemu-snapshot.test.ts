@@ -1,4 +1,5 @@
 import test from 'ava';
+import { tweakRuntime } from '../helpers/runtime-wrappers.js';
 import type { ChildProcess } from 'node:child_process';
 import { access, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -256,19 +257,7 @@ test.serial('a request that arrives while the VM is going to sleep is answered, 
   const guest = await startOwnedGuest(t, { fillMiB: 16 });
   const before = await guest.count();
   // QEMU exits at once, but the agent hears of it 400 ms later: the request hits a VM mid-transition.
-  const slowPause = (runtime: Runtime): Runtime & { inner: Runtime } => ({
-    inner: runtime,
-    kind: runtime.kind,
-    capabilities: runtime.capabilities,
-    probe: () => runtime.probe(),
-    pause: async (deadline) => {
-      await runtime.pause(deadline);
-      await delay(400);
-    },
-    resume: (deadline) => runtime.resume(deadline),
-    inspect: () => runtime.inspect(),
-    close: () => runtime.close?.() ?? Promise.resolve(),
-  });
+  const slowPause = tweakRuntime({ pauseLingerMs: 400 });
   const agent = await startManaged(t, guest, slowPause);
   await nextState(agent, 'vm', 'pausing', 10_000);
   await delay(150);
