@@ -159,6 +159,8 @@ export const instanceSchema = z.strictObject({
   holdTimeout: duration.default(10_000),
   minAwake: duration.default(0),
   maxAwake: duration.optional(),
+  /** Wake by itself after this long asleep (periodic work, cache refresh); none by default. */
+  maxSleep: duration.optional(),
   wakeTimeout: duration.default(5000),
   pauseTimeout: duration.default(5000),
   /** MiB this instance holds while awake, for budget.maxActiveMemory (Nomad: the task's memory). */

@@ -130,6 +130,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
     const instance = this.byId.get(id);
     if (!instance) return;
     instance.removed = true; // a tick already under way must not put it to sleep now
+    clearTimeout(instance.maxSleepTimer);
     if (options.wake) await this.wake(instance, 'no longer managed');
     await instance.exclusive(async () => {}); // let a transition under way finish first
     this.byId.delete(id);
@@ -168,6 +169,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
     if (eventNs !== undefined && instance.wakeEventNs === undefined) instance.wakeEventNs = eventNs;
     return instance.exclusive(async () => {
       if (instance.state !== 'sleeping' && instance.state !== 'failed') return;
+      clearTimeout(instance.maxSleepTimer);
       if (this.budget && !this.stopped) await this.makeRoom(instance);
       const startNs = instance.wakeEventNs ?? monotonicNs();
       this.setState(instance, 'waking', reason);
@@ -246,6 +248,11 @@ export class Detector extends EventEmitter<DetectorEvents> {
       instance.heldBy = undefined;
       this.setState(instance, 'sleeping', reason);
       this.emit('slept', instance);
+      if (instance.config.maxSleep !== undefined) {
+        clearTimeout(instance.maxSleepTimer);
+        instance.maxSleepTimer = setTimeout(() => void this.wake(instance, `max_sleep: asleep for ${instance.config.maxSleep} ms`), instance.config.maxSleep);
+        instance.maxSleepTimer.unref();
+      }
       if (instance.wakeRequested) {
         // A request raced the pause: answer it now (queued behind this transition).
         void this.wake(instance, 'traffic arrived while pausing');

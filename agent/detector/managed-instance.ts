@@ -28,6 +28,8 @@ export class ManagedInstance {
   stateSinceMs = Date.now();
   /** When this instance's wake started waiting for room in the node budget (epoch ms). */
   queuedSinceMs: number | undefined;
+  /** Wakes it when max_sleep runs out. */
+  maxSleepTimer: NodeJS.Timeout | undefined;
   /** Connections held while it wakes (hold mode). */
   held = 0;
   /** Where it came from, when discovered from Nomad (shown on the status page). */

@@ -343,6 +343,7 @@ export class NomadInstances {
       wake: instance.wake,
       minAwake: instance.minAwakeMs,
       ...(instance.maxAwakeMs !== undefined ? { maxAwake: instance.maxAwakeMs } : {}),
+      ...(instance.maxSleepMs !== undefined ? { maxSleep: instance.maxSleepMs } : {}),
       runtime: { kind: 'freezer', cgroup: cgroup.path },
     };
     const parsed = instanceSchema.safeParse(raw);

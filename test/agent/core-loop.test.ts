@@ -105,3 +105,21 @@ test.serial('health-check traffic neither resets idleness nor wakes a sleeper', 
   await running;
   t.is(instance.wakes, 1);
 });
+
+test.serial('max_sleep: an instance wakes by itself after its longest sleep', async (t) => {
+  if (!requireRoot(t)) return;
+  const inst = await createInstance(t);
+  const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '10m', maxSleep: '300ms' })] });
+  await agent.detector.sleepNow('web');
+  const started = performance.now();
+  const reason = await new Promise<string>((resolve) => {
+    agent.detector.on('transition', (e) => {
+      if (e.instance.id === 'web' && e.to === 'waking') resolve(e.reason);
+    });
+  });
+  await nextState(agent, 'web', 'running', 3000);
+  const took = performance.now() - started;
+  t.regex(reason, /max_sleep/);
+  t.true(took >= 280 && took < 1500, `woke after ${took.toFixed(0)} ms`);
+  t.is(await inst.cgroup.freezerState(), 'THAWED');
+});
