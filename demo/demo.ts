@@ -130,7 +130,7 @@ async function main(): Promise<number> {
     return 1;
   }
   agent.detector.on('transition', (e) => say(`  ${new Date(e.at).toISOString().slice(11, 23)}  ${e.instance.id}: ${e.from} → ${e.to}  (${e.reason})`));
-  agent.detector.on('woke', (i, seconds) => say(`  woke ${i.id} in ${(seconds * 1000).toFixed(2)} ms (first packet → resumed)`));
+  agent.detector.on('woke', (i, seconds) => say(`  woke ${i.id} in ${(seconds * 1000).toFixed(2)} ms (wake request → resumed)`));
 
   const cleanup = async () => {
     await agent?.stop().catch((error) => process.stderr.write(`cleanup: ${messageOf(error)}\n`));
