@@ -11,7 +11,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, rmdir, writeFile, mkdtemp } from 'node:fs/promises';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Agent } from '../agent/agent.js';
@@ -79,6 +79,7 @@ async function destroy(s: Setup): Promise<void> {
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
   await rmdir(s.cgroupDir).catch(() => undefined);
+  await rmdir(dirname(s.cgroupDir)).catch(() => undefined); // doze-demo/, unless another demo runs
 }
 
 function get(url: string): Promise<{ status: number; body: string; ms: number }> {

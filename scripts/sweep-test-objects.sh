@@ -22,5 +22,7 @@ for root in /sys/fs/cgroup/freezer/doze-test /sys/fs/cgroup/freezer/doze-demo; d
     sleep 0.1
     rmdir "$cg" 2>/dev/null
   done
+  rmdir "$root" 2>/dev/null
 done
+for root in /sys/fs/cgroup/memory/doze-test /sys/fs/cgroup/unified/doze-test; do rmdir "$root"/dz-* "$root" 2>/dev/null; done
 exit 0

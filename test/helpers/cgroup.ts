@@ -1,7 +1,7 @@
 import type { Teardown } from './teardown.js';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rmdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { uniqueSuffix } from './names.js';
 
 const V1 = '/sys/fs/cgroup/freezer';
@@ -29,8 +29,14 @@ export async function createFreezerCgroup(t: Teardown): Promise<TestCgroup> {
   };
 }
 
+/**
+ * Thaws a test cgroup (v1 freezer.state or v2 cgroup.freeze, whichever it has),
+ * kills what is left in it, removes it, and removes the shared doze-test/
+ * (or doze-demo/) parent too once no other test's cgroup is in it.
+ */
 export async function removeCgroup(dir: string): Promise<void> {
   await writeFile(join(dir, 'freezer.state'), 'THAWED').catch(() => undefined);
+  await writeFile(join(dir, 'cgroup.freeze'), '0').catch(() => undefined);
   const pids = (await readFile(join(dir, 'cgroup.procs'), 'utf8').catch(() => '')).split('\n').filter(Boolean);
   for (const pid of pids) {
     try {
@@ -39,11 +45,24 @@ export async function removeCgroup(dir: string): Promise<void> {
       // already gone
     }
   }
+  await rmdirRetry(dir);
+  await removeSharedParent(dir);
+}
+
+/** The doze-test/ or doze-demo/ directory above `dir`, if it is empty now (another test's cgroup keeps it). */
+export async function removeSharedParent(dir: string): Promise<void> {
+  const parent = dirname(dir);
+  if (['doze-test', 'doze-demo'].includes(basename(parent))) await rmdir(parent).catch(() => undefined);
+}
+
+/** rmdir that waits for a cgroup's last task to leave; gone already is fine. */
+export async function rmdirRetry(dir: string): Promise<void> {
   for (let i = 0; i < 100; i++) {
     try {
       await rmdir(dir);
       return;
-    } catch {
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
   }

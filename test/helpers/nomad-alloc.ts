@@ -1,6 +1,6 @@
 import { randomInt, randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, rmdir, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startApp, type TestApp } from './app.js';
@@ -9,6 +9,7 @@ import { uniqueSuffix } from './names.js';
 import type { TestNetns } from './netns.js';
 import { sh, shQuiet } from './sh.js';
 import type { Teardown } from './teardown.js';
+import { removeCgroup, removeSharedParent, rmdirRetry } from './cgroup.js';
 
 /*
  * Kernel objects laid out the way a Nomad client lays out a bridge-mode
@@ -43,6 +44,7 @@ export async function createNomadCgroupRoot(t: Teardown, version: 1 | 2 = 1): Pr
   t.teardown(async () => {
     const parents = version === 1 ? [join(real, 'nomad'), real] : [join(real, 'share.slice'), real];
     for (const dir of parents) await rmdirRetry(dir);
+    await removeSharedParent(real);
     await rm(root, { recursive: true, force: true });
   });
   await mkdir(real, { recursive: true });
@@ -113,7 +115,7 @@ export async function createTaskCgroup(t: Teardown, cgroups: NomadCgroupRoot, al
   const dir = cgroups.version === 1
     ? join(cgroups.root, 'freezer', 'nomad', `${allocId}.${task}`)
     : join(cgroups.root, 'nomad.slice', 'share.slice', `${allocId}.${task}.scope`);
-  t.teardown(() => removeTaskCgroup(dir, cgroups.version));
+  t.teardown(() => removeCgroup(dir));
   await mkdir(dir);
   return {
     name: dir,
@@ -124,30 +126,4 @@ export async function createTaskCgroup(t: Teardown, cgroups: NomadCgroupRoot, al
       return /^frozen 1$/m.test(await readFile(join(dir, 'cgroup.events'), 'utf8')) ? 'FROZEN' : 'THAWED';
     },
   };
-}
-
-async function removeTaskCgroup(dir: string, version: 1 | 2): Promise<void> {
-  if (version === 1) await writeFile(join(dir, 'freezer.state'), 'THAWED').catch(() => undefined);
-  else await writeFile(join(dir, 'cgroup.freeze'), '0').catch(() => undefined);
-  const pids = (await readFile(join(dir, 'cgroup.procs'), 'utf8').catch(() => '')).split('\n').filter(Boolean);
-  for (const pid of pids) {
-    try {
-      process.kill(Number(pid), 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  }
-  await rmdirRetry(dir);
-}
-
-async function rmdirRetry(dir: string): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    try {
-      await rmdir(dir);
-      return;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-  }
 }
