@@ -22,6 +22,16 @@ export class RuntimeError extends DozeError {
   }
 }
 
+/** An API doze calls (Nomad, Consul, a VMM) failed; `status` is its HTTP status when it answered at all. */
+export class UpstreamError extends DozeError {
+  readonly status: number | undefined;
+  constructor(code: string, message: string, options: { cause?: unknown; status?: number } = {}) {
+    super(code, message, { cause: options.cause });
+    this.name = 'UpstreamError';
+    this.status = options.status;
+  }
+}
+
 export class DeadlineError extends DozeError {
   constructor(what: string, ms: number) {
     super('E_DEADLINE', `${what} did not finish within ${ms} ms`);

@@ -3,7 +3,7 @@ import https from 'node:https';
 import Consul from 'consul';
 import { z } from 'zod';
 import type { ConsulConfig } from '../config/schema.js';
-import { DozeError, messageOf } from '../errors.js';
+import { DozeError, UpstreamError, messageOf } from '../errors.js';
 import { formatIssues } from './nomad-schemas.js';
 
 /*
@@ -26,13 +26,11 @@ export type ConsulErrorCode =
   /** Consul answered 2xx with a body doze cannot use. */
   | 'E_CONSUL_RESPONSE';
 
-export class ConsulError extends DozeError {
+export class ConsulError extends UpstreamError {
   declare readonly code: ConsulErrorCode;
-  readonly status: number | undefined;
   constructor(code: ConsulErrorCode, message: string, options: { cause?: unknown; status?: number } = {}) {
-    super(code, message, { cause: options.cause });
+    super(code, message, options);
     this.name = 'ConsulError';
-    this.status = options.status;
   }
 }
 

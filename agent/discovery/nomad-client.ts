@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import https from 'node:https';
 import axios, { type AxiosInstance, type AxiosResponse } from 'axios';
 import { z } from 'zod';
-import { DozeError, messageOf } from '../errors.js';
+import { DozeError, UpstreamError, messageOf } from '../errors.js';
 import {
   agentSelfSchema,
   allocationChecksSchema,
@@ -67,13 +67,11 @@ export type NomadErrorCode =
   /** Nomad answered 2xx with a body (or headers) doze cannot use. */
   | 'E_NOMAD_RESPONSE';
 
-export class NomadError extends DozeError {
+export class NomadError extends UpstreamError {
   declare readonly code: NomadErrorCode;
-  readonly status: number | undefined;
   constructor(code: NomadErrorCode, message: string, options: { cause?: unknown; status?: number } = {}) {
-    super(code, message, { cause: options.cause });
+    super(code, message, options);
     this.name = 'NomadError';
-    this.status = options.status;
   }
 }
 

@@ -2,7 +2,7 @@ import { mkdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { RuntimeError, messageOf } from '../errors.js';
-import { readHandle, writeHandle } from './runtime-handle.js';
+import { HandleFile } from './runtime-handle.js';
 import type { ProbeResult, Runtime, RuntimeHandle, RuntimeObservedState } from './runtime.js';
 import { Budget, VmmError, fileUrl, jsonBody, unixRequest, type UnixHttpResponse } from './vmm/unix-http.js';
 
@@ -61,14 +61,15 @@ const INSPECT_MS = 1000;
 export class CloudHypervisorRuntime implements Runtime {
   readonly kind = 'cloud-hypervisor';
   readonly capabilities = { keepsProcess: true, freesMemory: false };
-  private state: ChHandle = { version: 1, kind: 'cloud-hypervisor', asleep: false, snapshot: false };
-  private loaded = false;
+  private readonly persisted: HandleFile<ChHandle>;
 
-  constructor(readonly options: CloudHypervisorOptions) {}
+  constructor(readonly options: CloudHypervisorOptions) {
+    this.persisted = new HandleFile(options.handleFile, handleSchema, { version: 1, kind: 'cloud-hypervisor', asleep: false, snapshot: false });
+  }
 
   async probe(): Promise<ProbeResult> {
     try {
-      await this.loadHandle();
+      await this.persisted.load();
     } catch (error) {
       return { ok: false, reason: messageOf(error) };
     }
@@ -94,7 +95,7 @@ export class CloudHypervisorRuntime implements Runtime {
 
   async pause(deadlineMs: number): Promise<void> {
     const budget = new Budget('pausing the Cloud Hypervisor VM', deadlineMs);
-    await this.loadHandle();
+    await this.persisted.load();
     const state = await budget.run((left) => this.vmState(left));
     if (state === undefined) {
       // The VMM restarted while the VM slept: it is still asleep, in its snapshot.
@@ -103,14 +104,14 @@ export class CloudHypervisorRuntime implements Runtime {
     }
     if (state === 'Running') await budget.run((left) => this.put('vm.pause', undefined, left));
     else if (state !== 'Paused') throw new VmmError('E_VMM_STATE', `cannot pause a VM in state ${state}`);
-    const snapshotted = state === 'Paused' && this.state.asleep && this.state.snapshot;
+    const snapshotted = state === 'Paused' && this.persisted.value.asleep && this.persisted.value.snapshot;
     if (this.options.snapshotDir && !snapshotted) await this.snapshot(budget);
-    await this.saveHandle({ asleep: true, snapshot: Boolean(this.options.snapshotDir) });
+    await this.persisted.save({ asleep: true, snapshot: Boolean(this.options.snapshotDir) });
   }
 
   async resume(deadlineMs: number): Promise<void> {
     const budget = new Budget('resuming the Cloud Hypervisor VM', deadlineMs);
-    await this.loadHandle();
+    await this.persisted.load();
     const state = await budget.run((left) => this.vmState(left));
     if (state === undefined) {
       if (!(await this.restorable())) throw new VmmError('E_VMM_STATE', `the VMM at ${this.options.socket} has no VM and no snapshot of one to restore`);
@@ -122,12 +123,12 @@ export class CloudHypervisorRuntime implements Runtime {
     } else if (state !== 'Running') {
       throw new VmmError('E_VMM_STATE', `cannot resume a VM in state ${state}`);
     }
-    if (this.state.asleep) await this.saveHandle({ asleep: false, snapshot: this.state.snapshot });
+    if (this.persisted.value.asleep) await this.persisted.save({ asleep: false, snapshot: this.persisted.value.snapshot });
   }
 
   async inspect(): Promise<RuntimeObservedState> {
     try {
-      await this.loadHandle();
+      await this.persisted.load();
       const state = await this.vmState(INSPECT_MS);
       if (state === undefined) return (await this.restorable()) ? 'paused' : 'gone';
       switch (state) {
@@ -146,7 +147,7 @@ export class CloudHypervisorRuntime implements Runtime {
   }
 
   handle(): RuntimeHandle {
-    return { ...this.state };
+    return { ...this.persisted.value };
   }
 
   /** The VM's state, or undefined when the VMM has none (HTTP 404: VmNotCreated). */
@@ -179,7 +180,7 @@ export class CloudHypervisorRuntime implements Runtime {
 
   /** A snapshot taken at the last sleep, still the VM's latest state (it has not been woken since). */
   private async restorable(): Promise<boolean> {
-    if (!this.options.snapshotDir || !this.state.asleep || !this.state.snapshot) return false;
+    if (!this.options.snapshotDir || !this.persisted.value.asleep || !this.persisted.value.snapshot) return false;
     try {
       return (await stat(join(this.options.snapshotDir, 'current'))).isDirectory();
     } catch {
@@ -196,19 +197,6 @@ export class CloudHypervisorRuntime implements Runtime {
     return unixRequest(this.options.socket, method, `/api/v1/${endpoint}`, body, deadlineMs);
   }
 
-  private async loadHandle(): Promise<void> {
-    if (this.loaded) return;
-    if (this.options.handleFile) {
-      const saved = await readHandle(this.options.handleFile, handleSchema);
-      if (saved) this.state = saved;
-    }
-    this.loaded = true;
-  }
-
-  private async saveHandle(change: Pick<ChHandle, 'asleep' | 'snapshot'>): Promise<void> {
-    this.state = { ...this.state, ...change };
-    if (this.options.handleFile) await writeHandle(this.options.handleFile, this.state);
-  }
 }
 
 async function io(what: string, work: () => Promise<void>): Promise<void> {

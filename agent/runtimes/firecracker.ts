@@ -3,7 +3,7 @@ import { access, mkdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { RuntimeError, messageOf } from '../errors.js';
-import { readHandle, writeHandle } from './runtime-handle.js';
+import { HandleFile } from './runtime-handle.js';
 import type { ProbeResult, Runtime, RuntimeHandle, RuntimeObservedState } from './runtime.js';
 import { Budget, VmmError, jsonBody, unixRequest, type UnixHttpResponse } from './vmm/unix-http.js';
 import { runCommand, type CommandSpec, type VmmLauncher } from './vmm/vmm-launcher.js';
@@ -91,12 +91,12 @@ const NO_DIRTY_TRACKING = /dirty page tracking disabled/;
 export class FirecrackerRuntime implements Runtime {
   readonly kind = 'firecracker';
   readonly capabilities: { keepsProcess: boolean; freesMemory: boolean };
-  private state: FcHandle = { version: 1, kind: 'firecracker', asleep: false, base: false, pending: null, taken: false, snapshots: 0 };
-  private loaded = false;
+  private readonly persisted: HandleFile<FcHandle>;
   /** The running process refused a Diff snapshot (no dirty page tracking): Full until the next load. */
   private fullOnly = false;
 
   constructor(readonly options: FirecrackerOptions) {
+    this.persisted = new HandleFile(options.handleFile, handleSchema, { version: 1, kind: 'firecracker', asleep: false, base: false, pending: null, taken: false, snapshots: 0 });
     const snapshot = options.mode === 'snapshot';
     this.capabilities = { keepsProcess: !snapshot, freesMemory: snapshot };
   }
@@ -126,7 +126,7 @@ export class FirecrackerRuntime implements Runtime {
       }
       try {
         await mkdir(this.options.snapshotDir, { recursive: true });
-        await this.loadHandle();
+        await this.persisted.load();
       } catch (error) {
         return { ok: false, reason: messageOf(error) };
       }
@@ -150,8 +150,8 @@ export class FirecrackerRuntime implements Runtime {
       if (state === 'Running') await budget.run((left) => this.patchVm('Paused', left));
       return;
     }
-    await this.loadHandle();
-    if (this.state.pending && this.state.taken) return this.finishSnapshot(budget);
+    await this.persisted.load();
+    if (this.persisted.value.pending && this.persisted.value.taken) return this.finishSnapshot(budget);
     const state = await this.reachableState(budget);
     if (state === undefined || state === 'Not started') {
       if (this.asleepInSnapshot()) return; // already asleep: the process is gone (or a fresh one waits)
@@ -160,7 +160,7 @@ export class FirecrackerRuntime implements Runtime {
     if (state === 'Running') await budget.run((left) => this.patchVm('Paused', left));
     // A snapshot interrupted before it completed is discarded: the dirty pages it
     // may have consumed are unknown, so the next layer must be a Full one.
-    const forceFull = this.state.pending !== null;
+    const forceFull = this.persisted.value.pending !== null;
     await this.takeSnapshot(budget, forceFull);
     await this.finishSnapshot(budget);
   }
@@ -173,14 +173,14 @@ export class FirecrackerRuntime implements Runtime {
       if (state === 'Paused') await budget.run((left) => this.patchVm('Resumed', left));
       return;
     }
-    await this.loadHandle();
-    if (this.state.pending && this.state.taken) await this.finishSnapshot(budget);
+    await this.persisted.load();
+    if (this.persisted.value.pending && this.persisted.value.taken) await this.finishSnapshot(budget);
     let state = await this.reachableState(budget);
     if (state === 'Running') return this.awake();
     if (state === 'Paused') {
       // A sleep that stopped between pause and stop: the process still holds the VM.
       // If a snapshot was cut short it may have consumed dirty pages: Full next time.
-      if (this.state.pending) this.fullOnly = true;
+      if (this.persisted.value.pending) this.fullOnly = true;
       await budget.run((left) => this.patchVm('Resumed', left));
       return this.awake();
     }
@@ -204,11 +204,11 @@ export class FirecrackerRuntime implements Runtime {
 
   async inspect(): Promise<RuntimeObservedState> {
     try {
-      if (this.options.mode === 'snapshot') await this.loadHandle();
+      if (this.options.mode === 'snapshot') await this.persisted.load();
       const state = await this.instanceState(INSPECT_MS).catch(() => undefined);
       if (state === 'Running') return 'running';
       if (state === 'Paused') return 'paused';
-      if (this.options.mode === 'snapshot' && (this.asleepInSnapshot() || (this.state.pending && this.state.taken))) return 'paused';
+      if (this.options.mode === 'snapshot' && (this.asleepInSnapshot() || (this.persisted.value.pending && this.persisted.value.taken))) return 'paused';
       return state === 'Not started' ? 'transitioning' : 'gone';
     } catch {
       return 'gone';
@@ -216,20 +216,20 @@ export class FirecrackerRuntime implements Runtime {
   }
 
   handle(): RuntimeHandle | undefined {
-    return this.options.mode === 'snapshot' ? { ...this.state } : undefined;
+    return this.options.mode === 'snapshot' ? { ...this.persisted.value } : undefined;
   }
 
   private asleepInSnapshot(): boolean {
-    return this.state.asleep && this.state.base && this.state.pending === null;
+    return this.persisted.value.asleep && this.persisted.value.base && this.persisted.value.pending === null;
   }
 
   private async takeSnapshot(budget: Budget, forceFull: boolean): Promise<void> {
-    let type: 'Full' | 'Diff' = this.diff && this.state.base && !forceFull && !this.fullOnly ? 'Diff' : 'Full';
+    let type: 'Full' | 'Diff' = this.diff && this.persisted.value.base && !forceFull && !this.fullOnly ? 'Diff' : 'Full';
     await io(`preparing ${this.options.snapshotDir}`, async () => {
       await mkdir(this.options.snapshotDir!, { recursive: true });
       for (const name of ['vmstate.next', 'mem.next', 'mem.diff'] as const) await rm(this.file(name), { force: true });
     });
-    await this.saveHandle({ pending: type === 'Full' ? 'full' : 'diff', taken: false });
+    await this.persisted.save({ pending: type === 'Full' ? 'full' : 'diff', taken: false });
     const create = (kind: 'Full' | 'Diff') =>
       budget.run((left) =>
         this.put('/snapshot/create', { snapshot_type: kind, snapshot_path: this.file('vmstate.next'), mem_file_path: this.file(kind === 'Full' ? 'mem.next' : 'mem.diff') }, left),
@@ -241,16 +241,16 @@ export class FirecrackerRuntime implements Runtime {
       // This process was booted without dirty page tracking: Full until a load turns it on.
       this.fullOnly = true;
       type = 'Full';
-      await this.saveHandle({ pending: 'full', taken: false });
+      await this.persisted.save({ pending: 'full', taken: false });
       await create(type);
     }
-    await this.saveHandle({ taken: true });
+    await this.persisted.save({ taken: true });
   }
 
   /** Stops the process (if still there) and makes the taken snapshot current. Idempotent: safe to redo after a crash. */
   private async finishSnapshot(budget: Budget): Promise<void> {
     await budget.run((left) => this.options.launcher!.stop(this.options.socket, left));
-    const pending = this.state.pending;
+    const pending = this.persisted.value.pending;
     if (pending === 'diff') {
       // Merging the same layer twice gives the same base: a crash mid-merge is redone.
       if (await exists(this.file('mem.diff'))) {
@@ -266,11 +266,11 @@ export class FirecrackerRuntime implements Runtime {
         await renameIfThere(this.file('vmstate.next'), this.file('vmstate'));
       });
     }
-    await this.saveHandle({ asleep: true, base: true, pending: null, taken: false, snapshots: this.state.snapshots + (pending ? 1 : 0) });
+    await this.persisted.save({ asleep: true, base: true, pending: null, taken: false, snapshots: this.persisted.value.snapshots + (pending ? 1 : 0) });
   }
 
   private async awake(): Promise<void> {
-    if (this.state.asleep || this.state.pending) await this.saveHandle({ asleep: false, pending: null, taken: false });
+    if (this.persisted.value.asleep || this.persisted.value.pending) await this.persisted.save({ asleep: false, pending: null, taken: false });
   }
 
   /** The instance's state, or undefined when nothing answers on the socket (the process is gone). */
@@ -302,19 +302,6 @@ export class FirecrackerRuntime implements Runtime {
     if (response.status !== 204 && response.status !== 200) throw faultError(`${method} ${path}`, response);
   }
 
-  private async loadHandle(): Promise<void> {
-    if (this.loaded) return;
-    if (this.options.handleFile) {
-      const saved = await readHandle(this.options.handleFile, handleSchema);
-      if (saved) this.state = saved;
-    }
-    this.loaded = true;
-  }
-
-  private async saveHandle(change: Partial<Omit<FcHandle, 'version' | 'kind'>>): Promise<void> {
-    this.state = { ...this.state, ...change };
-    if (this.options.handleFile) await writeHandle(this.options.handleFile, this.state);
-  }
 }
 
 /** Firecracker's errors: 400 (or 500) with `{"fault_message": "…"}`. */

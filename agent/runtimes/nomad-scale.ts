@@ -2,7 +2,7 @@ import { z } from 'zod';
 import type { NomadClient } from '../discovery/nomad-client.js';
 import type { NomadAllocation, NomadAllocationStub, NomadJob } from '../discovery/nomad-schemas.js';
 import { DeadlineError, RuntimeError, messageOf, withDeadline } from '../errors.js';
-import { readHandle, writeHandle } from './runtime-handle.js';
+import { HandleFile } from './runtime-handle.js';
 import type { ProbeResult, Runtime, RuntimeHandle, RuntimeObservedState } from './runtime.js';
 import { Budget } from './vmm/unix-http.js';
 
@@ -59,16 +59,20 @@ const TERMINAL = new Set(['complete', 'failed', 'lost']);
 export class NomadScaleRuntime implements Runtime {
   readonly kind = 'nomad-scale';
   readonly capabilities = { keepsProcess: false, freesMemory: true };
-  private state: ScaleHandle;
-  private loaded = false;
+  private readonly persisted: HandleFile<ScaleHandle>;
 
   constructor(readonly options: NomadScaleOptions) {
-    this.state = { version: 1, kind: 'nomad-scale', jobId: options.jobId, group: options.group, previousCount: null, asleep: false, allocId: null, address: null };
+    const initial: ScaleHandle = { version: 1, kind: 'nomad-scale', jobId: options.jobId, group: options.group, previousCount: null, asleep: false, allocId: null, address: null };
+    this.persisted = new HandleFile(options.handleFile, handleSchema, initial, (saved) => {
+      if (saved.jobId !== options.jobId || saved.group !== options.group) {
+        throw new RuntimeError('E_HANDLE', `runtime handle ${options.handleFile} belongs to group ${saved.group} of job ${saved.jobId}, not to ${this.where}`);
+      }
+    });
   }
 
   async probe(): Promise<ProbeResult> {
     try {
-      await this.loadHandle();
+      await this.persisted.load();
       const job = await withDeadline(`reading job ${this.options.jobId}`, PROBE_MS, this.options.nomad.job(this.options.jobId));
       const type = job.value.Type ?? 'service';
       if (type !== 'service') return { ok: false, reason: `job ${this.options.jobId} is a ${type} job: only service jobs can be scaled to 0 and back` };
@@ -81,14 +85,14 @@ export class NomadScaleRuntime implements Runtime {
 
   async pause(deadlineMs: number): Promise<void> {
     const budget = new Budget(`scaling ${this.where} to 0`, deadlineMs);
-    await this.loadHandle();
+    await this.persisted.load();
     const count = this.countOf(await this.within(budget, (signal) => this.options.nomad.job(this.options.jobId, { signal })).then((r) => r.value));
     if (count > 0) {
       // Remember the count first: once the group is at 0, nothing in Nomad says what it was.
-      await this.saveHandle({ previousCount: count, asleep: true });
+      await this.persisted.save({ previousCount: count, asleep: true });
       await this.within(budget, () => this.options.nomad.scaleGroup(this.options.jobId, this.options.group, 0, `doze: idle, scaled to 0 (was ${count}); doze scales it back on the next request`));
-    } else if (!this.state.asleep) {
-      await this.saveHandle({ asleep: true });
+    } else if (!this.persisted.value.asleep) {
+      await this.persisted.save({ asleep: true });
     }
     // Asleep once no allocation of the group holds anything.
     await this.waitFor(budget, (allocs) => (allocs.some((a) => !TERMINAL.has(a.ClientStatus)) ? undefined : true));
@@ -96,11 +100,11 @@ export class NomadScaleRuntime implements Runtime {
 
   async resume(deadlineMs: number): Promise<void> {
     const budget = new Budget(`scaling ${this.where} back up`, deadlineMs);
-    await this.loadHandle();
+    await this.persisted.load();
     const count = this.countOf(await this.within(budget, (signal) => this.options.nomad.job(this.options.jobId, { signal })).then((r) => r.value));
     let known = new Set<string>();
     if (count === 0) {
-      const target = this.state.previousCount ?? this.options.wakeCount ?? 1;
+      const target = this.persisted.value.previousCount ?? this.options.wakeCount ?? 1;
       known = new Set((await this.within(budget, (signal) => this.options.nomad.jobAllocations(this.options.jobId, { signal }))).value.filter((a) => a.TaskGroup === this.options.group).map((a) => a.ID));
       await this.within(budget, () => this.options.nomad.scaleGroup(this.options.jobId, this.options.group, target, `doze: woken by traffic, scaled back to ${target}`));
     }
@@ -115,12 +119,12 @@ export class NomadScaleRuntime implements Runtime {
       }
       return undefined;
     });
-    await this.saveHandle({ asleep: false, allocId: alloc.ID, address: addressOf(alloc, this.options.port) ?? null });
+    await this.persisted.save({ asleep: false, allocId: alloc.ID, address: addressOf(alloc, this.options.port) ?? null });
   }
 
   async inspect(): Promise<RuntimeObservedState> {
     try {
-      await this.loadHandle();
+      await this.persisted.load();
       const budget = new Budget(`inspecting ${this.where}`, INSPECT_MS);
       const job = await this.within(budget, (signal) => this.options.nomad.job(this.options.jobId, { signal }));
       const allocs = (await this.within(budget, (signal) => this.options.nomad.jobAllocations(this.options.jobId, { signal }))).value.filter((a) => a.TaskGroup === this.options.group);
@@ -134,16 +138,16 @@ export class NomadScaleRuntime implements Runtime {
 
   /** Where the group's current allocation listens ("ip:port"), as found by the last wake; it may change at every wake. */
   address(): string | undefined {
-    return this.state.address ?? undefined;
+    return this.persisted.value.address ?? undefined;
   }
 
   /** The allocation the last wake found healthy. */
   allocationId(): string | undefined {
-    return this.state.allocId ?? undefined;
+    return this.persisted.value.allocId ?? undefined;
   }
 
   handle(): RuntimeHandle {
-    return { ...this.state };
+    return { ...this.persisted.value };
   }
 
   private get where(): string {
@@ -204,22 +208,6 @@ export class NomadScaleRuntime implements Runtime {
     }
   }
 
-  private async loadHandle(): Promise<void> {
-    if (this.loaded) return;
-    if (this.options.handleFile) {
-      const saved = await readHandle(this.options.handleFile, handleSchema);
-      if (saved && (saved.jobId !== this.options.jobId || saved.group !== this.options.group)) {
-        throw new RuntimeError('E_HANDLE', `runtime handle ${this.options.handleFile} belongs to group ${saved.group} of job ${saved.jobId}, not to ${this.where}`);
-      }
-      if (saved) this.state = saved;
-    }
-    this.loaded = true;
-  }
-
-  private async saveHandle(change: Partial<Omit<ScaleHandle, 'version' | 'kind' | 'jobId' | 'group'>>): Promise<void> {
-    this.state = { ...this.state, ...change };
-    if (this.options.handleFile) await writeHandle(this.options.handleFile, this.state);
-  }
 }
 
 /**

@@ -43,3 +43,44 @@ export async function writeHandle(file: string, value: unknown): Promise<void> {
     throw new RuntimeError('E_HANDLE', `cannot write runtime handle ${file}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`, { cause: error });
   }
 }
+
+/**
+ * A runtime's handle in memory, read from its file once (on first use, so a
+ * constructor does no I/O) and written through on every change. Without a
+ * file it is kept in memory only. `check` refuses a saved handle that belongs
+ * to something else.
+ */
+export class HandleFile<T extends object> {
+  private current: T;
+  private loaded = false;
+
+  constructor(
+    private readonly file: string | undefined,
+    private readonly schema: z.ZodType<T>,
+    initial: T,
+    private readonly check: (saved: T) => void = () => {},
+  ) {
+    this.current = initial;
+  }
+
+  get value(): T {
+    return this.current;
+  }
+
+  async load(): Promise<T> {
+    if (!this.loaded && this.file) {
+      const saved = await readHandle(this.file, this.schema);
+      if (saved) {
+        this.check(saved);
+        this.current = saved;
+      }
+    }
+    this.loaded = true;
+    return this.current;
+  }
+
+  async save(change: Partial<T>): Promise<void> {
+    this.current = { ...this.current, ...change };
+    if (this.file) await writeHandle(this.file, this.current);
+  }
+}

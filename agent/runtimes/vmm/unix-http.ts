@@ -1,6 +1,6 @@
 import http from 'node:http';
 import { z } from 'zod';
-import { DeadlineError, RuntimeError } from '../../errors.js';
+import { DeadlineError, UpstreamError } from '../../errors.js';
 
 /*
  * One JSON request over a VMM's unix API socket (Cloud Hypervisor, Firecracker),
@@ -25,13 +25,11 @@ export type VmmErrorCode =
   /** The VM is in a state the operation cannot start from (booted elsewhere, shut down). */
   | 'E_VMM_STATE';
 
-export class VmmError extends RuntimeError {
+export class VmmError extends UpstreamError {
   declare readonly code: VmmErrorCode;
-  readonly status: number | undefined;
   constructor(code: VmmErrorCode, message: string, options: { cause?: unknown; status?: number } = {}) {
-    super(code, message, { cause: options.cause });
+    super(code, message, options);
     this.name = 'VmmError';
-    this.status = options.status;
   }
 }
 
