@@ -101,10 +101,13 @@ export class Agent {
     return agent;
   }
 
-  /** Refresh idle times for the status API from one counters read. */
+  /** Refresh idle times for the status API from one batched counters read. */
   async refreshCounters(): Promise<void> {
-    const counters = await this.source.counters();
-    for (const instance of this.detector.instances()) {
+    // Only awake instances can have seen traffic since the detector last looked: a packet
+    // to a sleeper wakes it. So a status poll costs what the awake instances cost.
+    const awake = this.detector.instances().filter((i) => i.state === 'running');
+    const counters = await this.source.countersOf(awake.map((i) => i.ip));
+    for (const instance of awake) {
       const c = counters.get(instance.ip);
       if (c) instance.lastSeenNs = c.lastSeenNs;
     }

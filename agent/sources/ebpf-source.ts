@@ -99,11 +99,6 @@ export class EbpfSource implements TrafficSource {
     return this.maps.update(this.pin('doze_state'), ipv4ToBytes(address), encodeState(state));
   }
 
-  async counters(): Promise<Map<string, InstanceCounters>> {
-    const entries = await this.maps.dump(this.pin('doze_counters'));
-    return new Map(entries.map((e) => [bytesToIpv4(e.key), decodeCounters(e.value)]));
-  }
-
   /** Counters of just these instances: the cost follows the instances asked about, not the map. */
   async countersOf(addresses: string[]): Promise<Map<string, InstanceCounters>> {
     const entries = await this.maps.lookupMany(this.pin('doze_counters'), addresses.map(ipv4ToBytes));

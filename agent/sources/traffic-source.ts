@@ -14,7 +14,6 @@ export interface TrafficSource {
   track(address: string): Promise<void>;
   untrack(address: string): Promise<void>;
   setState(address: string, state: BpfInstanceState): Promise<void>;
-  counters(): Promise<Map<string, InstanceCounters>>;
   counter(address: string): Promise<InstanceCounters | undefined>;
   countersOf(addresses: string[]): Promise<Map<string, InstanceCounters>>;
   states(): Promise<Map<string, BpfInstanceState>>;

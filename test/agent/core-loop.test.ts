@@ -96,7 +96,7 @@ test.serial('health-check traffic neither resets idleness nor wakes a sleeper', 
   t.is(instance.state, 'sleeping');
   t.is(instance.wakes, 0);
   t.is(await inst.cgroup.freezerState(), 'FROZEN');
-  const counters = (await agent.source.counters()).get(inst.ns.instanceIp)!;
+  const counters = (await agent.source.counter(inst.ns.instanceIp))!;
   t.true(counters.checks >= BigInt(probes), `only ${counters.checks} check packets were seen`);
   t.true(instance.checksAnswered >= 5, 'the stub answered the checks made while asleep');
   // And a real request still wakes it.
