@@ -94,7 +94,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
     this.byId.set(instance.id, instance);
     this.byIp.set(instance.ip, instance);
     const observed = await this.settledState(instance);
-    const bpfState = (await this.source.states()).get(instance.ip);
+    const bpfState = await this.source.state(instance.ip);
     if (observed === 'paused' || observed === 'transitioning') {
       // Left asleep by a previous agent (crash): it is ours to wake.
       this.setState(instance, 'pausing', 'adopted a paused workload after restart');

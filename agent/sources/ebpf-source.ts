@@ -110,6 +110,11 @@ export class EbpfSource implements TrafficSource {
     return value ? decodeCounters(value) : undefined;
   }
 
+  async state(address: string): Promise<BpfInstanceState | undefined> {
+    const value = await this.maps.lookup(this.pin('doze_state'), ipv4ToBytes(address));
+    return value ? (value.readUInt32LE(0) as BpfInstanceState) : undefined;
+  }
+
   async states(): Promise<Map<string, BpfInstanceState>> {
     const entries = await this.maps.dump(this.pin('doze_state'));
     return new Map(entries.map((e) => [bytesToIpv4(e.key), e.value.readUInt32LE(0) as BpfInstanceState]));

@@ -16,6 +16,7 @@ export interface TrafficSource {
   setState(address: string, state: BpfInstanceState): Promise<void>;
   counter(address: string): Promise<InstanceCounters | undefined>;
   countersOf(addresses: string[]): Promise<Map<string, InstanceCounters>>;
+  state(address: string): Promise<BpfInstanceState | undefined>;
   states(): Promise<Map<string, BpfInstanceState>>;
   connections(): Promise<Connection[]>;
   onWake(listener: (event: WakeEvent) => void): void;

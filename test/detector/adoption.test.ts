@@ -6,49 +6,13 @@ import { createLogger } from '../../agent/log.js';
 import { FakeRuntime } from '../../agent/runtimes/fake.js';
 import type { RuntimeObservedState } from '../../agent/runtimes/runtime.js';
 import { BpfInstanceState, monotonicNs, type WakeEvent } from '../../agent/sources/bpf-records.js';
-import type { TrafficSource } from '../../agent/sources/traffic-source.js';
+import { FakeTrafficSource } from '../helpers/fake-traffic-source.js';
 
 /*
  * Adoption after an agent crash that landed mid-transition: the runtime (a VM
  * owner still saving or restoring) is in between. The restarted agent adopts
  * what it settles to, within the instance's deadlines (no kernel: no root).
  */
-
-/** A traffic source with no kernel behind it: keeps the state map and lets a test push wake events. */
-class MapOnlySource implements TrafficSource {
-  readonly states_ = new Map<string, BpfInstanceState>();
-  private readonly wakeListeners: Array<(event: WakeEvent) => void> = [];
-  async start(): Promise<void> {}
-  async attach(): Promise<void> {}
-  async detach(): Promise<void> {}
-  async track(): Promise<void> {}
-  async untrack(address: string): Promise<void> {
-    this.states_.delete(address);
-  }
-  async setState(address: string, state: BpfInstanceState): Promise<void> {
-    this.states_.set(address, state);
-  }
-  async counters() {
-    return new Map();
-  }
-  async counter() {
-    return undefined;
-  }
-  async countersOf() {
-    return new Map();
-  }
-  async states() {
-    return new Map(this.states_);
-  }
-  async connections() {
-    return [];
-  }
-  onWake(listener: (event: WakeEvent) => void): void {
-    this.wakeListeners.push(listener);
-  }
-  onGap(): void {}
-  async close(): Promise<void> {}
-}
 
 /** A runtime found mid-transition that becomes `settlesTo` after `afterMs` (forever in between when undefined). */
 function midTransition(settlesTo: RuntimeObservedState, afterMs: number | undefined): FakeRuntime {
@@ -60,7 +24,7 @@ function midTransition(settlesTo: RuntimeObservedState, afterMs: number | undefi
 
 function setup(runtime: FakeRuntime, timeouts: { pauseTimeout?: string; wakeTimeout?: string } = {}) {
   const config = parseConfig({ instances: [{ id: 'vm', address: '10.213.0.2:8080', interface: 'dzx0h', idleTimeout: '1h', runtime: { kind: 'fake' }, ...timeouts }] });
-  const source = new MapOnlySource();
+  const source = new FakeTrafficSource();
   const redirected = new Set<string>();
   const hooks: SleepHooks = {
     beforePause: async (i) => void redirected.add(i.id),

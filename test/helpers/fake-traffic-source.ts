@@ -1,12 +1,12 @@
 import type { BpfInstanceState, Connection, InstanceCounters, WakeEvent } from '../../agent/sources/bpf-records.js';
 import type { TrafficSource } from '../../agent/sources/traffic-source.js';
 
-/** A traffic source with no kernel behind it: for tests of registration and discovery plumbing (no root). */
+/** A traffic source with no kernel behind it: keeps the state map, for tests of plumbing and adoption (no root). */
 export class FakeTrafficSource implements TrafficSource {
   readonly attached = new Map<string, number>();
   readonly tracked = new Set<string>();
   readonly states_ = new Map<string, BpfInstanceState>();
-  private wakeListeners: ((event: WakeEvent) => void)[] = [];
+  private readonly wakeListeners: ((event: WakeEvent) => void)[] = [];
 
   async start(): Promise<void> {}
   async attach(device: string): Promise<void> {
@@ -27,14 +27,14 @@ export class FakeTrafficSource implements TrafficSource {
   async setState(address: string, state: BpfInstanceState): Promise<void> {
     this.states_.set(address, state);
   }
-  async counters(): Promise<Map<string, InstanceCounters>> {
-    return new Map();
-  }
   async counter(): Promise<InstanceCounters | undefined> {
     return undefined;
   }
   async countersOf(): Promise<Map<string, InstanceCounters>> {
     return new Map();
+  }
+  async state(address: string): Promise<BpfInstanceState | undefined> {
+    return this.states_.get(address);
   }
   async states(): Promise<Map<string, BpfInstanceState>> {
     return new Map(this.states_);
@@ -46,5 +46,9 @@ export class FakeTrafficSource implements TrafficSource {
     this.wakeListeners.push(listener);
   }
   onGap(): void {}
+  /** What the kernel would push when a packet reaches a sleeper. */
+  emitWake(event: WakeEvent): void {
+    for (const listener of this.wakeListeners) listener(event);
+  }
   async close(): Promise<void> {}
 }
