@@ -5,7 +5,7 @@ import { ManagedInstance } from '../../agent/detector/managed-instance.js';
 import { createLogger } from '../../agent/log.js';
 import { FakeRuntime } from '../../agent/runtimes/fake.js';
 import type { RuntimeObservedState } from '../../agent/runtimes/runtime.js';
-import { BpfInstanceState, monotonicNs, type WakeEvent } from '../../agent/sources/bpf-records.js';
+import { BpfInstanceState, monotonicNs } from '../../agent/sources/bpf-records.js';
 import { FakeTrafficSource } from '../helpers/fake-traffic-source.js';
 
 /*
