@@ -31,6 +31,8 @@ export class SleepGuards implements SleepHooks {
   private checks: DnatChain | undefined;
   private readonly holds: ReturnType<typeof holdRedirect>;
   private holdInstalled = false;
+  /** Where each instance's listeners live (the route's local address): looked up once, not per sleep. */
+  private readonly listenHosts = new Map<string, string>();
 
   constructor(private readonly config: DozeConfig, private readonly context: SleepGuardsContext, private readonly log: Logger) {
     const c = config.healthChecks;
@@ -79,7 +81,11 @@ export class SleepGuards implements SleepHooks {
     const addresses = [instance.config.address, ...instance.config.checkAddresses];
     const needHost = this.checks !== undefined || instance.config.wake === 'hold';
     if (!needHost) return;
-    const host = (await routeSource(instance.ip)) ?? this.stub.host;
+    let host = this.listenHosts.get(instance.id);
+    if (host === undefined) {
+      host = (await routeSource(instance.ip)) ?? this.stub.host;
+      this.listenHosts.set(instance.id, host);
+    }
     if (this.checks) {
       const port = await this.stub.open(instance.id, host);
       for (const a of addresses) await this.checks.add(instance.id, { ip: hostOf(a), port: portOf(a), toHost: host, toPort: port });
@@ -113,6 +119,7 @@ export class SleepGuards implements SleepHooks {
 
   /** An instance leaves management: its rules and listeners go with it. */
   async release(id: string): Promise<void> {
+    this.listenHosts.delete(id);
     await this.checks?.remove(id);
     if (this.holdInstalled) await this.holds.chain.remove(id);
     await this.stub.close(id);
