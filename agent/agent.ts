@@ -54,7 +54,14 @@ export class Agent {
       if (!probe.ok) throw new ConfigError(`instances[${index}] (${instanceConfig.id}).runtime: ${probe.reason}`);
       prepared.push({ instanceConfig, runtime });
     }
-    const source = new EbpfSource({ bpffs: config.bpffs, checkMark: config.healthChecks.mark, objectPath: options.objectPath, log });
+    const source = new EbpfSource({
+      bpffs: config.bpffs,
+      checkMark: config.healthChecks.mark,
+      checkSources: config.healthChecks.fromSources,
+      hostInterfaces: config.hostPorts.interfaces,
+      objectPath: options.objectPath,
+      log,
+    });
     await source.start();
     // The detector and the guards need each other; the context closes over `agent`, set just below.
     let agent!: Agent;
@@ -106,9 +113,9 @@ export class Agent {
     // Only awake instances can have seen traffic since the detector last looked: a packet
     // to a sleeper wakes it. So a status poll costs what the awake instances cost.
     const awake = this.detector.instances().filter((i) => i.state === 'running');
-    const counters = await this.source.countersOf(awake.map((i) => i.ip));
+    const counters = await this.source.countersOf(awake.map((i) => i.key));
     for (const instance of awake) {
-      const c = counters.get(instance.ip);
+      const c = counters.get(instance.key);
       if (c) instance.lastSeenNs = c.lastSeenNs;
     }
   }

@@ -1,12 +1,11 @@
 import type { InstanceConfig } from './config/schema.js';
 import type { Detector } from './detector/detector.js';
-import { ManagedInstance } from './detector/managed-instance.js';
+import { describeKey, ManagedInstance, trafficKey } from './detector/managed-instance.js';
 import { messageOf } from './errors.js';
 import type { Logger } from './log.js';
 import { createRuntime } from './runtimes/create-runtime.js';
 import type { Runtime } from './runtimes/runtime.js';
 import { monotonicNs } from './sources/bpf-records.js';
-import { hostOf } from './sources/ipv4.js';
 
 /*
  * Instances registered at run time through the status API
@@ -69,9 +68,9 @@ export class InstanceRegistry {
     if (existing && existing.source !== 'api') {
       return { status: 409, error: `instance id ${JSON.stringify(config.id)} is taken by a ${existing.source === 'nomad' ? 'Nomad allocation' : 'configured instance'}` };
     }
-    const ip = hostOf(config.address);
-    const sameAddress = detector.instances().find((i) => i.id !== config.id && i.ip === ip);
-    if (sameAddress) return { status: 409, error: `address ${ip} is already managed as ${JSON.stringify(sameAddress.id)} (instances are keyed by IPv4 address)` };
+    const key = trafficKey(config);
+    const sameAddress = detector.instances().find((i) => i.id !== config.id && i.key === key);
+    if (sameAddress) return { status: 409, error: `${describeKey(config)} is already managed as ${JSON.stringify(sameAddress.id)} (instances are keyed by IPv4 address, or by port on the node's own interfaces)` };
     // A re-registration (the owner repeats its PUT, e.g. after an agent restart) changes nothing.
     if (existing && JSON.stringify(existing.config) === JSON.stringify(config)) return { status: 200, instance: existing, created: false };
 

@@ -54,7 +54,7 @@ export class SleepGuards implements SleepHooks {
       },
       upstream: (id) => {
         const instance = context.instance(id);
-        return instance ? { host: instance.ip, port: portOf(instance.config.address) } : undefined;
+        return instance ? { host: hostOf(instance.config.address), port: portOf(instance.config.address) } : undefined;
       },
       holdTimeoutMs: (id) => context.instance(id)?.config.holdTimeout ?? 10_000,
       onHeldChange: (id, held) => {
@@ -78,27 +78,32 @@ export class SleepGuards implements SleepHooks {
   }
 
   async beforePause(instance: ManagedInstance): Promise<void> {
-    const addresses = [instance.config.address, ...instance.config.checkAddresses];
+    const port = portOf(instance.config.address);
+    // A host port is reached on any of the node's addresses (127.0.0.1 too, for QEMU's hostfwd).
+    const targets = [
+      instance.onHostPort ? { port } : { ip: hostOf(instance.config.address), port },
+      ...instance.config.checkAddresses.map((a) => ({ ip: hostOf(a), port: portOf(a) })),
+    ];
     const needHost = this.checks !== undefined || instance.config.wake === 'hold';
     if (!needHost) return;
     let host = this.listenHosts.get(instance.id);
     if (host === undefined) {
-      host = (await routeSource(instance.ip)) ?? this.stub.host;
+      host = (await routeSource(hostOf(instance.config.address))) ?? this.stub.host;
       this.listenHosts.set(instance.id, host);
     }
     if (this.checks) {
-      const port = await this.stub.open(instance.id, host);
-      for (const a of addresses) await this.checks.add(instance.id, { ip: hostOf(a), port: portOf(a), toHost: host, toPort: port });
+      const to = await this.stub.open(instance.id, host);
+      for (const target of targets) await this.checks.add(instance.id, { ...target, toHost: host, toPort: to });
     }
     if (instance.config.wake === 'hold') {
       if (!this.holdInstalled) {
         await this.holds.chain.install();
         this.holdInstalled = true;
       }
-      const port = await this.hold.open(instance.id, host);
+      const to = await this.hold.open(instance.id, host);
       this.hold.arm(instance.id);
       const chain = this.holds.forInstance(instance.config.maxHeld);
-      for (const a of addresses) await chain.add(instance.id, { ip: hostOf(a), port: portOf(a), toHost: host, toPort: port });
+      for (const target of targets) await chain.add(instance.id, { ...target, toHost: host, toPort: to });
     }
   }
 

@@ -163,37 +163,62 @@ static __always_inline __u32 check_mark(void)
 	return s ? s->check_mark : 0;
 }
 
-// Packets into the instance: count, track the connection, wake a sleeper.
-SEC("tc/egress")
-int doze_egress(struct __sk_buff *skb)
+// Host-port instances (host network mode, Nomad's qemu driver with user-mode
+// networking) have no interface of their own: their traffic crosses the node's
+// interfaces addressed to a host port. Their key in every map is the port
+// written as an address in 0.0.0.0/8 ("0.0.hi.lo"), which no instance has.
+static __always_inline __u32 port_key(__u16 port_be)
 {
-	struct parsed p = {};
-	if (parse(skb, &p) < 0)
-		return TC_ACT_UNSPEC;
-	__u32 *state = bpf_map_lookup_elem(&doze_state, &p.daddr);
+	return bpf_htonl(bpf_ntohs(port_be));
+}
+
+// Health-check sources for host-port programs. On a host interface's ingress
+// hook netfilter has not run yet, so a remote checker's packets carry no mark
+// here: they are recognised by source address instead (healthChecks.fromSources).
+struct check_net_key {
+	__u32 prefixlen;
+	__u32 addr;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 256);
+	__type(key, struct check_net_key);
+	__type(value, __u8);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} doze_check_nets SEC(".maps");
+
+static __always_inline int marked_check(struct __sk_buff *skb)
+{
+	// Most packets carry no mark at all: skip the settings lookup for them.
+	if (!skb->mark)
+		return 0;
+	__u32 mark = check_mark();
+	return mark && (skb->mark & mark);
+}
+
+// A packet into instance `key`: count it, track its connection, wake a sleeper.
+static __always_inline int into_instance(struct __sk_buff *skb, struct parsed *p, __u32 key, int is_check)
+{
+	__u32 *state = bpf_map_lookup_elem(&doze_state, &key);
 	if (!state)
 		return TC_ACT_UNSPEC; // not a managed instance
-	struct doze_counters *c = bpf_map_lookup_elem(&doze_counters, &p.daddr);
+	struct doze_counters *c = bpf_map_lookup_elem(&doze_counters, &key);
 	__u64 now = bpf_ktime_get_ns();
-	// Most packets carry no mark at all: skip the settings lookup for them.
-	int is_check = 0;
-	if (skb->mark) {
-		__u32 mark = check_mark();
-		is_check = mark && (skb->mark & mark);
-	}
 
 #ifndef DOZE_COUNT_ONLY // bench/ builds a counting-only variant to price the tracking
-	if (p.is_tcp) {
+	if (p->is_tcp) {
 		struct doze_conn_key k = {
-			.client_addr = p.saddr,
-			.instance_addr = p.daddr,
-			.client_port = p.sport,
-			.instance_port = p.dport,
+			.client_addr = p->saddr,
+			.instance_addr = key,
+			.client_port = p->sport,
+			.instance_port = p->dport,
 		};
 		struct doze_conn *conn = bpf_map_lookup_elem(&doze_conns, &k);
 		// Only a client's SYN opens a tracked connection, so replies to the
 		// instance's own outbound connections are never taken for requests.
-		if (p.syn && !p.ack) {
+		if (p->syn && !p->ack) {
 			struct doze_conn fresh = { .last_ns = now };
 			if (is_check)
 				fresh.flags = CONN_CHECK;
@@ -205,11 +230,11 @@ int doze_egress(struct __sk_buff *skb)
 			if (conn->flags & CONN_CHECK)
 				is_check = 1;
 			conn->last_ns = now;
-			if (p.payload)
+			if (p->payload)
 				conn->client_payload_ns = now;
-			if (p.fin)
+			if (p->fin)
 				__sync_fetch_and_or(&conn->flags, CONN_FIN_CLIENT);
-			if (p.rst)
+			if (p->rst)
 				__sync_fetch_and_or(&conn->flags, CONN_RST);
 		}
 	}
@@ -229,7 +254,7 @@ int doze_egress(struct __sk_buff *skb)
 		// Only the packet that wins the swap signals: one event per sleep.
 		if (__sync_val_compare_and_swap(state, seen, DOZE_SIGNALLED) == seen) {
 			struct doze_wake_event ev = {
-				.instance_addr = p.daddr,
+				.instance_addr = key,
 				.ifindex = skb->ifindex,
 				.ts_ns = now,
 			};
@@ -240,39 +265,90 @@ int doze_egress(struct __sk_buff *skb)
 	return TC_ACT_UNSPEC;
 }
 
-// Packets out of the instance: the server side of each connection.
+// A packet out of instance `key`: the server side of each connection.
+// Returns 1 when `key` is a managed instance.
+static __always_inline int out_of_instance(struct parsed *p, __u32 key)
+{
+	struct doze_counters *c = bpf_map_lookup_elem(&doze_counters, &key);
+	if (!c)
+		return 0;
+	__sync_fetch_and_add(&c->out_packets, 1);
+#ifdef DOZE_COUNT_ONLY
+	return 1;
+#endif
+	if (!p->is_tcp)
+		return 1;
+	struct doze_conn_key k = {
+		.client_addr = p->daddr,
+		.instance_addr = key,
+		.client_port = p->dport,
+		.instance_port = p->sport,
+	};
+	struct doze_conn *conn = bpf_map_lookup_elem(&doze_conns, &k);
+	if (!conn)
+		return 1; // outbound connection of the instance: not a request
+	__u64 now = bpf_ktime_get_ns();
+	conn->last_ns = now;
+	if (p->payload)
+		conn->server_payload_ns = now;
+	if (p->fin)
+		__sync_fetch_and_or(&conn->flags, CONN_FIN_SERVER);
+	if (p->rst)
+		__sync_fetch_and_or(&conn->flags, CONN_RST);
+	return 1;
+}
+
+// Instance's own interface (host side of a veth or tap), egress: packets into it.
+SEC("tc/egress")
+int doze_egress(struct __sk_buff *skb)
+{
+	struct parsed p = {};
+	if (parse(skb, &p) < 0)
+		return TC_ACT_UNSPEC;
+	return into_instance(skb, &p, p.daddr, marked_check(skb));
+}
+
+// Instance's own interface, ingress: packets out of it.
 SEC("tc/ingress")
 int doze_ingress(struct __sk_buff *skb)
 {
 	struct parsed p = {};
 	if (parse(skb, &p) < 0)
 		return TC_ACT_UNSPEC;
-	struct doze_counters *c = bpf_map_lookup_elem(&doze_counters, &p.saddr);
-	if (!c)
-		return TC_ACT_UNSPEC;
-	__sync_fetch_and_add(&c->out_packets, 1);
-#ifdef DOZE_COUNT_ONLY
+	out_of_instance(&p, p.saddr);
 	return TC_ACT_UNSPEC;
-#endif
-	if (!p.is_tcp)
+}
+
+// A node interface's ingress hook (on lo, the only hook: it sees every local
+// packet once): a packet to a managed host port goes into that instance, one
+// from it (a reply on lo) goes out of it.
+SEC("tc/host_ingress")
+int doze_host_ingress(struct __sk_buff *skb)
+{
+	struct parsed p = {};
+	if (parse(skb, &p) < 0 || !p.is_tcp)
 		return TC_ACT_UNSPEC;
-	struct doze_conn_key k = {
-		.client_addr = p.daddr,
-		.instance_addr = p.saddr,
-		.client_port = p.dport,
-		.instance_port = p.sport,
-	};
-	struct doze_conn *conn = bpf_map_lookup_elem(&doze_conns, &k);
-	if (!conn)
-		return TC_ACT_UNSPEC; // outbound connection of the instance: not a request
-	__u64 now = bpf_ktime_get_ns();
-	conn->last_ns = now;
-	if (p.payload)
-		conn->server_payload_ns = now;
-	if (p.fin)
-		__sync_fetch_and_or(&conn->flags, CONN_FIN_SERVER);
-	if (p.rst)
-		__sync_fetch_and_or(&conn->flags, CONN_RST);
+	__u32 key = port_key(p.dport);
+	if (bpf_map_lookup_elem(&doze_state, &key)) {
+		int is_check = marked_check(skb);
+		if (!is_check) {
+			struct check_net_key src = { .prefixlen = 32, .addr = p.saddr };
+			is_check = bpf_map_lookup_elem(&doze_check_nets, &src) != 0;
+		}
+		return into_instance(skb, &p, key, is_check);
+	}
+	out_of_instance(&p, port_key(p.sport));
+	return TC_ACT_UNSPEC;
+}
+
+// A node interface's egress hook: replies of host-port instances leaving the node.
+SEC("tc/host_egress")
+int doze_host_egress(struct __sk_buff *skb)
+{
+	struct parsed p = {};
+	if (parse(skb, &p) < 0 || !p.is_tcp)
+		return TC_ACT_UNSPEC;
+	out_of_instance(&p, port_key(p.sport));
 	return TC_ACT_UNSPEC;
 }
 

@@ -149,7 +149,12 @@ export const instanceSchema = z.strictObject({
   address: instanceAddress,
   /** Other "IPv4:port" addresses its health checks are sent to (a mapped host port); redirected too. */
   checkAddresses: z.array(instanceAddress).default([]),
-  interface: z.string().regex(/^[A-Za-z0-9_.@-]{1,15}$/, 'an interface name of at most 15 characters'),
+  /**
+   * The instance's own host-side interface (veth, tap): traffic is keyed by its IPv4 address.
+   * Absent: a host-port instance (host network mode, Nomad's qemu driver with user-mode
+   * networking), counted by the address's port on the node's own interfaces (hostPorts).
+   */
+  interface: z.string().regex(/^[A-Za-z0-9_.@-]{1,15}$/, 'an interface name of at most 15 characters').optional(),
   idleTimeout: duration.default(500),
   idlePolicy: z.enum(IDLE_POLICIES).default('requests'),
   wake: z.enum(WAKE_MODES).default('retry'),
@@ -232,6 +237,14 @@ export const configSchema = z.strictObject({
       /** Wakes that may wait for room at once; past it a wake goes ahead over budget (never hurt a request). */
       maxQueued: z.number().int().nonnegative().default(64),
     })
+    .prefault({}),
+  /**
+   * Host-port instances (no interface of their own) are counted on these node interfaces:
+   * both hooks of each, the ingress hook only of lo (it sees every local packet there).
+   * Default: lo and the interfaces of the default routes, looked up at start.
+   */
+  hostPorts: z
+    .strictObject({ interfaces: z.array(z.string().regex(/^[A-Za-z0-9_.@-]{1,15}$/, 'an interface name of at most 15 characters')).min(1).optional() })
     .prefault({}),
   /** Names of the iptables chains the agent owns ("DOZE" -> DOZE-MARK, DOZE-STUB). */
   netfilter: z.strictObject({ chainPrefix: z.string().regex(/^[A-Z][A-Z0-9_-]{0,19}$/, 'upper-case letters, digits, "_" or "-", at most 20').default('DOZE') }).prefault({}),

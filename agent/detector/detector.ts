@@ -55,7 +55,7 @@ export interface DetectorEvents {
  */
 export class Detector extends EventEmitter<DetectorEvents> {
   private readonly byId = new Map<string, ManagedInstance>();
-  private readonly byIp = new Map<string, ManagedInstance>();
+  private readonly byKey = new Map<string, ManagedInstance>();
   private timer: NodeJS.Timeout | undefined;
   private ticking = false;
   private stopped = false;
@@ -89,21 +89,23 @@ export class Detector extends EventEmitter<DetectorEvents> {
 
   /** Start managing an instance; adopts a workload left paused by an earlier agent. */
   async add(instance: ManagedInstance): Promise<void> {
-    await this.source.attach(instance.config.interface); // creates the pinned maps on first use
-    await this.source.track(instance.ip);
+    // Creates the pinned maps on first use.
+    if (instance.config.interface === undefined) await this.source.attachHost();
+    else await this.source.attach(instance.config.interface);
+    await this.source.track(instance.key);
     this.byId.set(instance.id, instance);
-    this.byIp.set(instance.ip, instance);
+    this.byKey.set(instance.key, instance);
     const observed = await this.settledState(instance);
-    const bpfState = await this.source.state(instance.ip);
+    const bpfState = await this.source.state(instance.key);
     if (observed === 'paused' || observed === 'transitioning') {
       // Left asleep by a previous agent (crash): it is ours to wake.
       this.setState(instance, 'pausing', 'adopted a paused workload after restart');
       await this.hooks.beforePause(instance);
-      await this.source.setState(instance.ip, BpfInstanceState.sleeping);
+      await this.source.setState(instance.key, BpfInstanceState.sleeping);
       this.setState(instance, 'sleeping', 'adopted');
       if (bpfState === BpfInstanceState.signalled) void this.wake(instance, 'traffic arrived while no agent was running');
     } else {
-      await this.source.setState(instance.ip, BpfInstanceState.awake);
+      await this.source.setState(instance.key, BpfInstanceState.awake);
     }
     this.schedule();
   }
@@ -134,11 +136,12 @@ export class Detector extends EventEmitter<DetectorEvents> {
     if (options.wake) await this.wake(instance, 'no longer managed');
     await instance.exclusive(async () => {}); // let a transition under way finish first
     this.byId.delete(id);
-    this.byIp.delete(instance.ip);
+    this.byKey.delete(instance.key);
     this.signalRoom();
     try {
-      await this.source.untrack(instance.ip);
-      await this.source.detach(instance.config.interface);
+      await this.source.untrack(instance.key);
+      if (instance.config.interface === undefined) await this.source.detachHost();
+      else await this.source.detach(instance.config.interface);
     } finally {
       await instance.runtime.close?.().catch((error) => this.log.warn({ instance: id, err: messageOf(error) }, 'closing the runtime failed'));
     }
@@ -181,7 +184,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
         instance.lastError = { message: why, atMs: Date.now() };
         instance.wakeEventNs = undefined;
         // No more wake events for an instance that cannot come back; the stub reports it critical.
-        await this.source.setState(instance.ip, BpfInstanceState.awake).catch(() => undefined);
+        await this.source.setState(instance.key, BpfInstanceState.awake).catch(() => undefined);
         this.setState(instance, 'failed', why);
         await this.hooks.wakeFailed(instance, why).catch((e) => this.log.error({ instance: instance.id, err: messageOf(e) }, 'reporting the failure failed'));
         this.log.error({ instance: instance.id, err: messageOf(error) }, 'wake failed');
@@ -191,7 +194,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
       // Serving from here: the map update below is bookkeeping, not part of the wake.
       const nowNs = monotonicNs();
       const tookMs = Number(nowNs - startNs) / 1e6;
-      await this.source.setState(instance.ip, BpfInstanceState.awake);
+      await this.source.setState(instance.key, BpfInstanceState.awake);
       // Checks reach the instance itself again before it is declared running.
       await this.hooks.awake(instance);
       instance.failure = undefined;
@@ -214,19 +217,19 @@ export class Detector extends EventEmitter<DetectorEvents> {
       this.setState(instance, 'pausing', reason);
       // From here on any packet raises a wake event. A packet that came between
       // the decision and this point shows up as a newer last_seen: abort.
-      await this.source.setState(instance.ip, BpfInstanceState.pausing);
+      await this.source.setState(instance.key, BpfInstanceState.pausing);
       // New checks go to the stub from here; one already talking to the
       // instance would hang on the frozen process, so wait for it instead.
       await this.hooks.beforePause(instance);
       if (this.hooks.guardChecks) {
-        const pending = (await this.source.connections()).filter((c) => c.instanceAddr === instance.ip && isCheckInFlight(c));
+        const pending = (await this.source.connections()).filter((c) => c.instanceAddr === instance.key && isCheckInFlight(c));
         if (pending.length > 0) {
           await this.abortSleep(instance, `${pending.length} health check(s) in flight`, holdRecheckMs(instance.config.idleTimeout));
           return false;
         }
       }
       if (decidedLastSeenNs !== undefined) {
-        const now = await this.source.counter(instance.ip);
+        const now = await this.source.counter(instance.key);
         if (!now || now.lastSeenNs !== decidedLastSeenNs || instance.wakeRequested) {
           await this.abortSleep(instance, 'traffic arrived while deciding');
           return false;
@@ -243,7 +246,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
         this.log.warn({ instance: instance.id, err: messageOf(error) }, 'pause failed; instance stays awake');
         return false;
       }
-      await this.source.setState(instance.ip, BpfInstanceState.sleeping);
+      await this.source.setState(instance.key, BpfInstanceState.sleeping);
       instance.sleeps++;
       instance.heldBy = undefined;
       this.setState(instance, 'sleeping', reason);
@@ -299,15 +302,15 @@ export class Detector extends EventEmitter<DetectorEvents> {
   private async budgetMembers(): Promise<BudgetMember[]> {
     const all = this.instances();
     const running = all.filter((i) => i.state === 'running' && !i.removed);
-    const counters = await this.source.countersOf(running.map((i) => i.ip));
+    const counters = await this.source.countersOf(running.map((i) => i.key));
     const needConnections = running.some((i) => i.config.idlePolicy !== 'traffic');
     const connections = needConnections ? await this.source.connections() : [];
     const nowNs = monotonicNs();
     return all.map((i) => {
-      const c = counters.get(i.ip);
+      const c = counters.get(i.key);
       if (c) i.lastSeenNs = c.lastSeenNs;
       const lastActivityNs = i.lastSeenNs > i.awakeSinceNs ? i.lastSeenNs : i.awakeSinceNs;
-      const mine = connections.filter((conn) => conn.instanceAddr === i.ip);
+      const mine = connections.filter((conn) => conn.instanceAddr === i.key);
       const busy = i.config.idlePolicy === 'traffic' ? false
         : mine.some(isRequestInFlight) || (i.config.idlePolicy === 'connections' && mine.some(isOpen));
       return {
@@ -337,7 +340,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
   }
 
   private async abortSleep(instance: ManagedInstance, why: string, retryInMs = instance.config.idleTimeout): Promise<void> {
-    await this.source.setState(instance.ip, BpfInstanceState.awake);
+    await this.source.setState(instance.key, BpfInstanceState.awake);
     await this.hooks.awake(instance);
     instance.wakeRequested = false;
     instance.wakeEventNs = undefined;
@@ -347,7 +350,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
   }
 
   private onWakeEvent(event: WakeEvent): void {
-    const instance = this.byIp.get(event.instanceAddr);
+    const instance = this.byKey.get(event.instanceAddr);
     if (!instance) return;
     if (instance.state === 'pausing') {
       instance.wakeRequested = true;
@@ -362,7 +365,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
     this.log.warn({ reason }, 'wake events may have been lost; rescanning instance states');
     const states = await this.source.states().catch(() => new Map<string, BpfInstanceState>());
     for (const [ip, state] of states) {
-      const instance = this.byIp.get(ip);
+      const instance = this.byKey.get(ip);
       if (instance && state === BpfInstanceState.signalled) {
         if (instance.state === 'pausing') instance.wakeRequested = true;
         else void this.wake(instance, 'traffic (found by rescan)');
@@ -405,14 +408,14 @@ export class Detector extends EventEmitter<DetectorEvents> {
       const nowNs = monotonicNs();
       const due = this.instances().filter((i) => i.state === 'running' && i.nextCheckNs <= nowNs);
       if (due.length === 0) return;
-      const counters = await this.source.countersOf(due.map((i) => i.ip));
+      const counters = await this.source.countersOf(due.map((i) => i.key));
       let connections: Connection[] | undefined;
       for (const instance of due) {
-        const c = counters.get(instance.ip);
+        const c = counters.get(instance.key);
         let verdict = this.evaluate(instance, c, nowNs);
         if (verdict.kind === 'needs-connections') {
           connections ??= await this.source.connections();
-          verdict = this.evaluate(instance, c, nowNs, connections.filter((conn) => conn.instanceAddr === instance.ip));
+          verdict = this.evaluate(instance, c, nowNs, connections.filter((conn) => conn.instanceAddr === instance.key));
         }
         this.apply(instance, verdict, c);
       }

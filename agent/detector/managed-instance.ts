@@ -1,11 +1,21 @@
 import type { InstanceConfig } from '../config/schema.js';
-import { hostOf } from '../sources/ipv4.js';
+import { hostOf, portKey, portOf } from '../sources/ipv4.js';
 import type { Runtime } from '../runtimes/runtime.js';
 import type { InstanceState } from './states.js';
 
 /** One instance under management: its config, runtime, state and counters for the status API. */
 /** Covers the client's first two SYN retransmissions (1 s, then 3 s after the first attempt). */
 export const RETRANSMIT_GRACE_MS = 3000;
+
+/** An instance's key in the eBPF maps (see ManagedInstance.key). */
+export function trafficKey(config: Pick<InstanceConfig, 'address' | 'interface'>): string {
+  return config.interface === undefined ? portKey(portOf(config.address)) : hostOf(config.address);
+}
+
+/** How a clash of keys reads: two instances on one address, or on one host port. */
+export function describeKey(config: Pick<InstanceConfig, 'address' | 'interface'>): string {
+  return config.interface === undefined ? `host port ${portOf(config.address)}` : `address ${hostOf(config.address)}`;
+}
 
 export class ManagedInstance {
   state: InstanceState = 'running';
@@ -60,8 +70,17 @@ export class ManagedInstance {
     return Math.max(this.config.minAwake, dropsFirstSyn ? RETRANSMIT_GRACE_MS : 0);
   }
 
-  get ip(): string {
-    return hostOf(this.config.address);
+  /**
+   * Its key in the eBPF maps: the IPv4 address behind its own interface, or, for a
+   * host-port instance (no interface: host network mode, Nomad's qemu driver), its port.
+   */
+  get key(): string {
+    return trafficKey(this.config);
+  }
+
+  /** Traffic reaches it on the node's own interfaces, addressed to its host port. */
+  get onHostPort(): boolean {
+    return this.config.interface === undefined;
   }
 
   /** Transitions of one instance never overlap: each waits for the previous one. */

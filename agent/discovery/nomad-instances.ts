@@ -2,13 +2,12 @@ import type { DozeConfig, InstanceConfig } from '../config/schema.js';
 import { instanceSchema } from '../config/schema.js';
 import { describeIssues } from '../config/load.js';
 import type { Detector, TransitionEvent } from '../detector/detector.js';
-import { ManagedInstance } from '../detector/managed-instance.js';
+import { describeKey, ManagedInstance, trafficKey } from '../detector/managed-instance.js';
 import { messageOf } from '../errors.js';
 import type { Logger } from '../log.js';
 import { createRuntime } from '../runtimes/create-runtime.js';
 import type { Runtime } from '../runtimes/runtime.js';
 import { monotonicNs } from '../sources/bpf-records.js';
-import { hostOf } from '../sources/ipv4.js';
 import { ConnectionTracker, type AllocationStatus, type DiscoveryReport } from '../status/connections.js';
 import type { NomadInstance } from './allocation-instance.js';
 import { nextBackoff, sleep } from './backoff.js';
@@ -381,12 +380,14 @@ export class NomadInstances {
 
   /** Another instance (static, or another allocation) already has this id or address. */
   private clash(instance: NomadInstance): string | undefined {
-    const ip = hostOf(instance.address);
+    // Bridge allocations get their veth later; what matters here is that they have one.
+    const config = { address: instance.address, interface: instance.networkMode === 'bridge' ? 'veth' : undefined };
+    const key = trafficKey(config);
     for (const other of this.options.detector.instances()) {
       const owner = this.byInstance.get(other.id);
       if (owner?.allocId === instance.allocId) continue;
       if (other.id === instance.id) return `instance id ${JSON.stringify(instance.id)} is already taken by ${owner ? `allocation ${owner.allocId}` : 'a configured instance'}`;
-      if (other.ip === ip) return `address ${ip} is already managed as ${JSON.stringify(other.id)} (instances are keyed by IPv4 address)`;
+      if (other.key === key) return `${describeKey(config)} is already managed as ${JSON.stringify(other.id)} (instances are keyed by IPv4 address, or by port on the node's own interfaces)`;
     }
     return undefined;
   }

@@ -1,8 +1,8 @@
 import { iptables, iptablesSucceeds, listRules, removeChain, ensureJump, resetChain, splitRule } from './iptables.js';
 
 export interface DnatTarget {
-  /** Address the connections are sent to. */
-  ip: string;
+  /** Address the connections are sent to; absent: any of the node's own addresses (a host port). */
+  ip?: string;
   port: number;
   /** Where they go instead (a local listener of the agent). */
   toHost: string;
@@ -36,7 +36,8 @@ export class DnatChain {
 
   async add(id: string, target: DnatTarget): Promise<void> {
     const rule = [
-      '-d', `${target.ip}/32`, '-p', 'tcp', '--dport', String(target.port), ...this.match,
+      ...(target.ip === undefined ? ['-m', 'addrtype', '--dst-type', 'LOCAL'] : ['-d', `${target.ip}/32`]),
+      '-p', 'tcp', '--dport', String(target.port), ...this.match,
       '-m', 'comment', '--comment', `doze:${id}`,
       '-j', 'DNAT', '--to-destination', `${target.toHost}:${target.toPort}`,
     ];
@@ -66,10 +67,12 @@ const hex = (mark: number) => `0x${mark.toString(16)}`;
 
 /**
  * Health checks of sleeping instances → their stub. Only marked connections
- * match; unmarked traffic is never redirected.
+ * match; unmarked traffic is never redirected. OUTPUT takes a local checker's
+ * (marked by uid), PREROUTING a remote one's (marked by source in mangle
+ * PREROUTING, which runs before nat PREROUTING).
  */
 export function checkRedirect(mark: number, prefix = 'DOZE'): DnatChain {
-  return new DnatChain(`${prefix}-STUB`, ['OUTPUT'], ['-m', 'mark', '--mark', `${hex(mark)}/${hex(mark)}`]);
+  return new DnatChain(`${prefix}-STUB`, ['OUTPUT', 'PREROUTING'], ['-m', 'mark', '--mark', `${hex(mark)}/${hex(mark)}`]);
 }
 
 /**

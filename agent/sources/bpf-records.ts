@@ -72,6 +72,22 @@ export function encodeSettings(checkMark: number): Buffer {
   return buffer;
 }
 
+/**
+ * doze_check_nets key (struct check_net_key: prefix length, then the address in network order)
+ * for an IPv4 address or CIDR; undefined for anything else (IPv6 sources are iptables' business only).
+ */
+export function encodeCheckNet(source: string): Buffer | undefined {
+  const match = /^(\d{1,3}(?:\.\d{1,3}){3})(?:\/(\d{1,2}))?$/.exec(source.trim());
+  if (!match) return undefined;
+  const prefix = match[2] === undefined ? 32 : Number(match[2]);
+  const octets = match[1]!.split('.').map(Number);
+  if (prefix > 32 || octets.some((o) => o > 255)) return undefined;
+  const buffer = Buffer.alloc(8);
+  buffer.writeUInt32LE(prefix, 0);
+  Buffer.from(octets).copy(buffer, 4);
+  return buffer;
+}
+
 /** Same clock as bpf_ktime_get_ns(): CLOCK_MONOTONIC, which process.hrtime uses on Linux. */
 export function monotonicNs(): bigint {
   return process.hrtime.bigint();

@@ -5,15 +5,17 @@ import { DozeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { defaultHelperPath, MapClient } from './map-client.js';
 import {
-  BpfInstanceState, COUNTERS_SIZE, decodeConnection, decodeCounters, encodeSettings, encodeState,
+  BpfInstanceState, COUNTERS_SIZE, decodeConnection, decodeCounters, encodeCheckNet, encodeSettings, encodeState,
   type Connection, type InstanceCounters, type WakeEvent,
 } from './bpf-records.js';
 import { bytesToIpv4, ipv4ToBytes } from './ipv4.js';
+import { z } from 'zod';
+import { run } from './exec.js';
 import * as tc from './tc.js';
 import type { TrafficSource } from './traffic-source.js';
 import { WakeEventStream } from './wake-events.js';
 
-export const MAP_NAMES = ['doze_state', 'doze_counters', 'doze_conns', 'doze_wake_events', 'doze_settings'] as const;
+export const MAP_NAMES = ['doze_state', 'doze_counters', 'doze_conns', 'doze_wake_events', 'doze_settings', 'doze_check_nets'] as const;
 
 /** The compiled object sits in agent/bpf/ both in the source tree and in dist/ (the Makefile copies it). */
 export function defaultObjectPath(): string {
@@ -23,6 +25,10 @@ export function defaultObjectPath(): string {
 export interface EbpfSourceOptions {
   bpffs: string;
   checkMark: number;
+  /** IPv4 sources (CIDR) of health checks: host-port programs see no mark on ingress, so they match these. */
+  checkSources?: string[];
+  /** Node interfaces host-port instances are counted on; default: lo and the default routes' (hostInterfaces()). */
+  hostInterfaces?: string[];
   objectPath?: string;
   log: Logger;
 }
@@ -31,6 +37,9 @@ export class EbpfSource implements TrafficSource {
   private readonly maps = new MapClient();
   private readonly events: WakeEventStream;
   private readonly devices = new Map<string, number>();
+  /** Host-port instances using the node interfaces' programs, and the interfaces they are on. */
+  private hostUsers = 0;
+  private hostDevices: string[] = [];
   private readonly objectPath: string;
   private readonly globals: string;
 
@@ -80,6 +89,27 @@ export class EbpfSource implements TrafficSource {
     } else {
       this.devices.set(device, users - 1);
     }
+  }
+
+  async attachHost(): Promise<void> {
+    if (this.hostUsers === 0) {
+      const hadPins = await this.mapsPinned();
+      const devices = this.options.hostInterfaces ?? (await hostInterfaces());
+      for (const device of devices) await tc.attach(device, this.objectPath, this.options.bpffs, device === 'lo' ? tc.HOST_LOOPBACK : tc.HOST_INTERFACE);
+      this.hostDevices = devices;
+      if (!hadPins) await this.afterPinsExist();
+      this.options.log.info({ devices }, 'host-port programs attached');
+    }
+    this.hostUsers += 1;
+  }
+
+  async detachHost(): Promise<void> {
+    if (this.hostUsers === 0) return;
+    this.hostUsers -= 1;
+    if (this.hostUsers > 0) return;
+    for (const device of this.hostDevices) await tc.detach(device);
+    this.options.log.info({ devices: this.hostDevices }, 'host-port programs detached');
+    this.hostDevices = [];
   }
 
   async track(address: string): Promise<void> {
@@ -143,6 +173,15 @@ export class EbpfSource implements TrafficSource {
       }
     }
     this.devices.clear();
+    for (const device of this.hostDevices) {
+      try {
+        await tc.detach(device);
+      } catch (error) {
+        this.options.log.warn({ device, err: error }, 'detach failed');
+      }
+    }
+    this.hostDevices = [];
+    this.hostUsers = 0;
     this.maps.close();
     if (removePins) {
       for (const name of MAP_NAMES) await rm(this.pin(name), { force: true });
@@ -160,7 +199,18 @@ export class EbpfSource implements TrafficSource {
 
   private async afterPinsExist(): Promise<void> {
     await this.maps.update(this.pin('doze_settings'), Buffer.alloc(4), encodeSettings(this.options.checkMark));
+    for (const source of this.options.checkSources ?? []) {
+      const key = encodeCheckNet(source);
+      if (key) await this.maps.update(this.pin('doze_check_nets'), key, Buffer.from([1]));
+    }
     this.events.start();
     await this.events.ready();
   }
+}
+
+/** lo and every interface a default route leaves by: where a host port's clients come in. */
+export async function hostInterfaces(): Promise<string[]> {
+  const { stdout } = await run('ip', ['-j', '-4', 'route', 'show', 'default']);
+  const routes = z.array(z.looseObject({ dev: z.string().optional() })).parse(JSON.parse(stdout || '[]'));
+  return ['lo', ...new Set(routes.flatMap((r) => (r.dev && r.dev !== 'lo' ? [r.dev] : [])))];
 }

@@ -18,3 +18,11 @@ export function hostOf(address: string): string {
 export function portOf(address: string): number {
   return Number(address.split(':')[1]);
 }
+
+/**
+ * The map key of a host-port instance (no interface of its own): its port written as an
+ * address in 0.0.0.0/8, which no instance has; doze.bpf.c's port_key computes the same.
+ */
+export function portKey(port: number): string {
+  return `0.0.${port >> 8}.${port & 0xff}`;
+}

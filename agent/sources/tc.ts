@@ -4,8 +4,15 @@ import { run } from './exec.js';
 /** doze's filters sit at this preference on both clsact hooks; the handle marks them as ours. */
 export const DOZE_TC_PREF = 100;
 export const DOZE_TC_HANDLE = '0xd0';
-export const DOZE_PROGRAMS = { egress: 'doze_egress', ingress: 'doze_ingress' } as const;
-export type Hook = keyof typeof DOZE_PROGRAMS;
+export type Hook = 'egress' | 'ingress';
+/** Which section of doze.bpf.o goes on which hook (program names are "doze_<section>"). */
+export type ProgramSet = Partial<Record<Hook, string>>;
+/** An instance's own interface (veth host side, tap): egress = into it, ingress = out of it. */
+export const OWN_INTERFACE: ProgramSet = { egress: 'egress', ingress: 'ingress' };
+/** A node interface carrying host-port instances' traffic. */
+export const HOST_INTERFACE: ProgramSet = { egress: 'host_egress', ingress: 'host_ingress' };
+/** lo: its ingress hook sees every local packet once, so only that one. */
+export const HOST_LOOPBACK: ProgramSet = { ingress: 'host_ingress' };
 
 const qdiscList = z.array(z.looseObject({ kind: z.string() }));
 const filterList = z.array(
@@ -43,11 +50,11 @@ export async function listFilters(device: string): Promise<AttachedFilter[]> {
 }
 
 /**
- * Attaches both programs to a device. `replace` makes this idempotent: a
+ * Attaches the programs to a device. `replace` makes this idempotent: a
  * filter left by a crashed agent is swapped for the current object, and the
  * pinned maps it used are reused because the programs pin them by name.
  */
-export async function attach(device: string, objectPath: string, bpffs: string): Promise<void> {
+export async function attach(device: string, objectPath: string, bpffs: string, programs: ProgramSet = OWN_INTERFACE): Promise<void> {
   if (!(await hasClsact(device))) {
     const added = await run('tc', ['qdisc', 'add', 'dev', device, 'clsact'], { allowFailure: true });
     if (added.code !== 0 && !(await hasClsact(device))) {
@@ -55,11 +62,13 @@ export async function attach(device: string, objectPath: string, bpffs: string):
     }
   }
   for (const hook of ['egress', 'ingress'] as const) {
+    const section = programs[hook];
+    if (section === undefined) continue;
     // TC_BPF_MNT points tc at the bpffs whose tc/globals holds the pinned maps.
     await run('tc', [
       'filter', 'replace', 'dev', device, hook,
       'pref', String(DOZE_TC_PREF), 'handle', DOZE_TC_HANDLE,
-      'bpf', 'da', 'obj', objectPath, 'sec', `tc/${hook}`,
+      'bpf', 'da', 'obj', objectPath, 'sec', `tc/${section}`,
     ], { env: { ...process.env, TC_BPF_MNT: bpffs } });
   }
 }
@@ -77,9 +86,10 @@ export async function detach(device: string): Promise<void> {
   }
 }
 
-export async function isAttached(device: string): Promise<boolean> {
+export async function isAttached(device: string, programs: ProgramSet = OWN_INTERFACE): Promise<boolean> {
   const filters = await listFilters(device);
-  return (['egress', 'ingress'] as const).every((hook) =>
-    filters.some((f) => f.hook === hook && f.pref === DOZE_TC_PREF && f.programName === DOZE_PROGRAMS[hook]),
-  );
+  return (['egress', 'ingress'] as const).every((hook) => {
+    const section = programs[hook];
+    return section === undefined || filters.some((f) => f.hook === hook && f.pref === DOZE_TC_PREF && f.programName === `doze_${section}`);
+  });
 }

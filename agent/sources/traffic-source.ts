@@ -10,6 +10,9 @@ export interface TrafficSource {
   /** Attach the programs to a host-side interface (reference counted). */
   attach(device: string): Promise<void>;
   detach(device: string): Promise<void>;
+  /** Attach the host-port programs to the node's own interfaces (reference counted, one set for all). */
+  attachHost(): Promise<void>;
+  detachHost(): Promise<void>;
   /** Begin counting an instance address; keeps existing counters after a restart. */
   track(address: string): Promise<void>;
   untrack(address: string): Promise<void>;

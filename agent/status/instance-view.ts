@@ -12,7 +12,8 @@ export interface InstanceView {
   idleForMs: number;
   checksAnswered: number;
   address: string;
-  interface: string;
+  /** Its own interface; null for a host-port instance (counted on the node's interfaces by port). */
+  interface: string | null;
   runtime: string;
   /** The runtime's sleep mode where it has several (qemu, firecracker: pause or snapshot). */
   mode: string | null;
@@ -45,7 +46,7 @@ export function viewOf(detector: Detector, i: ManagedInstance): InstanceView {
     idleForMs: Math.round(detector.idleForMs(i)),
     checksAnswered: i.checksAnswered,
     address: i.config.address,
-    interface: i.config.interface,
+    interface: i.config.interface ?? null,
     runtime: i.runtime.kind,
     mode: 'mode' in i.config.runtime && typeof i.config.runtime.mode === 'string' ? i.config.runtime.mode : null,
     idlePolicy: i.config.idlePolicy,

@@ -40,12 +40,12 @@ function setup(runtime: FakeRuntime, timeouts: { pauseTimeout?: string; wakeTime
 test('a runtime still waking when the agent restarts is adopted as running, not as a sleeper', async (t) => {
   const runtime = midTransition('running', 150);
   const { detector, source, redirected, instance } = setup(runtime);
-  source.states_.set(instance.ip, BpfInstanceState.signalled); // the crashed agent's wake left it signalled
+  source.states_.set(instance.key, BpfInstanceState.signalled); // the crashed agent's wake left it signalled
   const started = performance.now();
   await detector.add(instance);
   t.true(performance.now() - started >= 140, 'add waited for the transition to end');
   t.is(instance.state, 'running');
-  t.is(source.states_.get(instance.ip), BpfInstanceState.awake, 'the state map says awake: no wake events for a running VM');
+  t.is(source.states_.get(instance.key), BpfInstanceState.awake, 'the state map says awake: no wake events for a running VM');
   t.false(redirected.has('vm'), 'its checks reach the VM itself, not the stub');
   t.is(runtime.resumes, 0, 'nothing to resume');
   await detector.stop({ wakeAll: false });
@@ -54,10 +54,10 @@ test('a runtime still waking when the agent restarts is adopted as running, not 
 test('a runtime still pausing when the agent restarts is adopted as sleeping once asleep, and wakes on the next request', async (t) => {
   const runtime = midTransition('paused', 100);
   const { detector, source, redirected, instance } = setup(runtime);
-  source.states_.set(instance.ip, BpfInstanceState.pausing); // the crashed agent's sleep left it pausing
+  source.states_.set(instance.key, BpfInstanceState.pausing); // the crashed agent's sleep left it pausing
   await detector.add(instance);
   t.is(instance.state, 'sleeping');
-  t.is(source.states_.get(instance.ip), BpfInstanceState.sleeping, 'no instance left in pausing');
+  t.is(source.states_.get(instance.key), BpfInstanceState.sleeping, 'no instance left in pausing');
   t.true(redirected.has('vm'), 'its checks are answered by the stub while it sleeps');
   await detector.wake(instance, 'traffic');
   t.is(instance.state, 'running');

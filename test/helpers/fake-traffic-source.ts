@@ -17,6 +17,12 @@ export class FakeTrafficSource implements TrafficSource {
     if (n > 0) this.attached.set(device, n);
     else this.attached.delete(device);
   }
+  async attachHost(): Promise<void> {
+    await this.attach('<host>');
+  }
+  async detachHost(): Promise<void> {
+    await this.detach('<host>');
+  }
   async track(address: string): Promise<void> {
     this.tracked.add(address);
   }

@@ -9,7 +9,7 @@ export function sweepChainsAtTeardown(t: Teardown, prefix: string): void {
   t.teardown(async () => {
     await removeChain('mangle', ['OUTPUT'], `${prefix}-MARK-OUT`).catch(() => undefined);
     await removeChain('mangle', ['PREROUTING'], `${prefix}-MARK-IN`).catch(() => undefined);
-    await removeChain('nat', ['OUTPUT'], `${prefix}-STUB`).catch(() => undefined);
+    await removeChain('nat', ['OUTPUT', 'PREROUTING'], `${prefix}-STUB`).catch(() => undefined);
     await removeChain('nat', ['OUTPUT', 'PREROUTING'], `${prefix}-HOLD`).catch(() => undefined);
   });
 }

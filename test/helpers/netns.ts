@@ -7,6 +7,8 @@ export interface TestNetns {
   name: string;
   /** Host-side veth: its egress is traffic into the instance. */
   hostIf: string;
+  /** The veth's end inside the namespace. */
+  instanceIf: string;
   hostIp: string;
   instanceIp: string;
 }
@@ -21,7 +23,7 @@ export async function createNetns(t: Teardown): Promise<TestNetns> {
   const block = randomInt(0, 16384) * 4;
   const hostIp = `10.213.${block >> 8}.${(block & 0xff) + 1}`;
   const instanceIp = `10.213.${block >> 8}.${(block & 0xff) + 2}`;
-  const ns: TestNetns = { name: `dz-${id}`, hostIf: `dz${id}h`, hostIp, instanceIp };
+  const ns: TestNetns = { name: `dz-${id}`, hostIf: `dz${id}h`, instanceIf: `dz${id}i`, hostIp, instanceIp };
   t.teardown(() => deleteNetns(ns));
   await sh('ip', ['netns', 'add', ns.name]);
   await sh('ip', ['link', 'add', ns.hostIf, 'type', 'veth', 'peer', 'name', `dz${id}i`, 'netns', ns.name]);

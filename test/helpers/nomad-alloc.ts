@@ -95,7 +95,7 @@ export function pickTestAddresses(): TestAddresses {
 export async function createAllocNetns(t: Teardown, allocId: string, addresses = pickTestAddresses()): Promise<TestNetns> {
   const id = uniqueSuffix();
   const { hostIp, instanceIp } = addresses;
-  const ns: TestNetns = { name: allocId, hostIf: `dz${id}h`, hostIp, instanceIp };
+  const ns: TestNetns = { name: allocId, hostIf: `dz${id}h`, instanceIf: 'eth0', hostIp, instanceIp };
   t.teardown(async () => {
     await shQuiet('ip', ['link', 'del', ns.hostIf]);
     await shQuiet('ip', ['netns', 'del', allocId]);
