@@ -194,6 +194,11 @@ export const nomadSchema = z.strictObject({
   /** This client node's id; default: asked from the local Nomad agent (GET /v1/agent/self, stats.client.node_id). */
   nodeId: z.string().min(1).optional(),
   tls: tlsFilesSchema.optional(),
+  /**
+   * Nomad's allocation directory (<data_dir>/alloc): qemu-driver tasks keep their QMP socket in
+   * <allocDir>/<alloc id>/<task>/local/doze-qmp.sock. Default /opt/nomad/data/alloc.
+   */
+  allocDir: z.string().startsWith('/', 'an absolute path').optional(),
   /** Root of the cgroup filesystem holding Nomad's task cgroups (v1 freezer/nomad/…, v2 nomad.slice/…). */
   cgroupRoot: z.string().startsWith('/', 'an absolute path').default('/sys/fs/cgroup'),
 });

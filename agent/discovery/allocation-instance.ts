@@ -40,6 +40,8 @@ export interface NomadInstance {
   minAwakeMs: number;
   maxAwakeMs: number | undefined;
   maxSleepMs: number | undefined;
+  /** Push a qemu-driver VM's RAM out of memory while it is paused (doze.reclaim). */
+  reclaim: boolean;
   /**
    * The task runs the VM under `doze vm run --register` (what `doze job render` makes of a
    * snapshot-mode qemu task): the owner registers the VM with the agent itself, so discovery
@@ -109,6 +111,7 @@ export function allocationInstance(alloc: NomadAllocation, job: NomadJob | null 
       minAwakeMs: settings.minAwakeMs,
       maxAwakeMs: settings.maxAwakeMs,
       maxSleepMs: settings.maxSleepMs,
+      reclaim: settings.reclaim,
       vmOwner,
     },
   };

@@ -28,7 +28,8 @@ export const META_KEYS = [
   { key: 'doze.enabled', type: 'boolean', default: 'false', description: 'Let doze manage this job, group or task. Nothing else is read unless it resolves to true.' },
   { key: 'doze.idle_timeout', type: 'duration', default: '5m', description: 'How long an instance must be idle (per doze.idle_policy) before it sleeps.' },
   { key: 'doze.idle_policy', type: 'enum', values: IDLE_POLICIES, default: 'requests', description: 'What counts as idle: `requests` = no client packet and no request in flight; `connections` = also no open client connection; `traffic` = no inbound packet at all.' },
-  { key: 'doze.mode', type: 'enum', values: SLEEP_MODES, default: 'pause', description: 'How it sleeps: `pause` freezes the task (cgroup freezer, memory kept); `snapshot` saves a VM\'s state and frees its memory; `scale` sets the group count to 0 through Nomad (services leave the catalog).' },
+  { key: 'doze.mode', type: 'enum', values: SLEEP_MODES, default: 'pause', description: 'How it sleeps: `pause` freezes the task (cgroup freezer, memory kept; a qemu-driver VM is stopped through QMP, see doze.reclaim); `snapshot` saves a VM\'s state and frees its memory; `scale` sets the group count to 0 through Nomad (services leave the catalog).' },
+  { key: 'doze.reclaim', type: 'boolean', default: 'true', description: 'With `pause` on a task of Nomad\'s qemu driver: push the guest\'s RAM out of memory while the VM sleeps (`doze job render` puts that RAM in a file in the task directory). `false` keeps it resident: a faster wake, no memory freed. Other tasks ignore it.' },
   { key: 'doze.wake', type: 'enum', values: WAKE_MODES, default: 'retry', description: 'The first packets to a sleeping instance: `retry` lets the client\'s own retransmission carry them (a dropped SYN costs about 1 s); `hold` holds them until the instance is awake.' },
   { key: 'doze.min_awake', type: 'duration', default: '0s', description: 'Shortest time an instance stays awake after a wake, however idle.' },
   { key: 'doze.max_awake', type: 'duration', default: undefined, description: 'With open but silent connections, sleep anyway after this long without a client packet. At least doze.idle_timeout. Unset: connections may hold an instance awake forever.' },
@@ -49,6 +50,8 @@ export interface DozeSettings {
   idleTimeoutMs: number;
   idlePolicy: IdlePolicy;
   mode: SleepMode;
+  /** doze.reclaim: page a paused qemu-driver VM's guest RAM out of memory. */
+  reclaim: boolean;
   wake: WakeMode;
   minAwakeMs: number;
   maxAwakeMs: number | undefined;
@@ -140,6 +143,7 @@ export function resolveDozeMeta(layers: readonly MetaLayer[]): { settings: DozeS
     idleTimeoutMs: get<number>('doze.idle_timeout')!,
     idlePolicy: get<IdlePolicy>('doze.idle_policy')!,
     mode: get<SleepMode>('doze.mode')!,
+    reclaim: get<boolean>('doze.reclaim')!,
     wake: get<WakeMode>('doze.wake')!,
     minAwakeMs: get<number>('doze.min_awake')!,
     maxAwakeMs: get<number>('doze.max_awake'),

@@ -12,6 +12,7 @@ import { ConnectionTracker, type AllocationStatus, type DiscoveryReport } from '
 import type { NomadInstance } from './allocation-instance.js';
 import { nextBackoff, sleep } from './backoff.js';
 import { ConsulLink } from './consul-link.js';
+import { join } from 'node:path';
 import { findHostVeth } from './host-veth.js';
 import { NomadClient } from './nomad-client.js';
 import { NomadDiscovery, type DiscoveryStatus } from './nomad-discovery.js';
@@ -300,9 +301,6 @@ export class NomadInstances {
     if (instance.mode !== 'pause') {
       return `doze.mode ${JSON.stringify(instance.mode)} is not supported by this agent yet (supported: "pause"); the allocation runs unmanaged`;
     }
-    if (instance.networkMode !== 'bridge') {
-      return `${instance.networkMode} network mode: the allocation has no interface of its own for doze's programs; only bridge mode is supported so far`;
-    }
     if (OWN_CGROUP_DRIVERS.has(instance.driver)) {
       return `the ${instance.driver} driver keeps task ${JSON.stringify(instance.task)} in its own cgroup, not Nomad's nomad/<alloc>.<task>: pause mode supports exec, raw_exec, java and other executor-based drivers`;
     }
@@ -320,10 +318,14 @@ export class NomadInstances {
     const clash = this.clash(instance);
     if (clash) return this.markInvalid(t, clash);
 
-    try {
-      t.interface = await findHostVeth(instance.allocId, { netnsDir: this.options.netnsDir });
-    } catch (error) {
-      return this.markPending(t, `host-side interface: ${messageOf(error)}`);
+    // Host network mode (and Nomad's qemu driver, whose user-mode networking forwards host ports)
+    // has no interface of its own: its traffic is counted by port on the node's interfaces.
+    if (instance.networkMode === 'bridge') {
+      try {
+        t.interface = await findHostVeth(instance.allocId, { netnsDir: this.options.netnsDir });
+      } catch (error) {
+        return this.markPending(t, `host-side interface: ${messageOf(error)}`);
+      }
     }
     const cgroup = await findNomadTaskCgroup(root, instance.allocId, instance.task);
     if (!cgroup) {
@@ -331,19 +333,22 @@ export class NomadInstances {
       return this.markPending(t, `task ${JSON.stringify(instance.task)} has no freezer cgroup yet (looked for ${looked.join(', ')})`);
     }
     t.cgroup = cgroup.path;
+    const runtimeConfig = instance.driver === 'qemu'
+      ? qemuDriverRuntime(this.options.config.nomad?.allocDir ?? DEFAULT_ALLOC_DIR, instance, cgroup)
+      : { kind: 'freezer', cgroup: cgroup.path };
 
     const raw = {
       id: instance.id,
       address: instance.address,
       checkAddresses: instance.checkAddresses,
-      interface: t.interface,
+      ...(t.interface !== undefined ? { interface: t.interface } : {}),
       idleTimeout: instance.idleTimeoutMs,
       idlePolicy: instance.idlePolicy,
       wake: instance.wake,
       minAwake: instance.minAwakeMs,
       ...(instance.maxAwakeMs !== undefined ? { maxAwake: instance.maxAwakeMs } : {}),
       ...(instance.maxSleepMs !== undefined ? { maxSleep: instance.maxSleepMs } : {}),
-      runtime: { kind: 'freezer', cgroup: cgroup.path },
+      runtime: runtimeConfig,
     };
     const parsed = instanceSchema.safeParse(raw);
     if (!parsed.success) return this.markInvalid(t, `cannot be an instance:\n${describeIssues(parsed.error.issues, raw)}`);
@@ -366,7 +371,7 @@ export class NomadInstances {
     } catch (error) {
       // Undo whatever part of add() happened, then try again later (the veth may have been replaced).
       await this.options.detector.remove(config.id, { wake: false }).catch(() => undefined);
-      return this.markPending(t, `attaching to ${t.interface} failed: ${messageOf(error)}`);
+      return this.markPending(t, `attaching to ${t.interface ?? "the node's interfaces"} failed: ${messageOf(error)}`);
     }
     clearTimeout(t.retry);
     t.state = 'managed';
@@ -467,3 +472,25 @@ export class NomadInstances {
   }
 }
 
+
+/** Where Nomad keeps allocation directories with its conventional data_dir (/opt/nomad/data). */
+export const DEFAULT_ALLOC_DIR = '/opt/nomad/data/alloc';
+
+/**
+ * A task of Nomad's qemu driver is the VMM itself: only `pause` (QMP stop/cont, the process
+ * stays) is possible. `doze job render` gives it `-qmp unix:local/doze-qmp.sock` and its RAM in
+ * local/doze-ram, relative to the task directory, which is QEMU's working directory.
+ */
+export function qemuDriverRuntime(allocDir: string, instance: Pick<NomadInstance, 'allocId' | 'task' | 'reclaim'>, cgroup: { version: 1 | 2; path: string }) {
+  const local = join(allocDir, instance.allocId, instance.task, 'local');
+  return {
+    kind: 'qemu',
+    mode: 'pause',
+    qmp: join(local, 'doze-qmp.sock'),
+    reclaim: instance.reclaim,
+    // QMP reports mem-path as given (relative to QEMU's working directory): name it here instead.
+    ...(instance.reclaim ? { ramFile: join(local, 'doze-ram') } : {}),
+    // cgroup v2's task cgroup holds its memory too; v1 keeps memory in another hierarchy.
+    ...(cgroup.version === 2 ? { memoryCgroup: cgroup.path } : {}),
+  };
+}

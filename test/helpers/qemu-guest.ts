@@ -47,6 +47,11 @@ export interface GuestOptions {
   /** Run QEMU in its own v1 memory cgroup (needed for reclaim). */
   memoryCgroup?: boolean;
   bootTimeoutMs?: number;
+  /**
+   * User-mode networking, as Nomad's qemu driver sets it up: no tap; QEMU itself listens on
+   * `hostPort` (hostfwd, every address) inside network namespace `netns`, forwarding to the guest.
+   */
+  userNet?: { netns: string; hostAddress: string; hostPort: number };
 }
 
 export interface TestGuest {
@@ -111,11 +116,14 @@ export async function startGuest(t: Teardown, options: GuestOptions = {}): Promi
     await rm(dir, { recursive: true, force: true });
   });
 
-  await sh('ip', ['tuntap', 'add', 'dev', tap, 'mode', 'tap']);
-  await sh('ip', ['addr', 'add', `${hostIp}/30`, 'dev', tap]);
-  await sh('ip', ['link', 'set', tap, 'up']);
-  // Without it the first SYN to a stopped guest waits in the ARP queue and tc sees only ARP.
-  await sh('ip', ['neigh', 'replace', guestIp, 'lladdr', mac, 'dev', tap, 'nud', 'permanent']);
+  const userNet = options.userNet;
+  if (!userNet) {
+    await sh('ip', ['tuntap', 'add', 'dev', tap, 'mode', 'tap']);
+    await sh('ip', ['addr', 'add', `${hostIp}/30`, 'dev', tap]);
+    await sh('ip', ['link', 'set', tap, 'up']);
+    // Without it the first SYN to a stopped guest waits in the ARP queue and tc sees only ARP.
+    await sh('ip', ['neigh', 'replace', guestIp, 'lladdr', mac, 'dev', tap, 'nud', 'permanent']);
+  }
   if (cgroupDir) await mkdir(cgroupDir, { recursive: true });
 
   const qmp = join(dir, 'qmp.sock');
@@ -129,19 +137,23 @@ export async function startGuest(t: Teardown, options: GuestOptions = {}): Promi
     '-display', 'none', '-no-reboot', '-nodefaults', '-no-user-config',
     '-serial', `file:${consoleLog}`,
     '-kernel', GUEST_KERNEL, '-initrd', GUEST_INITRD,
-    '-append', `console=ttyS0 quiet panic=-1 doze.ip=${guestIp}/30 doze.port=${GUEST_PORT} doze.fill=${fill}`,
-    '-netdev', `tap,id=n0,ifname=${tap},script=no,downscript=no`,
+    // QEMU's user-mode network gives the guest 10.0.2.15/24 and gateway 10.0.2.2 (the guest has
+    // no DHCP client: set them). hostfwd keeps a remote client's address, so replies need the route.
+    '-append', `console=ttyS0 quiet panic=-1 ${userNet ? 'doze.ip=10.0.2.15/24 doze.gw=10.0.2.2' : `doze.ip=${guestIp}/30`} doze.port=${GUEST_PORT} doze.fill=${fill}`,
+    '-netdev', userNet ? `user,id=n0,hostfwd=tcp::${userNet.hostPort}-:${GUEST_PORT}` : `tap,id=n0,ifname=${tap},script=no,downscript=no`,
     '-device', `virtio-net-pci,netdev=n0,mac=${mac}`,
     '-qmp', `unix:${qmp},server=on,wait=off`,
   ];
   const started = performance.now();
   // The shell joins the cgroup before exec, so every QEMU thread and page is charged there.
   const script = cgroupDir ? `echo $$ > ${cgroupDir}/cgroup.procs && exec "$@"` : 'exec "$@"';
-  child = spawn('sh', ['-c', script, 'sh', QEMU, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  // nsenter switches only the network namespace: the cgroup and files stay as they are.
+  const command = userNet ? ['nsenter', `--net=/run/netns/${userNet.netns}`, QEMU] : [QEMU];
+  child = spawn('sh', ['-c', script, 'sh', ...command, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
 
-  const url = `http://${guestIp}:${GUEST_PORT}/`;
+  const url = userNet ? `http://${userNet.hostAddress}:${userNet.hostPort}/` : `http://${guestIp}:${GUEST_PORT}/`;
   const count = async (timeoutMs = 5000) => {
     const r = await get(url, timeoutMs);
     const m = /^count (\d+)/.exec(r.body);
@@ -165,7 +177,7 @@ export async function startGuest(t: Teardown, options: GuestOptions = {}): Promi
   const bootMs = performance.now() - started;
 
   return {
-    tap, hostIp, guestIp, mac, url, address: `${guestIp}:${GUEST_PORT}`, dir, qmp, ramFile,
+    tap, hostIp, guestIp, mac, url, address: userNet ? `${userNet.hostAddress}:${userNet.hostPort}` : `${guestIp}:${GUEST_PORT}`, dir, qmp, ramFile,
     memoryCgroup: cgroupName, memoryCgroupDir: cgroupDir, child, console: consoleLog, bootMs, kill, count,
     cgroupBytes: async () => {
       if (!cgroupDir) throw new Error('this guest has no memory cgroup');
