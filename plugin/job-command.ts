@@ -6,7 +6,7 @@ import { DozeError, messageOf } from '../agent/errors.js';
 import { checkJob, type JobCheck } from './check-job.js';
 import { loadJobspec } from './load-jobspec.js';
 import { prepareJob } from './prepare-job.js';
-import { DEFAULT_VM_RENDER, renderVmTasks } from './render-vm-task.js';
+import { DEFAULT_VM_RENDER, renderVmTasks, type VmRender } from './render-vm-task.js';
 
 const CONNECTION_OPTIONS = `Nomad options (each falls back to Nomad's own environment variable):
       --nomad-addr URL      Nomad HTTP API (NOMAD_ADDR); without it HCL is parsed offline
@@ -35,9 +35,10 @@ Commands:
   run        register the prepared job with Nomad (POST /v1/jobs)
 
 Preparing adds the constraint \${meta.doze.agent} = "true" to every group doze
-manages, so its allocations land on nodes that run the agent, and turns each
+manages, so its allocations land on nodes that run the agent, turns each
 qemu task with doze.mode = "snapshot" into a raw_exec task that runs it under
-"doze vm run" (docs/qemu.md).
+"doze vm run", and gives each qemu task with doze.mode = "pause" a QMP socket
+and (with doze.reclaim) file-backed guest RAM through its args (docs/qemu.md).
 
 ${CONNECTION_OPTIONS}
 
@@ -177,7 +178,7 @@ export async function jobCommand(argv: string[], io: JobCommandIo = defaultIo): 
   const prepared = prepareJob(vm.job, check);
 
   if (sub === 'validate') {
-    io.stdout(summary(check, loaded.parsedBy, vm.rendered));
+    io.stdout(summary(check, loaded.parsedBy, vm));
     return EXIT.ok;
   }
   if (sub === 'render') {
@@ -200,7 +201,7 @@ export async function jobCommand(argv: string[], io: JobCommandIo = defaultIo): 
   }
 }
 
-function summary(check: JobCheck, parsedBy: string, rendered: { group: string; task: string; tap: string; guestPort: number }[]): string {
+function summary(check: JobCheck, parsedBy: string, { rendered, qemuPause }: Pick<VmRender, 'rendered' | 'qemuPause'>): string {
   const lines = [`job ${JSON.stringify(check.job!.ID)} is valid (parsed ${parsedBy === 'nomad' ? 'by Nomad' : parsedBy === 'offline' ? 'offline' : 'as JSON'})`];
   for (const group of check.groups) {
     const m = group.managed;
@@ -220,6 +221,11 @@ function summary(check: JobCheck, parsedBy: string, rendered: { group: string; t
     );
     const vm = rendered.find((r) => r.group === group.name);
     if (vm) lines.push(`    task ${JSON.stringify(vm.task)} runs under doze vm run (raw_exec), tap ${JSON.stringify(vm.tap)}, guest port ${vm.guestPort}`);
+    const paused = qemuPause.find((r) => r.group === group.name);
+    if (paused) {
+      const ram = paused.ram ? `guest RAM (${paused.ram.memoryMb} MiB) in ${paused.ram.file}` : 'guest RAM kept in memory (doze.reclaim off)';
+      lines.push(`    task ${JSON.stringify(paused.task)} (qemu driver) gets QMP socket ${paused.qmp} and ${ram}, in its task directory`);
+    }
   }
   return `${lines.join('\n')}\n`;
 }

@@ -1,6 +1,7 @@
 import { groupPlace, taskPlace } from '../agent/discovery/meta-keys.js';
 import { tapOf } from '../agent/runtimes/qemu/vm-registration.js';
 import type { JobCheck } from './check-job.js';
+import { allowlistEntries, QMP_SOCKET, RAM_FILE, withQemuPauseArgs } from './qemu-pause-args.js';
 
 export { tapOf };
 
@@ -46,24 +47,49 @@ export interface VmRender {
   job: Record<string, unknown>;
   /** One line per rendered task, for `doze job validate`. */
   rendered: { group: string; task: string; tap: string; guestPort: number }[];
+  /** One line per pause-mode qemu-driver task given a QMP socket (and file-backed RAM with reclaim). */
+  qemuPause: QemuPauseRender[];
   problems: string[];
   warnings: string[];
 }
 
+export interface QemuPauseRender {
+  group: string;
+  task: string;
+  /** Relative to the task directory. */
+  qmp: string;
+  /** The guest RAM file and its size, with doze.reclaim; undefined without. */
+  ram: { file: string; memoryMb: number } | undefined;
+}
+
 type Json = Record<string, unknown>;
 
-/** The job with every snapshot-mode qemu task turned into `doze vm run`; other tasks are untouched. */
+function memoryOf(task: Json): number {
+  const resources = (task.Resources ?? {}) as Json;
+  return typeof resources.MemoryMB === 'number' && resources.MemoryMB > 0 ? resources.MemoryMB : NOMAD_DEFAULT_MEMORY_MB;
+}
+
+/**
+ * The job with every managed qemu-driver task prepared for its sleep mode:
+ * snapshot-mode tasks turned into `doze vm run`, pause-mode tasks given a QMP
+ * socket and (with doze.reclaim) file-backed guest RAM (plugin/qemu-pause-args.ts).
+ * Other tasks are untouched.
+ */
 export function renderVmTasks(raw: Json, check: JobCheck, options: VmRenderOptions = DEFAULT_VM_RENDER): VmRender {
   const job = structuredClone(raw);
-  const result: VmRender = { job, rendered: [], problems: [], warnings: [] };
+  const result: VmRender = { job, rendered: [], qemuPause: [], problems: [], warnings: [] };
   const groups = Array.isArray(job.TaskGroups) ? (job.TaskGroups as Json[]) : [];
   for (const { managed } of check.groups) {
-    if (!managed || managed.settings.mode !== 'snapshot' || managed.driver !== 'qemu') continue;
+    if (!managed || managed.driver !== 'qemu' || (managed.settings.mode !== 'snapshot' && managed.settings.mode !== 'pause')) continue;
     const group = groups.find((g) => g.Name === managed.group);
     const tasks = Array.isArray(group?.Tasks) ? (group.Tasks as Json[]) : [];
     const task = tasks.find((t) => t.Name === managed.task);
     if (!task) continue;
     const place = taskPlace(managed.group, managed.task);
+    if (managed.settings.mode === 'pause') {
+      renderQemuPause(task, managed.group, managed.task, managed.settings.reclaim, result);
+      continue;
+    }
     const config = (task.Config ?? {}) as Json;
     const problems: string[] = [];
 
@@ -91,7 +117,7 @@ export function renderVmTasks(raw: Json, check: JobCheck, options: VmRenderOptio
     }
 
     const resources = (task.Resources ?? {}) as Json;
-    const memoryMb = typeof resources.MemoryMB === 'number' && resources.MemoryMB > 0 ? resources.MemoryMB : NOMAD_DEFAULT_MEMORY_MB;
+    const memoryMb = memoryOf(task);
     const driveInterface = typeof config.drive_interface === 'string' && config.drive_interface ? `,if=${config.drive_interface}` : '';
     const qemu = [
       'qemu-system-x86_64',
@@ -134,6 +160,30 @@ export function renderVmTasks(raw: Json, check: JobCheck, options: VmRenderOptio
     result.rendered.push({ group: managed.group, task: managed.task, tap, guestPort });
   }
   return result;
+}
+
+/** A pause-mode task of Nomad's qemu driver: QEMU stays the task; its args gain the QMP socket and RAM file. */
+function renderQemuPause(task: Json, group: string, name: string, reclaim: boolean, result: VmRender): void {
+  const place = taskPlace(group, name);
+  const config = (task.Config ?? {}) as Json;
+  if (config.args !== undefined && config.args !== null && !Array.isArray(config.args)) {
+    result.problems.push(`${place}: config.args must be a list of strings`);
+    return;
+  }
+  const args = Array.isArray(config.args) ? config.args.map(String) : [];
+  const memoryMb = memoryOf(task);
+  const { args: rendered, problems } = withQemuPauseArgs(args, { place, memoryMb, reclaim });
+  if (!rendered) {
+    result.problems.push(...problems);
+    return;
+  }
+  task.Config = { ...config, args: rendered };
+  const allow = allowlistEntries(reclaim);
+  result.warnings.push(
+    `${place}: the qemu args gain ${allow.join(', ')} (doze.mode "pause": the agent's QMP socket${reclaim ? ' and file-backed guest RAM' : ''}); ` +
+      `on clients whose qemu plugin sets args_allowlist, those flags must be in it, or the task fails to start: plugin "qemu" { config { args_allowlist = [${allow.map((a) => JSON.stringify(a)).join(', ')}, …] } }`,
+  );
+  result.qemuPause.push({ group, task: name, qmp: QMP_SOCKET, ram: reclaim ? { file: RAM_FILE, memoryMb } : undefined });
 }
 
 /** port_map as Nomad's API carries it: `[{ "http": 80 }]` (block syntax) or `{ "http": 80 }`; a numeric label is the port itself. */

@@ -16,6 +16,7 @@ test('defaults apply when nothing is set', (t) => {
     idleTimeoutMs: 300_000,
     idlePolicy: 'requests',
     mode: 'pause',
+    reclaim: true,
     wake: 'retry',
     minAwakeMs: 0,
     maxAwakeMs: undefined,
@@ -36,6 +37,14 @@ test('task meta wins over group meta, which wins over job meta', (t) => {
   t.is(settings.mode, 'scale'); // group over job
   t.is(settings.idleTimeoutMs, 500); // task over group and job
   t.is(settings.wake, 'hold'); // job, unset below
+});
+
+test('doze.reclaim is on by default and a narrower level can turn it off', (t) => {
+  t.true(resolveDozeMeta(layers({ 'doze.enabled': 'true' }, null, null)).settings.reclaim);
+  const { settings, problems } = resolveDozeMeta(layers({ 'doze.enabled': 'true', 'doze.reclaim': 'true' }, null, { 'doze.reclaim': 'false' }));
+  t.deepEqual(problems, []);
+  t.false(settings.reclaim);
+  t.deepEqual(resolveDozeMeta(layers(null, { 'doze.reclaim': 'sometimes' }, null)).problems, ['group "web": doze.reclaim: "sometimes" is not a boolean (use "true" or "false")']);
 });
 
 test('a narrower level can switch doze off', (t) => {
@@ -80,7 +89,7 @@ test('every declared key has a type, a description and a valid default', (t) => 
     t.true(decl.description.length > 20, decl.key);
     if (decl.default !== undefined) t.deepEqual(checkMetaLayer({ place: 'default', meta: { [decl.key]: decl.default } }), [], decl.key);
   }
-  t.deepEqual(META_KEYS.map((d) => d.key), ['doze.enabled', 'doze.idle_timeout', 'doze.idle_policy', 'doze.mode', 'doze.wake', 'doze.min_awake', 'doze.max_awake', 'doze.max_sleep']);
+  t.deepEqual(META_KEYS.map((d) => d.key), ['doze.enabled', 'doze.idle_timeout', 'doze.idle_policy', 'doze.mode', 'doze.reclaim', 'doze.wake', 'doze.min_awake', 'doze.max_awake', 'doze.max_sleep']);
 });
 
 test('idle policies and wake modes are the ones the agent config accepts', (t) => {

@@ -7,7 +7,9 @@ import { jobFile, runJob } from './run-job-command.js';
 /*
  * doze job render/run: a qemu task with doze.mode = "snapshot" becomes a
  * raw_exec task running `doze vm run --register … -- qemu-system-x86_64 <the
- * qemu driver's command line>` (plugin/render-vm-task.ts, docs/qemu.md).
+ * qemu driver's command line>` (plugin/render-vm-task.ts, docs/qemu.md); one
+ * with doze.mode = "pause" stays a qemu task and gains the agent's QMP socket
+ * and file-backed RAM in its args (plugin/qemu-pause-args.ts).
  */
 
 type Task = { Name: string; Driver: string; Config: { command?: string; args: string[] }; Resources: { MemoryMB: number; CPU: number }; KillTimeout?: number; Artifacts?: unknown[] };
@@ -104,13 +106,153 @@ test('a snapshot qemu task without a tap, or without a guest port, is refused wi
   t.regex(noPort.stderr, /port_map has no guest port for service port "ssh"/);
 });
 
-test('pause-mode qemu tasks and other drivers are left as they are', (t) => {
-  const pause = qemuJob({ image_path: 'local/a.img', port_map: [{ ssh: 22 }] }, { 'doze.enabled': 'true' });
-  const result = renderVmTasks(pause, checkJob(pause));
-  t.deepEqual(result.job, pause);
-  t.deepEqual(result.rendered, []);
+test('unmanaged qemu tasks are left as they are', (t) => {
   const unmanaged = qemuJob({ image_path: 'local/a.img' }, { 'doze.mode': 'snapshot' });
   t.deepEqual(renderVmTasks(unmanaged, checkJob(unmanaged)).job, unmanaged);
+  const off = qemuJob({ image_path: 'local/a.img', args: ['-smp', '2'] }, { 'doze.enabled': 'false' });
+  t.deepEqual(renderVmTasks(off, checkJob(off)).job, off);
+});
+
+/*
+ * Pause mode on Nomad's qemu driver: QEMU stays the task; its args gain the
+ * agent's QMP socket and (doze.reclaim) file-backed guest RAM, relative to the
+ * task directory (plugin/qemu-pause-args.ts, docs/qemu.md).
+ */
+
+const PAUSE = { 'doze.enabled': 'true' }; // doze.mode defaults to "pause"
+const QMP_ARGS = ['-qmp', 'unix:local/doze-qmp.sock,server=on,wait=off'];
+const ramArgs = (mb: number) => ['-object', `memory-backend-file,id=doze-ram,size=${mb}M,mem-path=local/doze-ram,share=on`, '-machine', 'memory-backend=doze-ram'];
+
+function argsOf(job: Record<string, unknown>): string[] {
+  return ((job.TaskGroups as { Tasks: Task[] }[])[0]!.Tasks[0]!).Config.args;
+}
+
+test('a pause-mode qemu task keeps its driver and gets the QMP socket and file-backed RAM after its own args', (t) => {
+  const raw = qemuJob({ image_path: 'local/a.img', port_map: [{ ssh: 22 }], args: ['-smp', '2', '-netdev', 'user,id=u0'] }, PAUSE);
+  const result = renderVmTasks(raw, checkJob(raw));
+  t.deepEqual(result.problems, []);
+  const task = (result.job.TaskGroups as { Tasks: Task[] }[])[0]!.Tasks[0]!;
+  t.is(task.Driver, 'qemu');
+  t.deepEqual(task.Config.args, ['-smp', '2', '-netdev', 'user,id=u0', ...QMP_ARGS, ...ramArgs(512)]);
+  t.deepEqual(task.Resources, { CPU: 100, MemoryMB: 512 }, 'resources unchanged');
+  t.is(task.KillTimeout, 30e9);
+  t.like(task.Config, { image_path: 'local/a.img', port_map: [{ ssh: 22 }] });
+  t.deepEqual(result.rendered, []);
+  t.deepEqual(result.qemuPause, [{ group: 'g', task: 'vm', qmp: 'local/doze-qmp.sock', ram: { file: 'local/doze-ram', memoryMb: 512 } }]);
+  t.deepEqual(argsOf(raw), ['-smp', '2', '-netdev', 'user,id=u0'], 'the input job is not modified');
+});
+
+test('without config.args or resources.memory: args are created, RAM is Nomad\'s default 300 MB', (t) => {
+  const raw = qemuJob({ image_path: 'local/a.img', port_map: [{ ssh: 22 }] }, PAUSE, { CPU: 100 });
+  const result = renderVmTasks(raw, checkJob(raw));
+  t.deepEqual(result.problems, []);
+  t.deepEqual(argsOf(result.job), [...QMP_ARGS, ...ramArgs(300)]);
+});
+
+test('rendering a rendered pause task changes nothing; a changed memory size is picked up', async (t) => {
+  const raw = qemuJob({ image_path: 'local/a.img', port_map: [{ ssh: 22 }], args: TAP_ARGS }, PAUSE);
+  const once = renderVmTasks(raw, checkJob(raw)).job;
+  const twice = renderVmTasks(once, checkJob(once));
+  t.deepEqual(twice.problems, []);
+  t.deepEqual(twice.job, once);
+  t.deepEqual(argsOf(twice.job), [...TAP_ARGS, ...QMP_ARGS, ...ramArgs(512)], 'a -netdev tap is fine');
+
+  // Through the command: render, render the output again.
+  const run = await runJob(['render', await jobFile(t, 'vm.json', { Job: raw })]);
+  t.is(run.code, 0, run.stderr);
+  const again = await runJob(['render', await jobFile(t, 'rendered.json', run.stdout)]);
+  t.is(again.code, 0, again.stderr);
+  t.deepEqual(JSON.parse(again.stdout), JSON.parse(run.stdout));
+
+  const grown = structuredClone(once) as ReturnType<typeof qemuJob>;
+  grown.TaskGroups[0]!.Tasks[0]!.Resources = { CPU: 100, MemoryMB: 1024 };
+  t.deepEqual(argsOf(renderVmTasks(grown, checkJob(grown)).job), [...TAP_ARGS, ...QMP_ARGS, ...ramArgs(1024)]);
+});
+
+test('doze.reclaim = "false" adds only the QMP socket, and leaves a memory backend of the user\'s alone', (t) => {
+  const raw = qemuJob({ image_path: 'local/a.img', port_map: [{ ssh: 22 }], args: ['-smp', '2'] }, { ...PAUSE, 'doze.reclaim': 'false' });
+  const result = renderVmTasks(raw, checkJob(raw));
+  t.deepEqual(result.problems, []);
+  t.deepEqual(argsOf(result.job), ['-smp', '2', ...QMP_ARGS]);
+  t.deepEqual(result.qemuPause, [{ group: 'g', task: 'vm', qmp: 'local/doze-qmp.sock', ram: undefined }]);
+  t.true(result.warnings.some((w) => w.includes('args_allowlist = ["-qmp", …]')), result.warnings.join('\n'));
+
+  const own = ['-object', 'memory-backend-memfd,id=m0,size=512M', '-machine', 'memory-backend=m0'];
+  const ownBackend = qemuJob({ image_path: 'local/a.img', port_map: [{ ssh: 22 }], args: own }, { ...PAUSE, 'doze.reclaim': 'false' });
+  const kept = renderVmTasks(ownBackend, checkJob(ownBackend));
+  t.deepEqual(kept.problems, []);
+  t.deepEqual(argsOf(kept.job), [...own, ...QMP_ARGS]);
+
+  // Turning reclaim off after a render takes doze's RAM args out again.
+  const reclaiming = qemuJob({ image_path: 'local/a.img', port_map: [{ ssh: 22 }] }, PAUSE);
+  const rendered = renderVmTasks(reclaiming, checkJob(reclaiming)).job as ReturnType<typeof qemuJob>;
+  t.deepEqual(argsOf(rendered), [...QMP_ARGS, ...ramArgs(512)]);
+  rendered.TaskGroups[0]!.Meta = { ...PAUSE, 'doze.reclaim': 'false' };
+  t.deepEqual(argsOf(renderVmTasks(rendered, checkJob(rendered)).job), QMP_ARGS);
+});
+
+test('a QMP monitor of the user\'s own is refused by render and validate, naming the task and what to remove', async (t) => {
+  const file = await jobFile(t, 'vm.json', { Job: qemuJob({ image_path: 'local/a.img', port_map: [{ ssh: 22 }], args: ['-smp', '2', '-qmp', 'unix:/tmp/mine.sock,server,nowait'] }, PAUSE) });
+  for (const sub of ['render', 'validate', 'run']) {
+    const run = await runJob(sub === 'run' ? [sub, file, '--nomad-addr', 'http://127.0.0.1:1'] : [sub, file]);
+    t.is(run.code, 1, sub);
+    t.is(run.stdout, '', sub);
+    t.regex(run.stderr, /is invalid:\n {2}group "g" task "vm": args "-qmp" "unix:\/tmp\/mine.sock,server,nowait": doze.mode "pause" stops and resumes this VM through the QMP socket doze job render adds \(local\/doze-qmp.sock.*remove "-qmp" and its value from args\n$/, sub);
+  }
+  const mon = qemuJob({ image_path: 'local/a.img', port_map: [{ ssh: 22 }], args: ['-chardev', 'socket,id=c0,path=/tmp/q.sock,server=on,wait=off', '-mon', 'chardev=c0,mode=control'] }, PAUSE);
+  t.deepEqual(renderVmTasks(mon, checkJob(mon)).problems, [
+    'group "g" task "vm": args "-mon" "chardev=c0,mode=control" is a QMP monitor: doze.mode "pause" stops and resumes this VM through the QMP socket doze job render adds (local/doze-qmp.sock); remove this -mon (and its -chardev) from args',
+  ]);
+  // The driver's own human monitor (graceful_shutdown) and an HMP -monitor are not QMP.
+  const hmp = qemuJob({ image_path: 'local/a.img', port_map: [{ ssh: 22 }], graceful_shutdown: true, args: ['-monitor', 'unix:/tmp/hmp.sock,server,nowait'] }, PAUSE);
+  t.deepEqual(renderVmTasks(hmp, checkJob(hmp)).problems, []);
+});
+
+test('a memory backend, -mem-path, -numa memdev or -m of the user\'s own conflicts with doze\'s RAM file', (t) => {
+  const problemsOf = (args: string[]) => {
+    const raw = qemuJob({ image_path: 'local/a.img', port_map: [{ ssh: 22 }], args }, PAUSE);
+    return renderVmTasks(raw, checkJob(raw)).problems;
+  };
+  const [backend, ...more] = problemsOf(['-object', 'memory-backend-ram,id=m0,size=512M', '-machine', 'type=q35,memory-backend=m0']);
+  t.deepEqual(more, []);
+  t.regex(backend!, /^group "g" task "vm": args "-machine" "type=q35,memory-backend=m0" sets a memory backend, .*: remove memory-backend=… from "-machine" \(and its -object\), or set doze.reclaim = "false"/);
+  t.regex(problemsOf(['-M', 'pc,memory-backend=m0'])[0]!, /args "-M" "pc,memory-backend=m0" sets a memory backend/);
+  t.regex(problemsOf(['-mem-path', '/dev/hugepages'])[0]!, /args "-mem-path" "\/dev\/hugepages": .*QEMU refuses beside -mem-path: remove -mem-path, or set doze.reclaim = "false"/);
+  t.regex(problemsOf(['-numa', 'node,memdev=m0'])[0]!, /args "-numa" "node,memdev=m0": .*remove memdev from -numa/);
+  t.regex(problemsOf(['-m', '1G'])[0]!, /args "-m" "1G": the qemu driver already passes -m 512M \(resources.memory\).*remove -m from args/);
+  t.regex(problemsOf(['-object', 'memory-backend-ram,id=doze-ram,size=1M'])[0]!, /the object id "doze-ram" is doze's/);
+  t.deepEqual(problemsOf(['-machine', 'type=q35', '-object', 'rng-random,id=rng0,filename=/dev/urandom', '-numa', 'node,nodeid=0']), [], 'other -machine, -object and -numa options are fine');
+});
+
+test('render warns that args_allowlist must allow the added flags; validate says what the task gets', async (t) => {
+  const run = await runJob(['render', 'jobs/vm-pause.nomad.hcl']);
+  t.is(run.code, 0, run.stderr);
+  t.is(
+    run.stderr,
+    'warning: group "vm" task "guest": the qemu args gain -qmp, -object, -machine (doze.mode "pause": the agent\'s QMP socket and file-backed guest RAM); ' +
+      'on clients whose qemu plugin sets args_allowlist, those flags must be in it, or the task fails to start: plugin "qemu" { config { args_allowlist = ["-qmp", "-object", "-machine", …] } }\n',
+  );
+  const task = taskOf(JSON.parse(run.stdout));
+  t.is(task.Driver, 'qemu');
+  t.deepEqual(task.Config.args, ['-smp', '2', ...QMP_ARGS, ...ramArgs(512)]);
+
+  const validate = await runJob(['validate', 'jobs/vm-pause.nomad.hcl']);
+  t.is(validate.code, 0, validate.stderr);
+  t.regex(validate.stdout, /\n {4}task "guest" \(qemu driver\) gets QMP socket local\/doze-qmp.sock and guest RAM \(512 MiB\) in local\/doze-ram, in its task directory\n$/);
+});
+
+test('snapshot-mode qemu tasks and other drivers get none of the pause args', async (t) => {
+  const snapshot = await runJob(['render', 'jobs/vm-snapshot.nomad.hcl']);
+  t.is(snapshot.code, 0, snapshot.stderr);
+  const args = taskOf(JSON.parse(snapshot.stdout)).Config.args;
+  t.false(args.some((a) => a.includes('doze-qmp.sock') || a.includes('doze-ram')), args.join(' '));
+
+  const docker = qemuJob({ image: 'nginx:1.27', args: ['-g', 'daemon off;'] }, PAUSE);
+  docker.TaskGroups[0]!.Tasks[0]!.Driver = 'docker';
+  const result = renderVmTasks(docker, checkJob(docker));
+  t.deepEqual(result.job, docker);
+  t.deepEqual(result.qemuPause, []);
+  t.deepEqual(result.warnings, []);
 });
 
 test('options the owner does not take are reported as warnings', async (t) => {
