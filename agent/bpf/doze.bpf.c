@@ -322,8 +322,8 @@ int doze_ingress(struct __sk_buff *skb)
 // A node interface's ingress hook (on lo, the only hook: it sees every local
 // packet once): a packet to a managed host port goes into that instance, one
 // from it (a reply on lo) goes out of it.
-SEC("tc/host_ingress")
-int doze_host_ingress(struct __sk_buff *skb)
+SEC("tc/host_in")
+int doze_host_in(struct __sk_buff *skb)
 {
 	struct parsed p = {};
 	if (parse(skb, &p) < 0 || !p.is_tcp)
@@ -342,8 +342,8 @@ int doze_host_ingress(struct __sk_buff *skb)
 }
 
 // A node interface's egress hook: replies of host-port instances leaving the node.
-SEC("tc/host_egress")
-int doze_host_egress(struct __sk_buff *skb)
+SEC("tc/host_out")
+int doze_host_out(struct __sk_buff *skb)
 {
 	struct parsed p = {};
 	if (parse(skb, &p) < 0 || !p.is_tcp)

@@ -6,13 +6,15 @@ export const DOZE_TC_PREF = 100;
 export const DOZE_TC_HANDLE = '0xd0';
 export type Hook = 'egress' | 'ingress';
 /** Which section of doze.bpf.o goes on which hook (program names are "doze_<section>"). */
+/** (Program names show truncated to 15 characters: keep "doze_<section>" within that.) */
+/** (tc shows program names cut to 15 characters: keep "doze_<section>" within that.) */
 export type ProgramSet = Partial<Record<Hook, string>>;
 /** An instance's own interface (veth host side, tap): egress = into it, ingress = out of it. */
 export const OWN_INTERFACE: ProgramSet = { egress: 'egress', ingress: 'ingress' };
 /** A node interface carrying host-port instances' traffic. */
-export const HOST_INTERFACE: ProgramSet = { egress: 'host_egress', ingress: 'host_ingress' };
+export const HOST_INTERFACE: ProgramSet = { egress: 'host_out', ingress: 'host_in' };
 /** lo: its ingress hook sees every local packet once, so only that one. */
-export const HOST_LOOPBACK: ProgramSet = { ingress: 'host_ingress' };
+export const HOST_LOOPBACK: ProgramSet = { ingress: 'host_in' };
 
 const qdiscList = z.array(z.looseObject({ kind: z.string() }));
 const filterList = z.array(

@@ -1,9 +1,12 @@
 import test, { type ExecutionContext } from 'ava';
 import { randomUUID } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import net from 'node:net';
 import type { Agent } from '../../agent/agent.js';
 import { listRules } from '../../agent/netfilter/iptables.js';
-import { isAttached, listFilters } from '../../agent/sources/tc.js';
+import { HOST_INTERFACE, isAttached, listFilters } from '../../agent/sources/tc.js';
 import type { StatusReport } from '../../agent/status/connections.js';
 import { AgentApiDouble } from '../doubles/consul/agent-api.js';
 import { CheckRunner } from '../doubles/consul/check-runner.js';
@@ -13,7 +16,9 @@ import { startNomadDouble } from '../doubles/nomad/with-double.js';
 import { nextState, startAgent } from '../helpers/agent.js';
 import { CHECKER_UID } from '../helpers/checker.js';
 import { get } from '../helpers/http.js';
-import { createAllocationEnv, createNomadCgroupRoot, pickTestAddresses, type NomadCgroupRoot, type TestAllocation } from '../helpers/nomad-alloc.js';
+import { createAllocationEnv, createNomadCgroupRoot, createTaskCgroup, pickTestAddresses, type NomadCgroupRoot, type TestAllocation } from '../helpers/nomad-alloc.js';
+import { uniqueSuffix } from '../helpers/names.js';
+import { sh, shQuiet } from '../helpers/sh.js';
 import { requireRoot } from '../helpers/root.js';
 
 /*
@@ -170,20 +175,18 @@ test.serial('modes and setups not supported yet are reported invalid with a reas
   const nomad = await startNomadDouble(t);
   nomad.registerJob(execJob({ 'doze.mode': 'snapshot' }, { id: 'vm' }));
   nomad.registerJob(execJob({ 'doze.mode': 'scale' }, { id: 'batch' }));
-  nomad.registerJob(execJob({}, { id: 'hostnet', networkMode: 'host' }));
   nomad.registerJob(execJob({}, { id: 'dock', driver: 'docker' }));
   nomad.registerJob(execJob({ 'doze.idle_timeout': '5 parsecs' }, { id: 'typo' }));
   const cgroups = await createNomadCgroupRoot(t);
   const agent = await nomadAgent(t, nomad, cgroups);
-  const allocs = Object.fromEntries(['vm', 'batch', 'hostnet', 'dock', 'typo'].map((jobId) => [jobId, String(nomad.addAllocation({ jobId, group: 'web', nodeId: 'node-1' }).ID)]));
-  const report = await until('five verdicts', async () => {
+  const allocs = Object.fromEntries(['vm', 'batch', 'dock', 'typo'].map((jobId) => [jobId, String(nomad.addAllocation({ jobId, group: 'web', nodeId: 'node-1' }).ID)]));
+  const report = await until('four verdicts', async () => {
     const s = await status(agent);
-    return s.allocations.filter((a) => a.state === 'invalid').length === 5 ? s : undefined;
+    return s.allocations.filter((a) => a.state === 'invalid').length === 4 ? s : undefined;
   });
   const reason = (jobId: string) => report.allocations.find((a) => a.allocId === allocs[jobId])?.reason ?? '';
   t.regex(reason('vm'), /doze\.mode "snapshot" is not supported by this agent yet/);
   t.regex(reason('batch'), /doze\.mode "scale" is not supported by this agent yet/);
-  t.regex(reason('hostnet'), /host network mode/);
   t.regex(reason('dock'), /docker driver/);
   t.regex(reason('typo'), /doze\.idle_timeout: "5 parsecs" is not a duration/);
   t.is(agent.detector.instances().length, 0);
@@ -191,8 +194,52 @@ test.serial('modes and setups not supported yet are reported invalid with a reas
   nomad.stopAllocation(allocs.vm!);
   nomad.stopAllocation(allocs.typo!);
   await until('the verdicts to go', async () => ((await status(agent)).allocations.some((a) => a.allocId === allocs.vm || a.allocId === allocs.typo) ? undefined : true));
-  t.is((await status(agent)).allocations.length, 3);
+  t.is((await status(agent)).allocations.length, 2);
   t.is((await get(`http://${agent.address}/healthz`)).status, 200);
+});
+
+test.serial('a host-network allocation is counted by port on the node\'s interfaces; a qemu-driver task is paused through the QMP socket in its task directory', async (t) => {
+  if (!requireRoot(t)) return;
+  const nomad = await startNomadDouble(t);
+  nomad.registerJob(execJob({}, { id: 'hostnet', networkMode: 'host' }));
+  nomad.registerJob(execJob({}, { id: 'vm', networkMode: 'host', driver: 'qemu' }));
+  const cgroups = await createNomadCgroupRoot(t);
+  // The node's interfaces, as far as this agent knows: one the test owns (not the machine's lo or eth0).
+  const dummy = `dz${uniqueSuffix()}n`;
+  t.teardown(() => shQuiet('ip', ['link', 'del', dummy]));
+  await sh('ip', ['link', 'add', dummy, 'type', 'veth', 'peer', 'name', `${dummy}p`]); // (no dummy module here)
+  await sh('ip', ['link', 'set', dummy, 'up']);
+  const allocDir = await mkdtemp(join(tmpdir(), 'dz-alloc-'));
+  t.teardown(() => rm(allocDir, { recursive: true, force: true }));
+  const agent = await nomadAgent(t, nomad, cgroups, { hostPorts: { interfaces: [dummy] }, nomad: { address: nomad.url, cgroupRoot: cgroups.root, allocDir } });
+
+  const hostAlloc = randomUUID();
+  const vmAlloc = randomUUID();
+  const cgroup = await createTaskCgroup(t, cgroups, hostAlloc, 'app');
+  await createTaskCgroup(t, cgroups, vmAlloc, 'app');
+  const { hostIp } = pickTestAddresses();
+  const placed = nomad.addAllocation({ id: hostAlloc, jobId: 'hostnet', group: 'web', nodeId: 'node-1', hostIp });
+  nomad.addAllocation({ id: vmAlloc, jobId: 'vm', group: 'web', nodeId: 'node-1', hostIp });
+  const port = (placed.AllocatedResources as { Shared: { Ports: Array<{ Value: number }> } }).Shared.Ports[0]!.Value;
+
+  const id = instanceIdOf(placed, 'hostnet');
+  const instance = await until('the host-network instance', () => agent.detector.get(id), 3000);
+  t.is(instance.config.address, `${hostIp}:${port}`);
+  t.is(instance.config.interface, undefined, 'no interface of its own');
+  t.is(instance.key, `0.0.${port >> 8}.${port & 0xff}`, 'keyed by its host port');
+  t.deepEqual(instance.config.runtime, { kind: 'freezer', cgroup: cgroup.dir });
+  t.true(await isAttached(dummy, HOST_INTERFACE), 'the host-port programs are on the node interface');
+
+  // No QEMU runs here: the qemu task waits for its QMP socket, at the path render gave it.
+  const qmp = join(allocDir, vmAlloc, 'app', 'local', 'doze-qmp.sock');
+  const pending = await until('the qemu task\'s verdict', async () => (await status(agent)).allocations.find((a) => a.allocId === vmAlloc && a.state === 'pending' && a.reason?.includes(qmp)));
+  t.regex(pending.reason!, /QMP socket .* does not answer/);
+
+  nomad.stopAllocation(hostAlloc);
+  await until('the instance to go', () => (agent.detector.get(id) ? undefined : true), 2000);
+  // (Removal detaches after the instance leaves the detector's list.)
+  await until('the programs to go with the last host-port instance', async () => ((await listFilters(dummy)).length === 0 ? true : undefined), 2000);
+  t.pass();
 });
 
 /** A TCP relay in front of the Nomad double that can be cut and restored on the same port. */
