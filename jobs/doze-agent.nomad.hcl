@@ -61,6 +61,8 @@ job "doze-agent" {
         args    = ["agent", "--config", "local/doze.json"]
       }
 
+      # nomad.allocDir is the client's data_dir + "/alloc": qemu-driver tasks keep
+      # the QMP socket doze pauses them through in their task directory there.
       # Discovery reads this node's allocations from the local Nomad agent and
       # their checks from the local Consul agent. Give the agent a token with
       # read-job on the namespaces it serves and submit-job for scale mode
@@ -73,7 +75,7 @@ job "doze-agent" {
             "listen": "{{ env "NOMAD_ADDR_status" }}",
             "stub": { "listen": "127.0.0.1:7071" },
             "healthChecks": { "mark": "0x1", "fromUser": "consul" },
-            "nomad": { "address": "http://127.0.0.1:4646" },
+            "nomad": { "address": "http://127.0.0.1:4646", "allocDir": "/opt/nomad/data/alloc" },
             "consul": { "address": "http://127.0.0.1:8500" }
           }
         EOT
