@@ -90,7 +90,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
   /** Start managing an instance; adopts a workload left paused by an earlier agent. */
   async add(instance: ManagedInstance): Promise<void> {
     // Creates the pinned maps on first use.
-    if (instance.config.interface === undefined) await this.source.attachHost();
+    if (instance.config.interface === undefined) await this.source.attachHost(instance.config.address);
     else await this.source.attach(instance.config.interface);
     await this.source.track(instance.key);
     this.byId.set(instance.id, instance);

@@ -18,3 +18,11 @@ export async function routeSource(ip: string): Promise<string | undefined> {
   const src = parsed.data[0]?.prefsrc;
   return src && !src.startsWith('127.') ? src : undefined;
 }
+
+/** Whether `ip` is one of this node's own addresses (`ip route get` says local). */
+export async function isLocalAddress(ip: string): Promise<boolean> {
+  const { stdout, code } = await run('ip', ['-j', 'route', 'get', ip], { allowFailure: true });
+  if (code !== 0) return false;
+  const parsed = routes.safeParse(JSON.parse(stdout || '[]'));
+  return parsed.success && parsed.data[0]?.type === 'local';
+}

@@ -1,14 +1,15 @@
 import { access, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DozeError } from '../errors.js';
+import { ConfigError, DozeError } from '../errors.js';
+import { isLocalAddress } from '../netfilter/route-source.js';
 import type { Logger } from '../log.js';
 import { defaultHelperPath, MapClient } from './map-client.js';
 import {
   BpfInstanceState, COUNTERS_SIZE, decodeConnection, decodeCounters, encodeCheckNet, encodeSettings, encodeState,
   type Connection, type InstanceCounters, type WakeEvent,
 } from './bpf-records.js';
-import { bytesToIpv4, ipv4ToBytes } from './ipv4.js';
+import { bytesToIpv4, hostOf, ipv4ToBytes } from './ipv4.js';
 import { z } from 'zod';
 import { run } from './exec.js';
 import * as tc from './tc.js';
@@ -91,7 +92,15 @@ export class EbpfSource implements TrafficSource {
     }
   }
 
-  async attachHost(): Promise<void> {
+  async attachHost(address: string): Promise<void> {
+    const ip = hostOf(address);
+    if (ip !== '0.0.0.0' && !(await isLocalAddress(ip))) {
+      // Most likely a bridge or tap instance whose interface was left out.
+      throw new ConfigError(
+        `${address} has no interface, so it would be counted as a host port, but ${ip} is not an address of this node: ` +
+          'give the instance its own interface (the host side of its veth or tap), or a node address for a host-port instance',
+      );
+    }
     if (this.hostUsers === 0) {
       const hadPins = await this.mapsPinned();
       const devices = this.options.hostInterfaces ?? (await hostInterfaces());

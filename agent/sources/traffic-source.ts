@@ -10,8 +10,11 @@ export interface TrafficSource {
   /** Attach the programs to a host-side interface (reference counted). */
   attach(device: string): Promise<void>;
   detach(device: string): Promise<void>;
-  /** Attach the host-port programs to the node's own interfaces (reference counted, one set for all). */
-  attachHost(): Promise<void>;
+  /**
+   * Attach the host-port programs to the node's own interfaces (reference counted, one set for
+   * all) for an instance at `address`, which must be one of the node's addresses.
+   */
+  attachHost(address: string): Promise<void>;
   detachHost(): Promise<void>;
   /** Begin counting an instance address; keeps existing counters after a restart. */
   track(address: string): Promise<void>;

@@ -7,6 +7,7 @@ import { getInNetns, startNodeAgent } from '../helpers/node-netns.js';
 import { get, type HttpResult } from '../helpers/http.js';
 import { createInstance } from '../helpers/instance.js';
 import { requireRoot } from '../helpers/root.js';
+import { startAgent } from '../helpers/agent.js';
 import { sh } from '../helpers/sh.js';
 
 /*
@@ -95,4 +96,11 @@ test.serial('host port: counted on the node\'s lo and interfaces by port; checks
     t.notRegex(await sh('tc', ['-n', ns.name, 'filter', 'show', 'dev', device, hook]), /doze_/, `no doze filter left on ${device} ${hook}`);
   }
   t.is(await inst.cgroup.freezerState(), 'THAWED');
+});
+
+test.serial('an instance with no interface at an address that is not the node\'s is a config error, not a silent host port', async (t) => {
+  if (!requireRoot(t)) return;
+  // 10.213.0.0/16 belongs to test namespaces only; nothing here owns this address.
+  const error = await t.throwsAsync(startAgent(t, { instances: [{ id: 'web', address: '10.213.255.254:8080', runtime: { kind: 'fake' } }] }));
+  t.regex(error!.message, /10\.213\.255\.254 is not an address of this node: give the instance its own interface/);
 });

@@ -209,6 +209,8 @@ test.serial('a host-network allocation is counted by port on the node\'s interfa
   t.teardown(() => shQuiet('ip', ['link', 'del', dummy]));
   await sh('ip', ['link', 'add', dummy, 'type', 'veth', 'peer', 'name', `${dummy}p`]); // (no dummy module here)
   await sh('ip', ['link', 'set', dummy, 'up']);
+  const { hostIp } = pickTestAddresses();
+  await sh('ip', ['addr', 'add', `${hostIp}/32`, 'dev', dummy]); // host ports are on the node's own addresses
   const allocDir = await mkdtemp(join(tmpdir(), 'dz-alloc-'));
   t.teardown(() => rm(allocDir, { recursive: true, force: true }));
   const agent = await nomadAgent(t, nomad, cgroups, { hostPorts: { interfaces: [dummy] }, nomad: { address: nomad.url, cgroupRoot: cgroups.root, allocDir } });
@@ -217,7 +219,6 @@ test.serial('a host-network allocation is counted by port on the node\'s interfa
   const vmAlloc = randomUUID();
   const cgroup = await createTaskCgroup(t, cgroups, hostAlloc, 'app');
   await createTaskCgroup(t, cgroups, vmAlloc, 'app');
-  const { hostIp } = pickTestAddresses();
   const placed = nomad.addAllocation({ id: hostAlloc, jobId: 'hostnet', group: 'web', nodeId: 'node-1', hostIp });
   nomad.addAllocation({ id: vmAlloc, jobId: 'vm', group: 'web', nodeId: 'node-1', hostIp });
   const port = (placed.AllocatedResources as { Shared: { Ports: Array<{ Value: number }> } }).Shared.Ports[0]!.Value;

@@ -17,7 +17,7 @@ export class FakeTrafficSource implements TrafficSource {
     if (n > 0) this.attached.set(device, n);
     else this.attached.delete(device);
   }
-  async attachHost(): Promise<void> {
+  async attachHost(_address: string): Promise<void> {
     await this.attach('<host>');
   }
   async detachHost(): Promise<void> {
