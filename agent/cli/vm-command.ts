@@ -23,6 +23,10 @@ Options:
                             on disk, not tmpfs (default: $NOMAD_TASK_DIR/doze-vm)
       --memory-cgroup CG    start QEMU in this existing memory cgroup (relative to the v1
                             memory hierarchy or cgroup2, or absolute)
+      --snapshot KIND       what a sleep saves: device (default: device state only, guest RAM
+                            in a shared file in the state directory, faulted back lazily on
+                            wake) or full (everything, RAM included, in one migration stream:
+                            for VMs whose RAM cannot be file-backed; larger, slower to wake)
       --prespawn            while asleep, keep a QEMU waiting with -incoming defer
                             (faster wakes; holds about 50 MiB while asleep)
       --shutdown MODE       how a running VM is stopped on SIGTERM/SIGINT: powerdown
@@ -67,6 +71,7 @@ export async function vmCommand(argv: string[]): Promise<number> {
       options: {
         'state-dir': { type: 'string' },
         'memory-cgroup': { type: 'string' },
+        snapshot: { type: 'string' },
         prespawn: { type: 'boolean' },
         shutdown: { type: 'string' },
         'stop-timeout': { type: 'string' },
@@ -98,6 +103,8 @@ export async function vmCommand(argv: string[]): Promise<number> {
   if (!stateDir) return usage('--state-dir is required outside Nomad');
   const shutdown = values.shutdown ?? 'powerdown';
   if (shutdown !== 'powerdown' && shutdown !== 'quit') return usage('--shutdown is powerdown or quit');
+  const snapshot = values.snapshot ?? 'device';
+  if (snapshot !== 'device' && snapshot !== 'full') return usage('--snapshot is device or full');
   const stopTimeoutMs = values['stop-timeout'] === undefined ? 4000 : parseDuration(values['stop-timeout']);
   if (stopTimeoutMs === undefined) return usage(`--stop-timeout ${JSON.stringify(values['stop-timeout'])} is not a duration`);
   const level = (values['log-level'] ?? 'info') as LogLevel;
@@ -134,7 +141,7 @@ export async function vmCommand(argv: string[]): Promise<number> {
 
   let owner: VmOwner;
   try {
-    owner = new VmOwner({ stateDir: resolve(stateDir), qemuArgv, memoryCgroup: values['memory-cgroup'], prespawn: values.prespawn ?? false, shutdown, stopTimeoutMs, log });
+    owner = new VmOwner({ stateDir: resolve(stateDir), qemuArgv, memoryCgroup: values['memory-cgroup'], snapshot, prespawn: values.prespawn ?? false, shutdown, stopTimeoutMs, log });
   } catch (error) {
     if (error instanceof ConfigError) return usage(error.message);
     throw error;

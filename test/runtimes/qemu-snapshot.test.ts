@@ -62,6 +62,14 @@ test('doze vm refuses options that conflict with owning the VM, and long socket 
   t.throws(() => composeCommandLine([], layout), { message: /no QEMU command line/ });
 });
 
+test('--snapshot full leaves guest RAM where the user put it (no doze backend; theirs is allowed)', (t) => {
+  const layout = vmLayout('/var/lib/doze/vm/web');
+  const user = ['qemu-system-x86_64', '-m', '512M', '-object', 'memory-backend-memfd,id=m0,size=512M', '-machine', 'pc,memory-backend=m0'];
+  const { argv } = composeCommandLine(user, layout, 'full');
+  t.deepEqual(argv, [...user, '-qmp', 'unix:/var/lib/doze/vm/web/qmp.sock,server=on,wait=off']);
+  t.throws(() => composeCommandLine(user, layout, 'device'), { message: /or use --snapshot full/ });
+});
+
 test('memory sizes are read as QEMU reads -m (no suffix = MiB)', (t) => {
   t.is(parseMemorySize('256'), 256 * MiB);
   t.is(parseMemorySize('1G'), 1024 * MiB);
@@ -183,6 +191,32 @@ test.serial('snapshot sleep: no QEMU process while asleep, doze vm alive, the VM
   t.true(stop.ms < 3500, `doze vm stopped a running VM in ${stop.ms.toFixed(0)} ms (stop timeout 3 s)`);
   t.deepEqual(await guest.qemuPids(), []);
   t.false(await exists(guest.stateDir), 'the state directory is removed');
+});
+
+test.serial('full-RAM snapshot (--snapshot full): RAM written by the owner outside the VM\'s cgroup, no QEMU and under 10 MiB asleep; a request restores it with the counter intact', async (t) => {
+  t.timeout(TEST_TIMEOUT_MS);
+  if (!requireGuest(t)) return;
+  const guest = await startOwnedGuest(t, { fillMiB: 64, ownerArgs: ['--snapshot', 'full'] });
+  const last = await guest.count();
+  const cgroupAwake = await guest.cgroupBytes();
+  const agent = await startManaged(t, guest);
+  const runtime = runtimeOf(agent);
+  await nextState(agent, 'vm', 'sleeping', 20_000);
+  t.deepEqual(await guest.qemuPids(), [], 'no QEMU process exists while asleep');
+  t.false(await exists(guest.ramFile), 'no RAM file: guest RAM was QEMU\'s own');
+  const cgroupAsleep = await guest.cgroupBytes();
+  t.true(cgroupAsleep < 10 * MiB, `the VM's memory cgroup holds ${(cgroupAsleep / MiB).toFixed(1)} MiB asleep (the stream's page cache was not charged to it)`);
+  const sleep = runtime.lastStatus?.lastSleep;
+  t.true((sleep?.stateBytes ?? 0) > 64 * MiB, 'the snapshot holds the RAM the guest filled');
+  const { answer, count } = await requestWakes(agent, guest);
+  t.is(answer.status, 200);
+  t.is(count, last + 1, 'the counter kept in guest memory continues');
+  const wake = runtime.lastStatus?.lastWake;
+  t.log(
+    `memory cgroup ${(cgroupAwake / MiB).toFixed(0)} -> ${(cgroupAsleep / MiB).toFixed(1)} MiB; sleep ${sleep?.totalMs.toFixed(0)} ms (stopped ${sleep?.stopMs.toFixed(0)}, saved ${sleep?.savedMs.toFixed(0)}, QEMU gone ${sleep?.exitedMs.toFixed(0)}; state ${((sleep?.stateBytes ?? 0) / MiB).toFixed(0)} MiB); ` +
+      `wake: cont after ${wake?.contMs.toFixed(0)} ms, first request ${answer.ms.toFixed(0)} ms`,
+  );
+  t.false(await exists(join(guest.stateDir, 'device.state')), 'a woken VM’s snapshot is discarded');
 });
 
 test.serial('SIGTERM to doze vm while the VM sleeps: it exits 0 within the timeout and leaves no process and no files', async (t) => {

@@ -10,8 +10,13 @@ export interface VmLayout {
   qmp: string;
   /** Guest RAM: `memory-backend-file,share=on`. */
   ramFile: string;
-  /** Device state written by a sleep (migration with x-ignore-shared); exists only while asleep. */
+  /**
+   * What a sleep wrote (the migration stream); exists only while asleep. Device state only
+   * (x-ignore-shared: guest RAM stays in ramFile), or everything with `--snapshot full`.
+   */
   deviceState: string;
+  /** `--snapshot full`: the socket QEMU streams its migration to, written to disk by the owner. */
+  migrateSocket: string;
   /** The versioned JSON handle (VmHandle). */
   handle: string;
 }
@@ -27,13 +32,14 @@ export function vmLayout(stateDir: string): VmLayout {
     qmp: join(stateDir, 'qmp.sock'),
     ramFile: join(stateDir, 'ram'),
     deviceState: join(stateDir, 'device.state'),
+    migrateSocket: join(stateDir, 'migrate.sock'),
     handle: join(stateDir, 'vm.json'),
   };
 }
 
 /** Files the owner creates in the state directory (removed when the VM is discarded). */
 export function ownedFiles(layout: VmLayout): string[] {
-  return [layout.ramFile, layout.deviceState, `${layout.deviceState}.part`, layout.qmp, layout.control, layout.handle, `${layout.handle}.tmp`];
+  return [layout.ramFile, layout.deviceState, `${layout.deviceState}.part`, layout.migrateSocket, layout.qmp, layout.control, layout.handle, `${layout.handle}.tmp`];
 }
 
 const SIZE_UNITS: Record<string, number> = { '': 2 ** 20, b: 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };
@@ -66,17 +72,25 @@ export interface ComposedCommandLine {
 }
 
 /**
+ * What a sleep saves: `device` = device state only, guest RAM living in a shared
+ * file in the state directory (small snapshot, lazy wake); `full` = a plain
+ * migration of everything, RAM included (the portable format, for VMs whose RAM
+ * cannot be file-backed: the user's own memory backend, hugepages).
+ */
+export type SnapshotKind = 'device' | 'full';
+
+/**
  * Adds what snapshot sleep needs to the user's QEMU command line: a QMP socket
- * for the owner, and guest RAM as a shared file in the state directory
- * (`-object memory-backend-file,…,share=on` + `-machine memory-backend=…`; QEMU
- * merges repeated `-machine` options, checked on 7.2). Refuses options that
+ * for the owner, and (device snapshots) guest RAM as a shared file in the state
+ * directory (`-object memory-backend-file,…,share=on` + `-machine memory-backend=…`;
+ * QEMU merges repeated `-machine` options, checked on 7.2). Refuses options that
  * conflict with the owner's job.
  */
-export function composeCommandLine(userArgv: string[], layout: VmLayout): ComposedCommandLine {
+export function composeCommandLine(userArgv: string[], layout: VmLayout, snapshot: SnapshotKind = 'device'): ComposedCommandLine {
   const [binary, ...args] = userArgv;
   if (!binary) throw new ConfigError('no QEMU command line after "--" (e.g. -- qemu-system-x86_64 -m 256M …)');
   if (/[\n\0]/.test(layout.stateDir)) throw new ConfigError('the state directory path contains a newline or NUL');
-  for (const path of [layout.control, layout.qmp]) {
+  for (const path of [layout.control, layout.qmp, layout.migrateSocket]) {
     if (Buffer.byteLength(path) > UNIX_SOCKET_PATH_MAX) throw new ConfigError(`${path} is longer than a unix socket path may be (${UNIX_SOCKET_PATH_MAX} bytes): use a shorter --state-dir`);
   }
   let memory: string | undefined;
@@ -86,22 +100,25 @@ export function composeCommandLine(userArgv: string[], layout: VmLayout): Compos
     if (option === '-incoming' || option === '-daemonize' || option === '-loadvm') {
       throw new ConfigError(`${arg} cannot be used under doze vm: the owner starts and restores QEMU itself`);
     }
-    if ((option === '-machine' || option === '-M') && /(^|,)memory-backend=/.test(args[i + 1] ?? '')) {
-      throw new ConfigError(`${arg} ${args[i + 1]} sets a memory backend: doze vm puts guest RAM in its own shared file (${layout.ramFile}); drop memory-backend=`);
+    // A full snapshot saves RAM wherever it lives: the user's own backend is fine then.
+    if (snapshot === 'device' && (option === '-machine' || option === '-M') && /(^|,)memory-backend=/.test(args[i + 1] ?? '')) {
+      throw new ConfigError(`${arg} ${args[i + 1]} sets a memory backend: doze vm puts guest RAM in its own shared file (${layout.ramFile}); drop memory-backend=, or use --snapshot full`);
     }
-    if (option === '-mem-path' || option === '-mem-prealloc') {
-      throw new ConfigError(`${arg} conflicts with doze vm's file-backed guest RAM; drop it`);
+    if (snapshot === 'device' && (option === '-mem-path' || option === '-mem-prealloc')) {
+      throw new ConfigError(`${arg} conflicts with doze vm's file-backed guest RAM; drop it, or use --snapshot full`);
     }
     if (option === '-m') memory = args[i + 1];
   }
   const ramBytes = memory === undefined ? 128 * 2 ** 20 : parseMemorySize(memory);
   const argv = [binary, ...args];
-  if (memory === undefined) argv.push('-m', '128M'); // QEMU's default, made explicit: the backend must match it
-  argv.push(
-    '-object', `memory-backend-file,id=${RAM_BACKEND_ID},size=${ramBytes},mem-path=${qemuOptValue(layout.ramFile)},share=on`,
-    '-machine', `memory-backend=${RAM_BACKEND_ID}`,
-    '-qmp', `unix:${qemuOptValue(layout.qmp)},server=on,wait=off`,
-  );
+  if (snapshot === 'device') {
+    if (memory === undefined) argv.push('-m', '128M'); // QEMU's default, made explicit: the backend must match it
+    argv.push(
+      '-object', `memory-backend-file,id=${RAM_BACKEND_ID},size=${ramBytes},mem-path=${qemuOptValue(layout.ramFile)},share=on`,
+      '-machine', `memory-backend=${RAM_BACKEND_ID}`,
+    );
+  }
+  argv.push('-qmp', `unix:${qemuOptValue(layout.qmp)},server=on,wait=off`);
   return { argv, ramBytes };
 }
 

@@ -1,15 +1,17 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
+import { createWriteStream } from 'node:fs';
 import { chmod, mkdir, open, readFile, rename, rm, rmdir, stat, statfs, writeFile } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
 import { ConfigError, DeadlineError, RuntimeError, messageOf, withDeadline } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { inMemoryFilesystem, locateMemoryCgroup, pageoutFile } from './memory-reclaim.js';
 import { OwnerClient, OwnerError, ownerRequestSchema, type OwnerState, type OwnerStatus, type SleepTimings, type WakeTimings } from './owner-protocol.js';
 import { QmpClient } from './qmp-client.js';
-import { commandLineInputFiles, composeCommandLine, ownedFiles, shellQuote, vmLayout, type VmHandle, type VmLayout } from './vm-command-line.js';
+import { commandLineInputFiles, composeCommandLine, ownedFiles, shellQuote, vmLayout, type SnapshotKind, type VmHandle, type VmLayout } from './vm-command-line.js';
 
 export interface VmOwnerOptions {
   stateDir: string;
@@ -17,6 +19,8 @@ export interface VmOwnerOptions {
   qemuArgv: string[];
   /** A memory cgroup every QEMU process is started in (relative to the v1 memory hierarchy or cgroup2, or absolute). */
   memoryCgroup?: string;
+  /** What a sleep saves (vm-command-line.ts SnapshotKind); default `device`. */
+  snapshot?: SnapshotKind;
   /** While asleep, keep a receiving QEMU waiting with `-incoming defer`: faster wakes, ~50 MiB held. */
   prespawn?: boolean;
   /** How a running VM is stopped on SIGTERM: ACPI `system_powerdown` (then `quit` at the deadline) or `quit` at once. */
@@ -154,6 +158,7 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
   readonly layout: VmLayout;
   readonly argv: string[];
   readonly ramBytes: number;
+  readonly snapshot: SnapshotKind;
   private currentState: OwnerState = 'starting';
   private qemu: QemuProcess | undefined;
   private receiver: QemuProcess | undefined;
@@ -173,7 +178,8 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
   constructor(private readonly options: VmOwnerOptions) {
     super();
     this.layout = vmLayout(options.stateDir);
-    const composed = composeCommandLine(options.qemuArgv, this.layout);
+    this.snapshot = options.snapshot ?? 'device';
+    const composed = composeCommandLine(options.qemuArgv, this.layout, this.snapshot);
     this.argv = composed.argv;
     this.ramBytes = composed.ramBytes;
   }
@@ -276,11 +282,15 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
     try {
       await qmp.execute('stop', undefined, QMP_MS);
       stopMs = since();
-      await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] }, QMP_MS);
+      await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: this.snapshot === 'device' }] }, QMP_MS);
       await qmp.execute('migrate-set-parameters', { 'max-bandwidth': MIGRATE_BANDWIDTH }, QMP_MS);
       await rm(part, { force: true });
-      await qmp.execute('migrate', { uri: `exec:cat > ${shellQuote(part)}` }, QMP_MS);
-      await this.migrationDone(proc);
+      if (this.snapshot === 'full') {
+        await this.migrateThroughOwner(proc, part);
+      } else {
+        await qmp.execute('migrate', { uri: `exec:cat > ${shellQuote(part)}` }, QMP_MS);
+        await this.migrationDone(proc);
+      }
       savedMs = since();
     } catch (error) {
       if (this.stopping) throw error;
@@ -312,7 +322,7 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
     await this.syncDir();
     // No process maps these any more (PID 0): write back and drop from the page cache the guest
     // RAM, the device state and what QEMU read (kernel, initrd, disk images), all charged to the VM.
-    const drops = [this.layout.ramFile, this.layout.deviceState, ...commandLineInputFiles(this.argv)];
+    const drops = [...(this.snapshot === 'device' ? [this.layout.ramFile] : []), this.layout.deviceState, ...commandLineInputFiles(this.argv)];
     await Promise.all(drops.map((file) => pageoutFile(file, 0, 10_000, this.options.pageoutHelper)));
     this.lastSleep = { stopMs, savedMs, exitedMs, totalMs: since(), stateBytes };
     this.currentState = 'sleeping';
@@ -401,6 +411,34 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
     return details.length > 0 ? ` (${details.join('; ')})` : '';
   }
 
+  /**
+   * A full snapshot: guest RAM is most of the stream, and a file QEMU (or a `cat` it
+   * starts) writes has its page cache charged to the VM's cgroup. So QEMU streams to a
+   * socket of the owner's, which writes the file from outside that cgroup.
+   */
+  private async migrateThroughOwner(proc: QemuProcess, part: string): Promise<void> {
+    await rm(this.layout.migrateSocket, { force: true });
+    let written: Promise<void> | undefined;
+    const server = createServer({ allowHalfOpen: false }, (socket) => {
+      if (written) return void socket.destroy(); // one stream per sleep
+      const file = createWriteStream(part, { mode: 0o600 });
+      written = pipeline(socket, file);
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.layout.migrateSocket, () => resolve());
+    });
+    try {
+      await proc.qmp!.execute('migrate', { uri: `unix:${this.layout.migrateSocket}` }, QMP_MS);
+      await this.migrationDone(proc);
+      if (!written) throw new RuntimeError('E_MIGRATE', 'QEMU reported the migration complete but never connected to the owner');
+      await written;
+    } finally {
+      server.close();
+      await rm(this.layout.migrateSocket, { force: true });
+    }
+  }
+
   /** Waits for the outgoing migration to finish; rejects when it fails or QEMU dies. */
   private async migrationDone(proc: QemuProcess): Promise<void> {
     for (;;) {
@@ -460,7 +498,7 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
 
   private async prepareReceiver(proc: QemuProcess, deadlineMs: number): Promise<void> {
     const qmp = await proc.connect(this.layout.qmp, deadlineMs);
-    await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] }, QMP_MS);
+    if (this.snapshot === 'device') await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] }, QMP_MS);
   }
 
   private prespawn(): void {
@@ -550,7 +588,9 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
     const sameVm = handle.success && handle.data.state === 'sleeping' && JSON.stringify(handle.data.commandLine) === JSON.stringify(this.argv);
     if (sameVm) {
       try {
-        const [ram] = await Promise.all([stat(this.layout.ramFile), stat(this.layout.deviceState)]);
+        const state = await stat(this.layout.deviceState);
+        if (this.snapshot === 'full') return state.size > 0;
+        const ram = await stat(this.layout.ramFile);
         if (ram.size === this.ramBytes) return true;
       } catch {
         // a file is missing: boot afresh
