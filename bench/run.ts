@@ -3,6 +3,7 @@ import { benchScale } from './scale.js';
 import { benchStub } from './stub.js';
 import { benchTcCost } from './tc-cost.js';
 import { benchVm, benchVmSnapshot } from './vm.js';
+import { benchVmHostfwd } from './vm-hostfwd.js';
 import { benchWake } from './wake.js';
 
 const benches: Array<[string, () => Promise<string[]>]> = [
@@ -12,6 +13,7 @@ const benches: Array<[string, () => Promise<string[]>]> = [
   ['scale', benchScale],
   ['vm', () => benchVm(Number(process.env.DOZE_BENCH_VM_CYCLES ?? 10))],
   ['vm-snapshot', () => benchVmSnapshot(Number(process.env.DOZE_BENCH_VM_CYCLES ?? 10))],
+  ['vm-hostfwd', () => benchVmHostfwd(Number(process.env.DOZE_BENCH_VM_CYCLES ?? 10))],
 ];
 
 if (process.getuid?.() !== 0) {

@@ -36,17 +36,23 @@ export function runCli(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 
   });
 }
 
-/** Resolves when the agent's JSON log shows `pattern`. */
+/** Resolves when the agent's JSON log shows `pattern` (in what it writes from now on). */
 export function logShows(agent: ChildProcess, pattern: RegExp, timeoutMs = 20_000): Promise<void> {
   return new Promise((resolve, reject) => {
     let buffered = '';
-    const timer = setTimeout(() => reject(new Error(`agent log never matched ${pattern}:\n${buffered.slice(-2000)}`)), timeoutMs);
-    agent.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+    const stdout = agent.stdout!.setEncoding('utf8');
+    const onData = (chunk: string) => {
       buffered += chunk;
       if (pattern.test(buffered)) {
         clearTimeout(timer);
+        stdout.off('data', onData);
         resolve();
       }
-    });
+    };
+    const timer = setTimeout(() => {
+      stdout.off('data', onData);
+      reject(new Error(`agent log never matched ${pattern}:\n${buffered.slice(-2000)}`));
+    }, timeoutMs);
+    stdout.on('data', onData);
   });
 }
