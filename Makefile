@@ -28,8 +28,8 @@ agent/bpf/doze-maps: agent/bpf/doze-maps.c
 	$(CC) -O2 -Wall -Werror $< -lbpf -o $@
 
 # The qemu runtime's page-out helper (agent/runtimes/qemu/memory-reclaim.ts).
-QEMU_HELPER := agent/runtimes/qemu/doze-pageout
-$(QEMU_HELPER): agent/runtimes/qemu/doze-pageout.c
+QEMU_HELPER := agent/runtimes/qemu/doze-pageout agent/runtimes/qemu/doze-working-set
+agent/runtimes/qemu/%: agent/runtimes/qemu/%.c
 	$(CC) -O2 -Wall -Werror $< -o $@
 
 # Counting-only variant, for bench/ to price the connection tracking.

@@ -201,7 +201,8 @@ function reportSnapshot(label: string, r: SnapshotResult, targetOverheadMs: numb
 }
 
 const SNAPSHOT_VARIANTS = [
-  { ownerArgs: [], wake: 'retry', target: 100, label: 'snapshot, new QEMU process on wake (doze vm run; device state only, RAM file on disk written back and dropped); wake retry' },
+  { ownerArgs: [], wake: 'retry', target: 100, label: 'snapshot, new QEMU process on wake (doze vm run; device state only, RAM file on disk written back and dropped, faulted back as the guest touches it); wake retry' },
+  { ownerArgs: ['--readahead'], wake: 'retry', target: 100, label: 'snapshot, new QEMU process on wake, --readahead (the working set recorded at the sleep is read back while QEMU restores); wake retry' },
   { ownerArgs: ['--prespawn'], wake: 'retry', target: 30, label: 'snapshot, pre-spawned receiver (doze vm run --prespawn; the waiting QEMU holds the tap, so the first SYN is queued, not dropped); wake retry' },
   { ownerArgs: [], wake: 'hold', target: 100, label: 'snapshot, new QEMU process on wake; wake hold (the agent takes the first connection and relays it once the VM runs: no retransmission)' },
   { ownerArgs: ['--snapshot', 'full'], wake: 'retry', target: 100, label: 'full-RAM snapshot (doze vm run --snapshot full: everything in one stream, written by the owner outside the VM cgroup; read back whole on wake); wake retry' },
@@ -209,7 +210,10 @@ const SNAPSHOT_VARIANTS = [
 
 export async function benchVmSnapshot(cycles = 10): Promise<string[]> {
   const lines: string[] = [];
-  for (const variant of SNAPSHOT_VARIANTS) {
+  // DOZE_BENCH_VM_VARIANTS=0,2 runs only those (indexes into SNAPSHOT_VARIANTS).
+  const only = process.env.DOZE_BENCH_VM_VARIANTS?.split(',').map(Number);
+  for (const [index, variant] of SNAPSHOT_VARIANTS.entries()) {
+    if (only && !only.includes(index)) continue;
     const cleanups = new Cleanups();
     try {
       const guest = await startOwnedGuest(cleanups, { memMiB: 256, fillMiB: 100, ownerArgs: [...variant.ownerArgs] });

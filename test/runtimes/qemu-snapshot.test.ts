@@ -1,7 +1,7 @@
 import test from 'ava';
 import { tweakRuntime } from '../helpers/runtime-wrappers.js';
 import type { ChildProcess } from 'node:child_process';
-import { access, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { access, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Agent } from '../../agent/agent.js';
@@ -26,6 +26,22 @@ const MiB = 1024 * 1024;
 
 function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Bytes in the ranges `doze vm` recorded as the guest's working set (ram.resident: "first pages" lines). */
+async function workingSetBytes(stateDir: string): Promise<number> {
+  const text = await readFile(join(stateDir, 'ram.resident'), 'utf8');
+  return text.split('\n').filter(Boolean).reduce((sum, line) => sum + Number(line.split(' ')[1]) * 4096, 0);
+}
+
+/** Polls a kernel fact that raises no event (page cache residency), within a bound. */
+async function until<T>(probe: () => Promise<T | undefined>, timeoutMs: number): Promise<T | undefined> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined || performance.now() > deadline) return value;
+    await delay(50);
+  }
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -191,6 +207,24 @@ test.serial('snapshot sleep: no QEMU process while asleep, doze vm alive, the VM
   t.true(stop.ms < 3500, `doze vm stopped a running VM in ${stop.ms.toFixed(0)} ms (stop timeout 3 s)`);
   t.deepEqual(await guest.qemuPids(), []);
   t.false(await exists(guest.stateDir), 'the state directory is removed');
+});
+
+test.serial('--readahead: the working set in memory at the sleep is recorded, and read back in the background on wake', async (t) => {
+  t.timeout(TEST_TIMEOUT_MS);
+  if (!requireGuest(t)) return;
+  const guest = await startOwnedGuest(t, { fillMiB: 64, ownerArgs: ['--readahead'] });
+  const last = await guest.count();
+  const ramAwake = await guest.ramResidentBytes();
+  const agent = await startManaged(t, guest);
+  await nextState(agent, 'vm', 'sleeping', 15_000);
+  t.true((await guest.ramResidentBytes()) < MiB, 'asleep, the RAM file left memory all the same');
+  const recorded = await workingSetBytes(guest.stateDir);
+  t.true(recorded >= ramAwake * 0.5, `the working set at the sleep is recorded (${(recorded / MiB).toFixed(0)} of ${(ramAwake / MiB).toFixed(0)} MiB resident)`);
+  const { count } = await requestWakes(agent, guest);
+  t.is(count, last + 1, 'the counter continues');
+  // One request touches a few MiB; the read-back brings the whole recorded set (the 64 MiB fill too).
+  const readBack = await until(async () => ((await guest.ramResidentBytes()) >= recorded * 0.9 ? true : undefined), 10_000);
+  t.true(readBack, `the recorded ${(recorded / MiB).toFixed(0)} MiB were read back after the wake`);
 });
 
 test.serial('full-RAM snapshot (--snapshot full): RAM written by the owner outside the VM\'s cgroup, no QEMU and under 10 MiB asleep; a request restores it with the counter intact', async (t) => {

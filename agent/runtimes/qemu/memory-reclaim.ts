@@ -45,6 +45,21 @@ export function pageoutHelperPath(): string {
   return fileURLToPath(new URL('./doze-pageout', import.meta.url));
 }
 
+/** The working-set helper (doze-working-set.c): saves the RAM file's resident ranges, reads them back. */
+export function workingSetHelperPath(): string {
+  return fileURLToPath(new URL('./doze-working-set', import.meta.url));
+}
+
+/** Records which pages of `file` are in the page cache (run before it is dropped). */
+export function saveWorkingSet(file: string, ranges: string, deadlineMs: number, helper = workingSetHelperPath()): Promise<void> {
+  return new Promise((resolve, reject) => {
+    execFile(helper, ['save', file, ranges], { timeout: deadlineMs, killSignal: 'SIGKILL' }, (error, _stdout, stderr) => {
+      if (error) reject(new RuntimeError('E_WORKING_SET', `recording the working set of ${file}: ${stderr.trim() || error.message}`, { cause: error }));
+      else resolve();
+    });
+  });
+}
+
 export interface PageoutResult {
   /** The processes that mapped the file, and how many bytes of theirs were advised. */
   processes: Array<{ pid: number; mappings: number; bytes: number }>;

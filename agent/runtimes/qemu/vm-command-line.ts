@@ -17,6 +17,8 @@ export interface VmLayout {
   deviceState: string;
   /** `--snapshot full`: the socket QEMU streams its migration to, written to disk by the owner. */
   migrateSocket: string;
+  /** Device snapshots: the RAM file's page ranges that were in memory at the sleep (read back first on wake). */
+  workingSet: string;
   /** The versioned JSON handle (VmHandle). */
   handle: string;
 }
@@ -33,13 +35,14 @@ export function vmLayout(stateDir: string): VmLayout {
     ramFile: join(stateDir, 'ram'),
     deviceState: join(stateDir, 'device.state'),
     migrateSocket: join(stateDir, 'migrate.sock'),
+    workingSet: join(stateDir, 'ram.resident'),
     handle: join(stateDir, 'vm.json'),
   };
 }
 
 /** Files the owner creates in the state directory (removed when the VM is discarded). */
 export function ownedFiles(layout: VmLayout): string[] {
-  return [layout.ramFile, layout.deviceState, `${layout.deviceState}.part`, layout.migrateSocket, layout.qmp, layout.control, layout.handle, `${layout.handle}.tmp`];
+  return [layout.ramFile, layout.deviceState, `${layout.deviceState}.part`, layout.migrateSocket, layout.workingSet, layout.qmp, layout.control, layout.handle, `${layout.handle}.tmp`];
 }
 
 const SIZE_UNITS: Record<string, number> = { '': 2 ** 20, b: 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };

@@ -8,7 +8,7 @@ import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
 import { ConfigError, DeadlineError, RuntimeError, messageOf, withDeadline } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import { inMemoryFilesystem, locateMemoryCgroup, pageoutFile } from './memory-reclaim.js';
+import { inMemoryFilesystem, locateMemoryCgroup, pageoutFile, saveWorkingSet, workingSetHelperPath } from './memory-reclaim.js';
 import { OwnerClient, OwnerError, ownerRequestSchema, type OwnerState, type OwnerStatus, type SleepTimings, type WakeTimings } from './owner-protocol.js';
 import { QmpClient } from './qmp-client.js';
 import { commandLineInputFiles, composeCommandLine, ownedFiles, shellQuote, vmLayout, type SnapshotKind, type VmHandle, type VmLayout } from './vm-command-line.js';
@@ -21,6 +21,13 @@ export interface VmOwnerOptions {
   memoryCgroup?: string;
   /** What a sleep saves (vm-command-line.ts SnapshotKind); default `device`. */
   snapshot?: SnapshotKind;
+  /**
+   * Device snapshots: on wake, read the pages that were in memory at the sleep back into the page
+   * cache (in the VM's cgroup) while QEMU starts, instead of faulting each in from disk. Off by
+   * default: under TCG here it slowed QEMU's start and brought back the whole working set for the
+   * same answer time (docs/qemu.md); with KVM, where faults dominate a wake, it may pay.
+   */
+  readahead?: boolean;
   /** While asleep, keep a receiving QEMU waiting with `-incoming defer`: faster wakes, ~50 MiB held. */
   prespawn?: boolean;
   /** How a running VM is stopped on SIGTERM: ACPI `system_powerdown` (then `quit` at the deadline) or `quit` at once. */
@@ -29,6 +36,7 @@ export interface VmOwnerOptions {
   stopTimeoutMs?: number;
   log: Logger;
   pageoutHelper?: string;
+  workingSetHelper?: string;
 }
 
 const QMP_MS = 3000;
@@ -320,6 +328,13 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
     }
     await rename(part, this.layout.deviceState);
     await this.syncDir();
+    if (this.readsAhead) {
+      // What the guest had in memory, read back first on wake (before the cache is dropped below).
+      await saveWorkingSet(this.layout.ramFile, this.layout.workingSet, 10_000).catch(async (error: unknown) => {
+        this.options.log.warn({ err: messageOf(error) }, 'no working set recorded: the next wake faults guest RAM in from disk as it goes');
+        await rm(this.layout.workingSet, { force: true });
+      });
+    }
     // No process maps these any more (PID 0): write back and drop from the page cache the guest
     // RAM, the device state and what QEMU read (kernel, initrd, disk images), all charged to the VM.
     const drops = [...(this.snapshot === 'device' ? [this.layout.ramFile] : []), this.layout.deviceState, ...commandLineInputFiles(this.argv)];
@@ -338,6 +353,7 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
     const started = performance.now();
     const since = () => performance.now() - started;
     this.currentState = 'restoring';
+    this.readWorkingSetBack();
     let proc = await this.takeReceiver();
     let prespawned = proc !== undefined;
     let qmpMs = 0;
@@ -488,6 +504,31 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
   private fail(proc: QemuProcess): void {
     this.currentState = 'failed';
     this.emit('exit', proc.exit?.code === 0 ? 0 : 1);
+  }
+
+  private get readsAhead(): boolean {
+    return this.snapshot === 'device' && this.options.readahead === true;
+  }
+
+  /**
+   * Starts reading the recorded working set back into the page cache, in the background and in
+   * the VM's memory cgroup (page cache is charged to whoever reads it in), while QEMU restores.
+   * Never delays or fails the wake: without it the guest faults the same pages in from disk.
+   */
+  private readWorkingSetBack(): void {
+    if (!this.readsAhead) return;
+    const args = ['load', this.layout.ramFile, this.layout.workingSet];
+    const helper = this.options.workingSetHelper ?? workingSetHelperPath();
+    const child = this.cgroupProcs
+      ? spawn('/bin/sh', ['-c', 'echo $$ > "$0" && exec "$@"', this.cgroupProcs, helper, ...args], { stdio: ['ignore', 'ignore', 'pipe'] })
+      : spawn(helper, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+    child.once('error', () => undefined);
+    child.once('exit', (code) => {
+      // No working set yet (the first wake of an adopted VM, or none recorded): nothing to read.
+      if (code !== 0 && !/No such file/.test(stderr)) this.options.log.warn({ code, stderr: stderr.trim().slice(-300) }, 'reading the working set back failed');
+    });
   }
 
   /** A QEMU waiting for a device state (`-incoming defer`), in the same cgroup and with the same command line. */
