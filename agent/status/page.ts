@@ -23,7 +23,7 @@ export function renderRows(list: InstanceView[]): string {
       const origin = i.origin ? `${esc(i.origin.jobId)}/${esc(i.origin.group)}<br><span class="muted">${esc(i.origin.allocId.slice(0, 8))}</span>` : `<span class="muted">${esc(i.source)}</span>`;
       return (
         `<tr data-id="${esc(i.id)}" data-state="${esc(i.state)}">` +
-        `<td><b>${esc(i.id)}</b><br><span class="muted">${esc(i.address)}</span></td>` +
+        `<td><b>${esc(i.id)}</b><br><span class="muted">${esc(i.address)} ${i.interface === null ? 'host port' : `on ${esc(i.interface)}`}</span></td>` +
         `<td><span class="state ${esc(i.state)}">${esc(i.state)}</span></td>` +
         `<td>${esc(i.runtime)}${i.mode ? ` ${esc(i.mode)}` : ''}<br><span class="muted">${esc(i.idlePolicy)}, idle ${secs(i.idleTimeoutMs)}, wake ${esc(i.wake)}</span></td>` +
         `<td>${origin}</td>` +
