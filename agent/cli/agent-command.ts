@@ -58,6 +58,16 @@ export async function agentCommand(argv: string[]): Promise<number> {
     return EXIT.usage;
   }
   const log = createLogger(config.logLevel as LogLevel);
+  // One pair of signal handlers for the agent's whole life, installed before it starts: a signal
+  // that arrives while it is still starting (attaching programs, installing rules) stops it once it
+  // is up instead of killing it half way. (Swapping handlers at the end of start-up lost a signal
+  // that arrived in between: libuv drops it with the watcher it was queued on.)
+  let onSignal: (signal: string) => void = (signal) => {
+    signalledEarly ??= signal;
+  };
+  let signalledEarly: string | undefined;
+  process.on('SIGTERM', () => onSignal('SIGTERM'));
+  process.on('SIGINT', () => onSignal('SIGINT'));
   let agent: Agent;
   try {
     agent = await Agent.start(config, log);
@@ -84,7 +94,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
         },
       );
     };
-    process.on('SIGTERM', () => stop('SIGTERM'));
-    process.on('SIGINT', () => stop('SIGINT'));
+    onSignal = stop;
+    if (signalledEarly) stop(signalledEarly);
   });
 }

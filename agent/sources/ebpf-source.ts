@@ -182,7 +182,17 @@ export class EbpfSource implements TrafficSource {
       }
     }
     this.devices.clear();
-    for (const device of this.hostDevices) {
+    // Leaving the node (clean exit): host-port programs a crashed agent left on the node's
+    // interfaces go too, not only the ones this agent attached (the node's lo outlives agents).
+    const hostDevices = new Set(this.hostDevices);
+    if (removePins) {
+      const candidates = this.options.hostInterfaces ?? (await hostInterfaces().catch(() => []));
+      for (const device of candidates) {
+        const leftover = (await tc.listFilters(device).catch(() => [])).some((f) => f.pref === tc.DOZE_TC_PREF && f.programName?.startsWith('doze_host'));
+        if (leftover) hostDevices.add(device);
+      }
+    }
+    for (const device of hostDevices) {
       try {
         await tc.detach(device);
       } catch (error) {

@@ -104,3 +104,29 @@ test.serial('an instance with no interface at an address that is not the node\'s
   const error = await t.throwsAsync(startAgent(t, { instances: [{ id: 'web', address: '10.213.255.254:8080', runtime: { kind: 'fake' } }] }));
   t.regex(error!.message, /10\.213\.255\.254 is not an address of this node: give the instance its own interface/);
 });
+
+test.serial('host-port programs a crashed agent left on the node\'s interfaces are removed by the next clean exit', async (t) => {
+  t.timeout(60_000);
+  if (!requireRoot(t)) return;
+  const inst = await createInstance(t);
+  const { ns } = inst;
+  const bpffs = await createBpffs(t);
+  const hostPorts = { interfaces: ['lo', ns.instanceIf] };
+  const crashed = await startNodeAgent(t, ns.name, ns.instanceIp, {
+    bpffs, hostPorts,
+    instances: [{ id: 'web', address: inst.app.address, idleTimeout: '10s', runtime: { kind: 'freezer', cgroup: inst.cgroup.name } }],
+  });
+  await logShows(crashed.child, /host-port programs attached/, 15_000);
+  crashed.child.kill('SIGKILL');
+  await crashed.exited;
+  const filters = async () => (await sh('tc', ['-n', ns.name, 'filter', 'show', 'dev', 'lo', 'ingress'])) + (await sh('tc', ['-n', ns.name, 'filter', 'show', 'dev', ns.instanceIf, 'egress']));
+  t.regex(await filters(), /doze_host_in[\s\S]*doze_host_out/, 'the crash left them');
+
+  // The next agent manages nothing on a host port, so it never attaches; its clean exit still sweeps.
+  const next = await startNodeAgent(t, ns.name, ns.instanceIp, { bpffs, hostPorts });
+  await logShows(next.child, /doze agent running/, 15_000);
+  // (Right after start-up: a signal then must not be lost, nor kill the agent half way.)
+  next.child.kill('SIGTERM');
+  t.is(await next.exited, 0, next.stderr());
+  t.notRegex(await filters(), /doze_/, 'gone after the clean exit');
+});
