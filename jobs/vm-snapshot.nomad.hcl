@@ -12,7 +12,9 @@
 # counts traffic on the VM's own interface, and a user-mode port forward
 # closes with QEMU. The tap must exist before the task starts, with the host
 # side of a /30 on it (here 10.213.7.1/30; the guest is 10.213.7.2 and serves
-# on port 80): see docs/qemu.md for a node setup.
+# on port 80): see docs/qemu.md for a node setup. Or let doze vm make it:
+# "doze.tap_address" = "10.213.7.1/30" in the meta below (with the MAC on the
+# -device), and name the tap per allocation for several VMs on one node.
 #
 #   doze job validate jobs/vm-snapshot.nomad.hcl
 #   doze job render   jobs/vm-snapshot.nomad.hcl

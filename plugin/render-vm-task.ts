@@ -148,6 +148,7 @@ export function renderVmTasks(raw: Json, check: JobCheck, options: VmRenderOptio
         '--shutdown', config.graceful_shutdown === true ? 'powerdown' : 'quit',
         '--register', options.agentUrl,
         '--interface', tap,
+        ...(s.tapAddress !== undefined ? ['--tap-address', s.tapAddress] : []),
         '--guest-port', String(guestPort),
         '--instance-json', JSON.stringify(instance),
         '--',

@@ -4,6 +4,7 @@ import { parseDuration } from '../config/duration.js';
 import { ConfigError, messageOf } from '../errors.js';
 import { createLogger, LOG_LEVELS, type LogLevel } from '../log.js';
 import { vmLayout } from '../runtimes/qemu/vm-command-line.js';
+import { OwnedTap, planTap, type TapPlan } from '../runtimes/qemu/vm-tap.js';
 import { VmOwner } from '../runtimes/qemu/vm-owner.js';
 import { AgentRegistration, registrationDraft, validateRegistration } from '../runtimes/qemu/vm-registration.js';
 import { EXIT } from './exit-codes.js';
@@ -32,6 +33,9 @@ Options:
                             TCG, see docs/qemu.md)
       --prespawn            while asleep, keep a QEMU waiting with -incoming defer
                             (faster wakes; holds about 50 MiB while asleep)
+      --tap-address CIDR    create the -netdev tap (ifname=) if it is missing, with this host end
+                            of a /30 or /31 (e.g. 10.213.7.1/30) and a neighbour entry for the
+                            guest (mac= of its -device); removed on stop if doze vm made it
       --shutdown MODE       how a running VM is stopped on SIGTERM/SIGINT: powerdown
                             (ACPI, then quit at the deadline; default) or quit
       --stop-timeout DUR    bound for a stop (default 4s; keep it below the task's kill_timeout)
@@ -75,6 +79,7 @@ export async function vmCommand(argv: string[]): Promise<number> {
         'state-dir': { type: 'string' },
         'memory-cgroup': { type: 'string' },
         snapshot: { type: 'string' },
+        'tap-address': { type: 'string' },
         prespawn: { type: 'boolean' },
         readahead: { type: 'boolean' },
         shutdown: { type: 'string' },
@@ -143,6 +148,14 @@ export async function vmCommand(argv: string[]): Promise<number> {
     }
   }
 
+  let tapPlan: TapPlan | undefined;
+  try {
+    if (values['tap-address'] !== undefined) tapPlan = planTap(qemuArgv, values['tap-address']);
+  } catch (error) {
+    if (error instanceof ConfigError) return usage(error.message);
+    throw error;
+  }
+
   let owner: VmOwner;
   try {
     owner = new VmOwner({ stateDir: resolve(stateDir), qemuArgv, memoryCgroup: values['memory-cgroup'], snapshot, readahead: values.readahead ?? false, prespawn: values.prespawn ?? false, shutdown, stopTimeoutMs, log });
@@ -153,6 +166,8 @@ export async function vmCommand(argv: string[]): Promise<number> {
 
   return new Promise<number>((done) => {
     let signals = 0;
+    let tap: OwnedTap | undefined;
+    const removeTap = () => tap?.remove().catch((error: unknown) => log.warn({ err: messageOf(error) }, 'removing the tap failed'));
     const stop = (signal: string) => {
       signals++;
       if (signals > 1) {
@@ -160,7 +175,7 @@ export async function vmCommand(argv: string[]): Promise<number> {
         return;
       }
       const unregistered = registration ? registration.stop() : Promise.resolve();
-      unregistered.then(() => owner.shutdown(`${signal} received`)).then(
+      unregistered.then(() => owner.shutdown(`${signal} received`)).then(removeTap).then(
         () => done(EXIT.ok),
         (error: unknown) => {
           log.error({ err: messageOf(error) }, 'stopping the VM failed');
@@ -172,16 +187,22 @@ export async function vmCommand(argv: string[]): Promise<number> {
     process.on('SIGINT', () => stop('SIGINT'));
     owner.on('exit', (code) => {
       const unregistered = registration ? registration.stop() : Promise.resolve();
-      void unregistered.then(() => owner.shutdown('QEMU exited')).finally(() => done(code));
+      void unregistered.then(() => owner.shutdown('QEMU exited')).then(removeTap).finally(() => done(code));
     });
-    owner.start().then(
+    const tapReady = tapPlan
+      ? OwnedTap.ensure(tapPlan).then((made) => {
+          tap = made;
+          log.info({ tap: made.plan.name, address: made.plan.address, guest: made.plan.guestIp, created: made.created }, 'tap ready');
+        })
+      : Promise.resolve();
+    tapReady.then(() => owner.start()).then(
       () => {
         log.info({ control: owner.layout.control, state: owner.state }, 'doze vm running');
         if (registration && signals === 0) void registration.start();
       },
       (error: unknown) => {
         log.error({ err: messageOf(error) }, 'starting the VM failed');
-        owner.shutdown('start failed').finally(() => done(error instanceof ConfigError ? EXIT.usage : EXIT.failure));
+        owner.shutdown('start failed').then(removeTap).finally(() => done(error instanceof ConfigError ? EXIT.usage : EXIT.failure));
       },
     );
   });

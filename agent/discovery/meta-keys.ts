@@ -22,7 +22,8 @@ interface KeyBase {
 export type MetaKeyDeclaration =
   | (KeyBase & { type: 'boolean'; default: 'true' | 'false' })
   | (KeyBase & { type: 'duration'; default: string | undefined })
-  | (KeyBase & { type: 'enum'; values: readonly string[]; default: string });
+  | (KeyBase & { type: 'enum'; values: readonly string[]; default: string })
+  | (KeyBase & { type: 'address'; default: undefined });
 
 export const META_KEYS = [
   { key: 'doze.enabled', type: 'boolean', default: 'false', description: 'Let doze manage this job, group or task. Nothing else is read unless it resolves to true.' },
@@ -30,6 +31,7 @@ export const META_KEYS = [
   { key: 'doze.idle_policy', type: 'enum', values: IDLE_POLICIES, default: 'requests', description: 'What counts as idle: `requests` = no client packet and no request in flight; `connections` = also no open client connection; `traffic` = no inbound packet at all.' },
   { key: 'doze.mode', type: 'enum', values: SLEEP_MODES, default: 'pause', description: 'How it sleeps: `pause` freezes the task (cgroup freezer, memory kept; a qemu-driver VM is stopped through QMP, see doze.reclaim); `snapshot` saves a VM\'s state and frees its memory; `scale` sets the group count to 0 through Nomad (services leave the catalog).' },
   { key: 'doze.reclaim', type: 'boolean', default: 'true', description: 'With `pause` on a task of Nomad\'s qemu driver: push the guest\'s RAM out of memory while the VM sleeps (`doze job render` puts that RAM in a file in the task directory). `false` keeps it resident: a faster wake, no memory freed. Other tasks ignore it.' },
+  { key: 'doze.tap_address', type: 'address', default: undefined, description: 'With `snapshot` on a task of Nomad\'s qemu driver: `doze vm run` creates the VM\'s tap (the `ifname=` of its `-netdev tap`) with this host end of a /30 or /31 (e.g. `10.213.${NOMAD_ALLOC_INDEX}.1/30`; Nomad interpolates it) and removes it when it stops. Unset: the tap must exist on the node.' },
   { key: 'doze.wake', type: 'enum', values: WAKE_MODES, default: 'retry', description: 'The first packets to a sleeping instance: `retry` lets the client\'s own retransmission carry them (a dropped SYN costs about 1 s); `hold` holds them until the instance is awake.' },
   { key: 'doze.min_awake', type: 'duration', default: '0s', description: 'Shortest time an instance stays awake after a wake, however idle.' },
   { key: 'doze.max_awake', type: 'duration', default: undefined, description: 'With open but silent connections, sleep anyway after this long without a client packet. At least doze.idle_timeout. Unset: connections may hold an instance awake forever.' },
@@ -56,6 +58,8 @@ export interface DozeSettings {
   minAwakeMs: number;
   maxAwakeMs: number | undefined;
   maxSleepMs: number | undefined;
+  /** doze.tap_address: the tap doze vm creates for a snapshot-mode qemu task. */
+  tapAddress: string | undefined;
 }
 
 /** One level of meta: `job "web"`, `group "web"`, `group "web" task "app"`. */
@@ -92,6 +96,15 @@ function parseValue(decl: MetaKeyDeclaration, text: string): Parsed {
     }
     case 'enum':
       return decl.values.includes(text.trim()) ? { ok: true, value: text.trim() } : { ok: false, why: `is not one of ${decl.values.join(', ')}` };
+    case 'address': {
+      // Nomad interpolation (${NOMAD_ALLOC_INDEX}…) is resolved on the node: doze vm checks the result.
+      const value = text.trim();
+      if (value.includes('${')) return { ok: true, value };
+      const match = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(30|31)$/.exec(value);
+      return match && match.slice(1, 5).every((o) => Number(o) <= 255)
+        ? { ok: true, value }
+        : { ok: false, why: 'is not the host end of a /30 or /31 (e.g. "10.213.7.1/30")' };
+    }
   }
 }
 
@@ -148,6 +161,7 @@ export function resolveDozeMeta(layers: readonly MetaLayer[]): { settings: DozeS
     minAwakeMs: get<number>('doze.min_awake')!,
     maxAwakeMs: get<number>('doze.max_awake'),
     maxSleepMs: get<number>('doze.max_sleep'),
+    tapAddress: get<string>('doze.tap_address'),
   };
   const maxAwake = winner('doze.max_awake');
   if (maxAwake?.value.ok && settings.maxAwakeMs !== undefined && settings.maxAwakeMs < settings.idleTimeoutMs) {

@@ -20,6 +20,8 @@ export interface OwnedGuestOptions {
   bootTimeoutMs?: number;
   /** Where the owner keeps its state (default /var/tmp/dz-vm-<id>); removed at teardown. */
   stateDir?: string;
+  /** Let `doze vm run --tap-address` make the tap (and its neighbour entry) instead of the test. */
+  ownerCreatesTap?: boolean;
 }
 
 export interface OwnerProcess {
@@ -109,15 +111,18 @@ export async function startOwnedGuest(t: Teardown, options: OwnedGuestOptions = 
     await rm(`${stateDir}.console`, { force: true });
   });
 
-  await sh('ip', ['tuntap', 'add', 'dev', tap, 'mode', 'tap']);
-  await sh('ip', ['addr', 'add', `${hostIp}/30`, 'dev', tap]);
-  await sh('ip', ['link', 'set', tap, 'up']);
-  // The tap outlives QEMU; without this entry the first SYN to a sleeping guest waits in the ARP queue.
-  await sh('ip', ['neigh', 'replace', guestIp, 'lladdr', mac, 'dev', tap, 'nud', 'permanent']);
+  if (!options.ownerCreatesTap) {
+    await sh('ip', ['tuntap', 'add', 'dev', tap, 'mode', 'tap']);
+    await sh('ip', ['addr', 'add', `${hostIp}/30`, 'dev', tap]);
+    await sh('ip', ['link', 'set', tap, 'up']);
+    // The tap outlives QEMU; without this entry the first SYN to a sleeping guest waits in the ARP queue.
+    await sh('ip', ['neigh', 'replace', guestIp, 'lladdr', mac, 'dev', tap, 'nud', 'permanent']);
+  }
   await mkdir(memoryCgroupDir, { recursive: true });
 
   const ownerArgv = [
-    'vm', 'run', '--state-dir', stateDir, '--memory-cgroup', memoryCgroup, '--stop-timeout', '3s', ...(options.ownerArgs ?? []), '--',
+    'vm', 'run', '--state-dir', stateDir, '--memory-cgroup', memoryCgroup, '--stop-timeout', '3s',
+    ...(options.ownerCreatesTap ? ['--tap-address', `${hostIp}/30`] : []), ...(options.ownerArgs ?? []), '--',
     'qemu-system-x86_64', '-accel', 'tcg', '-smp', '1', '-m', `${memMiB}M`, '-machine', 'pc',
     '-display', 'none', '-no-reboot', '-nodefaults', '-no-user-config',
     '-serial', `file:${stateDir}.console`,

@@ -106,6 +106,17 @@ test('a snapshot qemu task without a tap, or without a guest port, is refused wi
   t.regex(noPort.stderr, /port_map has no guest port for service port "ssh"/);
 });
 
+test('doze.tap_address becomes --tap-address (Nomad interpolation left for the node); a bad one is refused', (t) => {
+  const meta = { 'doze.enabled': 'true', 'doze.mode': 'snapshot', 'doze.tap_address': '10.213.${NOMAD_ALLOC_INDEX}.1/30' };
+  const raw = qemuJob({ image_path: 'local/a.img', port_map: [{ ssh: 22 }], args: TAP_ARGS }, meta);
+  const check = checkJob(raw);
+  t.deepEqual(check.problems, []);
+  const args = (renderVmTasks(raw, check).job.TaskGroups as { Tasks: Task[] }[])[0]!.Tasks[0]!.Config.args;
+  t.deepEqual(args.slice(args.indexOf('--tap-address'), args.indexOf('--tap-address') + 2), ['--tap-address', '10.213.${NOMAD_ALLOC_INDEX}.1/30']);
+  const bad = checkJob(qemuJob({ image_path: 'local/a.img', port_map: [{ ssh: 22 }], args: TAP_ARGS }, { ...meta, 'doze.tap_address': '10.213.7.1/24' }));
+  t.true(bad.problems.some((p) => /doze\.tap_address: "10\.213\.7\.1\/24" is not the host end of a \/30 or \/31/.test(p)), bad.problems.join('\n'));
+});
+
 test('unmanaged qemu tasks are left as they are', (t) => {
   const unmanaged = qemuJob({ image_path: 'local/a.img' }, { 'doze.mode': 'snapshot' });
   t.deepEqual(renderVmTasks(unmanaged, checkJob(unmanaged)).job, unmanaged);
