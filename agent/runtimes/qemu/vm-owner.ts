@@ -439,6 +439,8 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
       if (written) return void socket.destroy(); // one stream per sleep
       const file = createWriteStream(part, { mode: 0o600 });
       written = pipeline(socket, file);
+      // Awaited below once the migration completes; a failure before then must not go unhandled.
+      written.catch(() => undefined);
     });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
