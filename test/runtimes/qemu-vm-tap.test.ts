@@ -1,7 +1,10 @@
 import test from 'ava';
+import { rm } from 'node:fs/promises';
 import { planTap } from '../../agent/runtimes/qemu/vm-tap.js';
 import { runCli } from '../helpers/cli.js';
+import { uniqueSuffix } from '../helpers/names.js';
 import { requireGuest } from '../helpers/qemu-guest.js';
+import { requireRoot } from '../helpers/root.js';
 import { startOwnedGuest } from '../helpers/qemu-owner.js';
 import { sh, shQuiet } from '../helpers/sh.js';
 
@@ -39,4 +42,20 @@ test.serial('doze vm run --tap-address makes the tap the VM needs (address, neig
   guest.owner.child.kill('SIGTERM');
   t.is((await guest.owner.exited).code, 0);
   t.is((await sh('ip', ['link', 'show']).then((links) => links.includes(`${guest.tap}:`))), false, 'the tap is gone with the owner that made it');
+});
+
+test.serial('a tap that exists without the --tap-address is refused (exit 2) and left as it was', async (t) => {
+  if (!requireRoot(t)) return;
+  const tap = `dz${uniqueSuffix()}t`;
+  t.teardown(() => shQuiet('ip', ['link', 'del', tap]));
+  await sh('ip', ['tuntap', 'add', 'dev', tap, 'mode', 'tap']);
+  await sh('ip', ['addr', 'add', '10.213.250.1/30', 'dev', tap]);
+  const stateDir = `/var/tmp/dz-vm-${uniqueSuffix()}`;
+  t.teardown(() => rm(stateDir, { recursive: true, force: true }));
+  const result = await runCli(['vm', 'run', '--state-dir', stateDir, '--tap-address', '10.213.250.5/30', '--',
+    ...qemu(`tap,id=n0,ifname=${tap},script=no,downscript=no`, 'virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56')]);
+  t.is(result.code, 2, result.stderr);
+  t.regex(result.stderr, new RegExp(`tap ${tap} already exists without 10\\.213\\.250\\.5/30`));
+  t.regex(await sh('ip', ['-4', 'addr', 'show', 'dev', tap]), /inet 10\.213\.250\.1\/30/);
+  t.notRegex(await sh('ip', ['-4', 'addr', 'show', 'dev', tap]), /10\.213\.250\.5/, 'no second address was added');
 });

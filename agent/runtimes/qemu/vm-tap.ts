@@ -75,7 +75,15 @@ export class OwnedTap {
       const result = await run('ip', args, { allowFailure: true });
       if (result.code !== 0) throw new RuntimeError('E_TAP', `ip ${args.join(' ')}: ${result.stderr.trim()}`);
     };
-    if (!exists) await step(['tuntap', 'add', 'dev', plan.name, 'mode', 'tap']);
+    if (exists) {
+      // Provisioned by someone else: use it as it is, but never give it a second address.
+      const { stdout } = await run('ip', ['-o', '-4', 'addr', 'show', 'dev', plan.name], { allowFailure: true });
+      if (!stdout.includes(` ${plan.address} `)) {
+        throw new ConfigError(`tap ${plan.name} already exists without ${plan.address}: drop --tap-address (doze.tap_address) to use it as it is, or remove the tap`);
+      }
+    } else {
+      await step(['tuntap', 'add', 'dev', plan.name, 'mode', 'tap']);
+    }
     const tap = new OwnedTap(plan, !exists);
     try {
       await step(['addr', 'replace', plan.address, 'dev', plan.name]);
