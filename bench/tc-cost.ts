@@ -6,6 +6,9 @@
  *     entries in the connection map: stable, traffic-free.
  *  2. Live traffic with kernel.bpf_stats_enabled=1 (run_time_ns / run_cnt over
  *     both hooks), which also prices the stats' own clock reads.
+ *  3. The host-port program (doze_host_in), which runs on the node's own
+ *     interfaces for every packet: on the node's own traffic (a port no
+ *     instance has) and on a packet for a host-port instance.
  */
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -111,6 +114,33 @@ async function measure(cleanups: Cleanups, objectPath: string | undefined): Prom
   return { testRunNs: Math.min(...runs), liveNs: (after.ns - before.ns) / Math.max(1, after.count - before.count), tracked };
 }
 
+/** Best of 3 test runs of program `id` on `frame`. */
+async function testRun(id: number, frame: Buffer): Promise<number> {
+  const dir = await mkdtemp(join(tmpdir(), 'dz-cost-'));
+  const packet = join(dir, 'segment.bin');
+  await writeFile(packet, frame);
+  const runs: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const out = await sh('bpftool', ['-j', 'prog', 'run', 'id', String(id), 'data_in', packet, 'repeat', '2000000'], 60_000);
+    runs.push(runResult.parse(JSON.parse(out)).duration);
+  }
+  return Math.min(...runs);
+}
+
+/** doze_host_in on a test veth standing in for the node's interface; a host-port instance on port 28080. */
+async function measureHostProgram(cleanups: Cleanups): Promise<{ otherNs: number; instanceNs: number }> {
+  const inst = await createInstance(cleanups, 'cost');
+  await startAgent(cleanups, {
+    hostPorts: { interfaces: [inst.ns.hostIf] },
+    instances: [{ id: 'hostport', address: `${inst.ns.hostIp}:28080`, idleTimeout: '10m', runtime: { kind: 'fake' } }],
+  });
+  const id = (await listFilters(inst.ns.hostIf)).find((f) => f.hook === 'ingress' && f.programName === 'doze_host_in')!.programId;
+  const otherNs = await testRun(id, craftSegment(inst.ns.instanceIp, inst.ns.hostIp, 40_000, 22));
+  const instanceNs = await testRun(id, craftSegment(inst.ns.instanceIp, inst.ns.hostIp, 40_000, 28080));
+  await cleanups.run();
+  return { otherNs, instanceNs };
+}
+
 export async function benchTcCost(): Promise<string[]> {
   const previous = (await readFile('/proc/sys/kernel/bpf_stats_enabled', 'utf8')).trim();
   await writeFile('/proc/sys/kernel/bpf_stats_enabled', '0');
@@ -118,6 +148,7 @@ export async function benchTcCost(): Promise<string[]> {
   try {
     const full = await measure(cleanups, undefined);
     const countOnly = await measure(cleanups, COUNT_ONLY);
+    const host = await measureHostProgram(cleanups);
     return [
       `tc program cost per packet, ${full.tracked} tracked connections`,
       `                              test_run (egress, best of 3×2M)   live traffic (bpf_stats, both hooks)`,
@@ -125,6 +156,7 @@ export async function benchTcCost(): Promise<string[]> {
       `counting only                 ${`${countOnly.testRunNs.toFixed(0)} ns`.padEnd(34)}${countOnly.liveNs.toFixed(0)} ns`,
       `tracking / counting only      ${`×${(full.testRunNs / countOnly.testRunNs).toFixed(2)} (+${(full.testRunNs - countOnly.testRunNs).toFixed(0)} ns)`.padEnd(34)}×${(full.liveNs / countOnly.liveNs).toFixed(2)}`,
       verdict(full.testRunNs < 150 && full.tracked >= TRACKED, 'target < 150 ns per packet with 10,000 tracked connections (test_run)'),
+      `host-port program on a node interface (test_run, best of 3×2M): the node's own traffic ${host.otherNs.toFixed(0)} ns, a packet for a host-port instance ${host.instanceNs.toFixed(0)} ns`,
     ];
   } finally {
     await cleanups.run();
