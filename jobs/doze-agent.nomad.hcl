@@ -104,6 +104,8 @@ job "doze-agent" {
 #       privileged   = true
 #       network_mode = "host"
 #       pid_mode     = "host"
-#       volumes      = ["/sys/fs/bpf:/sys/fs/bpf", "/sys/fs/cgroup:/sys/fs/cgroup", "/var/run/netns:/var/run/netns"]
+#       # The alloc dir only for qemu-driver tasks (their QMP sockets; nomad.allocDir).
+#       volumes      = ["/sys/fs/bpf:/sys/fs/bpf", "/sys/fs/cgroup:/sys/fs/cgroup", "/var/run/netns:/var/run/netns",
+#                       "/opt/nomad/data/alloc:/opt/nomad/data/alloc"]
 #     }
 #   }
