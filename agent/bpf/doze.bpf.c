@@ -198,12 +198,10 @@ static __always_inline int marked_check(struct __sk_buff *skb)
 	return mark && (skb->mark & mark);
 }
 
-// A packet into instance `key`: count it, track its connection, wake a sleeper.
-static __always_inline int into_instance(struct __sk_buff *skb, struct parsed *p, __u32 key, int is_check)
+// A packet into instance `key` (whose doze_state entry the caller looked up):
+// count it, track its connection, wake a sleeper.
+static __always_inline int into_instance(struct __sk_buff *skb, struct parsed *p, __u32 key, __u32 *state, int is_check)
 {
-	__u32 *state = bpf_map_lookup_elem(&doze_state, &key);
-	if (!state)
-		return TC_ACT_UNSPEC; // not a managed instance
 	struct doze_counters *c = bpf_map_lookup_elem(&doze_counters, &key);
 	__u64 now = bpf_ktime_get_ns();
 
@@ -305,7 +303,10 @@ int doze_egress(struct __sk_buff *skb)
 	struct parsed p = {};
 	if (parse(skb, &p) < 0)
 		return TC_ACT_UNSPEC;
-	return into_instance(skb, &p, p.daddr, marked_check(skb));
+	__u32 *state = bpf_map_lookup_elem(&doze_state, &p.daddr);
+	if (!state)
+		return TC_ACT_UNSPEC; // not a managed instance
+	return into_instance(skb, &p, p.daddr, state, marked_check(skb));
 }
 
 // Instance's own interface, ingress: packets out of it.
@@ -329,13 +330,14 @@ int doze_host_in(struct __sk_buff *skb)
 	if (parse(skb, &p) < 0 || !p.is_tcp)
 		return TC_ACT_UNSPEC;
 	__u32 key = port_key(p.dport);
-	if (bpf_map_lookup_elem(&doze_state, &key)) {
+	__u32 *state = bpf_map_lookup_elem(&doze_state, &key);
+	if (state) {
 		int is_check = marked_check(skb);
 		if (!is_check) {
 			struct check_net_key src = { .prefixlen = 32, .addr = p.saddr };
 			is_check = bpf_map_lookup_elem(&doze_check_nets, &src) != 0;
 		}
-		return into_instance(skb, &p, key, is_check);
+		return into_instance(skb, &p, key, state, is_check);
 	}
 	out_of_instance(&p, port_key(p.sport));
 	return TC_ACT_UNSPEC;
