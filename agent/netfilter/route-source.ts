@@ -3,6 +3,14 @@ import { run } from '../sources/exec.js';
 
 const routes = z.array(z.looseObject({ prefsrc: z.string().optional(), type: z.string().optional() }));
 
+/** The route the kernel picks for `ip` (`ip -j route get`), or undefined when there is none. */
+async function routeTo(ip: string): Promise<z.infer<typeof routes>[number] | undefined> {
+  const { stdout, code } = await run('ip', ['-j', 'route', 'get', ip], { allowFailure: true });
+  if (code !== 0) return undefined;
+  const parsed = routes.safeParse(JSON.parse(stdout || '[]'));
+  return parsed.success ? parsed.data[0] : undefined;
+}
+
 /**
  * The local address the kernel uses to reach `ip` (`ip route get`): where a
  * redirected check can be sent. DNAT to 127.0.0.1 of a connection whose
@@ -11,18 +19,11 @@ const routes = z.array(z.looseObject({ prefsrc: z.string().optional(), type: z.s
  * this address instead. Undefined when there is no route.
  */
 export async function routeSource(ip: string): Promise<string | undefined> {
-  const { stdout, code } = await run('ip', ['-j', 'route', 'get', ip], { allowFailure: true });
-  if (code !== 0) return undefined;
-  const parsed = routes.safeParse(JSON.parse(stdout || '[]'));
-  if (!parsed.success) return undefined;
-  const src = parsed.data[0]?.prefsrc;
+  const src = (await routeTo(ip))?.prefsrc;
   return src && !src.startsWith('127.') ? src : undefined;
 }
 
 /** Whether `ip` is one of this node's own addresses (`ip route get` says local). */
 export async function isLocalAddress(ip: string): Promise<boolean> {
-  const { stdout, code } = await run('ip', ['-j', 'route', 'get', ip], { allowFailure: true });
-  if (code !== 0) return false;
-  const parsed = routes.safeParse(JSON.parse(stdout || '[]'));
-  return parsed.success && parsed.data[0]?.type === 'local';
+  return (await routeTo(ip))?.type === 'local';
 }
