@@ -174,7 +174,17 @@ export class EbpfSource implements TrafficSource {
 
   async close({ removePins }: { removePins: boolean }): Promise<void> {
     this.events.stop();
-    for (const device of [...this.devices.keys()]) {
+    const devices = new Set([...this.devices.keys(), ...this.hostDevices]);
+    // Leaving the node (clean exit): host-port programs a crashed agent left on the node's
+    // interfaces go too, not only the ones this agent attached (the node's lo outlives agents).
+    if (removePins) {
+      const candidates = this.options.hostInterfaces ?? (await hostInterfaces().catch(() => []));
+      for (const device of candidates) {
+        const leftover = (await tc.listFilters(device).catch(() => [])).some((f) => f.pref === tc.DOZE_TC_PREF && f.programName?.startsWith('doze_host'));
+        if (leftover) devices.add(device);
+      }
+    }
+    for (const device of devices) {
       try {
         await tc.detach(device);
       } catch (error) {
@@ -182,23 +192,6 @@ export class EbpfSource implements TrafficSource {
       }
     }
     this.devices.clear();
-    // Leaving the node (clean exit): host-port programs a crashed agent left on the node's
-    // interfaces go too, not only the ones this agent attached (the node's lo outlives agents).
-    const hostDevices = new Set(this.hostDevices);
-    if (removePins) {
-      const candidates = this.options.hostInterfaces ?? (await hostInterfaces().catch(() => []));
-      for (const device of candidates) {
-        const leftover = (await tc.listFilters(device).catch(() => [])).some((f) => f.pref === tc.DOZE_TC_PREF && f.programName?.startsWith('doze_host'));
-        if (leftover) hostDevices.add(device);
-      }
-    }
-    for (const device of hostDevices) {
-      try {
-        await tc.detach(device);
-      } catch (error) {
-        this.options.log.warn({ device, err: error }, 'detach failed');
-      }
-    }
     this.hostDevices = [];
     this.hostUsers = 0;
     this.maps.close();
