@@ -78,14 +78,14 @@ export class SleepGuards implements SleepHooks {
   }
 
   async beforePause(instance: ManagedInstance): Promise<void> {
+    const needHost = this.checks !== undefined || instance.config.wake === 'hold';
+    if (!needHost) return;
     const port = portOf(instance.config.address);
     // A host port is reached on any of the node's addresses (127.0.0.1 too, for QEMU's hostfwd).
     const targets = [
       instance.onHostPort ? { port } : { ip: hostOf(instance.config.address), port },
       ...instance.config.checkAddresses.map((a) => ({ ip: hostOf(a), port: portOf(a) })),
     ];
-    const needHost = this.checks !== undefined || instance.config.wake === 'hold';
-    if (!needHost) return;
     let host = this.listenHosts.get(instance.id);
     if (host === undefined) {
       host = (await routeSource(hostOf(instance.config.address))) ?? this.stub.host;
