@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import type { DozeConfig, InstanceConfig } from '../config/schema.js';
 import { instanceSchema } from '../config/schema.js';
 import { describeIssues } from '../config/load.js';
@@ -12,7 +13,6 @@ import { ConnectionTracker, type AllocationStatus, type DiscoveryReport } from '
 import type { NomadInstance } from './allocation-instance.js';
 import { nextBackoff, sleep } from './backoff.js';
 import { ConsulLink } from './consul-link.js';
-import { join } from 'node:path';
 import { findHostVeth } from './host-veth.js';
 import { NomadClient } from './nomad-client.js';
 import { NomadDiscovery, type DiscoveryStatus } from './nomad-discovery.js';
@@ -471,7 +471,6 @@ export class NomadInstances {
     this.log.info({ instance: id, alloc: t.allocId, reason }, 'allocation no longer managed');
   }
 }
-
 
 /** Where Nomad keeps allocation directories with its conventional data_dir (/opt/nomad/data). */
 export const DEFAULT_ALLOC_DIR = '/opt/nomad/data/alloc';

@@ -5,9 +5,10 @@ import { run } from './exec.js';
 export const DOZE_TC_PREF = 100;
 export const DOZE_TC_HANDLE = '0xd0';
 export type Hook = 'egress' | 'ingress';
-/** Which section of doze.bpf.o goes on which hook (program names are "doze_<section>"). */
-/** (Program names show truncated to 15 characters: keep "doze_<section>" within that.) */
-/** (tc shows program names cut to 15 characters: keep "doze_<section>" within that.) */
+/**
+ * Which section of doze.bpf.o goes on which hook. Program names are "doze_<section>", and tc
+ * shows them cut to 15 characters: keep them within that.
+ */
 export type ProgramSet = Partial<Record<Hook, string>>;
 /** An instance's own interface (veth host side, tap): egress = into it, ingress = out of it. */
 export const OWN_INTERFACE: ProgramSet = { egress: 'egress', ingress: 'ingress' };
