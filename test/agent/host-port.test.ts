@@ -1,10 +1,9 @@
 import test from 'ava';
-import http from 'node:http';
 import { createBpffs } from '../helpers/bpffs.js';
 import { CHECKER_UID } from '../helpers/checker.js';
 import { logShows } from '../helpers/cli.js';
 import { getInNetns, startNodeAgent } from '../helpers/node-netns.js';
-import { get, type HttpResult } from '../helpers/http.js';
+import { get } from '../helpers/http.js';
 import { createInstance } from '../helpers/instance.js';
 import { requireRoot } from '../helpers/root.js';
 import { startAgent } from '../helpers/agent.js';
@@ -21,19 +20,6 @@ import { sh } from '../helpers/sh.js';
 function checkerAddress(hostIp: string): string {
   const [, , c, d] = hostIp.split('.').map(Number);
   return `10.214.${c}.${d}`;
-}
-
-function getFrom(localAddress: string, url: string): Promise<HttpResult> {
-  const started = performance.now();
-  return new Promise((resolve, reject) => {
-    const req = http.get(url, { agent: false, timeout: 3000, localAddress }, (res) => {
-      let body = '';
-      res.setEncoding('utf8').on('data', (c: string) => (body += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body, ms: performance.now() - started }));
-    });
-    req.on('timeout', () => req.destroy(new Error(`GET ${url} timed out`)));
-    req.on('error', reject);
-  });
 }
 
 test.serial('host port: counted on the node\'s lo and interfaces by port; checks (local by uid, remote by source) never wake it; a request does', async (t) => {
@@ -59,7 +45,7 @@ test.serial('host port: counted on the node\'s lo and interfaces by port; checks
   t.is(asleep.interface, null, 'shown as a host-port instance');
 
   // A remote checker (by source address): tc sees it on the veth's ingress before netfilter marks it.
-  const remoteCheck = await getFrom(checker, inst.app.url);
+  const remoteCheck = await get(inst.app.url, 3000, false, checker);
   t.is(remoteCheck.status, 200);
   t.regex(remoteCheck.body, /web is asleep/, 'the stub answered the remote check');
   // A local checker (by uid), over lo.

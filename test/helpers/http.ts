@@ -6,11 +6,11 @@ export interface HttpResult {
   ms: number;
 }
 
-/** One GET on a fresh connection (no keep-alive pool), with a hard deadline. */
-export function get(url: string, timeoutMs = 5000, agent: http.Agent | false = false): Promise<HttpResult> {
+/** One GET on a fresh connection (no keep-alive pool), with a hard deadline; optionally from a given local address. */
+export function get(url: string, timeoutMs = 5000, agent: http.Agent | false = false, localAddress?: string): Promise<HttpResult> {
   const started = performance.now();
   return new Promise((resolve, reject) => {
-    const req = http.get(url, { agent, timeout: timeoutMs }, (res) => {
+    const req = http.get(url, { agent, timeout: timeoutMs, ...(localAddress ? { localAddress } : {}) }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (chunk: string) => (body += chunk));
