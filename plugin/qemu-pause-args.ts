@@ -17,10 +17,11 @@
  * `-m <memory>M`, which the backend's size must match.
  */
 
-/** The QMP socket and RAM file, relative to the task directory (QEMU's working directory). */
-export const QMP_SOCKET = 'local/doze-qmp.sock';
-export const RAM_FILE = 'local/doze-ram';
-export const RAM_BACKEND_ID = 'doze-ram';
+import { QEMU_TASK_QMP_SOCKET as QMP_SOCKET, QEMU_TASK_RAM_FILE as RAM_FILE } from '../agent/discovery/nomad-instances.js';
+import { RAM_BACKEND_ID } from '../agent/runtimes/qemu/vm-command-line.js';
+
+/** The QMP socket and RAM file, relative to the task directory (QEMU's working directory); shared with the agent. */
+export { QMP_SOCKET, RAM_FILE };
 
 /** What a qemu-driver client's `args_allowlist` must allow for a rendered task. */
 export function allowlistEntries(reclaim: boolean): string[] {

@@ -476,19 +476,27 @@ export class NomadInstances {
 export const DEFAULT_ALLOC_DIR = '/opt/nomad/data/alloc';
 
 /**
+ * A qemu-driver task's QMP socket and guest RAM file, relative to its task directory: what
+ * `doze job render` puts on QEMU's command line (plugin/qemu-pause-args.ts) and where the agent
+ * looks for them.
+ */
+export const QEMU_TASK_QMP_SOCKET = 'local/doze-qmp.sock';
+export const QEMU_TASK_RAM_FILE = 'local/doze-ram';
+
+/**
  * A task of Nomad's qemu driver is the VMM itself: only `pause` (QMP stop/cont, the process
  * stays) is possible. `doze job render` gives it `-qmp unix:local/doze-qmp.sock` and its RAM in
  * local/doze-ram, relative to the task directory, which is QEMU's working directory.
  */
 export function qemuDriverRuntime(allocDir: string, instance: Pick<NomadInstance, 'allocId' | 'task' | 'reclaim'>, cgroup: { version: 1 | 2; path: string }) {
-  const local = join(allocDir, instance.allocId, instance.task, 'local');
+  const taskDir = join(allocDir, instance.allocId, instance.task);
   return {
     kind: 'qemu',
     mode: 'pause',
-    qmp: join(local, 'doze-qmp.sock'),
+    qmp: join(taskDir, QEMU_TASK_QMP_SOCKET),
     reclaim: instance.reclaim,
     // QMP reports mem-path as given (relative to QEMU's working directory): name it here instead.
-    ...(instance.reclaim ? { ramFile: join(local, 'doze-ram') } : {}),
+    ...(instance.reclaim ? { ramFile: join(taskDir, QEMU_TASK_RAM_FILE) } : {}),
     // cgroup v2's task cgroup holds its memory too; v1 keeps memory in another hierarchy.
     ...(cgroup.version === 2 ? { memoryCgroup: cgroup.path } : {}),
   };
