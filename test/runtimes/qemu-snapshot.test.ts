@@ -328,8 +328,10 @@ test.serial('a request that arrives while the VM is going to sleep is answered, 
   const slowPause = tweakRuntime({ pauseLingerMs: 400 });
   const agent = await startManaged(t, guest, slowPause);
   await nextState(agent, 'vm', 'pausing', 10_000);
-  await delay(150);
-  t.is(await runtimeOf(agent).inspect(), 'paused', 'the VM is asleep while the agent is still pausing');
+  // The owner's sleep takes 50–200 ms here (more under load): wait for it, not for a fixed delay.
+  const asleep = await until(async () => ((await runtimeOf(agent).inspect()) === 'paused' ? true : undefined), 5000);
+  t.true(asleep, 'the VM is asleep…');
+  t.is(agent.detector.get('vm')!.state, 'pausing', '…while the agent is still pausing');
   const { answer, count } = await requestWakes(agent, guest);
   t.is(answer.status, 200);
   t.is(count, before + 1);
