@@ -10,6 +10,7 @@ import type { StubServer } from './health/stub-server.js';
 import { SleepGuards } from './sleep-guards.js';
 import { createRuntime } from './runtimes/create-runtime.js';
 import { monotonicNs } from './sources/bpf-records.js';
+import { BpffsLock } from './sources/bpffs-lock.js';
 import { EbpfSource } from './sources/ebpf-source.js';
 import { Metrics } from './status/metrics.js';
 import { createStatusApp, listen } from './status/server.js';
@@ -23,6 +24,8 @@ export interface AgentOptions {
   wrapRuntime?: (runtime: Runtime, instance: InstanceConfig) => Runtime;
   /** Backoff and retry knobs of Nomad/Consul discovery (tests). */
   nomadInstances?: NomadInstancesTuning;
+  /** Failure knobs (tests): drop this many wake events, as a lost perf record would. */
+  faults?: { dropWakeEvents?: number };
 }
 
 /** One agent per node: wires the traffic source, the detector, the runtimes and the status API. */
@@ -32,6 +35,8 @@ export class Agent {
   discovery: NomadInstances | undefined;
   /** Instances registered through the status API (`doze vm run --register`; agent/registry.ts). */
   registry!: InstanceRegistry;
+  /** This agent's claim on its bpffs (one agent per set of pinned maps). */
+  private lock: BpffsLock | undefined;
 
   private constructor(
     readonly config: DozeConfig,
@@ -45,6 +50,17 @@ export class Agent {
   static async start(config: DozeConfig, log: Logger, options: AgentOptions = {}): Promise<Agent> {
     const checks = config.healthChecks;
     await checkTools(checks.fromUid !== undefined || checks.fromUser !== undefined || checks.fromSources.length > 0 ? ['tc', 'ip', 'iptables'] : undefined);
+    // Before anything is touched: a second agent on these pins must leave them alone, even on its way out.
+    const lock = await BpffsLock.acquire({ bpffs: config.bpffs, listen: config.listen, chainPrefix: config.netfilter.chainPrefix, log });
+    try {
+      return await Agent.startLocked(config, log, options, lock);
+    } catch (error) {
+      await lock.release();
+      throw error;
+    }
+  }
+
+  private static async startLocked(config: DozeConfig, log: Logger, options: AgentOptions, lock: BpffsLock): Promise<Agent> {
     // Probe every runtime before touching the kernel: a bad instance is a config error.
     const prepared = [];
     for (const [index, instanceConfig] of config.instances.entries()) {
@@ -73,9 +89,10 @@ export class Agent {
         agent.metrics.checksAnswered.inc({ instance: instance.id, runtime: instance.runtime.kind });
       },
     }, log);
-    const detector = new Detector(source, log, { hooks: guards, budget: config.budget });
+    const detector = new Detector(source, log, { hooks: guards, budget: config.budget, dropWakeEvents: options.faults?.dropWakeEvents });
     const metrics = new Metrics(detector);
     agent = new Agent(config, detector, source, metrics, guards, log);
+    agent.lock = lock;
     agent.registry = new InstanceRegistry({ detector, log, release: (id) => guards.release(id), wrapRuntime: options.wrapRuntime });
     try {
       await guards.install();
@@ -84,6 +101,7 @@ export class Agent {
       }
       const app = createStatusApp({ detector, metrics, token: config.token, log, refresh: () => agent.refreshCounters(), discovery: () => agent.discovery?.report(), registry: agent.registry });
       agent.server = await listen(app, config.listen);
+      await lock.setListen(agent.address);
       // --- Nomad + Consul discovery: allocations become instances (agent/discovery/nomad-instances.ts) ---
       if (config.nomad || config.consul) {
         agent.discovery = await startNomadInstances({
@@ -100,7 +118,7 @@ export class Agent {
       }
       // --- end Nomad + Consul discovery ---
     } catch (error) {
-      await agent.stop().catch(() => undefined);
+      await agent.stop({ keepLock: true }).catch(() => undefined);
       throw error;
     }
     detector.start();
@@ -121,7 +139,7 @@ export class Agent {
   }
 
   /** Clean exit: wake everything this agent put to sleep, then remove its programs, maps, rules and listeners. */
-  async stop(): Promise<void> {
+  async stop(options: { keepLock?: boolean } = {}): Promise<void> {
     // Every step runs even if an earlier one failed: nothing may be left behind.
     const step = async (what: string, work: () => Promise<unknown>) => {
       try {
@@ -143,6 +161,8 @@ export class Agent {
     }
     await step('removing eBPF programs and maps', () => this.source.close({ removePins: true }));
     await step('removing guards (stub, hold, netfilter)', () => this.guards.stop());
+    // Last: until the pins are gone, no other agent may take them.
+    if (!options.keepLock) await step('releasing the bpffs lock', async () => this.lock?.release());
     this.log.info('doze agent stopped');
   }
 

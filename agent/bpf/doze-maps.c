@@ -14,12 +14,23 @@
 //     any failure            -> "err MESSAGE"; the process keeps serving
 //   doze-maps events PATH    perf event array reader: "ready", then
 //                            "sample HEX" / "lost N" lines; exits when orphaned
+//   doze-maps lock DIR       takes an exclusive flock(2) on DIR (the agent's
+//                            pinned-maps directory) and holds it until stdin
+//                            closes: "locked", or "busy" and exit 3 when
+//                            another process holds it. The kernel releases
+//                            the lock when this process dies, so a crashed
+//                            agent never leaves a stale lock behind.
+//
+// Every mode dies with the agent (PR_SET_PDEATHSIG), so no helper outlives it.
 //
 // Build: cc -O2 -Wall -Werror doze-maps.c -lbpf -o doze-maps (see Makefile).
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
+#include <sys/prctl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -290,8 +301,36 @@ static int events(const char *path)
 	return 0;
 }
 
+static int lock_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0) {
+		fail("open", dir);
+		return 1;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB)) {
+		if (errno == EWOULDBLOCK) {
+			printf("busy\n");
+			fflush(stdout);
+			return 3;
+		}
+		fail("flock", dir);
+		return 1;
+	}
+	printf("locked\n");
+	fflush(stdout);
+	// Held until the agent closes our stdin (clean release) or dies (EOF, or the death signal).
+	char buf[256];
+	while (read(0, buf, sizeof(buf)) > 0)
+		;
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
+	// Die with the agent, even if it is SIGKILLed; if it died before this line, the
+	// modes notice on their own (stdin EOF, or a changed parent).
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	signal(SIGPIPE, SIG_DFL);
 	// The agent owns this process's lifetime (stdin EOF, SIGTERM, or the agent
 	// dying): a Ctrl-C meant for the agent must not take the helper first.
@@ -301,6 +340,8 @@ int main(int argc, char **argv)
 		return serve();
 	if (argc == 3 && strcmp(argv[1], "events") == 0)
 		return events(argv[2]);
-	fprintf(stderr, "usage: doze-maps serve | doze-maps events PINNED_PERF_ARRAY\n");
+	if (argc == 3 && strcmp(argv[1], "lock") == 0)
+		return lock_dir(argv[2]);
+	fprintf(stderr, "usage: doze-maps serve | doze-maps events PINNED_PERF_ARRAY | doze-maps lock DIR\n");
 	return 2;
 }

@@ -15,6 +15,8 @@ Options:
       --listen HOST:PORT status API / page / metrics address (env DOZE_LISTEN)
       --token TOKEN      bearer token for actions (env DOZE_TOKEN)
       --log-level LEVEL  ${LOG_LEVELS.join('|')} (env DOZE_LOG_LEVEL)
+      --bpffs DIR        bpffs mount for the pinned maps, one agent each (env DOZE_BPFFS)
+      --chain-prefix P   prefix of the iptables chains it owns (env DOZE_CHAIN_PREFIX)
   -h, --help             show this help
 
 Flags override DOZE_* variables, which override the file.
@@ -31,6 +33,8 @@ export async function agentCommand(argv: string[]): Promise<number> {
         listen: { type: 'string' },
         token: { type: 'string' },
         'log-level': { type: 'string' },
+        bpffs: { type: 'string' },
+        'chain-prefix': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -51,7 +55,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
   try {
     config = await loadConfigFile(values.config, [
       overridesFromEnv(process.env),
-      { listen: values.listen, token: values.token, logLevel: values['log-level'] },
+      { listen: values.listen, token: values.token, logLevel: values['log-level'], bpffs: values.bpffs, chainPrefix: values['chain-prefix'] },
     ]);
   } catch (error) {
     process.stderr.write(`doze agent: ${messageOf(error)}\n`);

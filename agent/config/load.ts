@@ -9,6 +9,9 @@ export interface ConfigOverrides {
   token?: string;
   logLevel?: string;
   stubListen?: string;
+  /** A second agent on one node needs its own bpffs mount and chain prefix (agent/sources/bpffs-lock.ts). */
+  bpffs?: string;
+  chainPrefix?: string;
 }
 
 export function overridesFromEnv(env: NodeJS.ProcessEnv): ConfigOverrides {
@@ -17,6 +20,8 @@ export function overridesFromEnv(env: NodeJS.ProcessEnv): ConfigOverrides {
     token: env.DOZE_TOKEN,
     logLevel: env.DOZE_LOG_LEVEL,
     stubListen: env.DOZE_STUB_LISTEN,
+    bpffs: env.DOZE_BPFFS,
+    chainPrefix: env.DOZE_CHAIN_PREFIX,
   };
 }
 
@@ -52,6 +57,8 @@ function applyOverrides(raw: Record<string, unknown>, overrides: ConfigOverrides
     if (o.token !== undefined) merged.token = o.token;
     if (o.logLevel !== undefined) merged.logLevel = o.logLevel;
     if (o.stubListen !== undefined) merged.stub = { ...(merged.stub as object | undefined), listen: o.stubListen };
+    if (o.bpffs !== undefined) merged.bpffs = o.bpffs;
+    if (o.chainPrefix !== undefined) merged.netfilter = { ...(merged.netfilter as object | undefined), chainPrefix: o.chainPrefix };
   }
   return merged;
 }
