@@ -12,6 +12,14 @@ import { canTransition, type InstanceState } from './states.js';
 const MS = 1_000_000n;
 /** How often add() re-inspects a runtime found mid-transition after a restart. */
 const SETTLE_POLL_MS = 20;
+/**
+ * The wake watchdog: while anything sleeps, one timer for all sleepers reads their counters
+ * this often. A packet counted for a sleeper that no wake event announced within
+ * WAKE_EVENT_GRACE_MS (a lost or stolen perf event, a reader restart) wakes it all the same.
+ * The event path answers in ~1 ms (packet to Node, p99), so the grace never races a live event.
+ */
+export const WATCHDOG_INTERVAL_MS = 100;
+export const WAKE_EVENT_GRACE_MS = 50;
 
 export interface TransitionEvent {
   instance: ManagedInstance;
@@ -37,6 +45,17 @@ export interface SleepHooks {
 export interface DetectorOptions {
   hooks?: SleepHooks;
   budget?: BudgetLimits & { maxQueued: number };
+  /** Test knob: drop this many wake events, as a lost perf record would (the watchdog must catch them). */
+  dropWakeEvents?: number;
+}
+
+/** How the wake-event path has fared: what the status page and the log say about it. */
+export interface WakeEventHealth {
+  /** Times events may have been lost (kernel drops, the reader restarting) and states were rescanned. */
+  gaps: number;
+  lastGap: { reason: string; atMs: number } | undefined;
+  /** Sleepers woken by the watchdog because no wake event came for their traffic. */
+  missed: number;
 }
 
 const NO_HOOKS: SleepHooks = { beforePause: async () => {}, awake: async () => {}, wakeFailed: async () => {}, guardChecks: false };
@@ -46,6 +65,8 @@ export interface DetectorEvents {
   woke: [ManagedInstance, number];
   wakeFailed: [ManagedInstance, string];
   slept: [ManagedInstance];
+  /** The watchdog found traffic for a sleeper that no wake event announced. */
+  wakeEventMissed: [ManagedInstance];
 }
 
 /**
@@ -57,6 +78,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
   private readonly byId = new Map<string, ManagedInstance>();
   private readonly byKey = new Map<string, ManagedInstance>();
   private timer: NodeJS.Timeout | undefined;
+  private watchdogTimer: NodeJS.Timeout | undefined;
   private ticking = false;
   private stopped = false;
 
@@ -69,12 +91,15 @@ export class Detector extends EventEmitter<DetectorEvents> {
 
   /** Wakes that went ahead over budget because nothing could sleep in time (never hurt a request). */
   budgetOverruns = 0;
+  readonly wakeEvents: WakeEventHealth = { gaps: 0, lastGap: undefined, missed: 0 };
+  private dropWakeEvents: number;
 
   constructor(private readonly source: TrafficSource, private readonly log: Logger, options: DetectorOptions = {}) {
     super();
     this.hooks = options.hooks ?? NO_HOOKS;
     const b = options.budget;
     this.budget = b && (b.maxActive !== undefined || b.maxActiveMemory !== undefined) ? b : undefined;
+    this.dropWakeEvents = options.dropWakeEvents ?? 0;
     source.onWake((event) => this.onWakeEvent(event));
     source.onGap((reason) => void this.rescan(reason));
   }
@@ -101,9 +126,11 @@ export class Detector extends EventEmitter<DetectorEvents> {
       // Left asleep by a previous agent (crash): it is ours to wake.
       this.setState(instance, 'pausing', 'adopted a paused workload after restart');
       await this.hooks.beforePause(instance);
+      instance.packetsAtSleep = (await this.source.counter(instance.key))?.packets;
       await this.source.setState(instance.key, BpfInstanceState.sleeping);
       this.setState(instance, 'sleeping', 'adopted');
       if (bpfState === BpfInstanceState.signalled) void this.wake(instance, 'traffic arrived while no agent was running');
+      else this.watch();
     } else {
       await this.source.setState(instance.key, BpfInstanceState.awake);
     }
@@ -156,6 +183,8 @@ export class Detector extends EventEmitter<DetectorEvents> {
   async stop(options: { wakeAll: boolean }): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
+    clearTimeout(this.watchdogTimer);
+    this.watchdogTimer = undefined;
     if (options.wakeAll) {
       await Promise.all(this.instances().map((i) => this.wake(i, 'agent stopping').catch(() => undefined)));
     }
@@ -170,7 +199,9 @@ export class Detector extends EventEmitter<DetectorEvents> {
 
   wake(instance: ManagedInstance, reason: string, eventNs?: bigint): Promise<void> {
     if (eventNs !== undefined && instance.wakeEventNs === undefined) instance.wakeEventNs = eventNs;
+    instance.wakesPending++;
     return instance.exclusive(async () => {
+      instance.wakesPending--;
       if (instance.state !== 'sleeping' && instance.state !== 'failed') return;
       clearTimeout(instance.maxSleepTimer);
       if (this.budget && !this.stopped) await this.makeRoom(instance);
@@ -228,13 +259,15 @@ export class Detector extends EventEmitter<DetectorEvents> {
           return false;
         }
       }
+      const now = await this.source.counter(instance.key);
       if (decidedLastSeenNs !== undefined) {
-        const now = await this.source.counter(instance.key);
         if (!now || now.lastSeenNs !== decidedLastSeenNs || instance.wakeRequested) {
           await this.abortSleep(instance, 'traffic arrived while deciding');
           return false;
         }
       }
+      // Any packet counted after this point must end in a wake: the watchdog's baseline.
+      instance.packetsAtSleep = now?.packets;
       try {
         await withDeadline(`pausing ${instance.id}`, instance.config.pauseTimeout, instance.runtime.pause(instance.config.pauseTimeout));
       } catch (error) {
@@ -260,6 +293,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
         // A request raced the pause: answer it now (queued behind this transition).
         void this.wake(instance, 'traffic arrived while pausing');
       }
+      this.watch();
       return true;
     });
   }
@@ -350,6 +384,11 @@ export class Detector extends EventEmitter<DetectorEvents> {
   }
 
   private onWakeEvent(event: WakeEvent): void {
+    if (this.dropWakeEvents > 0) {
+      this.dropWakeEvents--;
+      this.log.warn({ instance: event.instanceAddr }, 'test knob: dropping a wake event');
+      return;
+    }
     const instance = this.byKey.get(event.instanceAddr);
     if (!instance) return;
     if (instance.state === 'pausing') {
@@ -362,6 +401,8 @@ export class Detector extends EventEmitter<DetectorEvents> {
 
   /** After lost events: any sleeper the kernel marked as signalled gets woken. */
   private async rescan(reason: string): Promise<void> {
+    this.wakeEvents.gaps++;
+    this.wakeEvents.lastGap = { reason, atMs: Date.now() };
     this.log.warn({ reason }, 'wake events may have been lost; rescanning instance states');
     const states = await this.source.states().catch(() => new Map<string, BpfInstanceState>());
     for (const [ip, state] of states) {
@@ -370,6 +411,43 @@ export class Detector extends EventEmitter<DetectorEvents> {
         if (instance.state === 'pausing') instance.wakeRequested = true;
         else void this.wake(instance, 'traffic (found by rescan)');
       }
+    }
+  }
+
+  /** Arms the watchdog's one timer while anything sleeps (a no-op when it is armed already). */
+  private watch(): void {
+    if (this.stopped || this.watchdogTimer) return;
+    this.watchdogTimer = setTimeout(() => void this.watchdog(), WATCHDOG_INTERVAL_MS);
+    this.watchdogTimer.unref();
+  }
+
+  /**
+   * A sleeper whose counters moved past the sleep's baseline has had traffic; if no wake is
+   * under way for it WAKE_EVENT_GRACE_MS after the last packet, its wake event was lost: wake
+   * it now and count it. One batched read per interval for all sleepers, none when none sleep.
+   */
+  private async watchdog(): Promise<void> {
+    this.watchdogTimer = undefined;
+    // Disarmed when nothing sleeps; the next sleep arms it again.
+    const sleepers = this.instances().filter((i) => i.state === 'sleeping' && !i.removed);
+    if (sleepers.length === 0 || this.stopped) return;
+    try {
+      const counters = await this.source.countersOf(sleepers.map((i) => i.key));
+      const nowNs = monotonicNs();
+      for (const instance of sleepers) {
+        const c = counters.get(instance.key);
+        if (!c || instance.packetsAtSleep === undefined || c.packets <= instance.packetsAtSleep) continue;
+        if (instance.state !== 'sleeping' || instance.wakesPending > 0) continue;
+        if (nowNs - c.lastSeenNs < BigInt(WAKE_EVENT_GRACE_MS) * MS) continue; // its event may still be on the way
+        this.wakeEvents.missed++;
+        this.log.warn({ instance: instance.id, packets: String(c.packets - instance.packetsAtSleep) }, 'traffic reached a sleeper but no wake event came: waking it (watchdog)');
+        this.emit('wakeEventMissed', instance);
+        void this.wake(instance, 'traffic (wake event missed; found by the watchdog)', c.lastSeenNs);
+      }
+    } catch (error) {
+      this.log.warn({ err: messageOf(error) }, 'the wake watchdog could not read counters; retrying');
+    } finally {
+      this.watch();
     }
   }
 

@@ -31,6 +31,10 @@ export class ManagedInstance {
   awakeSinceNs: bigint;
   lastSeenNs = 0n;
   nextCheckNs: bigint;
+  /** Its packet counter when its sleep was decided: traffic past it must wake it (the wake watchdog). */
+  packetsAtSleep: bigint | undefined;
+  /** Wakes asked for and not yet started (queued behind a transition). */
+  wakesPending = 0;
   /** A packet arrived while pausing: the sleep must be reversed as soon as it completes. */
   wakeRequested = false;
   /** When the pending wake's first packet was seen (bpf clock), for doze_wake_seconds. */

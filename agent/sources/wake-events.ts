@@ -24,6 +24,8 @@ export class WakeEventStream extends EventEmitter<WakeEventStreamEvents> {
   private restartTimer: NodeJS.Timeout | undefined;
   private readyWaiters: Array<() => void> = [];
   private isReady = false;
+  /** The reader was restarted: once the new one is subscribed, sleepers signalled meanwhile are rescanned. */
+  private restarted = false;
 
   constructor(private readonly pinnedPath: string, private readonly helperPath = defaultHelperPath()) {
     super();
@@ -55,6 +57,7 @@ export class WakeEventStream extends EventEmitter<WakeEventStreamEvents> {
     child.on('exit', () => {
       if (this.child !== child || this.stopped) return;
       this.child = undefined;
+      this.restarted = true;
       this.emit('gap', `wake event reader exited: ${stderr.trim() || partial.trim() || 'no message'}`);
       this.restartTimer = setTimeout(() => this.start(), this.restartDelayMs);
       this.restartDelayMs = Math.min(this.restartDelayMs * 2, 5000);
@@ -86,6 +89,12 @@ export class WakeEventStream extends EventEmitter<WakeEventStreamEvents> {
       this.isReady = true;
       this.restartDelayMs = 100;
       for (const waiter of this.readyWaiters.splice(0)) waiter();
+      // Packets that reached a sleeper while no reader was subscribed signalled it in the state
+      // map but sent no event anywhere: the rescan at exit ran too early to see them all.
+      if (this.restarted) {
+        this.restarted = false;
+        this.emit('gap', 'wake event reader restarted');
+      }
     } else if (line.startsWith('sample ')) {
       const event = decodeWakeEvent(Buffer.from(line.slice(7), 'hex'));
       if (event) this.emit('wake', event);

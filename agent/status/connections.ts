@@ -1,4 +1,4 @@
-import type { Detector } from '../detector/detector.js';
+import type { Detector, WakeEventHealth } from '../detector/detector.js';
 
 /*
  * `GET /api/status`: the agent as a whole, beside the per-instance
@@ -53,6 +53,8 @@ export interface BudgetReport {
 export interface StatusReport extends DiscoveryReport {
   instances: { total: number; byState: Record<string, number> };
   budget: BudgetReport;
+  /** The wake-event path: rescans after lost events or a reader restart, and wakes the watchdog had to make. */
+  wakeEvents: { gaps: number; lastGap: { reason: string; at: string } | null; missed: number };
 }
 
 const ACTIVE = new Set(['running', 'waking', 'pausing']);
@@ -73,9 +75,15 @@ export function statusReport(detector: Detector, discovery: DiscoveryReport | un
       queued: instances.filter((i) => i.queuedSinceMs !== undefined).length,
       overruns: detector.budgetOverruns,
     },
+    wakeEvents: wakeEventsReport(detector.wakeEvents),
     connections: discovery?.connections ?? {},
     allocations: discovery?.allocations ?? [],
   };
+}
+
+function wakeEventsReport(health: WakeEventHealth): StatusReport['wakeEvents'] {
+  const last = health.lastGap;
+  return { gaps: health.gaps, lastGap: last ? { reason: last.reason, at: new Date(last.atMs).toISOString() } : null, missed: health.missed };
 }
 
 /** One upstream's reachability, with the time it last flipped. */

@@ -8,6 +8,7 @@ export class Metrics {
   readonly sleeps = new Counter({ name: 'doze_sleeps_total', help: 'Instances put to sleep', labelNames: ['instance', 'runtime'], registers: [this.registry] });
   readonly wakes = new Counter({ name: 'doze_wakes_total', help: 'Instances woken', labelNames: ['instance', 'runtime'], registers: [this.registry] });
   readonly wakeFailures = new Counter({ name: 'doze_wake_failures_total', help: 'Wakes that failed (the instance is reported critical)', labelNames: ['instance', 'runtime'], registers: [this.registry] });
+  readonly wakeEventsMissed = new Counter({ name: 'doze_wake_events_missed_total', help: 'Sleepers woken by the watchdog: traffic reached them but no wake event came', labelNames: ['instance', 'runtime'], registers: [this.registry] });
   readonly checksAnswered = new Counter({ name: 'doze_health_checks_answered_total', help: 'Health checks answered by the stub for sleeping instances', labelNames: ['instance', 'runtime'], registers: [this.registry] });
   readonly wakeSeconds = new Histogram({
     name: 'doze_wake_seconds',
@@ -64,5 +65,6 @@ export class Metrics {
       this.wakeSeconds.observe(labels(i), seconds);
     });
     detector.on('wakeFailed', (i) => this.wakeFailures.inc(labels(i)));
+    detector.on('wakeEventMissed', (i) => this.wakeEventsMissed.inc(labels(i)));
   }
 }

@@ -63,7 +63,13 @@ export function renderSummary(report: StatusReport): string {
     (b.overruns > 0 ? ` <span class="warn">${b.overruns} over budget</span>` : '');
   const link = (name: string, c: { connected: boolean; address: string; error?: string } | undefined) =>
     c === undefined ? `<span class="muted">${name}: not configured</span>` : `<span class="${c.connected ? 'ok' : 'bad'}" title="${esc(c.error ?? c.address)}">${name}: ${c.connected ? 'connected' : 'unreachable'}</span>`;
-  return `<div>${chips || '<span class="muted">no instances</span>'}</div><div>${budget}</div><div>${link('Nomad', report.connections.nomad)} ${link('Consul', report.connections.consul)}</div>`;
+  const w = report.wakeEvents;
+  const events =
+    w.gaps === 0 && w.missed === 0
+      ? ''
+      : `<div class="warn" id="wake-events">wake events: ${w.gaps} rescan(s)${w.lastGap ? ` (last ${esc(w.lastGap.at.slice(11, 19))}: ${esc(w.lastGap.reason)})` : ''}` +
+        `${w.missed > 0 ? `, ${w.missed} wake(s) made by the watchdog` : ''}</div>`;
+  return `<div>${chips || '<span class="muted">no instances</span>'}</div><div>${budget}</div><div>${link('Nomad', report.connections.nomad)} ${link('Consul', report.connections.consul)}</div>${events}`;
 }
 
 export function renderStatusPage(initial: { instances: InstanceView[]; status: StatusReport; transitions: TransitionRecord[] }): string {
