@@ -8,6 +8,7 @@ import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
 import { ConfigError, DeadlineError, RuntimeError, messageOf, withDeadline } from '../../errors.js';
 import type { Logger } from '../../log.js';
+import { diesWithParent, killAndWait, processesMentioning } from '../../process/die-with-parent.js';
 import { inMemoryFilesystem, locateMemoryCgroup, pageoutFile, saveWorkingSet, workingSetHelperPath } from './memory-reclaim.js';
 import { OwnerClient, OwnerError, ownerRequestSchema, type OwnerState, type OwnerStatus, type SleepTimings, type WakeTimings } from './owner-protocol.js';
 import { QmpClient } from './qmp-client.js';
@@ -482,7 +483,8 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
   }
 
   private spawnQemu(argv: string[]): QemuProcess {
-    const [binary, ...args] = argv;
+    // Every QEMU dies with its owner: a SIGKILLed owner must not leave a VM running on its own.
+    const [binary, ...args] = diesWithParent(argv);
     // The shell joins the cgroup before exec, so every QEMU thread and page is charged there.
     const child = this.cgroupProcs
       ? spawn('/bin/sh', ['-c', 'echo $$ > "$0" && exec "$@"', this.cgroupProcs, binary!, ...args], { stdio: ['ignore', 'inherit', 'pipe'] })
@@ -520,10 +522,10 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
   private readWorkingSetBack(): void {
     if (!this.readsAhead) return;
     const args = ['load', this.layout.ramFile, this.layout.workingSet];
-    const helper = this.options.workingSetHelper ?? workingSetHelperPath();
+    const [binary, ...rest] = diesWithParent([this.options.workingSetHelper ?? workingSetHelperPath(), ...args]);
     const child = this.cgroupProcs
-      ? spawn('/bin/sh', ['-c', 'echo $$ > "$0" && exec "$@"', this.cgroupProcs, helper, ...args], { stdio: ['ignore', 'ignore', 'pipe'] })
-      : spawn(helper, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+      ? spawn('/bin/sh', ['-c', 'echo $$ > "$0" && exec "$@"', this.cgroupProcs, binary!, ...rest], { stdio: ['ignore', 'ignore', 'pipe'] })
+      : spawn(binary!, rest, { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
     child.once('error', () => undefined);
@@ -621,6 +623,7 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
     try {
       raw = await readFile(this.layout.handle, 'utf8');
     } catch {
+      await this.killLeftoverQemus();
       await this.clearLeftovers();
       return false;
     }
@@ -628,6 +631,8 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
     if (handle.success && handle.data.pid !== process.pid && (await this.ownerAnswers())) {
       throw new ConfigError(`another doze vm (pid ${handle.data.pid}) owns ${this.layout.stateDir}`);
     }
+    // No owner is alive here: a QEMU still running on this directory is a leftover (it may be mid-save).
+    await this.killLeftoverQemus();
     const sameVm = handle.success && handle.data.state === 'sleeping' && JSON.stringify(handle.data.commandLine) === JSON.stringify(this.argv);
     if (sameVm) {
       try {
@@ -642,6 +647,19 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
     this.options.log.warn({ stateDir: this.layout.stateDir }, 'discarding what a previous owner left in the state directory');
     await this.clearLeftovers();
     return false;
+  }
+
+  /**
+   * A QEMU an earlier owner started on this state directory and that outlived it (an owner from
+   * before QEMUs died with their owner, or one whose death signal was lost): it holds the RAM
+   * file and would race the VM this owner starts. Found by its QMP socket path, which only a
+   * QEMU of this directory is given.
+   */
+  private async killLeftoverQemus(): Promise<void> {
+    const leftovers = await processesMentioning(`unix:${this.layout.qmp}`);
+    if (leftovers.length === 0) return;
+    const killed = await killAndWait(leftovers);
+    this.options.log.warn({ stateDir: this.layout.stateDir, pids: killed }, 'removed QEMU processes an earlier owner left running');
   }
 
   private async ownerAnswers(): Promise<boolean> {
