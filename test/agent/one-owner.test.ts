@@ -1,0 +1,131 @@
+import test from 'ava';
+import { access, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { WAKE_EVENT_GRACE_MS, WATCHDOG_INTERVAL_MS } from '../../agent/detector/detector.js';
+import type { Agent } from '../../agent/agent.js';
+import type { InstanceState } from '../../agent/detector/states.js';
+import { nextState, startAgent } from '../helpers/agent.js';
+import { runCli } from '../helpers/cli.js';
+import { get } from '../helpers/http.js';
+import { createInstance } from '../helpers/instance.js';
+import { uniqueSuffix } from '../helpers/names.js';
+import { isRoot } from '../helpers/root.js';
+import { sh } from '../helpers/sh.js';
+
+// Kernel objects (netns, veth, tc, cgroups, a private bpffs per agent): root only.
+const rootTest = isRoot ? test.serial : test.serial.skip;
+if (!isRoot) console.log('# one-owner tests skipped: they need root for network namespaces, tc, bpf and cgroups');
+
+/** `state` now, or the next time it is entered (an idle instance may get there before we look). */
+function reached(agent: Agent, id: string, state: InstanceState): Promise<unknown> {
+  return agent.detector.get(id)?.state === state ? Promise.resolve() : nextState(agent, id, state);
+}
+
+async function tempConfig(t: { teardown(fn: () => unknown): void }, config: unknown): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'dz-agent-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const file = join(dir, 'doze.json');
+  await writeFile(file, JSON.stringify(config));
+  return file;
+}
+
+rootTest('a second agent on the same bpffs exits 2 naming the first, touches nothing, and the first one\'s sleeper wakes within 0.3 s', async (t) => {
+  const inst = await createInstance(t);
+  const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '200ms' })] });
+  await reached(agent, 'web', 'sleeping');
+  const pins = join(agent.config.bpffs, 'tc', 'globals');
+
+  // The same instance and bpffs, its own chains: what an operator debugging by hand would start.
+  const config = await tempConfig(t, {
+    listen: '127.0.0.1:0', bpffs: agent.config.bpffs, netfilter: { chainPrefix: `DZ${uniqueSuffix().toUpperCase()}` },
+    instances: [inst.config({ idleTimeout: '200ms' })],
+  });
+  const second = await runCli(['agent', '--config', config]);
+  t.is(second.code, 2, second.stderr);
+  t.regex(second.stderr, new RegExp(`another doze agent \\(pid ${process.pid}, listening on ${agent.address.replace(/\./g, '\\.')}`));
+  t.regex(second.stderr, /--bpffs/);
+  t.regex(second.stderr, /--chain-prefix/);
+  await t.notThrowsAsync(access(join(pins, 'doze_wake_events')), 'the first agent\'s pins are still there');
+  t.regex(await sh('tc', ['filter', 'show', 'dev', inst.ns.hostIf, 'egress']), /doze_egress/, 'its tc program is still attached');
+  t.is(agent.detector.get('web')?.state, 'sleeping');
+
+  const answer = await get(`${inst.app.url}/`, 3000);
+  t.is(answer.status, 200);
+  t.true(answer.ms < 300, `woken by a plain request in ${answer.ms.toFixed(1)} ms`);
+  t.log(`the first agent's sleeper answered in ${answer.ms.toFixed(1)} ms after a refused second agent`);
+});
+
+rootTest('a second agent on its own bpffs and chain prefix runs beside the first, and neither disturbs the other', async (t) => {
+  const one = await createInstance(t, 'one');
+  const two = await createInstance(t, 'two');
+  const first = await startAgent(t, { instances: [one.config({ idleTimeout: '200ms' })] });
+  const second = await startAgent(t, { instances: [two.config({ idleTimeout: '200ms' })] });
+  t.not(first.config.bpffs, second.config.bpffs);
+  await Promise.all([reached(first, 'one', 'sleeping'), reached(second, 'two', 'sleeping')]);
+
+  for (const [agent, inst, id] of [[first, one, 'one'], [second, two, 'two']] as const) {
+    const running = nextState(agent, id, 'running');
+    const answer = await get(`${inst.app.url}/`, 3000);
+    await running;
+    t.is(answer.status, 200);
+    t.regex(answer.body, new RegExp(`hello from ${id}`));
+    t.true((agent.detector.get(id)?.wakes ?? 0) >= 1, `${id} was woken by its own agent`);
+  }
+  await second.stop();
+  await t.notThrowsAsync(access(join(first.config.bpffs, 'tc', 'globals', 'doze_wake_events')), 'the second agent\'s exit left the first one\'s pins');
+  await reached(first, 'one', 'sleeping');
+  const wakes = first.detector.get('one')!.wakes;
+  const running = nextState(first, 'one', 'running');
+  const answer = await get(`${one.app.url}/`, 3000);
+  t.is(answer.status, 200);
+  await running; // the app answers once thawed, a moment before the wake is booked
+  t.is(first.detector.get('one')?.wakes, wakes + 1, 'the first agent still wakes its sleeper after the second one left');
+});
+
+rootTest('the wake-event reader killed while an instance sleeps: it is restarted, the next request is answered, and the status says so', async (t) => {
+  const inst = await createInstance(t);
+  const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '200ms' })] });
+  await reached(agent, 'web', 'sleeping');
+  const events = join(agent.config.bpffs, 'tc', 'globals', 'doze_wake_events');
+  const pid = (await sh('pgrep', ['-f', `doze-maps events ${events}`])).trim().split('\n')[0];
+  t.truthy(pid, 'the reader runs');
+  await sh('kill', ['-KILL', pid!]);
+
+  const answer = await get(`${inst.app.url}/`, 3000);
+  t.is(answer.status, 200);
+  t.log(`answered in ${answer.ms.toFixed(1)} ms with the reader killed just before`);
+  t.true(agent.detector.wakeEvents.gaps >= 1, 'the restart was noticed as a gap');
+  const status = await get(`http://${agent.address}/api/status`, 3000);
+  const report = JSON.parse(status.body) as { wakeEvents: { gaps: number; lastGap: { reason: string } | null } };
+  t.true(report.wakeEvents.gaps >= 1);
+  t.regex(report.wakeEvents.lastGap?.reason ?? '', /wake event reader (exited|restarted)/);
+  const page = await get(`http://${agent.address}/`, 3000);
+  t.regex(page.body, /wake events: \d+ rescan/, 'the status page says so');
+  // And it is a live reader again: a later sleep wakes by its event, not by the watchdog.
+  await reached(agent, 'web', 'sleeping');
+  const missedBefore = agent.detector.wakeEvents.missed;
+  const again = await get(`${inst.app.url}/`, 3000);
+  t.is(again.status, 200);
+  t.is(agent.detector.wakeEvents.missed, missedBefore, 'this wake came by its event, not by the watchdog');
+});
+
+rootTest('a wake event dropped on purpose: the watchdog wakes the instance within its bound and counts it', async (t) => {
+  const inst = await createInstance(t);
+  const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '200ms' })] }, { faults: { dropWakeEvents: 1 } });
+  await reached(agent, 'web', 'sleeping');
+  const answer = await get(`${inst.app.url}/`, 3000);
+  t.is(answer.status, 200);
+  t.is(agent.detector.wakeEvents.missed, 1);
+  // One interval to notice, the grace for an event still on its way, and the wake itself.
+  const bound = WATCHDOG_INTERVAL_MS * 2 + WAKE_EVENT_GRACE_MS + 100;
+  t.true(answer.ms < bound, `answered in ${answer.ms.toFixed(0)} ms (bound ${bound} ms)`);
+  const metrics = await get(`http://${agent.address}/metrics`, 3000);
+  t.regex(metrics.body, /doze_wake_events_missed_total\{instance="web",runtime="freezer"\} 1/);
+  t.log(`woken by the watchdog: first request ${answer.ms.toFixed(0)} ms`);
+  // The knob is spent: the next wake comes by its event again.
+  await reached(agent, 'web', 'sleeping');
+  const again = await get(`${inst.app.url}/`, 3000);
+  t.is(again.status, 200);
+  t.is(agent.detector.wakeEvents.missed, 1);
+});
