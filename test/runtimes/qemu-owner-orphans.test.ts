@@ -1,0 +1,73 @@
+import test from 'ava';
+import { OwnerClient } from '../../agent/runtimes/qemu/owner-protocol.js';
+import { guestUnavailable } from '../helpers/qemu-guest.js';
+import { startOwnedGuest, type OwnedGuest, type OwnerProcess } from '../helpers/qemu-owner.js';
+
+// A live VM under TCG: root, the guest image and QEMU.
+const unavailable = guestUnavailable();
+const vmTest = unavailable ? test.serial.skip : test.serial;
+if (unavailable) console.log(`# qemu-owner-orphans tests skipped: ${unavailable}`);
+const TEST_TIMEOUT_MS = 120_000;
+
+/** Bounded poll (the QEMUs are another process tree: there is no event to wait on). */
+async function within<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (performance.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+async function killOwner(owner: OwnerProcess): Promise<void> {
+  owner.child.kill('SIGKILL');
+  await owner.exited;
+}
+
+/** A new owner on the same state directory comes up (asleep or booted) and the guest answers. */
+async function restartsCleanly(t: import('ava').ExecutionContext, guest: OwnedGuest): Promise<void> {
+  const next = guest.startOwner();
+  const client = await within('the new owner\'s control socket', 15_000, () => OwnerClient.connect(guest.control, 500).catch(() => undefined));
+  t.teardown(() => client.close());
+  const status = await within('the new owner settles', 60_000, async () => {
+    const s = await client.request('status', 3000).catch(() => undefined);
+    return s && (s.state === 'sleeping' || s.state === 'running') ? s : undefined;
+  });
+  if (status.state === 'sleeping') await client.request('wake', 30_000);
+  const count = await within('the guest answers', 60_000, () => guest.count(1000).catch(() => undefined));
+  t.true(count >= 0);
+  t.is(next.child.exitCode, null, `the new owner runs:\n${next.output().slice(-1500)}`);
+  t.is((await guest.qemuPids()).length, 1, 'exactly one QEMU: the new owner\'s');
+}
+
+vmTest('doze vm SIGKILLed during a sleep: its QEMU dies with it, and a new owner on the same state directory starts cleanly', async (t) => {
+  t.timeout(TEST_TIMEOUT_MS);
+  const guest = await startOwnedGuest(t, { fillMiB: 16 });
+  const client = await OwnerClient.connect(guest.control, 3000);
+  t.teardown(() => client.close());
+  const sleep = client.request('sleep', 30_000).catch(() => undefined);
+  await within('the sleep starts', 10_000, async () => ((await client.request('status', 1000).catch(() => undefined))?.state === 'saving' ? true : undefined)).catch(() => undefined);
+  await killOwner(guest.owner);
+  await sleep;
+  const pids = await within('no QEMU left', 3000, async () => ((await guest.qemuPids()).length === 0 ? [] : undefined));
+  t.deepEqual(pids, []);
+  await restartsCleanly(t, guest);
+});
+
+vmTest('doze vm SIGKILLed during a wake: the restoring QEMU dies with it, and a new owner on the same state directory starts cleanly', async (t) => {
+  t.timeout(TEST_TIMEOUT_MS);
+  const guest = await startOwnedGuest(t, { fillMiB: 16 });
+  const client = await OwnerClient.connect(guest.control, 3000);
+  t.teardown(() => client.close());
+  await client.request('sleep', 30_000);
+  t.deepEqual(await guest.qemuPids(), [], 'asleep as a snapshot: no QEMU');
+  const wake = client.request('wake', 30_000).catch(() => undefined);
+  // The receiving QEMU (-incoming defer) is up: the moment the orphan used to be left behind.
+  const restoring = await within('the restoring QEMU appears', 10_000, async () => ((await guest.qemuPids()).length > 0 ? guest.qemuPids() : undefined));
+  await killOwner(guest.owner);
+  await wake;
+  await within('the restoring QEMU is gone', 3000, async () => ((await guest.qemuPids()).length === 0 ? true : undefined));
+  t.log(`restoring QEMU ${restoring.join(',')} died with its owner`);
+  await restartsCleanly(t, guest);
+});
