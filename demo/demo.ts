@@ -18,6 +18,7 @@ import { Agent } from '../agent/agent.js';
 import { parseConfig } from '../agent/config/load.js';
 import { messageOf } from '../agent/errors.js';
 import { createLogger } from '../agent/log.js';
+import { BpffsLock } from '../agent/sources/bpffs-lock.js';
 import { run } from '../agent/sources/exec.js';
 
 const HELP = `Usage: make demo   (or: node dist/demo/demo.js [--self-test] [--listen HOST:PORT])
@@ -110,6 +111,17 @@ async function main(): Promise<number> {
     return 2;
   }
   const selfTest = values['self-test'] ?? false;
+  if (!selfTest) {
+    // Another demo or agent on this node's bpffs: say so before making a namespace whose
+    // address (10.213.254.0/30) would shadow the running demo's.
+    try {
+      await (await BpffsLock.acquire({ bpffs: '/sys/fs/bpf', listen: values.listen ?? '127.0.0.1:7070', chainPrefix: 'DOZE', log: createLogger('silent') })).release();
+    } catch (error) {
+      process.stderr.write(`doze demo: ${messageOf(error)}
+`);
+      return 2;
+    }
+  }
   const setup = await create(selfTest);
   const configFile = join(await mkdtemp(join(tmpdir(), 'doze-demo-')), 'doze.json');
   const rawConfig = {
