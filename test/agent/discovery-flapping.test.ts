@@ -1,4 +1,3 @@
-import test from 'ava';
 import net from 'node:net';
 import type { Agent } from '../../agent/agent.js';
 import { listRules } from '../../agent/netfilter/iptables.js';
@@ -12,7 +11,7 @@ import { nextState, startAgent } from '../helpers/agent.js';
 import { CHECKER_UID } from '../helpers/checker.js';
 import { get } from '../helpers/http.js';
 import { createAllocationEnv, createNomadCgroupRoot, type TestAllocation } from '../helpers/nomad-alloc.js';
-import { requireRoot } from '../helpers/root.js';
+import { rootTest } from '../helpers/root.js';
 import { sh } from '../helpers/sh.js';
 
 /*
@@ -116,9 +115,8 @@ async function kernelFootprint(agent: Agent, interfaces: string[]) {
   };
 }
 
-test.serial('Nomad and Consul flapping: no crash, reconnects with backoff, no duplicate instance, registration, rule or filter, and instances keep sleeping and waking', async (t) => {
+rootTest.serial('Nomad and Consul flapping: no crash, reconnects with backoff, no duplicate instance, registration, rule or filter, and instances keep sleeping and waking', async (t) => {
   t.timeout(90_000);
-  if (!requireRoot(t)) return;
   const nomad = await startNomadDouble(t);
   nomad.registerJob(execJob());
   const nomadRelay = new Relay(() => Number(new URL(nomad.url).port));

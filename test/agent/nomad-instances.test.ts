@@ -1,4 +1,4 @@
-import test, { type ExecutionContext } from 'ava';
+import type { ExecutionContext } from 'ava';
 import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -19,7 +19,7 @@ import { get } from '../helpers/http.js';
 import { createAllocationEnv, createNomadCgroupRoot, createTaskCgroup, pickTestAddresses, type NomadCgroupRoot, type TestAllocation } from '../helpers/nomad-alloc.js';
 import { uniqueSuffix } from '../helpers/names.js';
 import { sh, shQuiet } from '../helpers/sh.js';
-import { requireRoot } from '../helpers/root.js';
+import { rootTest } from '../helpers/root.js';
 
 /*
  * Allocations in the Nomad double become instances of a real agent: real
@@ -73,8 +73,7 @@ async function stubRules(agent: Agent): Promise<string[]> {
   return (await listRules('nat', `${agent.config.netfilter.chainPrefix}-STUB`)).filter((l) => l.startsWith('-A ') && l.includes('doze:'));
 }
 
-test.serial('an allocation becomes an instance within a second, sleeps, wakes on traffic, and is dropped (woken, programs and rules gone) when it stops', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('an allocation becomes an instance within a second, sleeps, wakes on traffic, and is dropped (woken, programs and rules gone) when it stops', async (t) => {
   const nomad = await startNomadDouble(t);
   nomad.registerJob(execJob({}));
   const cgroups = await createNomadCgroupRoot(t);
@@ -129,8 +128,7 @@ test.serial('an allocation becomes an instance within a second, sleeps, wakes on
   t.is((await status(agent)).allocations.length, 0);
 });
 
-test.serial('an allocation whose namespace and cgroup appear later is pending, then managed', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('an allocation whose namespace and cgroup appear later is pending, then managed', async (t) => {
   const nomad = await startNomadDouble(t);
   nomad.registerJob(execJob({}));
   const cgroups = await createNomadCgroupRoot(t);
@@ -150,8 +148,7 @@ test.serial('an allocation whose namespace and cgroup appear later is pending, t
   t.is(await env.cgroup.freezerState(), 'FROZEN');
 });
 
-test.serial('cgroup v2 layout (nomad.slice/share.slice/<alloc>.<task>.scope) is found and frozen with cgroup.freeze', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('cgroup v2 layout (nomad.slice/share.slice/<alloc>.<task>.scope) is found and frozen with cgroup.freeze', async (t) => {
   const nomad = await startNomadDouble(t);
   nomad.registerJob(execJob({}));
   const cgroups = await createNomadCgroupRoot(t, 2);
@@ -170,8 +167,7 @@ test.serial('cgroup v2 layout (nomad.slice/share.slice/<alloc>.<task>.scope) is 
   t.is(await env.cgroup.freezerState(), 'THAWED');
 });
 
-test.serial('modes and setups not supported yet are reported invalid with a reason, and nothing crashes', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('modes and setups not supported yet are reported invalid with a reason, and nothing crashes', async (t) => {
   const nomad = await startNomadDouble(t);
   nomad.registerJob(execJob({ 'doze.mode': 'snapshot' }, { id: 'vm' }));
   nomad.registerJob(execJob({ 'doze.mode': 'scale' }, { id: 'batch' }));
@@ -198,8 +194,7 @@ test.serial('modes and setups not supported yet are reported invalid with a reas
   t.is((await get(`http://${agent.address}/healthz`)).status, 200);
 });
 
-test.serial('a host-network allocation is counted by port on the node\'s interfaces; a qemu-driver task is paused through the QMP socket in its task directory', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('a host-network allocation is counted by port on the node\'s interfaces; a qemu-driver task is paused through the QMP socket in its task directory', async (t) => {
   const nomad = await startNomadDouble(t);
   nomad.registerJob(execJob({}, { id: 'hostnet', networkMode: 'host' }));
   nomad.registerJob(execJob({}, { id: 'vm', networkMode: 'host', driver: 'qemu' }));
@@ -274,8 +269,7 @@ class Relay {
   }
 }
 
-test.serial('Nomad unreachable: known instances keep sleeping and waking, the status says so, and discovery resumes on reconnect', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('Nomad unreachable: known instances keep sleeping and waking, the status says so, and discovery resumes on reconnect', async (t) => {
   const nomad = await startNomadDouble(t);
   nomad.registerJob(execJob({}));
   const relay = new Relay(Number(new URL(nomad.url).port));
@@ -316,8 +310,7 @@ test.serial('Nomad unreachable: known instances keep sleeping and waking, the st
   t.true(resumed.length >= 2, `stream (re)connections from indexes ${resumed.join(', ')}`);
 });
 
-test.serial('Consul: the agent registers as doze-agent, and a sleeping allocation\'s TTL (script) checks are passed through the agent API', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('Consul: the agent registers as doze-agent, and a sleeping allocation\'s TTL (script) checks are passed through the agent API', async (t) => {
   const runner = await CheckRunner.create({ stagger: false });
   t.teardown(() => runner.stop());
   const consul = await AgentApiDouble.start({ runner });
@@ -374,8 +367,7 @@ test.serial('Consul: the agent registers as doze-agent, and a sleeping allocatio
   await again;
 });
 
-test.serial('a clean stop deregisters doze-agent from Consul', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('a clean stop deregisters doze-agent from Consul', async (t) => {
   const consul = await AgentApiDouble.start();
   t.teardown(() => consul.close());
   const agent = await startAgent(t, { consul: { address: consul.url } }, { nomadInstances: FAST });

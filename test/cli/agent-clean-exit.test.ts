@@ -1,4 +1,3 @@
-import test from 'ava';
 import { readdir, writeFile, mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,12 +7,11 @@ import { spawnCli } from '../helpers/cli.js';
 import { createInstance } from '../helpers/instance.js';
 import { uniqueSuffix } from '../helpers/names.js';
 import { sweepChainsAtTeardown } from '../helpers/netfilter.js';
-import { requireRoot } from '../helpers/root.js';
+import { rootTest } from '../helpers/root.js';
 import { sh } from '../helpers/sh.js';
 
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-  test.serial(`${signal}: the agent wakes what it put to sleep, then removes its qdisc, filters, maps and rules`, async (t) => {
-    if (!requireRoot(t)) return;
+  rootTest.serial(`${signal}: the agent wakes what it put to sleep, then removes its qdisc, filters, maps and rules`, async (t) => {
     const inst = await createInstance(t);
     const bpffs = await createBpffs(t);
     const prefix = `DZ${uniqueSuffix().toUpperCase()}`;

@@ -3,6 +3,7 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCli } from '../helpers/cli.js';
+import { rootTest } from '../helpers/root.js';
 
 async function configFile(content: string): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'dz-config-'));
@@ -52,8 +53,7 @@ test('--help works on every command', async (t) => {
   }
 });
 
-test('an instance whose cgroup has no freezer is a config error naming it', async (t) => {
-  if (process.getuid?.() !== 0) return t.pass();
+rootTest('an instance whose cgroup has no freezer is a config error naming it', async (t) => {
   const file = await configFile(JSON.stringify({ listen: '127.0.0.1:0', instances: [{ ...instance, runtime: { kind: 'freezer', cgroup: 'doze-test/does-not-exist' } }] }));
   const result = await runCli(['agent', '--config', file]);
   t.is(result.code, 2, result.stderr);

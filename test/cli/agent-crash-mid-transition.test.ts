@@ -1,4 +1,4 @@
-import test, { type ExecutionContext } from 'ava';
+import type { ExecutionContext } from 'ava';
 import type { ChildProcess } from 'node:child_process';
 import { access, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
@@ -13,7 +13,7 @@ import { spawnCli } from '../helpers/cli.js';
 import { get } from '../helpers/http.js';
 import { uniqueSuffix } from '../helpers/names.js';
 import { sweepChainsAtTeardown } from '../helpers/netfilter.js';
-import { requireGuest } from '../helpers/qemu-guest.js';
+import { guestTest } from '../helpers/qemu-guest.js';
 import { startOwnedGuest } from '../helpers/qemu-owner.js';
 import { sh } from '../helpers/sh.js';
 
@@ -79,9 +79,8 @@ async function sigkill(agent: RunningAgent): Promise<void> {
   await agent.exited;
 }
 
-test.serial('agent SIGKILLed while the VM is pausing, then while it is waking: each restart finds it as it is (nothing half paused) and it still serves and wakes', async (t) => {
+guestTest.serial('agent SIGKILLed while the VM is pausing, then while it is waking: each restart finds it as it is (nothing half paused) and it still serves and wakes', async (t) => {
   t.timeout(TEST_TIMEOUT_MS);
-  if (!requireGuest(t)) return;
   const guest = await startOwnedGuest(t, { fillMiB: 16 });
   let last = await guest.count();
   const bpffs = await createBpffs(t);

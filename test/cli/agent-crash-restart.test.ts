@@ -1,4 +1,3 @@
-import test from 'ava';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,11 +8,10 @@ import { get } from '../helpers/http.js';
 import { createInstance } from '../helpers/instance.js';
 import { uniqueSuffix } from '../helpers/names.js';
 import { sweepChainsAtTeardown } from '../helpers/netfilter.js';
-import { requireRoot } from '../helpers/root.js';
+import { rootTest } from '../helpers/root.js';
 import { sh } from '../helpers/sh.js';
 
-test.serial('after SIGKILL and a restart: no duplicate or stale rule or filter, and the sleeper still wakes on traffic', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('after SIGKILL and a restart: no duplicate or stale rule or filter, and the sleeper still wakes on traffic', async (t) => {
   const inst = await createInstance(t);
   const bpffs = await createBpffs(t);
   const prefix = `DZ${uniqueSuffix().toUpperCase()}`;

@@ -10,11 +10,11 @@ import { CheckRunner } from './consul/check-runner.js';
 import type { CheckRunnerOptions } from './consul/check-runner.js';
 import { StubServer } from '../../agent/health/stub-server.js';
 import type { StubStatus } from '../../agent/health/stub-server.js';
+import { rootTest } from '../helpers/root.js';
 
 const exec = promisify(execFile);
 const HOST = '127.0.0.1';
 const CHECKER_UID = 65534; // nobody: stands in for the consul user
-const isRoot = process.getuid?.() === 0;
 
 type Handler = (req: http.IncomingMessage, res: http.ServerResponse) => unknown;
 
@@ -241,12 +241,7 @@ test('probes bind to a configured source address', async (t) => {
   t.is(app.remotes[0], '127.0.0.2');
 });
 
-test('with a uid, probes come from a worker process owned by that uid', async (t) => {
-  if (!isRoot) {
-    t.log('skipped: spawning as another uid needs root');
-    t.pass();
-    return;
-  }
+rootTest('with a uid, probes come from a worker process owned by that uid', async (t) => {
   const owners: string[] = [];
   const app = await server(t, async (req, res) => {
     // While the request is held, ask the kernel who owns the client's socket.

@@ -1,4 +1,4 @@
-import test, { type ExecutionContext } from 'ava';
+import type { ExecutionContext } from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -11,7 +11,8 @@ import { nextState, startAgent } from '../helpers/agent.js';
 import { APP_PATH } from '../helpers/app.js';
 import { CHECKER_UID } from '../helpers/checker.js';
 import { get } from '../helpers/http.js';
-import { isRoot } from '../helpers/root.js';
+import { firstMissing, missing, testIf } from '../helpers/needs.js';
+import { noRoot } from '../helpers/root.js';
 
 /*
  * `make test-live`: the Nomad scenario of test/agent/nomad-instances.test.ts
@@ -36,15 +37,18 @@ function which(name: string): string | undefined {
   return undefined;
 }
 
-/** Why this machine cannot run the live suite, or undefined. */
-function missing(): string | undefined {
-  const absent = ['consul', 'nomad'].filter((name) => !which(name));
-  if (absent.length > 0) return `skipped: the live suite needs both \`consul\` and \`nomad\` on PATH (missing: ${absent.join(', ')})`;
-  if (!isRoot) return 'skipped: the live suite needs root (Nomad client with bridge networking, tc, cgroups)';
-  const cni = CNI_PLUGINS.filter((p) => !existsSync(join(CNI_DIR, p)));
-  if (cni.length > 0) return `skipped: Nomad's bridge mode needs the CNI plugins in ${CNI_DIR} (missing: ${cni.join(', ')}; set CNI_PATH)`;
-  return undefined;
-}
+/** What this machine lacks for the live suite, or undefined. */
+const liveTest = testIf(firstMissing(
+  missing('consul-nomad', () => {
+    const absent = ['consul', 'nomad'].filter((name) => !which(name));
+    return absent.length > 0 ? `the live suite needs both \`consul\` and \`nomad\` on PATH (missing: ${absent.join(', ')})` : undefined;
+  }),
+  noRoot,
+  missing('cni', () => {
+    const cni = CNI_PLUGINS.filter((p) => !existsSync(join(CNI_DIR, p)));
+    return cni.length > 0 ? `Nomad's bridge mode needs the CNI plugins in ${CNI_DIR} (missing: ${cni.join(', ')}; set CNI_PATH)` : undefined;
+  }),
+));
 
 async function freePort(): Promise<number> {
   const server = net.createServer();
@@ -92,14 +96,8 @@ async function getJson(url: string): Promise<unknown> {
   return response.json() as Promise<unknown>;
 }
 
-test.serial('live: a Nomad allocation becomes an instance, sleeps with its Consul check passing, wakes on traffic, and is woken and dropped when the job stops', async (t) => {
+liveTest.serial('live: a Nomad allocation becomes an instance, sleeps with its Consul check passing, wakes on traffic, and is woken and dropped when the job stops', async (t) => {
   t.timeout(240_000);
-  const reason = missing();
-  if (reason) {
-    t.log(reason);
-    t.pass();
-    return;
-  }
   const work = await mkdtemp(join(tmpdir(), 'dz-live-'));
   t.teardown(() => rm(work, { recursive: true, force: true }));
 

@@ -1,13 +1,14 @@
-import test, { type ExecutionContext } from 'ava';
+import type { ExecutionContext } from 'ava';
 import type { DozeError } from '../../agent/errors.js';
 import type { Runtime } from '../../agent/runtimes/runtime.js';
+import { testIf, type Missing } from '../helpers/needs.js';
 
 /*
  * The runtime contract (after Nomad's DriverHarness): the same ava tests for
  * any Runtime. A test file calls runtimeContract() with a factory that builds
  * one runtime over its own workload (a double or a real one) per test; a
- * factory that cannot run here returns a reason, and the tests pass with it
- * logged (probe()'s reason, as STYLE.md asks).
+ * runtime that cannot run here passes what is missing (`unavailable`), and its
+ * tests register as skipped with that reason.
  */
 
 export interface ContractSubject {
@@ -24,23 +25,21 @@ export interface ContractOptions {
   /** A deadline short enough to miss when the workload answers `slowMs` late. */
   shortDeadlineMs?: number;
   slowMs?: number;
+  /** What this machine lacks to run the subject (decided when the file loads), if anything. */
+  unavailable?: Missing;
 }
 
-type Factory = (t: ExecutionContext) => Promise<ContractSubject | string>;
+type Factory = (t: ExecutionContext) => Promise<ContractSubject>;
 
 export function runtimeContract(name: string, factory: Factory, options: ContractOptions = {}): void {
   const deadline = options.deadlineMs ?? 5000;
   const short = options.shortDeadlineMs ?? 50;
   const slow = options.slowMs ?? 300;
+  const test = testIf(options.unavailable);
 
   const withSubject = (title: string, body: (t: ExecutionContext, subject: ContractSubject) => Promise<void>) =>
     test(`${name} contract: ${title}`, async (t) => {
       const subject = await factory(t);
-      if (typeof subject === 'string') {
-        t.log(`skipped: ${subject}`);
-        t.pass();
-        return;
-      }
       t.teardown(() => subject.runtime.close?.());
       const probe = await subject.runtime.probe();
       t.true(probe.ok, probe.reason);

@@ -16,7 +16,7 @@ import { spawnCli, logShows } from '../helpers/cli.js';
 import { get } from '../helpers/http.js';
 import { uniqueSuffix } from '../helpers/names.js';
 import { sweepChainsAtTeardown } from '../helpers/netfilter.js';
-import { requireGuest } from '../helpers/qemu-guest.js';
+import { guestTest } from '../helpers/qemu-guest.js';
 import { startOwnedGuest, type OwnedGuest } from '../helpers/qemu-owner.js';
 
 // Live guests under TCG behind a `doze vm run` owner (DESIGN.md: KVM here is kvm-pvm).
@@ -169,9 +169,8 @@ async function signalAndWait(owner: { child: ChildProcess; exited: Promise<{ cod
   return { ...exit, ms: performance.now() - started };
 }
 
-test.serial('snapshot sleep: no QEMU process while asleep, doze vm alive, the VM’s memory under 10 MiB; a request restores it and the counter continues; SIGTERM to a running VM leaves nothing', async (t) => {
+guestTest.serial('snapshot sleep: no QEMU process while asleep, doze vm alive, the VM’s memory under 10 MiB; a request restores it and the counter continues; SIGTERM to a running VM leaves nothing', async (t) => {
   t.timeout(TEST_TIMEOUT_MS);
-  if (!requireGuest(t)) return;
   const guest = await startOwnedGuest(t, { fillMiB: 64 });
   t.log(`guest booted under doze vm to HTTP in ${guest.bootMs.toFixed(0)} ms`);
   let last = await guest.count();
@@ -209,9 +208,8 @@ test.serial('snapshot sleep: no QEMU process while asleep, doze vm alive, the VM
   t.false(await exists(guest.stateDir), 'the state directory is removed');
 });
 
-test.serial('--readahead: the working set in memory at the sleep is recorded, and read back in the background on wake', async (t) => {
+guestTest.serial('--readahead: the working set in memory at the sleep is recorded, and read back in the background on wake', async (t) => {
   t.timeout(TEST_TIMEOUT_MS);
-  if (!requireGuest(t)) return;
   const guest = await startOwnedGuest(t, { fillMiB: 64, ownerArgs: ['--readahead'] });
   const last = await guest.count();
   const ramAwake = await guest.ramResidentBytes();
@@ -227,9 +225,8 @@ test.serial('--readahead: the working set in memory at the sleep is recorded, an
   t.true(readBack, `the recorded ${(recorded / MiB).toFixed(0)} MiB were read back after the wake`);
 });
 
-test.serial('full-RAM snapshot (--snapshot full): RAM written by the owner outside the VM\'s cgroup, no QEMU and under 10 MiB asleep; a request restores it with the counter intact', async (t) => {
+guestTest.serial('full-RAM snapshot (--snapshot full): RAM written by the owner outside the VM\'s cgroup, no QEMU and under 10 MiB asleep; a request restores it with the counter intact', async (t) => {
   t.timeout(TEST_TIMEOUT_MS);
-  if (!requireGuest(t)) return;
   const guest = await startOwnedGuest(t, { fillMiB: 64, ownerArgs: ['--snapshot', 'full'] });
   const last = await guest.count();
   const cgroupAwake = await guest.cgroupBytes();
@@ -253,9 +250,8 @@ test.serial('full-RAM snapshot (--snapshot full): RAM written by the owner outsi
   t.false(await exists(join(guest.stateDir, 'device.state')), 'a woken VM’s snapshot is discarded');
 });
 
-test.serial('SIGTERM to doze vm while the VM sleeps: it exits 0 within the timeout and leaves no process and no files', async (t) => {
+guestTest.serial('SIGTERM to doze vm while the VM sleeps: it exits 0 within the timeout and leaves no process and no files', async (t) => {
   t.timeout(TEST_TIMEOUT_MS);
-  if (!requireGuest(t)) return;
   const guest = await startOwnedGuest(t, { fillMiB: 16 });
   const runtime = new QemuSnapshotRuntime({ control: guest.control });
   t.teardown(() => runtime.close());
@@ -272,9 +268,8 @@ test.serial('SIGTERM to doze vm while the VM sleeps: it exits 0 within the timeo
   t.is(await runtime.inspect(), 'gone');
 });
 
-test.serial('QEMU gone while asleep: a killed pre-spawned QEMU is replaced on wake, and a restarted doze vm restores the snapshot; memory intact each time', async (t) => {
+guestTest.serial('QEMU gone while asleep: a killed pre-spawned QEMU is replaced on wake, and a restarted doze vm restores the snapshot; memory intact each time', async (t) => {
   t.timeout(TEST_TIMEOUT_MS);
-  if (!requireGuest(t)) return;
   const guest = await startOwnedGuest(t, { fillMiB: 32, ownerArgs: ['--prespawn'] });
   let last = await guest.count();
   const agent = await startManaged(t, guest);
@@ -319,9 +314,8 @@ test.serial('QEMU gone while asleep: a killed pre-spawned QEMU is replaced on wa
   t.is(second.child.exitCode, null);
 });
 
-test.serial('a request that arrives while the VM is going to sleep is answered, and nothing is left asleep', async (t) => {
+guestTest.serial('a request that arrives while the VM is going to sleep is answered, and nothing is left asleep', async (t) => {
   t.timeout(TEST_TIMEOUT_MS);
-  if (!requireGuest(t)) return;
   const guest = await startOwnedGuest(t, { fillMiB: 16 });
   const before = await guest.count();
   // QEMU exits at once, but the agent hears of it 400 ms later: the request hits a VM mid-transition.
@@ -342,9 +336,8 @@ test.serial('a request that arrives while the VM is going to sleep is answered, 
 });
 
 
-test.serial('agent SIGKILLed while the VM sleeps as a snapshot: a restarted agent adopts it, and the next request restores it with its memory intact', async (t) => {
+guestTest.serial('agent SIGKILLed while the VM sleeps as a snapshot: a restarted agent adopts it, and the next request restores it with its memory intact', async (t) => {
   t.timeout(TEST_TIMEOUT_MS);
-  if (!requireGuest(t)) return;
   const guest = await startOwnedGuest(t, { fillMiB: 32 });
   const before = await guest.count();
   const bpffs = await createBpffs(t);

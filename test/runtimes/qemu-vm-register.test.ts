@@ -1,9 +1,8 @@
-import test from 'ava';
 import type { Agent } from '../../agent/agent.js';
 import { isAttached } from '../../agent/sources/tc.js';
 import { nextState, startAgent } from '../helpers/agent.js';
 import { get } from '../helpers/http.js';
-import { GUEST_PORT, requireGuest } from '../helpers/qemu-guest.js';
+import { GUEST_PORT, guestTest } from '../helpers/qemu-guest.js';
 import { startOwnedGuest } from '../helpers/qemu-owner.js';
 
 /*
@@ -25,9 +24,8 @@ async function until<T>(what: string, probe: () => T | undefined | false, timeou
   }
 }
 
-test.serial('doze vm run --register: registered once it runs, sleeps and wakes, unregistered (woken, released) when it stops', async (t) => {
+guestTest.serial('doze vm run --register: registered once it runs, sleeps and wakes, unregistered (woken, released) when it stops', async (t) => {
   t.timeout(TEST_TIMEOUT_MS);
-  if (!requireGuest(t)) return;
   const TOKEN = 'vm-register-token-long-enough';
   const agent: Agent = await startAgent(t, { token: TOKEN });
   const guest = await startOwnedGuest(t, {
