@@ -13,6 +13,7 @@ import { get } from '../helpers/http.js';
 import { createAllocationEnv, createNomadCgroupRoot, type TestAllocation } from '../helpers/nomad-alloc.js';
 import { rootTest } from '../helpers/root.js';
 import { sh } from '../helpers/sh.js';
+import { until } from '../helpers/until.js';
 
 /*
  * Nomad and Consul flapping: repeated outages and recoveries of the doubles, seen
@@ -26,16 +27,6 @@ const FLAPS = 6;
 const OUTAGE_MS = 600;
 
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function until<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 5000, everyMs = 10): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await delay(everyMs);
-  }
-}
 
 type RelayMode = 'up' | 'refuse' | 'reset';
 

@@ -20,6 +20,7 @@ import { createAllocationEnv, createNomadCgroupRoot, createTaskCgroup, pickTestA
 import { uniqueSuffix } from '../helpers/names.js';
 import { sh, shQuiet } from '../helpers/sh.js';
 import { rootTest } from '../helpers/root.js';
+import { until } from '../helpers/until.js';
 
 /*
  * Allocations in the Nomad double become instances of a real agent: real
@@ -41,16 +42,6 @@ function execJob(meta: Record<string, string>, options: { id?: string; networkMo
 async function status(agent: Agent): Promise<StatusReport> {
   const r = await get(`http://${agent.address}/api/status`);
   return JSON.parse(r.body) as StatusReport;
-}
-
-async function until<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 5000, everyMs = 10): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, everyMs));
-  }
 }
 
 async function nomadAgent(t: ExecutionContext, nomad: { url: string }, cgroups: NomadCgroupRoot, extra: Record<string, unknown> = {}): Promise<Agent> {
@@ -86,7 +77,7 @@ rootTest.serial('an allocation becomes an instance within a second, sleeps, wake
   const started = performance.now();
   const alloc = place(nomad, env);
   const id = instanceIdOf(alloc);
-  const instance = await until('the instance', () => agent.detector.get(id), 1000, 2);
+  const instance = await until('the instance', () => agent.detector.get(id), { timeoutMs: 1000, everyMs: 2 });
   const took = performance.now() - started;
   t.log(`allocation → managed instance in ${took.toFixed(1)} ms`);
   t.true(took < 1000, `took ${took.toFixed(1)} ms`);
@@ -118,7 +109,7 @@ rootTest.serial('an allocation becomes an instance within a second, sleeps, wake
     if (e.instance.id === id) transitions.push(`${e.from}→${e.to} (${e.reason})`);
   });
   nomad.stopAllocation(env.allocId);
-  await until('the instance to go', () => (agent.detector.get(id) ? undefined : true), 2000, 2);
+  await until('the instance to go', () => (agent.detector.get(id) ? undefined : true), { timeoutMs: 2000, everyMs: 2 });
   t.deepEqual(transitions, ['sleeping→waking (no longer managed)', 'waking→running (no longer managed)']);
   t.is(await env.cgroup.freezerState(), 'THAWED', 'woken before release, so Nomad\'s kill signal can land');
   await until('the rules and stub to go', async () => ((await stubRules(agent)).length === 0 && agent.stub.port(id) === undefined ? true : undefined), 2000);

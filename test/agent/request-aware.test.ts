@@ -73,10 +73,13 @@ rootTest.serial('connections: a server-sent-events stream pushing every 2× the 
 rootTest.serial('a request sent while the instance is pausing is answered, and nothing is left paused', async (t) => {
   const inst = await createInstance(t);
   // A pause that freezes at once but takes 400 ms to report: the request hits a frozen app mid-transition.
-  const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '200ms' })] }, { wrapRuntime: tweakRuntime({ pauseLingerMs: 400 }) });
+  let paused!: () => void;
+  const pauseTookEffect = new Promise<void>((resolve) => (paused = resolve));
+  const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '200ms' })] }, { wrapRuntime: tweakRuntime({ pauseLingerMs: 400, onPaused: () => paused() }) });
   await nextState(agent, 'web', 'pausing', 2000);
-  await delay(50);
+  await pauseTookEffect;
   t.is(await inst.cgroup.freezerState(), 'FROZEN');
+  t.is(agent.detector.get('web')!.state, 'pausing', 'frozen while the agent is still pausing');
   const running = nextState(agent, 'web', 'running', 3000);
   const answer = await get(`${inst.app.url}/`, 3000);
   await running;

@@ -13,6 +13,7 @@ import { createLogger } from '../../agent/log.js';
 import { ConnectionTracker } from '../../agent/status/connections.js';
 import { AgentApiDouble } from '../doubles/consul/agent-api.js';
 import { startNomadDouble } from '../doubles/nomad/with-double.js';
+import { until } from '../helpers/until.js';
 
 const silent = createLogger('silent');
 const ALLOC = '5f1e2d3c-0000-4000-8000-00000000abcd';
@@ -134,14 +135,6 @@ test('ConsulAgentClient: validated answers, Consul errors with codes', async (t)
 
 function linkConfig(address: string, overrides: Partial<ConsulConfig> = {}): ConsulConfig {
   return { address, register: false, checkInterval: 10_000, ttlPassInterval: 100, ...overrides };
-}
-
-async function until(what: string, probe: () => boolean, timeoutMs = 3000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!probe()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
 }
 
 test('ConsulLink: passes a sleeper\'s TTL checks it found healthy, keeps warning as warning, stops when awake, fails them when a wake fails', async (t) => {

@@ -11,6 +11,7 @@ import type { CheckRunnerOptions } from './consul/check-runner.js';
 import { StubServer } from '../../agent/health/stub-server.js';
 import type { StubStatus } from '../../agent/health/stub-server.js';
 import { rootTest } from '../helpers/root.js';
+import { until } from '../helpers/until.js';
 
 const exec = promisify(execFile);
 const HOST = '127.0.0.1';
@@ -42,14 +43,6 @@ async function runner(t: ExecutionContext, options: CheckRunnerOptions = {}): Pr
   const r = await CheckRunner.create({ stagger: false, ...options });
   t.teardown(() => r.stop());
   return r;
-}
-
-async function until(what: string, ok: () => boolean, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!ok()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 test('HTTP probes send Consul headers, each on a new connection', async (t) => {

@@ -14,13 +14,13 @@ const mutations = (double: CloudHypervisorDouble) => double.requests.filter((r) 
 
 runtimeContract('cloud-hypervisor (pause only)', async (t) => {
   const double = await CloudHypervisorDouble.start(t);
-  return { runtime: new CloudHypervisorRuntime({ socket: double.socketPath }), slowDown: (ms) => (double.delayMs = ms), mutations: () => mutations(double) };
+  return { runtime: new CloudHypervisorRuntime({ socket: double.socketPath }), slowDown: (ms) => (double.delayMs = ms), answeredAll: () => double.held === 0, mutations: () => mutations(double) };
 });
 
 runtimeContract('cloud-hypervisor (pause + snapshot)', async (t) => {
   const double = await CloudHypervisorDouble.start(t);
   const runtime = new CloudHypervisorRuntime({ socket: double.socketPath, snapshotDir: join(double.dir, 'snap'), handleFile: join(double.dir, 'handle.json') });
-  return { runtime, slowDown: (ms) => (double.delayMs = ms), mutations: () => mutations(double) };
+  return { runtime, slowDown: (ms) => (double.delayMs = ms), answeredAll: () => double.held === 0, mutations: () => mutations(double) };
 });
 
 test('pause without a snapshot directory: vm.info, then vm.pause with no body', async (t) => {

@@ -2,6 +2,7 @@ import type { ExecutionContext } from 'ava';
 import type { DozeError } from '../../agent/errors.js';
 import type { Runtime } from '../../agent/runtimes/runtime.js';
 import { testIf, type Missing } from '../helpers/needs.js';
+import { until } from '../helpers/until.js';
 
 /*
  * The runtime contract (after Nomad's DriverHarness): the same ava tests for
@@ -15,6 +16,8 @@ export interface ContractSubject {
   runtime: Runtime;
   /** Makes the workload's control plane answer this many ms late (0: on time). */
   slowDown(ms: number): void;
+  /** Whether the workload has acted on every request it received (a late one after a missed deadline included). */
+  answeredAll(): boolean | Promise<boolean>;
   /** State-changing requests the workload has received so far, when the subject can count them. */
   mutations?(): number;
 }
@@ -86,8 +89,8 @@ export function runtimeContract(name: string, factory: Factory, options: Contrac
     t.is(error?.code, 'E_DEADLINE', error?.message);
     t.true(performance.now() - started < slow, 'the call gave up at its deadline, not when the workload answered');
     subject.slowDown(0);
-    // Whatever the late request did lands now; the runtime acts on the real state from here.
-    await new Promise((resolve) => setTimeout(resolve, slow * 2));
+    // Whatever the late request did lands; the runtime acts on the real state from here.
+    await until('the late request to land', () => subject.answeredAll(), slow * 10);
     await runtime.pause(deadline);
     t.is(await runtime.inspect(), 'paused');
     await runtime.resume(deadline);

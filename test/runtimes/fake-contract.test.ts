@@ -10,5 +10,6 @@ runtimeContract('fake', async () => {
       runtime.knobs.pauseMs = ms;
       runtime.knobs.resumeMs = ms;
     },
+    answeredAll: () => runtime.state !== 'transitioning',
   };
 });

@@ -41,7 +41,7 @@ async function setup(t: ExecutionContext, mode: 'pause' | 'snapshot', options: P
 
 runtimeContract('firecracker (pause mode)', async (t) => {
   const { runtime, launcher, calls } = await setup(t, 'pause');
-  return { runtime, slowDown: (ms) => (launcher.current!.delayMs = ms), mutations: () => calls().length };
+  return { runtime, slowDown: (ms) => (launcher.current!.delayMs = ms), answeredAll: () => launcher.processes.every((p) => p.held === 0), mutations: () => calls().length };
 });
 
 runtimeContract('firecracker (snapshot mode)', async (t) => {
@@ -52,6 +52,7 @@ runtimeContract('firecracker (snapshot mode)', async (t) => {
       launcher.delayMs = ms;
       if (launcher.current) launcher.current.delayMs = ms;
     },
+    answeredAll: () => launcher.processes.every((p) => p.held === 0),
     mutations: () => calls().length,
   };
 });

@@ -28,7 +28,7 @@ async function setup(t: ExecutionContext, options: Partial<NomadScaleOptions> = 
 
 runtimeContract('nomad-scale', async (t) => {
   const { double, runtime } = await setup(t);
-  return { runtime, slowDown: (ms) => (double.delayMs = ms), mutations: () => double.scaleRequests.length };
+  return { runtime, slowDown: (ms) => (double.delayMs = ms), answeredAll: () => double.held === 0, mutations: () => double.scaleRequests.length };
 });
 
 test('pause scales the group to 0 with a message and waits until no allocation holds anything', async (t) => {

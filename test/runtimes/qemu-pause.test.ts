@@ -19,9 +19,6 @@ import { guestTest, startGuest, type TestGuest } from '../helpers/qemu-guest.js'
 const TEST_TIMEOUT_MS = 120_000;
 const MiB = 1024 * 1024;
 
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
 
 /** The agent's own runtime for the instance, so the test asks QEMU through the agent's one QMP connection. */
 function runtimeOf(agent: Agent, id: string): QemuPauseRuntime {
@@ -103,11 +100,14 @@ guestTest.serial('a request that arrives while the VM is pausing is answered, an
   const guest = await startGuest(t, { memoryCgroup: true, fillMiB: 32 });
   const before = await guest.count();
   // Stop (and reclaim) at once, but report 400 ms later: the request hits a stopped VM mid-transition.
-  const slowPause = tweakRuntime({ pauseLingerMs: 400 });
+  let paused!: () => void;
+  const pauseTookEffect = new Promise<void>((resolve) => (paused = resolve));
+  const slowPause = tweakRuntime({ pauseLingerMs: 400, onPaused: () => paused() });
   const agent = await startManaged(t, guest, { reclaim: true, memoryCgroup: guest.memoryCgroup }, {}, slowPause);
   await nextState(agent, 'vm', 'pausing', 10_000);
-  await delay(100);
-  t.is(await runtimeOf(agent, 'vm').inspect(), 'paused', 'the VM is stopped while the agent is still pausing');
+  await pauseTookEffect;
+  t.is(await runtimeOf(agent, 'vm').inspect(), 'paused', 'the VM is stopped…');
+  t.is(agent.detector.get('vm')!.state, 'pausing', '…while the agent is still pausing');
   const running = nextState(agent, 'vm', 'running', 5000);
   const answer = await get(guest.url, 5000);
   await running;

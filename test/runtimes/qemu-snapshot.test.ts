@@ -18,15 +18,12 @@ import { uniqueSuffix } from '../helpers/names.js';
 import { sweepChainsAtTeardown } from '../helpers/netfilter.js';
 import { guestTest } from '../helpers/qemu-guest.js';
 import { startOwnedGuest, type OwnedGuest } from '../helpers/qemu-owner.js';
+import { until } from '../helpers/until.js';
 
 // Live guests under TCG behind a `doze vm run` owner (DESIGN.md: KVM here is kvm-pvm).
 // Every live test boots its own VM (3-10 s) and has a bounded timeout.
 const TEST_TIMEOUT_MS = 120_000;
 const MiB = 1024 * 1024;
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
 
 /** Bytes in the ranges `doze vm` recorded as the guest's working set (ram.resident: "first pages" lines). */
 async function workingSetBytes(stateDir: string): Promise<number> {
@@ -35,15 +32,6 @@ async function workingSetBytes(stateDir: string): Promise<number> {
 }
 
 /** Polls a kernel fact that raises no event (page cache residency), within a bound. */
-async function until<T>(probe: () => Promise<T | undefined>, timeoutMs: number): Promise<T | undefined> {
-  const deadline = performance.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined || performance.now() > deadline) return value;
-    await delay(50);
-  }
-}
-
 async function exists(path: string): Promise<boolean> {
   return access(path).then(
     () => true,
@@ -221,8 +209,8 @@ guestTest.serial('--readahead: the working set in memory at the sleep is recorde
   const { count } = await requestWakes(agent, guest);
   t.is(count, last + 1, 'the counter continues');
   // One request touches a few MiB; the read-back brings the whole recorded set (the 64 MiB fill too).
-  const readBack = await until(async () => ((await guest.ramResidentBytes()) >= recorded * 0.9 ? true : undefined), 10_000);
-  t.true(readBack, `the recorded ${(recorded / MiB).toFixed(0)} MiB were read back after the wake`);
+  // until() fails the test if they never are.
+  await until(`the recorded ${(recorded / MiB).toFixed(0)} MiB to be read back after the wake`, async () => (await guest.ramResidentBytes()) >= recorded * 0.9, { timeoutMs: 10_000, everyMs: 50 });
 });
 
 guestTest.serial('full-RAM snapshot (--snapshot full): RAM written by the owner outside the VM\'s cgroup, no QEMU and under 10 MiB asleep; a request restores it with the counter intact', async (t) => {
@@ -275,21 +263,14 @@ guestTest.serial('QEMU gone while asleep: a killed pre-spawned QEMU is replaced 
   const agent = await startManaged(t, guest);
   const observer = new QemuSnapshotRuntime({ control: guest.control });
   t.teardown(() => observer.close());
-  const receiverPid = async () => {
-    for (let i = 0; i < 100; i++) {
-      const pid = (await observer.probe(), observer.lastStatus?.receiverPid);
-      if (pid) return pid;
-      await delay(50);
-    }
-    throw new Error('no pre-spawned QEMU appeared');
-  };
+  const receiverPid = () => until('a pre-spawned QEMU', async () => (await observer.probe(), observer.lastStatus?.receiverPid ?? undefined), { timeoutMs: 5000, everyMs: 50 });
 
   // 1. The QEMU that waits for the snapshot (-incoming defer) is SIGKILLed while asleep.
   await nextState(agent, 'vm', 'sleeping', 15_000);
   const receiver = await receiverPid();
   t.deepEqual(await guest.qemuPids(), [receiver], 'asleep, only the pre-spawned receiver runs');
   process.kill(receiver, 'SIGKILL');
-  for (let i = 0; i < 100 && (await guest.qemuPids()).includes(receiver); i++) await delay(20);
+  await until('the killed receiver to be gone', async () => !(await guest.qemuPids()).includes(receiver), { timeoutMs: 2000, everyMs: 20 });
   let woke = await requestWakes(agent, guest);
   t.is(woke.count, last + 1, 'restored by a new QEMU: the counter continues');
   last = woke.count;
@@ -301,12 +282,7 @@ guestTest.serial('QEMU gone while asleep: a killed pre-spawned QEMU is replaced 
   await signalAndWait(guest.owner, 'SIGKILL');
   for (const pid of await guest.qemuPids()) process.kill(pid, 'SIGKILL');
   const second = guest.startOwner();
-  let adopted = false;
-  for (let i = 0; i < 200 && !adopted; i++) {
-    adopted = (await observer.probe()).ok && observer.lastStatus?.state === 'sleeping';
-    if (!adopted) await delay(50);
-  }
-  t.true(adopted, `the new doze vm adopted the snapshot:\n${second.output().slice(-1500)}`);
+  await until('the new doze vm to adopt the snapshot', async () => (await observer.probe()).ok && observer.lastStatus?.state === 'sleeping', { timeoutMs: 10_000, everyMs: 50, detail: () => second.output().slice(-1500) });
   woke = await requestWakes(agent, guest);
   t.is(woke.answer.status, 200);
   t.is(woke.count, last + 1, 'restored by the new owner: guest memory intact');
@@ -323,8 +299,7 @@ guestTest.serial('a request that arrives while the VM is going to sleep is answe
   const agent = await startManaged(t, guest, slowPause);
   await nextState(agent, 'vm', 'pausing', 10_000);
   // The owner's sleep takes 50–200 ms here (more under load): wait for it, not for a fixed delay.
-  const asleep = await until(async () => ((await runtimeOf(agent).inspect()) === 'paused' ? true : undefined), 5000);
-  t.true(asleep, 'the VM is asleep…');
+  await until('the VM to be asleep…', async () => (await runtimeOf(agent).inspect()) === 'paused', { timeoutMs: 5000, everyMs: 50 });
   t.is(agent.detector.get('vm')!.state, 'pausing', '…while the agent is still pausing');
   const { answer, count } = await requestWakes(agent, guest);
   t.is(answer.status, 200);
