@@ -225,8 +225,7 @@ rootTest.serial('a host-network allocation is counted by port on the node\'s int
   nomad.stopAllocation(hostAlloc);
   await until('the instance to go', () => (agent.detector.get(id) ? undefined : true), 2000);
   // (Removal detaches after the instance leaves the detector's list.)
-  await until('the programs to go with the last host-port instance', async () => ((await listFilters(dummy)).length === 0 ? true : undefined), 2000);
-  t.pass();
+  t.true(await until('the programs to go with the last host-port instance', async () => (await listFilters(dummy)).length === 0, 2000));
 });
 
 /** A TCP relay in front of the Nomad double that can be cut and restored on the same port. */

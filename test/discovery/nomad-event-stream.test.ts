@@ -172,8 +172,7 @@ test('a connection that goes silent is replaced', async (t) => {
   await stream.until(() => stream.connects.length >= 2, 'a reconnection', 3000);
   t.regex(stream.errors[0]!.message, /sent nothing \(not even a heartbeat\) for 150 ms/);
   const a = nomad.addAllocation({ jobId: 'web', group: 'web' });
-  await stream.until(() => stream.allocIds().includes(a.ID as string), 'the allocation after reconnecting');
-  t.pass();
+  t.true(await stream.until(() => stream.allocIds().includes(a.ID as string), 'the allocation after reconnecting'));
 });
 
 test('a refused token ends the stream with the HTTP error (fall back or report; no retry loop)', async (t) => {

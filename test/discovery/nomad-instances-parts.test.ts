@@ -1,3 +1,4 @@
+import { install } from '@sinonjs/fake-timers';
 import test from 'ava';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -200,17 +201,27 @@ test('ConsulLink: an unreachable Consul is reported, retried, and never throws',
 });
 
 test('ConnectionTracker: `since` moves only when the connection flips', (t) => {
-  const seen: boolean[] = [];
-  const tracker = new ConnectionTracker('http://x', (s) => seen.push(s.connected));
-  const initial = tracker.status();
-  t.like(initial, { connected: false, error: 'not contacted yet' });
-  tracker.up({ source: 'stream' });
-  const up = tracker.status();
-  t.like(up, { connected: true, detail: { source: 'stream' } });
-  t.is(up.error, undefined);
-  tracker.up({ source: 'stream' });
-  t.is(tracker.status().since, up.since);
-  tracker.down('boom');
-  t.like(tracker.status(), { connected: false, error: 'boom', detail: { source: 'stream' } });
-  t.deepEqual(seen, [true, false]);
+  // A fake clock a second apart per step: a `since` that moved on a repeated up() would show.
+  // Synchronous, and uninstalled before the body ends: the other tests of this file never see it.
+  const clock = install({ toFake: ['Date'], now: Date.parse('2026-12-01T08:00:00Z') });
+  try {
+    const seen: boolean[] = [];
+    const tracker = new ConnectionTracker('http://x', (s) => seen.push(s.connected));
+    const initial = tracker.status();
+    t.like(initial, { connected: false, error: 'not contacted yet', since: '2026-12-01T08:00:00.000Z' });
+    clock.tick(1000);
+    tracker.up({ source: 'stream' });
+    const up = tracker.status();
+    t.like(up, { connected: true, detail: { source: 'stream' }, since: '2026-12-01T08:00:01.000Z' });
+    t.is(up.error, undefined);
+    clock.tick(1000);
+    tracker.up({ source: 'stream' });
+    t.is(tracker.status().since, up.since, 'still up: since is when it came up');
+    clock.tick(1000);
+    tracker.down('boom');
+    t.like(tracker.status(), { connected: false, error: 'boom', detail: { source: 'stream' }, since: '2026-12-01T08:00:03.000Z' });
+    t.deepEqual(seen, [true, false]);
+  } finally {
+    clock.uninstall();
+  }
 });

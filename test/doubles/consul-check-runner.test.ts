@@ -261,8 +261,7 @@ rootTest('with a uid, probes come from a worker process owned by that uid', asyn
   t.true(owners.slice(1).every((o) => o.includes(`uid:${CHECKER_UID}`)));
 
   await r.stop();
-  await until('worker gone', () => !processExists(pid), 3000);
-  t.pass();
+  t.true(await until('worker gone', () => !processExists(pid), 3000));
 });
 
 function processExists(pid: number): boolean {
