@@ -12,12 +12,20 @@ import { until } from '../helpers/until.js';
  * tests register as skipped with that reason.
  */
 
-export interface ContractSubject {
-  runtime: Runtime;
-  /** Makes the workload's control plane answer this many ms late (0: on time). */
+/** How a test makes the workload's control plane late, and knows when the late request has landed. */
+export interface SlowControl {
+  /** Makes the workload's control plane answer this many ms late (0: on time again). */
   slowDown(ms: number): void;
   /** Whether the workload has acted on every request it received (a late one after a missed deadline included). */
   answeredAll(): boolean | Promise<boolean>;
+}
+
+export interface ContractSubject {
+  runtime: Runtime;
+  /** Present unless the contract was told the workload cannot be slowed (`slowable: false`). */
+  slow?: SlowControl;
+  /** A new runtime object over the same workload, as a restarted agent builds (unless `adopts: false`). */
+  another?(): Runtime;
   /** State-changing requests the workload has received so far, when the subject can count them. */
   mutations?(): number;
 }
@@ -30,6 +38,14 @@ export interface ContractOptions {
   slowMs?: number;
   /** What this machine lacks to run the subject (decided when the file loads), if anything. */
   unavailable?: Missing;
+  /** false: nothing outside the workload's own control plane can slow it (the deadline case does not apply). */
+  slowable?: boolean;
+  /** false: the runtime keeps its workload's state in the object itself, so there is nothing to adopt. */
+  adopts?: boolean;
+  /** One test at a time (each boots a VM: concurrent boots on two cores would miss their bounds). */
+  serial?: boolean;
+  /** Per-test ava timeout, for subjects that boot something. */
+  timeoutMs?: number;
 }
 
 type Factory = (t: ExecutionContext) => Promise<ContractSubject>;
@@ -38,10 +54,12 @@ export function runtimeContract(name: string, factory: Factory, options: Contrac
   const deadline = options.deadlineMs ?? 5000;
   const short = options.shortDeadlineMs ?? 50;
   const slow = options.slowMs ?? 300;
-  const test = testIf(options.unavailable);
+  const gated = testIf(options.unavailable);
+  const test = options.serial ? gated.serial : gated;
 
   const withSubject = (title: string, body: (t: ExecutionContext, subject: ContractSubject) => Promise<void>) =>
     test(`${name} contract: ${title}`, async (t) => {
+      if (options.timeoutMs) t.timeout(options.timeoutMs);
       const subject = await factory(t);
       t.teardown(() => subject.runtime.close?.());
       const probe = await subject.runtime.probe();
@@ -81,19 +99,35 @@ export function runtimeContract(name: string, factory: Factory, options: Contrac
     t.is(await runtime.inspect(), 'running');
   });
 
-  withSubject('a call past its deadline rejects with E_DEADLINE, and the runtime works afterwards', async (t, subject) => {
+  if (options.slowable ?? true) withSubject('a call past its deadline rejects with E_DEADLINE, and the runtime works afterwards', async (t, subject) => {
     const { runtime } = subject;
-    subject.slowDown(slow);
+    if (!subject.slow) return t.fail('the subject has no slow control: pass slowable: false if the workload cannot be slowed');
+    const control = subject.slow;
+    control.slowDown(slow);
     const started = performance.now();
     const error = await t.throwsAsync<DozeError>(runtime.pause(short));
     t.is(error?.code, 'E_DEADLINE', error?.message);
     t.true(performance.now() - started < slow, 'the call gave up at its deadline, not when the workload answered');
-    subject.slowDown(0);
+    control.slowDown(0);
     // Whatever the late request did lands; the runtime acts on the real state from here.
-    await until('the late request to land', () => subject.answeredAll(), slow * 10);
+    await until('the late request to land', () => control.answeredAll(), Math.max(slow * 10, deadline));
     await runtime.pause(deadline);
     t.is(await runtime.inspect(), 'paused');
     await runtime.resume(deadline);
     t.is(await runtime.inspect(), 'running');
+  });
+
+  if (options.adopts ?? true) withSubject('adoption: a new runtime object for the same workload finds it asleep and wakes it', async (t, subject) => {
+    const { runtime } = subject;
+    if (!subject.another) return t.fail('the subject cannot build another runtime: pass adopts: false if the runtime keeps its state in itself');
+    await runtime.pause(deadline);
+    const fresh = subject.another();
+    t.teardown(() => fresh.close?.());
+    const probe = await fresh.probe();
+    t.true(probe.ok, probe.reason);
+    t.is(await fresh.inspect(), 'paused', 'the new runtime sees the workload asleep');
+    await fresh.resume(deadline);
+    t.is(await fresh.inspect(), 'running');
+    t.is(await runtime.inspect(), 'running', 'and so does the first one: the state is the workload\'s, not the object\'s');
   });
 }

@@ -12,13 +12,13 @@ import { spawnCli, logShows } from '../helpers/cli.js';
 import { uniqueSuffix } from '../helpers/names.js';
 import { sweepChainsAtTeardown } from '../helpers/netfilter.js';
 import { get } from '../helpers/http.js';
-import { guestTest, startGuest, type TestGuest } from '../helpers/qemu-guest.js';
+import { guestTest, noGuest, startGuest, type TestGuest } from '../helpers/qemu-guest.js';
+import { runtimeContract } from './contract.js';
 
 // Live guests under TCG (DESIGN.md: KVM here is kvm-pvm). Booting takes 3-10 s on
 // two cores, so every test has its own VM and a generous, bounded timeout.
 const TEST_TIMEOUT_MS = 120_000;
 const MiB = 1024 * 1024;
-
 
 /** The agent's own runtime for the instance, so the test asks QEMU through the agent's one QMP connection. */
 function runtimeOf(agent: Agent, id: string): QemuPauseRuntime {
@@ -199,3 +199,27 @@ guestTest.serial('agent SIGKILLed while the VM sleeps (RAM reclaimed): a restart
   t.is(await exited, 0, 'the restarted agent stops cleanly');
   t.is(await qemuStatus(guest.qmp), 'running');
 });
+
+// The runtime contract over a live VM. QEMU is made late by stopping its process (SIGSTOP: its
+// monitor answers nothing until SIGCONT); a second runtime's query-status answered means it runs again.
+runtimeContract('qemu (pause mode)', async (t) => {
+  const guest = await startGuest(t);
+  const make = () => new QemuPauseRuntime({ qmp: guest.qmp, reclaim: false });
+  const pid = guest.child.pid!;
+  t.teardown(() => void process.kill(pid, 'SIGCONT'));
+  return {
+    runtime: make(),
+    another: make,
+    slow: {
+      slowDown: (ms) => void process.kill(pid, ms > 0 ? 'SIGSTOP' : 'SIGCONT'),
+      answeredAll: async () => {
+        const observer = make();
+        try {
+          return (await observer.inspect()) !== 'gone';
+        } finally {
+          await observer.close();
+        }
+      },
+    },
+  };
+}, { unavailable: noGuest, serial: true, timeoutMs: TEST_TIMEOUT_MS, deadlineMs: 20_000, slowMs: 2000 });

@@ -16,9 +16,10 @@ import { spawnCli, logShows } from '../helpers/cli.js';
 import { get } from '../helpers/http.js';
 import { uniqueSuffix } from '../helpers/names.js';
 import { sweepChainsAtTeardown } from '../helpers/netfilter.js';
-import { guestTest } from '../helpers/qemu-guest.js';
+import { guestTest, noGuest } from '../helpers/qemu-guest.js';
 import { startOwnedGuest, type OwnedGuest } from '../helpers/qemu-owner.js';
 import { until } from '../helpers/until.js';
+import { runtimeContract } from './contract.js';
 
 // Live guests under TCG behind a `doze vm run` owner (DESIGN.md: KVM here is kvm-pvm).
 // Every live test boots its own VM (3-10 s) and has a bounded timeout.
@@ -346,3 +347,28 @@ guestTest.serial('agent SIGKILLed while the VM sleeps as a snapshot: a restarted
   t.is(await exited, 0, 'the restarted agent stops cleanly');
   t.is(await observer.inspect(), 'running', 'and leaves the VM awake');
 });
+
+// The runtime contract over a live VM behind its owner. The owner is made late by stopping its
+// process (SIGSTOP); the late request has landed once a second runtime finds it settled again.
+runtimeContract('qemu (snapshot mode)', async (t) => {
+  const guest = await startOwnedGuest(t);
+  const make = () => new QemuSnapshotRuntime({ control: guest.control });
+  const pid = guest.owner.child.pid!;
+  t.teardown(() => void process.kill(pid, 'SIGCONT'));
+  return {
+    runtime: make(),
+    another: make,
+    slow: {
+      slowDown: (ms) => void process.kill(pid, ms > 0 ? 'SIGSTOP' : 'SIGCONT'),
+      answeredAll: async () => {
+        const observer = make();
+        try {
+          const state = await observer.inspect();
+          return state === 'running' || state === 'paused';
+        } finally {
+          await observer.close();
+        }
+      },
+    },
+  };
+}, { unavailable: noGuest, serial: true, timeoutMs: TEST_TIMEOUT_MS, deadlineMs: 30_000, slowMs: 2000 });
