@@ -8,7 +8,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomInt } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rmdir, writeFile, mkdtemp } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -123,7 +123,8 @@ async function main(): Promise<number> {
     }
   }
   const setup = await create(selfTest);
-  const configFile = join(await mkdtemp(join(tmpdir(), 'doze-demo-')), 'doze.json');
+  const configDir = await mkdtemp(join(tmpdir(), 'doze-demo-'));
+  const configFile = join(configDir, 'doze.json');
   const rawConfig = {
     listen: values.listen ?? (selfTest ? '127.0.0.1:0' : '127.0.0.1:7070'),
     logLevel: 'warn',
@@ -140,6 +141,7 @@ async function main(): Promise<number> {
   } catch (error) {
     process.stderr.write(`doze demo: agent failed to start: ${messageOf(error)}\n`);
     await destroy(setup);
+    await rm(configDir, { recursive: true, force: true });
     return 1;
   }
   agent.detector.on('transition', (e) => say(`  ${new Date(e.at).toISOString().slice(11, 23)}  ${e.instance.id}: ${e.from} → ${e.to}  (${e.reason})`));
@@ -148,6 +150,7 @@ async function main(): Promise<number> {
   const cleanup = async () => {
     await agent?.stop().catch((error) => process.stderr.write(`cleanup: ${messageOf(error)}\n`));
     await destroy(setup);
+    await rm(configDir, { recursive: true, force: true });
   };
 
   if (selfTest) {

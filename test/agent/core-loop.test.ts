@@ -1,13 +1,11 @@
-import test from 'ava';
 import { get } from '../helpers/http.js';
 import { nextState, startAgent } from '../helpers/agent.js';
 import { CHECKER_UID, tcpProbeAs } from '../helpers/checker.js';
 import { createInstance } from '../helpers/instance.js';
-import { requireRoot } from '../helpers/root.js';
+import { rootTest } from '../helpers/root.js';
 import { APP_PORT } from '../helpers/app.js';
 
-test.serial('an instance with no traffic is frozen after its idle timeout', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('an instance with no traffic is frozen after its idle timeout', async (t) => {
   const inst = await createInstance(t);
   const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '300ms' })] });
   t.is(await inst.cgroup.freezerState(), 'THAWED');
@@ -19,8 +17,7 @@ test.serial('an instance with no traffic is frozen after its idle timeout', asyn
   t.is(await inst.cgroup.freezerState(), 'FROZEN');
 });
 
-test.serial('traffic keeps an instance awake', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('traffic keeps an instance awake', async (t) => {
   const inst = await createInstance(t);
   const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '400ms' })] });
   // Requests every 100 ms for 1.2 s: three idle timeouts' worth.
@@ -33,8 +30,7 @@ test.serial('traffic keeps an instance awake', async (t) => {
   t.is(await inst.cgroup.freezerState(), 'THAWED');
 });
 
-test.serial('a plain request to a sleeping instance wakes it and gets its 200', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('a plain request to a sleeping instance wakes it and gets its 200', async (t) => {
   const inst = await createInstance(t);
   const agent = await startAgent(t, { instances: [inst.config()] });
   await nextState(agent, 'web', 'sleeping', 3000);
@@ -53,8 +49,7 @@ test.serial('a plain request to a sleeping instance wakes it and gets its 200', 
   t.is(await inst.cgroup.freezerState(), 'THAWED');
 });
 
-test.serial('sleep and wake repeat: the process keeps its memory', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('sleep and wake repeat: the process keeps its memory', async (t) => {
   const inst = await createInstance(t);
   const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '200ms' })] });
   const counts: number[] = [];
@@ -70,8 +65,7 @@ test.serial('sleep and wake repeat: the process keeps its memory', async (t) => 
   t.is(agent.detector.get('web')!.wakes, 5);
 });
 
-test.serial('health-check traffic neither resets idleness nor wakes a sleeper', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('health-check traffic neither resets idleness nor wakes a sleeper', async (t) => {
   const inst = await createInstance(t);
   const agent = await startAgent(t, {
     healthChecks: { mark: '0x1', fromUid: CHECKER_UID },
@@ -106,8 +100,7 @@ test.serial('health-check traffic neither resets idleness nor wakes a sleeper', 
   t.is(instance.wakes, 1);
 });
 
-test.serial('max_sleep: an instance wakes by itself after its longest sleep', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('max_sleep: an instance wakes by itself after its longest sleep', async (t) => {
   const inst = await createInstance(t);
   const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '10m', maxSleep: '300ms' })] });
   await agent.detector.sleepNow('web');

@@ -1,4 +1,3 @@
-import test from 'ava';
 import net from 'node:net';
 import type { Agent } from '../../agent/agent.js';
 import { listRules } from '../../agent/netfilter/iptables.js';
@@ -12,8 +11,9 @@ import { nextState, startAgent } from '../helpers/agent.js';
 import { CHECKER_UID } from '../helpers/checker.js';
 import { get } from '../helpers/http.js';
 import { createAllocationEnv, createNomadCgroupRoot, type TestAllocation } from '../helpers/nomad-alloc.js';
-import { requireRoot } from '../helpers/root.js';
+import { rootTest } from '../helpers/root.js';
 import { sh } from '../helpers/sh.js';
+import { until } from '../helpers/until.js';
 
 /*
  * Nomad and Consul flapping: repeated outages and recoveries of the doubles, seen
@@ -27,16 +27,6 @@ const FLAPS = 6;
 const OUTAGE_MS = 600;
 
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function until<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 5000, everyMs = 10): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await delay(everyMs);
-  }
-}
 
 type RelayMode = 'up' | 'refuse' | 'reset';
 
@@ -116,9 +106,8 @@ async function kernelFootprint(agent: Agent, interfaces: string[]) {
   };
 }
 
-test.serial('Nomad and Consul flapping: no crash, reconnects with backoff, no duplicate instance, registration, rule or filter, and instances keep sleeping and waking', async (t) => {
+rootTest.serial('Nomad and Consul flapping: no crash, reconnects with backoff, no duplicate instance, registration, rule or filter, and instances keep sleeping and waking', async (t) => {
   t.timeout(90_000);
-  if (!requireRoot(t)) return;
   const nomad = await startNomadDouble(t);
   nomad.registerJob(execJob());
   const nomadRelay = new Relay(() => Number(new URL(nomad.url).port));

@@ -1,12 +1,10 @@
-import test from 'ava';
 import { get } from '../helpers/http.js';
 import { nextState, startAgent } from '../helpers/agent.js';
 import { createInstance } from '../helpers/instance.js';
-import { requireRoot } from '../helpers/root.js';
+import { rootTest } from '../helpers/root.js';
 import { tweakRuntime } from '../helpers/runtime-wrappers.js';
 
-test.serial('a resume that hangs past wakeTimeout is a failed wake with the reason, not a stuck instance', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('a resume that hangs past wakeTimeout is a failed wake with the reason, not a stuck instance', async (t) => {
   const inst = await createInstance(t);
   const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '10m', wakeTimeout: '300ms' })] }, { wrapRuntime: tweakRuntime({ resumeDelayMs: 2000 }) });
   await agent.detector.sleepNow('web');
@@ -18,8 +16,7 @@ test.serial('a resume that hangs past wakeTimeout is a failed wake with the reas
   t.regex(view.failure, /wake failed: resuming web did not finish within 300 ms/);
 });
 
-test.serial('a pause that fails leaves the instance awake and serving, never half paused', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('a pause that fails leaves the instance awake and serving, never half paused', async (t) => {
   const inst = await createInstance(t);
   const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '200ms' })] }, { wrapRuntime: tweakRuntime({ failPause: () => true }) });
   const back = new Promise<string>((resolve) => {

@@ -1,11 +1,10 @@
-import test from 'ava';
 import { CheckRunner } from '../doubles/consul/check-runner.js';
 import { nextState, startAgent } from '../helpers/agent.js';
 import { APP_PORT } from '../helpers/app.js';
 import { CHECKER_UID } from '../helpers/checker.js';
 import { get } from '../helpers/http.js';
 import { createInstance } from '../helpers/instance.js';
-import { requireRoot } from '../helpers/root.js';
+import { rootTest } from '../helpers/root.js';
 import { sh } from '../helpers/sh.js';
 import { tweakRuntime } from '../helpers/runtime-wrappers.js';
 
@@ -18,8 +17,7 @@ async function consulChecks(t: { teardown(fn: () => unknown): void }, url: strin
   return runner;
 }
 
-test.serial('50 sleep/wake cycles with checks every 100 ms: never a non-passing check, and no check wakes the instance', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('50 sleep/wake cycles with checks every 100 ms: never a non-passing check, and no check wakes the instance', async (t) => {
   const inst = await createInstance(t);
   const agent = await startAgent(t, { healthChecks: { fromUid: CHECKER_UID }, instances: [inst.config({ idleTimeout: '200ms' })] });
   const runner = await consulChecks(t, `${inst.app.url}/health`);
@@ -55,8 +53,7 @@ test.serial('50 sleep/wake cycles with checks every 100 ms: never a non-passing 
   t.regex(metrics, /doze_health_checks_answered_total\{instance="web",runtime="freezer"\} \d+/);
 });
 
-test.serial('a real request during sleep gets the app\'s own answer, not the stub\'s', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('a real request during sleep gets the app\'s own answer, not the stub\'s', async (t) => {
   const inst = await createInstance(t);
   const agent = await startAgent(t, { healthChecks: { fromUid: CHECKER_UID }, instances: [inst.config({ idleTimeout: '200ms' })] });
   const runner = await consulChecks(t, `${inst.app.url}/`);
@@ -69,8 +66,7 @@ test.serial('a real request during sleep gets the app\'s own answer, not the stu
   t.notRegex(r.body, /doze/);
 });
 
-test.serial('a resume that fails turns the checks critical within two intervals and is reported', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('a resume that fails turns the checks critical within two intervals and is reported', async (t) => {
   const inst = await createInstance(t);
   let failResume = false;
   const agent = await startAgent(t, { healthChecks: { fromUid: CHECKER_UID }, instances: [inst.config({ idleTimeout: '200ms' })] }, { wrapRuntime: tweakRuntime({ failResume: () => failResume }) });
@@ -100,8 +96,7 @@ test.serial('a resume that fails turns the checks critical within two intervals 
   t.regex(metrics, /doze_wake_failures_total\{instance="web",runtime="freezer"\} 1/);
 });
 
-test.serial('unmarked traffic is never redirected; the redirect exists only while asleep', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('unmarked traffic is never redirected; the redirect exists only while asleep', async (t) => {
   const inst = await createInstance(t);
   const agent = await startAgent(t, { healthChecks: { fromUid: CHECKER_UID }, instances: [inst.config({ idleTimeout: '200ms' })] });
   const chain = `${agent.config.netfilter.chainPrefix}-STUB`;
@@ -117,8 +112,7 @@ test.serial('unmarked traffic is never redirected; the redirect exists only whil
   t.deepEqual(await rules(), [], 'removed before the instance is declared running');
 });
 
-test.serial('checks sent to a mapped host port (Nomad\'s default address_mode) are answered too', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('checks sent to a mapped host port (Nomad\'s default address_mode) are answered too', async (t) => {
   const inst = await createInstance(t);
   // A port map like CNI portmap's: host_ip:hostPort → instance:8080, in nat OUTPUT after doze's jump.
   const hostPort = 20000 + Math.floor(Math.random() * 20000);

@@ -1,13 +1,11 @@
-import test from 'ava';
 import { get } from '../helpers/http.js';
 import { nextState, startAgent } from '../helpers/agent.js';
 import { createInstance } from '../helpers/instance.js';
-import { requireRoot } from '../helpers/root.js';
+import { rootTest } from '../helpers/root.js';
 import { sh } from '../helpers/sh.js';
 import { tweakRuntime } from '../helpers/runtime-wrappers.js';
 
-test.serial('hold: more connections than maxHeld during a wake are all answered; at most maxHeld are held', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('hold: more connections than maxHeld during a wake are all answered; at most maxHeld are held', async (t) => {
   const inst = await createInstance(t);
   const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '10m', wake: 'hold', maxHeld: 2 })] }, { wrapRuntime: tweakRuntime({ resumeDelayMs: 400 }) });
   await agent.detector.sleepNow('web');
@@ -24,8 +22,7 @@ test.serial('hold: more connections than maxHeld during a wake are all answered;
   t.notRegex(await sh('iptables', ['-t', 'nat', '-S', chain]), /doze:web/, 'hold rule removed once it serves');
 });
 
-test.serial('hold: a failed wake resets every held connection at once, not at its deadline', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('hold: a failed wake resets every held connection at once, not at its deadline', async (t) => {
   const inst = await createInstance(t);
   const agent = await startAgent(
     t,
@@ -44,8 +41,7 @@ test.serial('hold: a failed wake resets every held connection at once, not at it
   t.true(took < 1500, `held clients learned of the failure after ${took.toFixed(0)} ms (deadline 5 s)`);
 });
 
-test.serial('hold: a held connection past its deadline is reset, not left hanging', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('hold: a held connection past its deadline is reset, not left hanging', async (t) => {
   const inst = await createInstance(t);
   const agent = await startAgent(
     t,

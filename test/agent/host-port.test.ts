@@ -1,11 +1,10 @@
-import test from 'ava';
 import { createBpffs } from '../helpers/bpffs.js';
 import { CHECKER_UID } from '../helpers/checker.js';
 import { logShows } from '../helpers/cli.js';
 import { getInNetns, startNodeAgent } from '../helpers/node-netns.js';
 import { get } from '../helpers/http.js';
 import { createInstance } from '../helpers/instance.js';
-import { requireRoot } from '../helpers/root.js';
+import { rootTest } from '../helpers/root.js';
 import { startAgent } from '../helpers/agent.js';
 import { sh } from '../helpers/sh.js';
 
@@ -22,8 +21,7 @@ function checkerAddress(hostIp: string): string {
   return `10.214.${c}.${d}`;
 }
 
-test.serial('host port: counted on the node\'s lo and interfaces by port; checks (local by uid, remote by source) never wake it; a request does', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('host port: counted on the node\'s lo and interfaces by port; checks (local by uid, remote by source) never wake it; a request does', async (t) => {
   const inst = await createInstance(t);
   const { ns } = inst;
   const checker = checkerAddress(ns.hostIp);
@@ -84,16 +82,14 @@ test.serial('host port: counted on the node\'s lo and interfaces by port; checks
   t.is(await inst.cgroup.freezerState(), 'THAWED');
 });
 
-test.serial('an instance with no interface at an address that is not the node\'s is a config error, not a silent host port', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('an instance with no interface at an address that is not the node\'s is a config error, not a silent host port', async (t) => {
   // 10.213.0.0/16 belongs to test namespaces only; nothing here owns this address.
   const error = await t.throwsAsync(startAgent(t, { instances: [{ id: 'web', address: '10.213.255.254:8080', runtime: { kind: 'fake' } }] }));
   t.regex(error!.message, /10\.213\.255\.254 is not an address of this node: give the instance its own interface/);
 });
 
-test.serial('host-port programs a crashed agent left on the node\'s interfaces are removed by the next clean exit', async (t) => {
+rootTest.serial('host-port programs a crashed agent left on the node\'s interfaces are removed by the next clean exit', async (t) => {
   t.timeout(60_000);
-  if (!requireRoot(t)) return;
   const inst = await createInstance(t);
   const { ns } = inst;
   const bpffs = await createBpffs(t);

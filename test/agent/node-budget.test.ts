@@ -1,11 +1,9 @@
-import test from 'ava';
 import { get } from '../helpers/http.js';
 import { nextState, startAgent } from '../helpers/agent.js';
 import { createInstance } from '../helpers/instance.js';
-import { requireRoot } from '../helpers/root.js';
+import { rootTest } from '../helpers/root.js';
 
-test.serial('maxActive: waking a third instance puts the least recently used one to sleep first', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('maxActive: waking a third instance puts the least recently used one to sleep first', async (t) => {
   const [a, b, c] = await Promise.all([createInstance(t, 'a'), createInstance(t, 'b'), createInstance(t, 'c')]);
   const agent = await startAgent(t, {
     budget: { maxActive: 2 },
@@ -30,8 +28,7 @@ test.serial('maxActive: waking a third instance puts the least recently used one
   t.deepEqual(states.sort(), ['a:sleeping', 'b:running', 'c:running']);
 });
 
-test.serial('when nothing may sleep (min_awake), the wake waits in the queue, the status shows it, and it proceeds when room appears', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('when nothing may sleep (min_awake), the wake waits in the queue, the status shows it, and it proceeds when room appears', async (t) => {
   const [a, b] = await Promise.all([createInstance(t, 'a'), createInstance(t, 'b')]);
   const agent = await startAgent(t, {
     budget: { maxActive: 1 },

@@ -1,4 +1,4 @@
-import test, { type ExecutionContext } from 'ava';
+import type { ExecutionContext } from 'ava';
 import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -19,7 +19,8 @@ import { get } from '../helpers/http.js';
 import { createAllocationEnv, createNomadCgroupRoot, createTaskCgroup, pickTestAddresses, type NomadCgroupRoot, type TestAllocation } from '../helpers/nomad-alloc.js';
 import { uniqueSuffix } from '../helpers/names.js';
 import { sh, shQuiet } from '../helpers/sh.js';
-import { requireRoot } from '../helpers/root.js';
+import { rootTest } from '../helpers/root.js';
+import { until } from '../helpers/until.js';
 
 /*
  * Allocations in the Nomad double become instances of a real agent: real
@@ -43,16 +44,6 @@ async function status(agent: Agent): Promise<StatusReport> {
   return JSON.parse(r.body) as StatusReport;
 }
 
-async function until<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 5000, everyMs = 10): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, everyMs));
-  }
-}
-
 async function nomadAgent(t: ExecutionContext, nomad: { url: string }, cgroups: NomadCgroupRoot, extra: Record<string, unknown> = {}): Promise<Agent> {
   return startAgent(t, {
     healthChecks: { mark: '0x1', fromUid: CHECKER_UID },
@@ -73,8 +64,7 @@ async function stubRules(agent: Agent): Promise<string[]> {
   return (await listRules('nat', `${agent.config.netfilter.chainPrefix}-STUB`)).filter((l) => l.startsWith('-A ') && l.includes('doze:'));
 }
 
-test.serial('an allocation becomes an instance within a second, sleeps, wakes on traffic, and is dropped (woken, programs and rules gone) when it stops', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('an allocation becomes an instance within a second, sleeps, wakes on traffic, and is dropped (woken, programs and rules gone) when it stops', async (t) => {
   const nomad = await startNomadDouble(t);
   nomad.registerJob(execJob({}));
   const cgroups = await createNomadCgroupRoot(t);
@@ -87,7 +77,7 @@ test.serial('an allocation becomes an instance within a second, sleeps, wakes on
   const started = performance.now();
   const alloc = place(nomad, env);
   const id = instanceIdOf(alloc);
-  const instance = await until('the instance', () => agent.detector.get(id), 1000, 2);
+  const instance = await until('the instance', () => agent.detector.get(id), { timeoutMs: 1000, everyMs: 2 });
   const took = performance.now() - started;
   t.log(`allocation → managed instance in ${took.toFixed(1)} ms`);
   t.true(took < 1000, `took ${took.toFixed(1)} ms`);
@@ -119,7 +109,7 @@ test.serial('an allocation becomes an instance within a second, sleeps, wakes on
     if (e.instance.id === id) transitions.push(`${e.from}→${e.to} (${e.reason})`);
   });
   nomad.stopAllocation(env.allocId);
-  await until('the instance to go', () => (agent.detector.get(id) ? undefined : true), 2000, 2);
+  await until('the instance to go', () => (agent.detector.get(id) ? undefined : true), { timeoutMs: 2000, everyMs: 2 });
   t.deepEqual(transitions, ['sleeping→waking (no longer managed)', 'waking→running (no longer managed)']);
   t.is(await env.cgroup.freezerState(), 'THAWED', 'woken before release, so Nomad\'s kill signal can land');
   await until('the rules and stub to go', async () => ((await stubRules(agent)).length === 0 && agent.stub.port(id) === undefined ? true : undefined), 2000);
@@ -129,8 +119,7 @@ test.serial('an allocation becomes an instance within a second, sleeps, wakes on
   t.is((await status(agent)).allocations.length, 0);
 });
 
-test.serial('an allocation whose namespace and cgroup appear later is pending, then managed', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('an allocation whose namespace and cgroup appear later is pending, then managed', async (t) => {
   const nomad = await startNomadDouble(t);
   nomad.registerJob(execJob({}));
   const cgroups = await createNomadCgroupRoot(t);
@@ -150,8 +139,7 @@ test.serial('an allocation whose namespace and cgroup appear later is pending, t
   t.is(await env.cgroup.freezerState(), 'FROZEN');
 });
 
-test.serial('cgroup v2 layout (nomad.slice/share.slice/<alloc>.<task>.scope) is found and frozen with cgroup.freeze', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('cgroup v2 layout (nomad.slice/share.slice/<alloc>.<task>.scope) is found and frozen with cgroup.freeze', async (t) => {
   const nomad = await startNomadDouble(t);
   nomad.registerJob(execJob({}));
   const cgroups = await createNomadCgroupRoot(t, 2);
@@ -170,8 +158,7 @@ test.serial('cgroup v2 layout (nomad.slice/share.slice/<alloc>.<task>.scope) is 
   t.is(await env.cgroup.freezerState(), 'THAWED');
 });
 
-test.serial('modes and setups not supported yet are reported invalid with a reason, and nothing crashes', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('modes and setups not supported yet are reported invalid with a reason, and nothing crashes', async (t) => {
   const nomad = await startNomadDouble(t);
   nomad.registerJob(execJob({ 'doze.mode': 'snapshot' }, { id: 'vm' }));
   nomad.registerJob(execJob({ 'doze.mode': 'scale' }, { id: 'batch' }));
@@ -198,8 +185,7 @@ test.serial('modes and setups not supported yet are reported invalid with a reas
   t.is((await get(`http://${agent.address}/healthz`)).status, 200);
 });
 
-test.serial('a host-network allocation is counted by port on the node\'s interfaces; a qemu-driver task is paused through the QMP socket in its task directory', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('a host-network allocation is counted by port on the node\'s interfaces; a qemu-driver task is paused through the QMP socket in its task directory', async (t) => {
   const nomad = await startNomadDouble(t);
   nomad.registerJob(execJob({}, { id: 'hostnet', networkMode: 'host' }));
   nomad.registerJob(execJob({}, { id: 'vm', networkMode: 'host', driver: 'qemu' }));
@@ -239,8 +225,7 @@ test.serial('a host-network allocation is counted by port on the node\'s interfa
   nomad.stopAllocation(hostAlloc);
   await until('the instance to go', () => (agent.detector.get(id) ? undefined : true), 2000);
   // (Removal detaches after the instance leaves the detector's list.)
-  await until('the programs to go with the last host-port instance', async () => ((await listFilters(dummy)).length === 0 ? true : undefined), 2000);
-  t.pass();
+  t.true(await until('the programs to go with the last host-port instance', async () => (await listFilters(dummy)).length === 0, 2000));
 });
 
 /** A TCP relay in front of the Nomad double that can be cut and restored on the same port. */
@@ -274,8 +259,7 @@ class Relay {
   }
 }
 
-test.serial('Nomad unreachable: known instances keep sleeping and waking, the status says so, and discovery resumes on reconnect', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('Nomad unreachable: known instances keep sleeping and waking, the status says so, and discovery resumes on reconnect', async (t) => {
   const nomad = await startNomadDouble(t);
   nomad.registerJob(execJob({}));
   const relay = new Relay(Number(new URL(nomad.url).port));
@@ -316,8 +300,7 @@ test.serial('Nomad unreachable: known instances keep sleeping and waking, the st
   t.true(resumed.length >= 2, `stream (re)connections from indexes ${resumed.join(', ')}`);
 });
 
-test.serial('Consul: the agent registers as doze-agent, and a sleeping allocation\'s TTL (script) checks are passed through the agent API', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('Consul: the agent registers as doze-agent, and a sleeping allocation\'s TTL (script) checks are passed through the agent API', async (t) => {
   const runner = await CheckRunner.create({ stagger: false });
   t.teardown(() => runner.stop());
   const consul = await AgentApiDouble.start({ runner });
@@ -374,8 +357,7 @@ test.serial('Consul: the agent registers as doze-agent, and a sleeping allocatio
   await again;
 });
 
-test.serial('a clean stop deregisters doze-agent from Consul', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('a clean stop deregisters doze-agent from Consul', async (t) => {
   const consul = await AgentApiDouble.start();
   t.teardown(() => consul.close());
   const agent = await startAgent(t, { consul: { address: consul.url } }, { nomadInstances: FAST });

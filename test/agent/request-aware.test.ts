@@ -1,15 +1,13 @@
-import test from 'ava';
 import http from 'node:http';
 import { get } from '../helpers/http.js';
 import { nextState, startAgent } from '../helpers/agent.js';
 import { createInstance } from '../helpers/instance.js';
-import { requireRoot } from '../helpers/root.js';
+import { rootTest } from '../helpers/root.js';
 import { tweakRuntime } from '../helpers/runtime-wrappers.js';
 
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-test.serial('requests: a request 5× the idle timeout gets its full answer and is never frozen under it', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('requests: a request 5× the idle timeout gets its full answer and is never frozen under it', async (t) => {
   const inst = await createInstance(t);
   const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '300ms', idlePolicy: 'requests' })] });
   const states = new Set<string>();
@@ -33,8 +31,7 @@ test.serial('requests: a request 5× the idle timeout gets its full answer and i
   t.true(after <= 300 + 100 + 50, `slept ${after.toFixed(0)} ms after the answer (idle timeout 300 ms)`);
 });
 
-test.serial('requests: an idle keep-alive connection does not keep the instance awake; the next request on it wakes it', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('requests: an idle keep-alive connection does not keep the instance awake; the next request on it wakes it', async (t) => {
   const inst = await createInstance(t);
   const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '300ms', idlePolicy: 'requests' })] });
   const pool = new http.Agent({ keepAlive: true, maxSockets: 1 });
@@ -53,8 +50,7 @@ test.serial('requests: an idle keep-alive connection does not keep the instance 
   t.is(agent.detector.get('web')!.wakes, 1);
 });
 
-test.serial('connections: a server-sent-events stream pushing every 2× the idle timeout gets every push on time', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('connections: a server-sent-events stream pushing every 2× the idle timeout gets every push on time', async (t) => {
   const inst = await createInstance(t);
   const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '250ms', idlePolicy: 'connections' })] });
   const arrivals: number[] = [];
@@ -74,14 +70,16 @@ test.serial('connections: a server-sent-events stream pushing every 2× the idle
   await nextState(agent, 'web', 'sleeping', 2000);
 });
 
-test.serial('a request sent while the instance is pausing is answered, and nothing is left paused', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('a request sent while the instance is pausing is answered, and nothing is left paused', async (t) => {
   const inst = await createInstance(t);
   // A pause that freezes at once but takes 400 ms to report: the request hits a frozen app mid-transition.
-  const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '200ms' })] }, { wrapRuntime: tweakRuntime({ pauseLingerMs: 400 }) });
+  let paused!: () => void;
+  const pauseTookEffect = new Promise<void>((resolve) => (paused = resolve));
+  const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '200ms' })] }, { wrapRuntime: tweakRuntime({ pauseLingerMs: 400, onPaused: () => paused() }) });
   await nextState(agent, 'web', 'pausing', 2000);
-  await delay(50);
+  await pauseTookEffect;
   t.is(await inst.cgroup.freezerState(), 'FROZEN');
+  t.is(agent.detector.get('web')!.state, 'pausing', 'frozen while the agent is still pausing');
   const running = nextState(agent, 'web', 'running', 3000);
   const answer = await get(`${inst.app.url}/`, 3000);
   await running;

@@ -1,13 +1,11 @@
-import test from 'ava';
 import dgram from 'node:dgram';
 import { nextState, startAgent } from '../helpers/agent.js';
 import { APP_PORT } from '../helpers/app.js';
 import { CHECKER_UID, tcpProbeAs } from '../helpers/checker.js';
 import { createInstance } from '../helpers/instance.js';
-import { requireRoot } from '../helpers/root.js';
+import { rootTest } from '../helpers/root.js';
 
-test.serial('a flood of packets to a sleeper raises one wake event and one wake (no wake storm)', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('a flood of packets to a sleeper raises one wake event and one wake (no wake storm)', async (t) => {
   const inst = await createInstance(t);
   const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '10m' })] });
   let events = 0;
@@ -23,8 +21,7 @@ test.serial('a flood of packets to a sleeper raises one wake event and one wake 
   t.is(agent.detector.get('web')!.wakes, 1);
 });
 
-test.serial('only the configured checker identity is trusted: another local user\'s traffic is real traffic', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('only the configured checker identity is trusted: another local user\'s traffic is real traffic', async (t) => {
   const inst = await createInstance(t);
   const agent = await startAgent(t, { healthChecks: { fromUid: CHECKER_UID }, instances: [inst.config({ idleTimeout: '10m' })] });
   await agent.detector.sleepNow('web');
@@ -36,8 +33,7 @@ test.serial('only the configured checker identity is trusted: another local user
   t.is(agent.detector.get('web')!.wakes, 1, 'and, not being the checker, wakes it: it cannot pass for a check');
 });
 
-test.serial('checks can be identified by user name; an unknown user is a config error naming it', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('checks can be identified by user name; an unknown user is a config error naming it', async (t) => {
   const inst = await createInstance(t);
   const agent = await startAgent(t, { healthChecks: { fromUser: 'nobody' }, instances: [inst.config({ idleTimeout: '10m' })] });
   await agent.detector.sleepNow('web');

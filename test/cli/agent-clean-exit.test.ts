@@ -1,6 +1,4 @@
-import test from 'ava';
-import { readdir, writeFile, mkdtemp } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createBpffs } from '../helpers/bpffs.js';
 import { CHECKER_UID } from '../helpers/checker.js';
@@ -8,18 +6,18 @@ import { spawnCli } from '../helpers/cli.js';
 import { createInstance } from '../helpers/instance.js';
 import { uniqueSuffix } from '../helpers/names.js';
 import { sweepChainsAtTeardown } from '../helpers/netfilter.js';
-import { requireRoot } from '../helpers/root.js';
+import { rootTest } from '../helpers/root.js';
 import { sh } from '../helpers/sh.js';
+import { tempDir } from '../helpers/temp-dir.js';
 
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-  test.serial(`${signal}: the agent wakes what it put to sleep, then removes its qdisc, filters, maps and rules`, async (t) => {
-    if (!requireRoot(t)) return;
+  rootTest.serial(`${signal}: the agent wakes what it put to sleep, then removes its qdisc, filters, maps and rules`, async (t) => {
     const inst = await createInstance(t);
     const bpffs = await createBpffs(t);
     const prefix = `DZ${uniqueSuffix().toUpperCase()}`;
   sweepChainsAtTeardown(t, prefix);
     sweepChainsAtTeardown(t, prefix);
-    const dir = await mkdtemp(join(tmpdir(), 'dz-agent-'));
+    const dir = await tempDir(t, 'agent');
     const config = join(dir, 'doze.json');
     await writeFile(config, JSON.stringify({
       listen: '127.0.0.1:0', bpffs, netfilter: { chainPrefix: prefix },

@@ -1,12 +1,13 @@
 import test from 'ava';
-import { mkdtemp, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { runCli } from '../helpers/cli.js';
+import { rootTest } from '../helpers/root.js';
+import { tempDir } from '../helpers/temp-dir.js';
+import type { Teardown } from '../helpers/teardown.js';
 
-async function configFile(content: string): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'dz-config-'));
-  const file = join(dir, 'doze.json');
+async function configFile(t: Teardown, content: string): Promise<string> {
+  const file = join(await tempDir(t, 'config'), 'doze.json');
   await writeFile(file, content);
   return file;
 }
@@ -25,7 +26,7 @@ const cases: Array<[string, string, RegExp[]]> = [
 
 for (const [what, content, patterns] of cases) {
   test(`doze agent rejects a config with ${what}: clear error, exit 2`, async (t) => {
-    const file = await configFile(content);
+    const file = await configFile(t, content);
     const result = await runCli(['agent', '--config', file]);
     t.is(result.code, 2, result.stderr);
     for (const pattern of patterns) t.regex(result.stderr, pattern);
@@ -52,16 +53,15 @@ test('--help works on every command', async (t) => {
   }
 });
 
-test('an instance whose cgroup has no freezer is a config error naming it', async (t) => {
-  if (process.getuid?.() !== 0) return t.pass();
-  const file = await configFile(JSON.stringify({ listen: '127.0.0.1:0', instances: [{ ...instance, runtime: { kind: 'freezer', cgroup: 'doze-test/does-not-exist' } }] }));
+rootTest('an instance whose cgroup has no freezer is a config error naming it', async (t) => {
+  const file = await configFile(t, JSON.stringify({ listen: '127.0.0.1:0', instances: [{ ...instance, runtime: { kind: 'freezer', cgroup: 'doze-test/does-not-exist' } }] }));
   const result = await runCli(['agent', '--config', file]);
   t.is(result.code, 2, result.stderr);
   t.regex(result.stderr, /instances\[0\] \(web\)\.runtime: cgroup "doze-test\/does-not-exist" has no freezer/);
 });
 
 test('a missing tool is a clear startup error naming its Debian package', async (t) => {
-  const file = await configFile(JSON.stringify({ listen: '127.0.0.1:0', instances: [] }));
+  const file = await configFile(t, JSON.stringify({ listen: '127.0.0.1:0', instances: [] }));
   const result = await runCli(['agent', '--config', file], { PATH: '/nonexistent' });
   t.is(result.code, 1, result.stderr);
   t.regex(result.stderr, /missing tools: tc \(Debian package iproute2\), ip \(Debian package iproute2\)/);

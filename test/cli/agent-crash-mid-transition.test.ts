@@ -1,4 +1,4 @@
-import test, { type ExecutionContext } from 'ava';
+import type { ExecutionContext } from 'ava';
 import type { ChildProcess } from 'node:child_process';
 import { access, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
@@ -13,9 +13,10 @@ import { spawnCli } from '../helpers/cli.js';
 import { get } from '../helpers/http.js';
 import { uniqueSuffix } from '../helpers/names.js';
 import { sweepChainsAtTeardown } from '../helpers/netfilter.js';
-import { requireGuest } from '../helpers/qemu-guest.js';
+import { guestTest } from '../helpers/qemu-guest.js';
 import { startOwnedGuest } from '../helpers/qemu-owner.js';
 import { sh } from '../helpers/sh.js';
+import { until } from '../helpers/until.js';
 
 /*
  * The CLI agent is SIGKILLed while a live VM (TCG guest behind `doze vm run`, snapshot
@@ -26,10 +27,6 @@ import { sh } from '../helpers/sh.js';
  */
 
 const TEST_TIMEOUT_MS = 180_000;
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
 
 async function freePort(): Promise<number> {
   const server = net.createServer();
@@ -64,12 +61,10 @@ function spawnAgent(t: ExecutionContext, config: string): RunningAgent {
     exited,
     log: () => out,
     async waitLog(pattern, fromOffset = 0, timeoutMs = 20_000) {
-      const until = performance.now() + timeoutMs;
-      while (!pattern.test(out.slice(fromOffset))) {
+      await until(`the agent's log to match ${pattern}`, () => {
         if (child.exitCode !== null || child.signalCode !== null) throw new Error(`agent exited before its log matched ${pattern}:\n${out.slice(-3000)}`);
-        if (performance.now() > until) throw new Error(`agent log never matched ${pattern}:\n${out.slice(-3000)}`);
-        await delay(5);
-      }
+        return pattern.test(out.slice(fromOffset));
+      }, { timeoutMs, everyMs: 5, detail: () => out.slice(-3000) });
     },
   };
 }
@@ -79,9 +74,8 @@ async function sigkill(agent: RunningAgent): Promise<void> {
   await agent.exited;
 }
 
-test.serial('agent SIGKILLed while the VM is pausing, then while it is waking: each restart finds it as it is (nothing half paused) and it still serves and wakes', async (t) => {
+guestTest.serial('agent SIGKILLed while the VM is pausing, then while it is waking: each restart finds it as it is (nothing half paused) and it still serves and wakes', async (t) => {
   t.timeout(TEST_TIMEOUT_MS);
-  if (!requireGuest(t)) return;
   const guest = await startOwnedGuest(t, { fillMiB: 16 });
   let last = await guest.count();
   const bpffs = await createBpffs(t);
@@ -104,11 +98,8 @@ test.serial('agent SIGKILLed while the VM is pausing, then while it is waking: e
   const ownerState = async (): Promise<OwnerState> => (await owner.request('status', 2000)).state;
   /** Polls the owner (each answer takes ~1 ms) until it is in `state`. */
   const ownerReaches = async (state: OwnerState, timeoutMs: number): Promise<void> => {
-    const until = performance.now() + timeoutMs;
-    while ((await ownerState()) !== state) {
-      if (performance.now() > until) throw new Error(`doze vm never reached ${state} (now ${await ownerState()}):\n${guest.ownerOutput().slice(-2000)}`);
-      await delay(1);
-    }
+    let last: OwnerState | undefined;
+    await until(`doze vm to reach ${state}`, async () => (last = await ownerState()) === state, { timeoutMs, everyMs: 1, detail: () => `(now ${last}):\n${guest.ownerOutput().slice(-2000)}` });
   };
   const view = async (): Promise<InstanceView> => {
     const list = JSON.parse((await get(`http://${listen}/api/instances`)).body) as InstanceView[];

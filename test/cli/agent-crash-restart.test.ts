@@ -1,6 +1,4 @@
-import test from 'ava';
-import { mkdtemp, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createBpffs } from '../helpers/bpffs.js';
 import { CHECKER_UID } from '../helpers/checker.js';
@@ -9,16 +7,16 @@ import { get } from '../helpers/http.js';
 import { createInstance } from '../helpers/instance.js';
 import { uniqueSuffix } from '../helpers/names.js';
 import { sweepChainsAtTeardown } from '../helpers/netfilter.js';
-import { requireRoot } from '../helpers/root.js';
+import { rootTest } from '../helpers/root.js';
 import { sh } from '../helpers/sh.js';
+import { tempDir } from '../helpers/temp-dir.js';
 
-test.serial('after SIGKILL and a restart: no duplicate or stale rule or filter, and the sleeper still wakes on traffic', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('after SIGKILL and a restart: no duplicate or stale rule or filter, and the sleeper still wakes on traffic', async (t) => {
   const inst = await createInstance(t);
   const bpffs = await createBpffs(t);
   const prefix = `DZ${uniqueSuffix().toUpperCase()}`;
   sweepChainsAtTeardown(t, prefix);
-  const config = join(await mkdtemp(join(tmpdir(), 'dz-agent-')), 'doze.json');
+  const config = join(await tempDir(t, 'agent'), 'doze.json');
   await writeFile(config, JSON.stringify({
     listen: '127.0.0.1:0', bpffs, netfilter: { chainPrefix: prefix }, healthChecks: { fromUid: CHECKER_UID },
     instances: [inst.config({ idleTimeout: '200ms' })],

@@ -1,10 +1,8 @@
-import test from 'ava';
 import { REPO } from '../helpers/cli.js';
-import { requireRoot } from '../helpers/root.js';
+import { rootTest } from '../helpers/root.js';
 import { spawn } from 'node:child_process';
 
-test('the demo sets up, sleeps, wakes on a request and cleans up (--self-test)', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest('the demo sets up, sleeps, wakes on a request and cleans up (--self-test)', async (t) => {
   const child = spawn(process.execPath, ['--import', 'tsx', 'demo/demo.ts', '--self-test'], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));

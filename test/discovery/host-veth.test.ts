@@ -2,11 +2,10 @@ import test from 'ava';
 import { findHostVeth } from '../../agent/discovery/host-veth.js';
 import type { DozeError } from '../../agent/errors.js';
 import { uniqueSuffix } from '../helpers/names.js';
-import { requireRoot } from '../helpers/root.js';
+import { rootTest } from '../helpers/root.js';
 import { sh, shQuiet } from '../helpers/sh.js';
 
-test.serial('finds the host side of a namespace\'s eth0 by its peer ifindex, as Nomad\'s bridge lays it out', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('finds the host side of a namespace\'s eth0 by its peer ifindex, as Nomad\'s bridge lays it out', async (t) => {
   // A stand-in for an allocation: a namespace named like its alloc id, eth0 inside, a random host-side name.
   const id = uniqueSuffix();
   const ns = `dz-${id}`;
@@ -28,8 +27,7 @@ test('a namespace that does not exist is a clear error', async (t) => {
   t.regex(error!.message, /network namespace \/nonexistent-netns-dir\/no-such-alloc does not exist/);
 });
 
-test.serial('an eth0 that is not a veth is reported', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('an eth0 that is not a veth is reported', async (t) => {
   const ns = `dz-${uniqueSuffix()}`;
   t.teardown(() => shQuiet('ip', ['netns', 'del', ns]));
   await sh('ip', ['netns', 'add', ns]);

@@ -1,42 +1,35 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import test, { type ExecutionContext } from 'ava';
+import type { ExecutionContext } from 'ava';
 import { NomadClient, NomadError } from '../../agent/discovery/nomad-client.js';
+import { missing, testIf } from '../helpers/needs.js';
+
+const opensslTest = testIf(missing('openssl', () => (spawnSync('openssl', ['version'], { stdio: 'ignore' }).status === 0 ? undefined : 'the openssl command makes the test certificates (Debian package openssl)')));
 
 function openssl(args: string[], cwd: string): Promise<void> {
   return new Promise((resolve, reject) => execFile('openssl', args, { cwd, timeout: 10_000 }, (error, _out, stderr) => (error ? reject(new Error(`openssl ${args[0]}: ${stderr || error.message}`)) : resolve())));
 }
 
 /** A CA, a server certificate for 127.0.0.1 and a client certificate, in a directory removed at teardown. */
-async function certificates(t: ExecutionContext): Promise<string | undefined> {
+async function certificates(t: ExecutionContext): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'dz-tls-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
-  try {
-    await openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '1', '-subj', '/CN=doze test CA'], dir);
-    await writeFile(join(dir, 'server.ext'), 'subjectAltName=IP:127.0.0.1\n');
-    for (const name of ['server', 'client']) {
-      await openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}.global.nomad`], dir);
-      const ext = name === 'server' ? ['-extfile', 'server.ext'] : [];
-      await openssl(['x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.pem`, '-days', '1', ...ext], dir);
-    }
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT' || /ENOENT/.test(String(error))) return undefined;
-    throw error;
+  await openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '1', '-subj', '/CN=doze test CA'], dir);
+  await writeFile(join(dir, 'server.ext'), 'subjectAltName=IP:127.0.0.1\n');
+  for (const name of ['server', 'client']) {
+    await openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}.global.nomad`], dir);
+    const ext = name === 'server' ? ['-extfile', 'server.ext'] : [];
+    await openssl(['x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.pem`, '-days', '1', ...ext], dir);
   }
   return dir;
 }
 
-test('TLS: verifies Nomad with the CA and presents the client certificate (mutual TLS, as Nomad\'s verify_https_client)', async (t) => {
+opensslTest('TLS: verifies Nomad with the CA and presents the client certificate (mutual TLS, as Nomad\'s verify_https_client)', async (t) => {
   const dir = await certificates(t);
-  if (!dir) {
-    t.log('skipped: the openssl command is not installed (needed to make test certificates)');
-    t.pass();
-    return;
-  }
   const server = https.createServer(
     { key: await readFile(join(dir, 'server.key')), cert: await readFile(join(dir, 'server.pem')), ca: await readFile(join(dir, 'ca.pem')), requestCert: true, rejectUnauthorized: true },
     (_req, res) => {

@@ -5,6 +5,7 @@ import { NomadDiscovery, type DiscoveryStatus, type NomadDiscoveryOptions } from
 import { webJob } from '../doubles/nomad/fixtures.js';
 import type { NomadDouble } from '../doubles/nomad/nomad-double.js';
 import { startNomadDouble } from '../doubles/nomad/with-double.js';
+import { until } from '../helpers/until.js';
 
 const enabled = { 'doze.enabled': 'true' };
 
@@ -34,14 +35,8 @@ function startDiscovery(t: ExecutionContext, nomad: NomadDouble, options: Partia
     controller.abort();
     await running;
   });
-  const until = async (predicate: () => boolean, what: string, timeoutMs = 3000) => {
-    const deadline = Date.now() + timeoutMs;
-    while (!predicate()) {
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; log: ${log.join(' | ')}`);
-      await new Promise((resolve) => setTimeout(resolve, 5));
-    }
-  };
-  return { discovery, log, added, statuses, errors, until };
+  const waitFor = (predicate: () => boolean, what: string, timeoutMs = 3000) => until(what, predicate, { timeoutMs, everyMs: 5, detail: () => `log: ${log.join(' | ')}` });
+  return { discovery, log, added, statuses, errors, until: waitFor };
 }
 
 test('an allocation placed on the node becomes a managed instance in well under a second', async (t) => {

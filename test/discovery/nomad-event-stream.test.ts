@@ -5,6 +5,7 @@ import { allocationEvents, type AllocationEventOptions, type AllocationFrame } f
 import { webJob } from '../doubles/nomad/fixtures.js';
 import type { NomadDouble } from '../doubles/nomad/nomad-double.js';
 import { startNomadDouble } from '../doubles/nomad/with-double.js';
+import { until } from '../helpers/until.js';
 
 /**
  * Consumes the stream in the background; `next(n)` waits (bounded) for n
@@ -15,7 +16,6 @@ function consume(t: ExecutionContext, client: NomadClient, options: AllocationEv
   const frames: AllocationFrame[] = [];
   const errors: NomadError[] = [];
   const connects: number[] = [];
-  let waiter: (() => void) | undefined;
   let failure: unknown;
   const done = (async () => {
     try {
@@ -28,38 +28,31 @@ function consume(t: ExecutionContext, client: NomadClient, options: AllocationEv
         onConnect: (i) => connects.push(i),
       })) {
         frames.push(frame);
-        waiter?.();
       }
     } catch (error) {
       failure = error;
-      waiter?.();
     }
   })();
   t.teardown(async () => {
     controller.abort();
     await done;
   });
-  const until = async (predicate: () => boolean, what: string, timeoutMs = 3000) => {
-    const deadline = Date.now() + timeoutMs;
-    while (!predicate()) {
+  const waitFor = (predicate: () => boolean, what: string, timeoutMs = 3000) =>
+    until(what, () => {
+      if (predicate()) return true;
       if (failure) throw failure;
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-      await new Promise<void>((resolve) => {
-        waiter = resolve;
-        setTimeout(resolve, 20);
-      });
-    }
-  };
+      return false;
+    }, { timeoutMs, everyMs: 5 });
   return {
     frames,
     errors,
     connects,
     done,
     failure: () => failure,
-    until,
+    until: waitFor,
     next: (count: number) => {
       const target = frames.length + count;
-      return until(() => frames.length >= target, `${count} frame(s)`);
+      return waitFor(() => frames.length >= target, `${count} frame(s)`);
     },
     allocIds: () => frames.flatMap((f) => f.events.map((e) => e.allocation.ID)),
   };
@@ -179,8 +172,7 @@ test('a connection that goes silent is replaced', async (t) => {
   await stream.until(() => stream.connects.length >= 2, 'a reconnection', 3000);
   t.regex(stream.errors[0]!.message, /sent nothing \(not even a heartbeat\) for 150 ms/);
   const a = nomad.addAllocation({ jobId: 'web', group: 'web' });
-  await stream.until(() => stream.allocIds().includes(a.ID as string), 'the allocation after reconnecting');
-  t.pass();
+  t.true(await stream.until(() => stream.allocIds().includes(a.ID as string), 'the allocation after reconnecting'));
 });
 
 test('a refused token ends the stream with the HTTP error (fall back or report; no retry loop)', async (t) => {

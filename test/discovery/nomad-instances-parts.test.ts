@@ -1,3 +1,4 @@
+import { install } from '@sinonjs/fake-timers';
 import test from 'ava';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -13,6 +14,7 @@ import { createLogger } from '../../agent/log.js';
 import { ConnectionTracker } from '../../agent/status/connections.js';
 import { AgentApiDouble } from '../doubles/consul/agent-api.js';
 import { startNomadDouble } from '../doubles/nomad/with-double.js';
+import { until } from '../helpers/until.js';
 
 const silent = createLogger('silent');
 const ALLOC = '5f1e2d3c-0000-4000-8000-00000000abcd';
@@ -136,14 +138,6 @@ function linkConfig(address: string, overrides: Partial<ConsulConfig> = {}): Con
   return { address, register: false, checkInterval: 10_000, ttlPassInterval: 100, ...overrides };
 }
 
-async function until(what: string, probe: () => boolean, timeoutMs = 3000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!probe()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
-
 test('ConsulLink: passes a sleeper\'s TTL checks it found healthy, keeps warning as warning, stops when awake, fails them when a wake fails', async (t) => {
   const consul = await AgentApiDouble.start();
   t.teardown(() => consul.close());
@@ -207,17 +201,27 @@ test('ConsulLink: an unreachable Consul is reported, retried, and never throws',
 });
 
 test('ConnectionTracker: `since` moves only when the connection flips', (t) => {
-  const seen: boolean[] = [];
-  const tracker = new ConnectionTracker('http://x', (s) => seen.push(s.connected));
-  const initial = tracker.status();
-  t.like(initial, { connected: false, error: 'not contacted yet' });
-  tracker.up({ source: 'stream' });
-  const up = tracker.status();
-  t.like(up, { connected: true, detail: { source: 'stream' } });
-  t.is(up.error, undefined);
-  tracker.up({ source: 'stream' });
-  t.is(tracker.status().since, up.since);
-  tracker.down('boom');
-  t.like(tracker.status(), { connected: false, error: 'boom', detail: { source: 'stream' } });
-  t.deepEqual(seen, [true, false]);
+  // A fake clock a second apart per step: a `since` that moved on a repeated up() would show.
+  // Synchronous, and uninstalled before the body ends: the other tests of this file never see it.
+  const clock = install({ toFake: ['Date'], now: Date.parse('2026-12-01T08:00:00Z') });
+  try {
+    const seen: boolean[] = [];
+    const tracker = new ConnectionTracker('http://x', (s) => seen.push(s.connected));
+    const initial = tracker.status();
+    t.like(initial, { connected: false, error: 'not contacted yet', since: '2026-12-01T08:00:00.000Z' });
+    clock.tick(1000);
+    tracker.up({ source: 'stream' });
+    const up = tracker.status();
+    t.like(up, { connected: true, detail: { source: 'stream' }, since: '2026-12-01T08:00:01.000Z' });
+    t.is(up.error, undefined);
+    clock.tick(1000);
+    tracker.up({ source: 'stream' });
+    t.is(tracker.status().since, up.since, 'still up: since is when it came up');
+    clock.tick(1000);
+    tracker.down('boom');
+    t.like(tracker.status(), { connected: false, error: 'boom', detail: { source: 'stream' }, since: '2026-12-01T08:00:03.000Z' });
+    t.deepEqual(seen, [true, false]);
+  } finally {
+    clock.uninstall();
+  }
 });

@@ -11,6 +11,7 @@ import { loadJobspec } from '../../plugin/load-jobspec.js';
 import { renderVmTasks } from '../../plugin/render-vm-task.js';
 import { startNomadDouble } from '../doubles/nomad/with-double.js';
 import { startRegistryApp } from '../helpers/registry-app.js';
+import { until } from '../helpers/until.js';
 
 /*
  * Nomad discovery and `doze vm run --register` (item: who owns the VM). An
@@ -45,16 +46,6 @@ async function setup(t: ExecutionContext) {
   t.teardown(() => discovery.stop());
   const allocation = (allocId: string) => () => discovery.report().allocations.find((a) => a.allocId === allocId);
   return { nomad, app, discovery, allocation };
-}
-
-async function until<T>(what: string, probe: () => T | undefined | false, timeoutMs = 3000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = probe();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
 }
 
 test('a rendered doze vm allocation is "registered": discovery leaves it to its owner, and removes what a dead owner left', async (t) => {

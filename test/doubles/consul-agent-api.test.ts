@@ -6,6 +6,7 @@ import Consul from 'consul';
 import { AgentApiDouble, parseGoDuration } from './consul/agent-api.js';
 import type { AgentApiDoubleOptions, HealthCheck } from './consul/agent-api.js';
 import { CheckRunner } from './consul/check-runner.js';
+import { until } from '../helpers/until.js';
 
 async function double(t: ExecutionContext, options: AgentApiDoubleOptions = {}) {
   const api = await AgentApiDouble.start(options);
@@ -214,10 +215,7 @@ test('HTTP checks registered here are run by the check runner and reach the heal
   t.teardown(() => runner.stop());
   const { api, consul } = await double(t, { runner });
   await register(consul, { name: 'web', check: { http: target, interval: '50ms', timeout: '1s' } });
-  const waitFor = async (status: string) => {
-    for (let i = 0; i < 200 && api.check('service:web')?.Status !== status; i++) await new Promise((r) => setTimeout(r, 10));
-    return api.check('service:web');
-  };
+  const waitFor = (status: string) => until(`the check to be ${status}`, () => (api.check('service:web')?.Status === status ? api.check('service:web') : undefined), 2000);
   t.like(await waitFor('passing'), { Status: 'passing', Output: `HTTP GET ${target}: 200 OK Output: code 200` });
   code = 500;
   t.like(await waitFor('critical'), { Status: 'critical' });

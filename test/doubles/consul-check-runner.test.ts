@@ -10,11 +10,12 @@ import { CheckRunner } from './consul/check-runner.js';
 import type { CheckRunnerOptions } from './consul/check-runner.js';
 import { StubServer } from '../../agent/health/stub-server.js';
 import type { StubStatus } from '../../agent/health/stub-server.js';
+import { rootTest } from '../helpers/root.js';
+import { until } from '../helpers/until.js';
 
 const exec = promisify(execFile);
 const HOST = '127.0.0.1';
 const CHECKER_UID = 65534; // nobody: stands in for the consul user
-const isRoot = process.getuid?.() === 0;
 
 type Handler = (req: http.IncomingMessage, res: http.ServerResponse) => unknown;
 
@@ -42,14 +43,6 @@ async function runner(t: ExecutionContext, options: CheckRunnerOptions = {}): Pr
   const r = await CheckRunner.create({ stagger: false, ...options });
   t.teardown(() => r.stop());
   return r;
-}
-
-async function until(what: string, ok: () => boolean, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!ok()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 test('HTTP probes send Consul headers, each on a new connection', async (t) => {
@@ -241,12 +234,7 @@ test('probes bind to a configured source address', async (t) => {
   t.is(app.remotes[0], '127.0.0.2');
 });
 
-test('with a uid, probes come from a worker process owned by that uid', async (t) => {
-  if (!isRoot) {
-    t.log('skipped: spawning as another uid needs root');
-    t.pass();
-    return;
-  }
+rootTest('with a uid, probes come from a worker process owned by that uid', async (t) => {
   const owners: string[] = [];
   const app = await server(t, async (req, res) => {
     // While the request is held, ask the kernel who owns the client's socket.
@@ -273,8 +261,7 @@ test('with a uid, probes come from a worker process owned by that uid', async (t
   t.true(owners.slice(1).every((o) => o.includes(`uid:${CHECKER_UID}`)));
 
   await r.stop();
-  await until('worker gone', () => !processExists(pid), 3000);
-  t.pass();
+  t.true(await until('worker gone', () => !processExists(pid), 3000));
 });
 
 function processExists(pid: number): boolean {

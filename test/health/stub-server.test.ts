@@ -5,6 +5,7 @@ import http from 'node:http';
 import http2 from 'node:http2';
 import { StubServer } from '../../agent/health/stub-server.js';
 import type { CheckKind, StubStatus } from '../../agent/health/stub-server.js';
+import { until } from '../helpers/until.js';
 
 const HOST = '127.0.0.1';
 
@@ -171,7 +172,7 @@ test('a TCP check is accepted while sleeping and counted as tcp', async (t) => {
   t.is(await tcpConnect(port), 'connected');
   t.is(await tcpConnect(port), 'connected');
   // The stub learns it was a bare TCP check when the client closes without sending.
-  for (let i = 0; i < 50 && answers.length < 2; i++) await new Promise((r) => setTimeout(r, 20));
+  await until('both checks counted', () => answers.length >= 2, 1000);
   t.deepEqual(answers, [['db', 'tcp'], ['db', 'tcp']]);
 });
 
@@ -242,7 +243,7 @@ test('HTTP, TCP and gRPC answers are counted per instance and kind', async (t) =
   await get(pa);
   await grpcHealthCheck(pb);
   await tcpConnect(pb);
-  for (let i = 0; i < 50 && answers.length < 4; i++) await new Promise((r) => setTimeout(r, 20));
+  await until('all four checks counted', () => answers.length >= 4, 1000);
   t.is(stub.answeredCount('a'), 2);
   t.is(stub.answeredCount('b'), 2);
   t.deepEqual(answers.filter(([id]) => id === 'b').map(([, kind]) => kind).sort(), ['grpc', 'tcp']);

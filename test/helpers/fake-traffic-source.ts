@@ -1,12 +1,24 @@
-import type { BpfInstanceState, Connection, InstanceCounters, WakeEvent } from '../../agent/sources/bpf-records.js';
+import { BpfInstanceState, ConnFlag, monotonicNs, type Connection, type InstanceCounters, type WakeEvent } from '../../agent/sources/bpf-records.js';
 import type { TrafficSource } from '../../agent/sources/traffic-source.js';
 
-/** A traffic source with no kernel behind it: keeps the state map, for tests of plumbing and adoption (no root). */
+/**
+ * A traffic source with no kernel behind it (no root): keeps the state map and
+ * scripted counters and connections, and raises wake events as
+ * agent/bpf/doze.bpf.c does. With fake timers, monotonicNs() (process.hrtime)
+ * follows the fake clock, so scripted packets land at the test's "now".
+ */
 export class FakeTrafficSource implements TrafficSource {
   readonly attached = new Map<string, number>();
   readonly tracked = new Set<string>();
   readonly states_ = new Map<string, BpfInstanceState>();
+  /** Per instance key: what doze_counters would hold. */
+  readonly counters = new Map<string, InstanceCounters>();
+  /** What doze_conns would hold (each key's connections). */
+  readonly conns: Connection[] = [];
+  /** How many times the detector read counters / connections (cost follows active instances). */
+  reads = { counters: 0, connections: 0 };
   private readonly wakeListeners: ((event: WakeEvent) => void)[] = [];
+  private readonly gapListeners: ((reason: string) => void)[] = [];
 
   async start(): Promise<void> {}
   async attach(device: string): Promise<void> {
@@ -25,19 +37,29 @@ export class FakeTrafficSource implements TrafficSource {
   }
   async track(address: string): Promise<void> {
     this.tracked.add(address);
+    if (!this.counters.has(address)) this.counters.set(address, { packets: 0n, lastSeenNs: 0n, checks: 0n, outPackets: 0n });
   }
   async untrack(address: string): Promise<void> {
     this.tracked.delete(address);
     this.states_.delete(address);
+    this.counters.delete(address);
   }
   async setState(address: string, state: BpfInstanceState): Promise<void> {
     this.states_.set(address, state);
   }
-  async counter(): Promise<InstanceCounters | undefined> {
-    return undefined;
+  async counter(address: string): Promise<InstanceCounters | undefined> {
+    this.reads.counters++;
+    const c = this.counters.get(address);
+    return c && { ...c };
   }
-  async countersOf(): Promise<Map<string, InstanceCounters>> {
-    return new Map();
+  async countersOf(addresses: string[]): Promise<Map<string, InstanceCounters>> {
+    this.reads.counters++;
+    const found = new Map<string, InstanceCounters>();
+    for (const address of addresses) {
+      const c = this.counters.get(address);
+      if (c) found.set(address, { ...c });
+    }
+    return found;
   }
   async state(address: string): Promise<BpfInstanceState | undefined> {
     return this.states_.get(address);
@@ -46,15 +68,66 @@ export class FakeTrafficSource implements TrafficSource {
     return new Map(this.states_);
   }
   async connections(): Promise<Connection[]> {
-    return [];
+    this.reads.connections++;
+    return this.conns.map((c) => ({ ...c }));
   }
   onWake(listener: (event: WakeEvent) => void): void {
     this.wakeListeners.push(listener);
   }
-  onGap(): void {}
+  onGap(listener: (reason: string) => void): void {
+    this.gapListeners.push(listener);
+  }
+
+  /**
+   * An unmarked packet to `address` now: counted, and, to a sleeper (sleeping or
+   * pausing), the one wake event of its sleep (the state goes to signalled).
+   */
+  packet(address: string): void {
+    const nowNs = monotonicNs();
+    const c = this.counters.get(address);
+    if (c) {
+      c.packets++;
+      c.lastSeenNs = nowNs;
+    }
+    const state = this.states_.get(address);
+    if (state === BpfInstanceState.sleeping || state === BpfInstanceState.pausing) {
+      this.states_.set(address, BpfInstanceState.signalled);
+      this.emitWake({ instanceAddr: address, ifindex: 1, tsNs: nowNs });
+    }
+  }
+
+  /** A health check's packet (marked): counted as a check, never activity, never a wake. */
+  check(address: string): void {
+    const c = this.counters.get(address);
+    if (c) c.checks++;
+  }
+
+  /**
+   * A tracked connection to `address` from client port `clientPort`, created on first use:
+   * `request` (client payload not answered yet), `answer`, `close` (both FINs), or a
+   * health check's request (`check`).
+   */
+  connection(address: string, clientPort: number, event: 'request' | 'answer' | 'close' | 'check'): void {
+    const nowNs = monotonicNs();
+    let conn = this.conns.find((c) => c.instanceAddr === address && c.clientPort === clientPort);
+    if (!conn) {
+      conn = { clientAddr: '10.213.0.1', instanceAddr: address, clientPort, instancePort: 8080, lastNs: nowNs, clientPayloadNs: 0n, serverPayloadNs: 0n, flags: 0 };
+      this.conns.push(conn);
+    }
+    conn.lastNs = nowNs;
+    if (event === 'request' || event === 'check') conn.clientPayloadNs = nowNs;
+    if (event === 'check') conn.flags |= ConnFlag.check;
+    if (event === 'answer') conn.serverPayloadNs = nowNs;
+    if (event === 'close') conn.flags |= ConnFlag.finClient | ConnFlag.finServer;
+  }
+
   /** What the kernel would push when a packet reaches a sleeper. */
   emitWake(event: WakeEvent): void {
     for (const listener of this.wakeListeners) listener(event);
+  }
+  /** Wake events were lost (perf buffer overrun): the detector rescans the state map. */
+  emitGap(reason: string): void {
+    for (const listener of this.gapListeners) listener(reason);
   }
   async close(): Promise<void> {}
 }

@@ -1,10 +1,10 @@
 import type { Teardown } from './teardown.js';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { REPO } from './cli.js';
 import { get, type HttpResult } from './http.js';
+import { tempDir } from './temp-dir.js';
 
 /*
  * A test namespace playing a Nomad client node, for host-port instances (host network mode,
@@ -47,7 +47,7 @@ export interface NodeAgent {
 
 /** `doze agent` inside the namespace with this config (listen is set to address:7070); SIGKILLed at teardown. */
 export async function startNodeAgent(t: Teardown, ns: string, address: string, config: Record<string, unknown>): Promise<NodeAgent> {
-  const file = join(await mkdtemp(join(tmpdir(), 'dz-agent-')), 'doze.json');
+  const file = join(await tempDir(t, 'agent'), 'doze.json');
   await writeFile(file, JSON.stringify({ listen: `${address}:7070`, ...config }));
   // Its iptables chains live in the namespace too: nothing to sweep in the root one.
   const child = spawnInNetns(ns, process.execPath, ['--import', 'tsx', 'cli.ts', 'agent', '--config', file]);

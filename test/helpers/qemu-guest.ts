@@ -1,4 +1,3 @@
-import type { ExecutionContext } from 'ava';
 import type { Teardown } from './teardown.js';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomInt } from 'node:crypto';
@@ -9,6 +8,8 @@ import { fileURLToPath } from 'node:url';
 import { pageoutHelperPath } from '../../agent/runtimes/qemu/memory-reclaim.js';
 import { removeCgroup } from './cgroup.js';
 import { get } from './http.js';
+import { firstMissing, missing, testIf, type Missing } from './needs.js';
+import { noRoot } from './root.js';
 import { uniqueSuffix } from './names.js';
 import { sh, shQuiet } from './sh.js';
 
@@ -20,25 +21,16 @@ export const GUEST_PORT = 8080;
 const QEMU = 'qemu-system-x86_64';
 const MEMORY_V1 = '/sys/fs/cgroup/memory';
 
-/** Why a live VM cannot run here, or undefined when it can. */
-export function guestUnavailable(): string | undefined {
-  if (process.getuid?.() !== 0) return 'needs root for tap devices and cgroups';
-  if (!existsSync(GUEST_KERNEL) || !existsSync(GUEST_INITRD)) return `the test guest is not built (${GUEST_DIR}): run make guest`;
-  if (spawnSync(QEMU, ['--version'], { stdio: 'ignore' }).status !== 0) return `${QEMU} is not installed (qemu-system-x86 in scripts/system-packages.txt)`;
-  if (!existsSync(pageoutHelperPath())) return `the qemu runtime's page-out helper is not built (${pageoutHelperPath()}): run make build`;
-  return undefined;
-}
+/** What a live VM needs that is missing here, or undefined when it can run. */
+export const noGuest: Missing | undefined = firstMissing(
+  noRoot,
+  missing('guest', () => (existsSync(GUEST_KERNEL) && existsSync(GUEST_INITRD) ? undefined : `the test guest is not built (${GUEST_DIR}): run make guest`)),
+  missing('qemu', () => (spawnSync(QEMU, ['--version'], { stdio: 'ignore' }).status === 0 ? undefined : `${QEMU} is not installed (qemu-system-x86 in scripts/system-packages.txt)`)),
+  missing('build', () => (existsSync(pageoutHelperPath()) ? undefined : `the qemu runtime's page-out helper is not built (${pageoutHelperPath()}): run make build`)),
+);
 
-/** Skips (passes with a logged reason) when no live VM can run here. */
-export function requireGuest(t: ExecutionContext): boolean {
-  const reason = guestUnavailable();
-  if (reason) {
-    t.log(`skipped: ${reason}`);
-    t.pass();
-    return false;
-  }
-  return true;
-}
+/** `test`, or skips with the reason when no live VM can run here. */
+export const guestTest = testIf(noGuest);
 
 export interface GuestOptions {
   memMiB?: number;

@@ -6,6 +6,8 @@ const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 export interface RuntimeTweaks {
   /** Extra time after a pause has taken effect (aim a request at the `pausing` window). */
   pauseLingerMs?: number;
+  /** Called when a pause has taken effect, before its linger: the event a test waits on. */
+  onPaused?: () => void;
   /** Extra time before a resume starts (hold connections through a slow wake). */
   resumeDelayMs?: number;
   /** Whether a resume fails (read at call time, so a test can flip it). */
@@ -23,6 +25,7 @@ export function tweakRuntime(tweaks: RuntimeTweaks) {
     probe: () => runtime.probe(),
     pause: async (deadline) => {
       await runtime.pause(deadline);
+      tweaks.onPaused?.();
       if (tweaks.pauseLingerMs) await delay(tweaks.pauseLingerMs);
       if (tweaks.failPause?.()) throw new RuntimeError('E_TEST', 'pause failed on purpose (after freezing)');
     },

@@ -1,4 +1,4 @@
-import test, { type ExecutionContext } from 'ava';
+import type { ExecutionContext } from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -11,7 +11,9 @@ import { nextState, startAgent } from '../helpers/agent.js';
 import { APP_PATH } from '../helpers/app.js';
 import { CHECKER_UID } from '../helpers/checker.js';
 import { get } from '../helpers/http.js';
-import { isRoot } from '../helpers/root.js';
+import { firstMissing, missing, testIf } from '../helpers/needs.js';
+import { noRoot } from '../helpers/root.js';
+import { until, type UntilOptions } from '../helpers/until.js';
 
 /*
  * `make test-live`: the Nomad scenario of test/agent/nomad-instances.test.ts
@@ -36,14 +38,22 @@ function which(name: string): string | undefined {
   return undefined;
 }
 
-/** Why this machine cannot run the live suite, or undefined. */
-function missing(): string | undefined {
-  const absent = ['consul', 'nomad'].filter((name) => !which(name));
-  if (absent.length > 0) return `skipped: the live suite needs both \`consul\` and \`nomad\` on PATH (missing: ${absent.join(', ')})`;
-  if (!isRoot) return 'skipped: the live suite needs root (Nomad client with bridge networking, tc, cgroups)';
-  const cni = CNI_PLUGINS.filter((p) => !existsSync(join(CNI_DIR, p)));
-  if (cni.length > 0) return `skipped: Nomad's bridge mode needs the CNI plugins in ${CNI_DIR} (missing: ${cni.join(', ')}; set CNI_PATH)`;
-  return undefined;
+/** What this machine lacks for the live suite, or undefined. */
+const liveTest = testIf(firstMissing(
+  missing('consul-nomad', () => {
+    const absent = ['consul', 'nomad'].filter((name) => !which(name));
+    return absent.length > 0 ? `the live suite needs both \`consul\` and \`nomad\` on PATH (missing: ${absent.join(', ')})` : undefined;
+  }),
+  noRoot,
+  missing('cni', () => {
+    const cni = CNI_PLUGINS.filter((p) => !existsSync(join(CNI_DIR, p)));
+    return cni.length > 0 ? `Nomad's bridge mode needs the CNI plugins in ${CNI_DIR} (missing: ${cni.join(', ')}; set CNI_PATH)` : undefined;
+  }),
+));
+
+/** The live daemons refuse connections until they are up: keep polling through errors. */
+function live(timeoutMs: number, everyMs = 100): UntilOptions {
+  return { timeoutMs, everyMs, retryErrors: true };
 }
 
 async function freePort(): Promise<number> {
@@ -52,21 +62,6 @@ async function freePort(): Promise<number> {
   const { port } = server.address() as net.AddressInfo;
   await new Promise<void>((resolve) => server.close(() => resolve()));
   return port;
-}
-
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs: number, everyMs = 100): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const value = await probe();
-      if (value !== undefined) return value;
-    } catch (error) {
-      last = error;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${String(last)})` : ''}`);
-    await new Promise((resolve) => setTimeout(resolve, everyMs));
-  }
 }
 
 /** A long-lived child with its output kept for the failure message; stopped (SIGINT, then SIGKILL) at teardown. */
@@ -92,14 +87,8 @@ async function getJson(url: string): Promise<unknown> {
   return response.json() as Promise<unknown>;
 }
 
-test.serial('live: a Nomad allocation becomes an instance, sleeps with its Consul check passing, wakes on traffic, and is woken and dropped when the job stops', async (t) => {
+liveTest.serial('live: a Nomad allocation becomes an instance, sleeps with its Consul check passing, wakes on traffic, and is woken and dropped when the job stops', async (t) => {
   t.timeout(240_000);
-  const reason = missing();
-  if (reason) {
-    t.log(reason);
-    t.pass();
-    return;
-  }
   const work = await mkdtemp(join(tmpdir(), 'dz-live-'));
   t.teardown(() => rm(work, { recursive: true, force: true }));
 
@@ -111,7 +100,7 @@ test.serial('live: a Nomad allocation becomes an instance, sleeps with its Consu
     `-serf-lan-port=${consulPorts.serfLan}`, `-serf-wan-port=${consulPorts.serfWan}`, `-server-port=${consulPorts.server}`,
   ], { uid: CHECKER_UID, gid: CHECKER_UID });
   const consulUrl = `http://127.0.0.1:${consulPorts.http}`;
-  await until('a Consul leader', async () => ((await getJson(`${consulUrl}/v1/status/leader`)) ? true : undefined), 30_000).catch((error) => {
+  await until('a Consul leader', async () => ((await getJson(`${consulUrl}/v1/status/leader`)) ? true : undefined), live(30_000)).catch((error) => {
     throw new Error(`${String(error)}\n--- consul output ---\n${consul.output()}`);
   });
 
@@ -141,10 +130,10 @@ consul {
   const nomad = daemon(t, which('nomad')!, ['agent', '-dev', `-config=${configFile}`]);
   const nomadUrl = `http://127.0.0.1:${nomadPorts.http}`;
   const client = new NomadClient({ address: nomadUrl });
-  const nodeId = await until('the Nomad client', async () => (await client.agentSelf()).nodeId, 60_000).catch((error) => {
+  const nodeId = await until('the Nomad client', async () => (await client.agentSelf()).nodeId, live(60_000)).catch((error) => {
     throw new Error(`${String(error)}\n--- nomad output ---\n${nomad.output()}`);
   });
-  await until('the node to be ready', async () => ((await getJson(`${nomadUrl}/v1/node/${nodeId}`)) as { Status?: string }).Status === 'ready' || undefined, 60_000);
+  await until('the node to be ready', async () => ((await getJson(`${nomadUrl}/v1/node/${nodeId}`)) as { Status?: string }).Status === 'ready' || undefined, live(60_000));
 
   // The agent, finding the node id itself.
   const agent = await startAgent(t, {
@@ -177,8 +166,8 @@ consul {
   const alloc = await until('a running allocation', async () => {
     const { value } = await client.nodeAllocations(nodeId);
     return value.find((a) => a.JobID === JOB && a.ClientStatus === 'running');
-  }, 120_000);
-  const instance = await until('the managed instance', async () => agent.detector.instances().find((i) => i.id.startsWith(`${JOB}.web.`)), 10_000, 10);
+  }, live(120_000));
+  const instance = await until('the managed instance', async () => agent.detector.instances().find((i) => i.id.startsWith(`${JOB}.web.`)), live(10_000, 10));
   t.log(`job registered → instance managed in ${Date.now() - registered} ms`);
   t.is(instance.config.address, `${alloc.NetworkStatus?.Address}:8080`);
   const cgroup = await findNomadTaskCgroup('/sys/fs/cgroup', alloc.ID, 'app');
@@ -199,11 +188,11 @@ consul {
   await nextState(agent, instance.id, 'sleeping', 15_000);
   const stopped = Date.now();
   await fetch(`${nomadUrl}/v1/job/${JOB}`, { method: 'DELETE' });
-  await until('the instance to go', async () => (agent.detector.get(instance.id) ? undefined : true), 10_000, 10);
+  await until('the instance to go', async () => (agent.detector.get(instance.id) ? undefined : true), live(10_000, 10));
   await until('the allocation to finish', async () => {
     const { value } = await client.allocation(alloc.ID);
     return value.ClientStatus === 'complete' || value.ClientStatus === 'failed' ? value : undefined;
-  }, 30_000);
+  }, live(30_000));
   t.log(`job stop → allocation finished in ${Date.now() - stopped} ms (kill timeout 20 s: a frozen task would take that long)`);
   t.true(Date.now() - stopped < 15_000);
   t.is((await getJson(`http://${agent.address}/api/status`) as { allocations: unknown[] }).allocations.length, 0);

@@ -13,6 +13,8 @@ import { META_KEYS, resolveDozeMeta } from '../../agent/discovery/meta-keys.js';
 import { allocationSchema } from '../../agent/discovery/nomad-schemas.js';
 import { allocationInstance } from '../../agent/discovery/allocation-instance.js';
 import { decodeConnection, decodeCounters, decodeWakeEvent } from '../../agent/sources/bpf-records.js';
+import { webJob } from '../doubles/nomad/fixtures.js';
+import { NomadDouble } from '../doubles/nomad/nomad-double.js';
 
 const RUNS = { numRuns: 300 };
 
@@ -95,29 +97,61 @@ test('meta annotations: settings or problems that name the place and the key', (
   t.pass();
 });
 
-test('Nomad allocations: the edge schema rejects junk, and what passes maps to an instance or a reason', (t) => {
-  const allocationish = fc.record(
-    {
-      ID: fc.oneof(fc.uuid(), fc.anything()),
-      JobID: fc.oneof(fc.string(), fc.anything()),
-      TaskGroup: fc.oneof(fc.string(), fc.anything()),
-      DesiredStatus: fc.oneof(fc.constantFrom('run', 'stop'), fc.anything()),
-      ClientStatus: fc.oneof(fc.constantFrom('running', 'pending', 'complete'), fc.anything()),
-      NodeID: fc.string(),
-      Job: fc.oneof(fc.constant(null), fc.anything()),
-    },
-    { requiredKeys: [] },
-  );
+/** Allocations as the Nomad double serves them (bridge and host network), managed by doze.enabled. */
+async function realAllocations(): Promise<Array<Record<string, unknown>>> {
+  const nomad = await NomadDouble.start();
+  try {
+    nomad.registerJob(webJob({ groupMeta: { 'doze.enabled': 'true' } }));
+    nomad.registerJob(webJob({ id: 'hostweb', jobMeta: { 'doze.enabled': 'true' }, networkMode: 'host' }));
+    return [
+      nomad.addAllocation({ jobId: 'web', group: 'web', bridgeAddress: '172.26.64.9' }),
+      nomad.addAllocation({ jobId: 'hostweb', group: 'web', hostIp: '10.1.2.3' }),
+    ].map((a) => JSON.parse(JSON.stringify(a)) as Record<string, unknown>);
+  } finally {
+    await nomad.close();
+  }
+}
+
+test('Nomad allocations: the edge schema rejects junk, and what passes maps to an instance or a reason', async (t) => {
+  const bases = await realAllocations();
+  for (const base of bases) t.true(allocationSchema.safeParse(base).success, 'the unperturbed allocations pass the schema');
+  const outcomes = { refused: 0, instance: 0, invalid: 0, ignored: 0 };
+  // Real allocations with their statuses, annotations and one field perturbed, so that most pass
+  // the schema and the mapping half runs; plus pure junk for the schema half.
+  const perturbed = fc.record({
+    base: fc.constantFrom(...bases),
+    DesiredStatus: fc.oneof({ arbitrary: fc.constant('run'), weight: 3 }, { arbitrary: fc.constantFrom('stop', 'evict'), weight: 1 }),
+    ClientStatus: fc.oneof({ arbitrary: fc.constant('running'), weight: 3 }, { arbitrary: fc.constantFrom('pending', 'complete', 'failed', 'lost'), weight: 1 }),
+    meta: metaArb,
+    field: fc.oneof({ arbitrary: fc.constant('none'), weight: 3 }, { arbitrary: fc.constantFrom('ID', 'JobID', 'TaskGroup', 'NodeID', 'Job', 'AllocatedResources', 'NetworkStatus', 'TaskStates'), weight: 1 }),
+    junk: fc.anything(),
+  }).map(({ base, DesiredStatus, ClientStatus, meta, field, junk }) => {
+    const alloc = structuredClone(base);
+    Object.assign(alloc, { DesiredStatus, ClientStatus });
+    const group = ((alloc.Job as { TaskGroups: Array<{ Meta?: Record<string, string> }> }).TaskGroups)[0]!;
+    group.Meta = { ...group.Meta, ...meta };
+    if (field !== 'none') alloc[field] = junk;
+    return alloc;
+  });
   fc.assert(
-    fc.property(fc.oneof(fc.anything(), allocationish), (raw) => {
+    fc.property(fc.oneof({ arbitrary: perturbed, weight: 4 }, { arbitrary: fc.anything(), weight: 1 }), (raw) => {
       const parsed = allocationSchema.safeParse(raw);
-      if (!parsed.success) return true;
+      if (!parsed.success) {
+        outcomes.refused++;
+        return true;
+      }
       const mapped = allocationInstance(parsed.data);
-      return mapped.kind === 'instance' || mapped.reason.length > 0;
+      outcomes[mapped.kind]++;
+      if (mapped.kind !== 'instance') return mapped.reason.length > 0;
+      const [host, port] = mapped.instance.address.split(':');
+      return mapped.instance.address === '' || (host!.split('.').length === 4 && Number(port) > 0);
     }),
     RUNS,
   );
-  t.pass();
+  t.log(JSON.stringify(outcomes));
+  // The mapping half must have run, down each of its branches.
+  t.true(outcomes.instance + outcomes.invalid + outcomes.ignored >= RUNS.numRuns / 2, `most inputs pass the schema: ${JSON.stringify(outcomes)}`);
+  for (const kind of ['refused', 'instance', 'invalid', 'ignored'] as const) t.true(outcomes[kind] > 0, `some inputs are ${kind}: ${JSON.stringify(outcomes)}`);
 });
 
 test('kernel records: any bytes decode or are refused, never throw', (t) => {

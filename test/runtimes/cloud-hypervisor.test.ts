@@ -5,22 +5,24 @@ import { join } from 'node:path';
 import type { DozeError } from '../../agent/errors.js';
 import { CloudHypervisorRuntime } from '../../agent/runtimes/cloud-hypervisor.js';
 import { CloudHypervisorDouble } from '../doubles/cloud-hypervisor/cloud-hypervisor-double.js';
-import { runtimeContract } from './contract.js';
+import { runtimeContract, type SlowControl } from './contract.js';
 
 // Against test/doubles/cloud-hypervisor (no Cloud Hypervisor binary here): these
 // pin the exact API sequence and bodies; a live run is still to be done.
 
 const mutations = (double: CloudHypervisorDouble) => double.requests.filter((r) => r.method !== 'GET').length;
+const slowControl = (double: CloudHypervisorDouble): SlowControl => ({ slowDown: (ms) => (double.delayMs = ms), answeredAll: () => double.held === 0 });
 
 runtimeContract('cloud-hypervisor (pause only)', async (t) => {
   const double = await CloudHypervisorDouble.start(t);
-  return { runtime: new CloudHypervisorRuntime({ socket: double.socketPath }), slowDown: (ms) => (double.delayMs = ms), mutations: () => mutations(double) };
+  const make = () => new CloudHypervisorRuntime({ socket: double.socketPath });
+  return { runtime: make(), slow: slowControl(double), another: make, mutations: () => mutations(double) };
 });
 
 runtimeContract('cloud-hypervisor (pause + snapshot)', async (t) => {
   const double = await CloudHypervisorDouble.start(t);
-  const runtime = new CloudHypervisorRuntime({ socket: double.socketPath, snapshotDir: join(double.dir, 'snap'), handleFile: join(double.dir, 'handle.json') });
-  return { runtime, slowDown: (ms) => (double.delayMs = ms), mutations: () => mutations(double) };
+  const make = () => new CloudHypervisorRuntime({ socket: double.socketPath, snapshotDir: join(double.dir, 'snap'), handleFile: join(double.dir, 'handle.json') });
+  return { runtime: make(), slow: slowControl(double), another: make, mutations: () => mutations(double) };
 });
 
 test('pause without a snapshot directory: vm.info, then vm.pause with no body', async (t) => {

@@ -28,30 +28,40 @@ async function setup(t: ExecutionContext, mode: 'pause' | 'snapshot', options: P
   const first = await FirecrackerDouble.booted(socket, double);
   const launcher = new DoubleLauncher(first, double);
   t.teardown(() => launcher.closeAll());
-  const runtime = new FirecrackerRuntime({
+  const make = () => new FirecrackerRuntime({
     socket,
     mode,
     ...(mode === 'snapshot' ? { snapshotDir: join(dir, 'snap'), launcher, snapshotEditor: editor, handleFile: join(dir, 'handle.json') } : {}),
     ...options,
   });
+  const runtime = make();
   const bootCalls = first.calls.length;
   const calls = () => launcher.calls.slice(bootCalls);
-  return { dir, socket, first, launcher, runtime, calls };
+  return { dir, socket, first, launcher, runtime, make, calls };
 }
 
 runtimeContract('firecracker (pause mode)', async (t) => {
-  const { runtime, launcher, calls } = await setup(t, 'pause');
-  return { runtime, slowDown: (ms) => (launcher.current!.delayMs = ms), mutations: () => calls().length };
+  const { runtime, make, launcher, calls } = await setup(t, 'pause');
+  return {
+    runtime,
+    slow: { slowDown: (ms) => (launcher.current!.delayMs = ms), answeredAll: () => launcher.processes.every((p) => p.held === 0) },
+    another: make,
+    mutations: () => calls().length,
+  };
 });
 
 runtimeContract('firecracker (snapshot mode)', async (t) => {
-  const { runtime, launcher, calls } = await setup(t, 'snapshot');
+  const { runtime, make, launcher, calls } = await setup(t, 'snapshot');
   return {
     runtime,
-    slowDown: (ms) => {
-      launcher.delayMs = ms;
-      if (launcher.current) launcher.current.delayMs = ms;
+    slow: {
+      slowDown: (ms) => {
+        launcher.delayMs = ms;
+        if (launcher.current) launcher.current.delayMs = ms;
+      },
+      answeredAll: () => launcher.processes.every((p) => p.held === 0),
     },
+    another: make,
     mutations: () => calls().length,
   };
 });

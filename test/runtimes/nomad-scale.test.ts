@@ -22,13 +22,14 @@ async function setup(t: ExecutionContext, options: Partial<NomadScaleOptions> = 
   const dir = await mkdtemp(join(tmpdir(), 'dz-scale-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const nomad = new NomadClient({ address: double.url });
-  const runtime = new NomadScaleRuntime({ nomad, jobId: 'web', group: 'web', port: 'http', handleFile: join(dir, 'handle.json'), ...options });
-  return { double, runtime, nomad, dir, first };
+  const make = () => new NomadScaleRuntime({ nomad, jobId: 'web', group: 'web', port: 'http', handleFile: join(dir, 'handle.json'), ...options });
+  const runtime = make();
+  return { double, runtime, make, nomad, dir, first };
 }
 
 runtimeContract('nomad-scale', async (t) => {
-  const { double, runtime } = await setup(t);
-  return { runtime, slowDown: (ms) => (double.delayMs = ms), mutations: () => double.scaleRequests.length };
+  const { double, runtime, make } = await setup(t);
+  return { runtime, slow: { slowDown: (ms) => (double.delayMs = ms), answeredAll: () => double.held === 0 }, another: make, mutations: () => double.scaleRequests.length };
 });
 
 test('pause scales the group to 0 with a message and waits until no allocation holds anything', async (t) => {

@@ -1,11 +1,10 @@
-import test from 'ava';
 import { createBpffs } from '../helpers/bpffs.js';
 import { CHECKER_UID } from '../helpers/checker.js';
 import { logShows } from '../helpers/cli.js';
 import { get } from '../helpers/http.js';
 import { createNetns } from '../helpers/netns.js';
 import { getInNetns, startNodeAgent } from '../helpers/node-netns.js';
-import { requireGuest, startGuest } from '../helpers/qemu-guest.js';
+import { guestTest, startGuest } from '../helpers/qemu-guest.js';
 
 /*
  * The shape of a task under Nomad's own qemu driver: QEMU is the task, its network is user-mode
@@ -16,8 +15,7 @@ import { requireGuest, startGuest } from '../helpers/qemu-guest.js';
 
 const HOST_PORT = 28080;
 
-test.serial('qemu driver shape (user-mode hostfwd): paused with its RAM pushed out, woken by a request to the host port, checks answered meanwhile', async (t) => {
-  if (!requireGuest(t)) return;
+guestTest.serial('qemu driver shape (user-mode hostfwd): paused with its RAM pushed out, woken by a request to the host port, checks answered meanwhile', async (t) => {
   const ns = await createNetns(t);
   const guest = await startGuest(t, { memoryCgroup: true, fillMiB: 64, userNet: { netns: ns.name, hostAddress: ns.instanceIp, hostPort: HOST_PORT } });
   const before = await guest.count();

@@ -1,4 +1,3 @@
-import test from 'ava';
 import { tweakRuntime } from '../helpers/runtime-wrappers.js';
 import { mkdtemp, rm, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -13,16 +12,13 @@ import { spawnCli, logShows } from '../helpers/cli.js';
 import { uniqueSuffix } from '../helpers/names.js';
 import { sweepChainsAtTeardown } from '../helpers/netfilter.js';
 import { get } from '../helpers/http.js';
-import { requireGuest, startGuest, type TestGuest } from '../helpers/qemu-guest.js';
+import { guestTest, noGuest, startGuest, type TestGuest } from '../helpers/qemu-guest.js';
+import { runtimeContract } from './contract.js';
 
 // Live guests under TCG (DESIGN.md: KVM here is kvm-pvm). Booting takes 3-10 s on
 // two cores, so every test has its own VM and a generous, bounded timeout.
 const TEST_TIMEOUT_MS = 120_000;
 const MiB = 1024 * 1024;
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
 
 /** The agent's own runtime for the instance, so the test asks QEMU through the agent's one QMP connection. */
 function runtimeOf(agent: Agent, id: string): QemuPauseRuntime {
@@ -48,9 +44,8 @@ async function startManaged(t: Parameters<typeof startAgent>[0], guest: TestGues
   return agent;
 }
 
-test.serial('an idle VM is paused through QMP; a request wakes it and its in-memory counter continues', async (t) => {
+guestTest.serial('an idle VM is paused through QMP; a request wakes it and its in-memory counter continues', async (t) => {
   t.timeout(TEST_TIMEOUT_MS);
-  if (!requireGuest(t)) return;
   const guest = await startGuest(t);
   t.log(`guest booted to HTTP in ${guest.bootMs.toFixed(0)} ms`);
   let last = await guest.count();
@@ -74,9 +69,8 @@ test.serial('an idle VM is paused through QMP; a request wakes it and its in-mem
   t.is(agent.detector.get('vm')!.wakes, 3);
 });
 
-test.serial('with reclaim, at least 80 % of the resident guest RAM leaves memory while asleep, and comes back on wake', async (t) => {
+guestTest.serial('with reclaim, at least 80 % of the resident guest RAM leaves memory while asleep, and comes back on wake', async (t) => {
   t.timeout(TEST_TIMEOUT_MS);
-  if (!requireGuest(t)) return;
   const guest = await startGuest(t, { memoryCgroup: true, fillMiB: 64 });
   const before = await guest.count();
   const agent = await startManaged(t, guest, { reclaim: true, memoryCgroup: guest.memoryCgroup });
@@ -101,17 +95,19 @@ test.serial('with reclaim, at least 80 % of the resident guest RAM leaves memory
   t.log(`wake ${agent.detector.get('vm')!.lastWakeMs?.toFixed(1)} ms, first request ${answer.ms.toFixed(1)} ms, RAM file resident after wake ${((await guest.ramResidentBytes()) / MiB).toFixed(0)} MiB`);
 });
 
-test.serial('a request that arrives while the VM is pausing is answered, and nothing is left paused', async (t) => {
+guestTest.serial('a request that arrives while the VM is pausing is answered, and nothing is left paused', async (t) => {
   t.timeout(TEST_TIMEOUT_MS);
-  if (!requireGuest(t)) return;
   const guest = await startGuest(t, { memoryCgroup: true, fillMiB: 32 });
   const before = await guest.count();
   // Stop (and reclaim) at once, but report 400 ms later: the request hits a stopped VM mid-transition.
-  const slowPause = tweakRuntime({ pauseLingerMs: 400 });
+  let paused!: () => void;
+  const pauseTookEffect = new Promise<void>((resolve) => (paused = resolve));
+  const slowPause = tweakRuntime({ pauseLingerMs: 400, onPaused: () => paused() });
   const agent = await startManaged(t, guest, { reclaim: true, memoryCgroup: guest.memoryCgroup }, {}, slowPause);
   await nextState(agent, 'vm', 'pausing', 10_000);
-  await delay(100);
-  t.is(await runtimeOf(agent, 'vm').inspect(), 'paused', 'the VM is stopped while the agent is still pausing');
+  await pauseTookEffect;
+  t.is(await runtimeOf(agent, 'vm').inspect(), 'paused', 'the VM is stopped…');
+  t.is(agent.detector.get('vm')!.state, 'pausing', '…while the agent is still pausing');
   const running = nextState(agent, 'vm', 'running', 5000);
   const answer = await get(guest.url, 5000);
   await running;
@@ -122,9 +118,8 @@ test.serial('a request that arrives while the VM is pausing is answered, and not
   t.is(await runtimeOf(agent, 'vm').inspect(), 'running', 'nothing is left paused');
 });
 
-test.serial('a VM whose QMP socket is gone cannot be woken: the instance becomes failed', async (t) => {
+guestTest.serial('a VM whose QMP socket is gone cannot be woken: the instance becomes failed', async (t) => {
   t.timeout(TEST_TIMEOUT_MS);
-  if (!requireGuest(t)) return;
   const guest = await startGuest(t);
   const agent = await startManaged(t, guest, { reclaim: false }, { wakeTimeout: '2s' });
   await nextState(agent, 'vm', 'sleeping', 10_000);
@@ -140,9 +135,8 @@ test.serial('a VM whose QMP socket is gone cannot be woken: the instance becomes
   t.is(await runtimeOf(agent, 'vm').inspect(), 'gone');
 });
 
-test.serial('probe finds the RAM file through QMP and names what is missing', async (t) => {
+guestTest.serial('probe finds the RAM file through QMP and names what is missing', async (t) => {
   t.timeout(TEST_TIMEOUT_MS);
-  if (!requireGuest(t)) return;
   const guest = await startGuest(t, { memoryCgroup: true });
   const missing = new QemuPauseRuntime({ qmp: `${guest.dir}/nope.sock`, reclaim: false });
   const gone = await missing.probe();
@@ -169,9 +163,8 @@ async function qemuStatus(qmp: string): Promise<string> {
   }
 }
 
-test.serial('agent SIGKILLed while the VM sleeps (RAM reclaimed): a restarted agent adopts it, and the next request wakes it with its memory intact', async (t) => {
+guestTest.serial('agent SIGKILLed while the VM sleeps (RAM reclaimed): a restarted agent adopts it, and the next request wakes it with its memory intact', async (t) => {
   t.timeout(TEST_TIMEOUT_MS);
-  if (!requireGuest(t)) return;
   const guest = await startGuest(t, { memoryCgroup: true, fillMiB: 32 });
   const before = await guest.count();
   const bpffs = await createBpffs(t);
@@ -206,3 +199,27 @@ test.serial('agent SIGKILLed while the VM sleeps (RAM reclaimed): a restarted ag
   t.is(await exited, 0, 'the restarted agent stops cleanly');
   t.is(await qemuStatus(guest.qmp), 'running');
 });
+
+// The runtime contract over a live VM. QEMU is made late by stopping its process (SIGSTOP: its
+// monitor answers nothing until SIGCONT); a second runtime's query-status answered means it runs again.
+runtimeContract('qemu (pause mode)', async (t) => {
+  const guest = await startGuest(t);
+  const make = () => new QemuPauseRuntime({ qmp: guest.qmp, reclaim: false });
+  const pid = guest.child.pid!;
+  t.teardown(() => void process.kill(pid, 'SIGCONT'));
+  return {
+    runtime: make(),
+    another: make,
+    slow: {
+      slowDown: (ms) => void process.kill(pid, ms > 0 ? 'SIGSTOP' : 'SIGCONT'),
+      answeredAll: async () => {
+        const observer = make();
+        try {
+          return (await observer.inspect()) !== 'gone';
+        } finally {
+          await observer.close();
+        }
+      },
+    },
+  };
+}, { unavailable: noGuest, serial: true, timeoutMs: TEST_TIMEOUT_MS, deadlineMs: 20_000, slowMs: 2000 });

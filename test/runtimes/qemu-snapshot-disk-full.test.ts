@@ -1,4 +1,3 @@
-import test from 'ava';
 import { access, mkdir, rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Agent } from '../../agent/agent.js';
@@ -9,7 +8,7 @@ import type { TransitionEvent } from '../../agent/detector/detector.js';
 import { nextState, startAgent } from '../helpers/agent.js';
 import { get } from '../helpers/http.js';
 import { uniqueSuffix } from '../helpers/names.js';
-import { requireGuest } from '../helpers/qemu-guest.js';
+import { guestTest } from '../helpers/qemu-guest.js';
 import { startOwnedGuest } from '../helpers/qemu-owner.js';
 import { sh, shQuiet } from '../helpers/sh.js';
 
@@ -29,9 +28,8 @@ async function exists(path: string): Promise<boolean> {
   return access(path).then(() => true, () => false);
 }
 
-test.serial('a snapshot that cannot be written (disk full): the VM keeps running with its memory, the reason is in the status API, and it sleeps once there is room', async (t) => {
+guestTest.serial('a snapshot that cannot be written (disk full): the VM keeps running with its memory, the reason is in the status API, and it sleeps once there is room', async (t) => {
   t.timeout(TEST_TIMEOUT_MS);
-  if (!requireGuest(t)) return;
   const id = uniqueSuffix();
   const image = `/var/tmp/dz-full-${id}.img`;
   const mnt = `/var/tmp/dz-full-${id}`;

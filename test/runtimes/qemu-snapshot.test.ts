@@ -16,17 +16,15 @@ import { spawnCli, logShows } from '../helpers/cli.js';
 import { get } from '../helpers/http.js';
 import { uniqueSuffix } from '../helpers/names.js';
 import { sweepChainsAtTeardown } from '../helpers/netfilter.js';
-import { requireGuest } from '../helpers/qemu-guest.js';
+import { guestTest, noGuest } from '../helpers/qemu-guest.js';
 import { startOwnedGuest, type OwnedGuest } from '../helpers/qemu-owner.js';
+import { until } from '../helpers/until.js';
+import { runtimeContract } from './contract.js';
 
 // Live guests under TCG behind a `doze vm run` owner (DESIGN.md: KVM here is kvm-pvm).
 // Every live test boots its own VM (3-10 s) and has a bounded timeout.
 const TEST_TIMEOUT_MS = 120_000;
 const MiB = 1024 * 1024;
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
 
 /** Bytes in the ranges `doze vm` recorded as the guest's working set (ram.resident: "first pages" lines). */
 async function workingSetBytes(stateDir: string): Promise<number> {
@@ -35,15 +33,6 @@ async function workingSetBytes(stateDir: string): Promise<number> {
 }
 
 /** Polls a kernel fact that raises no event (page cache residency), within a bound. */
-async function until<T>(probe: () => Promise<T | undefined>, timeoutMs: number): Promise<T | undefined> {
-  const deadline = performance.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined || performance.now() > deadline) return value;
-    await delay(50);
-  }
-}
-
 async function exists(path: string): Promise<boolean> {
   return access(path).then(
     () => true,
@@ -169,9 +158,8 @@ async function signalAndWait(owner: { child: ChildProcess; exited: Promise<{ cod
   return { ...exit, ms: performance.now() - started };
 }
 
-test.serial('snapshot sleep: no QEMU process while asleep, doze vm alive, the VM’s memory under 10 MiB; a request restores it and the counter continues; SIGTERM to a running VM leaves nothing', async (t) => {
+guestTest.serial('snapshot sleep: no QEMU process while asleep, doze vm alive, the VM’s memory under 10 MiB; a request restores it and the counter continues; SIGTERM to a running VM leaves nothing', async (t) => {
   t.timeout(TEST_TIMEOUT_MS);
-  if (!requireGuest(t)) return;
   const guest = await startOwnedGuest(t, { fillMiB: 64 });
   t.log(`guest booted under doze vm to HTTP in ${guest.bootMs.toFixed(0)} ms`);
   let last = await guest.count();
@@ -209,9 +197,8 @@ test.serial('snapshot sleep: no QEMU process while asleep, doze vm alive, the VM
   t.false(await exists(guest.stateDir), 'the state directory is removed');
 });
 
-test.serial('--readahead: the working set in memory at the sleep is recorded, and read back in the background on wake', async (t) => {
+guestTest.serial('--readahead: the working set in memory at the sleep is recorded, and read back in the background on wake', async (t) => {
   t.timeout(TEST_TIMEOUT_MS);
-  if (!requireGuest(t)) return;
   const guest = await startOwnedGuest(t, { fillMiB: 64, ownerArgs: ['--readahead'] });
   const last = await guest.count();
   const ramAwake = await guest.ramResidentBytes();
@@ -223,13 +210,12 @@ test.serial('--readahead: the working set in memory at the sleep is recorded, an
   const { count } = await requestWakes(agent, guest);
   t.is(count, last + 1, 'the counter continues');
   // One request touches a few MiB; the read-back brings the whole recorded set (the 64 MiB fill too).
-  const readBack = await until(async () => ((await guest.ramResidentBytes()) >= recorded * 0.9 ? true : undefined), 10_000);
-  t.true(readBack, `the recorded ${(recorded / MiB).toFixed(0)} MiB were read back after the wake`);
+  // until() fails the test if they never are.
+  await until(`the recorded ${(recorded / MiB).toFixed(0)} MiB to be read back after the wake`, async () => (await guest.ramResidentBytes()) >= recorded * 0.9, { timeoutMs: 10_000, everyMs: 50 });
 });
 
-test.serial('full-RAM snapshot (--snapshot full): RAM written by the owner outside the VM\'s cgroup, no QEMU and under 10 MiB asleep; a request restores it with the counter intact', async (t) => {
+guestTest.serial('full-RAM snapshot (--snapshot full): RAM written by the owner outside the VM\'s cgroup, no QEMU and under 10 MiB asleep; a request restores it with the counter intact', async (t) => {
   t.timeout(TEST_TIMEOUT_MS);
-  if (!requireGuest(t)) return;
   const guest = await startOwnedGuest(t, { fillMiB: 64, ownerArgs: ['--snapshot', 'full'] });
   const last = await guest.count();
   const cgroupAwake = await guest.cgroupBytes();
@@ -253,9 +239,8 @@ test.serial('full-RAM snapshot (--snapshot full): RAM written by the owner outsi
   t.false(await exists(join(guest.stateDir, 'device.state')), 'a woken VM’s snapshot is discarded');
 });
 
-test.serial('SIGTERM to doze vm while the VM sleeps: it exits 0 within the timeout and leaves no process and no files', async (t) => {
+guestTest.serial('SIGTERM to doze vm while the VM sleeps: it exits 0 within the timeout and leaves no process and no files', async (t) => {
   t.timeout(TEST_TIMEOUT_MS);
-  if (!requireGuest(t)) return;
   const guest = await startOwnedGuest(t, { fillMiB: 16 });
   const runtime = new QemuSnapshotRuntime({ control: guest.control });
   t.teardown(() => runtime.close());
@@ -272,29 +257,21 @@ test.serial('SIGTERM to doze vm while the VM sleeps: it exits 0 within the timeo
   t.is(await runtime.inspect(), 'gone');
 });
 
-test.serial('QEMU gone while asleep: a killed pre-spawned QEMU is replaced on wake, and a restarted doze vm restores the snapshot; memory intact each time', async (t) => {
+guestTest.serial('QEMU gone while asleep: a killed pre-spawned QEMU is replaced on wake, and a restarted doze vm restores the snapshot; memory intact each time', async (t) => {
   t.timeout(TEST_TIMEOUT_MS);
-  if (!requireGuest(t)) return;
   const guest = await startOwnedGuest(t, { fillMiB: 32, ownerArgs: ['--prespawn'] });
   let last = await guest.count();
   const agent = await startManaged(t, guest);
   const observer = new QemuSnapshotRuntime({ control: guest.control });
   t.teardown(() => observer.close());
-  const receiverPid = async () => {
-    for (let i = 0; i < 100; i++) {
-      const pid = (await observer.probe(), observer.lastStatus?.receiverPid);
-      if (pid) return pid;
-      await delay(50);
-    }
-    throw new Error('no pre-spawned QEMU appeared');
-  };
+  const receiverPid = () => until('a pre-spawned QEMU', async () => (await observer.probe(), observer.lastStatus?.receiverPid ?? undefined), { timeoutMs: 5000, everyMs: 50 });
 
   // 1. The QEMU that waits for the snapshot (-incoming defer) is SIGKILLed while asleep.
   await nextState(agent, 'vm', 'sleeping', 15_000);
   const receiver = await receiverPid();
   t.deepEqual(await guest.qemuPids(), [receiver], 'asleep, only the pre-spawned receiver runs');
   process.kill(receiver, 'SIGKILL');
-  for (let i = 0; i < 100 && (await guest.qemuPids()).includes(receiver); i++) await delay(20);
+  await until('the killed receiver to be gone', async () => !(await guest.qemuPids()).includes(receiver), { timeoutMs: 2000, everyMs: 20 });
   let woke = await requestWakes(agent, guest);
   t.is(woke.count, last + 1, 'restored by a new QEMU: the counter continues');
   last = woke.count;
@@ -306,12 +283,7 @@ test.serial('QEMU gone while asleep: a killed pre-spawned QEMU is replaced on wa
   await signalAndWait(guest.owner, 'SIGKILL');
   for (const pid of await guest.qemuPids()) process.kill(pid, 'SIGKILL');
   const second = guest.startOwner();
-  let adopted = false;
-  for (let i = 0; i < 200 && !adopted; i++) {
-    adopted = (await observer.probe()).ok && observer.lastStatus?.state === 'sleeping';
-    if (!adopted) await delay(50);
-  }
-  t.true(adopted, `the new doze vm adopted the snapshot:\n${second.output().slice(-1500)}`);
+  await until('the new doze vm to adopt the snapshot', async () => (await observer.probe()).ok && observer.lastStatus?.state === 'sleeping', { timeoutMs: 10_000, everyMs: 50, detail: () => second.output().slice(-1500) });
   woke = await requestWakes(agent, guest);
   t.is(woke.answer.status, 200);
   t.is(woke.count, last + 1, 'restored by the new owner: guest memory intact');
@@ -319,9 +291,8 @@ test.serial('QEMU gone while asleep: a killed pre-spawned QEMU is replaced on wa
   t.is(second.child.exitCode, null);
 });
 
-test.serial('a request that arrives while the VM is going to sleep is answered, and nothing is left asleep', async (t) => {
+guestTest.serial('a request that arrives while the VM is going to sleep is answered, and nothing is left asleep', async (t) => {
   t.timeout(TEST_TIMEOUT_MS);
-  if (!requireGuest(t)) return;
   const guest = await startOwnedGuest(t, { fillMiB: 16 });
   const before = await guest.count();
   // QEMU exits at once, but the agent hears of it 400 ms later: the request hits a VM mid-transition.
@@ -329,8 +300,7 @@ test.serial('a request that arrives while the VM is going to sleep is answered, 
   const agent = await startManaged(t, guest, slowPause);
   await nextState(agent, 'vm', 'pausing', 10_000);
   // The owner's sleep takes 50–200 ms here (more under load): wait for it, not for a fixed delay.
-  const asleep = await until(async () => ((await runtimeOf(agent).inspect()) === 'paused' ? true : undefined), 5000);
-  t.true(asleep, 'the VM is asleep…');
+  await until('the VM to be asleep…', async () => (await runtimeOf(agent).inspect()) === 'paused', { timeoutMs: 5000, everyMs: 50 });
   t.is(agent.detector.get('vm')!.state, 'pausing', '…while the agent is still pausing');
   const { answer, count } = await requestWakes(agent, guest);
   t.is(answer.status, 200);
@@ -342,9 +312,8 @@ test.serial('a request that arrives while the VM is going to sleep is answered, 
 });
 
 
-test.serial('agent SIGKILLed while the VM sleeps as a snapshot: a restarted agent adopts it, and the next request restores it with its memory intact', async (t) => {
+guestTest.serial('agent SIGKILLed while the VM sleeps as a snapshot: a restarted agent adopts it, and the next request restores it with its memory intact', async (t) => {
   t.timeout(TEST_TIMEOUT_MS);
-  if (!requireGuest(t)) return;
   const guest = await startOwnedGuest(t, { fillMiB: 32 });
   const before = await guest.count();
   const bpffs = await createBpffs(t);
@@ -378,3 +347,28 @@ test.serial('agent SIGKILLed while the VM sleeps as a snapshot: a restarted agen
   t.is(await exited, 0, 'the restarted agent stops cleanly');
   t.is(await observer.inspect(), 'running', 'and leaves the VM awake');
 });
+
+// The runtime contract over a live VM behind its owner. The owner is made late by stopping its
+// process (SIGSTOP); the late request has landed once a second runtime finds it settled again.
+runtimeContract('qemu (snapshot mode)', async (t) => {
+  const guest = await startOwnedGuest(t);
+  const make = () => new QemuSnapshotRuntime({ control: guest.control });
+  const pid = guest.owner.child.pid!;
+  t.teardown(() => void process.kill(pid, 'SIGCONT'));
+  return {
+    runtime: make(),
+    another: make,
+    slow: {
+      slowDown: (ms) => void process.kill(pid, ms > 0 ? 'SIGSTOP' : 'SIGCONT'),
+      answeredAll: async () => {
+        const observer = make();
+        try {
+          const state = await observer.inspect();
+          return state === 'running' || state === 'paused';
+        } finally {
+          await observer.close();
+        }
+      },
+    },
+  };
+}, { unavailable: noGuest, serial: true, timeoutMs: TEST_TIMEOUT_MS, deadlineMs: 30_000, slowMs: 2000 });

@@ -1,10 +1,10 @@
-import test from 'ava';
 import type { Agent } from '../../agent/agent.js';
 import { isAttached } from '../../agent/sources/tc.js';
 import { nextState, startAgent } from '../helpers/agent.js';
 import { get } from '../helpers/http.js';
-import { GUEST_PORT, requireGuest } from '../helpers/qemu-guest.js';
+import { GUEST_PORT, guestTest } from '../helpers/qemu-guest.js';
 import { startOwnedGuest } from '../helpers/qemu-owner.js';
+import { until } from '../helpers/until.js';
 
 /*
  * Live: `doze vm run --register` hands its VM to a real agent (no instance in
@@ -15,19 +15,8 @@ import { startOwnedGuest } from '../helpers/qemu-owner.js';
 
 const TEST_TIMEOUT_MS = 120_000;
 
-async function until<T>(what: string, probe: () => T | undefined | false, timeoutMs: number, output: () => string): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = probe();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}\n${output().slice(-3000)}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
-
-test.serial('doze vm run --register: registered once it runs, sleeps and wakes, unregistered (woken, released) when it stops', async (t) => {
+guestTest.serial('doze vm run --register: registered once it runs, sleeps and wakes, unregistered (woken, released) when it stops', async (t) => {
   t.timeout(TEST_TIMEOUT_MS);
-  if (!requireGuest(t)) return;
   const TOKEN = 'vm-register-token-long-enough';
   const agent: Agent = await startAgent(t, { token: TOKEN });
   const guest = await startOwnedGuest(t, {
@@ -36,7 +25,7 @@ test.serial('doze vm run --register: registered once it runs, sleeps and wakes, 
     ownerArgs: ['--register', `http://${agent.address}`, '--token', TOKEN, '--id', 'vm', '--guest-port', String(GUEST_PORT),
       '--instance-json', JSON.stringify({ idleTimeout: '1500ms', pauseTimeout: '10s', wakeTimeout: '10s' })],
   });
-  const instance = await until('the registration', () => agent.detector.get('vm'), 10_000, guest.ownerOutput);
+  const instance = await until('the registration', () => agent.detector.get('vm'), { timeoutMs: 10_000, everyMs: 20, detail: () => guest.ownerOutput().slice(-3000) });
   t.is(instance.source, 'api');
   t.like(instance.config, { address: guest.address, interface: guest.tap, runtime: { kind: 'qemu', mode: 'snapshot', control: guest.control } });
   t.true(await isAttached(guest.tap), 'the agent attached its programs to the tap');

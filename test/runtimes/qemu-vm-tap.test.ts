@@ -3,8 +3,8 @@ import { rm } from 'node:fs/promises';
 import { planTap } from '../../agent/runtimes/qemu/vm-tap.js';
 import { runCli } from '../helpers/cli.js';
 import { uniqueSuffix } from '../helpers/names.js';
-import { requireGuest } from '../helpers/qemu-guest.js';
-import { requireRoot } from '../helpers/root.js';
+import { guestTest } from '../helpers/qemu-guest.js';
+import { rootTest } from '../helpers/root.js';
 import { startOwnedGuest } from '../helpers/qemu-owner.js';
 import { sh, shQuiet } from '../helpers/sh.js';
 
@@ -31,9 +31,8 @@ test('doze vm run refuses a bad --tap-address before it starts anything (exit 2)
   t.regex(result.stderr, /--tap-address "10\.213\.7\.1\/24"/);
 });
 
-test.serial('doze vm run --tap-address makes the tap the VM needs (address, neighbour entry) and removes it when it stops', async (t) => {
+guestTest.serial('doze vm run --tap-address makes the tap the VM needs (address, neighbour entry) and removes it when it stops', async (t) => {
   t.timeout(120_000);
-  if (!requireGuest(t)) return;
   const guest = await startOwnedGuest(t, { ownerCreatesTap: true });
   t.teardown(() => shQuiet('ip', ['link', 'del', guest.tap]));
   t.true((await guest.count()) >= 1, 'the guest answers on the tap the owner made');
@@ -44,8 +43,7 @@ test.serial('doze vm run --tap-address makes the tap the VM needs (address, neig
   t.is((await sh('ip', ['link', 'show']).then((links) => links.includes(`${guest.tap}:`))), false, 'the tap is gone with the owner that made it');
 });
 
-test.serial('a tap that exists without the --tap-address is refused (exit 2) and left as it was', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('a tap that exists without the --tap-address is refused (exit 2) and left as it was', async (t) => {
   const tap = `dz${uniqueSuffix()}t`;
   t.teardown(() => shQuiet('ip', ['link', 'del', tap]));
   await sh('ip', ['tuntap', 'add', 'dev', tap, 'mode', 'tap']);

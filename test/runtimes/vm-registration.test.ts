@@ -5,6 +5,7 @@ import { createLogger } from '../../agent/log.js';
 import { FakeRuntime } from '../../agent/runtimes/fake.js';
 import { AgentRegistration, peerAddress, registrationDraft, validateRegistration } from '../../agent/runtimes/qemu/vm-registration.js';
 import { startRegistryApp } from '../helpers/registry-app.js';
+import { until } from '../helpers/until.js';
 
 /*
  * doze vm run --register: the instance it builds, and its PUT / refresh /
@@ -105,14 +106,13 @@ test('a refused registration is logged and retried; the refresh re-registers aft
   t.regex(registration.lastError!, /^409: address 10\.213\.7\.2 is already managed as "squatter"/);
 
   await app.detector.remove('squatter', { wake: false });
-  await until(() => registration.state === 'registered');
+  await until('the registration', () => registration.state === 'registered');
   t.truthy(app.detector.get('vm1'));
 
   // The agent restarted (it forgot the instance): the next refresh registers it again.
   await app.registry.unregister('vm1');
   t.is(app.detector.get('vm1'), undefined);
-  await until(() => app.detector.get('vm1') !== undefined);
-  t.pass();
+  t.truthy(await until('the instance registered again', () => app.detector.get('vm1')));
 });
 
 test('a stop that comes while the first PUT is in flight still unregisters', async (t) => {
@@ -134,14 +134,6 @@ test('an unreachable agent: start does not throw, stop does not hang', async (t)
   await registration.stop(500);
   t.is(registration.state, 'stopped');
 });
-
-async function until(probe: () => boolean, timeoutMs = 3000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!probe()) {
-    if (Date.now() > deadline) throw new Error('timed out');
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
 
 test('doze vm run: registration flags are checked before any VM starts', async (t) => {
   const { vmCommand } = await import('../../agent/cli/vm-command.js');

@@ -1,12 +1,10 @@
-import test from 'ava';
 import { nextState, startAgent } from '../helpers/agent.js';
 import { createInstance } from '../helpers/instance.js';
-import { requireRoot } from '../helpers/root.js';
+import { rootTest } from '../helpers/root.js';
 
 const TOKEN = 'test-token-with-enough-entropy';
 
-test.serial('actions need the bearer token; unknown ids are 404; oversized bodies are refused', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('actions need the bearer token; unknown ids are 404; oversized bodies are refused', async (t) => {
   const inst = await createInstance(t);
   const agent = await startAgent(t, { token: TOKEN, instances: [inst.config({ idleTimeout: '10m' })] });
   const base = `http://${agent.address}`;
@@ -34,8 +32,7 @@ test.serial('actions need the bearer token; unknown ids are 404; oversized bodie
   t.is(await inst.cgroup.freezerState(), 'THAWED');
 });
 
-test.serial('the JSON API follows the contract and the metrics carry instance and runtime labels', async (t) => {
-  if (!requireRoot(t)) return;
+rootTest.serial('the JSON API follows the contract and the metrics carry instance and runtime labels', async (t) => {
   const inst = await createInstance(t);
   const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '200ms' })] });
   await nextState(agent, 'web', 'sleeping', 3000);

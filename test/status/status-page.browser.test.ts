@@ -1,22 +1,17 @@
-import test from 'ava';
 import { mkdir } from 'node:fs/promises';
 import { get } from '../helpers/http.js';
 import { startAgent } from '../helpers/agent.js';
-import { launchBrowser } from '../helpers/browser.js';
+import { launchBrowser, noChromium } from '../helpers/browser.js';
 import { REPO } from '../helpers/cli.js';
 import { createInstance } from '../helpers/instance.js';
-import { requireRoot } from '../helpers/root.js';
+import { firstMissing, testIf } from '../helpers/needs.js';
+import { noRoot } from '../helpers/root.js';
 
 const TOKEN = 'page-test-token';
+const browserTest = testIf(firstMissing(noRoot, noChromium));
 
-test.serial('the status page shows an instance fall asleep and wake without a reload; actions need the token', async (t) => {
-  if (!requireRoot(t)) return;
+browserTest.serial('the status page shows an instance fall asleep and wake without a reload; actions need the token', async (t) => {
   const browser = await launchBrowser(t);
-  if (!browser) {
-    t.log('skipped: /usr/bin/chromium is not installed (Debian package chromium)');
-    t.pass();
-    return;
-  }
   const inst = await createInstance(t);
   const agent = await startAgent(t, { token: TOKEN, instances: [inst.config({ idleTimeout: '1500ms' })] });
   const page = await browser.newPage();

@@ -56,6 +56,8 @@ export class CloudHypervisorDouble {
   readonly requests: ChRecordedRequest[] = [];
   /** Delay before every answer (deadline tests). */
   delayMs = 0;
+  /** Requests received and still held back by delayMs: 0 once a late request has landed. */
+  held = 0;
   /** When set, vm.snapshot fails with this message (HTTP 500), as a full disk would make it. */
   snapshotError: string | undefined;
   private vm: Vm | undefined;
@@ -128,7 +130,11 @@ export class CloudHypervisorDouble {
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     let text = '';
     for await (const chunk of req) text += String(chunk);
-    if (this.delayMs > 0) await new Promise((resolve) => setTimeout(resolve, this.delayMs));
+    if (this.delayMs > 0) {
+      this.held++;
+      await new Promise((resolve) => setTimeout(resolve, this.delayMs));
+      this.held--;
+    }
     const path = (req.url ?? '/').split('?')[0]!;
     const method = req.method ?? 'GET';
     let body: unknown;

@@ -93,6 +93,8 @@ export class FirecrackerDouble {
   readonly pid = Math.floor(Math.random() * 1e6);
   /** Delay before every answer (deadline tests). */
   delayMs = 0;
+  /** Requests received and still held back by delayMs: 0 once a late request has landed. */
+  held = 0;
   state: FcState = 'Not started';
   /** Set once this process has exited (stopped, or ended by a failed load). */
   exited = false;
@@ -172,7 +174,11 @@ export class FirecrackerDouble {
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     let text = '';
     for await (const chunk of req) text += String(chunk);
-    if (this.delayMs > 0) await new Promise((resolve) => setTimeout(resolve, this.delayMs));
+    if (this.delayMs > 0) {
+      this.held++;
+      await new Promise((resolve) => setTimeout(resolve, this.delayMs));
+      this.held--;
+    }
     let body: unknown;
     let answer: { status: number; body?: unknown; exitAfter?: boolean };
     try {

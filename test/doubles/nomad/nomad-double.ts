@@ -129,6 +129,8 @@ export class NomadDouble {
   private readonly injections: Injection[] = [];
   /** Delay before every answer (deadline tests). */
   delayMs = 0;
+  /** Requests received and still held back by delayMs: 0 once a late request has landed. */
+  held = 0;
   private readonly checks = new Map<string, Obj>();
   private readonly timers = new Set<NodeJS.Timeout>();
   private index = 10;
@@ -334,7 +336,11 @@ export class NomadDouble {
     const url = new URL(req.url ?? '/', 'http://double');
     let body = '';
     for await (const chunk of req) body += String(chunk);
-    if (this.delayMs > 0) await new Promise((resolve) => setTimeout(resolve, this.delayMs));
+    if (this.delayMs > 0) {
+      this.held++;
+      await new Promise((resolve) => setTimeout(resolve, this.delayMs));
+      this.held--;
+    }
     this.requests.push({ method: req.method ?? 'GET', path: url.pathname, query: url.searchParams, headers: req.headers, body });
 
     const injected = this.injections.findIndex((i) => i.method === req.method && i.path === url.pathname);

@@ -1,0 +1,61 @@
+import test, { type ExecutionContext } from 'ava';
+
+/*
+ * Tests that need something this machine may lack are gated when the file
+ * loads (after Nomad's client/testutil RequireRoot and cilium/ebpf's named
+ * feature skips): they register as ava skips, so a run says how many did
+ * nothing. The reason is in the skipped test's title, in a shape
+ * scripts/run-tests.mjs reads (`(skipped, needs <need>: <reason>)`): with
+ * DOZE_TEST_ALLOWED_SKIPS set, as .ci/run sets it, a skip whose need is not
+ * in that list fails the run.
+ */
+
+/** What a test may need: stable names, listed by CI when it cannot provide one. */
+export type Need = 'root' | 'guest' | 'qemu' | 'build' | 'chromium' | 'openssl' | 'consul-nomad' | 'cni';
+
+export interface Missing {
+  need: Need;
+  reason: string;
+}
+
+type Body = (t: ExecutionContext) => Promise<void> | void;
+type Register = (title: string, body: Body) => void;
+
+/** ava's `test` and `test.serial`, or their skips when something is missing. */
+export interface GatedTest extends Register {
+  serial: Register;
+}
+
+/**
+ * `need` is missing when `check` gives a reason, or when DOZE_TEST_PRETEND_MISSING
+ * (comma-separated needs) names it: how the runner's own test makes a skip as root.
+ */
+export function missing(need: Need, check: () => string | undefined): Missing | undefined {
+  const pretended = (process.env.DOZE_TEST_PRETEND_MISSING ?? '').split(',').map((s) => s.trim());
+  if (pretended.includes(need)) return { need, reason: 'pretended missing by DOZE_TEST_PRETEND_MISSING' };
+  const reason = check();
+  return reason === undefined ? undefined : { need, reason };
+}
+
+/** The first of several gates that is missing. */
+export function firstMissing(...gates: Array<Missing | undefined>): Missing | undefined {
+  return gates.find((gate) => gate !== undefined);
+}
+
+/** The skipped title: the test's own title, then the need and why. */
+export function skippedTitle(title: string, gap: Missing): string {
+  return `${title} (skipped, needs ${gap.need}: ${gap.reason})`;
+}
+
+/** `test` when nothing is missing; otherwise a `test` whose tests register as skipped with the reason. */
+export function testIf(gap: Missing | undefined): GatedTest {
+  if (!gap) {
+    const run: GatedTest = Object.assign((title: string, body: Body) => void test(title, body), {
+      serial: (title: string, body: Body) => void test.serial(title, body),
+    });
+    return run;
+  }
+  return Object.assign((title: string, body: Body) => void test.skip(skippedTitle(title, gap), body), {
+    serial: (title: string, body: Body) => void test.serial.skip(skippedTitle(title, gap), body),
+  });
+}

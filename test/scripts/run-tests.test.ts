@@ -1,0 +1,53 @@
+import test from 'ava';
+import { spawn } from 'node:child_process';
+import { REPO } from '../helpers/cli.js';
+
+/*
+ * scripts/run-tests.mjs on one real, quick, root-gated test, with root pretended
+ * missing (DOZE_TEST_PRETEND_MISSING): the skip is counted as one, and a CI run
+ * (DOZE_TEST_ALLOWED_SKIPS) fails unless that need is in its list.
+ */
+
+const target = ['test/cli/agent-config-errors.test.ts', '--match', '*has no freezer*'];
+
+/** The runner with root pretended missing; `allowedSkips` undefined: not a CI run. */
+function runTests(allowedSkips?: string): Promise<{ code: number | null; stdout: string }> {
+  const { DOZE_TEST_ALLOWED_SKIPS: _ci, ...inherited } = process.env;
+  const child = spawn(process.execPath, ['scripts/run-tests.mjs', ...target], {
+    cwd: REPO,
+    env: { ...inherited, DOZE_TEST_PRETEND_MISSING: 'root', ...(allowedSkips === undefined ? {} : { DOZE_TEST_ALLOWED_SKIPS: allowedSkips }) },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+  child.stderr.resume();
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    child.once('error', reject);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout });
+    });
+  });
+}
+
+test('a test gated on a missing need is counted as skipped, with its reason in the TAP line', async (t) => {
+  const result = await runTests();
+  t.is(result.code, 0, result.stdout);
+  t.regex(result.stdout, /^ok 1 - .*has no freezer.* \(skipped, needs root: pretended missing by DOZE_TEST_PRETEND_MISSING\) # SKIP$/m);
+  t.regex(result.stdout, /^0 passed, 0 failed, 1 skipped$/m);
+});
+
+test('with DOZE_TEST_ALLOWED_SKIPS (CI), a skip for a need not in the list fails the run and is named', async (t) => {
+  const result = await runTests('consul-nomad cni');
+  t.is(result.code, 1, result.stdout);
+  t.regex(result.stdout, /^0 passed, 0 failed, 1 skipped$/m);
+  t.regex(result.stdout, /^1 skipped for a need this run should have/m);
+  t.regex(result.stdout, /^ {2}an instance whose cgroup has no freezer .*\(skipped, needs root: /m);
+});
+
+test('with DOZE_TEST_ALLOWED_SKIPS naming the need, the same skip is accepted', async (t) => {
+  const result = await runTests('consul-nomad,root');
+  t.is(result.code, 0, result.stdout);
+  t.regex(result.stdout, /^0 passed, 0 failed, 1 skipped$/m);
+});
