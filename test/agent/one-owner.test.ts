@@ -1,6 +1,4 @@
-import test from 'ava';
-import { access, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { access, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { WAKE_EVENT_GRACE_MS, WATCHDOG_INTERVAL_MS } from '../../agent/detector/detector.js';
 import type { Agent } from '../../agent/agent.js';
@@ -10,27 +8,24 @@ import { runCli } from '../helpers/cli.js';
 import { get } from '../helpers/http.js';
 import { createInstance } from '../helpers/instance.js';
 import { uniqueSuffix } from '../helpers/names.js';
-import { isRoot } from '../helpers/root.js';
+import { rootTest } from '../helpers/root.js';
 import { sh } from '../helpers/sh.js';
+import type { Teardown } from '../helpers/teardown.js';
+import { tempDir } from '../helpers/temp-dir.js';
 
-// Kernel objects (netns, veth, tc, cgroups, a private bpffs per agent): root only.
-const rootTest = isRoot ? test.serial : test.serial.skip;
-if (!isRoot) console.log('# one-owner tests skipped: they need root for network namespaces, tc, bpf and cgroups');
 
 /** `state` now, or the next time it is entered (an idle instance may get there before we look). */
 function reached(agent: Agent, id: string, state: InstanceState): Promise<unknown> {
   return agent.detector.get(id)?.state === state ? Promise.resolve() : nextState(agent, id, state);
 }
 
-async function tempConfig(t: { teardown(fn: () => unknown): void }, config: unknown): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'dz-agent-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const file = join(dir, 'doze.json');
+async function tempConfig(t: Teardown, config: unknown): Promise<string> {
+  const file = join(await tempDir(t, 'agent'), 'doze.json');
   await writeFile(file, JSON.stringify(config));
   return file;
 }
 
-rootTest('a second agent on the same bpffs exits 2 naming the first, touches nothing, and the first one\'s sleeper wakes within 0.3 s', async (t) => {
+rootTest.serial('a second agent on the same bpffs exits 2 naming the first, touches nothing, and the first one\'s sleeper wakes within 0.3 s', async (t) => {
   const inst = await createInstance(t);
   const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '200ms' })] });
   await reached(agent, 'web', 'sleeping');
@@ -56,7 +51,7 @@ rootTest('a second agent on the same bpffs exits 2 naming the first, touches not
   t.log(`the first agent's sleeper answered in ${answer.ms.toFixed(1)} ms after a refused second agent`);
 });
 
-rootTest('a second agent on its own bpffs and chain prefix runs beside the first, and neither disturbs the other', async (t) => {
+rootTest.serial('a second agent on its own bpffs and chain prefix runs beside the first, and neither disturbs the other', async (t) => {
   const one = await createInstance(t, 'one');
   const two = await createInstance(t, 'two');
   const first = await startAgent(t, { instances: [one.config({ idleTimeout: '200ms' })] });
@@ -83,7 +78,7 @@ rootTest('a second agent on its own bpffs and chain prefix runs beside the first
   t.is(first.detector.get('one')?.wakes, wakes + 1, 'the first agent still wakes its sleeper after the second one left');
 });
 
-rootTest('the wake-event reader killed while an instance sleeps: it is restarted, the next request is answered, and the status says so', async (t) => {
+rootTest.serial('the wake-event reader killed while an instance sleeps: it is restarted, the next request is answered, and the status says so', async (t) => {
   const inst = await createInstance(t);
   const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '200ms' })] });
   await reached(agent, 'web', 'sleeping');
@@ -110,7 +105,7 @@ rootTest('the wake-event reader killed while an instance sleeps: it is restarted
   t.is(agent.detector.wakeEvents.missed, missedBefore, 'this wake came by its event, not by the watchdog');
 });
 
-rootTest('a wake event dropped on purpose: the watchdog wakes the instance within its bound and counts it', async (t) => {
+rootTest.serial('a wake event dropped on purpose: the watchdog wakes the instance within its bound and counts it', async (t) => {
   const inst = await createInstance(t);
   const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '200ms' })] }, { faults: { dropWakeEvents: 1 } });
   await reached(agent, 'web', 'sleeping');

@@ -1,12 +1,8 @@
-import test from 'ava';
+import type { ExecutionContext } from 'ava';
 import { OwnerClient } from '../../agent/runtimes/qemu/owner-protocol.js';
-import { guestUnavailable } from '../helpers/qemu-guest.js';
+import { guestTest } from '../helpers/qemu-guest.js';
 import { startOwnedGuest, type OwnedGuest, type OwnerProcess } from '../helpers/qemu-owner.js';
 
-// A live VM under TCG: root, the guest image and QEMU.
-const unavailable = guestUnavailable();
-const vmTest = unavailable ? test.serial.skip : test.serial;
-if (unavailable) console.log(`# qemu-owner-orphans tests skipped: ${unavailable}`);
 const TEST_TIMEOUT_MS = 120_000;
 
 /** Bounded poll (the QEMUs are another process tree: there is no event to wait on). */
@@ -26,7 +22,7 @@ async function killOwner(owner: OwnerProcess): Promise<void> {
 }
 
 /** A new owner on the same state directory comes up (asleep or booted) and the guest answers. */
-async function restartsCleanly(t: import('ava').ExecutionContext, guest: OwnedGuest): Promise<void> {
+async function restartsCleanly(t: ExecutionContext, guest: OwnedGuest): Promise<void> {
   const next = guest.startOwner();
   const client = await within('the new owner\'s control socket', 15_000, () => OwnerClient.connect(guest.control, 500).catch(() => undefined));
   t.teardown(() => client.close());
@@ -41,7 +37,7 @@ async function restartsCleanly(t: import('ava').ExecutionContext, guest: OwnedGu
   t.is((await guest.qemuPids()).length, 1, 'exactly one QEMU: the new owner\'s');
 }
 
-vmTest('doze vm SIGKILLed during a sleep: its QEMU dies with it, and a new owner on the same state directory starts cleanly', async (t) => {
+guestTest.serial('doze vm SIGKILLed during a sleep: its QEMU dies with it, and a new owner on the same state directory starts cleanly', async (t) => {
   t.timeout(TEST_TIMEOUT_MS);
   const guest = await startOwnedGuest(t, { fillMiB: 16 });
   const client = await OwnerClient.connect(guest.control, 3000);
@@ -55,7 +51,7 @@ vmTest('doze vm SIGKILLed during a sleep: its QEMU dies with it, and a new owner
   await restartsCleanly(t, guest);
 });
 
-vmTest('doze vm SIGKILLed during a wake: the restoring QEMU dies with it, and a new owner on the same state directory starts cleanly', async (t) => {
+guestTest.serial('doze vm SIGKILLed during a wake: the restoring QEMU dies with it, and a new owner on the same state directory starts cleanly', async (t) => {
   t.timeout(TEST_TIMEOUT_MS);
   const guest = await startOwnedGuest(t, { fillMiB: 16 });
   const client = await OwnerClient.connect(guest.control, 3000);

@@ -1,0 +1,66 @@
+import test from 'ava';
+import { WAKE_EVENT_GRACE_MS, WATCHDOG_INTERVAL_MS } from '../../agent/detector/detector.js';
+import { detectorHarness } from '../helpers/detector-harness.js';
+
+// The wake watchdog of agent/detector/detector.ts on a fake clock and scripted traffic (no kernel, no root).
+
+test.serial('a lost wake event: the watchdog wakes the sleeper within one interval and the grace, and counts it', async (t) => {
+  const h = detectorHarness(t, { dropWakeEvents: 1 });
+  const missed: string[] = [];
+  h.detector.on('wakeEventMissed', (i) => missed.push(i.id));
+  const { instance, runtime } = await h.add('web', { idleTimeout: '1s' });
+  await h.clock.tickAsync(1000);
+  t.is(instance.state, 'sleeping');
+  h.source.packet(instance.key); // its event is dropped by the knob
+  await h.clock.tickAsync(0);
+  t.is(instance.state, 'sleeping', 'no event reached the detector');
+  await h.clock.tickAsync(WATCHDOG_INTERVAL_MS + WAKE_EVENT_GRACE_MS);
+  t.is(instance.state, 'running');
+  t.is(runtime.resumes, 1);
+  t.deepEqual(missed, ['web']);
+  t.is(h.detector.wakeEvents.missed, 1);
+  t.deepEqual(h.reasons('web', 'running'), ['traffic (wake event missed; found by the watchdog)']);
+});
+
+test.serial('a packet whose event arrives: the watchdog leaves it to the event and counts nothing', async (t) => {
+  const h = detectorHarness(t);
+  const { instance, runtime } = await h.add('web', { idleTimeout: '1s' }, { resumeMs: 200 });
+  await h.clock.tickAsync(1000);
+  t.is(instance.state, 'sleeping');
+  h.source.packet(instance.key);
+  // A slow wake: still waking when the watchdog looks, several times over.
+  await h.clock.tickAsync(3 * WATCHDOG_INTERVAL_MS);
+  t.is(instance.state, 'running');
+  t.is(runtime.resumes, 1, 'one wake, by the event');
+  t.is(h.detector.wakeEvents.missed, 0);
+});
+
+test.serial('a packet that raced the pause and lost its event: the watchdog still wakes the instance', async (t) => {
+  const h = detectorHarness(t, { dropWakeEvents: 1 });
+  const { instance, runtime } = await h.add('web', { idleTimeout: '1s' }, { pauseMs: 100 });
+  await h.clock.tickAsync(1000);
+  t.is(instance.state, 'pausing');
+  await h.clock.tickAsync(50);
+  h.source.packet(instance.key); // signals the pausing instance; the event is lost
+  t.false(instance.wakeRequested);
+  await h.clock.tickAsync(50);
+  t.is(instance.state, 'sleeping', 'the sleep completed, its map state overwritten with sleeping');
+  await h.clock.tickAsync(WATCHDOG_INTERVAL_MS + WAKE_EVENT_GRACE_MS);
+  t.is(instance.state, 'running');
+  t.is(runtime.resumes, 1);
+  t.is(h.detector.wakeEvents.missed, 1);
+});
+
+test.serial('no sleepers, no reads: the watchdog is disarmed while everything is awake', async (t) => {
+  const h = detectorHarness(t);
+  const { instance } = await h.add('web', { idleTimeout: '1s' });
+  await h.clock.tickAsync(1000);
+  t.is(instance.state, 'sleeping');
+  h.source.packet(instance.key);
+  await h.clock.tickAsync(10);
+  t.is(instance.state, 'running');
+  await h.clock.tickAsync(WATCHDOG_INTERVAL_MS * 2); // let an armed timer run once and disarm
+  const reads = h.source.reads.counters;
+  await h.clock.tickAsync(WATCHDOG_INTERVAL_MS * 5);
+  t.is(h.source.reads.counters, reads, 'no counter reads while nothing sleeps (the idle check is not due yet)');
+});
