@@ -17,7 +17,8 @@ export type IdleVerdict =
   | { kind: 'active'; recheckAtNs: bigint }
   | { kind: 'needs-connections' }
   | { kind: 'held'; reason: string; recheckAtNs: bigint }
-  | { kind: 'idle'; reason: string };
+  /** `maxAwake`: the bound was reached, nothing may postpone the sleep further. */
+  | { kind: 'idle'; reason: string; maxAwake?: boolean };
 
 /** A connection whose last payload came from the client and is not answered yet. */
 export function isRequestInFlight(c: Connection): boolean {
@@ -54,7 +55,7 @@ export function decideIdle(inputs: IdleInputs, connections?: Connection[]): Idle
   if (inputs.policy === 'traffic') return { kind: 'idle', reason: `no traffic for ${quietMs} ms` };
   if (!connections) return { kind: 'needs-connections' };
   if (inputs.maxAwakeMs !== undefined && quietMs >= inputs.maxAwakeMs) {
-    return { kind: 'idle', reason: `max_awake: no packet for ${quietMs} ms despite open connections` };
+    return { kind: 'idle', reason: `max_awake: no packet for ${quietMs} ms despite open connections`, maxAwake: true };
   }
   const recheckAtNs = inputs.nowNs + BigInt(holdRecheckMs(inputs.idleTimeoutMs)) * MS;
   const inFlight = connections.filter(isRequestInFlight).length;
