@@ -12,8 +12,8 @@ import { isAbsolute, join, relative } from 'node:path';
  *              instance's freezer cgroup. Nomad makes its v1 task cgroups in freezer, cpu and
  *              memory at one relative path (client/lib/cgroupslib/editor.go, lifeCG1.paths);
  *              where cpu and cpuacct are mounted together that path has cpuacct.usage too.
- *              Otherwise the cgroup a member process is in (/proc/PID/cgroup) is used, never the
- *              hierarchy's root (that would be the whole node).
+ *              Otherwise the cgroup its processes are in (/proc/PID/cgroup), if it holds exactly
+ *              them: never a shared one, nor the hierarchy's root (that would be the whole node).
  *   cgroup v2: cpu.stat usage_usec and io.stat rbytes/wbytes, in the cgroup's own directory.
  *   a process (a VM's QEMU): utime + stime of /proc/PID/stat (all its threads, in clock ticks)
  *              and read_bytes + write_bytes of /proc/PID/io.
@@ -54,14 +54,26 @@ interface CgroupFiles {
 
 /** Resolved file locations per freezer cgroup, so a decision reads counters and nothing else. */
 const resolved = new Map<string, CgroupFiles>();
+/** Cgroups with no CPU accounting found, and when: looked for again only after RETRY_MS. */
+const unresolved = new Map<string, number>();
+const RETRY_MS = 5000;
 
-/** The cgroup (relative to its hierarchy) that a member process of `dir` is in for `controller` (v1). */
-function memberCgroup(dir: string, controller: string): string | undefined {
-  const pid = readText(join(dir, 'cgroup.procs'))?.split('\n').find(Boolean);
-  if (pid === undefined) return undefined;
+const procsOf = (dir: string) => (readText(join(dir, 'cgroup.procs')) ?? '').split('\n').filter(Boolean).sort().join(' ');
+
+/**
+ * The cgroup (relative to its hierarchy) that the members of `dir` are in for a v1
+ * `controller`, when it holds exactly them: a cgroup shared with other processes (the
+ * Nomad client's own, the hierarchy's root) would count their CPU as the instance's.
+ */
+function memberCgroup(dir: string, root: string, controllers: string[], controller: string): string | undefined {
+  const members = procsOf(dir);
+  const pid = members.split(' ')[0];
+  if (!pid) return undefined;
   for (const line of readText(`/proc/${pid}/cgroup`)?.split('\n') ?? []) {
-    const [, controllers, path] = line.split(':');
-    if (controllers?.split(',').includes(controller) && path !== undefined && path !== '/') return path.slice(1);
+    const [, names, path] = line.split(':');
+    if (!names?.split(',').includes(controller) || path === undefined || path === '/') continue;
+    const rel = path.slice(1);
+    if (controllers.some((c) => procsOf(join(root, c, rel)) === members)) return rel;
   }
   return undefined;
 }
@@ -75,7 +87,7 @@ function resolveV1(dir: string, root: string): CgroupFiles {
   const rel = isAbsolute(dir) && dir.startsWith(`${freezerBase}/`) ? relative(freezerBase, dir) : undefined;
   const candidates = (controllers: string[], file: string, fallbackController: string) => {
     const files = rel === undefined ? [] : controllers.map((c) => join(root, c, rel, file));
-    const member = memberCgroup(dir, fallbackController);
+    const member = memberCgroup(dir, root, controllers, fallbackController);
     if (member !== undefined) files.push(...controllers.map((c) => join(root, c, member, file)));
     return files;
   };
@@ -134,8 +146,14 @@ function readCgroup(source: Extract<UsageSource, { kind: 'cgroup' }>): UsageRead
   const key = `${source.version}:${source.dir}`;
   let files = resolved.get(key);
   if (!files) {
+    const failedAt = unresolved.get(key);
+    if (failedAt !== undefined && Date.now() - failedAt < RETRY_MS) return undefined;
     files = source.version === 1 ? resolveV1(source.dir, root) : resolveV2(source.dir);
-    if (!files.cpu) return undefined; // not cached: the task may not have started yet
+    if (!files.cpu) {
+      unresolved.set(key, Date.now()); // the task may not have started yet: look again later
+      return undefined;
+    }
+    unresolved.delete(key);
     resolved.set(key, files);
   }
   const cpuText = readText(files.cpu!.file);
