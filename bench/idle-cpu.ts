@@ -11,6 +11,7 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readUsage, type UsageSource } from '../agent/cgroups/cpu-usage.js';
+import { judgeBusy, keepSamples, type UsageSample } from '../agent/detector/busy-guard.js';
 import { createFreezerCgroup } from '../test/helpers/cgroup.js';
 import { createAccountingCgroups } from '../test/helpers/cpu-cgroup.js';
 import { get } from '../test/helpers/http.js';
@@ -70,6 +71,20 @@ async function startInCgroups(c: Cleanups, command: string[], port: number, name
   return { name, source: { kind: 'cgroup', version: 1, dir: freezer.dir } };
 }
 
+/** What the guard costs per sleep decision: one reading (cgroup or /proc) plus keeping and judging the samples. */
+function guardCostUs(source: UsageSource, rounds = 20_000): number {
+  let samples: UsageSample[] = [];
+  const started = process.hrtime.bigint();
+  for (let i = 0; i < rounds; i++) {
+    const reading = readUsage(source);
+    if (!reading) throw new Error('no reading');
+    // Spaced as if a decision came every 60 ms (a held instance's recheck at a 300 ms timeout).
+    samples = keepSamples(samples, { atNs: BigInt(i) * 60_000_000n, ...reading }, 300);
+    judgeBusy(samples, 300, 0.1);
+  }
+  return Number(process.hrtime.bigint() - started) / 1000 / rounds;
+}
+
 async function windows(apps: Sampled[], windowMs: number, count: number): Promise<Map<string, number[]>> {
   const used = new Map(apps.map((a) => [a.name, [] as number[]]));
   for (let i = 0; i < count; i++) {
@@ -105,6 +120,7 @@ export async function benchIdleCpu(): Promise<string[]> {
       // The shell exec'd QEMU: same pid.
       apps.push({ name: 'QEMU TCG guest (/proc/PID/stat)', source: { kind: 'process', pid: guest.child.pid! } });
     }
+    for (const app of apps) lines.push(`busy guard cost per decision, ${app.name.padEnd(34)} ${guardCostUs(app.source).toFixed(1)} µs (20,000 rounds)`);
     for (const [windowMs, count] of [[300, 40], [1000, 15]] as const) {
       const used = await windows(apps, windowMs, count);
       for (const [name, values] of used) {

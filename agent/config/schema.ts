@@ -38,6 +38,8 @@ export const fakeRuntimeSchema = z.strictObject({
   pauseMs: z.number().int().nonnegative().default(0),
   resumeMs: z.number().int().nonnegative().default(0),
   failResume: z.boolean().default(false),
+  /** Report this freezer cgroup's CPU as the instance's (busy guard benchmarks and tests); none by default. */
+  usageCgroup: z.string().min(1).optional(),
 });
 
 /** sun_path holds 108 bytes with its NUL (Nomad's qemu driver checks the same before launch). */

@@ -99,7 +99,7 @@ export class FirecrackerRuntime implements Runtime {
     this.persisted = new HandleFile(options.handleFile, handleSchema, { version: 1, kind: 'firecracker', asleep: false, base: false, pending: null, taken: false, snapshots: 0 });
     const snapshot = options.mode === 'snapshot';
     // snapshot: no process reads the tap while asleep, so the first SYN is lost.
-    this.capabilities = { keepsProcess: !snapshot, freesMemory: snapshot, dropsFirstSyn: snapshot };
+    this.capabilities = { keepsProcess: !snapshot, freesMemory: snapshot, ...(snapshot ? { dropsFirstSyn: true } : {}) };
   }
 
   private get diff(): boolean {
