@@ -78,7 +78,7 @@ export class SleepGuards implements SleepHooks {
   }
 
   async beforePause(instance: ManagedInstance): Promise<void> {
-    const needHost = this.checks !== undefined || instance.config.wake === 'hold';
+    const needHost = this.checks !== undefined || instance.wake === 'hold';
     if (!needHost) return;
     const port = portOf(instance.config.address);
     // A host port is reached on any of the node's addresses (127.0.0.1 too, for QEMU's hostfwd).
@@ -95,7 +95,7 @@ export class SleepGuards implements SleepHooks {
       const to = await this.stub.open(instance.id, host);
       for (const target of targets) await this.checks.add(instance.id, { ...target, toHost: host, toPort: to });
     }
-    if (instance.config.wake === 'hold') {
+    if (instance.wake === 'hold') {
       if (!this.holdInstalled) {
         await this.holds.chain.install();
         this.holdInstalled = true;

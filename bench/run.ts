@@ -1,4 +1,5 @@
 /** `make bench`: every benchmark in turn; prints ratios and percentiles from one run. */
+import { benchIdleCpu } from './idle-cpu.js';
 import { benchScale } from './scale.js';
 import { benchStub } from './stub.js';
 import { benchTcCost } from './tc-cost.js';
@@ -10,6 +11,7 @@ const benches: Array<[string, () => Promise<string[]>]> = [
   ['wake', () => benchWake(Number(process.env.DOZE_BENCH_CYCLES ?? 200))],
   ['tc-cost', benchTcCost],
   ['stub', benchStub],
+  ['idle-cpu', benchIdleCpu],
   ['scale', benchScale],
   ['vm', () => benchVm(Number(process.env.DOZE_BENCH_VM_CYCLES ?? 10))],
   ['vm-snapshot', () => benchVmSnapshot(Number(process.env.DOZE_BENCH_VM_CYCLES ?? 10))],

@@ -14,6 +14,8 @@ import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createBpffs } from '../test/helpers/bpffs.js';
+import { createFreezerCgroup } from '../test/helpers/cgroup.js';
+import { createAccountingCgroups } from '../test/helpers/cpu-cgroup.js';
 import { REPO } from '../test/helpers/cli.js';
 import { createNetns } from '../test/helpers/netns.js';
 import { sh } from '../test/helpers/sh.js';
@@ -76,7 +78,8 @@ async function keepBusy(ips: string[], ms: number): Promise<void> {
   socket.close();
 }
 
-async function run(total: number, cleanups: Cleanups): Promise<string[]> {
+/** `usageCgroup`: every fake runtime reports that cgroup's CPU, so the busy guard reads real counters at each decision. */
+async function run(total: number, cleanups: Cleanups, usageCgroup?: string): Promise<string[]> {
   const ns = await createNetns(cleanups);
   const ips = Array.from({ length: total }, (_, i) => `10.214.${Math.floor(i / 250)}.${(i % 250) + 2}`);
   // The addresses live in the namespace; the host routes them over the veth.
@@ -88,7 +91,7 @@ async function run(total: number, cleanups: Cleanups): Promise<string[]> {
   const config = join(dir, 'doze.json');
   await writeFile(config, JSON.stringify({
     listen: '127.0.0.1:0', logLevel: 'warn', bpffs,
-    instances: ips.map((ip, i) => ({ id: `i${i}`, address: `${ip}:8080`, interface: ns.hostIf, idleTimeout: '300ms', runtime: { kind: 'fake' } })),
+    instances: ips.map((ip, i) => ({ id: `i${i}`, address: `${ip}:8080`, interface: ns.hostIf, idleTimeout: '300ms', runtime: { kind: 'fake', ...(usageCgroup ? { usageCgroup } : {}) } })),
   }));
   // Port 0 is not discoverable from outside: pick one.
   const port = 17000 + Math.floor(Math.random() * 20000);
@@ -140,26 +143,42 @@ async function run(total: number, cleanups: Cleanups): Promise<string[]> {
   socket.close();
   const rss = await rssMiB(pid);
   return [
-    `${String(total).padStart(5)} instances: idle CPU ${(idleCpu * 100).toFixed(2)}% of a core, 10 busy ${(busyCpu * 100).toFixed(2)}%, RSS ${rss.toFixed(0)} MiB, ` +
+    `${String(total).padStart(5)} instances${usageCgroup ? ', busy guard reading cpuacct' : ''}: idle CPU ${(idleCpu * 100).toFixed(2)}% of a core, 10 busy ${(busyCpu * 100).toFixed(2)}%, RSS ${rss.toFixed(0)} MiB, ` +
       `wake reaction p50 ${percentile(reactions, 50).toFixed(2)} ms p99 ${percentile(reactions, 99).toFixed(2)} ms (n=${reactions.length})`,
-    JSON.stringify({ total, idleCpu, busyCpu, rss, p99: percentile(reactions, 99) }),
+    JSON.stringify({ total, idleCpu, busyCpu, rss, p99: percentile(reactions, 99), guard: usageCgroup !== undefined }),
   ];
 }
 
 export async function benchScale(): Promise<string[]> {
   const lines = ['scale: one agent process, N fake-runtime instances keyed by address on one veth'];
-  const results: Array<{ total: number; idleCpu: number; busyCpu: number; rss: number; p99: number }> = [];
-  for (const total of [10, 100, 1000]) {
-    const cleanups = new Cleanups();
-    try {
-      const [line, json] = await run(total, cleanups);
-      lines.push(line!);
-      results.push(JSON.parse(json!));
-    } finally {
-      await cleanups.run();
+  const results: Array<{ total: number; idleCpu: number; busyCpu: number; rss: number; p99: number; guard: boolean }> = [];
+  // DOZE_BENCH_SCALE=1000 runs only that size (guard off, then on).
+  const sizes = process.env.DOZE_BENCH_SCALE ? process.env.DOZE_BENCH_SCALE.split(',').map(Number) : [10, 100, 1000];
+  for (const total of sizes) {
+    for (const guard of total === 1000 ? [false, true] : [false]) {
+      const cleanups = new Cleanups();
+      try {
+        // The guard's counters: a cgroup with cpuacct at the freezer's path, as Nomad lays them out.
+        let usageCgroup: string | undefined;
+        if (guard) {
+          const freezer = await createFreezerCgroup(cleanups);
+          await createAccountingCgroups(cleanups, freezer.name);
+          usageCgroup = freezer.name;
+        }
+        const [line, json] = await run(total, cleanups, usageCgroup);
+        lines.push(line!);
+        results.push(JSON.parse(json!));
+      } finally {
+        await cleanups.run();
+      }
     }
   }
-  const big = results.at(-1)!;
+  const guarded = results.find((r) => r.guard);
+  const unguarded = results.find((r) => r.total === guarded?.total && !r.guard);
+  if (guarded && unguarded) {
+    lines.push(`busy guard at ${guarded.total}: idle CPU ${(unguarded.idleCpu * 100).toFixed(2)} → ${(guarded.idleCpu * 100).toFixed(2)} % of a core, 10 busy ${(unguarded.busyCpu * 100).toFixed(2)} → ${(guarded.busyCpu * 100).toFixed(2)} %, RSS ${unguarded.rss.toFixed(0)} → ${guarded.rss.toFixed(0)} MiB (off → on, same run)`);
+  }
+  const big = results.filter((r) => !r.guard).at(-1)!;
   const small = results[0]!;
   lines.push(`busy-10 CPU at 1,000 total / at 10 total: ×${(big.busyCpu / Math.max(small.busyCpu, 0.0001)).toFixed(2)} (flat means cost follows active instances)`);
   lines.push(verdict(big.idleCpu < 0.02 && big.rss < 150 && big.p99 <= 10, 'target at 1,000: idle CPU < 2 %, RSS < 150 MB, wake reaction p99 ≤ 10 ms'));

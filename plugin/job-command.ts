@@ -1,7 +1,9 @@
 import { parseArgs } from 'node:util';
 import { EXIT } from '../agent/cli/exit-codes.js';
 import { formatDuration } from '../agent/config/duration.js';
+import { BUSY_CPU_DEFAULT } from '../agent/config/schema.js';
 import { NomadClient, NomadError } from '../agent/discovery/nomad-client.js';
+import type { WakeMode } from '../agent/discovery/meta-keys.js';
 import { DozeError, messageOf } from '../agent/errors.js';
 import { checkJob, type JobCheck } from './check-job.js';
 import { loadJobspec } from './load-jobspec.js';
@@ -201,6 +203,18 @@ export async function jobCommand(argv: string[], io: JobCommandIo = defaultIo): 
   }
 }
 
+/**
+ * The wake mode the agent will use. Unset, a VM under doze vm run (snapshot, no
+ * pre-spawned QEMU) drops the first SYN while asleep, so it holds: a retry would cost
+ * the client's 1 s retransmission (agent/detector/managed-instance.ts, `wake`).
+ */
+export function wakeSummary(wake: WakeMode | undefined, snapshotVm: boolean): string {
+  if (wake !== undefined) return `wake ${wake}`;
+  return snapshotVm
+    ? 'wake hold (the default for a snapshot VM: its first SYN is lost while QEMU is gone and a retry would cost the client 1 s; doze.wake = "retry" keeps retry)'
+    : 'wake retry';
+}
+
 function summary(check: JobCheck, parsedBy: string, { rendered, qemuPause }: Pick<VmRender, 'rendered' | 'qemuPause'>): string {
   const lines = [`job ${JSON.stringify(check.job!.ID)} is valid (parsed ${parsedBy === 'nomad' ? 'by Nomad' : parsedBy === 'offline' ? 'offline' : 'as JSON'})`];
   for (const group of check.groups) {
@@ -210,16 +224,17 @@ function summary(check: JobCheck, parsedBy: string, { rendered, qemuPause }: Pic
       continue;
     }
     const s = m.settings;
+    const vm = rendered.find((r) => r.group === group.name);
     const extras = [
       s.minAwakeMs > 0 ? `min_awake ${formatDuration(s.minAwakeMs)}` : '',
       s.maxAwakeMs !== undefined ? `max_awake ${formatDuration(s.maxAwakeMs)}` : '',
       s.maxSleepMs !== undefined ? `max_sleep ${formatDuration(s.maxSleepMs)}` : '',
+      s.busyCpu === 0 ? 'busy guard off' : s.busyCpu !== BUSY_CPU_DEFAULT ? `busy above ${s.busyCpu} of a core` : '',
     ].filter(Boolean);
     lines.push(
       `  group ${JSON.stringify(group.name)}: doze ${s.mode}, task ${JSON.stringify(m.task)}, service ${JSON.stringify(m.service.name)} on port ${JSON.stringify(m.service.portLabel)} (${m.networkMode} network), ` +
-        `idle after ${formatDuration(s.idleTimeoutMs)} (${s.idlePolicy}), wake ${s.wake}${extras.length ? `, ${extras.join(', ')}` : ''}`,
+        `idle after ${formatDuration(s.idleTimeoutMs)} (${s.idlePolicy}), ${wakeSummary(s.wake, vm !== undefined)}${extras.length ? `, ${extras.join(', ')}` : ''}`,
     );
-    const vm = rendered.find((r) => r.group === group.name);
     if (vm) lines.push(`    task ${JSON.stringify(vm.task)} runs under doze vm run (raw_exec), tap ${JSON.stringify(vm.tap)}, guest port ${vm.guestPort}`);
     const paused = qemuPause.find((r) => r.group === group.name);
     if (paused) {

@@ -1,3 +1,4 @@
+import { BUSY_CPU_DEFAULT } from '../agent/config/schema.js';
 import { groupPlace, taskPlace } from '../agent/discovery/meta-keys.js';
 import { tapOf } from '../agent/runtimes/qemu/vm-registration.js';
 import type { JobCheck } from './check-job.js';
@@ -134,7 +135,8 @@ export function renderVmTasks(raw: Json, check: JobCheck, options: VmRenderOptio
     const instance = {
       idleTimeout: s.idleTimeoutMs,
       idlePolicy: s.idlePolicy,
-      wake: s.wake,
+      ...(s.wake !== undefined ? { wake: s.wake } : {}),
+      ...(s.busyCpu !== BUSY_CPU_DEFAULT ? { busyCpu: s.busyCpu } : {}),
       ...(s.minAwakeMs > 0 ? { minAwake: s.minAwakeMs } : {}),
       ...(s.maxAwakeMs !== undefined ? { maxAwake: s.maxAwakeMs } : {}),
       memory: memoryMb,

@@ -38,6 +38,8 @@ export const fakeRuntimeSchema = z.strictObject({
   pauseMs: z.number().int().nonnegative().default(0),
   resumeMs: z.number().int().nonnegative().default(0),
   failResume: z.boolean().default(false),
+  /** Report this freezer cgroup's CPU as the instance's (busy guard benchmarks and tests); none by default. */
+  usageCgroup: z.string().min(1).optional(),
 });
 
 /** sun_path holds 108 bytes with its NUL (Nomad's qemu driver checks the same before launch). */
@@ -142,6 +144,8 @@ export const nomadScaleRuntimeSchema = z.strictObject({
 export const runtimeSchema = z.discriminatedUnion('kind', [freezerRuntimeSchema, fakeRuntimeSchema, qemuRuntimeSchema, cloudHypervisorRuntimeSchema, firecrackerRuntimeSchema, nomadScaleRuntimeSchema]);
 
 export const IDLE_POLICIES = ['requests', 'connections', 'traffic'] as const;
+/** Busy guard threshold, a share of one core: idle apps measured here peaked at 1.8 % (docs/busy-guard.md). */
+export const BUSY_CPU_DEFAULT = 0.1;
 export const WAKE_MODES = ['retry', 'hold'] as const;
 
 export const instanceSchema = z.strictObject({
@@ -157,13 +161,20 @@ export const instanceSchema = z.strictObject({
   interface: z.string().regex(/^[A-Za-z0-9_.@-]{1,15}$/, 'an interface name of at most 15 characters').optional(),
   idleTimeout: duration.default(500),
   idlePolicy: z.enum(IDLE_POLICIES).default('requests'),
-  wake: z.enum(WAKE_MODES).default('retry'),
+  /** Unset: `hold` where the runtime drops the first SYN while asleep (capabilities.dropsFirstSyn), else `retry`. */
+  wake: z.enum(WAKE_MODES).optional(),
   /** hold: connections held at once while it wakes; the excess takes the retry path. */
   maxHeld: z.number().int().positive().default(32),
   /** hold: a held connection is reset after this long without a wake. */
   holdTimeout: duration.default(10_000),
   minAwake: duration.default(0),
   maxAwake: duration.optional(),
+  /**
+   * Busy guard: the share of one core that still counts as quiet; above it (CPU over the
+   * last idle window) the instance is busy and does not sleep. 0 turns the guard off.
+   * Default 0.1: idle apps measured here peaked at 1.8 % (docs/busy-guard.md).
+   */
+  busyCpu: z.number().min(0, 'a share of one core, 0 or more (0 turns the busy guard off)').default(BUSY_CPU_DEFAULT),
   /** Wake by itself after this long asleep (periodic work, cache refresh); none by default. */
   maxSleep: duration.optional(),
   wakeTimeout: duration.default(5000),
@@ -264,5 +275,6 @@ export type DozeConfig = z.infer<typeof configSchema>;
 export type InstanceConfig = z.infer<typeof instanceSchema>;
 export type RuntimeConfig = z.infer<typeof runtimeSchema>;
 export type IdlePolicy = (typeof IDLE_POLICIES)[number];
+export type WakeMode = (typeof WAKE_MODES)[number];
 export type NomadConfig = z.infer<typeof nomadSchema>;
 export type ConsulConfig = z.infer<typeof consulSchema>;

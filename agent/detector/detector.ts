@@ -4,6 +4,7 @@ import type { Logger } from '../log.js';
 import { BpfInstanceState, monotonicNs, type Connection, type InstanceCounters, type WakeEvent } from '../sources/bpf-records.js';
 import type { TrafficSource } from '../sources/traffic-source.js';
 import type { RuntimeObservedState } from '../runtimes/runtime.js';
+import { busyWindowMs, guardIdle, judgeBusy, keepSamples } from './busy-guard.js';
 import { decideIdle, holdRecheckMs, isCheckInFlight, isOpen, isRequestInFlight, type IdleVerdict } from './idle-decision.js';
 import { chooseVictims, type BudgetLimits, type BudgetMember } from '../scheduler/budget.js';
 import type { ManagedInstance } from './managed-instance.js';
@@ -133,6 +134,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
       else this.watch();
     } else {
       await this.source.setState(instance.key, BpfInstanceState.awake);
+      this.sampleUsage(instance, monotonicNs());
     }
     this.schedule();
   }
@@ -234,6 +236,8 @@ export class Detector extends EventEmitter<DetectorEvents> {
       instance.wakes++;
       instance.lastWakeMs = tookMs;
       instance.awakeSinceNs = nowNs;
+      instance.usageSamples = [];
+      this.sampleUsage(instance, nowNs);
       instance.nextCheckNs = nowNs + BigInt(Math.max(instance.config.idleTimeout, instance.minAwakeMs)) * MS;
       this.setState(instance, 'running', reason);
       this.emit('woke', instance, tookMs / 1000);
@@ -241,7 +245,8 @@ export class Detector extends EventEmitter<DetectorEvents> {
     });
   }
 
-  private sleep(instance: ManagedInstance, decidedLastSeenNs: bigint | undefined, reason: string): Promise<boolean> {
+  /** `guardBusy`: look at the workload's CPU again right before the pause (not for operator sleeps, nor at max_awake). */
+  private sleep(instance: ManagedInstance, decidedLastSeenNs: bigint | undefined, reason: string, guardBusy = decidedLastSeenNs !== undefined): Promise<boolean> {
     return instance.exclusive(async () => {
       if (instance.state !== 'running' || instance.removed) return false;
       instance.wakeRequested = false;
@@ -256,6 +261,16 @@ export class Detector extends EventEmitter<DetectorEvents> {
         const pending = (await this.source.connections()).filter((c) => c.instanceAddr === instance.key && isCheckInFlight(c));
         if (pending.length > 0) {
           await this.abortSleep(instance, `${pending.length} health check(s) in flight`, holdRecheckMs(instance.config.idleTimeout));
+          return false;
+        }
+      }
+      if (guardBusy) {
+        // Work that started since the decision (a job picked up from a queue) is caught here.
+        const busy = this.busyReason(instance, monotonicNs());
+        if (busy) {
+          await this.abortSleep(instance, busy, holdRecheckMs(instance.config.idleTimeout));
+          instance.heldBy = busy;
+          this.noteBusy(instance, busy);
           return false;
         }
       }
@@ -282,6 +297,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
       await this.source.setState(instance.key, BpfInstanceState.sleeping);
       instance.sleeps++;
       instance.heldBy = undefined;
+      instance.busySinceMs = undefined;
       this.setState(instance, 'sleeping', reason);
       this.emit('slept', instance);
       if (instance.config.maxSleep !== undefined) {
@@ -495,7 +511,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
           connections ??= await this.source.connections();
           verdict = this.evaluate(instance, c, nowNs, connections.filter((conn) => conn.instanceAddr === instance.key));
         }
-        this.apply(instance, verdict, c);
+        this.apply(instance, this.guardBusy(instance, verdict, nowNs), c);
       }
     } catch (error) {
       this.log.error({ err: messageOf(error) }, 'reading counters failed; retrying');
@@ -529,15 +545,67 @@ export class Detector extends EventEmitter<DetectorEvents> {
         instance.nextCheckNs = verdict.recheckAtNs;
         return;
       case 'held':
+        if (verdict.reason.startsWith('busy')) this.noteBusy(instance, verdict.reason);
         instance.heldBy = verdict.reason;
         instance.nextCheckNs = verdict.recheckAtNs;
         return;
-      case 'idle':
+      case 'idle': {
         instance.nextCheckNs = monotonicNs() + BigInt(instance.config.idleTimeout) * MS;
-        void this.sleep(instance, c?.lastSeenNs ?? 0n, verdict.reason);
+        const busyFor = instance.busySinceMs === undefined ? undefined : Date.now() - instance.busySinceMs;
+        const reason = busyFor === undefined || verdict.maxAwake ? verdict.reason : `${verdict.reason}, after ${busyFor} ms busy`;
+        void this.sleep(instance, c?.lastSeenNs ?? 0n, reason, !verdict.maxAwake);
         return;
+      }
       case 'needs-connections':
         return;
+    }
+  }
+
+  /**
+   * Busy guard: an idle verdict waits while the workload still computes (CPU over the
+   * last idle window above busyCpu) or does block I/O. Counters are read only here, for
+   * an instance whose deadline is due; an active or held one gets at most one reading
+   * per window, so the decision to come has a baseline about a window old.
+   */
+  private guardBusy(instance: ManagedInstance, verdict: IdleVerdict, nowNs: bigint): IdleVerdict {
+    if (instance.config.busyCpu <= 0 || !instance.runtime.usage) return verdict;
+    if (verdict.kind === 'active' || verdict.kind === 'held') {
+      const newest = instance.usageSamples.at(-1);
+      if (!newest || nowNs - newest.atNs >= BigInt(busyWindowMs(instance.config.idleTimeout)) * MS) this.sampleUsage(instance, nowNs);
+      if (verdict.kind === 'active') instance.busySinceMs = undefined;
+      return verdict;
+    }
+    if (verdict.kind !== 'idle' || verdict.maxAwake || !this.sampleUsage(instance, nowNs)) return verdict;
+    const lastSeen = instance.lastSeenNs;
+    return guardIdle(verdict, {
+      nowNs,
+      lastActivityNs: lastSeen > instance.awakeSinceNs ? lastSeen : instance.awakeSinceNs,
+      maxAwakeMs: instance.config.maxAwake,
+      recheckMs: holdRecheckMs(instance.config.idleTimeout),
+      state: judgeBusy(instance.usageSamples, busyWindowMs(instance.config.idleTimeout), instance.config.busyCpu),
+    });
+  }
+
+  /** The busy reason right now (a fresh reading against the kept ones), or undefined when quiet or unknown. */
+  private busyReason(instance: ManagedInstance, nowNs: bigint): string | undefined {
+    if (instance.config.busyCpu <= 0 || !this.sampleUsage(instance, nowNs)) return undefined;
+    const state = judgeBusy(instance.usageSamples, busyWindowMs(instance.config.idleTimeout), instance.config.busyCpu);
+    return state.kind === 'busy' ? state.reason : undefined;
+  }
+
+  /** Takes one reading of the instance's CPU and I/O; false when its runtime cannot give one. */
+  private sampleUsage(instance: ManagedInstance, nowNs: bigint): boolean {
+    if (instance.config.busyCpu <= 0) return false;
+    const reading = instance.runtime.usage?.();
+    if (!reading) return false;
+    instance.usageSamples = keepSamples(instance.usageSamples, { atNs: nowNs, ...reading }, busyWindowMs(instance.config.idleTimeout));
+    return true;
+  }
+
+  private noteBusy(instance: ManagedInstance, reason: string): void {
+    if (instance.busySinceMs === undefined) {
+      instance.busySinceMs = Date.now();
+      this.log.info({ instance: instance.id, reason }, 'sleep postponed: the instance is still working');
     }
   }
 

@@ -17,7 +17,8 @@ export type IdleVerdict =
   | { kind: 'active'; recheckAtNs: bigint }
   | { kind: 'needs-connections' }
   | { kind: 'held'; reason: string; recheckAtNs: bigint }
-  | { kind: 'idle'; reason: string };
+  /** `maxAwake`: the bound was reached, nothing may postpone the sleep further. */
+  | { kind: 'idle'; reason: string; maxAwake?: boolean };
 
 /** A connection whose last payload came from the client and is not answered yet. */
 export function isRequestInFlight(c: Connection): boolean {
@@ -53,15 +54,12 @@ export function decideIdle(inputs: IdleInputs, connections?: Connection[]): Idle
   const quietMs = Number((inputs.nowNs - inputs.lastActivityNs) / MS);
   if (inputs.policy === 'traffic') return { kind: 'idle', reason: `no traffic for ${quietMs} ms` };
   if (!connections) return { kind: 'needs-connections' };
-  if (inputs.maxAwakeMs !== undefined && quietMs >= inputs.maxAwakeMs) {
-    return { kind: 'idle', reason: `max_awake: no packet for ${quietMs} ms despite open connections` };
-  }
-  const recheckAtNs = inputs.nowNs + BigInt(holdRecheckMs(inputs.idleTimeoutMs)) * MS;
   const inFlight = connections.filter(isRequestInFlight).length;
-  if (inFlight > 0) return { kind: 'held', reason: `${inFlight} request(s) in flight`, recheckAtNs };
-  if (inputs.policy === 'connections') {
-    const open = connections.filter(isOpen).length;
-    if (open > 0) return { kind: 'held', reason: `${open} open connection(s)`, recheckAtNs };
+  const open = inputs.policy === 'connections' ? connections.filter(isOpen).length : 0;
+  const holder = inFlight > 0 ? `${inFlight} request(s) in flight` : open > 0 ? `${open} open connection(s)` : undefined;
+  if (holder === undefined) return { kind: 'idle', reason: `no traffic for ${quietMs} ms and nothing in flight` };
+  if (inputs.maxAwakeMs !== undefined && quietMs >= inputs.maxAwakeMs) {
+    return { kind: 'idle', reason: `max_awake: no packet for ${quietMs} ms despite ${holder}`, maxAwake: true };
   }
-  return { kind: 'idle', reason: `no traffic for ${quietMs} ms and nothing in flight` };
+  return { kind: 'held', reason: holder, recheckAtNs: inputs.nowNs + BigInt(holdRecheckMs(inputs.idleTimeoutMs)) * MS };
 }

@@ -1,6 +1,7 @@
-import type { InstanceConfig } from '../config/schema.js';
+import type { InstanceConfig, WakeMode } from '../config/schema.js';
 import { hostOf, portKey, portOf } from '../sources/ipv4.js';
 import type { Runtime } from '../runtimes/runtime.js';
+import type { UsageSample } from './busy-guard.js';
 import type { InstanceState } from './states.js';
 
 /** One instance under management: its config, runtime, state and counters for the status API. */
@@ -50,6 +51,10 @@ export class ManagedInstance {
   origin: { allocId: string; jobId: string; group: string; task: string } | undefined;
   /** Who added it: the config file, Nomad discovery, or a registration through the status API. */
   source: 'static' | 'nomad' | 'api' = 'static';
+  /** The busy guard's recent CPU/I/O readings, oldest first (taken at checks and wakes only). */
+  usageSamples: UsageSample[] = [];
+  /** Since when the busy guard has been postponing its sleep (epoch ms). */
+  busySinceMs: number | undefined;
   /** Set when management ends: no new sleep may start. */
   removed = false;
   private queue: Promise<unknown> = Promise.resolve();
@@ -64,13 +69,27 @@ export class ManagedInstance {
   }
 
   /**
+   * How its first packets are taken while it sleeps: as configured, else `hold` where
+   * the runtime drops the first SYN while asleep (a retry would cost the client's 1 s
+   * retransmission), else `retry`.
+   */
+  get wake(): WakeMode {
+    return this.config.wake ?? (this.runtime.capabilities.dropsFirstSyn ? 'hold' : 'retry');
+  }
+
+  /** Whether `wake` was chosen for it (not set in its config). */
+  get wakeByDefault(): boolean {
+    return this.config.wake === undefined;
+  }
+
+  /**
    * Minimum time awake after a wake. A runtime whose process is gone while
    * asleep (VM snapshot, scale) drops the first SYN when waking by `retry`;
    * the client retransmits after 1 s (then 3 s), so the instance stays awake
    * long enough to take that retransmission instead of sleeping before it lands.
    */
   get minAwakeMs(): number {
-    const dropsFirstSyn = !this.runtime.capabilities.keepsProcess && this.config.wake === 'retry';
+    const dropsFirstSyn = !this.runtime.capabilities.keepsProcess && this.wake === 'retry';
     return Math.max(this.config.minAwake, dropsFirstSyn ? RETRANSMIT_GRACE_MS : 0);
   }
 

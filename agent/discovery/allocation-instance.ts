@@ -35,8 +35,9 @@ export interface NomadInstance {
   service: string;
   idleTimeoutMs: number;
   idlePolicy: IdlePolicy;
-  wake: WakeMode;
+  wake: WakeMode | undefined;
   mode: SleepMode;
+  busyCpu: number;
   minAwakeMs: number;
   maxAwakeMs: number | undefined;
   maxSleepMs: number | undefined;
@@ -108,6 +109,7 @@ export function allocationInstance(alloc: NomadAllocation, job: NomadJob | null 
       idlePolicy: settings.idlePolicy,
       wake: settings.wake,
       mode: settings.mode,
+      busyCpu: settings.busyCpu,
       minAwakeMs: settings.minAwakeMs,
       maxAwakeMs: settings.maxAwakeMs,
       maxSleepMs: settings.maxSleepMs,

@@ -22,7 +22,9 @@ interface KeyBase {
 export type MetaKeyDeclaration =
   | (KeyBase & { type: 'boolean'; default: 'true' | 'false' })
   | (KeyBase & { type: 'duration'; default: string | undefined })
-  | (KeyBase & { type: 'enum'; values: readonly string[]; default: string })
+  /** `default` undefined: it depends on the runtime (said in the description). */
+  | (KeyBase & { type: 'enum'; values: readonly string[]; default: string | undefined })
+  | (KeyBase & { type: 'number'; min: number; default: string })
   | (KeyBase & { type: 'address'; default: undefined });
 
 export const META_KEYS = [
@@ -32,9 +34,10 @@ export const META_KEYS = [
   { key: 'doze.mode', type: 'enum', values: SLEEP_MODES, default: 'pause', description: 'How it sleeps: `pause` freezes the task (cgroup freezer, memory kept; a qemu-driver VM is stopped through QMP, see doze.reclaim); `snapshot` saves a VM\'s state and frees its memory; `scale` sets the group count to 0 through Nomad (services leave the catalog).' },
   { key: 'doze.reclaim', type: 'boolean', default: 'true', description: 'With `pause` on a task of Nomad\'s qemu driver: push the guest\'s RAM out of memory while the VM sleeps (`doze job render` puts that RAM in a file in the task directory). `false` keeps it resident: a faster wake, no memory freed. Other tasks ignore it.' },
   { key: 'doze.tap_address', type: 'address', default: undefined, description: 'With `snapshot` on a task of Nomad\'s qemu driver: `doze vm run` creates the VM\'s tap (the `ifname=` of its `-netdev tap`) with this host end of a /30 or /31 (e.g. `10.213.${NOMAD_ALLOC_INDEX}.1/30`; Nomad interpolates it) and removes it when it stops. Unset: the tap must exist on the node.' },
-  { key: 'doze.wake', type: 'enum', values: WAKE_MODES, default: 'retry', description: 'The first packets to a sleeping instance: `retry` lets the client\'s own retransmission carry them (a dropped SYN costs about 1 s); `hold` holds them until the instance is awake.' },
+  { key: 'doze.wake', type: 'enum', values: WAKE_MODES, default: undefined, description: 'The first packets to a sleeping instance: `retry` lets the client\'s own retransmission carry them (a dropped SYN costs about 1 s); `hold` holds them until the instance is awake. Unset: `hold` where the sleeping runtime drops the first SYN (`snapshot` VMs without a pre-spawned QEMU, Firecracker snapshots), `retry` elsewhere.' },
   { key: 'doze.min_awake', type: 'duration', default: '0s', description: 'Shortest time an instance stays awake after a wake, however idle.' },
   { key: 'doze.max_awake', type: 'duration', default: undefined, description: 'With open but silent connections, sleep anyway after this long without a client packet. At least doze.idle_timeout. Unset: connections may hold an instance awake forever.' },
+  { key: 'doze.busy_cpu', type: 'number', min: 0, default: '0.1', description: 'Busy guard: the share of one core (CPU over the last idle window) that still counts as quiet; above it the instance is still working and does not sleep (doze.max_awake still bounds it). `0` turns the guard off.' },
   { key: 'doze.max_sleep', type: 'duration', default: undefined, description: 'Wake an instance that has slept this long even without traffic (e.g. for periodic work). Unset: sleep until traffic comes.' },
 ] as const satisfies readonly MetaKeyDeclaration[];
 
@@ -54,8 +57,11 @@ export interface DozeSettings {
   mode: SleepMode;
   /** doze.reclaim: page a paused qemu-driver VM's guest RAM out of memory. */
   reclaim: boolean;
-  wake: WakeMode;
+  /** Unset: chosen by the runtime (hold where it drops the first SYN while asleep). */
+  wake: WakeMode | undefined;
   minAwakeMs: number;
+  /** doze.busy_cpu: the busy guard's threshold, a share of one core. */
+  busyCpu: number;
   maxAwakeMs: number | undefined;
   maxSleepMs: number | undefined;
   /** doze.tap_address: the tap doze vm creates for a snapshot-mode qemu task. */
@@ -93,6 +99,10 @@ function parseValue(decl: MetaKeyDeclaration, text: string): Parsed {
     case 'duration': {
       const ms = parseDuration(text);
       return ms === undefined ? { ok: false, why: 'is not a duration (use e.g. "500ms", "30s", "5m", "1h")' } : { ok: true, value: ms };
+    }
+    case 'number': {
+      const value = Number(text.trim());
+      return text.trim() !== '' && Number.isFinite(value) && value >= decl.min ? { ok: true, value } : { ok: false, why: `is not a number of at least ${decl.min} (e.g. "0.1")` };
     }
     case 'enum':
       return decl.values.includes(text.trim()) ? { ok: true, value: text.trim() } : { ok: false, why: `is not one of ${decl.values.join(', ')}` };
@@ -157,8 +167,9 @@ export function resolveDozeMeta(layers: readonly MetaLayer[]): { settings: DozeS
     idlePolicy: get<IdlePolicy>('doze.idle_policy')!,
     mode: get<SleepMode>('doze.mode')!,
     reclaim: get<boolean>('doze.reclaim')!,
-    wake: get<WakeMode>('doze.wake')!,
+    wake: get<WakeMode>('doze.wake'),
     minAwakeMs: get<number>('doze.min_awake')!,
+    busyCpu: get<number>('doze.busy_cpu')!,
     maxAwakeMs: get<number>('doze.max_awake'),
     maxSleepMs: get<number>('doze.max_sleep'),
     tapAddress: get<string>('doze.tap_address'),

@@ -20,7 +20,7 @@ export function createRuntime(config: RuntimeConfig, deps: RuntimeDeps = {}): Ru
     case 'freezer':
       return new FreezerRuntime(config.cgroup);
     case 'fake':
-      return new FakeRuntime({ pauseMs: config.pauseMs, resumeMs: config.resumeMs, failResume: config.failResume });
+      return new FakeRuntime({ pauseMs: config.pauseMs, resumeMs: config.resumeMs, failResume: config.failResume, usageCgroup: config.usageCgroup });
     case 'qemu':
       if (config.mode === 'snapshot') return new QemuSnapshotRuntime({ control: config.control! });
       return new QemuPauseRuntime({ qmp: config.qmp!, reclaim: config.reclaim, memoryCgroup: config.memoryCgroup, ramFile: config.ramFile });

@@ -1,4 +1,7 @@
+import { isAbsolute, join } from 'node:path';
+import { readUsage, type UsageReading } from '../cgroups/cpu-usage.js';
 import { RuntimeError, withDeadline } from '../errors.js';
+import { CGROUP_ROOT } from './freezer.js';
 import type { ProbeResult, Runtime, RuntimeObservedState } from './runtime.js';
 
 export interface FakeRuntimeKnobs {
@@ -6,6 +9,8 @@ export interface FakeRuntimeKnobs {
   resumeMs?: number;
   failResume?: boolean;
   failPause?: boolean;
+  /** A v1 freezer cgroup (relative or absolute) whose CPU and I/O `usage()` reports. */
+  usageCgroup?: string;
 }
 
 /** A runtime with failure knobs (after Nomad's mock driver): slow pauses, failing resumes. */
@@ -51,6 +56,12 @@ export class FakeRuntime implements Runtime {
 
   async inspect(): Promise<RuntimeObservedState> {
     return this.state;
+  }
+
+  usage(): UsageReading | undefined {
+    const cgroup = this.knobs.usageCgroup;
+    if (cgroup === undefined) return undefined;
+    return readUsage({ kind: 'cgroup', version: 1, dir: isAbsolute(cgroup) ? cgroup : join(CGROUP_ROOT, 'freezer', cgroup) });
   }
 }
 

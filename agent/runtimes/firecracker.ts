@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { RuntimeError, messageOf } from '../errors.js';
 import { HandleFile } from './runtime-handle.js';
-import type { ProbeResult, Runtime, RuntimeHandle, RuntimeObservedState } from './runtime.js';
+import type { ProbeResult, Runtime, RuntimeCapabilities, RuntimeHandle, RuntimeObservedState } from './runtime.js';
 import { Budget, VmmError, jsonBody, unixRequest, type UnixHttpResponse } from './vmm/unix-http.js';
 import { runCommand, type CommandSpec, type VmmLauncher } from './vmm/vmm-launcher.js';
 
@@ -90,7 +90,7 @@ const NO_DIRTY_TRACKING = /dirty page tracking disabled/;
 
 export class FirecrackerRuntime implements Runtime {
   readonly kind = 'firecracker';
-  readonly capabilities: { keepsProcess: boolean; freesMemory: boolean };
+  readonly capabilities: RuntimeCapabilities;
   private readonly persisted: HandleFile<FcHandle>;
   /** The running process refused a Diff snapshot (no dirty page tracking): Full until the next load. */
   private fullOnly = false;
@@ -98,7 +98,8 @@ export class FirecrackerRuntime implements Runtime {
   constructor(readonly options: FirecrackerOptions) {
     this.persisted = new HandleFile(options.handleFile, handleSchema, { version: 1, kind: 'firecracker', asleep: false, base: false, pending: null, taken: false, snapshots: 0 });
     const snapshot = options.mode === 'snapshot';
-    this.capabilities = { keepsProcess: !snapshot, freesMemory: snapshot };
+    // snapshot: no process reads the tap while asleep, so the first SYN is lost.
+    this.capabilities = { keepsProcess: !snapshot, freesMemory: snapshot, ...(snapshot ? { dropsFirstSyn: true } : {}) };
   }
 
   private get diff(): boolean {

@@ -1,6 +1,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { access } from 'node:fs/promises';
-import { isAbsolute, join } from 'node:path';
+import { dirname, isAbsolute, join } from 'node:path';
+import { readUsage, type UsageReading } from '../cgroups/cpu-usage.js';
 import { DeadlineError, RuntimeError } from '../errors.js';
 import type { ProbeResult, Runtime, RuntimeObservedState } from './runtime.js';
 
@@ -93,6 +94,13 @@ export class FreezerRuntime implements Runtime {
     } catch {
       return 'gone';
     }
+  }
+
+  /** CPU and block I/O of the cgroup's tasks (agent/cgroups/cpu-usage.ts), once the freezer is located. */
+  usage(): UsageReading | undefined {
+    const f = this.flavour;
+    if (!f) return undefined;
+    return readUsage({ kind: 'cgroup', version: f.version, dir: dirname(f.version === 1 ? f.stateFile : f.freezeFile), root: this.root });
   }
 
   private async require(): Promise<Flavour> {

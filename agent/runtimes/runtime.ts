@@ -1,9 +1,17 @@
+import type { UsageReading } from '../cgroups/cpu-usage.js';
+
 /** What a runtime can do, declared up front so callers never guess. */
 export interface RuntimeCapabilities {
   /** The workload's process survives a sleep (freezer, QEMU stop/cont). */
   keepsProcess: boolean;
   /** A sleep frees the workload's memory. */
   freesMemory: boolean;
+  /**
+   * While asleep nothing reads the workload's interface (the VMM process is gone), so
+   * the first SYN is dropped and a `retry` wake costs the client's 1 s retransmission:
+   * such instances wake by `hold` unless `wake` is set.
+   */
+  dropsFirstSyn?: boolean;
 }
 
 export type RuntimeObservedState = 'running' | 'paused' | 'transitioning' | 'gone';
@@ -36,6 +44,11 @@ export interface Runtime {
   pause(deadlineMs: number): Promise<void>;
   resume(deadlineMs: number): Promise<void>;
   inspect(): Promise<RuntimeObservedState>;
+  /**
+   * The workload's CPU and block I/O so far (busy guard), read synchronously from
+   * kernel counters; undefined when they cannot be read. Runtimes without it are not guarded.
+   */
+  usage?(): UsageReading | undefined;
   /** The runtime's current handle, for status and tests (runtimes that keep none omit this). */
   handle?(): RuntimeHandle | undefined;
   /** Release what the runtime holds open (a QMP connection); the workload is left as it is. */

@@ -58,7 +58,7 @@ export function viewOf(detector: Detector, i: ManagedInstance): InstanceView {
     queuedSince: i.queuedSinceMs === undefined ? null : new Date(i.queuedSinceMs).toISOString(),
     memory: i.config.memory,
     held: i.held,
-    wake: i.config.wake,
+    wake: i.wake,
     origin: i.origin ?? null,
     source: i.source,
   };

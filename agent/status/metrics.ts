@@ -55,7 +55,7 @@ export class Metrics {
       registers: [this.registry],
       collect() {
         this.reset();
-        for (const i of detector.instances()) if (i.config.wake === 'hold') this.set({ instance: i.id, runtime: i.runtime.kind }, i.held);
+        for (const i of detector.instances()) if (i.wake === 'hold') this.set({ instance: i.id, runtime: i.runtime.kind }, i.held);
       },
     });
     const labels = (i: { id: string; runtime: { kind: string } }) => ({ instance: i.id, runtime: i.runtime.kind });

@@ -9,7 +9,8 @@ test('the minimal static config from DESIGN.md is valid and gets defaults', (t) 
   t.is(config.healthChecks.mark, 1);
   t.is(config.instances[0]!.idleTimeout, 500);
   t.is(config.instances[0]!.idlePolicy, 'requests');
-  t.is(config.instances[0]!.wake, 'retry');
+  t.is(config.instances[0]!.wake, undefined, 'unset: the runtime decides (hold where it drops the first SYN)');
+  t.is(config.instances[0]!.busyCpu, 0.1);
 });
 
 test('flags override env, which overrides the file', (t) => {

@@ -17,8 +17,9 @@ test('defaults apply when nothing is set', (t) => {
     idlePolicy: 'requests',
     mode: 'pause',
     reclaim: true,
-    wake: 'retry',
+    wake: undefined,
     minAwakeMs: 0,
+    busyCpu: 0.1,
     maxAwakeMs: undefined,
     maxSleepMs: undefined,
     tapAddress: undefined,
@@ -61,6 +62,8 @@ test('errors name the place, the key and the value', (t) => {
     [layers(null, { 'doze.wake': 'soon' }, null), 'group "web": doze.wake: "soon" is not one of retry, hold'],
     [layers({ 'doze.enabled': 'yes' }, null, null), 'job "web": doze.enabled: "yes" is not a boolean (use "true" or "false")'],
     [layers(null, { 'doze.min_awake': '-1s' }, null), 'group "web": doze.min_awake: "-1s" is not a duration (use e.g. "500ms", "30s", "5m", "1h")'],
+    [layers(null, { 'doze.busy_cpu': '-0.5' }, null), 'group "web": doze.busy_cpu: "-0.5" is not a number of at least 0 (e.g. "0.1")'],
+    [layers(null, { 'doze.busy_cpu': 'lots' }, null), 'group "web": doze.busy_cpu: "lots" is not a number of at least 0 (e.g. "0.1")'],
     [layers(null, { 'doze.max_sleep': '' }, null), 'group "web": doze.max_sleep: "" is not a duration (use e.g. "500ms", "30s", "5m", "1h")'],
     [layers(null, { 'doze.idle_timout': '5m' }, null), 'group "web": doze.idle_timout: unknown doze meta key (did you mean doze.idle_timeout?)'],
     [layers(null, { 'doze.idle_timeout': '1m', 'doze.max_awake': '10s' }, null), 'group "web": doze.max_awake: "10s" is shorter than doze.idle_timeout (1m0s)'],
@@ -90,7 +93,7 @@ test('every declared key has a type, a description and a valid default', (t) => 
     t.true(decl.description.length > 20, decl.key);
     if (decl.default !== undefined) t.deepEqual(checkMetaLayer({ place: 'default', meta: { [decl.key]: decl.default } }), [], decl.key);
   }
-  t.deepEqual(META_KEYS.map((d) => d.key), ['doze.enabled', 'doze.idle_timeout', 'doze.idle_policy', 'doze.mode', 'doze.reclaim', 'doze.tap_address', 'doze.wake', 'doze.min_awake', 'doze.max_awake', 'doze.max_sleep']);
+  t.deepEqual(META_KEYS.map((d) => d.key), ['doze.enabled', 'doze.idle_timeout', 'doze.idle_policy', 'doze.mode', 'doze.reclaim', 'doze.tap_address', 'doze.wake', 'doze.min_awake', 'doze.max_awake', 'doze.busy_cpu', 'doze.max_sleep']);
 });
 
 test('idle policies and wake modes are the ones the agent config accepts', (t) => {

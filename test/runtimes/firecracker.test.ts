@@ -84,7 +84,7 @@ test('snapshot mode: Full first into a stopped process, load into a fresh one wi
   const { dir, runtime, launcher, first, calls } = await setup(t, 'snapshot', {}, { trackDirtyPages: true });
   const snap = join(dir, 'snap');
   t.true((await runtime.probe()).ok);
-  t.deepEqual(runtime.capabilities, { keepsProcess: false, freesMemory: true });
+  t.deepEqual(runtime.capabilities, { keepsProcess: false, freesMemory: true, dropsFirstSyn: true });
   first.guestTick();
 
   await runtime.pause(5000);

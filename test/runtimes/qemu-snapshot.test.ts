@@ -94,7 +94,7 @@ test('snapshot mode takes the owner control socket; each mode names what it lack
   const config = parseConfig({ instances: [instance({ mode: 'snapshot', control: '/var/lib/doze/vm/control.sock' })] });
   const built = createRuntime(config.instances[0]!.runtime);
   t.true(built instanceof QemuSnapshotRuntime);
-  t.deepEqual(built.capabilities, { keepsProcess: false, freesMemory: true });
+  t.deepEqual(built.capabilities, { keepsProcess: false, freesMemory: true, dropsFirstSyn: true }, 'until the owner says it pre-spawns');
   t.regex(t.throws(() => parseConfig({ instances: [instance({ mode: 'snapshot' })] })).message, /runtime\.control: snapshot mode needs the control socket/);
   t.regex(t.throws(() => parseConfig({ instances: [instance({ mode: 'pause' })] })).message, /runtime\.qmp: pause mode needs/);
   t.regex(t.throws(() => parseConfig({ instances: [instance({ mode: 'snapshot', control: 'rel.sock' })] })).message, /runtime\.control: must be an absolute path/);

@@ -37,7 +37,7 @@ test('firecracker: pause mode by default; snapshot mode frees memory and needs a
   });
   const built = createRuntime(snapshot);
   t.true(built instanceof FirecrackerRuntime);
-  t.deepEqual(built.capabilities, { keepsProcess: false, freesMemory: true });
+  t.deepEqual(built.capabilities, { keepsProcess: false, freesMemory: true, dropsFirstSyn: true });
   t.regex(t.throws(() => runtimeOf({ kind: 'firecracker', socket: '/run/fc.sock', networkOverrides: [{ iface_id: 'eth0', host_dev_name: 'a-tap-name-that-is-too-long' }] })).message, /at most 15 characters/);
 });
 

@@ -62,6 +62,8 @@ export const ownerStatusSchema = z.looseObject({
   qemuPid: z.number().nullable(),
   /** A receiving QEMU waiting with `-incoming defer` while asleep (`--prespawn`). */
   receiverPid: z.number().nullable().optional(),
+  /** The owner keeps a receiving QEMU waiting while asleep, so the tap has a reader and no SYN is lost. */
+  prespawn: z.boolean().optional(),
   lastSleep: sleepTimingsSchema.nullable().optional(),
   lastWake: wakeTimingsSchema.nullable().optional(),
 });

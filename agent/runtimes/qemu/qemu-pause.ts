@@ -1,6 +1,7 @@
 import { constants } from 'node:fs';
 import { access } from 'node:fs/promises';
 import { z } from 'zod';
+import { readUsage, type UsageReading } from '../../cgroups/cpu-usage.js';
 import { DeadlineError, RuntimeError, messageOf, withDeadline } from '../../errors.js';
 import type { ProbeResult, Runtime, RuntimeObservedState } from '../runtime.js';
 import { cgroupMemoryBytes, inMemoryFilesystem, locateMemoryCgroup, pageoutFile, pageoutHelperPath, type MemoryCgroup } from './memory-reclaim.js';
@@ -145,6 +146,11 @@ export class QemuPauseRuntime implements Runtime {
   async resume(deadlineMs: number): Promise<void> {
     // Reclaimed guest pages fault back in from the RAM file as the guest touches them.
     await this.qmp.execute('cont', undefined, deadlineMs);
+  }
+
+  /** QEMU's CPU time and I/O (busy guard), once its pid is known (learnt by the first page-out). */
+  usage(): UsageReading | undefined {
+    return this.qemuPid ? readUsage({ kind: 'process', pid: this.qemuPid }) : undefined;
   }
 
   async inspect(): Promise<RuntimeObservedState> {

@@ -1,3 +1,4 @@
+import { readUsage, type UsageReading } from '../../cgroups/cpu-usage.js';
 import { messageOf } from '../../errors.js';
 import type { ProbeResult, Runtime, RuntimeObservedState } from '../runtime.js';
 import { OwnerClient, OwnerError, type OwnerState, type OwnerStatus } from './owner-protocol.js';
@@ -36,7 +37,8 @@ export function observedFromOwnerState(state: OwnerState): RuntimeObservedState 
 export class QemuSnapshotRuntime implements Runtime {
   readonly kind = 'qemu';
   readonly mode = 'snapshot';
-  readonly capabilities = { keepsProcess: false, freesMemory: true };
+  /** dropsFirstSyn until the owner says it pre-spawns a receiver (learnt at probe; the object is kept, so wrappers see it). */
+  readonly capabilities = { keepsProcess: false, freesMemory: true, dropsFirstSyn: true };
   private client: OwnerClient | undefined;
   private connecting: Promise<OwnerClient> | undefined;
   private closed = false;
@@ -52,6 +54,8 @@ export class QemuSnapshotRuntime implements Runtime {
     } catch (error) {
       return { ok: false, reason: `doze vm control socket ${this.options.control} does not answer: ${messageOf(error)} (snapshot mode needs the VM started by "doze vm run")` };
     }
+    // An owner too old to say keeps the default: it drops the first SYN.
+    if (status.prespawn !== undefined) this.capabilities.dropsFirstSyn = !status.prespawn;
     if (observedFromOwnerState(status.state) === 'gone') return { ok: false, reason: `the VM behind ${this.options.control} is ${status.state}: nothing to manage` };
     return { ok: true };
   }
@@ -70,6 +74,12 @@ export class QemuSnapshotRuntime implements Runtime {
     } catch {
       return 'gone';
     }
+  }
+
+  /** The running QEMU's CPU time and I/O, by the pid the owner last reported (a wake answers with the new one). */
+  usage(): UsageReading | undefined {
+    const pid = this.lastStatus?.qemuPid;
+    return pid ? readUsage({ kind: 'process', pid }) : undefined;
   }
 
   async close(): Promise<void> {

@@ -202,6 +202,7 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
       state: this.currentState,
       qemuPid: this.qemu?.alive ? this.qemu.pid : null,
       receiverPid: this.receiver?.alive && this.receiverIsReady ? this.receiver.pid : null,
+      prespawn: this.options.prespawn === true,
       lastSleep: this.lastSleep ?? null,
       lastWake: this.lastWake ?? null,
     };

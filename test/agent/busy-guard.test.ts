@@ -1,0 +1,109 @@
+import { existsSync } from 'node:fs';
+import { readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { TransitionEvent } from '../../agent/detector/detector.js';
+import { nextState, startAgent } from '../helpers/agent.js';
+import { createAccountingCgroups } from '../helpers/cpu-cgroup.js';
+import { get } from '../helpers/http.js';
+import { createInstance, type TestInstance } from '../helpers/instance.js';
+import { uniqueSuffix } from '../helpers/names.js';
+import { rootTest } from '../helpers/root.js';
+
+const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** A freezer instance whose app is also in cpuacct/blkio cgroups at the same path, as Nomad lays out v1 task cgroups. */
+async function accountedInstance(t: Parameters<typeof createInstance>[0]): Promise<TestInstance> {
+  const inst = await createInstance(t);
+  const accounting = await createAccountingCgroups(t, inst.cgroup.name);
+  await accounting.join(inst.app.child.pid!);
+  return inst;
+}
+
+function doneFile(t: { teardown(fn: () => unknown): void }): string {
+  const file = join(tmpdir(), `dz-job-${uniqueSuffix()}`);
+  t.teardown(() => rm(file, { force: true }));
+  return file;
+}
+
+/** Polls a file the app writes (no traffic to the instance), bounded. */
+async function waitForFile(file: string, timeoutMs: number): Promise<boolean> {
+  const until = performance.now() + timeoutMs;
+  while (performance.now() < until) {
+    if (existsSync(file)) return true;
+    await delay(20);
+  }
+  return existsSync(file);
+}
+
+rootTest.serial('a job computing 1.5 s in the background after its answer finishes before the instance sleeps (idle timeout 300 ms)', async (t) => {
+  const inst = await accountedInstance(t);
+  const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '300ms' })] });
+  const done = doneFile(t);
+  const states = new Set<string>();
+  const heldBy = new Set<string>();
+  let sampling = true;
+  const sampler = (async () => {
+    while (sampling) {
+      states.add(await inst.cgroup.freezerState());
+      const reason = agent.detector.get('web')!.heldBy;
+      if (reason) heldBy.add(reason);
+      await delay(10);
+    }
+  })();
+  const answer = await get(`${inst.app.url}/job?ms=1500&done=${done}`, 3000);
+  const acceptedAt = Date.now();
+  t.regex(answer.body, /^accepted/);
+  const finished = await waitForFile(done, 3000);
+  sampling = false;
+  await sampler;
+  t.true(finished, 'the job finished within 3 s of being accepted, with no further traffic');
+  const tookMs = Number((await readFile(done, 'utf8')).trim()) - acceptedAt;
+  t.true(tookMs < 3000, `the job took ${tookMs} ms`);
+  t.deepEqual([...states], ['THAWED'], 'never frozen while it computed');
+  t.is(agent.detector.get('web')!.sleeps, 0);
+  t.true([...heldBy].some((r) => /^busy: \d+ ms CPU in the last \d+ ms$/.test(r)), `held by: ${[...heldBy].join(' | ')}`);
+  const transitions: TransitionEvent[] = [];
+  agent.detector.on('transition', (e) => transitions.push(e));
+  await nextState(agent, 'web', 'sleeping', 2000);
+  t.is(await inst.cgroup.freezerState(), 'FROZEN', 'and it sleeps after the job');
+  t.regex(transitions.find((e) => e.to === 'pausing')!.reason, /after \d+ ms busy/);
+});
+
+rootTest.serial('a background wait on a timer uses no CPU: not busy, the instance sleeps on time', async (t) => {
+  const inst = await accountedInstance(t);
+  const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '300ms' })] });
+  const done = doneFile(t);
+  const answer = await get(`${inst.app.url}/wait?ms=1500&done=${done}`, 3000);
+  const answeredAt = performance.now();
+  t.regex(answer.body, /^accepted/);
+  await nextState(agent, 'web', 'sleeping', 2000);
+  const after = performance.now() - answeredAt;
+  t.true(after <= 300 + 100 + 50, `slept ${after.toFixed(0)} ms after the answer (idle timeout 300 ms)`);
+  t.false(existsSync(done), 'the timer had not fired yet: the instance slept before it');
+});
+
+rootTest.serial('a busy loop that never ends sleeps at maxAwake, and the transition says why', async (t) => {
+  const inst = await accountedInstance(t);
+  const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '300ms', maxAwake: '1500ms' })] });
+  const transitions: TransitionEvent[] = [];
+  agent.detector.on('transition', (e) => transitions.push(e));
+  const answer = await get(`${inst.app.url}/spin`, 3000);
+  const answeredAt = performance.now();
+  t.regex(answer.body, /^accepted/);
+  await nextState(agent, 'web', 'sleeping', 4000);
+  const after = performance.now() - answeredAt;
+  t.true(after >= 1400 && after <= 1500 + 500, `slept ${after.toFixed(0)} ms after the answer (maxAwake 1500 ms)`);
+  const pausing = transitions.find((e) => e.to === 'pausing')!;
+  t.regex(pausing.reason, /^max_awake: no packet for \d+ ms despite busy: \d+ ms CPU in the last \d+ ms$/);
+  t.is(await inst.cgroup.freezerState(), 'FROZEN');
+});
+
+rootTest.serial('busyCpu 0 turns the guard off: a computing instance sleeps at its idle timeout', async (t) => {
+  const inst = await accountedInstance(t);
+  const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '300ms', busyCpu: 0 })] });
+  await get(`${inst.app.url}/spin`, 3000);
+  const answeredAt = performance.now();
+  await nextState(agent, 'web', 'sleeping', 2000);
+  t.true(performance.now() - answeredAt <= 300 + 100 + 50);
+});
