@@ -51,7 +51,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
   try {
     config = await loadConfigFile(values.config, [
       overridesFromEnv(process.env),
-      { listen: values.listen, token: values.token, logLevel: values['log-level'] },
+      { listen: values.listen, token: values.token, logLevel: values['log-level'], origin: 'flags' },
     ]);
   } catch (error) {
     process.stderr.write(`doze agent: ${messageOf(error)}\n`);
