@@ -71,7 +71,7 @@ export class Agent {
       wake: (instance, reason) => void agent.detector.wake(instance, reason),
       onCheckAnswered: (instance) => {
         instance.checksAnswered++;
-        agent.metrics.checksAnswered.inc({ instance: instance.id, runtime: instance.runtime.kind });
+        if (agent.metrics.managed(instance)) agent.metrics.checksAnswered.inc({ instance: instance.id, runtime: instance.runtime.kind });
       },
     }, log);
     const detector = new Detector(source, log, { hooks: guards, budget: config.budget });

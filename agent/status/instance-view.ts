@@ -9,6 +9,8 @@ export interface InstanceView {
   sleeps: number;
   wakes: number;
   lastWakeMs: number | null;
+  /** The last traffic wake's first packet → first response byte to a client, timed by the tc program; null until answered. */
+  lastFirstResponseMs: number | null;
   idleForMs: number;
   checksAnswered: number;
   address: string;
@@ -43,6 +45,7 @@ export function viewOf(detector: Detector, i: ManagedInstance): InstanceView {
     sleeps: i.sleeps,
     wakes: i.wakes,
     lastWakeMs: i.lastWakeMs === undefined ? null : Math.round(i.lastWakeMs * 1000) / 1000,
+    lastFirstResponseMs: i.lastFirstResponseMs === undefined ? null : Math.round(i.lastFirstResponseMs * 1000) / 1000,
     idleForMs: Math.round(detector.idleForMs(i)),
     checksAnswered: i.checksAnswered,
     address: i.config.address,

@@ -129,7 +129,7 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
   // --- end run-time registration ---
 
   app.get('/metrics', async (_req, res) => {
-    res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+    res.type(metrics.registry.contentType).send(await metrics.text());
   });
 
   app.get('/healthz', (_req, res) => {
