@@ -40,6 +40,8 @@ export class ManagedInstance {
   /** First packet → first response byte of the last traffic wake (ms), as the tc program timed it. */
   lastFirstResponseMs: number | undefined;
   stateSinceMs = Date.now();
+  /** When the agent began managing it (epoch ms): where its timeline starts. */
+  readonly managedSinceMs = Date.now();
   /** When this instance's wake started waiting for room in the node budget (epoch ms). */
   queuedSinceMs: number | undefined;
   /** Wakes it when max_sleep runs out. */

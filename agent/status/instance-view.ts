@@ -28,7 +28,12 @@ export interface InstanceView {
   stateSince: string;
   /** Set while the wake waits for room in the node budget. */
   queuedSince: string | null;
+  /** MiB it holds awake (config `memory`, Nomad: the task's memory). */
   memory: number;
+  /** Whether its runtime gives that memory back while asleep (snapshot, scale); a frozen or paused process keeps it. */
+  freesMemory: boolean;
+  /** When the agent began managing it. */
+  managedSince: string;
   /** Connections held while it wakes (wake mode hold). */
   held: number;
   wake: string;
@@ -60,6 +65,8 @@ export function viewOf(detector: Detector, i: ManagedInstance): InstanceView {
     stateSince: new Date(i.stateSinceMs).toISOString(),
     queuedSince: i.queuedSinceMs === undefined ? null : new Date(i.queuedSinceMs).toISOString(),
     memory: i.config.memory,
+    freesMemory: i.runtime.capabilities.freesMemory,
+    managedSince: new Date(i.managedSinceMs).toISOString(),
     held: i.held,
     wake: i.config.wake,
     origin: i.origin ?? null,

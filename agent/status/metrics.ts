@@ -45,8 +45,8 @@ export class Metrics {
   /** Every metric labelled by instance: each gets a zero series per managed instance and loses it on release. */
   private readonly perInstanceCounters = [this.sleeps, this.wakes, this.wakeFailures, this.checksAnswered];
   private readonly perInstanceHistograms = [this.wakeSeconds, this.firstResponseSeconds];
-  /** Label sets given series at the last sync, by "instance\0runtime". */
-  private synced = new Map<string, InstanceLabels>();
+  /** Label sets that have their series, by "instance\0runtime". */
+  private readonly synced = new Map<string, InstanceLabels>();
 
   constructor(private readonly detector: Detector) {
     collectDefaultMetrics({ register: this.registry });
@@ -89,9 +89,22 @@ export class Metrics {
     detector.on('wakeFailed', (i) => this.managed(i) && this.wakeFailures.inc(labelsOf(i)));
   }
 
-  /** An event about an instance already released must not bring its series back. */
+  /**
+   * Whether an event about `i` may be counted: not once it is released (that would bring its series
+   * back). Gives it its zero series first, so no later sync() zeroes what the event counts.
+   */
   managed(i: ManagedInstance): boolean {
-    return this.detector.get(i.id) === i;
+    if (this.detector.get(i.id) !== i) return false;
+    this.ensureSeries(labelsOf(i));
+    return true;
+  }
+
+  private ensureSeries(labels: InstanceLabels): void {
+    const key = `${labels.instance}\0${labels.runtime}`;
+    if (this.synced.has(key)) return;
+    for (const counter of this.perInstanceCounters) counter.inc(labels, 0);
+    for (const histogram of this.perInstanceHistograms) histogram.zero(labels);
+    this.synced.set(key, labels);
   }
 
   /** The detector's overruns counted so far (it keeps the total; the counter follows it). */
@@ -110,13 +123,9 @@ export class Metrics {
     for (const [key, labels] of this.synced) {
       if (current.has(key)) continue;
       for (const metric of [...this.perInstanceCounters, ...this.perInstanceHistograms]) metric.remove(labels);
+      this.synced.delete(key);
     }
-    for (const [key, labels] of current) {
-      if (this.synced.has(key)) continue;
-      for (const counter of this.perInstanceCounters) counter.inc(labels, 0);
-      for (const histogram of this.perInstanceHistograms) histogram.zero(labels);
-    }
-    this.synced = current;
+    for (const labels of current.values()) this.ensureSeries(labels);
   }
 
   /** The exposition text for GET /metrics, series reconciled first. */

@@ -112,3 +112,18 @@ test.serial('a real wake observes both wake phases: runtime resumed, and the fir
   text = await (await fetch(`${base}/metrics`)).text();
   t.is(sample(text, 'doze_first_response_seconds_count{instance="web",runtime="freezer"}'), 1);
 });
+
+test('what happened before the first scrape is kept: giving an instance its zero series never resets it', async (t) => {
+  const detector = new Detector(new FakeTrafficSource(), createLogger('silent'));
+  t.teardown(() => detector.stop({ wakeAll: false }));
+  const metrics = new Metrics(detector);
+  const a = new ManagedInstance(instanceConfig('a', '10.9.0.2:80'), new FakeRuntime(), monotonicNs());
+  await detector.add(a);
+  t.true(await detector.sleepNow('a'));
+  await detector.wake(a, 'test');
+  const text = await metrics.text();
+  t.is(sample(text, 'doze_sleeps_total{instance="a",runtime="fake"}'), 1);
+  t.is(sample(text, 'doze_wakes_total{instance="a",runtime="fake"}'), 1);
+  t.is(sample(text, 'doze_wake_seconds_count{instance="a",runtime="fake"}'), 1);
+  t.is(sample(text, 'doze_wake_failures_total{instance="a",runtime="fake"}'), 0);
+});
