@@ -1,5 +1,6 @@
-# doze: build, test, demo, bench.  Run `make setup` once as root on a fresh machine
-# (demo and test run it themselves when something is missing).
+# doze: build, test, demo, bench, install.  Run as root, or as a user with sudo: the targets that
+# create kernel objects or install packages re-run themselves under sudo. `make setup` installs
+# everything once; demo and test install what they need themselves when something is missing.
 SHELL := /bin/bash
 ARCH := $(shell uname -m)
 CLANG ?= clang
@@ -8,17 +9,61 @@ BPF_CFLAGS := -O2 -g -Wall -Werror -target bpf -mcpu=v3 -I/usr/include/$(ARCH)-l
 BPF_SRC := $(wildcard agent/bpf/*.bpf.c)
 BPF_OBJ := $(BPF_SRC:.c=.o)
 TS_SRC := $(shell find cli.ts agent plugin demo -name '*.ts' 2>/dev/null)
+PREFIX ?= /usr/local
 
-.PHONY: all setup build test test-live demo bench clean check-tools guest check-guest-tools
+.PHONY: all setup build test test-live demo bench clean check-tools check-test-tools guest check-guest-tools install uninstall
 
 all: build
 
-setup:
-	@bash scripts/setup.sh
+# Targets that need root: network namespaces, tc programs, cgroups, packages, $(PREFIX)/bin.
+ROOT_TARGETS := setup demo test test-live bench install uninstall
 
+ifneq ($(shell id -u),0)
+SUDO := $(shell command -v sudo 2>/dev/null)
+$(ROOT_TARGETS):
+ifeq ($(SUDO),)
+	@echo "doze: make $@ needs root (network namespaces, tc programs, cgroups, packages): run it as root" >&2; exit 2
+else
+	@echo "doze: make $@ needs root: re-running it under sudo" >&2
+	@sudo $(MAKE) --no-print-directory $@ PREFIX=$(PREFIX)
+endif
+else
+setup:
+	@bash scripts/setup.sh test
+
+test: build guest check-test-tools
+	npx tsc --noEmit -p tsconfig.json
+	node scripts/run-tests.mjs
+
+test-live: build
+	node scripts/run-tests.mjs test/live/
+
+# Runs until Ctrl-C, which wakes the app and removes everything the demo created.
+demo: build
+	node dist/demo/demo.js
+
+bench: build bench/doze-count-only.bpf.o
+	npx tsx bench/run.ts
+
+# `doze` on PATH: a link to this checkout's build (it keeps using this checkout's node_modules).
+install: build
+	install -d $(PREFIX)/bin
+	ln -sfn $(CURDIR)/dist/cli.js $(PREFIX)/bin/doze
+	@echo "doze: installed $(PREFIX)/bin/doze -> $(CURDIR)/dist/cli.js ($$($(PREFIX)/bin/doze --version))"
+
+uninstall:
+	rm -f $(PREFIX)/bin/doze
+endif
+
+# What the build and the demo need; installs only that part of scripts/system-packages.txt.
 check-tools:
-	@command -v $(CLANG) >/dev/null && command -v bpftool >/dev/null && command -v tc >/dev/null && [ -d node_modules ] \
-	  || bash scripts/setup.sh
+	@command -v $(CLANG) >/dev/null && command -v bpftool >/dev/null && command -v tc >/dev/null && command -v $(CC) >/dev/null \
+	  && [ -d node_modules ] && node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' 2>/dev/null \
+	  || bash scripts/setup.sh demo
+
+# What only the tests add (Chromium for the status page, wrk, openssl).
+check-test-tools:
+	@{ command -v chromium && command -v wrk && command -v openssl; } >/dev/null 2>&1 || bash scripts/setup.sh test
 
 agent/bpf/%.bpf.o: agent/bpf/%.bpf.c
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
@@ -54,26 +99,13 @@ GUEST_SRC := scripts/build-guest.sh scripts/guest/init scripts/guest/http-handle
 
 check-guest-tools:
 	@{ ls /boot/vmlinuz-*-cloud-amd64 && dpkg -s busybox-static && command -v cpio && command -v qemu-system-x86_64; } >/dev/null 2>&1 \
-	  || bash scripts/setup.sh
+	  || bash scripts/setup.sh test
 
 build/guest/.built: $(GUEST_SRC) $(wildcard /boot/vmlinuz-*-cloud-amd64)
 	bash scripts/build-guest.sh build/guest
 	touch $@
 
 guest: check-guest-tools build/guest/.built
-
-test: build guest
-	npx tsc --noEmit -p tsconfig.json
-	node scripts/run-tests.mjs
-
-test-live: build
-	node scripts/run-tests.mjs test/live/
-
-demo: build
-	node dist/demo/demo.js
-
-bench: build bench/doze-count-only.bpf.o
-	npx tsx bench/run.ts
 
 clean:
 	rm -rf dist $(BPF_OBJ) agent/bpf/doze-maps bench/*.o artifacts build/guest $(QEMU_HELPER)

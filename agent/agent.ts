@@ -5,7 +5,7 @@ import type { Runtime } from './runtimes/runtime.js';
 import { Detector } from './detector/detector.js';
 import { ManagedInstance } from './detector/managed-instance.js';
 import type { Logger } from './log.js';
-import { checkTools } from './preflight.js';
+import { checkInterfaces, checkTools } from './preflight.js';
 import type { StubServer } from './health/stub-server.js';
 import { SleepGuards } from './sleep-guards.js';
 import { createRuntime } from './runtimes/create-runtime.js';
@@ -61,7 +61,7 @@ export class Agent {
   }
 
   private static async startLocked(config: DozeConfig, log: Logger, options: AgentOptions, lock: BpffsLock): Promise<Agent> {
-    // Probe every runtime before touching the kernel: a bad instance is a config error.
+    // Probe every runtime and interface before touching the kernel: a bad instance is a config error.
     const prepared = [];
     for (const [index, instanceConfig] of config.instances.entries()) {
       const base = createRuntime(instanceConfig.runtime);
@@ -70,6 +70,7 @@ export class Agent {
       if (!probe.ok) throw new ConfigError(`instances[${index}] (${instanceConfig.id}).runtime: ${probe.reason}`);
       prepared.push({ instanceConfig, runtime });
     }
+    await checkInterfaces(config);
     const source = new EbpfSource({
       bpffs: config.bpffs,
       checkMark: config.healthChecks.mark,
@@ -86,7 +87,7 @@ export class Agent {
       wake: (instance, reason) => void agent.detector.wake(instance, reason),
       onCheckAnswered: (instance) => {
         instance.checksAnswered++;
-        agent.metrics.checksAnswered.inc({ instance: instance.id, runtime: instance.runtime.kind });
+        if (agent.metrics.managed(instance)) agent.metrics.checksAnswered.inc({ instance: instance.id, runtime: instance.runtime.kind });
       },
     }, log);
     const detector = new Detector(source, log, { hooks: guards, budget: config.budget, dropWakeEvents: options.faults?.dropWakeEvents });
@@ -118,6 +119,8 @@ export class Agent {
       }
       // --- end Nomad + Consul discovery ---
     } catch (error) {
+      // Said before the cleanup's own lines, so the log reads cause first, then "doze agent stopped".
+      log.error({ err: messageOf(error) }, 'agent failed to start: undoing what it set up');
       await agent.stop({ keepLock: true }).catch(() => undefined);
       throw error;
     }

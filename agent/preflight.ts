@@ -1,4 +1,6 @@
-import { DozeError } from './errors.js';
+import { access } from 'node:fs/promises';
+import type { DozeConfig } from './config/schema.js';
+import { ConfigError, DozeError } from './errors.js';
 import { run, PACKAGE_OF } from './sources/exec.js';
 
 /** Fails fast, naming the Debian package, when a tool the agent drives is missing. */
@@ -13,4 +15,30 @@ export async function checkTools(tools: string[] = ['tc', 'ip']): Promise<void> 
     }
   }
   if (missing.length > 0) throw new DozeError('E_MISSING_TOOL', `missing tools: ${missing.join(', ')}`);
+}
+
+/** Whether a network interface of this name exists in the agent's network namespace. */
+async function interfaceExists(name: string): Promise<boolean> {
+  return access(`/sys/class/net/${name}`).then(
+    () => true,
+    () => false,
+  );
+}
+
+/**
+ * Every interface the config names exists, checked before anything is attached: a missing one is
+ * the user's to fix (a typo, or the instance's veth is not up yet), so it is a config error naming
+ * the instance and the field, not tc's "Cannot find device" after a half start.
+ */
+export async function checkInterfaces(config: DozeConfig): Promise<void> {
+  const problems: string[] = [];
+  for (const [index, instance] of config.instances.entries()) {
+    if (instance.interface !== undefined && !(await interfaceExists(instance.interface))) {
+      problems.push(`instances[${index}] (${instance.id}).interface: no interface ${JSON.stringify(instance.interface)} on this node (see "ip link"); create it first, or correct the name`);
+    }
+  }
+  for (const [index, name] of (config.hostPorts.interfaces ?? []).entries()) {
+    if (!(await interfaceExists(name))) problems.push(`hostPorts.interfaces[${index}]: no interface ${JSON.stringify(name)} on this node (see "ip link")`);
+  }
+  if (problems.length > 0) throw new ConfigError(problems.join('\n'));
 }

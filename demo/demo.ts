@@ -103,7 +103,7 @@ async function main(): Promise<number> {
     return 0;
   }
   if (process.getuid?.() !== 0) {
-    process.stderr.write('doze demo: needs root (network namespaces, tc, eBPF, cgroups). Try: sudo make demo\n');
+    process.stderr.write('doze demo: needs root (network namespaces, tc, eBPF, cgroups). Run it as root (make demo re-runs itself under sudo where sudo exists)\n');
     return 2;
   }
   if (!existsSync('/sys/fs/cgroup/freezer')) {

@@ -35,6 +35,8 @@ struct doze_counters {
 	__u64 last_seen_ns; // bpf_ktime of the last one (CLOCK_MONOTONIC)
 	__u64 checks;       // marked (health-check) packets, skipped
 	__u64 out_packets;  // packets out of the instance
+	__u64 wake_ns;      // the packet that signalled the last wake (0: none yet)
+	__u64 reply_ns;     // the instance's first payload to a client after it (0: not yet)
 };
 
 // Oriented client -> instance, whichever direction the packet went.
@@ -53,10 +55,14 @@ struct doze_conn {
 	__u32 pad;
 };
 
+// Two kinds on one perf buffer: a wake (wake_ns 0: ts_ns is the packet that
+// reached the sleeper) and the first response after a wake (ts_ns is the
+// instance's first payload byte to a client, wake_ns the wake it answers).
 struct doze_wake_event {
 	__u32 instance_addr;
 	__u32 ifindex;
 	__u64 ts_ns;
+	__u64 wake_ns;
 };
 
 struct doze_settings {
@@ -251,6 +257,11 @@ static __always_inline int into_instance(struct __sk_buff *skb, struct parsed *p
 	if (seen == DOZE_SLEEPING || seen == DOZE_PAUSING) {
 		// Only the packet that wins the swap signals: one event per sleep.
 		if (__sync_val_compare_and_swap(state, seen, DOZE_SIGNALLED) == seen) {
+			if (c) {
+				// Arms the first-response stamp (out_of_instance) for this wake.
+				c->reply_ns = 0;
+				c->wake_ns = now;
+			}
 			struct doze_wake_event ev = {
 				.instance_addr = key,
 				.ifindex = skb->ifindex,
@@ -265,7 +276,7 @@ static __always_inline int into_instance(struct __sk_buff *skb, struct parsed *p
 
 // A packet out of instance `key`: the server side of each connection.
 // Returns 1 when `key` is a managed instance.
-static __always_inline int out_of_instance(struct parsed *p, __u32 key)
+static __always_inline int out_of_instance(struct __sk_buff *skb, struct parsed *p, __u32 key)
 {
 	struct doze_counters *c = bpf_map_lookup_elem(&doze_counters, &key);
 	if (!c)
@@ -287,8 +298,23 @@ static __always_inline int out_of_instance(struct parsed *p, __u32 key)
 		return 1; // outbound connection of the instance: not a request
 	__u64 now = bpf_ktime_get_ns();
 	conn->last_ns = now;
-	if (p->payload)
+	if (p->payload) {
 		conn->server_payload_ns = now;
+		// The first answer to a client after a wake: one event, stamped once.
+		// Checks do not count (the stub answers them while it sleeps).
+		__u64 wake_ns = c->wake_ns;
+		if (wake_ns && !c->reply_ns && !(conn->flags & CONN_CHECK) &&
+		    __sync_val_compare_and_swap(&c->reply_ns, 0, now) == 0) {
+			struct doze_wake_event ev = {
+				.instance_addr = key,
+				.ifindex = skb->ifindex,
+				.ts_ns = now,
+				.wake_ns = wake_ns,
+			};
+			bpf_perf_event_output(skb, &doze_wake_events, BPF_F_CURRENT_CPU,
+					      &ev, sizeof(ev));
+		}
+	}
 	if (p->fin)
 		__sync_fetch_and_or(&conn->flags, CONN_FIN_SERVER);
 	if (p->rst)
@@ -316,7 +342,7 @@ int doze_ingress(struct __sk_buff *skb)
 	struct parsed p = {};
 	if (parse(skb, &p) < 0)
 		return TC_ACT_UNSPEC;
-	out_of_instance(&p, p.saddr);
+	out_of_instance(skb, &p, p.saddr);
 	return TC_ACT_UNSPEC;
 }
 
@@ -339,7 +365,7 @@ int doze_host_in(struct __sk_buff *skb)
 		}
 		return into_instance(skb, &p, key, state, is_check);
 	}
-	out_of_instance(&p, port_key(p.sport));
+	out_of_instance(skb, &p, port_key(p.sport));
 	return TC_ACT_UNSPEC;
 }
 
@@ -350,7 +376,7 @@ int doze_host_out(struct __sk_buff *skb)
 	struct parsed p = {};
 	if (parse(skb, &p) < 0 || !p.is_tcp)
 		return TC_ACT_UNSPEC;
-	out_of_instance(&p, port_key(p.sport));
+	out_of_instance(skb, &p, port_key(p.sport));
 	return TC_ACT_UNSPEC;
 }
 

@@ -55,7 +55,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
   try {
     config = await loadConfigFile(values.config, [
       overridesFromEnv(process.env),
-      { listen: values.listen, token: values.token, logLevel: values['log-level'], bpffs: values.bpffs, chainPrefix: values['chain-prefix'] },
+      { listen: values.listen, token: values.token, logLevel: values['log-level'], bpffs: values.bpffs, chainPrefix: values['chain-prefix'], origin: 'flags' },
     ]);
   } catch (error) {
     process.stderr.write(`doze agent: ${messageOf(error)}\n`);

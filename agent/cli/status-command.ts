@@ -4,12 +4,12 @@ import { z } from 'zod';
 import { messageOf } from '../errors.js';
 import { EXIT } from './exit-codes.js';
 
-export const STATUS_HELP = `Usage: doze status [--addr URL] [--json]
+export const STATUS_HELP = `Usage: doze status [--addr ADDR] [--json]
 
 Shows the instances a running agent manages.
 
 Options:
-      --addr URL   agent status address (default http://127.0.0.1:7070, env DOZE_ADDR)
+      --addr ADDR  agent status address, host:port or URL (default 127.0.0.1:7070, env DOZE_ADDR)
       --json       print the JSON the API returns
   -h, --help       show this help
 
@@ -29,6 +29,19 @@ const instanceList = z.array(
   }),
 );
 
+/** "127.0.0.1:7070" or "http://…": the agent's base URL, without a trailing slash; undefined if neither. */
+export function agentBaseUrl(addr: string): string | undefined {
+  // The agent's own `listen` is written host:port: accept it as written there.
+  const text = /^[a-z][a-z0-9+.-]*:\/\//i.test(addr) ? addr : `http://${addr}`;
+  try {
+    const url = new URL(text);
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') return undefined;
+    return text.replace(/\/+$/, '');
+  } catch {
+    return undefined;
+  }
+}
+
 export function formatTable(rows: string[][]): string {
   const widths = rows[0]!.map((_, col) => Math.max(...rows.map((r) => r[col]!.length)));
   return rows.map((r) => r.map((cell, col) => cell.padEnd(widths[col]!)).join('  ').trimEnd()).join('\n');
@@ -46,12 +59,18 @@ export async function statusCommand(argv: string[]): Promise<number> {
     process.stdout.write(`${STATUS_HELP}\n`);
     return EXIT.ok;
   }
-  const base = (values.addr ?? process.env.DOZE_ADDR ?? 'http://127.0.0.1:7070').replace(/\/$/, '');
+  const addr = values.addr ?? process.env.DOZE_ADDR ?? 'http://127.0.0.1:7070';
+  const base = agentBaseUrl(addr);
+  if (base === undefined) {
+    const from = values.addr !== undefined ? '--addr' : 'DOZE_ADDR';
+    process.stderr.write(`doze status: ${from} ${JSON.stringify(addr)} is not an address: write host:port (127.0.0.1:7070) or a URL (http://127.0.0.1:7070)\n`);
+    return EXIT.usage;
+  }
   let data: unknown;
   try {
     data = (await axios.get(`${base}/api/instances`, { timeout: 5000 })).data;
   } catch (error) {
-    process.stderr.write(`doze status: agent at ${base} is unreachable: ${messageOf(error)}\n`);
+    process.stderr.write(`doze status: agent at ${base} is unreachable: ${messageOf(error)} (is the agent running, and is this its "listen" address?)\n`);
     return EXIT.failure;
   }
   const parsed = instanceList.safeParse(data);

@@ -1,6 +1,8 @@
 import { readFile } from 'node:fs/promises';
 import type { z } from 'zod';
 import { ConfigError } from '../errors.js';
+import { nearestName } from '../nearest-name.js';
+import { knownKeysAt } from './known-keys.js';
 import { configSchema, type DozeConfig } from './schema.js';
 
 /** Settings that flags and DOZE_* variables may override, in that order of precedence. */
@@ -12,7 +14,19 @@ export interface ConfigOverrides {
   /** A second agent on one node needs its own bpffs mount and chain prefix (agent/sources/bpffs-lock.ts). */
   bpffs?: string;
   chainPrefix?: string;
+  /** Where these values come from, so an error blames the flag or variable rather than the file. */
+  origin?: 'flags' | 'env';
 }
+
+/** The flag and variable that set each overridable field (the first path segment(s) of its issues). */
+const OVERRIDE_NAMES: Record<Exclude<keyof ConfigOverrides, 'origin'>, { path: string; flags?: string; env: string }> = {
+  listen: { path: 'listen', flags: '--listen', env: 'DOZE_LISTEN' },
+  token: { path: 'token', flags: '--token', env: 'DOZE_TOKEN' },
+  logLevel: { path: 'logLevel', flags: '--log-level', env: 'DOZE_LOG_LEVEL' },
+  stubListen: { path: 'stub.listen', env: 'DOZE_STUB_LISTEN' },
+  bpffs: { path: 'bpffs', flags: '--bpffs', env: 'DOZE_BPFFS' },
+  chainPrefix: { path: 'netfilter.chainPrefix', flags: '--chain-prefix', env: 'DOZE_CHAIN_PREFIX' },
+};
 
 export function overridesFromEnv(env: NodeJS.ProcessEnv): ConfigOverrides {
   return {
@@ -22,7 +36,20 @@ export function overridesFromEnv(env: NodeJS.ProcessEnv): ConfigOverrides {
     stubListen: env.DOZE_STUB_LISTEN,
     bpffs: env.DOZE_BPFFS,
     chainPrefix: env.DOZE_CHAIN_PREFIX,
+    origin: 'env',
   };
+}
+
+/** Which flag or variable set the field at `path` last, if one did. */
+function overrideNaming(path: string, overrides: ConfigOverrides[]): string | undefined {
+  let name: string | undefined;
+  for (const o of overrides) {
+    for (const [field, names] of Object.entries(OVERRIDE_NAMES)) {
+      if (names.path !== path || o[field as keyof typeof OVERRIDE_NAMES] === undefined) continue;
+      name = o.origin === 'flags' ? names.flags : o.origin === 'env' ? names.env : undefined;
+    }
+  }
+  return name;
 }
 
 function valueAt(input: unknown, path: PropertyKey[]): unknown {
@@ -38,13 +65,41 @@ function formatPath(path: PropertyKey[]): string {
   return path.reduce<string>((text, key) => (typeof key === 'number' ? `${text}[${key}]` : text ? `${text}.${String(key)}` : String(key)), '');
 }
 
-/** One line per problem: the field, the bad value, and what was expected. */
-export function describeIssues(issues: z.core.$ZodIssue[], input: unknown): string {
+const SHOWN_MAX = 80;
+
+/** A bad value as JSON, cut at a word or field boundary when long (never mid-word). */
+export function shownValue(value: unknown): string {
+  const text = JSON.stringify(value) ?? String(value);
+  if (text.length <= SHOWN_MAX) return text;
+  const cut = text.slice(0, SHOWN_MAX);
+  const boundary = Math.max(cut.lastIndexOf(','), cut.lastIndexOf(' '));
+  return `${cut.slice(0, boundary > SHOWN_MAX / 2 ? boundary : SHOWN_MAX)} …`;
+}
+
+/** "unknown key "idleTimout" (did you mean "idleTimeout"?)": the nearest key the schema declares there. */
+function unknownKeys(keys: string[], known: string[]): string {
+  return keys
+    .map((key) => {
+      const guess = nearestName(key, known);
+      return `unknown key ${JSON.stringify(key)}${guess ? ` (did you mean ${JSON.stringify(guess)}?)` : known.length > 0 ? ` (known here: ${known.join(', ')})` : ''}`;
+    })
+    .join('; ');
+}
+
+/**
+ * One line per problem: the field, the bad value, and what was expected. With the `schema` that
+ * validated `input`, an unknown key also gets the nearest declared one as a suggestion.
+ */
+export function describeIssues(issues: z.core.$ZodIssue[], input: unknown, schema?: z.core.$ZodType): string {
   return issues
     .map((issue) => {
       const where = formatPath(issue.path) || '(top level)';
+      if (issue.code === 'unrecognized_keys') {
+        // The path names the object; echoing all of it would hide the key that is wrong.
+        return `  ${where}: ${unknownKeys(issue.keys, schema ? knownKeysAt(schema, issue.path, input) : [])}`;
+      }
       const bad = valueAt(input, issue.path);
-      const shown = bad === undefined ? '' : ` (got ${JSON.stringify(bad)?.slice(0, 80)})`;
+      const shown = bad === undefined ? '' : ` (got ${shownValue(bad)})`;
       return `  ${where}: ${issue.message}${shown}`;
     })
     .join('\n');
@@ -71,7 +126,15 @@ export function parseConfig(raw: unknown, overrides: ConfigOverrides[] = [], sou
   const input = applyOverrides(raw as Record<string, unknown>, overrides);
   const result = configSchema.safeParse(input);
   if (!result.success) {
-    throw new ConfigError(`${source} is invalid:\n${describeIssues(result.error.issues, input)}`);
+    // A bad value from a flag or DOZE_* variable is blamed on it, not on the file.
+    const fromOverride = result.error.issues.map((issue) => overrideNaming(formatPath(issue.path), overrides));
+    const lines = result.error.issues.map((issue, index) => {
+      const name = fromOverride[index];
+      return name ? `  ${name}: ${issue.message} (got ${shownValue(valueAt(input, issue.path))})` : describeIssues([issue], input, configSchema);
+    });
+    const blamed = fromOverride.filter((name) => name !== undefined).length;
+    const header = blamed === lines.length ? 'invalid option' : blamed > 0 ? `${source} and options are invalid` : `${source} is invalid`;
+    throw new ConfigError(`${header}${lines.length === 1 && header === 'invalid option' ? ` ${lines[0]!.trim()}` : `:\n${lines.join('\n')}`}`);
   }
   const config = result.data;
   const problems: string[] = [];
@@ -97,7 +160,7 @@ export async function loadConfigFile(path: string, overrides: ConfigOverrides[] 
   try {
     text = await readFile(path, 'utf8');
   } catch (error) {
-    throw new ConfigError(`cannot read config file ${path}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`, { cause: error });
+    throw new ConfigError(`cannot read config file ${path}: ${readFailure(error)}`, { cause: error });
   }
   let raw: unknown;
   try {
@@ -106,4 +169,16 @@ export async function loadConfigFile(path: string, overrides: ConfigOverrides[] 
     throw new ConfigError(`config file ${path} is not valid JSON: ${(error as Error).message}`, { cause: error });
   }
   return parseConfig(raw, overrides, `config file ${path}`);
+}
+
+/** "no such file (ENOENT)": what a failed read means, with the errno code to search for. */
+function readFailure(error: unknown): string {
+  const code = (error as NodeJS.ErrnoException).code;
+  const meaning: Record<string, string> = {
+    ENOENT: 'no such file',
+    EACCES: 'permission denied',
+    EISDIR: 'it is a directory, not a file',
+    ENOTDIR: 'a part of the path is not a directory',
+  };
+  return code ? `${meaning[code] ?? (error as Error).message} (${code})` : String(error);
 }

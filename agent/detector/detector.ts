@@ -64,6 +64,8 @@ const NO_HOOKS: SleepHooks = { beforePause: async () => {}, awake: async () => {
 export interface DetectorEvents {
   transition: [TransitionEvent];
   woke: [ManagedInstance, number];
+  /** A traffic wake's first packet → the instance's first payload byte to a client (seconds). */
+  firstResponse: [ManagedInstance, number];
   wakeFailed: [ManagedInstance, string];
   slept: [ManagedInstance];
   /** The watchdog found traffic for a sleeper that no wake event announced. */
@@ -208,6 +210,9 @@ export class Detector extends EventEmitter<DetectorEvents> {
       clearTimeout(instance.maxSleepTimer);
       if (this.budget && !this.stopped) await this.makeRoom(instance);
       const startNs = instance.wakeEventNs ?? monotonicNs();
+      // Only a wake a packet started has a first response to time (onFirstResponse).
+      instance.lastWakeSignalNs = instance.wakeEventNs;
+      instance.lastFirstResponseMs = undefined;
       this.setState(instance, 'waking', reason);
       try {
         await withDeadline(`resuming ${instance.id}`, instance.config.wakeTimeout, instance.runtime.resume(instance.config.wakeTimeout));
@@ -216,6 +221,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
         instance.failure = why;
         instance.lastError = { message: why, atMs: Date.now() };
         instance.wakeEventNs = undefined;
+        instance.lastWakeSignalNs = undefined;
         // No more wake events for an instance that cannot come back; the stub reports it critical.
         await this.source.setState(instance.key, BpfInstanceState.awake).catch(() => undefined);
         this.setState(instance, 'failed', why);
@@ -407,12 +413,27 @@ export class Detector extends EventEmitter<DetectorEvents> {
     }
     const instance = this.byKey.get(event.instanceAddr);
     if (!instance) return;
+    if (event.answersWakeNs !== undefined) return this.onFirstResponse(instance, event.answersWakeNs, event.tsNs);
     if (instance.state === 'pausing') {
       instance.wakeRequested = true;
       instance.wakeEventNs ??= event.tsNs;
     } else if (instance.state === 'sleeping') {
       void this.wake(instance, 'traffic', event.tsNs);
     }
+  }
+
+  /**
+   * The tc program saw the instance's first payload to a client after the wake signalled at
+   * `wakeNs`. It may come before the wake is declared done (a thawed process answers while the
+   * agent still updates its maps). A stamp for another wake (one whose sleep was undone, or an
+   * earlier one) is not this wake's answer.
+   */
+  private onFirstResponse(instance: ManagedInstance, wakeNs: bigint, replyNs: bigint): void {
+    if (instance.lastWakeSignalNs !== wakeNs || replyNs < wakeNs) return;
+    instance.lastWakeSignalNs = undefined;
+    const ms = Number(replyNs - wakeNs) / 1e6;
+    instance.lastFirstResponseMs = ms;
+    this.emit('firstResponse', instance, ms / 1000);
   }
 
   /** After lost events: any sleeper the kernel marked as signalled gets woken. */

@@ -40,7 +40,13 @@ export class ManagedInstance {
   wakeRequested = false;
   /** When the pending wake's first packet was seen (bpf clock), for doze_wake_seconds. */
   wakeEventNs: bigint | undefined;
+  /** The signalling packet of the last traffic wake, until the tc program reports its first response. */
+  lastWakeSignalNs: bigint | undefined;
+  /** First packet → first response byte of the last traffic wake (ms), as the tc program timed it. */
+  lastFirstResponseMs: number | undefined;
   stateSinceMs = Date.now();
+  /** When the agent began managing it (epoch ms): where its timeline starts. */
+  readonly managedSinceMs = Date.now();
   /** When this instance's wake started waiting for room in the node budget (epoch ms). */
   queuedSinceMs: number | undefined;
   /** Wakes it when max_sleep runs out. */

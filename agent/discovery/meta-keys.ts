@@ -1,4 +1,5 @@
 import { formatDuration, parseDuration } from '../config/duration.js';
+import { nearestName } from '../nearest-name.js';
 
 /*
  * Every `doze.*` Nomad meta key, with its type, default and meaning. Job,
@@ -187,25 +188,7 @@ export function resolveDozeMeta(layers: readonly MetaLayer[]): { settings: DozeS
 
 /** The declared key nearest to a misspelt one, if it is plausibly a typo. */
 function closestKey(key: string): string | undefined {
-  let best: string | undefined;
-  let bestDistance = Infinity;
-  for (const { key: known } of META_KEYS) {
-    const distance = editDistance(key, known);
-    if (distance < bestDistance) [best, bestDistance] = [known, distance];
-  }
-  return bestDistance <= 3 ? best : undefined;
-}
-
-function editDistance(a: string, b: string): number {
-  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const current = [i];
-    for (let j = 1; j <= b.length; j++) {
-      current[j] = Math.min(previous[j]! + 1, current[j - 1]! + 1, previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
-    }
-    previous = current;
-  }
-  return previous[b.length]!;
+  return nearestName(key, META_KEYS.map((d) => d.key));
 }
 
 /** The table docs/nomad.md carries, generated from META_KEYS. */

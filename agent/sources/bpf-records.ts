@@ -14,7 +14,8 @@ export interface InstanceCounters {
   outPackets: bigint;
 }
 
-export const COUNTERS_SIZE = 32;
+/** struct doze_counters; the last two fields (wake_ns, reply_ns) are the tc program's own first-response stamps. */
+export const COUNTERS_SIZE = 48;
 
 export function decodeCounters(value: Buffer): InstanceCounters {
   return {
@@ -53,11 +54,19 @@ export interface WakeEvent {
   instanceAddr: string;
   ifindex: number;
   tsNs: bigint;
+  /**
+   * Set on a first-response record: the wake (its signalling packet's time) that this first payload
+   * from the instance to a client answers; `tsNs` is then that payload's time.
+   */
+  answersWakeNs?: bigint;
 }
 
 export function decodeWakeEvent(data: Buffer): WakeEvent | undefined {
   if (data.length < 16) return undefined;
-  return { instanceAddr: bytesToIpv4(data, 0), ifindex: data.readUInt32LE(4), tsNs: data.readBigUInt64LE(8) };
+  const event: WakeEvent = { instanceAddr: bytesToIpv4(data, 0), ifindex: data.readUInt32LE(4), tsNs: data.readBigUInt64LE(8) };
+  const answersWakeNs = data.length >= 24 ? data.readBigUInt64LE(16) : 0n;
+  if (answersWakeNs !== 0n) event.answersWakeNs = answersWakeNs;
+  return event;
 }
 
 export function encodeState(state: BpfInstanceState): Buffer {

@@ -46,6 +46,8 @@ export interface BudgetReport {
   maxActiveMemory: number | null;
   active: number;
   activeMemory: number;
+  /** MiB of the sleeping instances whose runtime gives their memory back (config `memory`). */
+  freedMemory: number;
   queued: number;
   overruns: number;
 }
@@ -72,6 +74,7 @@ export function statusReport(detector: Detector, discovery: DiscoveryReport | un
       maxActiveMemory: limits?.maxActiveMemory ?? null,
       active: active.length,
       activeMemory: active.reduce((sum, i) => sum + i.config.memory, 0),
+      freedMemory: instances.filter((i) => i.state === 'sleeping' && i.runtime.capabilities.freesMemory).reduce((sum, i) => sum + i.config.memory, 0),
       queued: instances.filter((i) => i.queuedSinceMs !== undefined).length,
       overruns: detector.budgetOverruns,
     },

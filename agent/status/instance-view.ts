@@ -9,6 +9,8 @@ export interface InstanceView {
   sleeps: number;
   wakes: number;
   lastWakeMs: number | null;
+  /** The last traffic wake's first packet → first response byte to a client, timed by the tc program; null until answered. */
+  lastFirstResponseMs: number | null;
   idleForMs: number;
   checksAnswered: number;
   address: string;
@@ -26,7 +28,12 @@ export interface InstanceView {
   stateSince: string;
   /** Set while the wake waits for room in the node budget. */
   queuedSince: string | null;
+  /** MiB it holds awake (config `memory`, Nomad: the task's memory). */
   memory: number;
+  /** Whether its runtime gives that memory back while asleep (snapshot, scale); a frozen or paused process keeps it. */
+  freesMemory: boolean;
+  /** When the agent began managing it. */
+  managedSince: string;
   /** Connections held while it wakes (wake mode hold). */
   held: number;
   wake: string;
@@ -43,6 +50,7 @@ export function viewOf(detector: Detector, i: ManagedInstance): InstanceView {
     sleeps: i.sleeps,
     wakes: i.wakes,
     lastWakeMs: i.lastWakeMs === undefined ? null : Math.round(i.lastWakeMs * 1000) / 1000,
+    lastFirstResponseMs: i.lastFirstResponseMs === undefined ? null : Math.round(i.lastFirstResponseMs * 1000) / 1000,
     idleForMs: Math.round(detector.idleForMs(i)),
     checksAnswered: i.checksAnswered,
     address: i.config.address,
@@ -57,6 +65,8 @@ export function viewOf(detector: Detector, i: ManagedInstance): InstanceView {
     stateSince: new Date(i.stateSinceMs).toISOString(),
     queuedSince: i.queuedSinceMs === undefined ? null : new Date(i.queuedSinceMs).toISOString(),
     memory: i.config.memory,
+    freesMemory: i.runtime.capabilities.freesMemory,
+    managedSince: new Date(i.managedSinceMs).toISOString(),
     held: i.held,
     wake: i.wake,
     origin: i.origin ?? null,

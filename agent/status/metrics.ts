@@ -1,8 +1,21 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Detector } from '../detector/detector.js';
+import type { ManagedInstance } from '../detector/managed-instance.js';
 import { INSTANCE_STATES } from '../detector/states.js';
 
-/** The metrics contract from DESIGN.md; names follow Prometheus conventions. */
+type InstanceLabels = { instance: string; runtime: string };
+
+const labelsOf = (i: Pick<ManagedInstance, 'id' | 'runtime'>): InstanceLabels => ({ instance: i.id, runtime: i.runtime.kind });
+
+/** Wake phases: 1 ms to 2 s, roughly doubling (a freezer wakes in ~1 ms, a snapshot VM in ~0.5 s). */
+const WAKE_BUCKETS = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2];
+
+/**
+ * The agent's Prometheus metrics (names follow Prometheus practice: doze_*, counters _total,
+ * durations _seconds). Per-instance series exist from the moment an instance is managed, at 0,
+ * and go when it is released, so a node with Nomad churn does not grow series without bound:
+ * `sync()` reconciles them with the detector's instances before every scrape (`text()`).
+ */
 export class Metrics {
   readonly registry = new Registry();
   readonly sleeps = new Counter({ name: 'doze_sleeps_total', help: 'Instances put to sleep', labelNames: ['instance', 'runtime'], registers: [this.registry] });
@@ -12,14 +25,31 @@ export class Metrics {
   readonly checksAnswered = new Counter({ name: 'doze_health_checks_answered_total', help: 'Health checks answered by the stub for sleeping instances', labelNames: ['instance', 'runtime'], registers: [this.registry] });
   readonly wakeSeconds = new Histogram({
     name: 'doze_wake_seconds',
-    help: 'Wake event (first packet seen by the tc program) to instance serving',
+    help: 'Wake phase 1: first packet seen by the tc program (or the wake request) to the runtime resumed',
     labelNames: ['instance', 'runtime'],
-    // 1 ms to 2 s, roughly doubling.
-    buckets: [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2],
+    buckets: WAKE_BUCKETS,
+    registers: [this.registry],
+  });
+  readonly firstResponseSeconds = new Histogram({
+    name: 'doze_first_response_seconds',
+    help: "Wake phase 2: first packet seen by the tc program to the instance's first response byte to a client (traffic wakes)",
+    labelNames: ['instance', 'runtime'],
+    buckets: WAKE_BUCKETS,
+    registers: [this.registry],
+  });
+  readonly budgetOverruns = new Counter({
+    name: 'doze_budget_overruns_total',
+    help: 'Wakes that went ahead over the node budget because nothing could sleep in time',
     registers: [this.registry],
   });
 
-  constructor(detector: Detector) {
+  /** Every metric labelled by instance: each gets a zero series per managed instance and loses it on release. */
+  private readonly perInstanceCounters = [this.sleeps, this.wakes, this.wakeFailures, this.wakeEventsMissed, this.checksAnswered];
+  private readonly perInstanceHistograms = [this.wakeSeconds, this.firstResponseSeconds];
+  /** Label sets that have their series, by "instance\0runtime". */
+  private readonly synced = new Map<string, InstanceLabels>();
+
+  constructor(private readonly detector: Detector) {
     collectDefaultMetrics({ register: this.registry });
     new Gauge({
       name: 'doze_instances',
@@ -41,30 +71,68 @@ export class Metrics {
       },
     });
     new Gauge({
-      name: 'doze_budget_overruns',
-      help: 'Wakes that went ahead over the node budget because nothing could sleep in time (cumulative)',
-      registers: [this.registry],
-      collect() {
-        this.set(detector.budgetOverruns);
-      },
-    });
-    new Gauge({
       name: 'doze_held_connections',
       help: 'Connections held while their instance wakes (hold mode)',
       labelNames: ['instance', 'runtime'],
       registers: [this.registry],
       collect() {
         this.reset();
-        for (const i of detector.instances()) if (i.wake === 'hold') this.set({ instance: i.id, runtime: i.runtime.kind }, i.held);
+        for (const i of detector.instances()) if (i.wake === 'hold') this.set(labelsOf(i), i.held);
       },
     });
-    const labels = (i: { id: string; runtime: { kind: string } }) => ({ instance: i.id, runtime: i.runtime.kind });
-    detector.on('slept', (i) => this.sleeps.inc(labels(i)));
+    detector.on('slept', (i) => this.managed(i) && this.sleeps.inc(labelsOf(i)));
     detector.on('woke', (i, seconds) => {
-      this.wakes.inc(labels(i));
-      this.wakeSeconds.observe(labels(i), seconds);
+      if (!this.managed(i)) return;
+      this.wakes.inc(labelsOf(i));
+      this.wakeSeconds.observe(labelsOf(i), seconds);
     });
-    detector.on('wakeFailed', (i) => this.wakeFailures.inc(labels(i)));
-    detector.on('wakeEventMissed', (i) => this.wakeEventsMissed.inc(labels(i)));
+    detector.on('firstResponse', (i, seconds) => this.managed(i) && this.firstResponseSeconds.observe(labelsOf(i), seconds));
+    detector.on('wakeFailed', (i) => this.managed(i) && this.wakeFailures.inc(labelsOf(i)));
+    detector.on('wakeEventMissed', (i) => this.managed(i) && this.wakeEventsMissed.inc(labelsOf(i)));
+  }
+
+  /**
+   * Whether an event about `i` may be counted: not once it is released (that would bring its series
+   * back). Gives it its zero series first, so no later sync() zeroes what the event counts.
+   */
+  managed(i: ManagedInstance): boolean {
+    if (this.detector.get(i.id) !== i) return false;
+    this.ensureSeries(labelsOf(i));
+    return true;
+  }
+
+  private ensureSeries(labels: InstanceLabels): void {
+    const key = `${labels.instance}\0${labels.runtime}`;
+    if (this.synced.has(key)) return;
+    for (const counter of this.perInstanceCounters) counter.inc(labels, 0);
+    for (const histogram of this.perInstanceHistograms) histogram.zero(labels);
+    this.synced.set(key, labels);
+  }
+
+  /** The detector's overruns counted so far (it keeps the total; the counter follows it). */
+  private overrunsCounted = 0;
+
+  /** Zero series for instances that have none yet; removes the series of released ones. */
+  sync(): void {
+    const overruns = this.detector.budgetOverruns;
+    this.budgetOverruns.inc(Math.max(0, overruns - this.overrunsCounted));
+    this.overrunsCounted = Math.max(overruns, this.overrunsCounted);
+    const current = new Map<string, InstanceLabels>();
+    for (const i of this.detector.instances()) {
+      const labels = labelsOf(i);
+      current.set(`${labels.instance}\0${labels.runtime}`, labels);
+    }
+    for (const [key, labels] of this.synced) {
+      if (current.has(key)) continue;
+      for (const metric of [...this.perInstanceCounters, ...this.perInstanceHistograms]) metric.remove(labels);
+      this.synced.delete(key);
+    }
+    for (const labels of current.values()) this.ensureSeries(labels);
+  }
+
+  /** The exposition text for GET /metrics, series reconciled first. */
+  async text(): Promise<string> {
+    this.sync();
+    return this.registry.metrics();
   }
 }

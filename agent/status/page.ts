@@ -1,6 +1,8 @@
 import type { StatusReport } from './connections.js';
 import type { InstanceView } from './instance-view.js';
+import type { LatencyDistribution } from './latency.js';
 import type { TransitionRecord } from './transition-log.js';
+import type { WakeRecord } from './wake-log.js';
 
 /*
  * The status page. Server-rendered with the current state, then kept live by
@@ -13,30 +15,103 @@ import type { TransitionRecord } from './transition-log.js';
 export function renderRows(list: InstanceView[]): string {
   const esc = (s: unknown) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
   const secs = (ms: number) => (ms < 1000 ? `${Math.round(ms)} ms` : ms < 120_000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms / 60_000)} min`);
+  const clock = (iso: string) => esc(iso.slice(11, 19));
+  const ms = (v: number | null) => (v === null ? '–' : `${v.toFixed(v < 10 ? 2 : 1)} ms`);
+  // Why it is awake or asleep: the idle countdown, or what holds it awake (busy), or what it waits for.
+  const why = (i: InstanceView): [string, string] => {
+    if (i.failure) return ['failed', esc(i.failure)];
+    if (i.held > 0) return ['waking', `${i.held} connection(s) held while it wakes`];
+    if (i.queuedSince) return ['waking', `waiting for room in the node budget since ${clock(i.queuedSince)}`];
+    if (i.state === 'running' && i.heldBy) return ['busy', `busy: ${esc(i.heldBy)}`];
+    if (i.state === 'running') return ['idle', `idle ${secs(i.idleForMs)} of ${secs(i.idleTimeoutMs)}`];
+    if (i.state === 'sleeping') return ['asleep', `asleep since ${clock(i.stateSince)}`];
+    return ['transition', `${esc(i.state)} since ${clock(i.stateSince)}`];
+  };
+  // Memory awake and asleep (config `memory`; a frozen or paused process keeps it, a snapshot or scale gives it back).
+  const memory = (i: InstanceView) =>
+    i.memory === 0 ? '<span class="muted">–</span>' : `${i.memory} MiB awake<br><span class="muted">${i.freesMemory ? '0 MiB' : `${i.memory} MiB`} asleep</span>`;
   if (list.length === 0) return '<tr><td colspan="10" class="muted">no instances yet</td></tr>';
   return list
     .map((i) => {
-      const note =
-        i.failure ??
-        (i.held > 0 ? `${i.held} connection(s) held while it wakes` : i.queuedSince ? `waiting for room in the node budget since ${i.queuedSince.slice(11, 19)}` : i.heldBy) ??
-        (i.lastError ? `last error: ${i.lastError.message}` : '');
+      const [whyKind, whyText] = why(i);
       const origin = i.origin ? `${esc(i.origin.jobId)}/${esc(i.origin.group)}<br><span class="muted">${esc(i.origin.allocId.slice(0, 8))}</span>` : `<span class="muted">${esc(i.source)}</span>`;
+      const lastError = i.lastError ? `${esc(i.lastError.message)}<br><span class="muted">${clock(i.lastError.at)}</span>` : '<span class="muted">–</span>';
       return (
         `<tr data-id="${esc(i.id)}" data-state="${esc(i.state)}">` +
         `<td><b>${esc(i.id)}</b><br><span class="muted">${esc(i.address)} ${i.interface === null ? 'host port' : `on ${esc(i.interface)}`}</span></td>` +
         `<td><span class="state ${esc(i.state)}">${esc(i.state)}</span></td>` +
-        `<td>${esc(i.runtime)}${i.mode ? ` ${esc(i.mode)}` : ''}<br><span class="muted">${esc(i.idlePolicy)}, idle ${secs(i.idleTimeoutMs)}, wake ${esc(i.wake)}</span></td>` +
+        `<td class="why ${whyKind}" data-why="${whyKind}">${whyText}</td>` +
+        `<td>${esc(i.runtime)}${i.mode ? ` ${esc(i.mode)}` : ''}<br><span class="muted">${esc(i.idlePolicy)}, wake ${esc(i.wake)}</span></td>` +
         `<td>${origin}</td>` +
-        `<td>${i.state === 'running' ? secs(i.idleForMs) : '–'}</td>` +
-        `<td>${i.lastWakeMs === null ? '–' : `${i.lastWakeMs.toFixed(2)} ms`}</td>` +
-        `<td>${i.sleeps} / ${i.wakes}</td>` +
-        `<td>${i.checksAnswered}</td>` +
-        `<td class="${i.failure ? 'bad' : 'muted'}">${esc(note)}</td>` +
+        `<td>${ms(i.lastWakeMs)}<br><span class="muted" title="first packet → first response byte">${i.lastFirstResponseMs === null ? '' : `answered ${ms(i.lastFirstResponseMs)}`}</span></td>` +
+        `<td>${i.sleeps} / ${i.wakes}<br><span class="muted">${i.checksAnswered} checks</span></td>` +
+        `<td class="memory">${memory(i)}</td>` +
+        `<td class="last-error ${i.lastError ? 'bad' : ''}">${lastError}</td>` +
         `<td class="actions"><button data-action="sleep" data-id="${esc(i.id)}" ${i.state === 'running' ? '' : 'disabled'}>sleep</button>` +
         `<button data-action="wake" data-id="${esc(i.id)}" ${i.state === 'sleeping' || i.state === 'failed' ? '' : 'disabled'}>wake</button></td>` +
         '</tr>'
       );
     })
+    .join('');
+}
+
+/**
+ * One bar per instance over the last `windowMs`: its states as coloured spans (awake, asleep,
+ * waking or pausing, failed), built from the transition log.
+ */
+export function renderTimelines(list: InstanceView[], records: TransitionRecord[], nowMs: number, windowMs: number): string {
+  const esc = (s: unknown) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+  const from = nowMs - windowMs;
+  const pct = (ms: number) => (Math.max(0, Math.min(windowMs, ms - from)) / windowMs) * 100;
+  const clock = (ms: number) => new Date(ms).toISOString().slice(11, 19);
+  const label: Record<string, string> = { running: 'awake', sleeping: 'asleep', waking: 'waking', pausing: 'pausing', failed: 'failed' };
+  if (list.length === 0) return '<div class="muted">no instances yet</div>';
+  const ago = (ms: number) => (ms === 0 ? 'now' : ms >= 60_000 ? `−${Math.round(ms / 60_000)} min` : `−${Math.round(ms / 1000)} s`);
+  const axis = [1, 0.75, 0.5, 0.25, 0].map((f) => `<span style="left:${(1 - f) * 100}%">${ago(f * windowMs)}</span>`).join('');
+  const bars = list.map((i) => {
+    const mine = records.filter((r) => r.instance === i.id && Date.parse(r.at) >= from);
+    let state: string = mine.length > 0 ? mine[0]!.from : i.state;
+    let at = Math.max(from, Date.parse(i.managedSince));
+    const spans: Array<{ state: string; from: number; to: number }> = [];
+    for (const r of mine) {
+      const t = Math.max(at, Date.parse(r.at));
+      if (t > at) spans.push({ state, from: at, to: t });
+      state = r.to;
+      at = t;
+    }
+    spans.push({ state, from: at, to: nowMs });
+    const wakes = mine.filter((r) => r.to === 'waking').length;
+    const html = spans
+      .map((sp) => `<span class="span ${esc(sp.state)}" data-state="${esc(sp.state)}" data-from="${sp.from}" data-to="${sp.to}" style="left:${pct(sp.from).toFixed(3)}%;width:${(pct(sp.to) - pct(sp.from)).toFixed(3)}%" title="${esc(label[sp.state] ?? sp.state)} ${clock(sp.from)}–${clock(sp.to)}"></span>`)
+      .join('');
+    return `<div class="timeline-row" data-id="${esc(i.id)}"><div class="timeline-label"><b>${esc(i.id)}</b> <span class="muted">${wakes} wake${wakes === 1 ? '' : 's'}</span></div><div class="bar">${html}</div></div>`;
+  });
+  return `${bars.join('')}<div class="timeline-row"><div class="timeline-label"></div><div class="axis">${axis}</div></div>`;
+}
+
+/** A histogram's buckets as horizontal bars (the agent's doze_wake_seconds / doze_first_response_seconds). */
+export function renderLatency(title: string, dist: LatencyDistribution): string {
+  const esc = (s: unknown) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+  const max = Math.max(1, ...dist.buckets.map((b) => b.count));
+  let previous: number | null = null;
+  const rows = dist.buckets.map((b) => {
+    const range = b.leMs === null ? `> ${previous} ms` : `≤ ${b.leMs} ms`;
+    previous = b.leMs;
+    return `<div class="hist-row" data-le="${b.leMs ?? '+Inf'}" data-count="${b.count}"><span class="hist-label">${range}</span><span class="hist-bar"><span style="width:${((b.count / max) * 100).toFixed(1)}%"></span></span><span class="hist-count">${b.count || ''}</span></div>`;
+  });
+  return `<h3>${esc(title)} <span class="muted">${dist.count} wake${dist.count === 1 ? '' : 's'}</span></h3>${rows.join('')}`;
+}
+
+/** The latest wakes, newest first: how long the runtime took and when the instance first answered. */
+export function renderWakes(wakes: WakeRecord[]): string {
+  const esc = (s: unknown) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+  const ms = (v: number | null) => (v === null ? '–' : `${v.toFixed(v < 10 ? 2 : 1)} ms`);
+  if (wakes.length === 0) return '<tr><td colspan="4" class="muted">no wakes yet</td></tr>';
+  return wakes
+    .slice(-20)
+    .reverse()
+    .map((w) => `<tr data-instance="${esc(w.instance)}"><td><time>${esc(w.at.slice(11, 23))}</time></td><td><b>${esc(w.instance)}</b><br><span class="muted">${esc(w.reason)}</span></td>` +
+      `<td>${w.failed ? `<span class="bad">${esc(w.failed)}</span>` : ms(w.wakeMs)}</td><td class="first-response">${ms(w.firstResponseMs)}</td></tr>`)
     .join('');
 }
 
@@ -50,93 +125,176 @@ export function renderTimeline(records: TransitionRecord[]): string {
     .join('');
 }
 
+/** The node at a glance: awake of the budget, instances, awake memory of the budget, memory freed by sleepers, upstreams. */
 export function renderSummary(report: StatusReport): string {
   const esc = (s: unknown) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
   const b = report.budget;
+  const card = (key: string, value: string, caption: string, warn = false) =>
+    `<div class="card${warn ? ' warn' : ''}" data-card="${key}"><div class="value">${value}</div><div class="caption">${caption}</div></div>`;
   const chips = Object.entries(report.instances.byState)
     .map(([state, n]) => `<span class="state ${esc(state)}">${n} ${esc(state)}</span>`)
     .join(' ');
-  const budget =
-    `<span>active ${b.active}${b.maxActive === null ? '' : ` / ${b.maxActive}`} of ${report.instances.total}</span>` +
-    (b.maxActiveMemory === null ? '' : ` <span>memory ${b.activeMemory} / ${b.maxActiveMemory} MiB</span>`) +
-    (b.queued > 0 ? ` <span class="warn">${b.queued} wake(s) queued</span>` : '') +
-    (b.overruns > 0 ? ` <span class="warn">${b.overruns} over budget</span>` : '');
   const link = (name: string, c: { connected: boolean; address: string; error?: string } | undefined) =>
     c === undefined ? `<span class="muted">${name}: not configured</span>` : `<span class="${c.connected ? 'ok' : 'bad'}" title="${esc(c.error ?? c.address)}">${name}: ${c.connected ? 'connected' : 'unreachable'}</span>`;
   const w = report.wakeEvents;
   const events =
     w.gaps === 0 && w.missed === 0
       ? ''
-      : `<div class="warn" id="wake-events">wake events: ${w.gaps} rescan(s)${w.lastGap ? ` (last ${esc(w.lastGap.at.slice(11, 19))}: ${esc(w.lastGap.reason)})` : ''}` +
-        `${w.missed > 0 ? `, ${w.missed} wake(s) made by the watchdog` : ''}</div>`;
-  return `<div>${chips || '<span class="muted">no instances</span>'}</div><div>${budget}</div><div>${link('Nomad', report.connections.nomad)} ${link('Consul', report.connections.consul)}</div>${events}`;
+      : card('wake-events', `${w.gaps}`, `wake-event rescan(s)${w.lastGap ? ` · last ${esc(w.lastGap.at.slice(11, 19))}: ${esc(w.lastGap.reason)}` : ''}${w.missed > 0 ? ` · ${w.missed} wake(s) made by the watchdog` : ''}`, true);
+  return (
+    card('awake', `${b.active}${b.maxActive === null ? '' : ` <small>/ ${b.maxActive}</small>`}`, b.maxActive === null ? 'awake (no budget)' : 'awake of the budget', b.maxActive !== null && b.active > b.maxActive) +
+    card('instances', `${report.instances.total}`, chips || 'instances') +
+    card('memory', `${b.activeMemory}${b.maxActiveMemory === null ? '' : ` <small>/ ${b.maxActiveMemory}</small>`} <small>MiB</small>`, b.maxActiveMemory === null ? 'awake memory (no budget)' : 'awake memory of the budget', b.maxActiveMemory !== null && b.activeMemory > b.maxActiveMemory) +
+    card('freed', `${b.freedMemory} <small>MiB</small>`, 'freed by sleeping instances') +
+    (b.queued > 0 || b.overruns > 0 ? card('budget', `${b.queued}`, `wake(s) queued · ${b.overruns} over budget`, true) : '') +
+    events +
+    `<div class="links">${link('Nomad', report.connections.nomad)}<br>${link('Consul', report.connections.consul)}</div>`
+  );
 }
 
-export function renderStatusPage(initial: { instances: InstanceView[]; status: StatusReport; transitions: TransitionRecord[] }): string {
+export interface PageData {
+  instances: InstanceView[];
+  status: StatusReport;
+  transitions: TransitionRecord[];
+  wakes: WakeRecord[];
+  latency: { wake: LatencyDistribution; firstResponse: LatencyDistribution };
+  nowMs: number;
+  windowMs: number;
+}
+
+export function renderStatusPage(initial: PageData): string {
   const lastSeq = initial.transitions.at(-1)?.seq ?? 0;
+  const json = (value: unknown) => JSON.stringify(value).replace(/</g, '\\u003c');
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>doze</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
-  :root { --fg: #1d2330; --muted: #7a8294; --line: #e8ebf0; }
+  :root { --fg: #1d2330; --muted: #7a8294; --line: #e8ebf0; --awake: #3fb463; --asleep: #5b78d6; --waking: #f0b429; --failed: #d64545; }
   body { font: 14px/1.45 system-ui, -apple-system, sans-serif; margin: 0; color: var(--fg); background: #fafbfc; }
-  header { display: flex; align-items: baseline; gap: 1.5rem; padding: 1rem 2rem; background: #fff; border-bottom: 1px solid var(--line); flex-wrap: wrap; }
+  header { display: flex; align-items: center; gap: 1.5rem; padding: 1rem 2rem; background: #fff; border-bottom: 1px solid var(--line); flex-wrap: wrap; }
   header h1 { font-size: 1.3rem; margin: 0; letter-spacing: .02em; }
-  #summary { display: flex; gap: 1.5rem; flex-wrap: wrap; }
-  main { padding: 1rem 2rem; display: grid; grid-template-columns: minmax(0, 3fr) minmax(16rem, 1fr); gap: 1.5rem; }
+  #summary { display: flex; gap: .75rem; flex-wrap: wrap; align-items: stretch; }
+  .card { border: 1px solid var(--line); border-radius: 6px; padding: .4rem .8rem; min-width: 7.5rem; background: #fff; }
+  .card .value { font-size: 1.35rem; font-weight: 650; font-variant-numeric: tabular-nums; }
+  .card .value small { font-size: .8rem; color: var(--muted); font-weight: 500; }
+  .card .caption { font-size: .78rem; color: var(--muted); }
+  .card.warn { border-color: var(--waking); }
+  .links { font-size: .85rem; align-self: center; }
+  main { padding: 1rem 2rem; display: grid; grid-template-columns: minmax(0, 3fr) minmax(18rem, 1fr); gap: 1.5rem; }
+  main > .wide { grid-column: 1 / -1; }
   table { border-collapse: collapse; width: 100%; background: #fff; border: 1px solid var(--line); border-radius: 6px; }
   th, td { text-align: left; padding: .45rem .6rem; border-bottom: 1px solid var(--line); vertical-align: top; }
   th { font-weight: 600; color: var(--muted); font-size: .8rem; text-transform: uppercase; letter-spacing: .04em; }
   .muted { color: var(--muted); font-size: .85rem; }
   .state { font-weight: 600; padding: .05rem .5rem; border-radius: .7rem; font-size: .85rem; white-space: nowrap; }
-  .running { background: #e3f6e8; color: #17692f; } .sleeping { background: #e7ecfb; color: #2842a5; }
-  .pausing, .waking { background: #fff4d6; color: #8a5a00; } .failed { background: #fde4e4; color: #a11; }
+  .state.running { background: #e3f6e8; color: #17692f; } .state.sleeping { background: #e7ecfb; color: #2842a5; }
+  .state.pausing, .state.waking { background: #fff4d6; color: #8a5a00; } .state.failed { background: #fde4e4; color: #a11; }
+  .why.busy { color: #8a5a00; font-weight: 600; } .why.failed { color: #a11; }
   .ok { color: #17692f; } .bad { color: #a11; } .warn { color: #8a5a00; font-weight: 600; }
   .actions button { margin-right: .3rem; }
-  aside h2, section h2 { font-size: .9rem; text-transform: uppercase; color: var(--muted); letter-spacing: .04em; }
+  h2 select { margin-left: .5rem; font-size: .8rem; text-transform: none; }
+  h2 { font-size: .9rem; text-transform: uppercase; color: var(--muted); letter-spacing: .04em; }
+  h3 { font-size: .85rem; margin: .6rem 0 .3rem; }
+  #timelines { background: #fff; border: 1px solid var(--line); border-radius: 6px; padding: .6rem .8rem; }
+  .timeline-row { display: flex; align-items: center; gap: .8rem; margin: .25rem 0; }
+  .timeline-label { width: 11rem; flex: none; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+  .bar, .axis { position: relative; flex: 1; height: 1.1rem; }
+  .bar { background: #f1f3f6; border-radius: 3px; overflow: hidden; }
+  .bar .span { position: absolute; top: 0; bottom: 0; min-width: 2px; }
+  .span.running { background: var(--awake); } .span.sleeping { background: var(--asleep); }
+  .span.waking, .span.pausing { background: var(--waking); } .span.failed { background: var(--failed); }
+  .axis { height: 1rem; font-size: .75rem; color: var(--muted); }
+  .axis span { position: absolute; transform: translateX(-50%); white-space: nowrap; }
+  .axis span:first-child { transform: none; } .axis span:last-child { transform: translateX(-100%); }
+  .legend { font-size: .8rem; color: var(--muted); display: flex; gap: 1rem; margin-top: .4rem; }
+  .legend i { display: inline-block; width: .8rem; height: .8rem; border-radius: 2px; vertical-align: -1px; margin-right: .3rem; }
+  .hist-row { display: flex; gap: .5rem; align-items: center; font-size: .8rem; font-variant-numeric: tabular-nums; }
+  .hist-label { width: 5.5rem; text-align: right; color: var(--muted); }
+  .hist-bar { flex: 1; height: .75rem; background: #f1f3f6; border-radius: 2px; }
+  .hist-bar span { display: block; height: 100%; background: var(--asleep); border-radius: 2px; }
+  #latency-first .hist-bar span { background: var(--awake); }
+  .hist-count { width: 2.5rem; }
   #timeline { list-style: none; padding: 0; margin: 0; font-size: .85rem; }
   #timeline li { padding: .25rem 0; border-bottom: 1px dashed var(--line); }
-  #timeline time { color: var(--muted); font-variant-numeric: tabular-nums; }
+  time { color: var(--muted); font-variant-numeric: tabular-nums; }
   #token-row { margin: .75rem 0; display: flex; gap: .5rem; align-items: center; }
   #message { min-height: 1.2em; }
 </style></head>
 <body>
 <header><h1>doze</h1><div id="summary">${renderSummary(initial.status)}</div><span id="updated" class="muted"></span></header>
 <main>
+<section class="wide">
+<h2>Timeline <select id="window" aria-label="timeline window"><option value="3600000">last hour</option><option value="600000">last 10 min</option><option value="60000">last minute</option></select></h2>
+<div id="timelines">${renderTimelines(initial.instances, initial.transitions, initial.nowMs, initial.windowMs)}</div>
+<div class="legend"><span><i style="background:#f1f3f6;border:1px solid var(--line)"></i>not managed</span><span><i style="background:var(--awake)"></i>awake</span><span><i style="background:var(--asleep)"></i>asleep</span><span><i style="background:var(--waking)"></i>waking / pausing</span><span><i style="background:var(--failed)"></i>failed</span></div>
+</section>
 <section>
 <h2>Instances</h2>
-<table><thead><tr><th>instance</th><th>state</th><th>runtime</th><th>allocation</th><th>idle for</th><th>last wake</th><th>sleeps / wakes</th><th>checks answered</th><th>note</th><th></th></tr></thead>
+<table><thead><tr><th>instance</th><th>state</th><th>idle or busy</th><th>runtime</th><th>allocation</th><th>last wake</th><th>sleeps / wakes</th><th>memory</th><th>last error</th><th></th></tr></thead>
 <tbody id="rows">${renderRows(initial.instances)}</tbody></table>
 <div id="token-row"><label for="token">Token for actions</label><input id="token" type="password" autocomplete="off" placeholder="bearer token"><span id="message" class="muted"></span></div>
+<h2>Recent wakes</h2>
+<table><thead><tr><th>at</th><th>instance</th><th>wake (runtime resumed)</th><th>first response</th></tr></thead>
+<tbody id="wakes">${renderWakes(initial.wakes)}</tbody></table>
 </section>
-<aside><h2>Recent transitions</h2><ul id="timeline">${renderTimeline(initial.transitions)}</ul></aside>
+<aside>
+<h2>Wake latency</h2>
+<div id="latency-wake">${renderLatency('first packet → resumed', initial.latency.wake)}</div>
+<div id="latency-first">${renderLatency('first packet → first response byte', initial.latency.firstResponse)}</div>
+<h2>Recent transitions</h2><ul id="timeline">${renderTimeline(initial.transitions)}</ul>
+</aside>
 </main>
 <script>
 // esbuild-based runners (tsx) wrap inner functions in __name(); the browser needs no names.
 const __name = (fn) => fn;
 const renderRows = ${renderRows.toString()};
 const renderTimeline = ${renderTimeline.toString()};
+const renderTimelines = ${renderTimelines.toString()};
 const renderSummary = ${renderSummary.toString()};
-let transitions = ${JSON.stringify(initial.transitions).replace(/</g, '\\u003c')};
+const renderLatency = ${renderLatency.toString()};
+const renderWakes = ${renderWakes.toString()};
+// Transitions are kept for the agent's whole window; the view may show less of it.
+const windowMs = ${initial.windowMs};
+let viewMs = windowMs;
+// The agent's clock, not the browser's: spans are placed against the times the agent wrote.
+const skewMs = ${initial.nowMs} - Date.now();
+let transitions = ${json(initial.transitions)};
 let lastSeq = ${lastSeq};
 const token = document.getElementById('token');
 token.value = sessionStorage.getItem('doze-token') || '';
 token.addEventListener('input', () => sessionStorage.setItem('doze-token', token.value));
+let lastList = ${json(initial.instances)};
+function drawTimelines(now) {
+  document.getElementById('timelines').innerHTML = renderTimelines(lastList, transitions, now, viewMs);
+}
+document.getElementById('window').addEventListener('change', (event) => {
+  viewMs = Number(event.target.value);
+  drawTimelines(Date.now() + skewMs);
+});
 async function refresh() {
   try {
-    const [list, status, fresh] = await Promise.all([
+    const [list, status, fresh, wakes, latency] = await Promise.all([
       fetch('api/instances').then((r) => r.json()),
       fetch('api/status').then((r) => r.json()),
       fetch('api/transitions?after=' + lastSeq).then((r) => r.json()),
+      fetch('api/wakes').then((r) => r.json()),
+      fetch('api/wake-latency').then((r) => r.json()),
     ]);
-    document.getElementById('rows').innerHTML = renderRows(list);
-    document.getElementById('summary').innerHTML = renderSummary(status);
+    const now = Date.now() + skewMs;
     if (fresh.length) {
-      transitions = transitions.concat(fresh).slice(-200);
+      transitions = transitions.concat(fresh);
       lastSeq = fresh[fresh.length - 1].seq;
       document.getElementById('timeline').innerHTML = renderTimeline(transitions);
     }
-    document.getElementById('updated').textContent = 'live · ' + new Date().toLocaleTimeString();
+    transitions = transitions.filter((r) => Date.parse(r.at) >= now - windowMs);
+    document.getElementById('rows').innerHTML = renderRows(list);
+    document.getElementById('summary').innerHTML = renderSummary(status);
+    lastList = list;
+    drawTimelines(now);
+    document.getElementById('wakes').innerHTML = renderWakes(wakes);
+    document.getElementById('latency-wake').innerHTML = renderLatency('first packet → resumed', latency.wake);
+    document.getElementById('latency-first').innerHTML = renderLatency('first packet → first response byte', latency.firstResponse);
+    document.getElementById('updated').textContent = 'live · ' + new Date(now).toLocaleTimeString();
   } catch (e) {
     document.getElementById('updated').textContent = 'agent unreachable';
   }

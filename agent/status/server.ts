@@ -9,8 +9,10 @@ import type { Logger } from '../log.js';
 import { statusReport, type DiscoveryReport } from './connections.js';
 import { viewOf } from './instance-view.js';
 import type { Metrics } from './metrics.js';
+import { latencyDistribution } from './latency.js';
 import { renderStatusPage } from './page.js';
-import { TransitionLog } from './transition-log.js';
+import { TIMELINE_WINDOW_MS, TransitionLog } from './transition-log.js';
+import { WakeLog } from './wake-log.js';
 
 export interface StatusServerOptions {
   detector: Detector;
@@ -46,6 +48,8 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
   };
 
   const transitions = new TransitionLog(detector);
+  const wakes = new WakeLog(detector);
+  const latency = async () => ({ wake: await latencyDistribution(metrics.wakeSeconds), firstResponse: await latencyDistribution(metrics.firstResponseSeconds) });
 
   app.get('/', async (_req, res) => {
     await options.refresh().catch(() => undefined);
@@ -54,8 +58,23 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
         instances: detector.instances().map((i) => viewOf(detector, i)),
         status: statusReport(detector, options.discovery?.()),
         transitions: transitions.after(0),
+        wakes: wakes.list(),
+        latency: await latency(),
+        nowMs: Date.now(),
+        windowMs: TIMELINE_WINDOW_MS,
       }),
     );
+  });
+
+  /** The latest wakes, each with its two phases (runtime resumed, first response). */
+  app.get('/api/wakes', (_req, res) => {
+    res.json(wakes.list());
+  });
+
+  /** Both wake-phase histograms, summed over instances (what the status page draws). */
+  app.get('/api/wake-latency', async (_req, res) => {
+    metrics.sync();
+    res.json(await latency());
   });
 
   app.get('/api/transitions', (req, res) => {
@@ -129,7 +148,7 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
   // --- end run-time registration ---
 
   app.get('/metrics', async (_req, res) => {
-    res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+    res.type(metrics.registry.contentType).send(await metrics.text());
   });
 
   app.get('/healthz', (_req, res) => {

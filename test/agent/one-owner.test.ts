@@ -96,7 +96,7 @@ rootTest.serial('the wake-event reader killed while an instance sleeps: it is re
   t.true(report.wakeEvents.gaps >= 1);
   t.regex(report.wakeEvents.lastGap?.reason ?? '', /wake event reader (exited|restarted)/);
   const page = await get(`http://${agent.address}/`, 3000);
-  t.regex(page.body, /wake events: \d+ rescan/, 'the status page says so');
+  t.regex(page.body, /data-card="wake-events"[\s\S]*wake-event rescan/, "the status page says so");
   // And it is a live reader again: a later sleep wakes by its event, not by the watchdog.
   await reached(agent, 'web', 'sleeping');
   const missedBefore = agent.detector.wakeEvents.missed;

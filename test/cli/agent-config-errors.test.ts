@@ -36,7 +36,7 @@ for (const [what, content, patterns] of cases) {
 test('doze agent names a missing config file', async (t) => {
   const result = await runCli(['agent', '--config', '/nonexistent/doze.json']);
   t.is(result.code, 2);
-  t.regex(result.stderr, /cannot read config file \/nonexistent\/doze\.json: ENOENT/);
+  t.regex(result.stderr, /cannot read config file \/nonexistent\/doze\.json: no such file \(ENOENT\)/);
 });
 
 test('doze agent without --config is a usage error', async (t) => {
