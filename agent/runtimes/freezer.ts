@@ -2,7 +2,10 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { access } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 import { DeadlineError, RuntimeError } from '../errors.js';
-import type { ProbeResult, Runtime, RuntimeObservedState } from './runtime.js';
+import { locateMemoryCgroup, memoryCgroupBesideFreezer, memoryCgroupOfProcess, oomKills, readMemoryUsage, type MemoryCgroup, type MemoryUsage } from '../cgroups/memory-cgroup.js';
+import { readNodeSwap, type NodeSwap } from '../cgroups/node-swap.js';
+import { FreezerReclaim, type ReclaimOutcome } from './freezer-reclaim.js';
+import type { ProbeResult, ReclaimState, Runtime, RuntimeObservedState } from './runtime.js';
 
 export const CGROUP_ROOT = '/sys/fs/cgroup';
 
@@ -42,23 +45,126 @@ async function waitFor(what: string, deadlineMs: number, check: () => Promise<bo
   }
 }
 
-/** Sleep by freezing the instance's cgroup: the process, its memory and its sockets stay. */
+export interface FreezerOptions {
+  /** Where its memory is measured and reclaimed (relative to the v1 memory hierarchy or cgroup2, or absolute); else beside the freezer cgroup, else its processes' own. */
+  memoryCgroup?: string;
+  /** Push its memory out once it has slept this long (agent/runtimes/freezer-reclaim.ts). */
+  reclaim?: { afterMs: number; handleFile?: string };
+  /** The node's swap (tests replace it). */
+  swap?: () => NodeSwap;
+}
+
+/**
+ * Sleep by freezing the instance's cgroup: the process and its sockets stay. Its memory
+ * stays too, unless `reclaim` pushes it out to swap after `reclaim.afterMs` asleep; the
+ * pages fault back as the thawed process touches them.
+ */
 export class FreezerRuntime implements Runtime {
   readonly kind = 'freezer';
-  readonly capabilities = { keepsProcess: true, freesMemory: false };
+  readonly capabilities: { keepsProcess: boolean; freesMemory: boolean };
   private flavour: Flavour | undefined;
+  private memoryCg: MemoryCgroup | undefined;
+  private reclaimer: FreezerReclaim | undefined;
+  /** Why reclaim is off although configured (no swap, no memory cgroup). */
+  private reclaimOff: string | null = null;
+  private readonly reclaimListeners: Array<(outcome: ReclaimOutcome) => void> = [];
+  /** OOM kills counted when it froze: more after the thaw means one died asleep. */
+  private oomKillsAtPause = 0;
 
-  constructor(readonly cgroup: string, private readonly root = CGROUP_ROOT) {}
+  constructor(readonly cgroup: string, private readonly root = CGROUP_ROOT, private readonly options: FreezerOptions = {}) {
+    this.capabilities = { keepsProcess: true, freesMemory: options.reclaim !== undefined };
+  }
 
   async probe(): Promise<ProbeResult> {
     this.flavour = await locateFreezer(this.cgroup, this.root);
     if (!this.flavour) {
       return { ok: false, reason: `cgroup ${JSON.stringify(this.cgroup)} has no freezer (looked for freezer.state under ${this.root}/freezer and cgroup.freeze under cgroup2)` };
     }
+    if (this.options.memoryCgroup) {
+      this.memoryCg = locateMemoryCgroup(this.options.memoryCgroup, this.root);
+      if (!this.memoryCg) return { ok: false, reason: `memory cgroup ${JSON.stringify(this.options.memoryCgroup)} not found (looked under ${this.root}/memory and cgroup2)` };
+    }
+    if (this.options.reclaim) await this.prepareReclaim(this.options.reclaim);
     return { ok: true };
   }
 
+  /** Reclaim needs a memory cgroup and swap; without either the instance sleeps as a plain freezer instance and says why. */
+  private async prepareReclaim(reclaim: NonNullable<FreezerOptions['reclaim']>): Promise<void> {
+    const memory = this.findMemoryCgroup();
+    if (!memory) {
+      this.reclaimOff = `no memory cgroup found for ${this.cgroup} (set runtime.memoryCgroup): sleeps keep memory resident`;
+      return;
+    }
+    const swap = (this.options.swap ?? readNodeSwap)();
+    this.reclaimOff = swap.available ? null : swap.reason;
+    this.oomKillsAtPause = oomKills(memory);
+    if (!this.reclaimer) {
+      this.reclaimer = new FreezerReclaim({
+        memory,
+        afterMs: reclaim.afterMs,
+        handleFile: reclaim.handleFile,
+        swap: this.options.swap,
+        onReclaim: (outcome) => {
+          if (outcome.result === 'skipped') this.reclaimOff = outcome.reason;
+          for (const listener of this.reclaimListeners) listener(outcome);
+        },
+      });
+      await this.reclaimer.recover();
+    }
+  }
+
+  /** The memory cgroup: configured, else beside the freezer cgroup, else the one its first process is in. */
+  private findMemoryCgroup(): MemoryCgroup | undefined {
+    if (this.memoryCg) return this.memoryCg;
+    const f = this.flavour;
+    if (!f) return undefined;
+    const dir = f.version === 1 ? f.stateFile.slice(0, -'/freezer.state'.length) : f.freezeFile.slice(0, -'/cgroup.freeze'.length);
+    this.memoryCg = memoryCgroupBesideFreezer(dir, this.root);
+    if (!this.memoryCg) {
+      const pid = Number(readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n')[0] || NaN);
+      if (Number.isInteger(pid)) this.memoryCg = memoryCgroupOfProcess(pid, this.root);
+    }
+    return this.memoryCg;
+  }
+
+  async memory(): Promise<MemoryUsage | undefined> {
+    let cg: MemoryCgroup | undefined;
+    try {
+      cg = this.findMemoryCgroup();
+      return cg ? await readMemoryUsage(cg) : undefined;
+    } catch {
+      if (cg && cg === this.memoryCg && !this.options.memoryCgroup) this.memoryCg = undefined; // gone with its task: look again next time
+      return undefined;
+    }
+  }
+
+  reclaimState(): ReclaimState | undefined {
+    if (!this.options.reclaim) return undefined;
+    return {
+      enabled: this.reclaimer !== undefined && this.reclaimOff === null,
+      reason: this.reclaimOff,
+      afterMs: this.options.reclaim.afterMs,
+      reclaimed: this.reclaimer?.reclaimed ?? false,
+      last: this.reclaimer?.last ?? null,
+    };
+  }
+
+  onReclaim(listener: (outcome: ReclaimOutcome) => void): void {
+    this.reclaimListeners.push(listener);
+  }
+
   async pause(deadlineMs: number): Promise<void> {
+    await this.freeze(deadlineMs);
+    if (!this.options.reclaim) return;
+    if (!this.reclaimer) await this.prepareReclaim(this.options.reclaim); // its processes may have started after probe
+    if (this.reclaimer && this.memoryCg) {
+      this.oomKillsAtPause = oomKills(this.memoryCg);
+      // A node without swap now may have it by the time the timer fires: the reclaim checks again.
+      this.reclaimer.arm();
+    }
+  }
+
+  private async freeze(deadlineMs: number): Promise<void> {
     const f = await this.require();
     if (f.version === 1) {
       await this.write(f.stateFile, 'FROZEN');
@@ -71,6 +177,15 @@ export class FreezerRuntime implements Runtime {
   }
 
   async resume(deadlineMs: number): Promise<void> {
+    // Stop a reclaim first (a signal, not a wait), so it stops evicting what the thaw needs.
+    this.reclaimer?.cancel();
+    await this.thaw(deadlineMs);
+    if (this.reclaimer && this.memoryCg && oomKills(this.memoryCg) > this.oomKillsAtPause) {
+      throw new RuntimeError('E_OOM_KILLED', `the kernel OOM-killed a process of ${this.cgroup} while it slept with its memory reclaimed (memory cgroup ${this.memoryCg.dir}); its task must be restarted`);
+    }
+  }
+
+  private async thaw(deadlineMs: number): Promise<void> {
     const f = await this.require();
     if (f.version === 1) {
       await this.write(f.stateFile, 'THAWED');
