@@ -5,7 +5,7 @@ import type { Runtime } from './runtimes/runtime.js';
 import { Detector } from './detector/detector.js';
 import { ManagedInstance } from './detector/managed-instance.js';
 import type { Logger } from './log.js';
-import { checkTools } from './preflight.js';
+import { checkTools, reportSwap } from './preflight.js';
 import type { StubServer } from './health/stub-server.js';
 import { SleepGuards } from './sleep-guards.js';
 import { createRuntime } from './runtimes/create-runtime.js';
@@ -45,6 +45,7 @@ export class Agent {
   static async start(config: DozeConfig, log: Logger, options: AgentOptions = {}): Promise<Agent> {
     const checks = config.healthChecks;
     await checkTools(checks.fromUid !== undefined || checks.fromUser !== undefined || checks.fromSources.length > 0 ? ['tc', 'ip', 'iptables'] : undefined);
+    reportSwap(log, config.instances.some((i) => i.runtime.kind === 'freezer' && i.runtime.reclaim));
     // Probe every runtime before touching the kernel: a bad instance is a config error.
     const prepared = [];
     for (const [index, instanceConfig] of config.instances.entries()) {

@@ -1,4 +1,5 @@
 import type { Detector } from '../detector/detector.js';
+import type { NodeMemoryView } from './memory-view.js';
 
 /*
  * `GET /api/status`: the agent as a whole, beside the per-instance
@@ -53,11 +54,13 @@ export interface BudgetReport {
 export interface StatusReport extends DiscoveryReport {
   instances: { total: number; byState: Record<string, number> };
   budget: BudgetReport;
+  /** The node's swap and the memory its instances hold and gave back (agent/status/memory-view.ts). */
+  memory: NodeMemoryView | null;
 }
 
 const ACTIVE = new Set(['running', 'waking', 'pausing']);
 
-export function statusReport(detector: Detector, discovery: DiscoveryReport | undefined): StatusReport {
+export function statusReport(detector: Detector, discovery: DiscoveryReport | undefined, memory?: NodeMemoryView): StatusReport {
   const byState: Record<string, number> = {};
   const instances = detector.instances();
   for (const instance of instances) byState[instance.state] = (byState[instance.state] ?? 0) + 1;
@@ -75,6 +78,7 @@ export function statusReport(detector: Detector, discovery: DiscoveryReport | un
     },
     connections: discovery?.connections ?? {},
     allocations: discovery?.allocations ?? [],
+    memory: memory ?? null,
   };
 }
 

@@ -1,6 +1,7 @@
 import type { Detector } from '../detector/detector.js';
 import type { ManagedInstance } from '../detector/managed-instance.js';
 import type { InstanceState } from '../detector/states.js';
+import type { InstanceMemoryView, MemoryTracker } from './memory-view.js';
 
 /** The status API's instance record (DESIGN.md contract; extend, never rename). */
 export interface InstanceView {
@@ -27,6 +28,8 @@ export interface InstanceView {
   /** Set while the wake waits for room in the node budget. */
   queuedSince: string | null;
   memory: number;
+  /** Measured from its memory cgroup (resident, swapped, awake high-water mark, reclaim), null when it has none. */
+  memoryUsage: InstanceMemoryView | null;
   /** Connections held while it wakes (wake mode hold). */
   held: number;
   wake: string;
@@ -36,7 +39,7 @@ export interface InstanceView {
   source: 'static' | 'nomad' | 'api';
 }
 
-export function viewOf(detector: Detector, i: ManagedInstance): InstanceView {
+export function viewOf(detector: Detector, i: ManagedInstance, memory?: MemoryTracker): InstanceView {
   return {
     id: i.id,
     state: i.state,
@@ -57,6 +60,7 @@ export function viewOf(detector: Detector, i: ManagedInstance): InstanceView {
     stateSince: new Date(i.stateSinceMs).toISOString(),
     queuedSince: i.queuedSinceMs === undefined ? null : new Date(i.queuedSinceMs).toISOString(),
     memory: i.config.memory,
+    memoryUsage: memory?.view(i) ?? null,
     held: i.held,
     wake: i.config.wake,
     origin: i.origin ?? null,

@@ -1,6 +1,8 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Detector } from '../detector/detector.js';
 import { INSTANCE_STATES } from '../detector/states.js';
+import type { Runtime } from '../runtimes/runtime.js';
+import { MemoryTracker } from './memory-view.js';
 
 /** The metrics contract from DESIGN.md; names follow Prometheus conventions. */
 export class Metrics {
@@ -18,8 +20,36 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly reclaims = new Counter({ name: 'doze_reclaims_total', help: "Reclaims of a sleeping instance's memory, by result (done, partial, cancelled by a wake, skipped, failed)", labelNames: ['instance', 'runtime', 'result'], registers: [this.registry] });
+  readonly reclaimSeconds = new Histogram({
+    name: 'doze_reclaim_seconds',
+    help: "Time to push a sleeping instance's memory out (reclaims that ran to the end)",
+    labelNames: ['instance', 'runtime'],
+    buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10],
+    registers: [this.registry],
+  });
+  /** Each instance's measured memory, shared with the status API. */
+  readonly memory: MemoryTracker;
+
   constructor(detector: Detector) {
     collectDefaultMetrics({ register: this.registry });
+    const memory = (this.memory = new MemoryTracker(detector));
+    new Gauge({
+      name: 'doze_instance_memory_bytes',
+      help: "Memory an instance holds, from its memory cgroup: resident (charged to it now) or swapped",
+      labelNames: ['instance', 'state'],
+      registers: [this.registry],
+      async collect() {
+        await memory.refresh();
+        this.reset();
+        for (const i of detector.instances()) {
+          const view = memory.view(i);
+          if (!view) continue;
+          this.set({ instance: i.id, state: 'resident' }, view.residentBytes);
+          this.set({ instance: i.id, state: 'swapped' }, view.swappedBytes);
+        }
+      },
+    });
     new Gauge({
       name: 'doze_instances',
       help: 'Managed instances by state',
@@ -58,7 +88,18 @@ export class Metrics {
       },
     });
     const labels = (i: { id: string; runtime: { kind: string } }) => ({ instance: i.id, runtime: i.runtime.kind });
-    detector.on('slept', (i) => this.sleeps.inc(labels(i)));
+    const listening = new WeakSet<Runtime>();
+    detector.on('slept', (i) => {
+      this.sleeps.inc(labels(i));
+      // A reclaim only follows a sleep: subscribing at the first one is always in time.
+      if (i.runtime.onReclaim && !listening.has(i.runtime)) {
+        listening.add(i.runtime);
+        i.runtime.onReclaim((outcome) => {
+          this.reclaims.inc({ ...labels(i), result: outcome.result });
+          if (outcome.result === 'done' || outcome.result === 'partial') this.reclaimSeconds.observe(labels(i), outcome.ms / 1000);
+        });
+      }
+    });
     detector.on('woke', (i, seconds) => {
       this.wakes.inc(labels(i));
       this.wakeSeconds.observe(labels(i), seconds);

@@ -25,7 +25,7 @@ export function renderRows(list: InstanceView[]): string {
         `<tr data-id="${esc(i.id)}" data-state="${esc(i.state)}">` +
         `<td><b>${esc(i.id)}</b><br><span class="muted">${esc(i.address)} ${i.interface === null ? 'host port' : `on ${esc(i.interface)}`}</span></td>` +
         `<td><span class="state ${esc(i.state)}">${esc(i.state)}</span></td>` +
-        `<td>${esc(i.runtime)}${i.mode ? ` ${esc(i.mode)}` : ''}<br><span class="muted">${esc(i.idlePolicy)}, idle ${secs(i.idleTimeoutMs)}, wake ${esc(i.wake)}</span></td>` +
+        `<td>${esc(i.runtime)}${i.mode ? ` ${esc(i.mode)}` : ''}<br><span class="muted">${esc(i.idlePolicy)}, idle ${secs(i.idleTimeoutMs)}, wake ${esc(i.wake)}</span>${memoryLine(i, esc)}</td>` +
         `<td>${origin}</td>` +
         `<td>${i.state === 'running' ? secs(i.idleForMs) : '–'}</td>` +
         `<td>${i.lastWakeMs === null ? '–' : `${i.lastWakeMs.toFixed(2)} ms`}</td>` +
@@ -50,6 +50,18 @@ export function renderTimeline(records: TransitionRecord[]): string {
     .join('');
 }
 
+const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(bytes < 10 * 2 ** 20 ? 1 : 0)} MiB`;
+
+/** Memory awake vs. now (and in swap), and why reclaim is off when it is configured but cannot run. */
+export function memoryLine(i: InstanceView, esc: (s: unknown) => string): string {
+  const m = i.memoryUsage;
+  if (!m) return '';
+  const now = i.state === 'running' ? `memory ${mib(m.residentBytes)}` : `memory ${m.awakeBytes === null ? '' : `${mib(m.awakeBytes)} awake → `}${mib(m.residentBytes)} asleep`;
+  const swapped = m.swappedBytes > 0 ? `, ${mib(m.swappedBytes)} in swap` : '';
+  const off = m.reclaim && !m.reclaim.enabled && m.reclaim.reason ? `<br><span class="warn">reclaim off: ${esc(m.reclaim.reason)}</span>` : '';
+  return `<br><span class="muted">${now}${swapped}</span>${off}`;
+}
+
 export function renderSummary(report: StatusReport): string {
   const esc = (s: unknown) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
   const b = report.budget;
@@ -61,9 +73,15 @@ export function renderSummary(report: StatusReport): string {
     (b.maxActiveMemory === null ? '' : ` <span>memory ${b.activeMemory} / ${b.maxActiveMemory} MiB</span>`) +
     (b.queued > 0 ? ` <span class="warn">${b.queued} wake(s) queued</span>` : '') +
     (b.overruns > 0 ? ` <span class="warn">${b.overruns} over budget</span>` : '');
+  const mem = report.memory;
+  const memory = !mem
+    ? ''
+    : mem.swap.available
+      ? ` <span>swap ${mib(mem.swap.usedBytes)} / ${mib(mem.swap.totalBytes)}, sleepers freed ${mib(mem.freedBytes)}</span>`
+      : ` <span class="warn" title="${esc(mem.swap.reason ?? '')}">no swap on this node: reclaim off</span>`;
   const link = (name: string, c: { connected: boolean; address: string; error?: string } | undefined) =>
     c === undefined ? `<span class="muted">${name}: not configured</span>` : `<span class="${c.connected ? 'ok' : 'bad'}" title="${esc(c.error ?? c.address)}">${name}: ${c.connected ? 'connected' : 'unreachable'}</span>`;
-  return `<div>${chips || '<span class="muted">no instances</span>'}</div><div>${budget}</div><div>${link('Nomad', report.connections.nomad)} ${link('Consul', report.connections.consul)}</div>`;
+  return `<div>${chips || '<span class="muted">no instances</span>'}</div><div>${budget}${memory}</div><div>${link('Nomad', report.connections.nomad)} ${link('Consul', report.connections.consul)}</div>`;
 }
 
 export function renderStatusPage(initial: { instances: InstanceView[]; status: StatusReport; transitions: TransitionRecord[] }): string {

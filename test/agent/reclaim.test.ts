@@ -1,10 +1,16 @@
 import test, { type ExecutionContext } from 'ava';
-import { readFile, writeFile } from 'node:fs/promises';
+import { existsSync, readFileSync } from 'node:fs';
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Agent } from '../../agent/agent.js';
 import { readNodeSwap } from '../../agent/cgroups/node-swap.js';
 import type { ReclaimOutcome } from '../../agent/runtimes/freezer-reclaim.js';
 import { nextState, startAgent } from '../helpers/agent.js';
+import { createBpffs } from '../helpers/bpffs.js';
+import { logShows, spawnCli } from '../helpers/cli.js';
+import { uniqueSuffix } from '../helpers/names.js';
+import { sweepChainsAtTeardown } from '../helpers/netfilter.js';
 import { get } from '../helpers/http.js';
 import { createMemoryInstance } from '../helpers/memory-instance.js';
 import { createZramSwap, zramUnavailable } from '../helpers/zram.js';
@@ -57,3 +63,109 @@ withSwap('a 200 MiB app with reclaim gives its memory back asleep and wakes fast
   t.is(check.status, 200);
   t.regex(check.body, /^intact/);
 });
+
+const noSwapNow = readNodeSwap().available ? 'the node has swap right now (someone else set it up): the no-swap case cannot be shown' : undefined;
+(noSwapNow || process.getuid?.() !== 0 ? test.serial.skip : test.serial)('without swap an instance with reclaim sleeps as a plain freezer instance, and the reason is shown', async (t) => {
+  const inst = await createMemoryInstance(t, 20);
+  const agent = await startAgent(t, { instances: [inst.config({}, { reclaim: true, reclaimAfter: '100ms' })] });
+  const since = Date.now();
+  await nextState(agent, 'web', 'sleeping', 5000);
+  const outcome = await reclaimAfter(agent, 'web', since);
+  t.is(outcome.result, 'skipped');
+  t.regex(outcome.reason ?? '', /no swap on this node/);
+  const status = (await get(`http://${agent.address}/api/status`)).body;
+  t.like(JSON.parse(status).memory.swap, { available: false });
+  const [view] = JSON.parse((await get(`http://${agent.address}/api/instances`)).body);
+  t.like(view.memoryUsage.reclaim, { enabled: false });
+  t.regex(view.memoryUsage.reclaim.reason, /no swap/);
+  t.regex((await get(`http://${agent.address}/`)).body, /no swap on this node/);
+  // Nothing failed: it wakes as any freezer instance.
+  const ms = await wakeWithRequest(t, agent, inst.app.url);
+  t.true(ms < 100, `first request ${ms.toFixed(1)} ms`);
+  t.is(agent.detector.get('web')!.failure, undefined);
+});
+
+withSwap('a request during a reclaim stops it and is answered without waiting for it', async (t) => {
+  await createZramSwap(t);
+  const inst = await createMemoryInstance(t, 200);
+  const agent = await startAgent(t, { instances: [inst.config({}, { reclaim: true, reclaimAfter: 0 })] });
+  const since = Date.now();
+  await nextState(agent, 'web', 'sleeping', 5000);
+  const runtime = agent.detector.get('web')!.runtime;
+  // Bounded wait for the writer to be under way (the reclaim of 200 MiB takes hundreds of ms here).
+  const until = Date.now() + 5000;
+  const handle = () => readFile(join('/run/doze/freezer', `${inst.cgroup.name.replace(/[^A-Za-z0-9._-]/g, '_')}.json`), 'utf8').catch(() => '');
+  while (!/writerPid/.test(await handle()) && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 5));
+  const during = await inst.residentBytes();
+  const ms = await wakeWithRequest(t, agent, inst.app.url);
+  const wakeMs = agent.detector.get('web')!.lastWakeMs!;
+  const outcome = await reclaimAfter(agent, 'web', since);
+  t.log(`request during the reclaim: ${ms.toFixed(1)} ms (wake ${wakeMs.toFixed(2)} ms), reclaim ${outcome.result} after ${outcome.ms} ms, ${(during / MiB).toFixed(0)} MiB resident when it came`);
+  t.is(outcome.result, 'cancelled');
+  t.true(wakeMs < 20, `the thaw waited: ${wakeMs} ms`);
+  t.true(ms < 200, `the request took ${ms.toFixed(1)} ms`);
+  t.false(runtime.reclaimState!()!.reclaimed);
+  t.regex((await get(`${inst.app.url}/data/check`, 20_000)).body, /^intact/);
+});
+
+withSwap("Nomad's swap settings (swappiness 0; docker's memsw = limit) are lifted for the reclaim and put back", async (t) => {
+  await createZramSwap(t);
+  const limit = String(400 * MiB);
+  const inst = await createMemoryInstance(t, 100, 'web', { 'memory.limit_in_bytes': limit, 'memory.memsw.limit_in_bytes': limit, 'memory.swappiness': '0' });
+  const swappiness = async () => (await readFile(join(inst.memoryDir, 'memory.swappiness'), 'utf8')).trim();
+  const agent = await startAgent(t, { instances: [inst.config({}, { reclaim: true, reclaimAfter: '100ms' })] });
+  const awake = await inst.residentBytes();
+  const since = Date.now();
+  await nextState(agent, 'web', 'sleeping', 5000);
+  const outcome = await reclaimAfter(agent, 'web', since);
+  t.is(outcome.result, 'done', outcome.reason ?? '');
+  t.true(outcome.swappedBytes > 90 * MiB, `only ${(outcome.swappedBytes / MiB).toFixed(0)} MiB reached swap under swappiness 0`);
+  t.true((await inst.residentBytes()) < awake * 0.1);
+  t.is(await swappiness(), '0', 'put back while still asleep');
+  t.is((await readFile(join(inst.memoryDir, 'memory.memsw.limit_in_bytes'), 'utf8')).trim(), limit, 'memsw left as Nomad set it');
+  await wakeWithRequest(t, agent, inst.app.url);
+  t.is(await swappiness(), '0');
+});
+
+withSwap('SIGKILL the agent during a reclaim: a restarted agent adopts the instance asleep, undoes the reclaim, and the next request wakes it', async (t) => {
+  t.timeout(90_000);
+  await createZramSwap(t);
+  const inst = await createMemoryInstance(t, 200, 'web', { 'memory.swappiness': '0' });
+  const bpffs = await createBpffs(t);
+  const chainPrefix = `DZ${uniqueSuffix().toUpperCase()}`;
+  sweepChainsAtTeardown(t, chainPrefix);
+  const instanceConfig = inst.config({}, { reclaim: true, reclaimAfter: 0 });
+  const file = join(tmpdir(), `dz-reclaim-${uniqueSuffix()}.json`);
+  t.teardown(() => rm(file, { force: true }));
+  await writeFile(file, JSON.stringify({ listen: '127.0.0.1:0', bpffs, netfilter: { chainPrefix }, instances: [instanceConfig] }));
+  const crashed = spawnCli(['agent', '--config', file]);
+  t.teardown(() => crashed.kill('SIGKILL'));
+  await logShows(crashed, /"to":"sleeping"/, 30_000);
+  const handleFile = join('/run/doze/freezer', `${inst.cgroup.name.replace(/[^A-Za-z0-9._-]/g, '_')}.json`);
+  const until = Date.now() + 10_000;
+  let handle = '';
+  while (!/writerPid/.test(handle) && Date.now() < until) {
+    handle = await readFile(handleFile, 'utf8').catch(() => '');
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  t.regex(handle, /writerPid/, 'the reclaim was under way');
+  crashed.kill('SIGKILL');
+  await new Promise((resolve) => crashed.once('exit', resolve));
+  t.is(await inst.cgroup.freezerState(), 'FROZEN', 'left asleep by the crash');
+  const agent = await startAgent(t, { bpffs, instances: [instanceConfig] });
+  t.is(agent.detector.get('web')!.state, 'sleeping', 'adopted asleep');
+  t.is((await readFile(join(inst.memoryDir, 'memory.swappiness'), 'utf8')).trim(), '0', 'the lifted swappiness was put back');
+  const writerPid = Number(/"writerPid": (\d+)/.exec(handle)![1]);
+  t.false(existsSync(`/proc/${writerPid}`) && readFileSyncSafe(`/proc/${writerPid}/cmdline`).includes('doze-reclaim'), 'the orphaned writer is gone');
+  const ms = await wakeWithRequest(t, agent, inst.app.url);
+  t.log(`first request after the crash: ${ms.toFixed(1)} ms`);
+  t.regex((await get(`${inst.app.url}/data/check`, 20_000)).body, /^intact/);
+});
+
+function readFileSyncSafe(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch {
+    return '';
+  }
+}
