@@ -1,4 +1,5 @@
 /** `make bench`: every benchmark in turn; prints ratios and percentiles from one run. */
+import { benchReclaim } from './reclaim.js';
 import { benchScale } from './scale.js';
 import { benchStub } from './stub.js';
 import { benchTcCost } from './tc-cost.js';
@@ -14,6 +15,7 @@ const benches: Array<[string, () => Promise<string[]>]> = [
   ['vm', () => benchVm(Number(process.env.DOZE_BENCH_VM_CYCLES ?? 10))],
   ['vm-snapshot', () => benchVmSnapshot(Number(process.env.DOZE_BENCH_VM_CYCLES ?? 10))],
   ['vm-hostfwd', () => benchVmHostfwd(Number(process.env.DOZE_BENCH_VM_CYCLES ?? 10))],
+  ['reclaim', () => benchReclaim(Number(process.env.DOZE_BENCH_RECLAIM_CYCLES ?? 20))],
 ];
 
 if (process.getuid?.() !== 0) {
