@@ -8,7 +8,7 @@ import type { ReclaimState } from '../runtimes/runtime.js';
 export interface InstanceMemoryView {
   residentBytes: number;
   swappedBytes: number;
-  /** The most it was seen holding awake (status reads and metric scrapes), for "awake vs asleep". */
+  /** What it held when it last fell asleep (or, awake, the most seen since): "awake vs asleep". */
   awakeBytes: number | null;
   reclaim: ReclaimState | null;
 }
@@ -26,7 +26,13 @@ export class MemoryTracker {
   private readonly usage = new WeakMap<ManagedInstance, MemoryUsage>();
   private readonly awake = new WeakMap<ManagedInstance, number>();
 
-  constructor(private readonly detector: Detector) {}
+  constructor(private readonly detector: Detector) {
+    // What it holds as it falls asleep is its awake memory (read before the freeze, long before a reclaim).
+    detector.on('transition', ({ instance, to }) => {
+      if (to !== 'pausing' || !instance.runtime.memory) return;
+      void instance.runtime.memory().then((usage) => usage && this.awake.set(instance, usage.residentBytes)).catch(() => undefined);
+    });
+  }
 
   async refresh(): Promise<void> {
     await Promise.all(
