@@ -1,9 +1,11 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { z } from 'zod';
 import { messageOf } from '../errors.js';
 import { liftSettings, readMemoryUsage, reclaimRequest, restoreSettings, swapBlockers, type LiftedSetting, type MemoryCgroup } from '../cgroups/memory-cgroup.js';
 import { readNodeSwap, type NodeSwap } from '../cgroups/node-swap.js';
+import { pageoutHelperPath } from './qemu/memory-reclaim.js';
 import { HandleFile } from './runtime-handle.js';
 
 /*
@@ -52,6 +54,15 @@ export interface FreezerReclaimOptions {
   /** The node's swap (tests replace it). */
   swap?: () => NodeSwap;
   onReclaim?: (outcome: ReclaimOutcome) => void;
+  /**
+   * Working-set prefetch: before a reclaim that follows a reclaimed wake, record the pages the
+   * app brought back since (its working set), and on the next wake read exactly those back from
+   * swap ahead of its faults, beside it (doze-pageout --record / --willneed). Where the record
+   * is kept; off without it.
+   */
+  workingSetFile?: string;
+  /** The doze-pageout helper (agent/runtimes/qemu/doze-pageout.c). */
+  helper?: string;
 }
 
 /** The argv a reclaim writer runs with: recognisable in /proc/PID/cmdline after a crash. */
@@ -65,6 +76,8 @@ export class FreezerReclaim {
   last: ReclaimOutcome | undefined;
   /** Set while the instance sleeps and its memory is out (a reclaim finished since the last freeze). */
   reclaimed = false;
+  /** The last wake followed a reclaim: what is resident at the next sleep is what the app touched since. */
+  private wokeReclaimed = false;
 
   constructor(private readonly options: FreezerReclaimOptions) {
     this.handle = new HandleFile(options.handleFile, freezerHandleSchema, { version: 1, kind: 'freezer', memoryCgroup: options.memory.dir, reclaim: null });
@@ -107,6 +120,8 @@ export class FreezerReclaim {
   cancel(): void {
     clearTimeout(this.timer);
     this.timer = undefined;
+    this.wokeReclaimed = this.reclaimed;
+    if (this.reclaimed) this.prefetch();
     this.reclaimed = false;
     if (this.writer) {
       this.cancelled = true;
@@ -132,6 +147,7 @@ export class FreezerReclaim {
     try {
       before = await readMemoryUsage(this.options.memory);
       if (!swap.available) return this.finish(outcome('skipped', before.residentBytes, before, swap.reason));
+      if (this.options.workingSetFile) await this.recordWorkingSet(this.options.workingSetFile);
       const blockers = swapBlockers(this.options.memory);
       lifted = blockers.map(({ file, value }) => ({ file, value }));
       // Saved before anything changes: a crash from here on is undone by the next agent.
@@ -172,6 +188,27 @@ export class FreezerReclaim {
         resolve({ code, stderr });
       });
     });
+  }
+
+  /** Only after a reclaimed wake is the resident set the working set (else it is everything the app ever touched). */
+  private async recordWorkingSet(file: string): Promise<void> {
+    rmSync(file, { force: true });
+    if (!this.wokeReclaimed) return;
+    const pids = readFileSync(join(this.options.memory.dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean);
+    if (pids.length === 0) return;
+    const ranges = await new Promise<string>((resolve, reject) =>
+      execFile(this.options.helper ?? pageoutHelperPath(), ['--record', ...pids], { timeout: 5000, maxBuffer: 64 << 20 }, (error, stdout) => (error ? reject(error) : resolve(stdout))),
+    );
+    writeFileSync(file, ranges);
+  }
+
+  /** Reads the recorded working set back beside the thawed app; never waited for. */
+  private prefetch(): void {
+    const file = this.options.workingSetFile;
+    if (!file || !existsSync(file)) return;
+    const child = spawn(this.options.helper ?? pageoutHelperPath(), ['--willneed', file], { stdio: 'ignore' });
+    child.on('error', () => undefined);
+    child.unref();
   }
 
   private finish(outcome: ReclaimOutcome): void {

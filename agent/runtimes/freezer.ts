@@ -49,7 +49,7 @@ export interface FreezerOptions {
   /** Where its memory is measured and reclaimed (relative to the v1 memory hierarchy or cgroup2, or absolute); else beside the freezer cgroup, else its processes' own. */
   memoryCgroup?: string;
   /** Push its memory out once it has slept this long (agent/runtimes/freezer-reclaim.ts). */
-  reclaim?: { afterMs: number; handleFile?: string };
+  reclaim?: { afterMs: number; handleFile?: string; prefetch?: boolean };
   /** The node's swap (tests replace it). */
   swap?: () => NodeSwap;
 }
@@ -103,6 +103,7 @@ export class FreezerRuntime implements Runtime {
         memory,
         afterMs: reclaim.afterMs,
         handleFile: reclaim.handleFile,
+        workingSetFile: reclaim.prefetch ? `${reclaim.handleFile ?? `/run/doze/freezer/${memory.dir.replace(/[^A-Za-z0-9._-]/g, '_')}`}.working-set` : undefined,
         swap: this.options.swap,
         onReclaim: (outcome) => {
           if (outcome.result === 'skipped') this.reclaimOff = outcome.reason;

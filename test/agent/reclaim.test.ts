@@ -189,3 +189,28 @@ function readFileSyncSafe(file: string): string {
     return '';
   }
 }
+
+withSwap('working-set prefetch records what the app used since a reclaimed wake and reads it back on the next wake', async (t) => {
+  await createZramSwap(t);
+  const inst = await createMemoryInstance(t, 100);
+  const handleFile = join(tmpdir(), `dz-reclaim-${uniqueSuffix()}.json`);
+  t.teardown(() => rm(handleFile, { force: true }));
+  t.teardown(() => rm(`${handleFile}.working-set`, { force: true }));
+  const agent = await startAgent(t, { instances: [inst.config({}, { reclaim: true, reclaimAfter: '100ms', prefetch: true, handleFile })] });
+  const cycle = async () => {
+    const since = Date.now();
+    await nextState(agent, 'web', 'sleeping', 5000);
+    t.is((await reclaimAfter(agent, 'web', since)).result, 'done');
+    return wakeWithRequest(t, agent, `${inst.app.url}`);
+  };
+  await cycle();
+  t.false(existsSync(`${handleFile}.working-set`), 'nothing recorded before a reclaimed wake: the first sleep holds everything the app ever touched');
+  await cycle();
+  const recorded = (await readFile(`${handleFile}.working-set`, 'utf8')).trim().split('\n');
+  const bytes = recorded.reduce((sum, line) => sum + Number(line.split(' ')[2]), 0);
+  t.log(`working set recorded: ${recorded.length} ranges, ${(bytes / MiB).toFixed(1)} MiB`);
+  t.true(bytes > 0 && bytes < 40 * MiB, `${bytes} bytes`);
+  const ms = await cycle();
+  t.log(`first request with prefetch: ${ms.toFixed(1)} ms`);
+  t.regex((await get(`${inst.app.url}/data/check`, 20_000)).body, /^intact/);
+});
