@@ -8,7 +8,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomInt } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rmdir, writeFile, mkdtemp } from 'node:fs/promises';
+import { mkdir, readFile, rm, rmdir, writeFile, mkdtemp } from 'node:fs/promises';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -20,6 +20,7 @@ import { messageOf } from '../agent/errors.js';
 import { createLogger } from '../agent/log.js';
 import { run } from '../agent/sources/exec.js';
 import { readNodeSwap } from '../agent/cgroups/node-swap.js';
+import { defaultFreezerHandle } from '../agent/runtimes/create-runtime.js';
 import type { ReclaimOutcome } from '../agent/runtimes/freezer-reclaim.js';
 
 const HELP = `Usage: make demo   (or: node dist/demo/demo.js [--self-test] [--listen HOST:PORT])
@@ -121,6 +122,7 @@ async function destroy(s: Setup): Promise<void> {
     await rmdir(dirname(s.memoryDir)).catch(() => undefined);
   }
   if (s.zram) await removeZram(s.zram);
+  await rm(defaultFreezerHandle(s.cgroupName), { force: true }).catch(() => undefined);
 }
 
 function get(url: string): Promise<{ status: number; body: string; ms: number }> {

@@ -33,8 +33,8 @@ async function reclaimAfter(agent: Agent, id: string, sinceMs: number, timeoutMs
 }
 
 async function wakeWithRequest(t: ExecutionContext, agent: Agent, url: string): Promise<number> {
-  const running = nextState(agent, 'web', 'running', 5000);
-  const r = await get(`${url}/data`);
+  const running = nextState(agent, 'web', 'running', 10_000);
+  const r = await get(`${url}/data`, 10_000);
   await running;
   t.is(r.status, 200);
   return r.ms;

@@ -1,7 +1,8 @@
 import type { Teardown } from './teardown.js';
 import { spawn } from 'node:child_process';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { defaultFreezerHandle } from '../../agent/runtimes/create-runtime.js';
 import { APP_PATH, APP_PORT, type TestApp } from './app.js';
 import { createFreezerCgroup, rmdirRetry, type TestCgroup } from './cgroup.js';
 import { createNetns, type TestNetns } from './netns.js';
@@ -27,6 +28,8 @@ export async function createMemoryInstance(t: Teardown, holdMiB: number, id = 'w
   const cgroup = await createFreezerCgroup(t);
   const memoryDir = join(MEMORY_V1, cgroup.name);
   t.teardown(() => rmdirRetry(memoryDir));
+  // The runtime's default handle file (a reclaim under way is recorded there).
+  t.teardown(() => Promise.all([rm(defaultFreezerHandle(cgroup.name), { force: true }), rm(`${defaultFreezerHandle(cgroup.name)}.working-set`, { force: true })]));
   await mkdir(memoryDir, { recursive: true });
   for (const [file, value] of Object.entries(memorySettings)) await writeFile(join(memoryDir, file), value);
   const script = `echo $$ > ${cgroup.procsFile} && echo $$ > ${memoryDir}/cgroup.procs && exec ip netns exec ${ns.name} ${process.execPath} ${APP_PATH} ${ns.instanceIp} ${APP_PORT} ${id}`;
