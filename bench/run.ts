@@ -1,4 +1,5 @@
 /** `make bench`: every benchmark in turn; prints ratios and percentiles from one run. */
+import { benchDensity } from './density.js';
 import { benchReclaim } from './reclaim.js';
 import { benchScale } from './scale.js';
 import { benchStub } from './stub.js';
@@ -16,6 +17,7 @@ const benches: Array<[string, () => Promise<string[]>]> = [
   ['vm-snapshot', () => benchVmSnapshot(Number(process.env.DOZE_BENCH_VM_CYCLES ?? 10))],
   ['vm-hostfwd', () => benchVmHostfwd(Number(process.env.DOZE_BENCH_VM_CYCLES ?? 10))],
   ['reclaim', () => benchReclaim(Number(process.env.DOZE_BENCH_RECLAIM_CYCLES ?? 20))],
+  ['density', () => benchDensity(Number(process.env.DOZE_BENCH_DENSITY_APPS ?? 8))],
 ];
 
 if (process.getuid?.() !== 0) {

@@ -1,7 +1,7 @@
 import type { Teardown } from './teardown.js';
 import { spawn } from 'node:child_process';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { defaultFreezerHandle } from '../../agent/runtimes/create-runtime.js';
 import { APP_PATH, APP_PORT, type TestApp } from './app.js';
 import { createFreezerCgroup, rmdirRetry, type TestCgroup } from './cgroup.js';
@@ -23,10 +23,11 @@ export interface MemoryInstance {
  * A freezer instance whose app holds `holdMiB` of text-like data (demo/app.mjs
  * DOZE_APP_HOLD_MIB), in a freezer cgroup and a memory cgroup of the same name.
  */
-export async function createMemoryInstance(t: Teardown, holdMiB: number, id = 'web', memorySettings: Record<string, string> = {}): Promise<MemoryInstance> {
+export async function createMemoryInstance(t: Teardown, holdMiB: number, id = 'web', memorySettings: Record<string, string> = {}, memoryParent?: string): Promise<MemoryInstance> {
   const ns = await createNetns(t);
   const cgroup = await createFreezerCgroup(t);
-  const memoryDir = join(MEMORY_V1, cgroup.name);
+  // Under memoryParent (a directory of the memory hierarchy) its limits are shared; the config then names it.
+  const memoryDir = memoryParent ? join(memoryParent, basename(cgroup.name)) : join(MEMORY_V1, cgroup.name);
   t.teardown(() => rmdirRetry(memoryDir));
   // The runtime's default handle file (a reclaim under way is recorded there).
   t.teardown(() => Promise.all([rm(defaultFreezerHandle(cgroup.name), { force: true }), rm(`${defaultFreezerHandle(cgroup.name)}.working-set`, { force: true })]));
@@ -61,7 +62,7 @@ export async function createMemoryInstance(t: Teardown, holdMiB: number, id = 'w
       address: app.address,
       interface: ns.hostIf,
       idleTimeout: '300ms',
-      runtime: { kind: 'freezer', cgroup: cgroup.name, ...runtime },
+      runtime: { kind: 'freezer', cgroup: cgroup.name, ...(memoryParent ? { memoryCgroup: memoryDir } : {}), ...runtime },
       ...overrides,
     }),
   };
