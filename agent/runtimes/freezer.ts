@@ -36,6 +36,14 @@ export async function locateFreezer(cgroup: string, root = CGROUP_ROOT): Promise
 
 const POLL_MS = 0.2;
 
+function readProcs(dir: string): number[] {
+  try {
+    return readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
 async function waitFor(what: string, deadlineMs: number, check: () => Promise<boolean>): Promise<void> {
   const until = performance.now() + deadlineMs;
   for (;;) {
@@ -92,7 +100,7 @@ export class FreezerRuntime implements Runtime {
   private async prepareReclaim(reclaim: NonNullable<FreezerOptions['reclaim']>): Promise<void> {
     const memory = this.findMemoryCgroup();
     if (!memory) {
-      this.reclaimOff = `no memory cgroup found for ${this.cgroup} (set runtime.memoryCgroup): sleeps keep memory resident`;
+      this.reclaimOff = `no memory cgroup of its own found for ${this.cgroup} (none beside its freezer cgroup, and its processes' is the root or shared with others; set runtime.memoryCgroup): sleeps keep memory resident`;
       return;
     }
     const swap = (this.options.swap ?? readNodeSwap)();
@@ -122,8 +130,12 @@ export class FreezerRuntime implements Runtime {
     const dir = f.version === 1 ? f.stateFile.slice(0, -'/freezer.state'.length) : f.freezeFile.slice(0, -'/cgroup.freeze'.length);
     this.memoryCg = memoryCgroupBesideFreezer(dir, this.root);
     if (!this.memoryCg) {
-      const pid = Number(readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n')[0] || NaN);
-      if (Number.isInteger(pid)) this.memoryCg = memoryCgroupOfProcess(pid, this.root);
+      const procs = readProcs(dir);
+      const found = procs[0] === undefined ? undefined : memoryCgroupOfProcess(procs[0], this.root);
+      // Only a memory cgroup of its own: never the root or one shared with other processes,
+      // whose reclaim would push out memory that is not the instance's.
+      const isRoot = found && [join(this.root, 'memory'), this.root, join(this.root, 'unified')].includes(found.dir.replace(/\/+$/, ''));
+      if (found && !isRoot && readProcs(found.dir).every((pid) => procs.includes(pid))) this.memoryCg = found;
     }
     return this.memoryCg;
   }

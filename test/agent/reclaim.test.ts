@@ -12,6 +12,7 @@ import { logShows, spawnCli } from '../helpers/cli.js';
 import { uniqueSuffix } from '../helpers/names.js';
 import { sweepChainsAtTeardown } from '../helpers/netfilter.js';
 import { get } from '../helpers/http.js';
+import { createInstance } from '../helpers/instance.js';
 import { createMemoryInstance } from '../helpers/memory-instance.js';
 import { createZramSwap, zramUnavailable } from '../helpers/zram.js';
 
@@ -213,4 +214,17 @@ withSwap('working-set prefetch records what the app used since a reclaimed wake 
   const ms = await cycle();
   t.log(`first request with prefetch: ${ms.toFixed(1)} ms`);
   t.regex((await get(`${inst.app.url}/data/check`, 20_000)).body, /^intact/);
+});
+
+(process.getuid?.() !== 0 ? test.serial.skip : test.serial)('an instance without a memory cgroup of its own never has a shared one reclaimed: reclaim is off and says why', async (t) => {
+  // Its app is in a freezer cgroup only: its memory cgroup is the one the test runner is in.
+  const inst = await createInstance(t);
+  const agent = await startAgent(t, { instances: [inst.config({ runtime: { kind: 'freezer', cgroup: inst.cgroup.name, reclaim: true, reclaimAfter: 0 } })] });
+  const [view] = JSON.parse((await get(`http://${agent.address}/api/instances`)).body);
+  t.is(view.memoryUsage, null, 'no memory is reported for it');
+  const state = agent.detector.get('web')!.runtime.reclaimState!()!;
+  t.false(state.enabled);
+  t.regex(state.reason ?? '', /no memory cgroup of its own/);
+  await nextState(agent, 'web', 'sleeping', 5000);
+  t.is(agent.detector.get('web')!.runtime.reclaimState!()!.last, null, 'nothing was reclaimed');
 });
