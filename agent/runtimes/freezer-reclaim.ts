@@ -71,7 +71,8 @@ const WRITER_ARGV0 = 'doze-reclaim';
 export class FreezerReclaim {
   private timer: NodeJS.Timeout | undefined;
   private writer: ChildProcess | undefined;
-  private cancelled = false;
+  /** Bumped by every freeze and wake: a reclaim started for an earlier sleep must not go on. */
+  private generation = 0;
   private readonly handle: HandleFile<FreezerHandle>;
   last: ReclaimOutcome | undefined;
   /** Set while the instance sleeps and its memory is out (a reclaim finished since the last freeze). */
@@ -110,9 +111,9 @@ export class FreezerReclaim {
   /** The instance is frozen: reclaim once it has slept `afterMs`. */
   arm(): void {
     clearTimeout(this.timer);
-    this.cancelled = false;
+    const generation = ++this.generation;
     this.reclaimed = false;
-    this.timer = setTimeout(() => void this.run(), this.options.afterMs);
+    this.timer = setTimeout(() => void this.run(generation), this.options.afterMs);
     this.timer.unref();
   }
 
@@ -123,13 +124,11 @@ export class FreezerReclaim {
     this.wokeReclaimed = this.reclaimed;
     if (this.reclaimed) this.prefetch();
     this.reclaimed = false;
-    if (this.writer) {
-      this.cancelled = true;
-      this.writer.kill('SIGKILL');
-    }
+    this.generation++;
+    this.writer?.kill('SIGKILL');
   }
 
-  private async run(): Promise<void> {
+  private async run(generation: number): Promise<void> {
     this.timer = undefined;
     const started = performance.now();
     const outcome = (result: ReclaimResult, before: number, after: { residentBytes: number; swappedBytes: number }, reason: string | null): ReclaimOutcome => ({
@@ -152,11 +151,16 @@ export class FreezerReclaim {
       lifted = blockers.map(({ file, value }) => ({ file, value }));
       // Saved before anything changes: a crash from here on is undone by the next agent.
       await this.handle.save({ reclaim: { lifted } });
+      // A wake while the steps above awaited: the instance runs now, nothing may be reclaimed.
+      if (generation !== this.generation) {
+        await this.handle.save({ reclaim: null });
+        return this.finish(outcome('cancelled', before.residentBytes, before, 'the instance woke'));
+      }
       liftSettings(blockers);
       const request = reclaimRequest(this.options.memory, before.residentBytes);
       const exit = await this.write(request.file, request.value, lifted);
       const after = await readMemoryUsage(this.options.memory);
-      if (this.cancelled) return this.finish(outcome('cancelled', before.residentBytes, after, 'the instance woke'));
+      if (generation !== this.generation) return this.finish(outcome('cancelled', before.residentBytes, after, 'the instance woke'));
       // force_empty answers EBUSY, memory.reclaim EAGAIN, when some memory would not go (unevictable, no swap left).
       const result = exit.code === 0 ? 'done' : 'partial';
       this.reclaimed = true;
