@@ -92,7 +92,11 @@ export class FreezerRuntime implements Runtime {
       this.memoryCg = locateMemoryCgroup(this.options.memoryCgroup, this.root);
       if (!this.memoryCg) return { ok: false, reason: `memory cgroup ${JSON.stringify(this.options.memoryCgroup)} not found (looked under ${this.root}/memory and cgroup2)` };
     }
-    if (this.options.reclaim) await this.prepareReclaim(this.options.reclaim);
+    if (this.options.reclaim) {
+      await this.prepareReclaim(this.options.reclaim);
+      // Left frozen by an earlier agent (a crash, perhaps mid-reclaim): its reclaim runs again after reclaimAfter.
+      if (this.reclaimer && (await this.inspect()) === 'paused') this.reclaimer.arm();
+    }
     return { ok: true };
   }
 

@@ -148,7 +148,7 @@ withSwap("Nomad's swap settings (swappiness 0; docker's memsw = limit) are lifte
   t.is(await swappiness(), '0');
 });
 
-withSwap('SIGKILL the agent during a reclaim: a restarted agent adopts the instance asleep, undoes the reclaim, and the next request wakes it', async (t) => {
+withSwap('SIGKILL the agent during a reclaim: a restarted agent adopts the instance asleep, stops the orphaned writer, reclaims again, puts the swap setting back, and the next request wakes it', async (t) => {
   t.timeout(90_000);
   await createZramSwap(t);
   const inst = await createMemoryInstance(t, 200, 'web', { 'memory.swappiness': '0' });
@@ -175,9 +175,13 @@ withSwap('SIGKILL the agent during a reclaim: a restarted agent adopts the insta
   t.is(await inst.cgroup.freezerState(), 'FROZEN', 'left asleep by the crash');
   const agent = await startAgent(t, { bpffs, instances: [instanceConfig] });
   t.is(agent.detector.get('web')!.state, 'sleeping', 'adopted asleep');
-  t.is((await readFile(join(inst.memoryDir, 'memory.swappiness'), 'utf8')).trim(), '0', 'the lifted swappiness was put back');
   const writerPid = Number(/"writerPid": (\d+)/.exec(handle)![1]);
   t.false(existsSync(`/proc/${writerPid}`) && readFileSyncSafe(`/proc/${writerPid}/cmdline`).includes('doze-reclaim'), 'the orphaned writer is gone');
+  // Its reclaim runs again (reclaimAfter 0) and is done before the request.
+  const outcome = await reclaimAfter(agent, 'web', 0);
+  t.is(outcome.result, 'done', outcome.reason ?? '');
+  t.true((await inst.residentBytes()) < 20 * MiB);
+  t.is((await readFile(join(inst.memoryDir, 'memory.swappiness'), 'utf8')).trim(), '0', 'the lifted swappiness was put back');
   const ms = await wakeWithRequest(t, agent, inst.app.url);
   t.log(`first request after the crash: ${ms.toFixed(1)} ms`);
   t.regex((await get(`${inst.app.url}/data/check`, 20_000)).body, /^intact/);
