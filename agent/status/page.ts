@@ -11,6 +11,17 @@ import type { TransitionRecord } from './transition-log.js';
  */
 
 export function renderRows(list: InstanceView[]): string {
+  // Self-contained (shipped to the browser with toString()): its helpers live inside it.
+  const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(bytes < 10 * 2 ** 20 ? 1 : 0)} MiB`;
+  // Memory awake vs. now (and in swap), and why reclaim is off when it is configured but cannot run.
+  const memoryLine = (i: InstanceView, esc: (s: unknown) => string): string => {
+    const m = i.memoryUsage;
+    if (!m) return '';
+    const now = i.state === 'running' ? `memory ${mib(m.residentBytes)}` : `memory ${m.awakeBytes === null ? '' : `${mib(m.awakeBytes)} awake → `}${mib(m.residentBytes)} asleep`;
+    const swapped = m.swappedBytes > 0 ? `, ${mib(m.swappedBytes)} in swap` : '';
+    const off = m.reclaim && !m.reclaim.enabled && m.reclaim.reason ? `<br><span class="warn">reclaim off: ${esc(m.reclaim.reason)}</span>` : '';
+    return `<br><span class="muted">${now}${swapped}</span>${off}`;
+  };
   const esc = (s: unknown) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
   const secs = (ms: number) => (ms < 1000 ? `${Math.round(ms)} ms` : ms < 120_000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms / 60_000)} min`);
   if (list.length === 0) return '<tr><td colspan="10" class="muted">no instances yet</td></tr>';
@@ -50,19 +61,8 @@ export function renderTimeline(records: TransitionRecord[]): string {
     .join('');
 }
 
-const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(bytes < 10 * 2 ** 20 ? 1 : 0)} MiB`;
-
-/** Memory awake vs. now (and in swap), and why reclaim is off when it is configured but cannot run. */
-export function memoryLine(i: InstanceView, esc: (s: unknown) => string): string {
-  const m = i.memoryUsage;
-  if (!m) return '';
-  const now = i.state === 'running' ? `memory ${mib(m.residentBytes)}` : `memory ${m.awakeBytes === null ? '' : `${mib(m.awakeBytes)} awake → `}${mib(m.residentBytes)} asleep`;
-  const swapped = m.swappedBytes > 0 ? `, ${mib(m.swappedBytes)} in swap` : '';
-  const off = m.reclaim && !m.reclaim.enabled && m.reclaim.reason ? `<br><span class="warn">reclaim off: ${esc(m.reclaim.reason)}</span>` : '';
-  return `<br><span class="muted">${now}${swapped}</span>${off}`;
-}
-
 export function renderSummary(report: StatusReport): string {
+  const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(bytes < 10 * 2 ** 20 ? 1 : 0)} MiB`;
   const esc = (s: unknown) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
   const b = report.budget;
   const chips = Object.entries(report.instances.byState)

@@ -17,3 +17,11 @@ test('a row says where the instance is counted: on its interface, or on a host p
   t.regex(renderRows([view({ interface: null })]), /10\.0\.0\.5:8080 host port/);
   t.regex(renderRows([view({ interface: '<i>' })]), /on &#60;i&#62;/, 'escaped');
 });
+
+test('a row shows memory awake → asleep and in swap, or why reclaim is off (the browser test checks renderRows stays self-contained)', (t) => {
+  const reclaim = { enabled: true, reason: null, afterMs: 10_000, reclaimed: true, last: null };
+  const html = renderRows([view({ memoryUsage: { residentBytes: 2.5 * 2 ** 20, swappedBytes: 223 * 2 ** 20, awakeBytes: 227 * 2 ** 20, reclaim } })]);
+  t.regex(html, /memory 227 MiB awake → 2\.5 MiB asleep, 223 MiB in swap/);
+  const off = renderRows([view({ memoryUsage: { residentBytes: 227 * 2 ** 20, swappedBytes: 0, awakeBytes: null, reclaim: { ...reclaim, enabled: false, reason: 'no swap on this node', reclaimed: false } } })]);
+  t.regex(off, /reclaim off: no swap on this node/);
+});
