@@ -118,7 +118,8 @@ export class FreezerRuntime implements Runtime {
         workingSetFile: reclaim.prefetch ? `${reclaim.handleFile ?? `/run/doze/freezer/${memory.dir.replace(/[^A-Za-z0-9._-]/g, '_')}`}.working-set` : undefined,
         swap: this.options.swap,
         onReclaim: (outcome) => {
-          if (outcome.result === 'skipped') this.reclaimOff = outcome.reason;
+          // Swap may come and go: the last attempt says whether reclaim is on.
+          this.reclaimOff = outcome.result === 'skipped' ? outcome.reason : null;
           for (const listener of this.reclaimListeners) listener(outcome);
         },
       });
