@@ -5,7 +5,7 @@ import type { Runtime } from './runtimes/runtime.js';
 import { Detector } from './detector/detector.js';
 import { ManagedInstance } from './detector/managed-instance.js';
 import type { Logger } from './log.js';
-import { checkInterfaces, checkTools } from './preflight.js';
+import { checkInterfaces, checkTools, reportSwap } from './preflight.js';
 import type { StubServer } from './health/stub-server.js';
 import { SleepGuards } from './sleep-guards.js';
 import { createRuntime } from './runtimes/create-runtime.js';
@@ -61,6 +61,7 @@ export class Agent {
   }
 
   private static async startLocked(config: DozeConfig, log: Logger, options: AgentOptions, lock: BpffsLock): Promise<Agent> {
+    reportSwap(log, config.instances.some((i) => i.runtime.kind === 'freezer' && i.runtime.reclaim));
     // Probe every runtime and interface before touching the kernel: a bad instance is a config error.
     const prepared = [];
     for (const [index, instanceConfig] of config.instances.entries()) {

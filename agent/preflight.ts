@@ -1,6 +1,8 @@
 import { access } from 'node:fs/promises';
+import { readNodeSwap } from './cgroups/node-swap.js';
 import type { DozeConfig } from './config/schema.js';
 import { ConfigError, DozeError } from './errors.js';
+import type { Logger } from './log.js';
 import { run, PACKAGE_OF } from './sources/exec.js';
 
 /** Fails fast, naming the Debian package, when a tool the agent drives is missing. */
@@ -41,4 +43,12 @@ export async function checkInterfaces(config: DozeConfig): Promise<void> {
     if (!(await interfaceExists(name))) problems.push(`hostPorts.interfaces[${index}]: no interface ${JSON.stringify(name)} on this node (see "ip link")`);
   }
   if (problems.length > 0) throw new ConfigError(problems.join('\n'));
+}
+
+/** Says once, at start, that the node has no swap: freezer reclaim then frees nothing (GET /api/status says it too). */
+export function reportSwap(log: Logger, reclaimConfigured: boolean): void {
+  const swap = readNodeSwap();
+  if (swap.available) log.info({ swapBytes: swap.totalBytes, devices: swap.devices.map((d) => d.name) }, 'swap for freezer reclaim');
+  else if (reclaimConfigured) log.warn({ reason: swap.reason }, 'no swap on this node: instances with reclaim sleep with their memory kept');
+  else log.info({ reason: swap.reason }, 'no swap on this node: freezer reclaim would be off');
 }

@@ -1,5 +1,7 @@
 /** `make bench`: every benchmark in turn; prints ratios and percentiles from one run. */
+import { benchDensity } from './density.js';
 import { benchIdleCpu } from './idle-cpu.js';
+import { benchReclaim } from './reclaim.js';
 import { benchScale } from './scale.js';
 import { benchStub } from './stub.js';
 import { benchTcCost } from './tc-cost.js';
@@ -16,6 +18,8 @@ const benches: Array<[string, () => Promise<string[]>]> = [
   ['vm', () => benchVm(Number(process.env.DOZE_BENCH_VM_CYCLES ?? 10))],
   ['vm-snapshot', () => benchVmSnapshot(Number(process.env.DOZE_BENCH_VM_CYCLES ?? 10))],
   ['vm-hostfwd', () => benchVmHostfwd(Number(process.env.DOZE_BENCH_VM_CYCLES ?? 10))],
+  ['reclaim', () => benchReclaim(Number(process.env.DOZE_BENCH_RECLAIM_CYCLES ?? 20))],
+  ['density', () => benchDensity(Number(process.env.DOZE_BENCH_DENSITY_APPS ?? 8))],
 ];
 
 if (process.getuid?.() !== 0) {

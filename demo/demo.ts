@@ -20,6 +20,9 @@ import { messageOf } from '../agent/errors.js';
 import { createLogger } from '../agent/log.js';
 import { BpffsLock } from '../agent/sources/bpffs-lock.js';
 import { run } from '../agent/sources/exec.js';
+import { readNodeSwap } from '../agent/cgroups/node-swap.js';
+import { defaultFreezerHandle } from '../agent/runtimes/create-runtime.js';
+import type { ReclaimOutcome } from '../agent/runtimes/freezer-reclaim.js';
 
 const HELP = `Usage: make demo   (or: node dist/demo/demo.js [--self-test] [--listen HOST:PORT])
 
@@ -40,7 +43,35 @@ interface Setup {
   appIp: string;
   cgroupName: string;
   cgroupDir: string;
+  /** The app's memory cgroup (same name under the v1 memory hierarchy), when there is one. */
+  memoryDir?: string;
+  /** A zram swap the demo added (hot_add id), removed on exit. */
+  zram?: string;
   app?: ChildProcess;
+}
+
+/** MiB of text-like data the demo app holds, so its memory awake and reclaimed asleep shows. */
+const HOLD_MIB = 64;
+
+/** The demo's own zram swap (docs/memory.md), only when the node has no swap and can add a device. */
+async function addZram(): Promise<string | undefined> {
+  if (readNodeSwap().available || !existsSync('/sys/class/zram-control/hot_add')) return undefined;
+  try {
+    const id = (await readFile('/sys/class/zram-control/hot_add', 'utf8')).trim();
+    await writeFile(`/sys/block/zram${id}/comp_algorithm`, 'lz4').catch(() => undefined);
+    await writeFile(`/sys/block/zram${id}/disksize`, '512M');
+    await run('mkswap', [`/dev/zram${id}`]);
+    await run('swapon', ['-p', '100', `/dev/zram${id}`]);
+    return id;
+  } catch {
+    return undefined;
+  }
+}
+
+async function removeZram(id: string): Promise<void> {
+  await run('swapoff', [`/dev/zram${id}`], { allowFailure: true }).catch(() => undefined);
+  await writeFile(`/sys/block/zram${id}/reset`, '1').catch(() => undefined);
+  await writeFile('/sys/class/zram-control/hot_remove', id).catch(() => undefined);
 }
 
 async function create(selfTest: boolean): Promise<Setup> {
@@ -60,8 +91,14 @@ async function create(selfTest: boolean): Promise<Setup> {
   await run('ip', ['-n', s.ns, 'link', 'set', `dz${id}i`, 'up']);
   await run('ip', ['-n', s.ns, 'link', 'set', 'lo', 'up']);
   await mkdir(s.cgroupDir, { recursive: true });
-  const script = `echo $$ > ${s.cgroupDir}/cgroup.procs && exec ip netns exec ${s.ns} ${process.execPath} ${APP} ${s.appIp} 8080 demo`;
-  s.app = spawn('sh', ['-c', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  if (existsSync('/sys/fs/cgroup/memory')) {
+    s.memoryDir = `/sys/fs/cgroup/memory/${s.cgroupName}`;
+    await mkdir(s.memoryDir, { recursive: true });
+  }
+  s.zram = await addZram();
+  const joinMemory = s.memoryDir ? ` && echo $$ > ${s.memoryDir}/cgroup.procs` : '';
+  const script = `echo $$ > ${s.cgroupDir}/cgroup.procs${joinMemory} && exec ip netns exec ${s.ns} ${process.execPath} ${APP} ${s.appIp} 8080 demo`;
+  s.app = spawn('sh', ['-c', script], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, DOZE_APP_HOLD_MIB: String(HOLD_MIB) } });
   await new Promise<void>((resolve, reject) => {
     s.app!.stdout!.once('data', () => resolve());
     s.app!.once('exit', (code) => reject(new Error(`demo app exited with ${code}`)));
@@ -81,6 +118,12 @@ async function destroy(s: Setup): Promise<void> {
   }
   await rmdir(s.cgroupDir).catch(() => undefined);
   await rmdir(dirname(s.cgroupDir)).catch(() => undefined); // doze-demo/, unless another demo runs
+  if (s.memoryDir) {
+    await rmdir(s.memoryDir).catch(() => undefined);
+    await rmdir(dirname(s.memoryDir)).catch(() => undefined);
+  }
+  if (s.zram) await removeZram(s.zram);
+  await rm(defaultFreezerHandle(s.cgroupName), { force: true }).catch(() => undefined);
 }
 
 function get(url: string): Promise<{ status: number; body: string; ms: number }> {
@@ -131,7 +174,8 @@ async function main(): Promise<number> {
     instances: [{
       id: 'demo', address: `${setup.appIp}:8080`, interface: setup.hostIf,
       idleTimeout: values.idle ?? (selfTest ? '300ms' : '2s'),
-      runtime: { kind: 'freezer', cgroup: setup.cgroupName },
+      // Its memory goes to swap once it has slept a little (docs/memory.md); without swap it sleeps as a plain freezer instance.
+      runtime: { kind: 'freezer', cgroup: setup.cgroupName, reclaim: true, reclaimAfter: selfTest ? '200ms' : '3s' },
     }],
   };
   await writeFile(configFile, JSON.stringify(rawConfig, null, 2));
@@ -146,6 +190,14 @@ async function main(): Promise<number> {
   }
   agent.detector.on('transition', (e) => say(`  ${new Date(e.at).toISOString().slice(11, 23)}  ${e.instance.id}: ${e.from} → ${e.to}  (${e.reason})`));
   agent.detector.on('woke', (i, seconds) => say(`  woke ${i.id} in ${(seconds * 1000).toFixed(2)} ms (wake request → resumed)`));
+  let nextReclaim: ((o: ReclaimOutcome) => void) | undefined;
+  agent.detector.get('demo')!.runtime.onReclaim?.((o) => {
+    const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
+    say(o.result === 'done' || o.result === 'partial'
+      ? `  reclaimed demo's memory in ${o.ms.toFixed(0)} ms: ${mib(o.beforeBytes)} awake → ${mib(o.afterBytes)} asleep, ${mib(o.swappedBytes)} in swap`
+      : `  reclaim ${o.result}${o.reason ? `: ${o.reason}` : ''}`);
+    nextReclaim?.(o);
+  });
 
   const cleanup = async () => {
     await agent?.stop().catch((error) => process.stderr.write(`cleanup: ${messageOf(error)}\n`));
@@ -165,7 +217,14 @@ async function main(): Promise<number> {
       const frozen = (await readFile(join(setup.cgroupDir, 'freezer.state'), 'utf8')).trim();
       const answer = await get(`http://${setup.appIp}:8080/`);
       say(`self-test: cgroup was ${frozen}; first request answered ${answer.status} in ${answer.ms.toFixed(1)} ms: ${answer.body.trim()}`);
-      return frozen === 'FROZEN' && answer.status === 200 ? 0 : 1;
+      if (frozen !== 'FROZEN' || answer.status !== 200) return 1;
+      // Once more, past reclaimAfter: the memory goes out, and the first request faults what it reads back.
+      const reclaimed = new Promise<ReclaimOutcome>((resolve) => (nextReclaim = resolve));
+      await new Promise<void>((resolve) => agent!.detector.once('slept', () => resolve()));
+      const outcome = await Promise.race([reclaimed, new Promise<undefined>((resolve) => setTimeout(resolve, 15_000))]);
+      const data = await get(`http://${setup.appIp}:8080/data`);
+      say(`self-test: after a ${outcome ? `reclaimed (${outcome.result})` : 'plain'} sleep the first request (reads ${HOLD_MIB / 100} MiB of ${HOLD_MIB}) answered ${data.status} in ${data.ms.toFixed(1)} ms`);
+      return data.status === 200 ? 0 : 1;
     } finally {
       await cleanup();
     }
@@ -180,6 +239,9 @@ doze demo is running.
 Try:
   curl http://${setup.appIp}:8080/            # wakes it; the counter in the answer survives every sleep
   cat ${setup.cgroupDir}/freezer.state        # FROZEN while it sleeps
+  curl http://${setup.appIp}:8080/data        # reads 1 % of the ${HOLD_MIB} MiB it holds: after a reclaimed sleep, from swap
+  ${setup.memoryDir ? `cat ${setup.memoryDir}/memory.usage_in_bytes  # its memory: ~${HOLD_MIB + 20} MiB awake, a few MiB once reclaimed` : '(no v1 memory cgroup here: memory is not measured)'}
+  ${setup.zram ? `swap: the demo added /dev/zram${setup.zram} (removed on exit)` : readNodeSwap().available ? 'swap: the node\'s own' : 'swap: none, so no reclaim (docs/memory.md)'}
   node dist/cli.js status --addr http://${agent.address}
 
 It falls asleep after ${rawConfig.instances[0]!.idleTimeout} without traffic. Ctrl-C wakes it and removes everything.

@@ -25,12 +25,36 @@ export function checkJob(raw: Record<string, unknown>): JobCheck {
     const analysis = analyzeGroup(job, group);
     analysis.problems.forEach((p) => problems.add(p));
     analysis.warnings.forEach((w) => warnings.add(w));
+    const oversubscription = analysis.managed && oversubscriptionAdvice(job, analysis.managed);
+    if (oversubscription) warnings.add(oversubscription);
     return { name: group.Name, managed: analysis.managed };
   });
   if (problems.size === 0 && !groups.some((g) => g.managed)) {
     warnings.add(`${jobPlace(job.ID)}: no group is managed by doze (set meta "doze.enabled" = "true" on the job, a group or a task)`);
   }
   return { job, groups, problems: [...problems], warnings: [...warnings] };
+}
+
+/**
+ * Reclaim frees a sleeper's memory on the node, but Nomad places allocations by their
+ * reserved `memory`, not by what they use: the freed memory only lets a node host more
+ * when the task reserves little and may use more (memory oversubscription, `memory_max`).
+ * Said when a group with reclaim reserves its full awake memory (no memory_max).
+ */
+export function oversubscriptionAdvice(job: NomadJob, managed: ManagedGroup): string | undefined {
+  // A qemu-driver VM's RAM size follows resources.memory (plugin/qemu-pause-args.ts): this is about frozen tasks.
+  if (managed.driver === 'qemu' || managed.settings.mode !== 'pause' || !managed.settings.reclaimFreezer) return undefined;
+  const task = job.TaskGroups.find((g) => g.Name === managed.group)?.Tasks.find((t) => t.Name === managed.task);
+  const resources = (task?.Resources ?? {}) as { MemoryMB?: unknown; MemoryMaxMB?: unknown };
+  const reserved = typeof resources.MemoryMB === 'number' ? resources.MemoryMB : 300; // Nomad's default task memory
+  const max = typeof resources.MemoryMaxMB === 'number' ? resources.MemoryMaxMB : 0;
+  if (max > reserved || max === -1) return undefined;
+  return (
+    `group ${JSON.stringify(managed.group)} task ${JSON.stringify(managed.task)}: doze.reclaim frees its memory while it sleeps, but Nomad places allocations by their reserved memory ` +
+    `(resources.memory = ${reserved} MiB), not by what they use, so the node will not take more allocations for it. To host more apps than fit awake, reserve about what it holds ` +
+    `asleep and let it grow awake: resources { memory = 32  memory_max = ${Math.max(reserved, 64)} }, with memory oversubscription enabled in the scheduler configuration ` +
+    `(nomad operator scheduler set-config -memory-oversubscription=true; docs/memory.md)`
+  );
 }
 
 /** Turns a schema issue's path into doze's place names: `group "web" task "app": Driver: …`. */

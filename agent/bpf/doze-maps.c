@@ -295,8 +295,12 @@ static int events(const char *path)
 			break;
 		}
 		if (getppid() != parent)
-			break; // the agent is gone
+			return 0; // the agent is gone: exit without perf_buffer__free (below)
 	}
+	// perf_buffer__free deletes the map's per-CPU entries, whoever set them last: after a
+	// crash, a new agent that started within this loop's 250 ms would lose its wake events.
+	// Exiting without it leaves that to the kernel, which on close drops only the entries
+	// set through this process's own map fd (perf_event_fd_array_release, kernel/bpf/arraymap.c).
 	perf_buffer__free(pb);
 	return 0;
 }

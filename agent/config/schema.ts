@@ -31,6 +31,15 @@ export const freezerRuntimeSchema = z.strictObject({
   kind: z.literal('freezer'),
   /** Path relative to the freezer hierarchy ("doze/web"), or absolute. */
   cgroup: z.string().min(1),
+  /** Push its memory out to swap once it has slept reclaimAfter (docs/memory.md); needs swap on the node. */
+  reclaim: z.boolean().default(false),
+  reclaimAfter: duration.default(10_000),
+  /** With reclaim: on a wake, read the pages the app used after its last wake back from swap ahead of its faults (measured: docs/memory.md). */
+  prefetch: z.boolean().default(false),
+  /** Its memory cgroup (relative to the v1 memory hierarchy or cgroup2, or absolute); default: beside the freezer cgroup, else its processes'. */
+  memoryCgroup: z.string().min(1).optional(),
+  /** Where a reclaim under way is recorded, so a restarted agent can undo it; default /run/doze/freezer/<cgroup>.json. */
+  handleFile: z.string().startsWith('/', 'must be an absolute path').optional(),
 });
 
 export const fakeRuntimeSchema = z.strictObject({

@@ -11,6 +11,20 @@ import type { ManagedInstance } from './managed-instance.js';
 import { canTransition, type InstanceState } from './states.js';
 
 const MS = 1_000_000n;
+
+/** Sleepers whose runtime frees memory count what they still hold, measured (a reclaimed one about 0). */
+async function measuredAsleepMiB(instances: ManagedInstance[]): Promise<Map<string, number>> {
+  const held = new Map<string, number>();
+  await Promise.all(
+    instances
+      .filter((i) => i.state === 'sleeping' && i.runtime.capabilities.freesMemory && i.runtime.memory)
+      .map(async (i) => {
+        const usage = await i.runtime.memory!().catch(() => undefined);
+        if (usage) held.set(i.id, Math.ceil(usage.residentBytes / 2 ** 20));
+      }),
+  );
+  return held;
+}
 /** How often add() re-inspects a runtime found mid-transition after a restart. */
 const SETTLE_POLL_MS = 20;
 /**
@@ -362,6 +376,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
     const needConnections = running.some((i) => i.config.idlePolicy !== 'traffic');
     const connections = needConnections ? await this.source.connections() : [];
     const nowNs = monotonicNs();
+    const asleepMiB = await measuredAsleepMiB(all);
     return all.map((i) => {
       const c = counters.get(i.key);
       if (c) i.lastSeenNs = c.lastSeenNs;
@@ -372,7 +387,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
       return {
         id: i.id,
         active: i.state === 'running' || i.state === 'waking' || i.state === 'pausing',
-        memory: i.config.memory,
+        memory: i.state === 'running' || i.state === 'waking' || i.state === 'pausing' ? i.config.memory : asleepMiB.get(i.id) ?? 0,
         lastActivityNs,
         evictable: i.state === 'running' && !i.removed && !busy && nowNs >= i.awakeSinceNs + BigInt(i.minAwakeMs) * MS,
       };

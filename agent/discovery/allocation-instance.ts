@@ -43,6 +43,9 @@ export interface NomadInstance {
   maxSleepMs: number | undefined;
   /** Push a qemu-driver VM's RAM out of memory while it is paused (doze.reclaim). */
   reclaim: boolean;
+  /** A non-VM task: push its memory to swap after reclaimAfterMs asleep (doze.reclaim written, doze.reclaim_after). */
+  reclaimFreezer: boolean;
+  reclaimAfterMs: number;
   /**
    * The task runs the VM under `doze vm run --register` (what `doze job render` makes of a
    * snapshot-mode qemu task): the owner registers the VM with the agent itself, so discovery
@@ -114,6 +117,8 @@ export function allocationInstance(alloc: NomadAllocation, job: NomadJob | null 
       maxAwakeMs: settings.maxAwakeMs,
       maxSleepMs: settings.maxSleepMs,
       reclaim: settings.reclaim,
+      reclaimFreezer: settings.reclaimFreezer,
+      reclaimAfterMs: settings.reclaimAfterMs,
       vmOwner,
     },
   };

@@ -335,7 +335,7 @@ export class NomadInstances {
     t.cgroup = cgroup.path;
     const runtimeConfig = instance.driver === 'qemu'
       ? qemuDriverRuntime(this.options.config.nomad?.allocDir ?? DEFAULT_ALLOC_DIR, instance, cgroup)
-      : { kind: 'freezer', cgroup: cgroup.path };
+      : { kind: 'freezer', cgroup: cgroup.path, ...(instance.reclaimFreezer ? { reclaim: true, reclaimAfter: instance.reclaimAfterMs } : {}) };
 
     const raw = {
       id: instance.id,

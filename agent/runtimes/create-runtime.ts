@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import type { RuntimeConfig } from '../config/schema.js';
 import { NomadClient } from '../discovery/nomad-client.js';
 import { CloudHypervisorRuntime } from './cloud-hypervisor.js';
@@ -15,10 +16,18 @@ export interface RuntimeDeps {
   nomad?: NomadClient;
 }
 
+/** A freezer instance's handle file, named after its cgroup. */
+export function defaultFreezerHandle(cgroup: string): string {
+  return join('/run/doze/freezer', `${cgroup.replace(/^\/+/, '').replace(/[^A-Za-z0-9._-]/g, '_')}.json`);
+}
+
 export function createRuntime(config: RuntimeConfig, deps: RuntimeDeps = {}): Runtime {
   switch (config.kind) {
     case 'freezer':
-      return new FreezerRuntime(config.cgroup);
+      return new FreezerRuntime(config.cgroup, undefined, {
+        memoryCgroup: config.memoryCgroup,
+        reclaim: config.reclaim ? { afterMs: config.reclaimAfter, handleFile: config.handleFile ?? defaultFreezerHandle(config.cgroup), prefetch: config.prefetch } : undefined,
+      });
     case 'fake':
       return new FakeRuntime({ pauseMs: config.pauseMs, resumeMs: config.resumeMs, failResume: config.failResume, usageCgroup: config.usageCgroup });
     case 'qemu':

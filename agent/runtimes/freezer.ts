@@ -3,7 +3,10 @@ import { access } from 'node:fs/promises';
 import { dirname, isAbsolute, join } from 'node:path';
 import { readUsage, type UsageReading } from '../cgroups/cpu-usage.js';
 import { DeadlineError, RuntimeError } from '../errors.js';
-import type { ProbeResult, Runtime, RuntimeObservedState } from './runtime.js';
+import { locateMemoryCgroup, memoryCgroupBesideFreezer, memoryCgroupOfProcess, oomKills, readMemoryUsage, type MemoryCgroup, type MemoryUsage } from '../cgroups/memory-cgroup.js';
+import { readNodeSwap, type NodeSwap } from '../cgroups/node-swap.js';
+import { FreezerReclaim, type ReclaimOutcome } from './freezer-reclaim.js';
+import type { ProbeResult, ReclaimState, Runtime, RuntimeObservedState } from './runtime.js';
 
 export const CGROUP_ROOT = '/sys/fs/cgroup';
 
@@ -34,6 +37,14 @@ export async function locateFreezer(cgroup: string, root = CGROUP_ROOT): Promise
 
 const POLL_MS = 0.2;
 
+function readProcs(dir: string): number[] {
+  try {
+    return readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
 async function waitFor(what: string, deadlineMs: number, check: () => Promise<boolean>): Promise<void> {
   const until = performance.now() + deadlineMs;
   for (;;) {
@@ -43,23 +54,136 @@ async function waitFor(what: string, deadlineMs: number, check: () => Promise<bo
   }
 }
 
-/** Sleep by freezing the instance's cgroup: the process, its memory and its sockets stay. */
+export interface FreezerOptions {
+  /** Where its memory is measured and reclaimed (relative to the v1 memory hierarchy or cgroup2, or absolute); else beside the freezer cgroup, else its processes' own. */
+  memoryCgroup?: string;
+  /** Push its memory out once it has slept this long (agent/runtimes/freezer-reclaim.ts). */
+  reclaim?: { afterMs: number; handleFile?: string; prefetch?: boolean };
+  /** The node's swap (tests replace it). */
+  swap?: () => NodeSwap;
+}
+
+/**
+ * Sleep by freezing the instance's cgroup: the process and its sockets stay. Its memory
+ * stays too, unless `reclaim` pushes it out to swap after `reclaim.afterMs` asleep; the
+ * pages fault back as the thawed process touches them.
+ */
 export class FreezerRuntime implements Runtime {
   readonly kind = 'freezer';
-  readonly capabilities = { keepsProcess: true, freesMemory: false };
+  readonly capabilities: { keepsProcess: boolean; freesMemory: boolean };
   private flavour: Flavour | undefined;
+  private memoryCg: MemoryCgroup | undefined;
+  private reclaimer: FreezerReclaim | undefined;
+  /** Why reclaim is off although configured (no swap, no memory cgroup). */
+  private reclaimOff: string | null = null;
+  private readonly reclaimListeners: Array<(outcome: ReclaimOutcome) => void> = [];
+  /** OOM kills counted when it froze: more after the thaw means one died asleep. */
+  private oomKillsAtPause = 0;
 
-  constructor(readonly cgroup: string, private readonly root = CGROUP_ROOT) {}
+  constructor(readonly cgroup: string, private readonly root = CGROUP_ROOT, private readonly options: FreezerOptions = {}) {
+    this.capabilities = { keepsProcess: true, freesMemory: options.reclaim !== undefined };
+  }
 
   async probe(): Promise<ProbeResult> {
     this.flavour = await locateFreezer(this.cgroup, this.root);
     if (!this.flavour) {
       return { ok: false, reason: `cgroup ${JSON.stringify(this.cgroup)} has no freezer (looked for freezer.state under ${this.root}/freezer and cgroup.freeze under cgroup2)` };
     }
+    if (this.options.memoryCgroup) {
+      this.memoryCg = locateMemoryCgroup(this.options.memoryCgroup, this.root);
+      if (!this.memoryCg) return { ok: false, reason: `memory cgroup ${JSON.stringify(this.options.memoryCgroup)} not found (looked under ${this.root}/memory and cgroup2)` };
+    }
+    if (this.options.reclaim) {
+      await this.prepareReclaim(this.options.reclaim);
+      // Left frozen by an earlier agent (a crash, perhaps mid-reclaim): its reclaim runs again after reclaimAfter.
+      if (this.reclaimer && (await this.inspect()) === 'paused') this.reclaimer.arm();
+    }
     return { ok: true };
   }
 
+  /** Reclaim needs a memory cgroup and swap; without either the instance sleeps as a plain freezer instance and says why. */
+  private async prepareReclaim(reclaim: NonNullable<FreezerOptions['reclaim']>): Promise<void> {
+    const memory = this.findMemoryCgroup();
+    if (!memory) {
+      this.reclaimOff = `no memory cgroup of its own found for ${this.cgroup} (none beside its freezer cgroup, and its processes' is the root or shared with others; set runtime.memoryCgroup): sleeps keep memory resident`;
+      return;
+    }
+    const swap = (this.options.swap ?? readNodeSwap)();
+    this.reclaimOff = swap.available ? null : swap.reason;
+    this.oomKillsAtPause = oomKills(memory);
+    if (!this.reclaimer) {
+      this.reclaimer = new FreezerReclaim({
+        memory,
+        afterMs: reclaim.afterMs,
+        handleFile: reclaim.handleFile,
+        workingSetFile: reclaim.prefetch ? `${reclaim.handleFile ?? `/run/doze/freezer/${memory.dir.replace(/[^A-Za-z0-9._-]/g, '_')}`}.working-set` : undefined,
+        swap: this.options.swap,
+        onReclaim: (outcome) => {
+          // Swap may come and go: the last attempt says whether reclaim is on.
+          this.reclaimOff = outcome.result === 'skipped' ? outcome.reason : null;
+          for (const listener of this.reclaimListeners) listener(outcome);
+        },
+      });
+      await this.reclaimer.recover();
+    }
+  }
+
+  /** The memory cgroup: configured, else beside the freezer cgroup, else the one its first process is in. */
+  private findMemoryCgroup(): MemoryCgroup | undefined {
+    if (this.memoryCg) return this.memoryCg;
+    const f = this.flavour;
+    if (!f) return undefined;
+    const dir = f.version === 1 ? f.stateFile.slice(0, -'/freezer.state'.length) : f.freezeFile.slice(0, -'/cgroup.freeze'.length);
+    this.memoryCg = memoryCgroupBesideFreezer(dir, this.root);
+    if (!this.memoryCg) {
+      const procs = readProcs(dir);
+      const found = procs[0] === undefined ? undefined : memoryCgroupOfProcess(procs[0], this.root);
+      // Only a memory cgroup of its own: never the root or one shared with other processes,
+      // whose reclaim would push out memory that is not the instance's.
+      const isRoot = found && [join(this.root, 'memory'), this.root, join(this.root, 'unified')].includes(found.dir.replace(/\/+$/, ''));
+      if (found && !isRoot && readProcs(found.dir).every((pid) => procs.includes(pid))) this.memoryCg = found;
+    }
+    return this.memoryCg;
+  }
+
+  async memory(): Promise<MemoryUsage | undefined> {
+    let cg: MemoryCgroup | undefined;
+    try {
+      cg = this.findMemoryCgroup();
+      return cg ? await readMemoryUsage(cg) : undefined;
+    } catch {
+      if (cg && cg === this.memoryCg && !this.options.memoryCgroup) this.memoryCg = undefined; // gone with its task: look again next time
+      return undefined;
+    }
+  }
+
+  reclaimState(): ReclaimState | undefined {
+    if (!this.options.reclaim) return undefined;
+    return {
+      enabled: this.reclaimer !== undefined && this.reclaimOff === null,
+      reason: this.reclaimOff,
+      afterMs: this.options.reclaim.afterMs,
+      reclaimed: this.reclaimer?.reclaimed ?? false,
+      last: this.reclaimer?.last ?? null,
+    };
+  }
+
+  onReclaim(listener: (outcome: ReclaimOutcome) => void): void {
+    this.reclaimListeners.push(listener);
+  }
+
   async pause(deadlineMs: number): Promise<void> {
+    await this.freeze(deadlineMs);
+    if (!this.options.reclaim) return;
+    if (!this.reclaimer) await this.prepareReclaim(this.options.reclaim); // its processes may have started after probe
+    if (this.reclaimer && this.memoryCg) {
+      this.oomKillsAtPause = oomKills(this.memoryCg);
+      // A node without swap now may have it by the time the timer fires: the reclaim checks again.
+      this.reclaimer.arm();
+    }
+  }
+
+  private async freeze(deadlineMs: number): Promise<void> {
     const f = await this.require();
     if (f.version === 1) {
       await this.write(f.stateFile, 'FROZEN');
@@ -72,6 +196,15 @@ export class FreezerRuntime implements Runtime {
   }
 
   async resume(deadlineMs: number): Promise<void> {
+    // Stop a reclaim first (a signal, not a wait), so it stops evicting what the thaw needs.
+    this.reclaimer?.cancel();
+    await this.thaw(deadlineMs);
+    if (this.reclaimer && this.memoryCg && oomKills(this.memoryCg) > this.oomKillsAtPause) {
+      throw new RuntimeError('E_OOM_KILLED', `the kernel OOM-killed a process of ${this.cgroup} while it slept with its memory reclaimed (memory cgroup ${this.memoryCg.dir}); its task must be restarted`);
+    }
+  }
+
+  private async thaw(deadlineMs: number): Promise<void> {
     const f = await this.require();
     if (f.version === 1) {
       await this.write(f.stateFile, 'THAWED');

@@ -14,6 +14,20 @@ export interface RuntimeCapabilities {
   dropsFirstSyn?: boolean;
 }
 
+import type { MemoryUsage } from '../cgroups/memory-cgroup.js';
+import type { ReclaimOutcome } from './freezer-reclaim.js';
+
+/** Memory reclaim while asleep (freezer `reclaim`): on or off and why, and the last one. */
+export interface ReclaimState {
+  enabled: boolean;
+  /** Why it is off (no swap, no memory cgroup), or null. */
+  reason: string | null;
+  afterMs: number;
+  /** The instance's memory is out now (a reclaim finished since it froze). */
+  reclaimed: boolean;
+  last: ReclaimOutcome | null;
+}
+
 export type RuntimeObservedState = 'running' | 'paused' | 'transitioning' | 'gone';
 
 /**
@@ -51,6 +65,12 @@ export interface Runtime {
   usage?(): UsageReading | undefined;
   /** The runtime's current handle, for status and tests (runtimes that keep none omit this). */
   handle?(): RuntimeHandle | undefined;
+  /** What the workload holds now, from its memory cgroup; undefined when none was found. */
+  memory?(): Promise<MemoryUsage | undefined>;
+  /** Reclaim while asleep, for runtimes that have it. */
+  reclaimState?(): ReclaimState | undefined;
+  /** Called after each reclaim attempt (metrics). */
+  onReclaim?(listener: (outcome: ReclaimOutcome) => void): void;
   /** Release what the runtime holds open (a QMP connection); the workload is left as it is. */
   close?(): Promise<void>;
 }

@@ -5,7 +5,7 @@
  */
 export interface BudgetLimits {
   maxActive?: number;
-  /** MiB, summed over awake instances' declared memory. */
+  /** MiB, summed over awake instances' declared memory and what sleepers still hold (measured). */
   maxActiveMemory?: number;
 }
 
@@ -13,6 +13,10 @@ export interface BudgetMember {
   id: string;
   /** Awake or about to be: running, waking, pausing. */
   active: boolean;
+  /**
+   * MiB: an awake instance's declared memory; a sleeper's measured resident memory when its
+   * runtime frees memory asleep (freezer reclaim: about 0 once reclaimed), else 0.
+   */
   memory: number;
   /** Last inbound packet or wake, whichever is later (bpf clock). */
   lastActivityNs: bigint;
@@ -20,10 +24,10 @@ export interface BudgetMember {
   evictable: boolean;
 }
 
-export function fits(limits: BudgetLimits, active: BudgetMember[], incoming: { memory: number }): boolean {
+export function fits(limits: BudgetLimits, active: BudgetMember[], incoming: { memory: number }, heldAsleep = 0): boolean {
   if (limits.maxActive !== undefined && active.length + 1 > limits.maxActive) return false;
   if (limits.maxActiveMemory !== undefined) {
-    const used = active.reduce((sum, m) => sum + m.memory, 0);
+    const used = active.reduce((sum, m) => sum + m.memory, 0) + heldAsleep;
     if (used + incoming.memory > limits.maxActiveMemory) return false;
   }
   return true;
@@ -36,14 +40,16 @@ export function fits(limits: BudgetLimits, active: BudgetMember[], incoming: { m
  */
 export function chooseVictims(limits: BudgetLimits, members: BudgetMember[], incoming: { id: string; memory: number }): BudgetMember[] | undefined {
   const active = members.filter((m) => m.active && m.id !== incoming.id);
-  if (fits(limits, active, incoming)) return [];
+  // Sleepers' measured memory (the incoming one's is about to become its declared memory).
+  const heldAsleep = members.filter((m) => !m.active && m.id !== incoming.id).reduce((sum, m) => sum + m.memory, 0);
+  if (fits(limits, active, incoming, heldAsleep)) return [];
   const candidates = active.filter((m) => m.evictable).sort((a, b) => (a.lastActivityNs < b.lastActivityNs ? -1 : a.lastActivityNs > b.lastActivityNs ? 1 : 0));
   const victims: BudgetMember[] = [];
   let remaining = active;
   for (const candidate of candidates) {
     victims.push(candidate);
     remaining = remaining.filter((m) => m.id !== candidate.id);
-    if (fits(limits, remaining, incoming)) return victims;
+    if (fits(limits, remaining, incoming, heldAsleep)) return victims;
   }
   return undefined;
 }

@@ -1,4 +1,5 @@
 import type { Detector, WakeEventHealth } from '../detector/detector.js';
+import type { NodeMemoryView } from './memory-view.js';
 
 /*
  * `GET /api/status`: the agent as a whole, beside the per-instance
@@ -57,11 +58,13 @@ export interface StatusReport extends DiscoveryReport {
   budget: BudgetReport;
   /** The wake-event path: rescans after lost events or a reader restart, and wakes the watchdog had to make. */
   wakeEvents: { gaps: number; lastGap: { reason: string; at: string } | null; missed: number };
+  /** The node's swap and the memory its instances hold and gave back (agent/status/memory-view.ts). */
+  memory: NodeMemoryView | null;
 }
 
 const ACTIVE = new Set(['running', 'waking', 'pausing']);
 
-export function statusReport(detector: Detector, discovery: DiscoveryReport | undefined): StatusReport {
+export function statusReport(detector: Detector, discovery: DiscoveryReport | undefined, memory?: NodeMemoryView): StatusReport {
   const byState: Record<string, number> = {};
   const instances = detector.instances();
   for (const instance of instances) byState[instance.state] = (byState[instance.state] ?? 0) + 1;
@@ -74,13 +77,17 @@ export function statusReport(detector: Detector, discovery: DiscoveryReport | un
       maxActiveMemory: limits?.maxActiveMemory ?? null,
       active: active.length,
       activeMemory: active.reduce((sum, i) => sum + i.config.memory, 0),
-      freedMemory: instances.filter((i) => i.state === 'sleeping' && i.runtime.capabilities.freesMemory).reduce((sum, i) => sum + i.config.memory, 0),
+      // Measured where the runtime can measure it (a reclaimed freezer sleeper), else what a memory-freeing runtime reserves.
+      freedMemory:
+        instances.filter((i) => i.state === 'sleeping' && i.runtime.capabilities.freesMemory && !i.runtime.memory).reduce((sum, i) => sum + i.config.memory, 0) +
+        Math.round((memory?.freedBytes ?? 0) / 2 ** 20),
       queued: instances.filter((i) => i.queuedSinceMs !== undefined).length,
       overruns: detector.budgetOverruns,
     },
     wakeEvents: wakeEventsReport(detector.wakeEvents),
     connections: discovery?.connections ?? {},
     allocations: discovery?.allocations ?? [],
+    memory: memory ?? null,
   };
 }
 

@@ -1,6 +1,7 @@
 import type { Detector } from '../detector/detector.js';
 import type { ManagedInstance } from '../detector/managed-instance.js';
 import type { InstanceState } from '../detector/states.js';
+import type { InstanceMemoryView, MemoryTracker } from './memory-view.js';
 
 /** The status API's instance record (DESIGN.md contract; extend, never rename). */
 export interface InstanceView {
@@ -34,6 +35,8 @@ export interface InstanceView {
   freesMemory: boolean;
   /** When the agent began managing it. */
   managedSince: string;
+  /** Measured from its memory cgroup (resident, swapped, awake high-water mark, reclaim), null when it has none. */
+  memoryUsage: InstanceMemoryView | null;
   /** Connections held while it wakes (wake mode hold). */
   held: number;
   wake: string;
@@ -43,7 +46,7 @@ export interface InstanceView {
   source: 'static' | 'nomad' | 'api';
 }
 
-export function viewOf(detector: Detector, i: ManagedInstance): InstanceView {
+export function viewOf(detector: Detector, i: ManagedInstance, memory?: MemoryTracker): InstanceView {
   return {
     id: i.id,
     state: i.state,
@@ -67,6 +70,7 @@ export function viewOf(detector: Detector, i: ManagedInstance): InstanceView {
     memory: i.config.memory,
     freesMemory: i.runtime.capabilities.freesMemory,
     managedSince: new Date(i.managedSinceMs).toISOString(),
+    memoryUsage: memory?.view(i) ?? null,
     held: i.held,
     wake: i.wake,
     origin: i.origin ?? null,

@@ -2,6 +2,9 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import type { Detector } from '../detector/detector.js';
 import type { ManagedInstance } from '../detector/managed-instance.js';
 import { INSTANCE_STATES } from '../detector/states.js';
+import { RECLAIM_RESULTS } from '../runtimes/freezer-reclaim.js';
+import type { Runtime } from '../runtimes/runtime.js';
+import { MemoryTracker } from './memory-view.js';
 
 type InstanceLabels = { instance: string; runtime: string };
 
@@ -43,14 +46,42 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly reclaims = new Counter({ name: 'doze_reclaims_total', help: "Reclaims of a sleeping instance's memory, by result (done, partial, cancelled by a wake, skipped, failed)", labelNames: ['instance', 'runtime', 'result'], registers: [this.registry] });
+  readonly reclaimSeconds = new Histogram({
+    name: 'doze_reclaim_seconds',
+    help: "Time to push a sleeping instance's memory out (reclaims that ran to the end)",
+    labelNames: ['instance', 'runtime'],
+    buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10],
+    registers: [this.registry],
+  });
+  /** Each instance's measured memory, shared with the status API. */
+  readonly memory: MemoryTracker;
+
   /** Every metric labelled by instance: each gets a zero series per managed instance and loses it on release. */
   private readonly perInstanceCounters = [this.sleeps, this.wakes, this.wakeFailures, this.wakeEventsMissed, this.checksAnswered];
-  private readonly perInstanceHistograms = [this.wakeSeconds, this.firstResponseSeconds];
+  private readonly perInstanceHistograms = [this.wakeSeconds, this.firstResponseSeconds, this.reclaimSeconds];
   /** Label sets that have their series, by "instance\0runtime". */
   private readonly synced = new Map<string, InstanceLabels>();
 
   constructor(private readonly detector: Detector) {
     collectDefaultMetrics({ register: this.registry });
+    const memory = (this.memory = new MemoryTracker(detector));
+    new Gauge({
+      name: 'doze_instance_memory_bytes',
+      help: "Memory an instance holds, from its memory cgroup: resident (charged to it now) or swapped",
+      labelNames: ['instance', 'state'],
+      registers: [this.registry],
+      async collect() {
+        await memory.refresh();
+        this.reset();
+        for (const i of detector.instances()) {
+          const view = memory.view(i);
+          if (!view) continue;
+          this.set({ instance: i.id, state: 'resident' }, view.residentBytes);
+          this.set({ instance: i.id, state: 'swapped' }, view.swappedBytes);
+        }
+      },
+    });
     new Gauge({
       name: 'doze_instances',
       help: 'Managed instances by state',
@@ -80,7 +111,20 @@ export class Metrics {
         for (const i of detector.instances()) if (i.wake === 'hold') this.set(labelsOf(i), i.held);
       },
     });
-    detector.on('slept', (i) => this.managed(i) && this.sleeps.inc(labelsOf(i)));
+    const listening = new WeakSet<Runtime>();
+    detector.on('slept', (i) => {
+      if (!this.managed(i)) return;
+      this.sleeps.inc(labelsOf(i));
+      // A reclaim only follows a sleep: subscribing at the first one is always in time.
+      if (i.runtime.onReclaim && !listening.has(i.runtime)) {
+        listening.add(i.runtime);
+        i.runtime.onReclaim((outcome) => {
+          if (!this.managed(i)) return;
+          this.reclaims.inc({ ...labelsOf(i), result: outcome.result });
+          if (outcome.result === 'done' || outcome.result === 'partial') this.reclaimSeconds.observe(labelsOf(i), outcome.ms / 1000);
+        });
+      }
+    });
     detector.on('woke', (i, seconds) => {
       if (!this.managed(i)) return;
       this.wakes.inc(labelsOf(i));
@@ -125,6 +169,7 @@ export class Metrics {
     for (const [key, labels] of this.synced) {
       if (current.has(key)) continue;
       for (const metric of [...this.perInstanceCounters, ...this.perInstanceHistograms]) metric.remove(labels);
+      for (const result of RECLAIM_RESULTS) this.reclaims.remove({ ...labels, result });
       this.synced.delete(key);
     }
     for (const labels of current.values()) this.ensureSeries(labels);

@@ -13,6 +13,17 @@ import type { WakeRecord } from './wake-log.js';
  */
 
 export function renderRows(list: InstanceView[]): string {
+  // Self-contained (shipped to the browser with toString()): its helpers live inside it.
+  const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(bytes < 10 * 2 ** 20 ? 1 : 0)} MiB`;
+  // Memory awake vs. now (and in swap), and why reclaim is off when it is configured but cannot run.
+  const memoryLine = (i: InstanceView, esc: (s: unknown) => string): string => {
+    const m = i.memoryUsage;
+    if (!m) return '';
+    const now = i.state === 'running' ? `${mib(m.residentBytes)} awake` : `${m.awakeBytes === null ? '' : `${mib(m.awakeBytes)} awake<br>`}${mib(m.residentBytes)} asleep`;
+    const swapped = m.swappedBytes > 0 ? `<br><span class="muted">${mib(m.swappedBytes)} in swap</span>` : '';
+    const off = m.reclaim && !m.reclaim.enabled && m.reclaim.reason ? `<br><span class="warn">reclaim off: ${esc(m.reclaim.reason)}</span>` : '';
+    return `${now}${swapped}${off}`;
+  };
   const esc = (s: unknown) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
   const secs = (ms: number) => (ms < 1000 ? `${Math.round(ms)} ms` : ms < 120_000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms / 60_000)} min`);
   const clock = (iso: string) => esc(iso.slice(11, 19));
@@ -27,9 +38,12 @@ export function renderRows(list: InstanceView[]): string {
     if (i.state === 'sleeping') return ['asleep', `asleep since ${clock(i.stateSince)}`];
     return ['transition', `${esc(i.state)} since ${clock(i.stateSince)}`];
   };
-  // Memory awake and asleep (config `memory`; a frozen or paused process keeps it, a snapshot or scale gives it back).
+  // Memory awake and asleep: measured from its memory cgroup when it has one (memoryLine), else
+  // config `memory` (a frozen or paused process keeps it, a snapshot or scale gives it back).
   const memory = (i: InstanceView) =>
-    i.memory === 0 ? '<span class="muted">–</span>' : `${i.memory} MiB awake<br><span class="muted">${i.freesMemory ? '0 MiB' : `${i.memory} MiB`} asleep</span>`;
+    i.memoryUsage
+      ? memoryLine(i, esc)
+      : i.memory === 0 ? '<span class="muted">–</span>' : `${i.memory} MiB awake<br><span class="muted">${i.freesMemory ? '0 MiB' : `${i.memory} MiB`} asleep</span>`;
   if (list.length === 0) return '<tr><td colspan="10" class="muted">no instances yet</td></tr>';
   return list
     .map((i) => {
@@ -127,6 +141,7 @@ export function renderTimeline(records: TransitionRecord[]): string {
 
 /** The node at a glance: awake of the budget, instances, awake memory of the budget, memory freed by sleepers, upstreams. */
 export function renderSummary(report: StatusReport): string {
+  const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(bytes < 10 * 2 ** 20 ? 1 : 0)} MiB`;
   const esc = (s: unknown) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
   const b = report.budget;
   const card = (key: string, value: string, caption: string, warn = false) =>
@@ -136,6 +151,12 @@ export function renderSummary(report: StatusReport): string {
     .join(' ');
   const link = (name: string, c: { connected: boolean; address: string; error?: string } | undefined) =>
     c === undefined ? `<span class="muted">${name}: not configured</span>` : `<span class="${c.connected ? 'ok' : 'bad'}" title="${esc(c.error ?? c.address)}">${name}: ${c.connected ? 'connected' : 'unreachable'}</span>`;
+  const mem = report.memory;
+  const memory = !mem
+    ? ''
+    : mem.swap.available
+      ? card('swap', `${mib(mem.swap.usedBytes)} <small>/ ${mib(mem.swap.totalBytes)}</small>`, 'swap in use (freezer reclaim)')
+      : card('swap', 'none', `no swap on this node: reclaim off${mem.swap.reason ? ` (${esc(mem.swap.reason)})` : ''}`, true);
   const w = report.wakeEvents;
   const events =
     w.gaps === 0 && w.missed === 0
@@ -148,6 +169,7 @@ export function renderSummary(report: StatusReport): string {
     card('freed', `${b.freedMemory} <small>MiB</small>`, 'freed by sleeping instances') +
     (b.queued > 0 || b.overruns > 0 ? card('budget', `${b.queued}`, `wake(s) queued · ${b.overruns} over budget`, true) : '') +
     events +
+    memory +
     `<div class="links">${link('Nomad', report.connections.nomad)}<br>${link('Consul', report.connections.consul)}</div>`
   );
 }

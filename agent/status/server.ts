@@ -51,12 +51,14 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
   const wakes = new WakeLog(detector);
   const latency = async () => ({ wake: await latencyDistribution(metrics.wakeSeconds), firstResponse: await latencyDistribution(metrics.firstResponseSeconds) });
 
+  const memory = metrics.memory;
   app.get('/', async (_req, res) => {
     await options.refresh().catch(() => undefined);
+    await memory.refresh();
     res.type('html').send(
       renderStatusPage({
-        instances: detector.instances().map((i) => viewOf(detector, i)),
-        status: statusReport(detector, options.discovery?.()),
+        instances: detector.instances().map((i) => viewOf(detector, i, memory)),
+        status: statusReport(detector, options.discovery?.(), memory.node()),
         transitions: transitions.after(0),
         wakes: wakes.list(),
         latency: await latency(),
@@ -84,11 +86,13 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
 
   app.get('/api/instances', async (_req, res) => {
     await options.refresh().catch(() => undefined);
-    res.json(detector.instances().map((i) => viewOf(detector, i)));
+    await memory.refresh();
+    res.json(detector.instances().map((i) => viewOf(detector, i, memory)));
   });
 
-  app.get('/api/status', (_req, res) => {
-    res.json(statusReport(detector, options.discovery?.()));
+  app.get('/api/status', async (_req, res) => {
+    await memory.refresh();
+    res.json(statusReport(detector, options.discovery?.(), memory.node()));
   });
 
   app.get('/api/instances/:id', async (req, res) => {
@@ -98,7 +102,8 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
       return;
     }
     await options.refresh().catch(() => undefined);
-    res.json(viewOf(detector, instance));
+    await memory.refresh();
+    res.json(viewOf(detector, instance, memory));
   });
 
   app.post('/api/instances/:id/:action', requireToken, async (req, res) => {

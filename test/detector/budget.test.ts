@@ -31,3 +31,14 @@ test('when nothing can be evicted the wake must wait', (t) => {
 test('the waking instance itself never counts against the budget', (t) => {
   t.deepEqual(chooseVictims({ maxActive: 1 }, [m('x', 5n)], { id: 'x', memory: 0 }), []);
 });
+
+test('memory still held by sleepers counts against maxActiveMemory; a reclaimed sleeper frees its share', (t) => {
+  const asleep = (id: string, memory: number) => ({ ...m(id, 1n), active: false, evictable: false, memory });
+  const awake = { ...m('a', 5n), memory: 300 };
+  // Unreclaimed sleeper holding 600 MiB: 300 + 600 + 200 > 1000, so the awake one must sleep.
+  t.deepEqual(chooseVictims({ maxActiveMemory: 1000 }, [awake, asleep('s', 600)], { id: 'x', memory: 200 })!.map((v) => v.id), ['a']);
+  // The same sleeper reclaimed (3 MiB left): everything fits.
+  t.deepEqual(chooseVictims({ maxActiveMemory: 1000 }, [awake, asleep('s', 3)], { id: 'x', memory: 200 }), []);
+  // The incoming instance's own sleeping memory is not counted twice.
+  t.deepEqual(chooseVictims({ maxActiveMemory: 1000 }, [awake, asleep('x', 600)], { id: 'x', memory: 600 }), []);
+});

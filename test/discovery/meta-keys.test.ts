@@ -17,6 +17,8 @@ test('defaults apply when nothing is set', (t) => {
     idlePolicy: 'requests',
     mode: 'pause',
     reclaim: true,
+    reclaimFreezer: false,
+    reclaimAfterMs: 10_000,
     wake: undefined,
     minAwakeMs: 0,
     busyCpu: 0.1,
@@ -93,7 +95,7 @@ test('every declared key has a type, a description and a valid default', (t) => 
     t.true(decl.description.length > 20, decl.key);
     if (decl.default !== undefined) t.deepEqual(checkMetaLayer({ place: 'default', meta: { [decl.key]: decl.default } }), [], decl.key);
   }
-  t.deepEqual(META_KEYS.map((d) => d.key), ['doze.enabled', 'doze.idle_timeout', 'doze.idle_policy', 'doze.mode', 'doze.reclaim', 'doze.tap_address', 'doze.wake', 'doze.min_awake', 'doze.max_awake', 'doze.busy_cpu', 'doze.max_sleep']);
+  t.deepEqual(META_KEYS.map((d) => d.key), ['doze.enabled', 'doze.idle_timeout', 'doze.idle_policy', 'doze.mode', 'doze.reclaim', 'doze.reclaim_after', 'doze.tap_address', 'doze.wake', 'doze.min_awake', 'doze.max_awake', 'doze.busy_cpu', 'doze.max_sleep']);
 });
 
 test('idle policies and wake modes are the ones the agent config accepts', (t) => {
@@ -101,4 +103,11 @@ test('idle policies and wake modes are the ones the agent config accepts', (t) =
   const config = agentConfig as Record<string, unknown>;
   t.deepEqual([...IDLE_POLICIES], [...(config.IDLE_POLICIES as readonly string[])]);
   t.deepEqual([...WAKE_MODES], [...(config.WAKE_MODES as readonly string[])]);
+});
+
+test('doze.reclaim turns on freezer reclaim for a non-VM task only when written; doze.reclaim_after sets when', (t) => {
+  t.false(resolveDozeMeta(layers({ 'doze.enabled': 'true' }, null, null)).settings.reclaimFreezer);
+  const { settings } = resolveDozeMeta(layers(null, { 'doze.enabled': 'true', 'doze.reclaim': 'true', 'doze.reclaim_after': '30s' }, null));
+  t.true(settings.reclaimFreezer);
+  t.is(settings.reclaimAfterMs, 30_000);
 });

@@ -259,3 +259,16 @@ function closedPort(): Promise<number> {
     });
   });
 }
+
+test('validate explains memory oversubscription when a group with reclaim reserves its full awake memory', async (t) => {
+  const reclaiming = WEB_HCL.replace('"doze.idle_timeout" = "45s"', '"doze.idle_timeout" = "45s"\n      "doze.reclaim" = "true"').replace('image = "nginx:1.27"\n      }', 'image = "nginx:1.27"\n      }\n      resources {\n        memory = 512\n      }');
+  const full = await runJob(['validate', await jobFile(t, 'full.nomad.hcl', reclaiming)]);
+  t.is(full.code, 0, full.stderr);
+  t.regex(full.stderr, /warning: group "web" task "app": doze.reclaim frees its memory while it sleeps, but Nomad places allocations by their reserved memory \(resources.memory = 512 MiB\)[\s\S]*memory_max = 512/);
+  const oversubscribed = reclaiming.replace('memory = 512', 'memory = 20\n        memory_max = 512');
+  const ok = await runJob(['validate', await jobFile(t, 'ok.nomad.hcl', oversubscribed)]);
+  t.is(ok.code, 0, ok.stderr);
+  t.notRegex(ok.stderr, /oversubscription/);
+  // Without doze.reclaim nothing is said: a plain freezer sleep frees no memory.
+  t.notRegex((await runJob(['validate', await jobFile(t, 'plain.nomad.hcl', WEB_HCL.replace('image = "nginx:1.27"\n      }', 'image = "nginx:1.27"\n      }\n      resources {\n        memory = 512\n      }'))])).stderr, /oversubscription/);
+});

@@ -1,0 +1,71 @@
+import type { MemoryUsage } from '../cgroups/memory-cgroup.js';
+import { readNodeSwap } from '../cgroups/node-swap.js';
+import type { Detector } from '../detector/detector.js';
+import type { ManagedInstance } from '../detector/managed-instance.js';
+import type { ReclaimState } from '../runtimes/runtime.js';
+
+/** An instance's memory in the status API: measured now, the most it held awake, its reclaim. */
+export interface InstanceMemoryView {
+  residentBytes: number;
+  swappedBytes: number;
+  /** What it held when it last fell asleep (or, awake, the most seen since): "awake vs asleep". */
+  awakeBytes: number | null;
+  reclaim: ReclaimState | null;
+}
+
+export interface NodeMemoryView {
+  swap: { available: boolean; totalBytes: number; usedBytes: number; reason: string | null };
+  /** Measured resident memory of every instance that can be measured. */
+  residentBytes: number;
+  /** What sleepers gave back: their awake memory minus what they hold now. */
+  freedBytes: number;
+}
+
+/** Reads each instance's memory cgroup when asked (status request, scrape): no timer of its own. */
+export class MemoryTracker {
+  private readonly usage = new WeakMap<ManagedInstance, MemoryUsage>();
+  private readonly awake = new WeakMap<ManagedInstance, number>();
+
+  constructor(private readonly detector: Detector) {
+    // What it holds as it falls asleep is its awake memory (read before the freeze, long before a reclaim).
+    detector.on('transition', ({ instance, to }) => {
+      if (to !== 'pausing' || !instance.runtime.memory) return;
+      void instance.runtime.memory().then((usage) => usage && this.awake.set(instance, usage.residentBytes)).catch(() => undefined);
+    });
+  }
+
+  async refresh(): Promise<void> {
+    await Promise.all(
+      this.detector.instances().map(async (i) => {
+        if (!i.runtime.memory) return;
+        const usage = await i.runtime.memory().catch(() => undefined);
+        if (!usage) {
+          this.usage.delete(i);
+          return;
+        }
+        this.usage.set(i, usage);
+        if (i.state === 'running') this.awake.set(i, Math.max(this.awake.get(i) ?? 0, usage.residentBytes));
+      }),
+    );
+  }
+
+  view(i: ManagedInstance): InstanceMemoryView | null {
+    const usage = this.usage.get(i);
+    if (!usage) return null;
+    return { ...usage, awakeBytes: this.awake.get(i) ?? null, reclaim: i.runtime.reclaimState?.() ?? null };
+  }
+
+  node(): NodeMemoryView {
+    const swap = readNodeSwap();
+    let residentBytes = 0;
+    let freedBytes = 0;
+    for (const i of this.detector.instances()) {
+      const usage = this.usage.get(i);
+      if (!usage) continue;
+      residentBytes += usage.residentBytes;
+      const awake = this.awake.get(i);
+      if (i.state === 'sleeping' && awake !== undefined) freedBytes += Math.max(0, awake - usage.residentBytes);
+    }
+    return { swap: { available: swap.available, totalBytes: swap.totalBytes, usedBytes: swap.usedBytes, reason: swap.reason }, residentBytes, freedBytes };
+  }
+}

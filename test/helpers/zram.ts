@@ -1,0 +1,43 @@
+import type { Teardown } from './teardown.js';
+import { existsSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
+import { sh, shQuiet } from './sh.js';
+
+const HOT_ADD = '/sys/class/zram-control/hot_add';
+
+export interface TestSwap {
+  device: string;
+  /** Bytes of RAM zram holds for what was swapped to it (mm_stat mem_used_total). */
+  memUsedBytes(): Promise<number>;
+}
+
+/** Why a zram swap cannot be set up here, or undefined when it can (for a skip decided at registration). */
+export function zramUnavailable(): string | undefined {
+  if (process.getuid?.() !== 0) return 'needs root to add a zram swap device';
+  if (!existsSync(HOT_ADD)) return 'this kernel has no zram-control (CONFIG_ZRAM with hot_add): no swap device can be added';
+  return undefined;
+}
+
+/**
+ * A swap device of its own: a hot-added zram device (never an existing one, which
+ * someone else may use), `size` bytes of compressed swap, lz4. Teardown swaps it off,
+ * resets and removes it.
+ */
+export async function createZramSwap(t: Teardown, size = '1G', algorithm = 'lz4'): Promise<TestSwap> {
+  const id = (await readFile(HOT_ADD, 'utf8')).trim();
+  const block = `/sys/block/zram${id}`;
+  const device = `/dev/zram${id}`;
+  t.teardown(async () => {
+    await shQuiet('swapoff', [device]);
+    await writeFile(`${block}/reset`, '1').catch(() => undefined);
+    await writeFile('/sys/class/zram-control/hot_remove', id).catch(() => undefined);
+  });
+  await writeFile(`${block}/comp_algorithm`, algorithm).catch(() => undefined); // keep the default when unknown
+  await writeFile(`${block}/disksize`, size);
+  await sh('mkswap', [device]);
+  await sh('swapon', ['-p', '100', device]);
+  return {
+    device,
+    memUsedBytes: async () => Number((await readFile(`${block}/mm_stat`, 'utf8')).trim().split(/\s+/)[2]),
+  };
+}
