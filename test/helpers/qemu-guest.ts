@@ -1,3 +1,4 @@
+import type { ExecutionContext } from 'ava';
 import type { Teardown } from './teardown.js';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomInt } from 'node:crypto';
@@ -31,6 +32,15 @@ export const noGuest: Missing | undefined = firstMissing(
 
 /** `test`, or skips with the reason when no live VM can run here. */
 export const guestTest = testIf(noGuest);
+
+/**
+ * @deprecated Gate the test when its file loads, with guestTest. Kept so tests written against
+ * it still compile; when no VM can run it fails the test with that advice (it used to pass silently).
+ */
+export function requireGuest(t: ExecutionContext): boolean {
+  if (noGuest) t.fail(`needs ${noGuest.need} (${noGuest.reason}): register this test with guestTest (test/helpers/qemu-guest.ts) so it is counted as skipped`);
+  return !noGuest;
+}
 
 export interface GuestOptions {
   memMiB?: number;
