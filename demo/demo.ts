@@ -206,6 +206,7 @@ async function main(): Promise<number> {
   };
 
   if (selfTest) {
+    say(`self-test: config ${configFile}`);
     try {
       await new Promise<void>((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error('never fell asleep')), 10_000);

@@ -6,10 +6,25 @@
 // ava's TAP lines (supertap): "ok 3 - title # SKIP", "not ok 4 - title # TODO".
 // Tests gated by test/helpers/needs.ts carry "(skipped, needs <need>: <reason>)"
 // in their title; a skip without it (a bare test.skip) has no need CI could allow.
+//
+// With DOZE_TEST_CHECK_TMP=1 (.ci/run), a dz-*/doze-* entry the run left in the temp
+// directories fails it too: tests and the demo remove what they make.
 import { spawn } from 'node:child_process';
+import { readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 const allowedEnv = process.env.DOZE_TEST_ALLOWED_SKIPS;
 const allowed = allowedEnv === undefined ? undefined : new Set(allowedEnv.split(/[\s,]+/).filter(Boolean));
+const tempDirs = [...new Set([tmpdir(), '/var/tmp'])];
+const ours = () => tempDirs.flatMap((dir) => {
+  try {
+    return readdirSync(dir).filter((name) => /^(dz|doze)-/.test(name)).map((name) => join(dir, name));
+  } catch {
+    return [];
+  }
+});
+const tmpBefore = process.env.DOZE_TEST_CHECK_TMP === '1' ? new Set(ours()) : undefined;
 
 const args = ['ava', '--tap', ...process.argv.slice(2)];
 const child = spawn('npx', args, { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -50,6 +65,12 @@ child.on('exit', (code, signal) => {
   if (refused.length > 0) {
     process.stdout.write(`\n${refused.length} skipped for a need this run should have (DOZE_TEST_ALLOWED_SKIPS="${allowedEnv}"):\n`);
     for (const line of refused) process.stdout.write(`  ${line}\n`);
+    if (exitCode === 0) exitCode = 1;
+  }
+  const left = tmpBefore ? ours().filter((path) => !tmpBefore.has(path)) : [];
+  if (left.length > 0) {
+    process.stdout.write(`\n${left.length} temporary file(s) or directories left behind (DOZE_TEST_CHECK_TMP=1):\n`);
+    for (const path of left) process.stdout.write(`  ${path}\n`);
     if (exitCode === 0) exitCode = 1;
   }
   process.exit(exitCode);

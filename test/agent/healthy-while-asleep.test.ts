@@ -1,5 +1,5 @@
 import { CheckRunner } from '../doubles/consul/check-runner.js';
-import { nextState, startAgent } from '../helpers/agent.js';
+import { inState, nextState, startAgent } from '../helpers/agent.js';
 import { APP_PORT } from '../helpers/app.js';
 import { CHECKER_UID } from '../helpers/checker.js';
 import { get } from '../helpers/http.js';
@@ -33,7 +33,8 @@ rootTest.serial('50 sleep/wake cycles with checks every 100 ms: never a non-pass
   const startedAt = Date.now();
   const cycles = 50;
   for (let i = 0; i < cycles; i++) {
-    await nextState(agent, 'web', 'sleeping', 5000);
+    // The first sleep may come while the checks were still getting to passing.
+    await inState(agent, 'web', 'sleeping', 5000);
     // Let a few checks hit the sleeper (two intervals), then wake it with a real request.
     await new Promise((resolve) => setTimeout(resolve, 200));
     t.is(agent.detector.get('web')!.state, 'sleeping', `cycle ${i}: a check woke the instance`);
@@ -126,12 +127,13 @@ rootTest.serial('checks sent to a mapped host port (Nomad\'s default address_mod
   await sh('iptables', ['-t', 'nat', '-N', chain]);
   await sh('iptables', ['-t', 'nat', '-A', chain, ...dnat]);
   await sh('iptables', ['-t', 'nat', '-A', 'OUTPUT', '-j', chain]);
+  // The checker first (it spawns a worker): the awake probe must come inside the 200 ms idle timeout.
+  const runner = await CheckRunner.create({ uid: CHECKER_UID, stagger: false });
+  t.teardown(() => runner.stop());
   const agent = await startAgent(t, {
     healthChecks: { fromUid: CHECKER_UID },
     instances: [inst.config({ idleTimeout: '200ms', checkAddresses: [`${inst.ns.hostIp}:${hostPort}`] })],
   });
-  const runner = await CheckRunner.create({ uid: CHECKER_UID, stagger: false });
-  t.teardown(() => runner.stop());
   const url = `http://${inst.ns.hostIp}:${hostPort}/`;
   const awake = await runner.probe({ kind: 'http', url, timeoutMs: 1000, outputMaxSize: 4096 });
   t.regex(awake.output, /hello from web/, 'awake: the port map reaches the app');

@@ -15,7 +15,6 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     const inst = await createInstance(t);
     const bpffs = await createBpffs(t);
     const prefix = `DZ${uniqueSuffix().toUpperCase()}`;
-  sweepChainsAtTeardown(t, prefix);
     sweepChainsAtTeardown(t, prefix);
     const dir = await tempDir(t, 'agent');
     const config = join(dir, 'doze.json');

@@ -28,6 +28,11 @@ export async function startAgent(t: Teardown, config: Record<string, unknown>, o
   return agent;
 }
 
+/** Resolves at once when the instance is in `state` already, else as nextState (checked and listened to in one tick: no race). */
+export function inState(agent: Agent, id: string, state: InstanceState, timeoutMs = 5000): Promise<number> {
+  return agent.detector.get(id)?.state === state ? Promise.resolve(0) : nextState(agent, id, state, timeoutMs);
+}
+
 /** Resolves when the instance enters `state` (an event, not a poll); rejects after the deadline. */
 export function nextState(agent: Agent, id: string, state: InstanceState, timeoutMs = 5000): Promise<number> {
   const started = performance.now();

@@ -1,3 +1,4 @@
+import type { ExecutionContext } from 'ava';
 import type { Teardown } from './teardown.js';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomInt } from 'node:crypto';
@@ -11,6 +12,7 @@ import { get } from './http.js';
 import { firstMissing, missing, testIf, type Missing } from './needs.js';
 import { noRoot } from './root.js';
 import { uniqueSuffix } from './names.js';
+import { until } from './until.js';
 import { sh, shQuiet } from './sh.js';
 
 /** Built by `make guest` (scripts/build-guest.sh): Debian's cloud kernel + a busybox initramfs. */
@@ -31,6 +33,15 @@ export const noGuest: Missing | undefined = firstMissing(
 
 /** `test`, or skips with the reason when no live VM can run here. */
 export const guestTest = testIf(noGuest);
+
+/**
+ * @deprecated Gate the test when its file loads, with guestTest. Kept so tests written against
+ * it still compile; when no VM can run it fails the test with that advice (it used to pass silently).
+ */
+export function requireGuest(t: ExecutionContext): boolean {
+  if (noGuest) t.fail(`needs ${noGuest.need} (${noGuest.reason}): register this test with guestTest (test/helpers/qemu-guest.ts) so it is counted as skipped`);
+  return !noGuest;
+}
 
 export interface GuestOptions {
   memMiB?: number;
@@ -152,20 +163,16 @@ export async function startGuest(t: Teardown, options: GuestOptions = {}): Promi
     if (r.status !== 200 || !m) throw new Error(`guest answered ${r.status} ${JSON.stringify(r.body)}`);
     return Number(m[1]);
   };
-  const until = performance.now() + (options.bootTimeoutMs ?? 60_000);
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`QEMU exited with ${child.exitCode}: ${stderr.trim()}`);
-    try {
-      await count(1000);
-      break;
-    } catch {
-      if (performance.now() > until) {
-        const log = await readFile(consoleLog, 'utf8').catch(() => '');
-        throw new Error(`guest did not answer HTTP within ${options.bootTimeoutMs ?? 60_000} ms; console:\n${log.slice(-2000)}\nstderr: ${stderr}`);
-      }
-      await new Promise((resolve) => setTimeout(resolve, 200));
-    }
-  }
+  let gone: Error | undefined; // QEMU (or its owner) died: no point in waiting longer
+  await until('the guest to answer HTTP', async () => {
+    if (child.exitCode !== null) throw (gone = new Error(`QEMU exited with ${child.exitCode}: ${stderr.trim()}`));
+    return (await count(1000)) >= 0;
+  }, {
+    timeoutMs: options.bootTimeoutMs ?? 60_000,
+    everyMs: 200,
+    retryErrors: (error) => error !== gone,
+    detail: async () => `console:\n${(await readFile(consoleLog, 'utf8').catch(() => '')).slice(-2000)}\nstderr: ${stderr}`,
+  });
   const bootMs = performance.now() - started;
 
   return {

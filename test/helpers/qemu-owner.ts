@@ -9,6 +9,7 @@ import { get } from './http.js';
 import { uniqueSuffix } from './names.js';
 import { GUEST_INITRD, GUEST_KERNEL, GUEST_PORT, residentBytes } from './qemu-guest.js';
 import { sh, shQuiet } from './sh.js';
+import { until } from './until.js';
 
 const MEMORY_V1 = '/sys/fs/cgroup/memory';
 
@@ -152,20 +153,16 @@ export async function startOwnedGuest(t: Teardown, options: OwnedGuestOptions = 
 
   const started = performance.now();
   const owner = startOwner();
-  const bootTimeoutMs = options.bootTimeoutMs ?? 60_000;
-  for (;;) {
-    if (owner.child.exitCode !== null || owner.child.signalCode !== null) throw new Error(`doze vm run exited early:\n${owner.output().slice(-3000)}`);
-    try {
-      await count(1000);
-      break;
-    } catch {
-      if (performance.now() - started > bootTimeoutMs) {
-        const log = await readFile(`${stateDir}.console`, 'utf8').catch(() => '');
-        throw new Error(`guest did not answer HTTP within ${bootTimeoutMs} ms; console:\n${log.slice(-2000)}\nowner:\n${owner.output().slice(-2000)}`);
-      }
-      await new Promise((resolve) => setTimeout(resolve, 200));
-    }
-  }
+  let gone: Error | undefined; // QEMU (or its owner) died: no point in waiting longer
+  await until('the guest to answer HTTP', async () => {
+    if (owner.child.exitCode !== null || owner.child.signalCode !== null) throw (gone = new Error(`doze vm run exited early:\n${owner.output().slice(-3000)}`));
+    return (await count(1000)) >= 0;
+  }, {
+    timeoutMs: options.bootTimeoutMs ?? 60_000,
+    everyMs: 200,
+    retryErrors: (error) => error !== gone,
+    detail: async () => `console:\n${(await readFile(`${stateDir}.console`, 'utf8').catch(() => '')).slice(-2000)}\nowner:\n${owner.output().slice(-2000)}`,
+  });
   const bootMs = performance.now() - started;
 
   return {

@@ -9,10 +9,13 @@ export interface UntilOptions {
   timeoutMs?: number;
   /** Pause between probes (default 10 ms). */
   everyMs?: number;
-  /** Appended to the timeout message: what the test knows that explains it. */
-  detail?: () => string;
-  /** Keep polling when the probe throws (a daemon that is not up yet); the last error goes in the message. */
-  retryErrors?: boolean;
+  /** Appended to the timeout message: what the test knows that explains it (a log tail). */
+  detail?: () => string | Promise<string>;
+  /**
+   * Keep polling when the probe throws (a daemon that is not up yet), or when it throws an error
+   * this predicate accepts; the last error goes in the message. Other errors end the wait at once.
+   */
+  retryErrors?: boolean | ((error: unknown) => boolean);
 }
 
 export type Probe<T> = () => T | undefined | false | Promise<T | undefined | false>;
@@ -27,12 +30,12 @@ export async function until<T>(what: string, probe: Probe<T>, options: UntilOpti
       const value = await probe();
       if (value !== undefined && value !== false) return value;
     } catch (error) {
-      if (!retryErrors) throw error;
+      if (!(typeof retryErrors === 'function' ? retryErrors(error) : retryErrors)) throw error;
       lastError = error;
     }
     if (performance.now() > deadline) {
       const last = lastError === undefined ? '' : ` (last error: ${String(lastError)})`;
-      const more = detail ? `\n${detail()}` : '';
+      const more = detail ? `\n${await detail()}` : '';
       throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last}${more}`);
     }
     await new Promise((resolve) => setTimeout(resolve, everyMs));

@@ -24,7 +24,7 @@ export interface ContractSubject {
   runtime: Runtime;
   /** Present unless the contract was told the workload cannot be slowed (`slowable: false`). */
   slow?: SlowControl;
-  /** A new runtime object over the same workload, as a restarted agent builds (unless `adopts: false`). */
+  /** A new runtime object over the same workload, as a restarted agent builds once the old one is gone (unless `adopts: false`). */
   another?(): Runtime;
   /** State-changing requests the workload has received so far, when the subject can count them. */
   mutations?(): number;
@@ -121,6 +121,8 @@ export function runtimeContract(name: string, factory: Factory, options: Contrac
     const { runtime } = subject;
     if (!subject.another) return t.fail('the subject cannot build another runtime: pass adopts: false if the runtime keeps its state in itself');
     await runtime.pause(deadline);
+    // The agent that put it to sleep is gone (QEMU's monitor, for one, takes a single client).
+    await runtime.close?.();
     const fresh = subject.another();
     t.teardown(() => fresh.close?.());
     const probe = await fresh.probe();
@@ -128,6 +130,5 @@ export function runtimeContract(name: string, factory: Factory, options: Contrac
     t.is(await fresh.inspect(), 'paused', 'the new runtime sees the workload asleep');
     await fresh.resume(deadline);
     t.is(await fresh.inspect(), 'running');
-    t.is(await runtime.inspect(), 'running', 'and so does the first one: the state is the workload\'s, not the object\'s');
   });
 }

@@ -11,9 +11,9 @@ import { REPO } from '../helpers/cli.js';
 const target = ['test/cli/agent-config-errors.test.ts', '--match', '*has no freezer*'];
 
 /** The runner with root pretended missing; `allowedSkips` undefined: not a CI run. */
-function runTests(allowedSkips?: string): Promise<{ code: number | null; stdout: string }> {
+function runTests(allowedSkips?: string, args = target): Promise<{ code: number | null; stdout: string }> {
   const { DOZE_TEST_ALLOWED_SKIPS: _ci, ...inherited } = process.env;
-  const child = spawn(process.execPath, ['scripts/run-tests.mjs', ...target], {
+  const child = spawn(process.execPath, ['scripts/run-tests.mjs', ...args], {
     cwd: REPO,
     env: { ...inherited, DOZE_TEST_PRETEND_MISSING: 'root', ...(allowedSkips === undefined ? {} : { DOZE_TEST_ALLOWED_SKIPS: allowedSkips }) },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -50,4 +50,16 @@ test('with DOZE_TEST_ALLOWED_SKIPS naming the need, the same skip is accepted', 
   const result = await runTests('consul-nomad,root');
   t.is(result.code, 0, result.stdout);
   t.regex(result.stdout, /^0 passed, 0 failed, 1 skipped$/m);
+});
+
+test('a todo is counted as todo, not failed; a bare skip and a gated one as skipped, and CI refuses the bare one', async (t) => {
+  const fixture = ['test/scripts/run-tests.fixture.ts'];
+  const plain = await runTests(undefined, fixture);
+  t.is(plain.code, 0, plain.stdout);
+  t.regex(plain.stdout, /^1 passed, 0 failed, 2 skipped, 1 todo$/m);
+  const ci = await runTests('cni', fixture);
+  t.is(ci.code, 1, ci.stdout);
+  t.regex(ci.stdout, /^1 skipped for a need this run should have/m);
+  t.regex(ci.stdout, /^ {2}is skipped by hand, with no need \(a bare skip, no need given\)$/m);
+  t.notRegex(ci.stdout, /^ {2}needs the CNI plugins/m, 'the allowed need is not refused');
 });
