@@ -467,7 +467,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
         instance.nextCheckNs = verdict.recheckAtNs;
         return;
       case 'held':
-        if (verdict.reason.startsWith('busy')) this.noteBusy(instance, verdict.reason);
+        if (verdict.reason.startsWith('busy:')) this.noteBusy(instance, verdict.reason);
         instance.heldBy = verdict.reason;
         instance.nextCheckNs = verdict.recheckAtNs;
         return;
