@@ -519,7 +519,13 @@ export class Detector extends EventEmitter<DetectorEvents> {
   private sampleUsage(instance: ManagedInstance, nowNs: bigint): boolean {
     if (instance.config.busyCpu <= 0) return false;
     const reading = instance.runtime.usage?.();
-    if (!reading) return false;
+    if (!reading) {
+      if (instance.runtime.usage && !instance.usageUnavailableLogged) {
+        instance.usageUnavailableLogged = true;
+        this.log.info({ instance: instance.id, runtime: instance.runtime.kind }, 'busy guard: the CPU of this instance cannot be read here (no cpuacct/cpu.stat for its cgroup, or no process yet); it sleeps on traffic alone');
+      }
+      return false;
+    }
     instance.usageSamples = keepSamples(instance.usageSamples, { atNs: nowNs, ...reading }, busyWindowMs(instance.config.idleTimeout));
     return true;
   }
