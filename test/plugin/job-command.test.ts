@@ -1,4 +1,4 @@
-import { readdir } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
 import test from 'ava';
 import { JOB_HELP } from '../../plugin/job-command.js';
@@ -259,3 +259,14 @@ function closedPort(): Promise<number> {
     });
   });
 }
+
+test('validate says a snapshot VM without doze.wake wakes by hold, and keeps an explicit retry', async (t) => {
+  const example = await readFile('jobs/vm-snapshot.nomad.hcl', 'utf8');
+  t.regex(example, /"doze\.wake"\s*=\s*"hold"/);
+  const unset = await jobFile(t, 'vm.nomad.hcl', example.replace(/^.*"doze\.wake".*$/m, ''));
+  const run = await runJob(['validate', unset]);
+  t.is(run.code, 0, run.stderr);
+  t.regex(run.stdout, /doze snapshot, .*wake hold \(the default for a snapshot VM: its first SYN is lost while QEMU is gone/);
+  const retry = await jobFile(t, 'vm-retry.nomad.hcl', example.replace(/("doze\.wake"\s*=\s*)"hold"/, '$1"retry"'));
+  t.regex((await runJob(['validate', retry])).stdout, /doze snapshot, .*wake retry(,|\n)/);
+});
