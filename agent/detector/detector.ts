@@ -327,8 +327,10 @@ export class Detector extends EventEmitter<DetectorEvents> {
       if (c) i.lastSeenNs = c.lastSeenNs;
       const lastActivityNs = i.lastSeenNs > i.awakeSinceNs ? i.lastSeenNs : i.awakeSinceNs;
       const mine = connections.filter((conn) => conn.instanceAddr === i.key);
-      const busy = i.config.idlePolicy === 'traffic' ? false
-        : mine.some(isRequestInFlight) || (i.config.idlePolicy === 'connections' && mine.some(isOpen));
+      // Still computing (the busy guard's last finding): a sleep now would be undone at once.
+      const working = i.heldBy?.startsWith('busy:') ?? false;
+      const busy = working || (i.config.idlePolicy === 'traffic' ? false
+        : mine.some(isRequestInFlight) || (i.config.idlePolicy === 'connections' && mine.some(isOpen)));
       return {
         id: i.id,
         active: i.state === 'running' || i.state === 'waking' || i.state === 'pausing',
