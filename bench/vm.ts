@@ -105,6 +105,8 @@ interface SnapshotResult {
   ramAwake: number[];
   ramAsleep: number[];
   retransmits: number;
+  /** The wake mode the instance used (set, or the runtime's default). */
+  wake: string;
 }
 
 /**
@@ -113,18 +115,18 @@ interface SnapshotResult {
  * agent's clock pair), the wake as the guest answers it (wake event → a request sent the
  * moment the agent reports running is answered) and the first request as a client sees it.
  */
-async function runSnapshotMode(guest: OwnedGuest, cycles: number, wake: 'retry' | 'hold'): Promise<SnapshotResult> {
+async function runSnapshotMode(guest: OwnedGuest, cycles: number, wake: 'retry' | 'hold' | undefined): Promise<SnapshotResult> {
   const cleanups = new Cleanups();
   try {
     const agent: Agent = await startAgent(cleanups, {
       instances: [{
-        id: 'vm', address: guest.address, interface: guest.tap, idleTimeout: '1500ms', pauseTimeout: '10s', wakeTimeout: '10s', wake,
+        id: 'vm', address: guest.address, interface: guest.tap, idleTimeout: '1500ms', pauseTimeout: '10s', wakeTimeout: '10s', ...(wake ? { wake } : {}),
         runtime: { kind: 'qemu', mode: 'snapshot', control: guest.control },
       }],
     });
     cleanups.teardown(() => agent.detector.get('vm')?.runtime.close?.());
     const runtime = agent.detector.get('vm')!.runtime as Runtime as QemuSnapshotRuntime;
-    const r: SnapshotResult = { sleepMs: [], stateBytes: [], overheadMs: [], ownerContMs: [], answerMs: [], firstRequestMs: [], awakeMs: [], cgroupAwake: [], cgroupAsleep: [], ramAwake: [], ramAsleep: [], retransmits: 0 };
+    const r: SnapshotResult = { sleepMs: [], stateBytes: [], overheadMs: [], ownerContMs: [], answerMs: [], firstRequestMs: [], awakeMs: [], cgroupAwake: [], cgroupAsleep: [], ramAwake: [], ramAsleep: [], retransmits: 0, wake: agent.detector.get('vm')!.wake };
     let wakingAt = 0;
     let answered: Promise<number> | undefined;
     const onTransition = (e: TransitionEvent) => {
@@ -193,7 +195,7 @@ function reportSnapshot(label: string, r: SnapshotResult, targetOverheadMs: numb
     summary('same request, VM awake', r.awakeMs),
     `memory cgroup awake → asleep (p50, 0.5 s in)      ${mib(r.cgroupAwake)} → ${mib(r.cgroupAsleep, 1)} MiB`,
     `RAM file resident awake → asleep (p50)           ${mib(r.ramAwake)} → ${mib(r.ramAsleep, 1)} MiB (first cycle ${(r.ramAwake[0]! / MiB).toFixed(0)} → ${(r.ramAsleep[0]! / MiB).toFixed(1)} MiB)`,
-    `SYN retransmissions: ${r.retransmits}; first request − wake (p50): ${heldFirst.toFixed(0)} ms`,
+    `wake ${r.wake}; SYN retransmissions: ${r.retransmits}; first request − wake (p50): ${heldFirst.toFixed(0)} ms`,
     ...(full ? [] : [verdict(percentile(r.sleepMs, 50) <= 200 && percentile(r.stateBytes, 50) <= MiB, 'target sleep ≤ 0.2 s with state ≤ 1 MiB')]),
     verdict(percentile(r.overheadMs, 50) <= targetOverheadMs, `target doze's wake overhead ≤ ${targetOverheadMs} ms`),
     verdict(percentile(r.answerMs, 50) <= 400, 'target wake (event → guest answers) ≤ 400 ms'),
@@ -206,6 +208,7 @@ const SNAPSHOT_VARIANTS = [
   { ownerArgs: ['--prespawn'], wake: 'retry', target: 30, label: 'snapshot, pre-spawned receiver (doze vm run --prespawn; the waiting QEMU holds the tap, so the first SYN is queued, not dropped); wake retry' },
   { ownerArgs: [], wake: 'hold', target: 100, label: 'snapshot, new QEMU process on wake; wake hold (the agent takes the first connection and relays it once the VM runs: no retransmission)' },
   { ownerArgs: ['--snapshot', 'full'], wake: 'retry', target: 100, label: 'full-RAM snapshot (doze vm run --snapshot full: everything in one stream, written by the owner outside the VM cgroup; read back whole on wake); wake retry' },
+  { ownerArgs: [], wake: undefined, target: 100, label: 'snapshot, new QEMU process on wake; wake unset (the default: hold, since the runtime declares it drops the first SYN)' },
 ] as const;
 
 export async function benchVmSnapshot(cycles = 10): Promise<string[]> {

@@ -74,6 +74,12 @@ export const qemuRuntimeSchema = z.strictObject({
   memoryCgroup: z.string().min(1).optional(),
   /** The guest RAM file; found through QMP (query-memdev, mem-path) when omitted. */
   ramFile: z.string().min(1).optional(),
+  /**
+   * pause mode, busy guard: the cgroup QEMU's CPU and block I/O are counted in (a Nomad task's
+   * cgroup: its v1 freezer path or its cgroup2 directory, absolute). Default: the QEMU process, once
+   * its pid is known (learnt by the first page-out).
+   */
+  cpuCgroup: z.string().startsWith('/', 'an absolute cgroup path').optional(),
 }).superRefine((runtime, ctx) => {
   if (runtime.mode === 'pause' && runtime.qmp === undefined) ctx.addIssue({ code: 'custom', path: ['qmp'], message: "pause mode needs the VM's QMP socket" });
   if (runtime.mode === 'snapshot' && runtime.control === undefined) {

@@ -382,8 +382,10 @@ export class Detector extends EventEmitter<DetectorEvents> {
       if (c) i.lastSeenNs = c.lastSeenNs;
       const lastActivityNs = i.lastSeenNs > i.awakeSinceNs ? i.lastSeenNs : i.awakeSinceNs;
       const mine = connections.filter((conn) => conn.instanceAddr === i.key);
-      const busy = i.config.idlePolicy === 'traffic' ? false
-        : mine.some(isRequestInFlight) || (i.config.idlePolicy === 'connections' && mine.some(isOpen));
+      // Still computing (the busy guard's last finding): a sleep now would be undone at once.
+      const working = i.heldBy?.startsWith('busy:') ?? false;
+      const busy = working || (i.config.idlePolicy === 'traffic' ? false
+        : mine.some(isRequestInFlight) || (i.config.idlePolicy === 'connections' && mine.some(isOpen)));
       return {
         id: i.id,
         active: i.state === 'running' || i.state === 'waking' || i.state === 'pausing',
@@ -581,7 +583,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
         instance.nextCheckNs = verdict.recheckAtNs;
         return;
       case 'held':
-        if (verdict.reason.startsWith('busy')) this.noteBusy(instance, verdict.reason);
+        if (verdict.reason.startsWith('busy:')) this.noteBusy(instance, verdict.reason);
         instance.heldBy = verdict.reason;
         instance.nextCheckNs = verdict.recheckAtNs;
         return;
@@ -633,7 +635,13 @@ export class Detector extends EventEmitter<DetectorEvents> {
   private sampleUsage(instance: ManagedInstance, nowNs: bigint): boolean {
     if (instance.config.busyCpu <= 0) return false;
     const reading = instance.runtime.usage?.();
-    if (!reading) return false;
+    if (!reading) {
+      if (instance.runtime.usage && !instance.usageUnavailableLogged) {
+        instance.usageUnavailableLogged = true;
+        this.log.info({ instance: instance.id, runtime: instance.runtime.kind }, 'busy guard: the CPU of this instance cannot be read here (no cpuacct/cpu.stat for its cgroup, or no process yet); it sleeps on traffic alone');
+      }
+      return false;
+    }
     instance.usageSamples = keepSamples(instance.usageSamples, { atNs: nowNs, ...reading }, busyWindowMs(instance.config.idleTimeout));
     return true;
   }

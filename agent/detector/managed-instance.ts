@@ -59,6 +59,8 @@ export class ManagedInstance {
   source: 'static' | 'nomad' | 'api' = 'static';
   /** The busy guard's recent CPU/I/O readings, oldest first (taken at checks and wakes only). */
   usageSamples: UsageSample[] = [];
+  /** Said once in the log: its CPU cannot be read, so the busy guard does not cover it. */
+  usageUnavailableLogged = false;
   /** Since when the busy guard has been postponing its sleep (epoch ms). */
   busySinceMs: number | undefined;
   /** Set when management ends: no new sleep may start. */

@@ -500,5 +500,7 @@ export function qemuDriverRuntime(allocDir: string, instance: Pick<NomadInstance
     ...(instance.reclaim ? { ramFile: join(taskDir, QEMU_TASK_RAM_FILE) } : {}),
     // cgroup v2's task cgroup holds its memory too; v1 keeps memory in another hierarchy.
     ...(cgroup.version === 2 ? { memoryCgroup: cgroup.path } : {}),
+    // The busy guard counts QEMU's CPU in the task's cgroup (v1: the cpuacct one at its freezer path).
+    cpuCgroup: cgroup.path,
   };
 }

@@ -32,7 +32,7 @@ export function createRuntime(config: RuntimeConfig, deps: RuntimeDeps = {}): Ru
       return new FakeRuntime({ pauseMs: config.pauseMs, resumeMs: config.resumeMs, failResume: config.failResume, usageCgroup: config.usageCgroup });
     case 'qemu':
       if (config.mode === 'snapshot') return new QemuSnapshotRuntime({ control: config.control! });
-      return new QemuPauseRuntime({ qmp: config.qmp!, reclaim: config.reclaim, memoryCgroup: config.memoryCgroup, ramFile: config.ramFile });
+      return new QemuPauseRuntime({ qmp: config.qmp!, reclaim: config.reclaim, memoryCgroup: config.memoryCgroup, ramFile: config.ramFile, cpuCgroup: config.cpuCgroup });
     case 'cloud-hypervisor':
       return new CloudHypervisorRuntime({ socket: config.socket, snapshotDir: config.snapshotDir, handleFile: config.handleFile });
     case 'firecracker':

@@ -1,4 +1,4 @@
-import { readdir } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
 import test from 'ava';
 import { JOB_HELP } from '../../plugin/job-command.js';
@@ -271,4 +271,15 @@ test('validate explains memory oversubscription when a group with reclaim reserv
   t.notRegex(ok.stderr, /oversubscription/);
   // Without doze.reclaim nothing is said: a plain freezer sleep frees no memory.
   t.notRegex((await runJob(['validate', await jobFile(t, 'plain.nomad.hcl', WEB_HCL.replace('image = "nginx:1.27"\n      }', 'image = "nginx:1.27"\n      }\n      resources {\n        memory = 512\n      }'))])).stderr, /oversubscription/);
+});
+
+test('validate says a snapshot VM without doze.wake wakes by hold, and keeps an explicit retry', async (t) => {
+  const example = await readFile('jobs/vm-snapshot.nomad.hcl', 'utf8');
+  t.regex(example, /"doze\.wake"\s*=\s*"hold"/);
+  const unset = await jobFile(t, 'vm.nomad.hcl', example.replace(/^.*"doze\.wake".*$/m, ''));
+  const run = await runJob(['validate', unset]);
+  t.is(run.code, 0, run.stderr);
+  t.regex(run.stdout, /doze snapshot, .*wake hold \(the default for a snapshot VM: its first SYN is lost while QEMU is gone/);
+  const retry = await jobFile(t, 'vm-retry.nomad.hcl', example.replace(/("doze\.wake"\s*=\s*)"hold"/, '$1"retry"'));
+  t.regex((await runJob(['validate', retry])).stdout, /doze snapshot, .*wake retry(,|\n)/);
 });

@@ -1,5 +1,6 @@
-import { constants } from 'node:fs';
+import { constants, existsSync } from 'node:fs';
 import { access } from 'node:fs/promises';
+import { join } from 'node:path';
 import { z } from 'zod';
 import { readUsage, type UsageReading } from '../../cgroups/cpu-usage.js';
 import { DeadlineError, RuntimeError, messageOf, withDeadline } from '../../errors.js';
@@ -17,6 +18,8 @@ export interface QemuPauseOptions {
   /** The guest RAM file (mem-path of the memory-backend-file); found through QMP when omitted. */
   ramFile?: string;
   cgroupRoot?: string;
+  /** Busy guard: QEMU's cgroup (absolute; a v1 freezer cgroup or a cgroup2 directory), else its process. */
+  cpuCgroup?: string;
   /** The doze-pageout helper (tests point it elsewhere). */
   pageoutHelper?: string;
 }
@@ -67,6 +70,7 @@ export class QemuPauseRuntime implements Runtime {
   private ramFile: string | undefined;
   /** QEMU's pid, learnt from the first page-out (saves a scan of /proc on the next ones). */
   private qemuPid: number | undefined;
+  private cpuCgroupVersion: 1 | 2 | undefined;
   /** What the last reclaim did, for status and benchmarks. */
   lastReclaim: { ms: number; bytesAdvised: number } | undefined;
 
@@ -148,8 +152,13 @@ export class QemuPauseRuntime implements Runtime {
     await this.qmp.execute('cont', undefined, deadlineMs);
   }
 
-  /** QEMU's CPU time and I/O (busy guard), once its pid is known (learnt by the first page-out). */
+  /** QEMU's CPU time and I/O (busy guard): its cgroup when given, else its process once its pid is known (learnt by the first page-out). */
   usage(): UsageReading | undefined {
+    const dir = this.options.cpuCgroup;
+    if (dir !== undefined) {
+      this.cpuCgroupVersion ??= existsSync(join(dir, 'freezer.state')) ? 1 : 2;
+      return readUsage({ kind: 'cgroup', version: this.cpuCgroupVersion, dir, root: this.options.cgroupRoot });
+    }
     return this.qemuPid ? readUsage({ kind: 'process', pid: this.qemuPid }) : undefined;
   }
 
