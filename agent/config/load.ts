@@ -121,7 +121,9 @@ export function parseConfig(raw: unknown, overrides: ConfigOverrides[] = [], sou
     const fromOverride = result.error.issues.map((issue) => overrideNaming(formatPath(issue.path), overrides));
     const lines = result.error.issues.map((issue, index) => {
       const name = fromOverride[index];
-      return name ? `  ${name}: ${issue.message} (got ${shownValue(valueAt(input, issue.path))})` : describeIssues([issue], input, configSchema);
+      // zod's enum message starts "Invalid option:", which reads twice after "invalid option --flag".
+      const message = issue.message.replace(/^Invalid option: /, '');
+      return name ? `  ${name}: ${message} (got ${shownValue(valueAt(input, issue.path))})` : describeIssues([issue], input, configSchema);
     });
     const blamed = fromOverride.filter((name) => name !== undefined).length;
     const header = blamed === lines.length ? 'invalid option' : blamed > 0 ? `${source} and options are invalid` : `${source} is invalid`;
