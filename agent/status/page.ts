@@ -68,8 +68,16 @@ export function renderTimelines(list: InstanceView[], records: TransitionRecord[
   if (list.length === 0) return '<div class="muted">no instances yet</div>';
   const ago = (ms: number) => (ms === 0 ? 'now' : ms >= 60_000 ? `−${Math.round(ms / 60_000)} min` : `−${Math.round(ms / 1000)} s`);
   const axis = [1, 0.75, 0.5, 0.25, 0].map((f) => `<span style="left:${(1 - f) * 100}%">${ago(f * windowMs)}</span>`).join('');
+  // One pass over the log (a node may have many instances and thousands of transitions).
+  const byInstance = new Map<string, TransitionRecord[]>();
+  for (const r of records) {
+    if (Date.parse(r.at) < from) continue;
+    const mine = byInstance.get(r.instance);
+    if (mine) mine.push(r);
+    else byInstance.set(r.instance, [r]);
+  }
   const bars = list.map((i) => {
-    const mine = records.filter((r) => r.instance === i.id && Date.parse(r.at) >= from);
+    const mine = byInstance.get(i.id) ?? [];
     let state: string = mine.length > 0 ? mine[0]!.from : i.state;
     let at = Math.max(from, Date.parse(i.managedSince));
     const spans: Array<{ state: string; from: number; to: number }> = [];
