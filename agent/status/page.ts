@@ -191,6 +191,7 @@ export function renderStatusPage(initial: PageData): string {
   .state { font-weight: 600; padding: .05rem .5rem; border-radius: .7rem; font-size: .85rem; white-space: nowrap; }
   .state.running { background: #e3f6e8; color: #17692f; } .state.sleeping { background: #e7ecfb; color: #2842a5; }
   .state.pausing, .state.waking { background: #fff4d6; color: #8a5a00; } .state.failed { background: #fde4e4; color: #a11; }
+  td.why { min-width: 9rem; } td.memory { white-space: nowrap; }
   .why.busy { color: #8a5a00; font-weight: 600; } .why.failed { color: #a11; }
   .ok { color: #17692f; } .bad { color: #a11; } .warn { color: #8a5a00; font-weight: 600; }
   .actions button { margin-right: .3rem; }
