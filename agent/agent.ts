@@ -86,6 +86,7 @@ export class Agent {
     const guards = new SleepGuards(config, {
       instance: (id) => agent.detector.get(id),
       wake: (instance, reason) => void agent.detector.wake(instance, reason),
+      onFirstResponse: (instance, ms) => agent.detector.reportFirstResponse(instance, ms),
       onCheckAnswered: (instance) => {
         instance.checksAnswered++;
         if (agent.metrics.managed(instance)) agent.metrics.checksAnswered.inc({ instance: instance.id, runtime: instance.runtime.kind });

@@ -1,4 +1,4 @@
-import { access } from 'node:fs/promises';
+import { access, readFile } from 'node:fs/promises';
 import { readNodeSwap } from './cgroups/node-swap.js';
 import type { DozeConfig } from './config/schema.js';
 import { ConfigError, DozeError } from './errors.js';
@@ -19,12 +19,14 @@ export async function checkTools(tools: string[] = ['tc', 'ip']): Promise<void> 
   if (missing.length > 0) throw new DozeError('E_MISSING_TOOL', `missing tools: ${missing.join(', ')}`);
 }
 
-/** Whether a network interface of this name exists in the agent's network namespace. */
-async function interfaceExists(name: string): Promise<boolean> {
-  return access(`/sys/class/net/${name}`).then(
-    () => true,
-    () => false,
-  );
+/**
+ * The interfaces of the agent's own network namespace. /proc/self/net/dev follows the process's
+ * namespace; /sys/class/net follows whichever sysfs is mounted (the host's, for an agent entered
+ * into a namespace with nsenter), so it would misreport.
+ */
+async function interfaceNames(): Promise<Set<string>> {
+  const text = await readFile('/proc/self/net/dev', 'utf8');
+  return new Set(text.split('\n').slice(2).map((line) => line.split(':')[0]!.trim()).filter(Boolean));
 }
 
 /**
@@ -33,14 +35,17 @@ async function interfaceExists(name: string): Promise<boolean> {
  * the instance and the field, not tc's "Cannot find device" after a half start.
  */
 export async function checkInterfaces(config: DozeConfig): Promise<void> {
+  const wanted = [...config.instances.map((i) => i.interface), ...(config.hostPorts.interfaces ?? [])];
+  if (wanted.every((name) => name === undefined)) return;
+  const names = await interfaceNames();
   const problems: string[] = [];
   for (const [index, instance] of config.instances.entries()) {
-    if (instance.interface !== undefined && !(await interfaceExists(instance.interface))) {
+    if (instance.interface !== undefined && !names.has(instance.interface)) {
       problems.push(`instances[${index}] (${instance.id}).interface: no interface ${JSON.stringify(instance.interface)} on this node (see "ip link"); create it first, or correct the name`);
     }
   }
   for (const [index, name] of (config.hostPorts.interfaces ?? []).entries()) {
-    if (!(await interfaceExists(name))) problems.push(`hostPorts.interfaces[${index}]: no interface ${JSON.stringify(name)} on this node (see "ip link")`);
+    if (!names.has(name)) problems.push(`hostPorts.interfaces[${index}]: no interface ${JSON.stringify(name)} on this node (see "ip link")`);
   }
   if (problems.length > 0) throw new ConfigError(problems.join('\n'));
 }

@@ -21,6 +21,8 @@ export interface SleepGuardsContext {
   instance(id: string): ManagedInstance | undefined;
   wake(instance: ManagedInstance, reason: string): void;
   onCheckAnswered(instance: ManagedInstance): void;
+  /** A hold wake's first response, timed by the hold listener (ms). */
+  onFirstResponse?(instance: ManagedInstance, ms: number): void;
 }
 
 export class SleepGuards implements SleepHooks {
@@ -60,6 +62,10 @@ export class SleepGuards implements SleepHooks {
       onHeldChange: (id, held) => {
         const instance = context.instance(id);
         if (instance) instance.held = held;
+      },
+      onFirstResponse: (id, heldAtNs, answeredAtNs) => {
+        const instance = context.instance(id);
+        if (instance) context.onFirstResponse?.(instance, Number(answeredAtNs - heldAtNs) / 1e6);
       },
     });
     this.holds = holdRedirect(c.mark, config.netfilter.chainPrefix);

@@ -22,6 +22,7 @@ const instanceList = z.array(
     sleeps: z.number(),
     wakes: z.number(),
     lastWakeMs: z.number().nullable(),
+    lastFirstResponseMs: z.number().nullable().optional(),
     idleForMs: z.number(),
     checksAnswered: z.number(),
     failure: z.string().nullable().optional(),
@@ -82,11 +83,14 @@ export async function statusCommand(argv: string[]): Promise<number> {
     process.stdout.write(`${JSON.stringify(parsed.data, null, 2)}\n`);
     return EXIT.ok;
   }
-  const rows = [['INSTANCE', 'STATE', 'IDLE', 'LAST WAKE', 'SLEEPS', 'WAKES', 'CHECKS', 'NOTE']];
+  const rows = [['INSTANCE', 'STATE', 'IDLE', 'LAST WAKE', 'SLEEPS', 'WAKES', 'CHECKS', 'ANSWERED', 'NOTE']];
   for (const i of parsed.data) {
     rows.push([
       i.id, i.state, `${(i.idleForMs / 1000).toFixed(1)}s`, i.lastWakeMs === null ? '-' : `${i.lastWakeMs.toFixed(2)}ms`,
-      String(i.sleeps), String(i.wakes), String(i.checksAnswered), i.failure ?? i.heldBy ?? '',
+      String(i.sleeps), String(i.wakes), String(i.checksAnswered),
+      // The last wake's first response (first packet → first byte of the answer).
+      i.lastFirstResponseMs === null || i.lastFirstResponseMs === undefined ? '-' : `${i.lastFirstResponseMs.toFixed(2)}ms`,
+      i.failure ?? i.heldBy ?? '',
     ]);
   }
   process.stdout.write(`${formatTable(rows)}\n`);

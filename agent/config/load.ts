@@ -67,6 +67,9 @@ function formatPath(path: PropertyKey[]): string {
 
 const SHOWN_MAX = 80;
 
+/** Tokens are never echoed into an error (it may end up in a log). */
+const isSecret = (path: PropertyKey[]) => path.at(-1) === 'token';
+
 /** A bad value as JSON, cut at a word or field boundary when long (never mid-word). */
 export function shownValue(value: unknown): string {
   const text = JSON.stringify(value) ?? String(value);
@@ -99,7 +102,7 @@ export function describeIssues(issues: z.core.$ZodIssue[], input: unknown, schem
         return `  ${where}: ${unknownKeys(issue.keys, schema ? knownKeysAt(schema, issue.path, input) : [])}`;
       }
       const bad = valueAt(input, issue.path);
-      const shown = bad === undefined ? '' : ` (got ${shownValue(bad)})`;
+      const shown = bad === undefined || isSecret(issue.path) ? '' : ` (got ${shownValue(bad)})`;
       return `  ${where}: ${issue.message}${shown}`;
     })
     .join('\n');
@@ -130,7 +133,10 @@ export function parseConfig(raw: unknown, overrides: ConfigOverrides[] = [], sou
     const fromOverride = result.error.issues.map((issue) => overrideNaming(formatPath(issue.path), overrides));
     const lines = result.error.issues.map((issue, index) => {
       const name = fromOverride[index];
-      return name ? `  ${name}: ${issue.message} (got ${shownValue(valueAt(input, issue.path))})` : describeIssues([issue], input, configSchema);
+      // zod's enum message starts "Invalid option:", which reads twice after "invalid option --flag".
+      const message = issue.message.replace(/^Invalid option: /, '');
+      const shown = isSecret(issue.path) ? '' : ` (got ${shownValue(valueAt(input, issue.path))})`;
+      return name ? `  ${name}: ${message}${shown}` : describeIssues([issue], input, configSchema);
     });
     const blamed = fromOverride.filter((name) => name !== undefined).length;
     const header = blamed === lines.length ? 'invalid option' : blamed > 0 ? `${source} and options are invalid` : `${source} is invalid`;

@@ -448,7 +448,15 @@ export class Detector extends EventEmitter<DetectorEvents> {
   private onFirstResponse(instance: ManagedInstance, wakeNs: bigint, replyNs: bigint): void {
     if (instance.lastWakeSignalNs !== wakeNs || replyNs < wakeNs) return;
     instance.lastWakeSignalNs = undefined;
-    const ms = Number(replyNs - wakeNs) / 1e6;
+    this.reportFirstResponse(instance, Number(replyNs - wakeNs) / 1e6);
+  }
+
+  /**
+   * The current wake's first response, from the tc program's stamp or, in hold mode, from the hold
+   * listener (agent/hold/hold-server.ts). Once per wake: whichever comes first.
+   */
+  reportFirstResponse(instance: ManagedInstance, ms: number): void {
+    if (instance.lastFirstResponseMs !== undefined || this.byId.get(instance.id) !== instance) return;
     instance.lastFirstResponseMs = ms;
     this.emit('firstResponse', instance, ms / 1000);
   }

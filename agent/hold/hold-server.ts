@@ -23,6 +23,12 @@ export interface HoldServerOptions {
   holdTimeoutMs: (instanceId: string) => number;
   /** How many are held now, after every change (status page, metrics). */
   onHeldChange?: (instanceId: string, held: number) => void;
+  /**
+   * The instance's first answer on a relayed connection after a hold: from the first held
+   * connection's accept to the first byte the instance sent back (process.hrtime clock, ns). In hold
+   * mode no packet reaches the sleeper, so the tc program cannot time this wake's first response.
+   */
+  onFirstResponse?: (instanceId: string, heldAtNs: bigint, answeredAtNs: bigint) => void;
 }
 
 interface Listener {
@@ -33,6 +39,8 @@ interface Listener {
   peak: number;
   /** Set by release(): connections that were already on their way when the redirect came down are relayed at once. */
   released: boolean;
+  /** When the first connection of this sleep was held, until the instance's first answer is timed. */
+  firstHeldAtNs: bigint | undefined;
 }
 
 export class HoldServer {
@@ -44,7 +52,7 @@ export class HoldServer {
     const existing = this.listeners.get(instanceId);
     if (existing && existing.host === host) return existing.port;
     if (existing) await this.close(instanceId);
-    const entry: Listener = { server: net.createServer((socket) => this.accept(instanceId, entry, socket)), host, port: 0, held: new Set(), peak: 0, released: false };
+    const entry: Listener = { server: net.createServer((socket) => this.accept(instanceId, entry, socket)), host, port: 0, held: new Set(), peak: 0, released: false, firstHeldAtNs: undefined };
     await new Promise<void>((resolve, reject) => {
       entry.server.once('error', (error) => reject(new DozeError('E_HOLD_LISTEN', `hold listener for ${instanceId} cannot listen on ${host}: ${error.message}`, { cause: error })));
       entry.server.listen({ host, port: 0, backlog: 1024 }, () => resolve());
@@ -63,7 +71,9 @@ export class HoldServer {
   /** A new sleep begins: hold again. */
   arm(instanceId: string): void {
     const entry = this.listeners.get(instanceId);
-    if (entry) entry.released = false;
+    if (!entry) return;
+    entry.released = false;
+    entry.firstHeldAtNs = undefined;
   }
 
   /** The instance serves: relay every held connection to it, and any that still arrives. */
@@ -108,6 +118,7 @@ export class HoldServer {
       return;
     }
     socket.pause(); // keep the request bytes in the kernel until the instance can take them
+    entry.firstHeldAtNs ??= process.hrtime.bigint();
     entry.held.add(socket);
     entry.peak = Math.max(entry.peak, entry.held.size);
     this.options.onHeldChange?.(instanceId, entry.held.size);
@@ -143,6 +154,12 @@ export class HoldServer {
       if (hadError) socket.destroy();
     });
     upstream.once('connect', () => {
+      upstream.once('data', () => {
+        const heldAtNs = entry.firstHeldAtNs;
+        if (heldAtNs === undefined) return;
+        entry.firstHeldAtNs = undefined;
+        this.options.onFirstResponse?.(instanceId, heldAtNs, process.hrtime.bigint());
+      });
       socket.pipe(upstream);
       upstream.pipe(socket);
       socket.resume();

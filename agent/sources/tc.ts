@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { DozeError } from '../errors.js';
 import { run } from './exec.js';
 
 /** doze's filters sit at this preference on both clsact hooks; the handle marks them as ours. */
@@ -68,12 +69,28 @@ export async function attach(device: string, objectPath: string, bpffs: string, 
     const section = programs[hook];
     if (section === undefined) continue;
     // TC_BPF_MNT points tc at the bpffs whose tc/globals holds the pinned maps.
-    await run('tc', [
-      'filter', 'replace', 'dev', device, hook,
-      'pref', String(DOZE_TC_PREF), 'handle', DOZE_TC_HANDLE,
-      'bpf', 'da', 'obj', objectPath, 'sec', `tc/${section}`,
-    ], { env: { ...process.env, TC_BPF_MNT: bpffs } });
+    const args = ['filter', 'replace', 'dev', device, hook, 'pref', String(DOZE_TC_PREF), 'handle', DOZE_TC_HANDLE, 'bpf', 'da', 'obj', objectPath, 'sec', `tc/${section}`];
+    const result = await run('tc', args, { env: { ...process.env, TC_BPF_MNT: bpffs }, allowFailure: true });
+    if (result.code === 0) continue;
+    // libbpf reuses a pinned map only if its type, key and value sizes match the object's.
+    const stale = /couldn't reuse pinned map at '([^']+)'/.exec(result.stderr);
+    if (stale) throw staleMaps(stale[1]!.replace(/\/\/+/g, '/'));
+    throw new DozeError('E_COMMAND', `tc ${args.join(' ')} failed (exit ${result.code}): ${result.stderr.trim()}`);
   }
+}
+
+/**
+ * Maps pinned by another doze version (after a crash: a clean exit removes them) whose layout is
+ * not this one's. What to do is the operator's call, so the error says it.
+ */
+function staleMaps(path: string): DozeError {
+  const dir = path.slice(0, path.lastIndexOf('/'));
+  return new DozeError(
+    'E_STALE_PINS',
+    `the pinned map ${path} was made by another doze version (its layout differs from this agent's): ` +
+      `stop every doze agent on this node, remove the old maps (rm ${dir}/doze_*) and start the agent again; ` +
+      'it adopts workloads the old agent left asleep',
+  );
 }
 
 /** Removes doze's filters; removes the clsact qdisc too when nothing else uses it. */

@@ -35,7 +35,7 @@ export class Metrics {
   });
   readonly firstResponseSeconds = new Histogram({
     name: 'doze_first_response_seconds',
-    help: "Wake phase 2: first packet seen by the tc program to the instance's first response byte to a client (traffic wakes)",
+    help: "Wake phase 2: first packet seen by the tc program (hold mode: first held connection) to the instance's first response byte to a client",
     labelNames: ['instance', 'runtime'],
     buckets: WAKE_BUCKETS,
     registers: [this.registry],

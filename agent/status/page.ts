@@ -82,8 +82,16 @@ export function renderTimelines(list: InstanceView[], records: TransitionRecord[
   if (list.length === 0) return '<div class="muted">no instances yet</div>';
   const ago = (ms: number) => (ms === 0 ? 'now' : ms >= 60_000 ? `−${Math.round(ms / 60_000)} min` : `−${Math.round(ms / 1000)} s`);
   const axis = [1, 0.75, 0.5, 0.25, 0].map((f) => `<span style="left:${(1 - f) * 100}%">${ago(f * windowMs)}</span>`).join('');
+  // One pass over the log (a node may have many instances and thousands of transitions).
+  const byInstance = new Map<string, TransitionRecord[]>();
+  for (const r of records) {
+    if (Date.parse(r.at) < from) continue;
+    const mine = byInstance.get(r.instance);
+    if (mine) mine.push(r);
+    else byInstance.set(r.instance, [r]);
+  }
   const bars = list.map((i) => {
-    const mine = records.filter((r) => r.instance === i.id && Date.parse(r.at) >= from);
+    const mine = byInstance.get(i.id) ?? [];
     let state: string = mine.length > 0 ? mine[0]!.from : i.state;
     let at = Math.max(from, Date.parse(i.managedSince));
     const spans: Array<{ state: string; from: number; to: number }> = [];
@@ -211,6 +219,7 @@ export function renderStatusPage(initial: PageData): string {
   .state { font-weight: 600; padding: .05rem .5rem; border-radius: .7rem; font-size: .85rem; white-space: nowrap; }
   .state.running { background: #e3f6e8; color: #17692f; } .state.sleeping { background: #e7ecfb; color: #2842a5; }
   .state.pausing, .state.waking { background: #fff4d6; color: #8a5a00; } .state.failed { background: #fde4e4; color: #a11; }
+  td.why { min-width: 9rem; } td.memory { white-space: nowrap; }
   .why.busy { color: #8a5a00; font-weight: 600; } .why.failed { color: #a11; }
   .ok { color: #17692f; } .bad { color: #a11; } .warn { color: #8a5a00; font-weight: 600; }
   .actions button { margin-right: .3rem; }

@@ -134,7 +134,7 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
     const parsed = instanceSchema.safeParse(raw);
     if (!parsed.success) {
       const fields = parsed.error.issues.map((issue) => ({ path: issue.path.join('.'), message: issue.message }));
-      return void res.status(400).json({ error: `invalid instance:\n${describeIssues(parsed.error.issues, raw)}`, fields });
+      return void res.status(400).json({ error: `invalid instance:\n${describeIssues(parsed.error.issues, raw, instanceSchema)}`, fields });
     }
     if (parsed.data.id !== id) {
       return void res.status(400).json({ error: `the body's id ${JSON.stringify(parsed.data.id)} is not the path's ${JSON.stringify(id)}`, fields: [{ path: 'id', message: 'must match the path' }] });

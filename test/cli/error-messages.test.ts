@@ -108,6 +108,14 @@ const rows: Row[] = [
     says: [/and options are invalid/, /--listen: expected "host:port" \(got "nowhere"\)/, /instances\[0\]\.wake:/],
   },
   {
+    what: 'a bad token in the file (never echoed)',
+    config: { ...base, token: '' },
+    args: (file) => ['agent', '--config', file],
+    code: 2,
+    says: [/token: Too small/],
+    never: [/\(got/],
+  },
+  {
     what: 'a missing config file',
     args: () => ['agent', '--config', '/nonexistent/doze.json'],
     code: 2,

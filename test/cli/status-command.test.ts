@@ -10,7 +10,7 @@ test('doze status exits 1 and says so when the agent is unreachable', async (t) 
 });
 
 test('doze status prints a table and --json', async (t) => {
-  const rows = [{ id: 'web', state: 'sleeping', sleeps: 3, wakes: 2, lastWakeMs: 1.25, idleForMs: 4200, checksAnswered: 7, failure: null, heldBy: null }];
+  const rows = [{ id: 'web', state: 'sleeping', sleeps: 3, wakes: 2, lastWakeMs: 1.25, lastFirstResponseMs: 2.5, idleForMs: 4200, checksAnswered: 7, failure: null, heldBy: null }];
   const server = createServer((_req, res) => res.end(JSON.stringify(rows)));
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   t.teardown(() => server.close());
@@ -18,7 +18,7 @@ test('doze status prints a table and --json', async (t) => {
   const table = await runCli(['status', '--addr', addr]);
   t.is(table.code, 0);
   t.regex(table.stdout, /INSTANCE\s+STATE/);
-  t.regex(table.stdout, /web\s+sleeping\s+4\.2s\s+1\.25ms\s+3\s+2\s+7/);
+  t.regex(table.stdout, /web\s+sleeping\s+4\.2s\s+1\.25ms\s+3\s+2\s+7\s+2\.50ms/);
   const json = await runCli(['status', '--addr', addr, '--json']);
   t.deepEqual(JSON.parse(json.stdout), rows);
 });

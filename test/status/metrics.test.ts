@@ -11,6 +11,7 @@ import { FakeTrafficSource } from '../helpers/fake-traffic-source.js';
 import { get } from '../helpers/http.js';
 import { createInstance } from '../helpers/instance.js';
 import { rootTest } from '../helpers/root.js';
+import { tweakRuntime } from '../helpers/runtime-wrappers.js';
 
 const instanceConfig = (id: string, address: string) =>
   parseConfig({ instances: [{ id, address, interface: 'dzm0', idleTimeout: '1h', runtime: { kind: 'fake' } }] }).instances[0]!;
@@ -125,4 +126,31 @@ test('what happened before the first scrape is kept: giving an instance its zero
   t.is(sample(text, 'doze_wakes_total{instance="a",runtime="fake"}'), 1);
   t.is(sample(text, 'doze_wake_seconds_count{instance="a",runtime="fake"}'), 1);
   t.is(sample(text, 'doze_wake_failures_total{instance="a",runtime="fake"}'), 0);
+});
+
+/** Polls /metrics until `series` has `value`, bounded; returns the last exposition text. */
+async function metricsWhen(base: string, series: string, value: number, timeoutMs = 5000): Promise<string> {
+  const until = Date.now() + timeoutMs;
+  let text = '';
+  while (Date.now() < until) {
+    text = await (await fetch(`${base}/metrics`)).text();
+    if (sample(text, series) === value) break;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  return text;
+}
+
+rootTest.serial('a hold-mode wake has its first response too, timed by the hold listener', async (t) => {
+  const inst = await createInstance(t);
+  const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '10m', wake: 'hold' })] }, { wrapRuntime: tweakRuntime({ resumeDelayMs: 150 }) });
+  t.true(await agent.detector.sleepNow('web'));
+  const answered = await get(`http://${inst.app.address}/`, 5000);
+  t.is(answered.status, 200);
+  const series = 'doze_first_response_seconds_count{instance="web",runtime="freezer"}';
+  const text = await metricsWhen(`http://${agent.address}`, series, 1);
+  t.is(sample(text, series), 1);
+  const firstResponseMs = sample(text, 'doze_first_response_seconds_sum{instance="web",runtime="freezer"}')! * 1000;
+  // Held through a 150 ms resume, answered before the client saw its answer.
+  t.true(firstResponseMs >= 150 && firstResponseMs <= answered.ms, `first response ${firstResponseMs.toFixed(1)} ms, client ${answered.ms.toFixed(1)} ms`);
+  t.is(agent.detector.get('web')!.lastFirstResponseMs, firstResponseMs);
 });

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { renderRows } from '../../agent/status/page.js';
+import { renderRows, renderTimelines } from '../../agent/status/page.js';
 import type { InstanceView } from '../../agent/status/instance-view.js';
 
 function view(overrides: Partial<InstanceView>): InstanceView {
@@ -21,7 +21,33 @@ test('a row says where the instance is counted: on its interface, or on a host p
 test('a row shows memory awake → asleep and in swap, or why reclaim is off (the browser test checks renderRows stays self-contained)', (t) => {
   const reclaim = { enabled: true, reason: null, afterMs: 10_000, reclaimed: true, last: null };
   const html = renderRows([view({ memoryUsage: { residentBytes: 2.5 * 2 ** 20, swappedBytes: 223 * 2 ** 20, awakeBytes: 227 * 2 ** 20, reclaim } })]);
-  t.regex(html, /memory 227 MiB awake → 2\.5 MiB asleep, 223 MiB in swap/);
+  t.regex(html, /227 MiB awake<br>2\.5 MiB asleep<br><span class="muted">223 MiB in swap/);
   const off = renderRows([view({ memoryUsage: { residentBytes: 227 * 2 ** 20, swappedBytes: 0, awakeBytes: null, reclaim: { ...reclaim, enabled: false, reason: 'no swap on this node', reclaimed: false } } })]);
   t.regex(off, /reclaim off: no swap on this node/);
+});
+
+test('a timeline tiles the window with the spans of a known sequence of sleeps and wakes', (t) => {
+  const now = Date.parse('2026-12-01T10:00:00.000Z');
+  const at = (secondsAgo: number) => new Date(now - secondsAgo * 1000).toISOString();
+  const r = (seq: number, secondsAgo: number, from: string, to: string) => ({ seq, at: at(secondsAgo), instance: 'web', from, to, reason: 'test' }) as never;
+  const records = [
+    r(1, 150, 'running', 'pausing'), // before the window: sets nothing but its successor's "from"
+    r(2, 80, 'pausing', 'sleeping'),
+    r(3, 50, 'sleeping', 'waking'),
+    r(4, 49, 'waking', 'running'),
+    r(5, 20, 'running', 'failed'),
+  ];
+  const html = renderTimelines([view({ state: 'failed', managedSince: at(500) })], records, now, 100_000);
+  const spans = [...html.matchAll(/class="span (\w+)" data-state="\w+" data-from="(\d+)" data-to="(\d+)" style="left:([\d.]+)%;width:([\d.]+)%"/g)].map((m) => [m[1], Number(m[4]), Number(m[5])]);
+  t.deepEqual(spans, [
+    ['pausing', 0, 20],
+    ['sleeping', 20, 30],
+    ['waking', 50, 1],
+    ['running', 51, 29],
+    ['failed', 80, 20],
+  ]);
+  t.regex(html, /1 wake</);
+  // An instance managed for less than the window starts where it was added.
+  const young = renderTimelines([view({ state: 'running', managedSince: at(10) })], [], now, 100_000);
+  t.regex(young, /class="span running" [^>]*style="left:90\.000%;width:10\.000%"/);
 });

@@ -38,6 +38,11 @@ browserTest('the status page draws each instance’s last hour, the node at a gl
     t.is((await get(`${inst.app.url}/`)).status, 200);
     await nextState(agent, 'web', 'running', 5000).catch(() => undefined);
     t.is(agent.detector.get('web')!.state, 'running');
+    // The tc program's first-response record comes on its own: let it land before the next sleep
+    // (a record that arrives after the next wake began is rightly not taken for that wake's).
+    const until = Date.now() + 5000;
+    while (agent.detector.get('web')!.lastFirstResponseMs === undefined && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 10));
+    t.not(agent.detector.get('web')!.lastFirstResponseMs, undefined, `wake ${n + 1}: first response seen`);
   }
   t.is(await act('web', 'sleep'), 200);
   t.is(await act('broken', 'sleep'), 200);
