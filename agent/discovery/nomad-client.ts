@@ -8,6 +8,7 @@ import {
   allocationChecksSchema,
   allocationSchema,
   allocationStubSchema,
+  deploymentSchema,
   formatIssues,
   jobRegisterResponseSchema,
   jobSchema,
@@ -15,6 +16,7 @@ import {
   type NomadAllocation,
   type NomadAllocationChecks,
   type NomadAllocationStub,
+  type NomadDeployment,
   type NomadJob,
   type NomadJobRegisterResponse,
 } from './nomad-schemas.js';
@@ -141,11 +143,19 @@ export class NomadClient {
     return this.read(`/v1/job/${encodeURIComponent(jobId)}/allocations`, z.array(allocationStubSchema), query);
   }
 
-  /** `GET /v1/allocation/:id/checks`: the status of the allocation's Nomad-provider checks (Nomad ≥ 1.4). */
+  /**
+   * `GET /v1/allocation/:id/checks`: the status of the allocation's
+   * Nomad-provider checks (Nomad ≥ 1.4); Nomad's `null` (no such checks) is `{}` here.
+   */
   async allocationChecks(allocId: string, options: { signal?: AbortSignal } = {}): Promise<NomadAllocationChecks> {
     const path = `/v1/allocation/${encodeURIComponent(allocId)}/checks`;
     const response = await this.request(`GET ${path}`, () => this.http.get<string>(path, { params: this.params(), timeout: this.timeoutMs, signal: options.signal }));
-    return this.body(response, `GET ${path}`, allocationChecksSchema);
+    return this.body(response, `GET ${path}`, allocationChecksSchema) ?? {};
+  }
+
+  /** `GET /v1/job/:id/deployment`: the job's latest deployment, or null. */
+  latestDeployment(jobId: string, query: BlockingQuery = {}): Promise<Indexed<NomadDeployment | null>> {
+    return this.read(`/v1/job/${encodeURIComponent(jobId)}/deployment`, deploymentSchema, query);
   }
 
   /**

@@ -31,16 +31,26 @@
  * - `GET /v1/job/:id/allocations`: list stubs (no Job, no NetworkStatus),
  *   blocking on the highest ModifyIndex of the job's allocations.
  *   `GET /v1/allocation/:id/checks`: the Nomad-provider check results a test
- *   set (setChecks), `{}` otherwise.
+ *   set (setChecks), `null` otherwise (the client's check store returns a nil
+ *   map: client/serviceregistration/checks/checkstore/shim.go); 404 "Unknown
+ *   allocation" for an allocation it does not know, and 404 "resource not
+ *   found" for every allocation with `checksEndpoint: false` (Nomad < 1.4,
+ *   whose alloc router has no such route: command/agent/alloc_endpoint.go).
  * - With `placeOnScale`, scaling a group up places the missing allocations on
  *   one node: pending, running after `runningAfterMs`, and (with
  *   `deployment`) DeploymentStatus.Healthy true after `healthyAfterMs`; named
  *   `checks` go from pending to success at the same time. A stand-in for the
- *   scheduler and the client, not a model of either.
+ *   scheduler and the client, not a model of either. With `deployment`, the
+ *   scale also starts a deployment (scheduler/reconciler), `running` until
+ *   every placed allocation is healthy plus `minHealthyTimeMs`, then
+ *   `successful`; `GET /v1/job/:id/deployment` reports the latest one (null
+ *   before any). While one is active every scale is refused with 400 "job
+ *   scaling blocked due to active deployment" (nomad/job_endpoint.go Scale).
  *
  * Not covered: scheduling (registering a job places nothing: tests add
- * allocations with addAllocation; only placeOnScale places any), evaluations and deployments (EvalIDs are
- * random), ACL policies (one token or none), multiple regions, blocking
+ * allocations with addAllocation; only placeOnScale places any), evaluations
+ * (EvalIDs are random), deployments beyond the above (startDeployment sets one
+ * by hand), ACL policies (one token or none), multiple regions, blocking
  * jitter, gzip, the HCLv1 parser, TLS, and every endpoint not listed above.
  */
 import { randomUUID } from 'node:crypto';
@@ -60,6 +70,8 @@ export interface NomadDoubleOptions {
   agentNodeId?: string | null;
   /** Scaling a group up places its missing allocations (see the header). */
   placeOnScale?: PlaceOnScale;
+  /** false: Nomad < 1.4, no allocation checks route (404 "resource not found"). */
+  checksEndpoint?: boolean;
 }
 
 export interface PlaceOnScale {
@@ -69,6 +81,10 @@ export interface PlaceOnScale {
   healthyAfterMs?: number;
   /** Nomad-provider check ids; pending until healthy, then success. */
   checks?: string[];
+  /** Readiness-mode check ids (`on_update = "ignore"`): failing throughout, which must not matter. */
+  readinessChecks?: string[];
+  /** The deployment stays running this long after the last placed allocation is healthy (Nomad's default 10 s). */
+  minHealthyTimeMs?: number;
   nodeId?: string;
 }
 
@@ -115,10 +131,14 @@ interface Injection {
 }
 
 const MAX_WAIT_MS = 600_000;
+/** nomad/structs/deployment.go Active. */
+const ACTIVE_DEPLOYMENT = new Set(['running', 'paused', 'blocked', 'unblocking', 'initializing', 'pending']);
 
 export class NomadDouble {
   readonly requests: RecordedRequest[] = [];
   readonly scaleRequests: { jobId: string; body: Obj }[] = [];
+  /** Scales refused with 400 during an active deployment. */
+  refusedScales = 0;
   private server!: http.Server;
   private readonly sockets = new Set<Socket>();
   private readonly streams = new Set<Stream>();
@@ -130,6 +150,8 @@ export class NomadDouble {
   /** Delay before every answer (deadline tests). */
   delayMs = 0;
   private readonly checks = new Map<string, Obj>();
+  /** Latest deployment per job key. */
+  private readonly deployments = new Map<string, Obj>();
   private readonly timers = new Set<NodeJS.Timeout>();
   private index = 10;
   private allocsTableIndex = 1;
@@ -142,7 +164,7 @@ export class NomadDouble {
   }
 
   static async start(options: NomadDoubleOptions = {}): Promise<NomadDouble> {
-    const double = new NomadDouble({ heartbeatMs: 30_000, eventBufferSize: 100, framing: 'ndjson', ...options });
+    const double = new NomadDouble({ heartbeatMs: 30_000, eventBufferSize: 100, framing: 'ndjson', checksEndpoint: true, ...options });
     double.server = http.createServer((req, res) => void double.handle(req, res));
     double.server.on('connection', (socket) => {
       double.sockets.add(socket);
@@ -179,7 +201,7 @@ export class NomadDouble {
     this.streams.clear();
   }
 
-  /** The next request matching method and path gets this answer instead. */
+  /** The next request matching method and path (`*suffix`: any path ending so) gets this answer instead. */
   injectOnce(method: string, path: string, answer: { status?: number; body: string; headers?: Record<string, string> }): void {
     this.injections.push({ method, path, status: answer.status ?? 200, body: answer.body, headers: answer.headers ?? {} });
   }
@@ -288,12 +310,38 @@ export class NomadDouble {
     return structuredClone(alloc);
   }
 
-  /** Sets the results `GET /v1/allocation/:id/checks` reports (check id → Status "success" | "failure" | "pending"). */
-  setChecks(allocId: string, statuses: Record<string, string>): void {
-    this.checks.set(
-      allocId,
-      Object.fromEntries(Object.entries(statuses).map(([id, status]) => [id, { ID: id, Check: id, Group: '', Mode: 'healthiness', Output: '', Service: 'web', Status: status, StatusCode: status === 'success' ? 200 : 0, Task: '', Timestamp: Math.floor(Date.now() / 1000) }])),
-    );
+  /**
+   * Sets the results `GET /v1/allocation/:id/checks` reports (check id →
+   * Status "success" | "failure" | "pending"); ids in `readiness` are in
+   * readiness mode. Shape: nomad/structs/checks.go CheckQueryResult
+   * (StatusCode and Task omitempty).
+   */
+  setChecks(allocId: string, statuses: Record<string, string>, readiness: string[] = []): void {
+    const result = (id: string, status: string): Obj => {
+      const out: Obj = { ID: id, Mode: readiness.includes(id) ? 'readiness' : 'healthiness', Status: status, Output: '', Timestamp: Math.floor(Date.now() / 1000), Group: 'web', Service: 'web', Check: id };
+      if (status === 'success') out.StatusCode = 200;
+      return out;
+    };
+    this.checks.set(allocId, Object.fromEntries(Object.entries(statuses).map(([id, status]) => [id, result(id, status)])));
+  }
+
+  /** Sets the job's latest deployment by hand (status "running" is active). */
+  startDeployment(jobId: string, status = 'running', namespace = 'default'): Obj {
+    const job = this.jobs.get(`${namespace}/${jobId}`);
+    if (!job) throw new Error(`double: no job ${jobId}`);
+    const index = ++this.index;
+    const deployment: Obj = { ID: randomUUID(), Namespace: namespace, JobID: jobId, JobVersion: job.Version, JobModifyIndex: job.JobModifyIndex, JobCreateIndex: job.CreateIndex, IsMultiregion: false, TaskGroups: null, Status: status, StatusDescription: status === 'running' ? 'Deployment is running' : `Deployment ${status}`, CreateIndex: index, ModifyIndex: index };
+    this.deployments.set(`${namespace}/${jobId}`, deployment);
+    this.changes.emit('change');
+    return structuredClone(deployment);
+  }
+
+  /** Ends the job's latest deployment (default "successful"). */
+  endDeployment(jobId: string, status = 'successful', namespace = 'default'): void {
+    const deployment = this.deployments.get(`${namespace}/${jobId}`);
+    if (!deployment) return;
+    Object.assign(deployment, { Status: status, StatusDescription: `Deployment completed ${status === 'successful' ? 'successfully' : status}`, ModifyIndex: ++this.index });
+    this.changes.emit('change');
   }
 
   /** Allocations of a job (full objects), for assertions. */
@@ -337,7 +385,7 @@ export class NomadDouble {
     if (this.delayMs > 0) await new Promise((resolve) => setTimeout(resolve, this.delayMs));
     this.requests.push({ method: req.method ?? 'GET', path: url.pathname, query: url.searchParams, headers: req.headers, body });
 
-    const injected = this.injections.findIndex((i) => i.method === req.method && i.path === url.pathname);
+    const injected = this.injections.findIndex((i) => i.method === req.method && (i.path === url.pathname || (i.path.startsWith('*') && url.pathname.endsWith(i.path.slice(1)))));
     if (injected >= 0) {
       const [answer] = this.injections.splice(injected, 1);
       res.writeHead(answer!.status, { 'Content-Type': 'application/json', ...answer!.headers });
@@ -362,8 +410,16 @@ export class NomadDouble {
         return await this.blocking(req, res, url, () => this.jobAllocationStubs(parts[2]!, url.searchParams.get('namespace') || 'default'));
       }
       if (req.method === 'GET' && parts[1] === 'allocation' && parts[3] === 'checks' && parts.length === 4) {
-        if (!this.allocs.has(parts[2]!)) return this.text(res, 404, 'alloc not found');
-        return this.json(res, this.checks.get(parts[2]!) ?? {});
+        if (!this.options.checksEndpoint) return this.text(res, 404, 'resource not found');
+        if (!this.allocs.has(parts[2]!)) return this.text(res, 404, `Unknown allocation "${parts[2]!}"`);
+        return this.json(res, this.checks.get(parts[2]!) ?? null);
+      }
+      if (req.method === 'GET' && parts[1] === 'job' && parts[3] === 'deployment' && parts.length === 4) {
+        const key = `${url.searchParams.get('namespace') || 'default'}/${parts[2]}`;
+        return await this.blocking(req, res, url, () => {
+          const deployment = this.deployments.get(key);
+          return { index: (deployment?.ModifyIndex as number | undefined) ?? 1, body: deployment ?? null };
+        });
       }
       if (req.method === 'GET' && parts[1] === 'job' && parts.length === 3) {
         return await this.blocking(req, res, url, () => {
@@ -424,12 +480,14 @@ export class NomadDouble {
   }
 
   /** placeOnScale: pending now, running later, healthy later still. */
-  private place(jobId: string, group: string, namespace: string, how: PlaceOnScale): void {
+  private place(jobId: string, group: string, namespace: string, how: PlaceOnScale, deploymentId: string | undefined): string {
     const alloc = this.addAllocation({ jobId, group, namespace, nodeId: how.nodeId, clientStatus: 'pending' });
     const id = alloc.ID as string;
     const tasks = Object.keys(alloc.TaskStates as Obj);
-    this.updateAllocation(id, { TaskStates: Object.fromEntries(tasks.map((t) => [t, { State: 'pending', Failed: false, Restarts: 0, Events: null }])), DeploymentID: how.deployment ? randomUUID() : '', DeploymentStatus: null });
-    if (how.checks?.length) this.setChecks(id, Object.fromEntries(how.checks.map((c) => [c, 'pending'])));
+    this.updateAllocation(id, { TaskStates: Object.fromEntries(tasks.map((t) => [t, { State: 'pending', Failed: false, Restarts: 0, Events: null }])), DeploymentID: deploymentId ?? '', DeploymentStatus: null });
+    const readiness = how.readinessChecks ?? [];
+    const checkStatuses = (status: string) => ({ ...Object.fromEntries((how.checks ?? []).map((c) => [c, status])), ...Object.fromEntries(readiness.map((c) => [c, 'failure'])) });
+    if (how.checks?.length || readiness.length) this.setChecks(id, checkStatuses('pending'), readiness);
     const later = (ms: number, fn: () => void) => {
       const timer = setTimeout(() => {
         this.timers.delete(timer);
@@ -440,9 +498,26 @@ export class NomadDouble {
     const runningAfter = how.runningAfterMs ?? 0;
     later(runningAfter, () => this.updateAllocation(id, { ClientStatus: 'running', TaskStates: Object.fromEntries(tasks.map((t) => [t, { State: 'running', Failed: false, Restarts: 0, Events: null }])) }));
     later(runningAfter + (how.healthyAfterMs ?? 0), () => {
-      if (how.checks?.length) this.setChecks(id, Object.fromEntries(how.checks.map((c) => [c, 'success'])));
+      if (how.checks?.length || readiness.length) this.setChecks(id, checkStatuses('success'), readiness);
       if (how.deployment) this.updateAllocation(id, { DeploymentStatus: { Healthy: true, Timestamp: new Date().toISOString(), Canary: false, ModifyIndex: this.index + 1 } });
     });
+    return id;
+  }
+
+  /** The deployment succeeds once every placed allocation is healthy, plus min_healthy_time. */
+  private deploymentWatch(jobId: string, namespace: string, deploymentId: string, placed: string[], minHealthyMs: number): void {
+    const check = () => {
+      const current = this.deployments.get(`${namespace}/${jobId}`);
+      if (current?.ID !== deploymentId || !ACTIVE_DEPLOYMENT.has(String(current.Status))) return this.changes.off('change', check);
+      if (!placed.every((id) => (this.allocs.get(id)?.DeploymentStatus as Obj | null | undefined)?.Healthy === true)) return;
+      this.changes.off('change', check);
+      const timer = setTimeout(() => {
+        this.timers.delete(timer);
+        if (this.deployments.get(`${namespace}/${jobId}`)?.ID === deploymentId) this.endDeployment(jobId, 'successful', namespace);
+      }, minHealthyMs);
+      this.timers.add(timer);
+    };
+    this.changes.on('change', check);
   }
 
   /** Answers now, or once the resource's index passes `index`, or when `wait` runs out. */
@@ -555,6 +630,11 @@ export class NomadDouble {
       if (typeof scaling?.Min === 'number' && count < scaling.Min) return this.text(res, 400, `group count was less than scaling policy minimum: ${count} < ${scaling.Min}`);
       if (typeof scaling?.Max === 'number' && count > scaling.Max) return this.text(res, 400, `group count was greater than scaling policy maximum: ${count} > ${scaling.Max}`);
     }
+    const deployment = this.deployments.get(`${String(job.Namespace)}/${jobId}`);
+    if (deployment && ACTIVE_DEPLOYMENT.has(String(deployment.Status)) && deployment.JobCreateIndex === job.CreateIndex) {
+      this.refusedScales++;
+      return this.text(res, 400, 'job scaling blocked due to active deployment');
+    }
     this.scaleRequests.push({ jobId, body: request });
     const index = ++this.index;
     if (typeof count === 'number') {
@@ -565,7 +645,13 @@ export class NomadDouble {
       // Without a scheduler, scaling down stops the newest surplus allocations.
       const live = [...this.allocs.values()].filter((a) => a.JobID === jobId && a.TaskGroup === groupName && a.DesiredStatus === 'run');
       for (const alloc of live.slice(count).reverse()) this.stopAllocation(alloc.ID as string);
-      if (this.options.placeOnScale) for (let i = live.length; i < count; i++) this.place(jobId, groupName, String(job.Namespace), this.options.placeOnScale);
+      const how = this.options.placeOnScale;
+      if (how && count > live.length) {
+        const deploymentId = how.deployment ? (this.startDeployment(jobId, 'running', String(job.Namespace)).ID as string) : undefined;
+        const placed: string[] = [];
+        for (let i = live.length; i < count; i++) placed.push(this.place(jobId, groupName, String(job.Namespace), how, deploymentId));
+        if (deploymentId) this.deploymentWatch(jobId, String(job.Namespace), deploymentId, placed, how.minHealthyTimeMs ?? 0);
+      }
     }
     this.changes.emit('change');
     return this.json(res, { EvalID: randomUUID(), EvalCreateIndex: index, JobModifyIndex: job.JobModifyIndex, Warnings: '', Index: index, LastContact: 0, KnownLeader: false });
