@@ -67,7 +67,9 @@ export type NomadErrorCode =
   /** Nomad answered with a non-2xx status; `status` and Nomad's message are kept. */
   | 'E_NOMAD_HTTP'
   /** Nomad answered 2xx with a body (or headers) doze cannot use. */
-  | 'E_NOMAD_RESPONSE';
+  | 'E_NOMAD_RESPONSE'
+  /** The event stream answered 200 and closed before its first heartbeat, repeatedly: Nomad ≥ 1.11.2's ACL refusal. */
+  | 'E_NOMAD_STREAM_REFUSED';
 
 export class NomadError extends UpstreamError {
   declare readonly code: NomadErrorCode;

@@ -254,7 +254,8 @@ export class NomadInstances {
   }
 
   private onDiscoveryStatus(nodeId: string, status: DiscoveryStatus): void {
-    const detail = { nodeId, source: status.source };
+    // `fallback` (why blocking queries stand in for the event stream) is null once the stream is back.
+    const detail = { nodeId, source: status.source, fallback: status.fallback ?? null };
     if (status.connected) this.nomadTracker!.up(detail);
     else this.nomadTracker!.down(status.error ?? 'disconnected', detail);
   }

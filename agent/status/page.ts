@@ -63,7 +63,9 @@ export function renderSummary(report: StatusReport): string {
     (b.overruns > 0 ? ` <span class="warn">${b.overruns} over budget</span>` : '');
   const link = (name: string, c: { connected: boolean; address: string; error?: string } | undefined) =>
     c === undefined ? `<span class="muted">${name}: not configured</span>` : `<span class="${c.connected ? 'ok' : 'bad'}" title="${esc(c.error ?? c.address)}">${name}: ${c.connected ? 'connected' : 'unreachable'}</span>`;
-  return `<div>${chips || '<span class="muted">no instances</span>'}</div><div>${budget}</div><div>${link('Nomad', report.connections.nomad)} ${link('Consul', report.connections.consul)}</div>`;
+  const fallback = report.connections.nomad?.detail?.['fallback'];
+  const why = typeof fallback === 'string' ? `<div class="bad">Nomad: blocking queries instead of the event stream: ${esc(fallback)}</div>` : '';
+  return `<div>${chips || '<span class="muted">no instances</span>'}</div><div>${budget}</div><div>${link('Nomad', report.connections.nomad)} ${link('Consul', report.connections.consul)}</div>${why}`;
 }
 
 export function renderStatusPage(initial: { instances: InstanceView[]; status: StatusReport; transitions: TransitionRecord[] }): string {

@@ -138,7 +138,7 @@ test.serial('an allocation whose namespace and cgroup appear later is pending, t
   const allocId = randomUUID();
   const addresses = pickTestAddresses();
   const alloc = nomad.addAllocation({ id: allocId, jobId: 'web', group: 'web', nodeId: 'node-1', bridgeAddress: addresses.instanceIp });
-  const pending = await until('pending', async () => (await status(agent)).allocations.find((a) => a.allocId === allocId && a.state === 'pending'));
+  const pending = await until('pending', async () => (await status(agent)).allocations.find((a) => a.allocId === allocId && a.state === 'pending' && a.reason));
   t.regex(pending.reason ?? '', /network namespace .*does not exist/);
   t.false(nomad.requests.some((r) => r.path === '/v1/agent/self'), 'nomad.nodeId given: no need to ask');
   // The namespace exists, the task has not started yet.

@@ -72,7 +72,21 @@ export interface NomadDoubleOptions {
   placeOnScale?: PlaceOnScale;
   /** false: Nomad < 1.4, no allocation checks route (404 "resource not found"). */
   checksEndpoint?: boolean;
+  /**
+   * ACL tokens and what each may do (see NomadCapability); a request with a
+   * token not listed, or without one, is anonymous and may do nothing. Unset:
+   * ACLs off (or the single `token`).
+   */
+  acl?: Record<string, NomadCapability[]>;
+  /** How a forbidden event stream is refused: `early-200` (Nomad ≥ 1.11.2, the default) or `403` (older). */
+  streamRefusal?: 'early-200' | '403';
 }
+
+/**
+ * The ACL rights doze's calls need (nomad/acl: agent, node and namespace
+ * capabilities); global here, not per namespace.
+ */
+export type NomadCapability = 'agent:read' | 'node:read' | 'read-job' | 'scale-job' | 'submit-job' | 'parse-job';
 
 export interface PlaceOnScale {
   runningAfterMs?: number;
@@ -164,7 +178,7 @@ export class NomadDouble {
   }
 
   static async start(options: NomadDoubleOptions = {}): Promise<NomadDouble> {
-    const double = new NomadDouble({ heartbeatMs: 30_000, eventBufferSize: 100, framing: 'ndjson', checksEndpoint: true, ...options });
+    const double = new NomadDouble({ heartbeatMs: 30_000, eventBufferSize: 100, framing: 'ndjson', checksEndpoint: true, acl: {}, streamRefusal: 'early-200', ...options });
     double.server = http.createServer((req, res) => void double.handle(req, res));
     double.server.on('connection', (socket) => {
       double.sockets.add(socket);
@@ -199,6 +213,20 @@ export class NomadDouble {
       stream.res.socket?.destroy();
     }
     this.streams.clear();
+  }
+
+  /**
+   * A leader change or snapshot restore: Nomad starts a new event broker with
+   * an empty buffer (nomad/stream/event_broker.go), and open streams end.
+   */
+  newBroker(): void {
+    this.buffer.length = 0;
+    this.dropEventStreams();
+  }
+
+  /** Grants or replaces a token's rights (with `acl`). */
+  setToken(token: string, rights: NomadCapability[]): void {
+    this.options.acl[token] = rights;
   }
 
   /** The next request matching method and path (`*suffix`: any path ending so) gets this answer instead. */
@@ -395,6 +423,11 @@ export class NomadDouble {
     if (this.options.token !== undefined && req.headers['x-nomad-token'] !== this.options.token) return this.text(res, 403, 'Permission denied');
 
     const parts = url.pathname.split('/').filter(Boolean).map(decodeURIComponent);
+    const needs = requiredCapability(req.method ?? 'GET', parts);
+    if (needs && !this.allowed(req, needs)) {
+      if (url.pathname === '/v1/event/stream' && this.options.streamRefusal === 'early-200') return this.earlyRefusal(req);
+      return this.text(res, 403, 'Permission denied');
+    }
     const route = `${req.method} /${parts.slice(0, 2).join('/')}`;
     try {
       if (req.method === 'GET' && parts[0] === 'v1' && parts[1] === 'node' && parts[3] === 'allocations' && parts.length === 4) {
@@ -436,6 +469,25 @@ export class NomadDouble {
     } catch (error) {
       return this.text(res, 500, String(error));
     }
+  }
+
+  private allowed(req: http.IncomingMessage, needs: NomadCapability): boolean {
+    const acl = this.options.acl;
+    if (Object.keys(acl).length === 0) return true;
+    const token = req.headers['x-nomad-token'];
+    const rights = typeof token === 'string' ? acl[token] : undefined;
+    // Scaling is allowed by scale-job or submit-job (nomad/job_endpoint.go Scale).
+    return (rights?.includes(needs) ?? false) || (needs === 'scale-job' && (rights?.includes('submit-job') ?? false));
+  }
+
+  /**
+   * Nomad ≥ 1.11.2: the handler hijacks the connection and writes `200 OK`
+   * (HTTP/1.1 since 1.11.3, no length: `Connection: close`) before the RPC
+   * checks the token; the 403 then has nowhere to go and the connection
+   * closes with an empty body (command/agent/event_endpoint.go).
+   */
+  private earlyRefusal(req: http.IncomingMessage): void {
+    req.socket.end('HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nVary: Accept-Encoding\r\nConnection: close\r\n\r\n');
   }
 
   private text(res: http.ServerResponse, status: number, text: string): void {
@@ -656,6 +708,18 @@ export class NomadDouble {
     this.changes.emit('change');
     return this.json(res, { EvalID: randomUUID(), EvalCreateIndex: index, JobModifyIndex: job.JobModifyIndex, Warnings: '', Index: index, LastContact: 0, KnownLeader: false });
   }
+}
+
+/** The capability a route needs (nomad/acl; command/agent/*_endpoint.go). */
+function requiredCapability(method: string, parts: string[]): NomadCapability | undefined {
+  if (parts[1] === 'agent') return 'agent:read';
+  if (parts[1] === 'node') return 'node:read';
+  if (parts[1] === 'event') return 'read-job';
+  if (parts[1] === 'jobs' && parts[2] === 'parse') return 'parse-job';
+  if (parts[1] === 'jobs' && method !== 'GET') return 'submit-job';
+  if (parts[1] === 'job' && parts[3] === 'scale' && method !== 'GET') return 'scale-job';
+  if (parts[1] === 'job' || parts[1] === 'allocation' || parts[1] === 'jobs') return 'read-job';
+  return undefined;
 }
 
 /** The handful of structural rules Nomad's Job.Validate enforces that tests rely on. */
