@@ -214,9 +214,14 @@ export class ConsulLink {
               }
               if (ttl.length > 0) this.options.log.info({ instance: sleeper.instanceId, checks: [...sleeper.vouched.keys()], left: ttl.filter((c) => !sleeper.vouched!.has(c.CheckID)).map((c) => c.CheckID) }, 'passing TTL checks while asleep');
             }
-            const present = new Set(ttl.map((c) => c.CheckID));
+            const present = new Map(ttl.map((c) => [c.CheckID, c.Status]));
             for (const [checkId, status] of sleeper.vouched) {
-              if (!present.has(checkId)) continue; // Nomad re-syncs it; nothing to renew meanwhile
+              const now = present.get(checkId);
+              if (now === undefined) continue; // Nomad re-syncs it; nothing to renew meanwhile
+              // Nomad re-syncs its registrations every 30 s and after a Consul restart, re-registering a
+              // missing check with its initial status, usually critical (command/agent/consul/service_client.go
+              // sync); this round puts it back, so it is critical for at most one ttlPassInterval.
+              if (now !== (status === 'pass' ? 'passing' : 'warning')) this.options.log.info({ instance: sleeper.instanceId, check: checkId, status: now }, 'a vouched TTL check was re-registered (or changed) while asleep; passing it again');
               try {
                 await this.client.updateTtl(checkId, status, `doze: ${sleeper.instanceId} is asleep; its check is answered by the doze agent`);
                 this.passes++;

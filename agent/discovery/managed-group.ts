@@ -56,7 +56,7 @@ export function analyzeGroup(job: NomadJob, group: NomadTaskGroup): GroupAnalysi
 
   const { task, settings } = chosen;
   const networkMode = group.Networks?.[0]?.Mode || 'host';
-  const service = pickService(group, task, here, problems);
+  const service = pickService(job, group, task, here, problems);
   if (settings.mode === 'scale') {
     const type = job.Type || 'service';
     if (type !== 'service') problems.push(`${here}: doze.mode: "scale" needs a service job; job ${JSON.stringify(job.ID)} is a ${type} job`);
@@ -79,15 +79,20 @@ export function analyzeGroup(job: NomadJob, group: NomadTaskGroup): GroupAnalysi
 }
 
 /** The first service (group level, then the task's own) that has a check and a declared port. */
-function pickService(group: NomadTaskGroup, task: NomadTask, here: string, problems: string[]): ManagedGroup['service'] | undefined {
-  const candidates: NomadService[] = [...(group.Services ?? []), ...(task.Services ?? [])];
+function pickService(job: NomadJob, group: NomadTaskGroup, task: NomadTask, here: string, problems: string[]): ManagedGroup['service'] | undefined {
+  // Nomad's default names: "${job}-${group}" for group services, "${job}-${group}-${task}" for task services (api/services.go Canonicalize).
+  const jobName = job.Name || job.ID;
+  const candidates: { service: NomadService; fallbackName: string }[] = [
+    ...(group.Services ?? []).map((service) => ({ service, fallbackName: `${jobName}-${group.Name}` })),
+    ...(task.Services ?? []).map((service) => ({ service, fallbackName: `${jobName}-${group.Name}-${task.Name}` })),
+  ];
   if (candidates.length === 0) {
     problems.push(`${here}: doze needs a service with a check and a port to reach the task, and the group has no service`);
     return undefined;
   }
   const reasons: string[] = [];
-  for (const service of candidates) {
-    const name = service.Name || `${group.Name}-${task.Name}`;
+  for (const { service, fallbackName } of candidates) {
+    const name = service.Name || fallbackName;
     const checks = service.Checks ?? [];
     if (!service.PortLabel) {
       reasons.push(`service ${JSON.stringify(name)} has no port`);

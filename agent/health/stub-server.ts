@@ -15,8 +15,12 @@
  *    (failed); anything not managed gets grpc-status UNAVAILABLE.
  *  - anything else → HTTP/1.1: 200 with a body naming the instance while it
  *    sleeps, 503 naming the failure once failed, 503 otherwise.
- *  - no bytes, then close → it was a TCP check; the kernel's accept was the
- *    answer (Consul: "TCP check passes when the connect succeeds").
+ *  - no bytes, then close (Consul's TCP check closes at once), or no bytes
+ *    for `tcpSniffMs` (Nomad's TCP check dials and never closes nor writes:
+ *    client/serviceregistration/checks/client.go checkTCP) → a TCP check;
+ *    the kernel's accept was the answer ("passes when the connect
+ *    succeeds"). It is counted then, once; the socket is closed at the idle
+ *    timeout.
  * Connections: Consul's HTTP checks ask for `Connection: close` and get it; a
  * client that keeps connections alive (Nomad-provider checks pool them) may
  * keep its stub connection while the instance sleeps, and `closeConnections`
@@ -60,6 +64,11 @@ export interface StubServerOptions {
   host?: string;
   /** A connection that sends nothing is closed after this long (Consul's check timeout is 10 s). */
   idleTimeoutMs?: number;
+  /**
+   * A connection that sends nothing for this long is a TCP check (HTTP and
+   * gRPC checkers write their request right after connecting). Default 250 ms.
+   */
+  tcpSniffMs?: number;
 }
 
 interface Listener {
@@ -90,10 +99,12 @@ export class StubServer {
   private readonly opening = new Map<string, Promise<number>>();
   readonly host: string;
   private readonly idleTimeoutMs: number;
+  private readonly tcpSniffMs: number;
 
   constructor(private readonly options: StubServerOptions) {
     this.host = options.host ?? '127.0.0.1';
     this.idleTimeoutMs = options.idleTimeoutMs ?? 10_000;
+    this.tcpSniffMs = options.tcpSniffMs ?? 250;
   }
 
   /**
@@ -223,18 +234,28 @@ export class StubServer {
 
     const idle = setTimeout(() => socket.destroy(), this.idleTimeoutMs);
     idle.unref();
+    // A bare connect is a TCP check, counted once: when it closes silently, or stays silent.
+    let tcpCounted = false;
+    const countTcp = () => {
+      if (tcpCounted || head.length > 0 || acceptedWhile !== 'sleeping') return;
+      tcpCounted = true;
+      this.count(entry, 'tcp');
+    };
+    const silent = setTimeout(countTcp, this.tcpSniffMs);
+    silent.unref();
     const stopSniffing = () => {
       clearTimeout(idle);
+      clearTimeout(silent);
       socket.off('data', onData);
       socket.off('end', onEnd);
     };
     const onEnd = () => {
       stopSniffing();
-      // Connect, then close with nothing sent: a TCP check.
-      if (head.length === 0 && acceptedWhile === 'sleeping') this.count(entry, 'tcp');
+      countTcp();
       socket.destroy();
     };
     const onData = (chunk: Buffer) => {
+      if (!tcpCounted) clearTimeout(silent);
       head = Buffer.concat([head, chunk]);
       const n = Math.min(head.length, PREFACE.length);
       const prefaceSoFar = head.subarray(0, n).equals(PREFACE.subarray(0, n));

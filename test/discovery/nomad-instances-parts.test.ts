@@ -221,3 +221,26 @@ test('ConnectionTracker: `since` moves only when the connection flips', (t) => {
   t.like(tracker.status(), { connected: false, error: 'boom', detail: { source: 'stream' } });
   t.deepEqual(seen, [true, false]);
 });
+
+test('ConsulLink: a vouched TTL check that Nomad re-registers with its initial (critical) status passes again within one ttlPassInterval', async (t) => {
+  const consul = await AgentApiDouble.start();
+  t.teardown(() => consul.close());
+  const put = (status: string) =>
+    fetch(`${consul.url}/v1/agent/service/register?replace-existing-checks=true`, { method: 'PUT', body: JSON.stringify({ ID: `_nomad-task-${ALLOC}-group-web-web-http`, Name: 'web', Checks: [{ CheckID: 'script', TTL: '31s', Status: status }] }) });
+  await put('passing');
+  const controller = new AbortController();
+  const link = new ConsulLink({ config: linkConfig(consul.url, { ttlPassInterval: 200 }), log: silent, statusAddress: () => '127.0.0.1:7070', signal: controller.signal });
+  t.teardown(async () => {
+    controller.abort();
+    await link.stop();
+  });
+  link.start();
+  link.sleeping('web.web.5f1e2d3c', ALLOC);
+  await until('vouched', () => link.vouchedChecks('web.web.5f1e2d3c').length === 1);
+  // Nomad's periodic sync (or a restarted Consul agent) re-registers the check as critical.
+  await put('critical');
+  t.like(consul.check('script'), { Status: 'critical' });
+  const started = Date.now();
+  await until('passing again', () => consul.check('script')?.Status === 'passing', 2000);
+  t.true(Date.now() - started <= 600, `passing again after ${Date.now() - started} ms (interval 200 ms)`);
+});
