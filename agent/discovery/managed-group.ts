@@ -1,3 +1,4 @@
+import { checkNeeds, unanswerableChecks, type CheckNeed } from '../health/check-needs.js';
 import { groupPlace, jobPlace, resolveDozeMeta, taskPlace, type DozeSettings } from './meta-keys.js';
 import type { NomadJob, NomadNetworkResource, NomadService, NomadTask, NomadTaskGroup } from './nomad-schemas.js';
 
@@ -14,7 +15,7 @@ export interface ManagedGroup {
   task: string;
   driver: string;
   settings: DozeSettings;
-  service: { name: string; portLabel: string; checkTypes: string[] };
+  service: { name: string; portLabel: string; checkTypes: string[]; checks: CheckNeed[] };
   /** "bridge", "host", "cni/…" or "none"; Nomad's default is host. */
   networkMode: string;
 }
@@ -71,6 +72,10 @@ export function analyzeGroup(job: NomadJob, group: NomadTaskGroup): GroupAnalysi
   if (service.checkTypes.includes('script')) {
     warnings.push(`${here}: service ${JSON.stringify(service.name)} has a script check: it runs inside the task and stops while the task sleeps; doze must pass it through Consul's agent API`);
   }
+  const unanswerable = unanswerableChecks(service.checks, false);
+  if (unanswerable) {
+    warnings.push(`${here}: service ${JSON.stringify(service.name)}: ${unanswerable}; without one the agent keeps the instance awake rather than let the check fail`);
+  }
   return {
     managed: { group: group.Name, task: task.Name, driver: task.Driver, settings, service, networkMode },
     problems: [],
@@ -106,7 +111,7 @@ function pickService(job: NomadJob, group: NomadTaskGroup, task: NomadTask, here
       reasons.push(`service ${JSON.stringify(name)} uses port ${JSON.stringify(service.PortLabel)}, which no network block declares`);
       continue;
     }
-    return { name, portLabel: service.PortLabel, checkTypes: checks.map((c) => c.Type) };
+    return { name, portLabel: service.PortLabel, checkTypes: checks.map((c) => c.Type), checks: checkNeeds(checks) };
   }
   problems.push(`${here}: doze needs a service with a check and a port: ${reasons.join('; ')}`);
   return undefined;

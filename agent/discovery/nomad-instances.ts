@@ -16,6 +16,7 @@ import { ConsulLink } from './consul-link.js';
 import { findHostVeth } from './host-veth.js';
 import { NomadClient } from './nomad-client.js';
 import { NomadDiscovery, type DiscoveryStatus } from './nomad-discovery.js';
+import { unanswerableChecks } from '../health/check-needs.js';
 import { findNomadTaskCgroup, nomadTaskCgroupCandidates, OWN_CGROUP_DRIVERS } from './task-cgroup.js';
 
 /*
@@ -60,7 +61,7 @@ export interface NomadInstancesTuning {
 }
 
 export interface NomadInstancesOptions extends NomadInstancesTuning {
-  config: Pick<DozeConfig, 'nomad' | 'consul'>;
+  config: Pick<DozeConfig, 'nomad' | 'consul'> & { healthChecks?: Pick<DozeConfig['healthChecks'], 'tls'> };
   detector: Detector;
   log: Logger;
   /** The status API's "host:port", for the doze-agent check. */
@@ -349,6 +350,7 @@ export class NomadInstances {
       minAwake: instance.minAwakeMs,
       ...(instance.maxAwakeMs !== undefined ? { maxAwake: instance.maxAwakeMs } : {}),
       ...(instance.maxSleepMs !== undefined ? { maxSleep: instance.maxSleepMs } : {}),
+      ...(this.options.config.nomad?.checkTls?.[instance.service] ? { checkTls: this.options.config.nomad.checkTls[instance.service] } : {}),
       runtime: runtimeConfig,
     };
     const parsed = instanceSchema.safeParse(raw);
@@ -368,6 +370,13 @@ export class NomadInstances {
       const managed = new ManagedInstance(config, runtime, monotonicNs());
       managed.origin = { allocId: instance.allocId, jobId: instance.jobId, group: instance.group, task: instance.task };
       managed.source = 'nomad';
+      // A verifying TLS check needs a certificate it trusts; without one a sleep would fail it.
+      const hasCertificate = config.checkTls !== undefined || this.options.config.healthChecks?.tls !== undefined;
+      const unanswerable = unanswerableChecks(instance.checks, hasCertificate);
+      if (unanswerable) {
+        managed.sleepBlockedBy = `never sleeps: ${unanswerable}`;
+        this.log.warn({ instance: config.id, alloc: t.allocId, reason: unanswerable }, 'allocation managed but kept awake: its checks cannot be answered while asleep');
+      }
       await this.options.detector.add(managed);
     } catch (error) {
       // Undo whatever part of add() happened, then try again later (the veth may have been replaced).

@@ -36,6 +36,13 @@ export const serviceCheckSchema = z.looseObject({
   /** Nanoseconds (Go time.Duration). */
   Interval: z.number().optional(),
   Timeout: z.number().optional(),
+  /** "http" (default) or "https" for HTTP checks. */
+  Protocol: z.string().optional(),
+  TLSSkipVerify: z.boolean().optional(),
+  TLSServerName: z.string().optional(),
+  GRPCUseTLS: z.boolean().optional(),
+  /** "require_healthy" (default), "ignore_warnings" or "ignore" (readiness: nomad/structs/checks.go). */
+  OnUpdate: z.string().optional(),
   CheckRestart: z.looseObject({ Limit: z.number().int().optional(), Grace: z.number().optional() }).nullish(),
 });
 

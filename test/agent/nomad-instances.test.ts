@@ -170,6 +170,41 @@ test.serial('cgroup v2 layout (nomad.slice/share.slice/<alloc>.<task>.scope) is 
   t.is(await env.cgroup.freezerState(), 'THAWED');
 });
 
+test.serial('an HTTPS check that verifies its certificate keeps the instance awake (with the reason) unless the agent has a certificate for it', async (t) => {
+  if (!requireRoot(t)) return;
+  const nomad = await startNomadDouble(t);
+  const job = execJob({});
+  const service = (job.TaskGroups as Array<{ Services: Array<{ Checks: Array<Record<string, unknown>> }> }>)[0]!.Services[0]!;
+  service.Checks[0] = { ...service.Checks[0], Protocol: 'https', TLSSkipVerify: false };
+  nomad.registerJob(job);
+  const cgroups = await createNomadCgroupRoot(t);
+  const env = await createAllocationEnv(t, cgroups);
+  const agent = await nomadAgent(t, nomad, cgroups);
+  const id = instanceIdOf(place(nomad, env));
+  const instance = await until('the instance', () => agent.detector.get(id), 3000);
+  await until('held awake', () => instance.heldBy, 3000);
+  t.regex(instance.heldBy ?? '', /never sleeps: check "alive" \(HTTPS\) verifies the certificate/);
+  t.is(instance.state, 'running');
+  t.is(instance.sleeps, 0);
+  t.is(await env.cgroup.freezerState(), 'THAWED');
+});
+
+test.serial('with nomad.checkTls for its service, an instance whose HTTPS check verifies sleeps as usual', async (t) => {
+  if (!requireRoot(t)) return;
+  const nomad = await startNomadDouble(t);
+  const job = execJob({});
+  const service = (job.TaskGroups as Array<{ Services: Array<{ Checks: Array<Record<string, unknown>> }> }>)[0]!.Services[0]!;
+  service.Checks[0] = { ...service.Checks[0], Protocol: 'https' };
+  nomad.registerJob(job);
+  const cgroups = await createNomadCgroupRoot(t);
+  const env = await createAllocationEnv(t, cgroups);
+  const agent = await nomadAgent(t, nomad, cgroups, { nomad: { address: nomad.url, cgroupRoot: cgroups.root, checkTls: { web: { certFile: '/nonexistent/cert.pem', keyFile: '/nonexistent/key.pem' } } } });
+  const id = instanceIdOf(place(nomad, env));
+  await until('the instance', () => agent.detector.get(id), 3000);
+  await nextState(agent, id, 'sleeping', 3000);
+  t.like(agent.detector.get(id)!.config.checkTls, { certFile: '/nonexistent/cert.pem' });
+});
+
 test.serial('modes and setups not supported yet are reported invalid with a reason, and nothing crashes', async (t) => {
   if (!requireRoot(t)) return;
   const nomad = await startNomadDouble(t);
