@@ -221,11 +221,6 @@ export const consulSchema = z.strictObject({
   register: z.boolean().default(true),
   /** Interval of that check. */
   checkInterval: duration.default(10_000),
-  /**
-   * How often a sleeping instance's TTL checks are passed on its behalf. Nomad registers a script check
-   * as a TTL check of interval + 31 s (its ttlCheckBuffer), so 10 s stays well inside every TTL.
-   */
-  ttlPassInterval: duration.default(10_000),
 });
 // --- end Nomad + Consul ---------------------------------------------------------------------------
 

@@ -59,12 +59,6 @@ export function nomadServicePrefix(allocId: string): string {
   return `_nomad-task-${allocId}-`;
 }
 
-/** Nomad's registrations for one allocation, TTL checks only (script checks and TTL checks alike). */
-export function allocationTtlChecks(checks: ConsulCheck[], allocId: string): ConsulCheck[] {
-  const prefix = nomadServicePrefix(allocId);
-  return checks.filter((c) => (c.ServiceID ?? '').startsWith(prefix) && (c.Type ?? '').toLowerCase() === 'ttl');
-}
-
 export interface ServiceRegistration {
   id: string;
   name: string;

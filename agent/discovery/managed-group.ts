@@ -69,8 +69,9 @@ export function analyzeGroup(job: NomadJob, group: NomadTaskGroup): GroupAnalysi
   }
   if (networkMode === 'none') problems.push(`${here}: network mode "none" has no address for traffic to wake it`);
   if (!service || problems.length > 0) return { managed: undefined, problems: unique(problems), warnings };
-  if (service.checkTypes.includes('script')) {
-    warnings.push(`${here}: service ${JSON.stringify(service.name)} has a script check: it runs inside the task and stops while the task sleeps; doze must pass it through Consul's agent API`);
+  const scripts = scriptChecksIn(group, task);
+  if (scripts.length > 0) {
+    return { managed: undefined, problems: [`${here}: ${scripts.join(', ')} run${scripts.length > 1 ? '' : 's'} inside task ${JSON.stringify(task.Name)}, which doze would freeze: Nomad execs a script check into the task every interval, a frozen task cannot run it, and Nomad reports it critical (doze cannot answer it in Nomad's place). Use an http, tcp or grpc check, or run the script in another task (check task = "…"); doze does not manage this group`], warnings };
   }
   const unanswerable = unanswerableChecks(service.checks, false);
   if (unanswerable) {
@@ -81,6 +82,20 @@ export function analyzeGroup(job: NomadJob, group: NomadTaskGroup): GroupAnalysi
     problems: [],
     warnings,
   };
+}
+
+/**
+ * Script checks Nomad would exec into `task`: those of the task's own
+ * services, and group services' checks that name it (`task = "…"`, which
+ * Nomad requires for a group script check).
+ */
+function scriptChecksIn(group: NomadTaskGroup, task: NomadTask): string[] {
+  const found: string[] = [];
+  const describe = (service: NomadService, check: NonNullable<NomadService['Checks']>[number], i: number) =>
+    `script check ${JSON.stringify(check.Name || `#${i + 1}`)} of service ${JSON.stringify(service.Name || '(unnamed)')}`;
+  for (const service of task.Services ?? []) (service.Checks ?? []).forEach((c, i) => c.Type === 'script' && found.push(describe(service, c, i)));
+  for (const service of group.Services ?? []) (service.Checks ?? []).forEach((c, i) => c.Type === 'script' && (c.TaskName === task.Name || (!c.TaskName && group.Tasks.length === 1)) && found.push(describe(service, c, i)));
+  return found;
 }
 
 /** The first service (group level, then the task's own) that has a check and a declared port. */

@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import type { DozeConfig, InstanceConfig } from '../config/schema.js';
 import { instanceSchema } from '../config/schema.js';
 import { describeIssues } from '../config/load.js';
-import type { Detector, TransitionEvent } from '../detector/detector.js';
+import type { Detector } from '../detector/detector.js';
 import { describeKey, ManagedInstance, trafficKey } from '../detector/managed-instance.js';
 import { messageOf } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -141,7 +141,6 @@ export class NomadInstances {
   }
 
   start(): void {
-    this.options.detector.on('transition', this.onTransition);
     this.consul?.start();
     if (this.client) this.running = this.runNomad();
   }
@@ -173,12 +172,6 @@ export class NomadInstances {
     };
   }
 
-  /** The `doze vm run --register` allocation whose owner registers as `instanceId`. */
-  private registeredAs(instanceId: string): Tracked | undefined {
-    for (const t of this.tracked.values()) if (t.state === 'registered' && t.nomad.id === instanceId) return t;
-    return undefined;
-  }
-
   /** The allocation an instance id belongs to, if it came from Nomad. */
   allocationOf(instanceId: string): string | undefined {
     return this.byInstance.get(instanceId)?.allocId;
@@ -190,21 +183,11 @@ export class NomadInstances {
    */
   async stop(): Promise<void> {
     this.controller.abort();
-    this.options.detector.off('transition', this.onTransition);
     for (const t of this.tracked.values()) clearTimeout(t.retry);
     await this.running?.catch(() => undefined);
     await Promise.all([...this.queues.values()]).catch(() => undefined);
     await this.consul?.stop();
   }
-
-  private readonly onTransition = (event: TransitionEvent): void => {
-    if (!this.consul) return;
-    const t = this.byInstance.get(event.instance.id) ?? (event.instance.source === 'api' ? this.registeredAs(event.instance.id) : undefined);
-    if (!t) return;
-    if (event.to === 'sleeping') this.consul.sleeping(event.instance.id, t.allocId);
-    else if (event.to === 'failed') void this.consul.failed(event.instance.id, event.reason);
-    else if (event.from === 'sleeping' || event.to === 'running') this.consul.awake(event.instance.id);
-  };
 
   private async runNomad(): Promise<void> {
     const signal = this.controller.signal;
@@ -451,7 +434,6 @@ export class NomadInstances {
       // The owner unregisters on a clean stop; this covers one that was killed.
       const left = this.options.detector.get(t.nomad.id);
       if (left?.source === 'api' && this.options.unregister) {
-        this.consul?.awake(left.id);
         await this.options.unregister(left.id).catch((error) => this.log.warn({ instance: left.id, err: messageOf(error) }, 'removing the registered instance failed'));
         this.log.info({ instance: left.id, alloc: t.allocId, reason }, 'removed the VM its doze vm owner had registered');
       }
@@ -460,7 +442,6 @@ export class NomadInstances {
     const id = t.managedId;
     if (!wasManaged || !id) return;
     const { detector } = this.options;
-    this.consul?.awake(id);
     const instance = detector.get(id);
     const wakeTimeout = instance?.config.wakeTimeout ?? 5000;
     try {

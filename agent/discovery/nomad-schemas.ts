@@ -33,6 +33,8 @@ export const serviceCheckSchema = z.looseObject({
   PortLabel: z.string().optional(),
   Path: z.string().optional(),
   AddressMode: z.string().optional(),
+  /** The task a group service's script check runs in (api/services.go TaskName, HCL `task`). */
+  TaskName: z.string().optional(),
   /** Nanoseconds (Go time.Duration). */
   Interval: z.number().optional(),
   Timeout: z.number().optional(),
