@@ -106,6 +106,11 @@ export class ConsulAgentClient {
     return Object.values(this.validate('GET /v1/agent/checks', checksSchema, raw));
   }
 
+  /** `GET /v1/agent/self` (needs agent:read); only its success matters to doze. */
+  async self(): Promise<void> {
+    await this.call('GET /v1/agent/self', () => this.consul.agent.self());
+  }
+
   /** `GET /v1/agent/services`: id → service. */
   async services(): Promise<Record<string, ConsulService>> {
     const raw = await this.call('GET /v1/agent/services', () => this.consul.agent.service.list());

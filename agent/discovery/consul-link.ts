@@ -5,6 +5,7 @@ import type { Logger } from '../log.js';
 import { ConnectionTracker } from '../status/connections.js';
 import { nextBackoff, sleep } from './backoff.js';
 import { ConsulAgentClient } from './consul-agent.js';
+import { consulProbes, describeMissing, missingRights } from './permissions.js';
 
 /*
  * The agent's standing with its local Consul agent: it registers itself as
@@ -44,6 +45,8 @@ export class ConsulLink {
   readonly tracker: ConnectionTracker;
   private maintaining: Promise<void> | undefined;
   private registered = false;
+  /** Rights the Consul token lacks, found at start (permissions.ts). */
+  private missingRights: string[] = [];
 
   constructor(private readonly options: ConsulLinkOptions) {
     this.client = new ConsulAgentClient(options.config);
@@ -74,8 +77,16 @@ export class ConsulLink {
   private async maintain(): Promise<void> {
     const { signal } = this.options;
     let backoffMs = 0;
+    let probed = false;
     while (!signal.aborted) {
       try {
+        if (!probed) {
+          // Every right the token lacks, named at once (service:write shows as the registration's 403).
+          const missing = await missingRights(consulProbes(this.client));
+          probed = true;
+          this.missingRights = missing;
+          if (missing.length > 0) this.options.log.warn({ missing }, describeMissing('Consul', missing));
+        }
         const services = await this.client.services();
         if (this.options.config.register) {
           const registration = this.registration();
@@ -87,12 +98,13 @@ export class ConsulLink {
           }
           this.registered = true;
         }
-        this.tracker.up({ service: this.options.config.register ? AGENT_SERVICE : undefined });
+        this.tracker.up({ service: this.options.config.register ? AGENT_SERVICE : undefined, missingRights: this.missingRights });
         backoffMs = 0;
         await sleep(this.options.resyncMs ?? 30_000, signal);
       } catch (error) {
         if (signal.aborted) return;
-        this.tracker.down(messageOf(error));
+        const refused = (error as { status?: number }).status === 403;
+        this.tracker.down(refused ? `${messageOf(error)} (the token needs service:write on ${AGENT_SERVICE} to register it, and service:read to see it)` : messageOf(error));
         backoffMs = nextBackoff(backoffMs, this.options);
         await sleep(backoffMs, signal);
       }

@@ -244,7 +244,8 @@ export class NomadClient {
     if (response.status < 200 || response.status >= 300) {
       // Nomad's error bodies are plain text ("alloc not found", "Permission denied").
       const detail = text.trim().slice(0, 2000) || '(empty body)';
-      throw new NomadError('E_NOMAD_HTTP', `Nomad ${what} failed with HTTP ${response.status}: ${detail}`, { status: response.status });
+      const needs = response.status === 403 ? requiredCapability(what) : undefined;
+      throw new NomadError('E_NOMAD_HTTP', `Nomad ${what} failed with HTTP ${response.status}: ${detail}${needs ? ` (the token needs ${needs})` : ''}`, { status: response.status });
     }
     let raw: unknown;
     try {
@@ -258,6 +259,23 @@ export class NomadClient {
     }
     return parsed.data;
   }
+}
+
+/**
+ * The ACL capability a call needs (Nomad's acl package and each endpoint's
+ * check: command/agent/agent_endpoint.go, nomad/node_endpoint.go,
+ * nomad/alloc_endpoint.go, nomad/job_endpoint.go, nomad/event_endpoint.go).
+ */
+export function requiredCapability(what: string): string | undefined {
+  const [method, path = ''] = what.split(' ');
+  if (path.startsWith('/v1/agent/')) return 'agent:read';
+  if (path.startsWith('/v1/node/')) return 'node:read';
+  if (path === '/v1/event/stream') return 'read-job in every namespace subscribed to';
+  if (path === '/v1/jobs/parse') return 'parse-job (or submit-job) in the namespace';
+  if (path === '/v1/jobs' && method !== 'GET') return 'submit-job in the job\'s namespace';
+  if (/^\/v1\/job\/[^/]+\/scale$/.test(path) && method !== 'GET') return 'scale-job (or submit-job) in the job\'s namespace';
+  if (path.startsWith('/v1/job') || path.startsWith('/v1/allocation')) return 'read-job in the namespace';
+  return undefined;
 }
 
 function httpsAgent(tls: NomadTlsOptions = {}): https.Agent {

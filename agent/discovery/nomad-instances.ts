@@ -17,6 +17,7 @@ import { findHostVeth } from './host-veth.js';
 import { NomadClient } from './nomad-client.js';
 import { NomadDiscovery, type DiscoveryStatus } from './nomad-discovery.js';
 import { unanswerableChecks } from '../health/check-needs.js';
+import { describeMissing, missingRights, nomadProbes } from './permissions.js';
 import { findNomadTaskCgroup, nomadTaskCgroupCandidates, OWN_CGROUP_DRIVERS } from './task-cgroup.js';
 
 /*
@@ -111,6 +112,8 @@ export class NomadInstances {
   private readonly invalid = new Map<string, AllocationStatus>();
   private readonly queues = new Map<string, Promise<void>>();
   private discovery: NomadDiscovery | undefined;
+  /** Rights the Nomad token lacks, found at start (permissions.ts). */
+  private missingNomadRights: string[] = [];
   private nodeId: string | undefined;
   private running: Promise<void> | undefined;
   private readonly log: Logger;
@@ -209,6 +212,10 @@ export class NomadInstances {
       if (!this.nodeId) return;
     }
     const nodeId = this.nodeId;
+    // Name every right the token lacks at once (the reads; writes are named when refused).
+    const missing = await missingRights(nomadProbes(client, nodeId).filter((p) => p.right !== 'agent:read' || this.options.config.nomad?.nodeId === undefined));
+    this.missingNomadRights = missing;
+    if (missing.length > 0) this.log.warn({ missing }, describeMissing('Nomad', missing));
     this.discovery = new NomadDiscovery(client, {
       nodeId,
       namespace: this.options.config.nomad?.namespace ?? '*',
@@ -239,7 +246,7 @@ export class NomadInstances {
 
   private onDiscoveryStatus(nodeId: string, status: DiscoveryStatus): void {
     // `fallback` (why blocking queries stand in for the event stream) is null once the stream is back.
-    const detail = { nodeId, source: status.source, fallback: status.fallback ?? null };
+    const detail = { nodeId, source: status.source, fallback: status.fallback ?? null, missingRights: this.missingNomadRights };
     if (status.connected) this.nomadTracker!.up(detail);
     else this.nomadTracker!.down(status.error ?? 'disconnected', detail);
   }
