@@ -186,10 +186,12 @@ export class NomadClient {
   /**
    * `POST /v1/jobs/parse`: Nomad's own HCL parser. The job comes back as
    * loose JSON: validating it is the caller's business (the job helper
-   * reports problems by place, not as a schema dump).
+   * reports problems by place, not as a schema dump). `variables`: HCL
+   * variable values, as the content of a variables file (api/jobs.go
+   * JobsParseRequest.Variables), for jobs whose variables have no default.
    */
-  async parseJob(jobHcl: string): Promise<Record<string, unknown>> {
-    const response = await this.send('POST', '/v1/jobs/parse', { JobHCL: jobHcl, Canonicalize: true });
+  async parseJob(jobHcl: string, variables?: string): Promise<Record<string, unknown>> {
+    const response = await this.send('POST', '/v1/jobs/parse', { JobHCL: jobHcl, ...(variables ? { Variables: variables } : {}), Canonicalize: true });
     return this.body(response, 'POST /v1/jobs/parse', z.record(z.string(), z.unknown()));
   }
 
