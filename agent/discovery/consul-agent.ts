@@ -45,7 +45,7 @@ const checkSchema = z.looseObject({
   Type: z.string().nullish(),
   Output: z.string().nullish(),
 });
-const checksSchema = z.record(z.string(), checkSchema);
+export const checksSchema = z.record(z.string(), checkSchema);
 const servicesSchema = z.record(
   z.string(),
   z.looseObject({ ID: z.string(), Service: z.string(), Port: z.number().int().optional(), Address: z.string().optional(), Meta: z.record(z.string(), z.string()).nullish() }),

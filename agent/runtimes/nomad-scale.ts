@@ -138,8 +138,9 @@ export class NomadScaleRuntime implements Runtime {
   private async waitForDeployment(budget: Budget): Promise<string | undefined> {
     let index = 0;
     let id: string | undefined;
-    while (budget.left() > 300) {
-      const waitMs = Math.min(budget.left() - 250, this.options.maxWaitMs ?? 30_000);
+    // The first read does not block (index 0): it names the deployment even when little time is left.
+    while (index === 0 || budget.left() > 300) {
+      const waitMs = Math.max(Math.min(budget.left() - 250, this.options.maxWaitMs ?? 30_000), 10);
       const latest = await this.within(budget, (signal) => this.options.nomad.latestDeployment(this.options.jobId, { index, waitMs, signal }));
       index = latest.index;
       if (!latest.value || !ACTIVE_DEPLOYMENT_STATUSES.has(latest.value.Status)) return undefined;

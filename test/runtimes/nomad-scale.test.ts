@@ -143,8 +143,12 @@ test('any other 404 from the checks endpoint ("Unknown allocation") is not healt
 test('a scale to 0 during an active deployment waits for it to end, then scales', async (t) => {
   const { double, runtime } = await setup(t);
   double.startDeployment('web');
-  setTimeout(() => double.endDeployment('web'), 150);
-  await runtime.pause(3000);
+  // The deployment ends once Nomad has refused the scale (a bounded poll, not a fixed delay).
+  void (async () => {
+    for (let i = 0; i < 500 && double.refusedScales === 0; i++) await new Promise((r) => setTimeout(r, 5));
+    setTimeout(() => double.endDeployment('web'), 50);
+  })();
+  await runtime.pause(5000);
   t.is(double.refusedScales, 1, 'refused once');
   t.like(double.scaleRequests[0], { body: { Count: 0 } });
   t.like(runtime.handle(), { asleep: true, previousCount: 2 });
@@ -153,7 +157,7 @@ test('a scale to 0 during an active deployment waits for it to end, then scales'
 test('a deployment that outlasts the pause deadline fails the pause with E_SCALE_BLOCKED and leaves the handle awake', async (t) => {
   const { double, runtime } = await setup(t);
   const deployment = double.startDeployment('web');
-  const error = await t.throwsAsync<DozeError>(runtime.pause(700));
+  const error = await t.throwsAsync<DozeError>(runtime.pause(1000));
   t.is(error?.code, 'E_SCALE_BLOCKED');
   t.regex(error?.message ?? '', new RegExp(`deployment ${deployment.ID as string} of the job is still active`));
   t.is(double.scaleRequests.length, 0);

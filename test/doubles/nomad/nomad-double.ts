@@ -5,6 +5,8 @@
  * installed here). Shapes and rules follow Nomad's source and docs:
  *
  * - JSON fields are PascalCase; nil collections are null, as Go encodes them.
+ *   Allocation shapes are held to Nomad's own samples, completed from its
+ *   structs (test/fixtures/nomad/, test/discovery/contract-fixtures.test.ts).
  * - Reads carry X-Nomad-Index (+ X-Nomad-KnownLeader, X-Nomad-LastContact);
  *   blocking queries honour `index` and `wait` (default 5 min, max 10 min).
  *   Index rules: an allocation's ModifyIndex; a node's allocations the
@@ -286,7 +288,8 @@ export class NomadDouble {
       const list = (allocatedNetwork?.[kind] as Obj[] | null | undefined) ?? [];
       for (const port of list) {
         if (kind === 'DynamicPorts') port.Value = this.nextPort++;
-        ports.push({ Label: port.Label, Value: port.Value, To: port.To ?? 0, HostIP: hostIp });
+        port.IgnoreCollision ??= false;
+        ports.push({ Label: port.Label, Value: port.Value, To: port.To ?? 0, HostIP: hostIp, IgnoreCollision: false });
       }
     }
     if (allocatedNetwork) allocatedNetwork.IP = hostIp;
@@ -310,7 +313,9 @@ export class NomadDouble {
       ClientDescription: '',
       TaskStates: Object.fromEntries(tasks.map((t) => [t, { State: 'running', Failed: false, Restarts: 0, Events: null }])),
       AllocatedResources: {
-        Tasks: Object.fromEntries(tasks.map((t) => [t, { Cpu: { CpuShares: 100 }, Memory: { MemoryMB: 64, MemoryMaxMB: 0 }, Networks: null, Devices: null }])),
+        Tasks: Object.fromEntries(tasks.map((t) => [t, { Cpu: { CpuShares: 100, ReservedCores: null }, Memory: { MemoryMB: 64, MemoryMaxMB: 0 }, Networks: null, Devices: null }])),
+        // nomad/structs AllocatedResources.TaskLifecycles: nil for a task without a lifecycle block.
+        TaskLifecycles: Object.fromEntries((group.Tasks as Obj[]).map((t) => [String(t.Name), (t.Lifecycle as Obj | undefined) ?? null])),
         Shared: { DiskMB: 300, Networks: allocatedNetwork ? [allocatedNetwork] : null, Ports: ports.length ? ports : null },
       },
       NetworkStatus: mode === 'bridge' ? { InterfaceName: 'eth0', Address: spec.bridgeAddress ?? `172.26.64.${this.nextBridgeIp++}`, AddressIPv6: '', DNS: null } : null,
@@ -520,13 +525,23 @@ export class NomadDouble {
     return { index, body: list };
   }
 
-  /** AllocListStub: no Job, no NetworkStatus (nomad/structs Allocation.Stub). */
+  /**
+   * AllocListStub (nomad/structs/alloc.go): these fields only, so no Job,
+   * NetworkStatus or DeploymentID, and AllocatedResources (omitempty) only
+   * with ?resources=true, which doze never asks for.
+   */
   private jobAllocationStubs(jobId: string, namespace: string): { index: number; body: unknown } {
     const list = [...this.allocs.values()].filter((a) => a.JobID === jobId && a.Namespace === namespace);
     const index = list.length ? Math.max(...list.map((a) => a.ModifyIndex as number)) : this.allocsTableIndex;
     const stubs = list.map((a) => {
-      const { Job: _job, NetworkStatus: _network, DeploymentID: _deployment, ...stub } = structuredClone(a);
-      return { ...stub, JobType: 'service', JobVersion: 0, DeploymentStatus: a.DeploymentStatus ?? null };
+      const c = structuredClone(a);
+      return {
+        ID: c.ID, EvalID: c.EvalID, Name: c.Name, Namespace: c.Namespace, NodeID: c.NodeID, NodeName: c.NodeName, JobID: c.JobID, JobType: 'service', JobVersion: 0,
+        TaskGroup: c.TaskGroup, DesiredStatus: c.DesiredStatus, DesiredDescription: c.DesiredDescription, ClientStatus: c.ClientStatus, ClientDescription: c.ClientDescription,
+        DesiredTransition: { Migrate: null, Reschedule: null, ForceReschedule: null, NoShutdownDelay: null }, TaskStates: c.TaskStates, DeploymentStatus: c.DeploymentStatus ?? null,
+        FollowupEvalID: '', NextAllocation: '', RescheduleTracker: null, PreemptedAllocations: null, PreemptedByAllocation: '',
+        CreateIndex: c.CreateIndex, ModifyIndex: c.ModifyIndex, CreateTime: c.CreateTime, ModifyTime: c.ModifyTime,
+      };
     });
     return { index, body: stubs };
   }
