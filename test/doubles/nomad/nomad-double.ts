@@ -52,7 +52,10 @@
  * Not covered: scheduling (registering a job places nothing: tests add
  * allocations with addAllocation; only placeOnScale places any), evaluations
  * (EvalIDs are random), deployments beyond the above (startDeployment sets one
- * by hand), ACL policies (one token or none), multiple regions, blocking
+ * by hand), ACL policies beyond a list of capabilities per token (`acl`,
+ * global rather than per namespace; a forbidden event stream is refused with
+ * the early 200 of Nomad ≥ 1.11.2, or 403 with `streamRefusal: '403'`), a
+ * successful event stream's hijacked framing (node's chunked encoding here), multiple regions, blocking
  * jitter, gzip, the HCLv1 parser, TLS, and every endpoint not listed above.
  */
 import { randomUUID } from 'node:crypto';
