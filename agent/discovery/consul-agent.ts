@@ -9,13 +9,12 @@ import { formatIssues } from './nomad-schemas.js';
 /*
  * The few Consul agent endpoints doze uses, through the npm `consul` client
  * (2.x, promise API), with every answer validated here:
- *   GET /v1/agent/checks, GET /v1/agent/services,
- *   PUT /v1/agent/service/register, PUT /v1/agent/service/deregister/:id,
- *   PUT /v1/agent/check/pass|warn|fail/:id?note=…  (TTL checks only)
- * Consul's JSON is PascalCase. Nomad registers its services as
- * `_nomad-task-<allocID>-<task|group>-<service>-<port>` (shared/REFERENCE.md),
- * which is how a check maps back to an allocation; a Nomad script check is a
- * TTL check in Consul (Nomad runs the script and heartbeats the result).
+ *   GET /v1/agent/self, GET /v1/agent/checks, GET /v1/agent/services,
+ *   PUT /v1/agent/service/register, PUT /v1/agent/service/deregister/:id.
+ * Consul's JSON is PascalCase. doze never writes a check Nomad owns (a
+ * script check, a TTL check in Consul, is Nomad's to heartbeat: see
+ * consul-link.ts); its shapes are held to Consul's docs in
+ * test/fixtures/consul/.
  */
 
 export type ConsulErrorCode =
@@ -53,11 +52,6 @@ const servicesSchema = z.record(
 
 export type ConsulCheck = z.infer<typeof checkSchema>;
 export type ConsulService = z.infer<(typeof servicesSchema)['valueType']>;
-
-/** Service-id prefix of every service Nomad registers for one allocation. */
-export function nomadServicePrefix(allocId: string): string {
-  return `_nomad-task-${allocId}-`;
-}
 
 export interface ServiceRegistration {
   id: string;
@@ -123,12 +117,6 @@ export class ConsulAgentClient {
 
   async deregister(serviceId: string): Promise<void> {
     await this.call(`PUT /v1/agent/service/deregister/${serviceId}`, () => this.consul.agent.service.deregister(serviceId));
-  }
-
-  /** `PUT /v1/agent/check/{pass,warn,fail}/:id?note=…` (TTL checks only). */
-  async updateTtl(checkId: string, status: 'pass' | 'warn' | 'fail', note: string): Promise<void> {
-    const check = this.consul.agent.check;
-    await this.call(`PUT /v1/agent/check/${status}/${checkId}`, () => check[status]({ id: checkId, note }));
   }
 
   destroy(): void {

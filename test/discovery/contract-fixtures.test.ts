@@ -15,7 +15,8 @@ import {
   jobRegisterResponseSchema,
   jobSchema,
 } from '../../agent/discovery/nomad-schemas.js';
-import { NomadDouble } from '../doubles/nomad/nomad-double.js';
+import { AgentApiDouble } from '../doubles/consul/agent-api.js';
+import type { NomadDouble } from '../doubles/nomad/nomad-double.js';
 import { webJob } from '../doubles/nomad/fixtures.js';
 import { startNomadDouble } from '../doubles/nomad/with-double.js';
 
@@ -154,4 +155,15 @@ test('the Nomad double answers in the same shapes as the real payloads', async (
     t.false(key in stubs[0]!, `the double's stub has no ${key}`);
   }
   t.is(double.getJob('web')!.Meta, null, 'an empty map is null, as Go encodes a nil map');
+});
+
+test('the Consul double lists checks in the shape of Consul\'s sample', async (t) => {
+  const consul = await AgentApiDouble.start();
+  t.teardown(() => consul.close());
+  await fetch(`${consul.url}/v1/agent/service/register`, { method: 'PUT', body: JSON.stringify({ ID: 'redis', Name: 'redis', Tags: ['primary'], Check: { TTL: '30s' } }) });
+  const listed = (await (await fetch(`${consul.url}/v1/agent/checks`)).json()) as Record<string, Record<string, unknown>>;
+  const real = (fixture('consul/agent-checks.json').body as Record<string, Record<string, unknown>>)['service:redis']!;
+  const ours = listed['service:redis']!;
+  for (const key of Object.keys(real)) t.true(key in ours, `the double's check has ${key}`);
+  t.like(ours, { CheckID: 'service:redis', ServiceID: 'redis', ServiceName: 'redis', ServiceTags: ['primary'] });
 });

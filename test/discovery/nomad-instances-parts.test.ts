@@ -106,7 +106,7 @@ test('ConsulAgentClient: validated answers, Consul errors with codes', async (t)
   await client.register({ id: 'svc', name: 'svc', port: 80, check: { name: 'h', http: 'http://127.0.0.1:1/', interval: '10s', timeout: '1s' } });
   t.like((await client.services())['svc'], { ID: 'svc', Service: 'svc', Port: 80 });
   t.like((await client.checks()).find((c) => c.CheckID === 'service:svc'), { ServiceID: 'svc', Type: 'http', Status: 'critical' });
-  const missing = await t.throwsAsync(client.updateTtl('nope', 'pass', 'x'));
+  const missing = await t.throwsAsync(client.deregister('nope'));
   t.like(missing, { code: 'E_CONSUL_HTTP', status: 404 });
   await client.deregister('svc');
   t.deepEqual(await client.services(), {});
