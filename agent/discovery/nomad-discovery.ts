@@ -37,6 +37,13 @@ export interface NomadDiscoveryOptions {
   heartbeatTimeoutMs?: number;
   minBackoffMs?: number;
   maxBackoffMs?: number;
+  /**
+   * While the stream is up, the node's allocations are re-listed this often
+   * (default 5 min): a `namespace=*` subscription only covers the namespaces
+   * that existed when it connected (nomad/event_endpoint.go), and anything
+   * else lost is made good too.
+   */
+  relistMs?: number;
   /** After a fallback to blocking queries, the stream is tried again after this (doubling up to streamRetryMaxMs). */
   streamRetryMs?: number;
   streamRetryMaxMs?: number;
@@ -60,6 +67,8 @@ export class NomadDiscovery {
   private readonly seen = new Map<string, Fingerprint>();
   private status: DiscoveryStatus = { connected: false, source: 'list' };
   private fallback: string | undefined;
+  /** Re-lists and stream events are applied one at a time, in order. */
+  private serial: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly client: NomadClient,
@@ -91,6 +100,8 @@ export class NomadDiscovery {
   /** Follows the event stream from `index`; the error that made Nomad refuse it, or undefined once aborted. */
   private async stream(index: number): Promise<NomadError | undefined> {
     const { signal } = this.options;
+    const periodic = setInterval(() => void this.inOrder(() => this.relist()), this.options.relistMs ?? 300_000);
+    periodic.unref();
     try {
       for await (const frame of allocationEvents(this.client, {
         index: index + 1,
@@ -106,21 +117,29 @@ export class NomadDiscovery {
         },
         onError: (error) => this.failed(error, 'stream'),
       })) {
-        if (frame.reconnected) await this.relist();
-        for (const event of frame.events) await this.apply(event.allocation);
+        if (frame.reconnected) await this.inOrder(() => this.relist());
+        for (const event of frame.events) await this.inOrder(() => this.apply(event.allocation));
       }
       return undefined;
     } catch (error) {
       if (!(error instanceof NomadError)) throw error;
       return error;
+    } finally {
+      clearInterval(periodic);
     }
+  }
+
+  private inOrder(work: () => Promise<void>): Promise<void> {
+    const next = this.serial.then(work);
+    this.serial = next.catch(() => undefined);
+    return next;
   }
 
   /** After a reconnect: the node's allocations now, reconciled (events in between may be lost). */
   private async relist(): Promise<void> {
     try {
-      const { value } = await this.client.nodeAllocations(this.options.nodeId, { signal: this.options.signal });
-      this.reconcile(value);
+      const { index, value } = await this.client.nodeAllocations(this.options.nodeId, { signal: this.options.signal });
+      this.reconcile(value, index);
     } catch (error) {
       if (!(error instanceof NomadError)) throw error;
       // The stream is up again: a failed list is reported, and the next reconnect lists again.
@@ -135,7 +154,7 @@ export class NomadDiscovery {
       try {
         const { index, value } = await this.client.nodeAllocations(this.options.nodeId, { signal: this.options.signal });
         this.setStatus({ connected: true, source: 'list' });
-        this.reconcile(value);
+        this.reconcile(value, index);
         return index;
       } catch (error) {
         if (!(error instanceof NomadError)) throw error;
@@ -165,7 +184,7 @@ export class NomadDiscovery {
       })) {
         index = result.index;
         this.setStatus({ connected: true, source: 'blocking', ...(this.fallback ? { fallback: this.fallback } : {}) });
-        this.reconcile(result.value);
+        this.reconcile(result.value, result.index);
       }
     } finally {
       clearTimeout(timer);
@@ -176,14 +195,17 @@ export class NomadDiscovery {
   }
 
   /** A full list: map each allocation, and drop instances whose allocation is gone from the node. */
-  private reconcile(allocations: NomadAllocation[]): void {
+  private reconcile(allocations: NomadAllocation[], index: number): void {
     const present = new Set<string>();
     for (const alloc of allocations) {
       present.add(alloc.ID);
       this.judge(alloc, alloc.Job);
     }
-    for (const allocId of this.known.keys()) if (!present.has(allocId)) this.remove(allocId, 'allocation is no longer on this node');
-    for (const allocId of [...this.judged.keys()]) if (!present.has(allocId)) this.forget(allocId);
+    // Only what the list could have seen: an allocation learned from an event newer than the list stays.
+    for (const allocId of [...this.known.keys()]) {
+      if (!present.has(allocId) && (this.seen.get(allocId)?.modifyIndex ?? 0) <= index) this.remove(allocId, 'allocation is no longer on this node');
+    }
+    for (const [allocId, judgedAt] of [...this.judged]) if (!present.has(allocId) && judgedAt <= index) this.forget(allocId);
   }
 
   /** One allocation from the stream (without its job). */

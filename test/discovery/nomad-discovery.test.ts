@@ -238,3 +238,14 @@ test('a managed allocation whose address changes is managed again at the new add
   await d.until(() => d.log.some((l) => l.includes('restarted in place')) && d.added.length === 3, 'the re-managed instance');
   t.deepEqual(d.log.slice(-2), [`-${alloc.ID as string} (a task of the allocation restarted in place)`, `+${alloc.ID as string}`]);
 });
+
+test('an allocation in a namespace created after the stream connected (outside its namespace=*) is found by the periodic re-list', async (t) => {
+  const nomad = await startNomadDouble(t);
+  nomad.registerJob(webJob({ groupMeta: enabled }));
+  const d = startDiscovery(t, nomad, { relistMs: 200 });
+  await d.until(() => d.statuses.some((s) => s.connected && s.source === 'stream'), 'the stream');
+  nomad.registerJob(webJob({ id: 'late', namespace: 'later', groupMeta: enabled }));
+  const alloc = nomad.addAllocation({ jobId: 'late', group: 'web', namespace: 'later', nodeId: 'n1' });
+  await d.until(() => d.added.some((i) => i.allocId === alloc.ID), 'the instance from the re-list', 3000);
+  t.is(d.added.find((i) => i.allocId === alloc.ID)!.namespace, 'later');
+});

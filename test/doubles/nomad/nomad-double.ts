@@ -18,7 +18,9 @@
  *   (nomad/stream/event_buffer.go StartAtClosest); a bounded buffer (Nomad's
  *   default 100). Allocation payloads have `Job` stripped (nomad/state/
  *   events.go). Topic and namespace filters apply; a frame left with no
- *   event is not sent. `framing: "concatenated"` writes frames without
+ *   event is not sent. `namespace=*` covers the namespaces that existed when
+ *   the stream connected (here: those of registered jobs), as Nomad resolves
+ *   the wildcard once per subscription (nomad/event_endpoint.go). `framing: "concatenated"` writes frames without
  *   newlines, as Nomad's own encoder may.
  * - `GET /v1/agent/self`: `{config, member, stats}` (lower-case keys, as
  *   Nomad's agentSelf struct), `stats.client.node_id` unless `agentNodeId`
@@ -138,6 +140,8 @@ interface Stream {
   res: http.ServerResponse;
   topics: Set<string>;
   namespace: string;
+  /** For `namespace=*`: the namespaces that existed at connect (Nomad resolves the wildcard once). */
+  namespaces: Set<string>;
   heartbeat: NodeJS.Timeout;
 }
 
@@ -405,7 +409,7 @@ export class NomadDouble {
   }
 
   private sendFrame(stream: Stream, frame: Frame): void {
-    const events = frame.Events.filter((e) => (stream.topics.has('*') || stream.topics.has(String(e.Topic))) && (stream.namespace === '*' || e.Namespace === stream.namespace));
+    const events = frame.Events.filter((e) => (stream.topics.has('*') || stream.topics.has(String(e.Topic))) && (stream.namespace === '*' ? stream.namespaces.has(String(e.Namespace)) : e.Namespace === stream.namespace));
     if (events.length === 0) return;
     stream.res.write(this.frameText({ Index: frame.Index, Events: events }));
   }
@@ -629,6 +633,7 @@ export class NomadDouble {
       res,
       topics,
       namespace: url.searchParams.get('namespace') || 'default',
+      namespaces: new Set(['default', ...[...this.jobs.values()].map((j) => String(j.Namespace))]),
       heartbeat: setInterval(() => res.write(this.frameText({})), this.options.heartbeatMs),
     };
     stream.heartbeat.unref();
