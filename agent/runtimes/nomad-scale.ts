@@ -121,32 +121,32 @@ export class NomadScaleRuntime implements Runtime {
     } catch (error) {
       if (!isDeploymentBlock(error)) throw error;
     }
-    const deployment = await this.waitForDeployment(budget);
+    const deployment: { id?: string } = {};
     try {
+      await this.waitForDeployment(budget, deployment);
       await this.within(budget, () => this.options.nomad.scaleGroup(this.options.jobId, this.options.group, 0, message));
     } catch (error) {
-      if (!isDeploymentBlock(error)) throw error;
-      throw new RuntimeError('E_SCALE_BLOCKED', `Nomad refused to scale ${this.where} to 0: deployment ${deployment ?? '(unknown)'} of the job is still active (Nomad blocks scaling during a deployment); doze retries at the next idle deadline`, { cause: error });
+      // Refused, or out of time waiting for the deployment: either way the deployment is why.
+      if (!isDeploymentBlock(error) && !(error instanceof DeadlineError)) throw error;
+      throw new RuntimeError('E_SCALE_BLOCKED', `Nomad refused to scale ${this.where} to 0: deployment ${deployment.id ?? '(unknown)'} of the job is still active (Nomad blocks scaling during a deployment); doze retries at the next idle deadline`, { cause: error });
     }
   }
 
   /**
    * Blocks on the job's latest deployment until it is no longer active, or
    * until shortly before the budget ends (so the refusal, not a bare
-   * deadline, is what the caller sees); the active deployment's id, if any.
+   * deadline, is what the caller sees); `seen.id`: the active deployment.
    */
-  private async waitForDeployment(budget: Budget): Promise<string | undefined> {
+  private async waitForDeployment(budget: Budget, seen: { id?: string }): Promise<void> {
     let index = 0;
-    let id: string | undefined;
     // The first read does not block (index 0): it names the deployment even when little time is left.
     while (index === 0 || budget.left() > 300) {
       const waitMs = Math.max(Math.min(budget.left() - 250, this.options.maxWaitMs ?? 30_000), 10);
       const latest = await this.within(budget, (signal) => this.options.nomad.latestDeployment(this.options.jobId, { index, waitMs, signal }));
       index = latest.index;
-      if (!latest.value || !ACTIVE_DEPLOYMENT_STATUSES.has(latest.value.Status)) return undefined;
-      id = latest.value.ID;
+      if (!latest.value || !ACTIVE_DEPLOYMENT_STATUSES.has(latest.value.Status)) return;
+      seen.id = latest.value.ID;
     }
-    return id;
   }
 
   async resume(deadlineMs: number): Promise<void> {

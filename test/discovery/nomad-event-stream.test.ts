@@ -236,3 +236,11 @@ test('with markConnections every accepted connection starts with a reconnected m
   t.true(c.frames[1]!.reconnected);
   t.deepEqual(c.frames[1]!.events, []);
 });
+
+test('a chunked stream (Nomad before 1.11.2) is read as well as a hijacked one', async (t) => {
+  const nomad = await doubleWithJob(t, { streamFraming: 'chunked' });
+  const stream = consume(t, new NomadClient({ address: nomad.url }));
+  const ids = [0, 1].map(() => nomad.addAllocation({ jobId: 'web', group: 'web' }).ID);
+  await stream.next(2);
+  t.deepEqual(stream.allocIds(), ids);
+});

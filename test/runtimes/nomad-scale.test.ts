@@ -166,10 +166,15 @@ test('a deployment that outlasts the pause deadline fails the pause with E_SCALE
 });
 
 test('a sleep soon after a wake waits out the deployment the scale-up created', async (t) => {
-  const { double, runtime } = await setup(t, {}, { placeOnScale: { runningAfterMs: 10, healthyAfterMs: 10, deployment: true, minHealthyTimeMs: 200, checks: ['_nomad-check-abc'] } });
+  // The deployment would run a minute (min_healthy_time); it is ended once Nomad has refused the scale.
+  const { double, runtime } = await setup(t, {}, { placeOnScale: { runningAfterMs: 10, healthyAfterMs: 10, deployment: true, minHealthyTimeMs: 60_000, checks: ['_nomad-check-abc'] } });
   await runtime.pause(5000);
   await runtime.resume(5000);
-  await runtime.pause(5000);
+  void (async () => {
+    for (let i = 0; i < 1000 && double.refusedScales === 0; i++) await new Promise((r) => setTimeout(r, 5));
+    double.endDeployment('web');
+  })();
+  await runtime.pause(8000);
   t.true(double.refusedScales >= 1, 'Nomad refused the first scale to 0');
   t.is(double.scaleRequests.length, 3);
   t.is(await runtime.inspect(), 'paused');

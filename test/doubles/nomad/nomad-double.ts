@@ -20,8 +20,11 @@
  *   events.go). Topic and namespace filters apply; a frame left with no
  *   event is not sent. `namespace=*` covers the namespaces that existed when
  *   the stream connected (here: those of registered jobs), as Nomad resolves
- *   the wildcard once per subscription (nomad/event_endpoint.go). `framing: "concatenated"` writes frames without
- *   newlines, as Nomad's own encoder may.
+ *   the wildcard once per subscription (nomad/event_endpoint.go). Every
+ *   frame ends with a newline, as command/agent/event_endpoint.go writes it;
+ *   `framing: "concatenated"` leaves the newlines out (a robustness test, not
+ *   a Nomad behaviour). The answer is hijacked HTTP/1.1 without a length
+ *   (`streamFraming`, Nomad ≥ 1.11.2) or chunked (older).
  * - `GET /v1/agent/self`: `{config, member, stats}` (lower-case keys, as
  *   Nomad's agentSelf struct), `stats.client.node_id` unless `agentNodeId`
  *   is null (a server-only agent).
@@ -56,8 +59,7 @@
  * (EvalIDs are random), deployments beyond the above (startDeployment sets one
  * by hand), ACL policies beyond a list of capabilities per token (`acl`,
  * global rather than per namespace; a forbidden event stream is refused with
- * the early 200 of Nomad ≥ 1.11.2, or 403 with `streamRefusal: '403'`), a
- * successful event stream's hijacked framing (node's chunked encoding here), multiple regions, blocking
+ * the early 200 of Nomad ≥ 1.11.2, or 403 with `streamRefusal: '403'`), multiple regions, blocking
  * jitter, gzip, the HCLv1 parser, TLS, and every endpoint not listed above.
  */
 import { randomUUID } from 'node:crypto';
@@ -87,6 +89,8 @@ export interface NomadDoubleOptions {
   acl?: Record<string, NomadCapability[]>;
   /** How a forbidden event stream is refused: `early-200` (Nomad ≥ 1.11.2, the default) or `403` (older). */
   streamRefusal?: 'early-200' | '403';
+  /** An accepted stream's framing: `hijacked` (Nomad ≥ 1.11.2: HTTP/1.1, no length, Connection: close; the default) or `chunked` (older). */
+  streamFraming?: 'hijacked' | 'chunked';
 }
 
 /**
@@ -137,7 +141,9 @@ interface Frame {
 }
 
 interface Stream {
-  res: http.ServerResponse;
+  /** Writes to the stream's connection (hijacked or chunked). */
+  write: (text: string) => void;
+  socket: Socket;
   topics: Set<string>;
   namespace: string;
   /** For `namespace=*`: the namespaces that existed at connect (Nomad resolves the wildcard once). */
@@ -187,7 +193,7 @@ export class NomadDouble {
   }
 
   static async start(options: NomadDoubleOptions = {}): Promise<NomadDouble> {
-    const double = new NomadDouble({ heartbeatMs: 30_000, eventBufferSize: 100, framing: 'ndjson', checksEndpoint: true, acl: {}, streamRefusal: 'early-200', ...options });
+    const double = new NomadDouble({ heartbeatMs: 30_000, eventBufferSize: 100, framing: 'ndjson', checksEndpoint: true, acl: {}, streamRefusal: 'early-200', streamFraming: 'hijacked', ...options });
     double.server = http.createServer((req, res) => void double.handle(req, res));
     double.server.on('connection', (socket) => {
       double.sockets.add(socket);
@@ -219,7 +225,7 @@ export class NomadDouble {
   dropEventStreams(): void {
     for (const stream of this.streams) {
       clearInterval(stream.heartbeat);
-      stream.res.socket?.destroy();
+      stream.socket.destroy();
     }
     this.streams.clear();
   }
@@ -245,7 +251,7 @@ export class NomadDouble {
 
   /** Writes raw bytes to every open event stream (malformed-frame tests). */
   writeToStreams(text: string): void {
-    for (const stream of this.streams) stream.res.write(text);
+    for (const stream of this.streams) stream.write(text);
   }
 
   /** Stores a job as Nomad would after registering it (with a few canonical defaults). */
@@ -411,7 +417,7 @@ export class NomadDouble {
   private sendFrame(stream: Stream, frame: Frame): void {
     const events = frame.Events.filter((e) => (stream.topics.has('*') || stream.topics.has(String(e.Topic))) && (stream.namespace === '*' ? stream.namespaces.has(String(e.Namespace)) : e.Namespace === stream.namespace));
     if (events.length === 0) return;
-    stream.res.write(this.frameText({ Index: frame.Index, Events: events }));
+    stream.write(this.frameText({ Index: frame.Index, Events: events }));
   }
 
   private frameText(value: unknown): string {
@@ -627,14 +633,25 @@ export class NomadDouble {
     const topicParams = url.searchParams.getAll('topic');
     // "Allocation" and "Allocation:*" both mean every allocation event.
     const topics = new Set(topicParams.length ? topicParams.map((t) => t.split(':')[0]!) : ['*']);
-    res.writeHead(200, { 'Content-Type': 'application/json', 'Cache-Control': 'no-cache' });
-    res.write(this.frameText({}));
+    let write: (text: string) => void;
+    if (this.options.streamFraming === 'hijacked') {
+      // Nomad ≥ 1.11.2 hijacks the connection and writes an HTTP/1.1 answer
+      // without a length (1.11.3 fixed its protocol line): the body ends when
+      // the connection does (command/agent/event_endpoint.go).
+      req.socket.write('HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nVary: Accept-Encoding\r\nConnection: close\r\n\r\n');
+      write = (text) => void req.socket.write(text);
+    } else {
+      res.writeHead(200, { 'Content-Type': 'application/json', 'Cache-Control': 'no-cache' });
+      write = (text) => void res.write(text);
+    }
+    write(this.frameText({}));
     const stream: Stream = {
-      res,
+      write,
+      socket: req.socket,
       topics,
       namespace: url.searchParams.get('namespace') || 'default',
       namespaces: new Set(['default', ...[...this.jobs.values()].map((j) => String(j.Namespace))]),
-      heartbeat: setInterval(() => res.write(this.frameText({})), this.options.heartbeatMs),
+      heartbeat: setInterval(() => write(this.frameText({})), this.options.heartbeatMs),
     };
     stream.heartbeat.unref();
     this.streams.add(stream);
