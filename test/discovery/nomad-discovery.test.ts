@@ -175,7 +175,7 @@ test('Nomad ≥ 1.11.2 refuses a stream with 200 and an empty body: discovery fa
     await running;
   });
   const until = async (predicate: () => boolean, what: string) => {
-    const deadline = Date.now() + 3000;
+    const deadline = Date.now() + 6000;
     while (!predicate()) {
       if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(statuses.at(-1))}`);
       await new Promise((resolve) => setTimeout(resolve, 5));

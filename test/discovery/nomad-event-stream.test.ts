@@ -93,6 +93,8 @@ test('streams allocation events in index order, with Nomad\'s job-less payloads'
 test('heartbeats keep the connection and yield nothing', async (t) => {
   const nomad = await doubleWithJob(t, { heartbeatMs: 20 });
   const stream = consume(t, new NomadClient({ address: nomad.url }), { heartbeatTimeoutMs: 500 });
+  // Connected once its first heartbeat arrived; then ~15 more over 300 ms.
+  await stream.until(() => stream.connects.length === 1, 'the first heartbeat');
   await new Promise((resolve) => setTimeout(resolve, 300));
   t.is(stream.frames.length, 0);
   t.deepEqual(stream.errors, []);
