@@ -212,10 +212,15 @@ export class NomadInstances {
       if (!this.nodeId) return;
     }
     const nodeId = this.nodeId;
-    // Name every right the token lacks at once (the reads; writes are named when refused).
-    const missing = await missingRights(nomadProbes(client, nodeId).filter((p) => p.right !== 'agent:read' || this.options.config.nomad?.nodeId === undefined));
-    this.missingNomadRights = missing;
-    if (missing.length > 0) this.log.warn({ missing }, describeMissing('Nomad', missing));
+    // Name every right the token lacks at once (the reads; writes are named when refused), beside discovery, not before it.
+    void missingRights(nomadProbes(client, nodeId).filter((p) => p.right !== 'agent:read' || this.options.config.nomad?.nodeId === undefined)).then((missing) => {
+      this.missingNomadRights = missing;
+      if (missing.length === 0) return;
+      this.log.warn({ missing }, describeMissing('Nomad', missing));
+      const now = tracker.status();
+      if (now.connected) tracker.up({ missingRights: missing });
+      else tracker.down(now.error ?? 'disconnected', { missingRights: missing });
+    });
     this.discovery = new NomadDiscovery(client, {
       nodeId,
       namespace: this.options.config.nomad?.namespace ?? '*',
