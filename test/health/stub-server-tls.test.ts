@@ -10,6 +10,8 @@ import tls from 'node:tls';
 import { StubServer } from '../../agent/health/stub-server.js';
 import type { CheckKind, StubStatus } from '../../agent/health/stub-server.js';
 import type { KeyPair } from '../../agent/health/self-signed.js';
+import { AgentApiDouble } from '../doubles/consul/agent-api.js';
+import { CheckRunner } from '../doubles/consul/check-runner.js';
 
 // TLS checks (Nomad: protocol = "https", tls_skip_verify, grpc_use_tls; Consul: H2PING, TCP+TLS) answered by the stub.
 
@@ -129,4 +131,30 @@ test('a TCP check with TLS (handshake, then close) is counted once as tcp', asyn
   socket.end();
   await until('the count', () => answers.length === 1);
   t.deepEqual(answers, [['db', 'tcp']]);
+});
+
+test('through the Consul double\'s check runner: skip-verify HTTPS and gRPC-with-TLS pass on the stub\'s own certificate; a verifying check passes only with the operator\'s', async (t) => {
+  const pair = operatorPair();
+  const withCert = harness(t, new Map([['web', pair]]));
+  const without = harness(t);
+  withCert.states.set('web', 'sleeping');
+  without.states.set('api', 'sleeping');
+  const certPort = await withCert.stub.open('web');
+  const plainPort = await without.stub.open('api');
+  const runner = await CheckRunner.create({ stagger: false, caPem: pair.cert.toString() });
+  t.teardown(() => runner.stop());
+  const consul = await AgentApiDouble.start({ runner });
+  t.teardown(() => consul.close());
+  const checks = [
+    { CheckID: 'skip', HTTP: `https://127.0.0.1:${plainPort}/health`, TLSSkipVerify: true },
+    { CheckID: 'grpc', GRPC: `127.0.0.1:${plainPort}`, GRPCUseTLS: true, TLSSkipVerify: true },
+    { CheckID: 'verified', HTTP: `https://127.0.0.1:${certPort}/health` },
+    { CheckID: 'named', HTTP: `https://127.0.0.1:${certPort}/health`, TLSServerName: 'web.service.consul' },
+    { CheckID: 'untrusted', HTTP: `https://127.0.0.1:${plainPort}/health` },
+  ].map((c) => ({ Interval: '200ms', Timeout: '2s', ...c }));
+  const r = await fetch(`${consul.url}/v1/agent/service/register`, { method: 'PUT', body: JSON.stringify({ ID: 'svc', Name: 'svc', Checks: checks }) });
+  t.is(r.status, 200, await r.text());
+  await until('every check run twice', () => ['skip', 'grpc', 'verified', 'named', 'untrusted'].every((id) => runner.results(id).length >= 2));
+  for (const id of ['skip', 'grpc', 'verified', 'named']) t.like(consul.check(id), { Status: 'passing' }, id);
+  t.like(consul.check('untrusted'), { Status: 'critical' }, 'the stub\'s own certificate fails a verifying check: why the agent keeps such an instance awake');
 });

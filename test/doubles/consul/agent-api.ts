@@ -385,6 +385,9 @@ export class AgentApiDouble {
     const checkId = optionalString(def.checkid) ?? optionalString(def.id) ?? (ordinal === undefined ? `service:${serviceId}` : `service:${serviceId}:${ordinal}`);
     const definition: Record<string, unknown> = { Interval: intervalText, Timeout: timeoutText };
     if (kind === 'http') Object.assign(definition, { HTTP: target, Method: def.method ?? '', Header: def.header ?? {}, Body: def.body ?? '' });
+    if (def.tlsskipverify === true) definition.TLSSkipVerify = true;
+    if (typeof def.tlsservername === 'string' && def.tlsservername) definition.TLSServerName = def.tlsservername;
+    if (def.grpcusetls === true) definition.GRPCUseTLS = true;
     else if (kind !== 'ttl') definition[kind.toUpperCase()] = target;
     const record: CheckRecord = {
       Node: this.node,
@@ -430,6 +433,9 @@ export class AgentApiDouble {
         successBeforePassing: optionalNumber(def.successbeforepassing),
         failuresBeforeCritical: optionalNumber(def.failuresbeforecritical),
         failuresBeforeWarning: optionalNumber(def.failuresbeforewarning),
+        tlsSkipVerify: def.tlsskipverify === true,
+        tlsServerName: optionalString(def.tlsservername),
+        grpcUseTls: def.grpcusetls === true,
       },
     };
   }
