@@ -35,6 +35,7 @@ export class SleepGuards implements SleepHooks {
   private holdInstalled = false;
   /** Where each instance's listeners live (the route's local address): looked up once, not per sleep. */
   private readonly listenHosts = new Map<string, string>();
+  private readonly keyPairs = new Map<string, Promise<{ key: Buffer; cert: Buffer }>>();
 
   constructor(private readonly config: DozeConfig, private readonly context: SleepGuardsContext, private readonly log: Logger) {
     const c = config.healthChecks;
@@ -46,6 +47,10 @@ export class SleepGuards implements SleepHooks {
       onAnswered: (id) => {
         const instance = context.instance(id);
         if (instance) context.onCheckAnswered(instance);
+      },
+      tls: (id) => {
+        const files = context.instance(id)?.config.checkTls ?? config.healthChecks.tls;
+        return files ? this.keyPair(files) : undefined;
       },
     });
     this.hold = new HoldServer({
@@ -69,6 +74,24 @@ export class SleepGuards implements SleepHooks {
       },
     });
     this.holds = holdRedirect(c.mark, config.netfilter.chainPrefix);
+  }
+
+  /** The operator's certificate and key for TLS checks, read once per pair of files. */
+  private keyPair(files: { certFile: string; keyFile: string }): Promise<{ key: Buffer; cert: Buffer }> {
+    const key = `${files.certFile}\0${files.keyFile}`;
+    let pair = this.keyPairs.get(key);
+    if (!pair) {
+      pair = Promise.all([readFile(files.certFile), readFile(files.keyFile)]).then(
+        ([cert, keyPem]) => ({ cert, key: keyPem }),
+        (error) => {
+          this.keyPairs.delete(key);
+          this.log.warn({ cert: files.certFile, key: files.keyFile, err: messageOf(error) }, 'cannot read the certificate for TLS checks; they are refused');
+          throw new ConfigError(`cannot read the TLS check certificate ${files.certFile} / key ${files.keyFile}: ${messageOf(error)}`, { cause: error });
+        },
+      );
+      this.keyPairs.set(key, pair);
+    }
+    return pair;
   }
 
   /** Marking and the check redirect exist only when checks can be identified. */

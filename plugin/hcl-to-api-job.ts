@@ -10,7 +10,13 @@ import { DozeError } from '../agent/errors.js';
  * MemoryMB…) and nanosecond durations.
  *
  * Covered: the job/group/task/network/service/check/resources/constraint
- * structure doze validates, plus a generic rename for everything else.
+ * structure doze validates, the fields whose API names are not the HCL
+ * name in PascalCase (FIELD_NAMES, read from the `hcl` and `json` tags of
+ * Nomad's api package: api/tasks.go, api/jobs.go, api/services.go,
+ * api/resources.go, api/networking.go, at v1.11.3), and a generic rename
+ * for everything else. Nomad decodes job JSON case-insensitively and drops
+ * unknown fields silently, so a wrong name would lose the block without a
+ * word: blocks this parser cannot map (UNMAPPED) are refused instead.
  * Not covered: HCL functions and variables (left as "${…}" strings), and
  * Nomad's canonical defaults. With a Nomad address, Nomad parses instead.
  */
@@ -27,8 +33,35 @@ const RENAMES: Record<string, string> = {
   value: 'RTarget', operator: 'Operand', dns: 'DNS', size: 'SizeMB', max_files: 'MaxFiles', max_file_size: 'MaxFileSizeMB',
 };
 
+/**
+ * Per block: HCL name → API name where the API's differs from RENAMES and
+ * PascalCase (the `hcl:"…"` tag vs the Go field / `json` name).
+ */
+const FIELD_NAMES: Record<string, Record<string, string>> = {
+  job: { parameterized: 'ParameterizedJob', reschedule: 'Reschedule' },
+  template: {
+    source: 'SourcePath', destination: 'DestPath', data: 'EmbeddedTmpl', uid: 'Uid', gid: 'Gid', left_delimiter: 'LeftDelim',
+    right_delimiter: 'RightDelim', env: 'Envvars', error_on_missing_key: 'ErrMissingKey',
+  },
+  artifact: { source: 'GetterSource', options: 'GetterOptions', headers: 'GetterHeaders', mode: 'GetterMode', insecure: 'GetterInsecure', destination: 'RelativeDest' },
+  periodic: { cron: 'Spec', crons: 'Specs' },
+  spread: { attribute: 'Attribute' },
+  volume_mount: { selinux_label: 'SELinuxLabel' },
+  identity: { aud: 'Audience' },
+  check: { grpc_service: 'GRPCService', grpc_use_tls: 'GRPCUseTLS', task: 'TaskName', port: 'PortLabel' },
+  resources: { disk: 'DiskMB', secrets: 'SecretsMB', iops: 'IOPS' },
+  network: { mbits: 'MBits', cni: 'CNI', device: 'Device' },
+  task: { identity: 'Identities' },
+};
+
+/** Blocks this parser cannot render faithfully (labelled or deeply nested shapes): refused with a pointer to Nomad's parser. */
+const UNMAPPED = new Set(['connect', 'multiregion', 'ui', 'csi_plugin', 'action', 'secret', 'numa', 'dynamic']);
+
+/** Attribute maps inside these blocks are the user's (autoscaler policy, getter options). */
+const VERBATIM_IN: Record<string, Set<string>> = { scaling: new Set(['policy']), artifact: new Set(['options', 'headers']) };
+
 /** Blocks that may repeat: always lists in the API. */
-const LIST_BLOCKS = new Set(['network', 'service', 'check', 'constraint', 'affinity', 'spread', 'template', 'artifact', 'volume_mount', 'device', 'upstreams', 'expose', 'path']);
+const LIST_BLOCKS = new Set(['network', 'service', 'check', 'constraint', 'affinity', 'spread', 'template', 'artifact', 'volume_mount', 'device', 'upstreams', 'expose', 'path', 'identity']);
 
 /** Attribute maps whose keys are the user's, not Nomad's: kept verbatim. */
 const VERBATIM = new Set(['meta', 'env', 'config', 'header', 'labels', 'options', 'headers']);
@@ -38,8 +71,11 @@ const STRING_MAPS = new Set(['meta', 'env']);
 const DURATIONS = new Set([
   'interval', 'timeout', 'grace', 'kill_timeout', 'shutdown_delay', 'stagger', 'min_healthy_time', 'healthy_deadline',
   'progress_deadline', 'delay', 'max_delay', 'max_client_disconnect', 'stop_after_client_disconnect', 'splay',
-  'initial_status_delay', 'lost_after',
+  'initial_status_delay', 'lost_after', 'min', 'max', 'deadline', 'ttl',
 ]);
+
+/** Duration fields only inside these blocks (elsewhere the same names are numbers: scaling min/max). */
+const DURATIONS_IN: Record<string, Set<string>> = { wait: new Set(['min', 'max']), wait_bounds: new Set(['min', 'max']) };
 
 const ACRONYMS: Record<string, string> = { id: 'ID', ip: 'IP', cpu: 'CPU', dns: 'DNS', cidr: 'CIDR', ttl: 'TTL', url: 'URL', tls: 'TLS', uid: 'UID', mb: 'MB', hcl: 'HCL' };
 
@@ -95,8 +131,8 @@ function stringMap(value: Json | undefined): Record<string, string> {
   return out;
 }
 
-/** The generic rule: rename, convert durations, recurse into blocks, keep user maps verbatim. */
-function convertBody(body: Body, special: Record<string, (value: Json, out: Body) => void> = {}): Body {
+/** The generic rule: rename, convert durations, recurse into blocks, keep user maps verbatim. `block`: the HCL block name of `body`. */
+function convertBody(body: Body, special: Record<string, (value: Json, out: Body) => void> = {}, block = '', where = ''): Body {
   const out: Body = {};
   for (const [key, value] of Object.entries(body)) {
     const handler = special[key];
@@ -104,16 +140,36 @@ function convertBody(body: Body, special: Record<string, (value: Json, out: Body
       handler(value, out);
       continue;
     }
-    const name = RENAMES[key] ?? pascalCase(key);
-    if (STRING_MAPS.has(key)) out[name] = stringMap(value);
+    if (UNMAPPED.has(key) && Array.isArray(value) && value.every(isBody)) {
+      throw new DozeError('E_JOB_PARSE', `${where || 'job'}: the offline parser cannot render a "${key}" block into Nomad's API JSON (Nomad would drop what it cannot read, silently); parse with Nomad instead (--nomad-addr or NOMAD_ADDR)`);
+    }
+    const name = FIELD_NAMES[block]?.[key] ?? RENAMES[key] ?? pascalCase(key);
+    if (FIELD_NAMES[block]?.[key] && !(Array.isArray(value) && value.every(isBody))) out[name] = value;
+    else if (VERBATIM_IN[block]?.has(key)) out[name] = Array.isArray(value) ? (bodies(value)[0] ?? {}) : value;
+    else if (STRING_MAPS.has(key)) out[name] = stringMap(value);
     else if (VERBATIM.has(key)) out[name] = Array.isArray(value) ? (bodies(value)[0] ?? {}) : value;
-    else if (DURATIONS.has(key)) out[name] = durationNs(value);
+    else if (isDuration(block, key)) out[name] = durationNs(value);
     else if (Array.isArray(value) && value.length > 0 && value.every(isBody)) {
-      const converted = value.map((b) => convertBody(b));
+      const converted = value.map((b) => convertBody(b, specialFor(key, where), key, where));
       out[name] = LIST_BLOCKS.has(key) ? converted : converted[0]!;
     } else out[name] = value;
   }
   return out;
+}
+
+function isDuration(block: string, key: string): boolean {
+  const scoped = DURATIONS_IN[block];
+  if (key === 'min' || key === 'max') return scoped?.has(key) ?? false;
+  if (key === 'ttl' || key === 'deadline') return block === 'check' || block === 'check_restart' || block === 'identity' || block === 'update';
+  return DURATIONS.has(key);
+}
+
+/** Nested blocks with shapes of their own (labelled children). */
+function specialFor(block: string, where: string): Record<string, (value: Json, out: Body) => void> {
+  if (block === 'spread') {
+    return { target: (v, out) => (out.SpreadTarget = labelled(v).map(([label, b]) => ({ Value: label, ...convertBody(b, {}, 'target', where) }))) };
+  }
+  return {};
 }
 
 function convertConstraint(body: Body): Body {
@@ -122,19 +178,19 @@ function convertConstraint(body: Body): Body {
   return out;
 }
 
-function convertCheck(body: Body): Body {
-  return convertBody(body, { port: (v, out) => (out.PortLabel = v) });
+function convertCheck(body: Body, where: string): Body {
+  return convertBody(body, { port: (v, out) => (out.PortLabel = v) }, 'check', where);
 }
 
-function convertService(body: Body): Body {
+function convertService(body: Body, where: string): Body {
   return convertBody(body, {
     port: (v, out) => (out.PortLabel = typeof v === 'number' ? String(v) : v),
     task: (v, out) => (out.TaskName = v),
-    check: (v, out) => (out.Checks = bodies(v).map(convertCheck)),
-  });
+    check: (v, out) => (out.Checks = bodies(v).map((b) => convertCheck(b, where))),
+  }, 'service', where);
 }
 
-function convertNetwork(body: Body): Body {
+function convertNetwork(body: Body, where: string): Body {
   return convertBody(body, {
     port: (v, out) => {
       const dynamic: Body[] = [];
@@ -147,37 +203,45 @@ function convertNetwork(body: Body): Body {
       if (dynamic.length) out.DynamicPorts = dynamic;
       if (reserved.length) out.ReservedPorts = reserved;
     },
-  });
+  }, 'network', where);
 }
 
-const common = {
-  meta: (v: Json, out: Body) => (out.Meta = stringMap(v)),
-  constraint: (v: Json, out: Body) => (out.Constraints = bodies(v).map(convertConstraint)),
-  service: (v: Json, out: Body) => (out.Services = bodies(v).map(convertService)),
-  network: (v: Json, out: Body) => (out.Networks = bodies(v).map(convertNetwork)),
-};
+function common(where: string): Record<string, (value: Json, out: Body) => void> {
+  return {
+    meta: (v: Json, out: Body) => (out.Meta = stringMap(v)),
+    constraint: (v: Json, out: Body) => (out.Constraints = bodies(v).map(convertConstraint)),
+    service: (v: Json, out: Body) => (out.Services = bodies(v).map((b) => convertService(b, where))),
+    network: (v: Json, out: Body) => (out.Networks = bodies(v).map((b) => convertNetwork(b, where))),
+  };
+}
 
-function convertTask(name: string, body: Body): Body {
+function convertTask(name: string, body: Body, group: string): Body {
+  const where = `group ${JSON.stringify(group)} task ${JSON.stringify(name)}`;
   return {
     Name: name,
     ...convertBody(body, {
-      ...common,
+      ...common(where),
       resources: (v, out) => {
         const first = bodies(v)[0];
-        if (first) out.Resources = convertBody(first, { network: common.network });
+        if (first) out.Resources = convertBody(first, { network: common(where).network! }, 'resources', where);
       },
-    }),
+      // Task scaling blocks are labelled ("cpu", "mem") policies: not rendered here.
+      scaling: (v) => {
+        if (v !== null) throw new DozeError('E_JOB_PARSE', `${where}: the offline parser cannot render a task "scaling" block into Nomad's API JSON; parse with Nomad instead (--nomad-addr or NOMAD_ADDR)`);
+      },
+    }, 'task', where),
   };
 }
 
 function convertGroup(name: string, body: Body): Body {
+  const where = `group ${JSON.stringify(name)}`;
   return {
     Name: name,
     ...convertBody(body, {
-      ...common,
-      task: (v, out) => (out.Tasks = labelled(v, 'task').map(([label, b]) => convertTask(label, b))),
-      volume: (v, out) => (out.Volumes = Object.fromEntries(labelled(v).map(([label, b]) => [label, { Name: label, ...convertBody(b) }]))),
-    }),
+      ...common(where),
+      task: (v, out) => (out.Tasks = labelled(v, 'task').map(([label, b]) => convertTask(label, b, name))),
+      volume: (v, out) => (out.Volumes = Object.fromEntries(labelled(v).map(([label, b]) => [label, { Name: label, ...convertBody(b, {}, 'volume', where) }]))),
+    }, 'group', where),
   };
 }
 
@@ -195,8 +259,8 @@ export function hclJsonToApiJob(hcl: unknown, file: string, source?: string): Re
   }
   const [id, body] = jobs[0]!;
   const job = convertBody(body, {
-    ...common,
+    ...common(`job ${JSON.stringify(id)}`),
     group: (v, out) => (out.TaskGroups = labelled(v, 'group').map(([label, b]) => convertGroup(label, b))),
-  });
+  }, 'job', `job ${JSON.stringify(id)}`);
   return { ID: id, Name: typeof body.name === 'string' ? body.name : id, ...job };
 }

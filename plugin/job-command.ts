@@ -1,3 +1,4 @@
+import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { EXIT } from '../agent/cli/exit-codes.js';
 import { formatDuration } from '../agent/config/duration.js';
@@ -19,6 +20,8 @@ const CONNECTION_OPTIONS = `Nomad options (each falls back to Nomad's own enviro
       --client-cert FILE    client certificate (NOMAD_CLIENT_CERT)
       --client-key FILE     client key (NOMAD_CLIENT_KEY)
       --offline             never call Nomad to parse, even with NOMAD_ADDR set
+      --var NAME=VALUE      an HCL variable for Nomad's parser (repeatable; NOMAD_VAR_NAME too)
+      --var-file FILE       a file of HCL variable values for Nomad's parser (repeatable)
       --agent-url URL       the node agent as a task reaches it, for qemu tasks rendered into
                             doze vm run (default ${DEFAULT_VM_RENDER.agentUrl})
   -h, --help                show this help`;
@@ -102,6 +105,8 @@ export async function jobCommand(argv: string[], io: JobCommandIo = defaultIo): 
         'client-cert': { type: 'string' },
         'client-key': { type: 'string' },
         offline: { type: 'boolean' },
+        var: { type: 'string', multiple: true },
+        'var-file': { type: 'string', multiple: true },
         'agent-url': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -151,9 +156,19 @@ export async function jobCommand(argv: string[], io: JobCommandIo = defaultIo): 
     return usage(messageOf(error));
   }
 
+  let variables: string | undefined;
+  try {
+    variables = await jobVariables(values.var ?? [], values['var-file'] ?? [], env);
+  } catch (error) {
+    return usage(messageOf(error));
+  }
+  if (variables !== undefined && !nomad && (values.var?.length || values['var-file']?.length)) {
+    return usage('--var and --var-file need Nomad\'s parser (--nomad-addr or NOMAD_ADDR): the offline parser does not evaluate variables');
+  }
+
   let loaded;
   try {
-    loaded = await loadJobspec(file, nomad);
+    loaded = await loadJobspec(file, nomad, variables);
   } catch (error) {
     if (error instanceof DozeError && error.code === 'E_JOB_PARSE') {
       io.stderr(`${prefix}: ${file} is not a valid jobspec:\n  ${error.message.replace(/\n/g, '\n  ')}\n`);
@@ -243,4 +258,30 @@ function summary(check: JobCheck, parsedBy: string, { rendered, qemuPause }: Pic
     }
   }
   return `${lines.join('\n')}\n`;
+}
+
+/**
+ * The `Variables` of POST /v1/jobs/parse: "the content of a variables file"
+ * (api/jobs.go JobsParseRequest), so var files are concatenated and each
+ * --var NAME=VALUE (and NOMAD_VAR_NAME, as Nomad's CLI reads them) becomes
+ * `NAME = "VALUE"`. Undefined when there are none.
+ */
+export async function jobVariables(vars: string[], files: string[], env: Record<string, string | undefined>): Promise<string | undefined> {
+  const parts: string[] = [];
+  for (const file of files) {
+    try {
+      parts.push(await readFile(file, 'utf8'));
+    } catch (error) {
+      throw new DozeError('E_USAGE', `cannot read --var-file ${file}: ${(error as NodeJS.ErrnoException).code ?? messageOf(error)}`, { cause: error });
+    }
+  }
+  const assign = (name: string, value: string) => `${name} = ${JSON.stringify(value)}`;
+  for (const [key, value] of Object.entries(env)) if (key.startsWith('NOMAD_VAR_') && value !== undefined && key.length > 10) parts.push(assign(key.slice(10), value));
+  for (const entry of vars) {
+    const split = entry.indexOf('=');
+    const name = split > 0 ? entry.slice(0, split) : '';
+    if (!/^[A-Za-z_][A-Za-z0-9_-]*$/.test(name)) throw new DozeError('E_USAGE', `--var ${JSON.stringify(entry)}: expected NAME=VALUE`);
+    parts.push(assign(name, entry.slice(split + 1)));
+  }
+  return parts.length ? `${parts.join('\n')}\n` : undefined;
 }

@@ -21,7 +21,7 @@ function isObject(value: unknown): value is Record<string, unknown> {
  * E_USAGE: the file cannot be read; E_JOB_PARSE: it is not a jobspec;
  * NomadError: Nomad could not be asked.
  */
-export async function loadJobspec(file: string, nomad?: NomadClient): Promise<LoadedJob> {
+export async function loadJobspec(file: string, nomad?: NomadClient, variables?: string): Promise<LoadedJob> {
   let text: string;
   try {
     text = await readFile(file, 'utf8');
@@ -31,7 +31,7 @@ export async function loadJobspec(file: string, nomad?: NomadClient): Promise<Lo
   if (file.endsWith('.json') || text.trimStart().startsWith('{')) return { job: fromJson(file, text), parsedBy: 'json' };
   if (!nomad) return { job: await parseHclOffline(file, text), parsedBy: 'offline' };
   try {
-    return { job: await nomad.parseJob(text), parsedBy: 'nomad' };
+    return { job: await nomad.parseJob(text, variables), parsedBy: 'nomad' };
   } catch (error) {
     // Nomad answers a jobspec it cannot parse with 400 or 500 and its diagnostics.
     if (error instanceof NomadError && error.code === 'E_NOMAD_HTTP' && (error.status === 400 || error.status === 500)) {

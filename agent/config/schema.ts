@@ -163,6 +163,12 @@ export const IDLE_POLICIES = ['requests', 'connections', 'traffic'] as const;
 export const BUSY_CPU_DEFAULT = 0.1;
 export const WAKE_MODES = ['retry', 'hold'] as const;
 
+/** A certificate and key (PEM files) the stub answers an instance's verifying TLS checks with. */
+export const checkTlsSchema = z.strictObject({
+  certFile: z.string().min(1),
+  keyFile: z.string().min(1),
+});
+
 export const instanceSchema = z.strictObject({
   id: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'ids are 1-64 characters of letters, digits, "_", "." and "-"'),
   address: instanceAddress,
@@ -196,6 +202,8 @@ export const instanceSchema = z.strictObject({
   pauseTimeout: duration.default(5000),
   /** MiB this instance holds while awake, for budget.maxActiveMemory (Nomad: the task's memory). */
   memory: z.number().int().nonnegative().default(0),
+  /** Certificate for its TLS checks that verify (default healthChecks.tls; else the stub's self-signed one). */
+  checkTls: checkTlsSchema.optional(),
   runtime: runtimeSchema,
 });
 
@@ -227,6 +235,8 @@ export const nomadSchema = z.strictObject({
   allocDir: z.string().startsWith('/', 'an absolute path').optional(),
   /** Root of the cgroup filesystem holding Nomad's task cgroups (v1 freezer/nomad/…, v2 nomad.slice/…). */
   cgroupRoot: z.string().startsWith('/', 'an absolute path').default('/sys/fs/cgroup'),
+  /** Certificates for verifying TLS checks, by Consul service name (before healthChecks.tls). */
+  checkTls: z.record(z.string().min(1), checkTlsSchema).optional(),
 });
 
 export const consulSchema = z.strictObject({
@@ -237,11 +247,6 @@ export const consulSchema = z.strictObject({
   register: z.boolean().default(true),
   /** Interval of that check. */
   checkInterval: duration.default(10_000),
-  /**
-   * How often a sleeping instance's TTL checks are passed on its behalf. Nomad registers a script check
-   * as a TTL check of interval + 31 s (its ttlCheckBuffer), so 10 s stays well inside every TTL.
-   */
-  ttlPassInterval: duration.default(10_000),
 });
 // --- end Nomad + Consul ---------------------------------------------------------------------------
 
@@ -258,6 +263,8 @@ export const configSchema = z.strictObject({
       /** The same by user name ("consul"), looked up in /etc/passwd at start. */
       fromUser: z.string().regex(/^[a-z_][a-z0-9_.-]*\$?$/i, 'a user name').optional(),
       fromSources: z.array(z.string()).default([]),
+      /** Certificate for every instance's verifying TLS checks (instances[].checkTls and nomad.checkTls come first). */
+      tls: checkTlsSchema.optional(),
     })
     .prefault({}),
   /** Node budget: more instances than fit awake; a wake that would exceed it puts the least recently used to sleep. */

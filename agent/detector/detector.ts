@@ -269,6 +269,11 @@ export class Detector extends EventEmitter<DetectorEvents> {
   private sleep(instance: ManagedInstance, decidedLastSeenNs: bigint | undefined, reason: string, guardBusy = decidedLastSeenNs !== undefined): Promise<boolean> {
     return instance.exclusive(async () => {
       if (instance.state !== 'running' || instance.removed) return false;
+      if (instance.sleepBlockedBy) {
+        // A sleep would make a check fail (one the stub cannot answer): stay awake and say why.
+        instance.heldBy = instance.sleepBlockedBy;
+        return false;
+      }
       instance.wakeRequested = false;
       this.setState(instance, 'pausing', reason);
       // From here on any packet raises a wake event. A packet that came between

@@ -29,6 +29,8 @@ export class ManagedInstance {
   lastError: { message: string; atMs: number } | undefined;
   /** Why the instance is held awake past its idle timeout, if it is. */
   heldBy: string | undefined;
+  /** Set when it must never sleep (a check the stub cannot answer): shown as heldBy. */
+  sleepBlockedBy: string | undefined;
   awakeSinceNs: bigint;
   lastSeenNs = 0n;
   nextCheckNs: bigint;

@@ -1,3 +1,4 @@
+import type { CheckNeed } from '../health/check-needs.js';
 import { analyzeGroup } from './managed-group.js';
 import type { IdlePolicy, SleepMode, WakeMode } from './meta-keys.js';
 import type { NomadAllocation, NomadJob, NomadNetworkResource } from './nomad-schemas.js';
@@ -33,6 +34,8 @@ export interface NomadInstance {
   interface?: string;
   networkMode: 'bridge' | 'host';
   service: string;
+  /** What the stub needs to answer the service's checks (TLS, verification). */
+  checks: CheckNeed[];
   idleTimeoutMs: number;
   idlePolicy: IdlePolicy;
   wake: WakeMode | undefined;
@@ -108,6 +111,7 @@ export function allocationInstance(alloc: NomadAllocation, job: NomadJob | null 
       checkAddresses: address.checkAddresses,
       networkMode,
       service: managed.service.name,
+      checks: managed.service.checks,
       idleTimeoutMs: settings.idleTimeoutMs,
       idlePolicy: settings.idlePolicy,
       wake: settings.wake,

@@ -4,10 +4,17 @@ export interface BackoffOptions {
   maxBackoffMs?: number;
 }
 
-export function nextBackoff(currentMs: number, options: BackoffOptions): number {
+/**
+ * The next delay: double the current one within [min, max], then jittered
+ * down by up to half ("equal jitter"), so the agents of a cluster do not all
+ * reconnect in the same millisecond after a Nomad restart. `random` is
+ * Math.random (tests pass their own).
+ */
+export function nextBackoff(currentMs: number, options: BackoffOptions, random: () => number = Math.random): number {
   const min = options.minBackoffMs ?? 250;
   const max = options.maxBackoffMs ?? 10_000;
-  return Math.min(Math.max(currentMs * 2, min), max);
+  const ceiling = Math.min(Math.max(currentMs * 2, min), max);
+  return Math.max(Math.round(ceiling / 2 + (random() * ceiling) / 2), 1);
 }
 
 /** Resolves after `ms`, or early (without throwing) when `signal` aborts; never keeps the process alive. */

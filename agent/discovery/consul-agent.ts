@@ -9,13 +9,12 @@ import { formatIssues } from './nomad-schemas.js';
 /*
  * The few Consul agent endpoints doze uses, through the npm `consul` client
  * (2.x, promise API), with every answer validated here:
- *   GET /v1/agent/checks, GET /v1/agent/services,
- *   PUT /v1/agent/service/register, PUT /v1/agent/service/deregister/:id,
- *   PUT /v1/agent/check/pass|warn|fail/:id?note=…  (TTL checks only)
- * Consul's JSON is PascalCase. Nomad registers its services as
- * `_nomad-task-<allocID>-<task|group>-<service>-<port>` (shared/REFERENCE.md),
- * which is how a check maps back to an allocation; a Nomad script check is a
- * TTL check in Consul (Nomad runs the script and heartbeats the result).
+ *   GET /v1/agent/self, GET /v1/agent/checks, GET /v1/agent/services,
+ *   PUT /v1/agent/service/register, PUT /v1/agent/service/deregister/:id.
+ * Consul's JSON is PascalCase. doze never writes a check Nomad owns (a
+ * script check, a TTL check in Consul, is Nomad's to heartbeat: see
+ * consul-link.ts); its shapes are held to Consul's docs in
+ * test/fixtures/consul/.
  */
 
 export type ConsulErrorCode =
@@ -45,7 +44,7 @@ const checkSchema = z.looseObject({
   Type: z.string().nullish(),
   Output: z.string().nullish(),
 });
-const checksSchema = z.record(z.string(), checkSchema);
+export const checksSchema = z.record(z.string(), checkSchema);
 const servicesSchema = z.record(
   z.string(),
   z.looseObject({ ID: z.string(), Service: z.string(), Port: z.number().int().optional(), Address: z.string().optional(), Meta: z.record(z.string(), z.string()).nullish() }),
@@ -53,17 +52,6 @@ const servicesSchema = z.record(
 
 export type ConsulCheck = z.infer<typeof checkSchema>;
 export type ConsulService = z.infer<(typeof servicesSchema)['valueType']>;
-
-/** Service-id prefix of every service Nomad registers for one allocation. */
-export function nomadServicePrefix(allocId: string): string {
-  return `_nomad-task-${allocId}-`;
-}
-
-/** Nomad's registrations for one allocation, TTL checks only (script checks and TTL checks alike). */
-export function allocationTtlChecks(checks: ConsulCheck[], allocId: string): ConsulCheck[] {
-  const prefix = nomadServicePrefix(allocId);
-  return checks.filter((c) => (c.ServiceID ?? '').startsWith(prefix) && (c.Type ?? '').toLowerCase() === 'ttl');
-}
 
 export interface ServiceRegistration {
   id: string;
@@ -112,6 +100,11 @@ export class ConsulAgentClient {
     return Object.values(this.validate('GET /v1/agent/checks', checksSchema, raw));
   }
 
+  /** `GET /v1/agent/self` (needs agent:read); only its success matters to doze. */
+  async self(): Promise<void> {
+    await this.call('GET /v1/agent/self', () => this.consul.agent.self());
+  }
+
   /** `GET /v1/agent/services`: id → service. */
   async services(): Promise<Record<string, ConsulService>> {
     const raw = await this.call('GET /v1/agent/services', () => this.consul.agent.service.list());
@@ -124,12 +117,6 @@ export class ConsulAgentClient {
 
   async deregister(serviceId: string): Promise<void> {
     await this.call(`PUT /v1/agent/service/deregister/${serviceId}`, () => this.consul.agent.service.deregister(serviceId));
-  }
-
-  /** `PUT /v1/agent/check/{pass,warn,fail}/:id?note=…` (TTL checks only). */
-  async updateTtl(checkId: string, status: 'pass' | 'warn' | 'fail', note: string): Promise<void> {
-    const check = this.consul.agent.check;
-    await this.call(`PUT /v1/agent/check/${status}/${checkId}`, () => check[status]({ id: checkId, note }));
   }
 
   destroy(): void {

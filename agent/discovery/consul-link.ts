@@ -4,30 +4,24 @@ import { messageOf } from '../errors.js';
 import type { Logger } from '../log.js';
 import { ConnectionTracker } from '../status/connections.js';
 import { nextBackoff, sleep } from './backoff.js';
-import { allocationTtlChecks, ConsulAgentClient, type ConsulCheck } from './consul-agent.js';
+import { ConsulAgentClient } from './consul-agent.js';
+import { consulProbes, describeMissing, missingRights } from './permissions.js';
 
 /*
- * The agent's standing with its local Consul agent:
+ * The agent's standing with its local Consul agent: it registers itself as
+ * service `doze-agent` with an HTTP check on its own `/healthz`, and
+ * re-checks every `resyncMs` that the registration is still there (a
+ * restarted Consul agent in dev mode, or an operator, may have dropped it).
+ * Deregistered on a clean stop. Consul unreachable: nothing else stops; the
+ * tracker says so and the registration loop retries with backoff.
  *
- * 1. Registration. The agent registers itself as service `doze-agent` with
- *    an HTTP check on its own `/healthz`, and re-checks every `resyncMs` that
- *    the registration is still there (a restarted Consul agent in dev mode,
- *    or an operator, may have dropped it). Deregistered on a clean stop.
- *
- * 2. TTL pass-through. A Nomad script check runs inside the task and reaches
- *    Consul as a TTL check; a frozen task stops heartbeating and the TTL
- *    would expire (shared/REFERENCE.md: "doze must pass such TTL checks
- *    itself through Consul's agent API"). While an instance sleeps, doze
- *    passes the TTL checks of its allocation's Nomad services every
- *    `ttlPassInterval` (Nomad's service client registers a script check with
- *    TTL = interval + ttlCheckBuffer, 31 s, so the default 10 s is safe). Honesty: only checks that were passing (or warning)
- *    when the instance fell asleep are vouched for, each with the status it
- *    had; a check that was critical stays critical. On a failed wake the
- *    vouched checks are failed at once. Nomad-owned checks are never
- *    re-registered or deregistered, only updated.
- *
- * Consul unreachable: nothing else stops; the tracker says so and the
- * registration loop retries with backoff.
+ * Nomad's checks are never touched. Its HTTP, TCP and gRPC checks of a
+ * sleeping instance reach the stub; a script check, which Nomad runs by
+ * exec'ing into the task, cannot run in a frozen task, so doze does not
+ * manage a group whose managed task has one (agent/discovery/managed-group.ts).
+ * Passing such a check's TTL in Nomad's place would only make it flap:
+ * Nomad reports the timed-out exec as critical every interval
+ * (client/allocrunner/taskrunner/script_check_hook.go).
  */
 
 export const AGENT_SERVICE = 'doze-agent';
@@ -46,24 +40,13 @@ export interface ConsulLinkOptions {
   maxBackoffMs?: number;
 }
 
-interface Sleeper {
-  instanceId: string;
-  allocId: string;
-  /** Check id → what doze keeps reporting; undefined until the first round after falling asleep. */
-  vouched: Map<string, 'pass' | 'warn'> | undefined;
-}
-
 export class ConsulLink {
   readonly client: ConsulAgentClient;
   readonly tracker: ConnectionTracker;
-  private readonly sleepers = new Map<string, Sleeper>();
-  private passTimer: NodeJS.Timeout | undefined;
-  private round: Promise<void> | undefined;
-  private roundAgain = false;
   private maintaining: Promise<void> | undefined;
   private registered = false;
-  /** TTL updates sent, for tests and the status API. */
-  passes = 0;
+  /** Rights the Consul token lacks, found at start (permissions.ts). */
+  private missingRights: string[] = [];
 
   constructor(private readonly options: ConsulLinkOptions) {
     this.client = new ConsulAgentClient(options.config);
@@ -77,52 +60,12 @@ export class ConsulLink {
     this.maintaining = this.maintain();
   }
 
-  /** The instance is asleep: vouch for its allocation's TTL checks from now on (first round at once). */
-  sleeping(instanceId: string, allocId: string): void {
-    this.sleepers.set(instanceId, { instanceId, allocId, vouched: undefined });
-    if (!this.passTimer) {
-      this.passTimer = setInterval(() => void this.passRound(), this.options.config.ttlPassInterval);
-      this.passTimer.unref();
-    }
-    void this.passRound();
-  }
-
-  /** The instance is awake again (or gone): its own heartbeats take over. */
-  awake(instanceId: string): void {
-    this.sleepers.delete(instanceId);
-    if (this.sleepers.size === 0 && this.passTimer) {
-      clearInterval(this.passTimer);
-      this.passTimer = undefined;
-    }
-  }
-
-  /** A wake failed: the checks doze vouched for go critical now instead of at their TTL. */
-  async failed(instanceId: string, reason: string): Promise<void> {
-    const sleeper = this.sleepers.get(instanceId);
-    this.awake(instanceId);
-    if (!sleeper?.vouched) return;
-    for (const checkId of sleeper.vouched.keys()) {
-      await this.client
-        .updateTtl(checkId, 'fail', `doze: waking ${instanceId} failed: ${reason}`)
-        .catch((error) => this.options.log.warn({ check: checkId, err: messageOf(error) }, 'could not fail a TTL check'));
-    }
-  }
-
-  /** Vouched check ids per sleeping instance (status API, tests). */
-  vouchedChecks(instanceId: string): string[] {
-    return [...(this.sleepers.get(instanceId)?.vouched?.keys() ?? [])];
-  }
-
   get serviceRegistered(): boolean {
     return this.registered;
   }
 
   async stop(): Promise<void> {
-    clearInterval(this.passTimer);
-    this.passTimer = undefined;
-    this.sleepers.clear();
     await this.maintaining?.catch(() => undefined);
-    await this.round?.catch(() => undefined);
     if (this.registered) {
       await this.client.deregister(AGENT_SERVICE).catch((error) => this.options.log.warn({ err: messageOf(error) }, 'could not deregister doze-agent from Consul'));
       this.registered = false;
@@ -134,8 +77,16 @@ export class ConsulLink {
   private async maintain(): Promise<void> {
     const { signal } = this.options;
     let backoffMs = 0;
+    let probed = false;
     while (!signal.aborted) {
       try {
+        if (!probed) {
+          // Every right the token lacks, named at once (service:write shows as the registration's 403).
+          const missing = await missingRights(consulProbes(this.client));
+          probed = true;
+          this.missingRights = missing;
+          if (missing.length > 0) this.options.log.warn({ missing }, describeMissing('Consul', missing));
+        }
         const services = await this.client.services();
         if (this.options.config.register) {
           const registration = this.registration();
@@ -147,12 +98,13 @@ export class ConsulLink {
           }
           this.registered = true;
         }
-        this.tracker.up({ service: this.options.config.register ? AGENT_SERVICE : undefined });
+        this.tracker.up({ service: this.options.config.register ? AGENT_SERVICE : undefined, missingRights: this.missingRights });
         backoffMs = 0;
         await sleep(this.options.resyncMs ?? 30_000, signal);
       } catch (error) {
         if (signal.aborted) return;
-        this.tracker.down(messageOf(error));
+        const refused = (error as { status?: number }).status === 403;
+        this.tracker.down(refused ? `${messageOf(error)} (the token needs service:write on ${AGENT_SERVICE} to register it, and service:read to see it)` : messageOf(error));
         backoffMs = nextBackoff(backoffMs, this.options);
         await sleep(backoffMs, signal);
       }
@@ -182,56 +134,5 @@ export class ConsulLink {
         timeout: '2s',
       },
     };
-  }
-
-  /** One pass over every sleeper: one list of the agent's checks, then one TTL update per vouched check. */
-  private passRound(): Promise<void> {
-    if (this.round) {
-      this.roundAgain = true;
-      return this.round;
-    }
-    this.round = (async () => {
-      try {
-        do {
-          this.roundAgain = false;
-          if (this.sleepers.size === 0) return;
-          let checks: ConsulCheck[];
-          try {
-            checks = await this.client.checks();
-          } catch (error) {
-            this.tracker.down(messageOf(error));
-            return;
-          }
-          let failure: unknown;
-          for (const sleeper of [...this.sleepers.values()]) {
-            if (this.sleepers.get(sleeper.instanceId) !== sleeper) continue;
-            const ttl = allocationTtlChecks(checks, sleeper.allocId);
-            if (!sleeper.vouched) {
-              sleeper.vouched = new Map();
-              for (const check of ttl) {
-                if (check.Status === 'passing') sleeper.vouched.set(check.CheckID, 'pass');
-                else if (check.Status === 'warning') sleeper.vouched.set(check.CheckID, 'warn');
-              }
-              if (ttl.length > 0) this.options.log.info({ instance: sleeper.instanceId, checks: [...sleeper.vouched.keys()], left: ttl.filter((c) => !sleeper.vouched!.has(c.CheckID)).map((c) => c.CheckID) }, 'passing TTL checks while asleep');
-            }
-            const present = new Set(ttl.map((c) => c.CheckID));
-            for (const [checkId, status] of sleeper.vouched) {
-              if (!present.has(checkId)) continue; // Nomad re-syncs it; nothing to renew meanwhile
-              try {
-                await this.client.updateTtl(checkId, status, `doze: ${sleeper.instanceId} is asleep; its check is answered by the doze agent`);
-                this.passes++;
-              } catch (error) {
-                failure = error;
-              }
-            }
-          }
-          if (failure) this.tracker.down(messageOf(failure));
-          else this.tracker.up();
-        } while (this.roundAgain && this.sleepers.size > 0);
-      } finally {
-        this.round = undefined;
-      }
-    })();
-    return this.round;
   }
 }

@@ -1,3 +1,4 @@
+import { checkNeeds, unanswerableChecks, type CheckNeed } from '../health/check-needs.js';
 import { groupPlace, jobPlace, resolveDozeMeta, taskPlace, type DozeSettings } from './meta-keys.js';
 import type { NomadJob, NomadNetworkResource, NomadService, NomadTask, NomadTaskGroup } from './nomad-schemas.js';
 
@@ -14,7 +15,7 @@ export interface ManagedGroup {
   task: string;
   driver: string;
   settings: DozeSettings;
-  service: { name: string; portLabel: string; checkTypes: string[] };
+  service: { name: string; portLabel: string; checkTypes: string[]; checks: CheckNeed[] };
   /** "bridge", "host", "cni/…" or "none"; Nomad's default is host. */
   networkMode: string;
 }
@@ -56,7 +57,7 @@ export function analyzeGroup(job: NomadJob, group: NomadTaskGroup): GroupAnalysi
 
   const { task, settings } = chosen;
   const networkMode = group.Networks?.[0]?.Mode || 'host';
-  const service = pickService(group, task, here, problems);
+  const service = pickService(job, group, task, here, problems);
   if (settings.mode === 'scale') {
     const type = job.Type || 'service';
     if (type !== 'service') problems.push(`${here}: doze.mode: "scale" needs a service job; job ${JSON.stringify(job.ID)} is a ${type} job`);
@@ -68,8 +69,13 @@ export function analyzeGroup(job: NomadJob, group: NomadTaskGroup): GroupAnalysi
   }
   if (networkMode === 'none') problems.push(`${here}: network mode "none" has no address for traffic to wake it`);
   if (!service || problems.length > 0) return { managed: undefined, problems: unique(problems), warnings };
-  if (service.checkTypes.includes('script')) {
-    warnings.push(`${here}: service ${JSON.stringify(service.name)} has a script check: it runs inside the task and stops while the task sleeps; doze must pass it through Consul's agent API`);
+  const scripts = scriptChecksIn(group, task);
+  if (scripts.length > 0) {
+    return { managed: undefined, problems: [`${here}: ${scripts.join(', ')} run${scripts.length > 1 ? '' : 's'} inside task ${JSON.stringify(task.Name)}, which doze would freeze: Nomad execs a script check into the task every interval, a frozen task cannot run it, and Nomad reports it critical (doze cannot answer it in Nomad's place). Use an http, tcp or grpc check, or run the script in another task (check task = "…"); doze does not manage this group`], warnings };
+  }
+  const unanswerable = unanswerableChecks(service.checks, false);
+  if (unanswerable) {
+    warnings.push(`${here}: service ${JSON.stringify(service.name)}: ${unanswerable}; without one the agent keeps the instance awake rather than let the check fail`);
   }
   return {
     managed: { group: group.Name, task: task.Name, driver: task.Driver, settings, service, networkMode },
@@ -78,16 +84,35 @@ export function analyzeGroup(job: NomadJob, group: NomadTaskGroup): GroupAnalysi
   };
 }
 
+/**
+ * Script checks Nomad would exec into `task`: those of the task's own
+ * services, and group services' checks that name it (`task = "…"`, which
+ * Nomad requires for a group script check).
+ */
+function scriptChecksIn(group: NomadTaskGroup, task: NomadTask): string[] {
+  const found: string[] = [];
+  const describe = (service: NomadService, check: NonNullable<NomadService['Checks']>[number], i: number) =>
+    `script check ${JSON.stringify(check.Name || `#${i + 1}`)} of service ${JSON.stringify(service.Name || '(unnamed)')}`;
+  for (const service of task.Services ?? []) (service.Checks ?? []).forEach((c, i) => c.Type === 'script' && found.push(describe(service, c, i)));
+  for (const service of group.Services ?? []) (service.Checks ?? []).forEach((c, i) => c.Type === 'script' && (c.TaskName === task.Name || (!c.TaskName && group.Tasks.length === 1)) && found.push(describe(service, c, i)));
+  return found;
+}
+
 /** The first service (group level, then the task's own) that has a check and a declared port. */
-function pickService(group: NomadTaskGroup, task: NomadTask, here: string, problems: string[]): ManagedGroup['service'] | undefined {
-  const candidates: NomadService[] = [...(group.Services ?? []), ...(task.Services ?? [])];
+function pickService(job: NomadJob, group: NomadTaskGroup, task: NomadTask, here: string, problems: string[]): ManagedGroup['service'] | undefined {
+  // Nomad's default names: "${job}-${group}" for group services, "${job}-${group}-${task}" for task services (api/services.go Canonicalize).
+  const jobName = job.Name || job.ID;
+  const candidates: { service: NomadService; fallbackName: string }[] = [
+    ...(group.Services ?? []).map((service) => ({ service, fallbackName: `${jobName}-${group.Name}` })),
+    ...(task.Services ?? []).map((service) => ({ service, fallbackName: `${jobName}-${group.Name}-${task.Name}` })),
+  ];
   if (candidates.length === 0) {
     problems.push(`${here}: doze needs a service with a check and a port to reach the task, and the group has no service`);
     return undefined;
   }
   const reasons: string[] = [];
-  for (const service of candidates) {
-    const name = service.Name || `${group.Name}-${task.Name}`;
+  for (const { service, fallbackName } of candidates) {
+    const name = service.Name || fallbackName;
     const checks = service.Checks ?? [];
     if (!service.PortLabel) {
       reasons.push(`service ${JSON.stringify(name)} has no port`);
@@ -101,7 +126,7 @@ function pickService(group: NomadTaskGroup, task: NomadTask, here: string, probl
       reasons.push(`service ${JSON.stringify(name)} uses port ${JSON.stringify(service.PortLabel)}, which no network block declares`);
       continue;
     }
-    return { name, portLabel: service.PortLabel, checkTypes: checks.map((c) => c.Type) };
+    return { name, portLabel: service.PortLabel, checkTypes: checks.map((c) => c.Type), checks: checkNeeds(checks) };
   }
   problems.push(`${here}: doze needs a service with a check and a port: ${reasons.join('; ')}`);
   return undefined;

@@ -8,6 +8,7 @@ import {
   allocationChecksSchema,
   allocationSchema,
   allocationStubSchema,
+  deploymentSchema,
   formatIssues,
   jobRegisterResponseSchema,
   jobSchema,
@@ -15,6 +16,7 @@ import {
   type NomadAllocation,
   type NomadAllocationChecks,
   type NomadAllocationStub,
+  type NomadDeployment,
   type NomadJob,
   type NomadJobRegisterResponse,
 } from './nomad-schemas.js';
@@ -65,7 +67,9 @@ export type NomadErrorCode =
   /** Nomad answered with a non-2xx status; `status` and Nomad's message are kept. */
   | 'E_NOMAD_HTTP'
   /** Nomad answered 2xx with a body (or headers) doze cannot use. */
-  | 'E_NOMAD_RESPONSE';
+  | 'E_NOMAD_RESPONSE'
+  /** The event stream answered 200 and closed before its first heartbeat, repeatedly: Nomad ≥ 1.11.2's ACL refusal. */
+  | 'E_NOMAD_STREAM_REFUSED';
 
 export class NomadError extends UpstreamError {
   declare readonly code: NomadErrorCode;
@@ -141,11 +145,19 @@ export class NomadClient {
     return this.read(`/v1/job/${encodeURIComponent(jobId)}/allocations`, z.array(allocationStubSchema), query);
   }
 
-  /** `GET /v1/allocation/:id/checks`: the status of the allocation's Nomad-provider checks (Nomad ≥ 1.4). */
+  /**
+   * `GET /v1/allocation/:id/checks`: the status of the allocation's
+   * Nomad-provider checks (Nomad ≥ 1.4); Nomad's `null` (no such checks) is `{}` here.
+   */
   async allocationChecks(allocId: string, options: { signal?: AbortSignal } = {}): Promise<NomadAllocationChecks> {
     const path = `/v1/allocation/${encodeURIComponent(allocId)}/checks`;
     const response = await this.request(`GET ${path}`, () => this.http.get<string>(path, { params: this.params(), timeout: this.timeoutMs, signal: options.signal }));
-    return this.body(response, `GET ${path}`, allocationChecksSchema);
+    return this.body(response, `GET ${path}`, allocationChecksSchema) ?? {};
+  }
+
+  /** `GET /v1/job/:id/deployment`: the job's latest deployment, or null. */
+  latestDeployment(jobId: string, query: BlockingQuery = {}): Promise<Indexed<NomadDeployment | null>> {
+    return this.read(`/v1/job/${encodeURIComponent(jobId)}/deployment`, deploymentSchema, query);
   }
 
   /**
@@ -174,10 +186,12 @@ export class NomadClient {
   /**
    * `POST /v1/jobs/parse`: Nomad's own HCL parser. The job comes back as
    * loose JSON: validating it is the caller's business (the job helper
-   * reports problems by place, not as a schema dump).
+   * reports problems by place, not as a schema dump). `variables`: HCL
+   * variable values, as the content of a variables file (api/jobs.go
+   * JobsParseRequest.Variables), for jobs whose variables have no default.
    */
-  async parseJob(jobHcl: string): Promise<Record<string, unknown>> {
-    const response = await this.send('POST', '/v1/jobs/parse', { JobHCL: jobHcl, Canonicalize: true });
+  async parseJob(jobHcl: string, variables?: string): Promise<Record<string, unknown>> {
+    const response = await this.send('POST', '/v1/jobs/parse', { JobHCL: jobHcl, ...(variables ? { Variables: variables } : {}), Canonicalize: true });
     return this.body(response, 'POST /v1/jobs/parse', z.record(z.string(), z.unknown()));
   }
 
@@ -232,7 +246,8 @@ export class NomadClient {
     if (response.status < 200 || response.status >= 300) {
       // Nomad's error bodies are plain text ("alloc not found", "Permission denied").
       const detail = text.trim().slice(0, 2000) || '(empty body)';
-      throw new NomadError('E_NOMAD_HTTP', `Nomad ${what} failed with HTTP ${response.status}: ${detail}`, { status: response.status });
+      const needs = response.status === 403 ? requiredCapability(what) : undefined;
+      throw new NomadError('E_NOMAD_HTTP', `Nomad ${what} failed with HTTP ${response.status}: ${detail}${needs ? ` (the token needs ${needs})` : ''}`, { status: response.status });
     }
     let raw: unknown;
     try {
@@ -246,6 +261,23 @@ export class NomadClient {
     }
     return parsed.data;
   }
+}
+
+/**
+ * The ACL capability a call needs (Nomad's acl package and each endpoint's
+ * check: command/agent/agent_endpoint.go, nomad/node_endpoint.go,
+ * nomad/alloc_endpoint.go, nomad/job_endpoint.go, nomad/event_endpoint.go).
+ */
+export function requiredCapability(what: string): string | undefined {
+  const [method, path = ''] = what.split(' ');
+  if (path.startsWith('/v1/agent/')) return 'agent:read';
+  if (path.startsWith('/v1/node/')) return 'node:read';
+  if (path === '/v1/event/stream') return 'read-job in every namespace subscribed to';
+  if (path === '/v1/jobs/parse') return 'parse-job (or submit-job) in the namespace';
+  if (path === '/v1/jobs' && method !== 'GET') return 'submit-job in the job\'s namespace';
+  if (/^\/v1\/job\/[^/]+\/scale$/.test(path) && method !== 'GET') return 'scale-job (or submit-job) in the job\'s namespace';
+  if (path.startsWith('/v1/job') || path.startsWith('/v1/allocation')) return 'read-job in the namespace';
+  return undefined;
 }
 
 function httpsAgent(tls: NomadTlsOptions = {}): https.Agent {

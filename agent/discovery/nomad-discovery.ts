@@ -9,9 +9,15 @@ import type { NomadAllocation } from './nomad-schemas.js';
  * Keeps the set of doze instances on one Nomad client node in step with its
  * allocations: a first list (GET /v1/node/:id/allocations), then the event
  * stream from that list's index + 1. A stream Nomad refuses (4xx: event
- * broker off, token without access to every namespace) switches to blocking
- * queries on the node's allocations. While Nomad is unreachable nothing is
- * removed: known instances keep sleeping and waking, and the status says so.
+ * broker off; or, since Nomad 1.11.2, a 200 that closes before its first
+ * heartbeat: a token without access to every namespace) switches to
+ * blocking queries on the node's allocations, with the reason in the status
+ * (`fallback`), and the stream is tried again after a backoff (30 s, doubling
+ * to 10 min). Events lost across a reconnect (Nomad's small event buffer, a
+ * new broker after a leader change) are made good by re-listing the node's
+ * allocations on every reconnect and reconciling. While Nomad is
+ * unreachable nothing is removed: known instances keep sleeping and waking,
+ * and the status says so.
  */
 
 export interface DiscoveryStatus {
@@ -19,6 +25,8 @@ export interface DiscoveryStatus {
   source: 'list' | 'stream' | 'blocking';
   /** The last error, while disconnected. */
   error?: string;
+  /** Why blocking queries stand in for the event stream, while they do. */
+  fallback?: string;
 }
 
 export interface NomadDiscoveryOptions {
@@ -29,6 +37,16 @@ export interface NomadDiscoveryOptions {
   heartbeatTimeoutMs?: number;
   minBackoffMs?: number;
   maxBackoffMs?: number;
+  /**
+   * While the stream is up, the node's allocations are re-listed this often
+   * (default 5 min): a `namespace=*` subscription only covers the namespaces
+   * that existed when it connected (nomad/event_endpoint.go), and anything
+   * else lost is made good too.
+   */
+  relistMs?: number;
+  /** After a fallback to blocking queries, the stream is tried again after this (doubling up to streamRetryMaxMs). */
+  streamRetryMs?: number;
+  streamRetryMaxMs?: number;
   /** An allocation became (or changed) a managed instance. */
   onInstance: (instance: NomadInstance) => void;
   /** A managed allocation stopped or left the node: drop it with its rules and programs. */
@@ -45,7 +63,12 @@ export class NomadDiscovery {
   private readonly known = new Map<string, NomadInstance>();
   /** Allocations seen and not managed, with the ModifyIndex they were judged at. */
   private readonly judged = new Map<string, number>();
+  /** What the last event for a managed allocation said about its network and tasks (see `changed`). */
+  private readonly seen = new Map<string, Fingerprint>();
   private status: DiscoveryStatus = { connected: false, source: 'list' };
+  private fallback: string | undefined;
+  /** Re-lists and stream events are applied one at a time, in order. */
+  private serial: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly client: NomadClient,
@@ -62,9 +85,23 @@ export class NomadDiscovery {
 
   /** Runs until the signal aborts. */
   async run(): Promise<void> {
+    let index = await this.initialList();
+    let retryMs = 0;
+    while (index !== undefined && !this.options.signal?.aborted) {
+      const refused = await this.stream(index);
+      if (!refused) return;
+      this.fallback = refused.message;
+      this.failed(refused, 'stream');
+      retryMs = nextBackoff(retryMs, { minBackoffMs: this.options.streamRetryMs ?? 30_000, maxBackoffMs: this.options.streamRetryMaxMs ?? 600_000 });
+      index = await this.blockingFallback(retryMs);
+    }
+  }
+
+  /** Follows the event stream from `index`; the error that made Nomad refuse it, or undefined once aborted. */
+  private async stream(index: number): Promise<NomadError | undefined> {
     const { signal } = this.options;
-    const index = await this.initialList();
-    if (index === undefined) return;
+    const periodic = setInterval(() => void this.inOrder(() => this.relist()), this.options.relistMs ?? 300_000);
+    periodic.unref();
     try {
       for await (const frame of allocationEvents(this.client, {
         index: index + 1,
@@ -73,17 +110,41 @@ export class NomadDiscovery {
         heartbeatTimeoutMs: this.options.heartbeatTimeoutMs,
         minBackoffMs: this.options.minBackoffMs,
         maxBackoffMs: this.options.maxBackoffMs,
-        onConnect: () => this.setStatus({ connected: true, source: 'stream' }),
+        markConnections: true,
+        onConnect: () => {
+          this.fallback = undefined;
+          this.setStatus({ connected: true, source: 'stream' });
+        },
         onError: (error) => this.failed(error, 'stream'),
       })) {
-        for (const event of frame.events) await this.apply(event.allocation);
+        if (frame.reconnected) await this.inOrder(() => this.relist());
+        for (const event of frame.events) await this.inOrder(() => this.apply(event.allocation));
       }
-      return;
+      return undefined;
     } catch (error) {
       if (!(error instanceof NomadError)) throw error;
-      this.failed(error, 'stream');
+      return error;
+    } finally {
+      clearInterval(periodic);
     }
-    await this.blockingFallback();
+  }
+
+  private inOrder(work: () => Promise<void>): Promise<void> {
+    const next = this.serial.then(work);
+    this.serial = next.catch(() => undefined);
+    return next;
+  }
+
+  /** After a reconnect: the node's allocations now, reconciled (events in between may be lost). */
+  private async relist(): Promise<void> {
+    try {
+      const { index, value } = await this.client.nodeAllocations(this.options.nodeId, { signal: this.options.signal });
+      this.reconcile(value, index);
+    } catch (error) {
+      if (!(error instanceof NomadError)) throw error;
+      // The stream is up again: a failed list is reported, and the next reconnect lists again.
+      this.options.onError?.(error);
+    }
   }
 
   /** The node's allocations, retried until Nomad answers; undefined once aborted. */
@@ -93,7 +154,7 @@ export class NomadDiscovery {
       try {
         const { index, value } = await this.client.nodeAllocations(this.options.nodeId, { signal: this.options.signal });
         this.setStatus({ connected: true, source: 'list' });
-        this.reconcile(value);
+        this.reconcile(value, index);
         return index;
       } catch (error) {
         if (!(error instanceof NomadError)) throw error;
@@ -106,27 +167,45 @@ export class NomadDiscovery {
     return undefined;
   }
 
-  private async blockingFallback(): Promise<void> {
-    for await (const { value } of watchNodeAllocations(this.client, this.options.nodeId, {
-      signal: this.options.signal,
-      minBackoffMs: this.options.minBackoffMs,
-      maxBackoffMs: this.options.maxBackoffMs,
-      onError: (error) => this.failed(error, 'blocking'),
-    })) {
-      this.setStatus({ connected: true, source: 'blocking' });
-      this.reconcile(value);
+  /** Blocking queries for `forMs`; the last index seen (to resume the stream from), or undefined once aborted. */
+  private async blockingFallback(forMs: number): Promise<number | undefined> {
+    const period = new AbortController();
+    const stop = () => period.abort();
+    this.options.signal?.addEventListener('abort', stop, { once: true });
+    const timer = setTimeout(stop, forMs);
+    timer.unref();
+    let index: number | undefined;
+    try {
+      for await (const result of watchNodeAllocations(this.client, this.options.nodeId, {
+        signal: period.signal,
+        minBackoffMs: this.options.minBackoffMs,
+        maxBackoffMs: this.options.maxBackoffMs,
+        onError: (error) => this.failed(error, 'blocking'),
+      })) {
+        index = result.index;
+        this.setStatus({ connected: true, source: 'blocking', ...(this.fallback ? { fallback: this.fallback } : {}) });
+        this.reconcile(result.value, result.index);
+      }
+    } finally {
+      clearTimeout(timer);
+      this.options.signal?.removeEventListener('abort', stop);
     }
+    if (this.options.signal?.aborted || index === undefined) return this.options.signal?.aborted ? undefined : this.initialList();
+    return index;
   }
 
   /** A full list: map each allocation, and drop instances whose allocation is gone from the node. */
-  private reconcile(allocations: NomadAllocation[]): void {
+  private reconcile(allocations: NomadAllocation[], index: number): void {
     const present = new Set<string>();
     for (const alloc of allocations) {
       present.add(alloc.ID);
       this.judge(alloc, alloc.Job);
     }
-    for (const allocId of this.known.keys()) if (!present.has(allocId)) this.remove(allocId, 'allocation is no longer on this node');
-    for (const allocId of [...this.judged.keys()]) if (!present.has(allocId)) this.forget(allocId);
+    // Only what the list could have seen: an allocation learned from an event newer than the list stays.
+    for (const allocId of [...this.known.keys()]) {
+      if (!present.has(allocId) && (this.seen.get(allocId)?.modifyIndex ?? 0) <= index) this.remove(allocId, 'allocation is no longer on this node');
+    }
+    for (const [allocId, judgedAt] of [...this.judged]) if (!present.has(allocId) && judgedAt <= index) this.forget(allocId);
   }
 
   /** One allocation from the stream (without its job). */
@@ -137,12 +216,23 @@ export class NomadDiscovery {
       if (this.known.has(alloc.ID)) this.remove(alloc.ID, `allocation is ${alloc.DesiredStatus}/${alloc.ClientStatus}`);
       return;
     }
-    // A managed allocation's instance does not change while it runs; anything else may have
-    // become manageable (its network came up), so it is looked at again with its job.
-    if (this.known.has(alloc.ID) || this.judged.get(alloc.ID) === alloc.ModifyIndex) return;
+    if (this.known.has(alloc.ID)) {
+      // A managed allocation is looked at again only when what it is managed by changed:
+      // its address or ports (a network re-set up), its job (an in-place update bumps
+      // AllocModifyIndex), or a task restarted in place (see judge). Events older than
+      // the state last judged (a read can be ahead of the stream) say nothing new.
+      const before = this.seen.get(alloc.ID);
+      const now = fingerprint(alloc);
+      if (before && (alloc.ModifyIndex <= before.modifyIndex || sameFingerprint(before, now))) return;
+    } else if (this.judged.get(alloc.ID) === alloc.ModifyIndex) {
+      // Judged at this very index already; anything else not managed may have
+      // become manageable (its network came up), so it is looked at again with its job.
+      return;
+    }
     try {
       const { value } = await this.client.allocation(alloc.ID, { signal: this.options.signal });
       if (isAllocationLive(value)) this.judge(value, value.Job);
+      else if (this.known.has(value.ID)) this.remove(value.ID, `allocation is ${value.DesiredStatus}/${value.ClientStatus}`);
     } catch (error) {
       if (error instanceof NomadError) this.options.onError?.(error);
       else throw error;
@@ -153,6 +243,12 @@ export class NomadDiscovery {
     const mapping = allocationInstance(alloc, job);
     if (mapping.kind === 'instance') {
       this.judged.delete(alloc.ID);
+      const before = this.seen.get(alloc.ID);
+      const now = fingerprint(alloc);
+      if (before && now.modifyIndex < before.modifyIndex) return;
+      // A restarted task is a new process: released and managed afresh, so nothing stays frozen or half-tracked.
+      if (before && this.known.has(alloc.ID) && restarted(before, now)) this.remove(alloc.ID, 'a task of the allocation restarted in place');
+      this.seen.set(alloc.ID, now);
       const previous = this.known.get(alloc.ID);
       if (previous && JSON.stringify(previous) === JSON.stringify(mapping.instance)) return;
       this.known.set(alloc.ID, mapping.instance);
@@ -171,13 +267,14 @@ export class NomadDiscovery {
 
   private remove(allocId: string, reason: string): void {
     this.known.delete(allocId);
+    this.seen.delete(allocId);
     this.options.onRemove(allocId, reason);
   }
 
   private failed(error: NomadError, source: DiscoveryStatus['source']): void {
     this.options.onError?.(error);
     // Malformed frames are survivable noise; only lost contact changes the status.
-    if (error.code !== 'E_NOMAD_RESPONSE') this.setStatus({ connected: false, source, error: error.message });
+    if (error.code !== 'E_NOMAD_RESPONSE') this.setStatus({ connected: false, source, error: error.message, ...(this.fallback ? { fallback: this.fallback } : {}) });
   }
 
   private setStatus(status: DiscoveryStatus): void {
@@ -185,4 +282,36 @@ export class NomadDiscovery {
     this.status = status;
     this.options.onStatus?.({ ...status });
   }
+}
+
+/** The facts of an allocation that an instance is built from, or that mean its process is new. */
+interface Fingerprint {
+  modifyIndex: number;
+  address: string | undefined;
+  ports: string;
+  allocModifyIndex: unknown;
+  restarts: Record<string, number>;
+}
+
+function fingerprint(alloc: NomadAllocation): Fingerprint {
+  const restarts: Record<string, number> = {};
+  for (const [task, state] of Object.entries(alloc.TaskStates ?? {})) {
+    const count = (state as { Restarts?: unknown } | null)?.Restarts;
+    if (typeof count === 'number') restarts[task] = count;
+  }
+  return {
+    modifyIndex: alloc.ModifyIndex,
+    address: alloc.NetworkStatus?.Address,
+    ports: JSON.stringify(alloc.AllocatedResources?.Shared?.Ports ?? null),
+    allocModifyIndex: alloc['AllocModifyIndex'],
+    restarts,
+  };
+}
+
+function sameFingerprint(a: Fingerprint, b: Fingerprint): boolean {
+  return JSON.stringify({ ...a, modifyIndex: 0 }) === JSON.stringify({ ...b, modifyIndex: 0 });
+}
+
+function restarted(before: Fingerprint, now: Fingerprint): boolean {
+  return Object.entries(now.restarts).some(([task, count]) => count > (before.restarts[task] ?? 0));
 }

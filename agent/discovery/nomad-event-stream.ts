@@ -14,8 +14,23 @@ import { allocationSchema, eventFrameSchema, eventSchema, formatIssues, type Nom
  *   the oldest buffered frame when N is older; so a reconnect asks for
  *   lastIndex + 1, and frames at or below lastIndex are skipped in case the
  *   server replays its newest frame.
- * - `{}` is a heartbeat (sent on connect and every 30 s); frames carry
- *   `Index` and `Events`.
+ * - `{}` is a heartbeat, sent first on every accepted subscription and then
+ *   every 30 s (nomad/stream/ndjson.go NewJsonStream); frames carry `Index`
+ *   and `Events`, each written with a trailing newline.
+ * - Since Nomad 1.11.2 the HTTP handler writes `200 OK` before the RPC checks
+ *   the token (command/agent/event_endpoint.go hijacks the connection and
+ *   writes the status first; nomad/event_endpoint.go then answers 403 into a
+ *   connection that can no longer carry it). A refused subscription is a
+ *   200 whose body ends before its first heartbeat. So a stream that ends
+ *   without a single value, `refusedAfter` times in a row, is thrown as
+ *   E_NOMAD_STREAM_REFUSED, as a 4xx is: the caller falls back.
+ * - Nomad's broker keeps ~100 events (nomad/config.go EventBufferSize), a
+ *   resume from an evicted index silently starts at the oldest one kept
+ *   (nomad/stream/event_buffer.go), and a leader change or snapshot restore
+ *   starts a new broker: events can be lost across any reconnect. Every
+ *   accepted connection (the first too) therefore yields a `reconnected`
+ *   frame first (with `markConnections`), so the caller can re-list and
+ *   reconcile.
  * - Allocation payloads come without their `Job` (stripped to keep events
  *   small): fetch the allocation or job when the job is needed.
  * - Allocation events carry FilterKeys [JobID, DeploymentID], not the node:
@@ -32,6 +47,8 @@ export interface AllocationEvent {
 export interface AllocationFrame {
   index: number;
   events: AllocationEvent[];
+  /** A marker (no events): the stream was (re-)established and events before it may be lost. */
+  reconnected?: boolean;
 }
 
 export interface AllocationEventOptions extends BackoffOptions {
@@ -44,8 +61,12 @@ export interface AllocationEventOptions extends BackoffOptions {
   heartbeatTimeoutMs?: number;
   /** Connection failures and malformed frames: reported, then survived. */
   onError?: (error: NomadError) => void;
-  /** Each accepted (re)connection, with the index it resumes from. */
+  /** Each accepted (re)connection (its first heartbeat arrived), with the index it resumes from. */
   onConnect?: (fromIndex: number) => void;
+  /** Yield a `reconnected` marker frame at the start of every accepted connection. */
+  markConnections?: boolean;
+  /** A stream that ends this many times in a row before its first heartbeat is refused (default 3). */
+  refusedAfter?: number;
 }
 
 /**
@@ -60,6 +81,7 @@ export async function* allocationEvents(client: NomadClient, options: Allocation
   let lastIndex = Math.max((options.index ?? 0) - 1, 0);
   let fromIndex = options.index ?? 0;
   let backoffMs = 0;
+  let silentEnds = 0;
   while (!options.signal?.aborted) {
     const connection = new AbortController();
     const abortConnection = () => connection.abort();
@@ -69,6 +91,8 @@ export async function* allocationEvents(client: NomadClient, options: Allocation
     let ended = false;
     let failure: NomadError | undefined;
     let watchdog: NodeJS.Timeout | undefined;
+    let sawValue = false;
+    let answered200 = false;
     const notify = () => {
       wake?.();
       wake = undefined;
@@ -83,6 +107,17 @@ export async function* allocationEvents(client: NomadClient, options: Allocation
     };
     const splitter = new JsonValueSplitter(
       (value) => {
+        if (!sawValue) {
+          sawValue = true;
+          silentEnds = 0;
+          backoffMs = 0;
+          options.onConnect?.(fromIndex);
+          if (options.markConnections) {
+            // Even the first connection: events between the caller's list and now may be evicted already.
+            queue.push({ index: lastIndex, events: [], reconnected: true });
+            notify();
+          }
+        }
         const frame = toFrame(value, report);
         if (frame && frame.index > lastIndex) {
           lastIndex = frame.index;
@@ -108,8 +143,7 @@ export async function* allocationEvents(client: NomadClient, options: Allocation
         if (response.status >= 400 && response.status < 500 && response.status !== 429) throw error;
         failure = error;
       } else {
-        backoffMs = 0;
-        options.onConnect?.(fromIndex);
+        answered200 = true;
         const stream = response.data;
         stream.setEncoding('utf8');
         stream.on('data', (chunk: string) => {
@@ -150,6 +184,18 @@ export async function* allocationEvents(client: NomadClient, options: Allocation
       splitter.reset();
     }
     if (options.signal?.aborted) return;
+    if (answered200 && !sawValue) {
+      silentEnds++;
+      const refusedAfter = options.refusedAfter ?? 3;
+      if (silentEnds >= refusedAfter) {
+        throw new NomadError(
+          'E_NOMAD_STREAM_REFUSED',
+          `Nomad's event stream answered 200 and closed before its first heartbeat ${silentEnds} times in a row: Nomad ≥ 1.11.2 refuses a subscription that way (it checks the token after the 200), so the token cannot read the Allocation topic in every namespace asked for (namespace=*: read-job in all of them)`,
+          { status: 200 },
+        );
+      }
+      failure = new NomadError('E_NOMAD_UNREACHABLE', `Nomad event stream closed before its first heartbeat (${silentEnds} of ${refusedAfter} before doze treats it as refused): reconnecting`);
+    }
     if (failure) report(failure);
     fromIndex = lastIndex + 1;
     backoffMs = nextBackoff(backoffMs, options);

@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import type { DozeConfig, InstanceConfig } from '../config/schema.js';
 import { instanceSchema } from '../config/schema.js';
 import { describeIssues } from '../config/load.js';
-import type { Detector, TransitionEvent } from '../detector/detector.js';
+import type { Detector } from '../detector/detector.js';
 import { describeKey, ManagedInstance, trafficKey } from '../detector/managed-instance.js';
 import { messageOf } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -16,6 +16,8 @@ import { ConsulLink } from './consul-link.js';
 import { findHostVeth } from './host-veth.js';
 import { NomadClient } from './nomad-client.js';
 import { NomadDiscovery, type DiscoveryStatus } from './nomad-discovery.js';
+import { unanswerableChecks } from '../health/check-needs.js';
+import { describeMissing, missingRights, nomadProbes } from './permissions.js';
 import { findNomadTaskCgroup, nomadTaskCgroupCandidates, OWN_CGROUP_DRIVERS } from './task-cgroup.js';
 
 /*
@@ -60,7 +62,7 @@ export interface NomadInstancesTuning {
 }
 
 export interface NomadInstancesOptions extends NomadInstancesTuning {
-  config: Pick<DozeConfig, 'nomad' | 'consul'>;
+  config: Pick<DozeConfig, 'nomad' | 'consul'> & { healthChecks?: Pick<DozeConfig['healthChecks'], 'tls'> };
   detector: Detector;
   log: Logger;
   /** The status API's "host:port", for the doze-agent check. */
@@ -110,6 +112,8 @@ export class NomadInstances {
   private readonly invalid = new Map<string, AllocationStatus>();
   private readonly queues = new Map<string, Promise<void>>();
   private discovery: NomadDiscovery | undefined;
+  /** Rights the Nomad token lacks, found at start (permissions.ts). */
+  private missingNomadRights: string[] = [];
   private nodeId: string | undefined;
   private running: Promise<void> | undefined;
   private readonly log: Logger;
@@ -140,7 +144,6 @@ export class NomadInstances {
   }
 
   start(): void {
-    this.options.detector.on('transition', this.onTransition);
     this.consul?.start();
     if (this.client) this.running = this.runNomad();
   }
@@ -172,12 +175,6 @@ export class NomadInstances {
     };
   }
 
-  /** The `doze vm run --register` allocation whose owner registers as `instanceId`. */
-  private registeredAs(instanceId: string): Tracked | undefined {
-    for (const t of this.tracked.values()) if (t.state === 'registered' && t.nomad.id === instanceId) return t;
-    return undefined;
-  }
-
   /** The allocation an instance id belongs to, if it came from Nomad. */
   allocationOf(instanceId: string): string | undefined {
     return this.byInstance.get(instanceId)?.allocId;
@@ -189,21 +186,11 @@ export class NomadInstances {
    */
   async stop(): Promise<void> {
     this.controller.abort();
-    this.options.detector.off('transition', this.onTransition);
     for (const t of this.tracked.values()) clearTimeout(t.retry);
     await this.running?.catch(() => undefined);
     await Promise.all([...this.queues.values()]).catch(() => undefined);
     await this.consul?.stop();
   }
-
-  private readonly onTransition = (event: TransitionEvent): void => {
-    if (!this.consul) return;
-    const t = this.byInstance.get(event.instance.id) ?? (event.instance.source === 'api' ? this.registeredAs(event.instance.id) : undefined);
-    if (!t) return;
-    if (event.to === 'sleeping') this.consul.sleeping(event.instance.id, t.allocId);
-    else if (event.to === 'failed') void this.consul.failed(event.instance.id, event.reason);
-    else if (event.from === 'sleeping' || event.to === 'running') this.consul.awake(event.instance.id);
-  };
 
   private async runNomad(): Promise<void> {
     const signal = this.controller.signal;
@@ -225,6 +212,15 @@ export class NomadInstances {
       if (!this.nodeId) return;
     }
     const nodeId = this.nodeId;
+    // Name every right the token lacks at once (the reads; writes are named when refused), beside discovery, not before it.
+    void missingRights(nomadProbes(client, nodeId).filter((p) => p.right !== 'agent:read' || this.options.config.nomad?.nodeId === undefined)).then((missing) => {
+      this.missingNomadRights = missing;
+      if (missing.length === 0) return;
+      this.log.warn({ missing }, describeMissing('Nomad', missing));
+      const now = tracker.status();
+      if (now.connected) tracker.up({ missingRights: missing });
+      else tracker.down(now.error ?? 'disconnected', { missingRights: missing });
+    });
     this.discovery = new NomadDiscovery(client, {
       nodeId,
       namespace: this.options.config.nomad?.namespace ?? '*',
@@ -254,7 +250,8 @@ export class NomadInstances {
   }
 
   private onDiscoveryStatus(nodeId: string, status: DiscoveryStatus): void {
-    const detail = { nodeId, source: status.source };
+    // `fallback` (why blocking queries stand in for the event stream) is null once the stream is back.
+    const detail = { nodeId, source: status.source, fallback: status.fallback ?? null, missingRights: this.missingNomadRights };
     if (status.connected) this.nomadTracker!.up(detail);
     else this.nomadTracker!.down(status.error ?? 'disconnected', detail);
   }
@@ -349,6 +346,7 @@ export class NomadInstances {
       minAwake: instance.minAwakeMs,
       ...(instance.maxAwakeMs !== undefined ? { maxAwake: instance.maxAwakeMs } : {}),
       ...(instance.maxSleepMs !== undefined ? { maxSleep: instance.maxSleepMs } : {}),
+      ...(this.options.config.nomad?.checkTls?.[instance.service] ? { checkTls: this.options.config.nomad.checkTls[instance.service] } : {}),
       runtime: runtimeConfig,
     };
     const parsed = instanceSchema.safeParse(raw);
@@ -368,6 +366,13 @@ export class NomadInstances {
       const managed = new ManagedInstance(config, runtime, monotonicNs());
       managed.origin = { allocId: instance.allocId, jobId: instance.jobId, group: instance.group, task: instance.task };
       managed.source = 'nomad';
+      // A verifying TLS check needs a certificate it trusts; without one a sleep would fail it.
+      const hasCertificate = config.checkTls !== undefined || this.options.config.healthChecks?.tls !== undefined;
+      const unanswerable = unanswerableChecks(instance.checks, hasCertificate);
+      if (unanswerable) {
+        managed.sleepBlockedBy = `never sleeps: ${unanswerable}`;
+        this.log.warn({ instance: config.id, alloc: t.allocId, reason: unanswerable }, 'allocation managed but kept awake: its checks cannot be answered while asleep');
+      }
       await this.options.detector.add(managed);
     } catch (error) {
       // Undo whatever part of add() happened, then try again later (the veth may have been replaced).
@@ -442,7 +447,6 @@ export class NomadInstances {
       // The owner unregisters on a clean stop; this covers one that was killed.
       const left = this.options.detector.get(t.nomad.id);
       if (left?.source === 'api' && this.options.unregister) {
-        this.consul?.awake(left.id);
         await this.options.unregister(left.id).catch((error) => this.log.warn({ instance: left.id, err: messageOf(error) }, 'removing the registered instance failed'));
         this.log.info({ instance: left.id, alloc: t.allocId, reason }, 'removed the VM its doze vm owner had registered');
       }
@@ -451,7 +455,6 @@ export class NomadInstances {
     const id = t.managedId;
     if (!wasManaged || !id) return;
     const { detector } = this.options;
-    this.consul?.awake(id);
     const instance = detector.get(id);
     const wakeTimeout = instance?.config.wakeTimeout ?? 5000;
     try {

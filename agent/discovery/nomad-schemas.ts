@@ -33,9 +33,18 @@ export const serviceCheckSchema = z.looseObject({
   PortLabel: z.string().optional(),
   Path: z.string().optional(),
   AddressMode: z.string().optional(),
+  /** The task a group service's script check runs in (api/services.go TaskName, HCL `task`). */
+  TaskName: z.string().optional(),
   /** Nanoseconds (Go time.Duration). */
   Interval: z.number().optional(),
   Timeout: z.number().optional(),
+  /** "http" (default) or "https" for HTTP checks. */
+  Protocol: z.string().optional(),
+  TLSSkipVerify: z.boolean().optional(),
+  TLSServerName: z.string().optional(),
+  GRPCUseTLS: z.boolean().optional(),
+  /** "require_healthy" (default), "ignore_warnings" or "ignore" (readiness: nomad/structs/checks.go). */
+  OnUpdate: z.string().optional(),
   CheckRestart: z.looseObject({ Limit: z.number().int().optional(), Grace: z.number().optional() }).nullish(),
 });
 
@@ -155,12 +164,33 @@ export const allocationStubSchema = z.looseObject({
 
 /**
  * `GET /v1/allocation/:id/checks` (Nomad ≥ 1.4): the allocation's Nomad-provider
- * checks by id, each with Status "success" | "failure" | "pending"; `{}` without any.
+ * checks by id, each with Status "success" | "failure" | "pending" and Mode
+ * "healthiness" | "readiness" (`on_update = "ignore"`: nomad/structs/checks.go).
+ * `null`, not `{}`, for an allocation without any: the client's check store
+ * returns a nil map (client/serviceregistration/checks/checkstore/shim.go List).
  */
-export const allocationChecksSchema = z.record(
-  z.string(),
-  z.looseObject({ Status: z.string(), Mode: z.string().optional(), Check: z.string().optional(), Service: z.string().optional(), Output: z.string().optional() }),
-);
+export const allocationChecksSchema = z
+  .record(
+    z.string(),
+    z.looseObject({ Status: z.string(), Mode: z.string().optional(), Check: z.string().optional(), Service: z.string().optional(), Output: z.string().optional() }),
+  )
+  .nullable();
+
+/**
+ * `GET /v1/job/:id/deployment`: the job's latest deployment, `null` when it
+ * never had one. Active while running, paused, blocked, unblocking,
+ * initializing or pending (nomad/structs/deployment.go Active).
+ */
+export const deploymentSchema = z
+  .looseObject({
+    ID: z.string(),
+    Status: z.string(),
+    StatusDescription: z.string().optional(),
+    JobCreateIndex: z.number().int().optional(),
+  })
+  .nullable();
+
+export const ACTIVE_DEPLOYMENT_STATUSES = new Set(['running', 'paused', 'blocked', 'unblocking', 'initializing', 'pending']);
 
 export const jobRegisterResponseSchema = z.looseObject({
   EvalID: z.string(),
@@ -214,7 +244,8 @@ export type NomadJob = z.infer<typeof jobSchema>;
 export type NomadAllocation = z.infer<typeof allocationSchema>;
 export type NomadJobRegisterResponse = z.infer<typeof jobRegisterResponseSchema>;
 export type NomadAllocationStub = z.infer<typeof allocationStubSchema>;
-export type NomadAllocationChecks = z.infer<typeof allocationChecksSchema>;
+export type NomadAllocationChecks = NonNullable<z.infer<typeof allocationChecksSchema>>;
+export type NomadDeployment = NonNullable<z.infer<typeof deploymentSchema>>;
 
 /** "TaskGroups[0].Tasks[1].Driver: Invalid input: expected string, received undefined; …" */
 export function formatIssues(error: z.ZodError, limit = 5): string {

@@ -15,8 +15,21 @@
  *    (failed); anything not managed gets grpc-status UNAVAILABLE.
  *  - anything else → HTTP/1.1: 200 with a body naming the instance while it
  *    sleeps, 503 naming the failure once failed, 503 otherwise.
- *  - no bytes, then close → it was a TCP check; the kernel's accept was the
- *    answer (Consul: "TCP check passes when the connect succeeds").
+ *  - no bytes, then close (Consul's TCP check closes at once), or no bytes
+ *    for `tcpSniffMs` (Nomad's TCP check dials and never closes nor writes:
+ *    client/serviceregistration/checks/client.go checkTCP) → a TCP check;
+ *    the kernel's accept was the answer ("passes when the connect
+ *    succeeds"). It is counted then, once; the socket is closed at the idle
+ *    timeout.
+ * TLS: a connection whose first byte is a TLS handshake record (0x16) is
+ * terminated here, then sniffed again as above: HTTPS checks (Nomad's
+ * `protocol = "https"`), gRPC with `grpc_use_tls` (ALPN h2), Consul's
+ * H2PING (TLS by default) and TCP-with-TLS checks (a handshake, then
+ * close). The certificate is the operator's for the instance (`tls(id)`),
+ * else a self-signed one made at first need, which only checks that skip
+ * verification accept (agent/health/check-needs.ts decides which those are).
+ * HTTP/2 PINGs (H2PING checks, over TLS or h2c) are acknowledged by the h2
+ * session and counted while the instance sleeps.
  * Connections: Consul's HTTP checks ask for `Connection: close` and get it; a
  * client that keeps connections alive (Nomad-provider checks pool them) may
  * keep its stub connection while the instance sleeps, and `closeConnections`
@@ -44,10 +57,12 @@
 import net from 'node:net';
 import http from 'node:http';
 import http2 from 'node:http2';
+import type tls from 'node:tls';
 import { DozeError } from '../errors.js';
+import { selfSignedPair, type KeyPair } from './self-signed.js';
 
 export type StubStatus = 'sleeping' | 'failed' | 'other';
-export type CheckKind = 'http' | 'tcp' | 'grpc';
+export type CheckKind = 'http' | 'tcp' | 'grpc' | 'h2ping';
 
 export interface StubServerOptions {
   /** Decides every answer at request time. */
@@ -60,6 +75,13 @@ export interface StubServerOptions {
   host?: string;
   /** A connection that sends nothing is closed after this long (Consul's check timeout is 10 s). */
   idleTimeoutMs?: number;
+  /**
+   * A connection that sends nothing for this long is a TCP check (HTTP and
+   * gRPC checkers write their request right after connecting). Default 250 ms.
+   */
+  tcpSniffMs?: number;
+  /** The operator's certificate for an instance's TLS checks; undefined: the stub's self-signed one. */
+  tls?: (instanceId: string) => Promise<KeyPair | undefined> | KeyPair | undefined;
 }
 
 interface Listener {
@@ -72,8 +94,12 @@ interface Listener {
   h2: http2.Http2Server;
   /** Set by markFailed: overrides `status` for connections still open. */
   failure?: string;
+  /** TLS checks' server, made at the first TLS connection (with the instance's certificate). */
+  secure?: Promise<http2.Http2SecureServer>;
 }
 
+/** TLS record type of a ClientHello (RFC 8446 5.1). */
+const TLS_HANDSHAKE = 0x16;
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 const HEALTH_CHECK_PATH = '/grpc.health.v1.Health/Check';
 /** grpc.health.v1.HealthCheckResponse.ServingStatus */
@@ -90,10 +116,13 @@ export class StubServer {
   private readonly opening = new Map<string, Promise<number>>();
   readonly host: string;
   private readonly idleTimeoutMs: number;
+  private readonly tcpSniffMs: number;
+  private selfSigned: Promise<KeyPair> | undefined;
 
   constructor(private readonly options: StubServerOptions) {
     this.host = options.host ?? '127.0.0.1';
     this.idleTimeoutMs = options.idleTimeoutMs ?? 10_000;
+    this.tcpSniffMs = options.tcpSniffMs ?? 250;
   }
 
   /**
@@ -196,6 +225,10 @@ export class StubServer {
     entry.http1.headersTimeout = this.idleTimeoutMs;
     entry.h2.setTimeout(this.idleTimeoutMs);
     entry.h2.on('stream', (stream, headers) => this.answerGrpc(entry, stream, headers));
+    // H2PING checks: the session acknowledges the PING itself; one answer per ping while asleep.
+    entry.h2.on('session', (session) => session.on('ping', () => {
+      if (this.statusOf(entry) === 'sleeping') this.count(entry, 'h2ping');
+    }));
     entry.h2.on('sessionError', () => undefined);
     entry.server.on('connection', (socket) => this.accept(entry, socket));
     return entry;
@@ -210,7 +243,7 @@ export class StubServer {
     this.options.onAnswered?.(entry.id, kind);
   }
 
-  /** Sniffs the first bytes to tell TCP, HTTP/1.1 and HTTP/2 (gRPC) checks apart. */
+  /** Sniffs the first bytes to tell TCP, TLS, HTTP/1.1 and HTTP/2 (gRPC, H2PING) checks apart. */
   private accept(entry: Listener, socket: net.Socket): void {
     entry.sockets.add(socket);
     socket.once('close', () => entry.sockets.delete(socket));
@@ -223,18 +256,35 @@ export class StubServer {
 
     const idle = setTimeout(() => socket.destroy(), this.idleTimeoutMs);
     idle.unref();
+    // A bare connect is a TCP check, counted once: when it closes silently, or stays silent.
+    let tcpCounted = false;
+    const countTcp = () => {
+      if (tcpCounted || head.length > 0 || acceptedWhile !== 'sleeping') return;
+      tcpCounted = true;
+      this.count(entry, 'tcp');
+    };
+    const silent = setTimeout(countTcp, this.tcpSniffMs);
+    silent.unref();
     const stopSniffing = () => {
       clearTimeout(idle);
+      clearTimeout(silent);
       socket.off('data', onData);
       socket.off('end', onEnd);
     };
     const onEnd = () => {
       stopSniffing();
-      // Connect, then close with nothing sent: a TCP check.
-      if (head.length === 0 && acceptedWhile === 'sleeping') this.count(entry, 'tcp');
+      countTcp();
       socket.destroy();
     };
     const onData = (chunk: Buffer) => {
+      if (!tcpCounted) clearTimeout(silent);
+      if (head.length === 0 && chunk[0] === TLS_HANDSHAKE) {
+        stopSniffing();
+        socket.pause();
+        socket.unshift(chunk);
+        void this.terminateTls(entry, socket);
+        return;
+      }
       head = Buffer.concat([head, chunk]);
       const n = Math.min(head.length, PREFACE.length);
       const prefaceSoFar = head.subarray(0, n).equals(PREFACE.subarray(0, n));
@@ -264,6 +314,42 @@ export class StubServer {
     };
     socket.on('data', onData);
     socket.on('end', onEnd);
+  }
+
+  /**
+   * Hands a TLS connection (its ClientHello unshifted) to the instance's
+   * secure server: node's h2 server with HTTP/1.1 allowed, so ALPN picks h2
+   * (gRPC, H2PING) or HTTP/1.1 (HTTPS checks). A TLS connection that makes
+   * no request and sends no PING (a TCP check with TLS) counts as tcp.
+   */
+  private async terminateTls(entry: Listener, socket: net.Socket): Promise<void> {
+    try {
+      entry.secure ??= this.secureServer(entry);
+      const server = await entry.secure;
+      if (socket.destroyed) return;
+      server.emit('connection', socket);
+    } catch {
+      socket.destroy();
+    }
+  }
+
+  private async secureServer(entry: Listener): Promise<http2.Http2SecureServer> {
+    const pair = (await this.options.tls?.(entry.id)) ?? (await (this.selfSigned ??= selfSignedPair()));
+    const server = http2.createSecureServer({ key: pair.key, cert: pair.cert, ALPNProtocols: ['h2', 'http/1.1'] });
+    server.setTimeout(this.idleTimeoutMs);
+    server.on('stream', (stream, headers) => this.answerGrpc(entry, stream, headers));
+    server.on('session', (session) => session.on('ping', () => {
+      if (this.statusOf(entry) === 'sleeping') this.count(entry, 'h2ping');
+    }));
+    // HTTP/1.1 or no ALPN (HTTPS and TCP-with-TLS checks): the plaintext is sniffed like a plain connection.
+    server.on('unknownProtocol', (secure: tls.TLSSocket) => this.accept(entry, secure));
+    server.on('secureConnection', (secure: tls.TLSSocket) => {
+      entry.sockets.add(secure);
+      secure.once('close', () => entry.sockets.delete(secure));
+    });
+    server.on('tlsClientError', () => undefined);
+    server.on('sessionError', () => undefined);
+    return server;
   }
 
   /**

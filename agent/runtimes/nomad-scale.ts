@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import type { NomadClient } from '../discovery/nomad-client.js';
-import type { NomadAllocation, NomadAllocationStub, NomadJob } from '../discovery/nomad-schemas.js';
+import { NomadError, type NomadClient } from '../discovery/nomad-client.js';
+import { ACTIVE_DEPLOYMENT_STATUSES, type NomadAllocation, type NomadAllocationChecks, type NomadAllocationStub, type NomadJob } from '../discovery/nomad-schemas.js';
 import { DeadlineError, RuntimeError, messageOf, withDeadline } from '../errors.js';
 import { HandleFile } from './runtime-handle.js';
 import type { ProbeResult, Runtime, RuntimeHandle, RuntimeObservedState } from './runtime.js';
@@ -19,7 +19,15 @@ import { Budget } from './vmm/unix-http.js';
  * - wake waits (within its deadline) for a new allocation of the group that
  *   runs, whose deployment health (when the allocation is deployment-tracked:
  *   Nomad's own verdict on its checks) is healthy, and whose Nomad-provider
- *   checks pass; then `address()` reports where it listens.
+ *   checks pass; then `address()` reports where it listens;
+ * - a scale from 0 creates a deployment (scheduler/reconciler: a service
+ *   group's placements are deployment-tracked), and while any deployment of
+ *   the job is active Nomad refuses every scale with 400 "job scaling blocked
+ *   due to active deployment" (nomad/job_endpoint.go Scale). A sleep soon
+ *   after a wake therefore waits for that deployment to end (within the pause
+ *   deadline) and retries once; past the deadline it fails with
+ *   E_SCALE_BLOCKED, the instance stays awake and the detector tries again at
+ *   its next idle deadline.
  * Tested against test/doubles/nomad (no Nomad binary here).
  */
 
@@ -90,12 +98,55 @@ export class NomadScaleRuntime implements Runtime {
     if (count > 0) {
       // Remember the count first: once the group is at 0, nothing in Nomad says what it was.
       await this.persisted.save({ previousCount: count, asleep: true });
-      await this.within(budget, () => this.options.nomad.scaleGroup(this.options.jobId, this.options.group, 0, `doze: idle, scaled to 0 (was ${count}); doze scales it back on the next request`));
+      try {
+        await this.scaleDown(budget, count);
+      } catch (error) {
+        // Nothing was scaled: the handle must not claim a sleep.
+        await this.persisted.save({ asleep: false });
+        throw error;
+      }
     } else if (!this.persisted.value.asleep) {
       await this.persisted.save({ asleep: true });
     }
     // Asleep once no allocation of the group holds anything.
     await this.waitFor(budget, (allocs) => (allocs.some((a) => !TERMINAL.has(a.ClientStatus)) ? undefined : true));
+  }
+
+  /** The scale to 0, waiting out an active deployment once (see the header). */
+  private async scaleDown(budget: Budget, count: number): Promise<void> {
+    const message = `doze: idle, scaled to 0 (was ${count}); doze scales it back on the next request`;
+    try {
+      await this.within(budget, () => this.options.nomad.scaleGroup(this.options.jobId, this.options.group, 0, message));
+      return;
+    } catch (error) {
+      if (!isDeploymentBlock(error)) throw error;
+    }
+    const deployment: { id?: string } = {};
+    try {
+      await this.waitForDeployment(budget, deployment);
+      await this.within(budget, () => this.options.nomad.scaleGroup(this.options.jobId, this.options.group, 0, message));
+    } catch (error) {
+      // Refused, or out of time waiting for the deployment: either way the deployment is why.
+      if (!isDeploymentBlock(error) && !(error instanceof DeadlineError)) throw error;
+      throw new RuntimeError('E_SCALE_BLOCKED', `Nomad refused to scale ${this.where} to 0: deployment ${deployment.id ?? '(unknown)'} of the job is still active (Nomad blocks scaling during a deployment); doze retries at the next idle deadline`, { cause: error });
+    }
+  }
+
+  /**
+   * Blocks on the job's latest deployment until it is no longer active, or
+   * until shortly before the budget ends (so the refusal, not a bare
+   * deadline, is what the caller sees); `seen.id`: the active deployment.
+   */
+  private async waitForDeployment(budget: Budget, seen: { id?: string }): Promise<void> {
+    let index = 0;
+    // The first read does not block (index 0): it names the deployment even when little time is left.
+    while (index === 0 || budget.left() > 300) {
+      const waitMs = Math.max(Math.min(budget.left() - 250, this.options.maxWaitMs ?? 30_000), 10);
+      const latest = await this.within(budget, (signal) => this.options.nomad.latestDeployment(this.options.jobId, { index, waitMs, signal }));
+      index = latest.index;
+      if (!latest.value || !ACTIVE_DEPLOYMENT_STATUSES.has(latest.value.Status)) return;
+      seen.id = latest.value.ID;
+    }
   }
 
   async resume(deadlineMs: number): Promise<void> {
@@ -160,20 +211,29 @@ export class NomadScaleRuntime implements Runtime {
     return group.Count ?? 1;
   }
 
-  /** Deployment-tracked: Nomad's health verdict; plus every Nomad-provider check passing. */
+  /**
+   * Deployment-tracked: Nomad's health verdict; plus every Nomad-provider
+   * healthiness check passing. Readiness checks (`on_update = "ignore"`) do
+   * not gate deployments (nomad/structs/checks.go GetCheckMode), nor a wake.
+   */
   private async healthy(alloc: NomadAllocation, signal: AbortSignal): Promise<boolean> {
     const deployment = alloc['DeploymentID'];
     const status = z.looseObject({ Healthy: z.boolean().nullish() }).nullish().safeParse(alloc['DeploymentStatus']);
     if (typeof deployment === 'string' && deployment !== '' && !(status.success && status.data?.Healthy === true)) return false;
-    let checks: Record<string, { Status: string }>;
+    let checks: NomadAllocationChecks;
     try {
       checks = await this.options.nomad.allocationChecks(alloc.ID, { signal });
     } catch (error) {
-      // Nomad < 1.4 has no checks endpoint: deployment health is all there is.
-      if ((error as { status?: number }).status === 404) return true;
+      if (error instanceof NomadError && error.status === 404) {
+        // Nomad < 1.4 has no checks route: its alloc router answers "resource
+        // not found" (command/agent/alloc_endpoint.go). Deployment health is
+        // all there is then. Any other 404 ("Unknown allocation", "No path to
+        // node": the client does not have it yet, or it is gone) is not healthy.
+        return /resource not found/.test(error.message);
+      }
       throw error;
     }
-    return Object.values(checks).every((c) => c.Status === 'success');
+    return Object.values(checks).every((c) => c.Mode === 'readiness' || c.Status === 'success');
   }
 
   /**
@@ -208,6 +268,10 @@ export class NomadScaleRuntime implements Runtime {
     }
   }
 
+}
+
+function isDeploymentBlock(error: unknown): boolean {
+  return error instanceof NomadError && error.status === 400 && /active deployment/.test(error.message);
 }
 
 /**

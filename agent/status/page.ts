@@ -165,6 +165,8 @@ export function renderSummary(report: StatusReport): string {
     : mem.swap.available
       ? card('swap', `${mib(mem.swap.usedBytes)} <small>/ ${mib(mem.swap.totalBytes)}</small>`, 'swap in use (freezer reclaim)')
       : card('swap', 'none', `no swap on this node: reclaim off${mem.swap.reason ? ` (${esc(mem.swap.reason)})` : ''}`, true);
+  const fallback = report.connections.nomad?.detail?.['fallback'];
+  const why = typeof fallback === 'string' ? `<div class="bad">Nomad: blocking queries instead of the event stream: ${esc(fallback)}</div>` : '';
   const w = report.wakeEvents;
   const events =
     w.gaps === 0 && w.missed === 0
@@ -178,7 +180,8 @@ export function renderSummary(report: StatusReport): string {
     (b.queued > 0 || b.overruns > 0 ? card('budget', `${b.queued}`, `wake(s) queued · ${b.overruns} over budget`, true) : '') +
     events +
     memory +
-    `<div class="links">${link('Nomad', report.connections.nomad)}<br>${link('Consul', report.connections.consul)}</div>`
+    `<div class="links">${link('Nomad', report.connections.nomad)}<br>${link('Consul', report.connections.consul)}</div>` +
+    why
   );
 }
 

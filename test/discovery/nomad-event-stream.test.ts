@@ -86,6 +86,8 @@ test('streams allocation events in index order, with Nomad\'s job-less payloads'
 test('heartbeats keep the connection and yield nothing', async (t) => {
   const nomad = await doubleWithJob(t, { heartbeatMs: 20 });
   const stream = consume(t, new NomadClient({ address: nomad.url }), { heartbeatTimeoutMs: 500 });
+  // Connected once its first heartbeat arrived; then ~15 more over 300 ms.
+  await stream.until(() => stream.connects.length === 1, 'the first heartbeat');
   await new Promise((resolve) => setTimeout(resolve, 300));
   t.is(stream.frames.length, 0);
   t.deepEqual(stream.errors, []);
@@ -203,3 +205,36 @@ function closedPort(): Promise<number> {
     });
   });
 }
+
+test('a stream that answers 200 and closes before its first heartbeat, three times, is thrown as refused (Nomad ≥ 1.11.2 ACLs)', async (t) => {
+  const nomad = await startNomadDouble(t, { acl: { weak: ['node:read'] } });
+  const client = new NomadClient({ address: nomad.url, token: 'weak' });
+  const errors: NomadError[] = [];
+  const run = async () => {
+    for await (const _frame of allocationEvents(client, { minBackoffMs: 5, maxBackoffMs: 10, onError: (e) => errors.push(e) })) t.fail('no frame expected');
+  };
+  const error = await t.throwsAsync<NomadError>(run());
+  t.is(error?.code, 'E_NOMAD_STREAM_REFUSED');
+  t.is(nomad.requests.filter((r) => r.path === '/v1/event/stream').length, 3);
+  t.is(errors.length, 2, 'the first two silent ends are reported as drops');
+});
+
+test('with markConnections every accepted connection starts with a reconnected marker', async (t) => {
+  const nomad = await startNomadDouble(t);
+  nomad.registerJob(webJob());
+  const c = consume(t, new NomadClient({ address: nomad.url }), { markConnections: true });
+  await c.next(1);
+  t.true(c.frames[0]!.reconnected);
+  nomad.dropEventStreams();
+  await c.next(1);
+  t.true(c.frames[1]!.reconnected);
+  t.deepEqual(c.frames[1]!.events, []);
+});
+
+test('a chunked stream (Nomad before 1.11.2) is read as well as a hijacked one', async (t) => {
+  const nomad = await doubleWithJob(t, { streamFraming: 'chunked' });
+  const stream = consume(t, new NomadClient({ address: nomad.url }));
+  const ids = [0, 1].map(() => nomad.addAllocation({ jobId: 'web', group: 'web' }).ID);
+  await stream.next(2);
+  t.deepEqual(stream.allocIds(), ids);
+});

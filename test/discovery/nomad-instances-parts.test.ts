@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseConfig } from '../../agent/config/load.js';
 import type { ConsulConfig } from '../../agent/config/schema.js';
-import { allocationTtlChecks, ConsulAgentClient, type ConsulCheck } from '../../agent/discovery/consul-agent.js';
+import { ConsulAgentClient } from '../../agent/discovery/consul-agent.js';
 import { ConsulLink } from '../../agent/discovery/consul-link.js';
 import { NomadClient, NomadError } from '../../agent/discovery/nomad-client.js';
 import { findNomadTaskCgroup, nomadTaskCgroupCandidates } from '../../agent/discovery/task-cgroup.js';
@@ -24,16 +24,16 @@ const ALLOC = '5f1e2d3c-0000-4000-8000-00000000abcd';
 test('nomad and consul sections: defaults filled, agent still valid without them', (t) => {
   const config = parseConfig({ nomad: { address: 'http://127.0.0.1:4646' }, consul: { address: 'https://consul.local:8501', token: 'x' } });
   t.deepEqual(config.nomad, { address: 'http://127.0.0.1:4646', cgroupRoot: '/sys/fs/cgroup' });
-  t.like(config.consul, { address: 'https://consul.local:8501', token: 'x', register: true, checkInterval: 10_000, ttlPassInterval: 10_000 });
+  t.like(config.consul, { address: 'https://consul.local:8501', token: 'x', register: true, checkInterval: 10_000 });
   const plain = parseConfig({});
   t.is(plain.nomad, undefined);
   t.is(plain.consul, undefined);
   const full = parseConfig({
     nomad: { address: 'https://nomad:4646', token: 't', namespace: 'apps', region: 'eu', nodeId: 'n1', tls: { caFile: '/ca.pem' }, cgroupRoot: '/x' },
-    consul: { address: 'http://127.0.0.1:8500', register: false, checkInterval: '30s', ttlPassInterval: '500ms' },
+    consul: { address: 'http://127.0.0.1:8500', register: false, checkInterval: '30s' },
   });
   t.like(full.nomad, { nodeId: 'n1', namespace: 'apps', region: 'eu', tls: { caFile: '/ca.pem' }, cgroupRoot: '/x' });
-  t.like(full.consul, { register: false, checkInterval: 30_000, ttlPassInterval: 500 });
+  t.like(full.consul, { register: false, checkInterval: 30_000 });
 });
 
 test('bad nomad/consul sections name the field and the value', (t) => {
@@ -43,7 +43,7 @@ test('bad nomad/consul sections name the field and the value', (t) => {
   t.regex(bad({ nomad: { address: 'http://x:4646', node: 'n1' } }), /nomad: Unrecognized key.*"node"/);
   t.regex(bad({ nomad: { address: 'http://x:4646', cgroupRoot: 'sys/fs/cgroup' } }), /nomad\.cgroupRoot: an absolute path/);
   t.regex(bad({ consul: { address: 'ftp://x' } }), /consul\.address/);
-  t.regex(bad({ consul: { address: 'http://x:8500', ttlPassInterval: 'soon' } }), /consul\.ttlPassInterval: "soon" is not a duration/);
+  t.regex(bad({ consul: { address: 'http://x:8500', checkInterval: 'soon' } }), /consul\.checkInterval: "soon" is not a duration/);
 });
 
 // --- GET /v1/agent/self ---------------------------------------------------------------------------
@@ -100,22 +100,6 @@ test('findNomadTaskCgroup picks the layout whose freeze control exists', async (
 
 // --- Consul ---------------------------------------------------------------------------------------
 
-function check(id: string, serviceId: string, type: string, status = 'passing'): ConsulCheck {
-  return { CheckID: id, ServiceID: serviceId, Type: type, Status: status };
-}
-
-test('allocationTtlChecks: TTL checks of the allocation\'s Nomad services only', (t) => {
-  const checks = [
-    check('a', `_nomad-task-${ALLOC}-group-web-web-http`, 'ttl'),
-    check('b', `_nomad-task-${ALLOC}-app-web-http`, 'ttl'),
-    check('c', `_nomad-task-${ALLOC}-group-web-web-http`, 'http'),
-    check('d', '_nomad-task-11111111-0000-4000-8000-000000000000-group-web-web-http', 'ttl'),
-    check('e', 'web', 'ttl'),
-    { CheckID: 'serfHealth', Status: 'passing' },
-  ];
-  t.deepEqual(allocationTtlChecks(checks, ALLOC).map((c) => c.CheckID), ['a', 'b']);
-});
-
 test('ConsulAgentClient: validated answers, Consul errors with codes', async (t) => {
   const consul = await AgentApiDouble.start();
   t.teardown(() => consul.close());
@@ -124,7 +108,7 @@ test('ConsulAgentClient: validated answers, Consul errors with codes', async (t)
   await client.register({ id: 'svc', name: 'svc', port: 80, check: { name: 'h', http: 'http://127.0.0.1:1/', interval: '10s', timeout: '1s' } });
   t.like((await client.services())['svc'], { ID: 'svc', Service: 'svc', Port: 80 });
   t.like((await client.checks()).find((c) => c.CheckID === 'service:svc'), { ServiceID: 'svc', Type: 'http', Status: 'critical' });
-  const missing = await t.throwsAsync(client.updateTtl('nope', 'pass', 'x'));
+  const missing = await t.throwsAsync(client.deregister('nope'));
   t.like(missing, { code: 'E_CONSUL_HTTP', status: 404 });
   await client.deregister('svc');
   t.deepEqual(await client.services(), {});
@@ -135,48 +119,9 @@ test('ConsulAgentClient: validated answers, Consul errors with codes', async (t)
 });
 
 function linkConfig(address: string, overrides: Partial<ConsulConfig> = {}): ConsulConfig {
-  return { address, register: false, checkInterval: 10_000, ttlPassInterval: 100, ...overrides };
+  return { address, register: false, checkInterval: 10_000, ...overrides };
 }
 
-test('ConsulLink: passes a sleeper\'s TTL checks it found healthy, keeps warning as warning, stops when awake, fails them when a wake fails', async (t) => {
-  const consul = await AgentApiDouble.start();
-  t.teardown(() => consul.close());
-  const put = (serviceId: string, checks: unknown[]) => fetch(`${consul.url}/v1/agent/service/register`, { method: 'PUT', body: JSON.stringify({ ID: serviceId, Name: 'web', Checks: checks }) });
-  await put(`_nomad-task-${ALLOC}-group-web-web-http`, [
-    { CheckID: 'ok', TTL: '600ms', Status: 'passing' },
-    { CheckID: 'meh', TTL: '600ms', Status: 'warning' },
-    { CheckID: 'bad', TTL: '600ms', Status: 'critical' },
-  ]);
-  const controller = new AbortController();
-  const link = new ConsulLink({ config: linkConfig(consul.url), log: silent, statusAddress: () => '127.0.0.1:7070', signal: controller.signal });
-  t.teardown(async () => {
-    controller.abort();
-    await link.stop();
-  });
-  link.start();
-
-  link.sleeping('web.web.5f1e2d3c', ALLOC);
-  await until('the first round', () => link.vouchedChecks('web.web.5f1e2d3c').length === 2);
-  t.deepEqual(link.vouchedChecks('web.web.5f1e2d3c').sort(), ['meh', 'ok']);
-  await new Promise((resolve) => setTimeout(resolve, 1200)); // two TTLs
-  t.like(consul.check('ok'), { Status: 'passing' });
-  t.like(consul.check('meh'), { Status: 'warning' });
-  t.like(consul.check('bad'), { Status: 'critical' });
-  t.true(link.passes >= 10, `${link.passes} updates`);
-  t.true(link.tracker.connected);
-
-  link.awake('web.web.5f1e2d3c');
-  const passes = link.passes;
-  await until('the TTL to lapse', () => consul.check('ok')?.Status === 'critical', 2000);
-  t.is(link.passes, passes, 'nothing passed once awake');
-
-  await put(`_nomad-task-${ALLOC}-group-web-web-http`, [{ CheckID: 'ok', TTL: '10s', Status: 'passing' }]);
-  link.sleeping('web.web.5f1e2d3c', ALLOC);
-  await until('vouched', () => link.vouchedChecks('web.web.5f1e2d3c').length === 1);
-  await link.failed('web.web.5f1e2d3c', 'resume timed out');
-  t.like(consul.check('ok'), { Status: 'critical' });
-  t.regex(consul.check('ok')!.Output, /doze: waking web\.web\.5f1e2d3c failed: resume timed out/);
-});
 
 test('ConsulLink: an unreachable Consul is reported, retried, and never throws', async (t) => {
   const controller = new AbortController();
@@ -193,7 +138,6 @@ test('ConsulLink: an unreachable Consul is reported, retried, and never throws',
     await link.stop();
   });
   link.start();
-  link.sleeping('x', ALLOC);
   await until('a few retries', () => (link.tracker.status().error ?? '').includes('unreachable'));
   t.false(link.tracker.connected);
   t.false(link.serviceRegistered);

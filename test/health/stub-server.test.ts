@@ -176,6 +176,21 @@ test('a TCP check is accepted while sleeping and counted as tcp', async (t) => {
   t.deepEqual(answers, [['db', 'tcp'], ['db', 'tcp']]);
 });
 
+test('a TCP check that connects and never closes (Nomad\'s checkTCP) is counted once, by its silence', async (t) => {
+  const { stub, states, answers } = harness(t);
+  states.set('db', 'sleeping');
+  const port = await stub.open('db');
+  const socket = net.connect({ host: HOST, port });
+  t.teardown(() => socket.destroy());
+  await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+  for (let i = 0; i < 100 && answers.length < 1; i++) await new Promise((r) => setTimeout(r, 10));
+  t.deepEqual(answers, [['db', 'tcp']], 'counted while the connection is still open');
+  // An HTTP check on another connection is counted as http, not also as tcp.
+  const r = await get(port);
+  t.is(r.status, 200);
+  t.deepEqual(answers, [['db', 'tcp'], ['db', 'http']]);
+});
+
 test('after markFailed new connections are refused: TCP, HTTP and gRPC checks all go critical', async (t) => {
   const { stub, states, answers } = harness(t);
   states.set('web', 'sleeping');

@@ -128,7 +128,7 @@ test('HCL becomes Nomad API JSON: names, ports, durations, user maps', async (t)
   t.is(server.Driver, 'exec');
   t.deepEqual(server.Config, { command: '/bin/server', args: ['--port', '${NOMAD_PORT_http}'] }, 'driver config keys stay as written');
   t.deepEqual(server.Env, { MODE: 'production' });
-  t.deepEqual(server.Templates, [{ Data: 'hello', Destination: 'local/a.txt' }]);
+  t.deepEqual(server.Templates, [{ EmbeddedTmpl: 'hello', DestPath: 'local/a.txt' }], 'api/tasks.go Template: data → EmbeddedTmpl, destination → DestPath');
   t.deepEqual(server.Resources, { CPU: 500, MemoryMB: 256, MemoryMaxMB: 512 });
   t.is(server.KillTimeout, 20_000_000_000);
   t.deepEqual(migrate.Lifecycle, { Hook: 'prestart' });
@@ -166,4 +166,95 @@ test('PascalCase keeps Nomad\'s acronyms', (t) => {
   t.is(pascalCase('node_pool'), 'NodePool');
   t.is(pascalCase('ip'), 'IP');
   t.is(pascalCase('network_id'), 'NetworkID');
+});
+
+const API_NAMES_HCL = `
+job "names" {
+  periodic {
+    crons            = ["*/15 * * * *"]
+    prohibit_overlap = true
+  }
+  reschedule {
+    attempts = 2
+    interval = "1h"
+  }
+  spread {
+    attribute = "\${node.datacenter}"
+    weight    = 100
+    target "dc1" {
+      percent = 70
+    }
+  }
+  group "g" {
+    scaling {
+      min = 0
+      max = 3
+      policy {
+        cooldown = "1m"
+      }
+    }
+    task "t" {
+      driver = "exec"
+      template {
+        source          = "local/in.tpl"
+        destination     = "secrets/app.env"
+        env             = true
+        left_delimiter  = "[["
+        right_delimiter = "]]"
+        error_on_missing_key = true
+        wait {
+          min = "2s"
+          max = "10s"
+        }
+      }
+      artifact {
+        source      = "https://example.com/app.tar.gz"
+        destination = "local/app"
+        mode        = "any"
+        options {
+          checksum = "sha256:abc"
+        }
+      }
+      resources {
+        cpu  = 100
+        disk = 300
+      }
+      service {
+        port = "http"
+        check {
+          type         = "grpc"
+          port         = "http"
+          grpc_service = "app.Health"
+          grpc_use_tls = true
+          interval     = "10s"
+          timeout      = "2s"
+        }
+      }
+    }
+  }
+}
+`;
+
+test('blocks whose API names are not their HCL names in PascalCase get the real ones (api/tasks.go, api/jobs.go)', async (t) => {
+  const job = await parseHclOffline('names.hcl', API_NAMES_HCL);
+  t.deepEqual(job.Periodic, { Specs: ['*/15 * * * *'], ProhibitOverlap: true });
+  t.like(job, { Reschedule: { Attempts: 2, Interval: 3_600_000_000_000 } });
+  t.deepEqual(job.Spreads, [{ Attribute: '${node.datacenter}', Weight: 100, SpreadTarget: [{ Value: 'dc1', Percent: 70 }] }]);
+  const group = (job.TaskGroups as Array<Record<string, unknown>>)[0]!;
+  t.deepEqual(group.Scaling, { Min: 0, Max: 3, Policy: { cooldown: '1m' } }, 'scaling min/max are counts; the policy is the autoscaler\'s, verbatim');
+  const task = (group.Tasks as Array<Record<string, unknown>>)[0]!;
+  t.deepEqual(task.Templates, [{ SourcePath: 'local/in.tpl', DestPath: 'secrets/app.env', Envvars: true, LeftDelim: '[[', RightDelim: ']]', ErrMissingKey: true, Wait: { Min: 2_000_000_000, Max: 10_000_000_000 } }]);
+  t.deepEqual(task.Artifacts, [{ GetterSource: 'https://example.com/app.tar.gz', RelativeDest: 'local/app', GetterMode: 'any', GetterOptions: { checksum: 'sha256:abc' } }]);
+  t.deepEqual(task.Resources, { CPU: 100, DiskMB: 300 });
+  const check = ((task.Services as Array<{ Checks: Array<Record<string, unknown>> }>)[0]!.Checks)[0]!;
+  t.like(check, { Type: 'grpc', PortLabel: 'http', GRPCService: 'app.Health', GRPCUseTLS: true });
+});
+
+test('blocks the offline parser cannot map are refused with where they are, not dropped', async (t) => {
+  const connect = `job "c" {\n  group "g" {\n    service {\n      port = "http"\n      connect {\n        sidecar_service {}\n      }\n    }\n    task "t" {\n      driver = "exec"\n    }\n  }\n}\n`;
+  const error = await t.throwsAsync<DozeError>(parseHclOffline('c.hcl', connect));
+  t.is(error?.code, 'E_JOB_PARSE');
+  t.regex(error?.message ?? '', /group "g": the offline parser cannot render a "connect" block into Nomad's API JSON.*--nomad-addr/);
+  const scaling = `job "s" {\n  group "g" {\n    task "t" {\n      driver = "exec"\n      scaling "cpu" {\n        max = 1000\n      }\n    }\n  }\n}\n`;
+  t.regex((await t.throwsAsync<DozeError>(parseHclOffline('s.hcl', scaling)))?.message ?? '', /group "g" task "t": .*task "scaling" block/);
 });

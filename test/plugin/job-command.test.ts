@@ -196,6 +196,20 @@ test('with a Nomad address, HCL is parsed by Nomad (/v1/jobs/parse)', async (t) 
   t.is(nomad.requests.filter((r) => r.path === '/v1/jobs/parse').length, 1);
 });
 
+test('--var, --var-file and NOMAD_VAR_* reach Nomad\'s parser as Variables; offline they are a usage error', async (t) => {
+  const nomad = await startNomadDouble(t);
+  const file = await jobFile(t, 'web.nomad.hcl', WEB_HCL);
+  const vars = await jobFile(t, 'prod.vars.hcl', 'image = "app:2"\n');
+  const run = await runJob(['validate', file, '--var', 'count=3', '--var-file', vars], { NOMAD_ADDR: nomad.url, NOMAD_VAR_region: 'eu "west"' });
+  t.is(run.code, 0, run.stderr);
+  const parse = JSON.parse(nomad.requests.find((r) => r.path === '/v1/jobs/parse')!.body) as Record<string, unknown>;
+  t.is(parse.Variables, 'image = "app:2"\n\nregion = "eu \\"west\\""\ncount = "3"\n');
+  const offline = await runJob(['validate', file, '--offline', '--var', 'count=3']);
+  t.is(offline.code, 2);
+  t.regex(offline.stderr, /--var and --var-file need Nomad's parser/);
+  t.is((await runJob(['validate', file, '--var', 'nonsense'], { NOMAD_ADDR: nomad.url })).code, 2);
+});
+
 test('Nomad\'s parse errors are job errors (exit 1)', async (t) => {
   const nomad = await startNomadDouble(t);
   nomad.injectOnce('POST', '/v1/jobs/parse', { status: 400, body: 'input.hcl:3,5-10: Unsupported argument; An argument named "cout" is not expected here.' });

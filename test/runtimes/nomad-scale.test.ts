@@ -110,3 +110,73 @@ test('a handle file of another group is refused', async (t) => {
   const other = new NomadScaleRuntime({ ...runtime.options, group: 'api' });
   t.regex((await other.probe()).reason ?? '', /belongs to group web of job web/);
 });
+
+test('an allocation without Nomad-provider checks (the checks endpoint answers null) wakes on deployment health', async (t) => {
+  const { double, runtime } = await setup(t, {}, { placeOnScale: { runningAfterMs: 10, healthyAfterMs: 10, deployment: true } });
+  await runtime.pause(5000);
+  await runtime.resume(5000);
+  const checks = double.requests.filter((r) => r.path.endsWith('/checks'));
+  t.true(checks.length > 0, 'the checks endpoint was asked');
+  t.truthy(runtime.allocationId());
+});
+
+test('readiness checks (on_update = "ignore") do not gate a wake', async (t) => {
+  const { runtime } = await setup(t, {}, { placeOnScale: { runningAfterMs: 10, healthyAfterMs: 10, deployment: true, checks: ['_nomad-check-live'], readinessChecks: ['_nomad-check-ready'] } });
+  await runtime.pause(5000);
+  await t.notThrowsAsync(runtime.resume(3000));
+});
+
+test('Nomad < 1.4 (no checks route: 404 "resource not found") wakes on deployment health alone', async (t) => {
+  const { runtime } = await setup(t, {}, { checksEndpoint: false, placeOnScale: { runningAfterMs: 10, healthyAfterMs: 10, deployment: true } });
+  await runtime.pause(5000);
+  await t.notThrowsAsync(runtime.resume(3000));
+});
+
+test('any other 404 from the checks endpoint ("Unknown allocation") is not healthy', async (t) => {
+  const { double, runtime } = await setup(t, {}, { placeOnScale: { runningAfterMs: 10, healthyAfterMs: 30, deployment: false, checks: ['_nomad-check-x'] } });
+  await runtime.pause(5000);
+  // Every checks read of the new allocation answers 404 Unknown allocation.
+  for (let i = 0; i < 50; i++) double.injectOnce('GET', '*checks', { status: 404, body: 'Unknown allocation "x"' });
+  const error = await t.throwsAsync<DozeError>(runtime.resume(400));
+  t.is(error?.code, 'E_DEADLINE');
+});
+
+test('a scale to 0 during an active deployment waits for it to end, then scales', async (t) => {
+  const { double, runtime } = await setup(t);
+  double.startDeployment('web');
+  // The deployment ends once Nomad has refused the scale (a bounded poll, not a fixed delay).
+  void (async () => {
+    for (let i = 0; i < 500 && double.refusedScales === 0; i++) await new Promise((r) => setTimeout(r, 5));
+    setTimeout(() => double.endDeployment('web'), 50);
+  })();
+  await runtime.pause(5000);
+  t.is(double.refusedScales, 1, 'refused once');
+  t.like(double.scaleRequests[0], { body: { Count: 0 } });
+  t.like(runtime.handle(), { asleep: true, previousCount: 2 });
+});
+
+test('a deployment that outlasts the pause deadline fails the pause with E_SCALE_BLOCKED and leaves the handle awake', async (t) => {
+  const { double, runtime } = await setup(t);
+  const deployment = double.startDeployment('web');
+  const error = await t.throwsAsync<DozeError>(runtime.pause(1000));
+  t.is(error?.code, 'E_SCALE_BLOCKED');
+  t.regex(error?.message ?? '', new RegExp(`deployment ${deployment.ID as string} of the job is still active`));
+  t.is(double.scaleRequests.length, 0);
+  t.like(runtime.handle(), { asleep: false });
+  t.is(await runtime.inspect(), 'running');
+});
+
+test('a sleep soon after a wake waits out the deployment the scale-up created', async (t) => {
+  // The deployment would run a minute (min_healthy_time); it is ended once Nomad has refused the scale.
+  const { double, runtime } = await setup(t, {}, { placeOnScale: { runningAfterMs: 10, healthyAfterMs: 10, deployment: true, minHealthyTimeMs: 60_000, checks: ['_nomad-check-abc'] } });
+  await runtime.pause(5000);
+  await runtime.resume(5000);
+  void (async () => {
+    for (let i = 0; i < 1000 && double.refusedScales === 0; i++) await new Promise((r) => setTimeout(r, 5));
+    double.endDeployment('web');
+  })();
+  await runtime.pause(8000);
+  t.true(double.refusedScales >= 1, 'Nomad refused the first scale to 0');
+  t.is(double.scaleRequests.length, 3);
+  t.is(await runtime.inspect(), 'paused');
+});

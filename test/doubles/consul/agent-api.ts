@@ -22,7 +22,16 @@
  * to wait/16 jitter) and always carry `X-Consul-Index`; keys in registration
  * bodies are matched case-insensitively, snake_case included.
  *
- * Not covered: ACLs (tokens are accepted and ignored), datacenters (`dc` is
+ * ACLs (with `acl`): the token (X-Consul-Token, a bearer Authorization, or
+ * ?token=) must have agent:read for GET /v1/agent/self and service:write on
+ * the service to register, deregister or update its TTL checks (403
+ * "Permission denied: token … lacks permission 'service:write' on …");
+ * GET /v1/agent/services and /v1/agent/checks silently leave out services
+ * (and their checks) the token cannot read, as Consul's agent endpoints
+ * filter by ACL (agent/agent_endpoint.go). Rights are per service name or
+ * "*"; node, key and intention rules are not modelled.
+ *
+ * Not covered: datacenters (`dc` is
  * ignored), namespaces/partitions/peers, the catalog, KV, sessions, Connect
  * and sidecars, `filter` expressions, hash-based blocking (`?hash=`), stale /
  * consistent modes, agent caching, maintenance mode,
@@ -48,6 +57,16 @@ export interface AgentApiDoubleOptions {
   runner?: CheckRunner;
   host?: string;
   port?: number;
+  /** Tokens and their rights; unset: ACLs off (every token, or none, may do anything). */
+  acl?: Record<string, ConsulRights>;
+}
+
+export interface ConsulRights {
+  agentRead?: boolean;
+  /** Service names readable ("*": all). */
+  serviceRead?: string[];
+  /** Service names writable ("*": all); write implies read. */
+  serviceWrite?: string[];
 }
 
 export interface AgentService {
@@ -197,23 +216,40 @@ export class AgentApiDouble {
       const method = req.method ?? 'GET';
       const path = url.pathname;
       let match: RegExpExecArray | null;
+      const rights = this.rightsOf(req, url);
+      if (path === '/v1/agent/self') {
+        allow(method, 'GET');
+        if (rights && !rights.agentRead) throw denied(req, 'agent:read', this.node);
+        return json(res, { Config: { Datacenter: this.datacenter, NodeName: this.node, NodeID: this.nodeId }, Member: { Name: this.node, Addr: this.nodeAddress, Status: 1 } });
+      }
       if (path === '/v1/agent/services') {
         allow(method, 'GET');
-        return json(res, Object.fromEntries([...this.services.values()].map((s) => [s.ID, agentService(s)])));
+        const visible = [...this.services.values()].filter((s) => mayRead(rights, s.Service));
+        return json(res, Object.fromEntries(visible.map((s) => [s.ID, agentService(s)])));
       }
       if (path === '/v1/agent/checks') {
         allow(method, 'GET');
-        return json(res, Object.fromEntries([...this.checks.values()].map((c) => [c.CheckID, publicCheck(c)])));
+        const visible = [...this.checks.values()].filter((c) => mayRead(rights, c.ServiceName));
+        return json(res, Object.fromEntries(visible.map((c) => [c.CheckID, publicCheck(c)])));
       }
       if (path === '/v1/agent/service/register') {
         allow(method, 'PUT');
-        this.register(await readJson(req), url.searchParams.has('replace-existing-checks') && url.searchParams.get('replace-existing-checks') !== 'false');
+        const body = await readJson(req);
+        const name = normalized(body).name;
+        if (rights && !mayWrite(rights, String(name ?? ''))) throw denied(req, 'service:write', String(name ?? ''));
+        this.register(body, url.searchParams.has('replace-existing-checks') && url.searchParams.get('replace-existing-checks') !== 'false');
         return empty(res);
       }
       if ((match = /^\/v1\/agent\/service\/deregister\/(.+)$/.exec(path))) {
         allow(method, 'PUT');
+        const service = this.services.get(decodeURIComponent(match[1]!));
+        if (rights && service && !mayWrite(rights, service.Service)) throw denied(req, 'service:write', service.Service);
         this.deregister(decodeURIComponent(match[1]!));
         return empty(res);
+      }
+      if ((match = /^\/v1\/agent\/check\/(pass|warn|fail|update)\/(.+)$/.exec(path)) && rights) {
+        const check = this.checks.get(decodeURIComponent(match[2]!));
+        if (check && !mayWrite(rights, check.ServiceName)) throw denied(req, 'service:write', check.ServiceName);
       }
       if ((match = /^\/v1\/agent\/check\/(pass|warn|fail)\/(.+)$/.exec(path))) {
         allow(method, 'PUT');
@@ -249,6 +285,15 @@ export class AgentApiDouble {
       res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8' });
       res.end(message);
     }
+  }
+
+  /** The request's token's rights; undefined with ACLs off. An unknown token has none. */
+  private rightsOf(req: http.IncomingMessage, url: URL): ConsulRights | undefined {
+    const acl = this.options.acl;
+    if (!acl) return undefined;
+    const bearer = /^Bearer (.+)$/i.exec(req.headers.authorization ?? '')?.[1];
+    const token = (req.headers['x-consul-token'] as string | undefined) ?? bearer ?? url.searchParams.get('token') ?? '';
+    return acl[token] ?? {};
   }
 
   /** Waits as a Consul blocking query would; returns at once when not blocking. */
@@ -340,6 +385,9 @@ export class AgentApiDouble {
     const checkId = optionalString(def.checkid) ?? optionalString(def.id) ?? (ordinal === undefined ? `service:${serviceId}` : `service:${serviceId}:${ordinal}`);
     const definition: Record<string, unknown> = { Interval: intervalText, Timeout: timeoutText };
     if (kind === 'http') Object.assign(definition, { HTTP: target, Method: def.method ?? '', Header: def.header ?? {}, Body: def.body ?? '' });
+    if (def.tlsskipverify === true) definition.TLSSkipVerify = true;
+    if (typeof def.tlsservername === 'string' && def.tlsservername) definition.TLSServerName = def.tlsservername;
+    if (def.grpcusetls === true) definition.GRPCUseTLS = true;
     else if (kind !== 'ttl') definition[kind.toUpperCase()] = target;
     const record: CheckRecord = {
       Node: this.node,
@@ -385,6 +433,9 @@ export class AgentApiDouble {
         successBeforePassing: optionalNumber(def.successbeforepassing),
         failuresBeforeCritical: optionalNumber(def.failuresbeforecritical),
         failuresBeforeWarning: optionalNumber(def.failuresbeforewarning),
+        tlsSkipVerify: def.tlsskipverify === true,
+        tlsServerName: optionalString(def.tlsservername),
+        grpcUseTls: def.grpcusetls === true,
       },
     };
   }
@@ -587,4 +638,23 @@ export function parseGoDuration(text: string | number): number | undefined {
     at = piece.lastIndex;
   }
   return at === trimmed.length && at > 0 ? total : undefined;
+}
+
+function listed(list: string[] | undefined, name: string): boolean {
+  return (list ?? []).some((entry) => entry === '*' || entry === name);
+}
+
+function mayRead(rights: ConsulRights | undefined, service: string): boolean {
+  return !rights || listed(rights.serviceRead, service) || listed(rights.serviceWrite, service);
+}
+
+function mayWrite(rights: ConsulRights | undefined, service: string): boolean {
+  return !rights || listed(rights.serviceWrite, service);
+}
+
+/** Consul's ACL refusal (acl/errors.go PermissionDeniedByACL wording). */
+function denied(req: http.IncomingMessage, permission: string, resource: string): HttpError {
+  // A made-up accessor id: the double never echoes a secret.
+  const accessor = req.headers['x-consul-token'] ? '8e2a4b1c-0000-4000-8000-000000000000' : '00000000-0000-0000-0000-000000000002';
+  return new HttpError(403, `Permission denied: token with AccessorID '${accessor}' lacks permission '${permission}' on "${resource}"`);
 }

@@ -27,8 +27,12 @@
  * (Consul in a container, seen by source). Without either, probes run
  * in-process as the test's own user.
  *
- * Not covered: TLS (https checks, TLSSkipVerify, GRPCUseTLS, TCPUseTLS),
- * UDP, H2PING, script/docker/OS-service/alias checks, Connect-proxied checks
+ * TLS (agent/checks/check.go with the agent's TLS config): an https URL or
+ * GRPCUseTLS verifies the server's certificate against `caPem` (Consul's
+ * ca_file; none given: node's default roots) for TLSServerName, else the
+ * URL's host, unless TLSSkipVerify.
+ *
+ * Not covered: TCPUseTLS, UDP, H2PING, script/docker/OS-service/alias checks, Connect-proxied checks
  * (ProxyHTTP/ProxyGRPC), the 1 s minimum interval (Consul raises shorter
  * intervals to 1 s; the double allows them so tests can probe every 100 ms),
  * `check_update_interval` output de-duplication, IPv6 Happy Eyeballs, and
@@ -58,6 +62,9 @@ export interface CheckDefinition {
   header?: Record<string, string[]>;
   body?: string;
   disableRedirects?: boolean;
+  tlsSkipVerify?: boolean;
+  tlsServerName?: string;
+  grpcUseTls?: boolean;
   /** Default 4096 bytes, as Consul. */
   outputMaxSize?: number;
   successBeforePassing?: number;
@@ -96,6 +103,8 @@ export interface CheckRunnerOptions {
   gid?: number;
   /** Bind probe sockets to this source address. */
   sourceAddress?: string;
+  /** The CA (PEM) TLS checks verify against, as Consul's ca_file. */
+  caPem?: string;
   /** Random first delay in [0, interval), as Consul. Default true. */
   stagger?: boolean;
   /** Oldest results are dropped beyond this many. Default 100 000. */
@@ -298,6 +307,10 @@ export class CheckRunner {
     clearTimeout(kill);
   }
 
+  private tlsOf(d: CheckDefinition): { skipVerify: boolean; serverName?: string; caPem?: string } {
+    return { skipVerify: d.tlsSkipVerify === true, ...(d.tlsServerName ? { serverName: d.tlsServerName } : {}), ...(this.options.caPem ? { caPem: this.options.caPem } : {}) };
+  }
+
   private schedule(check: RunningCheck, delayMs: number): void {
     check.timer = setTimeout(() => void this.runOnce(check), delayMs);
   }
@@ -309,9 +322,10 @@ export class CheckRunner {
       d.kind === 'http' ? {
         kind: 'http', url: d.target, method: d.method, header: d.header, body: d.body,
         disableRedirects: d.disableRedirects, timeoutMs, outputMaxSize: d.outputMaxSize ?? DEFAULT_OUTPUT_MAX,
+        tls: this.tlsOf(d),
       }
       : d.kind === 'tcp' ? { kind: 'tcp', address: d.target, timeoutMs }
-      : { kind: 'grpc', target: d.target, timeoutMs };
+      : { kind: 'grpc', target: d.target, timeoutMs, ...(d.grpcUseTls ? { tls: this.tlsOf(d) } : {}) };
     let result: ProbeResult & { ms: number };
     try {
       result = await this.probe(request);

@@ -13,6 +13,15 @@ export interface HttpProbe {
   outputMaxSize: number;
   /** Source address to bind (the checker identity by address). */
   localAddress?: string;
+  /** For https URLs. */
+  tls?: ProbeTls;
+}
+
+export interface ProbeTls {
+  skipVerify: boolean;
+  serverName?: string;
+  /** The CA to verify against; node's default roots without one. */
+  caPem?: string;
 }
 
 export interface TcpProbe {
@@ -29,6 +38,8 @@ export interface GrpcProbe {
   target: string;
   timeoutMs: number;
   localAddress?: string;
+  /** GRPCUseTLS. */
+  tls?: ProbeTls;
 }
 
 export type ProbeRequest = HttpProbe | TcpProbe | GrpcProbe;

@@ -5,6 +5,8 @@
 import net from 'node:net';
 import http from 'node:http';
 import http2 from 'node:http2';
+import https from 'node:https';
+import tls from 'node:tls';
 import zlib from 'node:zlib';
 
 export const USER_AGENT = 'Consul Health Check';
@@ -76,7 +78,7 @@ async function probeHttp(request) {
   for (let hop = 0; ; hop++) {
     let response;
     try {
-      response = await httpOnce(new URL(url), hopMethod, headers, body, deadline, outputMax, gzip, request.localAddress);
+      response = await httpOnce(new URL(url), hopMethod, headers, body, deadline, outputMax, gzip, request.localAddress, request.tls);
     } catch (error) {
       return failed(error.message);
     }
@@ -99,20 +101,35 @@ async function probeHttp(request) {
   }
 }
 
-function httpOnce(url, method, headers, body, deadline, outputMax, gzip, localAddress) {
+/** TLS client options as Consul's agent TLS config gives them (ca_file, TLSSkipVerify, TLSServerName). */
+function tlsOptions(host, probeTls) {
+  const serverName = probeTls?.serverName || (net.isIP(host) ? undefined : host);
+  return {
+    rejectUnauthorized: !probeTls?.skipVerify,
+    ...(probeTls?.caPem ? { ca: probeTls.caPem } : {}),
+    ...(serverName ? { servername: serverName } : {}),
+    // An IP in the URL is verified against the certificate's IP SANs, unless a server name is set.
+    checkServerIdentity: (hostname, cert) => tls.checkServerIdentity(probeTls?.serverName || hostname, cert),
+  };
+}
+
+function httpOnce(url, method, headers, body, deadline, outputMax, gzip, localAddress, probeTls) {
   return new Promise((resolve, reject) => {
-    if (url.protocol !== 'http:') return reject(new Error(`unsupported protocol scheme "${url.protocol.replace(':', '')}" (the double speaks plain HTTP only)`));
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') return reject(new Error(`unsupported protocol scheme "${url.protocol.replace(':', '')}"`));
+    const secure = url.protocol === 'https:';
     const hopHeaders = { ...headers };
     const length = Buffer.byteLength(body);
     if (length > 0 || ['POST', 'PUT', 'PATCH'].includes(method)) hopHeaders['content-length'] = String(length);
-    const req = http.request({
-      host: url.hostname.replace(/^\[|\]$/g, ''),
-      port: url.port || 80,
+    const host = url.hostname.replace(/^\[|\]$/g, '');
+    const req = (secure ? https : http).request({
+      host,
+      port: url.port || (secure ? 443 : 80),
       path: `${url.pathname}${url.search}`,
       method,
       headers: hopHeaders,
       agent: false,
       localAddress,
+      ...(secure ? tlsOptions(host, probeTls) : {}),
     });
     let headersSeen = false;
     const timer = setTimeout(() => {
@@ -204,9 +221,11 @@ function probeGrpc(request) {
       session.destroy();
       resolve(result);
     };
-    const session = http2.connect(`http://${address}`, {
-      createConnection: () => net.connect({ host: target.host, port: target.port, localAddress: request.localAddress }),
-    });
+    const session = request.tls
+      ? http2.connect(`https://${address}`, { ...tlsOptions(target.host, request.tls), localAddress: request.localAddress })
+      : http2.connect(`http://${address}`, {
+          createConnection: () => net.connect({ host: target.host, port: target.port, localAddress: request.localAddress }),
+        });
     const timer = setTimeout(() => done(rpcError('DeadlineExceeded', 'context deadline exceeded')), timeoutMs);
     // A failed dial surfaces on the session or (as the cause) on the pending stream.
     const failed = (error) => {

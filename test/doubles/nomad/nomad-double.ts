@@ -5,6 +5,8 @@
  * installed here). Shapes and rules follow Nomad's source and docs:
  *
  * - JSON fields are PascalCase; nil collections are null, as Go encodes them.
+ *   Allocation shapes are held to Nomad's own samples, completed from its
+ *   structs (test/fixtures/nomad/, test/discovery/contract-fixtures.test.ts).
  * - Reads carry X-Nomad-Index (+ X-Nomad-KnownLeader, X-Nomad-LastContact);
  *   blocking queries honour `index` and `wait` (default 5 min, max 10 min).
  *   Index rules: an allocation's ModifyIndex; a node's allocations the
@@ -16,8 +18,13 @@
  *   (nomad/stream/event_buffer.go StartAtClosest); a bounded buffer (Nomad's
  *   default 100). Allocation payloads have `Job` stripped (nomad/state/
  *   events.go). Topic and namespace filters apply; a frame left with no
- *   event is not sent. `framing: "concatenated"` writes frames without
- *   newlines, as Nomad's own encoder may.
+ *   event is not sent. `namespace=*` covers the namespaces that existed when
+ *   the stream connected (here: those of registered jobs), as Nomad resolves
+ *   the wildcard once per subscription (nomad/event_endpoint.go). Every
+ *   frame ends with a newline, as command/agent/event_endpoint.go writes it;
+ *   `framing: "concatenated"` leaves the newlines out (a robustness test, not
+ *   a Nomad behaviour). The answer is hijacked HTTP/1.1 without a length
+ *   (`streamFraming`, Nomad ≥ 1.11.2) or chunked (older).
  * - `GET /v1/agent/self`: `{config, member, stats}` (lower-case keys, as
  *   Nomad's agentSelf struct), `stats.client.node_id` unless `agentNodeId`
  *   is null (a server-only agent).
@@ -31,16 +38,28 @@
  * - `GET /v1/job/:id/allocations`: list stubs (no Job, no NetworkStatus),
  *   blocking on the highest ModifyIndex of the job's allocations.
  *   `GET /v1/allocation/:id/checks`: the Nomad-provider check results a test
- *   set (setChecks), `{}` otherwise.
+ *   set (setChecks), `null` otherwise (the client's check store returns a nil
+ *   map: client/serviceregistration/checks/checkstore/shim.go); 404 "Unknown
+ *   allocation" for an allocation it does not know, and 404 "resource not
+ *   found" for every allocation with `checksEndpoint: false` (Nomad < 1.4,
+ *   whose alloc router has no such route: command/agent/alloc_endpoint.go).
  * - With `placeOnScale`, scaling a group up places the missing allocations on
  *   one node: pending, running after `runningAfterMs`, and (with
  *   `deployment`) DeploymentStatus.Healthy true after `healthyAfterMs`; named
  *   `checks` go from pending to success at the same time. A stand-in for the
- *   scheduler and the client, not a model of either.
+ *   scheduler and the client, not a model of either. With `deployment`, the
+ *   scale also starts a deployment (scheduler/reconciler), `running` until
+ *   every placed allocation is healthy plus `minHealthyTimeMs`, then
+ *   `successful`; `GET /v1/job/:id/deployment` reports the latest one (null
+ *   before any). While one is active every scale is refused with 400 "job
+ *   scaling blocked due to active deployment" (nomad/job_endpoint.go Scale).
  *
  * Not covered: scheduling (registering a job places nothing: tests add
- * allocations with addAllocation; only placeOnScale places any), evaluations and deployments (EvalIDs are
- * random), ACL policies (one token or none), multiple regions, blocking
+ * allocations with addAllocation; only placeOnScale places any), evaluations
+ * (EvalIDs are random), deployments beyond the above (startDeployment sets one
+ * by hand), ACL policies beyond a list of capabilities per token (`acl`,
+ * global rather than per namespace; a forbidden event stream is refused with
+ * the early 200 of Nomad ≥ 1.11.2, or 403 with `streamRefusal: '403'`), multiple regions, blocking
  * jitter, gzip, the HCLv1 parser, TLS, and every endpoint not listed above.
  */
 import { randomUUID } from 'node:crypto';
@@ -60,7 +79,25 @@ export interface NomadDoubleOptions {
   agentNodeId?: string | null;
   /** Scaling a group up places its missing allocations (see the header). */
   placeOnScale?: PlaceOnScale;
+  /** false: Nomad < 1.4, no allocation checks route (404 "resource not found"). */
+  checksEndpoint?: boolean;
+  /**
+   * ACL tokens and what each may do (see NomadCapability); a request with a
+   * token not listed, or without one, is anonymous and may do nothing. Unset:
+   * ACLs off (or the single `token`).
+   */
+  acl?: Record<string, NomadCapability[]>;
+  /** How a forbidden event stream is refused: `early-200` (Nomad ≥ 1.11.2, the default) or `403` (older). */
+  streamRefusal?: 'early-200' | '403';
+  /** An accepted stream's framing: `hijacked` (Nomad ≥ 1.11.2: HTTP/1.1, no length, Connection: close; the default) or `chunked` (older). */
+  streamFraming?: 'hijacked' | 'chunked';
 }
+
+/**
+ * The ACL rights doze's calls need (nomad/acl: agent, node and namespace
+ * capabilities); global here, not per namespace.
+ */
+export type NomadCapability = 'agent:read' | 'node:read' | 'read-job' | 'scale-job' | 'submit-job' | 'parse-job';
 
 export interface PlaceOnScale {
   runningAfterMs?: number;
@@ -69,6 +106,10 @@ export interface PlaceOnScale {
   healthyAfterMs?: number;
   /** Nomad-provider check ids; pending until healthy, then success. */
   checks?: string[];
+  /** Readiness-mode check ids (`on_update = "ignore"`): failing throughout, which must not matter. */
+  readinessChecks?: string[];
+  /** The deployment stays running this long after the last placed allocation is healthy (Nomad's default 10 s). */
+  minHealthyTimeMs?: number;
   nodeId?: string;
 }
 
@@ -100,9 +141,13 @@ interface Frame {
 }
 
 interface Stream {
-  res: http.ServerResponse;
+  /** Writes to the stream's connection (hijacked or chunked). */
+  write: (text: string) => void;
+  socket: Socket;
   topics: Set<string>;
   namespace: string;
+  /** For `namespace=*`: the namespaces that existed at connect (Nomad resolves the wildcard once). */
+  namespaces: Set<string>;
   heartbeat: NodeJS.Timeout;
 }
 
@@ -115,10 +160,14 @@ interface Injection {
 }
 
 const MAX_WAIT_MS = 600_000;
+/** nomad/structs/deployment.go Active. */
+const ACTIVE_DEPLOYMENT = new Set(['running', 'paused', 'blocked', 'unblocking', 'initializing', 'pending']);
 
 export class NomadDouble {
   readonly requests: RecordedRequest[] = [];
   readonly scaleRequests: { jobId: string; body: Obj }[] = [];
+  /** Scales refused with 400 during an active deployment. */
+  refusedScales = 0;
   private server!: http.Server;
   private readonly sockets = new Set<Socket>();
   private readonly streams = new Set<Stream>();
@@ -132,6 +181,8 @@ export class NomadDouble {
   /** Requests received and still held back by delayMs: 0 once a late request has landed. */
   held = 0;
   private readonly checks = new Map<string, Obj>();
+  /** Latest deployment per job key. */
+  private readonly deployments = new Map<string, Obj>();
   private readonly timers = new Set<NodeJS.Timeout>();
   private index = 10;
   private allocsTableIndex = 1;
@@ -144,7 +195,7 @@ export class NomadDouble {
   }
 
   static async start(options: NomadDoubleOptions = {}): Promise<NomadDouble> {
-    const double = new NomadDouble({ heartbeatMs: 30_000, eventBufferSize: 100, framing: 'ndjson', ...options });
+    const double = new NomadDouble({ heartbeatMs: 30_000, eventBufferSize: 100, framing: 'ndjson', checksEndpoint: true, acl: {}, streamRefusal: 'early-200', streamFraming: 'hijacked', ...options });
     double.server = http.createServer((req, res) => void double.handle(req, res));
     double.server.on('connection', (socket) => {
       double.sockets.add(socket);
@@ -176,19 +227,33 @@ export class NomadDouble {
   dropEventStreams(): void {
     for (const stream of this.streams) {
       clearInterval(stream.heartbeat);
-      stream.res.socket?.destroy();
+      stream.socket.destroy();
     }
     this.streams.clear();
   }
 
-  /** The next request matching method and path gets this answer instead. */
+  /**
+   * A leader change or snapshot restore: Nomad starts a new event broker with
+   * an empty buffer (nomad/stream/event_broker.go), and open streams end.
+   */
+  newBroker(): void {
+    this.buffer.length = 0;
+    this.dropEventStreams();
+  }
+
+  /** Grants or replaces a token's rights (with `acl`). */
+  setToken(token: string, rights: NomadCapability[]): void {
+    this.options.acl[token] = rights;
+  }
+
+  /** The next request matching method and path (`*suffix`: any path ending so) gets this answer instead. */
   injectOnce(method: string, path: string, answer: { status?: number; body: string; headers?: Record<string, string> }): void {
     this.injections.push({ method, path, status: answer.status ?? 200, body: answer.body, headers: answer.headers ?? {} });
   }
 
   /** Writes raw bytes to every open event stream (malformed-frame tests). */
   writeToStreams(text: string): void {
-    for (const stream of this.streams) stream.res.write(text);
+    for (const stream of this.streams) stream.write(text);
   }
 
   /** Stores a job as Nomad would after registering it (with a few canonical defaults). */
@@ -238,7 +303,8 @@ export class NomadDouble {
       const list = (allocatedNetwork?.[kind] as Obj[] | null | undefined) ?? [];
       for (const port of list) {
         if (kind === 'DynamicPorts') port.Value = this.nextPort++;
-        ports.push({ Label: port.Label, Value: port.Value, To: port.To ?? 0, HostIP: hostIp });
+        port.IgnoreCollision ??= false;
+        ports.push({ Label: port.Label, Value: port.Value, To: port.To ?? 0, HostIP: hostIp, IgnoreCollision: false });
       }
     }
     if (allocatedNetwork) allocatedNetwork.IP = hostIp;
@@ -262,7 +328,9 @@ export class NomadDouble {
       ClientDescription: '',
       TaskStates: Object.fromEntries(tasks.map((t) => [t, { State: 'running', Failed: false, Restarts: 0, Events: null }])),
       AllocatedResources: {
-        Tasks: Object.fromEntries(tasks.map((t) => [t, { Cpu: { CpuShares: 100 }, Memory: { MemoryMB: 64, MemoryMaxMB: 0 }, Networks: null, Devices: null }])),
+        Tasks: Object.fromEntries(tasks.map((t) => [t, { Cpu: { CpuShares: 100, ReservedCores: null }, Memory: { MemoryMB: 64, MemoryMaxMB: 0 }, Networks: null, Devices: null }])),
+        // nomad/structs AllocatedResources.TaskLifecycles: nil for a task without a lifecycle block.
+        TaskLifecycles: Object.fromEntries((group.Tasks as Obj[]).map((t) => [String(t.Name), (t.Lifecycle as Obj | undefined) ?? null])),
         Shared: { DiskMB: 300, Networks: allocatedNetwork ? [allocatedNetwork] : null, Ports: ports.length ? ports : null },
       },
       NetworkStatus: mode === 'bridge' ? { InterfaceName: 'eth0', Address: spec.bridgeAddress ?? `172.26.64.${this.nextBridgeIp++}`, AddressIPv6: '', DNS: null } : null,
@@ -290,12 +358,38 @@ export class NomadDouble {
     return structuredClone(alloc);
   }
 
-  /** Sets the results `GET /v1/allocation/:id/checks` reports (check id → Status "success" | "failure" | "pending"). */
-  setChecks(allocId: string, statuses: Record<string, string>): void {
-    this.checks.set(
-      allocId,
-      Object.fromEntries(Object.entries(statuses).map(([id, status]) => [id, { ID: id, Check: id, Group: '', Mode: 'healthiness', Output: '', Service: 'web', Status: status, StatusCode: status === 'success' ? 200 : 0, Task: '', Timestamp: Math.floor(Date.now() / 1000) }])),
-    );
+  /**
+   * Sets the results `GET /v1/allocation/:id/checks` reports (check id →
+   * Status "success" | "failure" | "pending"); ids in `readiness` are in
+   * readiness mode. Shape: nomad/structs/checks.go CheckQueryResult
+   * (StatusCode and Task omitempty).
+   */
+  setChecks(allocId: string, statuses: Record<string, string>, readiness: string[] = []): void {
+    const result = (id: string, status: string): Obj => {
+      const out: Obj = { ID: id, Mode: readiness.includes(id) ? 'readiness' : 'healthiness', Status: status, Output: '', Timestamp: Math.floor(Date.now() / 1000), Group: 'web', Service: 'web', Check: id };
+      if (status === 'success') out.StatusCode = 200;
+      return out;
+    };
+    this.checks.set(allocId, Object.fromEntries(Object.entries(statuses).map(([id, status]) => [id, result(id, status)])));
+  }
+
+  /** Sets the job's latest deployment by hand (status "running" is active). */
+  startDeployment(jobId: string, status = 'running', namespace = 'default'): Obj {
+    const job = this.jobs.get(`${namespace}/${jobId}`);
+    if (!job) throw new Error(`double: no job ${jobId}`);
+    const index = ++this.index;
+    const deployment: Obj = { ID: randomUUID(), Namespace: namespace, JobID: jobId, JobVersion: job.Version, JobModifyIndex: job.JobModifyIndex, JobCreateIndex: job.CreateIndex, IsMultiregion: false, TaskGroups: null, Status: status, StatusDescription: status === 'running' ? 'Deployment is running' : `Deployment ${status}`, CreateIndex: index, ModifyIndex: index };
+    this.deployments.set(`${namespace}/${jobId}`, deployment);
+    this.changes.emit('change');
+    return structuredClone(deployment);
+  }
+
+  /** Ends the job's latest deployment (default "successful"). */
+  endDeployment(jobId: string, status = 'successful', namespace = 'default'): void {
+    const deployment = this.deployments.get(`${namespace}/${jobId}`);
+    if (!deployment) return;
+    Object.assign(deployment, { Status: status, StatusDescription: `Deployment completed ${status === 'successful' ? 'successfully' : status}`, ModifyIndex: ++this.index });
+    this.changes.emit('change');
   }
 
   /** Allocations of a job (full objects), for assertions. */
@@ -323,9 +417,9 @@ export class NomadDouble {
   }
 
   private sendFrame(stream: Stream, frame: Frame): void {
-    const events = frame.Events.filter((e) => (stream.topics.has('*') || stream.topics.has(String(e.Topic))) && (stream.namespace === '*' || e.Namespace === stream.namespace));
+    const events = frame.Events.filter((e) => (stream.topics.has('*') || stream.topics.has(String(e.Topic))) && (stream.namespace === '*' ? stream.namespaces.has(String(e.Namespace)) : e.Namespace === stream.namespace));
     if (events.length === 0) return;
-    stream.res.write(this.frameText({ Index: frame.Index, Events: events }));
+    stream.write(this.frameText({ Index: frame.Index, Events: events }));
   }
 
   private frameText(value: unknown): string {
@@ -343,7 +437,7 @@ export class NomadDouble {
     }
     this.requests.push({ method: req.method ?? 'GET', path: url.pathname, query: url.searchParams, headers: req.headers, body });
 
-    const injected = this.injections.findIndex((i) => i.method === req.method && i.path === url.pathname);
+    const injected = this.injections.findIndex((i) => i.method === req.method && (i.path === url.pathname || (i.path.startsWith('*') && url.pathname.endsWith(i.path.slice(1)))));
     if (injected >= 0) {
       const [answer] = this.injections.splice(injected, 1);
       res.writeHead(answer!.status, { 'Content-Type': 'application/json', ...answer!.headers });
@@ -353,6 +447,11 @@ export class NomadDouble {
     if (this.options.token !== undefined && req.headers['x-nomad-token'] !== this.options.token) return this.text(res, 403, 'Permission denied');
 
     const parts = url.pathname.split('/').filter(Boolean).map(decodeURIComponent);
+    const needs = requiredCapability(req.method ?? 'GET', parts);
+    if (needs && !this.allowed(req, needs)) {
+      if (url.pathname === '/v1/event/stream' && this.options.streamRefusal === 'early-200') return this.earlyRefusal(req);
+      return this.text(res, 403, 'Permission denied');
+    }
     const route = `${req.method} /${parts.slice(0, 2).join('/')}`;
     try {
       if (req.method === 'GET' && parts[0] === 'v1' && parts[1] === 'node' && parts[3] === 'allocations' && parts.length === 4) {
@@ -368,8 +467,16 @@ export class NomadDouble {
         return await this.blocking(req, res, url, () => this.jobAllocationStubs(parts[2]!, url.searchParams.get('namespace') || 'default'));
       }
       if (req.method === 'GET' && parts[1] === 'allocation' && parts[3] === 'checks' && parts.length === 4) {
-        if (!this.allocs.has(parts[2]!)) return this.text(res, 404, 'alloc not found');
-        return this.json(res, this.checks.get(parts[2]!) ?? {});
+        if (!this.options.checksEndpoint) return this.text(res, 404, 'resource not found');
+        if (!this.allocs.has(parts[2]!)) return this.text(res, 404, `Unknown allocation "${parts[2]!}"`);
+        return this.json(res, this.checks.get(parts[2]!) ?? null);
+      }
+      if (req.method === 'GET' && parts[1] === 'job' && parts[3] === 'deployment' && parts.length === 4) {
+        const key = `${url.searchParams.get('namespace') || 'default'}/${parts[2]}`;
+        return await this.blocking(req, res, url, () => {
+          const deployment = this.deployments.get(key);
+          return { index: (deployment?.ModifyIndex as number | undefined) ?? 1, body: deployment ?? null };
+        });
       }
       if (req.method === 'GET' && parts[1] === 'job' && parts.length === 3) {
         return await this.blocking(req, res, url, () => {
@@ -386,6 +493,25 @@ export class NomadDouble {
     } catch (error) {
       return this.text(res, 500, String(error));
     }
+  }
+
+  private allowed(req: http.IncomingMessage, needs: NomadCapability): boolean {
+    const acl = this.options.acl;
+    if (Object.keys(acl).length === 0) return true;
+    const token = req.headers['x-nomad-token'];
+    const rights = typeof token === 'string' ? acl[token] : undefined;
+    // Scaling is allowed by scale-job or submit-job (nomad/job_endpoint.go Scale).
+    return (rights?.includes(needs) ?? false) || (needs === 'scale-job' && (rights?.includes('submit-job') ?? false));
+  }
+
+  /**
+   * Nomad ≥ 1.11.2: the handler hijacks the connection and writes `200 OK`
+   * (HTTP/1.1 since 1.11.3, no length: `Connection: close`) before the RPC
+   * checks the token; the 403 then has nowhere to go and the connection
+   * closes with an empty body (command/agent/event_endpoint.go).
+   */
+  private earlyRefusal(req: http.IncomingMessage): void {
+    req.socket.end('HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nVary: Accept-Encoding\r\nConnection: close\r\n\r\n');
   }
 
   private text(res: http.ServerResponse, status: number, text: string): void {
@@ -418,24 +544,36 @@ export class NomadDouble {
     return { index, body: list };
   }
 
-  /** AllocListStub: no Job, no NetworkStatus (nomad/structs Allocation.Stub). */
+  /**
+   * AllocListStub (nomad/structs/alloc.go): these fields only, so no Job,
+   * NetworkStatus or DeploymentID, and AllocatedResources (omitempty) only
+   * with ?resources=true, which doze never asks for.
+   */
   private jobAllocationStubs(jobId: string, namespace: string): { index: number; body: unknown } {
     const list = [...this.allocs.values()].filter((a) => a.JobID === jobId && a.Namespace === namespace);
     const index = list.length ? Math.max(...list.map((a) => a.ModifyIndex as number)) : this.allocsTableIndex;
     const stubs = list.map((a) => {
-      const { Job: _job, NetworkStatus: _network, DeploymentID: _deployment, ...stub } = structuredClone(a);
-      return { ...stub, JobType: 'service', JobVersion: 0, DeploymentStatus: a.DeploymentStatus ?? null };
+      const c = structuredClone(a);
+      return {
+        ID: c.ID, EvalID: c.EvalID, Name: c.Name, Namespace: c.Namespace, NodeID: c.NodeID, NodeName: c.NodeName, JobID: c.JobID, JobType: 'service', JobVersion: 0,
+        TaskGroup: c.TaskGroup, DesiredStatus: c.DesiredStatus, DesiredDescription: c.DesiredDescription, ClientStatus: c.ClientStatus, ClientDescription: c.ClientDescription,
+        DesiredTransition: { Migrate: null, Reschedule: null, ForceReschedule: null, NoShutdownDelay: null }, TaskStates: c.TaskStates, DeploymentStatus: c.DeploymentStatus ?? null,
+        FollowupEvalID: '', NextAllocation: '', RescheduleTracker: null, PreemptedAllocations: null, PreemptedByAllocation: '',
+        CreateIndex: c.CreateIndex, ModifyIndex: c.ModifyIndex, CreateTime: c.CreateTime, ModifyTime: c.ModifyTime,
+      };
     });
     return { index, body: stubs };
   }
 
   /** placeOnScale: pending now, running later, healthy later still. */
-  private place(jobId: string, group: string, namespace: string, how: PlaceOnScale): void {
+  private place(jobId: string, group: string, namespace: string, how: PlaceOnScale, deploymentId: string | undefined): string {
     const alloc = this.addAllocation({ jobId, group, namespace, nodeId: how.nodeId, clientStatus: 'pending' });
     const id = alloc.ID as string;
     const tasks = Object.keys(alloc.TaskStates as Obj);
-    this.updateAllocation(id, { TaskStates: Object.fromEntries(tasks.map((t) => [t, { State: 'pending', Failed: false, Restarts: 0, Events: null }])), DeploymentID: how.deployment ? randomUUID() : '', DeploymentStatus: null });
-    if (how.checks?.length) this.setChecks(id, Object.fromEntries(how.checks.map((c) => [c, 'pending'])));
+    this.updateAllocation(id, { TaskStates: Object.fromEntries(tasks.map((t) => [t, { State: 'pending', Failed: false, Restarts: 0, Events: null }])), DeploymentID: deploymentId ?? '', DeploymentStatus: null });
+    const readiness = how.readinessChecks ?? [];
+    const checkStatuses = (status: string) => ({ ...Object.fromEntries((how.checks ?? []).map((c) => [c, status])), ...Object.fromEntries(readiness.map((c) => [c, 'failure'])) });
+    if (how.checks?.length || readiness.length) this.setChecks(id, checkStatuses('pending'), readiness);
     const later = (ms: number, fn: () => void) => {
       const timer = setTimeout(() => {
         this.timers.delete(timer);
@@ -446,9 +584,26 @@ export class NomadDouble {
     const runningAfter = how.runningAfterMs ?? 0;
     later(runningAfter, () => this.updateAllocation(id, { ClientStatus: 'running', TaskStates: Object.fromEntries(tasks.map((t) => [t, { State: 'running', Failed: false, Restarts: 0, Events: null }])) }));
     later(runningAfter + (how.healthyAfterMs ?? 0), () => {
-      if (how.checks?.length) this.setChecks(id, Object.fromEntries(how.checks.map((c) => [c, 'success'])));
+      if (how.checks?.length || readiness.length) this.setChecks(id, checkStatuses('success'), readiness);
       if (how.deployment) this.updateAllocation(id, { DeploymentStatus: { Healthy: true, Timestamp: new Date().toISOString(), Canary: false, ModifyIndex: this.index + 1 } });
     });
+    return id;
+  }
+
+  /** The deployment succeeds once every placed allocation is healthy, plus min_healthy_time. */
+  private deploymentWatch(jobId: string, namespace: string, deploymentId: string, placed: string[], minHealthyMs: number): void {
+    const check = () => {
+      const current = this.deployments.get(`${namespace}/${jobId}`);
+      if (current?.ID !== deploymentId || !ACTIVE_DEPLOYMENT.has(String(current.Status))) return this.changes.off('change', check);
+      if (!placed.every((id) => (this.allocs.get(id)?.DeploymentStatus as Obj | null | undefined)?.Healthy === true)) return;
+      this.changes.off('change', check);
+      const timer = setTimeout(() => {
+        this.timers.delete(timer);
+        if (this.deployments.get(`${namespace}/${jobId}`)?.ID === deploymentId) this.endDeployment(jobId, 'successful', namespace);
+      }, minHealthyMs);
+      this.timers.add(timer);
+    };
+    this.changes.on('change', check);
   }
 
   /** Answers now, or once the resource's index passes `index`, or when `wait` runs out. */
@@ -484,13 +639,25 @@ export class NomadDouble {
     const topicParams = url.searchParams.getAll('topic');
     // "Allocation" and "Allocation:*" both mean every allocation event.
     const topics = new Set(topicParams.length ? topicParams.map((t) => t.split(':')[0]!) : ['*']);
-    res.writeHead(200, { 'Content-Type': 'application/json', 'Cache-Control': 'no-cache' });
-    res.write(this.frameText({}));
+    let write: (text: string) => void;
+    if (this.options.streamFraming === 'hijacked') {
+      // Nomad ≥ 1.11.2 hijacks the connection and writes an HTTP/1.1 answer
+      // without a length (1.11.3 fixed its protocol line): the body ends when
+      // the connection does (command/agent/event_endpoint.go).
+      req.socket.write('HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nVary: Accept-Encoding\r\nConnection: close\r\n\r\n');
+      write = (text) => void req.socket.write(text);
+    } else {
+      res.writeHead(200, { 'Content-Type': 'application/json', 'Cache-Control': 'no-cache' });
+      write = (text) => void res.write(text);
+    }
+    write(this.frameText({}));
     const stream: Stream = {
-      res,
+      write,
+      socket: req.socket,
       topics,
       namespace: url.searchParams.get('namespace') || 'default',
-      heartbeat: setInterval(() => res.write(this.frameText({})), this.options.heartbeatMs),
+      namespaces: new Set(['default', ...[...this.jobs.values()].map((j) => String(j.Namespace))]),
+      heartbeat: setInterval(() => write(this.frameText({})), this.options.heartbeatMs),
     };
     stream.heartbeat.unref();
     this.streams.add(stream);
@@ -561,6 +728,11 @@ export class NomadDouble {
       if (typeof scaling?.Min === 'number' && count < scaling.Min) return this.text(res, 400, `group count was less than scaling policy minimum: ${count} < ${scaling.Min}`);
       if (typeof scaling?.Max === 'number' && count > scaling.Max) return this.text(res, 400, `group count was greater than scaling policy maximum: ${count} > ${scaling.Max}`);
     }
+    const deployment = this.deployments.get(`${String(job.Namespace)}/${jobId}`);
+    if (deployment && ACTIVE_DEPLOYMENT.has(String(deployment.Status)) && deployment.JobCreateIndex === job.CreateIndex) {
+      this.refusedScales++;
+      return this.text(res, 400, 'job scaling blocked due to active deployment');
+    }
     this.scaleRequests.push({ jobId, body: request });
     const index = ++this.index;
     if (typeof count === 'number') {
@@ -571,11 +743,29 @@ export class NomadDouble {
       // Without a scheduler, scaling down stops the newest surplus allocations.
       const live = [...this.allocs.values()].filter((a) => a.JobID === jobId && a.TaskGroup === groupName && a.DesiredStatus === 'run');
       for (const alloc of live.slice(count).reverse()) this.stopAllocation(alloc.ID as string);
-      if (this.options.placeOnScale) for (let i = live.length; i < count; i++) this.place(jobId, groupName, String(job.Namespace), this.options.placeOnScale);
+      const how = this.options.placeOnScale;
+      if (how && count > live.length) {
+        const deploymentId = how.deployment ? (this.startDeployment(jobId, 'running', String(job.Namespace)).ID as string) : undefined;
+        const placed: string[] = [];
+        for (let i = live.length; i < count; i++) placed.push(this.place(jobId, groupName, String(job.Namespace), how, deploymentId));
+        if (deploymentId) this.deploymentWatch(jobId, String(job.Namespace), deploymentId, placed, how.minHealthyTimeMs ?? 0);
+      }
     }
     this.changes.emit('change');
     return this.json(res, { EvalID: randomUUID(), EvalCreateIndex: index, JobModifyIndex: job.JobModifyIndex, Warnings: '', Index: index, LastContact: 0, KnownLeader: false });
   }
+}
+
+/** The capability a route needs (nomad/acl; command/agent/*_endpoint.go). */
+function requiredCapability(method: string, parts: string[]): NomadCapability | undefined {
+  if (parts[1] === 'agent') return 'agent:read';
+  if (parts[1] === 'node') return 'node:read';
+  if (parts[1] === 'event') return 'read-job';
+  if (parts[1] === 'jobs' && parts[2] === 'parse') return 'parse-job';
+  if (parts[1] === 'jobs' && method !== 'GET') return 'submit-job';
+  if (parts[1] === 'job' && parts[3] === 'scale' && method !== 'GET') return 'scale-job';
+  if (parts[1] === 'job' || parts[1] === 'allocation' || parts[1] === 'jobs') return 'read-job';
+  return undefined;
 }
 
 /** The handful of structural rules Nomad's Job.Validate enforces that tests rely on. */

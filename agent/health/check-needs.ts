@@ -1,0 +1,45 @@
+import type { NomadServiceCheck } from '../discovery/nomad-schemas.js';
+
+/*
+ * What the stub needs to answer one of a service's checks while its
+ * instance sleeps. Nomad hands Consul `protocol = "https"` with
+ * `tls_skip_verify` and `tls_server_name` for HTTP checks, and
+ * `grpc_use_tls` for gRPC ones (command/agent/consul/service_client.go
+ * checkRegistration); Nomad-provider checks use the same fields
+ * (client/serviceregistration/checks/client.go). A TLS check that skips
+ * verification takes the stub's own certificate; one that verifies takes
+ * only a certificate it trusts, which only the operator can give (config:
+ * healthChecks.tls, instances[].checkTls, nomad.checkTls per service).
+ */
+
+export type CheckTls = 'none' | 'skip-verify' | 'verify';
+
+export interface CheckNeed {
+  /** The check's name, or "<type> check #n". */
+  name: string;
+  type: string;
+  tls: CheckTls;
+  /** The name a verifying check expects on the certificate (tls_server_name), if set. */
+  serverName?: string;
+}
+
+export function checkNeeds(checks: readonly NomadServiceCheck[] | null | undefined): CheckNeed[] {
+  return (checks ?? []).map((check, i) => {
+    const name = check.Name || `${check.Type} check #${i + 1}`;
+    const secured = (check.Type === 'http' && check.Protocol === 'https') || (check.Type === 'grpc' && check.GRPCUseTLS === true);
+    const tls: CheckTls = !secured ? 'none' : check.TLSSkipVerify === true ? 'skip-verify' : 'verify';
+    return { name, type: check.Type, tls, ...(check.TLSServerName ? { serverName: check.TLSServerName } : {}) };
+  });
+}
+
+/**
+ * Why the stub cannot answer these checks truthfully, or undefined when it
+ * can. `hasCertificate`: the operator gave a certificate for them.
+ */
+export function unanswerableChecks(needs: readonly CheckNeed[], hasCertificate: boolean): string | undefined {
+  if (hasCertificate) return undefined;
+  const verifying = needs.filter((n) => n.tls === 'verify');
+  if (verifying.length === 0) return undefined;
+  const names = verifying.map((n) => `${JSON.stringify(n.name)} (${n.type === 'grpc' ? 'gRPC with TLS' : 'HTTPS'}${n.serverName ? `, server name ${JSON.stringify(n.serverName)}` : ''})`).join(', ');
+  return `check${verifying.length > 1 ? 's' : ''} ${names} verif${verifying.length > 1 ? 'y' : 'ies'} the certificate, and the agent has none they trust: give the agent the service's certificate and key (healthChecks.tls, or nomad.checkTls["<service>"]) or set tls_skip_verify`;
+}

@@ -1,0 +1,19 @@
+import test from 'ava';
+import { renderSummary } from '../../agent/status/page.js';
+import type { StatusReport } from '../../agent/status/connections.js';
+
+function report(detail: Record<string, unknown>): StatusReport {
+  return {
+    instances: { total: 0, byState: {} },
+    budget: { maxActive: null, maxActiveMemory: null, active: 0, activeMemory: 0, freedMemory: 0, queued: 0, overruns: 0 },
+    wakeEvents: { gaps: 0, lastGap: null, missed: 0 },
+    memory: null,
+    connections: { nomad: { address: 'http://127.0.0.1:4646', connected: true, since: '2026-12-01T00:00:00.000Z', detail } },
+    allocations: [],
+  };
+}
+
+test('the summary says why blocking queries stand in for the event stream, escaped, and nothing once the stream is back', (t) => {
+  t.regex(renderSummary(report({ source: 'blocking', fallback: 'closed before its first heartbeat <3 times>' })), /blocking queries instead of the event stream: closed before its first heartbeat &#60;3 times&#62;/);
+  t.notRegex(renderSummary(report({ source: 'stream', fallback: null })), /instead of the event stream/);
+});
