@@ -97,7 +97,8 @@ export class Detector extends EventEmitter<DetectorEvents> {
   private timer: NodeJS.Timeout | undefined;
   private watchdogTimer: NodeJS.Timeout | undefined;
   private ticking = false;
-  private stopped = false;
+  /** Until start(): instances are taken on but no idle clock runs (an agent still starting freezes nothing). */
+  private stopped = true;
 
   private readonly hooks: SleepHooks;
   private readonly budget: (BudgetLimits & { maxQueued: number }) | undefined;
@@ -194,7 +195,15 @@ export class Detector extends EventEmitter<DetectorEvents> {
 
   start(): void {
     this.stopped = false;
+    // Idleness counts from when the agent is up: a slow start-up (discovery, rules) must not use up idle timeouts.
+    const nowNs = monotonicNs();
+    for (const instance of this.byId.values()) {
+      if (instance.state !== 'running') continue;
+      if (instance.awakeSinceNs < nowNs) instance.awakeSinceNs = nowNs;
+      instance.nextCheckNs = nowNs + BigInt(Math.max(instance.config.idleTimeout, instance.minAwakeMs)) * MS;
+    }
     this.schedule();
+    this.watch();
   }
 
   /** Stop deciding; with `wakeAll`, resume every instance this agent put to sleep (nobody else would). */

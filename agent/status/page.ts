@@ -215,6 +215,8 @@ export function renderStatusPage(initial: PageData): string {
   .links { font-size: .85rem; align-self: center; }
   main { padding: 1rem 2rem; display: grid; grid-template-columns: minmax(0, 3fr) minmax(18rem, 1fr); gap: 1.5rem; }
   main > .wide { grid-column: 1 / -1; }
+  /* A wide instances table scrolls inside its column instead of running under the aside. */
+  main > section { min-width: 0; overflow-x: auto; }
   table { border-collapse: collapse; width: 100%; background: #fff; border: 1px solid var(--line); border-radius: 6px; }
   th, td { text-align: left; padding: .45rem .6rem; border-bottom: 1px solid var(--line); vertical-align: top; }
   th { font-weight: 600; color: var(--muted); font-size: .8rem; text-transform: uppercase; letter-spacing: .04em; }

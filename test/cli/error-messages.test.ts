@@ -75,7 +75,7 @@ const rows: Row[] = [
     config: { ...base, healthChecks: { frobnicate: true } },
     args: (file) => ['agent', '--config', file],
     code: 2,
-    says: [/healthChecks: unknown key "frobnicate" \(known here: mark, fromUid, fromUser, fromSources\)/],
+    says: [/healthChecks: unknown key "frobnicate" \(known here: mark, fromUid, fromUser, fromSources, tls\)/],
   },
   {
     what: 'a long bad value',

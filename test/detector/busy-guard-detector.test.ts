@@ -39,6 +39,7 @@ function setup(runtime: ScriptedCpu, hooks: Partial<SleepHooks> = {}, overrides:
   const detector = new Detector(new Silent(), createLogger('silent'), {
     hooks: { beforePause: async () => {}, awake: async () => {}, wakeFailed: async () => {}, guardChecks: false, ...hooks },
   });
+  detector.start();
   const instance = new ManagedInstance(config.instances[0]!, runtime, monotonicNs());
   const transitions: TransitionEvent[] = [];
   detector.on('transition', (e) => transitions.push(e));
