@@ -38,7 +38,7 @@ test('bad nomad/consul sections name the field and the value', (t) => {
   const bad = (raw: unknown) => t.throws(() => parseConfig(raw), { instanceOf: ConfigError }).message;
   t.regex(bad({ nomad: { address: 'localhost:4646' } }), /nomad\.address: expected an http\(s\) URL.*\(got "localhost:4646"\)/);
   t.regex(bad({ nomad: {} }), /nomad\.address/);
-  t.regex(bad({ nomad: { address: 'http://x:4646', node: 'n1' } }), /nomad: Unrecognized key.*"node"/);
+  t.regex(bad({ nomad: { address: 'http://x:4646', node: 'n1' } }), /nomad: unknown key "node" \(did you mean "nodeId"\?\)/);
   t.regex(bad({ nomad: { address: 'http://x:4646', cgroupRoot: 'sys/fs/cgroup' } }), /nomad\.cgroupRoot: an absolute path/);
   t.regex(bad({ consul: { address: 'ftp://x' } }), /consul\.address/);
   t.regex(bad({ consul: { address: 'http://x:8500', ttlPassInterval: 'soon' } }), /consul\.ttlPassInterval: "soon" is not a duration/);
