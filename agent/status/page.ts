@@ -215,8 +215,10 @@ export function renderStatusPage(initial: PageData): string {
   .links { font-size: .85rem; align-self: center; }
   main { padding: 1rem 2rem; display: grid; grid-template-columns: minmax(0, 3fr) minmax(18rem, 1fr); gap: 1.5rem; }
   main > .wide { grid-column: 1 / -1; }
-  /* A wide instances table scrolls inside its column instead of running under the aside. */
-  main > section { min-width: 0; overflow-x: auto; }
+  /* A narrow window stacks the side column under the tables; a table wider than its column scrolls inside it. */
+  @media (max-width: 1300px) { main { grid-template-columns: minmax(0, 1fr); } }
+  .scroll { overflow-x: auto; }
+  #latency-wake, #latency-first { max-width: 40rem; }
   table { border-collapse: collapse; width: 100%; background: #fff; border: 1px solid var(--line); border-radius: 6px; }
   th, td { text-align: left; padding: .45rem .6rem; border-bottom: 1px solid var(--line); vertical-align: top; }
   th { font-weight: 600; color: var(--muted); font-size: .8rem; text-transform: uppercase; letter-spacing: .04em; }
@@ -266,8 +268,8 @@ export function renderStatusPage(initial: PageData): string {
 </section>
 <section>
 <h2>Instances</h2>
-<table><thead><tr><th>instance</th><th>state</th><th>idle or busy</th><th>runtime</th><th>allocation</th><th>last wake</th><th>sleeps / wakes</th><th>memory</th><th>last error</th><th></th></tr></thead>
-<tbody id="rows">${renderRows(initial.instances)}</tbody></table>
+<div class="scroll"><table><thead><tr><th>instance</th><th>state</th><th>idle or busy</th><th>runtime</th><th>allocation</th><th>last wake</th><th>sleeps / wakes</th><th>memory</th><th>last error</th><th></th></tr></thead>
+<tbody id="rows">${renderRows(initial.instances)}</tbody></table></div>
 <div id="token-row"><label for="token">Token for actions</label><input id="token" type="password" autocomplete="off" placeholder="bearer token"><span id="message" class="muted"></span></div>
 <h2>Recent wakes</h2>
 <table><thead><tr><th>at</th><th>instance</th><th>wake (runtime resumed)</th><th>first response</th></tr></thead>
