@@ -88,7 +88,9 @@ guestTest.serial('agent SIGKILLed while the VM is pausing, then while it is waki
   await writeFile(config, JSON.stringify({
     listen, bpffs, netfilter: { chainPrefix: prefix }, healthChecks: { fromUid: CHECKER_UID },
     instances: [{
-      id: 'vm', address: guest.address, interface: guest.tap, idleTimeout: '1500ms', pauseTimeout: '10s', wakeTimeout: '10s',
+      // retry, not the snapshot default (hold): a held connection lives in the agent and dies with it,
+      // while a retried SYN reaches the VM whoever is left to wake it.
+      id: 'vm', address: guest.address, interface: guest.tap, idleTimeout: '1500ms', pauseTimeout: '10s', wakeTimeout: '10s', wake: 'retry',
       runtime: { kind: 'qemu', mode: 'snapshot', control: guest.control },
     }],
   }));
