@@ -17,14 +17,23 @@ export interface TestApp {
  * Starts the fixture app inside the namespace, already inside the cgroup
  * (the shell joins the cgroup before it execs, so no thread escapes it).
  */
-export async function startApp(t: Teardown, ns: TestNetns, cgroup: TestCgroup, name = 'app'): Promise<TestApp> {
-  const script = `echo $$ > ${cgroup.procsFile} && exec ip netns exec ${ns.name} ${process.execPath} ${APP_PATH} ${ns.instanceIp} ${APP_PORT} ${name}`;
-  const child = spawn('sh', ['-c', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+export async function startApp(
+  t: Teardown,
+  ns: TestNetns,
+  cgroup: TestCgroup,
+  name = 'app',
+  options: { alsoJoin?: string[]; env?: Record<string, string>; startTimeoutMs?: number } = {},
+): Promise<TestApp> {
+  // alsoJoin: more cgroup.procs files to join first (a memory cgroup beside the freezer one).
+  const joins = [cgroup.procsFile, ...(options.alsoJoin ?? [])].map((file) => `echo $$ > ${file} && `).join('');
+  const script = `${joins}exec ip netns exec ${ns.name} ${process.execPath} ${APP_PATH} ${ns.instanceIp} ${APP_PORT} ${name}`;
+  const child = spawn('sh', ['-c', script], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...options.env } });
   t.teardown(() => {
     child.kill('SIGKILL');
   });
+  const startTimeoutMs = options.startTimeoutMs ?? 10_000;
   await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('app did not start within 10 s')), 10_000);
+    const timer = setTimeout(() => reject(new Error(`app did not start within ${startTimeoutMs} ms`)), startTimeoutMs);
     child.stdout!.setEncoding('utf8');
     child.stdout!.once('data', () => {
       clearTimeout(timer);

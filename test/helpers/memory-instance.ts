@@ -1,9 +1,8 @@
 import type { Teardown } from './teardown.js';
-import { spawn } from 'node:child_process';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { defaultFreezerHandle } from '../../agent/runtimes/create-runtime.js';
-import { APP_PATH, APP_PORT, type TestApp } from './app.js';
+import { startApp, type TestApp } from './app.js';
 import { createFreezerCgroup, rmdirRetry, type TestCgroup } from './cgroup.js';
 import { createNetns, type TestNetns } from './netns.js';
 
@@ -33,24 +32,7 @@ export async function createMemoryInstance(t: Teardown, holdMiB: number, id = 'w
   t.teardown(() => Promise.all([rm(defaultFreezerHandle(cgroup.name), { force: true }), rm(`${defaultFreezerHandle(cgroup.name)}.working-set`, { force: true })]));
   await mkdir(memoryDir, { recursive: true });
   for (const [file, value] of Object.entries(memorySettings)) await writeFile(join(memoryDir, file), value);
-  const script = `echo $$ > ${cgroup.procsFile} && echo $$ > ${memoryDir}/cgroup.procs && exec ip netns exec ${ns.name} ${process.execPath} ${APP_PATH} ${ns.instanceIp} ${APP_PORT} ${id}`;
-  const child = spawn('sh', ['-c', script], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, DOZE_APP_HOLD_MIB: String(holdMiB) } });
-  t.teardown(() => {
-    child.kill('SIGKILL');
-  });
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('app did not start within 20 s')), 20_000);
-    child.stdout!.setEncoding('utf8');
-    child.stdout!.once('data', () => {
-      clearTimeout(timer);
-      resolve();
-    });
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`app exited with ${code}`));
-    });
-  });
-  const app = { child, url: `http://${ns.instanceIp}:${APP_PORT}`, address: `${ns.instanceIp}:${APP_PORT}` };
+  const app = await startApp(t, ns, cgroup, id, { alsoJoin: [`${memoryDir}/cgroup.procs`], env: { DOZE_APP_HOLD_MIB: String(holdMiB) }, startTimeoutMs: 20_000 });
   return {
     ns,
     cgroup,
