@@ -1,5 +1,6 @@
 /** `make bench`: every benchmark in turn; prints ratios and percentiles from one run. */
 import { benchScale } from './scale.js';
+import { benchSoak } from './soak.js';
 import { benchStub } from './stub.js';
 import { benchTcCost } from './tc-cost.js';
 import { benchVm, benchVmSnapshot } from './vm.js';
@@ -14,6 +15,8 @@ const benches: Array<[string, () => Promise<string[]>]> = [
   ['vm', () => benchVm(Number(process.env.DOZE_BENCH_VM_CYCLES ?? 10))],
   ['vm-snapshot', () => benchVmSnapshot(Number(process.env.DOZE_BENCH_VM_CYCLES ?? 10))],
   ['vm-hostfwd', () => benchVmHostfwd(Number(process.env.DOZE_BENCH_VM_CYCLES ?? 10))],
+  // DOZE_SOAK_INSTANCES (50), DOZE_SOAK_SECONDS (180, at most 600), DOZE_SOAK_IDLE_MS (250).
+  ['soak', () => benchSoak()],
 ];
 
 if (process.getuid?.() !== 0) {
