@@ -20,6 +20,13 @@ const SETTLE_POLL_MS = 20;
  */
 export const WATCHDOG_INTERVAL_MS = 100;
 export const WAKE_EVENT_GRACE_MS = 50;
+/**
+ * A watchdog wake counts as a missed event only when no event for that traffic arrives within
+ * this. Measured under load (bench/soak.ts, 2 cores at load ~15): events reached the agent up to
+ * 320 ms after their packet, so the 50 ms grace woke some sleepers before their own event came;
+ * those events were late, not lost, and counting them would raise a false alarm.
+ */
+export const LATE_EVENT_MS = 2000;
 
 export interface TransitionEvent {
   instance: ManagedInstance;
@@ -54,8 +61,10 @@ export interface WakeEventHealth {
   /** Times events may have been lost (kernel drops, the reader restarting) and states were rescanned. */
   gaps: number;
   lastGap: { reason: string; atMs: number } | undefined;
-  /** Sleepers woken by the watchdog because no wake event came for their traffic. */
+  /** Sleepers woken by the watchdog whose wake event never came (within LATE_EVENT_MS). */
   missed: number;
+  /** Sleepers woken by the watchdog whose wake event came after all, later than the grace. */
+  late: number;
 }
 
 const NO_HOOKS: SleepHooks = { beforePause: async () => {}, awake: async () => {}, wakeFailed: async () => {}, guardChecks: false };
@@ -91,7 +100,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
 
   /** Wakes that went ahead over budget because nothing could sleep in time (never hurt a request). */
   budgetOverruns = 0;
-  readonly wakeEvents: WakeEventHealth = { gaps: 0, lastGap: undefined, missed: 0 };
+  readonly wakeEvents: WakeEventHealth = { gaps: 0, lastGap: undefined, missed: 0, late: 0 };
   private dropWakeEvents: number;
 
   constructor(private readonly source: TrafficSource, private readonly log: Logger, options: DetectorOptions = {}) {
@@ -160,6 +169,8 @@ export class Detector extends EventEmitter<DetectorEvents> {
     if (!instance) return;
     instance.removed = true; // a tick already under way must not put it to sleep now
     clearTimeout(instance.maxSleepTimer);
+    clearTimeout(instance.watchdogWake?.timer);
+    instance.watchdogWake = undefined;
     if (options.wake) await this.wake(instance, 'no longer managed');
     await instance.exclusive(async () => {}); // let a transition under way finish first
     this.byId.delete(id);
@@ -246,6 +257,8 @@ export class Detector extends EventEmitter<DetectorEvents> {
       if (instance.state !== 'running' || instance.removed) return false;
       instance.wakeRequested = false;
       this.setState(instance, 'pausing', reason);
+      // Taken before the map says pausing: any event of this sleep is stamped later, an older one is stale.
+      instance.sleepStartNs = monotonicNs();
       // From here on any packet raises a wake event. A packet that came between
       // the decision and this point shows up as a newer last_seen: abort.
       await this.source.setState(instance.key, BpfInstanceState.pausing);
@@ -391,6 +404,16 @@ export class Detector extends EventEmitter<DetectorEvents> {
     }
     const instance = this.byKey.get(event.instanceAddr);
     if (!instance) return;
+    const watchdogWake = instance.watchdogWake;
+    if (watchdogWake && event.tsNs <= watchdogWake.atNs) {
+      // The event for the traffic the watchdog already woke it for: late, not lost.
+      clearTimeout(watchdogWake.timer);
+      instance.watchdogWake = undefined;
+      this.wakeEvents.late++;
+      this.log.info({ instance: instance.id, lateMs: Number(monotonicNs() - event.tsNs) / 1e6 }, 'a wake event came after the watchdog had woken its instance (late, not lost)');
+    }
+    // From an earlier sleep (late): this sleep's own traffic raises its own event.
+    if (event.tsNs < instance.sleepStartNs) return;
     if (instance.state === 'pausing') {
       instance.wakeRequested = true;
       instance.wakeEventNs ??= event.tsNs;
@@ -439,9 +462,8 @@ export class Detector extends EventEmitter<DetectorEvents> {
         if (!c || instance.packetsAtSleep === undefined || c.packets <= instance.packetsAtSleep) continue;
         if (instance.state !== 'sleeping' || instance.wakesPending > 0) continue;
         if (nowNs - c.lastSeenNs < BigInt(WAKE_EVENT_GRACE_MS) * MS) continue; // its event may still be on the way
-        this.wakeEvents.missed++;
-        this.log.warn({ instance: instance.id, packets: String(c.packets - instance.packetsAtSleep) }, 'traffic reached a sleeper but no wake event came: waking it (watchdog)');
-        this.emit('wakeEventMissed', instance);
+        this.log.info({ instance: instance.id, packets: String(c.packets - instance.packetsAtSleep) }, 'traffic reached a sleeper and no wake event came yet: waking it (watchdog)');
+        this.awaitLateEvent(instance, nowNs);
         void this.wake(instance, 'traffic (wake event missed; found by the watchdog)', c.lastSeenNs);
       }
     } catch (error) {
@@ -449,6 +471,19 @@ export class Detector extends EventEmitter<DetectorEvents> {
     } finally {
       this.watch();
     }
+  }
+
+  /** Counts the watchdog's wake as a missed event unless the event turns up within LATE_EVENT_MS. */
+  private awaitLateEvent(instance: ManagedInstance, atNs: bigint): void {
+    clearTimeout(instance.watchdogWake?.timer);
+    const timer = setTimeout(() => {
+      instance.watchdogWake = undefined;
+      this.wakeEvents.missed++;
+      this.log.warn({ instance: instance.id }, 'traffic reached a sleeper but no wake event came: the watchdog woke it');
+      this.emit('wakeEventMissed', instance);
+    }, LATE_EVENT_MS);
+    timer.unref();
+    instance.watchdogWake = { timer, atNs };
   }
 
   private setState(instance: ManagedInstance, to: InstanceState, reason: string): void {
