@@ -34,3 +34,20 @@ export async function fdKinds(pid: number): Promise<Map<string, number>> {
   }
   return kinds;
 }
+
+/** `pid`'s direct children as `pid state elapsed-s command line`: what a stuck process is waiting on. */
+export async function describeChildren(pid: number): Promise<string[]> {
+  const ticks = 100; // USER_HZ
+  const uptime = Number((await readFile('/proc/uptime', 'utf8')).split(' ')[0]);
+  const found: string[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const stat = await readFile(`/proc/${entry}/stat`, 'utf8').catch(() => '');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (Number(fields[1]) !== pid) continue;
+    const cmdline = (await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '')).split('\0').join(' ').trim();
+    const age = uptime - Number(fields[19]) / ticks;
+    found.push(`${entry} ${fields[0]} ${age.toFixed(0)}s ${cmdline.slice(0, 160)}`);
+  }
+  return found;
+}

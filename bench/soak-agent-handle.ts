@@ -5,9 +5,9 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import { existsSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { createWriteStream, existsSync } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { REPO } from '../test/helpers/cli.js';
@@ -20,6 +20,8 @@ const STOP_MS = 60_000;
 export interface SoakAgent {
   pid: number;
   address: string;
+  /** Its whole log (stderr), kept after the run: artifacts/soak-agent.log. */
+  logFile: string;
   /** Warning and error log lines by message, with the last one of each. */
   warnings: Map<string, { count: number; last: string }>;
   exited: Promise<number | null>;
@@ -39,10 +41,15 @@ export async function startSoakAgent(t: Teardown, dir: string, config: Record<st
     await exited;
     clearTimeout(kill);
   });
+  const logFile = join(REPO, 'artifacts', 'soak-agent.log');
+  await mkdir(dirname(logFile), { recursive: true });
+  const log = createWriteStream(logFile);
+  t.teardown(() => new Promise<void>((resolve) => log.end(() => resolve())));
   const events = new EventEmitter<{ event: [SoakEvent] }>();
   const warnings = new Map<string, { count: number; last: string }>();
   let stderr = '';
   readline.createInterface({ input: child.stderr! }).on('line', (line) => {
+    log.write(`${line}\n`);
     stderr = (stderr + line + '\n').slice(-4000);
     let msg = line;
     try {
@@ -75,5 +82,5 @@ export async function startSoakAgent(t: Teardown, dir: string, config: Record<st
       reject(new Error(`the soak's agent exited with ${code} while starting:\n${stderr}`));
     });
   });
-  return { pid: ready.pid, address: ready.address, warnings, exited };
+  return { pid: ready.pid, address: ready.address, logFile, warnings, exited };
 }

@@ -35,7 +35,7 @@ import { deleteNetns, type TestNetns } from '../test/helpers/netns.js';
 import { sweepChainsAtTeardown } from '../test/helpers/netfilter.js';
 import { sh } from '../test/helpers/sh.js';
 import { Cleanups, type Teardown } from '../test/helpers/teardown.js';
-import { childrenNamed, fdKinds, openFds, rssMiB } from './proc.js';
+import { childrenNamed, describeChildren, fdKinds, openFds, rssMiB } from './proc.js';
 import { startSoakAgent, type SoakAgent } from './soak-agent-handle.js';
 import type { SoakEvent } from './soak-events.js';
 import { emptyTotals, REQUEST_TIMEOUT_MS, trackedGet, wrkBurst, type Target, type TrafficTotals } from './soak-traffic.js';
@@ -132,7 +132,7 @@ function metricSum(text: string, name: string): number {
   return sum;
 }
 
-const viewsSchema = z.array(z.looseObject({ id: z.string(), state: z.string(), heldBy: z.string().nullable(), lastError: z.unknown() }));
+const viewsSchema = z.array(z.looseObject({ id: z.string(), state: z.string(), stateSince: z.string().optional(), heldBy: z.string().nullable() }));
 const statusSchema = z.looseObject({ wakeEvents: z.looseObject({ gaps: z.number(), missed: z.number() }) });
 
 async function waitUntil(what: string, timeoutMs: number, check: () => boolean, describe: () => string = () => ''): Promise<void> {
@@ -275,7 +275,7 @@ export async function benchSoak(options: SoakOptions = soakOptions(process.env))
 
     const agent: SoakAgent = await startSoakAgent(cleanups, dir, {
       listen: '127.0.0.1:0',
-      logLevel: 'warn',
+      logLevel: 'info',
       bpffs,
       netfilter: { chainPrefix },
       healthChecks: { fromUid: CHECKER_UID },
@@ -301,7 +301,8 @@ export async function benchSoak(options: SoakOptions = soakOptions(process.env))
     for (const i of insts) checker.add({ id: i.id, kind: 'http', target: `${i.url}/health`, intervalMs: CHECK_INTERVAL_MS, timeoutMs: CHECK_TIMEOUT_MS, initialStatus: 'passing' });
 
     // Asked of the agent, not taken from its events: transitions start before the events are hooked up.
-    const allAsleep = async (what: string, timeoutMs: number) => {
+    // Returns the instances still awake at the deadline, each with its story and its cgroup's freezer state.
+    const allAsleep = async (timeoutMs: number): Promise<string[]> => {
       const until = Date.now() + timeoutMs;
       for (;;) {
         const views = viewsSchema.parse(await (await fetch(`http://${agent.address}/api/instances`)).json());
@@ -310,15 +311,19 @@ export async function benchSoak(options: SoakOptions = soakOptions(process.env))
           if (inst) inst.state = v.state;
         }
         const awake = views.filter((v) => v.state !== 'sleeping');
-        if (awake.length === 0) return;
+        if (awake.length === 0) return [];
         if (Date.now() > until) {
-          throw new Error(`${what} within ${timeoutMs} ms: ${awake.map((v) => `${JSON.stringify(v)} ${byId.get(v.id) ? story(byId.get(v.id)!) : ''}`).join('; ')}` +
-            `; the agent warned: ${[...agent.warnings].map(([msg, w]) => `${w.count}× ${msg}`).join('; ')}`);
+          return Promise.all(awake.map(async (v) => {
+            const inst = byId.get(v.id)!;
+            const freezer = (await readFile(join(inst.cgroup.dir, 'freezer.state'), 'utf8').catch(() => '?')).trim();
+            return `${v.id} ${v.state} since ${String(v.stateSince ?? '?').slice(11, 23)}, cgroup ${freezer}, held by ${v.heldBy ?? 'nothing'} ${story(inst)}`;
+          }));
         }
         await delay(250);
       }
     };
-    await allAsleep('not every instance fell asleep', 120_000);
+    const notAsleepAtStart = await allAsleep(120_000);
+    if (notAsleepAtStart.length > 0) throw new Error(`not every instance fell asleep within 120 s: ${notAsleepAtStart.join('; ')}; agent log: ${agent.logFile}`);
     const startedAt = Date.now();
     const footprints: Footprint[] = [await footprint(agent.pid, startedAt)];
     const startKinds = await fdKinds(agent.pid);
@@ -367,7 +372,7 @@ export async function benchSoak(options: SoakOptions = soakOptions(process.env))
     await waitUntil('requests still in flight', REQUEST_TIMEOUT_MS + 5000, () => insts.every((i) => i.inflight.size === 0),
       () => `: ${insts.filter((i) => i.inflight.size > 0).map((i) => `${i.id} ${[...i.inflight].map((f) => f.kind).join(',')} ${story(i)}`).join('; ')}`);
     // Checks keep running while everything falls asleep again; then the end figures.
-    await allAsleep('not every instance fell asleep after the traffic', 60_000);
+    const notAsleep = await allAsleep(60_000);
     recording = false;
     footprints.push(await footprint(agent.pid, startedAt));
     const endKinds = await fdKinds(agent.pid);
@@ -406,12 +411,18 @@ export async function benchSoak(options: SoakOptions = soakOptions(process.env))
       `agent RSS ${start.rss.toFixed(1)} → ${warm.rss.toFixed(1)} (${warm.atS.toFixed(0)} s) → ${end.rss.toFixed(1)} MiB (max ${Math.max(...footprints.map((f) => f.rss)).toFixed(1)}), ` +
         `open fds ${start.fds} → ${end.fds}${settledFds !== end.fds ? ` (${settledFds} a few seconds later)` : ''}; doze-maps RSS ${start.helperRss.toFixed(1)} → ${end.helperRss.toFixed(1)} MiB, fds ${start.helperFds} → ${end.helperFds}`,
       verdict(totals.failed === 0 && checks.failed === 0 && samples.violations + samples.wrkViolations === 0, 'target 0 failed requests, 0 failed checks, 0 frozen with a request in flight'),
-      verdict(failedWakes === 0 && missed === 0 && status.wakeEvents.gaps === 0, 'target 0 failed wakes, 0 missed wake events, 0 rescans'),
+      `instances not asleep 60 s after the traffic stopped: ${notAsleep.length}`,
+      verdict(failedWakes === 0 && missed === 0 && status.wakeEvents.gaps === 0 && notAsleep.length === 0, 'target 0 failed wakes, 0 missed wake events, 0 rescans, every instance asleep again'),
       verdict(settledFds <= start.fds && end.helperFds <= start.helperFds && end.rss <= warm.rss * 1.1, 'target flat: fds end ≤ start, RSS end within 10 % of the warmed-up figure'),
     ];
     for (const f of totals.failures) lines.push(`  failed request: ${f}`);
     for (const f of checks.failures) lines.push(`  failed check: ${f}`);
     for (const d of samples.details) lines.push(`  frozen in flight: ${d}`);
+    for (const n of notAsleep) lines.push(`  not asleep after the traffic: ${n}`);
+    if (notAsleep.length > 0) {
+      lines.push(`  the agent's log: ${agent.logFile}`);
+      for (const child of await describeChildren(agent.pid)) lines.push(`  the agent's child: ${child}`);
+    }
     for (const l of lateEvents) lines.push(`  wake event after the watchdog's wake: ${l}`);
     if (settledFds !== start.fds) {
       const kinds = new Set([...startKinds.keys(), ...endKinds.keys()]);
