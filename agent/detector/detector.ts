@@ -236,9 +236,9 @@ export class Detector extends EventEmitter<DetectorEvents> {
       // Serving from here: the map update below is bookkeeping, not part of the wake.
       const nowNs = monotonicNs();
       const tookMs = Number(nowNs - startNs) / 1e6;
-      await this.source.setState(instance.key, BpfInstanceState.awake);
-      // Checks reach the instance itself again before it is declared running.
-      await this.hooks.awake(instance);
+      // Checks reach the instance itself again before it is declared running. It is resumed and
+      // serving whatever happens here: a failure is said, never left as a wake that never ends.
+      await this.finishAwake(instance, 'finishing the wake');
       instance.failure = undefined;
       instance.wakeEventNs = undefined;
       instance.wakeRequested = false;
@@ -264,7 +264,15 @@ export class Detector extends EventEmitter<DetectorEvents> {
       await this.source.setState(instance.key, BpfInstanceState.pausing);
       // New checks go to the stub from here; one already talking to the
       // instance would hang on the frozen process, so wait for it instead.
-      await this.hooks.beforePause(instance);
+      try {
+        await this.hooks.beforePause(instance);
+      } catch (error) {
+        const why = `redirecting its checks failed: ${messageOf(error)}`;
+        instance.lastError = { message: why, atMs: Date.now() };
+        this.log.warn({ instance: instance.id, err: messageOf(error) }, 'could not prepare the sleep; instance stays awake');
+        await this.abortSleep(instance, why);
+        return false;
+      }
       if (this.hooks.guardChecks) {
         const pending = (await this.source.connections()).filter((c) => c.instanceAddr === instance.key && isCheckInFlight(c));
         if (pending.length > 0) {
@@ -386,9 +394,22 @@ export class Detector extends EventEmitter<DetectorEvents> {
     for (const waiter of [...this.roomWaiters]) waiter();
   }
 
+  /**
+   * The map says awake and checks reach the instance again. A failure here (doze-maps, iptables)
+   * is logged and kept as the instance's last error, and the caller goes on to `running`: the
+   * workload is not paused, so an instance must never stay in waking or pausing for it.
+   */
+  private async finishAwake(instance: ManagedInstance, what: string): Promise<void> {
+    const errors: string[] = [];
+    await this.source.setState(instance.key, BpfInstanceState.awake).catch((e) => errors.push(`the state map: ${messageOf(e)}`));
+    await this.hooks.awake(instance).catch((e) => errors.push(`the check redirect: ${messageOf(e)}`));
+    if (errors.length === 0) return;
+    instance.lastError = { message: `${what}: ${errors.join('; ')}`, atMs: Date.now() };
+    this.log.error({ instance: instance.id, err: errors.join('; ') }, `${what} failed; the instance is awake`);
+  }
+
   private async abortSleep(instance: ManagedInstance, why: string, retryInMs = instance.config.idleTimeout): Promise<void> {
-    await this.source.setState(instance.key, BpfInstanceState.awake);
-    await this.hooks.awake(instance);
+    await this.finishAwake(instance, 'undoing the sleep');
     instance.wakeRequested = false;
     instance.wakeEventNs = undefined;
     this.setState(instance, 'running', why);
