@@ -259,28 +259,34 @@ export class Detector extends EventEmitter<DetectorEvents> {
       this.setState(instance, 'pausing', reason);
       // Taken before the map says pausing: any event of this sleep is stamped later, an older one is stale.
       instance.sleepStartNs = monotonicNs();
-      // From here on any packet raises a wake event. A packet that came between
-      // the decision and this point shows up as a newer last_seen: abort.
-      await this.source.setState(instance.key, BpfInstanceState.pausing);
-      // New checks go to the stub from here; one already talking to the
-      // instance would hang on the frozen process, so wait for it instead.
+      // What comes before the pause can fail (doze-maps timing out under load, iptables): the
+      // sleep is then undone, never left in pausing (the soak found 27 of 50 instances stranded so).
+      let now: InstanceCounters | undefined;
+      let step = 'marking it pausing in the state map';
       try {
+        // From here on any packet raises a wake event. A packet that came between
+        // the decision and this point shows up as a newer last_seen: abort.
+        await this.source.setState(instance.key, BpfInstanceState.pausing);
+        // New checks go to the stub from here; one already talking to the
+        // instance would hang on the frozen process, so wait for it instead.
+        step = 'redirecting its checks';
         await this.hooks.beforePause(instance);
+        step = 'reading its connections and counters';
+        if (this.hooks.guardChecks) {
+          const pending = (await this.source.connections()).filter((c) => c.instanceAddr === instance.key && isCheckInFlight(c));
+          if (pending.length > 0) {
+            await this.abortSleep(instance, `${pending.length} health check(s) in flight`, holdRecheckMs(instance.config.idleTimeout));
+            return false;
+          }
+        }
+        now = await this.source.counter(instance.key);
       } catch (error) {
-        const why = `redirecting its checks failed: ${messageOf(error)}`;
+        const why = `${step} failed: ${messageOf(error)}`;
         instance.lastError = { message: why, atMs: Date.now() };
         this.log.warn({ instance: instance.id, err: messageOf(error) }, 'could not prepare the sleep; instance stays awake');
         await this.abortSleep(instance, why);
         return false;
       }
-      if (this.hooks.guardChecks) {
-        const pending = (await this.source.connections()).filter((c) => c.instanceAddr === instance.key && isCheckInFlight(c));
-        if (pending.length > 0) {
-          await this.abortSleep(instance, `${pending.length} health check(s) in flight`, holdRecheckMs(instance.config.idleTimeout));
-          return false;
-        }
-      }
-      const now = await this.source.counter(instance.key);
       if (decidedLastSeenNs !== undefined) {
         if (!now || now.lastSeenNs !== decidedLastSeenNs || instance.wakeRequested) {
           await this.abortSleep(instance, 'traffic arrived while deciding');

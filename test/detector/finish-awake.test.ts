@@ -58,3 +58,25 @@ test('a sleep whose redirect cannot be installed is undone: the instance stays r
   t.regex(instance.lastError?.message ?? '', /redirecting its checks failed: iptables -A failed on purpose/);
   await detector.stop({ wakeAll: false });
 });
+
+test('a sleep whose map reads fail (doze-maps timing out) is undone, not left in pausing', async (t) => {
+  const config = parseConfig({ instances: [{ id: 'web', address: '10.213.0.2:8080', interface: 'dzx0h', idleTimeout: '1h', runtime: { kind: 'fake' } }] });
+  let fail = true;
+  const source = new (class extends FakeTrafficSource {
+    override async connections() {
+      if (fail) throw new Error('doze-maps did not answer "dump" within 5000 ms');
+      return [];
+    }
+  })();
+  const runtime = new FakeRuntime();
+  const detector = new Detector(source, createLogger('silent'), { hooks: { beforePause: async () => {}, awake: async () => {}, wakeFailed: async () => {}, guardChecks: true } });
+  const instance = new ManagedInstance(config.instances[0]!, runtime, monotonicNs());
+  await detector.add(instance);
+  t.false(await detector.sleepNow('web'));
+  t.is(instance.state, 'running', 'not stuck in pausing');
+  t.is(runtime.pauses, 0);
+  t.regex(instance.lastError?.message ?? '', /reading its connections and counters failed: doze-maps did not answer/);
+  fail = false;
+  t.true(await detector.sleepNow('web'), 'the next sleep goes through');
+  await detector.stop({ wakeAll: false });
+});
