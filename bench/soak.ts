@@ -97,8 +97,6 @@ interface SoakInstance extends Target {
   wakes: number;
   /** Its last few transitions, for the story around a failure. */
   recent: string[];
-  /** When the watchdog last woke it (epoch ms), to tell a late wake event from a lost one. */
-  watchdogAt: number | undefined;
 }
 
 const clock = (ms = Date.now()) => new Date(ms).toISOString().slice(11, 23);
@@ -133,7 +131,7 @@ function metricSum(text: string, name: string): number {
 }
 
 const viewsSchema = z.array(z.looseObject({ id: z.string(), state: z.string(), stateSince: z.string().optional(), heldBy: z.string().nullable() }));
-const statusSchema = z.looseObject({ wakeEvents: z.looseObject({ gaps: z.number(), missed: z.number() }) });
+const statusSchema = z.looseObject({ wakeEvents: z.looseObject({ gaps: z.number(), missed: z.number(), late: z.number().optional() }) });
 
 async function waitUntil(what: string, timeoutMs: number, check: () => boolean, describe: () => string = () => ''): Promise<void> {
   const until = Date.now() + timeoutMs;
@@ -233,18 +231,16 @@ export async function benchSoak(options: SoakOptions = soakOptions(process.env))
         const app = await startApp(cleanups, ns, cgroup, id);
         const keepAlive = pooledWithoutProbes();
         cleanups.teardown(() => keepAlive.destroy());
-        return { id, url: app.url, inflight: new Set(), keepAlive, state: 'running', ns, cgroup, pausingAt: 0, sleeps: 0, wakes: 0, recent: [], watchdogAt: undefined } satisfies SoakInstance;
+        return { id, url: app.url, inflight: new Set(), keepAlive, state: 'running', ns, cgroup, pausingAt: 0, sleeps: 0, wakes: 0, recent: [] } satisfies SoakInstance;
       }))));
     }
     const byId = new Map(insts.map((i) => [i.id, i]));
-    const byIp = new Map(insts.map((i) => [i.ns.instanceIp, i]));
 
     let recording = false;
     const wakeMs: number[] = [];
     const wakeFailures: string[] = [];
     const reasons = new Map<string, number>();
     const eventLagMs: number[] = [];
-    const lateEvents: string[] = [];
     const onEvent = (e: SoakEvent) => {
       if (e.type === 'transition') {
         const inst = byId.get(e.id);
@@ -253,8 +249,6 @@ export async function benchSoak(options: SoakOptions = soakOptions(process.env))
         inst.recent.push(`${clock(e.at)} ${e.to}${e.to === 'running' || e.to === 'waking' ? ` (${e.reason})` : ''}`);
         if (inst.recent.length > 5) inst.recent.shift();
         if (e.to === 'pausing') inst.pausingAt = e.at;
-        if (e.to === 'waking' && e.reason.includes('watchdog')) inst.watchdogAt = Date.now();
-        if (e.to === 'sleeping') inst.watchdogAt = undefined;
         if (!recording) return;
         if (e.to === 'sleeping') inst.sleeps++;
         if (e.to === 'running' && e.from === 'waking') {
@@ -263,9 +257,6 @@ export async function benchSoak(options: SoakOptions = soakOptions(process.env))
         }
       } else if (e.type === 'wakeEvent') {
         if (recording) eventLagMs.push(e.lagMs);
-        const inst = byIp.get(e.key);
-        // An event after the watchdog already woke it for the same traffic: late, not lost.
-        if (inst?.watchdogAt !== undefined && lateEvents.length < 20) lateEvents.push(`${inst.id} ${e.lagMs.toFixed(0)} ms after its packet`);
       } else if (e.type === 'woke' && recording) {
         wakeMs.push(e.ms);
       } else if (e.type === 'wakeFailed') {
@@ -407,7 +398,8 @@ export async function benchSoak(options: SoakOptions = soakOptions(process.env))
       summary('wake (tc sees packet → resumed)', wakeMs),
       summary('wake event delivery (tc → agent)', eventLagMs),
       `wakes by reason: ${[...reasons].map(([r, n]) => `${r} ${n}`).join(', ')}`,
-      `failed wakes ${failedWakes}${wakeFailures.length ? ` (${wakeFailures.slice(0, 3).join('; ')})` : ''}; doze_wake_events_missed_total ${missed}; rescans ${status.wakeEvents.gaps}`,
+      `failed wakes ${failedWakes}${wakeFailures.length ? ` (${wakeFailures.slice(0, 3).join('; ')})` : ''}; doze_wake_events_missed_total ${missed}; ` +
+        `watchdog wakes whose event came late ${status.wakeEvents.late ?? '?'}; rescans ${status.wakeEvents.gaps}`,
       `agent RSS ${start.rss.toFixed(1)} → ${warm.rss.toFixed(1)} (${warm.atS.toFixed(0)} s) → ${end.rss.toFixed(1)} MiB (max ${Math.max(...footprints.map((f) => f.rss)).toFixed(1)}), ` +
         `open fds ${start.fds} → ${end.fds}${settledFds !== end.fds ? ` (${settledFds} a few seconds later)` : ''}; doze-maps RSS ${start.helperRss.toFixed(1)} → ${end.helperRss.toFixed(1)} MiB, fds ${start.helperFds} → ${end.helperFds}`,
       verdict(totals.failed === 0 && checks.failed === 0 && samples.violations + samples.wrkViolations === 0, 'target 0 failed requests, 0 failed checks, 0 frozen with a request in flight'),
@@ -423,7 +415,6 @@ export async function benchSoak(options: SoakOptions = soakOptions(process.env))
       lines.push(`  the agent's log: ${agent.logFile}`);
       for (const child of await describeChildren(agent.pid)) lines.push(`  the agent's child: ${child}`);
     }
-    for (const l of lateEvents) lines.push(`  wake event after the watchdog's wake: ${l}`);
     if (settledFds !== start.fds) {
       const kinds = new Set([...startKinds.keys(), ...endKinds.keys()]);
       const diff = [...kinds].map((k) => [k, (endKinds.get(k) ?? 0) - (startKinds.get(k) ?? 0)] as const).filter(([, d]) => d !== 0);
