@@ -3,6 +3,7 @@ import { benchDensity } from './density.js';
 import { benchIdleCpu } from './idle-cpu.js';
 import { benchReclaim } from './reclaim.js';
 import { benchScale } from './scale.js';
+import { benchSoak } from './soak.js';
 import { benchStub } from './stub.js';
 import { benchTcCost } from './tc-cost.js';
 import { benchVm, benchVmSnapshot } from './vm.js';
@@ -20,6 +21,8 @@ const benches: Array<[string, () => Promise<string[]>]> = [
   ['vm-hostfwd', () => benchVmHostfwd(Number(process.env.DOZE_BENCH_VM_CYCLES ?? 10))],
   ['reclaim', () => benchReclaim(Number(process.env.DOZE_BENCH_RECLAIM_CYCLES ?? 20))],
   ['density', () => benchDensity(Number(process.env.DOZE_BENCH_DENSITY_APPS ?? 8))],
+  // DOZE_SOAK_INSTANCES (50), DOZE_SOAK_SECONDS (180, at most 600), DOZE_SOAK_IDLE_MS (250).
+  ['soak', () => benchSoak()],
 ];
 
 if (process.getuid?.() !== 0) {

@@ -20,6 +20,7 @@ import { REPO } from '../test/helpers/cli.js';
 import { createNetns } from '../test/helpers/netns.js';
 import { sh } from '../test/helpers/sh.js';
 import { Cleanups } from '../test/helpers/teardown.js';
+import { rssMiB } from './proc.js';
 import { percentile, verdict } from './stats.js';
 
 const TICK = 100; // USER_HZ
@@ -40,11 +41,6 @@ async function cpuSeconds(pid: number): Promise<number> {
     ticks += Number(fields[11] ?? 0) + Number(fields[12] ?? 0);
   }
   return ticks / TICK;
-}
-
-async function rssMiB(pid: number): Promise<number> {
-  const status = await readFile(`/proc/${pid}/status`, 'utf8');
-  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;
 }
 
 interface View {

@@ -35,6 +35,13 @@ const SETTLE_POLL_MS = 20;
  */
 export const WATCHDOG_INTERVAL_MS = 100;
 export const WAKE_EVENT_GRACE_MS = 50;
+/**
+ * A watchdog wake counts as a missed event only when no event for that traffic arrives within
+ * this. Measured under load (bench/soak.ts, 2 cores at load ~15): events reached the agent up to
+ * 320 ms after their packet, so the 50 ms grace woke some sleepers before their own event came;
+ * those events were late, not lost, and counting them would raise a false alarm.
+ */
+export const LATE_EVENT_MS = 2000;
 
 export interface TransitionEvent {
   instance: ManagedInstance;
@@ -69,8 +76,10 @@ export interface WakeEventHealth {
   /** Times events may have been lost (kernel drops, the reader restarting) and states were rescanned. */
   gaps: number;
   lastGap: { reason: string; atMs: number } | undefined;
-  /** Sleepers woken by the watchdog because no wake event came for their traffic. */
+  /** Sleepers woken by the watchdog whose wake event never came (within LATE_EVENT_MS). */
   missed: number;
+  /** Sleepers woken by the watchdog whose wake event came after all, later than the grace. */
+  late: number;
 }
 
 const NO_HOOKS: SleepHooks = { beforePause: async () => {}, awake: async () => {}, wakeFailed: async () => {}, guardChecks: false };
@@ -109,7 +118,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
 
   /** Wakes that went ahead over budget because nothing could sleep in time (never hurt a request). */
   budgetOverruns = 0;
-  readonly wakeEvents: WakeEventHealth = { gaps: 0, lastGap: undefined, missed: 0 };
+  readonly wakeEvents: WakeEventHealth = { gaps: 0, lastGap: undefined, missed: 0, late: 0 };
   private dropWakeEvents: number;
 
   constructor(private readonly source: TrafficSource, private readonly log: Logger, options: DetectorOptions = {}) {
@@ -179,6 +188,8 @@ export class Detector extends EventEmitter<DetectorEvents> {
     if (!instance) return;
     instance.removed = true; // a tick already under way must not put it to sleep now
     clearTimeout(instance.maxSleepTimer);
+    clearTimeout(instance.watchdogWake?.timer);
+    instance.watchdogWake = undefined;
     if (options.wake) await this.wake(instance, 'no longer managed');
     await instance.exclusive(async () => {}); // let a transition under way finish first
     this.byId.delete(id);
@@ -256,9 +267,9 @@ export class Detector extends EventEmitter<DetectorEvents> {
       // Serving from here: the map update below is bookkeeping, not part of the wake.
       const nowNs = monotonicNs();
       const tookMs = Number(nowNs - startNs) / 1e6;
-      await this.source.setState(instance.key, BpfInstanceState.awake);
-      // Checks reach the instance itself again before it is declared running.
-      await this.hooks.awake(instance);
+      // Checks reach the instance itself again before it is declared running. It is resumed and
+      // serving whatever happens here: a failure is said, never left as a wake that never ends.
+      await this.finishAwake(instance, 'finishing the wake');
       instance.failure = undefined;
       instance.wakeEventNs = undefined;
       instance.wakeRequested = false;
@@ -285,18 +296,35 @@ export class Detector extends EventEmitter<DetectorEvents> {
       }
       instance.wakeRequested = false;
       this.setState(instance, 'pausing', reason);
-      // From here on any packet raises a wake event. A packet that came between
-      // the decision and this point shows up as a newer last_seen: abort.
-      await this.source.setState(instance.key, BpfInstanceState.pausing);
-      // New checks go to the stub from here; one already talking to the
-      // instance would hang on the frozen process, so wait for it instead.
-      await this.hooks.beforePause(instance);
-      if (this.hooks.guardChecks) {
-        const pending = (await this.source.connections()).filter((c) => c.instanceAddr === instance.key && isCheckInFlight(c));
-        if (pending.length > 0) {
-          await this.abortSleep(instance, `${pending.length} health check(s) in flight`, holdRecheckMs(instance.config.idleTimeout));
-          return false;
+      // Taken before the map says pausing: any event of this sleep is stamped later, an older one is stale.
+      instance.sleepStartNs = monotonicNs();
+      // What comes before the pause can fail (doze-maps timing out under load, iptables): the
+      // sleep is then undone, never left in pausing (the soak found 27 of 50 instances stranded so).
+      let now: InstanceCounters | undefined;
+      let step = 'marking it pausing in the state map';
+      try {
+        // From here on any packet raises a wake event. A packet that came between
+        // the decision and this point shows up as a newer last_seen: abort.
+        await this.source.setState(instance.key, BpfInstanceState.pausing);
+        // New checks go to the stub from here; one already talking to the
+        // instance would hang on the frozen process, so wait for it instead.
+        step = 'redirecting its checks';
+        await this.hooks.beforePause(instance);
+        step = 'reading its connections and counters';
+        if (this.hooks.guardChecks) {
+          const pending = (await this.source.connections()).filter((c) => c.instanceAddr === instance.key && isCheckInFlight(c));
+          if (pending.length > 0) {
+            await this.abortSleep(instance, `${pending.length} health check(s) in flight`, holdRecheckMs(instance.config.idleTimeout));
+            return false;
+          }
         }
+        now = await this.source.counter(instance.key);
+      } catch (error) {
+        const why = `${step} failed: ${messageOf(error)}`;
+        instance.lastError = { message: why, atMs: Date.now() };
+        this.log.warn({ instance: instance.id, err: messageOf(error) }, 'could not prepare the sleep; instance stays awake');
+        await this.abortSleep(instance, why);
+        return false;
       }
       if (guardBusy) {
         // Work that started since the decision (a job picked up from a queue) is caught here.
@@ -308,7 +336,6 @@ export class Detector extends EventEmitter<DetectorEvents> {
           return false;
         }
       }
-      const now = await this.source.counter(instance.key);
       if (decidedLastSeenNs !== undefined) {
         if (!now || now.lastSeenNs !== decidedLastSeenNs || instance.wakeRequested) {
           await this.abortSleep(instance, 'traffic arrived while deciding');
@@ -426,9 +453,22 @@ export class Detector extends EventEmitter<DetectorEvents> {
     for (const waiter of [...this.roomWaiters]) waiter();
   }
 
+  /**
+   * The map says awake and checks reach the instance again. A failure here (doze-maps, iptables)
+   * is logged and kept as the instance's last error, and the caller goes on to `running`: the
+   * workload is not paused, so an instance must never stay in waking or pausing for it.
+   */
+  private async finishAwake(instance: ManagedInstance, what: string): Promise<void> {
+    const errors: string[] = [];
+    await this.source.setState(instance.key, BpfInstanceState.awake).catch((e) => errors.push(`the state map: ${messageOf(e)}`));
+    await this.hooks.awake(instance).catch((e) => errors.push(`the check redirect: ${messageOf(e)}`));
+    if (errors.length === 0) return;
+    instance.lastError = { message: `${what}: ${errors.join('; ')}`, atMs: Date.now() };
+    this.log.error({ instance: instance.id, err: errors.join('; ') }, `${what} failed; the instance is awake`);
+  }
+
   private async abortSleep(instance: ManagedInstance, why: string, retryInMs = instance.config.idleTimeout): Promise<void> {
-    await this.source.setState(instance.key, BpfInstanceState.awake);
-    await this.hooks.awake(instance);
+    await this.finishAwake(instance, 'undoing the sleep');
     instance.wakeRequested = false;
     instance.wakeEventNs = undefined;
     this.setState(instance, 'running', why);
@@ -445,6 +485,16 @@ export class Detector extends EventEmitter<DetectorEvents> {
     const instance = this.byKey.get(event.instanceAddr);
     if (!instance) return;
     if (event.answersWakeNs !== undefined) return this.onFirstResponse(instance, event.answersWakeNs, event.tsNs);
+    const watchdogWake = instance.watchdogWake;
+    if (watchdogWake && event.tsNs <= watchdogWake.atNs) {
+      // The event for the traffic the watchdog already woke it for: late, not lost.
+      clearTimeout(watchdogWake.timer);
+      instance.watchdogWake = undefined;
+      this.wakeEvents.late++;
+      this.log.info({ instance: instance.id, lateMs: Number(monotonicNs() - event.tsNs) / 1e6 }, 'a wake event came after the watchdog had woken its instance (late, not lost)');
+    }
+    // From an earlier sleep (late): this sleep's own traffic raises its own event.
+    if (event.tsNs < instance.sleepStartNs) return;
     if (instance.state === 'pausing') {
       instance.wakeRequested = true;
       instance.wakeEventNs ??= event.tsNs;
@@ -515,9 +565,8 @@ export class Detector extends EventEmitter<DetectorEvents> {
         if (!c || instance.packetsAtSleep === undefined || c.packets <= instance.packetsAtSleep) continue;
         if (instance.state !== 'sleeping' || instance.wakesPending > 0) continue;
         if (nowNs - c.lastSeenNs < BigInt(WAKE_EVENT_GRACE_MS) * MS) continue; // its event may still be on the way
-        this.wakeEvents.missed++;
-        this.log.warn({ instance: instance.id, packets: String(c.packets - instance.packetsAtSleep) }, 'traffic reached a sleeper but no wake event came: waking it (watchdog)');
-        this.emit('wakeEventMissed', instance);
+        this.log.info({ instance: instance.id, packets: String(c.packets - instance.packetsAtSleep) }, 'traffic reached a sleeper and no wake event came yet: waking it (watchdog)');
+        this.awaitLateEvent(instance, nowNs);
         void this.wake(instance, 'traffic (wake event missed; found by the watchdog)', c.lastSeenNs);
       }
     } catch (error) {
@@ -525,6 +574,19 @@ export class Detector extends EventEmitter<DetectorEvents> {
     } finally {
       this.watch();
     }
+  }
+
+  /** Counts the watchdog's wake as a missed event unless the event turns up within LATE_EVENT_MS. */
+  private awaitLateEvent(instance: ManagedInstance, atNs: bigint): void {
+    clearTimeout(instance.watchdogWake?.timer);
+    const timer = setTimeout(() => {
+      instance.watchdogWake = undefined;
+      this.wakeEvents.missed++;
+      this.log.warn({ instance: instance.id }, 'traffic reached a sleeper but no wake event came: the watchdog woke it');
+      this.emit('wakeEventMissed', instance);
+    }, LATE_EVENT_MS);
+    timer.unref();
+    instance.watchdogWake = { timer, atNs };
   }
 
   private setState(instance: ManagedInstance, to: InstanceState, reason: string): void {

@@ -36,6 +36,10 @@ export class ManagedInstance {
   nextCheckNs: bigint;
   /** Its packet counter when its sleep was decided: traffic past it must wake it (the wake watchdog). */
   packetsAtSleep: bigint | undefined;
+  /** When its last sleep began (monotonic ns, before the map said pausing): a wake event stamped earlier is stale. */
+  sleepStartNs = 0n;
+  /** The watchdog woke it for traffic no event had announced; counted as missed unless the event comes late. */
+  watchdogWake: { timer: NodeJS.Timeout; atNs: bigint } | undefined;
   /** Wakes asked for and not yet started (queued behind a transition). */
   wakesPending = 0;
   /** A packet arrived while pausing: the sleep must be reversed as soon as it completes. */

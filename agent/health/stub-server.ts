@@ -33,9 +33,10 @@
  * Connections: Consul's HTTP checks ask for `Connection: close` and get it; a
  * client that keeps connections alive (Nomad-provider checks pool them) may
  * keep its stub connection while the instance sleeps, and `closeConnections`
- * cuts every stub connection when the instance wakes, so the pool reconnects
- * and meets the redirect decision anew: no stub connection outlives the sleep
- * it was made for. h2 sessions get a GOAWAY after each call.
+ * cuts every idle stub connection when the instance wakes (one with a check
+ * under way is answered first, then closed), so the pool reconnects and meets
+ * the redirect decision anew: no stub connection outlives the sleep it was
+ * made for. h2 sessions get a GOAWAY after each call.
  *
  * Failure (`markFailed(id)`): a TCP check cannot be refused per connection:
  * the kernel has accepted before any code runs. So the instance's listener
@@ -45,8 +46,9 @@
  * answer: 503 / NOT_SERVING. Should `status` report failed before markFailed
  * is called, the first connection that sees it closes the listener itself,
  * and `open` refuses to listen for a failed instance. An awake instance's
- * listener (`other`) gets no checks, as no redirect points at it; a
- * connection that reaches it anyway (redirected just before a wake) gets
+ * listener (`other`) gets no checks, as no redirect points at it; an HTTP
+ * check accepted while it slept and answered after it woke gets 200 (it is up);
+ * one accepted after the wake (redirected just before it) gets
  * 503 / UNAVAILABLE (a bare TCP connect has succeeded by then: not counted).
  *
  * Counting: `onAnswered(id, kind)` fires once per check the stub vouched for
@@ -110,8 +112,18 @@ const GRPC_OK = 0;
 const GRPC_UNIMPLEMENTED = 12;
 const GRPC_UNAVAILABLE = 14;
 
+/** Per connection: what it was accepted as, and whether it sits between requests. */
+interface SocketState {
+  acceptedWhile: StubStatus;
+  /** Answered, kept alive, nothing asked since: closeConnections may cut it. */
+  idle: boolean;
+  /** closeConnections came while a request was under way: close once it is answered. */
+  closing: boolean;
+}
+
 export class StubServer {
   private readonly listeners = new Map<string, Listener>();
+  private readonly socketStates = new WeakMap<net.Socket, SocketState>();
   private readonly answered = new Map<string, number>();
   private readonly opening = new Map<string, Promise<number>>();
   readonly host: string;
@@ -197,6 +209,11 @@ export class StubServer {
     await closed;
   }
 
+  /** Connections open on the instance's listener now. */
+  openConnections(instanceId: string): number {
+    return this.listeners.get(instanceId)?.sockets.size ?? 0;
+  }
+
   /** Checks answered on the instance's behalf so far. */
   answeredCount(instanceId: string): number {
     return this.answered.get(instanceId) ?? 0;
@@ -250,6 +267,8 @@ export class StubServer {
     socket.on('error', () => socket.destroy());
     // The kernel already accepted: what it answered is decided by the status now.
     const acceptedWhile = this.statusOf(entry);
+    const state: SocketState = { acceptedWhile, idle: false, closing: false };
+    this.socketStates.set(socket, state);
     // Failed without markFailed: stop accepting now, so the next TCP check is refused.
     if (acceptedWhile === 'failed' && entry.failure === undefined) this.markFailed(entry.id);
     let head = Buffer.alloc(0);
@@ -277,6 +296,7 @@ export class StubServer {
       socket.destroy();
     };
     const onData = (chunk: Buffer) => {
+      state.idle = false;
       if (!tcpCounted) clearTimeout(silent);
       if (head.length === 0 && chunk[0] === TLS_HANDSHAKE) {
         stopSniffing();
@@ -297,6 +317,7 @@ export class StubServer {
         }
         if (answered === 'kept') {
           head = Buffer.alloc(0); // the next request on this keep-alive connection
+          state.idle = true;
           idle.refresh();
           return;
         }
@@ -366,8 +387,9 @@ export class StubServer {
     const text = head.toString('latin1', 0, end);
     const match = /^(GET|HEAD) [^ ]+ HTTP\/1\.([01])\r\n/.exec(text);
     if (!match || /\r\n(content-length|transfer-encoding|expect):/i.test(text)) return false;
-    const [code, body] = this.httpAnswer(entry);
-    const keep = code === 200 && match[2] === '1' && !/\r\nconnection:[^\r]*close/i.test(text);
+    const state = this.socketStates.get(socket);
+    const [code, body] = this.httpAnswer(entry, state?.acceptedWhile);
+    const keep = code === 200 && match[2] === '1' && !/\r\nconnection:[^\r]*close/i.test(text) && !state?.closing;
     const reason = code === 200 ? 'OK' : 'Service Unavailable';
     const response =
       `HTTP/1.1 ${code} ${reason}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
@@ -378,22 +400,36 @@ export class StubServer {
     return keep ? 'kept' : 'closed';
   }
 
-  /** The instance is awake again: no stub connection may outlive its sleep (kept-alive ones included). */
+  /**
+   * The instance is awake again: no stub connection may outlive its sleep (kept-alive ones
+   * included). A connection between requests is cut now; one whose check is under way is
+   * answered first, then closed: cutting it reset a Consul check that had reached the stub
+   * just before the wake (found by bench/soak.ts: 3 of 1,210 checks critical).
+   */
   closeConnections(instanceId: string): void {
     const entry = this.listeners.get(instanceId);
     if (!entry) return;
-    for (const socket of entry.sockets) socket.destroy();
+    for (const socket of entry.sockets) {
+      const state = this.socketStates.get(socket);
+      if (!state || state.idle) socket.destroy();
+      else state.closing = true;
+    }
   }
 
-  private httpAnswer(entry: Listener): [number, string] {
+  /**
+   * `acceptedWhile`: a check that reached the stub while the instance slept and is answered
+   * after it woke gets 200 too: the instance it vouched for is up, and running now.
+   */
+  private httpAnswer(entry: Listener, acceptedWhile?: StubStatus): [number, string] {
     const status = this.statusOf(entry);
+    if (status === 'other' && acceptedWhile === 'sleeping') return [200, `doze: ${entry.id} has just woken; answering the check that reached it asleep\n`];
     return status === 'sleeping' ? [200, `doze: ${entry.id} is asleep; answering its health check\n`]
       : status === 'failed' ? [503, `doze: ${entry.id} failed: ${entry.failure ?? this.options.failureReason?.(entry.id) ?? 'its wake failed'}\n`]
       : [503, `doze: ${entry.id} is not managed by the stub\n`];
   }
 
   private answerHttp(entry: Listener, req: http.IncomingMessage, res: http.ServerResponse): void {
-    const [code, body] = this.httpAnswer(entry);
+    const [code, body] = this.httpAnswer(entry, this.socketStates.get(req.socket)?.acceptedWhile);
     res.writeHead(code, {
       'content-type': 'text/plain; charset=utf-8',
       'content-length': Buffer.byteLength(body),

@@ -44,10 +44,14 @@ export class DnatChain {
     if (!(await iptablesSucceeds('nat', ['-C', this.chain, ...rule]))) await iptables('nat', ['-A', this.chain, ...rule]);
   }
 
-  /** Removes every rule tagged for this instance (whatever address or port it had). */
+  /**
+   * Removes every rule tagged for this instance (whatever address or port it had). The tag is
+   * compared whole: `doze:s1` is not `doze:s11` (a substring match removed another instance's
+   * redirect, and failed when that instance removed it at the same moment: found by bench/soak.ts).
+   */
   async remove(id: string): Promise<void> {
     for (const line of await listRules('nat', this.chain)) {
-      if (line.startsWith(`-A ${this.chain} `) && line.includes(`doze:${id}`)) {
+      if (line.startsWith(`-A ${this.chain} `) && tagOf(line) === `doze:${id}`) {
         await iptables('nat', ['-D', ...splitRule(line.slice(3))]);
       }
     }
@@ -55,12 +59,19 @@ export class DnatChain {
 
   /** The per-instance rules (the anchor is not one). */
   async active(): Promise<string[]> {
-    return (await listRules('nat', this.chain)).filter((l) => l.startsWith(`-A ${this.chain} `) && l.includes('doze:'));
+    return (await listRules('nat', this.chain)).filter((l) => l.startsWith(`-A ${this.chain} `) && tagOf(l)?.startsWith('doze:'));
   }
 
   async uninstall(): Promise<void> {
     await removeChain('nat', this.parents, this.chain);
   }
+}
+
+/** A rule's `--comment` (as `iptables -S` prints it, quoted or not), or undefined. */
+export function tagOf(rule: string): string | undefined {
+  const args = splitRule(rule);
+  const at = args.indexOf('--comment');
+  return at >= 0 ? args[at + 1] : undefined;
 }
 
 const hex = (mark: number) => `0x${mark.toString(16)}`;

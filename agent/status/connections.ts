@@ -56,8 +56,8 @@ export interface BudgetReport {
 export interface StatusReport extends DiscoveryReport {
   instances: { total: number; byState: Record<string, number> };
   budget: BudgetReport;
-  /** The wake-event path: rescans after lost events or a reader restart, and wakes the watchdog had to make. */
-  wakeEvents: { gaps: number; lastGap: { reason: string; at: string } | null; missed: number };
+  /** The wake-event path: rescans after lost events or a reader restart, wakes the watchdog had to make (`missed`), and watchdog wakes whose event came after all (`late`). */
+  wakeEvents: { gaps: number; lastGap: { reason: string; at: string } | null; missed: number; late: number };
   /** The node's swap and the memory its instances hold and gave back (agent/status/memory-view.ts). */
   memory: NodeMemoryView | null;
 }
@@ -93,7 +93,7 @@ export function statusReport(detector: Detector, discovery: DiscoveryReport | un
 
 function wakeEventsReport(health: WakeEventHealth): StatusReport['wakeEvents'] {
   const last = health.lastGap;
-  return { gaps: health.gaps, lastGap: last ? { reason: last.reason, at: new Date(last.atMs).toISOString() } : null, missed: health.missed };
+  return { gaps: health.gaps, lastGap: last ? { reason: last.reason, at: new Date(last.atMs).toISOString() } : null, missed: health.missed, late: health.late };
 }
 
 /** One upstream's reachability, with the time it last flipped. */

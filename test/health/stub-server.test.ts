@@ -313,3 +313,43 @@ test('a keep-alive client is answered on one connection while the instance sleep
   await closed;
   t.pass('the pooled connection was cut at wake');
 });
+
+test('a check under way when its instance wakes is answered 200 and closed, not reset', async (t) => {
+  const { StubServer: Stub } = await import('../../agent/health/stub-server.js');
+  const net = await import('node:net');
+  let state: 'sleeping' | 'other' = 'sleeping';
+  const stub = new Stub({ status: () => state });
+  t.teardown(() => stub.stop());
+  const port = await stub.open('web');
+  // A Consul check: a new connection, accepted by the stub while the instance sleeps...
+  const socket = net.connect(port, '127.0.0.1');
+  t.teardown(() => socket.destroy());
+  await new Promise((resolve) => socket.once('connect', resolve));
+  const until = Date.now() + 3000;
+  while (stub.openConnections('web') === 0 && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 5));
+  t.is(stub.openConnections('web'), 1);
+  // ...then the instance wakes before the request is read.
+  state = 'other';
+  stub.closeConnections('web');
+  let answer = '';
+  socket.setEncoding('utf8').on('data', (chunk: string) => (answer += chunk));
+  const ended = new Promise<string>((resolve) => {
+    socket.once('close', () => resolve('closed'));
+    socket.once('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message));
+  });
+  socket.write('GET /health HTTP/1.1\r\nHost: x\r\nUser-Agent: Consul Health Check\r\n\r\n');
+  t.is(await ended, 'closed');
+  t.regex(answer, /^HTTP\/1\.1 200 OK[\s\S]*connection: close[\s\S]*doze: web has just woken/);
+  // A connection idle between requests is still cut at once.
+  state = 'sleeping';
+  const pooled = net.connect(port, '127.0.0.1');
+  t.teardown(() => pooled.destroy());
+  await new Promise((resolve) => pooled.once('connect', resolve));
+  pooled.write('GET /health HTTP/1.1\r\nHost: x\r\n\r\n');
+  await new Promise((resolve) => pooled.once('data', resolve));
+  const cut = new Promise((resolve) => pooled.once('close', resolve));
+  state = 'other';
+  stub.closeConnections('web');
+  await cut;
+  t.pass();
+});
