@@ -1,5 +1,5 @@
 import { get } from '../helpers/http.js';
-import { nextState, startAgent } from '../helpers/agent.js';
+import { inState, nextState, startAgent } from '../helpers/agent.js';
 import { CHECKER_UID, tcpProbeAs } from '../helpers/checker.js';
 import { createInstance } from '../helpers/instance.js';
 import { rootTest } from '../helpers/root.js';
@@ -33,7 +33,7 @@ rootTest.serial('traffic keeps an instance awake', async (t) => {
 rootTest.serial('a plain request to a sleeping instance wakes it and gets its 200', async (t) => {
   const inst = await createInstance(t);
   const agent = await startAgent(t, { instances: [inst.config()] });
-  await nextState(agent, 'web', 'sleeping', 3000);
+  await inState(agent, 'web', 'sleeping', 3000);
   t.is(await inst.cgroup.freezerState(), 'FROZEN');
   const running = nextState(agent, 'web', 'running', 3000);
   const r = await get(`${inst.app.url}/`);
@@ -54,7 +54,7 @@ rootTest.serial('sleep and wake repeat: the process keeps its memory', async (t)
   const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '200ms' })] });
   const counts: number[] = [];
   for (let cycle = 0; cycle < 5; cycle++) {
-    await nextState(agent, 'web', 'sleeping', 3000);
+    await inState(agent, 'web', 'sleeping', 3000);
     const running = nextState(agent, 'web', 'running', 3000);
     const r = await get(`${inst.app.url}/`);
     await running;

@@ -58,7 +58,7 @@ rootTest.serial('a real request during sleep gets the app\'s own answer, not the
   const inst = await createInstance(t);
   const agent = await startAgent(t, { healthChecks: { fromUid: CHECKER_UID }, instances: [inst.config({ idleTimeout: '200ms' })] });
   const runner = await consulChecks(t, `${inst.app.url}/`);
-  await nextState(agent, 'web', 'sleeping', 5000);
+  await inState(agent, 'web', 'sleeping', 5000);
   const stubbed = await runner.probe({ kind: 'http', url: `${inst.app.url}/`, timeoutMs: 1000, outputMaxSize: 4096 });
   t.regex(stubbed.output, /doze: web is asleep/, 'a check during sleep is answered by the stub');
   const r = await get(`${inst.app.url}/`, 3000);
@@ -73,7 +73,7 @@ rootTest.serial('a resume that fails turns the checks critical within two interv
   const agent = await startAgent(t, { healthChecks: { fromUid: CHECKER_UID }, instances: [inst.config({ idleTimeout: '200ms' })] }, { wrapRuntime: tweakRuntime({ failResume: () => failResume }) });
   const interval = 100;
   const runner = await consulChecks(t, `${inst.app.url}/`, interval);
-  await nextState(agent, 'web', 'sleeping', 5000);
+  await inState(agent, 'web', 'sleeping', 5000);
   failResume = true;
   const failed = nextState(agent, 'web', 'failed', 3000);
   void get(`${inst.app.url}/`, 500).catch(() => undefined); // the app stays frozen: this request cannot be answered
@@ -103,7 +103,7 @@ rootTest.serial('unmarked traffic is never redirected; the redirect exists only 
   const chain = `${agent.config.netfilter.chainPrefix}-STUB`;
   const rules = async () => (await sh('iptables', ['-t', 'nat', '-S', chain])).split('\n').filter((l) => l.startsWith('-A') && l.includes('doze:'));
   t.deepEqual(await rules(), []);
-  await nextState(agent, 'web', 'sleeping', 5000);
+  await inState(agent, 'web', 'sleeping', 5000);
   const asleep = await rules();
   t.is(asleep.length, 1);
   t.regex(asleep[0]!, new RegExp(`-d ${inst.ns.instanceIp}/32 -p tcp -m tcp --dport ${APP_PORT} -m mark --mark 0x1/0x1`));
@@ -137,7 +137,7 @@ rootTest.serial('checks sent to a mapped host port (Nomad\'s default address_mod
   const url = `http://${inst.ns.hostIp}:${hostPort}/`;
   const awake = await runner.probe({ kind: 'http', url, timeoutMs: 1000, outputMaxSize: 4096 });
   t.regex(awake.output, /hello from web/, 'awake: the port map reaches the app');
-  await nextState(agent, 'web', 'sleeping', 5000);
+  await inState(agent, 'web', 'sleeping', 5000);
   const asleep = await runner.probe({ kind: 'http', url, timeoutMs: 1000, outputMaxSize: 4096 });
   t.is(asleep.status, 'passing');
   t.regex(asleep.output, /doze: web is asleep/);

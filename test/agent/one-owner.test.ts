@@ -12,6 +12,7 @@ import { rootTest } from '../helpers/root.js';
 import { sh } from '../helpers/sh.js';
 import type { Teardown } from '../helpers/teardown.js';
 import { tempDir } from '../helpers/temp-dir.js';
+import { until } from '../helpers/until.js';
 
 
 /** `state` now, or the next time it is entered (an idle instance may get there before we look). */
@@ -98,6 +99,8 @@ rootTest.serial('the wake-event reader killed while an instance sleeps: it is re
   const page = await get(`http://${agent.address}/`, 3000);
   t.regex(page.body, /data-card="wake-events"[\s\S]*wake-event rescan/, "the status page says so");
   // And it is a live reader again: a later sleep wakes by its event, not by the watchdog.
+  // The first wake may have been the watchdog's (the event was lost with the reader): let its count settle.
+  await until('the watchdog wake to be booked', () => agent.detector.get('web')!.watchdogWake === undefined, { timeoutMs: LATE_EVENT_MS + 1000 });
   await reached(agent, 'web', 'sleeping');
   const missedBefore = agent.detector.wakeEvents.missed;
   const again = await get(`${inst.app.url}/`, 3000);
@@ -116,8 +119,7 @@ rootTest.serial('a wake event dropped on purpose: the watchdog wakes the instanc
   const bound = WATCHDOG_INTERVAL_MS * 2 + WAKE_EVENT_GRACE_MS + 100;
   t.true(answer.ms < bound, `answered in ${answer.ms.toFixed(0)} ms (bound ${bound} ms)`);
   // Counted once the event has had LATE_EVENT_MS to turn up late instead.
-  const until = Date.now() + LATE_EVENT_MS + 1000;
-  while (agent.detector.wakeEvents.missed === 0 && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 50));
+  await until('the missed event to be counted', () => agent.detector.wakeEvents.missed > 0, { timeoutMs: LATE_EVENT_MS + 1000 });
   t.is(agent.detector.wakeEvents.missed, 1);
   t.is(agent.detector.wakeEvents.late, 0);
   const metrics = await get(`http://${agent.address}/metrics`, 3000);

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import type { Agent } from '../../agent/agent.js';
 import { readNodeSwap } from '../../agent/cgroups/node-swap.js';
 import type { ReclaimOutcome } from '../../agent/runtimes/freezer-reclaim.js';
-import { nextState, startAgent } from '../helpers/agent.js';
+import { inState, nextState, startAgent } from '../helpers/agent.js';
 import { createBpffs } from '../helpers/bpffs.js';
 import { logShows, spawnCli } from '../helpers/cli.js';
 import { uniqueSuffix } from '../helpers/names.js';
@@ -50,7 +50,7 @@ withSwap('a 200 MiB app with reclaim gives its memory back asleep and wakes fast
   const firsts: number[] = [];
   for (let cycle = 1; cycle <= 3; cycle++) {
     const since = Date.now();
-    await nextState(agent, 'web', 'sleeping', 5000);
+    await inState(agent, 'web', 'sleeping', 5000);
     const outcome = await reclaimAfter(agent, 'web', since);
     t.is(outcome.result, 'done', `cycle ${cycle}: ${outcome.reason}`);
     const asleep = await inst.residentBytes();
@@ -90,7 +90,7 @@ const noSwapNow = readNodeSwap().available ? 'the node has swap right now (someo
   const inst = await createMemoryInstance(t, 20);
   const agent = await startAgent(t, { instances: [inst.config({}, { reclaim: true, reclaimAfter: '100ms' })] });
   const since = Date.now();
-  await nextState(agent, 'web', 'sleeping', 5000);
+  await inState(agent, 'web', 'sleeping', 5000);
   const outcome = await reclaimAfter(agent, 'web', since);
   t.is(outcome.result, 'skipped');
   t.regex(outcome.reason ?? '', /no swap on this node/);
@@ -111,7 +111,7 @@ withSwap('a request during a reclaim stops it and is answered without waiting fo
   const inst = await createMemoryInstance(t, 200);
   const agent = await startAgent(t, { instances: [inst.config({}, { reclaim: true, reclaimAfter: 0 })] });
   const since = Date.now();
-  await nextState(agent, 'web', 'sleeping', 5000);
+  await inState(agent, 'web', 'sleeping', 5000);
   const runtime = agent.detector.get('web')!.runtime;
   // Bounded wait for the writer to be under way (the reclaim of 200 MiB takes hundreds of ms here).
   const until = Date.now() + 5000;
@@ -137,7 +137,7 @@ withSwap("Nomad's swap settings (swappiness 0; docker's memsw = limit) are lifte
   const agent = await startAgent(t, { instances: [inst.config({}, { reclaim: true, reclaimAfter: '100ms' })] });
   const awake = await inst.residentBytes();
   const since = Date.now();
-  await nextState(agent, 'web', 'sleeping', 5000);
+  await inState(agent, 'web', 'sleeping', 5000);
   const outcome = await reclaimAfter(agent, 'web', since);
   t.is(outcome.result, 'done', outcome.reason ?? '');
   t.true(outcome.swappedBytes > 90 * MiB, `only ${(outcome.swappedBytes / MiB).toFixed(0)} MiB reached swap under swappiness 0`);
@@ -204,7 +204,7 @@ withSwap('working-set prefetch records what the app used since a reclaimed wake 
   const agent = await startAgent(t, { instances: [inst.config({}, { reclaim: true, reclaimAfter: '100ms', prefetch: true, handleFile })] });
   const cycle = async () => {
     const since = Date.now();
-    await nextState(agent, 'web', 'sleeping', 5000);
+    await inState(agent, 'web', 'sleeping', 5000);
     t.is((await reclaimAfter(agent, 'web', since)).result, 'done');
     return wakeWithRequest(t, agent, `${inst.app.url}`);
   };
@@ -229,6 +229,6 @@ withSwap('working-set prefetch records what the app used since a reclaimed wake 
   const state = agent.detector.get('web')!.runtime.reclaimState!()!;
   t.false(state.enabled);
   t.regex(state.reason ?? '', /no memory cgroup of its own/);
-  await nextState(agent, 'web', 'sleeping', 5000);
+  await inState(agent, 'web', 'sleeping', 5000);
   t.is(agent.detector.get('web')!.runtime.reclaimState!()!.last, null, 'nothing was reclaimed');
 });

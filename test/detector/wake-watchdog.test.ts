@@ -17,7 +17,7 @@ import { FakeTrafficSource } from '../helpers/fake-traffic-source.js';
 
 /** A fake source whose counters the test moves, as packets would. */
 class CountingSource extends FakeTrafficSource {
-  readonly counters = new Map<string, InstanceCounters>();
+  override readonly counters = new Map<string, InstanceCounters>();
   // Rest parameters: the base class's versions take none.
   override async counter(...[address]: string[]): Promise<InstanceCounters | undefined> {
     return this.counters.get(address!);

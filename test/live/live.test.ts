@@ -7,7 +7,7 @@ import { delimiter, join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { NomadClient } from '../../agent/discovery/nomad-client.js';
 import { findNomadTaskCgroup } from '../../agent/discovery/task-cgroup.js';
-import { nextState, startAgent } from '../helpers/agent.js';
+import { inState, nextState, startAgent } from '../helpers/agent.js';
 import { APP_PATH } from '../helpers/app.js';
 import { CHECKER_UID } from '../helpers/checker.js';
 import { get } from '../helpers/http.js';
@@ -174,7 +174,7 @@ consul {
   t.truthy(cgroup, 'the task cgroup is where Nomad puts it');
 
   // Asleep, its Consul check still passing (answered by the stub), then woken by a request.
-  await nextState(agent, instance.id, 'sleeping', 15_000);
+  await inState(agent, instance.id, 'sleeping', 15_000);
   await new Promise((resolve) => setTimeout(resolve, 5000)); // two check intervals
   const checks = (await getJson(`${consulUrl}/v1/health/checks/${JOB}`)) as Array<{ Status: string; Output: string }>;
   t.true(checks.length > 0 && checks.every((c) => c.Status === 'passing'), JSON.stringify(checks));

@@ -6,7 +6,7 @@ import type { Agent } from '../../agent/agent.js';
 import type { Runtime } from '../../agent/runtimes/runtime.js';
 import { QemuPauseRuntime } from '../../agent/runtimes/qemu/qemu-pause.js';
 import { QmpClient } from '../../agent/runtimes/qemu/qmp-client.js';
-import { nextState, startAgent } from '../helpers/agent.js';
+import { inState, nextState, startAgent } from '../helpers/agent.js';
 import { createBpffs } from '../helpers/bpffs.js';
 import { spawnCli, logShows } from '../helpers/cli.js';
 import { uniqueSuffix } from '../helpers/names.js';
@@ -52,7 +52,7 @@ guestTest.serial('an idle VM is paused through QMP; a request wakes it and its i
   const agent = await startManaged(t, guest, { reclaim: false });
   const runtime = runtimeOf(agent, 'vm');
   for (let cycle = 0; cycle < 3; cycle++) {
-    const sleptAfter = await nextState(agent, 'vm', 'sleeping', 10_000);
+    const sleptAfter = await inState(agent, 'vm', 'sleeping', 10_000);
     t.is(await runtime.inspect(), 'paused', 'QEMU reports the VM stopped');
     t.is((await runtime.qmp.execute<{ status: string }>('query-status', undefined, 1000)).status, 'paused');
     const running = nextState(agent, 'vm', 'running', 5000);
@@ -78,7 +78,7 @@ guestTest.serial('with reclaim, at least 80 % of the resident guest RAM leaves m
   const residentAwake = await guest.ramResidentBytes();
   const cgroupAwake = await guest.cgroupBytes();
   t.true(residentAwake > 64 * MiB, `the RAM file has ${residentAwake / MiB} MiB resident after a 64 MiB fill`);
-  await nextState(agent, 'vm', 'sleeping', 10_000);
+  await inState(agent, 'vm', 'sleeping', 10_000);
   const residentAsleep = await guest.ramResidentBytes();
   const cgroupAsleep = await guest.cgroupBytes();
   const freed = (residentAwake - residentAsleep) / residentAwake;
@@ -122,7 +122,7 @@ guestTest.serial('a VM whose QMP socket is gone cannot be woken: the instance be
   t.timeout(TEST_TIMEOUT_MS);
   const guest = await startGuest(t);
   const agent = await startManaged(t, guest, { reclaim: false }, { wakeTimeout: '2s' });
-  await nextState(agent, 'vm', 'sleeping', 10_000);
+  await inState(agent, 'vm', 'sleeping', 10_000);
   await guest.kill();
   await unlink(guest.qmp).catch(() => undefined);
   const failed = nextState(agent, 'vm', 'failed', 5000);

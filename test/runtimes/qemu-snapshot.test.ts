@@ -10,7 +10,7 @@ import { createRuntime } from '../../agent/runtimes/create-runtime.js';
 import { QemuSnapshotRuntime } from '../../agent/runtimes/qemu/qemu-snapshot.js';
 import { commandLineInputFiles, composeCommandLine, parseMemorySize, vmLayout } from '../../agent/runtimes/qemu/vm-command-line.js';
 import type { Runtime } from '../../agent/runtimes/runtime.js';
-import { nextState, startAgent } from '../helpers/agent.js';
+import { inState, nextState, startAgent } from '../helpers/agent.js';
 import { createBpffs } from '../helpers/bpffs.js';
 import { spawnCli, logShows } from '../helpers/cli.js';
 import { get } from '../helpers/http.js';
@@ -168,7 +168,7 @@ guestTest.serial('snapshot sleep: no QEMU process while asleep, doze vm alive, t
   const agent = await startManaged(t, guest);
   const runtime = runtimeOf(agent);
   for (let cycle = 0; cycle < 2; cycle++) {
-    await nextState(agent, 'vm', 'sleeping', 15_000);
+    await inState(agent, 'vm', 'sleeping', 15_000);
     t.deepEqual(await guest.qemuPids(), [], 'no QEMU process exists while asleep');
     t.is(guest.owner.child.exitCode, null, 'doze vm is still alive');
     const cgroupAsleep = await guest.cgroupBytes();
@@ -203,7 +203,7 @@ guestTest.serial('--readahead: the working set in memory at the sleep is recorde
   const last = await guest.count();
   const ramAwake = await guest.ramResidentBytes();
   const agent = await startManaged(t, guest);
-  await nextState(agent, 'vm', 'sleeping', 15_000);
+  await inState(agent, 'vm', 'sleeping', 15_000);
   t.true((await guest.ramResidentBytes()) < MiB, 'asleep, the RAM file left memory all the same');
   const recorded = await workingSetBytes(guest.stateDir);
   t.true(recorded >= ramAwake * 0.5, `the working set at the sleep is recorded (${(recorded / MiB).toFixed(0)} of ${(ramAwake / MiB).toFixed(0)} MiB resident)`);
@@ -221,7 +221,7 @@ guestTest.serial('full-RAM snapshot (--snapshot full): RAM written by the owner 
   const cgroupAwake = await guest.cgroupBytes();
   const agent = await startManaged(t, guest);
   const runtime = runtimeOf(agent);
-  await nextState(agent, 'vm', 'sleeping', 20_000);
+  await inState(agent, 'vm', 'sleeping', 20_000);
   t.deepEqual(await guest.qemuPids(), [], 'no QEMU process exists while asleep');
   t.false(await exists(guest.ramFile), 'no RAM file: guest RAM was QEMU\'s own');
   const cgroupAsleep = await guest.cgroupBytes();
@@ -267,7 +267,7 @@ guestTest.serial('QEMU gone while asleep: a killed pre-spawned QEMU is replaced 
   const receiverPid = () => until('a pre-spawned QEMU', async () => (await observer.probe(), observer.lastStatus?.receiverPid ?? undefined), { timeoutMs: 5000, everyMs: 50 });
 
   // 1. The QEMU that waits for the snapshot (-incoming defer) is SIGKILLed while asleep.
-  await nextState(agent, 'vm', 'sleeping', 15_000);
+  await inState(agent, 'vm', 'sleeping', 15_000);
   const receiver = await receiverPid();
   t.deepEqual(await guest.qemuPids(), [receiver], 'asleep, only the pre-spawned receiver runs');
   process.kill(receiver, 'SIGKILL');

@@ -6,7 +6,7 @@ import { createLogger } from '../../agent/log.js';
 import { FakeRuntime } from '../../agent/runtimes/fake.js';
 import { monotonicNs } from '../../agent/sources/bpf-records.js';
 import { Metrics } from '../../agent/status/metrics.js';
-import { nextState, startAgent } from '../helpers/agent.js';
+import { inState, nextState, startAgent } from '../helpers/agent.js';
 import { FakeTrafficSource } from '../helpers/fake-traffic-source.js';
 import { get } from '../helpers/http.js';
 import { createInstance } from '../helpers/instance.js';
@@ -80,7 +80,7 @@ test('budget overruns are a counter that follows the detector', async (t) => {
 rootTest.serial('a real wake observes both wake phases: runtime resumed, and the first response byte the tc program saw', async (t) => {
   const inst = await createInstance(t);
   const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '200ms' })] });
-  await nextState(agent, 'web', 'sleeping', 5000);
+  await inState(agent, 'web', 'sleeping', 5000);
   const base = `http://${agent.address}`;
   let text = await (await fetch(`${base}/metrics`)).text();
   t.is(sample(text, 'doze_first_response_seconds_count{instance="web",runtime="freezer"}'), 0);

@@ -1,4 +1,4 @@
-import { nextState, startAgent } from '../helpers/agent.js';
+import { inState, nextState, startAgent } from '../helpers/agent.js';
 import { createInstance } from '../helpers/instance.js';
 import { rootTest } from '../helpers/root.js';
 
@@ -35,7 +35,7 @@ rootTest.serial('actions need the bearer token; unknown ids are 404; oversized b
 rootTest.serial('the JSON API follows the contract and the metrics carry instance and runtime labels', async (t) => {
   const inst = await createInstance(t);
   const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '200ms' })] });
-  await nextState(agent, 'web', 'sleeping', 3000);
+  await inState(agent, 'web', 'sleeping', 3000);
   const list = (await (await fetch(`http://${agent.address}/api/instances`)).json()) as Array<Record<string, unknown>>;
   t.is(list.length, 1);
   for (const key of ['id', 'state', 'sleeps', 'wakes', 'lastWakeMs', 'idleForMs', 'checksAnswered']) t.true(key in list[0]!, key);
