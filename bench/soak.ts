@@ -407,6 +407,8 @@ export async function benchSoak(options: SoakOptions = soakOptions(process.env))
       verdict(failedWakes === 0 && missed === 0 && status.wakeEvents.gaps === 0 && notAsleep.length === 0, 'target 0 failed wakes, 0 missed wake events, 0 rescans, every instance asleep again'),
       verdict(settledFds <= start.fds && end.helperFds <= start.helperFds && end.rss <= warm.rss * 1.1, 'target flat: fds end ≤ start, RSS end within 10 % of the warmed-up figure'),
     ];
+    const perMinute = footprints.filter((f, k) => k === 0 || Math.floor(f.atS / 60) > Math.floor(footprints[k - 1]!.atS / 60));
+    lines.push(`  agent RSS by minute: ${perMinute.map((f) => `${(f.atS / 60).toFixed(0)} min ${f.rss.toFixed(0)} MiB`).join(', ')}; at the end ${end.rss.toFixed(0)} MiB`);
     for (const f of totals.failures) lines.push(`  failed request: ${f}`);
     for (const f of checks.failures) lines.push(`  failed check: ${f}`);
     for (const d of samples.details) lines.push(`  frozen in flight: ${d}`);

@@ -15,6 +15,7 @@ import { run } from './exec.js';
 import * as tc from './tc.js';
 import type { TrafficSource } from './traffic-source.js';
 import { WakeEventStream } from './wake-events.js';
+import { freshRead } from './fresh-read.js';
 
 export const MAP_NAMES = ['doze_state', 'doze_counters', 'doze_conns', 'doze_wake_events', 'doze_settings', 'doze_check_nets'] as const;
 
@@ -159,10 +160,11 @@ export class EbpfSource implements TrafficSource {
     return new Map(entries.map((e) => [bytesToIpv4(e.key), e.value.readUInt32LE(0) as BpfInstanceState]));
   }
 
-  async connections(): Promise<Connection[]> {
+  /** The whole connection map; concurrent callers share one dump that began after they asked (fresh-read.ts). */
+  readonly connections: () => Promise<Connection[]> = freshRead(async () => {
     const entries = await this.maps.dump(this.pin('doze_conns'));
     return entries.map((e) => decodeConnection(e.key, e.value));
-  }
+  });
 
   onWake(listener: (event: WakeEvent) => void): void {
     this.events.on('wake', listener);
