@@ -1,17 +1,18 @@
 import test from 'ava';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCli } from '../helpers/cli.js';
+import type { Teardown } from '../helpers/teardown.js';
+import { tempDir } from '../helpers/temp-dir.js';
 
 /*
  * Errors a user must fix name the fix: the instance and field (or the flag), the nearest valid
  * key, and exit 2; an agent that is merely unreachable exits 1. One row per message.
  */
 
-async function configFile(content: unknown): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'dz-errors-'));
-  const file = join(dir, 'doze.json');
+async function configFile(t: Teardown, content: unknown): Promise<string> {
+  const file = join(await tempDir(t, 'errors'), 'doze.json');
   await writeFile(file, typeof content === 'string' ? content : JSON.stringify(content));
   return file;
 }
@@ -145,7 +146,7 @@ const rows: Row[] = [
 for (const row of rows) {
   // Serial: each row spawns the CLI under tsx, and a dozen at once on a loaded 2-core machine time out.
   test.serial(`error names the fix: ${row.what} (exit ${row.code})`, async (t) => {
-    const file = row.config === undefined ? '' : await configFile(row.config);
+    const file = row.config === undefined ? '' : await configFile(t, row.config);
     const result = await runCli(row.args(file), row.env);
     t.is(result.code, row.code, result.stderr);
     for (const pattern of row.says) t.regex(result.stderr, pattern);

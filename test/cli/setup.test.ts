@@ -1,11 +1,11 @@
 import test from 'ava';
 import { execFile } from 'node:child_process';
-import { chmod, mkdtemp, readFile, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { chmod, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { REPO, runCli } from '../helpers/cli.js';
-import { isRoot } from '../helpers/root.js';
+import { isRoot, rootTest } from '../helpers/root.js';
+import { tempDir } from '../helpers/temp-dir.js';
 
 /*
  * First use: `doze --version`, the package lists a demo and a test run install, and the Makefile's
@@ -63,7 +63,7 @@ asNobody('as a user without sudo, make demo says to run it as root (exit 2) inst
 });
 
 asNobody('as a user with sudo, make test re-runs itself under sudo', async (t) => {
-  const bin = await mkdtemp(join(tmpdir(), 'dz-sudo-'));
+  const bin = await tempDir(t, 'sudo');
   await chmod(bin, 0o755);
   // A stand-in sudo that only says how it was called.
   await writeFile(join(bin, 'sudo'), '#!/bin/sh\necho "sudo $*"\n', { mode: 0o755 });
@@ -74,8 +74,8 @@ asNobody('as a user with sudo, make test re-runs itself under sudo', async (t) =
 });
 
 // As a user, make install re-runs under sudo (tried above for make test).
-(isRoot ? test : test.skip)('make install puts a doze on PATH that prints its version', async (t) => {
-  const prefix = await mkdtemp(join(tmpdir(), 'dz-prefix-'));
+rootTest('make install puts a doze on PATH that prints its version', async (t) => {
+  const prefix = await tempDir(t, 'prefix');
   // -o dist/.built: the link and its --version need the build, not a rebuild by this test.
   const result = await sh('make', ['--no-print-directory', '-o', 'build', 'install', `PREFIX=${prefix}`]);
   t.is(result.code, 0, result.stderr);

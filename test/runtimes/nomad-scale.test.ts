@@ -1,4 +1,5 @@
 import test, { type ExecutionContext } from 'ava';
+import { until } from '../helpers/until.js';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -67,7 +68,8 @@ test('a failing Nomad check keeps the wake waiting until its deadline', async (t
   t.is(error?.code, 'E_DEADLINE');
   t.regex(error?.message ?? '', /scaling group "web" of job "web" back up did not finish within 400 ms/);
   // The check passes later: the next resume does not scale again, it waits for health.
-  const alloc = double.jobAllocationsOf('web').find((a) => a.DesiredStatus === 'run')!;
+  // Placed by the double a moment after the scale-up (later on a loaded machine).
+  const alloc = await until('the scaled-up allocation', () => double.jobAllocationsOf('web').find((a) => a.DesiredStatus === 'run'), 3000);
   double.setChecks(alloc.ID as string, { '_nomad-check-x': 'success' });
   await runtime.resume(2000);
   t.is(double.scaleRequests.length, 2, 'no second scale-up');
