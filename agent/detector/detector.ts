@@ -510,7 +510,11 @@ export class Detector extends EventEmitter<DetectorEvents> {
    * earlier one) is not this wake's answer.
    */
   private onFirstResponse(instance: ManagedInstance, wakeNs: bigint, replyNs: bigint): void {
-    if (instance.lastWakeSignalNs !== wakeNs || replyNs < wakeNs) return;
+    // The record names the packet that signalled its wake. That is this wake's when the wake came
+    // by its event; a wake the watchdog or a rescan made (the event late or lost) knows no such
+    // packet, so a record whose signal came during the current sleep is taken as this wake's.
+    const thisWake = instance.lastWakeSignalNs === wakeNs || (wakeNs >= instance.sleepStartNs && (instance.state === 'waking' || instance.state === 'running'));
+    if (!thisWake || replyNs < wakeNs) return;
     instance.lastWakeSignalNs = undefined;
     this.reportFirstResponse(instance, Number(replyNs - wakeNs) / 1e6);
   }

@@ -67,3 +67,20 @@ test.serial('no sleepers, no reads: the watchdog is disarmed while everything is
   await h.clock.tickAsync(WATCHDOG_INTERVAL_MS * 5);
   t.is(h.source.reads.counters, reads, 'no counter reads while nothing sleeps (the idle check is not due yet)');
 });
+
+test.serial('a wake the watchdog made still gets its first response from the tc program\'s record', async (t) => {
+  const h = detectorHarness(t, { dropWakeEvents: 1 });
+  const { instance } = await h.add('web', { idleTimeout: '1s' });
+  await h.clock.tickAsync(1000);
+  t.is(instance.state, 'sleeping');
+  h.source.packet(instance.key); // it signals; its event is dropped: the watchdog wakes it
+  const signalNs = h.source.counters.get(instance.key)!.lastSeenNs;
+  await h.clock.tickAsync(20);
+  h.source.packet(instance.key); // a retransmission: the watchdog sees this one as the last packet
+  await h.clock.tickAsync(WATCHDOG_INTERVAL_MS + WAKE_EVENT_GRACE_MS);
+  t.is(instance.state, 'running');
+  await h.clock.tickAsync(5);
+  // The record names the packet that signalled the wake, which the watchdog never saw as an event.
+  h.source.emitWake({ instanceAddr: instance.key, ifindex: 1, tsNs: signalNs + 7_000_000n, answersWakeNs: signalNs });
+  t.is(instance.lastFirstResponseMs, 7);
+});
