@@ -1,6 +1,6 @@
 /**
  * VM benchmark (issue 11): a live test guest (TCG, 256 MiB, 100 MiB written into its RAM at
- * boot, as in DESIGN.md's table) managed by the agent, per QEMU mode, over N sleep/wake cycles:
+ * boot, as in docs/design.md's table) managed by the agent, per QEMU mode, over N sleep/wake cycles:
  *  - time to sleep (pausing → sleeping, reclaim included),
  *  - memory: the VM's memory cgroup and the RAM file's resident pages, awake → asleep,
  *  - doze's own wake overhead (wake event → `cont` returned: the agent's clock pair),
@@ -226,7 +226,7 @@ export async function benchVmSnapshot(cycles = 10): Promise<string[]> {
       await cleanups.run();
     }
   }
-  lines.push('reference (DESIGN.md, shell prototype, a QMP client process per step): device-state snapshot, RAM on disk + cache dropped: sleep 196 ms, 358 KiB, wake 542 ms, cgroup 141 → 4 MiB; pre-spawned: wake 290 ms, +50 MiB; full-RAM snapshot: sleep 377 ms, 170 MiB, wake 985 ms');
+  lines.push('reference (docs/design.md, shell prototype, a QMP client process per step): device-state snapshot, RAM on disk + cache dropped: sleep 196 ms, 358 KiB, wake 542 ms, cgroup 141 → 4 MiB; pre-spawned: wake 290 ms, +50 MiB; full-RAM snapshot: sleep 377 ms, 170 MiB, wake 985 ms');
   return lines;
 }
 
@@ -237,7 +237,7 @@ export async function benchVm(cycles = 10): Promise<string[]> {
     const lines = [`vm (QEMU under TCG, 1 vCPU, 256 MiB guest with 100 MiB written at boot; ${cycles} cycles per mode, idle timeout 200 ms; booted to HTTP in ${guest.bootMs.toFixed(0)} ms)`];
     lines.push(...report('pause, memory kept (stop/cont)', await runMode(guest, false, cycles), 60));
     lines.push(...report('pause + reclaim (RAM file written back, paged out of QEMU and dropped: doze-pageout)', await runMode(guest, true, cycles), 200));
-    lines.push('reference (DESIGN.md, shell prototype, a QMP client process per step): stop/cont wake 102 ms; reclaim wake 195–231 ms, cgroup 172 → 88 MiB');
+    lines.push('reference (docs/design.md, shell prototype, a QMP client process per step): stop/cont wake 102 ms; reclaim wake 195–231 ms, cgroup 172 → 88 MiB');
     return lines;
   } finally {
     await cleanups.run();

@@ -24,7 +24,7 @@ const mark = z
   .union([z.number().int().positive(), z.string().regex(/^(0x[0-9a-fA-F]+|\d+)$/, 'expected a number such as "0x1"')])
   .transform((value) => (typeof value === 'number' ? value : Number(value)))
   .refine((value) => value > 0 && value <= 0xffffffff, 'must be a 32-bit non-zero mark')
-  // CNI portmap owns 0x2000 on Nomad nodes (see DESIGN.md).
+  // CNI portmap owns 0x2000 on Nomad nodes (docs/reference.md).
   .refine((value) => (value & 0x2000) === 0, 'must not use bit 0x2000 (CNI portmap uses it on Nomad nodes)');
 
 export const freezerRuntimeSchema = z.strictObject({

@@ -6,7 +6,7 @@ import type { NomadAllocation, NomadJob, NomadNetworkResource } from './nomad-sc
 /*
  * Pure mapping from a (validated) Nomad allocation to the instance doze
  * manages for it. Address rules (Nomad's client networking, see
- * shared/REFERENCE.md): in bridge mode traffic reaches the allocation's own
+ * docs/reference.md): in bridge mode traffic reaches the allocation's own
  * IP (NetworkStatus.Address) on the port's `To` (Value when To is unset), and
  * the host-side veth must be found in the kernel (host-veth.ts); in host mode
  * there is no interface of its own, so traffic is attributed by host IP and

@@ -39,7 +39,7 @@ import { findNomadTaskCgroup, nomadTaskCgroupCandidates, OWN_CGROUP_DRIVERS } fr
  * An allocation whose namespace or cgroup is not there yet is `pending` and
  * retried with backoff. When Nomad stops an allocation (desired status stop
  * or evict, or the client finished it) the instance is woken FIRST (a frozen
- * v1 task cannot receive Nomad's kill signal, shared/REFERENCE.md), then its
+ * v1 task cannot receive Nomad's kill signal, docs/reference.md), then its
  * programs, map entries, redirect rule and stub listener are removed.
  *
  * Nomad unreachable: nothing is removed, known instances keep sleeping and

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 
 /*
  * Where Nomad puts a task's processes (Nomad's client cgroupslib; see
- * shared/REFERENCE.md "Task cgroups"): for exec, raw_exec, java and the other
+ * docs/reference.md "Task cgroups"): for exec, raw_exec, java and the other
  * executor-based drivers,
  *   cgroup v1: <root>/freezer/nomad/<allocID>.<task>
  *   cgroup v2: <root>/nomad.slice/share.slice/<allocID>.<task>.scope

@@ -8,7 +8,7 @@ import { Budget, VmmError, fileUrl, jsonBody, unixRequest, type UnixHttpResponse
 
 /*
  * Cloud Hypervisor, through its REST API on the VMM's unix socket
- * (`--api-socket`, routes under /api/v1; see ../shared/REFERENCE.md and
+ * (`--api-socket`, routes under /api/v1; see docs/reference.md and
  * docs/runtimes.md). Tested against test/doubles/cloud-hypervisor, not a real
  * Cloud Hypervisor: none can be installed here.
  *

@@ -3,7 +3,7 @@ import type { ManagedInstance } from '../detector/managed-instance.js';
 import type { InstanceState } from '../detector/states.js';
 import type { InstanceMemoryView, MemoryTracker } from './memory-view.js';
 
-/** The status API's instance record (DESIGN.md contract; extend, never rename). */
+/** The status API's instance record (a contract other tools read: extend, never rename). */
 export interface InstanceView {
   id: string;
   state: InstanceState;

@@ -3,7 +3,7 @@ import { parseConfig } from '../../agent/config/load.js';
 
 const instance = { id: 'web', address: '10.200.0.2:8080', interface: 'dz-web-h', runtime: { kind: 'freezer', cgroup: 'doze/web' } };
 
-test('the minimal static config from DESIGN.md is valid and gets defaults', (t) => {
+test('the minimal static config from the README is valid and gets defaults', (t) => {
   const config = parseConfig({ instances: [instance] });
   t.is(config.listen, '127.0.0.1:7070');
   t.is(config.healthChecks.mark, 1);

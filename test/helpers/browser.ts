@@ -10,7 +10,7 @@ export const noChromium: Missing | undefined = missing('chromium', () => (exists
 
 /**
  * Debian's Chromium, headless, with the flags this closed network needs
- * (DESIGN.md); playwright gives each launch a fresh profile. Closed at teardown.
+ * (docs/design.md); playwright gives each launch a fresh profile. Closed at teardown.
  */
 export async function launchBrowser(t: Teardown): Promise<Browser> {
   const browser = await chromium.launch({

@@ -86,7 +86,7 @@ export interface TestGuest {
 }
 
 /**
- * Boots the test guest under TCG (KVM here is kvm-pvm: stock kernels hang, DESIGN.md)
+ * Boots the test guest under TCG (KVM here is kvm-pvm: stock kernels hang, docs/design.md)
  * on a tap created outside QEMU, with guest RAM in a shared file on disk and a QMP
  * socket. The host side of the tap has 10.213.x.1/30 and a permanent neighbour entry
  * for the guest. Teardown (registered first) kills QEMU and removes the tap, the

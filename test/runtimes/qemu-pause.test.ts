@@ -15,7 +15,7 @@ import { get } from '../helpers/http.js';
 import { guestTest, noGuest, startGuest, type TestGuest } from '../helpers/qemu-guest.js';
 import { runtimeContract } from './contract.js';
 
-// Live guests under TCG (DESIGN.md: KVM here is kvm-pvm). Booting takes 3-10 s on
+// Live guests under TCG (docs/design.md: KVM here is kvm-pvm). Booting takes 3-10 s on
 // two cores, so every test has its own VM and a generous, bounded timeout.
 const TEST_TIMEOUT_MS = 120_000;
 const MiB = 1024 * 1024;

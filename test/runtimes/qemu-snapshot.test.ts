@@ -21,7 +21,7 @@ import { startOwnedGuest, type OwnedGuest } from '../helpers/qemu-owner.js';
 import { until } from '../helpers/until.js';
 import { runtimeContract } from './contract.js';
 
-// Live guests under TCG behind a `doze vm run` owner (DESIGN.md: KVM here is kvm-pvm).
+// Live guests under TCG behind a `doze vm run` owner (docs/design.md: KVM here is kvm-pvm).
 // Every live test boots its own VM (3-10 s) and has a bounded timeout.
 const TEST_TIMEOUT_MS = 120_000;
 const MiB = 1024 * 1024;

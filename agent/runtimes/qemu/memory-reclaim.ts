@@ -8,7 +8,7 @@ export const CGROUP_ROOT = '/sys/fs/cgroup';
 
 /**
  * A VM's memory cgroup, where what it really holds is measured (MemAvailable is no
- * evidence: DESIGN.md): v1 `memory.usage_in_bytes` or cgroup2 `memory.current`.
+ * evidence: docs/design.md): v1 `memory.usage_in_bytes` or cgroup2 `memory.current`.
  * (Reclaiming through the cgroup, v1 `memory.force_empty`, was measured and
  * dropped: it also evicts QEMU's own code and libraries; the wake overhead
  * (event -> `cont` returned) was p50 12.5 ms against 5-7 ms with doze-pageout.)

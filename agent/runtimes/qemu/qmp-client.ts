@@ -10,7 +10,7 @@ import { DeadlineError, DozeError, withDeadline } from '../../errors.js';
  * gets exactly one `{"return", "id"}` or `{"error": {"class", "desc"}, "id"}`,
  * and `{"event", "data", "timestamp"}` messages arrive at any time. Every message
  * ends with CRLF. QEMU serves one client per monitor at a time, so doze keeps one
- * connection per VM (a client process per command costs ~50 ms here, DESIGN.md).
+ * connection per VM (a client process per command costs ~50 ms here, docs/design.md).
  */
 
 export class QmpError extends DozeError {

@@ -150,7 +150,7 @@ export interface VmOwnerEvents {
 
 /**
  * The long-lived owner of one QEMU VM (`doze vm run`): what Nomad runs as the task,
- * so QEMU may exit while the VM sleeps and be restored behind it (DESIGN.md,
+ * so QEMU may exit while the VM sleeps and be restored behind it (docs/design.md,
  * "Nomad supervises a task's process").
  *
  * Sleep (snapshot, device state only): QMP `stop`, capability `x-ignore-shared`,
