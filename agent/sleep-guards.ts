@@ -15,6 +15,7 @@ import type { Logger } from './log.js';
 import { CheckMarking } from './netfilter/check-marking.js';
 import { checkRedirect, holdRedirect, type DnatChain } from './netfilter/dnat-chain.js';
 import { routeSource } from './netfilter/route-source.js';
+import { run } from './sources/exec.js';
 import { hostOf, portOf } from './sources/ipv4.js';
 
 export interface SleepGuardsContext {
@@ -171,12 +172,16 @@ export class SleepGuards implements SleepHooks {
   }
 }
 
-/** A user's uid from /etc/passwd; a missing user is a config error, named. */
+/**
+ * A user's uid through NSS (`getent passwd`), so users from LDAP or systemd's dynamic users are
+ * found as the kernel will see them; a missing user is a config error, named. getent exits 2
+ * for an unknown key.
+ */
 async function uidOf(user: string): Promise<number> {
-  const passwd = await readFile('/etc/passwd', 'utf8');
-  const line = passwd.split('\n').find((l) => l.split(':')[0] === user);
-  const uid = line === undefined ? Number.NaN : Number(line.split(':')[2]);
-  if (!Number.isInteger(uid)) throw new ConfigError(`healthChecks.fromUser: there is no user ${JSON.stringify(user)} on this node`);
+  const { stdout, code } = await run('getent', ['passwd', user], { allowFailure: true, timeoutMs: 5000 });
+  const fields = code === 0 ? stdout.trim().split('\n')[0]!.split(':') : [];
+  const uid = fields[0] === user && /^\d+$/.test(fields[2] ?? '') ? Number(fields[2]) : Number.NaN;
+  if (!Number.isInteger(uid)) throw new ConfigError(`healthChecks.fromUser: there is no user ${JSON.stringify(user)} on this node (getent passwd found none)`);
   return uid;
 }
 

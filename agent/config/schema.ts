@@ -260,7 +260,7 @@ export const configSchema = z.strictObject({
     .strictObject({
       mark: mark.default(0x1),
       fromUid: z.number().int().nonnegative().optional(),
-      /** The same by user name ("consul"), looked up in /etc/passwd at start. */
+      /** The same by user name ("consul"), looked up through NSS (getent passwd) at start. */
       fromUser: z.string().regex(/^[a-z_][a-z0-9_.-]*\$?$/i, 'a user name').optional(),
       fromSources: z.array(z.string()).default([]),
       /** Certificate for every instance's verifying TLS checks (instances[].checkTls and nomad.checkTls come first). */

@@ -37,4 +37,5 @@ export const PACKAGE_OF: Record<string, string> = {
   stdbuf: 'coreutils',
   iptables: 'iptables',
   'iptables-save': 'iptables',
+  getent: 'libc-bin',
 };
