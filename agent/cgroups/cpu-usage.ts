@@ -1,5 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { isAbsolute, join, relative } from 'node:path';
+import { statFieldsAfterName } from '../process/proc-stat.js';
+import { cgroupsOfProcess } from './process-cgroups.js';
 
 /*
  * What a workload used so far: CPU time and block I/O, read from the kernel's own
@@ -69,9 +71,8 @@ function memberCgroup(dir: string, root: string, controllers: string[], controll
   const members = procsOf(dir);
   const pid = members.split(' ')[0];
   if (!pid) return undefined;
-  for (const line of readText(`/proc/${pid}/cgroup`)?.split('\n') ?? []) {
-    const [, names, path] = line.split(':');
-    if (!names?.split(',').includes(controller) || path === undefined || path === '/') continue;
+  for (const { controllers: names, path } of cgroupsOfProcess(pid) ?? []) {
+    if (!names.includes(controller) || path === '/') continue;
     const rel = path.slice(1);
     if (controllers.some((c) => procsOf(join(root, c, rel)) === members)) return rel;
   }
@@ -129,7 +130,7 @@ export function parseCpuStat(text: string): number | undefined {
 
 /** utime + stime of /proc/PID/stat, in microseconds (fields after the command name, which may hold spaces). */
 export function parseProcStat(text: string): number | undefined {
-  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  const fields = statFieldsAfterName(text);
   const ticks = Number(fields[11]) + Number(fields[12]);
   return Number.isFinite(ticks) ? (ticks * 1_000_000) / TICKS_PER_SECOND : undefined;
 }
@@ -174,7 +175,7 @@ function readProcess(pid: number): UsageReading | undefined {
   if (cpuUs === undefined) return undefined;
   const io = readText(`/proc/${pid}/io`);
   // The start time (field 22) tells a reused pid from the process read before.
-  const start = stat!.slice(stat!.lastIndexOf(')') + 2).split(' ')[19];
+  const start = statFieldsAfterName(stat!)[19];
   return { identity: `pid ${pid} start ${start}`, cpuUs, ioBytes: io === undefined ? undefined : parseProcIo(io) };
 }
 

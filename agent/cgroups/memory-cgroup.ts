@@ -2,6 +2,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 import { RuntimeError } from '../errors.js';
+import { cgroupsOfProcess } from './process-cgroups.js';
 
 export const CGROUP_ROOT = '/sys/fs/cgroup';
 
@@ -52,21 +53,15 @@ export function memoryCgroupBesideFreezer(freezerDir: string, root = CGROUP_ROOT
  * the cgroup2 line `0::PATH` when that cgroup has the memory controller.
  */
 export function memoryCgroupOfProcess(pid: number, root = CGROUP_ROOT): MemoryCgroup | undefined {
-  let text: string;
-  try {
-    text = readFileSync(`/proc/${pid}/cgroup`, 'utf8');
-  } catch {
-    return undefined;
-  }
-  for (const line of text.split('\n')) {
-    const [, controllers, path] = /^\d+:([^:]*):(.*)$/.exec(line) ?? [];
-    if (controllers === undefined || path === undefined) continue;
-    if (controllers.split(',').includes('memory')) {
+  const cgroups = cgroupsOfProcess(pid);
+  if (!cgroups) return undefined;
+  for (const { controllers, path } of cgroups) {
+    if (controllers.includes('memory')) {
       const dir = join(root, 'memory', path);
       if (existsSync(usageFile({ version: 1, dir }))) return { version: 1, dir };
     }
   }
-  const v2 = /^0::(.*)$/m.exec(text)?.[1];
+  const v2 = cgroups.find((c) => c.hierarchy === 0 && c.controllers.length === 0)?.path;
   if (v2 !== undefined) {
     for (const base of [root, join(root, 'unified')]) {
       const dir = join(base, v2);

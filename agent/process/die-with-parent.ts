@@ -1,4 +1,5 @@
 import { readdir, readFile } from 'node:fs/promises';
+import { readStatFields } from './proc-stat.js';
 
 /**
  * An argv prefix that makes a child die with the process that started it: util-linux's
@@ -51,11 +52,7 @@ export async function killAndWait(pids: number[], deadlineMs = 3000): Promise<nu
 }
 
 async function isAlive(pid: number): Promise<boolean> {
-  try {
-    // A killed child of another (dead) owner is a zombie until init reaps it: not alive.
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
+  // A killed child of another (dead) owner is a zombie until init reaps it: not alive.
+  const fields = await readStatFields(pid);
+  return fields !== undefined && fields[0] !== 'Z';
 }

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { ConfigError, DozeError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { readStatFields } from '../process/proc-stat.js';
 import { defaultHelperPath } from './map-client.js';
 
 /** Where each agent says who it is, so a second one can name it (best effort: /run may not be shared). */
@@ -177,9 +178,7 @@ async function lockHolderPid(dir: string): Promise<number | undefined> {
 }
 
 async function parentPid(pid: number): Promise<number> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-  // The command name may hold spaces and parentheses: fields start after the last ')'.
-  const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+  const ppid = Number((await readStatFields(pid))?.[1]);
   if (!Number.isInteger(ppid)) throw new DozeError('E_PROC', `cannot read the parent of pid ${pid}`);
   return ppid;
 }
