@@ -1,4 +1,13 @@
-import test, { type ExecutionContext } from 'ava';
+import type { ExecutionContext, TestFn } from 'ava';
+import { createRequire } from 'node:module';
+
+/*
+ * ava is loaded when a test is registered, not when this module is: the benchmarks (bench/) use
+ * helpers that import it, and ava refuses to load outside a test worker. Both entry points load
+ * the same lib/worker/main.cjs, so this is the test files' own `test`.
+ */
+const require = createRequire(import.meta.url);
+const ava = (): TestFn => (require('ava') as { default?: TestFn } & TestFn).default ?? require('ava');
 
 /*
  * Tests that need something this machine may lack are gated when the file
@@ -50,12 +59,12 @@ export function skippedTitle(title: string, gap: Missing): string {
 /** `test` when nothing is missing; otherwise a `test` whose tests register as skipped with the reason. */
 export function testIf(gap: Missing | undefined): GatedTest {
   if (!gap) {
-    const run: GatedTest = Object.assign((title: string, body: Body) => void test(title, body), {
-      serial: (title: string, body: Body) => void test.serial(title, body),
+    const run: GatedTest = Object.assign((title: string, body: Body) => void ava()(title, body), {
+      serial: (title: string, body: Body) => void ava().serial(title, body),
     });
     return run;
   }
-  return Object.assign((title: string, body: Body) => void test.skip(skippedTitle(title, gap), body), {
-    serial: (title: string, body: Body) => void test.serial.skip(skippedTitle(title, gap), body),
+  return Object.assign((title: string, body: Body) => void ava().skip(skippedTitle(title, gap), body), {
+    serial: (title: string, body: Body) => void ava().serial.skip(skippedTitle(title, gap), body),
   });
 }
