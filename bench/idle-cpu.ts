@@ -7,8 +7,7 @@
  * Windows of 300 ms and 1 s, once every app has answered and settled.
  */
 import { spawn } from 'node:child_process';
-import { mkdtemp, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readUsage, type UsageSource } from '../agent/cgroups/cpu-usage.js';
 import { judgeBusy, keepSamples, type UsageSample } from '../agent/detector/busy-guard.js';
@@ -17,6 +16,7 @@ import { createAccountingCgroups } from '../test/helpers/cpu-cgroup.js';
 import { get } from '../test/helpers/http.js';
 import { noGuest, startGuest } from '../test/helpers/qemu-guest.js';
 import { Cleanups } from '../test/helpers/teardown.js';
+import { tempDir } from '../test/helpers/temp-dir.js';
 import { percentile } from './stats.js';
 
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -101,7 +101,7 @@ export async function benchIdleCpu(): Promise<string[]> {
   const c = new Cleanups();
   const lines: string[] = [];
   try {
-    const dir = await mkdtemp(join(tmpdir(), 'dz-idle-'));
+    const dir = await tempDir(c, 'idle');
     await writeFile(join(dir, 'timers.mjs'), NODE_TIMERS);
     await writeFile(join(dir, 'Idle.java'), JAVA_SERVER);
     const apps: Sampled[] = [];

@@ -10,8 +10,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
-import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createBpffs } from '../test/helpers/bpffs.js';
 import { createFreezerCgroup } from '../test/helpers/cgroup.js';
@@ -20,6 +19,7 @@ import { REPO } from '../test/helpers/cli.js';
 import { createNetns } from '../test/helpers/netns.js';
 import { sh } from '../test/helpers/sh.js';
 import { Cleanups } from '../test/helpers/teardown.js';
+import { tempDir } from '../test/helpers/temp-dir.js';
 import { rssMiB } from './proc.js';
 import { percentile, verdict } from './stats.js';
 
@@ -83,7 +83,7 @@ async function run(total: number, cleanups: Cleanups, usageCgroup?: string): Pro
   await sh('ip', ['route', 'add', '10.214.0.0/16', 'dev', ns.hostIf]);
   cleanups.teardown(() => sh('ip', ['route', 'del', '10.214.0.0/16', 'dev', ns.hostIf]).catch(() => undefined));
   const bpffs = await createBpffs(cleanups);
-  const dir = await mkdtemp(join(tmpdir(), 'dz-scale-'));
+  const dir = await tempDir(cleanups, 'scale');
   const config = join(dir, 'doze.json');
   await writeFile(config, JSON.stringify({
     listen: '127.0.0.1:0', logLevel: 'warn', bpffs,

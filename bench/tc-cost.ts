@@ -10,8 +10,7 @@
  *     interfaces for every packet: on the node's own traffic (a port no
  *     instance has) and on a packet for a host-port instance.
  */
-import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
@@ -24,6 +23,7 @@ import { get } from '../test/helpers/http.js';
 import { createInstance, type TestInstance } from '../test/helpers/instance.js';
 import { sh } from '../test/helpers/sh.js';
 import { Cleanups } from '../test/helpers/teardown.js';
+import { tempDir } from '../test/helpers/temp-dir.js';
 import { verdict } from './stats.js';
 
 const COUNT_ONLY = fileURLToPath(new URL('./doze-count-only.bpf.o', import.meta.url));
@@ -95,7 +95,7 @@ async function measure(cleanups: Cleanups, objectPath: string | undefined): Prom
   const tracked = (await agent.source.connections()).length;
   const ids = await programIds(inst.ns.hostIf);
 
-  const dir = await mkdtemp(join(tmpdir(), 'dz-cost-'));
+  const dir = await tempDir(cleanups, 'cost');
   const packet = join(dir, 'segment.bin');
   await writeFile(packet, craftSegment(inst.ns.hostIp, inst.ns.instanceIp, 20_000 + TRACKED / 2, 8080));
   const runs: number[] = [];
@@ -115,8 +115,8 @@ async function measure(cleanups: Cleanups, objectPath: string | undefined): Prom
 }
 
 /** Best of 3 test runs of program `id` on `frame`. */
-async function testRun(id: number, frame: Buffer): Promise<number> {
-  const dir = await mkdtemp(join(tmpdir(), 'dz-cost-'));
+async function testRun(cleanups: Cleanups, id: number, frame: Buffer): Promise<number> {
+  const dir = await tempDir(cleanups, 'cost');
   const packet = join(dir, 'segment.bin');
   await writeFile(packet, frame);
   const runs: number[] = [];
@@ -135,8 +135,8 @@ async function measureHostProgram(cleanups: Cleanups): Promise<{ otherNs: number
     instances: [{ id: 'hostport', address: `${inst.ns.hostIp}:28080`, idleTimeout: '10m', runtime: { kind: 'fake' } }],
   });
   const id = (await listFilters(inst.ns.hostIf)).find((f) => f.hook === 'ingress' && f.programName === 'doze_host_in')!.programId;
-  const otherNs = await testRun(id, craftSegment(inst.ns.instanceIp, inst.ns.hostIp, 40_000, 22));
-  const instanceNs = await testRun(id, craftSegment(inst.ns.instanceIp, inst.ns.hostIp, 40_000, 28080));
+  const otherNs = await testRun(cleanups, id, craftSegment(inst.ns.instanceIp, inst.ns.hostIp, 40_000, 22));
+  const instanceNs = await testRun(cleanups, id, craftSegment(inst.ns.instanceIp, inst.ns.hostIp, 40_000, 28080));
   await cleanups.run();
   return { otherNs, instanceNs };
 }

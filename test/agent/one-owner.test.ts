@@ -1,9 +1,7 @@
 import { access, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LATE_EVENT_MS, WAKE_EVENT_GRACE_MS, WATCHDOG_INTERVAL_MS } from '../../agent/detector/detector.js';
-import type { Agent } from '../../agent/agent.js';
-import type { InstanceState } from '../../agent/detector/states.js';
-import { nextState, startAgent } from '../helpers/agent.js';
+import { inState, nextState, startAgent } from '../helpers/agent.js';
 import { runCli } from '../helpers/cli.js';
 import { get } from '../helpers/http.js';
 import { createInstance } from '../helpers/instance.js';
@@ -15,11 +13,6 @@ import { tempDir } from '../helpers/temp-dir.js';
 import { until } from '../helpers/until.js';
 
 
-/** `state` now, or the next time it is entered (an idle instance may get there before we look). */
-function reached(agent: Agent, id: string, state: InstanceState): Promise<unknown> {
-  return agent.detector.get(id)?.state === state ? Promise.resolve() : nextState(agent, id, state);
-}
-
 async function tempConfig(t: Teardown, config: unknown): Promise<string> {
   const file = join(await tempDir(t, 'agent'), 'doze.json');
   await writeFile(file, JSON.stringify(config));
@@ -29,7 +22,7 @@ async function tempConfig(t: Teardown, config: unknown): Promise<string> {
 rootTest.serial('a second agent on the same bpffs exits 2 naming the first, touches nothing, and the first one\'s sleeper wakes within 0.3 s', async (t) => {
   const inst = await createInstance(t);
   const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '200ms' })] });
-  await reached(agent, 'web', 'sleeping');
+  await inState(agent, 'web', 'sleeping');
   const pins = join(agent.config.bpffs, 'tc', 'globals');
 
   // The same instance and bpffs, its own chains: what an operator debugging by hand would start.
@@ -58,7 +51,7 @@ rootTest.serial('a second agent on its own bpffs and chain prefix runs beside th
   const first = await startAgent(t, { instances: [one.config({ idleTimeout: '200ms' })] });
   const second = await startAgent(t, { instances: [two.config({ idleTimeout: '200ms' })] });
   t.not(first.config.bpffs, second.config.bpffs);
-  await Promise.all([reached(first, 'one', 'sleeping'), reached(second, 'two', 'sleeping')]);
+  await Promise.all([inState(first, 'one', 'sleeping'), inState(second, 'two', 'sleeping')]);
 
   for (const [agent, inst, id] of [[first, one, 'one'], [second, two, 'two']] as const) {
     const running = nextState(agent, id, 'running');
@@ -70,7 +63,7 @@ rootTest.serial('a second agent on its own bpffs and chain prefix runs beside th
   }
   await second.stop();
   await t.notThrowsAsync(access(join(first.config.bpffs, 'tc', 'globals', 'doze_wake_events')), 'the second agent\'s exit left the first one\'s pins');
-  await reached(first, 'one', 'sleeping');
+  await inState(first, 'one', 'sleeping');
   const wakes = first.detector.get('one')!.wakes;
   const running = nextState(first, 'one', 'running');
   const answer = await get(`${one.app.url}/`, 3000);
@@ -82,7 +75,7 @@ rootTest.serial('a second agent on its own bpffs and chain prefix runs beside th
 rootTest.serial('the wake-event reader killed while an instance sleeps: it is restarted, the next request is answered, and the status says so', async (t) => {
   const inst = await createInstance(t);
   const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '200ms' })] });
-  await reached(agent, 'web', 'sleeping');
+  await inState(agent, 'web', 'sleeping');
   const events = join(agent.config.bpffs, 'tc', 'globals', 'doze_wake_events');
   const pid = (await sh('pgrep', ['-f', `doze-maps events ${events}`])).trim().split('\n')[0];
   t.truthy(pid, 'the reader runs');
@@ -101,7 +94,7 @@ rootTest.serial('the wake-event reader killed while an instance sleeps: it is re
   // And it is a live reader again: a later sleep wakes by its event, not by the watchdog.
   // The first wake may have been the watchdog's (the event was lost with the reader): let its count settle.
   await until('the watchdog wake to be booked', () => agent.detector.get('web')!.watchdogWake === undefined, { timeoutMs: LATE_EVENT_MS + 1000 });
-  await reached(agent, 'web', 'sleeping');
+  await inState(agent, 'web', 'sleeping');
   const missedBefore = agent.detector.wakeEvents.missed;
   const again = await get(`${inst.app.url}/`, 3000);
   t.is(again.status, 200);
@@ -112,7 +105,7 @@ rootTest.serial('the wake-event reader killed while an instance sleeps: it is re
 rootTest.serial('a wake event dropped on purpose: the watchdog wakes the instance within its bound and counts it', async (t) => {
   const inst = await createInstance(t);
   const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '200ms' })] }, { faults: { dropWakeEvents: 1 } });
-  await reached(agent, 'web', 'sleeping');
+  await inState(agent, 'web', 'sleeping');
   const answer = await get(`${inst.app.url}/`, 3000);
   t.is(answer.status, 200);
   // One interval to notice, the grace for an event still on its way, and the wake itself.
@@ -126,7 +119,7 @@ rootTest.serial('a wake event dropped on purpose: the watchdog wakes the instanc
   t.regex(metrics.body, /doze_wake_events_missed_total\{instance="web",runtime="freezer"\} 1/);
   t.log(`woken by the watchdog: first request ${answer.ms.toFixed(0)} ms`);
   // The knob is spent: the next wake comes by its event again.
-  await reached(agent, 'web', 'sleeping');
+  await inState(agent, 'web', 'sleeping');
   const again = await get(`${inst.app.url}/`, 3000);
   t.is(again.status, 200);
   t.is(agent.detector.wakeEvents.missed, 1);

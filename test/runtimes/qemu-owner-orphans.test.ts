@@ -2,19 +2,9 @@ import type { ExecutionContext } from 'ava';
 import { OwnerClient } from '../../agent/runtimes/qemu/owner-protocol.js';
 import { guestTest } from '../helpers/qemu-guest.js';
 import { startOwnedGuest, type OwnedGuest, type OwnerProcess } from '../helpers/qemu-owner.js';
+import { until } from '../helpers/until.js';
 
 const TEST_TIMEOUT_MS = 120_000;
-
-/** Bounded poll (the QEMUs are another process tree: there is no event to wait on). */
-async function within<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
-  const deadline = performance.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (performance.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
 
 async function killOwner(owner: OwnerProcess): Promise<void> {
   owner.child.kill('SIGKILL');
@@ -24,14 +14,14 @@ async function killOwner(owner: OwnerProcess): Promise<void> {
 /** A new owner on the same state directory comes up (asleep or booted) and the guest answers. */
 async function restartsCleanly(t: ExecutionContext, guest: OwnedGuest): Promise<void> {
   const next = guest.startOwner();
-  const client = await within('the new owner\'s control socket', 15_000, () => OwnerClient.connect(guest.control, 500).catch(() => undefined));
+  const client = await until('the new owner\'s control socket', () => OwnerClient.connect(guest.control, 500).catch(() => undefined), 15_000);
   t.teardown(() => client.close());
-  const status = await within('the new owner settles', 60_000, async () => {
+  const status = await until('the new owner settles', async () => {
     const s = await client.request('status', 3000).catch(() => undefined);
     return s && (s.state === 'sleeping' || s.state === 'running') ? s : undefined;
-  });
+  }, 60_000);
   if (status.state === 'sleeping') await client.request('wake', 30_000);
-  const count = await within('the guest answers', 60_000, () => guest.count(1000).catch(() => undefined));
+  const count = await until('the guest answers', () => guest.count(1000).catch(() => undefined), 60_000);
   t.true(count >= 0);
   t.is(next.child.exitCode, null, `the new owner runs:\n${next.output().slice(-1500)}`);
   t.is((await guest.qemuPids()).length, 1, 'exactly one QEMU: the new owner\'s');
@@ -43,10 +33,10 @@ guestTest.serial('doze vm SIGKILLed during a sleep: its QEMU dies with it, and a
   const client = await OwnerClient.connect(guest.control, 3000);
   t.teardown(() => client.close());
   const sleep = client.request('sleep', 30_000).catch(() => undefined);
-  await within('the sleep starts', 10_000, async () => ((await client.request('status', 1000).catch(() => undefined))?.state === 'saving' ? true : undefined)).catch(() => undefined);
+  await until('the sleep starts', async () => ((await client.request('status', 1000).catch(() => undefined))?.state === 'saving' ? true : undefined), 10_000).catch(() => undefined);
   await killOwner(guest.owner);
   await sleep;
-  const pids = await within('no QEMU left', 3000, async () => ((await guest.qemuPids()).length === 0 ? [] : undefined));
+  const pids = await until('no QEMU left', async () => ((await guest.qemuPids()).length === 0 ? [] : undefined), 3000);
   t.deepEqual(pids, []);
   await restartsCleanly(t, guest);
 });
@@ -60,10 +50,10 @@ guestTest.serial('doze vm SIGKILLed during a wake: the restoring QEMU dies with 
   t.deepEqual(await guest.qemuPids(), [], 'asleep as a snapshot: no QEMU');
   const wake = client.request('wake', 30_000).catch(() => undefined);
   // The receiving QEMU (-incoming defer) is up: the moment the orphan used to be left behind.
-  const restoring = await within('the restoring QEMU appears', 10_000, async () => ((await guest.qemuPids()).length > 0 ? guest.qemuPids() : undefined));
+  const restoring = await until('the restoring QEMU appears', async () => ((await guest.qemuPids()).length > 0 ? guest.qemuPids() : undefined), 10_000);
   await killOwner(guest.owner);
   await wake;
-  await within('the restoring QEMU is gone', 3000, async () => ((await guest.qemuPids()).length === 0 ? true : undefined));
+  await until('the restoring QEMU is gone', async () => ((await guest.qemuPids()).length === 0 ? true : undefined), 3000);
   t.log(`restoring QEMU ${restoring.join(',')} died with its owner`);
   await restartsCleanly(t, guest);
 });
