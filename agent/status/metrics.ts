@@ -21,25 +21,17 @@ const WAKE_BUCKETS = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2
  */
 export class Metrics {
   readonly registry = new Registry();
-  readonly sleeps = new Counter({ name: 'doze_sleeps_total', help: 'Instances put to sleep', labelNames: ['instance', 'runtime'], registers: [this.registry] });
-  readonly wakes = new Counter({ name: 'doze_wakes_total', help: 'Instances woken', labelNames: ['instance', 'runtime'], registers: [this.registry] });
-  readonly wakeFailures = new Counter({ name: 'doze_wake_failures_total', help: 'Wakes that failed (the instance is reported critical)', labelNames: ['instance', 'runtime'], registers: [this.registry] });
-  readonly wakeEventsMissed = new Counter({ name: 'doze_wake_events_missed_total', help: 'Sleepers woken by the watchdog: traffic reached them but no wake event came', labelNames: ['instance', 'runtime'], registers: [this.registry] });
-  readonly checksAnswered = new Counter({ name: 'doze_health_checks_answered_total', help: 'Health checks answered by the stub for sleeping instances', labelNames: ['instance', 'runtime'], registers: [this.registry] });
-  readonly wakeSeconds = new Histogram({
-    name: 'doze_wake_seconds',
-    help: 'Wake phase 1: first packet seen by the tc program (or the wake request) to the runtime resumed',
-    labelNames: ['instance', 'runtime'],
-    buckets: WAKE_BUCKETS,
-    registers: [this.registry],
-  });
-  readonly firstResponseSeconds = new Histogram({
-    name: 'doze_first_response_seconds',
-    help: "Wake phase 2: first packet seen by the tc program (hold mode: first held connection) to the instance's first response byte to a client",
-    labelNames: ['instance', 'runtime'],
-    buckets: WAKE_BUCKETS,
-    registers: [this.registry],
-  });
+  readonly sleeps = this.instanceCounter('doze_sleeps_total', 'Instances put to sleep');
+  readonly wakes = this.instanceCounter('doze_wakes_total', 'Instances woken');
+  readonly wakeFailures = this.instanceCounter('doze_wake_failures_total', 'Wakes that failed (the instance is reported critical)');
+  readonly wakeEventsMissed = this.instanceCounter('doze_wake_events_missed_total', 'Sleepers woken by the watchdog: traffic reached them but no wake event came');
+  readonly checksAnswered = this.instanceCounter('doze_health_checks_answered_total', 'Health checks answered by the stub for sleeping instances');
+  readonly wakeSeconds = this.instanceHistogram('doze_wake_seconds', 'Wake phase 1: first packet seen by the tc program (or the wake request) to the runtime resumed', WAKE_BUCKETS);
+  readonly firstResponseSeconds = this.instanceHistogram(
+    'doze_first_response_seconds',
+    "Wake phase 2: first packet seen by the tc program (hold mode: first held connection) to the instance's first response byte to a client",
+    WAKE_BUCKETS,
+  );
   readonly budgetOverruns = new Counter({
     name: 'doze_budget_overruns_total',
     help: 'Wakes that went ahead over the node budget because nothing could sleep in time',
@@ -47,13 +39,7 @@ export class Metrics {
   });
 
   readonly reclaims = new Counter({ name: 'doze_reclaims_total', help: "Reclaims of a sleeping instance's memory, by result (done, partial, cancelled by a wake, skipped, failed)", labelNames: ['instance', 'runtime', 'result'], registers: [this.registry] });
-  readonly reclaimSeconds = new Histogram({
-    name: 'doze_reclaim_seconds',
-    help: "Time to push a sleeping instance's memory out (reclaims that ran to the end)",
-    labelNames: ['instance', 'runtime'],
-    buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10],
-    registers: [this.registry],
-  });
+  readonly reclaimSeconds = this.instanceHistogram('doze_reclaim_seconds', "Time to push a sleeping instance's memory out (reclaims that ran to the end)", [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10]);
   /** Each instance's measured memory, shared with the status API. */
   readonly memory: MemoryTracker;
 
@@ -62,6 +48,14 @@ export class Metrics {
   private readonly perInstanceHistograms = [this.wakeSeconds, this.firstResponseSeconds, this.reclaimSeconds];
   /** Label sets that have their series, by "instance\0runtime". */
   private readonly synced = new Map<string, InstanceLabels>();
+
+  private instanceCounter(name: string, help: string): Counter<'instance' | 'runtime'> {
+    return new Counter({ name, help, labelNames: ['instance', 'runtime'], registers: [this.registry] });
+  }
+
+  private instanceHistogram(name: string, help: string, buckets: number[]): Histogram<'instance' | 'runtime'> {
+    return new Histogram({ name, help, labelNames: ['instance', 'runtime'], buckets, registers: [this.registry] });
+  }
 
   constructor(private readonly detector: Detector) {
     collectDefaultMetrics({ register: this.registry });
