@@ -288,16 +288,19 @@ test('many sequential checks stay correct (each a new connection)', async (t) =>
   t.is(stub.answeredCount('web'), 200);
 });
 
-test('a keep-alive client is answered on one connection while the instance sleeps, and cut when it wakes', async (t) => {
-  const { StubServer: Stub } = await import('../../agent/health/stub-server.js');
-  const net = await import('node:net');
-  let state: 'sleeping' | 'other' = 'sleeping';
-  const stub = new Stub({ status: () => state });
-  t.teardown(() => stub.stop());
-  const port = await stub.open('web');
-  const socket = net.connect(port, '127.0.0.1');
+/** A stub answering for a sleeping `web`, and a raw connection to it; `states` wakes it. */
+async function connectedToSleeper(t: ExecutionContext): Promise<Harness & { port: number; socket: net.Socket }> {
+  const h = harness(t);
+  h.states.set('web', 'sleeping');
+  const port = await h.stub.open('web');
+  const socket = net.connect(port, HOST);
   t.teardown(() => socket.destroy());
   await new Promise((resolve) => socket.once('connect', resolve));
+  return { ...h, port, socket };
+}
+
+test('a keep-alive client is answered on one connection while the instance sleeps, and cut when it wakes', async (t) => {
+  const { stub, states, socket } = await connectedToSleeper(t);
   const answers: string[] = [];
   socket.setEncoding('utf8').on('data', (chunk: string) => answers.push(chunk));
   for (let i = 0; i < 3; i++) {
@@ -308,28 +311,19 @@ test('a keep-alive client is answered on one connection while the instance sleep
   for (const a of answers) t.regex(a, /^HTTP\/1\.1 200 OK[\s\S]*connection: keep-alive/);
   t.is(stub.answeredCount('web'), 3);
   const closed = new Promise((resolve) => socket.once('close', resolve));
-  state = 'other';
+  states.set('web', 'other');
   stub.closeConnections('web');
   await closed;
   t.pass('the pooled connection was cut at wake');
 });
 
 test('a check under way when its instance wakes is answered 200 and closed, not reset', async (t) => {
-  const { StubServer: Stub } = await import('../../agent/health/stub-server.js');
-  const net = await import('node:net');
-  let state: 'sleeping' | 'other' = 'sleeping';
-  const stub = new Stub({ status: () => state });
-  t.teardown(() => stub.stop());
-  const port = await stub.open('web');
   // A Consul check: a new connection, accepted by the stub while the instance sleeps...
-  const socket = net.connect(port, '127.0.0.1');
-  t.teardown(() => socket.destroy());
-  await new Promise((resolve) => socket.once('connect', resolve));
-  const until = Date.now() + 3000;
-  while (stub.openConnections('web') === 0 && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 5));
+  const { stub, states, port, socket } = await connectedToSleeper(t);
+  await until('the stub to see the connection', () => stub.openConnections('web') > 0, 3000);
   t.is(stub.openConnections('web'), 1);
   // ...then the instance wakes before the request is read.
-  state = 'other';
+  states.set('web', 'other');
   stub.closeConnections('web');
   let answer = '';
   socket.setEncoding('utf8').on('data', (chunk: string) => (answer += chunk));
@@ -341,14 +335,14 @@ test('a check under way when its instance wakes is answered 200 and closed, not 
   t.is(await ended, 'closed');
   t.regex(answer, /^HTTP\/1\.1 200 OK[\s\S]*connection: close[\s\S]*doze: web has just woken/);
   // A connection idle between requests is still cut at once.
-  state = 'sleeping';
-  const pooled = net.connect(port, '127.0.0.1');
+  states.set('web', 'sleeping');
+  const pooled = net.connect(port, HOST);
   t.teardown(() => pooled.destroy());
   await new Promise((resolve) => pooled.once('connect', resolve));
   pooled.write('GET /health HTTP/1.1\r\nHost: x\r\n\r\n');
   await new Promise((resolve) => pooled.once('data', resolve));
   const cut = new Promise((resolve) => pooled.once('close', resolve));
-  state = 'other';
+  states.set('web', 'other');
   stub.closeConnections('web');
   await cut;
   t.pass();
