@@ -1,4 +1,4 @@
-import { run } from '../sources/exec.js';
+import { run } from '../process/exec.js';
 
 export type Table = 'mangle' | 'nat' | 'filter';
 

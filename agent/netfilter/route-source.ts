@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { run } from '../sources/exec.js';
+import { run } from '../process/exec.js';
 
 const routes = z.array(z.looseObject({ prefsrc: z.string().optional(), type: z.string().optional() }));
 

@@ -11,7 +11,7 @@ import {
 } from './bpf-records.js';
 import { bytesToIpv4, hostOf, ipv4ToBytes } from './ipv4.js';
 import { z } from 'zod';
-import { run } from './exec.js';
+import { run } from '../process/exec.js';
 import * as tc from './tc.js';
 import type { TrafficSource } from './traffic-source.js';
 import { WakeEventStream } from './wake-events.js';

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { DozeError } from '../errors.js';
-import { run } from './exec.js';
+import { run } from '../process/exec.js';
 
 /** doze's filters sit at this preference on both clsact hooks; the handle marks them as ours. */
 export const DOZE_TC_PREF = 100;

@@ -1,5 +1,5 @@
 import { ConfigError, RuntimeError } from '../../errors.js';
-import { run } from '../../sources/exec.js';
+import { run } from '../../process/exec.js';
 import { peerAddress } from './vm-registration.js';
 
 /*
