@@ -12,7 +12,7 @@ import {
 import { bytesToIpv4, hostOf, ipv4ToBytes } from './ipv4.js';
 import { z } from 'zod';
 import { run } from '../process/exec.js';
-import * as tc from './tc.js';
+import * as tc from '../net/tc.js';
 import type { TrafficSource } from './traffic-source.js';
 import { WakeEventStream } from './wake-events.js';
 import { freshRead } from './fresh-read.js';

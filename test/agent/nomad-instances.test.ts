@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import net from 'node:net';
 import type { Agent } from '../../agent/agent.js';
 import { listRules } from '../../agent/netfilter/iptables.js';
-import { HOST_INTERFACE, isAttached, listFilters } from '../../agent/sources/tc.js';
+import { HOST_INTERFACE, isAttached, listFilters } from '../../agent/net/tc.js';
 import type { StatusReport } from '../../agent/status/connections.js';
 import { AgentApiDouble } from '../doubles/consul/agent-api.js';
 import { CheckRunner } from '../doubles/consul/check-runner.js';
