@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import net from 'node:net';
 import type { Agent } from '../../agent/agent.js';
-import { listRules } from '../../agent/netfilter/iptables.js';
+import { listRules } from '../../agent/net/iptables.js';
 import { HOST_INTERFACE, isAttached, listFilters } from '../../agent/net/tc.js';
 import type { StatusReport } from '../../agent/status/connections.js';
 import { AgentApiDouble } from '../doubles/consul/agent-api.js';
