@@ -3,7 +3,7 @@ import { readNodeSwap } from './cgroups/node-swap.js';
 import type { DozeConfig } from './config/schema.js';
 import { ConfigError, DozeError } from './errors.js';
 import type { Logger } from './log.js';
-import { run, PACKAGE_OF } from './sources/exec.js';
+import { run, PACKAGE_OF } from './process/exec.js';
 
 /** Fails fast, naming the Debian package, when a tool the agent drives is missing. */
 export async function checkTools(tools: string[] = ['tc', 'ip']): Promise<void> {

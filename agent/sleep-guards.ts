@@ -15,7 +15,7 @@ import type { Logger } from './log.js';
 import { CheckMarking } from './netfilter/check-marking.js';
 import { checkRedirect, holdRedirect, type DnatChain } from './netfilter/dnat-chain.js';
 import { routeSource } from './netfilter/route-source.js';
-import { run } from './sources/exec.js';
+import { run } from './process/exec.js';
 import { hostOf, portOf } from './sources/ipv4.js';
 
 export interface SleepGuardsContext {

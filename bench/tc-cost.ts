@@ -17,7 +17,7 @@ import { z } from 'zod';
 import type { Agent } from '../agent/agent.js';
 import { ipv4ToBytes } from '../agent/sources/ipv4.js';
 import { MapClient } from '../agent/sources/map-client.js';
-import { listFilters } from '../agent/sources/tc.js';
+import { listFilters } from '../agent/net/tc.js';
 import { startAgent } from '../test/helpers/agent.js';
 import { get } from '../test/helpers/http.js';
 import { createInstance, type TestInstance } from '../test/helpers/instance.js';

@@ -19,7 +19,7 @@ import { parseConfig } from '../agent/config/load.js';
 import { messageOf } from '../agent/errors.js';
 import { createLogger } from '../agent/log.js';
 import { BpffsLock } from '../agent/sources/bpffs-lock.js';
-import { run } from '../agent/sources/exec.js';
+import { run } from '../agent/process/exec.js';
 import { readNodeSwap } from '../agent/cgroups/node-swap.js';
 import { defaultFreezerHandle } from '../agent/runtimes/create-runtime.js';
 import type { ReclaimOutcome } from '../agent/runtimes/freezer-reclaim.js';

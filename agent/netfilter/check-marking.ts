@@ -1,4 +1,4 @@
-import { iptables, removeChain, ensureJump, resetChain } from './iptables.js';
+import { iptables, removeChain, ensureJump, resetChain } from '../net/iptables.js';
 
 export interface CheckIdentity {
   /** Mark bits that identify health-check connections (never 0x2000: CNI portmap). */

@@ -1,4 +1,4 @@
-import { iptables, iptablesSucceeds, listRules, removeChain, ensureJump, resetChain, splitRule } from './iptables.js';
+import { iptables, iptablesSucceeds, listRules, removeChain, ensureJump, resetChain, splitRule } from '../net/iptables.js';
 
 export interface DnatTarget {
   /** Address the connections are sent to; absent: any of the node's own addresses (a host port). */

@@ -1,15 +1,4 @@
-import { z } from 'zod';
-import { run } from '../sources/exec.js';
-
-const routes = z.array(z.looseObject({ prefsrc: z.string().optional(), type: z.string().optional() }));
-
-/** The route the kernel picks for `ip` (`ip -j route get`), or undefined when there is none. */
-async function routeTo(ip: string): Promise<z.infer<typeof routes>[number] | undefined> {
-  const { stdout, code } = await run('ip', ['-j', 'route', 'get', ip], { allowFailure: true });
-  if (code !== 0) return undefined;
-  const parsed = routes.safeParse(JSON.parse(stdout || '[]'));
-  return parsed.success ? parsed.data[0] : undefined;
-}
+import { routeTo } from '../net/ip.js';
 
 /**
  * The local address the kernel uses to reach `ip` (`ip route get`): where a
@@ -21,9 +10,4 @@ async function routeTo(ip: string): Promise<z.infer<typeof routes>[number] | und
 export async function routeSource(ip: string): Promise<string | undefined> {
   const src = (await routeTo(ip))?.prefsrc;
   return src && !src.startsWith('127.') ? src : undefined;
-}
-
-/** Whether `ip` is one of this node's own addresses (`ip route get` says local). */
-export async function isLocalAddress(ip: string): Promise<boolean> {
-  return (await routeTo(ip))?.type === 'local';
 }

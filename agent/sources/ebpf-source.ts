@@ -2,7 +2,7 @@ import { access, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, DozeError } from '../errors.js';
-import { isLocalAddress } from '../netfilter/route-source.js';
+import { defaultRouteDevices, isLocalAddress } from '../net/ip.js';
 import type { Logger } from '../log.js';
 import { defaultHelperPath, MapClient } from './map-client.js';
 import {
@@ -10,9 +10,7 @@ import {
   type Connection, type InstanceCounters, type WakeEvent,
 } from './bpf-records.js';
 import { bytesToIpv4, hostOf, ipv4ToBytes } from './ipv4.js';
-import { z } from 'zod';
-import { run } from './exec.js';
-import * as tc from './tc.js';
+import * as tc from '../net/tc.js';
 import type { TrafficSource } from './traffic-source.js';
 import { WakeEventStream } from './wake-events.js';
 import { freshRead } from './fresh-read.js';
@@ -224,7 +222,5 @@ export class EbpfSource implements TrafficSource {
 
 /** lo and every interface a default route leaves by: where a host port's clients come in. */
 export async function hostInterfaces(): Promise<string[]> {
-  const { stdout } = await run('ip', ['-j', '-4', 'route', 'show', 'default']);
-  const routes = z.array(z.looseObject({ dev: z.string().optional() })).parse(JSON.parse(stdout || '[]'));
-  return ['lo', ...new Set(routes.flatMap((r) => (r.dev && r.dev !== 'lo' ? [r.dev] : [])))];
+  return ['lo', ...(await defaultRouteDevices()).filter((device) => device !== 'lo')];
 }

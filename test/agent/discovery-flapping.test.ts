@@ -1,7 +1,7 @@
 import net from 'node:net';
 import type { Agent } from '../../agent/agent.js';
-import { listRules } from '../../agent/netfilter/iptables.js';
-import { listFilters } from '../../agent/sources/tc.js';
+import { listRules } from '../../agent/net/iptables.js';
+import { listFilters } from '../../agent/net/tc.js';
 import type { StatusReport } from '../../agent/status/connections.js';
 import { AgentApiDouble } from '../doubles/consul/agent-api.js';
 import { webJob } from '../doubles/nomad/fixtures.js';

@@ -4,7 +4,7 @@ import { access, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { listRules } from '../../agent/netfilter/iptables.js';
+import { listRules } from '../../agent/net/iptables.js';
 import { OwnerClient, type OwnerState } from '../../agent/runtimes/qemu/owner-protocol.js';
 import type { InstanceView } from '../../agent/status/instance-view.js';
 import { createBpffs } from '../helpers/bpffs.js';

@@ -1,4 +1,4 @@
-import { removeChain } from '../../agent/netfilter/iptables.js';
+import { removeChain } from '../../agent/net/iptables.js';
 import type { Teardown } from './teardown.js';
 
 /**

@@ -1,5 +1,5 @@
 import type { Agent } from '../../agent/agent.js';
-import { isAttached } from '../../agent/sources/tc.js';
+import { isAttached } from '../../agent/net/tc.js';
 import { nextState, startAgent } from '../helpers/agent.js';
 import { get } from '../helpers/http.js';
 import { GUEST_PORT, guestTest } from '../helpers/qemu-guest.js';

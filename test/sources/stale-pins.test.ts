@@ -3,7 +3,7 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DozeError } from '../../agent/errors.js';
 import { defaultObjectPath } from '../../agent/sources/ebpf-source.js';
-import { attach, detach } from '../../agent/sources/tc.js';
+import { attach, detach } from '../../agent/net/tc.js';
 import { createBpffs } from '../helpers/bpffs.js';
 import { createNetns } from '../helpers/netns.js';
 import { isRoot } from '../helpers/root.js';

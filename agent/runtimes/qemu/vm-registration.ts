@@ -1,10 +1,9 @@
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { describeIssues } from '../../config/load.js';
 import { instanceSchema, type InstanceConfig } from '../../config/schema.js';
 import { instanceId } from '../../discovery/allocation-instance.js';
 import { ConfigError, messageOf } from '../../errors.js';
 import type { Logger } from '../../log.js';
+import { ipv4Addresses } from '../../net/ip.js';
 
 /*
  * `doze vm run --register URL`: the owner hands its VM to the node's agent
@@ -103,11 +102,9 @@ export function peerAddress(cidr: string): string {
 
 /** The IPv4 address/prefix of an interface (`ip -j -4 addr show dev NAME`). */
 export async function interfaceCidr(name: string): Promise<string> {
-  const { stdout } = await promisify(execFile)('ip', ['-j', '-4', 'addr', 'show', 'dev', name]);
-  const parsed = JSON.parse(stdout) as { addr_info?: { family?: string; local?: string; prefixlen?: number }[] }[];
-  const info = parsed[0]?.addr_info?.find((a) => a.family === 'inet' && a.local);
-  if (!info) throw new ConfigError(`tap ${name} has no IPv4 address: give it the host side of a /30 (e.g. ip addr add 10.213.7.1/30 dev ${name})`);
-  return `${info.local}/${info.prefixlen}`;
+  const cidr = (await ipv4Addresses(name))[0];
+  if (!cidr) throw new ConfigError(`tap ${name} has no IPv4 address: give it the host side of a /30 (e.g. ip addr add 10.213.7.1/30 dev ${name})`);
+  return cidr;
 }
 
 export interface AgentRegistrationOptions {

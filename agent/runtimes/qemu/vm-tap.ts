@@ -1,5 +1,5 @@
-import { ConfigError, RuntimeError } from '../../errors.js';
-import { run } from '../../sources/exec.js';
+import { ConfigError, DozeError, RuntimeError } from '../../errors.js';
+import { addTap, deleteLink, ipv4Addresses, linkExists, replaceAddress, replacePermanentNeighbour, setLinkUp } from '../../net/ip.js';
 import { peerAddress } from './vm-registration.js';
 
 /*
@@ -70,25 +70,20 @@ export class OwnedTap {
   private constructor(readonly plan: TapPlan, readonly created: boolean) {}
 
   static async ensure(plan: TapPlan): Promise<OwnedTap> {
-    const exists = (await run('ip', ['link', 'show', 'dev', plan.name], { allowFailure: true })).code === 0;
-    const step = async (args: string[]) => {
-      const result = await run('ip', args, { allowFailure: true });
-      if (result.code !== 0) throw new RuntimeError('E_TAP', `ip ${args.join(' ')}: ${result.stderr.trim()}`);
-    };
+    const exists = await linkExists(plan.name);
     if (exists) {
       // Provisioned by someone else: use it as it is, but never give it a second address.
-      const { stdout } = await run('ip', ['-o', '-4', 'addr', 'show', 'dev', plan.name], { allowFailure: true });
-      if (!stdout.includes(` ${plan.address} `)) {
+      if (!(await ipv4Addresses(plan.name)).includes(plan.address)) {
         throw new ConfigError(`tap ${plan.name} already exists without ${plan.address}: drop --tap-address (doze.tap_address) to use it as it is, or remove the tap`);
       }
     } else {
-      await step(['tuntap', 'add', 'dev', plan.name, 'mode', 'tap']);
+      await tapStep(addTap(plan.name));
     }
     const tap = new OwnedTap(plan, !exists);
     try {
-      await step(['addr', 'replace', plan.address, 'dev', plan.name]);
-      await step(['link', 'set', plan.name, 'up']);
-      await step(['neigh', 'replace', plan.guestIp, 'lladdr', plan.mac, 'dev', plan.name, 'nud', 'permanent']);
+      await tapStep(replaceAddress(plan.address, plan.name));
+      await tapStep(setLinkUp(plan.name));
+      await tapStep(replacePermanentNeighbour(plan.guestIp, plan.mac, plan.name));
     } catch (error) {
       await tap.remove();
       throw error;
@@ -97,6 +92,16 @@ export class OwnedTap {
   }
 
   async remove(): Promise<void> {
-    if (this.created) await run('ip', ['link', 'del', 'dev', this.plan.name], { allowFailure: true });
+    if (this.created) await deleteLink(this.plan.name);
+  }
+}
+
+/** A failed ip step is the tap's failure (E_TAP), naming the command and ip's stderr. */
+async function tapStep(step: Promise<void>): Promise<void> {
+  try {
+    await step;
+  } catch (error) {
+    if (error instanceof DozeError && error.code === 'E_COMMAND') throw new RuntimeError('E_TAP', error.message, { cause: error });
+    throw error;
   }
 }

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { DozeError } from '../errors.js';
-import { run } from './exec.js';
+import { run, runJson } from '../process/exec.js';
+import { linkExists } from './ip.js';
 
 /** doze's filters sit at this preference on both clsact hooks; the handle marks them as ours. */
 export const DOZE_TC_PREF = 100;
@@ -35,16 +36,15 @@ export interface AttachedFilter {
 }
 
 async function hasClsact(device: string): Promise<boolean> {
-  const { stdout } = await run('tc', ['-j', 'qdisc', 'show', 'dev', device]);
-  return qdiscList.parse(JSON.parse(stdout || '[]')).some((q) => q.kind === 'clsact');
+  const qdiscs = await runJson('tc', ['-j', 'qdisc', 'show', 'dev', device], qdiscList, { emptyOutput: [] });
+  return qdiscs.some((q) => q.kind === 'clsact');
 }
 
 export async function listFilters(device: string): Promise<AttachedFilter[]> {
   const found: AttachedFilter[] = [];
   for (const hook of ['egress', 'ingress'] as const) {
-    const { stdout, code } = await run('tc', ['-j', 'filter', 'show', 'dev', device, hook], { allowFailure: true });
-    if (code !== 0) continue; // no clsact qdisc yet
-    for (const f of filterList.parse(JSON.parse(stdout || '[]'))) {
+    const filters = await runJson('tc', ['-j', 'filter', 'show', 'dev', device, hook], filterList, { allowFailure: true, emptyOutput: [] });
+    for (const f of filters ?? []) { // undefined: no clsact qdisc yet
       if (f.kind === 'bpf' && f.options?.prog && f.pref !== undefined) {
         found.push({ hook, pref: f.pref, programId: f.options.prog.id, programName: f.options.prog.name });
       }
@@ -95,8 +95,7 @@ function staleMaps(path: string): DozeError {
 
 /** Removes doze's filters; removes the clsact qdisc too when nothing else uses it. */
 export async function detach(device: string): Promise<void> {
-  const exists = await run('ip', ['link', 'show', 'dev', device], { allowFailure: true });
-  if (exists.code !== 0) return; // the interface left with its instance
+  if (!(await linkExists(device))) return; // the interface left with its instance
   for (const hook of ['egress', 'ingress'] as const) {
     await run('tc', ['filter', 'del', 'dev', device, hook, 'pref', String(DOZE_TC_PREF), 'handle', DOZE_TC_HANDLE, 'bpf'], { allowFailure: true });
   }

@@ -1,4 +1,5 @@
-import { run } from '../sources/exec.js';
+import { DozeError } from '../errors.js';
+import { run } from '../process/exec.js';
 
 export type Table = 'mangle' | 'nat' | 'filter';
 
@@ -12,10 +13,19 @@ export async function iptablesSucceeds(table: Table, args: string[]): Promise<bo
   return code === 0;
 }
 
-/** Lines of `iptables -S` for a table (or one chain). */
+/**
+ * Lines of `iptables -S` for a table (or one chain): policies (-P), chains (-N) and rules (-A).
+ * None when the chain does not exist. Comment lines (iptables-nft's warnings) are left out; any
+ * other line is not what the callers parse, so it is an error naming it.
+ */
 export async function listRules(table: Table, chain?: string): Promise<string[]> {
-  const { stdout, code } = await run('iptables', ['-w', '5', '-t', table, '-S', ...(chain ? [chain] : [])], { allowFailure: true });
-  return code === 0 ? stdout.split('\n').filter(Boolean) : [];
+  const args = ['-w', '5', '-t', table, '-S', ...(chain ? [chain] : [])];
+  const { stdout, code } = await run('iptables', args, { allowFailure: true });
+  if (code !== 0) return [];
+  const lines = stdout.split('\n').filter((line) => line !== '' && !line.startsWith('#'));
+  const odd = lines.find((line) => !/^-[PNA] \S/.test(line));
+  if (odd !== undefined) throw new DozeError('E_COMMAND', `iptables ${args.join(' ')} printed a line that is not a policy, chain or rule: ${JSON.stringify(odd)}`);
+  return lines;
 }
 
 /** Creates the chain if needed and empties it: the agent rebuilds its own chains from scratch. */
