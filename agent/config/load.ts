@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import type { z } from 'zod';
 import { ConfigError } from '../errors.js';
 import { nearestName } from '../nearest-name.js';
-import { knownKeysAt } from './known-keys.js';
+import { knownKeysAt } from '../shared/known-keys.js';
 import { configSchema, type DozeConfig } from './schema.js';
 
 /** Settings that flags and DOZE_* variables may override, in that order of precedence. */
