@@ -2,6 +2,7 @@ import { execFile } from 'node:child_process';
 import { access } from 'node:fs/promises';
 import { z } from 'zod';
 import { DozeError, messageOf } from '../errors.js';
+import { summarizeIssues } from '../shared/zod-issues.js';
 
 /*
  * Finds the host-side veth of a bridge-mode allocation. Its name is random
@@ -71,7 +72,7 @@ function ipJson(file: string, args: string[], timeoutMs = 5000): Promise<z.infer
       }
       const parsed = linkList.safeParse(raw);
       if (parsed.success) resolve(parsed.data);
-      else reject(new DozeError('E_COMMAND', `${file} ${args.join(' ')} printed unexpected JSON: ${parsed.error.issues[0]?.message}`));
+      else reject(new DozeError('E_COMMAND', `${file} ${args.join(' ')} printed unexpected JSON: ${summarizeIssues(parsed.error)}`));
     });
   });
 }
