@@ -292,7 +292,7 @@ export const configSchema = z.strictObject({
   logLevel: z
     .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
     .default('info')
-    .describe('`fatal`, `error`, `warn`, `info`, `debug`, `trace` or `silent`: what the JSON log on stderr carries; `--log-level`, `DOZE_LOG_LEVEL`'),
+    .describe('`fatal`, `error`, `warn`, `info`, `debug`, `trace` or `silent`: what the JSON log (stdout) carries; `--log-level`, `DOZE_LOG_LEVEL`'),
   bpffs: z.string().default('/sys/fs/bpf').describe('bpffs mount; maps are pinned in `tc/globals/doze_*`; one agent per bpffs (`--bpffs`, `DOZE_BPFFS`)'),
   stub: z.strictObject({ listen: hostPort.default('127.0.0.1:7071').describe("the health-check stub, which answers the checks of sleeping instances; `DOZE_STUB_LISTEN`") }).prefault({}),
   healthChecks: z
