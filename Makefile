@@ -11,7 +11,7 @@ BPF_OBJ := $(BPF_SRC:.c=.o)
 TS_SRC := $(shell find cli.ts agent plugin demo -name '*.ts' 2>/dev/null)
 PREFIX ?= /usr/local
 
-.PHONY: all setup build test test-live demo bench clean check-tools check-test-tools guest check-guest-tools install uninstall
+.PHONY: all setup build test test-live demo bench clean check-tools check-test-tools guest check-guest-tools install uninstall docs
 
 all: build
 
@@ -54,6 +54,10 @@ install: build
 uninstall:
 	rm -f $(PREFIX)/bin/doze
 endif
+
+# README's Configuration table, generated from agent/config/schema.ts (a test fails while it is stale).
+docs: build
+	node scripts/update-config-reference.mjs
 
 # What the build and the demo need; installs only that part of scripts/system-packages.txt.
 check-tools:

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
 import { agentCommand } from './agent/cli/agent-command.js';
+import { configCommand } from './agent/cli/config-command.js';
 import { EXIT } from './agent/cli/exit-codes.js';
 import { statusCommand } from './agent/cli/status-command.js';
 import { vmCommand } from './agent/cli/vm-command.js';
@@ -13,6 +14,7 @@ Scale-to-zero for Nomad + Consul: idle allocations sleep, traffic wakes them.
 Commands:
   agent    run the node agent (doze agent --help)
   status   show what a running agent manages (doze status --help)
+  config   print the config file's JSON Schema or reference table (doze config --help)
   job      validate, render or run Nomad jobs annotated for doze (doze job --help)
   vm       run a QEMU VM under a doze owner, for snapshot sleep (doze vm --help)
 
@@ -22,6 +24,7 @@ Exit codes: 0 ok, 1 failure, 2 usage or config error.`;
 const commands: Record<string, (argv: string[]) => Promise<number>> = {
   agent: agentCommand,
   status: statusCommand,
+  config: configCommand,
   job: (argv) => jobCommand(argv),
   vm: vmCommand,
 };

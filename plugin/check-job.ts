@@ -2,6 +2,7 @@ import type { z } from 'zod';
 import { analyzeGroup, type ManagedGroup } from '../agent/discovery/managed-group.js';
 import { checkMetaLayer, jobPlace } from '../agent/discovery/meta-keys.js';
 import { jobSchema, type NomadJob } from '../agent/discovery/nomad-schemas.js';
+import { fieldPath } from '../agent/shared/zod-issues.js';
 
 export interface JobCheck {
   job: NomadJob | undefined;
@@ -61,10 +62,10 @@ export function oversubscriptionAdvice(job: NomadJob, managed: ManagedGroup): st
 function describeIssue(raw: Record<string, unknown>, issue: z.core.$ZodIssue): string {
   let place = jobPlace(typeof raw.ID === 'string' ? raw.ID : '?');
   let node: unknown = raw;
-  const rest: string[] = [];
+  const rest: PropertyKey[] = [];
   const path = issue.path;
   for (let i = 0; i < path.length; i++) {
-    const key = path[i];
+    const key = path[i]!;
     const next = path[i + 1];
     if ((key === 'TaskGroups' || key === 'Tasks') && typeof next === 'number') {
       node = (node as Record<string, unknown[]>)?.[key]?.[next];
@@ -74,8 +75,7 @@ function describeIssue(raw: Record<string, unknown>, issue: z.core.$ZodIssue): s
       i++;
       continue;
     }
-    rest.push(typeof key === 'number' ? `[${key}]` : String(key));
+    rest.push(key);
   }
-  const field = rest.join('.').replace(/\.\[/g, '[');
-  return `${place}: ${field ? `${field}: ` : ''}${issue.message}`;
+  return `${place}: ${rest.length > 0 ? `${fieldPath(rest)}: ` : ''}${issue.message}`;
 }

@@ -11,7 +11,7 @@ Runs the doze agent on this node: watches each instance's traffic with eBPF,
 puts idle instances to sleep and wakes them on the next request.
 
 Options:
-  -c, --config FILE      agent config (JSON); see README "Configuration"
+  -c, --config FILE      agent config (JSON); see README "Configuration", doze config --help
       --listen HOST:PORT status API / page / metrics address (env DOZE_LISTEN)
       --token TOKEN      bearer token for actions (env DOZE_TOKEN)
       --log-level LEVEL  ${LOG_LEVELS.join('|')} (env DOZE_LOG_LEVEL)

@@ -1,5 +1,9 @@
 const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-const PIECE = /(\d+(?:\.\d+)?)(ms|s|m|h)/g;
+const PIECE_TEXT = String.raw`(\d+(?:\.\d+)?)(ms|s|m|h)`;
+const PIECE = new RegExp(PIECE_TEXT, 'g');
+
+/** A whole duration as text, what parseDuration accepts: a schema checks it (and shows it as its pattern) before parsing. */
+export const DURATION_TEXT = new RegExp(String.raw`^\s*(?:${PIECE_TEXT})+\s*$`);
 
 /** Parses Go-style durations as Nomad writes them ("500ms", "30s", "1h30m"); returns milliseconds, or undefined when malformed. */
 export function parseDuration(text: string): number | undefined {

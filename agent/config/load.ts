@@ -1,8 +1,6 @@
 import { readFile } from 'node:fs/promises';
-import type { z } from 'zod';
 import { ConfigError } from '../errors.js';
-import { nearestName } from '../nearest-name.js';
-import { knownKeysAt } from './known-keys.js';
+import { describeIssue, fieldPath } from '../shared/zod-issues.js';
 import { configSchema, type DozeConfig } from './schema.js';
 
 /** Settings that flags and DOZE_* variables may override, in that order of precedence. */
@@ -52,62 +50,6 @@ function overrideNaming(path: string, overrides: ConfigOverrides[]): string | un
   return name;
 }
 
-function valueAt(input: unknown, path: PropertyKey[]): unknown {
-  let current = input;
-  for (const key of path) {
-    if (current === null || typeof current !== 'object') return undefined;
-    current = (current as Record<PropertyKey, unknown>)[key];
-  }
-  return current;
-}
-
-function formatPath(path: PropertyKey[]): string {
-  return path.reduce<string>((text, key) => (typeof key === 'number' ? `${text}[${key}]` : text ? `${text}.${String(key)}` : String(key)), '');
-}
-
-const SHOWN_MAX = 80;
-
-/** Tokens are never echoed into an error (it may end up in a log). */
-const isSecret = (path: PropertyKey[]) => path.at(-1) === 'token';
-
-/** A bad value as JSON, cut at a word or field boundary when long (never mid-word). */
-export function shownValue(value: unknown): string {
-  const text = JSON.stringify(value) ?? String(value);
-  if (text.length <= SHOWN_MAX) return text;
-  const cut = text.slice(0, SHOWN_MAX);
-  const boundary = Math.max(cut.lastIndexOf(','), cut.lastIndexOf(' '));
-  return `${cut.slice(0, boundary > SHOWN_MAX / 2 ? boundary : SHOWN_MAX)} …`;
-}
-
-/** "unknown key "idleTimout" (did you mean "idleTimeout"?)": the nearest key the schema declares there. */
-function unknownKeys(keys: string[], known: string[]): string {
-  return keys
-    .map((key) => {
-      const guess = nearestName(key, known);
-      return `unknown key ${JSON.stringify(key)}${guess ? ` (did you mean ${JSON.stringify(guess)}?)` : known.length > 0 ? ` (known here: ${known.join(', ')})` : ''}`;
-    })
-    .join('; ');
-}
-
-/**
- * One line per problem: the field, the bad value, and what was expected. With the `schema` that
- * validated `input`, an unknown key also gets the nearest declared one as a suggestion.
- */
-export function describeIssues(issues: z.core.$ZodIssue[], input: unknown, schema?: z.core.$ZodType): string {
-  return issues
-    .map((issue) => {
-      const where = formatPath(issue.path) || '(top level)';
-      if (issue.code === 'unrecognized_keys') {
-        // The path names the object; echoing all of it would hide the key that is wrong.
-        return `  ${where}: ${unknownKeys(issue.keys, schema ? knownKeysAt(schema, issue.path, input) : [])}`;
-      }
-      const bad = valueAt(input, issue.path);
-      const shown = bad === undefined || isSecret(issue.path) ? '' : ` (got ${shownValue(bad)})`;
-      return `  ${where}: ${issue.message}${shown}`;
-    })
-    .join('\n');
-}
-
 function applyOverrides(raw: Record<string, unknown>, overrides: ConfigOverrides[]): Record<string, unknown> {
   const merged = { ...raw };
   for (const o of overrides) {
@@ -130,13 +72,12 @@ export function parseConfig(raw: unknown, overrides: ConfigOverrides[] = [], sou
   const result = configSchema.safeParse(input);
   if (!result.success) {
     // A bad value from a flag or DOZE_* variable is blamed on it, not on the file.
-    const fromOverride = result.error.issues.map((issue) => overrideNaming(formatPath(issue.path), overrides));
+    const fromOverride = result.error.issues.map((issue) => overrideNaming(fieldPath(issue.path), overrides));
     const lines = result.error.issues.map((issue, index) => {
-      const name = fromOverride[index];
+      const field = fromOverride[index];
+      if (field === undefined) return `  ${describeIssue(issue, input, { schema: configSchema })}`;
       // zod's enum message starts "Invalid option:", which reads twice after "invalid option --flag".
-      const message = issue.message.replace(/^Invalid option: /, '');
-      const shown = isSecret(issue.path) ? '' : ` (got ${shownValue(valueAt(input, issue.path))})`;
-      return name ? `  ${name}: ${message}${shown}` : describeIssues([issue], input, configSchema);
+      return `  ${describeIssue({ ...issue, message: issue.message.replace(/^Invalid option: /, '') }, input, { field })}`;
     });
     const blamed = fromOverride.filter((name) => name !== undefined).length;
     const header = blamed === lines.length ? 'invalid option' : blamed > 0 ? `${source} and options are invalid` : `${source} is invalid`;

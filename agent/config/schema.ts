@@ -1,14 +1,31 @@
 import { z } from 'zod';
-import { parseDuration } from './duration.js';
+import { DURATION_TEXT, parseDuration } from './duration.js';
 
-/** A duration written as "500ms" / "30s" / "5m", or a number of milliseconds. */
-const duration = z.unknown().transform((value, ctx) => {
-  if (typeof value === 'number' && Number.isInteger(value) && value >= 0) return value;
-  const ms = typeof value === 'string' ? parseDuration(value) : undefined;
-  if (ms !== undefined) return ms;
-  ctx.addIssue({ code: 'custom', message: `${JSON.stringify(value)} is not a duration (use e.g. "500ms", "30s", "5m", or milliseconds)` });
-  return z.NEVER;
-});
+/*
+ * The agent's config file. Each field's `.describe()` is its meaning in the configuration
+ * reference: the README table (`doze config reference`) and the JSON Schema (`doze config
+ * schema`) are generated from here (agent/config/reference.ts), so they cannot drift from what the
+ * agent accepts. Defaults are written as a user writes them (`.prefault("10s")` for durations),
+ * so the reference shows them that way.
+ */
+
+/**
+ * The reference's default column for a field whose default is worked out at start or from other
+ * fields, not held by the schema ("lo + default routes'").
+ */
+export const computedDefaults = z.registry<{ text: string }>();
+
+const notADuration = { error: (issue: { input?: unknown }) => `${JSON.stringify(issue.input)} is not a duration (use e.g. "500ms", "30s", "5m", or milliseconds)` };
+
+/** A duration written as "500ms" / "30s" / "5m", or a number of milliseconds; parsed to milliseconds. */
+const duration = z
+  .union([z.int(notADuration).nonnegative(notADuration), z.string(notADuration).regex(DURATION_TEXT, notADuration)], notADuration)
+  .transform((value, ctx) => {
+    const ms = typeof value === 'number' ? value : parseDuration(value);
+    if (ms !== undefined) return ms;
+    ctx.addIssue({ code: 'custom', message: notADuration.error({ input: value }) });
+    return z.NEVER;
+  });
 
 const hostPort = z.string().regex(/^[^\s:]+:\d{1,5}$/, 'expected "host:port"');
 
@@ -27,103 +44,107 @@ const mark = z
   // CNI portmap owns 0x2000 on Nomad nodes (docs/reference.md).
   .refine((value) => (value & 0x2000) === 0, 'must not use bit 0x2000 (CNI portmap uses it on Nomad nodes)');
 
-export const freezerRuntimeSchema = z.strictObject({
-  kind: z.literal('freezer'),
-  /** Path relative to the freezer hierarchy ("doze/web"), or absolute. */
-  cgroup: z.string().min(1),
-  /** Push its memory out to swap once it has slept reclaimAfter (docs/memory.md); needs swap on the node. */
-  reclaim: z.boolean().default(false),
-  reclaimAfter: duration.default(10_000),
-  /** With reclaim: on a wake, read the pages the app used after its last wake back from swap ahead of its faults (measured: docs/memory.md). */
-  prefetch: z.boolean().default(false),
-  /** Its memory cgroup (relative to the v1 memory hierarchy or cgroup2, or absolute); default: beside the freezer cgroup, else its processes'. */
-  memoryCgroup: z.string().min(1).optional(),
-  /** Where a reclaim under way is recorded, so a restarted agent can undo it; default /run/doze/freezer/<cgroup>.json. */
-  handleFile: z.string().startsWith('/', 'must be an absolute path').optional(),
-});
+const interfaceName = z.string().regex(/^[A-Za-z0-9_.@-]{1,15}$/, 'an interface name of at most 15 characters');
 
-export const fakeRuntimeSchema = z.strictObject({
-  kind: z.literal('fake'),
-  pauseMs: z.number().int().nonnegative().default(0),
-  resumeMs: z.number().int().nonnegative().default(0),
-  failResume: z.boolean().default(false),
-  /** Report this freezer cgroup's CPU as the instance's (busy guard benchmarks and tests); none by default. */
-  usageCgroup: z.string().min(1).optional(),
-});
+/** "http://127.0.0.1:4646": an http(s) URL, as NOMAD_ADDR / CONSUL_HTTP_ADDR are written. */
+const httpUrl = z.url({ protocol: /^https?$/, message: 'expected an http(s) URL such as "http://127.0.0.1:4646"' });
+
+const absolutePath = z.string().startsWith('/', 'must be an absolute path');
 
 /** sun_path holds 108 bytes with its NUL (Nomad's qemu driver checks the same before launch). */
 const UNIX_SOCKET_PATH_MAX = 107;
 
-/** An absolute unix socket path that fits sun_path. */
+/** An absolute unix socket path that fits sun_path: checked at load, not at the first sleep. */
 const unixSocketPath = z
   .string()
   .refine((path) => path.startsWith('/'), 'must be an absolute path')
   .refine((path) => Buffer.byteLength(path) <= UNIX_SOCKET_PATH_MAX, `a unix socket path has at most ${UNIX_SOCKET_PATH_MAX} bytes; use a shorter directory`);
 
-export const qemuRuntimeSchema = z.strictObject({
-  kind: z.literal('qemu'),
-  /** The VM's QMP socket (`-qmp unix:PATH,server=on,wait=off`); pause mode. */
-  qmp: unixSocketPath.optional(),
-  /** `pause`: QMP stop/cont, the QEMU process stays. `snapshot`: QEMU exits behind its `doze vm run` owner. */
-  mode: z.enum(['pause', 'snapshot'], { message: 'mode is "pause" (QMP stop/cont) or "snapshot" (needs the VM run by "doze vm run")' }).default('pause'),
-  /** snapshot mode: the `doze vm run` owner's control socket (`<state dir>/control.sock`). */
-  control: unixSocketPath.optional(),
-  /** Push guest RAM out of memory while asleep (needs it in a memory-backend-file,share=on on disk). */
-  reclaim: z.boolean().default(true),
-  /** QEMU's memory cgroup, where its memory is measured: relative to the v1 memory hierarchy or cgroup2, or absolute. */
-  memoryCgroup: z.string().min(1).optional(),
-  /** The guest RAM file; found through QMP (query-memdev, mem-path) when omitted. */
-  ramFile: z.string().min(1).optional(),
-  /**
-   * pause mode, busy guard: the cgroup QEMU's CPU and block I/O are counted in (a Nomad task's
-   * cgroup: its v1 freezer path or its cgroup2 directory, absolute). Default: the QEMU process, once
-   * its pid is known (learnt by the first page-out).
-   */
-  cpuCgroup: z.string().startsWith('/', 'an absolute cgroup path').optional(),
-}).superRefine((runtime, ctx) => {
-  if (runtime.mode === 'pause' && runtime.qmp === undefined) ctx.addIssue({ code: 'custom', path: ['qmp'], message: "pause mode needs the VM's QMP socket" });
-  if (runtime.mode === 'snapshot' && runtime.control === undefined) {
-    ctx.addIssue({ code: 'custom', path: ['control'], message: 'snapshot mode needs the control socket of the VM\'s "doze vm run" owner (<state dir>/control.sock)' });
-  }
+export const freezerRuntimeSchema = z.strictObject({
+  kind: z.literal('freezer'),
+  cgroup: z.string().min(1).describe('the instance\'s freezer cgroup: relative to the freezer hierarchy (`doze/web`), or absolute'),
+  reclaim: z.boolean().default(false).describe('push the frozen instance\'s memory to swap once it has slept `reclaimAfter`; needs swap on the node ([docs/memory.md](docs/memory.md))'),
+  reclaimAfter: duration.prefault('10s').describe('how long it sleeps before the reclaim (an instance that wakes more often never pays for one)'),
+  prefetch: z
+    .boolean()
+    .default(false)
+    .describe('with reclaim: read the pages the app used since its last wake back from swap on the wake, ahead of its faults (measured slower here: [docs/memory.md](docs/memory.md#working-set-prefetch-built-off-it-did-not-win-here))'),
+  memoryCgroup: z
+    .string()
+    .min(1)
+    .optional()
+    .describe('its memory cgroup (relative to the v1 memory hierarchy or cgroup2, or absolute): where its memory is measured and reclaimed')
+    .register(computedDefaults, { text: "beside the freezer cgroup, else its processes'" }),
+  handleFile: absolutePath
+    .optional()
+    .describe('records a reclaim under way, so a restarted agent can undo it')
+    .register(computedDefaults, { text: '`/run/doze/freezer/<cgroup>.json`' }),
 });
 
+export const fakeRuntimeSchema = z.strictObject({
+  kind: z.literal('fake'),
+  pauseMs: z.number().int().nonnegative().default(0).describe('tests and benchmarks: how long its sleep takes, in ms'),
+  resumeMs: z.number().int().nonnegative().default(0).describe('tests and benchmarks: how long its wake takes, in ms'),
+  failResume: z.boolean().default(false).describe('tests: every wake fails'),
+  usageCgroup: z.string().min(1).optional().describe("report this freezer cgroup's CPU as the instance's (busy guard benchmarks and tests)"),
+});
+
+export const qemuRuntimeSchema = z
+  .strictObject({
+    kind: z.literal('qemu'),
+    qmp: unixSocketPath.optional().describe("pause mode (required there): the VM's QMP socket (`-qmp unix:PATH,server=on,wait=off`), absolute and at most 107 bytes"),
+    mode: z
+      .enum(['pause', 'snapshot'], { message: 'mode is "pause" (QMP stop/cont) or "snapshot" (needs the VM run by "doze vm run")' })
+      .default('pause')
+      .describe('`pause`: QMP `stop` on sleep and `cont` on wake, the QEMU process stays. `snapshot`: QEMU exits behind its `doze vm run` owner ([docs/qemu.md](docs/qemu.md))'),
+    control: unixSocketPath.optional().describe('snapshot mode (required there): the `doze vm run` owner\'s control socket (`<state dir>/control.sock`)'),
+    reclaim: z.boolean().default(true).describe("push the guest's RAM out of memory while it sleeps (needs it in a `memory-backend-file,share=on` on disk)"),
+    memoryCgroup: z.string().min(1).optional().describe("QEMU's memory cgroup, relative to the v1 memory hierarchy or cgroup2, or absolute; used only to measure memory"),
+    ramFile: z
+      .string()
+      .min(1)
+      .optional()
+      .describe('the guest RAM file')
+      .register(computedDefaults, { text: 'found through QMP (`query-memdev`, `mem-path`)' }),
+    cpuCgroup: z
+      .string()
+      .startsWith('/', 'an absolute cgroup path')
+      .optional()
+      .describe("pause mode, busy guard ([docs/busy-guard.md](docs/busy-guard.md)): the absolute cgroup QEMU's CPU and block I/O are counted in (a Nomad task's cgroup: its v1 freezer path or its cgroup2 directory)")
+      .register(computedDefaults, { text: 'the QEMU process, once its pid is known (the first page-out)' }),
+  })
+  .superRefine((runtime, ctx) => {
+    if (runtime.mode === 'pause' && runtime.qmp === undefined) ctx.addIssue({ code: 'custom', path: ['qmp'], message: "pause mode needs the VM's QMP socket" });
+    if (runtime.mode === 'snapshot' && runtime.control === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['control'], message: 'snapshot mode needs the control socket of the VM\'s "doze vm run" owner (<state dir>/control.sock)' });
+    }
+  });
+
 // --- Cloud Hypervisor, Firecracker, Nomad scale (agent/runtimes/cloud-hypervisor.ts, firecracker.ts, nomad-scale.ts; docs/runtimes.md) ---
-/** A VMM's API socket: absolute, and short enough for sun_path (checked here, not at the first sleep). */
-const vmmSocketPath = z
-  .string()
-  .refine((path) => path.startsWith('/'), 'must be an absolute path')
-  .refine((path) => Buffer.byteLength(path) <= UNIX_SOCKET_PATH_MAX, `a unix socket path has at most ${UNIX_SOCKET_PATH_MAX} bytes; use a shorter directory`);
-const absolutePath = z.string().startsWith('/', 'must be an absolute path');
 /** A helper program: its path (or a name on PATH) and leading arguments. */
 const commandSpec = z.strictObject({ binary: z.string().min(1), args: z.array(z.string()).default([]) });
 
 export const cloudHypervisorRuntimeSchema = z.strictObject({
   kind: z.literal('cloud-hypervisor'),
-  /** The VMM's API socket (`cloud-hypervisor --api-socket path=…`). */
-  socket: vmmSocketPath,
-  /** Snapshot each paused VM here (`<dir>/current`), so a VMM that restarts while it sleeps can restore it. */
-  snapshotDir: absolutePath.optional(),
-  /** The runtime's handle file (what a restarted agent needs to wake the VM). */
-  handleFile: absolutePath.optional(),
+  socket: unixSocketPath.describe("the VMM's API socket (`cloud-hypervisor --api-socket path=…`), absolute and at most 107 bytes"),
+  snapshotDir: absolutePath.optional().describe('snapshot each paused VM here (`<dir>/current`), so a VMM that restarts while it sleeps can restore it'),
+  handleFile: absolutePath.optional().describe('where doze records that the VM is asleep and that a snapshot of it exists (what a restarted agent needs to wake it)'),
 });
 
 export const firecrackerRuntimeSchema = z
   .strictObject({
     kind: z.literal('firecracker'),
-    /** The process's API socket (`firecracker --api-sock …`). */
-    socket: vmmSocketPath,
-    /** `pause`: PATCH /vm, the process stays. `snapshot`: snapshot, stop the process, load into a fresh one on wake. */
-    mode: z.enum(['pause', 'snapshot']).default('pause'),
-    snapshotDir: absolutePath.optional(),
-    /** snapshot mode: Diff snapshots after the first Full one (merged with snapshotEditor). */
-    diffSnapshots: z.boolean().default(true),
-    /** snapshot mode: the Firecracker binary to start fresh processes with (`--api-sock <socket>` is appended). */
-    launcher: commandSpec.optional(),
-    /** Firecracker's `snapshot-editor` (merges Diff layers: `edit-memory rebase`). */
-    snapshotEditor: commandSpec.optional(),
-    /** Tap devices to restore the snapshot's interfaces onto (PUT /snapshot/load network_overrides). */
-    networkOverrides: z.array(z.strictObject({ iface_id: z.string().min(1), host_dev_name: z.string().regex(/^[A-Za-z0-9_.@-]{1,15}$/, 'a tap name of at most 15 characters') })).default([]),
-    handleFile: absolutePath.optional(),
+    socket: unixSocketPath.describe("the process's API socket (`firecracker --api-sock …`), absolute and at most 107 bytes"),
+    mode: z.enum(['pause', 'snapshot']).default('pause').describe('`pause`: `PATCH /vm`, the process stays. `snapshot`: snapshot, stop the process, load into a fresh one on wake ([docs/runtimes.md](docs/runtimes.md))'),
+    snapshotDir: absolutePath.optional().describe('snapshot mode (required there): holds `vmstate` and `mem`, plus `*.next` and `mem.diff` while a sleep is in progress'),
+    diffSnapshots: z.boolean().default(true).describe('snapshot mode: `Diff` snapshots after the first `Full` one (merged with `snapshotEditor`)'),
+    launcher: commandSpec.optional().describe('snapshot mode (required there): `{ "binary", "args" }` of the Firecracker to start fresh processes with (`--api-sock <socket>` is appended)'),
+    snapshotEditor: commandSpec.optional().describe("`{ \"binary\", \"args\" }` of Firecracker's `snapshot-editor`, which merges Diff layers (`edit-memory rebase`); required when `diffSnapshots` is on in snapshot mode"),
+    networkOverrides: z
+      .array(z.strictObject({ iface_id: z.string().min(1), host_dev_name: z.string().regex(/^[A-Za-z0-9_.@-]{1,15}$/, 'a tap name of at most 15 characters') }))
+      .default([])
+      .describe("`[{ \"iface_id\", \"host_dev_name\" }]`: taps to restore the snapshot's interfaces onto (`PUT /snapshot/load` `network_overrides`)"),
+    handleFile: absolutePath.optional().describe('the snapshot bookkeeping a restarted agent needs'),
   })
   .superRefine((runtime, ctx) => {
     if (runtime.mode !== 'snapshot') return;
@@ -136,23 +157,21 @@ export const firecrackerRuntimeSchema = z
 
 export const nomadScaleRuntimeSchema = z.strictObject({
   kind: z.literal('nomad-scale'),
-  job: z.string().min(1),
-  group: z.string().min(1),
-  /** The port label whose address a wake reports (default: the allocation's first port). */
-  port: z.string().min(1).optional(),
-  /** Count to scale back to when none was remembered. */
-  wakeCount: z.number().int().positive().optional(),
-  /** The Nomad API (default NOMAD_ADDR, else http://127.0.0.1:4646). */
+  job: z.string().min(1).describe('the job of the task group to scale; it must be a `service` job'),
+  group: z.string().min(1).describe('the task group to scale to 0 on sleep and back on wake'),
+  port: z.string().min(1).optional().describe('the port label whose address a wake reports').register(computedDefaults, { text: "the allocation's first port" }),
+  wakeCount: z.number().int().positive().optional().describe('the count to scale back to when no previous count was remembered').register(computedDefaults, { text: '`1`' }),
   nomad: z
     .strictObject({
-      address: z.url({ protocol: /^https?$/, message: 'expected an http(s) URL such as "http://127.0.0.1:4646"' }),
+      address: httpUrl,
       token: z.string().min(1).optional(),
       namespace: z.string().min(1).optional(),
       region: z.string().min(1).optional(),
     })
-    .optional(),
-  /** Where the group's previous count is kept across agent restarts. */
-  handleFile: absolutePath.optional(),
+    .optional()
+    .describe('`{ "address", "token", "namespace", "region" }` of the Nomad API')
+    .register(computedDefaults, { text: '`NOMAD_ADDR`, else `http://127.0.0.1:4646` (`NOMAD_TOKEN` for the token)' }),
+  handleFile: absolutePath.optional().describe("where the group's previous count survives an agent restart"),
 });
 // --- end Cloud Hypervisor, Firecracker, Nomad scale ---
 
@@ -170,47 +189,54 @@ export const checkTlsSchema = z.strictObject({
 });
 
 export const instanceSchema = z.strictObject({
-  id: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'ids are 1-64 characters of letters, digits, "_", "." and "-"'),
-  address: instanceAddress,
-  /** Other "IPv4:port" addresses its health checks are sent to (a mapped host port); redirected too. */
-  checkAddresses: z.array(instanceAddress).default([]),
-  /**
-   * The instance's own host-side interface (veth, tap): traffic is keyed by its IPv4 address.
-   * Absent: a host-port instance (host network mode, Nomad's qemu driver with user-mode
-   * networking), counted by the address's port on the node's own interfaces (hostPorts).
-   */
-  interface: z.string().regex(/^[A-Za-z0-9_.@-]{1,15}$/, 'an interface name of at most 15 characters').optional(),
-  idleTimeout: duration.default(500),
-  idlePolicy: z.enum(IDLE_POLICIES).default('requests'),
-  /** Unset: `hold` where the runtime drops the first SYN while asleep (capabilities.dropsFirstSyn), else `retry`. */
-  wake: z.enum(WAKE_MODES).optional(),
-  /** hold: connections held at once while it wakes; the excess takes the retry path. */
-  maxHeld: z.number().int().positive().default(32),
-  /** hold: a held connection is reset after this long without a wake. */
-  holdTimeout: duration.default(10_000),
-  minAwake: duration.default(0),
-  maxAwake: duration.optional(),
-  /**
-   * Busy guard: the share of one core that still counts as quiet; above it (CPU over the
-   * last idle window) the instance is busy and does not sleep. 0 turns the guard off.
-   * Default 0.1: idle apps measured here peaked at 1.8 % (docs/busy-guard.md).
-   */
-  busyCpu: z.number().min(0, 'a share of one core, 0 or more (0 turns the busy guard off)').default(BUSY_CPU_DEFAULT),
-  /** Wake by itself after this long asleep (periodic work, cache refresh); none by default. */
-  maxSleep: duration.optional(),
-  wakeTimeout: duration.default(5000),
-  pauseTimeout: duration.default(5000),
-  /** MiB this instance holds while awake, for budget.maxActiveMemory (Nomad: the task's memory). */
-  memory: z.number().int().nonnegative().default(0),
-  /** Certificate for its TLS checks that verify (default healthChecks.tls; else the stub's self-signed one). */
-  checkTls: checkTlsSchema.optional(),
-  runtime: runtimeSchema,
+  id: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]{1,64}$/, 'ids are 1-64 characters of letters, digits, "_", "." and "-"')
+    .describe('its name in the status page, the API, the metrics and the log: 1-64 letters, digits, `_`, `.` and `-`'),
+  address: instanceAddress.describe('`IPv4:port` of the instance; the maps key instances by IPv4 address'),
+  checkAddresses: z.array(instanceAddress).default([]).describe('other `IPv4:port` addresses its checks are sent to (a mapped host port); redirected too'),
+  interface: interfaceName
+    .optional()
+    .describe("the instance's host-side interface (veth, tap), where the tc programs attach. Without one it is a host-port instance (host network mode, QEMU's user-mode hostfwd): counted by the address's port on the node's own interfaces, and the address must be one of the node's"),
+  idleTimeout: duration.prefault('500ms').describe('no unmarked traffic for this long (and nothing in flight) means idle'),
+  idlePolicy: z.enum(IDLE_POLICIES).default('requests').describe('`requests`, `connections` or `traffic` (below)'),
+  wake: z
+    .enum(WAKE_MODES)
+    .optional()
+    .describe(
+      '`retry`: the first packets go to the instance as usual (a frozen process\'s kernel queues the handshake; a VM whose process is gone drops the SYN and the client retransmits after 1 s). `hold`: the first connections are taken by the agent while the instance wakes and relayed once it serves, so nobody waits for a retransmit. Set it to keep either',
+    )
+    .register(computedDefaults, { text: '`hold` where the runtime drops the first SYN while asleep (`qemu` snapshot without `--prespawn`, `firecracker` snapshot), else `retry`' }),
+  maxHeld: z
+    .number()
+    .int()
+    .positive()
+    .default(32)
+    .describe('hold mode: at most this many connections held at once (the excess takes the retry path: an nft/iptables `connlimit`, no unbounded queue)'),
+  holdTimeout: duration.prefault('10s').describe('hold mode: a held connection is reset at this deadline, and all are reset at once when the wake fails'),
+  minAwake: duration.prefault(0).describe('never sleep sooner than this after a wake'),
+  maxAwake: duration.optional().describe('bounds how long in-flight requests / open connections / the busy guard keep a packet-idle instance awake'),
+  busyCpu: z
+    .number()
+    .min(0, 'a share of one core, 0 or more (0 turns the busy guard off)')
+    .default(BUSY_CPU_DEFAULT)
+    .describe(
+      'busy guard: the share of one core that still counts as quiet. Above it (CPU over the last idle window, min(idle timeout, 1 s); or block I/O over 1 MiB/s) the instance is still working and does not sleep; `0` turns it off ([docs/busy-guard.md](docs/busy-guard.md))',
+    ),
+  maxSleep: duration.optional().describe('wake by itself after this long asleep (`doze.max_sleep`)'),
+  wakeTimeout: duration.prefault('5s').describe("deadline for the runtime's wake; a wake past its deadline is a failed wake"),
+  pauseTimeout: duration.prefault('5s').describe("deadline for the runtime's sleep; a sleep past its deadline is undone and the instance stays awake"),
+  memory: z.number().int().nonnegative().default(0).describe('MiB it holds awake, for `budget.maxActiveMemory` (Nomad: the task\'s memory)'),
+  checkTls: checkTlsSchema
+    .optional()
+    .describe('`{ "certFile", "keyFile" }`: this instance\'s certificate for its verifying TLS checks')
+    .register(computedDefaults, { text: '`healthChecks.tls`' }),
+  runtime: runtimeSchema.describe(
+    'how it sleeps: `{ "kind": "freezer", "cgroup": "doze/web" }` (relative to the freezer hierarchy, or absolute), or `{ "kind": "qemu", "qmp": "/run/…/qmp.sock", "mode": "pause" }` ([docs/qemu.md](docs/qemu.md)); `cloud-hypervisor`, `firecracker` and `nomad-scale` ([docs/runtimes.md](docs/runtimes.md)); `fake` for tests',
+  ),
 });
 
 // --- Nomad + Consul discovery (agent/discovery/nomad-instances.ts) ---------------------------------
-/** "http://127.0.0.1:4646": an http(s) URL, as NOMAD_ADDR / CONSUL_HTTP_ADDR are written. */
-const httpUrl = z.url({ protocol: /^https?$/, message: 'expected an http(s) URL such as "http://127.0.0.1:4646"' });
-
 /** PEM files for an https address (NOMAD_CACERT / NOMAD_CLIENT_CERT / NOMAD_CLIENT_KEY and Consul's equivalents). */
 const tlsFilesSchema = z.strictObject({
   caFile: z.string().min(1).optional(),
@@ -220,77 +246,112 @@ const tlsFilesSchema = z.strictObject({
 });
 
 export const nomadSchema = z.strictObject({
-  address: httpUrl,
-  token: z.string().min(1).optional(),
-  /** Namespace of the allocation event stream; default "*" (every namespace the token can read). */
-  namespace: z.string().min(1).optional(),
-  region: z.string().min(1).optional(),
-  /** This client node's id; default: asked from the local Nomad agent (GET /v1/agent/self, stats.client.node_id). */
-  nodeId: z.string().min(1).optional(),
-  tls: tlsFilesSchema.optional(),
-  /**
-   * Nomad's allocation directory (<data_dir>/alloc): qemu-driver tasks keep their QMP socket in
-   * <allocDir>/<alloc id>/<task>/local/doze-qmp.sock. Default /opt/nomad/data/alloc.
-   */
-  allocDir: z.string().startsWith('/', 'an absolute path').optional(),
-  /** Root of the cgroup filesystem holding Nomad's task cgroups (v1 freezer/nomad/…, v2 nomad.slice/…). */
-  cgroupRoot: z.string().startsWith('/', 'an absolute path').default('/sys/fs/cgroup'),
-  /** Certificates for verifying TLS checks, by Consul service name (before healthChecks.tls). */
-  checkTls: z.record(z.string().min(1), checkTlsSchema).optional(),
+  address: httpUrl.describe('the local Nomad agent, an http(s) URL (as `NOMAD_ADDR`)'),
+  token: z.string().min(1).optional().describe('ACL token (`read-job` on the namespaces served; `namespace=*` for the event stream)'),
+  namespace: z.string().min(1).optional().describe('namespace of the allocation event stream').register(computedDefaults, { text: '`*` (every namespace the token can read)' }),
+  region: z.string().min(1).optional().describe('`region` query parameter').register(computedDefaults, { text: "agent's" }),
+  nodeId: z
+    .string()
+    .min(1)
+    .optional()
+    .describe("this client node's id. When unset, the agent asks the local Nomad agent (`GET /v1/agent/self`, `stats.client.node_id`) and retries with backoff until it answers; a server-only agent is an error that says to set it")
+    .register(computedDefaults, { text: 'asked' }),
+  tls: tlsFilesSchema.optional().describe('`{ "caFile", "certFile", "keyFile", "serverName" }` for an https address'),
+  allocDir: z
+    .string()
+    .startsWith('/', 'an absolute path')
+    .optional()
+    .describe("the client's `data_dir` + `/alloc`: where a qemu-driver task's QMP socket is (`<alloc id>/<task>/local/doze-qmp.sock`)")
+    .register(computedDefaults, { text: '`/opt/nomad/data/alloc`' }),
+  cgroupRoot: z.string().startsWith('/', 'an absolute path').default('/sys/fs/cgroup').describe("where Nomad's task cgroups are found (v1 `freezer/nomad/…`, v2 `nomad.slice/…`)"),
+  checkTls: z
+    .record(z.string().min(1), checkTlsSchema)
+    .optional()
+    .describe('`{ "<Consul service name>": { "certFile", "keyFile" } }`: certificates for TLS checks that verify them, per service (before `healthChecks.tls`)'),
 });
 
 export const consulSchema = z.strictObject({
-  address: httpUrl,
-  token: z.string().min(1).optional(),
-  tls: tlsFilesSchema.optional(),
-  /** Register the agent as service "doze-agent" with an HTTP check on its /healthz. */
-  register: z.boolean().default(true),
-  /** Interval of that check. */
-  checkInterval: duration.default(10_000),
+  address: httpUrl.describe('the local Consul agent, an http(s) URL (as `CONSUL_HTTP_ADDR`)'),
+  token: z.string().min(1).optional().describe('ACL token'),
+  tls: tlsFilesSchema.optional().describe('`{ "caFile", "certFile", "keyFile", "serverName" }` for an https address'),
+  register: z
+    .boolean()
+    .default(true)
+    .describe('register the agent as service `doze-agent` with an HTTP check on its `/healthz` (checked over loopback when `listen` is a wildcard); deregistered on a clean stop'),
+  checkInterval: duration.prefault('10s').describe('interval of that check'),
 });
 // --- end Nomad + Consul ---------------------------------------------------------------------------
 
 export const configSchema = z.strictObject({
-  listen: hostPort.default('127.0.0.1:7070'),
-  token: z.string().min(1).optional(),
-  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-  bpffs: z.string().default('/sys/fs/bpf'),
-  stub: z.strictObject({ listen: hostPort.default('127.0.0.1:7071') }).prefault({}),
+  listen: hostPort.default('127.0.0.1:7070').describe('status page, JSON API, `/metrics` (loopback unless you say otherwise); `--listen`, `DOZE_LISTEN`'),
+  token: z
+    .string()
+    .min(1)
+    .optional()
+    .describe('bearer token required by `POST /api/instances/{id}/sleep` and `/wake`, and by `PUT`/`DELETE /api/instances/{id}`; `--token`, `DOZE_TOKEN`'),
+  logLevel: z
+    .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
+    .default('info')
+    .describe('`fatal`, `error`, `warn`, `info`, `debug`, `trace` or `silent`: what the JSON log (stdout) carries; `--log-level`, `DOZE_LOG_LEVEL`'),
+  bpffs: z.string().default('/sys/fs/bpf').describe('bpffs mount; maps are pinned in `tc/globals/doze_*`; one agent per bpffs (`--bpffs`, `DOZE_BPFFS`)'),
+  stub: z.strictObject({ listen: hostPort.default('127.0.0.1:7071').describe("the health-check stub, which answers the checks of sleeping instances; `DOZE_STUB_LISTEN`") }).prefault({}),
   healthChecks: z
     .strictObject({
-      mark: mark.default(0x1),
-      fromUid: z.number().int().nonnegative().optional(),
-      /** The same by user name ("consul"), looked up through NSS (getent passwd) at start. */
-      fromUser: z.string().regex(/^[a-z_][a-z0-9_.-]*\$?$/i, 'a user name').optional(),
-      fromSources: z.array(z.string()).default([]),
-      /** Certificate for every instance's verifying TLS checks (instances[].checkTls and nomad.checkTls come first). */
-      tls: checkTlsSchema.optional(),
+      mark: mark.prefault('0x1').describe('skb mark bits of health-check traffic; must not use `0x2000` (CNI portmap)'),
+      fromUid: z.number().int().nonnegative().optional().describe('mark connections opened by this uid (Consul agent on the host as its packaged user; the owner match only works for local sockets)'),
+      fromUser: z
+        .string()
+        .regex(/^[a-z_][a-z0-9_.-]*\$?$/i, 'a user name')
+        .optional()
+        .describe('the same by user name, looked up at start through NSS (`getent passwd`: local, LDAP, systemd users; Consul agent on the host: `"fromUser": "consul"`)'),
+      fromSources: z
+        .array(z.string())
+        .default([])
+        .describe('mark connections from these addresses/CIDRs (Consul in a container, remote checkers); for host-port instances the tc program also matches them itself (IPv4), since it sees a remote packet before netfilter marks it'),
+      tls: checkTlsSchema
+        .optional()
+        .describe(
+          '`{ "certFile", "keyFile" }` (PEM): the certificate the stub answers TLS checks that verify it with (HTTPS, gRPC with TLS), for every instance; checks that skip verification get a self-signed one. A Nomad instance whose check verifies and that has no certificate is kept awake ([docs/nomad.md](docs/nomad.md))',
+        ),
     })
     .prefault({}),
   /** Node budget: more instances than fit awake; a wake that would exceed it puts the least recently used to sleep. */
   budget: z
     .strictObject({
-      maxActive: z.number().int().positive().optional(),
-      maxActiveMemory: z.number().int().positive().optional(),
-      /** Wakes that may wait for room at once; past it a wake goes ahead over budget (never hurt a request). */
-      maxQueued: z.number().int().nonnegative().default(64),
+      maxActive: z
+        .number()
+        .int()
+        .positive()
+        .optional()
+        .describe(
+          'node budget, instances awake at once: a wake that would exceed it first puts the least recently used awake instance to sleep (never one within `minAwake`, serving a request, or found working by the busy guard); if none can sleep, the wake waits in a queue of at most `budget.maxQueued` and, at its deadline, goes ahead over budget (counted) rather than fail a request',
+        ),
+      maxActiveMemory: z.number().int().positive().optional().describe('node budget in MiB of the awake instances\' `memory`, kept as `budget.maxActive` is'),
+      maxQueued: z.number().int().nonnegative().default(64).describe('wakes that may wait for room at once; past it a wake goes ahead over budget (never hurt a request)'),
     })
     .prefault({}),
-  /**
-   * Host-port instances (no interface of their own) are counted on these node interfaces:
-   * both hooks of each, the ingress hook only of lo (it sees every local packet there).
-   * Default: lo and the interfaces of the default routes, looked up at start.
-   */
   hostPorts: z
-    .strictObject({ interfaces: z.array(z.string().regex(/^[A-Za-z0-9_.@-]{1,15}$/, 'an interface name of at most 15 characters')).min(1).optional() })
+    .strictObject({
+      interfaces: z
+        .array(interfaceName)
+        .min(1)
+        .optional()
+        .describe('node interfaces the host-port programs attach to (both hooks; lo only on ingress, where it sees every local packet)')
+        .register(computedDefaults, { text: "lo + default routes'" }),
+    })
     .prefault({}),
-  /** Names of the iptables chains the agent owns ("DOZE" -> DOZE-MARK, DOZE-STUB). */
-  netfilter: z.strictObject({ chainPrefix: z.string().regex(/^[A-Z][A-Z0-9_-]{0,19}$/, 'upper-case letters, digits, "_" or "-", at most 20').default('DOZE') }).prefault({}),
-  instances: z.array(instanceSchema).default([]),
-  /** Discover instances from this node's Nomad allocations. */
-  nomad: nomadSchema.optional(),
-  /** Register the agent in Consul and pass sleeping instances' TTL checks. */
-  consul: consulSchema.optional(),
+  netfilter: z
+    .strictObject({
+      chainPrefix: z
+        .string()
+        .regex(/^[A-Z][A-Z0-9_-]{0,19}$/, 'upper-case letters, digits, "_" or "-", at most 20')
+        .default('DOZE')
+        .describe('names of the iptables chains the agent owns (`DOZE-MARK-OUT`, `DOZE-MARK-IN`); `--chain-prefix`, `DOZE_CHAIN_PREFIX`'),
+    })
+    .prefault({}),
+  instances: z.array(instanceSchema).default([]).describe('the instances this file declares (Nomad allocations and `PUT /api/instances/{id}` add more)'),
+  nomad: nomadSchema.optional().describe('discover instances from Nomad allocations annotated `doze.*` ([docs/nomad.md](docs/nomad.md))'),
+  consul: consulSchema.optional().describe("register the agent in Consul and pass sleeping instances' TTL checks ([docs/nomad.md](docs/nomad.md))"),
 });
 
 export type DozeConfig = z.infer<typeof configSchema>;

@@ -4,7 +4,7 @@ import Consul from 'consul';
 import { z } from 'zod';
 import type { ConsulConfig } from '../config/schema.js';
 import { DozeError, UpstreamError, messageOf } from '../errors.js';
-import { formatIssues } from './nomad-schemas.js';
+import { summarizeIssues } from '../shared/zod-issues.js';
 
 /*
  * The few Consul agent endpoints doze uses, through the npm `consul` client
@@ -137,7 +137,7 @@ export class ConsulAgentClient {
 
   private validate<T>(what: string, schema: z.ZodType<T>, raw: unknown): T {
     const parsed = schema.safeParse(raw);
-    if (!parsed.success) throw new ConsulError('E_CONSUL_RESPONSE', `Consul ${what} answered with an unexpected body: ${formatIssues(parsed.error)}`, { cause: parsed.error });
+    if (!parsed.success) throw new ConsulError('E_CONSUL_RESPONSE', `Consul ${what} answered with an unexpected body: ${summarizeIssues(parsed.error)}`, { cause: parsed.error });
     return parsed.data;
   }
 }

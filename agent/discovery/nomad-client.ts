@@ -3,13 +3,13 @@ import https from 'node:https';
 import axios, { type AxiosInstance, type AxiosResponse } from 'axios';
 import { z } from 'zod';
 import { DozeError, UpstreamError, messageOf } from '../errors.js';
+import { summarizeIssues } from '../shared/zod-issues.js';
 import {
   agentSelfSchema,
   allocationChecksSchema,
   allocationSchema,
   allocationStubSchema,
   deploymentSchema,
-  formatIssues,
   jobRegisterResponseSchema,
   jobSchema,
   type NomadAgentSelf,
@@ -257,7 +257,7 @@ export class NomadClient {
     }
     const parsed = schema.safeParse(raw);
     if (!parsed.success) {
-      throw new NomadError('E_NOMAD_RESPONSE', `Nomad ${what} answered with an unexpected body: ${formatIssues(parsed.error)}`, { cause: parsed.error, status: response.status });
+      throw new NomadError('E_NOMAD_RESPONSE', `Nomad ${what} answered with an unexpected body: ${summarizeIssues(parsed.error)}`, { cause: parsed.error, status: response.status });
     }
     return parsed.data;
   }

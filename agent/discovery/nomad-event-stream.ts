@@ -1,9 +1,10 @@
 import type { Readable } from 'node:stream';
 import { messageOf } from '../errors.js';
+import { summarizeIssues } from '../shared/zod-issues.js';
 import { nextBackoff, sleep, type BackoffOptions } from './backoff.js';
 import { JsonValueSplitter } from './json-value-splitter.js';
 import { NomadError, type NomadClient } from './nomad-client.js';
-import { allocationSchema, eventFrameSchema, eventSchema, formatIssues, type NomadAllocation } from './nomad-schemas.js';
+import { allocationSchema, eventFrameSchema, eventSchema, type NomadAllocation } from './nomad-schemas.js';
 
 /*
  * Nomad's event stream for the Allocation topic, kept open across drops.
@@ -207,7 +208,7 @@ export async function* allocationEvents(client: NomadClient, options: Allocation
 function toFrame(value: unknown, report: (error: NomadError) => void): AllocationFrame | undefined {
   const frame = eventFrameSchema.safeParse(value);
   if (!frame.success) {
-    report(new NomadError('E_NOMAD_RESPONSE', `Nomad event stream sent an unexpected frame: ${formatIssues(frame.error)}`));
+    report(new NomadError('E_NOMAD_RESPONSE', `Nomad event stream sent an unexpected frame: ${summarizeIssues(frame.error)}`));
     return undefined;
   }
   const { Index, Events } = frame.data;
@@ -220,13 +221,13 @@ function toFrame(value: unknown, report: (error: NomadError) => void): Allocatio
   for (const raw of Events ?? []) {
     const event = eventSchema.safeParse(raw);
     if (!event.success) {
-      report(new NomadError('E_NOMAD_RESPONSE', `Nomad event stream: an event at index ${Index} is malformed: ${formatIssues(event.error)}`));
+      report(new NomadError('E_NOMAD_RESPONSE', `Nomad event stream: an event at index ${Index} is malformed: ${summarizeIssues(event.error)}`));
       continue;
     }
     if (event.data.Topic !== 'Allocation') continue;
     const allocation = allocationSchema.safeParse(event.data.Payload.Allocation);
     if (!allocation.success) {
-      report(new NomadError('E_NOMAD_RESPONSE', `Nomad event stream: ${event.data.Type} for allocation ${event.data.Key} at index ${Index} has an unexpected payload: ${formatIssues(allocation.error)}`));
+      report(new NomadError('E_NOMAD_RESPONSE', `Nomad event stream: ${event.data.Type} for allocation ${event.data.Key} at index ${Index} has an unexpected payload: ${summarizeIssues(allocation.error)}`));
       continue;
     }
     events.push({ index: event.data.Index, type: event.data.Type, allocation: allocation.data });

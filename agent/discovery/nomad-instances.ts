@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import type { DozeConfig, InstanceConfig } from '../config/schema.js';
 import { instanceSchema } from '../config/schema.js';
-import { describeIssues } from '../config/load.js';
+import { describeIssues } from '../shared/zod-issues.js';
 import type { Detector } from '../detector/detector.js';
 import { describeKey, ManagedInstance, trafficKey } from '../detector/managed-instance.js';
 import { messageOf } from '../errors.js';

@@ -246,13 +246,3 @@ export type NomadJobRegisterResponse = z.infer<typeof jobRegisterResponseSchema>
 export type NomadAllocationStub = z.infer<typeof allocationStubSchema>;
 export type NomadAllocationChecks = NonNullable<z.infer<typeof allocationChecksSchema>>;
 export type NomadDeployment = NonNullable<z.infer<typeof deploymentSchema>>;
-
-/** "TaskGroups[0].Tasks[1].Driver: Invalid input: expected string, received undefined; …" */
-export function formatIssues(error: z.ZodError, limit = 5): string {
-  const lines = error.issues.slice(0, limit).map((issue) => {
-    const path = issue.path.reduce<string>((text, key) => (typeof key === 'number' ? `${text}[${key}]` : text ? `${text}.${String(key)}` : String(key)), '');
-    return `${path || '(top level)'}: ${issue.message}`;
-  });
-  if (error.issues.length > limit) lines.push(`…and ${error.issues.length - limit} more`);
-  return lines.join('; ');
-}

@@ -1,6 +1,7 @@
 import { execFile, type ExecFileException } from 'node:child_process';
 import type { z } from 'zod';
 import { DeadlineError, DozeError } from '../errors.js';
+import { summarizeIssues } from '../shared/zod-issues.js';
 
 /*
  * The one way doze runs a short command (ip, tc, iptables, getent, bpftool...): always with a
@@ -92,14 +93,7 @@ function parseJsonOutput<S extends z.ZodType>(command: string, stdout: string, s
   }
   const parsed = schema.safeParse(raw);
   if (parsed.success) return parsed.data;
-  const issues = parsed.error.issues.slice(0, 3).map((issue) => `${pathOf(issue.path)}: ${issue.message}`);
-  throw new DozeError('E_COMMAND', `${command} printed unexpected JSON: ${issues.join('; ')}`);
-}
-
-/** `[0].addr_info[1].local`; "output" for the whole document. */
-function pathOf(path: PropertyKey[]): string {
-  const text = path.map((key) => (typeof key === 'number' ? `[${key}]` : `.${String(key)}`)).join('');
-  return text === '' ? 'output' : text.replace(/^\./, '');
+  throw new DozeError('E_COMMAND', `${command} printed unexpected JSON: ${summarizeIssues(parsed.error)}`);
 }
 
 /** Which Debian package provides each tool the agent shells out to. */

@@ -2,6 +2,7 @@ import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { z } from 'zod';
 import { RuntimeError } from '../errors.js';
+import { summarizeIssues } from '../shared/zod-issues.js';
 
 /*
  * A runtime's handle: a small versioned JSON record of what it needs to wake
@@ -26,8 +27,7 @@ export async function readHandle<T>(file: string, schema: z.ZodType<T>): Promise
   }
   const parsed = schema.safeParse(raw);
   if (!parsed.success) {
-    const issues = parsed.error.issues.slice(0, 3).map((i) => `${i.path.join('.') || '(top level)'}: ${i.message}`).join('; ');
-    throw new RuntimeError('E_HANDLE', `runtime handle ${file} does not fit this runtime (${issues}): remove it only if nothing is asleep`, { cause: parsed.error });
+    throw new RuntimeError('E_HANDLE', `runtime handle ${file} does not fit this runtime (${summarizeIssues(parsed.error)}): remove it only if nothing is asleep`, { cause: parsed.error });
   }
   return parsed.data;
 }

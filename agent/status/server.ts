@@ -1,7 +1,7 @@
 import { timingSafeEqual } from 'node:crypto';
 import type { Server } from 'node:http';
 import express, { type NextFunction, type Request, type Response } from 'express';
-import { describeIssues } from '../config/load.js';
+import { describeIssues } from '../shared/zod-issues.js';
 import { instanceSchema } from '../config/schema.js';
 import type { Detector } from '../detector/detector.js';
 import type { InstanceRegistry } from '../registry.js';

@@ -1,5 +1,6 @@
 import test from 'ava';
-import { formatDuration, parseDuration } from '../../agent/config/duration.js';
+import fc from 'fast-check';
+import { DURATION_TEXT, formatDuration, parseDuration } from '../../agent/config/duration.js';
 
 test('parses Nomad-style durations', (t) => {
   t.is(parseDuration('500ms'), 500);
@@ -17,4 +18,10 @@ test('formats for people', (t) => {
   t.is(formatDuration(250), '250ms');
   t.is(formatDuration(1500), '1.5s');
   t.is(formatDuration(90_000), '1m30s');
+});
+
+test('DURATION_TEXT, the pattern the config schema checks first, accepts exactly what parseDuration parses', (t) => {
+  const pieces = fc.array(fc.constantFrom('1', '05', '1.5', '.5', 'ms', 's', 'm', 'h', 'd', ' ', '-', 'x'), { maxLength: 8 }).map((parts) => parts.join(''));
+  fc.assert(fc.property(pieces, (text) => DURATION_TEXT.test(text) === (parseDuration(text) !== undefined)));
+  t.pass();
 });

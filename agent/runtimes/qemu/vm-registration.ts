@@ -1,4 +1,4 @@
-import { describeIssues } from '../../config/load.js';
+import { describeIssues } from '../../shared/zod-issues.js';
 import { instanceSchema, type InstanceConfig } from '../../config/schema.js';
 import { instanceId } from '../../discovery/allocation-instance.js';
 import { ConfigError, messageOf } from '../../errors.js';

@@ -1,6 +1,7 @@
 import http from 'node:http';
 import { z } from 'zod';
 import { DeadlineError, UpstreamError } from '../../errors.js';
+import { summarizeIssues } from '../../shared/zod-issues.js';
 
 /*
  * One JSON request over a VMM's unix API socket (Cloud Hypervisor, Firecracker),
@@ -79,8 +80,7 @@ export function jsonBody<T>(response: UnixHttpResponse, what: string, schema: z.
   }
   const parsed = schema.safeParse(raw);
   if (!parsed.success) {
-    const issues = parsed.error.issues.slice(0, 3).map((i) => `${i.path.join('.') || '(top level)'}: ${i.message}`).join('; ');
-    throw new VmmError('E_VMM_RESPONSE', `${what} answered with an unexpected body: ${issues}`, { cause: parsed.error, status: response.status });
+    throw new VmmError('E_VMM_RESPONSE', `${what} answered with an unexpected body: ${summarizeIssues(parsed.error)}`, { cause: parsed.error, status: response.status });
   }
   return parsed.data;
 }
