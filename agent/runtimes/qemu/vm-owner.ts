@@ -1,17 +1,18 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { createWriteStream } from 'node:fs';
 import { chmod, mkdir, open, readFile, rename, rm, rmdir, stat, statfs, writeFile } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
+import { setTimeout as delay } from 'node:timers/promises';
 import { z } from 'zod';
-import { ConfigError, DeadlineError, RuntimeError, messageOf, withDeadline } from '../../errors.js';
+import { ConfigError, RuntimeError, messageOf, withDeadline } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { diesWithParent, killAndWait, processesMentioning } from '../../process/die-with-parent.js';
 import { inMemoryFilesystem, locateMemoryCgroup, pageoutFile, saveWorkingSet, workingSetHelperPath } from './memory-reclaim.js';
 import { OwnerClient, OwnerError, ownerRequestSchema, type OwnerState, type OwnerStatus, type SleepTimings, type WakeTimings } from './owner-protocol.js';
-import { QmpClient } from './qmp-client.js';
+import { BOOT_QMP_MS, POLL_MS, QMP_MS, QUIT_MS, QemuLauncher, type QemuProcess } from './qemu-process.js';
 import { commandLineInputFiles, composeCommandLine, ownedFiles, shellQuote, vmLayout, type SnapshotKind, type VmHandle, type VmLayout } from './vm-command-line.js';
 
 export interface VmOwnerOptions {
@@ -40,10 +41,6 @@ export interface VmOwnerOptions {
   workingSetHelper?: string;
 }
 
-const QMP_MS = 3000;
-const BOOT_QMP_MS = 10_000;
-const QUIT_MS = 2000;
-const POLL_MS = 2;
 /** Device state is a few hundred KiB: never let the default 32 MiB/s bandwidth limit pace it. */
 const MIGRATE_BANDWIDTH = 100 * 2 ** 30;
 /** Less room than this (or than the last device state) in the state directory is named in a failed sleep's reason. */
@@ -57,91 +54,6 @@ const handleSchema = z.looseObject({
   state: z.string(),
   commandLine: z.array(z.string()),
 });
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** One QEMU process the owner started, with its QMP connection once negotiated. */
-class QemuProcess {
-  readonly pid: number;
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
-  qmp: QmpClient | undefined;
-  /** Set before doze itself quits or kills it: its exit is not news. */
-  expectedExit = false;
-  private stderrTail = '';
-  /** Characters of stderr seen so far (a mark for stderrSince). */
-  stderrSeen = 0;
-
-  constructor(private readonly child: ChildProcess) {
-    if (child.pid === undefined) throw new RuntimeError('E_QEMU_SPAWN', 'QEMU could not be started');
-    this.pid = child.pid;
-    this.exited = new Promise((resolve) => {
-      child.once('exit', (code, signal) => {
-        this.exit = { code, signal };
-        this.qmp?.close();
-        resolve({ code, signal });
-      });
-    });
-    child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
-      process.stderr.write(chunk);
-      this.stderrTail = (this.stderrTail + chunk).slice(-2000);
-      this.stderrSeen += chunk.length;
-    });
-  }
-
-  /** What QEMU (and the commands it runs, e.g. a migration's `cat`) wrote to stderr since `mark` (at most its tail). */
-  stderrSince(mark: number): string {
-    const n = Math.min(this.stderrSeen - mark, this.stderrTail.length);
-    return n > 0 ? this.stderrTail.slice(-n).trim() : '';
-  }
-
-  get alive(): boolean {
-    return this.exit === undefined;
-  }
-
-  get stderr(): string {
-    return this.stderrTail.trim();
-  }
-
-  describeExit(): string {
-    const how = this.exit ? (this.exit.signal ? `signal ${this.exit.signal}` : `code ${this.exit.code}`) : 'still running';
-    return `QEMU (pid ${this.pid}) exited with ${how}${this.stderr ? `: ${this.stderr.slice(-500)}` : ''}`;
-  }
-
-  /** Connects to QMP, retrying while QEMU starts up and creates the socket. */
-  async connect(path: string, deadlineMs: number): Promise<QmpClient> {
-    const until = performance.now() + deadlineMs;
-    for (;;) {
-      if (!this.alive) throw new RuntimeError('E_QEMU_EXITED', this.describeExit());
-      const left = Math.round(until - performance.now());
-      if (left <= 0) throw new DeadlineError(`QEMU (pid ${this.pid}) QMP socket ${path}`, deadlineMs);
-      try {
-        this.qmp = await QmpClient.connect(path, left);
-        return this.qmp;
-      } catch {
-        await delay(POLL_MS);
-      }
-    }
-  }
-
-  async kill(): Promise<void> {
-    this.expectedExit = true;
-    if (!this.alive) return;
-    this.child.kill('SIGKILL');
-    await this.exited;
-  }
-
-  /** QMP quit (or SIGKILL when it does not answer), and waits for the process to go. */
-  async quit(deadlineMs: number): Promise<void> {
-    this.expectedExit = true;
-    if (!this.alive) return;
-    await this.qmp?.execute('quit', undefined, Math.min(deadlineMs, QUIT_MS)).catch(() => undefined);
-    const gone = await Promise.race([this.exited.then(() => true), delay(deadlineMs).then(() => false)]);
-    if (!gone) await this.kill();
-  }
-}
 
 export interface VmOwnerEvents {
   /** QEMU went away on its own while the VM was running (guest poweroff: code 0; crash: non-zero). */
@@ -174,8 +86,7 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
   private receiverReady: Promise<QemuProcess | undefined> | undefined;
   /** The pre-spawned QEMU answered QMP and waits for a device state. */
   private receiverIsReady = false;
-  private readonly processes = new Set<QemuProcess>();
-  private cgroupProcs: string | undefined;
+  private readonly launcher: QemuLauncher;
   private server: Server | undefined;
   private readonly clients = new Set<Socket>();
   private chain: Promise<unknown> = Promise.resolve();
@@ -191,6 +102,7 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
     const composed = composeCommandLine(options.qemuArgv, this.layout, this.snapshot);
     this.argv = composed.argv;
     this.ramBytes = composed.ramBytes;
+    this.launcher = new QemuLauncher(this.argv, this.layout.qmp);
   }
 
   get state(): OwnerState {
@@ -226,7 +138,7 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
     if (this.options.memoryCgroup) {
       const cg = await locateMemoryCgroup(this.options.memoryCgroup);
       if (!cg) throw new ConfigError(`memory cgroup ${JSON.stringify(this.options.memoryCgroup)} not found (looked under the v1 memory hierarchy and cgroup2)`);
-      this.cgroupProcs = join(cg.dir, 'cgroup.procs');
+      this.launcher.cgroupProcs = join(cg.dir, 'cgroup.procs');
     }
     const adopted = await this.inspectPrevious();
     await this.listen();
@@ -237,8 +149,7 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
       if (this.options.prespawn) this.prespawn();
       return;
     }
-    await rm(this.layout.qmp, { force: true });
-    const proc = this.spawnQemu(this.argv);
+    const proc = await this.launcher.boot();
     this.qemu = proc;
     this.watch(proc);
     await proc.connect(this.layout.qmp, BOOT_QMP_MS);
@@ -268,7 +179,7 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
 
   /** A second stop signal: no more grace. */
   async hurry(): Promise<void> {
-    await Promise.all([...this.processes].map((p) => p.kill()));
+    await this.launcher.killAll();
   }
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {
@@ -317,7 +228,6 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
     }
     // From here the snapshot is complete: QEMU may go.
     await proc.quit(QUIT_MS);
-    this.processes.delete(proc);
     this.qemu = undefined;
     const exitedMs = since();
     const fh = await open(part, 'r');
@@ -376,7 +286,6 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
         if (!prespawned) throw error;
         this.options.log.warn({ err: messageOf(error) }, 'the pre-spawned QEMU did not take the snapshot; starting a new one');
         await proc.kill();
-        this.processes.delete(proc);
         prespawned = false;
         proc = this.spawnReceiver();
         await this.prepareReceiver(proc, deadlineMs);
@@ -388,10 +297,7 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
       if (status !== 'running') await qmp.execute('cont', undefined, QMP_MS);
       contMs = since();
     } catch (error) {
-      if (proc) {
-        await proc.kill();
-        this.processes.delete(proc);
-      }
+      if (proc) await proc.kill();
       if (!this.stopping) this.currentState = 'sleeping';
       throw new OwnerError('E_WAKE', `restoring the VM failed, the snapshot is kept: ${messageOf(error)}${proc && !proc.alive && proc.stderr ? ` (${proc.stderr.slice(-300)})` : ''}`, { cause: error });
     }
@@ -483,22 +389,8 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
     }
   }
 
-  private spawnQemu(argv: string[]): QemuProcess {
-    // Every QEMU dies with its owner: a SIGKILLed owner must not leave a VM running on its own.
-    const [binary, ...args] = diesWithParent(argv);
-    // The shell joins the cgroup before exec, so every QEMU thread and page is charged there.
-    const child = this.cgroupProcs
-      ? spawn('/bin/sh', ['-c', 'echo $$ > "$0" && exec "$@"', this.cgroupProcs, binary!, ...args], { stdio: ['ignore', 'inherit', 'pipe'] })
-      : spawn(binary!, args, { stdio: ['ignore', 'inherit', 'pipe'] });
-    const proc = new QemuProcess(child);
-    this.processes.add(proc);
-    child.once('error', () => undefined); // surfaces as an exit
-    return proc;
-  }
-
   private watch(proc: QemuProcess): void {
     void proc.exited.then(({ code }) => {
-      this.processes.delete(proc);
       if (proc.expectedExit || this.stopping || proc !== this.qemu) return;
       this.options.log.error({ qemuPid: proc.pid, code }, `QEMU exited while the VM was ${this.currentState}: ${proc.describeExit()}`);
       if (this.currentState === 'running') this.fail(proc);
@@ -524,8 +416,8 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
     if (!this.readsAhead) return;
     const args = ['load', this.layout.ramFile, this.layout.workingSet];
     const [binary, ...rest] = diesWithParent([this.options.workingSetHelper ?? workingSetHelperPath(), ...args]);
-    const child = this.cgroupProcs
-      ? spawn('/bin/sh', ['-c', 'echo $$ > "$0" && exec "$@"', this.cgroupProcs, binary!, ...rest], { stdio: ['ignore', 'ignore', 'pipe'] })
+    const child = this.launcher.cgroupProcs
+      ? spawn('/bin/sh', ['-c', 'echo $$ > "$0" && exec "$@"', this.launcher.cgroupProcs, binary!, ...rest], { stdio: ['ignore', 'ignore', 'pipe'] })
       : spawn(binary!, rest, { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
@@ -538,8 +430,7 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
 
   /** A QEMU waiting for a device state (`-incoming defer`), in the same cgroup and with the same command line. */
   private spawnReceiver(): QemuProcess {
-    void rm(this.layout.qmp, { force: true });
-    return this.spawnQemu([...this.argv, '-incoming', 'defer']);
+    return this.launcher.receiver();
   }
 
   private async prepareReceiver(proc: QemuProcess, deadlineMs: number): Promise<void> {
@@ -551,7 +442,6 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
     const proc = this.spawnReceiver();
     this.receiver = proc;
     void proc.exited.then(() => {
-      this.processes.delete(proc);
       if (this.receiver === proc) {
         this.receiver = undefined;
         this.receiverReady = undefined;
@@ -601,8 +491,7 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
       await proc.quit(QUIT_MS);
     }
     // Whatever else is alive (a sleep or wake under way, a receiver): no more grace.
-    await Promise.all([...this.processes].map((p) => p.kill()));
-    this.processes.clear();
+    await this.launcher.killAll();
     for (const socket of this.clients) socket.destroy();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
     await this.removeFiles();
