@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { createWriteStream } from 'node:fs';
 import { chmod, mkdir, open, readFile, rename, rm, rmdir, stat, statfs, writeFile } from 'node:fs/promises';
@@ -9,8 +8,8 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { z } from 'zod';
 import { ConfigError, RuntimeError, messageOf, withDeadline } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import { diesWithParent, killAndWait, processesMentioning } from '../../process/die-with-parent.js';
-import { inMemoryFilesystem, locateMemoryCgroup, pageoutFile, saveWorkingSet, workingSetHelperPath } from './memory-reclaim.js';
+import { killAndWait, processesMentioning } from '../../process/die-with-parent.js';
+import { inMemoryFilesystem, loadWorkingSet, locateMemoryCgroup, pageoutFile, saveWorkingSet } from './memory-reclaim.js';
 import { OwnerClient, OwnerError, ownerRequestSchema, type OwnerState, type OwnerStatus, type SleepTimings, type WakeTimings } from './owner-protocol.js';
 import { BOOT_QMP_MS, POLL_MS, QMP_MS, QUIT_MS, QemuLauncher, type QemuProcess } from './qemu-process.js';
 import { commandLineInputFiles, composeCommandLine, ownedFiles, shellQuote, vmLayout, type SnapshotKind, type VmHandle, type VmLayout } from './vm-command-line.js';
@@ -265,7 +264,7 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
     const started = performance.now();
     const since = () => performance.now() - started;
     this.currentState = 'restoring';
-    this.readWorkingSetBack();
+    if (this.readsAhead) loadWorkingSet(this.layout.ramFile, this.layout.workingSet, { cgroupProcs: this.launcher.cgroupProcs, helper: this.options.workingSetHelper, log: this.options.log });
     let proc = await this.takeReceiver();
     let prespawned = proc !== undefined;
     let qmpMs = 0;
@@ -405,27 +404,6 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
 
   private get readsAhead(): boolean {
     return this.snapshot === 'device' && this.options.readahead === true;
-  }
-
-  /**
-   * Starts reading the recorded working set back into the page cache, in the background and in
-   * the VM's memory cgroup (page cache is charged to whoever reads it in), while QEMU restores.
-   * Never delays or fails the wake: without it the guest faults the same pages in from disk.
-   */
-  private readWorkingSetBack(): void {
-    if (!this.readsAhead) return;
-    const args = ['load', this.layout.ramFile, this.layout.workingSet];
-    const [binary, ...rest] = diesWithParent([this.options.workingSetHelper ?? workingSetHelperPath(), ...args]);
-    const child = this.launcher.cgroupProcs
-      ? spawn('/bin/sh', ['-c', 'echo $$ > "$0" && exec "$@"', this.launcher.cgroupProcs, binary!, ...rest], { stdio: ['ignore', 'ignore', 'pipe'] })
-      : spawn(binary!, rest, { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-    child.once('error', () => undefined);
-    child.once('exit', (code) => {
-      // No working set yet (the first wake of an adopted VM, or none recorded): nothing to read.
-      if (code !== 0 && !/No such file/.test(stderr)) this.options.log.warn({ code, stderr: stderr.trim().slice(-300) }, 'reading the working set back failed');
-    });
   }
 
   /** A QEMU waiting for a device state (`-incoming defer`), in the same cgroup and with the same command line. */
