@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { createWriteStream } from 'node:fs';
-import { chmod, mkdir, open, readFile, rename, rm, rmdir, stat, statfs, writeFile } from 'node:fs/promises';
-import { createServer, type Server, type Socket } from 'node:net';
+import { mkdir, open, readFile, rename, rm, rmdir, stat, statfs, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -10,7 +10,8 @@ import { ConfigError, RuntimeError, messageOf, withDeadline } from '../../errors
 import type { Logger } from '../../log.js';
 import { killAndWait, processesMentioning } from '../../process/die-with-parent.js';
 import { inMemoryFilesystem, loadWorkingSet, locateMemoryCgroup, pageoutFile, saveWorkingSet } from './memory-reclaim.js';
-import { OwnerClient, OwnerError, ownerRequestSchema, type OwnerState, type OwnerStatus, type SleepTimings, type WakeTimings } from './owner-protocol.js';
+import { OwnerControlServer } from './owner-control-server.js';
+import { OwnerClient, OwnerError, type OwnerState, type OwnerStatus, type SleepTimings, type WakeTimings } from './owner-protocol.js';
 import { BOOT_QMP_MS, POLL_MS, QMP_MS, QUIT_MS, QemuLauncher, type QemuProcess } from './qemu-process.js';
 import { commandLineInputFiles, composeCommandLine, ownedFiles, shellQuote, vmLayout, type SnapshotKind, type VmHandle, type VmLayout } from './vm-command-line.js';
 
@@ -86,8 +87,7 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
   /** The pre-spawned QEMU answered QMP and waits for a device state. */
   private receiverIsReady = false;
   private readonly launcher: QemuLauncher;
-  private server: Server | undefined;
-  private readonly clients = new Set<Socket>();
+  private control: OwnerControlServer | undefined;
   private chain: Promise<unknown> = Promise.resolve();
   private stopping: Promise<void> | undefined;
   private createdDir = false;
@@ -106,6 +106,10 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
 
   get state(): OwnerState {
     return this.currentState;
+  }
+
+  get isStopping(): boolean {
+    return this.stopping !== undefined;
   }
 
   status(): OwnerStatus {
@@ -140,7 +144,7 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
       this.launcher.cgroupProcs = join(cg.dir, 'cgroup.procs');
     }
     const adopted = await this.inspectPrevious();
-    await this.listen();
+    this.control = await OwnerControlServer.listen(this.layout.control, this);
     if (adopted) {
       this.currentState = 'sleeping';
       this.options.log.info({ stateDir }, 'found the snapshot a previous owner left asleep: the next wake restores it');
@@ -470,8 +474,7 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
     }
     // Whatever else is alive (a sleep or wake under way, a receiver): no more grace.
     await this.launcher.killAll();
-    for (const socket of this.clients) socket.destroy();
-    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    await this.control?.close();
     await this.removeFiles();
   }
 
@@ -542,67 +545,6 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
 
   private async clearLeftovers(): Promise<void> {
     await Promise.all(ownedFiles(this.layout).map((file) => rm(file, { force: true })));
-  }
-
-  private async listen(): Promise<void> {
-    await rm(this.layout.control, { force: true });
-    const server = createServer((socket) => this.serve(socket));
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(this.layout.control, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-    await chmod(this.layout.control, 0o600);
-    this.server = server;
-  }
-
-  private serve(socket: Socket): void {
-    this.clients.add(socket);
-    socket.setEncoding('utf8');
-    let buffer = '';
-    const reply = (message: Record<string, unknown>) => {
-      if (!socket.destroyed) socket.write(`${JSON.stringify(message)}\n`);
-    };
-    socket.on('data', (chunk: string) => {
-      buffer += chunk;
-      if (buffer.length > 65536) socket.destroy();
-      for (let nl = buffer.indexOf('\n'); nl >= 0; nl = buffer.indexOf('\n')) {
-        const line = buffer.slice(0, nl).trim();
-        buffer = buffer.slice(nl + 1);
-        if (!line) continue;
-        let raw: unknown;
-        try {
-          raw = JSON.parse(line);
-        } catch {
-          reply({ id: null, ok: false, code: 'E_PROTOCOL', error: 'not JSON' });
-          continue;
-        }
-        const request = ownerRequestSchema.safeParse(raw);
-        if (!request.success) {
-          const id = typeof raw === 'object' && raw !== null && 'id' in raw ? (raw as { id: unknown }).id : null;
-          reply({ id: typeof id === 'number' || typeof id === 'string' ? id : null, ok: false, code: 'E_PROTOCOL', error: 'expected {"id", "op": "sleep" | "wake" | "status", "deadlineMs"?}' });
-          continue;
-        }
-        const { id, op, deadlineMs } = request.data;
-        if (op === 'status') {
-          reply({ id, ok: true, ...this.status() });
-          continue;
-        }
-        if (this.stopping) {
-          reply({ id, ok: false, code: 'E_OWNER_STOPPING', error: 'doze vm is stopping', state: this.currentState });
-          continue;
-        }
-        const work = op === 'sleep' ? this.sleep(deadlineMs ?? 30_000) : this.wake(deadlineMs ?? 30_000);
-        work.then(
-          (status) => reply({ id, ok: true, ...status }),
-          (error: unknown) => reply({ id, ok: false, code: (error as { code?: string }).code ?? 'E_OWNER', error: messageOf(error), state: this.currentState }),
-        );
-      }
-    });
-    socket.on('error', () => undefined);
-    socket.on('close', () => this.clients.delete(socket));
   }
 
   private async writeHandle(): Promise<void> {
