@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { createWriteStream } from 'node:fs';
-import { mkdir, open, readFile, rename, rm, rmdir, stat, statfs, writeFile } from 'node:fs/promises';
+import { mkdir, open, rename, rm, stat, statfs } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -8,12 +8,12 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { z } from 'zod';
 import { ConfigError, RuntimeError, messageOf, withDeadline } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import { killAndWait, processesMentioning } from '../../process/die-with-parent.js';
 import { inMemoryFilesystem, loadWorkingSet, locateMemoryCgroup, pageoutFile, saveWorkingSet } from './memory-reclaim.js';
 import { OwnerControlServer } from './owner-control-server.js';
-import { OwnerClient, OwnerError, type OwnerState, type OwnerStatus, type SleepTimings, type WakeTimings } from './owner-protocol.js';
+import { OwnerError, type OwnerState, type OwnerStatus, type SleepTimings, type WakeTimings } from './owner-protocol.js';
 import { BOOT_QMP_MS, POLL_MS, QMP_MS, QUIT_MS, QemuLauncher, type QemuProcess } from './qemu-process.js';
-import { commandLineInputFiles, composeCommandLine, ownedFiles, shellQuote, vmLayout, type SnapshotKind, type VmHandle, type VmLayout } from './vm-command-line.js';
+import { commandLineInputFiles, composeCommandLine, shellQuote, vmLayout, type SnapshotKind, type VmLayout } from './vm-command-line.js';
+import { adoptPreviousOwner, removeStateDir, writeVmHandle } from './vm-handle.js';
 
 export interface VmOwnerOptions {
   stateDir: string;
@@ -48,12 +48,6 @@ const MIN_STATE_ROOM = 2 ** 20;
 
 const migrateInfoSchema = z.looseObject({ status: z.string().optional(), 'error-desc': z.string().optional() });
 const statusSchema = z.looseObject({ status: z.string() });
-const handleSchema = z.looseObject({
-  version: z.literal(1),
-  pid: z.number(),
-  state: z.string(),
-  commandLine: z.array(z.string()),
-});
 
 export interface VmOwnerEvents {
   /** QEMU went away on its own while the VM was running (guest poweroff: code 0; crash: non-zero). */
@@ -90,7 +84,6 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
   private control: OwnerControlServer | undefined;
   private chain: Promise<unknown> = Promise.resolve();
   private stopping: Promise<void> | undefined;
-  private createdDir = false;
   lastSleep: SleepTimings | undefined;
   lastWake: WakeTimings | undefined;
 
@@ -134,7 +127,6 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
       await stat(stateDir);
     } catch {
       await mkdir(stateDir, { recursive: true, mode: 0o700 });
-      this.createdDir = true;
     }
     const fs = await inMemoryFilesystem(stateDir);
     if (fs) throw new ConfigError(`state directory ${stateDir} is on ${fs}: guest RAM there would never leave memory; use a directory on disk`);
@@ -143,7 +135,7 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
       if (!cg) throw new ConfigError(`memory cgroup ${JSON.stringify(this.options.memoryCgroup)} not found (looked under the v1 memory hierarchy and cgroup2)`);
       this.launcher.cgroupProcs = join(cg.dir, 'cgroup.procs');
     }
-    const adopted = await this.inspectPrevious();
+    const adopted = await adoptPreviousOwner(this.layout, { argv: this.argv, snapshot: this.snapshot, ramBytes: this.ramBytes, log: this.options.log });
     this.control = await OwnerControlServer.listen(this.layout.control, this);
     if (adopted) {
       this.currentState = 'sleeping';
@@ -475,95 +467,11 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
     // Whatever else is alive (a sleep or wake under way, a receiver): no more grace.
     await this.launcher.killAll();
     await this.control?.close();
-    await this.removeFiles();
-  }
-
-  async removeFiles(): Promise<void> {
-    await Promise.all(ownedFiles(this.layout).map((file) => rm(file, { force: true })));
-    // Removed when empty (always, if doze created it); a directory holding other files stays.
-    await rmdir(this.layout.stateDir).catch(() => undefined);
-  }
-
-  /**
-   * Reads the handle a previous owner left. Refuses to run beside a live owner of
-   * the same directory; returns true when its snapshot can be restored (asleep,
-   * same command line, files present); otherwise clears its leftovers.
-   */
-  private async inspectPrevious(): Promise<boolean> {
-    let raw: string;
-    try {
-      raw = await readFile(this.layout.handle, 'utf8');
-    } catch {
-      await this.killLeftoverQemus();
-      await this.clearLeftovers();
-      return false;
-    }
-    const handle = handleSchema.safeParse((() => { try { return JSON.parse(raw) as unknown; } catch { return undefined; } })());
-    if (handle.success && handle.data.pid !== process.pid && (await this.ownerAnswers())) {
-      throw new ConfigError(`another doze vm (pid ${handle.data.pid}) owns ${this.layout.stateDir}`);
-    }
-    // No owner is alive here: a QEMU still running on this directory is a leftover (it may be mid-save).
-    await this.killLeftoverQemus();
-    const sameVm = handle.success && handle.data.state === 'sleeping' && JSON.stringify(handle.data.commandLine) === JSON.stringify(this.argv);
-    if (sameVm) {
-      try {
-        const state = await stat(this.layout.deviceState);
-        if (this.snapshot === 'full') return state.size > 0;
-        const ram = await stat(this.layout.ramFile);
-        if (ram.size === this.ramBytes) return true;
-      } catch {
-        // a file is missing: boot afresh
-      }
-    }
-    this.options.log.warn({ stateDir: this.layout.stateDir }, 'discarding what a previous owner left in the state directory');
-    await this.clearLeftovers();
-    return false;
-  }
-
-  /**
-   * A QEMU an earlier owner started on this state directory and that outlived it (an owner from
-   * before QEMUs died with their owner, or one whose death signal was lost): it holds the RAM
-   * file and would race the VM this owner starts. Found by its QMP socket path, which only a
-   * QEMU of this directory is given.
-   */
-  private async killLeftoverQemus(): Promise<void> {
-    const leftovers = await processesMentioning(`unix:${this.layout.qmp}`);
-    if (leftovers.length === 0) return;
-    const killed = await killAndWait(leftovers);
-    this.options.log.warn({ stateDir: this.layout.stateDir, pids: killed }, 'removed QEMU processes an earlier owner left running');
-  }
-
-  private async ownerAnswers(): Promise<boolean> {
-    try {
-      const client = await OwnerClient.connect(this.layout.control, 500);
-      client.close();
-      return true;
-    } catch {
-      return false;
-    }
-  }
-
-  private async clearLeftovers(): Promise<void> {
-    await Promise.all(ownedFiles(this.layout).map((file) => rm(file, { force: true })));
+    await removeStateDir(this.layout);
   }
 
   private async writeHandle(): Promise<void> {
-    const handle: VmHandle = {
-      version: 1,
-      pid: process.pid,
-      stateDir: this.layout.stateDir,
-      control: this.layout.control,
-      qmp: this.layout.qmp,
-      ramFile: this.layout.ramFile,
-      deviceState: this.layout.deviceState,
-      commandLine: this.argv,
-      state: this.currentState,
-      qemuPid: this.qemu?.alive ? this.qemu.pid : null,
-      updatedAt: new Date().toISOString(),
-    };
-    const tmp = `${this.layout.handle}.tmp`;
-    await writeFile(tmp, `${JSON.stringify(handle, null, 2)}\n`, { mode: 0o600 });
-    await rename(tmp, this.layout.handle);
+    await writeVmHandle(this.layout, { commandLine: this.argv, state: this.currentState, qemuPid: this.qemu?.alive ? this.qemu.pid : null });
   }
 
   private async syncDir(): Promise<void> {
