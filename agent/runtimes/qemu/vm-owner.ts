@@ -1,19 +1,16 @@
 import { EventEmitter } from 'node:events';
-import { createWriteStream } from 'node:fs';
-import { mkdir, open, rename, rm, stat, statfs } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { mkdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { pipeline } from 'node:stream/promises';
 import { setTimeout as delay } from 'node:timers/promises';
-import { z } from 'zod';
-import { ConfigError, RuntimeError, messageOf, withDeadline } from '../../errors.js';
+import { ConfigError, messageOf, withDeadline } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { inMemoryFilesystem, loadWorkingSet, locateMemoryCgroup, pageoutFile, saveWorkingSet } from './memory-reclaim.js';
 import { OwnerControlServer } from './owner-control-server.js';
 import { OwnerError, type OwnerState, type OwnerStatus, type SleepTimings, type WakeTimings } from './owner-protocol.js';
-import { BOOT_QMP_MS, POLL_MS, QMP_MS, QUIT_MS, QemuLauncher, type QemuProcess } from './qemu-process.js';
-import { commandLineInputFiles, composeCommandLine, shellQuote, vmLayout, type SnapshotKind, type VmLayout } from './vm-command-line.js';
+import { BOOT_QMP_MS, QMP_MS, QUIT_MS, QemuLauncher, type QemuProcess } from './qemu-process.js';
+import { commandLineInputFiles, composeCommandLine, vmLayout, type SnapshotKind, type VmLayout } from './vm-command-line.js';
 import { adoptPreviousOwner, removeStateDir, writeVmHandle } from './vm-handle.js';
+import { commitSnapshot, incomingDone, prepareReceiver, resumeAfterFailedSave, saveFailureDetail, saveSnapshot, startIncoming } from './vm-migration.js';
 
 export interface VmOwnerOptions {
   stateDir: string;
@@ -40,14 +37,6 @@ export interface VmOwnerOptions {
   pageoutHelper?: string;
   workingSetHelper?: string;
 }
-
-/** Device state is a few hundred KiB: never let the default 32 MiB/s bandwidth limit pace it. */
-const MIGRATE_BANDWIDTH = 100 * 2 ** 30;
-/** Less room than this (or than the last device state) in the state directory is named in a failed sleep's reason. */
-const MIN_STATE_ROOM = 2 ** 20;
-
-const migrateInfoSchema = z.looseObject({ status: z.string().optional(), 'error-desc': z.string().optional() });
-const statusSchema = z.looseObject({ status: z.string() });
 
 export interface VmOwnerEvents {
   /** QEMU went away on its own while the VM was running (guest poweroff: code 0; crash: non-zero). */
@@ -198,24 +187,14 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
     try {
       await qmp.execute('stop', undefined, QMP_MS);
       stopMs = since();
-      await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: this.snapshot === 'device' }] }, QMP_MS);
-      await qmp.execute('migrate-set-parameters', { 'max-bandwidth': MIGRATE_BANDWIDTH }, QMP_MS);
-      await rm(part, { force: true });
-      if (this.snapshot === 'full') {
-        await this.migrateThroughOwner(proc, part);
-      } else {
-        await qmp.execute('migrate', { uri: `exec:cat > ${shellQuote(part)}` }, QMP_MS);
-        await this.migrationDone(proc);
-      }
+      await saveSnapshot(proc, this.layout, this.snapshot, part);
       savedMs = since();
     } catch (error) {
       if (this.stopping) throw error;
       if (proc.alive) {
-        // Never leave it half asleep: the VM keeps running.
-        await qmp.execute('migrate_cancel', undefined, QMP_MS).catch(() => undefined);
-        await qmp.execute('cont', undefined, QMP_MS).catch(() => undefined);
+        await resumeAfterFailedSave(qmp);
         this.currentState = 'running';
-        const detail = await this.saveFailureDetail(proc, stderrMark, part);
+        const detail = await saveFailureDetail(proc, stderrMark, this.layout.stateDir, part, this.lastSleep?.stateBytes ?? 0);
         throw new OwnerError('E_SLEEP', `saving device state failed, the VM keeps running: ${messageOf(error)}${detail}`, { cause: error });
       }
       this.fail(proc);
@@ -225,16 +204,7 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
     await proc.quit(QUIT_MS);
     this.qemu = undefined;
     const exitedMs = since();
-    const fh = await open(part, 'r');
-    let stateBytes: number;
-    try {
-      await fh.datasync();
-      stateBytes = (await fh.stat()).size;
-    } finally {
-      await fh.close();
-    }
-    await rename(part, this.layout.deviceState);
-    await this.syncDir();
+    const stateBytes = await commitSnapshot(part, this.layout);
     if (this.readsAhead) {
       // What the guest had in memory, read back first on wake (before the cache is dropped below).
       await saveWorkingSet(this.layout.ramFile, this.layout.workingSet, 10_000).catch(async (error: unknown) => {
@@ -269,12 +239,12 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
     try {
       if (!proc) {
         proc = this.spawnReceiver();
-        await this.prepareReceiver(proc, deadlineMs);
+        await prepareReceiver(proc, this.layout.qmp, this.snapshot, deadlineMs);
       }
       qmpMs = since();
       let qmp = proc.qmp!;
       try {
-        await qmp.execute('migrate-incoming', { uri: `exec:cat ${shellQuote(this.layout.deviceState)}` }, QMP_MS);
+        await startIncoming(qmp, this.layout.deviceState);
       } catch (error) {
         // A pre-spawned QEMU can die (or lose its monitor) between the check and its use:
         // the snapshot is untouched, so start a fresh receiver once rather than fail the wake.
@@ -283,11 +253,11 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
         await proc.kill();
         prespawned = false;
         proc = this.spawnReceiver();
-        await this.prepareReceiver(proc, deadlineMs);
+        await prepareReceiver(proc, this.layout.qmp, this.snapshot, deadlineMs);
         qmp = proc.qmp!;
-        await qmp.execute('migrate-incoming', { uri: `exec:cat ${shellQuote(this.layout.deviceState)}` }, QMP_MS);
+        await startIncoming(qmp, this.layout.deviceState);
       }
-      const status = await this.incomingDone(proc);
+      const status = await incomingDone(proc);
       loadedMs = since();
       if (status !== 'running') await qmp.execute('cont', undefined, QMP_MS);
       contMs = since();
@@ -309,79 +279,6 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
     await this.writeHandle();
     this.options.log.info({ qemuPid: proc.pid, ...this.lastWake }, 'VM restored and running');
     return this.status();
-  }
-
-  /**
-   * Why a device-state write failed, beyond QEMU's "Broken pipe": what the writer
-   * (`cat`) said on stderr, e.g. "No space left on device", and the state
-   * directory's free space when it is short. The partial file is removed.
-   */
-  private async saveFailureDetail(proc: QemuProcess, stderrMark: number, part: string): Promise<string> {
-    await delay(20); // the writer's message on QEMU's stderr may trail the QMP answer
-    const details: string[] = [];
-    const said = proc.stderrSince(stderrMark).split('\n').map((l) => l.trim()).filter(Boolean).slice(-3).join('; ');
-    if (said) details.push(said.slice(-300));
-    const fs = await statfs(this.layout.stateDir).catch(() => undefined);
-    if (fs) {
-      const free = fs.bavail * fs.bsize;
-      if (free < Math.max(this.lastSleep?.stateBytes ?? 0, MIN_STATE_ROOM)) details.push(`the state directory ${this.layout.stateDir} has ${Math.floor(free / 1024)} KiB free`);
-    }
-    await rm(part, { force: true }).catch(() => undefined);
-    return details.length > 0 ? ` (${details.join('; ')})` : '';
-  }
-
-  /**
-   * A full snapshot: guest RAM is most of the stream, and a file QEMU (or a `cat` it
-   * starts) writes has its page cache charged to the VM's cgroup. So QEMU streams to a
-   * socket of the owner's, which writes the file from outside that cgroup.
-   */
-  private async migrateThroughOwner(proc: QemuProcess, part: string): Promise<void> {
-    await rm(this.layout.migrateSocket, { force: true });
-    let written: Promise<void> | undefined;
-    const server = createServer({ allowHalfOpen: false }, (socket) => {
-      if (written) return void socket.destroy(); // one stream per sleep
-      const file = createWriteStream(part, { mode: 0o600 });
-      written = pipeline(socket, file);
-      // Awaited below once the migration completes; a failure before then must not go unhandled.
-      written.catch(() => undefined);
-    });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(this.layout.migrateSocket, () => resolve());
-    });
-    try {
-      await proc.qmp!.execute('migrate', { uri: `unix:${this.layout.migrateSocket}` }, QMP_MS);
-      await this.migrationDone(proc);
-      if (!written) throw new RuntimeError('E_MIGRATE', 'QEMU reported the migration complete but never connected to the owner');
-      await written;
-    } finally {
-      server.close();
-      await rm(this.layout.migrateSocket, { force: true });
-    }
-  }
-
-  /** Waits for the outgoing migration to finish; rejects when it fails or QEMU dies. */
-  private async migrationDone(proc: QemuProcess): Promise<void> {
-    for (;;) {
-      if (!proc.alive) throw new RuntimeError('E_QEMU_EXITED', proc.describeExit());
-      const info = migrateInfoSchema.parse(await proc.qmp!.execute('query-migrate', undefined, QMP_MS));
-      if (info.status === 'completed') return;
-      if (info.status === 'failed' || info.status === 'cancelled') throw new RuntimeError('E_MIGRATE', `migration ${info.status}${info['error-desc'] ? `: ${info['error-desc']}` : ''}`);
-      await delay(POLL_MS);
-    }
-  }
-
-  /** Waits until the receiving QEMU has loaded the device state; returns its run state. */
-  private async incomingDone(proc: QemuProcess): Promise<string> {
-    for (;;) {
-      if (!proc.alive) throw new RuntimeError('E_QEMU_EXITED', proc.describeExit());
-      const { status } = statusSchema.parse(await proc.qmp!.execute('query-status', undefined, QMP_MS));
-      if (status !== 'inmigrate') {
-        if (status === 'paused' || status === 'postmigrate' || status === 'running') return status;
-        throw new RuntimeError('E_MIGRATE', `the restored VM is in state ${status}`);
-      }
-      await delay(POLL_MS);
-    }
   }
 
   private watch(proc: QemuProcess): void {
@@ -407,11 +304,6 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
     return this.launcher.receiver();
   }
 
-  private async prepareReceiver(proc: QemuProcess, deadlineMs: number): Promise<void> {
-    const qmp = await proc.connect(this.layout.qmp, deadlineMs);
-    if (this.snapshot === 'device') await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] }, QMP_MS);
-  }
-
   private prespawn(): void {
     const proc = this.spawnReceiver();
     this.receiver = proc;
@@ -423,7 +315,7 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
       }
     });
     this.receiverIsReady = false;
-    this.receiverReady = this.prepareReceiver(proc, BOOT_QMP_MS).then(
+    this.receiverReady = prepareReceiver(proc, this.layout.qmp, this.snapshot, BOOT_QMP_MS).then(
       () => {
         if (this.receiver === proc) this.receiverIsReady = true;
         return proc;
@@ -472,14 +364,5 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
 
   private async writeHandle(): Promise<void> {
     await writeVmHandle(this.layout, { commandLine: this.argv, state: this.currentState, qemuPid: this.qemu?.alive ? this.qemu.pid : null });
-  }
-
-  private async syncDir(): Promise<void> {
-    const dir = await open(this.layout.stateDir, 'r');
-    try {
-      await dir.sync();
-    } finally {
-      await dir.close();
-    }
   }
 }
