@@ -7,6 +7,7 @@ import type { Logger } from '../../log.js';
 import { inMemoryFilesystem, loadWorkingSet, locateMemoryCgroup, pageoutFile, saveWorkingSet } from './memory-reclaim.js';
 import { OwnerControlServer } from './owner-control-server.js';
 import { OwnerError, type OwnerState, type OwnerStatus, type SleepTimings, type WakeTimings } from './owner-protocol.js';
+import { PrespawnedReceiver, type ReceiverStarter } from './prespawned-receiver.js';
 import { BOOT_QMP_MS, QMP_MS, QUIT_MS, QemuLauncher, type QemuProcess } from './qemu-process.js';
 import { commandLineInputFiles, composeCommandLine, vmLayout, type SnapshotKind, type VmLayout } from './vm-command-line.js';
 import { adoptPreviousOwner, removeStateDir, writeVmHandle } from './vm-handle.js';
@@ -65,11 +66,10 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
   readonly snapshot: SnapshotKind;
   private currentState: OwnerState = 'starting';
   private qemu: QemuProcess | undefined;
-  private receiver: QemuProcess | undefined;
-  private receiverReady: Promise<QemuProcess | undefined> | undefined;
-  /** The pre-spawned QEMU answered QMP and waits for a device state. */
-  private receiverIsReady = false;
   private readonly launcher: QemuLauncher;
+  private readonly receivers: ReceiverStarter;
+  /** Only with `--prespawn`. */
+  private readonly prespawned: PrespawnedReceiver | undefined;
   private control: OwnerControlServer | undefined;
   private chain: Promise<unknown> = Promise.resolve();
   private stopping: Promise<void> | undefined;
@@ -84,6 +84,11 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
     this.argv = composed.argv;
     this.ramBytes = composed.ramBytes;
     this.launcher = new QemuLauncher(this.argv, this.layout.qmp);
+    this.receivers = {
+      spawn: () => this.launcher.receiver(),
+      prepare: (proc, deadlineMs) => prepareReceiver(proc, this.layout.qmp, this.snapshot, deadlineMs),
+    };
+    if (options.prespawn) this.prespawned = new PrespawnedReceiver(this.receivers, options.log);
   }
 
   get state(): OwnerState {
@@ -98,7 +103,7 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
     return {
       state: this.currentState,
       qemuPid: this.qemu?.alive ? this.qemu.pid : null,
-      receiverPid: this.receiver?.alive && this.receiverIsReady ? this.receiver.pid : null,
+      receiverPid: this.prespawned?.readyPid ?? null,
       prespawn: this.options.prespawn === true,
       lastSleep: this.lastSleep ?? null,
       lastWake: this.lastWake ?? null,
@@ -130,7 +135,7 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
       this.currentState = 'sleeping';
       this.options.log.info({ stateDir }, 'found the snapshot a previous owner left asleep: the next wake restores it');
       await this.writeHandle();
-      if (this.options.prespawn) this.prespawn();
+      this.prespawned?.spawn();
       return;
     }
     const proc = await this.launcher.boot();
@@ -220,7 +225,7 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
     this.currentState = 'sleeping';
     await this.writeHandle();
     this.options.log.info({ ...this.lastSleep }, 'VM asleep: QEMU exited, device state saved, guest RAM dropped from memory');
-    if (this.options.prespawn) this.prespawn();
+    this.prespawned?.spawn();
     return this.status();
   }
 
@@ -231,15 +236,15 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
     const since = () => performance.now() - started;
     this.currentState = 'restoring';
     if (this.readsAhead) loadWorkingSet(this.layout.ramFile, this.layout.workingSet, { cgroupProcs: this.launcher.cgroupProcs, helper: this.options.workingSetHelper, log: this.options.log });
-    let proc = await this.takeReceiver();
+    let proc = await this.prespawned?.take();
     let prespawned = proc !== undefined;
     let qmpMs = 0;
     let loadedMs = 0;
     let contMs = 0;
     try {
       if (!proc) {
-        proc = this.spawnReceiver();
-        await prepareReceiver(proc, this.layout.qmp, this.snapshot, deadlineMs);
+        proc = this.receivers.spawn();
+        await this.receivers.prepare(proc, deadlineMs);
       }
       qmpMs = since();
       let qmp = proc.qmp!;
@@ -252,8 +257,8 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
         this.options.log.warn({ err: messageOf(error) }, 'the pre-spawned QEMU did not take the snapshot; starting a new one');
         await proc.kill();
         prespawned = false;
-        proc = this.spawnReceiver();
-        await prepareReceiver(proc, this.layout.qmp, this.snapshot, deadlineMs);
+        proc = this.receivers.spawn();
+        await this.receivers.prepare(proc, deadlineMs);
         qmp = proc.qmp!;
         await startIncoming(qmp, this.layout.deviceState);
       }
@@ -299,52 +304,12 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
     return this.snapshot === 'device' && this.options.readahead === true;
   }
 
-  /** A QEMU waiting for a device state (`-incoming defer`), in the same cgroup and with the same command line. */
-  private spawnReceiver(): QemuProcess {
-    return this.launcher.receiver();
-  }
-
-  private prespawn(): void {
-    const proc = this.spawnReceiver();
-    this.receiver = proc;
-    void proc.exited.then(() => {
-      if (this.receiver === proc) {
-        this.receiver = undefined;
-        this.receiverReady = undefined;
-        if (!proc.expectedExit) this.options.log.warn({ qemuPid: proc.pid }, `the pre-spawned QEMU went away; the next wake starts a new one: ${proc.describeExit()}`);
-      }
-    });
-    this.receiverIsReady = false;
-    this.receiverReady = prepareReceiver(proc, this.layout.qmp, this.snapshot, BOOT_QMP_MS).then(
-      () => {
-        if (this.receiver === proc) this.receiverIsReady = true;
-        return proc;
-      },
-      async (error: unknown) => {
-        this.options.log.warn({ err: messageOf(error) }, 'pre-spawning a QEMU failed; the next wake starts a new one');
-        await proc.kill();
-        return undefined;
-      },
-    );
-  }
-
-  private async takeReceiver(): Promise<QemuProcess | undefined> {
-    const ready = this.receiverReady;
-    this.receiver = undefined;
-    this.receiverReady = undefined;
-    const proc = ready ? await ready : undefined;
-    return proc?.alive && proc.qmp?.isOpen ? proc : undefined;
-  }
-
   private async doShutdown(reason: string): Promise<void> {
     const was = this.currentState;
     this.currentState = 'stopping';
     const stopTimeoutMs = this.options.stopTimeoutMs ?? 4000;
     this.options.log.info({ reason, was }, 'stopping the VM');
-    const receiver = this.receiver;
-    this.receiver = undefined;
-    this.receiverReady = undefined;
-    await receiver?.kill();
+    await this.prespawned?.discard();
     const proc = this.qemu;
     if (proc?.alive && was === 'running' && proc.qmp?.isOpen) {
       // Graceful: ACPI power button (a guest without a handler ignores it) or quit, then force.
