@@ -1,7 +1,8 @@
 import { chmod, rm } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { messageOf } from '../../errors.js';
-import { ownerRequestSchema, type OwnerState, type OwnerStatus } from './owner-protocol.js';
+import { JsonLinesChannel } from './json-lines-channel.js';
+import { ownerRequestSchema, type OwnerRequest, type OwnerState, type OwnerStatus } from './owner-protocol.js';
 
 /** What the control socket's requests act on: the owner. */
 export interface OwnerOperations {
@@ -15,12 +16,12 @@ export interface OwnerOperations {
 
 /** A request that names no deadline is bounded by this. */
 const DEFAULT_DEADLINE_MS = 30_000;
-/** A line longer than this is not a request: the connection is dropped. */
+/** More than this waiting for a newline is not a request: the connection is dropped. */
 const MAX_BUFFERED_CHARS = 65536;
 
 /** The server side of owner-protocol.ts, on `<state dir>/control.sock` (mode 0600). */
 export class OwnerControlServer {
-  private readonly clients = new Set<Socket>();
+  private readonly clients = new Set<JsonLinesChannel<OwnerRequest>>();
 
   private constructor(private readonly server: Server, private readonly owner: OwnerOperations) {
     server.on('connection', (socket) => this.serve(socket));
@@ -44,54 +45,28 @@ export class OwnerControlServer {
 
   /** Drops every client and stops listening. */
   async close(): Promise<void> {
-    for (const socket of this.clients) socket.destroy();
+    for (const client of this.clients) client.close();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
 
   private serve(socket: Socket): void {
-    this.clients.add(socket);
-    socket.setEncoding('utf8');
-    let buffer = '';
-    const reply = (message: Record<string, unknown>) => {
-      if (!socket.destroyed) socket.write(`${JSON.stringify(message)}\n`);
-    };
-    socket.on('data', (chunk: string) => {
-      buffer += chunk;
-      if (buffer.length > MAX_BUFFERED_CHARS) socket.destroy();
-      for (let nl = buffer.indexOf('\n'); nl >= 0; nl = buffer.indexOf('\n')) {
-        const line = buffer.slice(0, nl).trim();
-        buffer = buffer.slice(nl + 1);
-        if (!line) continue;
-        let raw: unknown;
-        try {
-          raw = JSON.parse(line);
-        } catch {
-          reply({ id: null, ok: false, code: 'E_PROTOCOL', error: 'not JSON' });
-          continue;
-        }
-        const request = ownerRequestSchema.safeParse(raw);
-        if (!request.success) {
-          const id = typeof raw === 'object' && raw !== null && 'id' in raw ? (raw as { id: unknown }).id : null;
-          reply({ id: typeof id === 'number' || typeof id === 'string' ? id : null, ok: false, code: 'E_PROTOCOL', error: 'expected {"id", "op": "sleep" | "wake" | "status", "deadlineMs"?}' });
-          continue;
-        }
-        const { id, op, deadlineMs } = request.data;
-        if (op === 'status') {
-          reply({ id, ok: true, ...this.owner.status() });
-          continue;
-        }
-        if (this.owner.isStopping) {
-          reply({ id, ok: false, code: 'E_OWNER_STOPPING', error: 'doze vm is stopping', state: this.owner.state });
-          continue;
-        }
-        const work = op === 'sleep' ? this.owner.sleep(deadlineMs ?? DEFAULT_DEADLINE_MS) : this.owner.wake(deadlineMs ?? DEFAULT_DEADLINE_MS);
-        work.then(
-          (status) => reply({ id, ok: true, ...status }),
-          (error: unknown) => reply({ id, ok: false, code: (error as { code?: string }).code ?? 'E_OWNER', error: messageOf(error), state: this.owner.state }),
-        );
-      }
+    // The peer's requests answer nothing of ours: every valid one is a `message`.
+    const channel = new JsonLinesChannel(socket, { schema: ownerRequestSchema, answers: () => undefined, maxBufferedChars: MAX_BUFFERED_CHARS });
+    this.clients.add(channel);
+    channel.on('close', () => this.clients.delete(channel));
+    channel.on('invalid', (_line, _error, raw) => {
+      if (raw === undefined) return channel.send({ id: null, ok: false, code: 'E_PROTOCOL', error: 'not JSON' });
+      const id = typeof raw === 'object' && raw !== null && 'id' in raw ? (raw as { id: unknown }).id : null;
+      channel.send({ id: typeof id === 'number' || typeof id === 'string' ? id : null, ok: false, code: 'E_PROTOCOL', error: 'expected {"id", "op": "sleep" | "wake" | "status", "deadlineMs"?}' });
     });
-    socket.on('error', () => undefined);
-    socket.on('close', () => this.clients.delete(socket));
+    channel.on('message', ({ id, op, deadlineMs }) => {
+      if (op === 'status') return channel.send({ id, ok: true, ...this.owner.status() });
+      if (this.owner.isStopping) return channel.send({ id, ok: false, code: 'E_OWNER_STOPPING', error: 'doze vm is stopping', state: this.owner.state });
+      const work = op === 'sleep' ? this.owner.sleep(deadlineMs ?? DEFAULT_DEADLINE_MS) : this.owner.wake(deadlineMs ?? DEFAULT_DEADLINE_MS);
+      work.then(
+        (status) => channel.send({ id, ok: true, ...status }),
+        (error: unknown) => channel.send({ id, ok: false, code: (error as { code?: string }).code ?? 'E_OWNER', error: messageOf(error), state: this.owner.state }),
+      );
+    });
   }
 }
