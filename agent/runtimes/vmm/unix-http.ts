@@ -86,7 +86,7 @@ export function jsonBody<T>(response: UnixHttpResponse, what: string, schema: z.
 }
 
 /** One deadline shared by the several calls of one operation. */
-export class Budget {
+export class Deadline {
   private readonly until: number;
   constructor(readonly what: string, readonly totalMs: number) {
     this.until = performance.now() + totalMs;
