@@ -4,7 +4,8 @@ import { z } from 'zod';
 import { RuntimeError, messageOf } from '../errors.js';
 import { HandleFile } from './runtime-handle.js';
 import type { ProbeResult, Runtime, RuntimeHandle, RuntimeObservedState } from './runtime.js';
-import { Deadline, VmmError, fileUrl, jsonBody, unixRequest, type UnixHttpResponse } from './vmm/unix-http.js';
+import { Deadline } from './deadline.js';
+import { VmmError, fileUrl, jsonBody, unixRequest, type UnixHttpResponse } from './vmm/unix-http.js';
 
 /*
  * Cloud Hypervisor, through its REST API on the VMM's unix socket
