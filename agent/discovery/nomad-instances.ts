@@ -465,8 +465,8 @@ export class NomadInstances {
     // A sleep decided just before the removal may still have completed: never leave a task frozen.
     if (t.runtime) {
       const state = await t.runtime.inspect().catch(() => 'gone' as const);
-      if (state === 'paused' || state === 'transitioning') {
-        await t.runtime.resume(wakeTimeout).catch((error) => this.log.error({ instance: id, err: messageOf(error) }, 'could not thaw a dropped instance'));
+      if (state === 'asleep' || state === 'transitioning') {
+        await t.runtime.wake(wakeTimeout).catch((error) => this.log.error({ instance: id, err: messageOf(error) }, 'could not thaw a dropped instance'));
       }
     }
     await this.options.release(id).catch((error) => this.log.warn({ instance: id, err: messageOf(error) }, 'releasing the instance\'s rules failed'));

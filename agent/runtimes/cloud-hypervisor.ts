@@ -94,7 +94,7 @@ export class CloudHypervisorRuntime implements Runtime {
     return { ok: false, reason: `the VMM at ${this.options.socket} has ${state === undefined ? 'no VM' : `its VM in state ${state}`}: nothing to manage` };
   }
 
-  async pause(deadlineMs: number): Promise<void> {
+  async sleep(deadlineMs: number): Promise<void> {
     const deadline = new Deadline('pausing the Cloud Hypervisor VM', deadlineMs);
     await this.persisted.load();
     const state = await deadline.run((left) => this.vmState(left));
@@ -110,7 +110,7 @@ export class CloudHypervisorRuntime implements Runtime {
     await this.persisted.save({ asleep: true, snapshot: Boolean(this.options.snapshotDir) });
   }
 
-  async resume(deadlineMs: number): Promise<void> {
+  async wake(deadlineMs: number): Promise<void> {
     const deadline = new Deadline('resuming the Cloud Hypervisor VM', deadlineMs);
     await this.persisted.load();
     const state = await deadline.run((left) => this.vmState(left));
@@ -131,12 +131,12 @@ export class CloudHypervisorRuntime implements Runtime {
     try {
       await this.persisted.load();
       const state = await this.vmState(INSPECT_MS);
-      if (state === undefined) return (await this.restorable()) ? 'paused' : 'gone';
+      if (state === undefined) return (await this.restorable()) ? 'asleep' : 'gone';
       switch (state) {
         case 'Running':
           return 'running';
         case 'Paused':
-          return 'paused';
+          return 'asleep';
         case 'Created':
           return 'transitioning';
         default:

@@ -144,7 +144,7 @@ export class FirecrackerRuntime implements Runtime {
     return { ok: true };
   }
 
-  async pause(deadlineMs: number): Promise<void> {
+  async sleep(deadlineMs: number): Promise<void> {
     const deadline = new Deadline('pausing the Firecracker microVM', deadlineMs);
     if (this.options.mode === 'pause') {
       const state = await deadline.run((left) => this.instanceState(left));
@@ -167,7 +167,7 @@ export class FirecrackerRuntime implements Runtime {
     await this.finishSnapshot(deadline);
   }
 
-  async resume(deadlineMs: number): Promise<void> {
+  async wake(deadlineMs: number): Promise<void> {
     const deadline = new Deadline('resuming the Firecracker microVM', deadlineMs);
     if (this.options.mode === 'pause') {
       const state = await deadline.run((left) => this.instanceState(left));
@@ -198,7 +198,7 @@ export class FirecrackerRuntime implements Runtime {
     if (this.diff) body.track_dirty_pages = true;
     body.resume_vm = true;
     if (this.options.networkOverrides?.length) body.network_overrides = this.options.networkOverrides;
-    // A failed load ends the Firecracker process (snapshot docs); the next resume starts another.
+    // A failed load ends the Firecracker process (snapshot docs); the next wake starts another.
     await deadline.run((left) => this.put('/snapshot/load', body, left));
     this.fullOnly = !this.diff;
     await this.awake();
@@ -209,8 +209,8 @@ export class FirecrackerRuntime implements Runtime {
       if (this.options.mode === 'snapshot') await this.persisted.load();
       const state = await this.instanceState(INSPECT_MS).catch(() => undefined);
       if (state === 'Running') return 'running';
-      if (state === 'Paused') return 'paused';
-      if (this.options.mode === 'snapshot' && (this.asleepInSnapshot() || (this.persisted.value.pending && this.persisted.value.taken))) return 'paused';
+      if (state === 'Paused') return 'asleep';
+      if (this.options.mode === 'snapshot' && (this.asleepInSnapshot() || (this.persisted.value.pending && this.persisted.value.taken))) return 'asleep';
       return state === 'Not started' ? 'transitioning' : 'gone';
     } catch {
       return 'gone';

@@ -91,7 +91,7 @@ export class NomadScaleRuntime implements Runtime {
     }
   }
 
-  async pause(deadlineMs: number): Promise<void> {
+  async sleep(deadlineMs: number): Promise<void> {
     const deadline = new Deadline(`scaling ${this.where} to 0`, deadlineMs);
     await this.persisted.load();
     const count = this.countOf(await this.within(deadline, (signal) => this.options.nomad.job(this.options.jobId, { signal })).then((r) => r.value));
@@ -149,7 +149,7 @@ export class NomadScaleRuntime implements Runtime {
     }
   }
 
-  async resume(deadlineMs: number): Promise<void> {
+  async wake(deadlineMs: number): Promise<void> {
     const deadline = new Deadline(`scaling ${this.where} back up`, deadlineMs);
     await this.persisted.load();
     const count = this.countOf(await this.within(deadline, (signal) => this.options.nomad.job(this.options.jobId, { signal })).then((r) => r.value));
@@ -159,7 +159,7 @@ export class NomadScaleRuntime implements Runtime {
       known = new Set((await this.within(deadline, (signal) => this.options.nomad.jobAllocations(this.options.jobId, { signal }))).value.filter((a) => a.TaskGroup === this.options.group).map((a) => a.ID));
       await this.within(deadline, () => this.options.nomad.scaleGroup(this.options.jobId, this.options.group, target, `doze: woken by traffic, scaled back to ${target}`));
     }
-    // A group already up (a resume that timed out, or someone scaled it) counts as woken once an allocation is healthy.
+    // A group already up (a wake that timed out, or someone scaled it) counts as woken once an allocation is healthy.
     const alloc = await this.waitFor(deadline, async (allocs, signal) => {
       for (const stub of allocs) {
         if (known.has(stub.ID) || stub.DesiredStatus !== 'run' || stub.ClientStatus !== 'running') continue;
@@ -179,7 +179,7 @@ export class NomadScaleRuntime implements Runtime {
       const deadline = new Deadline(`inspecting ${this.where}`, INSPECT_MS);
       const job = await this.within(deadline, (signal) => this.options.nomad.job(this.options.jobId, { signal }));
       const allocs = (await this.within(deadline, (signal) => this.options.nomad.jobAllocations(this.options.jobId, { signal }))).value.filter((a) => a.TaskGroup === this.options.group);
-      if (this.countOf(job.value) === 0) return allocs.some((a) => !TERMINAL.has(a.ClientStatus)) ? 'transitioning' : 'paused';
+      if (this.countOf(job.value) === 0) return allocs.some((a) => !TERMINAL.has(a.ClientStatus)) ? 'transitioning' : 'asleep';
       const running = allocs.some((a) => a.DesiredStatus === 'run' && a.ClientStatus === 'running' && a.DeploymentStatus?.Healthy !== false);
       return running ? 'running' : 'transitioning';
     } catch {

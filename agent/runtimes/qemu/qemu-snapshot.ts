@@ -17,7 +17,7 @@ export function observedFromOwnerState(state: OwnerState): RuntimeObservedState 
     case 'running':
       return 'running';
     case 'sleeping':
-      return 'paused';
+      return 'asleep';
     case 'starting':
     case 'saving':
     case 'restoring':
@@ -65,11 +65,11 @@ export class QemuSnapshotRuntime implements Runtime {
     return { ok: true };
   }
 
-  async pause(deadlineMs: number): Promise<void> {
+  async sleep(deadlineMs: number): Promise<void> {
     await this.request('sleep', deadlineMs);
   }
 
-  async resume(deadlineMs: number): Promise<void> {
+  async wake(deadlineMs: number): Promise<void> {
     await this.request('wake', deadlineMs);
   }
 
