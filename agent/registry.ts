@@ -114,8 +114,8 @@ export class InstanceRegistry {
     }
     // A sleep decided just before the removal may still have completed.
     const state = await instance.runtime.inspect().catch(() => 'gone' as const);
-    if (state === 'paused' || state === 'transitioning') {
-      await instance.runtime.resume(instance.config.wakeTimeout).catch((error) => this.log.error({ instance: instance.id, err: messageOf(error) }, 'could not wake a removed instance'));
+    if (state === 'asleep' || state === 'transitioning') {
+      await instance.runtime.wake(instance.config.wakeTimeout).catch((error) => this.log.error({ instance: instance.id, err: messageOf(error) }, 'could not wake a removed instance'));
     }
     await this.options.release(instance.id).catch((error) => this.log.warn({ instance: instance.id, err: messageOf(error) }, "releasing the instance's rules failed"));
     this.log.info({ instance: instance.id, reason }, 'instance no longer managed');

@@ -107,7 +107,7 @@ export class SleepGuards implements SleepHooks {
     }
   }
 
-  async beforePause(instance: ManagedInstance): Promise<void> {
+  async beforeSleep(instance: ManagedInstance): Promise<void> {
     const needHost = this.checks !== undefined || instance.wake === 'hold';
     if (!needHost) return;
     const port = portOf(instance.config.address);
@@ -141,7 +141,7 @@ export class SleepGuards implements SleepHooks {
     await this.checks?.remove(instance.id);
     this.stub.closeConnections(instance.id);
     if (this.holdInstalled) await this.holds.chain.remove(instance.id);
-    // Resumed by now: what was held goes through.
+    // Awake by now: what was held goes through.
     this.hold.release(instance.id);
   }
 

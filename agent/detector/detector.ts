@@ -56,8 +56,8 @@ export interface TransitionEvent {
  * redirect goes up before the pause and comes down before `running`.
  */
 export interface SleepHooks {
-  beforePause(instance: ManagedInstance): Promise<void>;
-  /** The instance is awake again (sleep aborted, or woken): undo beforePause. */
+  beforeSleep(instance: ManagedInstance): Promise<void>;
+  /** The instance is awake again (sleep aborted, or woken): undo beforeSleep. */
   awake(instance: ManagedInstance): Promise<void>;
   wakeFailed(instance: ManagedInstance, reason: string): Promise<void>;
   /** True when health-check connections must be drained before a pause. */
@@ -82,7 +82,7 @@ export interface WakeEventHealth {
   late: number;
 }
 
-const NO_HOOKS: SleepHooks = { beforePause: async () => {}, awake: async () => {}, wakeFailed: async () => {}, guardChecks: false };
+const NO_HOOKS: SleepHooks = { beforeSleep: async () => {}, awake: async () => {}, wakeFailed: async () => {}, guardChecks: false };
 
 export interface DetectorEvents {
   transition: [TransitionEvent];
@@ -139,7 +139,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
     return this.byId.get(id);
   }
 
-  /** Start managing an instance; adopts a workload left paused by an earlier agent. */
+  /** Start managing an instance; adopts a workload left asleep by an earlier agent. */
   async add(instance: ManagedInstance): Promise<void> {
     // Creates the pinned maps on first use.
     if (instance.config.interface === undefined) await this.source.attachHost(instance.config.address);
@@ -149,10 +149,10 @@ export class Detector extends EventEmitter<DetectorEvents> {
     this.byKey.set(instance.key, instance);
     const observed = await this.settledState(instance);
     const bpfState = await this.source.state(instance.key);
-    if (observed === 'paused' || observed === 'transitioning') {
+    if (observed === 'asleep' || observed === 'transitioning') {
       // Left asleep by a previous agent (crash): it is ours to wake.
       this.setState(instance, 'pausing', 'adopted a paused workload after restart');
-      await this.hooks.beforePause(instance);
+      await this.hooks.beforeSleep(instance);
       instance.packetsAtSleep = (await this.source.counter(instance.key))?.packets;
       await this.source.setState(instance.key, BpfInstanceState.sleeping);
       this.setState(instance, 'sleeping', 'adopted');
@@ -249,7 +249,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
       instance.lastFirstResponseMs = undefined;
       this.setState(instance, 'waking', reason);
       try {
-        await withDeadline(`resuming ${instance.id}`, instance.config.wakeTimeout, instance.runtime.resume(instance.config.wakeTimeout));
+        await withDeadline(`resuming ${instance.id}`, instance.config.wakeTimeout, instance.runtime.wake(instance.config.wakeTimeout));
       } catch (error) {
         const why = `wake failed: ${messageOf(error)}`;
         instance.failure = why;
@@ -309,7 +309,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
         // New checks go to the stub from here; one already talking to the
         // instance would hang on the frozen process, so wait for it instead.
         step = 'redirecting its checks';
-        await this.hooks.beforePause(instance);
+        await this.hooks.beforeSleep(instance);
         step = 'reading its connections and counters';
         if (this.hooks.guardChecks) {
           const pending = (await this.source.connections()).filter((c) => c.instanceAddr === instance.key && isCheckInFlight(c));
@@ -345,10 +345,10 @@ export class Detector extends EventEmitter<DetectorEvents> {
       // Any packet counted after this point must end in a wake: the watchdog's baseline.
       instance.packetsAtSleep = now?.packets;
       try {
-        await withDeadline(`pausing ${instance.id}`, instance.config.pauseTimeout, instance.runtime.pause(instance.config.pauseTimeout));
+        await withDeadline(`pausing ${instance.id}`, instance.config.pauseTimeout, instance.runtime.sleep(instance.config.pauseTimeout));
       } catch (error) {
-        // Never leave it half paused: undo, stay awake, say why.
-        await instance.runtime.resume(instance.config.wakeTimeout).catch(() => undefined);
+        // Never leave it half asleep: undo, stay awake, say why.
+        await instance.runtime.wake(instance.config.wakeTimeout).catch(() => undefined);
         const why = `pause failed: ${messageOf(error)}`;
         instance.lastError = { message: why, atMs: Date.now() };
         await this.abortSleep(instance, why);

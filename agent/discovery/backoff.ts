@@ -18,7 +18,7 @@ export function nextBackoff(currentMs: number, options: BackoffOptions, random: 
 }
 
 /** Resolves after `ms`, or early (without throwing) when `signal` aborts; never keeps the process alive. */
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+export function delay(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     if (signal?.aborted) return resolve();
     const done = () => {

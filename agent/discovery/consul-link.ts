@@ -3,7 +3,7 @@ import { formatDuration } from '../config/duration.js';
 import { messageOf } from '../errors.js';
 import type { Logger } from '../log.js';
 import { ConnectionTracker } from '../status/connections.js';
-import { nextBackoff, sleep } from './backoff.js';
+import { nextBackoff, delay } from './backoff.js';
 import { ConsulAgentClient } from './consul-agent.js';
 import { consulProbes, describeMissing, missingRights } from './permissions.js';
 
@@ -100,13 +100,13 @@ export class ConsulLink {
         }
         this.tracker.up({ service: this.options.config.register ? AGENT_SERVICE : undefined, missingRights: this.missingRights });
         backoffMs = 0;
-        await sleep(this.options.resyncMs ?? 30_000, signal);
+        await delay(this.options.resyncMs ?? 30_000, signal);
       } catch (error) {
         if (signal.aborted) return;
         const refused = (error as { status?: number }).status === 403;
         this.tracker.down(refused ? `${messageOf(error)} (the token needs service:write on ${AGENT_SERVICE} to register it, and service:read to see it)` : messageOf(error));
         backoffMs = nextBackoff(backoffMs, this.options);
-        await sleep(backoffMs, signal);
+        await delay(backoffMs, signal);
       }
     }
   }

@@ -1,4 +1,4 @@
-import { nextBackoff, sleep, type BackoffOptions } from './backoff.js';
+import { nextBackoff, delay, type BackoffOptions } from './backoff.js';
 import { NomadError, type Indexed, type NomadClient } from './nomad-client.js';
 import type { NomadAllocation } from './nomad-schemas.js';
 
@@ -28,7 +28,7 @@ export async function* watchNodeAllocations(client: NomadClient, nodeId: string,
       if (error instanceof NomadError) options.onError?.(error);
       else throw error;
       backoffMs = nextBackoff(backoffMs, options);
-      await sleep(backoffMs, options.signal);
+      await delay(backoffMs, options.signal);
       continue;
     }
     backoffMs = 0;

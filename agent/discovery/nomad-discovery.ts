@@ -1,5 +1,5 @@
 import { allocationInstance, isAllocationLive, type NomadInstance } from './allocation-instance.js';
-import { nextBackoff, sleep } from './backoff.js';
+import { nextBackoff, delay } from './backoff.js';
 import { NomadError, type NomadClient } from './nomad-client.js';
 import { allocationEvents } from './nomad-event-stream.js';
 import { watchNodeAllocations } from './node-allocations-watch.js';
@@ -161,7 +161,7 @@ export class NomadDiscovery {
         if (this.options.signal?.aborted) return undefined;
         this.failed(error, 'list');
         backoffMs = nextBackoff(backoffMs, this.options);
-        await sleep(backoffMs, this.options.signal);
+        await delay(backoffMs, this.options.signal);
       }
     }
     return undefined;

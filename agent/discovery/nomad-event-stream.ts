@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream';
 import { messageOf } from '../errors.js';
 import { summarizeIssues } from '../shared/zod-issues.js';
-import { nextBackoff, sleep, type BackoffOptions } from './backoff.js';
+import { nextBackoff, delay, type BackoffOptions } from './backoff.js';
 import { JsonValueSplitter } from './json-value-splitter.js';
 import { NomadError, type NomadClient } from './nomad-client.js';
 import { allocationSchema, eventFrameSchema, eventSchema, type NomadAllocation } from './nomad-schemas.js';
@@ -200,7 +200,7 @@ export async function* allocationEvents(client: NomadClient, options: Allocation
     if (failure) report(failure);
     fromIndex = lastIndex + 1;
     backoffMs = nextBackoff(backoffMs, options);
-    await sleep(backoffMs, options.signal);
+    await delay(backoffMs, options.signal);
   }
 }
 

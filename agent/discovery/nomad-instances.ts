@@ -11,7 +11,7 @@ import type { Runtime } from '../runtimes/runtime.js';
 import { monotonicNs } from '../sources/bpf-records.js';
 import { ConnectionTracker, type AllocationStatus, type DiscoveryReport } from '../status/connections.js';
 import type { NomadInstance } from './allocation-instance.js';
-import { nextBackoff, sleep } from './backoff.js';
+import { nextBackoff, delay } from './backoff.js';
 import { ConsulLink } from './consul-link.js';
 import { findHostVeth } from './host-veth.js';
 import { NomadClient } from './nomad-client.js';
@@ -206,7 +206,7 @@ export class NomadInstances {
           if (signal.aborted) return;
           tracker.down(`cannot learn this node's id: ${messageOf(error)}`);
           backoffMs = nextBackoff(backoffMs, this.options);
-          await sleep(backoffMs, signal);
+          await delay(backoffMs, signal);
         }
       }
       if (!this.nodeId) return;
@@ -244,7 +244,7 @@ export class NomadInstances {
         this.log.error({ err: messageOf(error) }, 'Nomad discovery stopped unexpectedly; restarting it');
         tracker.down(messageOf(error));
         backoffMs = nextBackoff(backoffMs, this.options);
-        await sleep(backoffMs, signal);
+        await delay(backoffMs, signal);
       }
     }
   }
@@ -465,8 +465,8 @@ export class NomadInstances {
     // A sleep decided just before the removal may still have completed: never leave a task frozen.
     if (t.runtime) {
       const state = await t.runtime.inspect().catch(() => 'gone' as const);
-      if (state === 'paused' || state === 'transitioning') {
-        await t.runtime.resume(wakeTimeout).catch((error) => this.log.error({ instance: id, err: messageOf(error) }, 'could not thaw a dropped instance'));
+      if (state === 'asleep' || state === 'transitioning') {
+        await t.runtime.wake(wakeTimeout).catch((error) => this.log.error({ instance: id, err: messageOf(error) }, 'could not thaw a dropped instance'));
       }
     }
     await this.options.release(id).catch((error) => this.log.warn({ instance: id, err: messageOf(error) }, 'releasing the instance\'s rules failed'));

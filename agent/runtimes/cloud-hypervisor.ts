@@ -4,7 +4,8 @@ import { z } from 'zod';
 import { RuntimeError, messageOf } from '../errors.js';
 import { HandleFile } from './runtime-handle.js';
 import type { ProbeResult, Runtime, RuntimeHandle, RuntimeObservedState } from './runtime.js';
-import { Budget, VmmError, fileUrl, jsonBody, unixRequest, type UnixHttpResponse } from './vmm/unix-http.js';
+import { Deadline } from './deadline.js';
+import { VmmError, fileUrl, jsonBody, unixRequest, type UnixHttpResponse } from './vmm/unix-http.js';
 
 /*
  * Cloud Hypervisor, through its REST API on the VMM's unix socket
@@ -93,33 +94,33 @@ export class CloudHypervisorRuntime implements Runtime {
     return { ok: false, reason: `the VMM at ${this.options.socket} has ${state === undefined ? 'no VM' : `its VM in state ${state}`}: nothing to manage` };
   }
 
-  async pause(deadlineMs: number): Promise<void> {
-    const budget = new Budget('pausing the Cloud Hypervisor VM', deadlineMs);
+  async sleep(deadlineMs: number): Promise<void> {
+    const deadline = new Deadline('pausing the Cloud Hypervisor VM', deadlineMs);
     await this.persisted.load();
-    const state = await budget.run((left) => this.vmState(left));
+    const state = await deadline.run((left) => this.vmState(left));
     if (state === undefined) {
       // The VMM restarted while the VM slept: it is still asleep, in its snapshot.
       if (await this.restorable()) return;
       throw new VmmError('E_VMM_STATE', `the VMM at ${this.options.socket} has no VM to pause`);
     }
-    if (state === 'Running') await budget.run((left) => this.put('vm.pause', undefined, left));
+    if (state === 'Running') await deadline.run((left) => this.put('vm.pause', undefined, left));
     else if (state !== 'Paused') throw new VmmError('E_VMM_STATE', `cannot pause a VM in state ${state}`);
     const snapshotted = state === 'Paused' && this.persisted.value.asleep && this.persisted.value.snapshot;
-    if (this.options.snapshotDir && !snapshotted) await this.snapshot(budget);
+    if (this.options.snapshotDir && !snapshotted) await this.snapshot(deadline);
     await this.persisted.save({ asleep: true, snapshot: Boolean(this.options.snapshotDir) });
   }
 
-  async resume(deadlineMs: number): Promise<void> {
-    const budget = new Budget('resuming the Cloud Hypervisor VM', deadlineMs);
+  async wake(deadlineMs: number): Promise<void> {
+    const deadline = new Deadline('resuming the Cloud Hypervisor VM', deadlineMs);
     await this.persisted.load();
-    const state = await budget.run((left) => this.vmState(left));
+    const state = await deadline.run((left) => this.vmState(left));
     if (state === undefined) {
       if (!(await this.restorable())) throw new VmmError('E_VMM_STATE', `the VMM at ${this.options.socket} has no VM and no snapshot of one to restore`);
       const source = join(this.options.snapshotDir!, 'current');
-      await budget.run((left) => this.put('vm.restore', { source_url: fileUrl(source), prefault: false }, left));
-      await budget.run((left) => this.put('vm.resume', undefined, left));
+      await deadline.run((left) => this.put('vm.restore', { source_url: fileUrl(source), prefault: false }, left));
+      await deadline.run((left) => this.put('vm.resume', undefined, left));
     } else if (state === 'Paused') {
-      await budget.run((left) => this.put('vm.resume', undefined, left));
+      await deadline.run((left) => this.put('vm.resume', undefined, left));
     } else if (state !== 'Running') {
       throw new VmmError('E_VMM_STATE', `cannot resume a VM in state ${state}`);
     }
@@ -130,12 +131,12 @@ export class CloudHypervisorRuntime implements Runtime {
     try {
       await this.persisted.load();
       const state = await this.vmState(INSPECT_MS);
-      if (state === undefined) return (await this.restorable()) ? 'paused' : 'gone';
+      if (state === undefined) return (await this.restorable()) ? 'asleep' : 'gone';
       switch (state) {
         case 'Running':
           return 'running';
         case 'Paused':
-          return 'paused';
+          return 'asleep';
         case 'Created':
           return 'transitioning';
         default:
@@ -158,7 +159,7 @@ export class CloudHypervisorRuntime implements Runtime {
     return jsonBody(response, 'GET vm.info', vmInfoSchema).state;
   }
 
-  private async snapshot(budget: Budget): Promise<void> {
+  private async snapshot(deadline: Deadline): Promise<void> {
     const dir = this.options.snapshotDir!;
     const pending = join(dir, 'pending');
     const current = join(dir, 'current');
@@ -166,7 +167,7 @@ export class CloudHypervisorRuntime implements Runtime {
       await rm(pending, { recursive: true, force: true });
       await mkdir(pending, { recursive: true });
     });
-    await budget.run((left) => this.put('vm.snapshot', { destination_url: fileUrl(pending) }, left));
+    await deadline.run((left) => this.put('vm.snapshot', { destination_url: fileUrl(pending) }, left));
     // Swap in the complete snapshot: a crash leaves either the old one or the new one.
     await io(`moving the snapshot to ${current}`, async () => {
       await rm(`${current}.old`, { recursive: true, force: true });

@@ -4,6 +4,7 @@ import { RuntimeError, withDeadline } from '../errors.js';
 import { CGROUP_ROOT } from './freezer.js';
 import type { ProbeResult, Runtime, RuntimeObservedState } from './runtime.js';
 
+/** The knobs keep the config's names (runtime `kind: "fake"`: pauseMs, resumeMs, failResume; failPause, for tests, goes with them). */
 export interface FakeRuntimeKnobs {
   pauseMs?: number;
   resumeMs?: number;
@@ -13,13 +14,14 @@ export interface FakeRuntimeKnobs {
   usageCgroup?: string;
 }
 
-/** A runtime with failure knobs (after Nomad's mock driver): slow pauses, failing resumes. */
+/** A runtime with failure knobs (after Nomad's mock driver): slow sleeps, failing wakes. */
 export class FakeRuntime implements Runtime {
   readonly kind = 'fake';
   readonly capabilities = { keepsProcess: true, freesMemory: false };
   state: RuntimeObservedState = 'running';
-  pauses = 0;
-  resumes = 0;
+  /** Sleeps and wakes that took effect. */
+  sleeps = 0;
+  wakes = 0;
 
   constructor(public knobs: FakeRuntimeKnobs = {}) {}
 
@@ -28,29 +30,29 @@ export class FakeRuntime implements Runtime {
   }
 
   /** Both calls honour their deadline (E_DEADLINE) when given one; the slow work still finishes behind it. */
-  async pause(deadlineMs?: number): Promise<void> {
-    return deadlineMs === undefined ? this.doPause() : withDeadline('fake runtime: pause', deadlineMs, this.doPause());
+  async sleep(deadlineMs?: number): Promise<void> {
+    return deadlineMs === undefined ? this.doSleep() : withDeadline('fake runtime: pause', deadlineMs, this.doSleep());
   }
 
-  async resume(deadlineMs?: number): Promise<void> {
-    return deadlineMs === undefined ? this.doResume() : withDeadline('fake runtime: resume', deadlineMs, this.doResume());
+  async wake(deadlineMs?: number): Promise<void> {
+    return deadlineMs === undefined ? this.doWake() : withDeadline('fake runtime: resume', deadlineMs, this.doWake());
   }
 
-  private async doPause(): Promise<void> {
+  private async doSleep(): Promise<void> {
     this.state = 'transitioning';
     await delay(this.knobs.pauseMs ?? 0);
     if (this.knobs.failPause) {
       this.state = 'running';
       throw new RuntimeError('E_FAKE_PAUSE', 'fake runtime: pause failed on purpose');
     }
-    this.pauses++;
-    this.state = 'paused';
+    this.sleeps++;
+    this.state = 'asleep';
   }
 
-  private async doResume(): Promise<void> {
+  private async doWake(): Promise<void> {
     await delay(this.knobs.resumeMs ?? 0);
     if (this.knobs.failResume) throw new RuntimeError('E_FAKE_RESUME', 'fake runtime: resume failed on purpose');
-    this.resumes++;
+    this.wakes++;
     this.state = 'running';
   }
 

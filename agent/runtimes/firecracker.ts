@@ -5,7 +5,8 @@ import { z } from 'zod';
 import { RuntimeError, messageOf } from '../errors.js';
 import { HandleFile } from './runtime-handle.js';
 import type { ProbeResult, Runtime, RuntimeCapabilities, RuntimeHandle, RuntimeObservedState } from './runtime.js';
-import { Budget, VmmError, jsonBody, unixRequest, type UnixHttpResponse } from './vmm/unix-http.js';
+import { Deadline } from './deadline.js';
+import { VmmError, jsonBody, unixRequest, type UnixHttpResponse } from './vmm/unix-http.js';
 import { runCommand, type CommandSpec, type VmmLauncher } from './vmm/vmm-launcher.js';
 
 /*
@@ -143,51 +144,51 @@ export class FirecrackerRuntime implements Runtime {
     return { ok: true };
   }
 
-  async pause(deadlineMs: number): Promise<void> {
-    const budget = new Budget('pausing the Firecracker microVM', deadlineMs);
+  async sleep(deadlineMs: number): Promise<void> {
+    const deadline = new Deadline('pausing the Firecracker microVM', deadlineMs);
     if (this.options.mode === 'pause') {
-      const state = await budget.run((left) => this.instanceState(left));
+      const state = await deadline.run((left) => this.instanceState(left));
       if (state === 'Not started') throw new VmmError('E_VMM_STATE', `the Firecracker process at ${this.options.socket} has no started microVM to pause`);
-      if (state === 'Running') await budget.run((left) => this.patchVm('Paused', left));
+      if (state === 'Running') await deadline.run((left) => this.patchVm('Paused', left));
       return;
     }
     await this.persisted.load();
-    if (this.persisted.value.pending && this.persisted.value.taken) return this.finishSnapshot(budget);
-    const state = await this.reachableState(budget);
+    if (this.persisted.value.pending && this.persisted.value.taken) return this.finishSnapshot(deadline);
+    const state = await this.reachableState(deadline);
     if (state === undefined || state === 'Not started') {
       if (this.asleepInSnapshot()) return; // already asleep: the process is gone (or a fresh one waits)
       throw new VmmError(state === undefined ? 'E_VMM_UNREACHABLE' : 'E_VMM_STATE', `the Firecracker microVM at ${this.options.socket} is ${state === undefined ? 'gone' : 'not started'} and was not put to sleep by doze: nothing to pause`);
     }
-    if (state === 'Running') await budget.run((left) => this.patchVm('Paused', left));
+    if (state === 'Running') await deadline.run((left) => this.patchVm('Paused', left));
     // A snapshot interrupted before it completed is discarded: the dirty pages it
     // may have consumed are unknown, so the next layer must be a Full one.
     const forceFull = this.persisted.value.pending !== null;
-    await this.takeSnapshot(budget, forceFull);
-    await this.finishSnapshot(budget);
+    await this.takeSnapshot(deadline, forceFull);
+    await this.finishSnapshot(deadline);
   }
 
-  async resume(deadlineMs: number): Promise<void> {
-    const budget = new Budget('resuming the Firecracker microVM', deadlineMs);
+  async wake(deadlineMs: number): Promise<void> {
+    const deadline = new Deadline('resuming the Firecracker microVM', deadlineMs);
     if (this.options.mode === 'pause') {
-      const state = await budget.run((left) => this.instanceState(left));
+      const state = await deadline.run((left) => this.instanceState(left));
       if (state === 'Not started') throw new VmmError('E_VMM_STATE', `the Firecracker process at ${this.options.socket} has no started microVM to resume`);
-      if (state === 'Paused') await budget.run((left) => this.patchVm('Resumed', left));
+      if (state === 'Paused') await deadline.run((left) => this.patchVm('Resumed', left));
       return;
     }
     await this.persisted.load();
-    if (this.persisted.value.pending && this.persisted.value.taken) await this.finishSnapshot(budget);
-    let state = await this.reachableState(budget);
+    if (this.persisted.value.pending && this.persisted.value.taken) await this.finishSnapshot(deadline);
+    let state = await this.reachableState(deadline);
     if (state === 'Running') return this.awake();
     if (state === 'Paused') {
       // A sleep that stopped between pause and stop: the process still holds the VM.
       // If a snapshot was cut short it may have consumed dirty pages: Full next time.
       if (this.persisted.value.pending) this.fullOnly = true;
-      await budget.run((left) => this.patchVm('Resumed', left));
+      await deadline.run((left) => this.patchVm('Resumed', left));
       return this.awake();
     }
     if (!this.asleepInSnapshot()) throw new VmmError('E_VMM_STATE', `the Firecracker microVM at ${this.options.socket} is ${state === undefined ? 'gone' : 'not started'} and no snapshot of it is current: nothing to resume`);
     if (state === undefined) {
-      await budget.run((left) => this.options.launcher!.start(this.options.socket, left));
+      await deadline.run((left) => this.options.launcher!.start(this.options.socket, left));
       state = 'Not started';
     }
     const body: Record<string, unknown> = {
@@ -197,8 +198,8 @@ export class FirecrackerRuntime implements Runtime {
     if (this.diff) body.track_dirty_pages = true;
     body.resume_vm = true;
     if (this.options.networkOverrides?.length) body.network_overrides = this.options.networkOverrides;
-    // A failed load ends the Firecracker process (snapshot docs); the next resume starts another.
-    await budget.run((left) => this.put('/snapshot/load', body, left));
+    // A failed load ends the Firecracker process (snapshot docs); the next wake starts another.
+    await deadline.run((left) => this.put('/snapshot/load', body, left));
     this.fullOnly = !this.diff;
     await this.awake();
   }
@@ -208,8 +209,8 @@ export class FirecrackerRuntime implements Runtime {
       if (this.options.mode === 'snapshot') await this.persisted.load();
       const state = await this.instanceState(INSPECT_MS).catch(() => undefined);
       if (state === 'Running') return 'running';
-      if (state === 'Paused') return 'paused';
-      if (this.options.mode === 'snapshot' && (this.asleepInSnapshot() || (this.persisted.value.pending && this.persisted.value.taken))) return 'paused';
+      if (state === 'Paused') return 'asleep';
+      if (this.options.mode === 'snapshot' && (this.asleepInSnapshot() || (this.persisted.value.pending && this.persisted.value.taken))) return 'asleep';
       return state === 'Not started' ? 'transitioning' : 'gone';
     } catch {
       return 'gone';
@@ -224,7 +225,7 @@ export class FirecrackerRuntime implements Runtime {
     return this.persisted.value.asleep && this.persisted.value.base && this.persisted.value.pending === null;
   }
 
-  private async takeSnapshot(budget: Budget, forceFull: boolean): Promise<void> {
+  private async takeSnapshot(deadline: Deadline, forceFull: boolean): Promise<void> {
     let type: 'Full' | 'Diff' = this.diff && this.persisted.value.base && !forceFull && !this.fullOnly ? 'Diff' : 'Full';
     await io(`preparing ${this.options.snapshotDir}`, async () => {
       await mkdir(this.options.snapshotDir!, { recursive: true });
@@ -232,7 +233,7 @@ export class FirecrackerRuntime implements Runtime {
     });
     await this.persisted.save({ pending: type === 'Full' ? 'full' : 'diff', taken: false });
     const create = (kind: 'Full' | 'Diff') =>
-      budget.run((left) =>
+      deadline.run((left) =>
         this.put('/snapshot/create', { snapshot_type: kind, snapshot_path: this.file('vmstate.next'), mem_file_path: this.file(kind === 'Full' ? 'mem.next' : 'mem.diff') }, left),
       );
     try {
@@ -249,13 +250,13 @@ export class FirecrackerRuntime implements Runtime {
   }
 
   /** Stops the process (if still there) and makes the taken snapshot current. Idempotent: safe to redo after a crash. */
-  private async finishSnapshot(budget: Budget): Promise<void> {
-    await budget.run((left) => this.options.launcher!.stop(this.options.socket, left));
+  private async finishSnapshot(deadline: Deadline): Promise<void> {
+    await deadline.run((left) => this.options.launcher!.stop(this.options.socket, left));
     const pending = this.persisted.value.pending;
     if (pending === 'diff') {
       // Merging the same layer twice gives the same base: a crash mid-merge is redone.
       if (await exists(this.file('mem.diff'))) {
-        await budget.run((left) => runCommand(this.options.snapshotEditor!, ['edit-memory', 'rebase', '--memory-path', this.file('mem'), '--diff-path', this.file('mem.diff')], left));
+        await deadline.run((left) => runCommand(this.options.snapshotEditor!, ['edit-memory', 'rebase', '--memory-path', this.file('mem'), '--diff-path', this.file('mem.diff')], left));
       }
       await io('making the merged snapshot current', async () => {
         await renameIfThere(this.file('vmstate.next'), this.file('vmstate'));
@@ -275,9 +276,9 @@ export class FirecrackerRuntime implements Runtime {
   }
 
   /** The instance's state, or undefined when nothing answers on the socket (the process is gone). */
-  private async reachableState(budget: Budget): Promise<FcState | undefined> {
+  private async reachableState(deadline: Deadline): Promise<FcState | undefined> {
     try {
-      return await budget.run((left) => this.instanceState(left));
+      return await deadline.run((left) => this.instanceState(left));
     } catch (error) {
       if (error instanceof VmmError && error.code === 'E_VMM_UNREACHABLE') return undefined;
       throw error;

@@ -78,7 +78,7 @@ export class FreezerRuntime implements Runtime {
   private reclaimOff: string | null = null;
   private readonly reclaimListeners: Array<(outcome: ReclaimOutcome) => void> = [];
   /** OOM kills counted when it froze: more after the thaw means one died asleep. */
-  private oomKillsAtPause = 0;
+  private oomKillsAtSleep = 0;
 
   constructor(readonly cgroup: string, private readonly root = CGROUP_ROOT, private readonly options: FreezerOptions = {}) {
     this.capabilities = { keepsProcess: true, freesMemory: options.reclaim !== undefined };
@@ -96,7 +96,7 @@ export class FreezerRuntime implements Runtime {
     if (this.options.reclaim) {
       await this.prepareReclaim(this.options.reclaim);
       // Left frozen by an earlier agent (a crash, perhaps mid-reclaim): its reclaim runs again after reclaimAfter.
-      if (this.reclaimer && (await this.inspect()) === 'paused') this.reclaimer.arm();
+      if (this.reclaimer && (await this.inspect()) === 'asleep') this.reclaimer.arm();
     }
     return { ok: true };
   }
@@ -110,7 +110,7 @@ export class FreezerRuntime implements Runtime {
     }
     const swap = (this.options.swap ?? readNodeSwap)();
     this.reclaimOff = swap.available ? null : swap.reason;
-    this.oomKillsAtPause = oomKills(memory);
+    this.oomKillsAtSleep = oomKills(memory);
     if (!this.reclaimer) {
       this.reclaimer = new FreezerReclaim({
         memory,
@@ -172,12 +172,12 @@ export class FreezerRuntime implements Runtime {
     this.reclaimListeners.push(listener);
   }
 
-  async pause(deadlineMs: number): Promise<void> {
+  async sleep(deadlineMs: number): Promise<void> {
     await this.freeze(deadlineMs);
     if (!this.options.reclaim) return;
     if (!this.reclaimer) await this.prepareReclaim(this.options.reclaim); // its processes may have started after probe
     if (this.reclaimer && this.memoryCg) {
-      this.oomKillsAtPause = oomKills(this.memoryCg);
+      this.oomKillsAtSleep = oomKills(this.memoryCg);
       // A node without swap now may have it by the time the timer fires: the reclaim checks again.
       this.reclaimer.arm();
     }
@@ -195,11 +195,11 @@ export class FreezerRuntime implements Runtime {
     }
   }
 
-  async resume(deadlineMs: number): Promise<void> {
+  async wake(deadlineMs: number): Promise<void> {
     // Stop a reclaim first (a signal, not a wait), so it stops evicting what the thaw needs.
     this.reclaimer?.cancel();
     await this.thaw(deadlineMs);
-    if (this.reclaimer && this.memoryCg && oomKills(this.memoryCg) > this.oomKillsAtPause) {
+    if (this.reclaimer && this.memoryCg && oomKills(this.memoryCg) > this.oomKillsAtSleep) {
       throw new RuntimeError('E_OOM_KILLED', `the kernel OOM-killed a process of ${this.cgroup} while it slept with its memory reclaimed (memory cgroup ${this.memoryCg.dir}); its task must be restarted`);
     }
   }
@@ -221,9 +221,9 @@ export class FreezerRuntime implements Runtime {
     try {
       if (f.version === 1) {
         const state = await this.read(f.stateFile);
-        return state === 'FROZEN' ? 'paused' : state === 'THAWED' ? 'running' : 'transitioning';
+        return state === 'FROZEN' ? 'asleep' : state === 'THAWED' ? 'running' : 'transitioning';
       }
-      return /^frozen 1$/m.test(await this.read(f.eventsFile)) ? 'paused' : 'running';
+      return /^frozen 1$/m.test(await this.read(f.eventsFile)) ? 'asleep' : 'running';
     } catch {
       return 'gone';
     }

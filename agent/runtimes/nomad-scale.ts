@@ -4,7 +4,7 @@ import { ACTIVE_DEPLOYMENT_STATUSES, type NomadAllocation, type NomadAllocationC
 import { DeadlineError, RuntimeError, messageOf, withDeadline } from '../errors.js';
 import { HandleFile } from './runtime-handle.js';
 import type { ProbeResult, Runtime, RuntimeHandle, RuntimeObservedState } from './runtime.js';
-import { Budget } from './vmm/unix-http.js';
+import { Deadline } from './deadline.js';
 
 /*
  * `scale` mode (deep sleep): the task group is scaled to 0 through Nomad's API
@@ -91,15 +91,15 @@ export class NomadScaleRuntime implements Runtime {
     }
   }
 
-  async pause(deadlineMs: number): Promise<void> {
-    const budget = new Budget(`scaling ${this.where} to 0`, deadlineMs);
+  async sleep(deadlineMs: number): Promise<void> {
+    const deadline = new Deadline(`scaling ${this.where} to 0`, deadlineMs);
     await this.persisted.load();
-    const count = this.countOf(await this.within(budget, (signal) => this.options.nomad.job(this.options.jobId, { signal })).then((r) => r.value));
+    const count = this.countOf(await this.within(deadline, (signal) => this.options.nomad.job(this.options.jobId, { signal })).then((r) => r.value));
     if (count > 0) {
       // Remember the count first: once the group is at 0, nothing in Nomad says what it was.
       await this.persisted.save({ previousCount: count, asleep: true });
       try {
-        await this.scaleDown(budget, count);
+        await this.scaleDown(deadline, count);
       } catch (error) {
         // Nothing was scaled: the handle must not claim a sleep.
         await this.persisted.save({ asleep: false });
@@ -109,22 +109,22 @@ export class NomadScaleRuntime implements Runtime {
       await this.persisted.save({ asleep: true });
     }
     // Asleep once no allocation of the group holds anything.
-    await this.waitFor(budget, (allocs) => (allocs.some((a) => !TERMINAL.has(a.ClientStatus)) ? undefined : true));
+    await this.waitFor(deadline, (allocs) => (allocs.some((a) => !TERMINAL.has(a.ClientStatus)) ? undefined : true));
   }
 
   /** The scale to 0, waiting out an active deployment once (see the header). */
-  private async scaleDown(budget: Budget, count: number): Promise<void> {
+  private async scaleDown(deadline: Deadline, count: number): Promise<void> {
     const message = `doze: idle, scaled to 0 (was ${count}); doze scales it back on the next request`;
     try {
-      await this.within(budget, () => this.options.nomad.scaleGroup(this.options.jobId, this.options.group, 0, message));
+      await this.within(deadline, () => this.options.nomad.scaleGroup(this.options.jobId, this.options.group, 0, message));
       return;
     } catch (error) {
       if (!isDeploymentBlock(error)) throw error;
     }
     const deployment: { id?: string } = {};
     try {
-      await this.waitForDeployment(budget, deployment);
-      await this.within(budget, () => this.options.nomad.scaleGroup(this.options.jobId, this.options.group, 0, message));
+      await this.waitForDeployment(deadline, deployment);
+      await this.within(deadline, () => this.options.nomad.scaleGroup(this.options.jobId, this.options.group, 0, message));
     } catch (error) {
       // Refused, or out of time waiting for the deployment: either way the deployment is why.
       if (!isDeploymentBlock(error) && !(error instanceof DeadlineError)) throw error;
@@ -134,33 +134,33 @@ export class NomadScaleRuntime implements Runtime {
 
   /**
    * Blocks on the job's latest deployment until it is no longer active, or
-   * until shortly before the budget ends (so the refusal, not a bare
+   * until shortly before the deadline (so the refusal, not a bare
    * deadline, is what the caller sees); `seen.id`: the active deployment.
    */
-  private async waitForDeployment(budget: Budget, seen: { id?: string }): Promise<void> {
+  private async waitForDeployment(deadline: Deadline, seen: { id?: string }): Promise<void> {
     let index = 0;
     // The first read does not block (index 0): it names the deployment even when little time is left.
-    while (index === 0 || budget.left() > 300) {
-      const waitMs = Math.max(Math.min(budget.left() - 250, this.options.maxWaitMs ?? 30_000), 10);
-      const latest = await this.within(budget, (signal) => this.options.nomad.latestDeployment(this.options.jobId, { index, waitMs, signal }));
+    while (index === 0 || deadline.left() > 300) {
+      const waitMs = Math.max(Math.min(deadline.left() - 250, this.options.maxWaitMs ?? 30_000), 10);
+      const latest = await this.within(deadline, (signal) => this.options.nomad.latestDeployment(this.options.jobId, { index, waitMs, signal }));
       index = latest.index;
       if (!latest.value || !ACTIVE_DEPLOYMENT_STATUSES.has(latest.value.Status)) return;
       seen.id = latest.value.ID;
     }
   }
 
-  async resume(deadlineMs: number): Promise<void> {
-    const budget = new Budget(`scaling ${this.where} back up`, deadlineMs);
+  async wake(deadlineMs: number): Promise<void> {
+    const deadline = new Deadline(`scaling ${this.where} back up`, deadlineMs);
     await this.persisted.load();
-    const count = this.countOf(await this.within(budget, (signal) => this.options.nomad.job(this.options.jobId, { signal })).then((r) => r.value));
+    const count = this.countOf(await this.within(deadline, (signal) => this.options.nomad.job(this.options.jobId, { signal })).then((r) => r.value));
     let known = new Set<string>();
     if (count === 0) {
       const target = this.persisted.value.previousCount ?? this.options.wakeCount ?? 1;
-      known = new Set((await this.within(budget, (signal) => this.options.nomad.jobAllocations(this.options.jobId, { signal }))).value.filter((a) => a.TaskGroup === this.options.group).map((a) => a.ID));
-      await this.within(budget, () => this.options.nomad.scaleGroup(this.options.jobId, this.options.group, target, `doze: woken by traffic, scaled back to ${target}`));
+      known = new Set((await this.within(deadline, (signal) => this.options.nomad.jobAllocations(this.options.jobId, { signal }))).value.filter((a) => a.TaskGroup === this.options.group).map((a) => a.ID));
+      await this.within(deadline, () => this.options.nomad.scaleGroup(this.options.jobId, this.options.group, target, `doze: woken by traffic, scaled back to ${target}`));
     }
-    // A group already up (a resume that timed out, or someone scaled it) counts as woken once an allocation is healthy.
-    const alloc = await this.waitFor(budget, async (allocs, signal) => {
+    // A group already up (a wake that timed out, or someone scaled it) counts as woken once an allocation is healthy.
+    const alloc = await this.waitFor(deadline, async (allocs, signal) => {
       for (const stub of allocs) {
         if (known.has(stub.ID) || stub.DesiredStatus !== 'run' || stub.ClientStatus !== 'running') continue;
         if (!Object.values(stub.TaskStates ?? {}).every((s) => s?.State === 'running')) continue;
@@ -176,10 +176,10 @@ export class NomadScaleRuntime implements Runtime {
   async inspect(): Promise<RuntimeObservedState> {
     try {
       await this.persisted.load();
-      const budget = new Budget(`inspecting ${this.where}`, INSPECT_MS);
-      const job = await this.within(budget, (signal) => this.options.nomad.job(this.options.jobId, { signal }));
-      const allocs = (await this.within(budget, (signal) => this.options.nomad.jobAllocations(this.options.jobId, { signal }))).value.filter((a) => a.TaskGroup === this.options.group);
-      if (this.countOf(job.value) === 0) return allocs.some((a) => !TERMINAL.has(a.ClientStatus)) ? 'transitioning' : 'paused';
+      const deadline = new Deadline(`inspecting ${this.where}`, INSPECT_MS);
+      const job = await this.within(deadline, (signal) => this.options.nomad.job(this.options.jobId, { signal }));
+      const allocs = (await this.within(deadline, (signal) => this.options.nomad.jobAllocations(this.options.jobId, { signal }))).value.filter((a) => a.TaskGroup === this.options.group);
+      if (this.countOf(job.value) === 0) return allocs.some((a) => !TERMINAL.has(a.ClientStatus)) ? 'transitioning' : 'asleep';
       const running = allocs.some((a) => a.DesiredStatus === 'run' && a.ClientStatus === 'running' && a.DeploymentStatus?.Healthy !== false);
       return running ? 'running' : 'transitioning';
     } catch {
@@ -238,13 +238,13 @@ export class NomadScaleRuntime implements Runtime {
 
   /**
    * Re-reads the job's allocations (blocking queries: Nomad answers when they
-   * change) until `accept` returns a value, within the budget.
+   * change) until `accept` returns a value, before the deadline.
    */
-  private async waitFor<T>(budget: Budget, accept: (allocs: NomadAllocationStub[], signal: AbortSignal) => T | undefined | Promise<T | undefined>): Promise<T> {
+  private async waitFor<T>(deadline: Deadline, accept: (allocs: NomadAllocationStub[], signal: AbortSignal) => T | undefined | Promise<T | undefined>): Promise<T> {
     let index = 0;
     for (;;) {
-      const found = await this.within(budget, async (signal) => {
-        const waitMs = Math.max(Math.min(budget.left() - 50, this.options.maxWaitMs ?? 30_000), 10);
+      const found = await this.within(deadline, async (signal) => {
+        const waitMs = Math.max(Math.min(deadline.left() - 50, this.options.maxWaitMs ?? 30_000), 10);
         const result = await this.options.nomad.jobAllocations(this.options.jobId, { index, waitMs, signal });
         index = result.index;
         return accept(result.value.filter((a) => a.TaskGroup === this.options.group), signal);
@@ -254,14 +254,14 @@ export class NomadScaleRuntime implements Runtime {
     }
   }
 
-  /** Runs a Nomad call with what is left of the budget; a call cut off by it is aborted. */
-  private async within<T>(budget: Budget, call: (signal: AbortSignal) => Promise<T>): Promise<T> {
-    const left = budget.left();
+  /** Runs a Nomad call with the time left before the deadline; a call cut off by it is aborted. */
+  private async within<T>(deadline: Deadline, call: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    const left = deadline.left();
     const controller = new AbortController();
     try {
-      return await withDeadline(budget.what, left, call(controller.signal));
+      return await withDeadline(deadline.what, left, call(controller.signal));
     } catch (error) {
-      if (error instanceof DeadlineError) throw new DeadlineError(budget.what, budget.totalMs);
+      if (error instanceof DeadlineError) throw new DeadlineError(deadline.what, deadline.totalMs);
       throw error;
     } finally {
       controller.abort();

@@ -28,7 +28,8 @@ export interface ReclaimState {
   last: ReclaimOutcome | null;
 }
 
-export type RuntimeObservedState = 'running' | 'paused' | 'transitioning' | 'gone';
+/** What a runtime finds its workload doing: awake, put to sleep (by whatever means: frozen, stopped, saved, scaled to 0), between the two, or gone. */
+export type RuntimeObservedState = 'running' | 'asleep' | 'transitioning' | 'gone';
 
 /**
  * What a runtime persists to wake what it put to sleep after an agent restart
@@ -47,16 +48,21 @@ export interface ProbeResult {
 
 /**
  * Puts one instance to sleep and wakes it. Every call takes a deadline,
- * is idempotent (pausing a paused instance succeeds) and is safe after an
- * agent restart, because it acts on the workload's real state.
+ * is idempotent (putting a sleeping instance to sleep succeeds) and is safe
+ * after an agent restart, because it acts on the workload's real state.
+ *
+ * It speaks the detector's words, sleep and wake, whatever the runtime does
+ * underneath. "Pause" is left to the QEMU and Firecracker pause modes and to
+ * the VMMs' own commands (QMP stop/cont, Cloud Hypervisor's vm.pause), so
+ * that QemuSnapshotRuntime.sleep() saving a snapshot reads as it is.
  */
 export interface Runtime {
   readonly kind: string;
   readonly capabilities: RuntimeCapabilities;
   /** Can this runtime work here, for this instance? Checked at config load. */
   probe(): Promise<ProbeResult>;
-  pause(deadlineMs: number): Promise<void>;
-  resume(deadlineMs: number): Promise<void>;
+  sleep(deadlineMs: number): Promise<void>;
+  wake(deadlineMs: number): Promise<void>;
   inspect(): Promise<RuntimeObservedState>;
   /**
    * The workload's CPU and block I/O so far (busy guard), read synchronously from

@@ -6,7 +6,7 @@ import { tweakRuntime } from '../helpers/runtime-wrappers.js';
 
 rootTest.serial('a resume that hangs past wakeTimeout is a failed wake with the reason, not a stuck instance', async (t) => {
   const inst = await createInstance(t);
-  const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '10m', wakeTimeout: '300ms' })] }, { wrapRuntime: tweakRuntime({ resumeDelayMs: 2000 }) });
+  const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '10m', wakeTimeout: '300ms' })] }, { wrapRuntime: tweakRuntime({ wakeDelayMs: 2000 }) });
   await agent.detector.sleepNow('web');
   const failed = nextState(agent, 'web', 'failed', 3000);
   void get(`${inst.app.url}/`, 500).catch(() => undefined);
@@ -18,7 +18,7 @@ rootTest.serial('a resume that hangs past wakeTimeout is a failed wake with the 
 
 rootTest.serial('a pause that fails leaves the instance awake and serving, never half paused', async (t) => {
   const inst = await createInstance(t);
-  const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '200ms' })] }, { wrapRuntime: tweakRuntime({ failPause: () => true }) });
+  const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '200ms' })] }, { wrapRuntime: tweakRuntime({ failSleep: () => true }) });
   const back = new Promise<string>((resolve) => {
     agent.detector.on('transition', (e) => {
       if (e.instance.id === 'web' && e.from === 'pausing' && e.to === 'running') resolve(e.reason);

@@ -69,12 +69,12 @@ rootTest.serial('a real request during sleep gets the app\'s own answer, not the
 
 rootTest.serial('a resume that fails turns the checks critical within two intervals and is reported', async (t) => {
   const inst = await createInstance(t);
-  let failResume = false;
-  const agent = await startAgent(t, { healthChecks: { fromUid: CHECKER_UID }, instances: [inst.config({ idleTimeout: '200ms' })] }, { wrapRuntime: tweakRuntime({ failResume: () => failResume }) });
+  let wakeFails = false;
+  const agent = await startAgent(t, { healthChecks: { fromUid: CHECKER_UID }, instances: [inst.config({ idleTimeout: '200ms' })] }, { wrapRuntime: tweakRuntime({ failWake: () => wakeFails }) });
   const interval = 100;
   const runner = await consulChecks(t, `${inst.app.url}/`, interval);
   await inState(agent, 'web', 'sleeping', 5000);
-  failResume = true;
+  wakeFails = true;
   const failed = nextState(agent, 'web', 'failed', 3000);
   void get(`${inst.app.url}/`, 500).catch(() => undefined); // the app stays frozen: this request cannot be answered
   await failed;

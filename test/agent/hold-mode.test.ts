@@ -7,7 +7,7 @@ import { tweakRuntime } from '../helpers/runtime-wrappers.js';
 
 rootTest.serial('hold: more connections than maxHeld during a wake are all answered; at most maxHeld are held', async (t) => {
   const inst = await createInstance(t);
-  const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '10m', wake: 'hold', maxHeld: 2 })] }, { wrapRuntime: tweakRuntime({ resumeDelayMs: 400 }) });
+  const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '10m', wake: 'hold', maxHeld: 2 })] }, { wrapRuntime: tweakRuntime({ wakeDelayMs: 400 }) });
   await agent.detector.sleepNow('web');
   const chain = `${agent.config.netfilter.chainPrefix}-HOLD`;
   t.regex(await sh('iptables', ['-t', 'nat', '-S', chain]), /connlimit-upto 2/);
@@ -27,7 +27,7 @@ rootTest.serial('hold: a failed wake resets every held connection at once, not a
   const agent = await startAgent(
     t,
     { instances: [inst.config({ idleTimeout: '10m', wake: 'hold', maxHeld: 4, holdTimeout: '5s' })] },
-    { wrapRuntime: tweakRuntime({ resumeDelayMs: 200, failResume: () => true }) },
+    { wrapRuntime: tweakRuntime({ wakeDelayMs: 200, failWake: () => true }) },
   );
   await agent.detector.sleepNow('web');
   const started = performance.now();
@@ -46,7 +46,7 @@ rootTest.serial('hold: a held connection past its deadline is reset, not left ha
   const agent = await startAgent(
     t,
     { instances: [inst.config({ idleTimeout: '10m', wake: 'hold', holdTimeout: '300ms', wakeTimeout: '5s' })] },
-    { wrapRuntime: tweakRuntime({ resumeDelayMs: 1500 }) },
+    { wrapRuntime: tweakRuntime({ wakeDelayMs: 1500 }) },
   );
   await agent.detector.sleepNow('web');
   const started = performance.now();

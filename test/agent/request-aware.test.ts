@@ -75,7 +75,7 @@ rootTest.serial('a request sent while the instance is pausing is answered, and n
   // A pause that freezes at once but takes 400 ms to report: the request hits a frozen app mid-transition.
   let paused!: () => void;
   const pauseTookEffect = new Promise<void>((resolve) => (paused = resolve));
-  const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '200ms' })] }, { wrapRuntime: tweakRuntime({ pauseLingerMs: 400, onPaused: () => paused() }) });
+  const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '200ms' })] }, { wrapRuntime: tweakRuntime({ sleepLingerMs: 400, onAsleep: () => paused() }) });
   await nextState(agent, 'web', 'pausing', 2000);
   await pauseTookEffect;
   t.is(await inst.cgroup.freezerState(), 'FROZEN');

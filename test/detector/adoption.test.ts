@@ -23,7 +23,7 @@ const config = { idleTimeout: '1h' };
 test.serial('a workload left paused is adopted as sleeping, its checks go to the stub, and the next packet wakes it', async (t) => {
   const h = detectorHarness(t);
   const paused = new FakeRuntime();
-  paused.state = 'paused';
+  paused.state = 'asleep';
   const { instance, runtime } = await h.add('vm', config, paused);
   t.is(instance.state, 'sleeping');
   t.deepEqual(h.reasons('vm'), ['adopted a paused workload after restart', 'adopted']);
@@ -32,19 +32,19 @@ test.serial('a workload left paused is adopted as sleeping, its checks go to the
   h.source.packet(instance.key);
   await h.clock.tickAsync(0);
   t.is(instance.state, 'running');
-  t.is(runtime.resumes, 1);
+  t.is(runtime.wakes, 1);
 });
 
 test.serial('a workload left paused that got traffic while no agent ran (signalled) is woken at once', async (t) => {
   const h = detectorHarness(t);
   const paused = new FakeRuntime();
-  paused.state = 'paused';
+  paused.state = 'asleep';
   const { instance, runtime } = h.instance('vm', config, paused);
   h.source.states_.set(instance.key, BpfInstanceState.signalled);
   await h.detector.add(instance);
   await h.clock.tickAsync(0);
   t.is(instance.state, 'running');
-  t.is(runtime.resumes, 1);
+  t.is(runtime.wakes, 1);
   t.deepEqual(h.reasons('vm', 'waking'), ['traffic arrived while no agent was running']);
 });
 
@@ -61,12 +61,12 @@ test.serial('a runtime still waking when the agent restarts is adopted as runnin
   t.is(instance.state, 'running');
   t.is(h.source.states_.get(instance.key), BpfInstanceState.awake, 'the state map says awake: no wake events for a running VM');
   t.false(h.redirected.has('vm'), 'its checks reach the VM itself, not the stub');
-  t.is(runtime.resumes, 0, 'nothing to resume');
+  t.is(runtime.wakes, 0, 'nothing to resume');
 });
 
 test.serial('a runtime still pausing when the agent restarts is adopted as sleeping once asleep, and wakes on the next request', async (t) => {
   const h = detectorHarness(t);
-  const { instance, runtime } = h.instance('vm', config, midTransition('paused', 100));
+  const { instance, runtime } = h.instance('vm', config, midTransition('asleep', 100));
   h.source.states_.set(instance.key, BpfInstanceState.pausing); // the crashed agent's sleep left it pausing
   const adding = h.detector.add(instance);
   await h.clock.tickAsync(120);
@@ -76,13 +76,13 @@ test.serial('a runtime still pausing when the agent restarts is adopted as sleep
   t.true(h.redirected.has('vm'), 'its checks are answered by the stub while it sleeps');
   await h.detector.wake(instance, 'traffic');
   t.is(instance.state, 'running');
-  t.is(runtime.resumes, 1);
+  t.is(runtime.wakes, 1);
   t.false(h.redirected.has('vm'));
 });
 
 test.serial('a runtime stuck in between past the deadlines is adopted as asleep (bounded), and the next request resumes it', async (t) => {
   const h = detectorHarness(t);
-  const { instance, runtime } = h.instance('vm', { ...config, pauseTimeout: '200ms', wakeTimeout: '300ms' }, midTransition('paused', undefined));
+  const { instance, runtime } = h.instance('vm', { ...config, pauseTimeout: '200ms', wakeTimeout: '300ms' }, midTransition('asleep', undefined));
   let added = false;
   const adding = h.detector.add(instance).then(() => (added = true));
   await h.clock.tickAsync(280);

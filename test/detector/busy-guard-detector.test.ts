@@ -37,7 +37,7 @@ class Silent extends FakeTrafficSource {
 function setup(runtime: ScriptedCpu, hooks: Partial<SleepHooks> = {}, overrides: Record<string, unknown> = {}) {
   const config = parseConfig({ instances: [{ id: 'web', address: '10.213.0.2:8080', interface: 'dzx0h', idleTimeout: '200ms', idlePolicy: 'traffic', runtime: { kind: 'fake' }, ...overrides }] });
   const detector = new Detector(new Silent(), createLogger('silent'), {
-    hooks: { beforePause: async () => {}, awake: async () => {}, wakeFailed: async () => {}, guardChecks: false, ...hooks },
+    hooks: { beforeSleep: async () => {}, awake: async () => {}, wakeFailed: async () => {}, guardChecks: false, ...hooks },
   });
   detector.start();
   const instance = new ManagedInstance(config.instances[0]!, runtime, monotonicNs());
@@ -79,11 +79,11 @@ test('a computing workload is held with its figures, then sleeps when it stops, 
   t.is(instance.heldBy, undefined, 'nothing holds it once asleep');
 });
 
-test('work that starts between the decision and the pause aborts the sleep (checked again after beforePause)', async (t) => {
+test('work that starts between the decision and the pause aborts the sleep (checked again after beforeSleep)', async (t) => {
   const runtime = new ScriptedCpu();
   let pauses = 0;
   const { detector, instance, transitions } = setup(runtime, {
-    beforePause: async () => {
+    beforeSleep: async () => {
       // The first time: a job is picked up right as the sleep starts, and runs 300 ms.
       if (pauses++ === 0) {
         runtime.share = 1;
@@ -99,7 +99,7 @@ test('work that starts between the decision and the pause aborts the sleep (chec
   const aborted = transitions.find((e) => e.from === 'pausing' && e.to === 'running');
   t.truthy(aborted, 'the first sleep was undone');
   t.regex(aborted!.reason, /^busy: \d+ ms CPU in the last \d+ ms$/);
-  t.is(runtime.pauses, 1, 'the runtime paused once: after the work, never during it');
+  t.is(runtime.sleeps, 1, 'the runtime paused once: after the work, never during it');
 });
 
 test('busy forever: max_awake still puts it to sleep, and says why', async (t) => {

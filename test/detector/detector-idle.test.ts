@@ -12,7 +12,7 @@ test.serial('no traffic: asleep at its idle timeout, not a millisecond before, w
   t.is(h.source.reads.counters, 0, 'nothing is read before a deadline is due (one timer, no polling)');
   await h.clock.tickAsync(1);
   t.is(instance.state, 'sleeping');
-  t.is(runtime.pauses, 1);
+  t.is(runtime.sleeps, 1);
   t.is(h.source.states_.get(instance.key), BpfInstanceState.sleeping, 'the state map says sleeping: the next packet raises a wake event');
   t.true(h.redirected.has('web'), 'its checks go to the stub');
   t.is(h.source.reads.counters, 2, 'one read to decide, one to confirm nothing came in between');

@@ -16,7 +16,7 @@ test.serial('a packet to a sleeper raises one wake event and one wake; it then s
   t.is(instance.state, 'waking');
   await h.clock.tickAsync(30);
   t.is(instance.state, 'running');
-  t.is(runtime.resumes, 1, 'one wake for the flood');
+  t.is(runtime.wakes, 1, 'one wake for the flood');
   t.is(instance.lastWakeMs, 30, 'timed from the first packet');
   t.is(h.source.states_.get(instance.key), BpfInstanceState.awake);
   t.false(h.redirected.has('web'), 'checks reach the instance again');
@@ -28,12 +28,12 @@ test.serial('a packet to a sleeper raises one wake event and one wake; it then s
 
 test.serial('cancelled sleep: a packet between the idle decision and the pause aborts it; nothing is paused', async (t) => {
   let target: ManagedInstance | undefined;
-  const h = detectorHarness(t, { hooks: { beforePause: async (i) => void (i === target && h.source.packet(i.key)) } });
+  const h = detectorHarness(t, { hooks: { beforeSleep: async (i) => void (i === target && h.source.packet(i.key)) } });
   const { instance, runtime } = await h.add('web', { idleTimeout: '1s' });
   target = instance;
   await h.clock.tickAsync(1000);
   t.is(instance.state, 'running');
-  t.is(runtime.pauses, 0, 'the runtime was never asked to pause');
+  t.is(runtime.sleeps, 0, 'the runtime was never asked to pause');
   t.deepEqual(h.reasons('web', 'running'), ['traffic arrived while deciding']);
   t.is(h.source.states_.get(instance.key), BpfInstanceState.awake, 'the state map is awake again');
   // The packet counts as activity: the next try is an idle timeout after it.
@@ -54,8 +54,8 @@ test.serial('a packet while the runtime is pausing: the pause completes, then th
   t.true(instance.wakeRequested);
   await h.clock.tickAsync(50);
   t.is(instance.state, 'running');
-  t.is(runtime.pauses, 1);
-  t.is(runtime.resumes, 1);
+  t.is(runtime.sleeps, 1);
+  t.is(runtime.wakes, 1);
   t.deepEqual(h.reasons('web', 'running'), ['traffic arrived while pausing']);
 });
 
@@ -111,7 +111,7 @@ test.serial('with guarded checks, a health check in flight postpones the sleep i
   h.source.connection(instance.key, 41_000, 'check');
   await h.clock.tickAsync(1000);
   t.is(instance.state, 'running');
-  t.is(runtime.pauses, 0);
+  t.is(runtime.sleeps, 0);
   t.deepEqual(h.reasons('web', 'running'), ['1 health check(s) in flight']);
   h.source.connection(instance.key, 41_000, 'answer');
   await h.clock.tickAsync(200); // re-checked at idleTimeout / 5

@@ -16,7 +16,7 @@ test.serial('a lost wake event: the watchdog wakes the sleeper within one interv
   t.is(instance.state, 'sleeping', 'no event reached the detector');
   await h.clock.tickAsync(WATCHDOG_INTERVAL_MS + WAKE_EVENT_GRACE_MS);
   t.is(instance.state, 'running', 'woken at once');
-  t.is(runtime.resumes, 1);
+  t.is(runtime.wakes, 1);
   t.deepEqual(missed, [], 'not counted yet: its event may only be late');
   await h.clock.tickAsync(LATE_EVENT_MS);
   t.deepEqual(missed, ['web'], 'no event came within LATE_EVENT_MS: missed');
@@ -33,7 +33,7 @@ test.serial('a packet whose event arrives: the watchdog leaves it to the event a
   // A slow wake: still waking when the watchdog looks, several times over.
   await h.clock.tickAsync(3 * WATCHDOG_INTERVAL_MS);
   t.is(instance.state, 'running');
-  t.is(runtime.resumes, 1, 'one wake, by the event');
+  t.is(runtime.wakes, 1, 'one wake, by the event');
   t.is(h.detector.wakeEvents.missed, 0);
 });
 
@@ -49,7 +49,7 @@ test.serial('a packet that raced the pause and lost its event: the watchdog stil
   t.is(instance.state, 'sleeping', 'the sleep completed, its map state overwritten with sleeping');
   await h.clock.tickAsync(WATCHDOG_INTERVAL_MS + WAKE_EVENT_GRACE_MS);
   t.is(instance.state, 'running');
-  t.is(runtime.resumes, 1);
+  t.is(runtime.wakes, 1);
   await h.clock.tickAsync(LATE_EVENT_MS);
   t.is(h.detector.wakeEvents.missed, 1);
 });

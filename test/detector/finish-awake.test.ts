@@ -17,7 +17,7 @@ function setup(hooks: Partial<SleepHooks>) {
   const config = parseConfig({ instances: [{ id: 'web', address: '10.213.0.2:8080', interface: 'dzx0h', idleTimeout: '1h', runtime: { kind: 'fake' } }] });
   const runtime = new FakeRuntime();
   const detector = new Detector(new FakeTrafficSource(), createLogger('silent'), {
-    hooks: { beforePause: async () => {}, awake: async () => {}, wakeFailed: async () => {}, guardChecks: false, ...hooks },
+    hooks: { beforeSleep: async () => {}, awake: async () => {}, wakeFailed: async () => {}, guardChecks: false, ...hooks },
   });
   const instance = new ManagedInstance(config.instances[0]!, runtime, monotonicNs());
   return { detector, runtime, instance };
@@ -47,14 +47,14 @@ test('a wake whose redirect removal fails still ends in running, with the failur
 
 test('a sleep whose redirect cannot be installed is undone: the instance stays running and says why', async (t) => {
   const { detector, runtime, instance } = setup({
-    beforePause: async () => {
+    beforeSleep: async () => {
       throw new Error('iptables -A failed on purpose');
     },
   });
   await detector.add(instance);
   t.false(await detector.sleepNow('web'));
   t.is(instance.state, 'running', 'not stuck in pausing');
-  t.is(runtime.pauses, 0, 'never paused');
+  t.is(runtime.sleeps, 0, 'never paused');
   t.regex(instance.lastError?.message ?? '', /redirecting its checks failed: iptables -A failed on purpose/);
   await detector.stop({ wakeAll: false });
 });
@@ -69,12 +69,12 @@ test('a sleep whose map reads fail (doze-maps timing out) is undone, not left in
     }
   })();
   const runtime = new FakeRuntime();
-  const detector = new Detector(source, createLogger('silent'), { hooks: { beforePause: async () => {}, awake: async () => {}, wakeFailed: async () => {}, guardChecks: true } });
+  const detector = new Detector(source, createLogger('silent'), { hooks: { beforeSleep: async () => {}, awake: async () => {}, wakeFailed: async () => {}, guardChecks: true } });
   const instance = new ManagedInstance(config.instances[0]!, runtime, monotonicNs());
   await detector.add(instance);
   t.false(await detector.sleepNow('web'));
   t.is(instance.state, 'running', 'not stuck in pausing');
-  t.is(runtime.pauses, 0);
+  t.is(runtime.sleeps, 0);
   t.regex(instance.lastError?.message ?? '', /reading its connections and counters failed: doze-maps did not answer/);
   fail = false;
   t.true(await detector.sleepNow('web'), 'the next sleep goes through');

@@ -20,7 +20,7 @@ export interface Harness {
   source: FakeTrafficSource;
   detector: Detector;
   transitions: TransitionEvent[];
-  /** Instances whose checks the stub answers (between beforePause and awake). */
+  /** Instances whose checks the stub answers (between beforeSleep and awake). */
   redirected: Set<string>;
   /** An instance on a fake runtime, not added yet (defaults: traffic policy, 1 s idle timeout). */
   instance(id: string, config?: Record<string, unknown>, runtime?: FakeRuntime | FakeRuntimeKnobs): { instance: ManagedInstance; runtime: FakeRuntime };
@@ -44,7 +44,7 @@ export function detectorHarness(t: ExecutionContext, options: HarnessOptions = {
   const source = new FakeTrafficSource();
   const redirected = new Set<string>();
   const hooks: SleepHooks = {
-    beforePause: async (i) => void redirected.add(i.id),
+    beforeSleep: async (i) => void redirected.add(i.id),
     awake: async (i) => void redirected.delete(i.id),
     wakeFailed: async () => {},
     guardChecks: false,

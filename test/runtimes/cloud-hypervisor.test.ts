@@ -28,7 +28,7 @@ runtimeContract('cloud-hypervisor (pause + snapshot)', async (t) => {
 test('pause without a snapshot directory: vm.info, then vm.pause with no body', async (t) => {
   const double = await CloudHypervisorDouble.start(t);
   const runtime = new CloudHypervisorRuntime({ socket: double.socketPath });
-  await runtime.pause(2000);
+  await runtime.sleep(2000);
   t.deepEqual(
     double.requests.map((r) => [r.method, r.path, r.body, r.status]),
     [
@@ -46,13 +46,13 @@ test('pause with a snapshot directory: vm.pause, then vm.snapshot of the paused 
   const runtime = new CloudHypervisorRuntime({ socket: double.socketPath, snapshotDir: snap, handleFile: join(double.dir, 'handle.json') });
   t.true((await runtime.probe()).ok);
   double.guestTick();
-  await runtime.pause(2000);
+  await runtime.sleep(2000);
   t.deepEqual(double.calls, ['PUT /api/v1/vm.pause', 'PUT /api/v1/vm.snapshot']);
   t.deepEqual(double.requests.find((r) => r.path === '/api/v1/vm.snapshot')?.body, { destination_url: `file://${snap}/pending` });
   for (const file of ['config.json', 'state.json', 'memory-ranges']) t.true(existsSync(join(snap, 'current', file)), file);
   t.false(existsSync(join(snap, 'pending')));
   t.deepEqual(JSON.parse(await readFile(join(double.dir, 'handle.json'), 'utf8')), { version: 1, kind: 'cloud-hypervisor', asleep: true, snapshot: true });
-  await runtime.resume(2000);
+  await runtime.wake(2000);
   t.deepEqual(double.calls, ['PUT /api/v1/vm.pause', 'PUT /api/v1/vm.snapshot', 'PUT /api/v1/vm.resume']);
   t.like(runtime.handle(), { asleep: false, snapshot: true });
 });
@@ -63,13 +63,13 @@ test('a VMM that restarted while the VM slept: vm.restore with prefault false, t
   const runtime = new CloudHypervisorRuntime({ socket: double.socketPath, snapshotDir: snap, handleFile: join(double.dir, 'handle.json') });
   double.guestTick();
   double.guestTick();
-  await runtime.pause(2000);
+  await runtime.sleep(2000);
   await double.restartProcess();
   t.is(double.state, undefined, 'the fresh VMM has no VM');
-  t.is(await runtime.inspect(), 'paused', 'still asleep, in its snapshot');
-  await t.notThrowsAsync(runtime.pause(2000), 'pausing it again is a no-op');
+  t.is(await runtime.inspect(), 'asleep', 'still asleep, in its snapshot');
+  await t.notThrowsAsync(runtime.sleep(2000), 'pausing it again is a no-op');
   double.requests.length = 0;
-  await runtime.resume(2000);
+  await runtime.wake(2000);
   t.deepEqual(
     double.requests.map((r) => [r.method, r.path, r.body, r.status]),
     [
@@ -86,23 +86,23 @@ test('a restarted agent restores from its handle file', async (t) => {
   const double = await CloudHypervisorDouble.start(t);
   const options = { socket: double.socketPath, snapshotDir: join(double.dir, 'snap'), handleFile: join(double.dir, 'handle.json') };
   double.guestTick();
-  await new CloudHypervisorRuntime(options).pause(2000);
+  await new CloudHypervisorRuntime(options).sleep(2000);
   await double.restartProcess();
   const fresh = new CloudHypervisorRuntime(options);
   t.true((await fresh.probe()).ok, 'a VMM with no VM but a snapshot to restore is manageable');
-  t.is(await fresh.inspect(), 'paused');
-  await fresh.resume(2000);
+  t.is(await fresh.inspect(), 'asleep');
+  await fresh.wake(2000);
   t.is(double.guestTick(), 2);
 });
 
 test('a VMM that restarted while the VM ran is not rolled back to an old snapshot', async (t) => {
   const double = await CloudHypervisorDouble.start(t);
   const runtime = new CloudHypervisorRuntime({ socket: double.socketPath, snapshotDir: join(double.dir, 'snap'), handleFile: join(double.dir, 'handle.json') });
-  await runtime.pause(2000);
-  await runtime.resume(2000);
+  await runtime.sleep(2000);
+  await runtime.wake(2000);
   await double.restartProcess();
   t.is(await runtime.inspect(), 'gone');
-  const error = await t.throwsAsync<DozeError>(runtime.resume(2000));
+  const error = await t.throwsAsync<DozeError>(runtime.wake(2000));
   t.is(error?.code, 'E_VMM_STATE');
   t.false(double.calls.includes('PUT /api/v1/vm.restore'));
 });
@@ -111,13 +111,13 @@ test('a failed snapshot surfaces Cloud Hypervisor\'s messages and leaves the VM 
   const double = await CloudHypervisorDouble.start(t);
   const runtime = new CloudHypervisorRuntime({ socket: double.socketPath, snapshotDir: join(double.dir, 'snap') });
   double.snapshotError = 'No space left on device (os error 28)';
-  const error = await t.throwsAsync<DozeError>(runtime.pause(2000));
+  const error = await t.throwsAsync<DozeError>(runtime.sleep(2000));
   t.is(error?.code, 'E_VMM_HTTP');
   t.regex(error?.message ?? '', /HTTP 500: Error from API: The VM could not be snapshotted: No space left on device/);
   t.is(double.state, 'Paused');
   t.false(runtime.handle().asleep === true, 'not asleep until the snapshot exists');
   double.snapshotError = undefined;
-  await runtime.pause(2000);
+  await runtime.sleep(2000);
   t.deepEqual(double.calls, ['PUT /api/v1/vm.pause', 'PUT /api/v1/vm.snapshot', 'PUT /api/v1/vm.snapshot'], 'the retry snapshots without pausing again');
   t.true(existsSync(join(double.dir, 'snap', 'current', 'memory-ranges')));
 });
@@ -125,7 +125,7 @@ test('a failed snapshot surfaces Cloud Hypervisor\'s messages and leaves the VM 
 test('a snapshot directory that cannot be made is an E_RUNTIME_IO naming it', async (t) => {
   const double = await CloudHypervisorDouble.start(t);
   const runtime = new CloudHypervisorRuntime({ socket: double.socketPath, snapshotDir: join(double.dir, 'ch.sock') });
-  const error = await t.throwsAsync<DozeError>(runtime.pause(2000));
+  const error = await t.throwsAsync<DozeError>(runtime.sleep(2000));
   t.is(error?.code, 'E_RUNTIME_IO');
   t.regex(error?.message ?? '', /ch\.sock\/pending: ENOTDIR/);
 });
@@ -137,7 +137,7 @@ test('probe explains a missing socket; inspect calls it gone', async (t) => {
   t.false(probe.ok);
   t.regex(probe.reason ?? '', /does not answer: .*ENOENT/);
   t.is(await runtime.inspect(), 'gone');
-  const error = await t.throwsAsync<DozeError>(runtime.pause(500));
+  const error = await t.throwsAsync<DozeError>(runtime.sleep(500));
   t.is(error?.code, 'E_VMM_UNREACHABLE');
 });
 

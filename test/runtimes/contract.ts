@@ -71,31 +71,31 @@ export function runtimeContract(name: string, factory: Factory, options: Contrac
     t.is(await runtime.inspect(), 'running');
   });
 
-  withSubject('pause then resume, and inspect reflects each', async (t, { runtime }) => {
-    await runtime.pause(deadline);
-    t.is(await runtime.inspect(), 'paused');
-    await runtime.resume(deadline);
+  withSubject('sleep then wake, and inspect reflects each', async (t, { runtime }) => {
+    await runtime.sleep(deadline);
+    t.is(await runtime.inspect(), 'asleep');
+    await runtime.wake(deadline);
     t.is(await runtime.inspect(), 'running');
-    await runtime.pause(deadline);
-    t.is(await runtime.inspect(), 'paused', 'a second cycle works too');
-    await runtime.resume(deadline);
+    await runtime.sleep(deadline);
+    t.is(await runtime.inspect(), 'asleep', 'a second cycle works too');
+    await runtime.wake(deadline);
     t.is(await runtime.inspect(), 'running');
   });
 
-  withSubject('a second pause of a paused workload succeeds and changes nothing', async (t, subject) => {
+  withSubject('a second sleep of a sleeping workload succeeds and changes nothing', async (t, subject) => {
     const { runtime } = subject;
-    await runtime.pause(deadline);
+    await runtime.sleep(deadline);
     const before = subject.mutations?.();
-    await t.notThrowsAsync(runtime.pause(deadline));
-    if (before !== undefined) t.is(subject.mutations!(), before, 'the second pause sent no state change');
-    t.is(await runtime.inspect(), 'paused');
+    await t.notThrowsAsync(runtime.sleep(deadline));
+    if (before !== undefined) t.is(subject.mutations!(), before, 'the second sleep sent no state change');
+    t.is(await runtime.inspect(), 'asleep');
   });
 
-  withSubject('resume of a running workload is a no-op', async (t, subject) => {
+  withSubject('wake of a running workload is a no-op', async (t, subject) => {
     const { runtime } = subject;
     const before = subject.mutations?.();
-    await t.notThrowsAsync(runtime.resume(deadline));
-    if (before !== undefined) t.is(subject.mutations!(), before, 'resume sent no state change');
+    await t.notThrowsAsync(runtime.wake(deadline));
+    if (before !== undefined) t.is(subject.mutations!(), before, 'wake sent no state change');
     t.is(await runtime.inspect(), 'running');
   });
 
@@ -105,30 +105,30 @@ export function runtimeContract(name: string, factory: Factory, options: Contrac
     const control = subject.slow;
     control.slowDown(slow);
     const started = performance.now();
-    const error = await t.throwsAsync<DozeError>(runtime.pause(short));
+    const error = await t.throwsAsync<DozeError>(runtime.sleep(short));
     t.is(error?.code, 'E_DEADLINE', error?.message);
     t.true(performance.now() - started < slow, 'the call gave up at its deadline, not when the workload answered');
     control.slowDown(0);
     // Whatever the late request did lands; the runtime acts on the real state from here.
     await until('the late request to land', () => control.answeredAll(), Math.max(slow * 10, deadline));
-    await runtime.pause(deadline);
-    t.is(await runtime.inspect(), 'paused');
-    await runtime.resume(deadline);
+    await runtime.sleep(deadline);
+    t.is(await runtime.inspect(), 'asleep');
+    await runtime.wake(deadline);
     t.is(await runtime.inspect(), 'running');
   });
 
   if (options.adopts ?? true) withSubject('adoption: a new runtime object for the same workload finds it asleep and wakes it', async (t, subject) => {
     const { runtime } = subject;
     if (!subject.another) return t.fail('the subject cannot build another runtime: pass adopts: false if the runtime keeps its state in itself');
-    await runtime.pause(deadline);
+    await runtime.sleep(deadline);
     // The agent that put it to sleep is gone (QEMU's monitor, for one, takes a single client).
     await runtime.close?.();
     const fresh = subject.another();
     t.teardown(() => fresh.close?.());
     const probe = await fresh.probe();
     t.true(probe.ok, probe.reason);
-    t.is(await fresh.inspect(), 'paused', 'the new runtime sees the workload asleep');
-    await fresh.resume(deadline);
+    t.is(await fresh.inspect(), 'asleep', 'the new runtime sees the workload asleep');
+    await fresh.wake(deadline);
     t.is(await fresh.inspect(), 'running');
   });
 }

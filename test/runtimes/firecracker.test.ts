@@ -69,9 +69,9 @@ runtimeContract('firecracker (snapshot mode)', async (t) => {
 test('pause mode: PATCH /vm Paused and Resumed; the process is kept', async (t) => {
   const { runtime, first, calls } = await setup(t, 'pause');
   t.true((await runtime.probe()).ok);
-  await runtime.pause(2000);
+  await runtime.sleep(2000);
   t.is(first.state, 'Paused');
-  await runtime.resume(2000);
+  await runtime.wake(2000);
   t.deepEqual(calls(), [
     ['PATCH', '/vm', { state: 'Paused' }],
     ['PATCH', '/vm', { state: 'Resumed' }],
@@ -87,17 +87,17 @@ test('snapshot mode: Full first into a stopped process, load into a fresh one wi
   t.deepEqual(runtime.capabilities, { keepsProcess: false, freesMemory: true, dropsFirstSyn: true });
   first.guestTick();
 
-  await runtime.pause(5000);
+  await runtime.sleep(5000);
   t.deepEqual(calls(), [
     ['PATCH', '/vm', { state: 'Paused' }],
     ['PUT', '/snapshot/create', { snapshot_type: 'Full', snapshot_path: join(snap, 'vmstate.next'), mem_file_path: join(snap, 'mem.next') }],
   ]);
   t.true(first.exited, 'the process is gone: its memory is free');
   t.true(existsSync(join(snap, 'vmstate')) && existsSync(join(snap, 'mem')));
-  t.is(await runtime.inspect(), 'paused');
+  t.is(await runtime.inspect(), 'asleep');
   t.like(runtime.handle(), { asleep: true, base: true, pending: null, snapshots: 1 });
 
-  await runtime.resume(5000);
+  await runtime.wake(5000);
   const load = ['PUT', '/snapshot/load', { snapshot_path: join(snap, 'vmstate'), mem_backend: { backend_type: 'File', backend_path: join(snap, 'mem') }, track_dirty_pages: true, resume_vm: true }];
   t.deepEqual(calls().slice(2), [load]);
   t.is(launcher.processes.length, 2, 'loaded into a fresh process');
@@ -105,7 +105,7 @@ test('snapshot mode: Full first into a stopped process, load into a fresh one wi
   t.is(second.state, 'Running');
   t.is(second.guestTick(), 2, 'guest memory came back');
 
-  await runtime.pause(5000);
+  await runtime.sleep(5000);
   t.deepEqual(calls().slice(3), [
     ['PATCH', '/vm', { state: 'Paused' }],
     ['PUT', '/snapshot/create', { snapshot_type: 'Diff', snapshot_path: join(snap, 'vmstate.next'), mem_file_path: join(snap, 'mem.diff') }],
@@ -113,11 +113,11 @@ test('snapshot mode: Full first into a stopped process, load into a fresh one wi
   t.false(existsSync(join(snap, 'mem.diff')), 'the layer was merged and removed');
   t.deepEqual(launcher.events, ['stop', 'start', 'stop']);
 
-  await runtime.resume(5000);
+  await runtime.wake(5000);
   t.deepEqual(calls().slice(5), [load]);
   t.is(launcher.current!.guestTick(), 3, 'the page dirtied after the load came back through the merged Diff layer');
-  await runtime.pause(5000);
-  await runtime.resume(5000);
+  await runtime.sleep(5000);
+  await runtime.wake(5000);
   t.is(launcher.current!.guestTick(), 4);
   t.like(runtime.handle(), { asleep: false, snapshots: 3 });
 });
@@ -126,7 +126,7 @@ test('snapshot mode: a VM booted without dirty page tracking gets a Full snapsho
   const { dir, runtime, calls } = await setup(t, 'snapshot', {}, { trackDirtyPages: false });
   // A handle from an earlier sleep: a base exists, so the runtime tries a Diff first.
   await writeFile(join(dir, 'handle.json'), JSON.stringify({ version: 1, kind: 'firecracker', asleep: false, base: true, pending: null, taken: false, snapshots: 1 }));
-  await runtime.pause(5000);
+  await runtime.sleep(5000);
   const creates = calls().filter(([, path]) => path === '/snapshot/create').map(([, , body]) => (body as { snapshot_type: string }).snapshot_type);
   t.deepEqual(creates, ['Diff', 'Full']);
   t.like(runtime.handle(), { asleep: true, base: true, pending: null });
@@ -136,8 +136,8 @@ test('snapshot mode with diffSnapshots false: Full every time, no dirty page tra
   const { dir, runtime, calls } = await setup(t, 'snapshot', { diffSnapshots: false, snapshotEditor: undefined });
   t.true((await runtime.probe()).ok, 'no snapshot-editor needed');
   for (let i = 0; i < 2; i++) {
-    await runtime.pause(5000);
-    await runtime.resume(5000);
+    await runtime.sleep(5000);
+    await runtime.wake(5000);
   }
   const creates = calls().filter(([, path]) => path === '/snapshot/create').map(([, , body]) => (body as { snapshot_type: string }).snapshot_type);
   t.deepEqual(creates, ['Full', 'Full']);
@@ -149,17 +149,17 @@ test('snapshot mode with diffSnapshots false: Full every time, no dirty page tra
 test('network_overrides point a restored interface at another tap; without it a missing tap fails the load, which ends the process', async (t) => {
   const taps = new Set(['tap0']);
   const { runtime, launcher } = await setup(t, 'snapshot', {}, { taps, trackDirtyPages: true });
-  await runtime.pause(5000);
+  await runtime.sleep(5000);
   taps.delete('tap0');
-  const error = await t.throwsAsync<DozeError>(runtime.resume(5000));
+  const error = await t.throwsAsync<DozeError>(runtime.wake(5000));
   t.is(error?.code, 'E_VMM_HTTP');
   t.regex(error?.message ?? '', /Open tap device failed: tap0/);
   t.true(launcher.current!.exited, 'a failed load ends the Firecracker process');
-  t.is(await runtime.inspect(), 'paused', 'still asleep in its snapshot');
+  t.is(await runtime.inspect(), 'asleep', 'still asleep in its snapshot');
 
   taps.add('tap9');
   const overridden = new FirecrackerRuntime({ ...runtime.options, networkOverrides: [{ iface_id: 'eth0', host_dev_name: 'tap9' }] });
-  await overridden.resume(5000);
+  await overridden.wake(5000);
   const load = launcher.current!.calls.at(-1)!;
   t.like(load[2] as object, { network_overrides: [{ iface_id: 'eth0', host_dev_name: 'tap9' }] });
   t.deepEqual(launcher.current!.interfaces, [{ iface_id: 'eth0', host_dev_name: 'tap9' }]);
@@ -169,28 +169,28 @@ test('network_overrides point a restored interface at another tap; without it a 
 test('a merge that failed is finished by the next call, even from a restarted agent', async (t) => {
   const { runtime, launcher } = await setup(t, 'snapshot', { snapshotEditor: { binary: '/nonexistent/snapshot-editor' } }, { trackDirtyPages: true });
   launcher.current!.guestTick();
-  await runtime.pause(5000);
-  await runtime.resume(5000);
+  await runtime.sleep(5000);
+  await runtime.wake(5000);
   launcher.current!.guestTick();
-  const error = await t.throwsAsync<DozeError>(runtime.pause(5000));
+  const error = await t.throwsAsync<DozeError>(runtime.sleep(5000));
   t.is(error?.code, 'E_RUNTIME_HELPER');
   t.like(runtime.handle(), { pending: 'diff', taken: true });
-  t.is(await runtime.inspect(), 'paused', 'the layer is on disk and the process is gone');
+  t.is(await runtime.inspect(), 'asleep', 'the layer is on disk and the process is gone');
 
   const restarted = new FirecrackerRuntime({ ...runtime.options, snapshotEditor: editor });
-  await restarted.resume(5000);
+  await restarted.wake(5000);
   t.is(launcher.current!.guestTick(), 3, 'the Diff layer was merged before the load');
 });
 
 test('a restarted agent wakes a VM asleep in its snapshot', async (t) => {
   const { runtime, launcher } = await setup(t, 'snapshot', {}, { trackDirtyPages: true });
   launcher.current!.guestTick();
-  await runtime.pause(5000);
+  await runtime.sleep(5000);
   const restarted = new FirecrackerRuntime(runtime.options);
   t.true((await restarted.probe()).ok, 'no process, but a snapshot to wake');
-  t.is(await restarted.inspect(), 'paused');
-  await t.notThrowsAsync(restarted.pause(2000), 'pausing it again is a no-op');
-  await restarted.resume(5000);
+  t.is(await restarted.inspect(), 'asleep');
+  await t.notThrowsAsync(restarted.sleep(2000), 'pausing it again is a no-op');
+  await restarted.wake(5000);
   t.is(launcher.current!.guestTick(), 2);
 });
 
@@ -207,7 +207,7 @@ test('a process with no started microVM is refused at probe and at pause', async
   t.teardown(() => fresh.exit());
   const runtime = new FirecrackerRuntime({ socket: fresh.socketPath, mode: 'pause' });
   t.regex((await runtime.probe()).reason ?? '', /has not started a microVM/);
-  t.is((await t.throwsAsync<DozeError>(runtime.pause(1000)))?.code, 'E_VMM_STATE');
+  t.is((await t.throwsAsync<DozeError>(runtime.sleep(1000)))?.code, 'E_VMM_STATE');
   t.deepEqual(fresh.calls, [], 'nothing was sent that Firecracker would refuse');
 });
 
@@ -232,10 +232,10 @@ test('SpawnVmmLauncher: a real child process per start, stopped by pid; a full s
   }
   const runtime = new FirecrackerRuntime({ socket, mode: 'snapshot', snapshotDir: join(dir, 'snap'), launcher, diffSnapshots: false, handleFile: join(dir, 'handle.json') });
   t.true((await runtime.probe()).ok);
-  await runtime.pause(10_000);
+  await runtime.sleep(10_000);
   t.false(existsSync(socket), 'the old process is gone with its socket');
   t.throws(() => process.kill(pid!, 0), undefined, 'the old process exited');
-  await runtime.resume(20_000);
+  await runtime.wake(20_000);
   const info = JSON.parse((await unixRequest(socket, 'GET', '/', undefined, 2000)).text) as { state: string };
   t.is(info.state, 'Running');
   const newPid = await socketOwner(socket);

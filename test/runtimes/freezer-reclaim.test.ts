@@ -30,9 +30,9 @@ test('an OOM kill while it slept makes the wake fail, reported: the kernel kille
   const runtime = new FreezerRuntime('nomad/alloc.app', root, { reclaim: { afterMs: 60_000 }, swap: swap(true) });
   t.true((await runtime.probe()).ok);
   t.like(runtime.reclaimState(), { enabled: true, reason: null });
-  await runtime.pause(1000);
+  await runtime.sleep(1000);
   await writeFile(join(memory, 'memory.oom_control'), 'oom_kill_disable 0\nunder_oom 0\noom_kill 1\n');
-  const error = await t.throwsAsync(runtime.resume(1000));
+  const error = await t.throwsAsync(runtime.wake(1000));
   t.is((error as { code?: string }).code, 'E_OOM_KILLED');
   t.regex(error!.message, /OOM-killed a process of nomad\/alloc\.app while it slept/);
   t.is(await runtime.inspect(), 'running', 'thawed all the same');
@@ -46,8 +46,8 @@ test('the memory cgroup beside a Nomad freezer cgroup is found and measured; wit
   t.like(runtime.reclaimState(), { enabled: false, reason: 'no swap on this node (test)', afterMs: 0, reclaimed: false });
   t.true(runtime.capabilities.freesMemory);
   // A plain freezer instance asleep and awake: nothing of its memory cgroup changed.
-  await runtime.pause(1000);
-  await runtime.resume(1000);
+  await runtime.sleep(1000);
+  await runtime.wake(1000);
   t.is(await readFile(join(memory, 'memory.swappiness'), 'utf8'), '0');
 });
 

@@ -53,7 +53,7 @@ guestTest.serial('an idle VM is paused through QMP; a request wakes it and its i
   const runtime = runtimeOf(agent, 'vm');
   for (let cycle = 0; cycle < 3; cycle++) {
     const sleptAfter = await inState(agent, 'vm', 'sleeping', 10_000);
-    t.is(await runtime.inspect(), 'paused', 'QEMU reports the VM stopped');
+    t.is(await runtime.inspect(), 'asleep', 'QEMU reports the VM stopped');
     t.is((await runtime.qmp.execute<{ status: string }>('query-status', undefined, 1000)).status, 'paused');
     const running = nextState(agent, 'vm', 'running', 5000);
     const answer = await get(guest.url, 5000);
@@ -86,7 +86,7 @@ guestTest.serial('with reclaim, at least 80 % of the resident guest RAM leaves m
   t.log(`RAM file resident ${(residentAwake / MiB).toFixed(0)} -> ${(residentAsleep / MiB).toFixed(0)} MiB (${(freed * 100).toFixed(1)} % freed); memory cgroup ${(cgroupAwake / MiB).toFixed(0)} -> ${(cgroupAsleep / MiB).toFixed(0)} MiB; write-back + page-out took ${reclaimed.ms.toFixed(0)} ms`);
   t.true(freed >= 0.8, `only ${(freed * 100).toFixed(1)} % of the resident guest RAM left memory`);
   t.true(cgroupAsleep < cgroupAwake - 64 * MiB, 'the VM’s memory cgroup shrank by at least the filled RAM');
-  t.is(await runtimeOf(agent, 'vm').inspect(), 'paused');
+  t.is(await runtimeOf(agent, 'vm').inspect(), 'asleep');
   const running = nextState(agent, 'vm', 'running', 5000);
   const answer = await get(guest.url, 5000);
   await running;
@@ -102,11 +102,11 @@ guestTest.serial('a request that arrives while the VM is pausing is answered, an
   // Stop (and reclaim) at once, but report 400 ms later: the request hits a stopped VM mid-transition.
   let paused!: () => void;
   const pauseTookEffect = new Promise<void>((resolve) => (paused = resolve));
-  const slowPause = tweakRuntime({ pauseLingerMs: 400, onPaused: () => paused() });
-  const agent = await startManaged(t, guest, { reclaim: true, memoryCgroup: guest.memoryCgroup }, {}, slowPause);
+  const slowSleep = tweakRuntime({ sleepLingerMs: 400, onAsleep: () => paused() });
+  const agent = await startManaged(t, guest, { reclaim: true, memoryCgroup: guest.memoryCgroup }, {}, slowSleep);
   await nextState(agent, 'vm', 'pausing', 10_000);
   await pauseTookEffect;
-  t.is(await runtimeOf(agent, 'vm').inspect(), 'paused', 'the VM is stopped…');
+  t.is(await runtimeOf(agent, 'vm').inspect(), 'asleep', 'the VM is stopped…');
   t.is(agent.detector.get('vm')!.state, 'pausing', '…while the agent is still pausing');
   const running = nextState(agent, 'vm', 'running', 5000);
   const answer = await get(guest.url, 5000);

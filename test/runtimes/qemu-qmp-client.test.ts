@@ -105,7 +105,7 @@ test('a missing socket and a socket that does not speak QMP are named', async (t
 
 test('QEMU run states map onto what doze observes', (t) => {
   t.is(observedFromQemuStatus('running'), 'running');
-  for (const s of ['paused', 'suspended', 'prelaunch', 'postmigrate', 'inmigrate']) t.is(observedFromQemuStatus(s), 'paused', s);
+  for (const s of ['paused', 'suspended', 'prelaunch', 'postmigrate', 'inmigrate']) t.is(observedFromQemuStatus(s), 'asleep', s);
   for (const s of ['finish-migrate', 'save-vm', 'restore-vm']) t.is(observedFromQemuStatus(s), 'transitioning', s);
   for (const s of ['shutdown', 'internal-error', 'io-error', 'guest-panicked']) t.is(observedFromQemuStatus(s), 'gone', s);
 });
@@ -116,11 +116,11 @@ test('pause mode: stop and cont are idempotent, inspect follows QEMU, one connec
   t.teardown(() => runtime.close());
   t.deepEqual(await runtime.probe(), { ok: true });
   t.deepEqual(runtime.capabilities, { keepsProcess: true, freesMemory: false });
-  await runtime.pause(1000);
-  await runtime.pause(1000);
-  t.is(await runtime.inspect(), 'paused');
-  await runtime.resume(1000);
-  await runtime.resume(1000);
+  await runtime.sleep(1000);
+  await runtime.sleep(1000);
+  t.is(await runtime.inspect(), 'asleep');
+  await runtime.wake(1000);
+  await runtime.wake(1000);
   t.is(await runtime.inspect(), 'running');
   t.is(qmp.connections.length, 1);
   qmp.status = 'shutdown';

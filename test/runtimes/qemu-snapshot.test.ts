@@ -175,7 +175,7 @@ guestTest.serial('snapshot sleep: no QEMU process while asleep, doze vm alive, t
     const ramAsleep = await guest.ramResidentBytes();
     t.true(cgroupAsleep < 10 * MiB, `the VM's memory cgroup holds ${(cgroupAsleep / MiB).toFixed(1)} MiB asleep`);
     t.true(ramAsleep < 1 * MiB, `the RAM file has ${(ramAsleep / MiB).toFixed(1)} MiB resident asleep`);
-    t.is(await runtime.inspect(), 'paused');
+    t.is(await runtime.inspect(), 'asleep');
     t.true(await exists(join(guest.stateDir, 'device.state')), 'the device state is on disk');
     const sleep = runtime.lastStatus?.lastSleep;
     const { answer, count } = await requestWakes(agent, guest);
@@ -245,8 +245,8 @@ guestTest.serial('SIGTERM to doze vm while the VM sleeps: it exits 0 within the 
   const runtime = new QemuSnapshotRuntime({ control: guest.control });
   t.teardown(() => runtime.close());
   t.deepEqual(await runtime.probe(), { ok: true });
-  await runtime.pause(10_000);
-  t.is(await runtime.inspect(), 'paused');
+  await runtime.sleep(10_000);
+  t.is(await runtime.inspect(), 'asleep');
   t.deepEqual(await guest.qemuPids(), []);
   const stop = await signalAndWait(guest.owner, 'SIGTERM');
   t.log(`exited ${stop.code} after ${stop.ms.toFixed(0)} ms`);
@@ -296,11 +296,11 @@ guestTest.serial('a request that arrives while the VM is going to sleep is answe
   const guest = await startOwnedGuest(t, { fillMiB: 16 });
   const before = await guest.count();
   // QEMU exits at once, but the agent hears of it 400 ms later: the request hits a VM mid-transition.
-  const slowPause = tweakRuntime({ pauseLingerMs: 400 });
-  const agent = await startManaged(t, guest, slowPause);
+  const slowSleep = tweakRuntime({ sleepLingerMs: 400 });
+  const agent = await startManaged(t, guest, slowSleep);
   await nextState(agent, 'vm', 'pausing', 10_000);
   // The owner's sleep takes 50–200 ms here (more under load): wait for it, not for a fixed delay.
-  await until('the VM to be asleep…', async () => (await runtimeOf(agent).inspect()) === 'paused', { timeoutMs: 5000, everyMs: 50 });
+  await until('the VM to be asleep…', async () => (await runtimeOf(agent).inspect()) === 'asleep', { timeoutMs: 5000, everyMs: 50 });
   t.is(agent.detector.get('vm')!.state, 'pausing', '…while the agent is still pausing');
   const { answer, count } = await requestWakes(agent, guest);
   t.is(answer.status, 200);
@@ -331,7 +331,7 @@ guestTest.serial('agent SIGKILLed while the VM sleeps as a snapshot: a restarted
   await killed;
   const observer = new QemuSnapshotRuntime({ control: guest.control });
   t.teardown(() => observer.close());
-  t.is(await observer.inspect(), 'paused', 'a crashed agent leaves the VM asleep');
+  t.is(await observer.inspect(), 'asleep', 'a crashed agent leaves the VM asleep');
   t.deepEqual(await guest.qemuPids(), []);
 
   const second = spawnCli(['agent', '--config', config]);
@@ -364,7 +364,7 @@ runtimeContract('qemu (snapshot mode)', async (t) => {
         const observer = make();
         try {
           const state = await observer.inspect();
-          return state === 'running' || state === 'paused';
+          return state === 'running' || state === 'asleep';
         } finally {
           await observer.close();
         }

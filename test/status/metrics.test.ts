@@ -142,7 +142,7 @@ async function metricsWhen(base: string, series: string, value: number, timeoutM
 
 rootTest.serial('a hold-mode wake has its first response too, timed by the hold listener', async (t) => {
   const inst = await createInstance(t);
-  const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '10m', wake: 'hold' })] }, { wrapRuntime: tweakRuntime({ resumeDelayMs: 150 }) });
+  const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '10m', wake: 'hold' })] }, { wrapRuntime: tweakRuntime({ wakeDelayMs: 150 }) });
   t.true(await agent.detector.sleepNow('web'));
   const answered = await get(`http://${inst.app.address}/`, 5000);
   t.is(answered.status, 200);

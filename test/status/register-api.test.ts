@@ -92,7 +92,7 @@ test('DELETE wakes a sleeping instance, then releases it; only API registrations
   t.is((await call(`${app.url}/api/instances/vm1`, 'PUT', vm())).status, 201);
   const instance = app.detector.get('vm1')!;
   t.true(await app.detector.sleepNow('vm1'));
-  t.is(await instance.runtime.inspect(), 'paused');
+  t.is(await instance.runtime.inspect(), 'asleep');
 
   const removed = await call(`${app.url}/api/instances/vm1`, 'DELETE');
   t.is(removed.status, 200);

@@ -3,6 +3,8 @@ import { access, readFile, statfs } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { RuntimeError } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import { spawnOwnedChild } from './qemu-process.js';
 
 export const CGROUP_ROOT = '/sys/fs/cgroup';
 
@@ -57,6 +59,22 @@ export function saveWorkingSet(file: string, ranges: string, deadlineMs: number,
       if (error) reject(new RuntimeError('E_WORKING_SET', `recording the working set of ${file}: ${stderr.trim() || error.message}`, { cause: error }));
       else resolve();
     });
+  });
+}
+
+/**
+ * Starts reading the pages `saveWorkingSet` recorded back into the page cache, in the background and
+ * in the VM's memory cgroup (page cache is charged to whoever reads it in), while QEMU restores.
+ * Never delays or fails the wake: without it the guest faults the same pages in from disk.
+ */
+export function loadWorkingSet(file: string, ranges: string, options: { cgroupProcs: string | undefined; helper?: string; log: Logger }): void {
+  const child = spawnOwnedChild([options.helper ?? workingSetHelperPath(), 'load', file, ranges], options.cgroupProcs, ['ignore', 'ignore', 'pipe']);
+  let stderr = '';
+  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  child.once('error', () => undefined);
+  child.once('exit', (code) => {
+    // No working set yet (the first wake of an adopted VM, or none recorded): nothing to read.
+    if (code !== 0 && !/No such file/.test(stderr)) options.log.warn({ code, stderr: stderr.trim().slice(-300) }, 'reading the working set back failed');
   });
 }
 

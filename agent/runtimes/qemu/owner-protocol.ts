@@ -1,7 +1,8 @@
 import { EventEmitter } from 'node:events';
-import { createConnection, type Socket } from 'node:net';
+import { createConnection } from 'node:net';
 import { z } from 'zod';
 import { DeadlineError, DozeError } from '../../errors.js';
+import { JsonLinesChannel } from './json-lines-channel.js';
 
 /**
  * The control endpoint of a `doze vm run` owner: a unix socket in the VM's state
@@ -81,27 +82,13 @@ export class OwnerError extends DozeError {
   }
 }
 
-interface Pending {
-  op: OwnerOp;
-  resolve: (status: OwnerStatus) => void;
-  reject: (error: Error) => void;
-  timer: NodeJS.Timeout;
-}
+type OwnerResponse = z.infer<typeof ownerResponseSchema>;
 
 /** One connection to an owner's control socket; requests carry deadlines, a late answer is dropped. */
 export class OwnerClient extends EventEmitter<{ close: [] }> {
-  private readonly pending = new Map<number, Pending>();
-  private nextId = 1;
-  private buffer = '';
-  private closed = false;
-
-  private constructor(private readonly socket: Socket, readonly path: string) {
+  private constructor(private readonly channel: JsonLinesChannel<OwnerResponse>, readonly path: string) {
     super();
-    socket.setEncoding('utf8');
-    socket.on('data', (chunk: string) => this.onData(chunk));
-    socket.on('error', () => this.onClosed());
-    socket.on('close', () => this.onClosed());
-    socket.unref();
+    channel.on('close', () => this.emit('close'));
   }
 
   static connect(path: string, deadlineMs: number): Promise<OwnerClient> {
@@ -114,7 +101,10 @@ export class OwnerClient extends EventEmitter<{ close: [] }> {
       socket.once('connect', () => {
         clearTimeout(timer);
         socket.removeAllListeners('error');
-        resolve(new OwnerClient(socket, path));
+        // An idle control connection never keeps the process alive (the channel refs it while a request waits).
+        socket.unref();
+        // Answers with another id, or none, are not ours; lines that are not answers are dropped.
+        resolve(new OwnerClient(new JsonLinesChannel(socket, { schema: ownerResponseSchema, answers: (answer) => (typeof answer.id === 'number' ? answer.id : undefined) }), path));
       });
       socket.once('error', (error: NodeJS.ErrnoException) => {
         clearTimeout(timer);
@@ -124,71 +114,20 @@ export class OwnerClient extends EventEmitter<{ close: [] }> {
   }
 
   get isOpen(): boolean {
-    return !this.closed;
+    return this.channel.isOpen;
   }
 
-  request(op: OwnerOp, deadlineMs: number): Promise<OwnerStatus> {
-    if (this.closed) return Promise.reject(new OwnerError('E_OWNER_CLOSED', `control connection ${this.path} is closed`));
-    const id = this.nextId++;
-    return new Promise<OwnerStatus>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(id);
-        this.updateRef();
-        reject(new DeadlineError(`doze vm ${op} on ${this.path}`, deadlineMs));
-      }, deadlineMs);
-      this.pending.set(id, { op, resolve, reject, timer });
-      this.updateRef();
-      this.socket.write(`${JSON.stringify({ id, op, deadlineMs })}\n`);
+  async request(op: OwnerOp, deadlineMs: number): Promise<OwnerStatus> {
+    if (!this.channel.isOpen) throw new OwnerError('E_OWNER_CLOSED', `control connection ${this.path} is closed`);
+    const answer = await this.channel.request((id) => ({ id, op, deadlineMs }), deadlineMs, {
+      deadline: () => new DeadlineError(`doze vm ${op} on ${this.path}`, deadlineMs),
+      closed: () => new OwnerError('E_OWNER_CLOSED', `doze vm ${op}: control connection ${this.path} closed`),
     });
+    if (!answer.ok) throw new OwnerError(answer.code ?? 'E_OWNER', `doze vm ${op}: ${answer.error}`);
+    return answer;
   }
 
   close(): void {
-    if (this.closed) return;
-    this.socket.destroy();
-    this.onClosed();
-  }
-
-  private onData(chunk: string): void {
-    this.buffer += chunk;
-    for (let nl = this.buffer.indexOf('\n'); nl >= 0; nl = this.buffer.indexOf('\n')) {
-      const line = this.buffer.slice(0, nl).trim();
-      this.buffer = this.buffer.slice(nl + 1);
-      if (line) this.onLine(line);
-    }
-  }
-
-  private onLine(line: string): void {
-    let raw: unknown;
-    try {
-      raw = JSON.parse(line);
-    } catch {
-      return;
-    }
-    const parsed = ownerResponseSchema.safeParse(raw);
-    if (!parsed.success || typeof parsed.data.id !== 'number') return;
-    const pending = this.pending.get(parsed.data.id);
-    if (!pending) return;
-    this.pending.delete(parsed.data.id);
-    clearTimeout(pending.timer);
-    this.updateRef();
-    const answer = parsed.data;
-    if (answer.ok) pending.resolve(answer);
-    else pending.reject(new OwnerError(answer.code ?? 'E_OWNER', `doze vm ${pending.op}: ${answer.error}`));
-  }
-
-  private onClosed(): void {
-    if (this.closed) return;
-    this.closed = true;
-    for (const [id, pending] of this.pending) {
-      clearTimeout(pending.timer);
-      pending.reject(new OwnerError('E_OWNER_CLOSED', `doze vm ${pending.op}: control connection ${this.path} closed`));
-      this.pending.delete(id);
-    }
-    this.emit('close');
-  }
-
-  private updateRef(): void {
-    if (this.pending.size > 0) this.socket.ref();
-    else this.socket.unref();
+    this.channel.close();
   }
 }

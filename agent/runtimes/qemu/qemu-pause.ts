@@ -29,14 +29,14 @@ export function observedFromQemuStatus(status: string): RuntimeObservedState {
   switch (status) {
     case 'running':
       return 'running';
-    // Stopped, and `cont` starts it: what doze calls paused.
+    // Stopped, and `cont` starts it: what doze calls asleep.
     case 'paused':
     case 'suspended':
     case 'prelaunch':
     case 'postmigrate':
     case 'inmigrate':
     case 'debug':
-      return 'paused';
+      return 'asleep';
     case 'finish-migrate':
     case 'save-vm':
     case 'restore-vm':
@@ -138,7 +138,7 @@ export class QemuPauseRuntime implements Runtime {
     return { ok: true };
   }
 
-  async pause(deadlineMs: number): Promise<void> {
+  async sleep(deadlineMs: number): Promise<void> {
     const until = performance.now() + deadlineMs;
     await this.qmp.execute('stop', undefined, deadlineMs);
     if (!this.options.reclaim) return;
@@ -147,7 +147,7 @@ export class QemuPauseRuntime implements Runtime {
     await withDeadline('reclaiming guest memory', remaining, this.reclaim(remaining));
   }
 
-  async resume(deadlineMs: number): Promise<void> {
+  async wake(deadlineMs: number): Promise<void> {
     // Reclaimed guest pages fault back in from the RAM file as the guest touches them.
     await this.qmp.execute('cont', undefined, deadlineMs);
   }

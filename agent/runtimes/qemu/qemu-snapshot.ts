@@ -2,6 +2,7 @@ import { readUsage, type UsageReading } from '../../cgroups/cpu-usage.js';
 import { messageOf } from '../../errors.js';
 import type { ProbeResult, Runtime, RuntimeObservedState } from '../runtime.js';
 import { OwnerClient, OwnerError, type OwnerState, type OwnerStatus } from './owner-protocol.js';
+import { ReconnectingConnection } from './reconnecting-connection.js';
 
 export interface QemuSnapshotOptions {
   /** The `doze vm run` owner's control socket (`<state dir>/control.sock`). */
@@ -16,7 +17,7 @@ export function observedFromOwnerState(state: OwnerState): RuntimeObservedState 
     case 'running':
       return 'running';
     case 'sleeping':
-      return 'paused';
+      return 'asleep';
     case 'starting':
     case 'saving':
     case 'restoring':
@@ -39,13 +40,17 @@ export class QemuSnapshotRuntime implements Runtime {
   readonly mode = 'snapshot';
   /** dropsFirstSyn until the owner says it pre-spawns a receiver (learnt at probe; the object is kept, so wrappers see it). */
   readonly capabilities = { keepsProcess: false, freesMemory: true, dropsFirstSyn: true };
-  private client: OwnerClient | undefined;
-  private connecting: Promise<OwnerClient> | undefined;
-  private closed = false;
+  private readonly owner: ReconnectingConnection<OwnerClient>;
   /** The owner's last answer (timings of the last sleep and wake), for status and benchmarks. */
   lastStatus: OwnerStatus | undefined;
 
-  constructor(private readonly options: QemuSnapshotOptions) {}
+  constructor(private readonly options: QemuSnapshotOptions) {
+    this.owner = new ReconnectingConnection({
+      open: (deadlineMs) => OwnerClient.connect(options.control, deadlineMs),
+      isClosedError: (error) => error instanceof OwnerError && error.code === 'E_OWNER_CLOSED',
+      closedError: () => new OwnerError('E_OWNER_CLOSED', `runtime for ${options.control} was closed`),
+    });
+  }
 
   async probe(): Promise<ProbeResult> {
     let status: OwnerStatus;
@@ -60,11 +65,11 @@ export class QemuSnapshotRuntime implements Runtime {
     return { ok: true };
   }
 
-  async pause(deadlineMs: number): Promise<void> {
+  async sleep(deadlineMs: number): Promise<void> {
     await this.request('sleep', deadlineMs);
   }
 
-  async resume(deadlineMs: number): Promise<void> {
+  async wake(deadlineMs: number): Promise<void> {
     await this.request('wake', deadlineMs);
   }
 
@@ -83,40 +88,12 @@ export class QemuSnapshotRuntime implements Runtime {
   }
 
   async close(): Promise<void> {
-    this.closed = true;
-    this.client?.close();
-    this.client = undefined;
+    this.owner.close();
   }
 
   /** One request within `deadlineMs` (connecting included); a connection found dead is reopened once. */
   private async request(op: 'sleep' | 'wake' | 'status', deadlineMs: number): Promise<OwnerStatus> {
-    const until = performance.now() + deadlineMs;
-    const remaining = () => Math.max(1, Math.round(until - performance.now()));
-    const hadClient = this.client?.isOpen ?? false;
-    try {
-      this.lastStatus = await (await this.connection(remaining())).request(op, remaining());
-    } catch (error) {
-      if (!(hadClient && error instanceof OwnerError && error.code === 'E_OWNER_CLOSED') || this.closed) throw error;
-      this.lastStatus = await (await this.connection(remaining())).request(op, remaining());
-    }
+    this.lastStatus = await this.owner.call(deadlineMs, (client, leftMs) => client.request(op, leftMs));
     return this.lastStatus;
-  }
-
-  private async connection(deadlineMs: number): Promise<OwnerClient> {
-    if (this.closed) throw new OwnerError('E_OWNER_CLOSED', `runtime for ${this.options.control} was closed`);
-    if (this.client?.isOpen) return this.client;
-    this.connecting ??= OwnerClient.connect(this.options.control, deadlineMs)
-      .then((client) => {
-        if (this.closed) {
-          client.close();
-          throw new OwnerError('E_OWNER_CLOSED', `runtime for ${this.options.control} was closed`);
-        }
-        this.client = client;
-        return client;
-      })
-      .finally(() => {
-        this.connecting = undefined;
-      });
-    return this.connecting;
   }
 }

@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { QmpClient, QmpError, type QmpEvent } from './qmp-client.js';
+import { ReconnectingConnection } from './reconnecting-connection.js';
 
 export interface QmpSessionEvents {
   event: [QmpEvent];
@@ -11,35 +12,24 @@ export interface QmpSessionEvents {
  * client per monitor).
  */
 export class QmpSession extends EventEmitter<QmpSessionEvents> {
-  private client: QmpClient | undefined;
-  private connecting: Promise<QmpClient> | undefined;
-  private closed = false;
+  private readonly kept: ReconnectingConnection<QmpClient>;
 
   constructor(readonly path: string) {
     super();
+    this.kept = new ReconnectingConnection({
+      open: (deadlineMs) => QmpClient.connect(path, deadlineMs),
+      isClosedError: (error) => error instanceof QmpError && error.code === 'E_QMP_CLOSED',
+      closedError: () => new QmpError('E_QMP_CLOSED', `QMP session ${path} was closed`),
+      opened: (client) => client.on('event', (event) => this.emit('event', event)),
+    });
   }
 
   get connected(): boolean {
-    return this.client?.isOpen ?? false;
+    return this.kept.connected;
   }
 
-  async connection(deadlineMs: number): Promise<QmpClient> {
-    if (this.closed) throw new QmpError('E_QMP_CLOSED', `QMP session ${this.path} was closed`);
-    if (this.client?.isOpen) return this.client;
-    this.connecting ??= QmpClient.connect(this.path, deadlineMs)
-      .then((client) => {
-        if (this.closed) {
-          client.close();
-          throw new QmpError('E_QMP_CLOSED', `QMP session ${this.path} was closed`);
-        }
-        this.client = client;
-        client.on('event', (event) => this.emit('event', event));
-        return client;
-      })
-      .finally(() => {
-        this.connecting = undefined;
-      });
-    return this.connecting;
+  connection(deadlineMs: number): Promise<QmpClient> {
+    return this.kept.connection(deadlineMs);
   }
 
   /**
@@ -47,22 +37,11 @@ export class QmpSession extends EventEmitter<QmpSessionEvents> {
    * connection found dead on use (QEMU restarted since the last command) is
    * reopened once.
    */
-  async execute<T = unknown>(command: string, args: Record<string, unknown> | undefined, deadlineMs: number): Promise<T> {
-    const until = performance.now() + deadlineMs;
-    const remaining = () => Math.max(1, Math.round(until - performance.now()));
-    const hadClient = this.client?.isOpen ?? false;
-    const client = await this.connection(remaining());
-    try {
-      return await client.execute<T>(command, args, remaining());
-    } catch (error) {
-      if (!(hadClient && error instanceof QmpError && error.code === 'E_QMP_CLOSED') || this.closed) throw error;
-      return (await this.connection(remaining())).execute<T>(command, args, remaining());
-    }
+  execute<T = unknown>(command: string, args: Record<string, unknown> | undefined, deadlineMs: number): Promise<T> {
+    return this.kept.call(deadlineMs, (client, leftMs) => client.execute<T>(command, args, leftMs));
   }
 
   close(): void {
-    this.closed = true;
-    this.client?.close();
-    this.client = undefined;
+    this.kept.close();
   }
 }

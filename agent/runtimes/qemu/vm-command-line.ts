@@ -19,7 +19,7 @@ export interface VmLayout {
   migrateSocket: string;
   /** Device snapshots: the RAM file's page ranges that were in memory at the sleep (read back first on wake). */
   workingSet: string;
-  /** The versioned JSON handle (VmHandle). */
+  /** The versioned JSON handle (vm-handle.ts VmHandle). */
   handle: string;
 }
 
@@ -143,21 +143,4 @@ export function commandLineInputFiles(argv: string[]): string[] {
     }
   }
   return [...files];
-}
-
-/** The versioned handle a restarted agent or owner reads to find (and wake) what was put to sleep. */
-export interface VmHandle {
-  version: 1;
-  /** The owner process. */
-  pid: number;
-  stateDir: string;
-  control: string;
-  qmp: string;
-  ramFile: string;
-  deviceState: string;
-  /** The full QEMU command line (without `-incoming`, which a wake adds). */
-  commandLine: string[];
-  state: string;
-  qemuPid: number | null;
-  updatedAt: string;
 }

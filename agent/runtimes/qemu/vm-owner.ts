@@ -1,18 +1,17 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import { createWriteStream } from 'node:fs';
-import { chmod, mkdir, open, readFile, rename, rm, rmdir, stat, statfs, writeFile } from 'node:fs/promises';
-import { createServer, type Server, type Socket } from 'node:net';
+import { mkdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { pipeline } from 'node:stream/promises';
-import { z } from 'zod';
-import { ConfigError, DeadlineError, RuntimeError, messageOf, withDeadline } from '../../errors.js';
+import { setTimeout as delay } from 'node:timers/promises';
+import { ConfigError, messageOf, withDeadline } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import { diesWithParent, killAndWait, processesMentioning } from '../../process/die-with-parent.js';
-import { inMemoryFilesystem, locateMemoryCgroup, pageoutFile, saveWorkingSet, workingSetHelperPath } from './memory-reclaim.js';
-import { OwnerClient, OwnerError, ownerRequestSchema, type OwnerState, type OwnerStatus, type SleepTimings, type WakeTimings } from './owner-protocol.js';
-import { QmpClient } from './qmp-client.js';
-import { commandLineInputFiles, composeCommandLine, ownedFiles, shellQuote, vmLayout, type SnapshotKind, type VmHandle, type VmLayout } from './vm-command-line.js';
+import { inMemoryFilesystem, loadWorkingSet, locateMemoryCgroup, pageoutFile, saveWorkingSet } from './memory-reclaim.js';
+import { OwnerControlServer } from './owner-control-server.js';
+import { OwnerError, type OwnerState, type OwnerStatus, type SleepTimings, type WakeTimings } from './owner-protocol.js';
+import { PrespawnedReceiver, type ReceiverStarter } from './prespawned-receiver.js';
+import { BOOT_QMP_MS, QMP_MS, QUIT_MS, QemuLauncher, type QemuProcess } from './qemu-process.js';
+import { commandLineInputFiles, composeCommandLine, vmLayout, type SnapshotKind, type VmLayout } from './vm-command-line.js';
+import { adoptPreviousOwner, removeStateDir, writeVmHandle } from './vm-handle.js';
+import { commitSnapshot, incomingDone, prepareReceiver, resumeAfterFailedSave, saveFailureDetail, saveSnapshot, startIncoming } from './vm-migration.js';
 
 export interface VmOwnerOptions {
   stateDir: string;
@@ -38,109 +37,6 @@ export interface VmOwnerOptions {
   log: Logger;
   pageoutHelper?: string;
   workingSetHelper?: string;
-}
-
-const QMP_MS = 3000;
-const BOOT_QMP_MS = 10_000;
-const QUIT_MS = 2000;
-const POLL_MS = 2;
-/** Device state is a few hundred KiB: never let the default 32 MiB/s bandwidth limit pace it. */
-const MIGRATE_BANDWIDTH = 100 * 2 ** 30;
-/** Less room than this (or than the last device state) in the state directory is named in a failed sleep's reason. */
-const MIN_STATE_ROOM = 2 ** 20;
-
-const migrateInfoSchema = z.looseObject({ status: z.string().optional(), 'error-desc': z.string().optional() });
-const statusSchema = z.looseObject({ status: z.string() });
-const handleSchema = z.looseObject({
-  version: z.literal(1),
-  pid: z.number(),
-  state: z.string(),
-  commandLine: z.array(z.string()),
-});
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** One QEMU process the owner started, with its QMP connection once negotiated. */
-class QemuProcess {
-  readonly pid: number;
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
-  qmp: QmpClient | undefined;
-  /** Set before doze itself quits or kills it: its exit is not news. */
-  expectedExit = false;
-  private stderrTail = '';
-  /** Characters of stderr seen so far (a mark for stderrSince). */
-  stderrSeen = 0;
-
-  constructor(private readonly child: ChildProcess) {
-    if (child.pid === undefined) throw new RuntimeError('E_QEMU_SPAWN', 'QEMU could not be started');
-    this.pid = child.pid;
-    this.exited = new Promise((resolve) => {
-      child.once('exit', (code, signal) => {
-        this.exit = { code, signal };
-        this.qmp?.close();
-        resolve({ code, signal });
-      });
-    });
-    child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
-      process.stderr.write(chunk);
-      this.stderrTail = (this.stderrTail + chunk).slice(-2000);
-      this.stderrSeen += chunk.length;
-    });
-  }
-
-  /** What QEMU (and the commands it runs, e.g. a migration's `cat`) wrote to stderr since `mark` (at most its tail). */
-  stderrSince(mark: number): string {
-    const n = Math.min(this.stderrSeen - mark, this.stderrTail.length);
-    return n > 0 ? this.stderrTail.slice(-n).trim() : '';
-  }
-
-  get alive(): boolean {
-    return this.exit === undefined;
-  }
-
-  get stderr(): string {
-    return this.stderrTail.trim();
-  }
-
-  describeExit(): string {
-    const how = this.exit ? (this.exit.signal ? `signal ${this.exit.signal}` : `code ${this.exit.code}`) : 'still running';
-    return `QEMU (pid ${this.pid}) exited with ${how}${this.stderr ? `: ${this.stderr.slice(-500)}` : ''}`;
-  }
-
-  /** Connects to QMP, retrying while QEMU starts up and creates the socket. */
-  async connect(path: string, deadlineMs: number): Promise<QmpClient> {
-    const until = performance.now() + deadlineMs;
-    for (;;) {
-      if (!this.alive) throw new RuntimeError('E_QEMU_EXITED', this.describeExit());
-      const left = Math.round(until - performance.now());
-      if (left <= 0) throw new DeadlineError(`QEMU (pid ${this.pid}) QMP socket ${path}`, deadlineMs);
-      try {
-        this.qmp = await QmpClient.connect(path, left);
-        return this.qmp;
-      } catch {
-        await delay(POLL_MS);
-      }
-    }
-  }
-
-  async kill(): Promise<void> {
-    this.expectedExit = true;
-    if (!this.alive) return;
-    this.child.kill('SIGKILL');
-    await this.exited;
-  }
-
-  /** QMP quit (or SIGKILL when it does not answer), and waits for the process to go. */
-  async quit(deadlineMs: number): Promise<void> {
-    this.expectedExit = true;
-    if (!this.alive) return;
-    await this.qmp?.execute('quit', undefined, Math.min(deadlineMs, QUIT_MS)).catch(() => undefined);
-    const gone = await Promise.race([this.exited.then(() => true), delay(deadlineMs).then(() => false)]);
-    if (!gone) await this.kill();
-  }
 }
 
 export interface VmOwnerEvents {
@@ -170,17 +66,13 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
   readonly snapshot: SnapshotKind;
   private currentState: OwnerState = 'starting';
   private qemu: QemuProcess | undefined;
-  private receiver: QemuProcess | undefined;
-  private receiverReady: Promise<QemuProcess | undefined> | undefined;
-  /** The pre-spawned QEMU answered QMP and waits for a device state. */
-  private receiverIsReady = false;
-  private readonly processes = new Set<QemuProcess>();
-  private cgroupProcs: string | undefined;
-  private server: Server | undefined;
-  private readonly clients = new Set<Socket>();
+  private readonly launcher: QemuLauncher;
+  private readonly receivers: ReceiverStarter;
+  /** Only with `--prespawn`. */
+  private readonly prespawned: PrespawnedReceiver | undefined;
+  private control: OwnerControlServer | undefined;
   private chain: Promise<unknown> = Promise.resolve();
   private stopping: Promise<void> | undefined;
-  private createdDir = false;
   lastSleep: SleepTimings | undefined;
   lastWake: WakeTimings | undefined;
 
@@ -191,17 +83,27 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
     const composed = composeCommandLine(options.qemuArgv, this.layout, this.snapshot);
     this.argv = composed.argv;
     this.ramBytes = composed.ramBytes;
+    this.launcher = new QemuLauncher(this.argv, this.layout.qmp);
+    this.receivers = {
+      spawn: () => this.launcher.receiver(),
+      prepare: (proc, deadlineMs) => prepareReceiver(proc, this.layout.qmp, this.snapshot, deadlineMs),
+    };
+    if (options.prespawn) this.prespawned = new PrespawnedReceiver(this.receivers, options.log);
   }
 
   get state(): OwnerState {
     return this.currentState;
   }
 
+  get isStopping(): boolean {
+    return this.stopping !== undefined;
+  }
+
   status(): OwnerStatus {
     return {
       state: this.currentState,
       qemuPid: this.qemu?.alive ? this.qemu.pid : null,
-      receiverPid: this.receiver?.alive && this.receiverIsReady ? this.receiver.pid : null,
+      receiverPid: this.prespawned?.readyPid ?? null,
       prespawn: this.options.prespawn === true,
       lastSleep: this.lastSleep ?? null,
       lastWake: this.lastWake ?? null,
@@ -219,26 +121,24 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
       await stat(stateDir);
     } catch {
       await mkdir(stateDir, { recursive: true, mode: 0o700 });
-      this.createdDir = true;
     }
     const fs = await inMemoryFilesystem(stateDir);
     if (fs) throw new ConfigError(`state directory ${stateDir} is on ${fs}: guest RAM there would never leave memory; use a directory on disk`);
     if (this.options.memoryCgroup) {
       const cg = await locateMemoryCgroup(this.options.memoryCgroup);
       if (!cg) throw new ConfigError(`memory cgroup ${JSON.stringify(this.options.memoryCgroup)} not found (looked under the v1 memory hierarchy and cgroup2)`);
-      this.cgroupProcs = join(cg.dir, 'cgroup.procs');
+      this.launcher.cgroupProcs = join(cg.dir, 'cgroup.procs');
     }
-    const adopted = await this.inspectPrevious();
-    await this.listen();
+    const adopted = await adoptPreviousOwner(this.layout, { argv: this.argv, snapshot: this.snapshot, ramBytes: this.ramBytes, log: this.options.log });
+    this.control = await OwnerControlServer.listen(this.layout.control, this);
     if (adopted) {
       this.currentState = 'sleeping';
       this.options.log.info({ stateDir }, 'found the snapshot a previous owner left asleep: the next wake restores it');
       await this.writeHandle();
-      if (this.options.prespawn) this.prespawn();
+      this.prespawned?.spawn();
       return;
     }
-    await rm(this.layout.qmp, { force: true });
-    const proc = this.spawnQemu(this.argv);
+    const proc = await this.launcher.boot();
     this.qemu = proc;
     this.watch(proc);
     await proc.connect(this.layout.qmp, BOOT_QMP_MS);
@@ -268,7 +168,7 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
 
   /** A second stop signal: no more grace. */
   async hurry(): Promise<void> {
-    await Promise.all([...this.processes].map((p) => p.kill()));
+    await this.launcher.killAll();
   }
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {
@@ -292,24 +192,14 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
     try {
       await qmp.execute('stop', undefined, QMP_MS);
       stopMs = since();
-      await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: this.snapshot === 'device' }] }, QMP_MS);
-      await qmp.execute('migrate-set-parameters', { 'max-bandwidth': MIGRATE_BANDWIDTH }, QMP_MS);
-      await rm(part, { force: true });
-      if (this.snapshot === 'full') {
-        await this.migrateThroughOwner(proc, part);
-      } else {
-        await qmp.execute('migrate', { uri: `exec:cat > ${shellQuote(part)}` }, QMP_MS);
-        await this.migrationDone(proc);
-      }
+      await saveSnapshot(proc, this.layout, this.snapshot, part);
       savedMs = since();
     } catch (error) {
       if (this.stopping) throw error;
       if (proc.alive) {
-        // Never leave it half asleep: the VM keeps running.
-        await qmp.execute('migrate_cancel', undefined, QMP_MS).catch(() => undefined);
-        await qmp.execute('cont', undefined, QMP_MS).catch(() => undefined);
+        await resumeAfterFailedSave(qmp);
         this.currentState = 'running';
-        const detail = await this.saveFailureDetail(proc, stderrMark, part);
+        const detail = await saveFailureDetail(proc, stderrMark, this.layout.stateDir, part, this.lastSleep?.stateBytes ?? 0);
         throw new OwnerError('E_SLEEP', `saving device state failed, the VM keeps running: ${messageOf(error)}${detail}`, { cause: error });
       }
       this.fail(proc);
@@ -317,19 +207,9 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
     }
     // From here the snapshot is complete: QEMU may go.
     await proc.quit(QUIT_MS);
-    this.processes.delete(proc);
     this.qemu = undefined;
     const exitedMs = since();
-    const fh = await open(part, 'r');
-    let stateBytes: number;
-    try {
-      await fh.datasync();
-      stateBytes = (await fh.stat()).size;
-    } finally {
-      await fh.close();
-    }
-    await rename(part, this.layout.deviceState);
-    await this.syncDir();
+    const stateBytes = await commitSnapshot(part, this.layout);
     if (this.readsAhead) {
       // What the guest had in memory, read back first on wake (before the cache is dropped below).
       await saveWorkingSet(this.layout.ramFile, this.layout.workingSet, 10_000).catch(async (error: unknown) => {
@@ -345,7 +225,7 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
     this.currentState = 'sleeping';
     await this.writeHandle();
     this.options.log.info({ ...this.lastSleep }, 'VM asleep: QEMU exited, device state saved, guest RAM dropped from memory');
-    if (this.options.prespawn) this.prespawn();
+    this.prespawned?.spawn();
     return this.status();
   }
 
@@ -355,43 +235,39 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
     const started = performance.now();
     const since = () => performance.now() - started;
     this.currentState = 'restoring';
-    this.readWorkingSetBack();
-    let proc = await this.takeReceiver();
+    if (this.readsAhead) loadWorkingSet(this.layout.ramFile, this.layout.workingSet, { cgroupProcs: this.launcher.cgroupProcs, helper: this.options.workingSetHelper, log: this.options.log });
+    let proc = await this.prespawned?.take();
     let prespawned = proc !== undefined;
     let qmpMs = 0;
     let loadedMs = 0;
     let contMs = 0;
     try {
       if (!proc) {
-        proc = this.spawnReceiver();
-        await this.prepareReceiver(proc, deadlineMs);
+        proc = this.receivers.spawn();
+        await this.receivers.prepare(proc, deadlineMs);
       }
       qmpMs = since();
       let qmp = proc.qmp!;
       try {
-        await qmp.execute('migrate-incoming', { uri: `exec:cat ${shellQuote(this.layout.deviceState)}` }, QMP_MS);
+        await startIncoming(qmp, this.layout.deviceState);
       } catch (error) {
         // A pre-spawned QEMU can die (or lose its monitor) between the check and its use:
         // the snapshot is untouched, so start a fresh receiver once rather than fail the wake.
         if (!prespawned) throw error;
         this.options.log.warn({ err: messageOf(error) }, 'the pre-spawned QEMU did not take the snapshot; starting a new one');
         await proc.kill();
-        this.processes.delete(proc);
         prespawned = false;
-        proc = this.spawnReceiver();
-        await this.prepareReceiver(proc, deadlineMs);
+        proc = this.receivers.spawn();
+        await this.receivers.prepare(proc, deadlineMs);
         qmp = proc.qmp!;
-        await qmp.execute('migrate-incoming', { uri: `exec:cat ${shellQuote(this.layout.deviceState)}` }, QMP_MS);
+        await startIncoming(qmp, this.layout.deviceState);
       }
-      const status = await this.incomingDone(proc);
+      const status = await incomingDone(proc);
       loadedMs = since();
       if (status !== 'running') await qmp.execute('cont', undefined, QMP_MS);
       contMs = since();
     } catch (error) {
-      if (proc) {
-        await proc.kill();
-        this.processes.delete(proc);
-      }
+      if (proc) await proc.kill();
       if (!this.stopping) this.currentState = 'sleeping';
       throw new OwnerError('E_WAKE', `restoring the VM failed, the snapshot is kept: ${messageOf(error)}${proc && !proc.alive && proc.stderr ? ` (${proc.stderr.slice(-300)})` : ''}`, { cause: error });
     }
@@ -410,95 +286,8 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
     return this.status();
   }
 
-  /**
-   * Why a device-state write failed, beyond QEMU's "Broken pipe": what the writer
-   * (`cat`) said on stderr, e.g. "No space left on device", and the state
-   * directory's free space when it is short. The partial file is removed.
-   */
-  private async saveFailureDetail(proc: QemuProcess, stderrMark: number, part: string): Promise<string> {
-    await delay(20); // the writer's message on QEMU's stderr may trail the QMP answer
-    const details: string[] = [];
-    const said = proc.stderrSince(stderrMark).split('\n').map((l) => l.trim()).filter(Boolean).slice(-3).join('; ');
-    if (said) details.push(said.slice(-300));
-    const fs = await statfs(this.layout.stateDir).catch(() => undefined);
-    if (fs) {
-      const free = fs.bavail * fs.bsize;
-      if (free < Math.max(this.lastSleep?.stateBytes ?? 0, MIN_STATE_ROOM)) details.push(`the state directory ${this.layout.stateDir} has ${Math.floor(free / 1024)} KiB free`);
-    }
-    await rm(part, { force: true }).catch(() => undefined);
-    return details.length > 0 ? ` (${details.join('; ')})` : '';
-  }
-
-  /**
-   * A full snapshot: guest RAM is most of the stream, and a file QEMU (or a `cat` it
-   * starts) writes has its page cache charged to the VM's cgroup. So QEMU streams to a
-   * socket of the owner's, which writes the file from outside that cgroup.
-   */
-  private async migrateThroughOwner(proc: QemuProcess, part: string): Promise<void> {
-    await rm(this.layout.migrateSocket, { force: true });
-    let written: Promise<void> | undefined;
-    const server = createServer({ allowHalfOpen: false }, (socket) => {
-      if (written) return void socket.destroy(); // one stream per sleep
-      const file = createWriteStream(part, { mode: 0o600 });
-      written = pipeline(socket, file);
-      // Awaited below once the migration completes; a failure before then must not go unhandled.
-      written.catch(() => undefined);
-    });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(this.layout.migrateSocket, () => resolve());
-    });
-    try {
-      await proc.qmp!.execute('migrate', { uri: `unix:${this.layout.migrateSocket}` }, QMP_MS);
-      await this.migrationDone(proc);
-      if (!written) throw new RuntimeError('E_MIGRATE', 'QEMU reported the migration complete but never connected to the owner');
-      await written;
-    } finally {
-      server.close();
-      await rm(this.layout.migrateSocket, { force: true });
-    }
-  }
-
-  /** Waits for the outgoing migration to finish; rejects when it fails or QEMU dies. */
-  private async migrationDone(proc: QemuProcess): Promise<void> {
-    for (;;) {
-      if (!proc.alive) throw new RuntimeError('E_QEMU_EXITED', proc.describeExit());
-      const info = migrateInfoSchema.parse(await proc.qmp!.execute('query-migrate', undefined, QMP_MS));
-      if (info.status === 'completed') return;
-      if (info.status === 'failed' || info.status === 'cancelled') throw new RuntimeError('E_MIGRATE', `migration ${info.status}${info['error-desc'] ? `: ${info['error-desc']}` : ''}`);
-      await delay(POLL_MS);
-    }
-  }
-
-  /** Waits until the receiving QEMU has loaded the device state; returns its run state. */
-  private async incomingDone(proc: QemuProcess): Promise<string> {
-    for (;;) {
-      if (!proc.alive) throw new RuntimeError('E_QEMU_EXITED', proc.describeExit());
-      const { status } = statusSchema.parse(await proc.qmp!.execute('query-status', undefined, QMP_MS));
-      if (status !== 'inmigrate') {
-        if (status === 'paused' || status === 'postmigrate' || status === 'running') return status;
-        throw new RuntimeError('E_MIGRATE', `the restored VM is in state ${status}`);
-      }
-      await delay(POLL_MS);
-    }
-  }
-
-  private spawnQemu(argv: string[]): QemuProcess {
-    // Every QEMU dies with its owner: a SIGKILLed owner must not leave a VM running on its own.
-    const [binary, ...args] = diesWithParent(argv);
-    // The shell joins the cgroup before exec, so every QEMU thread and page is charged there.
-    const child = this.cgroupProcs
-      ? spawn('/bin/sh', ['-c', 'echo $$ > "$0" && exec "$@"', this.cgroupProcs, binary!, ...args], { stdio: ['ignore', 'inherit', 'pipe'] })
-      : spawn(binary!, args, { stdio: ['ignore', 'inherit', 'pipe'] });
-    const proc = new QemuProcess(child);
-    this.processes.add(proc);
-    child.once('error', () => undefined); // surfaces as an exit
-    return proc;
-  }
-
   private watch(proc: QemuProcess): void {
     void proc.exited.then(({ code }) => {
-      this.processes.delete(proc);
       if (proc.expectedExit || this.stopping || proc !== this.qemu) return;
       this.options.log.error({ qemuPid: proc.pid, code }, `QEMU exited while the VM was ${this.currentState}: ${proc.describeExit()}`);
       if (this.currentState === 'running') this.fail(proc);
@@ -515,80 +304,12 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
     return this.snapshot === 'device' && this.options.readahead === true;
   }
 
-  /**
-   * Starts reading the recorded working set back into the page cache, in the background and in
-   * the VM's memory cgroup (page cache is charged to whoever reads it in), while QEMU restores.
-   * Never delays or fails the wake: without it the guest faults the same pages in from disk.
-   */
-  private readWorkingSetBack(): void {
-    if (!this.readsAhead) return;
-    const args = ['load', this.layout.ramFile, this.layout.workingSet];
-    const [binary, ...rest] = diesWithParent([this.options.workingSetHelper ?? workingSetHelperPath(), ...args]);
-    const child = this.cgroupProcs
-      ? spawn('/bin/sh', ['-c', 'echo $$ > "$0" && exec "$@"', this.cgroupProcs, binary!, ...rest], { stdio: ['ignore', 'ignore', 'pipe'] })
-      : spawn(binary!, rest, { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-    child.once('error', () => undefined);
-    child.once('exit', (code) => {
-      // No working set yet (the first wake of an adopted VM, or none recorded): nothing to read.
-      if (code !== 0 && !/No such file/.test(stderr)) this.options.log.warn({ code, stderr: stderr.trim().slice(-300) }, 'reading the working set back failed');
-    });
-  }
-
-  /** A QEMU waiting for a device state (`-incoming defer`), in the same cgroup and with the same command line. */
-  private spawnReceiver(): QemuProcess {
-    void rm(this.layout.qmp, { force: true });
-    return this.spawnQemu([...this.argv, '-incoming', 'defer']);
-  }
-
-  private async prepareReceiver(proc: QemuProcess, deadlineMs: number): Promise<void> {
-    const qmp = await proc.connect(this.layout.qmp, deadlineMs);
-    if (this.snapshot === 'device') await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] }, QMP_MS);
-  }
-
-  private prespawn(): void {
-    const proc = this.spawnReceiver();
-    this.receiver = proc;
-    void proc.exited.then(() => {
-      this.processes.delete(proc);
-      if (this.receiver === proc) {
-        this.receiver = undefined;
-        this.receiverReady = undefined;
-        if (!proc.expectedExit) this.options.log.warn({ qemuPid: proc.pid }, `the pre-spawned QEMU went away; the next wake starts a new one: ${proc.describeExit()}`);
-      }
-    });
-    this.receiverIsReady = false;
-    this.receiverReady = this.prepareReceiver(proc, BOOT_QMP_MS).then(
-      () => {
-        if (this.receiver === proc) this.receiverIsReady = true;
-        return proc;
-      },
-      async (error: unknown) => {
-        this.options.log.warn({ err: messageOf(error) }, 'pre-spawning a QEMU failed; the next wake starts a new one');
-        await proc.kill();
-        return undefined;
-      },
-    );
-  }
-
-  private async takeReceiver(): Promise<QemuProcess | undefined> {
-    const ready = this.receiverReady;
-    this.receiver = undefined;
-    this.receiverReady = undefined;
-    const proc = ready ? await ready : undefined;
-    return proc?.alive && proc.qmp?.isOpen ? proc : undefined;
-  }
-
   private async doShutdown(reason: string): Promise<void> {
     const was = this.currentState;
     this.currentState = 'stopping';
     const stopTimeoutMs = this.options.stopTimeoutMs ?? 4000;
     this.options.log.info({ reason, was }, 'stopping the VM');
-    const receiver = this.receiver;
-    this.receiver = undefined;
-    this.receiverReady = undefined;
-    await receiver?.kill();
+    await this.prespawned?.discard();
     const proc = this.qemu;
     if (proc?.alive && was === 'running' && proc.qmp?.isOpen) {
       // Graceful: ACPI power button (a guest without a handler ignores it) or quit, then force.
@@ -601,168 +322,12 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
       await proc.quit(QUIT_MS);
     }
     // Whatever else is alive (a sleep or wake under way, a receiver): no more grace.
-    await Promise.all([...this.processes].map((p) => p.kill()));
-    this.processes.clear();
-    for (const socket of this.clients) socket.destroy();
-    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
-    await this.removeFiles();
-  }
-
-  async removeFiles(): Promise<void> {
-    await Promise.all(ownedFiles(this.layout).map((file) => rm(file, { force: true })));
-    // Removed when empty (always, if doze created it); a directory holding other files stays.
-    await rmdir(this.layout.stateDir).catch(() => undefined);
-  }
-
-  /**
-   * Reads the handle a previous owner left. Refuses to run beside a live owner of
-   * the same directory; returns true when its snapshot can be restored (asleep,
-   * same command line, files present); otherwise clears its leftovers.
-   */
-  private async inspectPrevious(): Promise<boolean> {
-    let raw: string;
-    try {
-      raw = await readFile(this.layout.handle, 'utf8');
-    } catch {
-      await this.killLeftoverQemus();
-      await this.clearLeftovers();
-      return false;
-    }
-    const handle = handleSchema.safeParse((() => { try { return JSON.parse(raw) as unknown; } catch { return undefined; } })());
-    if (handle.success && handle.data.pid !== process.pid && (await this.ownerAnswers())) {
-      throw new ConfigError(`another doze vm (pid ${handle.data.pid}) owns ${this.layout.stateDir}`);
-    }
-    // No owner is alive here: a QEMU still running on this directory is a leftover (it may be mid-save).
-    await this.killLeftoverQemus();
-    const sameVm = handle.success && handle.data.state === 'sleeping' && JSON.stringify(handle.data.commandLine) === JSON.stringify(this.argv);
-    if (sameVm) {
-      try {
-        const state = await stat(this.layout.deviceState);
-        if (this.snapshot === 'full') return state.size > 0;
-        const ram = await stat(this.layout.ramFile);
-        if (ram.size === this.ramBytes) return true;
-      } catch {
-        // a file is missing: boot afresh
-      }
-    }
-    this.options.log.warn({ stateDir: this.layout.stateDir }, 'discarding what a previous owner left in the state directory');
-    await this.clearLeftovers();
-    return false;
-  }
-
-  /**
-   * A QEMU an earlier owner started on this state directory and that outlived it (an owner from
-   * before QEMUs died with their owner, or one whose death signal was lost): it holds the RAM
-   * file and would race the VM this owner starts. Found by its QMP socket path, which only a
-   * QEMU of this directory is given.
-   */
-  private async killLeftoverQemus(): Promise<void> {
-    const leftovers = await processesMentioning(`unix:${this.layout.qmp}`);
-    if (leftovers.length === 0) return;
-    const killed = await killAndWait(leftovers);
-    this.options.log.warn({ stateDir: this.layout.stateDir, pids: killed }, 'removed QEMU processes an earlier owner left running');
-  }
-
-  private async ownerAnswers(): Promise<boolean> {
-    try {
-      const client = await OwnerClient.connect(this.layout.control, 500);
-      client.close();
-      return true;
-    } catch {
-      return false;
-    }
-  }
-
-  private async clearLeftovers(): Promise<void> {
-    await Promise.all(ownedFiles(this.layout).map((file) => rm(file, { force: true })));
-  }
-
-  private async listen(): Promise<void> {
-    await rm(this.layout.control, { force: true });
-    const server = createServer((socket) => this.serve(socket));
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(this.layout.control, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-    await chmod(this.layout.control, 0o600);
-    this.server = server;
-  }
-
-  private serve(socket: Socket): void {
-    this.clients.add(socket);
-    socket.setEncoding('utf8');
-    let buffer = '';
-    const reply = (message: Record<string, unknown>) => {
-      if (!socket.destroyed) socket.write(`${JSON.stringify(message)}\n`);
-    };
-    socket.on('data', (chunk: string) => {
-      buffer += chunk;
-      if (buffer.length > 65536) socket.destroy();
-      for (let nl = buffer.indexOf('\n'); nl >= 0; nl = buffer.indexOf('\n')) {
-        const line = buffer.slice(0, nl).trim();
-        buffer = buffer.slice(nl + 1);
-        if (!line) continue;
-        let raw: unknown;
-        try {
-          raw = JSON.parse(line);
-        } catch {
-          reply({ id: null, ok: false, code: 'E_PROTOCOL', error: 'not JSON' });
-          continue;
-        }
-        const request = ownerRequestSchema.safeParse(raw);
-        if (!request.success) {
-          const id = typeof raw === 'object' && raw !== null && 'id' in raw ? (raw as { id: unknown }).id : null;
-          reply({ id: typeof id === 'number' || typeof id === 'string' ? id : null, ok: false, code: 'E_PROTOCOL', error: 'expected {"id", "op": "sleep" | "wake" | "status", "deadlineMs"?}' });
-          continue;
-        }
-        const { id, op, deadlineMs } = request.data;
-        if (op === 'status') {
-          reply({ id, ok: true, ...this.status() });
-          continue;
-        }
-        if (this.stopping) {
-          reply({ id, ok: false, code: 'E_OWNER_STOPPING', error: 'doze vm is stopping', state: this.currentState });
-          continue;
-        }
-        const work = op === 'sleep' ? this.sleep(deadlineMs ?? 30_000) : this.wake(deadlineMs ?? 30_000);
-        work.then(
-          (status) => reply({ id, ok: true, ...status }),
-          (error: unknown) => reply({ id, ok: false, code: (error as { code?: string }).code ?? 'E_OWNER', error: messageOf(error), state: this.currentState }),
-        );
-      }
-    });
-    socket.on('error', () => undefined);
-    socket.on('close', () => this.clients.delete(socket));
+    await this.launcher.killAll();
+    await this.control?.close();
+    await removeStateDir(this.layout);
   }
 
   private async writeHandle(): Promise<void> {
-    const handle: VmHandle = {
-      version: 1,
-      pid: process.pid,
-      stateDir: this.layout.stateDir,
-      control: this.layout.control,
-      qmp: this.layout.qmp,
-      ramFile: this.layout.ramFile,
-      deviceState: this.layout.deviceState,
-      commandLine: this.argv,
-      state: this.currentState,
-      qemuPid: this.qemu?.alive ? this.qemu.pid : null,
-      updatedAt: new Date().toISOString(),
-    };
-    const tmp = `${this.layout.handle}.tmp`;
-    await writeFile(tmp, `${JSON.stringify(handle, null, 2)}\n`, { mode: 0o600 });
-    await rename(tmp, this.layout.handle);
-  }
-
-  private async syncDir(): Promise<void> {
-    const dir = await open(this.layout.stateDir, 'r');
-    try {
-      await dir.sync();
-    } finally {
-      await dir.close();
-    }
+    await writeVmHandle(this.layout, { commandLine: this.argv, state: this.currentState, qemuPid: this.qemu?.alive ? this.qemu.pid : null });
   }
 }

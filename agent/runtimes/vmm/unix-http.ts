@@ -85,31 +85,6 @@ export function jsonBody<T>(response: UnixHttpResponse, what: string, schema: z.
   return parsed.data;
 }
 
-/** One deadline shared by the several calls of one operation. */
-export class Budget {
-  private readonly until: number;
-  constructor(readonly what: string, readonly totalMs: number) {
-    this.until = performance.now() + totalMs;
-  }
-
-  /** Milliseconds left; throws E_DEADLINE when none are. */
-  left(): number {
-    const left = Math.floor(this.until - performance.now());
-    if (left <= 0) throw new DeadlineError(this.what, this.totalMs);
-    return left;
-  }
-
-  /** Runs `work` with whatever is left, as a DeadlineError naming the whole operation when it runs out. */
-  async run<T>(work: (leftMs: number) => Promise<T>): Promise<T> {
-    try {
-      return await work(this.left());
-    } catch (error) {
-      if (error instanceof DeadlineError) throw new DeadlineError(this.what, this.totalMs);
-      throw error;
-    }
-  }
-}
-
 export function fileUrl(dir: string): string {
   // Cloud Hypervisor parses the URL and takes its path: absolute paths only, no host part.
   return `file://${dir}`;

@@ -66,7 +66,7 @@ export class SpawnVmmLauncher implements VmmLauncher {
     const pid = this.children.get(socket)?.pid ?? (await socketOwner(socket));
     if (pid !== undefined) {
       signal(pid, 'SIGTERM');
-      // Half the budget for a clean exit, then SIGKILL: the VM's state is already on disk.
+      // Half the deadline for a clean exit, then SIGKILL: the VM's state is already on disk.
       const soft = performance.now() + deadlineMs / 2;
       while (alive(pid) && performance.now() < soft) await new Promise((resolve) => setTimeout(resolve, POLL_MS));
       if (alive(pid)) signal(pid, 'SIGKILL');
