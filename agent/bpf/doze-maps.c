@@ -111,6 +111,19 @@ static void fail(const char *what, const char *path)
 	printf("err %s %s: %s\n", what, path ? path : "", strerror(errno ? errno : EINVAL));
 }
 
+// The answer to a dump or lookup: "ok N", then N lines of "KEYHEX VALUEHEX".
+static void put_rows(struct opened *m, const unsigned char *rows, size_t n)
+{
+	size_t rec = m->key_size + m->value_size;
+	printf("ok %zu\n", n);
+	for (size_t i = 0; i < n; i++) {
+		put_hex(rows + i * rec, m->key_size);
+		putchar(' ');
+		put_hex(rows + i * rec + m->key_size, m->value_size);
+		putchar('\n');
+	}
+}
+
 static void do_dump(struct opened *m)
 {
 	unsigned char key[512], next[512], value[4096];
@@ -139,13 +152,7 @@ static void do_dump(struct opened *m)
 		memcpy(all + n * rec + m->key_size, value, m->value_size);
 		n++;
 	}
-	printf("ok %zu\n", n);
-	for (size_t i = 0; i < n; i++) {
-		put_hex(all + i * rec, m->key_size);
-		putchar(' ');
-		put_hex(all + i * rec + m->key_size, m->value_size);
-		putchar('\n');
-	}
+	put_rows(m, all, n);
 	free(all);
 }
 
@@ -173,13 +180,7 @@ static void lookup_many(struct opened *m, char *first, char *second)
 		if (!parse_hex(keys[i], row, m->key_size) && !bpf_map_lookup_elem(m->fd, row, row + m->key_size))
 			n_found++;
 	}
-	printf("ok %d\n", n_found);
-	for (int i = 0; i < n_found; i++) {
-		put_hex(rows + i * rec, m->key_size);
-		putchar(' ');
-		put_hex(rows + i * rec + m->key_size, m->value_size);
-		putchar('\n');
-	}
+	put_rows(m, rows, (size_t)n_found);
 	free(rows);
 }
 

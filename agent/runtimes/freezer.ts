@@ -173,7 +173,7 @@ export class FreezerRuntime implements Runtime {
   }
 
   async sleep(deadlineMs: number): Promise<void> {
-    await this.freeze(deadlineMs);
+    await this.setFrozen(true, deadlineMs);
     if (!this.options.reclaim) return;
     if (!this.reclaimer) await this.prepareReclaim(this.options.reclaim); // its processes may have started after probe
     if (this.reclaimer && this.memoryCg) {
@@ -183,35 +183,28 @@ export class FreezerRuntime implements Runtime {
     }
   }
 
-  private async freeze(deadlineMs: number): Promise<void> {
+  /** Asks the kernel to freeze or thaw the cgroup and waits until it reports it done. */
+  private async setFrozen(frozen: boolean, deadlineMs: number): Promise<void> {
     const f = await this.require();
+    const what = `${frozen ? 'freezing' : 'thawing'} ${this.cgroup}`;
     if (f.version === 1) {
-      await this.write(f.stateFile, 'FROZEN');
       // FREEZING means some task has not stopped yet; the kernel finishes it.
-      await waitFor(`freezing ${this.cgroup}`, deadlineMs, async () => (await this.read(f.stateFile)) === 'FROZEN');
+      const target = frozen ? 'FROZEN' : 'THAWED';
+      await this.write(f.stateFile, target);
+      await waitFor(what, deadlineMs, async () => (await this.read(f.stateFile)) === target);
     } else {
-      await this.write(f.freezeFile, '1');
-      await waitFor(`freezing ${this.cgroup}`, deadlineMs, async () => /^frozen 1$/m.test(await this.read(f.eventsFile)));
+      const bit = frozen ? '1' : '0';
+      await this.write(f.freezeFile, bit);
+      await waitFor(what, deadlineMs, async () => new RegExp(`^frozen ${bit}$`, 'm').test(await this.read(f.eventsFile)));
     }
   }
 
   async wake(deadlineMs: number): Promise<void> {
     // Stop a reclaim first (a signal, not a wait), so it stops evicting what the thaw needs.
     this.reclaimer?.cancel();
-    await this.thaw(deadlineMs);
+    await this.setFrozen(false, deadlineMs);
     if (this.reclaimer && this.memoryCg && oomKills(this.memoryCg) > this.oomKillsAtSleep) {
       throw new RuntimeError('E_OOM_KILLED', `the kernel OOM-killed a process of ${this.cgroup} while it slept with its memory reclaimed (memory cgroup ${this.memoryCg.dir}); its task must be restarted`);
-    }
-  }
-
-  private async thaw(deadlineMs: number): Promise<void> {
-    const f = await this.require();
-    if (f.version === 1) {
-      await this.write(f.stateFile, 'THAWED');
-      await waitFor(`thawing ${this.cgroup}`, deadlineMs, async () => (await this.read(f.stateFile)) === 'THAWED');
-    } else {
-      await this.write(f.freezeFile, '0');
-      await waitFor(`thawing ${this.cgroup}`, deadlineMs, async () => /^frozen 0$/m.test(await this.read(f.eventsFile)));
     }
   }
 
