@@ -1,7 +1,7 @@
 import type { CheckNeed } from '../health/check-needs.js';
 import { analyzeGroup } from './managed-group.js';
 import type { IdlePolicy, SleepMode, WakeMode } from './meta-keys.js';
-import type { NomadAllocation, NomadJob, NomadNetworkResource } from './nomad-schemas.js';
+import type { NomadAllocation, NomadJob, NomadNetworkResource } from '../nomad/nomad-schemas.js';
 
 /*
  * Pure mapping from a (validated) Nomad allocation to the instance doze

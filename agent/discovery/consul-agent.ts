@@ -4,7 +4,7 @@ import Consul from 'consul';
 import { z } from 'zod';
 import type { ConsulConfig } from '../config/schema.js';
 import { DozeError, UpstreamError, messageOf } from '../errors.js';
-import { formatIssues } from './nomad-schemas.js';
+import { formatIssues } from '../nomad/nomad-schemas.js';
 
 /*
  * The few Consul agent endpoints doze uses, through the npm `consul` client

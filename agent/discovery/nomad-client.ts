@@ -19,7 +19,7 @@ import {
   type NomadDeployment,
   type NomadJob,
   type NomadJobRegisterResponse,
-} from './nomad-schemas.js';
+} from '../nomad/nomad-schemas.js';
 
 /*
  * A thin typed client for the few Nomad HTTP endpoints doze uses (no

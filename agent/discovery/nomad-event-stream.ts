@@ -3,7 +3,7 @@ import { messageOf } from '../errors.js';
 import { nextBackoff, sleep, type BackoffOptions } from './backoff.js';
 import { JsonValueSplitter } from './json-value-splitter.js';
 import { NomadError, type NomadClient } from './nomad-client.js';
-import { allocationSchema, eventFrameSchema, eventSchema, formatIssues, type NomadAllocation } from './nomad-schemas.js';
+import { allocationSchema, eventFrameSchema, eventSchema, formatIssues, type NomadAllocation } from '../nomad/nomad-schemas.js';
 
 /*
  * Nomad's event stream for the Allocation topic, kept open across drops.

@@ -14,7 +14,7 @@ import {
   deploymentSchema,
   jobRegisterResponseSchema,
   jobSchema,
-} from '../../agent/discovery/nomad-schemas.js';
+} from '../../agent/nomad/nomad-schemas.js';
 import { AgentApiDouble } from '../doubles/consul/agent-api.js';
 import type { NomadDouble } from '../doubles/nomad/nomad-double.js';
 import { webJob } from '../doubles/nomad/fixtures.js';

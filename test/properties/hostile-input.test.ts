@@ -10,7 +10,7 @@ import { parseConfig } from '../../agent/config/load.js';
 import { parseDuration } from '../../agent/config/duration.js';
 import { ConfigError } from '../../agent/errors.js';
 import { META_KEYS, resolveDozeMeta } from '../../agent/discovery/meta-keys.js';
-import { allocationSchema } from '../../agent/discovery/nomad-schemas.js';
+import { allocationSchema } from '../../agent/nomad/nomad-schemas.js';
 import { allocationInstance } from '../../agent/discovery/allocation-instance.js';
 import { decodeConnection, decodeCounters, decodeWakeEvent } from '../../agent/sources/bpf-records.js';
 import { webJob } from '../doubles/nomad/fixtures.js';
