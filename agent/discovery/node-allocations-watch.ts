@@ -1,5 +1,5 @@
 import { nextBackoff, sleep, type BackoffOptions } from './backoff.js';
-import { NomadError, type Indexed, type NomadClient } from './nomad-client.js';
+import { NomadError, type Indexed, type NomadClient } from '../nomad/nomad-client.js';
 import type { NomadAllocation } from '../nomad/nomad-schemas.js';
 
 export interface NodeAllocationsWatchOptions extends BackoffOptions {

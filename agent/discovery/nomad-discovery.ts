@@ -1,6 +1,6 @@
 import { allocationInstance, isAllocationLive, type NomadInstance } from './allocation-instance.js';
 import { nextBackoff, sleep } from './backoff.js';
-import { NomadError, type NomadClient } from './nomad-client.js';
+import { NomadError, type NomadClient } from '../nomad/nomad-client.js';
 import { allocationEvents } from './nomad-event-stream.js';
 import { watchNodeAllocations } from './node-allocations-watch.js';
 import type { NomadAllocation } from '../nomad/nomad-schemas.js';

@@ -2,7 +2,7 @@ import type { Readable } from 'node:stream';
 import { messageOf } from '../errors.js';
 import { nextBackoff, sleep, type BackoffOptions } from './backoff.js';
 import { JsonValueSplitter } from './json-value-splitter.js';
-import { NomadError, type NomadClient } from './nomad-client.js';
+import { NomadError, type NomadClient } from '../nomad/nomad-client.js';
 import { allocationSchema, eventFrameSchema, eventSchema, formatIssues, type NomadAllocation } from '../nomad/nomad-schemas.js';
 
 /*

@@ -14,7 +14,7 @@ import type { NomadInstance } from './allocation-instance.js';
 import { nextBackoff, sleep } from './backoff.js';
 import { ConsulLink } from './consul-link.js';
 import { findHostVeth } from './host-veth.js';
-import { NomadClient } from './nomad-client.js';
+import { NomadClient } from '../nomad/nomad-client.js';
 import { NomadDiscovery, type DiscoveryStatus } from './nomad-discovery.js';
 import { unanswerableChecks } from '../health/check-needs.js';
 import { describeMissing, missingRights, nomadProbes } from './permissions.js';

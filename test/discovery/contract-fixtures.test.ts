@@ -4,7 +4,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { allocationInstance } from '../../agent/discovery/allocation-instance.js';
 import { checksSchema } from '../../agent/discovery/consul-agent.js';
-import { NomadClient } from '../../agent/discovery/nomad-client.js';
+import { NomadClient } from '../../agent/nomad/nomad-client.js';
 import { allocationEvents, type AllocationFrame } from '../../agent/discovery/nomad-event-stream.js';
 import {
   agentSelfSchema,

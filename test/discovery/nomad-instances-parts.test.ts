@@ -7,7 +7,7 @@ import { parseConfig } from '../../agent/config/load.js';
 import type { ConsulConfig } from '../../agent/config/schema.js';
 import { ConsulAgentClient } from '../../agent/discovery/consul-agent.js';
 import { ConsulLink } from '../../agent/discovery/consul-link.js';
-import { NomadClient, NomadError } from '../../agent/discovery/nomad-client.js';
+import { NomadClient, NomadError } from '../../agent/nomad/nomad-client.js';
 import { findNomadTaskCgroup, nomadTaskCgroupCandidates } from '../../agent/discovery/task-cgroup.js';
 import { ConfigError } from '../../agent/errors.js';
 import { createLogger } from '../../agent/log.js';

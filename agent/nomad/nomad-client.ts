@@ -19,7 +19,7 @@ import {
   type NomadDeployment,
   type NomadJob,
   type NomadJobRegisterResponse,
-} from '../nomad/nomad-schemas.js';
+} from './nomad-schemas.js';
 
 /*
  * A thin typed client for the few Nomad HTTP endpoints doze uses (no
