@@ -1,6 +1,6 @@
 import type { z } from 'zod';
 import { analyzeGroup, type ManagedGroup } from '../agent/discovery/managed-group.js';
-import { checkMetaLayer, jobPlace } from '../agent/discovery/meta-keys.js';
+import { checkMetaLayer, jobPlace } from '../agent/nomad/meta-keys.js';
 import { jobSchema, type NomadJob } from '../agent/nomad/nomad-schemas.js';
 
 export interface JobCheck {

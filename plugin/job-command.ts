@@ -4,7 +4,7 @@ import { EXIT } from '../agent/cli/exit-codes.js';
 import { formatDuration } from '../agent/config/duration.js';
 import { BUSY_CPU_DEFAULT } from '../agent/config/schema.js';
 import { NomadClient, NomadError } from '../agent/nomad/nomad-client.js';
-import type { WakeMode } from '../agent/discovery/meta-keys.js';
+import type { WakeMode } from '../agent/nomad/meta-keys.js';
 import { DozeError, messageOf } from '../agent/errors.js';
 import { checkJob, type JobCheck } from './check-job.js';
 import { loadJobspec } from './load-jobspec.js';

@@ -1,6 +1,6 @@
 import type { CheckNeed } from '../health/check-needs.js';
 import { analyzeGroup } from './managed-group.js';
-import type { IdlePolicy, SleepMode, WakeMode } from './meta-keys.js';
+import type { IdlePolicy, SleepMode, WakeMode } from '../nomad/meta-keys.js';
 import type { NomadAllocation, NomadJob, NomadNetworkResource } from '../nomad/nomad-schemas.js';
 
 /*

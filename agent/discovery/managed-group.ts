@@ -1,5 +1,5 @@
 import { checkNeeds, unanswerableChecks, type CheckNeed } from '../health/check-needs.js';
-import { groupPlace, jobPlace, resolveDozeMeta, taskPlace, type DozeSettings } from './meta-keys.js';
+import { groupPlace, jobPlace, resolveDozeMeta, taskPlace, type DozeSettings } from '../nomad/meta-keys.js';
 import type { NomadJob, NomadNetworkResource, NomadService, NomadTask, NomadTaskGroup } from '../nomad/nomad-schemas.js';
 
 /*

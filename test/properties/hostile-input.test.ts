@@ -9,7 +9,7 @@ import fc from 'fast-check';
 import { parseConfig } from '../../agent/config/load.js';
 import { parseDuration } from '../../agent/config/duration.js';
 import { ConfigError } from '../../agent/errors.js';
-import { META_KEYS, resolveDozeMeta } from '../../agent/discovery/meta-keys.js';
+import { META_KEYS, resolveDozeMeta } from '../../agent/nomad/meta-keys.js';
 import { allocationSchema } from '../../agent/nomad/nomad-schemas.js';
 import { allocationInstance } from '../../agent/discovery/allocation-instance.js';
 import { decodeConnection, decodeCounters, decodeWakeEvent } from '../../agent/sources/bpf-records.js';
