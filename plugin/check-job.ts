@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import { analyzeGroup, type ManagedGroup } from '../agent/discovery/managed-group.js';
+import { analyzeGroup, type ManagedGroup } from '../agent/nomad/managed-group.js';
 import { checkMetaLayer, jobPlace } from '../agent/nomad/meta-keys.js';
 import { jobSchema, type NomadJob } from '../agent/nomad/nomad-schemas.js';
 

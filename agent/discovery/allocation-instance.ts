@@ -1,5 +1,5 @@
 import type { CheckNeed } from '../health/check-needs.js';
-import { analyzeGroup } from './managed-group.js';
+import { analyzeGroup } from '../nomad/managed-group.js';
 import type { IdlePolicy, SleepMode, WakeMode } from '../nomad/meta-keys.js';
 import type { NomadAllocation, NomadJob, NomadNetworkResource } from '../nomad/nomad-schemas.js';
 

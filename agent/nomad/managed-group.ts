@@ -1,6 +1,6 @@
 import { checkNeeds, unanswerableChecks, type CheckNeed } from '../health/check-needs.js';
-import { groupPlace, jobPlace, resolveDozeMeta, taskPlace, type DozeSettings } from '../nomad/meta-keys.js';
-import type { NomadJob, NomadNetworkResource, NomadService, NomadTask, NomadTaskGroup } from '../nomad/nomad-schemas.js';
+import { groupPlace, jobPlace, resolveDozeMeta, taskPlace, type DozeSettings } from './meta-keys.js';
+import type { NomadJob, NomadNetworkResource, NomadService, NomadTask, NomadTaskGroup } from './nomad-schemas.js';
 
 /*
  * What doze makes of one task group: whether it manages it, which task, with
