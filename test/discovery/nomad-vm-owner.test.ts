@@ -1,7 +1,7 @@
 import test, { type ExecutionContext } from 'ava';
 import { randomUUID } from 'node:crypto';
 import { instanceSchema } from '../../agent/config/schema.js';
-import { instanceId } from '../../agent/discovery/allocation-instance.js';
+import { instanceId } from '../../agent/nomad/instance-id.js';
 import { startNomadInstances } from '../../agent/discovery/nomad-instances.js';
 import { createLogger } from '../../agent/log.js';
 import { FakeRuntime } from '../../agent/runtimes/fake.js';

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { instanceId } from '../../agent/discovery/allocation-instance.js';
+import { instanceId } from '../../agent/nomad/instance-id.js';
 import { ConfigError } from '../../agent/errors.js';
 import { createLogger } from '../../agent/log.js';
 import { FakeRuntime } from '../../agent/runtimes/fake.js';

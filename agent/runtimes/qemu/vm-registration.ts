@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { describeIssues } from '../../config/load.js';
 import { instanceSchema, type InstanceConfig } from '../../config/schema.js';
-import { instanceId } from '../../discovery/allocation-instance.js';
+import { instanceId } from '../../nomad/instance-id.js';
 import { ConfigError, messageOf } from '../../errors.js';
 import type { Logger } from '../../log.js';
 
