@@ -1,4 +1,3 @@
-import { join } from 'node:path';
 import type { DozeConfig, InstanceConfig } from '../config/schema.js';
 import { instanceSchema } from '../config/schema.js';
 import { describeIssues } from '../config/load.js';
@@ -16,6 +15,7 @@ import { ConsulLink } from './consul-link.js';
 import { findHostVeth } from './host-veth.js';
 import { NomadClient } from '../nomad/nomad-client.js';
 import { NomadDiscovery, type DiscoveryStatus } from './nomad-discovery.js';
+import { DEFAULT_ALLOC_DIR, qemuTaskFiles } from '../nomad/qemu-task-paths.js';
 import { unanswerableChecks } from '../health/check-needs.js';
 import { describeMissing, missingRights, nomadProbes } from './permissions.js';
 import { findNomadTaskCgroup, nomadTaskCgroupCandidates, OWN_CGROUP_DRIVERS } from './task-cgroup.js';
@@ -476,31 +476,20 @@ export class NomadInstances {
   }
 }
 
-/** Where Nomad keeps allocation directories with its conventional data_dir (/opt/nomad/data). */
-export const DEFAULT_ALLOC_DIR = '/opt/nomad/data/alloc';
-
-/**
- * A qemu-driver task's QMP socket and guest RAM file, relative to its task directory: what
- * `doze job render` puts on QEMU's command line (plugin/qemu-pause-args.ts) and where the agent
- * looks for them.
- */
-export const QEMU_TASK_QMP_SOCKET = 'local/doze-qmp.sock';
-export const QEMU_TASK_RAM_FILE = 'local/doze-ram';
-
 /**
  * A task of Nomad's qemu driver is the VMM itself: only `pause` (QMP stop/cont, the process
  * stays) is possible. `doze job render` gives it `-qmp unix:local/doze-qmp.sock` and its RAM in
  * local/doze-ram, relative to the task directory, which is QEMU's working directory.
  */
 export function qemuDriverRuntime(allocDir: string, instance: Pick<NomadInstance, 'allocId' | 'task' | 'reclaim'>, cgroup: { version: 1 | 2; path: string }) {
-  const taskDir = join(allocDir, instance.allocId, instance.task);
+  const files = qemuTaskFiles(allocDir, instance.allocId, instance.task);
   return {
     kind: 'qemu',
     mode: 'pause',
-    qmp: join(taskDir, QEMU_TASK_QMP_SOCKET),
+    qmp: files.qmp,
     reclaim: instance.reclaim,
     // QMP reports mem-path as given (relative to QEMU's working directory): name it here instead.
-    ...(instance.reclaim ? { ramFile: join(taskDir, QEMU_TASK_RAM_FILE) } : {}),
+    ...(instance.reclaim ? { ramFile: files.ramFile } : {}),
     // cgroup v2's task cgroup holds its memory too; v1 keeps memory in another hierarchy.
     ...(cgroup.version === 2 ? { memoryCgroup: cgroup.path } : {}),
     // The busy guard counts QEMU's CPU in the task's cgroup (v1: the cpuacct one at its freezer path).
