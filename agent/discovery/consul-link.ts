@@ -2,7 +2,7 @@ import type { ConsulConfig } from '../config/schema.js';
 import { formatDuration } from '../config/duration.js';
 import { messageOf } from '../errors.js';
 import type { Logger } from '../log.js';
-import { ConnectionTracker } from '../status/connections.js';
+import { ConnectionTracker } from './connection-tracker.js';
 import { nextBackoff, sleep } from './backoff.js';
 import { ConsulAgentClient } from './consul-agent.js';
 import { consulProbes, describeMissing, missingRights } from './permissions.js';

@@ -6,7 +6,8 @@ import { instanceSchema } from '../config/schema.js';
 import type { Detector } from '../detector/detector.js';
 import type { InstanceRegistry } from '../registry.js';
 import type { Logger } from '../log.js';
-import { statusReport, type DiscoveryReport } from './connections.js';
+import type { DiscoveryReport } from '../discovery/discovery-report.js';
+import { statusReport } from './connections.js';
 import { viewOf } from './instance-view.js';
 import type { Metrics } from './metrics.js';
 import { latencyDistribution } from './latency.js';
@@ -21,7 +22,7 @@ export interface StatusServerOptions {
   log: Logger;
   /** Refreshes idle times from the counters before answering (one map read). */
   refresh: () => Promise<void>;
-  /** Nomad/Consul connections and allocations for `GET /api/status` (agent/status/connections.ts). */
+  /** Nomad/Consul connections and allocations for `GET /api/status` (agent/discovery/discovery-report.ts). */
   discovery?: () => DiscoveryReport | undefined;
   /** Instances registered at run time (PUT/DELETE /api/instances/{id}); without it those routes answer 404. */
   registry?: InstanceRegistry;

@@ -11,7 +11,7 @@ import { NomadClient, NomadError } from '../../agent/nomad/nomad-client.js';
 import { findNomadTaskCgroup, nomadTaskCgroupCandidates } from '../../agent/discovery/task-cgroup.js';
 import { ConfigError } from '../../agent/errors.js';
 import { createLogger } from '../../agent/log.js';
-import { ConnectionTracker } from '../../agent/status/connections.js';
+import { ConnectionTracker } from '../../agent/discovery/connection-tracker.js';
 import { AgentApiDouble } from '../doubles/consul/agent-api.js';
 import { startNomadDouble } from '../doubles/nomad/with-double.js';
 import { until } from '../helpers/until.js';

@@ -5,7 +5,7 @@ import { instanceId } from '../../agent/nomad/instance-id.js';
 import { startNomadInstances } from '../../agent/discovery/nomad-instances.js';
 import { createLogger } from '../../agent/log.js';
 import { FakeRuntime } from '../../agent/runtimes/fake.js';
-import type { AllocationStatus } from '../../agent/status/connections.js';
+import type { AllocationStatus } from '../../agent/discovery/discovery-report.js';
 import { checkJob } from '../../plugin/check-job.js';
 import { loadJobspec } from '../../plugin/load-jobspec.js';
 import { renderVmTasks } from '../../plugin/render-vm-task.js';
