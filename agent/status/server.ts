@@ -7,7 +7,7 @@ import type { Detector } from '../detector/detector.js';
 import type { InstanceRegistry } from '../registry.js';
 import type { Logger } from '../log.js';
 import type { DiscoveryReport } from '../discovery/discovery-report.js';
-import { statusReport } from './connections.js';
+import { statusReport } from './status-report.js';
 import { viewOf } from './instance-view.js';
 import type { Metrics } from './metrics.js';
 import { latencyDistribution } from './latency.js';
