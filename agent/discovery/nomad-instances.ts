@@ -11,11 +11,12 @@ import { monotonicNs } from '../sources/bpf-records.js';
 import { ConnectionTracker } from './connection-tracker.js';
 import type { AllocationStatus, DiscoveryReport } from './discovery-report.js';
 import type { NomadInstance } from './allocation-instance.js';
-import { nextBackoff, sleep } from './backoff.js';
+import { nextBackoff, retryWithBackoff, type BackoffOptions } from './backoff.js';
 import { ConsulLink } from './consul-link.js';
 import { findHostVeth } from './host-veth.js';
 import { NomadClient } from '../nomad/nomad-client.js';
 import { NomadDiscovery, type DiscoveryStatus } from './nomad-discovery.js';
+import { learnNodeId } from './node-id.js';
 import { DEFAULT_ALLOC_DIR, qemuTaskFiles } from '../nomad/qemu-task-paths.js';
 import { unanswerableChecks } from '../health/check-needs.js';
 import { describeMissing, missingRights, nomadProbes } from './permissions.js';
@@ -46,8 +47,7 @@ import { findNomadTaskCgroup, nomadTaskCgroupCandidates, OWN_CGROUP_DRIVERS } fr
  * Nomad unreachable: nothing is removed, known instances keep sleeping and
  * waking, `GET /api/status` shows the connection down, and discovery
  * reconnects with backoff (resuming the event stream from its last index).
- * The node id defaults to the local agent's (GET /v1/agent/self), asked with
- * the same backoff until it answers.
+ * The node id defaults to the local agent's (node-id.ts).
  */
 
 export interface NomadInstancesTuning {
@@ -112,7 +112,6 @@ export class NomadInstances {
   private readonly byInstance = new Map<string, Tracked>();
   private readonly invalid = new Map<string, AllocationStatus>();
   private readonly queues = new Map<string, Promise<void>>();
-  private discovery: NomadDiscovery | undefined;
   /** Rights the Nomad token lacks, found at start (permissions.ts). */
   private missingNomadRights: string[] = [];
   private nodeId: string | undefined;
@@ -197,21 +196,8 @@ export class NomadInstances {
     const signal = this.controller.signal;
     const client = this.client!;
     const tracker = this.nomadTracker!;
-    if (!this.nodeId) {
-      let backoffMs = 0;
-      while (!signal.aborted && !this.nodeId) {
-        try {
-          this.nodeId = (await client.agentSelf({ signal })).nodeId;
-          this.log.info({ nodeId: this.nodeId }, 'Nomad node id from the local agent');
-        } catch (error) {
-          if (signal.aborted) return;
-          tracker.down(`cannot learn this node's id: ${messageOf(error)}`);
-          backoffMs = nextBackoff(backoffMs, this.options);
-          await sleep(backoffMs, signal);
-        }
-      }
-      if (!this.nodeId) return;
-    }
+    this.nodeId ??= await learnNodeId(client, { signal, tracker, log: this.log, ...this.backoff() });
+    if (!this.nodeId) return;
     const nodeId = this.nodeId;
     // Name every right the token lacks at once (the reads; writes are named when refused), beside discovery, not before it.
     void missingRights(nomadProbes(client, nodeId).filter((p) => p.right !== 'agent:read' || this.options.config.nomad?.nodeId === undefined)).then((missing) => {
@@ -222,12 +208,11 @@ export class NomadInstances {
       if (now.connected) tracker.up({ missingRights: missing });
       else tracker.down(now.error ?? 'disconnected', { missingRights: missing });
     });
-    this.discovery = new NomadDiscovery(client, {
+    const discovery = new NomadDiscovery(client, {
       nodeId,
       namespace: this.options.config.nomad?.namespace ?? '*',
       signal,
-      minBackoffMs: this.options.minBackoffMs,
-      maxBackoffMs: this.options.maxBackoffMs,
+      ...this.backoff(),
       onInstance: (instance) => this.enqueue(instance.allocId, () => this.admit(instance)),
       onRemove: (allocId, reason) => this.enqueue(allocId, () => this.removeAllocation(allocId, reason)),
       onInvalid: (allocId, reason) => this.noteInvalid(allocId, reason),
@@ -236,18 +221,18 @@ export class NomadInstances {
       onError: (error) => this.log.debug({ code: error.code, err: error.message }, 'Nomad request failed'),
     });
     // run() returns only when aborted; an unexpected throw (a bug, not Nomad) is logged and retried.
-    let backoffMs = 0;
-    while (!signal.aborted) {
-      try {
-        await this.discovery.run();
-      } catch (error) {
-        if (signal.aborted) return;
+    await retryWithBackoff(() => discovery.run(), {
+      signal,
+      ...this.backoff(),
+      onFailure: (error) => {
         this.log.error({ err: messageOf(error) }, 'Nomad discovery stopped unexpectedly; restarting it');
         tracker.down(messageOf(error));
-        backoffMs = nextBackoff(backoffMs, this.options);
-        await sleep(backoffMs, signal);
-      }
-    }
+      },
+    });
+  }
+
+  private backoff(): BackoffOptions {
+    return { minBackoffMs: this.options.minBackoffMs, maxBackoffMs: this.options.maxBackoffMs };
   }
 
   private onDiscoveryStatus(nodeId: string, status: DiscoveryStatus): void {
