@@ -1,6 +1,4 @@
 import type { DozeConfig, InstanceConfig } from '../config/schema.js';
-import { instanceSchema } from '../config/schema.js';
-import { describeIssues } from '../config/load.js';
 import type { Detector } from '../detector/detector.js';
 import { describeKey, ManagedInstance, trafficKey } from '../detector/managed-instance.js';
 import { messageOf } from '../errors.js';
@@ -17,10 +15,10 @@ import { findHostVeth } from './host-veth.js';
 import { NomadClient } from '../nomad/nomad-client.js';
 import { NomadDiscovery, type DiscoveryStatus } from './nomad-discovery.js';
 import { learnNodeId } from './node-id.js';
-import { DEFAULT_ALLOC_DIR, qemuTaskFiles } from '../nomad/qemu-task-paths.js';
 import { unanswerableChecks } from '../health/check-needs.js';
 import { describeMissing, missingRights, nomadProbes } from './permissions.js';
-import { findNomadTaskCgroup, nomadTaskCgroupCandidates, OWN_CGROUP_DRIVERS } from './task-cgroup.js';
+import { findNomadTaskCgroup, nomadTaskCgroupCandidates } from './task-cgroup.js';
+import { instanceConfigFor, unsupportedReason, type InstanceSettings } from './instance-config.js';
 
 /*
  * Nomad allocations → detector instances, on one client node.
@@ -267,30 +265,12 @@ export class NomadInstances {
       this.log.info({ alloc: t.allocId, instance: instance.id }, 'allocation runs doze vm: its owner registers the VM');
       return;
     }
-    const unsupported = this.unsupported(instance);
+    const unsupported = unsupportedReason(instance, this.instanceSettings().ownAllocId);
     if (unsupported) {
       this.markInvalid(t, unsupported);
       return;
     }
     await this.tryManage(t);
-  }
-
-  /** Why this agent cannot manage an instance at all (until a later version), or undefined. */
-  private unsupported(instance: NomadInstance): string | undefined {
-    if (instance.mode === 'snapshot') {
-      // (The opening words are what test/agent/nomad-instances.test.ts matches.)
-      return `doze.mode "snapshot" is not supported by this agent yet for a task not run by "doze vm run --register" (task ${JSON.stringify(instance.task)} uses the ${instance.driver} driver): register the job with "doze job run", or render it with "doze job render", which runs a qemu task that way; the allocation runs unmanaged`;
-    }
-    if (instance.mode !== 'pause') {
-      return `doze.mode ${JSON.stringify(instance.mode)} is not supported by this agent yet (supported: "pause"); the allocation runs unmanaged`;
-    }
-    if (OWN_CGROUP_DRIVERS.has(instance.driver)) {
-      return `the ${instance.driver} driver keeps task ${JSON.stringify(instance.task)} in its own cgroup, not Nomad's nomad/<alloc>.<task>: pause mode supports exec, raw_exec, java and other executor-based drivers`;
-    }
-    if (process.env.NOMAD_ALLOC_ID && instance.allocId === process.env.NOMAD_ALLOC_ID) {
-      return 'this is the doze agent\'s own allocation: the agent never manages itself';
-    }
-    return undefined;
   }
 
   private async tryManage(t: Tracked): Promise<void> {
@@ -316,28 +296,9 @@ export class NomadInstances {
       return this.markPending(t, `task ${JSON.stringify(instance.task)} has no freezer cgroup yet (looked for ${looked.join(', ')})`);
     }
     t.cgroup = cgroup.path;
-    const runtimeConfig = instance.driver === 'qemu'
-      ? qemuDriverRuntime(this.options.config.nomad?.allocDir ?? DEFAULT_ALLOC_DIR, instance, cgroup)
-      : { kind: 'freezer', cgroup: cgroup.path, ...(instance.reclaimFreezer ? { reclaim: true, reclaimAfter: instance.reclaimAfterMs } : {}) };
-
-    const raw = {
-      id: instance.id,
-      address: instance.address,
-      checkAddresses: instance.checkAddresses,
-      ...(t.interface !== undefined ? { interface: t.interface } : {}),
-      idleTimeout: instance.idleTimeoutMs,
-      idlePolicy: instance.idlePolicy,
-      ...(instance.wake !== undefined ? { wake: instance.wake } : {}),
-      busyCpu: instance.busyCpu,
-      minAwake: instance.minAwakeMs,
-      ...(instance.maxAwakeMs !== undefined ? { maxAwake: instance.maxAwakeMs } : {}),
-      ...(instance.maxSleepMs !== undefined ? { maxSleep: instance.maxSleepMs } : {}),
-      ...(this.options.config.nomad?.checkTls?.[instance.service] ? { checkTls: this.options.config.nomad.checkTls[instance.service] } : {}),
-      runtime: runtimeConfig,
-    };
-    const parsed = instanceSchema.safeParse(raw);
-    if (!parsed.success) return this.markInvalid(t, `cannot be an instance:\n${describeIssues(parsed.error.issues, raw)}`);
-    const config = parsed.data;
+    const mapped = instanceConfigFor(instance, { interface: t.interface, cgroup }, this.instanceSettings());
+    if (mapped.kind === 'invalid') return this.markInvalid(t, mapped.reason);
+    const { config } = mapped;
 
     const base = createRuntime(config.runtime);
     const runtime = this.options.wrapRuntime ? this.options.wrapRuntime(base, config) : base;
@@ -373,6 +334,11 @@ export class NomadInstances {
     t.backoffMs = 0;
     this.byInstance.set(config.id, t);
     this.log.info({ instance: config.id, alloc: t.allocId, address: config.address, interface: t.interface, cgroup: t.cgroup }, 'managing allocation');
+  }
+
+  private instanceSettings(): InstanceSettings {
+    const nomad = this.options.config.nomad;
+    return { allocDir: nomad?.allocDir, checkTls: nomad?.checkTls, ownAllocId: process.env.NOMAD_ALLOC_ID };
   }
 
   /** Another instance (static, or another allocation) already has this id or address. */
@@ -460,25 +426,4 @@ export class NomadInstances {
     t.managedId = undefined;
     this.log.info({ instance: id, alloc: t.allocId, reason }, 'allocation no longer managed');
   }
-}
-
-/**
- * A task of Nomad's qemu driver is the VMM itself: only `pause` (QMP stop/cont, the process
- * stays) is possible. `doze job render` gives it `-qmp unix:local/doze-qmp.sock` and its RAM in
- * local/doze-ram, relative to the task directory, which is QEMU's working directory.
- */
-export function qemuDriverRuntime(allocDir: string, instance: Pick<NomadInstance, 'allocId' | 'task' | 'reclaim'>, cgroup: { version: 1 | 2; path: string }) {
-  const files = qemuTaskFiles(allocDir, instance.allocId, instance.task);
-  return {
-    kind: 'qemu',
-    mode: 'pause',
-    qmp: files.qmp,
-    reclaim: instance.reclaim,
-    // QMP reports mem-path as given (relative to QEMU's working directory): name it here instead.
-    ...(instance.reclaim ? { ramFile: files.ramFile } : {}),
-    // cgroup v2's task cgroup holds its memory too; v1 keeps memory in another hierarchy.
-    ...(cgroup.version === 2 ? { memoryCgroup: cgroup.path } : {}),
-    // The busy guard counts QEMU's CPU in the task's cgroup (v1: the cpuacct one at its freezer path).
-    cpuCgroup: cgroup.path,
-  };
 }
