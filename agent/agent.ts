@@ -15,7 +15,7 @@ import { EbpfSource } from './sources/ebpf-source.js';
 import { Metrics } from './status/metrics.js';
 import { createStatusApp, listen } from './status/server.js';
 import { InstanceRegistry } from './registry.js';
-import { startNomadInstances, type NomadInstances, type NomadInstancesTuning } from './discovery/nomad-instances.js';
+import { Discovery, type DiscoveryTuning } from './discovery/discovery.js';
 
 export interface AgentOptions {
   /** Override the compiled eBPF object (tests, packaging). */
@@ -23,7 +23,7 @@ export interface AgentOptions {
   /** Wrap each instance's runtime (tests inject slow or failing behaviour around a real one). */
   wrapRuntime?: (runtime: Runtime, instance: InstanceConfig) => Runtime;
   /** Backoff and retry knobs of Nomad/Consul discovery (tests). */
-  nomadInstances?: NomadInstancesTuning;
+  nomadInstances?: DiscoveryTuning;
   /** Failure knobs (tests): drop this many wake events, as a lost perf record would. */
   faults?: { dropWakeEvents?: number };
 }
@@ -31,8 +31,8 @@ export interface AgentOptions {
 /** One agent per node: wires the traffic source, the detector, the runtimes and the status API. */
 export class Agent {
   private server: Server | undefined;
-  /** Nomad/Consul discovery, when `nomad` or `consul` is configured (agent/discovery/nomad-instances.ts). */
-  discovery: NomadInstances | undefined;
+  /** Nomad/Consul discovery, when `nomad` or `consul` is configured (agent/discovery/discovery.ts). */
+  discovery: Discovery | undefined;
   /** Instances registered through the status API (`doze vm run --register`; agent/registry.ts). */
   registry!: InstanceRegistry;
   /** This agent's claim on its bpffs (one agent per set of pinned maps). */
@@ -105,9 +105,9 @@ export class Agent {
       const app = createStatusApp({ detector, metrics, token: config.token, log, refresh: () => agent.refreshCounters(), discovery: () => agent.discovery?.report(), registry: agent.registry });
       agent.server = await listen(app, config.listen);
       await lock.setListen(agent.address);
-      // --- Nomad + Consul discovery: allocations become instances (agent/discovery/nomad-instances.ts) ---
+      // --- Nomad + Consul discovery: allocations become instances (agent/discovery/discovery.ts) ---
       if (config.nomad || config.consul) {
-        agent.discovery = await startNomadInstances({
+        agent.discovery = Discovery.start({
           ...options.nomadInstances,
           config,
           detector,

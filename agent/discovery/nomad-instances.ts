@@ -1,4 +1,4 @@
-import type { DozeConfig, InstanceConfig } from '../config/schema.js';
+import type { DozeConfig, InstanceConfig, NomadConfig } from '../config/schema.js';
 import type { Detector } from '../detector/detector.js';
 import { describeKey, ManagedInstance, trafficKey } from '../detector/managed-instance.js';
 import { messageOf } from '../errors.js';
@@ -10,7 +10,6 @@ import { ConnectionTracker } from './connection-tracker.js';
 import type { AllocationStatus, DiscoveryReport } from './discovery-report.js';
 import type { NomadInstance } from './allocation-instance.js';
 import { nextBackoff, retryWithBackoff, type BackoffOptions } from './backoff.js';
-import { ConsulLink } from './consul-link.js';
 import { findHostVeth } from './host-veth.js';
 import { NomadClient } from '../nomad/nomad-client.js';
 import { NomadDiscovery, type DiscoveryStatus } from './nomad-discovery.js';
@@ -21,21 +20,19 @@ import { findNomadTaskCgroup, nomadTaskCgroupCandidates } from './task-cgroup.js
 import { instanceConfigFor, unsupportedReason, type InstanceSettings } from './instance-config.js';
 
 /*
- * Nomad allocations → detector instances, on one client node.
- *
- * NomadDiscovery reports which allocations are annotated for doze; this
- * module turns each into a managed instance:
- *  - address: the allocation's bridge IP and the port's `to`;
- *  - interface: the host side of its veth, found through
- *    /var/run/netns/<allocID> (host-veth.ts);
- *  - runtime by `doze.mode`: `pause` → the freezer on the task's cgroup
- *    (task-cgroup.ts; the cgroup root is `nomad.cgroupRoot`). `snapshot` of a
- *    task that `doze job render` turned into `doze vm run --register` is
- *    `registered`: the owner registers the VM itself (PUT /api/instances/{id},
- *    agent/registry.ts), because only it knows the tap, the guest's address and
- *    the control socket; discovery leaves it alone and, when the allocation
- *    stops, removes that registration if the owner did not. Other `snapshot`
- *    tasks and `scale` are reported invalid, with the reason, and left alone.
+ * The allocation manager: Nomad allocations → detector instances, on one
+ * client node. It wires the parts:
+ *  - the node id (node-id.ts) and NomadDiscovery, which reports which
+ *    allocations are annotated for doze (allocation-instance.ts);
+ *  - what the node holds for each: the host side of its veth, found through
+ *    /var/run/netns/<allocID> (host-veth.ts), and its task's cgroup
+ *    (task-cgroup.ts; the cgroup root is `nomad.cgroupRoot`);
+ *  - the instance config made of both (instance-config.ts), or why not.
+ * A snapshot-mode task that `doze job render` turned into `doze vm run
+ * --register` is `registered`: the owner registers the VM itself (PUT
+ * /api/instances/{id}, agent/registry.ts), because only it knows the tap, the
+ * guest's address and the control socket; discovery leaves it alone and,
+ * when the allocation stops, removes that registration if the owner did not.
  * An allocation whose namespace or cgroup is not there yet is `pending` and
  * retried with backoff. When Nomad stops an allocation (desired status stop
  * or evict, or the client finished it) the instance is woken FIRST (a frozen
@@ -45,7 +42,6 @@ import { instanceConfigFor, unsupportedReason, type InstanceSettings } from './i
  * Nomad unreachable: nothing is removed, known instances keep sleeping and
  * waking, `GET /api/status` shows the connection down, and discovery
  * reconnects with backoff (resuming the event stream from its last index).
- * The node id defaults to the local agent's (node-id.ts).
  */
 
 export interface NomadInstancesTuning {
@@ -56,16 +52,12 @@ export interface NomadInstancesTuning {
   pendingMaxMs?: number;
   /** Where named network namespaces live (iproute2's /var/run/netns). */
   netnsDir?: string;
-  /** How often the Consul registration is verified. */
-  consulResyncMs?: number;
 }
 
 export interface NomadInstancesOptions extends NomadInstancesTuning {
-  config: Pick<DozeConfig, 'nomad' | 'consul'> & { healthChecks?: Pick<DozeConfig['healthChecks'], 'tls'> };
+  config: { nomad: NomadConfig; healthChecks?: Pick<DozeConfig['healthChecks'], 'tls'> };
   detector: Detector;
   log: Logger;
-  /** The status API's "host:port", for the doze-agent check. */
-  statusAddress: () => string;
   /** Undoes the agent's per-instance sleep plumbing (redirect rule, stub listener) once an instance is dropped. */
   release: (instanceId: string) => Promise<void>;
   /**
@@ -95,16 +87,9 @@ interface Tracked {
 /** Discovery-reported invalid allocations kept for the status API (oldest dropped first). */
 const MAX_INVALID = 200;
 
-export async function startNomadInstances(options: NomadInstancesOptions): Promise<NomadInstances> {
-  const instances = new NomadInstances(options);
-  instances.start();
-  return instances;
-}
-
 export class NomadInstances {
-  readonly consul: ConsulLink | undefined;
-  readonly nomadTracker: ConnectionTracker | undefined;
-  private readonly client: NomadClient | undefined;
+  readonly tracker: ConnectionTracker;
+  private readonly client: NomadClient;
   private readonly controller = new AbortController();
   private readonly tracked = new Map<string, Tracked>();
   private readonly byInstance = new Map<string, Tracked>();
@@ -112,38 +97,28 @@ export class NomadInstances {
   private readonly queues = new Map<string, Promise<void>>();
   /** Rights the Nomad token lacks, found at start (permissions.ts). */
   private missingNomadRights: string[] = [];
-  private nodeId: string | undefined;
+  private knownNodeId: string | undefined;
   private running: Promise<void> | undefined;
   private readonly log: Logger;
 
   constructor(private readonly options: NomadInstancesOptions) {
     this.log = options.log.child({ component: 'nomad' });
-    const { nomad, consul } = options.config;
-    if (nomad) {
-      this.client = new NomadClient({ address: nomad.address, token: nomad.token, namespace: nomad.namespace, region: nomad.region, tls: nomad.tls });
-      this.nomadTracker = new ConnectionTracker(this.client.address, (status) => {
-        if (status.connected) this.log.info({ nomad: status.address, ...status.detail }, 'Nomad reachable');
-        else this.log.warn({ nomad: status.address, err: status.error }, 'Nomad unreachable; known instances keep being managed, reconnecting with backoff');
-      });
-      this.nodeId = nomad.nodeId;
-    }
-    if (consul) {
-      this.consul = new ConsulLink({
-        config: consul,
-        log: this.log.child({ component: 'consul' }),
-        statusAddress: options.statusAddress,
-        signal: this.controller.signal,
-        nodeId: () => this.nodeId,
-        resyncMs: options.consulResyncMs,
-        minBackoffMs: options.minBackoffMs,
-        maxBackoffMs: options.maxBackoffMs,
-      });
-    }
+    const { nomad } = options.config;
+    this.client = new NomadClient({ address: nomad.address, token: nomad.token, namespace: nomad.namespace, region: nomad.region, tls: nomad.tls });
+    this.tracker = new ConnectionTracker(this.client.address, (status) => {
+      if (status.connected) this.log.info({ nomad: status.address, ...status.detail }, 'Nomad reachable');
+      else this.log.warn({ nomad: status.address, err: status.error }, 'Nomad unreachable; known instances keep being managed, reconnecting with backoff');
+    });
+    this.knownNodeId = nomad.nodeId;
   }
 
   start(): void {
-    this.consul?.start();
-    if (this.client) this.running = this.runNomad();
+    this.running = this.runNomad();
+  }
+
+  /** This client node's id, once configured or learned from the local agent. */
+  get nodeId(): string | undefined {
+    return this.knownNodeId;
   }
 
   /** For GET /api/status. */
@@ -164,41 +139,28 @@ export class NomadInstances {
       });
     }
     for (const entry of this.invalid.values()) if (!this.tracked.has(entry.allocId)) allocations.push({ ...entry });
-    return {
-      connections: {
-        ...(this.nomadTracker ? { nomad: this.nomadTracker.status() } : {}),
-        ...(this.consul ? { consul: this.consul.tracker.status() } : {}),
-      },
-      allocations,
-    };
-  }
-
-  /** The allocation an instance id belongs to, if it came from Nomad. */
-  allocationOf(instanceId: string): string | undefined {
-    return this.byInstance.get(instanceId)?.allocId;
+    return { connections: { nomad: this.tracker.status() }, allocations };
   }
 
   /**
-   * Stops discovery and the Consul link. Managed instances stay in the
-   * detector: the agent's own shutdown wakes and releases them.
+   * Stops discovery. Managed instances stay in the detector: the agent's own
+   * shutdown wakes and releases them.
    */
   async stop(): Promise<void> {
     this.controller.abort();
     for (const t of this.tracked.values()) clearTimeout(t.retry);
     await this.running?.catch(() => undefined);
     await Promise.all([...this.queues.values()]).catch(() => undefined);
-    await this.consul?.stop();
   }
 
   private async runNomad(): Promise<void> {
     const signal = this.controller.signal;
-    const client = this.client!;
-    const tracker = this.nomadTracker!;
-    this.nodeId ??= await learnNodeId(client, { signal, tracker, log: this.log, ...this.backoff() });
-    if (!this.nodeId) return;
-    const nodeId = this.nodeId;
+    const { client, tracker } = this;
+    this.knownNodeId ??= await learnNodeId(client, { signal, tracker, log: this.log, ...this.backoff() });
+    const nodeId = this.knownNodeId;
+    if (!nodeId) return;
     // Name every right the token lacks at once (the reads; writes are named when refused), beside discovery, not before it.
-    void missingRights(nomadProbes(client, nodeId).filter((p) => p.right !== 'agent:read' || this.options.config.nomad?.nodeId === undefined)).then((missing) => {
+    void missingRights(nomadProbes(client, nodeId).filter((p) => p.right !== 'agent:read' || this.options.config.nomad.nodeId === undefined)).then((missing) => {
       this.missingNomadRights = missing;
       if (missing.length === 0) return;
       this.log.warn({ missing }, describeMissing('Nomad', missing));
@@ -208,7 +170,7 @@ export class NomadInstances {
     });
     const discovery = new NomadDiscovery(client, {
       nodeId,
-      namespace: this.options.config.nomad?.namespace ?? '*',
+      namespace: this.options.config.nomad.namespace ?? '*',
       signal,
       ...this.backoff(),
       onInstance: (instance) => this.enqueue(instance.allocId, () => this.admit(instance)),
@@ -236,8 +198,8 @@ export class NomadInstances {
   private onDiscoveryStatus(nodeId: string, status: DiscoveryStatus): void {
     // `fallback` (why blocking queries stand in for the event stream) is null once the stream is back.
     const detail = { nodeId, source: status.source, fallback: status.fallback ?? null, missingRights: this.missingNomadRights };
-    if (status.connected) this.nomadTracker!.up(detail);
-    else this.nomadTracker!.down(status.error ?? 'disconnected', detail);
+    if (status.connected) this.tracker.up(detail);
+    else this.tracker.down(status.error ?? 'disconnected', detail);
   }
 
   /** Work on one allocation runs in order; different allocations proceed independently. */
@@ -276,7 +238,7 @@ export class NomadInstances {
   private async tryManage(t: Tracked): Promise<void> {
     if (this.tracked.get(t.allocId) !== t || t.state !== 'pending' || this.controller.signal.aborted) return;
     const { nomad: instance } = t;
-    const root = this.options.config.nomad?.cgroupRoot ?? '/sys/fs/cgroup';
+    const root = this.options.config.nomad.cgroupRoot;
 
     const clash = this.clash(instance);
     if (clash) return this.markInvalid(t, clash);
@@ -337,8 +299,8 @@ export class NomadInstances {
   }
 
   private instanceSettings(): InstanceSettings {
-    const nomad = this.options.config.nomad;
-    return { allocDir: nomad?.allocDir, checkTls: nomad?.checkTls, ownAllocId: process.env.NOMAD_ALLOC_ID };
+    const { nomad } = this.options.config;
+    return { allocDir: nomad.allocDir, checkTls: nomad.checkTls, ownAllocId: process.env.NOMAD_ALLOC_ID };
   }
 
   /** Another instance (static, or another allocation) already has this id or address. */

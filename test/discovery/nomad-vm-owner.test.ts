@@ -2,7 +2,7 @@ import test, { type ExecutionContext } from 'ava';
 import { randomUUID } from 'node:crypto';
 import { instanceSchema } from '../../agent/config/schema.js';
 import { instanceId } from '../../agent/nomad/instance-id.js';
-import { startNomadInstances } from '../../agent/discovery/nomad-instances.js';
+import { Discovery } from '../../agent/discovery/discovery.js';
 import { createLogger } from '../../agent/log.js';
 import { FakeRuntime } from '../../agent/runtimes/fake.js';
 import type { AllocationStatus } from '../../agent/discovery/discovery-report.js';
@@ -34,7 +34,7 @@ async function renderedExample(): Promise<Record<string, unknown>> {
 async function setup(t: ExecutionContext) {
   const nomad = await startNomadDouble(t);
   const app = await startRegistryApp(t, { createRuntime: () => new FakeRuntime({ pauseMs: 0, resumeMs: 0, failResume: false }) });
-  const discovery = await startNomadInstances({
+  const discovery = Discovery.start({
     ...FAST,
     config: { nomad: { address: nomad.url, nodeId: 'node-1', cgroupRoot: '/nonexistent' } },
     detector: app.detector,
