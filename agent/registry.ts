@@ -87,9 +87,9 @@ export class InstanceRegistry {
     try {
       await detector.add(managed);
     } catch (error) {
-      // Undo whatever part of add() happened.
-      await detector.remove(config.id, { wake: false }).catch(() => undefined);
-      await this.options.release(config.id).catch(() => undefined);
+      // add() undid its own part; the runtime and the rules are ours (unless another instance holds the id).
+      await runtime.close?.().catch(() => undefined);
+      if (!detector.get(config.id)) await this.options.release(config.id).catch(() => undefined);
       return { status: 422, error: `attaching to ${config.interface} failed: ${messageOf(error)}` };
     }
     this.log.info({ instance: config.id, address: config.address, interface: config.interface, runtime: runtime.kind }, existing ? 'registration replaced' : 'instance registered');

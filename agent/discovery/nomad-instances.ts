@@ -284,8 +284,8 @@ export class NomadInstances {
       }
       await this.options.detector.add(managed);
     } catch (error) {
-      // Undo whatever part of add() happened, then try again later (the veth may have been replaced).
-      await this.options.detector.remove(config.id, { wake: false }).catch(() => undefined);
+      // add() undid its own part; try again later (the veth may have been replaced).
+      await runtime.close?.().catch(() => undefined);
       return this.markPending(t, `attaching to ${t.interface ?? "the node's interfaces"} failed: ${messageOf(error)}`);
     }
     clearTimeout(t.retry);
