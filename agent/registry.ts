@@ -1,11 +1,9 @@
 import type { InstanceConfig } from './config/schema.js';
 import type { Detector } from './detector/detector.js';
-import { describeKey, ManagedInstance, trafficKey } from './detector/managed-instance.js';
+import type { ManagedInstance } from './detector/managed-instance.js';
 import { messageOf } from './errors.js';
+import type { AdmissionRefusal, InstanceAdmission } from './instances/admission.js';
 import type { Logger } from './log.js';
-import { createRuntime } from './runtimes/create-runtime.js';
-import type { Runtime } from './runtimes/runtime.js';
-import { monotonicNs } from './sources/bpf-records.js';
 
 /*
  * Instances registered at run time through the status API
@@ -13,9 +11,9 @@ import { monotonicNs } from './sources/bpf-records.js';
  * `doze vm run --register` uses to hand its VM to the node's agent. They sit
  * beside the configured (`static`) and discovered (`nomad`) instances, are
  * marked `source: "api"` in the view, and only they can be replaced or
- * removed through the API. A removal wakes the instance first, then releases
- * its rules, programs and listeners, as discovery does for a stopped
- * allocation.
+ * removed through the API. They come and go through InstanceAdmission, as the
+ * others do: a removal wakes the instance first, then releases its rules,
+ * programs and listeners.
  */
 
 export type RegisterResult =
@@ -25,17 +23,13 @@ export type RegisterResult =
 export type UnregisterResult = { status: 200; instance: ManagedInstance } | { status: 404 | 409; error: string };
 
 export interface InstanceRegistryOptions {
+  admission: InstanceAdmission;
   detector: Detector;
   log: Logger;
-  /** Undoes the agent's per-instance sleep plumbing (redirect rule, stub and hold listeners). */
-  release: (id: string) => Promise<void>;
-  wrapRuntime?: (runtime: Runtime, instance: InstanceConfig) => Runtime;
-  /** Builds the runtime (tests). */
-  createRuntime?: (config: InstanceConfig) => Runtime;
 }
 
 export class InstanceRegistry {
-  /** Registrations and removals run one at a time: two PUTs for one address must not both win. */
+  /** Registrations and removals run one at a time: a PUT and the DELETE after it apply in order. */
   private queue: Promise<unknown> = Promise.resolve();
   private readonly log: Logger;
 
@@ -63,61 +57,42 @@ export class InstanceRegistry {
   }
 
   private async doRegister(config: InstanceConfig): Promise<RegisterResult> {
-    const { detector } = this.options;
+    const { admission, detector } = this.options;
     const existing = detector.get(config.id);
-    if (existing && existing.source !== 'api') {
-      return { status: 409, error: `instance id ${JSON.stringify(config.id)} is taken by a ${existing.source === 'nomad' ? 'Nomad allocation' : 'configured instance'}` };
-    }
-    const key = trafficKey(config);
-    const sameAddress = detector.instances().find((i) => i.id !== config.id && i.key === key);
-    if (sameAddress) return { status: 409, error: `${describeKey(config)} is already managed as ${JSON.stringify(sameAddress.id)} (instances are keyed by IPv4 address, or by port on the node's own interfaces)` };
+    // Only a registration through the API can be replaced through it.
+    const replaces = existing?.source === 'api' ? existing : undefined;
+    const clash = admission.clash(config, replaces);
+    if (clash) return this.refused(config, clash);
     // A re-registration (the owner repeats its PUT, e.g. after an agent restart) changes nothing.
-    if (existing && JSON.stringify(existing.config) === JSON.stringify(config)) return { status: 200, instance: existing, created: false };
+    if (replaces && JSON.stringify(replaces.config) === JSON.stringify(config)) return { status: 200, instance: replaces, created: false };
 
-    const base = this.options.createRuntime ? this.options.createRuntime(config) : createRuntime(config.runtime);
-    const runtime = this.options.wrapRuntime ? this.options.wrapRuntime(base, config) : base;
-    const probe = await runtime.probe();
-    if (!probe.ok) {
-      await runtime.close?.().catch(() => undefined);
-      return { status: 422, error: `runtime: ${probe.reason ?? 'unavailable'}` };
+    const result = await admission.admit({ config, source: 'api', replaces });
+    if (!result.admitted) return this.refused(config, result.refusal);
+    this.log.info({ instance: config.id, address: config.address, interface: config.interface, runtime: result.instance.runtime.kind }, replaces ? 'registration replaced' : 'instance registered');
+    return { status: replaces ? 200 : 201, instance: result.instance, created: !replaces };
+  }
+
+  private refused(config: InstanceConfig, refusal: AdmissionRefusal): RegisterResult {
+    switch (refusal.kind) {
+      case 'id-taken':
+        return { status: 409, error: `instance id ${JSON.stringify(config.id)} is taken by a ${refusal.holder.source === 'nomad' ? 'Nomad allocation' : 'configured instance'}` };
+      case 'key-taken':
+        return { status: 409, error: refusal.message };
+      case 'runtime':
+        return { status: 422, error: `runtime: ${refusal.reason}` };
+      case 'attach':
+        return { status: 422, error: `attaching to ${config.interface} failed: ${messageOf(refusal.error)}` };
+      case 'withdrawn':
+        return { status: 409, error: `the registration of ${JSON.stringify(config.id)} was withdrawn` };
     }
-    if (existing) await this.remove(existing, 'replaced by a new registration');
-    const managed = new ManagedInstance(config, runtime, monotonicNs());
-    managed.source = 'api';
-    try {
-      await detector.add(managed);
-    } catch (error) {
-      // add() undid its own part; the runtime and the rules are ours (unless another instance holds the id).
-      await runtime.close?.().catch(() => undefined);
-      if (!detector.get(config.id)) await this.options.release(config.id).catch(() => undefined);
-      return { status: 422, error: `attaching to ${config.interface} failed: ${messageOf(error)}` };
-    }
-    this.log.info({ instance: config.id, address: config.address, interface: config.interface, runtime: runtime.kind }, existing ? 'registration replaced' : 'instance registered');
-    return { status: existing ? 200 : 201, instance: managed, created: !existing };
   }
 
   private async doUnregister(id: string, reason: string): Promise<UnregisterResult> {
     const instance = this.options.detector.get(id);
     if (!instance) return { status: 404, error: `no instance ${JSON.stringify(id)}` };
     if (instance.source !== 'api') return { status: 409, error: `instance ${JSON.stringify(id)} is ${instance.source === 'nomad' ? 'discovered from Nomad' : 'configured'}, not registered through the API` };
-    await this.remove(instance, reason);
+    await this.options.admission.retire(instance, { wake: true });
+    this.log.info({ instance: id, reason }, 'instance no longer managed');
     return { status: 200, instance };
-  }
-
-  /** Wake first (nothing may be left asleep), then remove programs, map entries, rules and listeners. */
-  private async remove(instance: ManagedInstance, reason: string): Promise<void> {
-    const { detector } = this.options;
-    try {
-      await detector.remove(instance.id, { wake: true });
-    } catch (error) {
-      this.log.warn({ instance: instance.id, err: messageOf(error) }, 'removing the instance failed part way');
-    }
-    // A sleep decided just before the removal may still have completed.
-    const state = await instance.runtime.inspect().catch(() => 'gone' as const);
-    if (state === 'paused' || state === 'transitioning') {
-      await instance.runtime.resume(instance.config.wakeTimeout).catch((error) => this.log.error({ instance: instance.id, err: messageOf(error) }, 'could not wake a removed instance'));
-    }
-    await this.options.release(instance.id).catch((error) => this.log.warn({ instance: instance.id, err: messageOf(error) }, "releasing the instance's rules failed"));
-    this.log.info({ instance: instance.id, reason }, 'instance no longer managed');
   }
 }

@@ -1,11 +1,9 @@
-import type { DozeConfig, InstanceConfig, NomadConfig } from '../config/schema.js';
+import type { DozeConfig, NomadConfig } from '../config/schema.js';
 import type { Detector } from '../detector/detector.js';
-import { describeKey, ManagedInstance, trafficKey } from '../detector/managed-instance.js';
+import type { ManagedInstance } from '../detector/managed-instance.js';
 import { messageOf } from '../errors.js';
 import type { Logger } from '../log.js';
-import { createRuntime } from '../runtimes/create-runtime.js';
-import type { Runtime } from '../runtimes/runtime.js';
-import { monotonicNs } from '../sources/bpf-records.js';
+import type { Clash, InstanceAdmission } from '../instances/admission.js';
 import { ConnectionTracker } from './connection-tracker.js';
 import type { AllocationStatus, DiscoveryReport } from './discovery-report.js';
 import type { NomadInstance } from './allocation-instance.js';
@@ -27,7 +25,8 @@ import { instanceConfigFor, unsupportedReason, type InstanceSettings } from './i
  *  - what the node holds for each: the host side of its veth, found through
  *    /var/run/netns/<allocID> (host-veth.ts), and its task's cgroup
  *    (task-cgroup.ts; the cgroup root is `nomad.cgroupRoot`);
- *  - the instance config made of both (instance-config.ts), or why not.
+ *  - the instance config made of both (instance-config.ts), or why not;
+ *  - its admission and retirement, as for every instance (agent/instances/admission.ts).
  * A snapshot-mode task that `doze job render` turned into `doze vm run
  * --register` is `registered`: the owner registers the VM itself (PUT
  * /api/instances/{id}, agent/registry.ts), because only it knows the tap, the
@@ -58,14 +57,13 @@ export interface NomadInstancesOptions extends NomadInstancesTuning {
   config: { nomad: NomadConfig; healthChecks?: Pick<DozeConfig['healthChecks'], 'tls'> };
   detector: Detector;
   log: Logger;
-  /** Undoes the agent's per-instance sleep plumbing (redirect rule, stub listener) once an instance is dropped. */
-  release: (instanceId: string) => Promise<void>;
+  /** Where allocations become instances and stop being ones, as every instance does (agent/instances/admission.ts). */
+  admission: InstanceAdmission;
   /**
    * Removes an instance registered through the status API (agent/registry.ts), woken first. Called when
    * the allocation of a `doze vm run --register` task stops, in case its owner died without unregistering.
    */
   unregister?: (instanceId: string) => Promise<void>;
-  wrapRuntime?: (runtime: Runtime, instance: InstanceConfig) => Runtime;
 }
 
 type TrackedState = AllocationStatus['state'] | 'removed';
@@ -77,9 +75,8 @@ interface Tracked {
   reason?: string;
   interface?: string;
   cgroup?: string;
-  runtime?: Runtime;
-  /** Detector id while managed. */
-  managedId?: string;
+  /** The instance, while managed. */
+  instance?: ManagedInstance;
   retry?: NodeJS.Timeout;
   backoffMs: number;
 }
@@ -92,7 +89,6 @@ export class NomadInstances {
   private readonly client: NomadClient;
   private readonly controller = new AbortController();
   private readonly tracked = new Map<string, Tracked>();
-  private readonly byInstance = new Map<string, Tracked>();
   private readonly invalid = new Map<string, AllocationStatus>();
   private readonly queues = new Map<string, Promise<void>>();
   /** Rights the Nomad token lacks, found at start (permissions.ts). */
@@ -240,8 +236,9 @@ export class NomadInstances {
     const { nomad: instance } = t;
     const root = this.options.config.nomad.cgroupRoot;
 
-    const clash = this.clash(instance);
-    if (clash) return this.markInvalid(t, clash);
+    // Bridge allocations get their veth later; what matters to the check is that they have one.
+    const early = this.options.admission.clash({ id: instance.id, address: instance.address, interface: instance.networkMode === 'bridge' ? 'veth' : undefined });
+    if (early) return this.markInvalid(t, clashReason(early, instance));
 
     // Host network mode (and Nomad's qemu driver, whose user-mode networking forwards host ports)
     // has no interface of its own: its traffic is counted by port on the node's interfaces.
@@ -262,59 +259,44 @@ export class NomadInstances {
     if (mapped.kind === 'invalid') return this.markInvalid(t, mapped.reason);
     const { config } = mapped;
 
-    const base = createRuntime(config.runtime);
-    const runtime = this.options.wrapRuntime ? this.options.wrapRuntime(base, config) : base;
-    const probe = await runtime.probe();
-    if (!probe.ok) return this.markPending(t, `runtime: ${probe.reason ?? 'unavailable'}`);
-
-    // The clash check again: the awaits above let another allocation in.
-    const lateClash = this.clash(instance);
-    if (lateClash) return this.markInvalid(t, lateClash);
-    if (this.tracked.get(t.allocId) !== t || this.controller.signal.aborted) return;
-    try {
-      const managed = new ManagedInstance(config, runtime, monotonicNs());
-      managed.origin = { allocId: instance.allocId, jobId: instance.jobId, group: instance.group, task: instance.task };
-      managed.source = 'nomad';
-      // A verifying TLS check needs a certificate it trusts; without one a sleep would fail it.
-      const hasCertificate = config.checkTls !== undefined || this.options.config.healthChecks?.tls !== undefined;
-      const unanswerable = unanswerableChecks(instance.checks, hasCertificate);
-      if (unanswerable) {
-        managed.sleepBlockedBy = `never sleeps: ${unanswerable}`;
-        this.log.warn({ instance: config.id, alloc: t.allocId, reason: unanswerable }, 'allocation managed but kept awake: its checks cannot be answered while asleep');
+    // A verifying TLS check needs a certificate it trusts; without one a sleep would fail it.
+    const hasCertificate = config.checkTls !== undefined || this.options.config.healthChecks?.tls !== undefined;
+    const unanswerable = unanswerableChecks(instance.checks, hasCertificate);
+    const result = await this.options.admission.admit({
+      config,
+      source: 'nomad',
+      origin: { allocId: instance.allocId, jobId: instance.jobId, group: instance.group, task: instance.task },
+      ...(unanswerable ? { sleepBlockedBy: `never sleeps: ${unanswerable}` } : {}),
+      // The allocation may have changed or gone, or discovery stopped, while the runtime was probed.
+      stillWanted: () => this.tracked.get(t.allocId) === t && !this.controller.signal.aborted,
+    });
+    if (!result.admitted) {
+      const { refusal } = result;
+      switch (refusal.kind) {
+        case 'id-taken':
+        case 'key-taken':
+          return this.markInvalid(t, clashReason(refusal, instance));
+        case 'runtime':
+          return this.markPending(t, `runtime: ${refusal.reason}`);
+        case 'attach':
+          // Try again later (the veth may have been replaced).
+          return this.markPending(t, `attaching to ${t.interface ?? "the node's interfaces"} failed: ${messageOf(refusal.error)}`);
+        case 'withdrawn':
+          return;
       }
-      await this.options.detector.add(managed);
-    } catch (error) {
-      // add() undid its own part; try again later (the veth may have been replaced).
-      await runtime.close?.().catch(() => undefined);
-      return this.markPending(t, `attaching to ${t.interface ?? "the node's interfaces"} failed: ${messageOf(error)}`);
     }
+    if (unanswerable) this.log.warn({ instance: config.id, alloc: t.allocId, reason: unanswerable }, 'allocation managed but kept awake: its checks cannot be answered while asleep');
     clearTimeout(t.retry);
     t.state = 'managed';
     t.reason = undefined;
-    t.runtime = runtime;
-    t.managedId = config.id;
+    t.instance = result.instance;
     t.backoffMs = 0;
-    this.byInstance.set(config.id, t);
     this.log.info({ instance: config.id, alloc: t.allocId, address: config.address, interface: t.interface, cgroup: t.cgroup }, 'managing allocation');
   }
 
   private instanceSettings(): InstanceSettings {
     const { nomad } = this.options.config;
     return { allocDir: nomad.allocDir, checkTls: nomad.checkTls, ownAllocId: process.env.NOMAD_ALLOC_ID };
-  }
-
-  /** Another instance (static, or another allocation) already has this id or address. */
-  private clash(instance: NomadInstance): string | undefined {
-    // Bridge allocations get their veth later; what matters here is that they have one.
-    const config = { address: instance.address, interface: instance.networkMode === 'bridge' ? 'veth' : undefined };
-    const key = trafficKey(config);
-    for (const other of this.options.detector.instances()) {
-      const owner = this.byInstance.get(other.id);
-      if (owner?.allocId === instance.allocId) continue;
-      if (other.id === instance.id) return `instance id ${JSON.stringify(instance.id)} is already taken by ${owner ? `allocation ${owner.allocId}` : 'a configured instance'}`;
-      if (other.key === key) return `${describeKey(config)} is already managed as ${JSON.stringify(other.id)} (instances are keyed by IPv4 address, or by port on the node's own interfaces)`;
-    }
-    return undefined;
   }
 
   private markPending(t: Tracked, reason: string): void {
@@ -366,26 +348,17 @@ export class NomadInstances {
       }
       return;
     }
-    const id = t.managedId;
-    if (!wasManaged || !id) return;
-    const { detector } = this.options;
-    const instance = detector.get(id);
-    const wakeTimeout = instance?.config.wakeTimeout ?? 5000;
-    try {
-      await detector.remove(id, { wake: true });
-    } catch (error) {
-      this.log.warn({ instance: id, err: messageOf(error) }, 'removing the instance failed part way');
-    }
-    // A sleep decided just before the removal may still have completed: never leave a task frozen.
-    if (t.runtime) {
-      const state = await t.runtime.inspect().catch(() => 'gone' as const);
-      if (state === 'paused' || state === 'transitioning') {
-        await t.runtime.resume(wakeTimeout).catch((error) => this.log.error({ instance: id, err: messageOf(error) }, 'could not thaw a dropped instance'));
-      }
-    }
-    await this.options.release(id).catch((error) => this.log.warn({ instance: id, err: messageOf(error) }, 'releasing the instance\'s rules failed'));
-    this.byInstance.delete(id);
-    t.managedId = undefined;
-    this.log.info({ instance: id, alloc: t.allocId, reason }, 'allocation no longer managed');
+    const { instance } = t;
+    if (!wasManaged || !instance) return;
+    await this.options.admission.retire(instance, { wake: true });
+    t.instance = undefined;
+    this.log.info({ instance: instance.id, alloc: t.allocId, reason }, 'allocation no longer managed');
   }
+}
+
+/** Another instance (static, registered, or another allocation's) already has this id or address. */
+function clashReason(clash: Clash, instance: NomadInstance): string {
+  if (clash.kind === 'key-taken') return clash.message;
+  const { holder } = clash;
+  return `instance id ${JSON.stringify(instance.id)} is already taken by ${holder.allocId ? `allocation ${holder.allocId}` : 'a configured instance'}`;
 }

@@ -38,9 +38,9 @@ async function setup(t: ExecutionContext) {
     ...FAST,
     config: { nomad: { address: nomad.url, nodeId: 'node-1', cgroupRoot: '/nonexistent' } },
     detector: app.detector,
+    admission: app.admission,
     log: silent,
     statusAddress: () => '127.0.0.1:0',
-    release: async () => {},
     unregister: async (id) => void (await app.registry.unregister(id, 'its Nomad allocation stopped')),
   });
   t.teardown(() => discovery.stop());
