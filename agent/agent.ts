@@ -12,7 +12,7 @@ import { EbpfSource } from './sources/ebpf-source.js';
 import { Metrics } from './status/metrics.js';
 import { createStatusApp, listen } from './status/server.js';
 import { InstanceAdmission, probedRuntime, type AdmissionRefusal } from './instances/admission.js';
-import { InstanceRegistry } from './registry.js';
+import { InstanceRegistry } from './instances/registry.js';
 import { Discovery, type DiscoveryTuning } from './discovery/discovery.js';
 
 export interface AgentOptions {
@@ -31,7 +31,7 @@ export class Agent {
   private server: Server | undefined;
   /** Nomad/Consul discovery, when `nomad` or `consul` is configured (agent/discovery/discovery.ts). */
   discovery: Discovery | undefined;
-  /** Instances registered through the status API (`doze vm run --register`; agent/registry.ts). */
+  /** Instances registered through the status API (`doze vm run --register`; agent/instances/registry.ts). */
   registry!: InstanceRegistry;
   /** This agent's claim on its bpffs (one agent per set of pinned maps). */
   private lock: BpffsLock | undefined;

@@ -29,9 +29,10 @@ import { instanceConfigFor, unsupportedReason, type InstanceSettings } from './i
  *  - its admission and retirement, as for every instance (agent/instances/admission.ts).
  * A snapshot-mode task that `doze job render` turned into `doze vm run
  * --register` is `registered`: the owner registers the VM itself (PUT
- * /api/instances/{id}, agent/registry.ts), because only it knows the tap, the
- * guest's address and the control socket; discovery leaves it alone and,
- * when the allocation stops, removes that registration if the owner did not.
+ * /api/instances/{id}, agent/instances/registry.ts), because only it knows
+ * the tap, the guest's address and the control socket; discovery leaves it
+ * alone and, when the allocation stops, removes that registration if the
+ * owner did not.
  * An allocation whose namespace or cgroup is not there yet is `pending` and
  * retried with backoff. When Nomad stops an allocation (desired status stop
  * or evict, or the client finished it) the instance is woken FIRST (a frozen
@@ -60,7 +61,7 @@ export interface NomadInstancesOptions extends NomadInstancesTuning {
   /** Where allocations become instances and stop being ones, as every instance does (agent/instances/admission.ts). */
   admission: InstanceAdmission;
   /**
-   * Removes an instance registered through the status API (agent/registry.ts), woken first. Called when
+   * Removes an instance registered through the status API (agent/instances/registry.ts), woken first. Called when
    * the allocation of a `doze vm run --register` task stops, in case its owner died without unregistering.
    */
   unregister?: (instanceId: string) => Promise<void>;

@@ -4,7 +4,7 @@ import express, { type NextFunction, type Request, type Response } from 'express
 import { describeIssues } from '../config/load.js';
 import { instanceSchema } from '../config/schema.js';
 import type { Detector } from '../detector/detector.js';
-import type { InstanceRegistry } from '../registry.js';
+import type { InstanceRegistry } from '../instances/registry.js';
 import type { Logger } from '../log.js';
 import type { DiscoveryReport } from '../discovery/discovery-report.js';
 import { statusReport } from './status-report.js';
@@ -125,7 +125,7 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
     }
   });
 
-  // --- run-time registration (agent/registry.ts; doze vm run --register) ---
+  // --- run-time registration (agent/instances/registry.ts; doze vm run --register) ---
   app.put('/api/instances/:id', requireToken, async (req, res) => {
     if (!options.registry) return void res.status(404).json({ error: 'this agent takes no registrations' });
     const body: unknown = req.body;

@@ -6,7 +6,7 @@ import { Detector } from '../../agent/detector/detector.js';
 import { ManagedInstance } from '../../agent/detector/managed-instance.js';
 import { createLogger } from '../../agent/log.js';
 import { InstanceAdmission } from '../../agent/instances/admission.js';
-import { InstanceRegistry } from '../../agent/registry.js';
+import { InstanceRegistry } from '../../agent/instances/registry.js';
 import { monotonicNs } from '../../agent/sources/bpf-records.js';
 import { createRuntime } from '../../agent/runtimes/create-runtime.js';
 import type { Runtime } from '../../agent/runtimes/runtime.js';

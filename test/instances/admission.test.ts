@@ -4,7 +4,7 @@ import { Detector } from '../../agent/detector/detector.js';
 import type { ManagedInstance } from '../../agent/detector/managed-instance.js';
 import { InstanceAdmission } from '../../agent/instances/admission.js';
 import { createLogger } from '../../agent/log.js';
-import { InstanceRegistry } from '../../agent/registry.js';
+import { InstanceRegistry } from '../../agent/instances/registry.js';
 import { FakeRuntime } from '../../agent/runtimes/fake.js';
 import type { ProbeResult } from '../../agent/runtimes/runtime.js';
 import { FakeTrafficSource } from '../helpers/fake-traffic-source.js';

@@ -9,7 +9,7 @@ import { until } from '../helpers/until.js';
 
 /*
  * doze vm run --register: the instance it builds, and its PUT / refresh /
- * DELETE against a real status API (agent/registry.ts over a fake traffic
+ * DELETE against a real status API (agent/instances/registry.ts over a fake traffic
  * source; the runtime is swapped for a fake one, since no owner runs here).
  */
 

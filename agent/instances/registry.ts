@@ -1,9 +1,9 @@
-import type { InstanceConfig } from './config/schema.js';
-import type { Detector } from './detector/detector.js';
-import type { ManagedInstance } from './detector/managed-instance.js';
-import { messageOf } from './errors.js';
-import type { AdmissionRefusal, InstanceAdmission } from './instances/admission.js';
-import type { Logger } from './log.js';
+import type { InstanceConfig } from '../config/schema.js';
+import type { Detector } from '../detector/detector.js';
+import type { ManagedInstance } from '../detector/managed-instance.js';
+import { messageOf } from '../errors.js';
+import type { AdmissionRefusal, InstanceAdmission } from './admission.js';
+import type { Logger } from '../log.js';
 
 /*
  * Instances registered at run time through the status API
