@@ -3,19 +3,17 @@ import { ConfigError, messageOf } from './errors.js';
 import type { DozeConfig, InstanceConfig } from './config/schema.js';
 import type { Runtime } from './runtimes/runtime.js';
 import { Detector } from './detector/detector.js';
-import { ManagedInstance } from './detector/managed-instance.js';
 import type { Logger } from './log.js';
 import { checkInterfaces, checkTools, reportSwap } from './preflight.js';
 import type { StubServer } from './health/stub-server.js';
 import { SleepGuards } from './sleep-guards.js';
-import { createRuntime } from './runtimes/create-runtime.js';
-import { monotonicNs } from './sources/bpf-records.js';
 import { BpffsLock } from './sources/bpffs-lock.js';
 import { EbpfSource } from './sources/ebpf-source.js';
 import { Metrics } from './status/metrics.js';
 import { createStatusApp, listen } from './status/server.js';
-import { InstanceRegistry } from './registry.js';
-import { startNomadInstances, type NomadInstances, type NomadInstancesTuning } from './discovery/nomad-instances.js';
+import { InstanceAdmission, probedRuntime, type AdmissionRefusal } from './instances/admission.js';
+import { InstanceRegistry } from './instances/registry.js';
+import { Discovery, type DiscoveryTuning } from './discovery/discovery.js';
 
 export interface AgentOptions {
   /** Override the compiled eBPF object (tests, packaging). */
@@ -23,7 +21,7 @@ export interface AgentOptions {
   /** Wrap each instance's runtime (tests inject slow or failing behaviour around a real one). */
   wrapRuntime?: (runtime: Runtime, instance: InstanceConfig) => Runtime;
   /** Backoff and retry knobs of Nomad/Consul discovery (tests). */
-  nomadInstances?: NomadInstancesTuning;
+  nomadInstances?: DiscoveryTuning;
   /** Failure knobs (tests): drop this many wake events, as a lost perf record would. */
   faults?: { dropWakeEvents?: number };
 }
@@ -31,9 +29,9 @@ export interface AgentOptions {
 /** One agent per node: wires the traffic source, the detector, the runtimes and the status API. */
 export class Agent {
   private server: Server | undefined;
-  /** Nomad/Consul discovery, when `nomad` or `consul` is configured (agent/discovery/nomad-instances.ts). */
-  discovery: NomadInstances | undefined;
-  /** Instances registered through the status API (`doze vm run --register`; agent/registry.ts). */
+  /** Nomad/Consul discovery, when `nomad` or `consul` is configured (agent/discovery/discovery.ts). */
+  discovery: Discovery | undefined;
+  /** Instances registered through the status API (`doze vm run --register`; agent/instances/registry.ts). */
   registry!: InstanceRegistry;
   /** This agent's claim on its bpffs (one agent per set of pinned maps). */
   private lock: BpffsLock | undefined;
@@ -65,11 +63,9 @@ export class Agent {
     // Probe every runtime and interface before touching the kernel: a bad instance is a config error.
     const prepared = [];
     for (const [index, instanceConfig] of config.instances.entries()) {
-      const base = createRuntime(instanceConfig.runtime);
-      const runtime = options.wrapRuntime ? options.wrapRuntime(base, instanceConfig) : base;
-      const probe = await runtime.probe();
-      if (!probe.ok) throw new ConfigError(`instances[${index}] (${instanceConfig.id}).runtime: ${probe.reason}`);
-      prepared.push({ instanceConfig, runtime });
+      const probed = await probedRuntime(instanceConfig, { wrapRuntime: options.wrapRuntime });
+      if (!probed.ok) throw staticRefusal(index, instanceConfig.id, { kind: 'runtime', reason: probed.reason });
+      prepared.push({ index, instanceConfig, runtime: probed.runtime });
     }
     await checkInterfaces(config);
     const source = new EbpfSource({
@@ -96,25 +92,27 @@ export class Agent {
     const metrics = new Metrics(detector);
     agent = new Agent(config, detector, source, metrics, guards, log);
     agent.lock = lock;
-    agent.registry = new InstanceRegistry({ detector, log, release: (id) => guards.release(id), wrapRuntime: options.wrapRuntime });
+    // Configured, registered and discovered instances all come and go through it.
+    const admission = new InstanceAdmission({ detector, log, release: (id) => guards.release(id), wrapRuntime: options.wrapRuntime });
+    agent.registry = new InstanceRegistry({ admission, detector, log });
     try {
       await guards.install();
-      for (const { instanceConfig, runtime } of prepared) {
-        await detector.add(new ManagedInstance(instanceConfig, runtime, monotonicNs()));
+      for (const { index, instanceConfig, runtime } of prepared) {
+        const result = await admission.admit({ config: instanceConfig, source: 'static', runtime });
+        if (!result.admitted) throw staticRefusal(index, instanceConfig.id, result.refusal);
       }
       const app = createStatusApp({ detector, metrics, token: config.token, log, refresh: () => agent.refreshCounters(), discovery: () => agent.discovery?.report(), registry: agent.registry });
       agent.server = await listen(app, config.listen);
       await lock.setListen(agent.address);
-      // --- Nomad + Consul discovery: allocations become instances (agent/discovery/nomad-instances.ts) ---
+      // --- Nomad + Consul discovery: allocations become instances (agent/discovery/discovery.ts) ---
       if (config.nomad || config.consul) {
-        agent.discovery = await startNomadInstances({
+        agent.discovery = Discovery.start({
           ...options.nomadInstances,
           config,
           detector,
+          admission,
           log,
-          wrapRuntime: options.wrapRuntime,
           statusAddress: () => agent.address,
-          release: (id) => guards.release(id),
           // An allocation that stopped takes the instance its doze vm owner registered with it (the owner may have died unheard).
           unregister: async (id) => void (await agent.registry.unregister(id, 'its Nomad allocation stopped')),
         });
@@ -178,5 +176,25 @@ export class Agent {
   get address(): string {
     const a = this.server?.address();
     return a && typeof a === 'object' ? `${a.address}:${a.port}` : this.config.listen;
+  }
+}
+
+/**
+ * Why a configured instance cannot be taken on, as a config error naming it; what attaching it
+ * threw is thrown as it was. (The config loader refuses duplicate ids and addresses: a clash here is a bug.)
+ */
+function staticRefusal(index: number, id: string, refusal: AdmissionRefusal): unknown {
+  const field = `instances[${index}] (${id})`;
+  switch (refusal.kind) {
+    case 'attach':
+      return refusal.error;
+    case 'runtime':
+      return new ConfigError(`${field}.runtime: ${refusal.reason}`);
+    case 'key-taken':
+      return new ConfigError(`${field}.address: ${refusal.message}`);
+    case 'id-taken':
+      return new ConfigError(`${field}.id: already managed as a ${refusal.holder.source} instance`);
+    case 'withdrawn':
+      return new ConfigError(`${field}: withdrawn`);
   }
 }

@@ -1,7 +1,7 @@
 import type { z } from 'zod';
-import { analyzeGroup, type ManagedGroup } from '../agent/discovery/managed-group.js';
-import { checkMetaLayer, jobPlace } from '../agent/discovery/meta-keys.js';
-import { jobSchema, type NomadJob } from '../agent/discovery/nomad-schemas.js';
+import { analyzeGroup, type ManagedGroup } from '../agent/nomad/managed-group.js';
+import { checkMetaLayer, jobPlace } from '../agent/nomad/meta-keys.js';
+import { jobSchema, type NomadJob } from '../agent/nomad/nomad-schemas.js';
 import { fieldPath } from '../agent/shared/zod-issues.js';
 
 export interface JobCheck {

@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { DozeError } from '../agent/errors.js';
-import { NomadError, type NomadClient } from '../agent/discovery/nomad-client.js';
+import { NomadError, type NomadClient } from '../agent/nomad/nomad-client.js';
 import { hclJsonToApiJob } from './hcl-to-api-job.js';
 import { parseHclOffline } from './parse-hcl-offline.js';
 

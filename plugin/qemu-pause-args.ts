@@ -12,12 +12,12 @@
  * (<alloc dir>/<alloc id>/<task>), and NOMAD_TASK_DIR would interpolate to
  * "/local", the path inside an image-isolated task, which QEMU cannot see.
  * The agent finds the socket at <alloc dir>/<alloc id>/<task>/local/doze-qmp.sock
- * (agent/discovery/nomad-instances.ts). QEMU merges the second -machine with
+ * (agent/nomad/qemu-task-paths.ts). QEMU merges the second -machine with
  * the driver's own `-machine type=pc,accel=…`, and the driver passes
  * `-m <memory>M`, which the backend's size must match.
  */
 
-import { QEMU_TASK_QMP_SOCKET as QMP_SOCKET, QEMU_TASK_RAM_FILE as RAM_FILE } from '../agent/discovery/nomad-instances.js';
+import { QEMU_TASK_QMP_SOCKET as QMP_SOCKET, QEMU_TASK_RAM_FILE as RAM_FILE } from '../agent/nomad/qemu-task-paths.js';
 import { RAM_BACKEND_ID } from '../agent/runtimes/qemu/vm-command-line.js';
 
 /** The QMP socket and RAM file, relative to the task directory (QEMU's working directory); shared with the agent. */

@@ -1,5 +1,5 @@
 import { BUSY_CPU_DEFAULT } from '../agent/config/schema.js';
-import { groupPlace, taskPlace } from '../agent/discovery/meta-keys.js';
+import { groupPlace, taskPlace } from '../agent/nomad/meta-keys.js';
 import { tapOf } from '../agent/runtimes/qemu/vm-registration.js';
 import type { JobCheck } from './check-job.js';
 import { allowlistEntries, QMP_SOCKET, RAM_FILE, withQemuPauseArgs } from './qemu-pause-args.js';

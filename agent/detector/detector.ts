@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { messageOf, withDeadline } from '../errors.js';
+import { DozeError, messageOf, withDeadline } from '../errors.js';
 import type { Logger } from '../log.js';
 import { BpfInstanceState, monotonicNs, type Connection, type InstanceCounters, type WakeEvent } from '../sources/bpf-records.js';
 import type { TrafficSource } from '../sources/traffic-source.js';
@@ -7,7 +7,7 @@ import type { RuntimeObservedState } from '../runtimes/runtime.js';
 import { busyWindowMs, guardIdle, judgeBusy, keepSamples } from './busy-guard.js';
 import { decideIdle, holdRecheckMs, isCheckInFlight, isOpen, isRequestInFlight, type IdleVerdict } from './idle-decision.js';
 import { chooseVictims, type BudgetLimits, type BudgetMember } from '../scheduler/budget.js';
-import type { ManagedInstance } from './managed-instance.js';
+import { describeKey, type ManagedInstance } from './managed-instance.js';
 import { canTransition, type InstanceState } from './states.js';
 
 const MS = 1_000_000n;
@@ -103,6 +103,9 @@ export interface DetectorEvents {
 export class Detector extends EventEmitter<DetectorEvents> {
   private readonly byId = new Map<string, ManagedInstance>();
   private readonly byKey = new Map<string, ManagedInstance>();
+  /** Ids and traffic keys add() is taking on right now (between its first await and its end). */
+  private readonly addingIds = new Set<string>();
+  private readonly addingKeys = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
   private watchdogTimer: NodeJS.Timeout | undefined;
   private ticking = false;
@@ -139,14 +142,46 @@ export class Detector extends EventEmitter<DetectorEvents> {
     return this.byId.get(id);
   }
 
-  /** Start managing an instance; adopts a workload left asleep by an earlier agent. */
+  /**
+   * Start managing an instance; adopts a workload left asleep by an earlier agent.
+   * Refuses (throws) an id or traffic key it already holds or is taking on: the last line of
+   * defence behind InstanceAdmission, which reserves both before it builds the runtime. A failed
+   * add leaves nothing behind (no attached program, no tracked key, no map entry); the runtime
+   * stays its caller's to close.
+   */
   async add(instance: ManagedInstance): Promise<void> {
-    // Creates the pinned maps on first use.
-    if (instance.config.interface === undefined) await this.source.attachHost(instance.config.address);
-    else await this.source.attach(instance.config.interface);
-    await this.source.track(instance.key);
-    this.byId.set(instance.id, instance);
-    this.byKey.set(instance.key, instance);
+    const { id, key } = instance;
+    if (this.byId.has(id) || this.addingIds.has(id)) throw new DozeError('E_INSTANCE_TAKEN', `instance id ${JSON.stringify(id)} is already managed`);
+    if (this.byKey.has(key) || this.addingKeys.has(key)) {
+      const holder = this.byKey.get(key);
+      throw new DozeError('E_INSTANCE_TAKEN', `${describeKey(instance.config)} is already managed${holder ? ` as ${JSON.stringify(holder.id)}` : ''}`);
+    }
+    this.addingIds.add(id);
+    this.addingKeys.add(key);
+    const held = { attached: false, tracked: false };
+    try {
+      // Creates the pinned maps on first use.
+      if (instance.config.interface === undefined) await this.source.attachHost(instance.config.address);
+      else await this.source.attach(instance.config.interface);
+      held.attached = true;
+      await this.source.track(key);
+      held.tracked = true;
+      this.byId.set(id, instance);
+      this.byKey.set(key, instance);
+      await this.takeOn(instance);
+    } catch (error) {
+      await this.takeOff(instance)
+        .then(() => this.giveBack(instance, held))
+        .catch((undo) => this.log.warn({ instance: id, err: messageOf(undo) }, 'undoing a failed add failed part way'));
+      throw error;
+    } finally {
+      this.addingIds.delete(id);
+      this.addingKeys.delete(key);
+    }
+  }
+
+  /** A newly tracked instance's state: awake, or asleep as an earlier agent left it. */
+  private async takeOn(instance: ManagedInstance): Promise<void> {
     const observed = await this.settledState(instance);
     const bpfState = await this.source.state(instance.key);
     if (observed === 'asleep' || observed === 'transitioning') {
@@ -183,24 +218,52 @@ export class Detector extends EventEmitter<DetectorEvents> {
     return observed;
   }
 
+  /** Stop managing an instance (woken first, if asked): off the maps, its key untracked, its program detached, its runtime closed. */
   async remove(id: string, options: { wake: boolean }): Promise<void> {
     const instance = this.byId.get(id);
     if (!instance) return;
-    instance.removed = true; // a tick already under way must not put it to sleep now
+    this.stopDeciding(instance);
+    try {
+      if (options.wake) await this.wake(instance, 'no longer managed');
+    } finally {
+      // Even when the wake failed: an instance its caller lets go of must not stay managed.
+      // A second removal under way finds it off the maps already, with nothing left to undo.
+      if (await this.takeOff(instance)) {
+        try {
+          await this.giveBack(instance, { attached: true, tracked: true });
+        } finally {
+          await instance.runtime.close?.().catch((error) => this.log.warn({ instance: id, err: messageOf(error) }, 'closing the runtime failed'));
+        }
+      }
+    }
+  }
+
+  /** No new sleep may start for it (a tick already under way included), and its timers stop. */
+  private stopDeciding(instance: ManagedInstance): void {
+    instance.removed = true;
     clearTimeout(instance.maxSleepTimer);
     clearTimeout(instance.watchdogWake?.timer);
     instance.watchdogWake = undefined;
-    if (options.wake) await this.wake(instance, 'no longer managed');
-    await instance.exclusive(async () => {}); // let a transition under way finish first
-    this.byId.delete(id);
+  }
+
+  /** Takes `instance` off the maps once a transition under way has finished; whether it was on them. */
+  private async takeOff(instance: ManagedInstance): Promise<boolean> {
+    this.stopDeciding(instance);
+    await instance.exclusive(async () => {});
+    if (this.byId.get(instance.id) !== instance) return false;
+    this.byId.delete(instance.id);
     this.byKey.delete(instance.key);
     this.signalRoom();
+    return true;
+  }
+
+  /** Gives back what add() took for an instance: its tracked key, its attached program. */
+  private async giveBack(instance: ManagedInstance, held: { attached: boolean; tracked: boolean }): Promise<void> {
     try {
-      await this.source.untrack(instance.key);
-      if (instance.config.interface === undefined) await this.source.detachHost();
-      else await this.source.detach(instance.config.interface);
+      if (held.tracked) await this.source.untrack(instance.key);
     } finally {
-      await instance.runtime.close?.().catch((error) => this.log.warn({ instance: id, err: messageOf(error) }, 'closing the runtime failed'));
+      if (held.attached && instance.config.interface === undefined) await this.source.detachHost();
+      else if (held.attached) await this.source.detach(instance.config.interface!);
     }
   }
 

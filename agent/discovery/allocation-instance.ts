@@ -1,7 +1,8 @@
 import type { CheckNeed } from '../health/check-needs.js';
-import { analyzeGroup } from './managed-group.js';
-import type { IdlePolicy, SleepMode, WakeMode } from './meta-keys.js';
-import type { NomadAllocation, NomadJob, NomadNetworkResource } from './nomad-schemas.js';
+import { analyzeGroup } from '../nomad/managed-group.js';
+import { instanceId } from '../nomad/instance-id.js';
+import type { IdlePolicy, SleepMode, WakeMode } from '../nomad/meta-keys.js';
+import type { NomadAllocation, NomadJob, NomadNetworkResource } from '../nomad/nomad-schemas.js';
 
 /*
  * Pure mapping from a (validated) Nomad allocation to the instance doze
@@ -173,11 +174,4 @@ function findPort(alloc: NomadAllocation, task: string, label: string): FoundPor
     if (port?.Value) return { value: port.Value, to: port.To ?? 0, hostIp: network.IP || hostIp };
   }
   return undefined;
-}
-
-/** Instance ids match the agent's rule: 1-64 of [A-Za-z0-9_.-]. */
-export function instanceId(jobId: string, group: string, allocId: string): string {
-  const clean = (text: string) => text.replace(/[^A-Za-z0-9_-]+/g, '_');
-  const suffix = `.${allocId.replace(/[^A-Za-z0-9]/g, '').slice(0, 8)}`;
-  return `${clean(jobId)}.${clean(group)}`.slice(0, 64 - suffix.length) + suffix;
 }

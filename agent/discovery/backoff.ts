@@ -31,3 +31,28 @@ export function delay(ms: number, signal?: AbortSignal): Promise<void> {
     signal?.addEventListener('abort', done, { once: true });
   });
 }
+
+export interface RetryOptions extends BackoffOptions {
+  signal: AbortSignal;
+  /** Told of each failure (not of one that the abort caused), before the wait. */
+  onFailure: (error: unknown) => void;
+}
+
+/**
+ * Runs `attempt` until it resolves, waiting with backoff after each failure;
+ * its result, or undefined once `signal` aborts.
+ */
+export async function retryWithBackoff<T>(attempt: () => Promise<T>, options: RetryOptions): Promise<T | undefined> {
+  let backoffMs = 0;
+  while (!options.signal.aborted) {
+    try {
+      return await attempt();
+    } catch (error) {
+      if (options.signal.aborted) return undefined;
+      options.onFailure(error);
+      backoffMs = nextBackoff(backoffMs, options);
+      await delay(backoffMs, options.signal);
+    }
+  }
+  return undefined;
+}

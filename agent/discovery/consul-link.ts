@@ -2,7 +2,7 @@ import type { ConsulConfig } from '../config/schema.js';
 import { formatDuration } from '../config/duration.js';
 import { messageOf } from '../errors.js';
 import type { Logger } from '../log.js';
-import { ConnectionTracker } from '../status/connections.js';
+import { ConnectionTracker } from './connection-tracker.js';
 import { nextBackoff, delay } from './backoff.js';
 import { ConsulAgentClient } from './consul-agent.js';
 import { consulProbes, describeMissing, missingRights } from './permissions.js';
@@ -18,7 +18,7 @@ import { consulProbes, describeMissing, missingRights } from './permissions.js';
  * Nomad's checks are never touched. Its HTTP, TCP and gRPC checks of a
  * sleeping instance reach the stub; a script check, which Nomad runs by
  * exec'ing into the task, cannot run in a frozen task, so doze does not
- * manage a group whose managed task has one (agent/discovery/managed-group.ts).
+ * manage a group whose managed task has one (agent/nomad/managed-group.ts).
  * Passing such a check's TTL in Nomad's place would only make it flap:
  * Nomad reports the timed-out exec as critical every interval
  * (client/allocrunner/taskrunner/script_check_hook.go).

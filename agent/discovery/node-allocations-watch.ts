@@ -1,6 +1,6 @@
 import { nextBackoff, delay, type BackoffOptions } from './backoff.js';
-import { NomadError, type Indexed, type NomadClient } from './nomad-client.js';
-import type { NomadAllocation } from './nomad-schemas.js';
+import { NomadError, type Indexed, type NomadClient } from '../nomad/nomad-client.js';
+import type { NomadAllocation } from '../nomad/nomad-schemas.js';
 
 export interface NodeAllocationsWatchOptions extends BackoffOptions {
   signal?: AbortSignal;

@@ -1,9 +1,9 @@
 import { allocationInstance, isAllocationLive, type NomadInstance } from './allocation-instance.js';
 import { nextBackoff, delay } from './backoff.js';
-import { NomadError, type NomadClient } from './nomad-client.js';
+import { NomadError, type NomadClient } from '../nomad/nomad-client.js';
 import { allocationEvents } from './nomad-event-stream.js';
 import { watchNodeAllocations } from './node-allocations-watch.js';
-import type { NomadAllocation } from './nomad-schemas.js';
+import type { NomadAllocation } from '../nomad/nomad-schemas.js';
 
 /*
  * Keeps the set of doze instances on one Nomad client node in step with its

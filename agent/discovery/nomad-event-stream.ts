@@ -3,8 +3,8 @@ import { messageOf } from '../errors.js';
 import { summarizeIssues } from '../shared/zod-issues.js';
 import { nextBackoff, delay, type BackoffOptions } from './backoff.js';
 import { JsonValueSplitter } from './json-value-splitter.js';
-import { NomadError, type NomadClient } from './nomad-client.js';
-import { allocationSchema, eventFrameSchema, eventSchema, type NomadAllocation } from './nomad-schemas.js';
+import { NomadError, type NomadClient } from '../nomad/nomad-client.js';
+import { allocationSchema, eventFrameSchema, eventSchema, type NomadAllocation } from '../nomad/nomad-schemas.js';
 
 /*
  * Nomad's event stream for the Allocation topic, kept open across drops.

@@ -1,41 +1,38 @@
-import { join } from 'node:path';
-import type { DozeConfig, InstanceConfig } from '../config/schema.js';
-import { instanceSchema } from '../config/schema.js';
-import { describeIssues } from '../shared/zod-issues.js';
+import type { DozeConfig, NomadConfig } from '../config/schema.js';
 import type { Detector } from '../detector/detector.js';
-import { describeKey, ManagedInstance, trafficKey } from '../detector/managed-instance.js';
+import type { ManagedInstance } from '../detector/managed-instance.js';
 import { messageOf } from '../errors.js';
 import type { Logger } from '../log.js';
-import { createRuntime } from '../runtimes/create-runtime.js';
-import type { Runtime } from '../runtimes/runtime.js';
-import { monotonicNs } from '../sources/bpf-records.js';
-import { ConnectionTracker, type AllocationStatus, type DiscoveryReport } from '../status/connections.js';
+import type { Clash, InstanceAdmission } from '../instances/admission.js';
+import { ConnectionTracker } from './connection-tracker.js';
+import type { AllocationStatus, DiscoveryReport } from './discovery-report.js';
 import type { NomadInstance } from './allocation-instance.js';
-import { nextBackoff, delay } from './backoff.js';
-import { ConsulLink } from './consul-link.js';
+import { nextBackoff, retryWithBackoff, type BackoffOptions } from './backoff.js';
 import { findHostVeth } from './host-veth.js';
-import { NomadClient } from './nomad-client.js';
+import { NomadClient } from '../nomad/nomad-client.js';
 import { NomadDiscovery, type DiscoveryStatus } from './nomad-discovery.js';
+import { learnNodeId } from './node-id.js';
 import { unanswerableChecks } from '../health/check-needs.js';
 import { describeMissing, missingRights, nomadProbes } from './permissions.js';
-import { findNomadTaskCgroup, nomadTaskCgroupCandidates, OWN_CGROUP_DRIVERS } from './task-cgroup.js';
+import { findNomadTaskCgroup, nomadTaskCgroupCandidates } from './task-cgroup.js';
+import { instanceConfigFor, unsupportedReason, type InstanceSettings } from './instance-config.js';
 
 /*
- * Nomad allocations → detector instances, on one client node.
- *
- * NomadDiscovery reports which allocations are annotated for doze; this
- * module turns each into a managed instance:
- *  - address: the allocation's bridge IP and the port's `to`;
- *  - interface: the host side of its veth, found through
- *    /var/run/netns/<allocID> (host-veth.ts);
- *  - runtime by `doze.mode`: `pause` → the freezer on the task's cgroup
- *    (task-cgroup.ts; the cgroup root is `nomad.cgroupRoot`). `snapshot` of a
- *    task that `doze job render` turned into `doze vm run --register` is
- *    `registered`: the owner registers the VM itself (PUT /api/instances/{id},
- *    agent/registry.ts), because only it knows the tap, the guest's address and
- *    the control socket; discovery leaves it alone and, when the allocation
- *    stops, removes that registration if the owner did not. Other `snapshot`
- *    tasks and `scale` are reported invalid, with the reason, and left alone.
+ * The allocation manager: Nomad allocations → detector instances, on one
+ * client node. It wires the parts:
+ *  - the node id (node-id.ts) and NomadDiscovery, which reports which
+ *    allocations are annotated for doze (allocation-instance.ts);
+ *  - what the node holds for each: the host side of its veth, found through
+ *    /var/run/netns/<allocID> (host-veth.ts), and its task's cgroup
+ *    (task-cgroup.ts; the cgroup root is `nomad.cgroupRoot`);
+ *  - the instance config made of both (instance-config.ts), or why not;
+ *  - its admission and retirement, as for every instance (agent/instances/admission.ts).
+ * A snapshot-mode task that `doze job render` turned into `doze vm run
+ * --register` is `registered`: the owner registers the VM itself (PUT
+ * /api/instances/{id}, agent/instances/registry.ts), because only it knows
+ * the tap, the guest's address and the control socket; discovery leaves it
+ * alone and, when the allocation stops, removes that registration if the
+ * owner did not.
  * An allocation whose namespace or cgroup is not there yet is `pending` and
  * retried with backoff. When Nomad stops an allocation (desired status stop
  * or evict, or the client finished it) the instance is woken FIRST (a frozen
@@ -45,8 +42,6 @@ import { findNomadTaskCgroup, nomadTaskCgroupCandidates, OWN_CGROUP_DRIVERS } fr
  * Nomad unreachable: nothing is removed, known instances keep sleeping and
  * waking, `GET /api/status` shows the connection down, and discovery
  * reconnects with backoff (resuming the event stream from its last index).
- * The node id defaults to the local agent's (GET /v1/agent/self), asked with
- * the same backoff until it answers.
  */
 
 export interface NomadInstancesTuning {
@@ -57,24 +52,19 @@ export interface NomadInstancesTuning {
   pendingMaxMs?: number;
   /** Where named network namespaces live (iproute2's /var/run/netns). */
   netnsDir?: string;
-  /** How often the Consul registration is verified. */
-  consulResyncMs?: number;
 }
 
 export interface NomadInstancesOptions extends NomadInstancesTuning {
-  config: Pick<DozeConfig, 'nomad' | 'consul'> & { healthChecks?: Pick<DozeConfig['healthChecks'], 'tls'> };
+  config: { nomad: NomadConfig; healthChecks?: Pick<DozeConfig['healthChecks'], 'tls'> };
   detector: Detector;
   log: Logger;
-  /** The status API's "host:port", for the doze-agent check. */
-  statusAddress: () => string;
-  /** Undoes the agent's per-instance sleep plumbing (redirect rule, stub listener) once an instance is dropped. */
-  release: (instanceId: string) => Promise<void>;
+  /** Where allocations become instances and stop being ones, as every instance does (agent/instances/admission.ts). */
+  admission: InstanceAdmission;
   /**
-   * Removes an instance registered through the status API (agent/registry.ts), woken first. Called when
+   * Removes an instance registered through the status API (agent/instances/registry.ts), woken first. Called when
    * the allocation of a `doze vm run --register` task stops, in case its owner died without unregistering.
    */
   unregister?: (instanceId: string) => Promise<void>;
-  wrapRuntime?: (runtime: Runtime, instance: InstanceConfig) => Runtime;
 }
 
 type TrackedState = AllocationStatus['state'] | 'removed';
@@ -86,9 +76,8 @@ interface Tracked {
   reason?: string;
   interface?: string;
   cgroup?: string;
-  runtime?: Runtime;
-  /** Detector id while managed. */
-  managedId?: string;
+  /** The instance, while managed. */
+  instance?: ManagedInstance;
   retry?: NodeJS.Timeout;
   backoffMs: number;
 }
@@ -96,56 +85,37 @@ interface Tracked {
 /** Discovery-reported invalid allocations kept for the status API (oldest dropped first). */
 const MAX_INVALID = 200;
 
-export async function startNomadInstances(options: NomadInstancesOptions): Promise<NomadInstances> {
-  const instances = new NomadInstances(options);
-  instances.start();
-  return instances;
-}
-
 export class NomadInstances {
-  readonly consul: ConsulLink | undefined;
-  readonly nomadTracker: ConnectionTracker | undefined;
-  private readonly client: NomadClient | undefined;
+  readonly tracker: ConnectionTracker;
+  private readonly client: NomadClient;
   private readonly controller = new AbortController();
   private readonly tracked = new Map<string, Tracked>();
-  private readonly byInstance = new Map<string, Tracked>();
   private readonly invalid = new Map<string, AllocationStatus>();
   private readonly queues = new Map<string, Promise<void>>();
-  private discovery: NomadDiscovery | undefined;
   /** Rights the Nomad token lacks, found at start (permissions.ts). */
   private missingNomadRights: string[] = [];
-  private nodeId: string | undefined;
+  private knownNodeId: string | undefined;
   private running: Promise<void> | undefined;
   private readonly log: Logger;
 
   constructor(private readonly options: NomadInstancesOptions) {
     this.log = options.log.child({ component: 'nomad' });
-    const { nomad, consul } = options.config;
-    if (nomad) {
-      this.client = new NomadClient({ address: nomad.address, token: nomad.token, namespace: nomad.namespace, region: nomad.region, tls: nomad.tls });
-      this.nomadTracker = new ConnectionTracker(this.client.address, (status) => {
-        if (status.connected) this.log.info({ nomad: status.address, ...status.detail }, 'Nomad reachable');
-        else this.log.warn({ nomad: status.address, err: status.error }, 'Nomad unreachable; known instances keep being managed, reconnecting with backoff');
-      });
-      this.nodeId = nomad.nodeId;
-    }
-    if (consul) {
-      this.consul = new ConsulLink({
-        config: consul,
-        log: this.log.child({ component: 'consul' }),
-        statusAddress: options.statusAddress,
-        signal: this.controller.signal,
-        nodeId: () => this.nodeId,
-        resyncMs: options.consulResyncMs,
-        minBackoffMs: options.minBackoffMs,
-        maxBackoffMs: options.maxBackoffMs,
-      });
-    }
+    const { nomad } = options.config;
+    this.client = new NomadClient({ address: nomad.address, token: nomad.token, namespace: nomad.namespace, region: nomad.region, tls: nomad.tls });
+    this.tracker = new ConnectionTracker(this.client.address, (status) => {
+      if (status.connected) this.log.info({ nomad: status.address, ...status.detail }, 'Nomad reachable');
+      else this.log.warn({ nomad: status.address, err: status.error }, 'Nomad unreachable; known instances keep being managed, reconnecting with backoff');
+    });
+    this.knownNodeId = nomad.nodeId;
   }
 
   start(): void {
-    this.consul?.start();
-    if (this.client) this.running = this.runNomad();
+    this.running = this.runNomad();
+  }
+
+  /** This client node's id, once configured or learned from the local agent. */
+  get nodeId(): string | undefined {
+    return this.knownNodeId;
   }
 
   /** For GET /api/status. */
@@ -166,54 +136,28 @@ export class NomadInstances {
       });
     }
     for (const entry of this.invalid.values()) if (!this.tracked.has(entry.allocId)) allocations.push({ ...entry });
-    return {
-      connections: {
-        ...(this.nomadTracker ? { nomad: this.nomadTracker.status() } : {}),
-        ...(this.consul ? { consul: this.consul.tracker.status() } : {}),
-      },
-      allocations,
-    };
-  }
-
-  /** The allocation an instance id belongs to, if it came from Nomad. */
-  allocationOf(instanceId: string): string | undefined {
-    return this.byInstance.get(instanceId)?.allocId;
+    return { connections: { nomad: this.tracker.status() }, allocations };
   }
 
   /**
-   * Stops discovery and the Consul link. Managed instances stay in the
-   * detector: the agent's own shutdown wakes and releases them.
+   * Stops discovery. Managed instances stay in the detector: the agent's own
+   * shutdown wakes and releases them.
    */
   async stop(): Promise<void> {
     this.controller.abort();
     for (const t of this.tracked.values()) clearTimeout(t.retry);
     await this.running?.catch(() => undefined);
     await Promise.all([...this.queues.values()]).catch(() => undefined);
-    await this.consul?.stop();
   }
 
   private async runNomad(): Promise<void> {
     const signal = this.controller.signal;
-    const client = this.client!;
-    const tracker = this.nomadTracker!;
-    if (!this.nodeId) {
-      let backoffMs = 0;
-      while (!signal.aborted && !this.nodeId) {
-        try {
-          this.nodeId = (await client.agentSelf({ signal })).nodeId;
-          this.log.info({ nodeId: this.nodeId }, 'Nomad node id from the local agent');
-        } catch (error) {
-          if (signal.aborted) return;
-          tracker.down(`cannot learn this node's id: ${messageOf(error)}`);
-          backoffMs = nextBackoff(backoffMs, this.options);
-          await delay(backoffMs, signal);
-        }
-      }
-      if (!this.nodeId) return;
-    }
-    const nodeId = this.nodeId;
+    const { client, tracker } = this;
+    this.knownNodeId ??= await learnNodeId(client, { signal, tracker, log: this.log, ...this.backoff() });
+    const nodeId = this.knownNodeId;
+    if (!nodeId) return;
     // Name every right the token lacks at once (the reads; writes are named when refused), beside discovery, not before it.
-    void missingRights(nomadProbes(client, nodeId).filter((p) => p.right !== 'agent:read' || this.options.config.nomad?.nodeId === undefined)).then((missing) => {
+    void missingRights(nomadProbes(client, nodeId).filter((p) => p.right !== 'agent:read' || this.options.config.nomad.nodeId === undefined)).then((missing) => {
       this.missingNomadRights = missing;
       if (missing.length === 0) return;
       this.log.warn({ missing }, describeMissing('Nomad', missing));
@@ -221,12 +165,11 @@ export class NomadInstances {
       if (now.connected) tracker.up({ missingRights: missing });
       else tracker.down(now.error ?? 'disconnected', { missingRights: missing });
     });
-    this.discovery = new NomadDiscovery(client, {
+    const discovery = new NomadDiscovery(client, {
       nodeId,
-      namespace: this.options.config.nomad?.namespace ?? '*',
+      namespace: this.options.config.nomad.namespace ?? '*',
       signal,
-      minBackoffMs: this.options.minBackoffMs,
-      maxBackoffMs: this.options.maxBackoffMs,
+      ...this.backoff(),
       onInstance: (instance) => this.enqueue(instance.allocId, () => this.admit(instance)),
       onRemove: (allocId, reason) => this.enqueue(allocId, () => this.removeAllocation(allocId, reason)),
       onInvalid: (allocId, reason) => this.noteInvalid(allocId, reason),
@@ -235,25 +178,25 @@ export class NomadInstances {
       onError: (error) => this.log.debug({ code: error.code, err: error.message }, 'Nomad request failed'),
     });
     // run() returns only when aborted; an unexpected throw (a bug, not Nomad) is logged and retried.
-    let backoffMs = 0;
-    while (!signal.aborted) {
-      try {
-        await this.discovery.run();
-      } catch (error) {
-        if (signal.aborted) return;
+    await retryWithBackoff(() => discovery.run(), {
+      signal,
+      ...this.backoff(),
+      onFailure: (error) => {
         this.log.error({ err: messageOf(error) }, 'Nomad discovery stopped unexpectedly; restarting it');
         tracker.down(messageOf(error));
-        backoffMs = nextBackoff(backoffMs, this.options);
-        await delay(backoffMs, signal);
-      }
-    }
+      },
+    });
+  }
+
+  private backoff(): BackoffOptions {
+    return { minBackoffMs: this.options.minBackoffMs, maxBackoffMs: this.options.maxBackoffMs };
   }
 
   private onDiscoveryStatus(nodeId: string, status: DiscoveryStatus): void {
     // `fallback` (why blocking queries stand in for the event stream) is null once the stream is back.
     const detail = { nodeId, source: status.source, fallback: status.fallback ?? null, missingRights: this.missingNomadRights };
-    if (status.connected) this.nomadTracker!.up(detail);
-    else this.nomadTracker!.down(status.error ?? 'disconnected', detail);
+    if (status.connected) this.tracker.up(detail);
+    else this.tracker.down(status.error ?? 'disconnected', detail);
   }
 
   /** Work on one allocation runs in order; different allocations proceed independently. */
@@ -281,7 +224,7 @@ export class NomadInstances {
       this.log.info({ alloc: t.allocId, instance: instance.id }, 'allocation runs doze vm: its owner registers the VM');
       return;
     }
-    const unsupported = this.unsupported(instance);
+    const unsupported = unsupportedReason(instance, this.instanceSettings().ownAllocId);
     if (unsupported) {
       this.markInvalid(t, unsupported);
       return;
@@ -289,31 +232,14 @@ export class NomadInstances {
     await this.tryManage(t);
   }
 
-  /** Why this agent cannot manage an instance at all (until a later version), or undefined. */
-  private unsupported(instance: NomadInstance): string | undefined {
-    if (instance.mode === 'snapshot') {
-      // (The opening words are what test/agent/nomad-instances.test.ts matches.)
-      return `doze.mode "snapshot" is not supported by this agent yet for a task not run by "doze vm run --register" (task ${JSON.stringify(instance.task)} uses the ${instance.driver} driver): register the job with "doze job run", or render it with "doze job render", which runs a qemu task that way; the allocation runs unmanaged`;
-    }
-    if (instance.mode !== 'pause') {
-      return `doze.mode ${JSON.stringify(instance.mode)} is not supported by this agent yet (supported: "pause"); the allocation runs unmanaged`;
-    }
-    if (OWN_CGROUP_DRIVERS.has(instance.driver)) {
-      return `the ${instance.driver} driver keeps task ${JSON.stringify(instance.task)} in its own cgroup, not Nomad's nomad/<alloc>.<task>: pause mode supports exec, raw_exec, java and other executor-based drivers`;
-    }
-    if (process.env.NOMAD_ALLOC_ID && instance.allocId === process.env.NOMAD_ALLOC_ID) {
-      return 'this is the doze agent\'s own allocation: the agent never manages itself';
-    }
-    return undefined;
-  }
-
   private async tryManage(t: Tracked): Promise<void> {
     if (this.tracked.get(t.allocId) !== t || t.state !== 'pending' || this.controller.signal.aborted) return;
     const { nomad: instance } = t;
-    const root = this.options.config.nomad?.cgroupRoot ?? '/sys/fs/cgroup';
+    const root = this.options.config.nomad.cgroupRoot;
 
-    const clash = this.clash(instance);
-    if (clash) return this.markInvalid(t, clash);
+    // Bridge allocations get their veth later; what matters to the check is that they have one.
+    const early = this.options.admission.clash({ id: instance.id, address: instance.address, interface: instance.networkMode === 'bridge' ? 'veth' : undefined });
+    if (early) return this.markInvalid(t, clashReason(early, instance));
 
     // Host network mode (and Nomad's qemu driver, whose user-mode networking forwards host ports)
     // has no interface of its own: its traffic is counted by port on the node's interfaces.
@@ -330,77 +256,48 @@ export class NomadInstances {
       return this.markPending(t, `task ${JSON.stringify(instance.task)} has no freezer cgroup yet (looked for ${looked.join(', ')})`);
     }
     t.cgroup = cgroup.path;
-    const runtimeConfig = instance.driver === 'qemu'
-      ? qemuDriverRuntime(this.options.config.nomad?.allocDir ?? DEFAULT_ALLOC_DIR, instance, cgroup)
-      : { kind: 'freezer', cgroup: cgroup.path, ...(instance.reclaimFreezer ? { reclaim: true, reclaimAfter: instance.reclaimAfterMs } : {}) };
+    const mapped = instanceConfigFor(instance, { interface: t.interface, cgroup }, this.instanceSettings());
+    if (mapped.kind === 'invalid') return this.markInvalid(t, mapped.reason);
+    const { config } = mapped;
 
-    const raw = {
-      id: instance.id,
-      address: instance.address,
-      checkAddresses: instance.checkAddresses,
-      ...(t.interface !== undefined ? { interface: t.interface } : {}),
-      idleTimeout: instance.idleTimeoutMs,
-      idlePolicy: instance.idlePolicy,
-      ...(instance.wake !== undefined ? { wake: instance.wake } : {}),
-      busyCpu: instance.busyCpu,
-      minAwake: instance.minAwakeMs,
-      ...(instance.maxAwakeMs !== undefined ? { maxAwake: instance.maxAwakeMs } : {}),
-      ...(instance.maxSleepMs !== undefined ? { maxSleep: instance.maxSleepMs } : {}),
-      ...(this.options.config.nomad?.checkTls?.[instance.service] ? { checkTls: this.options.config.nomad.checkTls[instance.service] } : {}),
-      runtime: runtimeConfig,
-    };
-    const parsed = instanceSchema.safeParse(raw);
-    if (!parsed.success) return this.markInvalid(t, `cannot be an instance:\n${describeIssues(parsed.error.issues, raw)}`);
-    const config = parsed.data;
-
-    const base = createRuntime(config.runtime);
-    const runtime = this.options.wrapRuntime ? this.options.wrapRuntime(base, config) : base;
-    const probe = await runtime.probe();
-    if (!probe.ok) return this.markPending(t, `runtime: ${probe.reason ?? 'unavailable'}`);
-
-    // The clash check again: the awaits above let another allocation in.
-    const lateClash = this.clash(instance);
-    if (lateClash) return this.markInvalid(t, lateClash);
-    if (this.tracked.get(t.allocId) !== t || this.controller.signal.aborted) return;
-    try {
-      const managed = new ManagedInstance(config, runtime, monotonicNs());
-      managed.origin = { allocId: instance.allocId, jobId: instance.jobId, group: instance.group, task: instance.task };
-      managed.source = 'nomad';
-      // A verifying TLS check needs a certificate it trusts; without one a sleep would fail it.
-      const hasCertificate = config.checkTls !== undefined || this.options.config.healthChecks?.tls !== undefined;
-      const unanswerable = unanswerableChecks(instance.checks, hasCertificate);
-      if (unanswerable) {
-        managed.sleepBlockedBy = `never sleeps: ${unanswerable}`;
-        this.log.warn({ instance: config.id, alloc: t.allocId, reason: unanswerable }, 'allocation managed but kept awake: its checks cannot be answered while asleep');
+    // A verifying TLS check needs a certificate it trusts; without one a sleep would fail it.
+    const hasCertificate = config.checkTls !== undefined || this.options.config.healthChecks?.tls !== undefined;
+    const unanswerable = unanswerableChecks(instance.checks, hasCertificate);
+    const result = await this.options.admission.admit({
+      config,
+      source: 'nomad',
+      origin: { allocId: instance.allocId, jobId: instance.jobId, group: instance.group, task: instance.task },
+      ...(unanswerable ? { sleepBlockedBy: `never sleeps: ${unanswerable}` } : {}),
+      // The allocation may have changed or gone, or discovery stopped, while the runtime was probed.
+      stillWanted: () => this.tracked.get(t.allocId) === t && !this.controller.signal.aborted,
+    });
+    if (!result.admitted) {
+      const { refusal } = result;
+      switch (refusal.kind) {
+        case 'id-taken':
+        case 'key-taken':
+          return this.markInvalid(t, clashReason(refusal, instance));
+        case 'runtime':
+          return this.markPending(t, `runtime: ${refusal.reason}`);
+        case 'attach':
+          // Try again later (the veth may have been replaced).
+          return this.markPending(t, `attaching to ${t.interface ?? "the node's interfaces"} failed: ${messageOf(refusal.error)}`);
+        case 'withdrawn':
+          return;
       }
-      await this.options.detector.add(managed);
-    } catch (error) {
-      // Undo whatever part of add() happened, then try again later (the veth may have been replaced).
-      await this.options.detector.remove(config.id, { wake: false }).catch(() => undefined);
-      return this.markPending(t, `attaching to ${t.interface ?? "the node's interfaces"} failed: ${messageOf(error)}`);
     }
+    if (unanswerable) this.log.warn({ instance: config.id, alloc: t.allocId, reason: unanswerable }, 'allocation managed but kept awake: its checks cannot be answered while asleep');
     clearTimeout(t.retry);
     t.state = 'managed';
     t.reason = undefined;
-    t.runtime = runtime;
-    t.managedId = config.id;
+    t.instance = result.instance;
     t.backoffMs = 0;
-    this.byInstance.set(config.id, t);
     this.log.info({ instance: config.id, alloc: t.allocId, address: config.address, interface: t.interface, cgroup: t.cgroup }, 'managing allocation');
   }
 
-  /** Another instance (static, or another allocation) already has this id or address. */
-  private clash(instance: NomadInstance): string | undefined {
-    // Bridge allocations get their veth later; what matters here is that they have one.
-    const config = { address: instance.address, interface: instance.networkMode === 'bridge' ? 'veth' : undefined };
-    const key = trafficKey(config);
-    for (const other of this.options.detector.instances()) {
-      const owner = this.byInstance.get(other.id);
-      if (owner?.allocId === instance.allocId) continue;
-      if (other.id === instance.id) return `instance id ${JSON.stringify(instance.id)} is already taken by ${owner ? `allocation ${owner.allocId}` : 'a configured instance'}`;
-      if (other.key === key) return `${describeKey(config)} is already managed as ${JSON.stringify(other.id)} (instances are keyed by IPv4 address, or by port on the node's own interfaces)`;
-    }
-    return undefined;
+  private instanceSettings(): InstanceSettings {
+    const { nomad } = this.options.config;
+    return { allocDir: nomad.allocDir, checkTls: nomad.checkTls, ownAllocId: process.env.NOMAD_ALLOC_ID };
   }
 
   private markPending(t: Tracked, reason: string): void {
@@ -452,58 +349,17 @@ export class NomadInstances {
       }
       return;
     }
-    const id = t.managedId;
-    if (!wasManaged || !id) return;
-    const { detector } = this.options;
-    const instance = detector.get(id);
-    const wakeTimeout = instance?.config.wakeTimeout ?? 5000;
-    try {
-      await detector.remove(id, { wake: true });
-    } catch (error) {
-      this.log.warn({ instance: id, err: messageOf(error) }, 'removing the instance failed part way');
-    }
-    // A sleep decided just before the removal may still have completed: never leave a task frozen.
-    if (t.runtime) {
-      const state = await t.runtime.inspect().catch(() => 'gone' as const);
-      if (state === 'asleep' || state === 'transitioning') {
-        await t.runtime.wake(wakeTimeout).catch((error) => this.log.error({ instance: id, err: messageOf(error) }, 'could not thaw a dropped instance'));
-      }
-    }
-    await this.options.release(id).catch((error) => this.log.warn({ instance: id, err: messageOf(error) }, 'releasing the instance\'s rules failed'));
-    this.byInstance.delete(id);
-    t.managedId = undefined;
-    this.log.info({ instance: id, alloc: t.allocId, reason }, 'allocation no longer managed');
+    const { instance } = t;
+    if (!wasManaged || !instance) return;
+    await this.options.admission.retire(instance, { wake: true });
+    t.instance = undefined;
+    this.log.info({ instance: instance.id, alloc: t.allocId, reason }, 'allocation no longer managed');
   }
 }
 
-/** Where Nomad keeps allocation directories with its conventional data_dir (/opt/nomad/data). */
-export const DEFAULT_ALLOC_DIR = '/opt/nomad/data/alloc';
-
-/**
- * A qemu-driver task's QMP socket and guest RAM file, relative to its task directory: what
- * `doze job render` puts on QEMU's command line (plugin/qemu-pause-args.ts) and where the agent
- * looks for them.
- */
-export const QEMU_TASK_QMP_SOCKET = 'local/doze-qmp.sock';
-export const QEMU_TASK_RAM_FILE = 'local/doze-ram';
-
-/**
- * A task of Nomad's qemu driver is the VMM itself: only `pause` (QMP stop/cont, the process
- * stays) is possible. `doze job render` gives it `-qmp unix:local/doze-qmp.sock` and its RAM in
- * local/doze-ram, relative to the task directory, which is QEMU's working directory.
- */
-export function qemuDriverRuntime(allocDir: string, instance: Pick<NomadInstance, 'allocId' | 'task' | 'reclaim'>, cgroup: { version: 1 | 2; path: string }) {
-  const taskDir = join(allocDir, instance.allocId, instance.task);
-  return {
-    kind: 'qemu',
-    mode: 'pause',
-    qmp: join(taskDir, QEMU_TASK_QMP_SOCKET),
-    reclaim: instance.reclaim,
-    // QMP reports mem-path as given (relative to QEMU's working directory): name it here instead.
-    ...(instance.reclaim ? { ramFile: join(taskDir, QEMU_TASK_RAM_FILE) } : {}),
-    // cgroup v2's task cgroup holds its memory too; v1 keeps memory in another hierarchy.
-    ...(cgroup.version === 2 ? { memoryCgroup: cgroup.path } : {}),
-    // The busy guard counts QEMU's CPU in the task's cgroup (v1: the cpuacct one at its freezer path).
-    cpuCgroup: cgroup.path,
-  };
+/** Another instance (static, registered, or another allocation's) already has this id or address. */
+function clashReason(clash: Clash, instance: NomadInstance): string {
+  if (clash.kind === 'key-taken') return clash.message;
+  const { holder } = clash;
+  return `instance id ${JSON.stringify(instance.id)} is already taken by ${holder.allocId ? `allocation ${holder.allocId}` : 'a configured instance'}`;
 }

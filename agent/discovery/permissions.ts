@@ -1,5 +1,5 @@
 import type { ConsulAgentClient } from './consul-agent.js';
-import type { NomadClient } from './nomad-client.js';
+import type { NomadClient } from '../nomad/nomad-client.js';
 
 /*
  * What the agent's tokens may do, checked once at start so that every

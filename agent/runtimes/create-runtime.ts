@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import type { RuntimeConfig } from '../config/schema.js';
-import { NomadClient } from '../discovery/nomad-client.js';
+import { NomadClient } from '../nomad/nomad-client.js';
 import { CloudHypervisorRuntime } from './cloud-hypervisor.js';
 import { FakeRuntime } from './fake.js';
 import { FirecrackerRuntime } from './firecracker.js';

@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { NomadError, type NomadClient } from '../discovery/nomad-client.js';
-import { ACTIVE_DEPLOYMENT_STATUSES, type NomadAllocation, type NomadAllocationChecks, type NomadAllocationStub, type NomadJob } from '../discovery/nomad-schemas.js';
+import { NomadError, type NomadClient } from '../nomad/nomad-client.js';
+import { ACTIVE_DEPLOYMENT_STATUSES, type NomadAllocation, type NomadAllocationChecks, type NomadAllocationStub, type NomadJob } from '../nomad/nomad-schemas.js';
 import { DeadlineError, RuntimeError, messageOf, withDeadline } from '../errors.js';
 import { HandleFile } from './runtime-handle.js';
 import type { ProbeResult, Runtime, RuntimeHandle, RuntimeObservedState } from './runtime.js';

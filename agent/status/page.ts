@@ -1,4 +1,4 @@
-import type { StatusReport } from './connections.js';
+import type { StatusReport } from './status-report.js';
 import type { InstanceView } from './instance-view.js';
 import type { LatencyDistribution } from './latency.js';
 import type { TransitionRecord } from './transition-log.js';

@@ -4,9 +4,10 @@ import express, { type NextFunction, type Request, type Response } from 'express
 import { describeIssues } from '../shared/zod-issues.js';
 import { instanceSchema } from '../config/schema.js';
 import type { Detector } from '../detector/detector.js';
-import type { InstanceRegistry } from '../registry.js';
+import type { InstanceRegistry } from '../instances/registry.js';
 import type { Logger } from '../log.js';
-import { statusReport, type DiscoveryReport } from './connections.js';
+import type { DiscoveryReport } from '../discovery/discovery-report.js';
+import { statusReport } from './status-report.js';
 import { viewOf } from './instance-view.js';
 import type { Metrics } from './metrics.js';
 import { latencyDistribution } from './latency.js';
@@ -21,7 +22,7 @@ export interface StatusServerOptions {
   log: Logger;
   /** Refreshes idle times from the counters before answering (one map read). */
   refresh: () => Promise<void>;
-  /** Nomad/Consul connections and allocations for `GET /api/status` (agent/status/connections.ts). */
+  /** Nomad/Consul connections and allocations for `GET /api/status` (agent/discovery/discovery-report.ts). */
   discovery?: () => DiscoveryReport | undefined;
   /** Instances registered at run time (PUT/DELETE /api/instances/{id}); without it those routes answer 404. */
   registry?: InstanceRegistry;
@@ -124,7 +125,7 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
     }
   });
 
-  // --- run-time registration (agent/registry.ts; doze vm run --register) ---
+  // --- run-time registration (agent/instances/registry.ts; doze vm run --register) ---
   app.put('/api/instances/:id', requireToken, async (req, res) => {
     if (!options.registry) return void res.status(404).json({ error: 'this agent takes no registrations' });
     const body: unknown = req.body;

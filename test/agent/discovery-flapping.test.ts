@@ -2,7 +2,7 @@ import net from 'node:net';
 import type { Agent } from '../../agent/agent.js';
 import { listRules } from '../../agent/net/iptables.js';
 import { listFilters } from '../../agent/net/tc.js';
-import type { StatusReport } from '../../agent/status/connections.js';
+import type { StatusReport } from '../../agent/status/status-report.js';
 import { AgentApiDouble } from '../doubles/consul/agent-api.js';
 import { webJob } from '../doubles/nomad/fixtures.js';
 import type { NomadDouble } from '../doubles/nomad/nomad-double.js';

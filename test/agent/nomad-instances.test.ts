@@ -7,7 +7,7 @@ import net from 'node:net';
 import type { Agent } from '../../agent/agent.js';
 import { listRules } from '../../agent/net/iptables.js';
 import { HOST_INTERFACE, isAttached, listFilters } from '../../agent/net/tc.js';
-import type { StatusReport } from '../../agent/status/connections.js';
+import type { StatusReport } from '../../agent/status/status-report.js';
 import { AgentApiDouble } from '../doubles/consul/agent-api.js';
 import { CheckRunner } from '../doubles/consul/check-runner.js';
 import { webJob } from '../doubles/nomad/fixtures.js';

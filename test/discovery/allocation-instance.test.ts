@@ -1,6 +1,7 @@
 import test from 'ava';
-import { allocationInstance, instanceId, isAllocationLive } from '../../agent/discovery/allocation-instance.js';
-import { allocationSchema, type NomadAllocation } from '../../agent/discovery/nomad-schemas.js';
+import { allocationInstance, isAllocationLive } from '../../agent/discovery/allocation-instance.js';
+import { instanceId } from '../../agent/nomad/instance-id.js';
+import { allocationSchema, type NomadAllocation } from '../../agent/nomad/nomad-schemas.js';
 import { webJob, type WebJobOptions } from '../doubles/nomad/fixtures.js';
 import { NomadDouble } from '../doubles/nomad/nomad-double.js';
 

@@ -4,7 +4,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { allocationInstance } from '../../agent/discovery/allocation-instance.js';
 import { checksSchema } from '../../agent/discovery/consul-agent.js';
-import { NomadClient } from '../../agent/discovery/nomad-client.js';
+import { NomadClient } from '../../agent/nomad/nomad-client.js';
 import { allocationEvents, type AllocationFrame } from '../../agent/discovery/nomad-event-stream.js';
 import {
   agentSelfSchema,
@@ -14,7 +14,7 @@ import {
   deploymentSchema,
   jobRegisterResponseSchema,
   jobSchema,
-} from '../../agent/discovery/nomad-schemas.js';
+} from '../../agent/nomad/nomad-schemas.js';
 import { AgentApiDouble } from '../doubles/consul/agent-api.js';
 import type { NomadDouble } from '../doubles/nomad/nomad-double.js';
 import { webJob } from '../doubles/nomad/fixtures.js';

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { NomadClient, type NomadError } from '../../agent/discovery/nomad-client.js';
+import { NomadClient, type NomadError } from '../../agent/nomad/nomad-client.js';
 import { watchNodeAllocations } from '../../agent/discovery/node-allocations-watch.js';
 import { webJob } from '../doubles/nomad/fixtures.js';
 import { startNomadDouble } from '../doubles/nomad/with-double.js';

@@ -1,6 +1,6 @@
 import test, { type ExecutionContext } from 'ava';
 import type { NomadInstance } from '../../agent/discovery/allocation-instance.js';
-import { NomadClient, type NomadError } from '../../agent/discovery/nomad-client.js';
+import { NomadClient, type NomadError } from '../../agent/nomad/nomad-client.js';
 import { NomadDiscovery, type DiscoveryStatus, type NomadDiscoveryOptions } from '../../agent/discovery/nomad-discovery.js';
 import { webJob } from '../doubles/nomad/fixtures.js';
 import type { NomadDouble } from '../doubles/nomad/nomad-double.js';

@@ -1,6 +1,6 @@
 import { createServer, type AddressInfo } from 'node:net';
 import test, { type ExecutionContext } from 'ava';
-import { NomadClient, NomadError } from '../../agent/discovery/nomad-client.js';
+import { NomadClient, NomadError } from '../../agent/nomad/nomad-client.js';
 import { allocationEvents, type AllocationEventOptions, type AllocationFrame } from '../../agent/discovery/nomad-event-stream.js';
 import { webJob } from '../doubles/nomad/fixtures.js';
 import type { NomadDouble } from '../doubles/nomad/nomad-double.js';

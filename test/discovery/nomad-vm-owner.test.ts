@@ -1,11 +1,11 @@
 import test, { type ExecutionContext } from 'ava';
 import { randomUUID } from 'node:crypto';
 import { instanceSchema } from '../../agent/config/schema.js';
-import { instanceId } from '../../agent/discovery/allocation-instance.js';
-import { startNomadInstances } from '../../agent/discovery/nomad-instances.js';
+import { instanceId } from '../../agent/nomad/instance-id.js';
+import { Discovery } from '../../agent/discovery/discovery.js';
 import { createLogger } from '../../agent/log.js';
 import { FakeRuntime } from '../../agent/runtimes/fake.js';
-import type { AllocationStatus } from '../../agent/status/connections.js';
+import type { AllocationStatus } from '../../agent/discovery/discovery-report.js';
 import { checkJob } from '../../plugin/check-job.js';
 import { loadJobspec } from '../../plugin/load-jobspec.js';
 import { renderVmTasks } from '../../plugin/render-vm-task.js';
@@ -34,13 +34,13 @@ async function renderedExample(): Promise<Record<string, unknown>> {
 async function setup(t: ExecutionContext) {
   const nomad = await startNomadDouble(t);
   const app = await startRegistryApp(t, { createRuntime: () => new FakeRuntime({ pauseMs: 0, resumeMs: 0, failResume: false }) });
-  const discovery = await startNomadInstances({
+  const discovery = Discovery.start({
     ...FAST,
     config: { nomad: { address: nomad.url, nodeId: 'node-1', cgroupRoot: '/nonexistent' } },
     detector: app.detector,
+    admission: app.admission,
     log: silent,
     statusAddress: () => '127.0.0.1:0',
-    release: async () => {},
     unregister: async (id) => void (await app.registry.unregister(id, 'its Nomad allocation stopped')),
   });
   t.teardown(() => discovery.stop());

@@ -1,7 +1,7 @@
 import test from 'ava';
 import { ConsulAgentClient } from '../../agent/discovery/consul-agent.js';
 import { ConsulLink } from '../../agent/discovery/consul-link.js';
-import { NomadClient, type NomadError } from '../../agent/discovery/nomad-client.js';
+import { NomadClient, type NomadError } from '../../agent/nomad/nomad-client.js';
 import { consulProbes, missingRights, nomadProbes } from '../../agent/discovery/permissions.js';
 import { createLogger } from '../../agent/log.js';
 import { AgentApiDouble } from '../doubles/consul/agent-api.js';

@@ -5,7 +5,8 @@ import { instanceSchema } from '../../agent/config/schema.js';
 import { Detector } from '../../agent/detector/detector.js';
 import { ManagedInstance } from '../../agent/detector/managed-instance.js';
 import { createLogger } from '../../agent/log.js';
-import { InstanceRegistry } from '../../agent/registry.js';
+import { InstanceAdmission } from '../../agent/instances/admission.js';
+import { InstanceRegistry } from '../../agent/instances/registry.js';
 import { monotonicNs } from '../../agent/sources/bpf-records.js';
 import { createRuntime } from '../../agent/runtimes/create-runtime.js';
 import type { Runtime } from '../../agent/runtimes/runtime.js';
@@ -17,6 +18,8 @@ export interface RegistryApp {
   url: string;
   detector: Detector;
   registry: InstanceRegistry;
+  /** Where the registry's instances (and any the test adds beside them) come and go. */
+  admission: InstanceAdmission;
   source: FakeTrafficSource;
   /** Instance ids whose rules and listeners were released, in order. */
   released: string[];
@@ -33,7 +36,8 @@ export async function startRegistryApp(t: ExecutionContext, options: { token?: s
   const source = new FakeTrafficSource();
   const detector = new Detector(source, log);
   const released: string[] = [];
-  const registry = new InstanceRegistry({ detector, log, release: async (id) => void released.push(id), createRuntime: options.createRuntime });
+  const admission = new InstanceAdmission({ detector, log, release: async (id) => void released.push(id), createRuntime: options.createRuntime });
+  const registry = new InstanceRegistry({ admission, detector, log });
   const app = createStatusApp({ detector, metrics: new Metrics(detector), token: options.token, log, refresh: async () => {}, registry });
   const server = await listen(app, '127.0.0.1:0');
   detector.start();
@@ -47,6 +51,7 @@ export async function startRegistryApp(t: ExecutionContext, options: { token?: s
     url: `http://127.0.0.1:${port}`,
     detector,
     registry,
+    admission,
     source,
     released,
     async addStatic(raw) {

@@ -5,7 +5,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { delimiter, join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { NomadClient } from '../../agent/discovery/nomad-client.js';
+import { NomadClient } from '../../agent/nomad/nomad-client.js';
 import { findNomadTaskCgroup } from '../../agent/discovery/task-cgroup.js';
 import { inState, nextState, startAgent } from '../helpers/agent.js';
 import { APP_PATH } from '../helpers/app.js';

@@ -9,9 +9,10 @@ import fc from 'fast-check';
 import { parseConfig } from '../../agent/config/load.js';
 import { parseDuration } from '../../agent/config/duration.js';
 import { ConfigError } from '../../agent/errors.js';
-import { META_KEYS, resolveDozeMeta } from '../../agent/discovery/meta-keys.js';
-import { allocationSchema } from '../../agent/discovery/nomad-schemas.js';
+import { META_KEYS, resolveDozeMeta } from '../../agent/nomad/meta-keys.js';
+import { allocationSchema } from '../../agent/nomad/nomad-schemas.js';
 import { allocationInstance } from '../../agent/discovery/allocation-instance.js';
+import { instanceConfigFor } from '../../agent/discovery/instance-config.js';
 import { decodeConnection, decodeCounters, decodeWakeEvent } from '../../agent/sources/bpf-records.js';
 import { webJob } from '../doubles/nomad/fixtures.js';
 import { NomadDouble } from '../doubles/nomad/nomad-double.js';
@@ -112,10 +113,12 @@ async function realAllocations(): Promise<Array<Record<string, unknown>>> {
   }
 }
 
-test('Nomad allocations: the edge schema rejects junk, and what passes maps to an instance or a reason', async (t) => {
+test('Nomad allocations: the edge schema rejects junk, and what passes maps to an instance config or a reason', async (t) => {
   const bases = await realAllocations();
   for (const base of bases) t.true(allocationSchema.safeParse(base).success, 'the unperturbed allocations pass the schema');
   const outcomes = { refused: 0, instance: 0, invalid: 0, ignored: 0 };
+  /** What became of the instances on this node (instance-config.ts): a config, or why not. */
+  const configs = { config: 0, refused: 0 };
   // Real allocations with their statuses, annotations and one field perturbed, so that most pass
   // the schema and the mapping half runs; plus pure junk for the schema half.
   const perturbed = fc.record({
@@ -123,13 +126,16 @@ test('Nomad allocations: the edge schema rejects junk, and what passes maps to a
     DesiredStatus: fc.oneof({ arbitrary: fc.constant('run'), weight: 3 }, { arbitrary: fc.constantFrom('stop', 'evict'), weight: 1 }),
     ClientStatus: fc.oneof({ arbitrary: fc.constant('running'), weight: 3 }, { arbitrary: fc.constantFrom('pending', 'complete', 'failed', 'lost'), weight: 1 }),
     meta: metaArb,
+    // The task's driver: docker (the double's) has its own cgroup; exec, raw_exec and qemu can be instances.
+    driver: fc.constantFrom('exec', 'raw_exec', 'qemu', 'docker'),
     field: fc.oneof({ arbitrary: fc.constant('none'), weight: 3 }, { arbitrary: fc.constantFrom('ID', 'JobID', 'TaskGroup', 'NodeID', 'Job', 'AllocatedResources', 'NetworkStatus', 'TaskStates'), weight: 1 }),
     junk: fc.anything(),
-  }).map(({ base, DesiredStatus, ClientStatus, meta, field, junk }) => {
+  }).map(({ base, DesiredStatus, ClientStatus, meta, driver, field, junk }) => {
     const alloc = structuredClone(base);
     Object.assign(alloc, { DesiredStatus, ClientStatus });
-    const group = ((alloc.Job as { TaskGroups: Array<{ Meta?: Record<string, string> }> }).TaskGroups)[0]!;
+    const group = ((alloc.Job as { TaskGroups: Array<{ Meta?: Record<string, string>; Tasks: Array<{ Driver: string }> }> }).TaskGroups)[0]!;
     group.Meta = { ...group.Meta, ...meta };
+    group.Tasks[0]!.Driver = driver;
     if (field !== 'none') alloc[field] = junk;
     return alloc;
   });
@@ -143,15 +149,22 @@ test('Nomad allocations: the edge schema rejects junk, and what passes maps to a
       const mapped = allocationInstance(parsed.data);
       outcomes[mapped.kind]++;
       if (mapped.kind !== 'instance') return mapped.reason.length > 0;
-      const [host, port] = mapped.instance.address.split(':');
-      return mapped.instance.address === '' || (host!.split('.').length === 4 && Number(port) > 0);
+      const { instance } = mapped;
+      const [host, port] = instance.address.split(':');
+      if (instance.address !== '' && !(host!.split('.').length === 4 && Number(port) > 0)) return false;
+      // On a node that has its veth and cgroup: an instance config for that address, or the reason.
+      const node = { ...(instance.networkMode === 'bridge' ? { interface: 'veth0' } : {}), cgroup: { version: 2 as const, path: '/sys/fs/cgroup/nomad.slice/share.slice/a.app.scope' } };
+      const result = instanceConfigFor(instance, node);
+      configs[result.kind === 'config' ? 'config' : 'refused']++;
+      return result.kind === 'config' ? result.config.address === instance.address && result.config.id === instance.id : result.reason.length > 0;
     }),
     RUNS,
   );
-  t.log(JSON.stringify(outcomes));
+  t.log(JSON.stringify({ ...outcomes, configs }));
   // The mapping half must have run, down each of its branches.
   t.true(outcomes.instance + outcomes.invalid + outcomes.ignored >= RUNS.numRuns / 2, `most inputs pass the schema: ${JSON.stringify(outcomes)}`);
   for (const kind of ['refused', 'instance', 'invalid', 'ignored'] as const) t.true(outcomes[kind] > 0, `some inputs are ${kind}: ${JSON.stringify(outcomes)}`);
+  for (const kind of ['config', 'refused'] as const) t.true(configs[kind] > 0, `some instances are ${kind === 'config' ? 'instance configs' : 'refused one'}: ${JSON.stringify(configs)}`);
 });
 
 test('kernel records: any bytes decode or are refused, never throw', (t) => {

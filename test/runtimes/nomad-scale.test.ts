@@ -3,7 +3,7 @@ import { until } from '../helpers/until.js';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { NomadClient } from '../../agent/discovery/nomad-client.js';
+import { NomadClient } from '../../agent/nomad/nomad-client.js';
 import type { DozeError } from '../../agent/errors.js';
 import { NomadScaleRuntime, type NomadScaleOptions } from '../../agent/runtimes/nomad-scale.js';
 import { webJob } from '../doubles/nomad/fixtures.js';

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { instanceId } from '../../agent/discovery/allocation-instance.js';
+import { instanceId } from '../../agent/nomad/instance-id.js';
 import { ConfigError } from '../../agent/errors.js';
 import { createLogger } from '../../agent/log.js';
 import { FakeRuntime } from '../../agent/runtimes/fake.js';
@@ -9,7 +9,7 @@ import { until } from '../helpers/until.js';
 
 /*
  * doze vm run --register: the instance it builds, and its PUT / refresh /
- * DELETE against a real status API (agent/registry.ts over a fake traffic
+ * DELETE against a real status API (agent/instances/registry.ts over a fake traffic
  * source; the runtime is swapped for a fake one, since no owner runs here).
  */
 

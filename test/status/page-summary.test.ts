@@ -1,6 +1,6 @@
 import test from 'ava';
 import { renderSummary } from '../../agent/status/page.js';
-import type { StatusReport } from '../../agent/status/connections.js';
+import type { StatusReport } from '../../agent/status/status-report.js';
 
 function report(detail: Record<string, unknown>): StatusReport {
   return {

@@ -2,7 +2,7 @@ import test from 'ava';
 import { startRegistryApp } from '../helpers/registry-app.js';
 
 /*
- * PUT/DELETE /api/instances/{id}: run-time registration (agent/registry.ts),
+ * PUT/DELETE /api/instances/{id}: run-time registration (agent/instances/registry.ts),
  * what `doze vm run --register` uses. A real detector and registry over a fake
  * traffic source and fake runtimes: no kernel objects.
  */

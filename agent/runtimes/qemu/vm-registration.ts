@@ -1,13 +1,13 @@
 import { describeIssues } from '../../shared/zod-issues.js';
 import { instanceSchema, type InstanceConfig } from '../../config/schema.js';
-import { instanceId } from '../../discovery/allocation-instance.js';
+import { instanceId } from '../../nomad/instance-id.js';
 import { ConfigError, messageOf } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { ipv4Addresses } from '../../net/ip.js';
 
 /*
  * `doze vm run --register URL`: the owner hands its VM to the node's agent
- * (PUT /api/instances/{id}, agent/registry.ts) once the VM runs, repeats the
+ * (PUT /api/instances/{id}, agent/instances/registry.ts) once the VM runs, repeats the
  * PUT every `refreshMs` (a no-op while the agent has it; a new registration
  * after an agent restart), and removes it (DELETE, which wakes and releases
  * the instance) when it stops. The instance is built here from

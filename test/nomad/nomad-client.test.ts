@@ -1,6 +1,6 @@
 import { createServer, type AddressInfo } from 'node:net';
 import test from 'ava';
-import { NomadClient, NomadError } from '../../agent/discovery/nomad-client.js';
+import { NomadClient, NomadError } from '../../agent/nomad/nomad-client.js';
 import type { DozeError } from '../../agent/errors.js';
 import { webJob } from '../doubles/nomad/fixtures.js';
 import { startNomadDouble } from '../doubles/nomad/with-double.js';

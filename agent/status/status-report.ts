@@ -1,4 +1,5 @@
 import type { Detector, WakeEventHealth } from '../detector/detector.js';
+import type { DiscoveryReport } from '../discovery/discovery-report.js';
 import type { NodeMemoryView } from './memory-view.js';
 
 /*
@@ -9,38 +10,6 @@ import type { NodeMemoryView } from './memory-view.js';
  * and what became of each Nomad allocation annotated for doze: managed,
  * pending (its namespace or cgroup is not there yet) or invalid, with why.
  */
-
-export interface ConnectionStatus {
-  address: string;
-  connected: boolean;
-  /** When `connected` last changed (ISO 8601). */
-  since: string;
-  /** The last error, while disconnected. */
-  error?: string;
-  /** Extra facts: the Nomad node id and event source, the Consul registration. */
-  detail?: Record<string, unknown>;
-}
-
-export interface AllocationStatus {
-  allocId: string;
-  /** The instance id it is (or would be) managed as. */
-  instance?: string;
-  job?: string;
-  group?: string;
-  task?: string;
-  /** `registered`: a `doze vm run --register` task; its owner registers the VM with the agent itself. */
-  state: 'managed' | 'pending' | 'invalid' | 'registered';
-  reason?: string;
-  /** Host-side interface, once found. */
-  interface?: string;
-  cgroup?: string;
-}
-
-/** What discovery contributes; absent on an agent with static instances only. */
-export interface DiscoveryReport {
-  connections: { nomad?: ConnectionStatus; consul?: ConnectionStatus };
-  allocations: AllocationStatus[];
-}
 
 export interface BudgetReport {
   maxActive: number | null;
@@ -94,44 +63,4 @@ export function statusReport(detector: Detector, discovery: DiscoveryReport | un
 function wakeEventsReport(health: WakeEventHealth): StatusReport['wakeEvents'] {
   const last = health.lastGap;
   return { gaps: health.gaps, lastGap: last ? { reason: last.reason, at: new Date(last.atMs).toISOString() } : null, missed: health.missed, late: health.late };
-}
-
-/** One upstream's reachability, with the time it last flipped. */
-export class ConnectionTracker {
-  private state: ConnectionStatus;
-
-  constructor(address: string, private readonly onChange?: (status: ConnectionStatus) => void) {
-    this.state = { address, connected: false, since: new Date().toISOString(), error: 'not contacted yet' };
-  }
-
-  get connected(): boolean {
-    return this.state.connected;
-  }
-
-  up(detail?: Record<string, unknown>): void {
-    this.set(true, undefined, detail);
-  }
-
-  down(error: string, detail?: Record<string, unknown>): void {
-    this.set(false, error, detail);
-  }
-
-  status(): ConnectionStatus {
-    return { ...this.state, ...(this.state.detail ? { detail: { ...this.state.detail } } : {}) };
-  }
-
-  private set(connected: boolean, error: string | undefined, detail: Record<string, unknown> | undefined): void {
-    const flipped = connected !== this.state.connected;
-    const next: ConnectionStatus = {
-      address: this.state.address,
-      connected,
-      since: flipped ? new Date().toISOString() : this.state.since,
-    };
-    if (error !== undefined) next.error = error;
-    const mergedDetail = detail ? { ...this.state.detail, ...detail } : this.state.detail;
-    if (mergedDetail) next.detail = mergedDetail;
-    const changed = flipped || next.error !== this.state.error || JSON.stringify(next.detail) !== JSON.stringify(this.state.detail);
-    this.state = next;
-    if (changed) this.onChange?.(this.status());
-  }
 }

@@ -1,6 +1,6 @@
 import test from 'ava';
 import * as agentConfig from '../../agent/config/schema.js';
-import { checkMetaLayer, IDLE_POLICIES, META_KEYS, resolveDozeMeta, WAKE_MODES, type MetaLayer } from '../../agent/discovery/meta-keys.js';
+import { checkMetaLayer, IDLE_POLICIES, META_KEYS, resolveDozeMeta, WAKE_MODES, type MetaLayer } from '../../agent/nomad/meta-keys.js';
 
 const layers = (job: Record<string, string> | null, group: Record<string, string> | null, task: Record<string, string> | null): MetaLayer[] => [
   { place: 'job "web"', meta: job },

@@ -1,6 +1,6 @@
 import test from 'ava';
-import { analyzeGroup } from '../../agent/discovery/managed-group.js';
-import { jobSchema } from '../../agent/discovery/nomad-schemas.js';
+import { analyzeGroup } from '../../agent/nomad/managed-group.js';
+import { jobSchema } from '../../agent/nomad/nomad-schemas.js';
 import { webJob } from '../doubles/nomad/fixtures.js';
 
 function unnamed(level: 'group' | 'task') {

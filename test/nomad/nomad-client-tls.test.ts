@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ExecutionContext } from 'ava';
-import { NomadClient, NomadError } from '../../agent/discovery/nomad-client.js';
+import { NomadClient, NomadError } from '../../agent/nomad/nomad-client.js';
 import { missing, testIf } from '../helpers/needs.js';
 
 const opensslTest = testIf(missing('openssl', () => (spawnSync('openssl', ['version'], { stdio: 'ignore' }).status === 0 ? undefined : 'the openssl command makes the test certificates (Debian package openssl)')));

@@ -1,0 +1,75 @@
+import type { DozeConfig } from '../config/schema.js';
+import { ConsulLink } from './consul-link.js';
+import type { DiscoveryReport } from './discovery-report.js';
+import { NomadInstances, type NomadInstancesOptions, type NomadInstancesTuning } from './nomad-instances.js';
+
+/*
+ * What the agent keeps in step with Nomad and Consul, when either is
+ * configured: the allocations on this Nomad client node become instances
+ * (nomad-instances.ts), and the agent keeps its own registration in Consul
+ * (consul-link.ts), tagged with this node's id once Nomad has told it. Either
+ * runs without the other. One report for GET /api/status.
+ */
+
+export interface DiscoveryTuning extends NomadInstancesTuning {
+  /** How often the Consul registration is verified. */
+  consulResyncMs?: number;
+}
+
+export interface DiscoveryOptions extends DiscoveryTuning, Omit<NomadInstancesOptions, 'config'> {
+  config: Pick<DozeConfig, 'nomad' | 'consul'> & { healthChecks?: Pick<DozeConfig['healthChecks'], 'tls'> };
+  /** The status API's "host:port", for the doze-agent check. */
+  statusAddress: () => string;
+}
+
+export class Discovery {
+  readonly nomad: NomadInstances | undefined;
+  readonly consul: ConsulLink | undefined;
+  private readonly controller = new AbortController();
+
+  constructor(options: DiscoveryOptions) {
+    const { nomad, consul, healthChecks } = options.config;
+    if (nomad) this.nomad = new NomadInstances({ ...options, config: { nomad, healthChecks } });
+    if (consul) {
+      this.consul = new ConsulLink({
+        config: consul,
+        log: options.log.child({ component: 'consul' }),
+        statusAddress: options.statusAddress,
+        signal: this.controller.signal,
+        nodeId: () => this.nomad?.nodeId,
+        resyncMs: options.consulResyncMs,
+        minBackoffMs: options.minBackoffMs,
+        maxBackoffMs: options.maxBackoffMs,
+      });
+    }
+  }
+
+  static start(options: DiscoveryOptions): Discovery {
+    const discovery = new Discovery(options);
+    discovery.consul?.start();
+    discovery.nomad?.start();
+    return discovery;
+  }
+
+  /** For GET /api/status. */
+  report(): DiscoveryReport {
+    const nomad = this.nomad?.report();
+    return {
+      connections: {
+        ...(nomad ? nomad.connections : {}),
+        ...(this.consul ? { consul: this.consul.tracker.status() } : {}),
+      },
+      allocations: nomad?.allocations ?? [],
+    };
+  }
+
+  /**
+   * Stops discovery and the Consul link (deregistering the agent). Managed
+   * instances stay in the detector: the agent's own shutdown wakes and releases them.
+   */
+  async stop(): Promise<void> {
+    this.controller.abort();
+    await this.nomad?.stop();
+    await this.consul?.stop();
+  }
+}
