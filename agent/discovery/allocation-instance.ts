@@ -1,4 +1,4 @@
-import type { CheckNeed } from '../health/check-needs.js';
+import type { CheckNeed } from '../nomad/check-needs.js';
 import { analyzeGroup } from '../nomad/managed-group.js';
 import { instanceId } from '../nomad/instance-id.js';
 import type { IdlePolicy, SleepMode, WakeMode } from '../nomad/meta-keys.js';

@@ -12,7 +12,7 @@ import { findHostVeth } from './host-veth.js';
 import { NomadClient } from '../nomad/nomad-client.js';
 import { NomadDiscovery, type DiscoveryStatus } from './nomad-discovery.js';
 import { learnNodeId } from './node-id.js';
-import { unanswerableChecks } from '../health/check-needs.js';
+import { unanswerableChecks } from '../nomad/check-needs.js';
 import { describeMissing, missingRights, nomadProbes } from './permissions.js';
 import { findNomadTaskCgroup, nomadTaskCgroupCandidates } from './task-cgroup.js';
 import { instanceConfigFor, unsupportedReason, type InstanceSettings } from './instance-config.js';

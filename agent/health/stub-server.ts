@@ -27,7 +27,7 @@
  * H2PING (TLS by default) and TCP-with-TLS checks (a handshake, then
  * close). The certificate is the operator's for the instance (`tls(id)`),
  * else a self-signed one made at first need, which only checks that skip
- * verification accept (agent/health/check-needs.ts decides which those are).
+ * verification accept (agent/nomad/check-needs.ts decides which those are).
  * HTTP/2 PINGs (H2PING checks, over TLS or h2c) are acknowledged by the h2
  * session and counted while the instance sleeps.
  * Connections: Consul's HTTP checks ask for `Connection: close` and get it; a

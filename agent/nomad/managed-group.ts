@@ -1,4 +1,4 @@
-import { checkNeeds, unanswerableChecks, type CheckNeed } from '../health/check-needs.js';
+import { checkNeeds, unanswerableChecks, type CheckNeed } from './check-needs.js';
 import { groupPlace, jobPlace, resolveDozeMeta, taskPlace, type DozeSettings } from './meta-keys.js';
 import type { NomadJob, NomadNetworkResource, NomadService, NomadTask, NomadTaskGroup } from './nomad-schemas.js';
 

@@ -1,4 +1,4 @@
-import type { NomadServiceCheck } from '../nomad/nomad-schemas.js';
+import type { NomadServiceCheck } from './nomad-schemas.js';
 
 /*
  * What the stub needs to answer one of a service's checks while its

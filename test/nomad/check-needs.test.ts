@@ -1,5 +1,5 @@
 import test from 'ava';
-import { checkNeeds, unanswerableChecks } from '../../agent/health/check-needs.js';
+import { checkNeeds, unanswerableChecks } from '../../agent/nomad/check-needs.js';
 import { checkJob } from '../../plugin/check-job.js';
 import { webJob } from '../doubles/nomad/fixtures.js';
 
