@@ -1,5 +1,5 @@
 import type { Server } from 'node:http';
-import { ConfigError, messageOf } from './errors.js';
+import { ConfigError, messageOf } from './shared/errors.js';
 import type { DozeConfig, InstanceConfig } from './config/schema.js';
 import type { Runtime } from './runtimes/runtime.js';
 import { Detector } from './detector/detector.js';

@@ -8,7 +8,7 @@ import type { DozeConfig } from './config/schema.js';
 import type { SleepHooks } from './detector/detector.js';
 import type { ManagedInstance } from './detector/managed-instance.js';
 import { readFile } from 'node:fs/promises';
-import { ConfigError, messageOf } from './errors.js';
+import { ConfigError, messageOf } from './shared/errors.js';
 import { StubServer, type StubStatus } from './health/stub-server.js';
 import { HoldServer, type HoldState } from './hold/hold-server.js';
 import type { Logger } from './log.js';

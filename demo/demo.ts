@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Agent } from '../agent/agent.js';
 import { parseConfig } from '../agent/config/load.js';
-import { messageOf } from '../agent/errors.js';
+import { messageOf } from '../agent/shared/errors.js';
 import { createLogger } from '../agent/log.js';
 import { BpffsLock } from '../agent/sources/bpffs-lock.js';
 import { run } from '../agent/process/exec.js';

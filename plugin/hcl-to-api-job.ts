@@ -1,5 +1,5 @@
 import { parseDuration } from '../agent/config/duration.js';
-import { DozeError } from '../agent/errors.js';
+import { DozeError } from '../agent/shared/errors.js';
 
 /*
  * Turns hcl2json's rendering of a jobspec into Nomad's API job JSON, for the

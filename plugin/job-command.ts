@@ -5,7 +5,7 @@ import { formatDuration } from '../agent/config/duration.js';
 import { BUSY_CPU_DEFAULT } from '../agent/config/schema.js';
 import { NomadClient, NomadError } from '../agent/nomad/nomad-client.js';
 import type { WakeMode } from '../agent/nomad/meta-keys.js';
-import { DozeError, messageOf } from '../agent/errors.js';
+import { DozeError, messageOf } from '../agent/shared/errors.js';
 import { checkJob, type JobCheck } from './check-job.js';
 import { loadJobspec } from './load-jobspec.js';
 import { prepareJob } from './prepare-job.js';

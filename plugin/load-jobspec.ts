@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { DozeError } from '../agent/errors.js';
+import { DozeError } from '../agent/shared/errors.js';
 import { NomadError, type NomadClient } from '../agent/nomad/nomad-client.js';
 import { hclJsonToApiJob } from './hcl-to-api-job.js';
 import { parseHclOffline } from './parse-hcl-offline.js';

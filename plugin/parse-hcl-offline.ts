@@ -1,4 +1,4 @@
-import { DozeError, messageOf } from '../agent/errors.js';
+import { DozeError, messageOf } from '../agent/shared/errors.js';
 import { hclJsonToApiJob } from './hcl-to-api-job.js';
 
 type Hcl2Json = { parse(filename: string, contents: string): Promise<Record<string, unknown>> };

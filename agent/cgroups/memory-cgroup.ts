@@ -1,7 +1,7 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
-import { RuntimeError } from '../errors.js';
+import { RuntimeError } from '../shared/errors.js';
 import { cgroupsOfProcess } from './process-cgroups.js';
 
 export const CGROUP_ROOT = '/sys/fs/cgroup';

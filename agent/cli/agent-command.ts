@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util';
 import { Agent } from '../agent.js';
 import { loadConfigFile, overridesFromEnv } from '../config/load.js';
-import { DozeError, messageOf } from '../errors.js';
+import { DozeError, messageOf } from '../shared/errors.js';
 import { createLogger, LOG_LEVELS, type LogLevel } from '../log.js';
 import { EXIT } from './exit-codes.js';
 

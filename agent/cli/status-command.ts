@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util';
 import axios from 'axios';
 import { z } from 'zod';
-import { messageOf } from '../errors.js';
+import { messageOf } from '../shared/errors.js';
 import { EXIT } from './exit-codes.js';
 
 export const STATUS_HELP = `Usage: doze status [--addr ADDR] [--json]

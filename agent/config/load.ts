@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { ConfigError } from '../errors.js';
+import { ConfigError } from '../shared/errors.js';
 import { describeIssue, fieldPath } from '../shared/zod-issues.js';
 import { configSchema, type DozeConfig } from './schema.js';
 

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { DozeError, messageOf, withDeadline } from '../errors.js';
+import { DozeError, messageOf, withDeadline } from '../shared/errors.js';
 import type { Logger } from '../log.js';
 import { BpfInstanceState, monotonicNs, type Connection, type InstanceCounters, type WakeEvent } from '../sources/bpf-records.js';
 import type { TrafficSource } from '../sources/traffic-source.js';

@@ -3,7 +3,7 @@ import https from 'node:https';
 import Consul from 'consul';
 import { z } from 'zod';
 import type { ConsulConfig } from '../config/schema.js';
-import { DozeError, UpstreamError, messageOf } from '../errors.js';
+import { DozeError, UpstreamError, messageOf } from '../shared/errors.js';
 import { summarizeIssues } from '../shared/zod-issues.js';
 
 /*

@@ -1,6 +1,6 @@
 import type { ConsulConfig } from '../config/schema.js';
 import { formatDuration } from '../config/duration.js';
-import { messageOf } from '../errors.js';
+import { messageOf } from '../shared/errors.js';
 import type { Logger } from '../log.js';
 import { ConnectionTracker } from './connection-tracker.js';
 import { nextBackoff, delay } from './backoff.js';

@@ -1,5 +1,5 @@
 import { access } from 'node:fs/promises';
-import { DozeError } from '../errors.js';
+import { DozeError } from '../shared/errors.js';
 import { listLinks, type Netns } from '../net/ip.js';
 
 /*

@@ -1,4 +1,4 @@
-import { messageOf } from '../errors.js';
+import { messageOf } from '../shared/errors.js';
 import type { Logger } from '../log.js';
 import type { NomadClient } from '../nomad/nomad-client.js';
 import { retryWithBackoff, type BackoffOptions } from './backoff.js';

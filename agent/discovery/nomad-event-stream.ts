@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import { messageOf } from '../errors.js';
+import { messageOf } from '../shared/errors.js';
 import { summarizeIssues } from '../shared/zod-issues.js';
 import { nextBackoff, delay, type BackoffOptions } from './backoff.js';
 import { JsonValueSplitter } from './json-value-splitter.js';

@@ -3,7 +3,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { DozeError, messageOf } from '../errors.js';
+import { DozeError, messageOf } from '../shared/errors.js';
 
 const run = promisify(execFile);
 

@@ -60,7 +60,7 @@ import net from 'node:net';
 import http from 'node:http';
 import http2 from 'node:http2';
 import type tls from 'node:tls';
-import { DozeError } from '../errors.js';
+import { DozeError } from '../shared/errors.js';
 import { selfSignedPair, type KeyPair } from './self-signed.js';
 
 export type StubStatus = 'sleeping' | 'failed' | 'other';

@@ -8,7 +8,7 @@
  * once instead of leaving it hanging.
  */
 import net from 'node:net';
-import { DozeError } from '../errors.js';
+import { DozeError } from '../shared/errors.js';
 
 export type HoldState = 'waiting' | 'serving' | 'failed';
 

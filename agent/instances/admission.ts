@@ -1,7 +1,7 @@
 import type { InstanceConfig } from '../config/schema.js';
 import type { Detector } from '../detector/detector.js';
 import { describeKey, ManagedInstance, trafficKey } from '../detector/managed-instance.js';
-import { messageOf } from '../errors.js';
+import { messageOf } from '../shared/errors.js';
 import type { Logger } from '../log.js';
 import { createRuntime } from '../runtimes/create-runtime.js';
 import type { Runtime } from '../runtimes/runtime.js';

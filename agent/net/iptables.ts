@@ -1,4 +1,4 @@
-import { DozeError } from '../errors.js';
+import { DozeError } from '../shared/errors.js';
 import { run } from '../process/exec.js';
 
 export type Table = 'mangle' | 'nat' | 'filter';

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { DozeError } from '../errors.js';
+import { DozeError } from '../shared/errors.js';
 import { run, runJson } from '../process/exec.js';
 import { linkExists } from './ip.js';
 

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import https from 'node:https';
 import axios, { type AxiosInstance, type AxiosResponse } from 'axios';
 import { z } from 'zod';
-import { DozeError, UpstreamError, messageOf } from '../errors.js';
+import { DozeError, UpstreamError, messageOf } from '../shared/errors.js';
 import { summarizeIssues } from '../shared/zod-issues.js';
 import {
   agentSelfSchema,

@@ -1,6 +1,6 @@
 import { execFile, type ExecFileException } from 'node:child_process';
 import type { z } from 'zod';
-import { DeadlineError, DozeError } from '../errors.js';
+import { DeadlineError, DozeError } from '../shared/errors.js';
 import { summarizeIssues } from '../shared/zod-issues.js';
 
 /*

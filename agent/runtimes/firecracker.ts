@@ -2,7 +2,7 @@ import { constants } from 'node:fs';
 import { access, mkdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { RuntimeError, messageOf } from '../errors.js';
+import { RuntimeError, messageOf } from '../shared/errors.js';
 import { HandleFile } from './runtime-handle.js';
 import type { ProbeResult, Runtime, RuntimeCapabilities, RuntimeHandle, RuntimeObservedState } from './runtime.js';
 import { Deadline } from './deadline.js';

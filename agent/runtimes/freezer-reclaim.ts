@@ -2,7 +2,7 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { messageOf } from '../errors.js';
+import { messageOf } from '../shared/errors.js';
 import { liftSettings, readMemoryUsage, reclaimRequest, restoreSettings, swapBlockers, type LiftedSetting, type MemoryCgroup } from '../cgroups/memory-cgroup.js';
 import { readNodeSwap, type NodeSwap } from '../cgroups/node-swap.js';
 import { pageoutHelperPath } from './qemu/memory-reclaim.js';

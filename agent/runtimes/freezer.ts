@@ -2,7 +2,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { access } from 'node:fs/promises';
 import { dirname, isAbsolute, join } from 'node:path';
 import { readUsage, type UsageReading } from '../cgroups/cpu-usage.js';
-import { DeadlineError, RuntimeError } from '../errors.js';
+import { DeadlineError, RuntimeError } from '../shared/errors.js';
 import { locateMemoryCgroup, memoryCgroupBesideFreezer, memoryCgroupOfProcess, oomKills, readMemoryUsage, type MemoryCgroup, type MemoryUsage } from '../cgroups/memory-cgroup.js';
 import { readNodeSwap, type NodeSwap } from '../cgroups/node-swap.js';
 import { FreezerReclaim, type ReclaimOutcome } from './freezer-reclaim.js';

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { NomadError, type NomadClient } from '../nomad/nomad-client.js';
 import { ACTIVE_DEPLOYMENT_STATUSES, type NomadAllocation, type NomadAllocationChecks, type NomadAllocationStub, type NomadJob } from '../nomad/nomad-schemas.js';
-import { DeadlineError, RuntimeError, messageOf, withDeadline } from '../errors.js';
+import { DeadlineError, RuntimeError, messageOf, withDeadline } from '../shared/errors.js';
 import { HandleFile } from './runtime-handle.js';
 import type { ProbeResult, Runtime, RuntimeHandle, RuntimeObservedState } from './runtime.js';
 import { Deadline } from './deadline.js';

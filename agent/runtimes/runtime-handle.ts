@@ -1,7 +1,7 @@
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { z } from 'zod';
-import { RuntimeError } from '../errors.js';
+import { RuntimeError } from '../shared/errors.js';
 import { summarizeIssues } from '../shared/zod-issues.js';
 
 /*

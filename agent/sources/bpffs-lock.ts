@@ -2,7 +2,7 @@ import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { ConfigError, DozeError } from '../errors.js';
+import { ConfigError, DozeError } from '../shared/errors.js';
 import type { Logger } from '../log.js';
 import { readStatFields } from '../process/proc-stat.js';
 import { defaultHelperPath } from './map-client.js';

@@ -1,7 +1,7 @@
 import { access, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ConfigError, DozeError } from '../errors.js';
+import { ConfigError, DozeError } from '../shared/errors.js';
 import { defaultRouteDevices, isLocalAddress } from '../net/ip.js';
 import type { Logger } from '../log.js';
 import { defaultHelperPath, MapClient } from './map-client.js';

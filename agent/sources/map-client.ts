@@ -1,6 +1,6 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { DozeError } from '../errors.js';
+import { DozeError } from '../shared/errors.js';
 
 export interface MapEntry {
   key: Buffer;

@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import { DozeError } from '../errors.js';
+import { DozeError } from '../shared/errors.js';
 import { decodeWakeEvent, type WakeEvent } from './bpf-records.js';
 import { defaultHelperPath } from './map-client.js';
 

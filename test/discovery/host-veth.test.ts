@@ -1,6 +1,6 @@
 import test from 'ava';
 import { findHostVeth } from '../../agent/discovery/host-veth.js';
-import type { DozeError } from '../../agent/errors.js';
+import type { DozeError } from '../../agent/shared/errors.js';
 import { uniqueSuffix } from '../helpers/names.js';
 import { rootTest } from '../helpers/root.js';
 import { sh, shQuiet } from '../helpers/sh.js';

@@ -9,7 +9,7 @@ import { ConsulAgentClient } from '../../agent/discovery/consul-agent.js';
 import { ConsulLink } from '../../agent/discovery/consul-link.js';
 import { NomadClient, NomadError } from '../../agent/nomad/nomad-client.js';
 import { findNomadTaskCgroup, nomadTaskCgroupCandidates } from '../../agent/discovery/task-cgroup.js';
-import { ConfigError } from '../../agent/errors.js';
+import { ConfigError } from '../../agent/shared/errors.js';
 import { createLogger } from '../../agent/log.js';
 import { ConnectionTracker } from '../../agent/discovery/connection-tracker.js';
 import { AgentApiDouble } from '../doubles/consul/agent-api.js';

@@ -1,4 +1,4 @@
-import { RuntimeError } from '../../agent/errors.js';
+import { RuntimeError } from '../../agent/shared/errors.js';
 import type { Runtime } from '../../agent/runtimes/runtime.js';
 
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

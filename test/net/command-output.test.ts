@@ -2,7 +2,7 @@ import test from 'ava';
 import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { DozeError } from '../../agent/errors.js';
+import type { DozeError } from '../../agent/shared/errors.js';
 import { ipv4Addresses, listLinks } from '../../agent/net/ip.js';
 import { listRules } from '../../agent/net/iptables.js';
 

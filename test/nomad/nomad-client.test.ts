@@ -1,7 +1,7 @@
 import { createServer, type AddressInfo } from 'node:net';
 import test from 'ava';
 import { NomadClient, NomadError } from '../../agent/nomad/nomad-client.js';
-import type { DozeError } from '../../agent/errors.js';
+import type { DozeError } from '../../agent/shared/errors.js';
 import { webJob } from '../doubles/nomad/fixtures.js';
 import { startNomadDouble } from '../doubles/nomad/with-double.js';
 

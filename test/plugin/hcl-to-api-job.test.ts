@@ -1,5 +1,5 @@
 import test from 'ava';
-import type { DozeError } from '../../agent/errors.js';
+import type { DozeError } from '../../agent/shared/errors.js';
 import { hclJsonToApiJob, pascalCase } from '../../plugin/hcl-to-api-job.js';
 import { loadJobspec } from '../../plugin/load-jobspec.js';
 import { parseHclOffline } from '../../plugin/parse-hcl-offline.js';

@@ -1,6 +1,6 @@
 import test from 'ava';
 import { z } from 'zod';
-import { DozeError } from '../../agent/errors.js';
+import { DozeError } from '../../agent/shared/errors.js';
 import { run, runJson } from '../../agent/process/exec.js';
 
 test('a command that outlives its deadline is killed, and the error names the command and the deadline', async (t) => {

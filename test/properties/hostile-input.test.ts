@@ -8,7 +8,7 @@ import test from 'ava';
 import fc from 'fast-check';
 import { parseConfig } from '../../agent/config/load.js';
 import { parseDuration } from '../../agent/config/duration.js';
-import { ConfigError } from '../../agent/errors.js';
+import { ConfigError } from '../../agent/shared/errors.js';
 import { META_KEYS, resolveDozeMeta } from '../../agent/nomad/meta-keys.js';
 import { allocationSchema } from '../../agent/nomad/nomad-schemas.js';
 import { allocationInstance } from '../../agent/discovery/allocation-instance.js';

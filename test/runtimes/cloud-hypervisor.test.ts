@@ -2,7 +2,7 @@ import test from 'ava';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { DozeError } from '../../agent/errors.js';
+import type { DozeError } from '../../agent/shared/errors.js';
 import { CloudHypervisorRuntime } from '../../agent/runtimes/cloud-hypervisor.js';
 import { CloudHypervisorDouble } from '../doubles/cloud-hypervisor/cloud-hypervisor-double.js';
 import { runtimeContract, type SlowControl } from './contract.js';

@@ -1,5 +1,5 @@
 import type { ExecutionContext } from 'ava';
-import type { DozeError } from '../../agent/errors.js';
+import type { DozeError } from '../../agent/shared/errors.js';
 import type { Runtime } from '../../agent/runtimes/runtime.js';
 import { testIf, type Missing } from '../helpers/needs.js';
 import { until } from '../helpers/until.js';

@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { DozeError } from '../../agent/errors.js';
+import type { DozeError } from '../../agent/shared/errors.js';
 import { FirecrackerRuntime, type FirecrackerOptions } from '../../agent/runtimes/firecracker.js';
 import { unixRequest } from '../../agent/runtimes/vmm/unix-http.js';
 import { SpawnVmmLauncher, socketOwner, type CommandSpec } from '../../agent/runtimes/vmm/vmm-launcher.js';

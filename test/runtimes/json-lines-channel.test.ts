@@ -2,7 +2,7 @@ import test from 'ava';
 import { createConnection, createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { DeadlineError, DozeError } from '../../agent/errors.js';
+import { DeadlineError, DozeError } from '../../agent/shared/errors.js';
 import { JsonLinesChannel, type RequestErrors } from '../../agent/runtimes/qemu/json-lines-channel.js';
 import { OwnerControlServer, type OwnerOperations } from '../../agent/runtimes/qemu/owner-control-server.js';
 import { OwnerClient, type OwnerStatus } from '../../agent/runtimes/qemu/owner-protocol.js';

@@ -4,7 +4,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NomadClient } from '../../agent/nomad/nomad-client.js';
-import type { DozeError } from '../../agent/errors.js';
+import type { DozeError } from '../../agent/shared/errors.js';
 import { NomadScaleRuntime, type NomadScaleOptions } from '../../agent/runtimes/nomad-scale.js';
 import { webJob } from '../doubles/nomad/fixtures.js';
 import type { NomadDoubleOptions } from '../doubles/nomad/nomad-double.js';

@@ -3,7 +3,7 @@ import { createServer } from 'node:net';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DeadlineError } from '../../agent/errors.js';
+import { DeadlineError } from '../../agent/shared/errors.js';
 import { QmpClient, QmpError, type QmpEvent } from '../../agent/runtimes/qemu/qmp-client.js';
 import { QmpSession } from '../../agent/runtimes/qemu/qmp-session.js';
 import { QemuPauseRuntime, observedFromQemuStatus } from '../../agent/runtimes/qemu/qemu-pause.js';

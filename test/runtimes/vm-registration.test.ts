@@ -1,6 +1,6 @@
 import test from 'ava';
 import { instanceId } from '../../agent/nomad/instance-id.js';
-import { ConfigError } from '../../agent/errors.js';
+import { ConfigError } from '../../agent/shared/errors.js';
 import { createLogger } from '../../agent/log.js';
 import { FakeRuntime } from '../../agent/runtimes/fake.js';
 import { AgentRegistration, peerAddress, registrationDraft, validateRegistration } from '../../agent/runtimes/qemu/vm-registration.js';

@@ -1,7 +1,7 @@
 import test from 'ava';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { DozeError } from '../../agent/errors.js';
+import { DozeError } from '../../agent/shared/errors.js';
 import { defaultObjectPath } from '../../agent/sources/ebpf-source.js';
 import { attach, detach } from '../../agent/net/tc.js';
 import { createBpffs } from '../helpers/bpffs.js';

@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { access, readFile, statfs } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { RuntimeError } from '../../errors.js';
+import { RuntimeError } from '../../shared/errors.js';
 import type { Logger } from '../../log.js';
 import { spawnOwnedChild } from './qemu-process.js';
 

@@ -1,6 +1,6 @@
 import { chmod, rm } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
-import { messageOf } from '../../errors.js';
+import { messageOf } from '../../shared/errors.js';
 import { JsonLinesChannel } from './json-lines-channel.js';
 import { ownerRequestSchema, type OwnerRequest, type OwnerState, type OwnerStatus } from './owner-protocol.js';
 

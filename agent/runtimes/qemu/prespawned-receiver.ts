@@ -1,4 +1,4 @@
-import { messageOf } from '../../errors.js';
+import { messageOf } from '../../shared/errors.js';
 import type { Logger } from '../../log.js';
 import { BOOT_QMP_MS, type QemuProcess } from './qemu-process.js';
 

@@ -3,7 +3,7 @@ import { access } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { readUsage, type UsageReading } from '../../cgroups/cpu-usage.js';
-import { DeadlineError, RuntimeError, messageOf, withDeadline } from '../../errors.js';
+import { DeadlineError, RuntimeError, messageOf, withDeadline } from '../../shared/errors.js';
 import type { ProbeResult, Runtime, RuntimeObservedState } from '../runtime.js';
 import { cgroupMemoryBytes, inMemoryFilesystem, locateMemoryCgroup, pageoutFile, pageoutHelperPath, type MemoryCgroup } from './memory-reclaim.js';
 import { QmpSession } from './qmp-session.js';

@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 import { rm } from 'node:fs/promises';
 import { setTimeout as delay } from 'node:timers/promises';
-import { DeadlineError, RuntimeError } from '../../errors.js';
+import { DeadlineError, RuntimeError } from '../../shared/errors.js';
 import { diesWithParent } from '../../process/die-with-parent.js';
 import { QmpClient } from './qmp-client.js';
 

@@ -1,5 +1,5 @@
 import { readUsage, type UsageReading } from '../../cgroups/cpu-usage.js';
-import { messageOf } from '../../errors.js';
+import { messageOf } from '../../shared/errors.js';
 import type { ProbeResult, Runtime, RuntimeObservedState } from '../runtime.js';
 import { OwnerClient, OwnerError, type OwnerState, type OwnerStatus } from './owner-protocol.js';
 import { ReconnectingConnection } from './reconnecting-connection.js';

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { createConnection } from 'node:net';
 import { z } from 'zod';
-import { DeadlineError, DozeError, withDeadline } from '../../errors.js';
+import { DeadlineError, DozeError, withDeadline } from '../../shared/errors.js';
 import { JsonLinesChannel } from './json-lines-channel.js';
 
 /**

@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { ConfigError } from '../../errors.js';
+import { ConfigError } from '../../shared/errors.js';
 
 /** Where a `doze vm run` owner keeps one VM's files (all inside its state directory, on disk). */
 export interface VmLayout {

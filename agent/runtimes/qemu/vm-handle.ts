@@ -1,6 +1,6 @@
 import { readFile, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import { z } from 'zod';
-import { ConfigError } from '../../errors.js';
+import { ConfigError } from '../../shared/errors.js';
 import type { Logger } from '../../log.js';
 import { killAndWait, processesMentioning } from '../../process/die-with-parent.js';
 import { OwnerClient, type OwnerState } from './owner-protocol.js';

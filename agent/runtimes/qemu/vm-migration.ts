@@ -4,7 +4,7 @@ import { createServer } from 'node:net';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as delay } from 'node:timers/promises';
 import { z } from 'zod';
-import { RuntimeError } from '../../errors.js';
+import { RuntimeError } from '../../shared/errors.js';
 import { POLL_MS, QMP_MS, type QemuProcess } from './qemu-process.js';
 import type { QmpClient } from './qmp-client.js';
 import { shellQuote, type SnapshotKind, type VmLayout } from './vm-command-line.js';

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { mkdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
-import { ConfigError, messageOf, withDeadline } from '../../errors.js';
+import { ConfigError, messageOf, withDeadline } from '../../shared/errors.js';
 import type { Logger } from '../../log.js';
 import { inMemoryFilesystem, loadWorkingSet, locateMemoryCgroup, pageoutFile, saveWorkingSet } from './memory-reclaim.js';
 import { OwnerControlServer } from './owner-control-server.js';

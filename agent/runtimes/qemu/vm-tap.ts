@@ -1,4 +1,4 @@
-import { ConfigError, DozeError, RuntimeError } from '../../errors.js';
+import { ConfigError, DozeError, RuntimeError } from '../../shared/errors.js';
 import { addTap, deleteLink, ipv4Addresses, linkExists, replaceAddress, replacePermanentNeighbour, setLinkUp } from '../../net/ip.js';
 import { peerAddress } from './vm-registration.js';
 

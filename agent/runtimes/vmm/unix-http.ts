@@ -1,6 +1,6 @@
 import http from 'node:http';
 import { z } from 'zod';
-import { DeadlineError, UpstreamError } from '../../errors.js';
+import { DeadlineError, UpstreamError } from '../../shared/errors.js';
 import { summarizeIssues } from '../../shared/zod-issues.js';
 
 /*

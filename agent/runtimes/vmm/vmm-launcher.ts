@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFile, readdir, readlink, rm } from 'node:fs/promises';
-import { DeadlineError, RuntimeError, messageOf } from '../../errors.js';
+import { DeadlineError, RuntimeError, messageOf } from '../../shared/errors.js';
 import { unixRequest } from './unix-http.js';
 
 /*

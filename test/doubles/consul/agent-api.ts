@@ -44,7 +44,7 @@
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { DozeError } from '../../../agent/errors.js';
+import { DozeError } from '../../../agent/shared/errors.js';
 import type { CheckDefinition, CheckRunner, CheckStatus } from './check-runner.js';
 
 export interface AgentApiDoubleOptions {

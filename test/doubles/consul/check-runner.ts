@@ -43,7 +43,7 @@ import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import readline from 'node:readline';
-import { DozeError } from '../../../agent/errors.js';
+import { DozeError } from '../../../agent/shared/errors.js';
 import { DEFAULT_OUTPUT_MAX, DEFAULT_TIMEOUT_MS, probe as probeInProcess } from './probes.mjs';
 import type { CheckStatus, ProbeRequest, ProbeResult } from './probes.mjs';
 
