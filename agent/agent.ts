@@ -3,7 +3,7 @@ import { ConfigError, messageOf } from './shared/errors.js';
 import type { DozeConfig, InstanceConfig } from './config/schema.js';
 import type { Runtime } from './runtimes/runtime.js';
 import { Detector } from './detector/detector.js';
-import type { Logger } from './log.js';
+import type { Logger } from './shared/log.js';
 import { checkInterfaces, checkTools, reportSwap } from './preflight.js';
 import type { StubServer } from './health/stub-server.js';
 import { SleepGuards } from './sleep-guards.js';

@@ -2,7 +2,7 @@ import { access, readFile } from 'node:fs/promises';
 import { readNodeSwap } from './cgroups/node-swap.js';
 import type { DozeConfig } from './config/schema.js';
 import { ConfigError, DozeError } from './shared/errors.js';
-import type { Logger } from './log.js';
+import type { Logger } from './shared/log.js';
 import { run, PACKAGE_OF } from './process/exec.js';
 
 /** Fails fast, naming the Debian package, when a tool the agent drives is missing. */

@@ -11,7 +11,7 @@ import { readFile } from 'node:fs/promises';
 import { ConfigError, messageOf } from './shared/errors.js';
 import { StubServer, type StubStatus } from './health/stub-server.js';
 import { HoldServer, type HoldState } from './hold/hold-server.js';
-import type { Logger } from './log.js';
+import type { Logger } from './shared/log.js';
 import { CheckMarking } from './netfilter/check-marking.js';
 import { checkRedirect, holdRedirect, type DnatChain } from './netfilter/dnat-chain.js';
 import { routeSource } from './netfilter/route-source.js';

@@ -17,7 +17,7 @@ import { parseArgs } from 'node:util';
 import { Agent } from '../agent/agent.js';
 import { parseConfig } from '../agent/config/load.js';
 import { messageOf } from '../agent/shared/errors.js';
-import { createLogger } from '../agent/log.js';
+import { createLogger } from '../agent/shared/log.js';
 import { BpffsLock } from '../agent/sources/bpffs-lock.js';
 import { run } from '../agent/process/exec.js';
 import { readNodeSwap } from '../agent/cgroups/node-swap.js';

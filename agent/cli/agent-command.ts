@@ -2,7 +2,7 @@ import { parseArgs } from 'node:util';
 import { Agent } from '../agent.js';
 import { loadConfigFile, overridesFromEnv } from '../config/load.js';
 import { DozeError, messageOf } from '../shared/errors.js';
-import { createLogger, LOG_LEVELS, type LogLevel } from '../log.js';
+import { createLogger, LOG_LEVELS, type LogLevel } from '../shared/log.js';
 import { EXIT } from './exit-codes.js';
 
 export const AGENT_HELP = `Usage: doze agent --config FILE [options]

@@ -2,7 +2,7 @@ import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { parseDuration } from '../config/duration.js';
 import { ConfigError, messageOf } from '../shared/errors.js';
-import { createLogger, LOG_LEVELS, type LogLevel } from '../log.js';
+import { createLogger, LOG_LEVELS, type LogLevel } from '../shared/log.js';
 import { vmLayout } from '../runtimes/qemu/vm-command-line.js';
 import { OwnedTap, planTap, type TapPlan } from '../runtimes/qemu/vm-tap.js';
 import { VmOwner } from '../runtimes/qemu/vm-owner.js';

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { DozeError, messageOf, withDeadline } from '../shared/errors.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../shared/log.js';
 import { BpfInstanceState, monotonicNs, type Connection, type InstanceCounters, type WakeEvent } from '../sources/bpf-records.js';
 import type { TrafficSource } from '../sources/traffic-source.js';
 import type { RuntimeObservedState } from '../runtimes/runtime.js';

@@ -1,7 +1,7 @@
 import type { ConsulConfig } from '../config/schema.js';
 import { formatDuration } from '../config/duration.js';
 import { messageOf } from '../shared/errors.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../shared/log.js';
 import { ConnectionTracker } from './connection-tracker.js';
 import { nextBackoff, delay } from './backoff.js';
 import { ConsulAgentClient } from './consul-agent.js';

@@ -1,5 +1,5 @@
 import { messageOf } from '../shared/errors.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../shared/log.js';
 import type { NomadClient } from '../nomad/nomad-client.js';
 import { retryWithBackoff, type BackoffOptions } from './backoff.js';
 import type { ConnectionTracker } from './connection-tracker.js';

@@ -2,7 +2,7 @@ import type { DozeConfig, NomadConfig } from '../config/schema.js';
 import type { Detector } from '../detector/detector.js';
 import type { ManagedInstance } from '../detector/managed-instance.js';
 import { messageOf } from '../shared/errors.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../shared/log.js';
 import type { Clash, InstanceAdmission } from '../instances/admission.js';
 import { ConnectionTracker } from './connection-tracker.js';
 import type { AllocationStatus, DiscoveryReport } from './discovery-report.js';

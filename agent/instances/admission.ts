@@ -2,7 +2,7 @@ import type { InstanceConfig } from '../config/schema.js';
 import type { Detector } from '../detector/detector.js';
 import { describeKey, ManagedInstance, trafficKey } from '../detector/managed-instance.js';
 import { messageOf } from '../shared/errors.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../shared/log.js';
 import { createRuntime } from '../runtimes/create-runtime.js';
 import type { Runtime } from '../runtimes/runtime.js';
 import { monotonicNs } from '../sources/bpf-records.js';

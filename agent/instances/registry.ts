@@ -3,7 +3,7 @@ import type { Detector } from '../detector/detector.js';
 import type { ManagedInstance } from '../detector/managed-instance.js';
 import { messageOf } from '../shared/errors.js';
 import type { AdmissionRefusal, InstanceAdmission } from './admission.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../shared/log.js';
 
 /*
  * Instances registered at run time through the status API

@@ -3,7 +3,7 @@ import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { ConfigError, DozeError } from '../shared/errors.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../shared/log.js';
 import { readStatFields } from '../process/proc-stat.js';
 import { defaultHelperPath } from './map-client.js';
 

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, DozeError } from '../shared/errors.js';
 import { defaultRouteDevices, isLocalAddress } from '../net/ip.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../shared/log.js';
 import { defaultHelperPath, MapClient } from './map-client.js';
 import {
   BpfInstanceState, COUNTERS_SIZE, decodeConnection, decodeCounters, encodeCheckNet, encodeSettings, encodeState,

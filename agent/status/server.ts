@@ -5,7 +5,7 @@ import { describeIssues } from '../shared/zod-issues.js';
 import { instanceSchema } from '../config/schema.js';
 import type { Detector } from '../detector/detector.js';
 import type { InstanceRegistry } from '../instances/registry.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../shared/log.js';
 import type { DiscoveryReport } from '../discovery/discovery-report.js';
 import { statusReport } from './status-report.js';
 import { viewOf } from './instance-view.js';

@@ -3,7 +3,7 @@ import type { UsageReading } from '../../agent/cgroups/cpu-usage.js';
 import { parseConfig } from '../../agent/config/load.js';
 import { Detector, type SleepHooks, type TransitionEvent } from '../../agent/detector/detector.js';
 import { ManagedInstance } from '../../agent/detector/managed-instance.js';
-import { createLogger } from '../../agent/log.js';
+import { createLogger } from '../../agent/shared/log.js';
 import { FakeRuntime } from '../../agent/runtimes/fake.js';
 import { monotonicNs, type InstanceCounters } from '../../agent/sources/bpf-records.js';
 import { FakeTrafficSource } from '../helpers/fake-traffic-source.js';

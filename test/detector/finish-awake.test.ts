@@ -2,7 +2,7 @@ import test from 'ava';
 import { parseConfig } from '../../agent/config/load.js';
 import { Detector, type SleepHooks } from '../../agent/detector/detector.js';
 import { ManagedInstance } from '../../agent/detector/managed-instance.js';
-import { createLogger } from '../../agent/log.js';
+import { createLogger } from '../../agent/shared/log.js';
 import { FakeRuntime } from '../../agent/runtimes/fake.js';
 import { monotonicNs } from '../../agent/sources/bpf-records.js';
 import { FakeTrafficSource } from '../helpers/fake-traffic-source.js';

@@ -3,7 +3,7 @@ import { parseConfig } from '../../agent/config/load.js';
 import { Detector, LATE_EVENT_MS, WAKE_EVENT_GRACE_MS, WATCHDOG_INTERVAL_MS } from '../../agent/detector/detector.js';
 import { ManagedInstance } from '../../agent/detector/managed-instance.js';
 import type { InstanceState } from '../../agent/detector/states.js';
-import { createLogger } from '../../agent/log.js';
+import { createLogger } from '../../agent/shared/log.js';
 import { FakeRuntime } from '../../agent/runtimes/fake.js';
 import { monotonicNs, type InstanceCounters } from '../../agent/sources/bpf-records.js';
 import { FakeTrafficSource } from '../helpers/fake-traffic-source.js';

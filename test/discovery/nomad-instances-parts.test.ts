@@ -10,7 +10,7 @@ import { ConsulLink } from '../../agent/discovery/consul-link.js';
 import { NomadClient, NomadError } from '../../agent/nomad/nomad-client.js';
 import { findNomadTaskCgroup, nomadTaskCgroupCandidates } from '../../agent/discovery/task-cgroup.js';
 import { ConfigError } from '../../agent/shared/errors.js';
-import { createLogger } from '../../agent/log.js';
+import { createLogger } from '../../agent/shared/log.js';
 import { ConnectionTracker } from '../../agent/discovery/connection-tracker.js';
 import { AgentApiDouble } from '../doubles/consul/agent-api.js';
 import { startNomadDouble } from '../doubles/nomad/with-double.js';

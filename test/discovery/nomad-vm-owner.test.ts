@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { instanceSchema } from '../../agent/config/schema.js';
 import { instanceId } from '../../agent/nomad/instance-id.js';
 import { Discovery } from '../../agent/discovery/discovery.js';
-import { createLogger } from '../../agent/log.js';
+import { createLogger } from '../../agent/shared/log.js';
 import { FakeRuntime } from '../../agent/runtimes/fake.js';
 import type { AllocationStatus } from '../../agent/discovery/discovery-report.js';
 import { checkJob } from '../../plugin/check-job.js';

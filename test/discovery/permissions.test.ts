@@ -3,7 +3,7 @@ import { ConsulAgentClient } from '../../agent/discovery/consul-agent.js';
 import { ConsulLink } from '../../agent/discovery/consul-link.js';
 import { NomadClient, type NomadError } from '../../agent/nomad/nomad-client.js';
 import { consulProbes, missingRights, nomadProbes } from '../../agent/discovery/permissions.js';
-import { createLogger } from '../../agent/log.js';
+import { createLogger } from '../../agent/shared/log.js';
 import { AgentApiDouble } from '../doubles/consul/agent-api.js';
 import { webJob } from '../doubles/nomad/fixtures.js';
 import { startNomadDouble } from '../doubles/nomad/with-double.js';

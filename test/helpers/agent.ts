@@ -2,7 +2,7 @@ import type { Teardown } from './teardown.js';
 import { Agent, type AgentOptions } from '../../agent/agent.js';
 import { parseConfig } from '../../agent/config/load.js';
 import type { InstanceState } from '../../agent/detector/states.js';
-import { createLogger } from '../../agent/log.js';
+import { createLogger } from '../../agent/shared/log.js';
 import { createBpffs } from './bpffs.js';
 import { uniqueSuffix } from './names.js';
 import { sweepChainsAtTeardown } from './netfilter.js';

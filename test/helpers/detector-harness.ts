@@ -3,7 +3,7 @@ import type { ExecutionContext } from 'ava';
 import { parseConfig } from '../../agent/config/load.js';
 import { Detector, type DetectorOptions, type SleepHooks, type TransitionEvent } from '../../agent/detector/detector.js';
 import { ManagedInstance } from '../../agent/detector/managed-instance.js';
-import { createLogger } from '../../agent/log.js';
+import { createLogger } from '../../agent/shared/log.js';
 import { FakeRuntime, type FakeRuntimeKnobs } from '../../agent/runtimes/fake.js';
 import { monotonicNs } from '../../agent/sources/bpf-records.js';
 import { FakeTrafficSource } from './fake-traffic-source.js';

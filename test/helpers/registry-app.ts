@@ -4,7 +4,7 @@ import type { InstanceConfig } from '../../agent/config/schema.js';
 import { instanceSchema } from '../../agent/config/schema.js';
 import { Detector } from '../../agent/detector/detector.js';
 import { ManagedInstance } from '../../agent/detector/managed-instance.js';
-import { createLogger } from '../../agent/log.js';
+import { createLogger } from '../../agent/shared/log.js';
 import { InstanceAdmission } from '../../agent/instances/admission.js';
 import { InstanceRegistry } from '../../agent/instances/registry.js';
 import { monotonicNs } from '../../agent/sources/bpf-records.js';

@@ -3,7 +3,7 @@ import { instanceSchema, type InstanceConfig } from '../../agent/config/schema.j
 import { Detector } from '../../agent/detector/detector.js';
 import type { ManagedInstance } from '../../agent/detector/managed-instance.js';
 import { InstanceAdmission } from '../../agent/instances/admission.js';
-import { createLogger } from '../../agent/log.js';
+import { createLogger } from '../../agent/shared/log.js';
 import { InstanceRegistry } from '../../agent/instances/registry.js';
 import { FakeRuntime } from '../../agent/runtimes/fake.js';
 import type { ProbeResult } from '../../agent/runtimes/runtime.js';

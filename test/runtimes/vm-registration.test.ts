@@ -1,7 +1,7 @@
 import test from 'ava';
 import { instanceId } from '../../agent/nomad/instance-id.js';
 import { ConfigError } from '../../agent/shared/errors.js';
-import { createLogger } from '../../agent/log.js';
+import { createLogger } from '../../agent/shared/log.js';
 import { FakeRuntime } from '../../agent/runtimes/fake.js';
 import { AgentRegistration, peerAddress, registrationDraft, validateRegistration } from '../../agent/runtimes/qemu/vm-registration.js';
 import { startRegistryApp } from '../helpers/registry-app.js';

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { parseConfig } from '../../agent/config/load.js';
 import { Detector } from '../../agent/detector/detector.js';
 import { ManagedInstance } from '../../agent/detector/managed-instance.js';
-import { createLogger } from '../../agent/log.js';
+import { createLogger } from '../../agent/shared/log.js';
 import { FakeRuntime } from '../../agent/runtimes/fake.js';
 import { monotonicNs } from '../../agent/sources/bpf-records.js';
 import { Metrics } from '../../agent/status/metrics.js';

@@ -3,7 +3,7 @@ import { access, readFile, statfs } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { RuntimeError } from '../../shared/errors.js';
-import type { Logger } from '../../log.js';
+import type { Logger } from '../../shared/log.js';
 import { spawnOwnedChild } from './qemu-process.js';
 
 export const CGROUP_ROOT = '/sys/fs/cgroup';

@@ -1,5 +1,5 @@
 import { messageOf } from '../../shared/errors.js';
-import type { Logger } from '../../log.js';
+import type { Logger } from '../../shared/log.js';
 import { BOOT_QMP_MS, type QemuProcess } from './qemu-process.js';
 
 /** How a receiving QEMU (`-incoming defer`) is started and made ready for a snapshot. */

@@ -1,7 +1,7 @@
 import { readFile, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { ConfigError } from '../../shared/errors.js';
-import type { Logger } from '../../log.js';
+import type { Logger } from '../../shared/log.js';
 import { killAndWait, processesMentioning } from '../../process/die-with-parent.js';
 import { OwnerClient, type OwnerState } from './owner-protocol.js';
 import { ownedFiles, type SnapshotKind, type VmLayout } from './vm-command-line.js';

@@ -3,7 +3,7 @@ import { mkdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { ConfigError, messageOf, withDeadline } from '../../shared/errors.js';
-import type { Logger } from '../../log.js';
+import type { Logger } from '../../shared/log.js';
 import { inMemoryFilesystem, loadWorkingSet, locateMemoryCgroup, pageoutFile, saveWorkingSet } from './memory-reclaim.js';
 import { OwnerControlServer } from './owner-control-server.js';
 import { OwnerError, type OwnerState, type OwnerStatus, type SleepTimings, type WakeTimings } from './owner-protocol.js';

@@ -2,7 +2,7 @@ import { describeIssues } from '../../shared/zod-issues.js';
 import { instanceSchema, type InstanceConfig } from '../../config/schema.js';
 import { instanceId } from '../../nomad/instance-id.js';
 import { ConfigError, messageOf } from '../../shared/errors.js';
-import type { Logger } from '../../log.js';
+import type { Logger } from '../../shared/log.js';
 import { ipv4Addresses } from '../../net/ip.js';
 
 /*
