@@ -1,5 +1,5 @@
 import { formatDuration, parseDuration } from '../config/duration.js';
-import { nearestName } from '../nearest-name.js';
+import { nearestName } from '../shared/nearest-name.js';
 
 /*
  * Every `doze.*` Nomad meta key, with its type, default and meaning. Job,

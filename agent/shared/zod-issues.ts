@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { nearestName } from '../nearest-name.js';
+import { nearestName } from './nearest-name.js';
 import { knownKeysAt } from './known-keys.js';
 
 /*
