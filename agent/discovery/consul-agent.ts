@@ -1,9 +1,8 @@
-import { readFileSync } from 'node:fs';
-import https from 'node:https';
 import Consul from 'consul';
 import { z } from 'zod';
 import type { ConsulConfig } from '../config/schema.js';
-import { DozeError, UpstreamError, messageOf } from '../shared/errors.js';
+import { messageOf, upstreamErrorClass } from '../shared/errors.js';
+import { httpUrl, tlsClientAgent } from '../shared/upstream-http.js';
 import { summarizeIssues } from '../shared/zod-issues.js';
 
 /*
@@ -25,13 +24,7 @@ export type ConsulErrorCode =
   /** Consul answered 2xx with a body doze cannot use. */
   | 'E_CONSUL_RESPONSE';
 
-export class ConsulError extends UpstreamError {
-  declare readonly code: ConsulErrorCode;
-  constructor(code: ConsulErrorCode, message: string, options: { cause?: unknown; status?: number } = {}) {
-    super(code, message, options);
-    this.name = 'ConsulError';
-  }
-}
+export class ConsulError extends upstreamErrorClass<ConsulErrorCode>('ConsulError') {}
 
 const checkSchema = z.looseObject({
   CheckID: z.string().min(1),
@@ -74,15 +67,7 @@ export class ConsulAgentClient {
   private readonly consul: Consul;
 
   constructor(config: Pick<ConsulConfig, 'address' | 'token' | 'tls'>, timeoutMs = 5000) {
-    let url: URL | undefined;
-    try {
-      url = new URL(config.address);
-    } catch {
-      // reported below
-    }
-    if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
-      throw new DozeError('E_CONFIG', `Consul address ${JSON.stringify(config.address)} is not an http(s) URL (expected e.g. "http://127.0.0.1:8500")`);
-    }
+    const url = httpUrl('Consul', config.address, 'http://127.0.0.1:8500');
     this.address = url.origin;
     const secure = url.protocol === 'https:';
     this.consul = new Consul({
@@ -90,7 +75,7 @@ export class ConsulAgentClient {
       port: url.port ? Number(url.port) : secure ? 443 : 80,
       secure,
       defaults: { ...(config.token ? { token: config.token } : {}), timeout: timeoutMs } as { token?: string },
-      ...(secure ? { agent: tlsAgent(config.tls) } : {}),
+      ...(secure ? { agent: tlsClientAgent('Consul', config.tls) } : {}),
     });
   }
 
@@ -142,20 +127,3 @@ export class ConsulAgentClient {
   }
 }
 
-function tlsAgent(tls: ConsulConfig['tls']): https.Agent {
-  const read = (file: string | undefined, what: string) => {
-    if (!file) return undefined;
-    try {
-      return readFileSync(file);
-    } catch (error) {
-      throw new DozeError('E_CONFIG', `cannot read the Consul TLS ${what} ${file}: ${(error as NodeJS.ErrnoException).code ?? messageOf(error)}`, { cause: error });
-    }
-  };
-  return new https.Agent({
-    ca: read(tls?.caFile, 'CA certificate'),
-    cert: read(tls?.certFile, 'client certificate'),
-    key: read(tls?.keyFile, 'client key'),
-    servername: tls?.serverName,
-    keepAlive: true,
-  });
-}

@@ -1,8 +1,7 @@
-import { readFileSync } from 'node:fs';
-import https from 'node:https';
 import axios, { type AxiosInstance, type AxiosResponse } from 'axios';
 import { z } from 'zod';
-import { DozeError, UpstreamError, messageOf } from '../shared/errors.js';
+import { messageOf, upstreamErrorClass } from '../shared/errors.js';
+import { httpUrl, tlsClientAgent, type TlsFiles } from '../shared/upstream-http.js';
 import { summarizeIssues } from '../shared/zod-issues.js';
 import {
   agentSelfSchema,
@@ -27,14 +26,8 @@ import {
  * before it is returned; every failure is a NomadError with a stable code.
  */
 
-export interface NomadTlsOptions {
-  /** PEM files, as NOMAD_CACERT / NOMAD_CLIENT_CERT / NOMAD_CLIENT_KEY name them. */
-  caFile?: string;
-  certFile?: string;
-  keyFile?: string;
-  /** Name to verify the server certificate against (NOMAD_TLS_SERVER_NAME). */
-  serverName?: string;
-}
+/** TLS files as NOMAD_CACERT / NOMAD_CLIENT_CERT / NOMAD_CLIENT_KEY / NOMAD_TLS_SERVER_NAME name them. */
+export type NomadTlsOptions = TlsFiles;
 
 export interface NomadClientOptions {
   /** e.g. "http://127.0.0.1:4646" (NOMAD_ADDR). */
@@ -71,13 +64,7 @@ export type NomadErrorCode =
   /** The event stream answered 200 and closed before its first heartbeat, repeatedly: Nomad ≥ 1.11.2's ACL refusal. */
   | 'E_NOMAD_STREAM_REFUSED';
 
-export class NomadError extends UpstreamError {
-  declare readonly code: NomadErrorCode;
-  constructor(code: NomadErrorCode, message: string, options: { cause?: unknown; status?: number } = {}) {
-    super(code, message, options);
-    this.name = 'NomadError';
-  }
-}
+export class NomadError extends upstreamErrorClass<NomadErrorCode>('NomadError') {}
 
 /** Nomad holds a blocking query up to wait + wait/16 (jitter); allow that plus a margin. */
 function blockingTimeoutMs(waitMs: number): number {
@@ -93,16 +80,7 @@ export class NomadClient {
   private readonly timeoutMs: number;
 
   constructor(options: NomadClientOptions) {
-    let url: URL | undefined;
-    try {
-      url = new URL(options.address);
-    } catch {
-      // reported below
-    }
-    // "localhost:4646" parses as a URL with scheme "localhost:": insist on http(s).
-    if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
-      throw new DozeError('E_CONFIG', `Nomad address ${JSON.stringify(options.address)} is not an http(s) URL (expected e.g. "http://127.0.0.1:4646")`);
-    }
+    const url = httpUrl('Nomad', options.address, 'http://127.0.0.1:4646');
     this.address = url.origin;
     this.namespace = options.namespace;
     this.region = options.region;
@@ -112,7 +90,7 @@ export class NomadClient {
     this.http = axios.create({
       baseURL: this.address,
       headers,
-      httpsAgent: url.protocol === 'https:' ? httpsAgent(options.tls) : undefined,
+      httpsAgent: url.protocol === 'https:' ? tlsClientAgent('Nomad', options.tls) : undefined,
       // Status and JSON are judged here, so failures carry Nomad's own message.
       validateStatus: () => true,
       responseType: 'text',
@@ -280,20 +258,3 @@ export function requiredCapability(what: string): string | undefined {
   return undefined;
 }
 
-function httpsAgent(tls: NomadTlsOptions = {}): https.Agent {
-  const read = (file: string | undefined, what: string) => {
-    if (!file) return undefined;
-    try {
-      return readFileSync(file);
-    } catch (error) {
-      throw new DozeError('E_CONFIG', `cannot read the Nomad TLS ${what} ${file}: ${(error as NodeJS.ErrnoException).code ?? messageOf(error)}`, { cause: error });
-    }
-  };
-  return new https.Agent({
-    ca: read(tls.caFile, 'CA certificate'),
-    cert: read(tls.certFile, 'client certificate'),
-    key: read(tls.keyFile, 'client key'),
-    servername: tls.serverName,
-    keepAlive: true,
-  });
-}

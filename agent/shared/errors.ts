@@ -32,6 +32,20 @@ export class UpstreamError extends DozeError {
   }
 }
 
+/**
+ * The base of one upstream's error class (NomadError, ConsulError, VmmError): its codes typed,
+ * its name set, so `instanceof` and `error.code` checks stay precise per upstream.
+ */
+export function upstreamErrorClass<Code extends string>(name: string) {
+  return class extends UpstreamError {
+    declare readonly code: Code;
+    constructor(code: Code, message: string, options: { cause?: unknown; status?: number } = {}) {
+      super(code, message, options);
+      this.name = name;
+    }
+  };
+}
+
 export class DeadlineError extends DozeError {
   constructor(what: string, ms: number) {
     super('E_DEADLINE', `${what} did not finish within ${ms} ms`);

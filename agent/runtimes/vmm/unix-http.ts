@@ -1,6 +1,6 @@
 import http from 'node:http';
 import { z } from 'zod';
-import { DeadlineError, UpstreamError } from '../../shared/errors.js';
+import { DeadlineError, upstreamErrorClass } from '../../shared/errors.js';
 import { summarizeIssues } from '../../shared/zod-issues.js';
 
 /*
@@ -26,13 +26,7 @@ export type VmmErrorCode =
   /** The VM is in a state the operation cannot start from (booted elsewhere, shut down). */
   | 'E_VMM_STATE';
 
-export class VmmError extends UpstreamError {
-  declare readonly code: VmmErrorCode;
-  constructor(code: VmmErrorCode, message: string, options: { cause?: unknown; status?: number } = {}) {
-    super(code, message, options);
-    this.name = 'VmmError';
-  }
-}
+export class VmmError extends upstreamErrorClass<VmmErrorCode>('VmmError') {}
 
 export async function unixRequest(socketPath: string, method: string, path: string, body: unknown, deadlineMs: number): Promise<UnixHttpResponse> {
   const what = `${method} ${path} on ${socketPath}`;
