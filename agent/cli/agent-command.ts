@@ -1,9 +1,9 @@
-import { parseArgs } from 'node:util';
 import { Agent } from '../agent.js';
 import { loadConfigFile, overridesFromEnv } from '../config/load.js';
 import { DozeError, messageOf } from '../shared/errors.js';
 import { createLogger, LOG_LEVELS, type LogLevel } from '../shared/log.js';
 import { EXIT } from './exit-codes.js';
+import { parseCommandLine } from './command-line.js';
 
 export const AGENT_HELP = `Usage: doze agent --config FILE [options]
 
@@ -24,9 +24,7 @@ SIGTERM or SIGINT: wake every sleeping instance, remove programs and maps, exit 
 Exit codes: 0 clean stop, 1 runtime failure, 2 usage or config error.`;
 
 export async function agentCommand(argv: string[]): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
+  const parsed = parseCommandLine('doze agent', AGENT_HELP, {
       args: argv,
       options: {
         config: { type: 'string', short: 'c' },
@@ -38,15 +36,9 @@ export async function agentCommand(argv: string[]): Promise<number> {
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
-    }));
-  } catch (error) {
-    process.stderr.write(`doze agent: ${messageOf(error)}\n\n${AGENT_HELP}\n`);
-    return EXIT.usage;
-  }
-  if (values.help) {
-    process.stdout.write(`${AGENT_HELP}\n`);
-    return EXIT.ok;
-  }
+    });
+  if (typeof parsed === 'number') return parsed;
+  const { values } = parsed;
   if (!values.config) {
     process.stderr.write(`doze agent: --config FILE is required\n\n${AGENT_HELP}\n`);
     return EXIT.usage;

@@ -1,8 +1,8 @@
-import { parseArgs } from 'node:util';
 import axios from 'axios';
 import { z } from 'zod';
 import { messageOf } from '../shared/errors.js';
 import { EXIT } from './exit-codes.js';
+import { parseCommandLine } from './command-line.js';
 
 export const STATUS_HELP = `Usage: doze status [--addr ADDR] [--json]
 
@@ -49,17 +49,9 @@ export function formatTable(rows: string[][]): string {
 }
 
 export async function statusCommand(argv: string[]): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({ args: argv, options: { addr: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } }));
-  } catch (error) {
-    process.stderr.write(`doze status: ${messageOf(error)}\n\n${STATUS_HELP}\n`);
-    return EXIT.usage;
-  }
-  if (values.help) {
-    process.stdout.write(`${STATUS_HELP}\n`);
-    return EXIT.ok;
-  }
+  const command = parseCommandLine('doze status', STATUS_HELP, { args: argv, options: { addr: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } });
+  if (typeof command === 'number') return command;
+  const { values } = command;
   const addr = values.addr ?? process.env.DOZE_ADDR ?? 'http://127.0.0.1:7070';
   const base = agentBaseUrl(addr);
   if (base === undefined) {

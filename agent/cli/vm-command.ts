@@ -1,5 +1,4 @@
 import { resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 import { parseDuration } from '../config/duration.js';
 import { ConfigError, messageOf } from '../shared/errors.js';
 import { createLogger, LOG_LEVELS, type LogLevel } from '../shared/log.js';
@@ -8,6 +7,7 @@ import { OwnedTap, planTap, type TapPlan } from '../runtimes/qemu/vm-tap.js';
 import { VmOwner } from '../runtimes/qemu/vm-owner.js';
 import { AgentRegistration, registrationDraft, validateRegistration } from '../runtimes/qemu/vm-registration.js';
 import { EXIT } from './exit-codes.js';
+import { parseCommandLine } from './command-line.js';
 
 export const VM_HELP = `Usage: doze vm run [options] -- qemu-system-x86_64 ARGS...
 
@@ -71,9 +71,7 @@ export async function vmCommand(argv: string[]): Promise<number> {
   const split = rest.indexOf('--');
   const ours = split < 0 ? rest : rest.slice(0, split);
   const qemuArgv = split < 0 ? [] : rest.slice(split + 1);
-  let values;
-  try {
-    ({ values } = parseArgs({
+  const parsed = parseCommandLine('doze vm run', VM_HELP, {
       args: ours,
       options: {
         'state-dir': { type: 'string' },
@@ -94,15 +92,9 @@ export async function vmCommand(argv: string[]): Promise<number> {
         'guest-port': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
-    }));
-  } catch (error) {
-    process.stderr.write(`doze vm run: ${messageOf(error)}\n\n${VM_HELP}\n`);
-    return EXIT.usage;
-  }
-  if (values.help) {
-    process.stdout.write(`${VM_HELP}\n`);
-    return EXIT.ok;
-  }
+    });
+  if (typeof parsed === 'number') return parsed;
+  const { values } = parsed;
   const usage = (why: string) => {
     process.stderr.write(`doze vm run: ${why}\n`);
     return EXIT.usage;
