@@ -146,12 +146,7 @@ export class FirecrackerRuntime implements Runtime {
 
   async sleep(deadlineMs: number): Promise<void> {
     const deadline = new Deadline('pausing the Firecracker microVM', deadlineMs);
-    if (this.options.mode === 'pause') {
-      const state = await deadline.run((left) => this.instanceState(left));
-      if (state === 'Not started') throw new VmmError('E_VMM_STATE', `the Firecracker process at ${this.options.socket} has no started microVM to pause`);
-      if (state === 'Running') await deadline.run((left) => this.patchVm('Paused', left));
-      return;
-    }
+    if (this.options.mode === 'pause') return this.setPaused(true, deadline);
     await this.persisted.load();
     if (this.persisted.value.pending && this.persisted.value.taken) return this.finishSnapshot(deadline);
     const state = await this.reachableState(deadline);
@@ -169,12 +164,7 @@ export class FirecrackerRuntime implements Runtime {
 
   async wake(deadlineMs: number): Promise<void> {
     const deadline = new Deadline('resuming the Firecracker microVM', deadlineMs);
-    if (this.options.mode === 'pause') {
-      const state = await deadline.run((left) => this.instanceState(left));
-      if (state === 'Not started') throw new VmmError('E_VMM_STATE', `the Firecracker process at ${this.options.socket} has no started microVM to resume`);
-      if (state === 'Paused') await deadline.run((left) => this.patchVm('Resumed', left));
-      return;
-    }
+    if (this.options.mode === 'pause') return this.setPaused(false, deadline);
     await this.persisted.load();
     if (this.persisted.value.pending && this.persisted.value.taken) await this.finishSnapshot(deadline);
     let state = await this.reachableState(deadline);
@@ -283,6 +273,13 @@ export class FirecrackerRuntime implements Runtime {
       if (error instanceof VmmError && error.code === 'E_VMM_UNREACHABLE') return undefined;
       throw error;
     }
+  }
+
+  /** Pause mode: the microVM's vCPUs stop (or run again) in its process; nothing is written. */
+  private async setPaused(paused: boolean, deadline: Deadline): Promise<void> {
+    const state = await deadline.run((left) => this.instanceState(left));
+    if (state === 'Not started') throw new VmmError('E_VMM_STATE', `the Firecracker process at ${this.options.socket} has no started microVM to ${paused ? 'pause' : 'resume'}`);
+    if (state === (paused ? 'Running' : 'Paused')) await deadline.run((left) => this.patchVm(paused ? 'Paused' : 'Resumed', left));
   }
 
   private async instanceState(deadlineMs: number): Promise<FcState> {
