@@ -7,6 +7,7 @@ import { createLogger } from '../../agent/shared/log.js';
 import { AgentApiDouble } from '../doubles/consul/agent-api.js';
 import { webJob } from '../doubles/nomad/fixtures.js';
 import { startNomadDouble } from '../doubles/nomad/with-double.js';
+import { until } from '../helpers/until.js';
 
 const silent = createLogger('silent');
 
@@ -52,7 +53,7 @@ test('ConsulLink: a token that may not register doze-agent is reported with the 
     await link.stop();
   });
   link.start();
-  for (let i = 0; i < 200 && !(link.tracker.status().error ?? '').includes('service:write'); i++) await new Promise((r) => setTimeout(r, 10));
+  await until('the refusal to register', () => (link.tracker.status().error ?? '').includes('service:write'), 2000);
   t.regex(link.tracker.status().error ?? '', /HTTP 403.*\(the token needs service:write on doze-agent to register it/);
   t.false(link.serviceRegistered);
 });
