@@ -1,4 +1,5 @@
 import { readdir, readFile } from 'node:fs/promises';
+import { basename } from 'node:path';
 import { readStatFields } from './proc-stat.js';
 
 /**
@@ -18,14 +19,17 @@ export function diesWithParent(argv: readonly string[]): string[] {
 /**
  * Processes whose command line contains `needle` as one argument or inside one (a socket path a
  * VMM was given): what an earlier owner that died before its death signal existed may have left.
+ * With `program`, only those whose executable's name starts with it (`qemu-system`).
  */
-export async function processesMentioning(needle: string): Promise<number[]> {
+export async function processesMentioning(needle: string, options: { program?: string } = {}): Promise<number[]> {
   const pids: number[] = [];
   for (const entry of await readdir('/proc')) {
     const pid = Number(entry);
     if (!Number.isInteger(pid) || pid === process.pid) continue;
     try {
+      // A zombie has an empty command line: it holds nothing and is gone once reaped.
       const args = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0');
+      if (options.program && !basename(args[0] ?? '').startsWith(options.program)) continue;
       if (args.some((arg) => arg.includes(needle))) pids.push(pid);
     } catch {
       // gone meanwhile, or not ours to read

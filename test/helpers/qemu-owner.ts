@@ -3,6 +3,7 @@ import type { ChildProcess } from 'node:child_process';
 import { randomInt } from 'node:crypto';
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { processesMentioning } from '../../agent/process/die-with-parent.js';
 import { spawnCli } from './cli.js';
 import { removeCgroup } from './cgroup.js';
 import { get } from './http.js';
@@ -60,17 +61,8 @@ export interface OwnedGuest {
 }
 
 /** QEMU processes whose command line contains `needle` (this test's VMs only: the state dir is unique). */
-export async function qemuProcessesMentioning(needle: string): Promise<number[]> {
-  const pids: number[] = [];
-  for (const entry of await readdir('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const cmdline = await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '');
-    // A zombie has an empty command line: it holds no memory and is gone once reaped.
-    const [binary] = cmdline.split('\0');
-    if (binary?.split('/').pop()?.startsWith('qemu-system') && cmdline.includes(needle)) pids.push(Number(entry));
-  }
-  return pids;
-}
+/** The QEMUs whose command line mentions `needle` (this VM's state directory). */
+export const qemuProcessesMentioning = (needle: string): Promise<number[]> => processesMentioning(needle, { program: 'qemu-system' });
 
 /**
  * Boots the test guest under a `doze vm run` owner (spawned from source through the
