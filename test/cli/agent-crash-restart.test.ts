@@ -2,7 +2,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createBpffs } from '../helpers/bpffs.js';
 import { CHECKER_UID } from '../helpers/checker.js';
-import { logShows, spawnCli } from '../helpers/cli.js';
+import { agentCrashedAsleep, logShows, spawnCli, stopAgent } from '../helpers/cli.js';
 import { get } from '../helpers/http.js';
 import { createInstance } from '../helpers/instance.js';
 import { uniqueSuffix } from '../helpers/names.js';
@@ -22,12 +22,7 @@ rootTest.serial('after SIGKILL and a restart: no duplicate or stale rule or filt
     instances: [inst.config({ idleTimeout: '200ms' })],
   }));
 
-  const first = spawnCli(['agent', '--config', config]);
-  t.teardown(() => first.kill('SIGKILL'));
-  await logShows(first, /"to":"sleeping"/);
-  const killed = new Promise((resolve) => first.on('exit', resolve));
-  first.kill('SIGKILL');
-  await killed;
+  await agentCrashedAsleep(t, config);
   t.is(await inst.cgroup.freezerState(), 'FROZEN', 'a crash leaves the instance asleep');
 
   const second = spawnCli(['agent', '--config', config]);
@@ -57,7 +52,5 @@ rootTest.serial('after SIGKILL and a restart: no duplicate or stale rule or filt
   const readers = await sh('sh', ['-c', `ps -eo args | grep -c "[d]oze-maps events ${bpffs}" || true`]);
   t.is(readers.trim(), '1', 'the dead agent\'s wake-event reader was reaped');
 
-  const exited = new Promise((resolve) => second.on('exit', resolve));
-  second.kill('SIGTERM');
-  t.is(await exited, 0);
+  t.is(await stopAgent(second), 0);
 });

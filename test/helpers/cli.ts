@@ -56,3 +56,20 @@ export function logShows(agent: ChildProcess, pattern: RegExp, timeoutMs = 20_00
     stdout.on('data', onData);
   });
 }
+
+/** An agent started from `config` (spawnCli), SIGKILLed once it has put something to sleep: a crash with a sleeper left behind. */
+export async function agentCrashedAsleep(teardown: { teardown(fn: () => void): void }, config: string): Promise<void> {
+  const agent = spawnCli(['agent', '--config', config]);
+  teardown.teardown(() => agent.kill('SIGKILL'));
+  await logShows(agent, /"to":"sleeping"/);
+  const killed = new Promise((resolve) => agent.on('exit', resolve));
+  agent.kill('SIGKILL');
+  await killed;
+}
+
+/** The exit code of an agent asked to stop with SIGTERM (0: it woke everything and removed what it made). */
+export function stopAgent(agent: ChildProcess): Promise<number | null> {
+  const exited = new Promise<number | null>((resolve) => agent.on('exit', resolve));
+  agent.kill('SIGTERM');
+  return exited;
+}

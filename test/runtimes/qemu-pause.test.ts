@@ -8,7 +8,7 @@ import { QemuPauseRuntime } from '../../agent/runtimes/qemu/qemu-pause.js';
 import { QmpClient } from '../../agent/runtimes/qemu/qmp-client.js';
 import { inState, nextState, startAgent } from '../helpers/agent.js';
 import { createBpffs } from '../helpers/bpffs.js';
-import { spawnCli, logShows } from '../helpers/cli.js';
+import { agentCrashedAsleep, logShows, spawnCli, stopAgent } from '../helpers/cli.js';
 import { uniqueSuffix } from '../helpers/names.js';
 import { sweepChainsAtTeardown } from '../helpers/netfilter.js';
 import { get } from '../helpers/http.js';
@@ -177,12 +177,7 @@ guestTest.serial('agent SIGKILLed while the VM sleeps (RAM reclaimed): a restart
     listen: '127.0.0.1:0', bpffs, netfilter: { chainPrefix: prefix },
     instances: [instanceFor(guest, { reclaim: true, memoryCgroup: guest.memoryCgroup })],
   }));
-  const first = spawnCli(['agent', '--config', config]);
-  t.teardown(() => first.kill('SIGKILL'));
-  await logShows(first, /"to":"sleeping"/);
-  const killed = new Promise((resolve) => first.on('exit', resolve));
-  first.kill('SIGKILL');
-  await killed;
+  await agentCrashedAsleep(t, config);
   t.is(await qemuStatus(guest.qmp), 'paused', 'a crash leaves the VM stopped');
   t.true((await guest.ramResidentBytes()) < 8 * MiB, 'and its RAM out of memory');
 
@@ -194,9 +189,7 @@ guestTest.serial('agent SIGKILLed while the VM sleeps (RAM reclaimed): a restart
   await running;
   t.is(answer.status, 200);
   t.is(Number(/^count (\d+)/.exec(answer.body)?.[1]), before + 1, 'the counter continues: guest memory intact');
-  const exited = new Promise((resolve) => second.on('exit', resolve));
-  second.kill('SIGTERM');
-  t.is(await exited, 0, 'the restarted agent stops cleanly');
+  t.is(await stopAgent(second), 0, 'the restarted agent stops cleanly');
   t.is(await qemuStatus(guest.qmp), 'running');
 });
 

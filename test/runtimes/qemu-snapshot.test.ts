@@ -12,7 +12,7 @@ import { commandLineInputFiles, composeCommandLine, parseMemorySize, vmLayout } 
 import type { Runtime } from '../../agent/runtimes/runtime.js';
 import { inState, nextState, startAgent } from '../helpers/agent.js';
 import { createBpffs } from '../helpers/bpffs.js';
-import { spawnCli, logShows } from '../helpers/cli.js';
+import { agentCrashedAsleep, logShows, spawnCli, stopAgent } from '../helpers/cli.js';
 import { get } from '../helpers/http.js';
 import { uniqueSuffix } from '../helpers/names.js';
 import { sweepChainsAtTeardown } from '../helpers/netfilter.js';
@@ -323,12 +323,7 @@ guestTest.serial('agent SIGKILLed while the VM sleeps as a snapshot: a restarted
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const config = join(dir, 'doze.json');
   await writeFile(config, JSON.stringify({ listen: '127.0.0.1:0', bpffs, netfilter: { chainPrefix: prefix }, instances: [instanceFor(guest)] }));
-  const first = spawnCli(['agent', '--config', config]);
-  t.teardown(() => first.kill('SIGKILL'));
-  await logShows(first, /"to":"sleeping"/);
-  const killed = new Promise((resolve) => first.on('exit', resolve));
-  first.kill('SIGKILL');
-  await killed;
+  await agentCrashedAsleep(t, config);
   const observer = new QemuSnapshotRuntime({ control: guest.control });
   t.teardown(() => observer.close());
   t.is(await observer.inspect(), 'asleep', 'a crashed agent leaves the VM asleep');
@@ -342,9 +337,7 @@ guestTest.serial('agent SIGKILLed while the VM sleeps as a snapshot: a restarted
   await running;
   t.is(answer.status, 200);
   t.is(Number(/^count (\d+)/.exec(answer.body)?.[1]), before + 1, 'the counter continues: guest memory intact');
-  const exited = new Promise((resolve) => second.on('exit', resolve));
-  second.kill('SIGTERM');
-  t.is(await exited, 0, 'the restarted agent stops cleanly');
+  t.is(await stopAgent(second), 0, 'the restarted agent stops cleanly');
   t.is(await observer.inspect(), 'running', 'and leaves the VM awake');
 });
 
