@@ -1,4 +1,3 @@
-import { createServer, type AddressInfo } from 'node:net';
 import test, { type ExecutionContext } from 'ava';
 import { NomadClient, NomadError } from '../../agent/nomad/nomad-client.js';
 import { allocationEvents, type AllocationEventOptions, type AllocationFrame } from '../../agent/discovery/nomad-event-stream.js';
@@ -6,6 +5,7 @@ import { webJob } from '../doubles/nomad/fixtures.js';
 import type { NomadDouble } from '../doubles/nomad/nomad-double.js';
 import { startNomadDouble } from '../doubles/nomad/with-double.js';
 import { until } from '../helpers/until.js';
+import { closedPort } from '../helpers/http.js';
 
 /**
  * Consumes the stream in the background; `next(n)` waits (bounded) for n
@@ -195,16 +195,6 @@ test('an unreachable Nomad is reported and retried with backoff', async (t) => {
   t.true(stream.errors.every((e) => e.code === 'E_NOMAD_UNREACHABLE'));
   t.deepEqual(stream.frames, []);
 });
-
-function closedPort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 test('a stream that answers 200 and closes before its first heartbeat, three times, is thrown as refused (Nomad ≥ 1.11.2 ACLs)', async (t) => {
   const nomad = await startNomadDouble(t, { acl: { weak: ['node:read'] } });

@@ -1,4 +1,5 @@
 import http from 'node:http';
+import net from 'node:net';
 
 export interface HttpResult {
   status: number;
@@ -19,5 +20,16 @@ export function get(url: string, timeoutMs = 5000, agent: http.Agent | false = f
     });
     req.on('timeout', () => req.destroy(new Error(`GET ${url} timed out after ${timeoutMs} ms`)));
     req.on('error', reject);
+  });
+}
+
+/** A loopback port nothing listens on (bound, then closed): connecting to it is refused. */
+export function closedPort(): Promise<number> {
+  return new Promise((resolve) => {
+    const server = net.createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
   });
 }

@@ -1,9 +1,9 @@
-import { createServer, type AddressInfo } from 'node:net';
 import test from 'ava';
 import { NomadClient, NomadError } from '../../agent/nomad/nomad-client.js';
 import type { DozeError } from '../../agent/shared/errors.js';
 import { webJob } from '../doubles/nomad/fixtures.js';
 import { startNomadDouble } from '../doubles/nomad/with-double.js';
+import { closedPort } from '../helpers/http.js';
 
 const enabled = { 'doze.enabled': 'true' };
 
@@ -157,12 +157,3 @@ test('a scale Nomad refuses keeps its reason', async (t) => {
   t.regex(error.message, /less than scaling policy minimum: 0 < 1/);
 });
 
-function closedPort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}

@@ -1,10 +1,10 @@
 import { readdir, readFile } from 'node:fs/promises';
-import { createServer, type AddressInfo } from 'node:net';
 import test from 'ava';
 import { JOB_HELP } from '../../plugin/job-command.js';
 import { webJob } from '../doubles/nomad/fixtures.js';
 import { startNomadDouble } from '../doubles/nomad/with-double.js';
 import { jobFile, runJob } from './run-job-command.js';
+import { closedPort } from '../helpers/http.js';
 
 const enabled = { 'doze.enabled': 'true' };
 
@@ -263,16 +263,6 @@ test('connection and permission problems exit 2', async (t) => {
   t.is(denied.code, 2);
   t.regex(denied.stderr, /HTTP 403: Permission denied/);
 });
-
-function closedPort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 test('validate explains memory oversubscription when a group with reclaim reserves its full awake memory', async (t) => {
   const reclaiming = WEB_HCL.replace('"doze.idle_timeout" = "45s"', '"doze.idle_timeout" = "45s"\n      "doze.reclaim" = "true"').replace('image = "nginx:1.27"\n      }', 'image = "nginx:1.27"\n      }\n      resources {\n        memory = 512\n      }');
