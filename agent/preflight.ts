@@ -1,4 +1,4 @@
-import { access, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { readNodeSwap } from './cgroups/node-swap.js';
 import type { DozeConfig } from './config/schema.js';
 import { ConfigError, DozeError } from './shared/errors.js';

@@ -38,7 +38,7 @@ export class SleepGuards implements SleepHooks {
   private readonly listenHosts = new Map<string, string>();
   private readonly keyPairs = new Map<string, Promise<{ key: Buffer; cert: Buffer }>>();
 
-  constructor(private readonly config: DozeConfig, private readonly context: SleepGuardsContext, private readonly log: Logger) {
+  constructor(private readonly config: DozeConfig, context: SleepGuardsContext, private readonly log: Logger) {
     const c = config.healthChecks;
     this.guardChecks = c.fromUid !== undefined || c.fromUser !== undefined || c.fromSources.length > 0;
     this.stub = new StubServer({

@@ -1,7 +1,7 @@
 import type { Teardown } from './teardown.js';
 import type { ChildProcess } from 'node:child_process';
 import { randomInt } from 'node:crypto';
-import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { processesMentioning } from '../../agent/process/die-with-parent.js';
 import { spawnCli } from './cli.js';

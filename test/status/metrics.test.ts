@@ -6,7 +6,7 @@ import { createLogger } from '../../agent/shared/log.js';
 import { FakeRuntime } from '../../agent/runtimes/fake.js';
 import { monotonicNs } from '../../agent/sources/bpf-records.js';
 import { Metrics } from '../../agent/status/metrics.js';
-import { inState, nextState, startAgent } from '../helpers/agent.js';
+import { inState, startAgent } from '../helpers/agent.js';
 import { FakeTrafficSource } from '../helpers/fake-traffic-source.js';
 import { get } from '../helpers/http.js';
 import { createInstance } from '../helpers/instance.js';

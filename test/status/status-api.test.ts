@@ -1,4 +1,4 @@
-import { inState, nextState, startAgent } from '../helpers/agent.js';
+import { inState, startAgent } from '../helpers/agent.js';
 import { createInstance } from '../helpers/instance.js';
 import { rootTest } from '../helpers/root.js';
 
