@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { DozeError, messageOf, withDeadline } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
-import { BpfInstanceState, monotonicNs, type Connection, type InstanceCounters, type WakeEvent } from '../sources/bpf-records.js';
+import { BpfInstanceState, monotonicNs, type Connection, type InstanceCounters } from '../sources/bpf-records.js';
 import type { TrafficSource } from '../sources/traffic-source.js';
 import type { RuntimeObservedState } from '../runtimes/runtime.js';
 import { busyWindowMs, guardIdle, judgeBusy, keepSamples } from './busy-guard.js';
@@ -9,6 +9,7 @@ import { decideIdle, holdRecheckMs, isCheckInFlight, isOpen, isRequestInFlight, 
 import { chooseVictims, type BudgetLimits, type BudgetMember } from '../scheduler/budget.js';
 import { describeKey, type ManagedInstance } from './managed-instance.js';
 import { canTransition, type InstanceState } from './states.js';
+import { WakeSignals, type WakeEventHealth } from './wake-signals.js';
 
 const MS = 1_000_000n;
 
@@ -25,23 +26,9 @@ async function measuredAsleepMiB(instances: ManagedInstance[]): Promise<Map<stri
   );
   return held;
 }
+
 /** How often add() re-inspects a runtime found mid-transition after a restart. */
 const SETTLE_POLL_MS = 20;
-/**
- * The wake watchdog: while anything sleeps, one timer for all sleepers reads their counters
- * this often. A packet counted for a sleeper that no wake event announced within
- * WAKE_EVENT_GRACE_MS (a lost or stolen perf event, a reader restart) wakes it all the same.
- * The event path answers in ~1 ms (packet to Node, p99), so the grace never races a live event.
- */
-export const WATCHDOG_INTERVAL_MS = 100;
-export const WAKE_EVENT_GRACE_MS = 50;
-/**
- * A watchdog wake counts as a missed event only when no event for that traffic arrives within
- * this. Measured under load (bench/soak.ts, 2 cores at load ~15): events reached the agent up to
- * 320 ms after their packet, so the 50 ms grace woke some sleepers before their own event came;
- * those events were late, not lost, and counting them would raise a false alarm.
- */
-export const LATE_EVENT_MS = 2000;
 
 export interface TransitionEvent {
   instance: ManagedInstance;
@@ -71,17 +58,6 @@ export interface DetectorOptions {
   dropWakeEvents?: number;
 }
 
-/** How the wake-event path has fared: what the status page and the log say about it. */
-export interface WakeEventHealth {
-  /** Times events may have been lost (kernel drops, the reader restarting) and states were rescanned. */
-  gaps: number;
-  lastGap: { reason: string; atMs: number } | undefined;
-  /** Sleepers woken by the watchdog whose wake event never came (within LATE_EVENT_MS). */
-  missed: number;
-  /** Sleepers woken by the watchdog whose wake event came after all, later than the grace. */
-  late: number;
-}
-
 const NO_HOOKS: SleepHooks = { beforeSleep: async () => {}, awake: async () => {}, wakeFailed: async () => {}, guardChecks: false };
 
 export interface DetectorEvents {
@@ -107,7 +83,6 @@ export class Detector extends EventEmitter<DetectorEvents> {
   private readonly addingIds = new Set<string>();
   private readonly addingKeys = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
-  private watchdogTimer: NodeJS.Timeout | undefined;
   private ticking = false;
   /** Until start(): instances are taken on but no idle clock runs (an agent still starting freezes nothing). */
   private stopped = true;
@@ -121,17 +96,25 @@ export class Detector extends EventEmitter<DetectorEvents> {
 
   /** Wakes that went ahead over budget because nothing could sleep in time (never hurt a request). */
   budgetOverruns = 0;
-  readonly wakeEvents: WakeEventHealth = { gaps: 0, lastGap: undefined, missed: 0, late: 0 };
-  private dropWakeEvents: number;
+  /** Wake events, and the watchdog and rescans that stand in for the lost ones. */
+  private readonly signals: WakeSignals;
+  get wakeEvents(): WakeEventHealth {
+    return this.signals.health;
+  }
 
   constructor(private readonly source: TrafficSource, private readonly log: Logger, options: DetectorOptions = {}) {
     super();
     this.hooks = options.hooks ?? NO_HOOKS;
     const b = options.budget;
     this.budget = b && (b.maxActive !== undefined || b.maxActiveMemory !== undefined) ? b : undefined;
-    this.dropWakeEvents = options.dropWakeEvents ?? 0;
-    source.onWake((event) => this.onWakeEvent(event));
-    source.onGap((reason) => void this.rescan(reason));
+    this.signals = new WakeSignals(source, log, {
+      instance: (key) => this.byKey.get(key),
+      sleepers: () => this.instances().filter((i) => i.state === 'sleeping' && !i.removed),
+      wake: (instance, reason, eventNs) => void this.wake(instance, reason, eventNs),
+      firstResponse: (instance, wakeNs, replyNs) => this.onFirstResponse(instance, wakeNs, replyNs),
+      missed: (instance) => this.emit('wakeEventMissed', instance),
+      stopped: () => this.stopped,
+    }, options.dropWakeEvents ?? 0);
   }
 
   instances(): ManagedInstance[] {
@@ -192,7 +175,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
       await this.source.setState(instance.key, BpfInstanceState.sleeping);
       this.setState(instance, 'sleeping', 'adopted');
       if (bpfState === BpfInstanceState.signalled) void this.wake(instance, 'traffic arrived while no agent was running');
-      else this.watch();
+      else this.signals.watch();
     } else {
       await this.source.setState(instance.key, BpfInstanceState.awake);
       this.sampleUsage(instance, monotonicNs());
@@ -277,15 +260,14 @@ export class Detector extends EventEmitter<DetectorEvents> {
       instance.nextCheckNs = nowNs + BigInt(Math.max(instance.config.idleTimeout, instance.minAwakeMs)) * MS;
     }
     this.schedule();
-    this.watch();
+    this.signals.watch();
   }
 
   /** Stop deciding; with `wakeAll`, resume every instance this agent put to sleep (nobody else would). */
   async stop(options: { wakeAll: boolean }): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
-    clearTimeout(this.watchdogTimer);
-    this.watchdogTimer = undefined;
+    this.signals.stop();
     if (options.wakeAll) {
       await Promise.all(this.instances().map((i) => this.wake(i, 'agent stopping').catch(() => undefined)));
     }
@@ -433,7 +415,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
         // A request raced the pause: answer it now (queued behind this transition).
         void this.wake(instance, 'traffic arrived while pausing');
       }
-      this.watch();
+      this.signals.watch();
       return true;
     });
   }
@@ -539,33 +521,6 @@ export class Detector extends EventEmitter<DetectorEvents> {
     this.schedule();
   }
 
-  private onWakeEvent(event: WakeEvent): void {
-    if (this.dropWakeEvents > 0) {
-      this.dropWakeEvents--;
-      this.log.warn({ instance: event.instanceAddr }, 'test knob: dropping a wake event');
-      return;
-    }
-    const instance = this.byKey.get(event.instanceAddr);
-    if (!instance) return;
-    if (event.answersWakeNs !== undefined) return this.onFirstResponse(instance, event.answersWakeNs, event.tsNs);
-    const watchdogWake = instance.watchdogWake;
-    if (watchdogWake && event.tsNs <= watchdogWake.atNs) {
-      // The event for the traffic the watchdog already woke it for: late, not lost.
-      clearTimeout(watchdogWake.timer);
-      instance.watchdogWake = undefined;
-      this.wakeEvents.late++;
-      this.log.info({ instance: instance.id, lateMs: Number(monotonicNs() - event.tsNs) / 1e6 }, 'a wake event came after the watchdog had woken its instance (late, not lost)');
-    }
-    // From an earlier sleep (late): this sleep's own traffic raises its own event.
-    if (event.tsNs < instance.sleepStartNs) return;
-    if (instance.state === 'pausing') {
-      instance.wakeRequested = true;
-      instance.wakeEventNs ??= event.tsNs;
-    } else if (instance.state === 'sleeping') {
-      void this.wake(instance, 'traffic', event.tsNs);
-    }
-  }
-
   /**
    * The tc program saw the instance's first payload to a client after the wake signalled at
    * `wakeNs`. It may come before the wake is declared done (a thawed process answers while the
@@ -590,70 +545,6 @@ export class Detector extends EventEmitter<DetectorEvents> {
     if (instance.lastFirstResponseMs !== undefined || this.byId.get(instance.id) !== instance) return;
     instance.lastFirstResponseMs = ms;
     this.emit('firstResponse', instance, ms / 1000);
-  }
-
-  /** After lost events: any sleeper the kernel marked as signalled gets woken. */
-  private async rescan(reason: string): Promise<void> {
-    this.wakeEvents.gaps++;
-    this.wakeEvents.lastGap = { reason, atMs: Date.now() };
-    this.log.warn({ reason }, 'wake events may have been lost; rescanning instance states');
-    const states = await this.source.states().catch(() => new Map<string, BpfInstanceState>());
-    for (const [ip, state] of states) {
-      const instance = this.byKey.get(ip);
-      if (instance && state === BpfInstanceState.signalled) {
-        if (instance.state === 'pausing') instance.wakeRequested = true;
-        else void this.wake(instance, 'traffic (found by rescan)');
-      }
-    }
-  }
-
-  /** Arms the watchdog's one timer while anything sleeps (a no-op when it is armed already). */
-  private watch(): void {
-    if (this.stopped || this.watchdogTimer) return;
-    this.watchdogTimer = setTimeout(() => void this.watchdog(), WATCHDOG_INTERVAL_MS);
-    this.watchdogTimer.unref();
-  }
-
-  /**
-   * A sleeper whose counters moved past the sleep's baseline has had traffic; if no wake is
-   * under way for it WAKE_EVENT_GRACE_MS after the last packet, its wake event was lost: wake
-   * it now and count it. One batched read per interval for all sleepers, none when none sleep.
-   */
-  private async watchdog(): Promise<void> {
-    this.watchdogTimer = undefined;
-    // Disarmed when nothing sleeps; the next sleep arms it again.
-    const sleepers = this.instances().filter((i) => i.state === 'sleeping' && !i.removed);
-    if (sleepers.length === 0 || this.stopped) return;
-    try {
-      const counters = await this.source.countersOf(sleepers.map((i) => i.key));
-      const nowNs = monotonicNs();
-      for (const instance of sleepers) {
-        const c = counters.get(instance.key);
-        if (!c || instance.packetsAtSleep === undefined || c.packets <= instance.packetsAtSleep) continue;
-        if (instance.state !== 'sleeping' || instance.wakesPending > 0) continue;
-        if (nowNs - c.lastSeenNs < BigInt(WAKE_EVENT_GRACE_MS) * MS) continue; // its event may still be on the way
-        this.log.info({ instance: instance.id, packets: String(c.packets - instance.packetsAtSleep) }, 'traffic reached a sleeper and no wake event came yet: waking it (watchdog)');
-        this.awaitLateEvent(instance, nowNs);
-        void this.wake(instance, 'traffic (wake event missed; found by the watchdog)', c.lastSeenNs);
-      }
-    } catch (error) {
-      this.log.warn({ err: messageOf(error) }, 'the wake watchdog could not read counters; retrying');
-    } finally {
-      this.watch();
-    }
-  }
-
-  /** Counts the watchdog's wake as a missed event unless the event turns up within LATE_EVENT_MS. */
-  private awaitLateEvent(instance: ManagedInstance, atNs: bigint): void {
-    clearTimeout(instance.watchdogWake?.timer);
-    const timer = setTimeout(() => {
-      instance.watchdogWake = undefined;
-      this.wakeEvents.missed++;
-      this.log.warn({ instance: instance.id }, 'traffic reached a sleeper but no wake event came: the watchdog woke it');
-      this.emit('wakeEventMissed', instance);
-    }, LATE_EVENT_MS);
-    timer.unref();
-    instance.watchdogWake = { timer, atNs };
   }
 
   private setState(instance: ManagedInstance, to: InstanceState, reason: string): void {

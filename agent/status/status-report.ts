@@ -1,4 +1,5 @@
-import type { Detector, WakeEventHealth } from '../detector/detector.js';
+import type { Detector } from '../detector/detector.js';
+import type { WakeEventHealth } from '../detector/wake-signals.js';
 import type { DiscoveryReport } from '../discovery/discovery-report.js';
 import type { NodeMemoryView } from './memory-view.js';
 

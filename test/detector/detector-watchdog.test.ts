@@ -1,5 +1,5 @@
 import test from 'ava';
-import { LATE_EVENT_MS, WAKE_EVENT_GRACE_MS, WATCHDOG_INTERVAL_MS } from '../../agent/detector/detector.js';
+import { LATE_EVENT_MS, WAKE_EVENT_GRACE_MS, WATCHDOG_INTERVAL_MS } from '../../agent/detector/wake-signals.js';
 import { detectorHarness } from '../helpers/detector-harness.js';
 
 // The wake watchdog of agent/detector/detector.ts on a fake clock and scripted traffic (no kernel, no root).

@@ -1,6 +1,7 @@
 import test from 'ava';
 import { parseConfig } from '../../agent/config/load.js';
-import { Detector, LATE_EVENT_MS, WAKE_EVENT_GRACE_MS, WATCHDOG_INTERVAL_MS } from '../../agent/detector/detector.js';
+import { Detector } from '../../agent/detector/detector.js';
+import { LATE_EVENT_MS, WAKE_EVENT_GRACE_MS, WATCHDOG_INTERVAL_MS } from '../../agent/detector/wake-signals.js';
 import { ManagedInstance } from '../../agent/detector/managed-instance.js';
 import type { InstanceState } from '../../agent/detector/states.js';
 import { createLogger } from '../../agent/shared/log.js';

@@ -1,0 +1,169 @@
+import { messageOf } from '../shared/errors.js';
+import type { Logger } from '../shared/log.js';
+import { BpfInstanceState, monotonicNs, type WakeEvent } from '../sources/bpf-records.js';
+import type { TrafficSource } from '../sources/traffic-source.js';
+import type { ManagedInstance } from './managed-instance.js';
+
+/*
+ * How a sleeper learns of its traffic: the tc program's pushed wake events, a rescan of the
+ * kernel's instance states when events may have been lost, and the watchdog that reads the
+ * sleepers' counters for traffic no event announced. The detector owns the instances and the
+ * wakes; this module only decides that a wake is due (or that a first response came).
+ */
+
+const MS = 1_000_000n;
+
+/**
+ * The wake watchdog: while anything sleeps, one timer for all sleepers reads their counters
+ * this often. A packet counted for a sleeper that no wake event announced within
+ * WAKE_EVENT_GRACE_MS (a lost or stolen perf event, a reader restart) wakes it all the same.
+ * The event path answers in ~1 ms (packet to Node, p99), so the grace never races a live event.
+ */
+export const WATCHDOG_INTERVAL_MS = 100;
+export const WAKE_EVENT_GRACE_MS = 50;
+/**
+ * A watchdog wake counts as a missed event only when no event for that traffic arrives within
+ * this. Measured under load (bench/soak.ts, 2 cores at load ~15): events reached the agent up to
+ * 320 ms after their packet, so the 50 ms grace woke some sleepers before their own event came;
+ * those events were late, not lost, and counting them would raise a false alarm.
+ */
+export const LATE_EVENT_MS = 2000;
+
+/** How the wake-event path has fared: what the status page and the log say about it. */
+export interface WakeEventHealth {
+  /** Times events may have been lost (kernel drops, the reader restarting) and states were rescanned. */
+  gaps: number;
+  lastGap: { reason: string; atMs: number } | undefined;
+  /** Sleepers woken by the watchdog whose wake event never came (within LATE_EVENT_MS). */
+  missed: number;
+  /** Sleepers woken by the watchdog whose wake event came after all, later than the grace. */
+  late: number;
+}
+
+/** What the wake-signal path needs of the detector. */
+export interface WakeSignalTarget {
+  /** The managed instance with this traffic key, if any. */
+  instance(key: string): ManagedInstance | undefined;
+  /** The instances asleep now (not being removed). */
+  sleepers(): ManagedInstance[];
+  wake(instance: ManagedInstance, reason: string, eventNs?: bigint): void;
+  /** The tc program stamped the instance's first payload to a client after the wake signalled at `wakeNs`. */
+  firstResponse(instance: ManagedInstance, wakeNs: bigint, replyNs: bigint): void;
+  /** The watchdog woke it and its event never came. */
+  missed(instance: ManagedInstance): void;
+  /** The detector is not deciding (before start, after stop): the watchdog stays disarmed. */
+  stopped(): boolean;
+}
+
+export class WakeSignals {
+  readonly health: WakeEventHealth = { gaps: 0, lastGap: undefined, missed: 0, late: 0 };
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly source: TrafficSource,
+    private readonly log: Logger,
+    private readonly target: WakeSignalTarget,
+    /** Test knob: drop this many wake events, as a lost perf record would. */
+    private dropEvents = 0,
+  ) {
+    source.onWake((event) => this.onEvent(event));
+    source.onGap((reason) => void this.rescan(reason));
+  }
+
+  /** Disarms the watchdog (the detector is stopping). */
+  stop(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  private onEvent(event: WakeEvent): void {
+    if (this.dropEvents > 0) {
+      this.dropEvents--;
+      this.log.warn({ instance: event.instanceAddr }, 'test knob: dropping a wake event');
+      return;
+    }
+    const instance = this.target.instance(event.instanceAddr);
+    if (!instance) return;
+    if (event.answersWakeNs !== undefined) return this.target.firstResponse(instance, event.answersWakeNs, event.tsNs);
+    const watchdogWake = instance.watchdogWake;
+    if (watchdogWake && event.tsNs <= watchdogWake.atNs) {
+      // The event for the traffic the watchdog already woke it for: late, not lost.
+      clearTimeout(watchdogWake.timer);
+      instance.watchdogWake = undefined;
+      this.health.late++;
+      this.log.info({ instance: instance.id, lateMs: Number(monotonicNs() - event.tsNs) / 1e6 }, 'a wake event came after the watchdog had woken its instance (late, not lost)');
+    }
+    // From an earlier sleep (late): this sleep's own traffic raises its own event.
+    if (event.tsNs < instance.sleepStartNs) return;
+    if (instance.state === 'pausing') {
+      instance.wakeRequested = true;
+      instance.wakeEventNs ??= event.tsNs;
+    } else if (instance.state === 'sleeping') {
+      this.target.wake(instance, 'traffic', event.tsNs);
+    }
+  }
+
+  /** After lost events: any sleeper the kernel marked as signalled gets woken. */
+  private async rescan(reason: string): Promise<void> {
+    this.health.gaps++;
+    this.health.lastGap = { reason, atMs: Date.now() };
+    this.log.warn({ reason }, 'wake events may have been lost; rescanning instance states');
+    const states = await this.source.states().catch(() => new Map<string, BpfInstanceState>());
+    for (const [ip, state] of states) {
+      const instance = this.target.instance(ip);
+      if (instance && state === BpfInstanceState.signalled) {
+        if (instance.state === 'pausing') instance.wakeRequested = true;
+        else this.target.wake(instance, 'traffic (found by rescan)');
+      }
+    }
+  }
+
+  /** Arms the watchdog's one timer while anything sleeps (a no-op when it is armed already). */
+  watch(): void {
+    if (this.target.stopped() || this.timer) return;
+    this.timer = setTimeout(() => void this.watchdog(), WATCHDOG_INTERVAL_MS);
+    this.timer.unref();
+  }
+
+  /**
+   * A sleeper whose counters moved past the sleep's baseline has had traffic; if no wake is
+   * under way for it WAKE_EVENT_GRACE_MS after the last packet, its wake event was lost: wake
+   * it now and count it. One batched read per interval for all sleepers, none when none sleep.
+   */
+  private async watchdog(): Promise<void> {
+    this.timer = undefined;
+    // Disarmed when nothing sleeps; the next sleep arms it again.
+    const sleepers = this.target.sleepers();
+    if (sleepers.length === 0 || this.target.stopped()) return;
+    try {
+      const counters = await this.source.countersOf(sleepers.map((i) => i.key));
+      const nowNs = monotonicNs();
+      for (const instance of sleepers) {
+        const c = counters.get(instance.key);
+        if (!c || instance.packetsAtSleep === undefined || c.packets <= instance.packetsAtSleep) continue;
+        if (instance.state !== 'sleeping' || instance.wakesPending > 0) continue;
+        if (nowNs - c.lastSeenNs < BigInt(WAKE_EVENT_GRACE_MS) * MS) continue; // its event may still be on the way
+        this.log.info({ instance: instance.id, packets: String(c.packets - instance.packetsAtSleep) }, 'traffic reached a sleeper and no wake event came yet: waking it (watchdog)');
+        this.awaitLateEvent(instance, nowNs);
+        this.target.wake(instance, 'traffic (wake event missed; found by the watchdog)', c.lastSeenNs);
+      }
+    } catch (error) {
+      this.log.warn({ err: messageOf(error) }, 'the wake watchdog could not read counters; retrying');
+    } finally {
+      this.watch();
+    }
+  }
+
+  /** Counts the watchdog's wake as a missed event unless the event turns up within LATE_EVENT_MS. */
+  private awaitLateEvent(instance: ManagedInstance, atNs: bigint): void {
+    clearTimeout(instance.watchdogWake?.timer);
+    const timer = setTimeout(() => {
+      instance.watchdogWake = undefined;
+      this.health.missed++;
+      this.log.warn({ instance: instance.id }, 'traffic reached a sleeper but no wake event came: the watchdog woke it');
+      this.target.missed(instance);
+    }, LATE_EVENT_MS);
+    timer.unref();
+    instance.watchdogWake = { timer, atNs };
+  }
+}
