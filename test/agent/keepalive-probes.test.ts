@@ -61,11 +61,12 @@ rootTest.serial('requests: TCP keepalive probes every second neither keep the in
   const pool = new http.Agent({ keepAlive: true, keepAliveMsecs: PROBE_MS, maxSockets: 1 });
   t.teardown(() => pool.destroy());
   t.is((await get(`${inst.app.url}/`, 3000, pool)).status, 200);
+  const sleeping = nextState(agent, 'web', 'sleeping', 1500 + 3 * PROBE_MS);
   const socket = theOnePooledSocket(pool);
   const segmentsAtAnswer = await segmentsIntoInstance(inst.ns);
 
   // (a) It sleeps on its idle timeout: not even the first probe, 1 s after the answer, reset the clock.
-  const tookMs = await nextState(agent, 'web', 'sleeping', 1500 + 3 * PROBE_MS);
+  const tookMs = await sleeping;
   t.true(tookMs < 1500 + PROBE_MS, `slept ${tookMs.toFixed(0)} ms after the answer (idle timeout 1500 ms)`);
   t.log(`slept ${tookMs.toFixed(0)} ms after the answer; ${(await segmentsIntoInstance(inst.ns)) - segmentsAtAnswer} segment(s) reached the instance meanwhile`);
 
