@@ -52,7 +52,7 @@ struct doze_conn {
 	__u64 client_payload_ns; // last payload from the client
 	__u64 server_payload_ns; // last payload from the instance
 	__u32 flags;
-	__u32 pad;
+	__u32 client_next_seq;   // the next sequence number the instance expects from the client
 };
 
 // Two kinds on one perf buffer: a wake (wake_ns 0: ts_ns is the packet that
@@ -116,7 +116,8 @@ struct parsed {
 	__u16 sport, dport;
 	__u8 is_tcp;
 	__u8 syn, ack, fin, rst;
-	__u32 payload;
+	__u32 seq;     // TCP sequence number, host order
+	__u32 payload; // TCP payload length in bytes
 };
 
 static __always_inline int parse(struct __sk_buff *skb, struct parsed *p)
@@ -158,6 +159,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct parsed *p)
 	p->ack = tcp->ack;
 	p->fin = tcp->fin;
 	p->rst = tcp->rst;
+	p->seq = bpf_ntohl(tcp->seq);
 	p->payload = ip_len > hdr_len ? ip_len - hdr_len : 0;
 	return 0;
 }
@@ -204,6 +206,25 @@ static __always_inline int marked_check(struct __sk_buff *skb)
 	return mark && (skb->mark & mark);
 }
 
+#ifndef DOZE_COUNT_ONLY // connection tracking only
+// The client's sequence number just after this segment (SYN and FIN take one each).
+static __always_inline __u32 client_segment_end(const struct parsed *p)
+{
+	return p->seq + p->payload + p->syn + p->fin;
+}
+
+// A keepalive or zero-window probe (Linux tcp_xmit_probe_skb; Windows adds one
+// garbage byte): a bare ACK that re-sends the last byte the instance already
+// acknowledged, to make it answer. Its kernel answers even while frozen, so a
+// probe is not traffic. An ordinary ACK carries the next sequence number
+// itself and still counts: inbound ACKs keep a streaming response awake.
+static __always_inline int is_probe(const struct parsed *p, const struct doze_conn *conn)
+{
+	return p->ack && !p->syn && !p->fin && !p->rst && p->payload <= 1 &&
+	       p->seq == conn->client_next_seq - 1;
+}
+#endif
+
 // A packet into instance `key` (whose doze_state entry the caller looked up):
 // count it, track its connection, wake a sleeper.
 static __always_inline int into_instance(struct __sk_buff *skb, struct parsed *p, __u32 key, __u32 *state, int is_check)
@@ -223,7 +244,7 @@ static __always_inline int into_instance(struct __sk_buff *skb, struct parsed *p
 		// Only a client's SYN opens a tracked connection, so replies to the
 		// instance's own outbound connections are never taken for requests.
 		if (p->syn && !p->ack) {
-			struct doze_conn fresh = { .last_ns = now };
+			struct doze_conn fresh = { .last_ns = now, .client_next_seq = client_segment_end(p) };
 			if (is_check)
 				fresh.flags = CONN_CHECK;
 			bpf_map_update_elem(&doze_conns, &k, &fresh, BPF_ANY);
@@ -234,6 +255,12 @@ static __always_inline int into_instance(struct __sk_buff *skb, struct parsed *p
 			if (conn->flags & CONN_CHECK)
 				is_check = 1;
 			conn->last_ns = now;
+			if (is_probe(p, conn))
+				return TC_ACT_UNSPEC; // alive, not active: no count, no stamp, no wake
+			// Only forward (serial-number arithmetic): a retransmission moves nothing.
+			__u32 end = client_segment_end(p);
+			if ((__s32)(end - conn->client_next_seq) > 0)
+				conn->client_next_seq = end;
 			if (p->payload)
 				conn->client_payload_ns = now;
 			if (p->fin)

@@ -2,6 +2,7 @@ import http from 'node:http';
 import { get } from '../helpers/http.js';
 import { nextState, startAgent } from '../helpers/agent.js';
 import { createInstance } from '../helpers/instance.js';
+import { wakeWithPooledRequest } from '../helpers/pooled-request.js';
 import { rootTest } from '../helpers/root.js';
 import { tweakRuntime } from '../helpers/runtime-wrappers.js';
 
@@ -40,12 +41,9 @@ rootTest.serial('requests: an idle keep-alive connection does not keep the insta
   t.is(first.status, 200);
   await nextState(agent, 'web', 'sleeping', 2000);
   t.is(await inst.cgroup.freezerState(), 'FROZEN');
-  const reused = new Promise<boolean>((resolve) => pool.once('free', () => resolve(true)));
-  const running = nextState(agent, 'web', 'running', 3000);
-  const second = await get(`${inst.app.url}/`, 3000, pool);
-  await running;
+  const { answer: second, reused } = await wakeWithPooledRequest(agent, 'web', `${inst.app.url}/`, pool);
   t.is(second.status, 200);
-  t.true(await reused);
+  t.true(reused);
   t.is(Object.values(pool.freeSockets).flat().length, 1, 'still one pooled connection: the same one was reused');
   t.is(agent.detector.get('web')!.wakes, 1);
 });
