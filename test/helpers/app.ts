@@ -13,6 +13,14 @@ export interface TestApp {
   address: string;
 }
 
+export interface AppOptions {
+  /** More cgroup.procs files to join first (a memory cgroup beside the freezer one). */
+  alsoJoin?: string[];
+  /** The app's environment on top of this process's (DOZE_APP_HOLD_MIB, DOZE_APP_KEEPALIVE_MS: demo/app.mjs). */
+  env?: Record<string, string>;
+  startTimeoutMs?: number;
+}
+
 /**
  * Starts the fixture app inside the namespace, already inside the cgroup
  * (the shell joins the cgroup before it execs, so no thread escapes it).
@@ -22,9 +30,8 @@ export async function startApp(
   ns: TestNetns,
   cgroup: TestCgroup,
   name = 'app',
-  options: { alsoJoin?: string[]; env?: Record<string, string>; startTimeoutMs?: number } = {},
+  options: AppOptions = {},
 ): Promise<TestApp> {
-  // alsoJoin: more cgroup.procs files to join first (a memory cgroup beside the freezer one).
   const joins = [cgroup.procsFile, ...(options.alsoJoin ?? [])].map((file) => `echo $$ > ${file} && `).join('');
   const script = `${joins}exec ip netns exec ${ns.name} ${process.execPath} ${APP_PATH} ${ns.instanceIp} ${APP_PORT} ${name}`;
   const child = spawn('sh', ['-c', script], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...options.env } });

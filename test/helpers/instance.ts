@@ -1,5 +1,5 @@
 import type { Teardown } from './teardown.js';
-import { startApp, type TestApp } from './app.js';
+import { startApp, type AppOptions, type TestApp } from './app.js';
 import { createFreezerCgroup, type TestCgroup } from './cgroup.js';
 import { createNetns, type TestNetns } from './netns.js';
 
@@ -12,10 +12,10 @@ export interface TestInstance {
 }
 
 /** Namespace + veth + cgroup + app: one freezer-managed instance, all torn down with the test. */
-export async function createInstance(t: Teardown, id = 'web'): Promise<TestInstance> {
+export async function createInstance(t: Teardown, id = 'web', appOptions: AppOptions = {}): Promise<TestInstance> {
   const ns = await createNetns(t);
   const cgroup = await createFreezerCgroup(t);
-  const app = await startApp(t, ns, cgroup, id);
+  const app = await startApp(t, ns, cgroup, id, appOptions);
   return {
     ns,
     cgroup,
