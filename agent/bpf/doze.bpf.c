@@ -29,6 +29,7 @@
 #define CONN_FIN_CLIENT (1 << 1)
 #define CONN_FIN_SERVER (1 << 2)
 #define CONN_RST (1 << 3)
+#define CONN_PROBED (1 << 4)     // the instance's probe awaits the client's reply
 
 struct doze_counters {
 	__u64 packets;      // unmarked packets into the instance
@@ -53,6 +54,8 @@ struct doze_conn {
 	__u64 server_payload_ns; // last payload from the instance
 	__u32 flags;
 	__u32 client_next_seq;   // the next sequence number the instance expects from the client
+	__u32 server_next_seq;   // the next sequence number the client expects from the instance
+	__u32 pad;               // 40 bytes, 8-byte aligned, said rather than left to the compiler
 };
 
 // Two kinds on one perf buffer: a wake (wake_ns 0: ts_ns is the packet that
@@ -207,21 +210,43 @@ static __always_inline int marked_check(struct __sk_buff *skb)
 }
 
 #ifndef DOZE_COUNT_ONLY // connection tracking only
-// The client's sequence number just after this segment (SYN and FIN take one each).
-static __always_inline __u32 client_segment_end(const struct parsed *p)
+// The sender's sequence number just after this segment (SYN and FIN take one each).
+static __always_inline __u32 segment_end(const struct parsed *p)
 {
 	return p->seq + p->payload + p->syn + p->fin;
 }
 
-// A keepalive or zero-window probe (Linux tcp_xmit_probe_skb; Windows adds one
-// garbage byte): a bare ACK that re-sends the last byte the instance already
-// acknowledged, to make it answer. Its kernel answers even while frozen, so a
-// probe is not traffic. An ordinary ACK carries the next sequence number
-// itself and still counts: inbound ACKs keep a streaming response awake.
-static __always_inline int is_probe(const struct parsed *p, const struct doze_conn *conn)
+// Moves a side's next sequence number forward to this segment's end, never
+// back (serial-number arithmetic): a retransmission moves nothing.
+static __always_inline void advance_next_seq(__u32 *next_seq, const struct parsed *p)
 {
-	return p->ack && !p->syn && !p->fin && !p->rst && p->payload <= 1 &&
-	       p->seq == conn->client_next_seq - 1;
+	__u32 end = segment_end(p);
+	if ((__s32)(end - *next_seq) > 0)
+		*next_seq = end;
+}
+
+static __always_inline int is_bare_ack(const struct parsed *p)
+{
+	return p->ack && !p->syn && !p->fin && !p->rst;
+}
+
+// A keepalive or zero-window probe (Linux tcp_xmit_probe_skb; Windows adds one
+// garbage byte): a bare ACK that re-sends the last byte the peer already
+// acknowledged (`next_seq` is the sender's next sequence number), to make it
+// answer. Either kernel sends and answers them even while the instance is
+// frozen, so they are not traffic. An ordinary ACK carries the next sequence
+// number itself and still counts: inbound ACKs keep a streaming response awake.
+static __always_inline int is_probe(const struct parsed *p, __u32 next_seq)
+{
+	return is_bare_ack(p) && p->payload <= 1 && p->seq == next_seq - 1;
+}
+
+// The client kernel's answer to the instance's probe: a bare ACK, no payload,
+// at the client's next sequence number. Alone it looks like any ordinary ACK;
+// it is told apart by coming first after a probe (CONN_PROBED).
+static __always_inline int is_probe_reply(const struct parsed *p, const struct doze_conn *conn, __u32 probed)
+{
+	return probed && is_bare_ack(p) && !p->payload && p->seq == conn->client_next_seq;
 }
 #endif
 
@@ -244,7 +269,7 @@ static __always_inline int into_instance(struct __sk_buff *skb, struct parsed *p
 		// Only a client's SYN opens a tracked connection, so replies to the
 		// instance's own outbound connections are never taken for requests.
 		if (p->syn && !p->ack) {
-			struct doze_conn fresh = { .last_ns = now, .client_next_seq = client_segment_end(p) };
+			struct doze_conn fresh = { .last_ns = now, .client_next_seq = segment_end(p) };
 			if (is_check)
 				fresh.flags = CONN_CHECK;
 			bpf_map_update_elem(&doze_conns, &k, &fresh, BPF_ANY);
@@ -255,12 +280,13 @@ static __always_inline int into_instance(struct __sk_buff *skb, struct parsed *p
 			if (conn->flags & CONN_CHECK)
 				is_check = 1;
 			conn->last_ns = now;
-			if (is_probe(p, conn))
+			// Whatever the client sends next settles the instance's probe.
+			__u32 probed = conn->flags & CONN_PROBED;
+			if (probed)
+				__sync_fetch_and_and(&conn->flags, ~CONN_PROBED);
+			if (is_probe(p, conn->client_next_seq) || is_probe_reply(p, conn, probed))
 				return TC_ACT_UNSPEC; // alive, not active: no count, no stamp, no wake
-			// Only forward (serial-number arithmetic): a retransmission moves nothing.
-			__u32 end = client_segment_end(p);
-			if ((__s32)(end - conn->client_next_seq) > 0)
-				conn->client_next_seq = end;
+			advance_next_seq(&conn->client_next_seq, p);
 			if (p->payload)
 				conn->client_payload_ns = now;
 			if (p->fin)
@@ -311,7 +337,7 @@ static __always_inline int out_of_instance(struct __sk_buff *skb, struct parsed 
 	__sync_fetch_and_add(&c->out_packets, 1);
 #ifdef DOZE_COUNT_ONLY
 	return 1;
-#endif
+#else
 	if (!p->is_tcp)
 		return 1;
 	struct doze_conn_key k = {
@@ -325,6 +351,16 @@ static __always_inline int out_of_instance(struct __sk_buff *skb, struct parsed 
 		return 1; // outbound connection of the instance: not a request
 	__u64 now = bpf_ktime_get_ns();
 	conn->last_ns = now;
+	if (p->syn) {
+		conn->server_next_seq = segment_end(p); // the SYN-ACK: where the instance's sequence starts
+	} else if (is_probe(p, conn->server_next_seq)) {
+		// The instance's kernel probes an idle client (SO_KEEPALIVE on its accepted
+		// sockets, as Go's net.Listen sets); the client's ACK answering it is marked.
+		__sync_fetch_and_or(&conn->flags, CONN_PROBED);
+		return 1;
+	} else {
+		advance_next_seq(&conn->server_next_seq, p);
+	}
 	if (p->payload) {
 		conn->server_payload_ns = now;
 		// The first answer to a client after a wake: one event, stamped once.
@@ -347,6 +383,7 @@ static __always_inline int out_of_instance(struct __sk_buff *skb, struct parsed 
 	if (p->rst)
 		__sync_fetch_and_or(&conn->flags, CONN_RST);
 	return 1;
+#endif
 }
 
 // Instance's own interface (host side of a veth or tap), egress: packets into it.
