@@ -15,13 +15,20 @@ import type { Teardown } from '../helpers/teardown.js';
 const PROBE_MS = 1000;
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** TCP segments the instance's kernel has received (its netns's Tcp InSegs): only this test talks to it. */
-async function segmentsIntoInstance(ns: TestNetns): Promise<number> {
+/** TCP segments the instance's kernel has received and sent (its netns's Tcp InSegs, OutSegs): only this test talks to it. */
+async function instanceSegments(ns: TestNetns): Promise<{ into: number; out: number }> {
   const snmp = await sh('ip', ['netns', 'exec', ns.name, 'cat', '/proc/net/snmp']);
   const [names, values] = snmp.split('\n').filter((line) => line.startsWith('Tcp:')).map((line) => line.trim().split(/\s+/));
-  const inSegs = Number(values?.[names?.indexOf('InSegs') ?? -1]);
-  if (!Number.isInteger(inSegs)) throw new Error(`no Tcp InSegs in the netns's /proc/net/snmp:\n${snmp}`);
-  return inSegs;
+  const counter = (name: string) => {
+    const value = Number(values?.[names?.indexOf(name) ?? -1]);
+    if (!Number.isInteger(value)) throw new Error(`no Tcp ${name} in the netns's /proc/net/snmp:\n${snmp}`);
+    return value;
+  };
+  return { into: counter('InSegs'), out: counter('OutSegs') };
+}
+
+async function segmentsIntoInstance(ns: TestNetns): Promise<number> {
+  return (await instanceSegments(ns)).into;
 }
 
 /** Every state instance `id` enters from now on, until the test ends. */
@@ -93,6 +100,63 @@ rootTest.serial('requests: TCP keepalive probes every second neither keep the in
   t.is(second.status, 200);
   t.true(reused);
   t.is(theOnePooledSocket(pool), socket, 'the probing connection carried the request');
+  t.is(agent.detector.get('web')!.wakes, 1);
+});
+
+/**
+ * A keep-alive pool whose sockets have TCP keepalive off: http.Agent turns it on each time a socket goes
+ * back to the pool, in its own 'free' listener, which runs before this one.
+ */
+function poolWithoutProbes(): http.Agent {
+  const pool = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  pool.on('free', (socket: Socket) => socket.setKeepAlive(false));
+  return pool;
+}
+
+rootTest.serial('requests: the client\'s ACKs to the instance\'s own keepalive probes neither keep it awake nor wake it; a request on that connection does', async (t) => {
+  // The app's kernel probes each idle accepted connection (as a Go server's does every 15 s), also while
+  // frozen; the client's kernel answers every probe with a bare ACK. The client itself never probes.
+  const inst = await createInstance(t, 'web', { env: { DOZE_APP_KEEPALIVE_MS: String(PROBE_MS) } });
+  const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '1500ms', idlePolicy: 'requests' })] });
+  const pool = poolWithoutProbes();
+  t.teardown(() => pool.destroy());
+  t.is((await get(`${inst.app.url}/`, 3000, pool)).status, 200);
+  const sleeping = nextState(agent, 'web', 'sleeping', 1500 + 3 * PROBE_MS);
+  const socket = theOnePooledSocket(pool);
+  const atAnswer = await instanceSegments(inst.ns);
+
+  // (a) It sleeps on its idle timeout: the probe 1 s after the answer, and its reply, did not reset the clock.
+  const tookMs = await sleeping;
+  t.true(tookMs < 1500 + PROBE_MS, `slept ${tookMs.toFixed(0)} ms after the answer (idle timeout 1500 ms)`);
+  const atSleep = await instanceSegments(inst.ns);
+  t.log(`slept ${tookMs.toFixed(0)} ms after the answer; meanwhile the instance sent ${atSleep.out - atAnswer.out} segment(s) and got ${atSleep.into - atAnswer.into}`);
+
+  // (b) Asleep across three probe periods, while the frozen app's kernel kept probing and the client kept answering.
+  const before = { segments: await instanceSegments(inst.ns), counters: await countersOf(agent, inst), atNs: monotonicNs() };
+  const moves = recordTransitions(t, agent, 'web');
+  const windowMs = 3 * PROBE_MS + 500;
+  await delay(windowMs); // a fixed window: nothing may happen in it
+  const after = { segments: await instanceSegments(inst.ns), counters: await countersOf(agent, inst) };
+  const probes = after.segments.out - before.segments.out;
+  const replies = after.segments.into - before.segments.into;
+  t.log(`the sleeping instance sent ${probes} probe(s) and got ${replies} reply(ies) in ${windowMs} ms`);
+  t.true(probes >= 3, `the instance sent ${probes} segment(s) in ${windowMs} ms, expected a probe a second`);
+  t.true(replies >= 3, `the instance got ${replies} segment(s) in ${windowMs} ms, expected a reply to each probe`);
+  t.deepEqual(moves, [], 'no transition while the probes were answered');
+  t.is(agent.detector.get('web')!.wakes, 0);
+  t.is(await inst.cgroup.freezerState(), 'FROZEN');
+  t.is(after.counters.packets, before.counters.packets, 'no probe reply counted as traffic');
+  t.is(after.counters.lastSeenNs, before.counters.lastSeenNs, 'no probe reply stamped last_seen_ns');
+  const conn = await connectionFrom(agent, inst, socket.localPort!);
+  t.true(conn.lastNs > before.atNs, 'the probes kept the connection record alive');
+  t.true(conn.clientPayloadNs < before.atNs, 'no probe reply taken for a request');
+  t.true(conn.serverPayloadNs < before.atNs, 'no probe taken for an answer');
+
+  // (c) A request on the same connection wakes it and is answered.
+  const { answer: second, reused } = await wakeWithPooledRequest(agent, 'web', `${inst.app.url}/`, pool);
+  t.is(second.status, 200);
+  t.true(reused);
+  t.is(theOnePooledSocket(pool), socket, 'the probed connection carried the request');
   t.is(agent.detector.get('web')!.wakes, 1);
 });
 
