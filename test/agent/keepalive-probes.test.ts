@@ -1,3 +1,4 @@
+import type { ExecutionContext } from 'ava';
 import http from 'node:http';
 import type { Socket } from 'node:net';
 import type { Agent } from '../../agent/agent.js';
@@ -13,6 +14,7 @@ import { sh } from '../helpers/sh.js';
 import type { Teardown } from '../helpers/teardown.js';
 
 const PROBE_MS = 1000;
+const IDLE_MS = 1500;
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** TCP segments the instance's kernel has received and sent (its netns's Tcp InSegs, OutSegs): only this test talks to it. */
@@ -25,10 +27,6 @@ async function instanceSegments(ns: TestNetns): Promise<{ into: number; out: num
     return value;
   };
   return { into: counter('InSegs'), out: counter('OutSegs') };
-}
-
-async function segmentsIntoInstance(ns: TestNetns): Promise<number> {
-  return (await instanceSegments(ns)).into;
 }
 
 /** Every state instance `id` enters from now on, until the test ends. */
@@ -60,47 +58,59 @@ function theOnePooledSocket(pool: http.Agent): Socket {
   return sockets[0];
 }
 
-rootTest.serial('requests: TCP keepalive probes every second neither keep the instance awake nor wake it; a request on that connection does', async (t) => {
-  const inst = await createInstance(t);
-  const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '1500ms', idlePolicy: 'requests' })] });
-  // node's keep-alive agent turns on SO_KEEPALIVE with TCP_KEEPIDLE = keepAliveMsecs on a pooled socket
-  // (libuv leaves TCP_KEEPINTVL alone): while each probe is answered, the kernel sends one every second.
-  const pool = new http.Agent({ keepAlive: true, keepAliveMsecs: PROBE_MS, maxSockets: 1 });
+/**
+ * What either side's probes must leave alone: after one answer on `pool`'s one connection the instance
+ * (a) sleeps on its idle timeout, not even the first probe 1 s later resetting the clock, (b) stays asleep
+ * across three probe periods while the probes and their answers flow (one kernel sends, the other answers,
+ * the frozen app's included), and (c) wakes on a request on that same connection and answers it.
+ */
+async function sleepsThroughProbes(t: ExecutionContext, inst: TestInstance, pool: http.Agent): Promise<void> {
+  const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: `${IDLE_MS}ms`, idlePolicy: 'requests' })] });
   t.teardown(() => pool.destroy());
   t.is((await get(`${inst.app.url}/`, 3000, pool)).status, 200);
-  const sleeping = nextState(agent, 'web', 'sleeping', 1500 + 3 * PROBE_MS);
+  const sleeping = nextState(agent, 'web', 'sleeping', IDLE_MS + 3 * PROBE_MS);
   const socket = theOnePooledSocket(pool);
-  const segmentsAtAnswer = await segmentsIntoInstance(inst.ns);
+  const atAnswer = await instanceSegments(inst.ns);
 
-  // (a) It sleeps on its idle timeout: not even the first probe, 1 s after the answer, reset the clock.
+  // (a)
   const tookMs = await sleeping;
-  t.true(tookMs < 1500 + PROBE_MS, `slept ${tookMs.toFixed(0)} ms after the answer (idle timeout 1500 ms)`);
-  t.log(`slept ${tookMs.toFixed(0)} ms after the answer; ${(await segmentsIntoInstance(inst.ns)) - segmentsAtAnswer} segment(s) reached the instance meanwhile`);
+  t.true(tookMs < IDLE_MS + PROBE_MS, `slept ${tookMs.toFixed(0)} ms after the answer (idle timeout ${IDLE_MS} ms)`);
+  const atSleep = await instanceSegments(inst.ns);
+  t.log(`slept ${tookMs.toFixed(0)} ms after the answer; meanwhile the instance got ${atSleep.into - atAnswer.into} segment(s) and sent ${atSleep.out - atAnswer.out}`);
 
-  // (b) Asleep across three probe intervals, while the probes kept coming and the frozen app's kernel answered them.
-  const before = { segments: await segmentsIntoInstance(inst.ns), counters: await countersOf(agent, inst), atNs: monotonicNs() };
+  // (b)
+  const before = { segments: await instanceSegments(inst.ns), counters: await countersOf(agent, inst), atNs: monotonicNs() };
   const moves = recordTransitions(t, agent, 'web');
   const windowMs = 3 * PROBE_MS + 500;
   await delay(windowMs); // a fixed window: nothing may happen in it
-  const probes = (await segmentsIntoInstance(inst.ns)) - before.segments;
-  t.log(`${probes} probe(s) reached the sleeping instance in ${windowMs} ms`);
-  t.true(probes >= 3, `${probes} segment(s) reached the instance in ${windowMs} ms, expected a probe a second`);
+  const after = { segments: await instanceSegments(inst.ns), counters: await countersOf(agent, inst) };
+  const got = after.segments.into - before.segments.into;
+  const sent = after.segments.out - before.segments.out;
+  t.log(`the sleeping instance got ${got} segment(s) and sent ${sent} in ${windowMs} ms`);
+  t.true(got >= 3, `${got} segment(s) reached the instance in ${windowMs} ms, expected a probe or a probe's answer a second`);
+  t.true(sent >= 3, `the instance sent ${sent} segment(s) in ${windowMs} ms, expected a probe or a probe's answer a second`);
   t.deepEqual(moves, [], 'no transition while the probes came');
   t.is(agent.detector.get('web')!.wakes, 0);
   t.is(await inst.cgroup.freezerState(), 'FROZEN');
-  const after = await countersOf(agent, inst);
-  t.is(after.packets, before.counters.packets, 'no probe counted as traffic');
-  t.is(after.lastSeenNs, before.counters.lastSeenNs, 'no probe stamped last_seen_ns');
+  t.is(after.counters.packets, before.counters.packets, 'no probe counted as traffic');
+  t.is(after.counters.lastSeenNs, before.counters.lastSeenNs, 'no probe stamped last_seen_ns');
   const conn = await connectionFrom(agent, inst, socket.localPort!);
   t.true(conn.lastNs > before.atNs, 'the probes kept the connection record alive');
   t.true(conn.clientPayloadNs < before.atNs, 'no probe taken for a request');
+  t.true(conn.serverPayloadNs < before.atNs, 'no probe taken for an answer');
 
-  // (c) A request on the same connection wakes it and is answered.
+  // (c)
   const { answer: second, reused } = await wakeWithPooledRequest(agent, 'web', `${inst.app.url}/`, pool);
   t.is(second.status, 200);
   t.true(reused);
   t.is(theOnePooledSocket(pool), socket, 'the probing connection carried the request');
   t.is(agent.detector.get('web')!.wakes, 1);
+}
+
+rootTest.serial('requests: TCP keepalive probes every second neither keep the instance awake nor wake it; a request on that connection does', async (t) => {
+  // node's keep-alive agent turns on SO_KEEPALIVE with TCP_KEEPIDLE = keepAliveMsecs on a pooled socket
+  // (libuv leaves TCP_KEEPINTVL alone): while each probe is answered, the kernel sends one every second.
+  await sleepsThroughProbes(t, await createInstance(t), new http.Agent({ keepAlive: true, keepAliveMsecs: PROBE_MS, maxSockets: 1 }));
 });
 
 /**
@@ -117,47 +127,7 @@ rootTest.serial('requests: the client\'s ACKs to the instance\'s own keepalive p
   // The app's kernel probes each idle accepted connection (as a Go server's does every 15 s), also while
   // frozen; the client's kernel answers every probe with a bare ACK. The client itself never probes.
   const inst = await createInstance(t, 'web', { env: { DOZE_APP_KEEPALIVE_MS: String(PROBE_MS) } });
-  const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '1500ms', idlePolicy: 'requests' })] });
-  const pool = poolWithoutProbes();
-  t.teardown(() => pool.destroy());
-  t.is((await get(`${inst.app.url}/`, 3000, pool)).status, 200);
-  const sleeping = nextState(agent, 'web', 'sleeping', 1500 + 3 * PROBE_MS);
-  const socket = theOnePooledSocket(pool);
-  const atAnswer = await instanceSegments(inst.ns);
-
-  // (a) It sleeps on its idle timeout: the probe 1 s after the answer, and its reply, did not reset the clock.
-  const tookMs = await sleeping;
-  t.true(tookMs < 1500 + PROBE_MS, `slept ${tookMs.toFixed(0)} ms after the answer (idle timeout 1500 ms)`);
-  const atSleep = await instanceSegments(inst.ns);
-  t.log(`slept ${tookMs.toFixed(0)} ms after the answer; meanwhile the instance sent ${atSleep.out - atAnswer.out} segment(s) and got ${atSleep.into - atAnswer.into}`);
-
-  // (b) Asleep across three probe periods, while the frozen app's kernel kept probing and the client kept answering.
-  const before = { segments: await instanceSegments(inst.ns), counters: await countersOf(agent, inst), atNs: monotonicNs() };
-  const moves = recordTransitions(t, agent, 'web');
-  const windowMs = 3 * PROBE_MS + 500;
-  await delay(windowMs); // a fixed window: nothing may happen in it
-  const after = { segments: await instanceSegments(inst.ns), counters: await countersOf(agent, inst) };
-  const probes = after.segments.out - before.segments.out;
-  const replies = after.segments.into - before.segments.into;
-  t.log(`the sleeping instance sent ${probes} probe(s) and got ${replies} reply(ies) in ${windowMs} ms`);
-  t.true(probes >= 3, `the instance sent ${probes} segment(s) in ${windowMs} ms, expected a probe a second`);
-  t.true(replies >= 3, `the instance got ${replies} segment(s) in ${windowMs} ms, expected a reply to each probe`);
-  t.deepEqual(moves, [], 'no transition while the probes were answered');
-  t.is(agent.detector.get('web')!.wakes, 0);
-  t.is(await inst.cgroup.freezerState(), 'FROZEN');
-  t.is(after.counters.packets, before.counters.packets, 'no probe reply counted as traffic');
-  t.is(after.counters.lastSeenNs, before.counters.lastSeenNs, 'no probe reply stamped last_seen_ns');
-  const conn = await connectionFrom(agent, inst, socket.localPort!);
-  t.true(conn.lastNs > before.atNs, 'the probes kept the connection record alive');
-  t.true(conn.clientPayloadNs < before.atNs, 'no probe reply taken for a request');
-  t.true(conn.serverPayloadNs < before.atNs, 'no probe taken for an answer');
-
-  // (c) A request on the same connection wakes it and is answered.
-  const { answer: second, reused } = await wakeWithPooledRequest(agent, 'web', `${inst.app.url}/`, pool);
-  t.is(second.status, 200);
-  t.true(reused);
-  t.is(theOnePooledSocket(pool), socket, 'the probed connection carried the request');
-  t.is(agent.detector.get('web')!.wakes, 1);
+  await sleepsThroughProbes(t, inst, poolWithoutProbes());
 });
 
 rootTest.serial('requests: a response streamed over five idle timeouts keeps the instance awake on the client\'s ACKs alone', async (t) => {
