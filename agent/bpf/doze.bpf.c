@@ -28,7 +28,7 @@
 #define CONN_CHECK (1 << 0)      // a health-check connection: never counts
 #define CONN_FIN_CLIENT (1 << 1)
 #define CONN_FIN_SERVER (1 << 2)
-#define CONN_RST (1 << 3)
+#define CONN_RST (1 << 3)        // no longer written (a reset entry is deleted); older programs' entries may carry it
 #define CONN_PROBED (1 << 4)     // the instance's probe awaits the client's reply
 
 struct doze_counters {
@@ -248,6 +248,30 @@ static __always_inline int is_probe_reply(const struct parsed *p, const struct d
 {
 	return probed && is_bare_ack(p) && !p->payload && p->seq == conn->client_next_seq;
 }
+
+// An ended connection leaves the map at once: on a reset from either side, or
+// on the second FIN (`fin_side` is this packet's sender). Left in place, closed
+// connections pile up until LRU eviction (33,000 under wrk) and every read of
+// the map dumps them. An absent entry means what a closed one did: not open,
+// nothing in flight, no first-response stamp. Only a client's SYN creates an
+// entry, so the last ACK or a retransmitted FIN brings nothing back.
+// Deleting is the packet's last use of `conn`: a preallocated map may hand the
+// element to another connection right away.
+static __always_inline void forget_if_ended(struct doze_conn_key *k, struct doze_conn *conn, const struct parsed *p, __u32 fin_side)
+{
+	const __u32 both = CONN_FIN_CLIENT | CONN_FIN_SERVER;
+
+	if (p->rst) {
+		bpf_map_delete_elem(&doze_conns, k);
+		return;
+	}
+	if (!p->fin)
+		return;
+	// Atomic: the two FINs can cross on two CPUs, and one of them must see both bits.
+	__u32 before = __sync_fetch_and_or(&conn->flags, fin_side);
+	if (((before | fin_side) & both) == both)
+		bpf_map_delete_elem(&doze_conns, k);
+}
 #endif
 
 // A packet into instance `key` (whose doze_state entry the caller looked up):
@@ -289,10 +313,7 @@ static __always_inline int into_instance(struct __sk_buff *skb, struct parsed *p
 			advance_next_seq(&conn->client_next_seq, p);
 			if (p->payload)
 				conn->client_payload_ns = now;
-			if (p->fin)
-				__sync_fetch_and_or(&conn->flags, CONN_FIN_CLIENT);
-			if (p->rst)
-				__sync_fetch_and_or(&conn->flags, CONN_RST);
+			forget_if_ended(&k, conn, p, CONN_FIN_CLIENT);
 		}
 	}
 #endif
@@ -378,10 +399,7 @@ static __always_inline int out_of_instance(struct __sk_buff *skb, struct parsed 
 					      &ev, sizeof(ev));
 		}
 	}
-	if (p->fin)
-		__sync_fetch_and_or(&conn->flags, CONN_FIN_SERVER);
-	if (p->rst)
-		__sync_fetch_and_or(&conn->flags, CONN_RST);
+	forget_if_ended(&k, conn, p, CONN_FIN_SERVER);
 	return 1;
 #endif
 }
