@@ -7,8 +7,8 @@
 import { readFile } from 'node:fs/promises';
 import { Agent } from '../dist/agent/agent.js';
 import { parseConfig } from '../dist/agent/config/load.js';
-import { messageOf } from '../dist/agent/errors.js';
-import { createLogger } from '../dist/agent/log.js';
+import { messageOf } from '../dist/agent/shared/errors.js';
+import { createLogger } from '../dist/agent/shared/log.js';
 
 const send = (event) => process.stdout.write(`${JSON.stringify(event)}\n`);
 
