@@ -51,3 +51,10 @@ export async function describeChildren(pid: number): Promise<string[]> {
   }
   return found;
 }
+
+/** CPU time (user + system) `pid` has used so far, in seconds. */
+export async function cpuSeconds(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in USER_HZ ticks
+}

@@ -12,7 +12,11 @@
  *  - wake latency p50/p99/max (first packet seen by the tc program → resumed, every wake);
  *  - the agent's RSS and open fds at start and end (its own process and its doze-maps helper),
  *    target flat;
- *  - doze_wake_events_missed_total and the wake-event rescans, target 0.
+ *  - doze_wake_events_missed_total and the wake-event rescans, target 0;
+ *  - sleeps started, undone by traffic while being prepared, and done, with the preparation time
+ *    (pausing → asleep, and pausing → undone);
+ *  - doze_conns' size and the time of one whole dump every 10 s (bench/soak-conn-map.ts), and the
+ *    CPU the agent and its doze-maps helper used over the traffic.
  * Knobs: DOZE_SOAK_INSTANCES (default 50), DOZE_SOAK_SECONDS (default 180, at most 600),
  * DOZE_SOAK_IDLE_MS (idle timeout, default 250).
  * Traffic goes only to 10.215.0.0/16 addresses inside the namespaces made here.
@@ -35,7 +39,8 @@ import { deleteNetns, type TestNetns } from '../test/helpers/netns.js';
 import { sweepChainsAtTeardown } from '../test/helpers/netfilter.js';
 import { sh } from '../test/helpers/sh.js';
 import { Cleanups, type Teardown } from '../test/helpers/teardown.js';
-import { childrenNamed, describeChildren, fdKinds, openFds, rssMiB } from './proc.js';
+import { childrenNamed, cpuSeconds, describeChildren, fdKinds, openFds, rssMiB } from './proc.js';
+import { ConnMapSampler } from './soak-conn-map.js';
 import { startSoakAgent, type SoakAgent } from './soak-agent-handle.js';
 import type { SoakEvent } from './soak-events.js';
 import { emptyTotals, REQUEST_TIMEOUT_MS, trackedGet, wrkBurst, type Target, type TrafficTotals } from './soak-traffic.js';
@@ -108,17 +113,25 @@ interface Footprint {
   fds: number;
   helperRss: number;
   helperFds: number;
+  /** CPU seconds used so far by the agent and by its current doze-maps helper(s). */
+  cpuS: number;
+  helperCpuS: number;
 }
 
 async function footprint(agentPid: number, startedAt: number): Promise<Footprint> {
   const helpers = await childrenNamed(agentPid, 'doze-maps');
   let helperRss = 0;
   let helperFds = 0;
+  let helperCpuS = 0;
   for (const pid of helpers) {
     helperRss += await rssMiB(pid).catch(() => 0);
     helperFds += await openFds(pid).catch(() => 0);
+    helperCpuS += await cpuSeconds(pid).catch(() => 0);
   }
-  return { atS: (Date.now() - startedAt) / 1000, rss: await rssMiB(agentPid), fds: await openFds(agentPid), helperRss, helperFds };
+  return {
+    atS: (Date.now() - startedAt) / 1000, rss: await rssMiB(agentPid), fds: await openFds(agentPid), helperRss, helperFds,
+    cpuS: await cpuSeconds(agentPid), helperCpuS,
+  };
 }
 
 /** Sum of a counter's samples over all label sets in a Prometheus text exposition. */
@@ -217,6 +230,8 @@ export async function benchSoak(options: SoakOptions = soakOptions(process.env))
     const dir = await mkdtemp(join(tmpdir(), 'dz-soak-'));
     cleanups.teardown(() => rm(dir, { recursive: true, force: true }));
     const bpffs = await createBpffs(cleanups);
+    const connMap = new ConnMapSampler(bpffs);
+    cleanups.teardown(() => connMap.close());
     const chainPrefix = `DZ${uniqueSuffix().toUpperCase()}`;
     sweepChainsAtTeardown(cleanups, chainPrefix);
 
@@ -241,6 +256,8 @@ export async function benchSoak(options: SoakOptions = soakOptions(process.env))
     const wakeFailures: string[] = [];
     const reasons = new Map<string, number>();
     const eventLagMs: number[] = [];
+    /** Sleeps begun (pausing), by how they ended: the time from pausing to asleep, or to undone by traffic. */
+    const sleepsTried = { started: 0, doneMs: [] as number[], undoneMs: [] as number[] };
     const onEvent = (e: SoakEvent) => {
       if (e.type === 'transition') {
         const inst = byId.get(e.id);
@@ -248,8 +265,13 @@ export async function benchSoak(options: SoakOptions = soakOptions(process.env))
         inst.state = e.to;
         inst.recent.push(`${clock(e.at)} ${e.to}${e.to === 'running' || e.to === 'waking' ? ` (${e.reason})` : ''}`);
         if (inst.recent.length > 5) inst.recent.shift();
+        if (!recording) {
+          if (e.to === 'pausing') inst.pausingAt = e.at;
+          return;
+        }
+        if (e.to === 'pausing') sleepsTried.started++;
+        if (e.from === 'pausing') (e.to === 'sleeping' ? sleepsTried.doneMs : sleepsTried.undoneMs).push(e.at - inst.pausingAt);
         if (e.to === 'pausing') inst.pausingAt = e.at;
-        if (!recording) return;
         if (e.to === 'sleeping') inst.sleeps++;
         if (e.to === 'running' && e.from === 'waking') {
           inst.wakes++;
@@ -317,6 +339,7 @@ export async function benchSoak(options: SoakOptions = soakOptions(process.env))
     if (notAsleepAtStart.length > 0) throw new Error(`not every instance fell asleep within 120 s: ${notAsleepAtStart.join('; ')}; agent log: ${agent.logFile}`);
     const startedAt = Date.now();
     const footprints: Footprint[] = [await footprint(agent.pid, startedAt)];
+    await connMap.sample(startedAt);
     const startKinds = await fdKinds(agent.pid);
     recording = true;
     trafficUntil = Math.min(trafficUntil, startedAt + options.seconds * 1000);
@@ -346,7 +369,10 @@ export async function benchSoak(options: SoakOptions = soakOptions(process.env))
       })().finally(() => (sampling = false));
     }, SAMPLE_MS);
     cleanups.teardown(() => clearInterval(sampler));
-    const footprintTimer = setInterval(() => void footprint(agent.pid, startedAt).then((f) => footprints.push(f), () => undefined), FOOTPRINT_EVERY_MS);
+    const footprintTimer = setInterval(() => {
+      void footprint(agent.pid, startedAt).then((f) => footprints.push(f), () => undefined);
+      void connMap.sample(startedAt);
+    }, FOOTPRINT_EVERY_MS);
     cleanups.teardown(() => clearInterval(footprintTimer));
     cleanups.teardown(() => {
       for (const child of live) child.kill('SIGKILL');
@@ -360,6 +386,9 @@ export async function benchSoak(options: SoakOptions = soakOptions(process.env))
     const trafficS = (Date.now() - startedAt) / 1000;
     clearInterval(sampler);
     clearInterval(footprintTimer);
+    const atTrafficEnd = await footprint(agent.pid, startedAt);
+    footprints.push(atTrafficEnd);
+    await connMap.sample(startedAt);
     await waitUntil('requests still in flight', REQUEST_TIMEOUT_MS + 5000, () => insts.every((i) => i.inflight.size === 0),
       () => `: ${insts.filter((i) => i.inflight.size > 0).map((i) => `${i.id} ${[...i.inflight].map((f) => f.kind).join(',')} ${story(i)}`).join('; ')}`);
     // Checks keep running while everything falls asleep again; then the end figures.
@@ -384,6 +413,8 @@ export async function benchSoak(options: SoakOptions = soakOptions(process.env))
     const missed = metricSum(metrics, 'doze_wake_events_missed_total');
     const failedWakes = metricSum(metrics, 'doze_wake_failures_total');
     const answered = metricSum(metrics, 'doze_health_checks_answered_total');
+    const coreShare = (used: number) => `${((100 * used) / (atTrafficEnd.atS - start.atS)).toFixed(0)} %`;
+    const entries = connMap.samples.map((c) => c.entries);
     const lines = [
       `soak: ${options.instances} freezer instances, ${trafficS.toFixed(0)} s of traffic${interrupted ? ' (interrupted)' : ''}, idle timeout ${options.idleMs} ms, ` +
         `one agent process, checks every ${CHECK_INTERVAL_MS / 1000} s per instance (setup ${setupS.toFixed(0)} s)`,
@@ -397,6 +428,12 @@ export async function benchSoak(options: SoakOptions = soakOptions(process.env))
         `frozen with a request sent before the pause: ${samples.violations} (during a wrk burst: ${samples.wrkViolations})`,
       summary('wake (tc sees packet → resumed)', wakeMs),
       summary('wake event delivery (tc → agent)', eventLagMs),
+      `sleeps started ${sleepsTried.started}, undone while being prepared ${sleepsTried.undoneMs.length}, done ${sleepsTried.doneMs.length}`,
+      summary('sleep preparation, done (pausing → asleep)', sleepsTried.doneMs),
+      summary('sleep preparation, undone (pausing → running)', sleepsTried.undoneMs),
+      `doze_conns entries every ${FOOTPRINT_EVERY_MS / 1000} s: at the start ${entries[0] ?? '?'}, max ${Math.max(...entries)}, at the end of the traffic ${entries.at(-1) ?? '?'}`,
+      summary('one whole doze_conns dump (doze-maps)', connMap.samples.map((c) => c.dumpMs)),
+      `CPU over the traffic: agent ${coreShare(atTrafficEnd.cpuS - start.cpuS)} of a core, doze-maps ${coreShare(atTrafficEnd.helperCpuS - start.helperCpuS)}`,
       `wakes by reason: ${[...reasons].map(([r, n]) => `${r} ${n}`).join(', ')}`,
       `failed wakes ${failedWakes}${wakeFailures.length ? ` (${wakeFailures.slice(0, 3).join('; ')})` : ''}; doze_wake_events_missed_total ${missed}; ` +
         `watchdog wakes whose event came late ${status.wakeEvents.late ?? '?'}; rescans ${status.wakeEvents.gaps}`,
