@@ -136,10 +136,13 @@ rootTest.serial('requests: a response streamed over five idle timeouts keeps the
   const moves = recordTransitions(t, agent, 'web');
   const packetsBefore = (await countersOf(agent, inst)).packets;
   const count = 20;
+  // Kept open after the response, so its doze_conns entry is still there to read (a closed one is deleted).
+  const pool = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  t.teardown(() => pool.destroy());
   // After its request the client only ACKs the pushes (100 ms apart): no request is in flight, so only
   // those ACKs, ordinary ones with the next sequence number, tell the agent the instance is in use.
   const { pushes, clientPort } = await new Promise<{ pushes: number; clientPort: number }>((resolve, reject) => {
-    const req = http.get(`${inst.app.url}/stream?every=100&count=${count}`, { agent: false, timeout: 5000 }, (res) => {
+    const req = http.get(`${inst.app.url}/stream?every=100&count=${count}`, { agent: pool, timeout: 5000 }, (res) => {
       let pushes = 0;
       res.setEncoding('utf8').on('data', (chunk: string) => (pushes += chunk.split('\n\n').length - 1));
       res.on('end', () => resolve({ pushes, clientPort: req.socket!.localPort! }));
