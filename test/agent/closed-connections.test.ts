@@ -1,6 +1,8 @@
+import type { ExecutionContext } from 'ava';
 import http from 'node:http';
 import net from 'node:net';
 import type { Agent } from '../../agent/agent.js';
+import type { IdlePolicy } from '../../agent/config/schema.js';
 import { get } from '../helpers/http.js';
 import { nextState, startAgent } from '../helpers/agent.js';
 import { createInstance, type TestInstance } from '../helpers/instance.js';
@@ -66,13 +68,22 @@ async function pooledConnection(inst: TestInstance): Promise<{ pool: http.Agent;
   return { pool, port };
 }
 
-rootTest.serial(`connections: ${SHORT_CONNECTIONS} closed and ${2 * RESETS + 1} reset connections leave no entry; an idle keep-alive one stays tracked and keeps the instance awake`, async (t) => {
+/**
+ * An agent with one instance (idle policy `policy`), a keep-alive pool's one connection to it, then the
+ * churn: once the closes are done, that pooled connection must be the instance's one entry left.
+ */
+async function churnedBesidePooled(t: ExecutionContext, policy: IdlePolicy): Promise<{ agent: Agent; inst: TestInstance; pool: http.Agent }> {
   const inst = await createInstance(t);
-  const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: `${IDLE_MS}ms`, idlePolicy: 'connections' })] });
+  const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: `${IDLE_MS}ms`, idlePolicy: policy })] });
   const { pool, port } = await pooledConnection(inst);
   t.teardown(() => pool.destroy());
   await churn(inst);
   t.is(await onlyOneTracked(agent, inst), port, 'the one entry left is the idle keep-alive connection');
+  return { agent, inst, pool };
+}
+
+rootTest.serial(`connections: ${SHORT_CONNECTIONS} closed and ${2 * RESETS + 1} reset connections leave no entry; an idle keep-alive one stays tracked and keeps the instance awake`, async (t) => {
+  const { agent, inst, pool } = await churnedBesidePooled(t, 'connections');
 
   await delay(4 * IDLE_MS);
   t.is(agent.detector.get('web')!.state, 'running', 'the open keep-alive connection holds it');
@@ -85,12 +96,7 @@ rootTest.serial(`connections: ${SHORT_CONNECTIONS} closed and ${2 * RESETS + 1} 
 });
 
 rootTest.serial('requests: after the churn, a request in flight on a keep-alive connection still holds the instance awake', async (t) => {
-  const inst = await createInstance(t);
-  const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: `${IDLE_MS}ms`, idlePolicy: 'requests' })] });
-  const { pool, port } = await pooledConnection(inst);
-  t.teardown(() => pool.destroy());
-  await churn(inst);
-  t.is(await onlyOneTracked(agent, inst), port, 'the one entry left is the idle keep-alive connection');
+  const { agent, inst, pool } = await churnedBesidePooled(t, 'requests');
   // It may fall asleep before the request (nothing holds it): then the request wakes it, and no sleep follows under it.
   const sleepsBefore = agent.detector.get('web')!.sleeps;
   const answer = await get(`${inst.app.url}/slow?ms=${5 * IDLE_MS}`, 5000, pool);
