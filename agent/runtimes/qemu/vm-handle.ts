@@ -114,7 +114,7 @@ export async function adoptPreviousOwner(layout: VmLayout, vm: ThisVm): Promise<
  * QEMU of this directory is given.
  */
 async function killLeftoverQemus(layout: VmLayout, log: Logger): Promise<void> {
-  const leftovers = await processesMentioning(`unix:${layout.qmp}`, { program: 'qemu-system' });
+  const leftovers = await processesMentioning(`unix:${layout.qmp}`);
   if (leftovers.length === 0) return;
   const killed = await killAndWait(leftovers);
   log.warn({ stateDir: layout.stateDir, pids: killed }, 'removed QEMU processes an earlier owner left running');
