@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import type { Agent } from '../agent/agent.js';
+import { CONN_KEY_BYTES, CONN_VALUE_BYTES } from '../agent/sources/bpf-records.js';
 import { ipv4ToBytes } from '../agent/sources/ipv4.js';
 import { MapClient } from '../agent/sources/map-client.js';
 import { listFilters } from '../agent/net/tc.js';
@@ -53,9 +54,9 @@ export function craftSegment(client: string, instance: string, clientPort: numbe
 
 async function fillConnections(agent: Agent, inst: TestInstance, maps: MapClient): Promise<void> {
   const path = agent.source.pin('doze_conns');
-  const value = Buffer.alloc(32);
+  const value = Buffer.alloc(CONN_VALUE_BYTES);
   for (let i = 0; i < TRACKED; i++) {
-    const key = Buffer.alloc(12);
+    const key = Buffer.alloc(CONN_KEY_BYTES);
     ipv4ToBytes(inst.ns.hostIp).copy(key, 0);
     ipv4ToBytes(inst.ns.instanceIp).copy(key, 4);
     key.writeUInt16BE(20_000 + i, 8);

@@ -44,6 +44,10 @@ export interface Connection {
  * server_next_seq (32) and 4 bytes of padding. A pinned map of another size is refused when the
  * programs attach (E_STALE_PINS, agent/net/tc.ts).
  */
+/** Sizes of struct doze_conn_key and struct doze_conn, as the tc program declares them (benches write records). */
+export const CONN_KEY_BYTES = 12;
+export const CONN_VALUE_BYTES = 40;
+
 export function decodeConnection(key: Buffer, value: Buffer): Connection {
   return {
     clientAddr: bytesToIpv4(key, 0),
