@@ -29,6 +29,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <sys/file.h>
 #include <sys/prctl.h>
 #include <stdio.h>
@@ -124,6 +125,67 @@ static void put_rows(struct opened *m, const unsigned char *rows, size_t n)
 	}
 }
 
+// Appends one row (key then value) to a growing buffer; false when memory ran out.
+static bool add_row(unsigned char **all, size_t *cap, size_t *n, size_t rec, const void *key, size_t key_size, const void *value, size_t value_size)
+{
+	if (*n == *cap) {
+		unsigned char *grown = realloc(*all, *cap * 2 * rec);
+		if (!grown)
+			return false;
+		*all = grown;
+		*cap *= 2;
+	}
+	memcpy(*all + *n * rec, key, key_size);
+	memcpy(*all + *n * rec + key_size, value, value_size);
+	(*n)++;
+	return true;
+}
+
+// Batched lookups walk the hash map by bucket, so entries deleted during the dump (the tc
+// program removes ended connections all the time) neither restart it nor repeat rows, as a
+// get_next_key walk does when its cursor key is gone. Returns false when the kernel or the
+// map type has no batch lookup, so the caller walks key by key instead.
+static bool dump_batched(struct opened *m, unsigned char **all, size_t *cap, size_t *n, size_t rec)
+{
+	__u32 chunk = 256;
+	__u64 in_batch = 0, out_batch = 0;
+	bool first = true;
+	unsigned char *keys = NULL, *values = NULL;
+	for (;;) {
+		unsigned char *k = realloc(keys, (size_t)chunk * m->key_size), *v = realloc(values, (size_t)chunk * m->value_size);
+		if (k)
+			keys = k;
+		if (v)
+			values = v;
+		if (!k || !v)
+			break;
+		__u32 count = chunk;
+		int err = bpf_map_lookup_batch(m->fd, first ? NULL : &in_batch, &out_batch, keys, values, &count, NULL);
+		if (err && errno == ENOSPC && count == 0) {
+			chunk *= 2; // one bucket holds more than a chunk: retry the same batch with room for it
+			continue;
+		}
+		if (err && errno != ENOENT) {
+			free(keys);
+			free(values);
+			// No batch lookup for this map type or kernel (an LPM trie answers ENOTSUPP, 524).
+			if (first)
+				return false;
+			return true; // what was read stands; the count line says how much
+		}
+		for (__u32 i = 0; i < count; i++)
+			if (!add_row(all, cap, n, rec, keys + (size_t)i * m->key_size, m->key_size, values + (size_t)i * m->value_size, m->value_size))
+				break;
+		if (err) // ENOENT: the last batch
+			break;
+		in_batch = out_batch;
+		first = false;
+	}
+	free(keys);
+	free(values);
+	return true;
+}
+
 static void do_dump(struct opened *m)
 {
 	unsigned char key[512], next[512], value[4096];
@@ -135,22 +197,16 @@ static void do_dump(struct opened *m)
 	// Collect first so the count line can lead.
 	size_t cap = 1024, n = 0, rec = m->key_size + m->value_size;
 	unsigned char *all = malloc(cap * rec);
-	void *prev = NULL;
-	while (all && bpf_map_get_next_key(m->fd, prev, next) == 0) {
-		memcpy(key, next, m->key_size);
-		prev = key;
-		if (bpf_map_lookup_elem(m->fd, key, value))
-			continue; // deleted meanwhile (LRU eviction)
-		if (n == cap) {
-			cap *= 2;
-			unsigned char *grown = realloc(all, cap * rec);
-			if (!grown)
+	if (all && !dump_batched(m, &all, &cap, &n, rec)) {
+		void *prev = NULL;
+		while (bpf_map_get_next_key(m->fd, prev, next) == 0) {
+			memcpy(key, next, m->key_size);
+			prev = key;
+			if (bpf_map_lookup_elem(m->fd, key, value))
+				continue; // deleted meanwhile
+			if (!add_row(&all, &cap, &n, rec, key, m->key_size, value, m->value_size))
 				break;
-			all = grown;
 		}
-		memcpy(all + n * rec, key, m->key_size);
-		memcpy(all + n * rec + m->key_size, value, m->value_size);
-		n++;
 	}
 	put_rows(m, all, n);
 	free(all);
