@@ -30,6 +30,7 @@
 #define CONN_FIN_SERVER (1 << 2)
 #define CONN_RST (1 << 3)        // no longer written (a reset entry is deleted); older programs' entries may carry it
 #define CONN_PROBED (1 << 4)     // the instance's probe awaits the client's reply
+#define CONN_CLIENT_WINDOW_CLOSED (1 << 5) // the client's last segment advertised window 0: a response waits on it
 
 struct doze_counters {
 	__u64 packets;      // unmarked packets into the instance
@@ -55,7 +56,10 @@ struct doze_conn {
 	__u32 flags;
 	__u32 client_next_seq;   // the next sequence number the instance expects from the client
 	__u32 server_next_seq;   // the next sequence number the client expects from the instance
-	__u32 pad;               // 40 bytes, 8-byte aligned, said rather than left to the compiler
+	// The last window each side advertised, raw (unscaled: only zero matters). The record stays
+	// 40 bytes, so pins of the program before them are still the same size.
+	__u16 client_window;
+	__u16 server_window;
 };
 
 // Two kinds on one perf buffer: a wake (wake_ns 0: ts_ns is the packet that
@@ -121,6 +125,7 @@ struct parsed {
 	__u8 syn, ack, fin, rst;
 	__u32 seq;     // TCP sequence number, host order
 	__u32 payload; // TCP payload length in bytes
+	__u16 window;  // advertised receive window, host order, unscaled
 };
 
 static __always_inline int parse(struct __sk_buff *skb, struct parsed *p)
@@ -163,6 +168,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct parsed *p)
 	p->fin = tcp->fin;
 	p->rst = tcp->rst;
 	p->seq = bpf_ntohl(tcp->seq);
+	p->window = bpf_ntohs(tcp->window);
 	p->payload = ip_len > hdr_len ? ip_len - hdr_len : 0;
 	return 0;
 }
@@ -233,20 +239,37 @@ static __always_inline int is_bare_ack(const struct parsed *p)
 // A keepalive or zero-window probe (Linux tcp_xmit_probe_skb; Windows adds one
 // garbage byte): a bare ACK that re-sends the last byte the peer already
 // acknowledged (`next_seq` is the sender's next sequence number), to make it
-// answer. Either kernel sends and answers them even while the instance is
-// frozen, so they are not traffic. An ordinary ACK carries the next sequence
-// number itself and still counts: inbound ACKs keep a streaming response awake.
-static __always_inline int is_probe(const struct parsed *p, __u32 next_seq)
+// answer. Either kernel sends and answers keepalive probes even while the
+// instance is frozen, so they are not traffic. The two kinds look the same on
+// the wire; a zero-window probe is told apart by the window its receiver last
+// advertised being 0 (`peer_window`): the sender has bytes queued for a peer
+// that reads slowly, which is work in flight. An ordinary ACK carries the next
+// sequence number itself and still counts: inbound ACKs keep a streaming
+// response awake.
+static __always_inline int is_keepalive_probe(const struct parsed *p, __u32 next_seq, __u16 peer_window)
 {
-	return is_bare_ack(p) && p->payload <= 1 && p->seq == next_seq - 1;
+	return peer_window && is_bare_ack(p) && p->payload <= 1 && p->seq == next_seq - 1;
 }
 
-// The client kernel's answer to the instance's probe: a bare ACK, no payload,
-// at the client's next sequence number. Alone it looks like any ordinary ACK;
-// it is told apart by coming first after a probe (CONN_PROBED).
+// The client kernel's answer to the instance's keepalive probe: a bare ACK, no
+// payload, at the client's next sequence number. Alone it looks like any
+// ordinary ACK; it is told apart by coming first after a probe (CONN_PROBED).
+// One that advertises window 0 answers a zero-window probe, and counts.
 static __always_inline int is_probe_reply(const struct parsed *p, const struct doze_conn *conn, __u32 probed)
 {
-	return probed && is_bare_ack(p) && !p->payload && p->seq == conn->client_next_seq;
+	return probed && p->window && is_bare_ack(p) && !p->payload && p->seq == conn->client_next_seq;
+}
+
+// Keeps CONN_CLIENT_WINDOW_CLOSED equal to "the client's last window was 0"
+// (atomically, beside the FIN bits; only when it changes, which is rare).
+static __always_inline void note_client_window(struct doze_conn *conn, const struct parsed *p)
+{
+	conn->client_window = p->window;
+	__u32 closed = conn->flags & CONN_CLIENT_WINDOW_CLOSED;
+	if (!p->window && !closed)
+		__sync_fetch_and_or(&conn->flags, CONN_CLIENT_WINDOW_CLOSED);
+	else if (p->window && closed)
+		__sync_fetch_and_and(&conn->flags, ~CONN_CLIENT_WINDOW_CLOSED);
 }
 
 // An ended connection leaves the map at once: on a reset from either side, or
@@ -304,11 +327,12 @@ static __always_inline int into_instance(struct __sk_buff *skb, struct parsed *p
 			if (conn->flags & CONN_CHECK)
 				is_check = 1;
 			conn->last_ns = now;
+			note_client_window(conn, p);
 			// Whatever the client sends next settles the instance's probe.
 			__u32 probed = conn->flags & CONN_PROBED;
 			if (probed)
 				__sync_fetch_and_and(&conn->flags, ~CONN_PROBED);
-			if (is_probe(p, conn->client_next_seq) || is_probe_reply(p, conn, probed))
+			if (is_keepalive_probe(p, conn->client_next_seq, conn->server_window) || is_probe_reply(p, conn, probed))
 				return TC_ACT_UNSPEC; // alive, not active: no count, no stamp, no wake
 			advance_next_seq(&conn->client_next_seq, p);
 			if (p->payload)
@@ -372,9 +396,10 @@ static __always_inline int out_of_instance(struct __sk_buff *skb, struct parsed 
 		return 1; // outbound connection of the instance: not a request
 	__u64 now = bpf_ktime_get_ns();
 	conn->last_ns = now;
+	conn->server_window = p->window;
 	if (p->syn) {
 		conn->server_next_seq = segment_end(p); // the SYN-ACK: where the instance's sequence starts
-	} else if (is_probe(p, conn->server_next_seq)) {
+	} else if (is_keepalive_probe(p, conn->server_next_seq, conn->client_window)) {
 		// The instance's kernel probes an idle client (SO_KEEPALIVE on its accepted
 		// sockets, as Go's net.Listen sets); the client's ACK answering it is marked.
 		__sync_fetch_and_or(&conn->flags, CONN_PROBED);

@@ -20,10 +20,15 @@ export type IdleVerdict =
   /** `maxAwake`: the bound was reached, nothing may postpone the sleep further. */
   | { kind: 'idle'; reason: string; maxAwake?: boolean };
 
-/** A connection whose last payload came from the client and is not answered yet. */
+/**
+ * A connection whose last payload came from the client and is not answered yet, or whose answer is
+ * still on its way to a client that reads it slowly (its window closed): the instance is blocked writing
+ * the rest, using no CPU, and freezing it would stall the response. A server FIN ends either: the
+ * instance has handed over everything, and its kernel delivers the rest frozen or not.
+ */
 export function isRequestInFlight(c: Connection): boolean {
   if (c.flags & (ConnFlag.check | ConnFlag.rst | ConnFlag.finServer)) return false;
-  return c.clientPayloadNs > c.serverPayloadNs;
+  return c.clientPayloadNs > c.serverPayloadNs || (c.flags & ConnFlag.clientWindowClosed) !== 0;
 }
 
 /** A health-check connection still waiting for its answer: pausing now would make it hang. */

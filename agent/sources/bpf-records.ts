@@ -5,8 +5,12 @@ import { bytesToIpv4 } from './ipv4.js';
 export const BpfInstanceState = { awake: 0, sleeping: 1, signalled: 2, pausing: 3 } as const;
 export type BpfInstanceState = (typeof BpfInstanceState)[keyof typeof BpfInstanceState];
 
-/** probed: the instance's keepalive probe awaits the client's reply, which then is not traffic (the tc program's own). */
-export const ConnFlag = { check: 1, finClient: 2, finServer: 4, rst: 8, probed: 16 } as const;
+/**
+ * probed: the instance's keepalive probe awaits the client's reply, which then is not traffic (the tc program's own).
+ * clientWindowClosed: the client's last segment advertised a receive window of 0: it reads slower than the
+ * instance answers, and the rest of a response waits on it (the instance may be blocked writing it).
+ */
+export const ConnFlag = { check: 1, finClient: 2, finServer: 4, rst: 8, probed: 16, clientWindowClosed: 32 } as const;
 
 export interface InstanceCounters {
   packets: bigint;
@@ -41,8 +45,9 @@ export interface Connection {
 /**
  * struct doze_conn_key (12 bytes) and struct doze_conn (40 bytes). The agent reads the first 28 bytes of
  * the value; after flags come the tc program's own probe bookkeeping: client_next_seq (28),
- * server_next_seq (32) and 4 bytes of padding. A pinned map of another size is refused when the
- * programs attach (E_STALE_PINS, agent/net/tc.ts).
+ * server_next_seq (32), and the last window each side advertised, client_window (36) and
+ * server_window (38), of which the agent needs only what ConnFlag.clientWindowClosed says. A pinned
+ * map of another size is refused when the programs attach (E_STALE_PINS, agent/net/tc.ts).
  */
 /** Sizes of struct doze_conn_key and struct doze_conn, as the tc program declares them (benches write records). */
 export const CONN_KEY_BYTES = 12;

@@ -59,3 +59,22 @@ test('a reset or server FIN ends a request', (t) => {
   t.false(isRequestInFlight(conn({ clientPayloadNs: 2n, flags: ConnFlag.finServer })));
   t.true(isRequestInFlight(conn({ clientPayloadNs: 2n, flags: ConnFlag.finClient })), 'a client half-close still awaits its answer');
 });
+
+test('a response waiting on a client that reads slowly (its window closed) is in flight, under requests and connections', (t) => {
+  // The instance answered last, so by payloads alone the request looks done; the closed window says the rest waits.
+  const slowReader = conn({ clientPayloadNs: 7_000n * MS, serverPayloadNs: 7_001n * MS, flags: ConnFlag.clientWindowClosed });
+  t.true(isRequestInFlight(slowReader));
+  for (const policy of ['requests', 'connections'] as const) {
+    const verdict = decideIdle({ ...base, policy }, [slowReader]);
+    t.is(verdict.kind, 'held', policy);
+    t.regex((verdict as { reason: string }).reason, /1 request\(s\) in flight/, policy);
+  }
+  t.false(isRequestInFlight(conn({ ...slowReader, flags: 0 })), 'the window open again: answered');
+});
+
+test('max_awake bounds a response stalled on a closed window; a server FIN or a check connection is not held by one', (t) => {
+  const stalled = conn({ clientPayloadNs: 1_000n * MS, serverPayloadNs: 1_001n * MS, flags: ConnFlag.clientWindowClosed });
+  t.is(decideIdle({ ...base, lastActivityNs: 1_000n * MS, maxAwakeMs: 5000 }, [stalled]).kind, 'idle');
+  t.false(isRequestInFlight({ ...stalled, flags: ConnFlag.clientWindowClosed | ConnFlag.finServer }), 'the instance handed over all of it');
+  t.false(isRequestInFlight({ ...stalled, flags: ConnFlag.clientWindowClosed | ConnFlag.check }));
+});
