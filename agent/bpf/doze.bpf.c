@@ -28,7 +28,7 @@
 #define CONN_CHECK (1 << 0)      // a health-check connection: never counts
 #define CONN_FIN_CLIENT (1 << 1)
 #define CONN_FIN_SERVER (1 << 2)
-#define CONN_RST (1 << 3)        // no longer written (a reset entry is deleted); older programs' entries may carry it
+// (1 << 3) was CONN_RST: a reset connection's entry is deleted now
 #define CONN_PROBED (1 << 4)     // the instance's probe awaits the client's reply
 #define CONN_CLIENT_WINDOW_CLOSED (1 << 5) // the client's last segment advertised window 0: a response waits on it
 

@@ -27,19 +27,19 @@ export type IdleVerdict =
  * instance has handed over everything, and its kernel delivers the rest frozen or not.
  */
 export function isRequestInFlight(c: Connection): boolean {
-  if (c.flags & (ConnFlag.check | ConnFlag.rst | ConnFlag.finServer)) return false;
+  if (c.flags & (ConnFlag.check | ConnFlag.finServer)) return false;
   return c.clientPayloadNs > c.serverPayloadNs || (c.flags & ConnFlag.clientWindowClosed) !== 0;
 }
 
 /** A health-check connection still waiting for its answer: pausing now would make it hang. */
 export function isCheckInFlight(c: Connection): boolean {
-  if (!(c.flags & ConnFlag.check) || c.flags & (ConnFlag.rst | ConnFlag.finServer)) return false;
+  if (!(c.flags & ConnFlag.check) || c.flags & ConnFlag.finServer) return false;
   return c.clientPayloadNs > c.serverPayloadNs;
 }
 
-/** Established and not closed by both sides (or reset). */
+/** Established and not closed by both sides (a reset one has left the map). */
 export function isOpen(c: Connection): boolean {
-  if (c.flags & (ConnFlag.check | ConnFlag.rst)) return false;
+  if (c.flags & ConnFlag.check) return false;
   return (c.flags & (ConnFlag.finClient | ConnFlag.finServer)) !== (ConnFlag.finClient | ConnFlag.finServer);
 }
 

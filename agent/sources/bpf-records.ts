@@ -6,11 +6,12 @@ export const BpfInstanceState = { awake: 0, sleeping: 1, signalled: 2, pausing: 
 export type BpfInstanceState = (typeof BpfInstanceState)[keyof typeof BpfInstanceState];
 
 /**
+ * 8 was rst: a reset connection's entry is deleted now, as is one both sides closed.
  * probed: the instance's keepalive probe awaits the client's reply, which then is not traffic (the tc program's own).
  * clientWindowClosed: the client's last segment advertised a receive window of 0: it reads slower than the
  * instance answers, and the rest of a response waits on it (the instance may be blocked writing it).
  */
-export const ConnFlag = { check: 1, finClient: 2, finServer: 4, rst: 8, probed: 16, clientWindowClosed: 32 } as const;
+export const ConnFlag = { check: 1, finClient: 2, finServer: 4, probed: 16, clientWindowClosed: 32 } as const;
 
 export interface InstanceCounters {
   packets: bigint;
