@@ -1,7 +1,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { access } from 'node:fs/promises';
 import { dirname, isAbsolute, join } from 'node:path';
-import { readUsage, type UsageReading } from '../cgroups/cpu-usage.js';
+import { readUsage, usageSourceOf, type UsageReading, type UsageSource, type UsageSourceView } from '../cgroups/cpu-usage.js';
 import { DeadlineError, RuntimeError } from '../shared/errors.js';
 import { locateMemoryCgroup, memoryCgroupBesideFreezer, memoryCgroupOfProcess, oomKills, readMemoryUsage, type MemoryCgroup, type MemoryUsage } from '../cgroups/memory-cgroup.js';
 import { readNodeSwap, type NodeSwap } from '../cgroups/node-swap.js';
@@ -224,9 +224,18 @@ export class FreezerRuntime implements Runtime {
 
   /** CPU and block I/O of the cgroup's tasks (agent/cgroups/cpu-usage.ts), once the freezer is located. */
   usage(): UsageReading | undefined {
+    const source = this.usageCounters();
+    return source ? readUsage(source) : undefined;
+  }
+
+  usageSource(): UsageSourceView {
+    const source = this.usageCounters();
+    return source ? usageSourceOf(source) : { kind: 'unavailable', reason: 'cgroup-gone' };
+  }
+
+  private usageCounters(): UsageSource | undefined {
     const f = this.flavour;
-    if (!f) return undefined;
-    return readUsage({ kind: 'cgroup', version: f.version, dir: dirname(f.version === 1 ? f.stateFile : f.freezeFile), root: this.root });
+    return f && { kind: 'cgroup', version: f.version, dir: dirname(f.version === 1 ? f.stateFile : f.freezeFile), root: this.root };
   }
 
   private async require(): Promise<Flavour> {

@@ -3,7 +3,7 @@ import { readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TransitionEvent } from '../../agent/detector/detector.js';
-import { nextState, startAgent } from '../helpers/agent.js';
+import { inState, nextState, startAgent } from '../helpers/agent.js';
 import { createAccountingCgroups } from '../helpers/cpu-cgroup.js';
 import { get } from '../helpers/http.js';
 import { createInstance, type TestInstance } from '../helpers/instance.js';
@@ -68,6 +68,35 @@ rootTest.serial('a job computing 1.5 s in the background after its answer finish
   await nextState(agent, 'web', 'sleeping', 2000);
   t.is(await inst.cgroup.freezerState(), 'FROZEN', 'and it sleeps after the job');
   t.regex(transitions.find((e) => e.to === 'pausing')!.reason, /after \d+ ms busy/);
+});
+
+rootTest.serial('as the README and make demo set it up (a freezer cgroup, no cpuacct cgroup of its own): a 1.5 s background job finishes within 3 s, then the instance sleeps; the API says the guard reads procfs', async (t) => {
+  // The README's example config: the app's freezer cgroup is all there is; its CPU is counted in
+  // the node-wide root of cpuacct, which the guard must not read as the instance's.
+  const inst = await createInstance(t);
+  const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '500ms', idlePolicy: 'requests', wake: 'retry' })] });
+  const done = doneFile(t);
+  const states = new Set<string>();
+  let sampling = true;
+  const sampler = (async () => {
+    while (sampling) {
+      states.add(await inst.cgroup.freezerState());
+      await delay(10);
+    }
+  })();
+  const answer = await get(`${inst.app.url}/job?ms=1500&done=${done}`, 3000);
+  const acceptedAt = Date.now();
+  t.regex(answer.body, /^accepted/);
+  const finished = await waitForFile(done, 3000);
+  sampling = false;
+  await sampler;
+  t.true(finished, `the job finished within 3 s of being accepted, with no further traffic (freezer states seen: ${[...states].join(', ')})`);
+  if (finished) t.true(Number((await readFile(done, 'utf8')).trim()) - acceptedAt < 3000);
+  t.deepEqual([...states], ['THAWED'], 'never frozen while it computed');
+  const [view] = (await (await fetch(`http://${agent.address}/api/instances`)).json()) as Array<{ busyGuard: { source: string; processes?: number } }>;
+  t.like(view!.busyGuard, { source: 'procfs', processes: 1 });
+  await inState(agent, 'web', 'sleeping', 2000);
+  t.is(await inst.cgroup.freezerState(), 'FROZEN', 'and it sleeps after the job');
 });
 
 rootTest.serial('a background wait on a timer uses no CPU: not busy, the instance sleeps on time', async (t) => {
