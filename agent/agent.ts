@@ -3,6 +3,7 @@ import { ConfigError, messageOf } from './shared/errors.js';
 import type { DozeConfig, InstanceConfig } from './config/schema.js';
 import type { Runtime } from './runtimes/runtime.js';
 import { Detector } from './detector/detector.js';
+import { EntryWake } from './detector/entry-wake.js';
 import type { Logger } from './shared/log.js';
 import { checkInterfaces, checkTools, reportSwap } from './preflight.js';
 import type { StubServer } from './health/stub-server.js';
@@ -35,6 +36,8 @@ export class Agent {
   registry!: InstanceRegistry;
   /** This agent's claim on its bpffs (one agent per set of pinned maps). */
   private lock: BpffsLock | undefined;
+  /** Wakes a sleeper a process enters (agent/detector/entry-wake.ts). */
+  private entryWake: EntryWake | undefined;
 
   private constructor(
     readonly config: DozeConfig,
@@ -92,6 +95,7 @@ export class Agent {
     const metrics = new Metrics(detector);
     agent = new Agent(config, detector, source, metrics, guards, log);
     agent.lock = lock;
+    agent.entryWake = new EntryWake(detector, log);
     // Configured, registered and discovered instances all come and go through it.
     const admission = new InstanceAdmission({ detector, log, release: (id) => guards.release(id), wrapRuntime: options.wrapRuntime });
     agent.registry = new InstanceRegistry({ admission, detector, log });
@@ -153,6 +157,7 @@ export class Agent {
     };
     await step('stopping Nomad/Consul discovery', async () => this.discovery?.stop());
     await step('waking instances', () => this.detector.stop({ wakeAll: true }));
+    this.entryWake?.stop();
     await step('closing the status API', async () => {
       if (!this.server) return;
       const closed = new Promise<void>((resolve) => this.server!.close(() => resolve()));

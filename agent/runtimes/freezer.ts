@@ -1,4 +1,4 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, watch, writeFileSync, type FSWatcher } from 'node:fs';
 import { access } from 'node:fs/promises';
 import { dirname, isAbsolute, join } from 'node:path';
 import { readUsage, usageSourceOf, type UsageReading, type UsageSource, type UsageSourceView } from '../cgroups/cpu-usage.js';
@@ -231,6 +231,33 @@ export class FreezerRuntime implements Runtime {
   usageSource(): UsageSourceView {
     const source = this.usageCounters();
     return source ? usageSourceOf(source) : { kind: 'unavailable', reason: 'cgroup-gone' };
+  }
+
+  /**
+   * inotify on the cgroup's membership files: a process enters a cgroup by a write to
+   * `cgroup.procs` (or `tasks`, v1; `cgroup.threads`, v2), and every write() raises IN_MODIFY on
+   * the file (the VFS's own notification, not a kernfs one), within a millisecond here. Costs
+   * one inotify watch a file while armed and nothing for processes elsewhere on the node. Not
+   * seen: a process cloned straight into a cgroup2 cgroup (clone3 CLONE_INTO_CGROUP), which
+   * writes no file (docs/nomad.md).
+   */
+  watchEntries(onEntry: () => void): () => void {
+    const f = this.flavour;
+    if (!f) return () => {};
+    const dir = dirname(f.version === 1 ? f.stateFile : f.freezeFile);
+    const watchers: FSWatcher[] = [];
+    for (const file of f.version === 1 ? ['cgroup.procs', 'tasks'] : ['cgroup.procs', 'cgroup.threads']) {
+      try {
+        const watcher = watch(join(dir, file), { persistent: false }, (event) => event === 'change' && onEntry());
+        watcher.on('error', () => watcher.close()); // the cgroup went with its task
+        watchers.push(watcher);
+      } catch {
+        // no such file here (cgroup.threads needs a cgroup2 with threaded support)
+      }
+    }
+    return () => {
+      for (const watcher of watchers) watcher.close();
+    };
   }
 
   private usageCounters(): UsageSource | undefined {
