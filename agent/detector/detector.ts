@@ -334,9 +334,10 @@ export class Detector extends EventEmitter<DetectorEvents> {
   private sleep(instance: ManagedInstance, decidedLastSeenNs: bigint | undefined, reason: string, guardBusy = decidedLastSeenNs !== undefined): Promise<boolean> {
     return instance.exclusive(async () => {
       if (instance.state !== 'running' || instance.removed) return false;
-      if (instance.sleepBlockedBy) {
-        // A sleep would make a check fail (one the stub cannot answer): stay awake and say why.
-        instance.heldBy = instance.sleepBlockedBy;
+      const held = instance.sleepHeldBy;
+      if (held) {
+        // A sleep would make a check fail (one the stub cannot answer), or Nomad is stopping or signalling the task: stay awake and say why.
+        instance.heldBy = held;
         return false;
       }
       instance.wakeRequested = false;

@@ -31,6 +31,8 @@ export class ManagedInstance {
   heldBy: string | undefined;
   /** Set when it must never sleep (a check the stub cannot answer): shown as heldBy. */
   sleepBlockedBy: string | undefined;
+  /** No sleep until then: its Nomad client is killing, restarting or signalling its task (holdAwake). */
+  private awakeHold: { reason: string; untilMs: number } | undefined;
   awakeSinceNs: bigint;
   lastSeenNs = 0n;
   nextCheckNs: bigint;
@@ -118,6 +120,20 @@ export class ManagedInstance {
   /** Traffic reaches it on the node's own interfaces, addressed to its host port. */
   get onHostPort(): boolean {
     return this.config.interface === undefined;
+  }
+
+  /** Keeps it from sleeping for `ms` (the longest hold asked for wins), saying `reason` as what holds it. */
+  holdAwake(reason: string, ms: number): void {
+    const untilMs = Date.now() + ms;
+    if (!this.awakeHold || this.awakeHold.untilMs < untilMs) this.awakeHold = { reason, untilMs };
+  }
+
+  /** Why it may not sleep now, if a hold is on (sleepBlockedBy, or holdAwake until it runs out). */
+  get sleepHeldBy(): string | undefined {
+    if (this.sleepBlockedBy) return this.sleepBlockedBy;
+    if (this.awakeHold && Date.now() < this.awakeHold.untilMs) return this.awakeHold.reason;
+    this.awakeHold = undefined;
+    return undefined;
   }
 
   /** Transitions of one instance never overlap: each waits for the previous one. */
