@@ -1,7 +1,9 @@
+import type { ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
 import type { TransitionEvent } from '../../agent/detector/detector.js';
 import { inState, startAgent } from '../helpers/agent.js';
 import { createInstance } from '../helpers/instance.js';
+import { createAllocationEnv, createNomadCgroupRoot } from '../helpers/nomad-alloc.js';
 import { rootTest } from '../helpers/root.js';
 
 /**
@@ -26,6 +28,16 @@ function enter(procsFile: string): Promise<{ exitCode: number | null; enteredAtM
       resolve({ exitCode, enteredAtMs: before! * 1000, entryToRunningMs: (after! - before!) * 1000, totalMs: performance.now() - started });
     });
   });
+}
+
+/** A freezer instance on cgroup2 (cgroup.freeze), laid out as Nomad's v2 task cgroups. */
+async function v2Instance(t: ExecutionContext) {
+  const cgroups = await createNomadCgroupRoot(t, 2);
+  const env = await createAllocationEnv(t, cgroups);
+  const agent = await startAgent(t, { instances: [{ id: 'web', address: env.app.address, interface: env.ns.hostIf, idleTimeout: '300ms', runtime: { kind: 'freezer', cgroup: env.cgroup.dir } }] });
+  await inState(agent, 'web', 'sleeping', 3000);
+  t.is(await env.cgroup.freezerState(), 'FROZEN');
+  return { agent, env, web: agent.detector.get('web')! };
 }
 
 // The README's setup: an app in a freezer cgroup, nothing else.
@@ -81,3 +93,15 @@ rootTest.serial('process-entry wake latency over 20 entries (p50 under 100 ms; t
   t.log(`20 entries: entered → instance running p50 ${a.p50.toFixed(1)} ms, max ${a.max.toFixed(1)} ms; → the process running again p50 ${r.p50.toFixed(1)} ms, max ${r.max.toFixed(1)} ms`);
   t.true(a.p50 < 100, `p50 ${a.p50.toFixed(1)} ms`);
 });
+
+rootTest.serial('cgroup2: a process written into a sleeping instance\'s cgroup runs to completion within 1 s, with one wake', async (t) => {
+  const { agent, env, web } = await v2Instance(t);
+  const wakes = web.wakes;
+  const entry = await enter(env.cgroup.procsFile);
+  t.is(entry.exitCode, 0);
+  t.true(entry.totalMs < 1000, `ran to completion in ${entry.totalMs.toFixed(0)} ms`);
+  t.is(web.wakes, wakes + 1);
+  await inState(agent, 'web', 'sleeping', 3000);
+  t.is(web.wakes, wakes + 1, 'no second wake');
+});
+
