@@ -1,3 +1,4 @@
+import type { ExecutionContext } from 'ava';
 import { existsSync } from 'node:fs';
 import { readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -7,6 +8,7 @@ import { inState, nextState, startAgent } from '../helpers/agent.js';
 import { createAccountingCgroups } from '../helpers/cpu-cgroup.js';
 import { get } from '../helpers/http.js';
 import { createInstance, type TestInstance } from '../helpers/instance.js';
+import { createMemoryInstance } from '../helpers/memory-instance.js';
 import { uniqueSuffix } from '../helpers/names.js';
 import { rootTest } from '../helpers/root.js';
 
@@ -70,10 +72,13 @@ rootTest.serial('a job computing 1.5 s in the background after its answer finish
   t.regex(transitions.find((e) => e.to === 'pausing')!.reason, /after \d+ ms busy/);
 });
 
-rootTest.serial('as the README and make demo set it up (a freezer cgroup, no cpuacct cgroup of its own): a 1.5 s background job finishes within 3 s, then the instance sleeps; the API says the guard reads procfs', async (t) => {
-  // The README's example config: the app's freezer cgroup is all there is; its CPU is counted in
-  // the node-wide root of cpuacct, which the guard must not read as the instance's.
-  const inst = await createInstance(t);
+/**
+ * A 1.5 s background job, from the setup users have: the app's freezer cgroup (and for `make demo` a
+ * memory cgroup of the same name) and nothing else; its CPU is counted in the node-wide root of
+ * cpuacct, which the guard must not read as the instance's.
+ */
+async function jobFinishesThenSleeps(t: ExecutionContext, setup: 'readme' | 'demo'): Promise<void> {
+  const inst = setup === 'readme' ? await createInstance(t) : await createMemoryInstance(t, 0);
   const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '500ms', idlePolicy: 'requests', wake: 'retry' })] });
   const done = doneFile(t);
   const states = new Set<string>();
@@ -97,7 +102,10 @@ rootTest.serial('as the README and make demo set it up (a freezer cgroup, no cpu
   t.like(view!.busyGuard, { source: 'procfs', processes: 1 });
   await inState(agent, 'web', 'sleeping', 2000);
   t.is(await inst.cgroup.freezerState(), 'FROZEN', 'and it sleeps after the job');
-});
+}
+
+rootTest.serial('as the README sets it up (a freezer cgroup, no cpuacct cgroup of its own): a 1.5 s background job finishes within 3 s, then the instance sleeps; the API says the guard reads procfs', (t) => jobFinishesThenSleeps(t, 'readme'));
+rootTest.serial('as make demo sets it up (freezer and memory cgroups, no cpuacct cgroup of its own): the same', (t) => jobFinishesThenSleeps(t, 'demo'));
 
 rootTest.serial('a background wait on a timer uses no CPU: not busy, the instance sleeps on time', async (t) => {
   const inst = await accountedInstance(t);
