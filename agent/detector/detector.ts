@@ -478,7 +478,8 @@ export class Detector extends EventEmitter<DetectorEvents> {
         active: i.state === 'running' || i.state === 'waking' || i.state === 'pausing',
         memory: i.state === 'running' || i.state === 'waking' || i.state === 'pausing' ? i.config.memory : asleepMiB.get(i.id) ?? 0,
         lastActivityNs,
-        evictable: i.state === 'running' && !i.removed && !busy && nowNs >= i.awakeSinceNs + BigInt(i.minAwakeMs) * MS,
+        // Never one that may not sleep (a check the stub cannot answer, Nomad stopping its task): its sleep would be refused.
+        evictable: i.state === 'running' && !i.removed && !busy && i.sleepHeldBy === undefined && nowNs >= i.awakeSinceNs + BigInt(i.minAwakeMs) * MS,
       };
     });
   }

@@ -131,9 +131,7 @@ export class ManagedInstance {
   /** Why it may not sleep now, if a hold is on (sleepBlockedBy, or holdAwake until it runs out). */
   get sleepHeldBy(): string | undefined {
     if (this.sleepBlockedBy) return this.sleepBlockedBy;
-    if (this.awakeHold && Date.now() < this.awakeHold.untilMs) return this.awakeHold.reason;
-    this.awakeHold = undefined;
-    return undefined;
+    return this.awakeHold && Date.now() < this.awakeHold.untilMs ? this.awakeHold.reason : undefined;
   }
 
   /** Transitions of one instance never overlap: each waits for the previous one. */
