@@ -53,6 +53,8 @@ rootTest.serial('a process started into a sleeping instance\'s cgroup (as nomad 
   const entry = await enter(inst.cgroup.procsFile);
   t.is(entry.exitCode, 0);
   t.true(entry.totalMs < 1000, `ran to completion in ${entry.totalMs.toFixed(0)} ms`);
+  // The thawed process may finish before the agent has declared the wake done.
+  await inState(agent, 'web', 'running', 1000);
   t.is(web.wakes, wakesBefore + 1, 'one wake');
   const wakes = transitions.filter((e) => e.to === 'waking');
   t.is(wakes.length, 1);
@@ -85,6 +87,7 @@ rootTest.serial('process-entry wake latency over 20 entries (p50 under 100 ms; t
     const wakes = web.wakes;
     const entry = await enter(inst.cgroup.procsFile);
     t.is(entry.exitCode, 0, `entry ${i}: exit code`);
+    await inState(agent, 'web', 'running', 1000);
     t.is(web.wakes, wakes + 1, `entry ${i}: one wake (state ${web.state})`);
     awake.push(runningAt - entry.enteredAtMs);
     resumed.push(entry.entryToRunningMs);
@@ -105,6 +108,7 @@ rootTest.serial('cgroup2: a process written into a sleeping instance\'s cgroup r
   const entry = await enter(env.cgroup.procsFile);
   t.is(entry.exitCode, 0);
   t.true(entry.totalMs < 1000, `ran to completion in ${entry.totalMs.toFixed(0)} ms`);
+  await inState(agent, 'web', 'running', 1000);
   t.is(web.wakes, wakes + 1);
   await inState(agent, 'web', 'sleeping', 3000);
   t.is(web.wakes, wakes + 1, 'no second wake');
