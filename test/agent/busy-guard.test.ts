@@ -9,6 +9,8 @@ import { createAccountingCgroups } from '../helpers/cpu-cgroup.js';
 import { get } from '../helpers/http.js';
 import { createInstance, type TestInstance } from '../helpers/instance.js';
 import { createMemoryInstance } from '../helpers/memory-instance.js';
+import { createFreezerCgroup } from '../helpers/cgroup.js';
+import { createNetns } from '../helpers/netns.js';
 import { uniqueSuffix } from '../helpers/names.js';
 import { rootTest } from '../helpers/root.js';
 
@@ -106,6 +108,17 @@ async function jobFinishesThenSleeps(t: ExecutionContext, setup: 'readme' | 'dem
 
 rootTest.serial('as the README sets it up (a freezer cgroup, no cpuacct cgroup of its own): a 1.5 s background job finishes within 3 s, then the instance sleeps; the API says the guard reads procfs', (t) => jobFinishesThenSleeps(t, 'readme'));
 rootTest.serial('as make demo sets it up (freezer and memory cgroups, no cpuacct cgroup of its own): the same', (t) => jobFinishesThenSleeps(t, 'demo'));
+
+rootTest.serial('an instance whose CPU cannot be read says so in GET /api/instances and on the status page, not only in the log', async (t) => {
+  // Its freezer cgroup holds no process yet (a task that has not started): nothing to read.
+  const ns = await createNetns(t);
+  const cgroup = await createFreezerCgroup(t);
+  const agent = await startAgent(t, { instances: [{ id: 'web', address: `${ns.instanceIp}:8080`, interface: ns.hostIf, idleTimeout: '300ms', runtime: { kind: 'freezer', cgroup: cgroup.name } }] });
+  const [view] = (await (await fetch(`http://${agent.address}/api/instances`)).json()) as Array<{ busyGuard: { source: string; reason?: string; message?: string } }>;
+  t.deepEqual(view!.busyGuard, { source: 'unavailable', reason: 'no-processes', message: 'its cgroup holds no process yet' });
+  const page = await (await fetch(`http://${agent.address}/`)).text();
+  t.regex(page, /class="warn">busy guard: no CPU reading \(its cgroup holds no process yet\)/);
+});
 
 rootTest.serial('a background wait on a timer uses no CPU: not busy, the instance sleeps on time', async (t) => {
   const inst = await accountedInstance(t);
