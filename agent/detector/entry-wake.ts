@@ -1,3 +1,4 @@
+import { messageOf } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
 import type { Detector, TransitionEvent } from './detector.js';
 import type { ManagedInstance } from './managed-instance.js';
@@ -28,13 +29,20 @@ export class EntryWake {
   private arm(instance: ManagedInstance): void {
     if (this.armed.has(instance) || !instance.runtime.watchEntries) return;
     let entered = false;
-    const stop = instance.runtime.watchEntries(() => {
-      // One inotify event per write, several per `echo $$ > cgroup.procs` (the truncate, the write): one wake.
-      if (entered || this.detector.get(instance.id) !== instance || instance.removed) return;
-      entered = true;
-      this.log.info({ instance: instance.id }, 'a process entered the cgroup of a sleeping instance: waking it');
-      void this.detector.wake(instance, 'a process entered its cgroup (nomad alloc exec, a script check)');
-    });
+    let stop: () => void;
+    try {
+      stop = instance.runtime.watchEntries(() => {
+        // One inotify event per write, several per `echo $$ > cgroup.procs` (the truncate, the write): one wake.
+        if (entered || this.detector.get(instance.id) !== instance || instance.removed) return;
+        entered = true;
+        this.log.info({ instance: instance.id }, 'a process entered the cgroup of a sleeping instance: waking it');
+        void this.detector.wake(instance, 'a process entered its cgroup (nomad alloc exec, a script check)');
+      });
+    } catch (error) {
+      // Asleep without the watch: a process that enters waits frozen until the next request.
+      this.log.warn({ instance: instance.id, err: messageOf(error) }, 'cannot watch the cgroup of a sleeping instance for processes entering it');
+      return;
+    }
     this.armed.set(instance, stop);
   }
 

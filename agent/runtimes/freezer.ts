@@ -251,8 +251,13 @@ export class FreezerRuntime implements Runtime {
         const watcher = watch(join(dir, file), { persistent: false }, (event) => event === 'change' && onEntry());
         watcher.on('error', () => watcher.close()); // the cgroup went with its task
         watchers.push(watcher);
-      } catch {
-        // no such file here (cgroup.threads needs a cgroup2 with threaded support)
+      } catch (error) {
+        // cgroup.threads needs a cgroup2 with threaded support; cgroup.procs is always there, so
+        // failing to watch it (ENOSPC: fs.inotify.max_user_watches reached) is said.
+        if (file === 'cgroup.procs') {
+          for (const watcher of watchers) watcher.close();
+          throw new RuntimeError('E_ENTRY_WATCH', `cannot watch ${join(dir, file)}: ${(error as NodeJS.ErrnoException).code ?? String(error)}${(error as NodeJS.ErrnoException).code === 'ENOSPC' ? ' (raise fs.inotify.max_user_watches)' : ''}`, { cause: error });
+        }
       }
     }
     return () => {

@@ -101,3 +101,13 @@ test('stop() closes every watch', async (t) => {
   entryWake.stop();
   t.is(runtime.armed, 0);
 });
+
+test('a watch that cannot be set (inotify watches used up) leaves the instance sleeping and waking as before', async (t) => {
+  const { runtime, instance, detector } = await setup(t);
+  runtime.watchEntries = () => {
+    throw new Error('ENOSPC');
+  };
+  await until('asleep', () => instance.state === 'sleeping');
+  await detector.wake(instance, 'a request');
+  t.is(instance.state, 'running');
+});
