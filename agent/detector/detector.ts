@@ -7,7 +7,7 @@ import type { RuntimeObservedState } from '../runtimes/runtime.js';
 import { busyWindowMs, guardIdle, judgeBusy, keepSamples } from './busy-guard.js';
 import { decideIdle, holdRecheckMs, isCheckInFlight, isOpen, isRequestInFlight, type IdleVerdict } from './idle-decision.js';
 import { chooseVictims, type BudgetLimits, type BudgetMember } from '../scheduler/budget.js';
-import { describeKey, type ManagedInstance } from './managed-instance.js';
+import { describeKey, ManagedInstance, type ReadonlyInstance } from './managed-instance.js';
 import { canTransition, type InstanceState } from './states.js';
 import { WakeSignals, type WakeEventHealth } from './wake-signals.js';
 
@@ -31,7 +31,7 @@ async function measuredAsleepMiB(instances: ManagedInstance[]): Promise<Map<stri
 const SETTLE_POLL_MS = 20;
 
 export interface TransitionEvent {
-  instance: ManagedInstance;
+  instance: ReadonlyInstance;
   from: InstanceState;
   to: InstanceState;
   reason: string;
@@ -43,16 +43,17 @@ export interface TransitionEvent {
  * redirect goes up before the pause and comes down before `running`.
  */
 export interface SleepHooks {
-  beforeSleep(instance: ManagedInstance): Promise<void>;
+  beforeSleep(instance: ReadonlyInstance): Promise<void>;
   /** The instance is awake again (sleep aborted, or woken): undo beforeSleep. */
-  awake(instance: ManagedInstance): Promise<void>;
-  wakeFailed(instance: ManagedInstance, reason: string): Promise<void>;
+  awake(instance: ReadonlyInstance): Promise<void>;
+  wakeFailed(instance: ReadonlyInstance, reason: string): Promise<void>;
   /** True when health-check connections must be drained before a pause. */
   guardChecks: boolean;
 }
 
-export interface DetectorOptions {
-  hooks?: SleepHooks;
+export interface DetectorOptions<Hooks extends SleepHooks = SleepHooks> {
+  /** The hooks, or how to make them from the detector (the agent's guards read its instances). */
+  hooks?: Hooks | ((detector: Detector<Hooks>) => Hooks);
   budget?: BudgetLimits & { maxQueued: number };
   /** Test knob: drop this many wake events, as a lost perf record would (the watchdog must catch them). */
   dropWakeEvents?: number;
@@ -62,13 +63,15 @@ const NO_HOOKS: SleepHooks = { beforeSleep: async () => {}, awake: async () => {
 
 export interface DetectorEvents {
   transition: [TransitionEvent];
-  woke: [ManagedInstance, number];
+  woke: [ReadonlyInstance, number];
   /** A traffic wake's first packet → the instance's first payload byte to a client (seconds). */
-  firstResponse: [ManagedInstance, number];
-  wakeFailed: [ManagedInstance, string];
-  slept: [ManagedInstance];
+  firstResponse: [ReadonlyInstance, number];
+  wakeFailed: [ReadonlyInstance, string];
+  slept: [ReadonlyInstance];
   /** The watchdog found traffic for a sleeper that no wake event announced. */
-  wakeEventMissed: [ManagedInstance];
+  wakeEventMissed: [ReadonlyInstance];
+  /** The stub answered a health check of a sleeping instance. */
+  checkAnswered: [ReadonlyInstance];
 }
 
 /**
@@ -76,7 +79,7 @@ export interface DetectorEvents {
  * instance's idle deadline is due (one timer for all, so cost follows active
  * instances), sleeps idle ones, and wakes sleepers on pushed wake events.
  */
-export class Detector extends EventEmitter<DetectorEvents> {
+export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitter<DetectorEvents> {
   private readonly byId = new Map<string, ManagedInstance>();
   private readonly byKey = new Map<string, ManagedInstance>();
   /** Ids and traffic keys add() is taking on right now (between its first await and its end). */
@@ -87,7 +90,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
   /** Until start(): instances are taken on but no idle clock runs (an agent still starting freezes nothing). */
   private stopped = true;
 
-  private readonly hooks: SleepHooks;
+  readonly hooks: Hooks;
   private readonly budget: (BudgetLimits & { maxQueued: number }) | undefined;
   private readonly roomWaiters = new Set<() => void>();
   get budgetLimits(): (BudgetLimits & { maxQueued: number }) | undefined {
@@ -102,27 +105,40 @@ export class Detector extends EventEmitter<DetectorEvents> {
     return this.signals.health;
   }
 
-  constructor(private readonly source: TrafficSource, private readonly log: Logger, options: DetectorOptions = {}) {
+  constructor(private readonly source: TrafficSource, private readonly log: Logger, options: DetectorOptions<Hooks> = {}) {
     super();
-    this.hooks = options.hooks ?? NO_HOOKS;
+    // Without hooks of its own, Hooks is SleepHooks (its default): NO_HOOKS is one.
+    this.hooks = typeof options.hooks === 'function' ? options.hooks(this) : options.hooks ?? (NO_HOOKS as Hooks);
     const b = options.budget;
     this.budget = b && (b.maxActive !== undefined || b.maxActiveMemory !== undefined) ? b : undefined;
     this.signals = new WakeSignals(source, log, {
       instance: (key) => this.byKey.get(key),
-      sleepers: () => this.instances().filter((i) => i.state === 'sleeping' && !i.removed),
+      sleepers: () => this.all().filter((i) => i.state === 'sleeping' && !i.removed),
       wake: (instance, reason, eventNs) => void this.wake(instance, reason, eventNs),
+      wakeAfterPause: (instance, eventNs) => this.wakeAfterPause(instance, eventNs),
       firstResponse: (instance, wakeNs, replyNs) => this.onFirstResponse(instance, wakeNs, replyNs),
       missed: (instance) => this.emit('wakeEventMissed', instance),
       stopped: () => this.stopped,
     }, options.dropWakeEvents ?? 0);
   }
 
-  instances(): ManagedInstance[] {
+  /** Every managed instance, read-only: the detector is the one writer of their state. */
+  instances(): ReadonlyInstance[] {
+    return this.all();
+  }
+
+  get(id: string): ReadonlyInstance | undefined {
+    return this.byId.get(id);
+  }
+
+  private all(): ManagedInstance[] {
     return [...this.byId.values()];
   }
 
-  get(id: string): ManagedInstance | undefined {
-    return this.byId.get(id);
+  /** The detector's own record behind a read-only one (every instance is made by ManagedInstance's constructor). */
+  private own(instance: ReadonlyInstance): ManagedInstance {
+    if (!(instance instanceof ManagedInstance)) throw new DozeError('E_INSTANCE_UNKNOWN', `instance ${JSON.stringify(instance.id)} was not made as a managed instance`);
+    return instance;
   }
 
   /**
@@ -132,7 +148,8 @@ export class Detector extends EventEmitter<DetectorEvents> {
    * add leaves nothing behind (no attached program, no tracked key, no map entry); the runtime
    * stays its caller's to close.
    */
-  async add(instance: ManagedInstance): Promise<void> {
+  async add(view: ReadonlyInstance): Promise<void> {
+    const instance = this.own(view);
     const { id, key } = instance;
     if (this.byId.has(id) || this.addingIds.has(id)) throw new DozeError('E_INSTANCE_TAKEN', `instance id ${JSON.stringify(id)} is already managed`);
     if (this.byKey.has(key) || this.addingKeys.has(key)) {
@@ -225,8 +242,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
   private stopDeciding(instance: ManagedInstance): void {
     instance.removed = true;
     clearTimeout(instance.maxSleepTimer);
-    clearTimeout(instance.watchdogWake?.timer);
-    instance.watchdogWake = undefined;
+    this.signals.forget(instance);
   }
 
   /** Takes `instance` off the maps once a transition under way has finished; whether it was on them. */
@@ -269,7 +285,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
     clearTimeout(this.timer);
     this.signals.stop();
     if (options.wakeAll) {
-      await Promise.all(this.instances().map((i) => this.wake(i, 'agent stopping').catch(() => undefined)));
+      await Promise.all(this.all().map((i) => this.wake(i, 'agent stopping').catch(() => undefined)));
     }
   }
 
@@ -280,7 +296,8 @@ export class Detector extends EventEmitter<DetectorEvents> {
     return this.sleep(instance, undefined, 'requested by operator');
   }
 
-  wake(instance: ManagedInstance, reason: string, eventNs?: bigint): Promise<void> {
+  wake(view: ReadonlyInstance, reason: string, eventNs?: bigint): Promise<void> {
+    const instance = this.own(view);
     if (eventNs !== undefined && instance.wakeEventNs === undefined) instance.wakeEventNs = eventNs;
     instance.wakesPending++;
     return instance.exclusive(async () => {
@@ -428,7 +445,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
    */
   private async makeRoom(instance: ManagedInstance): Promise<void> {
     const budget = this.budget!;
-    const queued = () => this.instances().filter((i) => i.queuedSinceMs !== undefined).length;
+    const queued = () => this.all().filter((i) => i.queuedSinceMs !== undefined).length;
     const until = Date.now() + instance.config.wakeTimeout;
     try {
       while (Date.now() < until) {
@@ -456,7 +473,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
   }
 
   private async budgetMembers(): Promise<BudgetMember[]> {
-    const all = this.instances();
+    const all = this.all();
     const running = all.filter((i) => i.state === 'running' && !i.removed);
     const counters = await this.source.countersOf(running.map((i) => i.key));
     const needConnections = running.some((i) => i.config.idlePolicy !== 'traffic');
@@ -541,10 +558,46 @@ export class Detector extends EventEmitter<DetectorEvents> {
    * The current wake's first response, from the tc program's stamp or, in hold mode, from the hold
    * listener (agent/hold/hold-server.ts). Once per wake: whichever comes first.
    */
-  reportFirstResponse(instance: ManagedInstance, ms: number): void {
+  reportFirstResponse(view: ReadonlyInstance, ms: number): void {
+    const instance = this.own(view);
     if (instance.lastFirstResponseMs !== undefined || this.byId.get(instance.id) !== instance) return;
     instance.lastFirstResponseMs = ms;
     this.emit('firstResponse', instance, ms / 1000);
+  }
+
+  /** The stub answered one of its checks while it slept (agent/sleep-guards.ts). */
+  countCheckAnswered(view: ReadonlyInstance): void {
+    const instance = this.own(view);
+    instance.checksAnswered++;
+    if (this.byId.get(instance.id) === instance) this.emit('checkAnswered', instance);
+  }
+
+  /** How many of its connections the hold listener holds while it wakes (agent/hold/). */
+  noteHeld(view: ReadonlyInstance, held: number): void {
+    this.own(view).held = held;
+  }
+
+  /** Refreshes idle times for the status API from one batched counters read. */
+  async refreshLastSeen(): Promise<void> {
+    // Only awake instances can have seen traffic since the detector last looked: a packet
+    // to a sleeper wakes it. So a status poll costs what the awake instances cost.
+    const awake = this.all().filter((i) => i.state === 'running');
+    const counters = await this.source.countersOf(awake.map((i) => i.key));
+    for (const instance of awake) {
+      const c = counters.get(instance.key);
+      if (c) instance.lastSeenNs = c.lastSeenNs;
+    }
+  }
+
+  /** Whether the watchdog woke it and its wake event has not come yet (counted as missed unless it comes late). */
+  awaitsLateEvent(view: ReadonlyInstance): boolean {
+    return this.signals.awaitsLateEvent(this.own(view));
+  }
+
+  /** Traffic for an instance still pausing: its sleep must be reversed as soon as it completes. */
+  private wakeAfterPause(instance: ManagedInstance, eventNs?: bigint): void {
+    instance.wakeRequested = true;
+    if (eventNs !== undefined) instance.wakeEventNs ??= eventNs;
   }
 
   private setState(instance: ManagedInstance, to: InstanceState, reason: string): void {
@@ -580,7 +633,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
     this.ticking = true;
     try {
       const nowNs = monotonicNs();
-      const due = this.instances().filter((i) => i.state === 'running' && i.nextCheckNs <= nowNs);
+      const due = this.all().filter((i) => i.state === 'running' && i.nextCheckNs <= nowNs);
       if (due.length === 0) return;
       const counters = await this.source.countersOf(due.map((i) => i.key));
       let connections: Connection[] | undefined;
@@ -595,7 +648,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
       }
     } catch (error) {
       this.log.error({ err: messageOf(error) }, 'reading counters failed; retrying');
-      for (const i of this.instances()) if (i.state === 'running') i.nextCheckNs = monotonicNs() + 100n * MS;
+      for (const i of this.all()) if (i.state === 'running') i.nextCheckNs = monotonicNs() + 100n * MS;
     } finally {
       this.ticking = false;
       this.schedule();
@@ -695,7 +748,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
     }
   }
 
-  idleForMs(instance: ManagedInstance): number {
+  idleForMs(instance: ReadonlyInstance): number {
     const since = instance.lastSeenNs > instance.awakeSinceNs ? instance.lastSeenNs : instance.awakeSinceNs;
     return Math.max(0, Number(monotonicNs() - since) / 1e6);
   }

@@ -18,6 +18,30 @@ export function describeKey(config: Pick<InstanceConfig, 'address' | 'interface'
   return config.interface === undefined ? `host port ${portOf(config.address)}` : `address ${hostOf(config.address)}`;
 }
 
+/** Who added an instance: the config file, Nomad discovery, or a registration through the status API. */
+export type InstanceSource = 'static' | 'nomad' | 'api';
+
+/** Where an instance came from, when discovered from Nomad (shown on the status page). */
+export interface InstanceOrigin {
+  allocId: string;
+  jobId: string;
+  group: string;
+  task: string;
+}
+
+/** What its admission says of an instance besides its config: fixed for as long as it is managed. */
+export interface InstanceMeta {
+  source?: InstanceSource;
+  origin?: InstanceOrigin;
+  /** Why it must never sleep (a check the stub cannot answer): shown as heldBy. */
+  sleepBlockedBy?: string;
+}
+
+/**
+ * The detector's bookkeeping of one instance: written by the detector alone (agent/detector/),
+ * read everywhere else through ReadonlyInstance. test/architecture/one-writer.test.ts fails when
+ * a module outside the detector names this class.
+ */
 export class ManagedInstance {
   state: InstanceState = 'running';
   sleeps = 0;
@@ -30,7 +54,7 @@ export class ManagedInstance {
   /** Why the instance is held awake past its idle timeout, if it is. */
   heldBy: string | undefined;
   /** Set when it must never sleep (a check the stub cannot answer): shown as heldBy. */
-  sleepBlockedBy: string | undefined;
+  readonly sleepBlockedBy: string | undefined;
   awakeSinceNs: bigint;
   lastSeenNs = 0n;
   nextCheckNs: bigint;
@@ -38,8 +62,6 @@ export class ManagedInstance {
   packetsAtSleep: bigint | undefined;
   /** When its last sleep began (monotonic ns, before the map said pausing): a wake event stamped earlier is stale. */
   sleepStartNs = 0n;
-  /** The watchdog woke it for traffic no event had announced; counted as missed unless the event comes late. */
-  watchdogWake: { timer: NodeJS.Timeout; atNs: bigint } | undefined;
   /** Wakes asked for and not yet started (queued behind a transition). */
   wakesPending = 0;
   /** A packet arrived while pausing: the sleep must be reversed as soon as it completes. */
@@ -60,9 +82,9 @@ export class ManagedInstance {
   /** Connections held while it wakes (hold mode). */
   held = 0;
   /** Where it came from, when discovered from Nomad (shown on the status page). */
-  origin: { allocId: string; jobId: string; group: string; task: string } | undefined;
+  readonly origin: InstanceOrigin | undefined;
   /** Who added it: the config file, Nomad discovery, or a registration through the status API. */
-  source: 'static' | 'nomad' | 'api' = 'static';
+  readonly source: InstanceSource;
   /** The busy guard's recent CPU/I/O readings, oldest first (taken at checks and wakes only). */
   usageSamples: UsageSample[] = [];
   /** Said once in the log: its CPU cannot be read, so the busy guard does not cover it. */
@@ -73,7 +95,10 @@ export class ManagedInstance {
   removed = false;
   private queue: Promise<unknown> = Promise.resolve();
 
-  constructor(readonly config: InstanceConfig, readonly runtime: Runtime, nowNs: bigint) {
+  constructor(readonly config: InstanceConfig, readonly runtime: Runtime, nowNs: bigint, meta: InstanceMeta = {}) {
+    this.source = meta.source ?? 'static';
+    this.origin = meta.origin;
+    this.sleepBlockedBy = meta.sleepBlockedBy;
     this.awakeSinceNs = nowNs;
     this.nextCheckNs = nowNs + BigInt(config.idleTimeout) * 1_000_000n;
   }
@@ -126,4 +151,18 @@ export class ManagedInstance {
     this.queue = next.catch(() => undefined);
     return next;
   }
+}
+
+/** What the detector's own parts use and nobody else reads: its queue, timers and wake bookkeeping. */
+type DetectorOnly = 'exclusive' | 'maxSleepTimer' | 'packetsAtSleep' | 'sleepStartNs' | 'wakesPending' | 'wakeRequested' | 'wakeEventNs' | 'lastWakeSignalNs' | 'nextCheckNs';
+
+/**
+ * A managed instance as everyone but the detector sees it: every field read-only, so only the
+ * detector (which holds the ManagedInstance itself) can change its state, timing or counters.
+ */
+export type ReadonlyInstance = Readonly<Omit<ManagedInstance, DetectorOnly>>;
+
+/** A new instance for the detector to take on (Detector.add): how admission makes one without the writable type. */
+export function newInstance(config: InstanceConfig, runtime: Runtime, nowNs: bigint, meta: InstanceMeta = {}): ReadonlyInstance {
+  return new ManagedInstance(config, runtime, nowNs, meta);
 }

@@ -47,6 +47,8 @@ export interface WakeSignalTarget {
   /** The instances asleep now (not being removed). */
   sleepers(): ManagedInstance[];
   wake(instance: ManagedInstance, reason: string, eventNs?: bigint): void;
+  /** Traffic came while it is still pausing: wake it as soon as the pause completes. */
+  wakeAfterPause(instance: ManagedInstance, eventNs?: bigint): void;
   /** The tc program stamped the instance's first payload to a client after the wake signalled at `wakeNs`. */
   firstResponse(instance: ManagedInstance, wakeNs: bigint, replyNs: bigint): void;
   /** The watchdog woke it and its event never came. */
@@ -58,6 +60,8 @@ export interface WakeSignalTarget {
 export class WakeSignals {
   readonly health: WakeEventHealth = { gaps: 0, lastGap: undefined, missed: 0, late: 0 };
   private timer: NodeJS.Timeout | undefined;
+  /** Sleepers the watchdog woke, each waiting for its wake event to come late (else counted as missed). */
+  private readonly watchdogWakes = new Map<ManagedInstance, { timer: NodeJS.Timeout; atNs: bigint }>();
 
   constructor(
     private readonly source: TrafficSource,
@@ -68,6 +72,17 @@ export class WakeSignals {
   ) {
     source.onWake((event) => this.onEvent(event));
     source.onGap((reason) => void this.rescan(reason));
+  }
+
+  /** Whether a watchdog wake of this instance still waits for its late event. */
+  awaitsLateEvent(instance: ManagedInstance): boolean {
+    return this.watchdogWakes.has(instance);
+  }
+
+  /** The instance leaves management: its watchdog wake is no longer counted. */
+  forget(instance: ManagedInstance): void {
+    clearTimeout(this.watchdogWakes.get(instance)?.timer);
+    this.watchdogWakes.delete(instance);
   }
 
   /** Disarms the watchdog (the detector is stopping). */
@@ -85,19 +100,17 @@ export class WakeSignals {
     const instance = this.target.instance(event.instanceAddr);
     if (!instance) return;
     if (event.answersWakeNs !== undefined) return this.target.firstResponse(instance, event.answersWakeNs, event.tsNs);
-    const watchdogWake = instance.watchdogWake;
+    const watchdogWake = this.watchdogWakes.get(instance);
     if (watchdogWake && event.tsNs <= watchdogWake.atNs) {
       // The event for the traffic the watchdog already woke it for: late, not lost.
-      clearTimeout(watchdogWake.timer);
-      instance.watchdogWake = undefined;
+      this.forget(instance);
       this.health.late++;
       this.log.info({ instance: instance.id, lateMs: Number(monotonicNs() - event.tsNs) / 1e6 }, 'a wake event came after the watchdog had woken its instance (late, not lost)');
     }
     // From an earlier sleep (late): this sleep's own traffic raises its own event.
     if (event.tsNs < instance.sleepStartNs) return;
     if (instance.state === 'pausing') {
-      instance.wakeRequested = true;
-      instance.wakeEventNs ??= event.tsNs;
+      this.target.wakeAfterPause(instance, event.tsNs);
     } else if (instance.state === 'sleeping') {
       this.target.wake(instance, 'traffic', event.tsNs);
     }
@@ -112,7 +125,7 @@ export class WakeSignals {
     for (const [ip, state] of states) {
       const instance = this.target.instance(ip);
       if (instance && state === BpfInstanceState.signalled) {
-        if (instance.state === 'pausing') instance.wakeRequested = true;
+        if (instance.state === 'pausing') this.target.wakeAfterPause(instance);
         else this.target.wake(instance, 'traffic (found by rescan)');
       }
     }
@@ -156,14 +169,14 @@ export class WakeSignals {
 
   /** Counts the watchdog's wake as a missed event unless the event turns up within LATE_EVENT_MS. */
   private awaitLateEvent(instance: ManagedInstance, atNs: bigint): void {
-    clearTimeout(instance.watchdogWake?.timer);
+    this.forget(instance);
     const timer = setTimeout(() => {
-      instance.watchdogWake = undefined;
+      this.watchdogWakes.delete(instance);
       this.health.missed++;
       this.log.warn({ instance: instance.id }, 'traffic reached a sleeper but no wake event came: the watchdog woke it');
       this.target.missed(instance);
     }, LATE_EVENT_MS);
     timer.unref();
-    instance.watchdogWake = { timer, atNs };
+    this.watchdogWakes.set(instance, { timer, atNs });
   }
 }

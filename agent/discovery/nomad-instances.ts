@@ -1,6 +1,6 @@
 import type { DozeConfig, NomadConfig } from '../config/schema.js';
 import type { Detector } from '../detector/detector.js';
-import type { ManagedInstance } from '../detector/managed-instance.js';
+import type { ReadonlyInstance } from '../detector/managed-instance.js';
 import { messageOf } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
 import type { Clash, InstanceAdmission } from '../instances/admission.js';
@@ -77,7 +77,7 @@ interface Tracked {
   interface?: string;
   cgroup?: string;
   /** The instance, while managed. */
-  instance?: ManagedInstance;
+  instance?: ReadonlyInstance;
   retry?: NodeJS.Timeout;
   backoffMs: number;
 }

@@ -1,6 +1,6 @@
 import type { InstanceConfig } from '../config/schema.js';
 import type { Detector } from '../detector/detector.js';
-import type { ManagedInstance } from '../detector/managed-instance.js';
+import type { ReadonlyInstance } from '../detector/managed-instance.js';
 import { messageOf } from '../shared/errors.js';
 import type { AdmissionRefusal, InstanceAdmission } from './admission.js';
 import type { Logger } from '../shared/log.js';
@@ -17,10 +17,10 @@ import type { Logger } from '../shared/log.js';
  */
 
 export type RegisterResult =
-  | { status: 201 | 200; instance: ManagedInstance; created: boolean }
+  | { status: 201 | 200; instance: ReadonlyInstance; created: boolean }
   | { status: 409 | 422; error: string };
 
-export type UnregisterResult = { status: 200; instance: ManagedInstance } | { status: 404 | 409; error: string };
+export type UnregisterResult = { status: 200; instance: ReadonlyInstance } | { status: 404 | 409; error: string };
 
 export interface InstanceRegistryOptions {
   admission: InstanceAdmission;

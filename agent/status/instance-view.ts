@@ -1,5 +1,5 @@
 import type { Detector } from '../detector/detector.js';
-import type { ManagedInstance } from '../detector/managed-instance.js';
+import type { ReadonlyInstance } from '../detector/managed-instance.js';
 import type { InstanceState } from '../detector/states.js';
 import type { InstanceMemoryView, MemoryTracker } from './memory-view.js';
 
@@ -46,7 +46,7 @@ export interface InstanceView {
   source: 'static' | 'nomad' | 'api';
 }
 
-export function viewOf(detector: Detector, i: ManagedInstance, memory?: MemoryTracker): InstanceView {
+export function viewOf(detector: Detector, i: ReadonlyInstance, memory?: MemoryTracker): InstanceView {
   return {
     id: i.id,
     state: i.state,
