@@ -4,7 +4,7 @@ import type { Logger } from '../shared/log.js';
 import { BpfInstanceState, monotonicNs, type Connection, type InstanceCounters } from '../sources/bpf-records.js';
 import type { TrafficSource } from '../sources/traffic-source.js';
 import type { RuntimeObservedState } from '../runtimes/runtime.js';
-import { busyWindowMs, guardIdle, judgeBusy, keepSamples } from './busy-guard.js';
+import { BusySampler } from './busy-sampler.js';
 import { decideIdle, holdRecheckMs, isCheckInFlight, isOpen, isRequestInFlight, type IdleVerdict } from './idle-decision.js';
 import { chooseVictims, type BudgetLimits, type BudgetMember } from '../scheduler/budget.js';
 import { describeKey, ManagedInstance, type ReadonlyInstance } from './managed-instance.js';
@@ -101,6 +101,8 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
   budgetOverruns = 0;
   /** Wake events, and the watchdog and rescans that stand in for the lost ones. */
   private readonly signals: WakeSignals;
+  /** The busy guard's CPU and I/O readings of each instance. */
+  private readonly busy: BusySampler;
   get wakeEvents(): WakeEventHealth {
     return this.signals.health;
   }
@@ -111,6 +113,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
     this.hooks = typeof options.hooks === 'function' ? options.hooks(this) : options.hooks ?? (NO_HOOKS as Hooks);
     const b = options.budget;
     this.budget = b && (b.maxActive !== undefined || b.maxActiveMemory !== undefined) ? b : undefined;
+    this.busy = new BusySampler(log);
     this.signals = new WakeSignals(source, log, {
       instance: (key) => this.byKey.get(key),
       sleepers: () => this.all().filter((i) => i.state === 'sleeping' && !i.removed),
@@ -195,7 +198,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
       else this.signals.watch();
     } else {
       await this.source.setState(instance.key, BpfInstanceState.awake);
-      this.sampleUsage(instance, monotonicNs());
+      this.busy.sample(instance, monotonicNs());
     }
     this.schedule();
   }
@@ -338,8 +341,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
       instance.wakes++;
       instance.lastWakeMs = tookMs;
       instance.awakeSinceNs = nowNs;
-      instance.usageSamples = [];
-      this.sampleUsage(instance, nowNs);
+      this.busy.restart(instance, nowNs);
       instance.nextCheckNs = nowNs + BigInt(Math.max(instance.config.idleTimeout, instance.minAwakeMs)) * MS;
       this.setState(instance, 'running', reason);
       this.emit('woke', instance, tookMs / 1000);
@@ -390,11 +392,11 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
       }
       if (guardBusy) {
         // Work that started since the decision (a job picked up from a queue) is caught here.
-        const busy = this.busyReason(instance, monotonicNs());
+        const busy = this.busy.reason(instance, monotonicNs());
         if (busy) {
           await this.abortSleep(instance, busy, holdRecheckMs(instance.config.idleTimeout));
           instance.heldBy = busy;
-          this.noteBusy(instance, busy);
+          this.busy.noteBusy(instance, busy);
           return false;
         }
       }
@@ -420,7 +422,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
       await this.source.setState(instance.key, BpfInstanceState.sleeping);
       instance.sleeps++;
       instance.heldBy = undefined;
-      instance.busySinceMs = undefined;
+      this.busy.quiet(instance);
       this.setState(instance, 'sleeping', reason);
       this.emit('slept', instance);
       if (instance.config.maxSleep !== undefined) {
@@ -644,7 +646,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
           connections ??= await this.source.connections();
           verdict = this.evaluate(instance, c, nowNs, connections.filter((conn) => conn.instanceAddr === instance.key));
         }
-        this.apply(instance, this.guardBusy(instance, verdict, nowNs), c);
+        this.apply(instance, this.busy.guard(instance, verdict, nowNs), c);
       }
     } catch (error) {
       this.log.error({ err: messageOf(error) }, 'reading counters failed; retrying');
@@ -678,73 +680,19 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
         instance.nextCheckNs = verdict.recheckAtNs;
         return;
       case 'held':
-        if (verdict.reason.startsWith('busy:')) this.noteBusy(instance, verdict.reason);
+        if (verdict.reason.startsWith('busy:')) this.busy.noteBusy(instance, verdict.reason);
         instance.heldBy = verdict.reason;
         instance.nextCheckNs = verdict.recheckAtNs;
         return;
       case 'idle': {
         instance.nextCheckNs = monotonicNs() + BigInt(instance.config.idleTimeout) * MS;
-        const busyFor = instance.busySinceMs === undefined ? undefined : Date.now() - instance.busySinceMs;
+        const busyFor = this.busy.busyForMs(instance);
         const reason = busyFor === undefined || verdict.maxAwake ? verdict.reason : `${verdict.reason}, after ${busyFor} ms busy`;
         void this.sleep(instance, c?.lastSeenNs ?? 0n, reason, !verdict.maxAwake);
         return;
       }
       case 'needs-connections':
         return;
-    }
-  }
-
-  /**
-   * Busy guard: an idle verdict waits while the workload still computes (CPU over the
-   * last idle window above busyCpu) or does block I/O. Counters are read only here, for
-   * an instance whose deadline is due; an active or held one gets at most one reading
-   * per window, so the decision to come has a baseline about a window old.
-   */
-  private guardBusy(instance: ManagedInstance, verdict: IdleVerdict, nowNs: bigint): IdleVerdict {
-    if (instance.config.busyCpu <= 0 || !instance.runtime.usage) return verdict;
-    if (verdict.kind === 'active' || verdict.kind === 'held') {
-      const newest = instance.usageSamples.at(-1);
-      if (!newest || nowNs - newest.atNs >= BigInt(busyWindowMs(instance.config.idleTimeout)) * MS) this.sampleUsage(instance, nowNs);
-      if (verdict.kind === 'active') instance.busySinceMs = undefined;
-      return verdict;
-    }
-    if (verdict.kind !== 'idle' || verdict.maxAwake || !this.sampleUsage(instance, nowNs)) return verdict;
-    const lastSeen = instance.lastSeenNs;
-    return guardIdle(verdict, {
-      nowNs,
-      lastActivityNs: lastSeen > instance.awakeSinceNs ? lastSeen : instance.awakeSinceNs,
-      maxAwakeMs: instance.config.maxAwake,
-      recheckMs: holdRecheckMs(instance.config.idleTimeout),
-      state: judgeBusy(instance.usageSamples, busyWindowMs(instance.config.idleTimeout), instance.config.busyCpu),
-    });
-  }
-
-  /** The busy reason right now (a fresh reading against the kept ones), or undefined when quiet or unknown. */
-  private busyReason(instance: ManagedInstance, nowNs: bigint): string | undefined {
-    if (instance.config.busyCpu <= 0 || !this.sampleUsage(instance, nowNs)) return undefined;
-    const state = judgeBusy(instance.usageSamples, busyWindowMs(instance.config.idleTimeout), instance.config.busyCpu);
-    return state.kind === 'busy' ? state.reason : undefined;
-  }
-
-  /** Takes one reading of the instance's CPU and I/O; false when its runtime cannot give one. */
-  private sampleUsage(instance: ManagedInstance, nowNs: bigint): boolean {
-    if (instance.config.busyCpu <= 0) return false;
-    const reading = instance.runtime.usage?.();
-    if (!reading) {
-      if (instance.runtime.usage && !instance.usageUnavailableLogged) {
-        instance.usageUnavailableLogged = true;
-        this.log.info({ instance: instance.id, runtime: instance.runtime.kind }, 'busy guard: the CPU of this instance cannot be read here (no cpuacct/cpu.stat for its cgroup, or no process yet); it sleeps on traffic alone');
-      }
-      return false;
-    }
-    instance.usageSamples = keepSamples(instance.usageSamples, { atNs: nowNs, ...reading }, busyWindowMs(instance.config.idleTimeout));
-    return true;
-  }
-
-  private noteBusy(instance: ManagedInstance, reason: string): void {
-    if (instance.busySinceMs === undefined) {
-      instance.busySinceMs = Date.now();
-      this.log.info({ instance: instance.id, reason }, 'sleep postponed: the instance is still working');
     }
   }
 

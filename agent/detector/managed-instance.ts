@@ -1,7 +1,6 @@
 import type { InstanceConfig, WakeMode } from '../config/schema.js';
 import { hostOf, portKey, portOf } from '../sources/ipv4.js';
 import type { Runtime } from '../runtimes/runtime.js';
-import type { UsageSample } from './busy-guard.js';
 import type { InstanceState } from './states.js';
 
 /** One instance under management: its config, runtime, state and counters for the status API. */
@@ -85,12 +84,6 @@ export class ManagedInstance {
   readonly origin: InstanceOrigin | undefined;
   /** Who added it: the config file, Nomad discovery, or a registration through the status API. */
   readonly source: InstanceSource;
-  /** The busy guard's recent CPU/I/O readings, oldest first (taken at checks and wakes only). */
-  usageSamples: UsageSample[] = [];
-  /** Said once in the log: its CPU cannot be read, so the busy guard does not cover it. */
-  usageUnavailableLogged = false;
-  /** Since when the busy guard has been postponing its sleep (epoch ms). */
-  busySinceMs: number | undefined;
   /** Set when management ends: no new sleep may start. */
   removed = false;
   private queue: Promise<unknown> = Promise.resolve();
