@@ -5,27 +5,14 @@ import { BpfInstanceState, monotonicNs, type Connection, type InstanceCounters }
 import type { TrafficSource } from '../sources/traffic-source.js';
 import type { RuntimeObservedState } from '../runtimes/runtime.js';
 import { BusySampler } from './busy-sampler.js';
-import { decideIdle, holdRecheckMs, isCheckInFlight, isOpen, isRequestInFlight, type IdleVerdict } from './idle-decision.js';
-import { chooseVictims, type BudgetLimits, type BudgetMember } from '../scheduler/budget.js';
+import { decideIdle, holdRecheckMs, isCheckInFlight, type IdleVerdict } from './idle-decision.js';
+import { NodeBudget, type NodeBudgetLimits } from '../scheduler/node-budget.js';
+import { budgetMembers } from './budget-members.js';
 import { describeKey, ManagedInstance, type ReadonlyInstance } from './managed-instance.js';
 import { canTransition, type InstanceState } from './states.js';
 import { WakeSignals, type WakeEventHealth } from './wake-signals.js';
 
 const MS = 1_000_000n;
-
-/** Sleepers whose runtime frees memory count what they still hold, measured (a reclaimed one about 0). */
-async function measuredAsleepMiB(instances: ManagedInstance[]): Promise<Map<string, number>> {
-  const held = new Map<string, number>();
-  await Promise.all(
-    instances
-      .filter((i) => i.state === 'sleeping' && i.runtime.capabilities.freesMemory && i.runtime.memory)
-      .map(async (i) => {
-        const usage = await i.runtime.memory!().catch(() => undefined);
-        if (usage) held.set(i.id, Math.ceil(usage.residentBytes / 2 ** 20));
-      }),
-  );
-  return held;
-}
 
 /** How often add() re-inspects a runtime found mid-transition after a restart. */
 const SETTLE_POLL_MS = 20;
@@ -54,7 +41,7 @@ export interface SleepHooks {
 export interface DetectorOptions<Hooks extends SleepHooks = SleepHooks> {
   /** The hooks, or how to make them from the detector (the agent's guards read its instances). */
   hooks?: Hooks | ((detector: Detector<Hooks>) => Hooks);
-  budget?: BudgetLimits & { maxQueued: number };
+  budget?: NodeBudgetLimits;
   /** Test knob: drop this many wake events, as a lost perf record would (the watchdog must catch them). */
   dropWakeEvents?: number;
 }
@@ -91,10 +78,10 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
   private stopped = true;
 
   readonly hooks: Hooks;
-  private readonly budget: (BudgetLimits & { maxQueued: number }) | undefined;
-  private readonly roomWaiters = new Set<() => void>();
-  get budgetLimits(): (BudgetLimits & { maxQueued: number }) | undefined {
-    return this.budget;
+  /** The node budget's queue and eviction, when a budget is set. */
+  private readonly budget: NodeBudget | undefined;
+  get budgetLimits(): NodeBudgetLimits | undefined {
+    return this.budget?.limits;
   }
 
   /** Wakes that went ahead over budget because nothing could sleep in time (never hurt a request). */
@@ -112,7 +99,25 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
     // Without hooks of its own, Hooks is SleepHooks (its default): NO_HOOKS is one.
     this.hooks = typeof options.hooks === 'function' ? options.hooks(this) : options.hooks ?? (NO_HOOKS as Hooks);
     const b = options.budget;
-    this.budget = b && (b.maxActive !== undefined || b.maxActiveMemory !== undefined) ? b : undefined;
+    this.budget = b && (b.maxActive !== undefined || b.maxActiveMemory !== undefined) ? new NodeBudget(b, {
+      members: async () => {
+        const read = await budgetMembers(this.all(), this.source);
+        for (const [id, lastSeenNs] of read.lastSeenNs) {
+          const instance = this.byId.get(id);
+          if (instance) instance.lastSeenNs = lastSeenNs;
+        }
+        return read.members;
+      },
+      evict: (id, forId) => {
+        const victim = this.byId.get(id)!;
+        return this.sleep(victim, victim.lastSeenNs, `budget: making room for ${forId}`);
+      },
+      queued: () => this.all().filter((i) => i.queuedSinceMs !== undefined).length,
+      setQueued: (id, sinceMs) => {
+        const instance = this.byId.get(id);
+        if (instance) instance.queuedSinceMs = sinceMs;
+      },
+    }, log) : undefined;
     this.busy = new BusySampler(log);
     this.signals = new WakeSignals(source, log, {
       instance: (key) => this.byKey.get(key),
@@ -255,7 +260,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
     if (this.byId.get(instance.id) !== instance) return false;
     this.byId.delete(instance.id);
     this.byKey.delete(instance.key);
-    this.signalRoom();
+    this.budget?.signalRoom();
     return true;
   }
 
@@ -307,7 +312,10 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
       instance.wakesPending--;
       if (instance.state !== 'sleeping' && instance.state !== 'failed') return;
       clearTimeout(instance.maxSleepTimer);
-      if (this.budget && !this.stopped) await this.makeRoom(instance);
+      if (this.budget && !this.stopped) {
+        const room = await this.budget.makeRoom({ id: instance.id, memory: instance.config.memory, wakeTimeoutMs: instance.config.wakeTimeout });
+        if (room === 'over-budget') this.budgetOverruns++;
+      }
       const startNs = instance.wakeEventNs ?? monotonicNs();
       // Only a wake a packet started has a first response to time (onFirstResponse).
       instance.lastWakeSignalNs = instance.wakeEventNs;
@@ -440,84 +448,6 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
   }
 
   /**
-   * Node budget: before `instance` wakes, put the least recently used awake
-   * instances to sleep until it fits (never one within min_awake or serving a
-   * request). When none can sleep, wait for room in a bounded queue, up to the
-   * wake deadline; then wake anyway and count an overrun.
-   */
-  private async makeRoom(instance: ManagedInstance): Promise<void> {
-    const budget = this.budget!;
-    const queued = () => this.all().filter((i) => i.queuedSinceMs !== undefined).length;
-    const until = Date.now() + instance.config.wakeTimeout;
-    try {
-      while (Date.now() < until) {
-        const members = await this.budgetMembers();
-        const victims = chooseVictims(budget, members, { id: instance.id, memory: instance.config.memory });
-        if (victims?.length === 0) return;
-        if (victims) {
-          const results = await Promise.all(
-            victims.map((v) => this.sleep(this.byId.get(v.id)!, this.byId.get(v.id)!.lastSeenNs, `budget: making room for ${instance.id}`)),
-          );
-          if (results.every(Boolean)) continue;
-        }
-        if (instance.queuedSinceMs === undefined) {
-          if (queued() >= budget.maxQueued) break;
-          instance.queuedSinceMs = Date.now();
-          this.log.info({ instance: instance.id }, 'wake waits for room in the node budget');
-        }
-        await this.waitForRoom(Math.min(until - Date.now(), 250));
-      }
-      this.budgetOverruns++;
-      this.log.warn({ instance: instance.id }, 'node budget: nothing could sleep in time; waking over budget');
-    } finally {
-      instance.queuedSinceMs = undefined;
-    }
-  }
-
-  private async budgetMembers(): Promise<BudgetMember[]> {
-    const all = this.all();
-    const running = all.filter((i) => i.state === 'running' && !i.removed);
-    const counters = await this.source.countersOf(running.map((i) => i.key));
-    const needConnections = running.some((i) => i.config.idlePolicy !== 'traffic');
-    const connections = needConnections ? await this.source.connections() : [];
-    const nowNs = monotonicNs();
-    const asleepMiB = await measuredAsleepMiB(all);
-    return all.map((i) => {
-      const c = counters.get(i.key);
-      if (c) i.lastSeenNs = c.lastSeenNs;
-      const lastActivityNs = i.lastSeenNs > i.awakeSinceNs ? i.lastSeenNs : i.awakeSinceNs;
-      const mine = connections.filter((conn) => conn.instanceAddr === i.key);
-      // Still computing (the busy guard's last finding): a sleep now would be undone at once.
-      const working = i.heldBy?.startsWith('busy:') ?? false;
-      const busy = working || (i.config.idlePolicy === 'traffic' ? false
-        : mine.some(isRequestInFlight) || (i.config.idlePolicy === 'connections' && mine.some(isOpen)));
-      return {
-        id: i.id,
-        active: i.state === 'running' || i.state === 'waking' || i.state === 'pausing',
-        memory: i.state === 'running' || i.state === 'waking' || i.state === 'pausing' ? i.config.memory : asleepMiB.get(i.id) ?? 0,
-        lastActivityNs,
-        evictable: i.state === 'running' && !i.removed && !busy && nowNs >= i.awakeSinceNs + BigInt(i.minAwakeMs) * MS,
-      };
-    });
-  }
-
-  private waitForRoom(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.roomWaiters.delete(done);
-        resolve();
-      };
-      const timer = setTimeout(done, Math.max(ms, 1));
-      this.roomWaiters.add(done);
-    });
-  }
-
-  private signalRoom(): void {
-    for (const waiter of [...this.roomWaiters]) waiter();
-  }
-
-  /**
    * The map says awake and checks reach the instance again. A failure here (doze-maps, iptables)
    * is logged and kept as the instance's last error, and the caller goes on to `running`: the
    * workload is not paused, so an instance must never stay in waking or pausing for it.
@@ -611,7 +541,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
     }
     instance.state = to;
     instance.stateSinceMs = Date.now();
-    if (to === 'sleeping' || to === 'failed') this.signalRoom();
+    if (to === 'sleeping' || to === 'failed') this.budget?.signalRoom();
     this.log.info({ instance: instance.id, from, to, reason }, 'transition');
     this.emit('transition', { instance, from, to, reason, at: Date.now() });
   }
