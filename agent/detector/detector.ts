@@ -3,7 +3,7 @@ import { DozeError, messageOf, withDeadline } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
 import { BpfInstanceState, monotonicNs, type Connection, type InstanceCounters } from '../sources/bpf-records.js';
 import type { TrafficSource } from '../sources/traffic-source.js';
-import type { RuntimeObservedState } from '../runtimes/runtime.js';
+import { leftBehind } from './adoption.js';
 import { BusySampler } from './busy-sampler.js';
 import { decideIdle, holdRecheckMs, isCheckInFlight, type IdleVerdict } from './idle-decision.js';
 import { NodeBudget, type NodeBudgetLimits } from '../scheduler/node-budget.js';
@@ -13,9 +13,6 @@ import { canTransition, type InstanceState } from './states.js';
 import { WakeSignals, type WakeEventHealth } from './wake-signals.js';
 
 const MS = 1_000_000n;
-
-/** How often add() re-inspects a runtime found mid-transition after a restart. */
-const SETTLE_POLL_MS = 20;
 
 export interface TransitionEvent {
   instance: ReadonlyInstance;
@@ -190,40 +187,21 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
 
   /** A newly tracked instance's state: awake, or asleep as an earlier agent left it. */
   private async takeOn(instance: ManagedInstance): Promise<void> {
-    const observed = await this.settledState(instance);
-    const bpfState = await this.source.state(instance.key);
-    if (observed === 'asleep' || observed === 'transitioning') {
+    const left = await leftBehind(instance, this.source, this.log);
+    if (left.asleep) {
       // Left asleep by a previous agent (crash): it is ours to wake.
       this.setState(instance, 'pausing', 'adopted a paused workload after restart');
       await this.hooks.beforeSleep(instance);
       instance.packetsAtSleep = (await this.source.counter(instance.key))?.packets;
       await this.source.setState(instance.key, BpfInstanceState.sleeping);
       this.setState(instance, 'sleeping', 'adopted');
-      if (bpfState === BpfInstanceState.signalled) void this.wake(instance, 'traffic arrived while no agent was running');
+      if (left.signalled) void this.wake(instance, 'traffic arrived while no agent was running');
       else this.signals.watch();
     } else {
       await this.source.setState(instance.key, BpfInstanceState.awake);
       this.busy.sample(instance, monotonicNs());
     }
     this.schedule();
-  }
-
-  /**
-   * The runtime's state, once a transition an earlier agent started (and died in)
-   * has finished: a VM owner still saving or restoring settles on sleeping or
-   * running, and is adopted as what it became, not as asleep half way. Bounded by
-   * the instance's deadlines; still transitioning past them, it is adopted as
-   * asleep (the next request resumes it).
-   */
-  private async settledState(instance: ManagedInstance): Promise<RuntimeObservedState> {
-    const until = Date.now() + Math.max(instance.config.pauseTimeout, instance.config.wakeTimeout);
-    let observed = await instance.runtime.inspect();
-    while (observed === 'transitioning' && Date.now() < until) {
-      await new Promise((resolve) => setTimeout(resolve, SETTLE_POLL_MS));
-      observed = await instance.runtime.inspect();
-    }
-    if (observed === 'transitioning') this.log.warn({ instance: instance.id }, 'the runtime is still transitioning; adopting it as asleep');
-    return observed;
   }
 
   /** Stop managing an instance (woken first, if asked): off the maps, its key untracked, its program detached, its runtime closed. */
