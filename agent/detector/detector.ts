@@ -10,30 +10,12 @@ import { NodeBudget, type NodeBudgetLimits } from '../scheduler/node-budget.js';
 import { budgetMembers } from './budget-members.js';
 import { describeKey, ManagedInstance, type ReadonlyInstance } from './managed-instance.js';
 import { canTransition, type InstanceState } from './states.js';
+import { NO_HOOKS, type DetectorEvents, type SleepHooks } from './detector-contract.js';
+
+export type { DetectorEvents, SleepHooks, TransitionEvent } from './detector-contract.js';
 import { WakeSignals, type WakeEventHealth } from './wake-signals.js';
 
 const MS = 1_000_000n;
-
-export interface TransitionEvent {
-  instance: ReadonlyInstance;
-  from: InstanceState;
-  to: InstanceState;
-  reason: string;
-  at: number;
-}
-
-/**
- * What must happen around a sleep besides the runtime: the health-check
- * redirect goes up before the pause and comes down before `running`.
- */
-export interface SleepHooks {
-  beforeSleep(instance: ReadonlyInstance): Promise<void>;
-  /** The instance is awake again (sleep aborted, or woken): undo beforeSleep. */
-  awake(instance: ReadonlyInstance): Promise<void>;
-  wakeFailed(instance: ReadonlyInstance, reason: string): Promise<void>;
-  /** True when health-check connections must be drained before a pause. */
-  guardChecks: boolean;
-}
 
 export interface DetectorOptions<Hooks extends SleepHooks = SleepHooks> {
   /** The hooks, or how to make them from the detector (the agent's guards read its instances). */
@@ -41,21 +23,6 @@ export interface DetectorOptions<Hooks extends SleepHooks = SleepHooks> {
   budget?: NodeBudgetLimits;
   /** Test knob: drop this many wake events, as a lost perf record would (the watchdog must catch them). */
   dropWakeEvents?: number;
-}
-
-const NO_HOOKS: SleepHooks = { beforeSleep: async () => {}, awake: async () => {}, wakeFailed: async () => {}, guardChecks: false };
-
-export interface DetectorEvents {
-  transition: [TransitionEvent];
-  woke: [ReadonlyInstance, number];
-  /** A traffic wake's first packet → the instance's first payload byte to a client (seconds). */
-  firstResponse: [ReadonlyInstance, number];
-  wakeFailed: [ReadonlyInstance, string];
-  slept: [ReadonlyInstance];
-  /** The watchdog found traffic for a sleeper that no wake event announced. */
-  wakeEventMissed: [ReadonlyInstance];
-  /** The stub answered a health check of a sleeping instance. */
-  checkAnswered: [ReadonlyInstance];
 }
 
 /**
