@@ -8,7 +8,8 @@ import { BusySampler } from './busy-sampler.js';
 import { decideIdle, holdRecheckMs, isCheckInFlight, type IdleVerdict } from './idle-decision.js';
 import { NodeBudget, type NodeBudgetLimits } from '../scheduler/node-budget.js';
 import { budgetMembers } from './budget-members.js';
-import { describeKey, ManagedInstance, type ReadonlyInstance } from './managed-instance.js';
+import { InstanceTable } from './instance-table.js';
+import { ManagedInstance, type ReadonlyInstance } from './managed-instance.js';
 import { canTransition, type InstanceState } from './states.js';
 import { NO_HOOKS, type DetectorEvents, type SleepHooks } from './detector-contract.js';
 
@@ -31,11 +32,8 @@ export interface DetectorOptions<Hooks extends SleepHooks = SleepHooks> {
  * instances), sleeps idle ones, and wakes sleepers on pushed wake events.
  */
 export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitter<DetectorEvents> {
-  private readonly byId = new Map<string, ManagedInstance>();
-  private readonly byKey = new Map<string, ManagedInstance>();
-  /** Ids and traffic keys add() is taking on right now (between its first await and its end). */
-  private readonly addingIds = new Set<string>();
-  private readonly addingKeys = new Set<string>();
+  /** The managed instances by id and traffic key, and what each holds in the kernel. */
+  private readonly table: InstanceTable;
   private timer: NodeJS.Timeout | undefined;
   private ticking = false;
   /** Until start(): instances are taken on but no idle clock runs (an agent still starting freezes nothing). */
@@ -61,31 +59,32 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
   constructor(private readonly source: TrafficSource, private readonly log: Logger, options: DetectorOptions<Hooks> = {}) {
     super();
     // Without hooks of its own, Hooks is SleepHooks (its default): NO_HOOKS is one.
+    this.table = new InstanceTable(source);
     this.hooks = typeof options.hooks === 'function' ? options.hooks(this) : options.hooks ?? (NO_HOOKS as Hooks);
     const b = options.budget;
     this.budget = b && (b.maxActive !== undefined || b.maxActiveMemory !== undefined) ? new NodeBudget(b, {
       members: async () => {
-        const read = await budgetMembers(this.all(), this.source);
+        const read = await budgetMembers(this.table.all(), this.source);
         for (const [id, lastSeenNs] of read.lastSeenNs) {
-          const instance = this.byId.get(id);
+          const instance = this.table.get(id);
           if (instance) instance.lastSeenNs = lastSeenNs;
         }
         return read.members;
       },
       evict: (id, forId) => {
-        const victim = this.byId.get(id)!;
+        const victim = this.table.get(id)!;
         return this.sleep(victim, victim.lastSeenNs, `budget: making room for ${forId}`);
       },
-      queued: () => this.all().filter((i) => i.queuedSinceMs !== undefined).length,
+      queued: () => this.table.all().filter((i) => i.queuedSinceMs !== undefined).length,
       setQueued: (id, sinceMs) => {
-        const instance = this.byId.get(id);
+        const instance = this.table.get(id);
         if (instance) instance.queuedSinceMs = sinceMs;
       },
     }, log) : undefined;
     this.busy = new BusySampler(log);
     this.signals = new WakeSignals(source, log, {
-      instance: (key) => this.byKey.get(key),
-      sleepers: () => this.all().filter((i) => i.state === 'sleeping' && !i.removed),
+      instance: (key) => this.table.withKey(key),
+      sleepers: () => this.table.all().filter((i) => i.state === 'sleeping' && !i.removed),
       wake: (instance, reason, eventNs) => void this.wake(instance, reason, eventNs),
       wakeAfterPause: (instance, eventNs) => this.wakeAfterPause(instance, eventNs),
       firstResponse: (instance, wakeNs, replyNs) => this.onFirstResponse(instance, wakeNs, replyNs),
@@ -96,15 +95,11 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
 
   /** Every managed instance, read-only: the detector is the one writer of their state. */
   instances(): ReadonlyInstance[] {
-    return this.all();
+    return this.table.all();
   }
 
   get(id: string): ReadonlyInstance | undefined {
-    return this.byId.get(id);
-  }
-
-  private all(): ManagedInstance[] {
-    return [...this.byId.values()];
+    return this.table.get(id);
   }
 
   /** The detector's own record behind a read-only one (every instance is made by ManagedInstance's constructor). */
@@ -122,33 +117,19 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
    */
   async add(view: ReadonlyInstance): Promise<void> {
     const instance = this.own(view);
-    const { id, key } = instance;
-    if (this.byId.has(id) || this.addingIds.has(id)) throw new DozeError('E_INSTANCE_TAKEN', `instance id ${JSON.stringify(id)} is already managed`);
-    if (this.byKey.has(key) || this.addingKeys.has(key)) {
-      const holder = this.byKey.get(key);
-      throw new DozeError('E_INSTANCE_TAKEN', `${describeKey(instance.config)} is already managed${holder ? ` as ${JSON.stringify(holder.id)}` : ''}`);
-    }
-    this.addingIds.add(id);
-    this.addingKeys.add(key);
+    const release = this.table.reserve(instance);
     const held = { attached: false, tracked: false };
     try {
-      // Creates the pinned maps on first use.
-      if (instance.config.interface === undefined) await this.source.attachHost(instance.config.address);
-      else await this.source.attach(instance.config.interface);
-      held.attached = true;
-      await this.source.track(key);
-      held.tracked = true;
-      this.byId.set(id, instance);
-      this.byKey.set(key, instance);
+      await this.table.attach(instance, held);
+      this.table.list(instance);
       await this.takeOn(instance);
     } catch (error) {
       await this.takeOff(instance)
-        .then(() => this.giveBack(instance, held))
-        .catch((undo) => this.log.warn({ instance: id, err: messageOf(undo) }, 'undoing a failed add failed part way'));
+        .then(() => this.table.detach(instance, held))
+        .catch((undo) => this.log.warn({ instance: instance.id, err: messageOf(undo) }, 'undoing a failed add failed part way'));
       throw error;
     } finally {
-      this.addingIds.delete(id);
-      this.addingKeys.delete(key);
+      release();
     }
   }
 
@@ -173,7 +154,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
 
   /** Stop managing an instance (woken first, if asked): off the maps, its key untracked, its program detached, its runtime closed. */
   async remove(id: string, options: { wake: boolean }): Promise<void> {
-    const instance = this.byId.get(id);
+    const instance = this.table.get(id);
     if (!instance) return;
     this.stopDeciding(instance);
     try {
@@ -183,7 +164,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
       // A second removal under way finds it off the maps already, with nothing left to undo.
       if (await this.takeOff(instance)) {
         try {
-          await this.giveBack(instance, { attached: true, tracked: true });
+          await this.table.detach(instance, { attached: true, tracked: true });
         } finally {
           await instance.runtime.close?.().catch((error) => this.log.warn({ instance: id, err: messageOf(error) }, 'closing the runtime failed'));
         }
@@ -202,28 +183,16 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
   private async takeOff(instance: ManagedInstance): Promise<boolean> {
     this.stopDeciding(instance);
     await instance.exclusive(async () => {});
-    if (this.byId.get(instance.id) !== instance) return false;
-    this.byId.delete(instance.id);
-    this.byKey.delete(instance.key);
+    if (!this.table.unlist(instance)) return false;
     this.budget?.signalRoom();
     return true;
-  }
-
-  /** Gives back what add() took for an instance: its tracked key, its attached program. */
-  private async giveBack(instance: ManagedInstance, held: { attached: boolean; tracked: boolean }): Promise<void> {
-    try {
-      if (held.tracked) await this.source.untrack(instance.key);
-    } finally {
-      if (held.attached && instance.config.interface === undefined) await this.source.detachHost();
-      else if (held.attached) await this.source.detach(instance.config.interface!);
-    }
   }
 
   start(): void {
     this.stopped = false;
     // Idleness counts from when the agent is up: a slow start-up (discovery, rules) must not use up idle timeouts.
     const nowNs = monotonicNs();
-    for (const instance of this.byId.values()) {
+    for (const instance of this.table.all()) {
       if (instance.state !== 'running') continue;
       if (instance.awakeSinceNs < nowNs) instance.awakeSinceNs = nowNs;
       instance.nextCheckNs = nowNs + BigInt(Math.max(instance.config.idleTimeout, instance.minAwakeMs)) * MS;
@@ -238,13 +207,13 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
     clearTimeout(this.timer);
     this.signals.stop();
     if (options.wakeAll) {
-      await Promise.all(this.all().map((i) => this.wake(i, 'agent stopping').catch(() => undefined)));
+      await Promise.all(this.table.all().map((i) => this.wake(i, 'agent stopping').catch(() => undefined)));
     }
   }
 
   /** Put an instance to sleep now (operator action), skipping the idle check. */
   sleepNow(id: string): Promise<boolean> {
-    const instance = this.byId.get(id);
+    const instance = this.table.get(id);
     if (!instance) return Promise.resolve(false);
     return this.sleep(instance, undefined, 'requested by operator');
   }
@@ -437,7 +406,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
    */
   reportFirstResponse(view: ReadonlyInstance, ms: number): void {
     const instance = this.own(view);
-    if (instance.lastFirstResponseMs !== undefined || this.byId.get(instance.id) !== instance) return;
+    if (instance.lastFirstResponseMs !== undefined || !this.table.lists(instance)) return;
     instance.lastFirstResponseMs = ms;
     this.emit('firstResponse', instance, ms / 1000);
   }
@@ -446,7 +415,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
   countCheckAnswered(view: ReadonlyInstance): void {
     const instance = this.own(view);
     instance.checksAnswered++;
-    if (this.byId.get(instance.id) === instance) this.emit('checkAnswered', instance);
+    if (this.table.lists(instance)) this.emit('checkAnswered', instance);
   }
 
   /** How many of its connections the hold listener holds while it wakes (agent/hold/). */
@@ -458,7 +427,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
   async refreshLastSeen(): Promise<void> {
     // Only awake instances can have seen traffic since the detector last looked: a packet
     // to a sleeper wakes it. So a status poll costs what the awake instances cost.
-    const awake = this.all().filter((i) => i.state === 'running');
+    const awake = this.table.all().filter((i) => i.state === 'running');
     const counters = await this.source.countersOf(awake.map((i) => i.key));
     for (const instance of awake) {
       const c = counters.get(instance.key);
@@ -496,7 +465,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
     if (this.stopped) return;
     clearTimeout(this.timer);
     let earliest: bigint | undefined;
-    for (const instance of this.byId.values()) {
+    for (const instance of this.table.all()) {
       if (instance.state !== 'running') continue;
       if (earliest === undefined || instance.nextCheckNs < earliest) earliest = instance.nextCheckNs;
     }
@@ -510,7 +479,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
     this.ticking = true;
     try {
       const nowNs = monotonicNs();
-      const due = this.all().filter((i) => i.state === 'running' && i.nextCheckNs <= nowNs);
+      const due = this.table.all().filter((i) => i.state === 'running' && i.nextCheckNs <= nowNs);
       if (due.length === 0) return;
       const counters = await this.source.countersOf(due.map((i) => i.key));
       let connections: Connection[] | undefined;
@@ -525,7 +494,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
       }
     } catch (error) {
       this.log.error({ err: messageOf(error) }, 'reading counters failed; retrying');
-      for (const i of this.all()) if (i.state === 'running') i.nextCheckNs = monotonicNs() + 100n * MS;
+      for (const i of this.table.all()) if (i.state === 'running') i.nextCheckNs = monotonicNs() + 100n * MS;
     } finally {
       this.ticking = false;
       this.schedule();
