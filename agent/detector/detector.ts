@@ -86,8 +86,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
       instance: (key) => this.table.withKey(key),
       sleepers: () => this.table.all().filter((i) => i.state === 'sleeping' && !i.removed),
       wake: (instance, reason, eventNs) => void this.wake(instance, reason, eventNs),
-      wakeAfterPause: (instance, eventNs) => this.wakeAfterPause(instance, eventNs),
-      firstResponse: (instance, wakeNs, replyNs) => this.onFirstResponse(instance, wakeNs, replyNs),
+      firstResponse: (instance, ms) => this.reportFirstResponse(instance, ms),
       missed: (instance) => this.emit('wakeEventMissed', instance),
       stopped: () => this.stopped,
     }, options.dropWakeEvents ?? 0);
@@ -140,7 +139,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
       // Left asleep by a previous agent (crash): it is ours to wake.
       this.setState(instance, 'pausing', 'adopted a paused workload after restart');
       await this.hooks.beforeSleep(instance);
-      instance.packetsAtSleep = (await this.source.counter(instance.key))?.packets;
+      this.signals.asleepFrom(instance, (await this.source.counter(instance.key))?.packets);
       await this.source.setState(instance.key, BpfInstanceState.sleeping);
       this.setState(instance, 'sleeping', 'adopted');
       if (left.signalled) void this.wake(instance, 'traffic arrived while no agent was running');
@@ -220,7 +219,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
 
   wake(view: ReadonlyInstance, reason: string, eventNs?: bigint): Promise<void> {
     const instance = this.own(view);
-    if (eventNs !== undefined && instance.wakeEventNs === undefined) instance.wakeEventNs = eventNs;
+    this.signals.noteWakeEvent(instance, eventNs);
     instance.wakesPending++;
     return instance.exclusive(async () => {
       instance.wakesPending--;
@@ -230,9 +229,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
         const room = await this.budget.makeRoom({ id: instance.id, memory: instance.config.memory, wakeTimeoutMs: instance.config.wakeTimeout });
         if (room === 'over-budget') this.budgetOverruns++;
       }
-      const startNs = instance.wakeEventNs ?? monotonicNs();
-      // Only a wake a packet started has a first response to time (onFirstResponse).
-      instance.lastWakeSignalNs = instance.wakeEventNs;
+      const startNs = this.signals.wakeStarts(instance);
       instance.lastFirstResponseMs = undefined;
       this.setState(instance, 'waking', reason);
       try {
@@ -241,8 +238,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
         const why = `wake failed: ${messageOf(error)}`;
         instance.failure = why;
         instance.lastError = { message: why, atMs: Date.now() };
-        instance.wakeEventNs = undefined;
-        instance.lastWakeSignalNs = undefined;
+        this.signals.wakeEnded(instance, true);
         // No more wake events for an instance that cannot come back; the stub reports it critical.
         await this.source.setState(instance.key, BpfInstanceState.awake).catch(() => undefined);
         this.setState(instance, 'failed', why);
@@ -258,8 +254,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
       // serving whatever happens here: a failure is said, never left as a wake that never ends.
       await this.finishAwake(instance, 'finishing the wake');
       instance.failure = undefined;
-      instance.wakeEventNs = undefined;
-      instance.wakeRequested = false;
+      this.signals.wakeEnded(instance);
       instance.wakes++;
       instance.lastWakeMs = tookMs;
       instance.awakeSinceNs = nowNs;
@@ -280,10 +275,8 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
         instance.heldBy = instance.sleepBlockedBy;
         return false;
       }
-      instance.wakeRequested = false;
       this.setState(instance, 'pausing', reason);
-      // Taken before the map says pausing: any event of this sleep is stamped later, an older one is stale.
-      instance.sleepStartNs = monotonicNs();
+      this.signals.sleepStarts(instance);
       // What comes before the pause can fail (doze-maps timing out under load, iptables): the
       // sleep is then undone, never left in pausing (the soak found 27 of 50 instances stranded so).
       let now: InstanceCounters | undefined;
@@ -323,13 +316,13 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
         }
       }
       if (decidedLastSeenNs !== undefined) {
-        if (!now || now.lastSeenNs !== decidedLastSeenNs || instance.wakeRequested) {
+        if (!now || now.lastSeenNs !== decidedLastSeenNs || this.signals.wakeRequested(instance)) {
           await this.abortSleep(instance, 'traffic arrived while deciding');
           return false;
         }
       }
       // Any packet counted after this point must end in a wake: the watchdog's baseline.
-      instance.packetsAtSleep = now?.packets;
+      this.signals.asleepFrom(instance, now?.packets);
       try {
         await withDeadline(`pausing ${instance.id}`, instance.config.pauseTimeout, instance.runtime.sleep(instance.config.pauseTimeout));
       } catch (error) {
@@ -352,7 +345,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
         instance.maxSleepTimer = setTimeout(() => void this.wake(instance, `max_sleep: asleep for ${instance.config.maxSleep} ms`), instance.config.maxSleep);
         instance.maxSleepTimer.unref();
       }
-      if (instance.wakeRequested) {
+      if (this.signals.wakeRequested(instance)) {
         // A request raced the pause: answer it now (queued behind this transition).
         void this.wake(instance, 'traffic arrived while pausing');
       }
@@ -377,27 +370,10 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
 
   private async abortSleep(instance: ManagedInstance, why: string, retryInMs = instance.config.idleTimeout): Promise<void> {
     await this.finishAwake(instance, 'undoing the sleep');
-    instance.wakeRequested = false;
-    instance.wakeEventNs = undefined;
+    this.signals.wakeEnded(instance);
     this.setState(instance, 'running', why);
     instance.nextCheckNs = monotonicNs() + BigInt(retryInMs) * MS;
     this.schedule();
-  }
-
-  /**
-   * The tc program saw the instance's first payload to a client after the wake signalled at
-   * `wakeNs`. It may come before the wake is declared done (a thawed process answers while the
-   * agent still updates its maps). A stamp for another wake (one whose sleep was undone, or an
-   * earlier one) is not this wake's answer.
-   */
-  private onFirstResponse(instance: ManagedInstance, wakeNs: bigint, replyNs: bigint): void {
-    // The record names the packet that signalled its wake. That is this wake's when the wake came
-    // by its event; a wake the watchdog or a rescan made (the event late or lost) knows no such
-    // packet, so a record whose signal came during the current sleep is taken as this wake's.
-    const thisWake = instance.lastWakeSignalNs === wakeNs || (wakeNs >= instance.sleepStartNs && (instance.state === 'waking' || instance.state === 'running'));
-    if (!thisWake || replyNs < wakeNs) return;
-    instance.lastWakeSignalNs = undefined;
-    this.reportFirstResponse(instance, Number(replyNs - wakeNs) / 1e6);
   }
 
   /**
@@ -435,15 +411,14 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
     }
   }
 
+  /** Whether a packet came while it was pausing: its sleep is reversed as soon as it completes. */
+  wakeRequested(view: ReadonlyInstance): boolean {
+    return this.signals.wakeRequested(this.own(view));
+  }
+
   /** Whether the watchdog woke it and its wake event has not come yet (counted as missed unless it comes late). */
   awaitsLateEvent(view: ReadonlyInstance): boolean {
     return this.signals.awaitsLateEvent(this.own(view));
-  }
-
-  /** Traffic for an instance still pausing: its sleep must be reversed as soon as it completes. */
-  private wakeAfterPause(instance: ManagedInstance, eventNs?: bigint): void {
-    instance.wakeRequested = true;
-    if (eventNs !== undefined) instance.wakeEventNs ??= eventNs;
   }
 
   private setState(instance: ManagedInstance, to: InstanceState, reason: string): void {

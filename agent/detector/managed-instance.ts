@@ -57,18 +57,8 @@ export class ManagedInstance {
   awakeSinceNs: bigint;
   lastSeenNs = 0n;
   nextCheckNs: bigint;
-  /** Its packet counter when its sleep was decided: traffic past it must wake it (the wake watchdog). */
-  packetsAtSleep: bigint | undefined;
-  /** When its last sleep began (monotonic ns, before the map said pausing): a wake event stamped earlier is stale. */
-  sleepStartNs = 0n;
   /** Wakes asked for and not yet started (queued behind a transition). */
   wakesPending = 0;
-  /** A packet arrived while pausing: the sleep must be reversed as soon as it completes. */
-  wakeRequested = false;
-  /** When the pending wake's first packet was seen (bpf clock), for doze_wake_seconds. */
-  wakeEventNs: bigint | undefined;
-  /** The signalling packet of the last traffic wake, until the tc program reports its first response. */
-  lastWakeSignalNs: bigint | undefined;
   /** First packet → first response byte of the last traffic wake (ms), as the tc program timed it. */
   lastFirstResponseMs: number | undefined;
   stateSinceMs = Date.now();
@@ -147,7 +137,7 @@ export class ManagedInstance {
 }
 
 /** What the detector's own parts use and nobody else reads: its queue, timers and wake bookkeeping. */
-type DetectorOnly = 'exclusive' | 'maxSleepTimer' | 'packetsAtSleep' | 'sleepStartNs' | 'wakesPending' | 'wakeRequested' | 'wakeEventNs' | 'lastWakeSignalNs' | 'nextCheckNs';
+type DetectorOnly = 'exclusive' | 'maxSleepTimer' | 'wakesPending' | 'nextCheckNs';
 
 /**
  * A managed instance as everyone but the detector sees it: every field read-only, so only the

@@ -42,8 +42,8 @@ export function readOnlyForOthers(instance: ReadonlyInstance): void {
   instance.held = 1;
   // @ts-expect-error and what admission said of it
   instance.sleepBlockedBy = undefined;
-  // The detector's own bookkeeping (its queue, timers and wake stamps) is not even readable.
-  type Visible = Extract<keyof ReadonlyInstance, 'exclusive' | 'nextCheckNs' | 'wakeRequested' | 'wakeEventNs' | 'maxSleepTimer'>;
+  // The detector's own bookkeeping (its queue and timers) is not even readable.
+  type Visible = Extract<keyof ReadonlyInstance, 'exclusive' | 'nextCheckNs' | 'wakesPending' | 'maxSleepTimer'>;
   const hidden: [Visible] extends [never] ? true : false = true;
   void hidden;
 }
