@@ -5,7 +5,8 @@ import { BpfInstanceState, monotonicNs, type Connection, type InstanceCounters }
 import type { TrafficSource } from '../sources/traffic-source.js';
 import { leftBehind } from './adoption.js';
 import { BusySampler } from './busy-sampler.js';
-import { decideIdle, holdRecheckMs, isCheckInFlight, type IdleVerdict } from './idle-decision.js';
+import { decideIdle, holdRecheckMs, type IdleVerdict } from './idle-decision.js';
+import { prepareSleep } from './sleep-preparation.js';
 import { NodeBudget, type NodeBudgetLimits } from '../scheduler/node-budget.js';
 import { budgetMembers } from './budget-members.js';
 import { InstanceTable } from './instance-table.js';
@@ -277,34 +278,19 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
       }
       this.setState(instance, 'pausing', reason);
       this.signals.sleepStarts(instance);
-      // What comes before the pause can fail (doze-maps timing out under load, iptables): the
-      // sleep is then undone, never left in pausing (the soak found 27 of 50 instances stranded so).
-      let now: InstanceCounters | undefined;
-      let step = 'marking it pausing in the state map';
-      try {
-        // From here on any packet raises a wake event. A packet that came between
-        // the decision and this point shows up as a newer last_seen: abort.
-        await this.source.setState(instance.key, BpfInstanceState.pausing);
-        // New checks go to the stub from here; one already talking to the
-        // instance would hang on the frozen process, so wait for it instead.
-        step = 'redirecting its checks';
-        await this.hooks.beforeSleep(instance);
-        step = 'reading its connections and counters';
-        if (this.hooks.guardChecks) {
-          const pending = (await this.source.connections()).filter((c) => c.instanceAddr === instance.key && isCheckInFlight(c));
-          if (pending.length > 0) {
-            await this.abortSleep(instance, `${pending.length} health check(s) in flight`, holdRecheckMs(instance.config.idleTimeout));
-            return false;
-          }
-        }
-        now = await this.source.counter(instance.key);
-      } catch (error) {
-        const why = `${step} failed: ${messageOf(error)}`;
+      const prepared = await prepareSleep(instance, this.source, this.hooks);
+      if (prepared.kind === 'checks-in-flight') {
+        await this.abortSleep(instance, `${prepared.count} health check(s) in flight`, holdRecheckMs(instance.config.idleTimeout));
+        return false;
+      }
+      if (prepared.kind === 'failed') {
+        const why = `${prepared.step} failed: ${messageOf(prepared.error)}`;
         instance.lastError = { message: why, atMs: Date.now() };
-        this.log.warn({ instance: instance.id, err: messageOf(error) }, 'could not prepare the sleep; instance stays awake');
+        this.log.warn({ instance: instance.id, err: messageOf(prepared.error) }, 'could not prepare the sleep; instance stays awake');
         await this.abortSleep(instance, why);
         return false;
       }
+      const now = prepared.counters;
       if (guardBusy) {
         // Work that started since the decision (a job picked up from a queue) is caught here.
         const busy = this.busy.reason(instance, monotonicNs());
