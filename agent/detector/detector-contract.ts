@@ -1,3 +1,5 @@
+import type { NodeBudgetLimits } from '../scheduler/node-budget.js';
+import type { Detector } from './detector.js';
 import type { ReadonlyInstance } from './managed-instance.js';
 import type { InstanceState } from './states.js';
 
@@ -40,4 +42,12 @@ export interface DetectorEvents {
   wakeEventMissed: [ReadonlyInstance];
   /** The stub answered a health check of a sleeping instance. */
   checkAnswered: [ReadonlyInstance];
+}
+
+export interface DetectorOptions<Hooks extends SleepHooks = SleepHooks> {
+  /** The hooks, or how to make them from the detector (the agent's guards read its instances). */
+  hooks?: Hooks | ((detector: Detector<Hooks>) => Hooks);
+  budget?: NodeBudgetLimits;
+  /** Test knob: drop this many wake events, as a lost perf record would (the watchdog must catch them). */
+  dropWakeEvents?: number;
 }

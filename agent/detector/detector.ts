@@ -7,25 +7,17 @@ import { leftBehind } from './adoption.js';
 import { BusySampler } from './busy-sampler.js';
 import { decideIdle, holdRecheckMs, type IdleVerdict } from './idle-decision.js';
 import { prepareSleep } from './sleep-preparation.js';
-import { NodeBudget, type NodeBudgetLimits } from '../scheduler/node-budget.js';
+import { NodeBudget, type BudgetPort, type NodeBudgetLimits } from '../scheduler/node-budget.js';
 import { budgetMembers } from './budget-members.js';
 import { InstanceTable } from './instance-table.js';
 import { ManagedInstance, type ReadonlyInstance } from './managed-instance.js';
 import { canTransition, type InstanceState } from './states.js';
-import { NO_HOOKS, type DetectorEvents, type SleepHooks } from './detector-contract.js';
+import { NO_HOOKS, type DetectorEvents, type DetectorOptions, type SleepHooks } from './detector-contract.js';
 
-export type { DetectorEvents, SleepHooks, TransitionEvent } from './detector-contract.js';
+export type { DetectorEvents, DetectorOptions, SleepHooks, TransitionEvent } from './detector-contract.js';
 import { WakeSignals, type WakeEventHealth } from './wake-signals.js';
 
 const MS = 1_000_000n;
-
-export interface DetectorOptions<Hooks extends SleepHooks = SleepHooks> {
-  /** The hooks, or how to make them from the detector (the agent's guards read its instances). */
-  hooks?: Hooks | ((detector: Detector<Hooks>) => Hooks);
-  budget?: NodeBudgetLimits;
-  /** Test knob: drop this many wake events, as a lost perf record would (the watchdog must catch them). */
-  dropWakeEvents?: number;
-}
 
 /**
  * Drives every instance's state machine: reads counters only when some
@@ -63,25 +55,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
     this.table = new InstanceTable(source);
     this.hooks = typeof options.hooks === 'function' ? options.hooks(this) : options.hooks ?? (NO_HOOKS as Hooks);
     const b = options.budget;
-    this.budget = b && (b.maxActive !== undefined || b.maxActiveMemory !== undefined) ? new NodeBudget(b, {
-      members: async () => {
-        const read = await budgetMembers(this.table.all(), this.source);
-        for (const [id, lastSeenNs] of read.lastSeenNs) {
-          const instance = this.table.get(id);
-          if (instance) instance.lastSeenNs = lastSeenNs;
-        }
-        return read.members;
-      },
-      evict: (id, forId) => {
-        const victim = this.table.get(id)!;
-        return this.sleep(victim, victim.lastSeenNs, `budget: making room for ${forId}`);
-      },
-      queued: () => this.table.all().filter((i) => i.queuedSinceMs !== undefined).length,
-      setQueued: (id, sinceMs) => {
-        const instance = this.table.get(id);
-        if (instance) instance.queuedSinceMs = sinceMs;
-      },
-    }, log) : undefined;
+    this.budget = b && (b.maxActive !== undefined || b.maxActiveMemory !== undefined) ? new NodeBudget(b, this.budgetPort(), log) : undefined;
     this.busy = new BusySampler(log);
     this.signals = new WakeSignals(source, log, {
       instance: (key) => this.table.withKey(key),
@@ -91,6 +65,20 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
       missed: (instance) => this.emit('wakeEventMissed', instance),
       stopped: () => this.stopped,
     }, options.dropWakeEvents ?? 0);
+  }
+
+  /** How the node budget weighs, evicts and queues the instances; what it reads of their counters is kept. */
+  private budgetPort(): BudgetPort {
+    return {
+      members: async () => {
+        const read = await budgetMembers(this.table.all(), this.source);
+        for (const [id, lastSeenNs] of read.lastSeenNs) this.table.get(id)!.lastSeenNs = lastSeenNs;
+        return read.members;
+      },
+      evict: (id, forId) => this.sleep(this.table.get(id)!, this.table.get(id)!.lastSeenNs, `budget: making room for ${forId}`),
+      queued: () => this.table.all().filter((i) => i.queuedSinceMs !== undefined).length,
+      setQueued: (id, sinceMs) => void (this.table.get(id) && (this.table.get(id)!.queuedSinceMs = sinceMs)),
+    };
   }
 
   /** Every managed instance, read-only: the detector is the one writer of their state. */
