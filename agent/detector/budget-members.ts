@@ -39,7 +39,7 @@ export async function budgetMembers(all: readonly ReadonlyInstance[], source: Tr
     const lastActivityNs = lastSeen > i.awakeSinceNs ? lastSeen : i.awakeSinceNs;
     const mine = connections.filter((conn) => conn.instanceAddr === i.key);
     // Still computing (the busy guard's last finding): a sleep now would be undone at once.
-    const working = i.heldBy?.startsWith('busy:') ?? false;
+    const working = i.heldBy?.kind === 'busy';
     const busy = working || (i.config.idlePolicy === 'traffic' ? false
       : mine.some(isRequestInFlight) || (i.config.idlePolicy === 'connections' && mine.some(isOpen)));
     return {

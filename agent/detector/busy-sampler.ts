@@ -2,6 +2,7 @@ import type { Logger } from '../shared/log.js';
 import { busyWindowMs, guardIdle, judgeBusy, keepSamples, type UsageSample } from './busy-guard.js';
 import { holdRecheckMs, type IdleVerdict } from './idle-decision.js';
 import type { ReadonlyInstance } from './managed-instance.js';
+import { describeHold, type HoldReason } from './reasons.js';
 
 /*
  * The busy guard's readings: each instance's recent CPU and block I/O, taken at idle checks and
@@ -46,7 +47,7 @@ export class BusySampler {
       if (verdict.kind === 'active') this.quiet(instance);
       return verdict;
     }
-    if (verdict.kind !== 'idle' || verdict.maxAwake || !this.sample(instance, nowNs)) return verdict;
+    if (verdict.kind !== 'idle' || verdict.reason.kind === 'max-awake' || !this.sample(instance, nowNs)) return verdict;
     const lastSeen = instance.lastSeenNs;
     return guardIdle(verdict, {
       nowNs,
@@ -58,10 +59,10 @@ export class BusySampler {
   }
 
   /** The busy reason right now (a fresh reading against the kept ones), or undefined when quiet or unknown. */
-  reason(instance: ReadonlyInstance, nowNs: bigint): string | undefined {
+  reason(instance: ReadonlyInstance, nowNs: bigint): HoldReason | undefined {
     if (instance.config.busyCpu <= 0 || !this.sample(instance, nowNs)) return undefined;
     const state = judgeBusy(this.of(instance).samples, busyWindowMs(instance.config.idleTimeout), instance.config.busyCpu);
-    return state.kind === 'busy' ? state.reason : undefined;
+    return state.kind === 'busy' ? { kind: 'busy', detail: state.detail } : undefined;
   }
 
   /** Takes one reading of the instance's CPU and I/O; false when its runtime cannot give one. */
@@ -87,11 +88,11 @@ export class BusySampler {
   }
 
   /** The guard postpones its sleep; said once per busy spell. */
-  noteBusy(instance: ReadonlyInstance, reason: string): void {
+  noteBusy(instance: ReadonlyInstance, reason: HoldReason): void {
     const r = this.of(instance);
     if (r.busySinceMs === undefined) {
       r.busySinceMs = Date.now();
-      this.log.info({ instance: instance.id, reason }, 'sleep postponed: the instance is still working');
+      this.log.info({ instance: instance.id, reason: describeHold(reason) }, 'sleep postponed: the instance is still working');
     }
   }
 

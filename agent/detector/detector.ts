@@ -7,6 +7,7 @@ import { leftBehind } from './adoption.js';
 import { BusySampler } from './busy-sampler.js';
 import { decideIdle, holdRecheckMs, type IdleVerdict } from './idle-decision.js';
 import { prepareSleep } from './sleep-preparation.js';
+import { describeHold, describeIdle } from './reasons.js';
 import { NodeBudget, type BudgetPort, type NodeBudgetLimits } from '../scheduler/node-budget.js';
 import { budgetMembers } from './budget-members.js';
 import { InstanceTable } from './instance-table.js';
@@ -261,7 +262,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
       if (instance.state !== 'running' || instance.removed) return false;
       if (instance.sleepBlockedBy) {
         // A sleep would make a check fail (one the stub cannot answer): stay awake and say why.
-        instance.heldBy = instance.sleepBlockedBy;
+        instance.heldBy = { kind: 'never-sleeps', detail: instance.sleepBlockedBy };
         return false;
       }
       this.setState(instance, 'pausing', reason);
@@ -283,7 +284,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
         // Work that started since the decision (a job picked up from a queue) is caught here.
         const busy = this.busy.reason(instance, monotonicNs());
         if (busy) {
-          await this.abortSleep(instance, busy, holdRecheckMs(instance.config.idleTimeout));
+          await this.abortSleep(instance, describeHold(busy), holdRecheckMs(instance.config.idleTimeout));
           instance.heldBy = busy;
           this.busy.noteBusy(instance, busy);
           return false;
@@ -473,15 +474,15 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
         instance.nextCheckNs = verdict.recheckAtNs;
         return;
       case 'held':
-        if (verdict.reason.startsWith('busy:')) this.busy.noteBusy(instance, verdict.reason);
+        if (verdict.reason.kind === 'busy') this.busy.noteBusy(instance, verdict.reason);
         instance.heldBy = verdict.reason;
         instance.nextCheckNs = verdict.recheckAtNs;
         return;
       case 'idle': {
         instance.nextCheckNs = monotonicNs() + BigInt(instance.config.idleTimeout) * MS;
-        const busyFor = this.busy.busyForMs(instance);
-        const reason = busyFor === undefined || verdict.maxAwake ? verdict.reason : `${verdict.reason}, after ${busyFor} ms busy`;
-        void this.sleep(instance, c?.lastSeenNs ?? 0n, reason, !verdict.maxAwake);
+        const busyForMs = this.busy.busyForMs(instance);
+        const reason = busyForMs === undefined || verdict.reason.kind !== 'quiet' ? verdict.reason : { ...verdict.reason, busyForMs };
+        void this.sleep(instance, c?.lastSeenNs ?? 0n, describeIdle(reason), verdict.reason.kind !== 'max-awake');
         return;
       }
       case 'needs-connections':

@@ -1,6 +1,7 @@
 import type { InstanceConfig, WakeMode } from '../config/schema.js';
 import { hostOf, portKey, portOf } from '../sources/ipv4.js';
 import type { Runtime } from '../runtimes/runtime.js';
+import type { HoldReason } from './reasons.js';
 import type { InstanceState } from './states.js';
 
 /** One instance under management: its config, runtime, state and counters for the status API. */
@@ -51,7 +52,7 @@ export class ManagedInstance {
   /** The last failed transition (a sleep undone, a failed wake), kept after the instance recovers. */
   lastError: { message: string; atMs: number } | undefined;
   /** Why the instance is held awake past its idle timeout, if it is. */
-  heldBy: string | undefined;
+  heldBy: HoldReason | undefined;
   /** Set when it must never sleep (a check the stub cannot answer): shown as heldBy. */
   readonly sleepBlockedBy: string | undefined;
   awakeSinceNs: bigint;

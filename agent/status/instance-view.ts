@@ -1,5 +1,6 @@
 import type { Detector } from '../detector/detector.js';
 import type { ReadonlyInstance } from '../detector/managed-instance.js';
+import { describeHold, type HoldReason } from '../detector/reasons.js';
 import type { InstanceState } from '../detector/states.js';
 import type { InstanceMemoryView, MemoryTracker } from './memory-view.js';
 
@@ -23,6 +24,8 @@ export interface InstanceView {
   idlePolicy: string;
   idleTimeoutMs: number;
   heldBy: string | null;
+  /** Why it is held awake, as a type (`kind`: in-flight, open-connection, busy, measuring, never-sleeps); heldBy says it in words. */
+  heldReason: HoldReason | null;
   failure: string | null;
   /** The last failed transition, e.g. a sleep undone because the snapshot could not be written; kept after recovery. */
   lastError: { message: string; at: string } | null;
@@ -62,7 +65,8 @@ export function viewOf(detector: Detector, i: ReadonlyInstance, memory?: MemoryT
     mode: 'mode' in i.config.runtime && typeof i.config.runtime.mode === 'string' ? i.config.runtime.mode : null,
     idlePolicy: i.config.idlePolicy,
     idleTimeoutMs: i.config.idleTimeout,
-    heldBy: i.heldBy ?? null,
+    heldBy: i.heldBy ? describeHold(i.heldBy) : null,
+    heldReason: i.heldBy ?? null,
     failure: i.failure ?? null,
     lastError: i.lastError ? { message: i.lastError.message, at: new Date(i.lastError.atMs).toISOString() } : null,
     stateSince: new Date(i.stateSinceMs).toISOString(),

@@ -21,6 +21,7 @@ import { uniqueSuffix } from '../helpers/names.js';
 import { sh, shQuiet } from '../helpers/sh.js';
 import { rootTest } from '../helpers/root.js';
 import { until } from '../helpers/until.js';
+import { describeHold } from '../../agent/detector/reasons.js';
 
 /*
  * Allocations in the Nomad double become instances of a real agent: real
@@ -170,7 +171,7 @@ rootTest.serial('an HTTPS check that verifies its certificate keeps the instance
   const id = instanceIdOf(place(nomad, env));
   const instance = await until('the instance', () => agent.detector.get(id), 3000);
   await until('held awake', () => instance.heldBy, 3000);
-  t.regex(instance.heldBy ?? '', /never sleeps: check "alive" \(HTTPS\) verifies the certificate/);
+  t.regex(instance.heldBy ? describeHold(instance.heldBy) : '', /never sleeps: check "alive" \(HTTPS\) verifies the certificate/);
   t.is(instance.state, 'running');
   t.is(instance.sleeps, 0);
   t.is(await env.cgroup.freezerState(), 'THAWED');
