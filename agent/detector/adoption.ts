@@ -10,6 +10,22 @@ import type { ReadonlyInstance } from './managed-instance.js';
  * its own (pausing, then sleeping, woken at once if traffic came meanwhile).
  */
 
+/** What adopting a sleeper asks of the detector: its transitions, its sleep hooks, the watchdog's baseline. */
+export interface AdoptionSteps {
+  transition(to: 'pausing' | 'sleeping', reason: string): void;
+  beforeSleep(): Promise<void>;
+  asleepFrom(packets: bigint | undefined): void;
+}
+
+/** Left asleep by a previous agent (crash): it is ours to wake. Adopted as sleeping, its checks on the stub. */
+export async function adoptAsleep(instance: ReadonlyInstance, source: TrafficSource, steps: AdoptionSteps): Promise<void> {
+  steps.transition('pausing', 'adopted a paused workload after restart');
+  await steps.beforeSleep();
+  steps.asleepFrom((await source.counter(instance.key))?.packets);
+  await source.setState(instance.key, BpfInstanceState.sleeping);
+  steps.transition('sleeping', 'adopted');
+}
+
 /** How often the runtime is inspected again while it is found mid-transition. */
 const SETTLE_POLL_MS = 20;
 

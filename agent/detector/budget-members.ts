@@ -1,10 +1,10 @@
-import { monotonicNs } from '../sources/bpf-records.js';
+import { monotonicNs, type InstanceCounters } from '../sources/bpf-records.js';
 import type { TrafficSource } from '../sources/traffic-source.js';
 import type { BudgetMember } from '../scheduler/budget.js';
+import type { BudgetPort } from '../scheduler/node-budget.js';
 import { isOpen, isRequestInFlight } from './idle-decision.js';
-import type { ReadonlyInstance } from './managed-instance.js';
-
-const MS = 1_000_000n;
+import type { InstanceTable } from './instance-table.js';
+import { lastActivityNs, minAwakeUntilNs, type ManagedInstance, type ReadonlyInstance } from './managed-instance.js';
 
 /** Sleepers whose runtime frees memory count what they still hold, measured (a reclaimed one about 0). */
 async function measuredAsleepMiB(instances: readonly ReadonlyInstance[]): Promise<Map<string, number>> {
@@ -20,23 +20,24 @@ async function measuredAsleepMiB(instances: readonly ReadonlyInstance[]): Promis
   return held;
 }
 
-/**
- * Every instance as the node budget weighs it (scheduler/node-budget.ts), from one counters read
- * of the running ones; `lastSeenNs` is what that read found (the detector keeps it).
- */
-export async function budgetMembers(all: readonly ReadonlyInstance[], source: TrafficSource): Promise<{ members: BudgetMember[]; lastSeenNs: Map<string, bigint> }> {
+/** Keeps what a counters read found of the instances' last packets (idle times in the status, the budget's LRU order). */
+export function keepLastSeen(instances: readonly ManagedInstance[], counters: Map<string, InstanceCounters>): void {
+  for (const instance of instances) {
+    const c = counters.get(instance.key);
+    if (c) instance.lastSeenNs = c.lastSeenNs;
+  }
+}
+
+/** Every instance as the node budget weighs it (scheduler/node-budget.ts), from one counters read of the running ones. */
+async function budgetMembers(all: readonly ManagedInstance[], source: TrafficSource): Promise<BudgetMember[]> {
   const running = all.filter((i) => i.state === 'running' && !i.removed);
   const counters = await source.countersOf(running.map((i) => i.key));
+  keepLastSeen(all, counters);
   const needConnections = running.some((i) => i.config.idlePolicy !== 'traffic');
   const connections = needConnections ? await source.connections() : [];
   const nowNs = monotonicNs();
   const asleepMiB = await measuredAsleepMiB(all);
-  const lastSeenNs = new Map<string, bigint>();
-  const members = all.map((i) => {
-    const c = counters.get(i.key);
-    if (c) lastSeenNs.set(i.id, c.lastSeenNs);
-    const lastSeen = c?.lastSeenNs ?? i.lastSeenNs;
-    const lastActivityNs = lastSeen > i.awakeSinceNs ? lastSeen : i.awakeSinceNs;
+  return all.map((i) => {
     const mine = connections.filter((conn) => conn.instanceAddr === i.key);
     // Still computing (the busy guard's last finding): a sleep now would be undone at once.
     const working = i.heldBy?.kind === 'busy';
@@ -46,9 +47,24 @@ export async function budgetMembers(all: readonly ReadonlyInstance[], source: Tr
       id: i.id,
       active: i.state === 'running' || i.state === 'waking' || i.state === 'pausing',
       memory: i.state === 'running' || i.state === 'waking' || i.state === 'pausing' ? i.config.memory : asleepMiB.get(i.id) ?? 0,
-      lastActivityNs,
-      evictable: i.state === 'running' && !i.removed && !busy && nowNs >= i.awakeSinceNs + BigInt(i.minAwakeMs) * MS,
+      lastActivityNs: lastActivityNs(i),
+      evictable: i.state === 'running' && !i.removed && !busy && nowNs >= minAwakeUntilNs(i),
     };
   });
-  return { members, lastSeenNs };
+}
+
+/**
+ * How the node budget sees the detector's instances: weighed from one counters read, evicted by
+ * the detector's own sleep (`sleep`, with the reason given), and marked queued for the status.
+ */
+export function budgetPort(table: InstanceTable, source: TrafficSource, sleep: (victim: ManagedInstance, reason: string) => Promise<boolean>): BudgetPort {
+  return {
+    members: () => budgetMembers(table.all(), source),
+    evict: (id, forId) => sleep(table.get(id)!, `budget: making room for ${forId}`),
+    queued: () => table.all().filter((i) => i.queuedSinceMs !== undefined).length,
+    setQueued: (id, sinceMs) => {
+      const instance = table.get(id);
+      if (instance) instance.queuedSinceMs = sinceMs;
+    },
+  };
 }

@@ -1,7 +1,7 @@
 import type { Logger } from '../shared/log.js';
 import { busyWindowMs, guardIdle, judgeBusy, keepSamples, type UsageSample } from './busy-guard.js';
 import { holdRecheckMs, type IdleVerdict } from './idle-decision.js';
-import type { ReadonlyInstance } from './managed-instance.js';
+import { lastActivityNs, type ReadonlyInstance } from './managed-instance.js';
 import { describeHold, type HoldReason } from './reasons.js';
 
 /*
@@ -48,10 +48,9 @@ export class BusySampler {
       return verdict;
     }
     if (verdict.kind !== 'idle' || verdict.reason.kind === 'max-awake' || !this.sample(instance, nowNs)) return verdict;
-    const lastSeen = instance.lastSeenNs;
     return guardIdle(verdict, {
       nowNs,
-      lastActivityNs: lastSeen > instance.awakeSinceNs ? lastSeen : instance.awakeSinceNs,
+      lastActivityNs: lastActivityNs(instance),
       maxAwakeMs: instance.config.maxAwake,
       recheckMs: holdRecheckMs(instance.config.idleTimeout),
       state: judgeBusy(this.of(instance).samples, busyWindowMs(instance.config.idleTimeout), instance.config.busyCpu),

@@ -3,15 +3,15 @@ import { DozeError, messageOf, withDeadline } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
 import { BpfInstanceState, monotonicNs, type Connection, type InstanceCounters } from '../sources/bpf-records.js';
 import type { TrafficSource } from '../sources/traffic-source.js';
-import { leftBehind } from './adoption.js';
+import { adoptAsleep, leftBehind } from './adoption.js';
 import { BusySampler } from './busy-sampler.js';
-import { decideIdle, holdRecheckMs, type IdleVerdict } from './idle-decision.js';
+import { decideIdle, holdRecheckMs, idleInputs, type IdleVerdict } from './idle-decision.js';
 import { prepareSleep } from './sleep-preparation.js';
 import { describeHold, describeIdle } from './reasons.js';
-import { NodeBudget, type BudgetPort, type NodeBudgetLimits } from '../scheduler/node-budget.js';
-import { budgetMembers } from './budget-members.js';
+import { NodeBudget, type NodeBudgetLimits } from '../scheduler/node-budget.js';
+import { budgetPort, keepLastSeen } from './budget-members.js';
 import { InstanceTable } from './instance-table.js';
-import { ManagedInstance, type ReadonlyInstance } from './managed-instance.js';
+import { firstCheckNs, ManagedInstance, type ReadonlyInstance } from './managed-instance.js';
 import { canTransition, type InstanceState } from './states.js';
 import { NO_HOOKS, type DetectorEvents, type DetectorOptions, type SleepHooks } from './detector-contract.js';
 
@@ -36,19 +36,18 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
   readonly hooks: Hooks;
   /** The node budget's queue and eviction, when a budget is set. */
   private readonly budget: NodeBudget | undefined;
-  get budgetLimits(): NodeBudgetLimits | undefined {
-    return this.budget?.limits;
-  }
+  readonly budgetLimits: NodeBudgetLimits | undefined;
 
   /** Wakes that went ahead over budget because nothing could sleep in time (never hurt a request). */
   budgetOverruns = 0;
   /** Wake events, and the watchdog and rescans that stand in for the lost ones. */
   private readonly signals: WakeSignals;
+  /** What the wake signals say of an instance (a wake asked for while pausing, a watchdog wake awaiting its event). */
+  readonly wakeSignals: Pick<WakeSignals, 'wakeRequested' | 'awaitsLateEvent'>;
   /** The busy guard's CPU and I/O readings of each instance. */
   private readonly busy: BusySampler;
-  get wakeEvents(): WakeEventHealth {
-    return this.signals.health;
-  }
+  /** How the wake-event path has fared (the status page's card). */
+  readonly wakeEvents: WakeEventHealth;
 
   constructor(private readonly source: TrafficSource, private readonly log: Logger, options: DetectorOptions<Hooks> = {}) {
     super();
@@ -56,7 +55,8 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
     this.table = new InstanceTable(source);
     this.hooks = typeof options.hooks === 'function' ? options.hooks(this) : options.hooks ?? (NO_HOOKS as Hooks);
     const b = options.budget;
-    this.budget = b && (b.maxActive !== undefined || b.maxActiveMemory !== undefined) ? new NodeBudget(b, this.budgetPort(), log) : undefined;
+    this.budget = b && (b.maxActive !== undefined || b.maxActiveMemory !== undefined) ? new NodeBudget(b, budgetPort(this.table, this.source, (victim, why) => this.sleep(victim, victim.lastSeenNs, why)), log) : undefined;
+    this.budgetLimits = this.budget?.limits;
     this.busy = new BusySampler(log);
     this.signals = new WakeSignals(source, log, {
       instance: (key) => this.table.withKey(key),
@@ -66,20 +66,8 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
       missed: (instance) => this.emit('wakeEventMissed', instance),
       stopped: () => this.stopped,
     }, options.dropWakeEvents ?? 0);
-  }
-
-  /** How the node budget weighs, evicts and queues the instances; what it reads of their counters is kept. */
-  private budgetPort(): BudgetPort {
-    return {
-      members: async () => {
-        const read = await budgetMembers(this.table.all(), this.source);
-        for (const [id, lastSeenNs] of read.lastSeenNs) this.table.get(id)!.lastSeenNs = lastSeenNs;
-        return read.members;
-      },
-      evict: (id, forId) => this.sleep(this.table.get(id)!, this.table.get(id)!.lastSeenNs, `budget: making room for ${forId}`),
-      queued: () => this.table.all().filter((i) => i.queuedSinceMs !== undefined).length,
-      setQueued: (id, sinceMs) => void (this.table.get(id) && (this.table.get(id)!.queuedSinceMs = sinceMs)),
-    };
+    this.wakeEvents = this.signals.health;
+    this.wakeSignals = this.signals;
   }
 
   /** Every managed instance, read-only: the detector is the one writer of their state. */
@@ -126,12 +114,11 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
   private async takeOn(instance: ManagedInstance): Promise<void> {
     const left = await leftBehind(instance, this.source, this.log);
     if (left.asleep) {
-      // Left asleep by a previous agent (crash): it is ours to wake.
-      this.setState(instance, 'pausing', 'adopted a paused workload after restart');
-      await this.hooks.beforeSleep(instance);
-      this.signals.asleepFrom(instance, (await this.source.counter(instance.key))?.packets);
-      await this.source.setState(instance.key, BpfInstanceState.sleeping);
-      this.setState(instance, 'sleeping', 'adopted');
+      await adoptAsleep(instance, this.source, {
+        transition: (to, reason) => this.setState(instance, to, reason),
+        beforeSleep: () => this.hooks.beforeSleep(instance),
+        asleepFrom: (packets) => this.signals.asleepFrom(instance, packets),
+      });
       if (left.signalled) void this.wake(instance, 'traffic arrived while no agent was running');
       else this.signals.watch();
     } else {
@@ -164,7 +151,6 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
   /** No new sleep may start for it (a tick already under way included), and its timers stop. */
   private stopDeciding(instance: ManagedInstance): void {
     instance.removed = true;
-    clearTimeout(instance.maxSleepTimer);
     this.signals.forget(instance);
   }
 
@@ -184,7 +170,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
     for (const instance of this.table.all()) {
       if (instance.state !== 'running') continue;
       if (instance.awakeSinceNs < nowNs) instance.awakeSinceNs = nowNs;
-      instance.nextCheckNs = nowNs + BigInt(Math.max(instance.config.idleTimeout, instance.minAwakeMs)) * MS;
+      instance.nextCheckNs = firstCheckNs(instance, nowNs);
     }
     this.schedule();
     this.signals.watch();
@@ -214,7 +200,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
     return instance.exclusive(async () => {
       instance.wakesPending--;
       if (instance.state !== 'sleeping' && instance.state !== 'failed') return;
-      clearTimeout(instance.maxSleepTimer);
+      this.signals.disarmMaxSleep(instance);
       if (this.budget && !this.stopped) {
         const room = await this.budget.makeRoom({ id: instance.id, memory: instance.config.memory, wakeTimeoutMs: instance.config.wakeTimeout });
         if (room === 'over-budget') this.budgetOverruns++;
@@ -249,7 +235,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
       instance.lastWakeMs = tookMs;
       instance.awakeSinceNs = nowNs;
       this.busy.restart(instance, nowNs);
-      instance.nextCheckNs = nowNs + BigInt(Math.max(instance.config.idleTimeout, instance.minAwakeMs)) * MS;
+      instance.nextCheckNs = firstCheckNs(instance, nowNs);
       this.setState(instance, 'running', reason);
       this.emit('woke', instance, tookMs / 1000);
       this.schedule();
@@ -315,11 +301,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
       this.busy.quiet(instance);
       this.setState(instance, 'sleeping', reason);
       this.emit('slept', instance);
-      if (instance.config.maxSleep !== undefined) {
-        clearTimeout(instance.maxSleepTimer);
-        instance.maxSleepTimer = setTimeout(() => void this.wake(instance, `max_sleep: asleep for ${instance.config.maxSleep} ms`), instance.config.maxSleep);
-        instance.maxSleepTimer.unref();
-      }
+      this.signals.armMaxSleep(instance);
       if (this.signals.wakeRequested(instance)) {
         // A request raced the pause: answer it now (queued behind this transition).
         void this.wake(instance, 'traffic arrived while pausing');
@@ -379,21 +361,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
     // Only awake instances can have seen traffic since the detector last looked: a packet
     // to a sleeper wakes it. So a status poll costs what the awake instances cost.
     const awake = this.table.all().filter((i) => i.state === 'running');
-    const counters = await this.source.countersOf(awake.map((i) => i.key));
-    for (const instance of awake) {
-      const c = counters.get(instance.key);
-      if (c) instance.lastSeenNs = c.lastSeenNs;
-    }
-  }
-
-  /** Whether a packet came while it was pausing: its sleep is reversed as soon as it completes. */
-  wakeRequested(view: ReadonlyInstance): boolean {
-    return this.signals.wakeRequested(this.own(view));
-  }
-
-  /** Whether the watchdog woke it and its wake event has not come yet (counted as missed unless it comes late). */
-  awaitsLateEvent(view: ReadonlyInstance): boolean {
-    return this.signals.awaitsLateEvent(this.own(view));
+    keepLastSeen(awake, await this.source.countersOf(awake.map((i) => i.key)));
   }
 
   private setState(instance: ManagedInstance, to: InstanceState, reason: string): void {
@@ -452,19 +420,8 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
   }
 
   private evaluate(instance: ManagedInstance, c: InstanceCounters | undefined, nowNs: bigint, connections?: Connection[]): IdleVerdict {
-    const lastSeen = c?.lastSeenNs ?? 0n;
-    instance.lastSeenNs = lastSeen;
-    return decideIdle(
-      {
-        nowNs,
-        lastActivityNs: lastSeen > instance.awakeSinceNs ? lastSeen : instance.awakeSinceNs,
-        idleTimeoutMs: instance.config.idleTimeout,
-        minAwakeUntilNs: instance.awakeSinceNs + BigInt(instance.minAwakeMs) * MS,
-        maxAwakeMs: instance.config.maxAwake,
-        policy: instance.config.idlePolicy,
-      },
-      connections,
-    );
+    instance.lastSeenNs = c?.lastSeenNs ?? 0n;
+    return decideIdle(idleInputs(instance, instance.lastSeenNs, nowNs), connections);
   }
 
   private apply(instance: ManagedInstance, verdict: IdleVerdict, c: InstanceCounters | undefined): void {
@@ -488,10 +445,5 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
       case 'needs-connections':
         return;
     }
-  }
-
-  idleForMs(instance: ReadonlyInstance): number {
-    const since = instance.lastSeenNs > instance.awakeSinceNs ? instance.lastSeenNs : instance.awakeSinceNs;
-    return Math.max(0, Number(monotonicNs() - since) / 1e6);
   }
 }

@@ -1,5 +1,6 @@
 import type { IdlePolicy } from '../config/schema.js';
 import { ConnFlag, type Connection } from '../sources/bpf-records.js';
+import { lastActivityNs, minAwakeUntilNs, type ReadonlyInstance } from './managed-instance.js';
 import type { HoldReason, IdleReason } from './reasons.js';
 
 const MS = 1_000_000n;
@@ -42,6 +43,18 @@ export function isCheckInFlight(c: Connection): boolean {
 export function isOpen(c: Connection): boolean {
   if (c.flags & ConnFlag.check) return false;
   return (c.flags & (ConnFlag.finClient | ConnFlag.finServer)) !== (ConnFlag.finClient | ConnFlag.finServer);
+}
+
+/** An instance's inputs to decideIdle at `nowNs`, its last packet as the counters say now. */
+export function idleInputs(instance: ReadonlyInstance, lastSeenNs: bigint, nowNs: bigint): IdleInputs {
+  return {
+    nowNs,
+    lastActivityNs: lastActivityNs(instance, lastSeenNs),
+    idleTimeoutMs: instance.config.idleTimeout,
+    minAwakeUntilNs: minAwakeUntilNs(instance),
+    maxAwakeMs: instance.config.maxAwake,
+    policy: instance.config.idlePolicy,
+  };
 }
 
 /** How often a held instance is looked at again: often enough to sleep soon after the last answer. */

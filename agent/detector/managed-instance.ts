@@ -67,8 +67,6 @@ export class ManagedInstance {
   readonly managedSinceMs = Date.now();
   /** When this instance's wake started waiting for room in the node budget (epoch ms). */
   queuedSinceMs: number | undefined;
-  /** Wakes it when max_sleep runs out. */
-  maxSleepTimer: NodeJS.Timeout | undefined;
   /** Connections held while it wakes (hold mode). */
   held = 0;
   /** Where it came from, when discovered from Nomad (shown on the status page). */
@@ -137,8 +135,28 @@ export class ManagedInstance {
   }
 }
 
+/** Its last inbound packet (`lastSeenNs`, or a fresher reading) or its wake, whichever is later (bpf clock). */
+export function lastActivityNs(instance: Pick<ManagedInstance, 'lastSeenNs' | 'awakeSinceNs'>, lastSeenNs = instance.lastSeenNs): bigint {
+  return lastSeenNs > instance.awakeSinceNs ? lastSeenNs : instance.awakeSinceNs;
+}
+
+/** How long it has been idle (no packet, no wake) by `nowNs` (bpf clock), in ms: the status API's idleForMs. */
+export function idleForMs(instance: Pick<ManagedInstance, 'lastSeenNs' | 'awakeSinceNs'>, nowNs: bigint): number {
+  return Math.max(0, Number(nowNs - lastActivityNs(instance)) / 1e6);
+}
+
+/** Until when it stays awake whatever its traffic: its wake plus min_awake (bpf clock). */
+export function minAwakeUntilNs(instance: Pick<ManagedInstance, 'awakeSinceNs' | 'minAwakeMs'>): bigint {
+  return instance.awakeSinceNs + BigInt(instance.minAwakeMs) * 1_000_000n;
+}
+
+/** Its first idle check after waking at `nowNs`: an idle timeout on, and never within min_awake. */
+export function firstCheckNs(instance: Pick<ManagedInstance, 'config' | 'minAwakeMs'>, nowNs: bigint): bigint {
+  return nowNs + BigInt(Math.max(instance.config.idleTimeout, instance.minAwakeMs)) * 1_000_000n;
+}
+
 /** What the detector's own parts use and nobody else reads: its queue, timers and wake bookkeeping. */
-type DetectorOnly = 'exclusive' | 'maxSleepTimer' | 'wakesPending' | 'nextCheckNs';
+type DetectorOnly = 'exclusive' | 'wakesPending' | 'nextCheckNs';
 
 /**
  * A managed instance as everyone but the detector sees it: every field read-only, so only the

@@ -2,7 +2,7 @@ import { messageOf } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
 import { BpfInstanceState, monotonicNs, type WakeEvent } from '../sources/bpf-records.js';
 import type { TrafficSource } from '../sources/traffic-source.js';
-import type { ManagedInstance } from './managed-instance.js';
+import type { ManagedInstance, ReadonlyInstance } from './managed-instance.js';
 
 /*
  * How a sleeper learns of its traffic: the tc program's pushed wake events, a rescan of the
@@ -73,8 +73,10 @@ export class WakeSignals {
   readonly health: WakeEventHealth = { gaps: 0, lastGap: undefined, missed: 0, late: 0 };
   private timer: NodeJS.Timeout | undefined;
   /** Sleepers the watchdog woke, each waiting for its wake event to come late (else counted as missed). */
-  private readonly watchdogWakes = new Map<ManagedInstance, { timer: NodeJS.Timeout; atNs: bigint }>();
-  private readonly timings = new WeakMap<ManagedInstance, WakeTiming>();
+  private readonly watchdogWakes = new Map<ReadonlyInstance, { timer: NodeJS.Timeout; atNs: bigint }>();
+  private readonly timings = new WeakMap<ReadonlyInstance, WakeTiming>();
+  /** Each sleeper's max_sleep timer: it wakes the instance when max_sleep runs out. */
+  private readonly maxSleepTimers = new Map<ManagedInstance, NodeJS.Timeout>();
 
   constructor(
     private readonly source: TrafficSource,
@@ -87,7 +89,7 @@ export class WakeSignals {
     source.onGap((reason) => void this.rescan(reason));
   }
 
-  private timing(instance: ManagedInstance): WakeTiming {
+  private timing(instance: ReadonlyInstance): WakeTiming {
     let t = this.timings.get(instance);
     if (!t) this.timings.set(instance, (t = { sleepStartNs: 0n, packetsAtSleep: undefined, requested: false, eventNs: undefined, signalNs: undefined }));
     return t;
@@ -105,8 +107,24 @@ export class WakeSignals {
     this.timing(instance).packetsAtSleep = packets;
   }
 
+  /** It fell asleep: with max_sleep set, wake it when that runs out. */
+  armMaxSleep(instance: ManagedInstance): void {
+    const maxSleep = instance.config.maxSleep;
+    if (maxSleep === undefined) return;
+    this.disarmMaxSleep(instance);
+    const timer = setTimeout(() => void this.target.wake(instance, `max_sleep: asleep for ${maxSleep} ms`), maxSleep);
+    timer.unref();
+    this.maxSleepTimers.set(instance, timer);
+  }
+
+  /** It wakes (or leaves management): its max_sleep timer stops. */
+  disarmMaxSleep(instance: ManagedInstance): void {
+    clearTimeout(this.maxSleepTimers.get(instance));
+    this.maxSleepTimers.delete(instance);
+  }
+
   /** Whether a packet came while it was pausing (the sleep must be reversed once it completes). */
-  wakeRequested(instance: ManagedInstance): boolean {
+  wakeRequested(instance: ReadonlyInstance): boolean {
     return this.timing(instance).requested;
   }
 
@@ -156,12 +174,17 @@ export class WakeSignals {
   }
 
   /** Whether a watchdog wake of this instance still waits for its late event. */
-  awaitsLateEvent(instance: ManagedInstance): boolean {
+  awaitsLateEvent(instance: ReadonlyInstance): boolean {
     return this.watchdogWakes.has(instance);
   }
 
-  /** The instance leaves management: its watchdog wake is no longer counted. */
+  /** The instance leaves management: its max_sleep timer stops and its watchdog wake is no longer counted. */
   forget(instance: ManagedInstance): void {
+    this.disarmMaxSleep(instance);
+    this.forgetWatchdogWake(instance);
+  }
+
+  private forgetWatchdogWake(instance: ManagedInstance): void {
     clearTimeout(this.watchdogWakes.get(instance)?.timer);
     this.watchdogWakes.delete(instance);
   }
@@ -184,7 +207,7 @@ export class WakeSignals {
     const watchdogWake = this.watchdogWakes.get(instance);
     if (watchdogWake && event.tsNs <= watchdogWake.atNs) {
       // The event for the traffic the watchdog already woke it for: late, not lost.
-      this.forget(instance);
+      this.forgetWatchdogWake(instance);
       this.health.late++;
       this.log.info({ instance: instance.id, lateMs: Number(monotonicNs() - event.tsNs) / 1e6 }, 'a wake event came after the watchdog had woken its instance (late, not lost)');
     }
@@ -251,7 +274,7 @@ export class WakeSignals {
 
   /** Counts the watchdog's wake as a missed event unless the event turns up within LATE_EVENT_MS. */
   private awaitLateEvent(instance: ManagedInstance, atNs: bigint): void {
-    this.forget(instance);
+    this.forgetWatchdogWake(instance);
     const timer = setTimeout(() => {
       this.watchdogWakes.delete(instance);
       this.health.missed++;

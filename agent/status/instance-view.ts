@@ -1,5 +1,5 @@
-import type { Detector } from '../detector/detector.js';
-import type { ReadonlyInstance } from '../detector/managed-instance.js';
+import { idleForMs, type ReadonlyInstance } from '../detector/managed-instance.js';
+import { monotonicNs } from '../sources/bpf-records.js';
 import { describeHold, type HoldReason } from '../detector/reasons.js';
 import type { InstanceState } from '../detector/states.js';
 import type { InstanceMemoryView, MemoryTracker } from './memory-view.js';
@@ -49,7 +49,7 @@ export interface InstanceView {
   source: 'static' | 'nomad' | 'api';
 }
 
-export function viewOf(detector: Detector, i: ReadonlyInstance, memory?: MemoryTracker): InstanceView {
+export function viewOf(i: ReadonlyInstance, memory?: MemoryTracker): InstanceView {
   return {
     id: i.id,
     state: i.state,
@@ -57,7 +57,7 @@ export function viewOf(detector: Detector, i: ReadonlyInstance, memory?: MemoryT
     wakes: i.wakes,
     lastWakeMs: i.lastWakeMs === undefined ? null : Math.round(i.lastWakeMs * 1000) / 1000,
     lastFirstResponseMs: i.lastFirstResponseMs === undefined ? null : Math.round(i.lastFirstResponseMs * 1000) / 1000,
-    idleForMs: Math.round(detector.idleForMs(i)),
+    idleForMs: Math.round(idleForMs(i, monotonicNs())),
     checksAnswered: i.checksAnswered,
     address: i.config.address,
     interface: i.config.interface ?? null,

@@ -43,7 +43,7 @@ export function readOnlyForOthers(instance: ReadonlyInstance): void {
   // @ts-expect-error and what admission said of it
   instance.sleepBlockedBy = undefined;
   // The detector's own bookkeeping (its queue and timers) is not even readable.
-  type Visible = Extract<keyof ReadonlyInstance, 'exclusive' | 'nextCheckNs' | 'wakesPending' | 'maxSleepTimer'>;
+  type Visible = Extract<keyof ReadonlyInstance, 'exclusive' | 'nextCheckNs' | 'wakesPending'>;
   const hidden: [Visible] extends [never] ? true : false = true;
   void hidden;
 }

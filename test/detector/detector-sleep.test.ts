@@ -51,7 +51,7 @@ test.serial('a packet while the runtime is pausing: the pause completes, then th
   t.is(instance.state, 'pausing');
   await h.clock.tickAsync(50);
   h.source.packet(instance.key);
-  t.true(h.detector.wakeRequested(instance));
+  t.true(h.detector.wakeSignals.wakeRequested(instance));
   await h.clock.tickAsync(50);
   t.is(instance.state, 'running');
   t.is(runtime.sleeps, 1);
