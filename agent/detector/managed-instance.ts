@@ -3,6 +3,7 @@ import { hostOf, portKey, portOf } from '../sources/ipv4.js';
 import type { Runtime } from '../runtimes/runtime.js';
 import type { HoldReason } from './reasons.js';
 import type { InstanceState } from './states.js';
+import { SerialQueue } from '../shared/serial-queue.js';
 
 /** One instance under management: its config, runtime, state and counters for the status API. */
 /** Covers the client's first two SYN retransmissions (1 s, then 3 s after the first attempt). */
@@ -75,7 +76,7 @@ export class ManagedInstance {
   readonly source: InstanceSource;
   /** Set when management ends: no new sleep may start. */
   removed = false;
-  private queue: Promise<unknown> = Promise.resolve();
+  private readonly transitions = new SerialQueue();
 
   constructor(readonly config: InstanceConfig, readonly runtime: Runtime, nowNs: bigint, meta: InstanceMeta = {}) {
     this.source = meta.source ?? 'static';
@@ -129,9 +130,7 @@ export class ManagedInstance {
 
   /** Transitions of one instance never overlap: each waits for the previous one. */
   exclusive<T>(work: () => Promise<T>): Promise<T> {
-    const next = this.queue.then(work, work);
-    this.queue = next.catch(() => undefined);
-    return next;
+    return this.transitions.run(work);
   }
 }
 

@@ -4,6 +4,7 @@ import { NomadError, type NomadClient } from '../nomad/nomad-client.js';
 import { allocationEvents } from './nomad-event-stream.js';
 import { watchNodeAllocations } from './node-allocations-watch.js';
 import type { NomadAllocation } from '../nomad/nomad-schemas.js';
+import { SerialQueue } from '../shared/serial-queue.js';
 
 /*
  * Keeps the set of doze instances on one Nomad client node in step with its
@@ -68,7 +69,7 @@ export class NomadDiscovery {
   private status: DiscoveryStatus = { connected: false, source: 'list' };
   private fallback: string | undefined;
   /** Re-lists and stream events are applied one at a time, in order. */
-  private serial: Promise<void> = Promise.resolve();
+  private readonly serial = new SerialQueue();
 
   constructor(
     private readonly client: NomadClient,
@@ -130,9 +131,7 @@ export class NomadDiscovery {
   }
 
   private inOrder(work: () => Promise<void>): Promise<void> {
-    const next = this.serial.then(work);
-    this.serial = next.catch(() => undefined);
-    return next;
+    return this.serial.run(work);
   }
 
   /** After a reconnect: the node's allocations now, reconciled (events in between may be lost). */

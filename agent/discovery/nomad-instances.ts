@@ -16,6 +16,7 @@ import { unanswerableChecks } from '../nomad/check-needs.js';
 import { describeMissing, missingRights, nomadProbes } from './permissions.js';
 import { findNomadTaskCgroup, nomadTaskCgroupCandidates } from './task-cgroup.js';
 import { instanceConfigFor, unsupportedReason, type InstanceSettings } from './instance-config.js';
+import { KeyedSerialQueue } from '../shared/serial-queue.js';
 
 /*
  * The allocation manager: Nomad allocations → detector instances, on one
@@ -91,7 +92,7 @@ export class NomadInstances {
   private readonly controller = new AbortController();
   private readonly tracked = new Map<string, Tracked>();
   private readonly invalid = new Map<string, AllocationStatus>();
-  private readonly queues = new Map<string, Promise<void>>();
+  private readonly queues = new KeyedSerialQueue();
   /** Rights the Nomad token lacks, found at start (permissions.ts). */
   private missingNomadRights: string[] = [];
   private knownNodeId: string | undefined;
@@ -147,7 +148,7 @@ export class NomadInstances {
     this.controller.abort();
     for (const t of this.tracked.values()) clearTimeout(t.retry);
     await this.running?.catch(() => undefined);
-    await Promise.all([...this.queues.values()]).catch(() => undefined);
+    await this.queues.drained();
   }
 
   private async runNomad(): Promise<void> {
@@ -201,12 +202,7 @@ export class NomadInstances {
 
   /** Work on one allocation runs in order; different allocations proceed independently. */
   private enqueue(allocId: string, work: () => Promise<void>): void {
-    const previous = this.queues.get(allocId) ?? Promise.resolve();
-    const next = previous.then(work).catch((error) => this.log.error({ alloc: allocId, err: messageOf(error) }, 'handling an allocation failed'));
-    this.queues.set(allocId, next);
-    void next.finally(() => {
-      if (this.queues.get(allocId) === next) this.queues.delete(allocId);
-    });
+    void this.queues.run(allocId, work).catch((error) => this.log.error({ alloc: allocId, err: messageOf(error) }, 'handling an allocation failed'));
   }
 
   private async admit(instance: NomadInstance): Promise<void> {

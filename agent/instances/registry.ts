@@ -4,6 +4,7 @@ import type { ReadonlyInstance } from '../detector/managed-instance.js';
 import { messageOf } from '../shared/errors.js';
 import type { AdmissionRefusal, InstanceAdmission } from './admission.js';
 import type { Logger } from '../shared/log.js';
+import { SerialQueue } from '../shared/serial-queue.js';
 
 /*
  * Instances registered at run time through the status API
@@ -30,7 +31,7 @@ export interface InstanceRegistryOptions {
 
 export class InstanceRegistry {
   /** Registrations and removals run one at a time: a PUT and the DELETE after it apply in order. */
-  private queue: Promise<unknown> = Promise.resolve();
+  private readonly queue = new SerialQueue();
   private readonly log: Logger;
 
   constructor(private readonly options: InstanceRegistryOptions) {
@@ -51,9 +52,7 @@ export class InstanceRegistry {
   }
 
   private serial<T>(work: () => Promise<T>): Promise<T> {
-    const next = this.queue.then(work, work);
-    this.queue = next.catch(() => undefined);
-    return next;
+    return this.queue.run(work);
   }
 
   private async doRegister(config: InstanceConfig): Promise<RegisterResult> {

@@ -12,6 +12,7 @@ import { BOOT_QMP_MS, QMP_MS, QUIT_MS, QemuLauncher, type QemuProcess } from './
 import { commandLineInputFiles, composeCommandLine, vmLayout, type SnapshotKind, type VmLayout } from './vm-command-line.js';
 import { adoptPreviousOwner, removeStateDir, writeVmHandle } from './vm-handle.js';
 import { commitSnapshot, incomingDone, prepareReceiver, resumeAfterFailedSave, saveFailureDetail, saveSnapshot, startIncoming } from './vm-migration.js';
+import { SerialQueue } from '../../shared/serial-queue.js';
 
 export interface VmOwnerOptions {
   stateDir: string;
@@ -71,7 +72,7 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
   /** Only with `--prespawn`. */
   private readonly prespawned: PrespawnedReceiver | undefined;
   private control: OwnerControlServer | undefined;
-  private chain: Promise<unknown> = Promise.resolve();
+  private readonly queue = new SerialQueue();
   private stopping: Promise<void> | undefined;
   lastSleep: SleepTimings | undefined;
   lastWake: WakeTimings | undefined;
@@ -172,9 +173,7 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
   }
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.chain.then(fn, fn);
-    this.chain = run.catch(() => undefined);
-    return run;
+    return this.queue.run(fn);
   }
 
   private async doSleep(): Promise<OwnerStatus> {
