@@ -1,4 +1,5 @@
-import { monotonicNs, type InstanceCounters } from '../sources/bpf-records.js';
+import { type InstanceCounters } from '../sources/bpf-records.js';
+import { monotonicNs } from '../shared/clock.js';
 import type { TrafficSource } from '../sources/traffic-source.js';
 import type { BudgetMember } from '../scheduler/budget.js';
 import type { BudgetPort } from '../scheduler/node-budget.js';

@@ -1,7 +1,8 @@
 import { EventEmitter } from 'node:events';
 import { DozeError, messageOf, withDeadline } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
-import { BpfInstanceState, monotonicNs, type Connection, type InstanceCounters } from '../sources/bpf-records.js';
+import { BpfInstanceState, type Connection, type InstanceCounters } from '../sources/bpf-records.js';
+import { monotonicNs } from '../shared/clock.js';
 import type { TrafficSource } from '../sources/traffic-source.js';
 import { adoptAsleep, leftBehind } from './adoption.js';
 import { BusySampler } from './busy-sampler.js';

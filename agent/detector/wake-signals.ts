@@ -1,6 +1,7 @@
 import { messageOf } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
-import { BpfInstanceState, monotonicNs, type WakeEvent } from '../sources/bpf-records.js';
+import { BpfInstanceState, type WakeEvent } from '../sources/bpf-records.js';
+import { monotonicNs } from '../shared/clock.js';
 import type { TrafficSource } from '../sources/traffic-source.js';
 import type { ManagedInstance, ReadonlyInstance } from './managed-instance.js';
 

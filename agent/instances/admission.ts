@@ -5,7 +5,7 @@ import { messageOf } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
 import { createRuntime } from '../runtimes/create-runtime.js';
 import type { Runtime } from '../runtimes/runtime.js';
-import { monotonicNs } from '../sources/bpf-records.js';
+import { monotonicNs } from '../shared/clock.js';
 
 /*
  * One way in and one way out for every instance, whoever brings it: the

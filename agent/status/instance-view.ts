@@ -1,5 +1,5 @@
 import { idleForMs, type ReadonlyInstance } from '../detector/managed-instance.js';
-import { monotonicNs } from '../sources/bpf-records.js';
+import { monotonicNs } from '../shared/clock.js';
 import { describeHold, type HoldReason } from '../detector/reasons.js';
 import type { InstanceState } from '../detector/states.js';
 import type { InstanceMemoryView, MemoryTracker } from './memory-view.js';

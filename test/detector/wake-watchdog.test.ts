@@ -6,7 +6,8 @@ import { ManagedInstance, type ReadonlyInstance } from '../../agent/detector/man
 import type { InstanceState } from '../../agent/detector/states.js';
 import { createLogger } from '../../agent/shared/log.js';
 import { FakeRuntime } from '../../agent/runtimes/fake.js';
-import { monotonicNs, type InstanceCounters } from '../../agent/sources/bpf-records.js';
+import { type InstanceCounters } from '../../agent/sources/bpf-records.js';
+import { monotonicNs } from '../../agent/shared/clock.js';
 import { FakeTrafficSource } from '../helpers/fake-traffic-source.js';
 
 /*
