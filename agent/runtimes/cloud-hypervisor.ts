@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { RuntimeError, messageOf } from '../shared/errors.js';
 import { HandleFile } from './runtime-handle.js';
 import type { ProbeResult, Runtime, RuntimeHandle, RuntimeObservedState } from './runtime.js';
-import { Deadline } from './deadline.js';
+import { Deadline } from '../shared/deadline.js';
 import { VmmError, fileUrl, jsonBody, unixRequest, type UnixHttpResponse } from './vmm/unix-http.js';
 
 /*

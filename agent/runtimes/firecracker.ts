@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { RuntimeError, messageOf } from '../shared/errors.js';
 import { HandleFile } from './runtime-handle.js';
 import type { ProbeResult, Runtime, RuntimeCapabilities, RuntimeHandle, RuntimeObservedState } from './runtime.js';
-import { Deadline } from './deadline.js';
+import { Deadline } from '../shared/deadline.js';
 import { VmmError, jsonBody, unixRequest, type UnixHttpResponse } from './vmm/unix-http.js';
 import { runCommand, type CommandSpec, type VmmLauncher } from './vmm/vmm-launcher.js';
 

@@ -4,7 +4,7 @@ import { ACTIVE_DEPLOYMENT_STATUSES, type NomadAllocation, type NomadAllocationC
 import { DeadlineError, RuntimeError, messageOf, withDeadline } from '../shared/errors.js';
 import { HandleFile } from './runtime-handle.js';
 import type { ProbeResult, Runtime, RuntimeHandle, RuntimeObservedState } from './runtime.js';
-import { Deadline } from './deadline.js';
+import { Deadline } from '../shared/deadline.js';
 
 /*
  * `scale` mode (deep sleep): the task group is scaled to 0 through Nomad's API

@@ -1,4 +1,4 @@
-import { DeadlineError } from '../shared/errors.js';
+import { DeadlineError } from './errors.js';
 
 /**
  * One deadline shared by the several calls of one operation (a sleep's VMM calls, a scale's
