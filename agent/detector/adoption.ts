@@ -3,6 +3,7 @@ import { BpfInstanceState } from '../sources/bpf-records.js';
 import type { TrafficSource } from '../sources/traffic-source.js';
 import type { RuntimeObservedState } from '../runtimes/runtime.js';
 import type { ReadonlyInstance } from './managed-instance.js';
+import { Deadline } from '../shared/deadline.js';
 
 /*
  * Adoption after a restart: what an earlier agent (one that crashed, or was killed) left of an
@@ -48,9 +49,9 @@ export async function leftBehind(instance: ReadonlyInstance, source: TrafficSour
  * asleep (the next request resumes it).
  */
 async function settledState(instance: ReadonlyInstance, log: Logger): Promise<RuntimeObservedState> {
-  const until = Date.now() + Math.max(instance.config.pauseTimeout, instance.config.wakeTimeout);
+  const deadline = new Deadline(`settling ${instance.id}`, Math.max(instance.config.pauseTimeout, instance.config.wakeTimeout));
   let observed = await instance.runtime.inspect();
-  while (observed === 'transitioning' && Date.now() < until) {
+  while (observed === 'transitioning' && !deadline.expired) {
     await new Promise((resolve) => setTimeout(resolve, SETTLE_POLL_MS));
     observed = await instance.runtime.inspect();
   }

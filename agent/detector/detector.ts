@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
-import { DozeError, messageOf, withDeadline } from '../shared/errors.js';
+import { DozeError, messageOf } from '../shared/errors.js';
+import { withDeadline } from '../shared/deadline.js';
 import type { Logger } from '../shared/log.js';
 import { BpfInstanceState, type Connection, type InstanceCounters } from '../sources/bpf-records.js';
 import { monotonicNs } from '../shared/clock.js';

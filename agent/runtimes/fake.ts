@@ -1,6 +1,7 @@
 import { isAbsolute, join } from 'node:path';
 import { readUsage, type UsageReading } from '../cgroups/cpu-usage.js';
-import { RuntimeError, withDeadline } from '../shared/errors.js';
+import { RuntimeError } from '../shared/errors.js';
+import { withDeadline } from '../shared/deadline.js';
 import { CGROUP_ROOT } from './freezer.js';
 import type { ProbeResult, Runtime, RuntimeObservedState } from './runtime.js';
 

@@ -7,6 +7,7 @@ import { locateMemoryCgroup, memoryCgroupBesideFreezer, memoryCgroupOfProcess, o
 import { readNodeSwap, type NodeSwap } from '../cgroups/node-swap.js';
 import { FreezerReclaim, type ReclaimOutcome } from './freezer-reclaim.js';
 import type { ProbeResult, ReclaimState, Runtime, RuntimeObservedState } from './runtime.js';
+import { Deadline } from '../shared/deadline.js';
 
 export const CGROUP_ROOT = '/sys/fs/cgroup';
 
@@ -46,10 +47,10 @@ function readProcs(dir: string): number[] {
 }
 
 async function waitFor(what: string, deadlineMs: number, check: () => Promise<boolean>): Promise<void> {
-  const until = performance.now() + deadlineMs;
+  const deadline = new Deadline(what, deadlineMs);
   for (;;) {
     if (await check()) return;
-    if (performance.now() >= until) throw new DeadlineError(what, deadlineMs);
+    if (deadline.expired) throw new DeadlineError(what, deadlineMs);
     await new Promise((resolve) => setTimeout(resolve, POLL_MS));
   }
 }

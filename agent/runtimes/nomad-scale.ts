@@ -1,7 +1,8 @@
 import { z } from 'zod';
 import { NomadError, type NomadClient } from '../nomad/nomad-client.js';
 import { ACTIVE_DEPLOYMENT_STATUSES, type NomadAllocation, type NomadAllocationChecks, type NomadAllocationStub, type NomadJob } from '../nomad/nomad-schemas.js';
-import { DeadlineError, RuntimeError, messageOf, withDeadline } from '../shared/errors.js';
+import { DeadlineError, RuntimeError, messageOf } from '../shared/errors.js';
+import { withDeadline } from '../shared/deadline.js';
 import { HandleFile } from './runtime-handle.js';
 import type { ProbeResult, Runtime, RuntimeHandle, RuntimeObservedState } from './runtime.js';
 import { Deadline } from '../shared/deadline.js';

@@ -1,5 +1,6 @@
 import type { Logger } from '../shared/log.js';
 import { chooseVictims, type BudgetLimits, type BudgetMember } from './budget.js';
+import { Deadline } from '../shared/deadline.js';
 
 /*
  * The node budget's queue and eviction: before a wake, the least recently used awake instances
@@ -37,10 +38,10 @@ export class NodeBudget {
    */
   async makeRoom(incoming: { id: string; memory: number; wakeTimeoutMs: number }): Promise<RoomOutcome> {
     const { limits, port } = this;
-    const until = Date.now() + incoming.wakeTimeoutMs;
+    const deadline = new Deadline(`making room for ${incoming.id}`, incoming.wakeTimeoutMs);
     let queued = false;
     try {
-      while (Date.now() < until) {
+      while (!deadline.expired) {
         const members = await port.members();
         const victims = chooseVictims(limits, members, { id: incoming.id, memory: incoming.memory });
         if (victims?.length === 0) return 'fits';
@@ -54,7 +55,7 @@ export class NodeBudget {
           port.setQueued(incoming.id, Date.now());
           this.log.info({ instance: incoming.id }, 'wake waits for room in the node budget');
         }
-        await this.waitForRoom(Math.min(until - Date.now(), 250));
+        await this.waitForRoom(Math.min(deadline.remainingMs(), 250));
       }
       this.log.warn({ instance: incoming.id }, 'node budget: nothing could sleep in time; waking over budget');
       return 'over-budget';

@@ -1,7 +1,8 @@
 import { EventEmitter } from 'node:events';
 import { createConnection } from 'node:net';
 import { z } from 'zod';
-import { DeadlineError, DozeError, withDeadline } from '../../shared/errors.js';
+import { DeadlineError, DozeError } from '../../shared/errors.js';
+import { withDeadline } from '../../shared/deadline.js';
 import { JsonLinesChannel } from './json-lines-channel.js';
 import type { ErrorCode } from '../../shared/error-codes.js';
 
