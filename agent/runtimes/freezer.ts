@@ -36,7 +36,11 @@ export async function locateFreezer(cgroup: string, root = CGROUP_ROOT): Promise
   return undefined;
 }
 
-const POLL_MS = 0.2;
+/**
+ * How often a freeze or thaw is looked at until the kernel reports it done: as often as a timer
+ * can fire (Node raises a delay under 1 ms to 1 ms, so the 0.2 this once said was 1 already).
+ */
+const FREEZE_POLL_MS = 1;
 
 function readProcs(dir: string): number[] {
   try {
@@ -51,7 +55,7 @@ async function waitFor(what: string, deadlineMs: number, check: () => Promise<bo
   for (;;) {
     if (await check()) return;
     if (deadline.expired) throw new DeadlineError(what, deadlineMs);
-    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+    await new Promise((resolve) => setTimeout(resolve, FREEZE_POLL_MS));
   }
 }
 
