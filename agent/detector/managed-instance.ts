@@ -1,6 +1,7 @@
 import type { InstanceConfig, WakeMode } from '../config/schema.js';
 import { hostOf, portKey, portOf } from '../sources/ipv4.js';
 import type { Runtime } from '../runtimes/runtime.js';
+import type { TrafficKey } from '../sources/traffic-source.js';
 import type { HoldReason } from './reasons.js';
 import type { InstanceState } from './states.js';
 import { SerialQueue } from '../shared/serial-queue.js';
@@ -10,8 +11,8 @@ import { SerialQueue } from '../shared/serial-queue.js';
 export const RETRANSMIT_GRACE_MS = 3000;
 
 /** An instance's key in the eBPF maps (see ManagedInstance.key). */
-export function trafficKey(config: Pick<InstanceConfig, 'address' | 'interface'>): string {
-  return config.interface === undefined ? portKey(portOf(config.address)) : hostOf(config.address);
+export function trafficKey(config: Pick<InstanceConfig, 'address' | 'interface'>): TrafficKey {
+  return (config.interface === undefined ? portKey(portOf(config.address)) : hostOf(config.address)) as TrafficKey;
 }
 
 /** How a clash of keys reads: two instances on one address, or on one host port. */
@@ -119,7 +120,7 @@ export class ManagedInstance {
    * Its key in the eBPF maps: the IPv4 address behind its own interface, or, for a
    * host-port instance (no interface: host network mode, Nomad's qemu driver), its port.
    */
-  get key(): string {
+  get key(): TrafficKey {
     return trafficKey(this.config);
   }
 

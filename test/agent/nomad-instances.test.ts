@@ -247,7 +247,7 @@ rootTest.serial('a host-network allocation is counted by port on the node\'s int
   const instance = await until('the host-network instance', () => agent.detector.get(id), 3000);
   t.is(instance.config.address, `${hostIp}:${port}`);
   t.is(instance.config.interface, undefined, 'no interface of its own');
-  t.is(instance.key, `0.0.${port >> 8}.${port & 0xff}`, 'keyed by its host port');
+  t.is<string, string>(instance.key, `0.0.${port >> 8}.${port & 0xff}`, 'keyed by its host port');
   t.deepEqual(instance.config.runtime, { kind: 'freezer', cgroup: cgroup.dir, reclaim: false, reclaimAfter: 10_000, prefetch: false });
   t.true(await isAttached(dummy, HOST_INTERFACE), 'the host-port programs are on the node interface');
 
