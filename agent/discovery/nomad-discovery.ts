@@ -1,4 +1,4 @@
-import { allocationInstance, isAllocationLive, type NomadInstance } from './allocation-instance.js';
+import { allocationInstance, isAllocationLive, type AnnotatedAllocation } from './allocation-instance.js';
 import { nextBackoff, delay } from './backoff.js';
 import { NomadError, type NomadClient } from '../nomad/nomad-client.js';
 import { allocationEvents } from './nomad-event-stream.js';
@@ -49,7 +49,7 @@ export interface NomadDiscoveryOptions {
   streamRetryMs?: number;
   streamRetryMaxMs?: number;
   /** An allocation became (or changed) a managed instance. */
-  onInstance: (instance: NomadInstance) => void;
+  onInstance: (instance: AnnotatedAllocation) => void;
   /** A managed allocation stopped or left the node: drop it with its rules and programs. */
   onRemove: (allocId: string, reason: string) => void;
   /** Annotated for doze but unusable (bad meta, no service): report, do not manage. */
@@ -61,7 +61,7 @@ export interface NomadDiscoveryOptions {
 }
 
 export class NomadDiscovery {
-  private readonly known = new Map<string, NomadInstance>();
+  private readonly known = new Map<string, AnnotatedAllocation>();
   /** Allocations seen and not managed, with the ModifyIndex they were judged at. */
   private readonly judged = new Map<string, number>();
   /** What the last event for a managed allocation said about its network and tasks (see `changed`). */
@@ -76,7 +76,7 @@ export class NomadDiscovery {
     private readonly options: NomadDiscoveryOptions,
   ) {}
 
-  instances(): NomadInstance[] {
+  instances(): AnnotatedAllocation[] {
     return [...this.known.values()];
   }
 

@@ -6,7 +6,7 @@ import type { Logger } from '../shared/log.js';
 import type { Clash, InstanceAdmission } from '../instances/admission.js';
 import { ConnectionTracker } from './connection-tracker.js';
 import type { AllocationStatus, DiscoveryReport } from './discovery-report.js';
-import type { NomadInstance } from './allocation-instance.js';
+import type { AnnotatedAllocation } from './allocation-instance.js';
 import { nextBackoff, retryWithBackoff, type BackoffOptions } from './backoff.js';
 import { findHostVeth } from './host-veth.js';
 import { NomadClient } from '../nomad/nomad-client.js';
@@ -72,7 +72,7 @@ type TrackedState = AllocationStatus['state'] | 'removed';
 
 interface Tracked {
   allocId: string;
-  nomad: NomadInstance;
+  nomad: AnnotatedAllocation;
   state: TrackedState;
   reason?: string;
   interface?: string;
@@ -205,7 +205,7 @@ export class NomadInstances {
     void this.queues.run(allocId, work).catch((error) => this.log.error({ alloc: allocId, err: messageOf(error) }, 'handling an allocation failed'));
   }
 
-  private async admit(instance: NomadInstance): Promise<void> {
+  private async admit(instance: AnnotatedAllocation): Promise<void> {
     if (this.controller.signal.aborted) return;
     const existing = this.tracked.get(instance.allocId);
     if (existing && JSON.stringify(existing.nomad) === JSON.stringify(instance) && existing.state !== 'removed') return;
@@ -354,7 +354,7 @@ export class NomadInstances {
 }
 
 /** Another instance (static, registered, or another allocation's) already has this id or address. */
-function clashReason(clash: Clash, instance: NomadInstance): string {
+function clashReason(clash: Clash, instance: AnnotatedAllocation): string {
   if (clash.kind === 'key-taken') return clash.message;
   const { holder } = clash;
   return `instance id ${JSON.stringify(instance.id)} is already taken by ${holder.allocId ? `allocation ${holder.allocId}` : 'a configured instance'}`;
