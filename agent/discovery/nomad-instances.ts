@@ -45,7 +45,7 @@ import { KeyedSerialQueue } from '../shared/serial-queue.js';
  * reconnects with backoff (resuming the event stream from its last index).
  */
 
-export interface NomadInstancesTuning {
+export interface AllocationManagerTuning {
   minBackoffMs?: number;
   maxBackoffMs?: number;
   /** Retry delay bounds for an allocation whose namespace or cgroup is not ready. */
@@ -55,7 +55,7 @@ export interface NomadInstancesTuning {
   netnsDir?: string;
 }
 
-export interface NomadInstancesOptions extends NomadInstancesTuning {
+export interface AllocationManagerOptions extends AllocationManagerTuning {
   config: { nomad: NomadConfig; healthChecks?: Pick<DozeConfig['healthChecks'], 'tls'> };
   detector: Detector;
   log: Logger;
@@ -86,7 +86,7 @@ interface Tracked {
 /** Discovery-reported invalid allocations kept for the status API (oldest dropped first). */
 const MAX_INVALID = 200;
 
-export class NomadInstances {
+export class AllocationManager {
   readonly tracker: ConnectionTracker;
   private readonly client: NomadClient;
   private readonly controller = new AbortController();
@@ -99,7 +99,7 @@ export class NomadInstances {
   private running: Promise<void> | undefined;
   private readonly log: Logger;
 
-  constructor(private readonly options: NomadInstancesOptions) {
+  constructor(private readonly options: AllocationManagerOptions) {
     this.log = options.log.child({ component: 'nomad' });
     const { nomad } = options.config;
     this.client = new NomadClient({ address: nomad.address, token: nomad.token, namespace: nomad.namespace, region: nomad.region, tls: nomad.tls });
