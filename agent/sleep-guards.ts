@@ -17,6 +17,7 @@ import { checkRedirect, holdRedirect, type DnatChain } from './netfilter/dnat-ch
 import { routeSource } from './netfilter/route-source.js';
 import { run } from './process/exec.js';
 import { hostOf, portOf } from './sources/ipv4.js';
+import { describeFailure } from './detector/reasons.js';
 
 /**
  * What the guards ask of the detector: its instances to read, and what they report back (a wake,
@@ -42,7 +43,10 @@ export class SleepGuards implements SleepHooks {
     this.stub = new StubServer({
       host: config.stub.listen.slice(0, config.stub.listen.lastIndexOf(':')),
       status: (id) => stubStatus(context.get(id)?.state),
-      failureReason: (id) => context.get(id)?.failure,
+      failureReason: (id) => {
+        const failure = context.get(id)?.failure;
+        return failure && describeFailure(failure);
+      },
       onAnswered: (id) => {
         const instance = context.get(id);
         if (instance) context.countCheckAnswered(instance);

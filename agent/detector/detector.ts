@@ -9,7 +9,7 @@ import { adoptAsleep, leftBehind } from './adoption.js';
 import { BusySampler } from './busy-sampler.js';
 import { decideIdle, holdRecheckMs, idleInputs, type IdleVerdict } from './idle-decision.js';
 import { prepareSleep } from './sleep-preparation.js';
-import { describeHold, describeIdle } from './reasons.js';
+import { describeFailure, describeHold, describeIdle } from './reasons.js';
 import { NodeBudget, type NodeBudgetLimits } from '../scheduler/node-budget.js';
 import { budgetPort, keepLastSeen } from './budget-members.js';
 import { InstanceTable } from './instance-table.js';
@@ -213,8 +213,8 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
       try {
         await withDeadline(`resuming ${instance.id}`, instance.config.wakeTimeout, instance.runtime.wake(instance.config.wakeTimeout));
       } catch (error) {
-        const why = `wake failed: ${messageOf(error)}`;
-        instance.failure = why;
+        instance.failure = { kind: 'wake-failed', detail: messageOf(error) };
+        const why = describeFailure(instance.failure);
         instance.lastError = { message: why, atMs: Date.now() };
         this.signals.wakeEnded(instance, true);
         // No more wake events for an instance that cannot come back; the stub reports it critical.

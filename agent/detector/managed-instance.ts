@@ -2,7 +2,7 @@ import type { InstanceConfig, WakeMode } from '../config/schema.js';
 import { hostOf, portKey, portOf } from '../sources/ipv4.js';
 import type { Runtime } from '../runtimes/runtime.js';
 import type { TrafficKey } from '../sources/traffic-source.js';
-import type { HoldReason } from './reasons.js';
+import type { FailureReason, HoldReason } from './reasons.js';
 import type { InstanceState } from './states.js';
 import { SerialQueue } from '../shared/serial-queue.js';
 
@@ -50,7 +50,8 @@ export class ManagedInstance {
   wakes = 0;
   lastWakeMs: number | undefined;
   checksAnswered = 0;
-  failure: string | undefined;
+  /** Why it is failed, until a wake succeeds. */
+  failure: FailureReason | undefined;
   /** The last failed transition (a sleep undone, a failed wake), kept after the instance recovers. */
   lastError: { message: string; atMs: number } | undefined;
   /** Why the instance is held awake past its idle timeout, if it is. */

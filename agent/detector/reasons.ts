@@ -1,5 +1,5 @@
 /*
- * Why an instance is held awake, and why it was found idle: discriminated unions the detector
+ * Why an instance is held awake, why it was found idle, and why it failed: discriminated unions the detector
  * decides with (the node budget asks `kind === 'busy'`, never the wording), turned into text only
  * where a person reads them: the status API and page (agent/status/) and the log.
  */
@@ -28,6 +28,15 @@ export type IdleReason =
   | { kind: 'quiet'; quietMs: number; nothingInFlight: boolean; busyForMs?: number }
   /** max_awake: no packet for that long, whatever still held it. */
   | { kind: 'max-awake'; quietMs: number; despite: HoldReason };
+
+/** Why an instance is failed (critical to its checks) until a wake succeeds. */
+export type FailureReason =
+  /** Its runtime did not resume it; `detail` is what the runtime said. */
+  { kind: 'wake-failed'; detail: string };
+
+export function describeFailure(reason: FailureReason): string {
+  return `wake failed: ${reason.detail}`;
+}
 
 export function describeHold(reason: HoldReason): string {
   switch (reason.kind) {

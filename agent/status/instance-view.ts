@@ -1,6 +1,6 @@
 import { idleForMs, type ReadonlyInstance } from '../detector/managed-instance.js';
 import { monotonicNs } from '../shared/clock.js';
-import { describeHold, type HoldReason } from '../detector/reasons.js';
+import { describeFailure, describeHold, type HoldReason } from '../detector/reasons.js';
 import type { InstanceState } from '../detector/states.js';
 import type { InstanceMemoryView, MemoryTracker } from './memory-view.js';
 
@@ -67,7 +67,7 @@ export function viewOf(i: ReadonlyInstance, memory?: MemoryTracker): InstanceVie
     idleTimeoutMs: i.config.idleTimeout,
     heldBy: i.heldBy ? describeHold(i.heldBy) : null,
     heldReason: i.heldBy ?? null,
-    failure: i.failure ?? null,
+    failure: i.failure ? describeFailure(i.failure) : null,
     lastError: i.lastError ? { message: i.lastError.message, at: new Date(i.lastError.atMs).toISOString() } : null,
     stateSince: new Date(i.stateSinceMs).toISOString(),
     queuedSince: i.queuedSinceMs === undefined ? null : new Date(i.queuedSinceMs).toISOString(),

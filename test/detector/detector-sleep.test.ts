@@ -2,6 +2,7 @@ import test from 'ava';
 import { BpfInstanceState } from '../../agent/sources/bpf-records.js';
 import type { ManagedInstance } from '../../agent/detector/managed-instance.js';
 import { detectorHarness } from '../helpers/detector-harness.js';
+import { describeFailure } from '../../agent/detector/reasons.js';
 
 // Sleep and wake paths of agent/detector/detector.ts on a fake clock and scripted traffic (no kernel, no root).
 
@@ -78,7 +79,7 @@ test.serial('a resume past wakeTimeout is a failed wake with the reason, and the
   h.source.packet(instance.key);
   await h.clock.tickAsync(2000);
   t.is(instance.state, 'failed');
-  t.regex(instance.failure ?? '', /^wake failed: .*did not finish within 2000 ms/);
+  t.regex(instance.failure ? describeFailure(instance.failure) : '', /^wake failed: .*did not finish within 2000 ms/);
   t.is(h.source.states_.get(instance.key), BpfInstanceState.awake);
 });
 
