@@ -211,7 +211,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
       instance.lastFirstResponseMs = undefined;
       this.setState(instance, 'waking', reason);
       try {
-        await withDeadline(`resuming ${instance.id}`, instance.config.wakeTimeout, instance.runtime.wake(instance.config.wakeTimeout));
+        await withDeadline(`resuming ${instance.id}`, instance.config.wakeTimeout, (signal) => instance.runtime.wake(instance.config.wakeTimeout, signal));
       } catch (error) {
         instance.failure = { kind: 'wake-failed', detail: messageOf(error) };
         const why = describeFailure(instance.failure);
@@ -287,7 +287,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
       // Any packet counted after this point must end in a wake: the watchdog's baseline.
       this.signals.asleepFrom(instance, now?.packets);
       try {
-        await withDeadline(`pausing ${instance.id}`, instance.config.pauseTimeout, instance.runtime.sleep(instance.config.pauseTimeout));
+        await withDeadline(`pausing ${instance.id}`, instance.config.pauseTimeout, (signal) => instance.runtime.sleep(instance.config.pauseTimeout, signal));
       } catch (error) {
         // Never leave it half asleep: undo, stay awake, say why.
         await instance.runtime.wake(instance.config.wakeTimeout).catch(() => undefined);

@@ -144,8 +144,8 @@ export class FirecrackerRuntime implements Runtime {
     return { ok: true };
   }
 
-  async sleep(deadlineMs: number): Promise<void> {
-    const deadline = new Deadline('pausing the Firecracker microVM', deadlineMs);
+  async sleep(deadlineMs: number, signal?: AbortSignal): Promise<void> {
+    const deadline = new Deadline('pausing the Firecracker microVM', deadlineMs, signal);
     if (this.options.mode === 'pause') return this.setPaused(true, deadline);
     await this.persisted.load();
     if (this.persisted.value.pending && this.persisted.value.taken) return this.finishSnapshot(deadline);
@@ -162,8 +162,8 @@ export class FirecrackerRuntime implements Runtime {
     await this.finishSnapshot(deadline);
   }
 
-  async wake(deadlineMs: number): Promise<void> {
-    const deadline = new Deadline('resuming the Firecracker microVM', deadlineMs);
+  async wake(deadlineMs: number, signal?: AbortSignal): Promise<void> {
+    const deadline = new Deadline('resuming the Firecracker microVM', deadlineMs, signal);
     if (this.options.mode === 'pause') return this.setPaused(false, deadline);
     await this.persisted.load();
     if (this.persisted.value.pending && this.persisted.value.taken) await this.finishSnapshot(deadline);

@@ -92,8 +92,8 @@ export class NomadScaleRuntime implements Runtime {
     }
   }
 
-  async sleep(deadlineMs: number): Promise<void> {
-    const deadline = new Deadline(`scaling ${this.where} to 0`, deadlineMs);
+  async sleep(deadlineMs: number, signal?: AbortSignal): Promise<void> {
+    const deadline = new Deadline(`scaling ${this.where} to 0`, deadlineMs, signal);
     await this.persisted.load();
     const count = this.countOf(await this.within(deadline, (signal) => this.options.nomad.job(this.options.jobId, { signal })).then((r) => r.value));
     if (count > 0) {
@@ -150,8 +150,8 @@ export class NomadScaleRuntime implements Runtime {
     }
   }
 
-  async wake(deadlineMs: number): Promise<void> {
-    const deadline = new Deadline(`scaling ${this.where} back up`, deadlineMs);
+  async wake(deadlineMs: number, signal?: AbortSignal): Promise<void> {
+    const deadline = new Deadline(`scaling ${this.where} back up`, deadlineMs, signal);
     await this.persisted.load();
     const count = this.countOf(await this.within(deadline, (signal) => this.options.nomad.job(this.options.jobId, { signal })).then((r) => r.value));
     let known = new Set<string>();

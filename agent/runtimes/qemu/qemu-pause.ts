@@ -140,12 +140,12 @@ export class QemuPauseRuntime implements Runtime {
     return { ok: true };
   }
 
-  async sleep(deadlineMs: number): Promise<void> {
-    const deadline = new Deadline('pausing QEMU (before reclaim)', deadlineMs);
+  async sleep(deadlineMs: number, signal?: AbortSignal): Promise<void> {
+    const deadline = new Deadline('pausing QEMU (before reclaim)', deadlineMs, signal);
     await this.qmp.execute('stop', undefined, deadlineMs);
     if (!this.options.reclaim) return;
     const remaining = Math.round(deadline.remainingMs());
-    if (remaining <= 0) throw new DeadlineError(deadline.what, deadlineMs);
+    if (remaining <= 0 || deadline.expired) throw new DeadlineError(deadline.what, deadlineMs);
     await withDeadline('reclaiming guest memory', remaining, this.reclaim(remaining));
   }
 
