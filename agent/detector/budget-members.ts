@@ -29,6 +29,14 @@ export function keepLastSeen(instances: readonly ManagedInstance[], counters: Ma
   }
 }
 
+/** The awake instances' last packets, from one batched counters read (the status API's idle times). */
+export async function refreshLastSeen(all: readonly ManagedInstance[], source: TrafficSource): Promise<void> {
+  // Only awake instances can have seen traffic since the detector last looked: a packet
+  // to a sleeper wakes it. So a status poll costs what the awake instances cost.
+  const awake = all.filter((i) => i.state === 'running');
+  keepLastSeen(awake, await source.countersOf(awake.map((i) => i.key)));
+}
+
 /** Every instance as the node budget weighs it (scheduler/node-budget.ts), from one counters read of the running ones. */
 async function budgetMembers(all: readonly ManagedInstance[], source: TrafficSource): Promise<BudgetMember[]> {
   const running = all.filter((i) => i.state === 'running' && !i.removed);

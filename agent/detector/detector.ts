@@ -11,14 +11,14 @@ import { decideIdle, holdRecheckMs, idleInputs, type IdleVerdict } from './idle-
 import { prepareSleep } from './sleep-preparation.js';
 import { describeFailure, describeHold, describeIdle } from './reasons.js';
 import { NodeBudget, type NodeBudgetLimits } from '../scheduler/node-budget.js';
-import { budgetPort, keepLastSeen } from './budget-members.js';
+import { budgetPort, refreshLastSeen } from './budget-members.js';
 import { InstanceTable } from './instance-table.js';
 import { firstCheckNs, ManagedInstance, type ReadonlyInstance } from './managed-instance.js';
 import { canTransition, type InstanceState } from './states.js';
 import { NO_HOOKS, type DetectorEvents, type DetectorOptions, type SleepHooks } from './detector-contract.js';
+import { WakeSignals, type WakeEventHealth } from './wake-signals.js';
 
 export type { DetectorEvents, DetectorOptions, SleepHooks, TransitionEvent } from './detector-contract.js';
-import { WakeSignals, type WakeEventHealth } from './wake-signals.js';
 
 const MS = 1_000_000n;
 
@@ -359,11 +359,8 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
   }
 
   /** Refreshes idle times for the status API from one batched counters read. */
-  async refreshLastSeen(): Promise<void> {
-    // Only awake instances can have seen traffic since the detector last looked: a packet
-    // to a sleeper wakes it. So a status poll costs what the awake instances cost.
-    const awake = this.table.all().filter((i) => i.state === 'running');
-    keepLastSeen(awake, await this.source.countersOf(awake.map((i) => i.key)));
+  refreshLastSeen(): Promise<void> {
+    return refreshLastSeen(this.table.all(), this.source);
   }
 
   private setState(instance: ManagedInstance, to: InstanceState, reason: string): void {
