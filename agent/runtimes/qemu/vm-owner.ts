@@ -151,12 +151,12 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
 
   /** Puts the VM to sleep (idempotent); serialized with wakes. */
   sleep(deadlineMs: number): Promise<OwnerStatus> {
-    return this.serial(() => withDeadline('doze vm sleep', deadlineMs, this.doSleep()));
+    return this.serial('doze vm sleep', deadlineMs, () => this.doSleep());
   }
 
   /** Wakes the VM (idempotent); serialized with sleeps. */
   wake(deadlineMs: number): Promise<OwnerStatus> {
-    return this.serial(() => withDeadline('doze vm wake', deadlineMs, this.doWake(deadlineMs)));
+    return this.serial('doze vm wake', deadlineMs, () => this.doWake(deadlineMs));
   }
 
   /**
@@ -173,8 +173,19 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
     await this.launcher.killAll();
   }
 
-  private serial<T>(fn: () => Promise<T>): Promise<T> {
-    return this.queue.run(fn);
+  /**
+   * Runs `op` after the operations before it have really ended, within the caller's deadline. The
+   * queue waits for the operation, not for its caller: a save that outlives its caller's deadline
+   * still ends before the wake sent next starts (which then restores the saved VM, instead of
+   * finding it half saved and refusing). An operation whose caller gave up before its turn never starts.
+   */
+  private serial<T>(what: string, deadlineMs: number, op: () => Promise<T>): Promise<T> {
+    return withDeadline(what, deadlineMs, (signal) =>
+      this.queue.run(() => {
+        signal.throwIfAborted();
+        return op();
+      }),
+    );
   }
 
   private async doSleep(): Promise<OwnerStatus> {
