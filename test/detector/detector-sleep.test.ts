@@ -72,6 +72,18 @@ test.serial('a pause that fails is undone: awake, serving, the reason kept, and 
   t.is(instance.state, 'sleeping');
 });
 
+test.serial('a pause past pauseTimeout: the runtime is told its caller gave up, and the instance is woken and awake', async (t) => {
+  const h = detectorHarness(t);
+  const { instance, runtime } = await h.add('web', { idleTimeout: '1s', pauseTimeout: '200ms' }, { pauseMs: 5000 });
+  await h.clock.tickAsync(1000);
+  t.is(instance.state, 'pausing');
+  t.false(runtime.sleepSignal?.aborted, 'the sleep is under way, its caller still waiting');
+  await h.clock.tickAsync(200);
+  t.true(runtime.sleepSignal?.aborted, 'the abandoned sleep can stop before its next step');
+  t.is(instance.state, 'running');
+  t.regex(instance.lastError?.message ?? '', /pause failed: pausing web did not finish within 200 ms/);
+});
+
 test.serial('a resume past wakeTimeout is a failed wake with the reason, and the state map stops raising wake events', async (t) => {
   const h = detectorHarness(t);
   const { instance } = await h.add('web', { idleTimeout: '1s', wakeTimeout: '2s' }, { resumeMs: 10_000 });
