@@ -1,7 +1,7 @@
 import { messageOf } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
 import type { Detector, TransitionEvent } from './detector.js';
-import type { ManagedInstance } from './managed-instance.js';
+import type { ReadonlyInstance } from './managed-instance.js';
 
 /**
  * Wakes a sleeper when a process enters its cgroup: `nomad alloc exec`, a script check or a cron
@@ -14,7 +14,7 @@ import type { ManagedInstance } from './managed-instance.js';
  * Its own room, on the detector's floor, fed by transitions: the detector itself is unchanged.
  */
 export class EntryWake {
-  private readonly armed = new Map<ManagedInstance, () => void>();
+  private readonly armed = new Map<ReadonlyInstance, () => void>();
   private readonly listener = (e: TransitionEvent) => this.onTransition(e);
 
   constructor(private readonly detector: Detector, private readonly log: Logger) {
@@ -26,7 +26,7 @@ export class EntryWake {
     else if (to === 'waking' || to === 'running' || to === 'failed') this.disarm(instance);
   }
 
-  private arm(instance: ManagedInstance): void {
+  private arm(instance: ReadonlyInstance): void {
     if (this.armed.has(instance) || !instance.runtime.watchEntries) return;
     let entered = false;
     let stop: () => void;
@@ -46,7 +46,7 @@ export class EntryWake {
     this.armed.set(instance, stop);
   }
 
-  private disarm(instance: ManagedInstance): void {
+  private disarm(instance: ReadonlyInstance): void {
     const stop = this.armed.get(instance);
     if (!stop) return;
     this.armed.delete(instance);

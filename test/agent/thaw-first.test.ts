@@ -8,6 +8,7 @@ import { inState, startAgent } from '../helpers/agent.js';
 import { createAllocationEnv, createNomadCgroupRoot, type TestAllocation } from '../helpers/nomad-alloc.js';
 import { rootTest } from '../helpers/root.js';
 import { until } from '../helpers/until.js';
+import { describeHold } from '../../agent/detector/reasons.js';
 
 /*
  * Nomad's client kills, restarts and signals a task without changing the allocation's desired
@@ -62,7 +63,7 @@ rootTest.serial('after a Killing event the instance stays awake through the task
   await new Promise((resolve) => setTimeout(resolve, 700));
   t.is(agent.detector.get(id)!.state, 'running');
   t.is(await env.cgroup.freezerState(), 'THAWED');
-  t.regex(agent.detector.get(id)!.heldBy ?? '', /^nomad: Killing: awake while Nomad stops the task$/);
+  t.regex(agent.detector.get(id)!.heldBy ? describeHold(agent.detector.get(id)!.heldBy!) : '', /^nomad: Killing: awake while Nomad stops the task$/);
 });
 
 rootTest.serial('Restart Signaled (nomad alloc restart, a template with change_mode restart) and Signaling (alloc signal, change_mode signal) wake a sleeper once each', async (t) => {

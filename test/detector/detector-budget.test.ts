@@ -80,7 +80,7 @@ test.serial('an instance that may not sleep (Nomad stopping its task, a check th
   const b = await h.add('b', { idleTimeout: '10m' });
   const c = await h.add('c', { idleTimeout: '10m' });
   await h.detector.sleepNow('c');
-  a.instance.holdAwake('nomad: Killing: awake while Nomad stops the task', 20_000);
+  h.detector.holdAwake(a.instance, { kind: 'nomad-task-event', event: 'Killing', message: undefined, stopping: true }, 20_000);
   h.source.packet(a.instance.key);
   await h.clock.tickAsync(100);
   h.source.packet(b.instance.key);

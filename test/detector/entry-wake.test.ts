@@ -5,7 +5,8 @@ import { EntryWake } from '../../agent/detector/entry-wake.js';
 import { ManagedInstance } from '../../agent/detector/managed-instance.js';
 import { createLogger } from '../../agent/shared/log.js';
 import { FakeRuntime } from '../../agent/runtimes/fake.js';
-import { monotonicNs, type InstanceCounters } from '../../agent/sources/bpf-records.js';
+import type { InstanceCounters } from '../../agent/sources/bpf-records.js';
+import { monotonicNs } from '../../agent/shared/clock.js';
 import { FakeTrafficSource } from '../helpers/fake-traffic-source.js';
 
 /*
