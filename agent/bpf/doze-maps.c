@@ -12,6 +12,12 @@
 //     update PATH KEYHEX VALUEHEX -> "ok 0"
 //     delete PATH KEYHEX     -> "ok 0" (absent is fine)
 //     any failure            -> "err MESSAGE"; the process keeps serving
+//   Every answer is complete or an error: a dump or lookup that fails part way
+//   (a batch, an allocation) answers "err", never "ok" with the rows so far, so
+//   a reader never takes part of a map for all of it. Command lines may be of
+//   any length (getline): a line is one command, whatever its size.
+//   Test knob: DOZE_MAPS_FAIL_DUMP=NAME:N makes the Nth batch of every dump of a
+//   map whose path ends in NAME fail with EIO (tests of the error path only).
 //   doze-maps events PATH    perf event array reader: "ready", then
 //                            "sample HEX" / "lost N" lines; exits when orphaned
 //   doze-maps lock DIR       takes an exclusive flock(2) on DIR (the agent's
@@ -37,8 +43,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#define MAX_LINE 65536
 #define MAX_MAPS 32
+#define MAX_KEYS 8192
 
 struct opened {
 	char path[4096];
@@ -141,15 +147,32 @@ static bool add_row(unsigned char **all, size_t *cap, size_t *n, size_t rec, con
 	return true;
 }
 
+// The test knob (header): which map's dumps fail, and at which batch (1-based).
+static bool injected_failure(const struct opened *m, __u32 batch)
+{
+	const char *knob = getenv("DOZE_MAPS_FAIL_DUMP");
+	const char *colon = knob ? strrchr(knob, ':') : NULL;
+	if (!colon)
+		return false;
+	size_t name_len = colon - knob, path_len = strlen(m->path);
+	if (name_len == 0 || name_len > path_len || strncmp(m->path + path_len - name_len, knob, name_len))
+		return false;
+	return (__u32)atoi(colon + 1) == batch;
+}
+
+enum dump_result { DUMP_DONE, DUMP_UNSUPPORTED, DUMP_FAILED };
+
 // Batched lookups walk the hash map by bucket, so entries deleted during the dump (the tc
 // program removes ended connections all the time) neither restart it nor repeat rows, as a
-// get_next_key walk does when its cursor key is gone. Returns false when the kernel or the
-// map type has no batch lookup, so the caller walks key by key instead.
-static bool dump_batched(struct opened *m, unsigned char **all, size_t *cap, size_t *n, size_t rec)
+// get_next_key walk does when its cursor key is gone. DUMP_UNSUPPORTED when the kernel or the
+// map type has no batch lookup (the caller walks key by key instead); DUMP_FAILED, with errno
+// set, when a batch or an allocation failed part way: the rows read so far are not the map.
+static enum dump_result dump_batched(struct opened *m, unsigned char **all, size_t *cap, size_t *n, size_t rec)
 {
-	__u32 chunk = 256;
+	__u32 chunk = 256, batch = 0;
 	__u64 in_batch = 0, out_batch = 0;
 	bool first = true;
+	enum dump_result result = DUMP_DONE;
 	unsigned char *keys = NULL, *values = NULL;
 	for (;;) {
 		unsigned char *k = realloc(keys, (size_t)chunk * m->key_size), *v = realloc(values, (size_t)chunk * m->value_size);
@@ -157,33 +180,43 @@ static bool dump_batched(struct opened *m, unsigned char **all, size_t *cap, siz
 			keys = k;
 		if (v)
 			values = v;
-		if (!k || !v)
+		if (!k || !v) {
+			errno = ENOMEM;
+			result = DUMP_FAILED;
 			break;
+		}
 		__u32 count = chunk;
 		int err = bpf_map_lookup_batch(m->fd, first ? NULL : &in_batch, &out_batch, keys, values, &count, NULL);
+		if (injected_failure(m, ++batch)) {
+			err = -1;
+			errno = EIO;
+		}
 		if (err && errno == ENOSPC && count == 0) {
 			chunk *= 2; // one bucket holds more than a chunk: retry the same batch with room for it
 			continue;
 		}
 		if (err && errno != ENOENT) {
-			free(keys);
-			free(values);
 			// No batch lookup for this map type or kernel (an LPM trie answers ENOTSUPP, 524).
-			if (first)
-				return false;
-			return true; // what was read stands; the count line says how much
+			result = first && (errno == EINVAL || errno == ENOTSUP || errno == 524) ? DUMP_UNSUPPORTED : DUMP_FAILED;
+			break;
 		}
-		for (__u32 i = 0; i < count; i++)
-			if (!add_row(all, cap, n, rec, keys + (size_t)i * m->key_size, m->key_size, values + (size_t)i * m->value_size, m->value_size))
+		for (__u32 i = 0; i < count; i++) {
+			if (!add_row(all, cap, n, rec, keys + (size_t)i * m->key_size, m->key_size, values + (size_t)i * m->value_size, m->value_size)) {
+				errno = ENOMEM;
+				result = DUMP_FAILED;
 				break;
-		if (err) // ENOENT: the last batch
+			}
+		}
+		if (err || result == DUMP_FAILED) // ENOENT: that was the last batch
 			break;
 		in_batch = out_batch;
 		first = false;
 	}
+	int saved = errno;
 	free(keys);
 	free(values);
-	return true;
+	errno = saved;
+	return result;
 }
 
 static void do_dump(struct opened *m)
@@ -197,44 +230,87 @@ static void do_dump(struct opened *m)
 	// Collect first so the count line can lead.
 	size_t cap = 1024, n = 0, rec = m->key_size + m->value_size;
 	unsigned char *all = malloc(cap * rec);
-	if (all && !dump_batched(m, &all, &cap, &n, rec)) {
+	if (!all) {
+		errno = ENOMEM;
+		fail("dump", m->path);
+		return;
+	}
+	enum dump_result result = dump_batched(m, &all, &cap, &n, rec);
+	if (result == DUMP_UNSUPPORTED) {
+		result = DUMP_DONE;
 		void *prev = NULL;
-		while (bpf_map_get_next_key(m->fd, prev, next) == 0) {
+		int err;
+		while ((err = bpf_map_get_next_key(m->fd, prev, next)) == 0) {
 			memcpy(key, next, m->key_size);
 			prev = key;
-			if (bpf_map_lookup_elem(m->fd, key, value))
-				continue; // deleted meanwhile
-			if (!add_row(&all, &cap, &n, rec, key, m->key_size, value, m->value_size))
+			if (bpf_map_lookup_elem(m->fd, key, value)) {
+				if (errno == ENOENT)
+					continue; // deleted meanwhile
+				result = DUMP_FAILED;
 				break;
+			}
+			if (!add_row(&all, &cap, &n, rec, key, m->key_size, value, m->value_size)) {
+				errno = ENOMEM;
+				result = DUMP_FAILED;
+				break;
+			}
 		}
+		if (err && errno != ENOENT)
+			result = DUMP_FAILED;
 	}
-	put_rows(m, all, n);
+	if (result == DUMP_FAILED) {
+		fail("dump", m->path);
+		forget(m); // a failed read may be a pin recreated under us: open it again next time
+	} else {
+		put_rows(m, all, n);
+	}
 	free(all);
 }
 
 // Keys arrive as the rest of the line (the first two already split off by strtok).
-// Values are kept from the one lookup, so the count line always matches the rows.
+// Values are kept from the one lookup, so the count line always matches the rows. An absent
+// key is no row; a malformed key, too many keys or a failed lookup is an error, not a
+// shorter answer.
 static void lookup_many(struct opened *m, char *first, char *second)
 {
-	static char *keys[8192];
+	static char *keys[MAX_KEYS];
 	int n_keys = 0, n_found = 0;
 	if (first)
 		keys[n_keys++] = first;
 	if (second)
 		keys[n_keys++] = second;
 	char *k;
-	while (n_keys < 8192 && (k = strtok(NULL, " ")))
+	while ((k = strtok(NULL, " "))) {
+		if (n_keys == MAX_KEYS) {
+			errno = E2BIG;
+			fail("lookupn (at most 8192 keys)", m->path);
+			return;
+		}
 		keys[n_keys++] = k;
+	}
 	size_t rec = m->key_size + m->value_size;
 	unsigned char *rows = malloc((n_keys ? n_keys : 1) * rec);
 	if (!rows) {
+		errno = ENOMEM;
 		fail("lookupn", m->path);
 		return;
 	}
 	for (int i = 0; i < n_keys; i++) {
 		unsigned char *row = rows + n_found * rec;
-		if (!parse_hex(keys[i], row, m->key_size) && !bpf_map_lookup_elem(m->fd, row, row + m->key_size))
+		if (parse_hex(keys[i], row, m->key_size)) {
+			errno = EINVAL;
+			fail("lookupn key", m->path);
+			free(rows);
+			return;
+		}
+		if (!bpf_map_lookup_elem(m->fd, row, row + m->key_size))
 			n_found++;
+		else if (errno != ENOENT) {
+			fail("lookupn", m->path);
+			free(rows);
+			forget(m);
+			return;
+		}
 	}
 	put_rows(m, rows, (size_t)n_found);
 	free(rows);
@@ -242,9 +318,13 @@ static void lookup_many(struct opened *m, char *first, char *second)
 
 static int serve(void)
 {
-	static char line[MAX_LINE];
+	// getline grows the buffer to the longest line: a command is one line whatever its length
+	// (a fixed 64 KiB buffer cut longer ones in two, and the second half drew a second answer,
+	// so every later answer went to the wrong request).
+	char *line = NULL;
+	size_t line_cap = 0;
 	unsigned char key[512], value[4096];
-	while (fgets(line, sizeof(line), stdin)) {
+	while (getline(&line, &line_cap, stdin) > 0) {
 		line[strcspn(line, "\n")] = 0;
 		char *cmd = strtok(line, " ");
 		char *path = strtok(NULL, " ");
@@ -308,6 +388,7 @@ static int serve(void)
 	next:
 		fflush(stdout);
 	}
+	free(line);
 	return 0;
 }
 

@@ -12,6 +12,9 @@ export function defaultHelperPath(): string {
   return fileURLToPath(new URL('../bpf/doze-maps', import.meta.url));
 }
 
+/** doze-maps' limit for one lookupn (MAX_KEYS in doze-maps.c); 8192 IPv4 keys make a 74 KiB line. */
+export const MAX_KEYS_PER_LOOKUP = 8192;
+
 interface Pending {
   line: string;
   resolve: (lines: string[]) => void;
@@ -48,9 +51,9 @@ export class MapClient {
   async lookupMany(path: string, keys: Buffer[]): Promise<MapEntry[]> {
     if (keys.length === 0) return [];
     const entries: MapEntry[] = [];
-    // The helper reads lines of up to 64 KiB: chunk long key lists.
-    for (let i = 0; i < keys.length; i += 2000) {
-      const chunk = keys.slice(i, i + 2000).map((k) => k.toString('hex')).join(' ');
+    // The helper takes lines of any length, but at most MAX_KEYS_PER_LOOKUP keys in one.
+    for (let i = 0; i < keys.length; i += MAX_KEYS_PER_LOOKUP) {
+      const chunk = keys.slice(i, i + MAX_KEYS_PER_LOOKUP).map((k) => k.toString('hex')).join(' ');
       entries.push(...(await this.request(`lookupn ${path} ${chunk}`)).map(parseEntry));
     }
     return entries;
@@ -107,7 +110,12 @@ export class MapClient {
     this.partial = lines.pop() ?? '';
     for (const line of lines) {
       const head = this.pending[0];
-      if (!head) continue;
+      if (!head) {
+        // An answer nobody asked for: the answers are out of step, and every later one would go
+        // to the wrong request. Start over (the exit fails whatever is pending).
+        this.child?.kill('SIGKILL');
+        return;
+      }
       if (head.expected === undefined) {
         if (line.startsWith('err ')) {
           this.settle(head).reject(new DozeError('E_MAPS', `doze-maps ${head.line.split(' ')[0]}: ${line.slice(4)}`));
