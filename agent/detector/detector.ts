@@ -5,7 +5,9 @@ import { BpfInstanceState, monotonicNs, type Connection, type InstanceCounters }
 import type { TrafficSource } from '../sources/traffic-source.js';
 import type { RuntimeObservedState } from '../runtimes/runtime.js';
 import { busyWindowMs, guardIdle, judgeBusy, keepSamples } from './busy-guard.js';
-import { decideIdle, holdRecheckMs, isCheckInFlight, isOpen, isRequestInFlight, type IdleVerdict } from './idle-decision.js';
+import {
+  decideIdle, describeReadFailure, holdRecheckMs, isCheckInFlight, isOpen, isRequestInFlight, unknownVerdict, type IdleVerdict, type ReadFailure,
+} from './idle-decision.js';
 import { chooseVictims, type BudgetLimits, type BudgetMember } from '../scheduler/budget.js';
 import { describeKey, type ManagedInstance } from './managed-instance.js';
 import { canTransition, type InstanceState } from './states.js';
@@ -460,7 +462,9 @@ export class Detector extends EventEmitter<DetectorEvents> {
     const running = all.filter((i) => i.state === 'running' && !i.removed);
     const counters = await this.source.countersOf(running.map((i) => i.key));
     const needConnections = running.some((i) => i.config.idlePolicy !== 'traffic');
-    const connections = needConnections ? await this.source.connections() : [];
+    // Unreadable connections: none of the instances that need them may be put to sleep for room.
+    const read = needConnections ? await this.readConnections() : [];
+    const connections = Array.isArray(read) ? read : [];
     const nowNs = monotonicNs();
     const asleepMiB = await measuredAsleepMiB(all);
     return all.map((i) => {
@@ -471,7 +475,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
       // Still computing (the busy guard's last finding): a sleep now would be undone at once.
       const working = i.heldBy?.startsWith('busy:') ?? false;
       const busy = working || (i.config.idlePolicy === 'traffic' ? false
-        : mine.some(isRequestInFlight) || (i.config.idlePolicy === 'connections' && mine.some(isOpen)));
+        : !Array.isArray(read) || mine.some(isRequestInFlight) || (i.config.idlePolicy === 'connections' && mine.some(isOpen)));
       return {
         id: i.id,
         active: i.state === 'running' || i.state === 'waking' || i.state === 'pausing',
@@ -583,13 +587,15 @@ export class Detector extends EventEmitter<DetectorEvents> {
       const due = this.instances().filter((i) => i.state === 'running' && i.nextCheckNs <= nowNs);
       if (due.length === 0) return;
       const counters = await this.source.countersOf(due.map((i) => i.key));
-      let connections: Connection[] | undefined;
+      let connections: Connection[] | ReadFailure | undefined;
       for (const instance of due) {
         const c = counters.get(instance.key);
         let verdict = this.evaluate(instance, c, nowNs);
         if (verdict.kind === 'needs-connections') {
-          connections ??= await this.source.connections();
-          verdict = this.evaluate(instance, c, nowNs, connections.filter((conn) => conn.instanceAddr === instance.key));
+          connections ??= await this.readConnections();
+          verdict = Array.isArray(connections)
+            ? this.evaluate(instance, c, nowNs, connections.filter((conn) => conn.instanceAddr === instance.key))
+            : unknownVerdict(connections, nowNs, instance.config.idleTimeout);
         }
         this.apply(instance, this.guardBusy(instance, verdict, nowNs), c);
       }
@@ -599,6 +605,16 @@ export class Detector extends EventEmitter<DetectorEvents> {
     } finally {
       this.ticking = false;
       this.schedule();
+    }
+  }
+
+  /** The connection map, or why it could not be read (never an empty list in its place). */
+  private async readConnections(): Promise<Connection[] | ReadFailure> {
+    try {
+      return await this.source.connections();
+    } catch (error) {
+      this.log.warn({ err: messageOf(error) }, 'reading connections failed; instances that need them stay awake for this decision');
+      return { kind: 'connections-unreadable', message: messageOf(error) };
     }
   }
 
@@ -636,6 +652,10 @@ export class Detector extends EventEmitter<DetectorEvents> {
         void this.sleep(instance, c?.lastSeenNs ?? 0n, reason, !verdict.maxAwake);
         return;
       }
+      case 'unknown':
+        instance.heldBy = describeReadFailure(verdict.failure);
+        instance.nextCheckNs = verdict.recheckAtNs;
+        return;
       case 'needs-connections':
         return;
     }

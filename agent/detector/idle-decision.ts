@@ -18,7 +18,30 @@ export type IdleVerdict =
   | { kind: 'needs-connections' }
   | { kind: 'held'; reason: string; recheckAtNs: bigint }
   /** `maxAwake`: the bound was reached, nothing may postpone the sleep further. */
-  | { kind: 'idle'; reason: string; maxAwake?: boolean };
+  | { kind: 'idle'; reason: string; maxAwake?: boolean }
+  /** What the decision needs could not be read: no verdict, so the instance stays awake for this one. */
+  | { kind: 'unknown'; failure: ReadFailure; recheckAtNs: bigint };
+
+/** A reading the idle decision needs that failed (doze-maps answered an error, or did not answer). */
+export interface ReadFailure {
+  kind: 'connections-unreadable';
+  message: string;
+}
+
+export function describeReadFailure(failure: ReadFailure): string {
+  switch (failure.kind) {
+    case 'connections-unreadable':
+      return `its connections could not be read (${failure.message}): kept awake, read again soon`;
+  }
+}
+
+/**
+ * No verdict without the connections: an instance whose requests in flight cannot be read is
+ * kept awake for this decision (a failed read is never taken for "nothing in flight").
+ */
+export function unknownVerdict(failure: ReadFailure, nowNs: bigint, idleTimeoutMs: number): IdleVerdict {
+  return { kind: 'unknown', failure, recheckAtNs: nowNs + BigInt(holdRecheckMs(idleTimeoutMs)) * MS };
+}
 
 /**
  * A connection whose last payload came from the client and is not answered yet, or whose answer is

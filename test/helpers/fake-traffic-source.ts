@@ -15,6 +15,8 @@ export class FakeTrafficSource implements TrafficSource {
   readonly counters = new Map<string, InstanceCounters>();
   /** What doze_conns would hold (each key's connections). */
   readonly conns: Connection[] = [];
+  /** Knob: the next this many reads of the connections fail, as a doze-maps error answer would. */
+  failConnections = 0;
   /** How many times the detector read counters / connections (cost follows active instances). */
   reads = { counters: 0, connections: 0 };
   private readonly wakeListeners: ((event: WakeEvent) => void)[] = [];
@@ -69,6 +71,10 @@ export class FakeTrafficSource implements TrafficSource {
   }
   async connections(): Promise<Connection[]> {
     this.reads.connections++;
+    if (this.failConnections > 0) {
+      this.failConnections--;
+      throw new Error('doze-maps dump: dump doze_conns: Input/output error');
+    }
     return this.conns.map((c) => ({ ...c }));
   }
   onWake(listener: (event: WakeEvent) => void): void {
