@@ -11,6 +11,12 @@
 //                               the instances it looks at, not the map size)
 //     update PATH KEYHEX VALUEHEX -> "ok 0"
 //     delete PATH KEYHEX     -> "ok 0" (absent is fine)
+//     cas PATH KEYHEX EXPECTEDHEX NEWHEX
+//                            -> "ok 1" + "KEYHEX PREVIOUSHEX": a compare-and-swap
+//                               of a 4-byte value in place, on an mmap of an
+//                               array map (BPF_F_MMAPABLE), atomic with the tc
+//                               program's own; the swap happened iff PREVIOUS
+//                               equals EXPECTED (doze_state, docs/state-handoff.md)
 //     any failure            -> "err MESSAGE"; the process keeps serving
 //   Every answer is complete or an error: a dump or lookup that fails part way
 //   (a batch, an allocation) answers "err", never "ok" with the rows so far, so
@@ -37,6 +43,7 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,7 +56,9 @@
 struct opened {
 	char path[4096];
 	int fd;
-	__u32 key_size, value_size;
+	__u32 key_size, value_size, type, flags, max_entries;
+	void *mem; // the array's values, mapped on the first cas (MAP_FAILED: not yet)
+	size_t mem_len;
 };
 
 static struct opened maps[MAX_MAPS];
@@ -70,6 +79,8 @@ static struct opened *open_map(const char *path)
 		return NULL;
 	}
 	if (n_maps == MAX_MAPS) { // recycle the oldest slot
+		if (maps[0].mem != MAP_FAILED)
+			munmap(maps[0].mem, maps[0].mem_len);
 		close(maps[0].fd);
 		memmove(&maps[0], &maps[1], sizeof(maps[0]) * (MAX_MAPS - 1));
 		n_maps--;
@@ -79,6 +90,11 @@ static struct opened *open_map(const char *path)
 	m->fd = fd;
 	m->key_size = info.key_size;
 	m->value_size = info.value_size;
+	m->type = info.type;
+	m->flags = info.map_flags;
+	m->max_entries = info.max_entries;
+	m->mem = MAP_FAILED;
+	m->mem_len = 0;
 	return m;
 }
 
@@ -86,6 +102,8 @@ static struct opened *open_map(const char *path)
 static void forget(struct opened *m)
 {
 	int i = m - maps;
+	if (m->mem != MAP_FAILED)
+		munmap(m->mem, m->mem_len);
 	close(m->fd);
 	memmove(&maps[i], &maps[i + 1], sizeof(maps[0]) * (n_maps - i - 1));
 	n_maps--;
@@ -316,6 +334,43 @@ static void lookup_many(struct opened *m, char *first, char *second)
 	free(rows);
 }
 
+// Compare-and-swap of a 4-byte value in an mmapable array, on the map's own memory: the
+// syscall update copies a whole value over whatever is there, so it could erase a state the
+// tc program swapped in a moment earlier. Same instruction (lock cmpxchg) as the program's.
+static void compare_and_swap(struct opened *m, const char *khex, const char *ehex, const char *nhex)
+{
+	__u32 index, expected, desired;
+	if (m->type != BPF_MAP_TYPE_ARRAY || !(m->flags & BPF_F_MMAPABLE) || m->key_size != 4 || m->value_size != 4) {
+		errno = EINVAL;
+		fail("cas (needs an mmapable array of 4-byte values)", m->path);
+		return;
+	}
+	if (parse_hex(khex, (unsigned char *)&index, 4) || parse_hex(ehex, (unsigned char *)&expected, 4) ||
+	    parse_hex(nhex, (unsigned char *)&desired, 4) || index >= m->max_entries) {
+		errno = EINVAL;
+		fail("cas", m->path);
+		return;
+	}
+	if (m->mem == MAP_FAILED) {
+		// Array values are laid out 8 bytes apart (round_up(value_size, 8)) from offset 0.
+		long page = sysconf(_SC_PAGESIZE);
+		m->mem_len = ((size_t)m->max_entries * 8 + page - 1) / page * page;
+		m->mem = mmap(NULL, m->mem_len, PROT_READ | PROT_WRITE, MAP_SHARED, m->fd, 0);
+		if (m->mem == MAP_FAILED) {
+			fail("cas mmap", m->path);
+			return;
+		}
+	}
+	__u32 *value = (__u32 *)((char *)m->mem + (size_t)index * 8);
+	__u32 previous = expected;
+	__atomic_compare_exchange_n(value, &previous, desired, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+	printf("ok 1\n");
+	put_hex((unsigned char *)&index, 4);
+	putchar(' ');
+	put_hex((unsigned char *)&previous, 4);
+	putchar('\n');
+}
+
 static int serve(void)
 {
 	// getline grows the buffer to the longest line: a command is one line whatever its length
@@ -351,6 +406,8 @@ static int serve(void)
 		}
 		if (strcmp(cmd, "dump") == 0) {
 			do_dump(m);
+		} else if (strcmp(cmd, "cas") == 0) {
+			compare_and_swap(m, khex, vhex, strtok(NULL, " "));
 		} else if (parse_hex(khex, key, m->key_size)) {
 			errno = EINVAL;
 			fail("key", path);

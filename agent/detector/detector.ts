@@ -12,6 +12,7 @@ import { chooseVictims, type BudgetLimits, type BudgetMember } from '../schedule
 import { describeKey, type ManagedInstance } from './managed-instance.js';
 import { canTransition, type InstanceState } from './states.js';
 import { WakeSignals, type WakeEventHealth } from './wake-signals.js';
+import { baselineOf, markAdoptedAsleep, markPausing, markSleeping, trafficSince, type TrafficBaseline } from './state-handoff.js';
 
 const MS = 1_000_000n;
 
@@ -174,9 +175,9 @@ export class Detector extends EventEmitter<DetectorEvents> {
       this.setState(instance, 'pausing', 'adopted a paused workload after restart');
       await this.hooks.beforeSleep(instance);
       instance.packetsAtSleep = (await this.source.counter(instance.key))?.packets;
-      await this.source.setState(instance.key, BpfInstanceState.sleeping);
+      const handoff = await markAdoptedAsleep(this.source, instance.key, bpfState);
       this.setState(instance, 'sleeping', 'adopted');
-      if (bpfState === BpfInstanceState.signalled) void this.wake(instance, 'traffic arrived while no agent was running');
+      if (handoff.kind !== 'swapped') void this.wake(instance, 'traffic arrived while no agent was running');
       else this.signals.watch();
     } else {
       await this.source.setState(instance.key, BpfInstanceState.awake);
@@ -333,7 +334,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
   }
 
   /** `guardBusy`: look at the workload's CPU again right before the pause (not for operator sleeps, nor at max_awake). */
-  private sleep(instance: ManagedInstance, decidedLastSeenNs: bigint | undefined, reason: string, guardBusy = decidedLastSeenNs !== undefined): Promise<boolean> {
+  private sleep(instance: ManagedInstance, decided: TrafficBaseline | undefined, reason: string, guardBusy = decided !== undefined): Promise<boolean> {
     return instance.exclusive(async () => {
       if (instance.state !== 'running' || instance.removed) return false;
       if (instance.sleepBlockedBy) {
@@ -352,7 +353,13 @@ export class Detector extends EventEmitter<DetectorEvents> {
       try {
         // From here on any packet raises a wake event. A packet that came between
         // the decision and this point shows up as a newer last_seen: abort.
-        await this.source.setState(instance.key, BpfInstanceState.pausing);
+        const pausing = await markPausing(this.source, instance.key);
+        if (pausing.kind !== 'swapped') {
+          // Signalled already (by a packet for its slot's previous user, or one this agent did not
+          // see consumed): never swapped over, and not taken for idle.
+          await this.abortSleep(instance, pausing.kind === 'signalled' ? 'traffic arrived while deciding' : `the state map held ${String(pausing.found)}, not awake`);
+          return false;
+        }
         // New checks go to the stub from here; one already talking to the
         // instance would hang on the frozen process, so wait for it instead.
         step = 'redirecting its checks';
@@ -383,8 +390,8 @@ export class Detector extends EventEmitter<DetectorEvents> {
           return false;
         }
       }
-      if (decidedLastSeenNs !== undefined) {
-        if (!now || now.lastSeenNs !== decidedLastSeenNs || instance.wakeRequested) {
+      if (decided !== undefined) {
+        if (trafficSince(decided, now) || instance.wakeRequested) {
           await this.abortSleep(instance, 'traffic arrived while deciding');
           return false;
         }
@@ -402,7 +409,13 @@ export class Detector extends EventEmitter<DetectorEvents> {
         this.log.warn({ instance: instance.id, err: messageOf(error) }, 'pause failed; instance stays awake');
         return false;
       }
-      await this.source.setState(instance.key, BpfInstanceState.sleeping);
+      // Never over a SIGNALLED: a packet that came during the pause (its event may be late or
+      // lost) leaves the state signalled, and the instance wakes right after the pause below.
+      const sleeping = await markSleeping(this.source, instance.key).catch((error): { kind: 'failed'; message: string } => ({ kind: 'failed', message: messageOf(error) }));
+      if (sleeping.kind !== 'swapped') {
+        this.log.info({ instance: instance.id, handoff: sleeping }, 'the state after the pause was not the pausing the agent left (traffic signalled it, or the map failed): waking it');
+        instance.wakeRequested = true;
+      }
       instance.sleeps++;
       instance.heldBy = undefined;
       instance.busySinceMs = undefined;
@@ -439,7 +452,10 @@ export class Detector extends EventEmitter<DetectorEvents> {
         if (victims?.length === 0) return;
         if (victims) {
           const results = await Promise.all(
-            victims.map((v) => this.sleep(this.byId.get(v.id)!, this.byId.get(v.id)!.lastSeenNs, `budget: making room for ${instance.id}`)),
+            victims.map((v) => {
+              const victim = this.byId.get(v.id)!;
+              return this.sleep(victim, { packets: victim.seenPackets, lastSeenNs: victim.lastSeenNs }, `budget: making room for ${instance.id}`);
+            }),
           );
           if (results.every(Boolean)) continue;
         }
@@ -469,7 +485,10 @@ export class Detector extends EventEmitter<DetectorEvents> {
     const asleepMiB = await measuredAsleepMiB(all);
     return all.map((i) => {
       const c = counters.get(i.key);
-      if (c) i.lastSeenNs = c.lastSeenNs;
+      if (c) {
+        i.lastSeenNs = c.lastSeenNs;
+        i.seenPackets = c.packets;
+      }
       const lastActivityNs = i.lastSeenNs > i.awakeSinceNs ? i.lastSeenNs : i.awakeSinceNs;
       const mine = connections.filter((conn) => conn.instanceAddr === i.key);
       // Still computing (the busy guard's last finding): a sleep now would be undone at once.
@@ -621,6 +640,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
   private evaluate(instance: ManagedInstance, c: InstanceCounters | undefined, nowNs: bigint, connections?: Connection[]): IdleVerdict {
     const lastSeen = c?.lastSeenNs ?? 0n;
     instance.lastSeenNs = lastSeen;
+    instance.seenPackets = c?.packets ?? 0n;
     return decideIdle(
       {
         nowNs,
@@ -649,7 +669,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
         instance.nextCheckNs = monotonicNs() + BigInt(instance.config.idleTimeout) * MS;
         const busyFor = instance.busySinceMs === undefined ? undefined : Date.now() - instance.busySinceMs;
         const reason = busyFor === undefined || verdict.maxAwake ? verdict.reason : `${verdict.reason}, after ${busyFor} ms busy`;
-        void this.sleep(instance, c?.lastSeenNs ?? 0n, reason, !verdict.maxAwake);
+        void this.sleep(instance, baselineOf(c), reason, !verdict.maxAwake);
         return;
       }
       case 'unknown':

@@ -33,6 +33,8 @@ export class ManagedInstance {
   sleepBlockedBy: string | undefined;
   awakeSinceNs: bigint;
   lastSeenNs = 0n;
+  /** Its packet counter at the same reading as lastSeenNs (a sleep decided on them aborts if either moved). */
+  seenPackets = 0n;
   nextCheckNs: bigint;
   /** Its packet counter when its sleep was decided: traffic past it must wake it (the wake watchdog). */
   packetsAtSleep: bigint | undefined;

@@ -63,6 +63,16 @@ export class MapClient {
     await this.request(`update ${path} ${key.toString('hex')} ${value.toString('hex')}`);
   }
 
+  /**
+   * Compare-and-swap of a 4-byte value in place (an mmapable array: doze_state): `next` goes in
+   * only if `expected` is there. Returns the value found, so the swap happened iff it equals `expected`.
+   */
+  async compareAndSwap(path: string, key: Buffer, expected: Buffer, next: Buffer): Promise<Buffer> {
+    const [line] = await this.request(`cas ${path} ${key.toString('hex')} ${expected.toString('hex')} ${next.toString('hex')}`);
+    if (line === undefined) throw new DozeError('E_MAPS', `doze-maps cas ${path}: no value in the answer`);
+    return parseEntry(line).value;
+  }
+
   async delete(path: string, key: Buffer): Promise<void> {
     await this.request(`delete ${path} ${key.toString('hex')}`);
   }

@@ -19,7 +19,14 @@ export interface TrafficSource {
   /** Begin counting an instance address; keeps existing counters after a restart. */
   track(address: string): Promise<void>;
   untrack(address: string): Promise<void>;
+  /** Writes the state outright: only to say the instance is awake (docs/state-handoff.md). */
   setState(address: string, state: BpfInstanceState): Promise<void>;
+  /**
+   * Compare-and-swap in place, atomic with the tc program's own: `next` goes in only if `expected`
+   * is there. Returns the state found (the swap happened iff it is `expected`); undefined when the
+   * instance is not tracked.
+   */
+  swapState(address: string, expected: BpfInstanceState, next: BpfInstanceState): Promise<BpfInstanceState | undefined>;
   counter(address: string): Promise<InstanceCounters | undefined>;
   countersOf(addresses: string[]): Promise<Map<string, InstanceCounters>>;
   state(address: string): Promise<BpfInstanceState | undefined>;

@@ -39,6 +39,7 @@ export class FakeTrafficSource implements TrafficSource {
   }
   async track(address: string): Promise<void> {
     this.tracked.add(address);
+    if (!this.states_.has(address)) this.states_.set(address, BpfInstanceState.awake);
     if (!this.counters.has(address)) this.counters.set(address, { packets: 0n, lastSeenNs: 0n, checks: 0n, outPackets: 0n });
   }
   async untrack(address: string): Promise<void> {
@@ -48,6 +49,11 @@ export class FakeTrafficSource implements TrafficSource {
   }
   async setState(address: string, state: BpfInstanceState): Promise<void> {
     this.states_.set(address, state);
+  }
+  async swapState(address: string, expected: BpfInstanceState, next: BpfInstanceState): Promise<BpfInstanceState | undefined> {
+    const found = this.states_.get(address);
+    if (found === expected) this.states_.set(address, next);
+    return found;
   }
   async counter(address: string): Promise<InstanceCounters | undefined> {
     this.reads.counters++;
