@@ -108,6 +108,43 @@ export class FakeTrafficSource implements TrafficSource {
     }
   }
 
+  /**
+   * One run of the program on an unmarked packet to `address`, step by step, so a test can put
+   * the agent's steps between them (docs/state-handoff.md): `count` (the atomic packets++),
+   * `stamp` (last_seen_ns), `read` (the state it will try to swap), `swap` (its compare-and-swap
+   * to SIGNALLED, which, lost to the agent's own swap, reads again and retries, up to 3 times as
+   * the program does; the winner raises the wake event). packet() is all four at once.
+   */
+  programRun(address: string): { count(): void; stamp(): void; read(): void; swap(): boolean } {
+    let seen: BpfInstanceState | undefined;
+    const sleeper = (s: BpfInstanceState | undefined) => s === BpfInstanceState.sleeping || s === BpfInstanceState.pausing;
+    return {
+      count: () => {
+        const c = this.counters.get(address);
+        if (c) c.packets++;
+      },
+      stamp: () => {
+        const c = this.counters.get(address);
+        if (c) c.lastSeenNs = monotonicNs();
+      },
+      read: () => {
+        seen = this.states_.get(address);
+      },
+      swap: () => {
+        for (let attempt = 0; attempt < 3; attempt++) {
+          if (attempt > 0) seen = this.states_.get(address);
+          if (!sleeper(seen)) return false;
+          if (this.states_.get(address) === seen) {
+            this.states_.set(address, BpfInstanceState.signalled);
+            this.emitWake({ instanceAddr: address, ifindex: 1, tsNs: monotonicNs() });
+            return true;
+          }
+        }
+        return false;
+      },
+    };
+  }
+
   /** A health check's packet (marked): counted as a check, never activity, never a wake. */
   check(address: string): void {
     const c = this.counters.get(address);
