@@ -9,6 +9,8 @@ import {
   decideIdle, describeReadFailure, holdRecheckMs, isCheckInFlight, isOpen, isRequestInFlight, unknownVerdict, type IdleVerdict, type ReadFailure,
 } from './idle-decision.js';
 import { chooseVictims, type BudgetLimits, type BudgetMember } from '../scheduler/budget.js';
+import { FaultBackGate, type PacedTicket, type PacingReport } from '../scheduler/fault-back-gate.js';
+import { faultBackMiB, faultedBack } from './fault-back.js';
 import { describeKey, type ManagedInstance } from './managed-instance.js';
 import { canTransition, type InstanceState } from './states.js';
 import { WakeSignals, type WakeEventHealth } from './wake-signals.js';
@@ -54,9 +56,15 @@ export interface SleepHooks {
   guardChecks: boolean;
 }
 
+/** The node budget as the detector keeps it; `pacedWakeTimeout` (ms) bounds a paced mass wake's wait. */
+export type DetectorBudget = BudgetLimits & { maxQueued: number; pacedWakeTimeout?: number };
+
+/** Paced mass wakes wait at most this long for room unless the budget says otherwise (config default). */
+const PACED_WAKE_TIMEOUT_MS = 20_000;
+
 export interface DetectorOptions {
   hooks?: SleepHooks;
-  budget?: BudgetLimits & { maxQueued: number };
+  budget?: DetectorBudget;
   /** Test knob: drop this many wake events, as a lost perf record would (the watchdog must catch them). */
   dropWakeEvents?: number;
 }
@@ -91,10 +99,15 @@ export class Detector extends EventEmitter<DetectorEvents> {
   private stopped = true;
 
   private readonly hooks: SleepHooks;
-  private readonly budget: (BudgetLimits & { maxQueued: number }) | undefined;
+  private readonly budget: DetectorBudget | undefined;
   private readonly roomWaiters = new Set<() => void>();
-  get budgetLimits(): (BudgetLimits & { maxQueued: number }) | undefined {
+  get budgetLimits(): DetectorBudget | undefined {
     return this.budget;
+  }
+  /** Mass wakes (agent stop, removals) fault back under the budget through this gate. */
+  private readonly pacing: FaultBackGate | undefined;
+  get pacedWakes(): PacingReport | undefined {
+    return this.pacing?.report;
   }
 
   /** Wakes that went ahead over budget because nothing could sleep in time (never hurt a request). */
@@ -110,6 +123,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
     this.hooks = options.hooks ?? NO_HOOKS;
     const b = options.budget;
     this.budget = b && (b.maxActive !== undefined || b.maxActiveMemory !== undefined) ? b : undefined;
+    this.pacing = this.budget ? new FaultBackGate(this.budget) : undefined;
     this.signals = new WakeSignals(source, log, {
       instance: (key) => this.byKey.get(key),
       sleepers: () => this.instances().filter((i) => i.state === 'sleeping' && !i.removed),
@@ -210,7 +224,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
     if (!instance) return;
     this.stopDeciding(instance);
     try {
-      if (options.wake) await this.wake(instance, 'no longer managed');
+      if (options.wake) await this.wake(instance, 'no longer managed', undefined, { paced: true });
     } finally {
       // Even when the wake failed: an instance its caller lets go of must not stay managed.
       // A second removal under way finds it off the maps already, with nothing left to undo.
@@ -272,7 +286,10 @@ export class Detector extends EventEmitter<DetectorEvents> {
     clearTimeout(this.timer);
     this.signals.stop();
     if (options.wakeAll) {
-      await Promise.all(this.instances().map((i) => this.wake(i, 'agent stopping').catch(() => undefined)));
+      const startedMs = Date.now();
+      const sleepers = this.instances().filter((i) => i.state === 'sleeping' || i.state === 'failed').length;
+      await Promise.all(this.instances().map((i) => this.wake(i, 'agent stopping', undefined, { paced: true }).catch(() => undefined)));
+      if (sleepers > 0) this.log.info({ sleepers, tookMs: Date.now() - startedMs, pacing: this.pacing?.report }, 'woke every sleeper before stopping');
     }
   }
 
@@ -283,14 +300,22 @@ export class Detector extends EventEmitter<DetectorEvents> {
     return this.sleep(instance, undefined, 'requested by operator');
   }
 
-  wake(instance: ManagedInstance, reason: string, eventNs?: bigint): Promise<void> {
+  /**
+   * `paced`: one of many wakes at once that no request asked for (agent stop, removal): it
+   * faults back under the node budget (agent/scheduler/fault-back-gate.ts) and makes no room.
+   */
+  wake(instance: ManagedInstance, reason: string, eventNs?: bigint, options: { paced?: boolean } = {}): Promise<void> {
     if (eventNs !== undefined && instance.wakeEventNs === undefined) instance.wakeEventNs = eventNs;
+    // A request waits on a sleeper queued in a paced wake: it goes first.
+    if (!options.paced) this.pacing?.promote(instance.id);
     instance.wakesPending++;
     return instance.exclusive(async () => {
       instance.wakesPending--;
       if (instance.state !== 'sleeping' && instance.state !== 'failed') return;
       clearTimeout(instance.maxSleepTimer);
-      if (this.budget && !this.stopped) await this.makeRoom(instance);
+      let ticket: PacedTicket | undefined;
+      if (options.paced) ticket = await this.enterPacing(instance);
+      else if (this.budget && !this.stopped) await this.makeRoom(instance);
       const startNs = instance.wakeEventNs ?? monotonicNs();
       // Only a wake a packet started has a first response to time (onFirstResponse).
       instance.lastWakeSignalNs = instance.wakeEventNs;
@@ -310,8 +335,11 @@ export class Detector extends EventEmitter<DetectorEvents> {
         await this.hooks.wakeFailed(instance, why).catch((e) => this.log.error({ instance: instance.id, err: messageOf(e) }, 'reporting the failure failed'));
         this.log.error({ instance: instance.id, err: messageOf(error) }, 'wake failed');
         this.emit('wakeFailed', instance, why);
+        ticket?.release();
         return;
       }
+      // Its room in the paced wake is held until its memory is back (or it stops faulting).
+      if (ticket) void faultedBack(instance).finally(() => ticket.release());
       // Serving from here: the map update below is bookkeeping, not part of the wake.
       const nowNs = monotonicNs();
       const tookMs = Number(nowNs - startNs) / 1e6;
@@ -433,6 +461,27 @@ export class Detector extends EventEmitter<DetectorEvents> {
       this.signals.watch();
       return true;
     });
+  }
+
+  /** A paced wake's turn: at once when it has nothing to fault back, else in budget order or at its deadline. */
+  private async enterPacing(instance: ManagedInstance): Promise<PacedTicket | undefined> {
+    const faultBack = faultBackMiB(instance);
+    if (!this.pacing || faultBack === 0) return undefined;
+    const timeoutMs = this.budget?.pacedWakeTimeout ?? PACED_WAKE_TIMEOUT_MS;
+    const lastActivityNs = instance.lastSeenNs > instance.awakeSinceNs ? instance.lastSeenNs : instance.awakeSinceNs;
+    instance.queuedSinceMs = Date.now();
+    try {
+      const ticket = await this.pacing.enter({ id: instance.id, faultBackMiB: faultBack, lastActivityNs }, Date.now() + timeoutMs);
+      if (ticket.overBudget) {
+        const why = `woken over the node budget: no room for its ${faultBack} MiB to fault back within ${timeoutMs} ms (paced wake)`;
+        instance.lastError = { message: why, atMs: Date.now() };
+        this.budgetOverruns++;
+        this.log.warn({ instance: instance.id, faultBackMiB: faultBack, waitedMs: ticket.waitedMs }, why);
+      }
+      return ticket;
+    } finally {
+      instance.queuedSinceMs = undefined;
+    }
   }
 
   /**
