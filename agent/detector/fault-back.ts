@@ -19,34 +19,43 @@ export function faultBackMiB(instance: ManagedInstance): number {
   return instance.config.memory;
 }
 
-/** Measured on a woken 60 MiB app (test/agent/paced-wake.test.ts): its swap fell in steps up to ~100 ms apart on 2 busy cores. */
+/**
+ * A woken 32 MiB app (test/agent/paced-wake.test.ts) read its pages back from zram in bursts of
+ * major faults well under 100 ms apart; quiet this long, it has what it needed.
+ */
 export const FAULT_BACK_POLL_MS = 50;
 export const FAULT_BACK_QUIET_MS = 250;
 /** Past this a wake no longer holds room, faulted back or not (an app may never touch all it had). */
 export const FAULT_BACK_MAX_MS = 10_000;
 
 /**
- * Resolves once the woken instance has faulted its memory back: its pages in swap stopped
- * falling for FAULT_BACK_QUIET_MS, or are under a tenth of what they were at the wake, or
- * FAULT_BACK_MAX_MS passed. Without a memory reading (no memory cgroup), at once.
+ * Resolves once the woken instance has faulted its memory back: no major fault (a page read back
+ * from swap or disk) for FAULT_BACK_QUIET_MS, or FAULT_BACK_MAX_MS passed. A runtime that counts
+ * no faults is followed by its pages in swap instead (stopped falling for as long, or under a
+ * tenth of what they were). Without either reading, at once.
  */
 export async function faultedBack(instance: ManagedInstance, signal?: AbortSignal): Promise<void> {
-  const read = instance.runtime.memory?.bind(instance.runtime);
+  const runtime = instance.runtime;
+  const faults = runtime.majorFaults ? () => runtime.majorFaults!().catch(() => undefined) : undefined;
+  const swapped = runtime.memory ? async () => (await runtime.memory!().catch(() => undefined))?.swappedBytes : undefined;
+  // A fault count rises while it faults back; pages in swap fall.
+  const first = faults ? await faults() : undefined;
+  const [read, rising] = first !== undefined ? [faults!, true] : [swapped, false];
   if (!read) return;
+  const start = first ?? (await read());
+  if (start === undefined) return;
   const started = Date.now();
-  const first = await read().catch(() => undefined);
-  if (!first) return;
-  let lowest = first.swappedBytes;
-  let lastFallMs = started;
+  let last = start;
+  let lastMoveMs = started;
   while (!signal?.aborted && Date.now() - started < FAULT_BACK_MAX_MS) {
-    if (lowest <= first.swappedBytes / 10) return;
-    if (Date.now() - lastFallMs >= FAULT_BACK_QUIET_MS) return;
+    if (!rising && last <= start / 10) return;
+    if (Date.now() - lastMoveMs >= FAULT_BACK_QUIET_MS) return;
     await new Promise((resolve) => setTimeout(resolve, FAULT_BACK_POLL_MS));
-    const now = await read().catch(() => undefined);
-    if (!now) return;
-    if (now.swappedBytes < lowest) {
-      lowest = now.swappedBytes;
-      lastFallMs = Date.now();
+    const now = await read();
+    if (now === undefined) return;
+    if (rising ? now > last : now < last) {
+      last = now;
+      lastMoveMs = Date.now();
     }
   }
 }
