@@ -379,8 +379,8 @@ export class Detector extends EventEmitter<DetectorEvents> {
       let now: InstanceCounters | undefined;
       let step = 'marking it pausing in the state map';
       try {
-        // From here on any packet raises a wake event. A packet that came between
-        // the decision and this point shows up as a newer last_seen: abort.
+        // From here on any packet raises a wake event. A packet that came between the decision
+        // and this point shows up in the counters read below (packets or last_seen): abort.
         const pausing = await markPausing(this.source, instance.key);
         if (pausing.kind !== 'swapped') {
           // Signalled already (by a packet for its slot's previous user, or one this agent did not
