@@ -87,3 +87,21 @@ test.serial('a paced wake still waiting at its deadline wakes over budget and is
   t.regex(all[2]!.instance.lastError?.message ?? '', /woken over the node budget: no room for its 60 MiB to fault back within 500 ms \(paced wake\)/);
   t.is(h.detector.budgetOverruns, 2);
 });
+
+test.serial('removals that wake (a drain) are paced too: at most the budget faulting back at once, and none puts another to sleep for room', async (t) => {
+  const h = detectorHarness(t, { budget: { maxActive: 2, maxQueued: 64 } });
+  const all = [];
+  for (let i = 0; i < 6; i++) all.push(await h.add(`s${i}`, { idleTimeout: '1s' }, new ReclaimedRuntime()));
+  const { instance: busy } = await h.add('busy', { idleTimeout: '1h' });
+  await h.clock.tickAsync(1500);
+  t.true(all.every(({ instance }) => instance.state === 'sleeping'));
+  const removing = Promise.all(all.map(({ instance }) => h.detector.remove(instance.id, { wake: true })));
+  await h.clock.tickAsync(10_000);
+  await removing;
+  const woke = all.map(({ runtime }) => (runtime as ReclaimedRuntime).wokeAtMs!).sort((a, b) => a - b);
+  t.is(woke.length, 6);
+  t.is(Math.max(...woke.map((a) => woke.filter((b) => b <= a && a < b + FAULT_MS).length)), 2);
+  t.is(h.detector.pacedWakes!.peakFaulting, 2);
+  t.is(busy.state, 'running', 'the awake instance was not put to sleep to make room for a leaving one');
+  t.is(busy.sleeps, 0);
+});
