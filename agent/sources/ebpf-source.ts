@@ -6,7 +6,7 @@ import { defaultRouteDevices, isLocalAddress } from '../net/ip.js';
 import type { Logger } from '../shared/log.js';
 import { defaultHelperPath, MapClient } from './map-client.js';
 import {
-  BpfInstanceState, COUNTERS_SIZE, decodeConnection, decodeCounters, encodeCheckNet, encodeSettings, encodeState,
+  BpfInstanceState, COUNTERS_SIZE, decodeConnection, decodeCounters, encodeCheckNet, encodeSettings,
   type Connection, type InstanceCounters, type WakeEvent,
 } from './bpf-records.js';
 import { bytesToIpv4, hostOf, ipv4ToBytes } from './ipv4.js';
@@ -14,6 +14,7 @@ import * as tc from '../net/tc.js';
 import type { TrafficSource } from './traffic-source.js';
 import { WakeEventStream } from './wake-events.js';
 import { freshRead } from './fresh-read.js';
+import { StateSlots } from './state-slots.js';
 
 export const MAP_NAMES = ['doze_slots', 'doze_state', 'doze_counters', 'doze_conns', 'doze_wake_events', 'doze_settings', 'doze_check_nets'] as const;
 
@@ -42,13 +43,14 @@ export class EbpfSource implements TrafficSource {
   private hostDevices: string[] = [];
   private readonly objectPath: string;
   private readonly globals: string;
-  /** Each tracked instance's slot in doze_state (doze_slots, cached: the agent is its one writer). */
-  private readonly slots = new Map<string, number>();
+  /** Each tracked instance's state, in place (docs/state-handoff.md). */
+  private readonly slots: StateSlots;
 
   constructor(private readonly options: EbpfSourceOptions) {
     this.objectPath = options.objectPath ?? defaultObjectPath();
     this.globals = join(options.bpffs, 'tc', 'globals');
     this.events = new WakeEventStream(this.pin('doze_wake_events'));
+    this.slots = new StateSlots(this.maps, { slots: this.pin('doze_slots'), state: this.pin('doze_state') });
   }
 
   pin(name: (typeof MAP_NAMES)[number]): string {
@@ -126,47 +128,21 @@ export class EbpfSource implements TrafficSource {
     const key = ipv4ToBytes(address);
     // Keep what a previous agent left: counters and a signalled state are evidence.
     if (!(await this.maps.lookup(this.pin('doze_counters'), key))) await this.maps.update(this.pin('doze_counters'), key, Buffer.alloc(COUNTERS_SIZE));
-    const found = await this.maps.lookup(this.pin('doze_slots'), key);
-    if (found) {
-      this.slots.set(address, found.readUInt32LE(0));
-      return;
-    }
-    // A free slot, set awake before the program can find it (the mapping goes in last).
-    const taken = new Set((await this.maps.dump(this.pin('doze_slots'))).map((e) => e.value.readUInt32LE(0)));
-    let slot = 0;
-    while (taken.has(slot)) slot++;
-    if (slot >= STATE_SLOTS) throw new DozeError('E_MAPS', `no free slot in doze_state for ${address}: ${STATE_SLOTS} instances are tracked on this node`);
-    await this.maps.update(this.pin('doze_state'), slotKey(slot), encodeState(BpfInstanceState.awake));
-    await this.maps.update(this.pin('doze_slots'), key, slotKey(slot));
-    this.slots.set(address, slot);
+    await this.slots.claim(address);
   }
 
   async untrack(address: string): Promise<void> {
     const key = ipv4ToBytes(address);
-    // The mapping goes first: from here no packet finds the slot, and it may be given out again.
-    await this.maps.delete(this.pin('doze_slots'), key);
-    this.slots.delete(address);
+    await this.slots.release(address);
     await this.maps.delete(this.pin('doze_counters'), key);
   }
 
-  async setState(address: string, state: BpfInstanceState): Promise<void> {
-    const slot = await this.slotOf(address);
-    if (slot === undefined) throw new DozeError('E_MAPS', `${address} has no slot in doze_state (not tracked)`);
-    await this.maps.update(this.pin('doze_state'), slotKey(slot), encodeState(state));
+  setState(address: string, state: BpfInstanceState): Promise<void> {
+    return this.slots.set(address, state);
   }
 
-  async swapState(address: string, expected: BpfInstanceState, next: BpfInstanceState): Promise<BpfInstanceState | undefined> {
-    const slot = await this.slotOf(address);
-    if (slot === undefined) return undefined;
-    const found = await this.maps.compareAndSwap(this.pin('doze_state'), slotKey(slot), encodeState(expected), encodeState(next));
-    return found.readUInt32LE(0) as BpfInstanceState;
-  }
-
-  private async slotOf(address: string): Promise<number | undefined> {
-    const cached = this.slots.get(address);
-    if (cached !== undefined) return cached;
-    const found = await this.maps.lookup(this.pin('doze_slots'), ipv4ToBytes(address));
-    return found?.readUInt32LE(0);
+  swapState(address: string, expected: BpfInstanceState, next: BpfInstanceState): Promise<BpfInstanceState | undefined> {
+    return this.slots.swap(address, expected, next);
   }
 
   /** Counters of just these instances: the cost follows the instances asked about, not the map. */
@@ -180,23 +156,12 @@ export class EbpfSource implements TrafficSource {
     return value ? decodeCounters(value) : undefined;
   }
 
-  async state(address: string): Promise<BpfInstanceState | undefined> {
-    const slot = await this.slotOf(address);
-    if (slot === undefined) return undefined;
-    const value = await this.maps.lookup(this.pin('doze_state'), slotKey(slot));
-    return value ? (value.readUInt32LE(0) as BpfInstanceState) : undefined;
+  state(address: string): Promise<BpfInstanceState | undefined> {
+    return this.slots.get(address);
   }
 
-  async states(): Promise<Map<string, BpfInstanceState>> {
-    const slots = await this.maps.dump(this.pin('doze_slots'));
-    const values = await this.maps.lookupMany(this.pin('doze_state'), slots.map((e) => e.value));
-    const bySlot = new Map(values.map((e) => [e.key.readUInt32LE(0), e.value.readUInt32LE(0) as BpfInstanceState]));
-    const states = new Map<string, BpfInstanceState>();
-    for (const e of slots) {
-      const state = bySlot.get(e.value.readUInt32LE(0));
-      if (state !== undefined) states.set(bytesToIpv4(e.key), state);
-    }
-    return states;
+  states(): Promise<Map<string, BpfInstanceState>> {
+    return this.slots.all();
   }
 
   /** The whole connection map; concurrent callers share one dump that began after they asked (fresh-read.ts). */
@@ -259,15 +224,6 @@ export class EbpfSource implements TrafficSource {
     this.events.start();
     await this.events.ready();
   }
-}
-
-/** Entries of doze_slots and doze_state (DOZE_SLOTS in doze.bpf.c). */
-export const STATE_SLOTS = 16384;
-
-function slotKey(slot: number): Buffer {
-  const key = Buffer.alloc(4);
-  key.writeUInt32LE(slot);
-  return key;
 }
 
 /** lo and every interface a default route leaves by: where a host port's clients come in. */
