@@ -1,5 +1,7 @@
 import type { IdlePolicy } from '../config/schema.js';
 import { ConnFlag, type Connection } from '../sources/bpf-records.js';
+import { lastActivityNs, minAwakeUntilNs, type ReadonlyInstance } from './managed-instance.js';
+import type { ConnectionsUnreadable, HoldReason, IdleReason } from './reasons.js';
 
 const MS = 1_000_000n;
 
@@ -16,31 +18,16 @@ export interface IdleInputs {
 export type IdleVerdict =
   | { kind: 'active'; recheckAtNs: bigint }
   | { kind: 'needs-connections' }
-  | { kind: 'held'; reason: string; recheckAtNs: bigint }
-  /** `maxAwake`: the bound was reached, nothing may postpone the sleep further. */
-  | { kind: 'idle'; reason: string; maxAwake?: boolean }
-  /** What the decision needs could not be read: no verdict, so the instance stays awake for this one. */
-  | { kind: 'unknown'; failure: ReadFailure; recheckAtNs: bigint };
-
-/** A reading the idle decision needs that failed (doze-maps answered an error, or did not answer). */
-export interface ReadFailure {
-  kind: 'connections-unreadable';
-  message: string;
-}
-
-export function describeReadFailure(failure: ReadFailure): string {
-  switch (failure.kind) {
-    case 'connections-unreadable':
-      return `its connections could not be read (${failure.message}): kept awake, read again soon`;
-  }
-}
+  | { kind: 'held'; reason: HoldReason; recheckAtNs: bigint }
+  /** A `max-awake` reason: the bound was reached, nothing may postpone the sleep further. */
+  | { kind: 'idle'; reason: IdleReason };
 
 /**
  * No verdict without the connections: an instance whose requests in flight cannot be read is
- * kept awake for this decision (a failed read is never taken for "nothing in flight").
+ * held awake for this decision (a failed read is never taken for "nothing in flight").
  */
-export function unknownVerdict(failure: ReadFailure, nowNs: bigint, idleTimeoutMs: number): IdleVerdict {
-  return { kind: 'unknown', failure, recheckAtNs: nowNs + BigInt(holdRecheckMs(idleTimeoutMs)) * MS };
+export function unreadableVerdict(failure: ConnectionsUnreadable, nowNs: bigint, idleTimeoutMs: number): IdleVerdict {
+  return { kind: 'held', reason: failure, recheckAtNs: nowNs + BigInt(holdRecheckMs(idleTimeoutMs)) * MS };
 }
 
 /**
@@ -66,6 +53,18 @@ export function isOpen(c: Connection): boolean {
   return (c.flags & (ConnFlag.finClient | ConnFlag.finServer)) !== (ConnFlag.finClient | ConnFlag.finServer);
 }
 
+/** An instance's inputs to decideIdle at `nowNs`, its last packet as the counters say now. */
+export function idleInputs(instance: ReadonlyInstance, lastSeenNs: bigint, nowNs: bigint): IdleInputs {
+  return {
+    nowNs,
+    lastActivityNs: lastActivityNs(instance, lastSeenNs),
+    idleTimeoutMs: instance.config.idleTimeout,
+    minAwakeUntilNs: minAwakeUntilNs(instance),
+    maxAwakeMs: instance.config.maxAwake,
+    policy: instance.config.idlePolicy,
+  };
+}
+
 /** How often a held instance is looked at again: often enough to sleep soon after the last answer. */
 export function holdRecheckMs(idleTimeoutMs: number): number {
   return Math.min(Math.max(Math.floor(idleTimeoutMs / 5), 20), 1000);
@@ -80,14 +79,14 @@ export function decideIdle(inputs: IdleInputs, connections?: Connection[]): Idle
   const earliest = idleAt > inputs.minAwakeUntilNs ? idleAt : inputs.minAwakeUntilNs;
   if (inputs.nowNs < earliest) return { kind: 'active', recheckAtNs: earliest };
   const quietMs = Number((inputs.nowNs - inputs.lastActivityNs) / MS);
-  if (inputs.policy === 'traffic') return { kind: 'idle', reason: `no traffic for ${quietMs} ms` };
+  if (inputs.policy === 'traffic') return { kind: 'idle', reason: { kind: 'quiet', quietMs, nothingInFlight: false } };
   if (!connections) return { kind: 'needs-connections' };
   const inFlight = connections.filter(isRequestInFlight).length;
   const open = inputs.policy === 'connections' ? connections.filter(isOpen).length : 0;
-  const holder = inFlight > 0 ? `${inFlight} request(s) in flight` : open > 0 ? `${open} open connection(s)` : undefined;
-  if (holder === undefined) return { kind: 'idle', reason: `no traffic for ${quietMs} ms and nothing in flight` };
+  const holder: HoldReason | undefined = inFlight > 0 ? { kind: 'in-flight', requests: inFlight } : open > 0 ? { kind: 'open-connection', connections: open } : undefined;
+  if (holder === undefined) return { kind: 'idle', reason: { kind: 'quiet', quietMs, nothingInFlight: true } };
   if (inputs.maxAwakeMs !== undefined && quietMs >= inputs.maxAwakeMs) {
-    return { kind: 'idle', reason: `max_awake: no packet for ${quietMs} ms despite ${holder}`, maxAwake: true };
+    return { kind: 'idle', reason: { kind: 'max-awake', quietMs, despite: holder } };
   }
   return { kind: 'held', reason: holder, recheckAtNs: inputs.nowNs + BigInt(holdRecheckMs(inputs.idleTimeoutMs)) * MS };
 }

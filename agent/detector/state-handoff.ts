@@ -1,5 +1,5 @@
 import { BpfInstanceState, type InstanceCounters } from '../sources/bpf-records.js';
-import type { TrafficSource } from '../sources/traffic-source.js';
+import type { TrafficKey, TrafficSource } from '../sources/traffic-source.js';
 
 /*
  * The hand-off of an instance's doze_state between the agent and the tc program
@@ -35,7 +35,7 @@ export type HandoffResult =
   /** Not the state the agent left (or no slot): a bug or a foreign writer; treated as traffic (wake). */
   | { kind: 'unexpected'; found: BpfInstanceState | undefined };
 
-async function swap(source: TrafficSource, key: string, from: BpfInstanceState, to: BpfInstanceState): Promise<HandoffResult> {
+async function swap(source: TrafficSource, key: TrafficKey, from: BpfInstanceState, to: BpfInstanceState): Promise<HandoffResult> {
   const found = await source.swapState(key, from, to);
   if (found === from) return { kind: 'swapped' };
   if (found === BpfInstanceState.signalled) return { kind: 'signalled' };
@@ -43,12 +43,12 @@ async function swap(source: TrafficSource, key: string, from: BpfInstanceState, 
 }
 
 /** AWAKE → PAUSING: from here every packet raises a wake event. */
-export function markPausing(source: TrafficSource, key: string): Promise<HandoffResult> {
+export function markPausing(source: TrafficSource, key: TrafficKey): Promise<HandoffResult> {
   return swap(source, key, BpfInstanceState.awake, BpfInstanceState.pausing);
 }
 
 /** PAUSING → SLEEPING once the runtime slept; a SIGNALLED found here stays, and the instance wakes. */
-export function markSleeping(source: TrafficSource, key: string): Promise<HandoffResult> {
+export function markSleeping(source: TrafficSource, key: TrafficKey): Promise<HandoffResult> {
   return swap(source, key, BpfInstanceState.pausing, BpfInstanceState.sleeping);
 }
 
@@ -56,7 +56,7 @@ export function markSleeping(source: TrafficSource, key: string): Promise<Handof
  * A workload an earlier agent left asleep: its state as read (`seen`) → SLEEPING. Found
  * SIGNALLED (now or before), traffic came while no agent ran: wake it.
  */
-export function markAdoptedAsleep(source: TrafficSource, key: string, seen: BpfInstanceState | undefined): Promise<HandoffResult> {
+export function markAdoptedAsleep(source: TrafficSource, key: TrafficKey, seen: BpfInstanceState | undefined): Promise<HandoffResult> {
   if (seen === BpfInstanceState.signalled) return Promise.resolve({ kind: 'signalled' });
   return swap(source, key, seen ?? BpfInstanceState.awake, BpfInstanceState.sleeping);
 }

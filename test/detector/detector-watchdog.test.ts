@@ -44,7 +44,7 @@ test.serial('a packet that raced the pause and lost its event: the state it left
   t.is(instance.state, 'pausing');
   await h.clock.tickAsync(50);
   h.source.packet(instance.key); // signals the pausing instance; the event is lost
-  t.false(instance.wakeRequested);
+  t.false(h.detector.wakeSignals.wakeRequested(instance));
   await h.clock.tickAsync(50);
   // The agent's PAUSING -> SLEEPING swap found SIGNALLED: it left it, and woke the instance.
   t.is(instance.state, 'running', 'woken as the pause completed (it used to be overwritten with sleeping and left to the watchdog)');

@@ -4,7 +4,8 @@ import { Detector, type TransitionEvent } from '../../agent/detector/detector.js
 import { ManagedInstance } from '../../agent/detector/managed-instance.js';
 import { FakeRuntime } from '../../agent/runtimes/fake.js';
 import { createLogger } from '../../agent/shared/log.js';
-import { BpfInstanceState, monotonicNs, type WakeEvent } from '../../agent/sources/bpf-records.js';
+import { BpfInstanceState, type WakeEvent } from '../../agent/sources/bpf-records.js';
+import { monotonicNs } from '../../agent/shared/clock.js';
 import { EbpfSource } from '../../agent/sources/ebpf-source.js';
 import { createBpffs } from '../helpers/bpffs.js';
 import { craftSegment, packetRunner } from '../helpers/crafted-packet.js';

@@ -1,4 +1,5 @@
 import test from 'ava';
+import { describeHold } from '../../agent/detector/reasons.js';
 import { detectorHarness } from '../helpers/detector-harness.js';
 
 // A failed read of the connection map is never "nothing in flight" (fake source, fake clock).
@@ -10,12 +11,13 @@ test.serial('requests policy: connections that cannot be read keep the instance 
   h.source.failConnections = 3;
   await h.clock.tickAsync(1000);
   t.is(instance.state, 'running', 'the first decision could not read the connections');
-  t.regex(instance.heldBy ?? '', /^its connections could not be read \(doze-maps dump: dump doze_conns: Input\/output error\): kept awake/);
+  t.like(instance.heldBy, { kind: 'connections-unreadable' });
+  t.regex(instance.heldBy ? describeHold(instance.heldBy) : '', /^its connections could not be read \(doze-maps dump: dump doze_conns: Input\/output error\): kept awake/);
   // Re-read every idleTimeout / 5 (200 ms): two more failures, then a reading that shows the request.
   await h.clock.tickAsync(600);
   t.is(h.source.failConnections, 0);
   t.is(instance.state, 'running');
-  t.is(instance.heldBy, '1 request(s) in flight');
+  t.deepEqual(instance.heldBy, { kind: 'in-flight', requests: 1 });
   t.is(runtime.sleeps, 0);
   h.source.connection(instance.key, 40_000, 'answer');
   await h.clock.tickAsync(200);
