@@ -25,7 +25,15 @@ export type HoldReason =
    * Its Nomad client is stopping or restarting its task (`Killing`, `Restart Signaled`) or
    * signalling it (`Signaling`), with Nomad's message: awake until that is done (agent/nomad/task-events.ts).
    */
-  | { kind: 'nomad-task-event'; event: string; message: string | undefined; stopping: boolean };
+  | { kind: 'nomad-task-event'; event: string; message: string | undefined; stopping: boolean }
+  /** Its connections could not be read (doze-maps answered an error): never taken for "nothing in flight". */
+  | ConnectionsUnreadable;
+
+/** A failed read of the connection map, as the decision that needed it keeps it. */
+export interface ConnectionsUnreadable {
+  kind: 'connections-unreadable';
+  message: string;
+}
 
 /** Why an instance was found idle: the reason of its sleep. */
 export type IdleReason =
@@ -61,6 +69,8 @@ export function describeHold(reason: HoldReason): string {
       return reason.detail;
     case 'nomad-task-event':
       return `nomad: ${reason.event}${reason.message ? ` (${reason.message})` : ''}: awake while Nomad ${reason.stopping ? 'stops' : 'signals'} the task`;
+    case 'connections-unreadable':
+      return `its connections could not be read (${reason.message}): kept awake, read again soon`;
   }
 }
 
