@@ -13,6 +13,8 @@ import { Metrics } from './status/metrics.js';
 import { createStatusApp, listen } from './status/server.js';
 import { InstanceAdmission, probedRuntime, type AdmissionRefusal } from './instances/admission.js';
 import { InstanceRegistry } from './instances/registry.js';
+import { registrationRefusal, registrationRoots } from './instances/registration-policy.js';
+import { checkExposure } from './config/exposure.js';
 import { Discovery, type DiscoveryTuning } from './discovery/discovery.js';
 
 export interface AgentOptions {
@@ -46,6 +48,8 @@ export class Agent {
   ) {}
 
   static async start(config: DozeConfig, log: Logger, options: AgentOptions = {}): Promise<Agent> {
+    // Before anything else: an exposed status API without a token is a config error (exit 2).
+    checkExposure(config);
     const checks = config.healthChecks;
     await checkTools(checks.fromUid !== undefined || checks.fromUser !== undefined || checks.fromSources.length > 0 ? ['tc', 'ip', 'iptables'] : undefined);
     // Before anything is touched: a second agent on these pins must leave them alone, even on its way out.
@@ -94,14 +98,15 @@ export class Agent {
     agent.lock = lock;
     // Configured, registered and discovered instances all come and go through it.
     const admission = new InstanceAdmission({ detector, log, release: (id) => guards.release(id), wrapRuntime: options.wrapRuntime });
-    agent.registry = new InstanceRegistry({ admission, detector, log });
+    const roots = registrationRoots(config);
+    agent.registry = new InstanceRegistry({ admission, detector, log, policy: (instance) => registrationRefusal(instance, roots) });
     try {
       await guards.install();
       for (const { index, instanceConfig, runtime } of prepared) {
         const result = await admission.admit({ config: instanceConfig, source: 'static', runtime });
         if (!result.admitted) throw staticRefusal(index, instanceConfig.id, result.refusal);
       }
-      const app = createStatusApp({ detector, metrics, token: config.token, log, refresh: () => agent.refreshCounters(), discovery: () => agent.discovery?.report(), registry: agent.registry });
+      const app = createStatusApp({ detector, metrics, token: config.token, log, refresh: () => agent.refreshCounters(), discovery: () => agent.discovery?.report(), registry: config.registrations.enabled ? agent.registry : undefined });
       agent.server = await listen(app, config.listen);
       await lock.setListen(agent.address);
       // --- Nomad + Consul discovery: allocations become instances (agent/discovery/discovery.ts) ---

@@ -24,9 +24,11 @@ export interface StatusServerOptions {
   refresh: () => Promise<void>;
   /** Nomad/Consul connections and allocations for `GET /api/status` (agent/discovery/discovery-report.ts). */
   discovery?: () => DiscoveryReport | undefined;
-  /** Instances registered at run time (PUT/DELETE /api/instances/{id}); without it those routes answer 404. */
+  /** Instances registered at run time (PUT/DELETE /api/instances/{id}); without it (registrations.enabled off) those routes answer 404. */
   registry?: InstanceRegistry;
 }
+
+const REGISTRATIONS_OFF = 'this agent takes no registrations: set "registrations": { "enabled": true } in its config (docs/security.md)';
 
 function tokenMatches(header: string | undefined, token: string): boolean {
   const given = Buffer.from(header?.startsWith('Bearer ') ? header.slice(7) : '');
@@ -127,7 +129,7 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
 
   // --- run-time registration (agent/instances/registry.ts; doze vm run --register) ---
   app.put('/api/instances/:id', requireToken, async (req, res) => {
-    if (!options.registry) return void res.status(404).json({ error: 'this agent takes no registrations' });
+    if (!options.registry) return void res.status(404).json({ error: REGISTRATIONS_OFF });
     const body: unknown = req.body;
     if (body === null || typeof body !== 'object' || Array.isArray(body)) return void res.status(400).json({ error: 'expected an instance as a JSON object' });
     const id = String(req.params.id);
@@ -146,7 +148,7 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
   });
 
   app.delete('/api/instances/:id', requireToken, async (req, res) => {
-    if (!options.registry) return void res.status(404).json({ error: 'this agent takes no registrations' });
+    if (!options.registry) return void res.status(404).json({ error: REGISTRATIONS_OFF });
     const result = await options.registry.unregister(String(req.params.id));
     if ('error' in result) return void res.status(result.status).json({ error: result.error });
     res.json({ ...viewOf(detector, result.instance), removed: true });
