@@ -5,7 +5,9 @@ import { checkExposure, isLoopbackHost } from '../../agent/config/exposure.js';
 import { parseConfig } from '../../agent/config/load.js';
 import { startAgent } from '../helpers/agent.js';
 import { runCli } from '../helpers/cli.js';
+import { createInstance } from '../helpers/instance.js';
 import { rootTest } from '../helpers/root.js';
+import { sh } from '../helpers/sh.js';
 import { tempDir } from '../helpers/temp-dir.js';
 
 /*
@@ -66,4 +68,16 @@ rootTest('with registrations enabled, the agent refuses one naming the freezer r
   t.is(outside.status, 403);
   t.regex(((await outside.json()) as { error: string }).error, /outside the cgroup roots/);
   t.is(agent.detector.instances().length, 0);
+});
+
+rootTest('a tenant app in its namespace cannot reach the status API on its default loopback address, nor through its gateway', async (t) => {
+  const inst = await createInstance(t);
+  const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '10m' })] });
+  const port = agent.address.split(':').at(-1)!;
+  // The host is the tenant's gateway (its veth's host address): the agent listens on 127.0.0.1 only.
+  for (const host of [inst.ns.hostIp, '127.0.0.1']) {
+    const reached = await sh('ip', ['netns', 'exec', inst.ns.name, 'timeout', '3', 'bash', '-c', `exec 3<>/dev/tcp/${host}/${port}`]).then(() => true, () => false);
+    t.false(reached, `${host}:${port} from inside the tenant's namespace`);
+  }
+  t.is(agent.detector.get('web')!.state, 'running');
 });
