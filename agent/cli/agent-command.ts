@@ -1,5 +1,5 @@
 import { Agent } from '../agent.js';
-import { loadConfigFile, overridesFromEnv } from '../config/load.js';
+import { loadConfigFile, overridesFromEnv, withEnvTokens } from '../config/load.js';
 import { DozeError, messageOf } from '../shared/errors.js';
 import { createLogger, LOG_LEVELS, type LogLevel } from '../shared/log.js';
 import { EXIT } from './exit-codes.js';
@@ -45,10 +45,13 @@ export async function agentCommand(argv: string[]): Promise<number> {
   }
   let config;
   try {
-    config = await loadConfigFile(values.config, [
-      overridesFromEnv(process.env),
-      { listen: values.listen, token: values.token, logLevel: values['log-level'], bpffs: values.bpffs, chainPrefix: values['chain-prefix'], origin: 'flags' },
-    ]);
+    config = withEnvTokens(
+      await loadConfigFile(values.config, [
+        overridesFromEnv(process.env),
+        { listen: values.listen, token: values.token, logLevel: values['log-level'], bpffs: values.bpffs, chainPrefix: values['chain-prefix'], origin: 'flags' },
+      ]),
+      process.env,
+    );
   } catch (error) {
     process.stderr.write(`doze agent: ${messageOf(error)}\n`);
     return EXIT.usage;

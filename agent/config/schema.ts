@@ -247,7 +247,12 @@ const tlsFilesSchema = z.strictObject({
 
 export const nomadSchema = z.strictObject({
   address: httpUrl.describe('the local Nomad agent, an http(s) URL (as `NOMAD_ADDR`)'),
-  token: z.string().min(1).optional().describe('ACL token (`read-job` on the namespaces served; `namespace=*` for the event stream)'),
+  token: z
+    .string()
+    .min(1)
+    .optional()
+    .describe('ACL token (`read-job` on the namespaces served; `namespace=*` for the event stream)')
+    .register(computedDefaults, { text: '`NOMAD_TOKEN` (a task\'s workload identity)' }),
   namespace: z.string().min(1).optional().describe('namespace of the allocation event stream').register(computedDefaults, { text: '`*` (every namespace the token can read)' }),
   region: z.string().min(1).optional().describe('`region` query parameter').register(computedDefaults, { text: "agent's" }),
   nodeId: z
@@ -272,7 +277,7 @@ export const nomadSchema = z.strictObject({
 
 export const consulSchema = z.strictObject({
   address: httpUrl.describe('the local Consul agent, an http(s) URL (as `CONSUL_HTTP_ADDR`)'),
-  token: z.string().min(1).optional().describe('ACL token'),
+  token: z.string().min(1).optional().describe('ACL token').register(computedDefaults, { text: '`CONSUL_HTTP_TOKEN`' }),
   tls: tlsFilesSchema.optional().describe('`{ "caFile", "certFile", "keyFile", "serverName" }` for an https address'),
   register: z
     .boolean()
