@@ -146,8 +146,18 @@ export class Agent {
     }
   }
 
-  /** Clean exit: wake everything this agent put to sleep, then remove its programs, maps, rules and listeners. */
-  async stop(options: { keepLock?: boolean } = {}): Promise<void> {
+  /**
+   * Clean exit. A final stop (the default) wakes everything this agent put to sleep, then removes
+   * its programs, maps, rules and listeners: nobody else would wake them. A hand-over stop
+   * (`handover: true`: a successor agent will run on this node, an upgrade) wakes nobody and leaves
+   * what a crash leaves: sleepers asleep (frozen, memory still out), the tc programs counting and
+   * signalling on their interfaces, the pinned maps with their entries, the check redirects; it only
+   * closes its listeners and helpers and releases the bpffs lock. The next agent adopts it all as
+   * after a crash (Detector.add → runtime.inspect(): a sleeper is adopted asleep, and one traffic
+   * reached meanwhile is found signalled in the state map and woken).
+   */
+  async stop(options: { keepLock?: boolean; handover?: boolean } = {}): Promise<void> {
+    const handover = options.handover === true;
     // Every step runs even if an earlier one failed: nothing may be left behind.
     const step = async (what: string, work: () => Promise<unknown>) => {
       try {
@@ -157,13 +167,21 @@ export class Agent {
       }
     };
     await step('stopping Nomad/Consul discovery', async () => this.discovery?.stop());
-    await step('waking instances', () => this.detector.stop({ wakeAll: true }));
+    await step(handover ? 'stopping the detector' : 'waking instances', () => this.detector.stop({ wakeAll: !handover }));
     await step('closing the status API', async () => {
       if (!this.server) return;
       const closed = new Promise<void>((resolve) => this.server!.close(() => resolve()));
       this.server.closeAllConnections();
       await closed;
     });
+    if (handover) {
+      const asleep = this.detector.instances().filter((i) => i.state !== 'running').map((i) => i.id);
+      await step('closing the map helpers (programs and pins stay)', () => this.source.close({ removePins: false, detach: false }));
+      await step('closing the stub and hold listeners (redirects stay)', () => this.guards.stop({ keepRules: true }));
+      if (!options.keepLock) await step('releasing the bpffs lock', async () => this.lock?.release());
+      this.log.info({ asleep }, 'doze agent stopped for hand-over: sleepers stay asleep for the next agent');
+      return;
+    }
     for (const instance of this.detector.instances()) {
       await step(`releasing ${instance.id}`, () => this.detector.remove(instance.id, { wake: false }));
     }

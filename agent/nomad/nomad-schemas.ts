@@ -96,6 +96,8 @@ export const jobSchema = z.looseObject({
   TaskGroups: z.array(taskGroupSchema).min(1),
   ModifyIndex: z.number().int().optional(),
   Version: z.number().int().optional(),
+  /** Set by `nomad job stop` (a new version of the job, kept until garbage collection). */
+  Stop: z.boolean().optional(),
 });
 
 /** `AllocatedResources.Shared.Ports[]`: the ports the scheduler gave an allocation. */

@@ -283,6 +283,20 @@ export class NomadDouble {
     return job;
   }
 
+  /**
+   * `nomad job stop` without -purge: the job stays, as a new version with Stop set
+   * (nomad/job_endpoint.go Deregister), and its allocations are told to stop.
+   */
+  stopJob(jobId: string, namespace = 'default'): void {
+    const key = `${namespace}/${jobId}`;
+    const job = this.jobs.get(key);
+    if (!job) throw new Error(`double: no job ${jobId}`);
+    const index = ++this.index;
+    this.jobs.set(key, { ...job, Stop: true, Status: 'dead', Version: (job.Version as number) + 1, ModifyIndex: index, JobModifyIndex: index });
+    for (const alloc of this.allocs.values()) if (alloc.JobID === jobId && alloc.Namespace === namespace && alloc.DesiredStatus === 'run') this.stopAllocation(alloc.ID as string);
+    this.changes.emit('change');
+  }
+
   getJob(jobId: string, namespace = 'default'): Obj | undefined {
     return this.jobs.get(`${namespace}/${jobId}`);
   }
