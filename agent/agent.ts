@@ -15,6 +15,7 @@ import { InstanceAdmission, probedRuntime, type AdmissionRefusal } from './insta
 import { InstanceRegistry } from './instances/registry.js';
 import { registrationRefusal, registrationRoots } from './instances/registration-policy.js';
 import { checkExposure } from './config/exposure.js';
+import { checkUpstreamVersions, readUpstreamVersions, type UpstreamVersions } from './upstream-versions.js';
 import { Discovery, type DiscoveryTuning } from './discovery/discovery.js';
 
 export interface AgentOptions {
@@ -37,6 +38,8 @@ export class Agent {
   registry!: InstanceRegistry;
   /** This agent's claim on its bpffs (one agent per set of pinned maps). */
   private lock: BpffsLock | undefined;
+  /** The Nomad and Consul versions read at start (agent/upstream-versions.ts), for the status. */
+  versions: UpstreamVersions = {};
 
   private constructor(
     readonly config: DozeConfig,
@@ -64,6 +67,10 @@ export class Agent {
 
   private static async startLocked(config: DozeConfig, log: Logger, options: AgentOptions, lock: BpffsLock): Promise<Agent> {
     reportSwap(log, config.instances.some((i) => i.runtime.kind === 'freezer' && i.runtime.reclaim));
+    // Know the Nomad it talks to before touching the kernel: an unsupported one is refused (exit 2).
+    const versions = config.nomad || config.consul ? await readUpstreamVersions(config, log) : {};
+    checkUpstreamVersions(versions, config);
+    if (versions.nomad?.version || versions.consul?.version) log.info({ nomad: versions.nomad?.version, consul: versions.consul?.version }, 'upstream versions');
     // Probe every runtime and interface before touching the kernel: a bad instance is a config error.
     const prepared = [];
     for (const [index, instanceConfig] of config.instances.entries()) {
@@ -96,6 +103,7 @@ export class Agent {
     const metrics = new Metrics(detector);
     agent = new Agent(config, detector, source, metrics, guards, log);
     agent.lock = lock;
+    agent.versions = versions;
     // Configured, registered and discovered instances all come and go through it.
     const admission = new InstanceAdmission({ detector, log, release: (id) => guards.release(id), wrapRuntime: options.wrapRuntime });
     const roots = registrationRoots(config);
@@ -106,7 +114,7 @@ export class Agent {
         const result = await admission.admit({ config: instanceConfig, source: 'static', runtime });
         if (!result.admitted) throw staticRefusal(index, instanceConfig.id, result.refusal);
       }
-      const app = createStatusApp({ detector, metrics, token: config.token, log, refresh: () => agent.refreshCounters(), discovery: () => agent.discovery?.report(), registry: config.registrations.enabled ? agent.registry : undefined });
+      const app = createStatusApp({ detector, metrics, token: config.token, log, refresh: () => agent.refreshCounters(), discovery: () => agent.discovery?.report(), versions: () => agent.versions, registry: config.registrations.enabled ? agent.registry : undefined });
       agent.server = await listen(app, config.listen);
       await lock.setListen(agent.address);
       // --- Nomad + Consul discovery: allocations become instances (agent/discovery/discovery.ts) ---

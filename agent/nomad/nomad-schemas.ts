@@ -223,7 +223,14 @@ export const eventSchema = z.looseObject({
  * client agent's `stats.client.node_id` is its node id.
  */
 export const agentSelfSchema = z.looseObject({
-  config: z.looseObject({ Region: z.string().nullish(), Datacenter: z.string().nullish() }).nullish(),
+  config: z
+    .looseObject({
+      Region: z.string().nullish(),
+      Datacenter: z.string().nullish(),
+      /** version.VersionInfo: `{ Revision, Version, VersionPrerelease, VersionMetadata }`. */
+      Version: z.looseObject({ Version: z.string().optional(), VersionPrerelease: z.string().nullish() }).nullish(),
+    })
+    .nullish(),
   member: z.looseObject({ Name: z.string().optional() }).nullish(),
   stats: z.record(z.string(), z.record(z.string(), z.string()).nullish()).nullish(),
 });

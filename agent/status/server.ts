@@ -8,6 +8,7 @@ import type { InstanceRegistry } from '../instances/registry.js';
 import type { Logger } from '../shared/log.js';
 import type { DiscoveryReport } from '../discovery/discovery-report.js';
 import { statusReport } from './status-report.js';
+import type { UpstreamVersions } from '../upstream-versions.js';
 import { viewOf } from './instance-view.js';
 import type { Metrics } from './metrics.js';
 import { latencyDistribution } from './latency.js';
@@ -24,6 +25,8 @@ export interface StatusServerOptions {
   refresh: () => Promise<void>;
   /** Nomad/Consul connections and allocations for `GET /api/status` (agent/discovery/discovery-report.ts). */
   discovery?: () => DiscoveryReport | undefined;
+  /** The Nomad and Consul versions read at start (agent/upstream-versions.ts). */
+  versions?: () => UpstreamVersions;
   /** Instances registered at run time (PUT/DELETE /api/instances/{id}); without it (registrations.enabled off) those routes answer 404. */
   registry?: InstanceRegistry;
 }
@@ -61,7 +64,7 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
     res.type('html').send(
       renderStatusPage({
         instances: detector.instances().map((i) => viewOf(detector, i, memory)),
-        status: statusReport(detector, options.discovery?.(), memory.node()),
+        status: statusReport(detector, options.discovery?.(), memory.node(), options.versions?.()),
         transitions: transitions.after(0),
         wakes: wakes.list(),
         latency: await latency(),
@@ -95,7 +98,7 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
 
   app.get('/api/status', async (_req, res) => {
     await memory.refresh();
-    res.json(statusReport(detector, options.discovery?.(), memory.node()));
+    res.json(statusReport(detector, options.discovery?.(), memory.node(), options.versions?.()));
   });
 
   app.get('/api/instances/:id', async (req, res) => {
