@@ -11,8 +11,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Node's release line the agent is tested on (engines: >= 20); the registry's package is the official binary.
-NODE_VERSION=${DOZE_NODE_VERSION:-22.23.5}
+# Node's release the agent is tested on (engines: >= 20), pinned with its checksum in scripts/node-release.sh.
+# shellcheck source=scripts/node-release.sh
+source scripts/node-release.sh
 version=$(node -p 'require("./package.json").version')
 case "$(uname -m)" in
   x86_64) arch=x86_64 node_arch=x64 ;;
@@ -30,6 +31,10 @@ mkdir -p "$stage/lib" "$stage/jobs" "$cache"
 node_pkg="$cache/node-linux-${node_arch}-${NODE_VERSION}.tgz"
 if [ ! -s "$node_pkg" ]; then
   (cd "$cache" && npm pack --silent "node-linux-${node_arch}@${NODE_VERSION}" >/dev/null)
+fi
+pinned=NODE_SHA256_${node_arch}
+if [ -n "${!pinned:-}" ]; then
+  echo "${!pinned}  $node_pkg" | sha256sum -c --quiet - || { echo "make dist: $node_pkg does not match its pinned sha256" >&2; rm -f "$node_pkg"; exit 1; }
 fi
 tar -xzf "$node_pkg" -C "$stage" --strip-components=2 package/bin/node
 chmod 755 "$stage/node"
