@@ -121,4 +121,4 @@ image: dist
 	bash scripts/image.sh
 
 clean:
-	rm -rf dist $(BPF_OBJ) agent/bpf/doze-maps bench/*.o artifacts build/guest $(QEMU_HELPER)
+	rm -rf build/stage build/image build/doze-* dist $(BPF_OBJ) agent/bpf/doze-maps bench/*.o artifacts build/guest $(QEMU_HELPER)
