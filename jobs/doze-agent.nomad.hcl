@@ -135,9 +135,10 @@ job "doze-agent" {
 
       resources {
         cpu = 500
-        # Measured RSS (README "Benchmarks"): 89 MiB managing 1,000 idle instances; 150-270 MiB
-        # in the 10-minute soak (50 busy instances, 510,198 requests; max 269 MiB). 384 MiB is the
-        # soak's maximum with 40 % headroom: below it, Nomad's limit would OOM-kill the agent under load.
+        # Measured RSS (README "Benchmarks"): 80, 111 and 118 MiB managing 10, 100 and 1,000
+        # instances; 122 MiB at most in a 2-minute soak of 100 busy instances; 150-270 MiB in the
+        # 10-minute soak of 50 (510,198 requests; max 269 MiB). 384 MiB is that maximum, the highest
+        # figure measured, with 40 % headroom: below it, Nomad's limit would OOM-kill the agent under load.
         memory = 384
       }
 
