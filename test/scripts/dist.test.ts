@@ -45,6 +45,10 @@ rootTest.serial('the release tarball runs from an empty directory with no Node.j
   const started = performance.now();
   await sh('make', ['-C', REPO, '--no-print-directory', 'dist'], 180_000);
   t.log(`make dist: ${((performance.now() - started) / 1000).toFixed(1)} s`);
+  // npm pack too keeps what .gitignore's *.o and helper names would drop (package.json "files").
+  const packed = JSON.parse(await sh('npm', ['pack', REPO, '--dry-run', '--json', '--ignore-scripts'], 60_000).then((out) => out, () => '[]')) as { files: { path: string }[] }[];
+  const packedFiles = new Set(packed[0]?.files.map((f) => f.path) ?? []);
+  for (const file of ['dist/agent/bpf/doze.bpf.o', 'dist/agent/bpf/doze-maps', 'dist/agent/runtimes/qemu/doze-pageout', 'dist/cli.js']) t.true(packedFiles.has(file), `npm pack keeps ${file}`);
   const tarball = join(REPO, 'build', NAME);
   const sum = (await readFile(`${tarball}.sha256`, 'utf8')).split(' ')[0]!;
   t.is(createHash('sha256').update(await readFile(tarball)).digest('hex'), sum, 'the .sha256 matches');
