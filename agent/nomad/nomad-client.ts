@@ -162,7 +162,8 @@ export class NomadClient {
     const response = await this.request(what, () =>
       this.http.get<string>('/v1/agent/self', { params: this.params({ namespace: undefined }), timeout: this.timeoutMs, signal: options.signal }),
     );
-    return this.body(response, what, agentSelfSchema).config?.Version?.Version ?? undefined;
+    const version = this.body(response, what, agentSelfSchema).config?.Version;
+    return (typeof version === 'string' ? version : version?.Version) ?? undefined;
   }
 
   /** `GET /v1/job/:id`. */

@@ -227,8 +227,11 @@ export const agentSelfSchema = z.looseObject({
     .looseObject({
       Region: z.string().nullish(),
       Datacenter: z.string().nullish(),
-      /** version.VersionInfo: `{ Revision, Version, VersionPrerelease, VersionMetadata }`. */
-      Version: z.looseObject({ Version: z.string().optional(), VersionPrerelease: z.string().nullish() }).nullish(),
+      /**
+       * The agent config's version.VersionInfo (`{ Revision, Version, VersionPrerelease, VersionMetadata }`,
+       * command/agent/config.go); the API docs' old sample has it as a string beside VersionPrerelease.
+       */
+      Version: z.union([z.string(), z.looseObject({ Version: z.string().optional(), VersionPrerelease: z.string().nullish() })]).nullish(),
     })
     .nullish(),
   member: z.looseObject({ Name: z.string().optional() }).nullish(),

@@ -14,7 +14,8 @@ import { until } from '../helpers/until.js';
  */
 
 const silent = createLogger('silent');
-const CONTROL = '/var/lib/doze/vm/web/control.sock';
+// Below /run/doze, a root the agent's registrations may name by default (agent/instances/registration-policy.ts).
+const CONTROL = '/run/doze/vm/web/control.sock';
 const NOMAD_ENV = { NOMAD_JOB_ID: 'vm', NOMAD_GROUP_NAME: 'vm', NOMAD_ALLOC_ID: '3f2a9c1d-1111-4000-8000-000000000001' };
 
 test('the draft: flags over --instance-json, the snapshot runtime on this owner, the id Nomad discovery would give', (t) => {
