@@ -111,6 +111,12 @@ function below(path: string, root: string): 'below' | 'is-root' | 'outside' {
   return path.startsWith(r.endsWith(sep) ? r : r + sep) ? 'below' : 'outside';
 }
 
+/** The cgroup2 root or a v1 hierarchy's (/sys/fs/cgroup/freezer, also cpu,cpuacct, unified, systemd). */
+function isHierarchyRoot(dir: string): boolean {
+  if (dir === CGROUP_MOUNT) return true;
+  return dirname(dir) === CGROUP_MOUNT && [...V1_CONTROLLERS, 'unified', 'systemd', 'devices', 'net_cls', 'net_prio', 'perf_event', 'hugetlb', 'rdma', 'misc'].includes(dir.slice(CGROUP_MOUNT.length + 1));
+}
+
 /** The absolute cgroup directories a relative name may resolve to (v1 hierarchy of `controller`, cgroup2, hybrid). */
 function cgroupCandidates(name: string, field: string): string[] {
   if (isAbsolute(name)) return [name];
@@ -130,7 +136,7 @@ export function registrationRefusal(instance: InstanceConfig, roots: Registratio
     const existing = candidates.filter((c) => existsSync(c));
     const judged = existing.length > 0 ? existing : candidates;
     // The root of a hierarchy (/sys/fs/cgroup, /sys/fs/cgroup/freezer) holds every process, the Nomad client's too.
-    if (what === 'cgroup' && judged.some((c) => c === CGROUP_MOUNT || dirname(c) === CGROUP_MOUNT)) return { kind: 'is-root', field, path, what };
+    if (what === 'cgroup' && judged.some(isHierarchyRoot)) return { kind: 'is-root', field, path, what };
     let anyBelow = false;
     for (const candidate of judged) {
       const verdicts = allowed.map((root) => below(candidate, root));
