@@ -36,7 +36,7 @@ async function setup(t: ExecutionContext) {
   const nomad = await startNomadDouble(t);
   // The agent's default roots with Nomad configured: doze vm run keeps its sockets in the task's local/ in the alloc dir.
   const roots = registrationRoots(configSchema.parse({ nomad: { address: nomad.url } }));
-  const app = await startRegistryApp(t, { roots, createRuntime: () => new FakeRuntime({ pauseMs: 0, resumeMs: 0, failResume: false }) });
+  const app = await startRegistryApp(t, { registrations: true, roots, createRuntime: () => new FakeRuntime({ pauseMs: 0, resumeMs: 0, failResume: false }) });
   const discovery = Discovery.start({
     ...FAST,
     config: { nomad: { address: nomad.url, nodeId: 'node-1', cgroupRoot: '/nonexistent' } },

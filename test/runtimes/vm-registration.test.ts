@@ -74,7 +74,7 @@ test('--guest-port: the guest is the other host of the tap\'s /30 or /31', (t) =
 
 /** The status app, with every registered runtime a fake one (no owner answers on the control socket here). */
 function agentWithFakeRuntimes(t: Parameters<typeof startRegistryApp>[0], token?: string) {
-  return startRegistryApp(t, { token, createRuntime: () => new FakeRuntime({ pauseMs: 0, resumeMs: 0, failResume: false }) });
+  return startRegistryApp(t, { registrations: true, token, createRuntime: () => new FakeRuntime({ pauseMs: 0, resumeMs: 0, failResume: false }) });
 }
 
 test('start registers the VM (tap address from --guest-port), stop unregisters it: woken, then released', async (t) => {
