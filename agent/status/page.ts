@@ -163,8 +163,13 @@ export function renderSummary(report: StatusReport): string {
   const chips = Object.entries(report.instances.byState)
     .map(([state, n]) => `<span class="state ${esc(state)}">${n} ${esc(state)}</span>`)
     .join(' ');
+  const versions = report.versions ?? {};
+  const versionOf = (name: string) => {
+    const v = name === 'Nomad' ? versions.nomad : versions.consul;
+    return v?.version ? ` ${esc(v.version)}` : '';
+  };
   const link = (name: string, c: { connected: boolean; address: string; error?: string } | undefined) =>
-    c === undefined ? `<span class="muted">${name}: not configured</span>` : `<span class="${c.connected ? 'ok' : 'bad'}" title="${esc(c.error ?? c.address)}">${name}: ${c.connected ? 'connected' : 'unreachable'}</span>`;
+    c === undefined ? `<span class="muted">${name}: not configured</span>` : `<span class="${c.connected ? 'ok' : 'bad'}" data-version="${versionOf(name).trim()}" title="${esc(c.error ?? c.address)}">${name}${versionOf(name)}: ${c.connected ? 'connected' : 'unreachable'}</span>`;
   const mem = report.memory;
   const memory = !mem
     ? ''
