@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 import { RuntimeError } from '../shared/errors.js';
 import { cgroupsOfProcess } from './process-cgroups.js';
+import { compressedShare, readSwapMemory } from './swap-share.js';
 
 export const CGROUP_ROOT = '/sys/fs/cgroup';
 
@@ -18,6 +19,8 @@ export interface MemoryUsage {
   residentBytes: number;
   /** Its pages in swap (v1 memory.stat `swap`, v2 memory.swap.current). */
   swappedBytes: number;
+  /** RAM the node spends on its swapped pages: its share of zram's memory (0 for swap on disk; swap-share.ts). */
+  compressedBytes: number;
 }
 
 function usageFile(cg: MemoryCgroup): string {
@@ -86,7 +89,7 @@ export async function readMemoryUsage(cg: MemoryCgroup): Promise<MemoryUsage> {
   } else {
     swappedBytes = Number((await readFile(join(cg.dir, 'memory.swap.current'), 'utf8').catch(() => '0')).trim()) || 0;
   }
-  return { residentBytes, swappedBytes };
+  return { residentBytes, swappedBytes, compressedBytes: compressedShare(swappedBytes, readSwapMemory()) };
 }
 
 /**

@@ -13,7 +13,7 @@ import { WakeSignals, type WakeEventHealth } from './wake-signals.js';
 
 const MS = 1_000_000n;
 
-/** Sleepers whose runtime frees memory count what they still hold, measured (a reclaimed one about 0). */
+/** Sleepers whose runtime frees memory count what they still cost the node, measured: resident plus their share of zram. */
 async function measuredAsleepMiB(instances: ManagedInstance[]): Promise<Map<string, number>> {
   const held = new Map<string, number>();
   await Promise.all(
@@ -21,7 +21,7 @@ async function measuredAsleepMiB(instances: ManagedInstance[]): Promise<Map<stri
       .filter((i) => i.state === 'sleeping' && i.runtime.capabilities.freesMemory && i.runtime.memory)
       .map(async (i) => {
         const usage = await i.runtime.memory!().catch(() => undefined);
-        if (usage) held.set(i.id, Math.ceil(usage.residentBytes / 2 ** 20));
+        if (usage) held.set(i.id, Math.ceil((usage.residentBytes + usage.compressedBytes) / 2 ** 20));
       }),
   );
   return held;

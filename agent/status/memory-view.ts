@@ -8,6 +8,10 @@ import type { ReclaimState } from '../runtimes/runtime.js';
 export interface InstanceMemoryView {
   residentBytes: number;
   swappedBytes: number;
+  /** RAM its swapped pages take in zram (its share of zram's memory; 0 for swap on disk). */
+  compressedBytes: number;
+  /** What it costs the node: resident plus compressed. */
+  nodeBytes: number;
   /** What it held when it last fell asleep (or, awake, the most seen since): "awake vs asleep". */
   awakeBytes: number | null;
   reclaim: ReclaimState | null;
@@ -17,7 +21,9 @@ export interface NodeMemoryView {
   swap: { available: boolean; totalBytes: number; usedBytes: number; reason: string | null };
   /** Measured resident memory of every instance that can be measured. */
   residentBytes: number;
-  /** What sleepers gave back: their awake memory minus what they hold now. */
+  /** RAM zram spends on instances' swapped pages (the sum of their shares). */
+  compressedBytes: number;
+  /** What sleepers gave back: their awake memory minus what they cost the node now (resident + compressed). */
   freedBytes: number;
 }
 
@@ -52,20 +58,22 @@ export class MemoryTracker {
   view(i: ManagedInstance): InstanceMemoryView | null {
     const usage = this.usage.get(i);
     if (!usage) return null;
-    return { ...usage, awakeBytes: this.awake.get(i) ?? null, reclaim: i.runtime.reclaimState?.() ?? null };
+    return { ...usage, nodeBytes: usage.residentBytes + usage.compressedBytes, awakeBytes: this.awake.get(i) ?? null, reclaim: i.runtime.reclaimState?.() ?? null };
   }
 
   node(): NodeMemoryView {
     const swap = readNodeSwap();
     let residentBytes = 0;
+    let compressedBytes = 0;
     let freedBytes = 0;
     for (const i of this.detector.instances()) {
       const usage = this.usage.get(i);
       if (!usage) continue;
       residentBytes += usage.residentBytes;
+      compressedBytes += usage.compressedBytes;
       const awake = this.awake.get(i);
-      if (i.state === 'sleeping' && awake !== undefined) freedBytes += Math.max(0, awake - usage.residentBytes);
+      if (i.state === 'sleeping' && awake !== undefined) freedBytes += Math.max(0, awake - usage.residentBytes - usage.compressedBytes);
     }
-    return { swap: { available: swap.available, totalBytes: swap.totalBytes, usedBytes: swap.usedBytes, reason: swap.reason }, residentBytes, freedBytes };
+    return { swap: { available: swap.available, totalBytes: swap.totalBytes, usedBytes: swap.usedBytes, reason: swap.reason }, residentBytes, compressedBytes, freedBytes };
   }
 }

@@ -85,6 +85,39 @@ withSwap('a 200 MiB app with reclaim gives its memory back asleep and wakes fast
   t.regex(check.body, /^intact/);
 });
 
+withSwap("two reclaimed sleepers on zram: each is charged its share of zram's memory, at most what it swapped, and together no more than zram holds; the API, metrics and page show it", async (t) => {
+  const swap = await createZramSwap(t);
+  const a = await createMemoryInstance(t, 100, 'web');
+  const b = await createMemoryInstance(t, 50, 'api');
+  const agent = await startAgent(t, { instances: [a.config({}, { reclaim: true, reclaimAfter: '100ms' }), b.config({}, { reclaim: true, reclaimAfter: '100ms' })] });
+  const since = Date.now();
+  await Promise.all([inState(agent, 'web', 'sleeping', 5000), inState(agent, 'api', 'sleeping', 5000)]);
+  t.is((await reclaimAfter(agent, 'web', since)).result, 'done');
+  t.is((await reclaimAfter(agent, 'api', since)).result, 'done');
+  const views = JSON.parse((await get(`http://${agent.address}/api/instances`)).body) as Array<{ id: string; memoryUsage: { residentBytes: number; swappedBytes: number; compressedBytes: number; nodeBytes: number } }>;
+  // Every zram device on the node (other tests may have their own): the shares are of all of them.
+  const zramTotal = await swap.memUsedBytes();
+  let sum = 0;
+  for (const { id, memoryUsage: m } of views) {
+    t.log(`${id}: resident ${(m.residentBytes / MiB).toFixed(1)} MiB, swapped ${(m.swappedBytes / MiB).toFixed(1)} MiB, compressed ${(m.compressedBytes / MiB).toFixed(1)} MiB (zram holds ${(zramTotal / MiB).toFixed(1)} MiB)`);
+    t.true(m.compressedBytes > 0 && m.compressedBytes <= m.swappedBytes, `${id}: ${JSON.stringify(m)}`);
+    t.is(m.nodeBytes, m.residentBytes + m.compressedBytes);
+    sum += m.compressedBytes;
+  }
+  const allZram = readNodeSwap()
+    .devices.filter((d) => /zram\d+$/.test(d.name))
+    .reduce((total, d) => total + Number(readFileSync(`/sys/block/${d.name.split('/').pop()}/mm_stat`, 'utf8').trim().split(/\s+/)[2]), 0);
+  t.true(sum <= allZram * 1.05, `the shares add up to ${(sum / MiB).toFixed(1)} MiB, zram holds ${(allZram / MiB).toFixed(1)} MiB`);
+  // The app of 100 MiB costs the node more than its cgroup shows, and less than awake.
+  const web = views.find((v) => v.id === 'web')!.memoryUsage;
+  t.true(web.nodeBytes > web.residentBytes && web.nodeBytes < 100 * MiB, JSON.stringify(web));
+  const metrics = (await get(`http://${agent.address}/metrics`)).body;
+  t.regex(metrics, /doze_instance_memory_bytes\{instance="web",state="compressed"\} \d{7,}/);
+  t.regex((await get(`http://${agent.address}/`)).body, /MiB in swap, [\d.]+ MiB compressed/);
+  const status = JSON.parse((await get(`http://${agent.address}/api/status`)).body);
+  t.true(status.memory.compressedBytes > 0, JSON.stringify(status.memory));
+});
+
 const noSwapNow = readNodeSwap().available ? 'the node has swap right now (someone else set it up): the no-swap case cannot be shown' : undefined;
 (noSwapNow || process.getuid?.() !== 0 ? test.serial.skip : test.serial)('without swap an instance with reclaim sleeps as a plain freezer instance, and the reason is shown', async (t) => {
   const inst = await createMemoryInstance(t, 20);
