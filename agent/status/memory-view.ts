@@ -12,7 +12,10 @@ export interface InstanceMemoryView {
   compressedBytes: number;
   /** What it costs the node: resident plus compressed. */
   nodeBytes: number;
-  /** What it held when it last fell asleep (or, awake, the most seen since): "awake vs asleep". */
+  /**
+   * What it cost the node (resident + compressed) when it last fell asleep (or, awake, the most
+   * seen since): "awake vs asleep". After a reclaimed sleep most of it may still sit in zram awake.
+   */
   awakeBytes: number | null;
   reclaim: ReclaimState | null;
 }
@@ -36,7 +39,7 @@ export class MemoryTracker {
     // What it holds as it falls asleep is its awake memory (read before the freeze, long before a reclaim).
     detector.on('transition', ({ instance, to }) => {
       if (to !== 'pausing' || !instance.runtime.memory) return;
-      void instance.runtime.memory().then((usage) => usage && this.awake.set(instance, usage.residentBytes)).catch(() => undefined);
+      void instance.runtime.memory().then((usage) => usage && this.awake.set(instance, usage.residentBytes + usage.compressedBytes)).catch(() => undefined);
     });
   }
 
@@ -50,7 +53,7 @@ export class MemoryTracker {
           return;
         }
         this.usage.set(i, usage);
-        if (i.state === 'running') this.awake.set(i, Math.max(this.awake.get(i) ?? 0, usage.residentBytes));
+        if (i.state === 'running') this.awake.set(i, Math.max(this.awake.get(i) ?? 0, usage.residentBytes + usage.compressedBytes));
       }),
     );
   }
