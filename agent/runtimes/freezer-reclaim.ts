@@ -6,6 +6,7 @@ import { messageOf } from '../shared/errors.js';
 import { liftSettings, readMemoryUsage, reclaimRequest, restoreSettings, swapBlockers, type LiftedSetting, type MemoryCgroup } from '../cgroups/memory-cgroup.js';
 import { readNodeSwap, type NodeSwap } from '../cgroups/node-swap.js';
 import { pageoutHelperPath } from './qemu/memory-reclaim.js';
+import { atIdlePriority, reclaimSlots, toNormalPriority, type ReclaimSlots } from './reclaim-slots.js';
 import { HandleFile } from './runtime-handle.js';
 
 /*
@@ -21,6 +22,9 @@ import { HandleFile } from './runtime-handle.js';
  * returns between two batches. The swap settings lifted for the reclaim go back as soon as
  * the writer exits, while the instance still sleeps, so the instance runs under exactly the
  * settings its scheduler gave it.
+ *
+ * The writer runs at SCHED_IDLE and at most a few run at once on the node (reclaim-slots.ts):
+ * the compression happens in its context, and must not take a core from an awake app.
  */
 
 export const RECLAIM_RESULTS = ['done', 'partial', 'cancelled', 'skipped', 'failed'] as const;
@@ -64,6 +68,8 @@ export interface FreezerReclaimOptions {
   workingSetFile?: string;
   /** The doze-pageout helper (agent/runtimes/qemu/doze-pageout.c). */
   helper?: string;
+  /** The node's bound on reclaims at once (tests give their own). */
+  slots?: ReclaimSlots;
 }
 
 /** The argv a reclaim writer runs with: recognisable in /proc/PID/cmdline after a crash. */
@@ -74,6 +80,8 @@ export class FreezerReclaim {
   private writer: ChildProcess | undefined;
   /** Bumped by every freeze and wake: a reclaim started for an earlier sleep must not go on. */
   private generation = 0;
+  /** Aborted by the wake that ends the sleep a reclaim was armed for (it may be waiting for a slot). */
+  private sleepEnded = new AbortController();
   private readonly handle: HandleFile<FreezerHandle>;
   last: ReclaimOutcome | undefined;
   /** Set while the instance sleeps and its memory is out (a reclaim finished since the last freeze). */
@@ -113,6 +121,8 @@ export class FreezerReclaim {
   arm(): void {
     clearTimeout(this.timer);
     const generation = ++this.generation;
+    this.sleepEnded.abort();
+    this.sleepEnded = new AbortController();
     this.reclaimed = false;
     this.timer = setTimeout(() => void this.run(generation), this.options.afterMs);
     this.timer.unref();
@@ -126,12 +136,18 @@ export class FreezerReclaim {
     if (this.reclaimed) this.prefetch();
     this.reclaimed = false;
     this.generation++;
-    this.writer?.kill('SIGKILL');
+    this.sleepEnded.abort();
+    if (this.writer) {
+      this.writer.kill('SIGKILL');
+      // At SCHED_IDLE on busy cores it could wait long for the CPU to notice the kill, holding
+      // pages the thawed app faults on: back to normal priority to exit (not waited for).
+      if (this.writer.pid !== undefined) toNormalPriority(this.writer.pid);
+    }
   }
 
   private async run(generation: number): Promise<void> {
     this.timer = undefined;
-    const started = performance.now();
+    let started = performance.now();
     const outcome = (result: ReclaimResult, before: number, after: { residentBytes: number; swappedBytes: number }, reason: string | null): ReclaimOutcome => ({
       result,
       atMs: Date.now(),
@@ -144,9 +160,14 @@ export class FreezerReclaim {
     const swap = (this.options.swap ?? readNodeSwap)();
     let before = { residentBytes: 0, swappedBytes: 0 };
     let lifted: LiftedSetting[] = [];
+    let release: (() => void) | undefined;
     try {
       before = await readMemoryUsage(this.options.memory);
       if (!swap.available) return this.finish(outcome('skipped', before.residentBytes, before, swap.reason));
+      release = await (this.options.slots ?? reclaimSlots).acquire(this.sleepEnded.signal);
+      if (!release || generation !== this.generation) return this.finish(outcome('cancelled', before.residentBytes, before, 'the instance woke'));
+      // Its time is the reclaim's, not the wait for a slot.
+      started = performance.now();
       if (this.options.workingSetFile) await this.recordWorkingSet(this.options.workingSetFile);
       const blockers = swapBlockers(this.options.memory);
       lifted = blockers.map(({ file, value }) => ({ file, value }));
@@ -170,13 +191,17 @@ export class FreezerReclaim {
       restoreSettings(lifted);
       const after = await readMemoryUsage(this.options.memory).catch(() => before);
       return this.finish(outcome('failed', before.residentBytes, after, messageOf(error)));
+    } finally {
+      release?.();
     }
   }
 
   /** Runs the reclaim write in a child; the lifted settings go back the moment it exits. */
   private write(file: string, value: string, lifted: LiftedSetting[]): Promise<{ code: number | null; stderr: string }> {
     return new Promise((resolve, reject) => {
-      const child = spawn('/bin/sh', ['-c', 'echo "$2" > "$1"', WRITER_ARGV0, file, value], { stdio: ['ignore', 'ignore', 'pipe'] });
+      // chrt execs the shell: the child's pid is the writer's, and its command line still names doze-reclaim.
+      const [command, ...args] = atIdlePriority(['/bin/sh', '-c', 'echo "$2" > "$1"', WRITER_ARGV0, file, value]);
+      const child = spawn(command!, args, { stdio: ['ignore', 'ignore', 'pipe'] });
       this.writer = child;
       let stderr = '';
       child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
