@@ -8,6 +8,7 @@ import { readNodeSwap, type NodeSwap } from '../cgroups/node-swap.js';
 import { pageoutHelperPath } from './qemu/memory-reclaim.js';
 import { atIdlePriority, reclaimSlots, toNormalPriority, type ReclaimSlots } from './reclaim-slots.js';
 import { HandleFile } from './runtime-handle.js';
+import { clearReferences, coldBytes, workingSetRequest, type ReclaimKeep } from './working-set-reclaim.js';
 
 /*
  * Pushes a frozen instance's memory out once it has slept `afterMs`: anonymous memory to
@@ -70,6 +71,11 @@ export interface FreezerReclaimOptions {
   helper?: string;
   /** The node's bound on reclaims at once (tests give their own). */
   slots?: ReclaimSlots;
+  /**
+   * What a reclaim keeps resident: nothing (everything goes, the default), or the working set:
+   * the pages the app referenced since the last reclaim (working-set-reclaim.ts).
+   */
+  keep?: ReclaimKeep;
 }
 
 /** The argv a reclaim writer runs with: recognisable in /proc/PID/cmdline after a crash. */
@@ -88,6 +94,10 @@ export class FreezerReclaim {
   reclaimed = false;
   /** The last wake followed a reclaim: what is resident at the next sleep is what the app touched since. */
   private wokeReclaimed = false;
+  /** Referenced bits cleared at the last reclaim: what is referenced now was touched since (working-set mode). */
+  private referencesCleared = false;
+  /** Settings lifted for the writer now running: put back before a thaw, not only when it exits. */
+  private liftedNow: LiftedSetting[] = [];
 
   constructor(private readonly options: FreezerReclaimOptions) {
     this.handle = new HandleFile(options.handleFile, freezerHandleSchema, { version: 1, kind: 'freezer', memoryCgroup: options.memory.dir, reclaim: null });
@@ -139,6 +149,8 @@ export class FreezerReclaim {
     this.sleepEnded.abort();
     if (this.writer) {
       this.writer.kill('SIGKILL');
+      // A lowered limit (working-set mode, v1) must not meet the thawed app: back before the thaw.
+      restoreSettings(this.liftedNow);
       // At SCHED_IDLE on busy cores it could wait long for the CPU to notice the kill, holding
       // pages the thawed app faults on: back to normal priority to exit (not waited for).
       if (this.writer.pid !== undefined) toNormalPriority(this.writer.pid);
@@ -169,8 +181,12 @@ export class FreezerReclaim {
       // Its time is the reclaim's, not the wait for a slot.
       started = performance.now();
       if (this.options.workingSetFile) await this.recordWorkingSet(this.options.workingSetFile);
+      // Working-set mode, once references were cleared: push out only the untouched pages' worth.
+      const pids = readFileSync(join(this.options.memory.dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number);
+      const cold = this.options.keep === 'working-set' && this.referencesCleared ? coldBytes(pids) : undefined;
+      const plan = cold === undefined ? undefined : workingSetRequest(this.options.memory, before.residentBytes, cold);
       const blockers = swapBlockers(this.options.memory);
-      lifted = blockers.map(({ file, value }) => ({ file, value }));
+      lifted = [...blockers.map(({ file, value }) => ({ file, value })), ...(plan?.restore ?? [])];
       // Saved before anything changes: a crash from here on is undone by the next agent.
       await this.handle.save({ reclaim: { lifted } });
       // A wake while the steps above awaited: the instance runs now, nothing may be reclaimed.
@@ -178,11 +194,18 @@ export class FreezerReclaim {
         await this.handle.save({ reclaim: null });
         return this.finish(outcome('cancelled', before.residentBytes, before, 'the instance woke'));
       }
+      if (plan === null) {
+        // Nothing cold to push out: the whole resident set is its working set.
+        await this.handle.save({ reclaim: null });
+        this.reclaimed = true;
+        return this.finish(outcome('done', before.residentBytes, before, null));
+      }
       liftSettings(blockers);
-      const request = reclaimRequest(this.options.memory, before.residentBytes);
+      const request = plan?.request ?? reclaimRequest(this.options.memory, before.residentBytes);
       const exit = await this.write(request.file, request.value, lifted);
       const after = await readMemoryUsage(this.options.memory);
       if (generation !== this.generation) return this.finish(outcome('cancelled', before.residentBytes, after, 'the instance woke'));
+      if (this.options.keep === 'working-set') this.referencesCleared = clearReferences(pids);
       // force_empty answers EBUSY, memory.reclaim EAGAIN, when some memory would not go (unevictable, no swap left).
       const result = exit.code === 0 ? 'done' : 'partial';
       this.reclaimed = true;
@@ -198,6 +221,7 @@ export class FreezerReclaim {
 
   /** Runs the reclaim write in a child; the lifted settings go back the moment it exits. */
   private write(file: string, value: string, lifted: LiftedSetting[]): Promise<{ code: number | null; stderr: string }> {
+    this.liftedNow = lifted;
     return new Promise((resolve, reject) => {
       // chrt execs the shell: the child's pid is the writer's, and its command line still names doze-reclaim.
       const [command, ...args] = atIdlePriority(['/bin/sh', '-c', 'echo "$2" > "$1"', WRITER_ARGV0, file, value]);

@@ -124,6 +124,48 @@ withSwap("two reclaimed sleepers on zram: each is charged its share of zram's me
   t.true(status.memory.compressedBytes > 0, JSON.stringify(status.memory));
 });
 
+/** Major faults of the memory cgroup so far (v1 memory.stat total_pgmajfault): pages read back from swap. */
+async function majorFaults(memoryDir: string): Promise<number> {
+  return Number(/^total_pgmajfault (\d+)$/m.exec(await readFile(join(memoryDir, 'memory.stat'), 'utf8'))?.[1] ?? NaN);
+}
+
+withSwap('working-set reclaim keeps what the app touched since the last reclaim: the next wake reads almost nothing back from swap, the rest of its memory still goes, and the limit is put back', async (t) => {
+  await createZramSwap(t);
+  const inst = await createMemoryInstance(t, 100);
+  const limitFile = join(inst.memoryDir, 'memory.limit_in_bytes');
+  const limit = (await readFile(limitFile, 'utf8')).trim();
+  const agent = await startAgent(t, { instances: [inst.config({}, { reclaim: true, reclaimAfter: '100ms', reclaimKeep: 'working-set' })] });
+  const awake = await inst.residentBytes();
+  const request = async () => {
+    const running = nextState(agent, 'web', 'running', 10_000);
+    const faults = await majorFaults(inst.memoryDir);
+    const r = await get(`${inst.app.url}/data?at=7`, 10_000);
+    await running;
+    t.is(r.status, 200);
+    return { ms: r.ms, faults: (await majorFaults(inst.memoryDir)) - faults };
+  };
+  const cycle = async () => {
+    const since = Date.now();
+    await inState(agent, 'web', 'sleeping', 5000);
+    const outcome = await reclaimAfter(agent, 'web', since);
+    t.is(outcome.result, 'done', outcome.reason ?? '');
+    const asleep = await inst.residentBytes();
+    t.is((await readFile(limitFile, 'utf8')).trim(), limit, 'the limit is back while it still sleeps');
+    return { asleep, ...(await request()) };
+  };
+  // The first sleep knows no working set yet: everything goes, and the first request faults its pages back.
+  const first = await cycle();
+  // From the second on, what it touched since stays: the same request reads (almost) nothing from swap.
+  const second = await cycle();
+  const third = await cycle();
+  for (const [n, c] of [first, second, third].entries()) t.log(`cycle ${n + 1}: asleep ${(c.asleep / MiB).toFixed(1)} of ${(awake / MiB).toFixed(1)} MiB, first request ${c.ms.toFixed(1)} ms, ${c.faults} major faults`);
+  t.true(first.faults > 100, `the full reclaim's wake faulted only ${first.faults} pages back`);
+  t.true(third.faults < first.faults / 4, `working-set wake faulted ${third.faults} pages against ${first.faults} after the full reclaim`);
+  t.true(third.asleep < awake * 0.35, `asleep it still holds ${(third.asleep / MiB).toFixed(1)} of ${(awake / MiB).toFixed(1)} MiB`);
+  t.true(third.asleep > first.asleep, 'and more than the full reclaim left: its working set');
+  t.regex((await get(`${inst.app.url}/data/check`, 20_000)).body, /^intact/);
+});
+
 const noSwapNow = readNodeSwap().available ? 'the node has swap right now (someone else set it up): the no-swap case cannot be shown' : undefined;
 (noSwapNow || process.getuid?.() !== 0 ? test.serial.skip : test.serial)('without swap an instance with reclaim sleeps as a plain freezer instance, and the reason is shown', async (t) => {
   const inst = await createMemoryInstance(t, 20);
