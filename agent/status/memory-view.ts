@@ -13,8 +13,9 @@ export interface InstanceMemoryView {
   /** What it costs the node: resident plus compressed. */
   nodeBytes: number;
   /**
-   * What it cost the node (resident + compressed) when it last fell asleep (or, awake, the most
-   * seen since): "awake vs asleep". After a reclaimed sleep most of it may still sit in zram awake.
+   * The most it was seen costing the node awake (resident + compressed, read as it falls asleep
+   * and at every status request): "awake vs asleep". The most, not the last: after a working-set
+   * reclaim what it never touches stays in swap while it is awake too, and that is what doze freed.
    */
   awakeBytes: number | null;
   reclaim: ReclaimState | null;
@@ -39,7 +40,7 @@ export class MemoryTracker {
     // What it holds as it falls asleep is its awake memory (read before the freeze, long before a reclaim).
     detector.on('transition', ({ instance, to }) => {
       if (to !== 'pausing' || !instance.runtime.memory) return;
-      void instance.runtime.memory().then((usage) => usage && this.awake.set(instance, usage.residentBytes + usage.compressedBytes)).catch(() => undefined);
+      void instance.runtime.memory().then((usage) => usage && this.awake.set(instance, Math.max(this.awake.get(instance) ?? 0, usage.residentBytes + usage.compressedBytes))).catch(() => undefined);
     });
   }
 
