@@ -72,8 +72,8 @@ export interface FreezerReclaimOptions {
   /** The node's bound on reclaims at once (tests give their own). */
   slots?: ReclaimSlots;
   /**
-   * What a reclaim keeps resident: nothing (everything goes, the default), or the working set:
-   * the pages the app referenced since the last reclaim (working-set-reclaim.ts).
+   * What a reclaim keeps resident: the working set (the pages the app referenced since the last
+   * reclaim, working-set-reclaim.ts; the config's default), or nothing (everything goes; unset).
    */
   keep?: ReclaimKeep;
 }
@@ -224,7 +224,7 @@ export class FreezerReclaim {
     this.liftedNow = lifted;
     return new Promise((resolve, reject) => {
       // chrt execs the shell: the child's pid is the writer's, and its command line still names doze-reclaim.
-      const [command, ...args] = atIdlePriority(['/bin/sh', '-c', 'echo "$2" > "$1"', WRITER_ARGV0, file, value]);
+      const [command, ...args] = atIdlePriority(['/bin/sh', '-c', 'echo "$2" > "$1"', WRITER_ARGV0, file, value], this.options.slots);
       const child = spawn(command!, args, { stdio: ['ignore', 'ignore', 'pipe'] });
       this.writer = child;
       let stderr = '';
