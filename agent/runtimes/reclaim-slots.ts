@@ -20,7 +20,11 @@ export class ReclaimSlots {
   private used = 0;
   private readonly waiting: Array<() => void> = [];
 
-  constructor(readonly limit = MAX_CONCURRENT_RECLAIMS) {}
+  /** `idlePriority` false and an unbounded limit give the behaviour before both (the density benchmark compares). */
+  constructor(
+    public limit = MAX_CONCURRENT_RECLAIMS,
+    public idlePriority = true,
+  ) {}
 
   get running(): number {
     return this.used;
@@ -69,8 +73,8 @@ const CHRT = ['/usr/bin/chrt', '/bin/chrt'].find((path) => existsSync(path));
  * The command that runs `argv` at SCHED_IDLE (util-linux chrt), or `argv` itself where chrt is
  * missing (then at normal priority: the bound on concurrency still holds).
  */
-export function atIdlePriority(argv: string[]): string[] {
-  return CHRT ? [CHRT, '--idle', '0', ...argv] : argv;
+export function atIdlePriority(argv: string[], slots: ReclaimSlots = reclaimSlots): string[] {
+  return CHRT && slots.idlePriority ? [CHRT, '--idle', '0', ...argv] : argv;
 }
 
 /** Puts a writer back at SCHED_OTHER (a cancelled one must exit fast); never waited for, errors ignored. */
