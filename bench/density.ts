@@ -6,7 +6,8 @@
  *  (b) the same swap (zram, lz4), no doze: the kernel swaps under pressure by its own LRU;
  *  (c) the same swap with doze as before issue 29: sleepers frozen and fully reclaimed, each reclaim
  *      at once and at normal priority;
- *  (c′) doze now: working-set reclaim, at SCHED_IDLE, a bounded number at once.
+ *  (c′) doze now: working-set reclaim, at SCHED_IDLE, a bounded number at once;
+ *  (c″) full reclaim at SCHED_IDLE, bounded: the priority's effect alone.
  * Reports requests answered, OOM kills, first-request p50/p99 of the visited apps, request p99 of
  * the busy apps, and the memory in use at rest.
  */
@@ -54,7 +55,7 @@ function oomKillsUnder(dir: string, children: string[]): number {
 /** How long each way waited before its traffic (c: until its idle apps were reclaimed). */
 const settleMs = new Map<string, number>();
 
-type Way = 'a' | 'b' | 'c' | 'c2';
+type Way = 'a' | 'b' | 'c' | 'c2' | 'c3';
 
 async function scenario(way: Way, apps: number, holdMiB: number, rounds: number): Promise<Outcome> {
   const cleanups = new Cleanups();
@@ -83,7 +84,7 @@ async function scenario(way: Way, apps: number, holdMiB: number, rounds: number)
     const alive: MemoryInstance[] = [];
     for (const inst of instances) if ((await get(`${inst.app.url}/`, 2000).catch(() => undefined))?.status === 200) alive.push(inst);
     const settleStarted = Date.now();
-    if (way === 'c' || way === 'c2') {
+    if (way === 'c' || way === 'c2' || way === 'c3') {
       const keep = way === 'c2' ? 'working-set' : 'nothing';
       const agent = await startAgent(cleanups, { instances: alive.map((inst) => inst.config({ idleTimeout: '500ms' }, { reclaim: true, reclaimAfter: '300ms', reclaimKeep: keep })) });
       // The idle apps' first reclaims (everything compressed) finish before the traffic starts: bounded wait.
@@ -151,11 +152,11 @@ export async function benchDensity(apps = 8, holdMiB = 200, rounds = 2): Promise
   const byWay = new Map<string, Outcome>();
   const ways = (process.env.DOZE_BENCH_DENSITY_WAYS ?? 'a,c,c2,b').split(',') as Way[];
   for (const way of ways) byWay.set(way, await scenario(way, apps, holdMiB, rounds));
-  for (const way of ['a', 'b', 'c', 'c2'] as const) {
+  for (const way of ['a', 'b', 'c', 'c3', 'c2'] as const) {
     const o = byWay.get(way);
     if (!o) continue;
     results.push(o);
-    const label = { a: '(a) no swap, no doze', b: '(b) zram swap, no doze', c: '(c) zram, doze before', c2: '(c′) zram, doze now' }[way];
+    const label = { a: '(a) no swap, no doze', b: '(b) zram swap, no doze', c: '(c) zram, doze before', c2: '(c′) zram, doze now', c3: '(c″) full, idle prio.' }[way];
     const f = (v: number[], p: number) => (v.length ? `${percentile(v, p).toFixed(1)} ms` : '–');
     lines.push(
       `${label.padEnd(24)} apps running ${o.started}/${apps}, answered ${o.answered}/${o.sent}, OOM kills ${o.oomKills}, ` +
