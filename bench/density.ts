@@ -150,7 +150,7 @@ export async function benchDensity(apps = 8, holdMiB = 200, rounds = 2): Promise
   const results: Outcome[] = [];
   // (c) runs before (b): (b) then waits as long before its traffic as (c) needed to reclaim.
   const byWay = new Map<string, Outcome>();
-  const ways = (process.env.DOZE_BENCH_DENSITY_WAYS ?? 'a,c,c2,b').split(',') as Way[];
+  const ways = (process.env.DOZE_BENCH_DENSITY_WAYS ?? 'a,c,c3,c2,b').split(',') as Way[];
   for (const way of ways) byWay.set(way, await scenario(way, apps, holdMiB, rounds));
   for (const way of ['a', 'b', 'c', 'c3', 'c2'] as const) {
     const o = byWay.get(way);
