@@ -98,6 +98,8 @@ export class FreezerReclaim {
   private referencesCleared = false;
   /** Settings lifted for the writer now running: put back before a thaw, not only when it exits. */
   private liftedNow: LiftedSetting[] = [];
+  /** A writer the last wake killed, until afterThaw() raised its priority. */
+  private killedWriter: number | undefined;
 
   constructor(private readonly options: FreezerReclaimOptions) {
     this.handle = new HandleFile(options.handleFile, freezerHandleSchema, { version: 1, kind: 'freezer', memoryCgroup: options.memory.dir, reclaim: null });
@@ -151,10 +153,19 @@ export class FreezerReclaim {
       this.writer.kill('SIGKILL');
       // A lowered limit (working-set mode, v1) must not meet the thawed app: back before the thaw.
       restoreSettings(this.liftedNow);
-      // At SCHED_IDLE on busy cores it could wait long for the CPU to notice the kill, holding
-      // pages the thawed app faults on: back to normal priority to exit (not waited for).
-      if (this.writer.pid !== undefined) toNormalPriority(this.writer.pid);
+      this.killedWriter = this.writer.pid;
     }
+  }
+
+  /**
+   * Once the instance is thawed: a killed writer at SCHED_IDLE on busy cores could wait long for
+   * the CPU to see the kill, holding pages the app faults on; back to normal priority so it exits.
+   * After the thaw, not before: spawning chrt took tens of ms on the wake path of a loaded node.
+   */
+  afterThaw(): void {
+    const pid = this.killedWriter;
+    this.killedWriter = undefined;
+    if (pid !== undefined && this.writer?.pid === pid) toNormalPriority(pid);
   }
 
   private async run(generation: number): Promise<void> {

@@ -212,6 +212,8 @@ export class FreezerRuntime implements Runtime {
     // Stop a reclaim first (a signal, not a wait), so it stops evicting what the thaw needs.
     this.reclaimer?.cancel();
     await this.setFrozen(false, deadlineMs, signal);
+    // Off the wake path: after the detector has seen the instance run.
+    if (this.reclaimer) setImmediate(() => this.reclaimer?.afterThaw());
     if (this.reclaimer && this.memoryCg && oomKills(this.memoryCg) > this.oomKillsAtSleep) {
       throw new RuntimeError('E_OOM_KILLED', `the kernel OOM-killed a process of ${this.cgroup} while it slept with its memory reclaimed (memory cgroup ${this.memoryCg.dir}); its task must be restarted`);
     }
