@@ -8,7 +8,7 @@ import type { InstanceTable } from './instance-table.js';
 import { lastActivityNs, minAwakeUntilNs, type ManagedInstance, type ReadonlyInstance } from './managed-instance.js';
 
 /** Sleepers whose runtime frees memory count what they still cost the node, measured: resident plus their share of zram. */
-async function measuredAsleepMiB(instances: readonly ReadonlyInstance[]): Promise<Map<string, number>> {
+export async function measuredAsleepMiB(instances: readonly ReadonlyInstance[]): Promise<Map<string, number>> {
   const held = new Map<string, number>();
   await Promise.all(
     instances
