@@ -49,7 +49,7 @@ async function runPattern(cycles: number, holdMiB: number, path: string, pattern
     const plain = await createMemoryInstance(cleanups, holdMiB, 'plain');
     const agent = await startAgent(cleanups, {
       instances: [
-        full.config({ idleTimeout: '100ms' }, { reclaim: true, reclaimAfter: '100ms' }),
+        full.config({ idleTimeout: '100ms' }, { reclaim: true, reclaimAfter: '100ms', reclaimKeep: 'nothing' }),
         wset.config({ idleTimeout: '100ms' }, { reclaim: true, reclaimAfter: '100ms', reclaimKeep: 'working-set' }),
         plain.config({ idleTimeout: '100ms' }),
       ],
