@@ -69,6 +69,10 @@ export const freezerRuntimeSchema = z.strictObject({
     .boolean()
     .default(false)
     .describe('with reclaim: read the pages the app used since its last wake back from swap on the wake, ahead of its faults (measured slower here: [docs/memory.md](docs/memory.md#working-set-prefetch-built-off-it-did-not-win-here))'),
+  reclaimKeep: z
+    .enum(['nothing', 'working-set'])
+    .default('working-set')
+    .describe('with reclaim: what stays resident. `working-set` keeps the pages the app touched since the last reclaim (its next wake is as fast as a plain freezer wake, measured); `nothing` pushes everything out ([docs/memory.md](docs/memory.md#working-set-reclaim-the-default))'),
   memoryCgroup: z
     .string()
     .min(1)

@@ -20,7 +20,8 @@ export function renderRows(list: InstanceView[]): string {
     const m = i.memoryUsage;
     if (!m) return '';
     const now = i.state === 'running' ? `${mib(m.residentBytes)} awake` : `${m.awakeBytes === null ? '' : `${mib(m.awakeBytes)} awake<br>`}${mib(m.residentBytes)} asleep`;
-    const swapped = m.swappedBytes > 0 ? `<br><span class="muted">${mib(m.swappedBytes)} in swap</span>` : '';
+    // What the node pays for its swapped pages: zram keeps them compressed in RAM, a disk costs none.
+    const swapped = m.swappedBytes > 0 ? `<br><span class="muted">${mib(m.swappedBytes)} in swap${m.compressedBytes > 0 ? `, ${mib(m.compressedBytes)} compressed` : ''}</span>` : '';
     const off = m.reclaim && !m.reclaim.enabled && m.reclaim.reason ? `<br><span class="warn">reclaim off: ${esc(m.reclaim.reason)}</span>` : '';
     return `${now}${swapped}${off}`;
   };
@@ -174,7 +175,7 @@ export function renderSummary(report: StatusReport): string {
   const memory = !mem
     ? ''
     : mem.swap.available
-      ? card('swap', `${mib(mem.swap.usedBytes)} <small>/ ${mib(mem.swap.totalBytes)}</small>`, 'swap in use (freezer reclaim)')
+      ? card('swap', `${mib(mem.swap.usedBytes)} <small>/ ${mib(mem.swap.totalBytes)}</small>`, `swap in use (freezer reclaim)${mem.compressedBytes > 0 ? `, sleepers' share ${mib(mem.compressedBytes)} of RAM in zram` : ''}`)
       : card('swap', 'none', `no swap on this node: reclaim off${mem.swap.reason ? ` (${esc(mem.swap.reason)})` : ''}`, true);
   const fallback = report.connections.nomad?.detail?.['fallback'];
   const why = typeof fallback === 'string' ? `<div class="bad">Nomad: blocking queries instead of the event stream: ${esc(fallback)}</div>` : '';
