@@ -9,24 +9,22 @@ import { adoptAsleep, leftBehind } from './adoption.js';
 import { BusySampler } from './busy-sampler.js';
 import { decideIdle, holdRecheckMs, idleInputs, unreadableVerdict, type IdleVerdict } from './idle-decision.js';
 import { prepareSleep } from './sleep-preparation.js';
+import { enterPacing } from './paced-wake.js';
 import { describeFailure, describeHold, describeIdle, type ConnectionsUnreadable, type HoldReason } from './reasons.js';
 import { NodeBudget, type NodeBudgetLimits } from '../scheduler/node-budget.js';
 import { budgetPort, refreshLastSeen } from './budget-members.js';
 import { InstanceTable } from './instance-table.js';
-import { firstCheckNs, lastActivityNs, ManagedInstance, type ReadonlyInstance } from './managed-instance.js';
+import { firstCheckNs, ManagedInstance, type ReadonlyInstance } from './managed-instance.js';
 import { canTransition, type InstanceState } from './states.js';
 import { NO_HOOKS, type DetectorEvents, type DetectorOptions, type SleepHooks } from './detector-contract.js';
 import { WakeSignals, type WakeEventHealth } from './wake-signals.js';
 import { baselineOf, markSleeping, trafficSince, type TrafficBaseline } from './state-handoff.js';
 import { FaultBackGate, type PacedTicket, type PacingReport } from '../scheduler/fault-back-gate.js';
-import { faultBackMiB, faultedBack } from './fault-back.js';
+import { faultedBack } from './fault-back.js';
 
 export type { DetectorEvents, DetectorOptions, SleepHooks, TransitionEvent } from './detector-contract.js';
 
 const MS = 1_000_000n;
-
-/** Paced mass wakes wait at most this long for room unless the budget says otherwise (config default). */
-const PACED_WAKE_TIMEOUT_MS = 20_000;
 
 /**
  * Drives every instance's state machine: reads counters only when some
@@ -225,8 +223,10 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
       if (instance.state !== 'sleeping' && instance.state !== 'failed') return;
       this.signals.disarmMaxSleep(instance);
       let ticket: PacedTicket | undefined;
-      if (options.paced) ticket = await this.enterPacing(instance);
-      else if (this.budget && !this.stopped) {
+      if (options.paced) {
+        ticket = await enterPacing(instance, this.pacing, this.budgetLimits, this.log);
+        if (ticket?.overBudget) this.budgetOverruns++;
+      } else if (this.budget && !this.stopped) {
         const room = await this.budget.makeRoom({ id: instance.id, memory: instance.config.memory, wakeTimeoutMs: instance.config.wakeTimeout });
         if (room === 'over-budget') this.budgetOverruns++;
       }
@@ -349,26 +349,6 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
       this.signals.watch();
       return true;
     });
-  }
-
-  /** A paced wake's turn: at once when it has nothing to fault back, else in budget order or at its deadline. */
-  private async enterPacing(instance: ManagedInstance): Promise<PacedTicket | undefined> {
-    const faultBack = faultBackMiB(instance);
-    if (!this.pacing || faultBack === 0) return undefined;
-    const timeoutMs = this.budgetLimits?.pacedWakeTimeout ?? PACED_WAKE_TIMEOUT_MS;
-    instance.queuedSinceMs = Date.now();
-    try {
-      const ticket = await this.pacing.enter({ id: instance.id, faultBackMiB: faultBack, lastActivityNs: lastActivityNs(instance) }, Date.now() + timeoutMs);
-      if (ticket.overBudget) {
-        const why = `woken over the node budget: no room for its ${faultBack} MiB to fault back within ${timeoutMs} ms (paced wake)`;
-        instance.lastError = { message: why, atMs: Date.now() };
-        this.budgetOverruns++;
-        this.log.warn({ instance: instance.id, faultBackMiB: faultBack, waitedMs: ticket.waitedMs }, why);
-      }
-      return ticket;
-    } finally {
-      instance.queuedSinceMs = undefined;
-    }
   }
 
   /**
