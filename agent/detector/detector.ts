@@ -10,6 +10,7 @@ import { BusySampler } from './busy-sampler.js';
 import { decideIdle, holdRecheckMs, idleInputs, unreadableVerdict, type IdleVerdict } from './idle-decision.js';
 import { prepareSleep } from './sleep-preparation.js';
 import { enterPacing } from './paced-wake.js';
+import { finishAwake } from './finish-awake.js';
 import { describeFailure, describeHold, describeIdle, type ConnectionsUnreadable, type HoldReason } from './reasons.js';
 import { NodeBudget, type NodeBudgetLimits } from '../scheduler/node-budget.js';
 import { budgetPort, refreshLastSeen } from './budget-members.js';
@@ -256,7 +257,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
       const tookMs = Number(nowNs - startNs) / 1e6;
       // Checks reach the instance itself again before it is declared running. It is resumed and
       // serving whatever happens here: a failure is said, never left as a wake that never ends.
-      await this.finishAwake(instance, 'finishing the wake');
+      await finishAwake(instance, this.source, this.hooks, this.log, 'finishing the wake');
       instance.failure = undefined;
       this.signals.wakeEnded(instance);
       instance.wakes++;
@@ -351,22 +352,8 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
     });
   }
 
-  /**
-   * The map says awake and checks reach the instance again. A failure here (doze-maps, iptables)
-   * is logged and kept as the instance's last error, and the caller goes on to `running`: the
-   * workload is not paused, so an instance must never stay in waking or pausing for it.
-   */
-  private async finishAwake(instance: ManagedInstance, what: string): Promise<void> {
-    const errors: string[] = [];
-    await this.source.setState(instance.key, BpfInstanceState.awake).catch((e) => errors.push(`the state map: ${messageOf(e)}`));
-    await this.hooks.awake(instance).catch((e) => errors.push(`the check redirect: ${messageOf(e)}`));
-    if (errors.length === 0) return;
-    instance.lastError = { message: `${what}: ${errors.join('; ')}`, atMs: Date.now() };
-    this.log.error({ instance: instance.id, err: errors.join('; ') }, `${what} failed; the instance is awake`);
-  }
-
   private async abortSleep(instance: ManagedInstance, why: string, retryInMs = instance.config.idleTimeout): Promise<void> {
-    await this.finishAwake(instance, 'undoing the sleep');
+    await finishAwake(instance, this.source, this.hooks, this.log, 'undoing the sleep');
     this.signals.wakeEnded(instance);
     this.setState(instance, 'running', why);
     instance.nextCheckNs = monotonicNs() + BigInt(retryInMs) * MS;
