@@ -11,6 +11,7 @@ import { decideIdle, holdRecheckMs, idleInputs, unreadableVerdict, type IdleVerd
 import { prepareSleep } from './sleep-preparation.js';
 import { enterPacing } from './paced-wake.js';
 import { finishAwake } from './finish-awake.js';
+import { readConnections } from './idle-pass.js';
 import { describeFailure, describeHold, describeIdle, type ConnectionsUnreadable, type HoldReason } from './reasons.js';
 import { NodeBudget, type NodeBudgetLimits } from '../scheduler/node-budget.js';
 import { budgetPort, refreshLastSeen } from './budget-members.js';
@@ -440,7 +441,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
         const c = counters.get(instance.key);
         let verdict = this.evaluate(instance, c, nowNs);
         if (verdict.kind === 'needs-connections') {
-          connections ??= await this.readConnections();
+          connections ??= await readConnections(this.source, this.log);
           verdict = Array.isArray(connections)
             ? this.evaluate(instance, c, nowNs, connections.filter((conn) => conn.instanceAddr === instance.key))
             : unreadableVerdict(connections, nowNs, instance.config.idleTimeout);
@@ -453,16 +454,6 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
     } finally {
       this.ticking = false;
       this.schedule();
-    }
-  }
-
-  /** The connection map, or why it could not be read (never an empty list in its place). */
-  private async readConnections(): Promise<Connection[] | ConnectionsUnreadable> {
-    try {
-      return await this.source.connections();
-    } catch (error) {
-      this.log.warn({ err: messageOf(error) }, 'reading connections failed; instances that need them stay awake for this decision');
-      return { kind: 'connections-unreadable', message: messageOf(error) };
     }
   }
 
