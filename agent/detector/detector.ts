@@ -11,8 +11,8 @@ import { decideIdle, holdRecheckMs, idleInputs, unreadableVerdict, type IdleVerd
 import { prepareSleep } from './sleep-preparation.js';
 import { enterPacing } from './paced-wake.js';
 import { finishAwake } from './finish-awake.js';
-import { readConnections } from './idle-pass.js';
-import { describeFailure, describeHold, describeIdle, type ConnectionsUnreadable, type HoldReason } from './reasons.js';
+import { applyVerdict, readConnections } from './idle-pass.js';
+import { describeFailure, describeHold, type ConnectionsUnreadable, type HoldReason } from './reasons.js';
 import { NodeBudget, type NodeBudgetLimits } from '../scheduler/node-budget.js';
 import { budgetPort, refreshLastSeen } from './budget-members.js';
 import { InstanceTable } from './instance-table.js';
@@ -20,7 +20,7 @@ import { firstCheckNs, ManagedInstance, type ReadonlyInstance } from './managed-
 import { canTransition, type InstanceState } from './states.js';
 import { NO_HOOKS, type DetectorEvents, type DetectorOptions, type SleepHooks } from './detector-contract.js';
 import { WakeSignals, type WakeEventHealth } from './wake-signals.js';
-import { baselineOf, markSleeping, trafficSince, type TrafficBaseline } from './state-handoff.js';
+import { markSleeping, trafficSince, type TrafficBaseline } from './state-handoff.js';
 import { FaultBackGate, type PacedTicket, type PacingReport } from '../scheduler/fault-back-gate.js';
 import { faultedBack } from './fault-back.js';
 
@@ -446,7 +446,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
             ? this.evaluate(instance, c, nowNs, connections.filter((conn) => conn.instanceAddr === instance.key))
             : unreadableVerdict(connections, nowNs, instance.config.idleTimeout);
         }
-        this.apply(instance, this.busy.guard(instance, verdict, nowNs), c);
+        applyVerdict(instance, this.busy.guard(instance, verdict, nowNs), c, this.busy, (decided, reason, guardBusy) => this.sleep(instance, decided, reason, guardBusy));
       }
     } catch (error) {
       this.log.error({ err: messageOf(error) }, 'reading counters failed; retrying');
@@ -461,28 +461,5 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
     instance.lastSeenNs = c?.lastSeenNs ?? 0n;
     instance.seenPackets = c?.packets ?? 0n;
     return decideIdle(idleInputs(instance, instance.lastSeenNs, nowNs), connections);
-  }
-
-  private apply(instance: ManagedInstance, verdict: IdleVerdict, c: InstanceCounters | undefined): void {
-    switch (verdict.kind) {
-      case 'active':
-        instance.heldBy = undefined;
-        instance.nextCheckNs = verdict.recheckAtNs;
-        return;
-      case 'held':
-        if (verdict.reason.kind === 'busy') this.busy.noteBusy(instance, verdict.reason);
-        instance.heldBy = verdict.reason;
-        instance.nextCheckNs = verdict.recheckAtNs;
-        return;
-      case 'idle': {
-        instance.nextCheckNs = monotonicNs() + BigInt(instance.config.idleTimeout) * MS;
-        const busyForMs = this.busy.busyForMs(instance);
-        const reason = busyForMs === undefined || verdict.reason.kind !== 'quiet' ? verdict.reason : { ...verdict.reason, busyForMs };
-        void this.sleep(instance, baselineOf(c), describeIdle(reason), verdict.reason.kind !== 'max-awake');
-        return;
-      }
-      case 'needs-connections':
-        return;
-    }
   }
 }
