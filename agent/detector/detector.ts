@@ -8,7 +8,7 @@ import type { TrafficSource } from '../sources/traffic-source.js';
 import { adoptAsleep, leftBehind } from './adoption.js';
 import { BusySampler } from './busy-sampler.js';
 import { decideIdle, holdRecheckMs, idleInputs, unreadableVerdict, type IdleVerdict } from './idle-decision.js';
-import { prepareSleep } from './sleep-preparation.js';
+import { preparationAbort, prepareSleep } from './sleep-preparation.js';
 import { enterPacing } from './paced-wake.js';
 import { finishAwake } from './finish-awake.js';
 import { applyVerdict, readConnections } from './idle-pass.js';
@@ -285,20 +285,9 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
       this.setState(instance, 'pausing', reason);
       this.signals.sleepStarts(instance);
       const prepared = await prepareSleep(instance, this.source, this.hooks);
-      if (prepared.kind === 'checks-in-flight') {
-        await this.abortSleep(instance, `${prepared.count} health check(s) in flight`, holdRecheckMs(instance.config.idleTimeout));
-        return false;
-      }
-      if (prepared.kind === 'not-awake') {
-        // SIGNALLED already (a packet for its slot's previous user, or one not yet consumed): never swapped over.
-        await this.abortSleep(instance, prepared.signalled ? 'traffic arrived while deciding' : `the state map held ${String(prepared.found)}, not awake`);
-        return false;
-      }
-      if (prepared.kind === 'failed') {
-        const why = `${prepared.step} failed: ${messageOf(prepared.error)}`;
-        instance.lastError = { message: why, atMs: Date.now() };
-        this.log.warn({ instance: instance.id, err: messageOf(prepared.error) }, 'could not prepare the sleep; instance stays awake');
-        await this.abortSleep(instance, why);
+      if (prepared.kind !== 'ready') {
+        const abort = preparationAbort(instance, prepared, this.log);
+        await this.abortSleep(instance, abort.why, abort.retryInMs);
         return false;
       }
       const now = prepared.counters;
