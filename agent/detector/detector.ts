@@ -12,6 +12,7 @@ import { preparationAbort, prepareSleep } from './sleep-preparation.js';
 import { enterPacing } from './paced-wake.js';
 import { finishAwake } from './finish-awake.js';
 import { applyVerdict, readConnections } from './idle-pass.js';
+import { IdleTimer } from './idle-timer.js';
 import { describeFailure, describeHold, type ConnectionsUnreadable, type HoldReason } from './reasons.js';
 import { NodeBudget, type NodeBudgetLimits } from '../scheduler/node-budget.js';
 import { budgetPort, refreshLastSeen } from './budget-members.js';
@@ -36,7 +37,7 @@ const MS = 1_000_000n;
 export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitter<DetectorEvents> {
   /** The managed instances by id and traffic key, and what each holds in the kernel. */
   private readonly table: InstanceTable;
-  private timer: NodeJS.Timeout | undefined;
+  private readonly timer = new IdleTimer(() => void this.tick());
   private ticking = false;
   /** Until start(): instances are taken on but no idle clock runs (an agent still starting freezes nothing). */
   private stopped = true;
@@ -193,7 +194,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
   /** Stop deciding; with `wakeAll`, resume every instance this agent put to sleep (nobody else would). */
   async stop(options: { wakeAll: boolean }): Promise<void> {
     this.stopped = true;
-    clearTimeout(this.timer);
+    this.timer.clear();
     this.signals.stop();
     if (options.wakeAll) {
       const startedMs = Date.now();
@@ -405,16 +406,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
 
   /** One timer, set for the earliest idle deadline among running instances. */
   private schedule(): void {
-    if (this.stopped) return;
-    clearTimeout(this.timer);
-    let earliest: bigint | undefined;
-    for (const instance of this.table.all()) {
-      if (instance.state !== 'running') continue;
-      if (earliest === undefined || instance.nextCheckNs < earliest) earliest = instance.nextCheckNs;
-    }
-    if (earliest === undefined) return;
-    const delayMs = Math.max(0, Number(earliest - monotonicNs()) / 1e6);
-    this.timer = setTimeout(() => void this.tick(), Math.ceil(delayMs));
+    if (!this.stopped) this.timer.set(this.table.all());
   }
 
   private async tick(): Promise<void> {
