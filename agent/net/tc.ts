@@ -1,5 +1,6 @@
 import { z } from 'zod';
-import { DozeError } from '../shared/errors.js';
+import { readFile } from 'node:fs/promises';
+import { ConfigError, DozeError } from '../shared/errors.js';
 import { run, runJson } from '../process/exec.js';
 import { linkExists } from './ip.js';
 
@@ -51,6 +52,25 @@ export async function listFilters(device: string): Promise<AttachedFilter[]> {
     }
   }
   return found;
+}
+
+/** ARPHRD_* of the devices whose frames start with an Ethernet header (include/uapi/linux/if_arp.h). */
+const ETHERNET_TYPES = new Map([[1, 'ether'], [772, 'loopback']]);
+
+/**
+ * Refuses a device whose packets carry no Ethernet header (wireguard, tun, ipip: ARPHRD_NONE and
+ * other L3 types): doze.bpf.c reads an Ethernet header first, so there it would count nothing and
+ * wake nobody. A device that does not exist is left to attach, which names it.
+ */
+export async function requireEthernet(device: string): Promise<void> {
+  const text = await readFile(`/sys/class/net/${device}/type`, 'utf8').catch(() => undefined);
+  if (text === undefined) return;
+  const type = Number(text.trim());
+  if (ETHERNET_TYPES.has(type)) return;
+  throw new ConfigError(
+    `interface ${device} carries no Ethernet header (link type ${type}, as wireguard and tun devices are), so doze's tc programs cannot count its packets: ` +
+      "give the instance the Ethernet interface its traffic crosses (the host side of its veth, or a tap), or leave the interface out for a host-port instance",
+  );
 }
 
 /**

@@ -1,4 +1,4 @@
-import { access, rm } from 'node:fs/promises';
+import { access, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, DozeError } from '../shared/errors.js';
@@ -6,16 +6,20 @@ import { defaultRouteDevices, isLocalAddress } from '../net/ip.js';
 import type { Logger } from '../shared/log.js';
 import { defaultHelperPath, MapClient } from './map-client.js';
 import {
-  BpfInstanceState, COUNTERS_SIZE, decodeConnection, decodeCounters, encodeCheckNet, encodeSettings, encodeState,
+  BpfInstanceState, BpfStat, COUNTERS_SIZE, decodeConnection, decodeCounters, encodeCheckSource, encodeSettings, encodeState,
   type Connection, type InstanceCounters, type WakeEvent,
 } from './bpf-records.js';
 import { bytesToIpv4, hostOf, ipv4ToBytes } from './ipv4.js';
+import { ipv6ToBytes } from './ipv6.js';
 import * as tc from '../net/tc.js';
-import type { TrafficSource } from './traffic-source.js';
+import type { InstanceAliases, TrafficSource } from './traffic-source.js';
 import { WakeEventStream } from './wake-events.js';
 import { freshRead } from './fresh-read.js';
 
-export const MAP_NAMES = ['doze_state', 'doze_counters', 'doze_conns', 'doze_wake_events', 'doze_settings', 'doze_check_nets'] as const;
+export const MAP_NAMES = [
+  'doze_state', 'doze_counters', 'doze_conns', 'doze_wake_events', 'doze_settings', 'doze_check_nets',
+  'doze_check_nets6', 'doze_addr6', 'doze_ifaces', 'doze_stats',
+] as const;
 
 /** The compiled object sits in agent/bpf/ both in the source tree and in dist/ (the Makefile copies it). */
 export function defaultObjectPath(): string {
@@ -25,7 +29,7 @@ export function defaultObjectPath(): string {
 export interface EbpfSourceOptions {
   bpffs: string;
   checkMark: number;
-  /** IPv4 sources (CIDR) of health checks: host-port programs see no mark on ingress, so they match these. */
+  /** Sources (addresses, CIDRs, either family) of health checks: host-port programs see no mark on ingress, so they match these. */
   checkSources?: string[];
   /** Node interfaces host-port instances are counted on; default: lo and the default routes' (hostInterfaces()). */
   hostInterfaces?: string[];
@@ -42,6 +46,10 @@ export class EbpfSource implements TrafficSource {
   private hostDevices: string[] = [];
   private readonly objectPath: string;
   private readonly globals: string;
+  /** What track() wrote besides the key (IPv6 addresses, interface), so untrack() removes it. */
+  private readonly aliases = new Map<string, InstanceAliases>();
+  /** The instance keys on each own interface: doze_ifaces names the interface's instance only while it has one. */
+  private readonly keysOnDevice = new Map<string, Set<string>>();
 
   constructor(private readonly options: EbpfSourceOptions) {
     this.objectPath = options.objectPath ?? defaultObjectPath();
@@ -72,6 +80,7 @@ export class EbpfSource implements TrafficSource {
   async attach(device: string): Promise<void> {
     const users = this.devices.get(device) ?? 0;
     if (users === 0) {
+      await tc.requireEthernet(device);
       const hadPins = await this.mapsPinned();
       await tc.attach(device, this.objectPath, this.options.bpffs);
       if (!hadPins) await this.afterPinsExist();
@@ -102,7 +111,14 @@ export class EbpfSource implements TrafficSource {
     }
     if (this.hostUsers === 0) {
       const hadPins = await this.mapsPinned();
-      const devices = this.options.hostInterfaces ?? (await hostInterfaces());
+      const devices: string[] = [];
+      for (const device of this.options.hostInterfaces ?? (await hostInterfaces())) {
+        // A default route through a wireguard or tun device: the programs parse Ethernet frames, so
+        // they cannot count there. Said in the log, not hidden; the other interfaces still count.
+        const refusal = await tc.requireEthernet(device).then(() => undefined, (error: Error) => error.message);
+        if (refusal) this.options.log.warn({ device, reason: refusal }, 'host-port traffic on this interface is not counted');
+        else devices.push(device);
+      }
       for (const device of devices) await tc.attach(device, this.objectPath, this.options.bpffs, device === 'lo' ? tc.HOST_LOOPBACK : tc.HOST_INTERFACE);
       this.hostDevices = devices;
       if (!hadPins) await this.afterPinsExist();
@@ -120,17 +136,56 @@ export class EbpfSource implements TrafficSource {
     this.hostDevices = [];
   }
 
-  async track(address: string): Promise<void> {
+  async track(address: string, aliases: InstanceAliases = { ipv6: [] }): Promise<void> {
     const key = ipv4ToBytes(address);
     // Keep what a previous agent left: counters and a signalled state are evidence.
     if (!(await this.maps.lookup(this.pin('doze_counters'), key))) await this.maps.update(this.pin('doze_counters'), key, Buffer.alloc(COUNTERS_SIZE));
     if (!(await this.maps.lookup(this.pin('doze_state'), key))) await this.setState(address, BpfInstanceState.awake);
+    this.aliases.set(address, aliases);
+    for (const ip of aliases.ipv6) await this.maps.update(this.pin('doze_addr6'), ipv6ToBytes(ip), key);
+    if (aliases.device !== undefined) {
+      const keys = this.keysOnDevice.get(aliases.device) ?? new Set<string>();
+      keys.add(address);
+      this.keysOnDevice.set(aliases.device, keys);
+      await this.nameDeviceInstance(aliases.device);
+    }
   }
 
   async untrack(address: string): Promise<void> {
     const key = ipv4ToBytes(address);
+    const aliases = this.aliases.get(address);
+    this.aliases.delete(address);
+    for (const ip of aliases?.ipv6 ?? []) await this.maps.delete(this.pin('doze_addr6'), ipv6ToBytes(ip));
+    if (aliases?.device !== undefined) {
+      const keys = this.keysOnDevice.get(aliases.device);
+      keys?.delete(address);
+      if (keys?.size === 0) this.keysOnDevice.delete(aliases.device);
+      await this.nameDeviceInstance(aliases.device);
+    }
     await this.maps.delete(this.pin('doze_state'), key);
     await this.maps.delete(this.pin('doze_counters'), key);
+  }
+
+  /**
+   * doze_ifaces: the interface's one instance, whose every packet (another ethertype, an address not
+   * declared) is counted as its; none when it has several or none (the interface may be gone).
+   */
+  private async nameDeviceInstance(device: string): Promise<void> {
+    const index = await ifindexOf(device);
+    if (index === undefined) return;
+    const keys = [...(this.keysOnDevice.get(device) ?? [])];
+    const entry = Buffer.alloc(4);
+    entry.writeUInt32LE(index);
+    if (keys.length === 1) await this.maps.update(this.pin('doze_ifaces'), entry, ipv4ToBytes(keys[0]!));
+    else await this.maps.delete(this.pin('doze_ifaces'), entry);
+  }
+
+  /** How many wake and first-response events the tc program could not hand over (its perf buffer was full). */
+  async eventsLost(): Promise<bigint> {
+    const index = Buffer.alloc(4);
+    index.writeUInt32LE(BpfStat.eventsLost);
+    const value = await this.maps.lookup(this.pin('doze_stats'), index).catch(() => undefined);
+    return value ? value.readBigUInt64LE(0) : 0n;
   }
 
   setState(address: string, state: BpfInstanceState): Promise<void> {
@@ -212,12 +267,18 @@ export class EbpfSource implements TrafficSource {
   private async afterPinsExist(): Promise<void> {
     await this.maps.update(this.pin('doze_settings'), Buffer.alloc(4), encodeSettings(this.options.checkMark));
     for (const source of this.options.checkSources ?? []) {
-      const key = encodeCheckNet(source);
-      if (key) await this.maps.update(this.pin('doze_check_nets'), key, Buffer.from([1]));
+      const entry = encodeCheckSource(source);
+      if (entry) await this.maps.update(this.pin(entry.map), entry.key, Buffer.from([1]));
     }
     this.events.start();
     await this.events.ready();
   }
+}
+
+/** An interface's index, or undefined when it is gone. */
+async function ifindexOf(device: string): Promise<number | undefined> {
+  const text = await readFile(`/sys/class/net/${device}/ifindex`, 'utf8').catch(() => undefined);
+  return text === undefined ? undefined : Number(text.trim());
 }
 
 /** lo and every interface a default route leaves by: where a host port's clients come in. */

@@ -1,5 +1,13 @@
 import type { Connection, InstanceCounters, BpfInstanceState, WakeEvent } from './bpf-records.js';
 
+/** What else names an instance besides its key (ManagedInstance.aliases). */
+export interface InstanceAliases {
+  /** Its IPv6 addresses: their packets count as its (doze_addr6). */
+  ipv6: string[];
+  /** Its own interface: every packet into it that no address names counts as its (doze_ifaces). */
+  device?: string;
+}
+
 /**
  * Where the detector learns about traffic: per-instance counters, tracked
  * connections, and wake events pushed when a packet reaches a sleeper.
@@ -16,8 +24,8 @@ export interface TrafficSource {
    */
   attachHost(address: string): Promise<void>;
   detachHost(): Promise<void>;
-  /** Begin counting an instance address; keeps existing counters after a restart. */
-  track(address: string): Promise<void>;
+  /** Begin counting an instance by its key (and its aliases); keeps existing counters after a restart. */
+  track(address: string, aliases?: InstanceAliases): Promise<void>;
   untrack(address: string): Promise<void>;
   setState(address: string, state: BpfInstanceState): Promise<void>;
   counter(address: string): Promise<InstanceCounters | undefined>;
