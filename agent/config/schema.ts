@@ -31,11 +31,15 @@ const hostPort = z.string().regex(/^[^\s:]+:\d{1,5}$/, 'expected "host:port"');
 
 const ipv4 = z.ipv4({ message: 'expected an IPv4 address' });
 
-/** Instance address "10.0.0.2:8080": the eBPF programs key instances by IPv4 address. */
+const ipv6 = z.ipv6({ message: 'expected an IPv6 address' });
+
+/** Instance address "10.0.0.2:8080" or "[fd00::2]:8080" (an IPv6 host in brackets, as in a URL). */
 const instanceAddress = z.string().refine((text) => {
-  const [host, port] = text.split(':');
-  return ipv4.safeParse(host).success && port !== undefined && /^\d{1,5}$/.test(port) && Number(port) > 0 && Number(port) < 65536;
-}, 'expected "IPv4:port", e.g. "10.200.0.2:8080"');
+  const match = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(text);
+  if (!match) return false;
+  const hostOk = match[1] !== undefined ? ipv6.safeParse(match[1]).success : ipv4.safeParse(match[2]).success;
+  return hostOk && Number(match[3]) > 0 && Number(match[3]) < 65536;
+}, 'expected "IPv4:port" or "[IPv6]:port", e.g. "10.200.0.2:8080" or "[fd00::2]:8080"');
 
 const mark = z
   .union([z.number().int().positive(), z.string().regex(/^(0x[0-9a-fA-F]+|\d+)$/, 'expected a number such as "0x1"')])
@@ -193,8 +197,13 @@ export const instanceSchema = z.strictObject({
     .string()
     .regex(/^[A-Za-z0-9_.-]{1,64}$/, 'ids are 1-64 characters of letters, digits, "_", "." and "-"')
     .describe('its name in the status page, the API, the metrics and the log: 1-64 letters, digits, `_`, `.` and `-`'),
-  address: instanceAddress.describe('`IPv4:port` of the instance; the maps key instances by IPv4 address'),
-  checkAddresses: z.array(instanceAddress).default([]).describe('other `IPv4:port` addresses its checks are sent to (a mapped host port); redirected too'),
+  // --- addresses, either family (issue 27) ---
+  address: instanceAddress.describe('`IPv4:port` or `[IPv6]:port` of the instance: where its clients reach it'),
+  addresses: z
+    .array(instanceAddress)
+    .default([])
+    .describe('its other addresses (dual-stack: the IPv6 one beside the IPv4 one, or the reverse): counted, tracked and woken on as `address` is, and checks sent to them are answered while it sleeps'),
+  checkAddresses: z.array(instanceAddress).default([]).describe('other `IPv4:port` or `[IPv6]:port` addresses its checks are sent to (a mapped host port); redirected too'),
   interface: interfaceName
     .optional()
     .describe("the instance's host-side interface (veth, tap), where the tc programs attach. Without one it is a host-port instance (host network mode, QEMU's user-mode hostfwd): counted by the address's port on the node's own interfaces, and the address must be one of the node's"),

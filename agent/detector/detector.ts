@@ -147,7 +147,7 @@ export class Detector extends EventEmitter<DetectorEvents> {
       if (instance.config.interface === undefined) await this.source.attachHost(instance.config.address);
       else await this.source.attach(instance.config.interface);
       held.attached = true;
-      await this.source.track(key);
+      await this.source.track(key, instance.aliases);
       held.tracked = true;
       this.byId.set(id, instance);
       this.byKey.set(key, instance);
