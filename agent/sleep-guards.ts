@@ -8,12 +8,14 @@ import type { DozeConfig } from './config/schema.js';
 import type { SleepHooks } from './detector/detector.js';
 import type { ManagedInstance } from './detector/managed-instance.js';
 import { readFile } from 'node:fs/promises';
+import { isIPv6 } from 'node:net';
 import { ConfigError, messageOf } from './shared/errors.js';
 import { StubServer, type StubStatus } from './health/stub-server.js';
 import { HoldServer, type HoldState } from './hold/hold-server.js';
 import type { Logger } from './shared/log.js';
 import { CheckMarking } from './netfilter/check-marking.js';
-import { checkRedirect, holdRedirect, type DnatChain } from './netfilter/dnat-chain.js';
+import { checkRedirect, holdRedirect, type DnatChain, type DnatTarget } from './netfilter/dnat-chain.js';
+import { ip6tablesWorks } from './net/iptables.js';
 import { routeSource } from './netfilter/route-source.js';
 import { run } from './process/exec.js';
 import { hostOf, portOf } from './sources/ipv4.js';
@@ -32,10 +34,13 @@ export class SleepGuards implements SleepHooks {
   readonly guardChecks: boolean;
   private marking: CheckMarking | undefined;
   private checks: DnatChain | undefined;
+  /** IPv6 checks' redirect (ip6tables), when ip6tables works here. */
+  private checks6: DnatChain | undefined;
   private readonly holds: ReturnType<typeof holdRedirect>;
   private holdInstalled = false;
   /** Where each instance's listeners live (the route's local address): looked up once, not per sleep. */
   private readonly listenHosts = new Map<string, string>();
+  private readonly listenHosts6 = new Map<string, string>();
   private readonly keyPairs = new Map<string, Promise<{ key: Buffer; cert: Buffer }>>();
 
   constructor(private readonly config: DozeConfig, context: SleepGuardsContext, private readonly log: Logger) {
@@ -100,10 +105,17 @@ export class SleepGuards implements SleepHooks {
     const c = this.config.healthChecks;
     if (this.guardChecks) {
       const fromUid = c.fromUid ?? (c.fromUser === undefined ? undefined : await uidOf(c.fromUser));
-      this.marking = new CheckMarking({ mark: c.mark, fromUid, fromSources: c.fromSources }, this.config.netfilter.chainPrefix);
+      // IPv6 checks are marked and redirected by ip6tables alike; a node without it keeps IPv4's.
+      const ipv6 = await ip6tablesWorks();
+      if (!ipv6) this.log.warn('ip6tables does not work here: health checks over IPv6 are not recognised, and a sleeping instance does not answer them');
+      this.marking = new CheckMarking({ mark: c.mark, fromUid, fromSources: c.fromSources }, this.config.netfilter.chainPrefix, ipv6 ? [4, 6] : [4]);
       await this.marking.install();
       this.checks = checkRedirect(c.mark, this.config.netfilter.chainPrefix);
       await this.checks.install();
+      if (ipv6) {
+        this.checks6 = checkRedirect(c.mark, this.config.netfilter.chainPrefix, 6);
+        await this.checks6.install();
+      }
     }
   }
 
@@ -112,18 +124,31 @@ export class SleepGuards implements SleepHooks {
     if (!needHost) return;
     const port = portOf(instance.config.address);
     // A host port is reached on any of the node's addresses (127.0.0.1 too, for QEMU's hostfwd).
-    const targets = [
-      instance.onHostPort ? { port } : { ip: hostOf(instance.config.address), port },
-      ...instance.config.checkAddresses.map((a) => ({ ip: hostOf(a), port: portOf(a) })),
+    const all: Array<Omit<DnatTarget, 'toHost' | 'toPort'>> = [
+      ...(instance.onHostPort ? [{ port }] : []),
+      ...[...(instance.onHostPort ? [] : [instance.config.address]), ...instance.config.addresses, ...instance.config.checkAddresses].map((a) => ({ ip: hostOf(a), port: portOf(a) })),
     ];
+    // A DNAT keeps the family: IPv6 checks go to a listener on an IPv6 address (ip6tables).
+    const targets = all.filter((target) => target.ip === undefined || !isIPv6(target.ip));
+    const targets6 = all.filter((target) => target.ip !== undefined && isIPv6(target.ip));
     let host = this.listenHosts.get(instance.id);
     if (host === undefined) {
-      host = (await routeSource(hostOf(instance.config.address))) ?? this.stub.host;
+      const first = targets.find((target) => target.ip !== undefined)?.ip;
+      host = (first !== undefined ? await routeSource(first) : undefined) ?? this.stub.host;
       this.listenHosts.set(instance.id, host);
     }
     if (this.checks) {
       const to = await this.stub.open(instance.id, host);
       for (const target of targets) await this.checks.add(instance.id, { ...target, toHost: host, toPort: to });
+    }
+    if (this.checks6 && targets6.length > 0) {
+      let host6 = this.listenHosts6.get(instance.id);
+      if (host6 === undefined) {
+        host6 = (await routeSource(targets6[0]!.ip!)) ?? '::1';
+        this.listenHosts6.set(instance.id, host6);
+      }
+      const to = await this.stub.openAlso(instance.id, host6);
+      for (const target of targets6) await this.checks6.add(instance.id, { ...target, toHost: host6, toPort: to });
     }
     if (instance.wake === 'hold') {
       if (!this.holdInstalled) {
@@ -139,6 +164,7 @@ export class SleepGuards implements SleepHooks {
 
   async awake(instance: ManagedInstance): Promise<void> {
     await this.checks?.remove(instance.id);
+    await this.checks6?.remove(instance.id);
     this.stub.closeConnections(instance.id);
     if (this.holdInstalled) await this.holds.chain.remove(instance.id);
     // Awake by now: what was held goes through.
@@ -155,7 +181,9 @@ export class SleepGuards implements SleepHooks {
   /** An instance leaves management: its rules and listeners go with it. */
   async release(id: string): Promise<void> {
     this.listenHosts.delete(id);
+    this.listenHosts6.delete(id);
     await this.checks?.remove(id);
+    await this.checks6?.remove(id);
     if (this.holdInstalled) await this.holds.chain.remove(id);
     await this.stub.close(id);
     await this.hold.close(id);
@@ -167,6 +195,7 @@ export class SleepGuards implements SleepHooks {
     await step('closing the health stub', () => this.stub.stop());
     await step('closing the hold listeners', () => this.hold.stop());
     await step('removing redirect rules', async () => this.checks?.uninstall());
+    await step('removing IPv6 redirect rules', async () => this.checks6?.uninstall());
     await step('removing hold rules', async () => (this.holdInstalled ? this.holds.chain.uninstall() : undefined));
     await step('removing marking rules', async () => this.marking?.remove());
   }

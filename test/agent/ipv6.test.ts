@@ -2,12 +2,15 @@ import http from 'node:http';
 import type { Socket } from 'node:net';
 import type { Agent } from '../../agent/agent.js';
 import { monotonicNs } from '../../agent/sources/bpf-records.js';
+import { CheckRunner } from '../doubles/consul/check-runner.js';
 import { inState, nextState, startAgent } from '../helpers/agent.js';
+import { CHECKER_UID } from '../helpers/checker.js';
 import { APP_PORT } from '../helpers/app.js';
 import { get } from '../helpers/http.js';
 import { createInstance, type TestInstance } from '../helpers/instance.js';
 import { wakeWithPooledRequest } from '../helpers/pooled-request.js';
 import { rootTest } from '../helpers/root.js';
+import { sh } from '../helpers/sh.js';
 import type { Teardown } from '../helpers/teardown.js';
 
 /*
@@ -107,4 +110,33 @@ rootTest.serial('dual-stack: TCP keepalive probes over IPv6 neither keep the ins
   t.is(answer.status, 200);
   t.true(reused);
   t.is(agent.detector.get('web')!.wakes, 1);
+});
+
+rootTest.serial('dual-stack: IPv6 health checks (marked by uid) neither keep the instance awake nor wake it, and pass while it sleeps', async (t) => {
+  const inst = await dualStack(t);
+  // The checker first (it spawns a worker), as in healthy-while-asleep.test.ts.
+  const runner = await CheckRunner.create({ uid: CHECKER_UID, stagger: false });
+  t.teardown(() => runner.stop());
+  const agent = await startAgent(t, { healthChecks: { fromUid: CHECKER_UID }, instances: [inst.config({ idleTimeout: '300ms', addresses: [inst.address6] })] });
+  const startedAt = Date.now();
+  runner.add({ id: 'web-http6', kind: 'http', target: `${inst.url6}/health`, intervalMs: 100, timeoutMs: 1000 });
+  runner.add({ id: 'web-tcp6', kind: 'tcp', target: inst.address6, intervalMs: 100, timeoutMs: 1000 });
+  // Checks every 100 ms, a third of the idle timeout: they would keep it awake if they counted.
+  await inState(agent, 'web', 'sleeping', 3000);
+  const rules = (await sh('ip6tables', ['-t', 'nat', '-S', `${agent.config.netfilter.chainPrefix}-STUB`])).split('\n').filter((l) => l.includes('doze:'));
+  t.is(rules.length, 1, 'one IPv6 redirect while asleep');
+  t.regex(rules[0]!, new RegExp(`-d ${inst.ns.instanceIp6}/128 -p tcp -m tcp --dport ${APP_PORT}`));
+  await delay(600); // six check intervals against the sleeper
+  t.is(agent.detector.get('web')!.state, 'sleeping', 'no IPv6 check woke it');
+  t.is(agent.detector.get('web')!.wakes, 0);
+  const asleep = await runner.probe({ kind: 'http', url: `${inst.url6}/`, timeoutMs: 1000, outputMaxSize: 4096 });
+  t.is(asleep.status, 'passing');
+  t.regex(asleep.output, /doze: web is asleep/, 'answered by the stub over IPv6');
+  const results = runner.history.filter((r) => r.at >= startedAt);
+  t.deepEqual(results.filter((r) => r.status !== 'passing').map((r) => `${r.checkId} ${r.status} ${r.output}`), [], 'every check passed');
+  t.true(agent.detector.get('web')!.checksAnswered >= 4, `the stub answered ${agent.detector.get('web')!.checksAnswered} checks`);
+  // A real request over IPv6 still wakes it.
+  const running = nextState(agent, 'web', 'running', 3000);
+  t.regex((await get(`${inst.url6}/`, 3000)).body, /^hello from web/);
+  await running;
 });
