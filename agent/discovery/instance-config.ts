@@ -60,6 +60,7 @@ export function instanceConfigFor(instance: NomadInstance, node: NodeFacts, sett
   const raw = {
     id: instance.id,
     address: instance.address,
+    addresses: instance.addresses,
     checkAddresses: instance.checkAddresses,
     ...(node.interface !== undefined ? { interface: node.interface } : {}),
     idleTimeout: instance.idleTimeoutMs,
