@@ -89,7 +89,7 @@ export class Agent {
       },
     }, log);
     const detector = new Detector(source, log, { hooks: guards, budget: config.budget, dropWakeEvents: options.faults?.dropWakeEvents });
-    const metrics = new Metrics(detector);
+    const metrics = new Metrics(detector, () => source.eventsLost());
     agent = new Agent(config, detector, source, metrics, guards, log);
     agent.lock = lock;
     // Configured, registered and discovered instances all come and go through it.

@@ -57,8 +57,22 @@ export class Metrics {
     return new Histogram({ name, help, labelNames: ['instance', 'runtime'], buckets, registers: [this.registry] });
   }
 
-  constructor(private readonly detector: Detector) {
+  /** `eventsLost`: the tc program's count of wake and first-response events it could not hand over (doze_stats). */
+  constructor(private readonly detector: Detector, eventsLost?: () => Promise<bigint>) {
     collectDefaultMetrics({ register: this.registry });
+    if (eventsLost) {
+      new Counter({
+        name: 'doze_bpf_events_lost_total',
+        help: 'Wake and first-response events the tc program could not hand to the agent (its perf buffer was full); the wake watchdog covers the wakes',
+        registers: [this.registry],
+        async collect() {
+          const lost = await eventsLost().catch(() => undefined);
+          if (lost === undefined) return;
+          this.reset();
+          this.inc(Number(lost));
+        },
+      });
+    }
     const memory = (this.memory = new MemoryTracker(detector));
     new Gauge({
       name: 'doze_instance_memory_bytes',
