@@ -42,17 +42,18 @@ struct doze_counters {
 	__u64 reply_ns;     // the instance's first payload to a client after it (0: not yet)
 };
 
-// Oriented client -> instance, whichever direction the packet went. 28 bytes,
-// no implicit padding (a hash key is compared whole). The instance is named by
-// its key (below), whatever family reached it; the client by its address:
-// IPv4 in client_addr[0], the other words 0.
+// Oriented client -> instance, whichever direction the packet went. 24 bytes,
+// no padding (a hash key is hashed and compared whole). The instance is named
+// by its key (below), whatever family reached it; the client by its address as
+// IPv6, an IPv4 one IPv4-mapped (::ffff:a.b.c.d), which carries the family: an
+// IPv6 packet from a mapped source is counted but never tracked (parse_ipv6),
+// so the two families never meet in one record. A family byte would make the
+// key 28 bytes, and the hash over it cost 4 ns more a packet (bench/tc-cost.ts).
 struct doze_conn_key {
 	__u32 client_addr[4];
 	__u32 instance_key;
 	__u16 client_port;
 	__u16 instance_port;
-	__u8 family;         // 4 or 6
-	__u8 pad[3];
 };
 
 struct doze_conn {
@@ -181,8 +182,11 @@ static __always_inline void emit_event(struct __sk_buff *skb, struct doze_wake_e
 #define PARSE_IP 0    // IPv4 or IPv6 (family says which)
 #define PARSE_OTHER 1 // another ethertype: belongs to the interface's instance
 
+// IPv4 addresses sit in word 3 of src and dst, after the IPv4-mapped prefix.
+#define V4 3
+
 struct parsed {
-	// IPv4: the address in word 0, the rest 0; IPv6: all four words.
+	// IPv6 addresses; an IPv4 one IPv4-mapped (::ffff:a.b.c.d, RFC 4291 2.5.5.2).
 	__u32 src[4], dst[4];
 	__u8 family; // 4 or 6
 	__u16 sport, dport;
@@ -216,8 +220,10 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, struct parsed *p, v
 	if ((void *)(ip + 1) > data_end)
 		return PARSE_SKIP;
 	p->family = 4;
-	p->src[0] = ip->saddr;
-	p->dst[0] = ip->daddr;
+	p->src[2] = bpf_htonl(0xffff);
+	p->dst[2] = bpf_htonl(0xffff);
+	p->src[V4] = ip->saddr;
+	p->dst[V4] = ip->daddr;
 	// Options or a fragment (MF set, or a non-first one): counted, not tracked.
 	if (ip->protocol != IPPROTO_TCP || ip->ihl != 5 || (ip->frag_off & bpf_htons(0x3fff)))
 		return PARSE_IP;
@@ -250,6 +256,10 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct parsed *p, v
 	p->family = 6;
 	__builtin_memcpy(p->src, &ip6->saddr, 16);
 	__builtin_memcpy(p->dst, &ip6->daddr, 16);
+	// An IPv4-mapped source (never a real one on the wire) would share records
+	// with the IPv4 client it names: counted, not tracked.
+	if (!p->src[0] && !p->src[1] && p->src[2] == bpf_htonl(0xffff))
+		return PARSE_IP;
 	__u8 next = ip6->nexthdr;
 	__u32 off = sizeof(struct ethhdr) + sizeof(*ip6);
 	__u32 len = bpf_ntohs(ip6->payload_len); // what follows the fixed header
@@ -321,7 +331,7 @@ static __always_inline int is_group_address(const struct parsed *p, const __u32 
 {
 	if (p->family == 6)
 		return (addr[0] & bpf_htonl(0xff000000)) == bpf_htonl(0xff000000);
-	return (addr[0] & bpf_htonl(0xf0000000)) == bpf_htonl(0xe0000000) || addr[0] == 0xffffffff;
+	return (addr[V4] & bpf_htonl(0xf0000000)) == bpf_htonl(0xe0000000) || addr[V4] == 0xffffffff;
 }
 
 // The instance whose own interface this is (doze_ifaces), or 0.
@@ -337,7 +347,7 @@ static __always_inline __u32 iface_key(struct __sk_buff *skb)
 static __always_inline __u32 address_key(const struct parsed *p, const __u32 *addr)
 {
 	if (p->family == 4)
-		return addr[0];
+		return addr[V4];
 	__u32 *key = bpf_map_lookup_elem(&doze_addr6, addr);
 	return key ? *key : 0;
 }
@@ -359,6 +369,7 @@ static __always_inline __u32 *into_whom(struct __sk_buff *skb, const struct pars
 	return *key ? bpf_map_lookup_elem(&doze_state, key) : NULL;
 }
 
+#ifndef DOZE_COUNT_ONLY
 // The connection a packet belongs to, oriented client -> instance.
 static __always_inline void conn_key(struct doze_conn_key *k, const struct parsed *p, __u32 key, int into)
 {
@@ -370,8 +381,8 @@ static __always_inline void conn_key(struct doze_conn_key *k, const struct parse
 	k->instance_key = key;
 	k->client_port = into ? p->sport : p->dport;
 	k->instance_port = into ? p->dport : p->sport;
-	k->family = p->family;
 }
+#endif
 
 static __always_inline __u32 check_mark(void)
 {
@@ -424,7 +435,7 @@ struct {
 static __always_inline int from_check_source(const struct parsed *p)
 {
 	if (p->family == 4) {
-		struct check_net_key src = { .prefixlen = 32, .addr = p->src[0] };
+		struct check_net_key src = { .prefixlen = 32, .addr = p->src[V4] };
 		return bpf_map_lookup_elem(&doze_check_nets, &src) != 0;
 	}
 	struct check_net6_key src6 = { .prefixlen = 128 };
@@ -532,7 +543,7 @@ static __always_inline int into_instance(struct __sk_buff *skb, struct parsed *p
 
 #ifndef DOZE_COUNT_ONLY // bench/ builds a counting-only variant to price the tracking
 	if (p->is_tcp) {
-		struct doze_conn_key k = {};
+		struct doze_conn_key k; // every byte set by conn_key
 		conn_key(&k, p, key, 1);
 		struct doze_conn *conn = bpf_map_lookup_elem(&doze_conns, &k);
 		// Only a client's SYN opens a tracked connection, so replies to the
@@ -606,7 +617,7 @@ static __always_inline int out_of_instance(struct __sk_buff *skb, struct parsed 
 #else
 	if (!p->is_tcp)
 		return 1;
-	struct doze_conn_key k = {};
+	struct doze_conn_key k;
 	conn_key(&k, p, key, 0);
 	struct doze_conn *conn = bpf_map_lookup_elem(&doze_conns, &k);
 	if (!conn)

@@ -1,4 +1,4 @@
-import { bytesToIpv4 } from './ipv4.js';
+import { bytesToIpv4, ipv4ToBytes } from './ipv4.js';
 import { bytesToIpv6, ipv6ToBytes, isIPv6 } from './ipv6.js';
 
 /** Mirrors of the structs in agent/bpf/doze.bpf.c (little-endian x86_64/arm64 layout). */
@@ -47,20 +47,32 @@ export interface Connection {
 }
 
 /**
- * struct doze_conn_key (28 bytes: the client's address in 16, IPv4 in the first 4; the instance's
- * key; the two ports; the family, 4 or 6; 3 bytes of padding) and struct doze_conn (40 bytes). The agent reads the first 28 bytes of
+ * struct doze_conn_key (24 bytes: the client's address as IPv6, an IPv4 one IPv4-mapped
+ * (::ffff:a.b.c.d), which is how the key carries the family; the instance's key; the two ports)
+ * and struct doze_conn (40 bytes). The agent reads the first 28 bytes of
  * the value; after flags come the tc program's own probe bookkeeping: client_next_seq (28),
  * server_next_seq (32), and the last window each side advertised, client_window (36) and
  * server_window (38), of which the agent needs only what ConnFlag.clientWindowClosed says. A pinned
  * map of another size is refused when the programs attach (E_STALE_PINS, agent/net/tc.ts).
  */
 /** Sizes of struct doze_conn_key and struct doze_conn, as the tc program declares them (benches write records). */
-export const CONN_KEY_BYTES = 28;
+export const CONN_KEY_BYTES = 24;
 export const CONN_VALUE_BYTES = 40;
+
+/** ::ffff:0:0/96 at the start of `bytes`: an IPv4 address in its last 4 bytes. */
+function isIpv4Mapped(bytes: Buffer): boolean {
+  return bytes.readBigUInt64BE(0) === 0n && bytes.readUInt32BE(8) === 0xffff;
+}
+
+/** The 16 bytes of doze_conn_key's client_addr for an IPv4 or IPv6 address (IPv4 mapped). */
+export function encodeClientAddr(address: string): Buffer {
+  if (!address.includes(':')) return Buffer.concat([Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]), ipv4ToBytes(address)]);
+  return ipv6ToBytes(address);
+}
 
 export function decodeConnection(key: Buffer, value: Buffer): Connection {
   return {
-    clientAddr: key.readUInt8(24) === 6 ? bytesToIpv6(key, 0) : bytesToIpv4(key, 0),
+    clientAddr: isIpv4Mapped(key) ? bytesToIpv4(key, 12) : bytesToIpv6(key, 0),
     instanceAddr: bytesToIpv4(key, 16),
     clientPort: key.readUInt16BE(20),
     instancePort: key.readUInt16BE(22),

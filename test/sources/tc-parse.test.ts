@@ -136,6 +136,16 @@ rootTest('a frame of another ethertype into the instance\'s own interface counts
   t.is(await h.packets(), 2n);
 });
 
+rootTest('IPv4 clients are recorded IPv4-mapped; an IPv6 packet from a mapped source counts but never shares their record', async (t) => {
+  const h = await harness(t);
+  await h.run(ipv4(h.ns.hostIp, h.ns.instanceIp, tcpSyn()));
+  await h.run(ipv6(`::ffff:${h.ns.hostIp}`, h.ns.instanceIp6!, 6, tcpSyn()));
+  t.is(await h.packets(), 2n);
+  const conns = await h.source.connections();
+  t.is(conns.length, 1, 'one record: the IPv4 SYN\'s');
+  t.like(conns[0], { clientAddr: h.ns.hostIp, instanceAddr: h.ns.instanceIp, clientPort: 40000 });
+});
+
 rootTest('IPv4 and IPv6 fragments are counted and never read as TCP', async (t) => {
   const h = await harness(t);
   // A non-first fragment whose bytes look like a SYN where a TCP header would be.
