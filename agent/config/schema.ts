@@ -316,7 +316,7 @@ export const configSchema = z.strictObject({
       fromSources: z
         .array(z.string())
         .default([])
-        .describe('mark connections from these addresses/CIDRs (Consul in a container, remote checkers); for host-port instances the tc program also matches them itself (IPv4), since it sees a remote packet before netfilter marks it'),
+        .describe('mark connections from these addresses/CIDRs (Consul in a container, remote checkers); for host-port instances the tc program also matches them itself (IPv4 and IPv6), since it sees a remote packet before netfilter marks it'),
       tls: checkTlsSchema
         .optional()
         .describe(
