@@ -101,6 +101,9 @@ export function parseConfig(raw: unknown, overrides: ConfigOverrides[] = [], sou
       problems.push(`  instances[${index}].maxAwake: must be at least idleTimeout (${instance.idleTimeout} ms) (got ${instance.maxAwake} ms)`);
     }
   });
+  if ((config.observers.mark & config.healthChecks.mark) !== 0) {
+    problems.push(`  observers.mark: shares bits with healthChecks.mark (0x${config.healthChecks.mark.toString(16)}): give observers their own bit, e.g. "0x4"`);
+  }
   if (problems.length > 0) throw new ConfigError(`${source} is invalid:\n${problems.join('\n')}`);
   return config;
 }

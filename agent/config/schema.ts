@@ -204,6 +204,11 @@ export const instanceSchema = z.strictObject({
     .default([])
     .describe('its other addresses (dual-stack: the IPv6 one beside the IPv4 one, or the reverse): counted, tracked and woken on as `address` is, and checks sent to them are answered while it sleeps'),
   checkAddresses: z.array(instanceAddress).default([]).describe('other `IPv4:port` or `[IPv6]:port` addresses its checks are sent to (a mapped host port); redirected too'),
+  metricsPath: z
+    .string()
+    .startsWith('/', 'a path such as "/metrics"')
+    .default('/metrics')
+    .describe('where the app serves its metrics: fetched through its address just before it sleeps, and served to `observers` while it sleeps (`doze.metrics_path`; [docs/observers.md](docs/observers.md))'),
   interface: interfaceName
     .optional()
     .describe("the instance's host-side interface (veth, tap), where the tc programs attach. Without one it is a host-port instance (host network mode, QEMU's user-mode hostfwd): counted by the address's port on the node's own interfaces, and the address must be one of the node's"),
@@ -322,6 +327,16 @@ export const configSchema = z.strictObject({
         .describe(
           '`{ "certFile", "keyFile" }` (PEM): the certificate the stub answers TLS checks that verify it with (HTTPS, gRPC with TLS), for every instance; checks that skip verification get a self-signed one. A Nomad instance whose check verifies and that has no certificate is kept awake ([docs/nomad.md](docs/nomad.md))',
         ),
+    })
+    .prefault({}),
+  // --- observers (issue 27) ---
+  observers: z
+    .strictObject({
+      fromSources: z
+        .array(z.string().min(1))
+        .default([])
+        .describe('addresses/CIDRs (IPv4 or IPv6) of scrapers and probes (Prometheus, uptime robots, load balancer checks): their packets never count as traffic and never wake a sleeper; while an instance sleeps they get its last metrics from the agent ([docs/observers.md](docs/observers.md))'),
+      mark: mark.prefault('0x4').describe("skb mark bits of observers' connections (beside `healthChecks.mark`, never the same bits)"),
     })
     .prefault({}),
   /** Node budget: more instances than fit awake; a wake that would exceed it puts the least recently used to sleep. */

@@ -40,6 +40,8 @@ export interface NomadInstance {
   /** What the stub needs to answer the service's checks (TLS, verification). */
   checks: CheckNeed[];
   idleTimeoutMs: number;
+  /** doze.metrics_path. */
+  metricsPath: string;
   idlePolicy: IdlePolicy;
   wake: WakeMode | undefined;
   mode: SleepMode;
@@ -117,6 +119,7 @@ export function allocationInstance(alloc: NomadAllocation, job: NomadJob | null 
       service: managed.service.name,
       checks: managed.service.checks,
       idleTimeoutMs: settings.idleTimeoutMs,
+      metricsPath: settings.metricsPath,
       idlePolicy: settings.idlePolicy,
       wake: settings.wake,
       mode: settings.mode,

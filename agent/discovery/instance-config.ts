@@ -64,6 +64,7 @@ export function instanceConfigFor(instance: NomadInstance, node: NodeFacts, sett
     checkAddresses: instance.checkAddresses,
     ...(node.interface !== undefined ? { interface: node.interface } : {}),
     idleTimeout: instance.idleTimeoutMs,
+    metricsPath: instance.metricsPath,
     idlePolicy: instance.idlePolicy,
     ...(instance.wake !== undefined ? { wake: instance.wake } : {}),
     busyCpu: instance.busyCpu,
