@@ -70,8 +70,9 @@ export class Agent {
     await checkInterfaces(config);
     const source = new EbpfSource({
       bpffs: config.bpffs,
-      checkMark: config.healthChecks.mark,
-      checkSources: config.healthChecks.fromSources,
+      // Observers are what checks are to the tc program: never counted, never a wake (docs/observers.md).
+      checkMark: config.healthChecks.mark | (config.observers.fromSources.length > 0 ? config.observers.mark : 0),
+      checkSources: [...config.healthChecks.fromSources, ...config.observers.fromSources],
       hostInterfaces: config.hostPorts.interfaces,
       objectPath: options.objectPath,
       log,

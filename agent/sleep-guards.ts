@@ -14,11 +14,17 @@ import { StubServer, type StubStatus } from './health/stub-server.js';
 import { HoldServer, type HoldState } from './hold/hold-server.js';
 import type { Logger } from './shared/log.js';
 import { CheckMarking } from './netfilter/check-marking.js';
-import { checkRedirect, holdRedirect, type DnatChain, type DnatTarget } from './netfilter/dnat-chain.js';
+import { checkRedirect, holdRedirect, observerRedirect, type DnatChain, type DnatTarget } from './netfilter/dnat-chain.js';
+import { FETCH_PORTS, fetchMetrics } from './health/metrics-snapshot.js';
+import { ObserverServer } from './health/observer-server.js';
+import { ObserverCut } from './netfilter/observer-cut.js';
 import { ip6tablesWorks } from './net/iptables.js';
 import { routeSource } from './netfilter/route-source.js';
 import { run } from './process/exec.js';
 import { hostOf, portOf } from './sources/ipv4.js';
+
+/** The metrics fetch before a sleep: the pause waits for it, so it is short (a scrape takes milliseconds). */
+const METRICS_FETCH_TIMEOUT_MS = 1000;
 
 export interface SleepGuardsContext {
   instance(id: string): ManagedInstance | undefined;
@@ -32,6 +38,12 @@ export class SleepGuards implements SleepHooks {
   readonly stub: StubServer;
   readonly hold: HoldServer;
   readonly guardChecks: boolean;
+  /** Answers observers (config observers.fromSources) of sleeping instances with their last metrics. */
+  readonly observers: ObserverServer;
+  private readonly watchObservers: boolean;
+  private observerMarking: CheckMarking | undefined;
+  /** Observers' redirect, IPv4 and (when ip6tables works) IPv6. */
+  private observerChains: { v4: DnatChain; v6: DnatChain | undefined; cut4: ObserverCut; cut6: ObserverCut | undefined } | undefined;
   private marking: CheckMarking | undefined;
   private checks: DnatChain | undefined;
   /** IPv6 checks' redirect (ip6tables), when ip6tables works here. */
@@ -79,7 +91,9 @@ export class SleepGuards implements SleepHooks {
         if (instance) context.onFirstResponse?.(instance, Number(answeredAtNs - heldAtNs) / 1e6);
       },
     });
-    this.holds = holdRedirect(c.mark, config.netfilter.chainPrefix);
+    this.watchObservers = config.observers.fromSources.length > 0;
+    this.observers = new ObserverServer();
+    this.holds = holdRedirect(c.mark, config.netfilter.chainPrefix, this.watchObservers ? config.observers.mark : undefined);
   }
 
   /** The operator's certificate and key for TLS checks, read once per pair of files. */
@@ -100,9 +114,24 @@ export class SleepGuards implements SleepHooks {
     return pair;
   }
 
-  /** Marking and the check redirect exist only when checks can be identified. */
+  /** Marking and the check redirect exist only when checks can be identified; the observers' only when there are some. */
   async install(): Promise<void> {
     const c = this.config.healthChecks;
+    if (this.watchObservers) {
+      const o = this.config.observers;
+      const prefix = this.config.netfilter.chainPrefix;
+      const ipv6 = await ip6tablesWorks();
+      const fromLocalPorts = { uid: process.getuid?.() ?? 0, ...FETCH_PORTS };
+      this.observerMarking = new CheckMarking({ mark: o.mark, fromSources: o.fromSources, fromLocalPorts, everyPacketFromSources: true }, `${prefix}-OBS`, ipv6 ? [4, 6] : [4]);
+      await this.observerMarking.install();
+      this.observerChains = {
+        v4: observerRedirect(o.mark, prefix),
+        v6: ipv6 ? observerRedirect(o.mark, prefix, 6) : undefined,
+        cut4: new ObserverCut(`${prefix}-OBS-CUT`, o.mark),
+        cut6: ipv6 ? new ObserverCut(`${prefix}-OBS-CUT`, o.mark, 6) : undefined,
+      };
+      for (const chain of [this.observerChains.v4, this.observerChains.v6, this.observerChains.cut4, this.observerChains.cut6]) await chain?.install();
+    }
     if (this.guardChecks) {
       const fromUid = c.fromUid ?? (c.fromUser === undefined ? undefined : await uidOf(c.fromUser));
       // IPv6 checks are marked and redirected by ip6tables alike; a node without it keeps IPv4's.
@@ -120,8 +149,16 @@ export class SleepGuards implements SleepHooks {
   }
 
   async beforeSleep(instance: ManagedInstance): Promise<void> {
-    const needHost = this.checks !== undefined || instance.wake === 'hold';
+    const needHost = this.checks !== undefined || instance.wake === 'hold' || this.observerChains !== undefined;
     if (!needHost) return;
+    if (this.observerChains) {
+      // Before the redirect below (the fetch would be redirected too) and before the freeze; its
+      // connection is marked an observer's (FETCH_PORTS), so it neither counts nor wakes.
+      const address = instance.config.address;
+      const snapshot = await fetchMetrics(hostOf(address), portOf(address), instance.config.metricsPath, METRICS_FETCH_TIMEOUT_MS);
+      if (snapshot.kind === 'failed') this.log.warn({ instance: instance.id, reason: snapshot.reason }, 'no metrics for its observers while it sleeps (they get a 503)');
+      this.observers.setSnapshot(instance.id, snapshot);
+    }
     const port = portOf(instance.config.address);
     // A host port is reached on any of the node's addresses (127.0.0.1 too, for QEMU's hostfwd).
     const all: Array<Omit<DnatTarget, 'toHost' | 'toPort'>> = [
@@ -141,14 +178,27 @@ export class SleepGuards implements SleepHooks {
       const to = await this.stub.open(instance.id, host);
       for (const target of targets) await this.checks.add(instance.id, { ...target, toHost: host, toPort: to });
     }
-    if (this.checks6 && targets6.length > 0) {
-      let host6 = this.listenHosts6.get(instance.id);
+    let host6: string | undefined;
+    if (targets6.length > 0 && (this.checks6 || this.observerChains?.v6)) {
+      host6 = this.listenHosts6.get(instance.id);
       if (host6 === undefined) {
         host6 = (await routeSource(targets6[0]!.ip!)) ?? '::1';
         this.listenHosts6.set(instance.id, host6);
       }
+    }
+    if (this.checks6 && host6 !== undefined) {
       const to = await this.stub.openAlso(instance.id, host6);
       for (const target of targets6) await this.checks6.add(instance.id, { ...target, toHost: host6, toPort: to });
+    }
+    if (this.observerChains) {
+      const to = await this.observers.open(instance.id, host);
+      for (const target of targets) await this.observerChains.v4.add(instance.id, { ...target, toHost: host, toPort: to });
+      for (const target of targets) await this.observerChains.cut4.add(instance.id, target);
+      if (this.observerChains.v6 && host6 !== undefined) {
+        const to6 = await this.observers.open(instance.id, host6);
+        for (const target of targets6) await this.observerChains.v6.add(instance.id, { ...target, toHost: host6, toPort: to6 });
+        for (const target of targets6) await this.observerChains.cut6?.add(instance.id, target);
+      }
     }
     if (instance.wake === 'hold') {
       if (!this.holdInstalled) {
@@ -165,6 +215,8 @@ export class SleepGuards implements SleepHooks {
   async awake(instance: ManagedInstance): Promise<void> {
     await this.checks?.remove(instance.id);
     await this.checks6?.remove(instance.id);
+    for (const chain of this.observerChainList()) await chain.remove(instance.id);
+    this.observers.closeConnections(instance.id);
     this.stub.closeConnections(instance.id);
     if (this.holdInstalled) await this.holds.chain.remove(instance.id);
     // Awake by now: what was held goes through.
@@ -178,14 +230,21 @@ export class SleepGuards implements SleepHooks {
     if (this.holdInstalled) await this.holds.chain.remove(instance.id);
   }
 
+  private observerChainList(): Array<DnatChain | ObserverCut> {
+    const c = this.observerChains;
+    return c ? [c.v4, c.v6, c.cut4, c.cut6].filter((chain) => chain !== undefined) : [];
+  }
+
   /** An instance leaves management: its rules and listeners go with it. */
   async release(id: string): Promise<void> {
     this.listenHosts.delete(id);
     this.listenHosts6.delete(id);
     await this.checks?.remove(id);
     await this.checks6?.remove(id);
+    for (const chain of this.observerChainList()) await chain.remove(id);
     if (this.holdInstalled) await this.holds.chain.remove(id);
     await this.stub.close(id);
+    await this.observers.close(id);
     await this.hold.close(id);
   }
 
@@ -194,6 +253,11 @@ export class SleepGuards implements SleepHooks {
       work().catch((error) => this.log.warn({ err: messageOf(error) }, `${what} failed during shutdown`));
     await step('closing the health stub', () => this.stub.stop());
     await step('closing the hold listeners', () => this.hold.stop());
+    await step('closing the observer listeners', () => this.observers.stop());
+    await step('removing observer redirect rules', async () => {
+      for (const chain of this.observerChainList()) await chain.uninstall();
+    });
+    await step('removing observer marking rules', async () => this.observerMarking?.remove());
     await step('removing redirect rules', async () => this.checks?.uninstall());
     await step('removing IPv6 redirect rules', async () => this.checks6?.uninstall());
     await step('removing hold rules', async () => (this.holdInstalled ? this.holds.chain.uninstall() : undefined));

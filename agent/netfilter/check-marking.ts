@@ -8,6 +8,14 @@ export interface CheckIdentity {
   fromUid?: number;
   /** Checks from these sources (Consul in a container, or a remote checker). */
   fromSources: string[];
+  /** Local connections of this uid from these source ports (the agent's own metrics fetch: metrics-snapshot.ts). */
+  fromLocalPorts?: { uid: number; first: number; last: number };
+  /**
+   * Mark every packet from `fromSources`, not only a connection's first: a connection the source
+   * opened before the rules existed (a scraper's keep-alive one, older than the agent) is then
+   * marked from its next packet on.
+   */
+  everyPacketFromSources?: boolean;
 }
 
 /** Whether a source (address or CIDR) is of this family. */
@@ -41,14 +49,19 @@ export class CheckMarking {
     const setMark = ['-m', 'conntrack', '--ctstate', 'NEW', '-j', 'CONNMARK', '--set-xmark', `${hex}/${hex}`];
     // Only our bits move between packet and connection; other marks are untouched.
     const restore = ['-m', 'comment', '--comment', 'doze: restore check mark', '-j', 'CONNMARK', '--restore-mark', '--nfmask', hex, '--ctmask', hex];
+    const sourceMark = this.identity.everyPacketFromSources ? ['-j', 'CONNMARK', '--set-xmark', `${hex}/${hex}`] : setMark;
     const bySource = (chain: string) =>
-      this.identity.fromSources.filter((source) => sourceFamily(source) === family).map((source) => ['-A', chain, '-s', source, '-m', 'comment', '--comment', 'doze: health checks by source', ...setMark]);
+      this.identity.fromSources.filter((source) => sourceFamily(source) === family).map((source) => ['-A', chain, '-s', source, '-m', 'comment', '--comment', 'doze: health checks by source', ...sourceMark]);
 
     await resetChain('mangle', this.outChain, family);
     if (this.identity.fromUid !== undefined) {
       await iptables('mangle', ['-A', this.outChain, '-m', 'owner', '--uid-owner', String(this.identity.fromUid), '-m', 'comment', '--comment', 'doze: health checks by uid', ...setMark], family);
     }
     for (const rule of bySource(this.outChain)) await iptables('mangle', rule, family);
+    const local = this.identity.fromLocalPorts;
+    if (local !== undefined) {
+      await iptables('mangle', ['-A', this.outChain, '-p', 'tcp', '--sport', `${local.first}:${local.last}`, '-m', 'owner', '--uid-owner', String(local.uid), '-m', 'comment', '--comment', "doze: the agent's own fetch", ...setMark], family);
+    }
     await iptables('mangle', ['-A', this.outChain, ...restore], family);
 
     await resetChain('mangle', this.inChain, family);

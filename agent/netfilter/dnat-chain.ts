@@ -91,14 +91,24 @@ export function checkRedirect(mark: number, prefix = 'DOZE', family: Family = 4)
 }
 
 /**
+ * Observers' connections (Prometheus, uptime probes) to sleeping instances → the agent's observer
+ * listener, which answers with the app's last metrics. Only connections marked as an observer's.
+ */
+export function observerRedirect(mark: number, prefix = 'DOZE', family: Family = 4): DnatChain {
+  return new DnatChain(`${prefix}-OBS`, ['OUTPUT', 'PREROUTING'], ['-m', 'mark', '--mark', `${hex(mark)}/${hex(mark)}`], family);
+}
+
+/**
  * Hold mode: the first unmarked connections to a sleeping instance → the
  * agent's hold listener, at most `maxHeld` at a time (connlimit counts live
  * connections to the instance's address); past that, connections go to the
  * instance as usual (the retry path) instead of queueing without limit.
  */
-export function holdRedirect(mark: number, prefix = 'DOZE'): { chain: DnatChain; forInstance: (maxHeld: number) => DnatChain } {
+export function holdRedirect(mark: number, prefix = 'DOZE', observerMark?: number): { chain: DnatChain; forInstance: (maxHeld: number) => DnatChain } {
   const chainName = `${prefix}-HOLD`;
-  const base = ['-m', 'mark', '!', '--mark', `${hex(mark)}/${hex(mark)}`];
+  // Observers are never held either: they would wake the instance (observerRedirect answers them).
+  const notObserver = observerMark === undefined ? [] : ['-m', 'mark', '!', '--mark', `${hex(observerMark)}/${hex(observerMark)}`];
+  const base = ['-m', 'mark', '!', '--mark', `${hex(mark)}/${hex(mark)}`, ...notObserver];
   const chain = new DnatChain(chainName, ['OUTPUT', 'PREROUTING'], base);
   return {
     chain,

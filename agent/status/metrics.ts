@@ -102,6 +102,16 @@ export class Metrics {
       },
     });
     new Gauge({
+      name: 'doze_instance_asleep',
+      help: "1 while an instance sleeps (pausing, sleeping or waking): its observers get the metrics it served before it slept",
+      labelNames: ['instance'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const i of detector.instances()) this.set({ instance: i.id }, i.state === 'pausing' || i.state === 'sleeping' || i.state === 'waking' ? 1 : 0);
+      },
+    });
+    new Gauge({
       name: 'doze_wakes_queued',
       help: 'Wakes waiting for room in the node budget',
       registers: [this.registry],

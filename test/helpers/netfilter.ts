@@ -12,6 +12,10 @@ export function sweepChainsAtTeardown(t: Teardown, prefix: string): void {
       await removeChain('mangle', ['PREROUTING'], `${prefix}-MARK-IN`, family).catch(() => undefined);
       await removeChain('nat', ['OUTPUT', 'PREROUTING'], `${prefix}-STUB`, family).catch(() => undefined);
       await removeChain('nat', ['OUTPUT', 'PREROUTING'], `${prefix}-HOLD`, family).catch(() => undefined);
+      await removeChain('mangle', ['OUTPUT'], `${prefix}-OBS-MARK-OUT`, family).catch(() => undefined);
+      await removeChain('mangle', ['PREROUTING'], `${prefix}-OBS-MARK-IN`, family).catch(() => undefined);
+      await removeChain('nat', ['OUTPUT', 'PREROUTING'], `${prefix}-OBS`, family).catch(() => undefined);
+      await removeChain('filter', ['FORWARD', 'OUTPUT'], `${prefix}-OBS-CUT`, family).catch(() => undefined);
     }
   });
 }
