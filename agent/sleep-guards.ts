@@ -170,7 +170,9 @@ export class SleepGuards implements SleepHooks {
     const targets6 = all.filter((target) => target.ip !== undefined && isIPv6(target.ip));
     let host = this.listenHosts.get(instance.id);
     if (host === undefined) {
-      const first = targets.find((target) => target.ip !== undefined)?.ip;
+      // Its own address first (a host-port instance's is the node's, whose route says local), else its first IPv4 one.
+      const own = hostOf(instance.config.address);
+      const first = isIPv6(own) ? targets.find((target) => target.ip !== undefined)?.ip : own;
       host = (first !== undefined ? await routeSource(first) : undefined) ?? this.stub.host;
       this.listenHosts.set(instance.id, host);
     }
