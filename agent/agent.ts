@@ -102,7 +102,7 @@ export class Agent {
         const result = await admission.admit({ config: instanceConfig, source: 'static', runtime });
         if (!result.admitted) throw staticRefusal(index, instanceConfig.id, result.refusal);
       }
-      const app = createStatusApp({ detector, metrics, token: config.token, log, refresh: () => agent.refreshCounters(), discovery: () => agent.discovery?.report(), registry: agent.registry });
+      const app = createStatusApp({ detector, metrics, token: config.token, log, refresh: () => agent.refreshCounters(), discovery: () => agent.discovery?.report(), registry: agent.registry, hostInterfaces: () => source.watchedHostInterfaces() });
       agent.server = await listen(app, config.listen);
       await lock.setListen(agent.address);
       // --- Nomad + Consul discovery: allocations become instances (agent/discovery/discovery.ts) ---

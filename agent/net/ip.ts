@@ -103,6 +103,28 @@ export async function isLocalAddress(address: string): Promise<boolean> {
   return (await routeTo(address))?.type === 'local';
 }
 
+const linkAddressList = z.array(
+  z.looseObject({
+    ifname: z.string(),
+    link_type: z.string().optional(),
+    operstate: z.string().optional(),
+    flags: z.array(z.string()).optional(),
+    addr_info: z.array(z.looseObject({ scope: z.string().optional() })).optional(),
+  }),
+);
+
+/**
+ * Up devices that hold an address of global or host scope, with their link type (`ip -j addr
+ * show up`): where a node's traffic can arrive addressed to it (NICs, the nomad bridge, docker0,
+ * lo); a bridge port or a veth without an address is not among them.
+ */
+export async function addressedLinks(): Promise<Array<{ name: string; linkType: string | undefined }>> {
+  const links = await ipJson(['addr', 'show', 'up'], linkAddressList);
+  return links
+    .filter((link) => (link.addr_info ?? []).some((a) => a.scope === 'global' || a.scope === 'host'))
+    .map((link) => ({ name: link.ifname, linkType: link.link_type }));
+}
+
 /** The devices IPv4 default routes leave by (`ip -j -4 route show default`). */
 export async function defaultRouteDevices(): Promise<string[]> {
   const routes = await ipJson(['-4', 'route', 'show', 'default'], routeList);

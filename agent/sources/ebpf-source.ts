@@ -2,7 +2,7 @@ import { access, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, DozeError } from '../shared/errors.js';
-import { defaultRouteDevices, isLocalAddress } from '../net/ip.js';
+import { addressedLinks, isLocalAddress } from '../net/ip.js';
 import type { Logger } from '../shared/log.js';
 import { defaultHelperPath, MapClient } from './map-client.js';
 import {
@@ -31,8 +31,10 @@ export interface EbpfSourceOptions {
   checkMark: number;
   /** Sources (addresses, CIDRs, either family) of health checks: host-port programs see no mark on ingress, so they match these. */
   checkSources?: string[];
-  /** Node interfaces host-port instances are counted on; default: lo and the default routes' (hostInterfaces()). */
+  /** Node interfaces host-port instances are counted on; default: every interface with an address, watched for new ones (hostInterfaces()). */
   hostInterfaces?: string[];
+  /** How often the default set is looked at again for interfaces that came or went (docker0 after the agent, a hot-plugged NIC). */
+  hostRescanMs?: number;
   objectPath?: string;
   log: Logger;
 }
@@ -44,6 +46,7 @@ export class EbpfSource implements TrafficSource {
   /** Host-port instances using the node interfaces' programs, and the interfaces they are on. */
   private hostUsers = 0;
   private hostDevices: string[] = [];
+  private hostRescan: NodeJS.Timeout | undefined;
   private readonly objectPath: string;
   private readonly globals: string;
   /** What track() wrote besides the key (IPv6 addresses, interface), so untrack() removes it. */
@@ -111,26 +114,70 @@ export class EbpfSource implements TrafficSource {
     }
     if (this.hostUsers === 0) {
       const hadPins = await this.mapsPinned();
-      const devices: string[] = [];
-      for (const device of this.options.hostInterfaces ?? (await hostInterfaces())) {
-        // A default route through a wireguard or tun device: the programs parse Ethernet frames, so
-        // they cannot count there. Said in the log, not hidden; the other interfaces still count.
-        const refusal = await tc.requireEthernet(device).then(() => undefined, (error: Error) => error.message);
-        if (refusal) this.options.log.warn({ device, reason: refusal }, 'host-port traffic on this interface is not counted');
-        else devices.push(device);
-      }
-      for (const device of devices) await tc.attach(device, this.objectPath, this.options.bpffs, device === 'lo' ? tc.HOST_LOOPBACK : tc.HOST_INTERFACE);
-      this.hostDevices = devices;
+      await this.attachHostDevices(this.options.hostInterfaces ?? (await this.hostCandidates()));
       if (!hadPins) await this.afterPinsExist();
-      this.options.log.info({ devices }, 'host-port programs attached');
+      this.options.log.info({ devices: this.hostDevices }, 'host-port programs attached');
+      if (this.options.hostInterfaces === undefined) {
+        this.hostRescan = setInterval(() => void this.rescanHostDevices(), this.options.hostRescanMs ?? HOST_RESCAN_MS);
+        this.hostRescan.unref();
+      }
     }
     this.hostUsers += 1;
+  }
+
+  /** The interfaces host-port traffic is counted on now (the status page shows them). */
+  watchedHostInterfaces(): string[] {
+    return [...this.hostDevices];
+  }
+
+  private async attachHostDevices(candidates: string[]): Promise<void> {
+    for (const device of candidates) {
+      if (this.hostDevices.includes(device)) continue;
+      // A default route through a wireguard or tun device: the programs parse Ethernet frames, so
+      // they cannot count there. Said in the log, not hidden; the other interfaces still count.
+      const refusal = await tc.requireEthernet(device).then(() => undefined, (error: Error) => error.message);
+      if (refusal) {
+        this.options.log.warn({ device, reason: refusal }, 'host-port traffic on this interface is not counted');
+        continue;
+      }
+      await tc.attach(device, this.objectPath, this.options.bpffs, device === 'lo' ? tc.HOST_LOOPBACK : tc.HOST_INTERFACE);
+      this.hostDevices.push(device);
+    }
+  }
+
+  /** Every interface with an address, but an instance's own (its programs sit on the same hook): this agent's or another's. */
+  private async hostCandidates(): Promise<string[]> {
+    const found: string[] = [];
+    for (const device of await hostInterfaces()) {
+      if (this.devices.has(device)) continue;
+      const filters = await tc.listFilters(device).catch(() => []);
+      if (filters.some((f) => f.pref === tc.DOZE_TC_PREF && (f.programName === 'doze_egress' || f.programName === 'doze_ingress'))) continue;
+      found.push(device);
+    }
+    return found;
+  }
+
+  /** Interfaces that appeared since (docker0 after the agent, a new bridge or NIC) get the programs; gone ones are forgotten. */
+  private async rescanHostDevices(): Promise<void> {
+    if (this.hostUsers === 0) return;
+    try {
+      const candidates = await this.hostCandidates();
+      const present = new Set((await addressedLinks()).map((link) => link.name));
+      this.hostDevices = this.hostDevices.filter((device) => present.has(device));
+      const before = this.hostDevices.length;
+      await this.attachHostDevices(candidates);
+      if (this.hostDevices.length > before) this.options.log.info({ devices: this.hostDevices }, 'host-port programs attached to new interfaces');
+    } catch (error) {
+      this.options.log.warn({ err: error instanceof Error ? error.message : String(error) }, 'looking for new host interfaces failed; trying again later');
+    }
   }
 
   async detachHost(): Promise<void> {
     if (this.hostUsers === 0) return;
     this.hostUsers -= 1;
     if (this.hostUsers > 0) return;
+    clearInterval(this.hostRescan);
+    this.hostRescan = undefined;
     for (const device of this.hostDevices) await tc.detach(device);
     this.options.log.info({ devices: this.hostDevices }, 'host-port programs detached');
     this.hostDevices = [];
@@ -229,6 +276,8 @@ export class EbpfSource implements TrafficSource {
 
   async close({ removePins }: { removePins: boolean }): Promise<void> {
     this.events.stop();
+    clearInterval(this.hostRescan);
+    this.hostRescan = undefined;
     const devices = new Set([...this.devices.keys(), ...this.hostDevices]);
     // Leaving the node (clean exit): host-port programs a crashed agent left on the node's
     // interfaces go too, not only the ones this agent attached (the node's lo outlives agents).
@@ -281,7 +330,15 @@ async function ifindexOf(device: string): Promise<number | undefined> {
   return text === undefined ? undefined : Number(text.trim());
 }
 
-/** lo and every interface a default route leaves by: where a host port's clients come in. */
+/** Looked at again this often for interfaces that came or went (a rescan costs one `ip addr` and a `tc filter show` per interface). */
+const HOST_RESCAN_MS = 30_000;
+
+/**
+ * Where a host port's clients come in: lo and every up interface that holds an address of the
+ * node (NICs, the nomad bridge, docker0), not only those a default route leaves by: a request
+ * from a container on the nomad bridge, or on a second NIC, arrives there.
+ */
 export async function hostInterfaces(): Promise<string[]> {
-  return ['lo', ...(await defaultRouteDevices()).filter((device) => device !== 'lo')];
+  const links = await addressedLinks();
+  return ['lo', ...links.map((link) => link.name).filter((device) => device !== 'lo')];
 }

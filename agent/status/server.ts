@@ -24,6 +24,8 @@ export interface StatusServerOptions {
   refresh: () => Promise<void>;
   /** Nomad/Consul connections and allocations for `GET /api/status` (agent/discovery/discovery-report.ts). */
   discovery?: () => DiscoveryReport | undefined;
+  /** The node interfaces host-port traffic is counted on now (EbpfSource.watchedHostInterfaces). */
+  hostInterfaces?: () => string[];
   /** Instances registered at run time (PUT/DELETE /api/instances/{id}); without it those routes answer 404. */
   registry?: InstanceRegistry;
 }
@@ -59,7 +61,7 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
     res.type('html').send(
       renderStatusPage({
         instances: detector.instances().map((i) => viewOf(detector, i, memory)),
-        status: statusReport(detector, options.discovery?.(), memory.node()),
+        status: statusReport(detector, options.discovery?.(), memory.node(), options.hostInterfaces?.()),
         transitions: transitions.after(0),
         wakes: wakes.list(),
         latency: await latency(),
@@ -93,7 +95,7 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
 
   app.get('/api/status', async (_req, res) => {
     await memory.refresh();
-    res.json(statusReport(detector, options.discovery?.(), memory.node()));
+    res.json(statusReport(detector, options.discovery?.(), memory.node(), options.hostInterfaces?.()));
   });
 
   app.get('/api/instances/:id', async (req, res) => {

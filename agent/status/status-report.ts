@@ -30,11 +30,13 @@ export interface StatusReport extends DiscoveryReport {
   wakeEvents: { gaps: number; lastGap: { reason: string; at: string } | null; missed: number; late: number };
   /** The node's swap and the memory its instances hold and gave back (agent/status/memory-view.ts). */
   memory: NodeMemoryView | null;
+  /** The node interfaces host-port instances' traffic is counted on now (none while no host-port instance is managed). */
+  hostPorts: { interfaces: string[] };
 }
 
 const ACTIVE = new Set(['running', 'waking', 'pausing']);
 
-export function statusReport(detector: Detector, discovery: DiscoveryReport | undefined, memory?: NodeMemoryView): StatusReport {
+export function statusReport(detector: Detector, discovery: DiscoveryReport | undefined, memory?: NodeMemoryView, hostInterfaces: string[] = []): StatusReport {
   const byState: Record<string, number> = {};
   const instances = detector.instances();
   for (const instance of instances) byState[instance.state] = (byState[instance.state] ?? 0) + 1;
@@ -58,6 +60,7 @@ export function statusReport(detector: Detector, discovery: DiscoveryReport | un
     connections: discovery?.connections ?? {},
     allocations: discovery?.allocations ?? [],
     memory: memory ?? null,
+    hostPorts: { interfaces: hostInterfaces },
   };
 }
 
