@@ -360,8 +360,8 @@ export const configSchema = z.strictObject({
         .array(interfaceName)
         .min(1)
         .optional()
-        .describe('node interfaces the host-port programs attach to (both hooks; lo only on ingress, where it sees every local packet)')
-        .register(computedDefaults, { text: "lo + default routes'" }),
+        .describe('node interfaces the host-port programs attach to (both hooks; lo only on ingress, where it sees every local packet); unset, every interface with an address is watched, and new ones within 30 s (the status page lists them)')
+        .register(computedDefaults, { text: 'lo + every interface with an address' }),
     })
     .prefault({}),
   netfilter: z
