@@ -142,9 +142,9 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } doze_addr6 SEC(".maps");
 
-// An instance's own interface (ifindex) -> its key: packets into it that no
-// address names (another ethertype, a link-local or undeclared address) are
-// still its. Absent for an interface several instances share.
+// An instance's own interface (ifindex) -> its key: frames of another
+// ethertype into it are its (into_whom says why IP packets are not).
+// Absent for an interface several instances share.
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
@@ -323,15 +323,11 @@ static __always_inline int parse(struct __sk_buff *skb, struct parsed *p)
 		return parse_ipv6(skb, p, data, data_end);
 	if (eth->h_proto == bpf_htons(ETH_P_ARP))
 		return PARSE_SKIP;
+	// Another ethertype: the instance's if sent to it alone (a group frame, even
+	// flooded, names nobody in particular).
+	if (eth->h_dest[0] & 1)
+		return PARSE_SKIP;
 	return PARSE_OTHER;
-}
-
-// A multicast or broadcast destination: addressed to a group, not to the instance.
-static __always_inline int is_group_address(const struct parsed *p, const __u32 *addr)
-{
-	if (p->family == 6)
-		return (addr[0] & bpf_htonl(0xff000000)) == bpf_htonl(0xff000000);
-	return (addr[V4] & bpf_htonl(0xf0000000)) == bpf_htonl(0xe0000000) || addr[V4] == 0xffffffff;
 }
 
 // The instance whose own interface this is (doze_ifaces), or 0.
@@ -353,17 +349,16 @@ static __always_inline __u32 address_key(const struct parsed *p, const __u32 *ad
 }
 
 // On an instance's own interface, egress: the state of the instance a packet
-// goes into (by its destination, else the interface's instance unless it is
-// addressed to a group), with its key in `key`; NULL for nobody's packet.
+// goes into, with its key in `key`; NULL for nobody's packet. An IP packet is
+// the instance's by its destination address only: a bridge port (Nomad's and
+// Docker's veths are) also carries frames flooded for another container whose
+// MAC the bridge has forgotten (after 300 s), which must not wake this one.
+// A frame of another ethertype is the interface's instance's.
 static __always_inline __u32 *into_whom(struct __sk_buff *skb, const struct parsed *p, int kind, __u32 *key)
 {
-	__u32 *state;
 	if (kind == PARSE_IP) {
 		*key = address_key(p, p->dst);
-		if (*key && (state = bpf_map_lookup_elem(&doze_state, key)))
-			return state;
-		if (is_group_address(p, p->dst))
-			return NULL;
+		return *key ? bpf_map_lookup_elem(&doze_state, key) : NULL;
 	}
 	*key = iface_key(skb);
 	return *key ? bpf_map_lookup_elem(&doze_state, key) : NULL;
