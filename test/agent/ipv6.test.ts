@@ -41,12 +41,20 @@ rootTest.serial('dual-stack: a request over IPv6 counts, and one to the sleeping
   await inState(agent, 'web', 'sleeping', 3000);
   t.is(await inst.cgroup.freezerState(), 'FROZEN');
   const running = nextState(agent, 'web', 'running', 3000);
-  const answer = await get(`${inst.url6}/`, 3000);
+  // Kept alive afterwards, so its doze_conns entry is still there to read (a closed one is deleted).
+  const pool = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  t.teardown(() => pool.destroy());
+  const answer = await get(`${inst.url6}/`, 3000, pool);
   await running;
   t.is(answer.status, 200);
   t.regex(answer.body, /^hello from web #\d+/);
   t.true(answer.ms < 100, `answered in ${answer.ms.toFixed(1)} ms`);
   t.is(agent.detector.get('web')!.wakes, 1);
+  // The tc program stamps the first response on the way out over IPv6 too (doze_first_response_seconds).
+  const until = Date.now() + 2000;
+  while (agent.detector.get('web')!.lastFirstResponseMs === undefined && Date.now() < until) await delay(20);
+  const firstResponseMs = agent.detector.get('web')!.lastFirstResponseMs;
+  t.true(firstResponseMs !== undefined && firstResponseMs < 100, `first response ${firstResponseMs} ms after the first packet`);
   const conn = (await agent.source.connections()).find((c) => c.clientAddr === inst.ns.hostIp6);
   t.truthy(conn, 'the IPv6 connection is tracked under the instance, its client by its IPv6 address');
   t.is(conn?.instanceAddr, inst.ns.instanceIp);
