@@ -108,3 +108,37 @@ rootTest.serial('an observer of a sleeping instance whose metrics could not be f
   t.true(answer.ms < 500, `answered in ${answer.ms.toFixed(0)} ms`);
   t.is(agent.detector.get('web')!.state, 'sleeping', 'the observer did not wake it');
 });
+
+rootTest.serial('an IPv6 observer (a dual-stack instance scraped over IPv6) neither keeps it awake nor wakes it, and reads its last metrics while it sleeps', async (t) => {
+  const inst = await createInstance(t, 'web', { dualStack: true });
+  const url6 = `http://[${inst.ns.instanceIp6!}]:${APP_PORT}/metrics`;
+  const agent = await startAgent(t, {
+    // The node itself scrapes over IPv6: its connections leave from the veth's IPv6 address.
+    observers: { fromSources: [`${inst.ns.hostIp6!}/128`] },
+    instances: [inst.config({ idleTimeout: '400ms', addresses: [`[${inst.ns.instanceIp6!}]:${APP_PORT}`] })],
+  });
+  const scrapes: Array<{ status: number; body: string; atMs: number }> = [];
+  let scraping = true;
+  const loop = (async () => {
+    while (scraping) {
+      const atMs = Date.now();
+      scrapes.push(await get(url6, 1000).then((r) => ({ ...r, atMs }), (e: Error) => ({ status: 0, body: e.message, atMs })));
+      await new Promise((resolve) => setTimeout(resolve, 150));
+    }
+  })();
+  t.teardown(async () => {
+    scraping = false;
+    await loop;
+  });
+  await nextState(agent, 'web', 'sleeping', 3000);
+  const asleepAt = Date.now();
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  t.is(agent.detector.get('web')!.state, 'sleeping', 'no IPv6 scrape woke it');
+  const whileAsleep = scrapes.filter((s) => s.atMs >= asleepAt);
+  t.true(whileAsleep.length >= 4, `${whileAsleep.length} scrapes while it slept`);
+  t.deepEqual(whileAsleep.filter((s) => s.status !== 200).map((s) => `${s.status} ${s.body}`), [], 'every scrape while asleep got 200');
+  t.true(whileAsleep.every((s) => /^# HELP demo_requests_total/.test(s.body)), "the app's own metrics");
+  const running = nextState(agent, 'web', 'running', 3000);
+  t.regex((await get(`${inst.app.url}/`, 3000)).body, /^hello from web/);
+  await running;
+});
