@@ -40,6 +40,8 @@ const linkList = z.array(
     ifname: z.string(),
     /** A veth's peer ifindex, in the namespace `link_netnsid` names. */
     link_index: z.number().int().optional(),
+    /** `ether`, `loopback`, `none` (tun, wireguard), … */
+    link_type: z.string().optional(),
   }),
 );
 export type Link = z.output<typeof linkList>[number];

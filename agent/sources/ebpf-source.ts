@@ -1,8 +1,8 @@
-import { access, readFile, rm } from 'node:fs/promises';
+import { access, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, DozeError } from '../shared/errors.js';
-import { addressedLinks, isLocalAddress } from '../net/ip.js';
+import { addressedLinks, isLocalAddress, listLinks } from '../net/ip.js';
 import type { Logger } from '../shared/log.js';
 import { defaultHelperPath, MapClient } from './map-client.js';
 import {
@@ -324,10 +324,9 @@ export class EbpfSource implements TrafficSource {
   }
 }
 
-/** An interface's index, or undefined when it is gone. */
+/** An interface's index in the agent's network namespace, or undefined when it is gone. */
 async function ifindexOf(device: string): Promise<number | undefined> {
-  const text = await readFile(`/sys/class/net/${device}/ifindex`, 'utf8').catch(() => undefined);
-  return text === undefined ? undefined : Number(text.trim());
+  return (await listLinks({ device }).catch(() => []))[0]?.ifindex;
 }
 
 /** Looked at again this often for interfaces that came or went (a rescan costs one `ip addr` and a `tc filter show` per interface). */

@@ -168,7 +168,7 @@ rootTest('a tun interface given as an instance\'s interface is refused with a cl
   await sh('ip', ['tuntap', 'add', 'dev', name, 'mode', 'tun']);
   t.teardown(() => sh('ip', ['link', 'del', name]).catch(() => undefined));
   const error = await t.throwsAsync(source.attach(name));
-  t.regex(error!.message, new RegExp(`interface ${name} carries no Ethernet header \\(link type 65534, as wireguard and tun devices are\\)`));
+  t.regex(error!.message, new RegExp(`interface ${name} carries no Ethernet header \\(link type none, as wireguard and tun devices are\\)`));
   t.regex(error!.message, /give the instance the Ethernet interface its traffic crosses/);
   t.deepEqual(await listFilters(name), [], 'nothing attached');
 });
