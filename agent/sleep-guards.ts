@@ -37,7 +37,13 @@ export interface SleepGuardsContext {
 export class SleepGuards implements SleepHooks {
   readonly stub: StubServer;
   readonly hold: HoldServer;
+  /**
+   * A marked connection (a check's, or an observer's scrape) still talking to the instance postpones
+   * its sleep: frozen under it, it would hang until the next wake.
+   */
   readonly guardChecks: boolean;
+  /** Health checks can be identified (uid or sources): their marking and redirect exist. */
+  private readonly watchChecks: boolean;
   /** Answers observers (config observers.fromSources) of sleeping instances with their last metrics. */
   readonly observers: ObserverServer;
   private readonly watchObservers: boolean;
@@ -57,7 +63,8 @@ export class SleepGuards implements SleepHooks {
 
   constructor(private readonly config: DozeConfig, context: SleepGuardsContext, private readonly log: Logger) {
     const c = config.healthChecks;
-    this.guardChecks = c.fromUid !== undefined || c.fromUser !== undefined || c.fromSources.length > 0;
+    this.watchChecks = c.fromUid !== undefined || c.fromUser !== undefined || c.fromSources.length > 0;
+    this.guardChecks = this.watchChecks || config.observers.fromSources.length > 0;
     this.stub = new StubServer({
       host: config.stub.listen.slice(0, config.stub.listen.lastIndexOf(':')),
       status: (id) => stubStatus(context.instance(id)?.state),
@@ -132,7 +139,7 @@ export class SleepGuards implements SleepHooks {
       };
       for (const chain of [this.observerChains.v4, this.observerChains.v6, this.observerChains.cut4, this.observerChains.cut6]) await chain?.install();
     }
-    if (this.guardChecks) {
+    if (this.watchChecks) {
       const fromUid = c.fromUid ?? (c.fromUser === undefined ? undefined : await uidOf(c.fromUser));
       // IPv6 checks are marked and redirected by ip6tables alike; a node without it keeps IPv4's.
       const ipv6 = await ip6tablesWorks();

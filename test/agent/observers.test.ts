@@ -142,3 +142,24 @@ rootTest.serial('an IPv6 observer (a dual-stack instance scraped over IPv6) neit
   t.regex((await get(`${inst.app.url}/`, 3000)).body, /^hello from web/);
   await running;
 });
+
+rootTest.serial('an observer\'s request in flight when the sleep is due postpones it: answered in full, never frozen under it', async (t) => {
+  const inst = await createInstance(t);
+  const agent = await startAgent(t, { observers: { fromSources: [inst.ns.hostIp] }, instances: [inst.config({ idleTimeout: '300ms' })] });
+  const states = new Set<string>();
+  let done = false;
+  const sampling = (async () => {
+    while (!done) {
+      states.add(await inst.cgroup.freezerState());
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+  })();
+  // Not activity (an observer's), so the idle timeout runs out while it is answered.
+  const answer = await get(`${inst.app.url}/slow?ms=1200`, 5000);
+  done = true;
+  await sampling;
+  t.is(answer.status, 200);
+  t.regex(answer.body, /slow answer after 1200 ms/);
+  t.deepEqual([...states], ['THAWED'], 'never frozen while the observer waited');
+  await inState(agent, 'web', 'sleeping', 3000);
+});
