@@ -675,13 +675,13 @@ int doze_ingress(struct __sk_buff *skb)
 	if (kind == PARSE_SKIP)
 		return TC_ACT_UNSPEC;
 	if (kind == PARSE_IP) {
-		__u32 key = address_key(&p, p.src);
-		if (key && out_of_instance(skb, &p, key))
+		__u32 sender = address_key(&p, p.src);
+		if (sender && out_of_instance(skb, &p, sender))
 			return TC_ACT_UNSPEC;
 	}
-	__u32 key = iface_key(skb);
-	if (key)
-		out_of_instance(skb, &p, key);
+	__u32 owner = iface_key(skb); // the interface's instance (a link-local or undeclared source)
+	if (owner)
+		out_of_instance(skb, &p, owner);
 	return TC_ACT_UNSPEC;
 }
 
