@@ -56,6 +56,11 @@ export class SleepGuards implements SleepHooks {
   private checks6: DnatChain | undefined;
   private readonly holds: ReturnType<typeof holdRedirect>;
   private holdInstalled = false;
+  /** Hold mode's IPv6 redirect (ip6tables), installed with the first IPv6 hold. */
+  private holds6: ReturnType<typeof holdRedirect> | undefined;
+  private hold6Installed = false;
+  /** Whether ip6tables works here (install() finds out): the IPv6 twins of the redirects exist only then. */
+  private ipv6 = false;
   /** Where each instance's listeners live (the route's local address): looked up once, not per sleep. */
   private readonly listenHosts = new Map<string, string>();
   private readonly listenHosts6 = new Map<string, string>();
@@ -124,10 +129,12 @@ export class SleepGuards implements SleepHooks {
   /** Marking and the check redirect exist only when checks can be identified; the observers' only when there are some. */
   async install(): Promise<void> {
     const c = this.config.healthChecks;
+    this.ipv6 = await ip6tablesWorks();
+    if (this.ipv6) this.holds6 = holdRedirect(c.mark, this.config.netfilter.chainPrefix, this.watchObservers ? this.config.observers.mark : undefined, 6);
     if (this.watchObservers) {
       const o = this.config.observers;
       const prefix = this.config.netfilter.chainPrefix;
-      const ipv6 = await ip6tablesWorks();
+      const ipv6 = this.ipv6;
       const fromLocalPorts = { uid: process.getuid?.() ?? 0, ...FETCH_PORTS };
       this.observerMarking = new CheckMarking({ mark: o.mark, fromSources: o.fromSources, fromLocalPorts, everyPacketFromSources: true }, `${prefix}-OBS`, ipv6 ? [4, 6] : [4]);
       await this.observerMarking.install();
@@ -142,7 +149,7 @@ export class SleepGuards implements SleepHooks {
     if (this.watchChecks) {
       const fromUid = c.fromUid ?? (c.fromUser === undefined ? undefined : await uidOf(c.fromUser));
       // IPv6 checks are marked and redirected by ip6tables alike; a node without it keeps IPv4's.
-      const ipv6 = await ip6tablesWorks();
+      const ipv6 = this.ipv6;
       if (!ipv6) this.log.warn('ip6tables does not work here: health checks over IPv6 are not recognised, and a sleeping instance does not answer them');
       this.marking = new CheckMarking({ mark: c.mark, fromUid, fromSources: c.fromSources }, this.config.netfilter.chainPrefix, ipv6 ? [4, 6] : [4]);
       await this.marking.install();
@@ -188,7 +195,7 @@ export class SleepGuards implements SleepHooks {
       for (const target of targets) await this.checks.add(instance.id, { ...target, toHost: host, toPort: to });
     }
     let host6: string | undefined;
-    if (targets6.length > 0 && (this.checks6 || this.observerChains?.v6)) {
+    if (targets6.length > 0 && (this.checks6 || this.observerChains?.v6 || (instance.wake === 'hold' && this.holds6))) {
       host6 = this.listenHosts6.get(instance.id);
       if (host6 === undefined) {
         host6 = (await routeSource(targets6[0]!.ip!)) ?? '::1';
@@ -218,6 +225,15 @@ export class SleepGuards implements SleepHooks {
       this.hold.arm(instance.id);
       const chain = this.holds.forInstance(instance.config.maxHeld);
       for (const target of targets) await chain.add(instance.id, { ...target, toHost: host, toPort: to });
+      if (this.holds6 && host6 !== undefined) {
+        if (!this.hold6Installed) {
+          await this.holds6.chain.install();
+          this.hold6Installed = true;
+        }
+        const to6 = await this.hold.openAlso(instance.id, host6);
+        const chain6 = this.holds6.forInstance(instance.config.maxHeld);
+        for (const target of targets6) await chain6.add(instance.id, { ...target, toHost: host6, toPort: to6 });
+      }
     }
   }
 
@@ -228,6 +244,7 @@ export class SleepGuards implements SleepHooks {
     this.observers.closeConnections(instance.id);
     this.stub.closeConnections(instance.id);
     if (this.holdInstalled) await this.holds.chain.remove(instance.id);
+    if (this.hold6Installed) await this.holds6?.chain.remove(instance.id);
     // Awake by now: what was held goes through.
     this.hold.release(instance.id);
   }
@@ -237,6 +254,7 @@ export class SleepGuards implements SleepHooks {
     this.stub.markFailed(instance.id, reason);
     this.hold.fail(instance.id);
     if (this.holdInstalled) await this.holds.chain.remove(instance.id);
+    if (this.hold6Installed) await this.holds6?.chain.remove(instance.id);
   }
 
   private observerChainList(): Array<DnatChain | ObserverCut> {
@@ -252,6 +270,7 @@ export class SleepGuards implements SleepHooks {
     await this.checks6?.remove(id);
     for (const chain of this.observerChainList()) await chain.remove(id);
     if (this.holdInstalled) await this.holds.chain.remove(id);
+    if (this.hold6Installed) await this.holds6?.chain.remove(id);
     await this.stub.close(id);
     await this.observers.close(id);
     await this.hold.close(id);
@@ -270,6 +289,7 @@ export class SleepGuards implements SleepHooks {
     await step('removing redirect rules', async () => this.checks?.uninstall());
     await step('removing IPv6 redirect rules', async () => this.checks6?.uninstall());
     await step('removing hold rules', async () => (this.holdInstalled ? this.holds.chain.uninstall() : undefined));
+    await step('removing IPv6 hold rules', async () => (this.hold6Installed ? this.holds6?.chain.uninstall() : undefined));
     await step('removing marking rules', async () => this.marking?.remove());
   }
 }

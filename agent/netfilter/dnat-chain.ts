@@ -104,15 +104,15 @@ export function observerRedirect(mark: number, prefix = 'DOZE', family: Family =
  * connections to the instance's address); past that, connections go to the
  * instance as usual (the retry path) instead of queueing without limit.
  */
-export function holdRedirect(mark: number, prefix = 'DOZE', observerMark?: number): { chain: DnatChain; forInstance: (maxHeld: number) => DnatChain } {
+export function holdRedirect(mark: number, prefix = 'DOZE', observerMark?: number, family: Family = 4): { chain: DnatChain; forInstance: (maxHeld: number) => DnatChain } {
   const chainName = `${prefix}-HOLD`;
   // Observers are never held either: they would wake the instance (observerRedirect answers them).
   const notObserver = observerMark === undefined ? [] : ['-m', 'mark', '!', '--mark', `${hex(observerMark)}/${hex(observerMark)}`];
   const base = ['-m', 'mark', '!', '--mark', `${hex(mark)}/${hex(mark)}`, ...notObserver];
-  const chain = new DnatChain(chainName, ['OUTPUT', 'PREROUTING'], base);
+  const chain = new DnatChain(chainName, ['OUTPUT', 'PREROUTING'], base, family);
   return {
     chain,
     forInstance: (maxHeld) =>
-      new DnatChain(chainName, ['OUTPUT', 'PREROUTING'], [...base, '-m', 'connlimit', '--connlimit-upto', String(maxHeld), '--connlimit-mask', '32', '--connlimit-daddr']),
+      new DnatChain(chainName, ['OUTPUT', 'PREROUTING'], [...base, '-m', 'connlimit', '--connlimit-upto', String(maxHeld), '--connlimit-mask', family === 6 ? '128' : '32', '--connlimit-daddr'], family),
   };
 }

@@ -11,6 +11,7 @@ import { createInstance, type TestInstance } from '../helpers/instance.js';
 import { wakeWithPooledRequest } from '../helpers/pooled-request.js';
 import { rootTest } from '../helpers/root.js';
 import { sh } from '../helpers/sh.js';
+import { tweakRuntime } from '../helpers/runtime-wrappers.js';
 import type { Teardown } from '../helpers/teardown.js';
 
 /*
@@ -147,4 +148,20 @@ rootTest.serial('dual-stack: IPv6 health checks (marked by uid) neither keep the
   const running = nextState(agent, 'web', 'running', 3000);
   t.regex((await get(`${inst.url6}/`, 3000)).body, /^hello from web/);
   await running;
+});
+
+rootTest.serial('dual-stack, hold mode: IPv6 connections to the sleeping instance are held while it wakes and all answered', async (t) => {
+  const inst = await dualStack(t);
+  const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '10m', wake: 'hold', maxHeld: 4, addresses: [inst.address6] })] }, { wrapRuntime: tweakRuntime({ wakeDelayMs: 300 }) });
+  await agent.detector.sleepNow('web');
+  const chain = `${agent.config.netfilter.chainPrefix}-HOLD`;
+  t.regex(await sh('ip6tables', ['-t', 'nat', '-S', chain]), new RegExp(`-d ${inst.ns.instanceIp6}/128 .*connlimit-upto 4 --connlimit-mask 128`));
+  const running = nextState(agent, 'web', 'running', 5000);
+  const answers = await Promise.all(Array.from({ length: 3 }, () => get(`${inst.url6}/`, 5000)));
+  await running;
+  t.deepEqual(answers.map((a) => a.status), [200, 200, 200]);
+  for (const a of answers) t.regex(a.body, /^hello from web/);
+  t.true(agent.guards.hold.held('web').peak >= 1, 'held by the agent while it woke');
+  t.is(agent.detector.get('web')!.wakes, 1);
+  t.notRegex(await sh('ip6tables', ['-t', 'nat', '-S', chain]), /doze:web/, 'hold rule removed once it serves');
 });
