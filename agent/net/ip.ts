@@ -107,7 +107,8 @@ export async function isLocalAddress(address: string): Promise<boolean> {
 
 const linkAddressList = z.array(
   z.looseObject({
-    ifname: z.string(),
+    // `ip -j addr show up` prints an empty object for each link the filter leaves out (iproute2 6.x).
+    ifname: z.string().optional(),
     link_type: z.string().optional(),
     operstate: z.string().optional(),
     flags: z.array(z.string()).optional(),
@@ -122,9 +123,9 @@ const linkAddressList = z.array(
  */
 export async function addressedLinks(): Promise<Array<{ name: string; linkType: string | undefined }>> {
   const links = await ipJson(['addr', 'show', 'up'], linkAddressList);
-  return links
-    .filter((link) => (link.addr_info ?? []).some((a) => a.scope === 'global' || a.scope === 'host'))
-    .map((link) => ({ name: link.ifname, linkType: link.link_type }));
+  return links.flatMap((link) =>
+    link.ifname !== undefined && (link.addr_info ?? []).some((a) => a.scope === 'global' || a.scope === 'host') ? [{ name: link.ifname, linkType: link.link_type }] : [],
+  );
 }
 
 /** The devices IPv4 default routes leave by (`ip -j -4 route show default`). */
