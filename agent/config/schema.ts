@@ -33,6 +33,14 @@ const ipv4 = z.ipv4({ message: 'expected an IPv4 address' });
 
 const ipv6 = z.ipv6({ message: 'expected an IPv6 address' });
 
+/** "10.0.5.20", "10.0.9.0/24", "fd00:5::20" or "fd00:5::/64": a source iptables and the tc program match. */
+const sourceNet = z.string().refine((text) => {
+  const [address = '', prefix, extra] = text.split('/');
+  if (extra !== undefined) return false;
+  const family = ipv4.safeParse(address).success ? 32 : ipv6.safeParse(address).success ? 128 : 0;
+  return family > 0 && (prefix === undefined || (/^\d{1,3}$/.test(prefix) && Number(prefix) <= family));
+}, 'expected an IPv4 or IPv6 address or CIDR, e.g. "10.0.5.20", "10.0.9.0/24" or "fd00:5::/64"');
+
 /** Instance address "10.0.0.2:8080" or "[fd00::2]:8080" (an IPv6 host in brackets, as in a URL). */
 const instanceAddress = z.string().refine((text) => {
   const match = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(text);
@@ -333,7 +341,7 @@ export const configSchema = z.strictObject({
   observers: z
     .strictObject({
       fromSources: z
-        .array(z.string().min(1))
+        .array(sourceNet)
         .default([])
         .describe('addresses/CIDRs (IPv4 or IPv6) of scrapers and probes (Prometheus, uptime robots, load balancer checks): their packets never count as traffic and never wake a sleeper; while an instance sleeps they get its last metrics from the agent ([docs/observers.md](docs/observers.md))'),
       mark: mark.prefault('0x4').describe("skb mark bits of observers' connections (beside `healthChecks.mark`, never the same bits)"),

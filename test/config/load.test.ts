@@ -58,6 +58,13 @@ test('two instances cannot share an IPv6 address either', (t) => {
   t.regex(error.message, /instances\[1\]\.addresses\[0\]: fd00::2 is already used by instance "web"/);
 });
 
+test('observers are addresses or CIDRs of either family; anything else is refused with the form', (t) => {
+  t.deepEqual(parseConfig({ observers: { fromSources: ['10.0.5.20', '10.0.9.0/24', 'fd00:5::/64'] }, instances: [instance] }).observers.fromSources, ['10.0.5.20', '10.0.9.0/24', 'fd00:5::/64']);
+  const error = t.throws(() => parseConfig({ observers: { fromSources: ['prometheus.example', '10.0.0.0/33'] }, instances: [instance] }));
+  t.regex(error.message, /observers\.fromSources\[0\]: expected an IPv4 or IPv6 address or CIDR/);
+  t.regex(error.message, /observers\.fromSources\[1\]: expected an IPv4 or IPv6 address or CIDR/);
+});
+
 test('observers get their own mark bit: one shared with healthChecks.mark is refused, naming both', (t) => {
   t.is(parseConfig({ observers: { fromSources: ['10.0.5.20/32'] }, instances: [instance] }).observers.mark, 4);
   const error = t.throws(() => parseConfig({ healthChecks: { mark: '0x5' }, observers: { fromSources: ['10.0.5.20/32'] }, instances: [instance] }));
