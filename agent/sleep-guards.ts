@@ -136,7 +136,7 @@ export class SleepGuards implements SleepHooks {
       const prefix = this.config.netfilter.chainPrefix;
       const ipv6 = this.ipv6;
       const fromLocalPorts = { uid: process.getuid?.() ?? 0, ...FETCH_PORTS };
-      this.observerMarking = new CheckMarking({ mark: o.mark, fromSources: o.fromSources, fromLocalPorts, everyPacketFromSources: true }, `${prefix}-OBS`, ipv6 ? [4, 6] : [4]);
+      this.observerMarking = new CheckMarking({ mark: o.mark, fromSources: o.fromSources, fromLocalPorts, everyPacketFromSources: true, label: 'observers' }, `${prefix}-OBS`, ipv6 ? [4, 6] : [4]);
       await this.observerMarking.install();
       this.observerChains = {
         v4: observerRedirect(o.mark, prefix),

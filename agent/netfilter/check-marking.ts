@@ -16,6 +16,8 @@ export interface CheckIdentity {
    * marked from its next packet on.
    */
   everyPacketFromSources?: boolean;
+  /** What the marked connections are, in the rules' comments. */
+  label?: 'health checks' | 'observers';
 }
 
 /** Whether a source (address or CIDR) is of this family. */
@@ -51,7 +53,7 @@ export class CheckMarking {
     const restore = ['-m', 'comment', '--comment', 'doze: restore check mark', '-j', 'CONNMARK', '--restore-mark', '--nfmask', hex, '--ctmask', hex];
     const sourceMark = this.identity.everyPacketFromSources ? ['-j', 'CONNMARK', '--set-xmark', `${hex}/${hex}`] : setMark;
     const bySource = (chain: string) =>
-      this.identity.fromSources.filter((source) => sourceFamily(source) === family).map((source) => ['-A', chain, '-s', source, '-m', 'comment', '--comment', 'doze: health checks by source', ...sourceMark]);
+      this.identity.fromSources.filter((source) => sourceFamily(source) === family).map((source) => ['-A', chain, '-s', source, '-m', 'comment', '--comment', `doze: ${this.identity.label ?? 'health checks'} by source`, ...sourceMark]);
 
     await resetChain('mangle', this.outChain, family);
     if (this.identity.fromUid !== undefined) {
