@@ -86,6 +86,9 @@ export class EbpfSource implements TrafficSource {
       await tc.requireEthernet(device);
       const hadPins = await this.mapsPinned();
       await tc.attach(device, this.objectPath, this.options.bpffs);
+      // A rescan may have given it the host-port programs first (a VM's tap, addressed before its
+      // instance was added): the instance's replace them, and detachHost must leave them alone.
+      this.hostDevices = this.hostDevices.filter((host) => host !== device);
       if (!hadPins) await this.afterPinsExist();
       this.options.log.info({ device }, 'eBPF programs attached');
     }
