@@ -1,12 +1,12 @@
 import type { DozeConfig, NomadConfig } from '../config/schema.js';
 import type { Detector } from '../detector/detector.js';
-import type { ManagedInstance } from '../detector/managed-instance.js';
+import type { ReadonlyInstance } from '../detector/managed-instance.js';
 import { messageOf } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
 import type { Clash, InstanceAdmission } from '../instances/admission.js';
 import { ConnectionTracker } from './connection-tracker.js';
 import type { AllocationStatus, DiscoveryReport } from './discovery-report.js';
-import type { NomadInstance } from './allocation-instance.js';
+import type { AnnotatedAllocation } from './allocation-instance.js';
 import { nextBackoff, retryWithBackoff, type BackoffOptions } from './backoff.js';
 import { findHostVeth } from './host-veth.js';
 import { NomadClient } from '../nomad/nomad-client.js';
@@ -16,6 +16,7 @@ import { unanswerableChecks } from '../nomad/check-needs.js';
 import { describeMissing, missingRights, nomadProbes } from './permissions.js';
 import { findNomadTaskCgroup, nomadTaskCgroupCandidates } from './task-cgroup.js';
 import { instanceConfigFor, unsupportedReason, type InstanceSettings } from './instance-config.js';
+import { KeyedSerialQueue } from '../shared/serial-queue.js';
 
 /*
  * The allocation manager: Nomad allocations → detector instances, on one
@@ -44,7 +45,7 @@ import { instanceConfigFor, unsupportedReason, type InstanceSettings } from './i
  * reconnects with backoff (resuming the event stream from its last index).
  */
 
-export interface NomadInstancesTuning {
+export interface AllocationManagerTuning {
   minBackoffMs?: number;
   maxBackoffMs?: number;
   /** Retry delay bounds for an allocation whose namespace or cgroup is not ready. */
@@ -54,7 +55,7 @@ export interface NomadInstancesTuning {
   netnsDir?: string;
 }
 
-export interface NomadInstancesOptions extends NomadInstancesTuning {
+export interface AllocationManagerOptions extends AllocationManagerTuning {
   config: { nomad: NomadConfig; healthChecks?: Pick<DozeConfig['healthChecks'], 'tls'> };
   detector: Detector;
   log: Logger;
@@ -71,13 +72,13 @@ type TrackedState = AllocationStatus['state'] | 'removed';
 
 interface Tracked {
   allocId: string;
-  nomad: NomadInstance;
+  nomad: AnnotatedAllocation;
   state: TrackedState;
   reason?: string;
   interface?: string;
   cgroup?: string;
   /** The instance, while managed. */
-  instance?: ManagedInstance;
+  instance?: ReadonlyInstance;
   retry?: NodeJS.Timeout;
   backoffMs: number;
 }
@@ -85,20 +86,20 @@ interface Tracked {
 /** Discovery-reported invalid allocations kept for the status API (oldest dropped first). */
 const MAX_INVALID = 200;
 
-export class NomadInstances {
+export class AllocationManager {
   readonly tracker: ConnectionTracker;
   private readonly client: NomadClient;
   private readonly controller = new AbortController();
   private readonly tracked = new Map<string, Tracked>();
   private readonly invalid = new Map<string, AllocationStatus>();
-  private readonly queues = new Map<string, Promise<void>>();
+  private readonly queues = new KeyedSerialQueue();
   /** Rights the Nomad token lacks, found at start (permissions.ts). */
   private missingNomadRights: string[] = [];
   private knownNodeId: string | undefined;
   private running: Promise<void> | undefined;
   private readonly log: Logger;
 
-  constructor(private readonly options: NomadInstancesOptions) {
+  constructor(private readonly options: AllocationManagerOptions) {
     this.log = options.log.child({ component: 'nomad' });
     const { nomad } = options.config;
     this.client = new NomadClient({ address: nomad.address, token: nomad.token, namespace: nomad.namespace, region: nomad.region, tls: nomad.tls });
@@ -147,7 +148,7 @@ export class NomadInstances {
     this.controller.abort();
     for (const t of this.tracked.values()) clearTimeout(t.retry);
     await this.running?.catch(() => undefined);
-    await Promise.all([...this.queues.values()]).catch(() => undefined);
+    await this.queues.drained();
   }
 
   private async runNomad(): Promise<void> {
@@ -201,15 +202,10 @@ export class NomadInstances {
 
   /** Work on one allocation runs in order; different allocations proceed independently. */
   private enqueue(allocId: string, work: () => Promise<void>): void {
-    const previous = this.queues.get(allocId) ?? Promise.resolve();
-    const next = previous.then(work).catch((error) => this.log.error({ alloc: allocId, err: messageOf(error) }, 'handling an allocation failed'));
-    this.queues.set(allocId, next);
-    void next.finally(() => {
-      if (this.queues.get(allocId) === next) this.queues.delete(allocId);
-    });
+    void this.queues.run(allocId, work).catch((error) => this.log.error({ alloc: allocId, err: messageOf(error) }, 'handling an allocation failed'));
   }
 
-  private async admit(instance: NomadInstance): Promise<void> {
+  private async admit(instance: AnnotatedAllocation): Promise<void> {
     if (this.controller.signal.aborted) return;
     const existing = this.tracked.get(instance.allocId);
     if (existing && JSON.stringify(existing.nomad) === JSON.stringify(instance) && existing.state !== 'removed') return;
@@ -358,7 +354,7 @@ export class NomadInstances {
 }
 
 /** Another instance (static, registered, or another allocation's) already has this id or address. */
-function clashReason(clash: Clash, instance: NomadInstance): string {
+function clashReason(clash: Clash, instance: AnnotatedAllocation): string {
   if (clash.kind === 'key-taken') return clash.message;
   const { holder } = clash;
   return `instance id ${JSON.stringify(instance.id)} is already taken by ${holder.allocId ? `allocation ${holder.allocId}` : 'a configured instance'}`;

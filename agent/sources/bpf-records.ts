@@ -36,7 +36,7 @@ export function decodeCounters(value: Buffer): InstanceCounters {
 export interface Connection {
   /** The client's address, IPv4 or IPv6 text. */
   clientAddr: string;
-  /** The instance's map key (ManagedInstance.key), whichever of its addresses the client reached. */
+  /** The instance's map key (TrafficKey), whichever of its addresses the client reached. */
   instanceAddr: string;
   clientPort: number;
   instancePort: number;
@@ -152,9 +152,4 @@ export function encodeCheckNet(source: string): Buffer | undefined {
   buffer.writeUInt32LE(prefix, 0);
   Buffer.from(octets).copy(buffer, 4);
   return buffer;
-}
-
-/** Same clock as bpf_ktime_get_ns(): CLOCK_MONOTONIC, which process.hrtime uses on Linux. */
-export function monotonicNs(): bigint {
-  return process.hrtime.bigint();
 }

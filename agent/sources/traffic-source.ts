@@ -1,12 +1,21 @@
 import type { Connection, InstanceCounters, BpfInstanceState, WakeEvent } from './bpf-records.js';
 
-/** What else names an instance besides its key (ManagedInstance.aliases). */
+/** What else names an instance besides its key (its aliases, detector/managed-instance.ts aliasesOf). */
 export interface InstanceAliases {
   /** Its IPv6 addresses: their packets count as its (doze_addr6). */
   ipv6: string[];
-  /** Its own interface: every packet into it that no address names counts as its (doze_ifaces). */
+  /** Its own interface: frames of another ethertype into it count as its (doze_ifaces). */
   device?: string;
 }
+
+/**
+ * An instance's key in the eBPF maps, in the maps' text form: the IPv4 address behind its own
+ * interface, or for a host-port instance its port folded into one (`0.0.hi.lo`, ipv4.ts portKey).
+ * Branded so that an address is never passed where a key is meant: trafficKey() in
+ * detector/managed-instance.ts makes one. An instance with IPv6 addresses only gets a key derived
+ * from one (ipv6.ts ipv6Key); its IPv6 addresses reach its key through InstanceAliases.
+ */
+export type TrafficKey = string & { readonly __trafficKey: true };
 
 /**
  * Where the detector learns about traffic: per-instance counters, tracked
@@ -24,13 +33,14 @@ export interface TrafficSource {
    */
   attachHost(address: string): Promise<void>;
   detachHost(): Promise<void>;
-  /** Begin counting an instance by its key (and its aliases); keeps existing counters after a restart. */
-  track(address: string, aliases?: InstanceAliases): Promise<void>;
-  untrack(address: string): Promise<void>;
-  setState(address: string, state: BpfInstanceState): Promise<void>;
-  counter(address: string): Promise<InstanceCounters | undefined>;
-  countersOf(addresses: string[]): Promise<Map<string, InstanceCounters>>;
-  state(address: string): Promise<BpfInstanceState | undefined>;
+  /** Begin counting an instance's key (and its aliases); keeps existing counters after a restart. */
+  track(key: TrafficKey, aliases?: InstanceAliases): Promise<void>;
+  untrack(key: TrafficKey): Promise<void>;
+  setState(key: TrafficKey, state: BpfInstanceState): Promise<void>;
+  counter(key: TrafficKey): Promise<InstanceCounters | undefined>;
+  /** Counters by key (the maps' text form, so a kernel-side key looks up as well). */
+  countersOf(keys: TrafficKey[]): Promise<Map<string, InstanceCounters>>;
+  state(key: TrafficKey): Promise<BpfInstanceState | undefined>;
   states(): Promise<Map<string, BpfInstanceState>>;
   connections(): Promise<Connection[]>;
   onWake(listener: (event: WakeEvent) => void): void;

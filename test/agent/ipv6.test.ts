@@ -1,7 +1,7 @@
 import http from 'node:http';
 import type { Socket } from 'node:net';
 import type { Agent } from '../../agent/agent.js';
-import { monotonicNs } from '../../agent/sources/bpf-records.js';
+import { monotonicNs } from '../../agent/shared/clock.js';
 import { CheckRunner } from '../doubles/consul/check-runner.js';
 import { inState, nextState, startAgent } from '../helpers/agent.js';
 import { CHECKER_UID } from '../helpers/checker.js';
