@@ -92,9 +92,9 @@ agent/runtimes/qemu/%: agent/runtimes/qemu/%.c
 bench/doze-count-only.bpf.o: agent/bpf/doze.bpf.c
 	$(CLANG) $(BPF_CFLAGS) -DDOZE_COUNT_ONLY -c $< -o $@
 
-# The tc program before IPv6 (main at 6b5c38a), for bench/ to price IPv6 against it in the same run.
+# The tc program before IPv6 (main at 91f1aa7: the state slots, no IPv6), for bench/ to price IPv6 against it in the same run.
 # Outside a git checkout there is none, and the bench says it skipped that comparison.
-BEFORE_IPV6 := 6b5c38a
+BEFORE_IPV6 := 91f1aa7
 bench/doze-before-ipv6.bpf.o:
 	@if git show $(BEFORE_IPV6):agent/bpf/doze.bpf.c > bench/doze-before-ipv6.bpf.c 2>/dev/null; then \
 	  $(CLANG) $(BPF_CFLAGS) -c bench/doze-before-ipv6.bpf.c -o $@; \

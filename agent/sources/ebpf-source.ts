@@ -6,7 +6,7 @@ import { addressedLinks, isLocalAddress, listLinks } from '../net/ip.js';
 import type { Logger } from '../shared/log.js';
 import { defaultHelperPath, MapClient } from './map-client.js';
 import {
-  BpfInstanceState, BpfStat, COUNTERS_SIZE, decodeConnection, decodeCounters, encodeCheckSource, encodeSettings, encodeState,
+  BpfInstanceState, BpfStat, COUNTERS_SIZE, decodeConnection, decodeCounters, encodeCheckSource, encodeSettings,
   type Connection, type InstanceCounters, type WakeEvent,
 } from './bpf-records.js';
 import { bytesToIpv4, hostOf, ipv4ToBytes } from './ipv4.js';
@@ -15,9 +15,10 @@ import * as tc from '../net/tc.js';
 import type { InstanceAliases, TrafficSource } from './traffic-source.js';
 import { WakeEventStream } from './wake-events.js';
 import { freshRead } from './fresh-read.js';
+import { StateSlots } from './state-slots.js';
 
 export const MAP_NAMES = [
-  'doze_state', 'doze_counters', 'doze_conns', 'doze_wake_events', 'doze_settings', 'doze_check_nets',
+  'doze_slots', 'doze_state', 'doze_counters', 'doze_conns', 'doze_wake_events', 'doze_settings', 'doze_check_nets',
   'doze_check_nets6', 'doze_addr6', 'doze_ifaces', 'doze_stats',
 ] as const;
 
@@ -53,11 +54,14 @@ export class EbpfSource implements TrafficSource {
   private readonly aliases = new Map<string, InstanceAliases>();
   /** The instance keys on each own interface: doze_ifaces names the interface's instance only while it has one. */
   private readonly keysOnDevice = new Map<string, Set<string>>();
+  /** Each tracked instance's state, in place (docs/state-handoff.md). */
+  private readonly slots: StateSlots;
 
   constructor(private readonly options: EbpfSourceOptions) {
     this.objectPath = options.objectPath ?? defaultObjectPath();
     this.globals = join(options.bpffs, 'tc', 'globals');
     this.events = new WakeEventStream(this.pin('doze_wake_events'));
+    this.slots = new StateSlots(this.maps, { slots: this.pin('doze_slots'), state: this.pin('doze_state') });
   }
 
   pin(name: (typeof MAP_NAMES)[number]): string {
@@ -190,7 +194,7 @@ export class EbpfSource implements TrafficSource {
     const key = ipv4ToBytes(address);
     // Keep what a previous agent left: counters and a signalled state are evidence.
     if (!(await this.maps.lookup(this.pin('doze_counters'), key))) await this.maps.update(this.pin('doze_counters'), key, Buffer.alloc(COUNTERS_SIZE));
-    if (!(await this.maps.lookup(this.pin('doze_state'), key))) await this.setState(address, BpfInstanceState.awake);
+    await this.slots.claim(address);
     this.aliases.set(address, aliases);
     for (const ip of aliases.ipv6) await this.maps.update(this.pin('doze_addr6'), ipv6ToBytes(ip), key);
     if (aliases.device !== undefined) {
@@ -212,7 +216,7 @@ export class EbpfSource implements TrafficSource {
       if (keys?.size === 0) this.keysOnDevice.delete(aliases.device);
       await this.nameDeviceInstance(aliases.device);
     }
-    await this.maps.delete(this.pin('doze_state'), key);
+    await this.slots.release(address);
     await this.maps.delete(this.pin('doze_counters'), key);
   }
 
@@ -239,7 +243,11 @@ export class EbpfSource implements TrafficSource {
   }
 
   setState(address: string, state: BpfInstanceState): Promise<void> {
-    return this.maps.update(this.pin('doze_state'), ipv4ToBytes(address), encodeState(state));
+    return this.slots.set(address, state);
+  }
+
+  swapState(address: string, expected: BpfInstanceState, next: BpfInstanceState): Promise<BpfInstanceState | undefined> {
+    return this.slots.swap(address, expected, next);
   }
 
   /** Counters of just these instances: the cost follows the instances asked about, not the map. */
@@ -253,14 +261,12 @@ export class EbpfSource implements TrafficSource {
     return value ? decodeCounters(value) : undefined;
   }
 
-  async state(address: string): Promise<BpfInstanceState | undefined> {
-    const value = await this.maps.lookup(this.pin('doze_state'), ipv4ToBytes(address));
-    return value ? (value.readUInt32LE(0) as BpfInstanceState) : undefined;
+  state(address: string): Promise<BpfInstanceState | undefined> {
+    return this.slots.get(address);
   }
 
-  async states(): Promise<Map<string, BpfInstanceState>> {
-    const entries = await this.maps.dump(this.pin('doze_state'));
-    return new Map(entries.map((e) => [bytesToIpv4(e.key), e.value.readUInt32LE(0) as BpfInstanceState]));
+  states(): Promise<Map<string, BpfInstanceState>> {
+    return this.slots.all();
   }
 
   /** The whole connection map; concurrent callers share one dump that began after they asked (fresh-read.ts). */
