@@ -278,12 +278,14 @@ export class SleepGuards implements SleepHooks {
     await this.hold.close(id);
   }
 
-  async stop(): Promise<void> {
+  /** `keepRules` (a hand-over): the listeners close, the marking and redirect rules stay for the next agent to rebuild. */
+  async stop(options: { keepRules?: boolean } = {}): Promise<void> {
     const step = async (what: string, work: () => Promise<unknown>) =>
       work().catch((error) => this.log.warn({ err: messageOf(error) }, `${what} failed during shutdown`));
     await step('closing the health stub', () => this.stub.stop());
     await step('closing the hold listeners', () => this.hold.stop());
     await step('closing the observer listeners', () => this.observers.stop());
+    if (options.keepRules) return;
     await step('removing observer redirect rules', async () => {
       for (const chain of this.observerChainList()) await chain.uninstall();
     });

@@ -3,6 +3,7 @@ import type { WakeEventHealth } from '../detector/wake-signals.js';
 import type { PacingReport } from '../scheduler/fault-back-gate.js';
 import type { DiscoveryReport } from '../discovery/discovery-report.js';
 import type { NodeMemoryView } from './memory-view.js';
+import type { UpstreamVersions } from '../upstream-versions.js';
 
 /*
  * `GET /api/status`: the agent as a whole, beside the per-instance
@@ -37,13 +38,15 @@ export interface StatusReport extends DiscoveryReport {
   wakeEvents: { gaps: number; lastGap: { reason: string; at: string } | null; missed: number; late: number };
   /** The node's swap and the memory its instances hold and gave back (agent/status/memory-view.ts). */
   memory: NodeMemoryView | null;
+  /** Nomad's and Consul's versions as read at start, with the minimum doze needs. */
+  versions: UpstreamVersions;
   /** The node interfaces host-port instances' traffic is counted on now (none while no host-port instance is managed). */
   hostPorts: { interfaces: string[] };
 }
 
 const ACTIVE = new Set(['running', 'waking', 'pausing']);
 
-export function statusReport(detector: Detector, discovery: DiscoveryReport | undefined, memory?: NodeMemoryView, hostInterfaces: string[] = []): StatusReport {
+export function statusReport(detector: Detector, discovery: DiscoveryReport | undefined, memory?: NodeMemoryView, versions: UpstreamVersions = {}, hostInterfaces: string[] = []): StatusReport {
   const byState: Record<string, number> = {};
   const instances = detector.instances();
   for (const instance of instances) byState[instance.state] = (byState[instance.state] ?? 0) + 1;
@@ -68,6 +71,7 @@ export function statusReport(detector: Detector, discovery: DiscoveryReport | un
     connections: discovery?.connections ?? {},
     allocations: discovery?.allocations ?? [],
     memory: memory ?? null,
+    versions,
     hostPorts: { interfaces: hostInterfaces },
   };
 }

@@ -10,6 +10,7 @@ function report(detail: Record<string, unknown>, hostInterfaces: string[] = []):
     memory: null,
     connections: { nomad: { address: 'http://127.0.0.1:4646', connected: true, since: '2026-12-01T00:00:00.000Z', detail } },
     allocations: [],
+    versions: {},
     hostPorts: { interfaces: hostInterfaces },
   };
 }
@@ -22,4 +23,11 @@ test('the summary says why blocking queries stand in for the event stream, escap
 test('the summary names the interfaces watched for host ports, and says nothing while there are none', (t) => {
   t.regex(renderSummary(report({}, ['lo', 'eth0', 'nomad'])), /interfaces watched for host ports: lo, eth0, nomad/);
   t.notRegex(renderSummary(report({})), /watched for host ports/);
+});
+
+test('the summary shows the Nomad and Consul versions read at start', (t) => {
+  const withVersions = { ...report({ source: 'stream' }), versions: { nomad: { version: '1.9.3', minimum: '1.7.0' }, consul: { version: null, minimum: null, error: 'timeout' } } };
+  const html = renderSummary(withVersions);
+  t.regex(html, /data-version="1\.9\.3"[^>]*>Nomad 1\.9\.3: connected/);
+  t.regex(html, /Consul: not configured/);
 });
