@@ -81,6 +81,7 @@ export class Agent {
     const detector = new Detector<SleepGuards>(source, log, {
       hooks: (d) => new SleepGuards(config, d, log),
       budget: config.budget,
+      dryRun: config.dryRun,
       dropWakeEvents: options.faults?.dropWakeEvents,
     });
     const guards = detector.hooks;

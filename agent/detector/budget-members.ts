@@ -38,7 +38,7 @@ export async function refreshLastSeen(all: readonly ManagedInstance[], source: T
 }
 
 /** Every instance as the node budget weighs it (scheduler/node-budget.ts), from one counters read of the running ones. */
-async function budgetMembers(all: readonly ManagedInstance[], source: TrafficSource): Promise<BudgetMember[]> {
+async function budgetMembers(all: readonly ManagedInstance[], source: TrafficSource, dryRun: (i: ManagedInstance) => boolean): Promise<BudgetMember[]> {
   const running = all.filter((i) => i.state === 'running' && !i.removed);
   const counters = await source.countersOf(running.map((i) => i.key));
   keepLastSeen(all, counters);
@@ -57,7 +57,8 @@ async function budgetMembers(all: readonly ManagedInstance[], source: TrafficSou
       active: i.state === 'running' || i.state === 'waking' || i.state === 'pausing',
       memory: i.state === 'running' || i.state === 'waking' || i.state === 'pausing' ? i.config.memory : asleepMiB.get(i.id) ?? 0,
       lastActivityNs: lastActivityNs(i),
-      evictable: i.state === 'running' && !i.removed && !busy && nowNs >= minAwakeUntilNs(i),
+      // A rehearsed instance frees nothing by sleeping: never the one put to sleep to make room.
+      evictable: i.state === 'running' && !i.removed && !busy && !dryRun(i) && nowNs >= minAwakeUntilNs(i),
     };
   });
 }
@@ -66,9 +67,9 @@ async function budgetMembers(all: readonly ManagedInstance[], source: TrafficSou
  * How the node budget sees the detector's instances: weighed from one counters read, evicted by
  * the detector's own sleep (`sleep`, with the reason given), and marked queued for the status.
  */
-export function budgetPort(table: InstanceTable, source: TrafficSource, sleep: (victim: ManagedInstance, reason: string) => Promise<boolean>): BudgetPort {
+export function budgetPort(table: InstanceTable, source: TrafficSource, sleep: (victim: ManagedInstance, reason: string) => Promise<boolean>, dryRun: (i: ManagedInstance) => boolean): BudgetPort {
   return {
-    members: () => budgetMembers(table.all(), source),
+    members: () => budgetMembers(table.all(), source, dryRun),
     evict: (id, forId) => sleep(table.get(id)!, `budget: making room for ${forId}`),
     queued: () => table.all().filter((i) => i.queuedSinceMs !== undefined).length,
     setQueued: (id, sinceMs) => {

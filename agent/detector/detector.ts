@@ -17,8 +17,9 @@ import { firstCheckNs, ManagedInstance, type ReadonlyInstance } from './managed-
 import { canTransition, type InstanceState } from './states.js';
 import { NO_HOOKS, type DetectorEvents, type DetectorOptions, type SleepHooks } from './detector-contract.js';
 import { WakeSignals, type WakeEventHealth } from './wake-signals.js';
+import { isDryRun, rehearseSleep, watchRehearsal, type RehearsalPort } from './rehearsal.js';
 
-export type { DetectorEvents, DetectorOptions, SleepHooks, TransitionEvent } from './detector-contract.js';
+export type { DetectorEvents, DetectorOptions, RehearsedEvent, SleepHooks, TransitionEvent } from './detector-contract.js';
 
 const MS = 1_000_000n;
 
@@ -50,6 +51,9 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
   private readonly busy: BusySampler;
   /** How the wake-event path has fared (the status page's card). */
   readonly wakeEvents: WakeEventHealth;
+  /** Agent-wide dry run: every instance is rehearsed, none frozen (agent/detector/rehearsal.ts). */
+  readonly dryRunAll: boolean;
+  private readonly rehearsal: RehearsalPort;
 
   constructor(private readonly source: TrafficSource, private readonly log: Logger, options: DetectorOptions<Hooks> = {}) {
     super();
@@ -57,9 +61,11 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
     this.table = new InstanceTable(source);
     this.hooks = typeof options.hooks === 'function' ? options.hooks(this) : options.hooks ?? (NO_HOOKS as Hooks);
     const b = options.budget;
-    this.budget = b && (b.maxActive !== undefined || b.maxActiveMemory !== undefined) ? new NodeBudget(b, budgetPort(this.table, this.source, (victim, why) => this.sleep(victim, victim.lastSeenNs, why)), log) : undefined;
+    this.budget = b && (b.maxActive !== undefined || b.maxActiveMemory !== undefined) ? new NodeBudget(b, budgetPort(this.table, this.source, (victim, why) => this.sleep(victim, victim.lastSeenNs, why), (i) => this.isDryRun(i)), log) : undefined;
     this.budgetLimits = this.budget?.limits;
     this.busy = new BusySampler(log);
+    this.dryRunAll = options.dryRun ?? false;
+    this.rehearsal = { source, log, busy: this.busy, noted: (instance, kind, reason, at) => this.emit('rehearsed', { instance, kind, reason, at }) };
     this.signals = new WakeSignals(source, log, {
       instance: (key) => this.table.withKey(key),
       sleepers: () => this.table.all().filter((i) => i.state === 'sleeping' && !i.removed),
@@ -70,6 +76,11 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
     }, options.dropWakeEvents ?? 0);
     this.wakeEvents = this.signals.health;
     this.wakeSignals = this.signals;
+  }
+
+  /** Whether it is only rehearsed: decided on, never frozen (its config's `dryRun`, or the agent's). */
+  isDryRun(instance: ReadonlyInstance): boolean {
+    return isDryRun(instance, this.dryRunAll);
   }
 
   /** Every managed instance, read-only: the detector is the one writer of their state. */
@@ -122,6 +133,8 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
         asleepFrom: (packets) => this.signals.asleepFrom(instance, packets),
       });
       if (left.signalled) void this.wake(instance, 'traffic arrived while no agent was running');
+      // Left asleep by an agent that managed it for real: a rehearsed instance must not stay frozen.
+      else if (this.isDryRun(instance)) void this.wake(instance, 'dry run: an earlier agent left it asleep');
       else this.signals.watch();
     } else {
       await this.source.setState(instance.key, BpfInstanceState.awake);
@@ -252,6 +265,11 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
         // A sleep would make a check fail (one the stub cannot answer): stay awake and say why.
         instance.heldBy = { kind: 'never-sleeps', detail: instance.sleepBlockedBy };
         return false;
+      }
+      if (this.isDryRun(instance)) {
+        const would = await rehearseSleep(instance, this.rehearsal, decidedLastSeenNs, reason, guardBusy, monotonicNs());
+        this.schedule();
+        return would;
       }
       this.setState(instance, 'pausing', reason);
       this.signals.sleepStarts(instance);
@@ -402,6 +420,10 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
       let connections: Connection[] | undefined;
       for (const instance of due) {
         const c = counters.get(instance.key);
+        if (instance.rehearsal.current) {
+          watchRehearsal(instance, this.rehearsal, c, nowNs);
+          continue;
+        }
         let verdict = this.evaluate(instance, c, nowNs);
         if (verdict.kind === 'needs-connections') {
           connections ??= await this.source.connections();
