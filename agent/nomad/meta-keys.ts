@@ -40,8 +40,8 @@ export const META_KEYS = [
   { key: 'doze.min_awake', type: 'duration', default: '0s', description: 'Shortest time an instance stays awake after a wake, however idle.' },
   { key: 'doze.max_awake', type: 'duration', default: undefined, description: 'With open but silent connections, sleep anyway after this long without a client packet. At least doze.idle_timeout. Unset: connections may hold an instance awake forever.' },
   { key: 'doze.busy_cpu', type: 'number', min: 0, default: '0.1', description: 'Busy guard: the share of one core (CPU over the last idle window) that still counts as quiet; above it the instance is still working and does not sleep (doze.max_awake still bounds it). `0` turns the guard off.' },
-  { key: 'doze.dry_run', type: 'boolean', default: 'false', description: 'Rehearse: doze decides as if it managed the task (idle, busy guard) and logs, counts and draws each sleep it would have taken and the memory it would have freed, but never freezes, redirects or reclaims it. Set it to `false` (a job update) to let doze manage it for real, no restart.' },
   { key: 'doze.max_sleep', type: 'duration', default: undefined, description: 'Wake an instance that has slept this long even without traffic (e.g. for periodic work). Unset: sleep until traffic comes.' },
+  { key: 'doze.dry_run', type: 'boolean', default: 'false', description: 'Rehearse: doze decides as if it managed the task (idle, busy guard) and logs, counts and draws each sleep it would have taken and the memory it would have freed, but never freezes, redirects or reclaims it. Set it to `false` (a job update) to let doze manage it for real, no restart.' },
 ] as const satisfies readonly MetaKeyDeclaration[];
 
 export type MetaKey = (typeof META_KEYS)[number]['key'];

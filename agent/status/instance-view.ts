@@ -47,9 +47,22 @@ export interface InstanceView {
   origin: { allocId: string; jobId: string; group: string; task: string } | null;
   /** Who added it: `static` (config file), `nomad` (discovery) or `api` (PUT /api/instances/{id}, e.g. doze vm run --register). */
   source: 'static' | 'nomad' | 'api';
+  /** Dry run: decided on as if managed, never frozen, redirected or reclaimed. */
+  dryRun: boolean;
+  /** Dry run: sleeps it would have taken, wakes it would have made, time it would have spent asleep. */
+  wouldSleeps: number;
+  wouldWakes: number;
+  wouldAsleepMs: number;
+  /** Dry run: since when it would be asleep now (null: it would be awake). */
+  wouldSleepSince: string | null;
+  /** Dry run: its measured resident memory × the time it would have slept (byte-seconds): what a memory-freeing runtime would have given back. */
+  wouldFreeByteSeconds: number;
 }
 
-export function viewOf(i: ReadonlyInstance, memory?: MemoryTracker): InstanceView {
+/** `dryRunAll`: the agent-wide dry run (Detector.dryRunAll). */
+export function viewOf(i: ReadonlyInstance, memory?: MemoryTracker, dryRunAll = false): InstanceView {
+  const nowNs = monotonicNs();
+  const r = i.rehearsal;
   return {
     id: i.id,
     state: i.state,
@@ -57,7 +70,7 @@ export function viewOf(i: ReadonlyInstance, memory?: MemoryTracker): InstanceVie
     wakes: i.wakes,
     lastWakeMs: i.lastWakeMs === undefined ? null : Math.round(i.lastWakeMs * 1000) / 1000,
     lastFirstResponseMs: i.lastFirstResponseMs === undefined ? null : Math.round(i.lastFirstResponseMs * 1000) / 1000,
-    idleForMs: Math.round(idleForMs(i, monotonicNs())),
+    idleForMs: Math.round(idleForMs(i, nowNs)),
     checksAnswered: i.checksAnswered,
     address: i.config.address,
     interface: i.config.interface ?? null,
@@ -79,5 +92,11 @@ export function viewOf(i: ReadonlyInstance, memory?: MemoryTracker): InstanceVie
     wake: i.wake,
     origin: i.origin ?? null,
     source: i.source,
+    dryRun: dryRunAll || i.config.dryRun,
+    wouldSleeps: r.sleeps,
+    wouldWakes: r.wakes,
+    wouldAsleepMs: Math.round(r.asleepMsAt(nowNs)),
+    wouldSleepSince: r.current ? new Date(r.current.sinceMs).toISOString() : null,
+    wouldFreeByteSeconds: Math.round(r.freedByteSecondsAt(nowNs)),
   };
 }

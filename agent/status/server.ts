@@ -53,12 +53,13 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
   const latency = async () => ({ wake: await latencyDistribution(metrics.wakeSeconds), firstResponse: await latencyDistribution(metrics.firstResponseSeconds) });
 
   const memory = metrics.memory;
+  const view = (i: Parameters<typeof viewOf>[0]) => viewOf(i, memory, detector.dryRunAll);
   app.get('/', async (_req, res) => {
     await options.refresh().catch(() => undefined);
     await memory.refresh();
     res.type('html').send(
       renderStatusPage({
-        instances: detector.instances().map((i) => viewOf(i, memory)),
+        instances: detector.instances().map((i) => view(i)),
         status: statusReport(detector, options.discovery?.(), memory.node()),
         transitions: transitions.after(0),
         wakes: wakes.list(),
@@ -88,7 +89,7 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
   app.get('/api/instances', async (_req, res) => {
     await options.refresh().catch(() => undefined);
     await memory.refresh();
-    res.json(detector.instances().map((i) => viewOf(i, memory)));
+    res.json(detector.instances().map((i) => view(i)));
   });
 
   app.get('/api/status', async (_req, res) => {
@@ -104,7 +105,7 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
     }
     await options.refresh().catch(() => undefined);
     await memory.refresh();
-    res.json(viewOf(instance, memory));
+    res.json(view(instance));
   });
 
   app.post('/api/instances/:id/:action', requireToken, async (req, res) => {
