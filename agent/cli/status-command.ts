@@ -4,16 +4,38 @@ import { messageOf } from '../shared/errors.js';
 import { EXIT } from './exit-codes.js';
 import { parseCommandLine } from './command-line.js';
 
-export const STATUS_HELP = `Usage: doze status [--addr ADDR] [--json]
+export const STATUS_HELP = `Usage: doze status [--addr ADDR] [--json] [--why ID]
 
 Shows the instances a running agent manages.
 
 Options:
       --addr ADDR  agent status address, host:port or URL (default 127.0.0.1:7070, env DOZE_ADDR)
       --json       print the JSON the API returns
+      --why ID     why instance ID is awake right now, each reason with its evidence
+                   (client address and port and the request's age, CPU figure, minAwake left)
   -h, --help       show this help
 
 Exit codes: 0 ok, 1 agent unreachable or bad answer, 2 usage error.`;
+
+const awakeView = z.looseObject({
+  id: z.string(),
+  state: z.string(),
+  stateSince: z.string().optional(),
+  idleForMs: z.number(),
+  dryRun: z.boolean().optional(),
+  whyAwake: z.array(z.looseObject({ kind: z.string() })).nullable().optional(),
+  whyAwakeText: z.array(z.string()).nullable().optional(),
+});
+
+/** `doze status --why ID`: the instance's reasons to be awake, one a line, its kind beside it. */
+export function formatWhy(view: z.infer<typeof awakeView>): string {
+  if (view.state !== 'running' && view.state !== 'waking') return `${view.id} is ${view.state}${view.stateSince ? ` since ${view.stateSince.slice(11, 19)}` : ''}: not awake\n`;
+  const kinds = view.whyAwake ?? [];
+  const texts = view.whyAwakeText ?? [];
+  const head = `${view.id} is awake (idle ${(view.idleForMs / 1000).toFixed(1)}s)${view.dryRun ? ', dry run' : ''}`;
+  if (texts.length === 0) return `${head}: nothing holds it awake; it sleeps at its next idle check\n`;
+  return `${head} because:\n${formatTable(texts.map((text, n) => [`  ${kinds[n]?.kind ?? ''}`, text]))}\n`;
+}
 
 const instanceList = z.array(
   z.looseObject({
@@ -49,7 +71,7 @@ export function formatTable(rows: string[][]): string {
 }
 
 export async function statusCommand(argv: string[]): Promise<number> {
-  const command = parseCommandLine('doze status', STATUS_HELP, { args: argv, options: { addr: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } });
+  const command = parseCommandLine('doze status', STATUS_HELP, { args: argv, options: { addr: { type: 'string' }, json: { type: 'boolean' }, why: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
   if (typeof command === 'number') return command;
   const { values } = command;
   const addr = values.addr ?? process.env.DOZE_ADDR ?? 'http://127.0.0.1:7070';
@@ -59,6 +81,7 @@ export async function statusCommand(argv: string[]): Promise<number> {
     process.stderr.write(`doze status: ${from} ${JSON.stringify(addr)} is not an address: write host:port (127.0.0.1:7070) or a URL (http://127.0.0.1:7070)\n`);
     return EXIT.usage;
   }
+  if (values.why !== undefined) return whyCommand(base, values.why, values.json === true);
   let data: unknown;
   try {
     data = (await axios.get(`${base}/api/instances`, { timeout: 5000 })).data;
@@ -86,5 +109,27 @@ export async function statusCommand(argv: string[]): Promise<number> {
     ]);
   }
   process.stdout.write(`${formatTable(rows)}\n`);
+  return EXIT.ok;
+}
+
+async function whyCommand(base: string, id: string, json: boolean): Promise<number> {
+  let data: unknown;
+  try {
+    const answer = await axios.get(`${base}/api/instances/${encodeURIComponent(id)}`, { timeout: 5000, validateStatus: (s) => s === 200 || s === 404 });
+    if (answer.status === 404) {
+      process.stderr.write(`doze status --why: the agent at ${base} manages no instance ${JSON.stringify(id)} (doze status lists them)\n`);
+      return EXIT.usage;
+    }
+    data = answer.data;
+  } catch (error) {
+    process.stderr.write(`doze status: agent at ${base} is unreachable: ${messageOf(error)} (is the agent running, and is this its "listen" address?)\n`);
+    return EXIT.failure;
+  }
+  const parsed = awakeView.safeParse(data);
+  if (!parsed.success) {
+    process.stderr.write(`doze status: unexpected answer from ${base}/api/instances/${id}\n`);
+    return EXIT.failure;
+  }
+  process.stdout.write(json ? `${JSON.stringify({ id: parsed.data.id, state: parsed.data.state, whyAwake: parsed.data.whyAwake ?? null, whyAwakeText: parsed.data.whyAwakeText ?? null }, null, 2)}\n` : formatWhy(parsed.data));
   return EXIT.ok;
 }

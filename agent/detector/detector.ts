@@ -17,6 +17,7 @@ import { firstCheckNs, ManagedInstance, type ReadonlyInstance } from './managed-
 import { canTransition, type InstanceState } from './states.js';
 import { NO_HOOKS, type DetectorEvents, type DetectorOptions, type SleepHooks } from './detector-contract.js';
 import { WakeSignals, type WakeEventHealth } from './wake-signals.js';
+import { whyAwake, type AwakeReason } from './why-awake.js';
 import { isDryRun, rehearseSleep, watchRehearsal, type RehearsalPort } from './rehearsal.js';
 
 export type { DetectorEvents, DetectorOptions, RehearsedEvent, SleepHooks, TransitionEvent } from './detector-contract.js';
@@ -374,6 +375,11 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
   /** How many of its connections the hold listener holds while it wakes (agent/hold/). */
   noteHeld(view: ReadonlyInstance, held: number): void {
     this.own(view).held = held;
+  }
+
+  /** Why each awake instance is awake, with its evidence (agent/detector/why-awake.ts). */
+  whyAwake(): Promise<Map<string, AwakeReason[]>> {
+    return whyAwake(this.table.all(), this.source);
   }
 
   /** Refreshes idle times for the status API from one batched counters read. */

@@ -3,6 +3,7 @@ import { monotonicNs } from '../shared/clock.js';
 import { describeFailure, describeHold, type HoldReason } from '../detector/reasons.js';
 import type { InstanceState } from '../detector/states.js';
 import type { InstanceMemoryView, MemoryTracker } from './memory-view.js';
+import { describeAwake, type AwakeReason } from '../detector/why-awake.js';
 
 /** The status API's instance record (a contract other tools read: extend, never rename). */
 export interface InstanceView {
@@ -57,10 +58,14 @@ export interface InstanceView {
   wouldSleepSince: string | null;
   /** Dry run: its measured resident memory × the time it would have slept (byte-seconds): what a memory-freeing runtime would have given back. */
   wouldFreeByteSeconds: number;
+  /** Why it is awake right now, strongest first, each with its evidence (client address, port, age; CPU figure; minAwake left); null when asleep or not asked. */
+  whyAwake: AwakeReason[] | null;
+  /** The same in words. */
+  whyAwakeText: string[] | null;
 }
 
 /** `dryRunAll`: the agent-wide dry run (Detector.dryRunAll). */
-export function viewOf(i: ReadonlyInstance, memory?: MemoryTracker, dryRunAll = false): InstanceView {
+export function viewOf(i: ReadonlyInstance, memory?: MemoryTracker, dryRunAll = false, why?: AwakeReason[]): InstanceView {
   const nowNs = monotonicNs();
   const r = i.rehearsal;
   return {
@@ -98,5 +103,7 @@ export function viewOf(i: ReadonlyInstance, memory?: MemoryTracker, dryRunAll = 
     wouldAsleepMs: Math.round(r.asleepMsAt(nowNs)),
     wouldSleepSince: r.current ? new Date(r.current.sinceMs).toISOString() : null,
     wouldFreeByteSeconds: Math.round(r.freedByteSecondsAt(nowNs)),
+    whyAwake: why ?? null,
+    whyAwakeText: why ? why.map(describeAwake) : null,
   };
 }

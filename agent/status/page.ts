@@ -34,8 +34,10 @@ export function renderRows(list: InstanceView[]): string {
     if (i.held > 0) return ['waking', `${i.held} connection(s) held while it wakes`];
     if (i.queuedSince) return ['waking', `waiting for room in the node budget since ${clock(i.queuedSince)}`];
     if (i.state === 'running' && i.wouldSleepSince) return ['would-sleep', `dry run: would be asleep since ${clock(i.wouldSleepSince)}`];
-    if (i.state === 'running' && i.heldBy) return ['busy', `busy: ${esc(i.heldBy)}`];
-    if (i.state === 'running') return ['idle', `idle ${secs(i.idleForMs)} of ${secs(i.idleTimeoutMs)}`];
+    // Why it is awake, with its evidence (client, age, CPU figure), under the countdown.
+    const because = i.whyAwakeText && i.whyAwakeText.length > 0 ? `<br><span class="muted awake-why">${i.whyAwakeText.map(esc).join('<br>')}</span>` : '';
+    if (i.state === 'running' && i.heldBy) return ['busy', `busy: ${esc(i.heldBy)}${because}`];
+    if (i.state === 'running') return ['idle', `idle ${secs(i.idleForMs)} of ${secs(i.idleTimeoutMs)}${because}`];
     if (i.state === 'sleeping') return ['asleep', `asleep since ${clock(i.stateSince)}`];
     return ['transition', `${esc(i.state)} since ${clock(i.stateSince)}`];
   };

@@ -2,6 +2,8 @@ import { timingSafeEqual } from 'node:crypto';
 import type { Server } from 'node:http';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { describeIssues } from '../shared/zod-issues.js';
+import { messageOf } from '../shared/errors.js';
+import type { AwakeReason } from '../detector/why-awake.js';
 import { instanceSchema } from '../config/schema.js';
 import type { Detector } from '../detector/detector.js';
 import type { InstanceRegistry } from '../instances/registry.js';
@@ -53,13 +55,19 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
   const latency = async () => ({ wake: await latencyDistribution(metrics.wakeSeconds), firstResponse: await latencyDistribution(metrics.firstResponseSeconds) });
 
   const memory = metrics.memory;
-  const view = (i: Parameters<typeof viewOf>[0]) => viewOf(i, memory, detector.dryRunAll);
+  const view = (i: Parameters<typeof viewOf>[0], why?: Map<string, AwakeReason[]>) => viewOf(i, memory, detector.dryRunAll, why?.get(i.id));
+  // Why each awake instance is awake: one counters and one connections read per request.
+  const whyAwake = () => detector.whyAwake().catch((error) => {
+    options.log.warn({ err: messageOf(error) }, 'why-awake: reading connections failed');
+    return new Map<string, AwakeReason[]>();
+  });
   app.get('/', async (_req, res) => {
     await options.refresh().catch(() => undefined);
     await memory.refresh();
+    const why = await whyAwake();
     res.type('html').send(
       renderStatusPage({
-        instances: detector.instances().map((i) => view(i)),
+        instances: detector.instances().map((i) => view(i, why)),
         status: statusReport(detector, options.discovery?.(), memory.node()),
         transitions: transitions.after(0),
         wakes: wakes.list(),
@@ -89,7 +97,8 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
   app.get('/api/instances', async (_req, res) => {
     await options.refresh().catch(() => undefined);
     await memory.refresh();
-    res.json(detector.instances().map((i) => view(i)));
+    const why = await whyAwake();
+    res.json(detector.instances().map((i) => view(i, why)));
   });
 
   app.get('/api/status', async (_req, res) => {
@@ -105,7 +114,7 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
     }
     await options.refresh().catch(() => undefined);
     await memory.refresh();
-    res.json(view(instance));
+    res.json(view(instance, await whyAwake()));
   });
 
   app.post('/api/instances/:id/:action', requireToken, async (req, res) => {
