@@ -28,7 +28,7 @@ const awakeView = z.looseObject({
 });
 
 /** `doze status --why ID`: the instance's reasons to be awake, one a line, its kind beside it. */
-export function formatWhy(view: z.infer<typeof awakeView>): string {
+export function formatWhy(view: { id: string; state: string; stateSince?: string; idleForMs: number; dryRun?: boolean; whyAwake?: ReadonlyArray<{ kind: string }> | null; whyAwakeText?: readonly string[] | null }): string {
   if (view.state !== 'running' && view.state !== 'waking') return `${view.id} is ${view.state}${view.stateSince ? ` since ${view.stateSince.slice(11, 19)}` : ''}: not awake\n`;
   const kinds = view.whyAwake ?? [];
   const texts = view.whyAwakeText ?? [];

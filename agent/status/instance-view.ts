@@ -4,6 +4,7 @@ import { describeFailure, describeHold, type HoldReason } from '../detector/reas
 import type { InstanceState } from '../detector/states.js';
 import type { InstanceMemoryView, MemoryTracker } from './memory-view.js';
 import { describeAwake, type AwakeReason } from '../detector/why-awake.js';
+import type { SavingsView } from './savings.js';
 
 /** The status API's instance record (a contract other tools read: extend, never rename). */
 export interface InstanceView {
@@ -62,10 +63,19 @@ export interface InstanceView {
   whyAwake: AwakeReason[] | null;
   /** The same in words. */
   whyAwakeText: string[] | null;
+  /** What sleeping saved: asleep share of the last hour and day, measured memory freed (byte-seconds), the day's wakes and first-response p50/p99. */
+  savings: SavingsView | null;
 }
 
-/** `dryRunAll`: the agent-wide dry run (Detector.dryRunAll). */
-export function viewOf(i: ReadonlyInstance, memory?: MemoryTracker, dryRunAll = false, why?: AwakeReason[]): InstanceView {
+/** What the status server adds to an instance's own record. */
+export interface ViewExtras {
+  /** The agent-wide dry run (Detector.dryRunAll). */
+  dryRunAll?: boolean;
+  why?: AwakeReason[];
+  savings?: SavingsView;
+}
+
+export function viewOf(i: ReadonlyInstance, memory?: MemoryTracker, { dryRunAll = false, why, savings }: ViewExtras = {}): InstanceView {
   const nowNs = monotonicNs();
   const r = i.rehearsal;
   return {
@@ -105,5 +115,6 @@ export function viewOf(i: ReadonlyInstance, memory?: MemoryTracker, dryRunAll = 
     wouldFreeByteSeconds: Math.round(r.freedByteSecondsAt(nowNs)),
     whyAwake: why ?? null,
     whyAwakeText: why ? why.map(describeAwake) : null,
+    savings: savings ?? null,
   };
 }

@@ -62,6 +62,7 @@ export function renderRows(list: InstanceView[]): string {
         `<td>${origin}</td>` +
         `<td>${ms(i.lastWakeMs)}<br><span class="muted" title="first packet → first response byte">${i.lastFirstResponseMs === null ? '' : `answered ${ms(i.lastFirstResponseMs)}`}</span></td>` +
         `<td>${i.sleeps} / ${i.wakes}<br><span class="muted">${i.checksAnswered} checks</span>` +
+        (i.savings ? `<br><span class="muted savings" title="share of the last hour / day asleep; first response p99 today">asleep ${Math.round(i.savings.lastHour.asleepShare * 100)}% / ${Math.round(i.savings.lastDay.asleepShare * 100)}%${i.savings.wakes.firstResponseP99Ms === null ? '' : `, p99 ${ms(i.savings.wakes.firstResponseP99Ms)}`}</span>` : '') +
         (i.dryRun ? `<br><span class="dry-run" title="dry run: never frozen">dry run: ${i.wouldSleeps} would-be sleep(s), ${secs(i.wouldAsleepMs)} asleep, ${mib(i.wouldFreeByteSeconds / 3600)}·h freed</span>` : '') +
         '</td>' +
         `<td class="memory">${memory(i)}</td>` +
@@ -184,11 +185,26 @@ export function renderSummary(report: StatusReport): string {
     card('instances', `${report.instances.total}`, chips || 'instances') +
     card('memory', `${b.activeMemory}${b.maxActiveMemory === null ? '' : ` <small>/ ${b.maxActiveMemory}</small>`} <small>MiB</small>`, b.maxActiveMemory === null ? 'awake memory (no budget)' : 'awake memory of the budget', b.maxActiveMemory !== null && b.activeMemory > b.maxActiveMemory) +
     card('freed', `${b.freedMemory} <small>MiB</small>`, 'freed by sleeping instances') +
+    savingsCard(report, card) +
     (b.queued > 0 || b.overruns > 0 ? card('budget', `${b.queued}`, `wake(s) queued · ${b.overruns} over budget`, true) : '') +
     events +
     memory +
     `<div class="links">${link('Nomad', report.connections.nomad)}<br>${link('Consul', report.connections.consul)}</div>` +
     why
+  );
+}
+
+/** The node card's savings row: asleep share today and this hour, memory freed (measured), wakes and their first response. */
+function savingsCard(report: StatusReport, card: (key: string, value: string, caption: string) => string): string {
+  const s = report.savings;
+  if (!s) return '';
+  const pct = (share: number) => `${Math.round(share * 100)}%`;
+  const ms = (v: number | null) => (v === null ? '–' : `${v.toFixed(v < 10 ? 1 : 0)} ms`);
+  const gibHours = s.memoryFreedByteSeconds / 2 ** 30 / 3600;
+  return card(
+    'savings',
+    `${pct(s.lastDay.asleepShare)} <small>asleep today</small>`,
+    `${pct(s.lastHour.asleepShare)} this hour · ${gibHours.toFixed(gibHours < 10 ? 2 : 0)} GiB·h freed (measured) · ${s.wakes.count} wake(s) today, first response p50 ${ms(s.wakes.firstResponseP50Ms)}, p99 ${ms(s.wakes.firstResponseP99Ms)}`,
   );
 }
 
@@ -296,6 +312,7 @@ const __name = (fn) => fn;
 const renderRows = ${renderRows.toString()};
 const renderTimeline = ${renderTimeline.toString()};
 const renderTimelines = ${renderTimelines.toString()};
+const savingsCard = ${savingsCard.toString()};
 const renderSummary = ${renderSummary.toString()};
 const renderLatency = ${renderLatency.toString()};
 const renderWakes = ${renderWakes.toString()};

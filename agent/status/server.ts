@@ -55,7 +55,8 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
   const latency = async () => ({ wake: await latencyDistribution(metrics.wakeSeconds), firstResponse: await latencyDistribution(metrics.firstResponseSeconds) });
 
   const memory = metrics.memory;
-  const view = (i: Parameters<typeof viewOf>[0], why?: Map<string, AwakeReason[]>) => viewOf(i, memory, detector.dryRunAll, why?.get(i.id));
+  const savings = metrics.savings;
+  const view = (i: Parameters<typeof viewOf>[0], why?: Map<string, AwakeReason[]>) => viewOf(i, memory, { dryRunAll: detector.dryRunAll, why: why?.get(i.id), savings: savings.view(i) });
   // Why each awake instance is awake: one counters and one connections read per request.
   const whyAwake = () => detector.whyAwake().catch((error) => {
     options.log.warn({ err: messageOf(error) }, 'why-awake: reading connections failed');
@@ -64,11 +65,12 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
   app.get('/', async (_req, res) => {
     await options.refresh().catch(() => undefined);
     await memory.refresh();
+    savings.measure();
     const why = await whyAwake();
     res.type('html').send(
       renderStatusPage({
         instances: detector.instances().map((i) => view(i, why)),
-        status: statusReport(detector, options.discovery?.(), memory.node()),
+        status: statusReport(detector, options.discovery?.(), memory.node(), savings.node()),
         transitions: transitions.after(0),
         wakes: wakes.list(),
         latency: await latency(),
@@ -97,13 +99,15 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
   app.get('/api/instances', async (_req, res) => {
     await options.refresh().catch(() => undefined);
     await memory.refresh();
+    savings.measure();
     const why = await whyAwake();
     res.json(detector.instances().map((i) => view(i, why)));
   });
 
   app.get('/api/status', async (_req, res) => {
     await memory.refresh();
-    res.json(statusReport(detector, options.discovery?.(), memory.node()));
+    savings.measure();
+    res.json(statusReport(detector, options.discovery?.(), memory.node(), savings.node()));
   });
 
   app.get('/api/instances/:id', async (req, res) => {
@@ -114,6 +118,7 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
     }
     await options.refresh().catch(() => undefined);
     await memory.refresh();
+    savings.measure();
     res.json(view(instance, await whyAwake()));
   });
 

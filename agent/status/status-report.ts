@@ -2,6 +2,7 @@ import type { Detector } from '../detector/detector.js';
 import type { WakeEventHealth } from '../detector/wake-signals.js';
 import type { DiscoveryReport } from '../discovery/discovery-report.js';
 import type { NodeMemoryView } from './memory-view.js';
+import type { SavingsView } from './savings.js';
 
 /*
  * `GET /api/status`: the agent as a whole, beside the per-instance
@@ -30,11 +31,13 @@ export interface StatusReport extends DiscoveryReport {
   wakeEvents: { gaps: number; lastGap: { reason: string; at: string } | null; missed: number; late: number };
   /** The node's swap and the memory its instances hold and gave back (agent/status/memory-view.ts). */
   memory: NodeMemoryView | null;
+  /** What sleeping saved on this node (agent/status/savings.ts): asleep share of the last hour and day, memory freed, wakes. */
+  savings: SavingsView | null;
 }
 
 const ACTIVE = new Set(['running', 'waking', 'pausing']);
 
-export function statusReport(detector: Detector, discovery: DiscoveryReport | undefined, memory?: NodeMemoryView): StatusReport {
+export function statusReport(detector: Detector, discovery: DiscoveryReport | undefined, memory?: NodeMemoryView, savings?: SavingsView): StatusReport {
   const byState: Record<string, number> = {};
   const instances = detector.instances();
   for (const instance of instances) byState[instance.state] = (byState[instance.state] ?? 0) + 1;
@@ -58,6 +61,7 @@ export function statusReport(detector: Detector, discovery: DiscoveryReport | un
     connections: discovery?.connections ?? {},
     allocations: discovery?.allocations ?? [],
     memory: memory ?? null,
+    savings: savings ?? null,
   };
 }
 

@@ -32,7 +32,7 @@ test.serial('held by a client\'s open request: names the client, its port and th
   t.deepEqual(why[0], { kind: 'in-flight', clients: [{ address: '10.213.0.1', port: 40_000, ageMs: 3000 }] });
   t.is(describeAwake(why[0]!), '1 request(s) in flight from 10.213.0.1:40000 (3.0 s)');
   // The same through the API's view and `doze status --why`.
-  const view = viewOf(instance, undefined, false, why);
+  const view = viewOf(instance, undefined, { why });
   t.regex(formatWhy(view), /^web is awake \(idle \d+\.\ds\) because:\n {2}in-flight {2}1 request\(s\) in flight from 10\.213\.0\.1:40000 \(3\.0 s\)\n$/);
   // Answered: nothing holds it any more, and it sleeps.
   h.source.connection(instance.key, 40_000, 'answer');
@@ -76,5 +76,5 @@ test.serial('a dry-run instance that would be asleep says so', async (t) => {
   await h.clock.tickAsync(1500);
   const why = (await h.detector.whyAwake()).get('web')!;
   t.is(why[0]?.kind, 'dry-run');
-  t.regex(formatWhy(viewOf(instance, undefined, false, why)), /, dry run because:\n {2}dry-run {2}dry run: would be asleep since \d\d:\d\d:\d\d/);
+  t.regex(formatWhy(viewOf(instance, undefined, { why })), /, dry run because:\n {2}dry-run {2}dry run: would be asleep since \d\d:\d\d:\d\d/);
 });
