@@ -37,6 +37,34 @@ export function formatWhy(view: { id: string; state: string; stateSince?: string
   return `${head} because:\n${formatTable(texts.map((text, n) => [`  ${kinds[n]?.kind ?? ''}`, text]))}\n`;
 }
 
+const nodeStatus = z.looseObject({
+  instances: z.looseObject({ total: z.number() }),
+  budget: z.looseObject({ maxActive: z.number().nullable(), maxActiveMemory: z.number().nullable(), active: z.number(), activeMemory: z.number(), freedMemory: z.number() }),
+  savings: z.looseObject({ lastDay: z.looseObject({ asleepShare: z.number() }), lastHour: z.looseObject({ asleepShare: z.number() }) }).nullable().optional(),
+});
+export type NodeGlance = z.infer<typeof nodeStatus>;
+
+const BAR_WIDTH = 20;
+
+/** A terminal bar for `share` (0..1; over 1 is drawn full and said in the figure beside it). */
+export function bar(share: number): string {
+  const filled = Math.max(0, Math.min(BAR_WIDTH, Math.round(share * BAR_WIDTH)));
+  return `${'█'.repeat(filled)}${'░'.repeat(BAR_WIDTH - filled)} ${String(Math.round(share * 100)).padStart(3)}%`;
+}
+
+/** The node at a glance, as `kraft cloud quotas` shows an account: awake of budget, instances, awake memory of budget, memory freed, asleep share today. */
+export function formatGlance(node: NodeGlance): string {
+  const b = node.budget;
+  const rows: string[][] = [
+    b.maxActive === null ? ['Awake', `${b.active} (no budget)`, ''] : ['Awake', `${b.active} of ${b.maxActive}`, bar(b.active / b.maxActive)],
+    ['Instances', String(node.instances.total), ''],
+    b.maxActiveMemory === null ? ['Awake memory', `${b.activeMemory} MiB (no budget)`, ''] : ['Awake memory', `${b.activeMemory} of ${b.maxActiveMemory} MiB`, bar(b.activeMemory / b.maxActiveMemory)],
+    ['Memory freed', `${b.freedMemory} MiB now`, ''],
+  ];
+  if (node.savings) rows.push(['Asleep today', `${Math.round(node.savings.lastDay.asleepShare * 100)}% (this hour ${Math.round(node.savings.lastHour.asleepShare * 100)}%)`, bar(node.savings.lastDay.asleepShare)]);
+  return formatTable(rows);
+}
+
 const instanceList = z.array(
   z.looseObject({
     id: z.string(),
@@ -98,6 +126,9 @@ export async function statusCommand(argv: string[]): Promise<number> {
     process.stdout.write(`${JSON.stringify(parsed.data, null, 2)}\n`);
     return EXIT.ok;
   }
+  // The node at a glance first; an agent without /api/status (older) gets the table alone.
+  const node = await axios.get(`${base}/api/status`, { timeout: 5000 }).then((r) => nodeStatus.safeParse(r.data)).catch(() => undefined);
+  if (node?.success) process.stdout.write(`${formatGlance(node.data)}\n\n`);
   const rows = [['INSTANCE', 'STATE', 'IDLE', 'LAST WAKE', 'SLEEPS', 'WAKES', 'CHECKS', 'ANSWERED', 'NOTE']];
   for (const i of parsed.data) {
     rows.push([
