@@ -298,6 +298,9 @@ export const configSchema = z.strictObject({
     .default('info')
     .describe('`fatal`, `error`, `warn`, `info`, `debug`, `trace` or `silent`: what the JSON log (stdout) carries; `--log-level`, `DOZE_LOG_LEVEL`'),
   dryRun: z.boolean().default(false).describe('rehearse every instance on the node (a first rollout): as `instances[].dryRun`, whatever each says'),
+  coldStartThreshold: duration
+    .optional()
+    .describe("mark an instance whose wakes cost its users more than this: its first-response p99 over the last day (first packet → first response byte) above it shows as `slowWakes` in the API and on the status page, where `reclaim` or a shorter `idleTimeout` hurts"),
   bpffs: z.string().default('/sys/fs/bpf').describe('bpffs mount; maps are pinned in `tc/globals/doze_*`; one agent per bpffs (`--bpffs`, `DOZE_BPFFS`)'),
   stub: z.strictObject({ listen: hostPort.default('127.0.0.1:7071').describe("the health-check stub, which answers the checks of sleeping instances; `DOZE_STUB_LISTEN`") }).prefault({}),
   healthChecks: z

@@ -65,6 +65,8 @@ export interface InstanceView {
   whyAwakeText: string[] | null;
   /** What sleeping saved: asleep share of the last hour and day, measured memory freed (byte-seconds), the day's wakes and first-response p50/p99. */
   savings: SavingsView | null;
+  /** Its first-response p99 over the day is above config `coldStartThreshold` (false without one). */
+  slowWakes: boolean;
 }
 
 /** What the status server adds to an instance's own record. */
@@ -73,9 +75,12 @@ export interface ViewExtras {
   dryRunAll?: boolean;
   why?: AwakeReason[];
   savings?: SavingsView;
+  /** Config `coldStartThreshold` (ms): a first-response p99 over it marks the instance's wakes as slow. */
+  coldStartThresholdMs?: number;
 }
 
-export function viewOf(i: ReadonlyInstance, memory?: MemoryTracker, { dryRunAll = false, why, savings }: ViewExtras = {}): InstanceView {
+export function viewOf(i: ReadonlyInstance, memory?: MemoryTracker, { dryRunAll = false, why, savings, coldStartThresholdMs }: ViewExtras = {}): InstanceView {
+  const p99 = savings?.wakes.firstResponseP99Ms ?? null;
   const nowNs = monotonicNs();
   const r = i.rehearsal;
   return {
@@ -116,5 +121,6 @@ export function viewOf(i: ReadonlyInstance, memory?: MemoryTracker, { dryRunAll 
     whyAwake: why ?? null,
     whyAwakeText: why ? why.map(describeAwake) : null,
     savings: savings ?? null,
+    slowWakes: coldStartThresholdMs !== undefined && p99 !== null && p99 > coldStartThresholdMs,
   };
 }

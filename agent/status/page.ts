@@ -60,7 +60,9 @@ export function renderRows(list: InstanceView[]): string {
         `<td class="why ${whyKind}" data-why="${whyKind}">${whyText}</td>` +
         `<td>${esc(i.runtime)}${i.mode ? ` ${esc(i.mode)}` : ''}<br><span class="muted">${esc(i.idlePolicy)}, wake ${esc(i.wake)}</span></td>` +
         `<td>${origin}</td>` +
-        `<td>${ms(i.lastWakeMs)}<br><span class="muted" title="first packet → first response byte">${i.lastFirstResponseMs === null ? '' : `answered ${ms(i.lastFirstResponseMs)}`}</span></td>` +
+        `<td>${ms(i.lastWakeMs)}<br><span class="muted" title="first packet → first response byte">${i.lastFirstResponseMs === null ? '' : `answered ${ms(i.lastFirstResponseMs)}`}</span>` +
+        (i.slowWakes && i.savings ? `<br><span class="bad slow-wakes" title="first-response p99 today is over coldStartThreshold">slow wakes: p99 ${ms(i.savings.wakes.firstResponseP99Ms)}</span>` : '') +
+        '</td>' +
         `<td>${i.sleeps} / ${i.wakes}<br><span class="muted">${i.checksAnswered} checks</span>` +
         (i.savings ? `<br><span class="muted savings" title="share of the last hour / day asleep; first response p99 today">asleep ${Math.round(i.savings.lastHour.asleepShare * 100)}% / ${Math.round(i.savings.lastDay.asleepShare * 100)}%${i.savings.wakes.firstResponseP99Ms === null ? '' : `, p99 ${ms(i.savings.wakes.firstResponseP99Ms)}`}</span>` : '') +
         (i.dryRun ? `<br><span class="dry-run" title="dry run: never frozen">dry run: ${i.wouldSleeps} would-be sleep(s), ${secs(i.wouldAsleepMs)} asleep, ${mib(i.wouldFreeByteSeconds / 3600)}·h freed</span>` : '') +

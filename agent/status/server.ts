@@ -28,6 +28,8 @@ export interface StatusServerOptions {
   discovery?: () => DiscoveryReport | undefined;
   /** Instances registered at run time (PUT/DELETE /api/instances/{id}); without it those routes answer 404. */
   registry?: InstanceRegistry;
+  /** Config `coldStartThreshold` (ms): instances whose first-response p99 over the day is above it are marked. */
+  coldStartThresholdMs?: number;
 }
 
 function tokenMatches(header: string | undefined, token: string): boolean {
@@ -56,7 +58,7 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
 
   const memory = metrics.memory;
   const savings = metrics.savings;
-  const view = (i: Parameters<typeof viewOf>[0], why?: Map<string, AwakeReason[]>) => viewOf(i, memory, { dryRunAll: detector.dryRunAll, why: why?.get(i.id), savings: savings.view(i) });
+  const view = (i: Parameters<typeof viewOf>[0], why?: Map<string, AwakeReason[]>) => viewOf(i, memory, { dryRunAll: detector.dryRunAll, why: why?.get(i.id), savings: savings.view(i), coldStartThresholdMs: options.coldStartThresholdMs });
   // Why each awake instance is awake: one counters and one connections read per request.
   const whyAwake = () => detector.whyAwake().catch((error) => {
     options.log.warn({ err: messageOf(error) }, 'why-awake: reading connections failed');

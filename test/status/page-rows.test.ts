@@ -8,7 +8,7 @@ function view(overrides: Partial<InstanceView>): InstanceView {
     address: '10.0.0.5:8080', interface: 'veth1', runtime: 'freezer', mode: null, idlePolicy: 'requests', idleTimeoutMs: 500,
     heldBy: null, heldReason: null, failure: null, lastError: null, stateSince: '2026-11-28T00:00:00.000Z', queuedSince: null, memory: 0, freesMemory: false, managedSince: '2026-11-28T00:00:00.000Z', memoryUsage: null, held: 0,
     wake: 'retry', origin: null, source: 'static',
-    dryRun: false, wouldSleeps: 0, wouldWakes: 0, wouldAsleepMs: 0, wouldSleepSince: null, wouldFreeByteSeconds: 0, whyAwake: null, whyAwakeText: null, savings: null,
+    dryRun: false, wouldSleeps: 0, wouldWakes: 0, wouldAsleepMs: 0, wouldSleepSince: null, wouldFreeByteSeconds: 0, whyAwake: null, whyAwakeText: null, savings: null, slowWakes: false,
     ...overrides,
   };
 }

@@ -5,6 +5,9 @@ import type { Detector } from '../../agent/detector/detector.js';
 import type { ReadonlyInstance } from '../../agent/detector/managed-instance.js';
 import { HOUR_MS, quantile, SavingsLedger } from '../../agent/status/savings.js';
 import { Metrics } from '../../agent/status/metrics.js';
+import { viewOf } from '../../agent/status/instance-view.js';
+import { renderRows } from '../../agent/status/page.js';
+import { parseConfig } from '../../agent/config/load.js';
 import { detectorHarness } from '../helpers/detector-harness.js';
 
 // The savings ledger (agent/status/savings.ts) over a scripted day on a fake clock: the detector's events, scripted.
@@ -75,4 +78,16 @@ test.serial('doze_asleep_seconds_total and doze_memory_freed_byte_seconds_total 
   t.regex(text, /^doze_asleep_seconds_total\{instance="web",runtime="fake"\} 5$/m);
   // The fake runtime has no memory cgroup: nothing measured, nothing claimed.
   t.regex(text, /^doze_memory_freed_byte_seconds_total\{instance="web",runtime="fake"\} 0$/m);
+});
+
+test.serial('coldStartThreshold: an instance whose first-response p99 today is over it is marked slowWakes, and its row says so', async (t) => {
+  const h = detectorHarness(t);
+  const { instance } = await h.add('web', { idleTimeout: '1s' });
+  const window = { asleepMs: 0, managedMs: 1, asleepShare: 0 };
+  const savings = { lastHour: window, lastDay: window, asleepSecondsTotal: 0, memoryFreedByteSeconds: 0, memoryFreedBytesNow: 0, wakes: { count: 100, firstResponseP50Ms: 40, firstResponseP99Ms: 1200 } };
+  t.true(viewOf(instance, undefined, { savings, coldStartThresholdMs: 1000 }).slowWakes);
+  t.false(viewOf(instance, undefined, { savings, coldStartThresholdMs: 1500 }).slowWakes);
+  t.false(viewOf(instance, undefined, { savings }).slowWakes, 'no threshold, no mark');
+  t.regex(renderRows([viewOf(instance, undefined, { savings, coldStartThresholdMs: 1000 })]), /class="bad slow-wakes"[^>]*>slow wakes: p99 1200\.0 ms/);
+  t.is(parseConfig({ coldStartThreshold: '1s', instances: [] }).coldStartThreshold, 1000);
 });
