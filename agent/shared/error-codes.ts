@@ -58,28 +58,31 @@ export const ERROR_CODES = {
   E_WAKE: "a VM owner's wake failed",
   // Firecracker and Cloud Hypervisor.
   E_VMM_LAUNCH: 'the VMM could not be started',
-  E_VMM_UNREACHABLE: "the VMM's API socket could not be reached",
-  E_VMM_HTTP: "the VMM's API answered with an error status",
-  E_VMM_RESPONSE: "the VMM's API answered something it does not document",
-  E_VMM_STATE: 'the VM is not in the state an operation needs',
+  E_VMM_UNREACHABLE: "the VMM's API socket is missing or nothing accepts on it: the VMM process is gone",
+  E_VMM_HTTP: "the VMM answered with an error status; the status and its message are kept",
+  E_VMM_RESPONSE: 'the VMM answered 2xx with a body doze cannot use',
+  E_VMM_STATE: 'the VM is in a state the operation cannot start from (booted elsewhere, shut down)',
   // Nomad and Consul.
-  E_NOMAD_UNREACHABLE: "Nomad's API could not be reached",
-  E_NOMAD_HTTP: "Nomad's API answered with an error status",
-  E_NOMAD_RESPONSE: "Nomad's API answered something it does not document",
-  E_NOMAD_STREAM_REFUSED: "Nomad refused the event stream (ACL, or the stream is off); discovery polls instead",
-  E_CONSUL_UNREACHABLE: "Consul's agent API could not be reached",
-  E_CONSUL_HTTP: "Consul's agent API answered with an error status",
-  E_CONSUL_RESPONSE: "Consul's agent API answered something it does not document",
+  E_NOMAD_UNREACHABLE: 'Nomad could not be reached (connection refused, reset, timed out, TLS failure): nothing was learned',
+  E_NOMAD_HTTP: "Nomad answered with a non-2xx status; the status and Nomad's message are kept",
+  E_NOMAD_RESPONSE: 'Nomad answered 2xx with a body (or headers) doze cannot use',
+  E_NOMAD_STREAM_REFUSED: "the event stream answered 200 and closed before its first heartbeat, repeatedly: Nomad >= 1.11.2's ACL refusal; discovery polls instead",
+  E_CONSUL_UNREACHABLE: 'Consul could not be reached (connection refused, reset, timed out, TLS failure)',
+  E_CONSUL_HTTP: 'Consul answered with a non-2xx status',
+  E_CONSUL_RESPONSE: 'Consul answered 2xx with a body doze cannot use',
   // Raised only by the test doubles and harnesses (test/), declared here so they are DozeErrors too.
   E_TEST: 'a test harness injected a failure',
   E_CLOSED: "a test channel's connection closed",
-  E_CONSUL_DOUBLE: 'the Consul double refused a request as Consul would',
+  E_DOUBLE: 'a test double could not do its own part (listen, start)',
   E_CHECKER_WORKER: "the Consul double's check runner worker failed",
   E_CHECKER_STOPPED: "the Consul double's check runner is stopped",
   E_CHECK_INVALID: 'the Consul double was given a check Consul would refuse',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
+
+/** One upstream's codes (E_NOMAD_*, E_CONSUL_*, E_VMM_*): what its error class may carry. */
+export type UpstreamErrorCode<Prefix extends string> = Extract<ErrorCode, `${Prefix}${string}`>;
 
 export function isErrorCode(code: unknown): code is ErrorCode {
   return typeof code === 'string' && Object.hasOwn(ERROR_CODES, code);
