@@ -65,7 +65,7 @@ export function renderRows(list: InstanceView[]): string {
         '</td>' +
         `<td>${i.sleeps} / ${i.wakes}<br><span class="muted">${i.checksAnswered} checks</span>` +
         (i.savings ? `<br><span class="muted savings" title="share of the last hour / day asleep; first response p99 today">asleep ${Math.round(i.savings.lastHour.asleepShare * 100)}% / ${Math.round(i.savings.lastDay.asleepShare * 100)}%${i.savings.wakes.firstResponseP99Ms === null ? '' : `, p99 ${ms(i.savings.wakes.firstResponseP99Ms)}`}</span>` : '') +
-        (i.dryRun ? `<br><span class="dry-run" title="dry run: never frozen">dry run: ${i.wouldSleeps} would-be sleep(s), ${secs(i.wouldAsleepMs)} asleep, ${mib(i.wouldFreeByteSeconds / 3600)}·h freed</span>` : '') +
+        (i.dryRun ? `<br><span class="dry-run" title="dry run, never frozen: would have slept ${i.wouldSleeps} time(s) for ${secs(i.wouldAsleepMs)}, freeing ${mib(i.wouldFreeByteSeconds / 3600)}·h">dry run: ${i.wouldSleeps}× ${secs(i.wouldAsleepMs)}</span>` : '') +
         '</td>' +
         `<td class="memory">${memory(i)}</td>` +
         `<td class="last-error ${i.lastError ? 'bad' : ''}">${lastError}</td>` +
