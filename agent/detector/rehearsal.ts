@@ -7,6 +7,7 @@ import { holdRecheckMs } from './idle-decision.js';
 import { firstCheckNs, type ManagedInstance, type ReadonlyInstance } from './managed-instance.js';
 import { describeHold } from './reasons.js';
 import type { WouldSleep } from './rehearsal-record.js';
+import { trafficSince, type TrafficBaseline } from './state-handoff.js';
 import { WATCHDOG_INTERVAL_MS } from './wake-signals.js';
 
 /*
@@ -35,7 +36,7 @@ export interface RehearsalPort {
  * (busy guard, traffic since the decision), then a would-sleep span instead of a pause. Sets the
  * instance's next check; whether it would have slept.
  */
-export async function rehearseSleep(instance: ManagedInstance, port: RehearsalPort, decidedLastSeenNs: bigint | undefined, reason: string, guardBusy: boolean, nowNs: bigint): Promise<boolean> {
+export async function rehearseSleep(instance: ManagedInstance, port: RehearsalPort, decided: TrafficBaseline | undefined, reason: string, guardBusy: boolean, nowNs: bigint): Promise<boolean> {
   if (instance.rehearsal.current) return false;
   if (guardBusy) {
     const busy = port.busy.reason(instance, nowNs);
@@ -48,7 +49,7 @@ export async function rehearseSleep(instance: ManagedInstance, port: RehearsalPo
     }
   }
   const counters = await port.source.counter(instance.key);
-  if (decidedLastSeenNs !== undefined && (!counters || counters.lastSeenNs !== decidedLastSeenNs)) {
+  if (decided !== undefined && trafficSince(decided, counters)) {
     instance.nextCheckNs = nowNs + BigInt(instance.config.idleTimeout) * MS;
     return false;
   }

@@ -41,6 +41,8 @@ export type AwakeReason =
   | { kind: 'measuring' }
   /** It must never sleep (a check the stub cannot answer). */
   | { kind: 'never-sleeps'; detail: string }
+  /** Its connections could not be read: never taken for "nothing in flight". */
+  | { kind: 'connections-unreadable'; message: string }
   /** Its wake waits for room in the node budget. */
   | { kind: 'budget-queued'; sinceMs: number }
   /** Dry run: it is awake only because it is rehearsed; it would be asleep since then. */
@@ -84,6 +86,7 @@ export function explainAwake(instance: ReadonlyInstance, evidence: AwakeEvidence
   const held = instance.heldBy;
   if (held?.kind === 'busy') reasons.push({ kind: 'busy', detail: held.detail });
   else if (held?.kind === 'measuring') reasons.push({ kind: 'measuring' });
+  else if (held?.kind === 'connections-unreadable') reasons.push({ kind: 'connections-unreadable', message: held.message });
   const minUntil = minAwakeUntilNs(instance);
   if (nowNs < minUntil) reasons.push({ kind: 'min-awake', leftMs: Math.round(Number(minUntil - nowNs) / 1e6), minAwakeMs: instance.minAwakeMs });
   const last = lastActivityNs(instance, evidence.lastSeenNs);
@@ -128,6 +131,7 @@ export function describeAwake(reason: AwakeReason): string {
     case 'busy':
     case 'measuring':
     case 'never-sleeps':
+    case 'connections-unreadable':
       return describeHold(reason);
     case 'budget-queued':
       return `waiting for room in the node budget since ${new Date(reason.sinceMs).toISOString().slice(11, 19)}`;
