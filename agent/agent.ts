@@ -3,6 +3,7 @@ import { ConfigError, messageOf } from './shared/errors.js';
 import type { DozeConfig, InstanceConfig } from './config/schema.js';
 import type { Runtime } from './runtimes/runtime.js';
 import { Detector } from './detector/detector.js';
+import { EntryWake } from './detector/entry-wake.js';
 import type { Logger } from './shared/log.js';
 import { checkInterfaces, checkTools, reportSwap } from './preflight.js';
 import type { StubServer } from './health/stub-server.js';
@@ -31,6 +32,8 @@ export class Agent {
   private server: Server | undefined;
   /** Nomad/Consul discovery, when `nomad` or `consul` is configured (agent/discovery/discovery.ts). */
   discovery: Discovery | undefined;
+  /** Wakes a sleeper a process enters (agent/detector/entry-wake.ts). */
+  private entryWake: EntryWake | undefined;
 
   private constructor(
     readonly config: DozeConfig,
@@ -90,6 +93,7 @@ export class Agent {
     const admission = new InstanceAdmission({ detector, log, release: (id) => guards.release(id), wrapRuntime: options.wrapRuntime });
     const registry = new InstanceRegistry({ admission, detector, log });
     const agent = new Agent(config, detector, source, metrics, guards, registry, lock, log);
+    agent.entryWake = new EntryWake(detector, log);
     try {
       await guards.install();
       for (const { index, instanceConfig, runtime } of prepared) {
@@ -136,6 +140,7 @@ export class Agent {
     };
     await step('stopping Nomad/Consul discovery', async () => this.discovery?.stop());
     await step('waking instances', () => this.detector.stop({ wakeAll: true }));
+    this.entryWake?.stop();
     await step('closing the status API', async () => {
       if (!this.server) return;
       const closed = new Promise<void>((resolve) => this.server!.close(() => resolve()));

@@ -62,8 +62,9 @@ async function budgetMembers(all: readonly ManagedInstance[], source: TrafficSou
       active: i.state === 'running' || i.state === 'waking' || i.state === 'pausing',
       memory: i.state === 'running' || i.state === 'waking' || i.state === 'pausing' ? i.config.memory : asleepMiB.get(i.id) ?? 0,
       lastActivityNs: lastActivityNs(i),
-      // A rehearsed instance frees nothing by sleeping: never the one put to sleep to make room.
-      evictable: i.state === 'running' && !i.removed && !busy && !dryRun(i) && nowNs >= minAwakeUntilNs(i),
+      // Never one that may not sleep (a check the stub cannot answer, Nomad stopping its task): its sleep would be
+      // refused; nor a rehearsed one (dry run): it frees nothing by sleeping.
+      evictable: i.state === 'running' && !i.removed && !busy && i.sleepHeldBy === undefined && !dryRun(i) && nowNs >= minAwakeUntilNs(i),
     };
   });
 }

@@ -41,6 +41,8 @@ export type AwakeReason =
   | { kind: 'measuring' }
   /** It must never sleep (a check the stub cannot answer). */
   | { kind: 'never-sleeps'; detail: string }
+  /** Its Nomad client is stopping, restarting or signalling its task: awake until that is done. */
+  | { kind: 'nomad-task-event'; event: string; message: string | undefined; stopping: boolean }
   /** Its connections could not be read: never taken for "nothing in flight". */
   | { kind: 'connections-unreadable'; message: string }
   /** Its wake waits for room in the node budget. */
@@ -72,7 +74,9 @@ export function explainAwake(instance: ReadonlyInstance, evidence: AwakeEvidence
   if (instance.state === 'waking' && instance.queuedSinceMs !== undefined) return [{ kind: 'budget-queued', sinceMs: instance.queuedSinceMs }];
   if (instance.state !== 'running') return [];
   if (instance.rehearsal.current) return [{ kind: 'dry-run', wouldSleepSinceMs: instance.rehearsal.current.sinceMs }];
-  if (instance.sleepBlockedBy) reasons.push({ kind: 'never-sleeps', detail: instance.sleepBlockedBy });
+  // What forbids a sleep outright (a check the stub cannot answer, a Nomad task event), else the last check's hold.
+  const forbidden = instance.sleepHeldBy;
+  if (forbidden?.kind === 'never-sleeps' || forbidden?.kind === 'nomad-task-event') reasons.push(forbidden);
   const mine = connections.filter((c) => c.instanceAddr === instance.key);
   const policy = instance.config.idlePolicy;
   if (policy !== 'traffic') {
@@ -86,6 +90,7 @@ export function explainAwake(instance: ReadonlyInstance, evidence: AwakeEvidence
   const held = instance.heldBy;
   if (held?.kind === 'busy') reasons.push({ kind: 'busy', detail: held.detail });
   else if (held?.kind === 'measuring') reasons.push({ kind: 'measuring' });
+  else if (held?.kind === 'nomad-task-event' && forbidden?.kind !== 'nomad-task-event') reasons.push(held);
   else if (held?.kind === 'connections-unreadable') reasons.push({ kind: 'connections-unreadable', message: held.message });
   const minUntil = minAwakeUntilNs(instance);
   if (nowNs < minUntil) reasons.push({ kind: 'min-awake', leftMs: Math.round(Number(minUntil - nowNs) / 1e6), minAwakeMs: instance.minAwakeMs });
@@ -131,6 +136,7 @@ export function describeAwake(reason: AwakeReason): string {
     case 'busy':
     case 'measuring':
     case 'never-sleeps':
+    case 'nomad-task-event':
     case 'connections-unreadable':
       return describeHold(reason);
     case 'budget-queued':

@@ -47,6 +47,12 @@ export function renderRows(list: InstanceView[]): string {
     i.memoryUsage
       ? memoryLine(i, esc)
       : i.memory === 0 ? '<span class="muted">–</span>' : `${i.memory} MiB awake<br><span class="muted">${i.freesMemory ? '0 MiB' : `${i.memory} MiB`} asleep</span>`;
+  // What the busy guard reads; said in the row when it reads nothing (the instance then sleeps on traffic alone).
+  const guard = (i: InstanceView) => {
+    const g = i.busyGuard;
+    if (g.source === 'unavailable') return g.reason === 'guard-off' ? '' : `<br><span class="warn">busy guard: no CPU reading (${esc(g.message)})</span>`;
+    return `<br><span class="muted" title="${g.source === 'cpu-cgroup' ? esc(g.file) : `${g.processes} process(es) summed from /proc`}">busy guard: ${g.source}</span>`;
+  };
   if (list.length === 0) return '<tr><td colspan="10" class="muted">no instances yet</td></tr>';
   return list
     .map((i) => {
@@ -58,7 +64,7 @@ export function renderRows(list: InstanceView[]): string {
         `<td><b>${esc(i.id)}</b><br><span class="muted">${esc(i.address)} ${i.interface === null ? 'host port' : `on ${esc(i.interface)}`}</span></td>` +
         `<td><span class="state ${esc(i.state)}">${esc(i.state)}</span></td>` +
         `<td class="why ${whyKind}" data-why="${whyKind}">${whyText}</td>` +
-        `<td>${esc(i.runtime)}${i.mode ? ` ${esc(i.mode)}` : ''}<br><span class="muted">${esc(i.idlePolicy)}, wake ${esc(i.wake)}</span></td>` +
+        `<td>${esc(i.runtime)}${i.mode ? ` ${esc(i.mode)}` : ''}<br><span class="muted">${esc(i.idlePolicy)}, wake ${esc(i.wake)}</span>${guard(i)}</td>` +
         `<td>${origin}</td>` +
         `<td>${ms(i.lastWakeMs)}<br><span class="muted" title="first packet → first response byte">${i.lastFirstResponseMs === null ? '' : `answered ${ms(i.lastFirstResponseMs)}`}</span>` +
         (i.slowWakes && i.savings ? `<br><span class="bad slow-wakes" title="first-response p99 today is over coldStartThreshold">slow wakes: p99 ${ms(i.savings.wakes.firstResponseP99Ms)}</span>` : '') +

@@ -7,7 +7,7 @@ function view(overrides: Partial<InstanceView>): InstanceView {
     id: 'web', state: 'sleeping', sleeps: 1, wakes: 0, lastWakeMs: null, lastFirstResponseMs: null, idleForMs: 0, checksAnswered: 0,
     address: '10.0.0.5:8080', interface: 'veth1', runtime: 'freezer', mode: null, idlePolicy: 'requests', idleTimeoutMs: 500,
     heldBy: null, heldReason: null, failure: null, lastError: null, stateSince: '2026-11-28T00:00:00.000Z', queuedSince: null, memory: 0, freesMemory: false, managedSince: '2026-11-28T00:00:00.000Z', memoryUsage: null, held: 0,
-    wake: 'retry', origin: null, source: 'static',
+    wake: 'retry', origin: null, source: 'static', busyGuard: { source: 'cpu-cgroup', file: '/sys/fs/cgroup/cpuacct/web/cpuacct.usage' },
     dryRun: false, wouldSleeps: 0, wouldWakes: 0, wouldAsleepMs: 0, wouldSleepSince: null, wouldFreeByteSeconds: 0, whyAwake: null, whyAwakeText: null, savings: null, slowWakes: false,
     ...overrides,
   };
@@ -25,6 +25,14 @@ test('a row shows memory awake → asleep and in swap, or why reclaim is off (th
   t.regex(html, /227 MiB awake<br>2\.5 MiB asleep<br><span class="muted">223 MiB in swap/);
   const off = renderRows([view({ memoryUsage: { residentBytes: 227 * 2 ** 20, swappedBytes: 0, awakeBytes: null, reclaim: { ...reclaim, enabled: false, reason: 'no swap on this node', reclaimed: false } } })]);
   t.regex(off, /reclaim off: no swap on this node/);
+});
+
+test('a row says what the busy guard reads, and says it when it reads nothing', (t) => {
+  t.regex(renderRows([view({})]), /busy guard: cpu-cgroup/);
+  t.regex(renderRows([view({ busyGuard: { source: 'procfs', processes: 3 } })]), /busy guard: procfs/);
+  const none = renderRows([view({ busyGuard: { source: 'unavailable', reason: 'no-processes', message: 'its cgroup holds no process yet' } })]);
+  t.regex(none, /class="warn">busy guard: no CPU reading \(its cgroup holds no process yet\)/);
+  t.notRegex(renderRows([view({ busyGuard: { source: 'unavailable', reason: 'guard-off', message: 'off' } })]), /busy guard/, 'busyCpu 0 is a choice, not a warning');
 });
 
 test('a timeline tiles the window with the spans of a known sequence of sleeps and wakes', (t) => {

@@ -359,6 +359,26 @@ export class NomadDouble {
   }
 
   /**
+   * The client records a task event (nomad/structs TaskEvent: Type, Time in Unix ns, DisplayMessage,
+   * and the type's own fields, e.g. KillTimeout for Killing) and syncs the allocation to the servers:
+   * an AllocationUpdated event whose TaskStates carry the task's last 10 events
+   * (client/allocrunner/taskrunner/task_runner.go appendEvent keeps 10).
+   */
+  private lastEventNs = 0;
+  taskEvent(allocId: string, task: string, type: string, fields: Obj = {}): Obj {
+    const alloc = this.allocs.get(allocId);
+    if (!alloc) throw new Error(`double: no allocation ${allocId}`);
+    const states = structuredClone(alloc.TaskStates as Record<string, Obj>);
+    const state = states[task];
+    if (!state) throw new Error(`double: allocation ${allocId} has no task ${task}`);
+    // Unix ns, increasing (a JS number keeps them to about 256 ns, so 1 µs apart at least).
+    this.lastEventNs = Math.max(Date.now() * 1_000_000, this.lastEventNs + 1000);
+    const event: Obj = { Type: type, Time: this.lastEventNs, DisplayMessage: '', Details: {}, FailsTask: false, ...fields };
+    state.Events = [...((state.Events as Obj[] | null) ?? []), event].slice(-10);
+    return this.updateAllocation(allocId, { TaskStates: states });
+  }
+
+  /**
    * Sets the results `GET /v1/allocation/:id/checks` reports (check id →
    * Status "success" | "failure" | "pending"); ids in `readiness` are in
    * readiness mode. Shape: nomad/structs/checks.go CheckQueryResult
