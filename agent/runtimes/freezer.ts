@@ -6,6 +6,7 @@ import { DeadlineError, RuntimeError } from '../shared/errors.js';
 import { locateMemoryCgroup, memoryCgroupBesideFreezer, memoryCgroupOfProcess, oomKills, readMajorFaults, readMemoryUsage, type MemoryCgroup, type MemoryUsage } from '../cgroups/memory-cgroup.js';
 import { readNodeSwap, type NodeSwap } from '../cgroups/node-swap.js';
 import { FreezerReclaim, type ReclaimOutcome } from './freezer-reclaim.js';
+import type { ReclaimKeep } from './working-set-reclaim.js';
 import type { ProbeResult, ReclaimState, Runtime, RuntimeObservedState } from './runtime.js';
 import { Deadline } from '../shared/deadline.js';
 
@@ -63,7 +64,7 @@ export interface FreezerOptions {
   /** Where its memory is measured and reclaimed (relative to the v1 memory hierarchy or cgroup2, or absolute); else beside the freezer cgroup, else its processes' own. */
   memoryCgroup?: string;
   /** Push its memory out once it has slept this long (agent/runtimes/freezer-reclaim.ts). */
-  reclaim?: { afterMs: number; handleFile?: string; prefetch?: boolean };
+  reclaim?: { afterMs: number; handleFile?: string; prefetch?: boolean; keep?: ReclaimKeep };
   /** The node's swap (tests replace it). */
   swap?: () => NodeSwap;
 }
@@ -123,6 +124,7 @@ export class FreezerRuntime implements Runtime {
         handleFile: reclaim.handleFile,
         workingSetFile: reclaim.prefetch ? `${reclaim.handleFile ?? `/run/doze/freezer/${memory.dir.replace(/[^A-Za-z0-9._-]/g, '_')}`}.working-set` : undefined,
         swap: this.options.swap,
+        keep: reclaim.keep,
         onReclaim: (outcome) => {
           // Swap may come and go: the last attempt says whether reclaim is on.
           this.reclaimOff = outcome.result === 'skipped' ? outcome.reason : null;
@@ -215,6 +217,8 @@ export class FreezerRuntime implements Runtime {
     // Stop a reclaim first (a signal, not a wait), so it stops evicting what the thaw needs.
     this.reclaimer?.cancel();
     await this.setFrozen(false, deadlineMs, signal);
+    // Off the wake path: after the detector has seen the instance run.
+    if (this.reclaimer) setImmediate(() => this.reclaimer?.afterThaw());
     if (this.reclaimer && this.memoryCg && oomKills(this.memoryCg) > this.oomKillsAtSleep) {
       throw new RuntimeError('E_OOM_KILLED', `the kernel OOM-killed a process of ${this.cgroup} while it slept with its memory reclaimed (memory cgroup ${this.memoryCg.dir}); its task must be restarted`);
     }

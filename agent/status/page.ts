@@ -20,7 +20,8 @@ export function renderRows(list: InstanceView[]): string {
     const m = i.memoryUsage;
     if (!m) return '';
     const now = i.state === 'running' ? `${mib(m.residentBytes)} awake` : `${m.awakeBytes === null ? '' : `${mib(m.awakeBytes)} awake<br>`}${mib(m.residentBytes)} asleep`;
-    const swapped = m.swappedBytes > 0 ? `<br><span class="muted">${mib(m.swappedBytes)} in swap</span>` : '';
+    // What the node pays for its swapped pages: zram keeps them compressed in RAM, a disk costs none.
+    const swapped = m.swappedBytes > 0 ? `<br><span class="muted">${mib(m.swappedBytes)} in swap${m.compressedBytes > 0 ? `, ${mib(m.compressedBytes)} compressed` : ''}</span>` : '';
     const off = m.reclaim && !m.reclaim.enabled && m.reclaim.reason ? `<br><span class="warn">reclaim off: ${esc(m.reclaim.reason)}</span>` : '';
     return `${now}${swapped}${off}`;
   };
@@ -173,13 +174,18 @@ export function renderSummary(report: StatusReport): string {
   const chips = Object.entries(report.instances.byState)
     .map(([state, n]) => `<span class="state ${esc(state)}">${n} ${esc(state)}</span>`)
     .join(' ');
+  const versions = report.versions ?? {};
+  const versionOf = (name: string) => {
+    const v = name === 'Nomad' ? versions.nomad : versions.consul;
+    return v?.version ? ` ${esc(v.version)}` : '';
+  };
   const link = (name: string, c: { connected: boolean; address: string; error?: string } | undefined) =>
-    c === undefined ? `<span class="muted">${name}: not configured</span>` : `<span class="${c.connected ? 'ok' : 'bad'}" title="${esc(c.error ?? c.address)}">${name}: ${c.connected ? 'connected' : 'unreachable'}</span>`;
+    c === undefined ? `<span class="muted">${name}: not configured</span>` : `<span class="${c.connected ? 'ok' : 'bad'}" data-version="${versionOf(name).trim()}" title="${esc(c.error ?? c.address)}">${name}${versionOf(name)}: ${c.connected ? 'connected' : 'unreachable'}</span>`;
   const mem = report.memory;
   const memory = !mem
     ? ''
     : mem.swap.available
-      ? card('swap', `${mib(mem.swap.usedBytes)} <small>/ ${mib(mem.swap.totalBytes)}</small>`, 'swap in use (freezer reclaim)')
+      ? card('swap', `${mib(mem.swap.usedBytes)} <small>/ ${mib(mem.swap.totalBytes)}</small>`, `swap in use (freezer reclaim)${mem.compressedBytes > 0 ? `, sleepers' share ${mib(mem.compressedBytes)} of RAM in zram` : ''}`)
       : card('swap', 'none', `no swap on this node: reclaim off${mem.swap.reason ? ` (${esc(mem.swap.reason)})` : ''}`, true);
   const fallback = report.connections.nomad?.detail?.['fallback'];
   const why = typeof fallback === 'string' ? `<div class="bad">Nomad: blocking queries instead of the event stream: ${esc(fallback)}</div>` : '';

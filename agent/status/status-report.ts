@@ -4,6 +4,7 @@ import type { PacingReport } from '../scheduler/fault-back-gate.js';
 import type { DiscoveryReport } from '../discovery/discovery-report.js';
 import type { NodeMemoryView } from './memory-view.js';
 import type { SavingsView } from './savings.js';
+import type { UpstreamVersions } from '../upstream-versions.js';
 
 /*
  * `GET /api/status`: the agent as a whole, beside the per-instance
@@ -38,13 +39,15 @@ export interface StatusReport extends DiscoveryReport {
   wakeEvents: { gaps: number; lastGap: { reason: string; at: string } | null; missed: number; late: number };
   /** The node's swap and the memory its instances hold and gave back (agent/status/memory-view.ts). */
   memory: NodeMemoryView | null;
+  /** Nomad's and Consul's versions as read at start, with the minimum doze needs. */
+  versions: UpstreamVersions;
   /** What sleeping saved on this node (agent/status/savings.ts): asleep share of the last hour and day, memory freed, wakes. */
   savings: SavingsView | null;
 }
 
 const ACTIVE = new Set(['running', 'waking', 'pausing']);
 
-export function statusReport(detector: Detector, discovery: DiscoveryReport | undefined, memory?: NodeMemoryView, savings?: SavingsView): StatusReport {
+export function statusReport(detector: Detector, discovery: DiscoveryReport | undefined, memory?: NodeMemoryView, versions: UpstreamVersions = {}, savings?: SavingsView): StatusReport {
   const byState: Record<string, number> = {};
   const instances = detector.instances();
   for (const instance of instances) byState[instance.state] = (byState[instance.state] ?? 0) + 1;
@@ -69,6 +72,7 @@ export function statusReport(detector: Detector, discovery: DiscoveryReport | un
     connections: discovery?.connections ?? {},
     allocations: discovery?.allocations ?? [],
     memory: memory ?? null,
+    versions,
     savings: savings ?? null,
   };
 }

@@ -1,3 +1,4 @@
+import { dirname } from 'node:path';
 import type { RehearsedEvent } from '../../agent/detector/detector.js';
 import type { InstanceView } from '../../agent/status/instance-view.js';
 import { nextState, startAgent } from '../helpers/agent.js';
@@ -21,7 +22,8 @@ function nextRehearsed(agent: Awaited<ReturnType<typeof startAgent>>, id: string
 
 rootTest.serial('dry run on a real freezer cgroup: would sleep and wake, never frozen; a PUT turning it off makes it sleep for real, no restart', async (t) => {
   const inst = await createInstance(t);
-  const agent = await startAgent(t, { instances: [] });
+  // Registrations on, allowed the test's cgroups (below doze-test/) as a node would allow Nomad's.
+  const agent = await startAgent(t, { registrations: { enabled: true, cgroupRoots: [dirname(inst.cgroup.dir)] }, instances: [] });
   const base = `http://${agent.address}`;
   const put = (dryRun: boolean) => fetch(`${base}/api/instances/web`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify(inst.config({ idleTimeout: '300ms', dryRun })) });
   t.is((await put(true)).status, 201);

@@ -10,7 +10,7 @@ import { detectorHarness } from '../helpers/detector-harness.js';
 /** A fake workload holding 64 MiB resident, as its memory cgroup would say. */
 class Holds64MiB extends FakeRuntime {
   async memory(): Promise<MemoryUsage> {
-    return { residentBytes: 64 * 2 ** 20, swappedBytes: 0 };
+    return { residentBytes: 64 * 2 ** 20, swappedBytes: 0, compressedBytes: 0 };
   }
 }
 

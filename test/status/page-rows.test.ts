@@ -21,9 +21,9 @@ test('a row says where the instance is counted: on its interface, or on a host p
 
 test('a row shows memory awake → asleep and in swap, or why reclaim is off (the browser test checks renderRows stays self-contained)', (t) => {
   const reclaim = { enabled: true, reason: null, afterMs: 10_000, reclaimed: true, last: null };
-  const html = renderRows([view({ memoryUsage: { residentBytes: 2.5 * 2 ** 20, swappedBytes: 223 * 2 ** 20, awakeBytes: 227 * 2 ** 20, reclaim } })]);
-  t.regex(html, /227 MiB awake<br>2\.5 MiB asleep<br><span class="muted">223 MiB in swap/);
-  const off = renderRows([view({ memoryUsage: { residentBytes: 227 * 2 ** 20, swappedBytes: 0, awakeBytes: null, reclaim: { ...reclaim, enabled: false, reason: 'no swap on this node', reclaimed: false } } })]);
+  const html = renderRows([view({ memoryUsage: { residentBytes: 2.5 * 2 ** 20, swappedBytes: 223 * 2 ** 20, compressedBytes: 89 * 2 ** 20, nodeBytes: 91.5 * 2 ** 20, awakeBytes: 227 * 2 ** 20, reclaim } })]);
+  t.regex(html, /227 MiB awake<br>2\.5 MiB asleep<br><span class="muted">223 MiB in swap, 89 MiB compressed/);
+  const off = renderRows([view({ memoryUsage: { residentBytes: 227 * 2 ** 20, swappedBytes: 0, compressedBytes: 0, nodeBytes: 227 * 2 ** 20, awakeBytes: null, reclaim: { ...reclaim, enabled: false, reason: 'no swap on this node', reclaimed: false } } })]);
   t.regex(off, /reclaim off: no swap on this node/);
 });
 

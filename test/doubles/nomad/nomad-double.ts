@@ -77,6 +77,8 @@ export interface NomadDoubleOptions {
   framing?: 'ndjson' | 'concatenated';
   /** Node id `GET /v1/agent/self` reports as `stats.client.node_id`; null: a server-only agent (no client stats). */
   agentNodeId?: string | null;
+  /** The release `GET /v1/agent/self` reports (`config.Version.Version`); default 1.9.0. */
+  version?: string;
   /** Scaling a group up places its missing allocations (see the header). */
   placeOnScale?: PlaceOnScale;
   /** false: Nomad < 1.4, no allocation checks route (404 "resource not found"). */
@@ -195,7 +197,7 @@ export class NomadDouble {
   }
 
   static async start(options: NomadDoubleOptions = {}): Promise<NomadDouble> {
-    const double = new NomadDouble({ heartbeatMs: 30_000, eventBufferSize: 100, framing: 'ndjson', checksEndpoint: true, acl: {}, streamRefusal: 'early-200', streamFraming: 'hijacked', ...options });
+    const double = new NomadDouble({ heartbeatMs: 30_000, eventBufferSize: 100, framing: 'ndjson', checksEndpoint: true, acl: {}, streamRefusal: 'early-200', streamFraming: 'hijacked', version: '1.9.0', ...options });
     double.server = http.createServer((req, res) => void double.handle(req, res));
     double.server.on('connection', (socket) => {
       double.sockets.add(socket);
@@ -281,6 +283,20 @@ export class NomadDouble {
     this.jobs.set(key, job);
     this.changes.emit('change');
     return job;
+  }
+
+  /**
+   * `nomad job stop` without -purge: the job stays, as a new version with Stop set
+   * (nomad/job_endpoint.go Deregister), and its allocations are told to stop.
+   */
+  stopJob(jobId: string, namespace = 'default'): void {
+    const key = `${namespace}/${jobId}`;
+    const job = this.jobs.get(key);
+    if (!job) throw new Error(`double: no job ${jobId}`);
+    const index = ++this.index;
+    this.jobs.set(key, { ...job, Stop: true, Status: 'dead', Version: (job.Version as number) + 1, ModifyIndex: index, JobModifyIndex: index });
+    for (const alloc of this.allocs.values()) if (alloc.JobID === jobId && alloc.Namespace === namespace && alloc.DesiredStatus === 'run') this.stopAllocation(alloc.ID as string);
+    this.changes.emit('change');
   }
 
   getJob(jobId: string, namespace = 'default'): Obj | undefined {
@@ -552,8 +568,9 @@ export class NomadDouble {
     const stats: Obj = { runtime: { arch: 'amd64', goroutines: '42' }, nomad: { leader: 'true' } };
     if (nodeId !== null) stats.client = { node_id: nodeId, known_servers: '127.0.0.1:4647', num_allocations: String(this.allocs.size), last_heartbeat: '1.2s', heartbeat_ttl: '15s' };
     return {
-      config: { Region: 'global', Datacenter: 'dc1', NodeName: 'double', Version: { Version: '1.9.0' } },
-      member: { Name: 'double.global', Addr: '127.0.0.1', Port: 4648, Status: 'alive', Tags: {} },
+      // version.VersionInfo as Nomad's agent config carries it (command/agent/config.go Version), and the member's build tag.
+      config: { Region: 'global', Datacenter: 'dc1', NodeName: 'double', Version: { Revision: 'd0ub1e', Version: this.options.version, VersionPrerelease: '', VersionMetadata: '' } },
+      member: { Name: 'double.global', Addr: '127.0.0.1', Port: 4648, Status: 'alive', Tags: { build: `${this.options.version}:d0ub1e` } },
       stats,
     };
   }
