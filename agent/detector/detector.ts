@@ -2,18 +2,18 @@ import { EventEmitter } from 'node:events';
 import { DozeError, messageOf } from '../shared/errors.js';
 import { withDeadline } from '../shared/deadline.js';
 import type { Logger } from '../shared/log.js';
-import { BpfInstanceState, type Connection, type InstanceCounters } from '../sources/bpf-records.js';
+import { BpfInstanceState } from '../sources/bpf-records.js';
 import { monotonicNs } from '../shared/clock.js';
 import type { TrafficSource } from '../sources/traffic-source.js';
 import { adoptAsleep, leftBehind } from './adoption.js';
 import { BusySampler } from './busy-sampler.js';
-import { decideIdle, holdRecheckMs, idleInputs, unreadableVerdict, type IdleVerdict } from './idle-decision.js';
+import { holdRecheckMs } from './idle-decision.js';
 import { preparationAbort, prepareSleep } from './sleep-preparation.js';
 import { enterPacing } from './paced-wake.js';
 import { finishAwake } from './finish-awake.js';
-import { applyVerdict, readConnections } from './idle-pass.js';
+import { passDue } from './idle-pass.js';
 import { IdleTimer } from './idle-timer.js';
-import { describeFailure, describeHold, type ConnectionsUnreadable, type HoldReason } from './reasons.js';
+import { describeFailure, describeHold, type HoldReason } from './reasons.js';
 import { NodeBudget, type NodeBudgetLimits } from '../scheduler/node-budget.js';
 import { budgetPort, refreshLastSeen } from './budget-members.js';
 import { InstanceTable } from './instance-table.js';
@@ -25,7 +25,7 @@ import { markSleeping, trafficSince, type TrafficBaseline } from './state-handof
 import { FaultBackGate, type PacedTicket, type PacingReport } from '../scheduler/fault-back-gate.js';
 import { faultedBack } from './fault-back.js';
 import { whyAwake, type AwakeReason } from './why-awake.js';
-import { isDryRun, rehearseSleep, watchRehearsal, type RehearsalPort } from './rehearsal.js';
+import { isDryRun, rehearseSleep, type RehearsalPort } from './rehearsal.js';
 
 export type { DetectorEvents, DetectorOptions, RehearsedEvent, SleepHooks, TransitionEvent } from './detector-contract.js';
 
@@ -441,22 +441,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
       const due = this.table.all().filter((i) => i.state === 'running' && i.nextCheckNs <= nowNs);
       if (due.length === 0) return;
       const counters = await this.source.countersOf(due.map((i) => i.key));
-      let connections: Connection[] | ConnectionsUnreadable | undefined;
-      for (const instance of due) {
-        const c = counters.get(instance.key);
-        if (instance.rehearsal.current) {
-          watchRehearsal(instance, this.rehearsal, c, nowNs);
-          continue;
-        }
-        let verdict = this.evaluate(instance, c, nowNs);
-        if (verdict.kind === 'needs-connections') {
-          connections ??= await readConnections(this.source, this.log);
-          verdict = Array.isArray(connections)
-            ? this.evaluate(instance, c, nowNs, connections.filter((conn) => conn.instanceAddr === instance.key))
-            : unreadableVerdict(connections, nowNs, instance.config.idleTimeout);
-        }
-        applyVerdict(instance, this.busy.guard(instance, verdict, nowNs), c, this.busy, (decided, reason, guardBusy) => this.sleep(instance, decided, reason, guardBusy));
-      }
+      await passDue(due, counters, nowNs, this.rehearsal, (instance, decided, reason, guardBusy) => this.sleep(instance, decided, reason, guardBusy));
     } catch (error) {
       this.log.error({ err: messageOf(error) }, 'reading counters failed; retrying');
       for (const i of this.table.all()) if (i.state === 'running') i.nextCheckNs = monotonicNs() + 100n * MS;
@@ -464,11 +449,5 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
       this.ticking = false;
       this.schedule();
     }
-  }
-
-  private evaluate(instance: ManagedInstance, c: InstanceCounters | undefined, nowNs: bigint, connections?: Connection[]): IdleVerdict {
-    instance.lastSeenNs = c?.lastSeenNs ?? 0n;
-    instance.seenPackets = c?.packets ?? 0n;
-    return decideIdle(idleInputs(instance, instance.lastSeenNs, nowNs), connections);
   }
 }
