@@ -13,7 +13,7 @@ import { enterPacing } from './paced-wake.js';
 import { finishAwake } from './finish-awake.js';
 import { passDue } from './idle-pass.js';
 import { IdleTimer } from './idle-timer.js';
-import { describeFailure, describeHold, type HoldReason } from './reasons.js';
+import { describeHold, type HoldReason } from './reasons.js';
 import { NodeBudget, type NodeBudgetLimits } from '../scheduler/node-budget.js';
 import { budgetPort, refreshLastSeen } from './budget-members.js';
 import { InstanceTable } from './instance-table.js';
@@ -24,6 +24,7 @@ import { WakeSignals, type WakeEventHealth } from './wake-signals.js';
 import { markSleeping, trafficSince, type TrafficBaseline } from './state-handoff.js';
 import { FaultBackGate, type PacedTicket, type PacingReport } from '../scheduler/fault-back-gate.js';
 import { faultedBack } from './fault-back.js';
+import { failWake } from './wake-failure.js';
 import { whyAwake, type AwakeReason } from './why-awake.js';
 import { isDryRun, rehearseSleep, type RehearsalPort } from './rehearsal.js';
 
@@ -253,16 +254,8 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
       try {
         await withDeadline(`resuming ${instance.id}`, instance.config.wakeTimeout, (signal) => instance.runtime.wake(instance.config.wakeTimeout, signal));
       } catch (error) {
-        instance.failure = { kind: 'wake-failed', detail: messageOf(error) };
-        const why = describeFailure(instance.failure);
-        instance.lastError = { message: why, atMs: Date.now() };
-        this.signals.wakeEnded(instance, true);
-        // No more wake events for an instance that cannot come back; the stub reports it critical.
-        await this.source.setState(instance.key, BpfInstanceState.awake).catch(() => undefined);
-        this.setState(instance, 'failed', why);
-        await this.hooks.wakeFailed(instance, why).catch((e) => this.log.error({ instance: instance.id, err: messageOf(e) }, 'reporting the failure failed'));
-        this.log.error({ instance: instance.id, err: messageOf(error) }, 'wake failed');
-        this.emit('wakeFailed', instance, why);
+        const { source, hooks, log, signals } = this;
+        await failWake(instance, error, { source, hooks, log, signals, failed: (why) => this.setState(instance, 'failed', why), reported: (why) => this.emit('wakeFailed', instance, why) });
         ticket?.release();
         return;
       }
