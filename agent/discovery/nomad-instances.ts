@@ -9,6 +9,9 @@ import type { AllocationStatus, DiscoveryReport } from './discovery-report.js';
 import type { NomadInstance } from './allocation-instance.js';
 import { nextBackoff, retryWithBackoff, type BackoffOptions } from './backoff.js';
 import { findHostVeth } from './host-veth.js';
+import { DockerEngine } from '../docker/engine-client.js';
+import { dockerSocket } from '../docker/docker-socket.js';
+import { lookUpDockerTask } from '../docker/docker-task.js';
 import { NomadClient } from '../nomad/nomad-client.js';
 import { NomadDiscovery, type DiscoveryStatus } from './nomad-discovery.js';
 import { learnNodeId } from './node-id.js';
@@ -55,7 +58,7 @@ export interface NomadInstancesTuning {
 }
 
 export interface NomadInstancesOptions extends NomadInstancesTuning {
-  config: { nomad: NomadConfig; healthChecks?: Pick<DozeConfig['healthChecks'], 'tls'> };
+  config: { nomad: NomadConfig; healthChecks?: Pick<DozeConfig['healthChecks'], 'tls'>; docker?: DozeConfig['docker'] };
   detector: Detector;
   log: Logger;
   /** Where allocations become instances and stop being ones, as every instance does (agent/instances/admission.ts). */
@@ -97,6 +100,8 @@ export class NomadInstances {
   private knownNodeId: string | undefined;
   private running: Promise<void> | undefined;
   private readonly log: Logger;
+  /** The Docker engine, made on the first docker task (its socket may be wrong: that is the task's reason, not a failed start). */
+  private dockerEngine: DockerEngine | undefined;
 
   constructor(private readonly options: NomadInstancesOptions) {
     this.log = options.log.child({ component: 'nomad' });
@@ -241,16 +246,28 @@ export class NomadInstances {
     const early = this.options.admission.clash({ id: instance.id, address: instance.address, interface: instance.networkMode === 'bridge' ? 'veth' : undefined });
     if (early) return this.markInvalid(t, clashReason(early, instance));
 
+    // A docker task's cgroup and namespace are Docker's, found through the engine (docs/docker.md).
+    let docker: Awaited<ReturnType<typeof lookUpDockerTask>> | undefined;
+    if (instance.driver === 'docker') {
+      let engine: DockerEngine;
+      try {
+        engine = this.dockerEngine ??= new DockerEngine({ socket: dockerSocket(this.options.config.docker?.socket) });
+      } catch (error) {
+        return this.markInvalid(t, messageOf(error));
+      }
+      docker = await lookUpDockerTask(engine, instance.allocId, instance.task, root, this.controller.signal);
+      if (docker.kind === 'missing') return this.markPending(t, `docker task ${JSON.stringify(instance.task)}: ${docker.reason}`);
+    }
     // Host network mode (and Nomad's qemu driver, whose user-mode networking forwards host ports)
     // has no interface of its own: its traffic is counted by port on the node's interfaces.
     if (instance.networkMode === 'bridge') {
       try {
-        t.interface = await findHostVeth(instance.allocId, { netnsDir: this.options.netnsDir });
+        t.interface = await findHostVeth(docker?.kind === 'found' ? docker.facts.netns : instance.allocId, { netnsDir: this.options.netnsDir });
       } catch (error) {
         return this.markPending(t, `host-side interface: ${messageOf(error)}`);
       }
     }
-    const cgroup = await findNomadTaskCgroup(root, instance.allocId, instance.task);
+    const cgroup = docker?.kind === 'found' ? docker.facts.cgroup : await findNomadTaskCgroup(root, instance.allocId, instance.task);
     if (!cgroup) {
       const looked = nomadTaskCgroupCandidates(root, instance.allocId, instance.task).map((c) => c.path);
       return this.markPending(t, `task ${JSON.stringify(instance.task)} has no freezer cgroup yet (looked for ${looked.join(', ')})`);
