@@ -20,7 +20,7 @@ export interface ContainerCgroup {
 export function parseProcCgroup(text: string): ContainerCgroup | undefined {
   let unified: string | undefined;
   for (const line of text.split('\n')) {
-    const [, controllers, path] = /^(\d+):([^:]*):(.*)$/.exec(line.trim()) ?? [];
+    const [, , controllers, path] = /^(\d+):([^:]*):(.*)$/.exec(line.trim()) ?? [];
     if (controllers === undefined || path === undefined) continue;
     if (controllers.split(',').includes('freezer')) return { version: 1, relative: path };
     if (controllers === '') unified = path;

@@ -20,7 +20,7 @@ const ava = (): TestFn => (require('ava') as { default?: TestFn } & TestFn).defa
  */
 
 /** What a test may need: stable names, listed by CI when it cannot provide one. */
-export type Need = 'root' | 'guest' | 'qemu' | 'build' | 'chromium' | 'openssl' | 'consul-nomad' | 'cni';
+export type Need = 'root' | 'guest' | 'qemu' | 'build' | 'chromium' | 'openssl' | 'consul-nomad' | 'cni' | 'docker';
 
 export interface Missing {
   need: Need;

@@ -1,0 +1,138 @@
+import type { ExecutionContext } from 'ava';
+import type { Agent } from '../../agent/agent.js';
+import type { StatusReport } from '../../agent/status/status-report.js';
+import { CheckRunner } from '../doubles/consul/check-runner.js';
+import { dockerJob, EXPOSE_PORT_LABEL } from '../doubles/nomad/fixtures.js';
+import { startNomadDouble } from '../doubles/nomad/with-double.js';
+import type { NomadDouble } from '../doubles/nomad/nomad-double.js';
+import { inState, nextState, startAgent } from '../helpers/agent.js';
+import { CHECKER_UID } from '../helpers/checker.js';
+import { createDockerAllocation, startDockerTask } from '../helpers/docker-alloc.js';
+import { dockerTest, startDockerd } from '../helpers/dockerd.js';
+import { get } from '../helpers/http.js';
+import { until } from '../helpers/until.js';
+
+/*
+ * Docker tasks under a real Docker engine (test/helpers/dockerd.ts), laid
+ * out as Nomad's docker driver lays them out (test/helpers/docker-alloc.ts),
+ * discovered from the Nomad double, put to sleep through the container's
+ * freezer cgroup (docs/docker.md says why not docker pause).
+ */
+
+const FAST = { minBackoffMs: 20, maxBackoffMs: 200, pendingMinMs: 20, pendingMaxMs: 200 };
+const APP_PORT = 8080;
+
+async function status(agent: Agent): Promise<StatusReport> {
+  return JSON.parse((await get(`http://${agent.address}/api/status`)).body) as StatusReport;
+}
+
+function instanceIdOf(alloc: Record<string, unknown>, jobId = 'web'): string {
+  return `${jobId}.web.${String(alloc.ID).replace(/-/g, '').slice(0, 8)}`;
+}
+
+async function dockerAgent(t: ExecutionContext, nomad: NomadDouble, dockerd: { socket: string }): Promise<Agent> {
+  return startAgent(t, {
+    healthChecks: { mark: '0x1', fromUid: CHECKER_UID },
+    nomad: { address: nomad.url, nodeId: 'node-1' },
+    docker: { socket: dockerd.socket },
+  }, { nomadInstances: FAST });
+}
+
+/** A bridge-mode docker allocation running the fixture app as task "app", and the agent that should manage it. */
+async function bridgeSetup(t: ExecutionContext, job = dockerJob({ groupMeta: { 'doze.enabled': 'true', 'doze.idle_timeout': '300ms' } })) {
+  const dockerd = await startDockerd(t);
+  const alloc = await createDockerAllocation(t, dockerd);
+  const url = `http://${alloc.instanceIp}:${APP_PORT}`;
+  const app = await startDockerTask(dockerd, alloc, 'app', dockerd.appCmd(alloc.instanceIp, APP_PORT, 'docker-app'), { readyUrl: `${url}/` });
+  const nomad = await startNomadDouble(t);
+  nomad.registerJob(job);
+  const agent = await dockerAgent(t, nomad, dockerd);
+  const placed = nomad.addAllocation({ id: alloc.allocId, jobId: String(job.ID), group: 'web', nodeId: 'node-1', bridgeAddress: alloc.instanceIp });
+  const id = instanceIdOf(placed, String(job.ID));
+  return { dockerd, alloc, app, url, nomad, agent, id, placed };
+}
+
+async function consulCheck(t: ExecutionContext, url: string): Promise<CheckRunner> {
+  const runner = await CheckRunner.create({ uid: CHECKER_UID, stagger: false });
+  t.teardown(() => runner.stop());
+  runner.add({ id: 'web-http', kind: 'http', target: url, intervalMs: 100, timeoutMs: 1000 });
+  await new Promise<void>((resolve) => {
+    const off = runner.subscribe(() => {
+      if (runner.status('web-http') === 'passing') {
+        off();
+        resolve();
+      }
+    });
+  });
+  return runner;
+}
+
+dockerTest.serial('a docker task in a bridge-mode group (pause container, container:<pause>, alloc_id label) is discovered, sleeps, wakes on a request, keeps its check passing across five cycles, and is released when the allocation stops', async (t) => {
+  const { alloc, app, url, nomad, agent, id } = await bridgeSetup(t);
+  const instance = await until('the instance', () => agent.detector.get(id), { timeoutMs: 10_000, everyMs: 5, detail: async () => JSON.stringify((await status(agent)).allocations) });
+  t.is(instance.config.address, `${alloc.instanceIp}:${APP_PORT}`);
+  t.is(instance.config.interface, alloc.hostIf, 'the veth whose peer is eth0 in the pause container\'s SandboxKey');
+  t.like(instance.config.runtime, { kind: 'freezer', cgroup: app.cgroupDir });
+  t.like((await status(agent)).allocations.find((a) => a.allocId === alloc.allocId), { state: 'managed', instance: id, interface: alloc.hostIf, cgroup: app.cgroupDir });
+
+  const runner = await consulCheck(t, `${url}/health`);
+  const startedAt = Date.now();
+  for (let cycle = 0; cycle < 5; cycle++) {
+    await inState(agent, id, 'sleeping', 5000);
+    t.is(await app.freezerState(), 'FROZEN', `cycle ${cycle}: the container's freezer cgroup is frozen`);
+    // Two check intervals against the sleeper, then a real request.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    t.is(agent.detector.get(id)!.state, 'sleeping', `cycle ${cycle}: a check woke the instance`);
+    const running = nextState(agent, id, 'running', 3000);
+    const r = await get(`${url}/`, 3000);
+    await running;
+    t.is(r.status, 200);
+    t.regex(r.body, /^hello from docker-app #\d+/, 'the app\'s own answer');
+  }
+  const checks = runner.history.filter((r) => r.at >= startedAt);
+  t.true(checks.length >= 10, `${checks.length} checks ran`);
+  t.deepEqual(checks.filter((r) => r.status !== 'passing').map((r) => `${r.status} ${r.output}`), [], 'every check passed');
+  t.is(agent.detector.get(id)!.wakes, 5, 'only the requests woke it');
+
+  await inState(agent, id, 'sleeping', 5000);
+  nomad.stopAllocation(alloc.allocId);
+  await until('the instance to go', () => (agent.detector.get(id) ? undefined : true), { timeoutMs: 3000, everyMs: 5 });
+  t.is(await app.freezerState(), 'THAWED', 'woken before release, so Nomad\'s stop signal lands');
+  t.is((await get(`${url}/`)).status, 200, 'the container is left running for Nomad to stop');
+});
+
+dockerTest.serial('Connect: a sidecar container (a TCP proxy in the group\'s namespace) is never frozen, a request through it wakes the app, and an expose-style check on its generated port passes while the app sleeps', async (t) => {
+  const job = dockerJob({ groupMeta: { 'doze.enabled': 'true', 'doze.idle_timeout': '300ms' }, connect: true });
+  const { dockerd, alloc, app, agent, id, placed } = await bridgeSetup(t, job);
+  // Nomad's CNI maps a To = -1 port to the same port inside the namespace.
+  const ports = (placed.AllocatedResources as { Shared: { Ports: Array<{ Label: string; Value: number }> } }).Shared.Ports;
+  const sidecarPort = ports.find((p) => p.Label === 'connect-proxy-web')!.Value;
+  const exposePort = ports.find((p) => p.Label === EXPOSE_PORT_LABEL)!.Value;
+  const sidecar = await startDockerTask(
+    dockerd,
+    alloc,
+    'connect-proxy-web',
+    ['/usr/bin/node', '/dz/tcp-proxy.mjs', alloc.instanceIp, String(sidecarPort), alloc.instanceIp, String(APP_PORT), String(exposePort)],
+    { readyUrl: `http://${alloc.instanceIp}:${sidecarPort}/` },
+  );
+  const instance = await until('the instance', () => agent.detector.get(id), { timeoutMs: 10_000, everyMs: 5, detail: async () => JSON.stringify((await status(agent)).allocations) });
+  t.like(instance.config.runtime, { kind: 'freezer', cgroup: app.cgroupDir });
+  t.true(instance.config.checkAddresses.includes(`${alloc.instanceIp}:${exposePort}`), `the expose check's port is redirected too: ${instance.config.checkAddresses.join(', ')}`);
+
+  const runner = await consulCheck(t, `http://${alloc.instanceIp}:${exposePort}/health`);
+  const startedAt = Date.now();
+  for (let cycle = 0; cycle < 3; cycle++) {
+    await inState(agent, id, 'sleeping', 5000);
+    t.is(await app.freezerState(), 'FROZEN');
+    t.is(await sidecar.freezerState(), 'THAWED', 'the sidecar is never frozen');
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    t.is(agent.detector.get(id)!.state, 'sleeping', `cycle ${cycle}: the expose check woke the app`);
+    const running = nextState(agent, id, 'running', 3000);
+    const r = await get(`http://${alloc.instanceIp}:${sidecarPort}/`, 3000);
+    await running;
+    t.is(r.status, 200);
+    t.regex(r.body, /^hello from docker-app #\d+/, 'through the sidecar, the app\'s own answer');
+  }
+  const checks = runner.history.filter((r) => r.at >= startedAt);
+  t.deepEqual(checks.filter((r) => r.status !== 'passing').map((r) => `${r.status} ${r.output}`), [], 'the expose check passed throughout');
+});
