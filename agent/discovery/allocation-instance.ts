@@ -96,6 +96,13 @@ export function allocationInstance(alloc: NomadAllocation, job: NomadJob | null 
   const address = ownAddress && !('address' in found) ? { address: '', checkAddresses: [] } : found;
   if ('pending' in address) return { kind: 'ignored', reason: address.pending };
   if ('invalid' in address) return { kind: 'invalid', reason: address.invalid };
+  // A check on a port of its own (`port`, an `expose` check's generated port on the Connect sidecar)
+  // reaches the frozen app too: redirected to the stub like the service port's checks.
+  for (const label of managed.service.checkPorts) {
+    const more = instanceAddress(alloc, managed.task, label, networkMode);
+    if ('invalid' in more) return { kind: 'invalid', reason: `a check of service ${JSON.stringify(managed.service.name)}: ${more.invalid}` };
+    if ('address' in more) address.checkAddresses = [...new Set([...address.checkAddresses, more.address, ...more.checkAddresses])];
+  }
 
   const { settings } = managed;
   return {
@@ -149,6 +156,7 @@ function instanceAddress(alloc: NomadAllocation, task: string, label: string, mo
     // Nomad fills NetworkStatus once the client has set the namespace up.
     if (!ip) return { pending: `allocation ${alloc.ID} has no bridge address yet` };
     const hostSide = port.hostIp && port.value > 0 ? [`${port.hostIp}:${port.value}`] : [];
+    // To = -1 (Connect's and expose's generated ports): the same port inside the namespace.
     return { address: `${ip}:${port.to > 0 ? port.to : port.value}`, checkAddresses: hostSide };
   }
   if (!port.hostIp) return { invalid: `allocation ${alloc.ID}: port ${JSON.stringify(label)} has no host address` };

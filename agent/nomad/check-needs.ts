@@ -21,14 +21,21 @@ export interface CheckNeed {
   tls: CheckTls;
   /** The name a verifying check expects on the certificate (tls_server_name), if set. */
   serverName?: string;
+  /**
+   * Who runs it: Consul's agent (provider = "consul", the default), or the Nomad client itself
+   * (provider = "nomad": client/serviceregistration/checks, from the client's process as root,
+   * which doze's marking cannot tell from a request, so it can neither redirect it nor let it
+   * pass as idle: such an instance is kept awake).
+   */
+  runBy?: 'nomad';
 }
 
-export function checkNeeds(checks: readonly NomadServiceCheck[] | null | undefined): CheckNeed[] {
+export function checkNeeds(checks: readonly NomadServiceCheck[] | null | undefined, provider?: string): CheckNeed[] {
   return (checks ?? []).map((check, i) => {
     const name = check.Name || `${check.Type} check #${i + 1}`;
     const secured = (check.Type === 'http' && check.Protocol === 'https') || (check.Type === 'grpc' && check.GRPCUseTLS === true);
     const tls: CheckTls = !secured ? 'none' : check.TLSSkipVerify === true ? 'skip-verify' : 'verify';
-    return { name, type: check.Type, tls, ...(check.TLSServerName ? { serverName: check.TLSServerName } : {}) };
+    return { name, type: check.Type, tls, ...(check.TLSServerName ? { serverName: check.TLSServerName } : {}), ...(provider === 'nomad' ? { runBy: 'nomad' as const } : {}) };
   });
 }
 
@@ -37,6 +44,10 @@ export function checkNeeds(checks: readonly NomadServiceCheck[] | null | undefin
  * can. `hasCertificate`: the operator gave a certificate for them.
  */
 export function unanswerableChecks(needs: readonly CheckNeed[], hasCertificate: boolean): string | undefined {
+  const byNomad = needs.filter((n) => n.runBy === 'nomad');
+  if (byNomad.length > 0) {
+    return `check${byNomad.length > 1 ? 's' : ''} ${byNomad.map((n) => JSON.stringify(n.name)).join(', ')} ${byNomad.length > 1 ? 'are' : 'is'} run by the Nomad client itself (provider = "nomad"), whose probes doze cannot tell from requests nor answer in the app's place: use provider = "consul"`;
+  }
   if (hasCertificate) return undefined;
   const verifying = needs.filter((n) => n.tls === 'verify');
   if (verifying.length === 0) return undefined;

@@ -15,7 +15,8 @@ export interface ManagedGroup {
   task: string;
   driver: string;
   settings: DozeSettings;
-  service: { name: string; portLabel: string; checkTypes: string[]; checks: CheckNeed[] };
+  /** `checkPorts`: port labels its checks name besides the service's own (a check's `port`, an `expose` check's generated one). */
+  service: { name: string; portLabel: string; checkTypes: string[]; checks: CheckNeed[]; checkPorts: string[] };
   /** "bridge", "host", "cni/…" or "none"; Nomad's default is host. */
   networkMode: string;
 }
@@ -75,7 +76,8 @@ export function analyzeGroup(job: NomadJob, group: NomadTaskGroup): GroupAnalysi
   }
   const unanswerable = unanswerableChecks(service.checks, false);
   if (unanswerable) {
-    warnings.push(`${here}: service ${JSON.stringify(service.name)}: ${unanswerable}; without one the agent keeps the instance awake rather than let the check fail`);
+    const keptAwake = service.checks.some((c) => c.runBy === 'nomad') ? 'the agent keeps the instance awake' : 'without one the agent keeps the instance awake rather than let the check fail';
+    warnings.push(`${here}: service ${JSON.stringify(service.name)}: ${unanswerable}; ${keptAwake}`);
   }
   return {
     managed: { group: group.Name, task: task.Name, driver: task.Driver, settings, service, networkMode },
@@ -126,7 +128,8 @@ function pickService(job: NomadJob, group: NomadTaskGroup, task: NomadTask, here
       reasons.push(`service ${JSON.stringify(name)} uses port ${JSON.stringify(service.PortLabel)}, which no network block declares`);
       continue;
     }
-    return { name, portLabel: service.PortLabel, checkTypes: checks.map((c) => c.Type), checks: checkNeeds(checks) };
+    const checkPorts = [...new Set(checks.flatMap((c) => (c.PortLabel && c.PortLabel !== service.PortLabel ? [c.PortLabel] : [])))];
+    return { name, portLabel: service.PortLabel, checkTypes: checks.map((c) => c.Type), checks: checkNeeds(checks, service.Provider), checkPorts };
   }
   problems.push(`${here}: doze needs a service with a check and a port: ${reasons.join('; ')}`);
   return undefined;
