@@ -1,4 +1,8 @@
 import type { ExecutionContext } from 'ava';
+import { mkdtemp, rm } from 'node:fs/promises';
+import http from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { Agent } from '../../agent/agent.js';
 import type { StatusReport } from '../../agent/status/status-report.js';
 import { CheckRunner } from '../doubles/consul/check-runner.js';
@@ -135,4 +139,52 @@ dockerTest.serial('Connect: a sidecar container (a TCP proxy in the group\'s nam
   }
   const checks = runner.history.filter((r) => r.at >= startedAt);
   t.deepEqual(checks.filter((r) => r.status !== 'passing').map((r) => `${r.status} ${r.output}`), [], 'the expose check passed throughout');
+});
+
+dockerTest.serial('bad input: a Docker socket that is missing or answers errors, and labels that point at no container, leave the allocation pending and awake with the reason; the agent keeps running', async (t) => {
+  const job = dockerJob({ groupMeta: { 'doze.enabled': 'true', 'doze.idle_timeout': '300ms' } });
+  const dir = await mkdtemp(join(tmpdir(), 'dz-dockbad-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  // An engine that answers every call with 500 (a daemon that is up but failing).
+  const failing = http.createServer((_req, res) => res.writeHead(500, { 'content-type': 'application/json' }).end('{"message":"daemon is shutting down"}'));
+  await new Promise<void>((resolve) => failing.listen(join(dir, 'failing.sock'), resolve));
+  t.teardown(() => new Promise<void>((resolve) => failing.close(() => resolve())));
+  const dockerd = await startDockerd(t);
+  const cases = [
+    { socket: join(dir, 'missing.sock'), reason: /Docker engine at .*missing\.sock: .*ENOENT/ },
+    { socket: join(dir, 'failing.sock'), reason: /Docker engine: GET \/containers\/json answered 500: daemon is shutting down/ },
+    // The allocation's pause container is there, its task's container is not.
+    { socket: dockerd.socket, reason: /no container of allocation \S+ is named app-\S+ or labelled com\.hashicorp\.nomad\.task_name=app \(found: \/nomad_init_/ },
+  ];
+  for (const { socket, reason } of cases) {
+    const nomad = await startNomadDouble(t);
+    nomad.registerJob(job);
+    const agent = await dockerAgent(t, nomad, { socket });
+    const alloc = await createDockerAllocation(t, dockerd);
+    const placed = nomad.addAllocation({ id: alloc.allocId, jobId: 'web', group: 'web', nodeId: 'node-1', bridgeAddress: alloc.instanceIp });
+    const entry = await until('the reason', async () => (await status(agent)).allocations.find((a) => a.allocId === alloc.allocId && a.reason && reason.test(a.reason)), {
+      timeoutMs: 5000,
+      detail: async () => JSON.stringify((await status(agent)).allocations),
+    });
+    t.is(entry.state, 'pending', `${socket}: retried, not given up`);
+    t.is(agent.detector.get(instanceIdOf(placed)), undefined, 'not managed: it runs awake');
+    t.is((await get(`http://${agent.address}/healthz`)).status, 200, 'the agent keeps running');
+  }
+});
+
+dockerTest.serial('bad input: a container that vanishes while asleep fails its wake honestly (reason on the status page, checks critical), and the agent keeps running', async (t) => {
+  const { dockerd, app, url, agent, id } = await bridgeSetup(t);
+  await until('the instance', () => agent.detector.get(id), { timeoutMs: 10_000, everyMs: 5 });
+  await inState(agent, id, 'sleeping', 5000);
+  // Someone removes the container under the sleeping task (docker rm -f kills even a frozen one).
+  t.is((await dockerd.api('DELETE', `/containers/${app.id}?force=1`)).status, 204);
+  const failed = nextState(agent, id, 'failed', 5000);
+  await get(`${url}/`, 1000).catch(() => undefined);
+  await failed;
+  const views = JSON.parse((await get(`http://${agent.address}/api/instances`)).body) as Array<{ id: string; state: string; failure: string | null }>;
+  const view = views.find((i) => i.id === id);
+  t.like(view, { state: 'failed' });
+  t.log(view?.failure);
+  t.regex(view?.failure ?? '', new RegExp(app.id.slice(0, 12)), 'the reason names the container\'s cgroup');
+  t.is((await get(`http://${agent.address}/healthz`)).status, 200);
 });
