@@ -11,7 +11,7 @@ import { nextBackoff, retryWithBackoff, type BackoffOptions } from './backoff.js
 import { findHostVeth } from './host-veth.js';
 import { DockerEngine } from '../docker/engine-client.js';
 import { dockerSocket } from '../docker/docker-socket.js';
-import { lookUpDockerTask } from '../docker/docker-task.js';
+import { lookUpDockerTask, type DockerTaskFacts } from '../docker/docker-task.js';
 import { NomadClient } from '../nomad/nomad-client.js';
 import { NomadDiscovery, type DiscoveryStatus } from './nomad-discovery.js';
 import { learnNodeId } from './node-id.js';
@@ -258,9 +258,13 @@ export class NomadInstances {
       docker = await lookUpDockerTask(engine, instance.allocId, instance.task, root, this.controller.signal);
       if (docker.kind === 'missing') return this.markPending(t, `docker task ${JSON.stringify(instance.task)}: ${docker.reason}`);
     }
+    // A docker task on Docker's own network with its port published: the packets really go through
+    // the container's veth on Docker's bridge (docker-proxy or Docker's DNAT), so it is counted there,
+    // at its own address; checks sent to the host port are redirected as a bridge allocation's are.
+    const published = docker?.kind === 'found' ? dockerPublished(instance, docker.facts) : undefined;
     // Host network mode (and Nomad's qemu driver, whose user-mode networking forwards host ports)
     // has no interface of its own: its traffic is counted by port on the node's interfaces.
-    if (instance.networkMode === 'bridge') {
+    if (instance.networkMode === 'bridge' || published) {
       try {
         t.interface = await findHostVeth(docker?.kind === 'found' ? docker.facts.netns : instance.allocId, { netnsDir: this.options.netnsDir });
       } catch (error) {
@@ -273,7 +277,7 @@ export class NomadInstances {
       return this.markPending(t, `task ${JSON.stringify(instance.task)} has no freezer cgroup yet (looked for ${looked.join(', ')})`);
     }
     t.cgroup = cgroup.path;
-    const mapped = instanceConfigFor(instance, { interface: t.interface, cgroup }, this.instanceSettings());
+    const mapped = instanceConfigFor(published ? { ...instance, ...published } : instance, { interface: t.interface, cgroup }, this.instanceSettings());
     if (mapped.kind === 'invalid') return this.markInvalid(t, mapped.reason);
     const { config } = mapped;
 
@@ -372,6 +376,15 @@ export class NomadInstances {
     t.instance = undefined;
     this.log.info({ instance: instance.id, alloc: t.allocId, reason }, 'allocation no longer managed');
   }
+}
+
+/** A host-mode docker task published from Docker's own network: its container address, and the host port as a check address. */
+function dockerPublished(instance: NomadInstance, facts: DockerTaskFacts): Pick<NomadInstance, 'address' | 'checkAddresses'> | undefined {
+  if (instance.networkMode !== 'host' || !facts.dockerNetwork) return undefined;
+  const hostPort = Number(instance.address.split(':')[1]);
+  const containerPort = facts.dockerNetwork.published.get(hostPort);
+  if (containerPort === undefined) return undefined;
+  return { address: `${facts.dockerNetwork.ip}:${containerPort}`, checkAddresses: [...new Set([instance.address, ...instance.checkAddresses])] };
 }
 
 /** Another instance (static, registered, or another allocation's) already has this id or address. */

@@ -20,6 +20,11 @@ export interface DockerTaskFacts {
   cgroup: { version: 1 | 2; path: string };
   /** The network namespace path (bridge mode), where eth0's host peer is found. */
   netns: string;
+  /**
+   * The container's own address on a Docker network (a task with `network_mode = "bridge"`),
+   * with its published ports: host port → container port.
+   */
+  dockerNetwork?: { ip: string; published: Map<number, number> };
 }
 
 export type DockerTaskLookup = { kind: 'found'; facts: DockerTaskFacts } | { kind: 'missing'; reason: string };
@@ -50,5 +55,12 @@ export async function lookUpDockerTask(engine: DockerEngine, allocId: string, ta
   }
   const sandbox = pause?.NetworkSettings.SandboxKey || container.NetworkSettings.SandboxKey;
   const netns = sandbox || `/proc/${pid}/ns/net`;
-  return { kind: 'found', facts: { containerId: container.Id, pid, cgroup: { version: cgroup.version, path: cgroup.path }, netns } };
+  const ip = Object.values(container.NetworkSettings.Networks ?? {}).find((n) => n.IPAddress)?.IPAddress;
+  const published = new Map<number, number>();
+  for (const [port, bindings] of Object.entries(container.NetworkSettings.Ports ?? {})) {
+    const [number, protocol] = port.split('/');
+    if (protocol === 'tcp') for (const b of bindings ?? []) published.set(Number(b.HostPort), Number(number));
+  }
+  const dockerNetwork = ip && !pause ? { ip, published } : undefined;
+  return { kind: 'found', facts: { containerId: container.Id, pid, cgroup: { version: cgroup.version, path: cgroup.path }, netns, ...(dockerNetwork ? { dockerNetwork } : {}) } };
 }

@@ -1,4 +1,5 @@
 import type { ExecutionContext } from 'ava';
+import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
@@ -11,7 +12,7 @@ import { startNomadDouble } from '../doubles/nomad/with-double.js';
 import type { NomadDouble } from '../doubles/nomad/nomad-double.js';
 import { inState, nextState, startAgent } from '../helpers/agent.js';
 import { CHECKER_UID } from '../helpers/checker.js';
-import { createDockerAllocation, startDockerTask } from '../helpers/docker-alloc.js';
+import { containerCgroup, createDockerAllocation, startDockerTask } from '../helpers/docker-alloc.js';
 import { dockerTest, startDockerd } from '../helpers/dockerd.js';
 import { get } from '../helpers/http.js';
 import { until } from '../helpers/until.js';
@@ -187,4 +188,55 @@ dockerTest.serial('bad input: a container that vanishes while asleep fails its w
   t.log(view?.failure);
   t.regex(view?.failure ?? '', new RegExp(app.id.slice(0, 12)), 'the reason names the container\'s cgroup');
   t.is((await get(`http://${agent.address}/healthz`)).status, 200);
+});
+
+dockerTest.serial('a docker task on Docker\'s own bridge (network_mode = "bridge") with a port published through Docker\'s DNAT: counted on its container\'s veth, a request to the host port wakes it, and a check to the host port passes while it sleeps', async (t) => {
+  // Docker's own iptables rules: its DNAT keeps a check's connection (and its mark) whole on the way
+  // to the container. (docker-proxy, Docker's userland path for 127.0.0.1, opens a connection of its
+  // own that no mark follows: a check through it would count as a request.)
+  const dockerd = await startDockerd(t, { bridge: true, iptables: true });
+  const nodeIp = dockerd.bridge!.ip;
+  const hostPort = 20000 + Math.floor(Math.random() * 20000);
+  const allocId = randomUUID();
+  const app = await dockerd.run({
+    name: `app-${allocId}`,
+    cmd: dockerd.appCmd('0.0.0.0', APP_PORT, 'published'),
+    labels: { 'com.hashicorp.nomad.alloc_id': allocId },
+    networkMode: 'bridge',
+    publish: { [`${APP_PORT}/tcp`]: String(hostPort) },
+    publishIp: nodeIp,
+  });
+  const url = `http://${nodeIp}:${hostPort}`;
+  await until('the app behind Docker\'s DNAT', async () => (await get(`${url}/`, 1000)).status === 200, { timeoutMs: 20_000, everyMs: 50, retryErrors: true });
+
+  // Host network mode for the group, network_mode = "bridge" on the task: Nomad maps the host port to `to`.
+  const job = dockerJob({ groupMeta: { 'doze.enabled': 'true', 'doze.idle_timeout': '300ms' }, networkMode: 'host' });
+  const group = (job.TaskGroups as Array<Record<string, any>>)[0]!;
+  group.Networks[0].DynamicPorts = null;
+  group.Networks[0].ReservedPorts = [{ Label: 'http', Value: hostPort, To: APP_PORT, HostNetwork: 'default' }];
+  group.Tasks[0].Config = { image: 'dz-app:1', network_mode: 'bridge', ports: ['http'] };
+  const nomad = await startNomadDouble(t);
+  nomad.registerJob(job);
+  const agent = await dockerAgent(t, nomad, dockerd);
+  const id = instanceIdOf(nomad.addAllocation({ id: allocId, jobId: 'web', group: 'web', nodeId: 'node-1', hostIp: nodeIp }));
+  const instance = await until('the instance', () => agent.detector.get(id), { timeoutMs: 10_000, everyMs: 5, detail: async () => JSON.stringify((await status(agent)).allocations) });
+  t.is(instance.config.address, `${app.bridgeIp}:${APP_PORT}`, 'its address on Docker\'s bridge, where docker-proxy sends the packets');
+  t.regex(instance.config.interface ?? '', /^veth/, 'the host side of its veth on Docker\'s bridge');
+  t.deepEqual(instance.config.checkAddresses, [`${nodeIp}:${hostPort}`]);
+
+  const runner = await consulCheck(t, `${url}/health`);
+  const startedAt = Date.now();
+  for (let cycle = 0; cycle < 3; cycle++) {
+    await inState(agent, id, 'sleeping', 5000);
+    t.is(await containerCgroup(app.id).freezerState(), 'FROZEN');
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    t.is(agent.detector.get(id)!.state, 'sleeping', `cycle ${cycle}: a check to the host port woke it`);
+    const running = nextState(agent, id, 'running', 3000);
+    const r = await get(`${url}/`, 3000);
+    await running;
+    t.is(r.status, 200);
+    t.regex(r.body, /^hello from published #\d+/);
+  }
+  const checks = runner.history.filter((r) => r.at >= startedAt);
+  t.deepEqual(checks.filter((r) => r.status !== 'passing').map((r) => `${r.status} ${r.output}`), [], 'the host-port check passed throughout');
 });

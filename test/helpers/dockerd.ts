@@ -44,6 +44,8 @@ export interface ContainerSpec {
   networkMode?: string;
   /** Container port ("8080/tcp") → host port ("0" for any). */
   publish?: Record<string, string>;
+  /** The host address published ports bind (default 127.0.0.1). */
+  publishIp?: string;
   memoryBytes?: number;
 }
 
@@ -96,6 +98,26 @@ function call(socket: string, method: string, path: string, body?: Buffer | stri
 export interface DockerdOptions {
   /** Make a bridge of this test (a /24 of 10.214.0.0/16) for Docker's own network; default none. */
   bridge?: boolean;
+  /**
+   * Let dockerd write its iptables rules (DOCKER* chains, its DNAT of published ports): for a case
+   * that needs Docker's DNAT. Teardown removes its jumps and chains and puts the FORWARD policy back.
+   */
+  iptables?: boolean;
+}
+
+/** Docker's jumps from the built-in chains, its rules for the test's bridge and its DOCKER* chains, in filter and nat; the FORWARD policy as it was. */
+async function removeDockerRules(forwardPolicy: string, bridge: string | undefined): Promise<void> {
+  for (const table of ['filter', 'nat']) {
+    const rules = (await sh('iptables', ['-t', table, '-S']).catch(() => '')).split('\n');
+    const ours = (r: string) => /^-A (INPUT|OUTPUT|FORWARD|PREROUTING|POSTROUTING) .*-j DOCKER/.test(r) || (bridge !== undefined && /^-A (INPUT|OUTPUT|FORWARD|PREROUTING|POSTROUTING) /.test(r) && r.split(' ').includes(bridge));
+    for (const rule of rules.filter(ours)) {
+      await shQuiet('iptables', ['-t', table, '-D', ...rule.slice(3).split(' ')]);
+    }
+    const chains = rules.flatMap((r) => /^-N (DOCKER[\w-]*)$/.exec(r)?.[1] ?? []);
+    for (const chain of chains) await shQuiet('iptables', ['-t', table, '-F', chain]);
+    for (const chain of chains) await shQuiet('iptables', ['-t', table, '-X', chain]);
+  }
+  await shQuiet('iptables', ['-P', 'FORWARD', forwardPolicy]);
 }
 
 /** Starts a dockerd of this test and imports its image; teardown stops it and removes everything it made. */
@@ -106,6 +128,7 @@ export async function startDockerd(t: Teardown, options: DockerdOptions = {}): P
   let child: ChildProcess | undefined;
   let bridge: TestDockerd['bridge'];
   let exited: Promise<void> = Promise.resolve();
+  const forwardPolicy = /^-P FORWARD (\w+)/m.exec(await sh('iptables', ['-S', 'FORWARD']))?.[1] ?? 'ACCEPT';
   t.teardown(async () => {
     if (existsSync(socket)) {
       const listed = await call(socket, 'GET', '/containers/json?all=1').catch(() => ({ status: 0, json: [] }));
@@ -127,6 +150,7 @@ export async function startDockerd(t: Teardown, options: DockerdOptions = {}): P
     for (const mount of mounts) await shQuiet('umount', ['-l', mount]);
     await rm(dir, { recursive: true, force: true });
     if (bridge) await shQuiet('ip', ['link', 'del', bridge.name]);
+    if (options.iptables) await removeDockerRules(forwardPolicy, bridge?.name);
   });
 
   // The image's root filesystem: busybox, /lib and /lib64 pointing into the host's /usr (mounted at run).
@@ -141,7 +165,7 @@ export async function startDockerd(t: Teardown, options: DockerdOptions = {}): P
   await writeFile(join(root, 'www', 'index.html'), 'hello from busybox\n');
   await writeFile(join(root, 'etc', 'passwd'), 'root:x:0:0:root:/:/bin/sh\n');
 
-  const args = ['--data-root', join(dir, 'data'), '--exec-root', join(dir, 'x'), '-H', `unix://${socket}`, '--pidfile', join(dir, 'pid'), '--iptables=false', '--ip-masq=false', '--ip-forward=false'];
+  const args = ['--data-root', join(dir, 'data'), '--exec-root', join(dir, 'x'), '-H', `unix://${socket}`, '--pidfile', join(dir, 'pid'), `--iptables=${options.iptables === true}`, '--ip-masq=false', '--ip-forward=false'];
   if (options.bridge) {
     const name = `dzb${uniqueSuffix()}`;
     const block = Math.floor(Math.random() * 250) + 1;
@@ -179,7 +203,7 @@ export async function startDockerd(t: Teardown, options: DockerdOptions = {}): P
     appCmd: (host, port, name) => ['/usr/bin/node', '/dz/app.mjs', host, String(port), name],
     async run(spec) {
       const exposed = Object.fromEntries(Object.keys(spec.publish ?? {}).map((p) => [p, {}]));
-      const portBindings = Object.fromEntries(Object.entries(spec.publish ?? {}).map(([p, host]) => [p, [{ HostIp: '127.0.0.1', HostPort: host }]]));
+      const portBindings = Object.fromEntries(Object.entries(spec.publish ?? {}).map(([p, host]) => [p, [{ HostIp: spec.publishIp ?? '127.0.0.1', HostPort: host }]]));
       const created = await api('POST', `/containers/create?name=${encodeURIComponent(spec.name)}`, {
         Image: image,
         Cmd: spec.cmd,
