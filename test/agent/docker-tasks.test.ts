@@ -1,6 +1,6 @@
 import type { ExecutionContext } from 'ava';
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,6 +16,7 @@ import { containerCgroup, createDockerAllocation, startDockerTask } from '../hel
 import { dockerTest, startDockerd } from '../helpers/dockerd.js';
 import { get } from '../helpers/http.js';
 import { until } from '../helpers/until.js';
+import { createZramSwap, zramUnavailable } from '../helpers/zram.js';
 
 /*
  * Docker tasks under a real Docker engine (test/helpers/dockerd.ts), laid
@@ -239,4 +240,51 @@ dockerTest.serial('a docker task on Docker\'s own bridge (network_mode = "bridge
   }
   const checks = runner.history.filter((r) => r.at >= startedAt);
   t.deepEqual(checks.filter((r) => r.status !== 'passing').map((r) => `${r.status} ${r.output}`), [], 'the host-port check passed throughout');
+});
+
+const noZram = zramUnavailable();
+dockerTest.serial('doze.reclaim on a docker task (Docker\'s MemorySwap = memory, swappiness 0, as Nomad sets them): asleep, its memory cgroup holds under 10 % of awake; a request wakes it with its data intact', async (t) => {
+  if (noZram) return t.fail(`needs swap: ${noZram}`);
+  await createZramSwap(t);
+  const MiB = 1 << 20;
+  const dockerd = await startDockerd(t);
+  const alloc = await createDockerAllocation(t, dockerd);
+  const url = `http://${alloc.instanceIp}:${APP_PORT}`;
+  const app = await startDockerTask(dockerd, alloc, 'app', dockerd.appCmd(alloc.instanceIp, APP_PORT, 'docker-app'), {
+    readyUrl: `${url}/`,
+    env: { DOZE_APP_HOLD_MIB: '120' },
+    memoryBytes: 400 * MiB,
+  });
+  const memoryDir = `/sys/fs/cgroup/memory/docker/${app.id}`;
+  t.is((await readFile(`${memoryDir}/memory.swappiness`, 'utf8')).trim(), '0', 'Docker wrote swappiness 0');
+  t.is((await readFile(`${memoryDir}/memory.memsw.limit_in_bytes`, 'utf8')).trim(), String(400 * MiB), 'and memory + swap = the memory limit');
+  const usage = async () => Number((await readFile(`${memoryDir}/memory.usage_in_bytes`, 'utf8')).trim());
+  const awake = await usage();
+  t.true(awake > 120 * MiB, `awake it holds ${(awake / MiB).toFixed(0)} MiB`);
+
+  const job = dockerJob({ groupMeta: { 'doze.enabled': 'true', 'doze.idle_timeout': '300ms', 'doze.reclaim': 'true', 'doze.reclaim_after': '200ms' } });
+  const nomad = await startNomadDouble(t);
+  nomad.registerJob(job);
+  const agent = await dockerAgent(t, nomad, dockerd);
+  const id = instanceIdOf(nomad.addAllocation({ id: alloc.allocId, jobId: 'web', group: 'web', nodeId: 'node-1', bridgeAddress: alloc.instanceIp }));
+  const instance = await until('the instance', () => agent.detector.get(id), { timeoutMs: 10_000, everyMs: 5, detail: async () => JSON.stringify((await status(agent)).allocations) });
+  t.like(instance.config.runtime, { kind: 'freezer', cgroup: app.cgroupDir, reclaim: true });
+  for (let cycle = 1; cycle <= 2; cycle++) {
+    const since = Date.now();
+    await inState(agent, id, 'sleeping', 5000);
+    const outcome = await until('the reclaim', () => {
+      const last = agent.detector.get(id)!.runtime.reclaimState?.()?.last;
+      return last && last.atMs >= since ? last : undefined;
+    }, { timeoutMs: 15_000, everyMs: 20 });
+    t.is(outcome.result, 'done', outcome.reason ?? undefined);
+    const asleep = await usage();
+    t.log(`cycle ${cycle}: awake ${(awake / MiB).toFixed(1)} MiB, asleep ${(asleep / MiB).toFixed(1)} MiB, reclaim ${outcome.ms} ms`);
+    t.true(asleep < awake * 0.1, `asleep it still holds ${(asleep / MiB).toFixed(1)} MiB of ${(awake / MiB).toFixed(1)}`);
+    t.is((await readFile(`${memoryDir}/memory.swappiness`, 'utf8')).trim(), '0', 'swappiness put back while it still sleeps');
+    const running = nextState(agent, id, 'running', 10_000);
+    const check = await get(`${url}/data/check`, 10_000);
+    await running;
+    t.is(check.status, 200);
+    t.regex(check.body, /intact/);
+  }
 });
