@@ -67,6 +67,8 @@ export function analyzeGroup(job: NomadJob, group: NomadTaskGroup): GroupAnalysi
       problems.push(`${here}: doze.mode: "scale" scales the group to 0, but its scaling block has min = ${min}: set min = 0`);
     }
     warnings.push(`${here}: doze.mode "scale": at count 0 the group has no allocation, so its services leave the catalog until it wakes (hashicorp/nomad#19731)`);
+    // The agent's discovery runs pause only (agent/discovery/instance-config.ts): said here, before the job runs.
+    warnings.push(`${here}: doze.mode "scale" is not supported by this agent yet for discovered allocations (supported: "pause"): the allocation runs unmanaged unless the agent's config declares a nomad-scale instance for the group (docs/runtimes.md)`);
   }
   if (networkMode === 'none') problems.push(`${here}: network mode "none" has no address for traffic to wake it`);
   if (!service || problems.length > 0) return { managed: undefined, problems: unique(problems), warnings };
