@@ -23,9 +23,8 @@ export interface CheckNeed {
   serverName?: string;
   /**
    * Who runs it: Consul's agent (provider = "consul", the default), or the Nomad client itself
-   * (provider = "nomad": client/serviceregistration/checks, from the client's process as root,
-   * which doze's marking cannot tell from a request, so it can neither redirect it nor let it
-   * pass as idle: such an instance is kept awake).
+   * (provider = "nomad": client/serviceregistration/checks, from the client's process as root:
+   * marked only by its source address, healthChecks.fromSources; README "Which health-check identity fits").
    */
   runBy?: 'nomad';
 }
@@ -39,15 +38,18 @@ export function checkNeeds(checks: readonly NomadServiceCheck[] | null | undefin
   });
 }
 
+/** Advice for checks the Nomad client runs itself: doze tells them from requests by their source address only. */
+export function nomadRunChecks(needs: readonly CheckNeed[]): string | undefined {
+  const byNomad = needs.filter((n) => n.runBy === 'nomad');
+  if (byNomad.length === 0) return undefined;
+  return `check${byNomad.length > 1 ? 's' : ''} ${byNomad.map((n) => JSON.stringify(n.name)).join(', ')} ${byNomad.length > 1 ? 'are' : 'is'} run by the Nomad client itself (provider = "nomad"), as root: give the agent the address it checks from in healthChecks.fromSources (the node's own address for address_mode "host", the default; the bridge's address for "alloc"), or its probes count as requests and the instance never sleeps`;
+}
+
 /**
  * Why the stub cannot answer these checks truthfully, or undefined when it
  * can. `hasCertificate`: the operator gave a certificate for them.
  */
 export function unanswerableChecks(needs: readonly CheckNeed[], hasCertificate: boolean): string | undefined {
-  const byNomad = needs.filter((n) => n.runBy === 'nomad');
-  if (byNomad.length > 0) {
-    return `check${byNomad.length > 1 ? 's' : ''} ${byNomad.map((n) => JSON.stringify(n.name)).join(', ')} ${byNomad.length > 1 ? 'are' : 'is'} run by the Nomad client itself (provider = "nomad"), whose probes doze cannot tell from requests nor answer in the app's place: use provider = "consul"`;
-  }
   if (hasCertificate) return undefined;
   const verifying = needs.filter((n) => n.tls === 'verify');
   if (verifying.length === 0) return undefined;

@@ -1,4 +1,4 @@
-import { checkNeeds, unanswerableChecks, type CheckNeed } from './check-needs.js';
+import { checkNeeds, nomadRunChecks, unanswerableChecks, type CheckNeed } from './check-needs.js';
 import { groupPlace, jobPlace, resolveDozeMeta, taskPlace, type DozeSettings } from './meta-keys.js';
 import type { NomadJob, NomadNetworkResource, NomadService, NomadTask, NomadTaskGroup } from './nomad-schemas.js';
 
@@ -76,10 +76,11 @@ export function analyzeGroup(job: NomadJob, group: NomadTaskGroup): GroupAnalysi
   if (scripts.length > 0) {
     return { managed: undefined, problems: [`${here}: ${scripts.join(', ')} run${scripts.length > 1 ? '' : 's'} inside task ${JSON.stringify(task.Name)}, which doze would freeze: Nomad execs a script check into the task every interval, a frozen task cannot run it, and Nomad reports it critical (doze cannot answer it in Nomad's place). Use an http, tcp or grpc check, or run the script in another task (check task = "…"); doze does not manage this group`], warnings };
   }
+  const byNomad = nomadRunChecks(service.checks);
+  if (byNomad) warnings.push(`${here}: service ${JSON.stringify(service.name)}: ${byNomad}`);
   const unanswerable = unanswerableChecks(service.checks, false);
   if (unanswerable) {
-    const keptAwake = service.checks.some((c) => c.runBy === 'nomad') ? 'the agent keeps the instance awake' : 'without one the agent keeps the instance awake rather than let the check fail';
-    warnings.push(`${here}: service ${JSON.stringify(service.name)}: ${unanswerable}; ${keptAwake}`);
+    warnings.push(`${here}: service ${JSON.stringify(service.name)}: ${unanswerable}; without one the agent keeps the instance awake rather than let the check fail`);
   }
   return {
     managed: { group: group.Name, task: task.Name, driver: task.Driver, settings, service, networkMode },

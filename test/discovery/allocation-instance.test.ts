@@ -3,7 +3,6 @@ import { allocationInstance, isAllocationLive } from '../../agent/discovery/allo
 import { instanceId } from '../../agent/nomad/instance-id.js';
 import { allocationSchema, type NomadAllocation } from '../../agent/nomad/nomad-schemas.js';
 import { dockerJob, EXPOSE_PORT_LABEL, webJob, type WebJobOptions } from '../doubles/nomad/fixtures.js';
-import { unanswerableChecks } from '../../agent/nomad/check-needs.js';
 import { NomadDouble } from '../doubles/nomad/nomad-double.js';
 
 const enabled = { 'doze.enabled': 'true' };
@@ -125,21 +124,4 @@ test('a Connect allocation: the injected sidecar is not the managed task, and th
   t.is(mapping.instance.address, '172.26.64.9:8080');
   // To = -1: the same port inside the namespace as on the host.
   t.deepEqual(mapping.instance.checkAddresses, [`10.0.0.5:${http.Value}`, `172.26.64.9:${expose.Value}`, `10.0.0.5:${expose.Value}`]);
-});
-
-test('a service whose checks Nomad runs itself (provider = "nomad") is named, and its instance kept awake', async (t) => {
-  const job = webJob({ groupMeta: enabled });
-  const service = (job.TaskGroups as Array<{ Services: Array<Record<string, unknown>> }>)[0]!.Services[0]!;
-  service.Provider = 'nomad';
-  const nomad = await NomadDouble.start();
-  let alloc: NomadAllocation;
-  try {
-    nomad.registerJob(job);
-    alloc = allocationSchema.parse(nomad.addAllocation({ jobId: 'web', group: 'web', bridgeAddress: '172.26.64.9' }));
-  } finally {
-    await nomad.close();
-  }
-  const mapping = allocationInstance(alloc);
-  if (mapping.kind !== 'instance') return t.fail(mapping.reason);
-  t.regex(unanswerableChecks(mapping.instance.checks, true) ?? '', /check "alive" is run by the Nomad client itself \(provider = "nomad"\)/);
 });
