@@ -174,8 +174,8 @@ dockerTest.serial('bad input: a Docker socket that is missing or answers errors,
   }
 });
 
-dockerTest.serial('bad input: a container that vanishes while asleep fails its wake honestly (reason on the status page, checks critical), and the agent keeps running', async (t) => {
-  const { dockerd, app, url, agent, id } = await bridgeSetup(t);
+dockerTest.serial('bad input: a container that vanishes while asleep fails its wake honestly (reason on the status page, checks critical), the agent keeps running, and the task Nomad restarts is managed afresh', async (t) => {
+  const { dockerd, alloc, app, url, nomad, agent, id } = await bridgeSetup(t);
   await until('the instance', () => agent.detector.get(id), { timeoutMs: 10_000, everyMs: 5 });
   await inState(agent, id, 'sleeping', 5000);
   // Someone removes the container under the sleeping task (docker rm -f kills even a frozen one).
@@ -189,6 +189,16 @@ dockerTest.serial('bad input: a container that vanishes while asleep fails its w
   t.log(view?.failure);
   t.regex(view?.failure ?? '', new RegExp(app.id.slice(0, 12)), 'the reason names the container\'s cgroup');
   t.is((await get(`http://${agent.address}/healthz`)).status, 200);
+
+  // Nomad restarts the task (a new container, Restarts + 1, as client/allocrunner/taskrunner reports it): managed afresh.
+  const again = await startDockerTask(dockerd, alloc, 'app', dockerd.appCmd(alloc.instanceIp, APP_PORT, 'docker-app'), { readyUrl: `${url}/` });
+  const now = new Date().toISOString();
+  nomad.updateAllocation(alloc.allocId, { TaskStates: { app: { State: 'running', Failed: false, Restarts: 1, LastRestart: now, StartedAt: now, FinishedAt: null, Events: [{ Type: 'Restarting', Time: Date.now() * 1e6, DisplayMessage: 'Task restarting in 15s' }, { Type: 'Started', Time: Date.now() * 1e6, DisplayMessage: 'Task started by client' }] } } });
+  await until('managed again on the new container', () => agent.detector.get(id)?.config.runtime.kind === 'freezer' && (agent.detector.get(id)!.config.runtime as { cgroup: string }).cgroup === again.cgroupDir, { timeoutMs: 10_000, everyMs: 10, detail: async () => JSON.stringify((await status(agent)).allocations) });
+  await inState(agent, id, 'sleeping', 5000);
+  const running = nextState(agent, id, 'running', 3000);
+  t.is((await get(`${url}/`, 3000)).status, 200);
+  await running;
 });
 
 dockerTest.serial('a docker task on Docker\'s own bridge (network_mode = "bridge") with a port published through Docker\'s DNAT: counted on its container\'s veth, a request to the host port wakes it, and a check to the host port passes while it sleeps', async (t) => {
