@@ -165,7 +165,10 @@ export async function startDockerd(t: Teardown, options: DockerdOptions = {}): P
   await writeFile(join(root, 'www', 'index.html'), 'hello from busybox\n');
   await writeFile(join(root, 'etc', 'passwd'), 'root:x:0:0:root:/:/bin/sh\n');
 
-  const args = ['--data-root', join(dir, 'data'), '--exec-root', join(dir, 'x'), '-H', `unix://${socket}`, '--pidfile', join(dir, 'pid'), `--iptables=${options.iptables === true}`, '--ip-masq=false', '--ip-forward=false'];
+  const args = ['--data-root', join(dir, 'data'), '--exec-root', join(dir, 'x'), '-H', `unix://${socket}`, '--pidfile', join(dir, 'pid'), `--iptables=${options.iptables === true}`, '--ip-masq=false', '--ip-forward=false',
+    // dockerd uses a containerd already running at /run/containerd (a node's docker.io service) instead of
+    // starting its own: namespaces of its own there keep its containers apart from everyone else's.
+    '--containerd-namespace', `dz-${uniqueSuffix()}`, '--containerd-plugins-namespace', `dz-${uniqueSuffix()}-plugins`];
   if (options.bridge) {
     const name = `dzb${uniqueSuffix()}`;
     const block = Math.floor(Math.random() * 250) + 1;
