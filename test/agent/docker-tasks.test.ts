@@ -298,3 +298,18 @@ dockerTest.serial('doze.reclaim on a docker task (Docker\'s MemorySwap = memory,
     t.regex(check.body, /intact/);
   }
 });
+
+dockerTest.serial('jobs/web-pause.nomad.hcl\'s settings (doze.wake = "hold") on a docker task: the first request is held while the container thaws and answered by the app', async (t) => {
+  const job = dockerJob({ groupMeta: { 'doze.enabled': 'true', 'doze.idle_timeout': '300ms', 'doze.wake': 'hold' } });
+  const { url, agent, id } = await bridgeSetup(t, job);
+  const instance = await until('the instance', () => agent.detector.get(id), { timeoutMs: 10_000, everyMs: 5 });
+  t.is(instance.wake, 'hold');
+  for (let cycle = 0; cycle < 3; cycle++) {
+    await inState(agent, id, 'sleeping', 5000);
+    const running = nextState(agent, id, 'running', 3000);
+    const r = await get(`${url}/`, 3000);
+    await running;
+    t.is(r.status, 200);
+    t.regex(r.body, /^hello from docker-app #\d+/);
+  }
+});
