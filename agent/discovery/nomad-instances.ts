@@ -11,7 +11,7 @@ import { nextBackoff, retryWithBackoff, type BackoffOptions } from './backoff.js
 import { findHostVeth } from './host-veth.js';
 import { DockerEngine } from '../docker/engine-client.js';
 import { dockerSocket } from '../docker/docker-socket.js';
-import { lookUpDockerTask, type DockerTaskFacts } from '../docker/docker-task.js';
+import { lookUpDockerTask, type DockerTaskFacts, type DockerTaskLookup } from '../docker/docker-task.js';
 import { NomadClient } from '../nomad/nomad-client.js';
 import { NomadDiscovery, type DiscoveryStatus } from './nomad-discovery.js';
 import { learnNodeId } from './node-id.js';
@@ -27,7 +27,9 @@ import { instanceConfigFor, unsupportedReason, type InstanceSettings } from './i
  *    allocations are annotated for doze (allocation-instance.ts);
  *  - what the node holds for each: the host side of its veth, found through
  *    /var/run/netns/<allocID> (host-veth.ts), and its task's cgroup
- *    (task-cgroup.ts; the cgroup root is `nomad.cgroupRoot`);
+ *    (task-cgroup.ts; the cgroup root is `nomad.cgroupRoot`); for a docker
+ *    task both come from the Docker engine (agent/docker/: the container's
+ *    cgroup, the pause container's namespace);
  *  - the instance config made of both (instance-config.ts), or why not;
  *  - its admission and retirement, as for every instance (agent/instances/admission.ts).
  * A snapshot-mode task that `doze job render` turned into `doze vm run
@@ -247,31 +249,27 @@ export class NomadInstances {
     if (early) return this.markInvalid(t, clashReason(early, instance));
 
     // A docker task's cgroup and namespace are Docker's, found through the engine (docs/docker.md).
-    let docker: Awaited<ReturnType<typeof lookUpDockerTask>> | undefined;
+    let docker: DockerTaskFacts | undefined;
     if (instance.driver === 'docker') {
-      let engine: DockerEngine;
-      try {
-        engine = this.dockerEngine ??= new DockerEngine({ socket: dockerSocket(this.options.config.docker?.socket) });
-      } catch (error) {
-        return this.markInvalid(t, messageOf(error));
-      }
-      docker = await lookUpDockerTask(engine, instance.allocId, instance.task, root, this.controller.signal);
-      if (docker.kind === 'missing') return this.markPending(t, `docker task ${JSON.stringify(instance.task)}: ${docker.reason}`);
+      const found = await this.lookUpDocker(instance);
+      if (found.kind === 'invalid') return this.markInvalid(t, found.reason);
+      if (found.kind === 'missing') return this.markPending(t, `docker task ${JSON.stringify(instance.task)}: ${found.reason}`);
+      docker = found.facts;
     }
     // A docker task on Docker's own network with its port published: the packets really go through
-    // the container's veth on Docker's bridge (docker-proxy or Docker's DNAT), so it is counted there,
+    // the container's veth on Docker's bridge (Docker's DNAT or docker-proxy), so it is counted there,
     // at its own address; checks sent to the host port are redirected as a bridge allocation's are.
-    const published = docker?.kind === 'found' ? dockerPublished(instance, docker.facts) : undefined;
+    const published = docker && dockerPublished(instance, docker);
     // Host network mode (and Nomad's qemu driver, whose user-mode networking forwards host ports)
     // has no interface of its own: its traffic is counted by port on the node's interfaces.
     if (instance.networkMode === 'bridge' || published) {
       try {
-        t.interface = await findHostVeth(docker?.kind === 'found' ? docker.facts.netns : instance.allocId, { netnsDir: this.options.netnsDir });
+        t.interface = await findHostVeth(docker?.netns ?? instance.allocId, { netnsDir: this.options.netnsDir });
       } catch (error) {
         return this.markPending(t, `host-side interface: ${messageOf(error)}`);
       }
     }
-    const cgroup = docker?.kind === 'found' ? docker.facts.cgroup : await findNomadTaskCgroup(root, instance.allocId, instance.task);
+    const cgroup = docker?.cgroup ?? (await findNomadTaskCgroup(root, instance.allocId, instance.task));
     if (!cgroup) {
       const looked = nomadTaskCgroupCandidates(root, instance.allocId, instance.task).map((c) => c.path);
       return this.markPending(t, `task ${JSON.stringify(instance.task)} has no freezer cgroup yet (looked for ${looked.join(', ')})`);
@@ -314,6 +312,16 @@ export class NomadInstances {
     t.instance = result.instance;
     t.backoffMs = 0;
     this.log.info({ instance: config.id, alloc: t.allocId, address: config.address, interface: t.interface, cgroup: t.cgroup }, 'managing allocation');
+  }
+
+  /** The docker task's container, cgroup and namespace; `invalid` when no engine can be asked (DOCKER_HOST not unix://). */
+  private async lookUpDocker(instance: NomadInstance): Promise<DockerTaskLookup | { kind: 'invalid'; reason: string }> {
+    try {
+      this.dockerEngine ??= new DockerEngine({ socket: dockerSocket(this.options.config.docker?.socket) });
+    } catch (error) {
+      return { kind: 'invalid', reason: messageOf(error) };
+    }
+    return lookUpDockerTask(this.dockerEngine, instance.allocId, instance.task, this.options.config.nomad.cgroupRoot, this.controller.signal);
   }
 
   private instanceSettings(): InstanceSettings {
