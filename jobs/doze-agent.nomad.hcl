@@ -105,6 +105,9 @@ job "doze-agent" {
 #       privileged   = true
 #       network_mode = "host"
 #       pid_mode     = "host"
+#       # cgroup v2: the host's cgroup namespace, so /proc/<pid>/cgroup of a docker task reads as
+#       # the host sees it (Docker gives a container a private one there by default).
+#       cgroupns     = "host"
 #       # The alloc dir only for qemu-driver tasks (their QMP sockets; nomad.allocDir); Docker's
 #       # socket and its namespaces (pause containers' SandboxKey) only for docker tasks (docs/docker.md).
 #       volumes      = ["/sys/fs/bpf:/sys/fs/bpf", "/sys/fs/cgroup:/sys/fs/cgroup", "/var/run/netns:/var/run/netns",
