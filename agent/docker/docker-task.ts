@@ -47,6 +47,10 @@ export async function lookUpDockerTask(engine: DockerEngine, allocId: string, ta
     return { kind: 'missing', reason: `container ${container.Id.slice(0, 12)}: /proc/${pid}/cgroup: ${messageOf(error)} (it exited?)` };
   }
   if (!relative) return { kind: 'missing', reason: `container ${container.Id.slice(0, 12)}: /proc/${pid}/cgroup names no freezer or cgroup2 cgroup` };
+  // Read from inside a cgroup namespace of its own (an agent container without cgroupns = "host"), the path is relative to it.
+  if (relative.relative.split('/').includes('..')) {
+    return { kind: 'missing', reason: `container ${container.Id.slice(0, 12)}: /proc/${pid}/cgroup reads ${relative.relative}: the agent runs in a cgroup namespace of its own; run it in the host's (Docker: cgroupns = "host")` };
+  }
   const cgroup = cgroupDirectory(cgroupRoot, relative);
   try {
     await access(cgroup.controlFile);
