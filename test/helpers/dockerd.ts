@@ -4,6 +4,7 @@ import { mkdir, mkdtemp, readFile, rm, symlink, copyFile, writeFile } from 'node
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { diesWithParent } from '../../agent/process/die-with-parent.js';
 import { APP_PATH } from './app.js';
 import { uniqueSuffix } from './names.js';
 import { missing, firstMissing, testIf } from './needs.js';
@@ -181,7 +182,9 @@ export async function startDockerd(t: Teardown, options: DockerdOptions = {}): P
     args.push('--bridge', 'none');
   }
   const log: string[] = [];
-  child = spawn('dockerd', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  // A test run that dies leaves no daemon behind (its managed containerd dies with it).
+  const [command, ...argv] = diesWithParent(['dockerd', ...args]);
+  child = spawn(command!, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
   exited = new Promise((resolve) => child!.once('exit', () => resolve()));
   for (const stream of [child.stdout!, child.stderr!]) stream.on('data', (chunk: Buffer) => log.push(chunk.toString('utf8')));
   await until('dockerd to answer /_ping', async () => child!.exitCode === null && (await call(socket, 'GET', '/_ping')).status === 200, {
