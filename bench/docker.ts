@@ -43,6 +43,7 @@ export async function benchDocker(cycles = 50): Promise<string[]> {
     await until('the instance', () => agent.detector.get(id), { timeoutMs: 10_000 });
     const asleep: number[] = [];
     const awake: number[] = [];
+    const reaction: number[] = [];
     for (let i = 0; i < cycles; i++) {
       await nextState(agent, id, 'sleeping', 5000);
       const running = nextState(agent, id, 'running', 5000);
@@ -50,6 +51,7 @@ export async function benchDocker(cycles = 50): Promise<string[]> {
       await running;
       if (cold.status !== 200) throw new Error(`cycle ${i}: status ${cold.status}`);
       asleep.push(cold.ms);
+      reaction.push(agent.detector.get(id)!.lastWakeMs!);
       awake.push((await get(url, 5000)).ms);
     }
     // The Engine API path, on the same container with the agent gone (it would freeze it again).
@@ -66,6 +68,7 @@ export async function benchDocker(cycles = 50): Promise<string[]> {
     const extraP50 = percentile(asleep, 50) - percentile(awake, 50);
     return [
       `docker task (bridge mode, pause container, real dockerd; ${cycles} sleep/wake cycles, idle timeout 50 ms)`,
+      summary('wake reaction (tc sees packet → thawed)', reaction),
       summary('first request, task asleep (freezer)', asleep),
       summary('same request, task awake', awake),
       summary('Engine API unpause + first request (not used)', api),
