@@ -11,9 +11,16 @@ BPF_OBJ := $(BPF_SRC:.c=.o)
 TS_SRC := $(shell find cli.ts agent plugin demo -name '*.ts' 2>/dev/null)
 PREFIX ?= /usr/local
 
-.PHONY: all setup build test test-live demo bench clean check-tools check-test-tools guest check-guest-tools install uninstall docs
+.PHONY: all setup build check test test-live demo bench clean check-tools check-test-tools guest check-guest-tools install uninstall docs
 
 all: build
+
+# Without root, for every change: types (tsc over agent/, tests, bench, demo) and every test that
+# needs no root, kernel object or external binary (picked by scripts/check-tests.mjs). There is no
+# linter: tsc's strict flags (noUnusedLocals, noUncheckedIndexedAccess) stand in for one.
+check:
+	npx tsc --noEmit -p tsconfig.json
+	node scripts/run-tests.mjs $$(node scripts/check-tests.mjs)
 
 # Targets that need root: network namespaces, tc programs, cgroups, packages, $(PREFIX)/bin.
 ROOT_TARGETS := setup demo test test-live bench install uninstall

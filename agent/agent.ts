@@ -31,17 +31,17 @@ export class Agent {
   private server: Server | undefined;
   /** Nomad/Consul discovery, when `nomad` or `consul` is configured (agent/discovery/discovery.ts). */
   discovery: Discovery | undefined;
-  /** Instances registered through the status API (`doze vm run --register`; agent/instances/registry.ts). */
-  registry!: InstanceRegistry;
-  /** This agent's claim on its bpffs (one agent per set of pinned maps). */
-  private lock: BpffsLock | undefined;
 
   private constructor(
     readonly config: DozeConfig,
-    readonly detector: Detector,
+    readonly detector: Detector<SleepGuards>,
     readonly source: EbpfSource,
     readonly metrics: Metrics,
     readonly guards: SleepGuards,
+    /** Instances registered through the status API (`doze vm run --register`; agent/instances/registry.ts). */
+    readonly registry: InstanceRegistry,
+    /** This agent's claim on its bpffs (one agent per set of pinned maps). */
+    private readonly lock: BpffsLock,
     private readonly log: Logger,
   ) {}
 
@@ -77,31 +77,25 @@ export class Agent {
       log,
     });
     await source.start();
-    // The detector and the guards need each other; the context closes over `agent`, set just below.
-    let agent!: Agent;
-    const guards = new SleepGuards(config, {
-      instance: (id) => agent.detector.get(id),
-      wake: (instance, reason) => void agent.detector.wake(instance, reason),
-      onFirstResponse: (instance, ms) => agent.detector.reportFirstResponse(instance, ms),
-      onCheckAnswered: (instance) => {
-        instance.checksAnswered++;
-        if (agent.metrics.managed(instance)) agent.metrics.checksAnswered.inc({ instance: instance.id, runtime: instance.runtime.kind });
-      },
-    }, log);
-    const detector = new Detector(source, log, { hooks: guards, budget: config.budget, dropWakeEvents: options.faults?.dropWakeEvents });
+    // The guards read the detector's instances and report back to it: the detector makes them.
+    const detector = new Detector<SleepGuards>(source, log, {
+      hooks: (d) => new SleepGuards(config, d, log),
+      budget: config.budget,
+      dropWakeEvents: options.faults?.dropWakeEvents,
+    });
+    const guards = detector.hooks;
     const metrics = new Metrics(detector);
-    agent = new Agent(config, detector, source, metrics, guards, log);
-    agent.lock = lock;
     // Configured, registered and discovered instances all come and go through it.
     const admission = new InstanceAdmission({ detector, log, release: (id) => guards.release(id), wrapRuntime: options.wrapRuntime });
-    agent.registry = new InstanceRegistry({ admission, detector, log });
+    const registry = new InstanceRegistry({ admission, detector, log });
+    const agent = new Agent(config, detector, source, metrics, guards, registry, lock, log);
     try {
       await guards.install();
       for (const { index, instanceConfig, runtime } of prepared) {
         const result = await admission.admit({ config: instanceConfig, source: 'static', runtime });
         if (!result.admitted) throw staticRefusal(index, instanceConfig.id, result.refusal);
       }
-      const app = createStatusApp({ detector, metrics, token: config.token, log, refresh: () => agent.refreshCounters(), discovery: () => agent.discovery?.report(), registry: agent.registry });
+      const app = createStatusApp({ detector, metrics, token: config.token, log, refresh: () => detector.refreshLastSeen(), discovery: () => agent.discovery?.report(), registry });
       agent.server = await listen(app, config.listen);
       await lock.setListen(agent.address);
       // --- Nomad + Consul discovery: allocations become instances (agent/discovery/discovery.ts) ---
@@ -114,7 +108,7 @@ export class Agent {
           log,
           statusAddress: () => agent.address,
           // An allocation that stopped takes the instance its doze vm owner registered with it (the owner may have died unheard).
-          unregister: async (id) => void (await agent.registry.unregister(id, 'its Nomad allocation stopped')),
+          unregister: async (id) => void (await registry.unregister(id, 'its Nomad allocation stopped')),
         });
       }
       // --- end Nomad + Consul discovery ---
@@ -127,18 +121,6 @@ export class Agent {
     detector.start();
     log.info({ listen: config.listen, instances: config.instances.length }, 'doze agent running');
     return agent;
-  }
-
-  /** Refresh idle times for the status API from one batched counters read. */
-  async refreshCounters(): Promise<void> {
-    // Only awake instances can have seen traffic since the detector last looked: a packet
-    // to a sleeper wakes it. So a status poll costs what the awake instances cost.
-    const awake = this.detector.instances().filter((i) => i.state === 'running');
-    const counters = await this.source.countersOf(awake.map((i) => i.key));
-    for (const instance of awake) {
-      const c = counters.get(instance.key);
-      if (c) instance.lastSeenNs = c.lastSeenNs;
-    }
   }
 
   /** Clean exit: wake everything this agent put to sleep, then remove its programs, maps, rules and listeners. */
@@ -165,7 +147,7 @@ export class Agent {
     await step('removing eBPF programs and maps', () => this.source.close({ removePins: true }));
     await step('removing guards (stub, hold, netfilter)', () => this.guards.stop());
     // Last: until the pins are gone, no other agent may take them.
-    if (!options.keepLock) await step('releasing the bpffs lock', async () => this.lock?.release());
+    if (!options.keepLock) await step('releasing the bpffs lock', () => this.lock.release());
     this.log.info('doze agent stopped');
   }
 

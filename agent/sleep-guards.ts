@@ -5,8 +5,8 @@
  * the listeners, and removes them all on stop.
  */
 import type { DozeConfig } from './config/schema.js';
-import type { SleepHooks } from './detector/detector.js';
-import type { ManagedInstance } from './detector/managed-instance.js';
+import type { Detector, SleepHooks } from './detector/detector.js';
+import type { ReadonlyInstance } from './detector/managed-instance.js';
 import { readFile } from 'node:fs/promises';
 import { ConfigError, messageOf } from './shared/errors.js';
 import { StubServer, type StubStatus } from './health/stub-server.js';
@@ -17,14 +17,13 @@ import { checkRedirect, holdRedirect, type DnatChain } from './netfilter/dnat-ch
 import { routeSource } from './netfilter/route-source.js';
 import { run } from './process/exec.js';
 import { hostOf, portOf } from './sources/ipv4.js';
+import { describeFailure } from './detector/reasons.js';
 
-export interface SleepGuardsContext {
-  instance(id: string): ManagedInstance | undefined;
-  wake(instance: ManagedInstance, reason: string): void;
-  onCheckAnswered(instance: ManagedInstance): void;
-  /** A hold wake's first response, timed by the hold listener (ms). */
-  onFirstResponse?(instance: ManagedInstance, ms: number): void;
-}
+/**
+ * What the guards ask of the detector: its instances to read, and what they report back (a wake,
+ * a check answered, connections held, a hold wake's first response). The detector writes it all.
+ */
+export type SleepGuardsContext = Pick<Detector, 'get' | 'wake' | 'countCheckAnswered' | 'noteHeld' | 'reportFirstResponse'>;
 
 export class SleepGuards implements SleepHooks {
   readonly stub: StubServer;
@@ -43,35 +42,38 @@ export class SleepGuards implements SleepHooks {
     this.guardChecks = c.fromUid !== undefined || c.fromUser !== undefined || c.fromSources.length > 0;
     this.stub = new StubServer({
       host: config.stub.listen.slice(0, config.stub.listen.lastIndexOf(':')),
-      status: (id) => stubStatus(context.instance(id)?.state),
-      failureReason: (id) => context.instance(id)?.failure,
+      status: (id) => stubStatus(context.get(id)?.state),
+      failureReason: (id) => {
+        const failure = context.get(id)?.failure;
+        return failure && describeFailure(failure);
+      },
       onAnswered: (id) => {
-        const instance = context.instance(id);
-        if (instance) context.onCheckAnswered(instance);
+        const instance = context.get(id);
+        if (instance) context.countCheckAnswered(instance);
       },
       tls: (id) => {
-        const files = context.instance(id)?.config.checkTls ?? config.healthChecks.tls;
+        const files = context.get(id)?.config.checkTls ?? config.healthChecks.tls;
         return files ? this.keyPair(files) : undefined;
       },
     });
     this.hold = new HoldServer({
-      state: (id) => holdState(context.instance(id)?.state),
+      state: (id) => holdState(context.get(id)?.state),
       onHeld: (id) => {
-        const instance = context.instance(id);
-        if (instance) context.wake(instance, 'held connection');
+        const instance = context.get(id);
+        if (instance) void context.wake(instance, 'held connection');
       },
       upstream: (id) => {
-        const instance = context.instance(id);
+        const instance = context.get(id);
         return instance ? { host: hostOf(instance.config.address), port: portOf(instance.config.address) } : undefined;
       },
-      holdTimeoutMs: (id) => context.instance(id)?.config.holdTimeout ?? 10_000,
+      holdTimeoutMs: (id) => context.get(id)?.config.holdTimeout ?? 10_000,
       onHeldChange: (id, held) => {
-        const instance = context.instance(id);
-        if (instance) instance.held = held;
+        const instance = context.get(id);
+        if (instance) context.noteHeld(instance, held);
       },
       onFirstResponse: (id, heldAtNs, answeredAtNs) => {
-        const instance = context.instance(id);
-        if (instance) context.onFirstResponse?.(instance, Number(answeredAtNs - heldAtNs) / 1e6);
+        const instance = context.get(id);
+        if (instance) context.reportFirstResponse(instance, Number(answeredAtNs - heldAtNs) / 1e6);
       },
     });
     this.holds = holdRedirect(c.mark, config.netfilter.chainPrefix);
@@ -107,7 +109,7 @@ export class SleepGuards implements SleepHooks {
     }
   }
 
-  async beforeSleep(instance: ManagedInstance): Promise<void> {
+  async beforeSleep(instance: ReadonlyInstance): Promise<void> {
     const needHost = this.checks !== undefined || instance.wake === 'hold';
     if (!needHost) return;
     const port = portOf(instance.config.address);
@@ -137,7 +139,7 @@ export class SleepGuards implements SleepHooks {
     }
   }
 
-  async awake(instance: ManagedInstance): Promise<void> {
+  async awake(instance: ReadonlyInstance): Promise<void> {
     await this.checks?.remove(instance.id);
     this.stub.closeConnections(instance.id);
     if (this.holdInstalled) await this.holds.chain.remove(instance.id);
@@ -145,7 +147,7 @@ export class SleepGuards implements SleepHooks {
     this.hold.release(instance.id);
   }
 
-  async wakeFailed(instance: ManagedInstance, reason: string): Promise<void> {
+  async wakeFailed(instance: ReadonlyInstance, reason: string): Promise<void> {
     // Refuse from now on: Consul goes critical, Nomad reschedules; held clients learn at once.
     this.stub.markFailed(instance.id, reason);
     this.hold.fail(instance.id);

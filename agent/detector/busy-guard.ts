@@ -1,4 +1,5 @@
 import type { IdleVerdict } from './idle-decision.js';
+import type { BusyDetail, HoldReason } from './reasons.js';
 
 const MS = 1_000_000n;
 
@@ -37,7 +38,7 @@ export function keepSamples(samples: readonly UsageSample[], next: UsageSample, 
 
 export type BusyState =
   | { kind: 'quiet' }
-  | { kind: 'busy'; reason: string }
+  | { kind: 'busy'; detail: BusyDetail }
   /** No reading recent enough to compare with: look again after one window. */
   | { kind: 'measuring'; recheckAtNs: bigint };
 
@@ -58,10 +59,10 @@ export function judgeBusy(samples: readonly UsageSample[], windowMs: number, bus
   if (spanNs * 2n < window) return { kind: 'measuring', recheckAtNs: baseline.atNs + window };
   const spanMs = Number(spanNs) / 1e6;
   const cpuMs = (now.cpuUs - baseline.cpuUs) / 1000;
-  if (cpuMs > busyCpu * spanMs) return { kind: 'busy', reason: `busy: ${Math.round(cpuMs)} ms CPU in the last ${Math.round(spanMs)} ms` };
+  if (cpuMs > busyCpu * spanMs) return { kind: 'busy', detail: { resource: 'cpu', cpuMs, spanMs } };
   if (now.ioBytes !== undefined && baseline.ioBytes !== undefined) {
     const io = now.ioBytes - baseline.ioBytes;
-    if (io > (BUSY_IO_BYTES_PER_SECOND * spanMs) / 1000) return { kind: 'busy', reason: `busy: ${(io / 1024 / 1024).toFixed(1)} MiB of block I/O in the last ${Math.round(spanMs)} ms` };
+    if (io > (BUSY_IO_BYTES_PER_SECOND * spanMs) / 1000) return { kind: 'busy', detail: { resource: 'io', mib: io / 1024 / 1024, spanMs } };
   }
   return { kind: 'quiet' };
 }
@@ -82,9 +83,9 @@ export interface BusyGuardInputs {
 export function guardIdle(verdict: IdleVerdict, inputs: BusyGuardInputs): IdleVerdict {
   if (verdict.kind !== 'idle' || inputs.state.kind === 'quiet') return verdict;
   const quietMs = Number((inputs.nowNs - inputs.lastActivityNs) / MS);
-  const why = inputs.state.kind === 'busy' ? inputs.state.reason : 'busy guard: measuring CPU';
+  const why: HoldReason = inputs.state.kind === 'busy' ? { kind: 'busy', detail: inputs.state.detail } : { kind: 'measuring' };
   if (inputs.maxAwakeMs !== undefined && quietMs >= inputs.maxAwakeMs) {
-    return { kind: 'idle', reason: `max_awake: no packet for ${quietMs} ms despite ${why}`, maxAwake: true };
+    return { kind: 'idle', reason: { kind: 'max-awake', quietMs, despite: why } };
   }
   const recheckAtNs = inputs.state.kind === 'measuring' ? inputs.state.recheckAtNs : inputs.nowNs + BigInt(inputs.recheckMs) * MS;
   return { kind: 'held', reason: why, recheckAtNs };

@@ -1,5 +1,7 @@
 import type { IdlePolicy } from '../config/schema.js';
 import { ConnFlag, type Connection } from '../sources/bpf-records.js';
+import { lastActivityNs, minAwakeUntilNs, type ReadonlyInstance } from './managed-instance.js';
+import type { HoldReason, IdleReason } from './reasons.js';
 
 const MS = 1_000_000n;
 
@@ -16,9 +18,9 @@ export interface IdleInputs {
 export type IdleVerdict =
   | { kind: 'active'; recheckAtNs: bigint }
   | { kind: 'needs-connections' }
-  | { kind: 'held'; reason: string; recheckAtNs: bigint }
-  /** `maxAwake`: the bound was reached, nothing may postpone the sleep further. */
-  | { kind: 'idle'; reason: string; maxAwake?: boolean };
+  | { kind: 'held'; reason: HoldReason; recheckAtNs: bigint }
+  /** A `max-awake` reason: the bound was reached, nothing may postpone the sleep further. */
+  | { kind: 'idle'; reason: IdleReason };
 
 /**
  * A connection whose last payload came from the client and is not answered yet, or whose answer is
@@ -43,6 +45,18 @@ export function isOpen(c: Connection): boolean {
   return (c.flags & (ConnFlag.finClient | ConnFlag.finServer)) !== (ConnFlag.finClient | ConnFlag.finServer);
 }
 
+/** An instance's inputs to decideIdle at `nowNs`, its last packet as the counters say now. */
+export function idleInputs(instance: ReadonlyInstance, lastSeenNs: bigint, nowNs: bigint): IdleInputs {
+  return {
+    nowNs,
+    lastActivityNs: lastActivityNs(instance, lastSeenNs),
+    idleTimeoutMs: instance.config.idleTimeout,
+    minAwakeUntilNs: minAwakeUntilNs(instance),
+    maxAwakeMs: instance.config.maxAwake,
+    policy: instance.config.idlePolicy,
+  };
+}
+
 /** How often a held instance is looked at again: often enough to sleep soon after the last answer. */
 export function holdRecheckMs(idleTimeoutMs: number): number {
   return Math.min(Math.max(Math.floor(idleTimeoutMs / 5), 20), 1000);
@@ -57,14 +71,14 @@ export function decideIdle(inputs: IdleInputs, connections?: Connection[]): Idle
   const earliest = idleAt > inputs.minAwakeUntilNs ? idleAt : inputs.minAwakeUntilNs;
   if (inputs.nowNs < earliest) return { kind: 'active', recheckAtNs: earliest };
   const quietMs = Number((inputs.nowNs - inputs.lastActivityNs) / MS);
-  if (inputs.policy === 'traffic') return { kind: 'idle', reason: `no traffic for ${quietMs} ms` };
+  if (inputs.policy === 'traffic') return { kind: 'idle', reason: { kind: 'quiet', quietMs, nothingInFlight: false } };
   if (!connections) return { kind: 'needs-connections' };
   const inFlight = connections.filter(isRequestInFlight).length;
   const open = inputs.policy === 'connections' ? connections.filter(isOpen).length : 0;
-  const holder = inFlight > 0 ? `${inFlight} request(s) in flight` : open > 0 ? `${open} open connection(s)` : undefined;
-  if (holder === undefined) return { kind: 'idle', reason: `no traffic for ${quietMs} ms and nothing in flight` };
+  const holder: HoldReason | undefined = inFlight > 0 ? { kind: 'in-flight', requests: inFlight } : open > 0 ? { kind: 'open-connection', connections: open } : undefined;
+  if (holder === undefined) return { kind: 'idle', reason: { kind: 'quiet', quietMs, nothingInFlight: true } };
   if (inputs.maxAwakeMs !== undefined && quietMs >= inputs.maxAwakeMs) {
-    return { kind: 'idle', reason: `max_awake: no packet for ${quietMs} ms despite ${holder}`, maxAwake: true };
+    return { kind: 'idle', reason: { kind: 'max-awake', quietMs, despite: holder } };
   }
   return { kind: 'held', reason: holder, recheckAtNs: inputs.nowNs + BigInt(holdRecheckMs(inputs.idleTimeoutMs)) * MS };
 }

@@ -1,16 +1,18 @@
 import type { InstanceConfig, WakeMode } from '../config/schema.js';
 import { hostOf, portKey, portOf } from '../sources/ipv4.js';
 import type { Runtime } from '../runtimes/runtime.js';
-import type { UsageSample } from './busy-guard.js';
+import type { TrafficKey } from '../sources/traffic-source.js';
+import type { FailureReason, HoldReason } from './reasons.js';
 import type { InstanceState } from './states.js';
+import { SerialQueue } from '../shared/serial-queue.js';
 
 /** One instance under management: its config, runtime, state and counters for the status API. */
 /** Covers the client's first two SYN retransmissions (1 s, then 3 s after the first attempt). */
 export const RETRANSMIT_GRACE_MS = 3000;
 
 /** An instance's key in the eBPF maps (see ManagedInstance.key). */
-export function trafficKey(config: Pick<InstanceConfig, 'address' | 'interface'>): string {
-  return config.interface === undefined ? portKey(portOf(config.address)) : hostOf(config.address);
+export function trafficKey(config: Pick<InstanceConfig, 'address' | 'interface'>): TrafficKey {
+  return (config.interface === undefined ? portKey(portOf(config.address)) : hostOf(config.address)) as TrafficKey;
 }
 
 /** How a clash of keys reads: two instances on one address, or on one host port. */
@@ -18,36 +20,49 @@ export function describeKey(config: Pick<InstanceConfig, 'address' | 'interface'
   return config.interface === undefined ? `host port ${portOf(config.address)}` : `address ${hostOf(config.address)}`;
 }
 
+/** Who added an instance: the config file, Nomad discovery, or a registration through the status API. */
+export type InstanceSource = 'static' | 'nomad' | 'api';
+
+/** Where an instance came from, when discovered from Nomad (shown on the status page). */
+export interface InstanceOrigin {
+  allocId: string;
+  jobId: string;
+  group: string;
+  task: string;
+}
+
+/** What its admission says of an instance besides its config: fixed for as long as it is managed. */
+export interface InstanceMeta {
+  source?: InstanceSource;
+  origin?: InstanceOrigin;
+  /** Why it must never sleep (a check the stub cannot answer): shown as heldBy. */
+  sleepBlockedBy?: string;
+}
+
+/**
+ * The detector's bookkeeping of one instance: written by the detector alone (agent/detector/),
+ * read everywhere else through ReadonlyInstance. test/architecture/one-writer.test.ts fails when
+ * a module outside the detector names this class.
+ */
 export class ManagedInstance {
   state: InstanceState = 'running';
   sleeps = 0;
   wakes = 0;
   lastWakeMs: number | undefined;
   checksAnswered = 0;
-  failure: string | undefined;
+  /** Why it is failed, until a wake succeeds. */
+  failure: FailureReason | undefined;
   /** The last failed transition (a sleep undone, a failed wake), kept after the instance recovers. */
   lastError: { message: string; atMs: number } | undefined;
   /** Why the instance is held awake past its idle timeout, if it is. */
-  heldBy: string | undefined;
+  heldBy: HoldReason | undefined;
   /** Set when it must never sleep (a check the stub cannot answer): shown as heldBy. */
-  sleepBlockedBy: string | undefined;
+  readonly sleepBlockedBy: string | undefined;
   awakeSinceNs: bigint;
   lastSeenNs = 0n;
   nextCheckNs: bigint;
-  /** Its packet counter when its sleep was decided: traffic past it must wake it (the wake watchdog). */
-  packetsAtSleep: bigint | undefined;
-  /** When its last sleep began (monotonic ns, before the map said pausing): a wake event stamped earlier is stale. */
-  sleepStartNs = 0n;
-  /** The watchdog woke it for traffic no event had announced; counted as missed unless the event comes late. */
-  watchdogWake: { timer: NodeJS.Timeout; atNs: bigint } | undefined;
   /** Wakes asked for and not yet started (queued behind a transition). */
   wakesPending = 0;
-  /** A packet arrived while pausing: the sleep must be reversed as soon as it completes. */
-  wakeRequested = false;
-  /** When the pending wake's first packet was seen (bpf clock), for doze_wake_seconds. */
-  wakeEventNs: bigint | undefined;
-  /** The signalling packet of the last traffic wake, until the tc program reports its first response. */
-  lastWakeSignalNs: bigint | undefined;
   /** First packet → first response byte of the last traffic wake (ms), as the tc program timed it. */
   lastFirstResponseMs: number | undefined;
   stateSinceMs = Date.now();
@@ -55,25 +70,20 @@ export class ManagedInstance {
   readonly managedSinceMs = Date.now();
   /** When this instance's wake started waiting for room in the node budget (epoch ms). */
   queuedSinceMs: number | undefined;
-  /** Wakes it when max_sleep runs out. */
-  maxSleepTimer: NodeJS.Timeout | undefined;
   /** Connections held while it wakes (hold mode). */
   held = 0;
   /** Where it came from, when discovered from Nomad (shown on the status page). */
-  origin: { allocId: string; jobId: string; group: string; task: string } | undefined;
+  readonly origin: InstanceOrigin | undefined;
   /** Who added it: the config file, Nomad discovery, or a registration through the status API. */
-  source: 'static' | 'nomad' | 'api' = 'static';
-  /** The busy guard's recent CPU/I/O readings, oldest first (taken at checks and wakes only). */
-  usageSamples: UsageSample[] = [];
-  /** Said once in the log: its CPU cannot be read, so the busy guard does not cover it. */
-  usageUnavailableLogged = false;
-  /** Since when the busy guard has been postponing its sleep (epoch ms). */
-  busySinceMs: number | undefined;
+  readonly source: InstanceSource;
   /** Set when management ends: no new sleep may start. */
   removed = false;
-  private queue: Promise<unknown> = Promise.resolve();
+  private readonly transitions = new SerialQueue();
 
-  constructor(readonly config: InstanceConfig, readonly runtime: Runtime, nowNs: bigint) {
+  constructor(readonly config: InstanceConfig, readonly runtime: Runtime, nowNs: bigint, meta: InstanceMeta = {}) {
+    this.source = meta.source ?? 'static';
+    this.origin = meta.origin;
+    this.sleepBlockedBy = meta.sleepBlockedBy;
     this.awakeSinceNs = nowNs;
     this.nextCheckNs = nowNs + BigInt(config.idleTimeout) * 1_000_000n;
   }
@@ -111,7 +121,7 @@ export class ManagedInstance {
    * Its key in the eBPF maps: the IPv4 address behind its own interface, or, for a
    * host-port instance (no interface: host network mode, Nomad's qemu driver), its port.
    */
-  get key(): string {
+  get key(): TrafficKey {
     return trafficKey(this.config);
   }
 
@@ -122,8 +132,40 @@ export class ManagedInstance {
 
   /** Transitions of one instance never overlap: each waits for the previous one. */
   exclusive<T>(work: () => Promise<T>): Promise<T> {
-    const next = this.queue.then(work, work);
-    this.queue = next.catch(() => undefined);
-    return next;
+    return this.transitions.run(work);
   }
+}
+
+/** Its last inbound packet (`lastSeenNs`, or a fresher reading) or its wake, whichever is later (bpf clock). */
+export function lastActivityNs(instance: Pick<ManagedInstance, 'lastSeenNs' | 'awakeSinceNs'>, lastSeenNs = instance.lastSeenNs): bigint {
+  return lastSeenNs > instance.awakeSinceNs ? lastSeenNs : instance.awakeSinceNs;
+}
+
+/** How long it has been idle (no packet, no wake) by `nowNs` (bpf clock), in ms: the status API's idleForMs. */
+export function idleForMs(instance: Pick<ManagedInstance, 'lastSeenNs' | 'awakeSinceNs'>, nowNs: bigint): number {
+  return Math.max(0, Number(nowNs - lastActivityNs(instance)) / 1e6);
+}
+
+/** Until when it stays awake whatever its traffic: its wake plus min_awake (bpf clock). */
+export function minAwakeUntilNs(instance: Pick<ManagedInstance, 'awakeSinceNs' | 'minAwakeMs'>): bigint {
+  return instance.awakeSinceNs + BigInt(instance.minAwakeMs) * 1_000_000n;
+}
+
+/** Its first idle check after waking at `nowNs`: an idle timeout on, and never within min_awake. */
+export function firstCheckNs(instance: Pick<ManagedInstance, 'config' | 'minAwakeMs'>, nowNs: bigint): bigint {
+  return nowNs + BigInt(Math.max(instance.config.idleTimeout, instance.minAwakeMs)) * 1_000_000n;
+}
+
+/** What the detector's own parts use and nobody else reads: its queue, timers and wake bookkeeping. */
+type DetectorOnly = 'exclusive' | 'wakesPending' | 'nextCheckNs';
+
+/**
+ * A managed instance as everyone but the detector sees it: every field read-only, so only the
+ * detector (which holds the ManagedInstance itself) can change its state, timing or counters.
+ */
+export type ReadonlyInstance = Readonly<Omit<ManagedInstance, DetectorOnly>>;
+
+/** A new instance for the detector to take on (Detector.add): how admission makes one without the writable type. */
+export function newInstance(config: InstanceConfig, runtime: Runtime, nowNs: bigint, meta: InstanceMeta = {}): ReadonlyInstance {
+  return new ManagedInstance(config, runtime, nowNs, meta);
 }

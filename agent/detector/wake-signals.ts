@@ -1,8 +1,9 @@
 import { messageOf } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
-import { BpfInstanceState, monotonicNs, type WakeEvent } from '../sources/bpf-records.js';
+import { BpfInstanceState, type WakeEvent } from '../sources/bpf-records.js';
+import { monotonicNs } from '../shared/clock.js';
 import type { TrafficSource } from '../sources/traffic-source.js';
-import type { ManagedInstance } from './managed-instance.js';
+import type { ManagedInstance, ReadonlyInstance } from './managed-instance.js';
 
 /*
  * How a sleeper learns of its traffic: the tc program's pushed wake events, a rescan of the
@@ -40,6 +41,20 @@ export interface WakeEventHealth {
   late: number;
 }
 
+/** One instance's wake timing, kept here (never on the instance): what the signals compare events with. */
+interface WakeTiming {
+  /** When its last sleep began (monotonic ns, before the map said pausing): a wake event stamped earlier is stale. */
+  sleepStartNs: bigint;
+  /** Its packet counter when its sleep was decided: traffic past it must wake it (the watchdog's baseline). */
+  packetsAtSleep: bigint | undefined;
+  /** A packet arrived while pausing: the sleep must be reversed as soon as it completes. */
+  requested: boolean;
+  /** When the pending wake's first packet was seen (bpf clock), for doze_wake_seconds. */
+  eventNs: bigint | undefined;
+  /** The signalling packet of the last traffic wake, until the tc program reports its first response. */
+  signalNs: bigint | undefined;
+}
+
 /** What the wake-signal path needs of the detector. */
 export interface WakeSignalTarget {
   /** The managed instance with this traffic key, if any. */
@@ -47,8 +62,8 @@ export interface WakeSignalTarget {
   /** The instances asleep now (not being removed). */
   sleepers(): ManagedInstance[];
   wake(instance: ManagedInstance, reason: string, eventNs?: bigint): void;
-  /** The tc program stamped the instance's first payload to a client after the wake signalled at `wakeNs`. */
-  firstResponse(instance: ManagedInstance, wakeNs: bigint, replyNs: bigint): void;
+  /** The tc program stamped this wake's first payload to a client, `ms` after its signalling packet. */
+  firstResponse(instance: ManagedInstance, ms: number): void;
   /** The watchdog woke it and its event never came. */
   missed(instance: ManagedInstance): void;
   /** The detector is not deciding (before start, after stop): the watchdog stays disarmed. */
@@ -58,6 +73,11 @@ export interface WakeSignalTarget {
 export class WakeSignals {
   readonly health: WakeEventHealth = { gaps: 0, lastGap: undefined, missed: 0, late: 0 };
   private timer: NodeJS.Timeout | undefined;
+  /** Sleepers the watchdog woke, each waiting for its wake event to come late (else counted as missed). */
+  private readonly watchdogWakes = new Map<ReadonlyInstance, { timer: NodeJS.Timeout; atNs: bigint }>();
+  private readonly timings = new WeakMap<ReadonlyInstance, WakeTiming>();
+  /** Each sleeper's max_sleep timer: it wakes the instance when max_sleep runs out. */
+  private readonly maxSleepTimers = new Map<ManagedInstance, NodeJS.Timeout>();
 
   constructor(
     private readonly source: TrafficSource,
@@ -68,6 +88,106 @@ export class WakeSignals {
   ) {
     source.onWake((event) => this.onEvent(event));
     source.onGap((reason) => void this.rescan(reason));
+  }
+
+  private timing(instance: ReadonlyInstance): WakeTiming {
+    let t = this.timings.get(instance);
+    if (!t) this.timings.set(instance, (t = { sleepStartNs: 0n, packetsAtSleep: undefined, requested: false, eventNs: undefined, signalNs: undefined }));
+    return t;
+  }
+
+  /** Its sleep begins (taken before the map says pausing): any event of this sleep is stamped later, an older one is stale. */
+  sleepStarts(instance: ManagedInstance): void {
+    const t = this.timing(instance);
+    t.requested = false;
+    t.sleepStartNs = monotonicNs();
+  }
+
+  /** Any packet counted past `packets` must end in a wake: the watchdog's baseline. */
+  asleepFrom(instance: ManagedInstance, packets: bigint | undefined): void {
+    this.timing(instance).packetsAtSleep = packets;
+  }
+
+  /** It fell asleep: with max_sleep set, wake it when that runs out. */
+  armMaxSleep(instance: ManagedInstance): void {
+    const maxSleep = instance.config.maxSleep;
+    if (maxSleep === undefined) return;
+    this.disarmMaxSleep(instance);
+    const timer = setTimeout(() => void this.target.wake(instance, `max_sleep: asleep for ${maxSleep} ms`), maxSleep);
+    timer.unref();
+    this.maxSleepTimers.set(instance, timer);
+  }
+
+  /** It wakes (or leaves management): its max_sleep timer stops. */
+  disarmMaxSleep(instance: ManagedInstance): void {
+    clearTimeout(this.maxSleepTimers.get(instance));
+    this.maxSleepTimers.delete(instance);
+  }
+
+  /** Whether a packet came while it was pausing (the sleep must be reversed once it completes). */
+  wakeRequested(instance: ReadonlyInstance): boolean {
+    return this.timing(instance).requested;
+  }
+
+  /** A wake is asked for: the first packet's stamp, if a packet asked, times it. */
+  noteWakeEvent(instance: ManagedInstance, eventNs: bigint | undefined): void {
+    const t = this.timing(instance);
+    if (eventNs !== undefined && t.eventNs === undefined) t.eventNs = eventNs;
+  }
+
+  /** The wake starts: when it counts from (its first packet, else now). Only a wake a packet started has a first response to time. */
+  wakeStarts(instance: ManagedInstance): bigint {
+    const t = this.timing(instance);
+    t.signalNs = t.eventNs;
+    return t.eventNs ?? monotonicNs();
+  }
+
+  /** The wake (or the undoing of a sleep) is over; a failed wake has no first response to wait for. */
+  wakeEnded(instance: ManagedInstance, failed = false): void {
+    const t = this.timing(instance);
+    t.eventNs = undefined;
+    t.requested = false;
+    if (failed) t.signalNs = undefined;
+  }
+
+  /** Traffic for an instance still pausing: its sleep must be reversed as soon as it completes. */
+  private wakeAfterPause(instance: ManagedInstance, eventNs?: bigint): void {
+    const t = this.timing(instance);
+    t.requested = true;
+    if (eventNs !== undefined) t.eventNs ??= eventNs;
+  }
+
+  /**
+   * The tc program saw the instance's first payload to a client after the wake signalled at
+   * `wakeNs`. It may come before the wake is declared done (a thawed process answers while the
+   * agent still updates its maps). A stamp for another wake (one whose sleep was undone, or an
+   * earlier one) is not this wake's answer.
+   */
+  private onFirstResponse(instance: ManagedInstance, wakeNs: bigint, replyNs: bigint): void {
+    // The record names the packet that signalled its wake. That is this wake's when the wake came
+    // by its event; a wake the watchdog or a rescan made (the event late or lost) knows no such
+    // packet, so a record whose signal came during the current sleep is taken as this wake's.
+    const t = this.timing(instance);
+    const thisWake = t.signalNs === wakeNs || (wakeNs >= t.sleepStartNs && (instance.state === 'waking' || instance.state === 'running'));
+    if (!thisWake || replyNs < wakeNs) return;
+    t.signalNs = undefined;
+    this.target.firstResponse(instance, Number(replyNs - wakeNs) / 1e6);
+  }
+
+  /** Whether a watchdog wake of this instance still waits for its late event. */
+  awaitsLateEvent(instance: ReadonlyInstance): boolean {
+    return this.watchdogWakes.has(instance);
+  }
+
+  /** The instance leaves management: its max_sleep timer stops and its watchdog wake is no longer counted. */
+  forget(instance: ManagedInstance): void {
+    this.disarmMaxSleep(instance);
+    this.forgetWatchdogWake(instance);
+  }
+
+  private forgetWatchdogWake(instance: ManagedInstance): void {
+    clearTimeout(this.watchdogWakes.get(instance)?.timer);
+    this.watchdogWakes.delete(instance);
   }
 
   /** Disarms the watchdog (the detector is stopping). */
@@ -84,20 +204,18 @@ export class WakeSignals {
     }
     const instance = this.target.instance(event.instanceAddr);
     if (!instance) return;
-    if (event.answersWakeNs !== undefined) return this.target.firstResponse(instance, event.answersWakeNs, event.tsNs);
-    const watchdogWake = instance.watchdogWake;
+    if (event.answersWakeNs !== undefined) return this.onFirstResponse(instance, event.answersWakeNs, event.tsNs);
+    const watchdogWake = this.watchdogWakes.get(instance);
     if (watchdogWake && event.tsNs <= watchdogWake.atNs) {
       // The event for the traffic the watchdog already woke it for: late, not lost.
-      clearTimeout(watchdogWake.timer);
-      instance.watchdogWake = undefined;
+      this.forgetWatchdogWake(instance);
       this.health.late++;
       this.log.info({ instance: instance.id, lateMs: Number(monotonicNs() - event.tsNs) / 1e6 }, 'a wake event came after the watchdog had woken its instance (late, not lost)');
     }
     // From an earlier sleep (late): this sleep's own traffic raises its own event.
-    if (event.tsNs < instance.sleepStartNs) return;
+    if (event.tsNs < this.timing(instance).sleepStartNs) return;
     if (instance.state === 'pausing') {
-      instance.wakeRequested = true;
-      instance.wakeEventNs ??= event.tsNs;
+      this.wakeAfterPause(instance, event.tsNs);
     } else if (instance.state === 'sleeping') {
       this.target.wake(instance, 'traffic', event.tsNs);
     }
@@ -112,7 +230,7 @@ export class WakeSignals {
     for (const [ip, state] of states) {
       const instance = this.target.instance(ip);
       if (instance && state === BpfInstanceState.signalled) {
-        if (instance.state === 'pausing') instance.wakeRequested = true;
+        if (instance.state === 'pausing') this.wakeAfterPause(instance);
         else this.target.wake(instance, 'traffic (found by rescan)');
       }
     }
@@ -140,10 +258,11 @@ export class WakeSignals {
       const nowNs = monotonicNs();
       for (const instance of sleepers) {
         const c = counters.get(instance.key);
-        if (!c || instance.packetsAtSleep === undefined || c.packets <= instance.packetsAtSleep) continue;
+        const { packetsAtSleep } = this.timing(instance);
+        if (!c || packetsAtSleep === undefined || c.packets <= packetsAtSleep) continue;
         if (instance.state !== 'sleeping' || instance.wakesPending > 0) continue;
         if (nowNs - c.lastSeenNs < BigInt(WAKE_EVENT_GRACE_MS) * MS) continue; // its event may still be on the way
-        this.log.info({ instance: instance.id, packets: String(c.packets - instance.packetsAtSleep) }, 'traffic reached a sleeper and no wake event came yet: waking it (watchdog)');
+        this.log.info({ instance: instance.id, packets: String(c.packets - packetsAtSleep) }, 'traffic reached a sleeper and no wake event came yet: waking it (watchdog)');
         this.awaitLateEvent(instance, nowNs);
         this.target.wake(instance, 'traffic (wake event missed; found by the watchdog)', c.lastSeenNs);
       }
@@ -156,14 +275,14 @@ export class WakeSignals {
 
   /** Counts the watchdog's wake as a missed event unless the event turns up within LATE_EVENT_MS. */
   private awaitLateEvent(instance: ManagedInstance, atNs: bigint): void {
-    clearTimeout(instance.watchdogWake?.timer);
+    this.forgetWatchdogWake(instance);
     const timer = setTimeout(() => {
-      instance.watchdogWake = undefined;
+      this.watchdogWakes.delete(instance);
       this.health.missed++;
       this.log.warn({ instance: instance.id }, 'traffic reached a sleeper but no wake event came: the watchdog woke it');
       this.target.missed(instance);
     }, LATE_EVENT_MS);
     timer.unref();
-    instance.watchdogWake = { timer, atNs };
+    this.watchdogWakes.set(instance, { timer, atNs });
   }
 }

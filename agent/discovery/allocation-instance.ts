@@ -14,7 +14,8 @@ import type { NomadAllocation, NomadJob, NomadNetworkResource } from '../nomad/n
  * port.
  */
 
-export interface NomadInstance {
+/** A Nomad allocation annotated for doze (doze.* meta): what doze will manage as an instance, not yet one. */
+export interface AnnotatedAllocation {
   /** Stable, filesystem- and metric-safe: "<job>.<group>.<alloc id prefix>". */
   id: string;
   allocId: string;
@@ -59,7 +60,7 @@ export interface NomadInstance {
 }
 
 export type AllocationMapping =
-  | { kind: 'instance'; instance: NomadInstance }
+  | { kind: 'instance'; instance: AnnotatedAllocation }
   /** Not doze's (not enabled, stopped) or not ready yet (no address): look again on the next update. */
   | { kind: 'ignored'; reason: string }
   /** Annotated for doze but unusable: report it, do not manage it. */

@@ -4,6 +4,7 @@ import type { ConsulConfig } from '../config/schema.js';
 import { messageOf, upstreamErrorClass } from '../shared/errors.js';
 import { httpUrl, tlsClientAgent } from '../shared/upstream-http.js';
 import { summarizeIssues } from '../shared/zod-issues.js';
+import type { UpstreamErrorCode } from '../shared/error-codes.js';
 
 /*
  * The few Consul agent endpoints doze uses, through the npm `consul` client
@@ -16,13 +17,8 @@ import { summarizeIssues } from '../shared/zod-issues.js';
  * test/fixtures/consul/.
  */
 
-export type ConsulErrorCode =
-  /** Connection refused, reset, timed out, TLS failure. */
-  | 'E_CONSUL_UNREACHABLE'
-  /** Consul answered with a non-2xx status. */
-  | 'E_CONSUL_HTTP'
-  /** Consul answered 2xx with a body doze cannot use. */
-  | 'E_CONSUL_RESPONSE';
+/** E_CONSUL_UNREACHABLE, E_CONSUL_HTTP, E_CONSUL_RESPONSE: their meanings are in shared/error-codes.ts. */
+export type ConsulErrorCode = UpstreamErrorCode<'E_CONSUL_'>;
 
 export class ConsulError extends upstreamErrorClass<ConsulErrorCode>('ConsulError') {}
 

@@ -1,7 +1,7 @@
 import type { DozeConfig } from '../config/schema.js';
 import { ConsulLink } from './consul-link.js';
 import type { DiscoveryReport } from './discovery-report.js';
-import { NomadInstances, type NomadInstancesOptions, type NomadInstancesTuning } from './nomad-instances.js';
+import { AllocationManager, type AllocationManagerOptions, type AllocationManagerTuning } from './nomad-instances.js';
 
 /*
  * What the agent keeps in step with Nomad and Consul, when either is
@@ -11,25 +11,25 @@ import { NomadInstances, type NomadInstancesOptions, type NomadInstancesTuning }
  * runs without the other. One report for GET /api/status.
  */
 
-export interface DiscoveryTuning extends NomadInstancesTuning {
+export interface DiscoveryTuning extends AllocationManagerTuning {
   /** How often the Consul registration is verified. */
   consulResyncMs?: number;
 }
 
-export interface DiscoveryOptions extends DiscoveryTuning, Omit<NomadInstancesOptions, 'config'> {
+export interface DiscoveryOptions extends DiscoveryTuning, Omit<AllocationManagerOptions, 'config'> {
   config: Pick<DozeConfig, 'nomad' | 'consul'> & { healthChecks?: Pick<DozeConfig['healthChecks'], 'tls'>; docker?: DozeConfig['docker'] };
   /** The status API's "host:port", for the doze-agent check. */
   statusAddress: () => string;
 }
 
 export class Discovery {
-  readonly nomad: NomadInstances | undefined;
+  readonly nomad: AllocationManager | undefined;
   readonly consul: ConsulLink | undefined;
   private readonly controller = new AbortController();
 
   constructor(options: DiscoveryOptions) {
     const { nomad, consul, healthChecks, docker } = options.config;
-    if (nomad) this.nomad = new NomadInstances({ ...options, config: { nomad, healthChecks, docker } });
+    if (nomad) this.nomad = new AllocationManager({ ...options, config: { nomad, healthChecks, docker } });
     if (consul) {
       this.consul = new ConsulLink({
         config: consul,

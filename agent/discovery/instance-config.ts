@@ -1,7 +1,7 @@
 import { describeIssues } from '../shared/zod-issues.js';
 import { instanceSchema, type InstanceConfig, type NomadConfig } from '../config/schema.js';
 import { DEFAULT_ALLOC_DIR, qemuTaskFiles } from '../nomad/qemu-task-paths.js';
-import type { NomadInstance } from './allocation-instance.js';
+import type { AnnotatedAllocation } from './allocation-instance.js';
 import { OWN_CGROUP_DRIVERS } from './task-cgroup.js';
 
 /*
@@ -31,7 +31,7 @@ export type InstanceSettings = Pick<NomadConfig, 'allocDir' | 'checkTls'> & { ow
 export type InstanceConfigResult = { kind: 'config'; config: InstanceConfig } | { kind: 'invalid'; reason: string };
 
 /** Why this agent cannot manage an instance at all (until a later version), or undefined. */
-export function unsupportedReason(instance: NomadInstance, ownAllocId: string | undefined): string | undefined {
+export function unsupportedReason(instance: AnnotatedAllocation, ownAllocId: string | undefined): string | undefined {
   if (instance.mode === 'snapshot') {
     // (The opening words are what test/agent/nomad-instances.test.ts matches.)
     return `doze.mode "snapshot" is not supported by this agent yet for a task not run by "doze vm run --register" (task ${JSON.stringify(instance.task)} uses the ${instance.driver} driver): register the job with "doze job run", or render it with "doze job render", which runs a qemu task that way; the allocation runs unmanaged`;
@@ -49,7 +49,7 @@ export function unsupportedReason(instance: NomadInstance, ownAllocId: string | 
 }
 
 /** The instance config for `instance` on this node, or why it cannot be one (unsupported, or refused by the instance schema). */
-export function instanceConfigFor(instance: NomadInstance, node: NodeFacts, settings: InstanceSettings = {}): InstanceConfigResult {
+export function instanceConfigFor(instance: AnnotatedAllocation, node: NodeFacts, settings: InstanceSettings = {}): InstanceConfigResult {
   const unsupported = unsupportedReason(instance, settings.ownAllocId);
   if (unsupported) return { kind: 'invalid', reason: unsupported };
   const { cgroup } = node;
@@ -82,7 +82,7 @@ export function instanceConfigFor(instance: NomadInstance, node: NodeFacts, sett
  * stays) is possible. `doze job render` gives it `-qmp unix:local/doze-qmp.sock` and its RAM in
  * local/doze-ram, relative to the task directory, which is QEMU's working directory.
  */
-export function qemuDriverRuntime(allocDir: string, instance: Pick<NomadInstance, 'allocId' | 'task' | 'reclaim'>, cgroup: { version: 1 | 2; path: string }) {
+export function qemuDriverRuntime(allocDir: string, instance: Pick<AnnotatedAllocation, 'allocId' | 'task' | 'reclaim'>, cgroup: { version: 1 | 2; path: string }) {
   const files = qemuTaskFiles(allocDir, instance.allocId, instance.task);
   return {
     kind: 'qemu',

@@ -1,9 +1,10 @@
-import { allocationInstance, isAllocationLive, type NomadInstance } from './allocation-instance.js';
+import { allocationInstance, isAllocationLive, type AnnotatedAllocation } from './allocation-instance.js';
 import { nextBackoff, delay } from './backoff.js';
 import { NomadError, type NomadClient } from '../nomad/nomad-client.js';
 import { allocationEvents } from './nomad-event-stream.js';
 import { watchNodeAllocations } from './node-allocations-watch.js';
 import type { NomadAllocation } from '../nomad/nomad-schemas.js';
+import { SerialQueue } from '../shared/serial-queue.js';
 
 /*
  * Keeps the set of doze instances on one Nomad client node in step with its
@@ -48,7 +49,7 @@ export interface NomadDiscoveryOptions {
   streamRetryMs?: number;
   streamRetryMaxMs?: number;
   /** An allocation became (or changed) a managed instance. */
-  onInstance: (instance: NomadInstance) => void;
+  onInstance: (instance: AnnotatedAllocation) => void;
   /** A managed allocation stopped or left the node: drop it with its rules and programs. */
   onRemove: (allocId: string, reason: string) => void;
   /** Annotated for doze but unusable (bad meta, no service): report, do not manage. */
@@ -60,7 +61,7 @@ export interface NomadDiscoveryOptions {
 }
 
 export class NomadDiscovery {
-  private readonly known = new Map<string, NomadInstance>();
+  private readonly known = new Map<string, AnnotatedAllocation>();
   /** Allocations seen and not managed, with the ModifyIndex they were judged at. */
   private readonly judged = new Map<string, number>();
   /** What the last event for a managed allocation said about its network and tasks (see `changed`). */
@@ -68,14 +69,14 @@ export class NomadDiscovery {
   private status: DiscoveryStatus = { connected: false, source: 'list' };
   private fallback: string | undefined;
   /** Re-lists and stream events are applied one at a time, in order. */
-  private serial: Promise<void> = Promise.resolve();
+  private readonly serial = new SerialQueue();
 
   constructor(
     private readonly client: NomadClient,
     private readonly options: NomadDiscoveryOptions,
   ) {}
 
-  instances(): NomadInstance[] {
+  instances(): AnnotatedAllocation[] {
     return [...this.known.values()];
   }
 
@@ -130,9 +131,7 @@ export class NomadDiscovery {
   }
 
   private inOrder(work: () => Promise<void>): Promise<void> {
-    const next = this.serial.then(work);
-    this.serial = next.catch(() => undefined);
-    return next;
+    return this.serial.run(work);
   }
 
   /** After a reconnect: the node's allocations now, reconciled (events in between may be lost). */

@@ -1,12 +1,12 @@
 import type { DozeConfig, NomadConfig } from '../config/schema.js';
 import type { Detector } from '../detector/detector.js';
-import type { ManagedInstance } from '../detector/managed-instance.js';
+import type { ReadonlyInstance } from '../detector/managed-instance.js';
 import { messageOf } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
 import type { Clash, InstanceAdmission } from '../instances/admission.js';
 import { ConnectionTracker } from './connection-tracker.js';
 import type { AllocationStatus, DiscoveryReport } from './discovery-report.js';
-import type { NomadInstance } from './allocation-instance.js';
+import type { AnnotatedAllocation } from './allocation-instance.js';
 import { nextBackoff, retryWithBackoff, type BackoffOptions } from './backoff.js';
 import { findHostVeth } from './host-veth.js';
 import { DockerEngine } from '../docker/engine-client.js';
@@ -19,6 +19,7 @@ import { unanswerableChecks } from '../nomad/check-needs.js';
 import { describeMissing, missingRights, nomadProbes } from './permissions.js';
 import { findNomadTaskCgroup, nomadTaskCgroupCandidates } from './task-cgroup.js';
 import { instanceConfigFor, unsupportedReason, type InstanceSettings } from './instance-config.js';
+import { KeyedSerialQueue } from '../shared/serial-queue.js';
 
 /*
  * The allocation manager: Nomad allocations → detector instances, on one
@@ -49,7 +50,7 @@ import { instanceConfigFor, unsupportedReason, type InstanceSettings } from './i
  * reconnects with backoff (resuming the event stream from its last index).
  */
 
-export interface NomadInstancesTuning {
+export interface AllocationManagerTuning {
   minBackoffMs?: number;
   maxBackoffMs?: number;
   /** Retry delay bounds for an allocation whose namespace or cgroup is not ready. */
@@ -59,7 +60,7 @@ export interface NomadInstancesTuning {
   netnsDir?: string;
 }
 
-export interface NomadInstancesOptions extends NomadInstancesTuning {
+export interface AllocationManagerOptions extends AllocationManagerTuning {
   config: { nomad: NomadConfig; healthChecks?: Pick<DozeConfig['healthChecks'], 'tls'>; docker?: DozeConfig['docker'] };
   detector: Detector;
   log: Logger;
@@ -76,13 +77,13 @@ type TrackedState = AllocationStatus['state'] | 'removed';
 
 interface Tracked {
   allocId: string;
-  nomad: NomadInstance;
+  nomad: AnnotatedAllocation;
   state: TrackedState;
   reason?: string;
   interface?: string;
   cgroup?: string;
   /** The instance, while managed. */
-  instance?: ManagedInstance;
+  instance?: ReadonlyInstance;
   retry?: NodeJS.Timeout;
   backoffMs: number;
 }
@@ -90,13 +91,13 @@ interface Tracked {
 /** Discovery-reported invalid allocations kept for the status API (oldest dropped first). */
 const MAX_INVALID = 200;
 
-export class NomadInstances {
+export class AllocationManager {
   readonly tracker: ConnectionTracker;
   private readonly client: NomadClient;
   private readonly controller = new AbortController();
   private readonly tracked = new Map<string, Tracked>();
   private readonly invalid = new Map<string, AllocationStatus>();
-  private readonly queues = new Map<string, Promise<void>>();
+  private readonly queues = new KeyedSerialQueue();
   /** Rights the Nomad token lacks, found at start (permissions.ts). */
   private missingNomadRights: string[] = [];
   private knownNodeId: string | undefined;
@@ -105,7 +106,7 @@ export class NomadInstances {
   /** The Docker engine, made on the first docker task (its socket may be wrong: that is the task's reason, not a failed start). */
   private dockerEngine: DockerEngine | undefined;
 
-  constructor(private readonly options: NomadInstancesOptions) {
+  constructor(private readonly options: AllocationManagerOptions) {
     this.log = options.log.child({ component: 'nomad' });
     const { nomad } = options.config;
     this.client = new NomadClient({ address: nomad.address, token: nomad.token, namespace: nomad.namespace, region: nomad.region, tls: nomad.tls });
@@ -154,7 +155,7 @@ export class NomadInstances {
     this.controller.abort();
     for (const t of this.tracked.values()) clearTimeout(t.retry);
     await this.running?.catch(() => undefined);
-    await Promise.all([...this.queues.values()]).catch(() => undefined);
+    await this.queues.drained();
   }
 
   private async runNomad(): Promise<void> {
@@ -208,15 +209,10 @@ export class NomadInstances {
 
   /** Work on one allocation runs in order; different allocations proceed independently. */
   private enqueue(allocId: string, work: () => Promise<void>): void {
-    const previous = this.queues.get(allocId) ?? Promise.resolve();
-    const next = previous.then(work).catch((error) => this.log.error({ alloc: allocId, err: messageOf(error) }, 'handling an allocation failed'));
-    this.queues.set(allocId, next);
-    void next.finally(() => {
-      if (this.queues.get(allocId) === next) this.queues.delete(allocId);
-    });
+    void this.queues.run(allocId, work).catch((error) => this.log.error({ alloc: allocId, err: messageOf(error) }, 'handling an allocation failed'));
   }
 
-  private async admit(instance: NomadInstance): Promise<void> {
+  private async admit(instance: AnnotatedAllocation): Promise<void> {
     if (this.controller.signal.aborted) return;
     const existing = this.tracked.get(instance.allocId);
     if (existing && JSON.stringify(existing.nomad) === JSON.stringify(instance) && existing.state !== 'removed') return;
@@ -315,7 +311,7 @@ export class NomadInstances {
   }
 
   /** The docker task's container, cgroup and namespace; `invalid` when no engine can be asked (DOCKER_HOST not unix://). */
-  private async lookUpDocker(instance: NomadInstance): Promise<DockerTaskLookup | { kind: 'invalid'; reason: string }> {
+  private async lookUpDocker(instance: AnnotatedAllocation): Promise<DockerTaskLookup | { kind: 'invalid'; reason: string }> {
     try {
       this.dockerEngine ??= new DockerEngine({ socket: dockerSocket(this.options.config.docker?.socket) });
     } catch (error) {
@@ -387,7 +383,7 @@ export class NomadInstances {
 }
 
 /** A host-mode docker task published from Docker's own network: its container address, and the host port as a check address. */
-function dockerPublished(instance: NomadInstance, facts: DockerTaskFacts): Pick<NomadInstance, 'address' | 'checkAddresses'> | undefined {
+function dockerPublished(instance: AnnotatedAllocation, facts: DockerTaskFacts): Pick<AnnotatedAllocation, 'address' | 'checkAddresses'> | undefined {
   if (instance.networkMode !== 'host' || !facts.dockerNetwork) return undefined;
   const hostPort = Number(instance.address.split(':')[1]);
   const containerPort = facts.dockerNetwork.published.get(hostPort);
@@ -396,7 +392,7 @@ function dockerPublished(instance: NomadInstance, facts: DockerTaskFacts): Pick<
 }
 
 /** Another instance (static, registered, or another allocation's) already has this id or address. */
-function clashReason(clash: Clash, instance: NomadInstance): string {
+function clashReason(clash: Clash, instance: AnnotatedAllocation): string {
   if (clash.kind === 'key-taken') return clash.message;
   const { holder } = clash;
   return `instance id ${JSON.stringify(instance.id)} is already taken by ${holder.allocId ? `allocation ${holder.allocId}` : 'a configured instance'}`;

@@ -1,5 +1,6 @@
 import http from 'node:http';
 import { z } from 'zod';
+import type { UpstreamErrorCode } from '../shared/error-codes.js';
 import { messageOf, upstreamErrorClass } from '../shared/errors.js';
 import { summarizeIssues } from '../shared/zod-issues.js';
 
@@ -13,13 +14,8 @@ import { summarizeIssues } from '../shared/zod-issues.js';
  * version, so the engine answers with its own.
  */
 
-export type DockerErrorCode =
-  /** The socket is missing, refuses, or the call missed its deadline: nothing was learned. */
-  | 'E_DOCKER_UNREACHABLE'
-  /** The engine answered with a non-2xx status (404: no such container). */
-  | 'E_DOCKER_STATUS'
-  /** The engine answered something that is not what its API documents. */
-  | 'E_DOCKER_RESPONSE';
+/** Meanings in agent/shared/error-codes.ts. */
+export type DockerErrorCode = UpstreamErrorCode<'E_DOCKER_'>;
 
 export class DockerError extends upstreamErrorClass<DockerErrorCode>('DockerError') {}
 

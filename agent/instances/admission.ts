@@ -1,11 +1,11 @@
 import type { InstanceConfig } from '../config/schema.js';
 import type { Detector } from '../detector/detector.js';
-import { describeKey, ManagedInstance, trafficKey } from '../detector/managed-instance.js';
+import { describeKey, newInstance, trafficKey, type InstanceOrigin, type InstanceSource, type ReadonlyInstance } from '../detector/managed-instance.js';
 import { messageOf } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
 import { createRuntime } from '../runtimes/create-runtime.js';
 import type { Runtime } from '../runtimes/runtime.js';
-import { monotonicNs } from '../sources/bpf-records.js';
+import { monotonicNs } from '../shared/clock.js';
 
 /*
  * One way in and one way out for every instance, whoever brings it: the
@@ -23,7 +23,7 @@ import { monotonicNs } from '../sources/bpf-records.js';
  * terms (a config error, an HTTP status, an allocation's state).
  */
 
-export type InstanceSource = ManagedInstance['source'];
+export type { InstanceSource };
 
 /** Who holds an id or a traffic key: a managed instance, or one being admitted or retired. */
 export interface Holder {
@@ -47,18 +47,18 @@ export type AdmissionRefusal =
   /** The caller no longer wanted it once its runtime answered (`stillWanted`). */
   | { kind: 'withdrawn' };
 
-export type AdmissionResult = { admitted: true; instance: ManagedInstance } | { admitted: false; refusal: AdmissionRefusal };
+export type AdmissionResult = { admitted: true; instance: ReadonlyInstance } | { admitted: false; refusal: AdmissionRefusal };
 
 export interface AdmissionRequest {
   config: InstanceConfig;
   source: InstanceSource;
-  origin?: ManagedInstance['origin'];
+  origin?: InstanceOrigin;
   /** Why it must never sleep, if it must not (shown as heldBy). */
   sleepBlockedBy?: string;
   /** A runtime already built and probed (probedRuntime), now the admission's: closed if the instance is refused. */
   runtime?: Runtime;
   /** The instance it takes the place of (a registration's new body): its id and key are no clash, and it is retired once the new runtime answers. */
-  replaces?: ManagedInstance;
+  replaces?: ReadonlyInstance;
   /** Asked once the runtime answered: false withdraws the admission (its allocation went away meanwhile). */
   stillWanted?: () => boolean;
 }
@@ -97,7 +97,7 @@ export class InstanceAdmission {
   constructor(private readonly options: InstanceAdmissionOptions) {}
 
   /** Who already holds this id or traffic key (managed, being admitted or retired), if anyone but `replaces`. */
-  clash(config: Pick<InstanceConfig, 'id' | 'address' | 'interface'>, replaces?: ManagedInstance): Clash | undefined {
+  clash(config: Pick<InstanceConfig, 'id' | 'address' | 'interface'>, replaces?: ReadonlyInstance): Clash | undefined {
     const { detector } = this.options;
     const key = trafficKey(config);
     const idHolder = this.reservedIds.get(config.id) ?? holderOf(detector.get(config.id), replaces);
@@ -130,10 +130,7 @@ export class InstanceAdmission {
         return { admitted: false, refusal: { kind: 'withdrawn' } };
       }
       if (request.replaces) await this.retire(request.replaces, { wake: true });
-      const instance = new ManagedInstance(config, runtime, monotonicNs());
-      instance.source = request.source;
-      instance.origin = request.origin;
-      instance.sleepBlockedBy = request.sleepBlockedBy;
+      const instance = newInstance(config, runtime, monotonicNs(), { source: request.source, origin: request.origin, sleepBlockedBy: request.sleepBlockedBy });
       try {
         await this.options.detector.add(instance);
       } catch (error) {
@@ -153,7 +150,7 @@ export class InstanceAdmission {
    * the detector, then its rules and listeners released. Failures are logged, never thrown: what
    * can be undone is.
    */
-  async retire(instance: ManagedInstance, options: { wake: boolean }): Promise<void> {
+  async retire(instance: ReadonlyInstance, options: { wake: boolean }): Promise<void> {
     const { detector, log } = this.options;
     const unreserve = this.reserve(instance.id, instance.key, holderOf(instance)!);
     try {
@@ -189,7 +186,7 @@ export class InstanceAdmission {
   }
 }
 
-function holderOf(instance: ManagedInstance | undefined, except?: ManagedInstance): Holder | undefined {
+function holderOf(instance: ReadonlyInstance | undefined, except?: ReadonlyInstance): Holder | undefined {
   if (!instance || instance === except) return undefined;
   return { id: instance.id, source: instance.source, ...(instance.origin ? { allocId: instance.origin.allocId } : {}) };
 }

@@ -1,9 +1,10 @@
 import type { InstanceConfig } from '../config/schema.js';
 import type { Detector } from '../detector/detector.js';
-import type { ManagedInstance } from '../detector/managed-instance.js';
+import type { ReadonlyInstance } from '../detector/managed-instance.js';
 import { messageOf } from '../shared/errors.js';
 import type { AdmissionRefusal, InstanceAdmission } from './admission.js';
 import type { Logger } from '../shared/log.js';
+import { SerialQueue } from '../shared/serial-queue.js';
 
 /*
  * Instances registered at run time through the status API
@@ -17,10 +18,10 @@ import type { Logger } from '../shared/log.js';
  */
 
 export type RegisterResult =
-  | { status: 201 | 200; instance: ManagedInstance; created: boolean }
+  | { status: 201 | 200; instance: ReadonlyInstance; created: boolean }
   | { status: 409 | 422; error: string };
 
-export type UnregisterResult = { status: 200; instance: ManagedInstance } | { status: 404 | 409; error: string };
+export type UnregisterResult = { status: 200; instance: ReadonlyInstance } | { status: 404 | 409; error: string };
 
 export interface InstanceRegistryOptions {
   admission: InstanceAdmission;
@@ -30,7 +31,7 @@ export interface InstanceRegistryOptions {
 
 export class InstanceRegistry {
   /** Registrations and removals run one at a time: a PUT and the DELETE after it apply in order. */
-  private queue: Promise<unknown> = Promise.resolve();
+  private readonly queue = new SerialQueue();
   private readonly log: Logger;
 
   constructor(private readonly options: InstanceRegistryOptions) {
@@ -51,9 +52,7 @@ export class InstanceRegistry {
   }
 
   private serial<T>(work: () => Promise<T>): Promise<T> {
-    const next = this.queue.then(work, work);
-    this.queue = next.catch(() => undefined);
-    return next;
+    return this.queue.run(work);
   }
 
   private async doRegister(config: InstanceConfig): Promise<RegisterResult> {

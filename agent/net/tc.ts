@@ -62,7 +62,7 @@ export async function attach(device: string, objectPath: string, bpffs: string, 
   if (!(await hasClsact(device))) {
     const added = await run('tc', ['qdisc', 'add', 'dev', device, 'clsact'], { allowFailure: true });
     if (added.code !== 0 && !(await hasClsact(device))) {
-      throw new Error(`cannot add a clsact qdisc to ${device}: ${added.stderr.trim()}`);
+      throw new DozeError('E_COMMAND', `cannot add a clsact qdisc to ${device}: ${added.stderr.trim()}`);
     }
   }
   for (const hook of ['egress', 'ingress'] as const) {

@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { messageOf, upstreamErrorClass } from '../shared/errors.js';
 import { httpUrl, tlsClientAgent, type TlsFiles } from '../shared/upstream-http.js';
 import { summarizeIssues } from '../shared/zod-issues.js';
+import type { UpstreamErrorCode } from '../shared/error-codes.js';
 import {
   agentSelfSchema,
   allocationChecksSchema,
@@ -54,15 +55,8 @@ export interface Indexed<T> {
   value: T;
 }
 
-export type NomadErrorCode =
-  /** Connection refused, reset, timed out, TLS failure: nothing was learned. */
-  | 'E_NOMAD_UNREACHABLE'
-  /** Nomad answered with a non-2xx status; `status` and Nomad's message are kept. */
-  | 'E_NOMAD_HTTP'
-  /** Nomad answered 2xx with a body (or headers) doze cannot use. */
-  | 'E_NOMAD_RESPONSE'
-  /** The event stream answered 200 and closed before its first heartbeat, repeatedly: Nomad ≥ 1.11.2's ACL refusal. */
-  | 'E_NOMAD_STREAM_REFUSED';
+/** E_NOMAD_UNREACHABLE, E_NOMAD_HTTP, E_NOMAD_RESPONSE, E_NOMAD_STREAM_REFUSED: their meanings are in shared/error-codes.ts. */
+export type NomadErrorCode = UpstreamErrorCode<'E_NOMAD_'>;
 
 export class NomadError extends upstreamErrorClass<NomadErrorCode>('NomadError') {}
 

@@ -1,6 +1,7 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { readStatFields } from './proc-stat.js';
+import { Deadline } from '../shared/deadline.js';
 
 /**
  * An argv prefix that makes a child die with the process that started it: util-linux's
@@ -48,9 +49,9 @@ export async function killAndWait(pids: number[], deadlineMs = 3000): Promise<nu
       return false;
     }
   });
-  const until = Date.now() + deadlineMs;
+  const deadline = new Deadline('waiting for the killed to exit', deadlineMs);
   for (const pid of killed) {
-    while (Date.now() < until && (await isAlive(pid))) await new Promise((resolve) => setTimeout(resolve, 10));
+    while (!deadline.expired && (await isAlive(pid))) await new Promise((resolve) => setTimeout(resolve, 10));
   }
   return killed;
 }

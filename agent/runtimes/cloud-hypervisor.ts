@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { RuntimeError, messageOf } from '../shared/errors.js';
 import { HandleFile } from './runtime-handle.js';
 import type { ProbeResult, Runtime, RuntimeHandle, RuntimeObservedState } from './runtime.js';
-import { Deadline } from './deadline.js';
+import { Deadline } from '../shared/deadline.js';
 import { VmmError, fileUrl, jsonBody, unixRequest, type UnixHttpResponse } from './vmm/unix-http.js';
 
 /*
@@ -94,8 +94,8 @@ export class CloudHypervisorRuntime implements Runtime {
     return { ok: false, reason: `the VMM at ${this.options.socket} has ${state === undefined ? 'no VM' : `its VM in state ${state}`}: nothing to manage` };
   }
 
-  async sleep(deadlineMs: number): Promise<void> {
-    const deadline = new Deadline('pausing the Cloud Hypervisor VM', deadlineMs);
+  async sleep(deadlineMs: number, signal?: AbortSignal): Promise<void> {
+    const deadline = new Deadline('pausing the Cloud Hypervisor VM', deadlineMs, signal);
     await this.persisted.load();
     const state = await deadline.run((left) => this.vmState(left));
     if (state === undefined) {
@@ -110,8 +110,8 @@ export class CloudHypervisorRuntime implements Runtime {
     await this.persisted.save({ asleep: true, snapshot: Boolean(this.options.snapshotDir) });
   }
 
-  async wake(deadlineMs: number): Promise<void> {
-    const deadline = new Deadline('resuming the Cloud Hypervisor VM', deadlineMs);
+  async wake(deadlineMs: number, signal?: AbortSignal): Promise<void> {
+    const deadline = new Deadline('resuming the Cloud Hypervisor VM', deadlineMs, signal);
     await this.persisted.load();
     const state = await deadline.run((left) => this.vmState(left));
     if (state === undefined) {

@@ -1,6 +1,7 @@
 import { isAbsolute, join } from 'node:path';
 import { readUsage, type UsageReading } from '../cgroups/cpu-usage.js';
-import { RuntimeError, withDeadline } from '../shared/errors.js';
+import { RuntimeError } from '../shared/errors.js';
+import { withDeadline } from '../shared/deadline.js';
 import { CGROUP_ROOT } from './freezer.js';
 import type { ProbeResult, Runtime, RuntimeObservedState } from './runtime.js';
 
@@ -29,8 +30,12 @@ export class FakeRuntime implements Runtime {
     return { ok: true };
   }
 
+  /** The signal of the last sleep: aborted once its caller gave up (tests read it). */
+  sleepSignal: AbortSignal | undefined;
+
   /** Both calls honour their deadline (E_DEADLINE) when given one; the slow work still finishes behind it. */
-  async sleep(deadlineMs?: number): Promise<void> {
+  async sleep(deadlineMs?: number, signal?: AbortSignal): Promise<void> {
+    this.sleepSignal = signal;
     return deadlineMs === undefined ? this.doSleep() : withDeadline('fake runtime: pause', deadlineMs, this.doSleep());
   }
 

@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { RuntimeError, messageOf } from '../shared/errors.js';
 import { HandleFile } from './runtime-handle.js';
 import type { ProbeResult, Runtime, RuntimeCapabilities, RuntimeHandle, RuntimeObservedState } from './runtime.js';
-import { Deadline } from './deadline.js';
+import { Deadline } from '../shared/deadline.js';
 import { VmmError, jsonBody, unixRequest, type UnixHttpResponse } from './vmm/unix-http.js';
 import { runCommand, type CommandSpec, type VmmLauncher } from './vmm/vmm-launcher.js';
 
@@ -144,8 +144,8 @@ export class FirecrackerRuntime implements Runtime {
     return { ok: true };
   }
 
-  async sleep(deadlineMs: number): Promise<void> {
-    const deadline = new Deadline('pausing the Firecracker microVM', deadlineMs);
+  async sleep(deadlineMs: number, signal?: AbortSignal): Promise<void> {
+    const deadline = new Deadline('pausing the Firecracker microVM', deadlineMs, signal);
     if (this.options.mode === 'pause') return this.setPaused(true, deadline);
     await this.persisted.load();
     if (this.persisted.value.pending && this.persisted.value.taken) return this.finishSnapshot(deadline);
@@ -162,8 +162,8 @@ export class FirecrackerRuntime implements Runtime {
     await this.finishSnapshot(deadline);
   }
 
-  async wake(deadlineMs: number): Promise<void> {
-    const deadline = new Deadline('resuming the Firecracker microVM', deadlineMs);
+  async wake(deadlineMs: number, signal?: AbortSignal): Promise<void> {
+    const deadline = new Deadline('resuming the Firecracker microVM', deadlineMs, signal);
     if (this.options.mode === 'pause') return this.setPaused(false, deadline);
     await this.persisted.load();
     if (this.persisted.value.pending && this.persisted.value.taken) await this.finishSnapshot(deadline);

@@ -7,6 +7,7 @@ import { locateMemoryCgroup, memoryCgroupBesideFreezer, memoryCgroupOfProcess, o
 import { readNodeSwap, type NodeSwap } from '../cgroups/node-swap.js';
 import { FreezerReclaim, type ReclaimOutcome } from './freezer-reclaim.js';
 import type { ProbeResult, ReclaimState, Runtime, RuntimeObservedState } from './runtime.js';
+import { Deadline } from '../shared/deadline.js';
 
 export const CGROUP_ROOT = '/sys/fs/cgroup';
 
@@ -35,7 +36,11 @@ export async function locateFreezer(cgroup: string, root = CGROUP_ROOT): Promise
   return undefined;
 }
 
-const POLL_MS = 0.2;
+/**
+ * How often a freeze or thaw is looked at until the kernel reports it done: as often as a timer
+ * can fire (Node raises a delay under 1 ms to 1 ms, so the 0.2 this once said was 1 already).
+ */
+const FREEZE_POLL_MS = 1;
 
 function readProcs(dir: string): number[] {
   try {
@@ -45,12 +50,12 @@ function readProcs(dir: string): number[] {
   }
 }
 
-async function waitFor(what: string, deadlineMs: number, check: () => Promise<boolean>): Promise<void> {
-  const until = performance.now() + deadlineMs;
+async function waitFor(what: string, deadlineMs: number, check: () => Promise<boolean>, signal?: AbortSignal): Promise<void> {
+  const deadline = new Deadline(what, deadlineMs, signal);
   for (;;) {
     if (await check()) return;
-    if (performance.now() >= until) throw new DeadlineError(what, deadlineMs);
-    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+    if (deadline.expired) throw new DeadlineError(what, deadlineMs);
+    await new Promise((resolve) => setTimeout(resolve, FREEZE_POLL_MS));
   }
 }
 
@@ -172,8 +177,10 @@ export class FreezerRuntime implements Runtime {
     this.reclaimListeners.push(listener);
   }
 
-  async sleep(deadlineMs: number): Promise<void> {
-    await this.setFrozen(true, deadlineMs);
+  async sleep(deadlineMs: number, signal?: AbortSignal): Promise<void> {
+    await this.setFrozen(true, deadlineMs, signal);
+    // Its caller gave up (and wakes it next): no reclaim is armed for a sleep nobody waits for.
+    signal?.throwIfAborted();
     if (!this.options.reclaim) return;
     if (!this.reclaimer) await this.prepareReclaim(this.options.reclaim); // its processes may have started after probe
     if (this.reclaimer && this.memoryCg) {
@@ -184,25 +191,25 @@ export class FreezerRuntime implements Runtime {
   }
 
   /** Asks the kernel to freeze or thaw the cgroup and waits until it reports it done. */
-  private async setFrozen(frozen: boolean, deadlineMs: number): Promise<void> {
+  private async setFrozen(frozen: boolean, deadlineMs: number, signal?: AbortSignal): Promise<void> {
     const f = await this.require();
     const what = `${frozen ? 'freezing' : 'thawing'} ${this.cgroup}`;
     if (f.version === 1) {
       // FREEZING means some task has not stopped yet; the kernel finishes it.
       const target = frozen ? 'FROZEN' : 'THAWED';
       await this.write(f.stateFile, target);
-      await waitFor(what, deadlineMs, async () => (await this.read(f.stateFile)) === target);
+      await waitFor(what, deadlineMs, async () => (await this.read(f.stateFile)) === target, signal);
     } else {
       const bit = frozen ? '1' : '0';
       await this.write(f.freezeFile, bit);
-      await waitFor(what, deadlineMs, async () => new RegExp(`^frozen ${bit}$`, 'm').test(await this.read(f.eventsFile)));
+      await waitFor(what, deadlineMs, async () => new RegExp(`^frozen ${bit}$`, 'm').test(await this.read(f.eventsFile)), signal);
     }
   }
 
-  async wake(deadlineMs: number): Promise<void> {
+  async wake(deadlineMs: number, signal?: AbortSignal): Promise<void> {
     // Stop a reclaim first (a signal, not a wait), so it stops evicting what the thaw needs.
     this.reclaimer?.cancel();
-    await this.setFrozen(false, deadlineMs);
+    await this.setFrozen(false, deadlineMs, signal);
     if (this.reclaimer && this.memoryCg && oomKills(this.memoryCg) > this.oomKillsAtSleep) {
       throw new RuntimeError('E_OOM_KILLED', `the kernel OOM-killed a process of ${this.cgroup} while it slept with its memory reclaimed (memory cgroup ${this.memoryCg.dir}); its task must be restarted`);
     }

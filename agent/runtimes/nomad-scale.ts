@@ -1,10 +1,11 @@
 import { z } from 'zod';
 import { NomadError, type NomadClient } from '../nomad/nomad-client.js';
 import { ACTIVE_DEPLOYMENT_STATUSES, type NomadAllocation, type NomadAllocationChecks, type NomadAllocationStub, type NomadJob } from '../nomad/nomad-schemas.js';
-import { DeadlineError, RuntimeError, messageOf, withDeadline } from '../shared/errors.js';
+import { DeadlineError, RuntimeError, messageOf } from '../shared/errors.js';
+import { withDeadline } from '../shared/deadline.js';
 import { HandleFile } from './runtime-handle.js';
 import type { ProbeResult, Runtime, RuntimeHandle, RuntimeObservedState } from './runtime.js';
-import { Deadline } from './deadline.js';
+import { Deadline } from '../shared/deadline.js';
 
 /*
  * `scale` mode (deep sleep): the task group is scaled to 0 through Nomad's API
@@ -91,8 +92,8 @@ export class NomadScaleRuntime implements Runtime {
     }
   }
 
-  async sleep(deadlineMs: number): Promise<void> {
-    const deadline = new Deadline(`scaling ${this.where} to 0`, deadlineMs);
+  async sleep(deadlineMs: number, signal?: AbortSignal): Promise<void> {
+    const deadline = new Deadline(`scaling ${this.where} to 0`, deadlineMs, signal);
     await this.persisted.load();
     const count = this.countOf(await this.within(deadline, (signal) => this.options.nomad.job(this.options.jobId, { signal })).then((r) => r.value));
     if (count > 0) {
@@ -149,8 +150,8 @@ export class NomadScaleRuntime implements Runtime {
     }
   }
 
-  async wake(deadlineMs: number): Promise<void> {
-    const deadline = new Deadline(`scaling ${this.where} back up`, deadlineMs);
+  async wake(deadlineMs: number, signal?: AbortSignal): Promise<void> {
+    const deadline = new Deadline(`scaling ${this.where} back up`, deadlineMs, signal);
     await this.persisted.load();
     const count = this.countOf(await this.within(deadline, (signal) => this.options.nomad.job(this.options.jobId, { signal })).then((r) => r.value));
     let known = new Set<string>();

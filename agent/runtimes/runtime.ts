@@ -61,8 +61,12 @@ export interface Runtime {
   readonly capabilities: RuntimeCapabilities;
   /** Can this runtime work here, for this instance? Checked at config load. */
   probe(): Promise<ProbeResult>;
-  sleep(deadlineMs: number): Promise<void>;
-  wake(deadlineMs: number): Promise<void>;
+  /**
+   * `signal` is aborted when the caller gave up (its deadline passed, shared/deadline.ts
+   * withDeadline): a sleep or wake of several steps stops before its next one.
+   */
+  sleep(deadlineMs: number, signal?: AbortSignal): Promise<void>;
+  wake(deadlineMs: number, signal?: AbortSignal): Promise<void>;
   inspect(): Promise<RuntimeObservedState>;
   /**
    * The workload's CPU and block I/O so far (busy guard), read synchronously from

@@ -1,7 +1,9 @@
-/** Every error doze raises on purpose carries a stable code and the original cause. */
+import type { ErrorCode } from './error-codes.js';
+
+/** Every error doze raises on purpose carries a stable code (declared in error-codes.ts) and the original cause. */
 export class DozeError extends Error {
-  readonly code: string;
-  constructor(code: string, message: string, options?: { cause?: unknown }) {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = 'DozeError';
     this.code = code;
@@ -16,7 +18,7 @@ export class ConfigError extends DozeError {
 }
 
 export class RuntimeError extends DozeError {
-  constructor(code: string, message: string, options?: { cause?: unknown }) {
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
     super(code, message, options);
     this.name = 'RuntimeError';
   }
@@ -25,7 +27,7 @@ export class RuntimeError extends DozeError {
 /** An API doze calls (Nomad, Consul, a VMM) failed; `status` is its HTTP status when it answered at all. */
 export class UpstreamError extends DozeError {
   readonly status: number | undefined;
-  constructor(code: string, message: string, options: { cause?: unknown; status?: number } = {}) {
+  constructor(code: ErrorCode, message: string, options: { cause?: unknown; status?: number } = {}) {
     super(code, message, { cause: options.cause });
     this.name = 'UpstreamError';
     this.status = options.status;
@@ -36,7 +38,7 @@ export class UpstreamError extends DozeError {
  * The base of one upstream's error class (NomadError, ConsulError, VmmError): its codes typed,
  * its name set, so `instanceof` and `error.code` checks stay precise per upstream.
  */
-export function upstreamErrorClass<Code extends string>(name: string) {
+export function upstreamErrorClass<Code extends ErrorCode>(name: string) {
   return class extends UpstreamError {
     declare readonly code: Code;
     constructor(code: Code, message: string, options: { cause?: unknown; status?: number } = {}) {
@@ -50,20 +52,6 @@ export class DeadlineError extends DozeError {
   constructor(what: string, ms: number) {
     super('E_DEADLINE', `${what} did not finish within ${ms} ms`);
     this.name = 'DeadlineError';
-  }
-}
-
-/** Rejects with a DeadlineError when `work` outlives `ms`; the timer never keeps the process alive. */
-export async function withDeadline<T>(what: string, ms: number, work: Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new DeadlineError(what, ms)), ms);
-    timer.unref();
-  });
-  try {
-    return await Promise.race([work, deadline]);
-  } finally {
-    clearTimeout(timer);
   }
 }
 

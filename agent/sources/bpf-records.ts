@@ -113,8 +113,3 @@ export function encodeCheckNet(source: string): Buffer | undefined {
   Buffer.from(octets).copy(buffer, 4);
   return buffer;
 }
-
-/** Same clock as bpf_ktime_get_ns(): CLOCK_MONOTONIC, which process.hrtime uses on Linux. */
-export function monotonicNs(): bigint {
-  return process.hrtime.bigint();
-}

@@ -1,8 +1,9 @@
+import { DozeError } from '../shared/errors.js';
 /** IPv4 text <-> the 4 network-order bytes the BPF maps use as keys. */
 export function ipv4ToBytes(address: string): Buffer {
   const parts = address.split('.').map(Number);
   if (parts.length !== 4 || parts.some((p) => !Number.isInteger(p) || p < 0 || p > 255)) {
-    throw new Error(`not an IPv4 address: ${JSON.stringify(address)}`);
+    throw new DozeError('E_ADDRESS', `not an IPv4 address: ${JSON.stringify(address)}`);
   }
   return Buffer.from(parts);
 }

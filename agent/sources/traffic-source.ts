@@ -1,6 +1,14 @@
 import type { Connection, InstanceCounters, BpfInstanceState, WakeEvent } from './bpf-records.js';
 
 /**
+ * An instance's key in the eBPF maps, in the maps' text form: the IPv4 address behind its own
+ * interface, or for a host-port instance its port folded into one (`0.0.hi.lo`, ipv4.ts portKey).
+ * Branded so that an address is never passed where a key is meant: trafficKey() in
+ * detector/managed-instance.ts makes one. An IPv6 key would be another member of this type.
+ */
+export type TrafficKey = string & { readonly __trafficKey: true };
+
+/**
  * Where the detector learns about traffic: per-instance counters, tracked
  * connections, and wake events pushed when a packet reaches a sleeper.
  * The eBPF source is the real one; tests of pure logic may use a fake.
@@ -16,13 +24,14 @@ export interface TrafficSource {
    */
   attachHost(address: string): Promise<void>;
   detachHost(): Promise<void>;
-  /** Begin counting an instance address; keeps existing counters after a restart. */
-  track(address: string): Promise<void>;
-  untrack(address: string): Promise<void>;
-  setState(address: string, state: BpfInstanceState): Promise<void>;
-  counter(address: string): Promise<InstanceCounters | undefined>;
-  countersOf(addresses: string[]): Promise<Map<string, InstanceCounters>>;
-  state(address: string): Promise<BpfInstanceState | undefined>;
+  /** Begin counting an instance's key; keeps existing counters after a restart. */
+  track(key: TrafficKey): Promise<void>;
+  untrack(key: TrafficKey): Promise<void>;
+  setState(key: TrafficKey, state: BpfInstanceState): Promise<void>;
+  counter(key: TrafficKey): Promise<InstanceCounters | undefined>;
+  /** Counters by key (the maps' text form, so a kernel-side key looks up as well). */
+  countersOf(keys: TrafficKey[]): Promise<Map<string, InstanceCounters>>;
+  state(key: TrafficKey): Promise<BpfInstanceState | undefined>;
   states(): Promise<Map<string, BpfInstanceState>>;
   connections(): Promise<Connection[]>;
   onWake(listener: (event: WakeEvent) => void): void;

@@ -1,5 +1,6 @@
-import type { Detector } from '../detector/detector.js';
-import type { ManagedInstance } from '../detector/managed-instance.js';
+import { idleForMs, type ReadonlyInstance } from '../detector/managed-instance.js';
+import { monotonicNs } from '../shared/clock.js';
+import { describeFailure, describeHold, type HoldReason } from '../detector/reasons.js';
 import type { InstanceState } from '../detector/states.js';
 import type { InstanceMemoryView, MemoryTracker } from './memory-view.js';
 
@@ -23,6 +24,8 @@ export interface InstanceView {
   idlePolicy: string;
   idleTimeoutMs: number;
   heldBy: string | null;
+  /** Why it is held awake, as a type (`kind`: in-flight, open-connection, busy, measuring, never-sleeps); heldBy says it in words. */
+  heldReason: HoldReason | null;
   failure: string | null;
   /** The last failed transition, e.g. a sleep undone because the snapshot could not be written; kept after recovery. */
   lastError: { message: string; at: string } | null;
@@ -46,7 +49,7 @@ export interface InstanceView {
   source: 'static' | 'nomad' | 'api';
 }
 
-export function viewOf(detector: Detector, i: ManagedInstance, memory?: MemoryTracker): InstanceView {
+export function viewOf(i: ReadonlyInstance, memory?: MemoryTracker): InstanceView {
   return {
     id: i.id,
     state: i.state,
@@ -54,7 +57,7 @@ export function viewOf(detector: Detector, i: ManagedInstance, memory?: MemoryTr
     wakes: i.wakes,
     lastWakeMs: i.lastWakeMs === undefined ? null : Math.round(i.lastWakeMs * 1000) / 1000,
     lastFirstResponseMs: i.lastFirstResponseMs === undefined ? null : Math.round(i.lastFirstResponseMs * 1000) / 1000,
-    idleForMs: Math.round(detector.idleForMs(i)),
+    idleForMs: Math.round(idleForMs(i, monotonicNs())),
     checksAnswered: i.checksAnswered,
     address: i.config.address,
     interface: i.config.interface ?? null,
@@ -62,8 +65,9 @@ export function viewOf(detector: Detector, i: ManagedInstance, memory?: MemoryTr
     mode: 'mode' in i.config.runtime && typeof i.config.runtime.mode === 'string' ? i.config.runtime.mode : null,
     idlePolicy: i.config.idlePolicy,
     idleTimeoutMs: i.config.idleTimeout,
-    heldBy: i.heldBy ?? null,
-    failure: i.failure ?? null,
+    heldBy: i.heldBy ? describeHold(i.heldBy) : null,
+    heldReason: i.heldBy ?? null,
+    failure: i.failure ? describeFailure(i.failure) : null,
     lastError: i.lastError ? { message: i.lastError.message, at: new Date(i.lastError.atMs).toISOString() } : null,
     stateSince: new Date(i.stateSinceMs).toISOString(),
     queuedSince: i.queuedSinceMs === undefined ? null : new Date(i.queuedSinceMs).toISOString(),

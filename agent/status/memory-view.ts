@@ -1,7 +1,7 @@
 import type { MemoryUsage } from '../cgroups/memory-cgroup.js';
 import { readNodeSwap } from '../cgroups/node-swap.js';
 import type { Detector } from '../detector/detector.js';
-import type { ManagedInstance } from '../detector/managed-instance.js';
+import type { ReadonlyInstance } from '../detector/managed-instance.js';
 import type { ReclaimState } from '../runtimes/runtime.js';
 
 /** An instance's memory in the status API: measured now, the most it held awake, its reclaim. */
@@ -23,8 +23,8 @@ export interface NodeMemoryView {
 
 /** Reads each instance's memory cgroup when asked (status request, scrape): no timer of its own. */
 export class MemoryTracker {
-  private readonly usage = new WeakMap<ManagedInstance, MemoryUsage>();
-  private readonly awake = new WeakMap<ManagedInstance, number>();
+  private readonly usage = new WeakMap<ReadonlyInstance, MemoryUsage>();
+  private readonly awake = new WeakMap<ReadonlyInstance, number>();
 
   constructor(private readonly detector: Detector) {
     // What it holds as it falls asleep is its awake memory (read before the freeze, long before a reclaim).
@@ -49,7 +49,7 @@ export class MemoryTracker {
     );
   }
 
-  view(i: ManagedInstance): InstanceMemoryView | null {
+  view(i: ReadonlyInstance): InstanceMemoryView | null {
     const usage = this.usage.get(i);
     if (!usage) return null;
     return { ...usage, awakeBytes: this.awake.get(i) ?? null, reclaim: i.runtime.reclaimState?.() ?? null };

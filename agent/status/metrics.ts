@@ -1,6 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Detector } from '../detector/detector.js';
-import type { ManagedInstance } from '../detector/managed-instance.js';
+import type { ReadonlyInstance } from '../detector/managed-instance.js';
 import { INSTANCE_STATES } from '../detector/states.js';
 import { RECLAIM_RESULTS } from '../runtimes/freezer-reclaim.js';
 import type { Runtime } from '../runtimes/runtime.js';
@@ -8,7 +8,7 @@ import { MemoryTracker } from './memory-view.js';
 
 type InstanceLabels = { instance: string; runtime: string };
 
-const labelsOf = (i: Pick<ManagedInstance, 'id' | 'runtime'>): InstanceLabels => ({ instance: i.id, runtime: i.runtime.kind });
+const labelsOf = (i: Pick<ReadonlyInstance, 'id' | 'runtime'>): InstanceLabels => ({ instance: i.id, runtime: i.runtime.kind });
 
 /** Wake phases: 1 ms to 2 s, roughly doubling (a freezer wakes in ~1 ms, a snapshot VM in ~0.5 s). */
 const WAKE_BUCKETS = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2];
@@ -127,13 +127,14 @@ export class Metrics {
     detector.on('firstResponse', (i, seconds) => this.managed(i) && this.firstResponseSeconds.observe(labelsOf(i), seconds));
     detector.on('wakeFailed', (i) => this.managed(i) && this.wakeFailures.inc(labelsOf(i)));
     detector.on('wakeEventMissed', (i) => this.managed(i) && this.wakeEventsMissed.inc(labelsOf(i)));
+    detector.on('checkAnswered', (i) => this.managed(i) && this.checksAnswered.inc(labelsOf(i)));
   }
 
   /**
    * Whether an event about `i` may be counted: not once it is released (that would bring its series
    * back). Gives it its zero series first, so no later sync() zeroes what the event counts.
    */
-  managed(i: ManagedInstance): boolean {
+  managed(i: ReadonlyInstance): boolean {
     if (this.detector.get(i.id) !== i) return false;
     this.ensureSeries(labelsOf(i));
     return true;

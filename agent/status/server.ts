@@ -58,7 +58,7 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
     await memory.refresh();
     res.type('html').send(
       renderStatusPage({
-        instances: detector.instances().map((i) => viewOf(detector, i, memory)),
+        instances: detector.instances().map((i) => viewOf(i, memory)),
         status: statusReport(detector, options.discovery?.(), memory.node()),
         transitions: transitions.after(0),
         wakes: wakes.list(),
@@ -88,7 +88,7 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
   app.get('/api/instances', async (_req, res) => {
     await options.refresh().catch(() => undefined);
     await memory.refresh();
-    res.json(detector.instances().map((i) => viewOf(detector, i, memory)));
+    res.json(detector.instances().map((i) => viewOf(i, memory)));
   });
 
   app.get('/api/status', async (_req, res) => {
@@ -104,7 +104,7 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
     }
     await options.refresh().catch(() => undefined);
     await memory.refresh();
-    res.json(viewOf(detector, instance, memory));
+    res.json(viewOf(instance, memory));
   });
 
   app.post('/api/instances/:id/:action', requireToken, async (req, res) => {
@@ -116,10 +116,10 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
     }
     if (action === 'sleep') {
       const slept = await detector.sleepNow(id);
-      res.status(slept ? 200 : 409).json(slept ? viewOf(detector, instance) : { error: `instance is ${instance.state}, not running`, instance: viewOf(detector, instance) });
+      res.status(slept ? 200 : 409).json(slept ? viewOf(instance) : { error: `instance is ${instance.state}, not running`, instance: viewOf(instance) });
     } else if (action === 'wake') {
       await detector.wake(instance, 'requested by operator');
-      res.status(instance.state === 'failed' ? 502 : 200).json(viewOf(detector, instance));
+      res.status(instance.state === 'failed' ? 502 : 200).json(viewOf(instance));
     } else {
       res.status(404).json({ error: `unknown action ${JSON.stringify(action)} (sleep, wake)` });
     }
@@ -142,14 +142,14 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
     }
     const result = await options.registry.register(parsed.data);
     if ('error' in result) return void res.status(result.status).json({ error: result.error });
-    res.status(result.status).json(viewOf(detector, result.instance));
+    res.status(result.status).json(viewOf(result.instance));
   });
 
   app.delete('/api/instances/:id', requireToken, async (req, res) => {
     if (!options.registry) return void res.status(404).json({ error: 'this agent takes no registrations' });
     const result = await options.registry.unregister(String(req.params.id));
     if ('error' in result) return void res.status(result.status).json({ error: result.error });
-    res.json({ ...viewOf(detector, result.instance), removed: true });
+    res.json({ ...viewOf(result.instance), removed: true });
   });
   // --- end run-time registration ---
 

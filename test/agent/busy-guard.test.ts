@@ -9,6 +9,7 @@ import { get } from '../helpers/http.js';
 import { createInstance, type TestInstance } from '../helpers/instance.js';
 import { uniqueSuffix } from '../helpers/names.js';
 import { rootTest } from '../helpers/root.js';
+import { describeHold } from '../../agent/detector/reasons.js';
 
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -47,7 +48,7 @@ rootTest.serial('a job computing 1.5 s in the background after its answer finish
     while (sampling) {
       states.add(await inst.cgroup.freezerState());
       const reason = agent.detector.get('web')!.heldBy;
-      if (reason) heldBy.add(reason);
+      if (reason) heldBy.add(describeHold(reason));
       await delay(10);
     }
   })();

@@ -21,6 +21,7 @@ import { uniqueSuffix } from '../helpers/names.js';
 import { sh, shQuiet } from '../helpers/sh.js';
 import { rootTest } from '../helpers/root.js';
 import { until } from '../helpers/until.js';
+import { describeHold } from '../../agent/detector/reasons.js';
 
 /*
  * Allocations in the Nomad double become instances of a real agent: real
@@ -170,7 +171,7 @@ rootTest.serial('an HTTPS check that verifies its certificate keeps the instance
   const id = instanceIdOf(place(nomad, env));
   const instance = await until('the instance', () => agent.detector.get(id), 3000);
   await until('held awake', () => instance.heldBy, 3000);
-  t.regex(instance.heldBy ?? '', /never sleeps: check "alive" \(HTTPS\) verifies the certificate/);
+  t.regex(instance.heldBy ? describeHold(instance.heldBy) : '', /never sleeps: check "alive" \(HTTPS\) verifies the certificate/);
   t.is(instance.state, 'running');
   t.is(instance.sleeps, 0);
   t.is(await env.cgroup.freezerState(), 'THAWED');
@@ -246,7 +247,7 @@ rootTest.serial('a host-network allocation is counted by port on the node\'s int
   const instance = await until('the host-network instance', () => agent.detector.get(id), 3000);
   t.is(instance.config.address, `${hostIp}:${port}`);
   t.is(instance.config.interface, undefined, 'no interface of its own');
-  t.is(instance.key, `0.0.${port >> 8}.${port & 0xff}`, 'keyed by its host port');
+  t.is<string, string>(instance.key, `0.0.${port >> 8}.${port & 0xff}`, 'keyed by its host port');
   t.deepEqual(instance.config.runtime, { kind: 'freezer', cgroup: cgroup.dir, reclaim: false, reclaimAfter: 10_000, prefetch: false });
   t.true(await isAttached(dummy, HOST_INTERFACE), 'the host-port programs are on the node interface');
 

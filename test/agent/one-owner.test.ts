@@ -93,13 +93,13 @@ rootTest.serial('the wake-event reader killed while an instance sleeps: it is re
   t.regex(page.body, /data-card="wake-events"[\s\S]*wake-event rescan/, "the status page says so");
   // And it is a live reader again: a later sleep wakes by its event, not by the watchdog.
   // The first wake may have been the watchdog's (the event was lost with the reader): let its count settle.
-  await until('the watchdog wake to be booked', () => agent.detector.get('web')!.watchdogWake === undefined, { timeoutMs: LATE_EVENT_MS + 1000 });
+  await until('the watchdog wake to be booked', () => !agent.detector.wakeSignals.awaitsLateEvent(agent.detector.get('web')!), { timeoutMs: LATE_EVENT_MS + 1000 });
   await inState(agent, 'web', 'sleeping');
   const missedBefore = agent.detector.wakeEvents.missed;
   const again = await get(`${inst.app.url}/`, 3000);
   t.is(again.status, 200);
   t.is(agent.detector.wakeEvents.missed, missedBefore, 'this wake came by its event, not by the watchdog');
-  t.is(agent.detector.get('web')!.watchdogWake, undefined, 'no watchdog wake waiting for its event either');
+  t.false(agent.detector.wakeSignals.awaitsLateEvent(agent.detector.get('web')!), 'no watchdog wake waiting for its event either');
 });
 
 rootTest.serial('a wake event dropped on purpose: the watchdog wakes the instance within its bound and counts it', async (t) => {

@@ -5,8 +5,10 @@ import { Detector, type SleepHooks, type TransitionEvent } from '../../agent/det
 import { ManagedInstance } from '../../agent/detector/managed-instance.js';
 import { createLogger } from '../../agent/shared/log.js';
 import { FakeRuntime } from '../../agent/runtimes/fake.js';
-import { monotonicNs, type InstanceCounters } from '../../agent/sources/bpf-records.js';
+import { type InstanceCounters } from '../../agent/sources/bpf-records.js';
+import { monotonicNs } from '../../agent/shared/clock.js';
 import { FakeTrafficSource } from '../helpers/fake-traffic-source.js';
+import { describeHold } from '../../agent/detector/reasons.js';
 
 /*
  * The busy guard inside the detector, on a fake runtime whose CPU use is scripted
@@ -70,7 +72,7 @@ test('a computing workload is held with its figures, then sleeps when it stops, 
   const started = performance.now();
   setTimeout(() => (runtime.share = 0), 600);
   const heldBy = new Set<string>();
-  const sampler = setInterval(() => instance.heldBy && heldBy.add(instance.heldBy), 10);
+  const sampler = setInterval(() => instance.heldBy && heldBy.add(describeHold(instance.heldBy)), 10);
   await stateWithin(detector, 'web', 'sleeping', 3000);
   clearInterval(sampler);
   t.true(performance.now() - started >= 600, 'not before the work ended');

@@ -1,14 +1,19 @@
 import test from 'ava';
-import { busyWindowMs, guardIdle, judgeBusy, keepSamples, type UsageSample } from '../../agent/detector/busy-guard.js';
+import { busyWindowMs, guardIdle, judgeBusy, keepSamples, type BusyState, type UsageSample } from '../../agent/detector/busy-guard.js';
+import { describeHold, describeIdle, type BusyDetail } from '../../agent/detector/reasons.js';
 import { parseBlkio, parseCpuStat, parseIoStat, parseProcIo, parseProcStat } from '../../agent/cgroups/cpu-usage.js';
 
 const MS = 1_000_000n;
 const at = (ms: number, cpuMs: number, ioBytes?: number, identity = 'cg'): UsageSample => ({ atNs: BigInt(ms) * MS, identity, cpuUs: cpuMs * 1000, ioBytes });
-const idle = { kind: 'idle' as const, reason: 'no traffic for 300 ms and nothing in flight' };
+const idle = { kind: 'idle' as const, reason: { kind: 'quiet' as const, quietMs: 300, nothingInFlight: true } };
+const cpu300: BusyDetail = { resource: 'cpu', cpuMs: 300, spanMs: 300 };
+/** The text the status page and the log show for a busy state. */
+const said = (state: BusyState) => (state.kind === 'busy' ? describeHold({ kind: 'busy', detail: state.detail }) : state.kind);
 
 test('a job computing since the answer is busy, with the figures in the reason', (t) => {
   const state = judgeBusy([at(1000, 50), at(1300, 190)], 300, 0.1);
-  t.deepEqual(state, { kind: 'busy', reason: 'busy: 140 ms CPU in the last 300 ms' });
+  t.deepEqual(state, { kind: 'busy', detail: { resource: 'cpu', cpuMs: 140, spanMs: 300 } });
+  t.is(said(state), 'busy: 140 ms CPU in the last 300 ms');
 });
 
 test('idle background (timers, GC: the figures measured here) is quiet', (t) => {
@@ -18,7 +23,7 @@ test('idle background (timers, GC: the figures measured here) is quiet', (t) => 
 test('block I/O above 1 MiB/s is busy even with little CPU', (t) => {
   const state = judgeBusy([at(1000, 0, 0), at(1300, 1, 4 * 1024 * 1024)], 300, 0.1);
   t.is(state.kind, 'busy');
-  t.regex((state as { reason: string }).reason, /4\.0 MiB of block I\/O in the last 300 ms/);
+  t.regex(said(state), /4\.0 MiB of block I\/O in the last 300 ms/);
 });
 
 test('the baseline is the newest reading at least a window old', (t) => {
@@ -45,16 +50,18 @@ test('keepSamples keeps the newest reading a window old and the younger ones, no
 
 test('busy holds an idle verdict and rechecks soon; quiet lets it through', (t) => {
   const inputs = { nowNs: 2000n * MS, lastActivityNs: 1700n * MS, maxAwakeMs: undefined, recheckMs: 60 };
-  t.deepEqual(guardIdle(idle, { ...inputs, state: { kind: 'busy', reason: 'busy: 300 ms CPU in the last 300 ms' } }), {
-    kind: 'held', reason: 'busy: 300 ms CPU in the last 300 ms', recheckAtNs: 2060n * MS,
+  t.deepEqual(guardIdle(idle, { ...inputs, state: { kind: 'busy', detail: cpu300 } }), {
+    kind: 'held', reason: { kind: 'busy', detail: cpu300 }, recheckAtNs: 2060n * MS,
   });
+  t.is(describeHold({ kind: 'busy', detail: cpu300 }), 'busy: 300 ms CPU in the last 300 ms');
   t.deepEqual(guardIdle(idle, { ...inputs, state: { kind: 'quiet' } }), idle);
-  t.deepEqual(guardIdle({ kind: 'active', recheckAtNs: 1n }, { ...inputs, state: { kind: 'busy', reason: 'x' } }), { kind: 'active', recheckAtNs: 1n });
+  t.deepEqual(guardIdle({ kind: 'active', recheckAtNs: 1n }, { ...inputs, state: { kind: 'busy', detail: cpu300 } }), { kind: 'active', recheckAtNs: 1n });
 });
 
 test('max_awake still bounds a workload busy forever, and says why', (t) => {
-  const verdict = guardIdle(idle, { nowNs: 6000n * MS, lastActivityNs: 1000n * MS, maxAwakeMs: 5000, recheckMs: 60, state: { kind: 'busy', reason: 'busy: 300 ms CPU in the last 300 ms' } });
-  t.deepEqual(verdict, { kind: 'idle', reason: 'max_awake: no packet for 5000 ms despite busy: 300 ms CPU in the last 300 ms', maxAwake: true });
+  const verdict = guardIdle(idle, { nowNs: 6000n * MS, lastActivityNs: 1000n * MS, maxAwakeMs: 5000, recheckMs: 60, state: { kind: 'busy', detail: cpu300 } });
+  t.deepEqual(verdict, { kind: 'idle', reason: { kind: 'max-awake', quietMs: 5000, despite: { kind: 'busy', detail: cpu300 } } });
+  t.is(verdict.kind === 'idle' ? describeIdle(verdict.reason) : '', 'max_awake: no packet for 5000 ms despite busy: 300 ms CPU in the last 300 ms');
 });
 
 test('the window is the idle timeout, within 50 ms .. 1 s', (t) => {

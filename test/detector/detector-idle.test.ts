@@ -1,6 +1,7 @@
 import test from 'ava';
 import { BpfInstanceState } from '../../agent/sources/bpf-records.js';
 import { detectorHarness } from '../helpers/detector-harness.js';
+import { describeHold } from '../../agent/detector/reasons.js';
 
 // Idle decisions of agent/detector/detector.ts on a fake clock and scripted counters (no kernel, no root).
 
@@ -50,7 +51,7 @@ test.serial('requests policy: a request in flight holds it past its idle timeout
   h.source.connection(instance.key, 40_000, 'request');
   await h.clock.tickAsync(5000);
   t.is(instance.state, 'running');
-  t.is(instance.heldBy, '1 request(s) in flight');
+  t.is(instance.heldBy && describeHold(instance.heldBy), '1 request(s) in flight');
   h.source.connection(instance.key, 40_000, 'answer');
   // Re-checked every idleTimeout / 5 (200 ms) while held.
   await h.clock.tickAsync(200);
@@ -70,7 +71,7 @@ test.serial('requests policy: an idle keep-alive connection does not hold it; co
   await h.clock.tickAsync(1000);
   t.is(requests.instance.state, 'sleeping');
   t.is(connections.instance.state, 'running');
-  t.is(connections.instance.heldBy, '1 open connection(s)');
+  t.is(connections.instance.heldBy && describeHold(connections.instance.heldBy), '1 open connection(s)');
   h.source.connection(connections.instance.key, 40_001, 'close');
   await h.clock.tickAsync(200);
   t.is(connections.instance.state, 'sleeping');

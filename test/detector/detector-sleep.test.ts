@@ -2,6 +2,7 @@ import test from 'ava';
 import { BpfInstanceState } from '../../agent/sources/bpf-records.js';
 import type { ManagedInstance } from '../../agent/detector/managed-instance.js';
 import { detectorHarness } from '../helpers/detector-harness.js';
+import { describeFailure } from '../../agent/detector/reasons.js';
 
 // Sleep and wake paths of agent/detector/detector.ts on a fake clock and scripted traffic (no kernel, no root).
 
@@ -51,7 +52,7 @@ test.serial('a packet while the runtime is pausing: the pause completes, then th
   t.is(instance.state, 'pausing');
   await h.clock.tickAsync(50);
   h.source.packet(instance.key);
-  t.true(instance.wakeRequested);
+  t.true(h.detector.wakeSignals.wakeRequested(instance));
   await h.clock.tickAsync(50);
   t.is(instance.state, 'running');
   t.is(runtime.sleeps, 1);
@@ -71,6 +72,18 @@ test.serial('a pause that fails is undone: awake, serving, the reason kept, and 
   t.is(instance.state, 'sleeping');
 });
 
+test.serial('a pause past pauseTimeout: the runtime is told its caller gave up, and the instance is woken and awake', async (t) => {
+  const h = detectorHarness(t);
+  const { instance, runtime } = await h.add('web', { idleTimeout: '1s', pauseTimeout: '200ms' }, { pauseMs: 5000 });
+  await h.clock.tickAsync(1000);
+  t.is(instance.state, 'pausing');
+  t.false(runtime.sleepSignal?.aborted, 'the sleep is under way, its caller still waiting');
+  await h.clock.tickAsync(200);
+  t.true(runtime.sleepSignal?.aborted, 'the abandoned sleep can stop before its next step');
+  t.is(instance.state, 'running');
+  t.regex(instance.lastError?.message ?? '', /pause failed: pausing web did not finish within 200 ms/);
+});
+
 test.serial('a resume past wakeTimeout is a failed wake with the reason, and the state map stops raising wake events', async (t) => {
   const h = detectorHarness(t);
   const { instance } = await h.add('web', { idleTimeout: '1s', wakeTimeout: '2s' }, { resumeMs: 10_000 });
@@ -78,7 +91,7 @@ test.serial('a resume past wakeTimeout is a failed wake with the reason, and the
   h.source.packet(instance.key);
   await h.clock.tickAsync(2000);
   t.is(instance.state, 'failed');
-  t.regex(instance.failure ?? '', /^wake failed: .*did not finish within 2000 ms/);
+  t.regex(instance.failure ? describeFailure(instance.failure) : '', /^wake failed: .*did not finish within 2000 ms/);
   t.is(h.source.states_.get(instance.key), BpfInstanceState.awake);
 });
 

@@ -44,7 +44,7 @@ test.serial('a packet that raced the pause and lost its event: the watchdog stil
   t.is(instance.state, 'pausing');
   await h.clock.tickAsync(50);
   h.source.packet(instance.key); // signals the pausing instance; the event is lost
-  t.false(instance.wakeRequested);
+  t.false(h.detector.wakeSignals.wakeRequested(instance));
   await h.clock.tickAsync(50);
   t.is(instance.state, 'sleeping', 'the sleep completed, its map state overwritten with sleeping');
   await h.clock.tickAsync(WATCHDOG_INTERVAL_MS + WAKE_EVENT_GRACE_MS);

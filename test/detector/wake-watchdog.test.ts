@@ -2,11 +2,12 @@ import test from 'ava';
 import { parseConfig } from '../../agent/config/load.js';
 import { Detector } from '../../agent/detector/detector.js';
 import { LATE_EVENT_MS, WAKE_EVENT_GRACE_MS, WATCHDOG_INTERVAL_MS } from '../../agent/detector/wake-signals.js';
-import { ManagedInstance } from '../../agent/detector/managed-instance.js';
+import { ManagedInstance, type ReadonlyInstance } from '../../agent/detector/managed-instance.js';
 import type { InstanceState } from '../../agent/detector/states.js';
 import { createLogger } from '../../agent/shared/log.js';
 import { FakeRuntime } from '../../agent/runtimes/fake.js';
-import { monotonicNs, type InstanceCounters } from '../../agent/sources/bpf-records.js';
+import { type InstanceCounters } from '../../agent/sources/bpf-records.js';
+import { monotonicNs } from '../../agent/shared/clock.js';
 import { FakeTrafficSource } from '../helpers/fake-traffic-source.js';
 
 /*
@@ -49,11 +50,11 @@ async function setup(t: { teardown(fn: () => unknown): void }) {
   return { detector, source, instance, missedEvents };
 }
 
-function reach(detector: Detector, instance: ManagedInstance, state: InstanceState, timeoutMs = 2000): Promise<void> {
+function reach(detector: Detector, instance: ReadonlyInstance, state: InstanceState, timeoutMs = 2000): Promise<void> {
   if (instance.state === state) return Promise.resolve();
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${instance.id} is ${instance.state}, not ${state}, after ${timeoutMs} ms`)), timeoutMs);
-    const listener = (e: { instance: ManagedInstance; to: InstanceState }) => {
+    const listener = (e: { instance: ReadonlyInstance; to: InstanceState }) => {
       if (e.instance !== instance || e.to !== state) return;
       clearTimeout(timer);
       detector.off('transition', listener);

@@ -1,6 +1,6 @@
 import test from 'ava';
 import { readFileSync } from 'node:fs';
-import { allocationInstance, type NomadInstance } from '../../agent/discovery/allocation-instance.js';
+import { allocationInstance, type AnnotatedAllocation } from '../../agent/discovery/allocation-instance.js';
 import { instanceConfigFor, unsupportedReason, type InstanceConfigResult, type NodeFacts } from '../../agent/discovery/instance-config.js';
 import { allocationSchema, type NomadAllocation } from '../../agent/nomad/nomad-schemas.js';
 
@@ -24,7 +24,7 @@ const driver = (name: string): Edit => (alloc) => void (alloc.Job.TaskGroups[0].
 const groupMeta = (meta: Record<string, string>): Edit => (alloc) => void (alloc.Job.TaskGroups[0].Meta = { ...alloc.Job.TaskGroups[0].Meta, ...meta });
 const both = (...edits: Edit[]): Edit => (alloc) => edits.forEach((edit) => edit(alloc));
 
-function instanceOf(alloc: NomadAllocation): NomadInstance {
+function instanceOf(alloc: NomadAllocation): AnnotatedAllocation {
   const mapped = allocationInstance(alloc);
   if (mapped.kind !== 'instance') throw new Error(`not an instance: ${mapped.reason}`);
   return mapped.instance;

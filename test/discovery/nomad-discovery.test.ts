@@ -1,5 +1,5 @@
 import test, { type ExecutionContext } from 'ava';
-import type { NomadInstance } from '../../agent/discovery/allocation-instance.js';
+import type { AnnotatedAllocation } from '../../agent/discovery/allocation-instance.js';
 import { NomadClient, type NomadError } from '../../agent/nomad/nomad-client.js';
 import { NomadDiscovery, type DiscoveryStatus, type NomadDiscoveryOptions } from '../../agent/discovery/nomad-discovery.js';
 import { webJob } from '../doubles/nomad/fixtures.js';
@@ -12,7 +12,7 @@ const enabled = { 'doze.enabled': 'true' };
 function startDiscovery(t: ExecutionContext, nomad: NomadDouble, options: Partial<NomadDiscoveryOptions> = {}, address = nomad.url) {
   const controller = new AbortController();
   const log: string[] = [];
-  const added: NomadInstance[] = [];
+  const added: AnnotatedAllocation[] = [];
   const statuses: DiscoveryStatus[] = [];
   const errors: NomadError[] = [];
   const discovery = new NomadDiscovery(new NomadClient({ address }), {
@@ -152,7 +152,7 @@ test('Nomad ≥ 1.11.2 refuses a stream with 200 and an empty body: discovery fa
   const nomad = await startNomadDouble(t, { acl: { reader: ['node:read'] } });
   nomad.registerJob(webJob({ groupMeta: enabled }));
   const controller = new AbortController();
-  const added: NomadInstance[] = [];
+  const added: AnnotatedAllocation[] = [];
   const statuses: DiscoveryStatus[] = [];
   const discovery = new NomadDiscovery(new NomadClient({ address: nomad.url, token: 'reader' }), {
     nodeId: 'n1',

@@ -5,7 +5,7 @@ import { Detector, type DetectorOptions, type SleepHooks, type TransitionEvent }
 import { ManagedInstance } from '../../agent/detector/managed-instance.js';
 import { createLogger } from '../../agent/shared/log.js';
 import { FakeRuntime, type FakeRuntimeKnobs } from '../../agent/runtimes/fake.js';
-import { monotonicNs } from '../../agent/sources/bpf-records.js';
+import { monotonicNs } from '../../agent/shared/clock.js';
 import { FakeTrafficSource } from './fake-traffic-source.js';
 
 /*

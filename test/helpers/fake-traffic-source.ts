@@ -1,4 +1,5 @@
-import { BpfInstanceState, ConnFlag, monotonicNs, type Connection, type InstanceCounters, type WakeEvent } from '../../agent/sources/bpf-records.js';
+import { BpfInstanceState, ConnFlag, type Connection, type InstanceCounters, type WakeEvent } from '../../agent/sources/bpf-records.js';
+import { monotonicNs } from '../../agent/shared/clock.js';
 import type { TrafficSource } from '../../agent/sources/traffic-source.js';
 
 /**

@@ -7,7 +7,7 @@ import { ManagedInstance } from '../../agent/detector/managed-instance.js';
 import { createLogger } from '../../agent/shared/log.js';
 import { InstanceAdmission } from '../../agent/instances/admission.js';
 import { InstanceRegistry } from '../../agent/instances/registry.js';
-import { monotonicNs } from '../../agent/sources/bpf-records.js';
+import { monotonicNs } from '../../agent/shared/clock.js';
 import { createRuntime } from '../../agent/runtimes/create-runtime.js';
 import type { Runtime } from '../../agent/runtimes/runtime.js';
 import { Metrics } from '../../agent/status/metrics.js';

@@ -1,7 +1,7 @@
 import test, { type ExecutionContext } from 'ava';
 import { instanceSchema, type InstanceConfig } from '../../agent/config/schema.js';
 import { Detector } from '../../agent/detector/detector.js';
-import type { ManagedInstance } from '../../agent/detector/managed-instance.js';
+import type { ReadonlyInstance } from '../../agent/detector/managed-instance.js';
 import { InstanceAdmission } from '../../agent/instances/admission.js';
 import { createLogger } from '../../agent/shared/log.js';
 import { InstanceRegistry } from '../../agent/instances/registry.js';
@@ -67,7 +67,7 @@ function contenders(app: ReturnType<typeof setup>) {
 }
 
 /** Exactly one instance of the address is managed, attached and tracked once; the loser built no runtime and released nothing. */
-function oneManaged(t: ExecutionContext, app: ReturnType<typeof setup>): ManagedInstance {
+function oneManaged(t: ExecutionContext, app: ReturnType<typeof setup>): ReadonlyInstance {
   const managed = app.detector.instances();
   t.is(managed.length, 1, 'exactly one instance is managed');
   t.deepEqual([...app.source.attached], [['dzvm0t', 1]], 'the program is attached once');

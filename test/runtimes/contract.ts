@@ -117,6 +117,24 @@ export function runtimeContract(name: string, factory: Factory, options: Contrac
     t.is(await runtime.inspect(), 'running');
   });
 
+  if (options.slowable ?? true) withSubject('a wake right after a timed-out sleep leaves the workload awake, and the runtime usable', async (t, subject) => {
+    const { runtime } = subject;
+    if (!subject.slow) return t.fail('the subject has no slow control: pass slowable: false if the workload cannot be slowed');
+    const control = subject.slow;
+    control.slowDown(slow);
+    const error = await t.throwsAsync<DozeError>(runtime.sleep(short));
+    t.is(error?.code, 'E_DEADLINE', error?.message);
+    control.slowDown(0);
+    // What the detector does when a pause outlives its deadline: wake at once, the abandoned sleep maybe still under way.
+    await runtime.wake(deadline);
+    await until('the late request to land', () => control.answeredAll(), Math.max(slow * 10, deadline));
+    t.is(await runtime.inspect(), 'running', 'the abandoned sleep did not put it to sleep behind the wake');
+    await runtime.sleep(deadline);
+    t.is(await runtime.inspect(), 'asleep');
+    await runtime.wake(deadline);
+    t.is(await runtime.inspect(), 'running');
+  });
+
   if (options.adopts ?? true) withSubject('adoption: a new runtime object for the same workload finds it asleep and wakes it', async (t, subject) => {
     const { runtime } = subject;
     if (!subject.another) return t.fail('the subject cannot build another runtime: pass adopts: false if the runtime keeps its state in itself');

@@ -14,6 +14,7 @@ import { sweepChainsAtTeardown } from '../helpers/netfilter.js';
 import { get } from '../helpers/http.js';
 import { guestTest, noGuest, startGuest, type TestGuest } from '../helpers/qemu-guest.js';
 import { runtimeContract } from './contract.js';
+import { describeFailure } from '../../agent/detector/reasons.js';
 
 // Live guests under TCG (docs/design.md: KVM here is kvm-pvm). Booting takes 3-10 s on
 // two cores, so every test has its own VM and a generous, bounded timeout.
@@ -131,7 +132,7 @@ guestTest.serial('a VM whose QMP socket is gone cannot be woken: the instance be
   await failed;
   const instance = agent.detector.get('vm')!;
   t.is(instance.state, 'failed');
-  t.regex(instance.failure ?? '', /QMP/, `failure says why: ${instance.failure}`);
+  t.regex(instance.failure ? describeFailure(instance.failure) : '', /QMP/, `failure says why: ${instance.failure?.detail}`);
   t.is(await runtimeOf(agent, 'vm').inspect(), 'gone');
 });
 

@@ -144,7 +144,7 @@ async function startManaged(t: Parameters<typeof startAgent>[0], guest: OwnedGue
 async function requestWakes(agent: Agent, guest: OwnedGuest) {
   const running = nextState(agent, 'vm', 'running', 10_000);
   const answer = await get(guest.url, 8000).catch((error: unknown) => {
-    throw new Error(`${(error as Error).message}; instance ${agent.detector.get('vm')?.state} (${agent.detector.get('vm')?.failure ?? ''})\n${guest.ownerOutput().slice(-3000)}`);
+    throw new Error(`${(error as Error).message}; instance ${agent.detector.get('vm')?.state} (${agent.detector.get('vm')?.failure?.detail ?? ''})\n${guest.ownerOutput().slice(-3000)}`);
   });
   await running;
   const count = Number(/^count (\d+)/.exec(answer.body)?.[1]);

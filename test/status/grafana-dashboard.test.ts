@@ -6,7 +6,7 @@ import { Detector } from '../../agent/detector/detector.js';
 import { ManagedInstance } from '../../agent/detector/managed-instance.js';
 import { createLogger } from '../../agent/shared/log.js';
 import { FakeRuntime } from '../../agent/runtimes/fake.js';
-import { monotonicNs } from '../../agent/sources/bpf-records.js';
+import { monotonicNs } from '../../agent/shared/clock.js';
 import { Metrics } from '../../agent/status/metrics.js';
 import { FakeTrafficSource } from '../helpers/fake-traffic-source.js';
 import { REPO } from '../helpers/cli.js';

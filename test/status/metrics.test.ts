@@ -4,7 +4,7 @@ import { ManagedInstance } from '../../agent/detector/managed-instance.js';
 import { parseConfig } from '../../agent/config/load.js';
 import { createLogger } from '../../agent/shared/log.js';
 import { FakeRuntime } from '../../agent/runtimes/fake.js';
-import { monotonicNs } from '../../agent/sources/bpf-records.js';
+import { monotonicNs } from '../../agent/shared/clock.js';
 import { Metrics } from '../../agent/status/metrics.js';
 import { inState, startAgent } from '../helpers/agent.js';
 import { FakeTrafficSource } from '../helpers/fake-traffic-source.js';

@@ -6,7 +6,7 @@ function view(overrides: Partial<InstanceView>): InstanceView {
   return {
     id: 'web', state: 'sleeping', sleeps: 1, wakes: 0, lastWakeMs: null, lastFirstResponseMs: null, idleForMs: 0, checksAnswered: 0,
     address: '10.0.0.5:8080', interface: 'veth1', runtime: 'freezer', mode: null, idlePolicy: 'requests', idleTimeoutMs: 500,
-    heldBy: null, failure: null, lastError: null, stateSince: '2026-11-28T00:00:00.000Z', queuedSince: null, memory: 0, freesMemory: false, managedSince: '2026-11-28T00:00:00.000Z', memoryUsage: null, held: 0,
+    heldBy: null, heldReason: null, failure: null, lastError: null, stateSince: '2026-11-28T00:00:00.000Z', queuedSince: null, memory: 0, freesMemory: false, managedSince: '2026-11-28T00:00:00.000Z', memoryUsage: null, held: 0,
     wake: 'retry', origin: null, source: 'static',
     ...overrides,
   };

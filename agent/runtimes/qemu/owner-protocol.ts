@@ -3,6 +3,7 @@ import { createConnection } from 'node:net';
 import { z } from 'zod';
 import { DeadlineError, DozeError } from '../../shared/errors.js';
 import { JsonLinesChannel } from './json-lines-channel.js';
+import { isErrorCode, type ErrorCode } from '../../shared/error-codes.js';
 
 /**
  * The control endpoint of a `doze vm run` owner: a unix socket in the VM's state
@@ -76,7 +77,7 @@ export const ownerResponseSchema = z.union([
 ]);
 
 export class OwnerError extends DozeError {
-  constructor(code: string, message: string, options?: { cause?: unknown }) {
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
     super(code, message, options);
     this.name = 'OwnerError';
   }
@@ -123,7 +124,7 @@ export class OwnerClient extends EventEmitter<{ close: [] }> {
       deadline: () => new DeadlineError(`doze vm ${op} on ${this.path}`, deadlineMs),
       closed: () => new OwnerError('E_OWNER_CLOSED', `doze vm ${op}: control connection ${this.path} closed`),
     });
-    if (!answer.ok) throw new OwnerError(answer.code ?? 'E_OWNER', `doze vm ${op}: ${answer.error}`);
+    if (!answer.ok) throw new OwnerError(isErrorCode(answer.code) ? answer.code : 'E_OWNER', `doze vm ${op}: ${answer.error}`);
     return answer;
   }
 

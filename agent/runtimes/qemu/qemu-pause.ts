@@ -3,10 +3,12 @@ import { access } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { readUsage, type UsageReading } from '../../cgroups/cpu-usage.js';
-import { DeadlineError, RuntimeError, messageOf, withDeadline } from '../../shared/errors.js';
+import { DeadlineError, RuntimeError, messageOf } from '../../shared/errors.js';
+import { withDeadline } from '../../shared/deadline.js';
 import type { ProbeResult, Runtime, RuntimeObservedState } from '../runtime.js';
 import { cgroupMemoryBytes, inMemoryFilesystem, locateMemoryCgroup, pageoutFile, pageoutHelperPath, type MemoryCgroup } from './memory-reclaim.js';
 import { QmpSession } from './qmp-session.js';
+import { Deadline } from '../../shared/deadline.js';
 
 export interface QemuPauseOptions {
   /** The VM's QMP socket (`-qmp unix:PATH,server=on,wait=off`). */
@@ -138,12 +140,12 @@ export class QemuPauseRuntime implements Runtime {
     return { ok: true };
   }
 
-  async sleep(deadlineMs: number): Promise<void> {
-    const until = performance.now() + deadlineMs;
+  async sleep(deadlineMs: number, signal?: AbortSignal): Promise<void> {
+    const deadline = new Deadline('pausing QEMU (before reclaim)', deadlineMs, signal);
     await this.qmp.execute('stop', undefined, deadlineMs);
     if (!this.options.reclaim) return;
-    const remaining = Math.round(until - performance.now());
-    if (remaining <= 0) throw new DeadlineError('pausing QEMU (before reclaim)', deadlineMs);
+    const remaining = Math.round(deadline.remainingMs());
+    if (remaining <= 0 || deadline.expired) throw new DeadlineError(deadline.what, deadlineMs);
     await withDeadline('reclaiming guest memory', remaining, this.reclaim(remaining));
   }
 

@@ -4,6 +4,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { DeadlineError, RuntimeError } from '../../shared/errors.js';
 import { diesWithParent } from '../../process/die-with-parent.js';
 import { QmpClient } from './qmp-client.js';
+import { Deadline } from '../../shared/deadline.js';
 
 /** Deadline for one QMP command of the owner's. */
 export const QMP_MS = 3000;
@@ -82,10 +83,10 @@ export class QemuProcess {
 
   /** Connects to QMP, retrying while QEMU starts up and creates the socket. */
   async connect(path: string, deadlineMs: number): Promise<QmpClient> {
-    const until = performance.now() + deadlineMs;
+    const deadline = new Deadline(`QEMU (pid ${this.pid}) QMP socket ${path}`, deadlineMs);
     for (;;) {
       if (!this.alive) throw new RuntimeError('E_QEMU_EXITED', this.describeExit());
-      const left = Math.round(until - performance.now());
+      const left = Math.round(deadline.remainingMs());
       if (left <= 0) throw new DeadlineError(`QEMU (pid ${this.pid}) QMP socket ${path}`, deadlineMs);
       try {
         this.qmp = await QmpClient.connect(path, left);

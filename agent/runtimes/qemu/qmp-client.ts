@@ -1,8 +1,10 @@
 import { EventEmitter } from 'node:events';
 import { createConnection } from 'node:net';
 import { z } from 'zod';
-import { DeadlineError, DozeError, withDeadline } from '../../shared/errors.js';
+import { DeadlineError, DozeError } from '../../shared/errors.js';
+import { withDeadline } from '../../shared/deadline.js';
 import { JsonLinesChannel } from './json-lines-channel.js';
+import type { ErrorCode } from '../../shared/error-codes.js';
 
 /**
  * The QEMU Machine Protocol over a unix socket (QEMU docs/interop/qmp-spec.rst):
@@ -15,7 +17,7 @@ import { JsonLinesChannel } from './json-lines-channel.js';
  */
 
 export class QmpError extends DozeError {
-  constructor(code: string, message: string, readonly errorClass?: string, options?: { cause?: unknown }) {
+  constructor(code: ErrorCode, message: string, readonly errorClass?: string, options?: { cause?: unknown }) {
     super(code, message, options);
     this.name = 'QmpError';
   }

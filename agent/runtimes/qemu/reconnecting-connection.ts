@@ -1,3 +1,5 @@
+import { Deadline } from '../../shared/deadline.js';
+
 /** What a kept connection must offer. */
 export interface Connection {
   readonly isOpen: boolean;
@@ -56,8 +58,8 @@ export class ReconnectingConnection<C extends Connection> {
    * found dead on use (the peer restarted since the last call) is reopened once.
    */
   async call<T>(deadlineMs: number, work: (connection: C, leftMs: number) => Promise<T>): Promise<T> {
-    const until = performance.now() + deadlineMs;
-    const remaining = () => Math.max(1, Math.round(until - performance.now()));
+    const deadline = new Deadline('the call', deadlineMs);
+    const remaining = () => Math.max(1, Math.round(deadline.remainingMs()));
     const hadConnection = this.connected;
     const connection = await this.connection(remaining());
     try {

@@ -2,7 +2,8 @@ import { EventEmitter } from 'node:events';
 import { mkdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
-import { ConfigError, messageOf, withDeadline } from '../../shared/errors.js';
+import { ConfigError, messageOf } from '../../shared/errors.js';
+import { withDeadline } from '../../shared/deadline.js';
 import type { Logger } from '../../shared/log.js';
 import { inMemoryFilesystem, loadWorkingSet, locateMemoryCgroup, pageoutFile, saveWorkingSet } from './memory-reclaim.js';
 import { OwnerControlServer } from './owner-control-server.js';
@@ -12,6 +13,7 @@ import { BOOT_QMP_MS, QMP_MS, QUIT_MS, QemuLauncher, type QemuProcess } from './
 import { commandLineInputFiles, composeCommandLine, vmLayout, type SnapshotKind, type VmLayout } from './vm-command-line.js';
 import { adoptPreviousOwner, removeStateDir, writeVmHandle } from './vm-handle.js';
 import { commitSnapshot, incomingDone, prepareReceiver, resumeAfterFailedSave, saveFailureDetail, saveSnapshot, startIncoming } from './vm-migration.js';
+import { SerialQueue } from '../../shared/serial-queue.js';
 
 export interface VmOwnerOptions {
   stateDir: string;
@@ -71,7 +73,7 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
   /** Only with `--prespawn`. */
   private readonly prespawned: PrespawnedReceiver | undefined;
   private control: OwnerControlServer | undefined;
-  private chain: Promise<unknown> = Promise.resolve();
+  private readonly queue = new SerialQueue();
   private stopping: Promise<void> | undefined;
   lastSleep: SleepTimings | undefined;
   lastWake: WakeTimings | undefined;
@@ -149,12 +151,12 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
 
   /** Puts the VM to sleep (idempotent); serialized with wakes. */
   sleep(deadlineMs: number): Promise<OwnerStatus> {
-    return this.serial(() => withDeadline('doze vm sleep', deadlineMs, this.doSleep()));
+    return this.serial('doze vm sleep', deadlineMs, () => this.doSleep());
   }
 
   /** Wakes the VM (idempotent); serialized with sleeps. */
   wake(deadlineMs: number): Promise<OwnerStatus> {
-    return this.serial(() => withDeadline('doze vm wake', deadlineMs, this.doWake(deadlineMs)));
+    return this.serial('doze vm wake', deadlineMs, () => this.doWake(deadlineMs));
   }
 
   /**
@@ -171,10 +173,19 @@ export class VmOwner extends EventEmitter<VmOwnerEvents> {
     await this.launcher.killAll();
   }
 
-  private serial<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.chain.then(fn, fn);
-    this.chain = run.catch(() => undefined);
-    return run;
+  /**
+   * Runs `op` after the operations before it have really ended, within the caller's deadline. The
+   * queue waits for the operation, not for its caller: a save that outlives its caller's deadline
+   * still ends before the wake sent next starts (which then restores the saved VM, instead of
+   * finding it half saved and refusing). An operation whose caller gave up before its turn never starts.
+   */
+  private serial<T>(what: string, deadlineMs: number, op: () => Promise<T>): Promise<T> {
+    return withDeadline(what, deadlineMs, (signal) =>
+      this.queue.run(() => {
+        signal.throwIfAborted();
+        return op();
+      }),
+    );
   }
 
   private async doSleep(): Promise<OwnerStatus> {

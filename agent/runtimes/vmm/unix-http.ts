@@ -2,6 +2,7 @@ import http from 'node:http';
 import { z } from 'zod';
 import { DeadlineError, upstreamErrorClass } from '../../shared/errors.js';
 import { summarizeIssues } from '../../shared/zod-issues.js';
+import type { UpstreamErrorCode } from '../../shared/error-codes.js';
 
 /*
  * One JSON request over a VMM's unix API socket (Cloud Hypervisor, Firecracker),
@@ -16,15 +17,8 @@ export interface UnixHttpResponse {
   text: string;
 }
 
-export type VmmErrorCode =
-  /** The socket is missing or nothing accepts on it: the VMM process is gone. */
-  | 'E_VMM_UNREACHABLE'
-  /** The VMM answered with an error status; `status` and its message are kept. */
-  | 'E_VMM_HTTP'
-  /** The VMM answered 2xx with a body doze cannot use. */
-  | 'E_VMM_RESPONSE'
-  /** The VM is in a state the operation cannot start from (booted elsewhere, shut down). */
-  | 'E_VMM_STATE';
+/** E_VMM_UNREACHABLE, E_VMM_HTTP, E_VMM_RESPONSE, E_VMM_STATE: their meanings are in shared/error-codes.ts. */
+export type VmmErrorCode = UpstreamErrorCode<'E_VMM_'>;
 
 export class VmmError extends upstreamErrorClass<VmmErrorCode>('VmmError') {}
 

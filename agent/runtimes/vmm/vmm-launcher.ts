@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFile, readdir, readlink, rm } from 'node:fs/promises';
 import { DeadlineError, RuntimeError, messageOf } from '../../shared/errors.js';
 import { unixRequest } from './unix-http.js';
+import { Deadline } from '../../shared/deadline.js';
 
 /*
  * Starts and stops VMM processes for runtimes whose sleep ends the process
@@ -35,7 +36,7 @@ export class SpawnVmmLauncher implements VmmLauncher {
   constructor(readonly command: CommandSpec, private readonly socketFlag = '--api-sock') {}
 
   async start(socket: string, deadlineMs: number): Promise<void> {
-    const until = performance.now() + deadlineMs;
+    const deadline = new Deadline(`starting ${this.command.binary} on ${socket}`, deadlineMs);
     // A killed VMM leaves its socket file, and Firecracker refuses to bind over it.
     await rm(socket, { force: true });
     const child = spawn(this.command.binary, [...(this.command.args ?? []), this.socketFlag, socket], { detached: true, stdio: 'ignore' });
@@ -50,7 +51,7 @@ export class SpawnVmmLauncher implements VmmLauncher {
       if (child.exitCode !== null || child.signalCode !== null) {
         throw new RuntimeError('E_VMM_LAUNCH', `${this.command.binary} exited (${child.exitCode ?? child.signalCode}) before its API socket ${socket} answered`);
       }
-      const left = Math.floor(until - performance.now());
+      const left = Math.floor(deadline.remainingMs());
       if (left <= 0) {
         child.kill('SIGKILL');
         throw new DeadlineError(`starting ${this.command.binary} on ${socket}`, deadlineMs);
@@ -62,16 +63,16 @@ export class SpawnVmmLauncher implements VmmLauncher {
   }
 
   async stop(socket: string, deadlineMs: number): Promise<void> {
-    const until = performance.now() + deadlineMs;
+    const deadline = new Deadline(`stopping the VMM on ${socket}`, deadlineMs);
     const pid = this.children.get(socket)?.pid ?? (await socketOwner(socket));
     if (pid !== undefined) {
       signal(pid, 'SIGTERM');
       // Half the deadline for a clean exit, then SIGKILL: the VM's state is already on disk.
-      const soft = performance.now() + deadlineMs / 2;
-      while (alive(pid) && performance.now() < soft) await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+      const soft = new Deadline('a clean exit', deadlineMs / 2);
+      while (alive(pid) && !soft.expired) await new Promise((resolve) => setTimeout(resolve, POLL_MS));
       if (alive(pid)) signal(pid, 'SIGKILL');
       while (alive(pid)) {
-        if (performance.now() >= until) throw new DeadlineError(`stopping the VMM on ${socket} (pid ${pid})`, deadlineMs);
+        if (deadline.expired) throw new DeadlineError(`stopping the VMM on ${socket} (pid ${pid})`, deadlineMs);
         await new Promise((resolve) => setTimeout(resolve, POLL_MS));
       }
     }

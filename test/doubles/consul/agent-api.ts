@@ -159,14 +159,14 @@ export class AgentApiDouble {
   async listen(): Promise<void> {
     const host = this.options.host ?? '127.0.0.1';
     await new Promise<void>((resolve, reject) => {
-      this.server.once('error', (error) => reject(new DozeError('E_CONSUL_DOUBLE', `agent API double cannot listen on ${host}: ${error.message}`, { cause: error })));
+      this.server.once('error', (error) => reject(new DozeError('E_DOUBLE', `agent API double cannot listen on ${host}: ${error.message}`, { cause: error })));
       this.server.listen(this.options.port ?? 0, host, () => resolve());
     });
     this.address = this.server.address() as AddressInfo;
   }
 
   get port(): number {
-    if (!this.address) throw new DozeError('E_CONSUL_DOUBLE', 'agent API double is not listening');
+    if (!this.address) throw new DozeError('E_DOUBLE', 'agent API double is not listening');
     return this.address.port;
   }
 

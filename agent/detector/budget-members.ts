@@ -1,0 +1,79 @@
+import { type InstanceCounters } from '../sources/bpf-records.js';
+import { monotonicNs } from '../shared/clock.js';
+import type { TrafficSource } from '../sources/traffic-source.js';
+import type { BudgetMember } from '../scheduler/budget.js';
+import type { BudgetPort } from '../scheduler/node-budget.js';
+import { isOpen, isRequestInFlight } from './idle-decision.js';
+import type { InstanceTable } from './instance-table.js';
+import { lastActivityNs, minAwakeUntilNs, type ManagedInstance, type ReadonlyInstance } from './managed-instance.js';
+
+/** Sleepers whose runtime frees memory count what they still hold, measured (a reclaimed one about 0). */
+async function measuredAsleepMiB(instances: readonly ReadonlyInstance[]): Promise<Map<string, number>> {
+  const held = new Map<string, number>();
+  await Promise.all(
+    instances
+      .filter((i) => i.state === 'sleeping' && i.runtime.capabilities.freesMemory && i.runtime.memory)
+      .map(async (i) => {
+        const usage = await i.runtime.memory!().catch(() => undefined);
+        if (usage) held.set(i.id, Math.ceil(usage.residentBytes / 2 ** 20));
+      }),
+  );
+  return held;
+}
+
+/** Keeps what a counters read found of the instances' last packets (idle times in the status, the budget's LRU order). */
+export function keepLastSeen(instances: readonly ManagedInstance[], counters: Map<string, InstanceCounters>): void {
+  for (const instance of instances) {
+    const c = counters.get(instance.key);
+    if (c) instance.lastSeenNs = c.lastSeenNs;
+  }
+}
+
+/** The awake instances' last packets, from one batched counters read (the status API's idle times). */
+export async function refreshLastSeen(all: readonly ManagedInstance[], source: TrafficSource): Promise<void> {
+  // Only awake instances can have seen traffic since the detector last looked: a packet
+  // to a sleeper wakes it. So a status poll costs what the awake instances cost.
+  const awake = all.filter((i) => i.state === 'running');
+  keepLastSeen(awake, await source.countersOf(awake.map((i) => i.key)));
+}
+
+/** Every instance as the node budget weighs it (scheduler/node-budget.ts), from one counters read of the running ones. */
+async function budgetMembers(all: readonly ManagedInstance[], source: TrafficSource): Promise<BudgetMember[]> {
+  const running = all.filter((i) => i.state === 'running' && !i.removed);
+  const counters = await source.countersOf(running.map((i) => i.key));
+  keepLastSeen(all, counters);
+  const needConnections = running.some((i) => i.config.idlePolicy !== 'traffic');
+  const connections = needConnections ? await source.connections() : [];
+  const nowNs = monotonicNs();
+  const asleepMiB = await measuredAsleepMiB(all);
+  return all.map((i) => {
+    const mine = connections.filter((conn) => conn.instanceAddr === i.key);
+    // Still computing (the busy guard's last finding): a sleep now would be undone at once.
+    const working = i.heldBy?.kind === 'busy';
+    const busy = working || (i.config.idlePolicy === 'traffic' ? false
+      : mine.some(isRequestInFlight) || (i.config.idlePolicy === 'connections' && mine.some(isOpen)));
+    return {
+      id: i.id,
+      active: i.state === 'running' || i.state === 'waking' || i.state === 'pausing',
+      memory: i.state === 'running' || i.state === 'waking' || i.state === 'pausing' ? i.config.memory : asleepMiB.get(i.id) ?? 0,
+      lastActivityNs: lastActivityNs(i),
+      evictable: i.state === 'running' && !i.removed && !busy && nowNs >= minAwakeUntilNs(i),
+    };
+  });
+}
+
+/**
+ * How the node budget sees the detector's instances: weighed from one counters read, evicted by
+ * the detector's own sleep (`sleep`, with the reason given), and marked queued for the status.
+ */
+export function budgetPort(table: InstanceTable, source: TrafficSource, sleep: (victim: ManagedInstance, reason: string) => Promise<boolean>): BudgetPort {
+  return {
+    members: () => budgetMembers(table.all(), source),
+    evict: (id, forId) => sleep(table.get(id)!, `budget: making room for ${forId}`),
+    queued: () => table.all().filter((i) => i.queuedSinceMs !== undefined).length,
+    setQueued: (id, sinceMs) => {
+      const instance = table.get(id);
+      if (instance) instance.queuedSinceMs = sinceMs;
+    },
+  };
+}

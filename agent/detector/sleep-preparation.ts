@@ -1,0 +1,39 @@
+import type { InstanceCounters } from '../sources/bpf-records.js';
+import { BpfInstanceState } from '../sources/bpf-records.js';
+import type { TrafficSource } from '../sources/traffic-source.js';
+import type { SleepHooks } from './detector-contract.js';
+import { isCheckInFlight } from './idle-decision.js';
+import type { ReadonlyInstance } from './managed-instance.js';
+
+/**
+ * What comes before a pause, once the detector has set an instance pausing: the map says
+ * pausing, checks go to the stub, and the counters the abort check compares are read. It can
+ * fail (doze-maps timing out under load, iptables): the detector then undoes the sleep, never
+ * leaving it in pausing (the soak found 27 of 50 instances stranded so).
+ */
+export type SleepPreparation =
+  | { kind: 'ready'; counters: InstanceCounters | undefined }
+  /** Health checks already talking to the instance would hang on the frozen process. */
+  | { kind: 'checks-in-flight'; count: number }
+  | { kind: 'failed'; step: string; error: unknown };
+
+export async function prepareSleep(instance: ReadonlyInstance, source: TrafficSource, hooks: SleepHooks): Promise<SleepPreparation> {
+  let step = 'marking it pausing in the state map';
+  try {
+    // From here on any packet raises a wake event. A packet that came between
+    // the decision and this point shows up as a newer last_seen: abort.
+    await source.setState(instance.key, BpfInstanceState.pausing);
+    // New checks go to the stub from here; one already talking to the
+    // instance would hang on the frozen process, so wait for it instead.
+    step = 'redirecting its checks';
+    await hooks.beforeSleep(instance);
+    step = 'reading its connections and counters';
+    if (hooks.guardChecks) {
+      const pending = (await source.connections()).filter((c) => c.instanceAddr === instance.key && isCheckInFlight(c));
+      if (pending.length > 0) return { kind: 'checks-in-flight', count: pending.length };
+    }
+    return { kind: 'ready', counters: await source.counter(instance.key) };
+  } catch (error) {
+    return { kind: 'failed', step, error };
+  }
+}
