@@ -21,6 +21,7 @@ import { MapClient } from '../agent/sources/map-client.js';
 import { listFilters } from '../agent/net/tc.js';
 import { startAgent } from '../test/helpers/agent.js';
 import { get } from '../test/helpers/http.js';
+import { craftSegment } from '../test/helpers/crafted-packet.js';
 import { createInstance, type TestInstance } from '../test/helpers/instance.js';
 import { sh } from '../test/helpers/sh.js';
 import { Cleanups } from '../test/helpers/teardown.js';
@@ -31,26 +32,6 @@ const COUNT_ONLY = fileURLToPath(new URL('./doze-count-only.bpf.o', import.meta.
 const TRACKED = 10_000;
 const progStats = z.looseObject({ run_time_ns: z.number().optional(), run_cnt: z.number().optional() });
 const runResult = z.looseObject({ duration: z.number() });
-
-/** Ethernet + IPv4 + TCP (ACK|PSH) + 10 bytes of payload, client → instance. */
-export function craftSegment(client: string, instance: string, clientPort: number, instancePort: number): Buffer {
-  const payload = Buffer.from('GET / HTTP');
-  const eth = Buffer.from([2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00]);
-  const ip = Buffer.alloc(20);
-  ip.writeUInt8(0x45, 0);
-  ip.writeUInt16BE(20 + 20 + payload.length, 2);
-  ip.writeUInt8(64, 8);
-  ip.writeUInt8(6, 9);
-  ipv4ToBytes(client).copy(ip, 12);
-  ipv4ToBytes(instance).copy(ip, 16);
-  const tcp = Buffer.alloc(20);
-  tcp.writeUInt16BE(clientPort, 0);
-  tcp.writeUInt16BE(instancePort, 2);
-  tcp.writeUInt8(5 << 4, 12);
-  tcp.writeUInt8(0x18, 13);
-  tcp.writeUInt16BE(65535, 14);
-  return Buffer.concat([eth, ip, tcp, payload]);
-}
 
 async function fillConnections(agent: Agent, inst: TestInstance, maps: MapClient): Promise<void> {
   const path = agent.source.pin('doze_conns');

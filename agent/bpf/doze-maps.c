@@ -11,7 +11,19 @@
 //                               the instances it looks at, not the map size)
 //     update PATH KEYHEX VALUEHEX -> "ok 0"
 //     delete PATH KEYHEX     -> "ok 0" (absent is fine)
+//     cas PATH KEYHEX EXPECTEDHEX NEWHEX
+//                            -> "ok 1" + "KEYHEX PREVIOUSHEX": a compare-and-swap
+//                               of a 4-byte value in place, on an mmap of an
+//                               array map (BPF_F_MMAPABLE), atomic with the tc
+//                               program's own; the swap happened iff PREVIOUS
+//                               equals EXPECTED (doze_state, docs/state-handoff.md)
 //     any failure            -> "err MESSAGE"; the process keeps serving
+//   Every answer is complete or an error: a dump or lookup that fails part way
+//   (a batch, an allocation) answers "err", never "ok" with the rows so far, so
+//   a reader never takes part of a map for all of it. Command lines may be of
+//   any length (getline): a line is one command, whatever its size.
+//   Test knob: DOZE_MAPS_FAIL_DUMP=NAME:N makes the Nth batch of every dump of a
+//   map whose path ends in NAME fail with EIO (tests of the error path only).
 //   doze-maps events PATH    perf event array reader: "ready", then
 //                            "sample HEX" / "lost N" lines; exits when orphaned
 //   doze-maps lock DIR       takes an exclusive flock(2) on DIR (the agent's
@@ -31,19 +43,22 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#define MAX_LINE 65536
 #define MAX_MAPS 32
+#define MAX_KEYS 8192
 
 struct opened {
 	char path[4096];
 	int fd;
-	__u32 key_size, value_size;
+	__u32 key_size, value_size, type, flags, max_entries;
+	void *mem; // the array's values, mapped on the first cas (MAP_FAILED: not yet)
+	size_t mem_len;
 };
 
 static struct opened maps[MAX_MAPS];
@@ -64,6 +79,8 @@ static struct opened *open_map(const char *path)
 		return NULL;
 	}
 	if (n_maps == MAX_MAPS) { // recycle the oldest slot
+		if (maps[0].mem != MAP_FAILED)
+			munmap(maps[0].mem, maps[0].mem_len);
 		close(maps[0].fd);
 		memmove(&maps[0], &maps[1], sizeof(maps[0]) * (MAX_MAPS - 1));
 		n_maps--;
@@ -73,6 +90,11 @@ static struct opened *open_map(const char *path)
 	m->fd = fd;
 	m->key_size = info.key_size;
 	m->value_size = info.value_size;
+	m->type = info.type;
+	m->flags = info.map_flags;
+	m->max_entries = info.max_entries;
+	m->mem = MAP_FAILED;
+	m->mem_len = 0;
 	return m;
 }
 
@@ -80,6 +102,8 @@ static struct opened *open_map(const char *path)
 static void forget(struct opened *m)
 {
 	int i = m - maps;
+	if (m->mem != MAP_FAILED)
+		munmap(m->mem, m->mem_len);
 	close(m->fd);
 	memmove(&maps[i], &maps[i + 1], sizeof(maps[0]) * (n_maps - i - 1));
 	n_maps--;
@@ -141,15 +165,32 @@ static bool add_row(unsigned char **all, size_t *cap, size_t *n, size_t rec, con
 	return true;
 }
 
+// The test knob (header): which map's dumps fail, and at which batch (1-based).
+static bool injected_failure(const struct opened *m, __u32 batch)
+{
+	const char *knob = getenv("DOZE_MAPS_FAIL_DUMP");
+	const char *colon = knob ? strrchr(knob, ':') : NULL;
+	if (!colon)
+		return false;
+	size_t name_len = colon - knob, path_len = strlen(m->path);
+	if (name_len == 0 || name_len > path_len || strncmp(m->path + path_len - name_len, knob, name_len))
+		return false;
+	return (__u32)atoi(colon + 1) == batch;
+}
+
+enum dump_result { DUMP_DONE, DUMP_UNSUPPORTED, DUMP_FAILED };
+
 // Batched lookups walk the hash map by bucket, so entries deleted during the dump (the tc
 // program removes ended connections all the time) neither restart it nor repeat rows, as a
-// get_next_key walk does when its cursor key is gone. Returns false when the kernel or the
-// map type has no batch lookup, so the caller walks key by key instead.
-static bool dump_batched(struct opened *m, unsigned char **all, size_t *cap, size_t *n, size_t rec)
+// get_next_key walk does when its cursor key is gone. DUMP_UNSUPPORTED when the kernel or the
+// map type has no batch lookup (the caller walks key by key instead); DUMP_FAILED, with errno
+// set, when a batch or an allocation failed part way: the rows read so far are not the map.
+static enum dump_result dump_batched(struct opened *m, unsigned char **all, size_t *cap, size_t *n, size_t rec)
 {
-	__u32 chunk = 256;
+	__u32 chunk = 256, batch = 0;
 	__u64 in_batch = 0, out_batch = 0;
 	bool first = true;
+	enum dump_result result = DUMP_DONE;
 	unsigned char *keys = NULL, *values = NULL;
 	for (;;) {
 		unsigned char *k = realloc(keys, (size_t)chunk * m->key_size), *v = realloc(values, (size_t)chunk * m->value_size);
@@ -157,33 +198,43 @@ static bool dump_batched(struct opened *m, unsigned char **all, size_t *cap, siz
 			keys = k;
 		if (v)
 			values = v;
-		if (!k || !v)
+		if (!k || !v) {
+			errno = ENOMEM;
+			result = DUMP_FAILED;
 			break;
+		}
 		__u32 count = chunk;
 		int err = bpf_map_lookup_batch(m->fd, first ? NULL : &in_batch, &out_batch, keys, values, &count, NULL);
+		if (injected_failure(m, ++batch)) {
+			err = -1;
+			errno = EIO;
+		}
 		if (err && errno == ENOSPC && count == 0) {
 			chunk *= 2; // one bucket holds more than a chunk: retry the same batch with room for it
 			continue;
 		}
 		if (err && errno != ENOENT) {
-			free(keys);
-			free(values);
 			// No batch lookup for this map type or kernel (an LPM trie answers ENOTSUPP, 524).
-			if (first)
-				return false;
-			return true; // what was read stands; the count line says how much
+			result = first && (errno == EINVAL || errno == ENOTSUP || errno == 524) ? DUMP_UNSUPPORTED : DUMP_FAILED;
+			break;
 		}
-		for (__u32 i = 0; i < count; i++)
-			if (!add_row(all, cap, n, rec, keys + (size_t)i * m->key_size, m->key_size, values + (size_t)i * m->value_size, m->value_size))
+		for (__u32 i = 0; i < count; i++) {
+			if (!add_row(all, cap, n, rec, keys + (size_t)i * m->key_size, m->key_size, values + (size_t)i * m->value_size, m->value_size)) {
+				errno = ENOMEM;
+				result = DUMP_FAILED;
 				break;
-		if (err) // ENOENT: the last batch
+			}
+		}
+		if (err || result == DUMP_FAILED) // ENOENT: that was the last batch
 			break;
 		in_batch = out_batch;
 		first = false;
 	}
+	int saved = errno;
 	free(keys);
 	free(values);
-	return true;
+	errno = saved;
+	return result;
 }
 
 static void do_dump(struct opened *m)
@@ -197,54 +248,138 @@ static void do_dump(struct opened *m)
 	// Collect first so the count line can lead.
 	size_t cap = 1024, n = 0, rec = m->key_size + m->value_size;
 	unsigned char *all = malloc(cap * rec);
-	if (all && !dump_batched(m, &all, &cap, &n, rec)) {
+	if (!all) {
+		errno = ENOMEM;
+		fail("dump", m->path);
+		return;
+	}
+	enum dump_result result = dump_batched(m, &all, &cap, &n, rec);
+	if (result == DUMP_UNSUPPORTED) {
+		result = DUMP_DONE;
 		void *prev = NULL;
-		while (bpf_map_get_next_key(m->fd, prev, next) == 0) {
+		int err;
+		while ((err = bpf_map_get_next_key(m->fd, prev, next)) == 0) {
 			memcpy(key, next, m->key_size);
 			prev = key;
-			if (bpf_map_lookup_elem(m->fd, key, value))
-				continue; // deleted meanwhile
-			if (!add_row(&all, &cap, &n, rec, key, m->key_size, value, m->value_size))
+			if (bpf_map_lookup_elem(m->fd, key, value)) {
+				if (errno == ENOENT)
+					continue; // deleted meanwhile
+				result = DUMP_FAILED;
 				break;
+			}
+			if (!add_row(&all, &cap, &n, rec, key, m->key_size, value, m->value_size)) {
+				errno = ENOMEM;
+				result = DUMP_FAILED;
+				break;
+			}
 		}
+		if (err && errno != ENOENT)
+			result = DUMP_FAILED;
 	}
-	put_rows(m, all, n);
+	if (result == DUMP_FAILED) {
+		fail("dump", m->path);
+		forget(m); // a failed read may be a pin recreated under us: open it again next time
+	} else {
+		put_rows(m, all, n);
+	}
 	free(all);
 }
 
 // Keys arrive as the rest of the line (the first two already split off by strtok).
-// Values are kept from the one lookup, so the count line always matches the rows.
+// Values are kept from the one lookup, so the count line always matches the rows. An absent
+// key is no row; a malformed key, too many keys or a failed lookup is an error, not a
+// shorter answer.
 static void lookup_many(struct opened *m, char *first, char *second)
 {
-	static char *keys[8192];
+	static char *keys[MAX_KEYS];
 	int n_keys = 0, n_found = 0;
 	if (first)
 		keys[n_keys++] = first;
 	if (second)
 		keys[n_keys++] = second;
 	char *k;
-	while (n_keys < 8192 && (k = strtok(NULL, " ")))
+	while ((k = strtok(NULL, " "))) {
+		if (n_keys == MAX_KEYS) {
+			errno = E2BIG;
+			fail("lookupn (at most 8192 keys)", m->path);
+			return;
+		}
 		keys[n_keys++] = k;
+	}
 	size_t rec = m->key_size + m->value_size;
 	unsigned char *rows = malloc((n_keys ? n_keys : 1) * rec);
 	if (!rows) {
+		errno = ENOMEM;
 		fail("lookupn", m->path);
 		return;
 	}
 	for (int i = 0; i < n_keys; i++) {
 		unsigned char *row = rows + n_found * rec;
-		if (!parse_hex(keys[i], row, m->key_size) && !bpf_map_lookup_elem(m->fd, row, row + m->key_size))
+		if (parse_hex(keys[i], row, m->key_size)) {
+			errno = EINVAL;
+			fail("lookupn key", m->path);
+			free(rows);
+			return;
+		}
+		if (!bpf_map_lookup_elem(m->fd, row, row + m->key_size))
 			n_found++;
+		else if (errno != ENOENT) {
+			fail("lookupn", m->path);
+			free(rows);
+			forget(m);
+			return;
+		}
 	}
 	put_rows(m, rows, (size_t)n_found);
 	free(rows);
 }
 
+// Compare-and-swap of a 4-byte value in an mmapable array, on the map's own memory: the
+// syscall update copies a whole value over whatever is there, so it could erase a state the
+// tc program swapped in a moment earlier. Same instruction (lock cmpxchg) as the program's.
+static void compare_and_swap(struct opened *m, const char *khex, const char *ehex, const char *nhex)
+{
+	__u32 index, expected, desired;
+	if (m->type != BPF_MAP_TYPE_ARRAY || !(m->flags & BPF_F_MMAPABLE) || m->key_size != 4 || m->value_size != 4) {
+		errno = EINVAL;
+		fail("cas (needs an mmapable array of 4-byte values)", m->path);
+		return;
+	}
+	if (parse_hex(khex, (unsigned char *)&index, 4) || parse_hex(ehex, (unsigned char *)&expected, 4) ||
+	    parse_hex(nhex, (unsigned char *)&desired, 4) || index >= m->max_entries) {
+		errno = EINVAL;
+		fail("cas", m->path);
+		return;
+	}
+	if (m->mem == MAP_FAILED) {
+		// Array values are laid out 8 bytes apart (round_up(value_size, 8)) from offset 0.
+		long page = sysconf(_SC_PAGESIZE);
+		m->mem_len = ((size_t)m->max_entries * 8 + page - 1) / page * page;
+		m->mem = mmap(NULL, m->mem_len, PROT_READ | PROT_WRITE, MAP_SHARED, m->fd, 0);
+		if (m->mem == MAP_FAILED) {
+			fail("cas mmap", m->path);
+			return;
+		}
+	}
+	__u32 *value = (__u32 *)((char *)m->mem + (size_t)index * 8);
+	__u32 previous = expected;
+	__atomic_compare_exchange_n(value, &previous, desired, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+	printf("ok 1\n");
+	put_hex((unsigned char *)&index, 4);
+	putchar(' ');
+	put_hex((unsigned char *)&previous, 4);
+	putchar('\n');
+}
+
 static int serve(void)
 {
-	static char line[MAX_LINE];
+	// getline grows the buffer to the longest line: a command is one line whatever its length
+	// (a fixed 64 KiB buffer cut longer ones in two, and the second half drew a second answer,
+	// so every later answer went to the wrong request).
+	char *line = NULL;
+	size_t line_cap = 0;
 	unsigned char key[512], value[4096];
-	while (fgets(line, sizeof(line), stdin)) {
+	while (getline(&line, &line_cap, stdin) > 0) {
 		line[strcspn(line, "\n")] = 0;
 		char *cmd = strtok(line, " ");
 		char *path = strtok(NULL, " ");
@@ -271,6 +406,8 @@ static int serve(void)
 		}
 		if (strcmp(cmd, "dump") == 0) {
 			do_dump(m);
+		} else if (strcmp(cmd, "cas") == 0) {
+			compare_and_swap(m, khex, vhex, strtok(NULL, " "));
 		} else if (parse_hex(khex, key, m->key_size)) {
 			errno = EINVAL;
 			fail("key", path);
@@ -308,6 +445,7 @@ static int serve(void)
 	next:
 		fflush(stdout);
 	}
+	free(line);
 	return 0;
 }
 

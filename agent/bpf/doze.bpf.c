@@ -17,8 +17,10 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
-// Instance states the agent writes into doze_state. The program only ever
-// moves SLEEPING or PAUSING to SIGNALLED, once, and tells the agent.
+// Instance states in doze_state. The agent moves AWAKE to PAUSING and PAUSING
+// to SLEEPING by compare-and-swap, in place, and writes AWAKE once the instance
+// is awake; the program only ever moves SLEEPING or PAUSING to SIGNALLED, once
+// per sleep, and tells the agent (docs/state-handoff.md: every interleaving).
 #define DOZE_AWAKE 0
 #define DOZE_SLEEPING 1
 #define DOZE_SIGNALLED 2
@@ -79,11 +81,29 @@ struct doze_settings {
 
 // iproute2's loader honours the legacy pinning field; libbpf-style .maps
 // with LIBBPF_PIN_BY_NAME work with iproute2 built on libbpf (Debian's is).
+// An instance's state lives in a slot of an array that neither side ever
+// reallocates: a hash map update swaps in a new element, and a program run
+// holding the old one would compare-and-swap on memory nobody reads again.
+// doze_slots maps an instance key (IPv4 address, network byte order; a host
+// port as port_key) to its slot; the agent assigns slots, and changes a state
+// in place through the array's mmap (doze-maps cas). The array was a hash map
+// keyed by address: a pin of that layout is refused (E_STALE_PINS).
+#define DOZE_SLOTS 16384
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u32); // instance IPv4 address, network byte order
-	__type(value, __u32);
+	__uint(max_entries, DOZE_SLOTS);
+	__type(key, __u32);
+	__type(value, __u32); // index into doze_state
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} doze_slots SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, DOZE_SLOTS);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, __u32); // DOZE_AWAKE …
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } doze_state SEC(".maps");
 
@@ -178,6 +198,13 @@ static __always_inline __u32 check_mark(void)
 	__u32 zero = 0;
 	struct doze_settings *s = bpf_map_lookup_elem(&doze_settings, &zero);
 	return s ? s->check_mark : 0;
+}
+
+// The state of the managed instance `key`, or NULL when it is not one.
+static __always_inline __u32 *state_of(__u32 key)
+{
+	__u32 *slot = bpf_map_lookup_elem(&doze_slots, &key);
+	return slot ? bpf_map_lookup_elem(&doze_state, slot) : NULL;
 }
 
 // Host-port instances (host network mode, Nomad's qemu driver with user-mode
@@ -351,9 +378,14 @@ static __always_inline int into_instance(struct __sk_buff *skb, struct parsed *p
 		__sync_fetch_and_add(&c->packets, 1);
 		c->last_seen_ns = now;
 	}
-	__u32 seen = *state;
-	if (seen == DOZE_SLEEPING || seen == DOZE_PAUSING) {
-		// Only the packet that wins the swap signals: one event per sleep.
+	// Only the packet that wins the swap signals: one event per sleep. A swap can lose to the
+	// agent's PAUSING -> SLEEPING (in place, between this read and the swap): read again and
+	// swap again. The agent moves a sleeper at most once in that window, so two tries settle
+	// it; the third is margin.
+	for (int try = 0; try < 3; try++) {
+		__u32 seen = *state;
+		if (seen != DOZE_SLEEPING && seen != DOZE_PAUSING)
+			break;
 		if (__sync_val_compare_and_swap(state, seen, DOZE_SIGNALLED) == seen) {
 			if (c) {
 				// Arms the first-response stamp (out_of_instance) for this wake.
@@ -367,6 +399,7 @@ static __always_inline int into_instance(struct __sk_buff *skb, struct parsed *p
 			};
 			bpf_perf_event_output(skb, &doze_wake_events, BPF_F_CURRENT_CPU,
 					      &ev, sizeof(ev));
+			break;
 		}
 	}
 	return TC_ACT_UNSPEC;
@@ -436,7 +469,7 @@ int doze_egress(struct __sk_buff *skb)
 	struct parsed p = {};
 	if (parse(skb, &p) < 0)
 		return TC_ACT_UNSPEC;
-	__u32 *state = bpf_map_lookup_elem(&doze_state, &p.daddr);
+	__u32 *state = state_of(p.daddr);
 	if (!state)
 		return TC_ACT_UNSPEC; // not a managed instance
 	return into_instance(skb, &p, p.daddr, state, marked_check(skb));
@@ -463,7 +496,7 @@ int doze_host_in(struct __sk_buff *skb)
 	if (parse(skb, &p) < 0 || !p.is_tcp)
 		return TC_ACT_UNSPEC;
 	__u32 key = port_key(p.dport);
-	__u32 *state = bpf_map_lookup_elem(&doze_state, &key);
+	__u32 *state = state_of(key);
 	if (state) {
 		int is_check = marked_check(skb);
 		if (!is_check) {

@@ -90,6 +90,16 @@ export async function readMemoryUsage(cg: MemoryCgroup): Promise<MemoryUsage> {
 }
 
 /**
+ * Major page faults in the cgroup so far (memory.stat `total_pgmajfault` on v1, `pgmajfault` on
+ * cgroup2): pages read back from swap or disk. A wake's fault-back is followed by these, not by
+ * the swap figure, which lags it (a page read back keeps its slot in the swap cache for a while).
+ */
+export async function readMajorFaults(cg: MemoryCgroup): Promise<number> {
+  const stat = await readFile(join(cg.dir, 'memory.stat'), 'utf8');
+  return cg.version === 1 ? statField(stat, 'total_pgmajfault') || statField(stat, 'pgmajfault') : statField(stat, 'pgmajfault');
+}
+
+/**
  * OOM kills in the cgroup so far (v1 memory.oom_control `oom_kill`, v2 memory.events).
  * Synchronous: read on the wake path, where a thread-pool hop would cost more than the read.
  */

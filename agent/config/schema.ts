@@ -336,6 +336,11 @@ export const configSchema = z.strictObject({
         ),
       maxActiveMemory: z.number().int().positive().optional().describe('node budget in MiB of the awake instances\' `memory`, kept as `budget.maxActive` is'),
       maxQueued: z.number().int().nonnegative().default(64).describe('wakes that may wait for room at once; past it a wake goes ahead over budget (never hurt a request)'),
+      pacedWakeTimeout: duration
+        .prefault('20s')
+        .describe(
+          'mass wakes (agent stop, a drain or any removal that wakes): reclaimed sleepers fault their memory back under `budget.maxActive` / `budget.maxActiveMemory` (counting each one\'s memory before its reclaim), most recently used first; one still waiting at this deadline wakes over budget and is reported (log, `GET /api/status`). Within the agent job\'s `kill_timeout` (30 s)',
+        ),
     })
     .prefault({}),
   hostPorts: z

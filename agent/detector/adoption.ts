@@ -1,5 +1,6 @@
 import type { Logger } from '../shared/log.js';
 import { BpfInstanceState } from '../sources/bpf-records.js';
+import { markAdoptedAsleep, type HandoffResult } from './state-handoff.js';
 import type { TrafficSource } from '../sources/traffic-source.js';
 import type { RuntimeObservedState } from '../runtimes/runtime.js';
 import type { ReadonlyInstance } from './managed-instance.js';
@@ -18,27 +19,32 @@ export interface AdoptionSteps {
   asleepFrom(packets: bigint | undefined): void;
 }
 
-/** Left asleep by a previous agent (crash): it is ours to wake. Adopted as sleeping, its checks on the stub. */
-export async function adoptAsleep(instance: ReadonlyInstance, source: TrafficSource, steps: AdoptionSteps): Promise<void> {
+/**
+ * Left asleep by a previous agent (crash): it is ours to wake. Adopted as sleeping, its checks on
+ * the stub. The state goes from what `left` read to SLEEPING by compare-and-swap: found SIGNALLED
+ * (then or since), traffic came while no agent ran and the caller wakes it (docs/state-handoff.md, I8).
+ */
+export async function adoptAsleep(instance: ReadonlyInstance, source: TrafficSource, steps: AdoptionSteps, left: BpfInstanceState | undefined): Promise<HandoffResult> {
   steps.transition('pausing', 'adopted a paused workload after restart');
   await steps.beforeSleep();
   steps.asleepFrom((await source.counter(instance.key))?.packets);
-  await source.setState(instance.key, BpfInstanceState.sleeping);
+  const handoff = await markAdoptedAsleep(source, instance.key, left);
   steps.transition('sleeping', 'adopted');
+  return handoff;
 }
 
 /** How often the runtime is inspected again while it is found mid-transition. */
 const SETTLE_POLL_MS = 20;
 
 /** Awake, or asleep; a sleeper whose traffic arrived while no agent ran is `signalled`. */
-export type LeftBehind = { asleep: false } | { asleep: true; signalled: boolean };
+export type LeftBehind = { asleep: false } | { asleep: true; signalled: boolean; state: BpfInstanceState | undefined };
 
 /** What an earlier agent left of this instance: its runtime's settled state and the kernel's mark of traffic. */
 export async function leftBehind(instance: ReadonlyInstance, source: TrafficSource, log: Logger): Promise<LeftBehind> {
   const observed = await settledState(instance, log);
   const bpfState = await source.state(instance.key);
   if (observed !== 'asleep' && observed !== 'transitioning') return { asleep: false };
-  return { asleep: true, signalled: bpfState === BpfInstanceState.signalled };
+  return { asleep: true, signalled: bpfState === BpfInstanceState.signalled, state: bpfState };
 }
 
 /**

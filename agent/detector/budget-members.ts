@@ -25,7 +25,10 @@ async function measuredAsleepMiB(instances: readonly ReadonlyInstance[]): Promis
 export function keepLastSeen(instances: readonly ManagedInstance[], counters: Map<string, InstanceCounters>): void {
   for (const instance of instances) {
     const c = counters.get(instance.key);
-    if (c) instance.lastSeenNs = c.lastSeenNs;
+    if (c) {
+      instance.lastSeenNs = c.lastSeenNs;
+      instance.seenPackets = c.packets;
+    }
   }
 }
 
@@ -43,7 +46,9 @@ async function budgetMembers(all: readonly ManagedInstance[], source: TrafficSou
   const counters = await source.countersOf(running.map((i) => i.key));
   keepLastSeen(all, counters);
   const needConnections = running.some((i) => i.config.idlePolicy !== 'traffic');
-  const connections = needConnections ? await source.connections() : [];
+  // Unreadable connections: none of the instances that need them may be put to sleep for room.
+  const read = needConnections ? await source.connections().catch(() => undefined) : [];
+  const connections = read ?? [];
   const nowNs = monotonicNs();
   const asleepMiB = await measuredAsleepMiB(all);
   return all.map((i) => {
@@ -51,7 +56,7 @@ async function budgetMembers(all: readonly ManagedInstance[], source: TrafficSou
     // Still computing (the busy guard's last finding): a sleep now would be undone at once.
     const working = i.heldBy?.kind === 'busy';
     const busy = working || (i.config.idlePolicy === 'traffic' ? false
-      : mine.some(isRequestInFlight) || (i.config.idlePolicy === 'connections' && mine.some(isOpen)));
+      : read === undefined || mine.some(isRequestInFlight) || (i.config.idlePolicy === 'connections' && mine.some(isOpen)));
     return {
       id: i.id,
       active: i.state === 'running' || i.state === 'waking' || i.state === 'pausing',

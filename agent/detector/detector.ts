@@ -7,20 +7,26 @@ import { monotonicNs } from '../shared/clock.js';
 import type { TrafficSource } from '../sources/traffic-source.js';
 import { adoptAsleep, leftBehind } from './adoption.js';
 import { BusySampler } from './busy-sampler.js';
-import { decideIdle, holdRecheckMs, idleInputs, type IdleVerdict } from './idle-decision.js';
+import { decideIdle, holdRecheckMs, idleInputs, unreadableVerdict, type IdleVerdict } from './idle-decision.js';
 import { prepareSleep } from './sleep-preparation.js';
-import { describeFailure, describeHold, describeIdle } from './reasons.js';
+import { describeFailure, describeHold, describeIdle, type ConnectionsUnreadable } from './reasons.js';
 import { NodeBudget, type NodeBudgetLimits } from '../scheduler/node-budget.js';
 import { budgetPort, refreshLastSeen } from './budget-members.js';
 import { InstanceTable } from './instance-table.js';
-import { firstCheckNs, ManagedInstance, type ReadonlyInstance } from './managed-instance.js';
+import { firstCheckNs, lastActivityNs, ManagedInstance, type ReadonlyInstance } from './managed-instance.js';
 import { canTransition, type InstanceState } from './states.js';
 import { NO_HOOKS, type DetectorEvents, type DetectorOptions, type SleepHooks } from './detector-contract.js';
 import { WakeSignals, type WakeEventHealth } from './wake-signals.js';
+import { baselineOf, markSleeping, trafficSince, type TrafficBaseline } from './state-handoff.js';
+import { FaultBackGate, type PacedTicket, type PacingReport } from '../scheduler/fault-back-gate.js';
+import { faultBackMiB, faultedBack } from './fault-back.js';
 
 export type { DetectorEvents, DetectorOptions, SleepHooks, TransitionEvent } from './detector-contract.js';
 
 const MS = 1_000_000n;
+
+/** Paced mass wakes wait at most this long for room unless the budget says otherwise (config default). */
+const PACED_WAKE_TIMEOUT_MS = 20_000;
 
 /**
  * Drives every instance's state machine: reads counters only when some
@@ -39,6 +45,11 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
   /** The node budget's queue and eviction, when a budget is set. */
   private readonly budget: NodeBudget | undefined;
   readonly budgetLimits: NodeBudgetLimits | undefined;
+  /** Mass wakes (agent stop, removals) fault back under the budget through this gate. */
+  private readonly pacing: FaultBackGate | undefined;
+  get pacedWakes(): PacingReport | undefined {
+    return this.pacing?.report;
+  }
 
   /** Wakes that went ahead over budget because nothing could sleep in time (never hurt a request). */
   budgetOverruns = 0;
@@ -57,8 +68,9 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
     this.table = new InstanceTable(source);
     this.hooks = typeof options.hooks === 'function' ? options.hooks(this) : options.hooks ?? (NO_HOOKS as Hooks);
     const b = options.budget;
-    this.budget = b && (b.maxActive !== undefined || b.maxActiveMemory !== undefined) ? new NodeBudget(b, budgetPort(this.table, this.source, (victim, why) => this.sleep(victim, victim.lastSeenNs, why)), log) : undefined;
+    this.budget = b && (b.maxActive !== undefined || b.maxActiveMemory !== undefined) ? new NodeBudget(b, budgetPort(this.table, this.source, (victim, why) => this.sleep(victim, { packets: victim.seenPackets, lastSeenNs: victim.lastSeenNs }, why)), log) : undefined;
     this.budgetLimits = this.budget?.limits;
+    this.pacing = this.budget ? new FaultBackGate(this.budget.limits) : undefined;
     this.busy = new BusySampler(log);
     this.signals = new WakeSignals(source, log, {
       instance: (key) => this.table.withKey(key),
@@ -116,12 +128,12 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
   private async takeOn(instance: ManagedInstance): Promise<void> {
     const left = await leftBehind(instance, this.source, this.log);
     if (left.asleep) {
-      await adoptAsleep(instance, this.source, {
+      const handoff = await adoptAsleep(instance, this.source, {
         transition: (to, reason) => this.setState(instance, to, reason),
         beforeSleep: () => this.hooks.beforeSleep(instance),
         asleepFrom: (packets) => this.signals.asleepFrom(instance, packets),
-      });
-      if (left.signalled) void this.wake(instance, 'traffic arrived while no agent was running');
+      }, left.state);
+      if (handoff.kind !== 'swapped') void this.wake(instance, 'traffic arrived while no agent was running');
       else this.signals.watch();
     } else {
       await this.source.setState(instance.key, BpfInstanceState.awake);
@@ -136,7 +148,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
     if (!instance) return;
     this.stopDeciding(instance);
     try {
-      if (options.wake) await this.wake(instance, 'no longer managed');
+      if (options.wake) await this.wake(instance, 'no longer managed', undefined, { paced: true });
     } finally {
       // Even when the wake failed: an instance its caller lets go of must not stay managed.
       // A second removal under way finds it off the maps already, with nothing left to undo.
@@ -184,7 +196,10 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
     clearTimeout(this.timer);
     this.signals.stop();
     if (options.wakeAll) {
-      await Promise.all(this.table.all().map((i) => this.wake(i, 'agent stopping').catch(() => undefined)));
+      const startedMs = Date.now();
+      const sleepers = this.table.all().filter((i) => i.state === 'sleeping' || i.state === 'failed').length;
+      await Promise.all(this.table.all().map((i) => this.wake(i, 'agent stopping', undefined, { paced: true }).catch(() => undefined)));
+      if (sleepers > 0) this.log.info({ sleepers, tookMs: Date.now() - startedMs, pacing: this.pacing?.report }, 'woke every sleeper before stopping');
     }
   }
 
@@ -195,15 +210,23 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
     return this.sleep(instance, undefined, 'requested by operator');
   }
 
-  wake(view: ReadonlyInstance, reason: string, eventNs?: bigint): Promise<void> {
+  /**
+   * `paced`: one of many wakes at once that no request asked for (agent stop, removal): it
+   * faults back under the node budget (scheduler/fault-back-gate.ts) and makes no room.
+   */
+  wake(view: ReadonlyInstance, reason: string, eventNs?: bigint, options: { paced?: boolean } = {}): Promise<void> {
     const instance = this.own(view);
     this.signals.noteWakeEvent(instance, eventNs);
+    // A request waits on a sleeper queued in a paced wake: it goes first.
+    if (!options.paced) this.pacing?.promote(instance.id);
     instance.wakesPending++;
     return instance.exclusive(async () => {
       instance.wakesPending--;
       if (instance.state !== 'sleeping' && instance.state !== 'failed') return;
       this.signals.disarmMaxSleep(instance);
-      if (this.budget && !this.stopped) {
+      let ticket: PacedTicket | undefined;
+      if (options.paced) ticket = await this.enterPacing(instance);
+      else if (this.budget && !this.stopped) {
         const room = await this.budget.makeRoom({ id: instance.id, memory: instance.config.memory, wakeTimeoutMs: instance.config.wakeTimeout });
         if (room === 'over-budget') this.budgetOverruns++;
       }
@@ -223,8 +246,11 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
         await this.hooks.wakeFailed(instance, why).catch((e) => this.log.error({ instance: instance.id, err: messageOf(e) }, 'reporting the failure failed'));
         this.log.error({ instance: instance.id, err: messageOf(error) }, 'wake failed');
         this.emit('wakeFailed', instance, why);
+        ticket?.release();
         return;
       }
+      // Its room in the paced wake is held until its memory is back (or it stops faulting).
+      if (ticket) void faultedBack(instance).finally(() => ticket.release());
       // Serving from here: the map update below is bookkeeping, not part of the wake.
       const nowNs = monotonicNs();
       const tookMs = Number(nowNs - startNs) / 1e6;
@@ -245,7 +271,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
   }
 
   /** `guardBusy`: look at the workload's CPU again right before the pause (not for operator sleeps, nor at max_awake). */
-  private sleep(instance: ManagedInstance, decidedLastSeenNs: bigint | undefined, reason: string, guardBusy = decidedLastSeenNs !== undefined): Promise<boolean> {
+  private sleep(instance: ManagedInstance, decided: TrafficBaseline | undefined, reason: string, guardBusy = decided !== undefined): Promise<boolean> {
     return instance.exclusive(async () => {
       if (instance.state !== 'running' || instance.removed) return false;
       if (instance.sleepBlockedBy) {
@@ -258,6 +284,11 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
       const prepared = await prepareSleep(instance, this.source, this.hooks);
       if (prepared.kind === 'checks-in-flight') {
         await this.abortSleep(instance, `${prepared.count} health check(s) in flight`, holdRecheckMs(instance.config.idleTimeout));
+        return false;
+      }
+      if (prepared.kind === 'not-awake') {
+        // SIGNALLED already (a packet for its slot's previous user, or one not yet consumed): never swapped over.
+        await this.abortSleep(instance, prepared.signalled ? 'traffic arrived while deciding' : `the state map held ${String(prepared.found)}, not awake`);
         return false;
       }
       if (prepared.kind === 'failed') {
@@ -278,8 +309,8 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
           return false;
         }
       }
-      if (decidedLastSeenNs !== undefined) {
-        if (!now || now.lastSeenNs !== decidedLastSeenNs || this.signals.wakeRequested(instance)) {
+      if (decided !== undefined) {
+        if (trafficSince(decided, now) || this.signals.wakeRequested(instance)) {
           await this.abortSleep(instance, 'traffic arrived while deciding');
           return false;
         }
@@ -297,7 +328,13 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
         this.log.warn({ instance: instance.id, err: messageOf(error) }, 'pause failed; instance stays awake');
         return false;
       }
-      await this.source.setState(instance.key, BpfInstanceState.sleeping);
+      // Never over a SIGNALLED: a packet that came during the pause (its event may be late or
+      // lost) leaves the state signalled, and the instance wakes right after the pause below.
+      const sleeping = await markSleeping(this.source, instance.key).catch((error): { kind: 'failed'; message: string } => ({ kind: 'failed', message: messageOf(error) }));
+      if (sleeping.kind !== 'swapped') {
+        this.log.info({ instance: instance.id, handoff: sleeping }, 'the state after the pause was not the pausing the agent left (traffic signalled it, or the map failed): waking it');
+        this.signals.wakeAfterPause(instance);
+      }
       instance.sleeps++;
       instance.heldBy = undefined;
       this.busy.quiet(instance);
@@ -311,6 +348,26 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
       this.signals.watch();
       return true;
     });
+  }
+
+  /** A paced wake's turn: at once when it has nothing to fault back, else in budget order or at its deadline. */
+  private async enterPacing(instance: ManagedInstance): Promise<PacedTicket | undefined> {
+    const faultBack = faultBackMiB(instance);
+    if (!this.pacing || faultBack === 0) return undefined;
+    const timeoutMs = this.budgetLimits?.pacedWakeTimeout ?? PACED_WAKE_TIMEOUT_MS;
+    instance.queuedSinceMs = Date.now();
+    try {
+      const ticket = await this.pacing.enter({ id: instance.id, faultBackMiB: faultBack, lastActivityNs: lastActivityNs(instance) }, Date.now() + timeoutMs);
+      if (ticket.overBudget) {
+        const why = `woken over the node budget: no room for its ${faultBack} MiB to fault back within ${timeoutMs} ms (paced wake)`;
+        instance.lastError = { message: why, atMs: Date.now() };
+        this.budgetOverruns++;
+        this.log.warn({ instance: instance.id, faultBackMiB: faultBack, waitedMs: ticket.waitedMs }, why);
+      }
+      return ticket;
+    } finally {
+      instance.queuedSinceMs = undefined;
+    }
   }
 
   /**
@@ -399,13 +456,15 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
       const due = this.table.all().filter((i) => i.state === 'running' && i.nextCheckNs <= nowNs);
       if (due.length === 0) return;
       const counters = await this.source.countersOf(due.map((i) => i.key));
-      let connections: Connection[] | undefined;
+      let connections: Connection[] | ConnectionsUnreadable | undefined;
       for (const instance of due) {
         const c = counters.get(instance.key);
         let verdict = this.evaluate(instance, c, nowNs);
         if (verdict.kind === 'needs-connections') {
-          connections ??= await this.source.connections();
-          verdict = this.evaluate(instance, c, nowNs, connections.filter((conn) => conn.instanceAddr === instance.key));
+          connections ??= await this.readConnections();
+          verdict = Array.isArray(connections)
+            ? this.evaluate(instance, c, nowNs, connections.filter((conn) => conn.instanceAddr === instance.key))
+            : unreadableVerdict(connections, nowNs, instance.config.idleTimeout);
         }
         this.apply(instance, this.busy.guard(instance, verdict, nowNs), c);
       }
@@ -418,8 +477,19 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
     }
   }
 
+  /** The connection map, or why it could not be read (never an empty list in its place). */
+  private async readConnections(): Promise<Connection[] | ConnectionsUnreadable> {
+    try {
+      return await this.source.connections();
+    } catch (error) {
+      this.log.warn({ err: messageOf(error) }, 'reading connections failed; instances that need them stay awake for this decision');
+      return { kind: 'connections-unreadable', message: messageOf(error) };
+    }
+  }
+
   private evaluate(instance: ManagedInstance, c: InstanceCounters | undefined, nowNs: bigint, connections?: Connection[]): IdleVerdict {
     instance.lastSeenNs = c?.lastSeenNs ?? 0n;
+    instance.seenPackets = c?.packets ?? 0n;
     return decideIdle(idleInputs(instance, instance.lastSeenNs, nowNs), connections);
   }
 
@@ -438,7 +508,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
         instance.nextCheckNs = monotonicNs() + BigInt(instance.config.idleTimeout) * MS;
         const busyForMs = this.busy.busyForMs(instance);
         const reason = busyForMs === undefined || verdict.reason.kind !== 'quiet' ? verdict.reason : { ...verdict.reason, busyForMs };
-        void this.sleep(instance, c?.lastSeenNs ?? 0n, describeIdle(reason), verdict.reason.kind !== 'max-awake');
+        void this.sleep(instance, baselineOf(c), describeIdle(reason), verdict.reason.kind !== 'max-awake');
         return;
       }
       case 'needs-connections':

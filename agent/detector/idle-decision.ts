@@ -1,7 +1,7 @@
 import type { IdlePolicy } from '../config/schema.js';
 import { ConnFlag, type Connection } from '../sources/bpf-records.js';
 import { lastActivityNs, minAwakeUntilNs, type ReadonlyInstance } from './managed-instance.js';
-import type { HoldReason, IdleReason } from './reasons.js';
+import type { ConnectionsUnreadable, HoldReason, IdleReason } from './reasons.js';
 
 const MS = 1_000_000n;
 
@@ -21,6 +21,14 @@ export type IdleVerdict =
   | { kind: 'held'; reason: HoldReason; recheckAtNs: bigint }
   /** A `max-awake` reason: the bound was reached, nothing may postpone the sleep further. */
   | { kind: 'idle'; reason: IdleReason };
+
+/**
+ * No verdict without the connections: an instance whose requests in flight cannot be read is
+ * held awake for this decision (a failed read is never taken for "nothing in flight").
+ */
+export function unreadableVerdict(failure: ConnectionsUnreadable, nowNs: bigint, idleTimeoutMs: number): IdleVerdict {
+  return { kind: 'held', reason: failure, recheckAtNs: nowNs + BigInt(holdRecheckMs(idleTimeoutMs)) * MS };
+}
 
 /**
  * A connection whose last payload came from the client and is not answered yet, or whose answer is

@@ -60,6 +60,8 @@ export class ManagedInstance {
   readonly sleepBlockedBy: string | undefined;
   awakeSinceNs: bigint;
   lastSeenNs = 0n;
+  /** Its packet counter at the same reading as lastSeenNs (a sleep decided on them aborts if either moved). */
+  seenPackets = 0n;
   nextCheckNs: bigint;
   /** Wakes asked for and not yet started (queued behind a transition). */
   wakesPending = 0;

@@ -20,7 +20,15 @@ export type HoldReason =
   /** The busy guard has no reading old enough to compare with yet. */
   | { kind: 'measuring' }
   /** It must never sleep (a check the stub cannot answer); `detail` says which and why. */
-  | { kind: 'never-sleeps'; detail: string };
+  | { kind: 'never-sleeps'; detail: string }
+  /** Its connections could not be read (doze-maps answered an error): never taken for "nothing in flight". */
+  | ConnectionsUnreadable;
+
+/** A failed read of the connection map, as the decision that needed it keeps it. */
+export interface ConnectionsUnreadable {
+  kind: 'connections-unreadable';
+  message: string;
+}
 
 /** Why an instance was found idle: the reason of its sleep. */
 export type IdleReason =
@@ -54,6 +62,8 @@ export function describeHold(reason: HoldReason): string {
       return 'busy guard: measuring CPU';
     case 'never-sleeps':
       return reason.detail;
+    case 'connections-unreadable':
+      return `its connections could not be read (${reason.message}): kept awake, read again soon`;
   }
 }
 

@@ -1,8 +1,8 @@
-import type { InstanceCounters } from '../sources/bpf-records.js';
-import { BpfInstanceState } from '../sources/bpf-records.js';
+import type { BpfInstanceState, InstanceCounters } from '../sources/bpf-records.js';
 import type { TrafficSource } from '../sources/traffic-source.js';
 import type { SleepHooks } from './detector-contract.js';
 import { isCheckInFlight } from './idle-decision.js';
+import { markPausing } from './state-handoff.js';
 import type { ReadonlyInstance } from './managed-instance.js';
 
 /**
@@ -15,14 +15,17 @@ export type SleepPreparation =
   | { kind: 'ready'; counters: InstanceCounters | undefined }
   /** Health checks already talking to the instance would hang on the frozen process. */
   | { kind: 'checks-in-flight'; count: number }
+  /** The state was not AWAKE: SIGNALLED (a packet got there first; never swapped over), or something else. */
+  | { kind: 'not-awake'; found: BpfInstanceState | undefined; signalled: boolean }
   | { kind: 'failed'; step: string; error: unknown };
 
 export async function prepareSleep(instance: ReadonlyInstance, source: TrafficSource, hooks: SleepHooks): Promise<SleepPreparation> {
   let step = 'marking it pausing in the state map';
   try {
-    // From here on any packet raises a wake event. A packet that came between
-    // the decision and this point shows up as a newer last_seen: abort.
-    await source.setState(instance.key, BpfInstanceState.pausing);
+    // From here on any packet raises a wake event. A packet that came between the decision and
+    // this point shows up in the counters read below (packets or last_seen): the detector aborts.
+    const pausing = await markPausing(source, instance.key);
+    if (pausing.kind !== 'swapped') return { kind: 'not-awake', found: pausing.kind === 'unexpected' ? pausing.found : undefined, signalled: pausing.kind === 'signalled' };
     // New checks go to the stub from here; one already talking to the
     // instance would hang on the frozen process, so wait for it instead.
     step = 'redirecting its checks';

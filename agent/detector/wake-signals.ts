@@ -151,7 +151,7 @@ export class WakeSignals {
   }
 
   /** Traffic for an instance still pausing: its sleep must be reversed as soon as it completes. */
-  private wakeAfterPause(instance: ManagedInstance, eventNs?: bigint): void {
+  wakeAfterPause(instance: ManagedInstance, eventNs?: bigint): void {
     const t = this.timing(instance);
     t.requested = true;
     if (eventNs !== undefined) t.eventNs ??= eventNs;

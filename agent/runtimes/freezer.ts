@@ -3,7 +3,7 @@ import { access } from 'node:fs/promises';
 import { dirname, isAbsolute, join } from 'node:path';
 import { readUsage, type UsageReading } from '../cgroups/cpu-usage.js';
 import { DeadlineError, RuntimeError } from '../shared/errors.js';
-import { locateMemoryCgroup, memoryCgroupBesideFreezer, memoryCgroupOfProcess, oomKills, readMemoryUsage, type MemoryCgroup, type MemoryUsage } from '../cgroups/memory-cgroup.js';
+import { locateMemoryCgroup, memoryCgroupBesideFreezer, memoryCgroupOfProcess, oomKills, readMajorFaults, readMemoryUsage, type MemoryCgroup, type MemoryUsage } from '../cgroups/memory-cgroup.js';
 import { readNodeSwap, type NodeSwap } from '../cgroups/node-swap.js';
 import { FreezerReclaim, type ReclaimOutcome } from './freezer-reclaim.js';
 import type { ProbeResult, ReclaimState, Runtime, RuntimeObservedState } from './runtime.js';
@@ -160,6 +160,11 @@ export class FreezerRuntime implements Runtime {
       if (cg && cg === this.memoryCg && !this.options.memoryCgroup) this.memoryCg = undefined; // gone with its task: look again next time
       return undefined;
     }
+  }
+
+  async majorFaults(): Promise<number | undefined> {
+    const cg = this.findMemoryCgroup();
+    return cg ? readMajorFaults(cg).catch(() => undefined) : undefined;
   }
 
   reclaimState(): ReclaimState | undefined {

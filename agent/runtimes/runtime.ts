@@ -77,6 +77,8 @@ export interface Runtime {
   handle?(): RuntimeHandle | undefined;
   /** What the workload holds now, from its memory cgroup; undefined when none was found. */
   memory?(): Promise<MemoryUsage | undefined>;
+  /** Major page faults of the workload so far (its memory cgroup): how a paced wake sees it fault back. */
+  majorFaults?(): Promise<number | undefined>;
   /** Reclaim while asleep, for runtimes that have it. */
   reclaimState?(): ReclaimState | undefined;
   /** Called after each reclaim attempt (metrics). */

@@ -9,7 +9,8 @@ import { Deadline } from '../shared/deadline.js';
  * and does the sleeping, through the narrow BudgetPort (as it does for the wake signals).
  */
 
-export type NodeBudgetLimits = BudgetLimits & { maxQueued: number };
+/** `pacedWakeTimeout` (ms) bounds how long a paced mass wake waits for room (fault-back-gate.ts). */
+export type NodeBudgetLimits = BudgetLimits & { maxQueued: number; pacedWakeTimeout?: number };
 
 /** What the node budget needs of the detector. */
 export interface BudgetPort {

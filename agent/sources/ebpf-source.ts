@@ -6,7 +6,7 @@ import { defaultRouteDevices, isLocalAddress } from '../net/ip.js';
 import type { Logger } from '../shared/log.js';
 import { defaultHelperPath, MapClient } from './map-client.js';
 import {
-  BpfInstanceState, COUNTERS_SIZE, decodeConnection, decodeCounters, encodeCheckNet, encodeSettings, encodeState,
+  BpfInstanceState, COUNTERS_SIZE, decodeConnection, decodeCounters, encodeCheckNet, encodeSettings,
   type Connection, type InstanceCounters, type WakeEvent,
 } from './bpf-records.js';
 import { bytesToIpv4, hostOf, ipv4ToBytes } from './ipv4.js';
@@ -14,8 +14,9 @@ import * as tc from '../net/tc.js';
 import type { TrafficSource } from './traffic-source.js';
 import { WakeEventStream } from './wake-events.js';
 import { freshRead } from './fresh-read.js';
+import { StateSlots } from './state-slots.js';
 
-export const MAP_NAMES = ['doze_state', 'doze_counters', 'doze_conns', 'doze_wake_events', 'doze_settings', 'doze_check_nets'] as const;
+export const MAP_NAMES = ['doze_slots', 'doze_state', 'doze_counters', 'doze_conns', 'doze_wake_events', 'doze_settings', 'doze_check_nets'] as const;
 
 /** The compiled object sits in agent/bpf/ both in the source tree and in dist/ (the Makefile copies it). */
 export function defaultObjectPath(): string {
@@ -42,11 +43,14 @@ export class EbpfSource implements TrafficSource {
   private hostDevices: string[] = [];
   private readonly objectPath: string;
   private readonly globals: string;
+  /** Each tracked instance's state, in place (docs/state-handoff.md). */
+  private readonly slots: StateSlots;
 
   constructor(private readonly options: EbpfSourceOptions) {
     this.objectPath = options.objectPath ?? defaultObjectPath();
     this.globals = join(options.bpffs, 'tc', 'globals');
     this.events = new WakeEventStream(this.pin('doze_wake_events'));
+    this.slots = new StateSlots(this.maps, { slots: this.pin('doze_slots'), state: this.pin('doze_state') });
   }
 
   pin(name: (typeof MAP_NAMES)[number]): string {
@@ -124,17 +128,21 @@ export class EbpfSource implements TrafficSource {
     const key = ipv4ToBytes(address);
     // Keep what a previous agent left: counters and a signalled state are evidence.
     if (!(await this.maps.lookup(this.pin('doze_counters'), key))) await this.maps.update(this.pin('doze_counters'), key, Buffer.alloc(COUNTERS_SIZE));
-    if (!(await this.maps.lookup(this.pin('doze_state'), key))) await this.setState(address, BpfInstanceState.awake);
+    await this.slots.claim(address);
   }
 
   async untrack(address: string): Promise<void> {
     const key = ipv4ToBytes(address);
-    await this.maps.delete(this.pin('doze_state'), key);
+    await this.slots.release(address);
     await this.maps.delete(this.pin('doze_counters'), key);
   }
 
   setState(address: string, state: BpfInstanceState): Promise<void> {
-    return this.maps.update(this.pin('doze_state'), ipv4ToBytes(address), encodeState(state));
+    return this.slots.set(address, state);
+  }
+
+  swapState(address: string, expected: BpfInstanceState, next: BpfInstanceState): Promise<BpfInstanceState | undefined> {
+    return this.slots.swap(address, expected, next);
   }
 
   /** Counters of just these instances: the cost follows the instances asked about, not the map. */
@@ -148,14 +156,12 @@ export class EbpfSource implements TrafficSource {
     return value ? decodeCounters(value) : undefined;
   }
 
-  async state(address: string): Promise<BpfInstanceState | undefined> {
-    const value = await this.maps.lookup(this.pin('doze_state'), ipv4ToBytes(address));
-    return value ? (value.readUInt32LE(0) as BpfInstanceState) : undefined;
+  state(address: string): Promise<BpfInstanceState | undefined> {
+    return this.slots.get(address);
   }
 
-  async states(): Promise<Map<string, BpfInstanceState>> {
-    const entries = await this.maps.dump(this.pin('doze_state'));
-    return new Map(entries.map((e) => [bytesToIpv4(e.key), e.value.readUInt32LE(0) as BpfInstanceState]));
+  states(): Promise<Map<string, BpfInstanceState>> {
+    return this.slots.all();
   }
 
   /** The whole connection map; concurrent callers share one dump that began after they asked (fresh-read.ts). */

@@ -12,6 +12,9 @@ export function defaultHelperPath(): string {
   return fileURLToPath(new URL('../bpf/doze-maps', import.meta.url));
 }
 
+/** doze-maps' limit for one lookupn (MAX_KEYS in doze-maps.c); 8192 IPv4 keys make a 74 KiB line. */
+export const MAX_KEYS_PER_LOOKUP = 8192;
+
 interface Pending {
   line: string;
   resolve: (lines: string[]) => void;
@@ -48,9 +51,9 @@ export class MapClient {
   async lookupMany(path: string, keys: Buffer[]): Promise<MapEntry[]> {
     if (keys.length === 0) return [];
     const entries: MapEntry[] = [];
-    // The helper reads lines of up to 64 KiB: chunk long key lists.
-    for (let i = 0; i < keys.length; i += 2000) {
-      const chunk = keys.slice(i, i + 2000).map((k) => k.toString('hex')).join(' ');
+    // The helper takes lines of any length, but at most MAX_KEYS_PER_LOOKUP keys in one.
+    for (let i = 0; i < keys.length; i += MAX_KEYS_PER_LOOKUP) {
+      const chunk = keys.slice(i, i + MAX_KEYS_PER_LOOKUP).map((k) => k.toString('hex')).join(' ');
       entries.push(...(await this.request(`lookupn ${path} ${chunk}`)).map(parseEntry));
     }
     return entries;
@@ -58,6 +61,16 @@ export class MapClient {
 
   async update(path: string, key: Buffer, value: Buffer): Promise<void> {
     await this.request(`update ${path} ${key.toString('hex')} ${value.toString('hex')}`);
+  }
+
+  /**
+   * Compare-and-swap of a 4-byte value in place (an mmapable array: doze_state): `next` goes in
+   * only if `expected` is there. Returns the value found, so the swap happened iff it equals `expected`.
+   */
+  async compareAndSwap(path: string, key: Buffer, expected: Buffer, next: Buffer): Promise<Buffer> {
+    const [line] = await this.request(`cas ${path} ${key.toString('hex')} ${expected.toString('hex')} ${next.toString('hex')}`);
+    if (line === undefined) throw new DozeError('E_MAPS', `doze-maps cas ${path}: no value in the answer`);
+    return parseEntry(line).value;
   }
 
   async delete(path: string, key: Buffer): Promise<void> {
@@ -107,7 +120,12 @@ export class MapClient {
     this.partial = lines.pop() ?? '';
     for (const line of lines) {
       const head = this.pending[0];
-      if (!head) continue;
+      if (!head) {
+        // An answer nobody asked for: the answers are out of step, and every later one would go
+        // to the wrong request. Start over (the exit fails whatever is pending).
+        this.child?.kill('SIGKILL');
+        return;
+      }
       if (head.expected === undefined) {
         if (line.startsWith('err ')) {
           this.settle(head).reject(new DozeError('E_MAPS', `doze-maps ${head.line.split(' ')[0]}: ${line.slice(4)}`));

@@ -27,7 +27,14 @@ export interface TrafficSource {
   /** Begin counting an instance's key; keeps existing counters after a restart. */
   track(key: TrafficKey): Promise<void>;
   untrack(key: TrafficKey): Promise<void>;
+  /** Writes the state outright: only to say the instance is awake (docs/state-handoff.md). */
   setState(key: TrafficKey, state: BpfInstanceState): Promise<void>;
+  /**
+   * Compare-and-swap in place, atomic with the tc program's own: `next` goes in only if `expected`
+   * is there. Returns the state found (the swap happened iff it is `expected`); undefined when the
+   * instance is not tracked.
+   */
+  swapState(key: TrafficKey, expected: BpfInstanceState, next: BpfInstanceState): Promise<BpfInstanceState | undefined>;
   counter(key: TrafficKey): Promise<InstanceCounters | undefined>;
   /** Counters by key (the maps' text form, so a kernel-side key looks up as well). */
   countersOf(keys: TrafficKey[]): Promise<Map<string, InstanceCounters>>;

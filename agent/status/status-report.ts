@@ -1,5 +1,6 @@
 import type { Detector } from '../detector/detector.js';
 import type { WakeEventHealth } from '../detector/wake-signals.js';
+import type { PacingReport } from '../scheduler/fault-back-gate.js';
 import type { DiscoveryReport } from '../discovery/discovery-report.js';
 import type { NodeMemoryView } from './memory-view.js';
 
@@ -21,6 +22,12 @@ export interface BudgetReport {
   freedMemory: number;
   queued: number;
   overruns: number;
+  /**
+   * Paced mass wakes (agent stop, removals): how many started, wait, fault back now, the most at
+   * once, and the ones that could not start within budget by their deadline (woken over budget).
+   * Null without a budget (then every wake goes at once).
+   */
+  pacedWakes: PacingReport | null;
 }
 
 export interface StatusReport extends DiscoveryReport {
@@ -53,6 +60,7 @@ export function statusReport(detector: Detector, discovery: DiscoveryReport | un
         Math.round((memory?.freedBytes ?? 0) / 2 ** 20),
       queued: instances.filter((i) => i.queuedSinceMs !== undefined).length,
       overruns: detector.budgetOverruns,
+      pacedWakes: detector.pacedWakes ? { ...detector.pacedWakes, overDeadline: [...detector.pacedWakes.overDeadline] } : null,
     },
     wakeEvents: wakeEventsReport(detector.wakeEvents),
     connections: discovery?.connections ?? {},

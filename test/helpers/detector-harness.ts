@@ -6,6 +6,7 @@ import { ManagedInstance } from '../../agent/detector/managed-instance.js';
 import { createLogger } from '../../agent/shared/log.js';
 import { FakeRuntime, type FakeRuntimeKnobs } from '../../agent/runtimes/fake.js';
 import { monotonicNs } from '../../agent/shared/clock.js';
+import type { TrafficSource } from '../../agent/sources/traffic-source.js';
 import { FakeTrafficSource } from './fake-traffic-source.js';
 
 /*
@@ -34,6 +35,8 @@ export interface HarnessOptions extends Omit<DetectorOptions, 'hooks'> {
   hooks?: Partial<SleepHooks>;
   /** Start the detector before the test adds instances (default true). */
   start?: boolean;
+  /** What the detector reads through (default the fake itself; e.g. steppedSource(fake).source). */
+  wrapSource?: (fake: FakeTrafficSource) => TrafficSource;
 }
 
 /** Installs the fake clock (uninstalled at teardown) and builds a detector on it. */
@@ -50,7 +53,7 @@ export function detectorHarness(t: ExecutionContext, options: HarnessOptions = {
     guardChecks: false,
     ...options.hooks,
   };
-  const detector = new Detector(source, createLogger('silent'), { ...options, hooks });
+  const detector = new Detector(options.wrapSource?.(source) ?? source, createLogger('silent'), { ...options, hooks });
   const transitions: TransitionEvent[] = [];
   detector.on('transition', (event) => transitions.push(event));
   let next = 2;

@@ -16,6 +16,8 @@ export class FakeTrafficSource implements TrafficSource {
   readonly counters = new Map<string, InstanceCounters>();
   /** What doze_conns would hold (each key's connections). */
   readonly conns: Connection[] = [];
+  /** Knob: the next this many reads of the connections fail, as a doze-maps error answer would. */
+  failConnections = 0;
   /** How many times the detector read counters / connections (cost follows active instances). */
   reads = { counters: 0, connections: 0 };
   private readonly wakeListeners: ((event: WakeEvent) => void)[] = [];
@@ -38,6 +40,7 @@ export class FakeTrafficSource implements TrafficSource {
   }
   async track(address: string): Promise<void> {
     this.tracked.add(address);
+    if (!this.states_.has(address)) this.states_.set(address, BpfInstanceState.awake);
     if (!this.counters.has(address)) this.counters.set(address, { packets: 0n, lastSeenNs: 0n, checks: 0n, outPackets: 0n });
   }
   async untrack(address: string): Promise<void> {
@@ -47,6 +50,11 @@ export class FakeTrafficSource implements TrafficSource {
   }
   async setState(address: string, state: BpfInstanceState): Promise<void> {
     this.states_.set(address, state);
+  }
+  async swapState(address: string, expected: BpfInstanceState, next: BpfInstanceState): Promise<BpfInstanceState | undefined> {
+    const found = this.states_.get(address);
+    if (found === expected) this.states_.set(address, next);
+    return found;
   }
   async counter(address: string): Promise<InstanceCounters | undefined> {
     this.reads.counters++;
@@ -70,6 +78,10 @@ export class FakeTrafficSource implements TrafficSource {
   }
   async connections(): Promise<Connection[]> {
     this.reads.connections++;
+    if (this.failConnections > 0) {
+      this.failConnections--;
+      throw new Error('doze-maps dump: dump doze_conns: Input/output error');
+    }
     return this.conns.map((c) => ({ ...c }));
   }
   onWake(listener: (event: WakeEvent) => void): void {
@@ -95,6 +107,43 @@ export class FakeTrafficSource implements TrafficSource {
       this.states_.set(address, BpfInstanceState.signalled);
       this.emitWake({ instanceAddr: address, ifindex: 1, tsNs: nowNs });
     }
+  }
+
+  /**
+   * One run of the program on an unmarked packet to `address`, step by step, so a test can put
+   * the agent's steps between them (docs/state-handoff.md): `count` (the atomic packets++),
+   * `stamp` (last_seen_ns), `read` (the state it will try to swap), `swap` (its compare-and-swap
+   * to SIGNALLED, which, lost to the agent's own swap, reads again and retries, up to 3 times as
+   * the program does; the winner raises the wake event). packet() is all four at once.
+   */
+  programRun(address: string): { count(): void; stamp(): void; read(): void; swap(): boolean } {
+    let seen: BpfInstanceState | undefined;
+    const sleeper = (s: BpfInstanceState | undefined) => s === BpfInstanceState.sleeping || s === BpfInstanceState.pausing;
+    return {
+      count: () => {
+        const c = this.counters.get(address);
+        if (c) c.packets++;
+      },
+      stamp: () => {
+        const c = this.counters.get(address);
+        if (c) c.lastSeenNs = monotonicNs();
+      },
+      read: () => {
+        seen = this.states_.get(address);
+      },
+      swap: () => {
+        for (let attempt = 0; attempt < 3; attempt++) {
+          if (attempt > 0) seen = this.states_.get(address);
+          if (!sleeper(seen)) return false;
+          if (this.states_.get(address) === seen) {
+            this.states_.set(address, BpfInstanceState.signalled);
+            this.emitWake({ instanceAddr: address, ifindex: 1, tsNs: monotonicNs() });
+            return true;
+          }
+        }
+        return false;
+      },
+    };
   }
 
   /** A health check's packet (marked): counted as a check, never activity, never a wake. */

@@ -22,7 +22,14 @@ export interface MemoryInstance {
  * A freezer instance whose app holds `holdMiB` of text-like data (demo/app.mjs
  * DOZE_APP_HOLD_MIB), in a freezer cgroup and a memory cgroup of the same name.
  */
-export async function createMemoryInstance(t: Teardown, holdMiB: number, id = 'web', memorySettings: Record<string, string> = {}, memoryParent?: string): Promise<MemoryInstance> {
+export async function createMemoryInstance(
+  t: Teardown,
+  holdMiB: number,
+  id = 'web',
+  memorySettings: Record<string, string> = {},
+  memoryParent?: string,
+  appEnv: Record<string, string> = {},
+): Promise<MemoryInstance> {
   const ns = await createNetns(t);
   const cgroup = await createFreezerCgroup(t);
   // Under memoryParent (a directory of the memory hierarchy) its limits are shared; the config then names it.
@@ -32,7 +39,7 @@ export async function createMemoryInstance(t: Teardown, holdMiB: number, id = 'w
   t.teardown(() => Promise.all([rm(defaultFreezerHandle(cgroup.name), { force: true }), rm(`${defaultFreezerHandle(cgroup.name)}.working-set`, { force: true })]));
   await mkdir(memoryDir, { recursive: true });
   for (const [file, value] of Object.entries(memorySettings)) await writeFile(join(memoryDir, file), value);
-  const app = await startApp(t, ns, cgroup, id, { alsoJoin: [`${memoryDir}/cgroup.procs`], env: { DOZE_APP_HOLD_MIB: String(holdMiB) }, startTimeoutMs: 20_000 });
+  const app = await startApp(t, ns, cgroup, id, { alsoJoin: [`${memoryDir}/cgroup.procs`], env: { DOZE_APP_HOLD_MIB: String(holdMiB), ...appEnv }, startTimeoutMs: 20_000 });
   return {
     ns,
     cgroup,

@@ -10,6 +10,8 @@ import { sh } from '../helpers/sh.js';
 
 /** What an older agent that crashed leaves: one map with the layout of its day. */
 const OLD_LAYOUTS = [
+  // doze_state when it was a hash map keyed by address (a state the tc program swapped could land on a replaced element).
+  { name: 'doze_state', args: ['type', 'hash', 'key', '4', 'value', '4', 'entries', '16384'] },
   // doze_counters before the first-response stamps: 32-byte values.
   { name: 'doze_counters', args: ['type', 'hash', 'key', '4', 'value', '32', 'entries', '16384'] },
   // doze_conns before the keepalive bookkeeping (client_next_seq, server_next_seq): 32-byte values.
