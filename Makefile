@@ -11,7 +11,7 @@ BPF_OBJ := $(BPF_SRC:.c=.o)
 TS_SRC := $(shell find cli.ts agent plugin demo -name '*.ts' 2>/dev/null)
 PREFIX ?= /usr/local
 
-.PHONY: all setup build check test test-live demo bench clean check-tools check-test-tools guest check-guest-tools install uninstall docs
+.PHONY: all setup build check test test-live demo bench clean check-tools check-test-tools guest check-guest-tools install uninstall docs dist image
 
 all: build
 
@@ -79,14 +79,15 @@ check-test-tools:
 agent/bpf/%.bpf.o: agent/bpf/%.bpf.c
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
-# The agent's map reader/writer and wake-event reader (agent/sources/map-client.ts).
+# The agent's map reader/writer and wake-event reader (agent/sources/map-client.ts). Linked
+# statically (libbpf, libelf, zlib, libc): a node running a release needs none of them installed.
 agent/bpf/doze-maps: agent/bpf/doze-maps.c
-	$(CC) -O2 -Wall -Werror $< -lbpf -o $@
+	$(CC) -O2 -Wall -Werror $< -static -lbpf -lelf -lz -o $@
 
 # The qemu runtime's page-out helper (agent/runtimes/qemu/memory-reclaim.ts).
 QEMU_HELPER := agent/runtimes/qemu/doze-pageout agent/runtimes/qemu/doze-working-set
 agent/runtimes/qemu/%: agent/runtimes/qemu/%.c
-	$(CC) -O2 -Wall -Werror $< -o $@
+	$(CC) -O2 -Wall -Werror $< -static -o $@
 
 # Counting-only variant, for bench/ to price the connection tracking.
 bench/doze-count-only.bpf.o: agent/bpf/doze.bpf.c
@@ -118,5 +119,13 @@ build/guest/.built: $(GUEST_SRC) $(wildcard /boot/vmlinuz-*-cloud-amd64)
 
 guest: check-guest-tools build/guest/.built
 
+# The release: build/doze-<version>-linux-<arch>.tar.gz + .sha256 (scripts/dist.sh says what is in it).
+dist: build
+	bash scripts/dist.sh
+
+# The OCI image from that tarball (Dockerfile; needs a Docker engine): build/doze-image-<version>.tar.
+image: dist
+	bash scripts/image.sh
+
 clean:
-	rm -rf dist $(BPF_OBJ) agent/bpf/doze-maps bench/*.o artifacts build/guest $(QEMU_HELPER)
+	rm -rf build/stage build/image build/doze-* dist $(BPF_OBJ) agent/bpf/doze-maps bench/*.o artifacts build/guest $(QEMU_HELPER)

@@ -3,6 +3,7 @@ import { ConfigError, messageOf } from './shared/errors.js';
 import type { DozeConfig, InstanceConfig } from './config/schema.js';
 import type { Runtime } from './runtimes/runtime.js';
 import { Detector } from './detector/detector.js';
+import { EntryWake } from './detector/entry-wake.js';
 import type { Logger } from './shared/log.js';
 import { checkInterfaces, checkTools, reportSwap } from './preflight.js';
 import type { StubServer } from './health/stub-server.js';
@@ -13,6 +14,9 @@ import { Metrics } from './status/metrics.js';
 import { createStatusApp, listen } from './status/server.js';
 import { InstanceAdmission, probedRuntime, type AdmissionRefusal } from './instances/admission.js';
 import { InstanceRegistry } from './instances/registry.js';
+import { registrationRefusal, registrationRoots } from './instances/registration-policy.js';
+import { checkExposure } from './config/exposure.js';
+import { checkUpstreamVersions, readUpstreamVersions, type UpstreamVersions } from './upstream-versions.js';
 import { Discovery, type DiscoveryTuning } from './discovery/discovery.js';
 
 export interface AgentOptions {
@@ -31,6 +35,8 @@ export class Agent {
   private server: Server | undefined;
   /** Nomad/Consul discovery, when `nomad` or `consul` is configured (agent/discovery/discovery.ts). */
   discovery: Discovery | undefined;
+  /** Wakes a sleeper a process enters (agent/detector/entry-wake.ts). */
+  private entryWake: EntryWake | undefined;
 
   private constructor(
     readonly config: DozeConfig,
@@ -42,10 +48,14 @@ export class Agent {
     readonly registry: InstanceRegistry,
     /** This agent's claim on its bpffs (one agent per set of pinned maps). */
     private readonly lock: BpffsLock,
+    /** The Nomad and Consul versions read at start (agent/upstream-versions.ts), for the status. */
+    readonly versions: UpstreamVersions,
     private readonly log: Logger,
   ) {}
 
   static async start(config: DozeConfig, log: Logger, options: AgentOptions = {}): Promise<Agent> {
+    // Before anything else: an exposed status API without a token is a config error (exit 2).
+    checkExposure(config);
     const checks = config.healthChecks;
     await checkTools(checks.fromUid !== undefined || checks.fromUser !== undefined || checks.fromSources.length > 0 ? ['tc', 'ip', 'iptables'] : undefined);
     // Before anything is touched: a second agent on these pins must leave them alone, even on its way out.
@@ -60,6 +70,10 @@ export class Agent {
 
   private static async startLocked(config: DozeConfig, log: Logger, options: AgentOptions, lock: BpffsLock): Promise<Agent> {
     reportSwap(log, config.instances.some((i) => i.runtime.kind === 'freezer' && i.runtime.reclaim));
+    // Know the Nomad it talks to before touching the kernel: an unsupported one is refused (exit 2).
+    const versions = config.nomad || config.consul ? await readUpstreamVersions(config, log) : {};
+    checkUpstreamVersions(versions, config);
+    if (versions.nomad?.version || versions.consul?.version) log.info({ nomad: versions.nomad?.version, consul: versions.consul?.version }, 'upstream versions');
     // Probe every runtime and interface before touching the kernel: a bad instance is a config error.
     const prepared = [];
     for (const [index, instanceConfig] of config.instances.entries()) {
@@ -87,15 +101,17 @@ export class Agent {
     const metrics = new Metrics(detector);
     // Configured, registered and discovered instances all come and go through it.
     const admission = new InstanceAdmission({ detector, log, release: (id) => guards.release(id), wrapRuntime: options.wrapRuntime });
-    const registry = new InstanceRegistry({ admission, detector, log });
-    const agent = new Agent(config, detector, source, metrics, guards, registry, lock, log);
+    const roots = registrationRoots(config);
+    const registry = new InstanceRegistry({ admission, detector, log, policy: (instance) => registrationRefusal(instance, roots) });
+    const agent = new Agent(config, detector, source, metrics, guards, registry, lock, versions, log);
+    agent.entryWake = new EntryWake(detector, log);
     try {
       await guards.install();
       for (const { index, instanceConfig, runtime } of prepared) {
         const result = await admission.admit({ config: instanceConfig, source: 'static', runtime });
         if (!result.admitted) throw staticRefusal(index, instanceConfig.id, result.refusal);
       }
-      const app = createStatusApp({ detector, metrics, token: config.token, log, refresh: () => detector.refreshLastSeen(), discovery: () => agent.discovery?.report(), registry });
+      const app = createStatusApp({ detector, metrics, token: config.token, log, refresh: () => detector.refreshLastSeen(), discovery: () => agent.discovery?.report(), versions: () => agent.versions, registry: config.registrations.enabled ? registry : undefined });
       agent.server = await listen(app, config.listen);
       await lock.setListen(agent.address);
       // --- Nomad + Consul discovery: allocations become instances (agent/discovery/discovery.ts) ---
@@ -123,8 +139,18 @@ export class Agent {
     return agent;
   }
 
-  /** Clean exit: wake everything this agent put to sleep, then remove its programs, maps, rules and listeners. */
-  async stop(options: { keepLock?: boolean } = {}): Promise<void> {
+  /**
+   * Clean exit. A final stop (the default) wakes everything this agent put to sleep, then removes
+   * its programs, maps, rules and listeners: nobody else would wake them. A hand-over stop
+   * (`handover: true`: a successor agent will run on this node, an upgrade) wakes nobody and leaves
+   * what a crash leaves: sleepers asleep (frozen, memory still out), the tc programs counting and
+   * signalling on their interfaces, the pinned maps with their entries, the check redirects; it only
+   * closes its listeners and helpers and releases the bpffs lock. The next agent adopts it all as
+   * after a crash (Detector.add → runtime.inspect(): a sleeper is adopted asleep, and one traffic
+   * reached meanwhile is found signalled in the state map and woken).
+   */
+  async stop(options: { keepLock?: boolean; handover?: boolean } = {}): Promise<void> {
+    const handover = options.handover === true;
     // Every step runs even if an earlier one failed: nothing may be left behind.
     const step = async (what: string, work: () => Promise<unknown>) => {
       try {
@@ -134,13 +160,22 @@ export class Agent {
       }
     };
     await step('stopping Nomad/Consul discovery', async () => this.discovery?.stop());
-    await step('waking instances', () => this.detector.stop({ wakeAll: true }));
+    await step(handover ? 'stopping the detector' : 'waking instances', () => this.detector.stop({ wakeAll: !handover }));
+    this.entryWake?.stop();
     await step('closing the status API', async () => {
       if (!this.server) return;
       const closed = new Promise<void>((resolve) => this.server!.close(() => resolve()));
       this.server.closeAllConnections();
       await closed;
     });
+    if (handover) {
+      const asleep = this.detector.instances().filter((i) => i.state !== 'running').map((i) => i.id);
+      await step('closing the map helpers (programs and pins stay)', () => this.source.close({ removePins: false, detach: false }));
+      await step('closing the stub and hold listeners (redirects stay)', () => this.guards.stop({ keepRules: true }));
+      if (!options.keepLock) await step('releasing the bpffs lock', () => this.lock.release());
+      this.log.info({ asleep }, 'doze agent stopped for hand-over: sleepers stay asleep for the next agent');
+      return;
+    }
     for (const instance of this.detector.instances()) {
       await step(`releasing ${instance.id}`, () => this.detector.remove(instance.id, { wake: false }));
     }

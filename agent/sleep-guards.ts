@@ -163,11 +163,13 @@ export class SleepGuards implements SleepHooks {
     await this.hold.close(id);
   }
 
-  async stop(): Promise<void> {
+  /** `keepRules` (a hand-over): the listeners close, the marking and redirect rules stay for the next agent to rebuild. */
+  async stop(options: { keepRules?: boolean } = {}): Promise<void> {
     const step = async (what: string, work: () => Promise<unknown>) =>
       work().catch((error) => this.log.warn({ err: messageOf(error) }, `${what} failed during shutdown`));
     await step('closing the health stub', () => this.stub.stop());
     await step('closing the hold listeners', () => this.hold.stop());
+    if (options.keepRules) return;
     await step('removing redirect rules', async () => this.checks?.uninstall());
     await step('removing hold rules', async () => (this.holdInstalled ? this.holds.chain.uninstall() : undefined));
     await step('removing marking rules', async () => this.marking?.remove());

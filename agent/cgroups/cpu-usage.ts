@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { isAbsolute, join, relative } from 'node:path';
 import { statFieldsAfterName } from '../process/proc-stat.js';
 import { cgroupsOfProcess } from './process-cgroups.js';
+import { ProcessTreeUsage } from './process-tree-usage.js';
 
 /*
  * What a workload used so far: CPU time and block I/O, read from the kernel's own
@@ -17,6 +18,9 @@ import { cgroupsOfProcess } from './process-cgroups.js';
  *              Otherwise the cgroup its processes are in (/proc/PID/cgroup), if it holds exactly
  *              them: never a shared one, nor the hierarchy's root (that would be the whole node).
  *   cgroup v2: cpu.stat usage_usec and io.stat rbytes/wbytes, in the cgroup's own directory.
+ *   neither (a v1 freezer cgroup made for the freezer alone, its processes in the node-wide root
+ *              of cpuacct): the sum of /proc/PID/stat and /proc/PID/io over its cgroup.procs,
+ *              kept so it never goes backwards as processes come and go (process-tree-usage.ts).
  *   a process (a VM's QEMU): utime + stime of /proc/PID/stat (all its threads, in clock ticks)
  *              and read_bytes + write_bytes of /proc/PID/io.
  * Every read is a synchronous read of one small kernel file (microseconds): it happens only
@@ -27,6 +31,44 @@ import { cgroupsOfProcess } from './process-cgroups.js';
 export type UsageSource =
   | { kind: 'cgroup'; version: 1 | 2; /** The freezer cgroup directory (v1) or the cgroup (v2). */ dir: string; root?: string }
   | { kind: 'process'; pid: number };
+
+/**
+ * What the busy guard reads for an instance (status page, GET /api/instances): a CPU cgroup
+ * holding exactly its processes, /proc summed over its processes (or its VMM's process), or
+ * nothing, and why.
+ */
+export type UsageUnavailableReason =
+  /** busyCpu is 0. */
+  | 'guard-off'
+  /** The runtime's workload has no counters doze reads (Cloud Hypervisor, Firecracker, nomad-scale). */
+  | 'runtime-has-no-counters'
+  /** The cgroup was not found (not located yet, or gone with its allocation). */
+  | 'cgroup-gone'
+  /** The cgroup holds no process (its task has not started yet). */
+  | 'no-processes'
+  /** The VM's process is not known yet (QEMU pause without a cgroup: learnt by its first reclaim). */
+  | 'no-process-yet'
+  /** Nothing was read yet. */
+  | 'not-read-yet';
+
+export type UsageSourceView =
+  | { kind: 'cpu-cgroup'; file: string }
+  | { kind: 'procfs'; processes: number }
+  | { kind: 'unavailable'; reason: UsageUnavailableReason };
+
+const UNAVAILABLE_TEXT: Record<UsageUnavailableReason, string> = {
+  'guard-off': 'busyCpu is 0: the busy guard is off',
+  'runtime-has-no-counters': 'this runtime\'s workload has no CPU counters doze reads: it sleeps on traffic alone',
+  'cgroup-gone': 'its cgroup was not found: it sleeps on traffic alone until it is',
+  'no-processes': 'its cgroup holds no process yet',
+  'no-process-yet': 'its VM process is not known yet (learnt by its first reclaim)',
+  'not-read-yet': 'not read yet',
+};
+
+/** The reason as the status page and the log say it. */
+export function describeUnavailable(reason: UsageUnavailableReason): string {
+  return UNAVAILABLE_TEXT[reason];
+}
 
 export interface UsageReading {
   /** What was read; readings of different identities (a new QEMU process) do not compare. */
@@ -56,6 +98,11 @@ interface CgroupFiles {
 
 /** Resolved file locations per freezer cgroup, so a decision reads counters and nothing else. */
 const resolved = new Map<string, CgroupFiles>();
+/** Cgroups read through /proc (no CPU cgroup of their own), each with its running total. */
+const procTrees = new Map<string, { tree: ProcessTreeUsage; series: number }>();
+let procTreeSeries = 0;
+/** What the last read of each cgroup used (status). */
+const lastSource = new Map<string, UsageSourceView>();
 /** Cgroups with no CPU accounting found, and when: looked for again only after RETRY_MS. */
 const unresolved = new Map<string, number>();
 const RETRY_MS = 5000;
@@ -148,25 +195,45 @@ function readCgroup(source: Extract<UsageSource, { kind: 'cgroup' }>): UsageRead
   let files = resolved.get(key);
   if (!files) {
     const failedAt = unresolved.get(key);
-    if (failedAt !== undefined && Date.now() - failedAt < RETRY_MS) return undefined;
-    files = source.version === 1 ? resolveV1(source.dir, root) : resolveV2(source.dir);
-    if (!files.cpu) {
-      unresolved.set(key, Date.now()); // the task may not have started yet: look again later
-      return undefined;
+    if (failedAt === undefined || Date.now() - failedAt >= RETRY_MS) {
+      files = source.version === 1 ? resolveV1(source.dir, root) : resolveV2(source.dir);
+      if (files.cpu) {
+        unresolved.delete(key);
+        resolved.set(key, files);
+        procTrees.delete(key);
+      } else {
+        unresolved.set(key, Date.now()); // one may appear (a task's first process): look again later
+        files = undefined;
+      }
     }
-    unresolved.delete(key);
-    resolved.set(key, files);
   }
+  if (!files) return readProcTree(key, source.dir);
   const cpuText = readText(files.cpu!.file);
   if (cpuText === undefined) {
     resolved.delete(key); // the cgroup went (or moved) with its allocation
+    lastSource.set(key, { kind: 'unavailable', reason: 'cgroup-gone' });
     return undefined;
   }
   const cpuUs = files.cpu!.format === 'cpuacct' ? Number(cpuText.trim()) / 1000 : parseCpuStat(cpuText);
   if (cpuUs === undefined || !Number.isFinite(cpuUs)) return undefined;
   const ioText = files.io ? readText(files.io.file) : undefined;
   const ioBytes = ioText === undefined ? undefined : files.io!.format === 'blkio' ? parseBlkio(ioText) : parseIoStat(ioText);
+  lastSource.set(key, { kind: 'cpu-cgroup', file: files.cpu!.file });
   return { identity: files.cpu!.file, cpuUs, ioBytes };
+}
+
+/** No CPU cgroup holds exactly its processes: sum /proc over its cgroup.procs. */
+function readProcTree(key: string, dir: string): UsageReading | undefined {
+  let entry = procTrees.get(key);
+  if (!entry) procTrees.set(key, (entry = { tree: new ProcessTreeUsage(dir), series: ++procTreeSeries }));
+  const read = entry.tree.read();
+  if (!read.ok) {
+    if (read.reason === 'cgroup-gone') procTrees.delete(key); // a new cgroup at that path starts a new series
+    lastSource.set(key, { kind: 'unavailable', reason: read.reason });
+    return undefined;
+  }
+  lastSource.set(key, { kind: 'procfs', processes: read.processes });
+  return { identity: `procfs ${dir} #${entry.series}`, cpuUs: read.cpuUs, ioBytes: read.ioBytes };
 }
 
 function readProcess(pid: number): UsageReading | undefined {
@@ -182,4 +249,10 @@ function readProcess(pid: number): UsageReading | undefined {
 /** The workload's usage so far, or undefined when it cannot be read (gone, or not counted here). */
 export function readUsage(source: UsageSource): UsageReading | undefined {
   return source.kind === 'cgroup' ? readCgroup(source) : readProcess(source.pid);
+}
+
+/** What the last readUsage of `source` read, or why it read nothing. */
+export function usageSourceOf(source: UsageSource): UsageSourceView {
+  if (source.kind === 'process') return { kind: 'procfs', processes: 1 };
+  return lastSource.get(`${source.version}:${source.dir}`) ?? { kind: 'unavailable', reason: 'not-read-yet' };
 }

@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 import { RuntimeError } from '../shared/errors.js';
 import { cgroupsOfProcess } from './process-cgroups.js';
+import { compressedShare, readSwapMemory, type SwapMemory } from './swap-share.js';
 
 export const CGROUP_ROOT = '/sys/fs/cgroup';
 
@@ -18,6 +19,8 @@ export interface MemoryUsage {
   residentBytes: number;
   /** Its pages in swap (v1 memory.stat `swap`, v2 memory.swap.current). */
   swappedBytes: number;
+  /** RAM the node spends on its swapped pages: its share of zram's memory (0 for swap on disk; swap-share.ts). */
+  compressedBytes: number;
 }
 
 function usageFile(cg: MemoryCgroup): string {
@@ -76,7 +79,8 @@ function statField(text: string, key: string): number {
   return m ? Number(m[1]) : 0;
 }
 
-export async function readMemoryUsage(cg: MemoryCgroup): Promise<MemoryUsage> {
+/** `swapMemory`: the node's swap and zram now (tests give a fixed one). */
+export async function readMemoryUsage(cg: MemoryCgroup, swapMemory: () => SwapMemory = readSwapMemory): Promise<MemoryUsage> {
   const residentBytes = Number((await readFile(usageFile(cg), 'utf8')).trim());
   let swappedBytes = 0;
   if (cg.version === 1) {
@@ -86,7 +90,7 @@ export async function readMemoryUsage(cg: MemoryCgroup): Promise<MemoryUsage> {
   } else {
     swappedBytes = Number((await readFile(join(cg.dir, 'memory.swap.current'), 'utf8').catch(() => '0')).trim()) || 0;
   }
-  return { residentBytes, swappedBytes };
+  return { residentBytes, swappedBytes, compressedBytes: compressedShare(swappedBytes, swapMemory()) };
 }
 
 /**

@@ -1,9 +1,10 @@
 import { Agent } from '../agent.js';
-import { loadConfigFile, overridesFromEnv } from '../config/load.js';
+import { loadConfigFile, overridesFromEnv, withEnvTokens } from '../config/load.js';
 import { DozeError, messageOf } from '../shared/errors.js';
 import { createLogger, LOG_LEVELS, type LogLevel } from '../shared/log.js';
 import { EXIT } from './exit-codes.js';
 import { parseCommandLine } from './command-line.js';
+import { stopKind } from './stop-kind.js';
 
 export const AGENT_HELP = `Usage: doze agent --config FILE [options]
 
@@ -17,10 +18,16 @@ Options:
       --log-level LEVEL  ${LOG_LEVELS.join('|')} (env DOZE_LOG_LEVEL)
       --bpffs DIR        bpffs mount for the pinned maps, one agent each (env DOZE_BPFFS)
       --chain-prefix P   prefix of the iptables chains it owns (env DOZE_CHAIN_PREFIX)
+      --handover         SIGTERM hands over to a successor (below) instead of a final stop
   -h, --help             show this help
 
 Flags override DOZE_* variables, which override the file.
-SIGTERM or SIGINT: wake every sleeping instance, remove programs and maps, exit 0.
+SIGTERM or SIGINT: a final stop: wake every sleeping instance, remove programs and maps, exit 0.
+SIGUSR2 (or SIGTERM with --handover): a hand-over stop, for an upgrade: sleepers stay asleep
+with their programs, maps and redirects, for the next agent to adopt; exit 0.
+Under Nomad (NOMAD_ALLOC_ID set and "nomad" configured) SIGTERM asks Nomad first: a newer
+version of the agent's job replacing this allocation (a rolling update) is a hand-over, anything
+else (nomad job stop, a drain, no answer within 2 s) a final stop.
 Exit codes: 0 clean stop, 1 runtime failure, 2 usage or config error.`;
 
 export async function agentCommand(argv: string[]): Promise<number> {
@@ -33,6 +40,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
         'log-level': { type: 'string' },
         bpffs: { type: 'string' },
         'chain-prefix': { type: 'string' },
+        handover: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -45,10 +53,13 @@ export async function agentCommand(argv: string[]): Promise<number> {
   }
   let config;
   try {
-    config = await loadConfigFile(values.config, [
-      overridesFromEnv(process.env),
-      { listen: values.listen, token: values.token, logLevel: values['log-level'], bpffs: values.bpffs, chainPrefix: values['chain-prefix'], origin: 'flags' },
-    ]);
+    config = withEnvTokens(
+      await loadConfigFile(values.config, [
+        overridesFromEnv(process.env),
+        { listen: values.listen, token: values.token, logLevel: values['log-level'], bpffs: values.bpffs, chainPrefix: values['chain-prefix'], origin: 'flags' },
+      ]),
+      process.env,
+    );
   } catch (error) {
     process.stderr.write(`doze agent: ${messageOf(error)}\n`);
     return EXIT.usage;
@@ -64,6 +75,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
   let signalledEarly: string | undefined;
   process.on('SIGTERM', () => onSignal('SIGTERM'));
   process.on('SIGINT', () => onSignal('SIGINT'));
+  process.on('SIGUSR2', () => onSignal('SIGUSR2'));
   let agent: Agent;
   try {
     agent = await Agent.start(config, log);
@@ -81,8 +93,12 @@ export async function agentCommand(argv: string[]): Promise<number> {
         return;
       }
       stopping = true;
-      log.info({ signal }, 'stopping: waking sleepers and cleaning up');
-      agent.stop().then(
+      void stopKind(signal, { handoverFlag: values.handover === true, config, env: process.env, log })
+        .then((kind) => {
+          log.info({ signal, kind }, kind === 'handover' ? 'stopping for hand-over: sleepers stay asleep for the next agent' : 'stopping: waking sleepers and cleaning up');
+          return agent.stop({ handover: kind === 'handover' });
+        })
+        .then(
         () => resolve(EXIT.ok),
         (error) => {
           log.error({ err: messageOf(error) }, 'cleanup failed');

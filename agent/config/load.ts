@@ -102,6 +102,21 @@ export function parseConfig(raw: unknown, overrides: ConfigOverrides[] = [], sou
   return config;
 }
 
+/**
+ * The Nomad and Consul tokens from NOMAD_TOKEN and CONSUL_HTTP_TOKEN, as Nomad's and Consul's own
+ * clients read them (a Nomad task's workload identity arrives as NOMAD_TOKEN): a token in the
+ * config file wins. Only where the file configures Nomad or Consul at all.
+ */
+export function withEnvTokens(config: DozeConfig, env: NodeJS.ProcessEnv): DozeConfig {
+  const nomadToken = env.NOMAD_TOKEN || undefined;
+  const consulToken = env.CONSUL_HTTP_TOKEN || undefined;
+  return {
+    ...config,
+    nomad: config.nomad && { ...config.nomad, token: config.nomad.token ?? nomadToken },
+    consul: config.consul && { ...config.consul, token: config.consul.token ?? consulToken },
+  };
+}
+
 export async function loadConfigFile(path: string, overrides: ConfigOverrides[] = []): Promise<DozeConfig> {
   let text: string;
   try {

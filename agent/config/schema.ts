@@ -69,6 +69,10 @@ export const freezerRuntimeSchema = z.strictObject({
     .boolean()
     .default(false)
     .describe('with reclaim: read the pages the app used since its last wake back from swap on the wake, ahead of its faults (measured slower here: [docs/memory.md](docs/memory.md#working-set-prefetch-built-off-it-did-not-win-here))'),
+  reclaimKeep: z
+    .enum(['nothing', 'working-set'])
+    .default('working-set')
+    .describe('with reclaim: what stays resident. `working-set` keeps the pages the app touched since the last reclaim (its next wake is as fast as a plain freezer wake, measured); `nothing` pushes everything out ([docs/memory.md](docs/memory.md#working-set-reclaim-the-default))'),
   memoryCgroup: z
     .string()
     .min(1)
@@ -255,7 +259,12 @@ const tlsFilesSchema = z.strictObject({
 
 export const nomadSchema = z.strictObject({
   address: httpUrl.describe('the local Nomad agent, an http(s) URL (as `NOMAD_ADDR`)'),
-  token: z.string().min(1).optional().describe('ACL token (`read-job` on the namespaces served; `namespace=*` for the event stream)'),
+  token: z
+    .string()
+    .min(1)
+    .optional()
+    .describe('ACL token (`read-job` on the namespaces served; `namespace=*` for the event stream)')
+    .register(computedDefaults, { text: '`NOMAD_TOKEN` (a task\'s workload identity)' }),
   namespace: z.string().min(1).optional().describe('namespace of the allocation event stream').register(computedDefaults, { text: '`*` (every namespace the token can read)' }),
   region: z.string().min(1).optional().describe('`region` query parameter').register(computedDefaults, { text: "agent's" }),
   nodeId: z
@@ -280,7 +289,7 @@ export const nomadSchema = z.strictObject({
 
 export const consulSchema = z.strictObject({
   address: httpUrl.describe('the local Consul agent, an http(s) URL (as `CONSUL_HTTP_ADDR`)'),
-  token: z.string().min(1).optional().describe('ACL token'),
+  token: z.string().min(1).optional().describe('ACL token').register(computedDefaults, { text: '`CONSUL_HTTP_TOKEN`' }),
   tls: tlsFilesSchema.optional().describe('`{ "caFile", "certFile", "keyFile", "serverName" }` for an https address'),
   register: z
     .boolean()
@@ -290,13 +299,34 @@ export const consulSchema = z.strictObject({
 });
 // --- end Nomad + Consul ---------------------------------------------------------------------------
 
+// --- Release and operations (agent/instances/registration-policy.ts, agent/config/exposure.ts; docs/security.md) ---
+export const registrationsSchema = z.strictObject({
+  enabled: z
+    .boolean()
+    .default(false)
+    .describe('accept `PUT`/`DELETE /api/instances/{id}` (`doze vm run --register`); off, both answer 404 ([docs/security.md](docs/security.md))'),
+  cgroupRoots: z
+    .array(absolutePath)
+    .min(1)
+    .optional()
+    .describe('a registered runtime may only name cgroups strictly below these directories (a root itself is refused: it holds other tenants)')
+    .register(computedDefaults, { text: "Nomad's task cgroups: `/sys/fs/cgroup/nomad.slice` and `/sys/fs/cgroup/<v1 controller>/nomad`" }),
+  pathRoots: z
+    .array(absolutePath)
+    .min(1)
+    .optional()
+    .describe("a registered runtime may only name sockets, state files and directories (and `checkTls` files) below these, symlinks resolved; it may never name a program to run (`launcher`, `snapshotEditor`) nor be `nomad-scale`")
+    .register(computedDefaults, { text: "doze's run directory `/run/doze`, and `nomad.allocDir` when `nomad` is set (`doze vm run`'s state in a task's `local/`)" }),
+});
+// --- end release and operations ---
+
 export const configSchema = z.strictObject({
-  listen: hostPort.default('127.0.0.1:7070').describe('status page, JSON API, `/metrics` (loopback unless you say otherwise); `--listen`, `DOZE_LISTEN`'),
+  listen: hostPort.default('127.0.0.1:7070').describe('status page, JSON API, `/metrics` (loopback unless you say otherwise; any other address needs `token`); `--listen`, `DOZE_LISTEN`'),
   token: z
     .string()
     .min(1)
     .optional()
-    .describe('bearer token required by `POST /api/instances/{id}/sleep` and `/wake`, and by `PUT`/`DELETE /api/instances/{id}`; `--token`, `DOZE_TOKEN`'),
+    .describe('bearer token required by `POST /api/instances/{id}/sleep` and `/wake`, and by `PUT`/`DELETE /api/instances/{id}`; required when `listen` is not a loopback address (the agent exits 2 without it); `--token`, `DOZE_TOKEN`'),
   logLevel: z
     .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
     .default('info')
@@ -366,6 +396,7 @@ export const configSchema = z.strictObject({
   nomad: nomadSchema.optional().describe('discover instances from Nomad allocations annotated `doze.*` ([docs/nomad.md](docs/nomad.md))'),
   consul: consulSchema.optional().describe("register the agent in Consul and pass sleeping instances' TTL checks ([docs/nomad.md](docs/nomad.md))"),
   docker: dockerSchema.prefault({}).describe('the Docker engine of Nomad docker tasks ([docs/docker.md](docs/docker.md))'),
+  registrations: registrationsSchema.prefault({}).describe('run-time registrations through the status API'),
 });
 
 export type DozeConfig = z.infer<typeof configSchema>;
@@ -376,3 +407,4 @@ export type WakeMode = (typeof WAKE_MODES)[number];
 export type NomadConfig = z.infer<typeof nomadSchema>;
 export type ConsulConfig = z.infer<typeof consulSchema>;
 export type DockerConfig = z.infer<typeof dockerSchema>;
+export type RegistrationsConfig = z.infer<typeof registrationsSchema>;

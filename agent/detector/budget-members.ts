@@ -7,15 +7,15 @@ import { isOpen, isRequestInFlight } from './idle-decision.js';
 import type { InstanceTable } from './instance-table.js';
 import { lastActivityNs, minAwakeUntilNs, type ManagedInstance, type ReadonlyInstance } from './managed-instance.js';
 
-/** Sleepers whose runtime frees memory count what they still hold, measured (a reclaimed one about 0). */
-async function measuredAsleepMiB(instances: readonly ReadonlyInstance[]): Promise<Map<string, number>> {
+/** Sleepers whose runtime frees memory count what they still cost the node, measured: resident plus their share of zram. */
+export async function measuredAsleepMiB(instances: readonly ReadonlyInstance[]): Promise<Map<string, number>> {
   const held = new Map<string, number>();
   await Promise.all(
     instances
       .filter((i) => i.state === 'sleeping' && i.runtime.capabilities.freesMemory && i.runtime.memory)
       .map(async (i) => {
         const usage = await i.runtime.memory!().catch(() => undefined);
-        if (usage) held.set(i.id, Math.ceil(usage.residentBytes / 2 ** 20));
+        if (usage) held.set(i.id, Math.ceil((usage.residentBytes + usage.compressedBytes) / 2 ** 20));
       }),
   );
   return held;
@@ -62,7 +62,8 @@ async function budgetMembers(all: readonly ManagedInstance[], source: TrafficSou
       active: i.state === 'running' || i.state === 'waking' || i.state === 'pausing',
       memory: i.state === 'running' || i.state === 'waking' || i.state === 'pausing' ? i.config.memory : asleepMiB.get(i.id) ?? 0,
       lastActivityNs: lastActivityNs(i),
-      evictable: i.state === 'running' && !i.removed && !busy && nowNs >= minAwakeUntilNs(i),
+      // Never one that may not sleep (a check the stub cannot answer, Nomad stopping its task): its sleep would be refused.
+      evictable: i.state === 'running' && !i.removed && !busy && i.sleepHeldBy === undefined && nowNs >= minAwakeUntilNs(i),
     };
   });
 }

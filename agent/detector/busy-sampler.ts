@@ -72,7 +72,8 @@ export class BusySampler {
     if (!reading) {
       if (instance.runtime.usage && !r.unavailableLogged) {
         r.unavailableLogged = true;
-        this.log.info({ instance: instance.id, runtime: instance.runtime.kind }, 'busy guard: the CPU of this instance cannot be read here (no cpuacct/cpu.stat for its cgroup, or no process yet); it sleeps on traffic alone');
+        const source = instance.runtime.usageSource?.();
+        this.log.info({ instance: instance.id, runtime: instance.runtime.kind, reason: source?.kind === 'unavailable' ? source.reason : undefined }, 'busy guard: the CPU of this instance cannot be read now (status: busyGuard); it sleeps on traffic alone until it can');
       }
       return false;
     }

@@ -9,7 +9,7 @@ import { adoptAsleep, leftBehind } from './adoption.js';
 import { BusySampler } from './busy-sampler.js';
 import { decideIdle, holdRecheckMs, idleInputs, unreadableVerdict, type IdleVerdict } from './idle-decision.js';
 import { prepareSleep } from './sleep-preparation.js';
-import { describeFailure, describeHold, describeIdle, type ConnectionsUnreadable } from './reasons.js';
+import { describeFailure, describeHold, describeIdle, type ConnectionsUnreadable, type HoldReason } from './reasons.js';
 import { NodeBudget, type NodeBudgetLimits } from '../scheduler/node-budget.js';
 import { budgetPort, refreshLastSeen } from './budget-members.js';
 import { InstanceTable } from './instance-table.js';
@@ -274,9 +274,10 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
   private sleep(instance: ManagedInstance, decided: TrafficBaseline | undefined, reason: string, guardBusy = decided !== undefined): Promise<boolean> {
     return instance.exclusive(async () => {
       if (instance.state !== 'running' || instance.removed) return false;
-      if (instance.sleepBlockedBy) {
-        // A sleep would make a check fail (one the stub cannot answer): stay awake and say why.
-        instance.heldBy = { kind: 'never-sleeps', detail: instance.sleepBlockedBy };
+      const held = instance.sleepHeldBy;
+      if (held) {
+        // A sleep would make a check fail (one the stub cannot answer), or Nomad is stopping or signalling the task: stay awake and say why.
+        instance.heldBy = held;
         return false;
       }
       this.setState(instance, 'pausing', reason);
@@ -408,6 +409,17 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
     const instance = this.own(view);
     instance.checksAnswered++;
     if (this.table.lists(instance)) this.emit('checkAnswered', instance);
+  }
+
+  /**
+   * Keeps an instance from sleeping for `ms` (the longest hold asked for wins): its Nomad client is
+   * about to stop or signal its task (agent/discovery/nomad-instances.ts thawFirst).
+   */
+  holdAwake(view: ReadonlyInstance, reason: HoldReason, ms: number): void {
+    const instance = this.table.get(view.id);
+    if (instance !== view) return;
+    const untilMs = Date.now() + ms;
+    if (!instance.awakeHold || instance.awakeHold.untilMs < untilMs) instance.awakeHold = { reason, untilMs };
   }
 
   /** How many of its connections the hold listener holds while it wakes (agent/hold/). */

@@ -58,6 +58,8 @@ export class ManagedInstance {
   heldBy: HoldReason | undefined;
   /** Set when it must never sleep (a check the stub cannot answer): shown as heldBy. */
   readonly sleepBlockedBy: string | undefined;
+  /** No sleep until `untilMs`: its Nomad client is killing, restarting or signalling its task (Detector.holdAwake). */
+  awakeHold: { reason: HoldReason; untilMs: number } | undefined;
   awakeSinceNs: bigint;
   lastSeenNs = 0n;
   /** Its packet counter at the same reading as lastSeenNs (a sleep decided on them aborts if either moved). */
@@ -132,6 +134,12 @@ export class ManagedInstance {
     return this.config.interface === undefined;
   }
 
+  /** Why it may not sleep now, if anything forbids it (sleepBlockedBy, or a hold until it runs out). */
+  get sleepHeldBy(): HoldReason | undefined {
+    if (this.sleepBlockedBy) return { kind: 'never-sleeps', detail: this.sleepBlockedBy };
+    return this.awakeHold && Date.now() < this.awakeHold.untilMs ? this.awakeHold.reason : undefined;
+  }
+
   /** Transitions of one instance never overlap: each waits for the previous one. */
   exclusive<T>(work: () => Promise<T>): Promise<T> {
     return this.transitions.run(work);
@@ -159,7 +167,7 @@ export function firstCheckNs(instance: Pick<ManagedInstance, 'config' | 'minAwak
 }
 
 /** What the detector's own parts use and nobody else reads: its queue, timers and wake bookkeeping. */
-type DetectorOnly = 'exclusive' | 'wakesPending' | 'nextCheckNs';
+type DetectorOnly = 'exclusive' | 'wakesPending' | 'nextCheckNs' | 'awakeHold';
 
 /**
  * A managed instance as everyone but the detector sees it: every field read-only, so only the

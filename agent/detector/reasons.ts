@@ -21,6 +21,11 @@ export type HoldReason =
   | { kind: 'measuring' }
   /** It must never sleep (a check the stub cannot answer); `detail` says which and why. */
   | { kind: 'never-sleeps'; detail: string }
+  /**
+   * Its Nomad client is stopping or restarting its task (`Killing`, `Restart Signaled`) or
+   * signalling it (`Signaling`), with Nomad's message: awake until that is done (agent/nomad/task-events.ts).
+   */
+  | { kind: 'nomad-task-event'; event: string; message: string | undefined; stopping: boolean }
   /** Its connections could not be read (doze-maps answered an error): never taken for "nothing in flight". */
   | ConnectionsUnreadable;
 
@@ -62,6 +67,8 @@ export function describeHold(reason: HoldReason): string {
       return 'busy guard: measuring CPU';
     case 'never-sleeps':
       return reason.detail;
+    case 'nomad-task-event':
+      return `nomad: ${reason.event}${reason.message ? ` (${reason.message})` : ''}: awake while Nomad ${reason.stopping ? 'stops' : 'signals'} the task`;
     case 'connections-unreadable':
       return `its connections could not be read (${reason.message}): kept awake, read again soon`;
   }

@@ -51,6 +51,8 @@ export interface AnnotatedAllocation {
   /** A non-VM task: push its memory to swap after reclaimAfterMs asleep (doze.reclaim written, doze.reclaim_after). */
   reclaimFreezer: boolean;
   reclaimAfterMs: number;
+  /** doze.reclaim_keep. */
+  reclaimKeep: 'working-set' | 'nothing';
   /**
    * The task runs the VM under `doze vm run --register` (what `doze job render` makes of a
    * snapshot-mode qemu task): the owner registers the VM with the agent itself, so discovery
@@ -132,6 +134,7 @@ export function allocationInstance(alloc: NomadAllocation, job: NomadJob | null 
       reclaim: settings.reclaim,
       reclaimFreezer: settings.reclaimFreezer,
       reclaimAfterMs: settings.reclaimAfterMs,
+      reclaimKeep: settings.reclaimKeep,
       vmOwner,
     },
   };

@@ -81,9 +81,10 @@ export class ConsulAgentClient {
     return Object.values(this.validate('GET /v1/agent/checks', checksSchema, raw));
   }
 
-  /** `GET /v1/agent/self` (needs agent:read); only its success matters to doze. */
-  async self(): Promise<void> {
-    await this.call('GET /v1/agent/self', () => this.consul.agent.self());
+  /** `GET /v1/agent/self` (needs agent:read): the agent's version (`Config.Version`), when it says one. */
+  async self(): Promise<string | undefined> {
+    const raw = (await this.call('GET /v1/agent/self', () => this.consul.agent.self())) as { Config?: { Version?: unknown } } | undefined;
+    return typeof raw?.Config?.Version === 'string' ? raw.Config.Version : undefined;
   }
 
   /** `GET /v1/agent/services`: id → service. */

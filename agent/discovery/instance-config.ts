@@ -55,7 +55,7 @@ export function instanceConfigFor(instance: AnnotatedAllocation, node: NodeFacts
   const { cgroup } = node;
   const runtime = instance.driver === 'qemu'
     ? qemuDriverRuntime(settings.allocDir ?? DEFAULT_ALLOC_DIR, instance, cgroup)
-    : { kind: 'freezer', cgroup: cgroup.path, ...(instance.reclaimFreezer ? { reclaim: true, reclaimAfter: instance.reclaimAfterMs } : {}) };
+    : { kind: 'freezer', cgroup: cgroup.path, ...(instance.reclaimFreezer ? { reclaim: true, reclaimAfter: instance.reclaimAfterMs, reclaimKeep: instance.reclaimKeep } : {}) };
   const checkTls = settings.checkTls?.[instance.service];
   const raw = {
     id: instance.id,

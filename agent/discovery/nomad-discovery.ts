@@ -4,6 +4,7 @@ import { NomadError, type NomadClient } from '../nomad/nomad-client.js';
 import { allocationEvents } from './nomad-event-stream.js';
 import { watchNodeAllocations } from './node-allocations-watch.js';
 import type { NomadAllocation } from '../nomad/nomad-schemas.js';
+import { newTaskActions, type TaskAction, type TaskEventMarks } from '../nomad/task-events.js';
 import { SerialQueue } from '../shared/serial-queue.js';
 
 /*
@@ -57,6 +58,11 @@ export interface NomadDiscoveryOptions {
   /** An allocation that was judged and not managed (ignored or invalid) stopped or left the node. */
   onForget?: (allocId: string) => void;
   onStatus?: (status: DiscoveryStatus) => void;
+  /**
+   * A task of a live allocation is about to be killed, restarted or signalled by its Nomad client
+   * (agent/nomad/task-events.ts), said once per event: a sleeping instance must be thawed first.
+   */
+  onTaskAction?: (allocId: string, action: TaskAction) => void;
   onError?: (error: NomadError) => void;
 }
 
@@ -66,6 +72,8 @@ export class NomadDiscovery {
   private readonly judged = new Map<string, number>();
   /** What the last event for a managed allocation said about its network and tasks (see `changed`). */
   private readonly seen = new Map<string, Fingerprint>();
+  /** The newest task event seen per task of each live allocation (see noteTaskEvents). */
+  private readonly taskMarks = new Map<string, TaskEventMarks>();
   private status: DiscoveryStatus = { connected: false, source: 'list' };
   private fallback: string | undefined;
   /** Re-lists and stream events are applied one at a time, in order. */
@@ -198,8 +206,10 @@ export class NomadDiscovery {
     const present = new Set<string>();
     for (const alloc of allocations) {
       present.add(alloc.ID);
+      if (isAllocationLive(alloc)) this.noteTaskEvents(alloc);
       this.judge(alloc, alloc.Job);
     }
+    for (const allocId of [...this.taskMarks.keys()]) if (!present.has(allocId)) this.taskMarks.delete(allocId);
     // Only what the list could have seen: an allocation learned from an event newer than the list stays.
     for (const allocId of [...this.known.keys()]) {
       if (!present.has(allocId) && (this.seen.get(allocId)?.modifyIndex ?? 0) <= index) this.remove(allocId, 'allocation is no longer on this node');
@@ -211,10 +221,13 @@ export class NomadDiscovery {
   private async apply(alloc: NomadAllocation): Promise<void> {
     if (alloc.NodeID !== this.options.nodeId) return;
     if (!isAllocationLive(alloc)) {
+      this.taskMarks.delete(alloc.ID);
       if (this.judged.has(alloc.ID)) this.forget(alloc.ID);
       if (this.known.has(alloc.ID)) this.remove(alloc.ID, `allocation is ${alloc.DesiredStatus}/${alloc.ClientStatus}`);
       return;
     }
+    // Before anything that waits: a kill or signal on its way must find the instance thawed.
+    this.noteTaskEvents(alloc);
     if (this.known.has(alloc.ID)) {
       // A managed allocation is looked at again only when what it is managed by changed:
       // its address or ports (a network re-set up), its job (an in-place update bumps
@@ -257,6 +270,19 @@ export class NomadDiscovery {
     this.judged.set(alloc.ID, alloc.ModifyIndex);
     if (this.known.has(alloc.ID)) this.remove(alloc.ID, mapping.reason);
     if (mapping.kind === 'invalid') this.options.onInvalid?.(alloc.ID, mapping.reason);
+  }
+
+  /**
+   * Says each new thaw-first task event of a live allocation once. The first sight of an
+   * allocation (the first list, an agent restart) only marks the events it already has: those
+   * were acted on before, or are history.
+   */
+  private noteTaskEvents(alloc: NomadAllocation): void {
+    const before = this.taskMarks.get(alloc.ID);
+    const { actions, marks } = newTaskActions(alloc, before);
+    this.taskMarks.set(alloc.ID, marks);
+    if (before === undefined) return;
+    for (const action of actions) this.options.onTaskAction?.(alloc.ID, action);
   }
 
   private forget(allocId: string): void {

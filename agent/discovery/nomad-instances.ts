@@ -14,6 +14,7 @@ import { dockerSocket } from '../docker/docker-socket.js';
 import { lookUpDockerTask, type DockerTaskFacts, type DockerTaskLookup } from '../docker/docker-task.js';
 import { NomadClient } from '../nomad/nomad-client.js';
 import { NomadDiscovery, type DiscoveryStatus } from './nomad-discovery.js';
+import type { TaskAction } from '../nomad/task-events.js';
 import { learnNodeId } from './node-id.js';
 import { unanswerableChecks } from '../nomad/check-needs.js';
 import { describeMissing, missingRights, nomadProbes } from './permissions.js';
@@ -87,6 +88,13 @@ interface Tracked {
   retry?: NodeJS.Timeout;
   backoffMs: number;
 }
+
+/** Nomad's default kill_timeout (5 s), for a Killing event that does not say its own. */
+const DEFAULT_KILL_TIMEOUT_NS = 5e9;
+/** drivers/shared/executor: after kill_timeout it waits 15 s more before Nomad's last-resort kill. */
+const EXECUTOR_GRACE_MS = 15_000;
+/** A signalled task stays awake this long for its handler (a reload), then sleeps when idle again. */
+const SIGNAL_HOLD_MS = 5_000;
 
 /** Discovery-reported invalid allocations kept for the status API (oldest dropped first). */
 const MAX_INVALID = 200;
@@ -182,6 +190,7 @@ export class AllocationManager {
       onRemove: (allocId, reason) => this.enqueue(allocId, () => this.removeAllocation(allocId, reason)),
       onInvalid: (allocId, reason) => this.noteInvalid(allocId, reason),
       onForget: (allocId) => this.invalid.delete(allocId),
+      onTaskAction: (allocId, action) => this.thawFirst(allocId, action),
       onStatus: (status) => this.onDiscoveryStatus(nodeId, status),
       onError: (error) => this.log.debug({ code: error.code, err: error.message }, 'Nomad request failed'),
     });
@@ -194,6 +203,24 @@ export class AllocationManager {
         tracker.down(messageOf(error));
       },
     });
+  }
+
+  /**
+   * Its Nomad client is about to kill, restart or signal the managed task: wake it now (not queued
+   * behind the allocation's other work), and keep it awake while the signal is handled: through
+   * the kill timeout and the executor's 15 s after it for a kill or restart (the task then stops,
+   * or restarts and is managed afresh), SIGNAL_HOLD_MS for a signal (its handler's CPU work after
+   * that is the busy guard's).
+   */
+  private thawFirst(allocId: string, action: TaskAction): void {
+    const t = this.tracked.get(allocId);
+    const instance = t?.instance;
+    if (!t || !instance || t.state !== 'managed' || action.task !== t.nomad.task) return;
+    const what = `nomad: ${action.type}${action.message ? ` (${action.message})` : ''}`;
+    const holdMs = action.type === 'Signaling' ? SIGNAL_HOLD_MS : Math.round((action.killTimeoutNs ?? DEFAULT_KILL_TIMEOUT_NS) / 1e6) + EXECUTOR_GRACE_MS;
+    this.options.detector.holdAwake(instance, { kind: 'nomad-task-event', event: action.type, message: action.message, stopping: action.type !== 'Signaling' }, holdMs);
+    this.log.info({ instance: instance.id, alloc: allocId, event: action.type, message: action.message, state: instance.state }, 'Nomad acts on the task: thawing it first');
+    void this.options.detector.wake(instance, what);
   }
 
   private backoff(): BackoffOptions {

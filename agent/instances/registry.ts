@@ -4,6 +4,7 @@ import type { ReadonlyInstance } from '../detector/managed-instance.js';
 import { messageOf } from '../shared/errors.js';
 import type { AdmissionRefusal, InstanceAdmission } from './admission.js';
 import type { Logger } from '../shared/log.js';
+import { describeRegistrationRefusal, type RegistrationRefusal } from './registration-policy.js';
 import { SerialQueue } from '../shared/serial-queue.js';
 
 /*
@@ -19,7 +20,7 @@ import { SerialQueue } from '../shared/serial-queue.js';
 
 export type RegisterResult =
   | { status: 201 | 200; instance: ReadonlyInstance; created: boolean }
-  | { status: 409 | 422; error: string };
+  | { status: 403 | 409 | 422; error: string };
 
 export type UnregisterResult = { status: 200; instance: ReadonlyInstance } | { status: 404 | 409; error: string };
 
@@ -27,6 +28,8 @@ export interface InstanceRegistryOptions {
   admission: InstanceAdmission;
   detector: Detector;
   log: Logger;
+  /** What a registration may name (registration-policy.ts): a refusal is a 403. */
+  policy: (config: InstanceConfig) => RegistrationRefusal | undefined;
 }
 
 export class InstanceRegistry {
@@ -57,6 +60,11 @@ export class InstanceRegistry {
 
   private async doRegister(config: InstanceConfig): Promise<RegisterResult> {
     const { admission, detector } = this.options;
+    const forbidden = this.options.policy(config);
+    if (forbidden) {
+      this.log.warn({ instance: config.id, refusal: forbidden }, 'registration refused');
+      return { status: 403, error: describeRegistrationRefusal(forbidden) };
+    }
     const existing = detector.get(config.id);
     // Only a registration through the API can be replaced through it.
     const replaces = existing?.source === 'api' ? existing : undefined;

@@ -35,6 +35,7 @@ export const META_KEYS = [
   { key: 'doze.mode', type: 'enum', values: SLEEP_MODES, default: 'pause', description: 'How it sleeps: `pause` freezes the task (cgroup freezer, memory kept; a qemu-driver VM is stopped through QMP, see doze.reclaim); `snapshot` saves a VM\'s state and frees its memory; `scale` sets the group count to 0 through Nomad (services leave the catalog).' },
   { key: 'doze.reclaim', type: 'boolean', default: 'true', description: 'Push a sleeper\'s memory out. With `pause` on a task of Nomad\'s qemu driver (default `true`): the guest\'s RAM leaves memory while the VM sleeps (`doze job render` puts that RAM in a file in the task directory); `false` keeps it resident: a faster wake, no memory freed. On other tasks (docker, exec, raw_exec; default `false` for them): after doze.reclaim_after asleep the frozen task\'s memory goes to swap (needs swap on the node, docs/memory.md).' },
   { key: 'doze.reclaim_after', type: 'duration', default: '10s', description: 'With doze.reclaim on a non-VM task: how long it sleeps before its memory is pushed out, so an instance that wakes often never pays for it.' },
+  { key: 'doze.reclaim_keep', type: 'enum', values: ['working-set', 'nothing'], default: 'working-set', description: 'With doze.reclaim on a non-VM task: what stays resident. `working-set` keeps the pages the task touched since the last reclaim (its next wake as fast as a plain freezer wake, measured); `nothing` pushes everything out (docs/memory.md).' },
   { key: 'doze.tap_address', type: 'address', default: undefined, description: 'With `snapshot` on a task of Nomad\'s qemu driver: `doze vm run` creates the VM\'s tap (the `ifname=` of its `-netdev tap`) with this host end of a /30 or /31 (e.g. `10.213.${NOMAD_ALLOC_INDEX}.1/30`; Nomad interpolates it) and removes it when it stops. Unset: the tap must exist on the node.' },
   { key: 'doze.wake', type: 'enum', values: WAKE_MODES, default: undefined, description: 'The first packets to a sleeping instance: `retry` lets the client\'s own retransmission carry them (a dropped SYN costs about 1 s); `hold` holds them until the instance is awake. Unset: `hold` where the sleeping runtime drops the first SYN (`snapshot` VMs without a pre-spawned QEMU, Firecracker snapshots), `retry` elsewhere.' },
   { key: 'doze.min_awake', type: 'duration', default: '0s', description: 'Shortest time an instance stays awake after a wake, however idle.' },
@@ -63,6 +64,8 @@ export interface DozeSettings {
   reclaimFreezer: boolean;
   /** doze.reclaim_after. */
   reclaimAfterMs: number;
+  /** doze.reclaim_keep. */
+  reclaimKeep: 'working-set' | 'nothing';
   /** Unset: chosen by the runtime (hold where it drops the first SYN while asleep). */
   wake: WakeMode | undefined;
   minAwakeMs: number;
@@ -175,6 +178,7 @@ export function resolveDozeMeta(layers: readonly MetaLayer[]): { settings: DozeS
     reclaim: get<boolean>('doze.reclaim')!,
     reclaimFreezer: winner('doze.reclaim')?.value.ok ? get<boolean>('doze.reclaim')! : false,
     reclaimAfterMs: get<number>('doze.reclaim_after')!,
+    reclaimKeep: get<'working-set' | 'nothing'>('doze.reclaim_keep')!,
     wake: get<WakeMode>('doze.wake'),
     minAwakeMs: get<number>('doze.min_awake')!,
     busyCpu: get<number>('doze.busy_cpu')!,

@@ -150,6 +150,16 @@ export class NomadClient {
     return { nodeId, name: self.member?.Name, region: self.config?.Region ?? undefined, datacenter: self.config?.Datacenter ?? undefined };
   }
 
+  /** `GET /v1/agent/self`'s `config.Version.Version` ("1.9.3"): the local agent's release, client or server. */
+  async agentVersion(options: { signal?: AbortSignal } = {}): Promise<string | undefined> {
+    const what = 'GET /v1/agent/self';
+    const response = await this.request(what, () =>
+      this.http.get<string>('/v1/agent/self', { params: this.params({ namespace: undefined }), timeout: this.timeoutMs, signal: options.signal }),
+    );
+    const version = this.body(response, what, agentSelfSchema).config?.Version;
+    return (typeof version === 'string' ? version : version?.Version) ?? undefined;
+  }
+
   /** `GET /v1/job/:id`. */
   job(jobId: string, query: BlockingQuery = {}): Promise<Indexed<NomadJob>> {
     return this.read(`/v1/job/${encodeURIComponent(jobId)}`, jobSchema, query);

@@ -96,6 +96,8 @@ export const jobSchema = z.looseObject({
   TaskGroups: z.array(taskGroupSchema).min(1),
   ModifyIndex: z.number().int().optional(),
   Version: z.number().int().optional(),
+  /** Set by `nomad job stop` (a new version of the job, kept until garbage collection). */
+  Stop: z.boolean().optional(),
 });
 
 /** `AllocatedResources.Shared.Ports[]`: the ports the scheduler gave an allocation. */
@@ -221,7 +223,17 @@ export const eventSchema = z.looseObject({
  * client agent's `stats.client.node_id` is its node id.
  */
 export const agentSelfSchema = z.looseObject({
-  config: z.looseObject({ Region: z.string().nullish(), Datacenter: z.string().nullish() }).nullish(),
+  config: z
+    .looseObject({
+      Region: z.string().nullish(),
+      Datacenter: z.string().nullish(),
+      /**
+       * The agent config's version.VersionInfo (`{ Revision, Version, VersionPrerelease, VersionMetadata }`,
+       * command/agent/config.go); the API docs' old sample has it as a string beside VersionPrerelease.
+       */
+      Version: z.union([z.string(), z.looseObject({ Version: z.string().optional(), VersionPrerelease: z.string().nullish() })]).nullish(),
+    })
+    .nullish(),
   member: z.looseObject({ Name: z.string().optional() }).nullish(),
   stats: z.record(z.string(), z.record(z.string(), z.string()).nullish()).nullish(),
 });

@@ -26,7 +26,7 @@ export function createRuntime(config: RuntimeConfig, deps: RuntimeDeps = {}): Ru
     case 'freezer':
       return new FreezerRuntime(config.cgroup, undefined, {
         memoryCgroup: config.memoryCgroup,
-        reclaim: config.reclaim ? { afterMs: config.reclaimAfter, handleFile: config.handleFile ?? defaultFreezerHandle(config.cgroup), prefetch: config.prefetch } : undefined,
+        reclaim: config.reclaim ? { afterMs: config.reclaimAfter, handleFile: config.handleFile ?? defaultFreezerHandle(config.cgroup), prefetch: config.prefetch, keep: config.reclaimKeep } : undefined,
       });
     case 'fake':
       return new FakeRuntime({ pauseMs: config.pauseMs, resumeMs: config.resumeMs, failResume: config.failResume, usageCgroup: config.usageCgroup });

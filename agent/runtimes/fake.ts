@@ -1,5 +1,5 @@
 import { isAbsolute, join } from 'node:path';
-import { readUsage, type UsageReading } from '../cgroups/cpu-usage.js';
+import { readUsage, usageSourceOf, type UsageReading, type UsageSource, type UsageSourceView } from '../cgroups/cpu-usage.js';
 import { RuntimeError } from '../shared/errors.js';
 import { withDeadline } from '../shared/deadline.js';
 import { CGROUP_ROOT } from './freezer.js';
@@ -66,9 +66,18 @@ export class FakeRuntime implements Runtime {
   }
 
   usage(): UsageReading | undefined {
+    const source = this.usageCounters();
+    return source ? readUsage(source) : undefined;
+  }
+
+  usageSource(): UsageSourceView {
+    const source = this.usageCounters();
+    return source ? usageSourceOf(source) : { kind: 'unavailable', reason: 'runtime-has-no-counters' };
+  }
+
+  private usageCounters(): UsageSource | undefined {
     const cgroup = this.knobs.usageCgroup;
-    if (cgroup === undefined) return undefined;
-    return readUsage({ kind: 'cgroup', version: 1, dir: isAbsolute(cgroup) ? cgroup : join(CGROUP_ROOT, 'freezer', cgroup) });
+    return cgroup === undefined ? undefined : { kind: 'cgroup', version: 1, dir: isAbsolute(cgroup) ? cgroup : join(CGROUP_ROOT, 'freezer', cgroup) };
   }
 }
 

@@ -1,11 +1,12 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, watch, writeFileSync, type FSWatcher } from 'node:fs';
 import { access } from 'node:fs/promises';
 import { dirname, isAbsolute, join } from 'node:path';
-import { readUsage, type UsageReading } from '../cgroups/cpu-usage.js';
+import { readUsage, usageSourceOf, type UsageReading, type UsageSource, type UsageSourceView } from '../cgroups/cpu-usage.js';
 import { DeadlineError, RuntimeError } from '../shared/errors.js';
 import { locateMemoryCgroup, memoryCgroupBesideFreezer, memoryCgroupOfProcess, oomKills, readMajorFaults, readMemoryUsage, type MemoryCgroup, type MemoryUsage } from '../cgroups/memory-cgroup.js';
 import { readNodeSwap, type NodeSwap } from '../cgroups/node-swap.js';
 import { FreezerReclaim, type ReclaimOutcome } from './freezer-reclaim.js';
+import type { ReclaimKeep } from './working-set-reclaim.js';
 import type { ProbeResult, ReclaimState, Runtime, RuntimeObservedState } from './runtime.js';
 import { Deadline } from '../shared/deadline.js';
 
@@ -63,7 +64,7 @@ export interface FreezerOptions {
   /** Where its memory is measured and reclaimed (relative to the v1 memory hierarchy or cgroup2, or absolute); else beside the freezer cgroup, else its processes' own. */
   memoryCgroup?: string;
   /** Push its memory out once it has slept this long (agent/runtimes/freezer-reclaim.ts). */
-  reclaim?: { afterMs: number; handleFile?: string; prefetch?: boolean };
+  reclaim?: { afterMs: number; handleFile?: string; prefetch?: boolean; keep?: ReclaimKeep };
   /** The node's swap (tests replace it). */
   swap?: () => NodeSwap;
 }
@@ -123,6 +124,7 @@ export class FreezerRuntime implements Runtime {
         handleFile: reclaim.handleFile,
         workingSetFile: reclaim.prefetch ? `${reclaim.handleFile ?? `/run/doze/freezer/${memory.dir.replace(/[^A-Za-z0-9._-]/g, '_')}`}.working-set` : undefined,
         swap: this.options.swap,
+        keep: reclaim.keep,
         onReclaim: (outcome) => {
           // Swap may come and go: the last attempt says whether reclaim is on.
           this.reclaimOff = outcome.result === 'skipped' ? outcome.reason : null;
@@ -215,6 +217,8 @@ export class FreezerRuntime implements Runtime {
     // Stop a reclaim first (a signal, not a wait), so it stops evicting what the thaw needs.
     this.reclaimer?.cancel();
     await this.setFrozen(false, deadlineMs, signal);
+    // Off the wake path: after the detector has seen the instance run.
+    if (this.reclaimer) setImmediate(() => this.reclaimer?.afterThaw());
     if (this.reclaimer && this.memoryCg && oomKills(this.memoryCg) > this.oomKillsAtSleep) {
       throw new RuntimeError('E_OOM_KILLED', `the kernel OOM-killed a process of ${this.cgroup} while it slept with its memory reclaimed (memory cgroup ${this.memoryCg.dir}); its task must be restarted`);
     }
@@ -236,9 +240,50 @@ export class FreezerRuntime implements Runtime {
 
   /** CPU and block I/O of the cgroup's tasks (agent/cgroups/cpu-usage.ts), once the freezer is located. */
   usage(): UsageReading | undefined {
+    const source = this.usageCounters();
+    return source ? readUsage(source) : undefined;
+  }
+
+  usageSource(): UsageSourceView {
+    const source = this.usageCounters();
+    return source ? usageSourceOf(source) : { kind: 'unavailable', reason: 'cgroup-gone' };
+  }
+
+  /**
+   * inotify on the cgroup's membership files: a process enters a cgroup by a write to
+   * `cgroup.procs` (or `tasks`, v1; `cgroup.threads`, v2), and every write() raises IN_MODIFY on
+   * the file (the VFS's own notification, not a kernfs one), within a millisecond here. Costs
+   * one inotify watch a file while armed and nothing for processes elsewhere on the node. Not
+   * seen: a process cloned straight into a cgroup2 cgroup (clone3 CLONE_INTO_CGROUP), which
+   * writes no file (docs/nomad.md).
+   */
+  watchEntries(onEntry: () => void): () => void {
     const f = this.flavour;
-    if (!f) return undefined;
-    return readUsage({ kind: 'cgroup', version: f.version, dir: dirname(f.version === 1 ? f.stateFile : f.freezeFile), root: this.root });
+    if (!f) return () => {};
+    const dir = dirname(f.version === 1 ? f.stateFile : f.freezeFile);
+    const watchers: FSWatcher[] = [];
+    for (const file of f.version === 1 ? ['cgroup.procs', 'tasks'] : ['cgroup.procs', 'cgroup.threads']) {
+      try {
+        const watcher = watch(join(dir, file), { persistent: false }, (event) => event === 'change' && onEntry());
+        watcher.on('error', () => watcher.close()); // the cgroup went with its task
+        watchers.push(watcher);
+      } catch (error) {
+        // cgroup.threads needs a cgroup2 with threaded support; cgroup.procs is always there, so
+        // failing to watch it (ENOSPC: fs.inotify.max_user_watches reached) is said.
+        if (file === 'cgroup.procs') {
+          for (const watcher of watchers) watcher.close();
+          throw new RuntimeError('E_ENTRY_WATCH', `cannot watch ${join(dir, file)}: ${(error as NodeJS.ErrnoException).code ?? String(error)}${(error as NodeJS.ErrnoException).code === 'ENOSPC' ? ' (raise fs.inotify.max_user_watches)' : ''}`, { cause: error });
+        }
+      }
+    }
+    return () => {
+      for (const watcher of watchers) watcher.close();
+    };
+  }
+
+  private usageCounters(): UsageSource | undefined {
+    const f = this.flavour;
+    return f && { kind: 'cgroup', version: f.version, dir: dirname(f.version === 1 ? f.stateFile : f.freezeFile), root: this.root };
   }
 
   private async require(): Promise<Flavour> {

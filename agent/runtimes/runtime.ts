@@ -1,4 +1,4 @@
-import type { UsageReading } from '../cgroups/cpu-usage.js';
+import type { UsageReading, UsageSourceView } from '../cgroups/cpu-usage.js';
 
 /** What a runtime can do, declared up front so callers never guess. */
 export interface RuntimeCapabilities {
@@ -73,6 +73,15 @@ export interface Runtime {
    * kernel counters; undefined when they cannot be read. Runtimes without it are not guarded.
    */
   usage?(): UsageReading | undefined;
+  /**
+   * Calls `onEntry` when a process is written into the workload's cgroup (`nomad alloc exec`, a
+   * script check, anything that does `echo $$ > cgroup.procs`), until the returned function is
+   * called: a sleeper must wake for it, since a process entering a frozen cgroup freezes at once.
+   * Runtimes without a cgroup of their own omit it.
+   */
+  watchEntries?(onEntry: () => void): () => void;
+  /** What `usage()` read last (a CPU cgroup, /proc, or nothing and why): status page and API. */
+  usageSource?(): UsageSourceView;
   /** The runtime's current handle, for status and tests (runtimes that keep none omit this). */
   handle?(): RuntimeHandle | undefined;
   /** What the workload holds now, from its memory cgroup; undefined when none was found. */

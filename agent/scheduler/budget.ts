@@ -14,8 +14,9 @@ export interface BudgetMember {
   /** Awake or about to be: running, waking, pausing. */
   active: boolean;
   /**
-   * MiB: an awake instance's declared memory; a sleeper's measured resident memory when its
-   * runtime frees memory asleep (freezer reclaim: about 0 once reclaimed), else 0.
+   * MiB: an awake instance's declared memory; a sleeper's measured cost to the node when its
+   * runtime frees memory asleep (freezer reclaim: resident plus its share of zram's memory,
+   * e.g. ~40 % of its awake memory for text-like data on lz4, 0 on a disk swap), else 0.
    */
   memory: number;
   /** Last inbound packet or wake, whichever is later (bpf clock). */

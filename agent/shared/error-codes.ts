@@ -35,6 +35,7 @@ export const ERROR_CODES = {
   E_RUNTIME_HELPER: "a runtime's helper process failed",
   E_HANDLE: "a runtime handle could not be read, fits no runtime, or could not be written",
   E_OOM_KILLED: 'the workload was killed for memory while frozen',
+  E_ENTRY_WATCH: "a sleeper's cgroup.procs could not be watched for processes entering it (inotify watches used up)",
   E_SCALE_BLOCKED: 'Nomad refused to scale the group (a deployment, a policy)',
   E_RECLAIM: "pushing a sleeper's memory out failed",
   E_WORKING_SET: "recording or prefetching a VM's working set failed",

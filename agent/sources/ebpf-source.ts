@@ -178,9 +178,10 @@ export class EbpfSource implements TrafficSource {
     this.events.on('gap', listener);
   }
 
-  async close({ removePins }: { removePins: boolean }): Promise<void> {
+  /** `detach: false` (a hand-over): the programs stay attached, counting and signalling for the next agent. */
+  async close({ removePins, detach = true }: { removePins: boolean; detach?: boolean }): Promise<void> {
     this.events.stop();
-    const devices = new Set([...this.devices.keys(), ...this.hostDevices]);
+    const devices = new Set(detach ? [...this.devices.keys(), ...this.hostDevices] : []);
     // Leaving the node (clean exit): host-port programs a crashed agent left on the node's
     // interfaces go too, not only the ones this agent attached (the node's lo outlives agents).
     if (removePins) {

@@ -1,3 +1,4 @@
+import { describeUnavailable, type UsageSourceView, type UsageUnavailableReason } from '../cgroups/cpu-usage.js';
 import { idleForMs, type ReadonlyInstance } from '../detector/managed-instance.js';
 import { monotonicNs } from '../shared/clock.js';
 import { describeFailure, describeHold, type HoldReason } from '../detector/reasons.js';
@@ -47,6 +48,26 @@ export interface InstanceView {
   origin: { allocId: string; jobId: string; group: string; task: string } | null;
   /** Who added it: `static` (config file), `nomad` (discovery) or `api` (PUT /api/instances/{id}, e.g. doze vm run --register). */
   source: 'static' | 'nomad' | 'api';
+  /**
+   * What the busy guard reads for it: a CPU cgroup holding exactly its processes (`file`), /proc
+   * summed over its cgroup's processes (or its VM's process), or nothing, and why.
+   */
+  busyGuard: BusyGuardView;
+}
+
+export type BusyGuardView =
+  | { source: 'cpu-cgroup'; file: string }
+  | { source: 'procfs'; processes: number }
+  | { source: 'unavailable'; reason: UsageUnavailableReason; message: string };
+
+export function busyGuardOf(i: ReadonlyInstance): BusyGuardView {
+  const view = (s: UsageSourceView): BusyGuardView =>
+    s.kind === 'cpu-cgroup' ? { source: 'cpu-cgroup', file: s.file }
+      : s.kind === 'procfs' ? { source: 'procfs', processes: s.processes }
+      : { source: 'unavailable', reason: s.reason, message: describeUnavailable(s.reason) };
+  if (i.config.busyCpu <= 0) return view({ kind: 'unavailable', reason: 'guard-off' });
+  if (!i.runtime.usage) return view({ kind: 'unavailable', reason: 'runtime-has-no-counters' });
+  return view(i.runtime.usageSource?.() ?? { kind: 'unavailable', reason: 'not-read-yet' });
 }
 
 export function viewOf(i: ReadonlyInstance, memory?: MemoryTracker): InstanceView {
@@ -79,5 +100,6 @@ export function viewOf(i: ReadonlyInstance, memory?: MemoryTracker): InstanceVie
     wake: i.wake,
     origin: i.origin ?? null,
     source: i.source,
+    busyGuard: busyGuardOf(i),
   };
 }

@@ -8,7 +8,15 @@ import type { ReclaimState } from '../runtimes/runtime.js';
 export interface InstanceMemoryView {
   residentBytes: number;
   swappedBytes: number;
-  /** What it held when it last fell asleep (or, awake, the most seen since): "awake vs asleep". */
+  /** RAM its swapped pages take in zram (its share of zram's memory; 0 for swap on disk). */
+  compressedBytes: number;
+  /** What it costs the node: resident plus compressed. */
+  nodeBytes: number;
+  /**
+   * The most it was seen costing the node awake (resident + compressed, read as it falls asleep
+   * and at every status request): "awake vs asleep". The most, not the last: after a working-set
+   * reclaim what it never touches stays in swap while it is awake too, and that is what doze freed.
+   */
   awakeBytes: number | null;
   reclaim: ReclaimState | null;
 }
@@ -17,7 +25,9 @@ export interface NodeMemoryView {
   swap: { available: boolean; totalBytes: number; usedBytes: number; reason: string | null };
   /** Measured resident memory of every instance that can be measured. */
   residentBytes: number;
-  /** What sleepers gave back: their awake memory minus what they hold now. */
+  /** RAM zram spends on instances' swapped pages (the sum of their shares). */
+  compressedBytes: number;
+  /** What sleepers gave back: their awake memory minus what they cost the node now (resident + compressed). */
   freedBytes: number;
 }
 
@@ -30,7 +40,7 @@ export class MemoryTracker {
     // What it holds as it falls asleep is its awake memory (read before the freeze, long before a reclaim).
     detector.on('transition', ({ instance, to }) => {
       if (to !== 'pausing' || !instance.runtime.memory) return;
-      void instance.runtime.memory().then((usage) => usage && this.awake.set(instance, usage.residentBytes)).catch(() => undefined);
+      void instance.runtime.memory().then((usage) => usage && this.awake.set(instance, Math.max(this.awake.get(instance) ?? 0, usage.residentBytes + usage.compressedBytes))).catch(() => undefined);
     });
   }
 
@@ -44,7 +54,7 @@ export class MemoryTracker {
           return;
         }
         this.usage.set(i, usage);
-        if (i.state === 'running') this.awake.set(i, Math.max(this.awake.get(i) ?? 0, usage.residentBytes));
+        if (i.state === 'running') this.awake.set(i, Math.max(this.awake.get(i) ?? 0, usage.residentBytes + usage.compressedBytes));
       }),
     );
   }
@@ -52,20 +62,22 @@ export class MemoryTracker {
   view(i: ReadonlyInstance): InstanceMemoryView | null {
     const usage = this.usage.get(i);
     if (!usage) return null;
-    return { ...usage, awakeBytes: this.awake.get(i) ?? null, reclaim: i.runtime.reclaimState?.() ?? null };
+    return { ...usage, nodeBytes: usage.residentBytes + usage.compressedBytes, awakeBytes: this.awake.get(i) ?? null, reclaim: i.runtime.reclaimState?.() ?? null };
   }
 
   node(): NodeMemoryView {
     const swap = readNodeSwap();
     let residentBytes = 0;
+    let compressedBytes = 0;
     let freedBytes = 0;
     for (const i of this.detector.instances()) {
       const usage = this.usage.get(i);
       if (!usage) continue;
       residentBytes += usage.residentBytes;
+      compressedBytes += usage.compressedBytes;
       const awake = this.awake.get(i);
-      if (i.state === 'sleeping' && awake !== undefined) freedBytes += Math.max(0, awake - usage.residentBytes);
+      if (i.state === 'sleeping' && awake !== undefined) freedBytes += Math.max(0, awake - usage.residentBytes - usage.compressedBytes);
     }
-    return { swap: { available: swap.available, totalBytes: swap.totalBytes, usedBytes: swap.usedBytes, reason: swap.reason }, residentBytes, freedBytes };
+    return { swap: { available: swap.available, totalBytes: swap.totalBytes, usedBytes: swap.usedBytes, reason: swap.reason }, residentBytes, compressedBytes, freedBytes };
   }
 }

@@ -62,7 +62,7 @@ export class Metrics {
     const memory = (this.memory = new MemoryTracker(detector));
     new Gauge({
       name: 'doze_instance_memory_bytes',
-      help: "Memory an instance holds, from its memory cgroup: resident (charged to it now) or swapped",
+      help: "Memory an instance holds, from its memory cgroup: resident (charged to it now), swapped (its pages in swap), compressed (RAM its swapped pages take in zram: its share of zram's memory)",
       labelNames: ['instance', 'state'],
       registers: [this.registry],
       async collect() {
@@ -73,6 +73,7 @@ export class Metrics {
           if (!view) continue;
           this.set({ instance: i.id, state: 'resident' }, view.residentBytes);
           this.set({ instance: i.id, state: 'swapped' }, view.swappedBytes);
+          this.set({ instance: i.id, state: 'compressed' }, view.compressedBytes);
         }
       },
     });

@@ -20,7 +20,8 @@ export function renderRows(list: InstanceView[]): string {
     const m = i.memoryUsage;
     if (!m) return '';
     const now = i.state === 'running' ? `${mib(m.residentBytes)} awake` : `${m.awakeBytes === null ? '' : `${mib(m.awakeBytes)} awake<br>`}${mib(m.residentBytes)} asleep`;
-    const swapped = m.swappedBytes > 0 ? `<br><span class="muted">${mib(m.swappedBytes)} in swap</span>` : '';
+    // What the node pays for its swapped pages: zram keeps them compressed in RAM, a disk costs none.
+    const swapped = m.swappedBytes > 0 ? `<br><span class="muted">${mib(m.swappedBytes)} in swap${m.compressedBytes > 0 ? `, ${mib(m.compressedBytes)} compressed` : ''}</span>` : '';
     const off = m.reclaim && !m.reclaim.enabled && m.reclaim.reason ? `<br><span class="warn">reclaim off: ${esc(m.reclaim.reason)}</span>` : '';
     return `${now}${swapped}${off}`;
   };
@@ -44,6 +45,12 @@ export function renderRows(list: InstanceView[]): string {
     i.memoryUsage
       ? memoryLine(i, esc)
       : i.memory === 0 ? '<span class="muted">–</span>' : `${i.memory} MiB awake<br><span class="muted">${i.freesMemory ? '0 MiB' : `${i.memory} MiB`} asleep</span>`;
+  // What the busy guard reads; said in the row when it reads nothing (the instance then sleeps on traffic alone).
+  const guard = (i: InstanceView) => {
+    const g = i.busyGuard;
+    if (g.source === 'unavailable') return g.reason === 'guard-off' ? '' : `<br><span class="warn">busy guard: no CPU reading (${esc(g.message)})</span>`;
+    return `<br><span class="muted" title="${g.source === 'cpu-cgroup' ? esc(g.file) : `${g.processes} process(es) summed from /proc`}">busy guard: ${g.source}</span>`;
+  };
   if (list.length === 0) return '<tr><td colspan="10" class="muted">no instances yet</td></tr>';
   return list
     .map((i) => {
@@ -55,7 +62,7 @@ export function renderRows(list: InstanceView[]): string {
         `<td><b>${esc(i.id)}</b><br><span class="muted">${esc(i.address)} ${i.interface === null ? 'host port' : `on ${esc(i.interface)}`}</span></td>` +
         `<td><span class="state ${esc(i.state)}">${esc(i.state)}</span></td>` +
         `<td class="why ${whyKind}" data-why="${whyKind}">${whyText}</td>` +
-        `<td>${esc(i.runtime)}${i.mode ? ` ${esc(i.mode)}` : ''}<br><span class="muted">${esc(i.idlePolicy)}, wake ${esc(i.wake)}</span></td>` +
+        `<td>${esc(i.runtime)}${i.mode ? ` ${esc(i.mode)}` : ''}<br><span class="muted">${esc(i.idlePolicy)}, wake ${esc(i.wake)}</span>${guard(i)}</td>` +
         `<td>${origin}</td>` +
         `<td>${ms(i.lastWakeMs)}<br><span class="muted" title="first packet → first response byte">${i.lastFirstResponseMs === null ? '' : `answered ${ms(i.lastFirstResponseMs)}`}</span></td>` +
         `<td>${i.sleeps} / ${i.wakes}<br><span class="muted">${i.checksAnswered} checks</span></td>` +
@@ -157,13 +164,18 @@ export function renderSummary(report: StatusReport): string {
   const chips = Object.entries(report.instances.byState)
     .map(([state, n]) => `<span class="state ${esc(state)}">${n} ${esc(state)}</span>`)
     .join(' ');
+  const versions = report.versions ?? {};
+  const versionOf = (name: string) => {
+    const v = name === 'Nomad' ? versions.nomad : versions.consul;
+    return v?.version ? ` ${esc(v.version)}` : '';
+  };
   const link = (name: string, c: { connected: boolean; address: string; error?: string } | undefined) =>
-    c === undefined ? `<span class="muted">${name}: not configured</span>` : `<span class="${c.connected ? 'ok' : 'bad'}" title="${esc(c.error ?? c.address)}">${name}: ${c.connected ? 'connected' : 'unreachable'}</span>`;
+    c === undefined ? `<span class="muted">${name}: not configured</span>` : `<span class="${c.connected ? 'ok' : 'bad'}" data-version="${versionOf(name).trim()}" title="${esc(c.error ?? c.address)}">${name}${versionOf(name)}: ${c.connected ? 'connected' : 'unreachable'}</span>`;
   const mem = report.memory;
   const memory = !mem
     ? ''
     : mem.swap.available
-      ? card('swap', `${mib(mem.swap.usedBytes)} <small>/ ${mib(mem.swap.totalBytes)}</small>`, 'swap in use (freezer reclaim)')
+      ? card('swap', `${mib(mem.swap.usedBytes)} <small>/ ${mib(mem.swap.totalBytes)}</small>`, `swap in use (freezer reclaim)${mem.compressedBytes > 0 ? `, sleepers' share ${mib(mem.compressedBytes)} of RAM in zram` : ''}`)
       : card('swap', 'none', `no swap on this node: reclaim off${mem.swap.reason ? ` (${esc(mem.swap.reason)})` : ''}`, true);
   const fallback = report.connections.nomad?.detail?.['fallback'];
   const why = typeof fallback === 'string' ? `<div class="bad">Nomad: blocking queries instead of the event stream: ${esc(fallback)}</div>` : '';

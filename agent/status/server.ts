@@ -8,6 +8,7 @@ import type { InstanceRegistry } from '../instances/registry.js';
 import type { Logger } from '../shared/log.js';
 import type { DiscoveryReport } from '../discovery/discovery-report.js';
 import { statusReport } from './status-report.js';
+import type { UpstreamVersions } from '../upstream-versions.js';
 import { viewOf } from './instance-view.js';
 import type { Metrics } from './metrics.js';
 import { latencyDistribution } from './latency.js';
@@ -24,9 +25,13 @@ export interface StatusServerOptions {
   refresh: () => Promise<void>;
   /** Nomad/Consul connections and allocations for `GET /api/status` (agent/discovery/discovery-report.ts). */
   discovery?: () => DiscoveryReport | undefined;
-  /** Instances registered at run time (PUT/DELETE /api/instances/{id}); without it those routes answer 404. */
+  /** The Nomad and Consul versions read at start (agent/upstream-versions.ts). */
+  versions?: () => UpstreamVersions;
+  /** Instances registered at run time (PUT/DELETE /api/instances/{id}); without it (registrations.enabled off) those routes answer 404. */
   registry?: InstanceRegistry;
 }
+
+const REGISTRATIONS_OFF = 'this agent takes no registrations: set "registrations": { "enabled": true } in its config (docs/security.md)';
 
 function tokenMatches(header: string | undefined, token: string): boolean {
   const given = Buffer.from(header?.startsWith('Bearer ') ? header.slice(7) : '');
@@ -59,7 +64,7 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
     res.type('html').send(
       renderStatusPage({
         instances: detector.instances().map((i) => viewOf(i, memory)),
-        status: statusReport(detector, options.discovery?.(), memory.node()),
+        status: statusReport(detector, options.discovery?.(), memory.node(), options.versions?.()),
         transitions: transitions.after(0),
         wakes: wakes.list(),
         latency: await latency(),
@@ -93,7 +98,7 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
 
   app.get('/api/status', async (_req, res) => {
     await memory.refresh();
-    res.json(statusReport(detector, options.discovery?.(), memory.node()));
+    res.json(statusReport(detector, options.discovery?.(), memory.node(), options.versions?.()));
   });
 
   app.get('/api/instances/:id', async (req, res) => {
@@ -127,7 +132,7 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
 
   // --- run-time registration (agent/instances/registry.ts; doze vm run --register) ---
   app.put('/api/instances/:id', requireToken, async (req, res) => {
-    if (!options.registry) return void res.status(404).json({ error: 'this agent takes no registrations' });
+    if (!options.registry) return void res.status(404).json({ error: REGISTRATIONS_OFF });
     const body: unknown = req.body;
     if (body === null || typeof body !== 'object' || Array.isArray(body)) return void res.status(400).json({ error: 'expected an instance as a JSON object' });
     const id = String(req.params.id);
@@ -146,7 +151,7 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
   });
 
   app.delete('/api/instances/:id', requireToken, async (req, res) => {
-    if (!options.registry) return void res.status(404).json({ error: 'this agent takes no registrations' });
+    if (!options.registry) return void res.status(404).json({ error: REGISTRATIONS_OFF });
     const result = await options.registry.unregister(String(req.params.id));
     if ('error' in result) return void res.status(result.status).json({ error: result.error });
     res.json({ ...viewOf(result.instance), removed: true });

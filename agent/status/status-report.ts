@@ -3,6 +3,7 @@ import type { WakeEventHealth } from '../detector/wake-signals.js';
 import type { PacingReport } from '../scheduler/fault-back-gate.js';
 import type { DiscoveryReport } from '../discovery/discovery-report.js';
 import type { NodeMemoryView } from './memory-view.js';
+import type { UpstreamVersions } from '../upstream-versions.js';
 
 /*
  * `GET /api/status`: the agent as a whole, beside the per-instance
@@ -37,11 +38,13 @@ export interface StatusReport extends DiscoveryReport {
   wakeEvents: { gaps: number; lastGap: { reason: string; at: string } | null; missed: number; late: number };
   /** The node's swap and the memory its instances hold and gave back (agent/status/memory-view.ts). */
   memory: NodeMemoryView | null;
+  /** Nomad's and Consul's versions as read at start, with the minimum doze needs. */
+  versions: UpstreamVersions;
 }
 
 const ACTIVE = new Set(['running', 'waking', 'pausing']);
 
-export function statusReport(detector: Detector, discovery: DiscoveryReport | undefined, memory?: NodeMemoryView): StatusReport {
+export function statusReport(detector: Detector, discovery: DiscoveryReport | undefined, memory?: NodeMemoryView, versions: UpstreamVersions = {}): StatusReport {
   const byState: Record<string, number> = {};
   const instances = detector.instances();
   for (const instance of instances) byState[instance.state] = (byState[instance.state] ?? 0) + 1;
@@ -66,6 +69,7 @@ export function statusReport(detector: Detector, discovery: DiscoveryReport | un
     connections: discovery?.connections ?? {},
     allocations: discovery?.allocations ?? [],
     memory: memory ?? null,
+    versions,
   };
 }
 

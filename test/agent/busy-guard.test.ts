@@ -1,12 +1,16 @@
+import type { ExecutionContext } from 'ava';
 import { existsSync } from 'node:fs';
 import { readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TransitionEvent } from '../../agent/detector/detector.js';
-import { nextState, startAgent } from '../helpers/agent.js';
+import { inState, nextState, startAgent } from '../helpers/agent.js';
 import { createAccountingCgroups } from '../helpers/cpu-cgroup.js';
 import { get } from '../helpers/http.js';
 import { createInstance, type TestInstance } from '../helpers/instance.js';
+import { createMemoryInstance } from '../helpers/memory-instance.js';
+import { createFreezerCgroup } from '../helpers/cgroup.js';
+import { createNetns } from '../helpers/netns.js';
 import { uniqueSuffix } from '../helpers/names.js';
 import { rootTest } from '../helpers/root.js';
 import { describeHold } from '../../agent/detector/reasons.js';
@@ -69,6 +73,52 @@ rootTest.serial('a job computing 1.5 s in the background after its answer finish
   await nextState(agent, 'web', 'sleeping', 2000);
   t.is(await inst.cgroup.freezerState(), 'FROZEN', 'and it sleeps after the job');
   t.regex(transitions.find((e) => e.to === 'pausing')!.reason, /after \d+ ms busy/);
+});
+
+/**
+ * A 1.5 s background job, from the setup users have: the app's freezer cgroup (and for `make demo` a
+ * memory cgroup of the same name) and nothing else; its CPU is counted in the node-wide root of
+ * cpuacct, which the guard must not read as the instance's.
+ */
+async function jobFinishesThenSleeps(t: ExecutionContext, setup: 'readme' | 'demo'): Promise<void> {
+  const inst = setup === 'readme' ? await createInstance(t) : await createMemoryInstance(t, 0);
+  const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '500ms', idlePolicy: 'requests', wake: 'retry' })] });
+  const done = doneFile(t);
+  const states = new Set<string>();
+  let sampling = true;
+  const sampler = (async () => {
+    while (sampling) {
+      states.add(await inst.cgroup.freezerState());
+      await delay(10);
+    }
+  })();
+  const answer = await get(`${inst.app.url}/job?ms=1500&done=${done}`, 3000);
+  const acceptedAt = Date.now();
+  t.regex(answer.body, /^accepted/);
+  const finished = await waitForFile(done, 3000);
+  sampling = false;
+  await sampler;
+  t.true(finished, `the job finished within 3 s of being accepted, with no further traffic (freezer states seen: ${[...states].join(', ')})`);
+  if (finished) t.true(Number((await readFile(done, 'utf8')).trim()) - acceptedAt < 3000);
+  t.deepEqual([...states], ['THAWED'], 'never frozen while it computed');
+  const [view] = (await (await fetch(`http://${agent.address}/api/instances`)).json()) as Array<{ busyGuard: { source: string; processes?: number } }>;
+  t.like(view!.busyGuard, { source: 'procfs', processes: 1 });
+  await inState(agent, 'web', 'sleeping', 2000);
+  t.is(await inst.cgroup.freezerState(), 'FROZEN', 'and it sleeps after the job');
+}
+
+rootTest.serial('as the README sets it up (a freezer cgroup, no cpuacct cgroup of its own): a 1.5 s background job finishes within 3 s, then the instance sleeps; the API says the guard reads procfs', (t) => jobFinishesThenSleeps(t, 'readme'));
+rootTest.serial('as make demo sets it up (freezer and memory cgroups, no cpuacct cgroup of its own): the same', (t) => jobFinishesThenSleeps(t, 'demo'));
+
+rootTest.serial('an instance whose CPU cannot be read says so in GET /api/instances and on the status page, not only in the log', async (t) => {
+  // Its freezer cgroup holds no process yet (a task that has not started): nothing to read.
+  const ns = await createNetns(t);
+  const cgroup = await createFreezerCgroup(t);
+  const agent = await startAgent(t, { instances: [{ id: 'web', address: `${ns.instanceIp}:8080`, interface: ns.hostIf, idleTimeout: '300ms', runtime: { kind: 'freezer', cgroup: cgroup.name } }] });
+  const [view] = (await (await fetch(`http://${agent.address}/api/instances`)).json()) as Array<{ busyGuard: { source: string; reason?: string; message?: string } }>;
+  t.deepEqual(view!.busyGuard, { source: 'unavailable', reason: 'no-processes', message: 'its cgroup holds no process yet' });
+  const page = await (await fetch(`http://${agent.address}/`)).text();
+  t.regex(page, /class="warn">busy guard: no CPU reading \(its cgroup holds no process yet\)/);
 });
 
 rootTest.serial('a background wait on a timer uses no CPU: not busy, the instance sleeps on time', async (t) => {

@@ -272,7 +272,7 @@ dockerTest.serial('doze.reclaim on a docker task (Docker\'s MemorySwap = memory,
   const awake = await usage();
   t.true(awake > 120 * MiB, `awake it holds ${(awake / MiB).toFixed(0)} MiB`);
 
-  const job = dockerJob({ groupMeta: { 'doze.enabled': 'true', 'doze.idle_timeout': '300ms', 'doze.reclaim': 'true', 'doze.reclaim_after': '200ms' } });
+  const job = dockerJob({ groupMeta: { 'doze.enabled': 'true', 'doze.idle_timeout': '300ms', 'doze.reclaim': 'true', 'doze.reclaim_after': '200ms', 'doze.reclaim_keep': 'nothing' } });
   const nomad = await startNomadDouble(t);
   nomad.registerJob(job);
   const agent = await dockerAgent(t, nomad, dockerd);

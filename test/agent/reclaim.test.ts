@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import type { Agent } from '../../agent/agent.js';
 import { readNodeSwap } from '../../agent/cgroups/node-swap.js';
 import type { ReclaimOutcome } from '../../agent/runtimes/freezer-reclaim.js';
+import { MAX_CONCURRENT_RECLAIMS } from '../../agent/runtimes/reclaim-slots.js';
 import { inState, nextState, startAgent } from '../helpers/agent.js';
 import { createBpffs } from '../helpers/bpffs.js';
 import { logShows, spawnCli } from '../helpers/cli.js';
@@ -85,6 +86,86 @@ withSwap('a 200 MiB app with reclaim gives its memory back asleep and wakes fast
   t.regex(check.body, /^intact/);
 });
 
+withSwap("two reclaimed sleepers on zram: each is charged its share of zram's memory, at most what it swapped, and together no more than zram holds; the API, metrics and page show it", async (t) => {
+  const swap = await createZramSwap(t);
+  const a = await createMemoryInstance(t, 100, 'web');
+  const b = await createMemoryInstance(t, 50, 'api');
+  const agent = await startAgent(t, { instances: [a.config({}, { reclaim: true, reclaimAfter: '100ms' }), b.config({}, { reclaim: true, reclaimAfter: '100ms' })] });
+  const since = Date.now();
+  await Promise.all([inState(agent, 'web', 'sleeping', 5000), inState(agent, 'api', 'sleeping', 5000)]);
+  const reclaims = [await reclaimAfter(agent, 'web', since), await reclaimAfter(agent, 'api', since)];
+  t.deepEqual(reclaims.map((r) => r.result), ['done', 'done']);
+  // One reclaim at a time on a 2-core node (reclaim-slots.ts): the two ran one after the other.
+  if (MAX_CONCURRENT_RECLAIMS === 1) {
+    const [first, second] = [...reclaims].sort((x, y) => x.atMs - y.atMs);
+    t.true(second!.atMs - second!.ms >= first!.atMs - 5, `overlapping reclaims: ${JSON.stringify(reclaims)}`);
+  }
+  const views = JSON.parse((await get(`http://${agent.address}/api/instances`)).body) as Array<{ id: string; memoryUsage: { residentBytes: number; swappedBytes: number; compressedBytes: number; nodeBytes: number } }>;
+  // Every zram device on the node (other tests may have their own): the shares are of all of them.
+  const zramTotal = await swap.memUsedBytes();
+  let sum = 0;
+  for (const { id, memoryUsage: m } of views) {
+    t.log(`${id}: resident ${(m.residentBytes / MiB).toFixed(1)} MiB, swapped ${(m.swappedBytes / MiB).toFixed(1)} MiB, compressed ${(m.compressedBytes / MiB).toFixed(1)} MiB (zram holds ${(zramTotal / MiB).toFixed(1)} MiB)`);
+    t.true(m.compressedBytes > 0 && m.compressedBytes <= m.swappedBytes, `${id}: ${JSON.stringify(m)}`);
+    t.is(m.nodeBytes, m.residentBytes + m.compressedBytes);
+    sum += m.compressedBytes;
+  }
+  const allZram = readNodeSwap()
+    .devices.filter((d) => /zram\d+$/.test(d.name))
+    .reduce((total, d) => total + Number(readFileSync(`/sys/block/${d.name.split('/').pop()}/mm_stat`, 'utf8').trim().split(/\s+/)[2]), 0);
+  t.true(sum <= allZram * 1.05, `the shares add up to ${(sum / MiB).toFixed(1)} MiB, zram holds ${(allZram / MiB).toFixed(1)} MiB`);
+  // The app of 100 MiB costs the node more than its cgroup shows, and less than awake.
+  const web = views.find((v) => v.id === 'web')!.memoryUsage;
+  t.true(web.nodeBytes > web.residentBytes && web.nodeBytes < 100 * MiB, JSON.stringify(web));
+  const metrics = (await get(`http://${agent.address}/metrics`)).body;
+  t.regex(metrics, /doze_instance_memory_bytes\{instance="web",state="compressed"\} \d{7,}/);
+  t.regex((await get(`http://${agent.address}/`)).body, /MiB in swap, [\d.]+ MiB compressed/);
+  const status = JSON.parse((await get(`http://${agent.address}/api/status`)).body);
+  t.true(status.memory.compressedBytes > 0, JSON.stringify(status.memory));
+});
+
+/** Major faults of the memory cgroup so far (v1 memory.stat total_pgmajfault): pages read back from swap. */
+async function majorFaults(memoryDir: string): Promise<number> {
+  return Number(/^total_pgmajfault (\d+)$/m.exec(await readFile(join(memoryDir, 'memory.stat'), 'utf8'))?.[1] ?? NaN);
+}
+
+withSwap('working-set reclaim keeps what the app touched since the last reclaim: the next wake reads almost nothing back from swap, the rest of its memory still goes, and the limit is put back', async (t) => {
+  await createZramSwap(t);
+  const inst = await createMemoryInstance(t, 100);
+  const limitFile = join(inst.memoryDir, 'memory.limit_in_bytes');
+  const limit = (await readFile(limitFile, 'utf8')).trim();
+  const agent = await startAgent(t, { instances: [inst.config({}, { reclaim: true, reclaimAfter: '100ms', reclaimKeep: 'working-set' })] });
+  const awake = await inst.residentBytes();
+  const request = async () => {
+    const running = nextState(agent, 'web', 'running', 10_000);
+    const faults = await majorFaults(inst.memoryDir);
+    const r = await get(`${inst.app.url}/data?at=7`, 10_000);
+    await running;
+    t.is(r.status, 200);
+    return { ms: r.ms, faults: (await majorFaults(inst.memoryDir)) - faults };
+  };
+  const cycle = async () => {
+    const since = Date.now();
+    await inState(agent, 'web', 'sleeping', 5000);
+    const outcome = await reclaimAfter(agent, 'web', since);
+    t.is(outcome.result, 'done', outcome.reason ?? '');
+    const asleep = await inst.residentBytes();
+    t.is((await readFile(limitFile, 'utf8')).trim(), limit, 'the limit is back while it still sleeps');
+    return { asleep, ...(await request()) };
+  };
+  // The first sleep knows no working set yet: everything goes, and the first request faults its pages back.
+  const first = await cycle();
+  // From the second on, what it touched since stays: the same request reads (almost) nothing from swap.
+  const second = await cycle();
+  const third = await cycle();
+  for (const [n, c] of [first, second, third].entries()) t.log(`cycle ${n + 1}: asleep ${(c.asleep / MiB).toFixed(1)} of ${(awake / MiB).toFixed(1)} MiB, first request ${c.ms.toFixed(1)} ms, ${c.faults} major faults`);
+  t.true(first.faults > 100, `the full reclaim's wake faulted only ${first.faults} pages back`);
+  t.true(third.faults < first.faults / 4, `working-set wake faulted ${third.faults} pages against ${first.faults} after the full reclaim`);
+  t.true(third.asleep < awake * 0.35, `asleep it still holds ${(third.asleep / MiB).toFixed(1)} of ${(awake / MiB).toFixed(1)} MiB`);
+  t.true(third.asleep > first.asleep, 'and more than the full reclaim left: its working set');
+  t.regex((await get(`${inst.app.url}/data/check`, 20_000)).body, /^intact/);
+});
+
 const noSwapNow = readNodeSwap().available ? 'the node has swap right now (someone else set it up): the no-swap case cannot be shown' : undefined;
 (noSwapNow || process.getuid?.() !== 0 ? test.serial.skip : test.serial)('without swap an instance with reclaim sleeps as a plain freezer instance, and the reason is shown', async (t) => {
   const inst = await createMemoryInstance(t, 20);
@@ -118,11 +199,16 @@ withSwap('a request during a reclaim stops it and is answered without waiting fo
   const handle = () => readFile(join('/run/doze/freezer', `${inst.cgroup.name.replace(/[^A-Za-z0-9._-]/g, '_')}.json`), 'utf8').catch(() => '');
   while (!/writerPid/.test(await handle()) && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 5));
   const during = await inst.residentBytes();
+  // The writer compresses at SCHED_IDLE (policy 5, /proc/PID/stat field 41): never ahead of an awake app.
+  const writerPid = Number(/"writerPid": (\d+)/.exec(await handle())?.[1]);
+  const stat = readFileSyncSafe(`/proc/${writerPid}/stat`);
+  const policy = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[41 - 3];
   const ms = await wakeWithRequest(t, agent, inst.app.url);
   const wakeMs = agent.detector.get('web')!.lastWakeMs!;
   const outcome = await reclaimAfter(agent, 'web', since);
   t.log(`request during the reclaim: ${ms.toFixed(1)} ms (wake ${wakeMs.toFixed(2)} ms), reclaim ${outcome.result} after ${outcome.ms} ms, ${(during / MiB).toFixed(0)} MiB resident when it came`);
   t.is(outcome.result, 'cancelled');
+  t.is(policy, '5', `the writer's scheduling policy (${stat.slice(0, 60)})`);
   t.true(wakeMs < 20, `the thaw waited: ${wakeMs} ms`);
   t.true(ms < 200, `the request took ${ms.toFixed(1)} ms`);
   t.false(runtime.reclaimState!()!.reclaimed);

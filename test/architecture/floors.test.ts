@@ -16,7 +16,7 @@ const FLOORS: string[][] = [
   ['agent/sources/', 'agent/netfilter/', 'agent/nomad/', 'agent/docker/'],
   ['agent/runtimes/', 'agent/health/', 'agent/hold/', 'agent/scheduler/'],
   ['agent/detector/'],
-  ['agent/instances/', 'agent/discovery/', 'agent/sleep-guards.ts', 'agent/preflight.ts'],
+  ['agent/instances/', 'agent/discovery/', 'agent/sleep-guards.ts', 'agent/preflight.ts', 'agent/upstream-versions.ts'],
   ['agent/status/'],
   ['agent/agent.ts'],
   ['agent/cli/', 'plugin/'],

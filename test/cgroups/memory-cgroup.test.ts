@@ -42,9 +42,11 @@ test("v2: docker's memory.swap.max 0 is opened to max for the reclaim; max is le
 
 test('usage and swap are read per version; the reclaim request is force_empty on v1, memory.reclaim of the usage on v2', async (t) => {
   const v1 = await fakeCgroup(t, { 'memory.usage_in_bytes': '2621440\n', 'memory.stat': 'cache 0\nrss 1\nswap 100\ntotal_swap 235929600\n' });
-  t.deepEqual(await readMemoryUsage({ version: 1, dir: v1 }), { residentBytes: 2621440, swappedBytes: 235929600 });
+  // The node: 300 MiB swapped, zram holding 120 MiB for it: this cgroup's 225 MiB are charged 90 MiB.
+  const node = () => ({ swappedBytes: 300 * 2 ** 20, zramMemoryBytes: 120 * 2 ** 20 });
+  t.deepEqual(await readMemoryUsage({ version: 1, dir: v1 }, node), { residentBytes: 2621440, swappedBytes: 235929600, compressedBytes: 90 * 2 ** 20 });
   const v2 = await fakeCgroup(t, { 'memory.current': '4096\n', 'memory.swap.current': '8192\n' });
-  t.deepEqual(await readMemoryUsage({ version: 2, dir: v2 }), { residentBytes: 4096, swappedBytes: 8192 });
+  t.deepEqual(await readMemoryUsage({ version: 2, dir: v2 }, node), { residentBytes: 4096, swappedBytes: 8192, compressedBytes: 3276 });
   t.deepEqual(reclaimRequest({ version: 1, dir: v1 }, 123), { file: join(v1, 'memory.force_empty'), value: '0' });
   t.deepEqual(reclaimRequest({ version: 2, dir: v2 }, 4096), { file: join(v2, 'memory.reclaim'), value: '4096' });
 });

@@ -73,3 +73,21 @@ test.serial('a request in flight keeps an instance from being chosen to make roo
   t.is(a.instance.state, 'running', 'a has a request in flight');
   t.is(b.instance.state, 'sleeping');
 });
+
+test.serial('an instance that may not sleep (Nomad stopping its task, a check the stub cannot answer) is not chosen to make room: the next one is', async (t) => {
+  const h = detectorHarness(t, { budget });
+  const a = await h.add('a', { idleTimeout: '10m' });
+  const b = await h.add('b', { idleTimeout: '10m' });
+  const c = await h.add('c', { idleTimeout: '10m' });
+  await h.detector.sleepNow('c');
+  h.detector.holdAwake(a.instance, { kind: 'nomad-task-event', event: 'Killing', message: undefined, stopping: true }, 20_000);
+  h.source.packet(a.instance.key);
+  await h.clock.tickAsync(100);
+  h.source.packet(b.instance.key);
+  h.source.packet(c.instance.key);
+  await h.clock.tickAsync(0);
+  t.is(c.instance.state, 'running');
+  t.is(a.instance.state, 'running', 'a, used longest ago, is held awake');
+  t.is(b.instance.state, 'sleeping');
+  t.is(h.detector.budgetOverruns, 0);
+});

@@ -32,7 +32,7 @@ class ReclaimedRuntime extends FakeRuntime {
   }
   async memory(): Promise<MemoryUsage> {
     const back = this.wokeAtMs === undefined ? 0 : Math.min(1, (Date.now() - this.wokeAtMs) / FAULT_MS);
-    return { residentBytes: back * this.mib * MiB, swappedBytes: (1 - back) * this.mib * MiB };
+    return { residentBytes: back * this.mib * MiB, swappedBytes: (1 - back) * this.mib * MiB, compressedBytes: 0 };
   }
 }
 

@@ -108,6 +108,8 @@ test('the client reads real answers: agent self\'s node id, checks (and their nu
   });
   const client = new NomadClient({ address: url });
   t.is((await client.agentSelf()).nodeId, 'fb2170a8-257d-3c64-b14d-bc06cc94e34c');
+  // The docs' sample writes config.Version as a string ("0.5.5"); Nomad itself writes a VersionInfo object (the double does): both are read.
+  t.is(await client.agentVersion(), '0.5.5');
   t.like(await client.allocationChecks('with'), { a1ed96606694742bf201a640a607e306: { Status: 'success', Mode: 'healthiness' } });
   t.deepEqual(await client.allocationChecks('none'), {}, 'null means no Nomad-provider checks');
   t.like((await client.latestDeployment('my-job')).value, { Status: 'running' });

@@ -51,7 +51,10 @@ test('a bridge-mode allocation: its own address on the port\'s "to", the host ve
   const alloc = fixtureAllocation('allocation-bridge', both(driver('exec'), groupMeta({ 'doze.idle_timeout': '45s', 'doze.wake': 'hold', 'doze.max_awake': '1h', 'doze.reclaim': 'true', 'doze.reclaim_after': '30s' })));
   const config = configOf(instanceConfigFor(instanceOf(alloc), { interface: 'veth1a2b3c4d', cgroup: V2(`/sys/fs/cgroup/nomad.slice/share.slice/${alloc.ID}.redis.scope`) }));
   t.like(config, { address: '172.26.64.12:6379', interface: 'veth1a2b3c4d', checkAddresses: ['127.0.0.1:23116'], idleTimeout: 45_000, wake: 'hold', maxAwake: 3_600_000 });
-  t.like(config.runtime, { kind: 'freezer', reclaim: true, reclaimAfter: 30_000 });
+  t.like(config.runtime, { kind: 'freezer', reclaim: true, reclaimAfter: 30_000, reclaimKeep: 'working-set' });
+  const keepNothing = fixtureAllocation('allocation-bridge', both(driver('exec'), groupMeta({ 'doze.reclaim': 'true', 'doze.reclaim_keep': 'nothing' })));
+  const whole = configOf(instanceConfigFor(instanceOf(keepNothing), { interface: 'veth1a2b3c4d', cgroup: V2(`/sys/fs/cgroup/nomad.slice/share.slice/${keepNothing.ID}.redis.scope`) }));
+  t.like(whole.runtime, { kind: 'freezer', reclaim: true, reclaimKeep: 'nothing' });
 });
 
 test('a task of Nomad\'s qemu driver: QMP pause on the socket doze job render gave it, RAM file and cgroups', (t) => {

@@ -244,3 +244,24 @@ test('an allocation in a namespace created after the stream connected (outside i
   await d.until(() => d.added.some((i) => i.allocId === alloc.ID), 'the instance from the re-list', 3000);
   t.is(d.added.find((i) => i.allocId === alloc.ID)!.namespace, 'later');
 });
+
+test('a Killing, Restart Signaled or Signaling event of a live allocation\'s task is said once, as it arrives; events it already had are not', async (t) => {
+  const nomad = await startNomadDouble(t);
+  nomad.registerJob(webJob({ groupMeta: enabled }));
+  const before = nomad.addAllocation({ jobId: 'web', group: 'web', nodeId: 'n1' });
+  const task = Object.keys(before.TaskStates as object)[0]!;
+  nomad.taskEvent(String(before.ID), task, 'Signaling', { DisplayMessage: 'Template re-rendered' }); // history, before the agent came
+  const actions: string[] = [];
+  const d = startDiscovery(t, nomad, { onTaskAction: (allocId, a) => actions.push(`${allocId} ${a.task} ${a.type}${a.message ? ` ${a.message}` : ''}`) });
+  await d.until(() => d.statuses.some((s) => s.connected && s.source === 'stream'), 'the stream');
+  const alloc = nomad.addAllocation({ jobId: 'web', group: 'web', nodeId: 'n1' });
+  await d.until(() => d.added.length === 2, 'both instances');
+  nomad.taskEvent(String(alloc.ID), task, 'Received');
+  nomad.taskEvent(String(alloc.ID), task, 'Restart Signaled', { DisplayMessage: 'User requested restart' });
+  nomad.taskEvent(String(alloc.ID), task, 'Killing', { KillTimeout: 5e9 });
+  nomad.taskEvent(String(before.ID), task, 'Signaling', { DisplayMessage: 'Template re-rendered' });
+  await d.until(() => actions.length >= 3, 'the three actions');
+  nomad.updateAllocation(String(alloc.ID), { ClientDescription: 'unrelated update' }); // the same events again
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  t.deepEqual(actions, [`${alloc.ID} ${task} Restart Signaled User requested restart`, `${alloc.ID} ${task} Killing`, `${before.ID} ${task} Signaling Template re-rendered`]);
+});

@@ -1,6 +1,7 @@
 import test, { type ExecutionContext } from 'ava';
 import { randomUUID } from 'node:crypto';
-import { instanceSchema } from '../../agent/config/schema.js';
+import { configSchema, instanceSchema } from '../../agent/config/schema.js';
+import { registrationRoots } from '../../agent/instances/registration-policy.js';
 import { instanceId } from '../../agent/nomad/instance-id.js';
 import { Discovery } from '../../agent/discovery/discovery.js';
 import { createLogger } from '../../agent/shared/log.js';
@@ -33,7 +34,9 @@ async function renderedExample(): Promise<Record<string, unknown>> {
 
 async function setup(t: ExecutionContext) {
   const nomad = await startNomadDouble(t);
-  const app = await startRegistryApp(t, { createRuntime: () => new FakeRuntime({ pauseMs: 0, resumeMs: 0, failResume: false }) });
+  // The agent's default roots with Nomad configured: doze vm run keeps its sockets in the task's local/ in the alloc dir.
+  const roots = registrationRoots(configSchema.parse({ nomad: { address: nomad.url } }));
+  const app = await startRegistryApp(t, { registrations: true, roots, createRuntime: () => new FakeRuntime({ pauseMs: 0, resumeMs: 0, failResume: false }) });
   const discovery = Discovery.start({
     ...FAST,
     config: { nomad: { address: nomad.url, nodeId: 'node-1', cgroupRoot: '/nonexistent' } },
@@ -62,7 +65,7 @@ test('a rendered doze vm allocation is "registered": discovery leaves it to its 
 
   // The owner registers (as doze vm run --register does, with the same id), then is killed unheard.
   const put = await app.registry.register(instanceSchema.parse({
-    id, address: '10.213.7.2:80', interface: 'dzvm0t', runtime: { kind: 'qemu', mode: 'snapshot', control: '/tmp/dz/control.sock' },
+    id, address: '10.213.7.2:80', interface: 'dzvm0t', runtime: { kind: 'qemu', mode: 'snapshot', control: `/opt/nomad/data/alloc/${allocId}/guest/local/doze-vm/control.sock` },
   }));
   t.is(put.status, 201);
   const instance = app.detector.get(id)!;

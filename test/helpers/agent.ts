@@ -1,6 +1,6 @@
 import type { Teardown } from './teardown.js';
 import { Agent, type AgentOptions } from '../../agent/agent.js';
-import { parseConfig } from '../../agent/config/load.js';
+import { parseConfig, withEnvTokens } from '../../agent/config/load.js';
 import type { InstanceState } from '../../agent/detector/states.js';
 import { createLogger } from '../../agent/shared/log.js';
 import { createBpffs } from './bpffs.js';
@@ -8,7 +8,7 @@ import { uniqueSuffix } from './names.js';
 import { sweepChainsAtTeardown } from './netfilter.js';
 
 /** Starts an in-process agent on a private bpffs and private iptables chains; stops it at teardown. */
-export async function startAgent(t: Teardown, config: Record<string, unknown>, options: AgentOptions = {}): Promise<Agent> {
+export async function startAgent(t: Teardown, config: Record<string, unknown>, options: AgentOptions & { env?: NodeJS.ProcessEnv } = {}): Promise<Agent> {
   const bpffs = await createBpffs(t);
   const chainPrefix = `DZ${uniqueSuffix().toUpperCase()}`;
   sweepChainsAtTeardown(t, chainPrefix);
@@ -19,7 +19,8 @@ export async function startAgent(t: Teardown, config: Record<string, unknown>, o
     netfilter: { chainPrefix },
     ...config,
   });
-  const agent = await Agent.start(parsed, createLogger(parsed.logLevel), options);
+  // As `doze agent` does: NOMAD_TOKEN and CONSUL_HTTP_TOKEN from the environment given.
+  const agent = await Agent.start(options.env ? withEnvTokens(parsed, options.env) : parsed, createLogger(parsed.logLevel), options);
   let stopped = false;
   t.teardown(async () => {
     if (!stopped) await agent.stop();

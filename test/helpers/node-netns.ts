@@ -45,10 +45,13 @@ export interface NodeAgent {
   instance(id: string): Promise<{ id: string; state: string; wakes: number; sleeps: number; checksAnswered: number; interface: string | null; lastWakeMs: number | null }>;
 }
 
-/** `doze agent` inside the namespace with this config (listen is set to address:7070); SIGKILLed at teardown. */
+/** The status API's token of a node agent: it listens on the namespace's address, not loopback, so it needs one. */
+export const NODE_AGENT_TOKEN = 'node-agent-token-for-tests';
+
+/** `doze agent` inside the namespace with this config (listen is set to address:7070, with a token); SIGKILLed at teardown. */
 export async function startNodeAgent(t: Teardown, ns: string, address: string, config: Record<string, unknown>): Promise<NodeAgent> {
   const file = join(await tempDir(t, 'agent'), 'doze.json');
-  await writeFile(file, JSON.stringify({ listen: `${address}:7070`, ...config }));
+  await writeFile(file, JSON.stringify({ listen: `${address}:7070`, token: NODE_AGENT_TOKEN, ...config }));
   // Its iptables chains live in the namespace too: nothing to sweep in the root one.
   const child = spawnInNetns(ns, process.execPath, ['--import', 'tsx', 'cli.ts', 'agent', '--config', file]);
   let stderr = '';

@@ -7,6 +7,8 @@ const HOT_ADD = '/sys/class/zram-control/hot_add';
 
 export interface TestSwap {
   device: string;
+  /** What holds its pages: a zram compressor, or `file` (a swap file on local disk). */
+  kind: string;
   /** Bytes of RAM zram holds for what was swapped to it (mm_stat mem_used_total). */
   memUsedBytes(): Promise<number>;
 }
@@ -38,6 +40,31 @@ export async function createZramSwap(t: Teardown, size = '1G', algorithm = 'lz4'
   await sh('swapon', ['-p', '100', device]);
   return {
     device,
+    kind: (/\[(\S+)\]/.exec(await readFile(`${block}/comp_algorithm`, 'utf8'))?.[1]) ?? algorithm,
     memUsedBytes: async () => Number((await readFile(`${block}/mm_stat`, 'utf8')).trim().split(/\s+/)[2]),
   };
+}
+
+/** The compressors this kernel's zram offers (comp_algorithm of a device: "[lzo-rle] lzo lz4"). */
+export async function zramAlgorithms(): Promise<string[]> {
+  const id = (await readFile(HOT_ADD, 'utf8')).trim();
+  try {
+    return (await readFile(`/sys/block/zram${id}/comp_algorithm`, 'utf8')).replace(/[[\]]/g, '').trim().split(/\s+/);
+  } finally {
+    await writeFile('/sys/class/zram-control/hot_remove', id).catch(() => undefined);
+  }
+}
+
+/** A swap file of `size` on local disk (/var/tmp), for comparison with zram: its pages cost no RAM. */
+export async function createSwapFile(t: Teardown, size = '1G'): Promise<TestSwap> {
+  const file = `/var/tmp/dz-swap-${process.pid}-${Date.now().toString(36)}`;
+  t.teardown(async () => {
+    await shQuiet('swapoff', [file]);
+    await sh('rm', ['-f', file]).catch(() => undefined);
+  });
+  await sh('fallocate', ['-l', size, file]);
+  await sh('chmod', ['600', file]);
+  await sh('mkswap', [file]);
+  await sh('swapon', ['-p', '100', file]);
+  return { device: file, kind: 'file', memUsedBytes: async () => 0 };
 }

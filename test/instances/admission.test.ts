@@ -48,7 +48,7 @@ function setup() {
       return runtime;
     },
   });
-  const registry = new InstanceRegistry({ admission, detector, log });
+  const registry = new InstanceRegistry({ admission, detector, log, policy: () => undefined });
   return { source, detector, admission, registry, released, runtimes };
 }
 

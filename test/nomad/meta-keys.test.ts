@@ -19,6 +19,7 @@ test('defaults apply when nothing is set', (t) => {
     reclaim: true,
     reclaimFreezer: false,
     reclaimAfterMs: 10_000,
+    reclaimKeep: 'working-set',
     wake: undefined,
     minAwakeMs: 0,
     busyCpu: 0.1,
@@ -95,7 +96,7 @@ test('every declared key has a type, a description and a valid default', (t) => 
     t.true(decl.description.length > 20, decl.key);
     if (decl.default !== undefined) t.deepEqual(checkMetaLayer({ place: 'default', meta: { [decl.key]: decl.default } }), [], decl.key);
   }
-  t.deepEqual(META_KEYS.map((d) => d.key), ['doze.enabled', 'doze.idle_timeout', 'doze.idle_policy', 'doze.mode', 'doze.reclaim', 'doze.reclaim_after', 'doze.tap_address', 'doze.wake', 'doze.min_awake', 'doze.max_awake', 'doze.busy_cpu', 'doze.max_sleep']);
+  t.deepEqual(META_KEYS.map((d) => d.key), ['doze.enabled', 'doze.idle_timeout', 'doze.idle_policy', 'doze.mode', 'doze.reclaim', 'doze.reclaim_after', 'doze.reclaim_keep', 'doze.tap_address', 'doze.wake', 'doze.min_awake', 'doze.max_awake', 'doze.busy_cpu', 'doze.max_sleep']);
 });
 
 test('idle policies and wake modes are the ones the agent config accepts', (t) => {
@@ -110,4 +111,7 @@ test('doze.reclaim turns on freezer reclaim for a non-VM task only when written;
   const { settings } = resolveDozeMeta(layers(null, { 'doze.enabled': 'true', 'doze.reclaim': 'true', 'doze.reclaim_after': '30s' }, null));
   t.true(settings.reclaimFreezer);
   t.is(settings.reclaimAfterMs, 30_000);
+  t.is(settings.reclaimKeep, 'working-set', 'the working set stays by default');
+  const keepNothing = resolveDozeMeta(layers(null, { 'doze.enabled': 'true', 'doze.reclaim': 'true', 'doze.reclaim_keep': 'nothing' }, null));
+  t.is(keepNothing.settings.reclaimKeep, 'nothing');
 });

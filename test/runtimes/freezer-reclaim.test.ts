@@ -42,7 +42,7 @@ test('the memory cgroup beside a Nomad freezer cgroup is found and measured; wit
   const { root, memory } = await fakeTree(t);
   const runtime = new FreezerRuntime('nomad/alloc.app', root, { reclaim: { afterMs: 0 }, swap: swap(false) });
   t.true((await runtime.probe()).ok);
-  t.deepEqual(await runtime.memory(), { residentBytes: 200 << 20, swappedBytes: 0 });
+  t.deepEqual(await runtime.memory(), { residentBytes: 200 << 20, swappedBytes: 0, compressedBytes: 0 });
   t.like(runtime.reclaimState(), { enabled: false, reason: 'no swap on this node (test)', afterMs: 0, reclaimed: false });
   t.true(runtime.capabilities.freesMemory);
   // A plain freezer instance asleep and awake: nothing of its memory cgroup changed.

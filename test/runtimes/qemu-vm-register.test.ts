@@ -4,6 +4,7 @@ import { nextState, startAgent } from '../helpers/agent.js';
 import { get } from '../helpers/http.js';
 import { GUEST_PORT, guestTest } from '../helpers/qemu-guest.js';
 import { startOwnedGuest } from '../helpers/qemu-owner.js';
+import { uniqueSuffix } from '../helpers/names.js';
 import { until } from '../helpers/until.js';
 
 /*
@@ -18,8 +19,11 @@ const TEST_TIMEOUT_MS = 120_000;
 guestTest.serial('doze vm run --register: registered once it runs, sleeps and wakes, unregistered (woken, released) when it stops', async (t) => {
   t.timeout(TEST_TIMEOUT_MS);
   const TOKEN = 'vm-register-token-long-enough';
-  const agent: Agent = await startAgent(t, { token: TOKEN });
+  // Registrations are off unless enabled, and may only name sockets below the allowed roots: the owner's state dir here.
+  const stateDir = `/var/tmp/dz-vm-${uniqueSuffix()}`;
+  const agent: Agent = await startAgent(t, { token: TOKEN, registrations: { enabled: true, pathRoots: [stateDir] } });
   const guest = await startOwnedGuest(t, {
+    stateDir,
     fillMiB: 16,
     // The tap comes from the QEMU command line; the guest is the other host of its /30.
     ownerArgs: ['--register', `http://${agent.address}`, '--token', TOKEN, '--id', 'vm', '--guest-port', String(GUEST_PORT),

@@ -14,7 +14,8 @@ import { until } from '../helpers/until.js';
  */
 
 const silent = createLogger('silent');
-const CONTROL = '/var/lib/doze/vm/web/control.sock';
+// Below /run/doze, a root the agent's registrations may name by default (agent/instances/registration-policy.ts).
+const CONTROL = '/run/doze/vm/web/control.sock';
 const NOMAD_ENV = { NOMAD_JOB_ID: 'vm', NOMAD_GROUP_NAME: 'vm', NOMAD_ALLOC_ID: '3f2a9c1d-1111-4000-8000-000000000001' };
 
 test('the draft: flags over --instance-json, the snapshot runtime on this owner, the id Nomad discovery would give', (t) => {
@@ -73,7 +74,7 @@ test('--guest-port: the guest is the other host of the tap\'s /30 or /31', (t) =
 
 /** The status app, with every registered runtime a fake one (no owner answers on the control socket here). */
 function agentWithFakeRuntimes(t: Parameters<typeof startRegistryApp>[0], token?: string) {
-  return startRegistryApp(t, { token, createRuntime: () => new FakeRuntime({ pauseMs: 0, resumeMs: 0, failResume: false }) });
+  return startRegistryApp(t, { registrations: true, token, createRuntime: () => new FakeRuntime({ pauseMs: 0, resumeMs: 0, failResume: false }) });
 }
 
 test('start registers the VM (tap address from --guest-port), stop unregisters it: woken, then released', async (t) => {

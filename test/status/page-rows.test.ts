@@ -7,7 +7,7 @@ function view(overrides: Partial<InstanceView>): InstanceView {
     id: 'web', state: 'sleeping', sleeps: 1, wakes: 0, lastWakeMs: null, lastFirstResponseMs: null, idleForMs: 0, checksAnswered: 0,
     address: '10.0.0.5:8080', interface: 'veth1', runtime: 'freezer', mode: null, idlePolicy: 'requests', idleTimeoutMs: 500,
     heldBy: null, heldReason: null, failure: null, lastError: null, stateSince: '2026-11-28T00:00:00.000Z', queuedSince: null, memory: 0, freesMemory: false, managedSince: '2026-11-28T00:00:00.000Z', memoryUsage: null, held: 0,
-    wake: 'retry', origin: null, source: 'static',
+    wake: 'retry', origin: null, source: 'static', busyGuard: { source: 'cpu-cgroup', file: '/sys/fs/cgroup/cpuacct/web/cpuacct.usage' },
     ...overrides,
   };
 }
@@ -20,10 +20,18 @@ test('a row says where the instance is counted: on its interface, or on a host p
 
 test('a row shows memory awake → asleep and in swap, or why reclaim is off (the browser test checks renderRows stays self-contained)', (t) => {
   const reclaim = { enabled: true, reason: null, afterMs: 10_000, reclaimed: true, last: null };
-  const html = renderRows([view({ memoryUsage: { residentBytes: 2.5 * 2 ** 20, swappedBytes: 223 * 2 ** 20, awakeBytes: 227 * 2 ** 20, reclaim } })]);
-  t.regex(html, /227 MiB awake<br>2\.5 MiB asleep<br><span class="muted">223 MiB in swap/);
-  const off = renderRows([view({ memoryUsage: { residentBytes: 227 * 2 ** 20, swappedBytes: 0, awakeBytes: null, reclaim: { ...reclaim, enabled: false, reason: 'no swap on this node', reclaimed: false } } })]);
+  const html = renderRows([view({ memoryUsage: { residentBytes: 2.5 * 2 ** 20, swappedBytes: 223 * 2 ** 20, compressedBytes: 89 * 2 ** 20, nodeBytes: 91.5 * 2 ** 20, awakeBytes: 227 * 2 ** 20, reclaim } })]);
+  t.regex(html, /227 MiB awake<br>2\.5 MiB asleep<br><span class="muted">223 MiB in swap, 89 MiB compressed/);
+  const off = renderRows([view({ memoryUsage: { residentBytes: 227 * 2 ** 20, swappedBytes: 0, compressedBytes: 0, nodeBytes: 227 * 2 ** 20, awakeBytes: null, reclaim: { ...reclaim, enabled: false, reason: 'no swap on this node', reclaimed: false } } })]);
   t.regex(off, /reclaim off: no swap on this node/);
+});
+
+test('a row says what the busy guard reads, and says it when it reads nothing', (t) => {
+  t.regex(renderRows([view({})]), /busy guard: cpu-cgroup/);
+  t.regex(renderRows([view({ busyGuard: { source: 'procfs', processes: 3 } })]), /busy guard: procfs/);
+  const none = renderRows([view({ busyGuard: { source: 'unavailable', reason: 'no-processes', message: 'its cgroup holds no process yet' } })]);
+  t.regex(none, /class="warn">busy guard: no CPU reading \(its cgroup holds no process yet\)/);
+  t.notRegex(renderRows([view({ busyGuard: { source: 'unavailable', reason: 'guard-off', message: 'off' } })]), /busy guard/, 'busyCpu 0 is a choice, not a warning');
 });
 
 test('a timeline tiles the window with the spans of a known sequence of sleeps and wakes', (t) => {

@@ -10,10 +10,18 @@ function report(detail: Record<string, unknown>): StatusReport {
     memory: null,
     connections: { nomad: { address: 'http://127.0.0.1:4646', connected: true, since: '2026-12-01T00:00:00.000Z', detail } },
     allocations: [],
+    versions: {},
   };
 }
 
 test('the summary says why blocking queries stand in for the event stream, escaped, and nothing once the stream is back', (t) => {
   t.regex(renderSummary(report({ source: 'blocking', fallback: 'closed before its first heartbeat <3 times>' })), /blocking queries instead of the event stream: closed before its first heartbeat &#60;3 times&#62;/);
   t.notRegex(renderSummary(report({ source: 'stream', fallback: null })), /instead of the event stream/);
+});
+
+test('the summary shows the Nomad and Consul versions read at start', (t) => {
+  const withVersions = { ...report({ source: 'stream' }), versions: { nomad: { version: '1.9.3', minimum: '1.7.0' }, consul: { version: null, minimum: null, error: 'timeout' } } };
+  const html = renderSummary(withVersions);
+  t.regex(html, /data-version="1\.9\.3"[^>]*>Nomad 1\.9\.3: connected/);
+  t.regex(html, /Consul: not configured/);
 });

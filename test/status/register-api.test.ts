@@ -1,5 +1,9 @@
 import test from 'ava';
+import { mkdir, symlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { FakeRuntime } from '../../agent/runtimes/fake.js';
 import { startRegistryApp } from '../helpers/registry-app.js';
+import { tempDir } from '../helpers/temp-dir.js';
 
 /*
  * PUT/DELETE /api/instances/{id}: run-time registration (agent/instances/registry.ts),
@@ -20,7 +24,7 @@ async function call(url: string, method: string, body?: unknown, token?: string)
 }
 
 test('PUT registers an instance (201), marked source "api"; the same PUT again is 200 and changes nothing', async (t) => {
-  const app = await startRegistryApp(t);
+  const app = await startRegistryApp(t, { registrations: true });
   const created = await call(`${app.url}/api/instances/vm1`, 'PUT', vm());
   t.is(created.status, 201, JSON.stringify(created.json));
   t.like(created.json, { id: 'vm1', state: 'running', address: '10.213.7.2:80', interface: 'dzvm0t', idleTimeoutMs: 30_000, source: 'api', runtime: 'fake', origin: null });
@@ -38,7 +42,7 @@ test('PUT registers an instance (201), marked source "api"; the same PUT again i
 });
 
 test('PUT with a changed body replaces the registration (200), waking the old one first', async (t) => {
-  const app = await startRegistryApp(t);
+  const app = await startRegistryApp(t, { registrations: true });
   t.is((await call(`${app.url}/api/instances/vm1`, 'PUT', vm())).status, 201);
   const old = app.detector.get('vm1')!;
   t.true(await app.detector.sleepNow('vm1'));
@@ -52,7 +56,7 @@ test('PUT with a changed body replaces the registration (200), waking the old on
 });
 
 test('409 when the id or the address belongs to another instance', async (t) => {
-  const app = await startRegistryApp(t);
+  const app = await startRegistryApp(t, { registrations: true });
   await app.addStatic({ id: 'web', address: '10.200.0.2:8080', interface: 'dz-web-h', runtime: { kind: 'fake' } });
   const sameId = await call(`${app.url}/api/instances/web`, 'PUT', vm());
   t.is(sameId.status, 409);
@@ -65,7 +69,7 @@ test('409 when the id or the address belongs to another instance', async (t) => 
 });
 
 test('400 names the bad fields; the body id must match the path', async (t) => {
-  const app = await startRegistryApp(t);
+  const app = await startRegistryApp(t, { registrations: true });
   const bad = await call(`${app.url}/api/instances/vm1`, 'PUT', { address: '10.213.7.2', interface: 'a-name-far-too-long-for-linux', idleTimeout: 'soon', runtime: { kind: 'qemu', mode: 'snapshot' } });
   t.is(bad.status, 400);
   const fields = (bad.json.fields as { path: string }[]).map((f) => f.path).sort();
@@ -79,15 +83,15 @@ test('400 names the bad fields; the body id must match the path', async (t) => {
 });
 
 test('422 when the runtime does not answer its probe', async (t) => {
-  const app = await startRegistryApp(t);
-  const r = await call(`${app.url}/api/instances/vm1`, 'PUT', vm({ runtime: { kind: 'qemu', mode: 'snapshot', control: '/nonexistent/doze-vm/control.sock' } }));
+  const app = await startRegistryApp(t, { registrations: true });
+  const r = await call(`${app.url}/api/instances/vm1`, 'PUT', vm({ runtime: { kind: 'qemu', mode: 'snapshot', control: '/run/doze/dz-nonexistent/control.sock' } }));
   t.is(r.status, 422, JSON.stringify(r.json));
   t.regex(String(r.json.error), /^runtime: /);
   t.is(app.detector.get('vm1'), undefined);
 });
 
 test('DELETE wakes a sleeping instance, then releases it; only API registrations can be deleted', async (t) => {
-  const app = await startRegistryApp(t);
+  const app = await startRegistryApp(t, { registrations: true });
   await app.addStatic({ id: 'web', address: '10.200.0.2:8080', interface: 'dz-web-h', runtime: { kind: 'fake' } });
   t.is((await call(`${app.url}/api/instances/vm1`, 'PUT', vm())).status, 201);
   const instance = app.detector.get('vm1')!;
@@ -111,7 +115,7 @@ test('DELETE wakes a sleeping instance, then releases it; only API registrations
 });
 
 test('with a token, PUT and DELETE need it', async (t) => {
-  const app = await startRegistryApp(t, { token: TOKEN });
+  const app = await startRegistryApp(t, { registrations: true, token: TOKEN });
   t.is((await call(`${app.url}/api/instances/vm1`, 'PUT', vm())).status, 401);
   t.is((await call(`${app.url}/api/instances/vm1`, 'PUT', vm(), 'wrong')).status, 401);
   t.is(app.detector.instances().length, 0);
@@ -122,8 +126,78 @@ test('with a token, PUT and DELETE need it', async (t) => {
 });
 
 test('concurrent PUTs for one address: exactly one wins', async (t) => {
-  const app = await startRegistryApp(t);
+  const app = await startRegistryApp(t, { registrations: true });
   const results = await Promise.all(['a', 'b', 'c'].map((id) => call(`${app.url}/api/instances/${id}`, 'PUT', vm())));
   t.deepEqual(results.map((r) => r.status).sort(), [201, 409, 409]);
   t.is(app.detector.instances().length, 1);
+});
+
+// --- what a registration may name (agent/instances/registration-policy.ts; docs/security.md) ---
+
+test('403 for a freezer registration naming the root of the freezer hierarchy, with the reason; nothing is admitted', async (t) => {
+  const app = await startRegistryApp(t, { registrations: true });
+  for (const cgroup of ['/sys/fs/cgroup/freezer', '/sys/fs/cgroup', '.']) {
+    const refused = await call(`${app.url}/api/instances/evil`, 'PUT', vm({ runtime: { kind: 'freezer', cgroup } }));
+    t.is(refused.status, 403, cgroup);
+    t.regex(String(refused.json.error), /runtime\.cgroup: .* is the root of a cgroup hierarchy/, cgroup);
+  }
+  t.is(app.detector.instances().length, 0);
+});
+
+test('403 for a cgroup outside the allowed roots (the defaults: Nomad\'s task cgroups), naming them and the setting', async (t) => {
+  const app = await startRegistryApp(t, { registrations: true });
+  // The freezer cgroup of every process systemd starts, and a cgroup reached through "..".
+  const outside = await call(`${app.url}/api/instances/evil`, 'PUT', vm({ runtime: { kind: 'freezer', cgroup: '/sys/fs/cgroup/freezer/system.slice' } }));
+  t.is(outside.status, 403);
+  t.regex(String(outside.json.error), /runtime\.cgroup: "\/sys\/fs\/cgroup\/freezer\/system\.slice" is outside the cgroup roots registrations may name \(.*\/sys\/fs\/cgroup\/freezer\/nomad.*\); add its parent to registrations\.cgroupRoots/);
+  const climbing = await call(`${app.url}/api/instances/evil`, 'PUT', vm({ runtime: { kind: 'freezer', cgroup: 'nomad/../system.slice' } }));
+  t.is(climbing.status, 403);
+  t.regex(String(climbing.json.error), /contains "\.\."/);
+  const memory = await call(`${app.url}/api/instances/evil`, 'PUT', vm({ runtime: { kind: 'qemu', qmp: '/run/doze/vm/qmp.sock', memoryCgroup: '/sys/fs/cgroup/memory' } }));
+  t.is(memory.status, 403);
+  t.regex(String(memory.json.error), /runtime\.memoryCgroup/);
+  t.is(app.detector.instances().length, 0);
+});
+
+test('403 for sockets and state outside the path roots (symlinks resolved), programs to run, and nomad-scale', async (t) => {
+  const dir = await tempDir(t, 'roots');
+  const allowed = join(dir, 'allowed');
+  await mkdir(allowed);
+  // A link inside the allowed root that points out of it is judged by where it points.
+  await symlink('/var/run', join(allowed, 'escape'));
+  const app = await startRegistryApp(t, { registrations: true, roots: { cgroups: ['/sys/fs/cgroup/freezer/nomad'], paths: [allowed] } });
+  const cases: Array<[Record<string, unknown>, RegExp]> = [
+    [{ kind: 'qemu', qmp: '/tmp/qmp.sock' }, /runtime\.qmp: "\/tmp\/qmp\.sock" is outside the path roots/],
+    [{ kind: 'qemu', qmp: join(allowed, 'escape', 'qmp.sock') }, /runtime\.qmp: .* is outside the path roots/],
+    [{ kind: 'cloud-hypervisor', socket: join(allowed, 'ch.sock'), handleFile: '/etc/doze.json' }, /runtime\.handleFile/],
+    [{ kind: 'firecracker', socket: join(allowed, 'fc.sock'), mode: 'snapshot', snapshotDir: join(allowed, 's'), diffSnapshots: false, launcher: { binary: '/bin/sh' } }, /runtime\.launcher: a registration may not name a program/],
+    [{ kind: 'nomad-scale', job: 'web', group: 'web' }, /runtime "nomad-scale" cannot be registered through the API/],
+  ];
+  for (const [runtime, reason] of cases) {
+    const refused = await call(`${app.url}/api/instances/evil`, 'PUT', vm({ runtime }));
+    t.is(refused.status, 403, JSON.stringify(runtime));
+    t.regex(String(refused.json.error), reason);
+  }
+  const tls = await call(`${app.url}/api/instances/evil`, 'PUT', vm({ checkTls: { certFile: '/etc/shadow', keyFile: join(allowed, 'k.pem') } }));
+  t.is(tls.status, 403);
+  t.regex(String(tls.json.error), /checkTls\.certFile/);
+  t.is(app.detector.instances().length, 0);
+});
+
+test('a registration naming only what lies below the roots is taken on', async (t) => {
+  const dir = await tempDir(t, 'roots');
+  const app = await startRegistryApp(t, { registrations: true, roots: { cgroups: ['/sys/fs/cgroup/freezer/nomad'], paths: [dir] }, createRuntime: () => new FakeRuntime({ pauseMs: 0, resumeMs: 0, failResume: false }) });
+  const cgroup = await call(`${app.url}/api/instances/task`, 'PUT', vm({ runtime: { kind: 'freezer', cgroup: '/sys/fs/cgroup/freezer/nomad/share/5f1e2d3c.app' } }));
+  t.is(cgroup.status, 201, JSON.stringify(cgroup.json));
+  const socket = await call(`${app.url}/api/instances/vm`, 'PUT', vm({ address: '10.213.7.3:80', runtime: { kind: 'qemu', mode: 'snapshot', control: join(dir, 'vm', 'control.sock') } }));
+  t.is(socket.status, 201, JSON.stringify(socket.json));
+});
+
+test('with registrations off (the default) PUT and DELETE answer 404 saying how to enable them', async (t) => {
+  const app = await startRegistryApp(t, { token: TOKEN }); // registrations not enabled: the default
+  const put = await call(`${app.url}/api/instances/vm1`, 'PUT', vm(), TOKEN);
+  t.is(put.status, 404);
+  t.regex(String(put.json.error), /"registrations": \{ "enabled": true \}/);
+  t.is((await call(`${app.url}/api/instances/vm1`, 'DELETE', undefined, TOKEN)).status, 404);
+  t.is(app.detector.instances().length, 0);
 });

@@ -2,7 +2,7 @@ import { constants, existsSync } from 'node:fs';
 import { access } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { readUsage, type UsageReading } from '../../cgroups/cpu-usage.js';
+import { readUsage, usageSourceOf, type UsageReading, type UsageSource, type UsageSourceView } from '../../cgroups/cpu-usage.js';
 import { DeadlineError, RuntimeError, messageOf } from '../../shared/errors.js';
 import { withDeadline } from '../../shared/deadline.js';
 import type { ProbeResult, Runtime, RuntimeObservedState } from '../runtime.js';
@@ -156,12 +156,22 @@ export class QemuPauseRuntime implements Runtime {
 
   /** QEMU's CPU time and I/O (busy guard): its cgroup when given, else its process once its pid is known (learnt by the first page-out). */
   usage(): UsageReading | undefined {
+    const source = this.usageCounters();
+    return source ? readUsage(source) : undefined;
+  }
+
+  usageSource(): UsageSourceView {
+    const source = this.usageCounters();
+    return source ? usageSourceOf(source) : { kind: 'unavailable', reason: 'no-process-yet' };
+  }
+
+  private usageCounters(): UsageSource | undefined {
     const dir = this.options.cpuCgroup;
     if (dir !== undefined) {
       this.cpuCgroupVersion ??= existsSync(join(dir, 'freezer.state')) ? 1 : 2;
-      return readUsage({ kind: 'cgroup', version: this.cpuCgroupVersion, dir, root: this.options.cgroupRoot });
+      return { kind: 'cgroup', version: this.cpuCgroupVersion, dir, root: this.options.cgroupRoot };
     }
-    return this.qemuPid ? readUsage({ kind: 'process', pid: this.qemuPid }) : undefined;
+    return this.qemuPid ? { kind: 'process', pid: this.qemuPid } : undefined;
   }
 
   async inspect(): Promise<RuntimeObservedState> {

@@ -1,4 +1,4 @@
-import { readUsage, type UsageReading } from '../../cgroups/cpu-usage.js';
+import { readUsage, type UsageReading, type UsageSourceView } from '../../cgroups/cpu-usage.js';
 import { messageOf } from '../../shared/errors.js';
 import type { ProbeResult, Runtime, RuntimeObservedState } from '../runtime.js';
 import { OwnerClient, OwnerError, type OwnerState, type OwnerStatus } from './owner-protocol.js';
@@ -85,6 +85,10 @@ export class QemuSnapshotRuntime implements Runtime {
   usage(): UsageReading | undefined {
     const pid = this.lastStatus?.qemuPid;
     return pid ? readUsage({ kind: 'process', pid }) : undefined;
+  }
+
+  usageSource(): UsageSourceView {
+    return this.lastStatus?.qemuPid ? { kind: 'procfs', processes: 1 } : { kind: 'unavailable', reason: 'no-process-yet' };
   }
 
   async close(): Promise<void> {

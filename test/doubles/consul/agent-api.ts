@@ -59,6 +59,8 @@ export interface AgentApiDoubleOptions {
   port?: number;
   /** Tokens and their rights; unset: ACLs off (every token, or none, may do anything). */
   acl?: Record<string, ConsulRights>;
+  /** The release `GET /v1/agent/self` reports (`Config.Version`); default 1.20.1. */
+  version?: string;
 }
 
 export interface ConsulRights {
@@ -220,7 +222,9 @@ export class AgentApiDouble {
       if (path === '/v1/agent/self') {
         allow(method, 'GET');
         if (rights && !rights.agentRead) throw denied(req, 'agent:read', this.node);
-        return json(res, { Config: { Datacenter: this.datacenter, NodeName: this.node, NodeID: this.nodeId }, Member: { Name: this.node, Addr: this.nodeAddress, Status: 1 } });
+        // Config as Consul's agent/agent_endpoint.go Self writes it (Version, Revision, BuildDate, Server beside the names).
+        const Config = { Datacenter: this.datacenter, PrimaryDatacenter: this.datacenter, NodeName: this.node, NodeID: this.nodeId, Revision: 'd0ub1e', Server: false, Version: this.options.version ?? '1.20.1', BuildDate: '2024-10-01T00:00:00Z' };
+        return json(res, { Config, Member: { Name: this.node, Addr: this.nodeAddress, Status: 1 } });
       }
       if (path === '/v1/agent/services') {
         allow(method, 'GET');

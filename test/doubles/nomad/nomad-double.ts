@@ -77,6 +77,8 @@ export interface NomadDoubleOptions {
   framing?: 'ndjson' | 'concatenated';
   /** Node id `GET /v1/agent/self` reports as `stats.client.node_id`; null: a server-only agent (no client stats). */
   agentNodeId?: string | null;
+  /** The release `GET /v1/agent/self` reports (`config.Version.Version`); default 1.9.0. */
+  version?: string;
   /** Scaling a group up places its missing allocations (see the header). */
   placeOnScale?: PlaceOnScale;
   /** false: Nomad < 1.4, no allocation checks route (404 "resource not found"). */
@@ -195,7 +197,7 @@ export class NomadDouble {
   }
 
   static async start(options: NomadDoubleOptions = {}): Promise<NomadDouble> {
-    const double = new NomadDouble({ heartbeatMs: 30_000, eventBufferSize: 100, framing: 'ndjson', checksEndpoint: true, acl: {}, streamRefusal: 'early-200', streamFraming: 'hijacked', ...options });
+    const double = new NomadDouble({ heartbeatMs: 30_000, eventBufferSize: 100, framing: 'ndjson', checksEndpoint: true, acl: {}, streamRefusal: 'early-200', streamFraming: 'hijacked', version: '1.9.0', ...options });
     double.server = http.createServer((req, res) => void double.handle(req, res));
     double.server.on('connection', (socket) => {
       double.sockets.add(socket);
@@ -283,6 +285,20 @@ export class NomadDouble {
     return job;
   }
 
+  /**
+   * `nomad job stop` without -purge: the job stays, as a new version with Stop set
+   * (nomad/job_endpoint.go Deregister), and its allocations are told to stop.
+   */
+  stopJob(jobId: string, namespace = 'default'): void {
+    const key = `${namespace}/${jobId}`;
+    const job = this.jobs.get(key);
+    if (!job) throw new Error(`double: no job ${jobId}`);
+    const index = ++this.index;
+    this.jobs.set(key, { ...job, Stop: true, Status: 'dead', Version: (job.Version as number) + 1, ModifyIndex: index, JobModifyIndex: index });
+    for (const alloc of this.allocs.values()) if (alloc.JobID === jobId && alloc.Namespace === namespace && alloc.DesiredStatus === 'run') this.stopAllocation(alloc.ID as string);
+    this.changes.emit('change');
+  }
+
   getJob(jobId: string, namespace = 'default'): Obj | undefined {
     return this.jobs.get(`${namespace}/${jobId}`);
   }
@@ -356,6 +372,26 @@ export class NomadDouble {
     this.allocsTableIndex = index;
     this.publish(index, type, alloc);
     return structuredClone(alloc);
+  }
+
+  /**
+   * The client records a task event (nomad/structs TaskEvent: Type, Time in Unix ns, DisplayMessage,
+   * and the type's own fields, e.g. KillTimeout for Killing) and syncs the allocation to the servers:
+   * an AllocationUpdated event whose TaskStates carry the task's last 10 events
+   * (client/allocrunner/taskrunner/task_runner.go appendEvent keeps 10).
+   */
+  private lastEventNs = 0;
+  taskEvent(allocId: string, task: string, type: string, fields: Obj = {}): Obj {
+    const alloc = this.allocs.get(allocId);
+    if (!alloc) throw new Error(`double: no allocation ${allocId}`);
+    const states = structuredClone(alloc.TaskStates as Record<string, Obj>);
+    const state = states[task];
+    if (!state) throw new Error(`double: allocation ${allocId} has no task ${task}`);
+    // Unix ns, increasing (a JS number keeps them to about 256 ns, so 1 µs apart at least).
+    this.lastEventNs = Math.max(Date.now() * 1_000_000, this.lastEventNs + 1000);
+    const event: Obj = { Type: type, Time: this.lastEventNs, DisplayMessage: '', Details: {}, FailsTask: false, ...fields };
+    state.Events = [...((state.Events as Obj[] | null) ?? []), event].slice(-10);
+    return this.updateAllocation(allocId, { TaskStates: states });
   }
 
   /**
@@ -532,8 +568,9 @@ export class NomadDouble {
     const stats: Obj = { runtime: { arch: 'amd64', goroutines: '42' }, nomad: { leader: 'true' } };
     if (nodeId !== null) stats.client = { node_id: nodeId, known_servers: '127.0.0.1:4647', num_allocations: String(this.allocs.size), last_heartbeat: '1.2s', heartbeat_ttl: '15s' };
     return {
-      config: { Region: 'global', Datacenter: 'dc1', NodeName: 'double', Version: { Version: '1.9.0' } },
-      member: { Name: 'double.global', Addr: '127.0.0.1', Port: 4648, Status: 'alive', Tags: {} },
+      // version.VersionInfo as Nomad's agent config carries it (command/agent/config.go Version), and the member's build tag.
+      config: { Region: 'global', Datacenter: 'dc1', NodeName: 'double', Version: { Revision: 'd0ub1e', Version: this.options.version, VersionPrerelease: '', VersionMetadata: '' } },
+      member: { Name: 'double.global', Addr: '127.0.0.1', Port: 4648, Status: 'alive', Tags: { build: `${this.options.version}:d0ub1e` } },
       stats,
     };
   }
