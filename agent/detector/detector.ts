@@ -8,25 +8,26 @@ import type { TrafficSource } from '../sources/traffic-source.js';
 import { adoptAsleep, leftBehind } from './adoption.js';
 import { BusySampler } from './busy-sampler.js';
 import { decideIdle, holdRecheckMs, idleInputs, unreadableVerdict, type IdleVerdict } from './idle-decision.js';
-import { prepareSleep } from './sleep-preparation.js';
-import { describeFailure, describeHold, describeIdle, type ConnectionsUnreadable, type HoldReason } from './reasons.js';
+import { preparationAbort, prepareSleep } from './sleep-preparation.js';
+import { enterPacing } from './paced-wake.js';
+import { finishAwake } from './finish-awake.js';
+import { applyVerdict, readConnections } from './idle-pass.js';
+import { IdleTimer } from './idle-timer.js';
+import { describeFailure, describeHold, type ConnectionsUnreadable, type HoldReason } from './reasons.js';
 import { NodeBudget, type NodeBudgetLimits } from '../scheduler/node-budget.js';
 import { budgetPort, refreshLastSeen } from './budget-members.js';
 import { InstanceTable } from './instance-table.js';
-import { firstCheckNs, lastActivityNs, ManagedInstance, type ReadonlyInstance } from './managed-instance.js';
+import { firstCheckNs, ManagedInstance, type ReadonlyInstance } from './managed-instance.js';
 import { canTransition, type InstanceState } from './states.js';
 import { NO_HOOKS, type DetectorEvents, type DetectorOptions, type SleepHooks } from './detector-contract.js';
 import { WakeSignals, type WakeEventHealth } from './wake-signals.js';
-import { baselineOf, markSleeping, trafficSince, type TrafficBaseline } from './state-handoff.js';
+import { markSleeping, trafficSince, type TrafficBaseline } from './state-handoff.js';
 import { FaultBackGate, type PacedTicket, type PacingReport } from '../scheduler/fault-back-gate.js';
-import { faultBackMiB, faultedBack } from './fault-back.js';
+import { faultedBack } from './fault-back.js';
 
 export type { DetectorEvents, DetectorOptions, SleepHooks, TransitionEvent } from './detector-contract.js';
 
 const MS = 1_000_000n;
-
-/** Paced mass wakes wait at most this long for room unless the budget says otherwise (config default). */
-const PACED_WAKE_TIMEOUT_MS = 20_000;
 
 /**
  * Drives every instance's state machine: reads counters only when some
@@ -36,7 +37,7 @@ const PACED_WAKE_TIMEOUT_MS = 20_000;
 export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitter<DetectorEvents> {
   /** The managed instances by id and traffic key, and what each holds in the kernel. */
   private readonly table: InstanceTable;
-  private timer: NodeJS.Timeout | undefined;
+  private readonly timer = new IdleTimer(() => void this.tick());
   private ticking = false;
   /** Until start(): instances are taken on but no idle clock runs (an agent still starting freezes nothing). */
   private stopped = true;
@@ -193,7 +194,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
   /** Stop deciding; with `wakeAll`, resume every instance this agent put to sleep (nobody else would). */
   async stop(options: { wakeAll: boolean }): Promise<void> {
     this.stopped = true;
-    clearTimeout(this.timer);
+    this.timer.clear();
     this.signals.stop();
     if (options.wakeAll) {
       const startedMs = Date.now();
@@ -225,8 +226,10 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
       if (instance.state !== 'sleeping' && instance.state !== 'failed') return;
       this.signals.disarmMaxSleep(instance);
       let ticket: PacedTicket | undefined;
-      if (options.paced) ticket = await this.enterPacing(instance);
-      else if (this.budget && !this.stopped) {
+      if (options.paced) {
+        ticket = await enterPacing(instance, this.pacing, this.budgetLimits, this.log);
+        if (ticket?.overBudget) this.budgetOverruns++;
+      } else if (this.budget && !this.stopped) {
         const room = await this.budget.makeRoom({ id: instance.id, memory: instance.config.memory, wakeTimeoutMs: instance.config.wakeTimeout });
         if (room === 'over-budget') this.budgetOverruns++;
       }
@@ -256,7 +259,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
       const tookMs = Number(nowNs - startNs) / 1e6;
       // Checks reach the instance itself again before it is declared running. It is resumed and
       // serving whatever happens here: a failure is said, never left as a wake that never ends.
-      await this.finishAwake(instance, 'finishing the wake');
+      await finishAwake(instance, this.source, this.hooks, this.log, 'finishing the wake');
       instance.failure = undefined;
       this.signals.wakeEnded(instance);
       instance.wakes++;
@@ -283,20 +286,9 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
       this.setState(instance, 'pausing', reason);
       this.signals.sleepStarts(instance);
       const prepared = await prepareSleep(instance, this.source, this.hooks);
-      if (prepared.kind === 'checks-in-flight') {
-        await this.abortSleep(instance, `${prepared.count} health check(s) in flight`, holdRecheckMs(instance.config.idleTimeout));
-        return false;
-      }
-      if (prepared.kind === 'not-awake') {
-        // SIGNALLED already (a packet for its slot's previous user, or one not yet consumed): never swapped over.
-        await this.abortSleep(instance, prepared.signalled ? 'traffic arrived while deciding' : `the state map held ${String(prepared.found)}, not awake`);
-        return false;
-      }
-      if (prepared.kind === 'failed') {
-        const why = `${prepared.step} failed: ${messageOf(prepared.error)}`;
-        instance.lastError = { message: why, atMs: Date.now() };
-        this.log.warn({ instance: instance.id, err: messageOf(prepared.error) }, 'could not prepare the sleep; instance stays awake');
-        await this.abortSleep(instance, why);
+      if (prepared.kind !== 'ready') {
+        const abort = preparationAbort(instance, prepared, this.log);
+        await this.abortSleep(instance, abort.why, abort.retryInMs);
         return false;
       }
       const now = prepared.counters;
@@ -351,42 +343,8 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
     });
   }
 
-  /** A paced wake's turn: at once when it has nothing to fault back, else in budget order or at its deadline. */
-  private async enterPacing(instance: ManagedInstance): Promise<PacedTicket | undefined> {
-    const faultBack = faultBackMiB(instance);
-    if (!this.pacing || faultBack === 0) return undefined;
-    const timeoutMs = this.budgetLimits?.pacedWakeTimeout ?? PACED_WAKE_TIMEOUT_MS;
-    instance.queuedSinceMs = Date.now();
-    try {
-      const ticket = await this.pacing.enter({ id: instance.id, faultBackMiB: faultBack, lastActivityNs: lastActivityNs(instance) }, Date.now() + timeoutMs);
-      if (ticket.overBudget) {
-        const why = `woken over the node budget: no room for its ${faultBack} MiB to fault back within ${timeoutMs} ms (paced wake)`;
-        instance.lastError = { message: why, atMs: Date.now() };
-        this.budgetOverruns++;
-        this.log.warn({ instance: instance.id, faultBackMiB: faultBack, waitedMs: ticket.waitedMs }, why);
-      }
-      return ticket;
-    } finally {
-      instance.queuedSinceMs = undefined;
-    }
-  }
-
-  /**
-   * The map says awake and checks reach the instance again. A failure here (doze-maps, iptables)
-   * is logged and kept as the instance's last error, and the caller goes on to `running`: the
-   * workload is not paused, so an instance must never stay in waking or pausing for it.
-   */
-  private async finishAwake(instance: ManagedInstance, what: string): Promise<void> {
-    const errors: string[] = [];
-    await this.source.setState(instance.key, BpfInstanceState.awake).catch((e) => errors.push(`the state map: ${messageOf(e)}`));
-    await this.hooks.awake(instance).catch((e) => errors.push(`the check redirect: ${messageOf(e)}`));
-    if (errors.length === 0) return;
-    instance.lastError = { message: `${what}: ${errors.join('; ')}`, atMs: Date.now() };
-    this.log.error({ instance: instance.id, err: errors.join('; ') }, `${what} failed; the instance is awake`);
-  }
-
   private async abortSleep(instance: ManagedInstance, why: string, retryInMs = instance.config.idleTimeout): Promise<void> {
-    await this.finishAwake(instance, 'undoing the sleep');
+    await finishAwake(instance, this.source, this.hooks, this.log, 'undoing the sleep');
     this.signals.wakeEnded(instance);
     this.setState(instance, 'running', why);
     instance.nextCheckNs = monotonicNs() + BigInt(retryInMs) * MS;
@@ -448,16 +406,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
 
   /** One timer, set for the earliest idle deadline among running instances. */
   private schedule(): void {
-    if (this.stopped) return;
-    clearTimeout(this.timer);
-    let earliest: bigint | undefined;
-    for (const instance of this.table.all()) {
-      if (instance.state !== 'running') continue;
-      if (earliest === undefined || instance.nextCheckNs < earliest) earliest = instance.nextCheckNs;
-    }
-    if (earliest === undefined) return;
-    const delayMs = Math.max(0, Number(earliest - monotonicNs()) / 1e6);
-    this.timer = setTimeout(() => void this.tick(), Math.ceil(delayMs));
+    if (!this.stopped) this.timer.set(this.table.all());
   }
 
   private async tick(): Promise<void> {
@@ -473,12 +422,12 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
         const c = counters.get(instance.key);
         let verdict = this.evaluate(instance, c, nowNs);
         if (verdict.kind === 'needs-connections') {
-          connections ??= await this.readConnections();
+          connections ??= await readConnections(this.source, this.log);
           verdict = Array.isArray(connections)
             ? this.evaluate(instance, c, nowNs, connections.filter((conn) => conn.instanceAddr === instance.key))
             : unreadableVerdict(connections, nowNs, instance.config.idleTimeout);
         }
-        this.apply(instance, this.busy.guard(instance, verdict, nowNs), c);
+        applyVerdict(instance, this.busy.guard(instance, verdict, nowNs), c, this.busy, (decided, reason, guardBusy) => this.sleep(instance, decided, reason, guardBusy));
       }
     } catch (error) {
       this.log.error({ err: messageOf(error) }, 'reading counters failed; retrying');
@@ -489,42 +438,9 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
     }
   }
 
-  /** The connection map, or why it could not be read (never an empty list in its place). */
-  private async readConnections(): Promise<Connection[] | ConnectionsUnreadable> {
-    try {
-      return await this.source.connections();
-    } catch (error) {
-      this.log.warn({ err: messageOf(error) }, 'reading connections failed; instances that need them stay awake for this decision');
-      return { kind: 'connections-unreadable', message: messageOf(error) };
-    }
-  }
-
   private evaluate(instance: ManagedInstance, c: InstanceCounters | undefined, nowNs: bigint, connections?: Connection[]): IdleVerdict {
     instance.lastSeenNs = c?.lastSeenNs ?? 0n;
     instance.seenPackets = c?.packets ?? 0n;
     return decideIdle(idleInputs(instance, instance.lastSeenNs, nowNs), connections);
-  }
-
-  private apply(instance: ManagedInstance, verdict: IdleVerdict, c: InstanceCounters | undefined): void {
-    switch (verdict.kind) {
-      case 'active':
-        instance.heldBy = undefined;
-        instance.nextCheckNs = verdict.recheckAtNs;
-        return;
-      case 'held':
-        if (verdict.reason.kind === 'busy') this.busy.noteBusy(instance, verdict.reason);
-        instance.heldBy = verdict.reason;
-        instance.nextCheckNs = verdict.recheckAtNs;
-        return;
-      case 'idle': {
-        instance.nextCheckNs = monotonicNs() + BigInt(instance.config.idleTimeout) * MS;
-        const busyForMs = this.busy.busyForMs(instance);
-        const reason = busyForMs === undefined || verdict.reason.kind !== 'quiet' ? verdict.reason : { ...verdict.reason, busyForMs };
-        void this.sleep(instance, baselineOf(c), describeIdle(reason), verdict.reason.kind !== 'max-awake');
-        return;
-      }
-      case 'needs-connections':
-        return;
-    }
   }
 }

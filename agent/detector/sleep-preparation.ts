@@ -1,9 +1,11 @@
+import { messageOf } from '../shared/errors.js';
+import type { Logger } from '../shared/log.js';
 import type { BpfInstanceState, InstanceCounters } from '../sources/bpf-records.js';
 import type { TrafficSource } from '../sources/traffic-source.js';
 import type { SleepHooks } from './detector-contract.js';
-import { isCheckInFlight } from './idle-decision.js';
+import { holdRecheckMs, isCheckInFlight } from './idle-decision.js';
 import { markPausing } from './state-handoff.js';
-import type { ReadonlyInstance } from './managed-instance.js';
+import type { ManagedInstance, ReadonlyInstance } from './managed-instance.js';
 
 /**
  * What comes before a pause, once the detector has set an instance pausing: the map says
@@ -39,4 +41,22 @@ export async function prepareSleep(instance: ReadonlyInstance, source: TrafficSo
   } catch (error) {
     return { kind: 'failed', step, error };
   }
+}
+
+/**
+ * Why the detector undoes a sleep whose preparation did not come out ready, and when it looks
+ * again (undefined: after a full idle timeout); a failed step is kept as the last error and logged.
+ */
+export function preparationAbort(instance: ManagedInstance, prepared: Exclude<SleepPreparation, { kind: 'ready' }>, log: Logger): { why: string; retryInMs?: number } {
+  if (prepared.kind === 'checks-in-flight') {
+    return { why: `${prepared.count} health check(s) in flight`, retryInMs: holdRecheckMs(instance.config.idleTimeout) };
+  }
+  if (prepared.kind === 'not-awake') {
+    // SIGNALLED already (a packet for its slot's previous user, or one not yet consumed): never swapped over.
+    return { why: prepared.signalled ? 'traffic arrived while deciding' : `the state map held ${String(prepared.found)}, not awake` };
+  }
+  const why = `${prepared.step} failed: ${messageOf(prepared.error)}`;
+  instance.lastError = { message: why, atMs: Date.now() };
+  log.warn({ instance: instance.id, err: messageOf(prepared.error) }, 'could not prepare the sleep; instance stays awake');
+  return { why };
 }
