@@ -84,8 +84,9 @@ export class Agent {
     await checkInterfaces(config);
     const source = new EbpfSource({
       bpffs: config.bpffs,
-      checkMark: config.healthChecks.mark,
-      checkSources: config.healthChecks.fromSources,
+      // Observers are what checks are to the tc program: never counted, never a wake (docs/observers.md).
+      checkMark: config.healthChecks.mark | (config.observers.fromSources.length > 0 ? config.observers.mark : 0),
+      checkSources: [...config.healthChecks.fromSources, ...config.observers.fromSources],
       hostInterfaces: config.hostPorts.interfaces,
       objectPath: options.objectPath,
       log,
@@ -98,7 +99,7 @@ export class Agent {
       dropWakeEvents: options.faults?.dropWakeEvents,
     });
     const guards = detector.hooks;
-    const metrics = new Metrics(detector);
+    const metrics = new Metrics(detector, () => source.eventsLost());
     // Configured, registered and discovered instances all come and go through it.
     const admission = new InstanceAdmission({ detector, log, release: (id) => guards.release(id), wrapRuntime: options.wrapRuntime });
     const roots = registrationRoots(config);
@@ -111,7 +112,7 @@ export class Agent {
         const result = await admission.admit({ config: instanceConfig, source: 'static', runtime });
         if (!result.admitted) throw staticRefusal(index, instanceConfig.id, result.refusal);
       }
-      const app = createStatusApp({ detector, metrics, token: config.token, log, refresh: () => detector.refreshLastSeen(), discovery: () => agent.discovery?.report(), versions: () => agent.versions, registry: config.registrations.enabled ? registry : undefined });
+      const app = createStatusApp({ detector, metrics, token: config.token, log, refresh: () => detector.refreshLastSeen(), discovery: () => agent.discovery?.report(), versions: () => agent.versions, registry: config.registrations.enabled ? registry : undefined, hostInterfaces: () => source.watchedHostInterfaces() });
       agent.server = await listen(app, config.listen);
       await lock.setListen(agent.address);
       // --- Nomad + Consul discovery: allocations become instances (agent/discovery/discovery.ts) ---

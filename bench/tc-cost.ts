@@ -9,16 +9,23 @@
  *  3. The host-port program (doze_host_in), which runs on the node's own
  *     interfaces for every packet: on the node's own traffic (a port no
  *     instance has) and on a packet for a host-port instance.
+ *  4. IPv4 and IPv6 (issue 27): the egress program of this build on an IPv4
+ *     and an IPv6 segment, against the program before IPv6 (main at 91f1aa7,
+ *     built by the Makefile) on the IPv4 one, in the same run, each on its own
+ *     bpffs with 10,000 connections of its own layout per family.
  */
-import { readFile, writeFile } from 'node:fs/promises';
+import { access, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import type { Agent } from '../agent/agent.js';
-import { CONN_KEY_BYTES, CONN_VALUE_BYTES } from '../agent/sources/bpf-records.js';
+import { COUNTERS_SIZE, CONN_KEY_BYTES, CONN_VALUE_BYTES, encodeClientAddr } from '../agent/sources/bpf-records.js';
 import { ipv4ToBytes } from '../agent/sources/ipv4.js';
+import { ipv6ToBytes } from '../agent/sources/ipv6.js';
 import { MapClient } from '../agent/sources/map-client.js';
-import { listFilters } from '../agent/net/tc.js';
+import { attach, detach, listFilters } from '../agent/net/tc.js';
+import { createBpffs } from '../test/helpers/bpffs.js';
+import { createNetns } from '../test/helpers/netns.js';
 import { startAgent } from '../test/helpers/agent.js';
 import { get } from '../test/helpers/http.js';
 import { craftSegment } from '../test/helpers/crafted-packet.js';
@@ -29,21 +36,87 @@ import { tempDir } from '../test/helpers/temp-dir.js';
 import { verdict } from './stats.js';
 
 const COUNT_ONLY = fileURLToPath(new URL('./doze-count-only.bpf.o', import.meta.url));
+const BEFORE_IPV6 = fileURLToPath(new URL('./doze-before-ipv6.bpf.o', import.meta.url));
+const CURRENT = fileURLToPath(new URL('../agent/bpf/doze.bpf.o', import.meta.url));
 const TRACKED = 10_000;
 const progStats = z.looseObject({ run_time_ns: z.number().optional(), run_cnt: z.number().optional() });
 const runResult = z.looseObject({ duration: z.number() });
+
+/** Ethernet + IPv6 + TCP (ACK|PSH) + 10 bytes of payload, client → instance. */
+export function craftSegment6(client: string, instance: string, clientPort: number, instancePort: number): Buffer {
+  const v4 = craftSegment('0.0.0.0', '0.0.0.0', clientPort, instancePort);
+  const tcpAndPayload = v4.subarray(14 + 20);
+  const eth = Buffer.from([2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x86, 0xdd]);
+  const ip = Buffer.alloc(40);
+  ip.writeUInt32BE(0x60000000, 0);
+  ip.writeUInt16BE(tcpAndPayload.length, 4);
+  ip.writeUInt8(6, 6);
+  ip.writeUInt8(64, 7);
+  ipv6ToBytes(client).copy(ip, 8);
+  ipv6ToBytes(instance).copy(ip, 24);
+  return Buffer.concat([eth, ip, tcpAndPayload]);
+}
+
+/** A doze_conns key in this build's layout (either family) or the one before IPv6 (12 bytes, IPv4 only). */
+function connKey(layout: 'current' | 'before-ipv6', client: string, instanceKey: string, clientPort: number, instancePort: number): Buffer {
+  if (layout === 'before-ipv6') {
+    const key = Buffer.alloc(12);
+    ipv4ToBytes(client).copy(key, 0);
+    ipv4ToBytes(instanceKey).copy(key, 4);
+    key.writeUInt16BE(clientPort, 8);
+    key.writeUInt16BE(instancePort, 10);
+    return key;
+  }
+  const key = Buffer.alloc(CONN_KEY_BYTES);
+  encodeClientAddr(client).copy(key, 0);
+  ipv4ToBytes(instanceKey).copy(key, 16);
+  key.writeUInt16BE(clientPort, 20);
+  key.writeUInt16BE(instancePort, 22);
+  return key;
+}
 
 async function fillConnections(agent: Agent, inst: TestInstance, maps: MapClient): Promise<void> {
   const path = agent.source.pin('doze_conns');
   const value = Buffer.alloc(CONN_VALUE_BYTES);
   for (let i = 0; i < TRACKED; i++) {
-    const key = Buffer.alloc(CONN_KEY_BYTES);
-    ipv4ToBytes(inst.ns.hostIp).copy(key, 0);
-    ipv4ToBytes(inst.ns.instanceIp).copy(key, 4);
-    key.writeUInt16BE(20_000 + i, 8);
-    key.writeUInt16BE(8080, 10);
-    await maps.update(path, key, value);
+    await maps.update(path, connKey('current', inst.ns.hostIp, inst.ns.instanceIp, 20_000 + i, 8080), value);
   }
+}
+
+interface FamilyCost {
+  ipv4Ns: number;
+  /** Undefined for the program before IPv6, which does not see IPv6. */
+  ipv6Ns: number | undefined;
+}
+
+/**
+ * test_run of one object's egress program, attached with tc on its own bpffs (no agent: the program
+ * before IPv6 has other maps), with an awake instance and 10,000 connections per family it reads.
+ */
+async function measureFamilies(cleanups: Cleanups, objectPath: string, layout: 'current' | 'before-ipv6'): Promise<FamilyCost> {
+  const bpffs = await createBpffs(cleanups);
+  const ns = await createNetns(cleanups, { ipv6: true });
+  await attach(ns.hostIf, objectPath, bpffs);
+  cleanups.teardown(() => detach(ns.hostIf));
+  const maps = new MapClient();
+  cleanups.teardown(() => maps.close());
+  const pin = (name: string) => join(bpffs, 'tc', 'globals', name);
+  const key = ipv4ToBytes(ns.instanceIp);
+  // Both programs keep an instance's state in a slot (doze_slots: key -> index into doze_state).
+  await maps.update(pin('doze_slots'), key, Buffer.alloc(4));
+  await maps.update(pin('doze_state'), Buffer.alloc(4), Buffer.alloc(4));
+  await maps.update(pin('doze_counters'), key, Buffer.alloc(layout === 'current' ? COUNTERS_SIZE : 48));
+  if (layout === 'current') await maps.update(pin('doze_addr6'), ipv6ToBytes(ns.instanceIp6!), key);
+  const value = Buffer.alloc(CONN_VALUE_BYTES);
+  for (let i = 0; i < TRACKED; i++) {
+    await maps.update(pin('doze_conns'), connKey(layout, ns.hostIp, ns.instanceIp, 20_000 + i, 8080), value);
+    if (layout === 'current') await maps.update(pin('doze_conns'), connKey(layout, ns.hostIp6!, ns.instanceIp, 20_000 + i, 8080), value);
+  }
+  const egress = (await listFilters(ns.hostIf)).find((f) => f.hook === 'egress')!.programId;
+  const ipv4Ns = await testRun(cleanups, egress, craftSegment(ns.hostIp, ns.instanceIp, 20_000 + TRACKED / 2, 8080));
+  const ipv6Ns = layout === 'current' ? await testRun(cleanups, egress, craftSegment6(ns.hostIp6!, ns.instanceIp6!, 20_000 + TRACKED / 2, 8080)) : undefined;
+  await cleanups.run();
+  return { ipv4Ns, ipv6Ns };
 }
 
 async function programIds(device: string): Promise<{ egress: number; all: number[] }> {
@@ -131,6 +204,18 @@ export async function benchTcCost(): Promise<string[]> {
     const full = await measure(cleanups, undefined);
     const countOnly = await measure(cleanups, COUNT_ONLY);
     const host = await measureHostProgram(cleanups);
+    // Interleaved, best of each: the machine's load moves between runs.
+    const haveBefore = await access(BEFORE_IPV6).then(() => true, () => false);
+    const before: FamilyCost[] = [];
+    const now: FamilyCost[] = [];
+    for (let round = 0; round < 3; round++) {
+      if (haveBefore) before.push(await measureFamilies(cleanups, BEFORE_IPV6, 'before-ipv6'));
+      now.push(await measureFamilies(cleanups, CURRENT, 'current'));
+    }
+    const beforeV4 = haveBefore ? Math.min(...before.map((c) => c.ipv4Ns)) : NaN;
+    const nowV4 = Math.min(...now.map((c) => c.ipv4Ns));
+    const nowV6 = Math.min(...now.map((c) => c.ipv6Ns!));
+    const ipv4Growth = nowV4 / beforeV4 - 1;
     return [
       `tc program cost per packet, ${full.tracked} tracked connections`,
       `                              test_run (egress, best of 3×2M)   live traffic (bpf_stats, both hooks)`,
@@ -139,6 +224,11 @@ export async function benchTcCost(): Promise<string[]> {
       `tracking / counting only      ${`×${(full.testRunNs / countOnly.testRunNs).toFixed(2)} (+${(full.testRunNs - countOnly.testRunNs).toFixed(0)} ns)`.padEnd(34)}×${(full.liveNs / countOnly.liveNs).toFixed(2)}`,
       verdict(full.testRunNs < 150 && full.tracked >= TRACKED, 'target < 150 ns per packet with 10,000 tracked connections (test_run)'),
       `host-port program on a node interface (test_run, best of 3×2M): the node's own traffic ${host.otherNs.toFixed(0)} ns, a packet for a host-port instance ${host.instanceNs.toFixed(0)} ns`,
+      `egress program per packet, test_run (best of 3 rounds × 3×2M, ${TRACKED.toLocaleString('en')} tracked connections per family):`,
+      haveBefore ? `  before IPv6 (91f1aa7), IPv4 segment   ${beforeV4.toFixed(0)} ns` : '  before IPv6: skipped (no git history to build it from)',
+      `  this build, IPv4 segment              ${nowV4.toFixed(0)} ns${haveBefore ? ` (${ipv4Growth >= 0 ? '+' : ''}${(ipv4Growth * 100).toFixed(1)} %)` : ''}`,
+      `  this build, IPv6 segment              ${nowV6.toFixed(0)} ns`,
+      ...(haveBefore ? [verdict(ipv4Growth <= 0.1, 'target: IPv4 at most 10 % more than before IPv6')] : []),
     ];
   } finally {
     await cleanups.run();

@@ -12,6 +12,7 @@
 #include <linux/pkt_cls.h>
 #include <linux/if_ether.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/in.h>
 #include <linux/tcp.h>
 #include <bpf/bpf_helpers.h>
@@ -43,10 +44,16 @@ struct doze_counters {
 	__u64 reply_ns;     // the instance's first payload to a client after it (0: not yet)
 };
 
-// Oriented client -> instance, whichever direction the packet went.
+// Oriented client -> instance, whichever direction the packet went. 24 bytes,
+// no padding (a hash key is hashed and compared whole). The instance is named
+// by its key (below), whatever family reached it; the client by its address as
+// IPv6, an IPv4 one IPv4-mapped (::ffff:a.b.c.d), which carries the family: an
+// IPv6 packet from a mapped source is counted but never tracked (parse_ipv6),
+// so the two families never meet in one record. A family byte would make the
+// key 28 bytes, and the hash over it cost 4 ns more a packet (bench/tc-cost.ts).
 struct doze_conn_key {
-	__u32 client_addr;
-	__u32 instance_addr;
+	__u32 client_addr[4];
+	__u32 instance_key;
 	__u16 client_port;
 	__u16 instance_port;
 };
@@ -78,6 +85,14 @@ struct doze_settings {
 	__u32 check_mark; // skb->mark bits that identify health-check traffic
 	__u32 pad;
 };
+
+// Instance keys. Every per-instance map (doze_state, doze_counters, the wake
+// events) keys an instance by one 32-bit value: its IPv4 address (network
+// order), 0.0.hi.lo for a host-port instance (port_key), or, for an instance
+// with no IPv4 address, a key the agent derives from its IPv6 address (in
+// 0.1.0.0-0.255.255.255, which no instance has). Its IPv6 addresses map to
+// that key through doze_addr6, and its own interface through doze_ifaces, so
+// every family's packets land on the same counters.
 
 // iproute2's loader honours the legacy pinning field; libbpf-style .maps
 // with LIBBPF_PIN_BY_NAME work with iproute2 built on libbpf (Debian's is).
@@ -138,8 +153,62 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } doze_settings SEC(".maps");
 
+// An IPv6 address -> its instance's key.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct in6_addr);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} doze_addr6 SEC(".maps");
+
+// An instance's own interface (ifindex) -> its key: frames of another
+// ethertype into it are its (into_whom says why IP packets are not).
+// Absent for an interface several instances share.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} doze_ifaces SEC(".maps");
+
+// Program-wide counters the agent reads as metrics (index: DOZE_STAT_*).
+#define DOZE_STAT_EVENTS_LOST 0 // bpf_perf_event_output failed: a wake or first-response event never reached the agent
+#define DOZE_STAT_COUNT 4
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, DOZE_STAT_COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} doze_stats SEC(".maps");
+
+static __always_inline void stat_add(__u32 index)
+{
+	__u64 *v = bpf_map_lookup_elem(&doze_stats, &index);
+	if (v)
+		__sync_fetch_and_add(v, 1);
+}
+
+static __always_inline void emit_event(struct __sk_buff *skb, struct doze_wake_event *ev)
+{
+	if (bpf_perf_event_output(skb, &doze_wake_events, BPF_F_CURRENT_CPU, ev, sizeof(*ev)))
+		stat_add(DOZE_STAT_EVENTS_LOST);
+}
+
+// What parse() found.
+#define PARSE_SKIP -1 // nobody's traffic: too short, ARP, IPv6 neighbour discovery
+#define PARSE_IP 0    // IPv4 or IPv6 (family says which)
+#define PARSE_OTHER 1 // another ethertype: belongs to the interface's instance
+
+// IPv4 addresses sit in word 3 of src and dst, after the IPv4-mapped prefix.
+#define V4 3
+
 struct parsed {
-	__u32 saddr, daddr;
+	// IPv6 addresses; an IPv4 one IPv4-mapped (::ffff:a.b.c.d, RFC 4291 2.5.5.2).
+	__u32 src[4], dst[4];
+	__u8 family; // 4 or 6
 	__u16 sport, dport;
 	__u8 is_tcp;
 	__u8 syn, ack, fin, rst;
@@ -148,38 +217,11 @@ struct parsed {
 	__u16 window;  // advertised receive window, host order, unscaled
 };
 
-static __always_inline int parse(struct __sk_buff *skb, struct parsed *p)
+// Fills the TCP fields from a header; `ip_len` bytes follow the fixed IP
+// header, of which `before_tcp` come before the TCP header (IPv6 extensions).
+static __always_inline void take_tcp(struct parsed *p, const struct tcphdr *tcp, __u32 ip_len, __u32 before_tcp)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
-
-	if ((void *)(eth + 1) > data_end)
-		return -1;
-	if (eth->h_proto != bpf_htons(ETH_P_IP))
-		return -1;
-	struct iphdr *ip = (void *)(eth + 1);
-	if ((void *)(ip + 1) > data_end)
-		return -1;
-	p->saddr = ip->saddr;
-	p->daddr = ip->daddr;
-	p->is_tcp = 0;
-	if (ip->protocol != IPPROTO_TCP || ip->ihl != 5)
-		return 0; // counted, not tracked as a connection
-	struct tcphdr *tcp = (void *)(ip + 1);
-	if ((void *)(tcp + 1) > data_end) {
-		// Header not in the linear area: pull it in and re-check.
-		if (bpf_skb_pull_data(skb, sizeof(*eth) + sizeof(*ip) + sizeof(*tcp)))
-			return 0;
-		data = (void *)(long)skb->data;
-		data_end = (void *)(long)skb->data_end;
-		ip = data + sizeof(*eth);
-		tcp = (void *)(ip + 1);
-		if ((void *)(tcp + 1) > data_end)
-			return 0;
-	}
-	__u32 ip_len = bpf_ntohs(ip->tot_len);
-	__u32 hdr_len = sizeof(*ip) + tcp->doff * 4;
+	__u32 hdr_len = before_tcp + tcp->doff * 4;
 	p->is_tcp = 1;
 	p->sport = tcp->source;
 	p->dport = tcp->dest;
@@ -190,8 +232,156 @@ static __always_inline int parse(struct __sk_buff *skb, struct parsed *p)
 	p->seq = bpf_ntohl(tcp->seq);
 	p->window = bpf_ntohs(tcp->window);
 	p->payload = ip_len > hdr_len ? ip_len - hdr_len : 0;
-	return 0;
 }
+
+static __always_inline int parse_ipv4(struct __sk_buff *skb, struct parsed *p, void *data, void *data_end)
+{
+	struct iphdr *ip = data + sizeof(struct ethhdr);
+	if ((void *)(ip + 1) > data_end)
+		return PARSE_SKIP;
+	p->family = 4;
+	p->src[2] = bpf_htonl(0xffff);
+	p->dst[2] = bpf_htonl(0xffff);
+	p->src[V4] = ip->saddr;
+	p->dst[V4] = ip->daddr;
+	// Options or a fragment (MF set, or a non-first one): counted, not tracked.
+	if (ip->protocol != IPPROTO_TCP || ip->ihl != 5 || (ip->frag_off & bpf_htons(0x3fff)))
+		return PARSE_IP;
+	struct tcphdr *tcp = (void *)(ip + 1);
+	if ((void *)(tcp + 1) > data_end) {
+		// Header not in the linear area: pull it in and re-check.
+		if (bpf_skb_pull_data(skb, sizeof(struct ethhdr) + sizeof(*ip) + sizeof(*tcp)))
+			return PARSE_IP;
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+		ip = data + sizeof(struct ethhdr);
+		tcp = (void *)(ip + 1);
+		if ((void *)(tcp + 1) > data_end)
+			return PARSE_IP;
+	}
+	take_tcp(p, tcp, bpf_ntohs(ip->tot_len), sizeof(*ip));
+	return PARSE_IP;
+}
+
+// ICMPv6 neighbour discovery: router solicitation (133) .. redirect (137), RFC 4861.
+#define ND_FIRST_TYPE 133
+#define ND_LAST_TYPE 137
+#define IPV6_EXT_MAX 4 // extension headers walked before TCP (more: counted, not tracked)
+
+static __always_inline int parse_ipv6(struct __sk_buff *skb, struct parsed *p, void *data, void *data_end)
+{
+	struct ipv6hdr *ip6 = data + sizeof(struct ethhdr);
+	if ((void *)(ip6 + 1) > data_end)
+		return PARSE_SKIP;
+	p->family = 6;
+	__builtin_memcpy(p->src, &ip6->saddr, 16);
+	__builtin_memcpy(p->dst, &ip6->daddr, 16);
+	// An IPv4-mapped source (never a real one on the wire) would share records
+	// with the IPv4 client it names: counted, not tracked.
+	if (!p->src[0] && !p->src[1] && p->src[2] == bpf_htonl(0xffff))
+		return PARSE_IP;
+	__u8 next = ip6->nexthdr;
+	__u32 off = sizeof(struct ethhdr) + sizeof(*ip6);
+	__u32 len = bpf_ntohs(ip6->payload_len); // what follows the fixed header
+	if (next == IPPROTO_TCP) {
+		// The common case, at a fixed offset: direct access, as for IPv4.
+		struct tcphdr *tcp = (void *)(ip6 + 1);
+		if ((void *)(tcp + 1) <= data_end) {
+			take_tcp(p, tcp, len, 0);
+			return PARSE_IP;
+		}
+	}
+	// Extension headers, ICMPv6 and non-linear headers: read through the helper.
+	for (int i = 0; i < IPV6_EXT_MAX; i++) {
+		if (next == IPPROTO_HOPOPTS || next == IPPROTO_ROUTING || next == IPPROTO_DSTOPTS) {
+			__u8 ext[2];
+			if (bpf_skb_load_bytes(skb, off, ext, sizeof(ext)))
+				return PARSE_IP;
+			__u32 ext_len = (ext[1] + 1) * 8;
+			next = ext[0];
+			off += ext_len;
+		} else if (next == IPPROTO_FRAGMENT) {
+			return PARSE_IP; // a fragment, first or not: counted, not tracked
+		} else {
+			break;
+		}
+	}
+	if (next == IPPROTO_ICMPV6) {
+		// Neighbour discovery (router solicitation .. redirect) is the kernels'
+		// own bookkeeping: it comes and is answered while the app is frozen
+		// (a namespace's kernel is not frozen), and the host sends it to a
+		// neighbour it has not heard from, so counting it would wake a sleeper
+		// for nothing. ARP is skipped for the same reason.
+		__u8 type;
+		if (bpf_skb_load_bytes(skb, off, &type, 1))
+			return PARSE_IP;
+		if (type >= ND_FIRST_TYPE && type <= ND_LAST_TYPE)
+			return PARSE_SKIP;
+		return PARSE_IP;
+	}
+	if (next != IPPROTO_TCP)
+		return PARSE_IP;
+	struct tcphdr tcp;
+	if (bpf_skb_load_bytes(skb, off, &tcp, sizeof(tcp)))
+		return PARSE_IP;
+	take_tcp(p, &tcp, len, off - sizeof(struct ethhdr) - sizeof(struct ipv6hdr));
+	return PARSE_IP;
+}
+
+// Ethernet only: attach refuses devices without an Ethernet header (agent/net/tc.ts).
+static __always_inline int parse(struct __sk_buff *skb, struct parsed *p)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > data_end)
+		return PARSE_SKIP;
+	if (eth->h_proto == bpf_htons(ETH_P_IP))
+		return parse_ipv4(skb, p, data, data_end);
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
+		return parse_ipv6(skb, p, data, data_end);
+	if (eth->h_proto == bpf_htons(ETH_P_ARP))
+		return PARSE_SKIP;
+	// Another ethertype: the instance's if sent to it alone (a group frame, even
+	// flooded, names nobody in particular).
+	if (eth->h_dest[0] & 1)
+		return PARSE_SKIP;
+	return PARSE_OTHER;
+}
+
+// The instance whose own interface this is (doze_ifaces), or 0.
+static __always_inline __u32 iface_key(struct __sk_buff *skb)
+{
+	__u32 ifindex = skb->ifindex;
+	__u32 *key = bpf_map_lookup_elem(&doze_ifaces, &ifindex);
+	return key ? *key : 0;
+}
+
+// The key of the instance an address names, or 0 (0.0.0.0 is nobody's key):
+// an IPv4 address is its own key, an IPv6 one maps to it.
+static __always_inline __u32 address_key(const struct parsed *p, const __u32 *addr)
+{
+	if (p->family == 4)
+		return addr[V4];
+	__u32 *key = bpf_map_lookup_elem(&doze_addr6, addr);
+	return key ? *key : 0;
+}
+
+#ifndef DOZE_COUNT_ONLY
+// The connection a packet belongs to, oriented client -> instance.
+static __always_inline void conn_key(struct doze_conn_key *k, const struct parsed *p, __u32 key, int into)
+{
+	const __u32 *client = into ? p->src : p->dst;
+	k->client_addr[0] = client[0];
+	k->client_addr[1] = client[1];
+	k->client_addr[2] = client[2];
+	k->client_addr[3] = client[3];
+	k->instance_key = key;
+	k->client_port = into ? p->sport : p->dport;
+	k->instance_port = into ? p->dport : p->sport;
+}
+#endif
 
 static __always_inline __u32 check_mark(void)
 {
@@ -205,6 +395,22 @@ static __always_inline __u32 *state_of(__u32 key)
 {
 	__u32 *slot = bpf_map_lookup_elem(&doze_slots, &key);
 	return slot ? bpf_map_lookup_elem(&doze_state, slot) : NULL;
+}
+
+// On an instance's own interface, egress: the state of the instance a packet
+// goes into, with its key in `key`; NULL for nobody's packet. An IP packet is
+// the instance's by its destination address only: a bridge port (Nomad's and
+// Docker's veths are) also carries frames flooded for another container whose
+// MAC the bridge has forgotten (after 300 s), which must not wake this one.
+// A frame of another ethertype is the interface's instance's.
+static __always_inline __u32 *into_whom(struct __sk_buff *skb, const struct parsed *p, int kind, __u32 *key)
+{
+	if (kind == PARSE_IP) {
+		*key = address_key(p, p->dst);
+		return *key ? state_of(*key) : NULL;
+	}
+	*key = iface_key(skb);
+	return *key ? state_of(*key) : NULL;
 }
 
 // Host-port instances (host network mode, Nomad's qemu driver with user-mode
@@ -232,6 +438,32 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } doze_check_nets SEC(".maps");
+
+struct check_net6_key {
+	__u32 prefixlen;
+	__u32 addr[4];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 256);
+	__type(key, struct check_net6_key);
+	__type(value, __u8);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} doze_check_nets6 SEC(".maps");
+
+// A packet from a health-check source (healthChecks.fromSources), either family.
+static __always_inline int from_check_source(const struct parsed *p)
+{
+	if (p->family == 4) {
+		struct check_net_key src = { .prefixlen = 32, .addr = p->src[V4] };
+		return bpf_map_lookup_elem(&doze_check_nets, &src) != 0;
+	}
+	struct check_net6_key src6 = { .prefixlen = 128 };
+	__builtin_memcpy(src6.addr, p->src, 16);
+	return bpf_map_lookup_elem(&doze_check_nets6, &src6) != 0;
+}
 
 static __always_inline int marked_check(struct __sk_buff *skb)
 {
@@ -333,12 +565,8 @@ static __always_inline int into_instance(struct __sk_buff *skb, struct parsed *p
 
 #ifndef DOZE_COUNT_ONLY // bench/ builds a counting-only variant to price the tracking
 	if (p->is_tcp) {
-		struct doze_conn_key k = {
-			.client_addr = p->saddr,
-			.instance_addr = key,
-			.client_port = p->sport,
-			.instance_port = p->dport,
-		};
+		struct doze_conn_key k; // every byte set by conn_key
+		conn_key(&k, p, key, 1);
 		struct doze_conn *conn = bpf_map_lookup_elem(&doze_conns, &k);
 		// Only a client's SYN opens a tracked connection, so replies to the
 		// instance's own outbound connections are never taken for requests.
@@ -397,8 +625,7 @@ static __always_inline int into_instance(struct __sk_buff *skb, struct parsed *p
 				.ifindex = skb->ifindex,
 				.ts_ns = now,
 			};
-			bpf_perf_event_output(skb, &doze_wake_events, BPF_F_CURRENT_CPU,
-					      &ev, sizeof(ev));
+			emit_event(skb, &ev);
 			break;
 		}
 	}
@@ -418,12 +645,8 @@ static __always_inline int out_of_instance(struct __sk_buff *skb, struct parsed 
 #else
 	if (!p->is_tcp)
 		return 1;
-	struct doze_conn_key k = {
-		.client_addr = p->daddr,
-		.instance_addr = key,
-		.client_port = p->dport,
-		.instance_port = p->sport,
-	};
+	struct doze_conn_key k;
+	conn_key(&k, p, key, 0);
 	struct doze_conn *conn = bpf_map_lookup_elem(&doze_conns, &k);
 	if (!conn)
 		return 1; // outbound connection of the instance: not a request
@@ -453,8 +676,7 @@ static __always_inline int out_of_instance(struct __sk_buff *skb, struct parsed 
 				.ts_ns = now,
 				.wake_ns = wake_ns,
 			};
-			bpf_perf_event_output(skb, &doze_wake_events, BPF_F_CURRENT_CPU,
-					      &ev, sizeof(ev));
+			emit_event(skb, &ev);
 		}
 	}
 	forget_if_ended(&k, conn, p, CONN_FIN_SERVER);
@@ -467,12 +689,14 @@ SEC("tc/egress")
 int doze_egress(struct __sk_buff *skb)
 {
 	struct parsed p = {};
-	if (parse(skb, &p) < 0)
+	int kind = parse(skb, &p);
+	if (kind == PARSE_SKIP)
 		return TC_ACT_UNSPEC;
-	__u32 *state = state_of(p.daddr);
+	__u32 key = 0;
+	__u32 *state = into_whom(skb, &p, kind, &key);
 	if (!state)
 		return TC_ACT_UNSPEC; // not a managed instance
-	return into_instance(skb, &p, p.daddr, state, marked_check(skb));
+	return into_instance(skb, &p, key, state, marked_check(skb));
 }
 
 // Instance's own interface, ingress: packets out of it.
@@ -480,29 +704,34 @@ SEC("tc/ingress")
 int doze_ingress(struct __sk_buff *skb)
 {
 	struct parsed p = {};
-	if (parse(skb, &p) < 0)
+	int kind = parse(skb, &p);
+	if (kind == PARSE_SKIP)
 		return TC_ACT_UNSPEC;
-	out_of_instance(skb, &p, p.saddr);
+	if (kind == PARSE_IP) {
+		__u32 sender = address_key(&p, p.src);
+		if (sender && out_of_instance(skb, &p, sender))
+			return TC_ACT_UNSPEC;
+	}
+	__u32 owner = iface_key(skb); // the interface's instance (a link-local or undeclared source)
+	if (owner)
+		out_of_instance(skb, &p, owner);
 	return TC_ACT_UNSPEC;
 }
 
 // A node interface's ingress hook (on lo, the only hook: it sees every local
 // packet once): a packet to a managed host port goes into that instance, one
-// from it (a reply on lo) goes out of it.
+// from it (a reply on lo) goes out of it. Either family: a host port is one
+// key whichever address reached it.
 SEC("tc/host_in")
 int doze_host_in(struct __sk_buff *skb)
 {
 	struct parsed p = {};
-	if (parse(skb, &p) < 0 || !p.is_tcp)
+	if (parse(skb, &p) != PARSE_IP || !p.is_tcp)
 		return TC_ACT_UNSPEC;
 	__u32 key = port_key(p.dport);
 	__u32 *state = state_of(key);
 	if (state) {
-		int is_check = marked_check(skb);
-		if (!is_check) {
-			struct check_net_key src = { .prefixlen = 32, .addr = p.saddr };
-			is_check = bpf_map_lookup_elem(&doze_check_nets, &src) != 0;
-		}
+		int is_check = marked_check(skb) || from_check_source(&p);
 		return into_instance(skb, &p, key, state, is_check);
 	}
 	out_of_instance(skb, &p, port_key(p.sport));
@@ -514,7 +743,7 @@ SEC("tc/host_out")
 int doze_host_out(struct __sk_buff *skb)
 {
 	struct parsed p = {};
-	if (parse(skb, &p) < 0 || !p.is_tcp)
+	if (parse(skb, &p) != PARSE_IP || !p.is_tcp)
 		return TC_ACT_UNSPEC;
 	out_of_instance(skb, &p, port_key(p.sport));
 	return TC_ACT_UNSPEC;

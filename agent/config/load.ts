@@ -90,14 +90,20 @@ export function parseConfig(raw: unknown, overrides: ConfigOverrides[] = [], sou
   config.instances.forEach((instance, index) => {
     if (seenIds.has(instance.id)) problems.push(`  instances[${index}].id: duplicate id ${JSON.stringify(instance.id)}`);
     seenIds.add(instance.id);
-    const host = instance.address.split(':')[0]!;
-    const other = seenAddresses.get(host);
-    if (other) problems.push(`  instances[${index}].address: ${host} is already used by instance "${other}" (instances are keyed by IPv4 address)`);
-    seenAddresses.set(host, instance.id);
+    [instance.address, ...instance.addresses].forEach((address, at) => {
+      const host = address.slice(0, address.lastIndexOf(':')).replace(/^\[|\]$/g, '');
+      const field = at === 0 ? 'address' : `addresses[${at - 1}]`;
+      const other = seenAddresses.get(host);
+      if (other) problems.push(`  instances[${index}].${field}: ${host} is already used by instance "${other}" (instances are keyed by address)`);
+      seenAddresses.set(host, instance.id);
+    });
     if (instance.maxAwake !== undefined && instance.maxAwake < instance.idleTimeout) {
       problems.push(`  instances[${index}].maxAwake: must be at least idleTimeout (${instance.idleTimeout} ms) (got ${instance.maxAwake} ms)`);
     }
   });
+  if ((config.observers.mark & config.healthChecks.mark) !== 0) {
+    problems.push(`  observers.mark: shares bits with healthChecks.mark (0x${config.healthChecks.mark.toString(16)}): give observers their own bit, e.g. "0x4"`);
+  }
   if (problems.length > 0) throw new ConfigError(`${source} is invalid:\n${problems.join('\n')}`);
   return config;
 }

@@ -31,11 +31,23 @@ const hostPort = z.string().regex(/^[^\s:]+:\d{1,5}$/, 'expected "host:port"');
 
 const ipv4 = z.ipv4({ message: 'expected an IPv4 address' });
 
-/** Instance address "10.0.0.2:8080": the eBPF programs key instances by IPv4 address. */
+const ipv6 = z.ipv6({ message: 'expected an IPv6 address' });
+
+/** "10.0.5.20", "10.0.9.0/24", "fd00:5::20" or "fd00:5::/64": a source iptables and the tc program match. */
+const sourceNet = z.string().refine((text) => {
+  const [address = '', prefix, extra] = text.split('/');
+  if (extra !== undefined) return false;
+  const family = ipv4.safeParse(address).success ? 32 : ipv6.safeParse(address).success ? 128 : 0;
+  return family > 0 && (prefix === undefined || (/^\d{1,3}$/.test(prefix) && Number(prefix) <= family));
+}, 'expected an IPv4 or IPv6 address or CIDR, e.g. "10.0.5.20", "10.0.9.0/24" or "fd00:5::/64"');
+
+/** Instance address "10.0.0.2:8080" or "[fd00::2]:8080" (an IPv6 host in brackets, as in a URL). */
 const instanceAddress = z.string().refine((text) => {
-  const [host, port] = text.split(':');
-  return ipv4.safeParse(host).success && port !== undefined && /^\d{1,5}$/.test(port) && Number(port) > 0 && Number(port) < 65536;
-}, 'expected "IPv4:port", e.g. "10.200.0.2:8080"');
+  const match = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(text);
+  if (!match) return false;
+  const hostOk = match[1] !== undefined ? ipv6.safeParse(match[1]).success : ipv4.safeParse(match[2]).success;
+  return hostOk && Number(match[3]) > 0 && Number(match[3]) < 65536;
+}, 'expected "IPv4:port" or "[IPv6]:port", e.g. "10.200.0.2:8080" or "[fd00::2]:8080"');
 
 const mark = z
   .union([z.number().int().positive(), z.string().regex(/^(0x[0-9a-fA-F]+|\d+)$/, 'expected a number such as "0x1"')])
@@ -197,8 +209,18 @@ export const instanceSchema = z.strictObject({
     .string()
     .regex(/^[A-Za-z0-9_.-]{1,64}$/, 'ids are 1-64 characters of letters, digits, "_", "." and "-"')
     .describe('its name in the status page, the API, the metrics and the log: 1-64 letters, digits, `_`, `.` and `-`'),
-  address: instanceAddress.describe('`IPv4:port` of the instance; the maps key instances by IPv4 address'),
-  checkAddresses: z.array(instanceAddress).default([]).describe('other `IPv4:port` addresses its checks are sent to (a mapped host port); redirected too'),
+  // --- addresses, either family (issue 27) ---
+  address: instanceAddress.describe('`IPv4:port` or `[IPv6]:port` of the instance: where its clients reach it'),
+  addresses: z
+    .array(instanceAddress)
+    .default([])
+    .describe('its other addresses (dual-stack: the IPv6 one beside the IPv4 one, or the reverse): counted, tracked and woken on as `address` is, and checks sent to them are answered while it sleeps'),
+  checkAddresses: z.array(instanceAddress).default([]).describe('other `IPv4:port` or `[IPv6]:port` addresses its checks are sent to (a mapped host port); redirected too'),
+  metricsPath: z
+    .string()
+    .startsWith('/', 'a path such as "/metrics"')
+    .default('/metrics')
+    .describe('where the app serves its metrics: fetched through its address just before it sleeps, and served to `observers` while it sleeps (`doze.metrics_path`; [docs/observers.md](docs/observers.md))'),
   interface: interfaceName
     .optional()
     .describe("the instance's host-side interface (veth, tap), where the tc programs attach. Without one it is a host-port instance (host network mode, QEMU's user-mode hostfwd): counted by the address's port on the node's own interfaces, and the address must be one of the node's"),
@@ -345,12 +367,22 @@ export const configSchema = z.strictObject({
       fromSources: z
         .array(z.string())
         .default([])
-        .describe('mark connections from these addresses/CIDRs (Consul in a container, remote checkers); for host-port instances the tc program also matches them itself (IPv4), since it sees a remote packet before netfilter marks it'),
+        .describe('mark connections from these addresses/CIDRs (Consul in a container, remote checkers); for host-port instances the tc program also matches them itself (IPv4 and IPv6), since it sees a remote packet before netfilter marks it'),
       tls: checkTlsSchema
         .optional()
         .describe(
           '`{ "certFile", "keyFile" }` (PEM): the certificate the stub answers TLS checks that verify it with (HTTPS, gRPC with TLS), for every instance; checks that skip verification get a self-signed one. A Nomad instance whose check verifies and that has no certificate is kept awake ([docs/nomad.md](docs/nomad.md))',
         ),
+    })
+    .prefault({}),
+  // --- observers (issue 27) ---
+  observers: z
+    .strictObject({
+      fromSources: z
+        .array(sourceNet)
+        .default([])
+        .describe('addresses/CIDRs (IPv4 or IPv6) of scrapers and probes (Prometheus, uptime robots, load balancer checks): their packets never count as traffic and never wake a sleeper; while an instance sleeps they get its last metrics from the agent ([docs/observers.md](docs/observers.md))'),
+      mark: mark.prefault('0x4').describe("skb mark bits of observers' connections (beside `healthChecks.mark`, never the same bits)"),
     })
     .prefault({}),
   /** Node budget: more instances than fit awake; a wake that would exceed it puts the least recently used to sleep. */
@@ -379,8 +411,8 @@ export const configSchema = z.strictObject({
         .array(interfaceName)
         .min(1)
         .optional()
-        .describe('node interfaces the host-port programs attach to (both hooks; lo only on ingress, where it sees every local packet)')
-        .register(computedDefaults, { text: "lo + default routes'" }),
+        .describe('node interfaces the host-port programs attach to (both hooks; lo only on ingress, where it sees every local packet); unset, every interface with an address is watched, and new ones within 30 s (the status page lists them)')
+        .register(computedDefaults, { text: 'lo + every interface with an address' }),
     })
     .prefault({}),
   netfilter: z

@@ -60,7 +60,7 @@ export class InstanceTable {
     if (instance.config.interface === undefined) await this.source.attachHost(instance.config.address);
     else await this.source.attach(instance.config.interface);
     held.attached = true;
-    await this.source.track(instance.key);
+    await this.source.track(instance.key, instance.aliases);
     held.tracked = true;
   }
 

@@ -1,7 +1,8 @@
 import type { InstanceConfig, WakeMode } from '../config/schema.js';
 import { hostOf, portKey, portOf } from '../sources/ipv4.js';
+import { ipv6Key, isIPv4, isIPv6 } from '../sources/ipv6.js';
 import type { Runtime } from '../runtimes/runtime.js';
-import type { TrafficKey } from '../sources/traffic-source.js';
+import type { InstanceAliases, TrafficKey } from '../sources/traffic-source.js';
 import type { FailureReason, HoldReason } from './reasons.js';
 import type { InstanceState } from './states.js';
 import { SerialQueue } from '../shared/serial-queue.js';
@@ -10,14 +11,30 @@ import { SerialQueue } from '../shared/serial-queue.js';
 /** Covers the client's first two SYN retransmissions (1 s, then 3 s after the first attempt). */
 export const RETRANSMIT_GRACE_MS = 3000;
 
-/** An instance's key in the eBPF maps (see ManagedInstance.key). */
-export function trafficKey(config: Pick<InstanceConfig, 'address' | 'interface'>): TrafficKey {
-  return (config.interface === undefined ? portKey(portOf(config.address)) : hostOf(config.address)) as TrafficKey;
+type KeyedConfig = Pick<InstanceConfig, 'address' | 'interface'> & Partial<Pick<InstanceConfig, 'addresses'>>;
+
+/**
+ * An instance's key in the eBPF maps (see ManagedInstance.key): its port for a host-port instance,
+ * else its first IPv4 address, else one derived from its IPv6 address (ipv6Key). Its IPv6
+ * addresses reach the same key through doze_addr6 (aliasesOf).
+ */
+export function trafficKey(config: KeyedConfig): TrafficKey {
+  if (config.interface === undefined) return portKey(portOf(config.address)) as TrafficKey;
+  const hosts = [config.address, ...(config.addresses ?? [])].map(hostOf);
+  return (hosts.find((host) => isIPv4(host)) ?? ipv6Key(hosts[0]!)) as TrafficKey;
 }
 
 /** How a clash of keys reads: two instances on one address, or on one host port. */
-export function describeKey(config: Pick<InstanceConfig, 'address' | 'interface'>): string {
+export function describeKey(config: KeyedConfig): string {
   return config.interface === undefined ? `host port ${portOf(config.address)}` : `address ${hostOf(config.address)}`;
+}
+
+/** What else names an instance in the maps: its IPv6 addresses and its own interface. */
+export function aliasesOf(config: KeyedConfig): InstanceAliases {
+  const ipv6 = [...new Set([config.address, ...(config.addresses ?? [])].map(hostOf).filter((host) => isIPv6(host)))];
+  // A host-port instance's IPv6 clients reach its port key directly: no address names it.
+  if (config.interface === undefined) return { ipv6: [] };
+  return { ipv6, device: config.interface };
 }
 
 /** Who added an instance: the config file, Nomad discovery, or a registration through the status API. */
@@ -127,6 +144,11 @@ export class ManagedInstance {
    */
   get key(): TrafficKey {
     return trafficKey(this.config);
+  }
+
+  /** Its IPv6 addresses and own interface, which lead to its key in the maps. */
+  get aliases(): InstanceAliases {
+    return aliasesOf(this.config);
   }
 
   /** Traffic reaches it on the node's own interfaces, addressed to its host port. */

@@ -24,8 +24,10 @@ export interface AnnotatedAllocation {
   group: string;
   task: string;
   driver: string;
-  /** "IPv4:port" the eBPF programs key traffic by. */
+  /** "IPv4:port" (or "[IPv6]:port" for an IPv6-only bridge) where its clients reach it. */
   address: string;
+  /** Its other addresses: a dual-stack bridge's "[IPv6]:port" (NetworkStatus.AddressIPv6). */
+  addresses: string[];
   /**
    * Where checks for it may also arrive: a bridge allocation's mapped host
    * port. Nomad's default check address_mode is "host", so Consul probes
@@ -39,6 +41,8 @@ export interface AnnotatedAllocation {
   /** What the stub needs to answer the service's checks (TLS, verification). */
   checks: CheckNeed[];
   idleTimeoutMs: number;
+  /** doze.metrics_path. */
+  metricsPath: string;
   idlePolicy: IdlePolicy;
   wake: WakeMode | undefined;
   mode: SleepMode;
@@ -96,7 +100,7 @@ export function allocationInstance(alloc: NomadAllocation, job: NomadJob | null 
   // A doze vm owner registers its VM's own address (the guest behind its tap): Nomad's is only informative.
   // Snapshot mode always needs that owner, so without one the reason to report is that, not the address.
   const ownAddress = vmOwner || managed.settings.mode === 'snapshot';
-  const address = ownAddress && !('address' in found) ? { address: '', checkAddresses: [] } : found;
+  const address = ownAddress && !('address' in found) ? { address: '', addresses: [], checkAddresses: [] } : found;
   if ('pending' in address) return { kind: 'ignored', reason: address.pending };
   if ('invalid' in address) return { kind: 'invalid', reason: address.invalid };
   // A check on a port of its own (`port`, an `expose` check's generated port on the Connect sidecar)
@@ -119,11 +123,13 @@ export function allocationInstance(alloc: NomadAllocation, job: NomadJob | null 
       task: managed.task,
       driver: managed.driver,
       address: address.address,
+      addresses: address.addresses,
       checkAddresses: address.checkAddresses,
       networkMode,
       service: managed.service.name,
       checks: managed.service.checks,
       idleTimeoutMs: settings.idleTimeoutMs,
+      metricsPath: settings.metricsPath,
       idlePolicy: settings.idlePolicy,
       wake: settings.wake,
       mode: settings.mode,
@@ -150,21 +156,30 @@ export function isVmOwnerTask(task: { Driver: string; Config?: unknown } | undef
   return ours[0] === 'vm' && ours[1] === 'run' && ours.includes('--register');
 }
 
-type AddressResult = { address: string; checkAddresses: string[] } | { pending: string } | { invalid: string };
+type AddressResult = { address: string; addresses: string[]; checkAddresses: string[] } | { pending: string } | { invalid: string };
 
 function instanceAddress(alloc: NomadAllocation, task: string, label: string, mode: 'bridge' | 'host'): AddressResult {
   const port = findPort(alloc, task, label);
   if (!port) return { invalid: `allocation ${alloc.ID} has no port ${JSON.stringify(label)}` };
   if (mode === 'bridge') {
-    const ip = alloc.NetworkStatus?.Address;
-    // Nomad fills NetworkStatus once the client has set the namespace up.
-    if (!ip) return { pending: `allocation ${alloc.ID} has no bridge address yet` };
-    const hostSide = port.hostIp && port.value > 0 ? [`${port.hostIp}:${port.value}`] : [];
+    // Nomad fills NetworkStatus once the client has set the namespace up; a bridge with an IPv6
+    // range gives it an IPv6 address too (AddressIPv6, Nomad 1.10), or only that one.
+    const ip = alloc.NetworkStatus?.Address || undefined;
+    const ip6 = alloc.NetworkStatus?.AddressIPv6 || undefined;
+    if (!ip && !ip6) return { pending: `allocation ${alloc.ID} has no bridge address yet` };
     // To = -1 (Connect's and expose's generated ports): the same port inside the namespace.
-    return { address: `${ip}:${port.to > 0 ? port.to : port.value}`, checkAddresses: hostSide };
+    const inside = port.to > 0 ? port.to : port.value;
+    const all = [...(ip ? [`${ip}:${inside}`] : []), ...(ip6 ? [`[${ip6}]:${inside}`] : [])];
+    const hostSide = port.hostIp && port.value > 0 ? [hostPort(port.hostIp, port.value)] : [];
+    return { address: all[0]!, addresses: all.slice(1), checkAddresses: hostSide };
   }
   if (!port.hostIp) return { invalid: `allocation ${alloc.ID}: port ${JSON.stringify(label)} has no host address` };
-  return { address: `${port.hostIp}:${port.value}`, checkAddresses: [] };
+  return { address: hostPort(port.hostIp, port.value), addresses: [], checkAddresses: [] };
+}
+
+/** "host:port", an IPv6 host in brackets (Nomad writes a HostIP bare). */
+function hostPort(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
 interface FoundPort {

@@ -60,9 +60,11 @@ export function instanceConfigFor(instance: AnnotatedAllocation, node: NodeFacts
   const raw = {
     id: instance.id,
     address: instance.address,
+    addresses: instance.addresses,
     checkAddresses: instance.checkAddresses,
     ...(node.interface !== undefined ? { interface: node.interface } : {}),
     idleTimeout: instance.idleTimeoutMs,
+    metricsPath: instance.metricsPath,
     idlePolicy: instance.idlePolicy,
     ...(instance.wake !== undefined ? { wake: instance.wake } : {}),
     busyCpu: instance.busyCpu,

@@ -91,6 +91,8 @@ interface Listener {
   host: string;
   server: net.Server;
   port: number;
+  /** More addresses it answers on (an IPv6 one beside the IPv4 one: openAlso), host -> server. */
+  also: Map<string, net.Server>;
   sockets: Set<net.Socket>;
   http1: http.Server;
   h2: http2.Http2Server;
@@ -175,6 +177,25 @@ export class StubServer {
     return entry.port;
   }
 
+  /**
+   * One more address for the instance's open listener (a dual-stack instance's checks arrive over
+   * both families, and a DNAT keeps its family): same answers, same counts. Resolves with its port.
+   */
+  async openAlso(instanceId: string, host: string): Promise<number> {
+    const entry = this.listeners.get(instanceId);
+    if (!entry || entry.failure !== undefined) throw new DozeError('E_STUB_LISTEN', `health stub for ${instanceId} is not open`);
+    const existing = entry.also.get(host);
+    if (existing?.listening) return (existing.address() as net.AddressInfo).port;
+    const server = net.createServer((socket) => this.accept(entry, socket));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (error) =>
+        reject(new DozeError('E_STUB_LISTEN', `health stub for ${instanceId} cannot listen on ${host}: ${error.message}`, { cause: error })));
+      server.listen({ host, port: 0 }, () => resolve());
+    });
+    entry.also.set(host, server);
+    return (server.address() as net.AddressInfo).port;
+  }
+
   /** The instance's stub port while its listener is open. */
   port(instanceId: string): number | undefined {
     const entry = this.listeners.get(instanceId);
@@ -192,6 +213,7 @@ export class StubServer {
     entry.failure = reason ?? this.options.failureReason?.(instanceId) ?? 'its wake failed';
     // Closing the handle is synchronous: the very next connect is refused.
     if (entry.server.listening) entry.server.close();
+    for (const server of entry.also.values()) if (server.listening) server.close();
   }
 
   /** Removes the instance's listener and drops its open connections. */
@@ -199,10 +221,11 @@ export class StubServer {
     const entry = this.listeners.get(instanceId);
     if (!entry) return;
     this.listeners.delete(instanceId);
-    const closed = new Promise<void>((resolve) => {
-      if (!entry.server.listening) return resolve();
-      entry.server.close(() => resolve());
+    const closing = (server: net.Server) => new Promise<void>((resolve) => {
+      if (!server.listening) return resolve();
+      server.close(() => resolve());
     });
+    const closed = Promise.all([entry.server, ...entry.also.values()].map(closing));
     for (const socket of entry.sockets) socket.destroy();
     entry.sockets.clear();
     // A server closed by markFailed has nothing left to wait for once its sockets are gone.
@@ -233,6 +256,7 @@ export class StubServer {
       host,
       server: net.createServer(),
       port: 0,
+      also: new Map(),
       sockets: new Set(),
       http1: http.createServer((req, res) => this.answerHttp(entry, req, res)),
       h2: http2.createServer(),

@@ -35,6 +35,8 @@ interface Listener {
   server: net.Server;
   host: string;
   port: number;
+  /** More addresses it holds on (an IPv6 one beside the IPv4 one: openAlso), host -> server. */
+  also: Map<string, net.Server>;
   held: Set<net.Socket>;
   peak: number;
   /** Set by release(): connections that were already on their way when the redirect came down are relayed at once. */
@@ -52,7 +54,7 @@ export class HoldServer {
     const existing = this.listeners.get(instanceId);
     if (existing && existing.host === host) return existing.port;
     if (existing) await this.close(instanceId);
-    const entry: Listener = { server: net.createServer((socket) => this.accept(instanceId, entry, socket)), host, port: 0, held: new Set(), peak: 0, released: false, firstHeldAtNs: undefined };
+    const entry: Listener = { server: net.createServer((socket) => this.accept(instanceId, entry, socket)), host, port: 0, also: new Map(), held: new Set(), peak: 0, released: false, firstHeldAtNs: undefined };
     await new Promise<void>((resolve, reject) => {
       entry.server.once('error', (error) => reject(new DozeError('E_HOLD_LISTEN', `hold listener for ${instanceId} cannot listen on ${host}: ${error.message}`, { cause: error })));
       entry.server.listen({ host, port: 0, backlog: 1024 }, () => resolve());
@@ -60,6 +62,24 @@ export class HoldServer {
     entry.port = (entry.server.address() as net.AddressInfo).port;
     this.listeners.set(instanceId, entry);
     return entry.port;
+  }
+
+  /**
+   * One more address for the instance's open listener (a dual-stack instance's IPv6 clients: a DNAT
+   * keeps the family); held and relayed as the others. Resolves with its port.
+   */
+  async openAlso(instanceId: string, host: string): Promise<number> {
+    const entry = this.listeners.get(instanceId);
+    if (!entry) throw new DozeError('E_HOLD_LISTEN', `hold listener for ${instanceId} is not open`);
+    const existing = entry.also.get(host);
+    if (existing?.listening) return (existing.address() as net.AddressInfo).port;
+    const server = net.createServer((socket) => this.accept(instanceId, entry, socket));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (error) => reject(new DozeError('E_HOLD_LISTEN', `hold listener for ${instanceId} cannot listen on ${host}: ${error.message}`, { cause: error })));
+      server.listen({ host, port: 0, backlog: 1024 }, () => resolve());
+    });
+    entry.also.set(host, server);
+    return (server.address() as net.AddressInfo).port;
   }
 
   /** Held right now, and the most held at once since the listener opened. */
@@ -99,7 +119,7 @@ export class HoldServer {
     if (!entry) return;
     this.listeners.delete(instanceId);
     this.fail(instanceId);
-    await new Promise<void>((resolve) => entry.server.close(() => resolve()));
+    await Promise.all([entry.server, ...entry.also.values()].map((server) => new Promise<void>((resolve) => (server.listening ? server.close(() => resolve()) : resolve()))));
   }
 
   async stop(): Promise<void> {

@@ -40,6 +40,8 @@ const linkList = z.array(
     ifname: z.string(),
     /** A veth's peer ifindex, in the namespace `link_netnsid` names. */
     link_index: z.number().int().optional(),
+    /** `ether`, `loopback`, `none` (tun, wireguard), … */
+    link_type: z.string().optional(),
   }),
 );
 export type Link = z.output<typeof linkList>[number];
@@ -101,6 +103,29 @@ export async function routeTo(address: string): Promise<Route | undefined> {
 /** Whether `address` is one of this node's own addresses (`ip route get` says local). */
 export async function isLocalAddress(address: string): Promise<boolean> {
   return (await routeTo(address))?.type === 'local';
+}
+
+const linkAddressList = z.array(
+  z.looseObject({
+    // `ip -j addr show up` prints an empty object for each link the filter leaves out (iproute2 6.x).
+    ifname: z.string().optional(),
+    link_type: z.string().optional(),
+    operstate: z.string().optional(),
+    flags: z.array(z.string()).optional(),
+    addr_info: z.array(z.looseObject({ scope: z.string().optional() })).optional(),
+  }),
+);
+
+/**
+ * Up devices that hold an address of global or host scope, with their link type (`ip -j addr
+ * show up`): where a node's traffic can arrive addressed to it (NICs, the nomad bridge, docker0,
+ * lo); a bridge port or a veth without an address is not among them.
+ */
+export async function addressedLinks(): Promise<Array<{ name: string; linkType: string | undefined }>> {
+  const links = await ipJson(['addr', 'show', 'up'], linkAddressList);
+  return links.flatMap((link) =>
+    link.ifname !== undefined && (link.addr_info ?? []).some((a) => a.scope === 'global' || a.scope === 'host') ? [{ name: link.ifname, linkType: link.link_type }] : [],
+  );
 }
 
 /** The devices IPv4 default routes leave by (`ip -j -4 route show default`). */

@@ -1,7 +1,7 @@
 import { z } from 'zod';
-import { DozeError } from '../shared/errors.js';
+import { ConfigError, DozeError } from '../shared/errors.js';
 import { run, runJson } from '../process/exec.js';
-import { linkExists } from './ip.js';
+import { linkExists, listLinks } from './ip.js';
 
 /** doze's filters sit at this preference on both clsact hooks; the handle marks them as ours. */
 export const DOZE_TC_PREF = 100;
@@ -51,6 +51,23 @@ export async function listFilters(device: string): Promise<AttachedFilter[]> {
     }
   }
   return found;
+}
+
+/** Link types (`ip link`'s names for ARPHRD_*) whose frames start with an Ethernet header. */
+const ETHERNET_TYPES = new Set(['ether', 'loopback']);
+
+/**
+ * Refuses a device whose packets carry no Ethernet header (wireguard, tun, ipip: ARPHRD_NONE and
+ * other L3 types): doze.bpf.c reads an Ethernet header first, so there it would count nothing and
+ * wake nobody. A device that does not exist is left to attach, which names it.
+ */
+export async function requireEthernet(device: string): Promise<void> {
+  const link = (await listLinks({ device }).catch(() => []))[0];
+  if (link?.link_type === undefined || ETHERNET_TYPES.has(link.link_type)) return;
+  throw new ConfigError(
+    `interface ${device} carries no Ethernet header (link type ${link.link_type}, as wireguard and tun devices are), so doze's tc programs cannot count its packets: ` +
+      "give the instance the Ethernet interface its traffic crosses (the host side of its veth, or a tap), or leave the interface out for a host-port instance",
+  );
 }
 
 /**

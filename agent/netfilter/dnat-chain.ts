@@ -1,4 +1,4 @@
-import { iptables, iptablesSucceeds, listRules, removeChain, ensureJump, resetChain, splitRule } from '../net/iptables.js';
+import { iptables, iptablesSucceeds, listRules, removeChain, ensureJump, resetChain, splitRule, type Family } from '../net/iptables.js';
 
 export interface DnatTarget {
   /** Address the connections are sent to; absent: any of the node's own addresses (a host port). */
@@ -21,27 +21,31 @@ export class DnatChain {
     private readonly parents: string[],
     /** Extra match arguments every rule carries (mark, connlimit…). */
     private readonly match: string[],
+    /** iptables or ip6tables: a chain holds one family's rules. */
+    readonly family: Family = 4,
   ) {}
 
   /** Builds the chain empty: a restarted agent re-adds rules for what it finds asleep. */
   async install(): Promise<void> {
-    await resetChain('nat', this.chain);
+    await resetChain('nat', this.chain, this.family);
     // Measured here (iptables-nft): once the last DNAT rule leaves the nat table, replies of
     // connections it translated are no longer translated back, and those connections die. So a
     // DNAT that can never match (TCP to the broadcast address) stays for the chain's lifetime,
     // and removing an instance's rule never cuts a check or held connection in flight.
-    await iptables('nat', ['-A', this.chain, '-d', '255.255.255.255/32', '-p', 'tcp', '-m', 'comment', '--comment', 'doze anchor, keeps NAT replies translated', '-j', 'DNAT', '--to-destination', '127.0.0.1:9']);
-    for (const parent of this.parents) await ensureJump('nat', parent, this.chain, 'doze');
+    // (IPv6: the unspecified address, which is never a destination.)
+    const [never, to] = this.family === 6 ? ['::/128', '[::1]:9'] : ['255.255.255.255/32', '127.0.0.1:9'];
+    await iptables('nat', ['-A', this.chain, '-d', never, '-p', 'tcp', '-m', 'comment', '--comment', 'doze anchor, keeps NAT replies translated', '-j', 'DNAT', '--to-destination', to], this.family);
+    for (const parent of this.parents) await ensureJump('nat', parent, this.chain, 'doze', this.family);
   }
 
   async add(id: string, target: DnatTarget): Promise<void> {
     const rule = [
-      ...(target.ip === undefined ? ['-m', 'addrtype', '--dst-type', 'LOCAL'] : ['-d', `${target.ip}/32`]),
+      ...(target.ip === undefined ? ['-m', 'addrtype', '--dst-type', 'LOCAL'] : ['-d', `${target.ip}/${this.family === 6 ? 128 : 32}`]),
       '-p', 'tcp', '--dport', String(target.port), ...this.match,
       '-m', 'comment', '--comment', `doze:${id}`,
-      '-j', 'DNAT', '--to-destination', `${target.toHost}:${target.toPort}`,
+      '-j', 'DNAT', '--to-destination', target.toHost.includes(':') ? `[${target.toHost}]:${target.toPort}` : `${target.toHost}:${target.toPort}`,
     ];
-    if (!(await iptablesSucceeds('nat', ['-C', this.chain, ...rule]))) await iptables('nat', ['-A', this.chain, ...rule]);
+    if (!(await iptablesSucceeds('nat', ['-C', this.chain, ...rule], this.family))) await iptables('nat', ['-A', this.chain, ...rule], this.family);
   }
 
   /**
@@ -50,20 +54,20 @@ export class DnatChain {
    * redirect, and failed when that instance removed it at the same moment: found by bench/soak.ts).
    */
   async remove(id: string): Promise<void> {
-    for (const line of await listRules('nat', this.chain)) {
+    for (const line of await listRules('nat', this.chain, this.family)) {
       if (line.startsWith(`-A ${this.chain} `) && tagOf(line) === `doze:${id}`) {
-        await iptables('nat', ['-D', ...splitRule(line.slice(3))]);
+        await iptables('nat', ['-D', ...splitRule(line.slice(3))], this.family);
       }
     }
   }
 
   /** The per-instance rules (the anchor is not one). */
   async active(): Promise<string[]> {
-    return (await listRules('nat', this.chain)).filter((l) => l.startsWith(`-A ${this.chain} `) && tagOf(l)?.startsWith('doze:'));
+    return (await listRules('nat', this.chain, this.family)).filter((l) => l.startsWith(`-A ${this.chain} `) && tagOf(l)?.startsWith('doze:'));
   }
 
   async uninstall(): Promise<void> {
-    await removeChain('nat', this.parents, this.chain);
+    await removeChain('nat', this.parents, this.chain, this.family);
   }
 }
 
@@ -82,8 +86,16 @@ const hex = (mark: number) => `0x${mark.toString(16)}`;
  * (marked by uid), PREROUTING a remote one's (marked by source in mangle
  * PREROUTING, which runs before nat PREROUTING).
  */
-export function checkRedirect(mark: number, prefix = 'DOZE'): DnatChain {
-  return new DnatChain(`${prefix}-STUB`, ['OUTPUT', 'PREROUTING'], ['-m', 'mark', '--mark', `${hex(mark)}/${hex(mark)}`]);
+export function checkRedirect(mark: number, prefix = 'DOZE', family: Family = 4): DnatChain {
+  return new DnatChain(`${prefix}-STUB`, ['OUTPUT', 'PREROUTING'], ['-m', 'mark', '--mark', `${hex(mark)}/${hex(mark)}`], family);
+}
+
+/**
+ * Observers' connections (Prometheus, uptime probes) to sleeping instances → the agent's observer
+ * listener, which answers with the app's last metrics. Only connections marked as an observer's.
+ */
+export function observerRedirect(mark: number, prefix = 'DOZE', family: Family = 4): DnatChain {
+  return new DnatChain(`${prefix}-OBS`, ['OUTPUT', 'PREROUTING'], ['-m', 'mark', '--mark', `${hex(mark)}/${hex(mark)}`], family);
 }
 
 /**
@@ -92,13 +104,15 @@ export function checkRedirect(mark: number, prefix = 'DOZE'): DnatChain {
  * connections to the instance's address); past that, connections go to the
  * instance as usual (the retry path) instead of queueing without limit.
  */
-export function holdRedirect(mark: number, prefix = 'DOZE'): { chain: DnatChain; forInstance: (maxHeld: number) => DnatChain } {
+export function holdRedirect(mark: number, prefix = 'DOZE', observerMark?: number, family: Family = 4): { chain: DnatChain; forInstance: (maxHeld: number) => DnatChain } {
   const chainName = `${prefix}-HOLD`;
-  const base = ['-m', 'mark', '!', '--mark', `${hex(mark)}/${hex(mark)}`];
-  const chain = new DnatChain(chainName, ['OUTPUT', 'PREROUTING'], base);
+  // Observers are never held either: they would wake the instance (observerRedirect answers them).
+  const notObserver = observerMark === undefined ? [] : ['-m', 'mark', '!', '--mark', `${hex(observerMark)}/${hex(observerMark)}`];
+  const base = ['-m', 'mark', '!', '--mark', `${hex(mark)}/${hex(mark)}`, ...notObserver];
+  const chain = new DnatChain(chainName, ['OUTPUT', 'PREROUTING'], base, family);
   return {
     chain,
     forInstance: (maxHeld) =>
-      new DnatChain(chainName, ['OUTPUT', 'PREROUTING'], [...base, '-m', 'connlimit', '--connlimit-upto', String(maxHeld), '--connlimit-mask', '32', '--connlimit-daddr']),
+      new DnatChain(chainName, ['OUTPUT', 'PREROUTING'], [...base, '-m', 'connlimit', '--connlimit-upto', String(maxHeld), '--connlimit-mask', family === 6 ? '128' : '32', '--connlimit-daddr'], family),
   };
 }

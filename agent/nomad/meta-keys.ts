@@ -26,7 +26,8 @@ export type MetaKeyDeclaration =
   /** `default` undefined: it depends on the runtime (said in the description). */
   | (KeyBase & { type: 'enum'; values: readonly string[]; default: string | undefined })
   | (KeyBase & { type: 'number'; min: number; default: string })
-  | (KeyBase & { type: 'address'; default: undefined });
+  | (KeyBase & { type: 'address'; default: undefined })
+  | (KeyBase & { type: 'path'; default: string });
 
 export const META_KEYS = [
   { key: 'doze.enabled', type: 'boolean', default: 'false', description: 'Let doze manage this job, group or task. Nothing else is read unless it resolves to true.' },
@@ -41,6 +42,7 @@ export const META_KEYS = [
   { key: 'doze.min_awake', type: 'duration', default: '0s', description: 'Shortest time an instance stays awake after a wake, however idle.' },
   { key: 'doze.max_awake', type: 'duration', default: undefined, description: 'With open but silent connections, sleep anyway after this long without a client packet. At least doze.idle_timeout. Unset: connections may hold an instance awake forever.' },
   { key: 'doze.busy_cpu', type: 'number', min: 0, default: '0.1', description: 'Busy guard: the share of one core (CPU over the last idle window) that still counts as quiet; above it the instance is still working and does not sleep (doze.max_awake still bounds it). `0` turns the guard off.' },
+  { key: 'doze.metrics_path', type: 'path', default: '/metrics', description: 'Where the app serves its metrics: the agent fetches it through the instance\'s own address just before the instance sleeps, and serves that body to observers (Prometheus, agent config `observers.fromSources`) while it sleeps (docs/observers.md).' },
   { key: 'doze.max_sleep', type: 'duration', default: undefined, description: 'Wake an instance that has slept this long even without traffic (e.g. for periodic work). Unset: sleep until traffic comes.' },
 ] as const satisfies readonly MetaKeyDeclaration[];
 
@@ -75,6 +77,8 @@ export interface DozeSettings {
   maxSleepMs: number | undefined;
   /** doze.tap_address: the tap doze vm creates for a snapshot-mode qemu task. */
   tapAddress: string | undefined;
+  /** doze.metrics_path: what observers get while it sleeps, fetched before it does. */
+  metricsPath: string;
 }
 
 /** One level of meta: `job "web"`, `group "web"`, `group "web" task "app"`. */
@@ -115,6 +119,10 @@ function parseValue(decl: MetaKeyDeclaration, text: string): Parsed {
     }
     case 'enum':
       return decl.values.includes(text.trim()) ? { ok: true, value: text.trim() } : { ok: false, why: `is not one of ${decl.values.join(', ')}` };
+    case 'path': {
+      const value = text.trim();
+      return /^\/\S*$/.test(value) ? { ok: true, value } : { ok: false, why: 'is not a path (e.g. "/metrics")' };
+    }
     case 'address': {
       // Nomad interpolation (${NOMAD_ALLOC_INDEX}…) is resolved on the node: doze vm checks the result.
       const value = text.trim();
@@ -185,6 +193,7 @@ export function resolveDozeMeta(layers: readonly MetaLayer[]): { settings: DozeS
     maxAwakeMs: get<number>('doze.max_awake'),
     maxSleepMs: get<number>('doze.max_sleep'),
     tapAddress: get<string>('doze.tap_address'),
+    metricsPath: get<string>('doze.metrics_path')!,
   };
   const maxAwake = winner('doze.max_awake');
   if (maxAwake?.value.ok && settings.maxAwakeMs !== undefined && settings.maxAwakeMs < settings.idleTimeoutMs) {

@@ -136,7 +136,7 @@ export const allocationSchema = z.looseObject({
     })
     .nullish(),
   /** Bridge/CNI allocations: Address is the allocation's own IP on the bridge. */
-  NetworkStatus: z.looseObject({ InterfaceName: z.string().optional(), Address: z.string().optional() }).nullish(),
+  NetworkStatus: z.looseObject({ InterfaceName: z.string().optional(), Address: z.string().optional(), AddressIPv6: z.string().optional() }).nullish(),
   CreateIndex: z.number().int().nonnegative(),
   ModifyIndex: z.number().int().nonnegative(),
 });

@@ -29,6 +29,7 @@ export const ERROR_CODES = {
   E_STUB_TLS: "the health stub's TLS certificate could not be made",
   E_STUB_FAILED: "the stub refuses an instance's checks: its wake failed",
   E_HOLD_LISTEN: 'the hold listener could not listen for an instance',
+  E_OBSERVER_LISTEN: "the observers' listener (an instance's last metrics while it sleeps) could not listen for it",
   // Runtimes.
   E_RUNTIME_MISSING: "a runtime's workload (cgroup, job) is not there",
   E_RUNTIME_IO: "reading or writing a runtime's files failed",

@@ -1,4 +1,5 @@
-import { bytesToIpv4 } from './ipv4.js';
+import { bytesToIpv4, ipv4ToBytes } from './ipv4.js';
+import { bytesToIpv6, ipv6ToBytes, isIPv6 } from './ipv6.js';
 
 /** Mirrors of the structs in agent/bpf/doze.bpf.c (little-endian x86_64/arm64 layout). */
 
@@ -33,7 +34,9 @@ export function decodeCounters(value: Buffer): InstanceCounters {
 }
 
 export interface Connection {
+  /** The client's address, IPv4 or IPv6 text. */
   clientAddr: string;
+  /** The instance's map key (TrafficKey), whichever of its addresses the client reached. */
   instanceAddr: string;
   clientPort: number;
   instancePort: number;
@@ -44,22 +47,35 @@ export interface Connection {
 }
 
 /**
- * struct doze_conn_key (12 bytes) and struct doze_conn (40 bytes). The agent reads the first 28 bytes of
+ * struct doze_conn_key (24 bytes: the client's address as IPv6, an IPv4 one IPv4-mapped
+ * (::ffff:a.b.c.d), which is how the key carries the family; the instance's key; the two ports)
+ * and struct doze_conn (40 bytes). The agent reads the first 28 bytes of
  * the value; after flags come the tc program's own probe bookkeeping: client_next_seq (28),
  * server_next_seq (32), and the last window each side advertised, client_window (36) and
  * server_window (38), of which the agent needs only what ConnFlag.clientWindowClosed says. A pinned
  * map of another size is refused when the programs attach (E_STALE_PINS, agent/net/tc.ts).
  */
 /** Sizes of struct doze_conn_key and struct doze_conn, as the tc program declares them (benches write records). */
-export const CONN_KEY_BYTES = 12;
+export const CONN_KEY_BYTES = 24;
 export const CONN_VALUE_BYTES = 40;
+
+/** ::ffff:0:0/96 at the start of `bytes`: an IPv4 address in its last 4 bytes. */
+function isIpv4Mapped(bytes: Buffer): boolean {
+  return bytes.readBigUInt64BE(0) === 0n && bytes.readUInt32BE(8) === 0xffff;
+}
+
+/** The 16 bytes of doze_conn_key's client_addr for an IPv4 or IPv6 address (IPv4 mapped). */
+export function encodeClientAddr(address: string): Buffer {
+  if (!address.includes(':')) return Buffer.concat([Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]), ipv4ToBytes(address)]);
+  return ipv6ToBytes(address);
+}
 
 export function decodeConnection(key: Buffer, value: Buffer): Connection {
   return {
-    clientAddr: bytesToIpv4(key, 0),
-    instanceAddr: bytesToIpv4(key, 4),
-    clientPort: key.readUInt16BE(8),
-    instancePort: key.readUInt16BE(10),
+    clientAddr: isIpv4Mapped(key) ? bytesToIpv4(key, 12) : bytesToIpv6(key, 0),
+    instanceAddr: bytesToIpv4(key, 16),
+    clientPort: key.readUInt16BE(20),
+    instancePort: key.readUInt16BE(22),
     lastNs: value.readBigUInt64LE(0),
     clientPayloadNs: value.readBigUInt64LE(8),
     serverPayloadNs: value.readBigUInt64LE(16),
@@ -86,6 +102,10 @@ export function decodeWakeEvent(data: Buffer): WakeEvent | undefined {
   return event;
 }
 
+/** doze_stats indexes (DOZE_STAT_* in doze.bpf.c): program-wide counters. */
+export const BpfStat = { eventsLost: 0 } as const;
+export const STATS_ENTRIES = 4;
+
 export function encodeState(state: BpfInstanceState): Buffer {
   const buffer = Buffer.alloc(4);
   buffer.writeUInt32LE(state);
@@ -98,9 +118,29 @@ export function encodeSettings(checkMark: number): Buffer {
   return buffer;
 }
 
+/** A doze_check_nets or doze_check_nets6 key (its map named) for an address or CIDR of either family; undefined for anything else. */
+export function encodeCheckSource(source: string): { map: 'doze_check_nets' | 'doze_check_nets6'; key: Buffer } | undefined {
+  const v4 = encodeCheckNet(source);
+  if (v4) return { map: 'doze_check_nets', key: v4 };
+  const v6 = encodeCheckNet6(source);
+  return v6 ? { map: 'doze_check_nets6', key: v6 } : undefined;
+}
+
+/** doze_check_nets6 key (struct check_net6_key: prefix length, then 16 address bytes) for an IPv6 address or CIDR. */
+export function encodeCheckNet6(source: string): Buffer | undefined {
+  const [address = '', prefixText] = source.trim().split('/');
+  if (!isIPv6(address)) return undefined;
+  const prefix = prefixText === undefined ? 128 : /^\d{1,3}$/.test(prefixText) ? Number(prefixText) : NaN;
+  if (!(prefix >= 0 && prefix <= 128)) return undefined;
+  const buffer = Buffer.alloc(20);
+  buffer.writeUInt32LE(prefix, 0);
+  ipv6ToBytes(address).copy(buffer, 4);
+  return buffer;
+}
+
 /**
  * doze_check_nets key (struct check_net_key: prefix length, then the address in network order)
- * for an IPv4 address or CIDR; undefined for anything else (IPv6 sources are iptables' business only).
+ * for an IPv4 address or CIDR; undefined for anything else.
  */
 export function encodeCheckNet(source: string): Buffer | undefined {
   const match = /^(\d{1,3}(?:\.\d{1,3}){3})(?:\/(\d{1,2}))?$/.exec(source.trim());

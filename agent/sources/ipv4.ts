@@ -12,12 +12,20 @@ export function bytesToIpv4(bytes: Buffer, offset = 0): string {
   return `${bytes[offset]}.${bytes[offset + 1]}.${bytes[offset + 2]}.${bytes[offset + 3]}`;
 }
 
+/** The host of "10.0.0.2:8080" or "[fd00::2]:8080" (without brackets). */
 export function hostOf(address: string): string {
+  const bracketed = /^\[([^\]]*)\]:\d+$/.exec(address);
+  if (bracketed) return bracketed[1]!;
   return address.split(':')[0]!;
 }
 
 export function portOf(address: string): number {
-  return Number(address.split(':')[1]);
+  return Number(address.slice(address.lastIndexOf(':') + 1));
+}
+
+/** "host:port" with an IPv6 host in brackets, as URLs and iptables' --to-destination write it. */
+export function joinHostPort(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
 /**

@@ -1,10 +1,19 @@
 import type { Connection, InstanceCounters, BpfInstanceState, WakeEvent } from './bpf-records.js';
 
+/** What else names an instance besides its key (its aliases, detector/managed-instance.ts aliasesOf). */
+export interface InstanceAliases {
+  /** Its IPv6 addresses: their packets count as its (doze_addr6). */
+  ipv6: string[];
+  /** Its own interface: frames of another ethertype into it count as its (doze_ifaces). */
+  device?: string;
+}
+
 /**
  * An instance's key in the eBPF maps, in the maps' text form: the IPv4 address behind its own
  * interface, or for a host-port instance its port folded into one (`0.0.hi.lo`, ipv4.ts portKey).
  * Branded so that an address is never passed where a key is meant: trafficKey() in
- * detector/managed-instance.ts makes one. An IPv6 key would be another member of this type.
+ * detector/managed-instance.ts makes one. An instance with IPv6 addresses only gets a key derived
+ * from one (ipv6.ts ipv6Key); its IPv6 addresses reach its key through InstanceAliases.
  */
 export type TrafficKey = string & { readonly __trafficKey: true };
 
@@ -24,8 +33,8 @@ export interface TrafficSource {
    */
   attachHost(address: string): Promise<void>;
   detachHost(): Promise<void>;
-  /** Begin counting an instance's key; keeps existing counters after a restart. */
-  track(key: TrafficKey): Promise<void>;
+  /** Begin counting an instance's key (and its aliases); keeps existing counters after a restart. */
+  track(key: TrafficKey, aliases?: InstanceAliases): Promise<void>;
   untrack(key: TrafficKey): Promise<void>;
   /** Writes the state outright: only to say the instance is awake (docs/state-handoff.md). */
   setState(key: TrafficKey, state: BpfInstanceState): Promise<void>;

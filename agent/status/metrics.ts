@@ -57,8 +57,22 @@ export class Metrics {
     return new Histogram({ name, help, labelNames: ['instance', 'runtime'], buckets, registers: [this.registry] });
   }
 
-  constructor(private readonly detector: Detector) {
+  /** `eventsLost`: the tc program's count of wake and first-response events it could not hand over (doze_stats). */
+  constructor(private readonly detector: Detector, eventsLost?: () => Promise<bigint>) {
     collectDefaultMetrics({ register: this.registry });
+    if (eventsLost) {
+      new Counter({
+        name: 'doze_bpf_events_lost_total',
+        help: 'Wake and first-response events the tc program could not hand to the agent (its perf buffer was full); the wake watchdog covers the wakes',
+        registers: [this.registry],
+        async collect() {
+          const lost = await eventsLost().catch(() => undefined);
+          if (lost === undefined) return;
+          this.reset();
+          this.inc(Number(lost));
+        },
+      });
+    }
     const memory = (this.memory = new MemoryTracker(detector));
     new Gauge({
       name: 'doze_instance_memory_bytes',
@@ -86,6 +100,16 @@ export class Metrics {
         const counts = new Map<string, number>(INSTANCE_STATES.map((s) => [s, 0]));
         for (const i of detector.instances()) counts.set(i.state, (counts.get(i.state) ?? 0) + 1);
         for (const [state, n] of counts) this.set({ state }, n);
+      },
+    });
+    new Gauge({
+      name: 'doze_instance_asleep',
+      help: "1 while an instance sleeps (pausing, sleeping or waking): its observers get the metrics it served before it slept",
+      labelNames: ['instance'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const i of detector.instances()) this.set({ instance: i.id }, i.state === 'pausing' || i.state === 'sleeping' || i.state === 'waking' ? 1 : 0);
       },
     });
     new Gauge({

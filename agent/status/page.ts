@@ -192,6 +192,7 @@ export function renderSummary(report: StatusReport): string {
     (b.queued > 0 || b.overruns > 0 ? card('budget', `${b.queued}`, `wake(s) queued · ${b.overruns} over budget`, true) : '') +
     events +
     memory +
+    (report.hostPorts.interfaces.length > 0 ? card('host-ports', `${report.hostPorts.interfaces.length}`, `interfaces watched for host ports: ${report.hostPorts.interfaces.map(esc).join(', ')}`) : '') +
     `<div class="links">${link('Nomad', report.connections.nomad)}<br>${link('Consul', report.connections.consul)}</div>` +
     why
   );

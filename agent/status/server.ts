@@ -27,6 +27,8 @@ export interface StatusServerOptions {
   discovery?: () => DiscoveryReport | undefined;
   /** The Nomad and Consul versions read at start (agent/upstream-versions.ts). */
   versions?: () => UpstreamVersions;
+  /** The node interfaces host-port traffic is counted on now (EbpfSource.watchedHostInterfaces). */
+  hostInterfaces?: () => string[];
   /** Instances registered at run time (PUT/DELETE /api/instances/{id}); without it (registrations.enabled off) those routes answer 404. */
   registry?: InstanceRegistry;
 }
@@ -64,7 +66,7 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
     res.type('html').send(
       renderStatusPage({
         instances: detector.instances().map((i) => viewOf(i, memory)),
-        status: statusReport(detector, options.discovery?.(), memory.node(), options.versions?.()),
+        status: statusReport(detector, options.discovery?.(), memory.node(), options.versions?.(), options.hostInterfaces?.()),
         transitions: transitions.after(0),
         wakes: wakes.list(),
         latency: await latency(),
@@ -98,7 +100,7 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
 
   app.get('/api/status', async (_req, res) => {
     await memory.refresh();
-    res.json(statusReport(detector, options.discovery?.(), memory.node(), options.versions?.()));
+    res.json(statusReport(detector, options.discovery?.(), memory.node(), options.versions?.(), options.hostInterfaces?.()));
   });
 
   app.get('/api/instances/:id', async (req, res) => {

@@ -40,11 +40,13 @@ export interface StatusReport extends DiscoveryReport {
   memory: NodeMemoryView | null;
   /** Nomad's and Consul's versions as read at start, with the minimum doze needs. */
   versions: UpstreamVersions;
+  /** The node interfaces host-port instances' traffic is counted on now (none while no host-port instance is managed). */
+  hostPorts: { interfaces: string[] };
 }
 
 const ACTIVE = new Set(['running', 'waking', 'pausing']);
 
-export function statusReport(detector: Detector, discovery: DiscoveryReport | undefined, memory?: NodeMemoryView, versions: UpstreamVersions = {}): StatusReport {
+export function statusReport(detector: Detector, discovery: DiscoveryReport | undefined, memory?: NodeMemoryView, versions: UpstreamVersions = {}, hostInterfaces: string[] = []): StatusReport {
   const byState: Record<string, number> = {};
   const instances = detector.instances();
   for (const instance of instances) byState[instance.state] = (byState[instance.state] ?? 0) + 1;
@@ -70,6 +72,7 @@ export function statusReport(detector: Detector, discovery: DiscoveryReport | un
     allocations: discovery?.allocations ?? [],
     memory: memory ?? null,
     versions,
+    hostPorts: { interfaces: hostInterfaces },
   };
 }
 

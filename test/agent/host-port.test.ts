@@ -6,7 +6,8 @@ import { get } from '../helpers/http.js';
 import { createInstance } from '../helpers/instance.js';
 import { rootTest } from '../helpers/root.js';
 import { startAgent } from '../helpers/agent.js';
-import { sh } from '../helpers/sh.js';
+import { sh, shQuiet } from '../helpers/sh.js';
+import { uniqueSuffix } from '../helpers/names.js';
 
 /*
  * A host-port instance: a process in the node's own network namespace (Nomad's host network
@@ -111,4 +112,47 @@ rootTest.serial('host-port programs a crashed agent left on the node\'s interfac
   next.child.kill('SIGTERM');
   t.is(await next.exited, 0, next.stderr());
   t.notRegex(await filters(), /doze_/, 'gone after the clean exit');
+});
+
+rootTest.serial('host port: a request arriving on another interface of the node (a bridge, as nomad or docker0 are) wakes it; the status names the interfaces watched', async (t) => {
+  const inst = await createInstance(t);
+  const { ns } = inst;
+  // The node's second interface: a bridge with an address, and a client namespace behind it (a
+  // container on the nomad bridge). No default route leaves by it, so only the wider default sees it.
+  const id = uniqueSuffix();
+  const bridge = `dzb${id}`;
+  const port = `dzc${id}n`;
+  const clientEnd = `dzc${id}c`;
+  const clientNs = `dz-c${id}`;
+  const subnet = `10.215.${Math.floor(Math.random() * 256)}`;
+  t.teardown(() => shQuiet('ip', ['netns', 'del', clientNs]));
+  await sh('ip', ['-n', ns.name, 'link', 'add', bridge, 'type', 'bridge']);
+  await sh('ip', ['-n', ns.name, 'addr', 'add', `${subnet}.1/24`, 'dev', bridge]);
+  await sh('ip', ['-n', ns.name, 'link', 'set', bridge, 'up']);
+  await sh('ip', ['netns', 'add', clientNs]);
+  await sh('ip', ['-n', ns.name, 'link', 'add', port, 'type', 'veth', 'peer', 'name', clientEnd, 'netns', clientNs]);
+  await sh('ip', ['-n', ns.name, 'link', 'set', port, 'master', bridge, 'up']);
+  await sh('ip', ['-n', clientNs, 'addr', 'add', `${subnet}.2/24`, 'dev', clientEnd]);
+  await sh('ip', ['-n', clientNs, 'link', 'set', clientEnd, 'up']);
+  await sh('ip', ['-n', clientNs, 'link', 'set', 'lo', 'up']);
+  await sh('ip', ['-n', clientNs, 'route', 'add', 'default', 'via', `${subnet}.1`]);
+
+  const bpffs = await createBpffs(t);
+  // No hostPorts.interfaces: the agent finds the node's interfaces itself.
+  const agent = await startNodeAgent(t, ns.name, ns.instanceIp, {
+    bpffs,
+    instances: [{ id: 'web', address: inst.app.address, idleTimeout: '300ms', runtime: { kind: 'freezer', cgroup: inst.cgroup.name } }],
+  });
+  await logShows(agent.child, /"to":"sleeping"/, 15_000).catch((error) => {
+    throw new Error(`${(error as Error).message}\nstderr: ${agent.stderr()}`);
+  });
+  const status = JSON.parse((await get(`${agent.statusUrl}/api/status`)).body) as { hostPorts: { interfaces: string[] } };
+  t.deepEqual([...status.hostPorts.interfaces].sort(), ['lo', ns.instanceIf, bridge].sort(), 'every interface with an address; not the bridge port');
+  t.regex((await get(agent.statusUrl)).body, new RegExp(`interfaces watched for host ports: [^<]*${bridge}`));
+
+  const answer = await getInNetns(clientNs, inst.app.url);
+  t.is(answer.status, 200);
+  t.regex(answer.body, /^hello from web/);
+  const woken = await agent.instance('web');
+  t.is(woken.wakes, 1, 'the request that came in on the bridge woke it');
 });

@@ -41,3 +41,32 @@ test('maxAwake below the idle timeout is refused', (t) => {
 test('a top level that is not an object is refused', (t) => {
   t.throws(() => parseConfig([]), { message: /expected a JSON object/ });
 });
+
+test('IPv6 addresses are written in brackets, for address, addresses and checkAddresses; a bare or malformed one is refused with the form', (t) => {
+  const config = parseConfig({ instances: [{ ...instance, addresses: ['[fd00::2]:8080'], checkAddresses: ['[fd00::1]:28080'] }] });
+  t.deepEqual(config.instances[0]!.addresses, ['[fd00::2]:8080']);
+  t.is(parseConfig({ instances: [{ ...instance, address: '[fd00::2]:8080' }] }).instances[0]!.address, '[fd00::2]:8080');
+  const error = t.throws(() => parseConfig({ instances: [{ ...instance, addresses: ['fd00::2:8080', '[fd00::zz]:80'] }] }));
+  t.regex(error.message, /instances\[0\]\.addresses\[0\]: expected "IPv4:port" or "\[IPv6\]:port"/);
+  t.regex(error.message, /instances\[0\]\.addresses\[1\]: expected "IPv4:port" or "\[IPv6\]:port"/);
+});
+
+test('two instances cannot share an IPv6 address either', (t) => {
+  const error = t.throws(() =>
+    parseConfig({ instances: [{ ...instance, addresses: ['[fd00::2]:8080'] }, { ...instance, id: 'api', address: '10.200.0.3:8080', addresses: ['[fd00::2]:9090'] }] }),
+  );
+  t.regex(error.message, /instances\[1\]\.addresses\[0\]: fd00::2 is already used by instance "web"/);
+});
+
+test('observers are addresses or CIDRs of either family; anything else is refused with the form', (t) => {
+  t.deepEqual(parseConfig({ observers: { fromSources: ['10.0.5.20', '10.0.9.0/24', 'fd00:5::/64'] }, instances: [instance] }).observers.fromSources, ['10.0.5.20', '10.0.9.0/24', 'fd00:5::/64']);
+  const error = t.throws(() => parseConfig({ observers: { fromSources: ['prometheus.example', '10.0.0.0/33'] }, instances: [instance] }));
+  t.regex(error.message, /observers\.fromSources\[0\]: expected an IPv4 or IPv6 address or CIDR/);
+  t.regex(error.message, /observers\.fromSources\[1\]: expected an IPv4 or IPv6 address or CIDR/);
+});
+
+test('observers get their own mark bit: one shared with healthChecks.mark is refused, naming both', (t) => {
+  t.is(parseConfig({ observers: { fromSources: ['10.0.5.20/32'] }, instances: [instance] }).observers.mark, 4);
+  const error = t.throws(() => parseConfig({ healthChecks: { mark: '0x5' }, observers: { fromSources: ['10.0.5.20/32'] }, instances: [instance] }));
+  t.regex(error.message, /observers\.mark: shares bits with healthChecks\.mark \(0x5\): give observers their own bit/);
+});

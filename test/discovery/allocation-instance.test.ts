@@ -52,6 +52,20 @@ test('a host-mode allocation is reached at the host IP on the allocated port', a
   t.is(mapping.instance.networkMode, 'host');
 });
 
+test('a dual-stack bridge allocation (NetworkStatus.AddressIPv6) is reached on both addresses; an IPv6-only one on its IPv6 address', async (t) => {
+  const alloc = await allocationOf({ groupMeta: enabled }, { bridgeAddress: '172.26.64.9' });
+  alloc.NetworkStatus = { ...alloc.NetworkStatus, AddressIPv6: 'fd00:a::9' };
+  const dual = allocationInstance(alloc);
+  if (dual.kind !== 'instance') return t.fail(dual.reason);
+  t.is(dual.instance.address, '172.26.64.9:8080');
+  t.deepEqual(dual.instance.addresses, ['[fd00:a::9]:8080']);
+  alloc.NetworkStatus = { ...alloc.NetworkStatus, Address: '' };
+  const only6 = allocationInstance(alloc);
+  if (only6.kind !== 'instance') return t.fail(only6.reason);
+  t.is(only6.instance.address, '[fd00:a::9]:8080');
+  t.deepEqual(only6.instance.addresses, []);
+});
+
 test('a bridge port without "to" is reached on its allocated value', async (t) => {
   const alloc = await allocationOf({ groupMeta: enabled }, { bridgeAddress: '172.26.64.3' });
   alloc.AllocatedResources!.Shared!.Ports![0]!.To = -1;

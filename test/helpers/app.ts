@@ -19,6 +19,8 @@ export interface AppOptions {
   /** The app's environment on top of this process's (DOZE_APP_HOLD_MIB, DOZE_APP_KEEPALIVE_MS: demo/app.mjs). */
   env?: Record<string, string>;
   startTimeoutMs?: number;
+  /** Listen on every address of the namespace, both families (`::`), not only its IPv4 one. */
+  dualStack?: boolean;
 }
 
 /**
@@ -33,7 +35,7 @@ export async function startApp(
   options: AppOptions = {},
 ): Promise<TestApp> {
   const joins = [cgroup.procsFile, ...(options.alsoJoin ?? [])].map((file) => `echo $$ > ${file} && `).join('');
-  const script = `${joins}exec ip netns exec ${ns.name} ${process.execPath} ${APP_PATH} ${ns.instanceIp} ${APP_PORT} ${name}`;
+  const script = `${joins}exec ip netns exec ${ns.name} ${process.execPath} ${APP_PATH} ${options.dualStack ? '::' : ns.instanceIp} ${APP_PORT} ${name}`;
   const child = spawn('sh', ['-c', script], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...options.env } });
   t.teardown(() => {
     child.kill('SIGKILL');

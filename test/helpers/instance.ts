@@ -13,7 +13,7 @@ export interface TestInstance {
 
 /** Namespace + veth + cgroup + app: one freezer-managed instance, all torn down with the test. */
 export async function createInstance(t: Teardown, id = 'web', appOptions: AppOptions = {}): Promise<TestInstance> {
-  const ns = await createNetns(t);
+  const ns = await createNetns(t, { ipv6: appOptions.dualStack });
   const cgroup = await createFreezerCgroup(t);
   const app = await startApp(t, ns, cgroup, id, appOptions);
   return {

@@ -7,9 +7,15 @@ import type { Teardown } from './teardown.js';
  */
 export function sweepChainsAtTeardown(t: Teardown, prefix: string): void {
   t.teardown(async () => {
-    await removeChain('mangle', ['OUTPUT'], `${prefix}-MARK-OUT`).catch(() => undefined);
-    await removeChain('mangle', ['PREROUTING'], `${prefix}-MARK-IN`).catch(() => undefined);
-    await removeChain('nat', ['OUTPUT', 'PREROUTING'], `${prefix}-STUB`).catch(() => undefined);
-    await removeChain('nat', ['OUTPUT', 'PREROUTING'], `${prefix}-HOLD`).catch(() => undefined);
+    for (const family of [4, 6] as const) {
+      await removeChain('mangle', ['OUTPUT'], `${prefix}-MARK-OUT`, family).catch(() => undefined);
+      await removeChain('mangle', ['PREROUTING'], `${prefix}-MARK-IN`, family).catch(() => undefined);
+      await removeChain('nat', ['OUTPUT', 'PREROUTING'], `${prefix}-STUB`, family).catch(() => undefined);
+      await removeChain('nat', ['OUTPUT', 'PREROUTING'], `${prefix}-HOLD`, family).catch(() => undefined);
+      await removeChain('mangle', ['OUTPUT'], `${prefix}-OBS-MARK-OUT`, family).catch(() => undefined);
+      await removeChain('mangle', ['PREROUTING'], `${prefix}-OBS-MARK-IN`, family).catch(() => undefined);
+      await removeChain('nat', ['OUTPUT', 'PREROUTING'], `${prefix}-OBS`, family).catch(() => undefined);
+      await removeChain('filter', ['FORWARD', 'OUTPUT'], `${prefix}-OBS-CUT`, family).catch(() => undefined);
+    }
   });
 }

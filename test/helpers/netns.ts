@@ -11,6 +11,9 @@ export interface TestNetns {
   instanceIf: string;
   hostIp: string;
   instanceIp: string;
+  /** Dual-stack namespaces (createNetns(t, { ipv6: true })): a /64 of fd7a:d02e::/32 beside the IPv4 /30. */
+  hostIp6?: string;
+  instanceIp6?: string;
 }
 
 /**
@@ -18,7 +21,7 @@ export interface TestNetns {
  * 10.213.0.0/16 (test hosts only this test talks to). Teardown registered
  * in the same call.
  */
-export async function createNetns(t: Teardown): Promise<TestNetns> {
+export async function createNetns(t: Teardown, options: { ipv6?: boolean } = {}): Promise<TestNetns> {
   const id = uniqueSuffix();
   const block = randomInt(0, 16384) * 4;
   const hostIp = `10.213.${block >> 8}.${(block & 0xff) + 1}`;
@@ -32,6 +35,14 @@ export async function createNetns(t: Teardown): Promise<TestNetns> {
   await sh('ip', ['-n', ns.name, 'addr', 'add', `${instanceIp}/30`, 'dev', `dz${id}i`]);
   await sh('ip', ['-n', ns.name, 'link', 'set', `dz${id}i`, 'up']);
   await sh('ip', ['-n', ns.name, 'link', 'set', 'lo', 'up']);
+  if (options.ipv6) {
+    const net = `fd7a:d02e:${block.toString(16)}:${randomInt(0, 0x10000).toString(16)}`;
+    ns.hostIp6 = `${net}::1`;
+    ns.instanceIp6 = `${net}::2`;
+    // nodad: usable at once, not after duplicate address detection's second.
+    await sh('ip', ['-6', 'addr', 'add', `${ns.hostIp6}/64`, 'dev', ns.hostIf, 'nodad']);
+    await sh('ip', ['-n', ns.name, '-6', 'addr', 'add', `${ns.instanceIp6}/64`, 'dev', ns.instanceIf, 'nodad']);
+  }
   return ns;
 }
 

@@ -26,6 +26,7 @@ test('defaults apply when nothing is set', (t) => {
     maxAwakeMs: undefined,
     maxSleepMs: undefined,
     tapAddress: undefined,
+    metricsPath: '/metrics',
   });
 });
 
@@ -96,7 +97,7 @@ test('every declared key has a type, a description and a valid default', (t) => 
     t.true(decl.description.length > 20, decl.key);
     if (decl.default !== undefined) t.deepEqual(checkMetaLayer({ place: 'default', meta: { [decl.key]: decl.default } }), [], decl.key);
   }
-  t.deepEqual(META_KEYS.map((d) => d.key), ['doze.enabled', 'doze.idle_timeout', 'doze.idle_policy', 'doze.mode', 'doze.reclaim', 'doze.reclaim_after', 'doze.reclaim_keep', 'doze.tap_address', 'doze.wake', 'doze.min_awake', 'doze.max_awake', 'doze.busy_cpu', 'doze.max_sleep']);
+  t.deepEqual(META_KEYS.map((d) => d.key), ['doze.enabled', 'doze.idle_timeout', 'doze.idle_policy', 'doze.mode', 'doze.reclaim', 'doze.reclaim_after', 'doze.reclaim_keep', 'doze.tap_address', 'doze.wake', 'doze.min_awake', 'doze.max_awake', 'doze.busy_cpu', 'doze.metrics_path', 'doze.max_sleep']);
 });
 
 test('idle policies and wake modes are the ones the agent config accepts', (t) => {

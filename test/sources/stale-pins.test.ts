@@ -16,10 +16,12 @@ const OLD_LAYOUTS = [
   { name: 'doze_counters', args: ['type', 'hash', 'key', '4', 'value', '32', 'entries', '16384'] },
   // doze_conns before the keepalive bookkeeping (client_next_seq, server_next_seq): 32-byte values.
   { name: 'doze_conns', args: ['type', 'lru_hash', 'key', '12', 'value', '32', 'entries', '65536'] },
+  // doze_conns before IPv6: 12-byte keys (an IPv4 client address only), 40-byte values.
+  { name: 'doze_conns', args: ['type', 'lru_hash', 'key', '12', 'value', '40', 'entries', '65536'] },
 ];
 
 for (const old of OLD_LAYOUTS) {
-  rootTest(`${old.name} pinned by another doze version is named, with what to do, not a raw tc error`, async (t) => {
+  rootTest(`${old.name} (key ${old.args[3]}, value ${old.args[5]} bytes) pinned by another doze version is named, with what to do, not a raw tc error`, async (t) => {
     const bpffs = await createBpffs(t);
     const ns = await createNetns(t);
     t.teardown(() => detach(ns.hostIf));

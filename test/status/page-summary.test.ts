@@ -2,7 +2,7 @@ import test from 'ava';
 import { renderSummary } from '../../agent/status/page.js';
 import type { StatusReport } from '../../agent/status/status-report.js';
 
-function report(detail: Record<string, unknown>): StatusReport {
+function report(detail: Record<string, unknown>, hostInterfaces: string[] = []): StatusReport {
   return {
     instances: { total: 0, byState: {} },
     budget: { maxActive: null, maxActiveMemory: null, active: 0, activeMemory: 0, freedMemory: 0, queued: 0, overruns: 0, pacedWakes: null },
@@ -11,12 +11,18 @@ function report(detail: Record<string, unknown>): StatusReport {
     connections: { nomad: { address: 'http://127.0.0.1:4646', connected: true, since: '2026-12-01T00:00:00.000Z', detail } },
     allocations: [],
     versions: {},
+    hostPorts: { interfaces: hostInterfaces },
   };
 }
 
 test('the summary says why blocking queries stand in for the event stream, escaped, and nothing once the stream is back', (t) => {
   t.regex(renderSummary(report({ source: 'blocking', fallback: 'closed before its first heartbeat <3 times>' })), /blocking queries instead of the event stream: closed before its first heartbeat &#60;3 times&#62;/);
   t.notRegex(renderSummary(report({ source: 'stream', fallback: null })), /instead of the event stream/);
+});
+
+test('the summary names the interfaces watched for host ports, and says nothing while there are none', (t) => {
+  t.regex(renderSummary(report({}, ['lo', 'eth0', 'nomad'])), /interfaces watched for host ports: lo, eth0, nomad/);
+  t.notRegex(renderSummary(report({})), /watched for host ports/);
 });
 
 test('the summary shows the Nomad and Consul versions read at start', (t) => {
