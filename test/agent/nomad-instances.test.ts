@@ -84,7 +84,7 @@ rootTest.serial('an allocation becomes an instance within a second, sleeps, wake
   t.true(took < 1000, `took ${took.toFixed(1)} ms`);
   t.is(instance.config.address, `${env.ns.instanceIp}:8080`);
   t.is(instance.config.interface, env.ns.hostIf, 'the host side of the veth whose peer is eth0 in /var/run/netns/<allocID>');
-  t.deepEqual(instance.config.runtime, { kind: 'freezer', cgroup: `${cgroups.root}/freezer/nomad/${env.allocId}.app`, reclaim: false, reclaimAfter: 10_000, prefetch: false });
+  t.deepEqual(instance.config.runtime, { kind: 'freezer', cgroup: `${cgroups.root}/freezer/nomad/${env.allocId}.app`, reclaim: false, reclaimAfter: 10_000, reclaimKeep: 'working-set', prefetch: false });
   t.is(instance.config.idleTimeout, 300);
   t.true(await isAttached(env.ns.hostIf));
   const report = await status(agent);
@@ -149,7 +149,7 @@ rootTest.serial('cgroup v2 layout (nomad.slice/share.slice/<alloc>.<task>.scope)
   const agent = await nomadAgent(t, nomad, cgroups);
   const id = instanceIdOf(place(nomad, env));
   const instance = await until('the instance', () => agent.detector.get(id), 3000);
-  t.deepEqual(instance.config.runtime, { kind: 'freezer', cgroup: `${cgroups.root}/nomad.slice/share.slice/${env.allocId}.app.scope`, reclaim: false, reclaimAfter: 10_000, prefetch: false });
+  t.deepEqual(instance.config.runtime, { kind: 'freezer', cgroup: `${cgroups.root}/nomad.slice/share.slice/${env.allocId}.app.scope`, reclaim: false, reclaimAfter: 10_000, reclaimKeep: 'working-set', prefetch: false });
   await nextState(agent, id, 'sleeping', 3000);
   t.is(await env.cgroup.freezerState(), 'FROZEN');
   const running = nextState(agent, id, 'running', 3000);
@@ -250,7 +250,7 @@ rootTest.serial('a host-network allocation is counted by port on the node\'s int
   t.is(instance.config.address, `${hostIp}:${port}`);
   t.is(instance.config.interface, undefined, 'no interface of its own');
   t.is<string, string>(instance.key, `0.0.${port >> 8}.${port & 0xff}`, 'keyed by its host port');
-  t.deepEqual(instance.config.runtime, { kind: 'freezer', cgroup: cgroup.dir, reclaim: false, reclaimAfter: 10_000, prefetch: false });
+  t.deepEqual(instance.config.runtime, { kind: 'freezer', cgroup: cgroup.dir, reclaim: false, reclaimAfter: 10_000, reclaimKeep: 'working-set', prefetch: false });
   t.true(await isAttached(dummy, HOST_INTERFACE), 'the host-port programs are on the node interface');
 
   // No QEMU runs here: the qemu task waits for its QMP socket, at the path render gave it.
