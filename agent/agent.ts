@@ -96,6 +96,7 @@ export class Agent {
     const detector = new Detector<SleepGuards>(source, log, {
       hooks: (d) => new SleepGuards(config, d, log),
       budget: config.budget,
+      dryRun: config.dryRun,
       dropWakeEvents: options.faults?.dropWakeEvents,
     });
     const guards = detector.hooks;
@@ -112,7 +113,7 @@ export class Agent {
         const result = await admission.admit({ config: instanceConfig, source: 'static', runtime });
         if (!result.admitted) throw staticRefusal(index, instanceConfig.id, result.refusal);
       }
-      const app = createStatusApp({ detector, metrics, token: config.token, log, refresh: () => detector.refreshLastSeen(), discovery: () => agent.discovery?.report(), versions: () => agent.versions, registry: config.registrations.enabled ? registry : undefined, hostInterfaces: () => source.watchedHostInterfaces() });
+      const app = createStatusApp({ detector, metrics, token: config.token, log, refresh: () => detector.refreshLastSeen(), discovery: () => agent.discovery?.report(), versions: () => agent.versions, registry: config.registrations.enabled ? registry : undefined, hostInterfaces: () => source.watchedHostInterfaces(), coldStartThresholdMs: config.coldStartThreshold });
       agent.server = await listen(app, config.listen);
       await lock.setListen(agent.address);
       // --- Nomad + Consul discovery: allocations become instances (agent/discovery/discovery.ts) ---

@@ -250,6 +250,10 @@ export const instanceSchema = z.strictObject({
       'busy guard: the share of one core that still counts as quiet. Above it (CPU over the last idle window, min(idle timeout, 1 s); or block I/O over 1 MiB/s) the instance is still working and does not sleep; `0` turns it off ([docs/busy-guard.md](docs/busy-guard.md))',
     ),
   maxSleep: duration.optional().describe('wake by itself after this long asleep (`doze.max_sleep`)'),
+  dryRun: z
+    .boolean()
+    .default(false)
+    .describe('rehearse (`doze.dry_run`): every decision is made as if managed, but the instance is never frozen, redirected or reclaimed; each sleep it would have taken is logged and counted (`GET /api/instances`: `dryRun`, `wouldSleeps`, `wouldAsleepMs`, `wouldFreeByteSeconds`) and drawn on the timeline. Turn it off by a `PUT` of its config or a Nomad job update, no restart'),
   wakeTimeout: duration.prefault('5s').describe("deadline for the runtime's wake; a wake past its deadline is a failed wake"),
   pauseTimeout: duration.prefault('5s').describe("deadline for the runtime's sleep; a sleep past its deadline is undone and the instance stays awake"),
   memory: z.number().int().nonnegative().default(0).describe('MiB it holds awake, for `budget.maxActiveMemory` (Nomad: the task\'s memory)'),
@@ -353,6 +357,10 @@ export const configSchema = z.strictObject({
     .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
     .default('info')
     .describe('`fatal`, `error`, `warn`, `info`, `debug`, `trace` or `silent`: what the JSON log (stdout) carries; `--log-level`, `DOZE_LOG_LEVEL`'),
+  dryRun: z.boolean().default(false).describe('rehearse every instance on the node (a first rollout): as `instances[].dryRun`, whatever each says'),
+  coldStartThreshold: duration
+    .optional()
+    .describe("mark an instance whose wakes cost its users more than this: its first-response p99 over the last day (first packet → first response byte) above it shows as `slowWakes` in the API and on the status page, where `reclaim` or a shorter `idleTimeout` hurts"),
   bpffs: z.string().default('/sys/fs/bpf').describe('bpffs mount; maps are pinned in `tc/globals/doze_*`; one agent per bpffs (`--bpffs`, `DOZE_BPFFS`)'),
   stub: z.strictObject({ listen: hostPort.default('127.0.0.1:7071').describe("the health-check stub, which answers the checks of sleeping instances; `DOZE_STUB_LISTEN`") }).prefault({}),
   healthChecks: z

@@ -41,7 +41,7 @@ export async function refreshLastSeen(all: readonly ManagedInstance[], source: T
 }
 
 /** Every instance as the node budget weighs it (scheduler/node-budget.ts), from one counters read of the running ones. */
-async function budgetMembers(all: readonly ManagedInstance[], source: TrafficSource): Promise<BudgetMember[]> {
+async function budgetMembers(all: readonly ManagedInstance[], source: TrafficSource, dryRun: (i: ManagedInstance) => boolean): Promise<BudgetMember[]> {
   const running = all.filter((i) => i.state === 'running' && !i.removed);
   const counters = await source.countersOf(running.map((i) => i.key));
   keepLastSeen(all, counters);
@@ -62,8 +62,9 @@ async function budgetMembers(all: readonly ManagedInstance[], source: TrafficSou
       active: i.state === 'running' || i.state === 'waking' || i.state === 'pausing',
       memory: i.state === 'running' || i.state === 'waking' || i.state === 'pausing' ? i.config.memory : asleepMiB.get(i.id) ?? 0,
       lastActivityNs: lastActivityNs(i),
-      // Never one that may not sleep (a check the stub cannot answer, Nomad stopping its task): its sleep would be refused.
-      evictable: i.state === 'running' && !i.removed && !busy && i.sleepHeldBy === undefined && nowNs >= minAwakeUntilNs(i),
+      // Never one that may not sleep (a check the stub cannot answer, Nomad stopping its task): its sleep would be
+      // refused; nor a rehearsed one (dry run): it frees nothing by sleeping.
+      evictable: i.state === 'running' && !i.removed && !busy && i.sleepHeldBy === undefined && !dryRun(i) && nowNs >= minAwakeUntilNs(i),
     };
   });
 }
@@ -72,9 +73,9 @@ async function budgetMembers(all: readonly ManagedInstance[], source: TrafficSou
  * How the node budget sees the detector's instances: weighed from one counters read, evicted by
  * the detector's own sleep (`sleep`, with the reason given), and marked queued for the status.
  */
-export function budgetPort(table: InstanceTable, source: TrafficSource, sleep: (victim: ManagedInstance, reason: string) => Promise<boolean>): BudgetPort {
+export function budgetPort(table: InstanceTable, source: TrafficSource, sleep: (victim: ManagedInstance, reason: string) => Promise<boolean>, dryRun: (i: ManagedInstance) => boolean): BudgetPort {
   return {
-    members: () => budgetMembers(table.all(), source),
+    members: () => budgetMembers(table.all(), source, dryRun),
     evict: (id, forId) => sleep(table.get(id)!, `budget: making room for ${forId}`),
     queued: () => table.all().filter((i) => i.queuedSinceMs !== undefined).length,
     setQueued: (id, sinceMs) => {

@@ -31,7 +31,17 @@ export interface SleepHooks {
 
 export const NO_HOOKS: SleepHooks = { beforeSleep: async () => {}, awake: async () => {}, wakeFailed: async () => {}, guardChecks: false };
 
+/** Dry run: a sleep the instance would have taken, or the wake that would have ended it. */
+export interface RehearsedEvent {
+  instance: ReadonlyInstance;
+  kind: 'would-sleep' | 'would-wake';
+  reason: string;
+  /** Epoch ms it would have happened (a would-wake: its first packet). */
+  at: number;
+}
+
 export interface DetectorEvents {
+  rehearsed: [RehearsedEvent];
   transition: [TransitionEvent];
   woke: [ReadonlyInstance, number];
   /** A traffic wake's first packet → the instance's first payload byte to a client (seconds). */
@@ -48,6 +58,8 @@ export interface DetectorOptions<Hooks extends SleepHooks = SleepHooks> {
   /** The hooks, or how to make them from the detector (the agent's guards read its instances). */
   hooks?: Hooks | ((detector: Detector<Hooks>) => Hooks);
   budget?: NodeBudgetLimits;
+  /** Agent-wide dry run (config `dryRun`): every instance rehearsed, none frozen. */
+  dryRun?: boolean;
   /** Test knob: drop this many wake events, as a lost perf record would (the watchdog must catch them). */
   dropWakeEvents?: number;
 }

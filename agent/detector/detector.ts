@@ -24,8 +24,10 @@ import { WakeSignals, type WakeEventHealth } from './wake-signals.js';
 import { markSleeping, trafficSince, type TrafficBaseline } from './state-handoff.js';
 import { FaultBackGate, type PacedTicket, type PacingReport } from '../scheduler/fault-back-gate.js';
 import { faultedBack } from './fault-back.js';
+import { whyAwake, type AwakeReason } from './why-awake.js';
+import { isDryRun, rehearseSleep, watchRehearsal, type RehearsalPort } from './rehearsal.js';
 
-export type { DetectorEvents, DetectorOptions, SleepHooks, TransitionEvent } from './detector-contract.js';
+export type { DetectorEvents, DetectorOptions, RehearsedEvent, SleepHooks, TransitionEvent } from './detector-contract.js';
 
 const MS = 1_000_000n;
 
@@ -62,6 +64,9 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
   private readonly busy: BusySampler;
   /** How the wake-event path has fared (the status page's card). */
   readonly wakeEvents: WakeEventHealth;
+  /** Agent-wide dry run: every instance is rehearsed, none frozen (agent/detector/rehearsal.ts). */
+  readonly dryRunAll: boolean;
+  private readonly rehearsal: RehearsalPort;
 
   constructor(private readonly source: TrafficSource, private readonly log: Logger, options: DetectorOptions<Hooks> = {}) {
     super();
@@ -69,10 +74,12 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
     this.table = new InstanceTable(source);
     this.hooks = typeof options.hooks === 'function' ? options.hooks(this) : options.hooks ?? (NO_HOOKS as Hooks);
     const b = options.budget;
-    this.budget = b && (b.maxActive !== undefined || b.maxActiveMemory !== undefined) ? new NodeBudget(b, budgetPort(this.table, this.source, (victim, why) => this.sleep(victim, { packets: victim.seenPackets, lastSeenNs: victim.lastSeenNs }, why)), log) : undefined;
+    this.budget = b && (b.maxActive !== undefined || b.maxActiveMemory !== undefined) ? new NodeBudget(b, budgetPort(this.table, this.source, (victim, why) => this.sleep(victim, { packets: victim.seenPackets, lastSeenNs: victim.lastSeenNs }, why), (i) => this.isDryRun(i)), log) : undefined;
     this.budgetLimits = this.budget?.limits;
     this.pacing = this.budget ? new FaultBackGate(this.budget.limits) : undefined;
     this.busy = new BusySampler(log);
+    this.dryRunAll = options.dryRun ?? false;
+    this.rehearsal = { source, log, busy: this.busy, noted: (instance, kind, reason, at) => this.emit('rehearsed', { instance, kind, reason, at }) };
     this.signals = new WakeSignals(source, log, {
       instance: (key) => this.table.withKey(key),
       sleepers: () => this.table.all().filter((i) => i.state === 'sleeping' && !i.removed),
@@ -83,6 +90,11 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
     }, options.dropWakeEvents ?? 0);
     this.wakeEvents = this.signals.health;
     this.wakeSignals = this.signals;
+  }
+
+  /** Whether it is only rehearsed: decided on, never frozen (its config's `dryRun`, or the agent's). */
+  isDryRun(instance: ReadonlyInstance): boolean {
+    return isDryRun(instance, this.dryRunAll);
   }
 
   /** Every managed instance, read-only: the detector is the one writer of their state. */
@@ -135,6 +147,8 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
         asleepFrom: (packets) => this.signals.asleepFrom(instance, packets),
       }, left.state);
       if (handoff.kind !== 'swapped') void this.wake(instance, 'traffic arrived while no agent was running');
+      // Left asleep by an agent that managed it for real: a rehearsed instance must not stay frozen.
+      else if (this.isDryRun(instance)) void this.wake(instance, 'dry run: an earlier agent left it asleep');
       else this.signals.watch();
     } else {
       await this.source.setState(instance.key, BpfInstanceState.awake);
@@ -283,6 +297,11 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
         instance.heldBy = held;
         return false;
       }
+      if (this.isDryRun(instance)) {
+        const would = await rehearseSleep(instance, this.rehearsal, decided, reason, guardBusy, monotonicNs());
+        this.schedule();
+        return would;
+      }
       this.setState(instance, 'pausing', reason);
       this.signals.sleepStarts(instance);
       const prepared = await prepareSleep(instance, this.source, this.hooks);
@@ -385,6 +404,11 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
     this.own(view).held = held;
   }
 
+  /** Why each awake instance is awake, with its evidence (agent/detector/why-awake.ts). */
+  whyAwake(): Promise<Map<string, AwakeReason[]>> {
+    return whyAwake(this.table.all(), this.source);
+  }
+
   /** Refreshes idle times for the status API from one batched counters read. */
   refreshLastSeen(): Promise<void> {
     return refreshLastSeen(this.table.all(), this.source);
@@ -420,6 +444,10 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
       let connections: Connection[] | ConnectionsUnreadable | undefined;
       for (const instance of due) {
         const c = counters.get(instance.key);
+        if (instance.rehearsal.current) {
+          watchRehearsal(instance, this.rehearsal, c, nowNs);
+          continue;
+        }
         let verdict = this.evaluate(instance, c, nowNs);
         if (verdict.kind === 'needs-connections') {
           connections ??= await readConnections(this.source, this.log);

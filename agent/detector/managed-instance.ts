@@ -5,6 +5,7 @@ import type { Runtime } from '../runtimes/runtime.js';
 import type { InstanceAliases, TrafficKey } from '../sources/traffic-source.js';
 import type { FailureReason, HoldReason } from './reasons.js';
 import type { InstanceState } from './states.js';
+import { RehearsalRecord } from './rehearsal-record.js';
 import { SerialQueue } from '../shared/serial-queue.js';
 
 /** One instance under management: its config, runtime, state and counters for the status API. */
@@ -99,6 +100,8 @@ export class ManagedInstance {
   readonly source: InstanceSource;
   /** Set when management ends: no new sleep may start. */
   removed = false;
+  /** Dry run: the sleeps it would have taken, their time and memory (agent/detector/rehearsal.ts). */
+  readonly rehearsal = new RehearsalRecord();
   private readonly transitions = new SerialQueue();
 
   constructor(readonly config: InstanceConfig, readonly runtime: Runtime, nowNs: bigint, meta: InstanceMeta = {}) {
@@ -195,7 +198,7 @@ type DetectorOnly = 'exclusive' | 'wakesPending' | 'nextCheckNs' | 'awakeHold';
  * A managed instance as everyone but the detector sees it: every field read-only, so only the
  * detector (which holds the ManagedInstance itself) can change its state, timing or counters.
  */
-export type ReadonlyInstance = Readonly<Omit<ManagedInstance, DetectorOnly>>;
+export type ReadonlyInstance = Readonly<Omit<ManagedInstance, DetectorOnly | 'rehearsal'>> & { readonly rehearsal: Readonly<RehearsalRecord> };
 
 /** A new instance for the detector to take on (Detector.add): how admission makes one without the writable type. */
 export function newInstance(config: InstanceConfig, runtime: Runtime, nowNs: bigint, meta: InstanceMeta = {}): ReadonlyInstance {

@@ -50,6 +50,8 @@ export interface AnnotatedAllocation {
   minAwakeMs: number;
   maxAwakeMs: number | undefined;
   maxSleepMs: number | undefined;
+  /** doze.dry_run. */
+  dryRun: boolean;
   /** Push a qemu-driver VM's RAM out of memory while it is paused (doze.reclaim). */
   reclaim: boolean;
   /** A non-VM task: push its memory to swap after reclaimAfterMs asleep (doze.reclaim written, doze.reclaim_after). */
@@ -137,6 +139,7 @@ export function allocationInstance(alloc: NomadAllocation, job: NomadJob | null 
       minAwakeMs: settings.minAwakeMs,
       maxAwakeMs: settings.maxAwakeMs,
       maxSleepMs: settings.maxSleepMs,
+      dryRun: settings.dryRun,
       reclaim: settings.reclaim,
       reclaimFreezer: settings.reclaimFreezer,
       reclaimAfterMs: settings.reclaimAfterMs,

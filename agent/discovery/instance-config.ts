@@ -72,6 +72,7 @@ export function instanceConfigFor(instance: AnnotatedAllocation, node: NodeFacts
     ...(instance.maxAwakeMs !== undefined ? { maxAwake: instance.maxAwakeMs } : {}),
     ...(instance.maxSleepMs !== undefined ? { maxSleep: instance.maxSleepMs } : {}),
     ...(checkTls ? { checkTls } : {}),
+    ...(instance.dryRun ? { dryRun: true } : {}),
     runtime,
   };
   const parsed = instanceSchema.safeParse(raw);

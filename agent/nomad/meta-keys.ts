@@ -44,6 +44,7 @@ export const META_KEYS = [
   { key: 'doze.busy_cpu', type: 'number', min: 0, default: '0.1', description: 'Busy guard: the share of one core (CPU over the last idle window) that still counts as quiet; above it the instance is still working and does not sleep (doze.max_awake still bounds it). `0` turns the guard off.' },
   { key: 'doze.metrics_path', type: 'path', default: '/metrics', description: 'Where the app serves its metrics: the agent fetches it through the instance\'s own address just before the instance sleeps, and serves that body to observers (Prometheus, agent config `observers.fromSources`) while it sleeps (docs/observers.md).' },
   { key: 'doze.max_sleep', type: 'duration', default: undefined, description: 'Wake an instance that has slept this long even without traffic (e.g. for periodic work). Unset: sleep until traffic comes.' },
+  { key: 'doze.dry_run', type: 'boolean', default: 'false', description: 'Rehearse: doze decides as if it managed the task (idle, busy guard) and logs, counts and draws each sleep it would have taken and the memory it would have freed, but never freezes, redirects or reclaims it. Set it to `false` (a job update) to let doze manage it for real, no restart.' },
 ] as const satisfies readonly MetaKeyDeclaration[];
 
 export type MetaKey = (typeof META_KEYS)[number]['key'];
@@ -75,6 +76,8 @@ export interface DozeSettings {
   busyCpu: number;
   maxAwakeMs: number | undefined;
   maxSleepMs: number | undefined;
+  /** doze.dry_run: decide, never freeze. */
+  dryRun: boolean;
   /** doze.tap_address: the tap doze vm creates for a snapshot-mode qemu task. */
   tapAddress: string | undefined;
   /** doze.metrics_path: what observers get while it sleeps, fetched before it does. */
@@ -192,6 +195,7 @@ export function resolveDozeMeta(layers: readonly MetaLayer[]): { settings: DozeS
     busyCpu: get<number>('doze.busy_cpu')!,
     maxAwakeMs: get<number>('doze.max_awake'),
     maxSleepMs: get<number>('doze.max_sleep'),
+    dryRun: get<boolean>('doze.dry_run')!,
     tapAddress: get<string>('doze.tap_address'),
     metricsPath: get<string>('doze.metrics_path')!,
   };

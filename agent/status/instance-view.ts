@@ -4,6 +4,8 @@ import { monotonicNs } from '../shared/clock.js';
 import { describeFailure, describeHold, type HoldReason } from '../detector/reasons.js';
 import type { InstanceState } from '../detector/states.js';
 import type { InstanceMemoryView, MemoryTracker } from './memory-view.js';
+import { describeAwake, type AwakeReason } from '../detector/why-awake.js';
+import type { SavingsView } from './savings.js';
 
 /** The status API's instance record (a contract other tools read: extend, never rename). */
 export interface InstanceView {
@@ -48,6 +50,24 @@ export interface InstanceView {
   origin: { allocId: string; jobId: string; group: string; task: string } | null;
   /** Who added it: `static` (config file), `nomad` (discovery) or `api` (PUT /api/instances/{id}, e.g. doze vm run --register). */
   source: 'static' | 'nomad' | 'api';
+  /** Dry run: decided on as if managed, never frozen, redirected or reclaimed. */
+  dryRun: boolean;
+  /** Dry run: sleeps it would have taken, wakes it would have made, time it would have spent asleep. */
+  wouldSleeps: number;
+  wouldWakes: number;
+  wouldAsleepMs: number;
+  /** Dry run: since when it would be asleep now (null: it would be awake). */
+  wouldSleepSince: string | null;
+  /** Dry run: its measured resident memory × the time it would have slept (byte-seconds): what a memory-freeing runtime would have given back. */
+  wouldFreeByteSeconds: number;
+  /** Why it is awake right now, strongest first, each with its evidence (client address, port, age; CPU figure; minAwake left); null when asleep or not asked. */
+  whyAwake: AwakeReason[] | null;
+  /** The same in words. */
+  whyAwakeText: string[] | null;
+  /** What sleeping saved: asleep share of the last hour and day, measured memory freed (byte-seconds), the day's wakes and first-response p50/p99. */
+  savings: SavingsView | null;
+  /** Its first-response p99 over the day is above config `coldStartThreshold` (false without one). */
+  slowWakes: boolean;
   /**
    * What the busy guard reads for it: a CPU cgroup holding exactly its processes (`file`), /proc
    * summed over its cgroup's processes (or its VM's process), or nothing, and why.
@@ -70,7 +90,20 @@ export function busyGuardOf(i: ReadonlyInstance): BusyGuardView {
   return view(i.runtime.usageSource?.() ?? { kind: 'unavailable', reason: 'not-read-yet' });
 }
 
-export function viewOf(i: ReadonlyInstance, memory?: MemoryTracker): InstanceView {
+/** What the status server adds to an instance's own record. */
+export interface ViewExtras {
+  /** The agent-wide dry run (Detector.dryRunAll). */
+  dryRunAll?: boolean;
+  why?: AwakeReason[];
+  savings?: SavingsView;
+  /** Config `coldStartThreshold` (ms): a first-response p99 over it marks the instance's wakes as slow. */
+  coldStartThresholdMs?: number;
+}
+
+export function viewOf(i: ReadonlyInstance, memory?: MemoryTracker, { dryRunAll = false, why, savings, coldStartThresholdMs }: ViewExtras = {}): InstanceView {
+  const p99 = savings?.wakes.firstResponseP99Ms ?? null;
+  const nowNs = monotonicNs();
+  const r = i.rehearsal;
   return {
     id: i.id,
     state: i.state,
@@ -78,7 +111,7 @@ export function viewOf(i: ReadonlyInstance, memory?: MemoryTracker): InstanceVie
     wakes: i.wakes,
     lastWakeMs: i.lastWakeMs === undefined ? null : Math.round(i.lastWakeMs * 1000) / 1000,
     lastFirstResponseMs: i.lastFirstResponseMs === undefined ? null : Math.round(i.lastFirstResponseMs * 1000) / 1000,
-    idleForMs: Math.round(idleForMs(i, monotonicNs())),
+    idleForMs: Math.round(idleForMs(i, nowNs)),
     checksAnswered: i.checksAnswered,
     address: i.config.address,
     interface: i.config.interface ?? null,
@@ -100,6 +133,16 @@ export function viewOf(i: ReadonlyInstance, memory?: MemoryTracker): InstanceVie
     wake: i.wake,
     origin: i.origin ?? null,
     source: i.source,
+    dryRun: dryRunAll || i.config.dryRun,
+    wouldSleeps: r.sleeps,
+    wouldWakes: r.wakes,
+    wouldAsleepMs: Math.round(r.asleepMsAt(nowNs)),
+    wouldSleepSince: r.current ? new Date(r.current.sinceMs).toISOString() : null,
+    wouldFreeByteSeconds: Math.round(r.freedByteSecondsAt(nowNs)),
+    whyAwake: why ?? null,
+    whyAwakeText: why ? why.map(describeAwake) : null,
+    savings: savings ?? null,
+    slowWakes: coldStartThresholdMs !== undefined && p99 !== null && p99 > coldStartThresholdMs,
     busyGuard: busyGuardOf(i),
   };
 }

@@ -65,6 +65,14 @@ export class MemoryTracker {
     return { ...usage, nodeBytes: usage.residentBytes + usage.compressedBytes, awakeBytes: this.awake.get(i) ?? null, reclaim: i.runtime.reclaimState?.() ?? null };
   }
 
+  /** What a sleeper gives back now, measured (its awake memory minus what it holds); undefined when not measured. */
+  freedBytes(i: ReadonlyInstance): number | undefined {
+    const usage = this.usage.get(i);
+    const awake = this.awake.get(i);
+    if (i.state !== 'sleeping' || !usage || awake === undefined) return undefined;
+    return Math.max(0, awake - usage.residentBytes);
+  }
+
   node(): NodeMemoryView {
     const swap = readNodeSwap();
     let residentBytes = 0;

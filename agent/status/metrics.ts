@@ -5,6 +5,7 @@ import { INSTANCE_STATES } from '../detector/states.js';
 import { RECLAIM_RESULTS } from '../runtimes/freezer-reclaim.js';
 import type { Runtime } from '../runtimes/runtime.js';
 import { MemoryTracker } from './memory-view.js';
+import { SavingsLedger } from './savings.js';
 
 type InstanceLabels = { instance: string; runtime: string };
 
@@ -42,6 +43,8 @@ export class Metrics {
   readonly reclaimSeconds = this.instanceHistogram('doze_reclaim_seconds', "Time to push a sleeping instance's memory out (reclaims that ran to the end)", [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10]);
   /** Each instance's measured memory, shared with the status API. */
   readonly memory: MemoryTracker;
+  /** What sleeping saved (time asleep, memory freed, wakes), shared with the status API. */
+  readonly savings: SavingsLedger;
 
   /** Every metric labelled by instance: each gets a zero series per managed instance and loses it on release. */
   private readonly perInstanceCounters = [this.sleeps, this.wakes, this.wakeFailures, this.wakeEventsMissed, this.checksAnswered];
@@ -74,6 +77,29 @@ export class Metrics {
       });
     }
     const memory = (this.memory = new MemoryTracker(detector));
+    const savings = (this.savings = new SavingsLedger(detector, (i) => memory.freedBytes(i)));
+    new Counter({
+      name: 'doze_asleep_seconds_total',
+      help: 'Time an instance has spent asleep since the agent began managing it',
+      labelNames: ['instance', 'runtime'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const i of detector.instances()) this.inc(labelsOf(i), savings.view(i).asleepSecondsTotal);
+      },
+    });
+    new Counter({
+      name: 'doze_memory_freed_byte_seconds_total',
+      help: "Memory a sleeping instance gave back, measured from its memory cgroup (awake resident minus resident now), integrated over time",
+      labelNames: ['instance', 'runtime'],
+      registers: [this.registry],
+      async collect() {
+        await memory.refresh();
+        savings.measure();
+        this.reset();
+        for (const i of detector.instances()) this.inc(labelsOf(i), savings.view(i).memoryFreedByteSeconds);
+      },
+    });
     new Gauge({
       name: 'doze_instance_memory_bytes',
       help: "Memory an instance holds, from its memory cgroup: resident (charged to it now), swapped (its pages in swap), compressed (RAM its swapped pages take in zram: its share of zram's memory)",
@@ -193,6 +219,7 @@ export class Metrics {
       this.synced.delete(key);
     }
     for (const labels of current.values()) this.ensureSeries(labels);
+    this.savings.sync();
   }
 
   /** The exposition text for GET /metrics, series reconciled first. */

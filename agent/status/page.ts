@@ -34,8 +34,11 @@ export function renderRows(list: InstanceView[]): string {
     if (i.failure) return ['failed', esc(i.failure)];
     if (i.held > 0) return ['waking', `${i.held} connection(s) held while it wakes`];
     if (i.queuedSince) return ['waking', `waiting for room in the node budget since ${clock(i.queuedSince)}`];
-    if (i.state === 'running' && i.heldBy) return ['busy', `busy: ${esc(i.heldBy)}`];
-    if (i.state === 'running') return ['idle', `idle ${secs(i.idleForMs)} of ${secs(i.idleTimeoutMs)}`];
+    if (i.state === 'running' && i.wouldSleepSince) return ['would-sleep', `dry run: would be asleep since ${clock(i.wouldSleepSince)}`];
+    // Why it is awake, with its evidence (client, age, CPU figure), under the countdown.
+    const because = i.whyAwakeText && i.whyAwakeText.length > 0 ? `<br><span class="muted awake-why">${i.whyAwakeText.map(esc).join('<br>')}</span>` : '';
+    if (i.state === 'running' && i.heldBy) return ['busy', `busy: ${esc(i.heldBy)}${because}`];
+    if (i.state === 'running') return ['idle', `idle ${secs(i.idleForMs)} of ${secs(i.idleTimeoutMs)}${because}`];
     if (i.state === 'sleeping') return ['asleep', `asleep since ${clock(i.stateSince)}`];
     return ['transition', `${esc(i.state)} since ${clock(i.stateSince)}`];
   };
@@ -64,8 +67,13 @@ export function renderRows(list: InstanceView[]): string {
         `<td class="why ${whyKind}" data-why="${whyKind}">${whyText}</td>` +
         `<td>${esc(i.runtime)}${i.mode ? ` ${esc(i.mode)}` : ''}<br><span class="muted">${esc(i.idlePolicy)}, wake ${esc(i.wake)}</span>${guard(i)}</td>` +
         `<td>${origin}</td>` +
-        `<td>${ms(i.lastWakeMs)}<br><span class="muted" title="first packet → first response byte">${i.lastFirstResponseMs === null ? '' : `answered ${ms(i.lastFirstResponseMs)}`}</span></td>` +
-        `<td>${i.sleeps} / ${i.wakes}<br><span class="muted">${i.checksAnswered} checks</span></td>` +
+        `<td>${ms(i.lastWakeMs)}<br><span class="muted" title="first packet → first response byte">${i.lastFirstResponseMs === null ? '' : `answered ${ms(i.lastFirstResponseMs)}`}</span>` +
+        (i.slowWakes && i.savings ? `<br><span class="bad slow-wakes" title="first-response p99 today is over coldStartThreshold">slow wakes: p99 ${ms(i.savings.wakes.firstResponseP99Ms)}</span>` : '') +
+        '</td>' +
+        `<td>${i.sleeps} / ${i.wakes}<br><span class="muted">${i.checksAnswered} checks</span>` +
+        (i.savings ? `<br><span class="muted savings" title="share of the last hour / day asleep; first response p99 today">asleep ${Math.round(i.savings.lastHour.asleepShare * 100)}% / ${Math.round(i.savings.lastDay.asleepShare * 100)}%${i.savings.wakes.firstResponseP99Ms === null ? '' : `, p99 ${ms(i.savings.wakes.firstResponseP99Ms)}`}</span>` : '') +
+        (i.dryRun ? `<br><span class="dry-run" title="dry run, never frozen: would have slept ${i.wouldSleeps} time(s) for ${secs(i.wouldAsleepMs)}, freeing ${mib(i.wouldFreeByteSeconds / 3600)}·h">dry run: ${i.wouldSleeps}× ${secs(i.wouldAsleepMs)}</span>` : '') +
+        '</td>' +
         `<td class="memory">${memory(i)}</td>` +
         `<td class="last-error ${i.lastError ? 'bad' : ''}">${lastError}</td>` +
         `<td class="actions"><button data-action="sleep" data-id="${esc(i.id)}" ${i.state === 'running' ? '' : 'disabled'}>sleep</button>` +
@@ -85,7 +93,7 @@ export function renderTimelines(list: InstanceView[], records: TransitionRecord[
   const from = nowMs - windowMs;
   const pct = (ms: number) => (Math.max(0, Math.min(windowMs, ms - from)) / windowMs) * 100;
   const clock = (ms: number) => new Date(ms).toISOString().slice(11, 19);
-  const label: Record<string, string> = { running: 'awake', sleeping: 'asleep', waking: 'waking', pausing: 'pausing', failed: 'failed' };
+  const label: Record<string, string> = { 'would-sleep': 'would be asleep (dry run)', running: 'awake', sleeping: 'asleep', waking: 'waking', pausing: 'pausing', failed: 'failed' };
   if (list.length === 0) return '<div class="muted">no instances yet</div>';
   const ago = (ms: number) => (ms === 0 ? 'now' : ms >= 60_000 ? `−${Math.round(ms / 60_000)} min` : `−${Math.round(ms / 1000)} s`);
   const axis = [1, 0.75, 0.5, 0.25, 0].map((f) => `<span style="left:${(1 - f) * 100}%">${ago(f * windowMs)}</span>`).join('');
@@ -99,21 +107,23 @@ export function renderTimelines(list: InstanceView[], records: TransitionRecord[
   }
   const bars = list.map((i) => {
     const mine = byInstance.get(i.id) ?? [];
-    let state: string = mine.length > 0 ? mine[0]!.from : i.state;
+    let state: string = mine.length > 0 ? (mine[0]!.rehearsed && mine[0]!.from === 'sleeping' ? 'would-sleep' : mine[0]!.from) : i.wouldSleepSince ? 'would-sleep' : i.state;
     let at = Math.max(from, Date.parse(i.managedSince));
     const spans: Array<{ state: string; from: number; to: number }> = [];
     for (const r of mine) {
       const t = Math.max(at, Date.parse(r.at));
       if (t > at) spans.push({ state, from: at, to: t });
-      state = r.to;
+      // A dry run's would-sleep span: the instance stayed awake, drawn apart from a real sleep.
+      state = r.rehearsed && r.to === 'sleeping' ? 'would-sleep' : r.to;
       at = t;
     }
     spans.push({ state, from: at, to: nowMs });
     const wakes = mine.filter((r) => r.to === 'waking').length;
+    const wouldWakes = mine.filter((r) => r.rehearsed && r.to === 'running').length;
     const html = spans
       .map((sp) => `<span class="span ${esc(sp.state)}" data-state="${esc(sp.state)}" data-from="${sp.from}" data-to="${sp.to}" style="left:${pct(sp.from).toFixed(3)}%;width:${(pct(sp.to) - pct(sp.from)).toFixed(3)}%" title="${esc(label[sp.state] ?? sp.state)} ${clock(sp.from)}–${clock(sp.to)}"></span>`)
       .join('');
-    return `<div class="timeline-row" data-id="${esc(i.id)}"><div class="timeline-label"><b>${esc(i.id)}</b> <span class="muted">${wakes} wake${wakes === 1 ? '' : 's'}</span></div><div class="bar">${html}</div></div>`;
+    return `<div class="timeline-row" data-id="${esc(i.id)}"><div class="timeline-label"><b>${esc(i.id)}</b> <span class="muted">${wakes} wake${wakes === 1 ? '' : 's'}${i.dryRun ? ` · dry run, ${wouldWakes} would-be` : ''}</span></div><div class="bar">${html}</div></div>`;
   });
   return `${bars.join('')}<div class="timeline-row"><div class="timeline-label"></div><div class="axis">${axis}</div></div>`;
 }
@@ -189,12 +199,27 @@ export function renderSummary(report: StatusReport): string {
     card('instances', `${report.instances.total}`, chips || 'instances') +
     card('memory', `${b.activeMemory}${b.maxActiveMemory === null ? '' : ` <small>/ ${b.maxActiveMemory}</small>`} <small>MiB</small>`, b.maxActiveMemory === null ? 'awake memory (no budget)' : 'awake memory of the budget', b.maxActiveMemory !== null && b.activeMemory > b.maxActiveMemory) +
     card('freed', `${b.freedMemory} <small>MiB</small>`, 'freed by sleeping instances') +
+    savingsCard(report, card) +
     (b.queued > 0 || b.overruns > 0 ? card('budget', `${b.queued}`, `wake(s) queued · ${b.overruns} over budget`, true) : '') +
     events +
     memory +
     (report.hostPorts.interfaces.length > 0 ? card('host-ports', `${report.hostPorts.interfaces.length}`, `interfaces watched for host ports: ${report.hostPorts.interfaces.map(esc).join(', ')}`) : '') +
     `<div class="links">${link('Nomad', report.connections.nomad)}<br>${link('Consul', report.connections.consul)}</div>` +
     why
+  );
+}
+
+/** The node card's savings row: asleep share today and this hour, memory freed (measured), wakes and their first response. */
+function savingsCard(report: StatusReport, card: (key: string, value: string, caption: string) => string): string {
+  const s = report.savings;
+  if (!s) return '';
+  const pct = (share: number) => `${Math.round(share * 100)}%`;
+  const ms = (v: number | null) => (v === null ? '–' : `${v.toFixed(v < 10 ? 1 : 0)} ms`);
+  const gibHours = s.memoryFreedByteSeconds / 2 ** 30 / 3600;
+  return card(
+    'savings',
+    `${pct(s.lastDay.asleepShare)} <small>asleep today</small>`,
+    `${pct(s.lastHour.asleepShare)} this hour · ${gibHours.toFixed(gibHours < 10 ? 2 : 0)} GiB·h freed (measured) · ${s.wakes.count} wake(s) today, first response p50 ${ms(s.wakes.firstResponseP50Ms)}, p99 ${ms(s.wakes.firstResponseP99Ms)}`,
   );
 }
 
@@ -254,6 +279,7 @@ export function renderStatusPage(initial: PageData): string {
   .bar .span { position: absolute; top: 0; bottom: 0; min-width: 2px; }
   .span.running { background: var(--awake); } .span.sleeping { background: var(--asleep); }
   .span.waking, .span.pausing { background: var(--waking); } .span.failed { background: var(--failed); }
+  .span.would-sleep { background: repeating-linear-gradient(135deg, var(--asleep) 0 4px, transparent 4px 8px); }
   .axis { height: 1rem; font-size: .75rem; color: var(--muted); }
   .axis span { position: absolute; transform: translateX(-50%); white-space: nowrap; }
   .axis span:first-child { transform: none; } .axis span:last-child { transform: translateX(-100%); }
@@ -277,7 +303,7 @@ export function renderStatusPage(initial: PageData): string {
 <section class="wide">
 <h2>Timeline <select id="window" aria-label="timeline window"><option value="3600000">last hour</option><option value="600000">last 10 min</option><option value="60000">last minute</option></select></h2>
 <div id="timelines">${renderTimelines(initial.instances, initial.transitions, initial.nowMs, initial.windowMs)}</div>
-<div class="legend"><span><i style="background:#f1f3f6;border:1px solid var(--line)"></i>not managed</span><span><i style="background:var(--awake)"></i>awake</span><span><i style="background:var(--asleep)"></i>asleep</span><span><i style="background:var(--waking)"></i>waking / pausing</span><span><i style="background:var(--failed)"></i>failed</span></div>
+<div class="legend"><span><i style="background:#f1f3f6;border:1px solid var(--line)"></i>not managed</span><span><i style="background:var(--awake)"></i>awake</span><span><i style="background:var(--asleep)"></i>asleep</span><span><i style="background:var(--waking)"></i>waking / pausing</span><span><i style="background:var(--failed)"></i>failed</span><span><i style="background:repeating-linear-gradient(135deg,var(--asleep) 0 3px,transparent 3px 6px)"></i>would be asleep (dry run)</span></div>
 </section>
 <section>
 <h2>Instances</h2>
@@ -301,6 +327,7 @@ const __name = (fn) => fn;
 const renderRows = ${renderRows.toString()};
 const renderTimeline = ${renderTimeline.toString()};
 const renderTimelines = ${renderTimelines.toString()};
+const savingsCard = ${savingsCard.toString()};
 const renderSummary = ${renderSummary.toString()};
 const renderLatency = ${renderLatency.toString()};
 const renderWakes = ${renderWakes.toString()};

@@ -2,6 +2,8 @@ import { timingSafeEqual } from 'node:crypto';
 import type { Server } from 'node:http';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { describeIssues } from '../shared/zod-issues.js';
+import { messageOf } from '../shared/errors.js';
+import type { AwakeReason } from '../detector/why-awake.js';
 import { instanceSchema } from '../config/schema.js';
 import type { Detector } from '../detector/detector.js';
 import type { InstanceRegistry } from '../instances/registry.js';
@@ -31,6 +33,8 @@ export interface StatusServerOptions {
   hostInterfaces?: () => string[];
   /** Instances registered at run time (PUT/DELETE /api/instances/{id}); without it (registrations.enabled off) those routes answer 404. */
   registry?: InstanceRegistry;
+  /** Config `coldStartThreshold` (ms): instances whose first-response p99 over the day is above it are marked. */
+  coldStartThresholdMs?: number;
 }
 
 const REGISTRATIONS_OFF = 'this agent takes no registrations: set "registrations": { "enabled": true } in its config (docs/security.md)';
@@ -60,13 +64,22 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
   const latency = async () => ({ wake: await latencyDistribution(metrics.wakeSeconds), firstResponse: await latencyDistribution(metrics.firstResponseSeconds) });
 
   const memory = metrics.memory;
+  const savings = metrics.savings;
+  const view = (i: Parameters<typeof viewOf>[0], why?: Map<string, AwakeReason[]>) => viewOf(i, memory, { dryRunAll: detector.dryRunAll, why: why?.get(i.id), savings: savings.view(i), coldStartThresholdMs: options.coldStartThresholdMs });
+  // Why each awake instance is awake: one counters and one connections read per request.
+  const whyAwake = () => detector.whyAwake().catch((error) => {
+    options.log.warn({ err: messageOf(error) }, 'why-awake: reading connections failed');
+    return new Map<string, AwakeReason[]>();
+  });
   app.get('/', async (_req, res) => {
     await options.refresh().catch(() => undefined);
     await memory.refresh();
+    savings.measure();
+    const why = await whyAwake();
     res.type('html').send(
       renderStatusPage({
-        instances: detector.instances().map((i) => viewOf(i, memory)),
-        status: statusReport(detector, options.discovery?.(), memory.node(), options.versions?.(), options.hostInterfaces?.()),
+        instances: detector.instances().map((i) => view(i, why)),
+        status: statusReport(detector, options.discovery?.(), memory.node(), options.versions?.(), options.hostInterfaces?.(), savings.node()),
         transitions: transitions.after(0),
         wakes: wakes.list(),
         latency: await latency(),
@@ -95,12 +108,15 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
   app.get('/api/instances', async (_req, res) => {
     await options.refresh().catch(() => undefined);
     await memory.refresh();
-    res.json(detector.instances().map((i) => viewOf(i, memory)));
+    savings.measure();
+    const why = await whyAwake();
+    res.json(detector.instances().map((i) => view(i, why)));
   });
 
   app.get('/api/status', async (_req, res) => {
     await memory.refresh();
-    res.json(statusReport(detector, options.discovery?.(), memory.node(), options.versions?.(), options.hostInterfaces?.()));
+    savings.measure();
+    res.json(statusReport(detector, options.discovery?.(), memory.node(), options.versions?.(), options.hostInterfaces?.(), savings.node()));
   });
 
   app.get('/api/instances/:id', async (req, res) => {
@@ -111,7 +127,8 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
     }
     await options.refresh().catch(() => undefined);
     await memory.refresh();
-    res.json(viewOf(instance, memory));
+    savings.measure();
+    res.json(view(instance, await whyAwake()));
   });
 
   app.post('/api/instances/:id/:action', requireToken, async (req, res) => {

@@ -3,6 +3,7 @@ import type { WakeEventHealth } from '../detector/wake-signals.js';
 import type { PacingReport } from '../scheduler/fault-back-gate.js';
 import type { DiscoveryReport } from '../discovery/discovery-report.js';
 import type { NodeMemoryView } from './memory-view.js';
+import type { SavingsView } from './savings.js';
 import type { UpstreamVersions } from '../upstream-versions.js';
 
 /*
@@ -42,11 +43,13 @@ export interface StatusReport extends DiscoveryReport {
   versions: UpstreamVersions;
   /** The node interfaces host-port instances' traffic is counted on now (none while no host-port instance is managed). */
   hostPorts: { interfaces: string[] };
+  /** What sleeping saved on this node (agent/status/savings.ts): asleep share of the last hour and day, memory freed, wakes. */
+  savings: SavingsView | null;
 }
 
 const ACTIVE = new Set(['running', 'waking', 'pausing']);
 
-export function statusReport(detector: Detector, discovery: DiscoveryReport | undefined, memory?: NodeMemoryView, versions: UpstreamVersions = {}, hostInterfaces: string[] = []): StatusReport {
+export function statusReport(detector: Detector, discovery: DiscoveryReport | undefined, memory?: NodeMemoryView, versions: UpstreamVersions = {}, hostInterfaces: string[] = [], savings?: SavingsView): StatusReport {
   const byState: Record<string, number> = {};
   const instances = detector.instances();
   for (const instance of instances) byState[instance.state] = (byState[instance.state] ?? 0) + 1;
@@ -73,6 +76,7 @@ export function statusReport(detector: Detector, discovery: DiscoveryReport | un
     memory: memory ?? null,
     versions,
     hostPorts: { interfaces: hostInterfaces },
+    savings: savings ?? null,
   };
 }
 

@@ -8,6 +8,8 @@ export interface TransitionRecord {
   from: InstanceState;
   to: InstanceState;
   reason: string;
+  /** Dry run: a sleep it would have taken (to `sleeping`) or the wake that would have ended it (to `running`); its real state stayed `running`. */
+  rehearsed?: true;
 }
 
 export interface TransitionLogLimits {
@@ -35,6 +37,10 @@ export class TransitionLog {
   constructor(detector: Detector, limits: Partial<TransitionLogLimits> = {}, private readonly now = () => Date.now()) {
     this.limits = { ...DEFAULT_LIMITS, ...limits };
     detector.on('transition', (e) => this.add({ at: new Date(e.at).toISOString(), instance: e.instance.id, from: e.from, to: e.to, reason: e.reason }));
+    detector.on('rehearsed', (e) => {
+      const [from, to]: [InstanceState, InstanceState] = e.kind === 'would-sleep' ? ['running', 'sleeping'] : ['sleeping', 'running'];
+      this.add({ at: new Date(e.at).toISOString(), instance: e.instance.id, from, to, reason: `dry run: ${e.reason}`, rehearsed: true });
+    });
   }
 
   add(record: Omit<TransitionRecord, 'seq'>): void {

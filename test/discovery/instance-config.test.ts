@@ -101,3 +101,13 @@ test('what cannot be an instance says why: podman, snapshot, scale, the agent it
   t.regex(reason(exec, { ownAllocId: exec.ID }), /the doze agent's own allocation/);
   t.regex(reason(fixtureAllocation('allocation-bridge', driver('qemu')), { allocDir: `/${'x'.repeat(120)}` }), /^cannot be an instance:\n {2}runtime\.qmp: .*unix socket path has at most/);
 });
+
+test('doze.dry_run on a group: its instance is rehearsed; a job update setting it to false makes a config that is managed for real', (t) => {
+  const facts = { interface: 'veth0', cgroup: V2('/sys/fs/cgroup/nomad.slice/share.slice/x.redis.scope') };
+  const rehearsed = fixtureAllocation('allocation-bridge', both(driver('exec'), groupMeta({ 'doze.dry_run': 'true' })));
+  t.true(configOf(instanceConfigFor(instanceOf(rehearsed), facts)).dryRun);
+  const real = fixtureAllocation('allocation-bridge', both(driver('exec'), groupMeta({ 'doze.dry_run': 'false' })));
+  t.false(configOf(instanceConfigFor(instanceOf(real), facts)).dryRun);
+  // Discovery replaces an instance whose allocation maps differently (agent/discovery/nomad-instances.ts): the flag is part of it.
+  t.notDeepEqual(instanceOf(rehearsed), instanceOf(real));
+});

@@ -23,6 +23,7 @@ test('defaults apply when nothing is set', (t) => {
     wake: undefined,
     minAwakeMs: 0,
     busyCpu: 0.1,
+    dryRun: false,
     maxAwakeMs: undefined,
     maxSleepMs: undefined,
     tapAddress: undefined,
@@ -84,7 +85,7 @@ test('an invalid value is reported even where a narrower level overrides it', (t
 
 test('an unknown key far from any declared one lists the known keys', (t) => {
   const [problem] = checkMetaLayer({ place: 'job "x"', meta: { 'doze.colour': 'blue' } });
-  t.regex(problem!, /^job "x": doze.colour: unknown doze meta key \(known: doze.enabled, doze.idle_timeout, .*doze.max_sleep\)$/);
+  t.regex(problem!, /^job "x": doze.colour: unknown doze meta key \(known: doze.enabled, doze.idle_timeout, .*doze.max_sleep, doze.dry_run\)$/);
 });
 
 test('meta outside the doze. prefix is not doze\'s business', (t) => {
@@ -97,7 +98,7 @@ test('every declared key has a type, a description and a valid default', (t) => 
     t.true(decl.description.length > 20, decl.key);
     if (decl.default !== undefined) t.deepEqual(checkMetaLayer({ place: 'default', meta: { [decl.key]: decl.default } }), [], decl.key);
   }
-  t.deepEqual(META_KEYS.map((d) => d.key), ['doze.enabled', 'doze.idle_timeout', 'doze.idle_policy', 'doze.mode', 'doze.reclaim', 'doze.reclaim_after', 'doze.reclaim_keep', 'doze.tap_address', 'doze.wake', 'doze.min_awake', 'doze.max_awake', 'doze.busy_cpu', 'doze.metrics_path', 'doze.max_sleep']);
+  t.deepEqual(META_KEYS.map((d) => d.key), ['doze.enabled', 'doze.idle_timeout', 'doze.idle_policy', 'doze.mode', 'doze.reclaim', 'doze.reclaim_after', 'doze.reclaim_keep', 'doze.tap_address', 'doze.wake', 'doze.min_awake', 'doze.max_awake', 'doze.busy_cpu', 'doze.metrics_path', 'doze.max_sleep', 'doze.dry_run']);
 });
 
 test('idle policies and wake modes are the ones the agent config accepts', (t) => {

@@ -8,6 +8,7 @@ function view(overrides: Partial<InstanceView>): InstanceView {
     address: '10.0.0.5:8080', interface: 'veth1', runtime: 'freezer', mode: null, idlePolicy: 'requests', idleTimeoutMs: 500,
     heldBy: null, heldReason: null, failure: null, lastError: null, stateSince: '2026-11-28T00:00:00.000Z', queuedSince: null, memory: 0, freesMemory: false, managedSince: '2026-11-28T00:00:00.000Z', memoryUsage: null, held: 0,
     wake: 'retry', origin: null, source: 'static', busyGuard: { source: 'cpu-cgroup', file: '/sys/fs/cgroup/cpuacct/web/cpuacct.usage' },
+    dryRun: false, wouldSleeps: 0, wouldWakes: 0, wouldAsleepMs: 0, wouldSleepSince: null, wouldFreeByteSeconds: 0, whyAwake: null, whyAwakeText: null, savings: null, slowWakes: false,
     ...overrides,
   };
 }
@@ -58,4 +59,18 @@ test('a timeline tiles the window with the spans of a known sequence of sleeps a
   // An instance managed for less than the window starts where it was added.
   const young = renderTimelines([view({ state: 'running', managedSince: at(10) })], [], now, 100_000);
   t.regex(young, /class="span running" [^>]*style="left:90\.000%;width:10\.000%"/);
+});
+
+test('the timeline draws a dry run\'s would-sleep span apart from a real sleep, and the row says what it would have saved', (t) => {
+  const at = (s: number) => new Date(Date.parse('2026-11-28T00:00:00.000Z') + s * 1000).toISOString();
+  const records = [
+    { seq: 1, at: at(10), instance: 'web', from: 'running' as const, to: 'sleeping' as const, reason: 'dry run: no traffic for 1000 ms', rehearsed: true as const },
+    { seq: 2, at: at(40), instance: 'web', from: 'sleeping' as const, to: 'running' as const, reason: 'dry run: traffic', rehearsed: true as const },
+  ];
+  const list = [view({ state: 'running', dryRun: true, wouldSleeps: 1, wouldWakes: 1, wouldAsleepMs: 30_000 })];
+  const html = renderTimelines(list, records, Date.parse(at(60)), 60_000);
+  t.regex(html, /<span class="span would-sleep" data-state="would-sleep" data-from="\d+" data-to="\d+"/);
+  t.notRegex(html, /data-state="sleeping"/, 'never drawn as a real sleep');
+  t.regex(html, /dry run, 1 would-be/);
+  t.regex(renderRows(list), /dry run: 1× 30\.0 s/);
 });

@@ -7,7 +7,7 @@ function report(detail: Record<string, unknown>, hostInterfaces: string[] = []):
     instances: { total: 0, byState: {} },
     budget: { maxActive: null, maxActiveMemory: null, active: 0, activeMemory: 0, freedMemory: 0, queued: 0, overruns: 0, pacedWakes: null },
     wakeEvents: { gaps: 0, lastGap: null, missed: 0, late: 0 },
-    memory: null,
+    memory: null, savings: null,
     connections: { nomad: { address: 'http://127.0.0.1:4646', connected: true, since: '2026-12-01T00:00:00.000Z', detail } },
     allocations: [],
     versions: {},

@@ -1,0 +1,147 @@
+import type { Connection } from '../sources/bpf-records.js';
+import { isCheckInFlight, isOpen, isRequestInFlight } from './idle-decision.js';
+import { lastActivityNs, minAwakeUntilNs, type ReadonlyInstance } from './managed-instance.js';
+import { describeHold, type BusyDetail } from './reasons.js';
+import type { TrafficSource } from '../sources/traffic-source.js';
+import { monotonicNs } from '../shared/clock.js';
+
+/*
+ * "Why is it awake?": for an awake instance, every reason it is not asleep right now, each with
+ * its evidence, as a discriminated union (the status page, the API and `doze status --why` say it
+ * in words, never the detector). Built from what the agent already reads: the instance's counters
+ * and its doze_conns records (client address and port, when the client last sent payload), the
+ * busy guard's last finding and the instance's settings. It names clients by the connections the
+ * tc program tracks; a per-instance table of the last packets' sources (top talkers) would need a
+ * new map in doze.bpf.c and is not kept.
+ */
+
+const MS = 1_000_000n;
+
+/** A client connection as evidence: who, and how long since its last payload (a request's age). */
+export interface ClientEvidence {
+  address: string;
+  port: number;
+  /** Since the client's last payload (in flight: the request's age), ms. */
+  ageMs: number;
+}
+
+export type AwakeReason =
+  /** It had traffic within its idle timeout: the idle clock is still running. */
+  | { kind: 'recent-traffic'; idleForMs: number; idleTimeoutMs: number; lastClient: ClientEvidence | null }
+  /** `minAwake` (or the 3 s kept for a client's SYN retransmission) since its last wake. */
+  | { kind: 'min-awake'; leftMs: number; minAwakeMs: number }
+  /** Requests whose answer is not out yet. */
+  | { kind: 'in-flight'; clients: ClientEvidence[] }
+  /** Policy `connections`: client connections still open. */
+  | { kind: 'open-connection'; clients: ClientEvidence[] }
+  /** A health check talking to the instance itself (a sleep waits for its answer). */
+  | { kind: 'check-in-flight'; clients: ClientEvidence[] }
+  /** The busy guard's last finding: still computing or doing block I/O. */
+  | { kind: 'busy'; detail: BusyDetail }
+  | { kind: 'measuring' }
+  /** It must never sleep (a check the stub cannot answer). */
+  | { kind: 'never-sleeps'; detail: string }
+  /** Its Nomad client is stopping, restarting or signalling its task: awake until that is done. */
+  | { kind: 'nomad-task-event'; event: string; message: string | undefined; stopping: boolean }
+  /** Its connections could not be read: never taken for "nothing in flight". */
+  | { kind: 'connections-unreadable'; message: string }
+  /** Its wake waits for room in the node budget. */
+  | { kind: 'budget-queued'; sinceMs: number }
+  /** Dry run: it is awake only because it is rehearsed; it would be asleep since then. */
+  | { kind: 'dry-run'; wouldSleepSinceMs: number };
+
+/** What the explanation is read from: the instance's connections (doze_conns) and its last packet now. */
+export interface AwakeEvidence {
+  nowNs: bigint;
+  lastSeenNs: bigint;
+  connections: readonly Connection[];
+}
+
+function client(c: Connection, nowNs: bigint): ClientEvidence {
+  const since = c.clientPayloadNs > 0n ? c.clientPayloadNs : c.lastNs;
+  return { address: c.clientAddr, port: c.clientPort, ageMs: Math.max(0, Math.round(Number(nowNs - since) / 1e6)) };
+}
+
+/** Oldest first: the longest-waiting request is the one to look at. */
+function oldestFirst(list: ClientEvidence[]): ClientEvidence[] {
+  return list.sort((a, b) => b.ageMs - a.ageMs);
+}
+
+/** Every reason `instance` is awake now, the strongest first; empty when nothing holds it (it sleeps at its next check). */
+export function explainAwake(instance: ReadonlyInstance, evidence: AwakeEvidence): AwakeReason[] {
+  const { nowNs, connections } = evidence;
+  const reasons: AwakeReason[] = [];
+  if (instance.state === 'waking' && instance.queuedSinceMs !== undefined) return [{ kind: 'budget-queued', sinceMs: instance.queuedSinceMs }];
+  if (instance.state !== 'running') return [];
+  if (instance.rehearsal.current) return [{ kind: 'dry-run', wouldSleepSinceMs: instance.rehearsal.current.sinceMs }];
+  // What forbids a sleep outright (a check the stub cannot answer, a Nomad task event), else the last check's hold.
+  const forbidden = instance.sleepHeldBy;
+  if (forbidden?.kind === 'never-sleeps' || forbidden?.kind === 'nomad-task-event') reasons.push(forbidden);
+  const mine = connections.filter((c) => c.instanceAddr === instance.key);
+  const policy = instance.config.idlePolicy;
+  if (policy !== 'traffic') {
+    const inFlight = mine.filter(isRequestInFlight).map((c) => client(c, nowNs));
+    if (inFlight.length > 0) reasons.push({ kind: 'in-flight', clients: oldestFirst(inFlight) });
+  }
+  if (policy === 'connections') {
+    const open = mine.filter((c) => isOpen(c) && !isRequestInFlight(c)).map((c) => client(c, nowNs));
+    if (open.length > 0) reasons.push({ kind: 'open-connection', clients: oldestFirst(open) });
+  }
+  const held = instance.heldBy;
+  if (held?.kind === 'busy') reasons.push({ kind: 'busy', detail: held.detail });
+  else if (held?.kind === 'measuring') reasons.push({ kind: 'measuring' });
+  else if (held?.kind === 'nomad-task-event' && forbidden?.kind !== 'nomad-task-event') reasons.push(held);
+  else if (held?.kind === 'connections-unreadable') reasons.push({ kind: 'connections-unreadable', message: held.message });
+  const minUntil = minAwakeUntilNs(instance);
+  if (nowNs < minUntil) reasons.push({ kind: 'min-awake', leftMs: Math.round(Number(minUntil - nowNs) / 1e6), minAwakeMs: instance.minAwakeMs });
+  const last = lastActivityNs(instance, evidence.lastSeenNs);
+  const idleForMs = Math.max(0, Math.round(Number(nowNs - last) / 1e6));
+  if (nowNs < last + BigInt(instance.config.idleTimeout) * MS) {
+    // The last talker: the client connection whose packet came last (checks are not traffic).
+    const talker = mine.filter((c) => !isCheckInFlight(c) && c.lastNs > 0n).sort((a, b) => Number(b.lastNs - a.lastNs))[0];
+    reasons.push({ kind: 'recent-traffic', idleForMs, idleTimeoutMs: instance.config.idleTimeout, lastClient: talker ? { address: talker.clientAddr, port: talker.clientPort, ageMs: Math.round(Number(nowNs - talker.lastNs) / 1e6) } : null });
+  }
+  const checks = mine.filter(isCheckInFlight).map((c) => client(c, nowNs));
+  if (checks.length > 0) reasons.push({ kind: 'check-in-flight', clients: oldestFirst(checks) });
+  return reasons;
+}
+
+/** Why each awake (or queued) instance is awake, from one counters read and one connections read. */
+export async function whyAwake(instances: readonly ReadonlyInstance[], source: TrafficSource): Promise<Map<string, AwakeReason[]>> {
+  const awake = instances.filter((i) => i.state === 'running' || i.state === 'waking');
+  if (awake.length === 0) return new Map();
+  const [counters, connections] = await Promise.all([source.countersOf(awake.map((i) => i.key)), source.connections()]);
+  const nowNs = monotonicNs();
+  return new Map(awake.map((i) => [i.id, explainAwake(i, { nowNs, lastSeenNs: counters.get(i.key)?.lastSeenNs ?? i.lastSeenNs, connections })]));
+}
+
+const secs = (ms: number) => (ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`);
+const clients = (list: ClientEvidence[]) => {
+  const shown = list.slice(0, 3).map((c) => `${c.address}:${c.port} (${secs(c.ageMs)})`).join(', ');
+  return list.length > 3 ? `${shown} and ${list.length - 3} more` : shown;
+};
+
+export function describeAwake(reason: AwakeReason): string {
+  switch (reason.kind) {
+    case 'recent-traffic':
+      return `traffic ${secs(reason.idleForMs)} ago, idle timeout ${secs(reason.idleTimeoutMs)}${reason.lastClient ? `; last from ${reason.lastClient.address}:${reason.lastClient.port}` : ''}`;
+    case 'min-awake':
+      return `minAwake ${secs(reason.minAwakeMs)}: ${secs(reason.leftMs)} left`;
+    case 'in-flight':
+      return `${reason.clients.length} request(s) in flight from ${clients(reason.clients)}`;
+    case 'open-connection':
+      return `${reason.clients.length} open connection(s) from ${clients(reason.clients)}`;
+    case 'check-in-flight':
+      return `health check in flight from ${clients(reason.clients)}`;
+    case 'busy':
+    case 'measuring':
+    case 'never-sleeps':
+    case 'nomad-task-event':
+    case 'connections-unreadable':
+      return describeHold(reason);
+    case 'budget-queued':
+      return `waiting for room in the node budget since ${new Date(reason.sinceMs).toISOString().slice(11, 19)}`;
+    case 'dry-run':
+      return `dry run: would be asleep since ${new Date(reason.wouldSleepSinceMs).toISOString().slice(11, 19)}`;
+  }
+}

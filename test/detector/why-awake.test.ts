@@ -1,0 +1,80 @@
+import test from 'ava';
+import type { UsageReading } from '../../agent/cgroups/cpu-usage.js';
+import { describeAwake } from '../../agent/detector/why-awake.js';
+import { FakeRuntime } from '../../agent/runtimes/fake.js';
+import { formatWhy } from '../../agent/cli/status-command.js';
+import { viewOf } from '../../agent/status/instance-view.js';
+import { detectorHarness } from '../helpers/detector-harness.js';
+
+// "Why is it awake?" (agent/detector/why-awake.ts) on a fake clock and scripted connections: no kernel, no root.
+
+/** A workload using `share` of one core, on the fake clock (performance.now is faked). */
+class ScriptedCpu extends FakeRuntime {
+  share = 0;
+  private cpuUs = 0;
+  private last = performance.now();
+  override usage(): UsageReading {
+    const now = performance.now();
+    this.cpuUs += (now - this.last) * 1000 * this.share;
+    this.last = now;
+    return { identity: 'scripted', cpuUs: this.cpuUs, ioBytes: undefined };
+  }
+}
+
+test.serial('held by a client\'s open request: names the client, its port and the request\'s age', async (t) => {
+  const h = detectorHarness(t);
+  const { instance } = await h.add('web', { idleTimeout: '1s', idlePolicy: 'requests' });
+  await h.clock.tickAsync(200);
+  h.source.connection(instance.key, 40_000, 'request');
+  await h.clock.tickAsync(3000);
+  t.is(instance.state, 'running');
+  const why = (await h.detector.whyAwake()).get('web')!;
+  t.deepEqual(why[0], { kind: 'in-flight', clients: [{ address: '10.213.0.1', port: 40_000, ageMs: 3000 }] });
+  t.is(describeAwake(why[0]!), '1 request(s) in flight from 10.213.0.1:40000 (3.0 s)');
+  // The same through the API's view and `doze status --why`.
+  const view = viewOf(instance, undefined, { why });
+  t.regex(formatWhy(view), /^web is awake \(idle \d+\.\ds\) because:\n {2}in-flight {2}1 request\(s\) in flight from 10\.213\.0\.1:40000 \(3\.0 s\)\n$/);
+  // Answered: nothing holds it any more, and it sleeps.
+  h.source.connection(instance.key, 40_000, 'answer');
+  t.deepEqual((await h.detector.whyAwake()).get('web'), []);
+  await h.clock.tickAsync(200);
+  t.is(instance.state, 'sleeping');
+  t.is((await h.detector.whyAwake()).get('web'), undefined, 'a sleeper has no reason to be awake');
+});
+
+test.serial('recent traffic names the last client and the idle clock; minAwake says how long it has left', async (t) => {
+  const h = detectorHarness(t);
+  const { instance } = await h.add('web', { idleTimeout: '1s', idlePolicy: 'requests', minAwake: '10s' });
+  h.source.connection(instance.key, 41_000, 'request');
+  h.source.packet(instance.key);
+  h.source.connection(instance.key, 41_000, 'answer');
+  await h.clock.tickAsync(400);
+  const why = (await h.detector.whyAwake()).get('web')!;
+  t.deepEqual(why.map((r) => r.kind), ['min-awake', 'recent-traffic']);
+  t.deepEqual(why[0], { kind: 'min-awake', leftMs: 9600, minAwakeMs: 10_000 });
+  t.is(describeAwake(why[1]!), 'traffic 400 ms ago, idle timeout 1.0 s; last from 10.213.0.1:41000');
+});
+
+test.serial('held by the busy guard: names its CPU figure', async (t) => {
+  const h = detectorHarness(t);
+  const runtime = new ScriptedCpu();
+  runtime.share = 1;
+  const { instance } = await h.add('web', { idleTimeout: '1s', idlePolicy: 'traffic' }, runtime);
+  await h.clock.tickAsync(3000);
+  t.is(instance.state, 'running', 'still computing');
+  const why = (await h.detector.whyAwake()).get('web')!;
+  const busy = why.find((r) => r.kind === 'busy');
+  t.truthy(busy, JSON.stringify(why));
+  t.like(busy, { kind: 'busy', detail: { resource: 'cpu' } });
+  t.regex(describeAwake(busy!), /^busy: \d+ ms CPU in the last \d+ ms$/);
+  if (busy?.kind === 'busy' && busy.detail.resource === 'cpu') t.true(busy.detail.cpuMs / busy.detail.spanMs > 0.9, 'one full core');
+});
+
+test.serial('a dry-run instance that would be asleep says so', async (t) => {
+  const h = detectorHarness(t);
+  const { instance } = await h.add('web', { idleTimeout: '1s', dryRun: true });
+  await h.clock.tickAsync(1500);
+  const why = (await h.detector.whyAwake()).get('web')!;
+  t.is(why[0]?.kind, 'dry-run');
+  t.regex(formatWhy(viewOf(instance, undefined, { why })), /, dry run because:\n {2}dry-run {2}dry run: would be asleep since \d\d:\d\d:\d\d/);
+});
