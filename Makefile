@@ -74,7 +74,7 @@ check-tools:
 
 # What only the tests add (Chromium for the status page, wrk, openssl).
 check-test-tools:
-	@{ command -v chromium && command -v wrk && command -v openssl; } >/dev/null 2>&1 || bash scripts/setup.sh test
+	@{ command -v chromium && command -v wrk && command -v openssl && command -v dockerd; } >/dev/null 2>&1 || bash scripts/setup.sh test
 
 agent/bpf/%.bpf.o: agent/bpf/%.bpf.c
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@

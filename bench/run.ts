@@ -1,5 +1,6 @@
 /** `make bench`: every benchmark in turn; prints ratios and percentiles from one run. */
 import { benchDensity } from './density.js';
+import { benchDocker } from './docker.js';
 import { benchIdleCpu } from './idle-cpu.js';
 import { benchReclaim } from './reclaim.js';
 import { benchScale } from './scale.js';
@@ -20,6 +21,7 @@ const benches: Array<[string, () => Promise<string[]>]> = [
   ['vm-snapshot', () => benchVmSnapshot(Number(process.env.DOZE_BENCH_VM_CYCLES ?? 10))],
   ['vm-hostfwd', () => benchVmHostfwd(Number(process.env.DOZE_BENCH_VM_CYCLES ?? 10))],
   ['reclaim', () => benchReclaim(Number(process.env.DOZE_BENCH_RECLAIM_CYCLES ?? 20))],
+  ['docker', () => benchDocker(Number(process.env.DOZE_BENCH_DOCKER_CYCLES ?? 50))],
   ['density', () => benchDensity(Number(process.env.DOZE_BENCH_DENSITY_APPS ?? 8))],
   // DOZE_SOAK_INSTANCES (50), DOZE_SOAK_SECONDS (180, at most 600), DOZE_SOAK_IDLE_MS (250).
   ['soak', () => benchSoak()],

@@ -11,7 +11,8 @@
 #
 # The agent needs root on the host: it attaches tc/eBPF programs to
 # allocations' host-side veths (bpffs at /sys/fs/bpf), freezes task cgroups
-# (/sys/fs/cgroup), and owns a few iptables rules. raw_exec gives it that
+# (/sys/fs/cgroup), and owns a few iptables rules; it finds docker tasks
+# through Docker's socket (/var/run/docker.sock, read only). raw_exec gives it that
 # directly (enable the raw_exec plugin in the client config). The Docker
 # alternative is at the end of this file. Nomad >= 1.7 (the agent refuses older:
 # their task cgroup layout differs).
@@ -161,8 +162,13 @@ job "doze-agent" {
 #       privileged   = true
 #       network_mode = "host"
 #       pid_mode     = "host"
-#       # The alloc dir only for qemu-driver tasks (their QMP sockets; nomad.allocDir).
+#       # cgroup v2: the host's cgroup namespace, so /proc/<pid>/cgroup of a docker task reads as
+#       # the host sees it (Docker gives a container a private one there by default).
+#       cgroupns     = "host"
+#       # The alloc dir only for qemu-driver tasks (their QMP sockets; nomad.allocDir); Docker's
+#       # socket and its namespaces (pause containers' SandboxKey) only for docker tasks (docs/docker.md).
 #       volumes      = ["/sys/fs/bpf:/sys/fs/bpf", "/sys/fs/cgroup:/sys/fs/cgroup", "/var/run/netns:/var/run/netns",
-#                       "/run/doze:/run/doze", "/opt/nomad/data/alloc:/opt/nomad/data/alloc"]
+#                       "/run/doze:/run/doze", "/opt/nomad/data/alloc:/opt/nomad/data/alloc",
+#                       "/var/run/docker.sock:/var/run/docker.sock", "/var/run/docker/netns:/var/run/docker/netns"]
 #     }
 #   }

@@ -266,6 +266,14 @@ export const instanceSchema = z.strictObject({
   ),
 });
 
+// --- Docker engine (agent/docker/; docs/docker.md) -------------------------------------------------
+export const dockerSchema = z.strictObject({
+  socket: unixSocketPath
+    .optional()
+    .describe("the Docker engine's unix socket, where Nomad docker tasks' containers are looked up (read only: doze freezes their cgroups itself, [docs/docker.md](docs/docker.md))")
+    .register(computedDefaults, { text: '`DOCKER_HOST` (`unix://…`), else `/var/run/docker.sock`' }),
+});
+
 // --- Nomad + Consul discovery (agent/discovery/nomad-instances.ts) ---------------------------------
 /** PEM files for an https address (NOMAD_CACERT / NOMAD_CLIENT_CERT / NOMAD_CLIENT_KEY and Consul's equivalents). */
 const tlsFilesSchema = z.strictObject({
@@ -427,6 +435,7 @@ export const configSchema = z.strictObject({
   instances: z.array(instanceSchema).default([]).describe('the instances this file declares (Nomad allocations and `PUT /api/instances/{id}` add more)'),
   nomad: nomadSchema.optional().describe('discover instances from Nomad allocations annotated `doze.*` ([docs/nomad.md](docs/nomad.md))'),
   consul: consulSchema.optional().describe("register the agent in Consul and pass sleeping instances' TTL checks ([docs/nomad.md](docs/nomad.md))"),
+  docker: dockerSchema.prefault({}).describe('the Docker engine of Nomad docker tasks ([docs/docker.md](docs/docker.md))'),
   registrations: registrationsSchema.prefault({}).describe('run-time registrations through the status API'),
 });
 
@@ -437,4 +446,5 @@ export type IdlePolicy = (typeof IDLE_POLICIES)[number];
 export type WakeMode = (typeof WAKE_MODES)[number];
 export type NomadConfig = z.infer<typeof nomadSchema>;
 export type ConsulConfig = z.infer<typeof consulSchema>;
+export type DockerConfig = z.infer<typeof dockerSchema>;
 export type RegistrationsConfig = z.infer<typeof registrationsSchema>;

@@ -105,6 +105,13 @@ export function allocationInstance(alloc: NomadAllocation, job: NomadJob | null 
   const address = ownAddress && !('address' in found) ? { address: '', addresses: [], checkAddresses: [] } : found;
   if ('pending' in address) return { kind: 'ignored', reason: address.pending };
   if ('invalid' in address) return { kind: 'invalid', reason: address.invalid };
+  // A check on a port of its own (`port`, an `expose` check's generated port on the Connect sidecar)
+  // reaches the frozen app too: redirected to the stub like the service port's checks.
+  for (const label of managed.service.checkPorts) {
+    const more = instanceAddress(alloc, managed.task, label, networkMode);
+    if ('invalid' in more) return { kind: 'invalid', reason: `a check of service ${JSON.stringify(managed.service.name)}: ${more.invalid}` };
+    if ('address' in more) address.checkAddresses = [...new Set([...address.checkAddresses, more.address, ...more.checkAddresses])];
+  }
 
   const { settings } = managed;
   return {
@@ -163,6 +170,7 @@ function instanceAddress(alloc: NomadAllocation, task: string, label: string, mo
     const ip = alloc.NetworkStatus?.Address || undefined;
     const ip6 = alloc.NetworkStatus?.AddressIPv6 || undefined;
     if (!ip && !ip6) return { pending: `allocation ${alloc.ID} has no bridge address yet` };
+    // To = -1 (Connect's and expose's generated ports): the same port inside the namespace.
     const inside = port.to > 0 ? port.to : port.value;
     const all = [...(ip ? [`${ip}:${inside}`] : []), ...(ip6 ? [`[${ip6}]:${inside}`] : [])];
     const hostSide = port.hostIp && port.value > 0 ? [hostPort(port.hostIp, port.value)] : [];

@@ -17,7 +17,7 @@ export interface DiscoveryTuning extends AllocationManagerTuning {
 }
 
 export interface DiscoveryOptions extends DiscoveryTuning, Omit<AllocationManagerOptions, 'config'> {
-  config: Pick<DozeConfig, 'nomad' | 'consul'> & { healthChecks?: Pick<DozeConfig['healthChecks'], 'tls'> };
+  config: Pick<DozeConfig, 'nomad' | 'consul'> & { healthChecks?: Pick<DozeConfig['healthChecks'], 'tls'>; docker?: DozeConfig['docker'] };
   /** The status API's "host:port", for the doze-agent check. */
   statusAddress: () => string;
 }
@@ -28,8 +28,8 @@ export class Discovery {
   private readonly controller = new AbortController();
 
   constructor(options: DiscoveryOptions) {
-    const { nomad, consul, healthChecks } = options.config;
-    if (nomad) this.nomad = new AllocationManager({ ...options, config: { nomad, healthChecks } });
+    const { nomad, consul, healthChecks, docker } = options.config;
+    if (nomad) this.nomad = new AllocationManager({ ...options, config: { nomad, healthChecks, docker } });
     if (consul) {
       this.consul = new ConsulLink({
         config: consul,

@@ -40,7 +40,7 @@ export function unsupportedReason(instance: AnnotatedAllocation, ownAllocId: str
     return `doze.mode ${JSON.stringify(instance.mode)} is not supported by this agent yet (supported: "pause"); the allocation runs unmanaged`;
   }
   if (OWN_CGROUP_DRIVERS.has(instance.driver)) {
-    return `the ${instance.driver} driver keeps task ${JSON.stringify(instance.task)} in its own cgroup, not Nomad's nomad/<alloc>.<task>: pause mode supports exec, raw_exec, java and other executor-based drivers`;
+    return `the ${instance.driver} driver keeps task ${JSON.stringify(instance.task)} in its own cgroup, not Nomad's nomad/<alloc>.<task>: pause mode supports docker, exec, raw_exec, java and other executor-based drivers`;
   }
   if (ownAllocId && instance.allocId === ownAllocId) {
     return 'this is the doze agent\'s own allocation: the agent never manages itself';

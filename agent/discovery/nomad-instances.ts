@@ -9,6 +9,9 @@ import type { AllocationStatus, DiscoveryReport } from './discovery-report.js';
 import type { AnnotatedAllocation } from './allocation-instance.js';
 import { nextBackoff, retryWithBackoff, type BackoffOptions } from './backoff.js';
 import { findHostVeth } from './host-veth.js';
+import { DockerEngine } from '../docker/engine-client.js';
+import { dockerSocket } from '../docker/docker-socket.js';
+import { lookUpDockerTask, type DockerTaskFacts, type DockerTaskLookup } from '../docker/docker-task.js';
 import { NomadClient } from '../nomad/nomad-client.js';
 import { NomadDiscovery, type DiscoveryStatus } from './nomad-discovery.js';
 import type { TaskAction } from '../nomad/task-events.js';
@@ -26,7 +29,9 @@ import { KeyedSerialQueue } from '../shared/serial-queue.js';
  *    allocations are annotated for doze (allocation-instance.ts);
  *  - what the node holds for each: the host side of its veth, found through
  *    /var/run/netns/<allocID> (host-veth.ts), and its task's cgroup
- *    (task-cgroup.ts; the cgroup root is `nomad.cgroupRoot`);
+ *    (task-cgroup.ts; the cgroup root is `nomad.cgroupRoot`); for a docker
+ *    task both come from the Docker engine (agent/docker/: the container's
+ *    cgroup, the pause container's namespace);
  *  - the instance config made of both (instance-config.ts), or why not;
  *  - its admission and retirement, as for every instance (agent/instances/admission.ts).
  * A snapshot-mode task that `doze job render` turned into `doze vm run
@@ -57,7 +62,7 @@ export interface AllocationManagerTuning {
 }
 
 export interface AllocationManagerOptions extends AllocationManagerTuning {
-  config: { nomad: NomadConfig; healthChecks?: Pick<DozeConfig['healthChecks'], 'tls'> };
+  config: { nomad: NomadConfig; healthChecks?: Pick<DozeConfig['healthChecks'], 'tls'>; docker?: DozeConfig['docker'] };
   detector: Detector;
   log: Logger;
   /** Where allocations become instances and stop being ones, as every instance does (agent/instances/admission.ts). */
@@ -106,6 +111,8 @@ export class AllocationManager {
   private knownNodeId: string | undefined;
   private running: Promise<void> | undefined;
   private readonly log: Logger;
+  /** The Docker engine, made on the first docker task (its socket may be wrong: that is the task's reason, not a failed start). */
+  private dockerEngine: DockerEngine | undefined;
 
   constructor(private readonly options: AllocationManagerOptions) {
     this.log = options.log.child({ component: 'nomad' });
@@ -264,22 +271,34 @@ export class AllocationManager {
     const early = this.options.admission.clash({ id: instance.id, address: instance.address, interface: instance.networkMode === 'bridge' ? 'veth' : undefined });
     if (early) return this.markInvalid(t, clashReason(early, instance));
 
+    // A docker task's cgroup and namespace are Docker's, found through the engine (docs/docker.md).
+    let docker: DockerTaskFacts | undefined;
+    if (instance.driver === 'docker') {
+      const found = await this.lookUpDocker(instance);
+      if (found.kind === 'invalid') return this.markInvalid(t, found.reason);
+      if (found.kind === 'missing') return this.markPending(t, `docker task ${JSON.stringify(instance.task)}: ${found.reason}`);
+      docker = found.facts;
+    }
+    // A docker task on Docker's own network with its port published: the packets really go through
+    // the container's veth on Docker's bridge (Docker's DNAT or docker-proxy), so it is counted there,
+    // at its own address; checks sent to the host port are redirected as a bridge allocation's are.
+    const published = docker && dockerPublished(instance, docker);
     // Host network mode (and Nomad's qemu driver, whose user-mode networking forwards host ports)
     // has no interface of its own: its traffic is counted by port on the node's interfaces.
-    if (instance.networkMode === 'bridge') {
+    if (instance.networkMode === 'bridge' || published) {
       try {
-        t.interface = await findHostVeth(instance.allocId, { netnsDir: this.options.netnsDir });
+        t.interface = await findHostVeth(docker?.netns ?? instance.allocId, { netnsDir: this.options.netnsDir });
       } catch (error) {
         return this.markPending(t, `host-side interface: ${messageOf(error)}`);
       }
     }
-    const cgroup = await findNomadTaskCgroup(root, instance.allocId, instance.task);
+    const cgroup = docker?.cgroup ?? (await findNomadTaskCgroup(root, instance.allocId, instance.task));
     if (!cgroup) {
       const looked = nomadTaskCgroupCandidates(root, instance.allocId, instance.task).map((c) => c.path);
       return this.markPending(t, `task ${JSON.stringify(instance.task)} has no freezer cgroup yet (looked for ${looked.join(', ')})`);
     }
     t.cgroup = cgroup.path;
-    const mapped = instanceConfigFor(instance, { interface: t.interface, cgroup }, this.instanceSettings());
+    const mapped = instanceConfigFor(published ? { ...instance, ...published } : instance, { interface: t.interface, cgroup }, this.instanceSettings());
     if (mapped.kind === 'invalid') return this.markInvalid(t, mapped.reason);
     const { config } = mapped;
 
@@ -316,6 +335,16 @@ export class AllocationManager {
     t.instance = result.instance;
     t.backoffMs = 0;
     this.log.info({ instance: config.id, alloc: t.allocId, address: config.address, interface: t.interface, cgroup: t.cgroup }, 'managing allocation');
+  }
+
+  /** The docker task's container, cgroup and namespace; `invalid` when no engine can be asked (DOCKER_HOST not unix://). */
+  private async lookUpDocker(instance: AnnotatedAllocation): Promise<DockerTaskLookup | { kind: 'invalid'; reason: string }> {
+    try {
+      this.dockerEngine ??= new DockerEngine({ socket: dockerSocket(this.options.config.docker?.socket) });
+    } catch (error) {
+      return { kind: 'invalid', reason: messageOf(error) };
+    }
+    return lookUpDockerTask(this.dockerEngine, instance.allocId, instance.task, this.options.config.nomad.cgroupRoot, this.controller.signal);
   }
 
   private instanceSettings(): InstanceSettings {
@@ -378,6 +407,15 @@ export class AllocationManager {
     t.instance = undefined;
     this.log.info({ instance: instance.id, alloc: t.allocId, reason }, 'allocation no longer managed');
   }
+}
+
+/** A host-mode docker task published from Docker's own network: its container address, and the host port as a check address. */
+function dockerPublished(instance: AnnotatedAllocation, facts: DockerTaskFacts): Pick<AnnotatedAllocation, 'address' | 'checkAddresses'> | undefined {
+  if (instance.networkMode !== 'host' || !facts.dockerNetwork) return undefined;
+  const hostPort = Number(instance.address.split(':')[1]);
+  const containerPort = facts.dockerNetwork.published.get(hostPort);
+  if (containerPort === undefined) return undefined;
+  return { address: `${facts.dockerNetwork.ip}:${containerPort}`, checkAddresses: [...new Set([instance.address, ...instance.checkAddresses])] };
 }
 
 /** Another instance (static, registered, or another allocation's) already has this id or address. */

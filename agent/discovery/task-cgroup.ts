@@ -8,8 +8,8 @@ import { join } from 'node:path';
  *   cgroup v1: <root>/freezer/nomad/<allocID>.<task>
  *   cgroup v2: <root>/nomad.slice/share.slice/<allocID>.<task>.scope
  *              (reserve.slice instead of share.slice for tasks with reserved cores)
- * Docker tasks live in docker's own cgroup (system.slice/docker-<id>.scope),
- * which the allocation does not name. `root` is the cgroup filesystem root
+ * Docker tasks live in Docker's own cgroup (docker/<id>, system.slice/docker-<id>.scope),
+ * which the allocation does not name: agent/docker/ finds it through the engine. `root` is the cgroup filesystem root
  * (/sys/fs/cgroup); tests point it at a tree of their own.
  */
 
@@ -44,5 +44,5 @@ export async function findNomadTaskCgroup(root: string, allocId: string, task: s
   return undefined;
 }
 
-/** Drivers whose tasks are not in Nomad's task cgroups, so pause mode cannot find them. */
-export const OWN_CGROUP_DRIVERS = new Set(['docker', 'podman', 'containerd-driver', 'nspawn']);
+/** Drivers whose tasks are not in Nomad's task cgroups, nor found through an engine doze talks to (docker is: agent/docker/). */
+export const OWN_CGROUP_DRIVERS = new Set(['podman', 'containerd-driver', 'nspawn']);

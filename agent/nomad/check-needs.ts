@@ -21,15 +21,28 @@ export interface CheckNeed {
   tls: CheckTls;
   /** The name a verifying check expects on the certificate (tls_server_name), if set. */
   serverName?: string;
+  /**
+   * Who runs it: Consul's agent (provider = "consul", the default), or the Nomad client itself
+   * (provider = "nomad": client/serviceregistration/checks, from the client's process as root:
+   * marked only by its source address, healthChecks.fromSources; README "Which health-check identity fits").
+   */
+  runBy?: 'nomad';
 }
 
-export function checkNeeds(checks: readonly NomadServiceCheck[] | null | undefined): CheckNeed[] {
+export function checkNeeds(checks: readonly NomadServiceCheck[] | null | undefined, provider?: string): CheckNeed[] {
   return (checks ?? []).map((check, i) => {
     const name = check.Name || `${check.Type} check #${i + 1}`;
     const secured = (check.Type === 'http' && check.Protocol === 'https') || (check.Type === 'grpc' && check.GRPCUseTLS === true);
     const tls: CheckTls = !secured ? 'none' : check.TLSSkipVerify === true ? 'skip-verify' : 'verify';
-    return { name, type: check.Type, tls, ...(check.TLSServerName ? { serverName: check.TLSServerName } : {}) };
+    return { name, type: check.Type, tls, ...(check.TLSServerName ? { serverName: check.TLSServerName } : {}), ...(provider === 'nomad' ? { runBy: 'nomad' as const } : {}) };
   });
+}
+
+/** Advice for checks the Nomad client runs itself: doze tells them from requests by their source address only. */
+export function nomadRunChecks(needs: readonly CheckNeed[]): string | undefined {
+  const byNomad = needs.filter((n) => n.runBy === 'nomad');
+  if (byNomad.length === 0) return undefined;
+  return `check${byNomad.length > 1 ? 's' : ''} ${byNomad.map((n) => JSON.stringify(n.name)).join(', ')} ${byNomad.length > 1 ? 'are' : 'is'} run by the Nomad client itself (provider = "nomad"), as root: give the agent the address it checks from in healthChecks.fromSources (the node's own address for address_mode "host", the default; the bridge's address for "alloc"), or its probes count as requests and the instance never sleeps`;
 }
 
 /**

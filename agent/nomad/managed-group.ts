@@ -1,4 +1,4 @@
-import { checkNeeds, unanswerableChecks, type CheckNeed } from './check-needs.js';
+import { checkNeeds, nomadRunChecks, unanswerableChecks, type CheckNeed } from './check-needs.js';
 import { groupPlace, jobPlace, resolveDozeMeta, taskPlace, type DozeSettings } from './meta-keys.js';
 import type { NomadJob, NomadNetworkResource, NomadService, NomadTask, NomadTaskGroup } from './nomad-schemas.js';
 
@@ -15,7 +15,8 @@ export interface ManagedGroup {
   task: string;
   driver: string;
   settings: DozeSettings;
-  service: { name: string; portLabel: string; checkTypes: string[]; checks: CheckNeed[] };
+  /** `checkPorts`: port labels its checks name besides the service's own (a check's `port`, an `expose` check's generated one). */
+  service: { name: string; portLabel: string; checkTypes: string[]; checks: CheckNeed[]; checkPorts: string[] };
   /** "bridge", "host", "cni/…" or "none"; Nomad's default is host. */
   networkMode: string;
 }
@@ -66,6 +67,8 @@ export function analyzeGroup(job: NomadJob, group: NomadTaskGroup): GroupAnalysi
       problems.push(`${here}: doze.mode: "scale" scales the group to 0, but its scaling block has min = ${min}: set min = 0`);
     }
     warnings.push(`${here}: doze.mode "scale": at count 0 the group has no allocation, so its services leave the catalog until it wakes (hashicorp/nomad#19731)`);
+    // The agent's discovery runs pause only (agent/discovery/instance-config.ts): said here, before the job runs.
+    warnings.push(`${here}: doze.mode "scale" is not supported by this agent yet for discovered allocations (supported: "pause"): the allocation runs unmanaged unless the agent's config declares a nomad-scale instance for the group (docs/runtimes.md)`);
   }
   if (networkMode === 'none') problems.push(`${here}: network mode "none" has no address for traffic to wake it`);
   if (!service || problems.length > 0) return { managed: undefined, problems: unique(problems), warnings };
@@ -73,6 +76,8 @@ export function analyzeGroup(job: NomadJob, group: NomadTaskGroup): GroupAnalysi
   if (scripts.length > 0) {
     return { managed: undefined, problems: [`${here}: ${scripts.join(', ')} run${scripts.length > 1 ? '' : 's'} inside task ${JSON.stringify(task.Name)}, which doze would freeze: Nomad execs a script check into the task every interval, a frozen task cannot run it, and Nomad reports it critical (doze cannot answer it in Nomad's place). Use an http, tcp or grpc check, or run the script in another task (check task = "…"); doze does not manage this group`], warnings };
   }
+  const byNomad = nomadRunChecks(service.checks);
+  if (byNomad) warnings.push(`${here}: service ${JSON.stringify(service.name)}: ${byNomad}`);
   const unanswerable = unanswerableChecks(service.checks, false);
   if (unanswerable) {
     warnings.push(`${here}: service ${JSON.stringify(service.name)}: ${unanswerable}; without one the agent keeps the instance awake rather than let the check fail`);
@@ -126,7 +131,8 @@ function pickService(job: NomadJob, group: NomadTaskGroup, task: NomadTask, here
       reasons.push(`service ${JSON.stringify(name)} uses port ${JSON.stringify(service.PortLabel)}, which no network block declares`);
       continue;
     }
-    return { name, portLabel: service.PortLabel, checkTypes: checks.map((c) => c.Type), checks: checkNeeds(checks) };
+    const checkPorts = [...new Set(checks.flatMap((c) => (c.PortLabel && c.PortLabel !== service.PortLabel ? [c.PortLabel] : [])))];
+    return { name, portLabel: service.PortLabel, checkTypes: checks.map((c) => c.Type), checks: checkNeeds(checks, service.Provider), checkPorts };
   }
   problems.push(`${here}: doze needs a service with a check and a port: ${reasons.join('; ')}`);
   return undefined;

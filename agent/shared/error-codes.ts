@@ -72,6 +72,10 @@ export const ERROR_CODES = {
   E_CONSUL_UNREACHABLE: 'Consul could not be reached (connection refused, reset, timed out, TLS failure)',
   E_CONSUL_HTTP: 'Consul answered with a non-2xx status',
   E_CONSUL_RESPONSE: 'Consul answered 2xx with a body doze cannot use',
+  // The Docker engine (agent/docker/; read only).
+  E_DOCKER_UNREACHABLE: "the Docker engine's socket is missing, refuses, or missed the call's deadline: nothing was learned",
+  E_DOCKER_STATUS: "the Docker engine answered with a non-2xx status (404: no such container); the status and its message are kept",
+  E_DOCKER_RESPONSE: 'the Docker engine answered something its API does not document',
   // Raised only by the test doubles and harnesses (test/), declared here so they are DozeErrors too.
   E_TEST: 'a test harness injected a failure',
   E_CLOSED: "a test channel's connection closed",

@@ -198,7 +198,7 @@ rootTest.serial('modes and setups not supported yet are reported invalid with a 
   const nomad = await startNomadDouble(t);
   nomad.registerJob(execJob({ 'doze.mode': 'snapshot' }, { id: 'vm' }));
   nomad.registerJob(execJob({ 'doze.mode': 'scale' }, { id: 'batch' }));
-  nomad.registerJob(execJob({}, { id: 'dock', driver: 'docker' }));
+  nomad.registerJob(execJob({}, { id: 'dock', driver: 'podman' }));
   nomad.registerJob(execJob({ 'doze.idle_timeout': '5 parsecs' }, { id: 'typo' }));
   const cgroups = await createNomadCgroupRoot(t);
   const agent = await nomadAgent(t, nomad, cgroups);
@@ -210,7 +210,7 @@ rootTest.serial('modes and setups not supported yet are reported invalid with a 
   const reason = (jobId: string) => report.allocations.find((a) => a.allocId === allocs[jobId])?.reason ?? '';
   t.regex(reason('vm'), /doze\.mode "snapshot" is not supported by this agent yet/);
   t.regex(reason('batch'), /doze\.mode "scale" is not supported by this agent yet/);
-  t.regex(reason('dock'), /docker driver/);
+  t.regex(reason('dock'), /podman driver/);
   t.regex(reason('typo'), /doze\.idle_timeout: "5 parsecs" is not a duration/);
   t.is(agent.detector.instances().length, 0);
   // Stopping them is quiet (an invalid annotation is forgotten too); the agent is still fine.

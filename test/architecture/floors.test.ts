@@ -13,7 +13,7 @@ const FLOORS: string[][] = [
   ['agent/shared/'],
   ['agent/config/', 'agent/process/'],
   ['agent/net/', 'agent/cgroups/'],
-  ['agent/sources/', 'agent/netfilter/', 'agent/nomad/'],
+  ['agent/sources/', 'agent/netfilter/', 'agent/nomad/', 'agent/docker/'],
   ['agent/runtimes/', 'agent/health/', 'agent/hold/', 'agent/scheduler/'],
   ['agent/detector/'],
   ['agent/instances/', 'agent/discovery/', 'agent/sleep-guards.ts', 'agent/preflight.ts', 'agent/upstream-versions.ts'],

@@ -2,7 +2,7 @@ import test from 'ava';
 import { allocationInstance, isAllocationLive } from '../../agent/discovery/allocation-instance.js';
 import { instanceId } from '../../agent/nomad/instance-id.js';
 import { allocationSchema, type NomadAllocation } from '../../agent/nomad/nomad-schemas.js';
-import { webJob, type WebJobOptions } from '../doubles/nomad/fixtures.js';
+import { dockerJob, EXPOSE_PORT_LABEL, webJob, type WebJobOptions } from '../doubles/nomad/fixtures.js';
 import { NomadDouble } from '../doubles/nomad/nomad-double.js';
 
 const enabled = { 'doze.enabled': 'true' };
@@ -118,4 +118,24 @@ test('instance ids are safe and bounded', (t) => {
   t.true(long.length <= 64);
   t.regex(long, /^[A-Za-z0-9_.-]{1,64}$/);
   t.true(long.endsWith('.01234567'));
+});
+
+test('a Connect allocation: the injected sidecar is not the managed task, and the expose check\'s generated port is a check address (host side and inside the namespace)', async (t) => {
+  const nomad = await NomadDouble.start();
+  let alloc: NomadAllocation;
+  try {
+    nomad.registerJob(dockerJob({ groupMeta: enabled, connect: true }));
+    alloc = allocationSchema.parse(nomad.addAllocation({ jobId: 'web', group: 'web', bridgeAddress: '172.26.64.9', hostIp: '10.0.0.5' }));
+  } finally {
+    await nomad.close();
+  }
+  const mapping = allocationInstance(alloc);
+  if (mapping.kind !== 'instance') return t.fail(mapping.reason);
+  const ports = alloc.AllocatedResources!.Shared!.Ports!;
+  const http = ports.find((p) => p.Label === 'http')!;
+  const expose = ports.find((p) => p.Label === EXPOSE_PORT_LABEL)!;
+  t.is(mapping.instance.task, 'app', 'the connect-proxy prestart sidecar is never the managed task');
+  t.is(mapping.instance.address, '172.26.64.9:8080');
+  // To = -1: the same port inside the namespace as on the host.
+  t.deepEqual(mapping.instance.checkAddresses, [`10.0.0.5:${http.Value}`, `172.26.64.9:${expose.Value}`, `10.0.0.5:${expose.Value}`]);
 });

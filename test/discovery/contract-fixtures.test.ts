@@ -17,7 +17,7 @@ import {
 } from '../../agent/nomad/nomad-schemas.js';
 import { AgentApiDouble } from '../doubles/consul/agent-api.js';
 import type { NomadDouble } from '../doubles/nomad/nomad-double.js';
-import { webJob } from '../doubles/nomad/fixtures.js';
+import { dockerJob, EXPOSE_PORT_LABEL, webJob } from '../doubles/nomad/fixtures.js';
 import { startNomadDouble } from '../doubles/nomad/with-double.js';
 
 /*
@@ -168,4 +168,20 @@ test('the Consul double lists checks in the shape of Consul\'s sample', async (t
   const ours = listed['service:redis']!;
   for (const key of Object.keys(real)) t.true(key in ours, `the double's check has ${key}`);
   t.like(ours, { CheckID: 'service:redis', ServiceID: 'redis', ServiceName: 'redis', ServiceTags: ['primary'] });
+});
+
+test('a docker allocation names no container: TaskStates carry no driver handle in the real payload or the double\'s, so doze asks Docker (agent/docker/)', async (t) => {
+  const real = fixture('nomad/allocation-bridge.json').body as { TaskStates: Record<string, Record<string, unknown>>; Job: { TaskGroups: Array<{ Tasks: Array<{ Driver: string }> }> } };
+  t.is(real.Job.TaskGroups[0]!.Tasks[0]!.Driver, 'docker');
+  const double: NomadDouble = await startNomadDouble(t);
+  double.registerJob(dockerJob({ connect: true }));
+  const alloc = double.addAllocation({ jobId: 'web', group: 'web', nodeId: 'node-1' }) as { TaskStates: Record<string, Record<string, unknown>>; AllocatedResources: { Shared: { Ports: Array<{ Label: string; To: number }> } } };
+  for (const states of [real.TaskStates, alloc.TaskStates]) {
+    for (const state of Object.values(states)) {
+      t.false(JSON.stringify(state).toLowerCase().includes('container'), 'no container id anywhere in a task state');
+      t.false('DriverHandle' in state || 'TaskHandle' in state);
+    }
+  }
+  t.deepEqual(Object.keys(alloc.TaskStates).sort(), ['app', 'connect-proxy-web'], 'the injected sidecar has a task state of its own');
+  t.like(alloc.AllocatedResources.Shared.Ports.find((p) => p.Label === EXPOSE_PORT_LABEL), { To: -1 });
 });

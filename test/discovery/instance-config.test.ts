@@ -84,15 +84,17 @@ test('the service\'s TLS certificate, from nomad.checkTls by service name', (t) 
   t.is(configOf(instanceConfigFor(instanceOf(alloc), node, { checkTls: { other: checkTls } })).checkTls, undefined);
 });
 
-test('what cannot be an instance says why: docker (Nomad\'s sample as it is), snapshot, scale, the agent itself, a config the schema refuses', (t) => {
+test('what cannot be an instance says why: podman, snapshot, scale, the agent itself, a config the schema refuses; a docker task (Nomad\'s sample as it is) is one', (t) => {
   const node = { interface: 'veth0', cgroup: V1('/sys/fs/cgroup/freezer/nomad/x.redis') };
   const reason = (alloc: NomadAllocation, settings = {}) => {
     const result = instanceConfigFor(instanceOf(alloc), node, settings);
     return result.kind === 'invalid' ? result.reason : `a config: ${JSON.stringify(result.config)}`;
   };
   const docker = fixtureAllocation('allocation-bridge');
-  t.regex(reason(docker), /^the docker driver keeps task "redis" in its own cgroup/);
-  t.is(unsupportedReason(instanceOf(docker), undefined), reason(docker), 'known before the node is searched');
+  t.like(configOf(instanceConfigFor(instanceOf(docker), { interface: 'veth0', cgroup: V1('/sys/fs/cgroup/freezer/docker/0123abcd') })).runtime, { kind: 'freezer', cgroup: '/sys/fs/cgroup/freezer/docker/0123abcd' }, 'the container\'s cgroup, found through the engine (agent/docker/)');
+  const podman = fixtureAllocation('allocation-bridge', driver('podman'));
+  t.regex(reason(podman), /^the podman driver keeps task "redis" in its own cgroup/);
+  t.is(unsupportedReason(instanceOf(podman), undefined), reason(podman), 'known before the node is searched');
   t.regex(reason(fixtureAllocation('allocation-bridge', both(driver('qemu'), groupMeta({ 'doze.mode': 'snapshot' })))), /^doze\.mode "snapshot" is not supported by this agent yet for a task not run by "doze vm run --register" \(task "redis" uses the qemu driver\)/);
   t.regex(reason(fixtureAllocation('allocation-bridge', both(driver('exec'), groupMeta({ 'doze.mode': 'scale' })))), /^doze\.mode "scale" is not supported by this agent yet \(supported: "pause"\)/);
   const exec = fixtureAllocation('allocation-bridge', driver('exec'));

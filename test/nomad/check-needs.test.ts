@@ -26,3 +26,11 @@ test('doze job validate names a verifying TLS check doze cannot answer without a
   t.deepEqual(result.problems, []);
   t.true(result.warnings.some((w) => /group "web": service "web": check "alive" \(HTTPS\) verifies the certificate.*keeps the instance awake/.test(w)), result.warnings.join('\n'));
 });
+
+test('doze job validate names checks the Nomad client runs itself (provider = "nomad"), with how to mark them', (t) => {
+  const job = webJob({ groupMeta: { 'doze.enabled': 'true' } });
+  (job.TaskGroups as Array<{ Services: Array<Record<string, unknown>> }>)[0]!.Services[0]!.Provider = 'nomad';
+  const result = checkJob(job);
+  t.deepEqual(result.problems, []);
+  t.true(result.warnings.some((w) => /group "web": service "web": check "alive" is run by the Nomad client itself \(provider = "nomad"\), as root: give the agent the address it checks from in healthChecks\.fromSources/.test(w)), result.warnings.join('\n'));
+});

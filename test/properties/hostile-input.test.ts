@@ -126,8 +126,8 @@ test('Nomad allocations: the edge schema rejects junk, and what passes maps to a
     DesiredStatus: fc.oneof({ arbitrary: fc.constant('run'), weight: 3 }, { arbitrary: fc.constantFrom('stop', 'evict'), weight: 1 }),
     ClientStatus: fc.oneof({ arbitrary: fc.constant('running'), weight: 3 }, { arbitrary: fc.constantFrom('pending', 'complete', 'failed', 'lost'), weight: 1 }),
     meta: metaArb,
-    // The task's driver: docker (the double's) has its own cgroup; exec, raw_exec and qemu can be instances.
-    driver: fc.constantFrom('exec', 'raw_exec', 'qemu', 'docker'),
+    // The task's driver: podman has its own cgroup; docker (the double's), exec, raw_exec and qemu can be instances.
+    driver: fc.constantFrom('exec', 'raw_exec', 'qemu', 'docker', 'podman'),
     field: fc.oneof({ arbitrary: fc.constant('none'), weight: 3 }, { arbitrary: fc.constantFrom('ID', 'JobID', 'TaskGroup', 'NodeID', 'Job', 'AllocatedResources', 'NetworkStatus', 'TaskStates'), weight: 1 }),
     junk: fc.anything(),
   }).map(({ base, DesiredStatus, ClientStatus, meta, driver, field, junk }) => {

@@ -53,3 +53,46 @@ export function webJob(options: WebJobOptions = {}): Record<string, unknown> {
     ],
   };
 }
+
+export interface DockerJobOptions extends WebJobOptions {
+  /**
+   * A Consul Connect group as the job endpoint's hooks leave it (what GET /v1/job/:id returns):
+   * nomad/job_endpoint_hook_connect.go injects the sidecar task `connect-proxy-<service>` (docker,
+   * Kind "connect-proxy:<service>", a prestart sidecar) and its dynamic port
+   * `connect-proxy-<service>` (To = -1: the same port inside the namespace), and
+   * nomad/job_endpoint_hook_expose_check.go gives an `expose = true` HTTP check a generated
+   * dynamic port `svc_<service>_ck_<6 hex>` (To = -1) served by the sidecar.
+   */
+  connect?: boolean;
+}
+
+/** The expose check's generated port label in dockerJob({ connect: true }) (the hash is Nomad's; any 6 hex digits do here). */
+export const EXPOSE_PORT_LABEL = 'svc_web_ck_3c3d0a';
+
+/** webJob with its task as Nomad's docker driver takes it (image, ports), optionally a Connect group. */
+export function dockerJob(options: DockerJobOptions = {}): Record<string, unknown> {
+  const job = webJob(options);
+  const group = (job.TaskGroups as Array<Record<string, any>>)[0]!;
+  group.Tasks[0].Config = { image: 'dz-app:1', ports: ['http'] };
+  if (!options.connect) return job;
+  group.Networks[0].DynamicPorts.push(
+    { Label: 'connect-proxy-web', Value: 0, To: -1, HostNetwork: 'default' },
+    { Label: EXPOSE_PORT_LABEL, Value: 0, To: -1, HostNetwork: 'default' },
+  );
+  const service = group.Services[0];
+  service.Connect = {
+    Native: false,
+    SidecarService: { Port: 'connect-proxy-web', Proxy: { Expose: { Paths: [{ Path: '/health', Protocol: 'http', LocalPathPort: 8080, ListenerPort: EXPOSE_PORT_LABEL }] } } },
+  };
+  service.Checks[0] = { ...service.Checks[0], Expose: true, PortLabel: EXPOSE_PORT_LABEL };
+  group.Tasks.unshift({
+    Name: 'connect-proxy-web',
+    Driver: 'docker',
+    Kind: 'connect-proxy:web',
+    Lifecycle: { Hook: 'prestart', Sidecar: true },
+    Config: { image: '${meta.connect.sidecar_image}', args: ['-c', '${NOMAD_SECRETS_DIR}/envoy_bootstrap.json', '-l', '${meta.connect.log_level}'] },
+    Meta: null,
+    Resources: { CPU: 250, MemoryMB: 128 },
+  });
+  return job;
+}
