@@ -36,7 +36,8 @@ rootTest.serial('host port: counted on the node\'s lo and interfaces by port; ch
     hostPorts: { interfaces: ['lo', ns.instanceIf] },
     instances: [{ id: 'web', address: inst.app.address, idleTimeout: '300ms', runtime: { kind: 'freezer', cgroup: inst.cgroup.name } }],
   });
-  await logShows(agent.child, /"to":"sleeping"/, 15_000).catch((error) => {
+  // Its status API listens only once start-up is done, which can come after the first sleep.
+  await Promise.all([logShows(agent.child, /"to":"sleeping"/, 15_000), logShows(agent.child, /doze agent running/, 15_000)]).catch((error) => {
     throw new Error(`${(error as Error).message}\nstderr: ${agent.stderr()}`);
   });
   t.is(await inst.cgroup.freezerState(), 'FROZEN');
@@ -143,7 +144,8 @@ rootTest.serial('host port: a request arriving on another interface of the node 
     bpffs,
     instances: [{ id: 'web', address: inst.app.address, idleTimeout: '300ms', runtime: { kind: 'freezer', cgroup: inst.cgroup.name } }],
   });
-  await logShows(agent.child, /"to":"sleeping"/, 15_000).catch((error) => {
+  // Its status API listens only once start-up is done, which can come after the first sleep.
+  await Promise.all([logShows(agent.child, /"to":"sleeping"/, 15_000), logShows(agent.child, /doze agent running/, 15_000)]).catch((error) => {
     throw new Error(`${(error as Error).message}\nstderr: ${agent.stderr()}`);
   });
   const status = JSON.parse((await get(`${agent.statusUrl}/api/status`)).body) as { hostPorts: { interfaces: string[] } };
