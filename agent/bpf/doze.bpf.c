@@ -74,12 +74,27 @@ struct doze_conn {
 // Two kinds on one perf buffer: a wake (wake_ns 0: ts_ns is the packet that
 // reached the sleeper) and the first response after a wake (ts_ns is the
 // instance's first payload byte to a client, wake_ns the wake it answers).
+// A wake also names its packet (src_* zero on a first-response record): why it woke.
+// 48 bytes, asserted below and mirrored by WAKE_EVENT_BYTES in agent/sources/bpf-records.ts.
 struct doze_wake_event {
 	__u32 instance_addr;
 	__u32 ifindex;
 	__u64 ts_ns;
 	__u64 wake_ns;
+	__u32 src_addr[4]; // IPv6; an IPv4 source IPv4-mapped (::ffff:a.b.c.d), as in doze_conn_key
+	__u16 src_port;    // network order; 0 for a packet with no ports
+	__u8 src_family;   // 4 or 6; 0 when the packet was not IP (or on a first-response record)
+	__u8 protocol;     // IP protocol (6 TCP, 17 UDP, 58 ICMPv6 …); IPv6: the first next header
+	__u8 tcp_flags;    // WAKE_TCP_* below
+	__u8 has_payload;  // a TCP packet carrying data (1), or not (0)
+	__u8 pad[2];
 };
+_Static_assert(sizeof(struct doze_wake_event) == 48, "doze_wake_event: keep WAKE_EVENT_BYTES in bpf-records.ts in step");
+
+#define WAKE_TCP_FIN 1
+#define WAKE_TCP_SYN 2
+#define WAKE_TCP_RST 4
+#define WAKE_TCP_ACK 16
 
 struct doze_settings {
 	__u32 check_mark; // skb->mark bits that identify health-check traffic
@@ -556,6 +571,30 @@ static __always_inline void forget_if_ended(struct doze_conn_key *k, struct doze
 }
 #endif
 
+// The packet that woke a sleeper, into its wake event: only on this once-per-sleep
+// path, so the per-packet cost stays what it was. The protocol is read back from
+// the header here rather than kept by parse() for every packet.
+static __always_inline void describe_packet(struct __sk_buff *skb, const struct parsed *p, struct doze_wake_event *ev)
+{
+	if (p->family != 4 && p->family != 6)
+		return;
+	ev->src_family = p->family;
+	ev->src_addr[0] = p->src[0];
+	ev->src_addr[1] = p->src[1];
+	ev->src_addr[2] = p->src[2];
+	ev->src_addr[3] = p->src[3];
+	// iphdr.protocol is byte 9, ipv6hdr.nexthdr byte 6.
+	__u32 at = sizeof(struct ethhdr) + (p->family == 4 ? 9 : 6);
+	if (bpf_skb_load_bytes(skb, at, &ev->protocol, 1))
+		ev->protocol = 0;
+	if (!p->is_tcp)
+		return;
+	ev->protocol = IPPROTO_TCP; // an IPv6 TCP packet behind extension headers
+	ev->src_port = p->sport;
+	ev->tcp_flags = (p->fin ? WAKE_TCP_FIN : 0) | (p->syn ? WAKE_TCP_SYN : 0) | (p->rst ? WAKE_TCP_RST : 0) | (p->ack ? WAKE_TCP_ACK : 0);
+	ev->has_payload = p->payload ? 1 : 0;
+}
+
 // A packet into instance `key` (whose doze_state entry the caller looked up):
 // count it, track its connection, wake a sleeper.
 static __always_inline int into_instance(struct __sk_buff *skb, struct parsed *p, __u32 key, __u32 *state, int is_check)
@@ -625,6 +664,7 @@ static __always_inline int into_instance(struct __sk_buff *skb, struct parsed *p
 				.ifindex = skb->ifindex,
 				.ts_ns = now,
 			};
+			describe_packet(skb, p, &ev);
 			emit_event(skb, &ev);
 			break;
 		}

@@ -83,6 +83,25 @@ export function decodeConnection(key: Buffer, value: Buffer): Connection {
   };
 }
 
+/** The packet that woke a sleeper, as its wake event names it (struct doze_wake_event's src_* fields). */
+export interface WakePacket {
+  /** The sender's address, IPv4 or IPv6 text. */
+  sourceAddr: string;
+  /** The sender's TCP port; undefined for a packet of another protocol (the tc program reads ports of TCP only). */
+  sourcePort?: number;
+  protocol: WakeProtocol;
+  /** TCP flags of the packet, in header order (undefined when not TCP). */
+  tcpFlags?: TcpFlagName[];
+  /** A TCP packet that carried data (a request's bytes), not a bare handshake or ACK. */
+  hasPayload: boolean;
+}
+
+export type WakeProtocol = 'tcp' | 'udp' | 'icmp' | 'icmpv6' | `ip-proto-${number}`;
+export type TcpFlagName = 'FIN' | 'SYN' | 'RST' | 'ACK';
+
+/** WAKE_TCP_* in doze.bpf.c: the bits of the TCP header's flags byte. */
+const TCP_FLAG_BITS: ReadonlyArray<[TcpFlagName, number]> = [['FIN', 1], ['SYN', 2], ['RST', 4], ['ACK', 16]];
+
 export interface WakeEvent {
   instanceAddr: string;
   ifindex: number;
@@ -92,14 +111,56 @@ export interface WakeEvent {
    * from the instance to a client answers; `tsNs` is then that payload's time.
    */
   answersWakeNs?: bigint;
+  /** Set on a wake record from an IP packet: what woke it. */
+  packet?: WakePacket;
 }
 
+/**
+ * sizeof(struct doze_wake_event), which the C source asserts with _Static_assert (a test reads it
+ * there). Layout: instance_addr u32 (0), ifindex u32 (4), ts_ns u64 (8), wake_ns u64 (16),
+ * src_addr 16 bytes IPv6, IPv4 mapped (24), src_port u16 network order (40), src_family u8 (42),
+ * protocol u8 (43), tcp_flags u8 (44), has_payload u8 (45), 2 bytes padding.
+ */
+export const WAKE_EVENT_BYTES = 48;
+
+/** A record of an older program (24 bytes, no packet) still decodes: its wake names no packet. */
 export function decodeWakeEvent(data: Buffer): WakeEvent | undefined {
   if (data.length < 16) return undefined;
   const event: WakeEvent = { instanceAddr: bytesToIpv4(data, 0), ifindex: data.readUInt32LE(4), tsNs: data.readBigUInt64LE(8) };
   const answersWakeNs = data.length >= 24 ? data.readBigUInt64LE(16) : 0n;
   if (answersWakeNs !== 0n) event.answersWakeNs = answersWakeNs;
+  else if (data.length >= WAKE_EVENT_BYTES) {
+    const packet = decodeWakePacket(data);
+    if (packet) event.packet = packet;
+  }
   return event;
+}
+
+function decodeWakePacket(data: Buffer): WakePacket | undefined {
+  const family = data.readUInt8(42);
+  if (family !== 4 && family !== 6) return undefined;
+  const address = data.subarray(24, 40);
+  const protocolNumber = data.readUInt8(43);
+  const protocol = protocolName(protocolNumber);
+  const packet: WakePacket = { sourceAddr: family === 4 ? bytesToIpv4(address, 12) : bytesToIpv6(address, 0), protocol, hasPayload: data.readUInt8(45) !== 0 };
+  if (protocol === 'tcp') {
+    packet.sourcePort = data.readUInt16BE(40);
+    const bits = data.readUInt8(44);
+    packet.tcpFlags = TCP_FLAG_BITS.filter(([, bit]) => bits & bit).map(([name]) => name);
+  }
+  return packet;
+}
+
+function protocolName(n: number): WakeProtocol {
+  return n === 6 ? 'tcp' : n === 17 ? 'udp' : n === 1 ? 'icmp' : n === 58 ? 'icmpv6' : `ip-proto-${n}`;
+}
+
+/** One line for logs and the status page: "tcp from 10.1.2.3:40000 SYN", "tcp from [fd00::2]:40000 ACK with payload". */
+export function describeWakePacket(p: WakePacket): string {
+  const host = p.sourceAddr.includes(':') ? `[${p.sourceAddr}]` : p.sourceAddr;
+  const from = p.sourcePort === undefined ? host : `${host}:${p.sourcePort}`;
+  const flags = p.tcpFlags?.length ? ` ${p.tcpFlags.join(',')}` : '';
+  return `${p.protocol} from ${from}${flags}${p.hasPayload ? ' with payload' : ''}`;
 }
 
 /** doze_stats indexes (DOZE_STAT_* in doze.bpf.c): program-wide counters. */
