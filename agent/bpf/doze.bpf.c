@@ -75,7 +75,8 @@ struct doze_conn {
 // reached the sleeper) and the first response after a wake (ts_ns is the
 // instance's first payload byte to a client, wake_ns the wake it answers).
 // A wake also names its packet (src_* zero on a first-response record): why it woke.
-// 48 bytes, asserted below and mirrored by WAKE_EVENT_BYTES in agent/sources/bpf-records.ts.
+// Its size and offsets are asserted below, and mirrored by WAKE_EVENT_BYTES and WAKE_EVENT_LAYOUT
+// in agent/sources/bpf-records.ts (test/sources/wake-event-record.test.ts holds the two together).
 struct doze_wake_event {
 	__u32 instance_addr;
 	__u32 ifindex;
@@ -90,6 +91,16 @@ struct doze_wake_event {
 	__u8 pad[2];
 };
 _Static_assert(sizeof(struct doze_wake_event) == 48, "doze_wake_event: keep WAKE_EVENT_BYTES in bpf-records.ts in step");
+_Static_assert(__builtin_offsetof(struct doze_wake_event, instance_addr) == 0, "doze_wake_event: keep WAKE_EVENT_LAYOUT in bpf-records.ts in step");
+_Static_assert(__builtin_offsetof(struct doze_wake_event, ifindex) == 4, "doze_wake_event: keep WAKE_EVENT_LAYOUT in bpf-records.ts in step");
+_Static_assert(__builtin_offsetof(struct doze_wake_event, ts_ns) == 8, "doze_wake_event: keep WAKE_EVENT_LAYOUT in bpf-records.ts in step");
+_Static_assert(__builtin_offsetof(struct doze_wake_event, wake_ns) == 16, "doze_wake_event: keep WAKE_EVENT_LAYOUT in bpf-records.ts in step");
+_Static_assert(__builtin_offsetof(struct doze_wake_event, src_addr) == 24, "doze_wake_event: keep WAKE_EVENT_LAYOUT in bpf-records.ts in step");
+_Static_assert(__builtin_offsetof(struct doze_wake_event, src_port) == 40, "doze_wake_event: keep WAKE_EVENT_LAYOUT in bpf-records.ts in step");
+_Static_assert(__builtin_offsetof(struct doze_wake_event, src_family) == 42, "doze_wake_event: keep WAKE_EVENT_LAYOUT in bpf-records.ts in step");
+_Static_assert(__builtin_offsetof(struct doze_wake_event, protocol) == 43, "doze_wake_event: keep WAKE_EVENT_LAYOUT in bpf-records.ts in step");
+_Static_assert(__builtin_offsetof(struct doze_wake_event, tcp_flags) == 44, "doze_wake_event: keep WAKE_EVENT_LAYOUT in bpf-records.ts in step");
+_Static_assert(__builtin_offsetof(struct doze_wake_event, has_payload) == 45, "doze_wake_event: keep WAKE_EVENT_LAYOUT in bpf-records.ts in step");
 
 #define WAKE_TCP_FIN 1
 #define WAKE_TCP_SYN 2

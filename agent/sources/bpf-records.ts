@@ -116,12 +116,14 @@ export interface WakeEvent {
 }
 
 /**
- * sizeof(struct doze_wake_event), which the C source asserts with _Static_assert (a test reads it
- * there). Layout: instance_addr u32 (0), ifindex u32 (4), ts_ns u64 (8), wake_ns u64 (16),
- * src_addr 16 bytes IPv6, IPv4 mapped (24), src_port u16 network order (40), src_family u8 (42),
- * protocol u8 (43), tcp_flags u8 (44), has_payload u8 (45), 2 bytes padding.
+ * sizeof(struct doze_wake_event) and its fields' offsets, which the C source asserts with
+ * _Static_assert (test/sources/wake-event-record.test.ts reads them there). src_addr is 16 bytes
+ * IPv6, an IPv4 source IPv4-mapped; src_port is in network order; 2 bytes of padding end it.
  */
 export const WAKE_EVENT_BYTES = 48;
+export const WAKE_EVENT_LAYOUT = {
+  instance_addr: 0, ifindex: 4, ts_ns: 8, wake_ns: 16, src_addr: 24, src_port: 40, src_family: 42, protocol: 43, tcp_flags: 44, has_payload: 45,
+} as const;
 
 /** A record of an older program (24 bytes, no packet) still decodes: its wake names no packet. */
 export function decodeWakeEvent(data: Buffer): WakeEvent | undefined {
@@ -137,15 +139,15 @@ export function decodeWakeEvent(data: Buffer): WakeEvent | undefined {
 }
 
 function decodeWakePacket(data: Buffer): WakePacket | undefined {
-  const family = data.readUInt8(42);
+  const at = WAKE_EVENT_LAYOUT;
+  const family = data.readUInt8(at.src_family);
   if (family !== 4 && family !== 6) return undefined;
-  const address = data.subarray(24, 40);
-  const protocolNumber = data.readUInt8(43);
-  const protocol = protocolName(protocolNumber);
-  const packet: WakePacket = { sourceAddr: family === 4 ? bytesToIpv4(address, 12) : bytesToIpv6(address, 0), protocol, hasPayload: data.readUInt8(45) !== 0 };
+  const address = data.subarray(at.src_addr, at.src_addr + 16);
+  const protocol = protocolName(data.readUInt8(at.protocol));
+  const packet: WakePacket = { sourceAddr: family === 4 ? bytesToIpv4(address, 12) : bytesToIpv6(address, 0), protocol, hasPayload: data.readUInt8(at.has_payload) !== 0 };
   if (protocol === 'tcp') {
-    packet.sourcePort = data.readUInt16BE(40);
-    const bits = data.readUInt8(44);
+    packet.sourcePort = data.readUInt16BE(at.src_port);
+    const bits = data.readUInt8(at.tcp_flags);
     packet.tcpFlags = TCP_FLAG_BITS.filter(([, bit]) => bits & bit).map(([name]) => name);
   }
   return packet;
