@@ -83,7 +83,7 @@ struct doze_wake_event {
 	__u64 ts_ns;
 	__u64 wake_ns;
 	__u32 src_addr[4]; // IPv6; an IPv4 source IPv4-mapped (::ffff:a.b.c.d), as in doze_conn_key
-	__u16 src_port;    // network order; 0 for a packet with no ports
+	__u16 src_port;    // network order; TCP and UDP only, else 0
 	__u8 src_family;   // 4 or 6; 0 when the packet was not IP (or on a first-response record)
 	__u8 protocol;     // IP protocol (6 TCP, 17 UDP, 58 ICMPv6 …); IPv6: the first next header
 	__u8 tcp_flags;    // WAKE_TCP_* below
@@ -598,8 +598,22 @@ static __always_inline void describe_packet(struct __sk_buff *skb, const struct 
 	__u32 at = sizeof(struct ethhdr) + (p->family == 4 ? 9 : 6);
 	if (bpf_skb_load_bytes(skb, at, &ev->protocol, 1))
 		ev->protocol = 0;
-	if (!p->is_tcp)
+	if (!p->is_tcp) {
+		// UDP's source port, read here too (parse() tracks TCP alone): the first header after
+		// IPv4's (ihl words, as sent) or right after IPv6's fixed one.
+		if (ev->protocol != IPPROTO_UDP)
+			return;
+		__u32 l4 = sizeof(struct ethhdr) + 40;
+		if (p->family == 4) {
+			__u8 vihl = 0;
+			if (bpf_skb_load_bytes(skb, sizeof(struct ethhdr), &vihl, 1))
+				return;
+			l4 = sizeof(struct ethhdr) + (vihl & 0xf) * 4;
+		}
+		if (bpf_skb_load_bytes(skb, l4, &ev->src_port, 2))
+			ev->src_port = 0;
 		return;
+	}
 	ev->protocol = IPPROTO_TCP; // an IPv6 TCP packet behind extension headers
 	ev->src_port = p->sport;
 	ev->tcp_flags = (p->fin ? WAKE_TCP_FIN : 0) | (p->syn ? WAKE_TCP_SYN : 0) | (p->rst ? WAKE_TCP_RST : 0) | (p->ack ? WAKE_TCP_ACK : 0);

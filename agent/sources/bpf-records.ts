@@ -87,7 +87,7 @@ export function decodeConnection(key: Buffer, value: Buffer): Connection {
 export interface WakePacket {
   /** The sender's address, IPv4 or IPv6 text. */
   sourceAddr: string;
-  /** The sender's TCP port; undefined for a packet of another protocol (the tc program reads ports of TCP only). */
+  /** The sender's TCP or UDP port; undefined for a packet of another protocol. */
   sourcePort?: number;
   protocol: WakeProtocol;
   /** TCP flags of the packet, in header order (undefined when not TCP). */
@@ -145,8 +145,8 @@ function decodeWakePacket(data: Buffer): WakePacket | undefined {
   const address = data.subarray(at.src_addr, at.src_addr + 16);
   const protocol = protocolName(data.readUInt8(at.protocol));
   const packet: WakePacket = { sourceAddr: family === 4 ? bytesToIpv4(address, 12) : bytesToIpv6(address, 0), protocol, hasPayload: data.readUInt8(at.has_payload) !== 0 };
+  if (protocol === 'tcp' || protocol === 'udp') packet.sourcePort = data.readUInt16BE(at.src_port);
   if (protocol === 'tcp') {
-    packet.sourcePort = data.readUInt16BE(at.src_port);
     const bits = data.readUInt8(at.tcp_flags);
     packet.tcpFlags = TCP_FLAG_BITS.filter(([, bit]) => bits & bit).map(([name]) => name);
   }

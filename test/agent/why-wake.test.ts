@@ -1,4 +1,5 @@
 import { randomInt } from 'node:crypto';
+import dgram from 'node:dgram';
 import net from 'node:net';
 import { inState, nextState, startAgent } from '../helpers/agent.js';
 import { APP_PORT } from '../helpers/app.js';
@@ -57,6 +58,21 @@ rootTest.serial('over IPv6: the wake names the IPv6 source and port', async (t) 
   await running;
   const [wake] = await wakesOf(agent.address);
   t.deepEqual(wake?.packet, { sourceAddr: inst.ns.hostIp6!, sourcePort: port, protocol: 'tcp', tcpFlags: ['SYN'], hasPayload: false });
+});
+
+rootTest.serial('a UDP datagram that wakes a sleeper is named with its source port', async (t) => {
+  const inst = await createInstance(t);
+  const agent = await startAgent(t, { instances: [inst.config()] });
+  await inState(agent, 'web', 'sleeping', 3000);
+  const port = randomInt(40000, 50000);
+  const running = nextState(agent, 'web', 'running', 3000);
+  const socket = dgram.createSocket('udp4');
+  t.teardown(() => socket.close());
+  await new Promise<void>((resolve) => socket.bind(port, inst.ns.hostIp, resolve));
+  await new Promise<void>((resolve, reject) => socket.send('hello', APP_PORT, inst.ns.instanceIp, (error) => (error ? reject(error) : resolve())));
+  await running;
+  const [wake] = await wakesOf(agent.address);
+  t.deepEqual(wake?.packet, { sourceAddr: inst.ns.hostIp, sourcePort: port, protocol: 'udp', hasPayload: false });
 });
 
 rootTest.serial('a wake no packet caused names none', async (t) => {

@@ -69,8 +69,8 @@ test('a wake record from IPv6 data names the IPv6 source, ACK and the payload', 
   t.is(describeWakePacket(event!.packet!), 'tcp from [fd00::2]:443 FIN,ACK with payload');
 });
 
-test('a wake by UDP or ICMP names the protocol and source, no port or flags', (t) => {
-  t.deepEqual(decodeWakeEvent(record({ instance: '10.1.2.3', tsNs: 1n, family: 4, source: '10.9.8.7', protocol: 17 }))?.packet, { sourceAddr: '10.9.8.7', protocol: 'udp', hasPayload: false });
+test('a wake by UDP names its source port but no flags; by ICMP, the protocol and source alone', (t) => {
+  t.deepEqual(decodeWakeEvent(record({ instance: '10.1.2.3', tsNs: 1n, family: 4, source: '10.9.8.7', port: 5353, protocol: 17 }))?.packet, { sourceAddr: '10.9.8.7', sourcePort: 5353, protocol: 'udp', hasPayload: false });
   t.deepEqual(decodeWakeEvent(record({ instance: '10.1.2.3', tsNs: 1n, family: 6, source: 'fd00::9', protocol: 58 }))?.packet, { sourceAddr: 'fd00::9', protocol: 'icmpv6', hasPayload: false });
   t.is(decodeWakeEvent(record({ instance: '10.1.2.3', tsNs: 1n, family: 4, source: '10.9.8.7', protocol: 47 }))?.packet?.protocol, 'ip-proto-47');
 });
