@@ -605,10 +605,12 @@ static __always_inline void describe_packet(struct __sk_buff *skb, const struct 
 			return;
 		__u32 l4 = sizeof(struct ethhdr) + 40;
 		if (p->family == 4) {
-			__u8 vihl = 0;
-			if (bpf_skb_load_bytes(skb, sizeof(struct ethhdr), &vihl, 1))
+			__u8 head[8]; // version/ihl .. frag_off
+			if (bpf_skb_load_bytes(skb, sizeof(struct ethhdr), head, sizeof(head)))
 				return;
-			l4 = sizeof(struct ethhdr) + (vihl & 0xf) * 4;
+			if (((head[6] & 0x1f) | head[7]) != 0)
+				return; // a non-first fragment: no UDP header in it
+			l4 = sizeof(struct ethhdr) + (head[0] & 0xf) * 4;
 		}
 		if (bpf_skb_load_bytes(skb, l4, &ev->src_port, 2))
 			ev->src_port = 0;
