@@ -74,12 +74,38 @@ struct doze_conn {
 // Two kinds on one perf buffer: a wake (wake_ns 0: ts_ns is the packet that
 // reached the sleeper) and the first response after a wake (ts_ns is the
 // instance's first payload byte to a client, wake_ns the wake it answers).
+// A wake also names its packet (src_* zero on a first-response record): why it woke.
+// Its size and offsets are asserted below, and mirrored by WAKE_EVENT_BYTES and WAKE_EVENT_LAYOUT
+// in agent/sources/bpf-records.ts (test/sources/wake-event-record.test.ts holds the two together).
 struct doze_wake_event {
 	__u32 instance_addr;
 	__u32 ifindex;
 	__u64 ts_ns;
 	__u64 wake_ns;
+	__u32 src_addr[4]; // IPv6; an IPv4 source IPv4-mapped (::ffff:a.b.c.d), as in doze_conn_key
+	__u16 src_port;    // network order; TCP and UDP only, else 0
+	__u8 src_family;   // 4 or 6; 0 when the packet was not IP (or on a first-response record)
+	__u8 protocol;     // IP protocol (6 TCP, 17 UDP, 58 ICMPv6 …); IPv6: the first next header
+	__u8 tcp_flags;    // WAKE_TCP_* below
+	__u8 has_payload;  // a TCP packet carrying data (1), or not (0)
+	__u8 pad[2];
 };
+_Static_assert(sizeof(struct doze_wake_event) == 48, "doze_wake_event: keep WAKE_EVENT_BYTES in bpf-records.ts in step");
+_Static_assert(__builtin_offsetof(struct doze_wake_event, instance_addr) == 0, "doze_wake_event: keep WAKE_EVENT_LAYOUT in bpf-records.ts in step");
+_Static_assert(__builtin_offsetof(struct doze_wake_event, ifindex) == 4, "doze_wake_event: keep WAKE_EVENT_LAYOUT in bpf-records.ts in step");
+_Static_assert(__builtin_offsetof(struct doze_wake_event, ts_ns) == 8, "doze_wake_event: keep WAKE_EVENT_LAYOUT in bpf-records.ts in step");
+_Static_assert(__builtin_offsetof(struct doze_wake_event, wake_ns) == 16, "doze_wake_event: keep WAKE_EVENT_LAYOUT in bpf-records.ts in step");
+_Static_assert(__builtin_offsetof(struct doze_wake_event, src_addr) == 24, "doze_wake_event: keep WAKE_EVENT_LAYOUT in bpf-records.ts in step");
+_Static_assert(__builtin_offsetof(struct doze_wake_event, src_port) == 40, "doze_wake_event: keep WAKE_EVENT_LAYOUT in bpf-records.ts in step");
+_Static_assert(__builtin_offsetof(struct doze_wake_event, src_family) == 42, "doze_wake_event: keep WAKE_EVENT_LAYOUT in bpf-records.ts in step");
+_Static_assert(__builtin_offsetof(struct doze_wake_event, protocol) == 43, "doze_wake_event: keep WAKE_EVENT_LAYOUT in bpf-records.ts in step");
+_Static_assert(__builtin_offsetof(struct doze_wake_event, tcp_flags) == 44, "doze_wake_event: keep WAKE_EVENT_LAYOUT in bpf-records.ts in step");
+_Static_assert(__builtin_offsetof(struct doze_wake_event, has_payload) == 45, "doze_wake_event: keep WAKE_EVENT_LAYOUT in bpf-records.ts in step");
+
+#define WAKE_TCP_FIN 1
+#define WAKE_TCP_SYN 2
+#define WAKE_TCP_RST 4
+#define WAKE_TCP_ACK 16
 
 struct doze_settings {
 	__u32 check_mark; // skb->mark bits that identify health-check traffic
@@ -556,6 +582,46 @@ static __always_inline void forget_if_ended(struct doze_conn_key *k, struct doze
 }
 #endif
 
+// The packet that woke a sleeper, into its wake event: only on this once-per-sleep
+// path, so the per-packet cost stays what it was. The protocol is read back from
+// the header here rather than kept by parse() for every packet.
+static __always_inline void describe_packet(struct __sk_buff *skb, const struct parsed *p, struct doze_wake_event *ev)
+{
+	if (p->family != 4 && p->family != 6)
+		return;
+	ev->src_family = p->family;
+	ev->src_addr[0] = p->src[0];
+	ev->src_addr[1] = p->src[1];
+	ev->src_addr[2] = p->src[2];
+	ev->src_addr[3] = p->src[3];
+	// iphdr.protocol is byte 9, ipv6hdr.nexthdr byte 6.
+	__u32 at = sizeof(struct ethhdr) + (p->family == 4 ? 9 : 6);
+	if (bpf_skb_load_bytes(skb, at, &ev->protocol, 1))
+		ev->protocol = 0;
+	if (!p->is_tcp) {
+		// UDP's source port, read here too (parse() tracks TCP alone): the first header after
+		// IPv4's (ihl words, as sent) or right after IPv6's fixed one.
+		if (ev->protocol != IPPROTO_UDP)
+			return;
+		__u32 l4 = sizeof(struct ethhdr) + 40;
+		if (p->family == 4) {
+			__u8 head[8]; // version/ihl .. frag_off
+			if (bpf_skb_load_bytes(skb, sizeof(struct ethhdr), head, sizeof(head)))
+				return;
+			if (((head[6] & 0x1f) | head[7]) != 0)
+				return; // a non-first fragment: no UDP header in it
+			l4 = sizeof(struct ethhdr) + (head[0] & 0xf) * 4;
+		}
+		if (bpf_skb_load_bytes(skb, l4, &ev->src_port, 2))
+			ev->src_port = 0;
+		return;
+	}
+	ev->protocol = IPPROTO_TCP; // an IPv6 TCP packet behind extension headers
+	ev->src_port = p->sport;
+	ev->tcp_flags = (p->fin ? WAKE_TCP_FIN : 0) | (p->syn ? WAKE_TCP_SYN : 0) | (p->rst ? WAKE_TCP_RST : 0) | (p->ack ? WAKE_TCP_ACK : 0);
+	ev->has_payload = p->payload ? 1 : 0;
+}
+
 // A packet into instance `key` (whose doze_state entry the caller looked up):
 // count it, track its connection, wake a sleeper.
 static __always_inline int into_instance(struct __sk_buff *skb, struct parsed *p, __u32 key, __u32 *state, int is_check)
@@ -625,6 +691,7 @@ static __always_inline int into_instance(struct __sk_buff *skb, struct parsed *p
 				.ifindex = skb->ifindex,
 				.ts_ns = now,
 			};
+			describe_packet(skb, p, &ev);
 			emit_event(skb, &ev);
 			break;
 		}

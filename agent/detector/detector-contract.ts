@@ -1,4 +1,5 @@
 import type { NodeBudgetLimits } from '../scheduler/node-budget.js';
+import type { WakePacket } from '../sources/bpf-records.js';
 import type { Detector } from './detector.js';
 import type { ReadonlyInstance } from './managed-instance.js';
 import type { InstanceState } from './states.js';
@@ -14,6 +15,8 @@ export interface TransitionEvent {
   to: InstanceState;
   reason: string;
   at: number;
+  /** A wake (to `waking`) a packet caused: that packet, as the tc program saw it. */
+  packet?: WakePacket;
 }
 
 /**

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { DozeError, messageOf } from '../shared/errors.js';
 import { withDeadline } from '../shared/deadline.js';
 import type { Logger } from '../shared/log.js';
-import { BpfInstanceState } from '../sources/bpf-records.js';
+import { BpfInstanceState, describeWakePacket, type WakePacket } from '../sources/bpf-records.js';
 import { monotonicNs } from '../shared/clock.js';
 import type { TrafficSource } from '../sources/traffic-source.js';
 import { adoptAsleep, leftBehind } from './adoption.js';
@@ -84,7 +84,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
     this.signals = new WakeSignals(source, log, {
       instance: (key) => this.table.withKey(key),
       sleepers: () => this.table.all().filter((i) => i.state === 'sleeping' && !i.removed),
-      wake: (instance, reason, eventNs) => void this.wake(instance, reason, eventNs),
+      wake: (instance, reason, eventNs, packet) => void this.wake(instance, reason, eventNs, { packet }),
       firstResponse: (instance, ms) => this.reportFirstResponse(instance, ms),
       missed: (instance) => this.emit('wakeEventMissed', instance),
       stopped: () => this.stopped,
@@ -230,9 +230,9 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
    * `paced`: one of many wakes at once that no request asked for (agent stop, removal): it
    * faults back under the node budget (scheduler/fault-back-gate.ts) and makes no room.
    */
-  wake(view: ReadonlyInstance, reason: string, eventNs?: bigint, options: { paced?: boolean } = {}): Promise<void> {
+  wake(view: ReadonlyInstance, reason: string, eventNs?: bigint, options: { paced?: boolean; packet?: WakePacket } = {}): Promise<void> {
     const instance = this.own(view);
-    this.signals.noteWakeEvent(instance, eventNs);
+    this.signals.noteWakeEvent(instance, eventNs, options.packet);
     // A request waits on a sleeper queued in a paced wake: it goes first.
     if (!options.paced) this.pacing?.promote(instance.id);
     instance.wakesPending++;
@@ -248,9 +248,10 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
         const room = await this.budget.makeRoom({ id: instance.id, memory: instance.config.memory, wakeTimeoutMs: instance.config.wakeTimeout });
         if (room === 'over-budget') this.budgetOverruns++;
       }
+      const packet = this.signals.wakePacket(instance);
       const startNs = this.signals.wakeStarts(instance);
       instance.lastFirstResponseMs = undefined;
-      this.setState(instance, 'waking', reason);
+      this.setState(instance, 'waking', reason, packet);
       try {
         await withDeadline(`resuming ${instance.id}`, instance.config.wakeTimeout, (signal) => instance.runtime.wake(instance.config.wakeTimeout, signal));
       } catch (error) {
@@ -407,7 +408,8 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
     return refreshLastSeen(this.table.all(), this.source);
   }
 
-  private setState(instance: ManagedInstance, to: InstanceState, reason: string): void {
+  /** `packet`: on a wake to `waking`, the packet that caused it (its wake event named it). */
+  private setState(instance: ManagedInstance, to: InstanceState, reason: string, packet?: WakePacket): void {
     const from = instance.state;
     if (from === to) return;
     if (!canTransition(from, to)) {
@@ -417,8 +419,8 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
     instance.state = to;
     instance.stateSinceMs = Date.now();
     if (to === 'sleeping' || to === 'failed') this.budget?.signalRoom();
-    this.log.info({ instance: instance.id, from, to, reason }, 'transition');
-    this.emit('transition', { instance, from, to, reason, at: Date.now() });
+    this.log.info({ instance: instance.id, from, to, reason, packet: packet && describeWakePacket(packet) }, 'transition');
+    this.emit('transition', { instance, from, to, reason, at: Date.now(), ...(packet ? { packet } : {}) });
   }
 
   /** One timer, set for the earliest idle deadline among running instances. */

@@ -1,6 +1,6 @@
 import { messageOf } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
-import { BpfInstanceState, type WakeEvent } from '../sources/bpf-records.js';
+import { BpfInstanceState, type WakeEvent, type WakePacket } from '../sources/bpf-records.js';
 import { monotonicNs } from '../shared/clock.js';
 import type { TrafficSource } from '../sources/traffic-source.js';
 import type { ManagedInstance, ReadonlyInstance } from './managed-instance.js';
@@ -51,6 +51,8 @@ interface WakeTiming {
   requested: boolean;
   /** When the pending wake's first packet was seen (bpf clock), for doze_wake_seconds. */
   eventNs: bigint | undefined;
+  /** That first packet as its wake event described it (why it woke); set and cleared with eventNs. */
+  packet: WakePacket | undefined;
   /** The signalling packet of the last traffic wake, until the tc program reports its first response. */
   signalNs: bigint | undefined;
 }
@@ -61,7 +63,7 @@ export interface WakeSignalTarget {
   instance(key: string): ManagedInstance | undefined;
   /** The instances asleep now (not being removed). */
   sleepers(): ManagedInstance[];
-  wake(instance: ManagedInstance, reason: string, eventNs?: bigint): void;
+  wake(instance: ManagedInstance, reason: string, eventNs?: bigint, packet?: WakePacket): void;
   /** The tc program stamped this wake's first payload to a client, `ms` after its signalling packet. */
   firstResponse(instance: ManagedInstance, ms: number): void;
   /** The watchdog woke it and its event never came. */
@@ -92,7 +94,7 @@ export class WakeSignals {
 
   private timing(instance: ReadonlyInstance): WakeTiming {
     let t = this.timings.get(instance);
-    if (!t) this.timings.set(instance, (t = { sleepStartNs: 0n, packetsAtSleep: undefined, requested: false, eventNs: undefined, signalNs: undefined }));
+    if (!t) this.timings.set(instance, (t = { sleepStartNs: 0n, packetsAtSleep: undefined, requested: false, eventNs: undefined, packet: undefined, signalNs: undefined }));
     return t;
   }
 
@@ -130,9 +132,17 @@ export class WakeSignals {
   }
 
   /** A wake is asked for: the first packet's stamp, if a packet asked, times it. */
-  noteWakeEvent(instance: ManagedInstance, eventNs: bigint | undefined): void {
+  noteWakeEvent(instance: ManagedInstance, eventNs: bigint | undefined, packet?: WakePacket): void {
     const t = this.timing(instance);
-    if (eventNs !== undefined && t.eventNs === undefined) t.eventNs = eventNs;
+    if (eventNs !== undefined && t.eventNs === undefined) {
+      t.eventNs = eventNs;
+      t.packet = packet;
+    }
+  }
+
+  /** The packet that started the pending wake, if its event named one (read as the wake starts). */
+  wakePacket(instance: ManagedInstance): WakePacket | undefined {
+    return this.timing(instance).packet;
   }
 
   /** The wake starts: when it counts from (its first packet, else now). Only a wake a packet started has a first response to time. */
@@ -146,15 +156,19 @@ export class WakeSignals {
   wakeEnded(instance: ManagedInstance, failed = false): void {
     const t = this.timing(instance);
     t.eventNs = undefined;
+    t.packet = undefined;
     t.requested = false;
     if (failed) t.signalNs = undefined;
   }
 
   /** Traffic for an instance still pausing: its sleep must be reversed as soon as it completes. */
-  wakeAfterPause(instance: ManagedInstance, eventNs?: bigint): void {
+  wakeAfterPause(instance: ManagedInstance, eventNs?: bigint, packet?: WakePacket): void {
     const t = this.timing(instance);
     t.requested = true;
-    if (eventNs !== undefined) t.eventNs ??= eventNs;
+    if (eventNs !== undefined && t.eventNs === undefined) {
+      t.eventNs = eventNs;
+      t.packet = packet;
+    }
   }
 
   /**
@@ -215,9 +229,9 @@ export class WakeSignals {
     // From an earlier sleep (late): this sleep's own traffic raises its own event.
     if (event.tsNs < this.timing(instance).sleepStartNs) return;
     if (instance.state === 'pausing') {
-      this.wakeAfterPause(instance, event.tsNs);
+      this.wakeAfterPause(instance, event.tsNs, event.packet);
     } else if (instance.state === 'sleeping') {
-      this.target.wake(instance, 'traffic', event.tsNs);
+      this.target.wake(instance, 'traffic', event.tsNs, event.packet);
     }
   }
 

@@ -83,6 +83,25 @@ export function decodeConnection(key: Buffer, value: Buffer): Connection {
   };
 }
 
+/** The packet that woke a sleeper, as its wake event names it (struct doze_wake_event's src_* fields). */
+export interface WakePacket {
+  /** The sender's address, IPv4 or IPv6 text. */
+  sourceAddr: string;
+  /** The sender's TCP or UDP port; undefined for a packet of another protocol. */
+  sourcePort?: number;
+  protocol: WakeProtocol;
+  /** TCP flags of the packet, in header order (undefined when not TCP). */
+  tcpFlags?: TcpFlagName[];
+  /** A TCP packet that carried data (a request's bytes), not a bare handshake or ACK. */
+  hasPayload: boolean;
+}
+
+export type WakeProtocol = 'tcp' | 'udp' | 'icmp' | 'icmpv6' | `ip-proto-${number}`;
+export type TcpFlagName = 'FIN' | 'SYN' | 'RST' | 'ACK';
+
+/** WAKE_TCP_* in doze.bpf.c: the bits of the TCP header's flags byte. */
+const TCP_FLAG_BITS: ReadonlyArray<[TcpFlagName, number]> = [['FIN', 1], ['SYN', 2], ['RST', 4], ['ACK', 16]];
+
 export interface WakeEvent {
   instanceAddr: string;
   ifindex: number;
@@ -92,14 +111,58 @@ export interface WakeEvent {
    * from the instance to a client answers; `tsNs` is then that payload's time.
    */
   answersWakeNs?: bigint;
+  /** Set on a wake record from an IP packet: what woke it. */
+  packet?: WakePacket;
 }
 
+/**
+ * sizeof(struct doze_wake_event) and its fields' offsets, which the C source asserts with
+ * _Static_assert (test/sources/wake-event-record.test.ts reads them there). src_addr is 16 bytes
+ * IPv6, an IPv4 source IPv4-mapped; src_port is in network order; 2 bytes of padding end it.
+ */
+export const WAKE_EVENT_BYTES = 48;
+export const WAKE_EVENT_LAYOUT = {
+  instance_addr: 0, ifindex: 4, ts_ns: 8, wake_ns: 16, src_addr: 24, src_port: 40, src_family: 42, protocol: 43, tcp_flags: 44, has_payload: 45,
+} as const;
+
+/** A record of an older program (24 bytes, no packet) still decodes: its wake names no packet. */
 export function decodeWakeEvent(data: Buffer): WakeEvent | undefined {
   if (data.length < 16) return undefined;
   const event: WakeEvent = { instanceAddr: bytesToIpv4(data, 0), ifindex: data.readUInt32LE(4), tsNs: data.readBigUInt64LE(8) };
   const answersWakeNs = data.length >= 24 ? data.readBigUInt64LE(16) : 0n;
   if (answersWakeNs !== 0n) event.answersWakeNs = answersWakeNs;
+  else if (data.length >= WAKE_EVENT_BYTES) {
+    const packet = decodeWakePacket(data);
+    if (packet) event.packet = packet;
+  }
   return event;
+}
+
+function decodeWakePacket(data: Buffer): WakePacket | undefined {
+  const at = WAKE_EVENT_LAYOUT;
+  const family = data.readUInt8(at.src_family);
+  if (family !== 4 && family !== 6) return undefined;
+  const address = data.subarray(at.src_addr, at.src_addr + 16);
+  const protocol = protocolName(data.readUInt8(at.protocol));
+  const packet: WakePacket = { sourceAddr: family === 4 ? bytesToIpv4(address, 12) : bytesToIpv6(address, 0), protocol, hasPayload: data.readUInt8(at.has_payload) !== 0 };
+  if (protocol === 'tcp' || protocol === 'udp') packet.sourcePort = data.readUInt16BE(at.src_port);
+  if (protocol === 'tcp') {
+    const bits = data.readUInt8(at.tcp_flags);
+    packet.tcpFlags = TCP_FLAG_BITS.filter(([, bit]) => bits & bit).map(([name]) => name);
+  }
+  return packet;
+}
+
+function protocolName(n: number): WakeProtocol {
+  return n === 6 ? 'tcp' : n === 17 ? 'udp' : n === 1 ? 'icmp' : n === 58 ? 'icmpv6' : `ip-proto-${n}`;
+}
+
+/** One line for logs and the status page: "tcp from 10.1.2.3:40000 SYN", "tcp from [fd00::2]:40000 ACK with payload". */
+export function describeWakePacket(p: WakePacket): string {
+  const host = p.sourceAddr.includes(':') ? `[${p.sourceAddr}]` : p.sourceAddr;
+  const from = p.sourcePort === undefined ? host : `${host}:${p.sourcePort}`;
+  const flags = p.tcpFlags?.length ? ` ${p.tcpFlags.join(',')}` : '';
+  return `${p.protocol} from ${from}${flags}${p.hasPayload ? ' with payload' : ''}`;
 }
 
 /** doze_stats indexes (DOZE_STAT_* in doze.bpf.c): program-wide counters. */

@@ -141,15 +141,26 @@ export function renderLatency(title: string, dist: LatencyDistribution): string 
   return `<h3>${esc(title)} <span class="muted">${dist.count} wake${dist.count === 1 ? '' : 's'}</span></h3>${rows.join('')}`;
 }
 
-/** The latest wakes, newest first: how long the runtime took and when the instance first answered. */
+/**
+ * The latest wakes, newest first: what woke it (the packet: source, protocol, TCP flags, payload),
+ * how long the runtime took and when the instance first answered. Self-contained: the page ships
+ * it to the browser as text (renderWakes.toString()), so it imports nothing.
+ */
 export function renderWakes(wakes: WakeRecord[]): string {
   const esc = (s: unknown) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
   const ms = (v: number | null) => (v === null ? '–' : `${v.toFixed(v < 10 ? 2 : 1)} ms`);
+  const packet = (p: WakeRecord['packet']) => {
+    if (!p) return '';
+    const host = p.sourceAddr.includes(':') ? `[${p.sourceAddr}]` : p.sourceAddr;
+    const from = p.sourcePort === undefined ? host : `${host}:${p.sourcePort}`;
+    const flags = p.tcpFlags && p.tcpFlags.length > 0 ? ` ${p.tcpFlags.join(',')}` : '';
+    return `<br><span class="muted wake-packet" title="the packet that woke it">${esc(`${p.protocol} from ${from}${flags}${p.hasPayload ? ' with payload' : ''}`)}</span>`;
+  };
   if (wakes.length === 0) return '<tr><td colspan="4" class="muted">no wakes yet</td></tr>';
   return wakes
     .slice(-20)
     .reverse()
-    .map((w) => `<tr data-instance="${esc(w.instance)}"><td><time>${esc(w.at.slice(11, 23))}</time></td><td><b>${esc(w.instance)}</b><br><span class="muted">${esc(w.reason)}</span></td>` +
+    .map((w) => `<tr data-instance="${esc(w.instance)}"><td><time>${esc(w.at.slice(11, 23))}</time></td><td><b>${esc(w.instance)}</b><br><span class="muted">${esc(w.reason)}</span>${packet(w.packet)}</td>` +
       `<td>${w.failed ? `<span class="bad">${esc(w.failed)}</span>` : ms(w.wakeMs)}</td><td class="first-response">${ms(w.firstResponseMs)}</td></tr>`)
     .join('');
 }

@@ -1,4 +1,5 @@
 import type { Detector } from '../detector/detector.js';
+import type { WakePacket } from '../sources/bpf-records.js';
 
 /** One wake as the status page lists it: how long the runtime took, and the first response, once seen. */
 export interface WakeRecord {
@@ -6,6 +7,8 @@ export interface WakeRecord {
   at: string;
   instance: string;
   reason: string;
+  /** The packet that caused it (source, protocol, TCP flags, payload or not); null for a wake no packet's event named (operator, max_sleep, rescan). */
+  packet: WakePacket | null;
   /** First packet (or request) → runtime resumed; null while waking or when it failed. */
   wakeMs: number | null;
   /** First packet → first response byte to a client, as the tc program saw it; null until then (or never, for wakes no packet started). */
@@ -21,7 +24,7 @@ export class WakeLog {
   constructor(detector: Detector, private readonly keep = 100) {
     detector.on('transition', (e) => {
       if (e.to !== 'waking') return;
-      this.records.push({ seq: ++this.seq, at: new Date(e.at).toISOString(), instance: e.instance.id, reason: e.reason, wakeMs: null, firstResponseMs: null, failed: null });
+      this.records.push({ seq: ++this.seq, at: new Date(e.at).toISOString(), instance: e.instance.id, reason: e.reason, packet: e.packet ?? null, wakeMs: null, firstResponseMs: null, failed: null });
       if (this.records.length > this.keep) this.records.shift();
     });
     detector.on('woke', (i, seconds) => this.update(i.id, (r) => r.wakeMs === null && r.failed === null, (r) => (r.wakeMs = round(seconds * 1000))));
@@ -41,7 +44,7 @@ export class WakeLog {
   }
 
   list(): WakeRecord[] {
-    return this.records.map((r) => ({ ...r }));
+    return this.records.map((r) => ({ ...r, packet: r.packet && { ...r.packet, ...(r.packet.tcpFlags ? { tcpFlags: [...r.packet.tcpFlags] } : {}) } }));
   }
 }
 
