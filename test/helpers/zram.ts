@@ -1,4 +1,5 @@
 import type { Teardown } from './teardown.js';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { sh, shQuiet } from './sh.js';
@@ -21,11 +22,39 @@ export function zramUnavailable(): string | undefined {
 }
 
 /**
+ * Swap is node-wide, and test files run side by side: a file that adds a swap holds this lock
+ * shared from before its swapon until after its swapoff, and the case that shows a node without
+ * swap holds it exclusively. flock(1) keeps it in a child whose stdin we hold, so it goes with us
+ * if we die.
+ */
+const SWAP_LOCK = '/run/doze-test-swap.lock';
+
+/** Waits (bounded) for the swap lock and keeps it until the test's teardown. */
+export async function holdSwapLock(t: Teardown, mode: 'shared' | 'exclusive', timeoutMs = 120_000): Promise<void> {
+  const child = spawn('flock', [mode === 'shared' ? '-s' : '-x', '-w', String(Math.ceil(timeoutMs / 1000)), SWAP_LOCK, 'sh', '-c', 'echo locked; exec cat'], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  t.teardown(async () => {
+    child.stdin!.end();
+    await exited;
+  });
+  await new Promise<void>((resolve, reject) => {
+    child.stdout!.once('data', () => resolve());
+    child.once('exit', (code) => reject(new Error(`the ${mode} swap lock ${SWAP_LOCK} was not had within ${timeoutMs} ms (flock exit ${code})`)));
+  });
+}
+
+/** Whether a test file holds a swap right now (someone holds the swap lock): its swap is not the node's own. */
+export function swapHeldByTests(): boolean {
+  return spawnSync('flock', ['-n', '-x', SWAP_LOCK, 'true']).status !== 0;
+}
+
+/**
  * A swap device of its own: a hot-added zram device (never an existing one, which
  * someone else may use), `size` bytes of compressed swap, lz4. Teardown swaps it off,
  * resets and removes it.
  */
 export async function createZramSwap(t: Teardown, size = '1G', algorithm = 'lz4'): Promise<TestSwap> {
+  await holdSwapLock(t, 'shared');
   const id = (await readFile(HOT_ADD, 'utf8')).trim();
   const block = `/sys/block/zram${id}`;
   const device = `/dev/zram${id}`;
@@ -57,6 +86,7 @@ export async function zramAlgorithms(): Promise<string[]> {
 
 /** A swap file of `size` on local disk (/var/tmp), for comparison with zram: its pages cost no RAM. */
 export async function createSwapFile(t: Teardown, size = '1G'): Promise<TestSwap> {
+  await holdSwapLock(t, 'shared');
   const file = `/var/tmp/dz-swap-${process.pid}-${Date.now().toString(36)}`;
   t.teardown(async () => {
     await shQuiet('swapoff', [file]);
