@@ -9,7 +9,7 @@ import { createAccountingCgroups } from '../helpers/cpu-cgroup.js';
 import { get } from '../helpers/http.js';
 import { createInstance, type TestInstance } from '../helpers/instance.js';
 import { createMemoryInstance } from '../helpers/memory-instance.js';
-import { createFreezerCgroup } from '../helpers/cgroup.js';
+import { createFreezerCgroup, sampleFreezerStates } from '../helpers/cgroup.js';
 import { createNetns } from '../helpers/netns.js';
 import { uniqueSuffix } from '../helpers/names.js';
 import { rootTest } from '../helpers/root.js';
@@ -45,23 +45,17 @@ rootTest.serial('a job computing 1.5 s in the background after its answer finish
   const inst = await accountedInstance(t);
   const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '300ms' })] });
   const done = doneFile(t);
-  const states = new Set<string>();
   const heldBy = new Set<string>();
-  let sampling = true;
-  const sampler = (async () => {
-    while (sampling) {
-      states.add(await inst.cgroup.freezerState());
-      const reason = agent.detector.get('web')!.heldBy;
-      if (reason) heldBy.add(describeHold(reason));
-      await delay(10);
-    }
-  })();
+  const sampler = sampleFreezerStates(inst.cgroup, () => {
+    const reason = agent.detector.get('web')!.heldBy;
+    if (reason) heldBy.add(describeHold(reason));
+  });
+  const states = sampler.states;
   const answer = await get(`${inst.app.url}/job?ms=1500&done=${done}`, 3000);
   const acceptedAt = Date.now();
   t.regex(answer.body, /^accepted/);
   const finished = await waitForFile(done, 3000);
-  sampling = false;
-  await sampler;
+  await sampler.stop();
   t.true(finished, 'the job finished within 3 s of being accepted, with no further traffic');
   const tookMs = Number((await readFile(done, 'utf8')).trim()) - acceptedAt;
   t.true(tookMs < 3000, `the job took ${tookMs} ms`);
@@ -84,20 +78,13 @@ async function jobFinishesThenSleeps(t: ExecutionContext, setup: 'readme' | 'dem
   const inst = setup === 'readme' ? await createInstance(t) : await createMemoryInstance(t, 0);
   const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '500ms', idlePolicy: 'requests', wake: 'retry' })] });
   const done = doneFile(t);
-  const states = new Set<string>();
-  let sampling = true;
-  const sampler = (async () => {
-    while (sampling) {
-      states.add(await inst.cgroup.freezerState());
-      await delay(10);
-    }
-  })();
+  const sampler = sampleFreezerStates(inst.cgroup);
+  const states = sampler.states;
   const answer = await get(`${inst.app.url}/job?ms=1500&done=${done}`, 3000);
   const acceptedAt = Date.now();
   t.regex(answer.body, /^accepted/);
   const finished = await waitForFile(done, 3000);
-  sampling = false;
-  await sampler;
+  await sampler.stop();
   t.true(finished, `the job finished within 3 s of being accepted, with no further traffic (freezer states seen: ${[...states].join(', ')})`);
   if (finished) t.true(Number((await readFile(done, 'utf8')).trim()) - acceptedAt < 3000);
   t.deepEqual([...states], ['THAWED'], 'never frozen while it computed');

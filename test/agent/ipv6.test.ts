@@ -13,6 +13,7 @@ import { rootTest } from '../helpers/root.js';
 import { sh } from '../helpers/sh.js';
 import { tweakRuntime } from '../helpers/runtime-wrappers.js';
 import type { Teardown } from '../helpers/teardown.js';
+import { sampleFreezerStates } from '../helpers/cgroup.js';
 
 /*
  * A dual-stack instance (an IPv6 address beside its IPv4 one on its veth, as a Nomad bridge with an
@@ -77,17 +78,10 @@ rootTest.serial('IPv6-only address: the instance is keyed by a derived key and s
 rootTest.serial('dual-stack: a 3 s request over IPv6 gets its full answer and is never frozen under it', async (t) => {
   const inst = await dualStack(t);
   const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '300ms', idlePolicy: 'requests', addresses: [inst.address6] })] });
-  const states = new Set<string>();
-  let done = false;
-  const sampling = (async () => {
-    while (!done) {
-      states.add(await inst.cgroup.freezerState());
-      await delay(10);
-    }
-  })();
+  const sampling = sampleFreezerStates(inst.cgroup);
+  const states = sampling.states;
   const answer = await get(`${inst.url6}/slow?ms=3000`, 6000);
-  done = true;
-  await sampling;
+  await sampling.stop();
   t.is(answer.status, 200);
   t.regex(answer.body, /slow answer after 3000 ms/);
   t.deepEqual([...states], ['THAWED'], 'the cgroup was never frozen during the request');

@@ -7,6 +7,7 @@ import { createNetns } from '../helpers/netns.js';
 import { rootTest } from '../helpers/root.js';
 import { sh } from '../helpers/sh.js';
 import type { Teardown } from '../helpers/teardown.js';
+import { sampleFreezerStates } from '../helpers/cgroup.js';
 
 /*
  * Observers (config observers.fromSources, docs/observers.md): a Prometheus-like scraper in another
@@ -146,18 +147,11 @@ rootTest.serial('an IPv6 observer (a dual-stack instance scraped over IPv6) neit
 rootTest.serial('an observer\'s request in flight when the sleep is due postpones it: answered in full, never frozen under it', async (t) => {
   const inst = await createInstance(t);
   const agent = await startAgent(t, { observers: { fromSources: [inst.ns.hostIp] }, instances: [inst.config({ idleTimeout: '300ms' })] });
-  const states = new Set<string>();
-  let done = false;
-  const sampling = (async () => {
-    while (!done) {
-      states.add(await inst.cgroup.freezerState());
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
-  })();
+  const sampling = sampleFreezerStates(inst.cgroup);
+  const states = sampling.states;
   // Not activity (an observer's), so the idle timeout runs out while it is answered.
   const answer = await get(`${inst.app.url}/slow?ms=1200`, 5000);
-  done = true;
-  await sampling;
+  await sampling.stop();
   t.is(answer.status, 200);
   t.regex(answer.body, /slow answer after 1200 ms/);
   t.deepEqual([...states], ['THAWED'], 'never frozen while the observer waited');

@@ -5,24 +5,16 @@ import { createInstance } from '../helpers/instance.js';
 import { wakeWithPooledRequest } from '../helpers/pooled-request.js';
 import { rootTest } from '../helpers/root.js';
 import { tweakRuntime } from '../helpers/runtime-wrappers.js';
-
-const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+import { sampleFreezerStates } from '../helpers/cgroup.js';
 
 rootTest.serial('requests: a request 5× the idle timeout gets its full answer and is never frozen under it', async (t) => {
   const inst = await createInstance(t);
   const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '300ms', idlePolicy: 'requests' })] });
-  const states = new Set<string>();
-  let done = false;
-  const sampling = (async () => {
-    while (!done) {
-      states.add(await inst.cgroup.freezerState());
-      await delay(10);
-    }
-  })();
+  const sampling = sampleFreezerStates(inst.cgroup);
+  const states = sampling.states;
   const answer = await get(`${inst.app.url}/slow?ms=1500`, 5000);
   const answeredAt = performance.now();
-  done = true;
-  await sampling;
+  await sampling.stop();
   t.is(answer.status, 200);
   t.regex(answer.body, /slow answer after 1500 ms/);
   t.deepEqual([...states], ['THAWED'], 'the cgroup was never frozen during the request');

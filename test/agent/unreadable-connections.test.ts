@@ -2,6 +2,7 @@ import { get } from '../helpers/http.js';
 import { startAgent } from '../helpers/agent.js';
 import { createInstance } from '../helpers/instance.js';
 import { rootTest } from '../helpers/root.js';
+import { sampleFreezerStates } from '../helpers/cgroup.js';
 
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -15,14 +16,8 @@ rootTest.serial('a failed read of the connections during a request in flight kee
   process.env.DOZE_MAPS_FAIL_DUMP = 'doze_conns:1';
   t.teardown(() => void delete process.env.DOZE_MAPS_FAIL_DUMP);
   const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '200ms', idlePolicy: 'requests' })] });
-  const states = new Set<string>();
-  let done = false;
-  const sampling = (async () => {
-    while (!done) {
-      states.add(await inst.cgroup.freezerState());
-      await delay(10);
-    }
-  })();
+  const sampling = sampleFreezerStates(inst.cgroup);
+  const states = sampling.states;
   const answering = get(`${inst.app.url}/slow?ms=1500`, 5000);
   // While the request is in flight the status API says why the instance is awake (polled, bounded by the request).
   let listed = '';
@@ -32,8 +27,7 @@ rootTest.serial('a failed read of the connections during a request in flight kee
   }
   t.regex(listed, /"heldBy":"its connections could not be read \(.*Input\/output error\): kept awake/, 'the status API says why it is awake');
   const answer = await answering;
-  done = true;
-  await sampling;
+  await sampling.stop();
   t.is(answer.status, 200);
   t.regex(answer.body, /slow answer after 1500 ms/);
   t.deepEqual([...states], ['THAWED'], 'never frozen during the request');

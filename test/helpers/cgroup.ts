@@ -30,6 +30,29 @@ export async function createFreezerCgroup(t: Teardown): Promise<TestCgroup> {
 }
 
 /**
+ * Samples a cgroup's freezer state every 10 ms until stopped (`onSample` runs at each one):
+ * every state it was seen in, for "never frozen under a request" checks.
+ */
+export function sampleFreezerStates(cgroup: Pick<TestCgroup, 'freezerState'>, onSample?: () => void): { states: Set<string>; stop(): Promise<void> } {
+  const states = new Set<string>();
+  let sampling = true;
+  const loop = (async () => {
+    while (sampling) {
+      states.add(await cgroup.freezerState());
+      onSample?.();
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+  })();
+  return {
+    states,
+    stop: async () => {
+      sampling = false;
+      await loop;
+    },
+  };
+}
+
+/**
  * Thaws a test cgroup (v1 freezer.state or v2 cgroup.freeze, whichever it has),
  * kills what is left in it, removes it, and removes the shared doze-test/
  * (or doze-demo/) parent too once no other test's cgroup is in it.
