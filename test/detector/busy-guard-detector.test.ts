@@ -1,10 +1,9 @@
 import test from 'ava';
-import type { UsageReading } from '../../agent/cgroups/cpu-usage.js';
 import { parseConfig } from '../../agent/config/load.js';
 import { Detector, type SleepHooks, type TransitionEvent } from '../../agent/detector/detector.js';
 import { ManagedInstance } from '../../agent/detector/managed-instance.js';
 import { createLogger } from '../../agent/shared/log.js';
-import { FakeRuntime } from '../../agent/runtimes/fake.js';
+import { ScriptedCpu } from '../helpers/scripted-cpu.js';
 import { type InstanceCounters } from '../../agent/sources/bpf-records.js';
 import { monotonicNs } from '../../agent/shared/clock.js';
 import { FakeTrafficSource } from '../helpers/fake-traffic-source.js';
@@ -14,20 +13,6 @@ import { describeHold } from '../../agent/detector/reasons.js';
  * The busy guard inside the detector, on a fake runtime whose CPU use is scripted
  * (a share of one core that the test sets): no kernel, no root.
  */
-
-class ScriptedCpu extends FakeRuntime {
-  /** Share of one core the workload uses from now on. */
-  share = 0;
-  private cpuUs = 0;
-  private last = performance.now();
-
-  override usage(): UsageReading {
-    const now = performance.now();
-    this.cpuUs += (now - this.last) * 1000 * this.share;
-    this.last = now;
-    return { identity: 'scripted', cpuUs: this.cpuUs, ioBytes: undefined };
-  }
-}
 
 /** No packet ever (last seen 0): the instance is idle from its idle timeout on. */
 class Silent extends FakeTrafficSource {

@@ -1,25 +1,11 @@
 import test from 'ava';
-import type { UsageReading } from '../../agent/cgroups/cpu-usage.js';
 import { describeAwake } from '../../agent/detector/why-awake.js';
-import { FakeRuntime } from '../../agent/runtimes/fake.js';
+import { ScriptedCpu } from '../helpers/scripted-cpu.js';
 import { formatWhy } from '../../agent/cli/status-command.js';
 import { viewOf } from '../../agent/status/instance-view.js';
 import { detectorHarness } from '../helpers/detector-harness.js';
 
 // "Why is it awake?" (agent/detector/why-awake.ts) on a fake clock and scripted connections: no kernel, no root.
-
-/** A workload using `share` of one core, on the fake clock (performance.now is faked). */
-class ScriptedCpu extends FakeRuntime {
-  share = 0;
-  private cpuUs = 0;
-  private last = performance.now();
-  override usage(): UsageReading {
-    const now = performance.now();
-    this.cpuUs += (now - this.last) * 1000 * this.share;
-    this.last = now;
-    return { identity: 'scripted', cpuUs: this.cpuUs, ioBytes: undefined };
-  }
-}
 
 test.serial('held by a client\'s open request: names the client, its port and the request\'s age', async (t) => {
   const h = detectorHarness(t);
