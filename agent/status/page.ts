@@ -370,9 +370,11 @@ async function refresh() {
       fetch('api/wake-latency').then((r) => r.json()),
     ]);
     const now = Date.now() + skewMs;
-    if (fresh.length) {
-      transitions = transitions.concat(fresh);
-      lastSeq = fresh[fresh.length - 1].seq;
+    // Refreshes overlap (the timer and an action's own): keep only what is newer than what we have.
+    const newer = fresh.filter((r) => r.seq > lastSeq);
+    if (newer.length) {
+      transitions = transitions.concat(newer);
+      lastSeq = newer[newer.length - 1].seq;
       document.getElementById('timeline').innerHTML = renderTimeline(transitions);
     }
     transitions = transitions.filter((r) => Date.parse(r.at) >= now - windowMs);

@@ -37,6 +37,13 @@ browserTest.serial('the status page shows an instance fall asleep and wake witho
   await page.locator('button[data-action="wake"][data-id="web"]').click();
   await page.locator('#message', { hasText: 'wake: done' }).waitFor({ timeout: 3000 });
   t.is(await inst.cgroup.freezerState(), 'THAWED', 'with the token it woke');
+  // The action's refresh and the timer's overlap: each transition is listed once.
+  const byOperator = page.locator('#timeline li', { hasText: 'requested by operator' });
+  await byOperator.nth(1).waitFor({ timeout: 3000 });
+  const updated = await page.locator('#updated').textContent();
+  await page.waitForFunction((before) => document.getElementById('updated')?.textContent !== before, updated, { timeout: 3000 });
+  await page.waitForFunction((before) => document.getElementById('updated')?.textContent !== before, await page.locator('#updated').textContent(), { timeout: 3000 });
+  t.is(await byOperator.count(), 2, 'sleeping → waking and waking → running, once each');
 
   await mkdir(`${REPO}/artifacts`, { recursive: true });
   await page.screenshot({ path: `${REPO}/artifacts/status-page.png`, fullPage: true });
