@@ -113,7 +113,7 @@ export class Agent {
         const result = await admission.admit({ config: instanceConfig, source: 'static', runtime });
         if (!result.admitted) throw staticRefusal(index, instanceConfig.id, result.refusal);
       }
-      const app = createStatusApp({ detector, metrics, token: config.token, log, refresh: () => detector.refreshLastSeen(), discovery: () => agent.discovery?.report(), versions: () => agent.versions, registry: config.registrations.enabled ? registry : undefined, hostInterfaces: () => source.watchedHostInterfaces(), coldStartThresholdMs: config.coldStartThreshold });
+      const app = createStatusApp({ detector, metrics, token: config.token, log, discovery: () => agent.discovery?.report(), versions: () => agent.versions, registry: config.registrations.enabled ? registry : undefined, hostInterfaces: () => source.watchedHostInterfaces(), coldStartThresholdMs: config.coldStartThreshold });
       agent.server = await listen(app, config.listen);
       await lock.setListen(agent.address);
       // --- Nomad + Consul discovery: allocations become instances (agent/discovery/discovery.ts) ---

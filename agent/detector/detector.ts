@@ -398,14 +398,10 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
     this.own(view).held = held;
   }
 
-  /** Why each awake instance is awake, with its evidence (agent/detector/why-awake.ts). */
-  whyAwake(): Promise<Map<string, AwakeReason[]>> {
+  /** Refreshes every instance's last-seen time (one counters read), then says why each awake one is awake (why-awake.ts). */
+  async whyAwake(): Promise<Map<string, AwakeReason[]>> {
+    await refreshLastSeen(this.table.all(), this.source);
     return whyAwake(this.table.all(), this.source);
-  }
-
-  /** Refreshes idle times for the status API from one batched counters read. */
-  refreshLastSeen(): Promise<void> {
-    return refreshLastSeen(this.table.all(), this.source);
   }
 
   /** `packet`: on a wake to `waking`, the packet that caused it (its wake event named it). */

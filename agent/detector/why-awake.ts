@@ -106,13 +106,13 @@ export function explainAwake(instance: ReadonlyInstance, evidence: AwakeEvidence
   return reasons;
 }
 
-/** Why each awake (or queued) instance is awake, from one counters read and one connections read. */
+/** Why each awake (or queued) instance is awake, from one connections read; last-seen times as the detector last refreshed them. */
 export async function whyAwake(instances: readonly ReadonlyInstance[], source: TrafficSource): Promise<Map<string, AwakeReason[]>> {
   const awake = instances.filter((i) => i.state === 'running' || i.state === 'waking');
   if (awake.length === 0) return new Map();
-  const [counters, connections] = await Promise.all([source.countersOf(awake.map((i) => i.key)), source.connections()]);
+  const connections = await source.connections();
   const nowNs = monotonicNs();
-  return new Map(awake.map((i) => [i.id, explainAwake(i, { nowNs, lastSeenNs: counters.get(i.key)?.lastSeenNs ?? i.lastSeenNs, connections })]));
+  return new Map(awake.map((i) => [i.id, explainAwake(i, { nowNs, lastSeenNs: i.lastSeenNs, connections })]));
 }
 
 const secs = (ms: number) => (ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`);

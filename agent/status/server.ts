@@ -23,8 +23,6 @@ export interface StatusServerOptions {
   metrics: Metrics;
   token: string | undefined;
   log: Logger;
-  /** Refreshes idle times from the counters before answering (one map read). */
-  refresh: () => Promise<void>;
   /** Nomad/Consul connections and allocations for `GET /api/status` (agent/discovery/discovery-report.ts). */
   discovery?: () => DiscoveryReport | undefined;
   /** The Nomad and Consul versions read at start (agent/upstream-versions.ts). */
@@ -66,13 +64,12 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
   const memory = metrics.memory;
   const savings = metrics.savings;
   const view = (i: Parameters<typeof viewOf>[0], why?: Map<string, AwakeReason[]>) => viewOf(i, memory, { dryRunAll: detector.dryRunAll, why: why?.get(i.id), savings: savings.view(i), coldStartThresholdMs: options.coldStartThresholdMs });
-  // Why each awake instance is awake: one counters and one connections read per request.
+  // Idle times refreshed and why each awake instance is awake: one counters and one connections read per request.
   const whyAwake = () => detector.whyAwake().catch((error) => {
     options.log.warn({ err: messageOf(error) }, 'why-awake: reading connections failed');
     return new Map<string, AwakeReason[]>();
   });
   app.get('/', async (_req, res) => {
-    await options.refresh().catch(() => undefined);
     await memory.refresh();
     savings.measure();
     const why = await whyAwake();
@@ -106,7 +103,6 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
   });
 
   app.get('/api/instances', async (_req, res) => {
-    await options.refresh().catch(() => undefined);
     await memory.refresh();
     savings.measure();
     const why = await whyAwake();
@@ -125,7 +121,6 @@ export function createStatusApp(options: StatusServerOptions): express.Express {
       res.status(404).json({ error: `no instance ${JSON.stringify(req.params.id)}` });
       return;
     }
-    await options.refresh().catch(() => undefined);
     await memory.refresh();
     savings.measure();
     res.json(view(instance, await whyAwake()));

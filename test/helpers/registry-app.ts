@@ -50,7 +50,7 @@ export async function startRegistryApp(
   const admission = new InstanceAdmission({ detector, log, release: async (id) => void released.push(id), createRuntime: options.createRuntime });
   const roots = options.roots ?? registrationRoots(configSchema.parse({}));
   const registry = new InstanceRegistry({ admission, detector, log, policy: (config) => registrationRefusal(config, roots) });
-  const app = createStatusApp({ detector, metrics: new Metrics(detector), token: options.token, log, refresh: async () => {}, registry: options.registrations === true ? registry : undefined });
+  const app = createStatusApp({ detector, metrics: new Metrics(detector), token: options.token, log, registry: options.registrations === true ? registry : undefined });
   const server = await listen(app, '127.0.0.1:0');
   detector.start();
   t.teardown(async () => {
