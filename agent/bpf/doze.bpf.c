@@ -102,6 +102,38 @@ _Static_assert(__builtin_offsetof(struct doze_wake_event, protocol) == 43, "doze
 _Static_assert(__builtin_offsetof(struct doze_wake_event, tcp_flags) == 44, "doze_wake_event: keep WAKE_EVENT_LAYOUT in bpf-records.ts in step");
 _Static_assert(__builtin_offsetof(struct doze_wake_event, has_payload) == 45, "doze_wake_event: keep WAKE_EVENT_LAYOUT in bpf-records.ts in step");
 
+// Top talkers: per instance, the last few clients that opened a connection to it or sent it a
+// packet outside a tracked connection (UDP, ICMP, an untracked TCP packet), so that traffic over
+// connections already closed (a scraper connecting every 200 ms) still names who sent it. Open
+// connections are in doze_conns already. A client matches its slot by address; a new one takes
+// the least recent slot (an empty one first), so the table stays TALKER_SLOTS long whatever the
+// number of clients, and a steady talker keeps its slot against one-off visitors. Mirrored by
+// TALKER_SLOTS, TALKER_BYTES and TALKER_LAYOUT in agent/sources/bpf-records.ts
+// (test/sources/talkers-record.test.ts holds the two together).
+#define TALKER_SLOTS 8
+struct doze_talker {
+	__u32 addr[4];     // IPv6; an IPv4 client IPv4-mapped, as in doze_conn_key (all zero: an empty slot)
+	__u64 first_ns;    // when this client took the slot
+	__u64 last_ns;     // its last new connection or packet
+	__u32 connections; // client SYNs that opened a tracked connection (a retransmitted SYN is not a new one)
+	__u32 packets;     // packets outside TCP connection tracking
+	__u16 port;        // the last source port (network order; TCP and UDP, else 0)
+	__u8 protocol;     // the last one's IP protocol (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6 …)
+	__u8 pad[5];
+};
+struct doze_talkers {
+	struct doze_talker slot[TALKER_SLOTS];
+};
+_Static_assert(TALKER_SLOTS == 8, "doze_talkers: keep TALKER_SLOTS in bpf-records.ts in step");
+_Static_assert(sizeof(struct doze_talker) == 48, "doze_talker: keep TALKER_BYTES in bpf-records.ts in step");
+_Static_assert(__builtin_offsetof(struct doze_talker, addr) == 0, "doze_talker: keep TALKER_LAYOUT in bpf-records.ts in step");
+_Static_assert(__builtin_offsetof(struct doze_talker, first_ns) == 16, "doze_talker: keep TALKER_LAYOUT in bpf-records.ts in step");
+_Static_assert(__builtin_offsetof(struct doze_talker, last_ns) == 24, "doze_talker: keep TALKER_LAYOUT in bpf-records.ts in step");
+_Static_assert(__builtin_offsetof(struct doze_talker, connections) == 32, "doze_talker: keep TALKER_LAYOUT in bpf-records.ts in step");
+_Static_assert(__builtin_offsetof(struct doze_talker, packets) == 36, "doze_talker: keep TALKER_LAYOUT in bpf-records.ts in step");
+_Static_assert(__builtin_offsetof(struct doze_talker, port) == 40, "doze_talker: keep TALKER_LAYOUT in bpf-records.ts in step");
+_Static_assert(__builtin_offsetof(struct doze_talker, protocol) == 42, "doze_talker: keep TALKER_LAYOUT in bpf-records.ts in step");
+
 #define WAKE_TCP_FIN 1
 #define WAKE_TCP_SYN 2
 #define WAKE_TCP_RST 4
@@ -178,6 +210,18 @@ struct {
 	__type(value, struct doze_settings);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } doze_settings SEC(".maps");
+
+// An instance's key -> its top talkers. The agent makes an instance's entry when it tracks it and
+// removes it when it untracks it; the program only writes into an entry that is there. Not
+// preallocated: it holds what the agent tracks, not 16384 × 384 bytes.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, struct doze_talkers);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} doze_talkers SEC(".maps");
 
 // An IPv6 address -> its instance's key.
 struct {
@@ -582,9 +626,35 @@ static __always_inline void forget_if_ended(struct doze_conn_key *k, struct doze
 }
 #endif
 
+// The IP protocol of a packet parse() did not track as TCP, and its UDP source port (network
+// order; 0 for another protocol). Read from the header here, on the paths that need it (a wake,
+// a talker outside TCP tracking), rather than kept by parse() for every packet.
+static __always_inline void untracked_l4(struct __sk_buff *skb, const struct parsed *p, __u8 *protocol, __u16 *port)
+{
+	// iphdr.protocol is byte 9, ipv6hdr.nexthdr byte 6 (IPv6: the first next header).
+	__u32 at = sizeof(struct ethhdr) + (p->family == 4 ? 9 : 6);
+	if (bpf_skb_load_bytes(skb, at, protocol, 1)) {
+		*protocol = 0;
+		return;
+	}
+	if (*protocol != IPPROTO_UDP)
+		return;
+	// The first header after IPv4's (ihl words, as sent) or right after IPv6's fixed one.
+	__u32 l4 = sizeof(struct ethhdr) + 40;
+	if (p->family == 4) {
+		__u8 head[8]; // version/ihl .. frag_off
+		if (bpf_skb_load_bytes(skb, sizeof(struct ethhdr), head, sizeof(head)))
+			return;
+		if (((head[6] & 0x1f) | head[7]) != 0)
+			return; // a non-first fragment: no UDP header in it
+		l4 = sizeof(struct ethhdr) + (head[0] & 0xf) * 4;
+	}
+	if (bpf_skb_load_bytes(skb, l4, port, 2))
+		*port = 0;
+}
+
 // The packet that woke a sleeper, into its wake event: only on this once-per-sleep
-// path, so the per-packet cost stays what it was. The protocol is read back from
-// the header here rather than kept by parse() for every packet.
+// path, so the per-packet cost stays what it was.
 static __always_inline void describe_packet(struct __sk_buff *skb, const struct parsed *p, struct doze_wake_event *ev)
 {
 	if (p->family != 4 && p->family != 6)
@@ -594,33 +664,65 @@ static __always_inline void describe_packet(struct __sk_buff *skb, const struct 
 	ev->src_addr[1] = p->src[1];
 	ev->src_addr[2] = p->src[2];
 	ev->src_addr[3] = p->src[3];
-	// iphdr.protocol is byte 9, ipv6hdr.nexthdr byte 6.
-	__u32 at = sizeof(struct ethhdr) + (p->family == 4 ? 9 : 6);
-	if (bpf_skb_load_bytes(skb, at, &ev->protocol, 1))
-		ev->protocol = 0;
 	if (!p->is_tcp) {
-		// UDP's source port, read here too (parse() tracks TCP alone): the first header after
-		// IPv4's (ihl words, as sent) or right after IPv6's fixed one.
-		if (ev->protocol != IPPROTO_UDP)
-			return;
-		__u32 l4 = sizeof(struct ethhdr) + 40;
-		if (p->family == 4) {
-			__u8 head[8]; // version/ihl .. frag_off
-			if (bpf_skb_load_bytes(skb, sizeof(struct ethhdr), head, sizeof(head)))
-				return;
-			if (((head[6] & 0x1f) | head[7]) != 0)
-				return; // a non-first fragment: no UDP header in it
-			l4 = sizeof(struct ethhdr) + (head[0] & 0xf) * 4;
-		}
-		if (bpf_skb_load_bytes(skb, l4, &ev->src_port, 2))
-			ev->src_port = 0;
+		untracked_l4(skb, p, &ev->protocol, &ev->src_port);
 		return;
 	}
-	ev->protocol = IPPROTO_TCP; // an IPv6 TCP packet behind extension headers
+	ev->protocol = IPPROTO_TCP; // an IPv6 TCP packet behind extension headers too
 	ev->src_port = p->sport;
 	ev->tcp_flags = (p->fin ? WAKE_TCP_FIN : 0) | (p->syn ? WAKE_TCP_SYN : 0) | (p->rst ? WAKE_TCP_RST : 0) | (p->ack ? WAKE_TCP_ACK : 0);
 	ev->has_payload = p->payload ? 1 : 0;
 }
+
+#ifndef DOZE_NO_TALKERS
+// Counts the packet's source in instance `key`'s top talkers (doze_talkers): `opened` a
+// connection, or a packet outside TCP tracking. Plain stores and increments: two CPUs on one
+// instance's table at once may lose a count or split a slot, which evidence can bear; an atomic
+// add on every update would cost every caller.
+static __always_inline void note_talker(struct __sk_buff *skb, const struct parsed *p, __u32 key, int opened, __u64 now)
+{
+	struct doze_talkers *t = bpf_map_lookup_elem(&doze_talkers, &key);
+	if (!t)
+		return;
+	struct doze_talker *slot = &t->slot[0];
+	__u64 oldest = ~0ULL;
+	int found = 0;
+	for (int i = 0; i < TALKER_SLOTS; i++) {
+		struct doze_talker *s = &t->slot[i];
+		if (s->addr[0] == p->src[0] && s->addr[1] == p->src[1] && s->addr[2] == p->src[2] && s->addr[3] == p->src[3]) {
+			slot = s;
+			found = 1;
+			break;
+		}
+		if (s->last_ns < oldest) {
+			oldest = s->last_ns;
+			slot = s;
+		}
+	}
+	if (!found) {
+		slot->addr[0] = p->src[0];
+		slot->addr[1] = p->src[1];
+		slot->addr[2] = p->src[2];
+		slot->addr[3] = p->src[3];
+		slot->first_ns = now;
+		slot->connections = 0;
+		slot->packets = 0;
+	}
+	slot->last_ns = now;
+	if (p->is_tcp) {
+		slot->protocol = IPPROTO_TCP;
+		slot->port = p->sport;
+	} else {
+		__u16 port = 0;
+		untracked_l4(skb, p, &slot->protocol, &port);
+		slot->port = port;
+	}
+	if (opened)
+		slot->connections++;
+	else
+		slot->packets++;
+}
+#endif
 
 // A packet into instance `key` (whose doze_state entry the caller looked up):
 // count it, track its connection, wake a sleeper.
@@ -628,8 +730,11 @@ static __always_inline int into_instance(struct __sk_buff *skb, struct parsed *p
 {
 	struct doze_counters *c = bpf_map_lookup_elem(&doze_counters, &key);
 	__u64 now = bpf_ktime_get_ns();
+	int opened = 0; // a client's SYN opened a new connection
 
-#ifndef DOZE_COUNT_ONLY // bench/ builds a counting-only variant to price the tracking
+#ifdef DOZE_COUNT_ONLY // bench/ builds a counting-only variant to price the tracking
+	opened = p->is_tcp && p->syn && !p->ack;
+#else
 	if (p->is_tcp) {
 		struct doze_conn_key k; // every byte set by conn_key
 		conn_key(&k, p, key, 1);
@@ -637,6 +742,7 @@ static __always_inline int into_instance(struct __sk_buff *skb, struct parsed *p
 		// Only a client's SYN opens a tracked connection, so replies to the
 		// instance's own outbound connections are never taken for requests.
 		if (p->syn && !p->ack) {
+			opened = !conn; // a retransmitted SYN opens nothing new
 			struct doze_conn fresh = { .last_ns = now, .client_next_seq = segment_end(p) };
 			if (is_check)
 				fresh.flags = CONN_CHECK;
@@ -672,6 +778,18 @@ static __always_inline int into_instance(struct __sk_buff *skb, struct parsed *p
 		__sync_fetch_and_add(&c->packets, 1);
 		c->last_seen_ns = now;
 	}
+#ifndef DOZE_NO_TALKERS // bench/ builds a variant without the table to price it
+	// Top talkers on a new connection and on packets outside TCP tracking only: an open
+	// connection's client is in doze_conns already. TALKERS_EDIT
+#ifdef DOZE_TALKERS_EVERY_PACKET
+	if (p->family)
+#else
+	if (p->family && (opened || !p->is_tcp))
+#endif
+		note_talker(skb, p, key, opened, now);
+#else
+	(void)opened;
+#endif
 	// Only the packet that wins the swap signals: one event per sleep. A swap can lose to the
 	// agent's PAUSING -> SLEEPING (in place, between this read and the swap): read again and
 	// swap again. The agent moves a sleeper at most once in that window, so two tries settle

@@ -1,4 +1,4 @@
-import type { Connection } from '../sources/bpf-records.js';
+import type { Connection, Talker } from '../sources/bpf-records.js';
 import { isCheckInFlight, isOpen, isRequestInFlight } from './idle-decision.js';
 import { lastActivityNs, minAwakeUntilNs, type ReadonlyInstance } from './managed-instance.js';
 import { describeHold, type BusyDetail } from './reasons.js';
@@ -11,8 +11,9 @@ import { monotonicNs } from '../shared/clock.js';
  * in words, never the detector). Built from what the agent already reads: the instance's counters
  * and its doze_conns records (client address and port, when the client last sent payload), the
  * busy guard's last finding and the instance's settings. It names clients by the connections the
- * tc program tracks; a per-instance table of the last packets' sources (top talkers) would need a
- * new map in doze.bpf.c and is not kept.
+ * tc program tracks, and, for traffic that left no open connection (a scraper connecting anew each
+ * time, UDP), by the instance's top talkers (doze_talkers: the last few clients that opened a
+ * connection or sent a packet outside TCP tracking, checks never among them).
  */
 
 const MS = 1_000_000n;
@@ -25,9 +26,31 @@ export interface ClientEvidence {
   ageMs: number;
 }
 
+/** A top talker as evidence: a client seen within the idle timeout, how much it sent and since when. */
+export interface TalkerEvidence {
+  address: string;
+  /** Its last source port; null for a protocol without ports. */
+  port: number | null;
+  protocol: string;
+  /** Connections it opened, and packets it sent outside TCP connection tracking, over `overMs`. */
+  connections: number;
+  packets: number;
+  /** From its first to its last connection or packet in its slot, ms. */
+  overMs: number;
+  /** Since its last connection or packet, ms. */
+  ageMs: number;
+}
+
+/** How many top talkers a recent-traffic reason names. */
+export const TOP_TALKERS_NAMED = 3;
+
 export type AwakeReason =
-  /** It had traffic within its idle timeout: the idle clock is still running. */
-  | { kind: 'recent-traffic'; idleForMs: number; idleTimeoutMs: number; lastClient: ClientEvidence | null }
+  /**
+   * It had traffic within its idle timeout: the idle clock is still running. `lastClient`: the tracked
+   * connection whose packet came last; `topTalkers`: the busiest clients seen within the idle timeout
+   * (connections and packets), named even when their connections have closed.
+   */
+  | { kind: 'recent-traffic'; idleForMs: number; idleTimeoutMs: number; lastClient: ClientEvidence | null; topTalkers: TalkerEvidence[] }
   /** `minAwake` (or the 3 s kept for a client's SYN retransmission) since its last wake. */
   | { kind: 'min-awake'; leftMs: number; minAwakeMs: number }
   /** Requests whose answer is not out yet. */
@@ -50,11 +73,28 @@ export type AwakeReason =
   /** Dry run: it is awake only because it is rehearsed; it would be asleep since then. */
   | { kind: 'dry-run'; wouldSleepSinceMs: number };
 
-/** What the explanation is read from: the instance's connections (doze_conns) and its last packet now. */
+/** What the explanation is read from: the instance's connections (doze_conns), its top talkers (doze_talkers) and its last packet now. */
 export interface AwakeEvidence {
   nowNs: bigint;
   lastSeenNs: bigint;
   connections: readonly Connection[];
+  /** This instance's talkers (none when its table could not be read). */
+  talkers?: readonly Talker[];
+}
+
+const msSince = (nowNs: bigint, thenNs: bigint) => Math.max(0, Math.round(Number(nowNs - thenNs) / 1e6));
+
+/** The talkers seen within the idle timeout, busiest first (then the most recent). */
+function topTalkers(talkers: readonly Talker[], nowNs: bigint, idleTimeoutMs: number): TalkerEvidence[] {
+  const since = nowNs - BigInt(idleTimeoutMs) * MS;
+  return talkers
+    .filter((t) => t.lastNs > since)
+    .sort((a, b) => b.connections + b.packets - (a.connections + a.packets) || Number(b.lastNs - a.lastNs))
+    .slice(0, TOP_TALKERS_NAMED)
+    .map((t) => ({
+      address: t.address, port: t.port ?? null, protocol: t.protocol, connections: t.connections, packets: t.packets,
+      overMs: msSince(t.lastNs, t.firstNs), ageMs: msSince(nowNs, t.lastNs),
+    }));
 }
 
 function client(c: Connection, nowNs: bigint): ClientEvidence {
@@ -99,20 +139,32 @@ export function explainAwake(instance: ReadonlyInstance, evidence: AwakeEvidence
   if (nowNs < last + BigInt(instance.config.idleTimeout) * MS) {
     // The last talker: the client connection whose packet came last (checks are not traffic).
     const talker = mine.filter((c) => !isCheckInFlight(c) && c.lastNs > 0n).sort((a, b) => Number(b.lastNs - a.lastNs))[0];
-    reasons.push({ kind: 'recent-traffic', idleForMs, idleTimeoutMs: instance.config.idleTimeout, lastClient: talker ? { address: talker.clientAddr, port: talker.clientPort, ageMs: Math.round(Number(nowNs - talker.lastNs) / 1e6) } : null });
+    reasons.push({
+      kind: 'recent-traffic', idleForMs, idleTimeoutMs: instance.config.idleTimeout,
+      lastClient: talker ? { address: talker.clientAddr, port: talker.clientPort, ageMs: Math.round(Number(nowNs - talker.lastNs) / 1e6) } : null,
+      topTalkers: topTalkers(evidence.talkers ?? [], nowNs, instance.config.idleTimeout),
+    });
   }
   const checks = mine.filter(isCheckInFlight).map((c) => client(c, nowNs));
   if (checks.length > 0) reasons.push({ kind: 'check-in-flight', clients: oldestFirst(checks) });
   return reasons;
 }
 
-/** Why each awake (or queued) instance is awake, from one connections read; last-seen times as the detector last refreshed them. */
+/**
+ * Why each awake (or queued) instance is awake, from one connections read and one talkers read (of
+ * the awake instances' keys); last-seen times as the detector last refreshed them. Talkers are
+ * evidence beside the reasons, not a reason: a failed read of them names none, and says so nowhere
+ * else than the log of the map helper.
+ */
 export async function whyAwake(instances: readonly ReadonlyInstance[], source: TrafficSource): Promise<Map<string, AwakeReason[]>> {
   const awake = instances.filter((i) => i.state === 'running' || i.state === 'waking');
   if (awake.length === 0) return new Map();
-  const connections = await source.connections();
+  const [connections, talkers] = await Promise.all([
+    source.connections(),
+    source.talkersOf(awake.map((i) => i.key)).catch(() => new Map<string, Talker[]>()),
+  ]);
   const nowNs = monotonicNs();
-  return new Map(awake.map((i) => [i.id, explainAwake(i, { nowNs, lastSeenNs: i.lastSeenNs, connections })]));
+  return new Map(awake.map((i) => [i.id, explainAwake(i, { nowNs, lastSeenNs: i.lastSeenNs, connections, talkers: talkers.get(i.key) ?? [] })]));
 }
 
 const secs = (ms: number) => (ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`);
@@ -121,10 +173,20 @@ const clients = (list: ClientEvidence[]) => {
   return list.length > 3 ? `${shown} and ${list.length - 3} more` : shown;
 };
 
+/** "10.0.0.9:41234 (tcp, 25 connection(s) in 4.8 s, last 120 ms ago)", with its last port; a UDP one counts packets. */
+const talker = (t: TalkerEvidence) => {
+  const host = t.address.includes(':') ? `[${t.address}]` : t.address;
+  const counts = [t.connections > 0 ? `${t.connections} connection(s)` : '', t.packets > 0 ? `${t.packets} packet(s)` : ''].filter(Boolean).join(' and ');
+  return `${t.port === null ? host : `${host}:${t.port}`} (${t.protocol}, ${counts} in ${secs(t.overMs)}, last ${secs(t.ageMs)} ago)`;
+};
+
 export function describeAwake(reason: AwakeReason): string {
   switch (reason.kind) {
-    case 'recent-traffic':
-      return `traffic ${secs(reason.idleForMs)} ago, idle timeout ${secs(reason.idleTimeoutMs)}${reason.lastClient ? `; last from ${reason.lastClient.address}:${reason.lastClient.port}` : ''}`;
+    case 'recent-traffic': {
+      const last = reason.lastClient ? `; last from ${reason.lastClient.address}:${reason.lastClient.port}` : '';
+      const top = reason.topTalkers.length > 0 ? `; top talkers ${reason.topTalkers.map(talker).join(', ')}` : '';
+      return `traffic ${secs(reason.idleForMs)} ago, idle timeout ${secs(reason.idleTimeoutMs)}${last}${top}`;
+    }
     case 'min-awake':
       return `minAwake ${secs(reason.minAwakeMs)}: ${secs(reason.leftMs)} left`;
     case 'in-flight':

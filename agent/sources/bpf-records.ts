@@ -165,6 +165,61 @@ export function describeWakePacket(p: WakePacket): string {
   return `${p.protocol} from ${from}${flags}${p.hasPayload ? ' with payload' : ''}`;
 }
 
+/**
+ * One client in an instance's top-talkers table (struct doze_talker): a client that opened
+ * connections to it, or sent it packets outside TCP connection tracking (UDP, ICMP), named even
+ * after its connections closed.
+ */
+export interface Talker {
+  /** The client's address, IPv4 or IPv6 text. */
+  address: string;
+  /** Its last source port (TCP or UDP); undefined for another protocol. */
+  port?: number;
+  /** Its last packet's protocol. */
+  protocol: WakeProtocol;
+  /** Connections it opened (client SYNs; a retransmission is not a new one). */
+  connections: number;
+  /** Packets it sent outside TCP connection tracking. */
+  packets: number;
+  /** When it took its slot and when it was last seen (CLOCK_MONOTONIC ns, as the counters'). */
+  firstNs: bigint;
+  lastNs: bigint;
+}
+
+/**
+ * struct doze_talkers: TALKER_SLOTS slots of struct doze_talker, whose size and offsets the C
+ * source asserts with _Static_assert (test/sources/talkers-record.test.ts reads them there). addr
+ * is 16 bytes IPv6, an IPv4 client IPv4-mapped (all zero: an empty slot); port is in network order.
+ */
+export const TALKER_SLOTS = 8;
+export const TALKER_BYTES = 48;
+export const TALKER_LAYOUT = { addr: 0, first_ns: 16, last_ns: 24, connections: 32, packets: 36, port: 40, protocol: 42 } as const;
+export const TALKERS_VALUE_BYTES = TALKER_SLOTS * TALKER_BYTES;
+
+/** An instance's talkers (empty slots left out), most recent first. */
+export function decodeTalkers(value: Buffer): Talker[] {
+  const talkers: Talker[] = [];
+  const at = TALKER_LAYOUT;
+  for (let offset = 0; offset + TALKER_BYTES <= value.length; offset += TALKER_BYTES) {
+    const slot = value.subarray(offset, offset + TALKER_BYTES);
+    const lastNs = slot.readBigUInt64LE(at.last_ns);
+    const address = slot.subarray(at.addr, at.addr + 16);
+    if (lastNs === 0n || address.every((b) => b === 0)) continue;
+    const protocol = protocolName(slot.readUInt8(at.protocol));
+    const talker: Talker = {
+      address: isIpv4Mapped(address) ? bytesToIpv4(address, 12) : bytesToIpv6(address, 0),
+      protocol,
+      connections: slot.readUInt32LE(at.connections),
+      packets: slot.readUInt32LE(at.packets),
+      firstNs: slot.readBigUInt64LE(at.first_ns),
+      lastNs,
+    };
+    if (protocol === 'tcp' || protocol === 'udp') talker.port = slot.readUInt16BE(at.port);
+    talkers.push(talker);
+  }
+  return talkers.sort((a, b) => (a.lastNs === b.lastNs ? 0 : a.lastNs > b.lastNs ? -1 : 1));
+}
+
 /** doze_stats indexes (DOZE_STAT_* in doze.bpf.c): program-wide counters. */
 export const BpfStat = { eventsLost: 0 } as const;
 export const STATS_ENTRIES = 4;

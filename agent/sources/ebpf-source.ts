@@ -6,8 +6,8 @@ import { addressedLinks, isLocalAddress, listLinks } from '../net/ip.js';
 import type { Logger } from '../shared/log.js';
 import { defaultHelperPath, MapClient } from './map-client.js';
 import {
-  BpfInstanceState, BpfStat, COUNTERS_SIZE, decodeConnection, decodeCounters, encodeCheckSource, encodeSettings,
-  type Connection, type InstanceCounters, type WakeEvent,
+  BpfInstanceState, BpfStat, COUNTERS_SIZE, decodeConnection, decodeCounters, decodeTalkers, encodeCheckSource, encodeSettings,
+  TALKERS_VALUE_BYTES, type Connection, type InstanceCounters, type Talker, type WakeEvent,
 } from './bpf-records.js';
 import { bytesToIpv4, hostOf, ipv4ToBytes } from './ipv4.js';
 import { ipv6ToBytes } from './ipv6.js';
@@ -19,7 +19,7 @@ import { StateSlots } from './state-slots.js';
 
 export const MAP_NAMES = [
   'doze_slots', 'doze_state', 'doze_counters', 'doze_conns', 'doze_wake_events', 'doze_settings', 'doze_check_nets',
-  'doze_check_nets6', 'doze_addr6', 'doze_ifaces', 'doze_stats',
+  'doze_check_nets6', 'doze_addr6', 'doze_ifaces', 'doze_stats', 'doze_talkers',
 ] as const;
 
 /** The compiled object sits in agent/bpf/ both in the source tree and in dist/ (the Makefile copies it). */
@@ -194,6 +194,8 @@ export class EbpfSource implements TrafficSource {
     const key = ipv4ToBytes(address);
     // Keep what a previous agent left: counters and a signalled state are evidence.
     if (!(await this.maps.lookup(this.pin('doze_counters'), key))) await this.maps.update(this.pin('doze_counters'), key, Buffer.alloc(COUNTERS_SIZE));
+    // Its top-talkers table: the program writes only into an entry that is there.
+    if (!(await this.maps.lookup(this.pin('doze_talkers'), key))) await this.maps.update(this.pin('doze_talkers'), key, Buffer.alloc(TALKERS_VALUE_BYTES));
     await this.slots.claim(address);
     this.aliases.set(address, aliases);
     for (const ip of aliases.ipv6) await this.maps.update(this.pin('doze_addr6'), ipv6ToBytes(ip), key);
@@ -218,6 +220,7 @@ export class EbpfSource implements TrafficSource {
     }
     await this.slots.release(address);
     await this.maps.delete(this.pin('doze_counters'), key);
+    await this.maps.delete(this.pin('doze_talkers'), key);
   }
 
   /**
@@ -254,6 +257,12 @@ export class EbpfSource implements TrafficSource {
   async countersOf(addresses: string[]): Promise<Map<string, InstanceCounters>> {
     const entries = await this.maps.lookupMany(this.pin('doze_counters'), addresses.map(ipv4ToBytes));
     return new Map(entries.map((e) => [bytesToIpv4(e.key), decodeCounters(e.value)]));
+  }
+
+  /** Top talkers of just these instances, in one round trip (lookupn). */
+  async talkersOf(addresses: string[]): Promise<Map<string, Talker[]>> {
+    const entries = await this.maps.lookupMany(this.pin('doze_talkers'), addresses.map(ipv4ToBytes));
+    return new Map(entries.map((e) => [bytesToIpv4(e.key), decodeTalkers(e.value)]));
   }
 
   async counter(address: string): Promise<InstanceCounters | undefined> {

@@ -1,4 +1,4 @@
-import type { Connection, InstanceCounters, BpfInstanceState, WakeEvent } from './bpf-records.js';
+import type { Connection, InstanceCounters, BpfInstanceState, Talker, WakeEvent } from './bpf-records.js';
 
 /** What else names an instance besides its key (its aliases, detector/managed-instance.ts aliasesOf). */
 export interface InstanceAliases {
@@ -50,6 +50,12 @@ export interface TrafficSource {
   state(key: TrafficKey): Promise<BpfInstanceState | undefined>;
   states(): Promise<Map<string, BpfInstanceState>>;
   connections(): Promise<Connection[]>;
+  /**
+   * Each instance's top talkers (doze_talkers: the last few clients that opened connections to it
+   * or sent it packets outside TCP tracking, health checks never among them), most recent first;
+   * by key in the maps' text form. An instance with no table is left out.
+   */
+  talkersOf(keys: TrafficKey[]): Promise<Map<string, Talker[]>>;
   onWake(listener: (event: WakeEvent) => void): void;
   onGap(listener: (reason: string) => void): void;
   /** Detach everything; `removePins` also removes the pinned maps (clean exit). */

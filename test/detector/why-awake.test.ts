@@ -64,3 +64,26 @@ test.serial('a dry-run instance that would be asleep says so', async (t) => {
   t.is(why[0]?.kind, 'dry-run');
   t.regex(formatWhy(viewOf(instance, undefined, { why })), /, dry run because:\n {2}dry-run {2}dry run: would be asleep since \d\d:\d\d:\d\d/);
 });
+
+test.serial('recent traffic over connections already closed names the top talkers: busiest first, only those within the idle timeout', async (t) => {
+  const h = detectorHarness(t);
+  const { instance } = await h.add('web', { idleTimeout: '1s', idlePolicy: 'requests' });
+  h.source.talk(instance.key, '10.0.0.50', 50_000); // a one-off client, long before
+  for (let n = 0; n < 6; n++) {
+    await h.clock.tickAsync(200);
+    h.source.talk(instance.key, '10.0.0.9', 41_000 + n); // a scraper, a new connection every 200 ms
+    if (n % 2 === 0) h.source.talk(instance.key, 'fd00::53', 5353, 'udp');
+  }
+  await h.clock.tickAsync(100);
+  t.is(instance.state, 'running');
+  const recent = (await h.detector.whyAwake()).get('web')!.find((r) => r.kind === 'recent-traffic');
+  t.deepEqual(recent, {
+    kind: 'recent-traffic', idleForMs: 100, idleTimeoutMs: 1000, lastClient: null,
+    topTalkers: [
+      { address: '10.0.0.9', port: 41_005, protocol: 'tcp', connections: 6, packets: 0, overMs: 1000, ageMs: 100 },
+      { address: 'fd00::53', port: 5353, protocol: 'udp', connections: 0, packets: 3, overMs: 800, ageMs: 300 },
+    ],
+  }, 'the one-off client, 1.3 s ago, is past the idle timeout');
+  t.is(describeAwake(recent!), 'traffic 100 ms ago, idle timeout 1.0 s; top talkers 10.0.0.9:41005 (tcp, 6 connection(s) in 1.0 s, last 100 ms ago), [fd00::53]:5353 (udp, 3 packet(s) in 800 ms, last 300 ms ago)');
+  t.regex(formatWhy(viewOf(instance, undefined, { why: [recent!] })), /recent-traffic {2}traffic 100 ms ago, .*; top talkers 10\.0\.0\.9:41005 \(tcp, 6 connection\(s\)/);
+});

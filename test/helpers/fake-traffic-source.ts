@@ -1,4 +1,4 @@
-import { BpfInstanceState, ConnFlag, type Connection, type InstanceCounters, type WakeEvent } from '../../agent/sources/bpf-records.js';
+import { BpfInstanceState, ConnFlag, type Connection, type InstanceCounters, type Talker, type WakeEvent } from '../../agent/sources/bpf-records.js';
 import { monotonicNs } from '../../agent/shared/clock.js';
 import type { TrafficSource } from '../../agent/sources/traffic-source.js';
 
@@ -16,6 +16,8 @@ export class FakeTrafficSource implements TrafficSource {
   readonly counters = new Map<string, InstanceCounters>();
   /** What doze_conns would hold (each key's connections). */
   readonly conns: Connection[] = [];
+  /** What doze_talkers would hold (each tracked key's table, most recent first). */
+  readonly talkers = new Map<string, Talker[]>();
   /** Knob: the next this many reads of the connections fail, as a doze-maps error answer would. */
   failConnections = 0;
   /** How many times the detector read counters / connections (cost follows active instances). */
@@ -42,11 +44,13 @@ export class FakeTrafficSource implements TrafficSource {
     this.tracked.add(address);
     if (!this.states_.has(address)) this.states_.set(address, BpfInstanceState.awake);
     if (!this.counters.has(address)) this.counters.set(address, { packets: 0n, lastSeenNs: 0n, checks: 0n, outPackets: 0n });
+    if (!this.talkers.has(address)) this.talkers.set(address, []);
   }
   async untrack(address: string): Promise<void> {
     this.tracked.delete(address);
     this.states_.delete(address);
     this.counters.delete(address);
+    this.talkers.delete(address);
   }
   async setState(address: string, state: BpfInstanceState): Promise<void> {
     this.states_.set(address, state);
@@ -83,6 +87,14 @@ export class FakeTrafficSource implements TrafficSource {
       throw new Error('doze-maps dump: dump doze_conns: Input/output error');
     }
     return this.conns.map((c) => ({ ...c }));
+  }
+  async talkersOf(addresses: string[]): Promise<Map<string, Talker[]>> {
+    const found = new Map<string, Talker[]>();
+    for (const address of addresses) {
+      const list = this.talkers.get(address);
+      if (list) found.set(address, list.map((t) => ({ ...t })));
+    }
+    return found;
   }
   onWake(listener: (event: WakeEvent) => void): void {
     this.wakeListeners.push(listener);
@@ -169,6 +181,30 @@ export class FakeTrafficSource implements TrafficSource {
     if (event === 'check') conn.flags |= ConnFlag.check;
     if (event === 'answer') conn.serverPayloadNs = nowNs;
     if (event === 'close') conn.flags |= ConnFlag.finClient | ConnFlag.finServer;
+  }
+
+  /**
+   * `client` opens a connection to `address` now (`udp`: sends it a datagram), as the program
+   * notes it in the instance's top talkers: its slot by address, the least recent taken for a new
+   * one (8 slots). Counts as a packet too.
+   */
+  talk(address: string, client: string, clientPort: number, kind: 'connection' | 'udp' = 'connection'): void {
+    const nowNs = monotonicNs();
+    const table = this.talkers.get(address);
+    if (!table) return;
+    let slot = table.find((t) => t.address === client);
+    if (!slot) {
+      if (table.length === 8) table.splice(table.reduce((oldest, t, i) => (t.lastNs < table[oldest]!.lastNs ? i : oldest), 0), 1);
+      slot = { address: client, protocol: 'tcp', connections: 0, packets: 0, firstNs: nowNs, lastNs: nowNs };
+      table.push(slot);
+    }
+    slot.lastNs = nowNs;
+    slot.port = clientPort;
+    slot.protocol = kind === 'udp' ? 'udp' : 'tcp';
+    if (kind === 'udp') slot.packets++;
+    else slot.connections++;
+    table.sort((a, b) => Number(b.lastNs - a.lastNs));
+    this.packet(address);
   }
 
   /** What the kernel would push when a packet reaches a sleeper. */

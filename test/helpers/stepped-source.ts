@@ -1,7 +1,7 @@
 import type { TrafficSource } from '../../agent/sources/traffic-source.js';
 
 /** The source calls the detector makes around a sleep and a wake, where a test can step in. */
-export type SourceCall = 'swapState' | 'setState' | 'counter' | 'countersOf' | 'connections' | 'state';
+export type SourceCall = 'swapState' | 'setState' | 'counter' | 'countersOf' | 'connections' | 'talkersOf' | 'state';
 
 /**
  * A traffic source (fake or real) whose next call of a method first runs what the test put

@@ -1,0 +1,159 @@
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { listFilters } from '../../agent/net/tc.js';
+import { createLogger } from '../../agent/shared/log.js';
+import { TALKER_SLOTS, type Talker } from '../../agent/sources/bpf-records.js';
+import { EbpfSource } from '../../agent/sources/ebpf-source.js';
+import { ipv4ToBytes } from '../../agent/sources/ipv4.js';
+import type { TrafficKey } from '../../agent/sources/traffic-source.js';
+import { createBpffs } from '../helpers/bpffs.js';
+import { createNetns, type TestNetns } from '../helpers/netns.js';
+import { rootTest } from '../helpers/root.js';
+import { sh } from '../helpers/sh.js';
+import { tempDir } from '../helpers/temp-dir.js';
+import type { Teardown } from '../helpers/teardown.js';
+
+/*
+ * The top-talkers table (doze_talkers) as the egress program keeps it, run in the kernel on
+ * crafted frames (BPF_PROG_TEST_RUN, with a mark in the context where a health check's would be).
+ */
+
+const CHECK_MARK = 0x400;
+
+function ipv4Frame(src: string, dst: string, protocol: number, l4: Buffer): Buffer {
+  const eth = Buffer.from([2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00]);
+  const ip = Buffer.alloc(20);
+  ip.writeUInt8(0x45, 0);
+  ip.writeUInt16BE(20 + l4.length, 2);
+  ip.writeUInt8(64, 8);
+  ip.writeUInt8(protocol, 9);
+  ipv4ToBytes(src).copy(ip, 12);
+  ipv4ToBytes(dst).copy(ip, 16);
+  return Buffer.concat([eth, ip, l4]);
+}
+
+/** TCP from `port` to 8080: a client's SYN, or an ACK carrying a request's first bytes. */
+function tcp(port: number, kind: 'syn' | 'data'): Buffer {
+  const header = Buffer.alloc(20);
+  header.writeUInt16BE(port, 0);
+  header.writeUInt16BE(8080, 2);
+  header.writeUInt32BE(kind === 'syn' ? 1000 : 1001, 4);
+  header.writeUInt8(5 << 4, 12);
+  header.writeUInt8(kind === 'syn' ? 0x02 : 0x18, 13);
+  header.writeUInt16BE(65535, 14);
+  return kind === 'syn' ? header : Buffer.concat([header, Buffer.from('GET / HTTP')]);
+}
+
+function udp(port: number): Buffer {
+  const header = Buffer.alloc(8 + 4);
+  header.writeUInt16BE(port, 0);
+  header.writeUInt16BE(53, 2);
+  header.writeUInt16BE(12, 4);
+  return header;
+}
+
+const runResult = z.looseObject({ retval: z.number() });
+
+interface Harness {
+  ns: TestNetns;
+  source: EbpfSource;
+  key: TrafficKey;
+  /** The egress program once on `frame` (into the instance), with skb->mark `mark`. */
+  run(frame: Buffer, mark?: number): Promise<void>;
+  talkers(): Promise<Talker[] | undefined>;
+}
+
+async function harness(t: Teardown): Promise<Harness> {
+  const bpffs = await createBpffs(t);
+  const ns = await createNetns(t);
+  const source = new EbpfSource({ bpffs, checkMark: CHECK_MARK, log: createLogger('silent') });
+  t.teardown(() => source.close({ removePins: true }));
+  await source.start();
+  await source.attach(ns.hostIf);
+  const key = ns.instanceIp as TrafficKey;
+  await source.track(key, { ipv6: [], device: ns.hostIf });
+  const egress = (await listFilters(ns.hostIf)).find((f) => f.hook === 'egress')!.programId;
+  const ifindex = Number(await sh('cat', [`/sys/class/net/${ns.hostIf}/ifindex`]));
+  const dir = await tempDir(t, 'talkers');
+  let runs = 0;
+  return {
+    ns,
+    source,
+    key,
+    async run(frame, mark = 0) {
+      // struct __sk_buff up to ifindex (offset 40); mark at offset 8.
+      const ctx = Buffer.alloc(44);
+      ctx.writeUInt32LE(mark, 8);
+      ctx.writeUInt32LE(ifindex, 40);
+      const file = join(dir, `frame${runs}`);
+      const ctxFile = join(dir, `ctx${runs++}`);
+      await writeFile(file, frame);
+      await writeFile(ctxFile, ctx);
+      const out = runResult.parse(JSON.parse(await sh('bpftool', ['-j', 'prog', 'run', 'id', String(egress), 'data_in', file, 'ctx_in', ctxFile])));
+      if (out.retval !== 0xffffffff && out.retval !== -1) throw new Error(`the program returned ${out.retval}, not TC_ACT_UNSPEC`);
+    },
+    async talkers() {
+      return (await source.talkersOf([key])).get(key);
+    },
+  };
+}
+
+rootTest('a client\'s new connections and its datagrams are counted in its slot; a retransmitted SYN and an open connection\'s data are not', async (t) => {
+  const h = await harness(t);
+  t.deepEqual(await h.talkers(), [], 'tracking made an empty table');
+  const client = '10.213.77.9';
+  for (const port of [41000, 41001, 41002]) {
+    await h.run(ipv4Frame(client, h.ns.instanceIp, 6, tcp(port, 'syn')));
+    await h.run(ipv4Frame(client, h.ns.instanceIp, 6, tcp(port, 'data')));
+  }
+  await h.run(ipv4Frame(client, h.ns.instanceIp, 6, tcp(41002, 'syn')));
+  let talkers = (await h.talkers())!;
+  t.is(talkers.length, 1);
+  t.like(talkers[0], { address: client, port: 41002, protocol: 'tcp', connections: 3, packets: 0 });
+  t.true(talkers[0]!.lastNs >= talkers[0]!.firstNs && talkers[0]!.firstNs > 0n);
+  await h.run(ipv4Frame(client, h.ns.instanceIp, 17, udp(5353)));
+  await h.run(ipv4Frame('10.213.77.10', h.ns.instanceIp, 17, udp(5354)));
+  talkers = (await h.talkers())!;
+  t.like(talkers[0], { address: '10.213.77.10', port: 5354, protocol: 'udp', connections: 0, packets: 1 });
+  t.like(talkers[1], { address: client, port: 5353, protocol: 'udp', connections: 3, packets: 1 });
+  t.is((await h.source.counter(h.key))!.packets, 9n, 'every one of them counted as traffic all the same');
+});
+
+rootTest('health checks (marked) never enter the table, by SYN or by datagram', async (t) => {
+  const h = await harness(t);
+  const checker = '10.213.77.20';
+  for (let n = 0; n < 5; n++) {
+    await h.run(ipv4Frame(checker, h.ns.instanceIp, 6, tcp(42000 + n, 'syn')), CHECK_MARK);
+    await h.run(ipv4Frame(checker, h.ns.instanceIp, 6, tcp(42000 + n, 'data')), CHECK_MARK);
+    await h.run(ipv4Frame(checker, h.ns.instanceIp, 17, udp(42000 + n)), CHECK_MARK);
+  }
+  const counters = (await h.source.counter(h.key))!;
+  t.is(counters.checks, 15n, 'the program saw them, as checks');
+  t.is(counters.packets, 0n);
+  t.deepEqual(await h.talkers(), []);
+  // An unmarked client beside them is named, the checker still not.
+  await h.run(ipv4Frame('10.213.77.21', h.ns.instanceIp, 6, tcp(43000, 'syn')));
+  t.deepEqual((await h.talkers())!.map((x) => x.address), ['10.213.77.21']);
+});
+
+rootTest('more clients than slots: the table stays TALKER_SLOTS long, a steady client keeps its slot and its count; untracking removes it', async (t) => {
+  const h = await harness(t);
+  const steady = '10.213.78.1';
+  const visitors = 3 * TALKER_SLOTS;
+  for (let n = 0; n < visitors; n++) {
+    await h.run(ipv4Frame(steady, h.ns.instanceIp, 6, tcp(44000 + n, 'syn')));
+    await h.run(ipv4Frame(`10.213.79.${n + 1}`, h.ns.instanceIp, 6, tcp(45000, 'syn')));
+  }
+  const talkers = (await h.talkers())!;
+  t.is(talkers.length, TALKER_SLOTS);
+  t.like(talkers.find((x) => x.address === steady), { connections: visitors });
+  // The others: the most recent visitors, once each.
+  const others = talkers.filter((x) => x.address !== steady);
+  t.deepEqual(others.map((x) => x.address).sort(), Array.from({ length: TALKER_SLOTS - 1 }, (_, i) => `10.213.79.${visitors - i}`).sort());
+  t.true(others.every((x) => x.connections === 1));
+  await h.source.untrack(h.key);
+  t.deepEqual(await h.source.talkersOf([h.key]), new Map(), 'its entry is gone');
+  await h.run(ipv4Frame(steady, h.ns.instanceIp, 6, tcp(46000, 'syn')));
+  t.deepEqual(await h.source.talkersOf([h.key]), new Map(), 'and the program makes none');
+});
