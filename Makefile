@@ -49,7 +49,7 @@ test-live: build
 demo: build
 	node dist/demo/demo.js
 
-bench: build bench/doze-count-only.bpf.o bench/doze-before-ipv6.bpf.o
+bench: build bench/doze-count-only.bpf.o bench/doze-no-talkers.bpf.o bench/doze-talkers-every-packet.bpf.o bench/doze-before-ipv6.bpf.o
 	npx tsx bench/run.ts
 
 # `doze` on PATH: a link to this checkout's build (it keeps using this checkout's node_modules).
@@ -92,6 +92,14 @@ agent/runtimes/qemu/%: agent/runtimes/qemu/%.c
 # Counting-only variant, for bench/ to price the connection tracking.
 bench/doze-count-only.bpf.o: agent/bpf/doze.bpf.c
 	$(CLANG) $(BPF_CFLAGS) -DDOZE_COUNT_ONLY -c $< -o $@
+
+# Without the top-talkers table, and with it updated on every packet, for bench/ to price the table and the choice to update it
+# only on new connections and packets outside TCP tracking.
+bench/doze-no-talkers.bpf.o: agent/bpf/doze.bpf.c
+	$(CLANG) $(BPF_CFLAGS) -DDOZE_NO_TALKERS -c $< -o $@
+
+bench/doze-talkers-every-packet.bpf.o: agent/bpf/doze.bpf.c
+	$(CLANG) $(BPF_CFLAGS) -DDOZE_TALKERS_EVERY_PACKET -c $< -o $@
 
 # The tc program before IPv6 (main at 91f1aa7: the state slots, no IPv6), for bench/ to price IPv6 against it in the same run.
 # Outside a git checkout there is none, and the bench says it skipped that comparison.

@@ -13,13 +13,20 @@
  *     and an IPv6 segment, against the program before IPv6 (main at 91f1aa7,
  *     built by the Makefile) on the IPv4 one, in the same run, each on its own
  *     bpffs with 10,000 connections of its own layout per family.
+ *  5. The top-talkers table (issue 30): this build against one without the table
+ *     (-DDOZE_NO_TALKERS) and one that updates it on every packet
+ *     (-DDOZE_TALKERS_EVERY_PACKET), in the same run, on an open connection's data segment
+ *     (the common packet) and on a UDP datagram (always noted), with the table full of 7
+ *     other clients so the sender's slot is the last one looked at.
  */
 import { access, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import type { Agent } from '../agent/agent.js';
-import { COUNTERS_SIZE, CONN_KEY_BYTES, CONN_VALUE_BYTES, encodeClientAddr } from '../agent/sources/bpf-records.js';
+import {
+  COUNTERS_SIZE, CONN_KEY_BYTES, CONN_VALUE_BYTES, encodeClientAddr, TALKER_BYTES, TALKER_LAYOUT, TALKERS_VALUE_BYTES,
+} from '../agent/sources/bpf-records.js';
 import { ipv4ToBytes } from '../agent/sources/ipv4.js';
 import { ipv6ToBytes } from '../agent/sources/ipv6.js';
 import { MapClient } from '../agent/sources/map-client.js';
@@ -38,6 +45,8 @@ import { verdict } from './stats.js';
 const COUNT_ONLY = fileURLToPath(new URL('./doze-count-only.bpf.o', import.meta.url));
 const BEFORE_IPV6 = fileURLToPath(new URL('./doze-before-ipv6.bpf.o', import.meta.url));
 const CURRENT = fileURLToPath(new URL('../agent/bpf/doze.bpf.o', import.meta.url));
+const NO_TALKERS = fileURLToPath(new URL('./doze-no-talkers.bpf.o', import.meta.url));
+const TALKERS_EVERY_PACKET = fileURLToPath(new URL('./doze-talkers-every-packet.bpf.o', import.meta.url));
 const TRACKED = 10_000;
 const progStats = z.looseObject({ run_time_ns: z.number().optional(), run_cnt: z.number().optional() });
 const runResult = z.looseObject({ duration: z.number() });
@@ -117,6 +126,63 @@ async function measureFamilies(cleanups: Cleanups, objectPath: string, layout: '
   const ipv6Ns = layout === 'current' ? await testRun(cleanups, egress, craftSegment6(ns.hostIp6!, ns.instanceIp6!, 20_000 + TRACKED / 2, 8080)) : undefined;
   await cleanups.run();
   return { ipv4Ns, ipv6Ns };
+}
+
+/** Ethernet + IPv4 + UDP from `clientPort` to 53, 4 bytes of payload, client → instance. */
+function craftDatagram(client: string, instance: string, clientPort: number): Buffer {
+  const eth = Buffer.from([2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00]);
+  const ip = Buffer.alloc(20);
+  ip.writeUInt8(0x45, 0);
+  ip.writeUInt16BE(20 + 12, 2);
+  ip.writeUInt8(64, 8);
+  ip.writeUInt8(17, 9);
+  ipv4ToBytes(client).copy(ip, 12);
+  ipv4ToBytes(instance).copy(ip, 16);
+  const udp = Buffer.alloc(12);
+  udp.writeUInt16BE(clientPort, 0);
+  udp.writeUInt16BE(53, 2);
+  udp.writeUInt16BE(12, 4);
+  return Buffer.concat([eth, ip, udp]);
+}
+
+/** A doze_talkers value with `others` slots taken by other clients (seen at ns 1, so none is replaced first by the sender's). */
+function talkersTable(others: number): Buffer {
+  const value = Buffer.alloc(TALKERS_VALUE_BYTES);
+  for (let n = 0; n < others; n++) {
+    const slot = value.subarray(n * TALKER_BYTES);
+    encodeClientAddr(`192.0.2.${n + 1}`).copy(slot, TALKER_LAYOUT.addr);
+    slot.writeBigUInt64LE(1n, TALKER_LAYOUT.first_ns);
+    slot.writeBigUInt64LE(1n, TALKER_LAYOUT.last_ns);
+  }
+  return value;
+}
+
+interface TalkersCost {
+  dataNs: number;
+  udpNs: number;
+}
+
+/** test_run of one build's egress program on an open connection's data segment and on a UDP datagram, the table full but for the sender. */
+async function measureTalkers(cleanups: Cleanups, objectPath: string): Promise<TalkersCost> {
+  const bpffs = await createBpffs(cleanups);
+  const ns = await createNetns(cleanups);
+  await attach(ns.hostIf, objectPath, bpffs);
+  cleanups.teardown(() => detach(ns.hostIf));
+  const maps = new MapClient();
+  cleanups.teardown(() => maps.close());
+  const pin = (name: string) => join(bpffs, 'tc', 'globals', name);
+  const key = ipv4ToBytes(ns.instanceIp);
+  await maps.update(pin('doze_slots'), key, Buffer.alloc(4));
+  await maps.update(pin('doze_state'), Buffer.alloc(4), Buffer.alloc(4));
+  await maps.update(pin('doze_counters'), key, Buffer.alloc(COUNTERS_SIZE));
+  await maps.update(pin('doze_talkers'), key, talkersTable(7));
+  const value = Buffer.alloc(CONN_VALUE_BYTES);
+  for (let i = 0; i < TRACKED; i++) await maps.update(pin('doze_conns'), connKey('current', ns.hostIp, ns.instanceIp, 20_000 + i, 8080), value);
+  const egress = (await listFilters(ns.hostIf)).find((f) => f.hook === 'egress')!.programId;
+  const dataNs = await testRun(cleanups, egress, craftSegment(ns.hostIp, ns.instanceIp, 20_000 + TRACKED / 2, 8080));
+  const udpNs = await testRun(cleanups, egress, craftDatagram(ns.hostIp, ns.instanceIp, 5353));
+  await cleanups.run();
+  return { dataNs, udpNs };
 }
 
 async function programIds(device: string): Promise<{ egress: number; all: number[] }> {
@@ -216,6 +282,20 @@ export async function benchTcCost(): Promise<string[]> {
     const nowV4 = Math.min(...now.map((c) => c.ipv4Ns));
     const nowV6 = Math.min(...now.map((c) => c.ipv6Ns!));
     const ipv4Growth = nowV4 / beforeV4 - 1;
+    const talkers = { without: [] as TalkersCost[], newConnections: [] as TalkersCost[], everyPacket: [] as TalkersCost[] };
+    for (let round = 0; round < 3; round++) {
+      talkers.without.push(await measureTalkers(cleanups, NO_TALKERS));
+      talkers.newConnections.push(await measureTalkers(cleanups, CURRENT));
+      talkers.everyPacket.push(await measureTalkers(cleanups, TALKERS_EVERY_PACKET));
+    }
+    const best = (list: TalkersCost[], field: keyof TalkersCost) => Math.min(...list.map((c) => c[field]));
+    const talkerRow = (name: string, list: TalkersCost[]) => {
+      const data = best(list, 'dataNs');
+      const udp = best(list, 'udpNs');
+      const plus = (ns: number, base: number) => `${ns.toFixed(0)} ns (${ns >= base ? '+' : ''}${(ns - base).toFixed(0)})`;
+      return `  ${name.padEnd(36)}${plus(data, best(talkers.without, 'dataNs')).padEnd(22)}${plus(udp, best(talkers.without, 'udpNs'))}`;
+    };
+    const talkerGrowth = best(talkers.newConnections, 'dataNs') - best(talkers.without, 'dataNs');
     return [
       `tc program cost per packet, ${full.tracked} tracked connections`,
       `                              test_run (egress, best of 3×2M)   live traffic (bpf_stats, both hooks)`,
@@ -229,6 +309,12 @@ export async function benchTcCost(): Promise<string[]> {
       `  this build, IPv4 segment              ${nowV4.toFixed(0)} ns${haveBefore ? ` (${ipv4Growth >= 0 ? '+' : ''}${(ipv4Growth * 100).toFixed(1)} %)` : ''}`,
       `  this build, IPv6 segment              ${nowV6.toFixed(0)} ns`,
       ...(haveBefore ? [verdict(ipv4Growth <= 0.1, 'target: IPv4 at most 10 % more than before IPv6')] : []),
+      `top-talkers table, egress per packet, test_run (best of 3 rounds × 3×2M; the table full, the sender's slot last):`,
+      `                                      open connection's data  UDP datagram`,
+      talkerRow('without the table', talkers.without),
+      talkerRow('this build (new connections, non-TCP)', talkers.newConnections),
+      talkerRow('every packet', talkers.everyPacket),
+      verdict(talkerGrowth <= 5, 'target: an open connection\'s packet costs at most 5 ns more with the table'),
     ];
   } finally {
     await cleanups.run();

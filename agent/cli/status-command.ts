@@ -12,7 +12,8 @@ Options:
       --addr ADDR  agent status address, host:port or URL (default 127.0.0.1:7070, env DOZE_ADDR)
       --json       print the JSON the API returns
       --why ID     why instance ID is awake right now, each reason with its evidence
-                   (client address and port and the request's age, CPU figure, minAwake left)
+                   (client address and port and the request's age, the top talkers behind
+                   recent traffic, CPU figure, minAwake left)
   -h, --help       show this help
 
 Exit codes: 0 ok, 1 agent unreachable or bad answer, 2 usage error.`;
