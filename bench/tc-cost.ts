@@ -293,7 +293,7 @@ export async function benchTcCost(): Promise<string[]> {
       const data = best(list, 'dataNs');
       const udp = best(list, 'udpNs');
       const plus = (ns: number, base: number) => `${ns.toFixed(0)} ns (${ns >= base ? '+' : ''}${(ns - base).toFixed(0)})`;
-      return `  ${name.padEnd(36)}${plus(data, best(talkers.without, 'dataNs')).padEnd(22)}${plus(udp, best(talkers.without, 'udpNs'))}`;
+      return `  ${name.padEnd(40)}${plus(data, best(talkers.without, 'dataNs')).padEnd(26)}${plus(udp, best(talkers.without, 'udpNs'))}`;
     };
     const talkerGrowth = best(talkers.newConnections, 'dataNs') - best(talkers.without, 'dataNs');
     return [
@@ -310,7 +310,7 @@ export async function benchTcCost(): Promise<string[]> {
       `  this build, IPv6 segment              ${nowV6.toFixed(0)} ns`,
       ...(haveBefore ? [verdict(ipv4Growth <= 0.1, 'target: IPv4 at most 10 % more than before IPv6')] : []),
       `top-talkers table, egress per packet, test_run (best of 3 rounds × 3×2M; the table full, the sender's slot last):`,
-      `                                      open connection's data  UDP datagram`,
+      `                                          open connection's data    UDP datagram`,
       talkerRow('without the table', talkers.without),
       talkerRow('this build (new connections, non-TCP)', talkers.newConnections),
       talkerRow('every packet', talkers.everyPacket),

@@ -790,8 +790,8 @@ static __always_inline int into_instance(struct __sk_buff *skb, struct parsed *p
 #ifndef DOZE_NO_TALKERS // bench/ builds a variant without the table to price it
 	// Top talkers on a new connection and on packets outside TCP tracking only: an open
 	// connection's client is in doze_conns already, and noting it on its every packet would cost
-	// each of them 12 ns (78 -> 90 ns a data segment, test_run, bench/tc-cost.ts), against none
-	// this way. A datagram pays the table: 56 -> 68 ns.
+	// each of them 9-12 ns (74 -> 83 ns a data segment, test_run, bench/tc-cost.ts), against none
+	// this way. A datagram pays the table: 56 -> 69 ns.
 #ifdef DOZE_TALKERS_EVERY_PACKET
 	if (p->family)
 #else

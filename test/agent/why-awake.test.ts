@@ -22,10 +22,10 @@ rootTest.serial('why is it awake, on real connections: a slow request names its 
   await delay(1000);
   const asked = performance.now();
   const view = (await (await fetch(`http://${agent.address}/api/instances/web`)).json()) as InstanceView;
-  t.log(`GET /api/instances/web with why-awake (one counters and one connections read): ${(performance.now() - asked).toFixed(1)} ms`);
+  t.log(`GET /api/instances/web with why-awake (one counters, one connections and one talkers read): ${(performance.now() - asked).toFixed(1)} ms`);
   const reads = performance.now();
   await agent.detector.whyAwake();
-  t.log(`why-awake alone (one counters and one connections read through doze-maps): ${(performance.now() - reads).toFixed(1)} ms`);
+  t.log(`why-awake alone (one counters, one connections and one talkers read through doze-maps): ${(performance.now() - reads).toFixed(1)} ms`);
   t.is(view.state, 'running');
   const inFlight = view.whyAwake?.find((r) => r.kind === 'in-flight');
   t.truthy(inFlight, JSON.stringify(view.whyAwake));
