@@ -1,4 +1,4 @@
-import type { Connection, Talker } from '../sources/bpf-records.js';
+import type { Connection, Talker, WakeProtocol } from '../sources/bpf-records.js';
 import { isCheckInFlight, isOpen, isRequestInFlight } from './idle-decision.js';
 import { lastActivityNs, minAwakeUntilNs, type ReadonlyInstance } from './managed-instance.js';
 import { describeHold, type BusyDetail } from './reasons.js';
@@ -31,7 +31,7 @@ export interface TalkerEvidence {
   address: string;
   /** Its last source port; null for a protocol without ports. */
   port: number | null;
-  protocol: string;
+  protocol: WakeProtocol;
   /** Connections it opened, and packets it sent outside TCP connection tracking, over `overMs`. */
   connections: number;
   packets: number;

@@ -87,3 +87,15 @@ test.serial('recent traffic over connections already closed names the top talker
   t.is(describeAwake(recent!), 'traffic 100 ms ago, idle timeout 1.0 s; top talkers 10.0.0.9:41005 (tcp, 6 connection(s) in 1.0 s, last 100 ms ago), [fd00::53]:5353 (udp, 3 packet(s) in 800 ms, last 300 ms ago)');
   t.regex(formatWhy(viewOf(instance, undefined, { why: [recent!] })), /recent-traffic {2}traffic 100 ms ago, .*; top talkers 10\.0\.0\.9:41005 \(tcp, 6 connection\(s\)/);
 });
+
+test.serial('talkers that cannot be read name none; the reasons are still given', async (t) => {
+  const h = detectorHarness(t);
+  const { instance } = await h.add('web', { idleTimeout: '1s', idlePolicy: 'requests' });
+  h.source.talk(instance.key, '10.0.0.9', 41_000);
+  await h.clock.tickAsync(100);
+  h.source.failTalkers = 1;
+  const why = (await h.detector.whyAwake()).get('web')!;
+  t.like(why.find((r) => r.kind === 'recent-traffic'), { idleForMs: 100, topTalkers: [] });
+  const again = (await h.detector.whyAwake()).get('web')!;
+  t.like(again.find((r) => r.kind === 'recent-traffic'), { topTalkers: [{ address: '10.0.0.9', connections: 1 }] }, 'the next read names it');
+});

@@ -88,7 +88,13 @@ export class FakeTrafficSource implements TrafficSource {
     }
     return this.conns.map((c) => ({ ...c }));
   }
+  /** Knob: the next this many reads of the talkers fail, as a doze-maps error answer would. */
+  failTalkers = 0;
   async talkersOf(addresses: string[]): Promise<Map<string, Talker[]>> {
+    if (this.failTalkers > 0) {
+      this.failTalkers--;
+      throw new Error('doze-maps lookupn: lookupn doze_talkers: Input/output error');
+    }
     const found = new Map<string, Talker[]>();
     for (const address of addresses) {
       const list = this.talkers.get(address);

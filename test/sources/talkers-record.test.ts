@@ -1,7 +1,6 @@
 import test from 'ava';
 import { readFile } from 'node:fs/promises';
-import { decodeTalkers, TALKER_BYTES, TALKER_LAYOUT, TALKER_SLOTS, TALKERS_VALUE_BYTES } from '../../agent/sources/bpf-records.js';
-import { encodeClientAddr } from '../../agent/sources/bpf-records.js';
+import { decodeTalkers, encodeClientAddr, TALKER_BYTES, TALKER_LAYOUT, TALKER_SLOTS, TALKERS_VALUE_BYTES } from '../../agent/sources/bpf-records.js';
 
 /*
  * struct doze_talkers has one declared layout: the C source asserts its slot count, the slot's size

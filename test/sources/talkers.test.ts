@@ -5,7 +5,7 @@ import { listFilters } from '../../agent/net/tc.js';
 import { createLogger } from '../../agent/shared/log.js';
 import { TALKER_SLOTS, type Talker } from '../../agent/sources/bpf-records.js';
 import { EbpfSource } from '../../agent/sources/ebpf-source.js';
-import { ipv4ToBytes } from '../../agent/sources/ipv4.js';
+import { ipv4ToBytes, portKey } from '../../agent/sources/ipv4.js';
 import type { TrafficKey } from '../../agent/sources/traffic-source.js';
 import { createBpffs } from '../helpers/bpffs.js';
 import { createNetns, type TestNetns } from '../helpers/netns.js';
@@ -33,11 +33,11 @@ function ipv4Frame(src: string, dst: string, protocol: number, l4: Buffer): Buff
   return Buffer.concat([eth, ip, l4]);
 }
 
-/** TCP from `port` to 8080: a client's SYN, or an ACK carrying a request's first bytes. */
-function tcp(port: number, kind: 'syn' | 'data'): Buffer {
+/** TCP from `port` to `to`: a client's SYN, or an ACK carrying a request's first bytes. */
+function tcp(port: number, kind: 'syn' | 'data', to = 8080): Buffer {
   const header = Buffer.alloc(20);
   header.writeUInt16BE(port, 0);
-  header.writeUInt16BE(8080, 2);
+  header.writeUInt16BE(to, 2);
   header.writeUInt32BE(kind === 'syn' ? 1000 : 1001, 4);
   header.writeUInt8(5 << 4, 12);
   header.writeUInt8(kind === 'syn' ? 0x02 : 0x18, 13);
@@ -59,21 +59,33 @@ interface Harness {
   ns: TestNetns;
   source: EbpfSource;
   key: TrafficKey;
-  /** The egress program once on `frame` (into the instance), with skb->mark `mark`. */
+  /** The instance's program once on `frame` (into the instance), with skb->mark `mark`. */
   run(frame: Buffer, mark?: number): Promise<void>;
   talkers(): Promise<Talker[] | undefined>;
 }
 
-async function harness(t: Teardown): Promise<Harness> {
+/**
+ * An instance behind its own veth (the egress program), or with `hostPort`, a host-port instance on
+ * the host's address (doze_host_in on the veth's ingress, checks recognised by source too).
+ */
+async function harness(t: Teardown, hostPort?: { port: number; checkSources: string[] }): Promise<Harness> {
   const bpffs = await createBpffs(t);
   const ns = await createNetns(t);
-  const source = new EbpfSource({ bpffs, checkMark: CHECK_MARK, log: createLogger('silent') });
+  const source = new EbpfSource({ bpffs, checkMark: CHECK_MARK, checkSources: hostPort?.checkSources, hostInterfaces: [ns.hostIf], log: createLogger('silent') });
   t.teardown(() => source.close({ removePins: true }));
   await source.start();
-  await source.attach(ns.hostIf);
-  const key = ns.instanceIp as TrafficKey;
-  await source.track(key, { ipv6: [], device: ns.hostIf });
-  const egress = (await listFilters(ns.hostIf)).find((f) => f.hook === 'egress')!.programId;
+  let key: TrafficKey;
+  if (hostPort) {
+    await source.attachHost(`${ns.hostIp}:${hostPort.port}`);
+    key = portKey(hostPort.port) as TrafficKey;
+    await source.track(key);
+  } else {
+    await source.attach(ns.hostIf);
+    key = ns.instanceIp as TrafficKey;
+    await source.track(key, { ipv6: [], device: ns.hostIf });
+  }
+  const program = hostPort ? 'doze_host_in' : 'doze_egress';
+  const egress = (await listFilters(ns.hostIf)).find((f) => f.programName === program)!.programId;
   const ifindex = Number(await sh('cat', [`/sys/class/net/${ns.hostIf}/ifindex`]));
   const dir = await tempDir(t, 'talkers');
   let runs = 0;
@@ -135,6 +147,17 @@ rootTest('health checks (marked) never enter the table, by SYN or by datagram', 
   // An unmarked client beside them is named, the checker still not.
   await h.run(ipv4Frame('10.213.77.21', h.ns.instanceIp, 6, tcp(43000, 'syn')));
   t.deepEqual((await h.talkers())!.map((x) => x.address), ['10.213.77.21']);
+});
+
+rootTest('a host-port instance\'s checks, recognised by source address, never enter its table either', async (t) => {
+  const checker = '10.213.77.30';
+  const h = await harness(t, { port: 28080, checkSources: [`${checker}/32`] });
+  const syn = (from: string, port: number) => ipv4Frame(from, h.ns.hostIp, 6, tcp(port, 'syn', 28080));
+  for (let n = 0; n < 3; n++) await h.run(syn(checker, 47000 + n));
+  t.is((await h.source.counter(h.key))!.checks, 3n, 'seen, as checks');
+  t.deepEqual(await h.talkers(), []);
+  await h.run(syn('10.213.77.31', 47100));
+  t.like((await h.talkers())![0], { address: '10.213.77.31', port: 47100, connections: 1 });
 });
 
 rootTest('more clients than slots: the table stays TALKER_SLOTS long, a steady client keeps its slot and its count; untracking removes it', async (t) => {
