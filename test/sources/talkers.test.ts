@@ -6,6 +6,7 @@ import { createLogger } from '../../agent/shared/log.js';
 import { TALKER_SLOTS, type Talker } from '../../agent/sources/bpf-records.js';
 import { EbpfSource } from '../../agent/sources/ebpf-source.js';
 import { ipv4ToBytes, portKey } from '../../agent/sources/ipv4.js';
+import { ipv6ToBytes } from '../../agent/sources/ipv6.js';
 import type { TrafficKey } from '../../agent/sources/traffic-source.js';
 import { createBpffs } from '../helpers/bpffs.js';
 import { createNetns, type TestNetns } from '../helpers/netns.js';
@@ -20,6 +21,18 @@ import type { Teardown } from '../helpers/teardown.js';
  */
 
 const CHECK_MARK = 0x400;
+
+function ipv6Frame(src: string, dst: string, next: number, l4: Buffer): Buffer {
+  const eth = Buffer.from([2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x86, 0xdd]);
+  const ip = Buffer.alloc(40);
+  ip.writeUInt32BE(0x60000000, 0);
+  ip.writeUInt16BE(l4.length, 4);
+  ip.writeUInt8(next, 6);
+  ip.writeUInt8(64, 7);
+  ipv6ToBytes(src).copy(ip, 8);
+  ipv6ToBytes(dst).copy(ip, 24);
+  return Buffer.concat([eth, ip, l4]);
+}
 
 function ipv4Frame(src: string, dst: string, protocol: number, l4: Buffer): Buffer {
   const eth = Buffer.from([2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00]);
@@ -70,7 +83,7 @@ interface Harness {
  */
 async function harness(t: Teardown, hostPort?: { port: number; checkSources: string[] }): Promise<Harness> {
   const bpffs = await createBpffs(t);
-  const ns = await createNetns(t);
+  const ns = await createNetns(t, { ipv6: true });
   const source = new EbpfSource({ bpffs, checkMark: CHECK_MARK, checkSources: hostPort?.checkSources, hostInterfaces: [ns.hostIf], log: createLogger('silent') });
   t.teardown(() => source.close({ removePins: true }));
   await source.start();
@@ -82,7 +95,7 @@ async function harness(t: Teardown, hostPort?: { port: number; checkSources: str
   } else {
     await source.attach(ns.hostIf);
     key = ns.instanceIp as TrafficKey;
-    await source.track(key, { ipv6: [], device: ns.hostIf });
+    await source.track(key, { ipv6: [ns.instanceIp6!], device: ns.hostIf });
   }
   const program = hostPort ? 'doze_host_in' : 'doze_egress';
   const egress = (await listFilters(ns.hostIf)).find((f) => f.programName === program)!.programId;
@@ -111,7 +124,7 @@ async function harness(t: Teardown, hostPort?: { port: number; checkSources: str
   };
 }
 
-rootTest('a client\'s new connections and its datagrams are counted in its slot; a retransmitted SYN and an open connection\'s data are not', async (t) => {
+rootTest('a client\'s new connections and its datagrams (either family) are counted in its slot; a retransmitted SYN and an open connection\'s data are not', async (t) => {
   const h = await harness(t);
   t.deepEqual(await h.talkers(), [], 'tracking made an empty table');
   const client = '10.213.77.9';
@@ -130,6 +143,12 @@ rootTest('a client\'s new connections and its datagrams are counted in its slot;
   t.like(talkers[0], { address: '10.213.77.10', port: 5354, protocol: 'udp', connections: 0, packets: 1 });
   t.like(talkers[1], { address: client, port: 5353, protocol: 'udp', connections: 3, packets: 1 });
   t.is((await h.source.counter(h.key))!.packets, 9n, 'every one of them counted as traffic all the same');
+  // IPv6 clients by their IPv6 address, on the instance's key whichever of its addresses they reached.
+  await h.run(ipv6Frame('fd7a:d02e:ffff::9', h.ns.instanceIp6!, 17, udp(5355)));
+  await h.run(ipv6Frame('fd7a:d02e:ffff::10', h.ns.instanceIp6!, 6, tcp(41003, 'syn')));
+  talkers = (await h.talkers())!;
+  t.like(talkers[0], { address: 'fd7a:d02e:ffff::10', port: 41003, protocol: 'tcp', connections: 1, packets: 0 });
+  t.like(talkers[1], { address: 'fd7a:d02e:ffff::9', port: 5355, protocol: 'udp', connections: 0, packets: 1 });
 });
 
 rootTest('health checks (marked) never enter the table, by SYN or by datagram', async (t) => {
