@@ -632,7 +632,7 @@ static __always_inline void forget_if_ended(struct doze_conn_key *k, struct doze
 static __always_inline void untracked_l4(struct __sk_buff *skb, const struct parsed *p, __u8 *protocol, __u16 *port)
 {
 	if (p->family == 4) {
-		// Direct access, as parse_ipv4 read the header (a UDP talker pays 30 ns less than through
+		// Direct access, as parse_ipv4 read the header (a UDP talker pays 16 ns less than through
 		// bpf_skb_load_bytes; bench/tc-cost.ts).
 		void *data = (void *)(long)skb->data;
 		void *data_end = (void *)(long)skb->data_end;
@@ -792,7 +792,7 @@ static __always_inline int into_instance(struct __sk_buff *skb, struct parsed *p
 	// connection's client is in doze_conns already, and noting it on its every packet would cost
 	// each of them 9-12 ns (74 -> 83 ns a data segment, test_run, bench/tc-cost.ts), against none
 	// this way. A datagram pays the table: 56 -> 69 ns.
-#ifdef DOZE_TALKERS_EVERY_PACKET
+#ifdef DOZE_TALKERS_EVERY_PACKET // bench/'s build of the alternative, to keep pricing it
 	if (p->family)
 #else
 	if (p->family && (opened || !p->is_tcp))

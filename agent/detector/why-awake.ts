@@ -153,8 +153,7 @@ export function explainAwake(instance: ReadonlyInstance, evidence: AwakeEvidence
 /**
  * Why each awake (or queued) instance is awake, from one connections read and one talkers read (of
  * the awake instances' keys); last-seen times as the detector last refreshed them. Talkers are
- * evidence beside the reasons, not a reason: a failed read of them names none, and says so nowhere
- * else than the log of the map helper.
+ * evidence for a reason, not one: a failed read of them names none, and the reasons stand.
  */
 export async function whyAwake(instances: readonly ReadonlyInstance[], source: TrafficSource): Promise<Map<string, AwakeReason[]>> {
   const awake = instances.filter((i) => i.state === 'running' || i.state === 'waking');
