@@ -17,6 +17,25 @@
 //                               array map (BPF_F_MMAPABLE), atomic with the tc
 //                               program's own; the swap happened iff PREVIOUS
 //                               equals EXPECTED (doze_state, docs/state-handoff.md)
+//     load OBJ PINDIR        -> "ok 0": opens and loads the tc programs of OBJ
+//                               once (issue 29), its LIBBPF_PIN_BY_NAME maps
+//                               pinned in (or reused from) PINDIR, the same
+//                               pins `tc … bpf obj` makes; a pin of another
+//                               layout answers "err load …: couldn't reuse
+//                               pinned map at 'PATH' …". Loading again swaps
+//                               the object (attached filters keep theirs).
+//     attach IFNAME HOOK SECTION
+//                            -> "ok 0": the loaded program of section
+//                               tc/SECTION on IFNAME's clsact HOOK (egress or
+//                               ingress), by fd over netlink: a classic
+//                               direct-action filter at pref 100 handle 0xd0,
+//                               as `tc filter replace … bpf da` made it, so tc
+//                               lists it and a later attach replaces it
+//     detach IFNAME          -> "ok 0": removes doze's filters (pref 100,
+//                               handle 0xd0) from both hooks, and the clsact
+//                               qdisc when no filter of anyone is left; a
+//                               missing interface is fine (it left with its
+//                               instance)
 //     any failure            -> "err MESSAGE"; the process keeps serving
 //   Every answer is complete or an error: a dump or lookup that fails part way
 //   (a batch, an allocation) answers "err", never "ok" with the rows so far, so
@@ -40,11 +59,16 @@
 #include <bpf/libbpf.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/pkt_sched.h>
+#include <linux/rtnetlink.h>
+#include <net/if.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -371,6 +395,190 @@ static void compare_and_swap(struct opened *m, const char *khex, const char *ehe
 	putchar('\n');
 }
 
+// ---- The tc programs (issue 29): loaded once, attached to each interface by fd. ----
+//
+// Why here and not `tc filter replace … bpf obj` per interface: that was two process spawns
+// and two verifier passes per instance interface (1,000 instances: 1,000 times that), while a
+// program loaded once can be attached any number of times. Classic clsact filters (not tcx)
+// at tc's pref and handle, so `tc filter show`, the agent's isAttached/listFilters, a
+// hand-over (filters left attached across an agent restart) and other tools' filters behave
+// as before. The filters hold their own references to the programs: they stay attached when
+// this process exits or loads again.
+#define DOZE_TC_PREF 100
+#define DOZE_TC_HANDLE 0xd0
+
+static struct bpf_object *loaded;
+// libbpf's first warning while loading (a pin it could not reuse wins): its errors say which
+// map or program, where errno alone would not.
+static char load_warning[512];
+
+static int capture_warning(enum libbpf_print_level level, const char *format, va_list args)
+{
+	char line[sizeof(load_warning)];
+	if (level == LIBBPF_DEBUG)
+		return 0;
+	vsnprintf(line, sizeof(line), format, args);
+	line[strcspn(line, "\n")] = 0;
+	if (!load_warning[0] || (strstr(line, "couldn't reuse pinned map") && !strstr(load_warning, "couldn't reuse pinned map")))
+		snprintf(load_warning, sizeof(load_warning), "%s", line);
+	return 0;
+}
+
+static void do_load(const char *object_path, const char *pin_dir)
+{
+	if (!pin_dir) {
+		errno = EINVAL;
+		fail("load (usage: load OBJ PINDIR)", object_path);
+		return;
+	}
+	load_warning[0] = 0;
+	libbpf_set_print(capture_warning);
+	LIBBPF_OPTS(bpf_object_open_opts, opts, .pin_root_path = pin_dir);
+	struct bpf_object *object = bpf_object__open_file(object_path, &opts);
+	int err = object ? 0 : -errno;
+	struct bpf_program *program;
+	if (!err) {
+		// libbpf knows "tc" and "classifier" sections, not tc's "tc/NAME" ones.
+		bpf_object__for_each_program(program, object)
+			bpf_program__set_type(program, BPF_PROG_TYPE_SCHED_CLS);
+		err = bpf_object__load(object);
+	}
+	libbpf_set_print(NULL);
+	if (err) {
+		if (object)
+			bpf_object__close(object);
+		printf("err load %s: %s (%s)\n", object_path, load_warning[0] ? load_warning : "libbpf gave no reason", strerror(-err));
+		return;
+	}
+	if (loaded)
+		bpf_object__close(loaded);
+	loaded = object;
+	printf("ok 0\n");
+}
+
+static bool hook_point(const char *hook, enum bpf_tc_attach_point *point)
+{
+	if (hook && strcmp(hook, "egress") == 0)
+		*point = BPF_TC_EGRESS;
+	else if (hook && strcmp(hook, "ingress") == 0)
+		*point = BPF_TC_INGRESS;
+	else
+		return false;
+	return true;
+}
+
+static void do_attach(const char *ifname, const char *hook, const char *section)
+{
+	enum bpf_tc_attach_point point;
+	char wanted[128];
+	if (!hook_point(hook, &point) || !section) {
+		printf("err attach (usage: attach IFNAME egress|ingress SECTION)\n");
+		return;
+	}
+	if (!loaded) {
+		printf("err attach %s: no programs loaded (load OBJ PINDIR first)\n", ifname);
+		return;
+	}
+	snprintf(wanted, sizeof(wanted), "tc/%s", section);
+	struct bpf_program *program = NULL, *p;
+	bpf_object__for_each_program(p, loaded)
+		if (strcmp(bpf_program__section_name(p), wanted) == 0)
+			program = p;
+	if (!program) {
+		printf("err attach %s: the loaded object has no section %s\n", ifname, wanted);
+		return;
+	}
+	unsigned int ifindex = if_nametoindex(ifname);
+	if (!ifindex) {
+		printf("err attach %s: no such interface\n", ifname);
+		return;
+	}
+	LIBBPF_OPTS(bpf_tc_hook, tc_hook, .ifindex = ifindex, .attach_point = point);
+	int err = bpf_tc_hook_create(&tc_hook); // the clsact qdisc, shared by both hooks
+	if (err && err != -EEXIST) {
+		printf("err attach %s: cannot add a clsact qdisc: %s\n", ifname, strerror(-err));
+		return;
+	}
+	// REPLACE: a filter a previous agent left (hand-over, crash) is swapped for this object's.
+	LIBBPF_OPTS(bpf_tc_opts, tc_opts, .handle = DOZE_TC_HANDLE, .priority = DOZE_TC_PREF,
+		    .prog_fd = bpf_program__fd(program), .flags = BPF_TC_F_REPLACE);
+	err = bpf_tc_attach(&tc_hook, &tc_opts);
+	if (err) {
+		printf("err attach %s %s %s: %s\n", ifname, hook, section, strerror(-err));
+		return;
+	}
+	printf("ok 0\n");
+}
+
+// How many filters (anyone's) a clsact hook holds, by a netlink dump; -1 when it cannot tell.
+static int count_filters(unsigned int ifindex, __u32 parent)
+{
+	int sock = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+	if (sock < 0)
+		return -1;
+	struct {
+		struct nlmsghdr header;
+		struct tcmsg tc;
+	} request = {
+		.header = { .nlmsg_len = NLMSG_LENGTH(sizeof(struct tcmsg)), .nlmsg_type = RTM_GETTFILTER,
+			    .nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP, .nlmsg_seq = 1 },
+		.tc = { .tcm_family = AF_UNSPEC, .tcm_ifindex = ifindex, .tcm_parent = parent },
+	};
+	int count = 0;
+	if (send(sock, &request, request.header.nlmsg_len, 0) < 0)
+		count = -1;
+	static char buffer[32768];
+	for (bool done = count < 0; !done;) {
+		ssize_t len = recv(sock, buffer, sizeof(buffer), 0);
+		if (len <= 0) {
+			count = -1;
+			break;
+		}
+		for (struct nlmsghdr *h = (struct nlmsghdr *)buffer; NLMSG_OK(h, (size_t)len); h = NLMSG_NEXT(h, len)) {
+			if (h->nlmsg_type == NLMSG_DONE) {
+				done = true;
+				break;
+			}
+			if (h->nlmsg_type == NLMSG_ERROR) {
+				count = -1;
+				done = true;
+				break;
+			}
+			if (h->nlmsg_type == RTM_NEWTFILTER)
+				count++;
+		}
+	}
+	close(sock);
+	return count;
+}
+
+static void do_detach(const char *ifname)
+{
+	unsigned int ifindex = if_nametoindex(ifname);
+	if (!ifindex) {
+		printf("ok 0\n"); // gone with its instance, and its filters with it
+		return;
+	}
+	const enum bpf_tc_attach_point points[] = { BPF_TC_EGRESS, BPF_TC_INGRESS };
+	for (int i = 0; i < 2; i++) {
+		LIBBPF_OPTS(bpf_tc_hook, tc_hook, .ifindex = ifindex, .attach_point = points[i]);
+		LIBBPF_OPTS(bpf_tc_opts, tc_opts, .handle = DOZE_TC_HANDLE, .priority = DOZE_TC_PREF);
+		int err = bpf_tc_detach(&tc_hook, &tc_opts);
+		// ENOENT: not there; EINVAL: no clsact qdisc at all.
+		if (err && err != -ENOENT && err != -EINVAL) {
+			printf("err detach %s %s: %s\n", ifname, i ? "ingress" : "egress", strerror(-err));
+			return;
+		}
+	}
+	// The qdisc goes only when nobody's filters are left on it (another tool's stay, with it).
+	if (count_filters(ifindex, TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_EGRESS)) == 0 &&
+	    count_filters(ifindex, TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS)) == 0) {
+		LIBBPF_OPTS(bpf_tc_hook, tc_hook, .ifindex = ifindex, .attach_point = BPF_TC_INGRESS | BPF_TC_EGRESS);
+		bpf_tc_hook_destroy(&tc_hook); // fails harmlessly when there is no clsact qdisc
+	}
+	printf("ok 0\n");
+}
+
 static int serve(void)
 {
 	// getline grows the buffer to the longest line: a command is one line whatever its length
@@ -385,6 +593,18 @@ static int serve(void)
 		char *path = strtok(NULL, " ");
 		char *khex = strtok(NULL, " ");
 		char *vhex = strtok(NULL, " ");
+		if (cmd && path && strcmp(cmd, "load") == 0) {
+			do_load(path, khex);
+			goto next;
+		}
+		if (cmd && path && strcmp(cmd, "attach") == 0) {
+			do_attach(path, khex, vhex);
+			goto next;
+		}
+		if (cmd && path && strcmp(cmd, "detach") == 0) {
+			do_detach(path);
+			goto next;
+		}
 		if (cmd && path && strcmp(cmd, "lookupn") == 0) {
 			struct opened *m = open_map(path);
 			if (!m) {
