@@ -31,7 +31,8 @@ interface Pending {
 /**
  * Reads and writes pinned maps through one long-lived `doze-maps serve`
  * child (agent/bpf/doze-maps.c): a pipe round trip per operation, no
- * process spawn, and a 10,000-entry dump in milliseconds.
+ * process spawn, and a 10,000-entry dump in milliseconds. The same child
+ * holds the loaded tc programs and attaches them (tc-programs.ts).
  */
 export class MapClient {
   private child: ChildProcessWithoutNullStreams | undefined;
