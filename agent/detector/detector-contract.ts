@@ -63,6 +63,8 @@ export interface DetectorOptions<Hooks extends SleepHooks = SleepHooks> {
   budget?: NodeBudgetLimits;
   /** Agent-wide dry run (config `dryRun`): every instance rehearsed, none frozen. */
   dryRun?: boolean;
+  /** Thaw at the event (early-thaw.ts); default on where the source can (bench/ compares both paths). */
+  earlyThaw?: boolean;
   /** Test knob: drop this many wake events, as a lost perf record would (the watchdog must catch them). */
   dropWakeEvents?: number;
 }
