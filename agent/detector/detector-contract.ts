@@ -46,7 +46,8 @@ export interface RehearsedEvent {
 export interface DetectorEvents {
   rehearsed: [RehearsedEvent];
   transition: [TransitionEvent];
-  woke: [ReadonlyInstance, number];
+  /** Woken: how long from its first packet (or the request) to resumed, and who thawed it. */
+  woke: [ReadonlyInstance, number, ThawedBy];
   /** A traffic wake's first packet → the instance's first payload byte to a client (seconds). */
   firstResponse: [ReadonlyInstance, number];
   wakeFailed: [ReadonlyInstance, string];
@@ -56,6 +57,9 @@ export interface DetectorEvents {
   /** The stub answered a health check of a sleeping instance. */
   checkAnswered: [ReadonlyInstance];
 }
+
+/** Who resumed the workload: the wake-event reader at the event (early-thaw.ts), or the agent. */
+export type ThawedBy = 'event-reader' | 'agent';
 
 export interface DetectorOptions<Hooks extends SleepHooks = SleepHooks> {
   /** The hooks, or how to make them from the detector (the agent's guards read its instances). */

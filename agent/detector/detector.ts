@@ -29,7 +29,7 @@ import { whyAwake, type AwakeReason } from './why-awake.js';
 import { isDryRun, rehearseSleep, type RehearsalPort } from './rehearsal.js';
 import { EarlyThaws } from './early-thaw.js';
 
-export type { DetectorEvents, DetectorOptions, RehearsedEvent, SleepHooks, TransitionEvent } from './detector-contract.js';
+export type { DetectorEvents, DetectorOptions, RehearsedEvent, SleepHooks, ThawedBy, TransitionEvent } from './detector-contract.js';
 
 const MS = 1_000_000n;
 
@@ -278,7 +278,8 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
       // bookkeeping, not part of the wake.
       const nowNs = monotonicNs();
       const thawedNs = this.signals.thawedEarlyAtNs(instance);
-      const tookMs = Number((thawedNs !== undefined && thawedNs >= startNs && thawedNs < nowNs ? thawedNs : nowNs) - startNs) / 1e6;
+      const thawedAtEvent = thawedNs !== undefined && thawedNs >= startNs && thawedNs < nowNs;
+      const tookMs = Number((thawedAtEvent ? thawedNs : nowNs) - startNs) / 1e6;
       // Checks reach the instance itself again before it is declared running. It is resumed and
       // serving whatever happens here: a failure is said, never left as a wake that never ends.
       await finishAwake(instance, this.source, this.hooks, this.log, 'finishing the wake');
@@ -290,7 +291,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
       this.busy.restart(instance, nowNs);
       instance.nextCheckNs = firstCheckNs(instance, nowNs);
       this.setState(instance, 'running', reason);
-      this.emit('woke', instance, tookMs / 1000);
+      this.emit('woke', instance, tookMs / 1000, thawedAtEvent ? 'event-reader' : 'agent');
       this.schedule();
     });
   }
