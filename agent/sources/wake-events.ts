@@ -149,7 +149,10 @@ export class WakeEventStream extends EventEmitter<WakeEventStreamEvents> {
       if (outcome !== undefined) {
         // One-shot in the reader: fired (or failed), it is no longer armed there.
         this.armed.delete(event.instanceAddr);
-        if (outcome === 'thawed') event.thaw = { kind: 'thawed', atNs: BigInt(figure!) };
+        if (outcome === 'thawed') {
+          event.thaw = { kind: 'thawed', atNs: BigInt(figure!) };
+          if (this.room > 0) this.room--; // as the reader counts it: the next setRoom is sent
+        }
         else if (outcome === 'thaw-failed') event.thaw = { kind: 'failed', errno: Number(figure) };
       }
       this.emit('wake', event);
