@@ -2,6 +2,7 @@
  * Wake benchmark (issues 2 and 29): over N sleep/wake cycles of a freezer instance, with the
  * thaw at the event (the wake-event reader thaws it, docs/wake-path.md) and with the agent's own
  * thaw (config `earlyThaw: false`), in the same run:
+ * The two paths take turns in blocks of cycles, so a change in the machine's load falls on both.
  *  - wake reaction: first packet seen by the tc program → resumed (the agent's own clock pair),
  *  - first-request latency to the sleeping instance vs. the same request to the awake one, timed by
  *    curl in its own process (time to first byte): a client in the agent's own event loop would
@@ -32,12 +33,11 @@ async function curlFirstByte(url: string): Promise<{ status: number; ms: number 
   return { status: Number(status), ms: Number(seconds) * 1000 };
 }
 
-async function runCycles(cycles: number, earlyThaw: boolean): Promise<WakeRun> {
+async function runCycles(run: WakeRun, cycles: number, earlyThaw: boolean): Promise<void> {
   const cleanups = new Cleanups();
   try {
     const inst = await createInstance(cleanups, 'bench');
     const agent = await startAgent(cleanups, { earlyThaw, instances: [inst.config({ idleTimeout: '50ms' })] });
-    const run: WakeRun = { reaction: [], asleep: [], awake: [], firstByte: [], retransmits: 0 };
     const retransBefore = await synRetransmits();
     for (let i = 0; i < cycles; i++) {
       await nextState(agent, 'bench', 'sleeping', 5000);
@@ -52,8 +52,7 @@ async function runCycles(cycles: number, earlyThaw: boolean): Promise<WakeRun> {
       const firstByte = agent.detector.get('bench')!.lastFirstResponseMs;
       if (firstByte !== undefined) run.firstByte.push(firstByte);
     }
-    run.retransmits = (await synRetransmits()) - retransBefore;
-    return run;
+    run.retransmits += (await synRetransmits()) - retransBefore;
   } finally {
     await cleanups.run();
   }
@@ -71,12 +70,21 @@ function rows(label: string, run: WakeRun): string[] {
   ];
 }
 
+/** Blocks of cycles, the two paths taking turns: both see the machine's load as it changes. */
+const BLOCK = 25;
+
 export async function benchWake(cycles = 200): Promise<string[]> {
-  const agentThaw = await runCycles(cycles, false);
-  const early = await runCycles(cycles, true);
+  const fresh = (): WakeRun => ({ reaction: [], asleep: [], awake: [], firstByte: [], retransmits: 0 });
+  const agentThaw = fresh();
+  const early = fresh();
+  for (let done = 0; done < cycles; done += BLOCK) {
+    const n = Math.min(BLOCK, cycles - done);
+    await runCycles(agentThaw, n, false);
+    await runCycles(early, n, true);
+  }
   const extraP50 = percentile(early.asleep, 50) - percentile(early.awake, 50);
   return [
-    `wake (freezer, ${cycles} sleep/wake cycles each, idle timeout 50 ms)`,
+    `wake (freezer, ${cycles} sleep/wake cycles each path, in turns of ${BLOCK}, idle timeout 50 ms)`,
     ...rows('agent thaws', agentThaw),
     ...rows('thaw at event', early),
     `thaw at event / agent thaws, reaction p50 ×${(percentile(early.reaction, 50) / percentile(agentThaw.reaction, 50)).toFixed(2)}, p99 ×${(percentile(early.reaction, 99) / percentile(agentThaw.reaction, 99)).toFixed(2)}`,
