@@ -44,7 +44,23 @@
 //   Test knob: DOZE_MAPS_FAIL_DUMP=NAME:N makes the Nth batch of every dump of a
 //   map whose path ends in NAME fail with EIO (tests of the error path only).
 //   doze-maps events PATH    perf event array reader: "ready", then
-//                            "sample HEX" / "lost N" lines; exits when orphaned
+//                            "sample HEX" / "lost N" lines; exits when orphaned.
+//     Thaw at the event: commands on stdin arm an early thaw of a freezer
+//     instance, done here the moment its wake event arrives, before the line
+//     reaches the agent (which then runs the rest of the wake as before):
+//       arm KEYHEX SINCE_NS FILE VALUE  on the first wake event for instance
+//                            KEYHEX (the record's first 4 bytes) stamped at or
+//                            after SINCE_NS, write VALUE to FILE (freezer.state
+//                            THAWED, or cgroup.freeze 0); one-shot
+//       disarm KEYHEX        no early thaw for it (it woke another way)
+//       room N               at most N early thaws until the next room line
+//                            (-1: no limit; 0 at start): the node budget's room,
+//                            so an instance that must wait for room is never
+//                            thawed here
+//     A wake sample that thawed early reads "sample HEX thawed NS" (NS: the
+//     CLOCK_MONOTONIC time the write returned; the kernel thaws synchronously),
+//     one whose write failed "sample HEX thaw-failed ERRNO" (the agent's own
+//     thaw then finds and reports what is wrong).
 //   doze-maps lock DIR       takes an exclusive flock(2) on DIR (the agent's
 //                            pinned-maps directory) and holds it until stdin
 //                            closes: "locked", or "busy" and exit 3 when
@@ -62,6 +78,8 @@
 #include <linux/pkt_sched.h>
 #include <linux/rtnetlink.h>
 #include <net/if.h>
+#include <poll.h>
+#include <time.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -669,12 +687,122 @@ static int serve(void)
 	return 0;
 }
 
+// Early thaws armed by the agent (events mode). Linear scan: a few thousand sleepers at most,
+// and one scan per wake event, not per packet.
+struct armed_thaw {
+	__u32 key;      // the wake record's instance_addr, as its bytes
+	__u64 since_ns; // events stamped earlier belong to an earlier sleep
+	char *file;
+	char *value;
+};
+
+static struct armed_thaw *armed;
+static size_t n_armed, armed_cap;
+static long long thaw_room; // early thaws left before the agent says again; -1: no limit
+
+static void disarm_at(size_t i)
+{
+	free(armed[i].file);
+	free(armed[i].value);
+	armed[i] = armed[--n_armed];
+}
+
+static void disarm(__u32 key)
+{
+	for (size_t i = 0; i < n_armed; i++)
+		if (armed[i].key == key)
+			return disarm_at(i);
+}
+
+static void arm(__u32 key, __u64 since_ns, const char *file, const char *value)
+{
+	disarm(key);
+	if (n_armed == armed_cap) {
+		size_t cap = armed_cap ? armed_cap * 2 : 64;
+		struct armed_thaw *grown = realloc(armed, cap * sizeof(*armed));
+		if (!grown)
+			return; // no early thaw: the agent's own wake still comes
+		armed = grown;
+		armed_cap = cap;
+	}
+	char *f = strdup(file), *v = strdup(value);
+	if (!f || !v) {
+		free(f);
+		free(v);
+		return;
+	}
+	armed[n_armed++] = (struct armed_thaw){ .key = key, .since_ns = since_ns, .file = f, .value = v };
+}
+
+// One command line from the agent (events mode); a malformed one is ignored: the agent's own
+// wake path does not depend on it.
+static void thaw_command(char *line)
+{
+	char *cmd = strtok(line, " ");
+	char *khex = strtok(NULL, " ");
+	__u32 key;
+	if (!cmd)
+		return;
+	if (strcmp(cmd, "room") == 0 && khex) {
+		thaw_room = strtoll(khex, NULL, 10);
+	} else if (strcmp(cmd, "disarm") == 0 && !parse_hex(khex, (unsigned char *)&key, 4)) {
+		disarm(key);
+	} else if (strcmp(cmd, "arm") == 0 && !parse_hex(khex, (unsigned char *)&key, 4)) {
+		char *since = strtok(NULL, " "), *file = strtok(NULL, " "), *value = strtok(NULL, " ");
+		if (since && file && value)
+			arm(key, strtoull(since, NULL, 10), file, value);
+	}
+}
+
+static __u64 monotonic_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (__u64)ts.tv_sec * 1000000000ull + ts.tv_nsec;
+}
+
+// A wake record (wake_ns 0) for an armed instance, within the room: thaw it now. Returns the
+// time the write returned, 0 when nothing was armed, or -errno when the write failed.
+static long long thaw_early(const void *data, __u32 size)
+{
+	if (size < 24 || n_armed == 0 || thaw_room == 0)
+		return 0;
+	__u32 key;
+	__u64 ts_ns, wake_ns;
+	memcpy(&key, data, 4);
+	memcpy(&ts_ns, (const char *)data + 8, 8);
+	memcpy(&wake_ns, (const char *)data + 16, 8);
+	if (wake_ns != 0)
+		return 0; // a first-response record
+	for (size_t i = 0; i < n_armed; i++) {
+		if (armed[i].key != key)
+			continue;
+		if (ts_ns < armed[i].since_ns)
+			return 0; // a late event of an earlier sleep
+		int fd = open(armed[i].file, O_WRONLY | O_CLOEXEC);
+		size_t len = strlen(armed[i].value);
+		long long result = fd >= 0 && write(fd, armed[i].value, len) == (ssize_t)len ? (long long)monotonic_ns() : -(long long)(errno ? errno : EIO);
+		if (fd >= 0)
+			close(fd);
+		disarm_at(i);
+		if (thaw_room > 0 && result > 0)
+			thaw_room--;
+		return result;
+	}
+	return 0;
+}
+
 static void on_sample(void *ctx, int cpu, void *data, __u32 size)
 {
 	(void)ctx;
 	(void)cpu;
+	long long thawed = thaw_early(data, size);
 	fputs("sample ", stdout);
 	put_hex(data, size);
+	if (thawed > 0)
+		printf(" thawed %lld", thawed);
+	else if (thawed < 0)
+		printf(" thaw-failed %lld", -thawed);
 	putchar('\n');
 	fflush(stdout);
 }
@@ -685,6 +813,27 @@ static void on_lost(void *ctx, int cpu, __u64 count)
 	(void)cpu;
 	printf("lost %llu\n", (unsigned long long)count);
 	fflush(stdout);
+}
+
+// Reads what stdin has and runs each complete line; false once stdin is closed.
+static bool read_commands(char *buf, size_t cap, size_t *len)
+{
+	ssize_t got = read(0, buf + *len, cap - 1 - *len);
+	if (got <= 0)
+		return got < 0 && (errno == EINTR || errno == EAGAIN);
+	*len += got;
+	buf[*len] = 0;
+	char *start = buf, *nl;
+	while ((nl = strchr(start, '\n'))) {
+		*nl = 0;
+		thaw_command(start);
+		start = nl + 1;
+	}
+	*len -= start - buf;
+	memmove(buf, start, *len);
+	if (*len == cap - 1)
+		*len = 0; // a line longer than any command: drop it
+	return true;
 }
 
 static int events(const char *path)
@@ -702,12 +851,25 @@ static int events(const char *path)
 	printf("ready\n");
 	fflush(stdout);
 	pid_t parent = getppid();
+	// One poll over the perf buffers' epoll fd and stdin (the agent's thaw commands).
+	struct pollfd fds[2] = { { .fd = perf_buffer__epoll_fd(pb), .events = POLLIN }, { .fd = 0, .events = POLLIN } };
+	static char commands[8192];
+	size_t commands_len = 0;
 	for (;;) {
-		int err = perf_buffer__poll(pb, 250);
-		if (err < 0 && err != -EINTR) {
-			errno = -err;
+		int ready = poll(fds, 2, 250);
+		if (ready < 0 && errno != EINTR) {
 			fail("poll", path);
 			break;
+		}
+		if (ready > 0 && (fds[1].revents & (POLLIN | POLLHUP)) && !read_commands(commands, sizeof(commands), &commands_len))
+			fds[1].fd = -1; // stdin closed (or never given): no more commands, events still flow
+		if (ready > 0 && fds[0].revents) {
+			int err = perf_buffer__consume(pb);
+			if (err < 0 && err != -EINTR) {
+				errno = -err;
+				fail("consume", path);
+				break;
+			}
 		}
 		if (getppid() != parent)
 			return 0; // the agent is gone: exit without perf_buffer__free (below)

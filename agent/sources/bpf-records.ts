@@ -113,6 +113,11 @@ export interface WakeEvent {
   answersWakeNs?: bigint;
   /** Set on a wake record from an IP packet: what woke it. */
   packet?: WakePacket;
+  /**
+   * The reader thawed the instance itself on this event (an armed early thaw, wake-events.ts):
+   * when its write returned, on the same clock as `tsNs`. Or why it could not (an errno).
+   */
+  thaw?: { kind: 'thawed'; atNs: bigint } | { kind: 'failed'; errno: number };
 }
 
 /**

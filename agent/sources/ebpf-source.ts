@@ -12,7 +12,7 @@ import {
 import { bytesToIpv4, hostOf, ipv4ToBytes } from './ipv4.js';
 import { ipv6ToBytes } from './ipv6.js';
 import * as tc from '../net/tc.js';
-import type { InstanceAliases, TrafficSource } from './traffic-source.js';
+import type { EarlyThawControl, InstanceAliases, TrafficSource } from './traffic-source.js';
 import { WakeEventStream } from './wake-events.js';
 import { freshRead } from './fresh-read.js';
 import { StateSlots } from './state-slots.js';
@@ -293,6 +293,10 @@ export class EbpfSource implements TrafficSource {
 
   onWake(listener: (event: WakeEvent) => void): void {
     this.events.on('wake', listener);
+  }
+
+  get earlyThaw(): EarlyThawControl {
+    return this.events;
   }
 
   onGap(listener: (reason: string) => void): void {
