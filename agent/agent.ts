@@ -97,6 +97,7 @@ export class Agent {
       hooks: (d) => new SleepGuards(config, d, log),
       budget: config.budget,
       dryRun: config.dryRun,
+      earlyThaw: config.earlyThaw,
       dropWakeEvents: options.faults?.dropWakeEvents,
     });
     const guards = detector.hooks;

@@ -1,4 +1,5 @@
 /** `make bench`: every benchmark in turn; prints ratios and percentiles from one run. */
+import { benchAttach } from './attach.js';
 import { benchDensity } from './density.js';
 import { benchDocker } from './docker.js';
 import { benchIdleCpu } from './idle-cpu.js';
@@ -14,6 +15,8 @@ import { benchWake } from './wake.js';
 const benches: Array<[string, () => Promise<string[]>]> = [
   ['wake', () => benchWake(Number(process.env.DOZE_BENCH_CYCLES ?? 200))],
   ['tc-cost', benchTcCost],
+  // DOZE_BENCH_ATTACH (1000) interfaces attached by fd, DOZE_BENCH_ATTACH_OLD (1000) the old way (tc … obj).
+  ['attach', () => benchAttach(Number(process.env.DOZE_BENCH_ATTACH ?? 1000), Number(process.env.DOZE_BENCH_ATTACH_OLD ?? 1000))],
   ['stub', benchStub],
   ['idle-cpu', benchIdleCpu],
   ['scale', benchScale],

@@ -30,7 +30,8 @@ import {
 import { ipv4ToBytes } from '../agent/sources/ipv4.js';
 import { ipv6ToBytes } from '../agent/sources/ipv6.js';
 import { MapClient } from '../agent/sources/map-client.js';
-import { attach, detach, listFilters } from '../agent/net/tc.js';
+// The variants' objects go on by tc, each on its own bpffs (bench only: the agent loads once, tc-programs.ts).
+import { attachByTcCommand as attach, detach, listFilters } from '../agent/net/tc.js';
 import { createBpffs } from '../test/helpers/bpffs.js';
 import { createNetns } from '../test/helpers/netns.js';
 import { startAgent } from '../test/helpers/agent.js';

@@ -17,6 +17,25 @@
 //                               array map (BPF_F_MMAPABLE), atomic with the tc
 //                               program's own; the swap happened iff PREVIOUS
 //                               equals EXPECTED (doze_state, docs/state-handoff.md)
+//     load OBJ PINDIR        -> "ok 0": opens and loads the tc programs of OBJ
+//                               once (issue 29), its LIBBPF_PIN_BY_NAME maps
+//                               pinned in (or reused from) PINDIR, the same
+//                               pins `tc … bpf obj` makes; a pin of another
+//                               layout answers "err load …: couldn't reuse
+//                               pinned map at 'PATH' …". Loading again swaps
+//                               the object (attached filters keep theirs).
+//     attach IFNAME HOOK SECTION
+//                            -> "ok 0": the loaded program of section
+//                               tc/SECTION on IFNAME's clsact HOOK (egress or
+//                               ingress), by fd over netlink: a classic
+//                               direct-action filter at pref 100 handle 0xd0,
+//                               as `tc filter replace … bpf da` made it, so tc
+//                               lists it and a later attach replaces it
+//     detach IFNAME          -> "ok 0": removes doze's filters (pref 100,
+//                               handle 0xd0) from both hooks, and the clsact
+//                               qdisc when no filter of anyone is left; a
+//                               missing interface is fine (it left with its
+//                               instance)
 //     any failure            -> "err MESSAGE"; the process keeps serving
 //   Every answer is complete or an error: a dump or lookup that fails part way
 //   (a batch, an allocation) answers "err", never "ok" with the rows so far, so
@@ -25,7 +44,23 @@
 //   Test knob: DOZE_MAPS_FAIL_DUMP=NAME:N makes the Nth batch of every dump of a
 //   map whose path ends in NAME fail with EIO (tests of the error path only).
 //   doze-maps events PATH    perf event array reader: "ready", then
-//                            "sample HEX" / "lost N" lines; exits when orphaned
+//                            "sample HEX" / "lost N" lines; exits when orphaned.
+//     Thaw at the event: commands on stdin arm an early thaw of a freezer
+//     instance, done here the moment its wake event arrives, before the line
+//     reaches the agent (which then runs the rest of the wake as before):
+//       arm KEYHEX SINCE_NS FILE VALUE  on the first wake event for instance
+//                            KEYHEX (the record's first 4 bytes) stamped at or
+//                            after SINCE_NS, write VALUE to FILE (freezer.state
+//                            THAWED, or cgroup.freeze 0); one-shot
+//       disarm KEYHEX        no early thaw for it (it woke another way)
+//       room N               at most N early thaws until the next room line
+//                            (-1: no limit; 0 at start): the node budget's room,
+//                            so an instance that must wait for room is never
+//                            thawed here
+//     A wake sample that thawed early reads "sample HEX thawed NS" (NS: the
+//     CLOCK_MONOTONIC time the write returned; the kernel thaws synchronously),
+//     one whose write failed "sample HEX thaw-failed ERRNO" (the agent's own
+//     thaw then finds and reports what is wrong).
 //   doze-maps lock DIR       takes an exclusive flock(2) on DIR (the agent's
 //                            pinned-maps directory) and holds it until stdin
 //                            closes: "locked", or "busy" and exit 3 when
@@ -40,11 +75,18 @@
 #include <bpf/libbpf.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/pkt_sched.h>
+#include <linux/rtnetlink.h>
+#include <net/if.h>
+#include <poll.h>
+#include <time.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -371,6 +413,190 @@ static void compare_and_swap(struct opened *m, const char *khex, const char *ehe
 	putchar('\n');
 }
 
+// ---- The tc programs (issue 29): loaded once, attached to each interface by fd. ----
+//
+// Why here and not `tc filter replace … bpf obj` per interface: that was two process spawns
+// and two verifier passes per instance interface (1,000 instances: 1,000 times that), while a
+// program loaded once can be attached any number of times. Classic clsact filters (not tcx)
+// at tc's pref and handle, so `tc filter show`, the agent's isAttached/listFilters, a
+// hand-over (filters left attached across an agent restart) and other tools' filters behave
+// as before. The filters hold their own references to the programs: they stay attached when
+// this process exits or loads again.
+#define DOZE_TC_PREF 100
+#define DOZE_TC_HANDLE 0xd0
+
+static struct bpf_object *loaded;
+// libbpf's first warning while loading (a pin it could not reuse wins): its errors say which
+// map or program, where errno alone would not.
+static char load_warning[512];
+
+static int capture_warning(enum libbpf_print_level level, const char *format, va_list args)
+{
+	char line[sizeof(load_warning)];
+	if (level == LIBBPF_DEBUG)
+		return 0;
+	vsnprintf(line, sizeof(line), format, args);
+	line[strcspn(line, "\n")] = 0;
+	if (!load_warning[0] || (strstr(line, "couldn't reuse pinned map") && !strstr(load_warning, "couldn't reuse pinned map")))
+		snprintf(load_warning, sizeof(load_warning), "%s", line);
+	return 0;
+}
+
+static void do_load(const char *object_path, const char *pin_dir)
+{
+	if (!pin_dir) {
+		errno = EINVAL;
+		fail("load (usage: load OBJ PINDIR)", object_path);
+		return;
+	}
+	load_warning[0] = 0;
+	libbpf_set_print(capture_warning);
+	LIBBPF_OPTS(bpf_object_open_opts, opts, .pin_root_path = pin_dir);
+	struct bpf_object *object = bpf_object__open_file(object_path, &opts);
+	int err = object ? 0 : -errno;
+	struct bpf_program *program;
+	if (!err) {
+		// libbpf knows "tc" and "classifier" sections, not tc's "tc/NAME" ones.
+		bpf_object__for_each_program(program, object)
+			bpf_program__set_type(program, BPF_PROG_TYPE_SCHED_CLS);
+		err = bpf_object__load(object);
+	}
+	libbpf_set_print(NULL);
+	if (err) {
+		if (object)
+			bpf_object__close(object);
+		printf("err load %s: %s (%s)\n", object_path, load_warning[0] ? load_warning : "libbpf gave no reason", strerror(-err));
+		return;
+	}
+	if (loaded)
+		bpf_object__close(loaded);
+	loaded = object;
+	printf("ok 0\n");
+}
+
+static bool hook_point(const char *hook, enum bpf_tc_attach_point *point)
+{
+	if (hook && strcmp(hook, "egress") == 0)
+		*point = BPF_TC_EGRESS;
+	else if (hook && strcmp(hook, "ingress") == 0)
+		*point = BPF_TC_INGRESS;
+	else
+		return false;
+	return true;
+}
+
+static void do_attach(const char *ifname, const char *hook, const char *section)
+{
+	enum bpf_tc_attach_point point;
+	char wanted[128];
+	if (!hook_point(hook, &point) || !section) {
+		printf("err attach (usage: attach IFNAME egress|ingress SECTION)\n");
+		return;
+	}
+	if (!loaded) {
+		printf("err attach %s: no programs loaded (load OBJ PINDIR first)\n", ifname);
+		return;
+	}
+	snprintf(wanted, sizeof(wanted), "tc/%s", section);
+	struct bpf_program *program = NULL, *p;
+	bpf_object__for_each_program(p, loaded)
+		if (strcmp(bpf_program__section_name(p), wanted) == 0)
+			program = p;
+	if (!program) {
+		printf("err attach %s: the loaded object has no section %s\n", ifname, wanted);
+		return;
+	}
+	unsigned int ifindex = if_nametoindex(ifname);
+	if (!ifindex) {
+		printf("err attach %s: no such interface\n", ifname);
+		return;
+	}
+	LIBBPF_OPTS(bpf_tc_hook, tc_hook, .ifindex = ifindex, .attach_point = point);
+	int err = bpf_tc_hook_create(&tc_hook); // the clsact qdisc, shared by both hooks
+	if (err && err != -EEXIST) {
+		printf("err attach %s: cannot add a clsact qdisc: %s\n", ifname, strerror(-err));
+		return;
+	}
+	// REPLACE: a filter a previous agent left (hand-over, crash) is swapped for this object's.
+	LIBBPF_OPTS(bpf_tc_opts, tc_opts, .handle = DOZE_TC_HANDLE, .priority = DOZE_TC_PREF,
+		    .prog_fd = bpf_program__fd(program), .flags = BPF_TC_F_REPLACE);
+	err = bpf_tc_attach(&tc_hook, &tc_opts);
+	if (err) {
+		printf("err attach %s %s %s: %s\n", ifname, hook, section, strerror(-err));
+		return;
+	}
+	printf("ok 0\n");
+}
+
+// How many filters (anyone's) a clsact hook holds, by a netlink dump; -1 when it cannot tell.
+static int count_filters(unsigned int ifindex, __u32 parent)
+{
+	int sock = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+	if (sock < 0)
+		return -1;
+	struct {
+		struct nlmsghdr header;
+		struct tcmsg tc;
+	} request = {
+		.header = { .nlmsg_len = NLMSG_LENGTH(sizeof(struct tcmsg)), .nlmsg_type = RTM_GETTFILTER,
+			    .nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP, .nlmsg_seq = 1 },
+		.tc = { .tcm_family = AF_UNSPEC, .tcm_ifindex = ifindex, .tcm_parent = parent },
+	};
+	int count = 0;
+	if (send(sock, &request, request.header.nlmsg_len, 0) < 0)
+		count = -1;
+	static char buffer[32768];
+	for (bool done = count < 0; !done;) {
+		ssize_t len = recv(sock, buffer, sizeof(buffer), 0);
+		if (len <= 0) {
+			count = -1;
+			break;
+		}
+		for (struct nlmsghdr *h = (struct nlmsghdr *)buffer; NLMSG_OK(h, (size_t)len); h = NLMSG_NEXT(h, len)) {
+			if (h->nlmsg_type == NLMSG_DONE) {
+				done = true;
+				break;
+			}
+			if (h->nlmsg_type == NLMSG_ERROR) {
+				count = -1;
+				done = true;
+				break;
+			}
+			if (h->nlmsg_type == RTM_NEWTFILTER)
+				count++;
+		}
+	}
+	close(sock);
+	return count;
+}
+
+static void do_detach(const char *ifname)
+{
+	unsigned int ifindex = if_nametoindex(ifname);
+	if (!ifindex) {
+		printf("ok 0\n"); // gone with its instance, and its filters with it
+		return;
+	}
+	const enum bpf_tc_attach_point points[] = { BPF_TC_EGRESS, BPF_TC_INGRESS };
+	for (int i = 0; i < 2; i++) {
+		LIBBPF_OPTS(bpf_tc_hook, tc_hook, .ifindex = ifindex, .attach_point = points[i]);
+		LIBBPF_OPTS(bpf_tc_opts, tc_opts, .handle = DOZE_TC_HANDLE, .priority = DOZE_TC_PREF);
+		int err = bpf_tc_detach(&tc_hook, &tc_opts);
+		// ENOENT: not there; EINVAL: no clsact qdisc at all.
+		if (err && err != -ENOENT && err != -EINVAL) {
+			printf("err detach %s %s: %s\n", ifname, i ? "ingress" : "egress", strerror(-err));
+			return;
+		}
+	}
+	// The qdisc goes only when nobody's filters are left on it (another tool's stay, with it).
+	if (count_filters(ifindex, TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_EGRESS)) == 0 &&
+	    count_filters(ifindex, TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS)) == 0) {
+		LIBBPF_OPTS(bpf_tc_hook, tc_hook, .ifindex = ifindex, .attach_point = BPF_TC_INGRESS | BPF_TC_EGRESS);
+		bpf_tc_hook_destroy(&tc_hook); // fails harmlessly when there is no clsact qdisc
+	}
+	printf("ok 0\n");
+}
+
 static int serve(void)
 {
 	// getline grows the buffer to the longest line: a command is one line whatever its length
@@ -385,6 +611,18 @@ static int serve(void)
 		char *path = strtok(NULL, " ");
 		char *khex = strtok(NULL, " ");
 		char *vhex = strtok(NULL, " ");
+		if (cmd && path && strcmp(cmd, "load") == 0) {
+			do_load(path, khex);
+			goto next;
+		}
+		if (cmd && path && strcmp(cmd, "attach") == 0) {
+			do_attach(path, khex, vhex);
+			goto next;
+		}
+		if (cmd && path && strcmp(cmd, "detach") == 0) {
+			do_detach(path);
+			goto next;
+		}
 		if (cmd && path && strcmp(cmd, "lookupn") == 0) {
 			struct opened *m = open_map(path);
 			if (!m) {
@@ -449,12 +687,122 @@ static int serve(void)
 	return 0;
 }
 
+// Early thaws armed by the agent (events mode). Linear scan: a few thousand sleepers at most,
+// and one scan per wake event, not per packet.
+struct armed_thaw {
+	__u32 key;      // the wake record's instance_addr, as its bytes
+	__u64 since_ns; // events stamped earlier belong to an earlier sleep
+	char *file;
+	char *value;
+};
+
+static struct armed_thaw *armed;
+static size_t n_armed, armed_cap;
+static long long thaw_room; // early thaws left before the agent says again; -1: no limit
+
+static void disarm_at(size_t i)
+{
+	free(armed[i].file);
+	free(armed[i].value);
+	armed[i] = armed[--n_armed];
+}
+
+static void disarm(__u32 key)
+{
+	for (size_t i = 0; i < n_armed; i++)
+		if (armed[i].key == key)
+			return disarm_at(i);
+}
+
+static void arm(__u32 key, __u64 since_ns, const char *file, const char *value)
+{
+	disarm(key);
+	if (n_armed == armed_cap) {
+		size_t cap = armed_cap ? armed_cap * 2 : 64;
+		struct armed_thaw *grown = realloc(armed, cap * sizeof(*armed));
+		if (!grown)
+			return; // no early thaw: the agent's own wake still comes
+		armed = grown;
+		armed_cap = cap;
+	}
+	char *f = strdup(file), *v = strdup(value);
+	if (!f || !v) {
+		free(f);
+		free(v);
+		return;
+	}
+	armed[n_armed++] = (struct armed_thaw){ .key = key, .since_ns = since_ns, .file = f, .value = v };
+}
+
+// One command line from the agent (events mode); a malformed one is ignored: the agent's own
+// wake path does not depend on it.
+static void thaw_command(char *line)
+{
+	char *cmd = strtok(line, " ");
+	char *khex = strtok(NULL, " ");
+	__u32 key;
+	if (!cmd)
+		return;
+	if (strcmp(cmd, "room") == 0 && khex) {
+		thaw_room = strtoll(khex, NULL, 10);
+	} else if (strcmp(cmd, "disarm") == 0 && !parse_hex(khex, (unsigned char *)&key, 4)) {
+		disarm(key);
+	} else if (strcmp(cmd, "arm") == 0 && !parse_hex(khex, (unsigned char *)&key, 4)) {
+		char *since = strtok(NULL, " "), *file = strtok(NULL, " "), *value = strtok(NULL, " ");
+		if (since && file && value)
+			arm(key, strtoull(since, NULL, 10), file, value);
+	}
+}
+
+static __u64 monotonic_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (__u64)ts.tv_sec * 1000000000ull + ts.tv_nsec;
+}
+
+// A wake record (wake_ns 0) for an armed instance, within the room: thaw it now. Returns the
+// time the write returned, 0 when nothing was armed, or -errno when the write failed.
+static long long thaw_early(const void *data, __u32 size)
+{
+	if (size < 24 || n_armed == 0 || thaw_room == 0)
+		return 0;
+	__u32 key;
+	__u64 ts_ns, wake_ns;
+	memcpy(&key, data, 4);
+	memcpy(&ts_ns, (const char *)data + 8, 8);
+	memcpy(&wake_ns, (const char *)data + 16, 8);
+	if (wake_ns != 0)
+		return 0; // a first-response record
+	for (size_t i = 0; i < n_armed; i++) {
+		if (armed[i].key != key)
+			continue;
+		if (ts_ns < armed[i].since_ns)
+			return 0; // a late event of an earlier sleep
+		int fd = open(armed[i].file, O_WRONLY | O_CLOEXEC);
+		size_t len = strlen(armed[i].value);
+		long long result = fd >= 0 && write(fd, armed[i].value, len) == (ssize_t)len ? (long long)monotonic_ns() : -(long long)(errno ? errno : EIO);
+		if (fd >= 0)
+			close(fd);
+		disarm_at(i);
+		if (thaw_room > 0 && result > 0)
+			thaw_room--;
+		return result;
+	}
+	return 0;
+}
+
 static void on_sample(void *ctx, int cpu, void *data, __u32 size)
 {
 	(void)ctx;
 	(void)cpu;
+	long long thawed = thaw_early(data, size);
 	fputs("sample ", stdout);
 	put_hex(data, size);
+	if (thawed > 0)
+		printf(" thawed %lld", thawed);
+	else if (thawed < 0)
+		printf(" thaw-failed %lld", -thawed);
 	putchar('\n');
 	fflush(stdout);
 }
@@ -465,6 +813,27 @@ static void on_lost(void *ctx, int cpu, __u64 count)
 	(void)cpu;
 	printf("lost %llu\n", (unsigned long long)count);
 	fflush(stdout);
+}
+
+// Reads what stdin has and runs each complete line; false once stdin is closed.
+static bool read_commands(char *buf, size_t cap, size_t *len)
+{
+	ssize_t got = read(0, buf + *len, cap - 1 - *len);
+	if (got <= 0)
+		return got < 0 && (errno == EINTR || errno == EAGAIN);
+	*len += got;
+	buf[*len] = 0;
+	char *start = buf, *nl;
+	while ((nl = strchr(start, '\n'))) {
+		*nl = 0;
+		thaw_command(start);
+		start = nl + 1;
+	}
+	*len -= start - buf;
+	memmove(buf, start, *len);
+	if (*len == cap - 1)
+		*len = 0; // a line longer than any command: drop it
+	return true;
 }
 
 static int events(const char *path)
@@ -482,12 +851,25 @@ static int events(const char *path)
 	printf("ready\n");
 	fflush(stdout);
 	pid_t parent = getppid();
+	// One poll over the perf buffers' epoll fd and stdin (the agent's thaw commands).
+	struct pollfd fds[2] = { { .fd = perf_buffer__epoll_fd(pb), .events = POLLIN }, { .fd = 0, .events = POLLIN } };
+	static char commands[8192];
+	size_t commands_len = 0;
 	for (;;) {
-		int err = perf_buffer__poll(pb, 250);
-		if (err < 0 && err != -EINTR) {
-			errno = -err;
+		int ready = poll(fds, 2, 250);
+		if (ready < 0 && errno != EINTR) {
 			fail("poll", path);
 			break;
+		}
+		if (ready > 0 && (fds[1].revents & (POLLIN | POLLHUP)) && !read_commands(commands, sizeof(commands), &commands_len))
+			fds[1].fd = -1; // stdin closed (or never given): no more commands, events still flow
+		if (ready > 0 && fds[0].revents) {
+			int err = perf_buffer__consume(pb);
+			if (err < 0 && err != -EINTR) {
+				errno = -err;
+				fail("consume", path);
+				break;
+			}
 		}
 		if (getppid() != parent)
 			return 0; // the agent is gone: exit without perf_buffer__free (below)

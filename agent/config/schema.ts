@@ -358,6 +358,10 @@ export const configSchema = z.strictObject({
     .default('info')
     .describe('`fatal`, `error`, `warn`, `info`, `debug`, `trace` or `silent`: what the JSON log (stdout) carries; `--log-level`, `DOZE_LOG_LEVEL`'),
   dryRun: z.boolean().default(false).describe('rehearse every instance on the node (a first rollout): as `instances[].dryRun`, whatever each says'),
+  earlyThaw: z
+    .boolean()
+    .default(true)
+    .describe('thaw a sleeping freezer instance (no `reclaim`, `wake: retry`, within the budget) in the wake-event reader the moment its first packet is seen, before the agent runs the rest of the wake (docs/wake-path.md); `false` leaves every thaw to the agent'),
   coldStartThreshold: duration
     .optional()
     .describe("mark an instance whose wakes cost its users more than this: its first-response p99 over the last day (first packet → first response byte) above it shows as `slowWakes` in the API and on the status page, where `reclaim` or a shorter `idleTimeout` hurts"),

@@ -46,7 +46,8 @@ export interface RehearsedEvent {
 export interface DetectorEvents {
   rehearsed: [RehearsedEvent];
   transition: [TransitionEvent];
-  woke: [ReadonlyInstance, number];
+  /** Woken: how long from its first packet (or the request) to resumed, and who thawed it. */
+  woke: [ReadonlyInstance, number, ThawedBy];
   /** A traffic wake's first packet → the instance's first payload byte to a client (seconds). */
   firstResponse: [ReadonlyInstance, number];
   wakeFailed: [ReadonlyInstance, string];
@@ -57,12 +58,17 @@ export interface DetectorEvents {
   checkAnswered: [ReadonlyInstance];
 }
 
+/** Who resumed the workload: the wake-event reader at the event (early-thaw.ts), or the agent. */
+export type ThawedBy = 'event-reader' | 'agent';
+
 export interface DetectorOptions<Hooks extends SleepHooks = SleepHooks> {
   /** The hooks, or how to make them from the detector (the agent's guards read its instances). */
   hooks?: Hooks | ((detector: Detector<Hooks>) => Hooks);
   budget?: NodeBudgetLimits;
   /** Agent-wide dry run (config `dryRun`): every instance rehearsed, none frozen. */
   dryRun?: boolean;
+  /** Thaw at the event (early-thaw.ts); default on where the source can (bench/ compares both paths). */
+  earlyThaw?: boolean;
   /** Test knob: drop this many wake events, as a lost perf record would (the watchdog must catch them). */
   dropWakeEvents?: number;
 }

@@ -27,8 +27,9 @@ import { faultedBack } from './fault-back.js';
 import { failWake } from './wake-failure.js';
 import { whyAwake, type AwakeReason } from './why-awake.js';
 import { isDryRun, rehearseSleep, type RehearsalPort } from './rehearsal.js';
+import { EarlyThaws } from './early-thaw.js';
 
-export type { DetectorEvents, DetectorOptions, RehearsedEvent, SleepHooks, TransitionEvent } from './detector-contract.js';
+export type { DetectorEvents, DetectorOptions, RehearsedEvent, SleepHooks, ThawedBy, TransitionEvent } from './detector-contract.js';
 
 const MS = 1_000_000n;
 
@@ -68,6 +69,8 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
   /** Agent-wide dry run: every instance is rehearsed, none frozen (agent/detector/rehearsal.ts). */
   readonly dryRunAll: boolean;
   private readonly rehearsal: RehearsalPort;
+  /** Sleepers the wake-event reader thaws itself at their event (early-thaw.ts). */
+  readonly earlyThaws: EarlyThaws;
 
   constructor(private readonly source: TrafficSource, private readonly log: Logger, options: DetectorOptions<Hooks> = {}) {
     super();
@@ -85,12 +88,20 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
       instance: (key) => this.table.withKey(key),
       sleepers: () => this.table.all().filter((i) => i.state === 'sleeping' && !i.removed),
       wake: (instance, reason, eventNs, packet) => void this.wake(instance, reason, eventNs, { packet }),
+      thawFired: (instance) => this.earlyThaws.fired(instance),
       firstResponse: (instance, ms) => this.reportFirstResponse(instance, ms),
       missed: (instance) => this.emit('wakeEventMissed', instance),
       stopped: () => this.stopped,
     }, options.dropWakeEvents ?? 0);
     this.wakeEvents = this.signals.health;
     this.wakeSignals = this.signals;
+    const budget = this.budget;
+    this.earlyThaws = new EarlyThaws(options.earlyThaw === false ? undefined : source.earlyThaw, {
+      instances: () => this.table.all(),
+      isDryRun: (i) => this.isDryRun(i),
+      sleepStartedNs: (i) => this.signals.sleepStartedNs(i),
+      fitsBudget: budget && ((i) => budget.fitsNow({ id: i.id, memory: i.config.memory })),
+    }, log);
   }
 
   /** Whether it is only rehearsed: decided on, never frozen (its config's `dryRun`, or the agent's). */
@@ -190,6 +201,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
     await instance.exclusive(async () => {});
     if (!this.table.unlist(instance)) return false;
     this.budget?.signalRoom();
+    this.earlyThaws.refresh();
     return true;
   }
 
@@ -262,9 +274,12 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
       }
       // Its room in the paced wake is held until its memory is back (or it stops faulting).
       if (ticket) void faultedBack(instance).finally(() => ticket.release());
-      // Serving from here: the map update below is bookkeeping, not part of the wake.
+      // Serving from here (or since the reader thawed it at the event): the map update below is
+      // bookkeeping, not part of the wake.
       const nowNs = monotonicNs();
-      const tookMs = Number(nowNs - startNs) / 1e6;
+      const thawedNs = this.signals.thawedEarlyAtNs(instance);
+      const thawedAtEvent = thawedNs !== undefined && thawedNs >= startNs && thawedNs < nowNs;
+      const tookMs = Number((thawedAtEvent ? thawedNs : nowNs) - startNs) / 1e6;
       // Checks reach the instance itself again before it is declared running. It is resumed and
       // serving whatever happens here: a failure is said, never left as a wake that never ends.
       await finishAwake(instance, this.source, this.hooks, this.log, 'finishing the wake');
@@ -276,7 +291,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
       this.busy.restart(instance, nowNs);
       instance.nextCheckNs = firstCheckNs(instance, nowNs);
       this.setState(instance, 'running', reason);
-      this.emit('woke', instance, tookMs / 1000);
+      this.emit('woke', instance, tookMs / 1000, thawedAtEvent ? 'event-reader' : 'agent');
       this.schedule();
     });
   }
@@ -416,6 +431,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
     instance.stateSinceMs = Date.now();
     if (to === 'sleeping' || to === 'failed') this.budget?.signalRoom();
     this.log.info({ instance: instance.id, from, to, reason, packet: packet && describeWakePacket(packet) }, 'transition');
+    this.earlyThaws.refresh();
     this.emit('transition', { instance, from, to, reason, at: Date.now(), ...(packet ? { packet } : {}) });
   }
 

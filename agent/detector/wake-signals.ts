@@ -55,6 +55,13 @@ interface WakeTiming {
   packet: WakePacket | undefined;
   /** The signalling packet of the last traffic wake, until the tc program reports its first response. */
   signalNs: bigint | undefined;
+  /** The wake-event reader thawed it at the pending wake's event (early-thaw.ts): when. */
+  thawedAtNs: bigint | undefined;
+  /**
+   * Its first response came before the wake it answers had started (thawed at the event, the app
+   * can answer before the agent has begun its part): reported once that wake ends.
+   */
+  earlyFirstResponseMs: number | undefined;
 }
 
 /** What the wake-signal path needs of the detector. */
@@ -64,6 +71,8 @@ export interface WakeSignalTarget {
   /** The instances asleep now (not being removed). */
   sleepers(): ManagedInstance[];
   wake(instance: ManagedInstance, reason: string, eventNs?: bigint, packet?: WakePacket): void;
+  /** The reader fired its early thaw for it (thawed, or failed to). */
+  thawFired(instance: ManagedInstance): void;
   /** The tc program stamped this wake's first payload to a client, `ms` after its signalling packet. */
   firstResponse(instance: ManagedInstance, ms: number): void;
   /** The watchdog woke it and its event never came. */
@@ -94,7 +103,7 @@ export class WakeSignals {
 
   private timing(instance: ReadonlyInstance): WakeTiming {
     let t = this.timings.get(instance);
-    if (!t) this.timings.set(instance, (t = { sleepStartNs: 0n, packetsAtSleep: undefined, requested: false, eventNs: undefined, packet: undefined, signalNs: undefined }));
+    if (!t) this.timings.set(instance, (t = { sleepStartNs: 0n, packetsAtSleep: undefined, requested: false, eventNs: undefined, packet: undefined, signalNs: undefined, thawedAtNs: undefined, earlyFirstResponseMs: undefined }));
     return t;
   }
 
@@ -145,6 +154,16 @@ export class WakeSignals {
     return this.timing(instance).packet;
   }
 
+  /** When the reader thawed it for the pending wake, if it did (read as the wake ends). */
+  thawedEarlyAtNs(instance: ReadonlyInstance): bigint | undefined {
+    return this.timing(instance).thawedAtNs;
+  }
+
+  /** When its current sleep began (monotonic ns, before the map said pausing). */
+  sleepStartedNs(instance: ReadonlyInstance): bigint {
+    return this.timing(instance).sleepStartNs;
+  }
+
   /** The wake starts: when it counts from (its first packet, else now). Only a wake a packet started has a first response to time. */
   wakeStarts(instance: ManagedInstance): bigint {
     const t = this.timing(instance);
@@ -155,8 +174,15 @@ export class WakeSignals {
   /** The wake (or the undoing of a sleep) is over; a failed wake has no first response to wait for. */
   wakeEnded(instance: ManagedInstance, failed = false): void {
     const t = this.timing(instance);
+    const early = t.earlyFirstResponseMs;
+    t.earlyFirstResponseMs = undefined;
+    if (early !== undefined && !failed && t.signalNs !== undefined) {
+      t.signalNs = undefined;
+      this.target.firstResponse(instance, early);
+    }
     t.eventNs = undefined;
     t.packet = undefined;
+    t.thawedAtNs = undefined;
     t.requested = false;
     if (failed) t.signalNs = undefined;
   }
@@ -182,8 +208,14 @@ export class WakeSignals {
     // by its event; a wake the watchdog or a rescan made (the event late or lost) knows no such
     // packet, so a record whose signal came during the current sleep is taken as this wake's.
     const t = this.timing(instance);
+    if (replyNs < wakeNs) return;
+    if (t.eventNs === wakeNs && t.signalNs !== wakeNs) {
+      // The wake this packet asked for has not started yet: its answer waits for it.
+      t.earlyFirstResponseMs = Number(replyNs - wakeNs) / 1e6;
+      return;
+    }
     const thisWake = t.signalNs === wakeNs || (wakeNs >= t.sleepStartNs && (instance.state === 'waking' || instance.state === 'running'));
-    if (!thisWake || replyNs < wakeNs) return;
+    if (!thisWake) return;
     t.signalNs = undefined;
     this.target.firstResponse(instance, Number(replyNs - wakeNs) / 1e6);
   }
@@ -225,6 +257,12 @@ export class WakeSignals {
       this.forgetWatchdogWake(instance);
       this.health.late++;
       this.log.info({ instance: instance.id, lateMs: Number(monotonicNs() - event.tsNs) / 1e6 }, 'a wake event came after the watchdog had woken its instance (late, not lost)');
+    }
+    if (event.thaw) {
+      this.target.thawFired(instance);
+      if (event.thaw.kind === 'thawed') this.timing(instance).thawedAtNs ??= event.thaw.atNs;
+      // The agent's own thaw follows and reports whatever made the write fail.
+      else this.log.warn({ instance: instance.id, errno: event.thaw.errno }, 'early thaw at the wake event failed; waking the usual way');
     }
     // From an earlier sleep (late): this sleep's own traffic raises its own event.
     if (event.tsNs < this.timing(instance).sleepStartNs) return;

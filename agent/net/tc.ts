@@ -1,7 +1,8 @@
+import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { ConfigError, DozeError } from '../shared/errors.js';
 import { run, runJson } from '../process/exec.js';
-import { linkExists, listLinks } from './ip.js';
+import { linkExists } from './ip.js';
 
 /** doze's filters sit at this preference on both clsact hooks; the handle marks them as ours. */
 export const DOZE_TC_PREF = 100;
@@ -53,29 +54,33 @@ export async function listFilters(device: string): Promise<AttachedFilter[]> {
   return found;
 }
 
-/** Link types (`ip link`'s names for ARPHRD_*) whose frames start with an Ethernet header. */
-const ETHERNET_TYPES = new Set(['ether', 'loopback']);
+/** ARPHRD_* numbers (/sys/class/net/<dev>/type) and `ip link`'s names for them; 1 and 772 start with an Ethernet header. */
+const LINK_TYPES: Record<number, string> = { 1: 'ether', 772: 'loopback', 65534: 'none', 768: 'ipip', 769: 'tunnel6', 776: 'sit', 778: 'gre', 823: 'ip6gre', 512: 'ppp' };
+const ETHERNET_TYPES = new Set([1, 772]);
 
 /**
  * Refuses a device whose packets carry no Ethernet header (wireguard, tun, ipip: ARPHRD_NONE and
  * other L3 types): doze.bpf.c reads an Ethernet header first, so there it would count nothing and
- * wake nobody. A device that does not exist is left to attach, which names it.
+ * wake nobody. A device that does not exist is left to attach, which names it. Read from sysfs,
+ * not `ip link`: admitting an instance spawns no process (issue 29).
  */
 export async function requireEthernet(device: string): Promise<void> {
-  const link = (await listLinks({ device }).catch(() => []))[0];
-  if (link?.link_type === undefined || ETHERNET_TYPES.has(link.link_type)) return;
+  if (device.includes('/') || device.startsWith('.')) return; // not a name sysfs has: attach names it
+  const type = Number((await readFile(`/sys/class/net/${device}/type`, 'utf8').catch(() => '')).trim() || NaN);
+  if (Number.isNaN(type) || ETHERNET_TYPES.has(type)) return;
   throw new ConfigError(
-    `interface ${device} carries no Ethernet header (link type ${link.link_type}, as wireguard and tun devices are), so doze's tc programs cannot count its packets: ` +
+    `interface ${device} carries no Ethernet header (link type ${LINK_TYPES[type] ?? `ARPHRD ${type}`}, as wireguard and tun devices are), so doze's tc programs cannot count its packets: ` +
       "give the instance the Ethernet interface its traffic crosses (the host side of its veth, or a tap), or leave the interface out for a host-port instance",
   );
 }
 
 /**
- * Attaches the programs to a device. `replace` makes this idempotent: a
- * filter left by a crashed agent is swapped for the current object, and the
- * pinned maps it used are reused because the programs pin them by name.
+ * The way before issue 29, for bench/ only (and tests of pins it made): `tc filter replace … bpf
+ * obj` per hook, a process and a verifier pass each. The agent loads the programs once and
+ * attaches them by fd instead (agent/sources/tc-programs.ts). `replace` makes this idempotent,
+ * and the pinned maps are reused because the programs pin them by name.
  */
-export async function attach(device: string, objectPath: string, bpffs: string, programs: ProgramSet = OWN_INTERFACE): Promise<void> {
+export async function attachByTcCommand(device: string, objectPath: string, bpffs: string, programs: ProgramSet = OWN_INTERFACE): Promise<void> {
   if (!(await hasClsact(device))) {
     const added = await run('tc', ['qdisc', 'add', 'dev', device, 'clsact'], { allowFailure: true });
     if (added.code !== 0 && !(await hasClsact(device))) {
@@ -100,7 +105,7 @@ export async function attach(device: string, objectPath: string, bpffs: string, 
  * Maps pinned by another doze version (after a crash: a clean exit removes them) whose layout is
  * not this one's. What to do is the operator's call, so the error says it.
  */
-function staleMaps(path: string): DozeError {
+export function staleMaps(path: string): DozeError {
   const dir = path.slice(0, path.lastIndexOf('/'));
   return new DozeError(
     'E_STALE_PINS',
@@ -110,7 +115,10 @@ function staleMaps(path: string): DozeError {
   );
 }
 
-/** Removes doze's filters; removes the clsact qdisc too when nothing else uses it. */
+/**
+ * Removes doze's filters with `tc`; removes the clsact qdisc too when nothing else uses it. The
+ * agent detaches through doze-maps (TcPrograms.detach), without a process; this is for bench/ and tests.
+ */
 export async function detach(device: string): Promise<void> {
   if (!(await linkExists(device))) return; // the interface left with its instance
   for (const hook of ['egress', 'ingress'] as const) {

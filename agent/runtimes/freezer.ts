@@ -224,6 +224,16 @@ export class FreezerRuntime implements Runtime {
     }
   }
 
+  /**
+   * Only without reclaim: a reclaim in progress may have lowered the cgroup's limit, which must be
+   * put back before the app runs (freezer-reclaim.ts cancel), and only the agent's wake does that.
+   */
+  earlyThaw(): { file: string; value: string } | undefined {
+    const f = this.flavour;
+    if (!f || this.options.reclaim) return undefined;
+    return f.version === 1 ? { file: f.stateFile, value: 'THAWED' } : { file: f.freezeFile, value: '0' };
+  }
+
   async inspect(): Promise<RuntimeObservedState> {
     const f = await this.require().catch(() => undefined);
     if (!f) return 'gone';

@@ -94,4 +94,10 @@ export interface Runtime {
   onReclaim?(listener: (outcome: ReclaimOutcome) => void): void;
   /** Release what the runtime holds open (a QMP connection); the workload is left as it is. */
   close?(): Promise<void>;
+  /**
+   * The one write that wakes its workload, when one write is all a wake is (a plain freezer:
+   * no reclaim to stop, nothing to restore): the wake-event reader does it the moment a packet
+   * arrives (detector/early-thaw.ts). Undefined when a wake needs more.
+   */
+  earlyThaw?(): { file: string; value: string } | undefined;
 }

@@ -65,6 +65,11 @@ export class NodeBudget {
     }
   }
 
+  /** Whether `incoming` could wake now without putting anything to sleep (early-thaw.ts). */
+  async fitsNow(incoming: { id: string; memory: number }): Promise<boolean> {
+    return chooseVictims(this.limits, await this.port.members(), incoming)?.length === 0;
+  }
+
   /** Something slept, failed or left: a queued wake looks again at once. */
   signalRoom(): void {
     for (const waiter of [...this.roomWaiters]) waiter();

@@ -13,6 +13,8 @@ export const ERROR_CODES = {
   E_COMMAND: 'a command doze ran (ip, tc, iptables) failed; the message carries its stderr',
   E_NOT_BUILT: 'a part `make build` makes (doze-maps, the eBPF object) is missing',
   E_ADDRESS: 'an address is not the IPv4 address its caller needs',
+  E_BPF_LOAD: "doze's tc programs could not be loaded (an object from another build, a kernel without what they need)",
+  E_TC_ATTACH: "doze's tc programs could not be attached to an interface (it does not exist, or the kernel refused)",
   E_STALE_PINS: 'pinned maps left by another doze version have another layout; remove them',
   E_LOCK: 'another agent holds this bpffs (one agent per set of pinned maps)',
   E_PROC: 'reading /proc about another process failed',

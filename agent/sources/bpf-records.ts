@@ -53,7 +53,7 @@ export interface Connection {
  * the value; after flags come the tc program's own probe bookkeeping: client_next_seq (28),
  * server_next_seq (32), and the last window each side advertised, client_window (36) and
  * server_window (38), of which the agent needs only what ConnFlag.clientWindowClosed says. A pinned
- * map of another size is refused when the programs attach (E_STALE_PINS, agent/net/tc.ts).
+ * map of another size is refused when the programs load (E_STALE_PINS, agent/sources/tc-programs.ts).
  */
 /** Sizes of struct doze_conn_key and struct doze_conn, as the tc program declares them (benches write records). */
 export const CONN_KEY_BYTES = 24;
@@ -113,6 +113,11 @@ export interface WakeEvent {
   answersWakeNs?: bigint;
   /** Set on a wake record from an IP packet: what woke it. */
   packet?: WakePacket;
+  /**
+   * The reader thawed the instance itself on this event (an armed early thaw, wake-events.ts):
+   * when its write returned, on the same clock as `tsNs`. Or why it could not (an errno).
+   */
+  thaw?: { kind: 'thawed'; atNs: bigint } | { kind: 'failed'; errno: number };
 }
 
 /**

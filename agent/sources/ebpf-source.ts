@@ -1,4 +1,4 @@
-import { access, rm } from 'node:fs/promises';
+import { access, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, DozeError } from '../shared/errors.js';
@@ -12,10 +12,11 @@ import {
 import { bytesToIpv4, hostOf, ipv4ToBytes } from './ipv4.js';
 import { ipv6ToBytes } from './ipv6.js';
 import * as tc from '../net/tc.js';
-import type { InstanceAliases, TrafficSource } from './traffic-source.js';
+import type { EarlyThawControl, InstanceAliases, TrafficSource } from './traffic-source.js';
 import { WakeEventStream } from './wake-events.js';
 import { freshRead } from './fresh-read.js';
 import { StateSlots } from './state-slots.js';
+import { TcPrograms } from './tc-programs.js';
 
 export const MAP_NAMES = [
   'doze_slots', 'doze_state', 'doze_counters', 'doze_conns', 'doze_wake_events', 'doze_settings', 'doze_check_nets',
@@ -42,6 +43,9 @@ export interface EbpfSourceOptions {
 
 export class EbpfSource implements TrafficSource {
   private readonly maps = new MapClient();
+  /** The tc programs, loaded once in the maps' helper and attached by fd (tc-programs.ts says why). */
+  private readonly programs = new TcPrograms(this.maps);
+  private loading: Promise<void> | undefined;
   private readonly events: WakeEventStream;
   private readonly devices = new Map<string, number>();
   /** Host-port instances using the node interfaces' programs, and the interfaces they are on. */
@@ -69,6 +73,23 @@ export class EbpfSource implements TrafficSource {
   }
 
   async start(): Promise<void> {
+    await this.loaded();
+  }
+
+  /**
+   * Loads the programs once (the first of start() and attach()): that makes the pinned maps, or
+   * adopts the ones a previous agent (this version or one that attached with tc) left, so they
+   * exist before any device is attached and the events and settings can be set up at once.
+   */
+  private loaded(): Promise<void> {
+    this.loading ??= this.load().catch((error: unknown) => {
+      this.loading = undefined; // a later attach tries again (after "make build", say)
+      throw error;
+    });
+    return this.loading;
+  }
+
+  private async load(): Promise<void> {
     for (const [what, path] of [['eBPF object', this.objectPath], ['map helper', defaultHelperPath()]] as const) {
       try {
         await access(path);
@@ -76,11 +97,8 @@ export class EbpfSource implements TrafficSource {
         throw new DozeError('E_NOT_BUILT', `${what} ${path} is missing: run "make build" (needs clang and libbpf-dev)`);
       }
     }
-    if (!(await this.mapsPinned())) {
-      // Loading the programs once (on no device) is the only way tc creates the pins;
-      // the first attach does it. Until then there is nothing to read.
-      return;
-    }
+    await mkdir(this.globals, { recursive: true });
+    await this.programs.load(this.objectPath, this.globals);
     await this.afterPinsExist();
   }
 
@@ -88,12 +106,11 @@ export class EbpfSource implements TrafficSource {
     const users = this.devices.get(device) ?? 0;
     if (users === 0) {
       await tc.requireEthernet(device);
-      const hadPins = await this.mapsPinned();
-      await tc.attach(device, this.objectPath, this.options.bpffs);
+      await this.loaded();
+      await this.programs.attach(device, tc.OWN_INTERFACE);
       // A rescan may have given it the host-port programs first (a VM's tap, addressed before its
       // instance was added): the instance's replace them, and detachHost must leave them alone.
       this.hostDevices = this.hostDevices.filter((host) => host !== device);
-      if (!hadPins) await this.afterPinsExist();
       this.options.log.info({ device }, 'eBPF programs attached');
     }
     this.devices.set(device, users + 1);
@@ -103,7 +120,7 @@ export class EbpfSource implements TrafficSource {
     const users = this.devices.get(device) ?? 0;
     if (users <= 1) {
       this.devices.delete(device);
-      await tc.detach(device);
+      await this.programs.detach(device);
       this.options.log.info({ device }, 'eBPF programs detached');
     } else {
       this.devices.set(device, users - 1);
@@ -120,9 +137,8 @@ export class EbpfSource implements TrafficSource {
       );
     }
     if (this.hostUsers === 0) {
-      const hadPins = await this.mapsPinned();
+      await this.loaded();
       await this.attachHostDevices(this.options.hostInterfaces ?? (await this.hostCandidates()));
-      if (!hadPins) await this.afterPinsExist();
       this.options.log.info({ devices: this.hostDevices }, 'host-port programs attached');
       if (this.options.hostInterfaces === undefined) {
         this.hostRescan = setInterval(() => void this.rescanHostDevices(), this.options.hostRescanMs ?? HOST_RESCAN_MS);
@@ -147,7 +163,7 @@ export class EbpfSource implements TrafficSource {
         this.options.log.warn({ device, reason: refusal }, 'host-port traffic on this interface is not counted');
         continue;
       }
-      await tc.attach(device, this.objectPath, this.options.bpffs, device === 'lo' ? tc.HOST_LOOPBACK : tc.HOST_INTERFACE);
+      await this.programs.attach(device, device === 'lo' ? tc.HOST_LOOPBACK : tc.HOST_INTERFACE);
       this.hostDevices.push(device);
     }
   }
@@ -185,7 +201,7 @@ export class EbpfSource implements TrafficSource {
     if (this.hostUsers > 0) return;
     clearInterval(this.hostRescan);
     this.hostRescan = undefined;
-    for (const device of this.hostDevices) await tc.detach(device);
+    for (const device of this.hostDevices) await this.programs.detach(device);
     this.options.log.info({ devices: this.hostDevices }, 'host-port programs detached');
     this.hostDevices = [];
   }
@@ -288,6 +304,10 @@ export class EbpfSource implements TrafficSource {
     this.events.on('wake', listener);
   }
 
+  get earlyThaw(): EarlyThawControl {
+    return this.events;
+  }
+
   onGap(listener: (reason: string) => void): void {
     this.events.on('gap', listener);
   }
@@ -309,7 +329,7 @@ export class EbpfSource implements TrafficSource {
     }
     for (const device of devices) {
       try {
-        await tc.detach(device);
+        await this.programs.detach(device);
       } catch (error) {
         this.options.log.warn({ device, err: error }, 'detach failed');
       }
@@ -320,15 +340,6 @@ export class EbpfSource implements TrafficSource {
     this.maps.close();
     if (removePins) {
       for (const name of MAP_NAMES) await rm(this.pin(name), { force: true });
-    }
-  }
-
-  private async mapsPinned(): Promise<boolean> {
-    try {
-      await access(this.pin('doze_wake_events'));
-      return true;
-    } catch {
-      return false;
     }
   }
 

@@ -15,6 +15,9 @@ export function defaultHelperPath(): string {
 /** doze-maps' limit for one lookupn (MAX_KEYS in doze-maps.c); 8192 IPv4 keys make a 74 KiB line. */
 export const MAX_KEYS_PER_LOOKUP = 8192;
 
+/** Loading runs the verifier over every program: seconds on a busy node, not a map operation's milliseconds. */
+const LOAD_TIMEOUT_MS = 30_000;
+
 interface Pending {
   line: string;
   resolve: (lines: string[]) => void;
@@ -28,13 +31,16 @@ interface Pending {
 /**
  * Reads and writes pinned maps through one long-lived `doze-maps serve`
  * child (agent/bpf/doze-maps.c): a pipe round trip per operation, no
- * process spawn, and a 10,000-entry dump in milliseconds.
+ * process spawn, and a 10,000-entry dump in milliseconds. The same child
+ * holds the loaded tc programs and attaches them (tc-programs.ts).
  */
 export class MapClient {
   private child: ChildProcessWithoutNullStreams | undefined;
   private readonly pending: Pending[] = [];
   private partial = '';
   private closed = false;
+  /** The last `load` asked for: a restarted helper (after a timeout) loads it again before anything else. */
+  private loadLine: string | undefined;
 
   constructor(private readonly helperPath = defaultHelperPath(), private readonly timeoutMs = 5000) {}
 
@@ -73,6 +79,27 @@ export class MapClient {
     return parseEntry(line).value;
   }
 
+  /**
+   * Loads the tc programs of `objectPath` once, in the helper (agent/sources/tc-programs.ts): its
+   * pinned-by-name maps are made in, or reused from, `pinDir`. Verifying takes longer than a map
+   * operation, hence the longer deadline.
+   */
+  async loadPrograms(objectPath: string, pinDir: string): Promise<void> {
+    const line = `load ${objectPath} ${pinDir}`;
+    await this.request(line, Math.max(this.timeoutMs, LOAD_TIMEOUT_MS));
+    this.loadLine = line;
+  }
+
+  /** The loaded program of section tc/<section> on the device's clsact hook, by fd (netlink, no process). */
+  async attachProgram(device: string, hook: 'egress' | 'ingress', section: string): Promise<void> {
+    await this.request(`attach ${device} ${hook} ${section}`);
+  }
+
+  /** doze's filters off both hooks, and the clsact qdisc when nobody's are left; a gone device is fine. */
+  async detachPrograms(device: string): Promise<void> {
+    await this.request(`detach ${device}`);
+  }
+
   async delete(path: string, key: Buffer): Promise<void> {
     await this.request(`delete ${path} ${key.toString('hex')}`);
   }
@@ -83,14 +110,18 @@ export class MapClient {
     this.child = undefined;
   }
 
-  private request(line: string): Promise<string[]> {
+  private request(line: string, timeoutMs = this.timeoutMs): Promise<string[]> {
     if (this.closed) return Promise.reject(new DozeError('E_MAPS', 'map client is closed'));
     const child = this.ensureChild();
+    return this.send(child, line, timeoutMs);
+  }
+
+  private send(child: ChildProcessWithoutNullStreams, line: string, timeoutMs: number): Promise<string[]> {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
-        reject(new DozeError('E_DEADLINE', `doze-maps did not answer "${line}" within ${this.timeoutMs} ms`));
+        reject(new DozeError('E_DEADLINE', `doze-maps did not answer "${line}" within ${timeoutMs} ms`));
         child.kill('SIGKILL'); // answers would now be out of step: start over
-      }, this.timeoutMs);
+      }, timeoutMs);
       timer.unref();
       this.pending.push({ line, resolve, reject, timer, lines: [] });
       child.stdin.write(`${line}\n`);
@@ -112,6 +143,8 @@ export class MapClient {
       this.failAll(new DozeError('E_MAPS', `doze-maps exited (${signal ?? code})`));
     });
     this.child = child;
+    // Attaching needs the programs in this process: a failure shows in the next attach's answer.
+    if (this.loadLine !== undefined) this.send(child, this.loadLine, Math.max(this.timeoutMs, LOAD_TIMEOUT_MS)).catch(() => {});
     return child;
   }
 

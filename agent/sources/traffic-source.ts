@@ -1,4 +1,5 @@
 import type { Connection, InstanceCounters, BpfInstanceState, Talker, WakeEvent } from './bpf-records.js';
+import type { EarlyThaw } from './wake-events.js';
 
 /** What else names an instance besides its key (its aliases, detector/managed-instance.ts aliasesOf). */
 export interface InstanceAliases {
@@ -58,6 +59,19 @@ export interface TrafficSource {
   talkersOf(keys: TrafficKey[]): Promise<Map<string, Talker[]>>;
   onWake(listener: (event: WakeEvent) => void): void;
   onGap(listener: (reason: string) => void): void;
+  /**
+   * Thaw at the event: the wake-event reader thaws an armed sleeper itself when its wake event
+   * arrives, and the event says so (WakeEvent.thaw). Sources without a reader omit it.
+   */
+  earlyThaw?: EarlyThawControl;
   /** Detach everything; `removePins` also removes the pinned maps (clean exit). */
   close(options: { removePins: boolean }): Promise<void>;
+}
+
+/** Arming early thaws in the wake-event reader (sources/wake-events.ts). */
+export interface EarlyThawControl {
+  arm(key: TrafficKey, thaw: EarlyThaw): void;
+  disarm(key: TrafficKey): void;
+  /** Early thaws allowed before the next call (-1: no limit): the node budget's room. */
+  setRoom(room: number): void;
 }

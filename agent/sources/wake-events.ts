@@ -2,7 +2,19 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { DozeError } from '../shared/errors.js';
 import { decodeWakeEvent, type WakeEvent } from './bpf-records.js';
+import { ipv4ToBytes } from './ipv4.js';
 import { defaultHelperPath } from './map-client.js';
+
+/**
+ * An early thaw the reader does itself, the moment a sleeper's wake event arrives, before the
+ * event reaches Node: one write of `value` to `file` (freezer.state THAWED, cgroup.freeze 0).
+ * Armed per sleep, one-shot; `sinceNs` is when that sleep began (an older event is stale).
+ */
+export interface EarlyThaw {
+  file: string;
+  value: string;
+  sinceNs: bigint;
+}
 
 export interface WakeEventStreamEvents {
   wake: [WakeEvent];
@@ -26,6 +38,10 @@ export class WakeEventStream extends EventEmitter<WakeEventStreamEvents> {
   private isReady = false;
   /** The reader was restarted: once the new one is subscribed, sleepers signalled meanwhile are rescanned. */
   private restarted = false;
+  /** Early thaws armed, by instance key: sent again to a restarted reader. */
+  private readonly armed = new Map<string, EarlyThaw>();
+  /** Early thaws allowed until the agent says again (-1: no limit); the reader starts at 0. */
+  private room = 0;
 
   constructor(private readonly pinnedPath: string, private readonly helperPath = defaultHelperPath()) {
     super();
@@ -40,7 +56,9 @@ export class WakeEventStream extends EventEmitter<WakeEventStreamEvents> {
     }
     this.stopped = false;
     this.isReady = false;
-    const child = spawn(this.helperPath, ['events', this.pinnedPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(this.helperPath, ['events', this.pinnedPath], { stdio: ['pipe', 'pipe', 'pipe'] });
+    child.stdin!.on('error', () => {}); // it exited: the exit handler restarts it
+
     let partial = '';
     let stderr = '';
     child.stdout!.setEncoding('utf8');
@@ -63,6 +81,35 @@ export class WakeEventStream extends EventEmitter<WakeEventStreamEvents> {
       this.restartDelayMs = Math.min(this.restartDelayMs * 2, 5000);
     });
     this.child = child;
+    this.send(`room ${this.room}`);
+    for (const [key, thaw] of this.armed) this.send(armLine(key, thaw));
+  }
+
+  /**
+   * Thaw `key`'s instance at its next wake event (agent/detector/early-thaw.ts decides which).
+   * Paths with spaces or newlines cannot be said on the line: such an instance wakes the usual way.
+   */
+  arm(key: string, thaw: EarlyThaw): void {
+    if (/\s/.test(thaw.file) || /\s/.test(thaw.value)) return;
+    this.armed.set(key, thaw);
+    this.send(armLine(key, thaw));
+  }
+
+  disarm(key: string): void {
+    if (!this.armed.delete(key)) return;
+    this.send(`disarm ${keyHex(key)}`);
+  }
+
+  /** How many early thaws may happen before the next call (-1: no limit): the node budget's room. */
+  setRoom(room: number): void {
+    if (room === this.room) return;
+    this.room = room;
+    this.send(`room ${room}`);
+  }
+
+  private send(line: string): void {
+    const stdin = this.child?.stdin;
+    if (stdin && !stdin.destroyed) stdin.write(`${line}\n`);
   }
 
   /** Resolves once the reader is subscribed to the perf buffers: no event can slip past it after that. */
@@ -96,10 +143,30 @@ export class WakeEventStream extends EventEmitter<WakeEventStreamEvents> {
         this.emit('gap', 'wake event reader restarted');
       }
     } else if (line.startsWith('sample ')) {
-      const event = decodeWakeEvent(Buffer.from(line.slice(7), 'hex'));
-      if (event) this.emit('wake', event);
+      const [hex, outcome, figure] = line.slice(7).split(' ');
+      const event = decodeWakeEvent(Buffer.from(hex!, 'hex'));
+      if (!event) return;
+      if (outcome !== undefined) {
+        // One-shot in the reader: fired (or failed), it is no longer armed there.
+        this.armed.delete(event.instanceAddr);
+        if (outcome === 'thawed') {
+          event.thaw = { kind: 'thawed', atNs: BigInt(figure!) };
+          if (this.room > 0) this.room--; // as the reader counts it: the next setRoom is sent
+        }
+        else if (outcome === 'thaw-failed') event.thaw = { kind: 'failed', errno: Number(figure) };
+      }
+      this.emit('wake', event);
     } else if (line.startsWith('lost ')) {
       this.emit('gap', `${line.slice(5)} wake events lost by the kernel`);
     }
   }
+}
+
+/** An instance key (IPv4 text form) as the wake record's first 4 bytes, in hex. */
+function keyHex(key: string): string {
+  return ipv4ToBytes(key).toString('hex');
+}
+
+function armLine(key: string, thaw: EarlyThaw): string {
+  return `arm ${keyHex(key)} ${thaw.sinceNs} ${thaw.file} ${thaw.value}`;
 }

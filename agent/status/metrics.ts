@@ -25,6 +25,7 @@ export class Metrics {
   readonly sleeps = this.instanceCounter('doze_sleeps_total', 'Instances put to sleep');
   readonly wakes = this.instanceCounter('doze_wakes_total', 'Instances woken');
   readonly wakeFailures = this.instanceCounter('doze_wake_failures_total', 'Wakes that failed (the instance is reported critical)');
+  readonly wakesThawedAtEvent = this.instanceCounter('doze_wakes_thawed_at_event_total', 'Wakes whose workload the wake-event reader thawed the moment the packet was seen (config earlyThaw), before the agent ran the rest of the wake');
   readonly wakeEventsMissed = this.instanceCounter('doze_wake_events_missed_total', 'Sleepers woken by the watchdog: traffic reached them but no wake event came');
   readonly checksAnswered = this.instanceCounter('doze_health_checks_answered_total', 'Health checks answered by the stub for sleeping instances');
   readonly wakeSeconds = this.instanceHistogram('doze_wake_seconds', 'Wake phase 1: first packet seen by the tc program (or the wake request) to the runtime resumed', WAKE_BUCKETS);
@@ -47,7 +48,7 @@ export class Metrics {
   readonly savings: SavingsLedger;
 
   /** Every metric labelled by instance: each gets a zero series per managed instance and loses it on release. */
-  private readonly perInstanceCounters = [this.sleeps, this.wakes, this.wakeFailures, this.wakeEventsMissed, this.checksAnswered];
+  private readonly perInstanceCounters = [this.sleeps, this.wakes, this.wakesThawedAtEvent, this.wakeFailures, this.wakeEventsMissed, this.checksAnswered];
   private readonly perInstanceHistograms = [this.wakeSeconds, this.firstResponseSeconds, this.reclaimSeconds];
   /** Label sets that have their series, by "instance\0runtime". */
   private readonly synced = new Map<string, InstanceLabels>();
@@ -170,9 +171,10 @@ export class Metrics {
         });
       }
     });
-    detector.on('woke', (i, seconds) => {
+    detector.on('woke', (i, seconds, thawedBy) => {
       if (!this.managed(i)) return;
       this.wakes.inc(labelsOf(i));
+      if (thawedBy === 'event-reader') this.wakesThawedAtEvent.inc(labelsOf(i));
       this.wakeSeconds.observe(labelsOf(i), seconds);
     });
     detector.on('firstResponse', (i, seconds) => this.managed(i) && this.firstResponseSeconds.observe(labelsOf(i), seconds));

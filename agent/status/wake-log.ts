@@ -1,4 +1,4 @@
-import type { Detector } from '../detector/detector.js';
+import type { Detector, ThawedBy } from '../detector/detector.js';
 import type { WakePacket } from '../sources/bpf-records.js';
 
 /** One wake as the status page lists it: how long the runtime took, and the first response, once seen. */
@@ -11,6 +11,8 @@ export interface WakeRecord {
   packet: WakePacket | null;
   /** First packet (or request) → runtime resumed; null while waking or when it failed. */
   wakeMs: number | null;
+  /** Who resumed it: the wake-event reader at the packet's event (thaw at the event), or the agent; null until woken. */
+  thawedBy: ThawedBy | null;
   /** First packet → first response byte to a client, as the tc program saw it; null until then (or never, for wakes no packet started). */
   firstResponseMs: number | null;
   failed: string | null;
@@ -24,10 +26,14 @@ export class WakeLog {
   constructor(detector: Detector, private readonly keep = 100) {
     detector.on('transition', (e) => {
       if (e.to !== 'waking') return;
-      this.records.push({ seq: ++this.seq, at: new Date(e.at).toISOString(), instance: e.instance.id, reason: e.reason, packet: e.packet ?? null, wakeMs: null, firstResponseMs: null, failed: null });
+      this.records.push({ seq: ++this.seq, at: new Date(e.at).toISOString(), instance: e.instance.id, reason: e.reason, packet: e.packet ?? null, wakeMs: null, thawedBy: null, firstResponseMs: null, failed: null });
       if (this.records.length > this.keep) this.records.shift();
     });
-    detector.on('woke', (i, seconds) => this.update(i.id, (r) => r.wakeMs === null && r.failed === null, (r) => (r.wakeMs = round(seconds * 1000))));
+    detector.on('woke', (i, seconds, thawedBy) =>
+      this.update(i.id, (r) => r.wakeMs === null && r.failed === null, (r) => {
+        r.wakeMs = round(seconds * 1000);
+        r.thawedBy = thawedBy;
+      }));
     detector.on('wakeFailed', (i, why) => this.update(i.id, (r) => r.wakeMs === null && r.failed === null, (r) => (r.failed = why)));
     // The first response may come before the wake is declared done: it belongs to the latest wake either way.
     detector.on('firstResponse', (i, seconds) => this.update(i.id, (r) => r.firstResponseMs === null, (r) => (r.firstResponseMs = round(seconds * 1000))));

@@ -1,6 +1,33 @@
 import { BpfInstanceState, ConnFlag, type Connection, type InstanceCounters, type Talker, type WakeEvent } from '../../agent/sources/bpf-records.js';
 import { monotonicNs } from '../../agent/shared/clock.js';
-import type { TrafficSource } from '../../agent/sources/traffic-source.js';
+import type { EarlyThawControl, TrafficSource } from '../../agent/sources/traffic-source.js';
+import type { EarlyThaw } from '../../agent/sources/wake-events.js';
+
+/** The wake-event reader's early thaws as doze-maps keeps them (one-shot arms, a room count). */
+export class FakeEarlyThaw implements EarlyThawControl {
+  readonly armed = new Map<string, EarlyThaw>();
+  room = 0;
+  /** Keys thawed at their event, in order. */
+  readonly thawed: string[] = [];
+  arm(key: string, thaw: EarlyThaw): void {
+    this.armed.set(key, thaw);
+  }
+  disarm(key: string): void {
+    this.armed.delete(key);
+  }
+  setRoom(room: number): void {
+    this.room = room;
+  }
+  /** As doze-maps on a wake record: thaws an armed key within the room; the thaw the event carries. */
+  fire(key: string, tsNs: bigint): WakeEvent['thaw'] {
+    const thaw = this.armed.get(key);
+    if (!thaw || this.room === 0 || tsNs < thaw.sinceNs) return undefined;
+    this.armed.delete(key);
+    if (this.room > 0) this.room--;
+    this.thawed.push(key);
+    return { kind: 'thawed', atNs: monotonicNs() };
+  }
+}
 
 /**
  * A traffic source with no kernel behind it (no root): keeps the state map and
@@ -22,6 +49,8 @@ export class FakeTrafficSource implements TrafficSource {
   failConnections = 0;
   /** How many times the detector read counters / connections (cost follows active instances). */
   reads = { counters: 0, connections: 0 };
+  /** The reader's early thaws: a wake event fires an armed one first, as doze-maps does. */
+  readonly earlyThaw = new FakeEarlyThaw();
   private readonly wakeListeners: ((event: WakeEvent) => void)[] = [];
   private readonly gapListeners: ((reason: string) => void)[] = [];
 
@@ -215,6 +244,10 @@ export class FakeTrafficSource implements TrafficSource {
 
   /** What the kernel would push when a packet reaches a sleeper. */
   emitWake(event: WakeEvent): void {
+    if (event.answersWakeNs === undefined && !event.thaw) {
+      const thaw = this.earlyThaw.fire(event.instanceAddr, event.tsNs);
+      if (thaw) event = { ...event, thaw };
+    }
     for (const listener of this.wakeListeners) listener(event);
   }
   /** Wake events were lost (perf buffer overrun): the detector rescans the state map. */
