@@ -161,7 +161,7 @@ export function renderWakes(wakes: WakeRecord[]): string {
     .slice(-20)
     .reverse()
     .map((w) => `<tr data-instance="${esc(w.instance)}"><td><time>${esc(w.at.slice(11, 23))}</time></td><td><b>${esc(w.instance)}</b><br><span class="muted">${esc(w.reason)}</span>${packet(w.packet)}</td>` +
-      `<td>${w.failed ? `<span class="bad">${esc(w.failed)}</span>` : ms(w.wakeMs)}</td><td class="first-response">${ms(w.firstResponseMs)}</td></tr>`)
+      `<td>${w.failed ? `<span class="bad">${esc(w.failed)}</span>` : ms(w.wakeMs)}${w.thawedBy === 'event-reader' ? '<br><span class="muted thawed-at-event" title="thawed by the wake-event reader the moment the packet was seen">at the event</span>' : ''}</td><td class="first-response">${ms(w.firstResponseMs)}</td></tr>`)
     .join('');
 }
 
