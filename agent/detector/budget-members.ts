@@ -70,6 +70,17 @@ async function budgetMembers(all: readonly ManagedInstance[], source: TrafficSou
 }
 
 /**
+ * The instances as the budget would weigh them if every rehearsed (dry-run) one were managed: a
+ * would-be sleeper is asleep and holds nothing the budget counts (what a freezer sleeper holds),
+ * an awake rehearsed one could be put to sleep to make room.
+ */
+export async function rehearsedBudgetMembers(all: readonly ManagedInstance[], source: TrafficSource): Promise<BudgetMember[]> {
+  const members = await budgetMembers(all, source, () => false);
+  const wouldSleep = new Set(all.filter((i) => i.rehearsal.current).map((i) => i.id));
+  return members.map((m) => (wouldSleep.has(m.id) ? { ...m, active: false, memory: 0, evictable: false } : m));
+}
+
+/**
  * How the node budget sees the detector's instances: weighed from one counters read, evicted by
  * the detector's own sleep (`sleep`, with the reason given), and marked queued for the status.
  */

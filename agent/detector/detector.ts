@@ -15,7 +15,7 @@ import { passDue } from './idle-pass.js';
 import { IdleTimer } from './idle-timer.js';
 import { describeHold, type HoldReason } from './reasons.js';
 import { NodeBudget, type NodeBudgetLimits } from '../scheduler/node-budget.js';
-import { budgetPort, refreshLastSeen } from './budget-members.js';
+import { budgetPort, refreshLastSeen, rehearsedBudgetMembers } from './budget-members.js';
 import { InstanceTable } from './instance-table.js';
 import { firstCheckNs, ManagedInstance, type ReadonlyInstance } from './managed-instance.js';
 import { canTransition, type InstanceState } from './states.js';
@@ -83,7 +83,14 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
     this.pacing = this.budget ? new FaultBackGate(this.budget.limits) : undefined;
     this.busy = new BusySampler(log);
     this.dryRunAll = options.dryRun ?? false;
-    this.rehearsal = { source, log, busy: this.busy, noted: (instance, kind, reason, at) => this.emit('rehearsed', { instance, kind, reason, at }) };
+    const budget = this.budget;
+    this.rehearsal = {
+      source,
+      log,
+      busy: this.busy,
+      noted: (instance, kind, reason, at) => this.emit('rehearsed', { instance, kind, reason, at }),
+      rehearseRoom: budget && (async (i) => budget.rehearse(await rehearsedBudgetMembers(this.table.all(), source), { id: i.id, memory: i.config.memory })),
+    };
     this.signals = new WakeSignals(source, log, {
       instance: (key) => this.table.withKey(key),
       sleepers: () => this.table.all().filter((i) => i.state === 'sleeping' && !i.removed),
@@ -95,7 +102,6 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
     }, options.dropWakeEvents ?? 0);
     this.wakeEvents = this.signals.health;
     this.wakeSignals = this.signals;
-    const budget = this.budget;
     this.earlyThaws = new EarlyThaws(options.earlyThaw === false ? undefined : source.earlyThaw, {
       instances: () => this.table.all(),
       isDryRun: (i) => this.isDryRun(i),

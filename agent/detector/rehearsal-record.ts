@@ -12,6 +12,14 @@ export interface WouldSleep {
   residentBytes: number | undefined;
 }
 
+/**
+ * What the node budget would have done for a would-be wake, weighed as if every rehearsed
+ * instance were managed (its would-be sleepers asleep): `fits` as it is, `evicts` the named awake
+ * instances first (least recently used), or `waits` for room (nothing could sleep: min_awake, a
+ * request in flight). Null without a budget.
+ */
+export type RehearsedRoom = { outcome: 'fits' } | { outcome: 'evicts'; victims: string[] } | { outcome: 'waits' };
+
 /** What a dry run has rehearsed of one instance (written by the detector alone). */
 export class RehearsalRecord {
   /** Sleeps it would have taken. */
@@ -23,6 +31,13 @@ export class RehearsalRecord {
   /** Resident memory × time over the closed spans (byte-seconds): what a memory-freeing runtime would have freed. */
   freedByteSeconds = 0;
   current: WouldSleep | undefined;
+  /** With a node budget: its would-be wakes by what the budget would have done, and the last one's answer. */
+  room = { fits: 0, evicts: 0, waits: 0, last: undefined as RehearsedRoom | undefined };
+
+  noteRoom(room: RehearsedRoom): void {
+    this.room[room.outcome]++;
+    this.room.last = room;
+  }
 
   /** Time it would have spent asleep by `nowNs`, the span under way included (ms). */
   asleepMsAt(nowNs: bigint): number {

@@ -6,7 +6,7 @@ import type { BusySampler } from './busy-sampler.js';
 import { holdRecheckMs } from './idle-decision.js';
 import { firstCheckNs, type ManagedInstance, type ReadonlyInstance } from './managed-instance.js';
 import { describeHold } from './reasons.js';
-import type { WouldSleep } from './rehearsal-record.js';
+import type { RehearsedRoom, WouldSleep } from './rehearsal-record.js';
 import { trafficSince, type TrafficBaseline } from './state-handoff.js';
 import { WATCHDOG_INTERVAL_MS } from './wake-signals.js';
 
@@ -18,6 +18,8 @@ import { WATCHDOG_INTERVAL_MS } from './wake-signals.js';
  * program raises no wake event for an instance the map says is awake, so a would-be sleeper's
  * counters are read every WATCHDOG_INTERVAL_MS (one batched read with the other due instances);
  * its would-be wake is stamped with its first packet's time, as a real wake counts from its event.
+ * With a node budget, each would-be wake also asks what the budget would have done (fit, put
+ * others to sleep first, or wait for room), weighing every rehearsed instance as managed.
  */
 
 const MS = 1_000_000n;
@@ -29,6 +31,8 @@ export interface RehearsalPort {
   busy: BusySampler;
   /** A would-sleep or would-wake, for the transition log's timeline. */
   noted(instance: ManagedInstance, kind: 'would-sleep' | 'would-wake', reason: string, atMs: number): void;
+  /** With a node budget: what it would do for this would-be wake, every rehearsed instance weighed as managed. */
+  rehearseRoom?(instance: ManagedInstance): Promise<RehearsedRoom>;
 }
 
 /**
@@ -94,6 +98,11 @@ export function watchRehearsal(instance: ManagedInstance, port: RehearsalPort, c
   const atMs = Date.now() - Number(nowNs - wakeNs) / 1e6;
   port.log.info({ instance: instance.id, reason: why }, 'dry run: would wake');
   port.noted(instance, 'would-wake', why, atMs);
+  // Its span is closed now, so it counts as awake among the members, as a waking one does.
+  void port.rehearseRoom?.(instance).then((room) => {
+    instance.rehearsal.noteRoom(room);
+    port.log.info({ instance: instance.id, room: room.outcome, ...(room.outcome === 'evicts' ? { victims: room.victims } : {}) }, 'dry run: the node budget would have');
+  }).catch((error) => port.log.debug({ instance: instance.id, err: messageOf(error) }, 'dry run: the budget could not be weighed'));
 }
 
 /** Closes the span under way at `endNs` (a would-be wake, or the dry run ending). */

@@ -65,6 +65,13 @@ export class NodeBudget {
     }
   }
 
+  /** What the budget would do for `incoming` among `members` (a dry run's would-be wake): nothing moves. */
+  rehearse(members: BudgetMember[], incoming: { id: string; memory: number }): { outcome: 'fits' } | { outcome: 'evicts'; victims: string[] } | { outcome: 'waits' } {
+    const victims = chooseVictims(this.limits, members, incoming);
+    if (victims === undefined) return { outcome: 'waits' };
+    return victims.length === 0 ? { outcome: 'fits' } : { outcome: 'evicts', victims: victims.map((v) => v.id) };
+  }
+
   /** Whether `incoming` could wake now without putting anything to sleep (early-thaw.ts). */
   async fitsNow(incoming: { id: string; memory: number }): Promise<boolean> {
     return chooseVictims(this.limits, await this.port.members(), incoming)?.length === 0;

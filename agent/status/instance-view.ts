@@ -3,6 +3,7 @@ import { idleForMs, type ReadonlyInstance } from '../detector/managed-instance.j
 import { monotonicNs } from '../shared/clock.js';
 import { describeFailure, describeHold, type HoldReason } from '../detector/reasons.js';
 import type { InstanceState } from '../detector/states.js';
+import type { RehearsedRoom } from '../detector/rehearsal-record.js';
 import type { InstanceMemoryView, MemoryTracker } from './memory-view.js';
 import { describeAwake, type AwakeReason } from '../detector/why-awake.js';
 import type { SavingsView } from './savings.js';
@@ -60,6 +61,13 @@ export interface InstanceView {
   wouldSleepSince: string | null;
   /** Dry run: its measured resident memory × the time it would have slept (byte-seconds): what a memory-freeing runtime would have given back. */
   wouldFreeByteSeconds: number;
+  /**
+   * Dry run with a node budget: its would-be wakes by what the budget would have done (`fits`,
+   * `evicts`: put the least recently used awake instances to sleep first, `waits` for room), and
+   * the last one's answer with the instances it would have put to sleep; null until one was weighed
+   * (always, without a budget).
+   */
+  wouldRoom: { fits: number; evicts: number; waits: number; last: RehearsedRoom | null } | null;
   /** Why it is awake right now, strongest first, each with its evidence (client address, port, age; CPU figure; minAwake left); null when asleep or not asked. */
   whyAwake: AwakeReason[] | null;
   /** The same in words. */
@@ -139,6 +147,7 @@ export function viewOf(i: ReadonlyInstance, memory?: MemoryTracker, { dryRunAll 
     wouldAsleepMs: Math.round(r.asleepMsAt(nowNs)),
     wouldSleepSince: r.current ? new Date(r.current.sinceMs).toISOString() : null,
     wouldFreeByteSeconds: Math.round(r.freedByteSecondsAt(nowNs)),
+    wouldRoom: r.room.fits + r.room.evicts + r.room.waits === 0 ? null : { fits: r.room.fits, evicts: r.room.evicts, waits: r.room.waits, last: r.room.last ?? null },
     whyAwake: why ?? null,
     whyAwakeText: why ? why.map(describeAwake) : null,
     savings: savings ?? null,

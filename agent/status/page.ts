@@ -12,6 +12,15 @@ import type { WakeRecord } from './wake-log.js';
  * reference nothing outside themselves.
  */
 
+/** A dry run's budget rehearsal: how its would-be wakes would have found room. */
+function wouldRoom(i: InstanceView): string {
+  const r = i.wouldRoom;
+  if (!r) return '';
+  const esc = (s: unknown) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+  const last = r.last?.outcome === 'evicts' ? `; last would have put ${r.last.victims.join(', ')} to sleep` : r.last?.outcome === 'waits' ? '; last would have waited for room' : '';
+  return `<br><span class="muted would-room" title="what the node budget would have done at its would-be wakes">budget: ${r.fits} fit, ${r.evicts} evict, ${r.waits} wait${esc(last)}</span>`;
+}
+
 export function renderRows(list: InstanceView[]): string {
   // Self-contained (shipped to the browser with toString()): its helpers live inside it.
   const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(bytes < 10 * 2 ** 20 ? 1 : 0)} MiB`;
@@ -72,7 +81,7 @@ export function renderRows(list: InstanceView[]): string {
         '</td>' +
         `<td>${i.sleeps} / ${i.wakes}<br><span class="muted">${i.checksAnswered} checks</span>` +
         (i.savings ? `<br><span class="muted savings" title="share of the last hour / day asleep; first response p99 today">asleep ${Math.round(i.savings.lastHour.asleepShare * 100)}% / ${Math.round(i.savings.lastDay.asleepShare * 100)}%${i.savings.wakes.firstResponseP99Ms === null ? '' : `, p99 ${ms(i.savings.wakes.firstResponseP99Ms)}`}</span>` : '') +
-        (i.dryRun ? `<br><span class="dry-run" title="dry run, never frozen: would have slept ${i.wouldSleeps} time(s) for ${secs(i.wouldAsleepMs)}, freeing ${mib(i.wouldFreeByteSeconds / 3600)}·h">dry run: ${i.wouldSleeps}× ${secs(i.wouldAsleepMs)}</span>` : '') +
+        (i.dryRun ? `<br><span class="dry-run" title="dry run, never frozen: would have slept ${i.wouldSleeps} time(s) for ${secs(i.wouldAsleepMs)}, freeing ${mib(i.wouldFreeByteSeconds / 3600)}·h">dry run: ${i.wouldSleeps}× ${secs(i.wouldAsleepMs)}</span>${wouldRoom(i)}` : '') +
         '</td>' +
         `<td class="memory">${memory(i)}</td>` +
         `<td class="last-error ${i.lastError ? 'bad' : ''}">${lastError}</td>` +
@@ -161,7 +170,7 @@ export function renderWakes(wakes: WakeRecord[]): string {
     .slice(-20)
     .reverse()
     .map((w) => `<tr data-instance="${esc(w.instance)}"><td><time>${esc(w.at.slice(11, 23))}</time></td><td><b>${esc(w.instance)}</b><br><span class="muted">${esc(w.reason)}</span>${packet(w.packet)}</td>` +
-      `<td>${w.failed ? `<span class="bad">${esc(w.failed)}</span>` : ms(w.wakeMs)}</td><td class="first-response">${ms(w.firstResponseMs)}</td></tr>`)
+      `<td>${w.failed ? `<span class="bad">${esc(w.failed)}</span>` : ms(w.wakeMs)}${w.thawedBy === 'event-reader' ? '<br><span class="muted thawed-at-event" title="thawed by the wake-event reader the moment the packet was seen">at the event</span>' : ''}</td><td class="first-response">${ms(w.firstResponseMs)}</td></tr>`)
     .join('');
 }
 

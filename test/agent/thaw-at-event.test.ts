@@ -81,6 +81,11 @@ rootTest.serial('a request to a sleeping freezer instance is thawed by the wake-
   t.is(instance.wakes, 3);
   t.true(instance.lastWakeMs! > 0 && instance.lastWakeMs! < 50, `wake reaction ${instance.lastWakeMs} ms`);
   t.log(`wake reactions measured to the reader's thaw; last ${instance.lastWakeMs!.toFixed(2)} ms`);
+  // What the operator sees: each wake says who thawed it, the page marks it, the metric counts it.
+  const wakes = (await (await fetch(`http://${agent.address}/api/wakes`)).json()) as Array<{ thawedBy: string | null }>;
+  t.deepEqual(wakes.map((w) => w.thawedBy), ['event-reader', 'event-reader', 'event-reader']);
+  t.true((await (await fetch(`http://${agent.address}/`)).text()).includes('at the event'));
+  t.regex(await (await fetch(`http://${agent.address}/metrics`)).text(), /doze_wakes_thawed_at_event_total\{instance="web",runtime="freezer"\} 3/);
 });
 
 rootTest.serial('earlyThaw: false leaves the thaw to the agent: the cgroup is still frozen when the event reaches it', async (t) => {
@@ -95,6 +100,8 @@ rootTest.serial('earlyThaw: false leaves the thaw to the agent: the cgroup is st
   t.is(seen[0]!.event.thaw, undefined);
   t.is(seen[0]!.freezer, 'FROZEN');
   t.is(await inst.cgroup.freezerState(), 'THAWED', 'the agent thawed it');
+  const wakes = (await (await fetch(`http://${agent.address}/api/wakes`)).json()) as Array<{ thawedBy: string | null }>;
+  t.deepEqual(wakes.map((w) => w.thawedBy), ['agent']);
 });
 
 rootTest.serial('hold mode is never armed: the agent hands the held connection over itself', async (t) => {

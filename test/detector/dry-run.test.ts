@@ -76,3 +76,34 @@ test.serial('the agent-wide dry run rehearses an instance whose config says noth
   t.is(web.instance.state, 'running');
   t.true(h.detector.isDryRun(web.instance));
 });
+
+test.serial('with a node budget, each would-be wake says what the budget would have done: fit, put the least recently used to sleep first, or wait', async (t) => {
+  const h = detectorHarness(t, { budget: { maxActive: 2, maxQueued: 8 } });
+  const dry = await h.add('dry', { idleTimeout: '1s', dryRun: true });
+  // While it would sleep, a and b are awake: two of two. Its would-be wake must make room.
+  await h.clock.tickAsync(1500);
+  t.truthy(dry.instance.rehearsal.current, 'it would be asleep');
+  const a = await h.add('a', { idleTimeout: '10m' });
+  await h.clock.tickAsync(50);
+  const b = await h.add('b', { idleTimeout: '10m', minAwake: '1h' });
+  h.source.packet(b.instance.key);
+  h.source.packet(dry.instance.key);
+  await h.clock.tickAsync(200);
+  t.deepEqual(dry.instance.rehearsal.room.last, { outcome: 'evicts', victims: ['a'] }, 'a, used longest ago and not within min_awake, would have made room');
+  t.is(a.instance.state, 'running', 'a rehearsal: nothing was put to sleep');
+  // It would sleep again; a goes under min_awake too: nothing could make room, so it would wait.
+  await h.detector.remove('a', { wake: false });
+  await h.add('c', { idleTimeout: '10m', minAwake: '1h' });
+  await h.clock.tickAsync(1500);
+  t.truthy(dry.instance.rehearsal.current);
+  h.source.packet(dry.instance.key);
+  await h.clock.tickAsync(200);
+  t.deepEqual(dry.instance.rehearsal.room.last, { outcome: 'waits' });
+  // Room appears (c leaves): the next would-be wake fits as it is.
+  await h.detector.remove('c', { wake: false });
+  await h.clock.tickAsync(1500);
+  h.source.packet(dry.instance.key);
+  await h.clock.tickAsync(200);
+  t.deepEqual(dry.instance.rehearsal.room.last, { outcome: 'fits' });
+  t.like(dry.instance.rehearsal.room, { fits: 1, evicts: 1, waits: 1 });
+});

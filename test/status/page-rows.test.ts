@@ -8,7 +8,7 @@ function view(overrides: Partial<InstanceView>): InstanceView {
     address: '10.0.0.5:8080', interface: 'veth1', runtime: 'freezer', mode: null, idlePolicy: 'requests', idleTimeoutMs: 500,
     heldBy: null, heldReason: null, failure: null, lastError: null, stateSince: '2026-11-28T00:00:00.000Z', queuedSince: null, memory: 0, freesMemory: false, managedSince: '2026-11-28T00:00:00.000Z', memoryUsage: null, held: 0,
     wake: 'retry', origin: null, source: 'static', busyGuard: { source: 'cpu-cgroup', file: '/sys/fs/cgroup/cpuacct/web/cpuacct.usage' },
-    dryRun: false, wouldSleeps: 0, wouldWakes: 0, wouldAsleepMs: 0, wouldSleepSince: null, wouldFreeByteSeconds: 0, whyAwake: null, whyAwakeText: null, savings: null, slowWakes: false,
+    dryRun: false, wouldSleeps: 0, wouldWakes: 0, wouldAsleepMs: 0, wouldSleepSince: null, wouldFreeByteSeconds: 0, wouldRoom: null, whyAwake: null, whyAwakeText: null, savings: null, slowWakes: false,
     ...overrides,
   };
 }
@@ -73,4 +73,10 @@ test('the timeline draws a dry run\'s would-sleep span apart from a real sleep, 
   t.notRegex(html, /data-state="sleeping"/, 'never drawn as a real sleep');
   t.regex(html, /dry run, 1 would-be/);
   t.regex(renderRows(list), /dry run: 1× 30\.0 s/);
+});
+
+test('a dry run with a budget says what the budget would have done at its would-be wakes', (t) => {
+  const html = renderRows([view({ state: 'running', dryRun: true, wouldSleeps: 3, wouldWakes: 3, wouldRoom: { fits: 1, evicts: 2, waits: 0, last: { outcome: 'evicts', victims: ['api', 'cron'] } } })]);
+  t.regex(html, /budget: 1 fit, 2 evict, 0 wait; last would have put api, cron to sleep/);
+  t.notRegex(renderRows([view({ state: 'running', dryRun: true })]), /would-room/, 'nothing weighed yet: no line');
 });
