@@ -103,19 +103,28 @@ interface FamilyCost {
  * test_run of one object's egress program, attached with tc on its own bpffs (no agent: the program
  * before IPv6 has other maps), with an awake instance and 10,000 connections per family it reads.
  */
-async function measureFamilies(cleanups: Cleanups, objectPath: string, layout: 'current' | 'before-ipv6'): Promise<FamilyCost> {
+/**
+ * One object's programs on a fresh namespace's veth and bpffs (attached with tc: the older
+ * objects have other maps), with the namespace's instance tracked awake in its state slot.
+ */
+async function programWorld(cleanups: Cleanups, objectPath: string, countersBytes: number, ipv6 = false) {
   const bpffs = await createBpffs(cleanups);
-  const ns = await createNetns(cleanups, { ipv6: true });
+  const ns = await createNetns(cleanups, { ipv6 });
   await attach(ns.hostIf, objectPath, bpffs);
   cleanups.teardown(() => detach(ns.hostIf));
   const maps = new MapClient();
   cleanups.teardown(() => maps.close());
   const pin = (name: string) => join(bpffs, 'tc', 'globals', name);
   const key = ipv4ToBytes(ns.instanceIp);
-  // Both programs keep an instance's state in a slot (doze_slots: key -> index into doze_state).
+  // Every program measured keeps an instance's state in a slot (doze_slots: key -> index into doze_state).
   await maps.update(pin('doze_slots'), key, Buffer.alloc(4));
   await maps.update(pin('doze_state'), Buffer.alloc(4), Buffer.alloc(4));
-  await maps.update(pin('doze_counters'), key, Buffer.alloc(layout === 'current' ? COUNTERS_SIZE : 48));
+  await maps.update(pin('doze_counters'), key, Buffer.alloc(countersBytes));
+  return { ns, maps, pin, key };
+}
+
+async function measureFamilies(cleanups: Cleanups, objectPath: string, layout: 'current' | 'before-ipv6'): Promise<FamilyCost> {
+  const { ns, maps, pin, key } = await programWorld(cleanups, objectPath, layout === 'current' ? COUNTERS_SIZE : 48, true);
   if (layout === 'current') await maps.update(pin('doze_addr6'), ipv6ToBytes(ns.instanceIp6!), key);
   const value = Buffer.alloc(CONN_VALUE_BYTES);
   for (let i = 0; i < TRACKED; i++) {
@@ -165,17 +174,7 @@ interface TalkersCost {
 
 /** test_run of one build's egress program on an open connection's data segment and on a UDP datagram, the table full but for the sender. */
 async function measureTalkers(cleanups: Cleanups, objectPath: string): Promise<TalkersCost> {
-  const bpffs = await createBpffs(cleanups);
-  const ns = await createNetns(cleanups);
-  await attach(ns.hostIf, objectPath, bpffs);
-  cleanups.teardown(() => detach(ns.hostIf));
-  const maps = new MapClient();
-  cleanups.teardown(() => maps.close());
-  const pin = (name: string) => join(bpffs, 'tc', 'globals', name);
-  const key = ipv4ToBytes(ns.instanceIp);
-  await maps.update(pin('doze_slots'), key, Buffer.alloc(4));
-  await maps.update(pin('doze_state'), Buffer.alloc(4), Buffer.alloc(4));
-  await maps.update(pin('doze_counters'), key, Buffer.alloc(COUNTERS_SIZE));
+  const { ns, maps, pin, key } = await programWorld(cleanups, objectPath, COUNTERS_SIZE);
   await maps.update(pin('doze_talkers'), key, talkersTable(7));
   const value = Buffer.alloc(CONN_VALUE_BYTES);
   for (let i = 0; i < TRACKED; i++) await maps.update(pin('doze_conns'), connKey('current', ns.hostIp, ns.instanceIp, 20_000 + i, 8080), value);
