@@ -51,12 +51,15 @@
 //       arm KEYHEX SINCE_NS FILE VALUE  on the first wake event for instance
 //                            KEYHEX (the record's first 4 bytes) stamped at or
 //                            after SINCE_NS, write VALUE to FILE (freezer.state
-//                            THAWED, or cgroup.freeze 0); one-shot
+//                            THAWED, or cgroup.freeze 0); one-shot: that event
+//                            ends the arm, thawed or not (no room)
 //       disarm KEYHEX        no early thaw for it (it woke another way)
-//       room N               at most N early thaws until the next room line
-//                            (-1: no limit; 0 at start): the node budget's room,
-//                            so an instance that must wait for room is never
-//                            thawed here
+//       room N SEEN          at most N early thaws until the next room line
+//                            (-1: no limit; 0 at start), less those made here
+//                            since the agent had read SEEN of them (their lines
+//                            still in the pipe): the node budget's room, so an
+//                            instance that must wait for room is never thawed
+//                            here, and a room is never granted twice
 //     A wake sample that thawed early reads "sample HEX thawed NS" (NS: the
 //     CLOCK_MONOTONIC time the write returned; the kernel thaws synchronously),
 //     one whose write failed "sample HEX thaw-failed ERRNO" (the agent's own
@@ -582,8 +585,8 @@ static void do_detach(const char *ifname)
 		LIBBPF_OPTS(bpf_tc_hook, tc_hook, .ifindex = ifindex, .attach_point = points[i]);
 		LIBBPF_OPTS(bpf_tc_opts, tc_opts, .handle = DOZE_TC_HANDLE, .priority = DOZE_TC_PREF);
 		int err = bpf_tc_detach(&tc_hook, &tc_opts);
-		// ENOENT: not there; EINVAL: no clsact qdisc at all.
-		if (err && err != -ENOENT && err != -EINVAL) {
+		// ENOENT: not there; EINVAL: no clsact qdisc at all; ENODEV: the interface left meanwhile.
+		if (err && err != -ENOENT && err != -EINVAL && err != -ENODEV) {
 			printf("err detach %s %s: %s\n", ifname, i ? "ingress" : "egress", strerror(-err));
 			return;
 		}
@@ -699,6 +702,7 @@ struct armed_thaw {
 static struct armed_thaw *armed;
 static size_t n_armed, armed_cap;
 static long long thaw_room; // early thaws left before the agent says again; -1: no limit
+static unsigned long long thaws_made; // early thaws made here (the agent's room line says how many it has read)
 
 static void disarm_at(size_t i)
 {
@@ -744,7 +748,10 @@ static void thaw_command(char *line)
 	if (!cmd)
 		return;
 	if (strcmp(cmd, "room") == 0 && khex) {
-		thaw_room = strtoll(khex, NULL, 10);
+		char *seen = strtok(NULL, " ");
+		long long room = strtoll(khex, NULL, 10);
+		unsigned long long unseen = seen ? thaws_made - strtoull(seen, NULL, 10) : 0;
+		thaw_room = room < 0 ? -1 : room > (long long)unseen ? room - (long long)unseen : 0;
 	} else if (strcmp(cmd, "disarm") == 0 && !parse_hex(khex, (unsigned char *)&key, 4)) {
 		disarm(key);
 	} else if (strcmp(cmd, "arm") == 0 && !parse_hex(khex, (unsigned char *)&key, 4)) {
@@ -765,7 +772,7 @@ static __u64 monotonic_ns(void)
 // time the write returned, 0 when nothing was armed, or -errno when the write failed.
 static long long thaw_early(const void *data, __u32 size)
 {
-	if (size < 24 || n_armed == 0 || thaw_room == 0)
+	if (size < 24 || n_armed == 0)
 		return 0;
 	__u32 key;
 	__u64 ts_ns, wake_ns;
@@ -779,14 +786,25 @@ static long long thaw_early(const void *data, __u32 size)
 			continue;
 		if (ts_ns < armed[i].since_ns)
 			return 0; // a late event of an earlier sleep
-		int fd = open(armed[i].file, O_WRONLY | O_CLOEXEC);
-		size_t len = strlen(armed[i].value);
-		long long result = fd >= 0 && write(fd, armed[i].value, len) == (ssize_t)len ? (long long)monotonic_ns() : -(long long)(errno ? errno : EIO);
-		if (fd >= 0)
-			close(fd);
+		// This sleep's one event: its arm ends here, thawed or not (no room: the agent makes it).
+		long long result = 0;
+		if (thaw_room != 0) {
+			int fd = open(armed[i].file, O_WRONLY | O_CLOEXEC);
+			if (fd < 0) {
+				result = -(long long)errno;
+			} else {
+				size_t len = strlen(armed[i].value);
+				errno = EIO; // a short write sets none
+				result = write(fd, armed[i].value, len) == (ssize_t)len ? (long long)monotonic_ns() : -(long long)errno;
+				close(fd);
+			}
+			if (result > 0) {
+				thaws_made++;
+				if (thaw_room > 0)
+					thaw_room--;
+			}
+		}
 		disarm_at(i);
-		if (thaw_room > 0 && result > 0)
-			thaw_room--;
 		return result;
 	}
 	return 0;
@@ -818,6 +836,7 @@ static void on_lost(void *ctx, int cpu, __u64 count)
 // Reads what stdin has and runs each complete line; false once stdin is closed.
 static bool read_commands(char *buf, size_t cap, size_t *len)
 {
+	static bool skipping; // inside a line too long for the buffer: dropped up to its end
 	ssize_t got = read(0, buf + *len, cap - 1 - *len);
 	if (got <= 0)
 		return got < 0 && (errno == EINTR || errno == EAGAIN);
@@ -826,13 +845,18 @@ static bool read_commands(char *buf, size_t cap, size_t *len)
 	char *start = buf, *nl;
 	while ((nl = strchr(start, '\n'))) {
 		*nl = 0;
-		thaw_command(start);
+		if (!skipping)
+			thaw_command(start);
+		skipping = false;
 		start = nl + 1;
 	}
 	*len -= start - buf;
 	memmove(buf, start, *len);
-	if (*len == cap - 1)
-		*len = 0; // a line longer than any command: drop it
+	if (*len == cap - 1) {
+		// A line longer than any command: drop it, and the rest of it as it comes.
+		*len = 0;
+		skipping = true;
+	}
 	return true;
 }
 

@@ -71,6 +71,8 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
   private readonly rehearsal: RehearsalPort;
   /** Sleepers the wake-event reader thaws itself at their event (early-thaw.ts). */
   readonly earlyThaws: EarlyThaws;
+  /** Wakes started and not ended (queued behind a transition or waiting for room included). */
+  private wakesUnderWay = 0;
 
   constructor(private readonly source: TrafficSource, private readonly log: Logger, options: DetectorOptions<Hooks> = {}) {
     super();
@@ -95,7 +97,6 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
       instance: (key) => this.table.withKey(key),
       sleepers: () => this.table.all().filter((i) => i.state === 'sleeping' && !i.removed),
       wake: (instance, reason, eventNs, packet) => void this.wake(instance, reason, eventNs, { packet }),
-      thawFired: (instance) => this.earlyThaws.fired(instance),
       firstResponse: (instance, ms) => this.reportFirstResponse(instance, ms),
       missed: (instance) => this.emit('wakeEventMissed', instance),
       stopped: () => this.stopped,
@@ -106,7 +107,11 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
       instances: () => this.table.all(),
       isDryRun: (i) => this.isDryRun(i),
       sleepStartedNs: (i) => this.signals.sleepStartedNs(i),
-      fitsBudget: budget && ((i) => budget.fitsNow({ id: i.id, memory: i.config.memory })),
+      whoFitsBudget: budget && (async (candidates) => {
+        const fits = await budget.whoFitsNow(candidates.map((i) => ({ id: i.id, memory: i.config.memory })));
+        return new Set(candidates.filter((i) => fits.has(i.id)));
+      }),
+      wakesUnderWay: () => this.wakesUnderWay,
     }, log);
   }
 
@@ -144,6 +149,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
     try {
       await this.table.attach(instance, held);
       this.table.list(instance);
+      this.earlyThaws.hold(); // one more awake instance may leave no room
       await this.takeOn(instance);
     } catch (error) {
       await this.takeOff(instance)
@@ -199,6 +205,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
   private stopDeciding(instance: ManagedInstance): void {
     instance.removed = true;
     this.signals.forget(instance);
+    this.earlyThaws.hold(instance);
   }
 
   /** Takes `instance` off the maps once a transition under way has finished; whether it was on them. */
@@ -207,7 +214,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
     await instance.exclusive(async () => {});
     if (!this.table.unlist(instance)) return false;
     this.budget?.signalRoom();
-    this.earlyThaws.refresh();
+    this.earlyThaws.hold();
     return true;
   }
 
@@ -254,6 +261,9 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
     // A request waits on a sleeper queued in a paced wake: it goes first.
     if (!options.paced) this.pacing?.promote(instance.id);
     instance.wakesPending++;
+    // Until it ends, no sleeper is thawed with room this wake may need (early-thaw.ts).
+    this.wakesUnderWay++;
+    this.earlyThaws.hold();
     return instance.exclusive(async () => {
       instance.wakesPending--;
       if (instance.state !== 'sleeping' && instance.state !== 'failed') return;
@@ -299,6 +309,9 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
       this.setState(instance, 'running', reason);
       this.emit('woke', instance, tookMs / 1000, thawedAtEvent ? 'event-reader' : 'agent');
       this.schedule();
+    }).finally(() => {
+      this.wakesUnderWay--;
+      this.earlyThaws.refresh();
     });
   }
 
@@ -437,7 +450,8 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
     instance.stateSinceMs = Date.now();
     if (to === 'sleeping' || to === 'failed') this.budget?.signalRoom();
     this.log.info({ instance: instance.id, from, to, reason, packet: packet && describeWakePacket(packet) }, 'transition');
-    this.earlyThaws.refresh();
+    // Before anything else runs: an arm of this sleep must not outlive it, and the budget's room is re-granted.
+    this.earlyThaws.hold(from === 'sleeping' ? instance : undefined);
     this.emit('transition', { instance, from, to, reason, at: Date.now(), ...(packet ? { packet } : {}) });
   }
 

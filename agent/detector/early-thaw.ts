@@ -10,8 +10,15 @@ import type { ReadonlyInstance } from './managed-instance.js';
  * app's resumption from the end of that trip to its start. Armed only where a thaw is all a wake
  * would be at that moment: a plain freezer sleeper (Runtime.earlyThaw), woken by retry (hold mode
  * hands its held connections over, which only the agent can), not rehearsed, and within the node
- * budget without making room. With a budget the reader may thaw one sleeper before the agent says
- * again, so two packets to two sleepers never both pass a budget that has room for one.
+ * budget without making room.
+ *
+ * The budget's room is the reader's to spend and the agent's to grant. Every event that changes
+ * who may be awake (a transition, a wake starting, an instance coming or going) first takes the
+ * room back at once (`hold`), then a refresh grants it again from one fresh read of the budget,
+ * and only when nothing moved meanwhile and no wake is under way: so a sleeper is never thawed
+ * with room another wake was given. With a budget the reader may thaw one sleeper before the agent
+ * grants again; the grant counts the reader's thaws the agent has already seen, so a thaw whose
+ * line is still in the pipe is not granted twice (sources/wake-events.ts).
  */
 
 export interface EarlyThawPort {
@@ -20,8 +27,13 @@ export interface EarlyThawPort {
   isDryRun(instance: ReadonlyInstance): boolean;
   /** When its current sleep began (monotonic ns): the reader ignores older events for it. */
   sleepStartedNs(instance: ReadonlyInstance): bigint;
-  /** With a node budget: whether it could wake now without putting anything to sleep. */
-  fitsBudget?(instance: ReadonlyInstance): Promise<boolean>;
+  /**
+   * With a node budget: from one read of the budget's members, which sleepers could wake now
+   * without putting anything to sleep.
+   */
+  whoFitsBudget?(candidates: readonly ReadonlyInstance[]): Promise<Set<ReadonlyInstance>>;
+  /** Wakes started and not yet ended (a wake waiting for room included). */
+  wakesUnderWay(): number;
 }
 
 export class EarlyThaws {
@@ -42,8 +54,20 @@ export class EarlyThaws {
   }
 
   /**
-   * Looks again at every instance after a transition (or an instance left). Coalesced: a refresh
-   * under way runs once more when it ends, so the last state is always the one armed.
+   * Something changed who may be awake (called synchronously, before anything else happens): the
+   * budget's room is taken back, and `leaving` (an instance no longer asleep, or no longer
+   * managed) is disarmed, both before the reader can act on another event. A refresh follows.
+   */
+  hold(leaving?: ReadonlyInstance): void {
+    if (!this.control) return;
+    if (this.port.whoFitsBudget) this.control.setRoom(0);
+    if (leaving) this.disarm(leaving);
+    this.refresh();
+  }
+
+  /**
+   * Looks again at every instance. Coalesced: a refresh under way runs once more when it ends, so
+   * the last state is always the one armed.
    */
   refresh(): void {
     if (!this.control) return;
@@ -74,28 +98,27 @@ export class EarlyThaws {
       const thaw = this.eligible(instance);
       if (thaw) wanted.set(instance, thaw);
     }
-    // Everything that stopped sleeping (or left) first: a stale arm never meets its next sleep.
     for (const instance of [...this.armed.keys()]) {
       if (!wanted.has(instance) || this.armed.get(instance) !== this.port.sleepStartedNs(instance)) this.disarm(instance);
     }
-    if (this.port.fitsBudget) {
+    if (this.port.whoFitsBudget) {
+      const fits = await this.port.whoFitsBudget([...wanted.keys()]);
       for (const instance of [...wanted.keys()]) {
-        if (!(await this.port.fitsBudget(instance))) {
-          wanted.delete(instance);
-          this.disarm(instance);
-        }
+        if (fits.has(instance)) continue;
+        wanted.delete(instance);
+        this.disarm(instance);
       }
-      // States may have moved while the budget was read: the next refresh (queued by that
-      // transition) looks again; until then the reader thaws at most one.
-      control.setRoom(wanted.size > 0 ? 1 : 0);
-    } else {
-      control.setRoom(-1);
     }
     for (const [instance, thaw] of wanted) {
-      if (this.armed.has(instance) || instance.state !== 'sleeping' || instance.removed) continue;
+      if (this.armed.has(instance) || !this.eligible(instance)) continue;
       const sinceNs = this.port.sleepStartedNs(instance);
-      control.arm(instance.key, { ...thaw, sinceNs });
-      this.armed.set(instance, sinceNs);
+      if (control.arm(instance.key, { ...thaw, sinceNs })) this.armed.set(instance, sinceNs);
+    }
+    if (!this.port.whoFitsBudget) {
+      control.setRoom(-1);
+    } else if (!this.again && this.port.wakesUnderWay() === 0 && this.armed.size > 0) {
+      // Nothing moved while the budget was read, and no wake waits for room: room for one.
+      control.setRoom(1);
     }
   }
 
@@ -107,10 +130,5 @@ export class EarlyThaws {
   private disarm(instance: ReadonlyInstance): void {
     if (!this.armed.delete(instance)) return;
     this.control!.disarm(instance.key);
-  }
-
-  /** The reader fired (or failed) its one-shot arm for it. */
-  fired(instance: ReadonlyInstance): void {
-    this.armed.delete(instance);
   }
 }

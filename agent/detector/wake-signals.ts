@@ -71,8 +71,6 @@ export interface WakeSignalTarget {
   /** The instances asleep now (not being removed). */
   sleepers(): ManagedInstance[];
   wake(instance: ManagedInstance, reason: string, eventNs?: bigint, packet?: WakePacket): void;
-  /** The reader fired its early thaw for it (thawed, or failed to). */
-  thawFired(instance: ManagedInstance): void;
   /** The tc program stamped this wake's first payload to a client, `ms` after its signalling packet. */
   firstResponse(instance: ManagedInstance, ms: number): void;
   /** The watchdog woke it and its event never came. */
@@ -258,14 +256,12 @@ export class WakeSignals {
       this.health.late++;
       this.log.info({ instance: instance.id, lateMs: Number(monotonicNs() - event.tsNs) / 1e6 }, 'a wake event came after the watchdog had woken its instance (late, not lost)');
     }
-    if (event.thaw) {
-      this.target.thawFired(instance);
-      if (event.thaw.kind === 'thawed') this.timing(instance).thawedAtNs ??= event.thaw.atNs;
-      // The agent's own thaw follows and reports whatever made the write fail.
-      else this.log.warn({ instance: instance.id, errno: event.thaw.errno }, 'early thaw at the wake event failed; waking the usual way');
-    }
+    // The agent's own thaw follows a failed early one and reports whatever made the write fail.
+    if (event.thaw?.kind === 'failed') this.log.warn({ instance: instance.id, errno: event.thaw.errno }, 'early thaw at the wake event failed; waking the usual way');
     // From an earlier sleep (late): this sleep's own traffic raises its own event.
     if (event.tsNs < this.timing(instance).sleepStartNs) return;
+    // Only a sleeper is armed: a thaw of this sleep is this wake's resumption.
+    if (event.thaw?.kind === 'thawed' && instance.state === 'sleeping') this.timing(instance).thawedAtNs ??= event.thaw.atNs;
     if (instance.state === 'pausing') {
       this.wakeAfterPause(instance, event.tsNs, event.packet);
     } else if (instance.state === 'sleeping') {

@@ -72,9 +72,11 @@ export class NodeBudget {
     return victims.length === 0 ? { outcome: 'fits' } : { outcome: 'evicts', victims: victims.map((v) => v.id) };
   }
 
-  /** Whether `incoming` could wake now without putting anything to sleep (early-thaw.ts). */
-  async fitsNow(incoming: { id: string; memory: number }): Promise<boolean> {
-    return chooseVictims(this.limits, await this.port.members(), incoming)?.length === 0;
+  /** Which of `candidates` could each wake now without putting anything to sleep, from one read (early-thaw.ts). */
+  async whoFitsNow(candidates: ReadonlyArray<{ id: string; memory: number }>): Promise<Set<string>> {
+    if (candidates.length === 0) return new Set();
+    const members = await this.port.members();
+    return new Set(candidates.filter((c) => chooseVictims(this.limits, members, c)?.length === 0).map((c) => c.id));
   }
 
   /** Something slept, failed or left: a queued wake looks again at once. */

@@ -27,13 +27,17 @@ export class TcPrograms {
   }
 
   /** The programs on the device's hooks; again on the same device replaces them (idempotent). */
+  /** Both hooks or neither: a hook that fails takes the other's filter off again. */
   async attach(device: string, programs: ProgramSet = OWN_INTERFACE): Promise<void> {
+    let attached = false;
     for (const hook of ['egress', 'ingress'] as const) {
       const section = programs[hook];
       if (section === undefined) continue;
       try {
         await this.maps.attachProgram(device, hook, section);
+        attached = true;
       } catch (error) {
+        if (attached) await this.detach(device).catch(() => undefined);
         throw attachFailure(device, error);
       }
     }

@@ -70,7 +70,8 @@ export interface TrafficSource {
 
 /** Arming early thaws in the wake-event reader (sources/wake-events.ts). */
 export interface EarlyThawControl {
-  arm(key: TrafficKey, thaw: EarlyThaw): void;
+  /** Whether it was armed (a path the reader's line cannot carry is not). */
+  arm(key: TrafficKey, thaw: EarlyThaw): boolean;
   disarm(key: TrafficKey): void;
   /** Early thaws allowed before the next call (-1: no limit): the node budget's room. */
   setRoom(room: number): void;

@@ -42,6 +42,8 @@ export class WakeEventStream extends EventEmitter<WakeEventStreamEvents> {
   private readonly armed = new Map<string, EarlyThaw>();
   /** Early thaws allowed until the agent says again (-1: no limit); the reader starts at 0. */
   private room = 0;
+  /** Early thaws read from the current reader's lines (its own count starts at 0 too). */
+  private thawsSeen = 0;
 
   constructor(private readonly pinnedPath: string, private readonly helperPath = defaultHelperPath()) {
     super();
@@ -81,7 +83,8 @@ export class WakeEventStream extends EventEmitter<WakeEventStreamEvents> {
       this.restartDelayMs = Math.min(this.restartDelayMs * 2, 5000);
     });
     this.child = child;
-    this.send(`room ${this.room}`);
+    this.thawsSeen = 0; // a new reader counts from 0
+    this.send(`room ${this.room} 0`);
     for (const [key, thaw] of this.armed) this.send(armLine(key, thaw));
   }
 
@@ -89,10 +92,11 @@ export class WakeEventStream extends EventEmitter<WakeEventStreamEvents> {
    * Thaw `key`'s instance at its next wake event (agent/detector/early-thaw.ts decides which).
    * Paths with spaces or newlines cannot be said on the line: such an instance wakes the usual way.
    */
-  arm(key: string, thaw: EarlyThaw): void {
-    if (/\s/.test(thaw.file) || /\s/.test(thaw.value)) return;
+  arm(key: string, thaw: EarlyThaw): boolean {
+    if (/\s/.test(thaw.file) || /\s/.test(thaw.value)) return false;
     this.armed.set(key, thaw);
     this.send(armLine(key, thaw));
+    return true;
   }
 
   disarm(key: string): void {
@@ -100,11 +104,14 @@ export class WakeEventStream extends EventEmitter<WakeEventStreamEvents> {
     this.send(`disarm ${keyHex(key)}`);
   }
 
-  /** How many early thaws may happen before the next call (-1: no limit): the node budget's room. */
+  /**
+   * How many early thaws may happen before the next call (-1: no limit): the node budget's room.
+   * The line carries the thaws this side has read from the current reader, which takes off the
+   * ones it made since (their lines still in the pipe): a room is never granted twice.
+   */
   setRoom(room: number): void {
-    if (room === this.room) return;
     this.room = room;
-    this.send(`room ${room}`);
+    this.send(`room ${room} ${this.thawsSeen}`);
   }
 
   private send(line: string): void {
@@ -146,12 +153,13 @@ export class WakeEventStream extends EventEmitter<WakeEventStreamEvents> {
       const [hex, outcome, figure] = line.slice(7).split(' ');
       const event = decodeWakeEvent(Buffer.from(hex!, 'hex'));
       if (!event) return;
+      // One-shot in the reader: any wake record of the armed sleep ends its arm, thawed or not.
+      const armed = this.armed.get(event.instanceAddr);
+      if (armed && event.answersWakeNs === undefined && event.tsNs >= armed.sinceNs) this.armed.delete(event.instanceAddr);
       if (outcome !== undefined) {
-        // One-shot in the reader: fired (or failed), it is no longer armed there.
-        this.armed.delete(event.instanceAddr);
         if (outcome === 'thawed') {
           event.thaw = { kind: 'thawed', atNs: BigInt(figure!) };
-          if (this.room > 0) this.room--; // as the reader counts it: the next setRoom is sent
+          this.thawsSeen++;
         }
         else if (outcome === 'thaw-failed') event.thaw = { kind: 'failed', errno: Number(figure) };
       }

@@ -117,3 +117,76 @@ test.serial('earlyThaw: false leaves every thaw to the agent', async (t) => {
   t.deepEqual(h.source.earlyThaw.thawed, []);
   t.is(instance.state, 'running');
 });
+
+// Found in review: windows where the reader could thaw with room another wake was given, or an
+// arm of an earlier sleep fire during the next one's pause.
+
+test.serial('budget: while a wake makes room (its victim just fell asleep), no sleeper is thawed with that room', async (t) => {
+  const h = detectorHarness(t, { budget: { maxActive: 1, maxQueued: 8 } });
+  const a = await h.add('a', { idleTimeout: '10m' }, freezerLike());
+  const b = await h.add('b', { idleTimeout: '10m' }, freezerLike());
+  await h.detector.sleepNow('b');
+  await h.detector.earlyThaws.settled();
+  // The moment a is armed (just put to sleep to make room for b), a packet reaches a.
+  const arm = h.source.earlyThaw.arm.bind(h.source.earlyThaw);
+  let packetSent = false;
+  h.source.earlyThaw.arm = (key, thaw) => {
+    const armed = arm(key, thaw);
+    if (key === a.instance.key && !packetSent) {
+      packetSent = true;
+      queueMicrotask(() => h.source.packet(a.instance.key));
+    }
+    return armed;
+  };
+  h.source.packet(b.instance.key);
+  for (let i = 0; i < 50; i++) await h.clock.tickAsync(10);
+  t.true(packetSent, 'a was armed while b woke');
+  t.false(h.source.earlyThaw.thawed.includes(a.instance.key), "a was not thawed with the room b's wake was given");
+  t.is(h.detector.budgetOverruns, 0);
+});
+
+test.serial('budget: an instance taken on awake takes the room back before anything else can happen', async (t) => {
+  const h = detectorHarness(t, { budget: { maxActive: 1, maxQueued: 8 } });
+  const a = await h.add('a', { idleTimeout: '10m' }, freezerLike());
+  await h.detector.sleepNow('a');
+  await h.detector.earlyThaws.settled();
+  t.is(h.source.earlyThaw.room, 1, 'nothing awake: room for a');
+  await h.add('c', { idleTimeout: '10m', minAwake: '1h' });
+  t.is(h.source.earlyThaw.room, 0, 'c is awake now: no room left');
+  h.source.packet(a.instance.key);
+  t.deepEqual(h.source.earlyThaw.thawed, [], 'a must wait for room: not thawed at its event');
+});
+
+test.serial("an arm of an earlier sleep never fires during the next sleep's pause", async (t) => {
+  const h = detectorHarness(t, { budget: { maxActive: 5, maxQueued: 8 } });
+  const a = await h.add('a', { idleTimeout: '10m' }, freezerLike());
+  await h.add('b', { idleTimeout: '10m' });
+  await h.detector.sleepNow('a');
+  await h.detector.earlyThaws.settled();
+  t.true(h.source.earlyThaw.armed.has(a.instance.key));
+  // Another instance's transition starts a refresh (it reads the budget); meanwhile a wakes another
+  // way and starts its next sleep, whose pause takes a while.
+  void h.detector.sleepNow('b');
+  await h.detector.wake(a.instance, 'requested by operator');
+  t.false(h.source.earlyThaw.armed.has(a.instance.key), 'disarmed as it left sleeping, not later');
+  a.runtime.knobs.pauseMs = 50;
+  const sleeping = h.detector.sleepNow('a');
+  await h.clock.tickAsync(10);
+  t.is(a.instance.state, 'pausing');
+  h.source.packet(a.instance.key);
+  t.deepEqual(h.source.earlyThaw.thawed, [], 'nothing thawed mid-pause');
+  await h.clock.tickAsync(100);
+  await sleeping;
+  t.is(a.instance.state, 'running', 'the packet during the pause reversed the sleep, the agent thawing it');
+});
+
+test.serial('an instance that leaves management while asleep is disarmed at once', async (t) => {
+  const h = detectorHarness(t);
+  const a = await h.add('a', { idleTimeout: '10m' }, freezerLike());
+  await h.detector.sleepNow('a');
+  await h.detector.earlyThaws.settled();
+  t.true(h.source.earlyThaw.armed.has(a.instance.key));
+  const removing = h.detector.remove('a', { wake: false });
+  t.false(h.source.earlyThaw.armed.has(a.instance.key), 'disarmed before its removal completes');
+  await removing;
+});

@@ -9,8 +9,9 @@ export class FakeEarlyThaw implements EarlyThawControl {
   room = 0;
   /** Keys thawed at their event, in order. */
   readonly thawed: string[] = [];
-  arm(key: string, thaw: EarlyThaw): void {
+  arm(key: string, thaw: EarlyThaw): boolean {
     this.armed.set(key, thaw);
+    return true;
   }
   disarm(key: string): void {
     this.armed.delete(key);
@@ -18,11 +19,15 @@ export class FakeEarlyThaw implements EarlyThawControl {
   setRoom(room: number): void {
     this.room = room;
   }
-  /** As doze-maps on a wake record: thaws an armed key within the room; the thaw the event carries. */
+  /**
+   * As doze-maps on a wake record: the arm of that sleep ends, and it is thawed if there is room;
+   * the thaw the event carries. (Lines here arrive at once: nothing to take off the room.)
+   */
   fire(key: string, tsNs: bigint): WakeEvent['thaw'] {
     const thaw = this.armed.get(key);
-    if (!thaw || this.room === 0 || tsNs < thaw.sinceNs) return undefined;
+    if (!thaw || tsNs < thaw.sinceNs) return undefined;
     this.armed.delete(key);
+    if (this.room === 0) return undefined;
     if (this.room > 0) this.room--;
     this.thawed.push(key);
     return { kind: 'thawed', atNs: monotonicNs() };

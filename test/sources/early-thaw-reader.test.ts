@@ -1,3 +1,4 @@
+import { execFile } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ExecutionContext } from 'ava';
@@ -82,13 +83,15 @@ rootTest.serial('reader: an event older than the arm (an earlier sleep) does not
   t.is(await readFile(w.file, 'utf8'), 'FROZEN');
 });
 
-rootTest.serial('reader: no room, no early thaw; disarmed, no early thaw; room given back, thawed', async (t) => {
+rootTest.serial('reader: no room, no early thaw (and the arm ends); disarmed, no early thaw; room given back, thawed', async (t) => {
   const w = await world(t);
   w.control.setRoom(0);
   w.control.arm(w.key, { file: w.file, value: 'THAWED', sinceNs: 0n });
   t.is((await w.wakeOnce()).thaw, undefined, 'room 0: the agent must make room first');
   t.is(await readFile(w.file, 'utf8'), 'FROZEN');
   w.control.setRoom(1);
+  t.is((await w.wakeOnce()).thaw, undefined, 'that sleep\'s event ended its arm: room alone thaws nothing');
+  w.control.arm(w.key, { file: w.file, value: 'THAWED', sinceNs: 0n });
   w.control.disarm(w.key);
   t.is((await w.wakeOnce()).thaw, undefined, 'disarmed');
   w.control.arm(w.key, { file: w.file, value: 'THAWED', sinceNs: 0n });
@@ -97,7 +100,24 @@ rootTest.serial('reader: no room, no early thaw; disarmed, no early thaw; room g
   w.control.arm(w.key, { file: w.file, value: 'THAWED', sinceNs: 0n });
   t.is((await w.wakeOnce()).thaw, undefined, 'room 1 was used up by that thaw');
   w.control.setRoom(1); // the agent looked again: room for one more
+  w.control.arm(w.key, { file: w.file, value: 'THAWED', sinceNs: 0n });
   t.is((await w.wakeOnce()).thaw?.kind, 'thawed', 'the same room, said again, reaches the reader');
+});
+
+rootTest.serial('reader: a room granted before the agent has read the last thaw is not granted twice', async (t) => {
+  const w = await world(t);
+  w.control.setRoom(1);
+  w.control.arm(w.key, { file: w.file, value: 'THAWED', sinceNs: 0n });
+  const first = w.wakeOnce();
+  // Granted again while that thaw's line may still be in the pipe (the agent counted it asleep):
+  // the line says the agent has read no thaw yet, so the reader takes its own off the grant.
+  await new Promise((resolve) => setImmediate(resolve));
+  w.control.setRoom(1);
+  t.is((await first).thaw?.kind, 'thawed');
+  await writeFile(w.file, 'FROZEN');
+  w.control.arm(w.key, { file: w.file, value: 'THAWED', sinceNs: 0n });
+  t.is((await w.wakeOnce()).thaw, undefined, 'one room, one thaw');
+  t.is(await readFile(w.file, 'utf8'), 'FROZEN');
 });
 
 rootTest.serial('reader: a write that fails says why, and the event still reaches the agent', async (t) => {
@@ -107,4 +127,17 @@ rootTest.serial('reader: a write that fails says why, and the event still reache
   const event = await w.wakeOnce();
   t.deepEqual(event.thaw, { kind: 'failed', errno: 2 }, 'ENOENT: the cgroup went with its task');
   t.is(event.instanceAddr, w.key);
+});
+
+rootTest.serial('reader: a restarted reader is armed again, with its room', async (t) => {
+  const w = await world(t);
+  w.control.setRoom(-1);
+  w.control.arm(w.key, { file: w.file, value: 'THAWED', sinceNs: 0n });
+  const restarted = new Promise<void>((resolve) => w.source.onGap((reason) => reason.includes('restarted') && resolve()));
+  // The reader dies (as a crash would); the agent starts another and subscribes it again.
+  await new Promise<void>((resolve, reject) => execFile('pkill', ['-KILL', '-f', `doze-maps events ${w.source.pin('doze_wake_events')}`], (error) => (error ? reject(error) : resolve())));
+  await restarted;
+  const event = await w.wakeOnce();
+  t.is(event.thaw?.kind, 'thawed', 'the arm was sent to the new reader');
+  t.is(await readFile(w.file, 'utf8'), 'THAWED');
 });
