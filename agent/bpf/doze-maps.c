@@ -83,6 +83,7 @@
 #include <net/if.h>
 #include <poll.h>
 #include <time.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -94,6 +95,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#ifndef SCHED_RESET_ON_FORK
+#define SCHED_RESET_ON_FORK 0x40000000 // linux/sched.h; glibc declares it only under _GNU_SOURCE
+#endif
 
 #define MAX_MAPS 32
 #define MAX_KEYS 8192
@@ -862,6 +867,12 @@ static bool read_commands(char *buf, size_t cap, size_t *len)
 
 static int events(const char *path)
 {
+	// The lowest real-time priority: a wake event's thaw then waits for no ordinary task on a busy
+	// node (measured: p99 from the packet to the thaw 2.0 ms at normal priority, 0.52 ms here). The
+	// reader only blocks in poll and does a few syscalls per event, one event per sleep, so it takes
+	// nothing from anyone. Without the privilege (CAP_SYS_NICE) it stays at normal priority.
+	struct sched_param rt = { .sched_priority = 1 };
+	sched_setscheduler(0, SCHED_FIFO | SCHED_RESET_ON_FORK, &rt);
 	int fd = bpf_obj_get(path);
 	if (fd < 0) {
 		fail("open", path);
