@@ -112,6 +112,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
         return new Set(candidates.filter((i) => fits.has(i.id)));
       }),
       wakesUnderWay: () => this.wakesUnderWay,
+      stopped: () => this.stopped,
     }, log);
   }
 
@@ -220,6 +221,7 @@ export class Detector<Hooks extends SleepHooks = SleepHooks> extends EventEmitte
 
   start(): void {
     this.stopped = false;
+    this.earlyThaws.refresh();
     // Idleness counts from when the agent is up: a slow start-up (discovery, rules) must not use up idle timeouts.
     const nowNs = monotonicNs();
     for (const instance of this.table.all()) {

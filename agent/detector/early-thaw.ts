@@ -34,6 +34,8 @@ export interface EarlyThawPort {
   whoFitsBudget?(candidates: readonly ReadonlyInstance[]): Promise<Set<ReadonlyInstance>>;
   /** Wakes started and not yet ended (a wake waiting for room included). */
   wakesUnderWay(): number;
+  /** The detector is not deciding (before start, while stopping): nothing is armed, nothing read. */
+  stopped(): boolean;
 }
 
 export class EarlyThaws {
@@ -71,6 +73,13 @@ export class EarlyThaws {
    */
   refresh(): void {
     if (!this.control) return;
+    if (this.port.stopped()) {
+      // An agent stopping wakes every sleeper itself (paced): no thaw to arm, no budget to read
+      // on each of those wakes. Before start, adopted sleepers are armed once start() refreshes.
+      this.control.setRoom(0);
+      for (const instance of [...this.armed.keys()]) this.disarm(instance);
+      return;
+    }
     if (this.refreshing) {
       this.again = true;
       return;

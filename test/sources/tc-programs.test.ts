@@ -79,6 +79,10 @@ rootTest('the host-port programs go on by fd too, named doze_host_out/doze_host_
   const { programs } = await loadedPrograms(t);
   const ns = await createNetns(t);
   t.teardown(() => detachByTc(ns.hostIf));
+  // No address on it: an agent of another test file running meanwhile watches every addressed
+  // interface for host ports, and would put its own host-port programs on this one (and take them
+  // off again), which one agent per node never meets.
+  await sh('ip', ['addr', 'flush', 'dev', ns.hostIf]);
   await programs.attach(ns.hostIf, HOST_INTERFACE);
   t.deepEqual((await listFilters(ns.hostIf)).map((f) => `${f.hook} ${f.programName}`).sort(), ['egress doze_host_out', 'ingress doze_host_in']);
   t.true(await isAttached(ns.hostIf, HOST_INTERFACE));
