@@ -5,7 +5,8 @@ import { describeFailure, describeHold, type HoldReason } from '../detector/reas
 import type { InstanceState } from '../detector/states.js';
 import type { RehearsedRoom } from '../detector/rehearsal-record.js';
 import type { InstanceMemoryView, MemoryTracker } from './memory-view.js';
-import { describeAwake, type AwakeReason } from '../detector/why-awake.js';
+import type { AwakeReason } from '../detector/why-awake.js';
+import { describeAwake } from './awake-text.js';
 import type { SavingsView } from './savings.js';
 
 /** The status API's instance record (a contract other tools read: extend, never rename). */

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { describeAwake } from '../../agent/detector/why-awake.js';
+import { describeAwake } from '../../agent/status/awake-text.js';
 import { ScriptedCpu } from '../helpers/scripted-cpu.js';
 import { formatWhy } from '../../agent/cli/status-command.js';
 import { viewOf } from '../../agent/status/instance-view.js';
