@@ -206,7 +206,7 @@ export function renderSummary(report: StatusReport): string {
     ? ''
     : mem.swap.available
       ? card('swap', `${mib(mem.swap.usedBytes)} <small>/ ${mib(mem.swap.totalBytes)}</small>`, `swap in use (freezer reclaim)${mem.compressedBytes > 0 ? `, sleepers' share ${mib(mem.compressedBytes)} of RAM in zram` : ''}`)
-      : card('swap', 'none', `no swap on this node: reclaim off${mem.swap.reason ? ` (${esc(mem.swap.reason)})` : ''}`, true);
+      : card('swap', 'none', mem.swap.reason ? esc(mem.swap.reason) : 'no swap on this node: reclaim off', true);
   const fallback = report.connections.nomad?.detail?.['fallback'];
   const why = typeof fallback === 'string' ? `<div class="bad">Nomad: blocking queries instead of the event stream: ${esc(fallback)}</div>` : '';
   const w = report.wakeEvents;

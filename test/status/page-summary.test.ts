@@ -31,3 +31,10 @@ test('the summary shows the Nomad and Consul versions read at start', (t) => {
   t.regex(html, /data-version="1\.9\.3"[^>]*>Nomad 1\.9\.3: connected/);
   t.regex(html, /Consul: not configured/);
 });
+
+test('without swap the swap card gives the reason once, not "no swap" twice', (t) => {
+  const reason = 'no swap on this node (/proc/swaps lists none): reclaim could only drop page cache';
+  const html = renderSummary({ ...report({}), memory: { swap: { available: false, totalBytes: 0, usedBytes: 0, reason }, residentBytes: 0, compressedBytes: 0, freedBytes: 0 } });
+  t.is(html.split('no swap on this node').length - 1, 1, html);
+  t.regex(html, /\/proc\/swaps lists none/);
+});
