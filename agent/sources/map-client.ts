@@ -41,6 +41,8 @@ export class MapClient {
   private closed = false;
   /** The last `load` asked for: a restarted helper (after a timeout) loads it again before anything else. */
   private loadLine: string | undefined;
+  /** A load under way in the helper answers first: requests behind it get its time too (ms, performance.now()). */
+  private loadingUntilMs = 0;
 
   constructor(private readonly helperPath = defaultHelperPath(), private readonly timeoutMs = 5000) {}
 
@@ -113,7 +115,9 @@ export class MapClient {
   private request(line: string, timeoutMs = this.timeoutMs): Promise<string[]> {
     if (this.closed) return Promise.reject(new DozeError('E_MAPS', 'map client is closed'));
     const child = this.ensureChild();
-    return this.send(child, line, timeoutMs);
+    // Queued behind a re-load (a restarted helper loads the programs first): its verifier pass is
+    // not this request's slowness, and a timeout here would kill the helper and start it again.
+    return this.send(child, line, timeoutMs + Math.max(0, this.loadingUntilMs - performance.now()));
   }
 
   private send(child: ChildProcessWithoutNullStreams, line: string, timeoutMs: number): Promise<string[]> {
@@ -144,7 +148,11 @@ export class MapClient {
     });
     this.child = child;
     // Attaching needs the programs in this process: a failure shows in the next attach's answer.
-    if (this.loadLine !== undefined) this.send(child, this.loadLine, Math.max(this.timeoutMs, LOAD_TIMEOUT_MS)).catch(() => {});
+    if (this.loadLine !== undefined) {
+      const loadTimeoutMs = Math.max(this.timeoutMs, LOAD_TIMEOUT_MS);
+      this.loadingUntilMs = performance.now() + loadTimeoutMs;
+      void this.send(child, this.loadLine, loadTimeoutMs).catch(() => {}).finally(() => (this.loadingUntilMs = 0));
+    }
     return child;
   }
 
