@@ -10,10 +10,9 @@
  *  - SYN retransmissions during the run (a freezer wake must need none).
  */
 import { nextState, startAgent } from '../test/helpers/agent.js';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { createInstance } from '../test/helpers/instance.js';
 import { Cleanups } from '../test/helpers/teardown.js';
+import { curlFirstByte } from './curl.js';
 import { percentile, summary, verdict } from './stats.js';
 import { synRetransmits } from './tcp-counters.js';
 
@@ -24,13 +23,6 @@ interface WakeRun {
   /** The tc program's own pair: the packet that woke it → its first payload byte to the client. */
   firstByte: number[];
   retransmits: number;
-}
-
-/** One request by curl, in its own process: status and time to the first response byte (ms). */
-async function curlFirstByte(url: string): Promise<{ status: number; ms: number }> {
-  const { stdout } = await promisify(execFile)('curl', ['-s', '-o', '/dev/null', '--max-time', '5', '-w', '%{http_code} %{time_starttransfer}', url]);
-  const [status, seconds] = stdout.trim().split(' ');
-  return { status: Number(status), ms: Number(seconds) * 1000 };
 }
 
 async function runCycles(run: WakeRun, cycles: number, earlyThaw: boolean): Promise<void> {
