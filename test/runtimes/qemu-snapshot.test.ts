@@ -281,7 +281,11 @@ guestTest.serial('QEMU gone while asleep: a killed pre-spawned QEMU is replaced 
   await nextState(agent, 'vm', 'sleeping', 15_000);
   await receiverPid();
   await signalAndWait(guest.owner, 'SIGKILL');
-  for (const pid of await guest.qemuPids()) process.kill(pid, 'SIGKILL');
+  const killed = await guest.qemuPids();
+  for (const pid of killed) process.kill(pid, 'SIGKILL');
+  // Nomad restarts the task once its processes are gone: a QEMU still dying holds the tap, and a
+  // new one started meanwhile cannot open it (EBUSY; seen in CI under load).
+  await until('the killed QEMUs to be gone', async () => (await guest.qemuPids()).every((pid) => !killed.includes(pid)), { timeoutMs: 5000, everyMs: 20 });
   const second = guest.startOwner();
   await until('the new doze vm to adopt the snapshot', async () => (await observer.probe()).ok && observer.lastStatus?.state === 'sleeping', { timeoutMs: 10_000, everyMs: 50, detail: () => second.output().slice(-1500) });
   woke = await requestWakes(agent, guest);
