@@ -1,10 +1,14 @@
 import type { ErrorCode } from './error-codes.js';
 
-/** Every error doze raises on purpose carries a stable code (declared in error-codes.ts) and the original cause. */
+/**
+ * Every error doze raises on purpose carries a stable code (declared in error-codes.ts) and the
+ * original cause. No own property is ever undefined (a cause or status not given is left out):
+ * serialisers choke on one (ava's TAP reporter crashed the whole run on a failing test's error).
+ */
 export class DozeError extends Error {
   readonly code: ErrorCode;
   constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'DozeError';
     this.code = code;
   }
@@ -26,11 +30,11 @@ export class RuntimeError extends DozeError {
 
 /** An API doze calls (Nomad, Consul, a VMM) failed; `status` is its HTTP status when it answered at all. */
 export class UpstreamError extends DozeError {
-  readonly status: number | undefined;
+  declare readonly status?: number;
   constructor(code: ErrorCode, message: string, options: { cause?: unknown; status?: number } = {}) {
     super(code, message, { cause: options.cause });
     this.name = 'UpstreamError';
-    this.status = options.status;
+    if (options.status !== undefined) (this as { status?: number }).status = options.status;
   }
 }
 
