@@ -36,7 +36,7 @@ import { createBpffs } from '../test/helpers/bpffs.js';
 import { createNetns } from '../test/helpers/netns.js';
 import { startAgent } from '../test/helpers/agent.js';
 import { get } from '../test/helpers/http.js';
-import { craftSegment } from '../test/helpers/crafted-packet.js';
+import { craftSegment, craftSegment6, ipv4Frame, udpDatagram } from '../test/helpers/crafted-packet.js';
 import { createInstance, type TestInstance } from '../test/helpers/instance.js';
 import { sh } from '../test/helpers/sh.js';
 import { Cleanups } from '../test/helpers/teardown.js';
@@ -51,21 +51,6 @@ const TALKERS_EVERY_PACKET = fileURLToPath(new URL('./doze-talkers-every-packet.
 const TRACKED = 10_000;
 const progStats = z.looseObject({ run_time_ns: z.number().optional(), run_cnt: z.number().optional() });
 const runResult = z.looseObject({ duration: z.number() });
-
-/** Ethernet + IPv6 + TCP (ACK|PSH) + 10 bytes of payload, client → instance. */
-export function craftSegment6(client: string, instance: string, clientPort: number, instancePort: number): Buffer {
-  const v4 = craftSegment('0.0.0.0', '0.0.0.0', clientPort, instancePort);
-  const tcpAndPayload = v4.subarray(14 + 20);
-  const eth = Buffer.from([2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x86, 0xdd]);
-  const ip = Buffer.alloc(40);
-  ip.writeUInt32BE(0x60000000, 0);
-  ip.writeUInt16BE(tcpAndPayload.length, 4);
-  ip.writeUInt8(6, 6);
-  ip.writeUInt8(64, 7);
-  ipv6ToBytes(client).copy(ip, 8);
-  ipv6ToBytes(instance).copy(ip, 24);
-  return Buffer.concat([eth, ip, tcpAndPayload]);
-}
 
 /** A doze_conns key in this build's layout (either family) or the one before IPv6 (12 bytes, IPv4 only). */
 function connKey(layout: 'current' | 'before-ipv6', client: string, instanceKey: string, clientPort: number, instancePort: number): Buffer {
@@ -138,23 +123,6 @@ async function measureFamilies(cleanups: Cleanups, objectPath: string, layout: '
   return { ipv4Ns, ipv6Ns };
 }
 
-/** Ethernet + IPv4 + UDP from `clientPort` to 53, 4 bytes of payload, client → instance. */
-function craftDatagram(client: string, instance: string, clientPort: number): Buffer {
-  const eth = Buffer.from([2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00]);
-  const ip = Buffer.alloc(20);
-  ip.writeUInt8(0x45, 0);
-  ip.writeUInt16BE(20 + 12, 2);
-  ip.writeUInt8(64, 8);
-  ip.writeUInt8(17, 9);
-  ipv4ToBytes(client).copy(ip, 12);
-  ipv4ToBytes(instance).copy(ip, 16);
-  const udp = Buffer.alloc(12);
-  udp.writeUInt16BE(clientPort, 0);
-  udp.writeUInt16BE(53, 2);
-  udp.writeUInt16BE(12, 4);
-  return Buffer.concat([eth, ip, udp]);
-}
-
 /** A doze_talkers value with `others` slots taken by other clients (seen at ns 1, so none is replaced first by the sender's). */
 function talkersTable(others: number): Buffer {
   const value = Buffer.alloc(TALKERS_VALUE_BYTES);
@@ -180,7 +148,7 @@ async function measureTalkers(cleanups: Cleanups, objectPath: string): Promise<T
   for (let i = 0; i < TRACKED; i++) await maps.update(pin('doze_conns'), connKey('current', ns.hostIp, ns.instanceIp, 20_000 + i, 8080), value);
   const egress = (await listFilters(ns.hostIf)).find((f) => f.hook === 'egress')!.programId;
   const dataNs = await testRun(cleanups, egress, craftSegment(ns.hostIp, ns.instanceIp, 20_000 + TRACKED / 2, 8080));
-  const udpNs = await testRun(cleanups, egress, craftDatagram(ns.hostIp, ns.instanceIp, 5353));
+  const udpNs = await testRun(cleanups, egress, ipv4Frame(ns.hostIp, ns.instanceIp, 17, udpDatagram(5353, 53)));
   await cleanups.run();
   return { dataNs, udpNs };
 }

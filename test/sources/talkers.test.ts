@@ -5,9 +5,9 @@ import { listFilters } from '../../agent/net/tc.js';
 import { createLogger } from '../../agent/shared/log.js';
 import { TALKER_SLOTS, type Talker } from '../../agent/sources/bpf-records.js';
 import { EbpfSource } from '../../agent/sources/ebpf-source.js';
-import { ipv4ToBytes, portKey } from '../../agent/sources/ipv4.js';
-import { ipv6ToBytes } from '../../agent/sources/ipv6.js';
+import { portKey } from '../../agent/sources/ipv4.js';
 import type { TrafficKey } from '../../agent/sources/traffic-source.js';
+import { ipv4Frame, ipv6Frame, tcpSegment, udpDatagram } from '../helpers/crafted-packet.js';
 import { createBpffs } from '../helpers/bpffs.js';
 import { createNetns, type TestNetns } from '../helpers/netns.js';
 import { rootTest } from '../helpers/root.js';
@@ -22,49 +22,13 @@ import type { Teardown } from '../helpers/teardown.js';
 
 const CHECK_MARK = 0x400;
 
-function ipv6Frame(src: string, dst: string, next: number, l4: Buffer): Buffer {
-  const eth = Buffer.from([2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x86, 0xdd]);
-  const ip = Buffer.alloc(40);
-  ip.writeUInt32BE(0x60000000, 0);
-  ip.writeUInt16BE(l4.length, 4);
-  ip.writeUInt8(next, 6);
-  ip.writeUInt8(64, 7);
-  ipv6ToBytes(src).copy(ip, 8);
-  ipv6ToBytes(dst).copy(ip, 24);
-  return Buffer.concat([eth, ip, l4]);
-}
-
-function ipv4Frame(src: string, dst: string, protocol: number, l4: Buffer): Buffer {
-  const eth = Buffer.from([2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00]);
-  const ip = Buffer.alloc(20);
-  ip.writeUInt8(0x45, 0);
-  ip.writeUInt16BE(20 + l4.length, 2);
-  ip.writeUInt8(64, 8);
-  ip.writeUInt8(protocol, 9);
-  ipv4ToBytes(src).copy(ip, 12);
-  ipv4ToBytes(dst).copy(ip, 16);
-  return Buffer.concat([eth, ip, l4]);
-}
-
 /** TCP from `port` to `to`: a client's SYN, or an ACK carrying a request's first bytes. */
 function tcp(port: number, kind: 'syn' | 'data', to = 8080): Buffer {
-  const header = Buffer.alloc(20);
-  header.writeUInt16BE(port, 0);
-  header.writeUInt16BE(to, 2);
-  header.writeUInt32BE(kind === 'syn' ? 1000 : 1001, 4);
-  header.writeUInt8(5 << 4, 12);
-  header.writeUInt8(kind === 'syn' ? 0x02 : 0x18, 13);
-  header.writeUInt16BE(65535, 14);
-  return kind === 'syn' ? header : Buffer.concat([header, Buffer.from('GET / HTTP')]);
+  return kind === 'syn' ? tcpSegment(port, to, { seq: 1000, flags: 0x02 }) : tcpSegment(port, to, { seq: 1001, flags: 0x18, payload: Buffer.from('GET / HTTP') });
 }
 
-function udp(port: number): Buffer {
-  const header = Buffer.alloc(8 + 4);
-  header.writeUInt16BE(port, 0);
-  header.writeUInt16BE(53, 2);
-  header.writeUInt16BE(12, 4);
-  return header;
-}
+/** A DNS-sized datagram from `port` to 53. */
+const udp = (port: number) => udpDatagram(port, 53);
 
 const runResult = z.looseObject({ retval: z.number() });
 
