@@ -41,24 +41,33 @@ async function waitForFile(file: string, timeoutMs: number): Promise<boolean> {
   return existsSync(file);
 }
 
-rootTest.serial('a job computing 1.5 s in the background after its answer finishes before the instance sleeps (idle timeout 300 ms)', async (t) => {
-  const inst = await accountedInstance(t);
-  const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '300ms' })] });
+/**
+ * Asks the app for a 1.5 s job computed after its answer, then sends nothing more and waits (3 s at
+ * most) for the job's done file, sampling the cgroup's freezer state throughout (`onSample` on each).
+ * What the job took is counted from the answer.
+ */
+async function backgroundJob(t: ExecutionContext, inst: { app: { url: string }; cgroup: Parameters<typeof sampleFreezerStates>[0] }, onSample?: () => void) {
   const done = doneFile(t);
-  const heldBy = new Set<string>();
-  const sampler = sampleFreezerStates(inst.cgroup, () => {
-    const reason = agent.detector.get('web')!.heldBy;
-    if (reason) heldBy.add(describeHold(reason));
-  });
-  const states = sampler.states;
+  const sampler = sampleFreezerStates(inst.cgroup, onSample);
   const answer = await get(`${inst.app.url}/job?ms=1500&done=${done}`, 3000);
   const acceptedAt = Date.now();
   t.regex(answer.body, /^accepted/);
   const finished = await waitForFile(done, 3000);
   await sampler.stop();
+  const tookMs = finished ? Number((await readFile(done, 'utf8')).trim()) - acceptedAt : undefined;
+  return { finished, tookMs, states: sampler.states };
+}
+
+rootTest.serial('a job computing 1.5 s in the background after its answer finishes before the instance sleeps (idle timeout 300 ms)', async (t) => {
+  const inst = await accountedInstance(t);
+  const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '300ms' })] });
+  const heldBy = new Set<string>();
+  const { finished, tookMs, states } = await backgroundJob(t, inst, () => {
+    const reason = agent.detector.get('web')!.heldBy;
+    if (reason) heldBy.add(describeHold(reason));
+  });
   t.true(finished, 'the job finished within 3 s of being accepted, with no further traffic');
-  const tookMs = Number((await readFile(done, 'utf8')).trim()) - acceptedAt;
-  t.true(tookMs < 3000, `the job took ${tookMs} ms`);
+  t.true(tookMs! < 3000, `the job took ${tookMs} ms`);
   t.deepEqual([...states], ['THAWED'], 'never frozen while it computed');
   t.is(agent.detector.get('web')!.sleeps, 0);
   t.true([...heldBy].some((r) => /^busy: \d+ ms CPU in the last \d+ ms$/.test(r)), `held by: ${[...heldBy].join(' | ')}`);
@@ -77,16 +86,9 @@ rootTest.serial('a job computing 1.5 s in the background after its answer finish
 async function jobFinishesThenSleeps(t: ExecutionContext, setup: 'readme' | 'demo'): Promise<void> {
   const inst = setup === 'readme' ? await createInstance(t) : await createMemoryInstance(t, 0);
   const agent = await startAgent(t, { instances: [inst.config({ idleTimeout: '500ms', idlePolicy: 'requests', wake: 'retry' })] });
-  const done = doneFile(t);
-  const sampler = sampleFreezerStates(inst.cgroup);
-  const states = sampler.states;
-  const answer = await get(`${inst.app.url}/job?ms=1500&done=${done}`, 3000);
-  const acceptedAt = Date.now();
-  t.regex(answer.body, /^accepted/);
-  const finished = await waitForFile(done, 3000);
-  await sampler.stop();
+  const { finished, tookMs, states } = await backgroundJob(t, inst);
   t.true(finished, `the job finished within 3 s of being accepted, with no further traffic (freezer states seen: ${[...states].join(', ')})`);
-  if (finished) t.true(Number((await readFile(done, 'utf8')).trim()) - acceptedAt < 3000);
+  if (finished) t.true(tookMs! < 3000);
   t.deepEqual([...states], ['THAWED'], 'never frozen while it computed');
   const [view] = (await (await fetch(`http://${agent.address}/api/instances`)).json()) as Array<{ busyGuard: { source: string; processes?: number } }>;
   t.like(view!.busyGuard, { source: 'procfs', processes: 1 });
